@@ -1,0 +1,121 @@
+package schema
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Change says who makes a change; it is recorded in the change's audit event.
+type Change struct {
+	Actor     string // "operator", "identity:<uuid>", "system"
+	RequestID string
+}
+
+// AuditEvent is one recorded change.
+type AuditEvent struct {
+	ID         string
+	TenantID   string
+	At         time.Time
+	Actor      string
+	Action     string
+	TargetKind string
+	TargetID   string
+	Before     map[string]any // nil when the target did not exist
+	After      map[string]any // nil when the target was deleted
+	RequestID  string
+	Region     string
+	Node       string
+}
+
+// audit is what a mutation hands to writeAudit.
+type audit struct {
+	action     string
+	targetKind string
+	targetID   string
+	before     any
+	after      any
+}
+
+// writeAudit inserts the audit event for a change inside the change's transaction.
+func (s *Store) writeAudit(ctx context.Context, tx pgx.Tx, sc Scope, c Change, a audit) error {
+	before, err := jsonOrNil(a.before)
+	if err != nil {
+		return err
+	}
+	after, err := jsonOrNil(a.after)
+	if err != nil {
+		return err
+	}
+	actor := c.Actor
+	if actor == "" {
+		actor = "system"
+	}
+	_, err = tx.Exec(ctx, `
+INSERT INTO audit_events (tenant_id, crdb_region, actor, action, target_kind, target_id, before, after, request_id, region, node)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+		sc.TenantID, sc.Region, actor, a.action, a.targetKind, a.targetID, before, after, c.RequestID, s.region, s.node)
+	if err != nil {
+		return fmt.Errorf("write audit event %s: %w", a.action, err)
+	}
+	return nil
+}
+
+func jsonOrNil(v any) ([]byte, error) {
+	if v == nil {
+		return nil, nil
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("encode audit summary: %w", err)
+	}
+	return b, nil
+}
+
+// ListAuditEvents pages through the tenant's audit events, newest first.
+func (s *Store) ListAuditEvents(ctx context.Context, sc Scope, p Page) ([]AuditEvent, string, error) {
+	limit, err := p.limit()
+	if err != nil {
+		return nil, "", err
+	}
+	var after struct {
+		At time.Time `json:"at"`
+		ID string    `json:"id"`
+	}
+	if err := p.decode(&after); err != nil {
+		return nil, "", err
+	}
+	q := `
+SELECT id::TEXT, at, actor, action, target_kind, target_id, before, after, request_id, region, node
+FROM audit_events
+WHERE tenant_id = $1 AND crdb_region = $2`
+	args := []any{sc.TenantID, sc.Region}
+	if after.ID != "" {
+		q += ` AND (at, id) < ($3, $4::UUID)`
+		args = append(args, after.At, after.ID)
+	}
+	q += fmt.Sprintf(` ORDER BY at DESC, id DESC LIMIT %d`, limit+1)
+	rows, err := s.pool.Query(ctx, q, args...)
+	if err != nil {
+		return nil, "", classify(err)
+	}
+	events, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (AuditEvent, error) {
+		e := AuditEvent{TenantID: sc.TenantID}
+		err := r.Scan(&e.ID, &e.At, &e.Actor, &e.Action, &e.TargetKind, &e.TargetID, &e.Before, &e.After, &e.RequestID, &e.Region, &e.Node)
+		return e, err
+	})
+	if err != nil {
+		return nil, "", classify(err)
+	}
+	next := ""
+	if len(events) > limit {
+		events = events[:limit]
+		last := events[limit-1]
+		after.At, after.ID = last.At, last.ID
+		next = encodeToken(after)
+	}
+	return events, next, nil
+}

@@ -1,0 +1,134 @@
+package schema
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cockroachdb/cockroach-go/v2/crdb"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Config says where the store runs; both values are recorded in every audit event.
+type Config struct {
+	Region string // the region of the node that uses the store
+	Node   string // the node's id
+}
+
+// Store is the typed data layer. It is safe for concurrent use by multiple goroutines.
+type Store struct {
+	pool   *pgxpool.Pool
+	region string
+	node   string
+}
+
+// New returns a store on pool. The pool should come from [Open].
+func New(pool *pgxpool.Pool, cfg Config) *Store {
+	return &Store{pool: pool, region: cfg.Region, node: cfg.Node}
+}
+
+// Pool returns the store's connection pool (for health checks and benchmarks' baselines).
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+// PoolConfig tunes [Open].
+type PoolConfig struct {
+	MaxConns       int32         // 0 means 4 per CPU, at least 8
+	ConnectTimeout time.Duration // 0 means 3s
+}
+
+// Open connects a pool to url with the settings every keyplane process uses:
+// transactions default to SERIALIZABLE and connection attempts are bounded, so a dead
+// database turns into ErrUnavailable quickly instead of hanging a request.
+func Open(ctx context.Context, url string, cfg PoolConfig) (*pgxpool.Pool, error) {
+	pc, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("parse database url: %w", redactURLError(err))
+	}
+	if cfg.MaxConns > 0 {
+		pc.MaxConns = cfg.MaxConns
+	} else if pc.MaxConns < 8 {
+		pc.MaxConns = 8
+	}
+	pc.ConnConfig.ConnectTimeout = cfg.ConnectTimeout
+	if pc.ConnConfig.ConnectTimeout <= 0 {
+		pc.ConnConfig.ConnectTimeout = 3 * time.Second
+	}
+	if pc.ConnConfig.RuntimeParams == nil {
+		pc.ConnConfig.RuntimeParams = map[string]string{}
+	}
+	pc.ConnConfig.RuntimeParams["default_transaction_isolation"] = "serializable"
+	if _, ok := pc.ConnConfig.RuntimeParams["application_name"]; !ok {
+		pc.ConnConfig.RuntimeParams["application_name"] = "keyplane"
+	}
+	pc.HealthCheckPeriod = 5 * time.Second
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return nil, fmt.Errorf("open pool: %w", classify(err))
+	}
+	return pool, nil
+}
+
+// redactURLError drops the connection string (and its password) from pgx parse errors.
+func redactURLError(err error) error {
+	var pe *pgconn.ParseConfigError
+	if errors.As(err, &pe) {
+		return errors.New("invalid connection string")
+	}
+	return err
+}
+
+// Ping checks that the database answers a query.
+func (s *Store) Ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	_, err := s.pool.Exec(ctx, "SELECT 1")
+	return classify(err)
+}
+
+// tx runs fn in a SERIALIZABLE transaction and retries it, with a fresh transaction
+// each time, on 40001 serialization failures. fn may run many times: it must only do
+// database work and must wrap errors with %w so retryable ones stay recognisable.
+//
+// cockroach-go's retry loop (crdb.ExecuteCtx) is used rather than crdbpgx.ExecuteTx:
+// the latter retries with ROLLBACK TO SAVEPOINT inside one transaction and ignores the
+// COMMIT error, which is right on CockroachDB but on PostgreSQL loses a transaction
+// that fails serialization at COMMIT (see docs/decisions/0003-transactions.md).
+func (s *Store) tx(ctx context.Context, fn func(pgx.Tx) error) error {
+	err := crdb.ExecuteCtx(ctx, func(ctx context.Context, _ ...any) error {
+		return s.attempt(ctx, fn)
+	})
+	return classify(err)
+}
+
+func (s *Store) attempt(ctx context.Context, fn func(pgx.Tx) error) (err error) {
+	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.Serializable})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback(context.WithoutCancel(ctx))
+		}
+	}()
+	if err := fn(tx); err != nil {
+		return err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) {
+			return err // the server answered: the transaction did not commit
+		}
+		return &AmbiguousCommitError{Err: err}
+	}
+	return nil
+}
+
+// querier is satisfied by *pgxpool.Pool and pgx.Tx.
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}

@@ -1,0 +1,231 @@
+package schema
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Tenant residency values.
+const (
+	ResidencyRegion      = "region"       // data only in the home region
+	ResidencySuperRegion = "super_region" // data anywhere in the home region's super region
+)
+
+// Status values for tenants and identities.
+const (
+	StatusActive   = "active"
+	StatusDisabled = "disabled"
+)
+
+// Tenant is a row of the GLOBAL tenants table.
+type Tenant struct {
+	ID             string
+	Name           string
+	HomeRegion     string
+	Residency      string
+	Status         string
+	PolicyRevision int64
+	PlacementEpoch int64
+	CreatedAt      time.Time
+	UpdatedAt      time.Time
+}
+
+// Scope is where a tenant's rows live: every per-tenant statement names both fields.
+type Scope struct {
+	TenantID string
+	Region   string // the tenant's home region: the crdb_region of all its rows
+}
+
+// Scope returns the partition the tenant's rows live in.
+func (t Tenant) Scope() Scope { return Scope{TenantID: t.ID, Region: t.HomeRegion} }
+
+// NewTenant is the input of CreateTenant.
+type NewTenant struct {
+	ID         string
+	Name       string
+	HomeRegion string
+	Residency  string // "" means ResidencyRegion
+}
+
+const tenantColumns = `id, name, home_region, residency, status, policy_revision, placement_epoch, created_at, updated_at`
+
+func scanTenant(r pgx.Row) (Tenant, error) {
+	var t Tenant
+	err := r.Scan(&t.ID, &t.Name, &t.HomeRegion, &t.Residency, &t.Status, &t.PolicyRevision, &t.PlacementEpoch, &t.CreatedAt, &t.UpdatedAt)
+	return t, err
+}
+
+// CreateTenant creates a tenant and its first audit event, in its home region.
+func (s *Store) CreateTenant(ctx context.Context, c Change, in NewTenant) (Tenant, error) {
+	if in.Residency == "" {
+		in.Residency = ResidencyRegion
+	}
+	if err := checkTenantID("id", in.ID); err != nil {
+		return Tenant{}, err
+	}
+	if err := checkText("name", in.Name, true, 200); err != nil {
+		return Tenant{}, err
+	}
+	if in.Residency != ResidencyRegion && in.Residency != ResidencySuperRegion {
+		return Tenant{}, fieldErr("residency", "must be %q or %q", ResidencyRegion, ResidencySuperRegion)
+	}
+	if in.HomeRegion == "" {
+		return Tenant{}, fieldErr("home_region", "required")
+	}
+	var t Tenant
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		if err := checkHomeRegion(ctx, tx, in.HomeRegion, in.Residency); err != nil {
+			return err
+		}
+		row := tx.QueryRow(ctx, `
+INSERT INTO tenants (id, name, home_region, residency) VALUES ($1, $2, $3, $4)
+ON CONFLICT (id) DO NOTHING
+RETURNING `+tenantColumns, in.ID, in.Name, in.HomeRegion, in.Residency)
+		var err error
+		if t, err = scanTenant(row); err != nil {
+			if errors.Is(err, pgx.ErrNoRows) {
+				return fmt.Errorf("%w: tenant %q already exists", ErrConflict, in.ID)
+			}
+			return fmt.Errorf("insert tenant: %w", err)
+		}
+		return s.writeAudit(ctx, tx, t.Scope(), c, audit{action: "tenant.create", targetKind: "tenant", targetID: t.ID, after: tenantSummary(t)})
+	})
+	return t, err
+}
+
+func checkHomeRegion(ctx context.Context, q querier, region, residency string) error {
+	var superRegion *string
+	err := q.QueryRow(ctx, `SELECT super_region FROM regions WHERE name = $1`, region).Scan(&superRegion)
+	if errors.Is(err, pgx.ErrNoRows) {
+		known, lerr := regionNames(ctx, q)
+		if lerr != nil {
+			return lerr
+		}
+		return fieldErr("home_region", "unknown region %q (this database serves %v)", truncate(region, 70), known)
+	}
+	if err != nil {
+		return fmt.Errorf("read region: %w", err)
+	}
+	if residency == ResidencySuperRegion && superRegion == nil {
+		return fieldErr("residency", "super_region residency needs a home region inside a super region; %q is in none", region)
+	}
+	return nil
+}
+
+func tenantSummary(t Tenant) map[string]any {
+	return map[string]any{"name": t.Name, "home_region": t.HomeRegion, "residency": t.Residency, "status": t.Status}
+}
+
+// GetTenant reads one tenant. The tenants table is GLOBAL: the read is served locally in
+// every region and is never stale.
+func (s *Store) GetTenant(ctx context.Context, id string) (Tenant, error) {
+	if err := checkTenantID("tenant_id", id); err != nil {
+		return Tenant{}, err
+	}
+	t, err := scanTenant(s.pool.QueryRow(ctx, `SELECT `+tenantColumns+` FROM tenants WHERE id = $1`, id))
+	if err != nil {
+		if errors.Is(err, pgx.ErrNoRows) {
+			return Tenant{}, fmt.Errorf("%w: tenant %q", ErrNotFound, id)
+		}
+		return Tenant{}, classify(err)
+	}
+	return t, nil
+}
+
+// ListTenants pages through all tenants ordered by id.
+func (s *Store) ListTenants(ctx context.Context, p Page) ([]Tenant, string, error) {
+	limit, err := p.limit()
+	if err != nil {
+		return nil, "", err
+	}
+	var after string
+	if err := p.decode(&after); err != nil {
+		return nil, "", err
+	}
+	rows, err := s.pool.Query(ctx, `SELECT `+tenantColumns+` FROM tenants WHERE id > $1 ORDER BY id LIMIT $2`, after, limit+1)
+	if err != nil {
+		return nil, "", classify(err)
+	}
+	ts, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Tenant, error) { return scanTenant(r) })
+	if err != nil {
+		return nil, "", classify(err)
+	}
+	next := ""
+	if len(ts) > limit {
+		ts = ts[:limit]
+		next = encodeToken(ts[limit-1].ID)
+	}
+	return ts, next, nil
+}
+
+// TenantUpdate lists the fields to change; nil fields stay as they are.
+type TenantUpdate struct {
+	Name *string
+}
+
+// UpdateTenant changes a tenant's mutable fields.
+func (s *Store) UpdateTenant(ctx context.Context, c Change, id string, u TenantUpdate) (Tenant, error) {
+	if err := checkTenantID("id", id); err != nil {
+		return Tenant{}, err
+	}
+	if u.Name != nil {
+		if err := checkText("name", *u.Name, true, 200); err != nil {
+			return Tenant{}, err
+		}
+	}
+	return s.changeTenant(ctx, c, id, "tenant.update", func(t *Tenant) {
+		if u.Name != nil {
+			t.Name = *u.Name
+		}
+	})
+}
+
+// SetTenantStatus enables or disables a tenant. Setting the status it already has
+// changes nothing and writes no audit event.
+func (s *Store) SetTenantStatus(ctx context.Context, c Change, id, status string) (Tenant, error) {
+	if err := checkTenantID("id", id); err != nil {
+		return Tenant{}, err
+	}
+	if status != StatusActive && status != StatusDisabled {
+		return Tenant{}, fieldErr("status", "must be %q or %q", StatusActive, StatusDisabled)
+	}
+	action := "tenant.enable"
+	if status == StatusDisabled {
+		action = "tenant.disable"
+	}
+	return s.changeTenant(ctx, c, id, action, func(t *Tenant) { t.Status = status })
+}
+
+// changeTenant reads the tenant for update, applies edit, and writes it back with its
+// audit event when anything changed.
+func (s *Store) changeTenant(ctx context.Context, c Change, id, action string, edit func(*Tenant)) (Tenant, error) {
+	var out Tenant
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		before, err := scanTenant(tx.QueryRow(ctx, `SELECT `+tenantColumns+` FROM tenants WHERE id = $1 FOR UPDATE`, id))
+		if err != nil {
+			if errors.Is(err, pgx.ErrNoRows) {
+				return fmt.Errorf("%w: tenant %q", ErrNotFound, id)
+			}
+			return fmt.Errorf("read tenant: %w", err)
+		}
+		after := before
+		edit(&after)
+		if after == before {
+			out = before
+			return nil
+		}
+		out, err = scanTenant(tx.QueryRow(ctx, `
+UPDATE tenants SET name = $2, status = $3, updated_at = now() WHERE id = $1
+RETURNING `+tenantColumns, id, after.Name, after.Status))
+		if err != nil {
+			return fmt.Errorf("update tenant: %w", err)
+		}
+		return s.writeAudit(ctx, tx, out.Scope(), c, audit{action: action, targetKind: "tenant", targetID: id,
+			before: tenantSummary(before), after: tenantSummary(out)})
+	})
+	return out, err
+}

@@ -1,0 +1,214 @@
+-- keyplane schema, postgres dialect
+
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    INT8 NOT NULL PRIMARY KEY,
+    name       TEXT NOT NULL,
+    applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+
+-- migration 0001 initial
+-- 0001 initial schema, one source for both dialects (rendered by schema/migrate.go):
+--   global  LOCALITY GLOBAL on CockroachDB; nothing on PostgreSQL
+--   rbr     LOCALITY REGIONAL BY ROW AS crdb_region on CockroachDB; nothing on PostgreSQL
+--   pk      the primary key. CockroachDB prefixes it with the partition column
+--           crdb_region itself; on PostgreSQL crdb_region is written out first, so
+--           both engines store the same key and per-region list partitions fit.
+-- Per-tenant primary keys start with tenant_id. Foreign keys and unique indexes between
+-- per-tenant rows include crdb_region, so on CockroachDB their checks stay in the home
+-- region (no cross-region uniqueness probes) and rehoming cascades.
+
+-- On CockroachDB crdb_internal_region is the enum of the database's regions.
+CREATE DOMAIN crdb_internal_region AS TEXT;
+
+-- regions: the regions this database serves, written by `keyplane migrate --regions`.
+CREATE TABLE IF NOT EXISTS regions (
+    name         TEXT NOT NULL PRIMARY KEY,
+    super_region TEXT,
+    created_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
+    CONSTRAINT regions_name_format CHECK (name ~ '^[a-z][a-z0-9-]{0,62}$')
+);
+
+-- tenants: read in every region, written rarely.
+CREATE TABLE IF NOT EXISTS tenants (
+    id              TEXT NOT NULL PRIMARY KEY,
+    name            TEXT NOT NULL,
+    home_region     TEXT NOT NULL REFERENCES regions (name),
+    residency       TEXT NOT NULL DEFAULT 'region',
+    status          TEXT NOT NULL DEFAULT 'active',
+    policy_revision INT8 NOT NULL DEFAULT 1,
+    placement_epoch INT8 NOT NULL DEFAULT 1,
+    created_at      TIMESTAMPTZ NOT NULL DEFAULT now(),
+    updated_at      TIMESTAMPTZ NOT NULL DEFAULT now(),
+    CONSTRAINT tenants_id_format CHECK (id ~ '^[a-z0-9][a-z0-9-]{1,62}$'),
+    CONSTRAINT tenants_name_length CHECK (length(name) BETWEEN 1 AND 200),
+    CONSTRAINT tenants_residency CHECK (residency IN ('region', 'super_region')),
+    CONSTRAINT tenants_status CHECK (status IN ('active', 'disabled'))
+);
+
+CREATE TABLE IF NOT EXISTS identities (
+    tenant_id          TEXT NOT NULL REFERENCES tenants (id),
+    id                 UUID NOT NULL DEFAULT gen_random_uuid(),
+    crdb_region        crdb_internal_region NOT NULL,
+    kind               TEXT NOT NULL,
+    display_name       TEXT NOT NULL,
+    email              TEXT,
+    attributes         JSONB NOT NULL DEFAULT '{}',
+    owner_id           UUID,
+    purpose            TEXT NOT NULL DEFAULT '',
+    status             TEXT NOT NULL DEFAULT 'active',
+    expires_at         TIMESTAMPTZ,
+    tokens_valid_after TIMESTAMPTZ,
+    created_at         TIMESTAMPTZ NOT NULL DEFAULT now(),
+    updated_at         TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (crdb_region, tenant_id, id),
+    CONSTRAINT identities_owner FOREIGN KEY (crdb_region, tenant_id, owner_id) REFERENCES identities (crdb_region, tenant_id, id) ON UPDATE CASCADE,
+    CONSTRAINT identities_kind CHECK (kind IN ('human', 'service_account', 'workload', 'device', 'agent')),
+    CONSTRAINT identities_status CHECK (status IN ('active', 'disabled')),
+    CONSTRAINT identities_display_name_length CHECK (length(display_name) BETWEEN 1 AND 200),
+    CONSTRAINT identities_nonhuman_governed CHECK (kind = 'human' OR (owner_id IS NOT NULL AND expires_at IS NOT NULL))
+);
+CREATE UNIQUE INDEX IF NOT EXISTS identities_email ON identities (crdb_region, tenant_id, lower(email)) WHERE email IS NOT NULL;
+CREATE INDEX IF NOT EXISTS identities_owner_idx ON identities (tenant_id, owner_id) WHERE owner_id IS NOT NULL;
+
+-- credentials: secrets are stored only as hashes (or, for TOTP seeds, encrypted).
+CREATE TABLE IF NOT EXISTS credentials (
+    tenant_id        TEXT NOT NULL REFERENCES tenants (id),
+    id               UUID NOT NULL DEFAULT gen_random_uuid(),
+    crdb_region      crdb_internal_region NOT NULL,
+    identity_id      UUID NOT NULL,
+    kind             TEXT NOT NULL,
+    key_id           TEXT,
+    secret_hash      BYTEA,
+    secret_encrypted BYTEA,
+    params           JSONB NOT NULL DEFAULT '{}',
+    created_at       TIMESTAMPTZ NOT NULL DEFAULT now(),
+    expires_at       TIMESTAMPTZ,
+    last_used_at     TIMESTAMPTZ,
+    rotated_at       TIMESTAMPTZ,
+    revoked_at       TIMESTAMPTZ,
+    PRIMARY KEY (crdb_region, tenant_id, id),
+    CONSTRAINT credentials_identity FOREIGN KEY (crdb_region, tenant_id, identity_id) REFERENCES identities (crdb_region, tenant_id, id) ON UPDATE CASCADE,
+    CONSTRAINT credentials_kind CHECK (kind IN ('password', 'totp', 'recovery_code', 'api_key', 'client_secret'))
+);
+CREATE UNIQUE INDEX IF NOT EXISTS credentials_key_id ON credentials (crdb_region, tenant_id, key_id) WHERE key_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS credentials_identity_idx ON credentials (tenant_id, identity_id);
+
+-- sessions: every token carries its session id, so revoking a session revokes them all.
+CREATE TABLE IF NOT EXISTS sessions (
+    tenant_id   TEXT NOT NULL REFERENCES tenants (id),
+    id          UUID NOT NULL DEFAULT gen_random_uuid(),
+    crdb_region crdb_internal_region NOT NULL,
+    identity_id UUID NOT NULL,
+    client_id   TEXT,
+    amr         TEXT[] NOT NULL DEFAULT '{}',
+    created_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    expires_at  TIMESTAMPTZ NOT NULL,
+    revoked_at  TIMESTAMPTZ,
+    PRIMARY KEY (crdb_region, tenant_id, id),
+    CONSTRAINT sessions_identity FOREIGN KEY (crdb_region, tenant_id, identity_id) REFERENCES identities (crdb_region, tenant_id, id) ON UPDATE CASCADE
+);
+CREATE INDEX IF NOT EXISTS sessions_identity_idx ON sessions (tenant_id, identity_id);
+
+CREATE TABLE IF NOT EXISTS roles (
+    tenant_id   TEXT NOT NULL REFERENCES tenants (id),
+    id          UUID NOT NULL DEFAULT gen_random_uuid(),
+    crdb_region crdb_internal_region NOT NULL,
+    name        TEXT NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    permissions TEXT[] NOT NULL DEFAULT '{}',
+    sensitive   BOOL NOT NULL DEFAULT false,
+    created_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    updated_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (crdb_region, tenant_id, id)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS roles_name ON roles (crdb_region, tenant_id, name);
+
+CREATE TABLE IF NOT EXISTS groups (
+    tenant_id   TEXT NOT NULL REFERENCES tenants (id),
+    id          UUID NOT NULL DEFAULT gen_random_uuid(),
+    crdb_region crdb_internal_region NOT NULL,
+    name        TEXT NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    external_id TEXT,
+    created_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    updated_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (crdb_region, tenant_id, id)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS groups_name ON groups (crdb_region, tenant_id, name);
+
+CREATE TABLE IF NOT EXISTS group_members (
+    tenant_id   TEXT NOT NULL REFERENCES tenants (id),
+    group_id    UUID NOT NULL,
+    identity_id UUID NOT NULL,
+    crdb_region crdb_internal_region NOT NULL,
+    created_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (crdb_region, tenant_id, group_id, identity_id),
+    CONSTRAINT group_members_group FOREIGN KEY (crdb_region, tenant_id, group_id) REFERENCES groups (crdb_region, tenant_id, id) ON UPDATE CASCADE,
+    CONSTRAINT group_members_identity FOREIGN KEY (crdb_region, tenant_id, identity_id) REFERENCES identities (crdb_region, tenant_id, id) ON UPDATE CASCADE
+);
+CREATE INDEX IF NOT EXISTS group_members_identity_idx ON group_members (tenant_id, identity_id);
+
+-- bindings: a role granted (or denied) to a principal on a resource scope.
+CREATE TABLE IF NOT EXISTS bindings (
+    tenant_id      TEXT NOT NULL REFERENCES tenants (id),
+    id             UUID NOT NULL DEFAULT gen_random_uuid(),
+    crdb_region    crdb_internal_region NOT NULL,
+    effect         TEXT NOT NULL DEFAULT 'allow',
+    principal_kind TEXT NOT NULL,
+    principal_id   UUID NOT NULL,
+    role_id        UUID NOT NULL,
+    scope          TEXT NOT NULL,
+    condition      TEXT NOT NULL DEFAULT '',
+    expires_at     TIMESTAMPTZ,
+    granted_by     TEXT NOT NULL,
+    justification  TEXT NOT NULL DEFAULT '',
+    created_at     TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (crdb_region, tenant_id, id),
+    CONSTRAINT bindings_role FOREIGN KEY (crdb_region, tenant_id, role_id) REFERENCES roles (crdb_region, tenant_id, id) ON UPDATE CASCADE,
+    CONSTRAINT bindings_effect CHECK (effect IN ('allow', 'deny')),
+    CONSTRAINT bindings_principal_kind CHECK (principal_kind IN ('identity', 'group'))
+);
+CREATE INDEX IF NOT EXISTS bindings_principal_idx ON bindings (tenant_id, principal_id);
+
+-- audit_events: written in the same transaction as the change each one records.
+CREATE TABLE IF NOT EXISTS audit_events (
+    tenant_id   TEXT NOT NULL REFERENCES tenants (id),
+    id          UUID NOT NULL DEFAULT gen_random_uuid(),
+    crdb_region crdb_internal_region NOT NULL,
+    at          TIMESTAMPTZ NOT NULL DEFAULT now(),
+    actor       TEXT NOT NULL,
+    action      TEXT NOT NULL,
+    target_kind TEXT NOT NULL,
+    target_id   TEXT NOT NULL,
+    before      JSONB,
+    after       JSONB,
+    request_id  TEXT NOT NULL DEFAULT '',
+    region      TEXT NOT NULL,
+    node        TEXT NOT NULL,
+    PRIMARY KEY (crdb_region, tenant_id, id)
+);
+CREATE INDEX IF NOT EXISTS audit_events_at_idx ON audit_events (tenant_id, at DESC, id DESC);
+
+-- signing_keys: public halves, read in every region to verify tokens.
+CREATE TABLE IF NOT EXISTS signing_keys (
+    kid        TEXT NOT NULL PRIMARY KEY,
+    region     TEXT NOT NULL REFERENCES regions (name),
+    alg        TEXT NOT NULL DEFAULT 'EdDSA',
+    public_key BYTEA NOT NULL,
+    status     TEXT NOT NULL DEFAULT 'pending',
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    active_at  TIMESTAMPTZ,
+    retired_at TIMESTAMPTZ,
+    expires_at TIMESTAMPTZ,
+    CONSTRAINT signing_keys_status CHECK (status IN ('pending', 'active', 'retired'))
+);
+
+-- signing_key_secrets: private halves, encrypted under the key-encryption key, stored
+-- only in the region whose nodes sign with them.
+CREATE TABLE IF NOT EXISTS signing_key_secrets (
+    kid         TEXT NOT NULL REFERENCES signing_keys (kid),
+    crdb_region crdb_internal_region NOT NULL,
+    sealed      BYTEA NOT NULL,
+    kek_id      TEXT NOT NULL,
+    PRIMARY KEY (crdb_region, kid)
+);
