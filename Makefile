@@ -54,10 +54,10 @@ $(BIN)/buf:
 
 # The plugins' versions come from go.mod, so generated code matches the runtime.
 $(BIN)/protoc-gen-go: go.mod
-	GOBIN=$(BIN) go install google.golang.org/protobuf/cmd/protoc-gen-go
+	GOBIN=$(BIN) go install google.golang.org/protobuf/cmd/protoc-gen-go@$$(go list -m -f '{{.Version}}' google.golang.org/protobuf)
 
 $(BIN)/protoc-gen-connect-go: go.mod
-	GOBIN=$(BIN) go install connectrpc.com/connect/cmd/protoc-gen-connect-go
+	GOBIN=$(BIN) go install connectrpc.com/connect/cmd/protoc-gen-connect-go@$$(go list -m -f '{{.Version}}' connectrpc.com/connect)
 
 $(BIN)/protoc-gen-doc:
 	GOBIN=$(BIN) go install github.com/pseudomuto/protoc-gen-doc/cmd/protoc-gen-doc@$(PROTOC_GEN_DOC_VERSION)

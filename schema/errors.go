@@ -17,6 +17,8 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrConflict: the row already exists, or the change conflicts with current state.
 	ErrConflict = errors.New("conflict")
+	// ErrPrecondition: the change is valid but the current state forbids it.
+	ErrPrecondition = errors.New("failed precondition")
 	// ErrUnavailable: the database could not be reached or did not answer in time.
 	// The operation may or may not have been applied only when it is an
 	// *AmbiguousCommitError.
@@ -53,7 +55,7 @@ func classify(err error) error {
 		return nil
 	}
 	var fe *FieldError
-	if errors.As(err, &fe) || errors.Is(err, ErrNotFound) || errors.Is(err, ErrConflict) || errors.Is(err, ErrUnavailable) {
+	if errors.As(err, &fe) || errors.Is(err, ErrNotFound) || errors.Is(err, ErrConflict) || errors.Is(err, ErrPrecondition) || errors.Is(err, ErrUnavailable) {
 		return err // already classified
 	}
 	if errors.Is(err, pgx.ErrNoRows) {

@@ -102,12 +102,6 @@ func checkIdentity(i Identity, now time.Time) error {
 	if err := checkAttributes(i.Attributes); err != nil {
 		return err
 	}
-	if err := checkText("purpose", i.Purpose, !i.IsHuman(), maxPurpose); err != nil {
-		if i.Purpose == "" {
-			return fieldErr("purpose", "required for non-human identities (what is it for?)")
-		}
-		return err
-	}
 	if !i.IsHuman() && i.OwnerID == "" {
 		return fieldErr("owner_id", "required for non-human identities (the accountable human)")
 	}
@@ -121,6 +115,12 @@ func checkIdentity(i Identity, now time.Time) error {
 	}
 	if !i.IsHuman() && i.ExpiresAt.IsZero() {
 		return fieldErr("expire_time", "required for non-human identities")
+	}
+	if err := checkText("purpose", i.Purpose, !i.IsHuman(), maxPurpose); err != nil {
+		if i.Purpose == "" {
+			return fieldErr("purpose", "required for non-human identities (what is it for?)")
+		}
+		return err
 	}
 	if !i.ExpiresAt.IsZero() {
 		if !i.ExpiresAt.After(now) {
@@ -417,8 +417,8 @@ WHERE tenant_id = $1 AND crdb_region = $2 AND owner_id = $3 AND status = 'active
 		return fmt.Errorf("count owned identities: %w", err)
 	}
 	if n > 0 {
-		return &ConflictError{FieldError{Field: "id", Reason: fmt.Sprintf(
-			"identity %s owns %d active non-human identities; give them another owner or disable them first", id, n)}}
+		return fmt.Errorf("%w: id: identity %s owns %d active non-human identities; give them another owner or disable them first",
+			ErrPrecondition, id, n)
 	}
 	return nil
 }

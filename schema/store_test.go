@@ -185,8 +185,8 @@ func TestIdentityLifecycle(t *testing.T) {
 		t.Fatalf("duplicate email (case-insensitive): got %v, want ErrConflict", err)
 	}
 	// Alice owns an active NHI, so she cannot be disabled until it has another owner.
-	if _, err := s.SetIdentityStatus(ctx, op, sc, alice.ID, schema.StatusDisabled); !errors.Is(err, schema.ErrConflict) {
-		t.Fatalf("disable an owner of active NHIs: got %v, want ErrConflict", err)
+	if _, err := s.SetIdentityStatus(ctx, op, sc, alice.ID, schema.StatusDisabled); !errors.Is(err, schema.ErrPrecondition) {
+		t.Fatalf("disable an owner of active NHIs: got %v, want ErrPrecondition", err)
 	}
 	bob := mustHuman(t, s, sc, "Bob")
 	purpose := "deploys to production"

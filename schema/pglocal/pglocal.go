@@ -133,7 +133,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	for attempt := 0; ; attempt++ {
 		s.port = cfg.Port
 		if s.port == 0 {
-			if s.port, err = freePort(); err != nil {
+			if s.port, err = FreePort(); err != nil {
 				return fail(err)
 			}
 		}
@@ -338,7 +338,8 @@ func removeStale(tempDir string) {
 	}
 }
 
-func freePort() (int, error) {
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, fmt.Errorf("find a free port: %w", err)

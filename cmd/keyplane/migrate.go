@@ -1,0 +1,75 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/keyplane/keyplane/schema"
+)
+
+func runMigrate(ctx context.Context, args []string, stdout io.Writer) error {
+	c := newCommand("migrate", "Create or upgrade the schema and record the database's regions. Safe to run again: applied migrations are skipped.", `
+The engine (CockroachDB or PostgreSQL) is detected from the server. On CockroachDB the
+first region becomes the PRIMARY REGION, the others are added, and --survive,
+--super-region and --placement become ALTER DATABASE statements; on PostgreSQL the
+regions are recorded in the regions table and crdb_region is an ordinary column.
+
+Examples:
+  keyplane migrate --db $URL --regions us-east,eu-west,ap-south
+  keyplane migrate --db $URL --regions us-east1,europe-west1,europe-west2 \
+      --survive region --super-region eu=europe-west1,europe-west2`)
+	fs := c.flags
+	db := fs.String("db", "", "database URL, postgres://… (required)")
+	regions := fs.String("regions", "", "comma-separated regions, primary first (required on a new database)")
+	survive := fs.String("survive", "zone", "CockroachDB survival goal: zone or region")
+	placement := fs.String("placement", "default", "CockroachDB placement: default or restricted")
+	var supers listFlag
+	fs.Var(&supers, "super-region", "NAME=REGION,REGION... (repeatable, or ';'-separated in the environment; CockroachDB super regions for residency)")
+	if err := c.parse(args); err != nil {
+		return parseErr(err)
+	}
+	if *db == "" {
+		return usageErr("--db is required (or KEYPLANE_DB)")
+	}
+	cfg := schema.MigrateConfig{Regions: splitList(*regions), Survive: *survive, Placement: *placement}
+	for _, s := range supers {
+		for _, one := range strings.Split(s, ";") {
+			name, members, err := schema.ParseSuperRegion(one)
+			if err != nil {
+				return usageErr("%v", err)
+			}
+			if cfg.SuperRegions == nil {
+				cfg.SuperRegions = map[string][]string{}
+			}
+			cfg.SuperRegions[name] = members
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		return usageErr("%v", err)
+	}
+	pool, err := schema.Open(ctx, *db, schema.PoolConfig{MaxConns: 2})
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	res, err := schema.Migrate(ctx, pool, cfg)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "engine: %s\n", res.Dialect)
+	if len(res.Applied) == 0 {
+		fmt.Fprintln(stdout, "migrations: up to date, nothing applied")
+	} else {
+		fmt.Fprintf(stdout, "migrations applied: %s\n", strings.Join(res.Applied, ", "))
+	}
+	for _, r := range res.Regions {
+		if r.SuperRegion != "" {
+			fmt.Fprintf(stdout, "region: %s (super region %s)\n", r.Name, r.SuperRegion)
+		} else {
+			fmt.Fprintf(stdout, "region: %s\n", r.Name)
+		}
+	}
+	return nil
+}

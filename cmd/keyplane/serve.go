@@ -1,0 +1,147 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/keyplane/keyplane/region"
+	"github.com/keyplane/keyplane/schema"
+)
+
+func runServe(ctx context.Context, args []string, stdout io.Writer) error {
+	c := newCommand("serve", "Run a region node: the Connect/gRPC API, /healthz, /readyz and /metrics on one port.", `
+The operator secret that guards the admin API is read from KEYPLANE_OPERATOR_SECRET or
+from the file named by --operator-secret-file (never from a flag value, which would show
+in ps). Without one, the admin API refuses every call.
+
+Example:
+  KEYPLANE_OPERATOR_SECRET=$(cat secret) keyplane serve --region us-east \
+      --db postgres://keyplane@127.0.0.1:5432/keyplane --listen 127.0.0.1:8080`)
+	cfg := region.DefaultConfig()
+	fs := c.flags
+	fs.StringVar(&cfg.Region, "region", "", "the region this node serves (required; one of the database's regions)")
+	fs.StringVar(&cfg.NodeID, "node-id", cfg.NodeID, "node id used in logs, metrics, audit events and the Keyplane-Served-By header")
+	listen := fs.String("listen", "127.0.0.1:8080", "address to listen on (HTTP/1.1 and h2c)")
+	db := fs.String("db", "", "database URL, postgres://… (required)")
+	secretFile := fs.String("operator-secret-file", "", "file holding the operator secret")
+	maxConns := fs.Int("max-conns", 0, "database pool size (0: 4 per CPU, at least 8)")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	logFormat := fs.String("log-format", "json", "json or text")
+	if err := c.parse(args); err != nil {
+		return parseErr(err)
+	}
+	if *db == "" {
+		return usageErr("--db is required (or KEYPLANE_DB)")
+	}
+	secret, err := operatorSecret(*secretFile)
+	if err != nil {
+		return err
+	}
+	cfg.OperatorSecret = region.Secret(secret)
+	if err := cfg.Validate(); err != nil {
+		return usageErr("%v", err)
+	}
+	log, err := newLogger(os.Stderr, *logLevel, *logFormat)
+	if err != nil {
+		return usageErr("%v", err)
+	}
+	if secret == "" {
+		log.Warn("no operator secret configured: the admin API refuses every call")
+	}
+
+	pool, err := schema.Open(ctx, *db, schema.PoolConfig{MaxConns: int32(*maxConns)})
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	store := schema.New(pool, schema.Config{Region: cfg.Region, Node: cfg.NodeID})
+	if err := checkDatabase(ctx, store, cfg.Region); err != nil {
+		if !errors.Is(err, schema.ErrUnavailable) {
+			return err
+		}
+		log.Warn("database unavailable at startup; serving as not ready until it answers", "err", err)
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	node, err := region.New(cfg, store, log, reg)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", *listen, err)
+	}
+	fmt.Fprintf(stdout, "keyplane %s serving region %s as node %s on http://%s\n", version(), cfg.Region, cfg.NodeID, ln.Addr())
+	return node.Serve(ctx, ln)
+}
+
+// checkDatabase refuses to start against an unmigrated database or one that does not
+// serve the node's region.
+func checkDatabase(ctx context.Context, store *schema.Store, regionName string) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := store.Ping(ctx); err != nil {
+		return err
+	}
+	if err := store.CheckSchema(ctx); err != nil {
+		return err
+	}
+	ok, err := store.HasRegion(ctx, regionName)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		rs, _ := store.ListRegions(ctx)
+		var names []string
+		for _, r := range rs {
+			names = append(names, r.Name)
+		}
+		return fmt.Errorf("region %q is not one of the database's regions %v: pick one, or add it with `keyplane migrate --regions`", regionName, names)
+	}
+	return nil
+}
+
+func operatorSecret(file string) (string, error) {
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("operator secret file: %w", err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
+	return os.Getenv("KEYPLANE_OPERATOR_SECRET"), nil
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch format {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format: want json or text, got %q", format)
+}
+
+// parseErr turns flag parsing failures into usage errors (exit status 2).
+func parseErr(err error) error {
+	if errors.Is(err, errHelp) {
+		return err
+	}
+	return usageErr("%v", err)
+}

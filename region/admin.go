@@ -1,0 +1,332 @@
+package region
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	keyplanev1 "github.com/keyplane/keyplane/region/gen/keyplane/v1"
+	"github.com/keyplane/keyplane/region/gen/keyplane/v1/keyplanev1connect"
+	"github.com/keyplane/keyplane/schema"
+)
+
+// AdminService implements keyplane.v1.AdminService. Handlers return store errors as
+// they are; the node's interceptor maps them to Connect codes.
+type AdminService struct {
+	node *Node
+}
+
+var _ keyplanev1connect.AdminServiceHandler = (*AdminService)(nil)
+
+// change describes the caller of an admin call for the audit log.
+func change(ctx context.Context) schema.Change {
+	return schema.Change{Actor: "operator", RequestID: requestID(ctx)}
+}
+
+// scope resolves the tenant named by a request to the partition its rows live in.
+func (a *AdminService) scope(ctx context.Context, tenantID string) (schema.Scope, error) {
+	if tenantID == "" {
+		return schema.Scope{}, fieldError("tenant_id", "required")
+	}
+	t, err := a.node.store.GetTenant(ctx, tenantID)
+	if err != nil {
+		return schema.Scope{}, err
+	}
+	return t.Scope(), nil
+}
+
+func (a *AdminService) ListRegions(ctx context.Context, _ *connect.Request[keyplanev1.ListRegionsRequest]) (*connect.Response[keyplanev1.ListRegionsResponse], error) {
+	rs, err := a.node.store.ListRegions(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := &keyplanev1.ListRegionsResponse{}
+	for _, r := range rs {
+		out.Regions = append(out.Regions, &keyplanev1.Region{Name: r.Name, SuperRegion: r.SuperRegion})
+	}
+	return connect.NewResponse(out), nil
+}
+
+func (a *AdminService) CreateTenant(ctx context.Context, req *connect.Request[keyplanev1.CreateTenantRequest]) (*connect.Response[keyplanev1.CreateTenantResponse], error) {
+	m := req.Msg
+	residency, err := residencyFromProto(m.Residency)
+	if err != nil {
+		return nil, err
+	}
+	t, err := a.node.store.CreateTenant(ctx, change(ctx), schema.NewTenant{ID: m.Id, Name: m.Name, HomeRegion: m.HomeRegion, Residency: residency})
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&keyplanev1.CreateTenantResponse{Tenant: tenantToProto(t)}), nil
+}
+
+func (a *AdminService) GetTenant(ctx context.Context, req *connect.Request[keyplanev1.GetTenantRequest]) (*connect.Response[keyplanev1.GetTenantResponse], error) {
+	if req.Msg.Id == "" {
+		return nil, fieldError("id", "required")
+	}
+	t, err := a.node.store.GetTenant(ctx, req.Msg.Id)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&keyplanev1.GetTenantResponse{Tenant: tenantToProto(t)}), nil
+}
+
+func (a *AdminService) ListTenants(ctx context.Context, req *connect.Request[keyplanev1.ListTenantsRequest]) (*connect.Response[keyplanev1.ListTenantsResponse], error) {
+	ts, next, err := a.node.store.ListTenants(ctx, schema.Page{Size: int(req.Msg.PageSize), Token: req.Msg.PageToken})
+	if err != nil {
+		return nil, err
+	}
+	out := &keyplanev1.ListTenantsResponse{NextPageToken: next}
+	for _, t := range ts {
+		out.Tenants = append(out.Tenants, tenantToProto(t))
+	}
+	return connect.NewResponse(out), nil
+}
+
+func (a *AdminService) UpdateTenant(ctx context.Context, req *connect.Request[keyplanev1.UpdateTenantRequest]) (*connect.Response[keyplanev1.UpdateTenantResponse], error) {
+	t, err := a.node.store.UpdateTenant(ctx, change(ctx), req.Msg.Id, schema.TenantUpdate{Name: req.Msg.Name})
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&keyplanev1.UpdateTenantResponse{Tenant: tenantToProto(t)}), nil
+}
+
+func (a *AdminService) DisableTenant(ctx context.Context, req *connect.Request[keyplanev1.DisableTenantRequest]) (*connect.Response[keyplanev1.DisableTenantResponse], error) {
+	t, err := a.node.store.SetTenantStatus(ctx, change(ctx), req.Msg.Id, schema.StatusDisabled)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&keyplanev1.DisableTenantResponse{Tenant: tenantToProto(t)}), nil
+}
+
+func (a *AdminService) EnableTenant(ctx context.Context, req *connect.Request[keyplanev1.EnableTenantRequest]) (*connect.Response[keyplanev1.EnableTenantResponse], error) {
+	t, err := a.node.store.SetTenantStatus(ctx, change(ctx), req.Msg.Id, schema.StatusActive)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&keyplanev1.EnableTenantResponse{Tenant: tenantToProto(t)}), nil
+}
+
+func (a *AdminService) CreateIdentity(ctx context.Context, req *connect.Request[keyplanev1.CreateIdentityRequest]) (*connect.Response[keyplanev1.CreateIdentityResponse], error) {
+	m := req.Msg
+	kind, err := kindFromProto(m.Kind)
+	if err != nil {
+		return nil, err
+	}
+	expires, err := timeFromProto("expire_time", m.ExpireTime)
+	if err != nil {
+		return nil, err
+	}
+	sc, err := a.scope(ctx, m.TenantId)
+	if err != nil {
+		return nil, err
+	}
+	i, err := a.node.store.CreateIdentity(ctx, change(ctx), sc, schema.NewIdentity{
+		Kind: kind, DisplayName: m.DisplayName, Email: m.Email, Attributes: m.Attributes.AsMap(),
+		OwnerID: m.OwnerId, Purpose: m.Purpose, ExpiresAt: expires,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&keyplanev1.CreateIdentityResponse{Identity: identityToProto(i)}), nil
+}
+
+func (a *AdminService) GetIdentity(ctx context.Context, req *connect.Request[keyplanev1.GetIdentityRequest]) (*connect.Response[keyplanev1.GetIdentityResponse], error) {
+	sc, err := a.scope(ctx, req.Msg.TenantId)
+	if err != nil {
+		return nil, err
+	}
+	i, err := a.node.store.GetIdentity(ctx, sc, req.Msg.Id)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&keyplanev1.GetIdentityResponse{Identity: identityToProto(i)}), nil
+}
+
+func (a *AdminService) ListIdentities(ctx context.Context, req *connect.Request[keyplanev1.ListIdentitiesRequest]) (*connect.Response[keyplanev1.ListIdentitiesResponse], error) {
+	sc, err := a.scope(ctx, req.Msg.TenantId)
+	if err != nil {
+		return nil, err
+	}
+	is, next, err := a.node.store.ListIdentities(ctx, sc, schema.Page{Size: int(req.Msg.PageSize), Token: req.Msg.PageToken})
+	if err != nil {
+		return nil, err
+	}
+	out := &keyplanev1.ListIdentitiesResponse{NextPageToken: next}
+	for _, i := range is {
+		out.Identities = append(out.Identities, identityToProto(i))
+	}
+	return connect.NewResponse(out), nil
+}
+
+func (a *AdminService) UpdateIdentity(ctx context.Context, req *connect.Request[keyplanev1.UpdateIdentityRequest]) (*connect.Response[keyplanev1.UpdateIdentityResponse], error) {
+	m := req.Msg
+	u := schema.IdentityUpdate{DisplayName: m.DisplayName, Email: m.Email, OwnerID: m.OwnerId, Purpose: m.Purpose}
+	if m.Attributes != nil {
+		u.Attributes = m.Attributes.AsMap()
+	}
+	if m.ExpireTime != nil {
+		t, err := timeFromProto("expire_time", m.ExpireTime)
+		if err != nil {
+			return nil, err
+		}
+		u.ExpiresAt = &t
+	}
+	sc, err := a.scope(ctx, m.TenantId)
+	if err != nil {
+		return nil, err
+	}
+	i, err := a.node.store.UpdateIdentity(ctx, change(ctx), sc, m.Id, u)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&keyplanev1.UpdateIdentityResponse{Identity: identityToProto(i)}), nil
+}
+
+func (a *AdminService) DisableIdentity(ctx context.Context, req *connect.Request[keyplanev1.DisableIdentityRequest]) (*connect.Response[keyplanev1.DisableIdentityResponse], error) {
+	i, err := a.setIdentityStatus(ctx, req.Msg.TenantId, req.Msg.Id, schema.StatusDisabled)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&keyplanev1.DisableIdentityResponse{Identity: i}), nil
+}
+
+func (a *AdminService) EnableIdentity(ctx context.Context, req *connect.Request[keyplanev1.EnableIdentityRequest]) (*connect.Response[keyplanev1.EnableIdentityResponse], error) {
+	i, err := a.setIdentityStatus(ctx, req.Msg.TenantId, req.Msg.Id, schema.StatusActive)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&keyplanev1.EnableIdentityResponse{Identity: i}), nil
+}
+
+func (a *AdminService) setIdentityStatus(ctx context.Context, tenantID, id, status string) (*keyplanev1.Identity, error) {
+	sc, err := a.scope(ctx, tenantID)
+	if err != nil {
+		return nil, err
+	}
+	i, err := a.node.store.SetIdentityStatus(ctx, change(ctx), sc, id, status)
+	if err != nil {
+		return nil, err
+	}
+	return identityToProto(i), nil
+}
+
+func (a *AdminService) ListAuditEvents(ctx context.Context, req *connect.Request[keyplanev1.ListAuditEventsRequest]) (*connect.Response[keyplanev1.ListAuditEventsResponse], error) {
+	sc, err := a.scope(ctx, req.Msg.TenantId)
+	if err != nil {
+		return nil, err
+	}
+	evs, next, err := a.node.store.ListAuditEvents(ctx, sc, schema.Page{Size: int(req.Msg.PageSize), Token: req.Msg.PageToken})
+	if err != nil {
+		return nil, err
+	}
+	out := &keyplanev1.ListAuditEventsResponse{NextPageToken: next}
+	for _, e := range evs {
+		out.Events = append(out.Events, &keyplanev1.AuditEvent{
+			Id: e.ID, TenantId: e.TenantID, Time: timestamppb.New(e.At), Actor: e.Actor, Action: e.Action,
+			TargetKind: e.TargetKind, TargetId: e.TargetID, Before: structOrNil(e.Before), After: structOrNil(e.After),
+			RequestId: e.RequestID, Region: e.Region, Node: e.Node,
+		})
+	}
+	return connect.NewResponse(out), nil
+}
+
+// Conversions between the API and the store.
+
+func residencyFromProto(r keyplanev1.Residency) (string, error) {
+	switch r {
+	case keyplanev1.Residency_RESIDENCY_UNSPECIFIED, keyplanev1.Residency_RESIDENCY_REGION:
+		return schema.ResidencyRegion, nil
+	case keyplanev1.Residency_RESIDENCY_SUPER_REGION:
+		return schema.ResidencySuperRegion, nil
+	}
+	return "", fieldError("residency", fmt.Sprintf("unknown value %d", r))
+}
+
+var kinds = map[keyplanev1.IdentityKind]string{
+	keyplanev1.IdentityKind_IDENTITY_KIND_HUMAN:           schema.KindHuman,
+	keyplanev1.IdentityKind_IDENTITY_KIND_SERVICE_ACCOUNT: schema.KindServiceAccount,
+	keyplanev1.IdentityKind_IDENTITY_KIND_WORKLOAD:        schema.KindWorkload,
+	keyplanev1.IdentityKind_IDENTITY_KIND_DEVICE:          schema.KindDevice,
+	keyplanev1.IdentityKind_IDENTITY_KIND_AGENT:           schema.KindAgent,
+}
+
+func kindFromProto(k keyplanev1.IdentityKind) (string, error) {
+	if k == keyplanev1.IdentityKind_IDENTITY_KIND_UNSPECIFIED {
+		return "", fieldError("kind", "required (IDENTITY_KIND_HUMAN, _SERVICE_ACCOUNT, _WORKLOAD, _DEVICE or _AGENT)")
+	}
+	s, ok := kinds[k]
+	if !ok {
+		return "", fieldError("kind", fmt.Sprintf("unknown value %d", k))
+	}
+	return s, nil
+}
+
+func kindToProto(s string) keyplanev1.IdentityKind {
+	for k, v := range kinds {
+		if v == s {
+			return k
+		}
+	}
+	return keyplanev1.IdentityKind_IDENTITY_KIND_UNSPECIFIED
+}
+
+func timeFromProto(field string, ts *timestamppb.Timestamp) (time.Time, error) {
+	if ts == nil {
+		return time.Time{}, nil
+	}
+	if err := ts.CheckValid(); err != nil {
+		return time.Time{}, fieldError(field, "not a valid timestamp")
+	}
+	return ts.AsTime(), nil
+}
+
+func timeToProto(t time.Time) *timestamppb.Timestamp {
+	if t.IsZero() {
+		return nil
+	}
+	return timestamppb.New(t)
+}
+
+func statusToProto(s string) keyplanev1.Status {
+	if s == schema.StatusDisabled {
+		return keyplanev1.Status_STATUS_DISABLED
+	}
+	return keyplanev1.Status_STATUS_ACTIVE
+}
+
+func tenantToProto(t schema.Tenant) *keyplanev1.Tenant {
+	res := keyplanev1.Residency_RESIDENCY_REGION
+	if t.Residency == schema.ResidencySuperRegion {
+		res = keyplanev1.Residency_RESIDENCY_SUPER_REGION
+	}
+	return &keyplanev1.Tenant{
+		Id: t.ID, Name: t.Name, HomeRegion: t.HomeRegion, Residency: res, Status: statusToProto(t.Status),
+		PolicyRevision: t.PolicyRevision, PlacementEpoch: t.PlacementEpoch,
+		CreateTime: timestamppb.New(t.CreatedAt), UpdateTime: timestamppb.New(t.UpdatedAt),
+	}
+}
+
+func identityToProto(i schema.Identity) *keyplanev1.Identity {
+	return &keyplanev1.Identity{
+		TenantId: i.TenantID, Id: i.ID, Kind: kindToProto(i.Kind), DisplayName: i.DisplayName, Email: i.Email,
+		Attributes: structOrNil(i.Attributes), OwnerId: i.OwnerID, Purpose: i.Purpose, Status: statusToProto(i.Status),
+		ExpireTime: timeToProto(i.ExpiresAt), TokensValidAfter: timeToProto(i.TokensValidAfter),
+		CreateTime: timestamppb.New(i.CreatedAt), UpdateTime: timestamppb.New(i.UpdatedAt),
+	}
+}
+
+func structOrNil(m map[string]any) *structpb.Struct {
+	if m == nil {
+		return nil
+	}
+	s, err := structpb.NewStruct(m)
+	if err != nil {
+		return nil // cannot happen for values decoded from JSON
+	}
+	return s
+}

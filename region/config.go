@@ -1,0 +1,66 @@
+package region
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"regexp"
+)
+
+// Secret is a string that never prints: fmt and slog show "[redacted]".
+type Secret string
+
+func (Secret) String() string                 { return "[redacted]" }
+func (Secret) GoString() string               { return "[redacted]" }
+func (Secret) LogValue() slog.Value           { return slog.StringValue("[redacted]") }
+func (s Secret) MarshalText() ([]byte, error) { return []byte("[redacted]"), nil }
+
+// Config configures a region node.
+type Config struct {
+	// Region is the region this node serves; it must be one of the database's regions.
+	Region string
+	// NodeID names the node in logs, metrics, audit events and response headers.
+	NodeID string
+	// OperatorSecret authenticates admin calls (Authorization: Bearer <secret>).
+	// Empty disables the admin API: every admin call is refused.
+	OperatorSecret Secret
+}
+
+// DefaultConfig returns a configuration with a random node id and no operator secret.
+func DefaultConfig() Config {
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "node"
+	}
+	return Config{NodeID: host + "-" + RandomHex(3)}
+}
+
+var namePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
+
+// MinOperatorSecretLen is the shortest operator secret a node accepts.
+const MinOperatorSecretLen = 16
+
+// Validate reports the first invalid field.
+func (c Config) Validate() error {
+	var errs []error
+	if !namePattern.MatchString(c.Region) {
+		errs = append(errs, fmt.Errorf("region: %q is not a region name (lowercase letters, digits and '-')", c.Region))
+	}
+	if !namePattern.MatchString(c.NodeID) {
+		errs = append(errs, fmt.Errorf("node id: %q must be 1 to 63 characters of a-z, 0-9, '.', '_' and '-'", c.NodeID))
+	}
+	if c.OperatorSecret != "" && len(c.OperatorSecret) < MinOperatorSecretLen {
+		errs = append(errs, fmt.Errorf("operator secret: at least %d characters", MinOperatorSecretLen))
+	}
+	return errors.Join(errs...)
+}
+
+// RandomHex returns n random bytes, hex-encoded.
+func RandomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}

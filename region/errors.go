@@ -1,0 +1,55 @@
+package region
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"connectrpc.com/connect"
+
+	"github.com/keyplane/keyplane/schema"
+)
+
+// connectError maps an error from the layers below to a Connect error. It is the only
+// place that chooses codes for store errors. Unknown errors become Internal with the
+// request id only: their text may hold SQL or data and is logged, never sent.
+func connectError(ctx context.Context, log *slog.Logger, err error) error {
+	var ce *connect.Error
+	var fe *schema.FieldError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &ce):
+		return ce
+	case errors.Is(err, context.Canceled):
+		return connect.NewError(connect.CodeCanceled, errors.New("request canceled"))
+	case errors.Is(err, context.DeadlineExceeded):
+		return connect.NewError(connect.CodeDeadlineExceeded, errors.New("deadline exceeded"))
+	case errors.Is(err, schema.ErrConflict):
+		if errors.As(err, &fe) {
+			return connect.NewError(connect.CodeAlreadyExists, fe)
+		}
+		return connect.NewError(connect.CodeAlreadyExists, err)
+	case errors.As(err, &fe):
+		return connect.NewError(connect.CodeInvalidArgument, fe)
+	case errors.Is(err, schema.ErrNotFound):
+		return connect.NewError(connect.CodeNotFound, err)
+	case errors.Is(err, schema.ErrPrecondition):
+		return connect.NewError(connect.CodeFailedPrecondition, err)
+	case errors.Is(err, schema.ErrUnavailable):
+		var amb *schema.AmbiguousCommitError
+		if errors.As(err, &amb) {
+			log.WarnContext(ctx, "ambiguous commit", "request_id", requestID(ctx), "err", err)
+			return connect.NewError(connect.CodeUnavailable, errors.New("database connection lost while committing: the change may or may not be applied; read before retrying"))
+		}
+		log.WarnContext(ctx, "database unavailable", "request_id", requestID(ctx), "err", err)
+		return connect.NewError(connect.CodeUnavailable, errors.New("database unavailable; retry later"))
+	}
+	log.ErrorContext(ctx, "internal error", "request_id", requestID(ctx), "err", err)
+	return connect.NewError(connect.CodeInternal, errors.New("internal error; request id "+requestID(ctx)))
+}
+
+// fieldError is a bad request field detected in this package.
+func fieldError(field, reason string) error {
+	return connect.NewError(connect.CodeInvalidArgument, &schema.FieldError{Field: field, Reason: reason})
+}

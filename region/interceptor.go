@@ -1,0 +1,88 @@
+package region
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"log/slog"
+	"regexp"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+)
+
+type requestIDKey struct{}
+
+// RequestIDHeader carries the request id in both directions.
+const RequestIDHeader = "X-Request-Id"
+
+var requestIDPattern = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
+
+func requestID(ctx context.Context) string {
+	id, _ := ctx.Value(requestIDKey{}).(string)
+	return id
+}
+
+// incomingRequestID keeps a well-formed caller-supplied id and makes one otherwise.
+func incomingRequestID(h string) string {
+	if requestIDPattern.MatchString(h) {
+		return h
+	}
+	return RandomHex(8)
+}
+
+// observe is the outermost interceptor: request id, metrics, one log line per call.
+func (n *Node) observe() connect.UnaryInterceptorFunc {
+	return func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			start := time.Now()
+			id := incomingRequestID(req.Header().Get(RequestIDHeader))
+			ctx = context.WithValue(ctx, requestIDKey{}, id)
+			resp, err := next(ctx, req)
+			err = connectError(ctx, n.log, err)
+			code := "ok"
+			if err != nil {
+				code = connect.CodeOf(err).String()
+				var ce *connect.Error
+				if errors.As(err, &ce) {
+					ce.Meta().Set(RequestIDHeader, id)
+				}
+			} else {
+				resp.Header().Set(RequestIDHeader, id)
+			}
+			elapsed := time.Since(start)
+			n.metrics.observeRPC(req.Spec().Procedure, code, elapsed)
+			n.log.LogAttrs(ctx, slog.LevelInfo, "rpc",
+				slog.String("request_id", id), slog.String("procedure", req.Spec().Procedure),
+				slog.String("code", code), slog.Duration("elapsed", elapsed), slog.String("peer", req.Peer().Addr))
+			return resp, err
+		}
+	}
+}
+
+// operatorAuth guards the admin service: the bearer token must equal the configured
+// operator secret. Both sides are hashed first so the comparison is constant-time
+// whatever their lengths.
+func (n *Node) operatorAuth() connect.UnaryInterceptorFunc {
+	want := sha256.Sum256([]byte(n.cfg.OperatorSecret))
+	return func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			if n.cfg.OperatorSecret == "" {
+				return nil, connect.NewError(connect.CodeUnauthenticated,
+					errors.New("the admin API is disabled on this node: start it with --operator-secret-file or KEYPLANE_OPERATOR_SECRET"))
+			}
+			token, ok := strings.CutPrefix(req.Header().Get("Authorization"), "Bearer ")
+			if !ok || token == "" {
+				return nil, connect.NewError(connect.CodeUnauthenticated, errors.New("missing credentials: send Authorization: Bearer <operator secret>"))
+			}
+			got := sha256.Sum256([]byte(token))
+			if subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+				n.metrics.authFailures.Inc()
+				return nil, connect.NewError(connect.CodeUnauthenticated, errors.New("invalid operator credentials"))
+			}
+			return next(ctx, req)
+		}
+	}
+}

@@ -1,0 +1,45 @@
+package region
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the node's Prometheus collectors, registered on the registry the caller
+// passes to New (never the global one, so several nodes can share a process).
+type metrics struct {
+	rpcDuration  *prometheus.HistogramVec
+	authFailures prometheus.Counter
+	ready        prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer, cfg Config) (*metrics, error) {
+	labels := prometheus.Labels{"region": cfg.Region, "node": cfg.NodeID}
+	m := &metrics{
+		rpcDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "keyplane", Name: "rpc_duration_seconds",
+			Help:        "Latency of Connect/gRPC calls handled by this node, by procedure and code.",
+			ConstLabels: labels,
+			Buckets:     []float64{.0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"procedure", "code"}),
+		authFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "keyplane", Name: "operator_auth_failures_total",
+			Help: "Admin calls refused for a wrong operator secret.", ConstLabels: labels,
+		}),
+		ready: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "keyplane", Name: "ready",
+			Help: "1 when the node's last readiness probe reached the database.", ConstLabels: labels,
+		}),
+	}
+	for _, c := range []prometheus.Collector{m.rpcDuration, m.authFailures, m.ready} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+func (m *metrics) observeRPC(procedure, code string, d time.Duration) {
+	m.rpcDuration.WithLabelValues(procedure, code).Observe(d.Seconds())
+}

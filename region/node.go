@@ -1,0 +1,152 @@
+package region
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"connectrpc.com/connect"
+	"connectrpc.com/grpchealth"
+	"connectrpc.com/grpcreflect"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/keyplane/keyplane/region/gen/keyplane/v1/keyplanev1connect"
+	"github.com/keyplane/keyplane/schema"
+)
+
+// Registry is what a node needs of a Prometheus registry: somewhere to register its
+// collectors and something to serve /metrics from. *prometheus.Registry satisfies it.
+type Registry interface {
+	prometheus.Registerer
+	prometheus.Gatherer
+}
+
+// Node is one region node. Its handler is safe for concurrent use.
+type Node struct {
+	cfg     Config
+	store   *schema.Store
+	log     *slog.Logger
+	metrics *metrics
+	handler http.Handler
+}
+
+// New assembles a node. log may be nil (no logging).
+func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("region", cfg.Region, "node", cfg.NodeID)
+	m, err := newMetrics(reg, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("register metrics: %w", err)
+	}
+	n := &Node{cfg: cfg, store: store, log: log, metrics: m}
+
+	mux := http.NewServeMux()
+	observe := connect.WithInterceptors(n.observe())
+	mux.Handle(keyplanev1connect.NewAdminServiceHandler(&AdminService{node: n},
+		connect.WithInterceptors(n.observe(), n.operatorAuth()), connect.WithReadMaxBytes(1<<20)))
+	mux.Handle(grpchealth.NewHandler(healthChecker{n}, observe))
+	reflector := grpcreflect.NewStaticReflector(keyplanev1connect.AdminServiceName, grpchealth.HealthV1ServiceName)
+	mux.Handle(grpcreflect.NewHandlerV1(reflector))
+	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "region": cfg.Region, "node": cfg.NodeID})
+	})
+	mux.HandleFunc("GET /readyz", n.readyz)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	n.handler = n.servedBy(mux)
+	return n, nil
+}
+
+// Handler returns the node's HTTP handler (HTTP/1.1 and h2c).
+func (n *Node) Handler() http.Handler { return n.handler }
+
+// servedBy stamps every response with the node that produced it.
+func (n *Node) servedBy(next http.Handler) http.Handler {
+	served := n.cfg.Region + "/" + n.cfg.NodeID
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Keyplane-Served-By", served)
+		next.ServeHTTP(w, r)
+	})
+}
+
+// Ready reports whether the node can serve: the database answers.
+func (n *Node) Ready(ctx context.Context) error {
+	err := n.store.Ping(ctx)
+	if err != nil {
+		n.metrics.ready.Set(0)
+		return err
+	}
+	n.metrics.ready.Set(1)
+	return nil
+}
+
+func (n *Node) readyz(w http.ResponseWriter, r *http.Request) {
+	if err := n.Ready(r.Context()); err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "reason": "database unavailable"})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"ready": true})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// healthChecker answers gRPC health checks: SERVING when the database answers.
+type healthChecker struct{ n *Node }
+
+func (h healthChecker) Check(ctx context.Context, req *grpchealth.CheckRequest) (*grpchealth.CheckResponse, error) {
+	switch req.Service {
+	case "", keyplanev1connect.AdminServiceName:
+	default:
+		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("unknown service %q", req.Service))
+	}
+	if err := h.n.Ready(ctx); err != nil {
+		return &grpchealth.CheckResponse{Status: grpchealth.StatusNotServing}, nil
+	}
+	return &grpchealth.CheckResponse{Status: grpchealth.StatusServing}, nil
+}
+
+// Serve serves the node on ln until ctx is done, then shuts down gracefully (at most
+// 10 seconds for in-flight calls).
+func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	srv := &http.Server{
+		Handler:           n.handler,
+		Protocols:         protocols,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	n.log.Info("serving", "addr", ln.Addr().String())
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := srv.Shutdown(sctx)
+	if errors.Is(<-errc, http.ErrServerClosed) && err == nil {
+		n.log.Info("stopped")
+		return nil
+	}
+	return err
+}
