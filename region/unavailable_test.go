@@ -1,0 +1,78 @@
+package region_test
+
+import (
+	"context"
+	"net/http"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	keyplanev1 "github.com/keyplane/keyplane/region/gen/keyplane/v1"
+	"github.com/keyplane/keyplane/schema"
+	"github.com/keyplane/keyplane/schema/pglocal"
+	"github.com/keyplane/keyplane/schema/schematest"
+)
+
+// TestDatabaseDown: with the database gone, calls fail with Unavailable and the node
+// reports not ready; when it comes back the node recovers without a restart.
+func TestDatabaseDown(t *testing.T) {
+	ctx := context.Background()
+	pg, err := pglocal.Start(ctx, pglocal.Config{Durable: true}) // a crash must not lose commits
+	if err != nil {
+		t.Fatalf("private postgres: %v", err)
+	}
+	defer pg.Stop()
+	if err := pg.CreateDatabase(ctx, "kp", ""); err != nil {
+		t.Fatal(err)
+	}
+	pool, err := schema.Open(ctx, pg.URL("kp"), schema.PoolConfig{ConnectTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	if _, err := schema.Migrate(ctx, pool, schematest.MigrateConfig()); err != nil {
+		t.Fatal(err)
+	}
+	url := testNode(t, schema.New(pool, schema.Config{Region: "us-east", Node: "n1"}), nodeConfig())
+	c := adminClient(url, secret)
+	list := func() error {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		_, err := c.ListTenants(cctx, connect.NewRequest(&keyplanev1.ListTenantsRequest{}))
+		return err
+	}
+	readyz := func() int {
+		resp, err := http.Get(url + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if err := list(); err != nil || readyz() != 200 {
+		t.Fatalf("before the outage: %v, readyz %d", err, readyz())
+	}
+
+	pg.Crash()
+	err = list()
+	wantCode(t, err, connect.CodeUnavailable, "database unavailable")
+	if got := readyz(); got != http.StatusServiceUnavailable {
+		t.Fatalf("readyz during the outage: %d, want 503", got)
+	}
+	_, err = c.CreateTenant(ctx, connect.NewRequest(&keyplanev1.CreateTenantRequest{Id: "acme", Name: "A", HomeRegion: "us-east"}))
+	if code := connect.CodeOf(err); code != connect.CodeUnavailable {
+		t.Fatalf("write during the outage: %v, want Unavailable", err)
+	}
+
+	if err := pg.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for list() != nil || readyz() != 200 {
+		if time.Now().After(deadline) {
+			t.Fatalf("node did not recover within 30s: %v", list())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
