@@ -103,16 +103,17 @@ func (c MigrateConfig) Validate() error {
 // ParseSuperRegion parses "eu=europe-west1,europe-west2".
 func ParseSuperRegion(s string) (string, []string, error) {
 	name, list, ok := strings.Cut(s, "=")
-	if !ok || name == "" || list == "" {
-		return "", nil, fieldErr("super_region", "want NAME=REGION,REGION..., got %q", s)
-	}
+	name = strings.TrimSpace(name)
 	var regions []string
 	for _, r := range strings.Split(list, ",") {
 		if r = strings.TrimSpace(r); r != "" {
 			regions = append(regions, r)
 		}
 	}
-	return strings.TrimSpace(name), regions, nil
+	if !ok || name == "" || len(regions) == 0 {
+		return "", nil, fieldErr("super_region", "want NAME=REGION,REGION..., got %q", s)
+	}
+	return name, regions, nil
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -41,7 +41,7 @@ type stateTenant struct {
 }
 
 func runDemo(ctx context.Context, args []string, stdout io.Writer) error {
-	c := newCommand("demo", "Start a local keyplane cluster on an automatically started private PostgreSQL, seed a demo tenant with an admin identity, print what to try, and run until Ctrl-C.", `
+	c := newCommand(stdout, "demo", "Start a local keyplane cluster on an automatically started private PostgreSQL, seed a demo tenant with an admin identity, print what to try, and run until Ctrl-C.", `
 Everything the demo starts (PostgreSQL, nodes, temporary directories) is stopped and
 removed when it exits. PostgreSQL's server binaries must be installed (make demo
 installs them).`)

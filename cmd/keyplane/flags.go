@@ -16,8 +16,10 @@ type command struct {
 	flags   *flag.FlagSet
 }
 
-func newCommand(name, summary, usage string) *command {
+// newCommand makes a subcommand whose --help and flag errors go to out.
+func newCommand(out io.Writer, name, summary, usage string) *command {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(out)
 	c := &command{name: name, summary: summary, usage: usage, flags: fs}
 	fs.Usage = func() { c.printUsage(fs.Output()) }
 	return c

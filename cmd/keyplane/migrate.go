@@ -10,7 +10,7 @@ import (
 )
 
 func runMigrate(ctx context.Context, args []string, stdout io.Writer) error {
-	c := newCommand("migrate", "Create or upgrade the schema and record the database's regions. Safe to run again: applied migrations are skipped.", `
+	c := newCommand(stdout, "migrate", "Create or upgrade the schema and record the database's regions. Safe to run again: applied migrations are skipped.", `
 The engine (CockroachDB or PostgreSQL) is detected from the server. On CockroachDB the
 first region becomes the PRIMARY REGION, the others are added, and --survive,
 --super-region and --placement become ALTER DATABASE statements; on PostgreSQL the

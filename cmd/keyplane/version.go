@@ -24,7 +24,7 @@ func version() string {
 }
 
 func runVersion(_ context.Context, args []string, stdout io.Writer) error {
-	c := newCommand("version", "Print the version.", "")
+	c := newCommand(stdout, "version", "Print the version.", "")
 	if err := c.parse(args); err != nil {
 		return parseErr(err)
 	}
