@@ -51,6 +51,8 @@ type Node struct {
 type Cluster struct {
 	DatabaseURL    string
 	OperatorSecret string
+	KEK            string // base64 key-encryption key shared by every node
+	IssuerBase     string // the issuer URL prefix shared by every node
 	Dir            string // temporary directory with node logs and the operator secret file
 	Nodes          []*Node
 	Postgres       *pglocal.Server // nil when Config.DatabaseURL was given
@@ -82,7 +84,7 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Cluster{cfg: cfg, Dir: dir, DatabaseURL: cfg.DatabaseURL, OperatorSecret: randomSecret()}
+	c := &Cluster{cfg: cfg, Dir: dir, DatabaseURL: cfg.DatabaseURL, OperatorSecret: randomSecret(), KEK: randomKEK()}
 	ok := false
 	defer func() {
 		if !ok {
@@ -104,7 +106,6 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	if err := migrate(ctx, c.DatabaseURL, cfg.Regions); err != nil {
 		return nil, err
 	}
-	c.env = append(os.Environ(), "KEYPLANE_OPERATOR_SECRET="+c.OperatorSecret)
 	for _, r := range cfg.Regions {
 		for i := 1; i <= cfg.NodesPerRegion; i++ {
 			port, err := pglocal.FreePort()
@@ -118,6 +119,10 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 			c.Nodes = append(c.Nodes, n)
 		}
 	}
+	// Tokens carry the issuer, so every node must agree on it: the first node's URL.
+	c.IssuerBase = c.Nodes[0].URL
+	c.env = append(os.Environ(), "KEYPLANE_OPERATOR_SECRET="+c.OperatorSecret, "KEYPLANE_KEK="+c.KEK,
+		"KEYPLANE_ISSUER_BASE="+c.IssuerBase)
 	for _, n := range c.Nodes {
 		if err := c.StartNode(ctx, n); err != nil {
 			return nil, err

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -61,7 +62,7 @@ func (a *AdminService) CreateTenant(ctx context.Context, req *connect.Request[ke
 	if err != nil {
 		return nil, err
 	}
-	return connect.NewResponse(&keyplanev1.CreateTenantResponse{Tenant: tenantToProto(t)}), nil
+	return connect.NewResponse(&keyplanev1.CreateTenantResponse{Tenant: a.node.tenantToProto(t)}), nil
 }
 
 func (a *AdminService) GetTenant(ctx context.Context, req *connect.Request[keyplanev1.GetTenantRequest]) (*connect.Response[keyplanev1.GetTenantResponse], error) {
@@ -72,7 +73,7 @@ func (a *AdminService) GetTenant(ctx context.Context, req *connect.Request[keypl
 	if err != nil {
 		return nil, err
 	}
-	return connect.NewResponse(&keyplanev1.GetTenantResponse{Tenant: tenantToProto(t)}), nil
+	return connect.NewResponse(&keyplanev1.GetTenantResponse{Tenant: a.node.tenantToProto(t)}), nil
 }
 
 func (a *AdminService) ListTenants(ctx context.Context, req *connect.Request[keyplanev1.ListTenantsRequest]) (*connect.Response[keyplanev1.ListTenantsResponse], error) {
@@ -82,17 +83,32 @@ func (a *AdminService) ListTenants(ctx context.Context, req *connect.Request[key
 	}
 	out := &keyplanev1.ListTenantsResponse{NextPageToken: next}
 	for _, t := range ts {
-		out.Tenants = append(out.Tenants, tenantToProto(t))
+		out.Tenants = append(out.Tenants, a.node.tenantToProto(t))
 	}
 	return connect.NewResponse(out), nil
 }
 
 func (a *AdminService) UpdateTenant(ctx context.Context, req *connect.Request[keyplanev1.UpdateTenantRequest]) (*connect.Response[keyplanev1.UpdateTenantResponse], error) {
-	t, err := a.node.store.UpdateTenant(ctx, change(ctx), req.Msg.Id, schema.TenantUpdate{Name: req.Msg.Name})
+	u := schema.TenantUpdate{Name: req.Msg.Name}
+	if d := req.Msg.AccessTokenTtl; d != nil {
+		if err := d.CheckValid(); err != nil {
+			return nil, fieldError("access_token_ttl", "not a valid duration")
+		}
+		v := d.AsDuration()
+		u.AccessTokenTTL = &v
+	}
+	if d := req.Msg.ApiKeyMaxLifetime; d != nil {
+		if err := d.CheckValid(); err != nil {
+			return nil, fieldError("api_key_max_lifetime", "not a valid duration")
+		}
+		v := d.AsDuration()
+		u.APIKeyMaxLifetime = &v
+	}
+	t, err := a.node.store.UpdateTenant(ctx, change(ctx), req.Msg.Id, u)
 	if err != nil {
 		return nil, err
 	}
-	return connect.NewResponse(&keyplanev1.UpdateTenantResponse{Tenant: tenantToProto(t)}), nil
+	return connect.NewResponse(&keyplanev1.UpdateTenantResponse{Tenant: a.node.tenantToProto(t)}), nil
 }
 
 func (a *AdminService) DisableTenant(ctx context.Context, req *connect.Request[keyplanev1.DisableTenantRequest]) (*connect.Response[keyplanev1.DisableTenantResponse], error) {
@@ -100,7 +116,7 @@ func (a *AdminService) DisableTenant(ctx context.Context, req *connect.Request[k
 	if err != nil {
 		return nil, err
 	}
-	return connect.NewResponse(&keyplanev1.DisableTenantResponse{Tenant: tenantToProto(t)}), nil
+	return connect.NewResponse(&keyplanev1.DisableTenantResponse{Tenant: a.node.tenantToProto(t)}), nil
 }
 
 func (a *AdminService) EnableTenant(ctx context.Context, req *connect.Request[keyplanev1.EnableTenantRequest]) (*connect.Response[keyplanev1.EnableTenantResponse], error) {
@@ -108,7 +124,7 @@ func (a *AdminService) EnableTenant(ctx context.Context, req *connect.Request[ke
 	if err != nil {
 		return nil, err
 	}
-	return connect.NewResponse(&keyplanev1.EnableTenantResponse{Tenant: tenantToProto(t)}), nil
+	return connect.NewResponse(&keyplanev1.EnableTenantResponse{Tenant: a.node.tenantToProto(t)}), nil
 }
 
 func (a *AdminService) CreateIdentity(ctx context.Context, req *connect.Request[keyplanev1.CreateIdentityRequest]) (*connect.Response[keyplanev1.CreateIdentityResponse], error) {
@@ -299,7 +315,7 @@ func statusToProto(s string) keyplanev1.Status {
 	return keyplanev1.Status_STATUS_ACTIVE
 }
 
-func tenantToProto(t schema.Tenant) *keyplanev1.Tenant {
+func (n *Node) tenantToProto(t schema.Tenant) *keyplanev1.Tenant {
 	res := keyplanev1.Residency_RESIDENCY_REGION
 	if t.Residency == schema.ResidencySuperRegion {
 		res = keyplanev1.Residency_RESIDENCY_SUPER_REGION
@@ -308,6 +324,8 @@ func tenantToProto(t schema.Tenant) *keyplanev1.Tenant {
 		Id: t.ID, Name: t.Name, HomeRegion: t.HomeRegion, Residency: res, Status: statusToProto(t.Status),
 		PolicyRevision: t.PolicyRevision, PlacementEpoch: t.PlacementEpoch,
 		CreateTime: timestamppb.New(t.CreatedAt), UpdateTime: timestamppb.New(t.UpdatedAt),
+		AccessTokenTtl: durationpb.New(t.AccessTokenTTL), ApiKeyMaxLifetime: durationpb.New(t.APIKeyMaxLifetime),
+		Issuer: n.Issuer(t.ID),
 	}
 }
 

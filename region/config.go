@@ -6,8 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"regexp"
+	"time"
+
+	"github.com/keyplane/keyplane/region/kek"
 )
 
 // Secret is a string that never prints: fmt and slog show "[redacted]".
@@ -27,6 +31,16 @@ type Config struct {
 	// OperatorSecret authenticates admin calls (Authorization: Bearer <secret>).
 	// Empty disables the admin API: every admin call is refused.
 	OperatorSecret Secret
+	// KEK is the key-encryption key that seals signing keys at rest. Without it the node
+	// cannot issue or validate tokens (those calls fail with FailedPrecondition).
+	KEK *kek.KEK
+	// IssuerBase is the URL prefix of every tenant's issuer ({IssuerBase}/t/{tenant}).
+	// It must be the same on every node of a deployment: tokens carry it in iss.
+	IssuerBase string
+	// LastUsedFlush is how often credential last-use times are written; 0 means 30s.
+	LastUsedFlush time.Duration
+	// KeyRefresh is how often the signing key snapshot is reloaded; 0 means 30s.
+	KeyRefresh time.Duration
 }
 
 // DefaultConfig returns a configuration with a random node id and no operator secret.
@@ -54,6 +68,11 @@ func (c Config) Validate() error {
 	}
 	if c.OperatorSecret != "" && len(c.OperatorSecret) < MinOperatorSecretLen {
 		errs = append(errs, fmt.Errorf("operator secret: at least %d characters", MinOperatorSecretLen))
+	}
+	if c.IssuerBase != "" {
+		if u, err := url.Parse(c.IssuerBase); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			errs = append(errs, fmt.Errorf("issuer base: %q must be an http(s) URL without query or fragment", c.IssuerBase))
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -34,6 +34,8 @@ func connectError(ctx context.Context, log *slog.Logger, err error) error {
 		return connect.NewError(connect.CodeInvalidArgument, fe)
 	case errors.Is(err, schema.ErrNotFound):
 		return connect.NewError(connect.CodeNotFound, err)
+	case errors.Is(err, ErrNoKEK):
+		return connect.NewError(connect.CodeFailedPrecondition, ErrNoKEK)
 	case errors.Is(err, schema.ErrPrecondition):
 		return connect.NewError(connect.CodeFailedPrecondition, err)
 	case errors.Is(err, schema.ErrUnavailable):

@@ -9,9 +9,12 @@ import (
 // metrics are the node's Prometheus collectors, registered on the registry the caller
 // passes to New (never the global one, so several nodes can share a process).
 type metrics struct {
-	rpcDuration  *prometheus.HistogramVec
-	authFailures prometheus.Counter
-	ready        prometheus.Gauge
+	rpcDuration        *prometheus.HistogramVec
+	authFailures       prometheus.Counter
+	ready              prometheus.Gauge
+	credentialFailures *prometheus.CounterVec
+	validations        *prometheus.CounterVec
+	refreshReuse       prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, cfg Config) (*metrics, error) {
@@ -31,8 +34,20 @@ func newMetrics(reg prometheus.Registerer, cfg Config) (*metrics, error) {
 			Namespace: "keyplane", Name: "ready",
 			Help: "1 when the node's last readiness probe reached the database.", ConstLabels: labels,
 		}),
+		credentialFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "keyplane", Name: "credential_failures_total",
+			Help: "Presented API keys and client secrets that did not authenticate, by kind.", ConstLabels: labels,
+		}, []string{"kind"}),
+		validations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "keyplane", Name: "token_validations_total",
+			Help: "Token validations and introspections by result: active or the inactive reason.", ConstLabels: labels,
+		}, []string{"result"}),
+		refreshReuse: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "keyplane", Name: "refresh_token_reuse_total",
+			Help: "Refresh tokens presented after rotation (their sessions were revoked).", ConstLabels: labels,
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.rpcDuration, m.authFailures, m.ready} {
+	for _, c := range []prometheus.Collector{m.rpcDuration, m.authFailures, m.ready, m.credentialFailures, m.validations, m.refreshReuse} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

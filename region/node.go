@@ -29,11 +29,13 @@ type Registry interface {
 
 // Node is one region node. Its handler is safe for concurrent use.
 type Node struct {
-	cfg     Config
-	store   *schema.Store
-	log     *slog.Logger
-	metrics *metrics
-	handler http.Handler
+	cfg      Config
+	store    *schema.Store
+	log      *slog.Logger
+	metrics  *metrics
+	handler  http.Handler
+	keys     *keyring
+	lastUsed *lastUsed
 }
 
 // New assembles a node. log may be nil (no logging).
@@ -49,14 +51,24 @@ func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node
 	if err != nil {
 		return nil, fmt.Errorf("register metrics: %w", err)
 	}
-	n := &Node{cfg: cfg, store: store, log: log, metrics: m}
+	if cfg.KeyRefresh <= 0 {
+		cfg.KeyRefresh = 30 * time.Second
+	}
+	if cfg.LastUsedFlush <= 0 {
+		cfg.LastUsedFlush = 30 * time.Second
+	}
+	n := &Node{cfg: cfg, store: store, log: log, metrics: m, lastUsed: &lastUsed{},
+		keys: &keyring{store: store, kek: cfg.KEK, region: cfg.Region, refreshEvery: cfg.KeyRefresh}}
 
 	mux := http.NewServeMux()
 	observe := connect.WithInterceptors(n.observe())
 	mux.Handle(keyplanev1connect.NewAdminServiceHandler(&AdminService{node: n},
 		connect.WithInterceptors(n.observe(), n.operatorAuth()), connect.WithReadMaxBytes(1<<20)))
+	mux.Handle(keyplanev1connect.NewAuthServiceHandler(&AuthService{node: n}, observe, connect.WithReadMaxBytes(64<<10)))
 	mux.Handle(grpchealth.NewHandler(healthChecker{n}, observe))
-	reflector := grpcreflect.NewStaticReflector(keyplanev1connect.AdminServiceName, grpchealth.HealthV1ServiceName)
+	n.mountOAuth(mux)
+	reflector := grpcreflect.NewStaticReflector(keyplanev1connect.AdminServiceName, keyplanev1connect.AuthServiceName,
+		grpchealth.HealthV1ServiceName)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -110,7 +122,7 @@ type healthChecker struct{ n *Node }
 
 func (h healthChecker) Check(ctx context.Context, req *grpchealth.CheckRequest) (*grpchealth.CheckResponse, error) {
 	switch req.Service {
-	case "", keyplanev1connect.AdminServiceName:
+	case "", keyplanev1connect.AdminServiceName, keyplanev1connect.AuthServiceName:
 	default:
 		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("unknown service %q", req.Service))
 	}
@@ -123,6 +135,9 @@ func (h healthChecker) Check(ctx context.Context, req *grpchealth.CheckRequest) 
 // Serve serves the node on ln until ctx is done, then shuts down gracefully (at most
 // 10 seconds for in-flight calls).
 func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
+	if n.cfg.IssuerBase == "" {
+		n.cfg.IssuerBase = "http://" + ln.Addr().String()
+	}
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
@@ -135,6 +150,10 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	flushCtx, stopFlush := context.WithCancel(context.Background())
+	flushed := make(chan struct{})
+	go func() { n.lastUsed.run(flushCtx, n.cfg.LastUsedFlush, n.store, n.log); close(flushed) }()
+	defer func() { stopFlush(); <-flushed }()
 	n.log.Info("serving", "addr", ln.Addr().String())
 	select {
 	case err := <-errc:

@@ -327,4 +327,3 @@ func TestHTTPEndpoints(t *testing.T) {
 		}
 	}
 }
-

@@ -32,7 +32,20 @@ type Tenant struct {
 	PlacementEpoch int64
 	CreatedAt      time.Time
 	UpdatedAt      time.Time
+	// AccessTokenTTL is the lifetime of the tenant's access tokens.
+	AccessTokenTTL time.Duration
+	// APIKeyMaxLifetime caps the expiry of new API keys.
+	APIKeyMaxLifetime time.Duration
 }
+
+// Bounds of the tenant token policy.
+const (
+	MinAccessTokenTTL     = time.Minute
+	MaxAccessTokenTTL     = 24 * time.Hour
+	MinAPIKeyLifetime     = 24 * time.Hour
+	MaxAPIKeyLifetime     = 5 * 365 * 24 * time.Hour
+	DefaultAccessTokenTTL = 15 * time.Minute
+)
 
 // Scope is where a tenant's rows live: every per-tenant statement names both fields.
 type Scope struct {
@@ -51,11 +64,15 @@ type NewTenant struct {
 	Residency  string // "" means ResidencyRegion
 }
 
-const tenantColumns = `id, name, home_region, residency, status, policy_revision, placement_epoch, created_at, updated_at`
+const tenantColumns = `id, name, home_region, residency, status, policy_revision, placement_epoch, created_at, updated_at,
+ access_token_ttl_seconds, api_key_max_lifetime_seconds`
 
 func scanTenant(r pgx.Row) (Tenant, error) {
 	var t Tenant
-	err := r.Scan(&t.ID, &t.Name, &t.HomeRegion, &t.Residency, &t.Status, &t.PolicyRevision, &t.PlacementEpoch, &t.CreatedAt, &t.UpdatedAt)
+	var ttl, keyMax int64
+	err := r.Scan(&t.ID, &t.Name, &t.HomeRegion, &t.Residency, &t.Status, &t.PolicyRevision, &t.PlacementEpoch, &t.CreatedAt, &t.UpdatedAt,
+		&ttl, &keyMax)
+	t.AccessTokenTTL, t.APIKeyMaxLifetime = time.Duration(ttl)*time.Second, time.Duration(keyMax)*time.Second
 	return t, err
 }
 
@@ -117,7 +134,8 @@ func checkHomeRegion(ctx context.Context, q querier, region, residency string) e
 }
 
 func tenantSummary(t Tenant) map[string]any {
-	return map[string]any{"name": t.Name, "home_region": t.HomeRegion, "residency": t.Residency, "status": t.Status}
+	return map[string]any{"name": t.Name, "home_region": t.HomeRegion, "residency": t.Residency, "status": t.Status,
+		"access_token_ttl": t.AccessTokenTTL.String(), "api_key_max_lifetime": t.APIKeyMaxLifetime.String()}
 }
 
 // GetTenant reads one tenant. The tenants table is GLOBAL: the read is served locally in
@@ -164,7 +182,9 @@ func (s *Store) ListTenants(ctx context.Context, p Page) ([]Tenant, string, erro
 
 // TenantUpdate lists the fields to change; nil fields stay as they are.
 type TenantUpdate struct {
-	Name *string
+	Name              *string
+	AccessTokenTTL    *time.Duration
+	APIKeyMaxLifetime *time.Duration
 }
 
 // UpdateTenant changes a tenant's mutable fields.
@@ -177,9 +197,21 @@ func (s *Store) UpdateTenant(ctx context.Context, c Change, id string, u TenantU
 			return Tenant{}, err
 		}
 	}
+	if d := u.AccessTokenTTL; d != nil && (*d < MinAccessTokenTTL || *d > MaxAccessTokenTTL || *d%time.Second != 0) {
+		return Tenant{}, fieldErr("access_token_ttl", "must be whole seconds between %s and %s", MinAccessTokenTTL, MaxAccessTokenTTL)
+	}
+	if d := u.APIKeyMaxLifetime; d != nil && (*d < MinAPIKeyLifetime || *d > MaxAPIKeyLifetime || *d%time.Second != 0) {
+		return Tenant{}, fieldErr("api_key_max_lifetime", "must be whole seconds between %s and %s", MinAPIKeyLifetime, MaxAPIKeyLifetime)
+	}
 	return s.changeTenant(ctx, c, id, "tenant.update", func(t *Tenant) {
 		if u.Name != nil {
 			t.Name = *u.Name
+		}
+		if u.AccessTokenTTL != nil {
+			t.AccessTokenTTL = *u.AccessTokenTTL
+		}
+		if u.APIKeyMaxLifetime != nil {
+			t.APIKeyMaxLifetime = *u.APIKeyMaxLifetime
 		}
 	})
 }
@@ -219,8 +251,9 @@ func (s *Store) changeTenant(ctx context.Context, c Change, id, action string, e
 			return nil
 		}
 		out, err = scanTenant(tx.QueryRow(ctx, `
-UPDATE tenants SET name = $2, status = $3, updated_at = now() WHERE id = $1
-RETURNING `+tenantColumns, id, after.Name, after.Status))
+UPDATE tenants SET name = $2, status = $3, access_token_ttl_seconds = $4, api_key_max_lifetime_seconds = $5, updated_at = now()
+WHERE id = $1
+RETURNING `+tenantColumns, id, after.Name, after.Status, int64(after.AccessTokenTTL/time.Second), int64(after.APIKeyMaxLifetime/time.Second)))
 		if err != nil {
 			return fmt.Errorf("update tenant: %w", err)
 		}

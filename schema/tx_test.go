@@ -3,7 +3,7 @@ package schema_test
 import (
 	"context"
 	"errors"
-		"sync"
+	"sync"
 	"sync/atomic"
 	"testing"
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	keyplanev1 "github.com/keyplane/keyplane/region/gen/keyplane/v1"
 	"github.com/keyplane/keyplane/region/gen/keyplane/v1/keyplanev1connect"
@@ -77,8 +78,21 @@ installs them).`)
 		return fmt.Errorf("seed admin identity: %w", err)
 	}
 
+	sa, err := admin.CreateIdentity(ctx, connect.NewRequest(&keyplanev1.CreateIdentityRequest{
+		TenantId: *tenant, Kind: keyplanev1.IdentityKind_IDENTITY_KIND_SERVICE_ACCOUNT, DisplayName: "demo admin client",
+		OwnerId: id.Msg.Identity.Id, Purpose: "the demo's OAuth client: gets tokens, introspects and revokes them",
+		ExpireTime: timestamppb.New(time.Now().Add(30 * 24 * time.Hour))}))
+	if err != nil {
+		return fmt.Errorf("seed service account: %w", err)
+	}
+	cli, err := admin.CreateClient(ctx, connect.NewRequest(&keyplanev1.CreateClientRequest{
+		TenantId: *tenant, IdentityId: sa.Msg.Identity.Id, Name: "demo admin client", Admin: true}))
+	if err != nil {
+		return fmt.Errorf("seed OAuth client: %w", err)
+	}
 	state := demoState{DatabaseURL: cl.DatabaseURL, OperatorSecretFile: cl.SecretFile(),
-		Tenants: []stateTenant{{ID: t.Msg.Tenant.Id, HomeRegion: t.Msg.Tenant.HomeRegion, AdminID: id.Msg.Identity.Id}}}
+		Tenants: []stateTenant{{ID: t.Msg.Tenant.Id, HomeRegion: t.Msg.Tenant.HomeRegion, AdminID: id.Msg.Identity.Id,
+			Issuer: t.Msg.Tenant.Issuer, ClientID: cli.Msg.ClientId, ClientSecret: cli.Msg.ClientSecret}}}
 	seen := map[string]bool{}
 	for _, n := range cl.Nodes {
 		if !seen[n.Region] {
@@ -107,6 +121,7 @@ func printTour(w io.Writer, cl *deploy.Cluster, st demoState, stateFile string) 
 	}
 	fmt.Fprintf(w, "  database       %s\n", redactURL(st.DatabaseURL))
 	fmt.Fprintf(w, "  tenant         %s (home region %s), admin identity %s\n", st.Tenants[0].ID, st.Tenants[0].HomeRegion, st.Tenants[0].AdminID)
+	fmt.Fprintf(w, "  issuer         %s\n", st.Tenants[0].Issuer)
 	if stateFile != "" {
 		fmt.Fprintf(w, "  state file     %s\n", stateFile)
 	}
@@ -115,6 +130,16 @@ Try it from another terminal:
 
   export KP=%[1]s
   export AUTH="Authorization: Bearer $(cat %[2]s)"
+  export ISS=%[6]s CLIENT='%[7]s:%[8]s'
+
+  # OAuth 2.0: get a token (client credentials), check it (RFC 7662), revoke it (RFC 7009)
+  TOKEN=$(curl -s -u "$CLIENT" -d grant_type=client_credentials $ISS/oauth2/token | sed -E 's/.*"access_token":"([^"]+)".*/\1/')
+  curl -s -u "$CLIENT" -d token=$TOKEN $ISS/oauth2/introspect      # "active":true
+  curl -s -u "$CLIENT" -d token=$TOKEN $ISS/oauth2/revoke
+  curl -s -u "$CLIENT" -d token=$TOKEN $ISS/oauth2/introspect      # {"active":false}: at once, everywhere
+
+  # any JOSE library can verify the token: discovery and keys
+  curl -s $ISS/.well-known/openid-configuration; curl -s $ISS/.well-known/jwks.json
 
   # health and readiness
   curl -s $KP/healthz; curl -s $KP/readyz
@@ -134,7 +159,8 @@ Try it from another terminal:
 
   # Prometheus metrics
   curl -s $KP/metrics | grep keyplane_rpc
-`, n.URL, cl.SecretFile(), st.Tenants[0].ID, st.Tenants[0].AdminID, time.Now().Add(90*24*time.Hour).UTC().Format(time.RFC3339))
+`, n.URL, cl.SecretFile(), st.Tenants[0].ID, st.Tenants[0].AdminID, time.Now().Add(90*24*time.Hour).UTC().Format(time.RFC3339),
+		st.Tenants[0].Issuer, st.Tenants[0].ClientID, st.Tenants[0].ClientSecret)
 }
 
 // bearer adds the operator secret to every call.

@@ -22,6 +22,7 @@ var commands = []struct {
 	{"serve", "run a region node", runServe},
 	{"migrate", "create or upgrade the database schema and record its regions", runMigrate},
 	{"demo", "start a local cluster on a private PostgreSQL and print a tour", runDemo},
+	{"keys", "rotate token-signing keys, make key-encryption keys", runKeys},
 	{"version", "print the version", runVersion},
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/keyplane/keyplane/region"
+	"github.com/keyplane/keyplane/region/kek"
 	"github.com/keyplane/keyplane/schema"
 )
 
@@ -23,6 +24,10 @@ func runServe(ctx context.Context, args []string, stdout io.Writer) error {
 The operator secret that guards the admin API is read from KEYPLANE_OPERATOR_SECRET or
 from the file named by --operator-secret-file (never from a flag value, which would show
 in ps). Without one, the admin API refuses every call.
+
+The key-encryption key (32 bytes, base64) that seals signing keys at rest is read from
+KEYPLANE_KEK or --kek-file; every node of a deployment needs the same one. Without it
+the node cannot issue or validate tokens. Make one with: keyplane keys new-kek
 
 Example:
   KEYPLANE_OPERATOR_SECRET=$(cat secret) keyplane serve --region us-east \
@@ -34,6 +39,8 @@ Example:
 	listen := fs.String("listen", "127.0.0.1:8080", "address to listen on (HTTP/1.1 and h2c)")
 	db := fs.String("db", "", "database URL, postgres://… (required)")
 	secretFile := fs.String("operator-secret-file", "", "file holding the operator secret")
+	kekFile := fs.String("kek-file", "", "file holding the key-encryption key (base64 of 32 bytes)")
+	fs.StringVar(&cfg.IssuerBase, "issuer-base", "", "URL prefix of tenant issuers, the same on every node (default http://<listen address>)")
 	maxConns := fs.Int("max-conns", 0, "database pool size (0: 4 per CPU, at least 8)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logFormat := fs.String("log-format", "json", "json or text")
@@ -48,6 +55,9 @@ Example:
 		return err
 	}
 	cfg.OperatorSecret = region.Secret(secret)
+	if cfg.KEK, err = loadKEK(*kekFile); err != nil {
+		return err
+	}
 	if err := cfg.Validate(); err != nil {
 		return usageErr("%v", err)
 	}
@@ -57,6 +67,9 @@ Example:
 	}
 	if secret == "" {
 		log.Warn("no operator secret configured: the admin API refuses every call")
+	}
+	if cfg.KEK == nil {
+		log.Warn("no key-encryption key configured: tokens can be neither issued nor validated")
 	}
 
 	pool, err := schema.Open(ctx, *db, schema.PoolConfig{MaxConns: int32(*maxConns)})
@@ -144,4 +157,25 @@ func parseErr(err error) error {
 		return err
 	}
 	return usageErr("%v", err)
+}
+
+// loadKEK reads the key-encryption key from file, else from KEYPLANE_KEK; nil when
+// neither is set.
+func loadKEK(file string) (*kek.KEK, error) {
+	text := os.Getenv("KEYPLANE_KEK")
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("kek file: %w", err)
+		}
+		text = string(b)
+	}
+	if strings.TrimSpace(text) == "" {
+		return nil, nil
+	}
+	k, err := kek.Parse(text)
+	if err != nil {
+		return nil, usageErr("key-encryption key: %v", err)
+	}
+	return k, nil
 }

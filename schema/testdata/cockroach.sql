@@ -196,18 +196,18 @@ CREATE TABLE IF NOT EXISTS audit_events (
 ) LOCALITY REGIONAL BY ROW AS crdb_region;
 CREATE INDEX IF NOT EXISTS audit_events_at_idx ON audit_events (tenant_id, at DESC, id DESC);
 
--- signing_keys: public halves, read in every region to verify tokens.
+-- signing_keys: public halves, read in every region to verify tokens. A region signs
+-- with its newest key whose active_at has passed; a key is published (JWKS) from
+-- created_at, before it signs, until expires_at, after every token it signed expired.
 CREATE TABLE IF NOT EXISTS signing_keys (
     kid        TEXT NOT NULL PRIMARY KEY,
     region     TEXT NOT NULL REFERENCES regions (name),
     alg        TEXT NOT NULL DEFAULT 'EdDSA',
     public_key BYTEA NOT NULL,
-    status     TEXT NOT NULL DEFAULT 'pending',
     created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-    active_at  TIMESTAMPTZ,
+    active_at  TIMESTAMPTZ NOT NULL,
     retired_at TIMESTAMPTZ,
-    expires_at TIMESTAMPTZ,
-    CONSTRAINT signing_keys_status CHECK (status IN ('pending', 'active', 'retired'))
+    expires_at TIMESTAMPTZ
 ) LOCALITY GLOBAL;
 
 -- signing_key_secrets: private halves, encrypted under the key-encryption key, stored
@@ -219,3 +219,39 @@ CREATE TABLE IF NOT EXISTS signing_key_secrets (
     kek_id      TEXT NOT NULL,
     PRIMARY KEY (kid)
 ) LOCALITY REGIONAL BY ROW AS crdb_region;
+
+-- migration 0002 auth
+-- 0002 authentication: tenant token policy, credential state, refresh tokens.
+
+ALTER TABLE tenants ADD COLUMN IF NOT EXISTS access_token_ttl_seconds INT8 NOT NULL DEFAULT 900;
+ALTER TABLE tenants ADD COLUMN IF NOT EXISTS api_key_max_lifetime_seconds INT8 NOT NULL DEFAULT 31536000;
+
+-- credentials: name labels API keys and clients; failed_attempts and locked_until throttle
+-- password guessing; last_step refuses a replayed TOTP code; confirmed_at marks a TOTP
+-- enrollment that was proven with a first code.
+ALTER TABLE credentials ADD COLUMN IF NOT EXISTS name TEXT NOT NULL DEFAULT '';
+ALTER TABLE credentials ADD COLUMN IF NOT EXISTS failed_attempts INT8 NOT NULL DEFAULT 0;
+ALTER TABLE credentials ADD COLUMN IF NOT EXISTS locked_until TIMESTAMPTZ;
+ALTER TABLE credentials ADD COLUMN IF NOT EXISTS last_step INT8 NOT NULL DEFAULT 0;
+ALTER TABLE credentials ADD COLUMN IF NOT EXISTS confirmed_at TIMESTAMPTZ;
+
+-- sessions: how the session was authenticated, and when.
+ALTER TABLE sessions ADD COLUMN IF NOT EXISTS grant_type TEXT NOT NULL DEFAULT '';
+ALTER TABLE sessions ADD COLUMN IF NOT EXISTS credential_id UUID;
+ALTER TABLE sessions ADD COLUMN IF NOT EXISTS auth_time TIMESTAMPTZ NOT NULL DEFAULT now();
+
+-- refresh_tokens: opaque, rotating. Each belongs to a session (its family); presenting
+-- a token that was already rotated revokes the session and so every token of it.
+CREATE TABLE IF NOT EXISTS refresh_tokens (
+    tenant_id   TEXT NOT NULL REFERENCES tenants (id),
+    id          TEXT NOT NULL,
+    crdb_region crdb_internal_region NOT NULL,
+    session_id  UUID NOT NULL,
+    secret_hash BYTEA NOT NULL,
+    created_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    expires_at  TIMESTAMPTZ NOT NULL,
+    used_at     TIMESTAMPTZ,
+    PRIMARY KEY (tenant_id, id),
+    CONSTRAINT refresh_tokens_session FOREIGN KEY (crdb_region, tenant_id, session_id) REFERENCES sessions (crdb_region, tenant_id, id) ON UPDATE CASCADE
+) LOCALITY REGIONAL BY ROW AS crdb_region;
+CREATE INDEX IF NOT EXISTS refresh_tokens_session_idx ON refresh_tokens (tenant_id, session_id);

@@ -9,6 +9,7 @@ package keyplanev1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	structpb "google.golang.org/protobuf/types/known/structpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
@@ -185,6 +186,65 @@ func (IdentityKind) EnumDescriptor() ([]byte, []int) {
 	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{2}
 }
 
+// CredentialKind of a stored credential.
+type CredentialKind int32
+
+const (
+	CredentialKind_CREDENTIAL_KIND_UNSPECIFIED   CredentialKind = 0
+	CredentialKind_CREDENTIAL_KIND_PASSWORD      CredentialKind = 1
+	CredentialKind_CREDENTIAL_KIND_TOTP          CredentialKind = 2
+	CredentialKind_CREDENTIAL_KIND_RECOVERY_CODE CredentialKind = 3
+	CredentialKind_CREDENTIAL_KIND_API_KEY       CredentialKind = 4
+	CredentialKind_CREDENTIAL_KIND_CLIENT_SECRET CredentialKind = 5
+)
+
+// Enum value maps for CredentialKind.
+var (
+	CredentialKind_name = map[int32]string{
+		0: "CREDENTIAL_KIND_UNSPECIFIED",
+		1: "CREDENTIAL_KIND_PASSWORD",
+		2: "CREDENTIAL_KIND_TOTP",
+		3: "CREDENTIAL_KIND_RECOVERY_CODE",
+		4: "CREDENTIAL_KIND_API_KEY",
+		5: "CREDENTIAL_KIND_CLIENT_SECRET",
+	}
+	CredentialKind_value = map[string]int32{
+		"CREDENTIAL_KIND_UNSPECIFIED":   0,
+		"CREDENTIAL_KIND_PASSWORD":      1,
+		"CREDENTIAL_KIND_TOTP":          2,
+		"CREDENTIAL_KIND_RECOVERY_CODE": 3,
+		"CREDENTIAL_KIND_API_KEY":       4,
+		"CREDENTIAL_KIND_CLIENT_SECRET": 5,
+	}
+)
+
+func (x CredentialKind) Enum() *CredentialKind {
+	p := new(CredentialKind)
+	*p = x
+	return p
+}
+
+func (x CredentialKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (CredentialKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_keyplane_v1_admin_proto_enumTypes[3].Descriptor()
+}
+
+func (CredentialKind) Type() protoreflect.EnumType {
+	return &file_keyplane_v1_admin_proto_enumTypes[3]
+}
+
+func (x CredentialKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use CredentialKind.Descriptor instead.
+func (CredentialKind) EnumDescriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{3}
+}
+
 type Region struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -249,11 +309,15 @@ type Tenant struct {
 	// Bumped in the same transaction as every policy change.
 	PolicyRevision int64 `protobuf:"varint,6,opt,name=policy_revision,json=policyRevision,proto3" json:"policy_revision,omitempty"`
 	// Bumped whenever the tenant's rows move to another region.
-	PlacementEpoch int64                  `protobuf:"varint,7,opt,name=placement_epoch,json=placementEpoch,proto3" json:"placement_epoch,omitempty"`
-	CreateTime     *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
-	UpdateTime     *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	PlacementEpoch    int64                  `protobuf:"varint,7,opt,name=placement_epoch,json=placementEpoch,proto3" json:"placement_epoch,omitempty"`
+	CreateTime        *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	UpdateTime        *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	AccessTokenTtl    *durationpb.Duration   `protobuf:"bytes,10,opt,name=access_token_ttl,json=accessTokenTtl,proto3" json:"access_token_ttl,omitempty"`
+	ApiKeyMaxLifetime *durationpb.Duration   `protobuf:"bytes,11,opt,name=api_key_max_lifetime,json=apiKeyMaxLifetime,proto3" json:"api_key_max_lifetime,omitempty"`
+	// The tenant's OAuth 2.0 / OIDC issuer: {issuer base}/t/{id}.
+	Issuer        string `protobuf:"bytes,12,opt,name=issuer,proto3" json:"issuer,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Tenant) Reset() {
@@ -347,6 +411,27 @@ func (x *Tenant) GetUpdateTime() *timestamppb.Timestamp {
 		return x.UpdateTime
 	}
 	return nil
+}
+
+func (x *Tenant) GetAccessTokenTtl() *durationpb.Duration {
+	if x != nil {
+		return x.AccessTokenTtl
+	}
+	return nil
+}
+
+func (x *Tenant) GetApiKeyMaxLifetime() *durationpb.Duration {
+	if x != nil {
+		return x.ApiKeyMaxLifetime
+	}
+	return nil
+}
+
+func (x *Tenant) GetIssuer() string {
+	if x != nil {
+		return x.Issuer
+	}
+	return ""
 }
 
 type Identity struct {
@@ -1014,11 +1099,15 @@ func (x *ListTenantsResponse) GetNextPageToken() string {
 }
 
 type UpdateTenantRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Name          *string                `protobuf:"bytes,2,opt,name=name,proto3,oneof" json:"name,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name  *string                `protobuf:"bytes,2,opt,name=name,proto3,oneof" json:"name,omitempty"`
+	// Lifetime of access tokens, 1 minute to 24 hours.
+	AccessTokenTtl *durationpb.Duration `protobuf:"bytes,3,opt,name=access_token_ttl,json=accessTokenTtl,proto3" json:"access_token_ttl,omitempty"`
+	// Longest lifetime an API key may be given, 1 day to 5 years.
+	ApiKeyMaxLifetime *durationpb.Duration `protobuf:"bytes,4,opt,name=api_key_max_lifetime,json=apiKeyMaxLifetime,proto3" json:"api_key_max_lifetime,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *UpdateTenantRequest) Reset() {
@@ -1063,6 +1152,20 @@ func (x *UpdateTenantRequest) GetName() string {
 		return *x.Name
 	}
 	return ""
+}
+
+func (x *UpdateTenantRequest) GetAccessTokenTtl() *durationpb.Duration {
+	if x != nil {
+		return x.AccessTokenTtl
+	}
+	return nil
+}
+
+func (x *UpdateTenantRequest) GetApiKeyMaxLifetime() *durationpb.Duration {
+	if x != nil {
+		return x.ApiKeyMaxLifetime
+	}
+	return nil
 }
 
 type UpdateTenantResponse struct {
@@ -2091,14 +2194,1013 @@ func (x *ListAuditEventsResponse) GetNextPageToken() string {
 	return ""
 }
 
+type Credential struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Id         string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	IdentityId string                 `protobuf:"bytes,2,opt,name=identity_id,json=identityId,proto3" json:"identity_id,omitempty"`
+	Kind       CredentialKind         `protobuf:"varint,3,opt,name=kind,proto3,enum=keyplane.v1.CredentialKind" json:"kind,omitempty"`
+	// Public lookup id: the API key's id, or the OAuth client_id.
+	KeyId         string                 `protobuf:"bytes,4,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	Name          string                 `protobuf:"bytes,5,opt,name=name,proto3" json:"name,omitempty"`
+	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	LastUsedTime  *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=last_used_time,json=lastUsedTime,proto3" json:"last_used_time,omitempty"`
+	RotateTime    *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=rotate_time,json=rotateTime,proto3" json:"rotate_time,omitempty"`
+	RevokeTime    *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=revoke_time,json=revokeTime,proto3" json:"revoke_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Credential) Reset() {
+	*x = Credential{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Credential) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Credential) ProtoMessage() {}
+
+func (x *Credential) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Credential.ProtoReflect.Descriptor instead.
+func (*Credential) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *Credential) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Credential) GetIdentityId() string {
+	if x != nil {
+		return x.IdentityId
+	}
+	return ""
+}
+
+func (x *Credential) GetKind() CredentialKind {
+	if x != nil {
+		return x.Kind
+	}
+	return CredentialKind_CREDENTIAL_KIND_UNSPECIFIED
+}
+
+func (x *Credential) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *Credential) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Credential) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *Credential) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
+func (x *Credential) GetLastUsedTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastUsedTime
+	}
+	return nil
+}
+
+func (x *Credential) GetRotateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RotateTime
+	}
+	return nil
+}
+
+func (x *Credential) GetRevokeTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RevokeTime
+	}
+	return nil
+}
+
+type Session struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	IdentityId    string                 `protobuf:"bytes,2,opt,name=identity_id,json=identityId,proto3" json:"identity_id,omitempty"`
+	ClientId      string                 `protobuf:"bytes,3,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	GrantType     string                 `protobuf:"bytes,4,opt,name=grant_type,json=grantType,proto3" json:"grant_type,omitempty"`
+	Amr           []string               `protobuf:"bytes,5,rep,name=amr,proto3" json:"amr,omitempty"`
+	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	RevokeTime    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=revoke_time,json=revokeTime,proto3" json:"revoke_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Session) Reset() {
+	*x = Session{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Session) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Session) ProtoMessage() {}
+
+func (x *Session) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Session.ProtoReflect.Descriptor instead.
+func (*Session) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *Session) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Session) GetIdentityId() string {
+	if x != nil {
+		return x.IdentityId
+	}
+	return ""
+}
+
+func (x *Session) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *Session) GetGrantType() string {
+	if x != nil {
+		return x.GrantType
+	}
+	return ""
+}
+
+func (x *Session) GetAmr() []string {
+	if x != nil {
+		return x.Amr
+	}
+	return nil
+}
+
+func (x *Session) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *Session) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
+func (x *Session) GetRevokeTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RevokeTime
+	}
+	return nil
+}
+
+type CreateAPIKeyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TenantId      string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	IdentityId    string                 `protobuf:"bytes,2,opt,name=identity_id,json=identityId,proto3" json:"identity_id,omitempty"`
+	Name          string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateAPIKeyRequest) Reset() {
+	*x = CreateAPIKeyRequest{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateAPIKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateAPIKeyRequest) ProtoMessage() {}
+
+func (x *CreateAPIKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateAPIKeyRequest.ProtoReflect.Descriptor instead.
+func (*CreateAPIKeyRequest) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *CreateAPIKeyRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *CreateAPIKeyRequest) GetIdentityId() string {
+	if x != nil {
+		return x.IdentityId
+	}
+	return ""
+}
+
+func (x *CreateAPIKeyRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateAPIKeyRequest) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
+type CreateAPIKeyResponse struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Credential *Credential            `protobuf:"bytes,1,opt,name=credential,proto3" json:"credential,omitempty"`
+	// kpk_<key id>_<secret>: shown once.
+	ApiKey        string `protobuf:"bytes,2,opt,name=api_key,json=apiKey,proto3" json:"api_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateAPIKeyResponse) Reset() {
+	*x = CreateAPIKeyResponse{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateAPIKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateAPIKeyResponse) ProtoMessage() {}
+
+func (x *CreateAPIKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateAPIKeyResponse.ProtoReflect.Descriptor instead.
+func (*CreateAPIKeyResponse) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *CreateAPIKeyResponse) GetCredential() *Credential {
+	if x != nil {
+		return x.Credential
+	}
+	return nil
+}
+
+func (x *CreateAPIKeyResponse) GetApiKey() string {
+	if x != nil {
+		return x.ApiKey
+	}
+	return ""
+}
+
+type RotateAPIKeyRequest struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	TenantId     string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	CredentialId string                 `protobuf:"bytes,2,opt,name=credential_id,json=credentialId,proto3" json:"credential_id,omitempty"`
+	ExpireTime   *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	// How long the old key keeps working; 0 to 7 days, default 1 hour.
+	GracePeriod   *durationpb.Duration `protobuf:"bytes,4,opt,name=grace_period,json=gracePeriod,proto3" json:"grace_period,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateAPIKeyRequest) Reset() {
+	*x = RotateAPIKeyRequest{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateAPIKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateAPIKeyRequest) ProtoMessage() {}
+
+func (x *RotateAPIKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateAPIKeyRequest.ProtoReflect.Descriptor instead.
+func (*RotateAPIKeyRequest) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *RotateAPIKeyRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *RotateAPIKeyRequest) GetCredentialId() string {
+	if x != nil {
+		return x.CredentialId
+	}
+	return ""
+}
+
+func (x *RotateAPIKeyRequest) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
+func (x *RotateAPIKeyRequest) GetGracePeriod() *durationpb.Duration {
+	if x != nil {
+		return x.GracePeriod
+	}
+	return nil
+}
+
+type RotateAPIKeyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Credential    *Credential            `protobuf:"bytes,1,opt,name=credential,proto3" json:"credential,omitempty"`
+	ApiKey        string                 `protobuf:"bytes,2,opt,name=api_key,json=apiKey,proto3" json:"api_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateAPIKeyResponse) Reset() {
+	*x = RotateAPIKeyResponse{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateAPIKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateAPIKeyResponse) ProtoMessage() {}
+
+func (x *RotateAPIKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateAPIKeyResponse.ProtoReflect.Descriptor instead.
+func (*RotateAPIKeyResponse) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *RotateAPIKeyResponse) GetCredential() *Credential {
+	if x != nil {
+		return x.Credential
+	}
+	return nil
+}
+
+func (x *RotateAPIKeyResponse) GetApiKey() string {
+	if x != nil {
+		return x.ApiKey
+	}
+	return ""
+}
+
+type CreateClientRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	TenantId string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	// The identity the client acts as (its tokens' subject).
+	IdentityId string `protobuf:"bytes,2,opt,name=identity_id,json=identityId,proto3" json:"identity_id,omitempty"`
+	Name       string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	// When set, the client may introspect and revoke every token of the tenant;
+	// otherwise only tokens issued to itself (RFC 7009) and introspection of its own.
+	Admin         bool `protobuf:"varint,4,opt,name=admin,proto3" json:"admin,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateClientRequest) Reset() {
+	*x = CreateClientRequest{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateClientRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateClientRequest) ProtoMessage() {}
+
+func (x *CreateClientRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateClientRequest.ProtoReflect.Descriptor instead.
+func (*CreateClientRequest) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *CreateClientRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *CreateClientRequest) GetIdentityId() string {
+	if x != nil {
+		return x.IdentityId
+	}
+	return ""
+}
+
+func (x *CreateClientRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateClientRequest) GetAdmin() bool {
+	if x != nil {
+		return x.Admin
+	}
+	return false
+}
+
+type CreateClientResponse struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Credential *Credential            `protobuf:"bytes,1,opt,name=credential,proto3" json:"credential,omitempty"`
+	ClientId   string                 `protobuf:"bytes,2,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	// kpc_<key id>_<secret>: shown once.
+	ClientSecret  string `protobuf:"bytes,3,opt,name=client_secret,json=clientSecret,proto3" json:"client_secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateClientResponse) Reset() {
+	*x = CreateClientResponse{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateClientResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateClientResponse) ProtoMessage() {}
+
+func (x *CreateClientResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateClientResponse.ProtoReflect.Descriptor instead.
+func (*CreateClientResponse) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *CreateClientResponse) GetCredential() *Credential {
+	if x != nil {
+		return x.Credential
+	}
+	return nil
+}
+
+func (x *CreateClientResponse) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *CreateClientResponse) GetClientSecret() string {
+	if x != nil {
+		return x.ClientSecret
+	}
+	return ""
+}
+
+type RotateClientSecretRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TenantId      string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	CredentialId  string                 `protobuf:"bytes,2,opt,name=credential_id,json=credentialId,proto3" json:"credential_id,omitempty"`
+	GracePeriod   *durationpb.Duration   `protobuf:"bytes,3,opt,name=grace_period,json=gracePeriod,proto3" json:"grace_period,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateClientSecretRequest) Reset() {
+	*x = RotateClientSecretRequest{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateClientSecretRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateClientSecretRequest) ProtoMessage() {}
+
+func (x *RotateClientSecretRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateClientSecretRequest.ProtoReflect.Descriptor instead.
+func (*RotateClientSecretRequest) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *RotateClientSecretRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *RotateClientSecretRequest) GetCredentialId() string {
+	if x != nil {
+		return x.CredentialId
+	}
+	return ""
+}
+
+func (x *RotateClientSecretRequest) GetGracePeriod() *durationpb.Duration {
+	if x != nil {
+		return x.GracePeriod
+	}
+	return nil
+}
+
+type RotateClientSecretResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Credential    *Credential            `protobuf:"bytes,1,opt,name=credential,proto3" json:"credential,omitempty"`
+	ClientId      string                 `protobuf:"bytes,2,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	ClientSecret  string                 `protobuf:"bytes,3,opt,name=client_secret,json=clientSecret,proto3" json:"client_secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateClientSecretResponse) Reset() {
+	*x = RotateClientSecretResponse{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateClientSecretResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateClientSecretResponse) ProtoMessage() {}
+
+func (x *RotateClientSecretResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateClientSecretResponse.ProtoReflect.Descriptor instead.
+func (*RotateClientSecretResponse) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *RotateClientSecretResponse) GetCredential() *Credential {
+	if x != nil {
+		return x.Credential
+	}
+	return nil
+}
+
+func (x *RotateClientSecretResponse) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *RotateClientSecretResponse) GetClientSecret() string {
+	if x != nil {
+		return x.ClientSecret
+	}
+	return ""
+}
+
+type RevokeCredentialRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TenantId      string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	CredentialId  string                 `protobuf:"bytes,2,opt,name=credential_id,json=credentialId,proto3" json:"credential_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeCredentialRequest) Reset() {
+	*x = RevokeCredentialRequest{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeCredentialRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeCredentialRequest) ProtoMessage() {}
+
+func (x *RevokeCredentialRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeCredentialRequest.ProtoReflect.Descriptor instead.
+func (*RevokeCredentialRequest) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *RevokeCredentialRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *RevokeCredentialRequest) GetCredentialId() string {
+	if x != nil {
+		return x.CredentialId
+	}
+	return ""
+}
+
+type RevokeCredentialResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Credential    *Credential            `protobuf:"bytes,1,opt,name=credential,proto3" json:"credential,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeCredentialResponse) Reset() {
+	*x = RevokeCredentialResponse{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeCredentialResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeCredentialResponse) ProtoMessage() {}
+
+func (x *RevokeCredentialResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeCredentialResponse.ProtoReflect.Descriptor instead.
+func (*RevokeCredentialResponse) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *RevokeCredentialResponse) GetCredential() *Credential {
+	if x != nil {
+		return x.Credential
+	}
+	return nil
+}
+
+type ListCredentialsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TenantId      string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	IdentityId    string                 `protobuf:"bytes,2,opt,name=identity_id,json=identityId,proto3" json:"identity_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListCredentialsRequest) Reset() {
+	*x = ListCredentialsRequest{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListCredentialsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListCredentialsRequest) ProtoMessage() {}
+
+func (x *ListCredentialsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListCredentialsRequest.ProtoReflect.Descriptor instead.
+func (*ListCredentialsRequest) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *ListCredentialsRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *ListCredentialsRequest) GetIdentityId() string {
+	if x != nil {
+		return x.IdentityId
+	}
+	return ""
+}
+
+type ListCredentialsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Credentials   []*Credential          `protobuf:"bytes,1,rep,name=credentials,proto3" json:"credentials,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListCredentialsResponse) Reset() {
+	*x = ListCredentialsResponse{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListCredentialsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListCredentialsResponse) ProtoMessage() {}
+
+func (x *ListCredentialsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListCredentialsResponse.ProtoReflect.Descriptor instead.
+func (*ListCredentialsResponse) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *ListCredentialsResponse) GetCredentials() []*Credential {
+	if x != nil {
+		return x.Credentials
+	}
+	return nil
+}
+
+type ListSessionsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TenantId      string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	IdentityId    string                 `protobuf:"bytes,2,opt,name=identity_id,json=identityId,proto3" json:"identity_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSessionsRequest) Reset() {
+	*x = ListSessionsRequest{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSessionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSessionsRequest) ProtoMessage() {}
+
+func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSessionsRequest.ProtoReflect.Descriptor instead.
+func (*ListSessionsRequest) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *ListSessionsRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *ListSessionsRequest) GetIdentityId() string {
+	if x != nil {
+		return x.IdentityId
+	}
+	return ""
+}
+
+type ListSessionsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Sessions      []*Session             `protobuf:"bytes,1,rep,name=sessions,proto3" json:"sessions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSessionsResponse) Reset() {
+	*x = ListSessionsResponse{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSessionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSessionsResponse) ProtoMessage() {}
+
+func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSessionsResponse.ProtoReflect.Descriptor instead.
+func (*ListSessionsResponse) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *ListSessionsResponse) GetSessions() []*Session {
+	if x != nil {
+		return x.Sessions
+	}
+	return nil
+}
+
 var File_keyplane_v1_admin_proto protoreflect.FileDescriptor
 
 const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x17keyplane/v1/admin.proto\x12\vkeyplane.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"?\n" +
+	"\x17keyplane/v1/admin.proto\x12\vkeyplane.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"?\n" +
 	"\x06Region\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
-	"\fsuper_region\x18\x02 \x01(\tR\vsuperRegion\"\xfc\x02\n" +
+	"\fsuper_region\x18\x02 \x01(\tR\vsuperRegion\"\xa5\x04\n" +
 	"\x06Tenant\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1f\n" +
@@ -2111,7 +3213,11 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\vcreate_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"\xbb\x04\n" +
+	"updateTime\x12C\n" +
+	"\x10access_token_ttl\x18\n" +
+	" \x01(\v2\x19.google.protobuf.DurationR\x0eaccessTokenTtl\x12J\n" +
+	"\x14api_key_max_lifetime\x18\v \x01(\v2\x19.google.protobuf.DurationR\x11apiKeyMaxLifetime\x12\x16\n" +
+	"\x06issuer\x18\f \x01(\tR\x06issuer\"\xbb\x04\n" +
 	"\bIdentity\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12-\n" +
@@ -2170,10 +3276,12 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"page_token\x18\x02 \x01(\tR\tpageToken\"l\n" +
 	"\x13ListTenantsResponse\x12-\n" +
 	"\atenants\x18\x01 \x03(\v2\x13.keyplane.v1.TenantR\atenants\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"G\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xd8\x01\n" +
 	"\x13UpdateTenantRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
-	"\x04name\x18\x02 \x01(\tH\x00R\x04name\x88\x01\x01B\a\n" +
+	"\x04name\x18\x02 \x01(\tH\x00R\x04name\x88\x01\x01\x12C\n" +
+	"\x10access_token_ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x0eaccessTokenTtl\x12J\n" +
+	"\x14api_key_max_lifetime\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x11apiKeyMaxLifetimeB\a\n" +
 	"\x05_name\"C\n" +
 	"\x14UpdateTenantResponse\x12+\n" +
 	"\x06tenant\x18\x01 \x01(\v2\x13.keyplane.v1.TenantR\x06tenant\"&\n" +
@@ -2250,7 +3358,103 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"page_token\x18\x03 \x01(\tR\tpageToken\"r\n" +
 	"\x17ListAuditEventsResponse\x12/\n" +
 	"\x06events\x18\x01 \x03(\v2\x17.keyplane.v1.AuditEventR\x06events\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*X\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xcf\x03\n" +
+	"\n" +
+	"Credential\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
+	"\videntity_id\x18\x02 \x01(\tR\n" +
+	"identityId\x12/\n" +
+	"\x04kind\x18\x03 \x01(\x0e2\x1b.keyplane.v1.CredentialKindR\x04kind\x12\x15\n" +
+	"\x06key_id\x18\x04 \x01(\tR\x05keyId\x12\x12\n" +
+	"\x04name\x18\x05 \x01(\tR\x04name\x12;\n" +
+	"\vcreate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\x12;\n" +
+	"\vexpire_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\x12@\n" +
+	"\x0elast_used_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\flastUsedTime\x12;\n" +
+	"\vrotate_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"rotateTime\x12;\n" +
+	"\vrevoke_time\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"revokeTime\"\xbf\x02\n" +
+	"\aSession\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
+	"\videntity_id\x18\x02 \x01(\tR\n" +
+	"identityId\x12\x1b\n" +
+	"\tclient_id\x18\x03 \x01(\tR\bclientId\x12\x1d\n" +
+	"\n" +
+	"grant_type\x18\x04 \x01(\tR\tgrantType\x12\x10\n" +
+	"\x03amr\x18\x05 \x03(\tR\x03amr\x12;\n" +
+	"\vcreate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\x12;\n" +
+	"\vexpire_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\x12;\n" +
+	"\vrevoke_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"revokeTime\"\xa4\x01\n" +
+	"\x13CreateAPIKeyRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x1f\n" +
+	"\videntity_id\x18\x02 \x01(\tR\n" +
+	"identityId\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12;\n" +
+	"\vexpire_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\"h\n" +
+	"\x14CreateAPIKeyResponse\x127\n" +
+	"\n" +
+	"credential\x18\x01 \x01(\v2\x17.keyplane.v1.CredentialR\n" +
+	"credential\x12\x17\n" +
+	"\aapi_key\x18\x02 \x01(\tR\x06apiKey\"\xd2\x01\n" +
+	"\x13RotateAPIKeyRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12#\n" +
+	"\rcredential_id\x18\x02 \x01(\tR\fcredentialId\x12;\n" +
+	"\vexpire_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\x12<\n" +
+	"\fgrace_period\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\vgracePeriod\"h\n" +
+	"\x14RotateAPIKeyResponse\x127\n" +
+	"\n" +
+	"credential\x18\x01 \x01(\v2\x17.keyplane.v1.CredentialR\n" +
+	"credential\x12\x17\n" +
+	"\aapi_key\x18\x02 \x01(\tR\x06apiKey\"}\n" +
+	"\x13CreateClientRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x1f\n" +
+	"\videntity_id\x18\x02 \x01(\tR\n" +
+	"identityId\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12\x14\n" +
+	"\x05admin\x18\x04 \x01(\bR\x05admin\"\x91\x01\n" +
+	"\x14CreateClientResponse\x127\n" +
+	"\n" +
+	"credential\x18\x01 \x01(\v2\x17.keyplane.v1.CredentialR\n" +
+	"credential\x12\x1b\n" +
+	"\tclient_id\x18\x02 \x01(\tR\bclientId\x12#\n" +
+	"\rclient_secret\x18\x03 \x01(\tR\fclientSecret\"\x9b\x01\n" +
+	"\x19RotateClientSecretRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12#\n" +
+	"\rcredential_id\x18\x02 \x01(\tR\fcredentialId\x12<\n" +
+	"\fgrace_period\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\vgracePeriod\"\x97\x01\n" +
+	"\x1aRotateClientSecretResponse\x127\n" +
+	"\n" +
+	"credential\x18\x01 \x01(\v2\x17.keyplane.v1.CredentialR\n" +
+	"credential\x12\x1b\n" +
+	"\tclient_id\x18\x02 \x01(\tR\bclientId\x12#\n" +
+	"\rclient_secret\x18\x03 \x01(\tR\fclientSecret\"[\n" +
+	"\x17RevokeCredentialRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12#\n" +
+	"\rcredential_id\x18\x02 \x01(\tR\fcredentialId\"S\n" +
+	"\x18RevokeCredentialResponse\x127\n" +
+	"\n" +
+	"credential\x18\x01 \x01(\v2\x17.keyplane.v1.CredentialR\n" +
+	"credential\"V\n" +
+	"\x16ListCredentialsRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x1f\n" +
+	"\videntity_id\x18\x02 \x01(\tR\n" +
+	"identityId\"T\n" +
+	"\x17ListCredentialsResponse\x129\n" +
+	"\vcredentials\x18\x01 \x03(\v2\x17.keyplane.v1.CredentialR\vcredentials\"S\n" +
+	"\x13ListSessionsRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x1f\n" +
+	"\videntity_id\x18\x02 \x01(\tR\n" +
+	"identityId\"H\n" +
+	"\x14ListSessionsResponse\x120\n" +
+	"\bsessions\x18\x01 \x03(\v2\x14.keyplane.v1.SessionR\bsessions*X\n" +
 	"\tResidency\x12\x19\n" +
 	"\x15RESIDENCY_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10RESIDENCY_REGION\x10\x01\x12\x1a\n" +
@@ -2265,8 +3469,14 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\x1dIDENTITY_KIND_SERVICE_ACCOUNT\x10\x02\x12\x1a\n" +
 	"\x16IDENTITY_KIND_WORKLOAD\x10\x03\x12\x18\n" +
 	"\x14IDENTITY_KIND_DEVICE\x10\x04\x12\x17\n" +
-	"\x13IDENTITY_KIND_AGENT\x10\x052\x81\n" +
-	"\n" +
+	"\x13IDENTITY_KIND_AGENT\x10\x05*\xcc\x01\n" +
+	"\x0eCredentialKind\x12\x1f\n" +
+	"\x1bCREDENTIAL_KIND_UNSPECIFIED\x10\x00\x12\x1c\n" +
+	"\x18CREDENTIAL_KIND_PASSWORD\x10\x01\x12\x18\n" +
+	"\x14CREDENTIAL_KIND_TOTP\x10\x02\x12!\n" +
+	"\x1dCREDENTIAL_KIND_RECOVERY_CODE\x10\x03\x12\x1b\n" +
+	"\x17CREDENTIAL_KIND_API_KEY\x10\x04\x12!\n" +
+	"\x1dCREDENTIAL_KIND_CLIENT_SECRET\x10\x052\x8a\x0f\n" +
 	"\fAdminService\x12U\n" +
 	"\vListRegions\x12\x1f.keyplane.v1.ListRegionsRequest\x1a .keyplane.v1.ListRegionsResponse\"\x03\x90\x02\x01\x12S\n" +
 	"\fCreateTenant\x12 .keyplane.v1.CreateTenantRequest\x1a!.keyplane.v1.CreateTenantResponse\x12O\n" +
@@ -2280,7 +3490,14 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\x0eListIdentities\x12\".keyplane.v1.ListIdentitiesRequest\x1a#.keyplane.v1.ListIdentitiesResponse\"\x03\x90\x02\x01\x12Y\n" +
 	"\x0eUpdateIdentity\x12\".keyplane.v1.UpdateIdentityRequest\x1a#.keyplane.v1.UpdateIdentityResponse\x12a\n" +
 	"\x0fDisableIdentity\x12#.keyplane.v1.DisableIdentityRequest\x1a$.keyplane.v1.DisableIdentityResponse\"\x03\x90\x02\x02\x12^\n" +
-	"\x0eEnableIdentity\x12\".keyplane.v1.EnableIdentityRequest\x1a#.keyplane.v1.EnableIdentityResponse\"\x03\x90\x02\x02\x12a\n" +
+	"\x0eEnableIdentity\x12\".keyplane.v1.EnableIdentityRequest\x1a#.keyplane.v1.EnableIdentityResponse\"\x03\x90\x02\x02\x12S\n" +
+	"\fCreateAPIKey\x12 .keyplane.v1.CreateAPIKeyRequest\x1a!.keyplane.v1.CreateAPIKeyResponse\x12S\n" +
+	"\fRotateAPIKey\x12 .keyplane.v1.RotateAPIKeyRequest\x1a!.keyplane.v1.RotateAPIKeyResponse\x12S\n" +
+	"\fCreateClient\x12 .keyplane.v1.CreateClientRequest\x1a!.keyplane.v1.CreateClientResponse\x12e\n" +
+	"\x12RotateClientSecret\x12&.keyplane.v1.RotateClientSecretRequest\x1a'.keyplane.v1.RotateClientSecretResponse\x12d\n" +
+	"\x10RevokeCredential\x12$.keyplane.v1.RevokeCredentialRequest\x1a%.keyplane.v1.RevokeCredentialResponse\"\x03\x90\x02\x02\x12a\n" +
+	"\x0fListCredentials\x12#.keyplane.v1.ListCredentialsRequest\x1a$.keyplane.v1.ListCredentialsResponse\"\x03\x90\x02\x01\x12X\n" +
+	"\fListSessions\x12 .keyplane.v1.ListSessionsRequest\x1a!.keyplane.v1.ListSessionsResponse\"\x03\x90\x02\x01\x12a\n" +
 	"\x0fListAuditEvents\x12#.keyplane.v1.ListAuditEventsRequest\x1a$.keyplane.v1.ListAuditEventsResponse\"\x03\x90\x02\x01B@Z>github.com/keyplane/keyplane/region/gen/keyplane/v1;keyplanev1b\x06proto3"
 
 var (
@@ -2295,115 +3512,171 @@ func file_keyplane_v1_admin_proto_rawDescGZIP() []byte {
 	return file_keyplane_v1_admin_proto_rawDescData
 }
 
-var file_keyplane_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_keyplane_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_keyplane_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_keyplane_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
 var file_keyplane_v1_admin_proto_goTypes = []any{
-	(Residency)(0),                  // 0: keyplane.v1.Residency
-	(Status)(0),                     // 1: keyplane.v1.Status
-	(IdentityKind)(0),               // 2: keyplane.v1.IdentityKind
-	(*Region)(nil),                  // 3: keyplane.v1.Region
-	(*Tenant)(nil),                  // 4: keyplane.v1.Tenant
-	(*Identity)(nil),                // 5: keyplane.v1.Identity
-	(*AuditEvent)(nil),              // 6: keyplane.v1.AuditEvent
-	(*ListRegionsRequest)(nil),      // 7: keyplane.v1.ListRegionsRequest
-	(*ListRegionsResponse)(nil),     // 8: keyplane.v1.ListRegionsResponse
-	(*CreateTenantRequest)(nil),     // 9: keyplane.v1.CreateTenantRequest
-	(*CreateTenantResponse)(nil),    // 10: keyplane.v1.CreateTenantResponse
-	(*GetTenantRequest)(nil),        // 11: keyplane.v1.GetTenantRequest
-	(*GetTenantResponse)(nil),       // 12: keyplane.v1.GetTenantResponse
-	(*ListTenantsRequest)(nil),      // 13: keyplane.v1.ListTenantsRequest
-	(*ListTenantsResponse)(nil),     // 14: keyplane.v1.ListTenantsResponse
-	(*UpdateTenantRequest)(nil),     // 15: keyplane.v1.UpdateTenantRequest
-	(*UpdateTenantResponse)(nil),    // 16: keyplane.v1.UpdateTenantResponse
-	(*DisableTenantRequest)(nil),    // 17: keyplane.v1.DisableTenantRequest
-	(*DisableTenantResponse)(nil),   // 18: keyplane.v1.DisableTenantResponse
-	(*EnableTenantRequest)(nil),     // 19: keyplane.v1.EnableTenantRequest
-	(*EnableTenantResponse)(nil),    // 20: keyplane.v1.EnableTenantResponse
-	(*CreateIdentityRequest)(nil),   // 21: keyplane.v1.CreateIdentityRequest
-	(*CreateIdentityResponse)(nil),  // 22: keyplane.v1.CreateIdentityResponse
-	(*GetIdentityRequest)(nil),      // 23: keyplane.v1.GetIdentityRequest
-	(*GetIdentityResponse)(nil),     // 24: keyplane.v1.GetIdentityResponse
-	(*ListIdentitiesRequest)(nil),   // 25: keyplane.v1.ListIdentitiesRequest
-	(*ListIdentitiesResponse)(nil),  // 26: keyplane.v1.ListIdentitiesResponse
-	(*UpdateIdentityRequest)(nil),   // 27: keyplane.v1.UpdateIdentityRequest
-	(*UpdateIdentityResponse)(nil),  // 28: keyplane.v1.UpdateIdentityResponse
-	(*DisableIdentityRequest)(nil),  // 29: keyplane.v1.DisableIdentityRequest
-	(*DisableIdentityResponse)(nil), // 30: keyplane.v1.DisableIdentityResponse
-	(*EnableIdentityRequest)(nil),   // 31: keyplane.v1.EnableIdentityRequest
-	(*EnableIdentityResponse)(nil),  // 32: keyplane.v1.EnableIdentityResponse
-	(*ListAuditEventsRequest)(nil),  // 33: keyplane.v1.ListAuditEventsRequest
-	(*ListAuditEventsResponse)(nil), // 34: keyplane.v1.ListAuditEventsResponse
-	(*timestamppb.Timestamp)(nil),   // 35: google.protobuf.Timestamp
-	(*structpb.Struct)(nil),         // 36: google.protobuf.Struct
+	(Residency)(0),                     // 0: keyplane.v1.Residency
+	(Status)(0),                        // 1: keyplane.v1.Status
+	(IdentityKind)(0),                  // 2: keyplane.v1.IdentityKind
+	(CredentialKind)(0),                // 3: keyplane.v1.CredentialKind
+	(*Region)(nil),                     // 4: keyplane.v1.Region
+	(*Tenant)(nil),                     // 5: keyplane.v1.Tenant
+	(*Identity)(nil),                   // 6: keyplane.v1.Identity
+	(*AuditEvent)(nil),                 // 7: keyplane.v1.AuditEvent
+	(*ListRegionsRequest)(nil),         // 8: keyplane.v1.ListRegionsRequest
+	(*ListRegionsResponse)(nil),        // 9: keyplane.v1.ListRegionsResponse
+	(*CreateTenantRequest)(nil),        // 10: keyplane.v1.CreateTenantRequest
+	(*CreateTenantResponse)(nil),       // 11: keyplane.v1.CreateTenantResponse
+	(*GetTenantRequest)(nil),           // 12: keyplane.v1.GetTenantRequest
+	(*GetTenantResponse)(nil),          // 13: keyplane.v1.GetTenantResponse
+	(*ListTenantsRequest)(nil),         // 14: keyplane.v1.ListTenantsRequest
+	(*ListTenantsResponse)(nil),        // 15: keyplane.v1.ListTenantsResponse
+	(*UpdateTenantRequest)(nil),        // 16: keyplane.v1.UpdateTenantRequest
+	(*UpdateTenantResponse)(nil),       // 17: keyplane.v1.UpdateTenantResponse
+	(*DisableTenantRequest)(nil),       // 18: keyplane.v1.DisableTenantRequest
+	(*DisableTenantResponse)(nil),      // 19: keyplane.v1.DisableTenantResponse
+	(*EnableTenantRequest)(nil),        // 20: keyplane.v1.EnableTenantRequest
+	(*EnableTenantResponse)(nil),       // 21: keyplane.v1.EnableTenantResponse
+	(*CreateIdentityRequest)(nil),      // 22: keyplane.v1.CreateIdentityRequest
+	(*CreateIdentityResponse)(nil),     // 23: keyplane.v1.CreateIdentityResponse
+	(*GetIdentityRequest)(nil),         // 24: keyplane.v1.GetIdentityRequest
+	(*GetIdentityResponse)(nil),        // 25: keyplane.v1.GetIdentityResponse
+	(*ListIdentitiesRequest)(nil),      // 26: keyplane.v1.ListIdentitiesRequest
+	(*ListIdentitiesResponse)(nil),     // 27: keyplane.v1.ListIdentitiesResponse
+	(*UpdateIdentityRequest)(nil),      // 28: keyplane.v1.UpdateIdentityRequest
+	(*UpdateIdentityResponse)(nil),     // 29: keyplane.v1.UpdateIdentityResponse
+	(*DisableIdentityRequest)(nil),     // 30: keyplane.v1.DisableIdentityRequest
+	(*DisableIdentityResponse)(nil),    // 31: keyplane.v1.DisableIdentityResponse
+	(*EnableIdentityRequest)(nil),      // 32: keyplane.v1.EnableIdentityRequest
+	(*EnableIdentityResponse)(nil),     // 33: keyplane.v1.EnableIdentityResponse
+	(*ListAuditEventsRequest)(nil),     // 34: keyplane.v1.ListAuditEventsRequest
+	(*ListAuditEventsResponse)(nil),    // 35: keyplane.v1.ListAuditEventsResponse
+	(*Credential)(nil),                 // 36: keyplane.v1.Credential
+	(*Session)(nil),                    // 37: keyplane.v1.Session
+	(*CreateAPIKeyRequest)(nil),        // 38: keyplane.v1.CreateAPIKeyRequest
+	(*CreateAPIKeyResponse)(nil),       // 39: keyplane.v1.CreateAPIKeyResponse
+	(*RotateAPIKeyRequest)(nil),        // 40: keyplane.v1.RotateAPIKeyRequest
+	(*RotateAPIKeyResponse)(nil),       // 41: keyplane.v1.RotateAPIKeyResponse
+	(*CreateClientRequest)(nil),        // 42: keyplane.v1.CreateClientRequest
+	(*CreateClientResponse)(nil),       // 43: keyplane.v1.CreateClientResponse
+	(*RotateClientSecretRequest)(nil),  // 44: keyplane.v1.RotateClientSecretRequest
+	(*RotateClientSecretResponse)(nil), // 45: keyplane.v1.RotateClientSecretResponse
+	(*RevokeCredentialRequest)(nil),    // 46: keyplane.v1.RevokeCredentialRequest
+	(*RevokeCredentialResponse)(nil),   // 47: keyplane.v1.RevokeCredentialResponse
+	(*ListCredentialsRequest)(nil),     // 48: keyplane.v1.ListCredentialsRequest
+	(*ListCredentialsResponse)(nil),    // 49: keyplane.v1.ListCredentialsResponse
+	(*ListSessionsRequest)(nil),        // 50: keyplane.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),       // 51: keyplane.v1.ListSessionsResponse
+	(*timestamppb.Timestamp)(nil),      // 52: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 53: google.protobuf.Duration
+	(*structpb.Struct)(nil),            // 54: google.protobuf.Struct
 }
 var file_keyplane_v1_admin_proto_depIdxs = []int32{
 	0,  // 0: keyplane.v1.Tenant.residency:type_name -> keyplane.v1.Residency
 	1,  // 1: keyplane.v1.Tenant.status:type_name -> keyplane.v1.Status
-	35, // 2: keyplane.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
-	35, // 3: keyplane.v1.Tenant.update_time:type_name -> google.protobuf.Timestamp
-	2,  // 4: keyplane.v1.Identity.kind:type_name -> keyplane.v1.IdentityKind
-	36, // 5: keyplane.v1.Identity.attributes:type_name -> google.protobuf.Struct
-	1,  // 6: keyplane.v1.Identity.status:type_name -> keyplane.v1.Status
-	35, // 7: keyplane.v1.Identity.expire_time:type_name -> google.protobuf.Timestamp
-	35, // 8: keyplane.v1.Identity.tokens_valid_after:type_name -> google.protobuf.Timestamp
-	35, // 9: keyplane.v1.Identity.create_time:type_name -> google.protobuf.Timestamp
-	35, // 10: keyplane.v1.Identity.update_time:type_name -> google.protobuf.Timestamp
-	35, // 11: keyplane.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
-	36, // 12: keyplane.v1.AuditEvent.before:type_name -> google.protobuf.Struct
-	36, // 13: keyplane.v1.AuditEvent.after:type_name -> google.protobuf.Struct
-	3,  // 14: keyplane.v1.ListRegionsResponse.regions:type_name -> keyplane.v1.Region
-	0,  // 15: keyplane.v1.CreateTenantRequest.residency:type_name -> keyplane.v1.Residency
-	4,  // 16: keyplane.v1.CreateTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	4,  // 17: keyplane.v1.GetTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	4,  // 18: keyplane.v1.ListTenantsResponse.tenants:type_name -> keyplane.v1.Tenant
-	4,  // 19: keyplane.v1.UpdateTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	4,  // 20: keyplane.v1.DisableTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	4,  // 21: keyplane.v1.EnableTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	2,  // 22: keyplane.v1.CreateIdentityRequest.kind:type_name -> keyplane.v1.IdentityKind
-	36, // 23: keyplane.v1.CreateIdentityRequest.attributes:type_name -> google.protobuf.Struct
-	35, // 24: keyplane.v1.CreateIdentityRequest.expire_time:type_name -> google.protobuf.Timestamp
-	5,  // 25: keyplane.v1.CreateIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	5,  // 26: keyplane.v1.GetIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	5,  // 27: keyplane.v1.ListIdentitiesResponse.identities:type_name -> keyplane.v1.Identity
-	36, // 28: keyplane.v1.UpdateIdentityRequest.attributes:type_name -> google.protobuf.Struct
-	35, // 29: keyplane.v1.UpdateIdentityRequest.expire_time:type_name -> google.protobuf.Timestamp
-	5,  // 30: keyplane.v1.UpdateIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	5,  // 31: keyplane.v1.DisableIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	5,  // 32: keyplane.v1.EnableIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	6,  // 33: keyplane.v1.ListAuditEventsResponse.events:type_name -> keyplane.v1.AuditEvent
-	7,  // 34: keyplane.v1.AdminService.ListRegions:input_type -> keyplane.v1.ListRegionsRequest
-	9,  // 35: keyplane.v1.AdminService.CreateTenant:input_type -> keyplane.v1.CreateTenantRequest
-	11, // 36: keyplane.v1.AdminService.GetTenant:input_type -> keyplane.v1.GetTenantRequest
-	13, // 37: keyplane.v1.AdminService.ListTenants:input_type -> keyplane.v1.ListTenantsRequest
-	15, // 38: keyplane.v1.AdminService.UpdateTenant:input_type -> keyplane.v1.UpdateTenantRequest
-	17, // 39: keyplane.v1.AdminService.DisableTenant:input_type -> keyplane.v1.DisableTenantRequest
-	19, // 40: keyplane.v1.AdminService.EnableTenant:input_type -> keyplane.v1.EnableTenantRequest
-	21, // 41: keyplane.v1.AdminService.CreateIdentity:input_type -> keyplane.v1.CreateIdentityRequest
-	23, // 42: keyplane.v1.AdminService.GetIdentity:input_type -> keyplane.v1.GetIdentityRequest
-	25, // 43: keyplane.v1.AdminService.ListIdentities:input_type -> keyplane.v1.ListIdentitiesRequest
-	27, // 44: keyplane.v1.AdminService.UpdateIdentity:input_type -> keyplane.v1.UpdateIdentityRequest
-	29, // 45: keyplane.v1.AdminService.DisableIdentity:input_type -> keyplane.v1.DisableIdentityRequest
-	31, // 46: keyplane.v1.AdminService.EnableIdentity:input_type -> keyplane.v1.EnableIdentityRequest
-	33, // 47: keyplane.v1.AdminService.ListAuditEvents:input_type -> keyplane.v1.ListAuditEventsRequest
-	8,  // 48: keyplane.v1.AdminService.ListRegions:output_type -> keyplane.v1.ListRegionsResponse
-	10, // 49: keyplane.v1.AdminService.CreateTenant:output_type -> keyplane.v1.CreateTenantResponse
-	12, // 50: keyplane.v1.AdminService.GetTenant:output_type -> keyplane.v1.GetTenantResponse
-	14, // 51: keyplane.v1.AdminService.ListTenants:output_type -> keyplane.v1.ListTenantsResponse
-	16, // 52: keyplane.v1.AdminService.UpdateTenant:output_type -> keyplane.v1.UpdateTenantResponse
-	18, // 53: keyplane.v1.AdminService.DisableTenant:output_type -> keyplane.v1.DisableTenantResponse
-	20, // 54: keyplane.v1.AdminService.EnableTenant:output_type -> keyplane.v1.EnableTenantResponse
-	22, // 55: keyplane.v1.AdminService.CreateIdentity:output_type -> keyplane.v1.CreateIdentityResponse
-	24, // 56: keyplane.v1.AdminService.GetIdentity:output_type -> keyplane.v1.GetIdentityResponse
-	26, // 57: keyplane.v1.AdminService.ListIdentities:output_type -> keyplane.v1.ListIdentitiesResponse
-	28, // 58: keyplane.v1.AdminService.UpdateIdentity:output_type -> keyplane.v1.UpdateIdentityResponse
-	30, // 59: keyplane.v1.AdminService.DisableIdentity:output_type -> keyplane.v1.DisableIdentityResponse
-	32, // 60: keyplane.v1.AdminService.EnableIdentity:output_type -> keyplane.v1.EnableIdentityResponse
-	34, // 61: keyplane.v1.AdminService.ListAuditEvents:output_type -> keyplane.v1.ListAuditEventsResponse
-	48, // [48:62] is the sub-list for method output_type
-	34, // [34:48] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	52, // 2: keyplane.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
+	52, // 3: keyplane.v1.Tenant.update_time:type_name -> google.protobuf.Timestamp
+	53, // 4: keyplane.v1.Tenant.access_token_ttl:type_name -> google.protobuf.Duration
+	53, // 5: keyplane.v1.Tenant.api_key_max_lifetime:type_name -> google.protobuf.Duration
+	2,  // 6: keyplane.v1.Identity.kind:type_name -> keyplane.v1.IdentityKind
+	54, // 7: keyplane.v1.Identity.attributes:type_name -> google.protobuf.Struct
+	1,  // 8: keyplane.v1.Identity.status:type_name -> keyplane.v1.Status
+	52, // 9: keyplane.v1.Identity.expire_time:type_name -> google.protobuf.Timestamp
+	52, // 10: keyplane.v1.Identity.tokens_valid_after:type_name -> google.protobuf.Timestamp
+	52, // 11: keyplane.v1.Identity.create_time:type_name -> google.protobuf.Timestamp
+	52, // 12: keyplane.v1.Identity.update_time:type_name -> google.protobuf.Timestamp
+	52, // 13: keyplane.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	54, // 14: keyplane.v1.AuditEvent.before:type_name -> google.protobuf.Struct
+	54, // 15: keyplane.v1.AuditEvent.after:type_name -> google.protobuf.Struct
+	4,  // 16: keyplane.v1.ListRegionsResponse.regions:type_name -> keyplane.v1.Region
+	0,  // 17: keyplane.v1.CreateTenantRequest.residency:type_name -> keyplane.v1.Residency
+	5,  // 18: keyplane.v1.CreateTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	5,  // 19: keyplane.v1.GetTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	5,  // 20: keyplane.v1.ListTenantsResponse.tenants:type_name -> keyplane.v1.Tenant
+	53, // 21: keyplane.v1.UpdateTenantRequest.access_token_ttl:type_name -> google.protobuf.Duration
+	53, // 22: keyplane.v1.UpdateTenantRequest.api_key_max_lifetime:type_name -> google.protobuf.Duration
+	5,  // 23: keyplane.v1.UpdateTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	5,  // 24: keyplane.v1.DisableTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	5,  // 25: keyplane.v1.EnableTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	2,  // 26: keyplane.v1.CreateIdentityRequest.kind:type_name -> keyplane.v1.IdentityKind
+	54, // 27: keyplane.v1.CreateIdentityRequest.attributes:type_name -> google.protobuf.Struct
+	52, // 28: keyplane.v1.CreateIdentityRequest.expire_time:type_name -> google.protobuf.Timestamp
+	6,  // 29: keyplane.v1.CreateIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	6,  // 30: keyplane.v1.GetIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	6,  // 31: keyplane.v1.ListIdentitiesResponse.identities:type_name -> keyplane.v1.Identity
+	54, // 32: keyplane.v1.UpdateIdentityRequest.attributes:type_name -> google.protobuf.Struct
+	52, // 33: keyplane.v1.UpdateIdentityRequest.expire_time:type_name -> google.protobuf.Timestamp
+	6,  // 34: keyplane.v1.UpdateIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	6,  // 35: keyplane.v1.DisableIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	6,  // 36: keyplane.v1.EnableIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	7,  // 37: keyplane.v1.ListAuditEventsResponse.events:type_name -> keyplane.v1.AuditEvent
+	3,  // 38: keyplane.v1.Credential.kind:type_name -> keyplane.v1.CredentialKind
+	52, // 39: keyplane.v1.Credential.create_time:type_name -> google.protobuf.Timestamp
+	52, // 40: keyplane.v1.Credential.expire_time:type_name -> google.protobuf.Timestamp
+	52, // 41: keyplane.v1.Credential.last_used_time:type_name -> google.protobuf.Timestamp
+	52, // 42: keyplane.v1.Credential.rotate_time:type_name -> google.protobuf.Timestamp
+	52, // 43: keyplane.v1.Credential.revoke_time:type_name -> google.protobuf.Timestamp
+	52, // 44: keyplane.v1.Session.create_time:type_name -> google.protobuf.Timestamp
+	52, // 45: keyplane.v1.Session.expire_time:type_name -> google.protobuf.Timestamp
+	52, // 46: keyplane.v1.Session.revoke_time:type_name -> google.protobuf.Timestamp
+	52, // 47: keyplane.v1.CreateAPIKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
+	36, // 48: keyplane.v1.CreateAPIKeyResponse.credential:type_name -> keyplane.v1.Credential
+	52, // 49: keyplane.v1.RotateAPIKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
+	53, // 50: keyplane.v1.RotateAPIKeyRequest.grace_period:type_name -> google.protobuf.Duration
+	36, // 51: keyplane.v1.RotateAPIKeyResponse.credential:type_name -> keyplane.v1.Credential
+	36, // 52: keyplane.v1.CreateClientResponse.credential:type_name -> keyplane.v1.Credential
+	53, // 53: keyplane.v1.RotateClientSecretRequest.grace_period:type_name -> google.protobuf.Duration
+	36, // 54: keyplane.v1.RotateClientSecretResponse.credential:type_name -> keyplane.v1.Credential
+	36, // 55: keyplane.v1.RevokeCredentialResponse.credential:type_name -> keyplane.v1.Credential
+	36, // 56: keyplane.v1.ListCredentialsResponse.credentials:type_name -> keyplane.v1.Credential
+	37, // 57: keyplane.v1.ListSessionsResponse.sessions:type_name -> keyplane.v1.Session
+	8,  // 58: keyplane.v1.AdminService.ListRegions:input_type -> keyplane.v1.ListRegionsRequest
+	10, // 59: keyplane.v1.AdminService.CreateTenant:input_type -> keyplane.v1.CreateTenantRequest
+	12, // 60: keyplane.v1.AdminService.GetTenant:input_type -> keyplane.v1.GetTenantRequest
+	14, // 61: keyplane.v1.AdminService.ListTenants:input_type -> keyplane.v1.ListTenantsRequest
+	16, // 62: keyplane.v1.AdminService.UpdateTenant:input_type -> keyplane.v1.UpdateTenantRequest
+	18, // 63: keyplane.v1.AdminService.DisableTenant:input_type -> keyplane.v1.DisableTenantRequest
+	20, // 64: keyplane.v1.AdminService.EnableTenant:input_type -> keyplane.v1.EnableTenantRequest
+	22, // 65: keyplane.v1.AdminService.CreateIdentity:input_type -> keyplane.v1.CreateIdentityRequest
+	24, // 66: keyplane.v1.AdminService.GetIdentity:input_type -> keyplane.v1.GetIdentityRequest
+	26, // 67: keyplane.v1.AdminService.ListIdentities:input_type -> keyplane.v1.ListIdentitiesRequest
+	28, // 68: keyplane.v1.AdminService.UpdateIdentity:input_type -> keyplane.v1.UpdateIdentityRequest
+	30, // 69: keyplane.v1.AdminService.DisableIdentity:input_type -> keyplane.v1.DisableIdentityRequest
+	32, // 70: keyplane.v1.AdminService.EnableIdentity:input_type -> keyplane.v1.EnableIdentityRequest
+	38, // 71: keyplane.v1.AdminService.CreateAPIKey:input_type -> keyplane.v1.CreateAPIKeyRequest
+	40, // 72: keyplane.v1.AdminService.RotateAPIKey:input_type -> keyplane.v1.RotateAPIKeyRequest
+	42, // 73: keyplane.v1.AdminService.CreateClient:input_type -> keyplane.v1.CreateClientRequest
+	44, // 74: keyplane.v1.AdminService.RotateClientSecret:input_type -> keyplane.v1.RotateClientSecretRequest
+	46, // 75: keyplane.v1.AdminService.RevokeCredential:input_type -> keyplane.v1.RevokeCredentialRequest
+	48, // 76: keyplane.v1.AdminService.ListCredentials:input_type -> keyplane.v1.ListCredentialsRequest
+	50, // 77: keyplane.v1.AdminService.ListSessions:input_type -> keyplane.v1.ListSessionsRequest
+	34, // 78: keyplane.v1.AdminService.ListAuditEvents:input_type -> keyplane.v1.ListAuditEventsRequest
+	9,  // 79: keyplane.v1.AdminService.ListRegions:output_type -> keyplane.v1.ListRegionsResponse
+	11, // 80: keyplane.v1.AdminService.CreateTenant:output_type -> keyplane.v1.CreateTenantResponse
+	13, // 81: keyplane.v1.AdminService.GetTenant:output_type -> keyplane.v1.GetTenantResponse
+	15, // 82: keyplane.v1.AdminService.ListTenants:output_type -> keyplane.v1.ListTenantsResponse
+	17, // 83: keyplane.v1.AdminService.UpdateTenant:output_type -> keyplane.v1.UpdateTenantResponse
+	19, // 84: keyplane.v1.AdminService.DisableTenant:output_type -> keyplane.v1.DisableTenantResponse
+	21, // 85: keyplane.v1.AdminService.EnableTenant:output_type -> keyplane.v1.EnableTenantResponse
+	23, // 86: keyplane.v1.AdminService.CreateIdentity:output_type -> keyplane.v1.CreateIdentityResponse
+	25, // 87: keyplane.v1.AdminService.GetIdentity:output_type -> keyplane.v1.GetIdentityResponse
+	27, // 88: keyplane.v1.AdminService.ListIdentities:output_type -> keyplane.v1.ListIdentitiesResponse
+	29, // 89: keyplane.v1.AdminService.UpdateIdentity:output_type -> keyplane.v1.UpdateIdentityResponse
+	31, // 90: keyplane.v1.AdminService.DisableIdentity:output_type -> keyplane.v1.DisableIdentityResponse
+	33, // 91: keyplane.v1.AdminService.EnableIdentity:output_type -> keyplane.v1.EnableIdentityResponse
+	39, // 92: keyplane.v1.AdminService.CreateAPIKey:output_type -> keyplane.v1.CreateAPIKeyResponse
+	41, // 93: keyplane.v1.AdminService.RotateAPIKey:output_type -> keyplane.v1.RotateAPIKeyResponse
+	43, // 94: keyplane.v1.AdminService.CreateClient:output_type -> keyplane.v1.CreateClientResponse
+	45, // 95: keyplane.v1.AdminService.RotateClientSecret:output_type -> keyplane.v1.RotateClientSecretResponse
+	47, // 96: keyplane.v1.AdminService.RevokeCredential:output_type -> keyplane.v1.RevokeCredentialResponse
+	49, // 97: keyplane.v1.AdminService.ListCredentials:output_type -> keyplane.v1.ListCredentialsResponse
+	51, // 98: keyplane.v1.AdminService.ListSessions:output_type -> keyplane.v1.ListSessionsResponse
+	35, // 99: keyplane.v1.AdminService.ListAuditEvents:output_type -> keyplane.v1.ListAuditEventsResponse
+	79, // [79:100] is the sub-list for method output_type
+	58, // [58:79] is the sub-list for method input_type
+	58, // [58:58] is the sub-list for extension type_name
+	58, // [58:58] is the sub-list for extension extendee
+	0,  // [0:58] is the sub-list for field type_name
 }
 
 func init() { file_keyplane_v1_admin_proto_init() }
@@ -2418,8 +3691,8 @@ func file_keyplane_v1_admin_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_keyplane_v1_admin_proto_rawDesc), len(file_keyplane_v1_admin_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   32,
+			NumEnums:      4,
+			NumMessages:   48,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

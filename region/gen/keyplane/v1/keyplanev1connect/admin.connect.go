@@ -71,6 +71,27 @@ const (
 	// AdminServiceEnableIdentityProcedure is the fully-qualified name of the AdminService's
 	// EnableIdentity RPC.
 	AdminServiceEnableIdentityProcedure = "/keyplane.v1.AdminService/EnableIdentity"
+	// AdminServiceCreateAPIKeyProcedure is the fully-qualified name of the AdminService's CreateAPIKey
+	// RPC.
+	AdminServiceCreateAPIKeyProcedure = "/keyplane.v1.AdminService/CreateAPIKey"
+	// AdminServiceRotateAPIKeyProcedure is the fully-qualified name of the AdminService's RotateAPIKey
+	// RPC.
+	AdminServiceRotateAPIKeyProcedure = "/keyplane.v1.AdminService/RotateAPIKey"
+	// AdminServiceCreateClientProcedure is the fully-qualified name of the AdminService's CreateClient
+	// RPC.
+	AdminServiceCreateClientProcedure = "/keyplane.v1.AdminService/CreateClient"
+	// AdminServiceRotateClientSecretProcedure is the fully-qualified name of the AdminService's
+	// RotateClientSecret RPC.
+	AdminServiceRotateClientSecretProcedure = "/keyplane.v1.AdminService/RotateClientSecret"
+	// AdminServiceRevokeCredentialProcedure is the fully-qualified name of the AdminService's
+	// RevokeCredential RPC.
+	AdminServiceRevokeCredentialProcedure = "/keyplane.v1.AdminService/RevokeCredential"
+	// AdminServiceListCredentialsProcedure is the fully-qualified name of the AdminService's
+	// ListCredentials RPC.
+	AdminServiceListCredentialsProcedure = "/keyplane.v1.AdminService/ListCredentials"
+	// AdminServiceListSessionsProcedure is the fully-qualified name of the AdminService's ListSessions
+	// RPC.
+	AdminServiceListSessionsProcedure = "/keyplane.v1.AdminService/ListSessions"
 	// AdminServiceListAuditEventsProcedure is the fully-qualified name of the AdminService's
 	// ListAuditEvents RPC.
 	AdminServiceListAuditEventsProcedure = "/keyplane.v1.AdminService/ListAuditEvents"
@@ -110,6 +131,25 @@ type AdminServiceClient interface {
 	// EnableIdentity marks a disabled identity active again. Tokens issued before it was
 	// disabled stay invalid. Idempotent.
 	EnableIdentity(context.Context, *connect.Request[v1.EnableIdentityRequest]) (*connect.Response[v1.EnableIdentityResponse], error)
+	// CreateAPIKey issues an API key for a non-human identity. The key is in the
+	// response once and never again (only its hash is stored). It must expire within the
+	// tenant's maximum API key lifetime.
+	CreateAPIKey(context.Context, *connect.Request[v1.CreateAPIKeyRequest]) (*connect.Response[v1.CreateAPIKeyResponse], error)
+	// RotateAPIKey issues a successor key; the old one keeps working for the grace period.
+	RotateAPIKey(context.Context, *connect.Request[v1.RotateAPIKeyRequest]) (*connect.Response[v1.RotateAPIKeyResponse], error)
+	// CreateClient creates an OAuth 2.0 client (client credentials grant) acting as the
+	// identity. The secret is in the response once.
+	CreateClient(context.Context, *connect.Request[v1.CreateClientRequest]) (*connect.Response[v1.CreateClientResponse], error)
+	// RotateClientSecret issues a new secret for a client; the old one keeps working for
+	// the grace period.
+	RotateClientSecret(context.Context, *connect.Request[v1.RotateClientSecretRequest]) (*connect.Response[v1.RotateClientSecretResponse], error)
+	// RevokeCredential revokes an API key or client secret at once. Tokens it already
+	// issued stay valid until they expire or their sessions are revoked.
+	RevokeCredential(context.Context, *connect.Request[v1.RevokeCredentialRequest]) (*connect.Response[v1.RevokeCredentialResponse], error)
+	// ListCredentials lists an identity's credentials, never their secrets.
+	ListCredentials(context.Context, *connect.Request[v1.ListCredentialsRequest]) (*connect.Response[v1.ListCredentialsResponse], error)
+	// ListSessions lists an identity's unexpired sessions, newest first.
+	ListSessions(context.Context, *connect.Request[v1.ListSessionsRequest]) (*connect.Response[v1.ListSessionsResponse], error)
 	// ListAuditEvents pages through the tenant's audit events, newest first.
 	ListAuditEvents(context.Context, *connect.Request[v1.ListAuditEventsRequest]) (*connect.Response[v1.ListAuditEventsResponse], error)
 }
@@ -212,6 +252,51 @@ func NewAdminServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithIdempotency(connect.IdempotencyIdempotent),
 			connect.WithClientOptions(opts...),
 		),
+		createAPIKey: connect.NewClient[v1.CreateAPIKeyRequest, v1.CreateAPIKeyResponse](
+			httpClient,
+			baseURL+AdminServiceCreateAPIKeyProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("CreateAPIKey")),
+			connect.WithClientOptions(opts...),
+		),
+		rotateAPIKey: connect.NewClient[v1.RotateAPIKeyRequest, v1.RotateAPIKeyResponse](
+			httpClient,
+			baseURL+AdminServiceRotateAPIKeyProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("RotateAPIKey")),
+			connect.WithClientOptions(opts...),
+		),
+		createClient: connect.NewClient[v1.CreateClientRequest, v1.CreateClientResponse](
+			httpClient,
+			baseURL+AdminServiceCreateClientProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("CreateClient")),
+			connect.WithClientOptions(opts...),
+		),
+		rotateClientSecret: connect.NewClient[v1.RotateClientSecretRequest, v1.RotateClientSecretResponse](
+			httpClient,
+			baseURL+AdminServiceRotateClientSecretProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("RotateClientSecret")),
+			connect.WithClientOptions(opts...),
+		),
+		revokeCredential: connect.NewClient[v1.RevokeCredentialRequest, v1.RevokeCredentialResponse](
+			httpClient,
+			baseURL+AdminServiceRevokeCredentialProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("RevokeCredential")),
+			connect.WithIdempotency(connect.IdempotencyIdempotent),
+			connect.WithClientOptions(opts...),
+		),
+		listCredentials: connect.NewClient[v1.ListCredentialsRequest, v1.ListCredentialsResponse](
+			httpClient,
+			baseURL+AdminServiceListCredentialsProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("ListCredentials")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		listSessions: connect.NewClient[v1.ListSessionsRequest, v1.ListSessionsResponse](
+			httpClient,
+			baseURL+AdminServiceListSessionsProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("ListSessions")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 		listAuditEvents: connect.NewClient[v1.ListAuditEventsRequest, v1.ListAuditEventsResponse](
 			httpClient,
 			baseURL+AdminServiceListAuditEventsProcedure,
@@ -224,20 +309,27 @@ func NewAdminServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 
 // adminServiceClient implements AdminServiceClient.
 type adminServiceClient struct {
-	listRegions     *connect.Client[v1.ListRegionsRequest, v1.ListRegionsResponse]
-	createTenant    *connect.Client[v1.CreateTenantRequest, v1.CreateTenantResponse]
-	getTenant       *connect.Client[v1.GetTenantRequest, v1.GetTenantResponse]
-	listTenants     *connect.Client[v1.ListTenantsRequest, v1.ListTenantsResponse]
-	updateTenant    *connect.Client[v1.UpdateTenantRequest, v1.UpdateTenantResponse]
-	disableTenant   *connect.Client[v1.DisableTenantRequest, v1.DisableTenantResponse]
-	enableTenant    *connect.Client[v1.EnableTenantRequest, v1.EnableTenantResponse]
-	createIdentity  *connect.Client[v1.CreateIdentityRequest, v1.CreateIdentityResponse]
-	getIdentity     *connect.Client[v1.GetIdentityRequest, v1.GetIdentityResponse]
-	listIdentities  *connect.Client[v1.ListIdentitiesRequest, v1.ListIdentitiesResponse]
-	updateIdentity  *connect.Client[v1.UpdateIdentityRequest, v1.UpdateIdentityResponse]
-	disableIdentity *connect.Client[v1.DisableIdentityRequest, v1.DisableIdentityResponse]
-	enableIdentity  *connect.Client[v1.EnableIdentityRequest, v1.EnableIdentityResponse]
-	listAuditEvents *connect.Client[v1.ListAuditEventsRequest, v1.ListAuditEventsResponse]
+	listRegions        *connect.Client[v1.ListRegionsRequest, v1.ListRegionsResponse]
+	createTenant       *connect.Client[v1.CreateTenantRequest, v1.CreateTenantResponse]
+	getTenant          *connect.Client[v1.GetTenantRequest, v1.GetTenantResponse]
+	listTenants        *connect.Client[v1.ListTenantsRequest, v1.ListTenantsResponse]
+	updateTenant       *connect.Client[v1.UpdateTenantRequest, v1.UpdateTenantResponse]
+	disableTenant      *connect.Client[v1.DisableTenantRequest, v1.DisableTenantResponse]
+	enableTenant       *connect.Client[v1.EnableTenantRequest, v1.EnableTenantResponse]
+	createIdentity     *connect.Client[v1.CreateIdentityRequest, v1.CreateIdentityResponse]
+	getIdentity        *connect.Client[v1.GetIdentityRequest, v1.GetIdentityResponse]
+	listIdentities     *connect.Client[v1.ListIdentitiesRequest, v1.ListIdentitiesResponse]
+	updateIdentity     *connect.Client[v1.UpdateIdentityRequest, v1.UpdateIdentityResponse]
+	disableIdentity    *connect.Client[v1.DisableIdentityRequest, v1.DisableIdentityResponse]
+	enableIdentity     *connect.Client[v1.EnableIdentityRequest, v1.EnableIdentityResponse]
+	createAPIKey       *connect.Client[v1.CreateAPIKeyRequest, v1.CreateAPIKeyResponse]
+	rotateAPIKey       *connect.Client[v1.RotateAPIKeyRequest, v1.RotateAPIKeyResponse]
+	createClient       *connect.Client[v1.CreateClientRequest, v1.CreateClientResponse]
+	rotateClientSecret *connect.Client[v1.RotateClientSecretRequest, v1.RotateClientSecretResponse]
+	revokeCredential   *connect.Client[v1.RevokeCredentialRequest, v1.RevokeCredentialResponse]
+	listCredentials    *connect.Client[v1.ListCredentialsRequest, v1.ListCredentialsResponse]
+	listSessions       *connect.Client[v1.ListSessionsRequest, v1.ListSessionsResponse]
+	listAuditEvents    *connect.Client[v1.ListAuditEventsRequest, v1.ListAuditEventsResponse]
 }
 
 // ListRegions calls keyplane.v1.AdminService.ListRegions.
@@ -305,6 +397,41 @@ func (c *adminServiceClient) EnableIdentity(ctx context.Context, req *connect.Re
 	return c.enableIdentity.CallUnary(ctx, req)
 }
 
+// CreateAPIKey calls keyplane.v1.AdminService.CreateAPIKey.
+func (c *adminServiceClient) CreateAPIKey(ctx context.Context, req *connect.Request[v1.CreateAPIKeyRequest]) (*connect.Response[v1.CreateAPIKeyResponse], error) {
+	return c.createAPIKey.CallUnary(ctx, req)
+}
+
+// RotateAPIKey calls keyplane.v1.AdminService.RotateAPIKey.
+func (c *adminServiceClient) RotateAPIKey(ctx context.Context, req *connect.Request[v1.RotateAPIKeyRequest]) (*connect.Response[v1.RotateAPIKeyResponse], error) {
+	return c.rotateAPIKey.CallUnary(ctx, req)
+}
+
+// CreateClient calls keyplane.v1.AdminService.CreateClient.
+func (c *adminServiceClient) CreateClient(ctx context.Context, req *connect.Request[v1.CreateClientRequest]) (*connect.Response[v1.CreateClientResponse], error) {
+	return c.createClient.CallUnary(ctx, req)
+}
+
+// RotateClientSecret calls keyplane.v1.AdminService.RotateClientSecret.
+func (c *adminServiceClient) RotateClientSecret(ctx context.Context, req *connect.Request[v1.RotateClientSecretRequest]) (*connect.Response[v1.RotateClientSecretResponse], error) {
+	return c.rotateClientSecret.CallUnary(ctx, req)
+}
+
+// RevokeCredential calls keyplane.v1.AdminService.RevokeCredential.
+func (c *adminServiceClient) RevokeCredential(ctx context.Context, req *connect.Request[v1.RevokeCredentialRequest]) (*connect.Response[v1.RevokeCredentialResponse], error) {
+	return c.revokeCredential.CallUnary(ctx, req)
+}
+
+// ListCredentials calls keyplane.v1.AdminService.ListCredentials.
+func (c *adminServiceClient) ListCredentials(ctx context.Context, req *connect.Request[v1.ListCredentialsRequest]) (*connect.Response[v1.ListCredentialsResponse], error) {
+	return c.listCredentials.CallUnary(ctx, req)
+}
+
+// ListSessions calls keyplane.v1.AdminService.ListSessions.
+func (c *adminServiceClient) ListSessions(ctx context.Context, req *connect.Request[v1.ListSessionsRequest]) (*connect.Response[v1.ListSessionsResponse], error) {
+	return c.listSessions.CallUnary(ctx, req)
+}
+
 // ListAuditEvents calls keyplane.v1.AdminService.ListAuditEvents.
 func (c *adminServiceClient) ListAuditEvents(ctx context.Context, req *connect.Request[v1.ListAuditEventsRequest]) (*connect.Response[v1.ListAuditEventsResponse], error) {
 	return c.listAuditEvents.CallUnary(ctx, req)
@@ -344,6 +471,25 @@ type AdminServiceHandler interface {
 	// EnableIdentity marks a disabled identity active again. Tokens issued before it was
 	// disabled stay invalid. Idempotent.
 	EnableIdentity(context.Context, *connect.Request[v1.EnableIdentityRequest]) (*connect.Response[v1.EnableIdentityResponse], error)
+	// CreateAPIKey issues an API key for a non-human identity. The key is in the
+	// response once and never again (only its hash is stored). It must expire within the
+	// tenant's maximum API key lifetime.
+	CreateAPIKey(context.Context, *connect.Request[v1.CreateAPIKeyRequest]) (*connect.Response[v1.CreateAPIKeyResponse], error)
+	// RotateAPIKey issues a successor key; the old one keeps working for the grace period.
+	RotateAPIKey(context.Context, *connect.Request[v1.RotateAPIKeyRequest]) (*connect.Response[v1.RotateAPIKeyResponse], error)
+	// CreateClient creates an OAuth 2.0 client (client credentials grant) acting as the
+	// identity. The secret is in the response once.
+	CreateClient(context.Context, *connect.Request[v1.CreateClientRequest]) (*connect.Response[v1.CreateClientResponse], error)
+	// RotateClientSecret issues a new secret for a client; the old one keeps working for
+	// the grace period.
+	RotateClientSecret(context.Context, *connect.Request[v1.RotateClientSecretRequest]) (*connect.Response[v1.RotateClientSecretResponse], error)
+	// RevokeCredential revokes an API key or client secret at once. Tokens it already
+	// issued stay valid until they expire or their sessions are revoked.
+	RevokeCredential(context.Context, *connect.Request[v1.RevokeCredentialRequest]) (*connect.Response[v1.RevokeCredentialResponse], error)
+	// ListCredentials lists an identity's credentials, never their secrets.
+	ListCredentials(context.Context, *connect.Request[v1.ListCredentialsRequest]) (*connect.Response[v1.ListCredentialsResponse], error)
+	// ListSessions lists an identity's unexpired sessions, newest first.
+	ListSessions(context.Context, *connect.Request[v1.ListSessionsRequest]) (*connect.Response[v1.ListSessionsResponse], error)
 	// ListAuditEvents pages through the tenant's audit events, newest first.
 	ListAuditEvents(context.Context, *connect.Request[v1.ListAuditEventsRequest]) (*connect.Response[v1.ListAuditEventsResponse], error)
 }
@@ -442,6 +588,51 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 		connect.WithIdempotency(connect.IdempotencyIdempotent),
 		connect.WithHandlerOptions(opts...),
 	)
+	adminServiceCreateAPIKeyHandler := connect.NewUnaryHandler(
+		AdminServiceCreateAPIKeyProcedure,
+		svc.CreateAPIKey,
+		connect.WithSchema(adminServiceMethods.ByName("CreateAPIKey")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceRotateAPIKeyHandler := connect.NewUnaryHandler(
+		AdminServiceRotateAPIKeyProcedure,
+		svc.RotateAPIKey,
+		connect.WithSchema(adminServiceMethods.ByName("RotateAPIKey")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceCreateClientHandler := connect.NewUnaryHandler(
+		AdminServiceCreateClientProcedure,
+		svc.CreateClient,
+		connect.WithSchema(adminServiceMethods.ByName("CreateClient")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceRotateClientSecretHandler := connect.NewUnaryHandler(
+		AdminServiceRotateClientSecretProcedure,
+		svc.RotateClientSecret,
+		connect.WithSchema(adminServiceMethods.ByName("RotateClientSecret")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceRevokeCredentialHandler := connect.NewUnaryHandler(
+		AdminServiceRevokeCredentialProcedure,
+		svc.RevokeCredential,
+		connect.WithSchema(adminServiceMethods.ByName("RevokeCredential")),
+		connect.WithIdempotency(connect.IdempotencyIdempotent),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceListCredentialsHandler := connect.NewUnaryHandler(
+		AdminServiceListCredentialsProcedure,
+		svc.ListCredentials,
+		connect.WithSchema(adminServiceMethods.ByName("ListCredentials")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceListSessionsHandler := connect.NewUnaryHandler(
+		AdminServiceListSessionsProcedure,
+		svc.ListSessions,
+		connect.WithSchema(adminServiceMethods.ByName("ListSessions")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	adminServiceListAuditEventsHandler := connect.NewUnaryHandler(
 		AdminServiceListAuditEventsProcedure,
 		svc.ListAuditEvents,
@@ -477,6 +668,20 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 			adminServiceDisableIdentityHandler.ServeHTTP(w, r)
 		case AdminServiceEnableIdentityProcedure:
 			adminServiceEnableIdentityHandler.ServeHTTP(w, r)
+		case AdminServiceCreateAPIKeyProcedure:
+			adminServiceCreateAPIKeyHandler.ServeHTTP(w, r)
+		case AdminServiceRotateAPIKeyProcedure:
+			adminServiceRotateAPIKeyHandler.ServeHTTP(w, r)
+		case AdminServiceCreateClientProcedure:
+			adminServiceCreateClientHandler.ServeHTTP(w, r)
+		case AdminServiceRotateClientSecretProcedure:
+			adminServiceRotateClientSecretHandler.ServeHTTP(w, r)
+		case AdminServiceRevokeCredentialProcedure:
+			adminServiceRevokeCredentialHandler.ServeHTTP(w, r)
+		case AdminServiceListCredentialsProcedure:
+			adminServiceListCredentialsHandler.ServeHTTP(w, r)
+		case AdminServiceListSessionsProcedure:
+			adminServiceListSessionsHandler.ServeHTTP(w, r)
 		case AdminServiceListAuditEventsProcedure:
 			adminServiceListAuditEventsHandler.ServeHTTP(w, r)
 		default:
@@ -538,6 +743,34 @@ func (UnimplementedAdminServiceHandler) DisableIdentity(context.Context, *connec
 
 func (UnimplementedAdminServiceHandler) EnableIdentity(context.Context, *connect.Request[v1.EnableIdentityRequest]) (*connect.Response[v1.EnableIdentityResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AdminService.EnableIdentity is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) CreateAPIKey(context.Context, *connect.Request[v1.CreateAPIKeyRequest]) (*connect.Response[v1.CreateAPIKeyResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AdminService.CreateAPIKey is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) RotateAPIKey(context.Context, *connect.Request[v1.RotateAPIKeyRequest]) (*connect.Response[v1.RotateAPIKeyResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AdminService.RotateAPIKey is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) CreateClient(context.Context, *connect.Request[v1.CreateClientRequest]) (*connect.Response[v1.CreateClientResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AdminService.CreateClient is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) RotateClientSecret(context.Context, *connect.Request[v1.RotateClientSecretRequest]) (*connect.Response[v1.RotateClientSecretResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AdminService.RotateClientSecret is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) RevokeCredential(context.Context, *connect.Request[v1.RevokeCredentialRequest]) (*connect.Response[v1.RevokeCredentialResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AdminService.RevokeCredential is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) ListCredentials(context.Context, *connect.Request[v1.ListCredentialsRequest]) (*connect.Response[v1.ListCredentialsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AdminService.ListCredentials is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) ListSessions(context.Context, *connect.Request[v1.ListSessionsRequest]) (*connect.Response[v1.ListSessionsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AdminService.ListSessions is not implemented"))
 }
 
 func (UnimplementedAdminServiceHandler) ListAuditEvents(context.Context, *connect.Request[v1.ListAuditEventsRequest]) (*connect.Response[v1.ListAuditEventsResponse], error) {

@@ -1,0 +1,187 @@
+package region
+
+import (
+	"context"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/keyplane/keyplane/region/credential"
+	keyplanev1 "github.com/keyplane/keyplane/region/gen/keyplane/v1"
+	"github.com/keyplane/keyplane/schema"
+)
+
+// Rotation grace periods.
+const (
+	defaultGrace = time.Hour
+	maxGrace     = 7 * 24 * time.Hour
+)
+
+func gracePeriod(d *durationpb.Duration) (time.Duration, error) {
+	if d == nil {
+		return defaultGrace, nil
+	}
+	if err := d.CheckValid(); err != nil || d.AsDuration() < 0 || d.AsDuration() > maxGrace {
+		return 0, fieldError("grace_period", "must be between 0 and 7 days")
+	}
+	return d.AsDuration(), nil
+}
+
+func (a *AdminService) CreateAPIKey(ctx context.Context, req *connect.Request[keyplanev1.CreateAPIKeyRequest]) (*connect.Response[keyplanev1.CreateAPIKeyResponse], error) {
+	m := req.Msg
+	expires, err := timeFromProto("expire_time", m.ExpireTime)
+	if err != nil {
+		return nil, err
+	}
+	sc, err := a.scope(ctx, m.TenantId)
+	if err != nil {
+		return nil, err
+	}
+	sec, err := credential.NewSecret(credential.PrefixAPIKey)
+	if err != nil {
+		return nil, err
+	}
+	c, err := a.node.store.CreateKeyCredential(ctx, change(ctx), sc, schema.NewKeyCredential{
+		IdentityID: m.IdentityId, Kind: schema.CredAPIKey, Name: m.Name, KeyID: sec.KeyID, Hash: sec.Hash, ExpiresAt: expires,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&keyplanev1.CreateAPIKeyResponse{Credential: credentialToProto(c), ApiKey: sec.Text}), nil
+}
+
+func (a *AdminService) RotateAPIKey(ctx context.Context, req *connect.Request[keyplanev1.RotateAPIKeyRequest]) (*connect.Response[keyplanev1.RotateAPIKeyResponse], error) {
+	m := req.Msg
+	expires, err := timeFromProto("expire_time", m.ExpireTime)
+	if err != nil {
+		return nil, err
+	}
+	grace, err := gracePeriod(m.GracePeriod)
+	if err != nil {
+		return nil, err
+	}
+	sc, err := a.scope(ctx, m.TenantId)
+	if err != nil {
+		return nil, err
+	}
+	sec, err := credential.NewSecret(credential.PrefixAPIKey)
+	if err != nil {
+		return nil, err
+	}
+	c, err := a.node.store.RotateKeyCredential(ctx, change(ctx), sc, m.CredentialId,
+		schema.NewKeyCredential{Kind: schema.CredAPIKey, KeyID: sec.KeyID, Hash: sec.Hash, ExpiresAt: expires}, grace)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&keyplanev1.RotateAPIKeyResponse{Credential: credentialToProto(c), ApiKey: sec.Text}), nil
+}
+
+func (a *AdminService) CreateClient(ctx context.Context, req *connect.Request[keyplanev1.CreateClientRequest]) (*connect.Response[keyplanev1.CreateClientResponse], error) {
+	m := req.Msg
+	sc, err := a.scope(ctx, m.TenantId)
+	if err != nil {
+		return nil, err
+	}
+	sec, err := credential.NewSecret(credential.PrefixClientSecret)
+	if err != nil {
+		return nil, err
+	}
+	c, err := a.node.store.CreateKeyCredential(ctx, change(ctx), sc, schema.NewKeyCredential{
+		IdentityID: m.IdentityId, Kind: schema.CredClientSecret, Name: m.Name, KeyID: sec.KeyID, Hash: sec.Hash, Admin: m.Admin,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&keyplanev1.CreateClientResponse{Credential: credentialToProto(c), ClientId: c.KeyID, ClientSecret: sec.Text}), nil
+}
+
+func (a *AdminService) RotateClientSecret(ctx context.Context, req *connect.Request[keyplanev1.RotateClientSecretRequest]) (*connect.Response[keyplanev1.RotateClientSecretResponse], error) {
+	m := req.Msg
+	grace, err := gracePeriod(m.GracePeriod)
+	if err != nil {
+		return nil, err
+	}
+	sc, err := a.scope(ctx, m.TenantId)
+	if err != nil {
+		return nil, err
+	}
+	sec, err := credential.NewSecret(credential.PrefixClientSecret)
+	if err != nil {
+		return nil, err
+	}
+	c, err := a.node.store.RotateKeyCredential(ctx, change(ctx), sc, m.CredentialId, schema.NewKeyCredential{Kind: schema.CredClientSecret, Hash: sec.Hash}, grace)
+	if err != nil {
+		return nil, err
+	}
+	clientID := schema.ClientID(c.KeyID)
+	return connect.NewResponse(&keyplanev1.RotateClientSecretResponse{Credential: credentialToProto(c), ClientId: clientID, ClientSecret: sec.Text}), nil
+}
+
+func (a *AdminService) RevokeCredential(ctx context.Context, req *connect.Request[keyplanev1.RevokeCredentialRequest]) (*connect.Response[keyplanev1.RevokeCredentialResponse], error) {
+	sc, err := a.scope(ctx, req.Msg.TenantId)
+	if err != nil {
+		return nil, err
+	}
+	c, err := a.node.store.RevokeCredential(ctx, change(ctx), sc, req.Msg.CredentialId)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&keyplanev1.RevokeCredentialResponse{Credential: credentialToProto(c)}), nil
+}
+
+func (a *AdminService) ListCredentials(ctx context.Context, req *connect.Request[keyplanev1.ListCredentialsRequest]) (*connect.Response[keyplanev1.ListCredentialsResponse], error) {
+	sc, err := a.scope(ctx, req.Msg.TenantId)
+	if err != nil {
+		return nil, err
+	}
+	cs, err := a.node.store.ListCredentials(ctx, sc, req.Msg.IdentityId)
+	if err != nil {
+		return nil, err
+	}
+	out := &keyplanev1.ListCredentialsResponse{}
+	for _, c := range cs {
+		out.Credentials = append(out.Credentials, credentialToProto(c))
+	}
+	return connect.NewResponse(out), nil
+}
+
+func (a *AdminService) ListSessions(ctx context.Context, req *connect.Request[keyplanev1.ListSessionsRequest]) (*connect.Response[keyplanev1.ListSessionsResponse], error) {
+	sc, err := a.scope(ctx, req.Msg.TenantId)
+	if err != nil {
+		return nil, err
+	}
+	ss, err := a.node.store.ListSessions(ctx, sc, req.Msg.IdentityId)
+	if err != nil {
+		return nil, err
+	}
+	out := &keyplanev1.ListSessionsResponse{}
+	for _, s := range ss {
+		out.Sessions = append(out.Sessions, &keyplanev1.Session{
+			Id: s.ID, IdentityId: s.IdentityID, ClientId: s.ClientID, GrantType: s.GrantType, Amr: s.AMR,
+			CreateTime: timestamppb.New(s.CreatedAt), ExpireTime: timestamppb.New(s.ExpiresAt), RevokeTime: timeToProto(s.RevokedAt),
+		})
+	}
+	return connect.NewResponse(out), nil
+}
+
+var credentialKinds = map[string]keyplanev1.CredentialKind{
+	schema.CredPassword:     keyplanev1.CredentialKind_CREDENTIAL_KIND_PASSWORD,
+	schema.CredTOTP:         keyplanev1.CredentialKind_CREDENTIAL_KIND_TOTP,
+	schema.CredRecoveryCode: keyplanev1.CredentialKind_CREDENTIAL_KIND_RECOVERY_CODE,
+	schema.CredAPIKey:       keyplanev1.CredentialKind_CREDENTIAL_KIND_API_KEY,
+	schema.CredClientSecret: keyplanev1.CredentialKind_CREDENTIAL_KIND_CLIENT_SECRET,
+}
+
+func credentialToProto(c schema.Credential) *keyplanev1.Credential {
+	keyID := c.KeyID
+	if c.Kind == schema.CredClientSecret {
+		keyID = schema.ClientID(keyID)
+	}
+	return &keyplanev1.Credential{
+		Id: c.ID, IdentityId: c.IdentityID, Kind: credentialKinds[c.Kind], KeyId: keyID, Name: c.Name,
+		CreateTime: timestamppb.New(c.CreatedAt), ExpireTime: timeToProto(c.ExpiresAt), LastUsedTime: timeToProto(c.LastUsedAt),
+		RotateTime: timeToProto(c.RotatedAt), RevokeTime: timeToProto(c.RevokedAt),
+	}
+}

@@ -1,0 +1,96 @@
+package credential_test
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/keyplane/keyplane/region/credential"
+)
+
+func TestNewRecoveryCodes(t *testing.T) {
+	re := regexp.MustCompile(`^[a-z2-7]{4}-[a-z2-7]{4}-[a-z2-7]{4}$`)
+	for _, n := range []int{1, 10, credential.MaxRecoveryCodes} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			codes, hashes, err := credential.NewRecoveryCodes(n)
+			if err != nil {
+				t.Fatalf("NewRecoveryCodes(%d): got error %v, want nil", n, err)
+			}
+			if len(codes) != n || len(hashes) != n {
+				t.Fatalf("NewRecoveryCodes(%d): got %d codes and %d hashes, want %d of each", n, len(codes), len(hashes), n)
+			}
+			seen := map[string]bool{}
+			for i, code := range codes {
+				if !re.MatchString(code) {
+					t.Errorf("code %d: got %q, want a match for %s", i, code, re)
+				}
+				if seen[code] {
+					t.Errorf("code %d: got %q twice, want distinct codes", i, code)
+				}
+				seen[code] = true
+				if !bytes.Equal(hashes[i], credential.HashRecoveryCode(code)) {
+					t.Errorf("hash %d: got %x, want HashRecoveryCode(%q) = %x", i, hashes[i], code, credential.HashRecoveryCode(code))
+				}
+				if !bytes.Equal(hashes[i], credential.HashRecoveryCode(strings.ToUpper(code))) {
+					t.Errorf("hash %d: differs from the hash of the upper-case code", i)
+				}
+			}
+		})
+	}
+}
+
+func TestNewRecoveryCodesInvalid(t *testing.T) {
+	for _, n := range []int{-1, 0, credential.MaxRecoveryCodes + 1, 1 << 40} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			codes, hashes, err := credential.NewRecoveryCodes(n)
+			if !errors.Is(err, credential.ErrInvalidArgument) || codes != nil || hashes != nil {
+				t.Errorf("NewRecoveryCodes(%d): got (%q, %x, %v), want an error wrapping ErrInvalidArgument", n, codes, hashes, err)
+			}
+		})
+	}
+}
+
+func TestNormalizeRecoveryCode(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"abcd-efgh-2345", "abcdefgh2345"},
+		{"ABCD-efgh-2345", "abcdefgh2345"},
+		{"abcdefgh2345", "abcdefgh2345"},
+		{" abcd efgh 2345 ", "abcdefgh2345"},
+		{"abcd--efgh\t2345\n", "abcdefgh2345"},
+		{"", ""},
+		{"---", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			if got := credential.NormalizeRecoveryCode(tt.in); got != tt.want {
+				t.Errorf("NormalizeRecoveryCode(%q): got %q, want %q", tt.in, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestHashRecoveryCode(t *testing.T) {
+	tests := []struct {
+		a, b string
+		same bool
+	}{
+		{"ABCD-efgh-2345", "abcdefgh2345", true},
+		{"abcd efgh 2345", "abcd-efgh-2345", true},
+		{"abcd-efgh-2345", "abcd-efgh-2346", false},
+		{"abcd-efgh-2345", "abcd-efgh-234", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.a+" vs "+tt.b, func(t *testing.T) {
+			ha, hb := credential.HashRecoveryCode(tt.a), credential.HashRecoveryCode(tt.b)
+			if len(ha) != 32 {
+				t.Errorf("HashRecoveryCode(%q): got %d bytes, want 32", tt.a, len(ha))
+			}
+			if got := bytes.Equal(ha, hb); got != tt.same {
+				t.Errorf("hashes equal: got %v, want %v", got, tt.same)
+			}
+		})
+	}
+}

@@ -1,0 +1,292 @@
+package region
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/keyplane/keyplane/region/credential"
+	"github.com/keyplane/keyplane/schema"
+)
+
+// The standard HTTP endpoints, one issuer per tenant ({issuer base}/t/{tenant}):
+// OIDC discovery, JWKS, the OAuth 2.0 token endpoint (RFC 6749: client_credentials and
+// refresh_token), introspection (RFC 7662) and revocation (RFC 7009). Errors use the
+// RFC 6749 JSON form.
+func (n *Node) mountOAuth(mux *http.ServeMux) {
+	mux.HandleFunc("GET /t/{tenant}/.well-known/openid-configuration", n.oauthHandler(n.discovery))
+	mux.HandleFunc("GET /t/{tenant}/.well-known/jwks.json", n.oauthHandler(n.jwks))
+	mux.HandleFunc("POST /t/{tenant}/oauth2/token", n.oauthHandler(n.tokenEndpoint))
+	mux.HandleFunc("POST /t/{tenant}/oauth2/introspect", n.oauthHandler(n.introspect))
+	mux.HandleFunc("POST /t/{tenant}/oauth2/revoke", n.oauthHandler(n.revokeEndpoint))
+}
+
+// oauthError is an RFC 6749 §5.2 error response.
+type oauthError struct {
+	status      int
+	Code        string `json:"error"`
+	Description string `json:"error_description,omitempty"`
+	basic       bool   // the client tried HTTP Basic: answer with WWW-Authenticate
+}
+
+func (e *oauthError) Error() string { return e.Code + ": " + e.Description }
+
+func oauthErr(status int, code, desc string) *oauthError {
+	return &oauthError{status: status, Code: code, Description: desc}
+}
+
+var errInvalidClient = connect.NewError(connect.CodeUnauthenticated, errors.New("invalid client credentials"))
+
+type oauthFunc func(ctx context.Context, w http.ResponseWriter, r *http.Request, t schema.Tenant) (any, error)
+
+// oauthHandler resolves the tenant from the path, runs f, and writes its result as
+// JSON (no-store) or its error in RFC 6749 form. Store errors never leak.
+func (n *Node) oauthHandler(f oauthFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		ctx := context.WithValue(r.Context(), requestIDKey{}, incomingRequestID(r.Header.Get(RequestIDHeader)))
+		w.Header().Set(RequestIDHeader, requestID(ctx))
+		w.Header().Set("Cache-Control", "no-store")
+		w.Header().Set("Pragma", "no-cache")
+		res, err := n.serveOAuth(ctx, w, r, f)
+		route := r.Pattern
+		if err != nil {
+			oe := n.toOAuthError(ctx, err)
+			if oe.basic {
+				w.Header().Set("WWW-Authenticate", `Basic realm="keyplane"`)
+			}
+			writeJSON(w, oe.status, oe)
+			n.metrics.observeRPC(route, oe.Code, time.Since(start))
+			return
+		}
+		if b, ok := res.(rawJSON); ok {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write(b)
+		} else {
+			writeJSON(w, http.StatusOK, res)
+		}
+		n.metrics.observeRPC(route, "ok", time.Since(start))
+	}
+}
+
+type rawJSON []byte
+
+func (n *Node) serveOAuth(ctx context.Context, w http.ResponseWriter, r *http.Request, f oauthFunc) (any, error) {
+	tenantID := r.PathValue("tenant")
+	if !schema.ValidTenantID(tenantID) {
+		return nil, oauthErr(http.StatusNotFound, "invalid_request", "unknown tenant")
+	}
+	t, err := n.store.GetTenant(ctx, tenantID)
+	if errors.Is(err, schema.ErrNotFound) {
+		return nil, oauthErr(http.StatusNotFound, "invalid_request", "unknown tenant")
+	}
+	if err != nil {
+		return nil, err
+	}
+	if r.Method == http.MethodPost {
+		r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
+		if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/x-www-form-urlencoded") {
+			return nil, oauthErr(http.StatusBadRequest, "invalid_request", "Content-Type must be application/x-www-form-urlencoded")
+		}
+		if err := r.ParseForm(); err != nil {
+			return nil, oauthErr(http.StatusBadRequest, "invalid_request", "malformed or oversized form body")
+		}
+		for k, v := range r.PostForm {
+			if len(v) > 1 {
+				return nil, oauthErr(http.StatusBadRequest, "invalid_request", "parameter "+k+" repeated")
+			}
+		}
+	}
+	return f(ctx, w, r, t)
+}
+
+// toOAuthError maps any error to an RFC 6749 error, through connectError so that store
+// errors are classified (and logged) in one place.
+func (n *Node) toOAuthError(ctx context.Context, err error) *oauthError {
+	var oe *oauthError
+	if errors.As(err, &oe) {
+		return oe
+	}
+	ce := connectError(ctx, n.log, err).(*connect.Error)
+	switch ce.Code() {
+	case connect.CodeInvalidArgument:
+		return oauthErr(http.StatusBadRequest, "invalid_request", ce.Message())
+	case connect.CodeUnauthenticated:
+		return oauthErr(http.StatusUnauthorized, "invalid_client", ce.Message())
+	case connect.CodeFailedPrecondition, connect.CodeNotFound, connect.CodePermissionDenied:
+		return oauthErr(http.StatusBadRequest, "invalid_grant", ce.Message())
+	case connect.CodeUnavailable, connect.CodeDeadlineExceeded:
+		return oauthErr(http.StatusServiceUnavailable, "temporarily_unavailable", ce.Message())
+	}
+	return oauthErr(http.StatusInternalServerError, "server_error", ce.Message())
+}
+
+func (n *Node) discovery(_ context.Context, _ http.ResponseWriter, _ *http.Request, t schema.Tenant) (any, error) {
+	iss := n.Issuer(t.ID)
+	return map[string]any{
+		"issuer":                                iss,
+		"jwks_uri":                              iss + "/.well-known/jwks.json",
+		"token_endpoint":                        iss + "/oauth2/token",
+		"introspection_endpoint":                iss + "/oauth2/introspect",
+		"revocation_endpoint":                   iss + "/oauth2/revoke",
+		"grant_types_supported":                 []string{"client_credentials", "refresh_token"},
+		"token_endpoint_auth_methods_supported": []string{"client_secret_basic", "client_secret_post"},
+		"introspection_endpoint_auth_methods_supported":    []string{"client_secret_basic", "client_secret_post"},
+		"revocation_endpoint_auth_methods_supported":       []string{"client_secret_basic", "client_secret_post"},
+		"response_types_supported":                         []string{"token"},
+		"subject_types_supported":                          []string{"public"},
+		"id_token_signing_alg_values_supported":            []string{"EdDSA"},
+		"token_endpoint_auth_signing_alg_values_supported": []string{"EdDSA"},
+	}, nil
+}
+
+func (n *Node) jwks(ctx context.Context, w http.ResponseWriter, _ *http.Request, _ schema.Tenant) (any, error) {
+	ring, err := n.keys.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	w.Header().Set("Cache-Control", "public, max-age=300")
+	w.Header().Del("Pragma")
+	return rawJSON(ring.JWKS(time.Now())), nil
+}
+
+// client is an authenticated OAuth client.
+type client struct {
+	cred schema.KeyCredential
+	id   string
+}
+
+// authenticateClient reads client_secret_basic or client_secret_post credentials.
+func (n *Node) authenticateClient(ctx context.Context, r *http.Request, t schema.Tenant) (client, error) {
+	id, secret, basic := r.BasicAuth()
+	if basic {
+		if r.PostForm.Has("client_id") || r.PostForm.Has("client_secret") {
+			return client{}, oauthErr(http.StatusBadRequest, "invalid_request", "use one client authentication method, not both")
+		}
+		var err1, err2 error
+		id, err1 = url.QueryUnescape(id)
+		secret, err2 = url.QueryUnescape(secret)
+		if err1 != nil || err2 != nil {
+			return client{}, &oauthError{status: http.StatusUnauthorized, Code: "invalid_client", Description: "malformed Basic credentials", basic: true}
+		}
+	} else {
+		id, secret = r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
+	}
+	fail := &oauthError{status: http.StatusUnauthorized, Code: "invalid_client", Description: "client authentication failed", basic: basic}
+	if id == "" || secret == "" || len(id) > 64 {
+		return client{}, fail
+	}
+	if _, err := credential.ParseSecret(credential.PrefixClientSecret, secret); err != nil {
+		return client{}, fail
+	}
+	cred, err := n.findKeyCredential(ctx, t.Scope(), schema.CredClientSecret, id, secret)
+	if errors.Is(err, errInvalidClient) {
+		return client{}, fail
+	}
+	if err != nil {
+		return client{}, err
+	}
+	return client{cred: cred, id: id}, nil
+}
+
+// tokenResponse is RFC 6749 §5.1.
+type tokenResponse struct {
+	AccessToken  string `json:"access_token"`
+	TokenType    string `json:"token_type"`
+	ExpiresIn    int64  `json:"expires_in"`
+	RefreshToken string `json:"refresh_token,omitempty"`
+	Scope        string `json:"scope,omitempty"`
+}
+
+func (n *Node) tokenEndpoint(ctx context.Context, _ http.ResponseWriter, r *http.Request, t schema.Tenant) (any, error) {
+	if t.Status != schema.StatusActive {
+		return nil, oauthErr(http.StatusBadRequest, "invalid_grant", "tenant is disabled")
+	}
+	switch gt := r.PostForm.Get("grant_type"); gt {
+	case "client_credentials":
+		c, err := n.authenticateClient(ctx, r, t)
+		if err != nil {
+			return nil, err
+		}
+		audience := r.PostForm.Get("audience")
+		if audience == "" {
+			audience = r.PostForm.Get("resource")
+		}
+		scope := r.PostForm.Get("scope")
+		if err := checkAudienceAndScope(audience, scope); err != nil {
+			return nil, oauthErr(http.StatusBadRequest, "invalid_scope", err.(*connect.Error).Message())
+		}
+		raw, sess, err := n.issue(ctx, schema.Change{Actor: "client:" + c.id, RequestID: requestID(ctx)}, grant{
+			Tenant: t, IdentityID: c.cred.IdentityID, ClientID: c.id, GrantType: "client_credentials", CredentialID: c.cred.ID,
+			Audience: audience, Scope: scope,
+		})
+		if err != nil {
+			return nil, err
+		}
+		return tokenResponse{AccessToken: raw, TokenType: "Bearer", ExpiresIn: secondsUntil(sess.ExpiresAt), Scope: scope}, nil
+	case "refresh_token":
+		raw, refresh, sess, err := n.refresh(ctx, t, r.PostForm.Get("refresh_token"))
+		if err != nil {
+			return nil, err
+		}
+		return tokenResponse{AccessToken: raw, TokenType: "Bearer", ExpiresIn: secondsUntil(sess.ExpiresAt), RefreshToken: refresh}, nil
+	case "":
+		return nil, oauthErr(http.StatusBadRequest, "invalid_request", "grant_type is required")
+	default:
+		return nil, oauthErr(http.StatusBadRequest, "unsupported_grant_type", "supported: client_credentials, refresh_token")
+	}
+}
+
+func secondsUntil(t time.Time) int64 { return int64(time.Until(t).Round(time.Second) / time.Second) }
+
+func (n *Node) introspect(ctx context.Context, _ http.ResponseWriter, r *http.Request, t schema.Tenant) (any, error) {
+	if _, err := n.authenticateClient(ctx, r, t); err != nil {
+		return nil, err
+	}
+	raw := r.PostForm.Get("token")
+	if raw == "" {
+		return nil, oauthErr(http.StatusBadRequest, "invalid_request", "token is required")
+	}
+	v, err := n.validate(ctx, t.ID, raw, "")
+	if err != nil {
+		return nil, err
+	}
+	n.metrics.validations.WithLabelValues(validationLabel(v)).Inc()
+	if !v.Active {
+		return map[string]any{"active": false}, nil
+	}
+	c := v.Claims
+	out := map[string]any{
+		"active": true, "token_type": "Bearer", "sub": c.Subject, "aud": c.Audience, "iss": c.Issuer,
+		"exp": c.ExpiresAt.Unix(), "iat": c.IssuedAt.Unix(), "nbf": c.IssuedAt.Unix(), "jti": c.ID,
+		"client_id": c.ClientID, "tenant": c.Tenant, "sid": c.SessionID, "region": c.Region,
+	}
+	if c.Scope != "" {
+		out["scope"] = c.Scope
+	}
+	if len(c.AMR) > 0 {
+		out["amr"] = c.AMR
+	}
+	return out, nil
+}
+
+func (n *Node) revokeEndpoint(ctx context.Context, _ http.ResponseWriter, r *http.Request, t schema.Tenant) (any, error) {
+	c, err := n.authenticateClient(ctx, r, t)
+	if err != nil {
+		return nil, err
+	}
+	raw := r.PostForm.Get("token")
+	if raw == "" {
+		return nil, oauthErr(http.StatusBadRequest, "invalid_request", "token is required")
+	}
+	allowed := func(clientID string) bool { return c.cred.Admin || clientID == c.id }
+	if err := n.revokeByToken(ctx, t, raw, allowed); err != nil {
+		return nil, err
+	}
+	return struct{}{}, nil
+}

@@ -1,0 +1,232 @@
+package region
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/keyplane/keyplane/region/credential"
+	"github.com/keyplane/keyplane/region/token"
+	"github.com/keyplane/keyplane/schema"
+)
+
+// Inactive reasons reported by validation beyond the token package's own.
+const (
+	reasonWrongTenant      token.Reason = "wrong_tenant"
+	reasonRevoked          token.Reason = "revoked"
+	reasonSessionRevoked   token.Reason = "session_revoked"
+	reasonSessionExpired   token.Reason = "session_expired"
+	reasonIdentityDisabled token.Reason = "identity_disabled"
+	reasonIdentityExpired  token.Reason = "identity_expired"
+	reasonTenantDisabled   token.Reason = "tenant_disabled"
+)
+
+// Issuer returns the tenant's OAuth 2.0 / OIDC issuer.
+func (n *Node) Issuer(tenantID string) string {
+	return strings.TrimSuffix(n.cfg.IssuerBase, "/") + "/t/" + tenantID
+}
+
+// validation is the outcome of validating a token.
+type validation struct {
+	Active bool
+	Reason token.Reason
+	Claims token.Claims // filled when the signature checked out, even if inactive
+	Tenant schema.Tenant
+}
+
+// validate checks a token for tenantID: signature, issuer, audience and lifetime on
+// the CPU, then one read of the session, identity and tenant state at the tenant's
+// home region. An error means the state could not be read: callers fail closed.
+func (n *Node) validate(ctx context.Context, tenantID, raw, audience string) (validation, error) {
+	ring, err := n.keys.forKid(ctx, peekKid(raw))
+	if err != nil {
+		return validation{}, err
+	}
+	c, err := ring.Verify(raw, token.VerifyOptions{Audience: audience, Now: time.Now()})
+	if err != nil {
+		if r := token.ReasonOf(err); r != "" {
+			return validation{Reason: r}, nil
+		}
+		return validation{}, err
+	}
+	v := validation{Claims: c}
+	if c.Tenant != tenantID {
+		v.Reason = reasonWrongTenant
+		return v, nil
+	}
+	if c.Issuer != n.Issuer(tenantID) {
+		v.Reason = token.ReasonWrongIssuer
+		return v, nil
+	}
+	t, err := n.store.GetTenant(ctx, tenantID)
+	if errors.Is(err, schema.ErrNotFound) {
+		v.Reason = reasonWrongTenant
+		return v, nil
+	}
+	if err != nil {
+		return validation{}, err
+	}
+	v.Tenant = t
+	st, err := n.store.ReadTokenState(ctx, t.Scope(), c.SessionID, c.Subject)
+	if errors.Is(err, schema.ErrNotFound) {
+		v.Reason = reasonSessionRevoked
+		return v, nil
+	}
+	if err != nil {
+		return validation{}, err
+	}
+	now := time.Now()
+	switch {
+	case st.TenantStatus != schema.StatusActive:
+		v.Reason = reasonTenantDisabled
+	case st.SessionRevoked:
+		v.Reason = reasonSessionRevoked
+	case !now.Before(st.SessionExpiresAt):
+		v.Reason = reasonSessionExpired
+	case st.IdentityStatus != schema.StatusActive:
+		v.Reason = reasonIdentityDisabled
+	case !st.IdentityExpiry.IsZero() && !now.Before(st.IdentityExpiry):
+		v.Reason = reasonIdentityExpired
+	case !st.TokensValidAfter.IsZero() && st.SessionCreatedAt.Before(st.TokensValidAfter):
+		v.Reason = reasonRevoked
+	default:
+		v.Active = true
+	}
+	return v, nil
+}
+
+// peekKid reads the kid from a JWT header without trusting it (only to pick keys).
+func peekKid(raw string) string {
+	if len(raw) > 8192 {
+		return ""
+	}
+	return token.PeekKeyID(raw)
+}
+
+// grant is what issuing a token needs to know.
+type grant struct {
+	Tenant       schema.Tenant
+	IdentityID   string
+	ClientID     string
+	GrantType    string
+	CredentialID string
+	AMR          []string
+	Audience     string
+	Scope        string
+	Refresh      *schema.NewRefreshToken
+	SessionTTL   time.Duration // 0: the access token's lifetime
+}
+
+// issue opens a session for g and mints its access token.
+func (n *Node) issue(ctx context.Context, c schema.Change, g grant) (string, schema.Session, error) {
+	ring, err := n.keys.get(ctx)
+	if err != nil {
+		return "", schema.Session{}, err
+	}
+	ttl := g.Tenant.AccessTokenTTL
+	if ttl <= 0 {
+		ttl = schema.DefaultAccessTokenTTL
+	}
+	now := time.Now()
+	sessionTTL := max(g.SessionTTL, ttl)
+	sess, err := n.store.CreateSession(ctx, c, g.Tenant.Scope(), schema.NewSession{
+		IdentityID: g.IdentityID, ClientID: g.ClientID, GrantType: g.GrantType, CredentialID: g.CredentialID,
+		AMR: g.AMR, ExpiresAt: now.Add(sessionTTL),
+	}, g.Refresh)
+	if err != nil {
+		return "", schema.Session{}, err
+	}
+	raw, err := n.mint(ring, g, sess.ID, now, ttl)
+	sess.ExpiresAt = now.Add(ttl) // what the caller reports is the token's expiry
+	return raw, sess, err
+}
+
+func (n *Node) mint(ring *token.Ring, g grant, sessionID string, now time.Time, ttl time.Duration) (string, error) {
+	aud := g.Audience
+	if aud == "" {
+		aud = n.Issuer(g.Tenant.ID)
+	}
+	raw, err := ring.Mint(token.Claims{
+		Issuer: n.Issuer(g.Tenant.ID), Subject: g.IdentityID, Audience: []string{aud},
+		IssuedAt: now, ExpiresAt: now.Add(ttl), ID: uuid.NewString(), ClientID: g.ClientID,
+		Tenant: g.Tenant.ID, SessionID: sessionID, AMR: g.AMR, Region: n.cfg.Region, Scope: g.Scope,
+	})
+	if err != nil {
+		return "", fmt.Errorf("mint token: %w", err)
+	}
+	return raw, nil
+}
+
+// checkAudienceAndScope validates the optional audience and scope a caller asks for.
+func checkAudienceAndScope(audience, scope string) error {
+	if len(audience) > 512 {
+		return fieldError("audience", "at most 512 characters")
+	}
+	if len(scope) > 1024 {
+		return fieldError("scope", "at most 1024 characters")
+	}
+	for _, s := range strings.Fields(scope) {
+		for _, r := range s {
+			if r < 0x21 || r > 0x7e || r == '"' || r == '\\' {
+				return fieldError("scope", "scope tokens are printable ASCII without quotes or backslashes (RFC 6749 §3.3)")
+			}
+		}
+	}
+	return nil
+}
+
+// refreshTTL is how long an interactive session (and its refresh tokens) lives.
+const refreshTTL = 12 * time.Hour
+
+// refresh rotates a refresh token and mints a new access token for its session. A
+// reused refresh token revokes the whole session (committed before this returns).
+func (n *Node) refresh(ctx context.Context, t schema.Tenant, raw string) (string, string, schema.Session, error) {
+	if raw == "" {
+		return "", "", schema.Session{}, oauthErr(400, "invalid_request", "refresh_token is required")
+	}
+	keyID, err := credential.ParseSecret(credential.PrefixRefreshToken, raw)
+	if err != nil {
+		return "", "", schema.Session{}, oauthErr(400, "invalid_grant", "not a refresh token")
+	}
+	ring, err := n.keys.get(ctx)
+	if err != nil {
+		return "", "", schema.Session{}, err
+	}
+	next, err := credential.NewSecret(credential.PrefixRefreshToken)
+	if err != nil {
+		return "", "", schema.Session{}, err
+	}
+	sc := t.Scope()
+	c := schema.Change{Actor: "token-holder", RequestID: requestID(ctx)}
+	sess, err := n.store.RotateRefreshToken(ctx, c, sc, keyID, func(h []byte) bool { return credential.SecretMatches(h, raw) },
+		schema.NewRefreshToken{ID: next.KeyID, Hash: next.Hash, ExpiresAt: time.Now().Add(refreshTTL)})
+	switch {
+	case errors.Is(err, schema.ErrRefreshReuse):
+		n.metrics.refreshReuse.Inc()
+		return "", "", schema.Session{}, oauthErr(400, "invalid_grant", "refresh token already used: its session has been revoked")
+	case errors.Is(err, schema.ErrNotFound), errors.Is(err, schema.ErrPrecondition):
+		return "", "", schema.Session{}, oauthErr(400, "invalid_grant", "refresh token invalid, expired or revoked")
+	case err != nil:
+		return "", "", schema.Session{}, err
+	}
+	st, err := n.store.ReadTokenState(ctx, sc, sess.ID, sess.IdentityID)
+	if err != nil {
+		return "", "", schema.Session{}, err
+	}
+	now := time.Now()
+	if st.IdentityStatus != schema.StatusActive || (!st.IdentityExpiry.IsZero() && !now.Before(st.IdentityExpiry)) ||
+		(!st.TokensValidAfter.IsZero() && st.SessionCreatedAt.Before(st.TokensValidAfter)) || !now.Before(st.SessionExpiresAt) {
+		return "", "", schema.Session{}, oauthErr(400, "invalid_grant", "the session's identity is disabled or its tokens were revoked")
+	}
+	ttl := min(t.AccessTokenTTL, time.Until(sess.ExpiresAt))
+	raw2, err := n.mint(ring, grant{Tenant: t, IdentityID: sess.IdentityID, ClientID: sess.ClientID, AMR: sess.AMR}, sess.ID, now, ttl)
+	if err != nil {
+		return "", "", schema.Session{}, err
+	}
+	sess.ExpiresAt = now.Add(ttl)
+	return raw2, next.Text, sess, nil
+}
