@@ -13,9 +13,9 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/keyplane/keyplane/deploy"
 	keyplanev1 "github.com/keyplane/keyplane/region/gen/keyplane/v1"
 	"github.com/keyplane/keyplane/region/gen/keyplane/v1/keyplanev1connect"
-	"github.com/keyplane/keyplane/deploy"
 )
 
 // demoState is the JSON written to --state-file. Its fields are stable: scripts,

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -141,6 +142,35 @@ func TestDemo(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 || !strings.Contains(body.String(), `"homeRegion":"us-east"`) {
 		t.Fatalf("GetTenant through the demo: %d %s", resp.StatusCode, body.String())
+	}
+	// The tour's OAuth steps: token, introspect, revoke, introspect again.
+	tn := st.Tenants[0]
+	if tn.Issuer == "" || tn.ClientID == "" || !strings.HasPrefix(tn.ClientSecret, "kpc_") {
+		t.Fatalf("state file lacks the admin client: %+v", tn)
+	}
+	form := func(path string, v url.Values) map[string]any {
+		req, _ := http.NewRequest(http.MethodPost, tn.Issuer+path, strings.NewReader(v.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.SetBasicAuth(tn.ClientID, tn.ClientSecret)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var m map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&m)
+		if resp.StatusCode != 200 {
+			t.Fatalf("POST %s: %d %v", path, resp.StatusCode, m)
+		}
+		return m
+	}
+	tok, _ := form("/oauth2/token", url.Values{"grant_type": {"client_credentials"}})["access_token"].(string)
+	if got := form("/oauth2/introspect", url.Values{"token": {tok}}); got["active"] != true {
+		t.Fatalf("introspect a fresh token: %v", got)
+	}
+	form("/oauth2/revoke", url.Values{"token": {tok}})
+	if got := form("/oauth2/introspect", url.Values{"token": {tok}}); got["active"] != false {
+		t.Fatalf("introspect a revoked token: %v", got)
 	}
 	if !strings.Contains(out.String(), "keyplane demo is running") {
 		t.Fatalf("no tour printed:\n%s", out.String())
