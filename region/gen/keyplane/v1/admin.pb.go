@@ -3193,6 +3193,110 @@ func (x *ListSessionsResponse) GetSessions() []*Session {
 	return nil
 }
 
+type SetPasswordRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TenantId      string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	IdentityId    string                 `protobuf:"bytes,2,opt,name=identity_id,json=identityId,proto3" json:"identity_id,omitempty"`
+	Password      string                 `protobuf:"bytes,3,opt,name=password,proto3" json:"password,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetPasswordRequest) Reset() {
+	*x = SetPasswordRequest{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetPasswordRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetPasswordRequest) ProtoMessage() {}
+
+func (x *SetPasswordRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetPasswordRequest.ProtoReflect.Descriptor instead.
+func (*SetPasswordRequest) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *SetPasswordRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *SetPasswordRequest) GetIdentityId() string {
+	if x != nil {
+		return x.IdentityId
+	}
+	return ""
+}
+
+func (x *SetPasswordRequest) GetPassword() string {
+	if x != nil {
+		return x.Password
+	}
+	return ""
+}
+
+type SetPasswordResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Credential    *Credential            `protobuf:"bytes,1,opt,name=credential,proto3" json:"credential,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetPasswordResponse) Reset() {
+	*x = SetPasswordResponse{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetPasswordResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetPasswordResponse) ProtoMessage() {}
+
+func (x *SetPasswordResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetPasswordResponse.ProtoReflect.Descriptor instead.
+func (*SetPasswordResponse) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *SetPasswordResponse) GetCredential() *Credential {
+	if x != nil {
+		return x.Credential
+	}
+	return nil
+}
+
 var File_keyplane_v1_admin_proto protoreflect.FileDescriptor
 
 const file_keyplane_v1_admin_proto_rawDesc = "" +
@@ -3454,7 +3558,16 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\videntity_id\x18\x02 \x01(\tR\n" +
 	"identityId\"H\n" +
 	"\x14ListSessionsResponse\x120\n" +
-	"\bsessions\x18\x01 \x03(\v2\x14.keyplane.v1.SessionR\bsessions*X\n" +
+	"\bsessions\x18\x01 \x03(\v2\x14.keyplane.v1.SessionR\bsessions\"n\n" +
+	"\x12SetPasswordRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x1f\n" +
+	"\videntity_id\x18\x02 \x01(\tR\n" +
+	"identityId\x12\x1a\n" +
+	"\bpassword\x18\x03 \x01(\tR\bpassword\"N\n" +
+	"\x13SetPasswordResponse\x127\n" +
+	"\n" +
+	"credential\x18\x01 \x01(\v2\x17.keyplane.v1.CredentialR\n" +
+	"credential*X\n" +
 	"\tResidency\x12\x19\n" +
 	"\x15RESIDENCY_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10RESIDENCY_REGION\x10\x01\x12\x1a\n" +
@@ -3476,7 +3589,7 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\x14CREDENTIAL_KIND_TOTP\x10\x02\x12!\n" +
 	"\x1dCREDENTIAL_KIND_RECOVERY_CODE\x10\x03\x12\x1b\n" +
 	"\x17CREDENTIAL_KIND_API_KEY\x10\x04\x12!\n" +
-	"\x1dCREDENTIAL_KIND_CLIENT_SECRET\x10\x052\x8a\x0f\n" +
+	"\x1dCREDENTIAL_KIND_CLIENT_SECRET\x10\x052\xdc\x0f\n" +
 	"\fAdminService\x12U\n" +
 	"\vListRegions\x12\x1f.keyplane.v1.ListRegionsRequest\x1a .keyplane.v1.ListRegionsResponse\"\x03\x90\x02\x01\x12S\n" +
 	"\fCreateTenant\x12 .keyplane.v1.CreateTenantRequest\x1a!.keyplane.v1.CreateTenantResponse\x12O\n" +
@@ -3497,7 +3610,8 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\x12RotateClientSecret\x12&.keyplane.v1.RotateClientSecretRequest\x1a'.keyplane.v1.RotateClientSecretResponse\x12d\n" +
 	"\x10RevokeCredential\x12$.keyplane.v1.RevokeCredentialRequest\x1a%.keyplane.v1.RevokeCredentialResponse\"\x03\x90\x02\x02\x12a\n" +
 	"\x0fListCredentials\x12#.keyplane.v1.ListCredentialsRequest\x1a$.keyplane.v1.ListCredentialsResponse\"\x03\x90\x02\x01\x12X\n" +
-	"\fListSessions\x12 .keyplane.v1.ListSessionsRequest\x1a!.keyplane.v1.ListSessionsResponse\"\x03\x90\x02\x01\x12a\n" +
+	"\fListSessions\x12 .keyplane.v1.ListSessionsRequest\x1a!.keyplane.v1.ListSessionsResponse\"\x03\x90\x02\x01\x12P\n" +
+	"\vSetPassword\x12\x1f.keyplane.v1.SetPasswordRequest\x1a .keyplane.v1.SetPasswordResponse\x12a\n" +
 	"\x0fListAuditEvents\x12#.keyplane.v1.ListAuditEventsRequest\x1a$.keyplane.v1.ListAuditEventsResponse\"\x03\x90\x02\x01B@Z>github.com/keyplane/keyplane/region/gen/keyplane/v1;keyplanev1b\x06proto3"
 
 var (
@@ -3513,7 +3627,7 @@ func file_keyplane_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_keyplane_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_keyplane_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
+var file_keyplane_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
 var file_keyplane_v1_admin_proto_goTypes = []any{
 	(Residency)(0),                     // 0: keyplane.v1.Residency
 	(Status)(0),                        // 1: keyplane.v1.Status
@@ -3567,116 +3681,121 @@ var file_keyplane_v1_admin_proto_goTypes = []any{
 	(*ListCredentialsResponse)(nil),    // 49: keyplane.v1.ListCredentialsResponse
 	(*ListSessionsRequest)(nil),        // 50: keyplane.v1.ListSessionsRequest
 	(*ListSessionsResponse)(nil),       // 51: keyplane.v1.ListSessionsResponse
-	(*timestamppb.Timestamp)(nil),      // 52: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),        // 53: google.protobuf.Duration
-	(*structpb.Struct)(nil),            // 54: google.protobuf.Struct
+	(*SetPasswordRequest)(nil),         // 52: keyplane.v1.SetPasswordRequest
+	(*SetPasswordResponse)(nil),        // 53: keyplane.v1.SetPasswordResponse
+	(*timestamppb.Timestamp)(nil),      // 54: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 55: google.protobuf.Duration
+	(*structpb.Struct)(nil),            // 56: google.protobuf.Struct
 }
 var file_keyplane_v1_admin_proto_depIdxs = []int32{
 	0,  // 0: keyplane.v1.Tenant.residency:type_name -> keyplane.v1.Residency
 	1,  // 1: keyplane.v1.Tenant.status:type_name -> keyplane.v1.Status
-	52, // 2: keyplane.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
-	52, // 3: keyplane.v1.Tenant.update_time:type_name -> google.protobuf.Timestamp
-	53, // 4: keyplane.v1.Tenant.access_token_ttl:type_name -> google.protobuf.Duration
-	53, // 5: keyplane.v1.Tenant.api_key_max_lifetime:type_name -> google.protobuf.Duration
+	54, // 2: keyplane.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
+	54, // 3: keyplane.v1.Tenant.update_time:type_name -> google.protobuf.Timestamp
+	55, // 4: keyplane.v1.Tenant.access_token_ttl:type_name -> google.protobuf.Duration
+	55, // 5: keyplane.v1.Tenant.api_key_max_lifetime:type_name -> google.protobuf.Duration
 	2,  // 6: keyplane.v1.Identity.kind:type_name -> keyplane.v1.IdentityKind
-	54, // 7: keyplane.v1.Identity.attributes:type_name -> google.protobuf.Struct
+	56, // 7: keyplane.v1.Identity.attributes:type_name -> google.protobuf.Struct
 	1,  // 8: keyplane.v1.Identity.status:type_name -> keyplane.v1.Status
-	52, // 9: keyplane.v1.Identity.expire_time:type_name -> google.protobuf.Timestamp
-	52, // 10: keyplane.v1.Identity.tokens_valid_after:type_name -> google.protobuf.Timestamp
-	52, // 11: keyplane.v1.Identity.create_time:type_name -> google.protobuf.Timestamp
-	52, // 12: keyplane.v1.Identity.update_time:type_name -> google.protobuf.Timestamp
-	52, // 13: keyplane.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
-	54, // 14: keyplane.v1.AuditEvent.before:type_name -> google.protobuf.Struct
-	54, // 15: keyplane.v1.AuditEvent.after:type_name -> google.protobuf.Struct
+	54, // 9: keyplane.v1.Identity.expire_time:type_name -> google.protobuf.Timestamp
+	54, // 10: keyplane.v1.Identity.tokens_valid_after:type_name -> google.protobuf.Timestamp
+	54, // 11: keyplane.v1.Identity.create_time:type_name -> google.protobuf.Timestamp
+	54, // 12: keyplane.v1.Identity.update_time:type_name -> google.protobuf.Timestamp
+	54, // 13: keyplane.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	56, // 14: keyplane.v1.AuditEvent.before:type_name -> google.protobuf.Struct
+	56, // 15: keyplane.v1.AuditEvent.after:type_name -> google.protobuf.Struct
 	4,  // 16: keyplane.v1.ListRegionsResponse.regions:type_name -> keyplane.v1.Region
 	0,  // 17: keyplane.v1.CreateTenantRequest.residency:type_name -> keyplane.v1.Residency
 	5,  // 18: keyplane.v1.CreateTenantResponse.tenant:type_name -> keyplane.v1.Tenant
 	5,  // 19: keyplane.v1.GetTenantResponse.tenant:type_name -> keyplane.v1.Tenant
 	5,  // 20: keyplane.v1.ListTenantsResponse.tenants:type_name -> keyplane.v1.Tenant
-	53, // 21: keyplane.v1.UpdateTenantRequest.access_token_ttl:type_name -> google.protobuf.Duration
-	53, // 22: keyplane.v1.UpdateTenantRequest.api_key_max_lifetime:type_name -> google.protobuf.Duration
+	55, // 21: keyplane.v1.UpdateTenantRequest.access_token_ttl:type_name -> google.protobuf.Duration
+	55, // 22: keyplane.v1.UpdateTenantRequest.api_key_max_lifetime:type_name -> google.protobuf.Duration
 	5,  // 23: keyplane.v1.UpdateTenantResponse.tenant:type_name -> keyplane.v1.Tenant
 	5,  // 24: keyplane.v1.DisableTenantResponse.tenant:type_name -> keyplane.v1.Tenant
 	5,  // 25: keyplane.v1.EnableTenantResponse.tenant:type_name -> keyplane.v1.Tenant
 	2,  // 26: keyplane.v1.CreateIdentityRequest.kind:type_name -> keyplane.v1.IdentityKind
-	54, // 27: keyplane.v1.CreateIdentityRequest.attributes:type_name -> google.protobuf.Struct
-	52, // 28: keyplane.v1.CreateIdentityRequest.expire_time:type_name -> google.protobuf.Timestamp
+	56, // 27: keyplane.v1.CreateIdentityRequest.attributes:type_name -> google.protobuf.Struct
+	54, // 28: keyplane.v1.CreateIdentityRequest.expire_time:type_name -> google.protobuf.Timestamp
 	6,  // 29: keyplane.v1.CreateIdentityResponse.identity:type_name -> keyplane.v1.Identity
 	6,  // 30: keyplane.v1.GetIdentityResponse.identity:type_name -> keyplane.v1.Identity
 	6,  // 31: keyplane.v1.ListIdentitiesResponse.identities:type_name -> keyplane.v1.Identity
-	54, // 32: keyplane.v1.UpdateIdentityRequest.attributes:type_name -> google.protobuf.Struct
-	52, // 33: keyplane.v1.UpdateIdentityRequest.expire_time:type_name -> google.protobuf.Timestamp
+	56, // 32: keyplane.v1.UpdateIdentityRequest.attributes:type_name -> google.protobuf.Struct
+	54, // 33: keyplane.v1.UpdateIdentityRequest.expire_time:type_name -> google.protobuf.Timestamp
 	6,  // 34: keyplane.v1.UpdateIdentityResponse.identity:type_name -> keyplane.v1.Identity
 	6,  // 35: keyplane.v1.DisableIdentityResponse.identity:type_name -> keyplane.v1.Identity
 	6,  // 36: keyplane.v1.EnableIdentityResponse.identity:type_name -> keyplane.v1.Identity
 	7,  // 37: keyplane.v1.ListAuditEventsResponse.events:type_name -> keyplane.v1.AuditEvent
 	3,  // 38: keyplane.v1.Credential.kind:type_name -> keyplane.v1.CredentialKind
-	52, // 39: keyplane.v1.Credential.create_time:type_name -> google.protobuf.Timestamp
-	52, // 40: keyplane.v1.Credential.expire_time:type_name -> google.protobuf.Timestamp
-	52, // 41: keyplane.v1.Credential.last_used_time:type_name -> google.protobuf.Timestamp
-	52, // 42: keyplane.v1.Credential.rotate_time:type_name -> google.protobuf.Timestamp
-	52, // 43: keyplane.v1.Credential.revoke_time:type_name -> google.protobuf.Timestamp
-	52, // 44: keyplane.v1.Session.create_time:type_name -> google.protobuf.Timestamp
-	52, // 45: keyplane.v1.Session.expire_time:type_name -> google.protobuf.Timestamp
-	52, // 46: keyplane.v1.Session.revoke_time:type_name -> google.protobuf.Timestamp
-	52, // 47: keyplane.v1.CreateAPIKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
+	54, // 39: keyplane.v1.Credential.create_time:type_name -> google.protobuf.Timestamp
+	54, // 40: keyplane.v1.Credential.expire_time:type_name -> google.protobuf.Timestamp
+	54, // 41: keyplane.v1.Credential.last_used_time:type_name -> google.protobuf.Timestamp
+	54, // 42: keyplane.v1.Credential.rotate_time:type_name -> google.protobuf.Timestamp
+	54, // 43: keyplane.v1.Credential.revoke_time:type_name -> google.protobuf.Timestamp
+	54, // 44: keyplane.v1.Session.create_time:type_name -> google.protobuf.Timestamp
+	54, // 45: keyplane.v1.Session.expire_time:type_name -> google.protobuf.Timestamp
+	54, // 46: keyplane.v1.Session.revoke_time:type_name -> google.protobuf.Timestamp
+	54, // 47: keyplane.v1.CreateAPIKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
 	36, // 48: keyplane.v1.CreateAPIKeyResponse.credential:type_name -> keyplane.v1.Credential
-	52, // 49: keyplane.v1.RotateAPIKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
-	53, // 50: keyplane.v1.RotateAPIKeyRequest.grace_period:type_name -> google.protobuf.Duration
+	54, // 49: keyplane.v1.RotateAPIKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
+	55, // 50: keyplane.v1.RotateAPIKeyRequest.grace_period:type_name -> google.protobuf.Duration
 	36, // 51: keyplane.v1.RotateAPIKeyResponse.credential:type_name -> keyplane.v1.Credential
 	36, // 52: keyplane.v1.CreateClientResponse.credential:type_name -> keyplane.v1.Credential
-	53, // 53: keyplane.v1.RotateClientSecretRequest.grace_period:type_name -> google.protobuf.Duration
+	55, // 53: keyplane.v1.RotateClientSecretRequest.grace_period:type_name -> google.protobuf.Duration
 	36, // 54: keyplane.v1.RotateClientSecretResponse.credential:type_name -> keyplane.v1.Credential
 	36, // 55: keyplane.v1.RevokeCredentialResponse.credential:type_name -> keyplane.v1.Credential
 	36, // 56: keyplane.v1.ListCredentialsResponse.credentials:type_name -> keyplane.v1.Credential
 	37, // 57: keyplane.v1.ListSessionsResponse.sessions:type_name -> keyplane.v1.Session
-	8,  // 58: keyplane.v1.AdminService.ListRegions:input_type -> keyplane.v1.ListRegionsRequest
-	10, // 59: keyplane.v1.AdminService.CreateTenant:input_type -> keyplane.v1.CreateTenantRequest
-	12, // 60: keyplane.v1.AdminService.GetTenant:input_type -> keyplane.v1.GetTenantRequest
-	14, // 61: keyplane.v1.AdminService.ListTenants:input_type -> keyplane.v1.ListTenantsRequest
-	16, // 62: keyplane.v1.AdminService.UpdateTenant:input_type -> keyplane.v1.UpdateTenantRequest
-	18, // 63: keyplane.v1.AdminService.DisableTenant:input_type -> keyplane.v1.DisableTenantRequest
-	20, // 64: keyplane.v1.AdminService.EnableTenant:input_type -> keyplane.v1.EnableTenantRequest
-	22, // 65: keyplane.v1.AdminService.CreateIdentity:input_type -> keyplane.v1.CreateIdentityRequest
-	24, // 66: keyplane.v1.AdminService.GetIdentity:input_type -> keyplane.v1.GetIdentityRequest
-	26, // 67: keyplane.v1.AdminService.ListIdentities:input_type -> keyplane.v1.ListIdentitiesRequest
-	28, // 68: keyplane.v1.AdminService.UpdateIdentity:input_type -> keyplane.v1.UpdateIdentityRequest
-	30, // 69: keyplane.v1.AdminService.DisableIdentity:input_type -> keyplane.v1.DisableIdentityRequest
-	32, // 70: keyplane.v1.AdminService.EnableIdentity:input_type -> keyplane.v1.EnableIdentityRequest
-	38, // 71: keyplane.v1.AdminService.CreateAPIKey:input_type -> keyplane.v1.CreateAPIKeyRequest
-	40, // 72: keyplane.v1.AdminService.RotateAPIKey:input_type -> keyplane.v1.RotateAPIKeyRequest
-	42, // 73: keyplane.v1.AdminService.CreateClient:input_type -> keyplane.v1.CreateClientRequest
-	44, // 74: keyplane.v1.AdminService.RotateClientSecret:input_type -> keyplane.v1.RotateClientSecretRequest
-	46, // 75: keyplane.v1.AdminService.RevokeCredential:input_type -> keyplane.v1.RevokeCredentialRequest
-	48, // 76: keyplane.v1.AdminService.ListCredentials:input_type -> keyplane.v1.ListCredentialsRequest
-	50, // 77: keyplane.v1.AdminService.ListSessions:input_type -> keyplane.v1.ListSessionsRequest
-	34, // 78: keyplane.v1.AdminService.ListAuditEvents:input_type -> keyplane.v1.ListAuditEventsRequest
-	9,  // 79: keyplane.v1.AdminService.ListRegions:output_type -> keyplane.v1.ListRegionsResponse
-	11, // 80: keyplane.v1.AdminService.CreateTenant:output_type -> keyplane.v1.CreateTenantResponse
-	13, // 81: keyplane.v1.AdminService.GetTenant:output_type -> keyplane.v1.GetTenantResponse
-	15, // 82: keyplane.v1.AdminService.ListTenants:output_type -> keyplane.v1.ListTenantsResponse
-	17, // 83: keyplane.v1.AdminService.UpdateTenant:output_type -> keyplane.v1.UpdateTenantResponse
-	19, // 84: keyplane.v1.AdminService.DisableTenant:output_type -> keyplane.v1.DisableTenantResponse
-	21, // 85: keyplane.v1.AdminService.EnableTenant:output_type -> keyplane.v1.EnableTenantResponse
-	23, // 86: keyplane.v1.AdminService.CreateIdentity:output_type -> keyplane.v1.CreateIdentityResponse
-	25, // 87: keyplane.v1.AdminService.GetIdentity:output_type -> keyplane.v1.GetIdentityResponse
-	27, // 88: keyplane.v1.AdminService.ListIdentities:output_type -> keyplane.v1.ListIdentitiesResponse
-	29, // 89: keyplane.v1.AdminService.UpdateIdentity:output_type -> keyplane.v1.UpdateIdentityResponse
-	31, // 90: keyplane.v1.AdminService.DisableIdentity:output_type -> keyplane.v1.DisableIdentityResponse
-	33, // 91: keyplane.v1.AdminService.EnableIdentity:output_type -> keyplane.v1.EnableIdentityResponse
-	39, // 92: keyplane.v1.AdminService.CreateAPIKey:output_type -> keyplane.v1.CreateAPIKeyResponse
-	41, // 93: keyplane.v1.AdminService.RotateAPIKey:output_type -> keyplane.v1.RotateAPIKeyResponse
-	43, // 94: keyplane.v1.AdminService.CreateClient:output_type -> keyplane.v1.CreateClientResponse
-	45, // 95: keyplane.v1.AdminService.RotateClientSecret:output_type -> keyplane.v1.RotateClientSecretResponse
-	47, // 96: keyplane.v1.AdminService.RevokeCredential:output_type -> keyplane.v1.RevokeCredentialResponse
-	49, // 97: keyplane.v1.AdminService.ListCredentials:output_type -> keyplane.v1.ListCredentialsResponse
-	51, // 98: keyplane.v1.AdminService.ListSessions:output_type -> keyplane.v1.ListSessionsResponse
-	35, // 99: keyplane.v1.AdminService.ListAuditEvents:output_type -> keyplane.v1.ListAuditEventsResponse
-	79, // [79:100] is the sub-list for method output_type
-	58, // [58:79] is the sub-list for method input_type
-	58, // [58:58] is the sub-list for extension type_name
-	58, // [58:58] is the sub-list for extension extendee
-	0,  // [0:58] is the sub-list for field type_name
+	36, // 58: keyplane.v1.SetPasswordResponse.credential:type_name -> keyplane.v1.Credential
+	8,  // 59: keyplane.v1.AdminService.ListRegions:input_type -> keyplane.v1.ListRegionsRequest
+	10, // 60: keyplane.v1.AdminService.CreateTenant:input_type -> keyplane.v1.CreateTenantRequest
+	12, // 61: keyplane.v1.AdminService.GetTenant:input_type -> keyplane.v1.GetTenantRequest
+	14, // 62: keyplane.v1.AdminService.ListTenants:input_type -> keyplane.v1.ListTenantsRequest
+	16, // 63: keyplane.v1.AdminService.UpdateTenant:input_type -> keyplane.v1.UpdateTenantRequest
+	18, // 64: keyplane.v1.AdminService.DisableTenant:input_type -> keyplane.v1.DisableTenantRequest
+	20, // 65: keyplane.v1.AdminService.EnableTenant:input_type -> keyplane.v1.EnableTenantRequest
+	22, // 66: keyplane.v1.AdminService.CreateIdentity:input_type -> keyplane.v1.CreateIdentityRequest
+	24, // 67: keyplane.v1.AdminService.GetIdentity:input_type -> keyplane.v1.GetIdentityRequest
+	26, // 68: keyplane.v1.AdminService.ListIdentities:input_type -> keyplane.v1.ListIdentitiesRequest
+	28, // 69: keyplane.v1.AdminService.UpdateIdentity:input_type -> keyplane.v1.UpdateIdentityRequest
+	30, // 70: keyplane.v1.AdminService.DisableIdentity:input_type -> keyplane.v1.DisableIdentityRequest
+	32, // 71: keyplane.v1.AdminService.EnableIdentity:input_type -> keyplane.v1.EnableIdentityRequest
+	38, // 72: keyplane.v1.AdminService.CreateAPIKey:input_type -> keyplane.v1.CreateAPIKeyRequest
+	40, // 73: keyplane.v1.AdminService.RotateAPIKey:input_type -> keyplane.v1.RotateAPIKeyRequest
+	42, // 74: keyplane.v1.AdminService.CreateClient:input_type -> keyplane.v1.CreateClientRequest
+	44, // 75: keyplane.v1.AdminService.RotateClientSecret:input_type -> keyplane.v1.RotateClientSecretRequest
+	46, // 76: keyplane.v1.AdminService.RevokeCredential:input_type -> keyplane.v1.RevokeCredentialRequest
+	48, // 77: keyplane.v1.AdminService.ListCredentials:input_type -> keyplane.v1.ListCredentialsRequest
+	50, // 78: keyplane.v1.AdminService.ListSessions:input_type -> keyplane.v1.ListSessionsRequest
+	52, // 79: keyplane.v1.AdminService.SetPassword:input_type -> keyplane.v1.SetPasswordRequest
+	34, // 80: keyplane.v1.AdminService.ListAuditEvents:input_type -> keyplane.v1.ListAuditEventsRequest
+	9,  // 81: keyplane.v1.AdminService.ListRegions:output_type -> keyplane.v1.ListRegionsResponse
+	11, // 82: keyplane.v1.AdminService.CreateTenant:output_type -> keyplane.v1.CreateTenantResponse
+	13, // 83: keyplane.v1.AdminService.GetTenant:output_type -> keyplane.v1.GetTenantResponse
+	15, // 84: keyplane.v1.AdminService.ListTenants:output_type -> keyplane.v1.ListTenantsResponse
+	17, // 85: keyplane.v1.AdminService.UpdateTenant:output_type -> keyplane.v1.UpdateTenantResponse
+	19, // 86: keyplane.v1.AdminService.DisableTenant:output_type -> keyplane.v1.DisableTenantResponse
+	21, // 87: keyplane.v1.AdminService.EnableTenant:output_type -> keyplane.v1.EnableTenantResponse
+	23, // 88: keyplane.v1.AdminService.CreateIdentity:output_type -> keyplane.v1.CreateIdentityResponse
+	25, // 89: keyplane.v1.AdminService.GetIdentity:output_type -> keyplane.v1.GetIdentityResponse
+	27, // 90: keyplane.v1.AdminService.ListIdentities:output_type -> keyplane.v1.ListIdentitiesResponse
+	29, // 91: keyplane.v1.AdminService.UpdateIdentity:output_type -> keyplane.v1.UpdateIdentityResponse
+	31, // 92: keyplane.v1.AdminService.DisableIdentity:output_type -> keyplane.v1.DisableIdentityResponse
+	33, // 93: keyplane.v1.AdminService.EnableIdentity:output_type -> keyplane.v1.EnableIdentityResponse
+	39, // 94: keyplane.v1.AdminService.CreateAPIKey:output_type -> keyplane.v1.CreateAPIKeyResponse
+	41, // 95: keyplane.v1.AdminService.RotateAPIKey:output_type -> keyplane.v1.RotateAPIKeyResponse
+	43, // 96: keyplane.v1.AdminService.CreateClient:output_type -> keyplane.v1.CreateClientResponse
+	45, // 97: keyplane.v1.AdminService.RotateClientSecret:output_type -> keyplane.v1.RotateClientSecretResponse
+	47, // 98: keyplane.v1.AdminService.RevokeCredential:output_type -> keyplane.v1.RevokeCredentialResponse
+	49, // 99: keyplane.v1.AdminService.ListCredentials:output_type -> keyplane.v1.ListCredentialsResponse
+	51, // 100: keyplane.v1.AdminService.ListSessions:output_type -> keyplane.v1.ListSessionsResponse
+	53, // 101: keyplane.v1.AdminService.SetPassword:output_type -> keyplane.v1.SetPasswordResponse
+	35, // 102: keyplane.v1.AdminService.ListAuditEvents:output_type -> keyplane.v1.ListAuditEventsResponse
+	81, // [81:103] is the sub-list for method output_type
+	59, // [59:81] is the sub-list for method input_type
+	59, // [59:59] is the sub-list for extension type_name
+	59, // [59:59] is the sub-list for extension extendee
+	0,  // [0:59] is the sub-list for field type_name
 }
 
 func init() { file_keyplane_v1_admin_proto_init() }
@@ -3692,7 +3811,7 @@ func file_keyplane_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_keyplane_v1_admin_proto_rawDesc), len(file_keyplane_v1_admin_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   48,
+			NumMessages:   50,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

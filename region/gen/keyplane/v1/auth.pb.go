@@ -763,6 +763,452 @@ func (x *RevokeIdentityTokensResponse) GetTokensValidAfter() *timestamppb.Timest
 	return nil
 }
 
+type LoginRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	TenantId string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	Email    string                 `protobuf:"bytes,2,opt,name=email,proto3" json:"email,omitempty"`
+	Password string                 `protobuf:"bytes,3,opt,name=password,proto3" json:"password,omitempty"`
+	// Six digits from the authenticator app, when enrolled.
+	TotpCode string `protobuf:"bytes,4,opt,name=totp_code,json=totpCode,proto3" json:"totp_code,omitempty"`
+	// Instead of a TOTP code: one of the recovery codes (each works once).
+	RecoveryCode  string `protobuf:"bytes,5,opt,name=recovery_code,json=recoveryCode,proto3" json:"recovery_code,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LoginRequest) Reset() {
+	*x = LoginRequest{}
+	mi := &file_keyplane_v1_auth_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LoginRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LoginRequest) ProtoMessage() {}
+
+func (x *LoginRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_auth_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LoginRequest.ProtoReflect.Descriptor instead.
+func (*LoginRequest) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_auth_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *LoginRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *LoginRequest) GetEmail() string {
+	if x != nil {
+		return x.Email
+	}
+	return ""
+}
+
+func (x *LoginRequest) GetPassword() string {
+	if x != nil {
+		return x.Password
+	}
+	return ""
+}
+
+func (x *LoginRequest) GetTotpCode() string {
+	if x != nil {
+		return x.TotpCode
+	}
+	return ""
+}
+
+func (x *LoginRequest) GetRecoveryCode() string {
+	if x != nil {
+		return x.RecoveryCode
+	}
+	return ""
+}
+
+type LoginResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// True when the password was right and a second factor is needed: call again with
+	// totp_code or recovery_code. No token then.
+	MfaRequired   bool   `protobuf:"varint,1,opt,name=mfa_required,json=mfaRequired,proto3" json:"mfa_required,omitempty"`
+	Token         *Token `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`
+	IdentityId    string `protobuf:"bytes,3,opt,name=identity_id,json=identityId,proto3" json:"identity_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LoginResponse) Reset() {
+	*x = LoginResponse{}
+	mi := &file_keyplane_v1_auth_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LoginResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LoginResponse) ProtoMessage() {}
+
+func (x *LoginResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_auth_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LoginResponse.ProtoReflect.Descriptor instead.
+func (*LoginResponse) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_auth_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *LoginResponse) GetMfaRequired() bool {
+	if x != nil {
+		return x.MfaRequired
+	}
+	return false
+}
+
+func (x *LoginResponse) GetToken() *Token {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
+
+func (x *LoginResponse) GetIdentityId() string {
+	if x != nil {
+		return x.IdentityId
+	}
+	return ""
+}
+
+type RefreshRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TenantId      string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	RefreshToken  string                 `protobuf:"bytes,2,opt,name=refresh_token,json=refreshToken,proto3" json:"refresh_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RefreshRequest) Reset() {
+	*x = RefreshRequest{}
+	mi := &file_keyplane_v1_auth_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RefreshRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RefreshRequest) ProtoMessage() {}
+
+func (x *RefreshRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_auth_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RefreshRequest.ProtoReflect.Descriptor instead.
+func (*RefreshRequest) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_auth_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *RefreshRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *RefreshRequest) GetRefreshToken() string {
+	if x != nil {
+		return x.RefreshToken
+	}
+	return ""
+}
+
+type RefreshResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Token         *Token                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RefreshResponse) Reset() {
+	*x = RefreshResponse{}
+	mi := &file_keyplane_v1_auth_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RefreshResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RefreshResponse) ProtoMessage() {}
+
+func (x *RefreshResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_auth_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RefreshResponse.ProtoReflect.Descriptor instead.
+func (*RefreshResponse) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_auth_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *RefreshResponse) GetToken() *Token {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
+
+type EnrollTOTPRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TenantId      string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	IdentityId    string                 `protobuf:"bytes,2,opt,name=identity_id,json=identityId,proto3" json:"identity_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnrollTOTPRequest) Reset() {
+	*x = EnrollTOTPRequest{}
+	mi := &file_keyplane_v1_auth_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnrollTOTPRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnrollTOTPRequest) ProtoMessage() {}
+
+func (x *EnrollTOTPRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_auth_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnrollTOTPRequest.ProtoReflect.Descriptor instead.
+func (*EnrollTOTPRequest) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_auth_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *EnrollTOTPRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *EnrollTOTPRequest) GetIdentityId() string {
+	if x != nil {
+		return x.IdentityId
+	}
+	return ""
+}
+
+type EnrollTOTPResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Base32 secret and otpauth:// URL (for a QR code): shown once.
+	Secret        string `protobuf:"bytes,1,opt,name=secret,proto3" json:"secret,omitempty"`
+	OtpauthUrl    string `protobuf:"bytes,2,opt,name=otpauth_url,json=otpauthUrl,proto3" json:"otpauth_url,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnrollTOTPResponse) Reset() {
+	*x = EnrollTOTPResponse{}
+	mi := &file_keyplane_v1_auth_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnrollTOTPResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnrollTOTPResponse) ProtoMessage() {}
+
+func (x *EnrollTOTPResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_auth_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnrollTOTPResponse.ProtoReflect.Descriptor instead.
+func (*EnrollTOTPResponse) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_auth_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *EnrollTOTPResponse) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
+func (x *EnrollTOTPResponse) GetOtpauthUrl() string {
+	if x != nil {
+		return x.OtpauthUrl
+	}
+	return ""
+}
+
+type ConfirmTOTPRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TenantId      string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	IdentityId    string                 `protobuf:"bytes,2,opt,name=identity_id,json=identityId,proto3" json:"identity_id,omitempty"`
+	Code          string                 `protobuf:"bytes,3,opt,name=code,proto3" json:"code,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConfirmTOTPRequest) Reset() {
+	*x = ConfirmTOTPRequest{}
+	mi := &file_keyplane_v1_auth_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfirmTOTPRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfirmTOTPRequest) ProtoMessage() {}
+
+func (x *ConfirmTOTPRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_auth_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfirmTOTPRequest.ProtoReflect.Descriptor instead.
+func (*ConfirmTOTPRequest) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_auth_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ConfirmTOTPRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *ConfirmTOTPRequest) GetIdentityId() string {
+	if x != nil {
+		return x.IdentityId
+	}
+	return ""
+}
+
+func (x *ConfirmTOTPRequest) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+type ConfirmTOTPResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Shown once; each works once instead of a TOTP code.
+	RecoveryCodes []string `protobuf:"bytes,1,rep,name=recovery_codes,json=recoveryCodes,proto3" json:"recovery_codes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConfirmTOTPResponse) Reset() {
+	*x = ConfirmTOTPResponse{}
+	mi := &file_keyplane_v1_auth_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfirmTOTPResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfirmTOTPResponse) ProtoMessage() {}
+
+func (x *ConfirmTOTPResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_auth_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfirmTOTPResponse.ProtoReflect.Descriptor instead.
+func (*ConfirmTOTPResponse) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_auth_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ConfirmTOTPResponse) GetRecoveryCodes() []string {
+	if x != nil {
+		return x.RecoveryCodes
+	}
+	return nil
+}
+
 var File_keyplane_v1_auth_proto protoreflect.FileDescriptor
 
 const file_keyplane_v1_auth_proto_rawDesc = "" +
@@ -827,9 +1273,45 @@ const file_keyplane_v1_auth_proto_rawDesc = "" +
 	"\videntity_id\x18\x02 \x01(\tR\n" +
 	"identityId\"h\n" +
 	"\x1cRevokeIdentityTokensResponse\x12H\n" +
-	"\x12tokens_valid_after\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x10tokensValidAfter2\xeb\x03\n" +
+	"\x12tokens_valid_after\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x10tokensValidAfter\"\x9f\x01\n" +
+	"\fLoginRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x14\n" +
+	"\x05email\x18\x02 \x01(\tR\x05email\x12\x1a\n" +
+	"\bpassword\x18\x03 \x01(\tR\bpassword\x12\x1b\n" +
+	"\ttotp_code\x18\x04 \x01(\tR\btotpCode\x12#\n" +
+	"\rrecovery_code\x18\x05 \x01(\tR\frecoveryCode\"}\n" +
+	"\rLoginResponse\x12!\n" +
+	"\fmfa_required\x18\x01 \x01(\bR\vmfaRequired\x12(\n" +
+	"\x05token\x18\x02 \x01(\v2\x12.keyplane.v1.TokenR\x05token\x12\x1f\n" +
+	"\videntity_id\x18\x03 \x01(\tR\n" +
+	"identityId\"R\n" +
+	"\x0eRefreshRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12#\n" +
+	"\rrefresh_token\x18\x02 \x01(\tR\frefreshToken\";\n" +
+	"\x0fRefreshResponse\x12(\n" +
+	"\x05token\x18\x01 \x01(\v2\x12.keyplane.v1.TokenR\x05token\"Q\n" +
+	"\x11EnrollTOTPRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x1f\n" +
+	"\videntity_id\x18\x02 \x01(\tR\n" +
+	"identityId\"M\n" +
+	"\x12EnrollTOTPResponse\x12\x16\n" +
+	"\x06secret\x18\x01 \x01(\tR\x06secret\x12\x1f\n" +
+	"\votpauth_url\x18\x02 \x01(\tR\n" +
+	"otpauthUrl\"f\n" +
+	"\x12ConfirmTOTPRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x1f\n" +
+	"\videntity_id\x18\x02 \x01(\tR\n" +
+	"identityId\x12\x12\n" +
+	"\x04code\x18\x03 \x01(\tR\x04code\"<\n" +
+	"\x13ConfirmTOTPResponse\x12%\n" +
+	"\x0erecovery_codes\x18\x01 \x03(\tR\rrecoveryCodes2\x92\x06\n" +
 	"\vAuthService\x12Y\n" +
-	"\x0eExchangeAPIKey\x12\".keyplane.v1.ExchangeAPIKeyRequest\x1a#.keyplane.v1.ExchangeAPIKeyResponse\x12[\n" +
+	"\x0eExchangeAPIKey\x12\".keyplane.v1.ExchangeAPIKeyRequest\x1a#.keyplane.v1.ExchangeAPIKeyResponse\x12>\n" +
+	"\x05Login\x12\x19.keyplane.v1.LoginRequest\x1a\x1a.keyplane.v1.LoginResponse\x12D\n" +
+	"\aRefresh\x12\x1b.keyplane.v1.RefreshRequest\x1a\x1c.keyplane.v1.RefreshResponse\x12M\n" +
+	"\n" +
+	"EnrollTOTP\x12\x1e.keyplane.v1.EnrollTOTPRequest\x1a\x1f.keyplane.v1.EnrollTOTPResponse\x12P\n" +
+	"\vConfirmTOTP\x12\x1f.keyplane.v1.ConfirmTOTPRequest\x1a .keyplane.v1.ConfirmTOTPResponse\x12[\n" +
 	"\rValidateToken\x12!.keyplane.v1.ValidateTokenRequest\x1a\".keyplane.v1.ValidateTokenResponse\"\x03\x90\x02\x01\x12U\n" +
 	"\vRevokeToken\x12\x1f.keyplane.v1.RevokeTokenRequest\x1a .keyplane.v1.RevokeTokenResponse\"\x03\x90\x02\x02\x12[\n" +
 	"\rRevokeSession\x12!.keyplane.v1.RevokeSessionRequest\x1a\".keyplane.v1.RevokeSessionResponse\"\x03\x90\x02\x02\x12p\n" +
@@ -847,7 +1329,7 @@ func file_keyplane_v1_auth_proto_rawDescGZIP() []byte {
 	return file_keyplane_v1_auth_proto_rawDescData
 }
 
-var file_keyplane_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_keyplane_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_keyplane_v1_auth_proto_goTypes = []any{
 	(*Token)(nil),                        // 0: keyplane.v1.Token
 	(*ExchangeAPIKeyRequest)(nil),        // 1: keyplane.v1.ExchangeAPIKeyRequest
@@ -861,31 +1343,49 @@ var file_keyplane_v1_auth_proto_goTypes = []any{
 	(*RevokeSessionResponse)(nil),        // 9: keyplane.v1.RevokeSessionResponse
 	(*RevokeIdentityTokensRequest)(nil),  // 10: keyplane.v1.RevokeIdentityTokensRequest
 	(*RevokeIdentityTokensResponse)(nil), // 11: keyplane.v1.RevokeIdentityTokensResponse
-	(*timestamppb.Timestamp)(nil),        // 12: google.protobuf.Timestamp
+	(*LoginRequest)(nil),                 // 12: keyplane.v1.LoginRequest
+	(*LoginResponse)(nil),                // 13: keyplane.v1.LoginResponse
+	(*RefreshRequest)(nil),               // 14: keyplane.v1.RefreshRequest
+	(*RefreshResponse)(nil),              // 15: keyplane.v1.RefreshResponse
+	(*EnrollTOTPRequest)(nil),            // 16: keyplane.v1.EnrollTOTPRequest
+	(*EnrollTOTPResponse)(nil),           // 17: keyplane.v1.EnrollTOTPResponse
+	(*ConfirmTOTPRequest)(nil),           // 18: keyplane.v1.ConfirmTOTPRequest
+	(*ConfirmTOTPResponse)(nil),          // 19: keyplane.v1.ConfirmTOTPResponse
+	(*timestamppb.Timestamp)(nil),        // 20: google.protobuf.Timestamp
 }
 var file_keyplane_v1_auth_proto_depIdxs = []int32{
-	12, // 0: keyplane.v1.Token.expire_time:type_name -> google.protobuf.Timestamp
+	20, // 0: keyplane.v1.Token.expire_time:type_name -> google.protobuf.Timestamp
 	0,  // 1: keyplane.v1.ExchangeAPIKeyResponse.token:type_name -> keyplane.v1.Token
 	5,  // 2: keyplane.v1.ValidateTokenResponse.claims:type_name -> keyplane.v1.TokenClaims
-	12, // 3: keyplane.v1.TokenClaims.expire_time:type_name -> google.protobuf.Timestamp
-	12, // 4: keyplane.v1.TokenClaims.issue_time:type_name -> google.protobuf.Timestamp
-	12, // 5: keyplane.v1.RevokeSessionResponse.revoke_time:type_name -> google.protobuf.Timestamp
-	12, // 6: keyplane.v1.RevokeIdentityTokensResponse.tokens_valid_after:type_name -> google.protobuf.Timestamp
-	1,  // 7: keyplane.v1.AuthService.ExchangeAPIKey:input_type -> keyplane.v1.ExchangeAPIKeyRequest
-	3,  // 8: keyplane.v1.AuthService.ValidateToken:input_type -> keyplane.v1.ValidateTokenRequest
-	6,  // 9: keyplane.v1.AuthService.RevokeToken:input_type -> keyplane.v1.RevokeTokenRequest
-	8,  // 10: keyplane.v1.AuthService.RevokeSession:input_type -> keyplane.v1.RevokeSessionRequest
-	10, // 11: keyplane.v1.AuthService.RevokeIdentityTokens:input_type -> keyplane.v1.RevokeIdentityTokensRequest
-	2,  // 12: keyplane.v1.AuthService.ExchangeAPIKey:output_type -> keyplane.v1.ExchangeAPIKeyResponse
-	4,  // 13: keyplane.v1.AuthService.ValidateToken:output_type -> keyplane.v1.ValidateTokenResponse
-	7,  // 14: keyplane.v1.AuthService.RevokeToken:output_type -> keyplane.v1.RevokeTokenResponse
-	9,  // 15: keyplane.v1.AuthService.RevokeSession:output_type -> keyplane.v1.RevokeSessionResponse
-	11, // 16: keyplane.v1.AuthService.RevokeIdentityTokens:output_type -> keyplane.v1.RevokeIdentityTokensResponse
-	12, // [12:17] is the sub-list for method output_type
-	7,  // [7:12] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	20, // 3: keyplane.v1.TokenClaims.expire_time:type_name -> google.protobuf.Timestamp
+	20, // 4: keyplane.v1.TokenClaims.issue_time:type_name -> google.protobuf.Timestamp
+	20, // 5: keyplane.v1.RevokeSessionResponse.revoke_time:type_name -> google.protobuf.Timestamp
+	20, // 6: keyplane.v1.RevokeIdentityTokensResponse.tokens_valid_after:type_name -> google.protobuf.Timestamp
+	0,  // 7: keyplane.v1.LoginResponse.token:type_name -> keyplane.v1.Token
+	0,  // 8: keyplane.v1.RefreshResponse.token:type_name -> keyplane.v1.Token
+	1,  // 9: keyplane.v1.AuthService.ExchangeAPIKey:input_type -> keyplane.v1.ExchangeAPIKeyRequest
+	12, // 10: keyplane.v1.AuthService.Login:input_type -> keyplane.v1.LoginRequest
+	14, // 11: keyplane.v1.AuthService.Refresh:input_type -> keyplane.v1.RefreshRequest
+	16, // 12: keyplane.v1.AuthService.EnrollTOTP:input_type -> keyplane.v1.EnrollTOTPRequest
+	18, // 13: keyplane.v1.AuthService.ConfirmTOTP:input_type -> keyplane.v1.ConfirmTOTPRequest
+	3,  // 14: keyplane.v1.AuthService.ValidateToken:input_type -> keyplane.v1.ValidateTokenRequest
+	6,  // 15: keyplane.v1.AuthService.RevokeToken:input_type -> keyplane.v1.RevokeTokenRequest
+	8,  // 16: keyplane.v1.AuthService.RevokeSession:input_type -> keyplane.v1.RevokeSessionRequest
+	10, // 17: keyplane.v1.AuthService.RevokeIdentityTokens:input_type -> keyplane.v1.RevokeIdentityTokensRequest
+	2,  // 18: keyplane.v1.AuthService.ExchangeAPIKey:output_type -> keyplane.v1.ExchangeAPIKeyResponse
+	13, // 19: keyplane.v1.AuthService.Login:output_type -> keyplane.v1.LoginResponse
+	15, // 20: keyplane.v1.AuthService.Refresh:output_type -> keyplane.v1.RefreshResponse
+	17, // 21: keyplane.v1.AuthService.EnrollTOTP:output_type -> keyplane.v1.EnrollTOTPResponse
+	19, // 22: keyplane.v1.AuthService.ConfirmTOTP:output_type -> keyplane.v1.ConfirmTOTPResponse
+	4,  // 23: keyplane.v1.AuthService.ValidateToken:output_type -> keyplane.v1.ValidateTokenResponse
+	7,  // 24: keyplane.v1.AuthService.RevokeToken:output_type -> keyplane.v1.RevokeTokenResponse
+	9,  // 25: keyplane.v1.AuthService.RevokeSession:output_type -> keyplane.v1.RevokeSessionResponse
+	11, // 26: keyplane.v1.AuthService.RevokeIdentityTokens:output_type -> keyplane.v1.RevokeIdentityTokensResponse
+	18, // [18:27] is the sub-list for method output_type
+	9,  // [9:18] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_keyplane_v1_auth_proto_init() }
@@ -899,7 +1399,7 @@ func file_keyplane_v1_auth_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_keyplane_v1_auth_proto_rawDesc), len(file_keyplane_v1_auth_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -92,6 +92,9 @@ const (
 	// AdminServiceListSessionsProcedure is the fully-qualified name of the AdminService's ListSessions
 	// RPC.
 	AdminServiceListSessionsProcedure = "/keyplane.v1.AdminService/ListSessions"
+	// AdminServiceSetPasswordProcedure is the fully-qualified name of the AdminService's SetPassword
+	// RPC.
+	AdminServiceSetPasswordProcedure = "/keyplane.v1.AdminService/SetPassword"
 	// AdminServiceListAuditEventsProcedure is the fully-qualified name of the AdminService's
 	// ListAuditEvents RPC.
 	AdminServiceListAuditEventsProcedure = "/keyplane.v1.AdminService/ListAuditEvents"
@@ -150,6 +153,9 @@ type AdminServiceClient interface {
 	ListCredentials(context.Context, *connect.Request[v1.ListCredentialsRequest]) (*connect.Response[v1.ListCredentialsResponse], error)
 	// ListSessions lists an identity's unexpired sessions, newest first.
 	ListSessions(context.Context, *connect.Request[v1.ListSessionsRequest]) (*connect.Response[v1.ListSessionsResponse], error)
+	// SetPassword sets a human identity's password (at least 12 characters), replacing
+	// the previous one and clearing failed-login lockouts.
+	SetPassword(context.Context, *connect.Request[v1.SetPasswordRequest]) (*connect.Response[v1.SetPasswordResponse], error)
 	// ListAuditEvents pages through the tenant's audit events, newest first.
 	ListAuditEvents(context.Context, *connect.Request[v1.ListAuditEventsRequest]) (*connect.Response[v1.ListAuditEventsResponse], error)
 }
@@ -297,6 +303,12 @@ func NewAdminServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		setPassword: connect.NewClient[v1.SetPasswordRequest, v1.SetPasswordResponse](
+			httpClient,
+			baseURL+AdminServiceSetPasswordProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("SetPassword")),
+			connect.WithClientOptions(opts...),
+		),
 		listAuditEvents: connect.NewClient[v1.ListAuditEventsRequest, v1.ListAuditEventsResponse](
 			httpClient,
 			baseURL+AdminServiceListAuditEventsProcedure,
@@ -329,6 +341,7 @@ type adminServiceClient struct {
 	revokeCredential   *connect.Client[v1.RevokeCredentialRequest, v1.RevokeCredentialResponse]
 	listCredentials    *connect.Client[v1.ListCredentialsRequest, v1.ListCredentialsResponse]
 	listSessions       *connect.Client[v1.ListSessionsRequest, v1.ListSessionsResponse]
+	setPassword        *connect.Client[v1.SetPasswordRequest, v1.SetPasswordResponse]
 	listAuditEvents    *connect.Client[v1.ListAuditEventsRequest, v1.ListAuditEventsResponse]
 }
 
@@ -432,6 +445,11 @@ func (c *adminServiceClient) ListSessions(ctx context.Context, req *connect.Requ
 	return c.listSessions.CallUnary(ctx, req)
 }
 
+// SetPassword calls keyplane.v1.AdminService.SetPassword.
+func (c *adminServiceClient) SetPassword(ctx context.Context, req *connect.Request[v1.SetPasswordRequest]) (*connect.Response[v1.SetPasswordResponse], error) {
+	return c.setPassword.CallUnary(ctx, req)
+}
+
 // ListAuditEvents calls keyplane.v1.AdminService.ListAuditEvents.
 func (c *adminServiceClient) ListAuditEvents(ctx context.Context, req *connect.Request[v1.ListAuditEventsRequest]) (*connect.Response[v1.ListAuditEventsResponse], error) {
 	return c.listAuditEvents.CallUnary(ctx, req)
@@ -490,6 +508,9 @@ type AdminServiceHandler interface {
 	ListCredentials(context.Context, *connect.Request[v1.ListCredentialsRequest]) (*connect.Response[v1.ListCredentialsResponse], error)
 	// ListSessions lists an identity's unexpired sessions, newest first.
 	ListSessions(context.Context, *connect.Request[v1.ListSessionsRequest]) (*connect.Response[v1.ListSessionsResponse], error)
+	// SetPassword sets a human identity's password (at least 12 characters), replacing
+	// the previous one and clearing failed-login lockouts.
+	SetPassword(context.Context, *connect.Request[v1.SetPasswordRequest]) (*connect.Response[v1.SetPasswordResponse], error)
 	// ListAuditEvents pages through the tenant's audit events, newest first.
 	ListAuditEvents(context.Context, *connect.Request[v1.ListAuditEventsRequest]) (*connect.Response[v1.ListAuditEventsResponse], error)
 }
@@ -633,6 +654,12 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	adminServiceSetPasswordHandler := connect.NewUnaryHandler(
+		AdminServiceSetPasswordProcedure,
+		svc.SetPassword,
+		connect.WithSchema(adminServiceMethods.ByName("SetPassword")),
+		connect.WithHandlerOptions(opts...),
+	)
 	adminServiceListAuditEventsHandler := connect.NewUnaryHandler(
 		AdminServiceListAuditEventsProcedure,
 		svc.ListAuditEvents,
@@ -682,6 +709,8 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 			adminServiceListCredentialsHandler.ServeHTTP(w, r)
 		case AdminServiceListSessionsProcedure:
 			adminServiceListSessionsHandler.ServeHTTP(w, r)
+		case AdminServiceSetPasswordProcedure:
+			adminServiceSetPasswordHandler.ServeHTTP(w, r)
 		case AdminServiceListAuditEventsProcedure:
 			adminServiceListAuditEventsHandler.ServeHTTP(w, r)
 		default:
@@ -771,6 +800,10 @@ func (UnimplementedAdminServiceHandler) ListCredentials(context.Context, *connec
 
 func (UnimplementedAdminServiceHandler) ListSessions(context.Context, *connect.Request[v1.ListSessionsRequest]) (*connect.Response[v1.ListSessionsResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AdminService.ListSessions is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) SetPassword(context.Context, *connect.Request[v1.SetPasswordRequest]) (*connect.Response[v1.SetPasswordResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AdminService.SetPassword is not implemented"))
 }
 
 func (UnimplementedAdminServiceHandler) ListAuditEvents(context.Context, *connect.Request[v1.ListAuditEventsRequest]) (*connect.Response[v1.ListAuditEventsResponse], error) {

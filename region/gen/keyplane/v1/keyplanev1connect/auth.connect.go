@@ -36,6 +36,14 @@ const (
 	// AuthServiceExchangeAPIKeyProcedure is the fully-qualified name of the AuthService's
 	// ExchangeAPIKey RPC.
 	AuthServiceExchangeAPIKeyProcedure = "/keyplane.v1.AuthService/ExchangeAPIKey"
+	// AuthServiceLoginProcedure is the fully-qualified name of the AuthService's Login RPC.
+	AuthServiceLoginProcedure = "/keyplane.v1.AuthService/Login"
+	// AuthServiceRefreshProcedure is the fully-qualified name of the AuthService's Refresh RPC.
+	AuthServiceRefreshProcedure = "/keyplane.v1.AuthService/Refresh"
+	// AuthServiceEnrollTOTPProcedure is the fully-qualified name of the AuthService's EnrollTOTP RPC.
+	AuthServiceEnrollTOTPProcedure = "/keyplane.v1.AuthService/EnrollTOTP"
+	// AuthServiceConfirmTOTPProcedure is the fully-qualified name of the AuthService's ConfirmTOTP RPC.
+	AuthServiceConfirmTOTPProcedure = "/keyplane.v1.AuthService/ConfirmTOTP"
 	// AuthServiceValidateTokenProcedure is the fully-qualified name of the AuthService's ValidateToken
 	// RPC.
 	AuthServiceValidateTokenProcedure = "/keyplane.v1.AuthService/ValidateToken"
@@ -54,6 +62,21 @@ type AuthServiceClient interface {
 	// ExchangeAPIKey trades a non-human identity's API key for an access token. Each
 	// exchange opens a session of its own.
 	ExchangeAPIKey(context.Context, *connect.Request[v1.ExchangeAPIKeyRequest]) (*connect.Response[v1.ExchangeAPIKeyResponse], error)
+	// Login authenticates a human with email and password, then a TOTP code (or a
+	// recovery code) when the identity has enrolled one. Without the second factor the
+	// answer is mfa_required and no token; call again with both. Failed attempts are
+	// counted per identity: after 3 each one locks the identity for a growing time (up
+	// to 15 minutes), answered with resource_exhausted.
+	Login(context.Context, *connect.Request[v1.LoginRequest]) (*connect.Response[v1.LoginResponse], error)
+	// Refresh trades a refresh token for a new access token and a new refresh token.
+	// Presenting a refresh token that was already used revokes its whole session.
+	Refresh(context.Context, *connect.Request[v1.RefreshRequest]) (*connect.Response[v1.RefreshResponse], error)
+	// EnrollTOTP starts TOTP enrollment for a human and returns its secret once.
+	// Callers: the operator or the identity itself. Confirm it with ConfirmTOTP.
+	EnrollTOTP(context.Context, *connect.Request[v1.EnrollTOTPRequest]) (*connect.Response[v1.EnrollTOTPResponse], error)
+	// ConfirmTOTP proves the enrollment with a first code, turns the second factor on,
+	// and returns ten recovery codes once.
+	ConfirmTOTP(context.Context, *connect.Request[v1.ConfirmTOTPRequest]) (*connect.Response[v1.ConfirmTOTPResponse], error)
 	// ValidateToken checks a token's signature, issuer, audience and lifetime, then reads
 	// its session and identity at the home region: never a cached or stale answer.
 	ValidateToken(context.Context, *connect.Request[v1.ValidateTokenRequest]) (*connect.Response[v1.ValidateTokenResponse], error)
@@ -84,6 +107,30 @@ func NewAuthServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			httpClient,
 			baseURL+AuthServiceExchangeAPIKeyProcedure,
 			connect.WithSchema(authServiceMethods.ByName("ExchangeAPIKey")),
+			connect.WithClientOptions(opts...),
+		),
+		login: connect.NewClient[v1.LoginRequest, v1.LoginResponse](
+			httpClient,
+			baseURL+AuthServiceLoginProcedure,
+			connect.WithSchema(authServiceMethods.ByName("Login")),
+			connect.WithClientOptions(opts...),
+		),
+		refresh: connect.NewClient[v1.RefreshRequest, v1.RefreshResponse](
+			httpClient,
+			baseURL+AuthServiceRefreshProcedure,
+			connect.WithSchema(authServiceMethods.ByName("Refresh")),
+			connect.WithClientOptions(opts...),
+		),
+		enrollTOTP: connect.NewClient[v1.EnrollTOTPRequest, v1.EnrollTOTPResponse](
+			httpClient,
+			baseURL+AuthServiceEnrollTOTPProcedure,
+			connect.WithSchema(authServiceMethods.ByName("EnrollTOTP")),
+			connect.WithClientOptions(opts...),
+		),
+		confirmTOTP: connect.NewClient[v1.ConfirmTOTPRequest, v1.ConfirmTOTPResponse](
+			httpClient,
+			baseURL+AuthServiceConfirmTOTPProcedure,
+			connect.WithSchema(authServiceMethods.ByName("ConfirmTOTP")),
 			connect.WithClientOptions(opts...),
 		),
 		validateToken: connect.NewClient[v1.ValidateTokenRequest, v1.ValidateTokenResponse](
@@ -120,6 +167,10 @@ func NewAuthServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 // authServiceClient implements AuthServiceClient.
 type authServiceClient struct {
 	exchangeAPIKey       *connect.Client[v1.ExchangeAPIKeyRequest, v1.ExchangeAPIKeyResponse]
+	login                *connect.Client[v1.LoginRequest, v1.LoginResponse]
+	refresh              *connect.Client[v1.RefreshRequest, v1.RefreshResponse]
+	enrollTOTP           *connect.Client[v1.EnrollTOTPRequest, v1.EnrollTOTPResponse]
+	confirmTOTP          *connect.Client[v1.ConfirmTOTPRequest, v1.ConfirmTOTPResponse]
 	validateToken        *connect.Client[v1.ValidateTokenRequest, v1.ValidateTokenResponse]
 	revokeToken          *connect.Client[v1.RevokeTokenRequest, v1.RevokeTokenResponse]
 	revokeSession        *connect.Client[v1.RevokeSessionRequest, v1.RevokeSessionResponse]
@@ -129,6 +180,26 @@ type authServiceClient struct {
 // ExchangeAPIKey calls keyplane.v1.AuthService.ExchangeAPIKey.
 func (c *authServiceClient) ExchangeAPIKey(ctx context.Context, req *connect.Request[v1.ExchangeAPIKeyRequest]) (*connect.Response[v1.ExchangeAPIKeyResponse], error) {
 	return c.exchangeAPIKey.CallUnary(ctx, req)
+}
+
+// Login calls keyplane.v1.AuthService.Login.
+func (c *authServiceClient) Login(ctx context.Context, req *connect.Request[v1.LoginRequest]) (*connect.Response[v1.LoginResponse], error) {
+	return c.login.CallUnary(ctx, req)
+}
+
+// Refresh calls keyplane.v1.AuthService.Refresh.
+func (c *authServiceClient) Refresh(ctx context.Context, req *connect.Request[v1.RefreshRequest]) (*connect.Response[v1.RefreshResponse], error) {
+	return c.refresh.CallUnary(ctx, req)
+}
+
+// EnrollTOTP calls keyplane.v1.AuthService.EnrollTOTP.
+func (c *authServiceClient) EnrollTOTP(ctx context.Context, req *connect.Request[v1.EnrollTOTPRequest]) (*connect.Response[v1.EnrollTOTPResponse], error) {
+	return c.enrollTOTP.CallUnary(ctx, req)
+}
+
+// ConfirmTOTP calls keyplane.v1.AuthService.ConfirmTOTP.
+func (c *authServiceClient) ConfirmTOTP(ctx context.Context, req *connect.Request[v1.ConfirmTOTPRequest]) (*connect.Response[v1.ConfirmTOTPResponse], error) {
+	return c.confirmTOTP.CallUnary(ctx, req)
 }
 
 // ValidateToken calls keyplane.v1.AuthService.ValidateToken.
@@ -156,6 +227,21 @@ type AuthServiceHandler interface {
 	// ExchangeAPIKey trades a non-human identity's API key for an access token. Each
 	// exchange opens a session of its own.
 	ExchangeAPIKey(context.Context, *connect.Request[v1.ExchangeAPIKeyRequest]) (*connect.Response[v1.ExchangeAPIKeyResponse], error)
+	// Login authenticates a human with email and password, then a TOTP code (or a
+	// recovery code) when the identity has enrolled one. Without the second factor the
+	// answer is mfa_required and no token; call again with both. Failed attempts are
+	// counted per identity: after 3 each one locks the identity for a growing time (up
+	// to 15 minutes), answered with resource_exhausted.
+	Login(context.Context, *connect.Request[v1.LoginRequest]) (*connect.Response[v1.LoginResponse], error)
+	// Refresh trades a refresh token for a new access token and a new refresh token.
+	// Presenting a refresh token that was already used revokes its whole session.
+	Refresh(context.Context, *connect.Request[v1.RefreshRequest]) (*connect.Response[v1.RefreshResponse], error)
+	// EnrollTOTP starts TOTP enrollment for a human and returns its secret once.
+	// Callers: the operator or the identity itself. Confirm it with ConfirmTOTP.
+	EnrollTOTP(context.Context, *connect.Request[v1.EnrollTOTPRequest]) (*connect.Response[v1.EnrollTOTPResponse], error)
+	// ConfirmTOTP proves the enrollment with a first code, turns the second factor on,
+	// and returns ten recovery codes once.
+	ConfirmTOTP(context.Context, *connect.Request[v1.ConfirmTOTPRequest]) (*connect.Response[v1.ConfirmTOTPResponse], error)
 	// ValidateToken checks a token's signature, issuer, audience and lifetime, then reads
 	// its session and identity at the home region: never a cached or stale answer.
 	ValidateToken(context.Context, *connect.Request[v1.ValidateTokenRequest]) (*connect.Response[v1.ValidateTokenResponse], error)
@@ -182,6 +268,30 @@ func NewAuthServiceHandler(svc AuthServiceHandler, opts ...connect.HandlerOption
 		AuthServiceExchangeAPIKeyProcedure,
 		svc.ExchangeAPIKey,
 		connect.WithSchema(authServiceMethods.ByName("ExchangeAPIKey")),
+		connect.WithHandlerOptions(opts...),
+	)
+	authServiceLoginHandler := connect.NewUnaryHandler(
+		AuthServiceLoginProcedure,
+		svc.Login,
+		connect.WithSchema(authServiceMethods.ByName("Login")),
+		connect.WithHandlerOptions(opts...),
+	)
+	authServiceRefreshHandler := connect.NewUnaryHandler(
+		AuthServiceRefreshProcedure,
+		svc.Refresh,
+		connect.WithSchema(authServiceMethods.ByName("Refresh")),
+		connect.WithHandlerOptions(opts...),
+	)
+	authServiceEnrollTOTPHandler := connect.NewUnaryHandler(
+		AuthServiceEnrollTOTPProcedure,
+		svc.EnrollTOTP,
+		connect.WithSchema(authServiceMethods.ByName("EnrollTOTP")),
+		connect.WithHandlerOptions(opts...),
+	)
+	authServiceConfirmTOTPHandler := connect.NewUnaryHandler(
+		AuthServiceConfirmTOTPProcedure,
+		svc.ConfirmTOTP,
+		connect.WithSchema(authServiceMethods.ByName("ConfirmTOTP")),
 		connect.WithHandlerOptions(opts...),
 	)
 	authServiceValidateTokenHandler := connect.NewUnaryHandler(
@@ -216,6 +326,14 @@ func NewAuthServiceHandler(svc AuthServiceHandler, opts ...connect.HandlerOption
 		switch r.URL.Path {
 		case AuthServiceExchangeAPIKeyProcedure:
 			authServiceExchangeAPIKeyHandler.ServeHTTP(w, r)
+		case AuthServiceLoginProcedure:
+			authServiceLoginHandler.ServeHTTP(w, r)
+		case AuthServiceRefreshProcedure:
+			authServiceRefreshHandler.ServeHTTP(w, r)
+		case AuthServiceEnrollTOTPProcedure:
+			authServiceEnrollTOTPHandler.ServeHTTP(w, r)
+		case AuthServiceConfirmTOTPProcedure:
+			authServiceConfirmTOTPHandler.ServeHTTP(w, r)
 		case AuthServiceValidateTokenProcedure:
 			authServiceValidateTokenHandler.ServeHTTP(w, r)
 		case AuthServiceRevokeTokenProcedure:
@@ -235,6 +353,22 @@ type UnimplementedAuthServiceHandler struct{}
 
 func (UnimplementedAuthServiceHandler) ExchangeAPIKey(context.Context, *connect.Request[v1.ExchangeAPIKeyRequest]) (*connect.Response[v1.ExchangeAPIKeyResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AuthService.ExchangeAPIKey is not implemented"))
+}
+
+func (UnimplementedAuthServiceHandler) Login(context.Context, *connect.Request[v1.LoginRequest]) (*connect.Response[v1.LoginResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AuthService.Login is not implemented"))
+}
+
+func (UnimplementedAuthServiceHandler) Refresh(context.Context, *connect.Request[v1.RefreshRequest]) (*connect.Response[v1.RefreshResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AuthService.Refresh is not implemented"))
+}
+
+func (UnimplementedAuthServiceHandler) EnrollTOTP(context.Context, *connect.Request[v1.EnrollTOTPRequest]) (*connect.Response[v1.EnrollTOTPResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AuthService.EnrollTOTP is not implemented"))
+}
+
+func (UnimplementedAuthServiceHandler) ConfirmTOTP(context.Context, *connect.Request[v1.ConfirmTOTPRequest]) (*connect.Response[v1.ConfirmTOTPResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AuthService.ConfirmTOTP is not implemented"))
 }
 
 func (UnimplementedAuthServiceHandler) ValidateToken(context.Context, *connect.Request[v1.ValidateTokenRequest]) (*connect.Response[v1.ValidateTokenResponse], error) {

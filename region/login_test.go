@@ -1,0 +1,143 @@
+package region_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/pquerna/otp/totp"
+
+	keyplanev1 "github.com/keyplane/keyplane/region/gen/keyplane/v1"
+)
+
+func TestLoginPasswordTOTPAndRefresh(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	h, err := f.admin.CreateIdentity(ctx, connect.NewRequest(&keyplanev1.CreateIdentityRequest{TenantId: "acme",
+		Kind: keyplanev1.IdentityKind_IDENTITY_KIND_HUMAN, DisplayName: "Alice", Email: "alice@acme.example"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice := h.Msg.Identity.Id
+	_, err = f.admin.SetPassword(ctx, connect.NewRequest(&keyplanev1.SetPasswordRequest{TenantId: "acme", IdentityId: alice, Password: "short"}))
+	wantCode(t, err, connect.CodeInvalidArgument, "password")
+	_, err = f.admin.SetPassword(ctx, connect.NewRequest(&keyplanev1.SetPasswordRequest{TenantId: "acme", IdentityId: f.bot, Password: "correct horse battery"}))
+	wantCode(t, err, connect.CodeInvalidArgument, "identity_id")
+	if _, err := f.admin.SetPassword(ctx, connect.NewRequest(&keyplanev1.SetPasswordRequest{TenantId: "acme", IdentityId: alice, Password: "correct horse battery"})); err != nil {
+		t.Fatal(err)
+	}
+	login := func(pw, code, recovery string) (*keyplanev1.LoginResponse, error) {
+		r, err := f.auth.Login(ctx, connect.NewRequest(&keyplanev1.LoginRequest{TenantId: "acme", Email: "ALICE@acme.example",
+			Password: pw, TotpCode: code, RecoveryCode: recovery}))
+		if err != nil {
+			return nil, err
+		}
+		return r.Msg, nil
+	}
+	got, err := login("correct horse battery", "", "")
+	if err != nil || got.Token == nil || !strings.HasPrefix(got.Token.RefreshToken, "kpr_") {
+		t.Fatalf("password login: %+v %v", got, err)
+	}
+	if v := f.validate(t, got.Token.AccessToken); !v.Active || strings.Join(v.Claims.Amr, ",") != "pwd" || v.Claims.Subject != alice {
+		t.Fatalf("login token: %+v", v)
+	}
+	_, err = f.auth.Login(ctx, connect.NewRequest(&keyplanev1.LoginRequest{TenantId: "acme", Email: "nobody@acme.example", Password: "whatever-it-is"}))
+	wantCode(t, err, connect.CodeUnauthenticated, "invalid email or password")
+
+	// Enroll TOTP as Alice herself, with her access token.
+	enroll := connect.NewRequest(&keyplanev1.EnrollTOTPRequest{TenantId: "acme", IdentityId: alice})
+	enroll.Header().Set("Authorization", "Bearer "+got.Token.AccessToken)
+	en, err := f.auth.EnrollTOTP(ctx, enroll)
+	if err != nil || !strings.HasPrefix(en.Msg.OtpauthUrl, "otpauth://totp/") {
+		t.Fatalf("enroll: %v %v", en, err)
+	}
+	now := time.Now()
+	code, _ := totp.GenerateCode(en.Msg.Secret, now.Add(-30*time.Second))
+	confirm := connect.NewRequest(&keyplanev1.ConfirmTOTPRequest{TenantId: "acme", IdentityId: alice, Code: code})
+	confirm.Header().Set("Authorization", "Bearer "+got.Token.AccessToken)
+	cf, err := f.auth.ConfirmTOTP(ctx, confirm)
+	if err != nil || len(cf.Msg.RecoveryCodes) != 10 {
+		t.Fatalf("confirm: %v %v", cf, err)
+	}
+
+	mfa, err := login("correct horse battery", "", "")
+	if err != nil || !mfa.MfaRequired || mfa.Token != nil {
+		t.Fatalf("login without the second factor: %+v %v", mfa, err)
+	}
+	code, _ = totp.GenerateCode(en.Msg.Secret, now)
+	full, err := login("correct horse battery", code, "")
+	if err != nil || full.Token == nil {
+		t.Fatalf("login with TOTP: %+v %v", full, err)
+	}
+	if v := f.validate(t, full.Token.AccessToken); strings.Join(v.Claims.GetAmr(), ",") != "pwd,otp,mfa" {
+		t.Fatalf("amr: %v", v.Claims.GetAmr())
+	}
+	_, err = login("correct horse battery", code, "") // the same step again
+	wantCode(t, err, connect.CodeUnauthenticated, "one-time code")
+	rc := cf.Msg.RecoveryCodes[0]
+	if _, err := login("correct horse battery", "", strings.ToUpper(rc)); err != nil {
+		t.Fatalf("recovery code: %v", err)
+	}
+	_, err = login("correct horse battery", "", rc)
+	wantCode(t, err, connect.CodeUnauthenticated, "one-time code")
+
+	// Refresh rotates; presenting a used refresh token revokes the whole session.
+	r1 := full.Token.RefreshToken
+	ref, err := f.auth.Refresh(ctx, connect.NewRequest(&keyplanev1.RefreshRequest{TenantId: "acme", RefreshToken: r1}))
+	if err != nil || ref.Msg.Token.RefreshToken == r1 || ref.Msg.Token.SessionId != full.Token.SessionId {
+		t.Fatalf("refresh: %v %v", ref, err)
+	}
+	if !f.validate(t, ref.Msg.Token.AccessToken).Active {
+		t.Fatal("refreshed token inactive")
+	}
+	_, err = f.auth.Refresh(ctx, connect.NewRequest(&keyplanev1.RefreshRequest{TenantId: "acme", RefreshToken: r1}))
+	wantCode(t, err, connect.CodeUnauthenticated, "already used")
+	wantInactive(t, f.validate(t, ref.Msg.Token.AccessToken), "session_revoked")
+	_, err = f.auth.Refresh(ctx, connect.NewRequest(&keyplanev1.RefreshRequest{TenantId: "acme", RefreshToken: ref.Msg.Token.RefreshToken}))
+	wantCode(t, err, connect.CodeUnauthenticated, "refresh_token")
+}
+
+func TestLoginLockout(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	h, err := f.admin.CreateIdentity(ctx, connect.NewRequest(&keyplanev1.CreateIdentityRequest{TenantId: "acme",
+		Kind: keyplanev1.IdentityKind_IDENTITY_KIND_HUMAN, DisplayName: "Bob", Email: "bob@acme.example"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.admin.SetPassword(ctx, connect.NewRequest(&keyplanev1.SetPasswordRequest{TenantId: "acme", IdentityId: h.Msg.Identity.Id, Password: "the right password"})); err != nil {
+		t.Fatal(err)
+	}
+	try := func(pw string) error {
+		_, err := f.auth.Login(ctx, connect.NewRequest(&keyplanev1.LoginRequest{TenantId: "acme", Email: "bob@acme.example", Password: pw}))
+		return err
+	}
+	for i := 1; i <= 2; i++ {
+		wantCode(t, try("wrong password!"), connect.CodeUnauthenticated, "invalid email or password")
+	}
+	wantCode(t, try("wrong password!"), connect.CodeResourceExhausted, "try again in")
+	// Locked: even the right password is refused until the lock passes.
+	wantCode(t, try("the right password"), connect.CodeResourceExhausted, "try again in")
+	time.Sleep(2100 * time.Millisecond)
+	if err := try("the right password"); err != nil {
+		t.Fatalf("after the lock: %v", err)
+	}
+	evs, err := f.admin.ListAuditEvents(ctx, connect.NewRequest(&keyplanev1.ListAuditEventsRequest{TenantId: "acme"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var failures, successes int
+	for _, e := range evs.Msg.Events {
+		switch e.Action {
+		case "login.failure":
+			failures++
+		case "login.success":
+			successes++
+		}
+	}
+	if failures != 3 || successes != 1 {
+		t.Fatalf("audit: %d login failures, %d successes; want 3 and 1", failures, successes)
+	}
+}
