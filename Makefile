@@ -10,7 +10,7 @@ GO_TEST_FLAGS ?= -race -timeout 14m
 
 export PATH := $(BIN):$(PATH)
 
-.PHONY: all build demo test vet staticcheck unit postgres tools generate fuzz clean help
+.PHONY: all build demo test vet staticcheck unit postgres tools generate fuzz bench clean help
 
 all: build
 
@@ -33,6 +33,9 @@ staticcheck: $(BIN)/staticcheck
 
 unit:
 	go test $(GO_TEST_FLAGS) ./...
+
+bench: postgres ## token benchmarks: keyplane next to its raw-SQL baseline (BENCHTIME, default 5s)
+	go test ./bench -run '^$$' -bench . -benchtime $${BENCHTIME:-5s}
 
 fuzz: ## run every fuzz target for FUZZTIME each (default 20s)
 	@for spec in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do \

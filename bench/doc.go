@@ -1,3 +1,10 @@
-// Package bench will hold keyplane's load generator, workloads and reports, built by
-// the load-bench issue. Speed targets live here as benchmarks, never as timed tests.
+// Package bench holds keyplane's benchmarks. Speed targets live here, as benchmarks
+// that report figures, never as timed unit tests.
+//
+// Today it holds the token benchmarks (token_bench_test.go): ValidateToken and
+// ExchangeAPIKey against a local node over real HTTP, each measured next to a baseline
+// that does the same logical read with raw pgx against the same database in the same
+// run. The load generator of the load-bench issue will live here too.
+//
+// Run them with `make bench` (or `go test ./bench -run '^$' -bench . -benchtime 5s`).
 package bench

@@ -42,16 +42,30 @@ type validation struct {
 // the CPU, then one read of the session, identity and tenant state at the tenant's
 // home region. An error means the state could not be read: callers fail closed.
 func (n *Node) validate(ctx context.Context, tenantID, raw, audience string) (validation, error) {
-	ring, err := n.keys.forKid(ctx, peekKid(raw))
-	if err != nil {
-		return validation{}, err
-	}
-	c, err := ring.Verify(raw, token.VerifyOptions{Audience: audience, Now: time.Now()})
-	if err != nil {
-		if r := token.ReasonOf(err); r != "" {
+	now := time.Now()
+	c, ok := n.verified.get(raw)
+	if ok {
+		if r := recheck(c, audience, now); r != "" {
 			return validation{Reason: r}, nil
 		}
-		return validation{}, err
+	} else {
+		ring, err := n.keys.forKid(ctx, peekKid(raw))
+		if err != nil {
+			return validation{}, err
+		}
+		c, err = ring.Verify(raw, token.VerifyOptions{Now: now})
+		if err != nil {
+			if r := token.ReasonOf(err); r != "" {
+				return validation{Reason: r}, nil
+			}
+			return validation{}, err
+		}
+		if c.Issuer == n.Issuer(c.Tenant) {
+			n.verified.put(raw, c)
+		}
+		if r := recheck(c, audience, now); r != "" {
+			return validation{Reason: r}, nil
+		}
 	}
 	v := validation{Claims: c}
 	if c.Tenant != tenantID {
@@ -62,7 +76,7 @@ func (n *Node) validate(ctx context.Context, tenantID, raw, audience string) (va
 		v.Reason = token.ReasonWrongIssuer
 		return v, nil
 	}
-	t, err := n.store.GetTenant(ctx, tenantID)
+	t, err := n.tenants.get(ctx, tenantID)
 	if errors.Is(err, schema.ErrNotFound) {
 		v.Reason = reasonWrongTenant
 		return v, nil
@@ -79,7 +93,6 @@ func (n *Node) validate(ctx context.Context, tenantID, raw, audience string) (va
 	if err != nil {
 		return validation{}, err
 	}
-	now := time.Now()
 	switch {
 	case st.TenantStatus != schema.StatusActive:
 		v.Reason = reasonTenantDisabled

@@ -1,0 +1,159 @@
+package bench_test
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"os"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/keyplane/keyplane/region"
+	keyplanev1 "github.com/keyplane/keyplane/region/gen/keyplane/v1"
+	"github.com/keyplane/keyplane/region/gen/keyplane/v1/keyplanev1connect"
+	"github.com/keyplane/keyplane/region/kek"
+	"github.com/keyplane/keyplane/schema"
+	"github.com/keyplane/keyplane/schema/schematest"
+)
+
+func TestMain(m *testing.M) { os.Exit(schematest.Run(m)) }
+
+// parallelism × GOMAXPROCS goroutines issue requests: 16 on a 2-core machine.
+const parallelism = 8
+
+type benchEnv struct {
+	auth    keyplanev1connect.AuthServiceClient
+	store   *schema.Store
+	token   string
+	session string
+	apiKey  string
+}
+
+func setup(b *testing.B) *benchEnv {
+	b.Helper()
+	ctx := context.Background()
+	store := schematest.NewStore(b, "us-east")
+	text, _ := kek.Generate()
+	k, _ := kek.Parse(text)
+	secret := "bench-operator-secret-0123456789"
+	node, err := region.New(region.Config{Region: "us-east", NodeID: "bench-1", OperatorSecret: region.Secret(secret), KEK: k,
+		IssuerBase: "https://iam.bench"}, store, nil, prometheus.NewRegistry())
+	if err != nil {
+		b.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { _ = node.Serve(sctx, ln); close(done) }()
+	b.Cleanup(func() { cancel(); <-done })
+	url := "http://" + ln.Addr().String()
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	admin := keyplanev1connect.NewAdminServiceClient(hc, url, connect.WithInterceptors(connect.UnaryInterceptorFunc(
+		func(next connect.UnaryFunc) connect.UnaryFunc {
+			return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+				req.Header().Set("Authorization", "Bearer "+secret)
+				return next(ctx, req)
+			}
+		})))
+	must := func(err error) {
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	_, err = admin.CreateTenant(ctx, connect.NewRequest(&keyplanev1.CreateTenantRequest{Id: "bench", Name: "Bench", HomeRegion: "us-east"}))
+	must(err)
+	owner, err := admin.CreateIdentity(ctx, connect.NewRequest(&keyplanev1.CreateIdentityRequest{TenantId: "bench",
+		Kind: keyplanev1.IdentityKind_IDENTITY_KIND_HUMAN, DisplayName: "owner"}))
+	must(err)
+	sa, err := admin.CreateIdentity(ctx, connect.NewRequest(&keyplanev1.CreateIdentityRequest{TenantId: "bench",
+		Kind: keyplanev1.IdentityKind_IDENTITY_KIND_SERVICE_ACCOUNT, DisplayName: "load", OwnerId: owner.Msg.Identity.Id,
+		Purpose: "benchmark", ExpireTime: timestamppb.New(time.Now().Add(24 * time.Hour))}))
+	must(err)
+	key, err := admin.CreateAPIKey(ctx, connect.NewRequest(&keyplanev1.CreateAPIKeyRequest{TenantId: "bench", IdentityId: sa.Msg.Identity.Id,
+		ExpireTime: timestamppb.New(time.Now().Add(time.Hour))}))
+	must(err)
+	env := &benchEnv{auth: keyplanev1connect.NewAuthServiceClient(hc, url), store: store, apiKey: key.Msg.ApiKey}
+	tok, err := env.auth.ExchangeAPIKey(ctx, connect.NewRequest(&keyplanev1.ExchangeAPIKeyRequest{TenantId: "bench", ApiKey: env.apiKey}))
+	must(err)
+	env.token, env.session = tok.Msg.Token.AccessToken, tok.Msg.Token.SessionId
+	return env
+}
+
+// baseline is the same logical read as a validation, done directly with pgx: the
+// point read of the token's session row at its home partition.
+func (e *benchEnv) baseline(ctx context.Context) error {
+	var revoked bool
+	var expires time.Time
+	return e.store.Pool().QueryRow(ctx, `SELECT revoked_at IS NOT NULL, expires_at FROM sessions
+WHERE crdb_region = $1 AND tenant_id = $2 AND id = $3`, "us-east", "bench", e.session).Scan(&revoked, &expires)
+}
+
+// BenchmarkValidateToken: keyplane's ValidateToken over HTTP (signature check, tenant
+// read, one session+identity read) against the raw session-row read, in one run.
+func BenchmarkValidateToken(b *testing.B) {
+	env := setup(b)
+	b.Run("baseline-sql", func(b *testing.B) {
+		b.SetParallelism(parallelism)
+		b.RunParallel(func(pb *testing.PB) {
+			ctx := context.Background()
+			for pb.Next() {
+				if err := env.baseline(ctx); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
+	b.Run("keyplane", func(b *testing.B) {
+		b.SetParallelism(parallelism)
+		b.RunParallel(func(pb *testing.PB) {
+			ctx := context.Background()
+			req := &keyplanev1.ValidateTokenRequest{TenantId: "bench", Token: env.token}
+			for pb.Next() {
+				resp, err := env.auth.ValidateToken(ctx, connect.NewRequest(req))
+				if err != nil || !resp.Msg.Active {
+					b.Errorf("validate: %v %v", resp, err)
+					return
+				}
+			}
+		})
+	})
+}
+
+// BenchmarkExchangeAPIKey: an API key exchange (key lookup, a session and its audit
+// event written in one transaction, a token signed) against the raw session-row read.
+func BenchmarkExchangeAPIKey(b *testing.B) {
+	env := setup(b)
+	b.Run("baseline-sql", func(b *testing.B) {
+		b.SetParallelism(parallelism)
+		b.RunParallel(func(pb *testing.PB) {
+			ctx := context.Background()
+			for pb.Next() {
+				if err := env.baseline(ctx); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
+	b.Run("keyplane", func(b *testing.B) {
+		b.SetParallelism(parallelism)
+		b.RunParallel(func(pb *testing.PB) {
+			ctx := context.Background()
+			req := &keyplanev1.ExchangeAPIKeyRequest{TenantId: "bench", ApiKey: env.apiKey}
+			for pb.Next() {
+				if _, err := env.auth.ExchangeAPIKey(ctx, connect.NewRequest(req)); err != nil {
+					b.Errorf("exchange: %v", err)
+					return
+				}
+			}
+		})
+	})
+}
