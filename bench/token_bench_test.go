@@ -95,22 +95,24 @@ func (e *benchEnv) baseline(ctx context.Context) error {
 WHERE crdb_region = $1 AND tenant_id = $2 AND id = $3`, "us-east", "bench", e.session).Scan(&revoked, &expires)
 }
 
+func (e *benchEnv) runBaseline(b *testing.B) {
+	b.SetParallelism(parallelism)
+	b.RunParallel(func(pb *testing.PB) {
+		ctx := context.Background()
+		for pb.Next() {
+			if err := e.baseline(ctx); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
 // BenchmarkValidateToken: keyplane's ValidateToken over HTTP (signature check, tenant
 // read, one session+identity read) against the raw session-row read, in one run.
 func BenchmarkValidateToken(b *testing.B) {
 	env := setup(b)
-	b.Run("baseline-sql", func(b *testing.B) {
-		b.SetParallelism(parallelism)
-		b.RunParallel(func(pb *testing.PB) {
-			ctx := context.Background()
-			for pb.Next() {
-				if err := env.baseline(ctx); err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		})
-	})
+	b.Run("baseline-sql", env.runBaseline)
 	b.Run("keyplane", func(b *testing.B) {
 		b.SetParallelism(parallelism)
 		b.RunParallel(func(pb *testing.PB) {
@@ -131,18 +133,7 @@ func BenchmarkValidateToken(b *testing.B) {
 // event written in one transaction, a token signed) against the raw session-row read.
 func BenchmarkExchangeAPIKey(b *testing.B) {
 	env := setup(b)
-	b.Run("baseline-sql", func(b *testing.B) {
-		b.SetParallelism(parallelism)
-		b.RunParallel(func(pb *testing.PB) {
-			ctx := context.Background()
-			for pb.Next() {
-				if err := env.baseline(ctx); err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		})
-	})
+	b.Run("baseline-sql", env.runBaseline)
 	b.Run("keyplane", func(b *testing.B) {
 		b.SetParallelism(parallelism)
 		b.RunParallel(func(pb *testing.PB) {

@@ -147,18 +147,10 @@ func (s *Store) RotateKeyCredential(ctx context.Context, c Change, sc Scope, old
 	}
 	var out Credential
 	err := s.tx(ctx, func(tx pgx.Tx) error {
-		old, err := scanCredential(tx.QueryRow(ctx, `SELECT `+credentialColumns+` FROM credentials
-WHERE tenant_id = $1 AND crdb_region = $2 AND id = $3 FOR UPDATE`, sc.TenantID, sc.Region, oldID))
-		if errors.Is(err, pgx.ErrNoRows) {
-			return fmt.Errorf("%w: credential %s", ErrNotFound, oldID)
-		}
-		if err != nil {
-			return fmt.Errorf("read credential: %w", err)
-		}
 		var params map[string]any
-		if err := tx.QueryRow(ctx, `SELECT params FROM credentials WHERE tenant_id = $1 AND crdb_region = $2 AND id = $3`,
-			sc.TenantID, sc.Region, oldID).Scan(&params); err != nil {
-			return fmt.Errorf("read credential params: %w", err)
+		old, err := lockCredential(ctx, tx, sc, oldID, &params)
+		if err != nil {
+			return err
 		}
 		if old.Kind != next.Kind {
 			return fieldErr("credential_id", "credential %s is a %s, not a %s", oldID, old.Kind, next.Kind)
@@ -210,13 +202,10 @@ func (s *Store) RevokeCredential(ctx context.Context, c Change, sc Scope, id str
 	}
 	var out Credential
 	err := s.tx(ctx, func(tx pgx.Tx) error {
-		before, err := scanCredential(tx.QueryRow(ctx, `SELECT `+credentialColumns+` FROM credentials
-WHERE tenant_id = $1 AND crdb_region = $2 AND id = $3 FOR UPDATE`, sc.TenantID, sc.Region, id))
-		if errors.Is(err, pgx.ErrNoRows) {
-			return fmt.Errorf("%w: credential %s", ErrNotFound, id)
-		}
+		var params map[string]any
+		before, err := lockCredential(ctx, tx, sc, id, &params)
 		if err != nil {
-			return fmt.Errorf("read credential: %w", err)
+			return err
 		}
 		if !before.RevokedAt.IsZero() {
 			out = before
@@ -310,4 +299,17 @@ func ClientID(keyID string) string {
 		return keyID[:i]
 	}
 	return keyID
+}
+
+// lockCredential reads a credential of the tenant for update, with its params.
+func lockCredential(ctx context.Context, tx pgx.Tx, sc Scope, id string, params *map[string]any) (Credential, error) {
+	c, err := scanCredential(tx.QueryRow(ctx, `SELECT `+credentialColumns+`, params FROM credentials
+WHERE tenant_id = $1 AND crdb_region = $2 AND id = $3 FOR UPDATE`, sc.TenantID, sc.Region, id), params)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Credential{}, fmt.Errorf("%w: credential %s", ErrNotFound, id)
+	}
+	if err != nil {
+		return Credential{}, fmt.Errorf("read credential: %w", err)
+	}
+	return c, nil
 }

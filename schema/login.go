@@ -36,18 +36,15 @@ func (s *Store) SetPassword(ctx context.Context, c Change, sc Scope, identityID,
 	}
 	var out Credential
 	err := s.tx(ctx, func(tx pgx.Tx) error {
-		id, err := getIdentity(ctx, tx, sc, identityID, "")
-		if err != nil {
+		if err := requireHuman(ctx, tx, sc, identityID, "passwords are for humans; non-human identities use API keys or clients"); err != nil {
 			return err
-		}
-		if !id.IsHuman() {
-			return fieldErr("identity_id", "passwords are for humans; non-human identities use API keys or clients")
 		}
 		if _, err := tx.Exec(ctx, `UPDATE credentials SET revoked_at = now()
 WHERE tenant_id = $1 AND crdb_region = $2 AND identity_id = $3 AND kind = 'password' AND revoked_at IS NULL`,
 			sc.TenantID, sc.Region, identityID); err != nil {
 			return fmt.Errorf("revoke old password: %w", err)
 		}
+		var err error
 		out, err = scanCredential(tx.QueryRow(ctx, `
 INSERT INTO credentials (tenant_id, crdb_region, identity_id, kind, secret_hash) VALUES ($1, $2, $3, 'password', $4)
 RETURNING `+credentialColumns, sc.TenantID, sc.Region, identityID, []byte(encoded)))
@@ -217,12 +214,8 @@ func (s *Store) EnrollTOTP(ctx context.Context, c Change, sc Scope, identityID s
 	}
 	var out Credential
 	err := s.tx(ctx, func(tx pgx.Tx) error {
-		id, err := getIdentity(ctx, tx, sc, identityID, "")
-		if err != nil {
+		if err := requireHuman(ctx, tx, sc, identityID, "TOTP is for humans"); err != nil {
 			return err
-		}
-		if !id.IsHuman() {
-			return fieldErr("identity_id", "TOTP is for humans")
 		}
 		var confirmed int
 		if err := tx.QueryRow(ctx, `SELECT count(*) FROM credentials WHERE tenant_id = $1 AND crdb_region = $2 AND identity_id = $3
@@ -236,6 +229,7 @@ func (s *Store) EnrollTOTP(ctx context.Context, c Change, sc Scope, identityID s
   AND kind = 'totp' AND revoked_at IS NULL`, sc.TenantID, sc.Region, identityID); err != nil {
 			return fmt.Errorf("drop pending totp: %w", err)
 		}
+		var err error
 		out, err = scanCredential(tx.QueryRow(ctx, `INSERT INTO credentials (tenant_id, crdb_region, identity_id, kind, secret_encrypted)
 VALUES ($1, $2, $3, 'totp', $4) RETURNING `+credentialColumns, sc.TenantID, sc.Region, identityID, sealed))
 		if err != nil {
@@ -287,4 +281,16 @@ VALUES ($1, $2, $3, 'recovery_code', $4)`, sc.TenantID, sc.Region, identityID, h
 		return s.writeAudit(ctx, tx, sc, c, audit{action: "credential.confirm_totp", targetKind: "credential", targetID: totpID,
 			after: map[string]any{"identity_id": identityID, "recovery_codes": len(recovery)}})
 	})
+}
+
+// requireHuman fails with a field error on identity_id unless the identity is human.
+func requireHuman(ctx context.Context, q querier, sc Scope, identityID, why string) error {
+	id, err := getIdentity(ctx, q, sc, identityID, "")
+	if err != nil {
+		return err
+	}
+	if !id.IsHuman() {
+		return fieldErr("identity_id", "%s", why)
+	}
+	return nil
 }
