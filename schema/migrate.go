@@ -156,6 +156,10 @@ func Migrations(d Dialect) ([]Migration, error) {
 			}
 			return ""
 		},
+		// pkr: a primary key that names crdb_region first on both engines, for rows
+		// whose id the application generates: CockroachDB then checks uniqueness within
+		// the home region only, instead of probing every region on each insert.
+		"pkr": func(cols string) string { return "PRIMARY KEY (crdb_region, " + cols + ")" },
 		"pk": func(cols string) string {
 			if cockroach {
 				return "PRIMARY KEY (" + cols + ")"

@@ -251,7 +251,52 @@ CREATE TABLE IF NOT EXISTS refresh_tokens (
     created_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
     expires_at  TIMESTAMPTZ NOT NULL,
     used_at     TIMESTAMPTZ,
-    PRIMARY KEY (tenant_id, id),
+    PRIMARY KEY (crdb_region, tenant_id, id),
     CONSTRAINT refresh_tokens_session FOREIGN KEY (crdb_region, tenant_id, session_id) REFERENCES sessions (crdb_region, tenant_id, id) ON UPDATE CASCADE
 ) LOCALITY REGIONAL BY ROW AS crdb_region;
 CREATE INDEX IF NOT EXISTS refresh_tokens_session_idx ON refresh_tokens (tenant_id, session_id);
+
+-- migration 0003 policy
+-- 0003 permissions: just-in-time elevations and the decision log.
+
+-- elevations: a request for a temporary role binding, approved by another identity.
+CREATE TABLE IF NOT EXISTS elevations (
+    tenant_id     TEXT NOT NULL REFERENCES tenants (id),
+    id            UUID NOT NULL DEFAULT gen_random_uuid(),
+    crdb_region   crdb_internal_region NOT NULL,
+    requester_id  UUID NOT NULL,
+    role_id       UUID NOT NULL,
+    scope         TEXT NOT NULL,
+    duration_s    INT8 NOT NULL,
+    justification TEXT NOT NULL,
+    status        TEXT NOT NULL DEFAULT 'pending',
+    approver_id   UUID,
+    binding_id    UUID,
+    created_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
+    decided_at    TIMESTAMPTZ,
+    ends_at       TIMESTAMPTZ,
+    PRIMARY KEY (tenant_id, id),
+    CONSTRAINT elevations_requester FOREIGN KEY (crdb_region, tenant_id, requester_id) REFERENCES identities (crdb_region, tenant_id, id) ON UPDATE CASCADE,
+    CONSTRAINT elevations_role FOREIGN KEY (crdb_region, tenant_id, role_id) REFERENCES roles (crdb_region, tenant_id, id) ON UPDATE CASCADE,
+    CONSTRAINT elevations_status CHECK (status IN ('pending', 'active', 'denied', 'ended'))
+) LOCALITY REGIONAL BY ROW AS crdb_region;
+
+-- decisions: every permission decision, written in batches by the node's decision log.
+CREATE TABLE IF NOT EXISTS decisions (
+    tenant_id    TEXT NOT NULL REFERENCES tenants (id),
+    id           UUID NOT NULL,
+    crdb_region  crdb_internal_region NOT NULL,
+    at           TIMESTAMPTZ NOT NULL,
+    principal_id TEXT NOT NULL,
+    permission   TEXT NOT NULL,
+    resource     TEXT NOT NULL,
+    allowed      BOOL NOT NULL,
+    reason       TEXT NOT NULL,
+    binding_ids  TEXT[] NOT NULL DEFAULT '{}',
+    revision     INT8 NOT NULL,
+    region       TEXT NOT NULL,
+    node         TEXT NOT NULL,
+    latency_us   INT8 NOT NULL,
+    PRIMARY KEY (crdb_region, tenant_id, id)
+) LOCALITY REGIONAL BY ROW AS crdb_region;
+CREATE INDEX IF NOT EXISTS decisions_at_idx ON decisions (tenant_id, at DESC);

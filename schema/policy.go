@@ -1,0 +1,393 @@
+package schema
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// The policy tables (roles, groups, group_members, bindings) change only through the
+// methods here, and each change bumps the tenant's policy_revision in the same
+// transaction, so a node can tell with one point read whether its cached policy is
+// current. Syntax (permission patterns, scopes, conditions) is validated by the caller
+// (region/authz); the store validates names, ids and references.
+
+// Role is a named set of permission patterns.
+type Role struct {
+	ID          string
+	Name        string
+	Description string
+	Permissions []string
+	Sensitive   bool // decisions using it are logged synchronously
+}
+
+// Group holds identities.
+type Group struct {
+	ID          string
+	Name        string
+	Description string
+	ExternalID  string // SCIM externalId
+}
+
+// Binding grants (or denies) a role to a principal on a resource scope.
+type Binding struct {
+	ID            string
+	Effect        string // "allow" or "deny"
+	PrincipalKind string // "identity" or "group"
+	PrincipalID   string
+	RoleID        string
+	Scope         string
+	Condition     string
+	ExpiresAt     time.Time
+	GrantedBy     string
+	Justification string
+	CreatedAt     time.Time
+}
+
+// Policy is a consistent snapshot of a tenant's policy.
+type Policy struct {
+	Revision int64
+	Roles    []Role
+	Bindings []Binding
+	Members  map[string][]string // group id → identity ids
+}
+
+// bumpRevision increments the tenant's policy revision inside tx and returns it.
+func bumpRevision(ctx context.Context, tx pgx.Tx, tenantID string) (int64, error) {
+	var rev int64
+	if err := tx.QueryRow(ctx, `UPDATE tenants SET policy_revision = policy_revision + 1 WHERE id = $1 RETURNING policy_revision`,
+		tenantID).Scan(&rev); err != nil {
+		return 0, fmt.Errorf("bump policy revision: %w", err)
+	}
+	return rev, nil
+}
+
+// policyChange runs fn and bumps the revision, both in one transaction with the
+// audit event fn describes, and returns the new revision.
+func (s *Store) policyChange(ctx context.Context, c Change, sc Scope, fn func(tx pgx.Tx) (audit, error)) (int64, error) {
+	var rev int64
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		a, err := fn(tx)
+		if err != nil {
+			return err
+		}
+		if rev, err = bumpRevision(ctx, tx, sc.TenantID); err != nil {
+			return err
+		}
+		if m, ok := a.after.(map[string]any); ok {
+			m["policy_revision"] = rev
+		}
+		return s.writeAudit(ctx, tx, sc, c, a)
+	})
+	return rev, err
+}
+
+// PolicyRevision reads the tenant's current policy revision: one point read of the
+// GLOBAL tenants table, local and never stale.
+func (s *Store) PolicyRevision(ctx context.Context, tenantID string) (int64, error) {
+	var rev int64
+	err := s.pool.QueryRow(ctx, `SELECT policy_revision FROM tenants WHERE id = $1`, tenantID).Scan(&rev)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, fmt.Errorf("%w: tenant %q", ErrNotFound, tenantID)
+	}
+	return rev, classify(err)
+}
+
+// LoadPolicy reads the tenant's whole policy and its revision in one read-only
+// serializable transaction, so the revision describes exactly the rows returned.
+func (s *Store) LoadPolicy(ctx context.Context, sc Scope) (Policy, error) {
+	var p Policy
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		p = Policy{Members: map[string][]string{}}
+		if err := tx.QueryRow(ctx, `SELECT policy_revision FROM tenants WHERE id = $1`, sc.TenantID).Scan(&p.Revision); err != nil {
+			return fmt.Errorf("read revision: %w", err)
+		}
+		rows, err := tx.Query(ctx, `SELECT id::TEXT, name, description, permissions, sensitive FROM roles
+WHERE crdb_region = $1 AND tenant_id = $2`, sc.Region, sc.TenantID)
+		if err != nil {
+			return fmt.Errorf("read roles: %w", err)
+		}
+		if p.Roles, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Role, error) {
+			var x Role
+			return x, r.Scan(&x.ID, &x.Name, &x.Description, &x.Permissions, &x.Sensitive)
+		}); err != nil {
+			return fmt.Errorf("read roles: %w", err)
+		}
+		rows, err = tx.Query(ctx, `SELECT `+bindingColumns+` FROM bindings
+WHERE crdb_region = $1 AND tenant_id = $2 AND (expires_at IS NULL OR expires_at > now())`, sc.Region, sc.TenantID)
+		if err != nil {
+			return fmt.Errorf("read bindings: %w", err)
+		}
+		if p.Bindings, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Binding, error) { return scanBinding(r) }); err != nil {
+			return fmt.Errorf("read bindings: %w", err)
+		}
+		rows, err = tx.Query(ctx, `SELECT group_id::TEXT, identity_id::TEXT FROM group_members WHERE crdb_region = $1 AND tenant_id = $2`,
+			sc.Region, sc.TenantID)
+		if err != nil {
+			return fmt.Errorf("read members: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var g, i string
+			if err := rows.Scan(&g, &i); err != nil {
+				return fmt.Errorf("read members: %w", err)
+			}
+			p.Members[g] = append(p.Members[g], i)
+		}
+		return rows.Err()
+	})
+	return p, err
+}
+
+const bindingColumns = `id::TEXT, effect, principal_kind, principal_id::TEXT, role_id::TEXT, scope, condition,
+ coalesce(expires_at, 'epoch'), granted_by, justification, created_at`
+
+func scanBinding(r pgx.Row) (Binding, error) {
+	var b Binding
+	err := r.Scan(&b.ID, &b.Effect, &b.PrincipalKind, &b.PrincipalID, &b.RoleID, &b.Scope, &b.Condition, &b.ExpiresAt,
+		&b.GrantedBy, &b.Justification, &b.CreatedAt)
+	b.ExpiresAt = zeroEpoch(b.ExpiresAt)
+	return b, err
+}
+
+// CreateRole adds a role. Permissions must already be validated patterns.
+func (s *Store) CreateRole(ctx context.Context, c Change, sc Scope, r Role) (Role, int64, error) {
+	if err := checkText("name", r.Name, true, 100); err != nil {
+		return Role{}, 0, err
+	}
+	if err := checkText("description", r.Description, false, 500); err != nil {
+		return Role{}, 0, err
+	}
+	if len(r.Permissions) == 0 || len(r.Permissions) > 500 {
+		return Role{}, 0, fieldErr("permissions", "between 1 and 500 permissions")
+	}
+	var out Role
+	rev, err := s.policyChange(ctx, c, sc, func(tx pgx.Tx) (audit, error) {
+		err := tx.QueryRow(ctx, `INSERT INTO roles (tenant_id, crdb_region, name, description, permissions, sensitive)
+VALUES ($1, $2, $3, $4, $5, $6) RETURNING id::TEXT, name, description, permissions, sensitive`,
+			sc.TenantID, sc.Region, r.Name, r.Description, r.Permissions, r.Sensitive).
+			Scan(&out.ID, &out.Name, &out.Description, &out.Permissions, &out.Sensitive)
+		if err != nil {
+			if errors.Is(classify(err), ErrConflict) {
+				return audit{}, fieldErrConflict("name", "a role named %q exists", r.Name)
+			}
+			return audit{}, fmt.Errorf("insert role: %w", err)
+		}
+		return audit{action: "role.create", targetKind: "role", targetID: out.ID,
+			after: map[string]any{"name": out.Name, "permissions": out.Permissions, "sensitive": out.Sensitive}}, nil
+	})
+	return out, rev, err
+}
+
+// DeleteRole removes a role that no binding or elevation uses.
+func (s *Store) DeleteRole(ctx context.Context, c Change, sc Scope, id string) (int64, error) {
+	if _, err := parseID("role_id", id); err != nil {
+		return 0, err
+	}
+	return s.policyChange(ctx, c, sc, func(tx pgx.Tx) (audit, error) {
+		tag, err := tx.Exec(ctx, `DELETE FROM roles WHERE crdb_region = $1 AND tenant_id = $2 AND id = $3`, sc.Region, sc.TenantID, id)
+		if err != nil {
+			if errors.Is(classify(err), ErrNotFound) { // foreign key: still referenced
+				return audit{}, fmt.Errorf("%w: role_id: role %s is still used by bindings or elevations", ErrPrecondition, id)
+			}
+			return audit{}, fmt.Errorf("delete role: %w", err)
+		}
+		if tag.RowsAffected() == 0 {
+			return audit{}, fmt.Errorf("%w: role %s", ErrNotFound, id)
+		}
+		return audit{action: "role.delete", targetKind: "role", targetID: id, after: map[string]any{}}, nil
+	})
+}
+
+// CreateGroup adds a group.
+func (s *Store) CreateGroup(ctx context.Context, c Change, sc Scope, g Group) (Group, int64, error) {
+	if err := checkText("name", g.Name, true, 200); err != nil {
+		return Group{}, 0, err
+	}
+	if err := checkText("description", g.Description, false, 500); err != nil {
+		return Group{}, 0, err
+	}
+	var out Group
+	rev, err := s.policyChange(ctx, c, sc, func(tx pgx.Tx) (audit, error) {
+		err := tx.QueryRow(ctx, `INSERT INTO groups (tenant_id, crdb_region, name, description, external_id)
+VALUES ($1, $2, $3, $4, nullif($5, '')) RETURNING id::TEXT, name, description, coalesce(external_id, '')`,
+			sc.TenantID, sc.Region, g.Name, g.Description, g.ExternalID).Scan(&out.ID, &out.Name, &out.Description, &out.ExternalID)
+		if err != nil {
+			if errors.Is(classify(err), ErrConflict) {
+				return audit{}, fieldErrConflict("name", "a group named %q exists", g.Name)
+			}
+			return audit{}, fmt.Errorf("insert group: %w", err)
+		}
+		return audit{action: "group.create", targetKind: "group", targetID: out.ID, after: map[string]any{"name": out.Name}}, nil
+	})
+	return out, rev, err
+}
+
+// SetMembership adds (member true) or removes an identity from a group.
+func (s *Store) SetMembership(ctx context.Context, c Change, sc Scope, groupID, identityID string, member bool) (int64, error) {
+	if _, err := parseID("group_id", groupID); err != nil {
+		return 0, err
+	}
+	if _, err := parseID("identity_id", identityID); err != nil {
+		return 0, err
+	}
+	return s.policyChange(ctx, c, sc, func(tx pgx.Tx) (audit, error) {
+		if !member {
+			tag, err := tx.Exec(ctx, `DELETE FROM group_members WHERE crdb_region = $1 AND tenant_id = $2 AND group_id = $3 AND identity_id = $4`,
+				sc.Region, sc.TenantID, groupID, identityID)
+			if err != nil {
+				return audit{}, fmt.Errorf("remove member: %w", err)
+			}
+			if tag.RowsAffected() == 0 {
+				return audit{}, fmt.Errorf("%w: identity %s is not a member of group %s", ErrNotFound, identityID, groupID)
+			}
+			return audit{action: "group.remove_member", targetKind: "group", targetID: groupID, after: map[string]any{"identity_id": identityID}}, nil
+		}
+		if _, err := getIdentity(ctx, tx, sc, identityID, ""); err != nil {
+			return audit{}, fieldErr("identity_id", "no identity %s in tenant %q", identityID, sc.TenantID)
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO group_members (tenant_id, crdb_region, group_id, identity_id) VALUES ($1, $2, $3, $4)`,
+			sc.TenantID, sc.Region, groupID, identityID)
+		if err != nil {
+			switch cerr := classify(err); {
+			case errors.Is(cerr, ErrConflict):
+				return audit{}, fieldErrConflict("identity_id", "identity %s is already a member", identityID)
+			case errors.Is(cerr, ErrNotFound):
+				return audit{}, fieldErr("group_id", "no group %s in tenant %q", groupID, sc.TenantID)
+			}
+			return audit{}, fmt.Errorf("add member: %w", err)
+		}
+		return audit{action: "group.add_member", targetKind: "group", targetID: groupID, after: map[string]any{"identity_id": identityID}}, nil
+	})
+}
+
+// CreateBinding grants (or denies) a role. Scope, effect and condition must already be
+// validated; the store checks that the role and the principal exist in the tenant.
+func (s *Store) CreateBinding(ctx context.Context, c Change, sc Scope, b Binding) (Binding, int64, error) {
+	if _, err := parseID("role_id", b.RoleID); err != nil {
+		return Binding{}, 0, err
+	}
+	if _, err := parseID("principal_id", b.PrincipalID); err != nil {
+		return Binding{}, 0, err
+	}
+	if err := checkText("justification", b.Justification, false, 1000); err != nil {
+		return Binding{}, 0, err
+	}
+	var out Binding
+	rev, err := s.policyChange(ctx, c, sc, func(tx pgx.Tx) (audit, error) {
+		var ok bool
+		q := `SELECT EXISTS (SELECT 1 FROM identities WHERE crdb_region = $1 AND tenant_id = $2 AND id = $3)`
+		if b.PrincipalKind == "group" {
+			q = `SELECT EXISTS (SELECT 1 FROM groups WHERE crdb_region = $1 AND tenant_id = $2 AND id = $3)`
+		}
+		if err := tx.QueryRow(ctx, q, sc.Region, sc.TenantID, b.PrincipalID).Scan(&ok); err != nil {
+			return audit{}, fmt.Errorf("read principal: %w", err)
+		}
+		if !ok {
+			return audit{}, fieldErr("principal_id", "no %s %s in tenant %q", b.PrincipalKind, b.PrincipalID, sc.TenantID)
+		}
+		var err error
+		out, err = scanBinding(tx.QueryRow(ctx, `INSERT INTO bindings (tenant_id, crdb_region, effect, principal_kind, principal_id, role_id,
+  scope, condition, expires_at, granted_by, justification)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING `+bindingColumns,
+			sc.TenantID, sc.Region, b.Effect, b.PrincipalKind, b.PrincipalID, b.RoleID, b.Scope, b.Condition, nullTime(b.ExpiresAt),
+			c.Actor, b.Justification))
+		if err != nil {
+			if errors.Is(classify(err), ErrNotFound) {
+				return audit{}, fieldErr("role_id", "no role %s in tenant %q", b.RoleID, sc.TenantID)
+			}
+			return audit{}, fmt.Errorf("insert binding: %w", err)
+		}
+		return audit{action: "binding.create", targetKind: "binding", targetID: out.ID, after: bindingSummary(out)}, nil
+	})
+	return out, rev, err
+}
+
+func bindingSummary(b Binding) map[string]any {
+	m := map[string]any{"effect": b.Effect, "principal": b.PrincipalKind + ":" + b.PrincipalID, "role_id": b.RoleID, "scope": b.Scope}
+	if b.Condition != "" {
+		m["condition"] = b.Condition
+	}
+	if !b.ExpiresAt.IsZero() {
+		m["expires_at"] = b.ExpiresAt.UTC().Format(time.RFC3339)
+	}
+	if b.Justification != "" {
+		m["justification"] = b.Justification
+	}
+	return m
+}
+
+// DeleteBinding removes a binding.
+func (s *Store) DeleteBinding(ctx context.Context, c Change, sc Scope, id string) (int64, error) {
+	if _, err := parseID("binding_id", id); err != nil {
+		return 0, err
+	}
+	return s.policyChange(ctx, c, sc, func(tx pgx.Tx) (audit, error) {
+		before, err := scanBinding(tx.QueryRow(ctx, `DELETE FROM bindings WHERE crdb_region = $1 AND tenant_id = $2 AND id = $3
+RETURNING `+bindingColumns, sc.Region, sc.TenantID, id))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return audit{}, fmt.Errorf("%w: binding %s", ErrNotFound, id)
+		}
+		if err != nil {
+			return audit{}, fmt.Errorf("delete binding: %w", err)
+		}
+		return audit{action: "binding.delete", targetKind: "binding", targetID: id, before: bindingSummary(before), after: map[string]any{}}, nil
+	})
+}
+
+// ListRoles, ListGroups and ListBindings list the tenant's policy objects.
+func (s *Store) ListBindings(ctx context.Context, sc Scope) ([]Binding, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+bindingColumns+` FROM bindings WHERE crdb_region = $1 AND tenant_id = $2 ORDER BY created_at, id`,
+		sc.Region, sc.TenantID)
+	if err != nil {
+		return nil, classify(err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Binding, error) { return scanBinding(r) })
+	return out, classify(err)
+}
+
+// Decision is one logged permission decision.
+type Decision struct {
+	ID          string
+	TenantID    string
+	Region      string // the tenant's home region (partition)
+	At          time.Time
+	PrincipalID string
+	Permission  string
+	Resource    string
+	Allowed     bool
+	Reason      string
+	BindingIDs  []string
+	Revision    int64
+	Latency     time.Duration
+}
+
+// WriteDecisions appends decisions to the decision log in one statement per tenant
+// partition, recording this node's region and id.
+func (s *Store) WriteDecisions(ctx context.Context, ds []Decision) error {
+	if len(ds) == 0 {
+		return nil
+	}
+	batch := &pgx.Batch{}
+	for _, d := range ds {
+		if d.BindingIDs == nil {
+			d.BindingIDs = []string{}
+		}
+		batch.Queue(`INSERT INTO decisions (tenant_id, id, crdb_region, at, principal_id, permission, resource, allowed, reason,
+  binding_ids, revision, region, node, latency_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+ON CONFLICT DO NOTHING`,
+			d.TenantID, d.ID, d.Region, d.At, d.PrincipalID, d.Permission, d.Resource, d.Allowed, d.Reason, d.BindingIDs, d.Revision,
+			s.region, s.node, d.Latency.Microseconds())
+	}
+	return classify(s.pool.SendBatch(ctx, batch).Close())
+}
+
+// CountDecisions counts the tenant's logged decisions (for tests and operators).
+func (s *Store) CountDecisions(ctx context.Context, sc Scope) (int, error) {
+	var n int
+	err := s.pool.QueryRow(ctx, `SELECT count(*) FROM decisions WHERE crdb_region = $1 AND tenant_id = $2`, sc.Region, sc.TenantID).Scan(&n)
+	return n, classify(err)
+}
