@@ -41,6 +41,9 @@ type Config struct {
 	LastUsedFlush time.Duration
 	// KeyRefresh is how often the signing key snapshot is reloaded; 0 means 30s.
 	KeyRefresh time.Duration
+	// PolicyStaleness bounds how old a cached policy a minimize_latency check may use;
+	// 0 means 5s.
+	PolicyStaleness time.Duration
 }
 
 // DefaultConfig returns a configuration with a random node id and no operator secret.

@@ -9,12 +9,16 @@ import (
 // metrics are the node's Prometheus collectors, registered on the registry the caller
 // passes to New (never the global one, so several nodes can share a process).
 type metrics struct {
-	rpcDuration        *prometheus.HistogramVec
-	authFailures       prometheus.Counter
-	ready              prometheus.Gauge
-	credentialFailures *prometheus.CounterVec
-	validations        *prometheus.CounterVec
-	refreshReuse       prometheus.Counter
+	rpcDuration          *prometheus.HistogramVec
+	authFailures         prometheus.Counter
+	ready                prometheus.Gauge
+	credentialFailures   *prometheus.CounterVec
+	validations          *prometheus.CounterVec
+	refreshReuse         prometheus.Counter
+	checks               *prometheus.CounterVec
+	policyReloads        prometheus.Counter
+	decisionsWritten     prometheus.Counter
+	decisionBackpressure prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, cfg Config) (*metrics, error) {
@@ -46,8 +50,25 @@ func newMetrics(reg prometheus.Registerer, cfg Config) (*metrics, error) {
 			Namespace: "keyplane", Name: "refresh_token_reuse_total",
 			Help: "Refresh tokens presented after rotation (their sessions were revoked).", ConstLabels: labels,
 		}),
+		checks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "keyplane", Name: "checks_total",
+			Help: "Permission decisions by result (allowed, denied).", ConstLabels: labels,
+		}, []string{"result"}),
+		policyReloads: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "keyplane", Name: "policy_reloads_total",
+			Help: "Tenant policy snapshots loaded because the cached one was stale or missing.", ConstLabels: labels,
+		}),
+		decisionsWritten: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "keyplane", Name: "decisions_logged_total",
+			Help: "Decisions written to the decision log.", ConstLabels: labels,
+		}),
+		decisionBackpressure: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "keyplane", Name: "decision_log_backpressure_total",
+			Help: "Checks that waited because the decision log buffer was full.", ConstLabels: labels,
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.rpcDuration, m.authFailures, m.ready, m.credentialFailures, m.validations, m.refreshReuse} {
+	for _, c := range []prometheus.Collector{m.rpcDuration, m.authFailures, m.ready, m.credentialFailures, m.validations, m.refreshReuse,
+		m.checks, m.policyReloads, m.decisionsWritten, m.decisionBackpressure} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

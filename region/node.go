@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/keyplane/keyplane/region/authz"
 	"github.com/keyplane/keyplane/region/gen/keyplane/v1/keyplanev1connect"
 	"github.com/keyplane/keyplane/schema"
 )
@@ -29,15 +30,17 @@ type Registry interface {
 
 // Node is one region node. Its handler is safe for concurrent use.
 type Node struct {
-	cfg      Config
-	store    *schema.Store
-	log      *slog.Logger
-	metrics  *metrics
-	handler  http.Handler
-	keys     *keyring
-	lastUsed *lastUsed
-	verified *verified
-	tenants  *tenantCache
+	cfg       Config
+	store     *schema.Store
+	log       *slog.Logger
+	metrics   *metrics
+	handler   http.Handler
+	keys      *keyring
+	lastUsed  *lastUsed
+	verified  *verified
+	tenants   *tenantCache
+	policies  *policyCache
+	decisions *decisionLog
 }
 
 // New assembles a node. log may be nil (no logging).
@@ -59,8 +62,17 @@ func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node
 	if cfg.LastUsedFlush <= 0 {
 		cfg.LastUsedFlush = 30 * time.Second
 	}
+	env, err := authz.NewEnv(authz.EnvOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("condition environment: %w", err)
+	}
+	if cfg.PolicyStaleness <= 0 {
+		cfg.PolicyStaleness = 5 * time.Second
+	}
 	n := &Node{cfg: cfg, store: store, log: log, metrics: m, lastUsed: &lastUsed{},
-		verified: newVerified(10_000), tenants: &tenantCache{store: store, ttl: 5 * time.Second},
+		policies:  &policyCache{env: env, store: store, staleness: cfg.PolicyStaleness, m: m},
+		decisions: newDecisionLog(store, log, m, 10_000),
+		verified:  newVerified(10_000), tenants: &tenantCache{store: store, ttl: 5 * time.Second},
 		keys: &keyring{store: store, kek: cfg.KEK, region: cfg.Region, refreshEvery: cfg.KeyRefresh}}
 
 	mux := http.NewServeMux()
@@ -69,10 +81,12 @@ func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node
 	mux.Handle(keyplanev1connect.NewAdminServiceHandler(&AdminService{node: n},
 		connect.WithInterceptors(n.observe(), n.operatorAuth()), connect.WithReadMaxBytes(1<<20), connect.WithCompressMinBytes(8<<10)))
 	mux.Handle(keyplanev1connect.NewAuthServiceHandler(&AuthService{node: n}, observe, connect.WithReadMaxBytes(64<<10)))
+	mux.Handle(keyplanev1connect.NewCheckServiceHandler(&CheckService{node: n}, observe, connect.WithReadMaxBytes(1<<20)))
+	mux.Handle(keyplanev1connect.NewElevationServiceHandler(&ElevationService{node: n}, observe, connect.WithReadMaxBytes(64<<10)))
 	mux.Handle(grpchealth.NewHandler(healthChecker{n}, observe))
 	n.mountOAuth(mux)
-	reflector := grpcreflect.NewStaticReflector(keyplanev1connect.AdminServiceName, keyplanev1connect.AuthServiceName,
-		grpchealth.HealthV1ServiceName)
+	reflector := grpcreflect.NewStaticReflector(keyplanev1connect.AdminServiceName, keyplanev1connect.AuthServiceName, keyplanev1connect.CheckServiceName,
+		keyplanev1connect.ElevationServiceName, grpchealth.HealthV1ServiceName)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -126,7 +140,8 @@ type healthChecker struct{ n *Node }
 
 func (h healthChecker) Check(ctx context.Context, req *grpchealth.CheckRequest) (*grpchealth.CheckResponse, error) {
 	switch req.Service {
-	case "", keyplanev1connect.AdminServiceName, keyplanev1connect.AuthServiceName:
+	case "", keyplanev1connect.AdminServiceName, keyplanev1connect.AuthServiceName, keyplanev1connect.CheckServiceName,
+		keyplanev1connect.ElevationServiceName:
 	default:
 		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("unknown service %q", req.Service))
 	}
@@ -156,8 +171,10 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
 	go func() { errc <- srv.Serve(ln) }()
 	flushCtx, stopFlush := context.WithCancel(context.Background())
 	flushed := make(chan struct{})
+	logged := make(chan struct{})
 	go func() { n.lastUsed.run(flushCtx, n.cfg.LastUsedFlush, n.store, n.log); close(flushed) }()
-	defer func() { stopFlush(); <-flushed }()
+	go func() { n.decisions.run(flushCtx); close(logged) }()
+	defer func() { stopFlush(); <-flushed; <-logged }()
 	n.log.Info("serving", "addr", ln.Addr().String())
 	select {
 	case err := <-errc:

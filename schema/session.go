@@ -211,6 +211,7 @@ WHERE tenant_id = $1 AND crdb_region = $2 AND id = $3 RETURNING tokens_valid_aft
 // this read is what makes revocation linearizable.
 type TokenState struct {
 	SessionCreatedAt time.Time
+	SessionAuthTime  time.Time
 	SessionExpiresAt time.Time
 	SessionRevoked   bool
 	IdentityStatus   string
@@ -223,13 +224,13 @@ type TokenState struct {
 func (s *Store) ReadTokenState(ctx context.Context, sc Scope, sessionID, identityID string) (TokenState, error) {
 	var st TokenState
 	err := s.pool.QueryRow(ctx, `
-SELECT s.created_at, s.expires_at, s.revoked_at IS NOT NULL, i.status, coalesce(i.expires_at, 'epoch'),
+SELECT s.created_at, s.auth_time, s.expires_at, s.revoked_at IS NOT NULL, i.status, coalesce(i.expires_at, 'epoch'),
   coalesce(i.tokens_valid_after, 'epoch'), t.status
 FROM sessions s
 JOIN identities i ON i.crdb_region = s.crdb_region AND i.tenant_id = s.tenant_id AND i.id = s.identity_id
 JOIN tenants t ON t.id = s.tenant_id
 WHERE s.crdb_region = $1 AND s.tenant_id = $2 AND s.id = $3 AND s.identity_id = $4`,
-		sc.Region, sc.TenantID, sessionID, identityID).Scan(&st.SessionCreatedAt, &st.SessionExpiresAt, &st.SessionRevoked,
+		sc.Region, sc.TenantID, sessionID, identityID).Scan(&st.SessionCreatedAt, &st.SessionAuthTime, &st.SessionExpiresAt, &st.SessionRevoked,
 		&st.IdentityStatus, &st.IdentityExpiry, &st.TokensValidAfter, &st.TenantStatus)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return TokenState{}, fmt.Errorf("%w: session %s", ErrNotFound, sessionID)

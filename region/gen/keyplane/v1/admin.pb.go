@@ -245,6 +245,56 @@ func (CredentialKind) EnumDescriptor() ([]byte, []int) {
 	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{3}
 }
 
+// Effect of a binding.
+type Effect int32
+
+const (
+	Effect_EFFECT_UNSPECIFIED Effect = 0
+	Effect_EFFECT_ALLOW       Effect = 1
+	Effect_EFFECT_DENY        Effect = 2
+)
+
+// Enum value maps for Effect.
+var (
+	Effect_name = map[int32]string{
+		0: "EFFECT_UNSPECIFIED",
+		1: "EFFECT_ALLOW",
+		2: "EFFECT_DENY",
+	}
+	Effect_value = map[string]int32{
+		"EFFECT_UNSPECIFIED": 0,
+		"EFFECT_ALLOW":       1,
+		"EFFECT_DENY":        2,
+	}
+)
+
+func (x Effect) Enum() *Effect {
+	p := new(Effect)
+	*p = x
+	return p
+}
+
+func (x Effect) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Effect) Descriptor() protoreflect.EnumDescriptor {
+	return file_keyplane_v1_admin_proto_enumTypes[4].Descriptor()
+}
+
+func (Effect) Type() protoreflect.EnumType {
+	return &file_keyplane_v1_admin_proto_enumTypes[4]
+}
+
+func (x Effect) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Effect.Descriptor instead.
+func (Effect) EnumDescriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{4}
+}
+
 type Region struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -3297,6 +3347,1174 @@ func (x *SetPasswordResponse) GetCredential() *Credential {
 	return nil
 }
 
+type Role struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Description   string                 `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
+	Permissions   []string               `protobuf:"bytes,4,rep,name=permissions,proto3" json:"permissions,omitempty"`
+	Sensitive     bool                   `protobuf:"varint,5,opt,name=sensitive,proto3" json:"sensitive,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Role) Reset() {
+	*x = Role{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Role) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Role) ProtoMessage() {}
+
+func (x *Role) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Role.ProtoReflect.Descriptor instead.
+func (*Role) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *Role) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Role) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Role) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *Role) GetPermissions() []string {
+	if x != nil {
+		return x.Permissions
+	}
+	return nil
+}
+
+func (x *Role) GetSensitive() bool {
+	if x != nil {
+		return x.Sensitive
+	}
+	return false
+}
+
+type Group struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Description   string                 `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
+	ExternalId    string                 `protobuf:"bytes,4,opt,name=external_id,json=externalId,proto3" json:"external_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Group) Reset() {
+	*x = Group{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Group) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Group) ProtoMessage() {}
+
+func (x *Group) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Group.ProtoReflect.Descriptor instead.
+func (*Group) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *Group) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Group) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Group) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *Group) GetExternalId() string {
+	if x != nil {
+		return x.ExternalId
+	}
+	return ""
+}
+
+type Binding struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Id     string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Effect Effect                 `protobuf:"varint,2,opt,name=effect,proto3,enum=keyplane.v1.Effect" json:"effect,omitempty"`
+	// "identity" or "group"
+	PrincipalKind string `protobuf:"bytes,3,opt,name=principal_kind,json=principalKind,proto3" json:"principal_kind,omitempty"`
+	PrincipalId   string `protobuf:"bytes,4,opt,name=principal_id,json=principalId,proto3" json:"principal_id,omitempty"`
+	RoleId        string `protobuf:"bytes,5,opt,name=role_id,json=roleId,proto3" json:"role_id,omitempty"`
+	// "*", a prefix ending in "/" (projects/alpha/), or one resource path.
+	Scope string `protobuf:"bytes,6,opt,name=scope,proto3" json:"scope,omitempty"`
+	// CEL; empty for none.
+	Condition     string                 `protobuf:"bytes,7,opt,name=condition,proto3" json:"condition,omitempty"`
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	GrantedBy     string                 `protobuf:"bytes,9,opt,name=granted_by,json=grantedBy,proto3" json:"granted_by,omitempty"`
+	Justification string                 `protobuf:"bytes,10,opt,name=justification,proto3" json:"justification,omitempty"`
+	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Binding) Reset() {
+	*x = Binding{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Binding) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Binding) ProtoMessage() {}
+
+func (x *Binding) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Binding.ProtoReflect.Descriptor instead.
+func (*Binding) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *Binding) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Binding) GetEffect() Effect {
+	if x != nil {
+		return x.Effect
+	}
+	return Effect_EFFECT_UNSPECIFIED
+}
+
+func (x *Binding) GetPrincipalKind() string {
+	if x != nil {
+		return x.PrincipalKind
+	}
+	return ""
+}
+
+func (x *Binding) GetPrincipalId() string {
+	if x != nil {
+		return x.PrincipalId
+	}
+	return ""
+}
+
+func (x *Binding) GetRoleId() string {
+	if x != nil {
+		return x.RoleId
+	}
+	return ""
+}
+
+func (x *Binding) GetScope() string {
+	if x != nil {
+		return x.Scope
+	}
+	return ""
+}
+
+func (x *Binding) GetCondition() string {
+	if x != nil {
+		return x.Condition
+	}
+	return ""
+}
+
+func (x *Binding) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
+func (x *Binding) GetGrantedBy() string {
+	if x != nil {
+		return x.GrantedBy
+	}
+	return ""
+}
+
+func (x *Binding) GetJustification() string {
+	if x != nil {
+		return x.Justification
+	}
+	return ""
+}
+
+func (x *Binding) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+type CreateRoleRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TenantId      string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Description   string                 `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
+	Permissions   []string               `protobuf:"bytes,4,rep,name=permissions,proto3" json:"permissions,omitempty"`
+	Sensitive     bool                   `protobuf:"varint,5,opt,name=sensitive,proto3" json:"sensitive,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateRoleRequest) Reset() {
+	*x = CreateRoleRequest{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateRoleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateRoleRequest) ProtoMessage() {}
+
+func (x *CreateRoleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateRoleRequest.ProtoReflect.Descriptor instead.
+func (*CreateRoleRequest) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *CreateRoleRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *CreateRoleRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateRoleRequest) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *CreateRoleRequest) GetPermissions() []string {
+	if x != nil {
+		return x.Permissions
+	}
+	return nil
+}
+
+func (x *CreateRoleRequest) GetSensitive() bool {
+	if x != nil {
+		return x.Sensitive
+	}
+	return false
+}
+
+type CreateRoleResponse struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Role           *Role                  `protobuf:"bytes,1,opt,name=role,proto3" json:"role,omitempty"`
+	PolicyRevision int64                  `protobuf:"varint,2,opt,name=policy_revision,json=policyRevision,proto3" json:"policy_revision,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *CreateRoleResponse) Reset() {
+	*x = CreateRoleResponse{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateRoleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateRoleResponse) ProtoMessage() {}
+
+func (x *CreateRoleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateRoleResponse.ProtoReflect.Descriptor instead.
+func (*CreateRoleResponse) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *CreateRoleResponse) GetRole() *Role {
+	if x != nil {
+		return x.Role
+	}
+	return nil
+}
+
+func (x *CreateRoleResponse) GetPolicyRevision() int64 {
+	if x != nil {
+		return x.PolicyRevision
+	}
+	return 0
+}
+
+type DeleteRoleRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TenantId      string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	RoleId        string                 `protobuf:"bytes,2,opt,name=role_id,json=roleId,proto3" json:"role_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteRoleRequest) Reset() {
+	*x = DeleteRoleRequest{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteRoleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteRoleRequest) ProtoMessage() {}
+
+func (x *DeleteRoleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteRoleRequest.ProtoReflect.Descriptor instead.
+func (*DeleteRoleRequest) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *DeleteRoleRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *DeleteRoleRequest) GetRoleId() string {
+	if x != nil {
+		return x.RoleId
+	}
+	return ""
+}
+
+type DeleteRoleResponse struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	PolicyRevision int64                  `protobuf:"varint,1,opt,name=policy_revision,json=policyRevision,proto3" json:"policy_revision,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *DeleteRoleResponse) Reset() {
+	*x = DeleteRoleResponse{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteRoleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteRoleResponse) ProtoMessage() {}
+
+func (x *DeleteRoleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteRoleResponse.ProtoReflect.Descriptor instead.
+func (*DeleteRoleResponse) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *DeleteRoleResponse) GetPolicyRevision() int64 {
+	if x != nil {
+		return x.PolicyRevision
+	}
+	return 0
+}
+
+type CreateGroupRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TenantId      string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Description   string                 `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
+	ExternalId    string                 `protobuf:"bytes,4,opt,name=external_id,json=externalId,proto3" json:"external_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateGroupRequest) Reset() {
+	*x = CreateGroupRequest{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateGroupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateGroupRequest) ProtoMessage() {}
+
+func (x *CreateGroupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateGroupRequest.ProtoReflect.Descriptor instead.
+func (*CreateGroupRequest) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *CreateGroupRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *CreateGroupRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateGroupRequest) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *CreateGroupRequest) GetExternalId() string {
+	if x != nil {
+		return x.ExternalId
+	}
+	return ""
+}
+
+type CreateGroupResponse struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Group          *Group                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	PolicyRevision int64                  `protobuf:"varint,2,opt,name=policy_revision,json=policyRevision,proto3" json:"policy_revision,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *CreateGroupResponse) Reset() {
+	*x = CreateGroupResponse{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateGroupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateGroupResponse) ProtoMessage() {}
+
+func (x *CreateGroupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateGroupResponse.ProtoReflect.Descriptor instead.
+func (*CreateGroupResponse) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *CreateGroupResponse) GetGroup() *Group {
+	if x != nil {
+		return x.Group
+	}
+	return nil
+}
+
+func (x *CreateGroupResponse) GetPolicyRevision() int64 {
+	if x != nil {
+		return x.PolicyRevision
+	}
+	return 0
+}
+
+type AddGroupMemberRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TenantId      string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	GroupId       string                 `protobuf:"bytes,2,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	IdentityId    string                 `protobuf:"bytes,3,opt,name=identity_id,json=identityId,proto3" json:"identity_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddGroupMemberRequest) Reset() {
+	*x = AddGroupMemberRequest{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddGroupMemberRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddGroupMemberRequest) ProtoMessage() {}
+
+func (x *AddGroupMemberRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddGroupMemberRequest.ProtoReflect.Descriptor instead.
+func (*AddGroupMemberRequest) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{59}
+}
+
+func (x *AddGroupMemberRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *AddGroupMemberRequest) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+func (x *AddGroupMemberRequest) GetIdentityId() string {
+	if x != nil {
+		return x.IdentityId
+	}
+	return ""
+}
+
+type AddGroupMemberResponse struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	PolicyRevision int64                  `protobuf:"varint,1,opt,name=policy_revision,json=policyRevision,proto3" json:"policy_revision,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *AddGroupMemberResponse) Reset() {
+	*x = AddGroupMemberResponse{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddGroupMemberResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddGroupMemberResponse) ProtoMessage() {}
+
+func (x *AddGroupMemberResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddGroupMemberResponse.ProtoReflect.Descriptor instead.
+func (*AddGroupMemberResponse) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *AddGroupMemberResponse) GetPolicyRevision() int64 {
+	if x != nil {
+		return x.PolicyRevision
+	}
+	return 0
+}
+
+type RemoveGroupMemberRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TenantId      string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	GroupId       string                 `protobuf:"bytes,2,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	IdentityId    string                 `protobuf:"bytes,3,opt,name=identity_id,json=identityId,proto3" json:"identity_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveGroupMemberRequest) Reset() {
+	*x = RemoveGroupMemberRequest{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveGroupMemberRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveGroupMemberRequest) ProtoMessage() {}
+
+func (x *RemoveGroupMemberRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveGroupMemberRequest.ProtoReflect.Descriptor instead.
+func (*RemoveGroupMemberRequest) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{61}
+}
+
+func (x *RemoveGroupMemberRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *RemoveGroupMemberRequest) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+func (x *RemoveGroupMemberRequest) GetIdentityId() string {
+	if x != nil {
+		return x.IdentityId
+	}
+	return ""
+}
+
+type RemoveGroupMemberResponse struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	PolicyRevision int64                  `protobuf:"varint,1,opt,name=policy_revision,json=policyRevision,proto3" json:"policy_revision,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *RemoveGroupMemberResponse) Reset() {
+	*x = RemoveGroupMemberResponse{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveGroupMemberResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveGroupMemberResponse) ProtoMessage() {}
+
+func (x *RemoveGroupMemberResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveGroupMemberResponse.ProtoReflect.Descriptor instead.
+func (*RemoveGroupMemberResponse) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{62}
+}
+
+func (x *RemoveGroupMemberResponse) GetPolicyRevision() int64 {
+	if x != nil {
+		return x.PolicyRevision
+	}
+	return 0
+}
+
+type CreateBindingRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	TenantId string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	// Defaults to allow.
+	Effect        Effect                 `protobuf:"varint,2,opt,name=effect,proto3,enum=keyplane.v1.Effect" json:"effect,omitempty"`
+	PrincipalKind string                 `protobuf:"bytes,3,opt,name=principal_kind,json=principalKind,proto3" json:"principal_kind,omitempty"`
+	PrincipalId   string                 `protobuf:"bytes,4,opt,name=principal_id,json=principalId,proto3" json:"principal_id,omitempty"`
+	RoleId        string                 `protobuf:"bytes,5,opt,name=role_id,json=roleId,proto3" json:"role_id,omitempty"`
+	Scope         string                 `protobuf:"bytes,6,opt,name=scope,proto3" json:"scope,omitempty"`
+	Condition     string                 `protobuf:"bytes,7,opt,name=condition,proto3" json:"condition,omitempty"`
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	Justification string                 `protobuf:"bytes,9,opt,name=justification,proto3" json:"justification,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateBindingRequest) Reset() {
+	*x = CreateBindingRequest{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateBindingRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateBindingRequest) ProtoMessage() {}
+
+func (x *CreateBindingRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateBindingRequest.ProtoReflect.Descriptor instead.
+func (*CreateBindingRequest) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *CreateBindingRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *CreateBindingRequest) GetEffect() Effect {
+	if x != nil {
+		return x.Effect
+	}
+	return Effect_EFFECT_UNSPECIFIED
+}
+
+func (x *CreateBindingRequest) GetPrincipalKind() string {
+	if x != nil {
+		return x.PrincipalKind
+	}
+	return ""
+}
+
+func (x *CreateBindingRequest) GetPrincipalId() string {
+	if x != nil {
+		return x.PrincipalId
+	}
+	return ""
+}
+
+func (x *CreateBindingRequest) GetRoleId() string {
+	if x != nil {
+		return x.RoleId
+	}
+	return ""
+}
+
+func (x *CreateBindingRequest) GetScope() string {
+	if x != nil {
+		return x.Scope
+	}
+	return ""
+}
+
+func (x *CreateBindingRequest) GetCondition() string {
+	if x != nil {
+		return x.Condition
+	}
+	return ""
+}
+
+func (x *CreateBindingRequest) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
+func (x *CreateBindingRequest) GetJustification() string {
+	if x != nil {
+		return x.Justification
+	}
+	return ""
+}
+
+type CreateBindingResponse struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Binding        *Binding               `protobuf:"bytes,1,opt,name=binding,proto3" json:"binding,omitempty"`
+	PolicyRevision int64                  `protobuf:"varint,2,opt,name=policy_revision,json=policyRevision,proto3" json:"policy_revision,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *CreateBindingResponse) Reset() {
+	*x = CreateBindingResponse{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateBindingResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateBindingResponse) ProtoMessage() {}
+
+func (x *CreateBindingResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateBindingResponse.ProtoReflect.Descriptor instead.
+func (*CreateBindingResponse) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{64}
+}
+
+func (x *CreateBindingResponse) GetBinding() *Binding {
+	if x != nil {
+		return x.Binding
+	}
+	return nil
+}
+
+func (x *CreateBindingResponse) GetPolicyRevision() int64 {
+	if x != nil {
+		return x.PolicyRevision
+	}
+	return 0
+}
+
+type DeleteBindingRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TenantId      string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	BindingId     string                 `protobuf:"bytes,2,opt,name=binding_id,json=bindingId,proto3" json:"binding_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteBindingRequest) Reset() {
+	*x = DeleteBindingRequest{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteBindingRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteBindingRequest) ProtoMessage() {}
+
+func (x *DeleteBindingRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteBindingRequest.ProtoReflect.Descriptor instead.
+func (*DeleteBindingRequest) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{65}
+}
+
+func (x *DeleteBindingRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *DeleteBindingRequest) GetBindingId() string {
+	if x != nil {
+		return x.BindingId
+	}
+	return ""
+}
+
+type DeleteBindingResponse struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	PolicyRevision int64                  `protobuf:"varint,1,opt,name=policy_revision,json=policyRevision,proto3" json:"policy_revision,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *DeleteBindingResponse) Reset() {
+	*x = DeleteBindingResponse{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteBindingResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteBindingResponse) ProtoMessage() {}
+
+func (x *DeleteBindingResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteBindingResponse.ProtoReflect.Descriptor instead.
+func (*DeleteBindingResponse) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *DeleteBindingResponse) GetPolicyRevision() int64 {
+	if x != nil {
+		return x.PolicyRevision
+	}
+	return 0
+}
+
+type ListBindingsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TenantId      string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListBindingsRequest) Reset() {
+	*x = ListBindingsRequest{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListBindingsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListBindingsRequest) ProtoMessage() {}
+
+func (x *ListBindingsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListBindingsRequest.ProtoReflect.Descriptor instead.
+func (*ListBindingsRequest) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{67}
+}
+
+func (x *ListBindingsRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+type ListBindingsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Bindings      []*Binding             `protobuf:"bytes,1,rep,name=bindings,proto3" json:"bindings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListBindingsResponse) Reset() {
+	*x = ListBindingsResponse{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListBindingsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListBindingsResponse) ProtoMessage() {}
+
+func (x *ListBindingsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListBindingsResponse.ProtoReflect.Descriptor instead.
+func (*ListBindingsResponse) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *ListBindingsResponse) GetBindings() []*Binding {
+	if x != nil {
+		return x.Bindings
+	}
+	return nil
+}
+
 var File_keyplane_v1_admin_proto protoreflect.FileDescriptor
 
 const file_keyplane_v1_admin_proto_rawDesc = "" +
@@ -3567,7 +4785,96 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\x13SetPasswordResponse\x127\n" +
 	"\n" +
 	"credential\x18\x01 \x01(\v2\x17.keyplane.v1.CredentialR\n" +
-	"credential*X\n" +
+	"credential\"\x8c\x01\n" +
+	"\x04Role\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12 \n" +
+	"\vdescription\x18\x03 \x01(\tR\vdescription\x12 \n" +
+	"\vpermissions\x18\x04 \x03(\tR\vpermissions\x12\x1c\n" +
+	"\tsensitive\x18\x05 \x01(\bR\tsensitive\"n\n" +
+	"\x05Group\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12 \n" +
+	"\vdescription\x18\x03 \x01(\tR\vdescription\x12\x1f\n" +
+	"\vexternal_id\x18\x04 \x01(\tR\n" +
+	"externalId\"\x9c\x03\n" +
+	"\aBinding\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12+\n" +
+	"\x06effect\x18\x02 \x01(\x0e2\x13.keyplane.v1.EffectR\x06effect\x12%\n" +
+	"\x0eprincipal_kind\x18\x03 \x01(\tR\rprincipalKind\x12!\n" +
+	"\fprincipal_id\x18\x04 \x01(\tR\vprincipalId\x12\x17\n" +
+	"\arole_id\x18\x05 \x01(\tR\x06roleId\x12\x14\n" +
+	"\x05scope\x18\x06 \x01(\tR\x05scope\x12\x1c\n" +
+	"\tcondition\x18\a \x01(\tR\tcondition\x12;\n" +
+	"\vexpire_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\x12\x1d\n" +
+	"\n" +
+	"granted_by\x18\t \x01(\tR\tgrantedBy\x12$\n" +
+	"\rjustification\x18\n" +
+	" \x01(\tR\rjustification\x12;\n" +
+	"\vcreate_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\"\xa6\x01\n" +
+	"\x11CreateRoleRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12 \n" +
+	"\vdescription\x18\x03 \x01(\tR\vdescription\x12 \n" +
+	"\vpermissions\x18\x04 \x03(\tR\vpermissions\x12\x1c\n" +
+	"\tsensitive\x18\x05 \x01(\bR\tsensitive\"d\n" +
+	"\x12CreateRoleResponse\x12%\n" +
+	"\x04role\x18\x01 \x01(\v2\x11.keyplane.v1.RoleR\x04role\x12'\n" +
+	"\x0fpolicy_revision\x18\x02 \x01(\x03R\x0epolicyRevision\"I\n" +
+	"\x11DeleteRoleRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x17\n" +
+	"\arole_id\x18\x02 \x01(\tR\x06roleId\"=\n" +
+	"\x12DeleteRoleResponse\x12'\n" +
+	"\x0fpolicy_revision\x18\x01 \x01(\x03R\x0epolicyRevision\"\x88\x01\n" +
+	"\x12CreateGroupRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12 \n" +
+	"\vdescription\x18\x03 \x01(\tR\vdescription\x12\x1f\n" +
+	"\vexternal_id\x18\x04 \x01(\tR\n" +
+	"externalId\"h\n" +
+	"\x13CreateGroupResponse\x12(\n" +
+	"\x05group\x18\x01 \x01(\v2\x12.keyplane.v1.GroupR\x05group\x12'\n" +
+	"\x0fpolicy_revision\x18\x02 \x01(\x03R\x0epolicyRevision\"p\n" +
+	"\x15AddGroupMemberRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x19\n" +
+	"\bgroup_id\x18\x02 \x01(\tR\agroupId\x12\x1f\n" +
+	"\videntity_id\x18\x03 \x01(\tR\n" +
+	"identityId\"A\n" +
+	"\x16AddGroupMemberResponse\x12'\n" +
+	"\x0fpolicy_revision\x18\x01 \x01(\x03R\x0epolicyRevision\"s\n" +
+	"\x18RemoveGroupMemberRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x19\n" +
+	"\bgroup_id\x18\x02 \x01(\tR\agroupId\x12\x1f\n" +
+	"\videntity_id\x18\x03 \x01(\tR\n" +
+	"identityId\"D\n" +
+	"\x19RemoveGroupMemberResponse\x12'\n" +
+	"\x0fpolicy_revision\x18\x01 \x01(\x03R\x0epolicyRevision\"\xda\x02\n" +
+	"\x14CreateBindingRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12+\n" +
+	"\x06effect\x18\x02 \x01(\x0e2\x13.keyplane.v1.EffectR\x06effect\x12%\n" +
+	"\x0eprincipal_kind\x18\x03 \x01(\tR\rprincipalKind\x12!\n" +
+	"\fprincipal_id\x18\x04 \x01(\tR\vprincipalId\x12\x17\n" +
+	"\arole_id\x18\x05 \x01(\tR\x06roleId\x12\x14\n" +
+	"\x05scope\x18\x06 \x01(\tR\x05scope\x12\x1c\n" +
+	"\tcondition\x18\a \x01(\tR\tcondition\x12;\n" +
+	"\vexpire_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\x12$\n" +
+	"\rjustification\x18\t \x01(\tR\rjustification\"p\n" +
+	"\x15CreateBindingResponse\x12.\n" +
+	"\abinding\x18\x01 \x01(\v2\x14.keyplane.v1.BindingR\abinding\x12'\n" +
+	"\x0fpolicy_revision\x18\x02 \x01(\x03R\x0epolicyRevision\"R\n" +
+	"\x14DeleteBindingRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x1d\n" +
+	"\n" +
+	"binding_id\x18\x02 \x01(\tR\tbindingId\"@\n" +
+	"\x15DeleteBindingResponse\x12'\n" +
+	"\x0fpolicy_revision\x18\x01 \x01(\x03R\x0epolicyRevision\"2\n" +
+	"\x13ListBindingsRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\"H\n" +
+	"\x14ListBindingsResponse\x120\n" +
+	"\bbindings\x18\x01 \x03(\v2\x14.keyplane.v1.BindingR\bbindings*X\n" +
 	"\tResidency\x12\x19\n" +
 	"\x15RESIDENCY_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10RESIDENCY_REGION\x10\x01\x12\x1a\n" +
@@ -3589,7 +4896,11 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\x14CREDENTIAL_KIND_TOTP\x10\x02\x12!\n" +
 	"\x1dCREDENTIAL_KIND_RECOVERY_CODE\x10\x03\x12\x1b\n" +
 	"\x17CREDENTIAL_KIND_API_KEY\x10\x04\x12!\n" +
-	"\x1dCREDENTIAL_KIND_CLIENT_SECRET\x10\x052\xdc\x0f\n" +
+	"\x1dCREDENTIAL_KIND_CLIENT_SECRET\x10\x05*C\n" +
+	"\x06Effect\x12\x16\n" +
+	"\x12EFFECT_UNSPECIFIED\x10\x00\x12\x10\n" +
+	"\fEFFECT_ALLOW\x10\x01\x12\x0f\n" +
+	"\vEFFECT_DENY\x10\x022\x95\x15\n" +
 	"\fAdminService\x12U\n" +
 	"\vListRegions\x12\x1f.keyplane.v1.ListRegionsRequest\x1a .keyplane.v1.ListRegionsResponse\"\x03\x90\x02\x01\x12S\n" +
 	"\fCreateTenant\x12 .keyplane.v1.CreateTenantRequest\x1a!.keyplane.v1.CreateTenantResponse\x12O\n" +
@@ -3611,7 +4922,17 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\x10RevokeCredential\x12$.keyplane.v1.RevokeCredentialRequest\x1a%.keyplane.v1.RevokeCredentialResponse\"\x03\x90\x02\x02\x12a\n" +
 	"\x0fListCredentials\x12#.keyplane.v1.ListCredentialsRequest\x1a$.keyplane.v1.ListCredentialsResponse\"\x03\x90\x02\x01\x12X\n" +
 	"\fListSessions\x12 .keyplane.v1.ListSessionsRequest\x1a!.keyplane.v1.ListSessionsResponse\"\x03\x90\x02\x01\x12P\n" +
-	"\vSetPassword\x12\x1f.keyplane.v1.SetPasswordRequest\x1a .keyplane.v1.SetPasswordResponse\x12a\n" +
+	"\vSetPassword\x12\x1f.keyplane.v1.SetPasswordRequest\x1a .keyplane.v1.SetPasswordResponse\x12M\n" +
+	"\n" +
+	"CreateRole\x12\x1e.keyplane.v1.CreateRoleRequest\x1a\x1f.keyplane.v1.CreateRoleResponse\x12M\n" +
+	"\n" +
+	"DeleteRole\x12\x1e.keyplane.v1.DeleteRoleRequest\x1a\x1f.keyplane.v1.DeleteRoleResponse\x12P\n" +
+	"\vCreateGroup\x12\x1f.keyplane.v1.CreateGroupRequest\x1a .keyplane.v1.CreateGroupResponse\x12Y\n" +
+	"\x0eAddGroupMember\x12\".keyplane.v1.AddGroupMemberRequest\x1a#.keyplane.v1.AddGroupMemberResponse\x12b\n" +
+	"\x11RemoveGroupMember\x12%.keyplane.v1.RemoveGroupMemberRequest\x1a&.keyplane.v1.RemoveGroupMemberResponse\x12V\n" +
+	"\rCreateBinding\x12!.keyplane.v1.CreateBindingRequest\x1a\".keyplane.v1.CreateBindingResponse\x12V\n" +
+	"\rDeleteBinding\x12!.keyplane.v1.DeleteBindingRequest\x1a\".keyplane.v1.DeleteBindingResponse\x12X\n" +
+	"\fListBindings\x12 .keyplane.v1.ListBindingsRequest\x1a!.keyplane.v1.ListBindingsResponse\"\x03\x90\x02\x01\x12a\n" +
 	"\x0fListAuditEvents\x12#.keyplane.v1.ListAuditEventsRequest\x1a$.keyplane.v1.ListAuditEventsResponse\"\x03\x90\x02\x01B@Z>github.com/keyplane/keyplane/region/gen/keyplane/v1;keyplanev1b\x06proto3"
 
 var (
@@ -3626,176 +4947,221 @@ func file_keyplane_v1_admin_proto_rawDescGZIP() []byte {
 	return file_keyplane_v1_admin_proto_rawDescData
 }
 
-var file_keyplane_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_keyplane_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
+var file_keyplane_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_keyplane_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 69)
 var file_keyplane_v1_admin_proto_goTypes = []any{
 	(Residency)(0),                     // 0: keyplane.v1.Residency
 	(Status)(0),                        // 1: keyplane.v1.Status
 	(IdentityKind)(0),                  // 2: keyplane.v1.IdentityKind
 	(CredentialKind)(0),                // 3: keyplane.v1.CredentialKind
-	(*Region)(nil),                     // 4: keyplane.v1.Region
-	(*Tenant)(nil),                     // 5: keyplane.v1.Tenant
-	(*Identity)(nil),                   // 6: keyplane.v1.Identity
-	(*AuditEvent)(nil),                 // 7: keyplane.v1.AuditEvent
-	(*ListRegionsRequest)(nil),         // 8: keyplane.v1.ListRegionsRequest
-	(*ListRegionsResponse)(nil),        // 9: keyplane.v1.ListRegionsResponse
-	(*CreateTenantRequest)(nil),        // 10: keyplane.v1.CreateTenantRequest
-	(*CreateTenantResponse)(nil),       // 11: keyplane.v1.CreateTenantResponse
-	(*GetTenantRequest)(nil),           // 12: keyplane.v1.GetTenantRequest
-	(*GetTenantResponse)(nil),          // 13: keyplane.v1.GetTenantResponse
-	(*ListTenantsRequest)(nil),         // 14: keyplane.v1.ListTenantsRequest
-	(*ListTenantsResponse)(nil),        // 15: keyplane.v1.ListTenantsResponse
-	(*UpdateTenantRequest)(nil),        // 16: keyplane.v1.UpdateTenantRequest
-	(*UpdateTenantResponse)(nil),       // 17: keyplane.v1.UpdateTenantResponse
-	(*DisableTenantRequest)(nil),       // 18: keyplane.v1.DisableTenantRequest
-	(*DisableTenantResponse)(nil),      // 19: keyplane.v1.DisableTenantResponse
-	(*EnableTenantRequest)(nil),        // 20: keyplane.v1.EnableTenantRequest
-	(*EnableTenantResponse)(nil),       // 21: keyplane.v1.EnableTenantResponse
-	(*CreateIdentityRequest)(nil),      // 22: keyplane.v1.CreateIdentityRequest
-	(*CreateIdentityResponse)(nil),     // 23: keyplane.v1.CreateIdentityResponse
-	(*GetIdentityRequest)(nil),         // 24: keyplane.v1.GetIdentityRequest
-	(*GetIdentityResponse)(nil),        // 25: keyplane.v1.GetIdentityResponse
-	(*ListIdentitiesRequest)(nil),      // 26: keyplane.v1.ListIdentitiesRequest
-	(*ListIdentitiesResponse)(nil),     // 27: keyplane.v1.ListIdentitiesResponse
-	(*UpdateIdentityRequest)(nil),      // 28: keyplane.v1.UpdateIdentityRequest
-	(*UpdateIdentityResponse)(nil),     // 29: keyplane.v1.UpdateIdentityResponse
-	(*DisableIdentityRequest)(nil),     // 30: keyplane.v1.DisableIdentityRequest
-	(*DisableIdentityResponse)(nil),    // 31: keyplane.v1.DisableIdentityResponse
-	(*EnableIdentityRequest)(nil),      // 32: keyplane.v1.EnableIdentityRequest
-	(*EnableIdentityResponse)(nil),     // 33: keyplane.v1.EnableIdentityResponse
-	(*ListAuditEventsRequest)(nil),     // 34: keyplane.v1.ListAuditEventsRequest
-	(*ListAuditEventsResponse)(nil),    // 35: keyplane.v1.ListAuditEventsResponse
-	(*Credential)(nil),                 // 36: keyplane.v1.Credential
-	(*Session)(nil),                    // 37: keyplane.v1.Session
-	(*CreateAPIKeyRequest)(nil),        // 38: keyplane.v1.CreateAPIKeyRequest
-	(*CreateAPIKeyResponse)(nil),       // 39: keyplane.v1.CreateAPIKeyResponse
-	(*RotateAPIKeyRequest)(nil),        // 40: keyplane.v1.RotateAPIKeyRequest
-	(*RotateAPIKeyResponse)(nil),       // 41: keyplane.v1.RotateAPIKeyResponse
-	(*CreateClientRequest)(nil),        // 42: keyplane.v1.CreateClientRequest
-	(*CreateClientResponse)(nil),       // 43: keyplane.v1.CreateClientResponse
-	(*RotateClientSecretRequest)(nil),  // 44: keyplane.v1.RotateClientSecretRequest
-	(*RotateClientSecretResponse)(nil), // 45: keyplane.v1.RotateClientSecretResponse
-	(*RevokeCredentialRequest)(nil),    // 46: keyplane.v1.RevokeCredentialRequest
-	(*RevokeCredentialResponse)(nil),   // 47: keyplane.v1.RevokeCredentialResponse
-	(*ListCredentialsRequest)(nil),     // 48: keyplane.v1.ListCredentialsRequest
-	(*ListCredentialsResponse)(nil),    // 49: keyplane.v1.ListCredentialsResponse
-	(*ListSessionsRequest)(nil),        // 50: keyplane.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),       // 51: keyplane.v1.ListSessionsResponse
-	(*SetPasswordRequest)(nil),         // 52: keyplane.v1.SetPasswordRequest
-	(*SetPasswordResponse)(nil),        // 53: keyplane.v1.SetPasswordResponse
-	(*timestamppb.Timestamp)(nil),      // 54: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),        // 55: google.protobuf.Duration
-	(*structpb.Struct)(nil),            // 56: google.protobuf.Struct
+	(Effect)(0),                        // 4: keyplane.v1.Effect
+	(*Region)(nil),                     // 5: keyplane.v1.Region
+	(*Tenant)(nil),                     // 6: keyplane.v1.Tenant
+	(*Identity)(nil),                   // 7: keyplane.v1.Identity
+	(*AuditEvent)(nil),                 // 8: keyplane.v1.AuditEvent
+	(*ListRegionsRequest)(nil),         // 9: keyplane.v1.ListRegionsRequest
+	(*ListRegionsResponse)(nil),        // 10: keyplane.v1.ListRegionsResponse
+	(*CreateTenantRequest)(nil),        // 11: keyplane.v1.CreateTenantRequest
+	(*CreateTenantResponse)(nil),       // 12: keyplane.v1.CreateTenantResponse
+	(*GetTenantRequest)(nil),           // 13: keyplane.v1.GetTenantRequest
+	(*GetTenantResponse)(nil),          // 14: keyplane.v1.GetTenantResponse
+	(*ListTenantsRequest)(nil),         // 15: keyplane.v1.ListTenantsRequest
+	(*ListTenantsResponse)(nil),        // 16: keyplane.v1.ListTenantsResponse
+	(*UpdateTenantRequest)(nil),        // 17: keyplane.v1.UpdateTenantRequest
+	(*UpdateTenantResponse)(nil),       // 18: keyplane.v1.UpdateTenantResponse
+	(*DisableTenantRequest)(nil),       // 19: keyplane.v1.DisableTenantRequest
+	(*DisableTenantResponse)(nil),      // 20: keyplane.v1.DisableTenantResponse
+	(*EnableTenantRequest)(nil),        // 21: keyplane.v1.EnableTenantRequest
+	(*EnableTenantResponse)(nil),       // 22: keyplane.v1.EnableTenantResponse
+	(*CreateIdentityRequest)(nil),      // 23: keyplane.v1.CreateIdentityRequest
+	(*CreateIdentityResponse)(nil),     // 24: keyplane.v1.CreateIdentityResponse
+	(*GetIdentityRequest)(nil),         // 25: keyplane.v1.GetIdentityRequest
+	(*GetIdentityResponse)(nil),        // 26: keyplane.v1.GetIdentityResponse
+	(*ListIdentitiesRequest)(nil),      // 27: keyplane.v1.ListIdentitiesRequest
+	(*ListIdentitiesResponse)(nil),     // 28: keyplane.v1.ListIdentitiesResponse
+	(*UpdateIdentityRequest)(nil),      // 29: keyplane.v1.UpdateIdentityRequest
+	(*UpdateIdentityResponse)(nil),     // 30: keyplane.v1.UpdateIdentityResponse
+	(*DisableIdentityRequest)(nil),     // 31: keyplane.v1.DisableIdentityRequest
+	(*DisableIdentityResponse)(nil),    // 32: keyplane.v1.DisableIdentityResponse
+	(*EnableIdentityRequest)(nil),      // 33: keyplane.v1.EnableIdentityRequest
+	(*EnableIdentityResponse)(nil),     // 34: keyplane.v1.EnableIdentityResponse
+	(*ListAuditEventsRequest)(nil),     // 35: keyplane.v1.ListAuditEventsRequest
+	(*ListAuditEventsResponse)(nil),    // 36: keyplane.v1.ListAuditEventsResponse
+	(*Credential)(nil),                 // 37: keyplane.v1.Credential
+	(*Session)(nil),                    // 38: keyplane.v1.Session
+	(*CreateAPIKeyRequest)(nil),        // 39: keyplane.v1.CreateAPIKeyRequest
+	(*CreateAPIKeyResponse)(nil),       // 40: keyplane.v1.CreateAPIKeyResponse
+	(*RotateAPIKeyRequest)(nil),        // 41: keyplane.v1.RotateAPIKeyRequest
+	(*RotateAPIKeyResponse)(nil),       // 42: keyplane.v1.RotateAPIKeyResponse
+	(*CreateClientRequest)(nil),        // 43: keyplane.v1.CreateClientRequest
+	(*CreateClientResponse)(nil),       // 44: keyplane.v1.CreateClientResponse
+	(*RotateClientSecretRequest)(nil),  // 45: keyplane.v1.RotateClientSecretRequest
+	(*RotateClientSecretResponse)(nil), // 46: keyplane.v1.RotateClientSecretResponse
+	(*RevokeCredentialRequest)(nil),    // 47: keyplane.v1.RevokeCredentialRequest
+	(*RevokeCredentialResponse)(nil),   // 48: keyplane.v1.RevokeCredentialResponse
+	(*ListCredentialsRequest)(nil),     // 49: keyplane.v1.ListCredentialsRequest
+	(*ListCredentialsResponse)(nil),    // 50: keyplane.v1.ListCredentialsResponse
+	(*ListSessionsRequest)(nil),        // 51: keyplane.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),       // 52: keyplane.v1.ListSessionsResponse
+	(*SetPasswordRequest)(nil),         // 53: keyplane.v1.SetPasswordRequest
+	(*SetPasswordResponse)(nil),        // 54: keyplane.v1.SetPasswordResponse
+	(*Role)(nil),                       // 55: keyplane.v1.Role
+	(*Group)(nil),                      // 56: keyplane.v1.Group
+	(*Binding)(nil),                    // 57: keyplane.v1.Binding
+	(*CreateRoleRequest)(nil),          // 58: keyplane.v1.CreateRoleRequest
+	(*CreateRoleResponse)(nil),         // 59: keyplane.v1.CreateRoleResponse
+	(*DeleteRoleRequest)(nil),          // 60: keyplane.v1.DeleteRoleRequest
+	(*DeleteRoleResponse)(nil),         // 61: keyplane.v1.DeleteRoleResponse
+	(*CreateGroupRequest)(nil),         // 62: keyplane.v1.CreateGroupRequest
+	(*CreateGroupResponse)(nil),        // 63: keyplane.v1.CreateGroupResponse
+	(*AddGroupMemberRequest)(nil),      // 64: keyplane.v1.AddGroupMemberRequest
+	(*AddGroupMemberResponse)(nil),     // 65: keyplane.v1.AddGroupMemberResponse
+	(*RemoveGroupMemberRequest)(nil),   // 66: keyplane.v1.RemoveGroupMemberRequest
+	(*RemoveGroupMemberResponse)(nil),  // 67: keyplane.v1.RemoveGroupMemberResponse
+	(*CreateBindingRequest)(nil),       // 68: keyplane.v1.CreateBindingRequest
+	(*CreateBindingResponse)(nil),      // 69: keyplane.v1.CreateBindingResponse
+	(*DeleteBindingRequest)(nil),       // 70: keyplane.v1.DeleteBindingRequest
+	(*DeleteBindingResponse)(nil),      // 71: keyplane.v1.DeleteBindingResponse
+	(*ListBindingsRequest)(nil),        // 72: keyplane.v1.ListBindingsRequest
+	(*ListBindingsResponse)(nil),       // 73: keyplane.v1.ListBindingsResponse
+	(*timestamppb.Timestamp)(nil),      // 74: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 75: google.protobuf.Duration
+	(*structpb.Struct)(nil),            // 76: google.protobuf.Struct
 }
 var file_keyplane_v1_admin_proto_depIdxs = []int32{
 	0,  // 0: keyplane.v1.Tenant.residency:type_name -> keyplane.v1.Residency
 	1,  // 1: keyplane.v1.Tenant.status:type_name -> keyplane.v1.Status
-	54, // 2: keyplane.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
-	54, // 3: keyplane.v1.Tenant.update_time:type_name -> google.protobuf.Timestamp
-	55, // 4: keyplane.v1.Tenant.access_token_ttl:type_name -> google.protobuf.Duration
-	55, // 5: keyplane.v1.Tenant.api_key_max_lifetime:type_name -> google.protobuf.Duration
+	74, // 2: keyplane.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
+	74, // 3: keyplane.v1.Tenant.update_time:type_name -> google.protobuf.Timestamp
+	75, // 4: keyplane.v1.Tenant.access_token_ttl:type_name -> google.protobuf.Duration
+	75, // 5: keyplane.v1.Tenant.api_key_max_lifetime:type_name -> google.protobuf.Duration
 	2,  // 6: keyplane.v1.Identity.kind:type_name -> keyplane.v1.IdentityKind
-	56, // 7: keyplane.v1.Identity.attributes:type_name -> google.protobuf.Struct
+	76, // 7: keyplane.v1.Identity.attributes:type_name -> google.protobuf.Struct
 	1,  // 8: keyplane.v1.Identity.status:type_name -> keyplane.v1.Status
-	54, // 9: keyplane.v1.Identity.expire_time:type_name -> google.protobuf.Timestamp
-	54, // 10: keyplane.v1.Identity.tokens_valid_after:type_name -> google.protobuf.Timestamp
-	54, // 11: keyplane.v1.Identity.create_time:type_name -> google.protobuf.Timestamp
-	54, // 12: keyplane.v1.Identity.update_time:type_name -> google.protobuf.Timestamp
-	54, // 13: keyplane.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
-	56, // 14: keyplane.v1.AuditEvent.before:type_name -> google.protobuf.Struct
-	56, // 15: keyplane.v1.AuditEvent.after:type_name -> google.protobuf.Struct
-	4,  // 16: keyplane.v1.ListRegionsResponse.regions:type_name -> keyplane.v1.Region
+	74, // 9: keyplane.v1.Identity.expire_time:type_name -> google.protobuf.Timestamp
+	74, // 10: keyplane.v1.Identity.tokens_valid_after:type_name -> google.protobuf.Timestamp
+	74, // 11: keyplane.v1.Identity.create_time:type_name -> google.protobuf.Timestamp
+	74, // 12: keyplane.v1.Identity.update_time:type_name -> google.protobuf.Timestamp
+	74, // 13: keyplane.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	76, // 14: keyplane.v1.AuditEvent.before:type_name -> google.protobuf.Struct
+	76, // 15: keyplane.v1.AuditEvent.after:type_name -> google.protobuf.Struct
+	5,  // 16: keyplane.v1.ListRegionsResponse.regions:type_name -> keyplane.v1.Region
 	0,  // 17: keyplane.v1.CreateTenantRequest.residency:type_name -> keyplane.v1.Residency
-	5,  // 18: keyplane.v1.CreateTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	5,  // 19: keyplane.v1.GetTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	5,  // 20: keyplane.v1.ListTenantsResponse.tenants:type_name -> keyplane.v1.Tenant
-	55, // 21: keyplane.v1.UpdateTenantRequest.access_token_ttl:type_name -> google.protobuf.Duration
-	55, // 22: keyplane.v1.UpdateTenantRequest.api_key_max_lifetime:type_name -> google.protobuf.Duration
-	5,  // 23: keyplane.v1.UpdateTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	5,  // 24: keyplane.v1.DisableTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	5,  // 25: keyplane.v1.EnableTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	6,  // 18: keyplane.v1.CreateTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	6,  // 19: keyplane.v1.GetTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	6,  // 20: keyplane.v1.ListTenantsResponse.tenants:type_name -> keyplane.v1.Tenant
+	75, // 21: keyplane.v1.UpdateTenantRequest.access_token_ttl:type_name -> google.protobuf.Duration
+	75, // 22: keyplane.v1.UpdateTenantRequest.api_key_max_lifetime:type_name -> google.protobuf.Duration
+	6,  // 23: keyplane.v1.UpdateTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	6,  // 24: keyplane.v1.DisableTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	6,  // 25: keyplane.v1.EnableTenantResponse.tenant:type_name -> keyplane.v1.Tenant
 	2,  // 26: keyplane.v1.CreateIdentityRequest.kind:type_name -> keyplane.v1.IdentityKind
-	56, // 27: keyplane.v1.CreateIdentityRequest.attributes:type_name -> google.protobuf.Struct
-	54, // 28: keyplane.v1.CreateIdentityRequest.expire_time:type_name -> google.protobuf.Timestamp
-	6,  // 29: keyplane.v1.CreateIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	6,  // 30: keyplane.v1.GetIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	6,  // 31: keyplane.v1.ListIdentitiesResponse.identities:type_name -> keyplane.v1.Identity
-	56, // 32: keyplane.v1.UpdateIdentityRequest.attributes:type_name -> google.protobuf.Struct
-	54, // 33: keyplane.v1.UpdateIdentityRequest.expire_time:type_name -> google.protobuf.Timestamp
-	6,  // 34: keyplane.v1.UpdateIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	6,  // 35: keyplane.v1.DisableIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	6,  // 36: keyplane.v1.EnableIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	7,  // 37: keyplane.v1.ListAuditEventsResponse.events:type_name -> keyplane.v1.AuditEvent
+	76, // 27: keyplane.v1.CreateIdentityRequest.attributes:type_name -> google.protobuf.Struct
+	74, // 28: keyplane.v1.CreateIdentityRequest.expire_time:type_name -> google.protobuf.Timestamp
+	7,  // 29: keyplane.v1.CreateIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	7,  // 30: keyplane.v1.GetIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	7,  // 31: keyplane.v1.ListIdentitiesResponse.identities:type_name -> keyplane.v1.Identity
+	76, // 32: keyplane.v1.UpdateIdentityRequest.attributes:type_name -> google.protobuf.Struct
+	74, // 33: keyplane.v1.UpdateIdentityRequest.expire_time:type_name -> google.protobuf.Timestamp
+	7,  // 34: keyplane.v1.UpdateIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	7,  // 35: keyplane.v1.DisableIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	7,  // 36: keyplane.v1.EnableIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	8,  // 37: keyplane.v1.ListAuditEventsResponse.events:type_name -> keyplane.v1.AuditEvent
 	3,  // 38: keyplane.v1.Credential.kind:type_name -> keyplane.v1.CredentialKind
-	54, // 39: keyplane.v1.Credential.create_time:type_name -> google.protobuf.Timestamp
-	54, // 40: keyplane.v1.Credential.expire_time:type_name -> google.protobuf.Timestamp
-	54, // 41: keyplane.v1.Credential.last_used_time:type_name -> google.protobuf.Timestamp
-	54, // 42: keyplane.v1.Credential.rotate_time:type_name -> google.protobuf.Timestamp
-	54, // 43: keyplane.v1.Credential.revoke_time:type_name -> google.protobuf.Timestamp
-	54, // 44: keyplane.v1.Session.create_time:type_name -> google.protobuf.Timestamp
-	54, // 45: keyplane.v1.Session.expire_time:type_name -> google.protobuf.Timestamp
-	54, // 46: keyplane.v1.Session.revoke_time:type_name -> google.protobuf.Timestamp
-	54, // 47: keyplane.v1.CreateAPIKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
-	36, // 48: keyplane.v1.CreateAPIKeyResponse.credential:type_name -> keyplane.v1.Credential
-	54, // 49: keyplane.v1.RotateAPIKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
-	55, // 50: keyplane.v1.RotateAPIKeyRequest.grace_period:type_name -> google.protobuf.Duration
-	36, // 51: keyplane.v1.RotateAPIKeyResponse.credential:type_name -> keyplane.v1.Credential
-	36, // 52: keyplane.v1.CreateClientResponse.credential:type_name -> keyplane.v1.Credential
-	55, // 53: keyplane.v1.RotateClientSecretRequest.grace_period:type_name -> google.protobuf.Duration
-	36, // 54: keyplane.v1.RotateClientSecretResponse.credential:type_name -> keyplane.v1.Credential
-	36, // 55: keyplane.v1.RevokeCredentialResponse.credential:type_name -> keyplane.v1.Credential
-	36, // 56: keyplane.v1.ListCredentialsResponse.credentials:type_name -> keyplane.v1.Credential
-	37, // 57: keyplane.v1.ListSessionsResponse.sessions:type_name -> keyplane.v1.Session
-	36, // 58: keyplane.v1.SetPasswordResponse.credential:type_name -> keyplane.v1.Credential
-	8,  // 59: keyplane.v1.AdminService.ListRegions:input_type -> keyplane.v1.ListRegionsRequest
-	10, // 60: keyplane.v1.AdminService.CreateTenant:input_type -> keyplane.v1.CreateTenantRequest
-	12, // 61: keyplane.v1.AdminService.GetTenant:input_type -> keyplane.v1.GetTenantRequest
-	14, // 62: keyplane.v1.AdminService.ListTenants:input_type -> keyplane.v1.ListTenantsRequest
-	16, // 63: keyplane.v1.AdminService.UpdateTenant:input_type -> keyplane.v1.UpdateTenantRequest
-	18, // 64: keyplane.v1.AdminService.DisableTenant:input_type -> keyplane.v1.DisableTenantRequest
-	20, // 65: keyplane.v1.AdminService.EnableTenant:input_type -> keyplane.v1.EnableTenantRequest
-	22, // 66: keyplane.v1.AdminService.CreateIdentity:input_type -> keyplane.v1.CreateIdentityRequest
-	24, // 67: keyplane.v1.AdminService.GetIdentity:input_type -> keyplane.v1.GetIdentityRequest
-	26, // 68: keyplane.v1.AdminService.ListIdentities:input_type -> keyplane.v1.ListIdentitiesRequest
-	28, // 69: keyplane.v1.AdminService.UpdateIdentity:input_type -> keyplane.v1.UpdateIdentityRequest
-	30, // 70: keyplane.v1.AdminService.DisableIdentity:input_type -> keyplane.v1.DisableIdentityRequest
-	32, // 71: keyplane.v1.AdminService.EnableIdentity:input_type -> keyplane.v1.EnableIdentityRequest
-	38, // 72: keyplane.v1.AdminService.CreateAPIKey:input_type -> keyplane.v1.CreateAPIKeyRequest
-	40, // 73: keyplane.v1.AdminService.RotateAPIKey:input_type -> keyplane.v1.RotateAPIKeyRequest
-	42, // 74: keyplane.v1.AdminService.CreateClient:input_type -> keyplane.v1.CreateClientRequest
-	44, // 75: keyplane.v1.AdminService.RotateClientSecret:input_type -> keyplane.v1.RotateClientSecretRequest
-	46, // 76: keyplane.v1.AdminService.RevokeCredential:input_type -> keyplane.v1.RevokeCredentialRequest
-	48, // 77: keyplane.v1.AdminService.ListCredentials:input_type -> keyplane.v1.ListCredentialsRequest
-	50, // 78: keyplane.v1.AdminService.ListSessions:input_type -> keyplane.v1.ListSessionsRequest
-	52, // 79: keyplane.v1.AdminService.SetPassword:input_type -> keyplane.v1.SetPasswordRequest
-	34, // 80: keyplane.v1.AdminService.ListAuditEvents:input_type -> keyplane.v1.ListAuditEventsRequest
-	9,  // 81: keyplane.v1.AdminService.ListRegions:output_type -> keyplane.v1.ListRegionsResponse
-	11, // 82: keyplane.v1.AdminService.CreateTenant:output_type -> keyplane.v1.CreateTenantResponse
-	13, // 83: keyplane.v1.AdminService.GetTenant:output_type -> keyplane.v1.GetTenantResponse
-	15, // 84: keyplane.v1.AdminService.ListTenants:output_type -> keyplane.v1.ListTenantsResponse
-	17, // 85: keyplane.v1.AdminService.UpdateTenant:output_type -> keyplane.v1.UpdateTenantResponse
-	19, // 86: keyplane.v1.AdminService.DisableTenant:output_type -> keyplane.v1.DisableTenantResponse
-	21, // 87: keyplane.v1.AdminService.EnableTenant:output_type -> keyplane.v1.EnableTenantResponse
-	23, // 88: keyplane.v1.AdminService.CreateIdentity:output_type -> keyplane.v1.CreateIdentityResponse
-	25, // 89: keyplane.v1.AdminService.GetIdentity:output_type -> keyplane.v1.GetIdentityResponse
-	27, // 90: keyplane.v1.AdminService.ListIdentities:output_type -> keyplane.v1.ListIdentitiesResponse
-	29, // 91: keyplane.v1.AdminService.UpdateIdentity:output_type -> keyplane.v1.UpdateIdentityResponse
-	31, // 92: keyplane.v1.AdminService.DisableIdentity:output_type -> keyplane.v1.DisableIdentityResponse
-	33, // 93: keyplane.v1.AdminService.EnableIdentity:output_type -> keyplane.v1.EnableIdentityResponse
-	39, // 94: keyplane.v1.AdminService.CreateAPIKey:output_type -> keyplane.v1.CreateAPIKeyResponse
-	41, // 95: keyplane.v1.AdminService.RotateAPIKey:output_type -> keyplane.v1.RotateAPIKeyResponse
-	43, // 96: keyplane.v1.AdminService.CreateClient:output_type -> keyplane.v1.CreateClientResponse
-	45, // 97: keyplane.v1.AdminService.RotateClientSecret:output_type -> keyplane.v1.RotateClientSecretResponse
-	47, // 98: keyplane.v1.AdminService.RevokeCredential:output_type -> keyplane.v1.RevokeCredentialResponse
-	49, // 99: keyplane.v1.AdminService.ListCredentials:output_type -> keyplane.v1.ListCredentialsResponse
-	51, // 100: keyplane.v1.AdminService.ListSessions:output_type -> keyplane.v1.ListSessionsResponse
-	53, // 101: keyplane.v1.AdminService.SetPassword:output_type -> keyplane.v1.SetPasswordResponse
-	35, // 102: keyplane.v1.AdminService.ListAuditEvents:output_type -> keyplane.v1.ListAuditEventsResponse
-	81, // [81:103] is the sub-list for method output_type
-	59, // [59:81] is the sub-list for method input_type
-	59, // [59:59] is the sub-list for extension type_name
-	59, // [59:59] is the sub-list for extension extendee
-	0,  // [0:59] is the sub-list for field type_name
+	74, // 39: keyplane.v1.Credential.create_time:type_name -> google.protobuf.Timestamp
+	74, // 40: keyplane.v1.Credential.expire_time:type_name -> google.protobuf.Timestamp
+	74, // 41: keyplane.v1.Credential.last_used_time:type_name -> google.protobuf.Timestamp
+	74, // 42: keyplane.v1.Credential.rotate_time:type_name -> google.protobuf.Timestamp
+	74, // 43: keyplane.v1.Credential.revoke_time:type_name -> google.protobuf.Timestamp
+	74, // 44: keyplane.v1.Session.create_time:type_name -> google.protobuf.Timestamp
+	74, // 45: keyplane.v1.Session.expire_time:type_name -> google.protobuf.Timestamp
+	74, // 46: keyplane.v1.Session.revoke_time:type_name -> google.protobuf.Timestamp
+	74, // 47: keyplane.v1.CreateAPIKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
+	37, // 48: keyplane.v1.CreateAPIKeyResponse.credential:type_name -> keyplane.v1.Credential
+	74, // 49: keyplane.v1.RotateAPIKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
+	75, // 50: keyplane.v1.RotateAPIKeyRequest.grace_period:type_name -> google.protobuf.Duration
+	37, // 51: keyplane.v1.RotateAPIKeyResponse.credential:type_name -> keyplane.v1.Credential
+	37, // 52: keyplane.v1.CreateClientResponse.credential:type_name -> keyplane.v1.Credential
+	75, // 53: keyplane.v1.RotateClientSecretRequest.grace_period:type_name -> google.protobuf.Duration
+	37, // 54: keyplane.v1.RotateClientSecretResponse.credential:type_name -> keyplane.v1.Credential
+	37, // 55: keyplane.v1.RevokeCredentialResponse.credential:type_name -> keyplane.v1.Credential
+	37, // 56: keyplane.v1.ListCredentialsResponse.credentials:type_name -> keyplane.v1.Credential
+	38, // 57: keyplane.v1.ListSessionsResponse.sessions:type_name -> keyplane.v1.Session
+	37, // 58: keyplane.v1.SetPasswordResponse.credential:type_name -> keyplane.v1.Credential
+	4,  // 59: keyplane.v1.Binding.effect:type_name -> keyplane.v1.Effect
+	74, // 60: keyplane.v1.Binding.expire_time:type_name -> google.protobuf.Timestamp
+	74, // 61: keyplane.v1.Binding.create_time:type_name -> google.protobuf.Timestamp
+	55, // 62: keyplane.v1.CreateRoleResponse.role:type_name -> keyplane.v1.Role
+	56, // 63: keyplane.v1.CreateGroupResponse.group:type_name -> keyplane.v1.Group
+	4,  // 64: keyplane.v1.CreateBindingRequest.effect:type_name -> keyplane.v1.Effect
+	74, // 65: keyplane.v1.CreateBindingRequest.expire_time:type_name -> google.protobuf.Timestamp
+	57, // 66: keyplane.v1.CreateBindingResponse.binding:type_name -> keyplane.v1.Binding
+	57, // 67: keyplane.v1.ListBindingsResponse.bindings:type_name -> keyplane.v1.Binding
+	9,  // 68: keyplane.v1.AdminService.ListRegions:input_type -> keyplane.v1.ListRegionsRequest
+	11, // 69: keyplane.v1.AdminService.CreateTenant:input_type -> keyplane.v1.CreateTenantRequest
+	13, // 70: keyplane.v1.AdminService.GetTenant:input_type -> keyplane.v1.GetTenantRequest
+	15, // 71: keyplane.v1.AdminService.ListTenants:input_type -> keyplane.v1.ListTenantsRequest
+	17, // 72: keyplane.v1.AdminService.UpdateTenant:input_type -> keyplane.v1.UpdateTenantRequest
+	19, // 73: keyplane.v1.AdminService.DisableTenant:input_type -> keyplane.v1.DisableTenantRequest
+	21, // 74: keyplane.v1.AdminService.EnableTenant:input_type -> keyplane.v1.EnableTenantRequest
+	23, // 75: keyplane.v1.AdminService.CreateIdentity:input_type -> keyplane.v1.CreateIdentityRequest
+	25, // 76: keyplane.v1.AdminService.GetIdentity:input_type -> keyplane.v1.GetIdentityRequest
+	27, // 77: keyplane.v1.AdminService.ListIdentities:input_type -> keyplane.v1.ListIdentitiesRequest
+	29, // 78: keyplane.v1.AdminService.UpdateIdentity:input_type -> keyplane.v1.UpdateIdentityRequest
+	31, // 79: keyplane.v1.AdminService.DisableIdentity:input_type -> keyplane.v1.DisableIdentityRequest
+	33, // 80: keyplane.v1.AdminService.EnableIdentity:input_type -> keyplane.v1.EnableIdentityRequest
+	39, // 81: keyplane.v1.AdminService.CreateAPIKey:input_type -> keyplane.v1.CreateAPIKeyRequest
+	41, // 82: keyplane.v1.AdminService.RotateAPIKey:input_type -> keyplane.v1.RotateAPIKeyRequest
+	43, // 83: keyplane.v1.AdminService.CreateClient:input_type -> keyplane.v1.CreateClientRequest
+	45, // 84: keyplane.v1.AdminService.RotateClientSecret:input_type -> keyplane.v1.RotateClientSecretRequest
+	47, // 85: keyplane.v1.AdminService.RevokeCredential:input_type -> keyplane.v1.RevokeCredentialRequest
+	49, // 86: keyplane.v1.AdminService.ListCredentials:input_type -> keyplane.v1.ListCredentialsRequest
+	51, // 87: keyplane.v1.AdminService.ListSessions:input_type -> keyplane.v1.ListSessionsRequest
+	53, // 88: keyplane.v1.AdminService.SetPassword:input_type -> keyplane.v1.SetPasswordRequest
+	58, // 89: keyplane.v1.AdminService.CreateRole:input_type -> keyplane.v1.CreateRoleRequest
+	60, // 90: keyplane.v1.AdminService.DeleteRole:input_type -> keyplane.v1.DeleteRoleRequest
+	62, // 91: keyplane.v1.AdminService.CreateGroup:input_type -> keyplane.v1.CreateGroupRequest
+	64, // 92: keyplane.v1.AdminService.AddGroupMember:input_type -> keyplane.v1.AddGroupMemberRequest
+	66, // 93: keyplane.v1.AdminService.RemoveGroupMember:input_type -> keyplane.v1.RemoveGroupMemberRequest
+	68, // 94: keyplane.v1.AdminService.CreateBinding:input_type -> keyplane.v1.CreateBindingRequest
+	70, // 95: keyplane.v1.AdminService.DeleteBinding:input_type -> keyplane.v1.DeleteBindingRequest
+	72, // 96: keyplane.v1.AdminService.ListBindings:input_type -> keyplane.v1.ListBindingsRequest
+	35, // 97: keyplane.v1.AdminService.ListAuditEvents:input_type -> keyplane.v1.ListAuditEventsRequest
+	10, // 98: keyplane.v1.AdminService.ListRegions:output_type -> keyplane.v1.ListRegionsResponse
+	12, // 99: keyplane.v1.AdminService.CreateTenant:output_type -> keyplane.v1.CreateTenantResponse
+	14, // 100: keyplane.v1.AdminService.GetTenant:output_type -> keyplane.v1.GetTenantResponse
+	16, // 101: keyplane.v1.AdminService.ListTenants:output_type -> keyplane.v1.ListTenantsResponse
+	18, // 102: keyplane.v1.AdminService.UpdateTenant:output_type -> keyplane.v1.UpdateTenantResponse
+	20, // 103: keyplane.v1.AdminService.DisableTenant:output_type -> keyplane.v1.DisableTenantResponse
+	22, // 104: keyplane.v1.AdminService.EnableTenant:output_type -> keyplane.v1.EnableTenantResponse
+	24, // 105: keyplane.v1.AdminService.CreateIdentity:output_type -> keyplane.v1.CreateIdentityResponse
+	26, // 106: keyplane.v1.AdminService.GetIdentity:output_type -> keyplane.v1.GetIdentityResponse
+	28, // 107: keyplane.v1.AdminService.ListIdentities:output_type -> keyplane.v1.ListIdentitiesResponse
+	30, // 108: keyplane.v1.AdminService.UpdateIdentity:output_type -> keyplane.v1.UpdateIdentityResponse
+	32, // 109: keyplane.v1.AdminService.DisableIdentity:output_type -> keyplane.v1.DisableIdentityResponse
+	34, // 110: keyplane.v1.AdminService.EnableIdentity:output_type -> keyplane.v1.EnableIdentityResponse
+	40, // 111: keyplane.v1.AdminService.CreateAPIKey:output_type -> keyplane.v1.CreateAPIKeyResponse
+	42, // 112: keyplane.v1.AdminService.RotateAPIKey:output_type -> keyplane.v1.RotateAPIKeyResponse
+	44, // 113: keyplane.v1.AdminService.CreateClient:output_type -> keyplane.v1.CreateClientResponse
+	46, // 114: keyplane.v1.AdminService.RotateClientSecret:output_type -> keyplane.v1.RotateClientSecretResponse
+	48, // 115: keyplane.v1.AdminService.RevokeCredential:output_type -> keyplane.v1.RevokeCredentialResponse
+	50, // 116: keyplane.v1.AdminService.ListCredentials:output_type -> keyplane.v1.ListCredentialsResponse
+	52, // 117: keyplane.v1.AdminService.ListSessions:output_type -> keyplane.v1.ListSessionsResponse
+	54, // 118: keyplane.v1.AdminService.SetPassword:output_type -> keyplane.v1.SetPasswordResponse
+	59, // 119: keyplane.v1.AdminService.CreateRole:output_type -> keyplane.v1.CreateRoleResponse
+	61, // 120: keyplane.v1.AdminService.DeleteRole:output_type -> keyplane.v1.DeleteRoleResponse
+	63, // 121: keyplane.v1.AdminService.CreateGroup:output_type -> keyplane.v1.CreateGroupResponse
+	65, // 122: keyplane.v1.AdminService.AddGroupMember:output_type -> keyplane.v1.AddGroupMemberResponse
+	67, // 123: keyplane.v1.AdminService.RemoveGroupMember:output_type -> keyplane.v1.RemoveGroupMemberResponse
+	69, // 124: keyplane.v1.AdminService.CreateBinding:output_type -> keyplane.v1.CreateBindingResponse
+	71, // 125: keyplane.v1.AdminService.DeleteBinding:output_type -> keyplane.v1.DeleteBindingResponse
+	73, // 126: keyplane.v1.AdminService.ListBindings:output_type -> keyplane.v1.ListBindingsResponse
+	36, // 127: keyplane.v1.AdminService.ListAuditEvents:output_type -> keyplane.v1.ListAuditEventsResponse
+	98, // [98:128] is the sub-list for method output_type
+	68, // [68:98] is the sub-list for method input_type
+	68, // [68:68] is the sub-list for extension type_name
+	68, // [68:68] is the sub-list for extension extendee
+	0,  // [0:68] is the sub-list for field type_name
 }
 
 func init() { file_keyplane_v1_admin_proto_init() }
@@ -3810,8 +5176,8 @@ func file_keyplane_v1_admin_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_keyplane_v1_admin_proto_rawDesc), len(file_keyplane_v1_admin_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   50,
+			NumEnums:      5,
+			NumMessages:   69,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

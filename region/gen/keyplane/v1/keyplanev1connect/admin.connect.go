@@ -95,6 +95,28 @@ const (
 	// AdminServiceSetPasswordProcedure is the fully-qualified name of the AdminService's SetPassword
 	// RPC.
 	AdminServiceSetPasswordProcedure = "/keyplane.v1.AdminService/SetPassword"
+	// AdminServiceCreateRoleProcedure is the fully-qualified name of the AdminService's CreateRole RPC.
+	AdminServiceCreateRoleProcedure = "/keyplane.v1.AdminService/CreateRole"
+	// AdminServiceDeleteRoleProcedure is the fully-qualified name of the AdminService's DeleteRole RPC.
+	AdminServiceDeleteRoleProcedure = "/keyplane.v1.AdminService/DeleteRole"
+	// AdminServiceCreateGroupProcedure is the fully-qualified name of the AdminService's CreateGroup
+	// RPC.
+	AdminServiceCreateGroupProcedure = "/keyplane.v1.AdminService/CreateGroup"
+	// AdminServiceAddGroupMemberProcedure is the fully-qualified name of the AdminService's
+	// AddGroupMember RPC.
+	AdminServiceAddGroupMemberProcedure = "/keyplane.v1.AdminService/AddGroupMember"
+	// AdminServiceRemoveGroupMemberProcedure is the fully-qualified name of the AdminService's
+	// RemoveGroupMember RPC.
+	AdminServiceRemoveGroupMemberProcedure = "/keyplane.v1.AdminService/RemoveGroupMember"
+	// AdminServiceCreateBindingProcedure is the fully-qualified name of the AdminService's
+	// CreateBinding RPC.
+	AdminServiceCreateBindingProcedure = "/keyplane.v1.AdminService/CreateBinding"
+	// AdminServiceDeleteBindingProcedure is the fully-qualified name of the AdminService's
+	// DeleteBinding RPC.
+	AdminServiceDeleteBindingProcedure = "/keyplane.v1.AdminService/DeleteBinding"
+	// AdminServiceListBindingsProcedure is the fully-qualified name of the AdminService's ListBindings
+	// RPC.
+	AdminServiceListBindingsProcedure = "/keyplane.v1.AdminService/ListBindings"
 	// AdminServiceListAuditEventsProcedure is the fully-qualified name of the AdminService's
 	// ListAuditEvents RPC.
 	AdminServiceListAuditEventsProcedure = "/keyplane.v1.AdminService/ListAuditEvents"
@@ -156,6 +178,25 @@ type AdminServiceClient interface {
 	// SetPassword sets a human identity's password (at least 12 characters), replacing
 	// the previous one and clearing failed-login lockouts.
 	SetPassword(context.Context, *connect.Request[v1.SetPasswordRequest]) (*connect.Response[v1.SetPasswordResponse], error)
+	// CreateRole creates a role: a named set of permission patterns (docs.document.read,
+	// docs.*, *). Sensitive roles have their decisions logged before the answer.
+	CreateRole(context.Context, *connect.Request[v1.CreateRoleRequest]) (*connect.Response[v1.CreateRoleResponse], error)
+	// DeleteRole deletes a role no binding uses.
+	DeleteRole(context.Context, *connect.Request[v1.DeleteRoleRequest]) (*connect.Response[v1.DeleteRoleResponse], error)
+	// CreateGroup creates a group of identities.
+	CreateGroup(context.Context, *connect.Request[v1.CreateGroupRequest]) (*connect.Response[v1.CreateGroupResponse], error)
+	// AddGroupMember adds an identity to a group.
+	AddGroupMember(context.Context, *connect.Request[v1.AddGroupMemberRequest]) (*connect.Response[v1.AddGroupMemberResponse], error)
+	// RemoveGroupMember removes an identity from a group.
+	RemoveGroupMember(context.Context, *connect.Request[v1.RemoveGroupMemberRequest]) (*connect.Response[v1.RemoveGroupMemberResponse], error)
+	// CreateBinding grants (or, with effect deny, forbids) a role to an identity or group
+	// on a resource scope, optionally with a CEL condition and an expiry.
+	CreateBinding(context.Context, *connect.Request[v1.CreateBindingRequest]) (*connect.Response[v1.CreateBindingResponse], error)
+	// DeleteBinding removes a binding. Once it returns, every check that starts
+	// afterwards sees the change (with the default consistency).
+	DeleteBinding(context.Context, *connect.Request[v1.DeleteBindingRequest]) (*connect.Response[v1.DeleteBindingResponse], error)
+	// ListBindings lists the tenant's bindings.
+	ListBindings(context.Context, *connect.Request[v1.ListBindingsRequest]) (*connect.Response[v1.ListBindingsResponse], error)
 	// ListAuditEvents pages through the tenant's audit events, newest first.
 	ListAuditEvents(context.Context, *connect.Request[v1.ListAuditEventsRequest]) (*connect.Response[v1.ListAuditEventsResponse], error)
 }
@@ -309,6 +350,55 @@ func NewAdminServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(adminServiceMethods.ByName("SetPassword")),
 			connect.WithClientOptions(opts...),
 		),
+		createRole: connect.NewClient[v1.CreateRoleRequest, v1.CreateRoleResponse](
+			httpClient,
+			baseURL+AdminServiceCreateRoleProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("CreateRole")),
+			connect.WithClientOptions(opts...),
+		),
+		deleteRole: connect.NewClient[v1.DeleteRoleRequest, v1.DeleteRoleResponse](
+			httpClient,
+			baseURL+AdminServiceDeleteRoleProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("DeleteRole")),
+			connect.WithClientOptions(opts...),
+		),
+		createGroup: connect.NewClient[v1.CreateGroupRequest, v1.CreateGroupResponse](
+			httpClient,
+			baseURL+AdminServiceCreateGroupProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("CreateGroup")),
+			connect.WithClientOptions(opts...),
+		),
+		addGroupMember: connect.NewClient[v1.AddGroupMemberRequest, v1.AddGroupMemberResponse](
+			httpClient,
+			baseURL+AdminServiceAddGroupMemberProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("AddGroupMember")),
+			connect.WithClientOptions(opts...),
+		),
+		removeGroupMember: connect.NewClient[v1.RemoveGroupMemberRequest, v1.RemoveGroupMemberResponse](
+			httpClient,
+			baseURL+AdminServiceRemoveGroupMemberProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("RemoveGroupMember")),
+			connect.WithClientOptions(opts...),
+		),
+		createBinding: connect.NewClient[v1.CreateBindingRequest, v1.CreateBindingResponse](
+			httpClient,
+			baseURL+AdminServiceCreateBindingProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("CreateBinding")),
+			connect.WithClientOptions(opts...),
+		),
+		deleteBinding: connect.NewClient[v1.DeleteBindingRequest, v1.DeleteBindingResponse](
+			httpClient,
+			baseURL+AdminServiceDeleteBindingProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("DeleteBinding")),
+			connect.WithClientOptions(opts...),
+		),
+		listBindings: connect.NewClient[v1.ListBindingsRequest, v1.ListBindingsResponse](
+			httpClient,
+			baseURL+AdminServiceListBindingsProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("ListBindings")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 		listAuditEvents: connect.NewClient[v1.ListAuditEventsRequest, v1.ListAuditEventsResponse](
 			httpClient,
 			baseURL+AdminServiceListAuditEventsProcedure,
@@ -342,6 +432,14 @@ type adminServiceClient struct {
 	listCredentials    *connect.Client[v1.ListCredentialsRequest, v1.ListCredentialsResponse]
 	listSessions       *connect.Client[v1.ListSessionsRequest, v1.ListSessionsResponse]
 	setPassword        *connect.Client[v1.SetPasswordRequest, v1.SetPasswordResponse]
+	createRole         *connect.Client[v1.CreateRoleRequest, v1.CreateRoleResponse]
+	deleteRole         *connect.Client[v1.DeleteRoleRequest, v1.DeleteRoleResponse]
+	createGroup        *connect.Client[v1.CreateGroupRequest, v1.CreateGroupResponse]
+	addGroupMember     *connect.Client[v1.AddGroupMemberRequest, v1.AddGroupMemberResponse]
+	removeGroupMember  *connect.Client[v1.RemoveGroupMemberRequest, v1.RemoveGroupMemberResponse]
+	createBinding      *connect.Client[v1.CreateBindingRequest, v1.CreateBindingResponse]
+	deleteBinding      *connect.Client[v1.DeleteBindingRequest, v1.DeleteBindingResponse]
+	listBindings       *connect.Client[v1.ListBindingsRequest, v1.ListBindingsResponse]
 	listAuditEvents    *connect.Client[v1.ListAuditEventsRequest, v1.ListAuditEventsResponse]
 }
 
@@ -450,6 +548,46 @@ func (c *adminServiceClient) SetPassword(ctx context.Context, req *connect.Reque
 	return c.setPassword.CallUnary(ctx, req)
 }
 
+// CreateRole calls keyplane.v1.AdminService.CreateRole.
+func (c *adminServiceClient) CreateRole(ctx context.Context, req *connect.Request[v1.CreateRoleRequest]) (*connect.Response[v1.CreateRoleResponse], error) {
+	return c.createRole.CallUnary(ctx, req)
+}
+
+// DeleteRole calls keyplane.v1.AdminService.DeleteRole.
+func (c *adminServiceClient) DeleteRole(ctx context.Context, req *connect.Request[v1.DeleteRoleRequest]) (*connect.Response[v1.DeleteRoleResponse], error) {
+	return c.deleteRole.CallUnary(ctx, req)
+}
+
+// CreateGroup calls keyplane.v1.AdminService.CreateGroup.
+func (c *adminServiceClient) CreateGroup(ctx context.Context, req *connect.Request[v1.CreateGroupRequest]) (*connect.Response[v1.CreateGroupResponse], error) {
+	return c.createGroup.CallUnary(ctx, req)
+}
+
+// AddGroupMember calls keyplane.v1.AdminService.AddGroupMember.
+func (c *adminServiceClient) AddGroupMember(ctx context.Context, req *connect.Request[v1.AddGroupMemberRequest]) (*connect.Response[v1.AddGroupMemberResponse], error) {
+	return c.addGroupMember.CallUnary(ctx, req)
+}
+
+// RemoveGroupMember calls keyplane.v1.AdminService.RemoveGroupMember.
+func (c *adminServiceClient) RemoveGroupMember(ctx context.Context, req *connect.Request[v1.RemoveGroupMemberRequest]) (*connect.Response[v1.RemoveGroupMemberResponse], error) {
+	return c.removeGroupMember.CallUnary(ctx, req)
+}
+
+// CreateBinding calls keyplane.v1.AdminService.CreateBinding.
+func (c *adminServiceClient) CreateBinding(ctx context.Context, req *connect.Request[v1.CreateBindingRequest]) (*connect.Response[v1.CreateBindingResponse], error) {
+	return c.createBinding.CallUnary(ctx, req)
+}
+
+// DeleteBinding calls keyplane.v1.AdminService.DeleteBinding.
+func (c *adminServiceClient) DeleteBinding(ctx context.Context, req *connect.Request[v1.DeleteBindingRequest]) (*connect.Response[v1.DeleteBindingResponse], error) {
+	return c.deleteBinding.CallUnary(ctx, req)
+}
+
+// ListBindings calls keyplane.v1.AdminService.ListBindings.
+func (c *adminServiceClient) ListBindings(ctx context.Context, req *connect.Request[v1.ListBindingsRequest]) (*connect.Response[v1.ListBindingsResponse], error) {
+	return c.listBindings.CallUnary(ctx, req)
+}
+
 // ListAuditEvents calls keyplane.v1.AdminService.ListAuditEvents.
 func (c *adminServiceClient) ListAuditEvents(ctx context.Context, req *connect.Request[v1.ListAuditEventsRequest]) (*connect.Response[v1.ListAuditEventsResponse], error) {
 	return c.listAuditEvents.CallUnary(ctx, req)
@@ -511,6 +649,25 @@ type AdminServiceHandler interface {
 	// SetPassword sets a human identity's password (at least 12 characters), replacing
 	// the previous one and clearing failed-login lockouts.
 	SetPassword(context.Context, *connect.Request[v1.SetPasswordRequest]) (*connect.Response[v1.SetPasswordResponse], error)
+	// CreateRole creates a role: a named set of permission patterns (docs.document.read,
+	// docs.*, *). Sensitive roles have their decisions logged before the answer.
+	CreateRole(context.Context, *connect.Request[v1.CreateRoleRequest]) (*connect.Response[v1.CreateRoleResponse], error)
+	// DeleteRole deletes a role no binding uses.
+	DeleteRole(context.Context, *connect.Request[v1.DeleteRoleRequest]) (*connect.Response[v1.DeleteRoleResponse], error)
+	// CreateGroup creates a group of identities.
+	CreateGroup(context.Context, *connect.Request[v1.CreateGroupRequest]) (*connect.Response[v1.CreateGroupResponse], error)
+	// AddGroupMember adds an identity to a group.
+	AddGroupMember(context.Context, *connect.Request[v1.AddGroupMemberRequest]) (*connect.Response[v1.AddGroupMemberResponse], error)
+	// RemoveGroupMember removes an identity from a group.
+	RemoveGroupMember(context.Context, *connect.Request[v1.RemoveGroupMemberRequest]) (*connect.Response[v1.RemoveGroupMemberResponse], error)
+	// CreateBinding grants (or, with effect deny, forbids) a role to an identity or group
+	// on a resource scope, optionally with a CEL condition and an expiry.
+	CreateBinding(context.Context, *connect.Request[v1.CreateBindingRequest]) (*connect.Response[v1.CreateBindingResponse], error)
+	// DeleteBinding removes a binding. Once it returns, every check that starts
+	// afterwards sees the change (with the default consistency).
+	DeleteBinding(context.Context, *connect.Request[v1.DeleteBindingRequest]) (*connect.Response[v1.DeleteBindingResponse], error)
+	// ListBindings lists the tenant's bindings.
+	ListBindings(context.Context, *connect.Request[v1.ListBindingsRequest]) (*connect.Response[v1.ListBindingsResponse], error)
 	// ListAuditEvents pages through the tenant's audit events, newest first.
 	ListAuditEvents(context.Context, *connect.Request[v1.ListAuditEventsRequest]) (*connect.Response[v1.ListAuditEventsResponse], error)
 }
@@ -660,6 +817,55 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(adminServiceMethods.ByName("SetPassword")),
 		connect.WithHandlerOptions(opts...),
 	)
+	adminServiceCreateRoleHandler := connect.NewUnaryHandler(
+		AdminServiceCreateRoleProcedure,
+		svc.CreateRole,
+		connect.WithSchema(adminServiceMethods.ByName("CreateRole")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceDeleteRoleHandler := connect.NewUnaryHandler(
+		AdminServiceDeleteRoleProcedure,
+		svc.DeleteRole,
+		connect.WithSchema(adminServiceMethods.ByName("DeleteRole")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceCreateGroupHandler := connect.NewUnaryHandler(
+		AdminServiceCreateGroupProcedure,
+		svc.CreateGroup,
+		connect.WithSchema(adminServiceMethods.ByName("CreateGroup")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceAddGroupMemberHandler := connect.NewUnaryHandler(
+		AdminServiceAddGroupMemberProcedure,
+		svc.AddGroupMember,
+		connect.WithSchema(adminServiceMethods.ByName("AddGroupMember")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceRemoveGroupMemberHandler := connect.NewUnaryHandler(
+		AdminServiceRemoveGroupMemberProcedure,
+		svc.RemoveGroupMember,
+		connect.WithSchema(adminServiceMethods.ByName("RemoveGroupMember")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceCreateBindingHandler := connect.NewUnaryHandler(
+		AdminServiceCreateBindingProcedure,
+		svc.CreateBinding,
+		connect.WithSchema(adminServiceMethods.ByName("CreateBinding")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceDeleteBindingHandler := connect.NewUnaryHandler(
+		AdminServiceDeleteBindingProcedure,
+		svc.DeleteBinding,
+		connect.WithSchema(adminServiceMethods.ByName("DeleteBinding")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceListBindingsHandler := connect.NewUnaryHandler(
+		AdminServiceListBindingsProcedure,
+		svc.ListBindings,
+		connect.WithSchema(adminServiceMethods.ByName("ListBindings")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	adminServiceListAuditEventsHandler := connect.NewUnaryHandler(
 		AdminServiceListAuditEventsProcedure,
 		svc.ListAuditEvents,
@@ -711,6 +917,22 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 			adminServiceListSessionsHandler.ServeHTTP(w, r)
 		case AdminServiceSetPasswordProcedure:
 			adminServiceSetPasswordHandler.ServeHTTP(w, r)
+		case AdminServiceCreateRoleProcedure:
+			adminServiceCreateRoleHandler.ServeHTTP(w, r)
+		case AdminServiceDeleteRoleProcedure:
+			adminServiceDeleteRoleHandler.ServeHTTP(w, r)
+		case AdminServiceCreateGroupProcedure:
+			adminServiceCreateGroupHandler.ServeHTTP(w, r)
+		case AdminServiceAddGroupMemberProcedure:
+			adminServiceAddGroupMemberHandler.ServeHTTP(w, r)
+		case AdminServiceRemoveGroupMemberProcedure:
+			adminServiceRemoveGroupMemberHandler.ServeHTTP(w, r)
+		case AdminServiceCreateBindingProcedure:
+			adminServiceCreateBindingHandler.ServeHTTP(w, r)
+		case AdminServiceDeleteBindingProcedure:
+			adminServiceDeleteBindingHandler.ServeHTTP(w, r)
+		case AdminServiceListBindingsProcedure:
+			adminServiceListBindingsHandler.ServeHTTP(w, r)
 		case AdminServiceListAuditEventsProcedure:
 			adminServiceListAuditEventsHandler.ServeHTTP(w, r)
 		default:
@@ -804,6 +1026,38 @@ func (UnimplementedAdminServiceHandler) ListSessions(context.Context, *connect.R
 
 func (UnimplementedAdminServiceHandler) SetPassword(context.Context, *connect.Request[v1.SetPasswordRequest]) (*connect.Response[v1.SetPasswordResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AdminService.SetPassword is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) CreateRole(context.Context, *connect.Request[v1.CreateRoleRequest]) (*connect.Response[v1.CreateRoleResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AdminService.CreateRole is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) DeleteRole(context.Context, *connect.Request[v1.DeleteRoleRequest]) (*connect.Response[v1.DeleteRoleResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AdminService.DeleteRole is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) CreateGroup(context.Context, *connect.Request[v1.CreateGroupRequest]) (*connect.Response[v1.CreateGroupResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AdminService.CreateGroup is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) AddGroupMember(context.Context, *connect.Request[v1.AddGroupMemberRequest]) (*connect.Response[v1.AddGroupMemberResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AdminService.AddGroupMember is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) RemoveGroupMember(context.Context, *connect.Request[v1.RemoveGroupMemberRequest]) (*connect.Response[v1.RemoveGroupMemberResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AdminService.RemoveGroupMember is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) CreateBinding(context.Context, *connect.Request[v1.CreateBindingRequest]) (*connect.Response[v1.CreateBindingResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AdminService.CreateBinding is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) DeleteBinding(context.Context, *connect.Request[v1.DeleteBindingRequest]) (*connect.Response[v1.DeleteBindingResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AdminService.DeleteBinding is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) ListBindings(context.Context, *connect.Request[v1.ListBindingsRequest]) (*connect.Response[v1.ListBindingsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AdminService.ListBindings is not implemented"))
 }
 
 func (UnimplementedAdminServiceHandler) ListAuditEvents(context.Context, *connect.Request[v1.ListAuditEventsRequest]) (*connect.Response[v1.ListAuditEventsResponse], error) {

@@ -1,0 +1,325 @@
+package region
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/google/uuid"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/keyplane/keyplane/region/authz"
+	keyplanev1 "github.com/keyplane/keyplane/region/gen/keyplane/v1"
+	"github.com/keyplane/keyplane/region/gen/keyplane/v1/keyplanev1connect"
+	"github.com/keyplane/keyplane/schema"
+)
+
+// CheckService implements keyplane.v1.CheckService.
+type CheckService struct {
+	node *Node
+}
+
+var _ keyplanev1connect.CheckServiceHandler = (*CheckService)(nil)
+
+// Permissions that authorize callers of the CheckService (on resource "tenant").
+const (
+	PermPerformChecks = "iam.checks.perform"
+	PermReviewAccess  = "iam.access.review"
+	maxContextBytes   = 8 << 10
+	maxBulkItems      = 100
+)
+
+func consistencyFromProto(c *keyplanev1.Consistency) (consistency, error) {
+	switch r := c.GetRequirement().(type) {
+	case nil, *keyplanev1.Consistency_FullyConsistent:
+		return consistency{}, nil
+	case *keyplanev1.Consistency_AtLeastAsFresh:
+		if r.AtLeastAsFresh <= 0 {
+			return consistency{}, fieldError("consistency.at_least_as_fresh", "must be a revision returned by a policy write (> 0)")
+		}
+		return consistency{atLeast: r.AtLeastAsFresh}, nil
+	case *keyplanev1.Consistency_MinimizeLatency:
+		return consistency{minimize: r.MinimizeLatency}, nil
+	}
+	return consistency{}, fieldError("consistency", "unknown requirement")
+}
+
+// principal is who a check is about.
+type principal struct {
+	id       string
+	kind     string
+	attrs    map[string]any
+	amr      []string
+	authTime time.Time
+}
+
+// authorizeCaller lets the operator through, or an identity of the tenant whose access
+// token is active and which holds perm on resource "tenant" (fully consistent).
+func (n *Node) authorizeCaller(ctx context.Context, header string, t schema.Tenant, perm string) error {
+	raw, ok := strings.CutPrefix(header, "Bearer ")
+	if !ok || raw == "" {
+		return connect.NewError(connect.CodeUnauthenticated, errors.New("missing credentials: send Authorization: Bearer <access token or operator secret>"))
+	}
+	if n.isOperator(raw) {
+		return nil
+	}
+	v, err := n.validate(ctx, t.ID, raw, "")
+	if err != nil {
+		return err
+	}
+	if !v.Active {
+		return connect.NewError(connect.CodeUnauthenticated, errors.New("bearer token inactive: "+string(v.Reason)))
+	}
+	snap, err := n.policies.snapshot(ctx, t, consistency{})
+	if err != nil {
+		return err
+	}
+	d := snap.Check(authz.Request{PrincipalID: v.Claims.Subject, PrincipalKind: "identity", Permission: perm, Resource: "tenant", Time: time.Now()})
+	if !d.Allowed {
+		return connect.NewError(connect.CodePermissionDenied, fmt.Errorf("the caller lacks %s on the tenant", perm))
+	}
+	return nil
+}
+
+// resolvePrincipal reads the identity a check is about, or validates its token.
+func (n *Node) resolvePrincipal(ctx context.Context, t schema.Tenant, identityID, token string) (principal, string, error) {
+	if token != "" {
+		v, err := n.validate(ctx, t.ID, token, "")
+		if err != nil {
+			return principal{}, "", err
+		}
+		if !v.Active {
+			return principal{}, "token inactive: " + string(v.Reason), nil
+		}
+		identityID = v.Claims.Subject
+		p, reason, err := n.readPrincipal(ctx, t, identityID)
+		p.amr = v.Claims.AMR
+		p.authTime = v.Claims.IssuedAt
+		if st, err := n.store.ReadTokenState(ctx, t.Scope(), v.Claims.SessionID, identityID); err == nil {
+			p.authTime = st.SessionAuthTime
+		}
+		return p, reason, err
+	}
+	if identityID == "" {
+		return principal{}, "", fieldError("identity_id", "an identity_id or a token is required")
+	}
+	return n.readPrincipal(ctx, t, identityID)
+}
+
+func (n *Node) readPrincipal(ctx context.Context, t schema.Tenant, id string) (principal, string, error) {
+	i, err := n.store.GetIdentity(ctx, t.Scope(), id)
+	if err != nil {
+		return principal{}, "", err
+	}
+	if i.Status != schema.StatusActive {
+		return principal{}, "identity disabled", nil
+	}
+	if !i.ExpiresAt.IsZero() && !time.Now().Before(i.ExpiresAt) {
+		return principal{}, "identity expired", nil
+	}
+	return principal{id: i.ID, kind: i.Kind, attrs: i.Attributes}, "", nil
+}
+
+func checkItem(permission, resource string) error {
+	if err := authz.ValidatePermission(permission); err != nil {
+		return fieldError("permission", err.Error())
+	}
+	if err := authz.ValidateResource(resource); err != nil {
+		return fieldError("resource", err.Error())
+	}
+	return nil
+}
+
+func contextMap(s *structpb.Struct) (map[string]any, error) {
+	if s == nil {
+		return map[string]any{}, nil
+	}
+	m := s.AsMap()
+	b, _ := json.Marshal(m)
+	if len(b) > maxContextBytes {
+		return nil, fieldError("context", fmt.Sprintf("at most %d bytes as JSON, got %d", maxContextBytes, len(b)))
+	}
+	return m, nil
+}
+
+// checkOne decides one item and logs the decision (synchronously for sensitive roles).
+func (n *Node) checkOne(ctx context.Context, t schema.Tenant, snap *authz.Snapshot, p principal, denied string,
+	perm, resource string, resAttrs, cctx map[string]any, explain bool, peer string) (*keyplanev1.CheckResponse, error) {
+	start := time.Now()
+	var d authz.Decision
+	if denied != "" {
+		d = authz.Decision{Reason: denied}
+	} else {
+		d = snap.Check(authz.Request{PrincipalID: p.id, PrincipalKind: authz.KindIdentity, IdentityKind: p.kind, PrincipalAttrs: p.attrs, Permission: perm, Resource: resource,
+			ResourceAttrs: resAttrs, Time: start, IP: peer, Region: n.cfg.Region, AMR: p.amr, AuthTime: p.authTime, Context: cctx, Explain: explain})
+	}
+	out := &keyplanev1.CheckResponse{Allowed: d.Allowed, Reason: d.Reason, BindingIds: d.BindingIDs, PolicyRevision: snap.Revision(),
+		DecisionId: uuid.NewString(), Trace: d.Trace}
+	rec := schema.Decision{ID: out.DecisionId, TenantID: t.ID, Region: t.HomeRegion, At: start, PrincipalID: p.id, Permission: perm,
+		Resource: resource, Allowed: d.Allowed, Reason: d.Reason, BindingIDs: d.BindingIDs, Revision: snap.Revision(), Latency: time.Since(start)}
+	if d.Sensitive {
+		if err := n.store.WriteDecisions(ctx, []schema.Decision{rec}); err != nil {
+			return nil, fmt.Errorf("log sensitive decision: %w", err)
+		}
+		n.metrics.decisionsWritten.Inc()
+	} else if err := n.decisions.record(ctx, rec); err != nil {
+		return nil, err
+	}
+	result := "denied"
+	if d.Allowed {
+		result = "allowed"
+	}
+	n.metrics.checks.WithLabelValues(result).Inc()
+	return out, nil
+}
+
+func peerIP(addr string) string {
+	if i := strings.LastIndexByte(addr, ':'); i > 0 {
+		return strings.Trim(addr[:i], "[]")
+	}
+	return addr
+}
+
+func (c *CheckService) Check(ctx context.Context, req *connect.Request[keyplanev1.CheckRequest]) (*connect.Response[keyplanev1.CheckResponse], error) {
+	m := req.Msg
+	n := c.node
+	if err := checkItem(m.Permission, m.Resource); err != nil {
+		return nil, err
+	}
+	cons, err := consistencyFromProto(m.Consistency)
+	if err != nil {
+		return nil, err
+	}
+	cctx, err := contextMap(m.Context)
+	if err != nil {
+		return nil, err
+	}
+	t, err := n.activeTenant(ctx, m.TenantId)
+	if err != nil {
+		return nil, err
+	}
+	if err := n.authorizeCaller(ctx, req.Header().Get("Authorization"), t, PermPerformChecks); err != nil {
+		return nil, err
+	}
+	p, denied, err := n.resolvePrincipal(ctx, t, m.GetIdentityId(), m.GetToken())
+	if err != nil {
+		return nil, err
+	}
+	snap, err := n.policies.snapshot(ctx, t, cons)
+	if err != nil {
+		return nil, err
+	}
+	out, err := n.checkOne(ctx, t, snap, p, denied, m.Permission, m.Resource, m.ResourceAttributes.AsMap(), cctx, m.Explain, peerIP(req.Peer().Addr))
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(out), nil
+}
+
+func (c *CheckService) CheckBulk(ctx context.Context, req *connect.Request[keyplanev1.CheckBulkRequest]) (*connect.Response[keyplanev1.CheckBulkResponse], error) {
+	m := req.Msg
+	n := c.node
+	if len(m.Items) == 0 || len(m.Items) > maxBulkItems {
+		return nil, fieldError("items", fmt.Sprintf("between 1 and %d items, got %d", maxBulkItems, len(m.Items)))
+	}
+	for i, it := range m.Items {
+		if err := checkItem(it.Permission, it.Resource); err != nil {
+			var ce *connect.Error
+			errors.As(err, &ce)
+			return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("items[%d].%s", i, ce.Message()))
+		}
+	}
+	cons, err := consistencyFromProto(m.Consistency)
+	if err != nil {
+		return nil, err
+	}
+	cctx, err := contextMap(m.Context)
+	if err != nil {
+		return nil, err
+	}
+	t, err := n.activeTenant(ctx, m.TenantId)
+	if err != nil {
+		return nil, err
+	}
+	if err := n.authorizeCaller(ctx, req.Header().Get("Authorization"), t, PermPerformChecks); err != nil {
+		return nil, err
+	}
+	p, denied, err := n.resolvePrincipal(ctx, t, m.GetIdentityId(), m.GetToken())
+	if err != nil {
+		return nil, err
+	}
+	snap, err := n.policies.snapshot(ctx, t, cons)
+	if err != nil {
+		return nil, err
+	}
+	out := &keyplanev1.CheckBulkResponse{PolicyRevision: snap.Revision()}
+	for _, it := range m.Items {
+		r, err := n.checkOne(ctx, t, snap, p, denied, it.Permission, it.Resource, it.ResourceAttributes.AsMap(), cctx, m.Explain, peerIP(req.Peer().Addr))
+		if err != nil {
+			return nil, err
+		}
+		out.Results = append(out.Results, r)
+	}
+	return connect.NewResponse(out), nil
+}
+
+func (c *CheckService) WhoCan(ctx context.Context, req *connect.Request[keyplanev1.WhoCanRequest]) (*connect.Response[keyplanev1.WhoCanResponse], error) {
+	m := req.Msg
+	n := c.node
+	if err := checkItem(m.Permission, m.Resource); err != nil {
+		return nil, err
+	}
+	cons, err := consistencyFromProto(m.Consistency)
+	if err != nil {
+		return nil, err
+	}
+	t, err := n.activeTenant(ctx, m.TenantId)
+	if err != nil {
+		return nil, err
+	}
+	if err := n.authorizeCaller(ctx, req.Header().Get("Authorization"), t, PermReviewAccess); err != nil {
+		return nil, err
+	}
+	snap, err := n.policies.snapshot(ctx, t, cons)
+	if err != nil {
+		return nil, err
+	}
+	out := &keyplanev1.WhoCanResponse{PolicyRevision: snap.Revision()}
+	for _, h := range snap.WhoCan(m.Permission, m.Resource, time.Now()) {
+		out.Holders = append(out.Holders, &keyplanev1.Holder{Kind: h.Kind, Id: h.ID, BindingIds: h.BindingIDs, Conditional: h.Conditional})
+	}
+	return connect.NewResponse(out), nil
+}
+
+func (c *CheckService) EffectivePermissions(ctx context.Context, req *connect.Request[keyplanev1.EffectivePermissionsRequest]) (*connect.Response[keyplanev1.EffectivePermissionsResponse], error) {
+	m := req.Msg
+	n := c.node
+	cons, err := consistencyFromProto(m.Consistency)
+	if err != nil {
+		return nil, err
+	}
+	t, err := n.activeTenant(ctx, m.TenantId)
+	if err != nil {
+		return nil, err
+	}
+	if err := n.authorizeCaller(ctx, req.Header().Get("Authorization"), t, PermReviewAccess); err != nil {
+		return nil, err
+	}
+	if _, err := n.store.GetIdentity(ctx, t.Scope(), m.IdentityId); err != nil {
+		return nil, err
+	}
+	snap, err := n.policies.snapshot(ctx, t, cons)
+	if err != nil {
+		return nil, err
+	}
+	out := &keyplanev1.EffectivePermissionsResponse{PolicyRevision: snap.Revision()}
+	for _, g := range snap.EffectivePermissions(m.IdentityId, time.Now()) {
+		out.Grants = append(out.Grants, &keyplanev1.Grant{BindingId: g.BindingID, RoleId: g.RoleID, Permission: g.Permission, Scope: g.Scope,
+			Effect: string(g.Effect), Conditional: g.Conditional, ExpireTime: timeToProto(g.ExpiresAt), Via: g.Via})
+	}
+	return connect.NewResponse(out), nil
+}
