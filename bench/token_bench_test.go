@@ -26,11 +26,14 @@ func TestMain(m *testing.M) { os.Exit(schematest.Run(m)) }
 const parallelism = 8
 
 type benchEnv struct {
-	auth    keyplanev1connect.AuthServiceClient
-	store   *schema.Store
-	token   string
-	session string
-	apiKey  string
+	url      string
+	hc       *http.Client
+	operator connect.UnaryInterceptorFunc
+	auth     keyplanev1connect.AuthServiceClient
+	store    *schema.Store
+	token    string
+	session  string
+	apiKey   string
 }
 
 func setup(b *testing.B) *benchEnv {
@@ -55,13 +58,13 @@ func setup(b *testing.B) *benchEnv {
 	b.Cleanup(func() { cancel(); <-done })
 	url := "http://" + ln.Addr().String()
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
-	admin := keyplanev1connect.NewAdminServiceClient(hc, url, connect.WithInterceptors(connect.UnaryInterceptorFunc(
-		func(next connect.UnaryFunc) connect.UnaryFunc {
-			return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-				req.Header().Set("Authorization", "Bearer "+secret)
-				return next(ctx, req)
-			}
-		})))
+	operator := connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			req.Header().Set("Authorization", "Bearer "+secret)
+			return next(ctx, req)
+		}
+	})
+	admin := keyplanev1connect.NewAdminServiceClient(hc, url, connect.WithInterceptors(operator))
 	must := func(err error) {
 		if err != nil {
 			b.Fatal(err)
@@ -79,7 +82,7 @@ func setup(b *testing.B) *benchEnv {
 	key, err := admin.CreateAPIKey(ctx, connect.NewRequest(&keyplanev1.CreateAPIKeyRequest{TenantId: "bench", IdentityId: sa.Msg.Identity.Id,
 		ExpireTime: timestamppb.New(time.Now().Add(time.Hour))}))
 	must(err)
-	env := &benchEnv{auth: keyplanev1connect.NewAuthServiceClient(hc, url), store: store, apiKey: key.Msg.ApiKey}
+	env := &benchEnv{url: url, hc: hc, operator: operator, auth: keyplanev1connect.NewAuthServiceClient(hc, url), store: store, apiKey: key.Msg.ApiKey}
 	tok, err := env.auth.ExchangeAPIKey(ctx, connect.NewRequest(&keyplanev1.ExchangeAPIKeyRequest{TenantId: "bench", ApiKey: env.apiKey}))
 	must(err)
 	env.token, env.session = tok.Msg.Token.AccessToken, tok.Msg.Token.SessionId

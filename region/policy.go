@@ -50,7 +50,10 @@ func (c *policyCache) entry(tenantID string) *policyEntry {
 	return e
 }
 
-// snapshot returns a policy for t that satisfies cons.
+// snapshot returns a policy for t that satisfies cons. t must have been read from the
+// database for this request (not from a cache): its PolicyRevision is the current
+// revision that a fully consistent check compares with, so the tenant read doubles as
+// the revision's point read.
 func (c *policyCache) snapshot(ctx context.Context, t schema.Tenant, cons consistency) (*authz.Snapshot, error) {
 	e := c.entry(t.ID)
 	e.mu.Lock()
@@ -61,10 +64,7 @@ func (c *policyCache) snapshot(ctx context.Context, t schema.Tenant, cons consis
 	case cons.atLeast > 0 && e.snap != nil && e.snap.Revision() >= cons.atLeast:
 		return e.snap, nil
 	}
-	rev, err := c.store.PolicyRevision(ctx, t.ID)
-	if err != nil {
-		return nil, err
-	}
+	rev := t.PolicyRevision
 	if cons.atLeast > rev {
 		return nil, fieldError("consistency", fmt.Sprintf("at_least_as_fresh %d is ahead of the tenant's revision %d", cons.atLeast, rev))
 	}
