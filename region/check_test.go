@@ -201,11 +201,14 @@ func TestCheckWithTokenAndCallerAuthorization(t *testing.T) {
 func TestCheckBadInput(t *testing.T) {
 	ctx := context.Background()
 	f := newPolicyFixture(t)
-	other, err := f.admin.CreateTenant(ctx, connect.NewRequest(&keyplanev1.CreateTenantRequest{Id: "other", Name: "O", HomeRegion: "us-east"}))
-	if err != nil {
+	if _, err := f.admin.CreateTenant(ctx, connect.NewRequest(&keyplanev1.CreateTenantRequest{Id: "other", Name: "O", HomeRegion: "us-east"})); err != nil {
 		t.Fatal(err)
 	}
-	_ = other
+	// Tenant isolation: acme's identity does not exist in tenant "other", and a binding
+	// in acme cannot name other's principals.
+	_, err := f.check.Check(ctx, connect.NewRequest(&keyplanev1.CheckRequest{TenantId: "other",
+		Principal: &keyplanev1.CheckRequest_IdentityId{IdentityId: f.alice}, Permission: "docs.document.read", Resource: "a"}))
+	wantCode(t, err, connect.CodeNotFound, "identity")
 	bindErr := func(b *keyplanev1.CreateBindingRequest) error {
 		b.TenantId = "acme"
 		_, err := f.admin.CreateBinding(ctx, connect.NewRequest(b))
@@ -219,6 +222,9 @@ func TestCheckBadInput(t *testing.T) {
 		Condition: `nosuchvar == 1`}), connect.CodeInvalidArgument, "condition")
 	_, err = f.admin.CreateRole(ctx, connect.NewRequest(&keyplanev1.CreateRoleRequest{TenantId: "acme", Name: "bad", Permissions: []string{"Docs.Read"}}))
 	wantCode(t, err, connect.CodeInvalidArgument, "permissions[0]")
+	_, err = f.admin.CreateBinding(ctx, connect.NewRequest(&keyplanev1.CreateBindingRequest{TenantId: "other", PrincipalKind: "identity",
+		PrincipalId: f.alice, RoleId: f.editor, Scope: "*"}))
+	wantCode(t, err, connect.CodeInvalidArgument, "principal_id")
 
 	check := func(perm, res string, ctxm map[string]any) error {
 		req := &keyplanev1.CheckRequest{TenantId: "acme", Principal: &keyplanev1.CheckRequest_IdentityId{IdentityId: f.alice}, Permission: perm, Resource: res}
