@@ -184,35 +184,56 @@ func peerIP(addr string) string {
 	return addr
 }
 
+// preparedCheck is what every check of a request shares.
+type preparedCheck struct {
+	tenant    schema.Tenant
+	snap      *authz.Snapshot
+	principal principal
+	denied    string // non-empty: the principal cannot be allowed anything (why)
+	context   map[string]any
+}
+
+// prepareCheck validates the shared fields of Check and CheckBulk, authorizes the
+// caller, resolves the principal and picks the policy snapshot.
+func (n *Node) prepareCheck(ctx context.Context, header, tenantID string, c *keyplanev1.Consistency, cs *structpb.Struct,
+	identityID, token string) (preparedCheck, error) {
+	cons, err := consistencyFromProto(c)
+	if err != nil {
+		return preparedCheck{}, err
+	}
+	cctx, err := contextMap(cs)
+	if err != nil {
+		return preparedCheck{}, err
+	}
+	t, err := n.activeTenant(ctx, tenantID)
+	if err != nil {
+		return preparedCheck{}, err
+	}
+	if err := n.authorizeCaller(ctx, header, t, PermPerformChecks); err != nil {
+		return preparedCheck{}, err
+	}
+	p, denied, err := n.resolvePrincipal(ctx, t, identityID, token)
+	if err != nil {
+		return preparedCheck{}, err
+	}
+	snap, err := n.policies.snapshot(ctx, t, cons)
+	if err != nil {
+		return preparedCheck{}, err
+	}
+	return preparedCheck{tenant: t, snap: snap, principal: p, denied: denied, context: cctx}, nil
+}
+
 func (c *CheckService) Check(ctx context.Context, req *connect.Request[keyplanev1.CheckRequest]) (*connect.Response[keyplanev1.CheckResponse], error) {
 	m := req.Msg
 	n := c.node
 	if err := checkItem(m.Permission, m.Resource); err != nil {
 		return nil, err
 	}
-	cons, err := consistencyFromProto(m.Consistency)
+	ck, err := n.prepareCheck(ctx, req.Header().Get("Authorization"), m.TenantId, m.Consistency, m.Context, m.GetIdentityId(), m.GetToken())
 	if err != nil {
 		return nil, err
 	}
-	cctx, err := contextMap(m.Context)
-	if err != nil {
-		return nil, err
-	}
-	t, err := n.activeTenant(ctx, m.TenantId)
-	if err != nil {
-		return nil, err
-	}
-	if err := n.authorizeCaller(ctx, req.Header().Get("Authorization"), t, PermPerformChecks); err != nil {
-		return nil, err
-	}
-	p, denied, err := n.resolvePrincipal(ctx, t, m.GetIdentityId(), m.GetToken())
-	if err != nil {
-		return nil, err
-	}
-	snap, err := n.policies.snapshot(ctx, t, cons)
-	if err != nil {
-		return nil, err
-	}
+	t, snap, p, denied, cctx := ck.tenant, ck.snap, ck.principal, ck.denied, ck.context
 	out, err := n.checkOne(ctx, t, snap, p, denied, m.Permission, m.Resource, m.ResourceAttributes.AsMap(), cctx, m.Explain, peerIP(req.Peer().Addr))
 	if err != nil {
 		return nil, err
@@ -233,29 +254,11 @@ func (c *CheckService) CheckBulk(ctx context.Context, req *connect.Request[keypl
 			return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("items[%d].%s", i, ce.Message()))
 		}
 	}
-	cons, err := consistencyFromProto(m.Consistency)
+	ck, err := n.prepareCheck(ctx, req.Header().Get("Authorization"), m.TenantId, m.Consistency, m.Context, m.GetIdentityId(), m.GetToken())
 	if err != nil {
 		return nil, err
 	}
-	cctx, err := contextMap(m.Context)
-	if err != nil {
-		return nil, err
-	}
-	t, err := n.activeTenant(ctx, m.TenantId)
-	if err != nil {
-		return nil, err
-	}
-	if err := n.authorizeCaller(ctx, req.Header().Get("Authorization"), t, PermPerformChecks); err != nil {
-		return nil, err
-	}
-	p, denied, err := n.resolvePrincipal(ctx, t, m.GetIdentityId(), m.GetToken())
-	if err != nil {
-		return nil, err
-	}
-	snap, err := n.policies.snapshot(ctx, t, cons)
-	if err != nil {
-		return nil, err
-	}
+	t, snap, p, denied, cctx := ck.tenant, ck.snap, ck.principal, ck.denied, ck.context
 	out := &keyplanev1.CheckBulkResponse{PolicyRevision: snap.Revision()}
 	for _, it := range m.Items {
 		r, err := n.checkOne(ctx, t, snap, p, denied, it.Permission, it.Resource, it.ResourceAttributes.AsMap(), cctx, m.Explain, peerIP(req.Peer().Addr))

@@ -115,13 +115,9 @@ func (s *Store) DecideElevation(ctx context.Context, c Change, sc Scope, id, app
 	var out Elevation
 	var rev int64
 	err := s.tx(ctx, func(tx pgx.Tx) error {
-		e, err := scanElevation(tx.QueryRow(ctx, `SELECT `+elevationColumns+` FROM elevations
-WHERE crdb_region = $1 AND tenant_id = $2 AND id = $3 FOR UPDATE`, sc.Region, sc.TenantID, id))
-		if errors.Is(err, pgx.ErrNoRows) {
-			return fmt.Errorf("%w: elevation %s", ErrNotFound, id)
-		}
+		e, err := lockElevation(ctx, tx, sc, id)
 		if err != nil {
-			return fmt.Errorf("read elevation: %w", err)
+			return err
 		}
 		if e.Status != ElevationPending {
 			return fmt.Errorf("%w: elevation_id: elevation %s is %s, not pending", ErrPrecondition, id, e.Status)
@@ -170,13 +166,9 @@ func (s *Store) EndElevation(ctx context.Context, c Change, sc Scope, id string)
 	var out Elevation
 	var rev int64
 	err := s.tx(ctx, func(tx pgx.Tx) error {
-		e, err := scanElevation(tx.QueryRow(ctx, `SELECT `+elevationColumns+` FROM elevations
-WHERE crdb_region = $1 AND tenant_id = $2 AND id = $3 FOR UPDATE`, sc.Region, sc.TenantID, id))
-		if errors.Is(err, pgx.ErrNoRows) {
-			return fmt.Errorf("%w: elevation %s", ErrNotFound, id)
-		}
+		e, err := lockElevation(ctx, tx, sc, id)
 		if err != nil {
-			return fmt.Errorf("read elevation: %w", err)
+			return err
 		}
 		if e.Status != ElevationActive {
 			return fmt.Errorf("%w: elevation_id: elevation %s is %s, not active", ErrPrecondition, id, e.Status)
@@ -197,4 +189,17 @@ WHERE crdb_region = $1 AND tenant_id = $2 AND id = $3 RETURNING `+elevationColum
 		return s.writeAudit(ctx, tx, sc, c, audit{action: "elevation.end", targetKind: "elevation", targetID: id, before: elevationSummary(e), after: after})
 	})
 	return out, rev, err
+}
+
+// lockElevation reads an elevation of the tenant for update.
+func lockElevation(ctx context.Context, tx pgx.Tx, sc Scope, id string) (Elevation, error) {
+	e, err := scanElevation(tx.QueryRow(ctx, `SELECT `+elevationColumns+` FROM elevations
+WHERE crdb_region = $1 AND tenant_id = $2 AND id = $3 FOR UPDATE`, sc.Region, sc.TenantID, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Elevation{}, fmt.Errorf("%w: elevation %s", ErrNotFound, id)
+	}
+	if err != nil {
+		return Elevation{}, fmt.Errorf("read elevation: %w", err)
+	}
+	return e, nil
 }
