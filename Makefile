@@ -15,7 +15,7 @@ export PATH := $(BIN):$(PATH)
 all: build
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "  %-10s %s\n", $$1, $$2 }'
 
 build: ## build ./.bin/keyplane
 	go build -o $(BIN)/keyplane ./cmd/keyplane
@@ -34,7 +34,7 @@ staticcheck: $(BIN)/staticcheck
 unit:
 	go test $(GO_TEST_FLAGS) ./...
 
-bench: postgres ## token benchmarks: keyplane next to its raw-SQL baseline (BENCHTIME, default 5s)
+bench: postgres ## token and check benchmarks next to their raw-SQL baselines (BENCHTIME, default 5s)
 	go test ./bench -run '^$$' -bench . -benchtime $${BENCHTIME:-5s}
 
 fuzz: ## run every fuzz target for FUZZTIME each (default 20s)
