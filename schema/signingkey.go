@@ -87,7 +87,7 @@ func (s *Store) AddSigningKey(ctx context.Context, k NewSigningKey, onlyIfNone b
 		}
 		if _, err := tx.Exec(ctx, `
 UPDATE signing_keys SET retired_at = $2, expires_at = $2::TIMESTAMPTZ + $3 * INTERVAL '1 second'
-WHERE region = $1 AND retired_at IS NULL`, k.Region, k.ActiveAt, int64(k.RetireAfter/time.Second)); err != nil {
+WHERE region = $1 AND (retired_at IS NULL OR retired_at > $2)`, k.Region, k.ActiveAt, int64(k.RetireAfter/time.Second)); err != nil {
 			return fmt.Errorf("retire signing keys: %w", err)
 		}
 		if _, err := tx.Exec(ctx, `INSERT INTO signing_keys (kid, region, public_key, active_at) VALUES ($1, $2, $3, $4)`,
