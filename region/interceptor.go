@@ -40,7 +40,11 @@ func (n *Node) observe() connect.UnaryInterceptorFunc {
 			start := time.Now()
 			id := incomingRequestID(req.Header().Get(RequestIDHeader))
 			ctx = context.WithValue(ctx, requestIDKey{}, id)
-			resp, err := next(ctx, req)
+			var resp connect.AnyResponse
+			err := checkTenantHeader(req)
+			if err == nil {
+				resp, err = next(ctx, req)
+			}
 			err = connectError(ctx, n.log, err)
 			code := "ok"
 			if err != nil {

@@ -41,6 +41,9 @@ type Node struct {
 	tenants   *tenantCache
 	policies  *policyCache
 	decisions *decisionLog
+	reg       Registry
+	mux       *http.ServeMux
+	gossip    interface{ SetReady(bool) }
 }
 
 // New assembles a node. log may be nil (no logging).
@@ -72,7 +75,7 @@ func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node
 	n := &Node{cfg: cfg, store: store, log: log, metrics: m, lastUsed: &lastUsed{},
 		policies:  &policyCache{env: env, store: store, staleness: cfg.PolicyStaleness, m: m},
 		decisions: newDecisionLog(store, log, m, 10_000),
-		verified:  newVerified(10_000), tenants: &tenantCache{store: store, ttl: 5 * time.Second},
+		verified:  newVerified(10_000), tenants: &tenantCache{store: store, ttl: 5 * time.Second}, reg: reg,
 		keys: &keyring{store: store, kek: cfg.KEK, region: cfg.Region, refreshEvery: cfg.KeyRefresh}}
 
 	mux := http.NewServeMux()
@@ -94,6 +97,7 @@ func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node
 	})
 	mux.HandleFunc("GET /readyz", n.readyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	n.mux = mux
 	n.handler = n.servedBy(mux)
 	return n, nil
 }
@@ -174,13 +178,18 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
 	logged := make(chan struct{})
 	go func() { n.lastUsed.run(flushCtx, n.cfg.LastUsedFlush, n.store, n.log); close(flushed) }()
 	go func() { n.decisions.run(flushCtx); close(logged) }()
-	defer func() { stopFlush(); <-flushed; <-logged }()
+	readyCtx, stopReady := context.WithCancel(ctx)
+	reported := make(chan struct{})
+	go func() { n.reportReadiness(readyCtx); close(reported) }()
+	defer func() { stopReady(); <-reported; stopFlush(); <-flushed; <-logged }()
 	n.log.Info("serving", "addr", ln.Addr().String())
 	select {
 	case err := <-errc:
 		return err
 	case <-ctx.Done():
 	}
+	stopReady()
+	<-reported // peers learn this node is going before it stops answering
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	err := srv.Shutdown(sctx)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/keyplane/keyplane/region"
 	"github.com/keyplane/keyplane/region/kek"
+	"github.com/keyplane/keyplane/routing"
 	"github.com/keyplane/keyplane/schema"
 )
 
@@ -28,6 +29,13 @@ in ps). Without one, the admin API refuses every call.
 The key-encryption key (32 bytes, base64) that seals signing keys at rest is read from
 KEYPLANE_KEK or --kek-file; every node of a deployment needs the same one. Without it
 the node cannot issue or validate tokens. Make one with: keyplane keys new-kek
+
+Multi-region: give every node --gossip-listen and --join (any nodes of any regions; a
+node keeps retrying the ones it has not reached). Nodes then learn each other's region,
+API URL and readiness, and a request for a tenant homed in another region is forwarded
+once, whole, to a ready node there (Keyplane-Route: forwarded), or served here against
+the database when none answers (Keyplane-Route: degraded). Without --gossip-listen the
+node serves every request itself.
 
 Example:
   KEYPLANE_OPERATOR_SECRET=$(cat secret) keyplane serve --region us-east \
@@ -44,6 +52,14 @@ Example:
 	maxConns := fs.Int("max-conns", 0, "database pool size (0: 4 per CPU, at least 8)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logFormat := fs.String("log-format", "json", "json or text")
+	advertise := fs.String("advertise-url", "", "API URL other nodes reach this node at (default http://<listen address>)")
+	gossipListen := fs.String("gossip-listen", "", "host:port for gossip (TCP and UDP); empty disables multi-region routing")
+	gossipAdvertise := fs.String("gossip-advertise", "", "host:port other nodes reach this node's gossip at (default: --gossip-listen)")
+	join := fs.String("join", "", "comma-separated gossip host:port of nodes to join")
+	profile := fs.String("gossip-profile", routing.ProfileWAN, "gossip timing: wan (dead node noticed in ~6s), lan (~3s) or local (~1s, one machine)")
+	hedgeAfter := fs.Duration("hedge-after", 0, "send a slow idempotent forward to a second home node after this long (0: twice the recent forward latency)")
+	forwardTimeout := fs.Duration("forward-timeout", 10*time.Second, "longest a forward may take when the caller set no deadline")
+	dialMap := fs.String("peer-dial-map", "", "comma-separated from=to host:port rewrites applied when dialing peers (simulated networks)")
 	if err := c.parse(args); err != nil {
 		return parseErr(err)
 	}
@@ -95,8 +111,46 @@ Example:
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", *listen, err)
 	}
+	if *gossipListen != "" {
+		url := *advertise
+		if url == "" {
+			url = "http://" + ln.Addr().String()
+		}
+		dial, err := parseDialMap(*dialMap)
+		if err != nil {
+			return usageErr("--peer-dial-map: %v", err)
+		}
+		members, err := routing.JoinMembership(routing.MembershipConfig{Region: cfg.Region, NodeID: cfg.NodeID, URL: url,
+			Version: version(), Bind: *gossipListen, Advertise: *gossipAdvertise, Join: splitList(*join), Profile: *profile, Log: log})
+		if err != nil {
+			var verr interface{ Unwrap() []error }
+			if errors.As(err, &verr) {
+				return usageErr("%v", err)
+			}
+			return err
+		}
+		defer members.Leave(2 * time.Second)
+		if err := node.EnableRouting(region.Routing{Peers: members, Gossip: members, HedgeAfter: *hedgeAfter,
+			ForwardTimeout: *forwardTimeout, Dial: dial}); err != nil {
+			return err
+		}
+		log.Info("multi-region routing on", "gossip", members.Addr(), "join", *join, "profile", *profile)
+	}
 	fmt.Fprintf(stdout, "keyplane %s serving region %s as node %s on http://%s\n", version(), cfg.Region, cfg.NodeID, ln.Addr())
 	return node.Serve(ctx, ln)
+}
+
+// parseDialMap parses "a:1=b:2,c:3=d:4".
+func parseDialMap(s string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, p := range splitList(s) {
+		from, to, ok := strings.Cut(p, "=")
+		if !ok || from == "" || to == "" {
+			return nil, fmt.Errorf("%q is not from=to", p)
+		}
+		out[from] = to
+	}
+	return out, nil
 }
 
 // checkDatabase refuses to start against an unmigrated database or one that does not

@@ -1084,10 +1084,10 @@ const file_keyplane_v1_check_proto_rawDesc = "" +
 	"\x03via\x18\b \x01(\tR\x03via\"s\n" +
 	"\x1cEffectivePermissionsResponse\x12*\n" +
 	"\x06grants\x18\x01 \x03(\v2\x12.keyplane.v1.GrantR\x06grants\x12'\n" +
-	"\x0fpolicy_revision\x18\x02 \x01(\x03R\x0epolicyRevision2\xd4\x02\n" +
-	"\fCheckService\x12>\n" +
-	"\x05Check\x12\x19.keyplane.v1.CheckRequest\x1a\x1a.keyplane.v1.CheckResponse\x12J\n" +
-	"\tCheckBulk\x12\x1d.keyplane.v1.CheckBulkRequest\x1a\x1e.keyplane.v1.CheckBulkResponse\x12F\n" +
+	"\x0fpolicy_revision\x18\x02 \x01(\x03R\x0epolicyRevision2\xde\x02\n" +
+	"\fCheckService\x12C\n" +
+	"\x05Check\x12\x19.keyplane.v1.CheckRequest\x1a\x1a.keyplane.v1.CheckResponse\"\x03\x90\x02\x01\x12O\n" +
+	"\tCheckBulk\x12\x1d.keyplane.v1.CheckBulkRequest\x1a\x1e.keyplane.v1.CheckBulkResponse\"\x03\x90\x02\x01\x12F\n" +
 	"\x06WhoCan\x12\x1a.keyplane.v1.WhoCanRequest\x1a\x1b.keyplane.v1.WhoCanResponse\"\x03\x90\x02\x01\x12p\n" +
 	"\x14EffectivePermissions\x12(.keyplane.v1.EffectivePermissionsRequest\x1a).keyplane.v1.EffectivePermissionsResponse\"\x03\x90\x02\x01B@Z>github.com/keyplane/keyplane/region/gen/keyplane/v1;keyplanev1b\x06proto3"
 

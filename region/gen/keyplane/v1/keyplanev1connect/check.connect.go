@@ -72,12 +72,14 @@ func NewCheckServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			httpClient,
 			baseURL+CheckServiceCheckProcedure,
 			connect.WithSchema(checkServiceMethods.ByName("Check")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
 		checkBulk: connect.NewClient[v1.CheckBulkRequest, v1.CheckBulkResponse](
 			httpClient,
 			baseURL+CheckServiceCheckBulkProcedure,
 			connect.WithSchema(checkServiceMethods.ByName("CheckBulk")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
 		whoCan: connect.NewClient[v1.WhoCanRequest, v1.WhoCanResponse](
@@ -149,12 +151,14 @@ func NewCheckServiceHandler(svc CheckServiceHandler, opts ...connect.HandlerOpti
 		CheckServiceCheckProcedure,
 		svc.Check,
 		connect.WithSchema(checkServiceMethods.ByName("Check")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
 	checkServiceCheckBulkHandler := connect.NewUnaryHandler(
 		CheckServiceCheckBulkProcedure,
 		svc.CheckBulk,
 		connect.WithSchema(checkServiceMethods.ByName("CheckBulk")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
 	checkServiceWhoCanHandler := connect.NewUnaryHandler(

@@ -1,0 +1,157 @@
+package region
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/descriptorpb"
+
+	"github.com/keyplane/keyplane/region/gen/keyplane/v1/keyplanev1connect"
+	"github.com/keyplane/keyplane/routing"
+)
+
+// Routing is what a node needs to send requests to their tenant's home region.
+type Routing struct {
+	// Peers lists the cluster's nodes (gossip).
+	Peers interface {
+		routing.Peers
+		Members() []routing.Member
+	}
+	// Gossip, when set, is told this node's readiness every second.
+	Gossip interface{ SetReady(bool) }
+	// HedgeAfter, ForwardTimeout and Dial: see routing.Config.
+	HedgeAfter     time.Duration
+	ForwardTimeout time.Duration
+	Dial           map[string]string
+}
+
+// EnableRouting puts the router in front of the node's handler: requests for tenants
+// homed in another region are forwarded there once. Call it before Serve.
+func (n *Node) EnableRouting(r Routing) error {
+	router, err := routing.NewRouter(routing.Config{
+		Region: n.cfg.Region, NodeID: n.cfg.NodeID,
+		Directory:  routing.NewDirectory(n.store, 5*time.Second),
+		Peers:      r.Peers,
+		HopKey:     routing.HopKey(string(n.cfg.OperatorSecret)),
+		Idempotent: idempotent,
+		HedgeAfter: r.HedgeAfter, ForwardTimeout: r.ForwardTimeout, Dial: r.Dial,
+		Log: n.log, Metrics: n.reg,
+	}, n.mux)
+	if err != nil {
+		return fmt.Errorf("routing: %w", err)
+	}
+	n.mux.HandleFunc("GET /members", func(w http.ResponseWriter, _ *http.Request) {
+		type member struct {
+			Region  string `json:"region"`
+			NodeID  string `json:"node_id"`
+			URL     string `json:"url"`
+			Version string `json:"version"`
+			Ready   bool   `json:"ready"`
+			State   string `json:"state"`
+		}
+		out := []member{}
+		for _, m := range r.Peers.Members() {
+			out = append(out, member{m.Region, m.NodeID, m.URL, m.Version, m.Ready, m.State})
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"region": n.cfg.Region, "node": n.cfg.NodeID, "members": out})
+	})
+	n.handler = n.servedBy(router)
+	n.gossip = r.Gossip
+	return nil
+}
+
+// reportReadiness tells gossip whether this node can serve, every second, until ctx
+// is done, and then that it cannot (so peers stop forwarding before it stops).
+func (n *Node) reportReadiness(ctx context.Context) {
+	if n.gossip == nil {
+		return
+	}
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		n.gossip.SetReady(n.Ready(pctx) == nil)
+		cancel()
+		select {
+		case <-ctx.Done():
+			n.gossip.SetReady(false)
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// idempotentProcedures are the Connect procedures marked NO_SIDE_EFFECTS or
+// IDEMPOTENT in the protos: safe to hedge and to retry after they may have arrived.
+var idempotentProcedures = func() map[string]bool {
+	out := map[string]bool{}
+	for _, name := range []string{keyplanev1connect.AdminServiceName, keyplanev1connect.AuthServiceName,
+		keyplanev1connect.CheckServiceName, keyplanev1connect.ElevationServiceName} {
+		d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(name))
+		if err != nil {
+			panic(fmt.Sprintf("service %s not registered: %v", name, err))
+		}
+		methods := d.(protoreflect.ServiceDescriptor).Methods()
+		for i := range methods.Len() {
+			m := methods.Get(i)
+			opts, _ := m.Options().(*descriptorpb.MethodOptions)
+			if opts.GetIdempotencyLevel() != descriptorpb.MethodOptions_IDEMPOTENCY_UNKNOWN {
+				out["/"+name+"/"+string(m.Name())] = true
+			}
+		}
+	}
+	return out
+}()
+
+// idempotent reports whether a request may safely be sent twice: the procedures
+// above, OAuth discovery and JWKS reads, introspection, and RFC 7009 revocation
+// (revoking twice leaves the same state). The token endpoint is not: it mints.
+func idempotent(r *http.Request) bool {
+	if idempotentProcedures[r.URL.Path] {
+		return true
+	}
+	if strings.HasPrefix(r.URL.Path, "/t/") {
+		return r.Method == http.MethodGet || strings.HasSuffix(r.URL.Path, "/oauth2/introspect") || strings.HasSuffix(r.URL.Path, "/oauth2/revoke")
+	}
+	return false
+}
+
+// tenantField returns the request message's top-level tenant_id, if it has one.
+func tenantField(msg any) (string, bool) {
+	m, ok := msg.(interface{ ProtoReflect() protoreflect.Message })
+	if !ok {
+		return "", false
+	}
+	pm := m.ProtoReflect()
+	f := pm.Descriptor().Fields().ByName("tenant_id")
+	if f == nil || f.Kind() != protoreflect.StringKind {
+		return "", false
+	}
+	return pm.Get(f).String(), true
+}
+
+// checkTenantHeader refuses a call whose Keyplane-Tenant header (what routing went by)
+// names another tenant than the body: it would have been routed by the wrong tenant.
+func checkTenantHeader(req connect.AnyRequest) error {
+	h := req.Header().Get(routing.TenantHeader)
+	if h == "" {
+		return nil
+	}
+	body, ok := tenantField(req.Any())
+	if ok && body != h {
+		return connect.NewError(connect.CodeInvalidArgument,
+			fmt.Errorf("tenant_id: the request names tenant %q but its %s header says %q", body, routing.TenantHeader, h))
+	}
+	if !ok {
+		return connect.NewError(connect.CodeInvalidArgument,
+			errors.New(routing.TenantHeader+": this call is not tenant-scoped; drop the header"))
+	}
+	return nil
+}

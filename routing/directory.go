@@ -1,0 +1,83 @@
+package routing
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/keyplane/keyplane/schema"
+)
+
+// Placement is where a tenant lives: its home region and the placement epoch, which
+// grows every time the tenant is rehomed.
+type Placement struct {
+	Tenant string
+	Home   string
+	Epoch  int64
+}
+
+// TenantReader reads a tenant from the GLOBAL tenants table. *schema.Store satisfies it.
+type TenantReader interface {
+	GetTenant(ctx context.Context, id string) (schema.Tenant, error)
+}
+
+// Directory maps tenants to their home region. Entries are cached for a TTL; a
+// forwarded request that carries a newer placement epoch than the cached one
+// invalidates the entry, so a rehome is seen at once by the nodes it touches. Routing
+// only uses it to pick where to send a request: the node that serves reads the
+// tenant row itself, and every write checks the home region in its own transaction,
+// so a stale entry costs a detour, never a wrong answer. Safe for concurrent use.
+type Directory struct {
+	src TenantReader
+	ttl time.Duration
+
+	mu sync.Mutex
+	m  map[string]cachedPlacement
+}
+
+type cachedPlacement struct {
+	p  Placement
+	at time.Time
+}
+
+// NewDirectory returns a directory reading src; ttl 0 means 5 seconds.
+func NewDirectory(src TenantReader, ttl time.Duration) *Directory {
+	if ttl <= 0 {
+		ttl = 5 * time.Second
+	}
+	return &Directory{src: src, ttl: ttl, m: map[string]cachedPlacement{}}
+}
+
+// maxEntries bounds the cache; when full it starts over (tenants are few compared
+// with requests, so a reset costs one read per tenant).
+const maxEntries = 100_000
+
+// Lookup returns the tenant's placement. minEpoch > 0 refuses a cached entry older
+// than that epoch.
+func (d *Directory) Lookup(ctx context.Context, tenant string, minEpoch int64) (Placement, error) {
+	d.mu.Lock()
+	e, ok := d.m[tenant]
+	d.mu.Unlock()
+	if ok && time.Since(e.at) < d.ttl && e.p.Epoch >= minEpoch {
+		return e.p, nil
+	}
+	t, err := d.src.GetTenant(ctx, tenant)
+	if err != nil {
+		return Placement{}, err
+	}
+	p := Placement{Tenant: t.ID, Home: t.HomeRegion, Epoch: t.PlacementEpoch}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.m) >= maxEntries {
+		d.m = map[string]cachedPlacement{}
+	}
+	d.m[tenant] = cachedPlacement{p: p, at: time.Now()}
+	return p, nil
+}
+
+// Forget drops a tenant's entry (after a rehome, or a misdirected forward).
+func (d *Directory) Forget(tenant string) {
+	d.mu.Lock()
+	delete(d.m, tenant)
+	d.mu.Unlock()
+}

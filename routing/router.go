@@ -1,0 +1,525 @@
+package routing
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Headers routing reads and writes.
+const (
+	// TenantHeader names the tenant of an API call, so routing never decodes bodies.
+	TenantHeader = "Keyplane-Tenant"
+	// RouteHeader says how a response was produced: local, forwarded or degraded.
+	RouteHeader = "Keyplane-Route"
+	// ViaHeader names the node that forwarded a request (region/node).
+	ViaHeader = "Keyplane-Via"
+	// HopHeader marks a forwarded request; a node never forwards a request carrying it.
+	HopHeader = "Keyplane-Hop"
+	// EpochHeader carries the placement epoch the forwarder routed by.
+	EpochHeader = "Keyplane-Placement-Epoch"
+)
+
+// Routes.
+const (
+	RouteLocal     = "local"     // this region is the tenant's home, or the call names no tenant
+	RouteForwarded = "forwarded" // served by a node of the tenant's home region after one hop
+	RouteDegraded  = "degraded"  // no home node reachable: served here against the database
+)
+
+// Peers tells the router which nodes of a region are ready. *Membership satisfies it.
+type Peers interface {
+	Ready(region string) []Member
+}
+
+// Config configures a Router.
+type Config struct {
+	Region, NodeID string
+	Directory      *Directory
+	Peers          Peers
+	// HopKey signs the client IP on forwarded requests (see HopKey); nil sends none.
+	HopKey []byte
+	// Idempotent reports whether a request may be sent twice (hedged, or retried after it
+	// may have reached a node). nil means no request is.
+	Idempotent func(*http.Request) bool
+	// HedgeAfter sends an idempotent request to a second home node when the first has
+	// not answered in this time; 0 adapts to twice the region's recent forward latency.
+	HedgeAfter time.Duration
+	// ForwardTimeout bounds a forward when the caller set no deadline; 0 means 10s.
+	ForwardTimeout time.Duration
+	// DownFor keeps a node that failed at transport level out of rotation; 0 means 2s.
+	DownFor time.Duration
+	// MaxBody is the largest request body forwarded; 0 means 4 MiB.
+	MaxBody int64
+	// Dial rewrites host:port addresses before dialing (simulated networks route
+	// node-to-node traffic through latency proxies this way).
+	Dial map[string]string
+	// Transport overrides the HTTP/2 (h2c) transport used for forwarding.
+	Transport http.RoundTripper
+	Log       *slog.Logger
+	Metrics   prometheus.Registerer
+}
+
+// Router sends each request to its tenant's home region: it serves locally when this
+// is the home region, forwards the whole request once to a ready home node otherwise,
+// and serves locally ("degraded") when no home node can be reached. Safe for
+// concurrent use.
+type Router struct {
+	cfg   Config
+	local http.Handler
+	rt    http.RoundTripper
+	self  string
+	m     *routerMetrics
+
+	mu      sync.Mutex
+	down    map[string]time.Time // node URL → back in rotation at
+	latency map[string]float64   // region → EWMA of forward latency, seconds
+}
+
+// NewRouter wraps local, the node's own handler.
+func NewRouter(cfg Config, local http.Handler) (*Router, error) {
+	if cfg.Directory == nil || cfg.Peers == nil {
+		return nil, errors.New("routing: a directory and peers are required")
+	}
+	if cfg.ForwardTimeout <= 0 {
+		cfg.ForwardTimeout = 10 * time.Second
+	}
+	if cfg.DownFor <= 0 {
+		cfg.DownFor = 2 * time.Second
+	}
+	if cfg.MaxBody <= 0 {
+		cfg.MaxBody = 4 << 20
+	}
+	if cfg.Idempotent == nil {
+		cfg.Idempotent = func(*http.Request) bool { return false }
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	reg := cfg.Metrics
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	m, err := newRouterMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	rt := cfg.Transport
+	if rt == nil {
+		rt = newTransport(cfg.Dial)
+	}
+	return &Router{cfg: cfg, local: local, rt: rt, self: cfg.Region + "/" + cfg.NodeID, m: m,
+		down: map[string]time.Time{}, latency: map[string]float64{}}, nil
+}
+
+// newTransport speaks HTTP/2 without TLS (h2c) to peers: one multiplexed connection
+// per peer, so a forward costs one round trip, and gRPC trailers pass through.
+func newTransport(rewrite map[string]string) *http.Transport {
+	d := &net.Dialer{Timeout: 3 * time.Second, KeepAlive: 30 * time.Second}
+	p := new(http.Protocols)
+	p.SetUnencryptedHTTP2(true)
+	return &http.Transport{
+		Protocols: p,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if to, ok := rewrite[addr]; ok {
+				addr = to
+			}
+			return d.DialContext(ctx, network, addr)
+		},
+		MaxIdleConnsPerHost: 4,
+		IdleConnTimeout:     5 * time.Minute,
+		HTTP2:               &http.HTTP2Config{PingTimeout: 5 * time.Second, SendPingTimeout: 15 * time.Second},
+	}
+}
+
+// TenantOf returns the tenant a request names: the Keyplane-Tenant header, or the
+// {tenant} of an /t/{tenant}/ path.
+func TenantOf(r *http.Request) string {
+	if t := r.Header.Get(TenantHeader); t != "" {
+		return t
+	}
+	if rest, ok := strings.CutPrefix(r.URL.Path, "/t/"); ok {
+		t, _, _ := strings.Cut(rest, "/")
+		return t
+	}
+	return ""
+}
+
+func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	tenant := TenantOf(r)
+	if hv := r.Header.Get(HopHeader); hv != "" {
+		rt.serveHop(w, r, tenant, hv)
+		return
+	}
+	if tenant == "" {
+		rt.serveLocal(w, r, RouteLocal)
+		return
+	}
+	p, err := rt.cfg.Directory.Lookup(r.Context(), tenant, 0)
+	if err != nil || p.Home == rt.cfg.Region {
+		// Unknown tenant or unreadable directory: the local handler gives the
+		// precise answer (NotFound, Unavailable). Home here: serve.
+		rt.serveLocal(w, r, RouteLocal)
+		return
+	}
+	rt.forward(w, r, p, true)
+}
+
+// serveHop serves a request another node forwarded: never forward it again; if the
+// forwarder routed by a placement older than ours and the tenant no longer lives
+// here, say so (421) so the forwarder re-routes.
+func (rt *Router) serveHop(w http.ResponseWriter, r *http.Request, tenant, hv string) {
+	if ip := trustedIP(rt.cfg.HopKey, hv, tenant, time.Now()); ip != "" {
+		r.RemoteAddr = net.JoinHostPort(ip, "0")
+	}
+	if epoch, err := strconv.ParseInt(r.Header.Get(EpochHeader), 10, 64); err == nil && tenant != "" {
+		p, err := rt.cfg.Directory.Lookup(r.Context(), tenant, epoch)
+		if err == nil && p.Home != rt.cfg.Region {
+			w.Header().Set(EpochHeader, strconv.FormatInt(p.Epoch, 10))
+			http.Error(w, fmt.Sprintf("tenant %s is homed in %s, not %s", tenant, p.Home, rt.cfg.Region), http.StatusMisdirectedRequest)
+			return
+		}
+	}
+	rt.serveLocal(w, r, RouteLocal)
+}
+
+func (rt *Router) serveLocal(w http.ResponseWriter, r *http.Request, route string) {
+	rt.m.routes.WithLabelValues(route).Inc()
+	w.Header().Set(RouteHeader, route)
+	rt.local.ServeHTTP(w, r)
+}
+
+// forward sends the request to the home region; retry is false on the second routing
+// round after a misdirected answer.
+func (rt *Router) forward(w http.ResponseWriter, r *http.Request, p Placement, retry bool) {
+	targets := rt.targets(p.Home)
+	if len(targets) == 0 {
+		rt.serveLocal(w, r, RouteDegraded)
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, rt.cfg.MaxBody+1))
+	if err != nil {
+		http.Error(w, "read request body: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	if int64(len(body)) > rt.cfg.MaxBody {
+		http.Error(w, fmt.Sprintf("request body larger than %d bytes", rt.cfg.MaxBody), http.StatusRequestEntityTooLarge)
+		return
+	}
+	_ = r.Body.Close()
+	r.Body = io.NopCloser(bytes.NewReader(body)) // for degraded local serving
+
+	ctx, cancel := context.WithTimeout(r.Context(), callerTimeout(r.Header, rt.cfg.ForwardTimeout))
+	defer cancel()
+	idem := rt.cfg.Idempotent(r)
+	res := rt.attempts(ctx, r, body, p, targets, idem)
+	if res.resp != nil {
+		defer res.resp.Body.Close()
+		defer res.cancel()
+		if res.resp.StatusCode == http.StatusMisdirectedRequest && retry {
+			rt.cfg.Directory.Forget(p.Tenant)
+			epoch, _ := strconv.ParseInt(res.resp.Header.Get(EpochHeader), 10, 64)
+			np, err := rt.cfg.Directory.Lookup(r.Context(), p.Tenant, epoch)
+			if err != nil || np.Home == rt.cfg.Region {
+				rt.serveLocal(w, r, RouteLocal)
+				return
+			}
+			rt.forward(w, r, np, false)
+			return
+		}
+		rt.relay(w, res.resp)
+		return
+	}
+	if r.Context().Err() != nil {
+		return // the caller left
+	}
+	if res.sent && !idem {
+		// The home node may have applied it: serving it here could apply it twice.
+		rt.m.routes.WithLabelValues("failed").Inc()
+		writeUnavailable(w, r, fmt.Sprintf("forwarding to home region %s failed after the request was sent (%v); its outcome is unknown", p.Home, res.err))
+		return
+	}
+	rt.cfg.Log.Warn("home region unreachable; serving degraded", "tenant", p.Tenant, "home", p.Home, "err", res.err)
+	rt.serveLocal(w, r, RouteDegraded)
+}
+
+// targets returns the home region's ready nodes not recently failed, in random order.
+func (rt *Router) targets(region string) []Member {
+	ready := rt.cfg.Peers.Ready(region)
+	now := time.Now()
+	out := ready[:0:0]
+	rt.mu.Lock()
+	for _, m := range ready {
+		if until, ok := rt.down[m.URL]; ok && now.Before(until) {
+			continue
+		}
+		out = append(out, m)
+	}
+	rt.mu.Unlock()
+	rand.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
+	return out
+}
+
+type result struct {
+	resp   *http.Response
+	cancel context.CancelFunc
+	err    error
+	sent   bool // some attempt may have reached a node
+}
+
+type attempt struct {
+	resp   *http.Response
+	err    error
+	target Member
+	sent   bool
+	cancel context.CancelFunc
+	start  time.Time
+}
+
+// attempts runs the forward: one node at a time, a hedge to a second node when an
+// idempotent request is slow, the next node after a failure that is safe to retry.
+func (rt *Router) attempts(ctx context.Context, r *http.Request, body []byte, p Placement, targets []Member, idem bool) result {
+	results := make(chan attempt, len(targets))
+	next, inflight := 0, 0
+	launch := func() {
+		t := targets[next]
+		next++
+		inflight++
+		actx, cancel := context.WithCancel(ctx)
+		go func() {
+			a := attempt{target: t, cancel: cancel, start: time.Now()}
+			a.resp, a.sent, a.err = rt.send(actx, r, body, p, t)
+			results <- a
+		}()
+	}
+	launch()
+	var hedge <-chan time.Time
+	if idem && len(targets) > 1 {
+		timer := time.NewTimer(rt.hedgeAfter(p.Home))
+		defer timer.Stop()
+		hedge = timer.C
+	}
+	var last result
+	for {
+		select {
+		case a := <-results:
+			inflight--
+			if a.err == nil {
+				rt.observe(p.Home, a.target, time.Since(a.start), nil)
+				go drain(results, inflight)
+				return result{resp: a.resp, cancel: a.cancel}
+			}
+			a.cancel()
+			rt.observe(p.Home, a.target, time.Since(a.start), a.err)
+			last.err = a.err
+			last.sent = last.sent || a.sent
+			if (!a.sent || idem) && next < len(targets) && ctx.Err() == nil {
+				launch()
+			} else if inflight == 0 {
+				return last
+			}
+		case <-hedge:
+			hedge = nil
+			if next < len(targets) {
+				rt.m.hedges.WithLabelValues(p.Home).Inc()
+				launch()
+			}
+		}
+	}
+}
+
+// drain closes the responses of attempts that lost a hedge race.
+func drain(results <-chan attempt, n int) {
+	for range n {
+		a := <-results
+		if a.resp != nil {
+			_ = a.resp.Body.Close()
+		}
+		a.cancel()
+	}
+}
+
+// send forwards one copy of the request to t. sent reports whether the request may
+// have reached the node (its headers were written).
+func (rt *Router) send(ctx context.Context, r *http.Request, body []byte, p Placement, t Member) (*http.Response, bool, error) {
+	u, err := url.Parse(t.URL)
+	if err != nil {
+		return nil, false, fmt.Errorf("peer %s has a bad URL %q: %w", t.NodeID, t.URL, err)
+	}
+	var wrote atomic.Bool
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteHeaders: func() { wrote.Store(true) }})
+	out, err := http.NewRequestWithContext(ctx, r.Method, u.Scheme+"://"+u.Host+r.URL.RequestURI(), bytes.NewReader(body))
+	if err != nil {
+		return nil, false, err
+	}
+	copyHeaders(out.Header, r.Header)
+	if deadline, ok := ctx.Deadline(); ok {
+		setTimeout(out.Header, time.Until(deadline))
+	}
+	out.Header.Set(HopHeader, signHop(rt.cfg.HopKey, rt.self, p.Tenant, hostOf(r.RemoteAddr), time.Now()))
+	out.Header.Set(EpochHeader, strconv.FormatInt(p.Epoch, 10))
+	out.ContentLength = int64(len(body))
+	resp, err := rt.rt.RoundTrip(out)
+	if err != nil {
+		return nil, wrote.Load(), err
+	}
+	if (resp.StatusCode == http.StatusBadGateway || resp.StatusCode == http.StatusServiceUnavailable) && resp.Header.Get("Keyplane-Served-By") == "" {
+		// Not an answer from a keyplane node (a proxy or load balancer in between).
+		_ = resp.Body.Close()
+		return nil, true, fmt.Errorf("peer %s: %s", t.NodeID, resp.Status)
+	}
+	return resp, true, nil
+}
+
+func (rt *Router) observe(region string, t Member, d time.Duration, err error) {
+	if err != nil {
+		rt.m.failures.WithLabelValues(region).Inc()
+		rt.mu.Lock()
+		rt.down[t.URL] = time.Now().Add(rt.cfg.DownFor)
+		rt.mu.Unlock()
+		rt.cfg.Log.Debug("forward failed", "to", t.Region+"/"+t.NodeID, "err", err)
+		return
+	}
+	rt.m.forwardSeconds.WithLabelValues(region).Observe(d.Seconds())
+	rt.mu.Lock()
+	if old, ok := rt.latency[region]; ok {
+		rt.latency[region] = 0.8*old + 0.2*d.Seconds()
+	} else {
+		rt.latency[region] = d.Seconds()
+	}
+	delete(rt.down, t.URL)
+	rt.mu.Unlock()
+}
+
+// hedgeAfter is the configured hedge delay, or twice the region's recent forward
+// latency, within [10 ms, 1 s].
+func (rt *Router) hedgeAfter(region string) time.Duration {
+	if rt.cfg.HedgeAfter > 0 {
+		return rt.cfg.HedgeAfter
+	}
+	rt.mu.Lock()
+	l, ok := rt.latency[region]
+	rt.mu.Unlock()
+	if !ok {
+		return 500 * time.Millisecond
+	}
+	return min(max(time.Duration(2*l*float64(time.Second)), 10*time.Millisecond), time.Second)
+}
+
+// relay copies the home node's response, trailers included (gRPC).
+func (rt *Router) relay(w http.ResponseWriter, resp *http.Response) {
+	h := w.Header()
+	copyHeaders(h, resp.Header)
+	h.Set(RouteHeader, RouteForwarded)
+	h.Set(ViaHeader, rt.self)
+	rt.m.routes.WithLabelValues(RouteForwarded).Inc()
+	w.WriteHeader(resp.StatusCode)
+	if _, err := io.Copy(w, resp.Body); err != nil {
+		rt.cfg.Log.Debug("relay body", "err", err)
+	}
+	for k, vv := range resp.Trailer {
+		for _, v := range vv {
+			h.Add(http.TrailerPrefix+k, v)
+		}
+	}
+}
+
+// hopByHop headers belong to one connection and are never forwarded ("TE: trailers",
+// which gRPC needs end to end, is kept).
+var hopByHop = map[string]bool{"Connection": true, "Keep-Alive": true, "Proxy-Authenticate": true,
+	"Proxy-Authorization": true, "Trailer": true, "Transfer-Encoding": true, "Upgrade": true, "Proxy-Connection": true,
+	HopHeader: true, EpochHeader: true, RouteHeader: true, ViaHeader: true}
+
+func copyHeaders(dst, src http.Header) {
+	for k, vv := range src {
+		if hopByHop[k] || k == "Te" && !trailersOnly(vv) {
+			continue
+		}
+		dst[k] = append(dst[k][:0:0], vv...)
+	}
+}
+
+func trailersOnly(vv []string) bool { return len(vv) == 1 && strings.EqualFold(vv[0], "trailers") }
+
+func hostOf(addr string) string {
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		return h
+	}
+	return addr
+}
+
+// callerTimeout is the caller's own deadline (Connect-Timeout-Ms or grpc-timeout),
+// capped at limit.
+func callerTimeout(h http.Header, limit time.Duration) time.Duration {
+	if ms, err := strconv.ParseInt(h.Get("Connect-Timeout-Ms"), 10, 64); err == nil && ms > 0 {
+		return min(time.Duration(ms)*time.Millisecond, limit)
+	}
+	if d, ok := parseGRPCTimeout(h.Get("Grpc-Timeout")); ok {
+		return min(d, limit)
+	}
+	return limit
+}
+
+func parseGRPCTimeout(v string) (time.Duration, bool) {
+	if len(v) < 2 || len(v) > 9 {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(v[:len(v)-1], 10, 64)
+	if err != nil || n <= 0 {
+		return 0, false
+	}
+	unit := map[byte]time.Duration{'H': time.Hour, 'M': time.Minute, 'S': time.Second, 'm': time.Millisecond,
+		'u': time.Microsecond, 'n': time.Nanosecond}[v[len(v)-1]]
+	if unit == 0 {
+		return 0, false
+	}
+	return time.Duration(n) * unit, true
+}
+
+// setTimeout rewrites the protocol's timeout header to the time left, so the home
+// node keeps the caller's deadline rather than restarting it.
+func setTimeout(h http.Header, left time.Duration) {
+	ms := max(left.Milliseconds(), 1)
+	if h.Get("Grpc-Timeout") != "" {
+		h.Set("Grpc-Timeout", strconv.FormatInt(ms, 10)+"m")
+		return
+	}
+	h.Set("Connect-Timeout-Ms", strconv.FormatInt(ms, 10))
+}
+
+// writeUnavailable answers in the caller's protocol: a gRPC status, a Connect error,
+// or an OAuth error for the /t/ endpoints.
+func writeUnavailable(w http.ResponseWriter, r *http.Request, msg string) {
+	ct := r.Header.Get("Content-Type")
+	switch {
+	case strings.HasPrefix(ct, "application/grpc"):
+		w.Header().Set("Content-Type", ct)
+		w.Header().Set("Grpc-Status", "14")
+		w.Header().Set("Grpc-Message", url.PathEscape(msg))
+		w.WriteHeader(http.StatusOK)
+	case strings.HasPrefix(r.URL.Path, "/t/"):
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_ = json.NewEncoder(w).Encode(map[string]string{"error": "temporarily_unavailable", "error_description": msg})
+	default:
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_ = json.NewEncoder(w).Encode(map[string]string{"code": "unavailable", "message": msg})
+	}
+}
