@@ -2,13 +2,15 @@ package deploy
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
+	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -29,6 +31,9 @@ type Config struct {
 	Durable bool
 	// DatabaseURL, when set, uses that database instead of starting a private one.
 	DatabaseURL string
+	// RTT gives the simulated round trip between two regions (and within one, a == b);
+	// nil means DefaultRTT.
+	RTT func(a, b string) time.Duration
 }
 
 // DefaultRegions are the local cluster's regions, in the order they are added.
@@ -40,6 +45,7 @@ type Node struct {
 	ID      string
 	URL     string // http://127.0.0.1:port
 	LogFile string
+	Gossip  string // gossip host:port
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -59,6 +65,7 @@ type Cluster struct {
 
 	cfg Config
 	env []string
+	net *network
 }
 
 // SecretFile is the path of the file holding the operator secret.
@@ -73,6 +80,9 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	if cfg.NodesPerRegion <= 0 {
 		cfg.NodesPerRegion = 1
 	}
+	if cfg.RTT == nil {
+		cfg.RTT = DefaultRTT
+	}
 	if cfg.Binary == "" {
 		exe, err := os.Executable()
 		if err != nil {
@@ -84,7 +94,8 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Cluster{cfg: cfg, Dir: dir, DatabaseURL: cfg.DatabaseURL, OperatorSecret: randomSecret(), KEK: randomKEK()}
+	c := &Cluster{cfg: cfg, Dir: dir, DatabaseURL: cfg.DatabaseURL, OperatorSecret: randomSecret(), KEK: randomKEK(),
+		net: newNetwork(cfg.RTT, cfg.Regions)}
 	ok := false
 	defer func() {
 		if !ok {
@@ -108,25 +119,68 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	}
 	for _, r := range cfg.Regions {
 		for i := 1; i <= cfg.NodesPerRegion; i++ {
-			port, err := pglocal.FreePort()
+			api, err := freeAddr()
 			if err != nil {
 				return nil, err
 			}
-			n := &Node{Region: r, ID: fmt.Sprintf("%s-%d", r, i), URL: "http://127.0.0.1:" + strconv.Itoa(port)}
+			gossip, err := freeAddr()
+			if err != nil {
+				return nil, err
+			}
+			n := &Node{Region: r, ID: fmt.Sprintf("%s-%d", r, i), URL: "http://" + api, Gossip: gossip}
 			n.LogFile = filepath.Join(dir, n.ID+".log")
-			n.args = []string{"serve", "--region", r, "--node-id", n.ID, "--listen", "127.0.0.1:" + strconv.Itoa(port),
-				"--db", c.DatabaseURL, "--log-format", "json"}
 			c.Nodes = append(c.Nodes, n)
 		}
+	}
+	// Every region's clients reach every node through a latency proxy, and so do the
+	// nodes of every other region.
+	for _, n := range c.Nodes {
+		for _, from := range cfg.Regions {
+			if _, err := c.net.add("client", from, n); err != nil {
+				return nil, err
+			}
+			if from != n.Region {
+				if _, err := c.net.add("peer", from, n); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
+	var seeds []string
+	for _, r := range cfg.Regions {
+		seeds = append(seeds, c.RegionNodes(r)[0].Gossip)
+	}
+	for _, n := range c.Nodes {
+		var dial []string
+		for _, r := range cfg.Regions {
+			if r == n.Region {
+				continue
+			}
+			for _, l := range c.net.linksTo("peer", n.Region, r) {
+				dial = append(dial, strings.TrimPrefix(l.Node.URL, "http://")+"="+l.Addr)
+			}
+		}
+		n.args = []string{"serve", "--region", n.Region, "--node-id", n.ID, "--listen", strings.TrimPrefix(n.URL, "http://"),
+			"--db", c.DatabaseURL, "--log-format", "json", "--gossip-listen", n.Gossip, "--gossip-profile", "local",
+			"--join", strings.Join(seeds, ","), "--peer-dial-map", strings.Join(dial, ",")}
 	}
 	// Tokens carry the issuer, so every node must agree on it: the first node's URL.
 	c.IssuerBase = c.Nodes[0].URL
 	c.env = append(os.Environ(), "KEYPLANE_OPERATOR_SECRET="+c.OperatorSecret, "KEYPLANE_KEK="+c.KEK,
 		"KEYPLANE_ISSUER_BASE="+c.IssuerBase)
+	errs := make(chan error, len(c.Nodes))
 	for _, n := range c.Nodes {
-		if err := c.StartNode(ctx, n); err != nil {
-			return nil, err
-		}
+		go func() { errs <- c.StartNode(ctx, n) }()
+	}
+	var startErr []error
+	for range c.Nodes {
+		startErr = append(startErr, <-errs)
+	}
+	if err := errors.Join(startErr...); err != nil {
+		return nil, err
+	}
+	if err := c.WaitRouted(ctx, 30*time.Second); err != nil {
+		return nil, err
 	}
 	ok = true
 	return c, nil
@@ -239,6 +293,7 @@ func (c *Cluster) Stop() {
 		go func() { defer wg.Done(); n.Stop() }()
 	}
 	wg.Wait()
+	c.net.stop()
 	if c.Postgres != nil {
 		_ = c.Postgres.Stop()
 	}
@@ -252,4 +307,110 @@ func randomSecret() string {
 // tail returns the last n bytes of b.
 func tail(b []byte, n int) string {
 	return string(b[max(0, len(b)-n):])
+}
+
+// RegionNodes returns the nodes of a region.
+func (c *Cluster) RegionNodes(region string) []*Node {
+	var out []*Node
+	for _, n := range c.Nodes {
+		if n.Region == region {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// Regions returns the cluster's regions, primary first.
+func (c *Cluster) Regions() []string { return slices.Clone(c.cfg.Regions) }
+
+// ClientURLs returns the URLs an application placed in region from uses to reach the
+// nodes of region to: each goes through a proxy adding the simulated round trip.
+func (c *Cluster) ClientURLs(from, to string) []string {
+	var out []string
+	for _, l := range c.net.linksTo("client", from, to) {
+		out = append(out, l.URL())
+	}
+	return out
+}
+
+// RTT is the simulated round trip between two regions.
+func (c *Cluster) RTT(a, b string) time.Duration { return c.net.RTT(a, b) }
+
+// SetRTT changes the simulated round trip between two regions while the cluster runs.
+func (c *Cluster) SetRTT(a, b string, rtt time.Duration) error { return c.net.SetRTT(a, b, rtt) }
+
+// Partition cuts the network from region a to region b, and back unless oneWay:
+// clients of one region can no longer reach the other's nodes, nor can its nodes
+// forward there. Gossip is not cut (it is not proxied).
+func (c *Cluster) Partition(a, b string, oneWay bool) error { return c.net.Partition(a, b, oneWay) }
+
+// Heal undoes Partition between a and b.
+func (c *Cluster) Heal(a, b string) error { return c.net.Heal(a, b) }
+
+// WaitRouted waits until every running node's gossip (its GET /members) lists every
+// running node as alive and ready, so requests route as they will in steady state.
+func (c *Cluster) WaitRouted(ctx context.Context, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	client := &http.Client{Timeout: time.Second}
+	for {
+		var want []string
+		for _, n := range c.Nodes {
+			if n.Running() {
+				want = append(want, n.ID)
+			}
+		}
+		slices.Sort(want)
+		lagging := ""
+		for _, n := range c.Nodes {
+			if !n.Running() {
+				continue
+			}
+			if got, err := readyMembers(ctx, client, n.URL); err != nil || !slices.Equal(got, want) {
+				lagging = fmt.Sprintf("node %s sees %v ready, want %v (err %v)", n.ID, got, want, err)
+				break
+			}
+		}
+		if lagging == "" {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("gossip did not converge in %s: %s", limit, lagging)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// readyMembers returns the sorted ids of the alive, ready nodes a node's gossip knows.
+func readyMembers(ctx context.Context, client *http.Client, url string) ([]string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+"/members", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Members []struct {
+			NodeID string `json:"node_id"`
+			Ready  bool   `json:"ready"`
+			State  string `json:"state"`
+		} `json:"members"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		return nil, fmt.Errorf("GET /members: %w", err)
+	}
+	var ids []string
+	for _, m := range body.Members {
+		if m.Ready && m.State == "alive" {
+			ids = append(ids, m.NodeID)
+		}
+	}
+	slices.Sort(ids)
+	return ids, nil
 }

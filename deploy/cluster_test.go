@@ -1,0 +1,314 @@
+package deploy_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/keyplane/keyplane/deploy"
+	keyplanev1 "github.com/keyplane/keyplane/region/gen/keyplane/v1"
+	"github.com/keyplane/keyplane/region/gen/keyplane/v1/keyplanev1connect"
+	"github.com/keyplane/keyplane/routing"
+)
+
+var binary string
+
+// TestMain builds the keyplane binary once: the cluster runs its nodes as separate
+// processes.
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "keyplane-deploy-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "keyplane")
+	if out, err := exec.Command("go", "build", "-o", binary, "../cmd/keyplane").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build keyplane: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// tenantHeader sets Keyplane-Tenant the way the app-side client does.
+func tenantHeader(tenant string) connect.UnaryInterceptorFunc {
+	return func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			req.Header().Set(routing.TenantHeader, tenant)
+			return next(ctx, req)
+		}
+	}
+}
+
+func operator(secret string) connect.UnaryInterceptorFunc {
+	return func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			req.Header().Set("Authorization", "Bearer "+secret)
+			return next(ctx, req)
+		}
+	}
+}
+
+type multiRegion struct {
+	cl     *deploy.Cluster
+	homes  map[string]string // tenant → home region
+	apiKey map[string]string // tenant → API key of a service account
+}
+
+func (mr *multiRegion) auth(url, tenant string) keyplanev1connect.AuthServiceClient {
+	return keyplanev1connect.NewAuthServiceClient(http.DefaultClient, url, connect.WithInterceptors(tenantHeader(tenant)))
+}
+
+func (mr *multiRegion) admin(url, tenant string) keyplanev1connect.AdminServiceClient {
+	return keyplanev1connect.NewAdminServiceClient(http.DefaultClient, url,
+		connect.WithInterceptors(operator(mr.cl.OperatorSecret), tenantHeader(tenant)))
+}
+
+// token exchanges the tenant's API key for an access token at url.
+func (mr *multiRegion) token(t *testing.T, url, tenant string) string {
+	t.Helper()
+	resp, err := mr.auth(url, tenant).ExchangeAPIKey(context.Background(),
+		connect.NewRequest(&keyplanev1.ExchangeAPIKeyRequest{TenantId: tenant, ApiKey: mr.apiKey[tenant]}))
+	if err != nil {
+		t.Fatalf("exchange at %s: %v", url, err)
+	}
+	return resp.Msg.Token.AccessToken
+}
+
+type validation struct {
+	active          bool
+	reason          string
+	route, servedBy string
+	via             string
+	err             error
+}
+
+func (mr *multiRegion) validate(url, tenant, token string) validation {
+	resp, err := mr.auth(url, tenant).ValidateToken(context.Background(),
+		connect.NewRequest(&keyplanev1.ValidateTokenRequest{TenantId: tenant, Token: token}))
+	if err != nil {
+		return validation{err: err}
+	}
+	return validation{active: resp.Msg.Active, reason: resp.Msg.Reason, route: resp.Header().Get(routing.RouteHeader),
+		servedBy: resp.Header().Get("Keyplane-Served-By"), via: resp.Header().Get(routing.ViaHeader)}
+}
+
+func startMultiRegion(t *testing.T) *multiRegion {
+	t.Helper()
+	ctx := context.Background()
+	cl, err := deploy.Start(ctx, deploy.Config{Binary: binary, Regions: deploy.DefaultRegions, NodesPerRegion: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Stop)
+	mr := &multiRegion{cl: cl, homes: map[string]string{}, apiKey: map[string]string{}}
+	for i, r := range deploy.DefaultRegions {
+		tenant := []string{"acme", "globex", "initech"}[i]
+		mr.homes[tenant] = r
+		// Seed through a node of another region: the writes are forwarded home.
+		admin := mr.admin(cl.Nodes[(2*i+2)%len(cl.Nodes)].URL, tenant)
+		if _, err := mr.admin(cl.Nodes[0].URL, "").CreateTenant(ctx, connect.NewRequest(&keyplanev1.CreateTenantRequest{
+			Id: tenant, Name: tenant, HomeRegion: r})); err != nil {
+			t.Fatalf("create tenant %s: %v", tenant, err)
+		}
+		owner, err := admin.CreateIdentity(ctx, connect.NewRequest(&keyplanev1.CreateIdentityRequest{TenantId: tenant,
+			Kind: keyplanev1.IdentityKind_IDENTITY_KIND_HUMAN, DisplayName: "Owner", Email: "owner@" + tenant + ".example"}))
+		if err != nil {
+			t.Fatalf("create owner of %s: %v", tenant, err)
+		}
+		sa, err := admin.CreateIdentity(ctx, connect.NewRequest(&keyplanev1.CreateIdentityRequest{TenantId: tenant,
+			Kind: keyplanev1.IdentityKind_IDENTITY_KIND_SERVICE_ACCOUNT, DisplayName: "svc", OwnerId: owner.Msg.Identity.Id,
+			Purpose: "multi-region test", ExpireTime: timestamppb.New(time.Now().Add(48 * time.Hour))}))
+		if err != nil {
+			t.Fatalf("create service account of %s: %v", tenant, err)
+		}
+		key, err := admin.CreateAPIKey(ctx, connect.NewRequest(&keyplanev1.CreateAPIKeyRequest{TenantId: tenant,
+			IdentityId: sa.Msg.Identity.Id, Name: "test", ExpireTime: timestamppb.New(time.Now().Add(47 * time.Hour))}))
+		if err != nil {
+			t.Fatalf("create API key of %s: %v", tenant, err)
+		}
+		mr.apiKey[tenant] = key.Msg.ApiKey
+	}
+	return mr
+}
+
+func TestMultiRegionRouting(t *testing.T) {
+	mr := startMultiRegion(t)
+	cl := mr.cl
+	ctx := context.Background()
+
+	t.Run("forwarded once to the home region", func(t *testing.T) {
+		for tenant, home := range mr.homes {
+			tok := mr.token(t, cl.Nodes[0].URL, tenant)
+			for _, n := range cl.Nodes {
+				got := mr.validate(n.URL, tenant, tok)
+				if got.err != nil || !got.active {
+					t.Fatalf("%s at %s: active %v err %v", tenant, n.ID, got.active, got.err)
+				}
+				wantRoute := routing.RouteForwarded
+				if n.Region == home {
+					wantRoute = routing.RouteLocal
+				}
+				if got.route != wantRoute {
+					t.Errorf("%s at %s: route %q, want %q", tenant, n.ID, got.route, wantRoute)
+				}
+				if !strings.HasPrefix(got.servedBy, home+"/") {
+					t.Errorf("%s at %s: served by %q, want a node of %s", tenant, n.ID, got.servedBy, home)
+				}
+				if wantRoute == routing.RouteForwarded && got.via != n.Region+"/"+n.ID {
+					t.Errorf("%s at %s: via %q, want exactly one hop through %s", tenant, n.ID, got.via, n.ID)
+				}
+			}
+		}
+	})
+
+	t.Run("OAuth endpoints route by the /t/ path", func(t *testing.T) {
+		n := cl.RegionNodes("ap-south")[0]
+		resp, err := http.Get(n.URL + "/t/acme/.well-known/jwks.json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || resp.Header.Get(routing.RouteHeader) != routing.RouteForwarded ||
+			!strings.HasPrefix(resp.Header.Get("Keyplane-Served-By"), "us-east/") {
+			t.Errorf("jwks via ap-south: %s route %q served by %q", resp.Status, resp.Header.Get(routing.RouteHeader), resp.Header.Get("Keyplane-Served-By"))
+		}
+	})
+
+	t.Run("gRPC clients are forwarded too", func(t *testing.T) {
+		n := cl.RegionNodes("eu-west")[0]
+		conn, err := grpc.NewClient(strings.TrimPrefix(n.URL, "http://"), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		tok := mr.token(t, n.URL, "acme")
+		var hdr metadata.MD
+		out := new(keyplanev1.ValidateTokenResponse)
+		gctx := metadata.AppendToOutgoingContext(ctx, strings.ToLower(routing.TenantHeader), "acme")
+		err = conn.Invoke(gctx, keyplanev1connect.AuthServiceValidateTokenProcedure,
+			&keyplanev1.ValidateTokenRequest{TenantId: "acme", Token: tok}, out, grpc.Header(&hdr))
+		if err != nil || !out.Active {
+			t.Fatalf("grpc ValidateToken via eu-west: active %v err %v", out.Active, err)
+		}
+		if got := hdr.Get("keyplane-route"); len(got) != 1 || got[0] != routing.RouteForwarded {
+			t.Errorf("grpc route header %v, want forwarded", got)
+		}
+		// A gRPC error status (trailers) survives the hop.
+		err = conn.Invoke(gctx, keyplanev1connect.AuthServiceValidateTokenProcedure,
+			&keyplanev1.ValidateTokenRequest{TenantId: "acme"}, out)
+		if err == nil || !strings.Contains(err.Error(), "InvalidArgument") {
+			t.Errorf("grpc ValidateToken without token via eu-west: %v, want InvalidArgument", err)
+		}
+	})
+
+	t.Run("a body naming another tenant than the header is refused", func(t *testing.T) {
+		n := cl.RegionNodes("us-east")[0]
+		_, err := mr.auth(n.URL, "acme").ValidateToken(ctx, connect.NewRequest(&keyplanev1.ValidateTokenRequest{TenantId: "globex", Token: "x"}))
+		if connect.CodeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "tenant_id") {
+			t.Errorf("mismatched tenant: %v, want InvalidArgument naming tenant_id", err)
+		}
+	})
+
+	t.Run("revocation in one region is seen by the next validation everywhere", func(t *testing.T) {
+		for tenant := range mr.homes {
+			tok := mr.token(t, cl.RegionNodes("ap-south")[0].URL, tenant)
+			if _, err := mr.auth(cl.RegionNodes("eu-west")[1].URL, tenant).RevokeToken(ctx,
+				connect.NewRequest(&keyplanev1.RevokeTokenRequest{TenantId: tenant, Token: tok})); err != nil {
+				t.Fatalf("revoke %s via eu-west: %v", tenant, err)
+			}
+			for _, n := range cl.Nodes {
+				if got := mr.validate(n.URL, tenant, tok); got.err != nil || got.active {
+					t.Errorf("%s token after revoke, at %s: active %v reason %q err %v", tenant, n.ID, got.active, got.reason, got.err)
+				}
+			}
+		}
+	})
+
+	t.Run("partition: requests across the cut are served degraded", func(t *testing.T) {
+		tok := mr.token(t, cl.Nodes[0].URL, "acme")
+		if err := cl.Partition("eu-west", "us-east", false); err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range cl.RegionNodes("eu-west") {
+			got := mr.validate(n.URL, "acme", tok)
+			if got.err != nil || !got.active || got.route != routing.RouteDegraded || !strings.HasPrefix(got.servedBy, "eu-west/") {
+				t.Errorf("acme at %s during partition: %+v, want active, degraded, served by eu-west", n.ID, got)
+			}
+		}
+		// ap-south still reaches us-east.
+		if got := mr.validate(cl.RegionNodes("ap-south")[0].URL, "acme", tok); got.route != routing.RouteForwarded {
+			t.Errorf("acme at ap-south during an eu-west partition: route %q, want forwarded", got.route)
+		}
+		if err := cl.Heal("eu-west", "us-east"); err != nil {
+			t.Fatal(err)
+		}
+		waitRoute(t, func() validation { return mr.validate(cl.RegionNodes("eu-west")[0].URL, "acme", tok) }, routing.RouteForwarded)
+	})
+
+	t.Run("home nodes killed: another home node, then degraded", func(t *testing.T) {
+		tok := mr.token(t, cl.Nodes[0].URL, "acme")
+		east := cl.RegionNodes("us-east")
+		if err := east[0].Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		// Until gossip notices, the router learns from the failed dial and retries the
+		// other home node: no request fails and none leaves the home region.
+		for i := range 20 {
+			n := cl.RegionNodes("eu-west")[i%2]
+			got := mr.validate(n.URL, "acme", tok)
+			if got.err != nil || !got.active || got.servedBy != "us-east/"+east[1].ID {
+				t.Fatalf("call %d after killing %s: %+v, want served by %s", i, east[0].ID, got, east[1].ID)
+			}
+		}
+		if err := east[1].Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range append(cl.RegionNodes("eu-west"), cl.RegionNodes("ap-south")...) {
+			got := mr.validate(n.URL, "acme", tok)
+			if got.err != nil || !got.active || got.route != routing.RouteDegraded || got.servedBy != n.Region+"/"+n.ID {
+				t.Errorf("acme at %s with us-east down: %+v, want active, degraded, served locally", n.ID, got)
+			}
+		}
+		// Revocation still holds: revoke in ap-south, every survivor says inactive.
+		if _, err := mr.auth(cl.RegionNodes("ap-south")[0].URL, "acme").RevokeToken(ctx,
+			connect.NewRequest(&keyplanev1.RevokeTokenRequest{TenantId: "acme", Token: tok})); err != nil {
+			t.Fatalf("revoke while us-east is down: %v", err)
+		}
+		for _, n := range append(cl.RegionNodes("eu-west"), cl.RegionNodes("ap-south")...) {
+			if got := mr.validate(n.URL, "acme", tok); got.err != nil || got.active {
+				t.Errorf("revoked acme token at %s with us-east down: %+v", n.ID, got)
+			}
+		}
+	})
+}
+
+// waitRoute polls until a call reports the route (gossip and the routers' failure
+// memory take a moment to forget a healed fault), for at most ten seconds.
+func waitRoute(t *testing.T, call func() validation, want string) {
+	t.Helper()
+	var last validation
+	for range 100 {
+		if last = call(); last.err == nil && last.route == want {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("route never became %q: last %+v", want, last)
+}
