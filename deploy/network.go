@@ -3,8 +3,10 @@ package deploy
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -212,11 +214,30 @@ func (n *network) stop() {
 	_ = n.srv.Collection.Clear()
 }
 
+// freeAddr reserves a port on 127.0.0.1 for a listener another process opens later.
+// Ports come from below the kernel's ephemeral range (32768+), so the outgoing
+// connections made meanwhile cannot take them, and none is handed out twice.
 func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for range 1000 {
+		port := 20000 + rand.IntN(12000)
+		if portsUsed[port] {
+			continue
+		}
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
+		_ = ln.Close()
+		portsUsed[port] = true
+		return addr, nil
 	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
+	return "", errors.New("no free port between 20000 and 32000 on 127.0.0.1")
 }
+
+var (
+	portsMu   sync.Mutex
+	portsUsed = map[int]bool{}
+)

@@ -25,11 +25,21 @@ type demoState struct {
 	OperatorSecretFile string        `json:"operator_secret_file"`
 	Regions            []stateRegion `json:"regions"`
 	Tenants            []stateTenant `json:"tenants"`
+	// ClientURLs[from][to] are the URLs an application placed in region from uses to
+	// reach the nodes of region to, through the simulated round trip.
+	ClientURLs map[string]map[string][]string `json:"client_urls"`
+	// RTTMillis[a][b] is the simulated round trip between regions a and b.
+	RTTMillis map[string]map[string]int64 `json:"rtt_ms"`
 }
 
 type stateRegion struct {
 	Name string `json:"name"`
-	URL  string `json:"url"`
+	// URL is what an application in this region calls: the region's first node, through
+	// the region's simulated client latency (1 ms). URLs lists every node that way.
+	URL  string   `json:"url"`
+	URLs []string `json:"urls"`
+	// NodeURLs are the nodes' own addresses, without simulated latency.
+	NodeURLs []string `json:"node_urls"`
 }
 
 type stateTenant struct {
@@ -42,64 +52,62 @@ type stateTenant struct {
 }
 
 func runDemo(ctx context.Context, args []string, stdout io.Writer) error {
-	c := newCommand(stdout, "demo", "Start a local keyplane cluster on an automatically started private PostgreSQL, seed a demo tenant with an admin identity, print what to try, and run until Ctrl-C.", `
-Everything the demo starts (PostgreSQL, nodes, temporary directories) is stopped and
-removed when it exits. PostgreSQL's server binaries must be installed (make demo
-installs them).`)
+	c := newCommand(stdout, "demo", "Start a local multi-region keyplane cluster on an automatically started private PostgreSQL, seed one tenant homed in each region, show a token issued, checked and revoked across regions, and run until Ctrl-C.", `
+Regions talk through latency proxies (toxiproxy) that simulate a WAN: round trips
+us-east↔eu-west 70 ms, us-east↔ap-south 200 ms, eu-west↔ap-south 150 ms, 1 ms inside a
+region; clients placed in a region see the same latencies to the other regions.
+
+Everything the demo starts (PostgreSQL, nodes, proxies, temporary directories) is
+stopped and removed when it exits. PostgreSQL's server binaries must be installed (make
+demo installs them).`)
 	fs := c.flags
-	regions := fs.String("regions", strings.Join(deploy.DefaultRegions[:1], ","), "comma-separated regions to run, primary first")
-	nodes := fs.Int("nodes-per-region", 1, "keyplane serve processes per region")
+	regions := fs.String("regions", strings.Join(deploy.DefaultRegions, ","), "comma-separated regions to run, primary first")
+	nodes := fs.Int("nodes-per-region", 2, "keyplane serve processes per region")
 	stateFile := fs.String("state-file", "", "write the cluster's URLs and credentials to this JSON file")
-	tenant := fs.String("tenant", "demo", "id of the demo tenant")
 	if err := c.parse(args); err != nil {
 		return parseErr(err)
 	}
 	if *nodes < 1 || *nodes > 5 {
 		return usageErr("--nodes-per-region must be between 1 and 5")
 	}
-	fmt.Fprintln(stdout, "starting PostgreSQL and the keyplane nodes…")
-	cl, err := deploy.Start(ctx, deploy.Config{Regions: splitList(*regions), NodesPerRegion: *nodes, Durable: true})
+	names := splitList(*regions)
+	if len(names) < 1 || len(names) > 6 {
+		return usageErr("--regions: give 1 to 6 regions")
+	}
+	fmt.Fprintf(stdout, "starting PostgreSQL, %d keyplane nodes in %d regions and the simulated WAN…\n", len(names)**nodes, len(names))
+	cl, err := deploy.Start(ctx, deploy.Config{Regions: names, NodesPerRegion: *nodes, Durable: true})
 	if err != nil {
 		return err
 	}
 	defer cl.Stop()
 
-	first := cl.Nodes[0]
-	admin := keyplanev1connect.NewAdminServiceClient(http.DefaultClient, first.URL,
-		connect.WithInterceptors(bearer(cl.OperatorSecret)))
-	t, err := admin.CreateTenant(ctx, connect.NewRequest(&keyplanev1.CreateTenantRequest{
-		Id: *tenant, Name: "Demo tenant", HomeRegion: first.Region}))
-	if err != nil {
-		return fmt.Errorf("seed tenant: %w", err)
-	}
-	id, err := admin.CreateIdentity(ctx, connect.NewRequest(&keyplanev1.CreateIdentityRequest{
-		TenantId: *tenant, Kind: keyplanev1.IdentityKind_IDENTITY_KIND_HUMAN, DisplayName: "Demo Admin", Email: "admin@demo.example"}))
-	if err != nil {
-		return fmt.Errorf("seed admin identity: %w", err)
-	}
-
-	sa, err := admin.CreateIdentity(ctx, connect.NewRequest(&keyplanev1.CreateIdentityRequest{
-		TenantId: *tenant, Kind: keyplanev1.IdentityKind_IDENTITY_KIND_SERVICE_ACCOUNT, DisplayName: "demo admin client",
-		OwnerId: id.Msg.Identity.Id, Purpose: "the demo's OAuth client: gets tokens, introspects and revokes them",
-		ExpireTime: timestamppb.New(time.Now().Add(30 * 24 * time.Hour))}))
-	if err != nil {
-		return fmt.Errorf("seed service account: %w", err)
-	}
-	cli, err := admin.CreateClient(ctx, connect.NewRequest(&keyplanev1.CreateClientRequest{
-		TenantId: *tenant, IdentityId: sa.Msg.Identity.Id, Name: "demo admin client", Admin: true}))
-	if err != nil {
-		return fmt.Errorf("seed OAuth client: %w", err)
-	}
 	state := demoState{DatabaseURL: cl.DatabaseURL, OperatorSecretFile: cl.SecretFile(),
-		Tenants: []stateTenant{{ID: t.Msg.Tenant.Id, HomeRegion: t.Msg.Tenant.HomeRegion, AdminID: id.Msg.Identity.Id,
-			Issuer: t.Msg.Tenant.Issuer, ClientID: cli.Msg.ClientId, ClientSecret: cli.Msg.ClientSecret}}}
-	seen := map[string]bool{}
-	for _, n := range cl.Nodes {
-		if !seen[n.Region] {
-			seen[n.Region] = true
-			state.Regions = append(state.Regions, stateRegion{Name: n.Region, URL: n.URL})
+		ClientURLs: map[string]map[string][]string{}, RTTMillis: map[string]map[string]int64{}}
+	for _, from := range names {
+		state.ClientURLs[from], state.RTTMillis[from] = map[string][]string{}, map[string]int64{}
+		for _, to := range names {
+			state.ClientURLs[from][to] = cl.ClientURLs(from, to)
+			state.RTTMillis[from][to] = cl.RTT(from, to).Milliseconds()
 		}
+		r := stateRegion{Name: from, URLs: cl.ClientURLs(from, from)}
+		r.URL = r.URLs[0]
+		for _, n := range cl.RegionNodes(from) {
+			r.NodeURLs = append(r.NodeURLs, n.URL)
+		}
+		state.Regions = append(state.Regions, r)
 	}
+	for _, r := range state.Regions {
+		tn, err := seedTenant(ctx, cl, r, "demo-"+r.Name)
+		if err != nil {
+			return err
+		}
+		state.Tenants = append(state.Tenants, tn)
+	}
+	if err := runTour(ctx, stdout, state); err != nil {
+		return fmt.Errorf("tour: %w", err)
+	}
+	printTour(stdout, cl, state, *stateFile)
+	// The state file appears last: whoever waits for it finds the cluster seeded.
 	if *stateFile != "" {
 		b, _ := json.MarshalIndent(state, "", "  ")
 		if err := os.WriteFile(*stateFile, append(b, '\n'), 0o600); err != nil {
@@ -107,26 +115,61 @@ installs them).`)
 		}
 		defer os.Remove(*stateFile)
 	}
-	printTour(stdout, cl, state, *stateFile)
 	<-ctx.Done()
-	fmt.Fprintln(stdout, "\nstopping the nodes and PostgreSQL…")
+	fmt.Fprintln(stdout, "\nstopping the nodes, the proxies and PostgreSQL…")
 	return nil
 }
 
+// seedTenant creates a tenant homed in region r with an admin identity and an admin
+// OAuth client, through the region's own node (so the writes are local).
+func seedTenant(ctx context.Context, cl *deploy.Cluster, r stateRegion, id string) (stateTenant, error) {
+	admin := keyplanev1connect.NewAdminServiceClient(http.DefaultClient, r.NodeURLs[0],
+		connect.WithInterceptors(bearer(cl.OperatorSecret)))
+	t, err := admin.CreateTenant(ctx, connect.NewRequest(&keyplanev1.CreateTenantRequest{
+		Id: id, Name: "Demo tenant homed in " + r.Name, HomeRegion: r.Name}))
+	if err != nil {
+		return stateTenant{}, fmt.Errorf("seed tenant %s: %w", id, err)
+	}
+	person, err := admin.CreateIdentity(ctx, connect.NewRequest(&keyplanev1.CreateIdentityRequest{
+		TenantId: id, Kind: keyplanev1.IdentityKind_IDENTITY_KIND_HUMAN, DisplayName: "Demo Admin", Email: "admin@" + id + ".example"}))
+	if err != nil {
+		return stateTenant{}, fmt.Errorf("seed admin identity of %s: %w", id, err)
+	}
+	sa, err := admin.CreateIdentity(ctx, connect.NewRequest(&keyplanev1.CreateIdentityRequest{
+		TenantId: id, Kind: keyplanev1.IdentityKind_IDENTITY_KIND_SERVICE_ACCOUNT, DisplayName: "demo admin client",
+		OwnerId: person.Msg.Identity.Id, Purpose: "the demo's OAuth client: gets tokens, introspects and revokes them",
+		ExpireTime: timestamppb.New(time.Now().Add(30 * 24 * time.Hour))}))
+	if err != nil {
+		return stateTenant{}, fmt.Errorf("seed service account of %s: %w", id, err)
+	}
+	cli, err := admin.CreateClient(ctx, connect.NewRequest(&keyplanev1.CreateClientRequest{
+		TenantId: id, IdentityId: sa.Msg.Identity.Id, Name: "demo admin client", Admin: true}))
+	if err != nil {
+		return stateTenant{}, fmt.Errorf("seed OAuth client of %s: %w", id, err)
+	}
+	return stateTenant{ID: id, HomeRegion: r.Name, AdminID: person.Msg.Identity.Id, Issuer: t.Msg.Tenant.Issuer,
+		ClientID: cli.Msg.ClientId, ClientSecret: cli.Msg.ClientSecret}, nil
+}
+
 func printTour(w io.Writer, cl *deploy.Cluster, st demoState, stateFile string) {
-	n := cl.Nodes[0]
 	fmt.Fprintf(w, "\nkeyplane demo is running (Ctrl-C stops it and removes everything it started).\n\n")
+	for _, r := range st.Regions {
+		fmt.Fprintf(w, "  region %-10s clients there call %s\n", r.Name, r.URL)
+	}
 	for _, node := range cl.Nodes {
 		fmt.Fprintf(w, "  node %-12s region %-10s %s   (logs: %s)\n", node.ID, node.Region, node.URL, node.LogFile)
 	}
 	fmt.Fprintf(w, "  database       %s\n", redactURL(st.DatabaseURL))
-	fmt.Fprintf(w, "  tenant         %s (home region %s), admin identity %s\n", st.Tenants[0].ID, st.Tenants[0].HomeRegion, st.Tenants[0].AdminID)
-	fmt.Fprintf(w, "  issuer         %s\n", st.Tenants[0].Issuer)
+	for _, tn := range st.Tenants {
+		fmt.Fprintf(w, "  tenant         %s (home region %s), admin identity %s\n", tn.ID, tn.HomeRegion, tn.AdminID)
+	}
 	if stateFile != "" {
 		fmt.Fprintf(w, "  state file     %s\n", stateFile)
 	}
 	fmt.Fprintf(w, `
-Try it from another terminal:
+Try it from another terminal (KP is the first region's client URL; any region's works:
+requests for a tenant homed elsewhere are forwarded there, see the Keyplane-Route and
+Keyplane-Served-By response headers with curl -i):
 
   export KP=%[1]s
   export AUTH="Authorization: Bearer $(cat %[2]s)"
@@ -159,7 +202,7 @@ Try it from another terminal:
 
   # Prometheus metrics
   curl -s $KP/metrics | grep keyplane_rpc
-`, n.URL, cl.SecretFile(), st.Tenants[0].ID, st.Tenants[0].AdminID, time.Now().Add(90*24*time.Hour).UTC().Format(time.RFC3339),
+`, st.Regions[0].URL, cl.SecretFile(), st.Tenants[0].ID, st.Tenants[0].AdminID, time.Now().Add(90*24*time.Hour).UTC().Format(time.RFC3339),
 		st.Tenants[0].Issuer, st.Tenants[0].ClientID, st.Tenants[0].ClientSecret)
 }
 

@@ -122,7 +122,8 @@ func TestDemo(t *testing.T) {
 			t.Fatalf("no state file after 90s:\n%s", out.String())
 		}
 	}
-	if len(st.Regions) != 1 || len(st.Tenants) != 1 || st.Tenants[0].ID != "demo" || st.DatabaseURL == "" {
+	if len(st.Regions) != 3 || len(st.Tenants) != 3 || st.Tenants[0].ID != "demo-us-east" || st.DatabaseURL == "" ||
+		len(st.ClientURLs["eu-west"]["ap-south"]) != 2 || st.RTTMillis["us-east"]["ap-south"] != 200 {
 		t.Fatalf("state file: %+v", st)
 	}
 	secret, err := os.ReadFile(st.OperatorSecretFile)
@@ -130,7 +131,7 @@ func TestDemo(t *testing.T) {
 		t.Fatal(err)
 	}
 	req, _ := http.NewRequestWithContext(context.Background(), http.MethodPost,
-		st.Regions[0].URL+"/keyplane.v1.AdminService/GetTenant", strings.NewReader(`{"id":"demo"}`))
+		st.Regions[0].URL+"/keyplane.v1.AdminService/GetTenant", strings.NewReader(`{"id":"demo-us-east"}`))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(secret)))
 	resp, err := http.DefaultClient.Do(req)
@@ -174,6 +175,17 @@ func TestDemo(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "keyplane demo is running") {
 		t.Fatalf("no tour printed:\n%s", out.String())
+	}
+	// The cross-region tour ran: issued in eu-west, checked in ap-south, both forwarded
+	// to us-east; inactive from every region after the revoke.
+	for _, want := range []string{"token issued by an app in eu-west  forwarded → us-east/", "checked by an app in ap-south",
+		"from us-east", "from eu-west", "from ap-south"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("tour output lacks %q:\n%s", want, out.String())
+		}
+	}
+	if got := strings.Count(out.String(), " inactive"); got != 3 {
+		t.Errorf("tour shows %d inactive answers, want 3:\n%s", got, out.String())
 	}
 
 	clusterDir := filepath.Dir(st.OperatorSecretFile)
