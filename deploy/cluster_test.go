@@ -241,6 +241,41 @@ func TestMultiRegionRouting(t *testing.T) {
 		}
 	})
 
+	t.Run("rehoming a tenant reroutes its requests to the new home", func(t *testing.T) {
+		tok := mr.token(t, cl.Nodes[0].URL, "globex")
+		moved, err := mr.admin(cl.RegionNodes("us-east")[0].URL, "").RehomeTenant(ctx,
+			connect.NewRequest(&keyplanev1.RehomeTenantRequest{Id: "globex", HomeRegion: "ap-south"}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if moved.Msg.Tenant.HomeRegion != "ap-south" {
+			t.Fatalf("rehome answered home %q", moved.Msg.Tenant.HomeRegion)
+		}
+		// The move is gossiped; every node routes to ap-south once it hears it.
+		for _, n := range cl.Nodes {
+			var last validation
+			for range 50 {
+				if last = mr.validate(n.URL, "globex", tok); last.err == nil && strings.HasPrefix(last.servedBy, "ap-south/") {
+					break
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			if !last.active || !strings.HasPrefix(last.servedBy, "ap-south/") {
+				t.Errorf("globex at %s after the move: %+v, want active, served by ap-south", n.ID, last)
+			}
+		}
+		// A write sent to a node of the old home lands in the new home.
+		id, err := mr.admin(cl.RegionNodes("eu-west")[0].URL, "globex").CreateIdentity(ctx, connect.NewRequest(&keyplanev1.CreateIdentityRequest{
+			TenantId: "globex", Kind: keyplanev1.IdentityKind_IDENTITY_KIND_HUMAN, DisplayName: "After the move"}))
+		if err != nil {
+			t.Fatalf("create identity after the move: %v", err)
+		}
+		if !strings.HasPrefix(id.Header().Get("Keyplane-Served-By"), "ap-south/") {
+			t.Errorf("write after the move served by %q, want ap-south", id.Header().Get("Keyplane-Served-By"))
+		}
+		mr.homes["globex"] = "ap-south"
+	})
+
 	t.Run("partition: requests across the cut are served degraded", func(t *testing.T) {
 		tok := mr.token(t, cl.Nodes[0].URL, "acme")
 		if err := cl.Partition("eu-west", "us-east", false); err != nil {

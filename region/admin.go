@@ -127,6 +127,15 @@ func (a *AdminService) EnableTenant(ctx context.Context, req *connect.Request[ke
 	return connect.NewResponse(&keyplanev1.EnableTenantResponse{Tenant: a.node.tenantToProto(t)}), nil
 }
 
+func (a *AdminService) RehomeTenant(ctx context.Context, req *connect.Request[keyplanev1.RehomeTenantRequest]) (*connect.Response[keyplanev1.RehomeTenantResponse], error) {
+	t, err := a.node.store.RehomeTenant(ctx, change(ctx), req.Msg.Id, req.Msg.HomeRegion)
+	if err != nil {
+		return nil, err
+	}
+	a.node.tenantMoved(t.ID, t.PlacementEpoch)
+	return connect.NewResponse(&keyplanev1.RehomeTenantResponse{Tenant: a.node.tenantToProto(t)}), nil
+}
+
 func (a *AdminService) CreateIdentity(ctx context.Context, req *connect.Request[keyplanev1.CreateIdentityRequest]) (*connect.Response[keyplanev1.CreateIdentityResponse], error) {
 	m := req.Msg
 	kind, err := kindFromProto(m.Kind)

@@ -3,6 +3,7 @@ package region
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 
 	"connectrpc.com/connect"
@@ -38,6 +39,8 @@ func connectError(ctx context.Context, log *slog.Logger, err error) error {
 		return connect.NewError(connect.CodeFailedPrecondition, ErrNoKEK)
 	case errors.Is(err, schema.ErrPrecondition):
 		return connect.NewError(connect.CodeFailedPrecondition, err)
+	case errors.Is(err, schema.ErrMoved):
+		return connect.NewError(connect.CodeAborted, fmt.Errorf("%w; nothing was written, retry", err))
 	case errors.Is(err, schema.ErrUnavailable):
 		var amb *schema.AmbiguousCommitError
 		if errors.As(err, &amb) {

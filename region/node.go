@@ -18,6 +18,7 @@ import (
 
 	"github.com/keyplane/keyplane/region/authz"
 	"github.com/keyplane/keyplane/region/gen/keyplane/v1/keyplanev1connect"
+	"github.com/keyplane/keyplane/routing"
 	"github.com/keyplane/keyplane/schema"
 )
 
@@ -43,7 +44,8 @@ type Node struct {
 	decisions *decisionLog
 	reg       Registry
 	mux       *http.ServeMux
-	gossip    interface{ SetReady(bool) }
+	gossip    Gossip
+	directory *routing.Directory
 }
 
 // New assembles a node. log may be nil (no logging).

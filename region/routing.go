@@ -24,20 +24,30 @@ type Routing struct {
 		routing.Peers
 		Members() []routing.Member
 	}
-	// Gossip, when set, is told this node's readiness every second.
-	Gossip interface{ SetReady(bool) }
+	// Gossip, when set, is told this node's readiness every second, and carries tenant
+	// moves between nodes.
+	Gossip Gossip
 	// HedgeAfter, ForwardTimeout and Dial: see routing.Config.
 	HedgeAfter     time.Duration
 	ForwardTimeout time.Duration
 	Dial           map[string]string
 }
 
+// Gossip is what a node tells the cluster and hears from it. *routing.Membership
+// satisfies it.
+type Gossip interface {
+	SetReady(ready bool)
+	AnnounceMove(tenant string, epoch int64)
+	OnMove(fn func(tenant string, epoch int64))
+}
+
 // EnableRouting puts the router in front of the node's handler: requests for tenants
 // homed in another region are forwarded there once. Call it before Serve.
 func (n *Node) EnableRouting(r Routing) error {
+	n.directory = routing.NewDirectory(n.store, 5*time.Second)
 	router, err := routing.NewRouter(routing.Config{
 		Region: n.cfg.Region, NodeID: n.cfg.NodeID,
-		Directory:  routing.NewDirectory(n.store, 5*time.Second),
+		Directory:  n.directory,
 		Peers:      r.Peers,
 		HopKey:     routing.HopKey(string(n.cfg.OperatorSecret)),
 		Idempotent: idempotent,
@@ -64,7 +74,26 @@ func (n *Node) EnableRouting(r Routing) error {
 	})
 	n.handler = n.servedBy(router)
 	n.gossip = r.Gossip
+	if r.Gossip != nil {
+		r.Gossip.OnMove(func(tenant string, _ int64) { n.forgetPlacement(tenant) })
+	}
 	return nil
+}
+
+// tenantMoved is called after this node rehomed a tenant: forget its placement here
+// and tell every other node.
+func (n *Node) tenantMoved(tenant string, epoch int64) {
+	n.forgetPlacement(tenant)
+	if n.gossip != nil {
+		n.gossip.AnnounceMove(tenant, epoch)
+	}
+}
+
+func (n *Node) forgetPlacement(tenant string) {
+	n.tenants.forget(tenant)
+	if n.directory != nil {
+		n.directory.Forget(tenant)
+	}
 }
 
 // reportReadiness tells gossip whether this node can serve, every second, until ctx

@@ -45,3 +45,10 @@ func (c *tenantCache) get(ctx context.Context, id string) (schema.Tenant, error)
 	c.m[id] = cachedTenant{t: t, at: time.Now()}
 	return t, nil
 }
+
+// forget drops a tenant's entry (it moved).
+func (c *tenantCache) forget(id string) {
+	c.mu.Lock()
+	delete(c.m, id)
+	c.mu.Unlock()
+}

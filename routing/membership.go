@@ -103,8 +103,11 @@ type Membership struct {
 	stop chan struct{}
 	done chan struct{}
 
-	mu   sync.Mutex
-	self Member
+	queue *memberlist.TransmitLimitedQueue
+
+	mu     sync.Mutex
+	self   Member
+	onMove []func(tenant string, epoch int64)
 }
 
 // JoinMembership starts gossip and joins the configured nodes in the background.
@@ -148,6 +151,7 @@ func JoinMembership(cfg MembershipConfig) (*Membership, error) {
 		return nil, fmt.Errorf("start gossip on %s: %w", cfg.Bind, err)
 	}
 	m.ml = ml
+	m.queue = &memberlist.TransmitLimitedQueue{NumNodes: ml.NumMembers, RetransmitMult: 3}
 	go m.rejoin()
 	return m, nil
 }
@@ -237,6 +241,34 @@ func (m *Membership) Ready(region string) []Member {
 	return out
 }
 
+// moveMsg is the gossip broadcast announcing that a tenant was rehomed.
+type moveMsg struct {
+	Tenant string `json:"moved"`
+	Epoch  int64  `json:"epoch"`
+}
+
+type moveBroadcast struct{ msg []byte }
+
+func (b moveBroadcast) Invalidates(memberlist.Broadcast) bool { return false }
+func (b moveBroadcast) Message() []byte                       { return b.msg }
+func (b moveBroadcast) Finished()                             {}
+
+// AnnounceMove gossips that a tenant moved to a new placement epoch, so every node
+// drops its cached placement at once instead of when the cache expires. Best effort:
+// the caches' TTL bounds staleness when a broadcast is lost.
+func (m *Membership) AnnounceMove(tenant string, epoch int64) {
+	b, _ := json.Marshal(moveMsg{Tenant: tenant, Epoch: epoch})
+	m.queue.QueueBroadcast(moveBroadcast{msg: b})
+}
+
+// OnMove registers fn to be called (from gossip's goroutine; it must not block) when
+// another node announces a tenant move.
+func (m *Membership) OnMove(fn func(tenant string, epoch int64)) {
+	m.mu.Lock()
+	m.onMove = append(m.onMove, fn)
+	m.mu.Unlock()
+}
+
 // Leave announces the departure (so peers stop routing here at once) and stops gossip.
 func (m *Membership) Leave(timeout time.Duration) {
 	select {
@@ -276,8 +308,27 @@ func (d delegate) NodeMeta(limit int) []byte {
 	}
 	return b
 }
-func (delegate) NotifyMsg([]byte)                  {}
-func (delegate) GetBroadcasts(int, int) [][]byte   { return nil }
+
+// NotifyMsg receives gossip broadcasts: tenant moves.
+func (d delegate) NotifyMsg(b []byte) {
+	var mv moveMsg
+	if json.Unmarshal(b, &mv) != nil || mv.Tenant == "" {
+		return
+	}
+	d.m.mu.Lock()
+	fns := slices.Clone(d.m.onMove)
+	d.m.mu.Unlock()
+	for _, fn := range fns {
+		fn(mv.Tenant, mv.Epoch)
+	}
+}
+
+func (d delegate) GetBroadcasts(overhead, limit int) [][]byte {
+	if d.m.queue == nil {
+		return nil
+	}
+	return d.m.queue.GetBroadcasts(overhead, limit)
+}
 func (delegate) LocalState(bool) []byte            { return nil }
 func (delegate) MergeRemoteState(_ []byte, _ bool) {}
 

@@ -54,12 +54,19 @@ func (s *Store) writeAudit(ctx context.Context, tx pgx.Tx, sc Scope, c Change, a
 	if actor == "" {
 		actor = "system"
 	}
-	_, err = tx.Exec(ctx, `
+	// The event is written only if the tenant still lives where the change was made:
+	// a change made with a home region read before a rehome would otherwise leave rows
+	// in the old partition. Every change writes an event, so every change is guarded.
+	tag, err := tx.Exec(ctx, `
 INSERT INTO audit_events (tenant_id, crdb_region, actor, action, target_kind, target_id, before, after, request_id, region, node)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+SELECT $1::TEXT, $2::crdb_internal_region, $3::TEXT, $4::TEXT, $5::TEXT, $6::TEXT, $7::JSONB, $8::JSONB, $9::TEXT, $10::TEXT, $11::TEXT
+WHERE EXISTS (SELECT 1 FROM tenants WHERE id = $1::TEXT AND home_region = $2::crdb_internal_region::TEXT)`,
 		sc.TenantID, sc.Region, actor, a.action, a.targetKind, a.targetID, before, after, c.RequestID, s.region, s.node)
 	if err != nil {
 		return fmt.Errorf("write audit event %s: %w", a.action, err)
+	}
+	if tag.RowsAffected() != 1 {
+		return fmt.Errorf("%w: tenant %q no longer lives in %s", ErrMoved, sc.TenantID, sc.Region)
 	}
 	return nil
 }

@@ -55,7 +55,8 @@ func classify(err error) error {
 		return nil
 	}
 	var fe *FieldError
-	if errors.As(err, &fe) || errors.Is(err, ErrNotFound) || errors.Is(err, ErrConflict) || errors.Is(err, ErrPrecondition) || errors.Is(err, ErrUnavailable) {
+	if errors.As(err, &fe) || errors.Is(err, ErrNotFound) || errors.Is(err, ErrConflict) || errors.Is(err, ErrPrecondition) || errors.Is(err, ErrUnavailable) ||
+		errors.Is(err, ErrMoved) {
 		return err // already classified
 	}
 	if errors.Is(err, pgx.ErrNoRows) {

@@ -1438,6 +1438,103 @@ func (x *EnableTenantResponse) GetTenant() *Tenant {
 	return nil
 }
 
+type RehomeTenantRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The new home region: one of the database's regions.
+	HomeRegion    string `protobuf:"bytes,2,opt,name=home_region,json=homeRegion,proto3" json:"home_region,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RehomeTenantRequest) Reset() {
+	*x = RehomeTenantRequest{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RehomeTenantRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RehomeTenantRequest) ProtoMessage() {}
+
+func (x *RehomeTenantRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RehomeTenantRequest.ProtoReflect.Descriptor instead.
+func (*RehomeTenantRequest) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *RehomeTenantRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RehomeTenantRequest) GetHomeRegion() string {
+	if x != nil {
+		return x.HomeRegion
+	}
+	return ""
+}
+
+type RehomeTenantResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tenant        *Tenant                `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RehomeTenantResponse) Reset() {
+	*x = RehomeTenantResponse{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RehomeTenantResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RehomeTenantResponse) ProtoMessage() {}
+
+func (x *RehomeTenantResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RehomeTenantResponse.ProtoReflect.Descriptor instead.
+func (*RehomeTenantResponse) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *RehomeTenantResponse) GetTenant() *Tenant {
+	if x != nil {
+		return x.Tenant
+	}
+	return nil
+}
+
 type CreateIdentityRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	TenantId      string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
@@ -1454,7 +1551,7 @@ type CreateIdentityRequest struct {
 
 func (x *CreateIdentityRequest) Reset() {
 	*x = CreateIdentityRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[18]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1466,7 +1563,7 @@ func (x *CreateIdentityRequest) String() string {
 func (*CreateIdentityRequest) ProtoMessage() {}
 
 func (x *CreateIdentityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[18]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1479,7 +1576,7 @@ func (x *CreateIdentityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateIdentityRequest.ProtoReflect.Descriptor instead.
 func (*CreateIdentityRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CreateIdentityRequest) GetTenantId() string {
@@ -1547,7 +1644,7 @@ type CreateIdentityResponse struct {
 
 func (x *CreateIdentityResponse) Reset() {
 	*x = CreateIdentityResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[19]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1559,7 +1656,7 @@ func (x *CreateIdentityResponse) String() string {
 func (*CreateIdentityResponse) ProtoMessage() {}
 
 func (x *CreateIdentityResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[19]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1572,7 +1669,7 @@ func (x *CreateIdentityResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateIdentityResponse.ProtoReflect.Descriptor instead.
 func (*CreateIdentityResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CreateIdentityResponse) GetIdentity() *Identity {
@@ -1592,7 +1689,7 @@ type GetIdentityRequest struct {
 
 func (x *GetIdentityRequest) Reset() {
 	*x = GetIdentityRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[20]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1604,7 +1701,7 @@ func (x *GetIdentityRequest) String() string {
 func (*GetIdentityRequest) ProtoMessage() {}
 
 func (x *GetIdentityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[20]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1617,7 +1714,7 @@ func (x *GetIdentityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetIdentityRequest.ProtoReflect.Descriptor instead.
 func (*GetIdentityRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetIdentityRequest) GetTenantId() string {
@@ -1643,7 +1740,7 @@ type GetIdentityResponse struct {
 
 func (x *GetIdentityResponse) Reset() {
 	*x = GetIdentityResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[21]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1655,7 +1752,7 @@ func (x *GetIdentityResponse) String() string {
 func (*GetIdentityResponse) ProtoMessage() {}
 
 func (x *GetIdentityResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[21]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1668,7 +1765,7 @@ func (x *GetIdentityResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetIdentityResponse.ProtoReflect.Descriptor instead.
 func (*GetIdentityResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GetIdentityResponse) GetIdentity() *Identity {
@@ -1690,7 +1787,7 @@ type ListIdentitiesRequest struct {
 
 func (x *ListIdentitiesRequest) Reset() {
 	*x = ListIdentitiesRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[22]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1702,7 +1799,7 @@ func (x *ListIdentitiesRequest) String() string {
 func (*ListIdentitiesRequest) ProtoMessage() {}
 
 func (x *ListIdentitiesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[22]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1715,7 +1812,7 @@ func (x *ListIdentitiesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListIdentitiesRequest.ProtoReflect.Descriptor instead.
 func (*ListIdentitiesRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListIdentitiesRequest) GetTenantId() string {
@@ -1750,7 +1847,7 @@ type ListIdentitiesResponse struct {
 
 func (x *ListIdentitiesResponse) Reset() {
 	*x = ListIdentitiesResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[23]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1762,7 +1859,7 @@ func (x *ListIdentitiesResponse) String() string {
 func (*ListIdentitiesResponse) ProtoMessage() {}
 
 func (x *ListIdentitiesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[23]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1775,7 +1872,7 @@ func (x *ListIdentitiesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListIdentitiesResponse.ProtoReflect.Descriptor instead.
 func (*ListIdentitiesResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListIdentitiesResponse) GetIdentities() []*Identity {
@@ -1810,7 +1907,7 @@ type UpdateIdentityRequest struct {
 
 func (x *UpdateIdentityRequest) Reset() {
 	*x = UpdateIdentityRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[24]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1822,7 +1919,7 @@ func (x *UpdateIdentityRequest) String() string {
 func (*UpdateIdentityRequest) ProtoMessage() {}
 
 func (x *UpdateIdentityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[24]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1835,7 +1932,7 @@ func (x *UpdateIdentityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateIdentityRequest.ProtoReflect.Descriptor instead.
 func (*UpdateIdentityRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *UpdateIdentityRequest) GetTenantId() string {
@@ -1903,7 +2000,7 @@ type UpdateIdentityResponse struct {
 
 func (x *UpdateIdentityResponse) Reset() {
 	*x = UpdateIdentityResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[25]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1915,7 +2012,7 @@ func (x *UpdateIdentityResponse) String() string {
 func (*UpdateIdentityResponse) ProtoMessage() {}
 
 func (x *UpdateIdentityResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[25]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1928,7 +2025,7 @@ func (x *UpdateIdentityResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateIdentityResponse.ProtoReflect.Descriptor instead.
 func (*UpdateIdentityResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *UpdateIdentityResponse) GetIdentity() *Identity {
@@ -1948,7 +2045,7 @@ type DisableIdentityRequest struct {
 
 func (x *DisableIdentityRequest) Reset() {
 	*x = DisableIdentityRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[26]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1960,7 +2057,7 @@ func (x *DisableIdentityRequest) String() string {
 func (*DisableIdentityRequest) ProtoMessage() {}
 
 func (x *DisableIdentityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[26]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1973,7 +2070,7 @@ func (x *DisableIdentityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableIdentityRequest.ProtoReflect.Descriptor instead.
 func (*DisableIdentityRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *DisableIdentityRequest) GetTenantId() string {
@@ -1999,7 +2096,7 @@ type DisableIdentityResponse struct {
 
 func (x *DisableIdentityResponse) Reset() {
 	*x = DisableIdentityResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[27]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2011,7 +2108,7 @@ func (x *DisableIdentityResponse) String() string {
 func (*DisableIdentityResponse) ProtoMessage() {}
 
 func (x *DisableIdentityResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[27]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2024,7 +2121,7 @@ func (x *DisableIdentityResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableIdentityResponse.ProtoReflect.Descriptor instead.
 func (*DisableIdentityResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *DisableIdentityResponse) GetIdentity() *Identity {
@@ -2044,7 +2141,7 @@ type EnableIdentityRequest struct {
 
 func (x *EnableIdentityRequest) Reset() {
 	*x = EnableIdentityRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[28]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2056,7 +2153,7 @@ func (x *EnableIdentityRequest) String() string {
 func (*EnableIdentityRequest) ProtoMessage() {}
 
 func (x *EnableIdentityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[28]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2069,7 +2166,7 @@ func (x *EnableIdentityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnableIdentityRequest.ProtoReflect.Descriptor instead.
 func (*EnableIdentityRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *EnableIdentityRequest) GetTenantId() string {
@@ -2095,7 +2192,7 @@ type EnableIdentityResponse struct {
 
 func (x *EnableIdentityResponse) Reset() {
 	*x = EnableIdentityResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[29]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2107,7 +2204,7 @@ func (x *EnableIdentityResponse) String() string {
 func (*EnableIdentityResponse) ProtoMessage() {}
 
 func (x *EnableIdentityResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[29]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2120,7 +2217,7 @@ func (x *EnableIdentityResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnableIdentityResponse.ProtoReflect.Descriptor instead.
 func (*EnableIdentityResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *EnableIdentityResponse) GetIdentity() *Identity {
@@ -2142,7 +2239,7 @@ type ListAuditEventsRequest struct {
 
 func (x *ListAuditEventsRequest) Reset() {
 	*x = ListAuditEventsRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[30]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2154,7 +2251,7 @@ func (x *ListAuditEventsRequest) String() string {
 func (*ListAuditEventsRequest) ProtoMessage() {}
 
 func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[30]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2167,7 +2264,7 @@ func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditEventsRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ListAuditEventsRequest) GetTenantId() string {
@@ -2202,7 +2299,7 @@ type ListAuditEventsResponse struct {
 
 func (x *ListAuditEventsResponse) Reset() {
 	*x = ListAuditEventsResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[31]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2214,7 +2311,7 @@ func (x *ListAuditEventsResponse) String() string {
 func (*ListAuditEventsResponse) ProtoMessage() {}
 
 func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[31]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2227,7 +2324,7 @@ func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditEventsResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListAuditEventsResponse) GetEvents() []*AuditEvent {
@@ -2263,7 +2360,7 @@ type Credential struct {
 
 func (x *Credential) Reset() {
 	*x = Credential{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[32]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2275,7 +2372,7 @@ func (x *Credential) String() string {
 func (*Credential) ProtoMessage() {}
 
 func (x *Credential) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[32]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2288,7 +2385,7 @@ func (x *Credential) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Credential.ProtoReflect.Descriptor instead.
 func (*Credential) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{32}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Credential) GetId() string {
@@ -2377,7 +2474,7 @@ type Session struct {
 
 func (x *Session) Reset() {
 	*x = Session{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[33]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2389,7 +2486,7 @@ func (x *Session) String() string {
 func (*Session) ProtoMessage() {}
 
 func (x *Session) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[33]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2402,7 +2499,7 @@ func (x *Session) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Session.ProtoReflect.Descriptor instead.
 func (*Session) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{33}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Session) GetId() string {
@@ -2473,7 +2570,7 @@ type CreateAPIKeyRequest struct {
 
 func (x *CreateAPIKeyRequest) Reset() {
 	*x = CreateAPIKeyRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[34]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2485,7 +2582,7 @@ func (x *CreateAPIKeyRequest) String() string {
 func (*CreateAPIKeyRequest) ProtoMessage() {}
 
 func (x *CreateAPIKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[34]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2498,7 +2595,7 @@ func (x *CreateAPIKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAPIKeyRequest.ProtoReflect.Descriptor instead.
 func (*CreateAPIKeyRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{34}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *CreateAPIKeyRequest) GetTenantId() string {
@@ -2540,7 +2637,7 @@ type CreateAPIKeyResponse struct {
 
 func (x *CreateAPIKeyResponse) Reset() {
 	*x = CreateAPIKeyResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[35]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2552,7 +2649,7 @@ func (x *CreateAPIKeyResponse) String() string {
 func (*CreateAPIKeyResponse) ProtoMessage() {}
 
 func (x *CreateAPIKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[35]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2565,7 +2662,7 @@ func (x *CreateAPIKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAPIKeyResponse.ProtoReflect.Descriptor instead.
 func (*CreateAPIKeyResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{35}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *CreateAPIKeyResponse) GetCredential() *Credential {
@@ -2595,7 +2692,7 @@ type RotateAPIKeyRequest struct {
 
 func (x *RotateAPIKeyRequest) Reset() {
 	*x = RotateAPIKeyRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[36]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2607,7 +2704,7 @@ func (x *RotateAPIKeyRequest) String() string {
 func (*RotateAPIKeyRequest) ProtoMessage() {}
 
 func (x *RotateAPIKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[36]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2620,7 +2717,7 @@ func (x *RotateAPIKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateAPIKeyRequest.ProtoReflect.Descriptor instead.
 func (*RotateAPIKeyRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{36}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *RotateAPIKeyRequest) GetTenantId() string {
@@ -2661,7 +2758,7 @@ type RotateAPIKeyResponse struct {
 
 func (x *RotateAPIKeyResponse) Reset() {
 	*x = RotateAPIKeyResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[37]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2673,7 +2770,7 @@ func (x *RotateAPIKeyResponse) String() string {
 func (*RotateAPIKeyResponse) ProtoMessage() {}
 
 func (x *RotateAPIKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[37]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2686,7 +2783,7 @@ func (x *RotateAPIKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateAPIKeyResponse.ProtoReflect.Descriptor instead.
 func (*RotateAPIKeyResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{37}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *RotateAPIKeyResponse) GetCredential() *Credential {
@@ -2718,7 +2815,7 @@ type CreateClientRequest struct {
 
 func (x *CreateClientRequest) Reset() {
 	*x = CreateClientRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[38]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2730,7 +2827,7 @@ func (x *CreateClientRequest) String() string {
 func (*CreateClientRequest) ProtoMessage() {}
 
 func (x *CreateClientRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[38]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2743,7 +2840,7 @@ func (x *CreateClientRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateClientRequest.ProtoReflect.Descriptor instead.
 func (*CreateClientRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{38}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *CreateClientRequest) GetTenantId() string {
@@ -2786,7 +2883,7 @@ type CreateClientResponse struct {
 
 func (x *CreateClientResponse) Reset() {
 	*x = CreateClientResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[39]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2798,7 +2895,7 @@ func (x *CreateClientResponse) String() string {
 func (*CreateClientResponse) ProtoMessage() {}
 
 func (x *CreateClientResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[39]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2811,7 +2908,7 @@ func (x *CreateClientResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateClientResponse.ProtoReflect.Descriptor instead.
 func (*CreateClientResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{39}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *CreateClientResponse) GetCredential() *Credential {
@@ -2846,7 +2943,7 @@ type RotateClientSecretRequest struct {
 
 func (x *RotateClientSecretRequest) Reset() {
 	*x = RotateClientSecretRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[40]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2858,7 +2955,7 @@ func (x *RotateClientSecretRequest) String() string {
 func (*RotateClientSecretRequest) ProtoMessage() {}
 
 func (x *RotateClientSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[40]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2871,7 +2968,7 @@ func (x *RotateClientSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateClientSecretRequest.ProtoReflect.Descriptor instead.
 func (*RotateClientSecretRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{40}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *RotateClientSecretRequest) GetTenantId() string {
@@ -2906,7 +3003,7 @@ type RotateClientSecretResponse struct {
 
 func (x *RotateClientSecretResponse) Reset() {
 	*x = RotateClientSecretResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[41]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2918,7 +3015,7 @@ func (x *RotateClientSecretResponse) String() string {
 func (*RotateClientSecretResponse) ProtoMessage() {}
 
 func (x *RotateClientSecretResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[41]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2931,7 +3028,7 @@ func (x *RotateClientSecretResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateClientSecretResponse.ProtoReflect.Descriptor instead.
 func (*RotateClientSecretResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{41}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *RotateClientSecretResponse) GetCredential() *Credential {
@@ -2965,7 +3062,7 @@ type RevokeCredentialRequest struct {
 
 func (x *RevokeCredentialRequest) Reset() {
 	*x = RevokeCredentialRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[42]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2977,7 +3074,7 @@ func (x *RevokeCredentialRequest) String() string {
 func (*RevokeCredentialRequest) ProtoMessage() {}
 
 func (x *RevokeCredentialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[42]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2990,7 +3087,7 @@ func (x *RevokeCredentialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCredentialRequest.ProtoReflect.Descriptor instead.
 func (*RevokeCredentialRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{42}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *RevokeCredentialRequest) GetTenantId() string {
@@ -3016,7 +3113,7 @@ type RevokeCredentialResponse struct {
 
 func (x *RevokeCredentialResponse) Reset() {
 	*x = RevokeCredentialResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[43]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3028,7 +3125,7 @@ func (x *RevokeCredentialResponse) String() string {
 func (*RevokeCredentialResponse) ProtoMessage() {}
 
 func (x *RevokeCredentialResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[43]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3041,7 +3138,7 @@ func (x *RevokeCredentialResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCredentialResponse.ProtoReflect.Descriptor instead.
 func (*RevokeCredentialResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{43}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *RevokeCredentialResponse) GetCredential() *Credential {
@@ -3061,7 +3158,7 @@ type ListCredentialsRequest struct {
 
 func (x *ListCredentialsRequest) Reset() {
 	*x = ListCredentialsRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[44]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3073,7 +3170,7 @@ func (x *ListCredentialsRequest) String() string {
 func (*ListCredentialsRequest) ProtoMessage() {}
 
 func (x *ListCredentialsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[44]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3086,7 +3183,7 @@ func (x *ListCredentialsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCredentialsRequest.ProtoReflect.Descriptor instead.
 func (*ListCredentialsRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{44}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ListCredentialsRequest) GetTenantId() string {
@@ -3112,7 +3209,7 @@ type ListCredentialsResponse struct {
 
 func (x *ListCredentialsResponse) Reset() {
 	*x = ListCredentialsResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[45]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3124,7 +3221,7 @@ func (x *ListCredentialsResponse) String() string {
 func (*ListCredentialsResponse) ProtoMessage() {}
 
 func (x *ListCredentialsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[45]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3137,7 +3234,7 @@ func (x *ListCredentialsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCredentialsResponse.ProtoReflect.Descriptor instead.
 func (*ListCredentialsResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{45}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ListCredentialsResponse) GetCredentials() []*Credential {
@@ -3157,7 +3254,7 @@ type ListSessionsRequest struct {
 
 func (x *ListSessionsRequest) Reset() {
 	*x = ListSessionsRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[46]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3169,7 +3266,7 @@ func (x *ListSessionsRequest) String() string {
 func (*ListSessionsRequest) ProtoMessage() {}
 
 func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[46]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3182,7 +3279,7 @@ func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsRequest.ProtoReflect.Descriptor instead.
 func (*ListSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{46}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ListSessionsRequest) GetTenantId() string {
@@ -3208,7 +3305,7 @@ type ListSessionsResponse struct {
 
 func (x *ListSessionsResponse) Reset() {
 	*x = ListSessionsResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[47]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3220,7 +3317,7 @@ func (x *ListSessionsResponse) String() string {
 func (*ListSessionsResponse) ProtoMessage() {}
 
 func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[47]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3233,7 +3330,7 @@ func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsResponse.ProtoReflect.Descriptor instead.
 func (*ListSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{47}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ListSessionsResponse) GetSessions() []*Session {
@@ -3254,7 +3351,7 @@ type SetPasswordRequest struct {
 
 func (x *SetPasswordRequest) Reset() {
 	*x = SetPasswordRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[48]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3266,7 +3363,7 @@ func (x *SetPasswordRequest) String() string {
 func (*SetPasswordRequest) ProtoMessage() {}
 
 func (x *SetPasswordRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[48]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3279,7 +3376,7 @@ func (x *SetPasswordRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPasswordRequest.ProtoReflect.Descriptor instead.
 func (*SetPasswordRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{48}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *SetPasswordRequest) GetTenantId() string {
@@ -3312,7 +3409,7 @@ type SetPasswordResponse struct {
 
 func (x *SetPasswordResponse) Reset() {
 	*x = SetPasswordResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[49]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3324,7 +3421,7 @@ func (x *SetPasswordResponse) String() string {
 func (*SetPasswordResponse) ProtoMessage() {}
 
 func (x *SetPasswordResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[49]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3337,7 +3434,7 @@ func (x *SetPasswordResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPasswordResponse.ProtoReflect.Descriptor instead.
 func (*SetPasswordResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{49}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *SetPasswordResponse) GetCredential() *Credential {
@@ -3360,7 +3457,7 @@ type Role struct {
 
 func (x *Role) Reset() {
 	*x = Role{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[50]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3372,7 +3469,7 @@ func (x *Role) String() string {
 func (*Role) ProtoMessage() {}
 
 func (x *Role) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[50]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3385,7 +3482,7 @@ func (x *Role) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Role.ProtoReflect.Descriptor instead.
 func (*Role) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{50}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *Role) GetId() string {
@@ -3435,7 +3532,7 @@ type Group struct {
 
 func (x *Group) Reset() {
 	*x = Group{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[51]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3447,7 +3544,7 @@ func (x *Group) String() string {
 func (*Group) ProtoMessage() {}
 
 func (x *Group) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[51]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3460,7 +3557,7 @@ func (x *Group) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Group.ProtoReflect.Descriptor instead.
 func (*Group) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{51}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *Group) GetId() string {
@@ -3513,7 +3610,7 @@ type Binding struct {
 
 func (x *Binding) Reset() {
 	*x = Binding{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[52]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3525,7 +3622,7 @@ func (x *Binding) String() string {
 func (*Binding) ProtoMessage() {}
 
 func (x *Binding) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[52]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3538,7 +3635,7 @@ func (x *Binding) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Binding.ProtoReflect.Descriptor instead.
 func (*Binding) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{52}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *Binding) GetId() string {
@@ -3631,7 +3728,7 @@ type CreateRoleRequest struct {
 
 func (x *CreateRoleRequest) Reset() {
 	*x = CreateRoleRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[53]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3643,7 +3740,7 @@ func (x *CreateRoleRequest) String() string {
 func (*CreateRoleRequest) ProtoMessage() {}
 
 func (x *CreateRoleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[53]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3656,7 +3753,7 @@ func (x *CreateRoleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRoleRequest.ProtoReflect.Descriptor instead.
 func (*CreateRoleRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{53}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *CreateRoleRequest) GetTenantId() string {
@@ -3704,7 +3801,7 @@ type CreateRoleResponse struct {
 
 func (x *CreateRoleResponse) Reset() {
 	*x = CreateRoleResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[54]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3716,7 +3813,7 @@ func (x *CreateRoleResponse) String() string {
 func (*CreateRoleResponse) ProtoMessage() {}
 
 func (x *CreateRoleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[54]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3729,7 +3826,7 @@ func (x *CreateRoleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRoleResponse.ProtoReflect.Descriptor instead.
 func (*CreateRoleResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{54}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *CreateRoleResponse) GetRole() *Role {
@@ -3756,7 +3853,7 @@ type DeleteRoleRequest struct {
 
 func (x *DeleteRoleRequest) Reset() {
 	*x = DeleteRoleRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[55]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3768,7 +3865,7 @@ func (x *DeleteRoleRequest) String() string {
 func (*DeleteRoleRequest) ProtoMessage() {}
 
 func (x *DeleteRoleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[55]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3781,7 +3878,7 @@ func (x *DeleteRoleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRoleRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRoleRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{55}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *DeleteRoleRequest) GetTenantId() string {
@@ -3807,7 +3904,7 @@ type DeleteRoleResponse struct {
 
 func (x *DeleteRoleResponse) Reset() {
 	*x = DeleteRoleResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[56]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3819,7 +3916,7 @@ func (x *DeleteRoleResponse) String() string {
 func (*DeleteRoleResponse) ProtoMessage() {}
 
 func (x *DeleteRoleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[56]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3832,7 +3929,7 @@ func (x *DeleteRoleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRoleResponse.ProtoReflect.Descriptor instead.
 func (*DeleteRoleResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{56}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *DeleteRoleResponse) GetPolicyRevision() int64 {
@@ -3854,7 +3951,7 @@ type CreateGroupRequest struct {
 
 func (x *CreateGroupRequest) Reset() {
 	*x = CreateGroupRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[57]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3866,7 +3963,7 @@ func (x *CreateGroupRequest) String() string {
 func (*CreateGroupRequest) ProtoMessage() {}
 
 func (x *CreateGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[57]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3879,7 +3976,7 @@ func (x *CreateGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateGroupRequest.ProtoReflect.Descriptor instead.
 func (*CreateGroupRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{57}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *CreateGroupRequest) GetTenantId() string {
@@ -3920,7 +4017,7 @@ type CreateGroupResponse struct {
 
 func (x *CreateGroupResponse) Reset() {
 	*x = CreateGroupResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[58]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3932,7 +4029,7 @@ func (x *CreateGroupResponse) String() string {
 func (*CreateGroupResponse) ProtoMessage() {}
 
 func (x *CreateGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[58]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3945,7 +4042,7 @@ func (x *CreateGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateGroupResponse.ProtoReflect.Descriptor instead.
 func (*CreateGroupResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{58}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *CreateGroupResponse) GetGroup() *Group {
@@ -3973,7 +4070,7 @@ type AddGroupMemberRequest struct {
 
 func (x *AddGroupMemberRequest) Reset() {
 	*x = AddGroupMemberRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[59]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3985,7 +4082,7 @@ func (x *AddGroupMemberRequest) String() string {
 func (*AddGroupMemberRequest) ProtoMessage() {}
 
 func (x *AddGroupMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[59]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3998,7 +4095,7 @@ func (x *AddGroupMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddGroupMemberRequest.ProtoReflect.Descriptor instead.
 func (*AddGroupMemberRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{59}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *AddGroupMemberRequest) GetTenantId() string {
@@ -4031,7 +4128,7 @@ type AddGroupMemberResponse struct {
 
 func (x *AddGroupMemberResponse) Reset() {
 	*x = AddGroupMemberResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[60]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4043,7 +4140,7 @@ func (x *AddGroupMemberResponse) String() string {
 func (*AddGroupMemberResponse) ProtoMessage() {}
 
 func (x *AddGroupMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[60]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4056,7 +4153,7 @@ func (x *AddGroupMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddGroupMemberResponse.ProtoReflect.Descriptor instead.
 func (*AddGroupMemberResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{60}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *AddGroupMemberResponse) GetPolicyRevision() int64 {
@@ -4077,7 +4174,7 @@ type RemoveGroupMemberRequest struct {
 
 func (x *RemoveGroupMemberRequest) Reset() {
 	*x = RemoveGroupMemberRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[61]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4089,7 +4186,7 @@ func (x *RemoveGroupMemberRequest) String() string {
 func (*RemoveGroupMemberRequest) ProtoMessage() {}
 
 func (x *RemoveGroupMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[61]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4102,7 +4199,7 @@ func (x *RemoveGroupMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveGroupMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveGroupMemberRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{61}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *RemoveGroupMemberRequest) GetTenantId() string {
@@ -4135,7 +4232,7 @@ type RemoveGroupMemberResponse struct {
 
 func (x *RemoveGroupMemberResponse) Reset() {
 	*x = RemoveGroupMemberResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[62]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4147,7 +4244,7 @@ func (x *RemoveGroupMemberResponse) String() string {
 func (*RemoveGroupMemberResponse) ProtoMessage() {}
 
 func (x *RemoveGroupMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[62]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4160,7 +4257,7 @@ func (x *RemoveGroupMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveGroupMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveGroupMemberResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{62}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *RemoveGroupMemberResponse) GetPolicyRevision() int64 {
@@ -4188,7 +4285,7 @@ type CreateBindingRequest struct {
 
 func (x *CreateBindingRequest) Reset() {
 	*x = CreateBindingRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[63]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4200,7 +4297,7 @@ func (x *CreateBindingRequest) String() string {
 func (*CreateBindingRequest) ProtoMessage() {}
 
 func (x *CreateBindingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[63]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4213,7 +4310,7 @@ func (x *CreateBindingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateBindingRequest.ProtoReflect.Descriptor instead.
 func (*CreateBindingRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{63}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *CreateBindingRequest) GetTenantId() string {
@@ -4289,7 +4386,7 @@ type CreateBindingResponse struct {
 
 func (x *CreateBindingResponse) Reset() {
 	*x = CreateBindingResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[64]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4301,7 +4398,7 @@ func (x *CreateBindingResponse) String() string {
 func (*CreateBindingResponse) ProtoMessage() {}
 
 func (x *CreateBindingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[64]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4314,7 +4411,7 @@ func (x *CreateBindingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateBindingResponse.ProtoReflect.Descriptor instead.
 func (*CreateBindingResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{64}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *CreateBindingResponse) GetBinding() *Binding {
@@ -4341,7 +4438,7 @@ type DeleteBindingRequest struct {
 
 func (x *DeleteBindingRequest) Reset() {
 	*x = DeleteBindingRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[65]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4353,7 +4450,7 @@ func (x *DeleteBindingRequest) String() string {
 func (*DeleteBindingRequest) ProtoMessage() {}
 
 func (x *DeleteBindingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[65]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4366,7 +4463,7 @@ func (x *DeleteBindingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteBindingRequest.ProtoReflect.Descriptor instead.
 func (*DeleteBindingRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{65}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *DeleteBindingRequest) GetTenantId() string {
@@ -4392,7 +4489,7 @@ type DeleteBindingResponse struct {
 
 func (x *DeleteBindingResponse) Reset() {
 	*x = DeleteBindingResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[66]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4404,7 +4501,7 @@ func (x *DeleteBindingResponse) String() string {
 func (*DeleteBindingResponse) ProtoMessage() {}
 
 func (x *DeleteBindingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[66]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4417,7 +4514,7 @@ func (x *DeleteBindingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteBindingResponse.ProtoReflect.Descriptor instead.
 func (*DeleteBindingResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{66}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *DeleteBindingResponse) GetPolicyRevision() int64 {
@@ -4436,7 +4533,7 @@ type ListBindingsRequest struct {
 
 func (x *ListBindingsRequest) Reset() {
 	*x = ListBindingsRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[67]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4448,7 +4545,7 @@ func (x *ListBindingsRequest) String() string {
 func (*ListBindingsRequest) ProtoMessage() {}
 
 func (x *ListBindingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[67]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4461,7 +4558,7 @@ func (x *ListBindingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBindingsRequest.ProtoReflect.Descriptor instead.
 func (*ListBindingsRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{67}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *ListBindingsRequest) GetTenantId() string {
@@ -4480,7 +4577,7 @@ type ListBindingsResponse struct {
 
 func (x *ListBindingsResponse) Reset() {
 	*x = ListBindingsResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[68]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4492,7 +4589,7 @@ func (x *ListBindingsResponse) String() string {
 func (*ListBindingsResponse) ProtoMessage() {}
 
 func (x *ListBindingsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[68]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4505,7 +4602,7 @@ func (x *ListBindingsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBindingsResponse.ProtoReflect.Descriptor instead.
 func (*ListBindingsResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{68}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *ListBindingsResponse) GetBindings() []*Binding {
@@ -4614,6 +4711,12 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\x13EnableTenantRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"C\n" +
 	"\x14EnableTenantResponse\x12+\n" +
+	"\x06tenant\x18\x01 \x01(\v2\x13.keyplane.v1.TenantR\x06tenant\"F\n" +
+	"\x13RehomeTenantRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
+	"\vhome_region\x18\x02 \x01(\tR\n" +
+	"homeRegion\"C\n" +
+	"\x14RehomeTenantResponse\x12+\n" +
 	"\x06tenant\x18\x01 \x01(\v2\x13.keyplane.v1.TenantR\x06tenant\"\xc7\x02\n" +
 	"\x15CreateIdentityRequest\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12-\n" +
@@ -4900,7 +5003,7 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\x06Effect\x12\x16\n" +
 	"\x12EFFECT_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fEFFECT_ALLOW\x10\x01\x12\x0f\n" +
-	"\vEFFECT_DENY\x10\x022\x95\x15\n" +
+	"\vEFFECT_DENY\x10\x022\xef\x15\n" +
 	"\fAdminService\x12U\n" +
 	"\vListRegions\x12\x1f.keyplane.v1.ListRegionsRequest\x1a .keyplane.v1.ListRegionsResponse\"\x03\x90\x02\x01\x12S\n" +
 	"\fCreateTenant\x12 .keyplane.v1.CreateTenantRequest\x1a!.keyplane.v1.CreateTenantResponse\x12O\n" +
@@ -4908,7 +5011,8 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\vListTenants\x12\x1f.keyplane.v1.ListTenantsRequest\x1a .keyplane.v1.ListTenantsResponse\"\x03\x90\x02\x01\x12S\n" +
 	"\fUpdateTenant\x12 .keyplane.v1.UpdateTenantRequest\x1a!.keyplane.v1.UpdateTenantResponse\x12[\n" +
 	"\rDisableTenant\x12!.keyplane.v1.DisableTenantRequest\x1a\".keyplane.v1.DisableTenantResponse\"\x03\x90\x02\x02\x12X\n" +
-	"\fEnableTenant\x12 .keyplane.v1.EnableTenantRequest\x1a!.keyplane.v1.EnableTenantResponse\"\x03\x90\x02\x02\x12Y\n" +
+	"\fEnableTenant\x12 .keyplane.v1.EnableTenantRequest\x1a!.keyplane.v1.EnableTenantResponse\"\x03\x90\x02\x02\x12X\n" +
+	"\fRehomeTenant\x12 .keyplane.v1.RehomeTenantRequest\x1a!.keyplane.v1.RehomeTenantResponse\"\x03\x90\x02\x02\x12Y\n" +
 	"\x0eCreateIdentity\x12\".keyplane.v1.CreateIdentityRequest\x1a#.keyplane.v1.CreateIdentityResponse\x12U\n" +
 	"\vGetIdentity\x12\x1f.keyplane.v1.GetIdentityRequest\x1a .keyplane.v1.GetIdentityResponse\"\x03\x90\x02\x01\x12^\n" +
 	"\x0eListIdentities\x12\".keyplane.v1.ListIdentitiesRequest\x1a#.keyplane.v1.ListIdentitiesResponse\"\x03\x90\x02\x01\x12Y\n" +
@@ -4948,7 +5052,7 @@ func file_keyplane_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_keyplane_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_keyplane_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 69)
+var file_keyplane_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 71)
 var file_keyplane_v1_admin_proto_goTypes = []any{
 	(Residency)(0),                     // 0: keyplane.v1.Residency
 	(Status)(0),                        // 1: keyplane.v1.Status
@@ -4973,195 +5077,200 @@ var file_keyplane_v1_admin_proto_goTypes = []any{
 	(*DisableTenantResponse)(nil),      // 20: keyplane.v1.DisableTenantResponse
 	(*EnableTenantRequest)(nil),        // 21: keyplane.v1.EnableTenantRequest
 	(*EnableTenantResponse)(nil),       // 22: keyplane.v1.EnableTenantResponse
-	(*CreateIdentityRequest)(nil),      // 23: keyplane.v1.CreateIdentityRequest
-	(*CreateIdentityResponse)(nil),     // 24: keyplane.v1.CreateIdentityResponse
-	(*GetIdentityRequest)(nil),         // 25: keyplane.v1.GetIdentityRequest
-	(*GetIdentityResponse)(nil),        // 26: keyplane.v1.GetIdentityResponse
-	(*ListIdentitiesRequest)(nil),      // 27: keyplane.v1.ListIdentitiesRequest
-	(*ListIdentitiesResponse)(nil),     // 28: keyplane.v1.ListIdentitiesResponse
-	(*UpdateIdentityRequest)(nil),      // 29: keyplane.v1.UpdateIdentityRequest
-	(*UpdateIdentityResponse)(nil),     // 30: keyplane.v1.UpdateIdentityResponse
-	(*DisableIdentityRequest)(nil),     // 31: keyplane.v1.DisableIdentityRequest
-	(*DisableIdentityResponse)(nil),    // 32: keyplane.v1.DisableIdentityResponse
-	(*EnableIdentityRequest)(nil),      // 33: keyplane.v1.EnableIdentityRequest
-	(*EnableIdentityResponse)(nil),     // 34: keyplane.v1.EnableIdentityResponse
-	(*ListAuditEventsRequest)(nil),     // 35: keyplane.v1.ListAuditEventsRequest
-	(*ListAuditEventsResponse)(nil),    // 36: keyplane.v1.ListAuditEventsResponse
-	(*Credential)(nil),                 // 37: keyplane.v1.Credential
-	(*Session)(nil),                    // 38: keyplane.v1.Session
-	(*CreateAPIKeyRequest)(nil),        // 39: keyplane.v1.CreateAPIKeyRequest
-	(*CreateAPIKeyResponse)(nil),       // 40: keyplane.v1.CreateAPIKeyResponse
-	(*RotateAPIKeyRequest)(nil),        // 41: keyplane.v1.RotateAPIKeyRequest
-	(*RotateAPIKeyResponse)(nil),       // 42: keyplane.v1.RotateAPIKeyResponse
-	(*CreateClientRequest)(nil),        // 43: keyplane.v1.CreateClientRequest
-	(*CreateClientResponse)(nil),       // 44: keyplane.v1.CreateClientResponse
-	(*RotateClientSecretRequest)(nil),  // 45: keyplane.v1.RotateClientSecretRequest
-	(*RotateClientSecretResponse)(nil), // 46: keyplane.v1.RotateClientSecretResponse
-	(*RevokeCredentialRequest)(nil),    // 47: keyplane.v1.RevokeCredentialRequest
-	(*RevokeCredentialResponse)(nil),   // 48: keyplane.v1.RevokeCredentialResponse
-	(*ListCredentialsRequest)(nil),     // 49: keyplane.v1.ListCredentialsRequest
-	(*ListCredentialsResponse)(nil),    // 50: keyplane.v1.ListCredentialsResponse
-	(*ListSessionsRequest)(nil),        // 51: keyplane.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),       // 52: keyplane.v1.ListSessionsResponse
-	(*SetPasswordRequest)(nil),         // 53: keyplane.v1.SetPasswordRequest
-	(*SetPasswordResponse)(nil),        // 54: keyplane.v1.SetPasswordResponse
-	(*Role)(nil),                       // 55: keyplane.v1.Role
-	(*Group)(nil),                      // 56: keyplane.v1.Group
-	(*Binding)(nil),                    // 57: keyplane.v1.Binding
-	(*CreateRoleRequest)(nil),          // 58: keyplane.v1.CreateRoleRequest
-	(*CreateRoleResponse)(nil),         // 59: keyplane.v1.CreateRoleResponse
-	(*DeleteRoleRequest)(nil),          // 60: keyplane.v1.DeleteRoleRequest
-	(*DeleteRoleResponse)(nil),         // 61: keyplane.v1.DeleteRoleResponse
-	(*CreateGroupRequest)(nil),         // 62: keyplane.v1.CreateGroupRequest
-	(*CreateGroupResponse)(nil),        // 63: keyplane.v1.CreateGroupResponse
-	(*AddGroupMemberRequest)(nil),      // 64: keyplane.v1.AddGroupMemberRequest
-	(*AddGroupMemberResponse)(nil),     // 65: keyplane.v1.AddGroupMemberResponse
-	(*RemoveGroupMemberRequest)(nil),   // 66: keyplane.v1.RemoveGroupMemberRequest
-	(*RemoveGroupMemberResponse)(nil),  // 67: keyplane.v1.RemoveGroupMemberResponse
-	(*CreateBindingRequest)(nil),       // 68: keyplane.v1.CreateBindingRequest
-	(*CreateBindingResponse)(nil),      // 69: keyplane.v1.CreateBindingResponse
-	(*DeleteBindingRequest)(nil),       // 70: keyplane.v1.DeleteBindingRequest
-	(*DeleteBindingResponse)(nil),      // 71: keyplane.v1.DeleteBindingResponse
-	(*ListBindingsRequest)(nil),        // 72: keyplane.v1.ListBindingsRequest
-	(*ListBindingsResponse)(nil),       // 73: keyplane.v1.ListBindingsResponse
-	(*timestamppb.Timestamp)(nil),      // 74: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),        // 75: google.protobuf.Duration
-	(*structpb.Struct)(nil),            // 76: google.protobuf.Struct
+	(*RehomeTenantRequest)(nil),        // 23: keyplane.v1.RehomeTenantRequest
+	(*RehomeTenantResponse)(nil),       // 24: keyplane.v1.RehomeTenantResponse
+	(*CreateIdentityRequest)(nil),      // 25: keyplane.v1.CreateIdentityRequest
+	(*CreateIdentityResponse)(nil),     // 26: keyplane.v1.CreateIdentityResponse
+	(*GetIdentityRequest)(nil),         // 27: keyplane.v1.GetIdentityRequest
+	(*GetIdentityResponse)(nil),        // 28: keyplane.v1.GetIdentityResponse
+	(*ListIdentitiesRequest)(nil),      // 29: keyplane.v1.ListIdentitiesRequest
+	(*ListIdentitiesResponse)(nil),     // 30: keyplane.v1.ListIdentitiesResponse
+	(*UpdateIdentityRequest)(nil),      // 31: keyplane.v1.UpdateIdentityRequest
+	(*UpdateIdentityResponse)(nil),     // 32: keyplane.v1.UpdateIdentityResponse
+	(*DisableIdentityRequest)(nil),     // 33: keyplane.v1.DisableIdentityRequest
+	(*DisableIdentityResponse)(nil),    // 34: keyplane.v1.DisableIdentityResponse
+	(*EnableIdentityRequest)(nil),      // 35: keyplane.v1.EnableIdentityRequest
+	(*EnableIdentityResponse)(nil),     // 36: keyplane.v1.EnableIdentityResponse
+	(*ListAuditEventsRequest)(nil),     // 37: keyplane.v1.ListAuditEventsRequest
+	(*ListAuditEventsResponse)(nil),    // 38: keyplane.v1.ListAuditEventsResponse
+	(*Credential)(nil),                 // 39: keyplane.v1.Credential
+	(*Session)(nil),                    // 40: keyplane.v1.Session
+	(*CreateAPIKeyRequest)(nil),        // 41: keyplane.v1.CreateAPIKeyRequest
+	(*CreateAPIKeyResponse)(nil),       // 42: keyplane.v1.CreateAPIKeyResponse
+	(*RotateAPIKeyRequest)(nil),        // 43: keyplane.v1.RotateAPIKeyRequest
+	(*RotateAPIKeyResponse)(nil),       // 44: keyplane.v1.RotateAPIKeyResponse
+	(*CreateClientRequest)(nil),        // 45: keyplane.v1.CreateClientRequest
+	(*CreateClientResponse)(nil),       // 46: keyplane.v1.CreateClientResponse
+	(*RotateClientSecretRequest)(nil),  // 47: keyplane.v1.RotateClientSecretRequest
+	(*RotateClientSecretResponse)(nil), // 48: keyplane.v1.RotateClientSecretResponse
+	(*RevokeCredentialRequest)(nil),    // 49: keyplane.v1.RevokeCredentialRequest
+	(*RevokeCredentialResponse)(nil),   // 50: keyplane.v1.RevokeCredentialResponse
+	(*ListCredentialsRequest)(nil),     // 51: keyplane.v1.ListCredentialsRequest
+	(*ListCredentialsResponse)(nil),    // 52: keyplane.v1.ListCredentialsResponse
+	(*ListSessionsRequest)(nil),        // 53: keyplane.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),       // 54: keyplane.v1.ListSessionsResponse
+	(*SetPasswordRequest)(nil),         // 55: keyplane.v1.SetPasswordRequest
+	(*SetPasswordResponse)(nil),        // 56: keyplane.v1.SetPasswordResponse
+	(*Role)(nil),                       // 57: keyplane.v1.Role
+	(*Group)(nil),                      // 58: keyplane.v1.Group
+	(*Binding)(nil),                    // 59: keyplane.v1.Binding
+	(*CreateRoleRequest)(nil),          // 60: keyplane.v1.CreateRoleRequest
+	(*CreateRoleResponse)(nil),         // 61: keyplane.v1.CreateRoleResponse
+	(*DeleteRoleRequest)(nil),          // 62: keyplane.v1.DeleteRoleRequest
+	(*DeleteRoleResponse)(nil),         // 63: keyplane.v1.DeleteRoleResponse
+	(*CreateGroupRequest)(nil),         // 64: keyplane.v1.CreateGroupRequest
+	(*CreateGroupResponse)(nil),        // 65: keyplane.v1.CreateGroupResponse
+	(*AddGroupMemberRequest)(nil),      // 66: keyplane.v1.AddGroupMemberRequest
+	(*AddGroupMemberResponse)(nil),     // 67: keyplane.v1.AddGroupMemberResponse
+	(*RemoveGroupMemberRequest)(nil),   // 68: keyplane.v1.RemoveGroupMemberRequest
+	(*RemoveGroupMemberResponse)(nil),  // 69: keyplane.v1.RemoveGroupMemberResponse
+	(*CreateBindingRequest)(nil),       // 70: keyplane.v1.CreateBindingRequest
+	(*CreateBindingResponse)(nil),      // 71: keyplane.v1.CreateBindingResponse
+	(*DeleteBindingRequest)(nil),       // 72: keyplane.v1.DeleteBindingRequest
+	(*DeleteBindingResponse)(nil),      // 73: keyplane.v1.DeleteBindingResponse
+	(*ListBindingsRequest)(nil),        // 74: keyplane.v1.ListBindingsRequest
+	(*ListBindingsResponse)(nil),       // 75: keyplane.v1.ListBindingsResponse
+	(*timestamppb.Timestamp)(nil),      // 76: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 77: google.protobuf.Duration
+	(*structpb.Struct)(nil),            // 78: google.protobuf.Struct
 }
 var file_keyplane_v1_admin_proto_depIdxs = []int32{
-	0,  // 0: keyplane.v1.Tenant.residency:type_name -> keyplane.v1.Residency
-	1,  // 1: keyplane.v1.Tenant.status:type_name -> keyplane.v1.Status
-	74, // 2: keyplane.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
-	74, // 3: keyplane.v1.Tenant.update_time:type_name -> google.protobuf.Timestamp
-	75, // 4: keyplane.v1.Tenant.access_token_ttl:type_name -> google.protobuf.Duration
-	75, // 5: keyplane.v1.Tenant.api_key_max_lifetime:type_name -> google.protobuf.Duration
-	2,  // 6: keyplane.v1.Identity.kind:type_name -> keyplane.v1.IdentityKind
-	76, // 7: keyplane.v1.Identity.attributes:type_name -> google.protobuf.Struct
-	1,  // 8: keyplane.v1.Identity.status:type_name -> keyplane.v1.Status
-	74, // 9: keyplane.v1.Identity.expire_time:type_name -> google.protobuf.Timestamp
-	74, // 10: keyplane.v1.Identity.tokens_valid_after:type_name -> google.protobuf.Timestamp
-	74, // 11: keyplane.v1.Identity.create_time:type_name -> google.protobuf.Timestamp
-	74, // 12: keyplane.v1.Identity.update_time:type_name -> google.protobuf.Timestamp
-	74, // 13: keyplane.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
-	76, // 14: keyplane.v1.AuditEvent.before:type_name -> google.protobuf.Struct
-	76, // 15: keyplane.v1.AuditEvent.after:type_name -> google.protobuf.Struct
-	5,  // 16: keyplane.v1.ListRegionsResponse.regions:type_name -> keyplane.v1.Region
-	0,  // 17: keyplane.v1.CreateTenantRequest.residency:type_name -> keyplane.v1.Residency
-	6,  // 18: keyplane.v1.CreateTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	6,  // 19: keyplane.v1.GetTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	6,  // 20: keyplane.v1.ListTenantsResponse.tenants:type_name -> keyplane.v1.Tenant
-	75, // 21: keyplane.v1.UpdateTenantRequest.access_token_ttl:type_name -> google.protobuf.Duration
-	75, // 22: keyplane.v1.UpdateTenantRequest.api_key_max_lifetime:type_name -> google.protobuf.Duration
-	6,  // 23: keyplane.v1.UpdateTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	6,  // 24: keyplane.v1.DisableTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	6,  // 25: keyplane.v1.EnableTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	2,  // 26: keyplane.v1.CreateIdentityRequest.kind:type_name -> keyplane.v1.IdentityKind
-	76, // 27: keyplane.v1.CreateIdentityRequest.attributes:type_name -> google.protobuf.Struct
-	74, // 28: keyplane.v1.CreateIdentityRequest.expire_time:type_name -> google.protobuf.Timestamp
-	7,  // 29: keyplane.v1.CreateIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	7,  // 30: keyplane.v1.GetIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	7,  // 31: keyplane.v1.ListIdentitiesResponse.identities:type_name -> keyplane.v1.Identity
-	76, // 32: keyplane.v1.UpdateIdentityRequest.attributes:type_name -> google.protobuf.Struct
-	74, // 33: keyplane.v1.UpdateIdentityRequest.expire_time:type_name -> google.protobuf.Timestamp
-	7,  // 34: keyplane.v1.UpdateIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	7,  // 35: keyplane.v1.DisableIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	7,  // 36: keyplane.v1.EnableIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	8,  // 37: keyplane.v1.ListAuditEventsResponse.events:type_name -> keyplane.v1.AuditEvent
-	3,  // 38: keyplane.v1.Credential.kind:type_name -> keyplane.v1.CredentialKind
-	74, // 39: keyplane.v1.Credential.create_time:type_name -> google.protobuf.Timestamp
-	74, // 40: keyplane.v1.Credential.expire_time:type_name -> google.protobuf.Timestamp
-	74, // 41: keyplane.v1.Credential.last_used_time:type_name -> google.protobuf.Timestamp
-	74, // 42: keyplane.v1.Credential.rotate_time:type_name -> google.protobuf.Timestamp
-	74, // 43: keyplane.v1.Credential.revoke_time:type_name -> google.protobuf.Timestamp
-	74, // 44: keyplane.v1.Session.create_time:type_name -> google.protobuf.Timestamp
-	74, // 45: keyplane.v1.Session.expire_time:type_name -> google.protobuf.Timestamp
-	74, // 46: keyplane.v1.Session.revoke_time:type_name -> google.protobuf.Timestamp
-	74, // 47: keyplane.v1.CreateAPIKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
-	37, // 48: keyplane.v1.CreateAPIKeyResponse.credential:type_name -> keyplane.v1.Credential
-	74, // 49: keyplane.v1.RotateAPIKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
-	75, // 50: keyplane.v1.RotateAPIKeyRequest.grace_period:type_name -> google.protobuf.Duration
-	37, // 51: keyplane.v1.RotateAPIKeyResponse.credential:type_name -> keyplane.v1.Credential
-	37, // 52: keyplane.v1.CreateClientResponse.credential:type_name -> keyplane.v1.Credential
-	75, // 53: keyplane.v1.RotateClientSecretRequest.grace_period:type_name -> google.protobuf.Duration
-	37, // 54: keyplane.v1.RotateClientSecretResponse.credential:type_name -> keyplane.v1.Credential
-	37, // 55: keyplane.v1.RevokeCredentialResponse.credential:type_name -> keyplane.v1.Credential
-	37, // 56: keyplane.v1.ListCredentialsResponse.credentials:type_name -> keyplane.v1.Credential
-	38, // 57: keyplane.v1.ListSessionsResponse.sessions:type_name -> keyplane.v1.Session
-	37, // 58: keyplane.v1.SetPasswordResponse.credential:type_name -> keyplane.v1.Credential
-	4,  // 59: keyplane.v1.Binding.effect:type_name -> keyplane.v1.Effect
-	74, // 60: keyplane.v1.Binding.expire_time:type_name -> google.protobuf.Timestamp
-	74, // 61: keyplane.v1.Binding.create_time:type_name -> google.protobuf.Timestamp
-	55, // 62: keyplane.v1.CreateRoleResponse.role:type_name -> keyplane.v1.Role
-	56, // 63: keyplane.v1.CreateGroupResponse.group:type_name -> keyplane.v1.Group
-	4,  // 64: keyplane.v1.CreateBindingRequest.effect:type_name -> keyplane.v1.Effect
-	74, // 65: keyplane.v1.CreateBindingRequest.expire_time:type_name -> google.protobuf.Timestamp
-	57, // 66: keyplane.v1.CreateBindingResponse.binding:type_name -> keyplane.v1.Binding
-	57, // 67: keyplane.v1.ListBindingsResponse.bindings:type_name -> keyplane.v1.Binding
-	9,  // 68: keyplane.v1.AdminService.ListRegions:input_type -> keyplane.v1.ListRegionsRequest
-	11, // 69: keyplane.v1.AdminService.CreateTenant:input_type -> keyplane.v1.CreateTenantRequest
-	13, // 70: keyplane.v1.AdminService.GetTenant:input_type -> keyplane.v1.GetTenantRequest
-	15, // 71: keyplane.v1.AdminService.ListTenants:input_type -> keyplane.v1.ListTenantsRequest
-	17, // 72: keyplane.v1.AdminService.UpdateTenant:input_type -> keyplane.v1.UpdateTenantRequest
-	19, // 73: keyplane.v1.AdminService.DisableTenant:input_type -> keyplane.v1.DisableTenantRequest
-	21, // 74: keyplane.v1.AdminService.EnableTenant:input_type -> keyplane.v1.EnableTenantRequest
-	23, // 75: keyplane.v1.AdminService.CreateIdentity:input_type -> keyplane.v1.CreateIdentityRequest
-	25, // 76: keyplane.v1.AdminService.GetIdentity:input_type -> keyplane.v1.GetIdentityRequest
-	27, // 77: keyplane.v1.AdminService.ListIdentities:input_type -> keyplane.v1.ListIdentitiesRequest
-	29, // 78: keyplane.v1.AdminService.UpdateIdentity:input_type -> keyplane.v1.UpdateIdentityRequest
-	31, // 79: keyplane.v1.AdminService.DisableIdentity:input_type -> keyplane.v1.DisableIdentityRequest
-	33, // 80: keyplane.v1.AdminService.EnableIdentity:input_type -> keyplane.v1.EnableIdentityRequest
-	39, // 81: keyplane.v1.AdminService.CreateAPIKey:input_type -> keyplane.v1.CreateAPIKeyRequest
-	41, // 82: keyplane.v1.AdminService.RotateAPIKey:input_type -> keyplane.v1.RotateAPIKeyRequest
-	43, // 83: keyplane.v1.AdminService.CreateClient:input_type -> keyplane.v1.CreateClientRequest
-	45, // 84: keyplane.v1.AdminService.RotateClientSecret:input_type -> keyplane.v1.RotateClientSecretRequest
-	47, // 85: keyplane.v1.AdminService.RevokeCredential:input_type -> keyplane.v1.RevokeCredentialRequest
-	49, // 86: keyplane.v1.AdminService.ListCredentials:input_type -> keyplane.v1.ListCredentialsRequest
-	51, // 87: keyplane.v1.AdminService.ListSessions:input_type -> keyplane.v1.ListSessionsRequest
-	53, // 88: keyplane.v1.AdminService.SetPassword:input_type -> keyplane.v1.SetPasswordRequest
-	58, // 89: keyplane.v1.AdminService.CreateRole:input_type -> keyplane.v1.CreateRoleRequest
-	60, // 90: keyplane.v1.AdminService.DeleteRole:input_type -> keyplane.v1.DeleteRoleRequest
-	62, // 91: keyplane.v1.AdminService.CreateGroup:input_type -> keyplane.v1.CreateGroupRequest
-	64, // 92: keyplane.v1.AdminService.AddGroupMember:input_type -> keyplane.v1.AddGroupMemberRequest
-	66, // 93: keyplane.v1.AdminService.RemoveGroupMember:input_type -> keyplane.v1.RemoveGroupMemberRequest
-	68, // 94: keyplane.v1.AdminService.CreateBinding:input_type -> keyplane.v1.CreateBindingRequest
-	70, // 95: keyplane.v1.AdminService.DeleteBinding:input_type -> keyplane.v1.DeleteBindingRequest
-	72, // 96: keyplane.v1.AdminService.ListBindings:input_type -> keyplane.v1.ListBindingsRequest
-	35, // 97: keyplane.v1.AdminService.ListAuditEvents:input_type -> keyplane.v1.ListAuditEventsRequest
-	10, // 98: keyplane.v1.AdminService.ListRegions:output_type -> keyplane.v1.ListRegionsResponse
-	12, // 99: keyplane.v1.AdminService.CreateTenant:output_type -> keyplane.v1.CreateTenantResponse
-	14, // 100: keyplane.v1.AdminService.GetTenant:output_type -> keyplane.v1.GetTenantResponse
-	16, // 101: keyplane.v1.AdminService.ListTenants:output_type -> keyplane.v1.ListTenantsResponse
-	18, // 102: keyplane.v1.AdminService.UpdateTenant:output_type -> keyplane.v1.UpdateTenantResponse
-	20, // 103: keyplane.v1.AdminService.DisableTenant:output_type -> keyplane.v1.DisableTenantResponse
-	22, // 104: keyplane.v1.AdminService.EnableTenant:output_type -> keyplane.v1.EnableTenantResponse
-	24, // 105: keyplane.v1.AdminService.CreateIdentity:output_type -> keyplane.v1.CreateIdentityResponse
-	26, // 106: keyplane.v1.AdminService.GetIdentity:output_type -> keyplane.v1.GetIdentityResponse
-	28, // 107: keyplane.v1.AdminService.ListIdentities:output_type -> keyplane.v1.ListIdentitiesResponse
-	30, // 108: keyplane.v1.AdminService.UpdateIdentity:output_type -> keyplane.v1.UpdateIdentityResponse
-	32, // 109: keyplane.v1.AdminService.DisableIdentity:output_type -> keyplane.v1.DisableIdentityResponse
-	34, // 110: keyplane.v1.AdminService.EnableIdentity:output_type -> keyplane.v1.EnableIdentityResponse
-	40, // 111: keyplane.v1.AdminService.CreateAPIKey:output_type -> keyplane.v1.CreateAPIKeyResponse
-	42, // 112: keyplane.v1.AdminService.RotateAPIKey:output_type -> keyplane.v1.RotateAPIKeyResponse
-	44, // 113: keyplane.v1.AdminService.CreateClient:output_type -> keyplane.v1.CreateClientResponse
-	46, // 114: keyplane.v1.AdminService.RotateClientSecret:output_type -> keyplane.v1.RotateClientSecretResponse
-	48, // 115: keyplane.v1.AdminService.RevokeCredential:output_type -> keyplane.v1.RevokeCredentialResponse
-	50, // 116: keyplane.v1.AdminService.ListCredentials:output_type -> keyplane.v1.ListCredentialsResponse
-	52, // 117: keyplane.v1.AdminService.ListSessions:output_type -> keyplane.v1.ListSessionsResponse
-	54, // 118: keyplane.v1.AdminService.SetPassword:output_type -> keyplane.v1.SetPasswordResponse
-	59, // 119: keyplane.v1.AdminService.CreateRole:output_type -> keyplane.v1.CreateRoleResponse
-	61, // 120: keyplane.v1.AdminService.DeleteRole:output_type -> keyplane.v1.DeleteRoleResponse
-	63, // 121: keyplane.v1.AdminService.CreateGroup:output_type -> keyplane.v1.CreateGroupResponse
-	65, // 122: keyplane.v1.AdminService.AddGroupMember:output_type -> keyplane.v1.AddGroupMemberResponse
-	67, // 123: keyplane.v1.AdminService.RemoveGroupMember:output_type -> keyplane.v1.RemoveGroupMemberResponse
-	69, // 124: keyplane.v1.AdminService.CreateBinding:output_type -> keyplane.v1.CreateBindingResponse
-	71, // 125: keyplane.v1.AdminService.DeleteBinding:output_type -> keyplane.v1.DeleteBindingResponse
-	73, // 126: keyplane.v1.AdminService.ListBindings:output_type -> keyplane.v1.ListBindingsResponse
-	36, // 127: keyplane.v1.AdminService.ListAuditEvents:output_type -> keyplane.v1.ListAuditEventsResponse
-	98, // [98:128] is the sub-list for method output_type
-	68, // [68:98] is the sub-list for method input_type
-	68, // [68:68] is the sub-list for extension type_name
-	68, // [68:68] is the sub-list for extension extendee
-	0,  // [0:68] is the sub-list for field type_name
+	0,   // 0: keyplane.v1.Tenant.residency:type_name -> keyplane.v1.Residency
+	1,   // 1: keyplane.v1.Tenant.status:type_name -> keyplane.v1.Status
+	76,  // 2: keyplane.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
+	76,  // 3: keyplane.v1.Tenant.update_time:type_name -> google.protobuf.Timestamp
+	77,  // 4: keyplane.v1.Tenant.access_token_ttl:type_name -> google.protobuf.Duration
+	77,  // 5: keyplane.v1.Tenant.api_key_max_lifetime:type_name -> google.protobuf.Duration
+	2,   // 6: keyplane.v1.Identity.kind:type_name -> keyplane.v1.IdentityKind
+	78,  // 7: keyplane.v1.Identity.attributes:type_name -> google.protobuf.Struct
+	1,   // 8: keyplane.v1.Identity.status:type_name -> keyplane.v1.Status
+	76,  // 9: keyplane.v1.Identity.expire_time:type_name -> google.protobuf.Timestamp
+	76,  // 10: keyplane.v1.Identity.tokens_valid_after:type_name -> google.protobuf.Timestamp
+	76,  // 11: keyplane.v1.Identity.create_time:type_name -> google.protobuf.Timestamp
+	76,  // 12: keyplane.v1.Identity.update_time:type_name -> google.protobuf.Timestamp
+	76,  // 13: keyplane.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	78,  // 14: keyplane.v1.AuditEvent.before:type_name -> google.protobuf.Struct
+	78,  // 15: keyplane.v1.AuditEvent.after:type_name -> google.protobuf.Struct
+	5,   // 16: keyplane.v1.ListRegionsResponse.regions:type_name -> keyplane.v1.Region
+	0,   // 17: keyplane.v1.CreateTenantRequest.residency:type_name -> keyplane.v1.Residency
+	6,   // 18: keyplane.v1.CreateTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	6,   // 19: keyplane.v1.GetTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	6,   // 20: keyplane.v1.ListTenantsResponse.tenants:type_name -> keyplane.v1.Tenant
+	77,  // 21: keyplane.v1.UpdateTenantRequest.access_token_ttl:type_name -> google.protobuf.Duration
+	77,  // 22: keyplane.v1.UpdateTenantRequest.api_key_max_lifetime:type_name -> google.protobuf.Duration
+	6,   // 23: keyplane.v1.UpdateTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	6,   // 24: keyplane.v1.DisableTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	6,   // 25: keyplane.v1.EnableTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	6,   // 26: keyplane.v1.RehomeTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	2,   // 27: keyplane.v1.CreateIdentityRequest.kind:type_name -> keyplane.v1.IdentityKind
+	78,  // 28: keyplane.v1.CreateIdentityRequest.attributes:type_name -> google.protobuf.Struct
+	76,  // 29: keyplane.v1.CreateIdentityRequest.expire_time:type_name -> google.protobuf.Timestamp
+	7,   // 30: keyplane.v1.CreateIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	7,   // 31: keyplane.v1.GetIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	7,   // 32: keyplane.v1.ListIdentitiesResponse.identities:type_name -> keyplane.v1.Identity
+	78,  // 33: keyplane.v1.UpdateIdentityRequest.attributes:type_name -> google.protobuf.Struct
+	76,  // 34: keyplane.v1.UpdateIdentityRequest.expire_time:type_name -> google.protobuf.Timestamp
+	7,   // 35: keyplane.v1.UpdateIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	7,   // 36: keyplane.v1.DisableIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	7,   // 37: keyplane.v1.EnableIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	8,   // 38: keyplane.v1.ListAuditEventsResponse.events:type_name -> keyplane.v1.AuditEvent
+	3,   // 39: keyplane.v1.Credential.kind:type_name -> keyplane.v1.CredentialKind
+	76,  // 40: keyplane.v1.Credential.create_time:type_name -> google.protobuf.Timestamp
+	76,  // 41: keyplane.v1.Credential.expire_time:type_name -> google.protobuf.Timestamp
+	76,  // 42: keyplane.v1.Credential.last_used_time:type_name -> google.protobuf.Timestamp
+	76,  // 43: keyplane.v1.Credential.rotate_time:type_name -> google.protobuf.Timestamp
+	76,  // 44: keyplane.v1.Credential.revoke_time:type_name -> google.protobuf.Timestamp
+	76,  // 45: keyplane.v1.Session.create_time:type_name -> google.protobuf.Timestamp
+	76,  // 46: keyplane.v1.Session.expire_time:type_name -> google.protobuf.Timestamp
+	76,  // 47: keyplane.v1.Session.revoke_time:type_name -> google.protobuf.Timestamp
+	76,  // 48: keyplane.v1.CreateAPIKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
+	39,  // 49: keyplane.v1.CreateAPIKeyResponse.credential:type_name -> keyplane.v1.Credential
+	76,  // 50: keyplane.v1.RotateAPIKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
+	77,  // 51: keyplane.v1.RotateAPIKeyRequest.grace_period:type_name -> google.protobuf.Duration
+	39,  // 52: keyplane.v1.RotateAPIKeyResponse.credential:type_name -> keyplane.v1.Credential
+	39,  // 53: keyplane.v1.CreateClientResponse.credential:type_name -> keyplane.v1.Credential
+	77,  // 54: keyplane.v1.RotateClientSecretRequest.grace_period:type_name -> google.protobuf.Duration
+	39,  // 55: keyplane.v1.RotateClientSecretResponse.credential:type_name -> keyplane.v1.Credential
+	39,  // 56: keyplane.v1.RevokeCredentialResponse.credential:type_name -> keyplane.v1.Credential
+	39,  // 57: keyplane.v1.ListCredentialsResponse.credentials:type_name -> keyplane.v1.Credential
+	40,  // 58: keyplane.v1.ListSessionsResponse.sessions:type_name -> keyplane.v1.Session
+	39,  // 59: keyplane.v1.SetPasswordResponse.credential:type_name -> keyplane.v1.Credential
+	4,   // 60: keyplane.v1.Binding.effect:type_name -> keyplane.v1.Effect
+	76,  // 61: keyplane.v1.Binding.expire_time:type_name -> google.protobuf.Timestamp
+	76,  // 62: keyplane.v1.Binding.create_time:type_name -> google.protobuf.Timestamp
+	57,  // 63: keyplane.v1.CreateRoleResponse.role:type_name -> keyplane.v1.Role
+	58,  // 64: keyplane.v1.CreateGroupResponse.group:type_name -> keyplane.v1.Group
+	4,   // 65: keyplane.v1.CreateBindingRequest.effect:type_name -> keyplane.v1.Effect
+	76,  // 66: keyplane.v1.CreateBindingRequest.expire_time:type_name -> google.protobuf.Timestamp
+	59,  // 67: keyplane.v1.CreateBindingResponse.binding:type_name -> keyplane.v1.Binding
+	59,  // 68: keyplane.v1.ListBindingsResponse.bindings:type_name -> keyplane.v1.Binding
+	9,   // 69: keyplane.v1.AdminService.ListRegions:input_type -> keyplane.v1.ListRegionsRequest
+	11,  // 70: keyplane.v1.AdminService.CreateTenant:input_type -> keyplane.v1.CreateTenantRequest
+	13,  // 71: keyplane.v1.AdminService.GetTenant:input_type -> keyplane.v1.GetTenantRequest
+	15,  // 72: keyplane.v1.AdminService.ListTenants:input_type -> keyplane.v1.ListTenantsRequest
+	17,  // 73: keyplane.v1.AdminService.UpdateTenant:input_type -> keyplane.v1.UpdateTenantRequest
+	19,  // 74: keyplane.v1.AdminService.DisableTenant:input_type -> keyplane.v1.DisableTenantRequest
+	21,  // 75: keyplane.v1.AdminService.EnableTenant:input_type -> keyplane.v1.EnableTenantRequest
+	23,  // 76: keyplane.v1.AdminService.RehomeTenant:input_type -> keyplane.v1.RehomeTenantRequest
+	25,  // 77: keyplane.v1.AdminService.CreateIdentity:input_type -> keyplane.v1.CreateIdentityRequest
+	27,  // 78: keyplane.v1.AdminService.GetIdentity:input_type -> keyplane.v1.GetIdentityRequest
+	29,  // 79: keyplane.v1.AdminService.ListIdentities:input_type -> keyplane.v1.ListIdentitiesRequest
+	31,  // 80: keyplane.v1.AdminService.UpdateIdentity:input_type -> keyplane.v1.UpdateIdentityRequest
+	33,  // 81: keyplane.v1.AdminService.DisableIdentity:input_type -> keyplane.v1.DisableIdentityRequest
+	35,  // 82: keyplane.v1.AdminService.EnableIdentity:input_type -> keyplane.v1.EnableIdentityRequest
+	41,  // 83: keyplane.v1.AdminService.CreateAPIKey:input_type -> keyplane.v1.CreateAPIKeyRequest
+	43,  // 84: keyplane.v1.AdminService.RotateAPIKey:input_type -> keyplane.v1.RotateAPIKeyRequest
+	45,  // 85: keyplane.v1.AdminService.CreateClient:input_type -> keyplane.v1.CreateClientRequest
+	47,  // 86: keyplane.v1.AdminService.RotateClientSecret:input_type -> keyplane.v1.RotateClientSecretRequest
+	49,  // 87: keyplane.v1.AdminService.RevokeCredential:input_type -> keyplane.v1.RevokeCredentialRequest
+	51,  // 88: keyplane.v1.AdminService.ListCredentials:input_type -> keyplane.v1.ListCredentialsRequest
+	53,  // 89: keyplane.v1.AdminService.ListSessions:input_type -> keyplane.v1.ListSessionsRequest
+	55,  // 90: keyplane.v1.AdminService.SetPassword:input_type -> keyplane.v1.SetPasswordRequest
+	60,  // 91: keyplane.v1.AdminService.CreateRole:input_type -> keyplane.v1.CreateRoleRequest
+	62,  // 92: keyplane.v1.AdminService.DeleteRole:input_type -> keyplane.v1.DeleteRoleRequest
+	64,  // 93: keyplane.v1.AdminService.CreateGroup:input_type -> keyplane.v1.CreateGroupRequest
+	66,  // 94: keyplane.v1.AdminService.AddGroupMember:input_type -> keyplane.v1.AddGroupMemberRequest
+	68,  // 95: keyplane.v1.AdminService.RemoveGroupMember:input_type -> keyplane.v1.RemoveGroupMemberRequest
+	70,  // 96: keyplane.v1.AdminService.CreateBinding:input_type -> keyplane.v1.CreateBindingRequest
+	72,  // 97: keyplane.v1.AdminService.DeleteBinding:input_type -> keyplane.v1.DeleteBindingRequest
+	74,  // 98: keyplane.v1.AdminService.ListBindings:input_type -> keyplane.v1.ListBindingsRequest
+	37,  // 99: keyplane.v1.AdminService.ListAuditEvents:input_type -> keyplane.v1.ListAuditEventsRequest
+	10,  // 100: keyplane.v1.AdminService.ListRegions:output_type -> keyplane.v1.ListRegionsResponse
+	12,  // 101: keyplane.v1.AdminService.CreateTenant:output_type -> keyplane.v1.CreateTenantResponse
+	14,  // 102: keyplane.v1.AdminService.GetTenant:output_type -> keyplane.v1.GetTenantResponse
+	16,  // 103: keyplane.v1.AdminService.ListTenants:output_type -> keyplane.v1.ListTenantsResponse
+	18,  // 104: keyplane.v1.AdminService.UpdateTenant:output_type -> keyplane.v1.UpdateTenantResponse
+	20,  // 105: keyplane.v1.AdminService.DisableTenant:output_type -> keyplane.v1.DisableTenantResponse
+	22,  // 106: keyplane.v1.AdminService.EnableTenant:output_type -> keyplane.v1.EnableTenantResponse
+	24,  // 107: keyplane.v1.AdminService.RehomeTenant:output_type -> keyplane.v1.RehomeTenantResponse
+	26,  // 108: keyplane.v1.AdminService.CreateIdentity:output_type -> keyplane.v1.CreateIdentityResponse
+	28,  // 109: keyplane.v1.AdminService.GetIdentity:output_type -> keyplane.v1.GetIdentityResponse
+	30,  // 110: keyplane.v1.AdminService.ListIdentities:output_type -> keyplane.v1.ListIdentitiesResponse
+	32,  // 111: keyplane.v1.AdminService.UpdateIdentity:output_type -> keyplane.v1.UpdateIdentityResponse
+	34,  // 112: keyplane.v1.AdminService.DisableIdentity:output_type -> keyplane.v1.DisableIdentityResponse
+	36,  // 113: keyplane.v1.AdminService.EnableIdentity:output_type -> keyplane.v1.EnableIdentityResponse
+	42,  // 114: keyplane.v1.AdminService.CreateAPIKey:output_type -> keyplane.v1.CreateAPIKeyResponse
+	44,  // 115: keyplane.v1.AdminService.RotateAPIKey:output_type -> keyplane.v1.RotateAPIKeyResponse
+	46,  // 116: keyplane.v1.AdminService.CreateClient:output_type -> keyplane.v1.CreateClientResponse
+	48,  // 117: keyplane.v1.AdminService.RotateClientSecret:output_type -> keyplane.v1.RotateClientSecretResponse
+	50,  // 118: keyplane.v1.AdminService.RevokeCredential:output_type -> keyplane.v1.RevokeCredentialResponse
+	52,  // 119: keyplane.v1.AdminService.ListCredentials:output_type -> keyplane.v1.ListCredentialsResponse
+	54,  // 120: keyplane.v1.AdminService.ListSessions:output_type -> keyplane.v1.ListSessionsResponse
+	56,  // 121: keyplane.v1.AdminService.SetPassword:output_type -> keyplane.v1.SetPasswordResponse
+	61,  // 122: keyplane.v1.AdminService.CreateRole:output_type -> keyplane.v1.CreateRoleResponse
+	63,  // 123: keyplane.v1.AdminService.DeleteRole:output_type -> keyplane.v1.DeleteRoleResponse
+	65,  // 124: keyplane.v1.AdminService.CreateGroup:output_type -> keyplane.v1.CreateGroupResponse
+	67,  // 125: keyplane.v1.AdminService.AddGroupMember:output_type -> keyplane.v1.AddGroupMemberResponse
+	69,  // 126: keyplane.v1.AdminService.RemoveGroupMember:output_type -> keyplane.v1.RemoveGroupMemberResponse
+	71,  // 127: keyplane.v1.AdminService.CreateBinding:output_type -> keyplane.v1.CreateBindingResponse
+	73,  // 128: keyplane.v1.AdminService.DeleteBinding:output_type -> keyplane.v1.DeleteBindingResponse
+	75,  // 129: keyplane.v1.AdminService.ListBindings:output_type -> keyplane.v1.ListBindingsResponse
+	38,  // 130: keyplane.v1.AdminService.ListAuditEvents:output_type -> keyplane.v1.ListAuditEventsResponse
+	100, // [100:131] is the sub-list for method output_type
+	69,  // [69:100] is the sub-list for method input_type
+	69,  // [69:69] is the sub-list for extension type_name
+	69,  // [69:69] is the sub-list for extension extendee
+	0,   // [0:69] is the sub-list for field type_name
 }
 
 func init() { file_keyplane_v1_admin_proto_init() }
@@ -5170,14 +5279,14 @@ func file_keyplane_v1_admin_proto_init() {
 		return
 	}
 	file_keyplane_v1_admin_proto_msgTypes[12].OneofWrappers = []any{}
-	file_keyplane_v1_admin_proto_msgTypes[24].OneofWrappers = []any{}
+	file_keyplane_v1_admin_proto_msgTypes[26].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_keyplane_v1_admin_proto_rawDesc), len(file_keyplane_v1_admin_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   69,
+			NumMessages:   71,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

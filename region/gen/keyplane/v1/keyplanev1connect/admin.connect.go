@@ -53,6 +53,9 @@ const (
 	// AdminServiceEnableTenantProcedure is the fully-qualified name of the AdminService's EnableTenant
 	// RPC.
 	AdminServiceEnableTenantProcedure = "/keyplane.v1.AdminService/EnableTenant"
+	// AdminServiceRehomeTenantProcedure is the fully-qualified name of the AdminService's RehomeTenant
+	// RPC.
+	AdminServiceRehomeTenantProcedure = "/keyplane.v1.AdminService/RehomeTenant"
 	// AdminServiceCreateIdentityProcedure is the fully-qualified name of the AdminService's
 	// CreateIdentity RPC.
 	AdminServiceCreateIdentityProcedure = "/keyplane.v1.AdminService/CreateIdentity"
@@ -139,6 +142,12 @@ type AdminServiceClient interface {
 	DisableTenant(context.Context, *connect.Request[v1.DisableTenantRequest]) (*connect.Response[v1.DisableTenantResponse], error)
 	// EnableTenant marks a disabled tenant active again. Idempotent.
 	EnableTenant(context.Context, *connect.Request[v1.EnableTenantRequest]) (*connect.Response[v1.EnableTenantResponse], error)
+	// RehomeTenant moves every row of the tenant to `home_region`'s partition in one
+	// transaction and makes it the tenant's home; its placement epoch grows by one so
+	// routers stop sending its requests to the old home. A tenant with super_region
+	// residency can only move inside its super region. Moving to the current home is a
+	// no-op. Changes racing with the move fail with `aborted` and write nothing.
+	RehomeTenant(context.Context, *connect.Request[v1.RehomeTenantRequest]) (*connect.Response[v1.RehomeTenantResponse], error)
 	// CreateIdentity creates a human or non-human identity. Non-human kinds
 	// (service accounts, workloads, devices, agents) require an owner (an active human
 	// identity of the same tenant), a purpose and an expiry in the future.
@@ -256,6 +265,13 @@ func NewAdminServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			httpClient,
 			baseURL+AdminServiceEnableTenantProcedure,
 			connect.WithSchema(adminServiceMethods.ByName("EnableTenant")),
+			connect.WithIdempotency(connect.IdempotencyIdempotent),
+			connect.WithClientOptions(opts...),
+		),
+		rehomeTenant: connect.NewClient[v1.RehomeTenantRequest, v1.RehomeTenantResponse](
+			httpClient,
+			baseURL+AdminServiceRehomeTenantProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("RehomeTenant")),
 			connect.WithIdempotency(connect.IdempotencyIdempotent),
 			connect.WithClientOptions(opts...),
 		),
@@ -418,6 +434,7 @@ type adminServiceClient struct {
 	updateTenant       *connect.Client[v1.UpdateTenantRequest, v1.UpdateTenantResponse]
 	disableTenant      *connect.Client[v1.DisableTenantRequest, v1.DisableTenantResponse]
 	enableTenant       *connect.Client[v1.EnableTenantRequest, v1.EnableTenantResponse]
+	rehomeTenant       *connect.Client[v1.RehomeTenantRequest, v1.RehomeTenantResponse]
 	createIdentity     *connect.Client[v1.CreateIdentityRequest, v1.CreateIdentityResponse]
 	getIdentity        *connect.Client[v1.GetIdentityRequest, v1.GetIdentityResponse]
 	listIdentities     *connect.Client[v1.ListIdentitiesRequest, v1.ListIdentitiesResponse]
@@ -476,6 +493,11 @@ func (c *adminServiceClient) DisableTenant(ctx context.Context, req *connect.Req
 // EnableTenant calls keyplane.v1.AdminService.EnableTenant.
 func (c *adminServiceClient) EnableTenant(ctx context.Context, req *connect.Request[v1.EnableTenantRequest]) (*connect.Response[v1.EnableTenantResponse], error) {
 	return c.enableTenant.CallUnary(ctx, req)
+}
+
+// RehomeTenant calls keyplane.v1.AdminService.RehomeTenant.
+func (c *adminServiceClient) RehomeTenant(ctx context.Context, req *connect.Request[v1.RehomeTenantRequest]) (*connect.Response[v1.RehomeTenantResponse], error) {
+	return c.rehomeTenant.CallUnary(ctx, req)
 }
 
 // CreateIdentity calls keyplane.v1.AdminService.CreateIdentity.
@@ -610,6 +632,12 @@ type AdminServiceHandler interface {
 	DisableTenant(context.Context, *connect.Request[v1.DisableTenantRequest]) (*connect.Response[v1.DisableTenantResponse], error)
 	// EnableTenant marks a disabled tenant active again. Idempotent.
 	EnableTenant(context.Context, *connect.Request[v1.EnableTenantRequest]) (*connect.Response[v1.EnableTenantResponse], error)
+	// RehomeTenant moves every row of the tenant to `home_region`'s partition in one
+	// transaction and makes it the tenant's home; its placement epoch grows by one so
+	// routers stop sending its requests to the old home. A tenant with super_region
+	// residency can only move inside its super region. Moving to the current home is a
+	// no-op. Changes racing with the move fail with `aborted` and write nothing.
+	RehomeTenant(context.Context, *connect.Request[v1.RehomeTenantRequest]) (*connect.Response[v1.RehomeTenantResponse], error)
 	// CreateIdentity creates a human or non-human identity. Non-human kinds
 	// (service accounts, workloads, devices, agents) require an owner (an active human
 	// identity of the same tenant), a purpose and an expiry in the future.
@@ -723,6 +751,13 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 		AdminServiceEnableTenantProcedure,
 		svc.EnableTenant,
 		connect.WithSchema(adminServiceMethods.ByName("EnableTenant")),
+		connect.WithIdempotency(connect.IdempotencyIdempotent),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceRehomeTenantHandler := connect.NewUnaryHandler(
+		AdminServiceRehomeTenantProcedure,
+		svc.RehomeTenant,
+		connect.WithSchema(adminServiceMethods.ByName("RehomeTenant")),
 		connect.WithIdempotency(connect.IdempotencyIdempotent),
 		connect.WithHandlerOptions(opts...),
 	)
@@ -889,6 +924,8 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 			adminServiceDisableTenantHandler.ServeHTTP(w, r)
 		case AdminServiceEnableTenantProcedure:
 			adminServiceEnableTenantHandler.ServeHTTP(w, r)
+		case AdminServiceRehomeTenantProcedure:
+			adminServiceRehomeTenantHandler.ServeHTTP(w, r)
 		case AdminServiceCreateIdentityProcedure:
 			adminServiceCreateIdentityHandler.ServeHTTP(w, r)
 		case AdminServiceGetIdentityProcedure:
@@ -970,6 +1007,10 @@ func (UnimplementedAdminServiceHandler) DisableTenant(context.Context, *connect.
 
 func (UnimplementedAdminServiceHandler) EnableTenant(context.Context, *connect.Request[v1.EnableTenantRequest]) (*connect.Response[v1.EnableTenantResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AdminService.EnableTenant is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) RehomeTenant(context.Context, *connect.Request[v1.RehomeTenantRequest]) (*connect.Response[v1.RehomeTenantResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AdminService.RehomeTenant is not implemented"))
 }
 
 func (UnimplementedAdminServiceHandler) CreateIdentity(context.Context, *connect.Request[v1.CreateIdentityRequest]) (*connect.Response[v1.CreateIdentityResponse], error) {
