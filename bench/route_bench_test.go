@@ -1,0 +1,191 @@
+package bench_test
+
+import (
+	"context"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/keyplane/keyplane/deploy"
+	keyplanev1 "github.com/keyplane/keyplane/region/gen/keyplane/v1"
+	"github.com/keyplane/keyplane/region/gen/keyplane/v1/keyplanev1connect"
+	"github.com/keyplane/keyplane/routing"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// keyplaneBinary builds cmd/keyplane once per benchmark binary: the cluster runs its
+// nodes as separate processes.
+func keyplaneBinary(b *testing.B) string {
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "keyplane-bench-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "keyplane")
+		if out, err := exec.Command("go", "build", "-o", binPath, "../cmd/keyplane").CombinedOutput(); err != nil {
+			buildErr = &buildError{err: err, out: string(out)}
+		}
+	})
+	if buildErr != nil {
+		b.Fatalf("build keyplane: %v", buildErr)
+	}
+	return binPath
+}
+
+type buildError struct {
+	err error
+	out string
+}
+
+func (e *buildError) Error() string { return e.err.Error() + "\n" + e.out }
+
+// BenchmarkRoutes measures ValidateToken as an application in eu-west sees it, over
+// the local cluster's simulated WAN (default matrix), one call at a time:
+//
+//   - local: a tenant homed in eu-west;
+//   - forwarded-us-east / forwarded-ap-south: tenants homed 70 ms / 150 ms away, the
+//     request forwarded once, whole;
+//   - degraded: eu-west cut off from us-east, the us-east tenant served in eu-west.
+//
+// Each reports p50 and p99 in ms next to rtt-ms, the configured round trip to the
+// home region; a forwarded call should cost one round trip plus local service time
+// (over-rtt-ms), never one round trip per statement. In the local cluster every
+// region shares one PostgreSQL, so degraded serving here does not pay the
+// cross-region statement latency it pays on CockroachDB.
+func BenchmarkRoutes(b *testing.B) {
+	ctx := context.Background()
+	cl, err := deploy.Start(ctx, deploy.Config{Binary: keyplaneBinary(b), Regions: deploy.DefaultRegions, NodesPerRegion: 1, RTT: func(a, b string) time.Duration { if os.Getenv("ZERO") != "" { return 0 }; return deploy.DefaultRTT(a, b) }})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cl.Stop()
+	op := connect.WithInterceptors(operatorHeader(cl.OperatorSecret))
+	admin := keyplanev1connect.NewAdminServiceClient(http.DefaultClient, cl.Nodes[0].URL, op)
+	tokens := map[string]string{}
+	for _, home := range deploy.DefaultRegions {
+		tokens[home] = seedToken(b, ctx, admin, cl.RegionNodes(home)[0].URL, "t-"+home, home, cl.OperatorSecret)
+	}
+	from := "eu-west"
+	url := cl.ClientURLs(from, from)[0]
+	cases := []struct {
+		name, home string
+		cut        bool
+	}{
+		{"local", "eu-west", false},
+		{"forwarded-us-east", "us-east", false},
+		{"forwarded-ap-south", "ap-south", false},
+		{"degraded", "us-east", true},
+	}
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
+			if c.cut {
+				if err := cl.Partition(from, c.home, false); err != nil {
+					b.Fatal(err)
+				}
+				defer func() { _ = cl.Heal(from, c.home) }()
+			}
+			tenant := "t-" + c.home
+			auth := keyplanev1connect.NewAuthServiceClient(http.DefaultClient, url, connect.WithInterceptors(tenantOnly(tenant)))
+			req := &keyplanev1.ValidateTokenRequest{TenantId: tenant, Token: tokens[c.home]}
+			want := map[string]string{"local": routing.RouteLocal, "degraded": routing.RouteDegraded}[c.name]
+			if want == "" {
+				want = routing.RouteForwarded
+			}
+			// Warm the connections (client → region, region → home) before timing.
+			for range 3 {
+				if _, err := auth.ValidateToken(ctx, connect.NewRequest(req)); err != nil {
+					b.Fatal(err)
+				}
+			}
+			var lat []time.Duration
+			for b.Loop() {
+				start := time.Now()
+				resp, err := auth.ValidateToken(ctx, connect.NewRequest(req))
+				lat = append(lat, time.Since(start))
+				if err != nil || !resp.Msg.Active {
+					b.Fatalf("validate: %v", err)
+				}
+				if got := resp.Header().Get(routing.RouteHeader); got != want {
+					b.Fatalf("route %q, want %q", got, want)
+				}
+			}
+			slices.Sort(lat)
+			ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+			p50, p99 := lat[len(lat)/2], lat[min(len(lat)-1, len(lat)*99/100)]
+			// The configured round trips on the way: application → its region, and for a
+			// forward, region → home region.
+			rtt := cl.RTT(from, from)
+			if want == routing.RouteForwarded {
+				rtt += cl.RTT(from, c.home)
+			}
+			b.ReportMetric(ms(p50), "p50-ms")
+			b.ReportMetric(ms(p99), "p99-ms")
+			b.ReportMetric(ms(rtt), "rtt-ms")
+			b.ReportMetric(ms(p50-rtt), "over-rtt-ms")
+		})
+	}
+}
+
+func tenantOnly(tenant string) connect.UnaryInterceptorFunc {
+	return func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			req.Header().Set(routing.TenantHeader, tenant)
+			return next(ctx, req)
+		}
+	}
+}
+
+func operatorHeader(secret string) connect.UnaryInterceptorFunc {
+	return func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			req.Header().Set("Authorization", "Bearer "+secret)
+			return next(ctx, req)
+		}
+	}
+}
+
+// seedToken creates a tenant homed in home with a service account and returns an
+// access token for it, seeding through a node of the home region.
+func seedToken(b *testing.B, ctx context.Context, admin keyplanev1connect.AdminServiceClient, homeURL, tenant, home, secret string) string {
+	b.Helper()
+	if _, err := admin.CreateTenant(ctx, connect.NewRequest(&keyplanev1.CreateTenantRequest{Id: tenant, Name: tenant, HomeRegion: home})); err != nil {
+		b.Fatal(err)
+	}
+	a := keyplanev1connect.NewAdminServiceClient(http.DefaultClient, homeURL, connect.WithInterceptors(operatorHeader(secret)))
+	owner, err := a.CreateIdentity(ctx, connect.NewRequest(&keyplanev1.CreateIdentityRequest{TenantId: tenant,
+		Kind: keyplanev1.IdentityKind_IDENTITY_KIND_HUMAN, DisplayName: "Owner", Email: "owner@" + tenant + ".example"}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	sa, err := a.CreateIdentity(ctx, connect.NewRequest(&keyplanev1.CreateIdentityRequest{TenantId: tenant,
+		Kind: keyplanev1.IdentityKind_IDENTITY_KIND_SERVICE_ACCOUNT, DisplayName: "svc", OwnerId: owner.Msg.Identity.Id,
+		Purpose: "route benchmark", ExpireTime: timestamppb.New(time.Now().Add(48 * time.Hour))}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	key, err := a.CreateAPIKey(ctx, connect.NewRequest(&keyplanev1.CreateAPIKeyRequest{TenantId: tenant,
+		IdentityId: sa.Msg.Identity.Id, Name: "bench", ExpireTime: timestamppb.New(time.Now().Add(47 * time.Hour))}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	auth := keyplanev1connect.NewAuthServiceClient(http.DefaultClient, homeURL)
+	tok, err := auth.ExchangeAPIKey(ctx, connect.NewRequest(&keyplanev1.ExchangeAPIKeyRequest{TenantId: tenant, ApiKey: key.Msg.ApiKey}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return tok.Msg.Token.AccessToken
+}
