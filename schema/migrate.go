@@ -96,6 +96,10 @@ func (c MigrateConfig) Validate() error {
 			}
 			member[r] = name
 		}
+		if c.Survive == "region" && len(c.SuperRegions[name]) < 3 {
+			return fieldErr("super_region", "with region survival a super region needs at least 3 regions to keep its data inside it through a region failure; %q has %d",
+				name, len(c.SuperRegions[name]))
+		}
 	}
 	return nil
 }

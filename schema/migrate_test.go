@@ -21,12 +21,15 @@ func TestMain(m *testing.M) { os.Exit(schematest.Run(m)) }
 // after an intended change.
 func TestGoldenDDL(t *testing.T) {
 	cfg := schema.MigrateConfig{
-		Regions:      []string{"us-east1", "europe-west1", "europe-west2", "asia-south1"},
+		Regions:      []string{"us-east1", "europe-west1", "europe-west2", "europe-west3", "asia-south1"},
 		Survive:      "region",
-		SuperRegions: map[string][]string{"eu": {"europe-west1", "europe-west2"}},
+		SuperRegions: map[string][]string{"eu": {"europe-west1", "europe-west2", "europe-west3"}},
 	}
 	for _, d := range []schema.Dialect{schema.Postgres, schema.Cockroach} {
 		t.Run(string(d), func(t *testing.T) {
+			if err := cfg.Validate(); err != nil {
+				t.Fatalf("golden config: %v", err)
+			}
 			got, err := schema.Render(d, "keyplane", cfg)
 			if err != nil {
 				t.Fatal(err)
@@ -98,6 +101,8 @@ func TestMigrateConfigValidate(t *testing.T) {
 		{"bad survive", schema.MigrateConfig{Regions: []string{"a"}, Survive: "planet"}, "survive:"},
 		{"restricted with region survival", schema.MigrateConfig{Regions: []string{"a", "b", "c"}, Survive: "region", Placement: "restricted"}, "zone survival"},
 		{"super region unknown member", schema.MigrateConfig{Regions: []string{"a"}, SuperRegions: map[string][]string{"eu": {"b"}}}, "not in --regions"},
+		{"two-region super region with region survival", schema.MigrateConfig{Regions: []string{"a", "b", "c"}, Survive: "region",
+			SuperRegions: map[string][]string{"eu": {"a", "b"}}}, "at least 3 regions to keep"},
 		{"super regions overlap", schema.MigrateConfig{Regions: []string{"a", "b"}, SuperRegions: map[string][]string{"x": {"a"}, "y": {"a", "b"}}}, "must not overlap"},
 	}
 	for _, tt := range tests {

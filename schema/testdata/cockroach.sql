@@ -4,10 +4,11 @@
 ALTER DATABASE "keyplane" SET PRIMARY REGION "us-east1";
 ALTER DATABASE "keyplane" ADD REGION IF NOT EXISTS "europe-west1";
 ALTER DATABASE "keyplane" ADD REGION IF NOT EXISTS "europe-west2";
+ALTER DATABASE "keyplane" ADD REGION IF NOT EXISTS "europe-west3";
 ALTER DATABASE "keyplane" ADD REGION IF NOT EXISTS "asia-south1";
 ALTER DATABASE "keyplane" SURVIVE REGION FAILURE;
 SET enable_super_regions = 'on';
-ALTER DATABASE "keyplane" ADD SUPER REGION "eu" VALUES "europe-west1", "europe-west2";
+ALTER DATABASE "keyplane" ADD SUPER REGION "eu" VALUES "europe-west1", "europe-west2", "europe-west3";
 ALTER DATABASE "keyplane" PLACEMENT DEFAULT;
 
 CREATE TABLE IF NOT EXISTS schema_migrations (
