@@ -23,6 +23,7 @@ import (
 	keyplanev1 "github.com/keyplane/keyplane/region/gen/keyplane/v1"
 	"github.com/keyplane/keyplane/region/gen/keyplane/v1/keyplanev1connect"
 	"github.com/keyplane/keyplane/routing"
+	"github.com/keyplane/keyplane/routing/client"
 )
 
 var binary string
@@ -295,6 +296,66 @@ func TestMultiRegionRouting(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitRoute(t, func() validation { return mr.validate(cl.RegionNodes("eu-west")[0].URL, "acme", tok) }, routing.RouteForwarded)
+	})
+
+	t.Run("app-side client: spreads over its region, fails over when the region dies", func(t *testing.T) {
+		var eps []client.Endpoint
+		for _, r := range cl.Regions() {
+			for _, u := range cl.ClientURLs("eu-west", r) {
+				eps = append(eps, client.Endpoint{Region: r, URL: u})
+			}
+		}
+		cfg := client.DefaultConfig()
+		cfg.Endpoints, cfg.Prefer, cfg.ProbeInterval = eps, []string{"eu-west"}, 200*time.Millisecond
+		c, err := client.New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		auth := keyplanev1connect.NewAuthServiceClient(c.HTTPClient(), client.BaseURL, c.Options()...)
+		tok := mr.token(t, cl.Nodes[0].URL, "acme")
+		via := map[string]int{}
+		for range 20 {
+			resp, err := auth.ValidateToken(ctx, connect.NewRequest(&keyplanev1.ValidateTokenRequest{TenantId: "acme", Token: tok}))
+			if err != nil || !resp.Msg.Active {
+				t.Fatalf("validate through the client: %v", err)
+			}
+			via[resp.Header().Get(routing.ViaHeader)]++
+		}
+		if len(via) != 2 || via["eu-west/eu-west-1"] == 0 || via["eu-west/eu-west-2"] == 0 {
+			t.Errorf("calls entered through %v, want both eu-west nodes", via)
+		}
+		west := cl.RegionNodes("eu-west")
+		for _, n := range west {
+			if err := n.Signal(syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// No call fails. The clients reach eu-west through proxies (like a load
+		// balancer) that accept the connection and then drop it, so a validation
+		// (safe to repeat) fails over at once, and marks eu-west down; exchanges
+		// (not safe to repeat) then go straight to the next region.
+		for i := range 10 {
+			resp, err := auth.ValidateToken(ctx, connect.NewRequest(&keyplanev1.ValidateTokenRequest{TenantId: "acme", Token: tok}))
+			if err != nil || !resp.Msg.Active {
+				t.Fatalf("validate %d with eu-west down: %v", i, err)
+			}
+			if got := resp.Header().Get("Keyplane-Served-By"); !strings.HasPrefix(got, "us-east/") {
+				t.Errorf("validate %d with eu-west down served by %q", i, got)
+			}
+			if _, err := auth.ExchangeAPIKey(ctx, connect.NewRequest(&keyplanev1.ExchangeAPIKeyRequest{TenantId: "acme",
+				ApiKey: mr.apiKey["acme"]})); err != nil {
+				t.Fatalf("exchange %d with eu-west down: %v", i, err)
+			}
+		}
+		for _, n := range west {
+			if err := cl.StartNode(ctx, n); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := cl.WaitRouted(ctx, 20*time.Second); err != nil {
+			t.Fatal(err)
+		}
 	})
 
 	t.Run("home nodes killed: another home node, then degraded", func(t *testing.T) {

@@ -1,0 +1,153 @@
+package client
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+)
+
+// BaseURL is the base URL to give generated client constructors: the Client's HTTP
+// client replaces its scheme and host by those of the endpoint chosen for each
+// attempt.
+const BaseURL = "http://keyplane.invalid"
+
+// Client calls the nearest healthy keyplane region and fails over to the next one.
+// It owns a background prober, stopped by Close. A Client is safe for concurrent use
+// by multiple goroutines; share one per process.
+type Client struct {
+	cfg    Config // with defaults
+	eps    []*endpoint
+	prefer map[string]int // region → rank in Config.Prefer
+	http   *http.Client
+	owned  *http.Transport // the default transport, nil when Config.Transport was given
+	log    *slog.Logger
+	budget *budget
+
+	mu sync.Mutex // guards the mutable fields of eps
+
+	stop      context.CancelFunc
+	done      chan struct{} // closed when the prober has returned
+	closeOnce sync.Once
+}
+
+// New validates cfg and returns a Client. It does not block: the first probe round
+// runs in the background, and until it answers, endpoints are used in Prefer, then
+// configuration order.
+func New(cfg Config) (*Client, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	c := &Client{
+		cfg:    cfg,
+		prefer: make(map[string]int, len(cfg.Prefer)),
+		log:    cfg.Logger,
+		budget: newBudget(cfg.MinRetries, cfg.RetryBudget),
+		done:   make(chan struct{}),
+	}
+	for i, e := range cfg.Endpoints {
+		c.eps = append(c.eps, newEndpoint(i, e))
+	}
+	for i, r := range cfg.Prefer {
+		c.prefer[r] = i
+	}
+	transport := cfg.Transport
+	if transport == nil {
+		c.owned = defaultTransport()
+		transport = c.owned
+	}
+	c.http = &http.Client{
+		Transport: transport,
+		// A Connect call is answered, never redirected; a redirect would leave the
+		// endpoint chosen for the attempt.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	c.stop = stop
+	if cfg.ProbeInterval > 0 {
+		go func() {
+			defer close(c.done)
+			c.probeLoop(ctx, cfg.ProbeInterval)
+		}()
+	} else {
+		close(c.done)
+	}
+	return c, nil
+}
+
+// Close stops the prober and waits for it, then closes idle connections of the
+// default transport. Calls made afterwards still work, on the last known endpoint
+// states. Close is idempotent.
+func (c *Client) Close() {
+	c.closeOnce.Do(func() {
+		c.stop()
+		<-c.done
+		if c.owned != nil {
+			c.owned.CloseIdleConnections()
+		}
+	})
+}
+
+// HTTPClient returns the HTTP client to give generated client constructors, with
+// BaseURL. It sends each request to the endpoint chosen for the current attempt,
+// keeping path and query.
+func (c *Client) HTTPClient() connect.HTTPClient {
+	return httpClient{c}
+}
+
+// Options returns the client options that make calls fail over: pass them to
+// generated client constructors. Interceptors given after them run once per attempt.
+func (c *Client) Options() []connect.ClientOption {
+	return []connect.ClientOption{connect.WithInterceptors(&interceptor{c})}
+}
+
+// Endpoints returns the state of every endpoint, most preferred first.
+func (c *Client) Endpoints() []EndpointStatus {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []EndpointStatus
+	for _, e := range order(c.eps, c.prefer, time.Now()) {
+		out = append(out, e.status())
+	}
+	return out
+}
+
+// best returns the most preferred endpoint.
+func (c *Client) best() *endpoint {
+	return c.next(nil)
+}
+
+// next returns the most preferred endpoint not yet tried, or the most preferred one
+// when all were; equally near endpoints of the nearest region take turns. tried is
+// indexed by endpoint index; nil means none.
+func (c *Client) next(tried []bool) *endpoint {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := time.Now()
+	eps := order(c.eps, c.prefer, now)
+	spread(eps, now)
+	for _, e := range eps {
+		if tried == nil || !tried[e.index] {
+			return e
+		}
+	}
+	return eps[0]
+}
+
+// markDown makes ep be tried last for Config.DownFor.
+func (c *Client) markDown(ctx context.Context, ep *endpoint, cause error) {
+	now := time.Now()
+	c.mu.Lock()
+	wasDown := now.Before(ep.downUntil)
+	ep.downUntil = now.Add(c.cfg.DownFor)
+	c.mu.Unlock()
+	if !wasDown {
+		c.log.LogAttrs(ctx, slog.LevelInfo, "keyplane endpoint down",
+			slog.String("region", ep.region), slog.String("url", ep.url),
+			slog.Duration("for", c.cfg.DownFor), slog.Any("error", cause))
+	}
+}

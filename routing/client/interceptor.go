@@ -1,0 +1,152 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"strings"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+)
+
+// TenantHeader names the tenant of a call, so a node can route it without decoding
+// the body. The interceptor sets it from the request's tenant_id field.
+const TenantHeader = "Keyplane-Tenant"
+
+// interceptor sets the tenant header and runs each unary call as up to MaxAttempts
+// attempts on successive endpoints. Streaming calls pass through. Safe for
+// concurrent use.
+type interceptor struct {
+	c *Client
+}
+
+var _ connect.Interceptor = (*interceptor)(nil)
+
+func (i *interceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+func (i *interceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return next
+}
+
+func (i *interceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		if !req.Spec().IsClient {
+			return next(ctx, req)
+		}
+		setTenant(req)
+		return i.c.call(ctx, req, next)
+	}
+}
+
+// setTenant sets TenantHeader, unless already set, from the request message's
+// top-level string field tenant_id, when it has one and it is not empty.
+func setTenant(req connect.AnyRequest) {
+	if req.Header().Get(TenantHeader) != "" {
+		return
+	}
+	msg, ok := req.Any().(proto.Message)
+	if !ok {
+		return
+	}
+	m := msg.ProtoReflect()
+	fd := m.Descriptor().Fields().ByName("tenant_id")
+	if fd == nil || fd.Kind() != protoreflect.StringKind || fd.Cardinality() == protoreflect.Repeated {
+		return
+	}
+	if t := m.Get(fd).String(); t != "" {
+		req.Header().Set(TenantHeader, t)
+	}
+}
+
+// call runs the attempts of one unary call. An attempt that failed is retried, on
+// the most preferred endpoint not yet tried, when all of these hold:
+//   - it failed with Unavailable, or with DeadlineExceeded because of the attempt
+//     timeout (not the caller's deadline), or got no answer at all (the connection
+//     broke: connect may then report Canceled or Unknown);
+//   - the procedure is safe to repeat (idempotency level NO_SIDE_EFFECTS or
+//     IDEMPOTENT), or the request provably never left the client;
+//   - attempts and the caller's context remain, and the retry budget has a token.
+func (c *Client) call(ctx context.Context, req connect.AnyRequest, next connect.UnaryFunc) (connect.AnyResponse, error) {
+	spec := req.Spec()
+	safe := spec.IdempotencyLevel == connect.IdempotencyNoSideEffects ||
+		spec.IdempotencyLevel == connect.IdempotencyIdempotent
+	tried := make([]bool, len(c.eps))
+	var trail []string // one "endpoint: code" per failed attempt
+	for n := 1; ; n++ {
+		att := &attempt{ep: c.next(tried)}
+		tried[att.ep.index] = true
+		res, timedOut, err := c.try(ctx, req, next, att)
+		if err == nil {
+			c.budget.success()
+			return res, nil
+		}
+		code := connect.CodeOf(err)
+		trail = append(trail, fmt.Sprintf("%v: %v", att.ep, code))
+		unsent := att.unsent.Load() || isUnsent(err)
+		if ctx.Err() == nil && att.sending.Load() && (timedOut || !att.answered.Load()) {
+			c.markDown(ctx, att.ep, err) // the endpoint did not answer, or not in time
+		}
+		// No answer at all (a connection reset or closed mid-call: a proxy in front of a
+		// dead node) is a transport failure whatever code connect gave it.
+		lost := ctx.Err() == nil && att.sending.Load() && !att.answered.Load()
+		retryable := code == connect.CodeUnavailable || (code == connect.CodeDeadlineExceeded && timedOut) || lost
+		if !retryable {
+			c.budget.success() // the server (or the caller) decided; nothing to throttle
+			return nil, finalError(err, trail)
+		}
+		log := c.log.With(slog.String("procedure", spec.Procedure), slog.Int("attempt", n),
+			slog.String("region", att.ep.region), slog.String("url", att.ep.url), slog.Any("error", err))
+		switch {
+		case !safe && !unsent:
+			log.LogAttrs(ctx, slog.LevelDebug, "keyplane call not retried: it has side effects and may have been received")
+			return nil, finalError(err, trail)
+		case n >= c.cfg.MaxAttempts || ctx.Err() != nil:
+			return nil, finalError(err, trail)
+		case !c.budget.spend():
+			log.LogAttrs(ctx, slog.LevelDebug, "keyplane call not retried: retry budget exhausted")
+			return nil, finalError(err, trail)
+		}
+		log.LogAttrs(ctx, slog.LevelDebug, "keyplane call failing over")
+		if !sleep(ctx, backoff(n, c.cfg.BackoffBase, c.cfg.BackoffMax)) {
+			return nil, finalError(err, trail)
+		}
+	}
+}
+
+// try runs one attempt under the attempt timeout, and reports whether that timeout,
+// rather than the caller's deadline, ended it.
+func (c *Client) try(ctx context.Context, req connect.AnyRequest, next connect.UnaryFunc, att *attempt) (connect.AnyResponse, bool, error) {
+	actx, cancel := context.WithTimeout(withAttempt(ctx, att), c.cfg.AttemptTimeout)
+	defer cancel()
+	res, err := next(actx, req)
+	callerDeadline, bounded := ctx.Deadline()
+	attemptDeadline, _ := actx.Deadline()
+	// The attempt's deadline is its own when it comes before the caller's; then a
+	// DeadlineExceeded (ours, or the server's from the propagated timeout) is the
+	// attempt timeout's doing, unless the caller's context ended meanwhile.
+	timedOut := err != nil && ctx.Err() == nil &&
+		(!bounded || attemptDeadline.Before(callerDeadline)) &&
+		connect.CodeOf(err) == connect.CodeDeadlineExceeded
+	return res, timedOut, err
+}
+
+// finalError returns the last attempt's error, as is after a single attempt, or
+// with the same code, details and metadata and a message listing every attempt.
+func finalError(last error, trail []string) error {
+	var ce *connect.Error
+	if len(trail) < 2 || !errors.As(last, &ce) {
+		return last
+	}
+	out := connect.NewError(ce.Code(), fmt.Errorf("%d attempts (%s), last: %w", len(trail), strings.Join(trail, "; "), last))
+	for _, d := range ce.Details() {
+		out.AddDetail(d)
+	}
+	maps.Copy(out.Meta(), ce.Meta())
+	return out
+}
