@@ -4,7 +4,10 @@
 // Today it holds the token benchmarks (token_bench_test.go): ValidateToken and
 // ExchangeAPIKey against a local node over real HTTP, each measured next to a baseline
 // that does the same logical read with raw pgx against the same database in the same
-// run. The load generator of the load-bench issue will live here too.
+// run; the check benchmarks (check_bench_test.go) likewise; and BenchmarkRoutes
+// (route_bench_test.go), which starts the three-region local cluster with its
+// simulated WAN and reports local, forwarded and degraded latency next to the
+// configured round trip. The load generator of the load-bench issue will live here too.
 //
 // Run them with `make bench` (or `go test ./bench -run '^$' -bench . -benchtime 5s`).
 package bench
