@@ -11,6 +11,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -24,7 +25,8 @@ type Member struct {
 	URL     string `json:"u"` // the node's API URL, as other nodes reach it
 	Version string `json:"v"`
 	Ready   bool   `json:"ok"`
-	// State is "alive" or "suspect"; dead and departed nodes are not members.
+	// State is "alive": dead and departed nodes are not members. (A suspect node stays
+	// listed until declared dead; the router's own failure memory skips it sooner.)
 	State string `json:"-"`
 }
 
@@ -52,7 +54,7 @@ type MembershipConfig struct {
 	Log     *slog.Logger
 }
 
-// Validate reports the first invalid field.
+// Validate reports every invalid field.
 func (c MembershipConfig) Validate() error {
 	var errs []error
 	if c.Region == "" || c.NodeID == "" {
@@ -104,10 +106,21 @@ type Membership struct {
 	done chan struct{}
 
 	queue *memberlist.TransmitLimitedQueue
+	addr  string
+	once  sync.Once
 
-	mu     sync.Mutex
-	self   Member
-	onMove []func(tenant string, epoch int64)
+	mu      sync.Mutex
+	self    Member
+	onMove  []func(tenant string, epoch int64)
+	members map[string]peer  // node name → what gossip last said; filled by events
+	moves   map[moveMsg]bool // moves heard (tenant, epoch), so each is relayed once
+}
+
+// peer is a copy of what memberlist knows of a node: memberlist's own Node values
+// change in place under its lock, so they are read only inside its event callbacks.
+type peer struct {
+	m    Member
+	addr string // gossip host:port
 }
 
 // JoinMembership starts gossip and joins the configured nodes in the background.
@@ -128,13 +141,14 @@ func JoinMembership(cfg MembershipConfig) (*Membership, error) {
 	case ProfileLAN:
 		mc = memberlist.DefaultLANConfig()
 		mc.ProbeInterval, mc.ProbeTimeout, mc.SuspicionMult = 500*time.Millisecond, 250*time.Millisecond, 4
+		mc.PushPullInterval = 10 * time.Second // a lost readiness change is repaired by the next full sync
 	default:
 		// Probe timeouts must exceed the longest round trip (about 300 ms across the
 		// world); WAN defaults take half a minute to call a node dead, too slow for
 		// routing, so the interval is shorter.
 		mc = memberlist.DefaultWANConfig()
 		mc.ProbeInterval, mc.ProbeTimeout, mc.SuspicionMult = time.Second, 800*time.Millisecond, 4
-		mc.GossipInterval = 200 * time.Millisecond
+		mc.GossipInterval, mc.PushPullInterval = 200*time.Millisecond, 10*time.Second
 	}
 	mc.Name = cfg.NodeID
 	host, port, _ := splitHostPort(cfg.Bind)
@@ -145,22 +159,29 @@ func JoinMembership(cfg MembershipConfig) (*Membership, error) {
 	mc.Logger = log.New(slogWriter{cfg.Log}, "", 0)
 	m := &Membership{log: cfg.Log, join: cfg.Join, stop: make(chan struct{}), done: make(chan struct{}),
 		self: Member{Region: cfg.Region, NodeID: cfg.NodeID, URL: cfg.URL, Version: cfg.Version}}
+	m.members, m.moves = map[string]peer{}, map[moveMsg]bool{}
+	m.queue = &memberlist.TransmitLimitedQueue{NumNodes: m.numMembers, RetransmitMult: 3}
 	mc.Delegate = delegate{m}
+	mc.Events = events{m}
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		return nil, fmt.Errorf("start gossip on %s: %w", cfg.Bind, err)
 	}
 	m.ml = ml
-	m.queue = &memberlist.TransmitLimitedQueue{NumNodes: ml.NumMembers, RetransmitMult: 3}
+	n := ml.LocalNode()
+	m.addr = net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
 	go m.rejoin()
 	return m, nil
 }
 
-// Addr is the host:port gossip listens on.
-func (m *Membership) Addr() string {
-	n := m.ml.LocalNode()
-	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+func (m *Membership) numMembers() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return max(len(m.members), 1)
 }
+
+// Addr is the host:port gossip listens on.
+func (m *Membership) Addr() string { return m.addr }
 
 // rejoin joins every configured node that is not a live member, at once and then
 // every two seconds until Leave: after a partition heals, or when a seed started
@@ -172,9 +193,11 @@ func (m *Membership) rejoin() {
 	for {
 		var missing []string
 		live := map[string]bool{}
-		for _, n := range m.ml.Members() {
-			live[net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))] = true
+		m.mu.Lock()
+		for _, p := range m.members {
+			live[p.addr] = true
 		}
+		m.mu.Unlock()
 		for _, j := range m.join {
 			if !live[j] {
 				missing = append(missing, j)
@@ -206,21 +229,15 @@ func (m *Membership) SetReady(ready bool) {
 	}
 }
 
-// Members returns every live node (alive or suspect), this one included, sorted by
-// region then node id.
+// Members returns every live node, this one included, sorted by region then node id.
+// A node leaves the list when gossip declares it dead or it leaves.
 func (m *Membership) Members() []Member {
-	var out []Member
-	for _, n := range m.ml.Members() {
-		var mem Member
-		if json.Unmarshal(n.Meta, &mem) != nil || mem.Region == "" {
-			continue // not a keyplane node, or its meta has not arrived yet
-		}
-		mem.State = "alive"
-		if n.State == memberlist.StateSuspect {
-			mem.State = "suspect"
-		}
-		out = append(out, mem)
+	m.mu.Lock()
+	out := make([]Member, 0, len(m.members))
+	for _, p := range m.members {
+		out = append(out, p.m)
 	}
+	m.mu.Unlock()
 	slices.SortFunc(out, func(a, b Member) int {
 		if a.Region != b.Region {
 			return compare(a.Region, b.Region)
@@ -230,7 +247,7 @@ func (m *Membership) Members() []Member {
 	return out
 }
 
-// Ready returns the ready, alive (not suspect) nodes of a region.
+// Ready returns the ready, live nodes of a region.
 func (m *Membership) Ready(region string) []Member {
 	var out []Member
 	for _, mem := range m.Members() {
@@ -254,11 +271,28 @@ func (b moveBroadcast) Message() []byte                       { return b.msg }
 func (b moveBroadcast) Finished()                             {}
 
 // AnnounceMove gossips that a tenant moved to a new placement epoch, so every node
-// drops its cached placement at once instead of when the cache expires. Best effort:
-// the caches' TTL bounds staleness when a broadcast is lost.
+// drops its cached placement at once instead of when the cache expires. Every node
+// relays a move the first time it hears it (memberlist sends a broadcast to only a
+// few peers). Best effort: the caches' TTL bounds staleness when one is lost.
 func (m *Membership) AnnounceMove(tenant string, epoch int64) {
-	b, _ := json.Marshal(moveMsg{Tenant: tenant, Epoch: epoch})
+	mv := moveMsg{Tenant: tenant, Epoch: epoch}
+	m.mu.Lock()
+	m.heard(mv)
+	m.mu.Unlock()
+	b, _ := json.Marshal(mv)
 	m.queue.QueueBroadcast(moveBroadcast{msg: b})
+}
+
+// heard records a move and reports whether it is new. Callers hold m.mu.
+func (m *Membership) heard(mv moveMsg) bool {
+	if m.moves[mv] {
+		return false
+	}
+	if len(m.moves) >= 10_000 {
+		clear(m.moves)
+	}
+	m.moves[mv] = true
+	return true
 }
 
 // OnMove registers fn to be called (from gossip's goroutine; it must not block) when
@@ -271,17 +305,38 @@ func (m *Membership) OnMove(fn func(tenant string, epoch int64)) {
 
 // Leave announces the departure (so peers stop routing here at once) and stops gossip.
 func (m *Membership) Leave(timeout time.Duration) {
-	select {
-	case <-m.stop:
-		return
-	default:
+	m.once.Do(func() {
+		close(m.stop)
+		<-m.done
+		if err := m.ml.Leave(timeout); err != nil {
+			m.log.Debug("gossip leave", "err", err)
+		}
+		_ = m.ml.Shutdown()
+	})
+}
+
+// events keeps Membership.members: memberlist calls it with its lock held, never
+// concurrently, so the node's fields may be read here.
+type events struct{ m *Membership }
+
+func (e events) NotifyJoin(n *memberlist.Node)   { e.m.put(n) }
+func (e events) NotifyUpdate(n *memberlist.Node) { e.m.put(n) }
+func (e events) NotifyLeave(n *memberlist.Node) {
+	e.m.mu.Lock()
+	delete(e.m.members, n.Name)
+	e.m.mu.Unlock()
+}
+
+func (m *Membership) put(n *memberlist.Node) {
+	var mem Member
+	if json.Unmarshal(n.Meta, &mem) != nil || mem.Region == "" {
+		return // not a keyplane node, or its metadata has not arrived yet
 	}
-	close(m.stop)
-	<-m.done
-	if err := m.ml.Leave(timeout); err != nil {
-		m.log.Debug("gossip leave", "err", err)
-	}
-	_ = m.ml.Shutdown()
+	mem.State = "alive"
+	p := peer{m: mem, addr: net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))}
+	m.mu.Lock()
+	m.members[n.Name] = p
+	m.mu.Unlock()
 }
 
 func compare(a, b string) int {
@@ -316,17 +371,19 @@ func (d delegate) NotifyMsg(b []byte) {
 		return
 	}
 	d.m.mu.Lock()
+	isNew := d.m.heard(mv)
 	fns := slices.Clone(d.m.onMove)
 	d.m.mu.Unlock()
+	if !isNew {
+		return
+	}
+	d.m.queue.QueueBroadcast(moveBroadcast{msg: slices.Clone(b)})
 	for _, fn := range fns {
 		fn(mv.Tenant, mv.Epoch)
 	}
 }
 
 func (d delegate) GetBroadcasts(overhead, limit int) [][]byte {
-	if d.m.queue == nil {
-		return nil
-	}
 	return d.m.queue.GetBroadcasts(overhead, limit)
 }
 func (delegate) LocalState(bool) []byte            { return nil }
@@ -339,7 +396,7 @@ type slogWriter struct{ log *slog.Logger }
 func (w slogWriter) Write(p []byte) (int, error) {
 	msg := string(p)
 	level := slog.LevelDebug
-	if len(msg) > 7 && (msg[:6] == "[WARN]" || msg[:7] == "[ERROR]") {
+	if strings.HasPrefix(msg, "[WARN]") || strings.HasPrefix(msg, "[ERR]") || strings.HasPrefix(msg, "[ERROR]") {
 		level = slog.LevelWarn
 	}
 	w.log.Log(context.Background(), level, "gossip", "msg", trimNewline(msg))

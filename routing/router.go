@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -185,10 +186,16 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // forwarder routed by a placement older than ours and the tenant no longer lives
 // here, say so (421) so the forwarder re-routes.
 func (rt *Router) serveHop(w http.ResponseWriter, r *http.Request, tenant, hv string) {
-	if ip := trustedIP(rt.cfg.HopKey, hv, tenant, time.Now()); ip != "" {
+	ip := trustedIP(rt.cfg.HopKey, hv, tenant, time.Now())
+	if ip != "" {
 		r.RemoteAddr = net.JoinHostPort(ip, "0")
 	}
 	if epoch, err := strconv.ParseInt(r.Header.Get(EpochHeader), 10, 64); err == nil && tenant != "" {
+		if len(rt.cfg.HopKey) > 0 && ip == "" {
+			// Not signed by a peer: anyone can send the header, and a made-up epoch must
+			// not turn every request into a database read. Use the cache as it is.
+			epoch = 0
+		}
 		p, err := rt.cfg.Directory.Lookup(r.Context(), tenant, epoch)
 		if err == nil && p.Home != rt.cfg.Region {
 			w.Header().Set(EpochHeader, strconv.FormatInt(p.Epoch, 10))
@@ -430,7 +437,15 @@ func (rt *Router) relay(w http.ResponseWriter, resp *http.Response) {
 	h.Set(ViaHeader, rt.self)
 	rt.m.routes.WithLabelValues(RouteForwarded).Inc()
 	w.WriteHeader(resp.StatusCode)
-	if _, err := io.Copy(w, resp.Body); err != nil {
+	var dst io.Writer = w
+	if resp.ContentLength == -1 {
+		// A streamed body (no length): pass each piece on as it comes, as
+		// httputil.ReverseProxy does, and keep HTTP/1.1 chunked so trailers survive.
+		rc := http.NewResponseController(w)
+		_ = rc.Flush()
+		dst = flushWriter{w, rc}
+	}
+	if _, err := io.Copy(dst, resp.Body); err != nil {
 		rt.cfg.Log.Debug("relay body", "err", err)
 	}
 	for k, vv := range resp.Trailer {
@@ -438,6 +453,19 @@ func (rt *Router) relay(w http.ResponseWriter, resp *http.Response) {
 			h.Add(http.TrailerPrefix+k, v)
 		}
 	}
+}
+
+type flushWriter struct {
+	w  io.Writer
+	rc *http.ResponseController
+}
+
+func (f flushWriter) Write(p []byte) (int, error) {
+	n, err := f.w.Write(p)
+	if err == nil {
+		err = f.rc.Flush()
+	}
+	return n, err
 }
 
 // hopByHop headers belong to one connection and are never forwarded ("TE: trailers",
@@ -468,7 +496,10 @@ func hostOf(addr string) string {
 // capped at limit.
 func callerTimeout(h http.Header, limit time.Duration) time.Duration {
 	if ms, err := strconv.ParseInt(h.Get("Connect-Timeout-Ms"), 10, 64); err == nil && ms > 0 {
-		return min(time.Duration(ms)*time.Millisecond, limit)
+		if ms >= limit.Milliseconds() {
+			return limit // also keeps ms × 1e6 from overflowing
+		}
+		return time.Duration(ms) * time.Millisecond
 	}
 	if d, ok := parseGRPCTimeout(h.Get("Grpc-Timeout")); ok {
 		return min(d, limit)
@@ -488,6 +519,9 @@ func parseGRPCTimeout(v string) (time.Duration, bool) {
 		'u': time.Microsecond, 'n': time.Nanosecond}[v[len(v)-1]]
 	if unit == 0 {
 		return 0, false
+	}
+	if n > int64(math.MaxInt64/unit) {
+		return math.MaxInt64, true // 99999999H is legal and longer than any limit
 	}
 	return time.Duration(n) * unit, true
 }

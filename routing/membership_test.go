@@ -1,0 +1,231 @@
+package routing_test
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/keyplane/keyplane/routing"
+)
+
+// eventually polls cond every 50 ms, at most 300 times (15 s). Gossip usually
+// converges in a few polls; in a three-node cluster a readiness update that gossip
+// failed to deliver waits for the next push-pull sync (every 5 s in ProfileLocal).
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for range 300 {
+		if cond() {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("%s: still false after 300 polls", what)
+}
+
+func join(t *testing.T, region, node string, seeds ...string) *routing.Membership {
+	t.Helper()
+	m, err := routing.JoinMembership(routing.MembershipConfig{
+		Region: region, NodeID: node, URL: "http://" + node + ".test", Version: "v1",
+		Bind: "127.0.0.1:0", Join: seeds, Profile: routing.ProfileLocal,
+	})
+	if err != nil {
+		t.Fatalf("JoinMembership(%s): %v", node, err)
+	}
+	t.Cleanup(func() { m.Leave(time.Second) })
+	return m
+}
+
+func nodeIDs(ms []routing.Member) []string {
+	var ids []string
+	for _, m := range ms {
+		ids = append(ids, m.NodeID)
+	}
+	return ids
+}
+
+func TestMembership(t *testing.T) {
+	if testing.Short() {
+		t.Skip("gossip cluster")
+	}
+	eu1 := join(t, "eu", "eu-1")
+	if got := eu1.Addr(); !strings.HasPrefix(got, "127.0.0.1:") || strings.HasSuffix(got, ":0") {
+		t.Fatalf("Addr() = %q, want 127.0.0.1 and the port chosen", got)
+	}
+	us1 := join(t, "us", "us-1", eu1.Addr())
+	eu2 := join(t, "eu", "eu-2", eu1.Addr())
+	all := []string{"eu-1", "eu-2", "us-1"}
+	nodes := map[string]*routing.Membership{"eu-1": eu1, "eu-2": eu2, "us-1": us1}
+
+	for name, m := range nodes {
+		eventually(t, name+" sees every node", func() bool { return slices.Equal(nodeIDs(m.Members()), all) })
+	}
+	t.Run("members", func(t *testing.T) {
+		got := us1.Members()
+		want := []routing.Member{
+			{Region: "eu", NodeID: "eu-1", URL: "http://eu-1.test", Version: "v1", State: "alive"},
+			{Region: "eu", NodeID: "eu-2", URL: "http://eu-2.test", Version: "v1", State: "alive"},
+			{Region: "us", NodeID: "us-1", URL: "http://us-1.test", Version: "v1", State: "alive"},
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("Members() = %+v, want %+v", got, want)
+		}
+		if got := us1.Ready("eu"); len(got) != 0 {
+			t.Errorf("Ready(eu) before readiness = %+v, want none", got)
+		}
+	})
+
+	t.Run("ready propagates", func(t *testing.T) {
+		eu1.SetReady(true)
+		us1.SetReady(true)
+		for name, m := range nodes {
+			eventually(t, name+" sees eu-1 ready", func() bool { return slices.Equal(nodeIDs(m.Ready("eu")), []string{"eu-1"}) })
+			eventually(t, name+" sees us-1 ready", func() bool { return slices.Equal(nodeIDs(m.Ready("us")), []string{"us-1"}) })
+		}
+		if got := eu2.Ready("ap"); len(got) != 0 {
+			t.Errorf("Ready(ap) = %+v, want none", got)
+		}
+		got := eu2.Ready("eu")
+		if len(got) != 1 || !got[0].Ready || got[0].URL != "http://eu-1.test" {
+			t.Errorf("Ready(eu) = %+v, want eu-1 ready at http://eu-1.test", got)
+		}
+	})
+
+	t.Run("not ready propagates", func(t *testing.T) {
+		eu1.SetReady(false)
+		for name, m := range nodes {
+			eventually(t, name+" sees eu-1 not ready", func() bool { return len(m.Ready("eu")) == 0 })
+		}
+	})
+
+	t.Run("leave", func(t *testing.T) {
+		us1.Leave(time.Second)
+		us1.Leave(time.Second) // a second Leave is a no-op
+		for name, m := range map[string]*routing.Membership{"eu-1": eu1, "eu-2": eu2} {
+			eventually(t, name+" stops listing us-1", func() bool {
+				return slices.Equal(nodeIDs(m.Members()), []string{"eu-1", "eu-2"}) && len(m.Ready("us")) == 0
+			})
+		}
+	})
+}
+
+// moves records the tenant moves a node hears. Safe for concurrent use.
+type moves struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (mv *moves) record(tenant string, epoch int64) {
+	mv.mu.Lock()
+	defer mv.mu.Unlock()
+	mv.got = append(mv.got, fmt.Sprintf("%s@%d", tenant, epoch))
+}
+
+func (mv *moves) heard() []string {
+	mv.mu.Lock()
+	defer mv.mu.Unlock()
+	return slices.Clone(mv.got)
+}
+
+// A tenant move announced by one node reaches every other node, so each drops its
+// cached placement at once.
+func TestMembershipAnnounceMove(t *testing.T) {
+	if testing.Short() {
+		t.Skip("gossip cluster")
+	}
+	const n = 5
+	nodes := []*routing.Membership{join(t, "eu", "node-0")}
+	for i := 1; i < n; i++ {
+		nodes = append(nodes, join(t, "eu", fmt.Sprintf("node-%d", i), nodes[0].Addr()))
+	}
+	heard := make([]*moves, n)
+	for i, m := range nodes {
+		eventually(t, fmt.Sprintf("node-%d sees every node", i), func() bool { return len(m.Members()) == n })
+		heard[i] = &moves{}
+		m.OnMove(heard[i].record)
+	}
+
+	nodes[0].AnnounceMove("globex", 8)
+	everyone := func() bool {
+		for _, h := range heard[1:] {
+			if len(h.heard()) == 0 {
+				return false
+			}
+		}
+		return true
+	}
+	for i := 0; i < 40 && !everyone(); i++ { // at most 2 s; gossip runs every 50 ms
+		time.Sleep(50 * time.Millisecond)
+	}
+	for i, h := range heard {
+		got := h.heard()
+		switch {
+		case i == 0 && len(got) != 0:
+			t.Errorf("the announcing node heard its own move: %v", got)
+		case i > 0 && len(got) == 0:
+			t.Errorf("node-%d never heard the move", i)
+		}
+		for _, g := range got {
+			if g != "globex@8" {
+				t.Errorf("node-%d heard %q, want %q", i, g, "globex@8")
+			}
+		}
+	}
+}
+
+func TestMembershipConfigValidate(t *testing.T) {
+	valid := routing.MembershipConfig{Region: "eu", NodeID: "eu-1", URL: "http://eu-1.test",
+		Bind: "127.0.0.1:0", Join: []string{"127.0.0.1:7946"}}
+	tests := []struct {
+		name    string
+		mutate  func(*routing.MembershipConfig)
+		wantErr []string // substrings; none means valid
+	}{
+		{name: "valid", mutate: func(*routing.MembershipConfig) {}},
+		{name: "lan profile", mutate: func(c *routing.MembershipConfig) { c.Profile = routing.ProfileLAN }},
+		{name: "advertise", mutate: func(c *routing.MembershipConfig) { c.Advertise = "192.0.2.1:7946" }},
+		{name: "no region", mutate: func(c *routing.MembershipConfig) { c.Region = "" }, wantErr: []string{"region and node id"}},
+		{name: "no node id", mutate: func(c *routing.MembershipConfig) { c.NodeID = "" }, wantErr: []string{"region and node id"}},
+		{name: "no url", mutate: func(c *routing.MembershipConfig) { c.URL = "" }, wantErr: []string{"API URL"}},
+		{name: "no bind", mutate: func(c *routing.MembershipConfig) { c.Bind = "" }, wantErr: []string{"gossip listen", "not host:port"}},
+		{name: "bind without port", mutate: func(c *routing.MembershipConfig) { c.Bind = "127.0.0.1" }, wantErr: []string{"gossip listen", `"127.0.0.1"`}},
+		{name: "bind port out of range", mutate: func(c *routing.MembershipConfig) { c.Bind = "127.0.0.1:70000" }, wantErr: []string{"gossip listen", "bad port"}},
+		{name: "bind port not a number", mutate: func(c *routing.MembershipConfig) { c.Bind = "127.0.0.1:http" }, wantErr: []string{"gossip listen", "bad port"}},
+		{name: "bad advertise", mutate: func(c *routing.MembershipConfig) { c.Advertise = "somewhere" }, wantErr: []string{"gossip advertise", `"somewhere"`}},
+		{name: "bad join entry", mutate: func(c *routing.MembershipConfig) { c.Join = []string{"127.0.0.1:7946", "seed"} }, wantErr: []string{"join", `"seed"`}},
+		{name: "bad profile", mutate: func(c *routing.MembershipConfig) { c.Profile = "fast" }, wantErr: []string{"gossip profile", `"fast"`}},
+		{
+			name:    "every bad field reported",
+			mutate:  func(c *routing.MembershipConfig) { c.URL, c.Profile = "", "fast" },
+			wantErr: []string{"API URL", "gossip profile"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := valid
+			c.Join = slices.Clone(valid.Join)
+			tt.mutate(&c)
+			err := c.Validate()
+			if len(tt.wantErr) == 0 {
+				if err != nil {
+					t.Errorf("Validate() = %v, want nil", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("Validate() = nil, want an error naming %q", tt.wantErr)
+			}
+			for _, s := range tt.wantErr {
+				if !strings.Contains(err.Error(), s) {
+					t.Errorf("Validate() = %q, want it to contain %q", err, s)
+				}
+			}
+			if m, err := routing.JoinMembership(c); err == nil {
+				m.Leave(time.Second)
+				t.Errorf("JoinMembership accepted an invalid config")
+			}
+		})
+	}
+}
