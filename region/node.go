@@ -39,13 +39,12 @@ type Node struct {
 	keys      *keyring
 	lastUsed  *lastUsed
 	verified  *verified
-	tenants   *tenantCache
+	tenants   *routing.Directory // tenant rows, cached: routing's placements and validation's partitions
 	policies  *policyCache
 	decisions *decisionLog
 	reg       Registry
 	mux       *http.ServeMux
 	gossip    Gossip
-	directory *routing.Directory
 }
 
 // New assembles a node. log may be nil (no logging).
@@ -77,7 +76,7 @@ func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node
 	n := &Node{cfg: cfg, store: store, log: log, metrics: m, lastUsed: &lastUsed{},
 		policies:  &policyCache{env: env, store: store, staleness: cfg.PolicyStaleness, m: m},
 		decisions: newDecisionLog(store, log, m, 10_000),
-		verified:  newVerified(10_000), tenants: &tenantCache{store: store, ttl: 5 * time.Second}, reg: reg,
+		verified:  newVerified(10_000), tenants: routing.NewDirectory(store, 5*time.Second), reg: reg,
 		keys: &keyring{store: store, kek: cfg.KEK, region: cfg.Region, refreshEvery: cfg.KeyRefresh}}
 
 	mux := http.NewServeMux()

@@ -44,10 +44,9 @@ type Gossip interface {
 // EnableRouting puts the router in front of the node's handler: requests for tenants
 // homed in another region are forwarded there once. Call it before Serve.
 func (n *Node) EnableRouting(r Routing) error {
-	n.directory = routing.NewDirectory(n.store, 5*time.Second)
 	router, err := routing.NewRouter(routing.Config{
 		Region: n.cfg.Region, NodeID: n.cfg.NodeID,
-		Directory:  n.directory,
+		Directory:  n.tenants,
 		Peers:      r.Peers,
 		HopKey:     routing.HopKey(string(n.cfg.OperatorSecret)),
 		Idempotent: idempotent,
@@ -89,12 +88,7 @@ func (n *Node) tenantMoved(tenant string, epoch int64) {
 	}
 }
 
-func (n *Node) forgetPlacement(tenant string) {
-	n.tenants.forget(tenant)
-	if n.directory != nil {
-		n.directory.Forget(tenant)
-	}
-}
+func (n *Node) forgetPlacement(tenant string) { n.tenants.Forget(tenant) }
 
 // reportReadiness tells gossip whether this node can serve, every second, until ctx
 // is done, and then that it cannot (so peers stop forwarding before it stops).

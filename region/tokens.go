@@ -76,7 +76,11 @@ func (n *Node) validate(ctx context.Context, tenantID, raw, audience string) (va
 		v.Reason = token.ReasonWrongIssuer
 		return v, nil
 	}
-	t, err := n.tenants.get(ctx, tenantID)
+	// The cached tenant gives the partition to read; nothing revocation depends on is
+	// taken from it: ReadTokenState reads the tenant's status with the session and
+	// identity in one statement. A home region made stale by a rehome makes that read
+	// miss, which fails closed.
+	t, err := n.tenants.Tenant(ctx, tenantID, 0)
 	if errors.Is(err, schema.ErrNotFound) {
 		v.Reason = reasonWrongTenant
 		return v, nil

@@ -36,8 +36,12 @@ type Directory struct {
 }
 
 type cachedPlacement struct {
-	p  Placement
+	t  schema.Tenant
 	at time.Time
+}
+
+func placementOf(t schema.Tenant) Placement {
+	return Placement{Tenant: t.ID, Home: t.HomeRegion, Epoch: t.PlacementEpoch}
 }
 
 // NewDirectory returns a directory reading src; ttl 0 means 5 seconds.
@@ -55,24 +59,35 @@ const maxEntries = 100_000
 // Lookup returns the tenant's placement. minEpoch > 0 refuses a cached entry older
 // than that epoch.
 func (d *Directory) Lookup(ctx context.Context, tenant string, minEpoch int64) (Placement, error) {
-	d.mu.Lock()
-	e, ok := d.m[tenant]
-	d.mu.Unlock()
-	if ok && time.Since(e.at) < d.ttl && e.p.Epoch >= minEpoch {
-		return e.p, nil
-	}
-	t, err := d.src.GetTenant(ctx, tenant)
+	t, err := d.Tenant(ctx, tenant, minEpoch)
 	if err != nil {
 		return Placement{}, err
 	}
-	p := Placement{Tenant: t.ID, Home: t.HomeRegion, Epoch: t.PlacementEpoch}
+	return placementOf(t), nil
+}
+
+// Tenant returns the tenant row as cached (at most the TTL old, and at least at
+// minEpoch). Only what changes by rehoming may be taken from it: the home region (the
+// partition of its rows) and the epoch. Revocation state, status and policy revision
+// are read fresh by the callers that need them.
+func (d *Directory) Tenant(ctx context.Context, tenant string, minEpoch int64) (schema.Tenant, error) {
+	d.mu.Lock()
+	e, ok := d.m[tenant]
+	d.mu.Unlock()
+	if ok && time.Since(e.at) < d.ttl && e.t.PlacementEpoch >= minEpoch {
+		return e.t, nil
+	}
+	t, err := d.src.GetTenant(ctx, tenant)
+	if err != nil {
+		return schema.Tenant{}, err
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if len(d.m) >= maxEntries {
 		d.m = map[string]cachedPlacement{}
 	}
-	d.m[tenant] = cachedPlacement{p: p, at: time.Now()}
-	return p, nil
+	d.m[tenant] = cachedPlacement{t: t, at: time.Now()}
+	return t, nil
 }
 
 // Forget drops a tenant's entry (after a rehome, or a misdirected forward).

@@ -66,6 +66,20 @@ Example:
 	if *db == "" {
 		return usageErr("--db is required (or KEYPLANE_DB)")
 	}
+	dial, err := parseDialMap(*dialMap)
+	if err != nil {
+		return usageErr("--peer-dial-map: %v", err)
+	}
+	gossip := routing.MembershipConfig{Region: cfg.Region, NodeID: cfg.NodeID, URL: *advertise, Version: version(),
+		Bind: *gossipListen, Advertise: *gossipAdvertise, Join: splitList(*join), Profile: *profile}
+	if gossip.URL == "" {
+		gossip.URL = "http://" + *listen
+	}
+	if *gossipListen != "" {
+		if err := gossip.Validate(); err != nil {
+			return usageErr("%v", err)
+		}
+	}
 	secret, err := operatorSecret(*secretFile)
 	if err != nil {
 		return err
@@ -112,21 +126,12 @@ Example:
 		return fmt.Errorf("listen on %s: %w", *listen, err)
 	}
 	if *gossipListen != "" {
-		url := *advertise
-		if url == "" {
-			url = "http://" + ln.Addr().String()
+		if *advertise == "" {
+			gossip.URL = "http://" + ln.Addr().String()
 		}
-		dial, err := parseDialMap(*dialMap)
+		gossip.Log = log
+		members, err := routing.JoinMembership(gossip)
 		if err != nil {
-			return usageErr("--peer-dial-map: %v", err)
-		}
-		members, err := routing.JoinMembership(routing.MembershipConfig{Region: cfg.Region, NodeID: cfg.NodeID, URL: url,
-			Version: version(), Bind: *gossipListen, Advertise: *gossipAdvertise, Join: splitList(*join), Profile: *profile, Log: log})
-		if err != nil {
-			var verr interface{ Unwrap() []error }
-			if errors.As(err, &verr) {
-				return usageErr("%v", err)
-			}
 			return err
 		}
 		defer members.Leave(2 * time.Second)
@@ -134,7 +139,7 @@ Example:
 			ForwardTimeout: *forwardTimeout, Dial: dial}); err != nil {
 			return err
 		}
-		log.Info("multi-region routing on", "gossip", members.Addr(), "join", *join, "profile", *profile)
+		log.Info("multi-region routing on", "gossip", members.Addr(), "join", *join, "profile", *profile, "api", gossip.URL)
 	}
 	fmt.Fprintf(stdout, "keyplane %s serving region %s as node %s on http://%s\n", version(), cfg.Region, cfg.NodeID, ln.Addr())
 	return node.Serve(ctx, ln)
