@@ -414,3 +414,13 @@ func readyMembers(ctx context.Context, client *http.Client, url string) ([]strin
 	slices.Sort(ids)
 	return ids, nil
 }
+
+// Pid is the node's process id, 0 when it is not running.
+func (n *Node) Pid() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cmd == nil || n.cmd.Process == nil {
+		return 0
+	}
+	return n.cmd.Process.Pid
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/keyplane/keyplane/region/authz"
@@ -17,60 +18,49 @@ type consistency struct {
 }
 
 // policyCache keeps one compiled policy snapshot per tenant. A fully consistent check
-// reads the tenant's current revision (one point read) and uses the snapshot only if
-// it has that revision; otherwise one reload per tenant runs at a time and concurrent
-// checks wait for it. Safe for concurrent use.
+// reads the tenant's current revision (one point read) and uses the snapshot if it is
+// at that revision or newer; otherwise one reload per tenant runs at a time and
+// concurrent checks wait for it. Cache hits take no lock. Safe for concurrent use.
 type policyCache struct {
 	env       *authz.Env
 	store     *schema.Store
 	staleness time.Duration
 	m         *metrics
 
-	mu      sync.Mutex
-	tenants map[string]*policyEntry
+	tenants sync.Map // tenant id → *policyEntry
 }
 
 type policyEntry struct {
 	mu        sync.Mutex // held while reloading
-	snap      *authz.Snapshot
-	checkedAt time.Time // when snap was last known current
+	snap      atomic.Pointer[authz.Snapshot]
+	checkedAt atomic.Int64 // unix nanoseconds when snap was last known current
 }
 
 func (c *policyCache) entry(tenantID string) *policyEntry {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.tenants == nil {
-		c.tenants = map[string]*policyEntry{}
+	if e, ok := c.tenants.Load(tenantID); ok {
+		return e.(*policyEntry)
 	}
-	e := c.tenants[tenantID]
-	if e == nil {
-		e = &policyEntry{}
-		c.tenants[tenantID] = e
-	}
-	return e
+	e, _ := c.tenants.LoadOrStore(tenantID, &policyEntry{})
+	return e.(*policyEntry)
 }
 
 // snapshot returns a policy for t that satisfies cons. t must have been read from the
 // database for this request (not from a cache): its PolicyRevision is the current
 // revision that a fully consistent check compares with, so the tenant read doubles as
-// the revision's point read.
+// the revision's point read. A snapshot newer than that revision is as good: it
+// reflects every change acknowledged before the check began.
 func (c *policyCache) snapshot(ctx context.Context, t schema.Tenant, cons consistency) (*authz.Snapshot, error) {
+	if cons.atLeast > t.PolicyRevision {
+		return nil, fieldError("consistency", fmt.Sprintf("at_least_as_fresh %d is ahead of the tenant's revision %d", cons.atLeast, t.PolicyRevision))
+	}
 	e := c.entry(t.ID)
+	if snap, ok := c.usable(e, t, cons); ok {
+		return snap, nil
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	switch {
-	case cons.minimize && e.snap != nil && time.Since(e.checkedAt) <= c.staleness:
-		return e.snap, nil
-	case cons.atLeast > 0 && e.snap != nil && e.snap.Revision() >= cons.atLeast:
-		return e.snap, nil
-	}
-	rev := t.PolicyRevision
-	if cons.atLeast > rev {
-		return nil, fieldError("consistency", fmt.Sprintf("at_least_as_fresh %d is ahead of the tenant's revision %d", cons.atLeast, rev))
-	}
-	if e.snap != nil && e.snap.Revision() == rev {
-		e.checkedAt = time.Now()
-		return e.snap, nil
+	if snap, ok := c.usable(e, t, cons); ok {
+		return snap, nil // another check reloaded it while this one waited
 	}
 	p, err := c.store.LoadPolicy(ctx, t.Scope())
 	if err != nil {
@@ -81,8 +71,27 @@ func (c *policyCache) snapshot(ctx context.Context, t schema.Tenant, cons consis
 		return nil, fmt.Errorf("compile policy of %s at revision %d: %w", t.ID, p.Revision, err)
 	}
 	c.m.policyReloads.Inc()
-	e.snap, e.checkedAt = snap, time.Now()
+	e.snap.Store(snap)
+	e.checkedAt.Store(time.Now().UnixNano())
 	return snap, nil
+}
+
+// usable returns the cached snapshot when it satisfies cons.
+func (c *policyCache) usable(e *policyEntry, t schema.Tenant, cons consistency) (*authz.Snapshot, bool) {
+	snap := e.snap.Load()
+	if snap == nil {
+		return nil, false
+	}
+	switch {
+	case cons.minimize && time.Since(time.Unix(0, e.checkedAt.Load())) <= c.staleness:
+		return snap, true
+	case cons.atLeast > 0 && snap.Revision() >= cons.atLeast:
+		return snap, true
+	case snap.Revision() >= t.PolicyRevision:
+		e.checkedAt.Store(time.Now().UnixNano())
+		return snap, true
+	}
+	return nil, false
 }
 
 func toAuthzPolicy(p schema.Policy) authz.Policy {

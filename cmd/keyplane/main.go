@@ -23,6 +23,7 @@ var commands = []struct {
 	{"migrate", "create or upgrade the database schema and record its regions", runMigrate},
 	{"demo", "start a local cluster on a private PostgreSQL and print a tour", runDemo},
 	{"keys", "rotate token-signing keys, make key-encryption keys", runKeys},
+	{"bench", "load-test a local cluster next to raw-SQL baselines", runBench},
 	{"version", "print the version", runVersion},
 }
 

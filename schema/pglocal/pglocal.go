@@ -269,7 +269,15 @@ func (s *Server) Restart(ctx context.Context) error {
 	if s.PID() != 0 {
 		return errors.New("postgres is still running")
 	}
-	return s.launch(ctx)
+	// A backend of the crashed server may still hold its shared memory for a moment.
+	var err error
+	for range 10 {
+		if err = s.launch(ctx); err == nil || !strings.Contains(err.Error(), "shared memory block") {
+			return err
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	return err
 }
 
 func (s *Server) kill() {
@@ -282,6 +290,14 @@ func (s *Server) kill() {
 	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // the whole process group
 	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGCONT)
 	<-done
+	// The backends die a moment after the postmaster; until they are gone they hold
+	// the shared memory a restart needs, so wait (at most 3 s) for the group to empty.
+	for range 60 {
+		if err := syscall.Kill(-cmd.Process.Pid, 0); errors.Is(err, syscall.ESRCH) {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // Stop shuts the server down (fast shutdown, then SIGKILL after 10s) and removes its

@@ -1,0 +1,563 @@
+package bench_test
+
+import (
+	"bytes"
+	"cmp"
+	"encoding/json"
+	"encoding/xml"
+	"errors"
+	"io"
+	"math"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keyplane/keyplane/bench"
+)
+
+// sampleReport is a hand-made run: validate with a baseline, targets (one unmet), node
+// usage and errors; check-reload in multi-region mode with routes and reloads; a rate
+// ladder; and revoke with nothing but its figures.
+func sampleReport() bench.Report {
+	return bench.Report{
+		Started: time.Date(2025, 11, 23, 13, 0, 0, 0, time.UTC),
+		Machine: bench.Machine{CPUs: 2, CPUModel: "AMD EPYC 7B13", MemoryGiB: 7.75, OS: "linux/amd64", Go: "go1.26.8",
+			Version: "v0.9.0", Postgres: "PostgreSQL 17.2", Note: "shared | noisy"},
+		Command: "keyplane bench run --workload all --duration 30s --json out.json > log",
+		Results: []bench.Result{
+			{
+				Workload: "validate", Mode: "closed", Concurrency: 16, DurationS: 30, Ops: 120000, Throughput: 3999.6,
+				Latency: bench.Latency{P50: 0.8123, P90: 1.5, P99: 3.14159, P999: 7, Max: 12.346},
+				Errors:  map[string]int64{"unavailable": 2, "transport": 1},
+				Baseline: &bench.Baseline{Query: "session point read", Ops: 240000, Throughput: 8000.4,
+					Latency: bench.Latency{P50: 0.5, P99: 2.1}},
+				Ratio: 0.4999, P99DiffMS: 1.04159,
+				Nodes:    []bench.NodeUsage{{Node: "us-east-1", CPUs: 41.26, RSSStartM: 100, RSSEndM: 110, RSSPeakM: 120.55}},
+				Timeline: []bench.Point{{T: 1, Throughput: 3900, P99: 3}, {T: 2, Throughput: 4100, Errors: 3, P99: 3.2}},
+				Targets: []bench.Target{
+					{Name: "throughput ≥ 0.5 × baseline", Want: "≥ 4000/s", Got: "4000/s", Met: true},
+					{Name: "p99 within baseline + 1 ms", Want: "≤ 3.10 ms", Got: "3.14 ms", Met: false},
+				},
+			},
+			{
+				Workload: "check-reload", Mode: "open", Concurrency: 64, Rate: 2000, DurationS: 30, Ops: 60000, Throughput: 2000,
+				Latency: bench.Latency{P50: 1, P90: 2, P99: 4, P999: 8, Max: 20},
+				Routes: map[string]bench.Route{
+					"degraded":  {Ops: 10, Latency: bench.Latency{P50: 2, P99: 3}, RTTms: 1},
+					"forwarded": {Ops: 20000, Latency: bench.Latency{P50: 42.5, P99: 60}, RTTms: 40},
+					"local":     {Ops: 39990, Latency: bench.Latency{P50: 0.9, P99: 3}, RTTms: 0},
+				},
+				Nodes:   []bench.NodeUsage{{Node: "a"}, {Node: "b"}, {Node: "c"}},
+				Reloads: 300, Writes: 100,
+			},
+			{
+				Workload: "mixed", Mode: "ladder", Concurrency: 16, DurationS: 60, Ops: 1000, Throughput: 900,
+				Ladder: []bench.Step{
+					{Rate: 500, Throughput: 500, Latency: bench.Latency{P50: 1, P99: 2}, OK: true},
+					{Rate: 1000, Throughput: 990, Latency: bench.Latency{P50: 2, P99: 9}, Errors: 4, OK: false},
+				},
+				MaxRate: 500,
+			},
+			{Workload: "revoke", Mode: "closed", Concurrency: 16, DurationS: 10, Ops: 5000, Throughput: 500,
+				Latency: bench.Latency{P50: 2, P90: 3, P99: 4, P999: 5, Max: 6}},
+		},
+	}
+}
+
+// section returns the part of a Markdown report under the heading that starts with
+// head, up to the next heading of the same level.
+func section(md, head string) string {
+	i := strings.Index(md, "\n"+head)
+	if i < 0 {
+		return ""
+	}
+	rest := md[i+1:]
+	level := strings.SplitN(head, " ", 2)[0] + " "
+	if j := strings.Index(rest[len(head):], "\n"+level); j >= 0 {
+		return rest[:len(head)+j]
+	}
+	return rest
+}
+
+func TestWriteMarkdown(t *testing.T) {
+	var buf bytes.Buffer
+	if err := bench.WriteMarkdown(&buf, sampleReport()); err != nil {
+		t.Fatal(err)
+	}
+	md := buf.String()
+	tests := []struct {
+		name    string
+		in      string // the part of the report searched; all of it when empty
+		want    []string
+		notWant []string
+	}{
+		{name: "title and machine", want: []string{
+			"# keyplane load bench\n",
+			"- **When:** 2025-11-23 13:00:00 UTC\n",
+			"- **Machine:** 2 CPUs, AMD EPYC 7B13, 7.8 GiB memory, linux/amd64\n",
+			"- **Go:** go1.26.8\n", "- **Database:** PostgreSQL 17.2\n", "- **Note:** shared | noisy\n",
+			"```sh\nkeyplane bench run --workload all --duration 30s --json out.json > log\n```\n",
+		}},
+		{name: "summary header", in: "## Summary", want: []string{
+			"| workload | mode | conc | rate | ops | throughput/s | p50 | p90 | p99 | p99.9 | max (ms) | errors | baseline thr/s | baseline p99 | ratio | p99 diff |\n",
+		}},
+		{name: "summary row with baseline", in: "## Summary", want: []string{
+			"| validate | closed | 16 | — | 120000 | 4000 | 0.812 | 1.50 | 3.14 | 7.00 | 12.35 | 3 | 8000 | 2.10 | 0.50 | +1.04 |\n",
+		}},
+		{name: "summary row open loop without baseline", in: "## Summary", want: []string{
+			"| check-reload | open | 64 | 2000 | 60000 | 2000 | 1.00 | 2.00 | 4.00 | 8.00 | 20.00 | 0 | — | — | — | — |\n",
+		}},
+		{name: "every workload has a section", want: []string{
+			"## validate (closed, c=16)\n", "## check-reload (open, c=64)\n", "## mixed (ladder, c=16)\n", "## revoke (closed, c=16)\n",
+		}},
+		{name: "baseline query", in: "## validate", want: []string{"Baseline (session point read): 240000 operations, 8000/s"}},
+		{name: "targets with an unmet one", in: "## validate", want: []string{
+			"| target | want | got | met |\n",
+			"| throughput ≥ 0.5 × baseline | ≥ 4000/s | 4000/s | ✓ |\n",
+			"| p99 within baseline + 1 ms | ≤ 3.10 ms | 3.14 ms | ✗ |\n",
+		}},
+		{name: "errors by code, most first", in: "## validate", want: []string{"| code | count |\n", "| unavailable | 2 |\n| transport | 1 |\n"}},
+		{name: "node usage and growth", in: "## validate", want: []string{
+			"| node | CPU s | RSS start | end | peak MiB | growth |\n",
+			"| us-east-1 | 41.3 | 100.0 | 110.0 | 120.5 | +10.0 MiB (+10.0%) |\n",
+		}},
+		{name: "routes in route order", in: "## check-reload", want: []string{
+			"| route | ops | p50 | p99 | configured RTT | p50 − RTT |\n",
+			"| local | 39990 | 0.900 | 3.00 | 0 | +0.900 |\n| forwarded | 20000 | 42.50 | 60.00 | 40.00 | +2.50 |\n| degraded | 10 | 2.00 | 3.00 | 1.00 | +1.00 |\n",
+		}},
+		{name: "policy reloads per node per write", in: "## check-reload", want: []string{
+			"300 policy reloads across all nodes for 100 policy writes: 3.00 per write, 1.00 per node per write (3 nodes).",
+		}},
+		{name: "ladder and max sustainable rate", in: "## mixed", want: []string{
+			"| rate | throughput/s | p50 | p99 | p99.9 | max | errors | ok |\n",
+			"| 500 | 500 | 1.00 | 2.00 | 0 | 0 | 0 | ✓ |\n| 1000 | 990 | 2.00 | 9.00 | 0 | 0 | 4 | ✗ |\n",
+			"Max sustainable rate: **500/s**.",
+		}},
+		{name: "empty sections omitted", in: "## revoke", want: []string{"10 s, 5000 operations, 500/s, p99 4.00 ms.\n"}, notWant: []string{
+			"### Routes", "### Rate ladder", "### Node usage", "### Policy reloads", "### Errors", "### Targets", "Baseline",
+		}},
+		{name: "no routes, ladder or reloads where none", in: "## validate", notWant: []string{"### Routes", "### Rate ladder", "### Policy reloads"}},
+		{name: "how to read this", want: []string{"## How to read this\n", "bench/README.md"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := md
+			if tt.in != "" {
+				if in = section(md, tt.in); in == "" {
+					t.Fatalf("no section %q in:\n%s", tt.in, md)
+				}
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(in, w) {
+					t.Errorf("want %q in:\n%s", w, in)
+				}
+			}
+			for _, w := range tt.notWant {
+				if strings.Contains(in, w) {
+					t.Errorf("got %q, want it absent from:\n%s", w, in)
+				}
+			}
+		})
+	}
+}
+
+func TestWriteMarkdownEmptyReport(t *testing.T) {
+	var buf bytes.Buffer
+	if err := bench.WriteMarkdown(&buf, bench.Report{}); err != nil {
+		t.Fatal(err)
+	}
+	md := buf.String()
+	for _, absent := range []string{"## Summary", "**When:**", "**Machine:**", "```"} {
+		if strings.Contains(md, absent) {
+			t.Errorf("got %q in an empty report:\n%s", absent, md)
+		}
+	}
+	if !strings.Contains(md, "No workloads ran.") {
+		t.Errorf("want %q in:\n%s", "No workloads ran.", md)
+	}
+}
+
+// TestWriteMarkdownNumbers checks the number formats through the p50 cell of a row.
+func TestWriteMarkdownNumbers(t *testing.T) {
+	tests := []struct {
+		name string
+		p50  float64
+		want string
+	}{
+		{"zero", 0, "0"},
+		{"three significant digits under 1 ms", 0.8123, "0.812"},
+		{"three significant digits under 0.1 ms", 0.04567, "0.0457"},
+		{"rounding into the next decade", 0.09996, "0.100"},
+		{"rounding up to 1 ms", 0.9996, "1.00"},
+		{"two decimals from 1 ms", 1, "1.00"},
+		{"two decimals rounded", 12.346, "12.35"},
+		{"not a number", math.NaN(), "—"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			r := bench.Report{Results: []bench.Result{{Workload: "w", Mode: "closed", Concurrency: 1, Latency: bench.Latency{P50: tt.p50}}}}
+			if err := bench.WriteMarkdown(&buf, r); err != nil {
+				t.Fatal(err)
+			}
+			want := "| w | closed | 1 | — | 0 | 0 | " + tt.want + " | 0 |"
+			if !strings.Contains(buf.String(), want) {
+				t.Errorf("want %q in:\n%s", want, section(buf.String(), "## Summary"))
+			}
+		})
+	}
+}
+
+func TestWriteJSON(t *testing.T) {
+	in := sampleReport()
+	var buf bytes.Buffer
+	if err := bench.WriteJSON(&buf, in); err != nil {
+		t.Fatal(err)
+	}
+	raw := buf.Bytes()
+
+	t.Run("indented", func(t *testing.T) {
+		if !bytes.HasPrefix(raw, []byte("{\n  \"started\"")) {
+			t.Errorf("got %.40q, want indented JSON", raw)
+		}
+		if bytes.Contains(raw, []byte(`\u003e`)) {
+			t.Errorf("got > escaped in %q", in.Command)
+		}
+	})
+	t.Run("round trip", func(t *testing.T) {
+		var got bench.Report
+		if err := json.Unmarshal(raw, &got); err != nil {
+			t.Fatal(err)
+		}
+		want := sampleReport()
+		for i := range want.Results { // WriteJSON writes {} and [] for nil
+			if want.Results[i].Errors == nil {
+				want.Results[i].Errors = map[string]int64{}
+			}
+			if want.Results[i].Timeline == nil {
+				want.Results[i].Timeline = []bench.Point{}
+			}
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("got %+v\nwant %+v", got, want)
+		}
+	})
+
+	var doc struct {
+		Results []map[string]json.RawMessage `json:"results"`
+	}
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	keys := func(msg json.RawMessage) []string {
+		var m map[string]json.RawMessage
+		if err := json.Unmarshal(msg, &m); err != nil {
+			t.Fatalf("%s: %v", msg, err)
+		}
+		var ks []string
+		for k := range m {
+			ks = append(ks, k)
+		}
+		slices.Sort(ks)
+		return ks
+	}
+	has := func(t *testing.T, got []string, want ...string) {
+		t.Helper()
+		for _, w := range want {
+			if !slices.Contains(got, w) {
+				t.Errorf("got keys %q, want %q among them", got, w)
+			}
+		}
+	}
+	validate, checkReload, revoke := doc.Results[0], doc.Results[1], doc.Results[3]
+	tests := []struct {
+		name string
+		obj  json.RawMessage
+		want []string
+	}{
+		{"result", mustJSON(t, validate), []string{"workload", "mode", "concurrency", "rate", "duration_s", "ops", "throughput",
+			"latency_ms", "errors", "baseline", "ratio", "p99_diff_ms", "timeline", "nodes", "targets"}},
+		{"latency", validate["latency_ms"], []string{"p50", "p90", "p99", "p999", "max"}},
+		{"baseline", validate["baseline"], []string{"query", "ops", "throughput", "latency_ms"}},
+		{"routes", checkReload["routes"], []string{"local", "forwarded", "degraded"}},
+		{"route", mustRoute(t, checkReload["routes"]), []string{"ops", "latency_ms", "rtt_ms"}},
+		{"reloads", mustJSON(t, checkReload), []string{"policy_reloads", "policy_writes"}},
+		{"ladder", mustJSON(t, doc.Results[2]), []string{"ladder", "max_sustainable_rate"}},
+	}
+	for _, tt := range tests {
+		t.Run("keys/"+tt.name, func(t *testing.T) { has(t, keys(tt.obj), tt.want...) })
+	}
+	t.Run("empty collections", func(t *testing.T) {
+		for _, k := range []string{"baseline", "routes", "ladder", "nodes", "targets", "policy_reloads"} {
+			if _, ok := revoke[k]; ok {
+				t.Errorf("got %q in a result without one", k)
+			}
+		}
+		if got := string(revoke["errors"]); got != "{}" {
+			t.Errorf("errors: got %s, want {}", got)
+		}
+		if got := string(revoke["timeline"]); got != "[]" {
+			t.Errorf("timeline: got %s, want []", got)
+		}
+	})
+	t.Run("input untouched", func(t *testing.T) {
+		if in.Results[3].Errors != nil || in.Results[3].Timeline != nil {
+			t.Error("WriteJSON changed its argument")
+		}
+	})
+}
+
+func mustJSON(t *testing.T, m map[string]json.RawMessage) json.RawMessage {
+	t.Helper()
+	b, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func mustRoute(t *testing.T, routes json.RawMessage) json.RawMessage {
+	t.Helper()
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(routes, &m); err != nil {
+		t.Fatal(err)
+	}
+	return m["forwarded"]
+}
+
+// svgDoc is what a chart holds, read back with encoding/xml.
+type svgDoc struct {
+	root      xml.StartElement
+	elements  map[string]int // by name, and by name.class
+	texts     []string
+	polylines map[string][][2]float64 // points by class
+	numbers   []float64               // every numeric coordinate attribute
+}
+
+func parseSVG(t *testing.T, data []byte) svgDoc {
+	t.Helper()
+	doc := svgDoc{elements: map[string]int{}, polylines: map[string][][2]float64{}}
+	dec := xml.NewDecoder(bytes.NewReader(data))
+	dec.Strict = true
+	var inText bool
+	var text strings.Builder
+	for {
+		tok, err := dec.Token()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("not well-formed XML: %v\n%s", err, data)
+		}
+		switch tok := tok.(type) {
+		case xml.StartElement:
+			if doc.root.Name.Local == "" {
+				doc.root = tok.Copy()
+			}
+			doc.elements[tok.Name.Local]++
+			for _, a := range tok.Attr {
+				switch a.Name.Local {
+				case "class":
+					doc.elements[tok.Name.Local+"."+a.Value]++
+				case "x", "y", "x1", "x2", "y1", "y2", "cx", "cy", "width", "height":
+					v, err := strconv.ParseFloat(a.Value, 64)
+					if err != nil {
+						t.Errorf("<%s %s=%q>: %v", tok.Name.Local, a.Name.Local, a.Value, err)
+					}
+					doc.numbers = append(doc.numbers, v)
+				}
+			}
+			if tok.Name.Local == "polyline" {
+				var class, points string
+				for _, a := range tok.Attr {
+					switch a.Name.Local {
+					case "class":
+						class = a.Value
+					case "points":
+						points = a.Value
+					}
+				}
+				for _, xy := range strings.Fields(points) {
+					xs, ys, _ := strings.Cut(xy, ",")
+					x, errX := strconv.ParseFloat(xs, 64)
+					y, errY := strconv.ParseFloat(ys, 64)
+					if errX != nil || errY != nil {
+						t.Errorf("polyline %s: bad point %q", class, xy)
+					}
+					doc.polylines[class] = append(doc.polylines[class], [2]float64{x, y})
+				}
+			}
+			if tok.Name.Local == "text" || tok.Name.Local == "title" {
+				inText = true
+				text.Reset()
+			}
+		case xml.CharData:
+			if inText {
+				text.Write(tok)
+			}
+		case xml.EndElement:
+			if inText && (tok.Name.Local == "text" || tok.Name.Local == "title") {
+				doc.texts = append(doc.texts, text.String())
+				inText = false
+			}
+		}
+	}
+	return doc
+}
+
+func TestWriteSVG(t *testing.T) {
+	r := sampleReport().Results[0]
+	var buf bytes.Buffer
+	if err := bench.WriteSVG(&buf, r); err != nil {
+		t.Fatal(err)
+	}
+	doc := parseSVG(t, buf.Bytes())
+	tests := []struct {
+		name      string
+		got, want any
+	}{
+		{"root", doc.root.Name, xml.Name{Space: "http://www.w3.org/2000/svg", Local: "svg"}},
+		{"title", slices.Contains(doc.texts, "validate (closed, c=16)"), true},
+		{"throughput line", len(doc.polylines["throughput"]), 2},
+		{"p99 line", len(doc.polylines["p99"]), 2},
+		{"error bars", doc.elements["rect.errors"], 1},
+		{"legend", slices.Contains(doc.texts, "throughput/s (left axis)") && slices.Contains(doc.texts, "p99 ms (right axis)"), true},
+		{"no fault windows", doc.elements["rect.window"], 0},
+		{"no script", doc.elements["script"], 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if !reflect.DeepEqual(tt.got, tt.want) {
+				t.Errorf("got %v, want %v", tt.got, tt.want)
+			}
+		})
+	}
+	t.Run("size", func(t *testing.T) {
+		attrs := map[string]string{}
+		for _, a := range doc.root.Attr {
+			attrs[a.Name.Local] = a.Value
+		}
+		if attrs["width"] != "900" || attrs["height"] != "420" {
+			t.Errorf("got %sx%s, want 900x420", attrs["width"], attrs["height"])
+		}
+	})
+	t.Run("higher throughput is drawn higher", func(t *testing.T) {
+		line := doc.polylines["throughput"]
+		if !(line[1][1] < line[0][1]) || !(line[1][0] > line[0][0]) {
+			t.Errorf("got %v, want the second point up and to the right", line)
+		}
+	})
+}
+
+func TestWriteSVGWindows(t *testing.T) {
+	many := make([]bench.Point, 60)
+	for i := range many {
+		many[i] = bench.Point{T: float64(i + 1), Throughput: float64(1000 + 10*i), P99: 2 + float64(i%7)/10}
+	}
+	many[30].Errors, many[31].Errors = 50, 5
+	tests := []struct {
+		name      string
+		title     string
+		points    []bench.Point
+		windows   []bench.Window
+		polyline  int // points in each line
+		circles   int
+		errorBars int
+		bands     int
+		texts     []string
+	}{
+		{name: "empty", title: "empty (closed, c=1)", texts: []string{"no data", "empty (closed, c=1)"}},
+		{name: "single point", title: "one", points: []bench.Point{{T: 1, Throughput: 5, Errors: 1, P99: 2}}, circles: 2, errorBars: 1},
+		{name: "all zero", title: "zero", points: []bench.Point{{T: 0}, {T: 1}, {T: 2}}, polyline: 3},
+		{name: "same second twice", title: "same", points: []bench.Point{{T: 3, Throughput: 1}, {T: 3, Throughput: 2}}, polyline: 2},
+		{name: "unsorted and not finite", title: "nan", points: []bench.Point{{T: 3, Throughput: 3, P99: math.NaN()}, {T: 1, Throughput: 1, P99: 1},
+			{T: math.Inf(1), Throughput: 9}, {T: 2, Throughput: math.Inf(1), P99: 2}}, polyline: 2},
+		{name: "fault windows", title: `drill <region-loss> & "rejoin"`, points: many,
+			windows:  []bench.Window{{FromS: 20, ToS: 35, Label: "kill us-east <2 nodes>"}, {FromS: 50, ToS: 45, Label: "partition"}},
+			polyline: 60, errorBars: 2, bands: 2,
+			texts: []string{`drill <region-loss> & "rejoin"`, "kill us-east <2 nodes>", "partition", "fault window"}},
+		{name: "windows without points", title: "w", windows: []bench.Window{{FromS: 0, ToS: 10, Label: "only"}}, bands: 1,
+			texts: []string{"no data", "only"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			if err := bench.WriteSVGWindows(&buf, tt.title, tt.points, tt.windows); err != nil {
+				t.Fatal(err)
+			}
+			for _, bad := range []string{"NaN", "Inf"} {
+				if bytes.Contains(buf.Bytes(), []byte(bad)) {
+					t.Fatalf("got %s in:\n%s", bad, buf.Bytes())
+				}
+			}
+			doc := parseSVG(t, buf.Bytes())
+			wantLines := 0
+			if tt.polyline > 0 {
+				wantLines = 2
+			}
+			if got := doc.elements["polyline"]; got != wantLines {
+				t.Errorf("polylines: got %d, want %d", got, wantLines)
+			}
+			for class, pts := range doc.polylines {
+				if len(pts) != tt.polyline {
+					t.Errorf("%s line: got %d points, want %d", class, len(pts), tt.polyline)
+				}
+				if !slices.IsSortedFunc(pts, func(a, b [2]float64) int { return cmp.Compare(a[0], b[0]) }) {
+					t.Errorf("%s line: got %v, want left to right", class, pts)
+				}
+			}
+			if got := doc.elements["circle"]; got != tt.circles {
+				t.Errorf("dots: got %d, want %d", got, tt.circles)
+			}
+			if got := doc.elements["rect.errors"]; got != tt.errorBars {
+				t.Errorf("error bars: got %d, want %d", got, tt.errorBars)
+			}
+			if got := doc.elements["rect.window"]; got != tt.bands {
+				t.Errorf("bands: got %d, want %d", got, tt.bands)
+			}
+			for _, want := range append([]string{tt.title}, tt.texts...) {
+				if !slices.Contains(doc.texts, want) {
+					t.Errorf("want text %q among %q", want, doc.texts)
+				}
+			}
+			for _, v := range doc.numbers {
+				if v < 0 || v > 900 {
+					t.Errorf("got coordinate %v outside the canvas", v)
+				}
+			}
+			for class, pts := range doc.polylines {
+				for _, p := range pts {
+					if p[0] < 70 || p[0] > 830 || p[1] < 60 || p[1] > 360 {
+						t.Errorf("%s line: got point %v outside the plot", class, p)
+					}
+				}
+			}
+		})
+	}
+}
+
+type failWriter struct{}
+
+func (failWriter) Write([]byte) (int, error) { return 0, errors.New("disk full") }
+
+func TestReportWriteErrors(t *testing.T) {
+	r := sampleReport()
+	tests := []struct {
+		name  string
+		write func(io.Writer) error
+	}{
+		{"json", func(w io.Writer) error { return bench.WriteJSON(w, r) }},
+		{"markdown", func(w io.Writer) error { return bench.WriteMarkdown(w, r) }},
+		{"svg", func(w io.Writer) error { return bench.WriteSVG(w, r.Results[0]) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := tt.write(failWriter{}); err == nil || !strings.Contains(err.Error(), "disk full") {
+				t.Errorf("got %v, want the writer's error", err)
+			}
+		})
+	}
+}

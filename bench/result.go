@@ -1,0 +1,123 @@
+package bench
+
+import "time"
+
+// Result is one run of one workload. Its JSON form is the stable, documented schema of
+// `keyplane bench run --json` (bench/README.md); fields are only ever added.
+type Result struct {
+	Workload    string  `json:"workload"`
+	Mode        string  `json:"mode"` // closed, open or ladder
+	Concurrency int     `json:"concurrency"`
+	Rate        float64 `json:"rate"` // open loop: target arrivals per second; 0 for closed loop
+	DurationS   float64 `json:"duration_s"`
+	Ops         int64   `json:"ops"`
+	Throughput  float64 `json:"throughput"` // successful operations per second
+	Latency     Latency `json:"latency_ms"`
+	// Errors counts failed operations by Connect code (or "transport").
+	Errors map[string]int64 `json:"errors"`
+	// Baseline is the same logical read done with pgx against the same database at the
+	// same concurrency, in the same run; nil when the workload has none.
+	Baseline *Baseline `json:"baseline,omitempty"`
+	// Ratio is keyplane's throughput over the baseline's; 0 without a baseline.
+	Ratio float64 `json:"ratio"`
+	// P99DiffMS is keyplane's p99 minus the baseline's, in milliseconds.
+	P99DiffMS float64 `json:"p99_diff_ms"`
+	// Routes splits latency by how requests were served (multi-region mode).
+	Routes map[string]Route `json:"routes,omitempty"`
+	// Ladder holds the steps of a rate ladder, and MaxRate the highest rate whose p99
+	// stayed under the threshold.
+	Ladder  []Step  `json:"ladder,omitempty"`
+	MaxRate float64 `json:"max_sustainable_rate,omitempty"`
+	// Nodes are the node processes' resource use over the run.
+	Nodes []NodeUsage `json:"nodes,omitempty"`
+	// Reloads is the number of policy snapshot reloads across all nodes during the run
+	// and Writes the policy writes the workload made (check-reload).
+	Reloads int64 `json:"policy_reloads,omitempty"`
+	Writes  int64 `json:"policy_writes,omitempty"`
+	// Timeline has one point per second: throughput, errors and p99 of that second.
+	Timeline []Point `json:"timeline"`
+	// Targets are the issue's targets as checked on this run.
+	Targets []Target `json:"targets,omitempty"`
+}
+
+// Latency percentiles in milliseconds.
+type Latency struct {
+	P50  float64 `json:"p50"`
+	P90  float64 `json:"p90"`
+	P99  float64 `json:"p99"`
+	P999 float64 `json:"p999"`
+	Max  float64 `json:"max"`
+}
+
+// Baseline is the raw-SQL measurement next to a workload.
+type Baseline struct {
+	Query      string  `json:"query"`
+	Ops        int64   `json:"ops"`
+	Throughput float64 `json:"throughput"`
+	Latency    Latency `json:"latency_ms"`
+}
+
+// Route is the latency of requests served one way (local, forwarded, degraded), next
+// to the configured round trip they had to pay.
+type Route struct {
+	Ops     int64   `json:"ops"`
+	Latency Latency `json:"latency_ms"`
+	// RTTms is the mean configured round trip of these requests (client to its region,
+	// plus region to home region when forwarded).
+	RTTms float64 `json:"rtt_ms"`
+}
+
+// Step is one rung of a rate ladder.
+type Step struct {
+	Rate       float64 `json:"rate"`
+	Throughput float64 `json:"throughput"`
+	Latency    Latency `json:"latency_ms"`
+	Errors     int64   `json:"errors"`
+	OK         bool    `json:"ok"` // p99 under the threshold and no errors
+}
+
+// NodeUsage is one node process's CPU and memory over the run.
+type NodeUsage struct {
+	Node      string  `json:"node"`
+	CPUs      float64 `json:"cpu_seconds"`
+	RSSStartM float64 `json:"rss_start_mib"`
+	RSSEndM   float64 `json:"rss_end_mib"`
+	RSSPeakM  float64 `json:"rss_peak_mib"`
+}
+
+// Point is one second of a run.
+type Point struct {
+	T          float64 `json:"t_s"`
+	Throughput float64 `json:"throughput"`
+	Errors     int64   `json:"errors"`
+	P99        float64 `json:"p99_ms"`
+}
+
+// Target is one performance target and whether this run met it.
+type Target struct {
+	Name string `json:"name"`
+	Want string `json:"want"`
+	Got  string `json:"got"`
+	Met  bool   `json:"met"`
+}
+
+// Report is a whole `keyplane bench run`: the machine, the settings and one Result
+// per workload.
+type Report struct {
+	Started time.Time `json:"started"`
+	Machine Machine   `json:"machine"`
+	Command string    `json:"command"`
+	Results []Result  `json:"results"`
+}
+
+// Machine describes where the run happened.
+type Machine struct {
+	CPUs      int    `json:"cpus"`
+	CPUModel  string `json:"cpu_model"`
+	MemoryGiB float64 `json:"memory_gib"`
+	OS        string `json:"os"`
+	Go        string `json:"go"`
+	Version   string `json:"keyplane_version"`
+	Postgres  string `json:"database"`
+	Note      string `json:"note"`
+}

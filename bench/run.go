@@ -1,0 +1,330 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/keyplane/keyplane/deploy"
+	"github.com/keyplane/keyplane/routing"
+)
+
+// Config configures a bench run.
+type Config struct {
+	Workloads   []string      // names from Workloads; empty means mixed
+	Mode        string        // closed (default), open or ladder
+	Concurrency int           // closed loop workers, open loop max in flight; 0 means 16
+	Rate        float64       // open loop arrivals per second; the ladder's first rung
+	Duration    time.Duration // per workload (per rung for the ladder); 0 means 30s
+	Warmup      time.Duration // unmeasured load before each workload; 0 means 3s
+	P99Target   time.Duration // ladder: highest acceptable p99; 0 means 10ms
+	ReloadEvery int           // check-reload: a policy write every N checks; 0 means 100
+	Identities  int           // per tenant; 0 means 10,000
+	Roles       int           // per tenant; 0 means 100
+	Resources   int           // per tenant; 0 means 10,000
+	MultiRegion bool          // three regions with the simulated WAN; workers placed in each
+	Binary      string        // keyplane executable for the nodes; "" means this process
+	Version     string
+	Progress    io.Writer // live progress line and seeding log; nil for none
+}
+
+func (c *Config) defaults() {
+	if len(c.Workloads) == 0 {
+		c.Workloads = []string{"mixed"}
+	}
+	if len(c.Workloads) == 1 && c.Workloads[0] == "all" {
+		c.Workloads = Workloads
+	}
+	c.Mode = cmpOr(c.Mode, "closed")
+	c.Concurrency = cmpOr(c.Concurrency, 16)
+	c.Duration = cmpOr(c.Duration, 30*time.Second)
+	c.Warmup = cmpOr(c.Warmup, 3*time.Second)
+	c.P99Target = cmpOr(c.P99Target, 10*time.Millisecond)
+	c.ReloadEvery = cmpOr(c.ReloadEvery, 100)
+	c.Identities = cmpOr(c.Identities, 10_000)
+	c.Roles = cmpOr(c.Roles, 100)
+	c.Resources = cmpOr(c.Resources, 10_000)
+	if c.Progress == nil {
+		c.Progress = io.Discard
+	}
+}
+
+func cmpOr[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
+}
+
+// Validate names the first bad field.
+func (c Config) Validate() error {
+	for _, w := range c.Workloads {
+		if w != "all" && !slices.Contains(Workloads, w) {
+			return fmt.Errorf("workload: %q is not one of %s, all", w, strings.Join(Workloads, ", "))
+		}
+	}
+	switch c.Mode {
+	case "", "closed", "ladder":
+	case "open":
+		if c.Rate <= 0 {
+			return errors.New("rate: the open loop needs --rate > 0 (operations per second)")
+		}
+	default:
+		return fmt.Errorf("mode: %q is not closed, open or ladder", c.Mode)
+	}
+	switch {
+	case c.Concurrency < 0 || c.Concurrency > 1024:
+		return errors.New("concurrency: between 1 and 1024")
+	case c.Rate < 0 || c.Rate > 1e6:
+		return errors.New("rate: between 0 and 1,000,000 per second")
+	case c.Duration < 0 || c.Duration > 24*time.Hour || (c.Duration > 0 && c.Duration < time.Second):
+		return errors.New("duration: between 1s and 24h")
+	case c.Warmup < 0 || c.Warmup > time.Hour:
+		return errors.New("warmup: between 0 and 1h")
+	case c.Identities < 0 || c.Identities > 1_000_000, c.Resources < 0 || c.Resources > 1_000_000:
+		return errors.New("identities, resources: at most 1,000,000")
+	case c.Roles < 0 || c.Roles > 10_000 || (c.Roles > 0 && c.Roles < 3):
+		return errors.New("roles: between 3 and 10,000")
+	case c.ReloadEvery < 0:
+		return errors.New("reload-every: positive")
+	}
+	return nil
+}
+
+// Run starts a local cluster (one region, or three with the simulated WAN), seeds it,
+// runs every workload with its baseline, and returns the report.
+func Run(ctx context.Context, cfg Config) (Report, error) {
+	if err := cfg.Validate(); err != nil {
+		return Report{}, err
+	}
+	cfg.defaults()
+	rep := Report{Started: time.Now().UTC(), Machine: describeMachine(cfg.Version)}
+	regions := deploy.DefaultRegions[:1]
+	if cfg.MultiRegion {
+		regions = deploy.DefaultRegions
+	}
+	fmt.Fprintf(cfg.Progress, "starting PostgreSQL and %d keyplane node(s)…\n", len(regions))
+	cl, err := deploy.Start(ctx, deploy.Config{Binary: cfg.Binary, Regions: regions, NodesPerRegion: 1, Durable: true})
+	if err != nil {
+		return rep, err
+	}
+	defer cl.Stop()
+	pcfg, err := pgxpool.ParseConfig(cl.DatabaseURL)
+	if err != nil {
+		return rep, fmt.Errorf("baseline pool: %w", err)
+	}
+	pcfg.MaxConns = int32(cfg.Concurrency)
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return rep, fmt.Errorf("baseline pool: %w", err)
+	}
+	defer pool.Close()
+	if rep.Machine.Postgres == "" {
+		_ = pool.QueryRow(ctx, "SHOW server_version").Scan(&rep.Machine.Postgres)
+		rep.Machine.Postgres = "PostgreSQL " + rep.Machine.Postgres + " (private, fsync on)"
+	}
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxConnsPerHost: 0}}
+	e := &env{cl: cl, hc: hc, pool: pool, multi: cfg.MultiRegion, regions: regions,
+		operator: connect.WithInterceptors(bearer(cl.OperatorSecret))}
+	if err := seed(ctx, e, cfg, cfg.Progress); err != nil {
+		return rep, err
+	}
+	for _, name := range cfg.Workloads {
+		res, err := runWorkload(ctx, e, cfg, name)
+		if err != nil {
+			return rep, fmt.Errorf("%s: %w", name, err)
+		}
+		rep.Results = append(rep.Results, res)
+	}
+	return rep, nil
+}
+
+func runWorkload(ctx context.Context, e *env, cfg Config, name string) (Result, error) {
+	res := Result{Workload: name, Mode: cfg.Mode, Concurrency: cfg.Concurrency}
+	if cfg.Mode == "open" {
+		res.Rate = cfg.Rate
+	}
+	if name == "revoke" || name == "mixed" {
+		per := int(min(200_000, max(2_000, 3000*(cfg.Duration+cfg.Warmup).Seconds())))
+		if name == "mixed" {
+			per = min(per, 20_000)
+		}
+		fmt.Fprintf(cfg.Progress, "minting %d tokens per tenant to revoke…\n", per)
+		if err := mintForRevoke(ctx, e, per); err != nil {
+			return res, err
+		}
+	}
+	var writes atomic.Int64
+	f, err := e.workload(name, cfg.Concurrency, cfg.ReloadEvery, &writes)
+	if err != nil {
+		return res, err
+	}
+	if cfg.Warmup > 0 {
+		closedLoop(ctx, cfg.Concurrency, cfg.Warmup, f, newRecorder())
+	}
+	writes.Store(0)
+	reloadsBefore := e.policyReloads(ctx)
+	usage := startUsage(e.cl)
+	rec, elapsed := measure(ctx, cfg, name, f)
+	res.Nodes = usage.stop()
+	rec.fill(&res, elapsed)
+	if cfg.Mode == "ladder" {
+		res.Ladder, res.MaxRate = ladder(ctx, cfg, name, f)
+	}
+	if name == "check-reload" || name == "mixed" {
+		res.Writes = writes.Load()
+		res.Reloads = e.policyReloads(ctx) - reloadsBefore
+	}
+	if kind := baselineOf[name]; kind != "" {
+		brec, belapsed := measure(ctx, cfg, name+" baseline", e.baselineOp(kind))
+		var b Result
+		brec.fill(&b, belapsed)
+		if len(b.Errors) > 0 {
+			return res, fmt.Errorf("baseline %s failed: %v", kind, b.Errors)
+		}
+		res.Baseline = &Baseline{Query: baselineQuery[kind], Ops: b.Ops, Throughput: b.Throughput, Latency: b.Latency}
+		res.Ratio = res.Throughput / b.Throughput
+		res.P99DiffMS = res.Latency.P99 - b.Latency.P99
+	}
+	res.Targets = targets(res, cfg, len(e.cl.Nodes))
+	return res, nil
+}
+
+// measure runs f under the configured load model (the ladder's measured run is a
+// closed loop) with a live progress line.
+func measure(ctx context.Context, cfg Config, label string, f op) (*recorder, time.Duration) {
+	rec := newRecorder()
+	pctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go progress(pctx, cfg.Progress, label, rec, done)
+	start := time.Now()
+	if cfg.Mode == "open" {
+		openLoop(ctx, cfg.Rate, cfg.Duration, cfg.Concurrency*4, f, rec)
+	} else {
+		closedLoop(ctx, cfg.Concurrency, cfg.Duration, f, rec)
+	}
+	elapsed := time.Since(start)
+	stop()
+	<-done
+	return rec, elapsed
+}
+
+// ladder runs open-loop rungs, doubling the rate while p99 stays under the target and
+// nothing fails (at most 12 rungs), and returns them with the highest good rate.
+func ladder(ctx context.Context, cfg Config, name string, f op) ([]Step, float64) {
+	rate := cfg.Rate
+	if rate <= 0 {
+		rate = 100
+	}
+	rung := min(cfg.Duration, 10*time.Second)
+	var steps []Step
+	var best float64
+	for range 12 {
+		c := cfg
+		c.Mode, c.Rate, c.Duration = "open", rate, rung
+		rec, elapsed := measure(ctx, c, fmt.Sprintf("%s ladder %.0f/s", name, rate), f)
+		var r Result
+		rec.fill(&r, elapsed)
+		s := Step{Rate: rate, Throughput: r.Throughput, Latency: r.Latency, Errors: sum(r.Errors)}
+		s.OK = s.Errors == 0 && s.Latency.P99 <= float64(cfg.P99Target.Microseconds())/1000 && s.Throughput >= 0.9*rate
+		steps = append(steps, s)
+		if !s.OK || ctx.Err() != nil {
+			break
+		}
+		best = rate
+		rate *= 2
+	}
+	return steps, best
+}
+
+// policyReloads sums keyplane_policy_reloads_total over every running node.
+func (e *env) policyReloads(ctx context.Context) int64 {
+	var total int64
+	for _, n := range e.cl.Nodes {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, n.URL+"/metrics", nil)
+		if err != nil {
+			continue
+		}
+		resp, err := e.hc.Do(req)
+		if err != nil {
+			continue
+		}
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			if v, ok := strings.CutPrefix(sc.Text(), "keyplane_policy_reloads_total"); ok {
+				f, _ := strconv.ParseFloat(strings.TrimSpace(v[strings.LastIndexByte(v, ' ')+1:]), 64)
+				total += int64(f)
+			}
+		}
+		resp.Body.Close()
+	}
+	return total
+}
+
+// targets checks the issue's targets that apply to this result.
+func targets(r Result, cfg Config, nodes int) []Target {
+	var out []Target
+	if (r.Workload == "validate" || r.Workload == "check") && r.Baseline != nil {
+		out = append(out,
+			Target{Name: "throughput vs baseline", Want: "≥ 0.50", Got: fmt.Sprintf("%.2f", r.Ratio), Met: r.Ratio >= 0.5},
+			Target{Name: "p99 vs baseline p99", Want: "≤ +1.00 ms", Got: fmt.Sprintf("%+.2f ms", r.P99DiffMS), Met: r.P99DiffMS <= 1})
+	}
+	if r.Writes > 0 {
+		per := float64(r.Reloads) / float64(r.Writes*int64(nodes))
+		out = append(out, Target{Name: "policy reloads per node per change", Want: "≤ 1.2",
+			Got: fmt.Sprintf("%.2f (%d reloads, %d changes, %d nodes)", per, r.Reloads, r.Writes, nodes), Met: per <= 1.2})
+	}
+	if fw, ok := r.Routes[routing.RouteForwarded]; ok && fw.Ops > 0 {
+		over := fw.Latency.P50 - fw.RTTms
+		out = append(out, Target{Name: "forwarded p50 over the configured round trip", Want: "≤ 3.00 ms",
+			Got: fmt.Sprintf("%.2f ms (p50 %.2f, RTT %.2f)", over, fw.Latency.P50, fw.RTTms), Met: over <= 3})
+	}
+	for _, n := range r.Nodes {
+		growth := n.RSSEndM - n.RSSStartM
+		out = append(out, Target{Name: "RSS growth of " + n.Node, Want: "≤ max(16 MiB, 10%)",
+			Got: fmt.Sprintf("%+.1f MiB over %.0fs", growth, r.DurationS), Met: growth <= max(16, 0.1*n.RSSStartM)})
+	}
+	return out
+}
+
+func describeMachine(version string) Machine {
+	m := Machine{CPUs: runtime.NumCPU(), OS: runtime.GOOS + "/" + runtime.GOARCH, Go: runtime.Version(), Version: version,
+		Note: "load generator, keyplane nodes and PostgreSQL share the machine"}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "model name"); ok {
+				m.CPUModel = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		var kb float64
+		if _, err := fmt.Sscanf(string(b), "MemTotal: %f kB", &kb); err == nil {
+			m.MemoryGiB = kb / (1 << 20)
+		}
+	}
+	if b, err := os.ReadFile("/etc/os-release"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "PRETTY_NAME="); ok {
+				m.OS = strings.Trim(v, `"`) + " " + m.OS
+			}
+		}
+	}
+	return m
+}
