@@ -98,7 +98,9 @@ func (b bearer) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 		return next(ctx, req)
 	}
 }
-func (b bearer) WrapStreamingClient(n connect.StreamingClientFunc) connect.StreamingClientFunc { return n }
+func (b bearer) WrapStreamingClient(n connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return n
+}
 func (b bearer) WrapStreamingHandler(n connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return n
 }

@@ -112,12 +112,12 @@ type Report struct {
 
 // Machine describes where the run happened.
 type Machine struct {
-	CPUs      int    `json:"cpus"`
-	CPUModel  string `json:"cpu_model"`
+	CPUs      int     `json:"cpus"`
+	CPUModel  string  `json:"cpu_model"`
 	MemoryGiB float64 `json:"memory_gib"`
-	OS        string `json:"os"`
-	Go        string `json:"go"`
-	Version   string `json:"keyplane_version"`
-	Postgres  string `json:"database"`
-	Note      string `json:"note"`
+	OS        string  `json:"os"`
+	Go        string  `json:"go"`
+	Version   string  `json:"keyplane_version"`
+	Postgres  string  `json:"database"`
+	Note      string  `json:"note"`
 }

@@ -68,7 +68,12 @@ func (e *buildError) Error() string { return e.err.Error() + "\n" + e.out }
 // cross-region statement latency it pays on CockroachDB.
 func BenchmarkRoutes(b *testing.B) {
 	ctx := context.Background()
-	cl, err := deploy.Start(ctx, deploy.Config{Binary: keyplaneBinary(b), Regions: deploy.DefaultRegions, NodesPerRegion: 1, RTT: func(a, b string) time.Duration { if os.Getenv("ZERO") != "" { return 0 }; return deploy.DefaultRTT(a, b) }})
+	cl, err := deploy.Start(ctx, deploy.Config{Binary: keyplaneBinary(b), Regions: deploy.DefaultRegions, NodesPerRegion: 1, RTT: func(a, b string) time.Duration {
+		if os.Getenv("ZERO") != "" {
+			return 0
+		}
+		return deploy.DefaultRTT(a, b)
+	}})
 	if err != nil {
 		b.Fatal(err)
 	}
