@@ -162,21 +162,21 @@ func progress(ctx context.Context, w io.Writer, label string, rec *recorder, don
 	}
 }
 
-// closedLoop runs conc workers back to back for d.
+// closedLoop runs conc workers back to back for d. Calls in flight at the end finish
+// (they are not cut by the run's deadline, which would count as errors).
 func closedLoop(ctx context.Context, conc int, d time.Duration, f op, rec *recorder) {
-	ctx, cancel := context.WithTimeout(ctx, d)
-	defer cancel()
+	deadline := time.Now().Add(d)
 	var n atomic.Int64
 	var wg sync.WaitGroup
 	for w := range conc {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for ctx.Err() == nil && n.Add(1) <= maxOps {
+			for ctx.Err() == nil && time.Now().Before(deadline) && n.Add(1) <= maxOps {
 				start := time.Now()
 				route, rtt, err := f(ctx, w)
-				if ctx.Err() != nil && err != nil {
-					return // the run ended mid-call: not an error of the system
+				if ctx.Err() != nil {
+					return // the run was cancelled mid-call: not an error of the system
 				}
 				rec.record(time.Since(start), route, rtt, err)
 			}
@@ -189,8 +189,6 @@ func closedLoop(ctx context.Context, conc int, d time.Duration, f op, rec *recor
 // maxInFlight at once. Latency is measured from each operation's intended start, so a
 // stall shows up in every operation it delayed (no coordinated omission).
 func openLoop(ctx context.Context, rate float64, d time.Duration, maxInFlight int, f op, rec *recorder) {
-	ctx, cancel := context.WithTimeout(ctx, d)
-	defer cancel()
 	interval := time.Duration(float64(time.Second) / rate)
 	total := min(int64(rate*d.Seconds()), maxOps)
 	slots := make(chan int, maxInFlight)
@@ -198,36 +196,32 @@ func openLoop(ctx context.Context, rate float64, d time.Duration, maxInFlight in
 		slots <- w
 	}
 	var wg sync.WaitGroup
+	defer wg.Wait()
 	start := time.Now()
 	for i := range total {
 		intended := start.Add(time.Duration(i) * interval)
 		if wait := time.Until(intended); wait > 0 {
 			select {
 			case <-ctx.Done():
+				return
 			case <-time.After(wait):
 			}
-		}
-		if ctx.Err() != nil {
-			break
 		}
 		var w int
 		select {
 		case w = <-slots:
 		case <-ctx.Done():
-		}
-		if ctx.Err() != nil {
-			break
+			return
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer func() { slots <- w }()
 			route, rtt, err := f(ctx, w)
-			if ctx.Err() != nil && err != nil {
+			if ctx.Err() != nil {
 				return
 			}
 			rec.record(time.Since(intended), route, rtt, err)
 		}()
 	}
-	wg.Wait()
 }

@@ -180,6 +180,35 @@ func TestWriteMarkdownEmptyReport(t *testing.T) {
 	}
 }
 
+func TestWriteMarkdownEdgeCases(t *testing.T) {
+	tests := []struct {
+		name string
+		r    bench.Report
+		want string
+	}{
+		{"ladder without a good rung",
+			bench.Report{Results: []bench.Result{{Workload: "w", Mode: "ladder", Ladder: []bench.Step{{Rate: 100}}}}},
+			"Max sustainable rate: **none**"},
+		{"backticks in the command",
+			bench.Report{Command: "echo ```"},
+			"````sh\necho ```\n````\n"},
+		{"pipes and newlines in cells",
+			bench.Report{Results: []bench.Result{{Workload: "a|b", Mode: "closed", Targets: []bench.Target{{Name: "x\ny", Want: "|", Met: true}}}}},
+			"| x y | \\| |  | ✓ |"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			if err := bench.WriteMarkdown(&buf, tt.r); err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(buf.String(), tt.want) {
+				t.Errorf("want %q in:\n%s", tt.want, buf.String())
+			}
+		})
+	}
+}
+
 // TestWriteMarkdownNumbers checks the number formats through the p50 cell of a row.
 func TestWriteMarkdownNumbers(t *testing.T) {
 	tests := []struct {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -39,6 +40,9 @@ type Config struct {
 	Binary      string        // keyplane executable for the nodes; "" means this process
 	Version     string
 	Progress    io.Writer // live progress line and seeding log; nil for none
+	// ProfileDir, when set, receives a CPU profile of the first node per workload
+	// (<workload>.pprof), taken during the measured run.
+	ProfileDir string
 }
 
 func (c *Config) defaults() {
@@ -137,11 +141,11 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		_ = pool.QueryRow(ctx, "SHOW server_version").Scan(&rep.Machine.Postgres)
 		rep.Machine.Postgres = "PostgreSQL " + rep.Machine.Postgres + " (private, fsync on)"
 	}
-	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxConnsPerHost: 0}}
+	hc := &http.Client{Transport: newTransport()}
 	e := &env{cl: cl, hc: hc, pool: pool, multi: cfg.MultiRegion, regions: regions,
 		operator: connect.WithInterceptors(bearer(cl.OperatorSecret))}
 	if err := seed(ctx, e, cfg, cfg.Progress); err != nil {
-		return rep, err
+		return rep, fmt.Errorf("%w%s", err, nodeErrors(cl))
 	}
 	for _, name := range cfg.Workloads {
 		res, err := runWorkload(ctx, e, cfg, name)
@@ -179,8 +183,12 @@ func runWorkload(ctx context.Context, e *env, cfg Config, name string) (Result, 
 	writes.Store(0)
 	reloadsBefore := e.policyReloads(ctx)
 	usage := startUsage(e.cl)
+	profiled := e.profile(ctx, cfg, name)
 	rec, elapsed := measure(ctx, cfg, name, f)
 	res.Nodes = usage.stop()
+	if err := <-profiled; err != nil {
+		fmt.Fprintf(cfg.Progress, "profile of %s: %v\n", name, err)
+	}
 	rec.fill(&res, elapsed)
 	if cfg.Mode == "ladder" {
 		res.Ladder, res.MaxRate = ladder(ctx, cfg, name, f)
@@ -249,6 +257,78 @@ func ladder(ctx context.Context, cfg Config, name string, f op) ([]Step, float64
 		rate *= 2
 	}
 	return steps, best
+}
+
+// newTransport keeps a connection per worker (HTTP/1.1: measured faster here than
+// h2c, which multiplexes every worker over one connection).
+func newTransport() *http.Transport { return &http.Transport{MaxIdleConnsPerHost: 256} }
+
+// nodeErrors returns the last error lines of the nodes' logs, for a failure report.
+func nodeErrors(cl *deploy.Cluster) string {
+	var out []string
+	for _, n := range cl.Nodes {
+		b, err := os.ReadFile(n.LogFile)
+		if err != nil {
+			continue
+		}
+		lines := strings.Split(string(b), "\n")
+		var errs []string
+		for _, l := range lines {
+			if strings.Contains(l, `"level":"ERROR"`) {
+				errs = append(errs, l)
+			}
+		}
+		if len(errs) > 3 {
+			errs = errs[len(errs)-3:]
+		}
+		for _, l := range errs {
+			out = append(out, n.ID+": "+l)
+		}
+	}
+	if len(out) == 0 {
+		return ""
+	}
+	return "\nnode log errors:\n" + strings.Join(out, "\n")
+}
+
+// profile fetches a CPU profile of the first node during the measured run.
+func (e *env) profile(ctx context.Context, cfg Config, name string) <-chan error {
+	done := make(chan error, 1)
+	if cfg.ProfileDir == "" {
+		done <- nil
+		return done
+	}
+	go func() {
+		secs := max(1, int(cfg.Duration.Seconds())-1)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.cl.Nodes[0].URL+"/debug/pprof/profile?seconds="+strconv.Itoa(secs), nil)
+		if err != nil {
+			done <- err
+			return
+		}
+		req.Header.Set("Authorization", "Bearer "+e.cl.OperatorSecret)
+		resp, err := e.hc.Do(req)
+		if err != nil {
+			done <- err
+			return
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			done <- fmt.Errorf("profile: %s", resp.Status)
+			return
+		}
+		if err := os.MkdirAll(cfg.ProfileDir, 0o755); err != nil {
+			done <- err
+			return
+		}
+		f, err := os.Create(filepath.Join(cfg.ProfileDir, name+".pprof"))
+		if err != nil {
+			done <- err
+			return
+		}
+		_, err = io.Copy(f, resp.Body)
+		done <- errors.Join(err, f.Close())
+	}()
+	return done
 }
 
 // policyReloads sums keyplane_policy_reloads_total over every running node.

@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -98,9 +100,26 @@ func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node
 	})
 	mux.HandleFunc("GET /readyz", n.readyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.Handle("/debug/pprof/", n.operatorOnly(http.HandlerFunc(pprof.Index)))
+	mux.Handle("/debug/pprof/profile", n.operatorOnly(http.HandlerFunc(pprof.Profile)))
+	mux.Handle("/debug/pprof/trace", n.operatorOnly(http.HandlerFunc(pprof.Trace)))
 	n.mux = mux
 	n.handler = n.servedBy(mux)
 	return n, nil
+}
+
+// operatorOnly guards an HTTP handler with the operator secret (profiles reveal
+// internals and cost CPU).
+func (n *Node) operatorOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || !n.isOperator(token) {
+			n.metrics.authFailures.Inc()
+			http.Error(w, "operator credentials required", http.StatusUnauthorized)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // Handler returns the node's HTTP handler (HTTP/1.1 and h2c).

@@ -53,6 +53,7 @@ Examples:
 	reportFile := fs.String("report", "", "write a Markdown report to this file")
 	svgDir := fs.String("svg", "", "write one SVG latency/throughput chart per workload into this directory")
 	quiet := fs.Bool("quiet", false, "no live progress line")
+	fs.StringVar(&cfg.ProfileDir, "pprof", "", "save a CPU profile of the first node per workload into this directory")
 	if err := c.parse(args[1:]); err != nil {
 		return parseErr(err)
 	}
