@@ -10,7 +10,7 @@ GO_TEST_FLAGS ?= -race -timeout 14m
 
 export PATH := $(BIN):$(PATH)
 
-.PHONY: all build demo test vet staticcheck unit postgres tools generate fuzz bench clean help
+.PHONY: all build demo test vet staticcheck unit postgres tools generate fuzz bench bench-go clean help
 
 all: build
 
@@ -34,7 +34,11 @@ staticcheck: $(BIN)/staticcheck
 unit:
 	go test $(GO_TEST_FLAGS) ./...
 
-bench: postgres ## token and check benchmarks next to their raw-SQL baselines (BENCHTIME, default 5s)
+bench: postgres build ## every load-bench workload next to its raw-SQL baseline (BENCH_FLAGS, default 10s each); report in .bin/bench/
+	$(BIN)/keyplane bench run --workload all --duration 10s --json $(BIN)/bench/results.json \
+	  --report $(BIN)/bench/report.md --svg $(BIN)/bench $(BENCH_FLAGS)
+
+bench-go: postgres ## the go test benchmarks: in-process token/check paths and the route benchmark (BENCHTIME, default 5s)
 	go test ./bench -run '^$$' -bench . -benchtime $${BENCHTIME:-5s}
 
 fuzz: ## run every fuzz target for FUZZTIME each (default 20s)

@@ -7,7 +7,9 @@
 // run; the check benchmarks (check_bench_test.go) likewise; and BenchmarkRoutes
 // (route_bench_test.go), which starts the three-region local cluster with its
 // simulated WAN and reports local, forwarded and degraded latency next to the
-// configured round trip. The load generator of the load-bench issue will live here too.
+// configured round trip. The load generator behind `keyplane bench run` lives here too
+// (run.go, load.go, workload.go, env.go, report.go, svg.go); bench/README.md explains it.
 //
-// Run them with `make bench` (or `go test ./bench -run '^$' -bench . -benchtime 5s`).
+// Run the load bench with `make bench`, the go benchmarks with `make bench-go` (or
+// `go test ./bench -run '^$' -bench . -benchtime 5s`).
 package bench

@@ -10,7 +10,7 @@ type Result struct {
 	Concurrency int     `json:"concurrency"`
 	Rate        float64 `json:"rate"` // open loop: target arrivals per second; 0 for closed loop
 	DurationS   float64 `json:"duration_s"`
-	Ops         int64   `json:"ops"`
+	Ops         int64   `json:"ops"`        // every completed operation, failed ones included
 	Throughput  float64 `json:"throughput"` // successful operations per second
 	Latency     Latency `json:"latency_ms"`
 	// Errors counts failed operations by Connect code (or "transport").
@@ -26,8 +26,13 @@ type Result struct {
 	Routes map[string]Route `json:"routes,omitempty"`
 	// Ladder holds the steps of a rate ladder, and MaxRate the highest rate whose p99
 	// stayed under the threshold.
-	Ladder  []Step  `json:"ladder,omitempty"`
-	MaxRate float64 `json:"max_sustainable_rate,omitempty"`
+	Ladder      []Step  `json:"ladder,omitempty"`
+	MaxRate     float64 `json:"max_sustainable_rate,omitempty"`
+	P99TargetMS float64 `json:"p99_target_ms,omitempty"` // the ladder's threshold
+	// WarmupS is the unmeasured load before the run; ReloadEvery the checks per policy
+	// write of check-reload.
+	WarmupS     float64 `json:"warmup_s"`
+	ReloadEvery int     `json:"reload_every,omitempty"`
 	// Nodes are the node processes' resource use over the run.
 	Nodes []NodeUsage `json:"nodes,omitempty"`
 	// Reloads is the number of policy snapshot reloads across all nodes during the run

@@ -190,8 +190,13 @@ func runWorkload(ctx context.Context, e *env, cfg Config, name string) (Result, 
 		fmt.Fprintf(cfg.Progress, "profile of %s: %v\n", name, err)
 	}
 	rec.fill(&res, elapsed)
+	res.WarmupS = cfg.Warmup.Seconds()
+	if name == "check-reload" {
+		res.ReloadEvery = cfg.ReloadEvery
+	}
 	if cfg.Mode == "ladder" {
 		res.Ladder, res.MaxRate = ladder(ctx, cfg, name, f)
+		res.P99TargetMS = float64(cfg.P99Target.Microseconds()) / 1000
 	}
 	if name == "check-reload" || name == "mixed" {
 		res.Writes = writes.Load()

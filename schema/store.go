@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	"github.com/cockroachdb/cockroach-go/v2/crdb"
@@ -96,10 +97,28 @@ func (s *Store) Ping(ctx context.Context) error {
 // the latter retries with ROLLBACK TO SAVEPOINT inside one transaction and ignores the
 // COMMIT error, which is right on CockroachDB but on PostgreSQL loses a transaction
 // that fails serialization at COMMIT (see docs/decisions/0003-transactions.md).
+//
+// Retries wait a jittered, exponentially growing pause first (up to about 100 ms):
+// writers contending on one row (every policy change bumps its tenant's revision)
+// that retry at once only collide again, and would use up the attempts.
 func (s *Store) tx(ctx context.Context, fn func(pgx.Tx) error) error {
+	n := 0
 	err := crdb.ExecuteCtx(ctx, func(ctx context.Context, _ ...any) error {
+		if n > 0 {
+			pause := time.Duration(rand.Int64N(int64(min(time.Millisecond<<min(n, 7), 100*time.Millisecond)))) + 100*time.Microsecond
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(pause):
+			}
+		}
+		n++
 		return s.attempt(ctx, fn)
 	})
+	var tooMany *crdb.MaxRetriesExceededError
+	if errors.As(err, &tooMany) {
+		return fmt.Errorf("%w: the change kept conflicting with concurrent changes (%d attempts); retry", ErrUnavailable, n)
+	}
 	return classify(err)
 }
 
