@@ -21,6 +21,8 @@ const (
 	// Read asks whether access exists (validate a token, check a permission).
 	// Granted is its answer when OK.
 	Read OpKind = "read"
+	// Call is any other call of the load (issue a token, an admin write).
+	Call OpKind = "call"
 )
 
 // Op is one recorded call. Start is taken before the request is sent and End after
@@ -33,6 +35,11 @@ type Op struct {
 	OK      bool // the call returned an answer (no error)
 	Granted bool // for reads: the answer was active/allowed
 	Node    string
+	Name    string // validate, check, issue, revoke, write
+	Client  string // the application instance (region/app-N) that made the call
+	Err     string // the Connect code of a failed call
+	Route   string // Keyplane-Route of the answer
+	Safe    bool   // the call may be repeated (the client retries it on another region)
 }
 
 // Violation is a read that granted access although it started after a revocation of

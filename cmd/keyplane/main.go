@@ -24,6 +24,7 @@ var commands = []struct {
 	{"demo", "start a local cluster on a private PostgreSQL and print a tour", runDemo},
 	{"keys", "rotate token-signing keys, make key-encryption keys", runKeys},
 	{"bench", "load-test a local cluster next to raw-SQL baselines", runBench},
+	{"chaos", "run failure drills under load and check the invariants", runChaos},
 	{"version", "print the version", runVersion},
 }
 

@@ -20,6 +20,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -250,13 +251,76 @@ func (s *Server) CreateDatabase(ctx context.Context, name, template string) erro
 	return nil
 }
 
-// Signal sends sig to the postmaster (chaos drills freeze it with SIGSTOP).
+// Signal sends sig to the postmaster only.
 func (s *Server) Signal(sig syscall.Signal) error {
 	pid := s.PID()
 	if pid == 0 {
 		return errors.New("postgres is not running")
 	}
 	return syscall.Kill(pid, sig)
+}
+
+// SignalAll sends sig to the postmaster and every process it started (backends,
+// checkpointer, walwriter…). PostgreSQL makes each child the leader of its own process
+// group (setsid), so signalling the postmaster's group would miss them: a "frozen"
+// server would go on answering on its open connections. Chaos drills freeze the whole
+// server with SignalAll(SIGSTOP) and thaw it with SIGCONT.
+func (s *Server) SignalAll(sig syscall.Signal) error {
+	pid := s.PID()
+	if pid == 0 {
+		return errors.New("postgres is not running")
+	}
+	return signalTree(pid, sig)
+}
+
+// signalTree signals pid first (so a stopping postmaster forks no new child), then its
+// children.
+func signalTree(pid int, sig syscall.Signal) error {
+	err := syscall.Kill(pid, sig)
+	for _, c := range children(pid) {
+		_ = syscall.Kill(c, sig)
+	}
+	return err
+}
+
+// children lists the processes whose parent is pid, from /proc.
+func children(pid int) []int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, e := range entries {
+		c, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		st := string(b)
+		i := strings.LastIndexByte(st, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(st[i+1:])
+		if len(f) > 1 && f[0] != "Z" && f[1] == strconv.Itoa(pid) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// alive reports whether pid exists and is not a zombie.
+func alive(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	st := string(b)
+	i := strings.LastIndexByte(st, ')')
+	return i > 0 && !strings.HasPrefix(strings.TrimSpace(st[i+1:]), "Z")
 }
 
 // Crash kills the server and all its backends at once, like a machine failure.
@@ -287,13 +351,19 @@ func (s *Server) kill() {
 	if cmd == nil || cmd.Process == nil {
 		return
 	}
-	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // the whole process group
-	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGCONT)
+	// Every child is its own process group (see SignalAll): kill them one by one, with
+	// the postmaster, at once.
+	kids := children(cmd.Process.Pid)
+	_ = signalTree(cmd.Process.Pid, syscall.SIGKILL)
+	for _, c := range kids {
+		_ = syscall.Kill(c, syscall.SIGCONT)
+	}
+	_ = syscall.Kill(cmd.Process.Pid, syscall.SIGCONT)
 	<-done
-	// The backends die a moment after the postmaster; until they are gone they hold
-	// the shared memory a restart needs, so wait (at most 3 s) for the group to empty.
+	// Until the children are gone they hold the shared memory a restart needs: wait
+	// (at most 3 s) for them.
 	for range 60 {
-		if err := syscall.Kill(-cmd.Process.Pid, 0); errors.Is(err, syscall.ESRCH) {
+		if !slices.ContainsFunc(kids, alive) {
 			return
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -307,7 +377,7 @@ func (s *Server) Stop() error {
 	cmd, done := s.cmd, s.done
 	s.mu.Unlock()
 	if cmd != nil && cmd.Process != nil {
-		_ = syscall.Kill(cmd.Process.Pid, syscall.SIGCONT) // a frozen server cannot shut down
+		_ = signalTree(cmd.Process.Pid, syscall.SIGCONT) // a frozen server cannot shut down
 		_ = cmd.Process.Signal(syscall.SIGINT)
 		select {
 		case <-done:

@@ -1,0 +1,75 @@
+package chaos_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/keyplane/keyplane/chaos"
+)
+
+var binary string
+
+// TestMain builds the keyplane binary once: the drills run nodes as separate processes.
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "keyplane-chaos-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "keyplane")
+	if out, err := exec.Command("go", "build", "-o", binary, "../cmd/keyplane").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build keyplane: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// TestDrills runs a short version of every drill against a real three-region cluster
+// and fails on any broken invariant (and on a drill that could not run).
+func TestDrills(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	defer cancel()
+	rep, err := chaos.Run(ctx, chaos.Config{Drills: []string{"all"}, Hold: 2 * time.Second, Steady: time.Second, Workers: 1,
+		Binary: binary, Progress: testWriter{t}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Drills) != len(chaos.Drills) {
+		t.Fatalf("%d drills ran, want %d", len(rep.Drills), len(chaos.Drills))
+	}
+	for _, d := range rep.Drills {
+		t.Run(d.Name, func(t *testing.T) {
+			if d.Failed != "" {
+				t.Fatalf("the drill could not run: %s", d.Failed)
+			}
+			for _, v := range d.Violations {
+				t.Errorf("revocation: %s", v)
+			}
+			for _, l := range d.LostWrites {
+				t.Errorf("lost write: %s", l)
+			}
+			for _, f := range d.FailOpen {
+				t.Errorf("fail open: %s", f)
+			}
+			if d.Ops == 0 || d.Writes == 0 {
+				t.Errorf("the load did nothing: %d calls, %d writes", d.Ops, d.Writes)
+			}
+			t.Logf("%d calls, %d errors (%d safe to retry), %d reads after revoke, target %q: %s (met %v)",
+				d.Ops, len(d.Errors), d.SafeErrors, d.ReadsAfterRevoke, d.Target, d.TargetGot, d.TargetMet)
+		})
+	}
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(string(p))
+	return len(p), nil
+}

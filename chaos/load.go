@@ -1,0 +1,297 @@
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/keyplane/keyplane/deploy"
+	keyplanev1 "github.com/keyplane/keyplane/region/gen/keyplane/v1"
+	"github.com/keyplane/keyplane/region/gen/keyplane/v1/keyplanev1connect"
+	"github.com/keyplane/keyplane/routing/client"
+)
+
+// drillPermission is granted to every tenant's load identity on "*".
+const drillPermission = "drill.doc.read"
+
+// tenant is one seeded tenant the load works on.
+type tenant struct {
+	id, home string
+	apiKey   string
+	owner    string // a human identity: owner of the service account
+
+	mu     sync.Mutex
+	tokens []token // recent tokens, live and revoked (reads pick from all of them)
+}
+
+type token struct {
+	raw, session string
+	revoked      bool
+}
+
+const keepTokens = 200
+
+func (t *tenant) add(tok token) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.tokens = append(t.tokens, tok)
+	if len(t.tokens) > keepTokens {
+		t.tokens = t.tokens[len(t.tokens)-keepTokens:]
+	}
+}
+
+// pick returns a random recent token; live only when live is set.
+func (t *tenant) pick(live bool) (token, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for range 8 {
+		if len(t.tokens) == 0 {
+			return token{}, false
+		}
+		i := rand.IntN(len(t.tokens))
+		if !live || !t.tokens[i].revoked {
+			if live {
+				t.tokens[i].revoked = true // claimed for revocation
+			}
+			return t.tokens[i], true
+		}
+	}
+	return token{}, false
+}
+
+// seed creates one tenant per region, each with a service account whose API key the
+// load exchanges, and a role bound to it on "*" so that checks of its tokens allow.
+func seed(ctx context.Context, cl *deploy.Cluster) ([]*tenant, error) {
+	var out []*tenant
+	for _, region := range cl.Regions() {
+		t := &tenant{id: "drill-" + region, home: region}
+		admin := keyplanev1connect.NewAdminServiceClient(http.DefaultClient, cl.RegionNodes(region)[0].URL,
+			connect.WithInterceptors(operator(cl.OperatorSecret)))
+		if _, err := admin.CreateTenant(ctx, connect.NewRequest(&keyplanev1.CreateTenantRequest{Id: t.id, Name: t.id, HomeRegion: region})); err != nil {
+			return nil, fmt.Errorf("seed %s: %w", t.id, err)
+		}
+		owner, err := admin.CreateIdentity(ctx, connect.NewRequest(&keyplanev1.CreateIdentityRequest{TenantId: t.id,
+			Kind: keyplanev1.IdentityKind_IDENTITY_KIND_HUMAN, DisplayName: "drill owner"}))
+		if err != nil {
+			return nil, fmt.Errorf("seed %s: %w", t.id, err)
+		}
+		t.owner = owner.Msg.Identity.Id
+		sa, err := admin.CreateIdentity(ctx, connect.NewRequest(&keyplanev1.CreateIdentityRequest{TenantId: t.id,
+			Kind: keyplanev1.IdentityKind_IDENTITY_KIND_SERVICE_ACCOUNT, DisplayName: "drill load", OwnerId: t.owner,
+			Purpose: "chaos drill load", ExpireTime: timestamppb.New(time.Now().Add(48 * time.Hour))}))
+		if err != nil {
+			return nil, fmt.Errorf("seed %s: %w", t.id, err)
+		}
+		key, err := admin.CreateAPIKey(ctx, connect.NewRequest(&keyplanev1.CreateAPIKeyRequest{TenantId: t.id,
+			IdentityId: sa.Msg.Identity.Id, Name: "drill", ExpireTime: timestamppb.New(time.Now().Add(47 * time.Hour))}))
+		if err != nil {
+			return nil, fmt.Errorf("seed %s: %w", t.id, err)
+		}
+		t.apiKey = key.Msg.ApiKey
+		role, err := admin.CreateRole(ctx, connect.NewRequest(&keyplanev1.CreateRoleRequest{TenantId: t.id, Name: "reader",
+			Permissions: []string{drillPermission}}))
+		if err != nil {
+			return nil, fmt.Errorf("seed %s: %w", t.id, err)
+		}
+		if _, err := admin.CreateBinding(ctx, connect.NewRequest(&keyplanev1.CreateBindingRequest{TenantId: t.id,
+			Effect: keyplanev1.Effect_EFFECT_ALLOW, PrincipalKind: "identity", PrincipalId: sa.Msg.Identity.Id,
+			RoleId: role.Msg.Role.Id, Scope: "*"})); err != nil {
+			return nil, fmt.Errorf("seed %s: %w", t.id, err)
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}
+
+func operator(secret string) connect.UnaryInterceptorFunc {
+	return func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			req.Header().Set("Authorization", "Bearer "+secret)
+			return next(ctx, req)
+		}
+	}
+}
+
+// recorder keeps the history of a drill. Safe for concurrent use.
+type recorder struct {
+	mu     sync.Mutex
+	ops    []Op
+	writes []Write
+}
+
+func (r *recorder) op(op Op) {
+	r.mu.Lock()
+	r.ops = append(r.ops, op)
+	r.mu.Unlock()
+}
+
+func (r *recorder) write(w Write) {
+	r.mu.Lock()
+	r.writes = append(r.writes, w)
+	r.mu.Unlock()
+}
+
+// take returns the history so far and starts a new one.
+func (r *recorder) take() ([]Op, []Write) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ops, ws := r.ops, r.writes
+	r.ops, r.writes = nil, nil
+	return ops, ws
+}
+
+// worker is one application instance placed in a region, calling keyplane through the
+// app-side client.
+type worker struct {
+	name    string
+	region  string
+	auth    keyplanev1connect.AuthServiceClient
+	check   keyplanev1connect.CheckServiceClient
+	admin   keyplanev1connect.AdminServiceClient
+	c       *client.Client
+	tenants []*tenant
+	rec     *recorder
+	seq     *atomic.Int64
+}
+
+func newWorker(cl *deploy.Cluster, region string, n int, tenants []*tenant, rec *recorder, seq *atomic.Int64) (*worker, error) {
+	var eps []client.Endpoint
+	for _, r := range cl.Regions() {
+		for _, u := range cl.ClientURLs(region, r) {
+			eps = append(eps, client.Endpoint{Region: r, URL: u})
+		}
+	}
+	cfg := client.DefaultConfig()
+	cfg.Endpoints, cfg.Prefer = eps, []string{region}
+	cfg.ProbeInterval, cfg.AttemptTimeout, cfg.DownFor = 250*time.Millisecond, 1500*time.Millisecond, time.Second
+	c, err := client.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	hc, opts := c.HTTPClient(), append(c.Options(), connect.WithInterceptors(operator(cl.OperatorSecret)))
+	return &worker{name: fmt.Sprintf("%s/app-%d", region, n), region: region, c: c, tenants: tenants, rec: rec, seq: seq,
+		auth:  keyplanev1connect.NewAuthServiceClient(hc, client.BaseURL, opts...),
+		check: keyplanev1connect.NewCheckServiceClient(hc, client.BaseURL, opts...),
+		admin: keyplanev1connect.NewAdminServiceClient(hc, client.BaseURL, opts...)}, nil
+}
+
+// run sends a mix of calls (45% validate, 20% check, 15% issue, 10% revoke, 10% admin
+// writes) about every pace until ctx ends, recording each.
+func (w *worker) run(ctx context.Context, pace time.Duration) {
+	for ctx.Err() == nil {
+		t := w.tenants[rand.IntN(len(w.tenants))]
+		switch x := rand.IntN(100); {
+		case x < 45:
+			w.validate(ctx, t)
+		case x < 65:
+			w.checkToken(ctx, t)
+		case x < 80:
+			w.issue(ctx, t)
+		case x < 90:
+			w.revoke(ctx, t)
+		default:
+			w.createIdentity(ctx, t)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(pace):
+		}
+	}
+}
+
+// callCtx bounds one call: a drill's calls never hang past 5 s.
+func callCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+}
+
+func (w *worker) record(op Op, err error, route string) {
+	op.End, op.Client, op.OK = time.Now(), w.name, err == nil
+	if err != nil {
+		op.Err = connect.CodeOf(err).String()
+	}
+	op.Route = route
+	w.rec.op(op)
+}
+
+func (w *worker) validate(ctx context.Context, t *tenant) {
+	tok, ok := t.pick(false)
+	if !ok {
+		return
+	}
+	cctx, cancel := callCtx(ctx)
+	defer cancel()
+	op := Op{Kind: Read, Name: "validate", Key: tok.session, Start: time.Now(), Safe: true}
+	resp, err := w.auth.ValidateToken(cctx, connect.NewRequest(&keyplanev1.ValidateTokenRequest{TenantId: t.id, Token: tok.raw}))
+	route := ""
+	if err == nil {
+		op.Granted, op.Node, route = resp.Msg.Active, resp.Header().Get("Keyplane-Served-By"), resp.Header().Get("Keyplane-Route")
+	}
+	w.record(op, err, route)
+}
+
+func (w *worker) checkToken(ctx context.Context, t *tenant) {
+	tok, ok := t.pick(false)
+	if !ok {
+		return
+	}
+	cctx, cancel := callCtx(ctx)
+	defer cancel()
+	op := Op{Kind: Read, Name: "check", Key: tok.session, Start: time.Now(), Safe: true}
+	resp, err := w.check.Check(cctx, connect.NewRequest(&keyplanev1.CheckRequest{TenantId: t.id,
+		Principal: &keyplanev1.CheckRequest_Token{Token: tok.raw}, Permission: drillPermission, Resource: "docs/report"}))
+	route := ""
+	if err == nil {
+		op.Granted, op.Node, route = resp.Msg.Allowed, resp.Header().Get("Keyplane-Served-By"), resp.Header().Get("Keyplane-Route")
+	}
+	w.record(op, err, route)
+}
+
+func (w *worker) issue(ctx context.Context, t *tenant) {
+	cctx, cancel := callCtx(ctx)
+	defer cancel()
+	op := Op{Kind: Call, Name: "issue", Start: time.Now()}
+	resp, err := w.auth.ExchangeAPIKey(cctx, connect.NewRequest(&keyplanev1.ExchangeAPIKeyRequest{TenantId: t.id, ApiKey: t.apiKey}))
+	route := ""
+	if err == nil {
+		t.add(token{raw: resp.Msg.Token.AccessToken, session: resp.Msg.Token.SessionId})
+		op.Key, op.Node, route = resp.Msg.Token.SessionId, resp.Header().Get("Keyplane-Served-By"), resp.Header().Get("Keyplane-Route")
+	}
+	w.record(op, err, route)
+}
+
+func (w *worker) revoke(ctx context.Context, t *tenant) {
+	tok, ok := t.pick(true)
+	if !ok {
+		return
+	}
+	cctx, cancel := callCtx(ctx)
+	defer cancel()
+	op := Op{Kind: Revoke, Name: "revoke", Key: tok.session, Start: time.Now(), Safe: true}
+	resp, err := w.auth.RevokeToken(cctx, connect.NewRequest(&keyplanev1.RevokeTokenRequest{TenantId: t.id, Token: tok.raw}))
+	route := ""
+	if err == nil {
+		op.Node, route = resp.Header().Get("Keyplane-Served-By"), resp.Header().Get("Keyplane-Route")
+	}
+	w.record(op, err, route)
+}
+
+func (w *worker) createIdentity(ctx context.Context, t *tenant) {
+	cctx, cancel := callCtx(ctx)
+	defer cancel()
+	op := Op{Kind: Call, Name: "write", Start: time.Now()}
+	resp, err := w.admin.CreateIdentity(cctx, connect.NewRequest(&keyplanev1.CreateIdentityRequest{TenantId: t.id,
+		Kind: keyplanev1.IdentityKind_IDENTITY_KIND_HUMAN, DisplayName: fmt.Sprintf("drill write %d", w.seq.Add(1))}))
+	route := ""
+	if err == nil {
+		op.Key, op.Node, route = resp.Msg.Identity.Id, resp.Header().Get("Keyplane-Served-By"), resp.Header().Get("Keyplane-Route")
+		w.rec.write(Write{Tenant: t.id, ID: resp.Msg.Identity.Id, At: time.Now(), Node: op.Node})
+	}
+	w.record(op, err, route)
+}

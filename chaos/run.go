@@ -1,0 +1,377 @@
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/keyplane/keyplane/deploy"
+	keyplanev1 "github.com/keyplane/keyplane/region/gen/keyplane/v1"
+	"github.com/keyplane/keyplane/region/gen/keyplane/v1/keyplanev1connect"
+)
+
+// Config configures a chaos run.
+type Config struct {
+	Drills     []string      // names from Drills; empty means all
+	Hold       time.Duration // how long each fault lasts; 0 means 4s
+	Steady     time.Duration // load before and after each fault; 0 means 2s
+	Workers    int           // application instances per region; 0 means 2
+	Pace       time.Duration // pause between a worker's calls; 0 means 20ms
+	Binary     string        // keyplane executable for the nodes; "" means this process
+	Commands   Commands
+	Progress   io.Writer
+	NodesPerRg int // nodes per region; 0 means 2
+}
+
+// DrillResult is one drill's outcome.
+type DrillResult struct {
+	Name             string           `json:"name"`
+	Doc              string           `json:"doc"`
+	Target           string           `json:"target"`
+	TargetMet        bool             `json:"target_met"`
+	TargetGot        string           `json:"target_got"`
+	Ops              int              `json:"ops"`
+	Errors           map[string]int   `json:"errors"` // by call name and code
+	SafeErrors       int              `json:"safe_errors"`
+	Routes           map[string]int   `json:"routes"`
+	ReadsAfterRevoke int              `json:"reads_after_revoke"`
+	Writes           int              `json:"acknowledged_writes"`
+	Violations       []string         `json:"revocation_violations"`
+	LostWrites       []string         `json:"lost_writes"`
+	FailOpen         []string         `json:"fail_open"`
+	Recoveries       []RecoveryResult `json:"recoveries"`
+	Windows          []WindowResult   `json:"windows"`
+	Timeline         []Point          `json:"timeline"`
+	Failed           string           `json:"failed,omitempty"` // the drill could not run
+	start            time.Time
+}
+
+// RecoveryResult is one client's failover, in milliseconds (-1: no success after).
+type RecoveryResult struct {
+	Client         string  `json:"client"`
+	Victim         bool    `json:"victim"` // its own region was hit
+	FirstSuccessMS float64 `json:"first_success_ms"`
+	Errors         int     `json:"errors"`
+}
+
+// WindowResult is a fault window relative to the drill's start.
+type WindowResult struct {
+	Label string  `json:"label"`
+	FromS float64 `json:"from_s"`
+	ToS   float64 `json:"to_s"`
+}
+
+// Point is one second of a drill.
+type Point struct {
+	T      float64 `json:"t_s"`
+	OK     int     `json:"ok"`
+	Errors int     `json:"errors"`
+	P99MS  float64 `json:"p99_ms"`
+}
+
+// Passed reports whether every invariant held (targets are reported, not enforced,
+// except through the invariants they restate).
+func (r *DrillResult) Passed() bool {
+	return r.Failed == "" && len(r.Violations) == 0 && len(r.LostWrites) == 0 && len(r.FailOpen) == 0
+}
+
+func (r *DrillResult) target(met bool, got string) { r.TargetMet, r.TargetGot = met, got }
+
+// Report is a whole chaos run.
+type Report struct {
+	Started time.Time     `json:"started"`
+	Command string        `json:"command"`
+	Drills  []DrillResult `json:"drills"`
+}
+
+// Passed reports whether every drill kept every invariant.
+func (r Report) Passed() bool {
+	for i := range r.Drills {
+		if !r.Drills[i].Passed() {
+			return false
+		}
+	}
+	return true
+}
+
+func (c *Config) defaults() {
+	if len(c.Drills) == 0 || slices.Contains(c.Drills, "all") {
+		c.Drills = nil
+		for _, d := range Drills {
+			c.Drills = append(c.Drills, d.Name)
+		}
+	}
+	if c.Hold <= 0 {
+		c.Hold = 4 * time.Second
+	}
+	if c.Steady <= 0 {
+		c.Steady = 2 * time.Second
+	}
+	if c.Workers <= 0 {
+		c.Workers = 2
+	}
+	if c.Pace <= 0 {
+		c.Pace = 20 * time.Millisecond
+	}
+	if c.NodesPerRg <= 0 {
+		c.NodesPerRg = 2
+	}
+	if c.Progress == nil {
+		c.Progress = io.Discard
+	}
+}
+
+// Validate names the first bad setting.
+func (c Config) Validate() error {
+	for _, name := range c.Drills {
+		if name != "all" && !slices.ContainsFunc(Drills, func(d Drill) bool { return d.Name == name }) {
+			return fmt.Errorf("drill: %q is not one of %s, all", name, strings.Join(drillNames(), ", "))
+		}
+	}
+	for _, m := range []map[string]string{c.Commands.Fault, c.Commands.Recover} {
+		for name := range m {
+			if !slices.Contains(drillNames(), name) {
+				return fmt.Errorf("fault-cmd: %q is not a drill (%s)", name, strings.Join(drillNames(), ", "))
+			}
+		}
+	}
+	switch {
+	case c.Hold < 0 || c.Hold > 10*time.Minute:
+		return fmt.Errorf("duration: between 1s and 10m")
+	case c.Workers < 0 || c.Workers > 50:
+		return fmt.Errorf("workers: between 1 and 50 per region")
+	}
+	return nil
+}
+
+func drillNames() []string {
+	var out []string
+	for _, d := range Drills {
+		out = append(out, d.Name)
+	}
+	return out
+}
+
+// Run starts a three-region cluster (2 nodes per region, the simulated WAN), seeds a
+// tenant per region, runs the load from every region through the app-side client, and
+// runs each drill in turn, checking its history.
+func Run(ctx context.Context, cfg Config) (Report, error) {
+	if err := cfg.Validate(); err != nil {
+		return Report{}, err
+	}
+	cfg.defaults()
+	rep := Report{Started: time.Now().UTC()}
+	fmt.Fprintf(cfg.Progress, "starting PostgreSQL and %d keyplane nodes in 3 regions…\n", 3*cfg.NodesPerRg)
+	cl, err := deploy.Start(ctx, deploy.Config{Binary: cfg.Binary, Regions: deploy.DefaultRegions, NodesPerRegion: cfg.NodesPerRg, Durable: true})
+	if err != nil {
+		return rep, err
+	}
+	defer cl.Stop()
+	tenants, err := seed(ctx, cl)
+	if err != nil {
+		return rep, err
+	}
+	rec := &recorder{}
+	var seq atomic.Int64
+	var workers []*worker
+	for _, region := range cl.Regions() {
+		for i := range cfg.Workers {
+			w, err := newWorker(cl, region, i+1, tenants, rec, &seq)
+			if err != nil {
+				return rep, err
+			}
+			defer w.c.Close()
+			workers = append(workers, w)
+		}
+	}
+	loadCtx, stopLoad := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for _, w := range workers {
+		wg.Add(1)
+		go func() { defer wg.Done(); w.run(loadCtx, cfg.Pace) }()
+	}
+	defer func() { stopLoad(); wg.Wait() }()
+	admin := keyplanev1connect.NewAdminServiceClient(http.DefaultClient, cl.Nodes[0].URL, connect.WithInterceptors(operator(cl.OperatorSecret)))
+	if err := sleep(ctx, cfg.Steady); err != nil {
+		return rep, err
+	}
+	rec.take() // warm-up history is not judged
+	for _, name := range cfg.Drills {
+		d := Drills[slices.IndexFunc(Drills, func(d Drill) bool { return d.Name == name })]
+		res := runDrill(ctx, cl, cfg, d, rec, admin)
+		fmt.Fprintf(cfg.Progress, "%-16s %s: %d calls, %d errors, target %s: %s\n", d.Name, verdict(&res), res.Ops, sum(res.Errors), d.Target, res.TargetGot)
+		rep.Drills = append(rep.Drills, res)
+		if ctx.Err() != nil {
+			return rep, ctx.Err()
+		}
+	}
+	return rep, nil
+}
+
+func verdict(r *DrillResult) string {
+	if r.Passed() {
+		return "ok"
+	}
+	return "FAILED"
+}
+
+func sum(m map[string]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+// runDrill runs one drill between two steady phases and judges its history.
+func runDrill(ctx context.Context, cl *deploy.Cluster, cfg Config, d Drill, rec *recorder, admin keyplanev1connect.AdminServiceClient) DrillResult {
+	res := DrillResult{Name: d.Name, Doc: d.Doc, Target: d.Target, start: time.Now()}
+	h := &harness{cl: cl, hold: cfg.Hold, cmds: cfg.Commands, drill: d.Name}
+	_ = sleep(ctx, cfg.Steady)
+	if err := d.run(ctx, h); err != nil {
+		res.Failed = err.Error()
+	}
+	_ = sleep(ctx, cfg.Steady)
+	ops, writes := rec.take()
+	judge(&res, h, ops, writes, admin)
+	if d.judge != nil && res.Failed == "" {
+		d.judge(&res)
+	}
+	return res
+}
+
+// judge runs the checkers over a drill's history.
+func judge(res *DrillResult, h *harness, ops []Op, writes []Write, admin keyplanev1connect.AdminServiceClient) {
+	res.Ops, res.Writes = len(ops), len(writes)
+	res.Errors, res.Routes = map[string]int{}, map[string]int{}
+	for _, op := range ops {
+		if !op.OK {
+			res.Errors[op.Name+":"+op.Err]++
+			if op.Safe {
+				res.SafeErrors++
+			}
+		} else if op.Route != "" {
+			res.Routes[op.Route]++
+		}
+	}
+	for _, v := range CheckRevocations(ops) {
+		res.Violations = append(res.Violations, v.String())
+	}
+	res.ReadsAfterRevoke = ReadsAfterRevoke(ops)
+	for _, op := range CheckFailClosed(ops, h.blind) {
+		res.FailOpen = append(res.FailOpen, fmt.Sprintf("%s of %s by %s on %s granted at %s, inside a window with the database unreadable",
+			op.Name, op.Key, op.Client, op.Node, op.End.Format("15:04:05.000")))
+	}
+	found, err := readBack(admin, writes)
+	if err != nil {
+		res.Failed = strings.TrimSpace(res.Failed + " read-back: " + err.Error())
+	}
+	for _, l := range CheckWrites(writes, found) {
+		res.LostWrites = append(res.LostWrites, l.String())
+	}
+	if !h.faultAt.IsZero() {
+		for _, r := range Failover(ops, h.faultAt) {
+			region, _, _ := strings.Cut(r.Client, "/")
+			ms := float64(r.FirstSuccess.Microseconds()) / 1000
+			if r.FirstSuccess < 0 {
+				ms = -1
+			}
+			res.Recoveries = append(res.Recoveries, RecoveryResult{Client: r.Client, Victim: slices.Contains(h.victims, region),
+				FirstSuccessMS: ms, Errors: r.Errors})
+		}
+	}
+	for _, w := range h.windows {
+		res.Windows = append(res.Windows, WindowResult{Label: w.Label, FromS: w.From.Sub(res.start).Seconds(), ToS: w.To.Sub(res.start).Seconds()})
+	}
+	res.Timeline = timeline(ops, res.start)
+}
+
+// timeline buckets calls by the second they ended in.
+func timeline(ops []Op, start time.Time) []Point {
+	type bucket struct {
+		ok, errs int
+		lat      []time.Duration
+	}
+	var bs []bucket
+	for _, op := range ops {
+		i := int(op.End.Sub(start) / time.Second)
+		if i < 0 {
+			continue
+		}
+		for len(bs) <= i {
+			bs = append(bs, bucket{})
+		}
+		if op.OK {
+			bs[i].ok++
+			bs[i].lat = append(bs[i].lat, op.End.Sub(op.Start))
+		} else {
+			bs[i].errs++
+		}
+	}
+	out := make([]Point, len(bs))
+	for i, b := range bs {
+		p := Point{T: float64(i + 1), OK: b.ok, Errors: b.errs}
+		if len(b.lat) > 0 {
+			sort.Slice(b.lat, func(x, y int) bool { return b.lat[x] < b.lat[y] })
+			p.P99MS = float64(b.lat[min(len(b.lat)-1, len(b.lat)*99/100)].Microseconds()) / 1000
+		}
+		out[i] = p
+	}
+	return out
+}
+
+// readBack finds every acknowledged write: the identity exists, and how many
+// identity.create audit events name it.
+func readBack(admin keyplanev1connect.AdminServiceClient, writes []Write) (map[string]Found, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	found := map[string]Found{}
+	tenants := map[string]bool{}
+	for _, w := range writes {
+		tenants[w.Tenant] = true
+	}
+	for tenant := range tenants {
+		page := ""
+		for range 10_000 {
+			resp, err := admin.ListIdentities(ctx, connect.NewRequest(&keyplanev1.ListIdentitiesRequest{TenantId: tenant, PageSize: 1000, PageToken: page}))
+			if err != nil {
+				return found, fmt.Errorf("list identities of %s: %w", tenant, err)
+			}
+			for _, id := range resp.Msg.Identities {
+				f := found[tenant+"/"+id.Id]
+				f.Present = true
+				found[tenant+"/"+id.Id] = f
+			}
+			if page = resp.Msg.NextPageToken; page == "" {
+				break
+			}
+		}
+		page = ""
+		for range 100_000 {
+			resp, err := admin.ListAuditEvents(ctx, connect.NewRequest(&keyplanev1.ListAuditEventsRequest{TenantId: tenant, PageSize: 1000, PageToken: page}))
+			if err != nil {
+				return found, fmt.Errorf("list audit events of %s: %w", tenant, err)
+			}
+			for _, ev := range resp.Msg.Events {
+				if ev.Action == "identity.create" {
+					f := found[tenant+"/"+ev.TargetId]
+					f.AuditEvents++
+					found[tenant+"/"+ev.TargetId] = f
+				}
+			}
+			if page = resp.Msg.NextPageToken; page == "" {
+				break
+			}
+		}
+	}
+	return found, nil
+}
