@@ -124,12 +124,23 @@ type recorder struct {
 	mu     sync.Mutex
 	ops    []Op
 	writes []Write
+	errs   int
 }
 
 func (r *recorder) op(op Op) {
 	r.mu.Lock()
 	r.ops = append(r.ops, op)
+	if !op.OK {
+		r.errs++
+	}
 	r.mu.Unlock()
+}
+
+// counts returns the calls and errors recorded since the last take.
+func (r *recorder) counts() (int, int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.ops), r.errs
 }
 
 func (r *recorder) write(w Write) {
@@ -143,7 +154,7 @@ func (r *recorder) take() ([]Op, []Write) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	ops, ws := r.ops, r.writes
-	r.ops, r.writes = nil, nil
+	r.ops, r.writes, r.errs = nil, nil, 0
 	return ops, ws
 }
 
@@ -225,6 +236,10 @@ func (w *worker) validate(ctx context.Context, t *tenant) {
 	if !ok {
 		return
 	}
+	w.validateToken(ctx, t, tok)
+}
+
+func (w *worker) validateToken(ctx context.Context, t *tenant, tok token) {
 	cctx, cancel := callCtx(ctx)
 	defer cancel()
 	op := Op{Kind: Read, Name: "validate", Key: tok.session, Start: time.Now(), Safe: true}
@@ -294,4 +309,36 @@ func (w *worker) createIdentity(ctx context.Context, t *tenant) {
 		w.rec.write(Write{Tenant: t.id, ID: resp.Msg.Identity.Id, At: time.Now(), Node: op.Node})
 	}
 	w.record(op, err, route)
+}
+
+// race issues a token in one region, revokes it there, and at once validates it from
+// every other region, again and again until ctx ends: every validation starts after
+// the revoke was acknowledged, so each one tests linearizable revocation across
+// regions.
+func race(ctx context.Context, revoker *worker, readers []*worker, tenants []*tenant) {
+	for ctx.Err() == nil {
+		t := tenants[rand.IntN(len(tenants))]
+		cctx, cancel := callCtx(ctx)
+		op := Op{Kind: Call, Name: "issue", Start: time.Now()}
+		resp, err := revoker.auth.ExchangeAPIKey(cctx, connect.NewRequest(&keyplanev1.ExchangeAPIKeyRequest{TenantId: t.id, ApiKey: t.apiKey}))
+		cancel()
+		revoker.record(op, err, "")
+		if err != nil {
+			_ = sleep(ctx, 50*time.Millisecond)
+			continue
+		}
+		tok := token{raw: resp.Msg.Token.AccessToken, session: resp.Msg.Token.SessionId}
+		cctx, cancel = callCtx(ctx)
+		op = Op{Kind: Revoke, Name: "revoke", Key: tok.session, Start: time.Now(), Safe: true}
+		_, err = revoker.auth.RevokeToken(cctx, connect.NewRequest(&keyplanev1.RevokeTokenRequest{TenantId: t.id, Token: tok.raw}))
+		cancel()
+		revoker.record(op, err, "")
+		var wg sync.WaitGroup
+		for _, r := range readers {
+			wg.Add(1)
+			go func() { defer wg.Done(); r.validateToken(ctx, t, tok) }()
+		}
+		wg.Wait()
+		_ = sleep(ctx, 20*time.Millisecond)
+	}
 }

@@ -207,7 +207,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	rec.take() // warm-up history is not judged
 	for _, name := range cfg.Drills {
 		d := Drills[slices.IndexFunc(Drills, func(d Drill) bool { return d.Name == name })]
-		res := runDrill(ctx, cl, cfg, d, rec, admin)
+		res := runDrill(ctx, cl, cfg, d, rec, admin, workers, tenants)
 		fmt.Fprintf(cfg.Progress, "%-16s %s: %d calls, %d errors, target %s: %s\n", d.Name, verdict(&res), res.Ops, sum(res.Errors), d.Target, res.TargetGot)
 		rep.Drills = append(rep.Drills, res)
 		if ctx.Err() != nil {
@@ -233,20 +233,64 @@ func sum(m map[string]int) int {
 }
 
 // runDrill runs one drill between two steady phases and judges its history.
-func runDrill(ctx context.Context, cl *deploy.Cluster, cfg Config, d Drill, rec *recorder, admin keyplanev1connect.AdminServiceClient) DrillResult {
+func runDrill(ctx context.Context, cl *deploy.Cluster, cfg Config, d Drill, rec *recorder, admin keyplanev1connect.AdminServiceClient,
+	workers []*worker, tenants []*tenant) DrillResult {
 	res := DrillResult{Name: d.Name, Doc: d.Doc, Target: d.Target, start: time.Now()}
 	h := &harness{cl: cl, hold: cfg.Hold, cmds: cfg.Commands, drill: d.Name}
+	pctx, stopProgress := context.WithCancel(ctx)
+	progressDone := make(chan struct{})
+	go progress(pctx, cfg.Progress, d.Name, res.start, rec, progressDone)
+	var raceDone chan struct{}
+	stopRace := func() {}
+	if d.Name == "revocation-race" {
+		var rctx context.Context
+		rctx, stopRace = context.WithCancel(ctx)
+		raceDone = make(chan struct{})
+		var revoker *worker
+		var readers []*worker
+		for _, w := range workers {
+			if w.region == "us-east" && revoker == nil {
+				revoker = w
+			} else if w.region != "us-east" {
+				readers = append(readers, w)
+			}
+		}
+		go func() { defer close(raceDone); race(rctx, revoker, readers, tenants) }()
+	}
 	_ = sleep(ctx, cfg.Steady)
 	if err := d.run(ctx, h); err != nil {
 		res.Failed = err.Error()
 	}
 	_ = sleep(ctx, cfg.Steady)
+	stopRace()
+	if raceDone != nil {
+		<-raceDone
+	}
+	stopProgress()
+	<-progressDone
 	ops, writes := rec.take()
 	judge(&res, h, ops, writes, admin)
 	if d.judge != nil && res.Failed == "" {
 		d.judge(&res)
 	}
 	return res
+}
+
+// progress prints a live line every second until ctx ends.
+func progress(ctx context.Context, w io.Writer, name string, start time.Time, rec *recorder, done chan<- struct{}) {
+	defer close(done)
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			fmt.Fprint(w, "\r\033[K")
+			return
+		case <-t.C:
+			calls, errs := rec.counts()
+			fmt.Fprintf(w, "\r%-16s %4.0fs  %6d calls  %5d errors", name, time.Since(start).Seconds(), calls, errs)
+		}
+	}
 }
 
 // judge runs the checkers over a drill's history.
