@@ -1,7 +1,8 @@
-// Package chaos holds keyplane's failure drills and the invariant checkers that judge
-// their recorded histories. The checkers are plain functions over histories so that
-// they can be tested with hand-made bad histories: a checker that cannot fail proves
-// nothing.
+// Package chaos holds keyplane's failure drills (`keyplane chaos run`: drill.go, the
+// load in load.go, the runner in run.go, reports in report.go) and the invariant
+// checkers that judge their recorded histories (history.go, checkers.go). The checkers
+// are plain functions over histories so that they can be tested with hand-made bad
+// histories: a checker that cannot fail proves nothing.
 package chaos
 
 import (
