@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -108,11 +109,12 @@ func (n *network) setLatency(l *Link, rtt time.Duration) error {
 	}{{"upstream", up}, {"downstream", down}} {
 		name := "latency_" + t.stream
 		body := fmt.Sprintf(`{"name":%q,"type":"latency","stream":%q,"attributes":{"latency":%d}}`, name, t.stream, t.ms)
+		// Replace rather than update: toxiproxy's UpdateToxicJson decodes into the toxic
+		// its pipes are reading (a data race); a new toxic is installed atomically.
 		if l.proxy.Toxics.GetToxic(name) != nil {
-			if _, err := l.proxy.Toxics.UpdateToxicJson(name, strings.NewReader(body)); err != nil {
+			if err := l.proxy.Toxics.RemoveToxic(context.Background(), name); err != nil {
 				return fmt.Errorf("set latency on %s: %w", l.proxy.Name, err)
 			}
-			continue
 		}
 		if _, err := l.proxy.Toxics.AddToxicJson(strings.NewReader(body)); err != nil {
 			return fmt.Errorf("set latency on %s: %w", l.proxy.Name, err)
