@@ -62,13 +62,19 @@ func (r *recorder) record(lat time.Duration, route string, rtt time.Duration, er
 	_ = r.all.RecordValue(us)
 	_ = r.sec.RecordValue(us)
 	if route != "" {
-		h := r.routes[route]
+		// Forwards to different regions pay different round trips: one entry per
+		// route and round trip, so each compares with its own.
+		key := route
+		if rtt > 0 {
+			key = fmt.Sprintf("%s %.0fms", route, float64(rtt.Microseconds())/1000)
+		}
+		h := r.routes[key]
 		if h == nil {
 			h = newHist()
-			r.routes[route] = h
+			r.routes[key] = h
 		}
 		_ = h.RecordValue(us)
-		r.rttSum[route] += rtt
+		r.rttSum[key] += rtt
 	}
 }
 

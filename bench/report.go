@@ -224,6 +224,7 @@ func resultTitle(res Result) string {
 // routeOrder lists the routes local, forwarded, degraded first, then any others by name.
 func routeOrder(routes map[string]Route) []string {
 	rank := func(s string) int {
+		s, _, _ = strings.Cut(s, " ") // "forwarded 71ms"
 		switch s {
 		case routing.RouteLocal:
 			return 0

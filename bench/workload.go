@@ -48,7 +48,7 @@ func (e *env) workload(name string, conc, reloadEvery int, writes *atomic.Int64)
 	validate := func(ctx context.Context, w int) (string, time.Duration, error) {
 		t := e.pick()
 		s := t.sessions[rand.IntN(len(t.sessions))]
-		resp, err := cs[w].auth.ValidateToken(ctx, connect.NewRequest(&keyplanev1.ValidateTokenRequest{TenantId: t.id, Token: s.token}))
+		resp, err := cs[w%len(cs)].auth.ValidateToken(ctx, connect.NewRequest(&keyplanev1.ValidateTokenRequest{TenantId: t.id, Token: s.token}))
 		if err != nil {
 			return "", 0, err
 		}
@@ -60,7 +60,7 @@ func (e *env) workload(name string, conc, reloadEvery int, writes *atomic.Int64)
 	}
 	check := func(ctx context.Context, w int) (string, time.Duration, error) {
 		t := e.pick()
-		resp, err := cs[w].check.Check(ctx, connect.NewRequest(&keyplanev1.CheckRequest{TenantId: t.id,
+		resp, err := cs[w%len(cs)].check.Check(ctx, connect.NewRequest(&keyplanev1.CheckRequest{TenantId: t.id,
 			Principal:  &keyplanev1.CheckRequest_IdentityId{IdentityId: t.identities[rand.IntN(len(t.identities))]},
 			Permission: benchPermission, Resource: fmt.Sprintf("res/%d/doc", rand.IntN(t.resources))}))
 		if err != nil {
@@ -78,14 +78,14 @@ func (e *env) workload(name string, conc, reloadEvery int, writes *atomic.Int64)
 		var hdr http.Header
 		if member {
 			var r *connect.Response[keyplanev1.AddGroupMemberResponse]
-			r, err = cs[w].admin.AddGroupMember(ctx, connect.NewRequest(&keyplanev1.AddGroupMemberRequest{TenantId: t.id,
+			r, err = cs[w%len(cs)].admin.AddGroupMember(ctx, connect.NewRequest(&keyplanev1.AddGroupMemberRequest{TenantId: t.id,
 				GroupId: t.groups[0], IdentityId: t.toggler}))
 			if err == nil {
 				hdr = r.Header()
 			}
 		} else {
 			var r *connect.Response[keyplanev1.RemoveGroupMemberResponse]
-			r, err = cs[w].admin.RemoveGroupMember(ctx, connect.NewRequest(&keyplanev1.RemoveGroupMemberRequest{TenantId: t.id,
+			r, err = cs[w%len(cs)].admin.RemoveGroupMember(ctx, connect.NewRequest(&keyplanev1.RemoveGroupMemberRequest{TenantId: t.id,
 				GroupId: t.groups[0], IdentityId: t.toggler}))
 			if err == nil {
 				hdr = r.Header()
@@ -104,7 +104,7 @@ func (e *env) workload(name string, conc, reloadEvery int, writes *atomic.Int64)
 	}
 	exchange := func(ctx context.Context, w int) (string, time.Duration, error) {
 		t := e.pick()
-		resp, err := cs[w].auth.ExchangeAPIKey(ctx, connect.NewRequest(&keyplanev1.ExchangeAPIKeyRequest{TenantId: t.id, ApiKey: t.apiKey}))
+		resp, err := cs[w%len(cs)].auth.ExchangeAPIKey(ctx, connect.NewRequest(&keyplanev1.ExchangeAPIKeyRequest{TenantId: t.id, ApiKey: t.apiKey}))
 		if err != nil {
 			return "", 0, err
 		}
@@ -119,7 +119,7 @@ func (e *env) workload(name string, conc, reloadEvery int, writes *atomic.Int64)
 		default:
 			return "", 0, errNoToken
 		}
-		resp, err := cs[w].auth.RevokeToken(ctx, connect.NewRequest(&keyplanev1.RevokeTokenRequest{TenantId: t.id, Token: tok}))
+		resp, err := cs[w%len(cs)].auth.RevokeToken(ctx, connect.NewRequest(&keyplanev1.RevokeTokenRequest{TenantId: t.id, Token: tok}))
 		if err != nil {
 			return "", 0, err
 		}
@@ -129,7 +129,7 @@ func (e *env) workload(name string, conc, reloadEvery int, writes *atomic.Int64)
 	introspect := func(ctx context.Context, w int) (string, time.Duration, error) {
 		t := e.pick()
 		s := t.sessions[rand.IntN(len(t.sessions))]
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, cs[w].url+"/t/"+t.id+"/oauth2/introspect",
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, cs[w%len(cs)].url+"/t/"+t.id+"/oauth2/introspect",
 			strings.NewReader(url.Values{"token": {s.token}}.Encode()))
 		if err != nil {
 			return "", 0, err
