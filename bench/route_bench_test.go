@@ -4,8 +4,6 @@ import (
 	"context"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -18,6 +16,7 @@ import (
 	keyplanev1 "github.com/keyplane/keyplane/region/gen/keyplane/v1"
 	"github.com/keyplane/keyplane/region/gen/keyplane/v1/keyplanev1connect"
 	"github.com/keyplane/keyplane/routing"
+	"github.com/keyplane/keyplane/routing/client"
 )
 
 var (
@@ -35,23 +34,13 @@ func keyplaneBinary(b *testing.B) string {
 			buildErr = err
 			return
 		}
-		binPath = filepath.Join(dir, "keyplane")
-		if out, err := exec.Command("go", "build", "-o", binPath, "../cmd/keyplane").CombinedOutput(); err != nil {
-			buildErr = &buildError{err: err, out: string(out)}
-		}
+		binPath, buildErr = deploy.Build(dir)
 	})
 	if buildErr != nil {
-		b.Fatalf("build keyplane: %v", buildErr)
+		b.Fatal(buildErr)
 	}
 	return binPath
 }
-
-type buildError struct {
-	err error
-	out string
-}
-
-func (e *buildError) Error() string { return e.err.Error() + "\n" + e.out }
 
 // BenchmarkRoutes measures ValidateToken as an application in eu-west sees it, over
 // the local cluster's simulated WAN (default matrix), one call at a time:
@@ -78,7 +67,7 @@ func BenchmarkRoutes(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer cl.Stop()
-	op := connect.WithInterceptors(operatorHeader(cl.OperatorSecret))
+	op := connect.WithInterceptors(client.Bearer(cl.OperatorSecret))
 	admin := keyplanev1connect.NewAdminServiceClient(http.DefaultClient, cl.Nodes[0].URL, op)
 	tokens := map[string]string{}
 	for _, home := range deploy.DefaultRegions {
@@ -154,15 +143,6 @@ func tenantOnly(tenant string) connect.UnaryInterceptorFunc {
 	}
 }
 
-func operatorHeader(secret string) connect.UnaryInterceptorFunc {
-	return func(next connect.UnaryFunc) connect.UnaryFunc {
-		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-			req.Header().Set("Authorization", "Bearer "+secret)
-			return next(ctx, req)
-		}
-	}
-}
-
 // seedToken creates a tenant homed in home with a service account and returns an
 // access token for it, seeding through a node of the home region.
 func seedToken(b *testing.B, ctx context.Context, admin keyplanev1connect.AdminServiceClient, homeURL, tenant, home, secret string) string {
@@ -170,7 +150,7 @@ func seedToken(b *testing.B, ctx context.Context, admin keyplanev1connect.AdminS
 	if _, err := admin.CreateTenant(ctx, connect.NewRequest(&keyplanev1.CreateTenantRequest{Id: tenant, Name: tenant, HomeRegion: home})); err != nil {
 		b.Fatal(err)
 	}
-	a := keyplanev1connect.NewAdminServiceClient(http.DefaultClient, homeURL, connect.WithInterceptors(operatorHeader(secret)))
+	a := keyplanev1connect.NewAdminServiceClient(http.DefaultClient, homeURL, connect.WithInterceptors(client.Bearer(secret)))
 	owner, err := a.CreateIdentity(ctx, connect.NewRequest(&keyplanev1.CreateIdentityRequest{TenantId: tenant,
 		Kind: keyplanev1.IdentityKind_IDENTITY_KIND_HUMAN, DisplayName: "Owner", Email: "owner@" + tenant + ".example"}))
 	if err != nil {

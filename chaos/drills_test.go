@@ -4,12 +4,11 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/keyplane/keyplane/chaos"
+	"github.com/keyplane/keyplane/deploy"
 )
 
 var binary string
@@ -21,9 +20,8 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	binary = filepath.Join(dir, "keyplane")
-	if out, err := exec.Command("go", "build", "-o", binary, "../cmd/keyplane").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build keyplane: %v\n%s", err, out)
+	if binary, err = deploy.Build(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	code := m.Run()

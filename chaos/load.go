@@ -73,7 +73,7 @@ func seed(ctx context.Context, cl *deploy.Cluster) ([]*tenant, error) {
 	for _, region := range cl.Regions() {
 		t := &tenant{id: "drill-" + region, home: region}
 		admin := keyplanev1connect.NewAdminServiceClient(http.DefaultClient, cl.RegionNodes(region)[0].URL,
-			connect.WithInterceptors(operator(cl.OperatorSecret)))
+			connect.WithInterceptors(client.Bearer(cl.OperatorSecret)))
 		if _, err := admin.CreateTenant(ctx, connect.NewRequest(&keyplanev1.CreateTenantRequest{Id: t.id, Name: t.id, HomeRegion: region})); err != nil {
 			return nil, fmt.Errorf("seed %s: %w", t.id, err)
 		}
@@ -108,15 +108,6 @@ func seed(ctx context.Context, cl *deploy.Cluster) ([]*tenant, error) {
 		out = append(out, t)
 	}
 	return out, nil
-}
-
-func operator(secret string) connect.UnaryInterceptorFunc {
-	return func(next connect.UnaryFunc) connect.UnaryFunc {
-		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-			req.Header().Set("Authorization", "Bearer "+secret)
-			return next(ctx, req)
-		}
-	}
 }
 
 // recorder keeps the history of a drill. Safe for concurrent use.
@@ -186,7 +177,7 @@ func newWorker(cl *deploy.Cluster, region string, n int, tenants []*tenant, rec 
 	if err != nil {
 		return nil, err
 	}
-	hc, opts := c.HTTPClient(), append(c.Options(), connect.WithInterceptors(operator(cl.OperatorSecret)))
+	hc, opts := c.HTTPClient(), append(c.Options(), connect.WithInterceptors(client.Bearer(cl.OperatorSecret)))
 	return &worker{name: fmt.Sprintf("%s/app-%d", region, n), region: region, c: c, tenants: tenants, rec: rec, seq: seq,
 		auth:  keyplanev1connect.NewAuthServiceClient(hc, client.BaseURL, opts...),
 		check: keyplanev1connect.NewCheckServiceClient(hc, client.BaseURL, opts...),

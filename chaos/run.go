@@ -17,6 +17,7 @@ import (
 	"github.com/keyplane/keyplane/deploy"
 	keyplanev1 "github.com/keyplane/keyplane/region/gen/keyplane/v1"
 	"github.com/keyplane/keyplane/region/gen/keyplane/v1/keyplanev1connect"
+	"github.com/keyplane/keyplane/routing/client"
 )
 
 // Config configures a chaos run.
@@ -200,7 +201,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		go func() { defer wg.Done(); w.run(loadCtx, cfg.Pace) }()
 	}
 	defer func() { stopLoad(); wg.Wait() }()
-	admin := keyplanev1connect.NewAdminServiceClient(http.DefaultClient, cl.Nodes[0].URL, connect.WithInterceptors(operator(cl.OperatorSecret)))
+	admin := keyplanev1connect.NewAdminServiceClient(http.DefaultClient, cl.Nodes[0].URL, connect.WithInterceptors(client.Bearer(cl.OperatorSecret)))
 	if err := sleep(ctx, cfg.Steady); err != nil {
 		return rep, err
 	}

@@ -424,3 +424,14 @@ func (n *Node) Pid() int {
 	}
 	return n.cmd.Process.Pid
 }
+
+// Build compiles cmd/keyplane into dir and returns the binary's path: tests and
+// benchmarks outside cmd run the real binary as cluster nodes.
+func Build(dir string) (string, error) {
+	bin := filepath.Join(dir, "keyplane")
+	out, err := exec.Command("go", "build", "-o", bin, "github.com/keyplane/keyplane/cmd/keyplane").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("build keyplane: %w\n%s", err, out)
+	}
+	return bin, nil
+}

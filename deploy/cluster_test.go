@@ -6,8 +6,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -36,9 +34,8 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	binary = filepath.Join(dir, "keyplane")
-	if out, err := exec.Command("go", "build", "-o", binary, "../cmd/keyplane").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build keyplane: %v\n%s", err, out)
+	if binary, err = deploy.Build(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	code := m.Run()
@@ -56,15 +53,6 @@ func tenantHeader(tenant string) connect.UnaryInterceptorFunc {
 	}
 }
 
-func operator(secret string) connect.UnaryInterceptorFunc {
-	return func(next connect.UnaryFunc) connect.UnaryFunc {
-		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-			req.Header().Set("Authorization", "Bearer "+secret)
-			return next(ctx, req)
-		}
-	}
-}
-
 type multiRegion struct {
 	cl     *deploy.Cluster
 	homes  map[string]string // tenant → home region
@@ -77,7 +65,7 @@ func (mr *multiRegion) auth(url, tenant string) keyplanev1connect.AuthServiceCli
 
 func (mr *multiRegion) admin(url, tenant string) keyplanev1connect.AdminServiceClient {
 	return keyplanev1connect.NewAdminServiceClient(http.DefaultClient, url,
-		connect.WithInterceptors(operator(mr.cl.OperatorSecret), tenantHeader(tenant)))
+		connect.WithInterceptors(client.Bearer(mr.cl.OperatorSecret), tenantHeader(tenant)))
 }
 
 // token exchanges the tenant's API key for an access token at url.

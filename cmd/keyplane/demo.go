@@ -16,6 +16,7 @@ import (
 	"github.com/keyplane/keyplane/deploy"
 	keyplanev1 "github.com/keyplane/keyplane/region/gen/keyplane/v1"
 	"github.com/keyplane/keyplane/region/gen/keyplane/v1/keyplanev1connect"
+	"github.com/keyplane/keyplane/routing/client"
 )
 
 // demoState is the JSON written to --state-file. Its fields are stable: scripts,
@@ -124,7 +125,7 @@ demo installs them).`)
 // OAuth client, through the region's own node (so the writes are local).
 func seedTenant(ctx context.Context, cl *deploy.Cluster, r stateRegion, id string) (stateTenant, error) {
 	admin := keyplanev1connect.NewAdminServiceClient(http.DefaultClient, r.NodeURLs[0],
-		connect.WithInterceptors(bearer(cl.OperatorSecret)))
+		connect.WithInterceptors(client.Bearer(cl.OperatorSecret)))
 	t, err := admin.CreateTenant(ctx, connect.NewRequest(&keyplanev1.CreateTenantRequest{
 		Id: id, Name: "Demo tenant homed in " + r.Name, HomeRegion: r.Name}))
 	if err != nil {
@@ -204,16 +205,6 @@ Keyplane-Served-By response headers with curl -i):
   curl -s $KP/metrics | grep keyplane_rpc
 `, st.Regions[0].URL, cl.SecretFile(), st.Tenants[0].ID, st.Tenants[0].AdminID, time.Now().Add(90*24*time.Hour).UTC().Format(time.RFC3339),
 		st.Tenants[0].Issuer, st.Tenants[0].ClientID, st.Tenants[0].ClientSecret)
-}
-
-// bearer adds the operator secret to every call.
-func bearer(secret string) connect.UnaryInterceptorFunc {
-	return func(next connect.UnaryFunc) connect.UnaryFunc {
-		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-			req.Header().Set("Authorization", "Bearer "+secret)
-			return next(ctx, req)
-		}
-	}
 }
 
 // redactURL hides the password in a database URL.

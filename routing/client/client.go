@@ -151,3 +151,14 @@ func (c *Client) markDown(ctx context.Context, ep *endpoint, cause error) {
 			slog.Duration("for", c.cfg.DownFor), slog.Any("error", cause))
 	}
 }
+
+// Bearer returns an interceptor that sends token as "Authorization: Bearer <token>" on
+// every call (an access token, or the operator secret for the admin API).
+func Bearer(token string) connect.Interceptor {
+	return connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			req.Header().Set("Authorization", "Bearer "+token)
+			return next(ctx, req)
+		}
+	})
+}
