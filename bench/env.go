@@ -51,7 +51,7 @@ type env struct {
 	tenants  []*tenant
 	multi    bool
 	operator connect.Option
-	// entry[w] is the URL worker w calls (its region's node), region[w] its region.
+	// regions are the cluster's regions; worker w is placed in regions[w%len].
 	regions []string
 }
 
