@@ -184,7 +184,7 @@ func (e *env) workload(name string, conc, reloadEvery int, writes *atomic.Int64)
 				return validate(ctx, w)
 			case x < 999:
 				return exchange(ctx, w)
-			case x%2 == 0:
+			case rand.IntN(2) == 0: // the last 0.1%: half policy changes, half revokes
 				return policyWrite(ctx, w)
 			default:
 				return revoke(ctx, w)
