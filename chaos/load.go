@@ -27,8 +27,46 @@ type tenant struct {
 	apiKey   string
 	owner    string // a human identity: owner of the service account
 
-	mu     sync.Mutex
-	tokens []token // recent tokens, live and revoked (reads pick from all of them)
+	role     string // the role granted to the load identity and to grants
+	mu       sync.Mutex
+	tokens   []token // recent tokens, live and revoked (reads pick from all of them)
+	bindings []grant // recent grants, live and removed
+}
+
+// grant is an identity whose only access is one binding: checks of it allow exactly
+// while the binding exists, so removing the binding is a revocation.
+type grant struct {
+	identity, binding string
+	removed           bool
+}
+
+func (t *tenant) addGrant(g grant) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.bindings = append(t.bindings, g)
+	if len(t.bindings) > keepTokens {
+		t.bindings = t.bindings[len(t.bindings)-keepTokens:]
+	}
+}
+
+// pickGrant returns a random recent grant; with remove set, a live one, claimed for
+// removal.
+func (t *tenant) pickGrant(remove bool) (grant, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for range 8 {
+		if len(t.bindings) == 0 {
+			return grant{}, false
+		}
+		i := rand.IntN(len(t.bindings))
+		if !remove || !t.bindings[i].removed {
+			if remove {
+				t.bindings[i].removed = true
+			}
+			return t.bindings[i], true
+		}
+	}
+	return grant{}, false
 }
 
 type token struct {
@@ -105,6 +143,7 @@ func seed(ctx context.Context, cl *deploy.Cluster) ([]*tenant, error) {
 			RoleId: role.Msg.Role.Id, Scope: "*"})); err != nil {
 			return nil, fmt.Errorf("seed %s: %w", t.id, err)
 		}
+		t.role = role.Msg.Role.Id
 		out = append(out, t)
 	}
 	return out, nil
@@ -184,20 +223,27 @@ func newWorker(cl *deploy.Cluster, region string, n int, tenants []*tenant, rec 
 		admin: keyplanev1connect.NewAdminServiceClient(hc, client.BaseURL, opts...)}, nil
 }
 
-// run sends a mix of calls (45% validate, 20% check, 15% issue, 10% revoke, 10% admin
-// writes) about every pace until ctx ends, recording each.
+// run sends a mix of calls about every pace until ctx ends, recording each: 40%
+// validate, 15% check of a token, 10% check of a granted identity, 12% issue, 8%
+// revoke, 5% grant (an identity and a binding), 3% binding removal, 7% admin writes.
 func (w *worker) run(ctx context.Context, pace time.Duration) {
 	for ctx.Err() == nil {
 		t := w.tenants[rand.IntN(len(w.tenants))]
 		switch x := rand.IntN(100); {
-		case x < 45:
+		case x < 40:
 			w.validate(ctx, t)
-		case x < 65:
+		case x < 55:
 			w.checkToken(ctx, t)
-		case x < 80:
+		case x < 65:
+			w.checkGrant(ctx, t)
+		case x < 77:
 			w.issue(ctx, t)
-		case x < 90:
+		case x < 85:
 			w.revoke(ctx, t)
+		case x < 90:
+			w.grant(ctx, t)
+		case x < 93:
+			w.unbind(ctx, t)
 		default:
 			w.createIdentity(ctx, t)
 		}
@@ -288,7 +334,63 @@ func (w *worker) revoke(ctx context.Context, t *tenant) {
 	w.record(op, err, route)
 }
 
-func (w *worker) createIdentity(ctx context.Context, t *tenant) {
+// grant creates an identity (an acknowledged write the checker looks for) and binds
+// the reader role to it on "*".
+func (w *worker) grant(ctx context.Context, t *tenant) {
+	id := w.createIdentity(ctx, t)
+	if id == "" {
+		return
+	}
+	cctx, cancel := callCtx(ctx)
+	defer cancel()
+	op := Op{Kind: Call, Name: "grant", Start: time.Now()}
+	resp, err := w.admin.CreateBinding(cctx, connect.NewRequest(&keyplanev1.CreateBindingRequest{TenantId: t.id,
+		Effect: keyplanev1.Effect_EFFECT_ALLOW, PrincipalKind: "identity", PrincipalId: id, RoleId: t.role, Scope: "*"}))
+	route := ""
+	if err == nil {
+		op.Key, op.Node, route = resp.Msg.Binding.Id, resp.Header().Get("Keyplane-Served-By"), resp.Header().Get("Keyplane-Route")
+		t.addGrant(grant{identity: id, binding: resp.Msg.Binding.Id})
+	}
+	w.record(op, err, route)
+}
+
+// unbind removes a grant's binding: a revocation of the identity's access.
+func (w *worker) unbind(ctx context.Context, t *tenant) {
+	g, ok := t.pickGrant(true)
+	if !ok {
+		return
+	}
+	cctx, cancel := callCtx(ctx)
+	defer cancel()
+	op := Op{Kind: Revoke, Name: "unbind", Key: g.binding, Start: time.Now()}
+	resp, err := w.admin.DeleteBinding(cctx, connect.NewRequest(&keyplanev1.DeleteBindingRequest{TenantId: t.id, BindingId: g.binding}))
+	route := ""
+	if err == nil {
+		op.Node, route = resp.Header().Get("Keyplane-Served-By"), resp.Header().Get("Keyplane-Route")
+	}
+	w.record(op, err, route)
+}
+
+// checkGrant checks a granted identity: allowed exactly while its binding exists.
+func (w *worker) checkGrant(ctx context.Context, t *tenant) {
+	g, ok := t.pickGrant(false)
+	if !ok {
+		return
+	}
+	cctx, cancel := callCtx(ctx)
+	defer cancel()
+	op := Op{Kind: Read, Name: "check-grant", Key: g.binding, Start: time.Now(), Safe: true}
+	resp, err := w.check.Check(cctx, connect.NewRequest(&keyplanev1.CheckRequest{TenantId: t.id,
+		Principal: &keyplanev1.CheckRequest_IdentityId{IdentityId: g.identity}, Permission: drillPermission, Resource: "docs/report"}))
+	route := ""
+	if err == nil {
+		op.Granted, op.Node, route = resp.Msg.Allowed, resp.Header().Get("Keyplane-Served-By"), resp.Header().Get("Keyplane-Route")
+	}
+	w.record(op, err, route)
+}
+
+// createIdentity creates a human identity and returns its id ("" on failure).
+func (w *worker) createIdentity(ctx context.Context, t *tenant) string {
 	cctx, cancel := callCtx(ctx)
 	defer cancel()
 	op := Op{Kind: Call, Name: "write", Start: time.Now()}
@@ -300,6 +402,7 @@ func (w *worker) createIdentity(ctx context.Context, t *tenant) {
 		w.rec.write(Write{Tenant: t.id, ID: resp.Msg.Identity.Id, At: time.Now(), Node: op.Node})
 	}
 	w.record(op, err, route)
+	return op.Key
 }
 
 // race issues a token in one region, revokes it there, and at once validates it from
