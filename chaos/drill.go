@@ -25,7 +25,8 @@ type Drill struct {
 
 // harness is what a drill acts on.
 type harness struct {
-	cl      *deploy.Cluster
+	cl      *deploy.Cluster // nil against a cluster from a state file
+	tg      *target
 	hold    time.Duration // how long a fault lasts
 	cmds    Commands
 	drill   string
@@ -83,9 +84,24 @@ func sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// settle waits until gossip routes normally again after a recovery.
-func (h *harness) settle(ctx context.Context) error {
-	return h.cl.WaitRouted(ctx, 30*time.Second)
+// settle waits until the cluster routes normally again after a recovery.
+func (h *harness) settle(ctx context.Context) error { return h.tg.settle(ctx) }
+
+// commandDrill is every drill against a cluster from a state file: the SRE's fault
+// command, the hold, the SRE's recovery command, then wait until every node is ready.
+func commandDrill(ctx context.Context, h *harness) error {
+	fail := func() error { return errNeedsCommand }
+	if err := h.fault(ctx, fail); err != nil {
+		return err
+	}
+	if err := sleep(ctx, h.hold); err != nil {
+		return err
+	}
+	h.window(h.drill+" (--fault-cmd)", h.faultAt)
+	if err := h.recover(ctx, fail); err != nil {
+		return err
+	}
+	return h.settle(ctx)
 }
 
 // Drills are every drill, in the order --all runs them.

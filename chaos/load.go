@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -12,7 +13,6 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/keyplane/keyplane/deploy"
 	keyplanev1 "github.com/keyplane/keyplane/region/gen/keyplane/v1"
 	"github.com/keyplane/keyplane/region/gen/keyplane/v1/keyplanev1connect"
 	"github.com/keyplane/keyplane/routing/client"
@@ -106,12 +106,13 @@ func (t *tenant) pick(live bool) (token, bool) {
 
 // seed creates one tenant per region, each with a service account whose API key the
 // load exchanges, and a role bound to it on "*" so that checks of its tokens allow.
-func seed(ctx context.Context, cl *deploy.Cluster) ([]*tenant, error) {
+func seed(ctx context.Context, tg *target) ([]*tenant, error) {
 	var out []*tenant
-	for _, region := range cl.Regions() {
-		t := &tenant{id: "drill-" + region, home: region}
-		admin := keyplanev1connect.NewAdminServiceClient(http.DefaultClient, cl.RegionNodes(region)[0].URL,
-			connect.WithInterceptors(client.Bearer(cl.OperatorSecret)))
+	run := strings.ToLower(fmt.Sprintf("%x", time.Now().UnixNano()%(1<<24))) // a fresh tenant per run
+	for _, region := range tg.regions {
+		t := &tenant{id: "drill-" + region + "-" + run, home: region}
+		admin := keyplanev1connect.NewAdminServiceClient(http.DefaultClient, tg.adminURL[region],
+			connect.WithInterceptors(client.Bearer(tg.secret)))
 		if _, err := admin.CreateTenant(ctx, connect.NewRequest(&keyplanev1.CreateTenantRequest{Id: t.id, Name: t.id, HomeRegion: region})); err != nil {
 			return nil, fmt.Errorf("seed %s: %w", t.id, err)
 		}
@@ -202,10 +203,10 @@ type worker struct {
 	seq     *atomic.Int64
 }
 
-func newWorker(cl *deploy.Cluster, region string, n int, tenants []*tenant, rec *recorder, seq *atomic.Int64) (*worker, error) {
+func newWorker(tg *target, region string, n int, tenants []*tenant, rec *recorder, seq *atomic.Int64) (*worker, error) {
 	var eps []client.Endpoint
-	for _, r := range cl.Regions() {
-		for _, u := range cl.ClientURLs(region, r) {
+	for _, r := range tg.regions {
+		for _, u := range tg.clientURLs[region][r] {
 			eps = append(eps, client.Endpoint{Region: r, URL: u})
 		}
 	}
@@ -216,7 +217,7 @@ func newWorker(cl *deploy.Cluster, region string, n int, tenants []*tenant, rec 
 	if err != nil {
 		return nil, err
 	}
-	hc, opts := c.HTTPClient(), append(c.Options(), connect.WithInterceptors(client.Bearer(cl.OperatorSecret)))
+	hc, opts := c.HTTPClient(), append(c.Options(), connect.WithInterceptors(client.Bearer(tg.secret)))
 	return &worker{name: fmt.Sprintf("%s/app-%d", region, n), region: region, c: c, tenants: tenants, rec: rec, seq: seq,
 		auth:  keyplanev1connect.NewAuthServiceClient(hc, client.BaseURL, opts...),
 		check: keyplanev1connect.NewCheckServiceClient(hc, client.BaseURL, opts...),

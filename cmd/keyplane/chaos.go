@@ -27,7 +27,8 @@ func runChaos(ctx context.Context, args []string, stdout io.Writer) error {
 Drills: `+strings.Join(names, ", ")+`.
 
 For a real environment, replace a drill's fault or recovery step with your own command
-(the load and the checkers stay the same):
+(the load and the checkers stay the same); with --state-file the run uses the cluster
+the file describes, and every drill needs both commands:
   --fault-cmd 'node-kill=kubectl delete pod keyplane-us-east-0'
   --recover-cmd 'node-kill=kubectl wait --for=condition=ready pod -l app=keyplane'
 
@@ -42,6 +43,7 @@ Examples:
 	fs.DurationVar(&cfg.Steady, "steady", 2*time.Second, "steady load before and after each fault")
 	fs.IntVar(&cfg.Workers, "workers", 2, "application instances per region")
 	report := fs.String("report", "", "write report.json, report.md and a timeline SVG per drill into this directory")
+	fs.StringVar(&cfg.StateFile, "state-file", "", "run against the cluster this file describes (as `keyplane demo --state-file` writes it) instead of starting one; every drill then needs --fault-cmd and --recover-cmd")
 	var faults, recovers listFlag
 	fs.Var(&faults, "fault-cmd", "NAME=COMMAND: run COMMAND instead of drill NAME's fault step (repeatable)")
 	fs.Var(&recovers, "recover-cmd", "NAME=COMMAND: run COMMAND instead of drill NAME's recovery step (repeatable)")

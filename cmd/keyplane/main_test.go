@@ -50,6 +50,7 @@ func TestUsageAndHelp(t *testing.T) {
 		{[]string{"chaos", "run", "--drill", "meteor"}, 2, `drill: "meteor"`},
 		{[]string{"chaos", "run", "--all", "--fault-cmd", "node-kill"}, 2, "NAME=COMMAND"},
 		{[]string{"chaos", "run", "--all", "--fault-cmd", "meteor=true"}, 2, "not a drill"},
+		{[]string{"chaos", "run", "--drill", "node-kill", "--state-file", "st.json"}, 2, "needs --fault-cmd and --recover-cmd"},
 		{[]string{"bench", "run", "--workload", "nap"}, 2, `workload: "nap"`},
 		{[]string{"bench", "run", "--mode", "open"}, 2, "rate"},
 		{[]string{"migrate", "--db", "postgres://x@127.0.0.1:1/x", "--survive", "planet"}, 2, "survive"},
