@@ -118,7 +118,7 @@ func writeSummary(b *strings.Builder, results []Result) {
 		l := res.Latency
 		t.add(res.Workload, res.Mode, strconv.Itoa(res.Concurrency), rate, strconv.FormatInt(res.Ops, 10),
 			fmtCount(res.Throughput), fmtMS(l.P50), fmtMS(l.P90), fmtMS(l.P99), fmtMS(l.P999), fmtMS(l.Max),
-			strconv.FormatInt(errorTotal(res.Errors), 10), bthr, bp99, ratio, diff)
+			strconv.FormatInt(sum(res.Errors), 10), bthr, bp99, ratio, diff)
 	}
 	t.write(b)
 }
@@ -182,7 +182,7 @@ func writeResult(b *strings.Builder, res Result) {
 		b.WriteString(".\n\n")
 	}
 
-	if errorTotal(res.Errors) > 0 {
+	if sum(res.Errors) > 0 {
 		b.WriteString("### Errors\n\n")
 		codes := make([]string, 0, len(res.Errors))
 		for c, n := range res.Errors {
@@ -246,14 +246,6 @@ func routeOrder(routes map[string]Route) []string {
 		return strings.Compare(x, y)
 	})
 	return names
-}
-
-func errorTotal(errs map[string]int64) int64 {
-	var n int64
-	for _, v := range errs {
-		n += v
-	}
-	return n
 }
 
 func mark(ok bool) string {

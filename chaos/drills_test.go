@@ -2,32 +2,15 @@ package chaos_test
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"testing"
 	"time"
 
 	"github.com/keyplane/keyplane/chaos"
-	"github.com/keyplane/keyplane/deploy"
+	"github.com/keyplane/keyplane/deploy/deploytest"
 )
 
-var binary string
-
-// TestMain builds the keyplane binary once: the drills run nodes as separate processes.
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "keyplane-chaos-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	if binary, err = deploy.Build(dir); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	_ = os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(deploytest.Run(m)) }
 
 // TestDrills runs a short version of every drill against a real three-region cluster
 // and fails on any broken invariant (and on a drill that could not run).
@@ -35,7 +18,7 @@ func TestDrills(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	rep, err := chaos.Run(ctx, chaos.Config{Drills: []string{"all"}, Hold: 2 * time.Second, Steady: time.Second, Workers: 1,
-		Binary: binary})
+		Binary: deploytest.Binary})
 	if err != nil {
 		t.Fatal(err)
 	}

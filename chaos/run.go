@@ -31,10 +31,10 @@ type Config struct {
 	// StateFile, when set, runs against the cluster it describes (the file
 	// `keyplane demo --state-file` writes) instead of starting one; every drill then
 	// needs Commands for its fault and recovery steps.
-	Commands   Commands
-	Progress   io.Writer
-	NodesPerRg int // nodes per region; 0 means 2
-	StateFile  string
+	Commands       Commands
+	Progress       io.Writer
+	NodesPerRegion int // nodes per region; 0 means 2
+	StateFile      string
 }
 
 // DrillResult is one drill's outcome.
@@ -127,8 +127,8 @@ func (c *Config) defaults() {
 	if c.Pace <= 0 {
 		c.Pace = 20 * time.Millisecond
 	}
-	if c.NodesPerRg <= 0 {
-		c.NodesPerRg = 2
+	if c.NodesPerRegion <= 0 {
+		c.NodesPerRegion = 2
 	}
 	if c.Progress == nil {
 		c.Progress = io.Discard
@@ -191,8 +191,8 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 			return rep, err
 		}
 	} else {
-		fmt.Fprintf(cfg.Progress, "starting PostgreSQL and %d keyplane nodes in 3 regions…\n", 3*cfg.NodesPerRg)
-		cl, err := deploy.Start(ctx, deploy.Config{Binary: cfg.Binary, Regions: deploy.DefaultRegions, NodesPerRegion: cfg.NodesPerRg, Durable: true})
+		fmt.Fprintf(cfg.Progress, "starting PostgreSQL and %d keyplane nodes in 3 regions…\n", 3*cfg.NodesPerRegion)
+		cl, err := deploy.Start(ctx, deploy.Config{Binary: cfg.Binary, Regions: deploy.DefaultRegions, NodesPerRegion: cfg.NodesPerRegion, Durable: true})
 		if err != nil {
 			return rep, err
 		}

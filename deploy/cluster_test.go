@@ -2,7 +2,6 @@ package deploy_test
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -18,30 +17,14 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/keyplane/keyplane/deploy"
+	"github.com/keyplane/keyplane/deploy/deploytest"
 	keyplanev1 "github.com/keyplane/keyplane/region/gen/keyplane/v1"
 	"github.com/keyplane/keyplane/region/gen/keyplane/v1/keyplanev1connect"
 	"github.com/keyplane/keyplane/routing"
 	"github.com/keyplane/keyplane/routing/client"
 )
 
-var binary string
-
-// TestMain builds the keyplane binary once: the cluster runs its nodes as separate
-// processes.
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "keyplane-deploy-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	if binary, err = deploy.Build(dir); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	_ = os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(deploytest.Run(m)) }
 
 // tenantHeader sets Keyplane-Tenant the way the app-side client does.
 func tenantHeader(tenant string) connect.UnaryInterceptorFunc {
@@ -100,7 +83,7 @@ func (mr *multiRegion) validate(url, tenant, token string) validation {
 func startMultiRegion(t *testing.T) *multiRegion {
 	t.Helper()
 	ctx := context.Background()
-	cl, err := deploy.Start(ctx, deploy.Config{Binary: binary, Regions: deploy.DefaultRegions, NodesPerRegion: 2})
+	cl, err := deploy.Start(ctx, deploy.Config{Binary: deploytest.Binary, Regions: deploy.DefaultRegions, NodesPerRegion: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
