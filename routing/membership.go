@@ -248,11 +248,14 @@ func (m *Membership) Members() []Member {
 }
 
 // Ready returns the ready, live nodes of a region.
+// It is on every forward's path: no sorting (the router shuffles), one small slice.
 func (m *Membership) Ready(region string) []Member {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	var out []Member
-	for _, mem := range m.Members() {
-		if mem.Region == region && mem.Ready && mem.State == "alive" {
-			out = append(out, mem)
+	for _, p := range m.members {
+		if p.m.Region == region && p.m.Ready {
+			out = append(out, p.m)
 		}
 	}
 	return out

@@ -4,6 +4,7 @@ import "github.com/prometheus/client_golang/prometheus"
 
 type routerMetrics struct {
 	routes         *prometheus.CounterVec
+	route          map[string]prometheus.Counter // the routes' counters, resolved once (every request counts one)
 	forwardSeconds *prometheus.HistogramVec
 	failures       *prometheus.CounterVec
 	hedges         *prometheus.CounterVec
@@ -27,6 +28,10 @@ func newRouterMetrics(reg prometheus.Registerer) (*routerMetrics, error) {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
+	}
+	m.route = map[string]prometheus.Counter{}
+	for _, r := range []string{RouteLocal, RouteForwarded, RouteDegraded, routeFailed} {
+		m.route[r] = m.routes.WithLabelValues(r)
 	}
 	return m, nil
 }

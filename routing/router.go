@@ -42,6 +42,9 @@ const (
 	RouteLocal     = "local"     // this region is the tenant's home, or the call names no tenant
 	RouteForwarded = "forwarded" // served by a node of the tenant's home region after one hop
 	RouteDegraded  = "degraded"  // no home node reachable: served here against the database
+
+	// routeFailed counts non-idempotent forwards that failed after sending.
+	routeFailed = "failed"
 )
 
 // Peers tells the router which nodes of a region are ready. *Membership satisfies it.
@@ -207,7 +210,7 @@ func (rt *Router) serveHop(w http.ResponseWriter, r *http.Request, tenant, hv st
 }
 
 func (rt *Router) serveLocal(w http.ResponseWriter, r *http.Request, route string) {
-	rt.m.routes.WithLabelValues(route).Inc()
+	rt.m.route[route].Inc()
 	w.Header().Set(RouteHeader, route)
 	rt.local.ServeHTTP(w, r)
 }
@@ -258,7 +261,7 @@ func (rt *Router) forward(w http.ResponseWriter, r *http.Request, p Placement, r
 	}
 	if res.sent && !idem {
 		// The home node may have applied it: serving it here could apply it twice.
-		rt.m.routes.WithLabelValues("failed").Inc()
+		rt.m.route[routeFailed].Inc()
 		writeUnavailable(w, r, fmt.Sprintf("forwarding to home region %s failed after the request was sent (%v); its outcome is unknown", p.Home, res.err))
 		return
 	}
@@ -435,7 +438,7 @@ func (rt *Router) relay(w http.ResponseWriter, resp *http.Response) {
 	copyHeaders(h, resp.Header)
 	h.Set(RouteHeader, RouteForwarded)
 	h.Set(ViaHeader, rt.self)
-	rt.m.routes.WithLabelValues(RouteForwarded).Inc()
+	rt.m.route[RouteForwarded].Inc()
 	w.WriteHeader(resp.StatusCode)
 	var dst io.Writer = w
 	if resp.ContentLength == -1 {
