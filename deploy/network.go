@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"slices"
 	"strconv"
@@ -15,6 +14,8 @@ import (
 	toxiproxy "github.com/Shopify/toxiproxy/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+
+	"github.com/keyplane/keyplane/schema/pglocal"
 )
 
 // DefaultRTT is the simulated round trip between two regions of the local cluster:
@@ -216,30 +217,11 @@ func (n *network) stop() {
 	_ = n.srv.Collection.Clear()
 }
 
-// freeAddr reserves a port on 127.0.0.1 for a listener another process opens later.
-// Ports come from below the kernel's ephemeral range (32768+), so the outgoing
-// connections made meanwhile cannot take them, and none is handed out twice.
+// freeAddr reserves a port on 127.0.0.1 (see pglocal.FreePort) as host:port.
 func freeAddr() (string, error) {
-	portsMu.Lock()
-	defer portsMu.Unlock()
-	for range 1000 {
-		port := 20000 + rand.IntN(12000)
-		if portsUsed[port] {
-			continue
-		}
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		ln, err := net.Listen("tcp", addr)
-		if err != nil {
-			continue
-		}
-		_ = ln.Close()
-		portsUsed[port] = true
-		return addr, nil
+	port, err := pglocal.FreePort()
+	if err != nil {
+		return "", err
 	}
-	return "", errors.New("no free port between 20000 and 32000 on 127.0.0.1")
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), nil
 }
-
-var (
-	portsMu   sync.Mutex
-	portsUsed = map[int]bool{}
-)

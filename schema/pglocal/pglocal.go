@@ -14,6 +14,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"net"
 	"net/url"
 	"os"
@@ -424,15 +425,33 @@ func removeStale(tempDir string) {
 	}
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// FreePort reserves a TCP port on 127.0.0.1 for a listener opened later, often by
+// another process (PostgreSQL, cluster nodes, proxies). Ports come from below the
+// kernel's ephemeral range (32768+), so outgoing connections made meanwhile cannot take
+// them, and this process never hands the same port out twice.
 func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for range 1000 {
+		port := 20000 + mrand.IntN(12000)
+		if portsUsed[port] {
+			continue
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			continue
+		}
+		_ = l.Close()
+		portsUsed[port] = true
+		return port, nil
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return 0, errors.New("find a free port: none free between 20000 and 32000 on 127.0.0.1")
 }
+
+var (
+	portsMu   sync.Mutex
+	portsUsed = map[int]bool{}
+)
 
 func randomHex(n int) string {
 	b := make([]byte, n)
