@@ -13,9 +13,9 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/keyplane/keyplane/deploy"
+	"github.com/keyplane/keyplane/deploy/seed"
 	keyplanev1 "github.com/keyplane/keyplane/region/gen/keyplane/v1"
 	"github.com/keyplane/keyplane/region/gen/keyplane/v1/keyplanev1connect"
 	"github.com/keyplane/keyplane/routing"
@@ -87,35 +87,9 @@ func (e *env) rtt(w int, t *tenant, route string) time.Duration {
 	return d
 }
 
-type bearer string
-
-func (b bearer) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
-	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-		req.Header().Set("Authorization", "Bearer "+string(b))
-		if t, ok := tenantOf(req.Any()); ok {
-			req.Header().Set(routing.TenantHeader, t)
-		}
-		return next(ctx, req)
-	}
-}
-func (b bearer) WrapStreamingClient(n connect.StreamingClientFunc) connect.StreamingClientFunc {
-	return n
-}
-func (b bearer) WrapStreamingHandler(n connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
-	return n
-}
-
-// tenantOf reads tenant_id from the request types the bench sends.
-func tenantOf(msg any) (string, bool) {
-	if m, ok := msg.(interface{ GetTenantId() string }); ok && m.GetTenantId() != "" {
-		return m.GetTenantId(), true
-	}
-	return "", false
-}
-
-// seed creates one tenant per region with the configured shape, through the API of a
+// seedAll creates one tenant per region with the configured shape, through the API of a
 // node of the tenant's home region, with parallel workers.
-func seed(ctx context.Context, e *env, cfg Config, log io.Writer) (err error) {
+func seedAll(ctx context.Context, e *env, cfg Config, log io.Writer) (err error) {
 	// Seeding is a bulk load, not what is measured: commits need not wait for the WAL
 	// flush meanwhile. Durability is back on before any workload runs.
 	if _, serr := e.pool.Exec(ctx, "ALTER SYSTEM SET synchronous_commit = off"); serr == nil {
@@ -175,15 +149,12 @@ func seedTenant(ctx context.Context, e *env, cfg Config, t *tenant) error {
 	home := e.cl.RegionNodes(t.home)[0].URL
 	admin := keyplanev1connect.NewAdminServiceClient(e.hc, home, e.operator)
 	auth := keyplanev1connect.NewAuthServiceClient(e.hc, home, e.operator)
-	if _, err := admin.CreateTenant(ctx, connect.NewRequest(&keyplanev1.CreateTenantRequest{Id: t.id, Name: t.id, HomeRegion: t.home})); err != nil {
-		return err
-	}
-	owner, err := admin.CreateIdentity(ctx, connect.NewRequest(&keyplanev1.CreateIdentityRequest{TenantId: t.id,
-		Kind: keyplanev1.IdentityKind_IDENTITY_KIND_HUMAN, DisplayName: "bench owner"}))
+	st, err := seed.NewTenant(ctx, admin, seed.Spec{ID: t.id, Home: t.home, OwnerName: "bench owner", Purpose: "load bench",
+		ServiceName: "bench client"})
 	if err != nil {
 		return err
 	}
-	t.toggler = owner.Msg.Identity.Id
+	t.toggler = st.OwnerID
 	t.identities = make([]string, cfg.Identities)
 	if err := parallel(ctx, cfg.Identities, 8, func(ctx context.Context, i int) error {
 		r, err := admin.CreateIdentity(ctx, connect.NewRequest(&keyplanev1.CreateIdentityRequest{TenantId: t.id,
@@ -244,24 +215,12 @@ func seedTenant(ctx context.Context, e *env, cfg Config, t *tenant) error {
 	}
 	// A service account with an API key (exchange, validate, revoke) and an OAuth
 	// client allowed to introspect every token of the tenant.
-	sa, err := admin.CreateIdentity(ctx, connect.NewRequest(&keyplanev1.CreateIdentityRequest{TenantId: t.id,
-		Kind: keyplanev1.IdentityKind_IDENTITY_KIND_SERVICE_ACCOUNT, DisplayName: "bench client", OwnerId: t.toggler,
-		Purpose: "load bench", ExpireTime: timestamppb.New(time.Now().Add(7 * 24 * time.Hour))}))
-	if err != nil {
+	if t.apiKey, err = st.APIKey(ctx, admin); err != nil {
 		return err
 	}
-	key, err := admin.CreateAPIKey(ctx, connect.NewRequest(&keyplanev1.CreateAPIKeyRequest{TenantId: t.id, IdentityId: sa.Msg.Identity.Id,
-		Name: "bench", ExpireTime: timestamppb.New(time.Now().Add(6 * 24 * time.Hour))}))
-	if err != nil {
+	if t.clientID, t.clientSecret, err = st.Client(ctx, admin, "bench introspection", true); err != nil {
 		return err
 	}
-	t.apiKey = key.Msg.ApiKey
-	cli, err := admin.CreateClient(ctx, connect.NewRequest(&keyplanev1.CreateClientRequest{TenantId: t.id, IdentityId: sa.Msg.Identity.Id,
-		Name: "bench introspection", Admin: true}))
-	if err != nil {
-		return err
-	}
-	t.clientID, t.clientSecret = cli.Msg.ClientId, cli.Msg.ClientSecret
 	t.sessions = make([]session, 256)
 	return parallel(ctx, len(t.sessions), 8, func(ctx context.Context, i int) error {
 		r, err := auth.ExchangeAPIKey(ctx, connect.NewRequest(&keyplanev1.ExchangeAPIKeyRequest{TenantId: t.id, ApiKey: t.apiKey}))

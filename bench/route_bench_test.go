@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/keyplane/keyplane/deploy"
+	"github.com/keyplane/keyplane/deploy/seed"
 	keyplanev1 "github.com/keyplane/keyplane/region/gen/keyplane/v1"
 	"github.com/keyplane/keyplane/region/gen/keyplane/v1/keyplanev1connect"
 	"github.com/keyplane/keyplane/routing"
@@ -67,11 +67,9 @@ func BenchmarkRoutes(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer cl.Stop()
-	op := connect.WithInterceptors(client.Bearer(cl.OperatorSecret))
-	admin := keyplanev1connect.NewAdminServiceClient(http.DefaultClient, cl.Nodes[0].URL, op)
 	tokens := map[string]string{}
 	for _, home := range deploy.DefaultRegions {
-		tokens[home] = seedToken(b, ctx, admin, cl.RegionNodes(home)[0].URL, "t-"+home, home, cl.OperatorSecret)
+		tokens[home] = seedToken(b, ctx, cl.RegionNodes(home)[0].URL, "t-"+home, home, cl.OperatorSecret)
 	}
 	from := "eu-west"
 	url := cl.ClientURLs(from, from)[0]
@@ -93,7 +91,7 @@ func BenchmarkRoutes(b *testing.B) {
 				defer func() { _ = cl.Heal(from, c.home) }()
 			}
 			tenant := "t-" + c.home
-			auth := keyplanev1connect.NewAuthServiceClient(http.DefaultClient, url, connect.WithInterceptors(tenantOnly(tenant)))
+			auth := keyplanev1connect.NewAuthServiceClient(http.DefaultClient, url, connect.WithInterceptors(client.Tenant()))
 			req := &keyplanev1.ValidateTokenRequest{TenantId: tenant, Token: tokens[c.home]}
 			want := map[string]string{"local": routing.RouteLocal, "degraded": routing.RouteDegraded}[c.name]
 			if want == "" {
@@ -134,41 +132,21 @@ func BenchmarkRoutes(b *testing.B) {
 	}
 }
 
-func tenantOnly(tenant string) connect.UnaryInterceptorFunc {
-	return func(next connect.UnaryFunc) connect.UnaryFunc {
-		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-			req.Header().Set(routing.TenantHeader, tenant)
-			return next(ctx, req)
-		}
-	}
-}
-
 // seedToken creates a tenant homed in home with a service account and returns an
 // access token for it, seeding through a node of the home region.
-func seedToken(b *testing.B, ctx context.Context, admin keyplanev1connect.AdminServiceClient, homeURL, tenant, home, secret string) string {
+func seedToken(b *testing.B, ctx context.Context, homeURL, tenant, home, secret string) string {
 	b.Helper()
-	if _, err := admin.CreateTenant(ctx, connect.NewRequest(&keyplanev1.CreateTenantRequest{Id: tenant, Name: tenant, HomeRegion: home})); err != nil {
-		b.Fatal(err)
-	}
-	a := keyplanev1connect.NewAdminServiceClient(http.DefaultClient, homeURL, connect.WithInterceptors(client.Bearer(secret)))
-	owner, err := a.CreateIdentity(ctx, connect.NewRequest(&keyplanev1.CreateIdentityRequest{TenantId: tenant,
-		Kind: keyplanev1.IdentityKind_IDENTITY_KIND_HUMAN, DisplayName: "Owner", Email: "owner@" + tenant + ".example"}))
+	admin := keyplanev1connect.NewAdminServiceClient(http.DefaultClient, homeURL, connect.WithInterceptors(client.Bearer(secret)))
+	t, err := seed.NewTenant(ctx, admin, seed.Spec{ID: tenant, Home: home, Purpose: "route benchmark"})
 	if err != nil {
 		b.Fatal(err)
 	}
-	sa, err := a.CreateIdentity(ctx, connect.NewRequest(&keyplanev1.CreateIdentityRequest{TenantId: tenant,
-		Kind: keyplanev1.IdentityKind_IDENTITY_KIND_SERVICE_ACCOUNT, DisplayName: "svc", OwnerId: owner.Msg.Identity.Id,
-		Purpose: "route benchmark", ExpireTime: timestamppb.New(time.Now().Add(48 * time.Hour))}))
-	if err != nil {
-		b.Fatal(err)
-	}
-	key, err := a.CreateAPIKey(ctx, connect.NewRequest(&keyplanev1.CreateAPIKeyRequest{TenantId: tenant,
-		IdentityId: sa.Msg.Identity.Id, Name: "bench", ExpireTime: timestamppb.New(time.Now().Add(47 * time.Hour))}))
+	key, err := t.APIKey(ctx, admin)
 	if err != nil {
 		b.Fatal(err)
 	}
 	auth := keyplanev1connect.NewAuthServiceClient(http.DefaultClient, homeURL)
-	tok, err := auth.ExchangeAPIKey(ctx, connect.NewRequest(&keyplanev1.ExchangeAPIKeyRequest{TenantId: tenant, ApiKey: key.Msg.ApiKey}))
+	tok, err := auth.ExchangeAPIKey(ctx, connect.NewRequest(&keyplanev1.ExchangeAPIKeyRequest{TenantId: tenant, ApiKey: key}))
 	if err != nil {
 		b.Fatal(err)
 	}

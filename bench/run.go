@@ -21,6 +21,7 @@ import (
 
 	"github.com/keyplane/keyplane/deploy"
 	"github.com/keyplane/keyplane/routing"
+	"github.com/keyplane/keyplane/routing/client"
 )
 
 // Config configures a bench run.
@@ -143,8 +144,8 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	}
 	hc := &http.Client{Transport: newTransport()}
 	e := &env{cl: cl, hc: hc, pool: pool, multi: cfg.MultiRegion, regions: regions,
-		operator: connect.WithInterceptors(bearer(cl.OperatorSecret))}
-	if err := seed(ctx, e, cfg, cfg.Progress); err != nil {
+		operator: connect.WithInterceptors(client.Bearer(cl.OperatorSecret), client.Tenant())}
+	if err := seedAll(ctx, e, cfg, cfg.Progress); err != nil {
 		return rep, fmt.Errorf("%w%s", err, nodeErrors(cl))
 	}
 	for _, name := range cfg.Workloads {

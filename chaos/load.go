@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/keyplane/keyplane/deploy/seed"
 	keyplanev1 "github.com/keyplane/keyplane/region/gen/keyplane/v1"
 	"github.com/keyplane/keyplane/region/gen/keyplane/v1/keyplanev1connect"
 	"github.com/keyplane/keyplane/routing/client"
@@ -104,43 +104,31 @@ func (t *tenant) pick(live bool) (token, bool) {
 	return token{}, false
 }
 
-// seed creates one tenant per region, each with a service account whose API key the
+// seedTenants creates one tenant per region, each with a service account whose API key the
 // load exchanges, and a role bound to it on "*" so that checks of its tokens allow.
-func seed(ctx context.Context, tg *target) ([]*tenant, error) {
+func seedTenants(ctx context.Context, tg *target) ([]*tenant, error) {
 	var out []*tenant
 	run := strings.ToLower(fmt.Sprintf("%x", time.Now().UnixNano()%(1<<24))) // a fresh tenant per run
 	for _, region := range tg.regions {
 		t := &tenant{id: "drill-" + region + "-" + run, home: region}
 		admin := keyplanev1connect.NewAdminServiceClient(http.DefaultClient, tg.adminURL[region],
 			connect.WithInterceptors(client.Bearer(tg.secret)))
-		if _, err := admin.CreateTenant(ctx, connect.NewRequest(&keyplanev1.CreateTenantRequest{Id: t.id, Name: t.id, HomeRegion: region})); err != nil {
-			return nil, fmt.Errorf("seed %s: %w", t.id, err)
-		}
-		owner, err := admin.CreateIdentity(ctx, connect.NewRequest(&keyplanev1.CreateIdentityRequest{TenantId: t.id,
-			Kind: keyplanev1.IdentityKind_IDENTITY_KIND_HUMAN, DisplayName: "drill owner"}))
+		st, err := seed.NewTenant(ctx, admin, seed.Spec{ID: t.id, Home: region, OwnerName: "drill owner",
+			Purpose: "chaos drill load", ServiceName: "drill load"})
 		if err != nil {
-			return nil, fmt.Errorf("seed %s: %w", t.id, err)
+			return nil, err
 		}
-		t.owner = owner.Msg.Identity.Id
-		sa, err := admin.CreateIdentity(ctx, connect.NewRequest(&keyplanev1.CreateIdentityRequest{TenantId: t.id,
-			Kind: keyplanev1.IdentityKind_IDENTITY_KIND_SERVICE_ACCOUNT, DisplayName: "drill load", OwnerId: t.owner,
-			Purpose: "chaos drill load", ExpireTime: timestamppb.New(time.Now().Add(48 * time.Hour))}))
-		if err != nil {
-			return nil, fmt.Errorf("seed %s: %w", t.id, err)
+		t.owner = st.OwnerID
+		if t.apiKey, err = st.APIKey(ctx, admin); err != nil {
+			return nil, err
 		}
-		key, err := admin.CreateAPIKey(ctx, connect.NewRequest(&keyplanev1.CreateAPIKeyRequest{TenantId: t.id,
-			IdentityId: sa.Msg.Identity.Id, Name: "drill", ExpireTime: timestamppb.New(time.Now().Add(47 * time.Hour))}))
-		if err != nil {
-			return nil, fmt.Errorf("seed %s: %w", t.id, err)
-		}
-		t.apiKey = key.Msg.ApiKey
 		role, err := admin.CreateRole(ctx, connect.NewRequest(&keyplanev1.CreateRoleRequest{TenantId: t.id, Name: "reader",
 			Permissions: []string{drillPermission}}))
 		if err != nil {
 			return nil, fmt.Errorf("seed %s: %w", t.id, err)
 		}
 		if _, err := admin.CreateBinding(ctx, connect.NewRequest(&keyplanev1.CreateBindingRequest{TenantId: t.id,
-			Effect: keyplanev1.Effect_EFFECT_ALLOW, PrincipalKind: "identity", PrincipalId: sa.Msg.Identity.Id,
+			Effect: keyplanev1.Effect_EFFECT_ALLOW, PrincipalKind: "identity", PrincipalId: st.ServiceAccountID,
 			RoleId: role.Msg.Role.Id, Scope: "*"})); err != nil {
 			return nil, fmt.Errorf("seed %s: %w", t.id, err)
 		}

@@ -199,7 +199,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		defer cl.Stop()
 		tg = localTarget(cl)
 	}
-	tenants, err := seed(ctx, tg)
+	tenants, err := seedTenants(ctx, tg)
 	if err != nil {
 		return rep, err
 	}

@@ -14,10 +14,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/keyplane/keyplane/deploy"
 	"github.com/keyplane/keyplane/deploy/deploytest"
+	"github.com/keyplane/keyplane/deploy/seed"
 	keyplanev1 "github.com/keyplane/keyplane/region/gen/keyplane/v1"
 	"github.com/keyplane/keyplane/region/gen/keyplane/v1/keyplanev1connect"
 	"github.com/keyplane/keyplane/routing"
@@ -93,28 +93,18 @@ func startMultiRegion(t *testing.T) *multiRegion {
 		tenant := []string{"acme", "globex", "initech"}[i]
 		mr.homes[tenant] = r
 		// Seed through a node of another region: the writes are forwarded home.
-		admin := mr.admin(cl.Nodes[(2*i+2)%len(cl.Nodes)].URL, tenant)
-		if _, err := mr.admin(cl.Nodes[0].URL, "").CreateTenant(ctx, connect.NewRequest(&keyplanev1.CreateTenantRequest{
-			Id: tenant, Name: tenant, HomeRegion: r})); err != nil {
-			t.Fatalf("create tenant %s: %v", tenant, err)
-		}
-		owner, err := admin.CreateIdentity(ctx, connect.NewRequest(&keyplanev1.CreateIdentityRequest{TenantId: tenant,
-			Kind: keyplanev1.IdentityKind_IDENTITY_KIND_HUMAN, DisplayName: "Owner", Email: "owner@" + tenant + ".example"}))
+		admin := keyplanev1connect.NewAdminServiceClient(http.DefaultClient, cl.Nodes[(2*i+2)%len(cl.Nodes)].URL,
+			connect.WithInterceptors(client.Bearer(cl.OperatorSecret), client.Tenant()))
+		st, err := seed.NewTenant(ctx, admin, seed.Spec{ID: tenant, Home: r, OwnerEmail: "owner@" + tenant + ".example",
+			Purpose: "multi-region test", ServiceName: "svc"})
 		if err != nil {
-			t.Fatalf("create owner of %s: %v", tenant, err)
+			t.Fatal(err)
 		}
-		sa, err := admin.CreateIdentity(ctx, connect.NewRequest(&keyplanev1.CreateIdentityRequest{TenantId: tenant,
-			Kind: keyplanev1.IdentityKind_IDENTITY_KIND_SERVICE_ACCOUNT, DisplayName: "svc", OwnerId: owner.Msg.Identity.Id,
-			Purpose: "multi-region test", ExpireTime: timestamppb.New(time.Now().Add(48 * time.Hour))}))
+		key, err := st.APIKey(ctx, admin)
 		if err != nil {
-			t.Fatalf("create service account of %s: %v", tenant, err)
+			t.Fatal(err)
 		}
-		key, err := admin.CreateAPIKey(ctx, connect.NewRequest(&keyplanev1.CreateAPIKeyRequest{TenantId: tenant,
-			IdentityId: sa.Msg.Identity.Id, Name: "test", ExpireTime: timestamppb.New(time.Now().Add(47 * time.Hour))}))
-		if err != nil {
-			t.Fatalf("create API key of %s: %v", tenant, err)
-		}
-		mr.apiKey[tenant] = key.Msg.ApiKey
+		mr.apiKey[tenant] = key
 	}
 	return mr
 }

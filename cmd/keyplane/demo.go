@@ -11,10 +11,9 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/keyplane/keyplane/deploy"
-	keyplanev1 "github.com/keyplane/keyplane/region/gen/keyplane/v1"
+	"github.com/keyplane/keyplane/deploy/seed"
 	"github.com/keyplane/keyplane/region/gen/keyplane/v1/keyplanev1connect"
 	"github.com/keyplane/keyplane/routing/client"
 )
@@ -126,30 +125,17 @@ demo installs them).`)
 func seedTenant(ctx context.Context, cl *deploy.Cluster, r stateRegion, id string) (stateTenant, error) {
 	admin := keyplanev1connect.NewAdminServiceClient(http.DefaultClient, r.NodeURLs[0],
 		connect.WithInterceptors(client.Bearer(cl.OperatorSecret)))
-	t, err := admin.CreateTenant(ctx, connect.NewRequest(&keyplanev1.CreateTenantRequest{
-		Id: id, Name: "Demo tenant homed in " + r.Name, HomeRegion: r.Name}))
+	t, err := seed.NewTenant(ctx, admin, seed.Spec{ID: id, Home: r.Name, Name: "Demo tenant homed in " + r.Name,
+		OwnerName: "Demo Admin", OwnerEmail: "admin@" + id + ".example",
+		Purpose: "the demo's OAuth client: gets tokens, introspects and revokes them", ServiceName: "demo admin client"})
 	if err != nil {
-		return stateTenant{}, fmt.Errorf("seed tenant %s: %w", id, err)
+		return stateTenant{}, err
 	}
-	person, err := admin.CreateIdentity(ctx, connect.NewRequest(&keyplanev1.CreateIdentityRequest{
-		TenantId: id, Kind: keyplanev1.IdentityKind_IDENTITY_KIND_HUMAN, DisplayName: "Demo Admin", Email: "admin@" + id + ".example"}))
+	clientID, secret, err := t.Client(ctx, admin, "demo admin client", true)
 	if err != nil {
-		return stateTenant{}, fmt.Errorf("seed admin identity of %s: %w", id, err)
+		return stateTenant{}, err
 	}
-	sa, err := admin.CreateIdentity(ctx, connect.NewRequest(&keyplanev1.CreateIdentityRequest{
-		TenantId: id, Kind: keyplanev1.IdentityKind_IDENTITY_KIND_SERVICE_ACCOUNT, DisplayName: "demo admin client",
-		OwnerId: person.Msg.Identity.Id, Purpose: "the demo's OAuth client: gets tokens, introspects and revokes them",
-		ExpireTime: timestamppb.New(time.Now().Add(30 * 24 * time.Hour))}))
-	if err != nil {
-		return stateTenant{}, fmt.Errorf("seed service account of %s: %w", id, err)
-	}
-	cli, err := admin.CreateClient(ctx, connect.NewRequest(&keyplanev1.CreateClientRequest{
-		TenantId: id, IdentityId: sa.Msg.Identity.Id, Name: "demo admin client", Admin: true}))
-	if err != nil {
-		return stateTenant{}, fmt.Errorf("seed OAuth client of %s: %w", id, err)
-	}
-	return stateTenant{ID: id, HomeRegion: r.Name, AdminID: person.Msg.Identity.Id, Issuer: t.Msg.Tenant.Issuer,
-		ClientID: cli.Msg.ClientId, ClientSecret: cli.Msg.ClientSecret}, nil
+	return stateTenant{ID: id, HomeRegion: r.Name, AdminID: t.OwnerID, Issuer: t.Issuer, ClientID: clientID, ClientSecret: secret}, nil
 }
 
 func printTour(w io.Writer, cl *deploy.Cluster, st demoState, stateFile string) {

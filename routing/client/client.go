@@ -162,3 +162,15 @@ func Bearer(token string) connect.Interceptor {
 		}
 	})
 }
+
+// Tenant returns an interceptor that sets the Keyplane-Tenant header from each
+// request's tenant_id, as the Client's own interceptor does: for callers that talk to
+// one node directly, without failover.
+func Tenant() connect.Interceptor {
+	return connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			setTenant(req)
+			return next(ctx, req)
+		}
+	})
+}
