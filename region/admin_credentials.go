@@ -29,17 +29,24 @@ func gracePeriod(d *durationpb.Duration) (time.Duration, error) {
 	return d.AsDuration(), nil
 }
 
+// scopeAndSecret resolves the tenant a credential call names and makes the new secret
+// (shown once, stored only as its hash).
+func (a *AdminService) scopeAndSecret(ctx context.Context, tenantID, prefix string) (schema.Scope, credential.Secret, error) {
+	sc, err := a.scope(ctx, tenantID)
+	if err != nil {
+		return schema.Scope{}, credential.Secret{}, err
+	}
+	sec, err := credential.NewSecret(prefix)
+	return sc, sec, err
+}
+
 func (a *AdminService) CreateAPIKey(ctx context.Context, req *connect.Request[keyplanev1.CreateAPIKeyRequest]) (*connect.Response[keyplanev1.CreateAPIKeyResponse], error) {
 	m := req.Msg
 	expires, err := timeFromProto("expire_time", m.ExpireTime)
 	if err != nil {
 		return nil, err
 	}
-	sc, err := a.scope(ctx, m.TenantId)
-	if err != nil {
-		return nil, err
-	}
-	sec, err := credential.NewSecret(credential.PrefixAPIKey)
+	sc, sec, err := a.scopeAndSecret(ctx, m.TenantId, credential.PrefixAPIKey)
 	if err != nil {
 		return nil, err
 	}
@@ -62,11 +69,7 @@ func (a *AdminService) RotateAPIKey(ctx context.Context, req *connect.Request[ke
 	if err != nil {
 		return nil, err
 	}
-	sc, err := a.scope(ctx, m.TenantId)
-	if err != nil {
-		return nil, err
-	}
-	sec, err := credential.NewSecret(credential.PrefixAPIKey)
+	sc, sec, err := a.scopeAndSecret(ctx, m.TenantId, credential.PrefixAPIKey)
 	if err != nil {
 		return nil, err
 	}
@@ -80,11 +83,7 @@ func (a *AdminService) RotateAPIKey(ctx context.Context, req *connect.Request[ke
 
 func (a *AdminService) CreateClient(ctx context.Context, req *connect.Request[keyplanev1.CreateClientRequest]) (*connect.Response[keyplanev1.CreateClientResponse], error) {
 	m := req.Msg
-	sc, err := a.scope(ctx, m.TenantId)
-	if err != nil {
-		return nil, err
-	}
-	sec, err := credential.NewSecret(credential.PrefixClientSecret)
+	sc, sec, err := a.scopeAndSecret(ctx, m.TenantId, credential.PrefixClientSecret)
 	if err != nil {
 		return nil, err
 	}
@@ -103,11 +102,7 @@ func (a *AdminService) RotateClientSecret(ctx context.Context, req *connect.Requ
 	if err != nil {
 		return nil, err
 	}
-	sc, err := a.scope(ctx, m.TenantId)
-	if err != nil {
-		return nil, err
-	}
-	sec, err := credential.NewSecret(credential.PrefixClientSecret)
+	sc, sec, err := a.scopeAndSecret(ctx, m.TenantId, credential.PrefixClientSecret)
 	if err != nil {
 		return nil, err
 	}

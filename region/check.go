@@ -276,18 +276,7 @@ func (c *CheckService) WhoCan(ctx context.Context, req *connect.Request[keyplane
 	if err := checkItem(m.Permission, m.Resource); err != nil {
 		return nil, err
 	}
-	cons, err := consistencyFromProto(m.Consistency)
-	if err != nil {
-		return nil, err
-	}
-	t, err := n.activeTenant(ctx, m.TenantId)
-	if err != nil {
-		return nil, err
-	}
-	if err := n.authorizeCaller(ctx, req.Header().Get("Authorization"), t, PermReviewAccess); err != nil {
-		return nil, err
-	}
-	snap, err := n.policies.snapshot(ctx, t, cons)
+	snap, err := n.reviewSnapshot(ctx, req.Header().Get("Authorization"), m.TenantId, m.Consistency, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -301,21 +290,7 @@ func (c *CheckService) WhoCan(ctx context.Context, req *connect.Request[keyplane
 func (c *CheckService) EffectivePermissions(ctx context.Context, req *connect.Request[keyplanev1.EffectivePermissionsRequest]) (*connect.Response[keyplanev1.EffectivePermissionsResponse], error) {
 	m := req.Msg
 	n := c.node
-	cons, err := consistencyFromProto(m.Consistency)
-	if err != nil {
-		return nil, err
-	}
-	t, err := n.activeTenant(ctx, m.TenantId)
-	if err != nil {
-		return nil, err
-	}
-	if err := n.authorizeCaller(ctx, req.Header().Get("Authorization"), t, PermReviewAccess); err != nil {
-		return nil, err
-	}
-	if _, err := n.store.GetIdentity(ctx, t.Scope(), m.IdentityId); err != nil {
-		return nil, err
-	}
-	snap, err := n.policies.snapshot(ctx, t, cons)
+	snap, err := n.reviewSnapshot(ctx, req.Header().Get("Authorization"), m.TenantId, m.Consistency, &m.IdentityId)
 	if err != nil {
 		return nil, err
 	}
@@ -325,4 +300,27 @@ func (c *CheckService) EffectivePermissions(ctx context.Context, req *connect.Re
 			Effect: string(g.Effect), Conditional: g.Conditional, ExpireTime: timeToProto(g.ExpiresAt), Via: g.Via})
 	}
 	return connect.NewResponse(out), nil
+}
+
+// reviewSnapshot is what the access-review RPCs share: the consistency option, the
+// active tenant, a caller holding iam.access.review, the identity reviewed (when the
+// RPC names one: it must exist) and the policy snapshot to answer from.
+func (n *Node) reviewSnapshot(ctx context.Context, header, tenantID string, c *keyplanev1.Consistency, identityID *string) (*authz.Snapshot, error) {
+	cons, err := consistencyFromProto(c)
+	if err != nil {
+		return nil, err
+	}
+	t, err := n.activeTenant(ctx, tenantID)
+	if err != nil {
+		return nil, err
+	}
+	if err := n.authorizeCaller(ctx, header, t, PermReviewAccess); err != nil {
+		return nil, err
+	}
+	if identityID != nil {
+		if _, err := n.store.GetIdentity(ctx, t.Scope(), *identityID); err != nil {
+			return nil, err
+		}
+	}
+	return n.policies.snapshot(ctx, t, cons)
 }
