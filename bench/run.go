@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -53,26 +54,18 @@ func (c *Config) defaults() {
 	if len(c.Workloads) == 1 && c.Workloads[0] == "all" {
 		c.Workloads = Workloads
 	}
-	c.Mode = cmpOr(c.Mode, "closed")
-	c.Concurrency = cmpOr(c.Concurrency, 16)
-	c.Duration = cmpOr(c.Duration, 30*time.Second)
-	c.Warmup = cmpOr(c.Warmup, 3*time.Second)
-	c.P99Target = cmpOr(c.P99Target, 10*time.Millisecond)
-	c.ReloadEvery = cmpOr(c.ReloadEvery, 100)
-	c.Identities = cmpOr(c.Identities, 10_000)
-	c.Roles = cmpOr(c.Roles, 100)
-	c.Resources = cmpOr(c.Resources, 10_000)
+	c.Mode = cmp.Or(c.Mode, "closed")
+	c.Concurrency = cmp.Or(c.Concurrency, 16)
+	c.Duration = cmp.Or(c.Duration, 30*time.Second)
+	c.Warmup = cmp.Or(c.Warmup, 3*time.Second)
+	c.P99Target = cmp.Or(c.P99Target, 10*time.Millisecond)
+	c.ReloadEvery = cmp.Or(c.ReloadEvery, 100)
+	c.Identities = cmp.Or(c.Identities, 10_000)
+	c.Roles = cmp.Or(c.Roles, 100)
+	c.Resources = cmp.Or(c.Resources, 10_000)
 	if c.Progress == nil {
 		c.Progress = io.Discard
 	}
-}
-
-func cmpOr[T comparable](v, def T) T {
-	var zero T
-	if v == zero {
-		return def
-	}
-	return v
 }
 
 // Validate names the first bad field.

@@ -1,6 +1,7 @@
 package routing
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -239,10 +240,7 @@ func (m *Membership) Members() []Member {
 	}
 	m.mu.Unlock()
 	slices.SortFunc(out, func(a, b Member) int {
-		if a.Region != b.Region {
-			return compare(a.Region, b.Region)
-		}
-		return compare(a.NodeID, b.NodeID)
+		return cmp.Or(cmp.Compare(a.Region, b.Region), cmp.Compare(a.NodeID, b.NodeID))
 	})
 	return out
 }
@@ -342,16 +340,6 @@ func (m *Membership) put(n *memberlist.Node) {
 	m.mu.Unlock()
 }
 
-func compare(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
-
 // delegate hands memberlist this node's metadata. memberlist calls it from several
 // goroutines; it only reads self under the lock.
 type delegate struct{ m *Membership }
@@ -402,15 +390,8 @@ func (w slogWriter) Write(p []byte) (int, error) {
 	if strings.HasPrefix(msg, "[WARN]") || strings.HasPrefix(msg, "[ERR]") || strings.HasPrefix(msg, "[ERROR]") {
 		level = slog.LevelWarn
 	}
-	w.log.Log(context.Background(), level, "gossip", "msg", trimNewline(msg))
+	w.log.Log(context.Background(), level, "gossip", "msg", strings.TrimRight(msg, "\r\n"))
 	return len(p), nil
-}
-
-func trimNewline(s string) string {
-	for len(s) > 0 && (s[len(s)-1] == '\n' || s[len(s)-1] == '\r') {
-		s = s[:len(s)-1]
-	}
-	return s
 }
 
 var _ io.Writer = slogWriter{}
