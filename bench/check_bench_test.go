@@ -109,37 +109,23 @@ func BenchmarkCheck(b *testing.B) {
 	var next atomic.Int64
 	pick := func() string { return env.identities[int(next.Add(1))%len(env.identities)] }
 	b.Run("baseline-sql", func(b *testing.B) {
-		b.SetParallelism(parallelism)
-		b.RunParallel(func(pb *testing.PB) {
-			ctx := context.Background()
-			for pb.Next() {
-				if err := env.baselineBindings(ctx, pick()); err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		})
+		parallel(b, func(ctx context.Context) error { return env.baselineBindings(ctx, pick()) })
 	})
 	check := func(b *testing.B, writeEvery int64) {
 		var n atomic.Int64
-		b.SetParallelism(parallelism)
-		b.RunParallel(func(pb *testing.PB) {
-			ctx := context.Background()
-			for pb.Next() {
-				if writeEvery > 0 && n.Add(1)%writeEvery == 0 {
-					if _, _, err := env.store.CreateRole(ctx, schema.Change{Actor: "bench"}, env.sc, schema.Role{
-						Name: fmt.Sprintf("r-%d", time.Now().UnixNano()), Permissions: []string{"x.y.z"}}); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-				_, err := env.check.Check(ctx, connect.NewRequest(&keyplanev1.CheckRequest{TenantId: "bench",
-					Principal: &keyplanev1.CheckRequest_IdentityId{IdentityId: pick()}, Permission: "svc1.doc.read", Resource: "projects/p1/doc"}))
-				if err != nil {
-					b.Errorf("check: %v", err)
-					return
+		parallel(b, func(ctx context.Context) error {
+			if writeEvery > 0 && n.Add(1)%writeEvery == 0 {
+				if _, _, err := env.store.CreateRole(ctx, schema.Change{Actor: "bench"}, env.sc, schema.Role{
+					Name: fmt.Sprintf("r-%d", time.Now().UnixNano()), Permissions: []string{"x.y.z"}}); err != nil {
+					return err
 				}
 			}
+			_, err := env.check.Check(ctx, connect.NewRequest(&keyplanev1.CheckRequest{TenantId: "bench",
+				Principal: &keyplanev1.CheckRequest_IdentityId{IdentityId: pick()}, Permission: "svc1.doc.read", Resource: "projects/p1/doc"}))
+			if err != nil {
+				return fmt.Errorf("check: %w", err)
+			}
+			return nil
 		})
 	}
 	b.Run("keyplane-cached", func(b *testing.B) { check(b, 0) })

@@ -2,6 +2,7 @@ package bench_test
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -98,12 +99,16 @@ func (e *benchEnv) baseline(ctx context.Context) error {
 WHERE crdb_region = $1 AND tenant_id = $2 AND id = $3`, "us-east", "bench", e.session).Scan(&revoked, &expires)
 }
 
-func (e *benchEnv) runBaseline(b *testing.B) {
+func (e *benchEnv) runBaseline(b *testing.B) { parallel(b, e.baseline) }
+
+// parallel runs op from parallelism × GOMAXPROCS goroutines until the benchmark has
+// its b.N operations, stopping at the first error.
+func parallel(b *testing.B, op func(ctx context.Context) error) {
 	b.SetParallelism(parallelism)
 	b.RunParallel(func(pb *testing.PB) {
 		ctx := context.Background()
 		for pb.Next() {
-			if err := e.baseline(ctx); err != nil {
+			if err := op(ctx); err != nil {
 				b.Error(err)
 				return
 			}
@@ -116,18 +121,14 @@ func (e *benchEnv) runBaseline(b *testing.B) {
 func BenchmarkValidateToken(b *testing.B) {
 	env := setup(b)
 	b.Run("baseline-sql", env.runBaseline)
+	req := &keyplanev1.ValidateTokenRequest{TenantId: "bench", Token: env.token}
 	b.Run("keyplane", func(b *testing.B) {
-		b.SetParallelism(parallelism)
-		b.RunParallel(func(pb *testing.PB) {
-			ctx := context.Background()
-			req := &keyplanev1.ValidateTokenRequest{TenantId: "bench", Token: env.token}
-			for pb.Next() {
-				resp, err := env.auth.ValidateToken(ctx, connect.NewRequest(req))
-				if err != nil || !resp.Msg.Active {
-					b.Errorf("validate: %v %v", resp, err)
-					return
-				}
+		parallel(b, func(ctx context.Context) error {
+			resp, err := env.auth.ValidateToken(ctx, connect.NewRequest(req))
+			if err != nil || !resp.Msg.Active {
+				return fmt.Errorf("validate: %v %v", resp, err)
 			}
+			return nil
 		})
 	})
 }
@@ -137,17 +138,13 @@ func BenchmarkValidateToken(b *testing.B) {
 func BenchmarkExchangeAPIKey(b *testing.B) {
 	env := setup(b)
 	b.Run("baseline-sql", env.runBaseline)
+	req := &keyplanev1.ExchangeAPIKeyRequest{TenantId: "bench", ApiKey: env.apiKey}
 	b.Run("keyplane", func(b *testing.B) {
-		b.SetParallelism(parallelism)
-		b.RunParallel(func(pb *testing.PB) {
-			ctx := context.Background()
-			req := &keyplanev1.ExchangeAPIKeyRequest{TenantId: "bench", ApiKey: env.apiKey}
-			for pb.Next() {
-				if _, err := env.auth.ExchangeAPIKey(ctx, connect.NewRequest(req)); err != nil {
-					b.Errorf("exchange: %v", err)
-					return
-				}
+		parallel(b, func(ctx context.Context) error {
+			if _, err := env.auth.ExchangeAPIKey(ctx, connect.NewRequest(req)); err != nil {
+				return fmt.Errorf("exchange: %w", err)
 			}
+			return nil
 		})
 	})
 }
