@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -110,26 +111,13 @@ func (r Report) Passed() bool {
 
 func (c *Config) defaults() {
 	if len(c.Drills) == 0 || slices.Contains(c.Drills, "all") {
-		c.Drills = nil
-		for _, d := range Drills {
-			c.Drills = append(c.Drills, d.Name)
-		}
+		c.Drills = drillNames()
 	}
-	if c.Hold <= 0 {
-		c.Hold = 4 * time.Second
-	}
-	if c.Steady <= 0 {
-		c.Steady = 2 * time.Second
-	}
-	if c.Workers <= 0 {
-		c.Workers = 2
-	}
-	if c.Pace <= 0 {
-		c.Pace = 20 * time.Millisecond
-	}
-	if c.NodesPerRegion <= 0 {
-		c.NodesPerRegion = 2
-	}
+	c.Hold = cmp.Or(c.Hold, 4*time.Second)
+	c.Steady = cmp.Or(c.Steady, 2*time.Second)
+	c.Workers = cmp.Or(c.Workers, 2)
+	c.Pace = cmp.Or(c.Pace, 20*time.Millisecond)
+	c.NodesPerRegion = cmp.Or(c.NodesPerRegion, 2)
 	if c.Progress == nil {
 		c.Progress = io.Discard
 	}

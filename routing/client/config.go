@@ -1,6 +1,7 @@
 package client
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -157,30 +158,14 @@ func validateURL(raw string) error {
 // withDefaults returns c with every zero field set to its default.
 func (c Config) withDefaults() Config {
 	d := DefaultConfig()
-	if c.AttemptTimeout == 0 {
-		c.AttemptTimeout = d.AttemptTimeout
-	}
-	if c.MaxAttempts == 0 {
-		c.MaxAttempts = d.MaxAttempts
-	}
-	if c.BackoffBase == 0 {
-		c.BackoffBase = d.BackoffBase
-	}
-	if c.BackoffMax == 0 {
-		c.BackoffMax = d.BackoffMax
-	}
-	if c.RetryBudget == 0 {
-		c.RetryBudget = d.RetryBudget
-	}
-	if c.MinRetries == 0 {
-		c.MinRetries = d.MinRetries
-	}
-	if c.DownFor == 0 {
-		c.DownFor = d.DownFor
-	}
-	if c.ProbeInterval == 0 {
-		c.ProbeInterval = d.ProbeInterval
-	}
+	c.AttemptTimeout = cmp.Or(c.AttemptTimeout, d.AttemptTimeout)
+	c.MaxAttempts = cmp.Or(c.MaxAttempts, d.MaxAttempts)
+	c.BackoffBase = cmp.Or(c.BackoffBase, d.BackoffBase)
+	c.BackoffMax = cmp.Or(c.BackoffMax, d.BackoffMax)
+	c.RetryBudget = cmp.Or(c.RetryBudget, d.RetryBudget)
+	c.MinRetries = cmp.Or(c.MinRetries, d.MinRetries)
+	c.DownFor = cmp.Or(c.DownFor, d.DownFor)
+	c.ProbeInterval = cmp.Or(c.ProbeInterval, d.ProbeInterval)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
