@@ -111,7 +111,7 @@ func (r Report) Passed() bool {
 
 func (c *Config) defaults() {
 	if len(c.Drills) == 0 || slices.Contains(c.Drills, "all") {
-		c.Drills = drillNames()
+		c.Drills = DrillNames()
 	}
 	c.Hold = cmp.Or(c.Hold, 4*time.Second)
 	c.Steady = cmp.Or(c.Steady, 2*time.Second)
@@ -127,13 +127,13 @@ func (c *Config) defaults() {
 func (c Config) Validate() error {
 	for _, name := range c.Drills {
 		if name != "all" && !slices.ContainsFunc(Drills, func(d Drill) bool { return d.Name == name }) {
-			return fmt.Errorf("drill: %q is not one of %s, all", name, strings.Join(drillNames(), ", "))
+			return fmt.Errorf("drill: %q is not one of %s, all", name, strings.Join(DrillNames(), ", "))
 		}
 	}
 	for _, m := range []map[string]string{c.Commands.Fault, c.Commands.Recover} {
 		for name := range m {
-			if !slices.Contains(drillNames(), name) {
-				return fmt.Errorf("fault-cmd: %q is not a drill (%s)", name, strings.Join(drillNames(), ", "))
+			if !slices.Contains(DrillNames(), name) {
+				return fmt.Errorf("fault-cmd: %q is not a drill (%s)", name, strings.Join(DrillNames(), ", "))
 			}
 		}
 	}
@@ -155,7 +155,8 @@ func (c Config) Validate() error {
 	return nil
 }
 
-func drillNames() []string {
+// DrillNames lists the drills in the order --all runs them.
+func DrillNames() []string {
 	var out []string
 	for _, d := range Drills {
 		out = append(out, d.Name)

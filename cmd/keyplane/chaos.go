@@ -19,12 +19,8 @@ func runChaos(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		return usageErr("want a subcommand: run")
 	}
-	var names []string
-	for _, d := range chaos.Drills {
-		names = append(names, d.Name)
-	}
 	c := newCommand(stdout, "chaos run", "Start a local three-region cluster (2 nodes per region, simulated WAN), run a steady mixed load from every region through the app-side client, inject faults, and check the recorded history: linearizable revocation, no lost acknowledged write, fail closed. Exits 1 when an invariant breaks.", `
-Drills: `+strings.Join(names, ", ")+`.
+Drills: `+strings.Join(chaos.DrillNames(), ", ")+`.
 
 For a real environment, replace a drill's fault or recovery step with your own command
 (the load and the checkers stay the same); with --state-file the run uses the cluster
