@@ -37,8 +37,33 @@ type Member struct {
 const (
 	ProfileWAN   = "wan"   // regions far apart: dead in about 6 s
 	ProfileLAN   = "lan"   // one data centre: dead in about 3 s
-	ProfileLocal = "local" // one machine (demo, tests): dead in about 1 s
+	ProfileLocal = "local" // one machine (demo, tests): dead in about 2 s
 )
+
+// Readmission. Gossip spreads a change by a few best-effort UDP retransmissions and
+// repairs what they miss by a full state exchange (push-pull) with one random peer
+// every PushPullInterval; in a small cluster a lost readiness update or a lost
+// refutation could therefore keep a node unrouted for many intervals (issue 11: a
+// restarted node unseen for 30 s). Two state exchanges make it deterministic:
+//
+//   - announce: after this node's own state changes (start, readiness), it exchanges
+//     state directly with every live peer, retrying each until it succeeds;
+//   - rejoin: every RejoinInterval it exchanges state with every seed that is not a
+//     live member and with every peer declared dead in the last DeadRetry, so a node
+//     that was restarted, or declared dead while alive (a busy machine), is readmitted
+//     by the peers themselves, whatever gossip lost.
+//
+// A peer hence sees a restarted node ready within about two RejoinIntervals of the
+// node reporting ready (ReadmitBound).
+const (
+	RejoinInterval = 2 * time.Second
+	DeadRetry      = 2 * time.Minute
+)
+
+// ReadmitBound is how long after a restarted node reports ready every live peer
+// lists it ready, barring a partition: its own announce, or a peer's rejoin of the
+// dead node followed by the exchange that brings its refuted incarnation.
+func ReadmitBound() time.Duration { return 2*RejoinInterval + time.Second }
 
 // MembershipConfig configures gossip.
 type MembershipConfig struct {
@@ -53,6 +78,8 @@ type MembershipConfig struct {
 	// Profile is ProfileWAN (default), ProfileLAN or ProfileLocal.
 	Profile string
 	Log     *slog.Logger
+
+	tune func(*memberlist.Config) // tests only: adjusts the profile's settings
 }
 
 // Validate reports every invalid field.
@@ -110,11 +137,22 @@ type Membership struct {
 	addr  string
 	once  sync.Once
 
+	changed chan struct{} // this node's state changed: announce it (buffered, 1)
+
 	mu      sync.Mutex
 	self    Member
 	onMove  []func(tenant string, epoch int64)
-	members map[string]peer  // node name → what gossip last said; filled by events
-	moves   map[moveMsg]bool // moves heard (tenant, epoch), so each is relayed once
+	members map[string]peer     // node name → what gossip last said; filled by events
+	dead    map[string]deadPeer // node name → a peer declared dead (not left), for rejoin
+	unsent  map[string]bool     // gossip addresses of live peers not yet told of our last change
+	moves   map[moveMsg]bool    // moves heard (tenant, epoch), so each is relayed once
+}
+
+// deadPeer is a peer that gossip declared dead: rejoin keeps exchanging state with it
+// until DeadRetry has passed, in case it is alive after all.
+type deadPeer struct {
+	addr  string
+	since time.Time
 }
 
 // peer is a copy of what memberlist knows of a node: memberlist's own Node values
@@ -135,8 +173,12 @@ func JoinMembership(cfg MembershipConfig) (*Membership, error) {
 	var mc *memberlist.Config
 	switch cfg.Profile {
 	case ProfileLocal:
+		// One machine, but a busy one (tests, benchmarks): a probe answered after
+		// 100 ms is a scheduling delay, not a dead node, so the timeout allows 300 ms
+		// and three peers probe indirectly before a node is suspected.
 		mc = memberlist.DefaultLocalConfig()
-		mc.ProbeInterval, mc.ProbeTimeout, mc.SuspicionMult = 200*time.Millisecond, 100*time.Millisecond, 3
+		mc.ProbeInterval, mc.ProbeTimeout, mc.SuspicionMult = 500*time.Millisecond, 300*time.Millisecond, 3
+		mc.IndirectChecks, mc.RetransmitMult = 3, 4
 		mc.GossipInterval, mc.PushPullInterval = 50*time.Millisecond, 5*time.Second
 		mc.TCPTimeout = 2 * time.Second
 	case ProfileLAN:
@@ -150,6 +192,7 @@ func JoinMembership(cfg MembershipConfig) (*Membership, error) {
 		mc = memberlist.DefaultWANConfig()
 		mc.ProbeInterval, mc.ProbeTimeout, mc.SuspicionMult = time.Second, 800*time.Millisecond, 4
 		mc.GossipInterval, mc.PushPullInterval = 200*time.Millisecond, 10*time.Second
+		mc.TCPTimeout = 5 * time.Second // a state exchange with an unreachable peer stalls rejoin no longer
 	}
 	mc.Name = cfg.NodeID
 	host, port, _ := splitHostPort(cfg.Bind)
@@ -158,9 +201,13 @@ func JoinMembership(cfg MembershipConfig) (*Membership, error) {
 		mc.AdvertiseAddr, mc.AdvertisePort, _ = splitHostPort(cfg.Advertise)
 	}
 	mc.Logger = log.New(slogWriter{cfg.Log}, "", 0)
+	if cfg.tune != nil {
+		cfg.tune(mc)
+	}
 	m := &Membership{log: cfg.Log, join: cfg.Join, stop: make(chan struct{}), done: make(chan struct{}),
-		self: Member{Region: cfg.Region, NodeID: cfg.NodeID, URL: cfg.URL, Version: cfg.Version}}
-	m.members, m.moves = map[string]peer{}, map[moveMsg]bool{}
+		changed: make(chan struct{}, 1),
+		self:    Member{Region: cfg.Region, NodeID: cfg.NodeID, URL: cfg.URL, Version: cfg.Version}}
+	m.members, m.dead, m.unsent, m.moves = map[string]peer{}, map[string]deadPeer{}, map[string]bool{}, map[moveMsg]bool{}
 	m.queue = &memberlist.TransmitLimitedQueue{NumNodes: m.numMembers, RetransmitMult: 3}
 	mc.Delegate = delegate{m}
 	mc.Events = events{m}
@@ -184,36 +231,96 @@ func (m *Membership) numMembers() int {
 // Addr is the host:port gossip listens on.
 func (m *Membership) Addr() string { return m.addr }
 
-// rejoin joins every configured node that is not a live member, at once and then
-// every two seconds until Leave: after a partition heals, or when a seed started
-// late, the node finds the cluster again.
+// rejoin exchanges state (memberlist's Join: a TCP push-pull) with every seed that
+// is not a live member and every peer declared dead within DeadRetry, at once and then
+// every RejoinInterval until Leave, and announces this node's changes to every live
+// peer: after a partition heals, a seed starts late, a node restarts or is declared
+// dead while alive, the state exchange readmits it whatever gossip lost.
 func (m *Membership) rejoin() {
 	defer close(m.done)
-	t := time.NewTicker(2 * time.Second)
+	t := time.NewTicker(RejoinInterval)
 	defer t.Stop()
 	for {
-		var missing []string
-		live := map[string]bool{}
-		m.mu.Lock()
-		for _, p := range m.members {
-			live[p.addr] = true
-		}
-		m.mu.Unlock()
-		for _, j := range m.join {
-			if !live[j] {
-				missing = append(missing, j)
+		if targets := m.rejoinTargets(time.Now()); len(targets) > 0 {
+			if _, err := m.ml.Join(targets); err != nil {
+				m.log.Debug("gossip join", "nodes", targets, "err", err)
 			}
 		}
-		if len(missing) > 0 {
-			if _, err := m.ml.Join(missing); err != nil {
-				m.log.Debug("gossip join", "nodes", missing, "err", err)
-			}
-		}
+		m.announce()
 		select {
 		case <-m.stop:
 			return
 		case <-t.C:
+		case <-m.changed:
 		}
+	}
+}
+
+// rejoinTargets returns the seeds that are not live members and the peers declared
+// dead within DeadRetry (forgetting older ones).
+func (m *Membership) rejoinTargets(now time.Time) []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	live := map[string]bool{m.addr: true}
+	for _, p := range m.members {
+		live[p.addr] = true
+	}
+	var out []string
+	for _, j := range m.join {
+		if !live[j] {
+			out = append(out, j)
+			live[j] = true
+		}
+	}
+	for name, d := range m.dead {
+		switch {
+		case now.Sub(d.since) > DeadRetry:
+			delete(m.dead, name)
+		case !live[d.addr]:
+			out = append(out, d.addr)
+			live[d.addr] = true
+		}
+	}
+	return out
+}
+
+// announce exchanges state with every live peer not yet told of this node's last
+// change, one at a time; a peer that does not answer is tried again next time.
+func (m *Membership) announce() {
+	m.mu.Lock()
+	var to []string
+	for addr := range m.unsent {
+		to = append(to, addr)
+	}
+	m.mu.Unlock()
+	for _, addr := range to {
+		select {
+		case <-m.stop:
+			return
+		default:
+		}
+		if _, err := m.ml.Join([]string{addr}); err != nil {
+			m.log.Debug("gossip announce", "node", addr, "err", err)
+			continue
+		}
+		m.mu.Lock()
+		delete(m.unsent, addr)
+		m.mu.Unlock()
+	}
+}
+
+// markChanged records that every live peer must be told this node's state.
+func (m *Membership) markChanged() {
+	m.mu.Lock()
+	for _, p := range m.members {
+		if p.addr != m.addr {
+			m.unsent[p.addr] = true
+		}
+	}
+	m.mu.Unlock()
+	select {
+	case m.changed <- struct{}{}:
+	default:
 	}
 }
 
@@ -227,6 +334,7 @@ func (m *Membership) SetReady(ready bool) {
 		if err := m.ml.UpdateNode(time.Second); err != nil {
 			m.log.Debug("gossip readiness", "err", err)
 		}
+		m.markChanged()
 	}
 }
 
@@ -308,7 +416,10 @@ func (m *Membership) OnMove(fn func(tenant string, epoch int64)) {
 func (m *Membership) Leave(timeout time.Duration) {
 	m.once.Do(func() {
 		close(m.stop)
-		<-m.done
+		select { // a state exchange in flight ends within TCPTimeout; do not wait longer
+		case <-m.done:
+		case <-time.After(timeout):
+		}
 		if err := m.ml.Leave(timeout); err != nil {
 			m.log.Debug("gossip leave", "err", err)
 		}
@@ -320,24 +431,47 @@ func (m *Membership) Leave(timeout time.Duration) {
 // concurrently, so the node's fields may be read here.
 type events struct{ m *Membership }
 
-func (e events) NotifyJoin(n *memberlist.Node)   { e.m.put(n) }
+// NotifyJoin: a node joined, or came back from dead. Both sides must see each
+// other's latest state, which gossip may have lost: announce to it.
+func (e events) NotifyJoin(n *memberlist.Node) {
+	if e.m.put(n) {
+		e.m.mu.Lock()
+		if addr := e.m.members[n.Name].addr; addr != e.m.addr {
+			e.m.unsent[addr] = true
+		}
+		e.m.mu.Unlock()
+		select {
+		case e.m.changed <- struct{}{}:
+		default:
+		}
+	}
+}
+
 func (e events) NotifyUpdate(n *memberlist.Node) { e.m.put(n) }
 func (e events) NotifyLeave(n *memberlist.Node) {
+	addr := net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
 	e.m.mu.Lock()
 	delete(e.m.members, n.Name)
+	delete(e.m.unsent, addr)
+	if n.State == memberlist.StateDead {
+		e.m.dead[n.Name] = deadPeer{addr: addr, since: time.Now()}
+	}
 	e.m.mu.Unlock()
 }
 
-func (m *Membership) put(n *memberlist.Node) {
+// put records what gossip says of a node, and reports whether it is a keyplane node.
+func (m *Membership) put(n *memberlist.Node) bool {
 	var mem Member
 	if json.Unmarshal(n.Meta, &mem) != nil || mem.Region == "" {
-		return // not a keyplane node, or its metadata has not arrived yet
+		return false // not a keyplane node, or its metadata has not arrived yet
 	}
 	mem.State = "alive"
 	p := peer{m: mem, addr: net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))}
 	m.mu.Lock()
 	m.members[n.Name] = p
+	delete(m.dead, n.Name)
 	m.mu.Unlock()
+	return true
 }
 
 // delegate hands memberlist this node's metadata. memberlist calls it from several

@@ -2,9 +2,18 @@ package routing
 
 import (
 	"bytes"
+	"fmt"
 	"log/slog"
+	"net"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+
+	"github.com/keyplane/keyplane/schema/pglocal"
 )
 
 // memberlist writes its log lines as "[DEBUG]", "[INFO]", "[WARN]" and "[ERR]" (and
@@ -35,6 +44,153 @@ func TestSlogWriterLevels(t *testing.T) {
 			}
 			if strings.Contains(got, `\n"`) {
 				t.Errorf("logged %q, want the trailing newline trimmed", got)
+			}
+		})
+	}
+}
+
+// cluster is an in-process gossip cluster for readmission tests: two nodes in each of
+// three regions, the first of each region a seed, every node ready. Gossip broadcasts
+// and periodic push-pull are off (tune), so state moves only through the state
+// exchanges this package makes itself: what the test shows cannot have come from luck.
+type cluster struct {
+	t     *testing.T
+	cfgs  []MembershipConfig
+	nodes map[string]*Membership
+}
+
+func newCluster(t *testing.T) *cluster {
+	t.Helper()
+	c := &cluster{t: t, nodes: map[string]*Membership{}}
+	var seeds []string
+	for _, r := range []string{"us", "eu", "ap"} {
+		for i := 1; i <= 2; i++ {
+			port, err := pglocal.FreePort()
+			if err != nil {
+				t.Fatal(err)
+			}
+			bind := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+			if i == 1 {
+				seeds = append(seeds, bind)
+			}
+			c.cfgs = append(c.cfgs, MembershipConfig{Region: r, NodeID: fmt.Sprintf("%s-%d", r, i), URL: "http://" + r + ".test",
+				Bind: bind, Profile: ProfileLocal, tune: func(mc *memberlist.Config) { mc.GossipInterval, mc.PushPullInterval = 0, 0 }})
+		}
+	}
+	for i := range c.cfgs {
+		c.cfgs[i].Join = seeds
+		c.start(c.cfgs[i].NodeID)
+	}
+	for _, cfg := range c.cfgs {
+		c.ready(cfg.NodeID)
+	}
+	t.Cleanup(func() {
+		for _, m := range c.nodes {
+			m.Leave(time.Second)
+		}
+	})
+	return c
+}
+
+// start starts (or restarts, on the same address) a node, not ready yet.
+func (c *cluster) start(id string) *Membership {
+	c.t.Helper()
+	for _, cfg := range c.cfgs {
+		if cfg.NodeID == id {
+			m, err := JoinMembership(cfg)
+			if err != nil {
+				c.t.Fatalf("start %s: %v", id, err)
+			}
+			c.nodes[id] = m
+			return m
+		}
+	}
+	c.t.Fatalf("no node %s", id)
+	return nil
+}
+
+// ready reports nodes ready once each has joined the others, as a node does once it
+// serves: the change reaches peers that already hold its old state.
+func (c *cluster) ready(ids ...string) {
+	c.t.Helper()
+	for _, id := range ids {
+		m := c.nodes[id]
+		if !waitFor(ReadmitBound(), func() bool { return len(m.Members()) == len(c.cfgs) }) {
+			c.t.Fatalf("%s did not join: it lists %v", id, m.Members())
+		}
+		m.SetReady(true)
+	}
+}
+
+// kill stops a node as SIGKILL would: no leave message, its sockets closed.
+func (c *cluster) kill(id string) {
+	m := c.nodes[id]
+	delete(c.nodes, id)
+	close(m.stop)
+	<-m.done
+	_ = m.ml.Shutdown()
+}
+
+// lagging names a running node whose ready list is not every running node, or "".
+func (c *cluster) lagging(want []string) string {
+	for id, m := range c.nodes {
+		var got []string
+		for _, p := range m.Members() {
+			if p.Ready {
+				got = append(got, p.NodeID)
+			}
+		}
+		if !slices.Equal(got, want) {
+			return fmt.Sprintf("%s lists %v ready, want %v", id, got, want)
+		}
+	}
+	return ""
+}
+
+// waitFor polls cond every 20 ms until limit.
+func waitFor(limit time.Duration, cond func() bool) bool {
+	for deadline := time.Now().Add(limit); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if cond() {
+			return true
+		}
+	}
+	return cond()
+}
+
+// A killed node restarted on the same address is listed ready by every peer again
+// within ReadmitBound, whether the peers had declared it dead (its new incarnation is
+// then lower than the one they buried) or not yet. Before announce and the rejoin of
+// dead peers, such a node waited for a lucky push-pull: the TestDrills flake of
+// issue 11 (a restarted eu-west-1 unseen by us-east-1 for 30 s).
+func TestRestartedNodeIsReadmitted(t *testing.T) {
+	c := newCluster(t)
+	all := []string{"ap-1", "ap-2", "eu-1", "eu-2", "us-1", "us-2"}
+	if !waitFor(ReadmitBound(), func() bool { return c.lagging(all) == "" }) {
+		t.Fatalf("cluster start: %s", c.lagging(all))
+	}
+	for _, tt := range []struct {
+		name         string
+		waitForDeath bool
+	}{
+		{"restarted after peers declared it dead", true},
+		{"restarted before peers noticed", false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c.kill("eu-1")
+			c.kill("eu-2")
+			if tt.waitForDeath {
+				survivors := []string{"ap-1", "ap-2", "us-1", "us-2"}
+				// Probes alone (gossip is off) find a dead node in at most
+				// SuspicionMaxTimeoutMult suspicion timeouts: about 10 s here.
+				if !waitFor(30*time.Second, func() bool { return c.lagging(survivors) == "" }) {
+					t.Fatalf("the survivors never dropped the killed nodes: %s", c.lagging(survivors))
+				}
+			}
+			c.start("eu-1")
+			c.start("eu-2")
+			c.ready("eu-1", "eu-2")
+			if !waitFor(ReadmitBound(), func() bool { return c.lagging(all) == "" }) {
+				t.Fatalf("not readmitted within %s: %s", ReadmitBound(), c.lagging(all))
 			}
 		})
 	}
