@@ -3,5 +3,6 @@
 // reports in report.go. The recorded histories are judged by the invariant checkers of
 // the leaf package chaos/history (linearizable revocation, no lost write, fail
 // closed), which are plain functions tested with hand-made bad histories; region's
-// tests use them too without linking the drills.
+// tests use them too without linking the drills. The timeline SVG of each drill is
+// drawn by bench/plot.
 package chaos
