@@ -9,6 +9,7 @@
 // simulated WAN and reports local, forwarded and degraded latency next to the
 // configured round trip. The load generator behind `keyplane bench run` lives here too
 // (run.go, load.go, workload.go, env.go, report.go, svg.go); bench/README.md explains it.
+// Its SVG timelines are drawn by the leaf package bench/plot, which chaos shares.
 //
 // Run the load bench with `make bench`, the go benchmarks with `make bench-go` (or
 // `go test ./bench -run '^$' -bench . -benchtime 5s`).

@@ -8,6 +8,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/keyplane/keyplane/chaos/history"
 	"github.com/keyplane/keyplane/deploy"
 )
 
@@ -30,8 +31,8 @@ type harness struct {
 	hold    time.Duration // how long a fault lasts
 	cmds    Commands
 	drill   string
-	windows []Window
-	blind   []Window // the database could not be read
+	windows []history.Window
+	blind   []history.Window // the database could not be read
 	faultAt time.Time
 	victims []string // clients whose region the fault hit (region-outage)
 }
@@ -72,7 +73,7 @@ func shell(ctx context.Context, cmd string) error {
 }
 
 func (h *harness) window(label string, from time.Time) {
-	h.windows = append(h.windows, Window{Label: label, From: from, To: time.Now()})
+	h.windows = append(h.windows, history.Window{Label: label, From: from, To: time.Now()})
 }
 
 func sleep(ctx context.Context, d time.Duration) error {
@@ -217,7 +218,7 @@ var Drills = []Drill{
 			}
 			h.window("database frozen", frozen)
 			h.windows[len(h.windows)-1].To = resumed
-			h.blind = append(h.blind, Window{Label: "frozen", From: frozen, To: resumed})
+			h.blind = append(h.blind, history.Window{Label: "frozen", From: frozen, To: resumed})
 			if err := sleep(ctx, h.hold/4); err != nil {
 				return err
 			}
@@ -230,8 +231,8 @@ var Drills = []Drill{
 			if err := pg.Restart(ctx); err != nil {
 				return err
 			}
-			h.windows = append(h.windows, Window{Label: "database crashed", From: crashed, To: time.Now()})
-			h.blind = append(h.blind, Window{Label: "crashed", From: crashed, To: restarted})
+			h.windows = append(h.windows, history.Window{Label: "database crashed", From: crashed, To: time.Now()})
+			h.blind = append(h.blind, history.Window{Label: "crashed", From: crashed, To: restarted})
 			return h.settle(ctx)
 		},
 		judge: func(r *DrillResult) {

@@ -12,6 +12,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/keyplane/keyplane/chaos/history"
 	"github.com/keyplane/keyplane/deploy/seed"
 	keyplanev1 "github.com/keyplane/keyplane/region/gen/keyplane/v1"
 	"github.com/keyplane/keyplane/region/gen/keyplane/v1/keyplanev1connect"
@@ -141,12 +142,12 @@ func seedTenants(ctx context.Context, tg *target) ([]*tenant, error) {
 // recorder keeps the history of a drill. Safe for concurrent use.
 type recorder struct {
 	mu     sync.Mutex
-	ops    []Op
-	writes []Write
+	ops    []history.Op
+	writes []history.Write
 	errs   int
 }
 
-func (r *recorder) op(op Op) {
+func (r *recorder) op(op history.Op) {
 	r.mu.Lock()
 	r.ops = append(r.ops, op)
 	if !op.OK {
@@ -162,14 +163,14 @@ func (r *recorder) counts() (int, int) {
 	return len(r.ops), r.errs
 }
 
-func (r *recorder) write(w Write) {
+func (r *recorder) write(w history.Write) {
 	r.mu.Lock()
 	r.writes = append(r.writes, w)
 	r.mu.Unlock()
 }
 
 // take returns the history so far and starts a new one.
-func (r *recorder) take() ([]Op, []Write) {
+func (r *recorder) take() ([]history.Op, []history.Write) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	ops, ws := r.ops, r.writes
@@ -248,7 +249,7 @@ func callCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 }
 
-func (w *worker) record(op Op, err error, route string) {
+func (w *worker) record(op history.Op, err error, route string) {
 	op.End, op.Client, op.OK = time.Now(), w.name, err == nil
 	if err != nil {
 		op.Err = connect.CodeOf(err).String()
@@ -268,7 +269,7 @@ func (w *worker) validate(ctx context.Context, t *tenant) {
 func (w *worker) validateToken(ctx context.Context, t *tenant, tok token) {
 	cctx, cancel := callCtx(ctx)
 	defer cancel()
-	op := Op{Kind: Read, Name: "validate", Key: tok.session, Start: time.Now(), Safe: true}
+	op := history.Op{Kind: history.Read, Name: "validate", Key: tok.session, Start: time.Now(), Safe: true}
 	resp, err := w.auth.ValidateToken(cctx, connect.NewRequest(&keyplanev1.ValidateTokenRequest{TenantId: t.id, Token: tok.raw}))
 	route := ""
 	if err == nil {
@@ -284,7 +285,7 @@ func (w *worker) checkToken(ctx context.Context, t *tenant) {
 	}
 	cctx, cancel := callCtx(ctx)
 	defer cancel()
-	op := Op{Kind: Read, Name: "check", Key: tok.session, Start: time.Now(), Safe: true}
+	op := history.Op{Kind: history.Read, Name: "check", Key: tok.session, Start: time.Now(), Safe: true}
 	resp, err := w.check.Check(cctx, connect.NewRequest(&keyplanev1.CheckRequest{TenantId: t.id,
 		Principal: &keyplanev1.CheckRequest_Token{Token: tok.raw}, Permission: drillPermission, Resource: "docs/report"}))
 	route := ""
@@ -297,7 +298,7 @@ func (w *worker) checkToken(ctx context.Context, t *tenant) {
 func (w *worker) issue(ctx context.Context, t *tenant) {
 	cctx, cancel := callCtx(ctx)
 	defer cancel()
-	op := Op{Kind: Call, Name: "issue", Start: time.Now()}
+	op := history.Op{Kind: history.Call, Name: "issue", Start: time.Now()}
 	resp, err := w.auth.ExchangeAPIKey(cctx, connect.NewRequest(&keyplanev1.ExchangeAPIKeyRequest{TenantId: t.id, ApiKey: t.apiKey}))
 	route := ""
 	if err == nil {
@@ -314,7 +315,7 @@ func (w *worker) revoke(ctx context.Context, t *tenant) {
 	}
 	cctx, cancel := callCtx(ctx)
 	defer cancel()
-	op := Op{Kind: Revoke, Name: "revoke", Key: tok.session, Start: time.Now(), Safe: true}
+	op := history.Op{Kind: history.Revoke, Name: "revoke", Key: tok.session, Start: time.Now(), Safe: true}
 	resp, err := w.auth.RevokeToken(cctx, connect.NewRequest(&keyplanev1.RevokeTokenRequest{TenantId: t.id, Token: tok.raw}))
 	route := ""
 	if err == nil {
@@ -332,7 +333,7 @@ func (w *worker) grant(ctx context.Context, t *tenant) {
 	}
 	cctx, cancel := callCtx(ctx)
 	defer cancel()
-	op := Op{Kind: Call, Name: "grant", Start: time.Now()}
+	op := history.Op{Kind: history.Call, Name: "grant", Start: time.Now()}
 	resp, err := w.admin.CreateBinding(cctx, connect.NewRequest(&keyplanev1.CreateBindingRequest{TenantId: t.id,
 		Effect: keyplanev1.Effect_EFFECT_ALLOW, PrincipalKind: "identity", PrincipalId: id, RoleId: t.role, Scope: "*"}))
 	route := ""
@@ -351,7 +352,7 @@ func (w *worker) unbind(ctx context.Context, t *tenant) {
 	}
 	cctx, cancel := callCtx(ctx)
 	defer cancel()
-	op := Op{Kind: Revoke, Name: "unbind", Key: g.binding, Start: time.Now()}
+	op := history.Op{Kind: history.Revoke, Name: "unbind", Key: g.binding, Start: time.Now()}
 	resp, err := w.admin.DeleteBinding(cctx, connect.NewRequest(&keyplanev1.DeleteBindingRequest{TenantId: t.id, BindingId: g.binding}))
 	route := ""
 	if err == nil {
@@ -368,7 +369,7 @@ func (w *worker) checkGrant(ctx context.Context, t *tenant) {
 	}
 	cctx, cancel := callCtx(ctx)
 	defer cancel()
-	op := Op{Kind: Read, Name: "check-grant", Key: g.binding, Start: time.Now(), Safe: true}
+	op := history.Op{Kind: history.Read, Name: "check-grant", Key: g.binding, Start: time.Now(), Safe: true}
 	resp, err := w.check.Check(cctx, connect.NewRequest(&keyplanev1.CheckRequest{TenantId: t.id,
 		Principal: &keyplanev1.CheckRequest_IdentityId{IdentityId: g.identity}, Permission: drillPermission, Resource: "docs/report"}))
 	route := ""
@@ -382,13 +383,13 @@ func (w *worker) checkGrant(ctx context.Context, t *tenant) {
 func (w *worker) createIdentity(ctx context.Context, t *tenant) string {
 	cctx, cancel := callCtx(ctx)
 	defer cancel()
-	op := Op{Kind: Call, Name: "write", Start: time.Now()}
+	op := history.Op{Kind: history.Call, Name: "write", Start: time.Now()}
 	resp, err := w.admin.CreateIdentity(cctx, connect.NewRequest(&keyplanev1.CreateIdentityRequest{TenantId: t.id,
 		Kind: keyplanev1.IdentityKind_IDENTITY_KIND_HUMAN, DisplayName: fmt.Sprintf("drill write %d", w.seq.Add(1))}))
 	route := ""
 	if err == nil {
 		op.Key, op.Node, route = resp.Msg.Identity.Id, resp.Header().Get("Keyplane-Served-By"), resp.Header().Get("Keyplane-Route")
-		w.rec.write(Write{Tenant: t.id, ID: resp.Msg.Identity.Id, At: time.Now(), Node: op.Node})
+		w.rec.write(history.Write{Tenant: t.id, ID: resp.Msg.Identity.Id, At: time.Now(), Node: op.Node})
 	}
 	w.record(op, err, route)
 	return op.Key
@@ -402,7 +403,7 @@ func race(ctx context.Context, revoker *worker, readers []*worker, tenants []*te
 	for ctx.Err() == nil {
 		t := tenants[rand.IntN(len(tenants))]
 		cctx, cancel := callCtx(ctx)
-		op := Op{Kind: Call, Name: "issue", Start: time.Now()}
+		op := history.Op{Kind: history.Call, Name: "issue", Start: time.Now()}
 		resp, err := revoker.auth.ExchangeAPIKey(cctx, connect.NewRequest(&keyplanev1.ExchangeAPIKeyRequest{TenantId: t.id, ApiKey: t.apiKey}))
 		cancel()
 		revoker.record(op, err, "")
@@ -412,7 +413,7 @@ func race(ctx context.Context, revoker *worker, readers []*worker, tenants []*te
 		}
 		tok := token{raw: resp.Msg.Token.AccessToken, session: resp.Msg.Token.SessionId}
 		cctx, cancel = callCtx(ctx)
-		op = Op{Kind: Revoke, Name: "revoke", Key: tok.session, Start: time.Now(), Safe: true}
+		op = history.Op{Kind: history.Revoke, Name: "revoke", Key: tok.session, Start: time.Now(), Safe: true}
 		_, err = revoker.auth.RevokeToken(cctx, connect.NewRequest(&keyplanev1.RevokeTokenRequest{TenantId: t.id, Token: tok.raw}))
 		cancel()
 		revoker.record(op, err, "")

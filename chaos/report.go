@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/keyplane/keyplane/bench"
+	"github.com/keyplane/keyplane/bench/plot"
 )
 
 // WriteReport writes report.json, report.md and one <drill>.svg timeline per drill
@@ -36,15 +36,15 @@ func WriteReport(dir string, r Report) error {
 		if err != nil {
 			return err
 		}
-		var pts []bench.Point
+		var pts []plot.Point
 		for _, p := range d.Timeline {
-			pts = append(pts, bench.Point{T: p.T, Throughput: float64(p.OK), Errors: int64(p.Errors), P99: p.P99MS})
+			pts = append(pts, plot.Point{T: p.T, Throughput: float64(p.OK), Errors: int64(p.Errors), P99: p.P99MS})
 		}
-		var ws []bench.Window
+		var ws []plot.Window
 		for _, w := range d.Windows {
-			ws = append(ws, bench.Window{FromS: w.FromS, ToS: w.ToS, Label: w.Label})
+			ws = append(ws, plot.Window{FromS: w.FromS, ToS: w.ToS, Label: w.Label})
 		}
-		err = bench.WriteSVGWindows(f, "chaos drill "+d.Name, pts, ws)
+		err = plot.Timeline(f, "chaos drill "+d.Name, pts, ws)
 		if cerr := f.Close(); err == nil {
 			err = cerr
 		}

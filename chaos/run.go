@@ -15,6 +15,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/keyplane/keyplane/chaos/history"
 	"github.com/keyplane/keyplane/deploy"
 	keyplanev1 "github.com/keyplane/keyplane/region/gen/keyplane/v1"
 	"github.com/keyplane/keyplane/region/gen/keyplane/v1/keyplanev1connect"
@@ -313,7 +314,7 @@ func progress(ctx context.Context, w io.Writer, name string, start time.Time, re
 }
 
 // judge runs the checkers over a drill's history.
-func judge(res *DrillResult, h *harness, ops []Op, writes []Write, admin keyplanev1connect.AdminServiceClient) {
+func judge(res *DrillResult, h *harness, ops []history.Op, writes []history.Write, admin keyplanev1connect.AdminServiceClient) {
 	res.Ops, res.Writes = len(ops), len(writes)
 	res.Errors, res.Routes = map[string]int{}, map[string]int{}
 	for _, op := range ops {
@@ -326,11 +327,11 @@ func judge(res *DrillResult, h *harness, ops []Op, writes []Write, admin keyplan
 			res.Routes[op.Route]++
 		}
 	}
-	for _, v := range CheckRevocations(ops) {
+	for _, v := range history.CheckRevocations(ops) {
 		res.Violations = append(res.Violations, v.String())
 	}
-	res.ReadsAfterRevoke = ReadsAfterRevoke(ops)
-	for _, op := range CheckFailClosed(ops, h.blind) {
+	res.ReadsAfterRevoke = history.ReadsAfterRevoke(ops)
+	for _, op := range history.CheckFailClosed(ops, h.blind) {
 		res.FailOpen = append(res.FailOpen, fmt.Sprintf("%s of %s by %s on %s granted at %s, inside a window with the database unreadable",
 			op.Name, op.Key, op.Client, op.Node, op.End.Format("15:04:05.000")))
 	}
@@ -338,11 +339,11 @@ func judge(res *DrillResult, h *harness, ops []Op, writes []Write, admin keyplan
 	if err != nil {
 		res.Failed = strings.TrimSpace(res.Failed + " read-back: " + err.Error())
 	}
-	for _, l := range CheckWrites(writes, found) {
+	for _, l := range history.CheckWrites(writes, found) {
 		res.LostWrites = append(res.LostWrites, l.String())
 	}
 	if !h.faultAt.IsZero() {
-		for _, r := range Failover(ops, h.faultAt) {
+		for _, r := range history.Failover(ops, h.faultAt) {
 			region, _, _ := strings.Cut(r.Client, "/")
 			ms := float64(r.FirstSuccess.Microseconds()) / 1000
 			if r.FirstSuccess < 0 {
@@ -359,7 +360,7 @@ func judge(res *DrillResult, h *harness, ops []Op, writes []Write, admin keyplan
 }
 
 // timeline buckets calls by the second they ended in.
-func timeline(ops []Op, start time.Time) []Point {
+func timeline(ops []history.Op, start time.Time) []Point {
 	type bucket struct {
 		ok, errs int
 		lat      []time.Duration
@@ -394,10 +395,10 @@ func timeline(ops []Op, start time.Time) []Point {
 
 // readBack finds every acknowledged write: the identity exists, and how many
 // identity.create audit events name it.
-func readBack(admin keyplanev1connect.AdminServiceClient, writes []Write) (map[string]Found, error) {
+func readBack(admin keyplanev1connect.AdminServiceClient, writes []history.Write) (map[string]history.Found, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	found := map[string]Found{}
+	found := map[string]history.Found{}
 	tenants := map[string]bool{}
 	for _, w := range writes {
 		tenants[w.Tenant] = true

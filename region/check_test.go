@@ -13,7 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/keyplane/keyplane/chaos"
+	"github.com/keyplane/keyplane/chaos/history"
 	keyplanev1 "github.com/keyplane/keyplane/region/gen/keyplane/v1"
 	"github.com/keyplane/keyplane/region/gen/keyplane/v1/keyplanev1connect"
 	"github.com/keyplane/keyplane/schema"
@@ -277,7 +277,7 @@ func TestBindingRemovalIsSeenByLaterChecks(t *testing.T) {
 		clients = append(clients, keyplanev1connect.NewCheckServiceClient(http.DefaultClient, u, connect.WithInterceptors(bearerInterceptor(secret))))
 	}
 	var mu sync.Mutex
-	var history []chaos.Op
+	var ops []history.Op
 	deadline := time.Now().Add(8 * time.Second)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -292,36 +292,36 @@ func TestBindingRemovalIsSeenByLaterChecks(t *testing.T) {
 				default:
 				}
 				i, node := rand.IntN(bindings), rand.IntN(len(clients))
-				op := chaos.Op{Kind: chaos.Read, Key: ids[i], Node: urls[node], Start: time.Now()}
+				op := history.Op{Kind: history.Read, Key: ids[i], Node: urls[node], Start: time.Now()}
 				r, err := clients[node].Check(ctx, connect.NewRequest(&keyplanev1.CheckRequest{TenantId: "acme",
 					Principal: &keyplanev1.CheckRequest_IdentityId{IdentityId: users[i]}, Permission: "docs.document.read", Resource: "x/y"}))
 				op.End, op.OK = time.Now(), err == nil
 				op.Granted = err == nil && r.Msg.Allowed
 				mu.Lock()
-				history = append(history, op)
+				ops = append(ops, op)
 				mu.Unlock()
 			}
 		}()
 	}
 	for _, i := range rand.Perm(bindings) {
 		time.Sleep(time.Duration(rand.IntN(20)) * time.Millisecond)
-		op := chaos.Op{Kind: chaos.Revoke, Key: ids[i], Start: time.Now(), Node: "admin"}
+		op := history.Op{Kind: history.Revoke, Key: ids[i], Start: time.Now(), Node: "admin"}
 		_, err := f.admin.DeleteBinding(ctx, connect.NewRequest(&keyplanev1.DeleteBindingRequest{TenantId: "acme", BindingId: ids[i]}))
 		op.End, op.OK = time.Now(), err == nil
 		if err != nil {
 			t.Fatal(err)
 		}
 		mu.Lock()
-		history = append(history, op)
+		ops = append(ops, op)
 		mu.Unlock()
 	}
 	time.Sleep(200 * time.Millisecond)
 	close(stop)
 	wg.Wait()
-	if vs := chaos.CheckRevocations(history); len(vs) > 0 {
+	if vs := history.CheckRevocations(ops); len(vs) > 0 {
 		t.Fatalf("%d violations, first: %v", len(vs), vs[0])
 	}
-	if n := chaos.ReadsAfterRevoke(history); n < bindings {
+	if n := history.ReadsAfterRevoke(ops); n < bindings {
 		t.Fatalf("only %d checks after a removal: the history tests nothing", n)
 	}
 }

@@ -10,7 +10,7 @@ import (
 
 	"connectrpc.com/connect"
 
-	"github.com/keyplane/keyplane/chaos"
+	"github.com/keyplane/keyplane/chaos/history"
 	keyplanev1 "github.com/keyplane/keyplane/region/gen/keyplane/v1"
 	"github.com/keyplane/keyplane/region/gen/keyplane/v1/keyplanev1connect"
 	"github.com/keyplane/keyplane/schema"
@@ -48,10 +48,10 @@ func TestRevocationIsLinearizable(t *testing.T) {
 	}
 
 	var mu sync.Mutex
-	var history []chaos.Op
-	record := func(op chaos.Op) {
+	var ops []history.Op
+	record := func(op history.Op) {
 		mu.Lock()
-		history = append(history, op)
+		ops = append(ops, op)
 		mu.Unlock()
 	}
 	deadline := time.Now().Add(8 * time.Second)
@@ -68,7 +68,7 @@ func TestRevocationIsLinearizable(t *testing.T) {
 				default:
 				}
 				i, node := rand.IntN(tokens), rand.IntN(len(clients))
-				op := chaos.Op{Kind: chaos.Read, Key: toks[i][len(toks[i])-16:], Node: urls[node], Start: time.Now()}
+				op := history.Op{Kind: history.Read, Key: toks[i][len(toks[i])-16:], Node: urls[node], Start: time.Now()}
 				resp, err := clients[node].ValidateToken(ctx, connect.NewRequest(&keyplanev1.ValidateTokenRequest{TenantId: "acme", Token: toks[i]}))
 				op.End = time.Now()
 				op.OK = err == nil
@@ -83,7 +83,7 @@ func TestRevocationIsLinearizable(t *testing.T) {
 		}
 		time.Sleep(time.Duration(rand.IntN(15)) * time.Millisecond)
 		node := rand.IntN(len(clients))
-		op := chaos.Op{Kind: chaos.Revoke, Key: toks[i][len(toks[i])-16:], Node: urls[node], Start: time.Now()}
+		op := history.Op{Kind: history.Revoke, Key: toks[i][len(toks[i])-16:], Node: urls[node], Start: time.Now()}
 		_, err := clients[node].RevokeToken(ctx, connect.NewRequest(&keyplanev1.RevokeTokenRequest{TenantId: "acme", Token: toks[i]}))
 		op.End = time.Now()
 		op.OK = err == nil
@@ -96,15 +96,15 @@ func TestRevocationIsLinearizable(t *testing.T) {
 	close(stop)
 	wg.Wait()
 
-	if vs := chaos.CheckRevocations(history); len(vs) > 0 {
+	if vs := history.CheckRevocations(ops); len(vs) > 0 {
 		for _, v := range vs[:min(len(vs), 10)] {
 			t.Error(v)
 		}
-		t.Fatalf("%d linearizability violations in %d operations", len(vs), len(history))
+		t.Fatalf("%d linearizability violations in %d operations", len(vs), len(ops))
 	}
-	tested := chaos.ReadsAfterRevoke(history)
+	tested := history.ReadsAfterRevoke(ops)
 	if tested < tokens {
 		t.Fatalf("only %d validations started after a revoke: the history does not test the guarantee", tested)
 	}
-	t.Logf("%d operations, %d validations after an acknowledged revoke, 0 violations", len(history), tested)
+	t.Logf("%d operations, %d validations after an acknowledged revoke, 0 violations", len(ops), tested)
 }

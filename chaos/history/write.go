@@ -1,0 +1,50 @@
+package history
+
+import (
+	"fmt"
+	"time"
+)
+
+// Write is an acknowledged admin write the load made: it must exist afterwards, with
+// exactly one audit event.
+type Write struct {
+	Tenant string
+	ID     string // the created object's id
+	At     time.Time
+	Node   string
+}
+
+// Found is what the final read-back saw of a write.
+type Found struct {
+	Present     bool
+	AuditEvents int // audit events naming the object as their target with the create action
+}
+
+// LostWrite is an acknowledged write that is missing, or whose audit trail is wrong.
+type LostWrite struct {
+	Write Write
+	Found Found
+}
+
+func (l LostWrite) String() string {
+	if !l.Found.Present {
+		return fmt.Sprintf("write %s/%s acknowledged at %s (node %s) is missing", l.Write.Tenant, l.Write.ID,
+			l.Write.At.Format("15:04:05.000"), l.Write.Node)
+	}
+	return fmt.Sprintf("write %s/%s acknowledged at %s (node %s) has %d audit events, want exactly 1", l.Write.Tenant, l.Write.ID,
+		l.Write.At.Format("15:04:05.000"), l.Write.Node, l.Found.AuditEvents)
+}
+
+// CheckWrites checks that no acknowledged write was lost: each is present afterwards
+// with exactly one audit event. found is keyed by Tenant + "/" + ID; a write missing
+// from it counts as not present.
+func CheckWrites(acked []Write, found map[string]Found) []LostWrite {
+	var out []LostWrite
+	for _, w := range acked {
+		f := found[w.Tenant+"/"+w.ID]
+		if !f.Present || f.AuditEvents != 1 {
+			out = append(out, LostWrite{Write: w, Found: f})
+		}
+	}
+	return out
+}

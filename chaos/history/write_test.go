@@ -1,0 +1,39 @@
+package history_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keyplane/keyplane/chaos/history"
+)
+
+func TestCheckWrites(t *testing.T) {
+	at := time.Unix(1_800_000_000, 0)
+	acked := []history.Write{{Tenant: "acme", ID: "a", At: at}, {Tenant: "acme", ID: "b", At: at}, {Tenant: "globex", ID: "c", At: at}}
+	tests := []struct {
+		name  string
+		found map[string]history.Found
+		lost  []string // ids
+		says  string
+	}{
+		{"every write present once", map[string]history.Found{"acme/a": {true, 1}, "acme/b": {true, 1}, "globex/c": {true, 1}}, nil, ""},
+		{"a write is missing", map[string]history.Found{"acme/a": {true, 1}, "globex/c": {true, 1}}, []string{"b"}, "is missing"},
+		{"a write has no audit event", map[string]history.Found{"acme/a": {true, 0}, "acme/b": {true, 1}, "globex/c": {true, 1}}, []string{"a"}, "0 audit events"},
+		{"a write is audited twice", map[string]history.Found{"acme/a": {true, 1}, "acme/b": {true, 2}, "globex/c": {true, 1}}, []string{"b"}, "2 audit events"},
+		{"same id in another tenant does not count", map[string]history.Found{"acme/a": {true, 1}, "acme/b": {true, 1}, "acme/c": {true, 1}}, []string{"c"}, "is missing"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := history.CheckWrites(acked, tt.found)
+			if len(got) != len(tt.lost) {
+				t.Fatalf("got %d lost writes %v, want %v", len(got), got, tt.lost)
+			}
+			for i, l := range got {
+				if l.Write.ID != tt.lost[i] || !strings.Contains(l.String(), tt.says) {
+					t.Errorf("lost write %d = %s, want id %s saying %q", i, l, tt.lost[i], tt.says)
+				}
+			}
+		})
+	}
+}
