@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -388,31 +387,4 @@ func targets(r Result, cfg Config, nodes int) []Target {
 			Got: fmt.Sprintf("%+.1f MiB over %.0fs", growth, r.DurationS), Met: growth <= max(16, 0.1*n.RSSStartM)})
 	}
 	return out
-}
-
-func describeMachine(version string) Machine {
-	m := Machine{CPUs: runtime.NumCPU(), OS: runtime.GOOS + "/" + runtime.GOARCH, Go: runtime.Version(), Version: version,
-		Note: "load generator, keyplane nodes and PostgreSQL share the machine"}
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(line, "model name"); ok {
-				m.CPUModel = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
-				break
-			}
-		}
-	}
-	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
-		var kb float64
-		if _, err := fmt.Sscanf(string(b), "MemTotal: %f kB", &kb); err == nil {
-			m.MemoryGiB = kb / (1 << 20)
-		}
-	}
-	if b, err := os.ReadFile("/etc/os-release"); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(line, "PRETTY_NAME="); ok {
-				m.OS = strings.Trim(v, `"`) + " " + m.OS
-			}
-		}
-	}
-	return m
 }

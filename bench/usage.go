@@ -1,11 +1,10 @@
 package bench
 
 import (
-	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
+
+	"github.com/prometheus/procfs"
 
 	"github.com/keyplane/keyplane/deploy"
 )
@@ -13,6 +12,7 @@ import (
 // usage samples the node processes' CPU time and resident memory from /proc every
 // second while a workload runs.
 type usage struct {
+	fs    *procfs.FS // nil without /proc: every reading is zero
 	nodes []*deploy.Node
 	start []proc
 	peak  []float64
@@ -27,9 +27,9 @@ type proc struct {
 }
 
 func startUsage(cl *deploy.Cluster) *usage {
-	u := &usage{nodes: cl.Nodes, stopc: make(chan struct{})}
+	u := &usage{fs: procFS(), nodes: cl.Nodes, stopc: make(chan struct{})}
 	for _, n := range u.nodes {
-		p := readProc(n.Pid())
+		p := readProc(u.fs, n.Pid())
 		u.start = append(u.start, p)
 		u.peak = append(u.peak, p.rss)
 	}
@@ -55,7 +55,7 @@ func (u *usage) sample() []proc {
 	defer u.mu.Unlock()
 	var now []proc
 	for i, n := range u.nodes {
-		p := readProc(n.Pid())
+		p := readProc(u.fs, n.Pid())
 		u.peak[i] = max(u.peak[i], p.rss)
 		now = append(now, p)
 	}
@@ -73,31 +73,19 @@ func (u *usage) stop() []NodeUsage {
 	return out
 }
 
-// readProc reads a process's CPU seconds (utime + stime) and RSS; zero when gone.
-func readProc(pid int) proc {
-	if pid <= 0 {
+// readProc reads a process's CPU seconds (user + system) and RSS in MiB from fs; zero
+// when the process is gone.
+func readProc(fs *procfs.FS, pid int) proc {
+	if fs == nil || pid <= 0 {
 		return proc{}
 	}
-	var p proc
-	if b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat"); err == nil {
-		// Fields after the command name (which may hold spaces) start after ')'.
-		s := string(b)
-		if i := strings.LastIndexByte(s, ')'); i > 0 {
-			f := strings.Fields(s[i+1:])
-			if len(f) > 12 {
-				ut, _ := strconv.ParseFloat(f[11], 64)
-				st, _ := strconv.ParseFloat(f[12], 64)
-				p.cpu = (ut + st) / 100 // USER_HZ is 100 on Linux
-			}
-		}
+	p, err := fs.Proc(pid)
+	if err != nil {
+		return proc{}
 	}
-	if b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status"); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-				kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
-				p.rss = kb / 1024
-			}
-		}
+	st, err := p.Stat()
+	if err != nil {
+		return proc{}
 	}
-	return p
+	return proc{cpu: st.CPUTime(), rss: float64(st.ResidentMemory()) / (1 << 20)}
 }

@@ -5,9 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/keyplane/keyplane/bench"
 )
@@ -49,9 +47,10 @@ Examples:
 	fs.IntVar(&cfg.Roles, "roles", 0, "roles per tenant (default 100)")
 	fs.IntVar(&cfg.Resources, "resources", 0, "resources per tenant (default 10000)")
 	fs.BoolVar(&cfg.MultiRegion, "multi-region", false, "three regions behind the simulated WAN, workers placed in each; results split by route")
-	jsonFile := fs.String("json", "", "write the results as JSON to this file (schema: bench/README.md)")
-	reportFile := fs.String("report", "", "write a Markdown report to this file")
-	svgDir := fs.String("svg", "", "write one SVG latency/throughput chart per workload into this directory")
+	var files bench.Files
+	fs.StringVar(&files.JSON, "json", "", "write the results as JSON to this file (schema: bench/README.md)")
+	fs.StringVar(&files.Markdown, "report", "", "write a Markdown report to this file")
+	fs.StringVar(&files.SVGDir, "svg", "", "write one SVG latency/throughput chart per workload into this directory")
 	quiet := fs.Bool("quiet", false, "no live progress line")
 	fs.StringVar(&cfg.ProfileDir, "pprof", "", "save a CPU profile of the first node per workload into this directory")
 	if err := c.parse(args[1:]); err != nil {
@@ -70,76 +69,8 @@ Examples:
 		return err
 	}
 	rep.Command = "keyplane bench " + strings.Join(args, " ")
-	printBench(stdout, rep)
-	if *jsonFile != "" {
-		if err := writeFile(*jsonFile, func(w io.Writer) error { return bench.WriteJSON(w, rep) }); err != nil {
-			return err
-		}
-	}
-	if *reportFile != "" {
-		if err := writeFile(*reportFile, func(w io.Writer) error { return bench.WriteMarkdown(w, rep) }); err != nil {
-			return err
-		}
-	}
-	if *svgDir != "" {
-		if err := os.MkdirAll(*svgDir, 0o755); err != nil {
-			return err
-		}
-		for _, r := range rep.Results {
-			if err := writeFile(filepath.Join(*svgDir, r.Workload+".svg"), func(w io.Writer) error { return bench.WriteSVG(w, r) }); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-func writeFile(path string, write func(io.Writer) error) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	if err := bench.WriteTable(stdout, rep); err != nil {
 		return err
 	}
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if err := write(f); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return f.Close()
-}
-
-// printBench prints the summary table and every target.
-func printBench(w io.Writer, rep bench.Report) {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "workload\tmode\tconc\tops\tops/s\tp50 ms\tp99 ms\tp99.9 ms\terrors\tbaseline/s\tbase p99\tratio\t")
-	for _, r := range rep.Results {
-		base, bp99, ratio := "-", "-", "-"
-		if r.Baseline != nil {
-			base, bp99, ratio = fmt.Sprintf("%.0f", r.Baseline.Throughput), fmt.Sprintf("%.2f", r.Baseline.Latency.P99), fmt.Sprintf("%.2f", r.Ratio)
-		}
-		var errs int64
-		for _, n := range r.Errors {
-			errs += n
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%.0f\t%.2f\t%.2f\t%.2f\t%d\t%s\t%s\t%s\t\n", r.Workload, r.Mode, r.Concurrency, r.Ops, r.Throughput,
-			r.Latency.P50, r.Latency.P99, r.Latency.P999, errs, base, bp99, ratio)
-	}
-	_ = tw.Flush()
-	for _, r := range rep.Results {
-		for name, rt := range r.Routes {
-			fmt.Fprintf(w, "%s route %-9s %7d ops  p50 %7.2f ms  p99 %7.2f ms  configured RTT %6.2f ms\n", r.Workload, name, rt.Ops,
-				rt.Latency.P50, rt.Latency.P99, rt.RTTms)
-		}
-		if r.MaxRate > 0 {
-			fmt.Fprintf(w, "%s: max sustainable rate %.0f/s\n", r.Workload, r.MaxRate)
-		}
-		for _, t := range r.Targets {
-			mark := "met"
-			if !t.Met {
-				mark = "MISSED"
-			}
-			fmt.Fprintf(w, "%s: %s: want %s, got %s: %s\n", r.Workload, t.Name, t.Want, t.Got, mark)
-		}
-	}
+	return bench.WriteFiles(rep, files)
 }

@@ -78,12 +78,8 @@ Examples:
 	if err != nil {
 		return err
 	}
-	for _, d := range rep.Drills {
-		status := "invariants held"
-		if !d.Passed() {
-			status = "INVARIANT BROKEN"
-		}
-		fmt.Fprintf(stdout, "%-16s %-17s %6d calls  target %q: %s\n", d.Name, status, d.Ops, d.Target, d.TargetGot)
+	if err := chaos.WriteSummary(stdout, rep); err != nil {
+		return err
 	}
 	if !rep.Passed() {
 		return fmt.Errorf("an invariant broke; see the report")

@@ -2,19 +2,13 @@ package main
 
 import (
 	"bytes"
-	"context"
-	"encoding/json"
-	"net/http"
-	"net/url"
+	"errors"
 	"os"
-	"os/exec"
-	"path/filepath"
+	"reflect"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
-	"time"
 
+	"github.com/keyplane/keyplane/deploy/demo"
 	"github.com/keyplane/keyplane/schema/schematest"
 )
 
@@ -28,6 +22,7 @@ func runCLI(t *testing.T, args ...string) (int, string, string) {
 }
 
 func TestUsageAndHelp(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		args     []string
 		code     int
@@ -88,6 +83,7 @@ func TestFlagsFromEnvironment(t *testing.T) {
 }
 
 func TestMigrateCommandIsIdempotent(t *testing.T) {
+	t.Parallel()
 	db := schematest.NewEmptyDatabase(t)
 	code, out, errs := runCLI(t, "migrate", "--db", db, "--regions", "us-east,eu-west", "--super-region", "eu=eu-west")
 	if code != 0 || !strings.Contains(out, "engine: postgres") || !strings.Contains(out, "migrations applied: 0001_initial") ||
@@ -100,141 +96,45 @@ func TestMigrateCommandIsIdempotent(t *testing.T) {
 	}
 }
 
-// TestDemo runs the real binary the way `make demo` does: it must come up, answer the
-// admin API with the credentials it wrote, and remove everything it started on SIGINT.
-func TestDemo(t *testing.T) {
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "keyplane")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
+// TestDemoFlags checks that the demo command's flags reach demo.Config; the scenario
+// itself is tested in deploy/demo.
+func TestDemoFlags(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		args []string
+		want demo.Config
+		err  string // "" for no error
+	}{
+		{"defaults", nil, demo.Config{Regions: []string{"us-east", "eu-west", "ap-south"}, NodesPerRegion: 2}, ""},
+		{"every flag", []string{"--regions", "eu-west, us-east", "--nodes-per-region", "1", "--state-file", "st.json"},
+			demo.Config{Regions: []string{"eu-west", "us-east"}, NodesPerRegion: 1, StateFile: "st.json"}, ""},
+		{"too many nodes", []string{"--nodes-per-region", "9"}, demo.Config{}, "between 1 and 5"},
+		{"too many regions", []string{"--regions", "a,b,c,d,e,f,g"}, demo.Config{}, "1 to 6"},
+		{"region twice", []string{"--regions", "a,a"}, demo.Config{}, `"a" is empty or named twice`},
+		{"argument", []string{"now"}, demo.Config{}, `unexpected argument "now"`},
+		{"unknown flag", []string{"--bogus"}, demo.Config{}, "flag provided but not defined"},
 	}
-	stateFile := filepath.Join(dir, "state.json")
-	var out syncBuffer
-	cmd := exec.Command(bin, "demo", "--state-file", stateFile)
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out bytes.Buffer
+			got, err := demoConfig(tt.args, &out)
+			if tt.err != "" {
+				if !errors.Is(err, errUsage) || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("error %v, want a usage error containing %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Out != &out {
+				t.Errorf("Out is %v, want the command's stdout", got.Out)
+			}
+			got.Out = nil
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("got %+v, want %+v", got, tt.want)
+			}
+		})
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer func() { _ = cmd.Process.Kill() }()
-
-	var st demoState
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		b, err := os.ReadFile(stateFile)
-		if err == nil && json.Unmarshal(b, &st) == nil {
-			break
-		}
-		select {
-		case err := <-exited:
-			t.Fatalf("demo exited early: %v\n%s", err, out.String())
-		case <-time.After(100 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no state file after 90s:\n%s", out.String())
-		}
-	}
-	if len(st.Regions) != 3 || len(st.Tenants) != 3 || st.Tenants[0].ID != "demo-us-east" || st.DatabaseURL == "" ||
-		len(st.ClientURLs["eu-west"]["ap-south"]) != 2 || st.RTTMillis["us-east"]["ap-south"] != 200 {
-		t.Fatalf("state file: %+v", st)
-	}
-	secret, err := os.ReadFile(st.OperatorSecretFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req, _ := http.NewRequestWithContext(context.Background(), http.MethodPost,
-		st.Regions[0].URL+"/keyplane.v1.AdminService/GetTenant", strings.NewReader(`{"id":"demo-us-east"}`))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(secret)))
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var body bytes.Buffer
-	_, _ = body.ReadFrom(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 || !strings.Contains(body.String(), `"homeRegion":"us-east"`) {
-		t.Fatalf("GetTenant through the demo: %d %s", resp.StatusCode, body.String())
-	}
-	// The tour's OAuth steps: token, introspect, revoke, introspect again.
-	tn := st.Tenants[0]
-	if tn.Issuer == "" || tn.ClientID == "" || !strings.HasPrefix(tn.ClientSecret, "kpc_") {
-		t.Fatalf("state file lacks the admin client: %+v", tn)
-	}
-	form := func(path string, v url.Values) map[string]any {
-		req, _ := http.NewRequest(http.MethodPost, tn.Issuer+path, strings.NewReader(v.Encode()))
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		req.SetBasicAuth(tn.ClientID, tn.ClientSecret)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var m map[string]any
-		_ = json.NewDecoder(resp.Body).Decode(&m)
-		if resp.StatusCode != 200 {
-			t.Fatalf("POST %s: %d %v", path, resp.StatusCode, m)
-		}
-		return m
-	}
-	tok, _ := form("/oauth2/token", url.Values{"grant_type": {"client_credentials"}})["access_token"].(string)
-	if got := form("/oauth2/introspect", url.Values{"token": {tok}}); got["active"] != true {
-		t.Fatalf("introspect a fresh token: %v", got)
-	}
-	form("/oauth2/revoke", url.Values{"token": {tok}})
-	if got := form("/oauth2/introspect", url.Values{"token": {tok}}); got["active"] != false {
-		t.Fatalf("introspect a revoked token: %v", got)
-	}
-	if !strings.Contains(out.String(), "keyplane demo is running") {
-		t.Fatalf("no tour printed:\n%s", out.String())
-	}
-	// The cross-region tour ran: issued in eu-west, checked in ap-south, both forwarded
-	// to us-east; inactive from every region after the revoke.
-	for _, want := range []string{"token issued by an app in eu-west  forwarded → us-east/", "checked by an app in ap-south",
-		"from us-east", "from eu-west", "from ap-south"} {
-		if !strings.Contains(out.String(), want) {
-			t.Errorf("tour output lacks %q:\n%s", want, out.String())
-		}
-	}
-	if got := strings.Count(out.String(), " inactive"); got != 3 {
-		t.Errorf("tour shows %d inactive answers, want 3:\n%s", got, out.String())
-	}
-
-	clusterDir := filepath.Dir(st.OperatorSecretFile)
-	_ = cmd.Process.Signal(syscall.SIGINT)
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Fatalf("demo exit: %v\n%s", err, out.String())
-		}
-	case <-time.After(45 * time.Second):
-		t.Fatalf("demo did not stop within 45s of SIGINT:\n%s", out.String())
-	}
-	for _, p := range []string{clusterDir, stateFile} {
-		if _, err := os.Stat(p); !os.IsNotExist(err) {
-			t.Errorf("%s still exists after the demo stopped", p)
-		}
-	}
-	if _, err := http.Get(st.Regions[0].URL + "/healthz"); err == nil {
-		t.Error("the demo's node still answers after the demo stopped")
-	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the writer goroutine of exec.Cmd and a reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -1,4 +1,4 @@
-package main
+package demo
 
 import (
 	"context"
@@ -23,7 +23,7 @@ type tourCall struct {
 
 // oauthCall posts a form to the tenant's OAuth endpoint through the client URL of an
 // application placed in region from.
-func oauthCall(ctx context.Context, st demoState, tn stateTenant, from, path string, form url.Values) (tourCall, error) {
+func oauthCall(ctx context.Context, st State, tn Tenant, from, path string, form url.Values) (tourCall, error) {
 	base := st.ClientURLs[from][from][0]
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/t/"+tn.ID+path, strings.NewReader(form.Encode()))
 	if err != nil {
@@ -54,7 +54,7 @@ func oauthCall(ctx context.Context, st demoState, tn stateTenant, from, path str
 // runTour shows the data plane at work across regions: a token issued by an
 // application in one region, checked by one in another, revoked from a third, and
 // inactive everywhere at once. It fails if any answer is wrong.
-func runTour(ctx context.Context, w io.Writer, st demoState) error {
+func runTour(ctx context.Context, w io.Writer, st State) error {
 	tn := st.Tenants[0]
 	var regions []string
 	for _, r := range st.Regions {

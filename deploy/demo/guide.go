@@ -1,0 +1,75 @@
+package demo
+
+import (
+	"fmt"
+	"io"
+	"net/url"
+	"time"
+
+	"github.com/keyplane/keyplane/deploy"
+)
+
+// writeGuide writes where everything runs and how to try the cluster by hand.
+func writeGuide(w io.Writer, cl *deploy.Cluster, st State, stateFile string) {
+	fmt.Fprintf(w, "\nkeyplane demo is running (Ctrl-C stops it and removes everything it started).\n\n")
+	for _, r := range st.Regions {
+		fmt.Fprintf(w, "  region %-10s clients there call %s\n", r.Name, r.URL)
+	}
+	for _, node := range cl.Nodes {
+		fmt.Fprintf(w, "  node %-12s region %-10s %s   (logs: %s)\n", node.ID, node.Region, node.URL, node.LogFile)
+	}
+	fmt.Fprintf(w, "  database       %s\n", redactURL(st.DatabaseURL))
+	for _, tn := range st.Tenants {
+		fmt.Fprintf(w, "  tenant         %s (home region %s), admin identity %s\n", tn.ID, tn.HomeRegion, tn.AdminID)
+	}
+	if stateFile != "" {
+		fmt.Fprintf(w, "  state file     %s\n", stateFile)
+	}
+	fmt.Fprintf(w, `
+Try it from another terminal (KP is the first region's client URL; any region's works:
+requests for a tenant homed elsewhere are forwarded there, see the Keyplane-Route and
+Keyplane-Served-By response headers with curl -i):
+
+  export KP=%[1]s
+  export AUTH="Authorization: Bearer $(cat %[2]s)"
+  export ISS=%[6]s CLIENT='%[7]s:%[8]s'
+
+  # OAuth 2.0: get a token (client credentials), check it (RFC 7662), revoke it (RFC 7009)
+  TOKEN=$(curl -s -u "$CLIENT" -d grant_type=client_credentials $ISS/oauth2/token | sed -E 's/.*"access_token":"([^"]+)".*/\1/')
+  curl -s -u "$CLIENT" -d token=$TOKEN $ISS/oauth2/introspect      # "active":true
+  curl -s -u "$CLIENT" -d token=$TOKEN $ISS/oauth2/revoke
+  curl -s -u "$CLIENT" -d token=$TOKEN $ISS/oauth2/introspect      # {"active":false}: at once, everywhere
+
+  # any JOSE library can verify the token: discovery and keys
+  curl -s $ISS/.well-known/openid-configuration; curl -s $ISS/.well-known/jwks.json
+
+  # health and readiness
+  curl -s $KP/healthz; curl -s $KP/readyz
+
+  # the admin API speaks Connect (JSON over HTTP POST), gRPC and gRPC-Web
+  curl -s -H "$AUTH" -H 'Content-Type: application/json' $KP/keyplane.v1.AdminService/ListTenants -d '{}'
+  curl -s -H "$AUTH" -H 'Content-Type: application/json' $KP/keyplane.v1.AdminService/CreateIdentity \
+    -d '{"tenantId":"%[3]s","kind":"IDENTITY_KIND_SERVICE_ACCOUNT","displayName":"ci-bot","ownerId":"%[4]s","purpose":"deploys","expireTime":"%[5]s"}'
+  curl -s -H "$AUTH" -H 'Content-Type: application/json' $KP/keyplane.v1.AdminService/ListAuditEvents -d '{"tenantId":"%[3]s"}'
+
+  # a non-human identity without an owner is refused, naming the field
+  curl -s -H "$AUTH" -H 'Content-Type: application/json' $KP/keyplane.v1.AdminService/CreateIdentity \
+    -d '{"tenantId":"%[3]s","kind":"IDENTITY_KIND_AGENT","displayName":"rogue"}'
+
+  # with buf (server reflection, no protos needed)
+  buf curl --http2-prior-knowledge --protocol grpc -H "$AUTH" $KP/keyplane.v1.AdminService/ListRegions
+
+  # Prometheus metrics
+  curl -s $KP/metrics | grep keyplane_rpc
+`, st.Regions[0].URL, cl.SecretFile(), st.Tenants[0].ID, st.Tenants[0].AdminID, time.Now().Add(90*24*time.Hour).UTC().Format(time.RFC3339),
+		st.Tenants[0].Issuer, st.Tenants[0].ClientID, st.Tenants[0].ClientSecret)
+}
+
+// redactURL hides the password in a database URL.
+func redactURL(u string) string {
+	p, err := url.Parse(u)
+	if err != nil {
+		return "(a database URL that does not parse)"
+	}
+	return p.Redacted()
+}
