@@ -196,7 +196,7 @@ func (a *AuthService) RevokeSession(ctx context.Context, req *connect.Request[ke
 	if err != nil {
 		return nil, err
 	}
-	caller, err := a.node.selfOrOperator(ctx, req.Header().Get("Authorization"), t.ID)
+	caller, err := a.node.authenticate(ctx, req.Header().Get("Authorization"), t.ID)
 	if err != nil {
 		return nil, err
 	}
@@ -213,7 +213,7 @@ func (a *AuthService) RevokeIdentityTokens(ctx context.Context, req *connect.Req
 	if err != nil {
 		return nil, err
 	}
-	caller, err := a.node.selfOrOperator(ctx, req.Header().Get("Authorization"), t.ID)
+	caller, err := a.node.authenticate(ctx, req.Header().Get("Authorization"), t.ID)
 	if err != nil {
 		return nil, err
 	}
@@ -225,38 +225,6 @@ func (a *AuthService) RevokeIdentityTokens(ctx context.Context, req *connect.Req
 		return nil, err
 	}
 	return connect.NewResponse(&keyplanev1.RevokeIdentityTokensResponse{TokensValidAfter: timestamppb.New(at)}), nil
-}
-
-// caller is who made a call that the operator or an identity itself may make.
-type caller struct {
-	identityID string // "" for the operator
-}
-
-func (c caller) change(ctx context.Context) schema.Change {
-	if c.identityID == "" {
-		return schema.Change{Actor: "operator", RequestID: requestID(ctx)}
-	}
-	return schema.Change{Actor: "identity:" + c.identityID, RequestID: requestID(ctx)}
-}
-
-// selfOrOperator authenticates the Authorization header: the operator secret, or an
-// active access token of the tenant (fully validated, revocation included).
-func (n *Node) selfOrOperator(ctx context.Context, header, tenantID string) (caller, error) {
-	raw, ok := strings.CutPrefix(header, "Bearer ")
-	if !ok || raw == "" {
-		return caller{}, connect.NewError(connect.CodeUnauthenticated, errors.New("missing credentials: send Authorization: Bearer <access token or operator secret>"))
-	}
-	if n.isOperator(raw) {
-		return caller{}, nil
-	}
-	v, err := n.validate(ctx, tenantID, raw, "")
-	if err != nil {
-		return caller{}, err
-	}
-	if !v.Active {
-		return caller{}, connect.NewError(connect.CodeUnauthenticated, errors.New("bearer token inactive: "+string(v.Reason)))
-	}
-	return caller{identityID: v.Claims.Subject}, nil
 }
 
 func tokenToProto(raw string, s schema.Session, refresh string) *keyplanev1.Token {

@@ -57,34 +57,6 @@ type principal struct {
 	authTime time.Time
 }
 
-// authorizeCaller lets the operator through, or an identity of the tenant whose access
-// token is active and which holds perm on resource "tenant" (fully consistent).
-func (n *Node) authorizeCaller(ctx context.Context, header string, t schema.Tenant, perm string) error {
-	raw, ok := strings.CutPrefix(header, "Bearer ")
-	if !ok || raw == "" {
-		return connect.NewError(connect.CodeUnauthenticated, errors.New("missing credentials: send Authorization: Bearer <access token or operator secret>"))
-	}
-	if n.isOperator(raw) {
-		return nil
-	}
-	v, err := n.validate(ctx, t.ID, raw, "")
-	if err != nil {
-		return err
-	}
-	if !v.Active {
-		return connect.NewError(connect.CodeUnauthenticated, errors.New("bearer token inactive: "+string(v.Reason)))
-	}
-	snap, err := n.policies.snapshot(ctx, t, consistency{})
-	if err != nil {
-		return err
-	}
-	d := snap.Check(authz.Request{PrincipalID: v.Claims.Subject, PrincipalKind: "identity", Permission: perm, Resource: "tenant", Time: time.Now()})
-	if !d.Allowed {
-		return connect.NewError(connect.CodePermissionDenied, fmt.Errorf("the caller lacks %s on the tenant", perm))
-	}
-	return nil
-}
-
 // resolvePrincipal reads the identity a check is about, or validates its token.
 func (n *Node) resolvePrincipal(ctx context.Context, t schema.Tenant, identityID, token string) (principal, string, error) {
 	if token != "" {
@@ -209,7 +181,7 @@ func (n *Node) prepareCheck(ctx context.Context, header, tenantID string, c *key
 	if err != nil {
 		return preparedCheck{}, err
 	}
-	if err := n.authorizeCaller(ctx, header, t, PermPerformChecks); err != nil {
+	if err := n.authorize(ctx, header, t, PermPerformChecks); err != nil {
 		return preparedCheck{}, err
 	}
 	p, denied, err := n.resolvePrincipal(ctx, t, identityID, token)
@@ -314,7 +286,7 @@ func (n *Node) reviewSnapshot(ctx context.Context, header, tenantID string, c *k
 	if err != nil {
 		return nil, err
 	}
-	if err := n.authorizeCaller(ctx, header, t, PermReviewAccess); err != nil {
+	if err := n.authorize(ctx, header, t, PermReviewAccess); err != nil {
 		return nil, err
 	}
 	if identityID != nil {

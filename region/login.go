@@ -241,7 +241,7 @@ func (n *Node) selfService(ctx context.Context, header, tenantID, identityID str
 	if identityID == "" {
 		return schema.Tenant{}, caller{}, fieldError("identity_id", "required")
 	}
-	c, err := n.selfOrOperator(ctx, header, t.ID)
+	c, err := n.authenticate(ctx, header, t.ID)
 	if err != nil {
 		return schema.Tenant{}, caller{}, err
 	}
