@@ -23,8 +23,6 @@ type AuthService struct {
 
 var _ keyplanev1connect.AuthServiceHandler = (*AuthService)(nil)
 
-var errInvalidAPIKey = connect.NewError(connect.CodeUnauthenticated, errors.New("api_key: invalid, expired or revoked"))
-
 // activeTenant reads the tenant a request names and refuses disabled tenants.
 func (n *Node) activeTenant(ctx context.Context, tenantID string) (schema.Tenant, error) {
 	if tenantID == "" {

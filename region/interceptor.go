@@ -45,14 +45,12 @@ func (n *Node) observe() connect.UnaryInterceptorFunc {
 			if err == nil {
 				resp, err = next(ctx, req)
 			}
-			err = connectError(ctx, n.log, err)
 			code := "ok"
 			if err != nil {
-				code = connect.CodeOf(err).String()
-				var ce *connect.Error
-				if errors.As(err, &ce) {
-					ce.Meta().Set(RequestIDHeader, id)
-				}
+				ce := connectError(ctx, n.log, err)
+				code = ce.Code().String()
+				ce.Meta().Set(RequestIDHeader, id)
+				err = ce
 			} else {
 				resp.Header().Set(RequestIDHeader, id)
 			}

@@ -15,8 +15,6 @@ import (
 	"github.com/keyplane/keyplane/schema"
 )
 
-var errBadLogin = connect.NewError(connect.CodeUnauthenticated, errors.New("invalid email or password"))
-
 // dummyHash is verified against when the email is unknown, so that an unknown email
 // costs the same time as a wrong password and does not reveal who has an account.
 var dummyHash = sync.OnceValue(func() string {
@@ -75,7 +73,7 @@ func (a *AuthService) Login(ctx context.Context, req *connect.Request[keyplanev1
 			return err
 		} else if !locked.IsZero() {
 			return connect.NewError(connect.CodeResourceExhausted,
-				fmt.Errorf("%s; too many failed logins: try again in %s", out.(*connect.Error).Message(), time.Until(locked).Round(time.Second)))
+				fmt.Errorf("%s; too many failed logins: try again in %s", connectError(ctx, n.log, out).Message(), time.Until(locked).Round(time.Second)))
 		}
 		return out
 	}
@@ -132,7 +130,7 @@ func (a *AuthService) Login(ctx context.Context, req *connect.Request[keyplanev1
 		IdentityID: id.ID, GrantType: "password", CredentialID: st.PasswordID, AMR: amr, ExpiresAt: now.Add(refreshTTL),
 	}, schema.NewRefreshToken{ID: refresh.KeyID, Hash: refresh.Hash, ExpiresAt: now.Add(refreshTTL)})
 	if errors.Is(err, schema.ErrReplay) {
-		return nil, fail("replayed_code", connect.NewError(connect.CodeUnauthenticated, errors.New("invalid one-time code")))
+		return nil, fail("replayed_code", err)
 	}
 	if err != nil {
 		return nil, err

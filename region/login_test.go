@@ -2,6 +2,8 @@ package region_test
 
 import (
 	"context"
+	"fmt"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -95,6 +97,11 @@ func TestLoginPasswordTOTPAndRefresh(t *testing.T) {
 	_, err = f.auth.Refresh(ctx, connect.NewRequest(&keyplanev1.RefreshRequest{TenantId: "acme", RefreshToken: r1}))
 	wantCode(t, err, connect.CodeUnauthenticated, "already used")
 	wantInactive(t, f.validate(t, ref.Msg.Token.AccessToken), "session_revoked")
+	// The OAuth token endpoint calls the same reuse invalid_grant (RFC 6749 §5.2).
+	form := postForm(t, f.url+"/t/acme/oauth2/token", "", "", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {r1}})
+	if form.status != 400 || form.body["error"] != "invalid_grant" || !strings.Contains(fmt.Sprint(form.body["error_description"]), "already used") {
+		t.Fatalf("reused refresh token at the token endpoint: got %d %v, want 400 invalid_grant", form.status, form.body)
+	}
 	_, err = f.auth.Refresh(ctx, connect.NewRequest(&keyplanev1.RefreshRequest{TenantId: "acme", RefreshToken: ref.Msg.Token.RefreshToken}))
 	wantCode(t, err, connect.CodeUnauthenticated, "refresh_token")
 }

@@ -224,7 +224,7 @@ func (n *Node) refresh(ctx context.Context, t schema.Tenant, raw string) (string
 	switch {
 	case errors.Is(err, schema.ErrRefreshReuse):
 		n.metrics.refreshReuse.Inc()
-		return "", "", schema.Session{}, oauthErr(400, "invalid_grant", "refresh token already used: its session has been revoked")
+		return "", "", schema.Session{}, err
 	case errors.Is(err, schema.ErrNotFound), errors.Is(err, schema.ErrPrecondition):
 		return "", "", schema.Session{}, oauthErr(400, "invalid_grant", "refresh token invalid, expired or revoked")
 	case err != nil:
