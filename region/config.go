@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/keyplane/keyplane/region/kek"
+	"github.com/keyplane/keyplane/schema"
 )
 
 // Secret is a string that never prints: fmt and slog show "[redacted]".
@@ -55,7 +56,7 @@ func DefaultConfig() Config {
 	return Config{NodeID: host + "-" + RandomHex(3)}
 }
 
-var namePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
+var nodeIDPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
 
 // MinOperatorSecretLen is the shortest operator secret a node accepts.
 const MinOperatorSecretLen = 16
@@ -63,10 +64,10 @@ const MinOperatorSecretLen = 16
 // Validate reports the first invalid field.
 func (c Config) Validate() error {
 	var errs []error
-	if !namePattern.MatchString(c.Region) {
-		errs = append(errs, fmt.Errorf("region: %q is not a region name (lowercase letters, digits and '-')", c.Region))
+	if err := schema.CheckRegionName(c.Region); err != nil {
+		errs = append(errs, fmt.Errorf("region: %w", err))
 	}
-	if !namePattern.MatchString(c.NodeID) {
+	if !nodeIDPattern.MatchString(c.NodeID) {
 		errs = append(errs, fmt.Errorf("node id: %q must be 1 to 63 characters of a-z, 0-9, '.', '_' and '-'", c.NodeID))
 	}
 	if c.OperatorSecret != "" && len(c.OperatorSecret) < MinOperatorSecretLen {

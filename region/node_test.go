@@ -106,6 +106,7 @@ func TestAdminAuth(t *testing.T) {
 func TestConfigValidate(t *testing.T) {
 	for _, c := range []region.Config{
 		{Region: "", NodeID: "n1"},
+		{Region: "us_east", NodeID: "n1"}, // schema.CheckRegionName's rule, not the node id's
 		{Region: "us-east", NodeID: "Bad Node"},
 		{Region: "us-east", NodeID: "n1", OperatorSecret: "short"},
 	} {
