@@ -2,13 +2,13 @@ package region
 
 import (
 	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
 	"os"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/keyplane/keyplane/region/kek"
@@ -53,7 +53,7 @@ func DefaultConfig() Config {
 	if host == "" {
 		host = "node"
 	}
-	return Config{NodeID: host + "-" + RandomHex(3)}
+	return Config{NodeID: host + "-" + strings.ToLower(rand.Text()[:6])}
 }
 
 var nodeIDPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
@@ -79,11 +79,4 @@ func (c Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// RandomHex returns n random bytes, hex-encoded.
-func RandomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
 }

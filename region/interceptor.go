@@ -2,6 +2,7 @@ package region
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
@@ -30,7 +31,7 @@ func incomingRequestID(h string) string {
 	if requestIDPattern.MatchString(h) {
 		return h
 	}
-	return RandomHex(8)
+	return rand.Text()
 }
 
 // observe is the outermost interceptor: request id, metrics, one log line per call.

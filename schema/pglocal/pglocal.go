@@ -11,7 +11,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
@@ -102,7 +101,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create temp dir: %w", err)
 	}
-	s := &Server{cfg: cfg, bin: bin, dir: dir, password: randomHex(24)}
+	s := &Server{cfg: cfg, bin: bin, dir: dir, password: rand.Text()}
 	fail := func(err error) (*Server, error) {
 		_ = os.RemoveAll(dir)
 		return nil, err
@@ -452,12 +451,6 @@ var (
 	portsMu   sync.Mutex
 	portsUsed = map[int]bool{}
 )
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
 
 func tail(b []byte, n int) string {
 	b = bytes.TrimSpace(b)
