@@ -379,3 +379,36 @@ func TestConsistencyLevelsAndDecisionLog(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestDecisionLogDrainsBeyondItsBuffer makes more decisions than the decision log
+// buffers (10,000): a served node drains it, so no check blocks.
+func TestDecisionLogDrainsBeyondItsBuffer(t *testing.T) {
+	t.Parallel()
+	f := newPolicyFixture(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	items := make([]*keyplanev1.CheckItem, 100)
+	for i := range items {
+		items[i] = &keyplanev1.CheckItem{Permission: "docs.document.delete", Resource: "docs/d1"}
+	}
+	const requests = 101 // 10,100 decisions
+	var wg sync.WaitGroup
+	errs := make(chan error, requests)
+	for w := range 4 {
+		wg.Go(func() {
+			for i := w; i < requests; i += 4 {
+				_, err := f.check.CheckBulk(ctx, connect.NewRequest(&keyplanev1.CheckBulkRequest{TenantId: "acme",
+					Principal: &keyplanev1.CheckBulkRequest_IdentityId{IdentityId: f.alice}, Items: items}))
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("bulk check: %v", err)
+	}
+}

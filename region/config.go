@@ -35,8 +35,9 @@ type Config struct {
 	// KEK is the key-encryption key that seals signing keys at rest. Without it the node
 	// cannot issue or validate tokens (those calls fail with FailedPrecondition).
 	KEK *kek.KEK
-	// IssuerBase is the URL prefix of every tenant's issuer ({IssuerBase}/t/{tenant}).
-	// It must be the same on every node of a deployment: tokens carry it in iss.
+	// IssuerBase is the URL prefix of every tenant's issuer ({IssuerBase}/t/{tenant}),
+	// required. It must be the same on every node of a deployment: tokens carry it in
+	// iss.
 	IssuerBase string
 	// LastUsedFlush is how often credential last-use times are written; 0 means 30s.
 	LastUsedFlush time.Duration
@@ -73,10 +74,8 @@ func (c Config) Validate() error {
 	if c.OperatorSecret != "" && len(c.OperatorSecret) < MinOperatorSecretLen {
 		errs = append(errs, fmt.Errorf("operator secret: at least %d characters", MinOperatorSecretLen))
 	}
-	if c.IssuerBase != "" {
-		if u, err := url.Parse(c.IssuerBase); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
-			errs = append(errs, fmt.Errorf("issuer base: %q must be an http(s) URL without query or fragment", c.IssuerBase))
-		}
+	if u, err := url.Parse(c.IssuerBase); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+		errs = append(errs, fmt.Errorf("issuer base: %q must be an http(s) URL without query or fragment", c.IssuerBase))
 	}
 	return errors.Join(errs...)
 }

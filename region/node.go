@@ -31,7 +31,12 @@ type Registry interface {
 	prometheus.Gatherer
 }
 
-// Node is one region node. Its handler is safe for concurrent use.
+// Node is one region node. New builds it completely; Serve runs it: it starts the
+// background work (the decision log, last-use flushes, readiness reports), serves
+// HTTP, and on return has stopped and drained that work. There is deliberately no
+// exported http.Handler: without Serve the decision log would never drain and checks
+// would block once its buffer filled. Serve may be called once; the node's methods
+// are safe for concurrent use.
 type Node struct {
 	cfg       Config
 	store     *schema.Store
@@ -122,9 +127,6 @@ func (n *Node) operatorOnly(h http.Handler) http.Handler {
 	})
 }
 
-// Handler returns the node's HTTP handler (HTTP/1.1 and h2c).
-func (n *Node) Handler() http.Handler { return n.handler }
-
 // servedBy stamps every response with the node that produced it.
 func (n *Node) servedBy(next http.Handler) http.Handler {
 	served := n.cfg.Region + "/" + n.cfg.NodeID
@@ -175,12 +177,10 @@ func (h healthChecker) Check(ctx context.Context, req *grpchealth.CheckRequest) 
 	return &grpchealth.CheckResponse{Status: grpchealth.StatusServing}, nil
 }
 
-// Serve serves the node on ln until ctx is done, then shuts down gracefully (at most
-// 10 seconds for in-flight calls).
+// Serve serves the node (HTTP/1.1 and h2c) on ln until ctx is done, then shuts down
+// gracefully (at most 10 seconds for in-flight calls) and drains the decision log and
+// last-use times.
 func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
-	if n.cfg.IssuerBase == "" {
-		n.cfg.IssuerBase = "http://" + ln.Addr().String()
-	}
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
