@@ -66,7 +66,7 @@ func (a *AuthService) ExchangeAPIKey(ctx context.Context, req *connect.Request[k
 	if err != nil {
 		return nil, err
 	}
-	return connect.NewResponse(&keyplanev1.ExchangeAPIKeyResponse{Token: tokenToProto(raw, sess, "")}), nil
+	return connect.NewResponse(&keyplanev1.ExchangeAPIKeyResponse{Token: tokenToProto(raw, sess, "", n.now())}), nil
 }
 
 // findKeyCredential finds the usable credential of kind whose secret is text, for an
@@ -77,7 +77,7 @@ func (n *Node) findKeyCredential(ctx context.Context, sc schema.Scope, kind, key
 	if err != nil {
 		return schema.KeyCredential{}, err
 	}
-	now := time.Now()
+	now := n.now()
 	for _, c := range cands {
 		if !credential.SecretMatches(c.Hash, text) {
 			continue
@@ -174,7 +174,7 @@ func (n *Node) revokeByToken(ctx context.Context, t schema.Tenant, raw string, a
 		return err
 	}
 	// Expired tokens need no revocation; anything that does not verify is not ours.
-	c, err := ring.Verify(raw, token.VerifyOptions{Now: time.Now()})
+	c, err := ring.Verify(raw, token.VerifyOptions{Now: n.now()})
 	if err != nil || c.Tenant != t.ID || c.Issuer != n.Issuer(t.ID) {
 		return nil
 	}
@@ -225,9 +225,9 @@ func (a *AuthService) RevokeIdentityTokens(ctx context.Context, req *connect.Req
 	return connect.NewResponse(&keyplanev1.RevokeIdentityTokensResponse{TokensValidAfter: timestamppb.New(at)}), nil
 }
 
-func tokenToProto(raw string, s schema.Session, refresh string) *keyplanev1.Token {
+func tokenToProto(raw string, s schema.Session, refresh string, now time.Time) *keyplanev1.Token {
 	return &keyplanev1.Token{
-		AccessToken: raw, TokenType: "Bearer", ExpiresIn: int64(time.Until(s.ExpiresAt).Round(time.Second) / time.Second),
+		AccessToken: raw, TokenType: "Bearer", ExpiresIn: secondsUntil(s.ExpiresAt, now),
 		ExpireTime: timestamppb.New(s.ExpiresAt), SessionId: s.ID, RefreshToken: refresh,
 	}
 }

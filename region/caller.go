@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"connectrpc.com/connect"
 
@@ -58,7 +57,7 @@ func (n *Node) requirePermission(ctx context.Context, t schema.Tenant, c caller,
 	if err != nil {
 		return err
 	}
-	d := snap.Check(authz.Request{PrincipalID: c.identityID, PrincipalKind: authz.KindIdentity, Permission: perm, Resource: "tenant", Time: time.Now()})
+	d := snap.Check(authz.Request{PrincipalID: c.identityID, PrincipalKind: authz.KindIdentity, Permission: perm, Resource: "tenant", Time: n.now()})
 	if !d.Allowed {
 		return connect.NewError(connect.CodePermissionDenied, fmt.Errorf("the caller lacks %s on the tenant", perm))
 	}

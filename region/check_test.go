@@ -104,6 +104,7 @@ func (f *policyFixture) allowed(t *testing.T, identity, perm, resource string, c
 }
 
 func TestCheckSemantics(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	f := newPolicyFixture(t)
 	groupGrant, _ := f.bind(t, &keyplanev1.CreateBindingRequest{PrincipalKind: "group", PrincipalId: f.group, RoleId: f.editor, Scope: "projects/alpha/"})
@@ -162,6 +163,7 @@ func TestCheckSemantics(t *testing.T) {
 }
 
 func TestCheckWithTokenAndCallerAuthorization(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	f := newPolicyFixture(t)
 	f.bind(t, &keyplanev1.CreateBindingRequest{PrincipalKind: "identity", PrincipalId: f.bot, RoleId: f.viewer, Scope: "*",
@@ -199,6 +201,7 @@ func TestCheckWithTokenAndCallerAuthorization(t *testing.T) {
 }
 
 func TestCheckBadInput(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	f := newPolicyFixture(t)
 	if _, err := f.admin.CreateTenant(ctx, connect.NewRequest(&keyplanev1.CreateTenantRequest{Id: "other", Name: "O", HomeRegion: "us-east"})); err != nil {
@@ -249,6 +252,7 @@ func TestCheckBadInput(t *testing.T) {
 // TestBindingRemovalIsSeenByLaterChecks: after DeleteBinding returns, every check that
 // starts later (default consistency) on any of three nodes answers denied.
 func TestBindingRemovalIsSeenByLaterChecks(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	f := newPolicyFixture(t)
 	const bindings = 12
@@ -327,6 +331,7 @@ func TestBindingRemovalIsSeenByLaterChecks(t *testing.T) {
 }
 
 func TestConsistencyLevelsAndDecisionLog(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	f := newPolicyFixture(t)
 	id, rev := f.bind(t, &keyplanev1.CreateBindingRequest{PrincipalKind: "identity", PrincipalId: f.alice, RoleId: f.viewer, Scope: "*"})

@@ -46,6 +46,9 @@ type Config struct {
 	// PolicyStaleness bounds how old a cached policy a minimize_latency check may use;
 	// 0 means 5s.
 	PolicyStaleness time.Duration
+	// Now is the clock that token lifetimes, lockouts, expiries and grant times are
+	// judged by; nil means time.Now. Tests set it to move time without sleeping.
+	Now func() time.Time
 }
 
 // DefaultConfig returns a configuration with a random node id and no operator secret.

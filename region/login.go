@@ -55,7 +55,7 @@ func (a *AuthService) Login(ctx context.Context, req *connect.Request[keyplanev1
 	if err != nil {
 		return nil, err
 	}
-	now := time.Now()
+	now := n.now()
 	id := st.Identity
 	if !id.IsHuman() || st.PasswordID == "" || id.Status != schema.StatusActive || (!id.ExpiresAt.IsZero() && !now.Before(id.ExpiresAt)) {
 		_, _ = credential.VerifyPassword(dummyHash(), m.Password)
@@ -64,7 +64,7 @@ func (a *AuthService) Login(ctx context.Context, req *connect.Request[keyplanev1
 	}
 	if now.Before(st.LockedUntil) {
 		return nil, connect.NewError(connect.CodeResourceExhausted,
-			fmt.Errorf("too many failed logins: try again in %s", time.Until(st.LockedUntil).Round(time.Second)))
+			fmt.Errorf("too many failed logins: try again in %s", st.LockedUntil.Sub(now).Round(time.Second)))
 	}
 	c := schema.Change{Actor: "identity:" + id.ID, RequestID: requestID(ctx)}
 	fail := func(reason string, out error) error {
@@ -73,7 +73,7 @@ func (a *AuthService) Login(ctx context.Context, req *connect.Request[keyplanev1
 			return err
 		} else if !locked.IsZero() {
 			return connect.NewError(connect.CodeResourceExhausted,
-				fmt.Errorf("%s; too many failed logins: try again in %s", connectError(ctx, n.log, out).Message(), time.Until(locked).Round(time.Second)))
+				fmt.Errorf("%s; too many failed logins: try again in %s", connectError(ctx, n.log, out).Message(), locked.Sub(now).Round(time.Second)))
 		}
 		return out
 	}
@@ -141,7 +141,7 @@ func (a *AuthService) Login(ctx context.Context, req *connect.Request[keyplanev1
 		return nil, err
 	}
 	sess.ExpiresAt = now.Add(ttl)
-	return connect.NewResponse(&keyplanev1.LoginResponse{Token: tokenToProto(raw, sess, refresh.Text), IdentityId: id.ID}), nil
+	return connect.NewResponse(&keyplanev1.LoginResponse{Token: tokenToProto(raw, sess, refresh.Text, now), IdentityId: id.ID}), nil
 }
 
 func (a *AuthService) Refresh(ctx context.Context, req *connect.Request[keyplanev1.RefreshRequest]) (*connect.Response[keyplanev1.RefreshResponse], error) {
@@ -164,7 +164,7 @@ func (a *AuthService) Refresh(ctx context.Context, req *connect.Request[keyplane
 	if err != nil {
 		return nil, err
 	}
-	return connect.NewResponse(&keyplanev1.RefreshResponse{Token: tokenToProto(raw, sess, refresh)}), nil
+	return connect.NewResponse(&keyplanev1.RefreshResponse{Token: tokenToProto(raw, sess, refresh, a.node.now())}), nil
 }
 
 func (a *AuthService) EnrollTOTP(ctx context.Context, req *connect.Request[keyplanev1.EnrollTOTPRequest]) (*connect.Response[keyplanev1.EnrollTOTPResponse], error) {
@@ -216,7 +216,7 @@ func (a *AuthService) ConfirmTOTP(ctx context.Context, req *connect.Request[keyp
 	if err != nil {
 		return nil, fmt.Errorf("open TOTP secret: %w", err)
 	}
-	step, ok := credential.CheckTOTP(string(secret), m.Code, time.Now())
+	step, ok := credential.CheckTOTP(string(secret), m.Code, n.now())
 	if !ok {
 		return nil, fieldError("code", "does not match: check the authenticator's clock and try the next code")
 	}

@@ -15,6 +15,7 @@ import (
 )
 
 func TestLoginPasswordTOTPAndRefresh(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	f := newFixture(t)
 	h, err := f.admin.CreateIdentity(ctx, connect.NewRequest(&keyplanev1.CreateIdentityRequest{TenantId: "acme",
@@ -107,6 +108,7 @@ func TestLoginPasswordTOTPAndRefresh(t *testing.T) {
 }
 
 func TestLoginLockout(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	f := newFixture(t)
 	h, err := f.admin.CreateIdentity(ctx, connect.NewRequest(&keyplanev1.CreateIdentityRequest{TenantId: "acme",
@@ -127,7 +129,7 @@ func TestLoginLockout(t *testing.T) {
 	wantCode(t, try("wrong password!"), connect.CodeResourceExhausted, "try again in")
 	// Locked: even the right password is refused until the lock passes.
 	wantCode(t, try("the right password"), connect.CodeResourceExhausted, "try again in")
-	time.Sleep(2100 * time.Millisecond)
+	f.clock.Advance(2100 * time.Millisecond) // past the 2 s lock
 	if err := try("the right password"); err != nil {
 		t.Fatalf("after the lock: %v", err)
 	}

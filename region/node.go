@@ -80,6 +80,9 @@ func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node
 	if cfg.PolicyStaleness <= 0 {
 		cfg.PolicyStaleness = 5 * time.Second
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	n := &Node{cfg: cfg, store: store, log: log, metrics: m, lastUsed: &lastUsed{},
 		policies:  &policyCache{env: env, store: store, staleness: cfg.PolicyStaleness, m: m},
 		decisions: newDecisionLog(store, log, m, 10_000),
@@ -112,6 +115,9 @@ func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node
 	n.handler = n.servedBy(mux)
 	return n, nil
 }
+
+// now is the node's clock (Config.Now).
+func (n *Node) now() time.Time { return n.cfg.Now() }
 
 // operatorOnly guards an HTTP handler with the operator secret (profiles reveal
 // internals and cost CPU).

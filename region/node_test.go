@@ -86,6 +86,7 @@ func wantCode(t *testing.T, err error, code connect.Code, msgPart string) {
 }
 
 func TestAdminAuth(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	store := schematest.NewStore(t, "us-east")
 	url := testNode(t, store, nodeConfig())
@@ -108,6 +109,7 @@ func TestAdminAuth(t *testing.T) {
 }
 
 func TestConfigValidate(t *testing.T) {
+	t.Parallel()
 	const iss = "https://iam.test"
 	for _, c := range []region.Config{
 		{Region: "", NodeID: "n1", IssuerBase: iss},
@@ -130,6 +132,7 @@ func TestConfigValidate(t *testing.T) {
 }
 
 func TestAdminTenantsAndIdentities(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	store := schematest.NewStore(t, "us-east")
 	c := adminClient(testNode(t, store, nodeConfig()), secret)
@@ -202,6 +205,7 @@ func TestAdminTenantsAndIdentities(t *testing.T) {
 }
 
 func TestAdminBadInput(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	store := schematest.NewStore(t, "us-east")
 	c := adminClient(testNode(t, store, nodeConfig()), secret)
@@ -278,6 +282,7 @@ func TestAdminBadInput(t *testing.T) {
 // TestGRPCInterop talks to the node with grpc-go: health checks and server reflection
 // work without the protos, as grpcurl and buf curl need.
 func TestGRPCInterop(t *testing.T) {
+	t.Parallel()
 	store := schematest.NewStore(t, "us-east")
 	url := testNode(t, store, nodeConfig())
 	conn, err := grpc.NewClient(strings.TrimPrefix(url, "http://"), grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -312,6 +317,7 @@ func TestGRPCInterop(t *testing.T) {
 }
 
 func TestHTTPEndpoints(t *testing.T) {
+	t.Parallel()
 	store := schematest.NewStore(t, "us-east")
 	url := testNode(t, store, nodeConfig())
 	_, _ = adminClient(url, secret).ListRegions(context.Background(), connect.NewRequest(&keyplanev1.ListRegionsRequest{}))

@@ -151,7 +151,7 @@ func (n *Node) jwks(ctx context.Context, w http.ResponseWriter, _ *http.Request,
 	}
 	w.Header().Set("Cache-Control", "public, max-age=300")
 	w.Header().Del("Pragma")
-	return rawJSON(ring.JWKS(time.Now())), nil
+	return rawJSON(ring.JWKS(n.now())), nil
 }
 
 // client is an authenticated OAuth client.
@@ -227,13 +227,13 @@ func (n *Node) tokenEndpoint(ctx context.Context, _ http.ResponseWriter, r *http
 		if err != nil {
 			return nil, err
 		}
-		return tokenResponse{AccessToken: raw, TokenType: "Bearer", ExpiresIn: secondsUntil(sess.ExpiresAt), Scope: scope}, nil
+		return tokenResponse{AccessToken: raw, TokenType: "Bearer", ExpiresIn: secondsUntil(sess.ExpiresAt, n.now()), Scope: scope}, nil
 	case "refresh_token":
 		raw, refresh, sess, err := n.refresh(ctx, t, r.PostForm.Get("refresh_token"))
 		if err != nil {
 			return nil, err
 		}
-		return tokenResponse{AccessToken: raw, TokenType: "Bearer", ExpiresIn: secondsUntil(sess.ExpiresAt), RefreshToken: refresh}, nil
+		return tokenResponse{AccessToken: raw, TokenType: "Bearer", ExpiresIn: secondsUntil(sess.ExpiresAt, n.now()), RefreshToken: refresh}, nil
 	case "":
 		return nil, oauthErr(http.StatusBadRequest, "invalid_request", "grant_type is required")
 	default:
@@ -241,7 +241,8 @@ func (n *Node) tokenEndpoint(ctx context.Context, _ http.ResponseWriter, r *http
 	}
 }
 
-func secondsUntil(t time.Time) int64 { return int64(time.Until(t).Round(time.Second) / time.Second) }
+// secondsUntil is how many whole seconds (rounded) from now until t.
+func secondsUntil(t, now time.Time) int64 { return int64(t.Sub(now).Round(time.Second) / time.Second) }
 
 func (n *Node) introspect(ctx context.Context, _ http.ResponseWriter, r *http.Request, t schema.Tenant) (any, error) {
 	if _, err := n.authenticateClient(ctx, r, t); err != nil {
