@@ -23,8 +23,6 @@ type AuthService struct {
 
 var _ keyplanev1connect.AuthServiceHandler = (*AuthService)(nil)
 
-var errInvalidAPIKey = connect.NewError(connect.CodeUnauthenticated, errors.New("api_key: invalid, expired or revoked"))
-
 // activeTenant reads the tenant a request names and refuses disabled tenants.
 func (n *Node) activeTenant(ctx context.Context, tenantID string) (schema.Tenant, error) {
 	if tenantID == "" {
@@ -68,7 +66,7 @@ func (a *AuthService) ExchangeAPIKey(ctx context.Context, req *connect.Request[k
 	if err != nil {
 		return nil, err
 	}
-	return connect.NewResponse(&keyplanev1.ExchangeAPIKeyResponse{Token: tokenToProto(raw, sess, "")}), nil
+	return connect.NewResponse(&keyplanev1.ExchangeAPIKeyResponse{Token: tokenToProto(raw, sess, "", n.now())}), nil
 }
 
 // findKeyCredential finds the usable credential of kind whose secret is text, for an
@@ -79,7 +77,7 @@ func (n *Node) findKeyCredential(ctx context.Context, sc schema.Scope, kind, key
 	if err != nil {
 		return schema.KeyCredential{}, err
 	}
-	now := time.Now()
+	now := n.now()
 	for _, c := range cands {
 		if !credential.SecretMatches(c.Hash, text) {
 			continue
@@ -176,7 +174,7 @@ func (n *Node) revokeByToken(ctx context.Context, t schema.Tenant, raw string, a
 		return err
 	}
 	// Expired tokens need no revocation; anything that does not verify is not ours.
-	c, err := ring.Verify(raw, token.VerifyOptions{Now: time.Now()})
+	c, err := ring.Verify(raw, token.VerifyOptions{Now: n.now()})
 	if err != nil || c.Tenant != t.ID || c.Issuer != n.Issuer(t.ID) {
 		return nil
 	}
@@ -196,7 +194,7 @@ func (a *AuthService) RevokeSession(ctx context.Context, req *connect.Request[ke
 	if err != nil {
 		return nil, err
 	}
-	caller, err := a.node.selfOrOperator(ctx, req.Header().Get("Authorization"), t.ID)
+	caller, err := a.node.authenticate(ctx, req.Header().Get("Authorization"), t.ID)
 	if err != nil {
 		return nil, err
 	}
@@ -213,7 +211,7 @@ func (a *AuthService) RevokeIdentityTokens(ctx context.Context, req *connect.Req
 	if err != nil {
 		return nil, err
 	}
-	caller, err := a.node.selfOrOperator(ctx, req.Header().Get("Authorization"), t.ID)
+	caller, err := a.node.authenticate(ctx, req.Header().Get("Authorization"), t.ID)
 	if err != nil {
 		return nil, err
 	}
@@ -227,41 +225,9 @@ func (a *AuthService) RevokeIdentityTokens(ctx context.Context, req *connect.Req
 	return connect.NewResponse(&keyplanev1.RevokeIdentityTokensResponse{TokensValidAfter: timestamppb.New(at)}), nil
 }
 
-// caller is who made a call that the operator or an identity itself may make.
-type caller struct {
-	identityID string // "" for the operator
-}
-
-func (c caller) change(ctx context.Context) schema.Change {
-	if c.identityID == "" {
-		return schema.Change{Actor: "operator", RequestID: requestID(ctx)}
-	}
-	return schema.Change{Actor: "identity:" + c.identityID, RequestID: requestID(ctx)}
-}
-
-// selfOrOperator authenticates the Authorization header: the operator secret, or an
-// active access token of the tenant (fully validated, revocation included).
-func (n *Node) selfOrOperator(ctx context.Context, header, tenantID string) (caller, error) {
-	raw, ok := strings.CutPrefix(header, "Bearer ")
-	if !ok || raw == "" {
-		return caller{}, connect.NewError(connect.CodeUnauthenticated, errors.New("missing credentials: send Authorization: Bearer <access token or operator secret>"))
-	}
-	if n.isOperator(raw) {
-		return caller{}, nil
-	}
-	v, err := n.validate(ctx, tenantID, raw, "")
-	if err != nil {
-		return caller{}, err
-	}
-	if !v.Active {
-		return caller{}, connect.NewError(connect.CodeUnauthenticated, errors.New("bearer token inactive: "+string(v.Reason)))
-	}
-	return caller{identityID: v.Claims.Subject}, nil
-}
-
-func tokenToProto(raw string, s schema.Session, refresh string) *keyplanev1.Token {
+func tokenToProto(raw string, s schema.Session, refresh string, now time.Time) *keyplanev1.Token {
 	return &keyplanev1.Token{
-		AccessToken: raw, TokenType: "Bearer", ExpiresIn: int64(time.Until(s.ExpiresAt).Round(time.Second) / time.Second),
+		AccessToken: raw, TokenType: "Bearer", ExpiresIn: secondsUntil(s.ExpiresAt, now),
 		ExpireTime: timestamppb.New(s.ExpiresAt), SessionId: s.ID, RefreshToken: refresh,
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -37,7 +38,16 @@ type fixture struct {
 	clientID, secret    string
 	store               *schema.Store
 	kek                 *kek.KEK
+	clock               *testClock // the node's clock
 }
+
+// testClock is a node clock a test moves by hand: the wall clock plus an offset
+// (so the database's now() and the node's stay comparable).
+type testClock struct{ offset atomic.Int64 }
+
+func (c *testClock) Now() time.Time { return time.Now().Add(time.Duration(c.offset.Load())) }
+
+func (c *testClock) Advance(d time.Duration) { c.offset.Add(int64(d)) }
 
 func testKEK(t *testing.T) *kek.KEK {
 	t.Helper()
@@ -63,8 +73,10 @@ func authConfig(k *kek.KEK, nodeID string) region.Config {
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	ctx := context.Background()
-	f := &fixture{tenant: "acme", store: schematest.NewStore(t, "us-east"), kek: testKEK(t)}
-	f.url = testNode(t, f.store, authConfig(f.kek, "us-east-1"))
+	f := &fixture{tenant: "acme", store: schematest.NewStore(t, "us-east"), kek: testKEK(t), clock: &testClock{}}
+	cfg := authConfig(f.kek, "us-east-1")
+	cfg.Now = f.clock.Now
+	f.url = testNode(t, f.store, cfg)
 	f.issuer = "https://iam.test/t/acme"
 	f.admin = adminClient(f.url, secret)
 	f.auth = keyplanev1connect.NewAuthServiceClient(http.DefaultClient, f.url)
@@ -124,6 +136,7 @@ func wantInactive(t *testing.T, v *keyplanev1.ValidateTokenResponse, reason stri
 }
 
 func TestExchangeAndValidate(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	tok := f.exchange(t)
 	v := f.validate(t, tok)
@@ -164,6 +177,7 @@ func TestExchangeAndValidate(t *testing.T) {
 }
 
 func TestRevocationPaths(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	f := newFixture(t)
 
@@ -209,6 +223,7 @@ func TestRevocationPaths(t *testing.T) {
 }
 
 func TestAPIKeyRotationAndRevocation(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	f := newFixture(t)
 	rot, err := f.admin.RotateAPIKey(ctx, connect.NewRequest(&keyplanev1.RotateAPIKeyRequest{TenantId: "acme", CredentialId: f.apiKeyCred,
@@ -262,6 +277,7 @@ func TestAPIKeyRotationAndRevocation(t *testing.T) {
 // flow gets a token, go-jose verifies it with the keys found through OIDC discovery,
 // and RFC 7662 / RFC 7009 calls behave.
 func TestOAuthInterop(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	f := newFixture(t)
 	base := f.url + "/t/acme"

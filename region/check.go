@@ -57,34 +57,6 @@ type principal struct {
 	authTime time.Time
 }
 
-// authorizeCaller lets the operator through, or an identity of the tenant whose access
-// token is active and which holds perm on resource "tenant" (fully consistent).
-func (n *Node) authorizeCaller(ctx context.Context, header string, t schema.Tenant, perm string) error {
-	raw, ok := strings.CutPrefix(header, "Bearer ")
-	if !ok || raw == "" {
-		return connect.NewError(connect.CodeUnauthenticated, errors.New("missing credentials: send Authorization: Bearer <access token or operator secret>"))
-	}
-	if n.isOperator(raw) {
-		return nil
-	}
-	v, err := n.validate(ctx, t.ID, raw, "")
-	if err != nil {
-		return err
-	}
-	if !v.Active {
-		return connect.NewError(connect.CodeUnauthenticated, errors.New("bearer token inactive: "+string(v.Reason)))
-	}
-	snap, err := n.policies.snapshot(ctx, t, consistency{})
-	if err != nil {
-		return err
-	}
-	d := snap.Check(authz.Request{PrincipalID: v.Claims.Subject, PrincipalKind: "identity", Permission: perm, Resource: "tenant", Time: time.Now()})
-	if !d.Allowed {
-		return connect.NewError(connect.CodePermissionDenied, fmt.Errorf("the caller lacks %s on the tenant", perm))
-	}
-	return nil
-}
-
 // resolvePrincipal reads the identity a check is about, or validates its token.
 func (n *Node) resolvePrincipal(ctx context.Context, t schema.Tenant, identityID, token string) (principal, string, error) {
 	if token != "" {
@@ -118,7 +90,7 @@ func (n *Node) readPrincipal(ctx context.Context, t schema.Tenant, id string) (p
 	if i.Status != schema.StatusActive {
 		return principal{}, "identity disabled", nil
 	}
-	if !i.ExpiresAt.IsZero() && !time.Now().Before(i.ExpiresAt) {
+	if !i.ExpiresAt.IsZero() && !n.now().Before(i.ExpiresAt) {
 		return principal{}, "identity expired", nil
 	}
 	return principal{id: i.ID, kind: i.Kind, attrs: i.Attributes}, "", nil
@@ -149,17 +121,17 @@ func contextMap(s *structpb.Struct) (map[string]any, error) {
 // checkOne decides one item and logs the decision (synchronously for sensitive roles).
 func (n *Node) checkOne(ctx context.Context, t schema.Tenant, snap *authz.Snapshot, p principal, denied string,
 	perm, resource string, resAttrs, cctx map[string]any, explain bool, peer string) (*keyplanev1.CheckResponse, error) {
-	start := time.Now()
+	start, now := time.Now(), n.now()
 	var d authz.Decision
 	if denied != "" {
 		d = authz.Decision{Reason: denied}
 	} else {
 		d = snap.Check(authz.Request{PrincipalID: p.id, PrincipalKind: authz.KindIdentity, IdentityKind: p.kind, PrincipalAttrs: p.attrs, Permission: perm, Resource: resource,
-			ResourceAttrs: resAttrs, Time: start, IP: peer, Region: n.cfg.Region, AMR: p.amr, AuthTime: p.authTime, Context: cctx, Explain: explain})
+			ResourceAttrs: resAttrs, Time: now, IP: peer, Region: n.cfg.Region, AMR: p.amr, AuthTime: p.authTime, Context: cctx, Explain: explain})
 	}
 	out := &keyplanev1.CheckResponse{Allowed: d.Allowed, Reason: d.Reason, BindingIds: d.BindingIDs, PolicyRevision: snap.Revision(),
 		DecisionId: uuid.NewString(), Trace: d.Trace}
-	rec := schema.Decision{ID: out.DecisionId, TenantID: t.ID, Region: t.HomeRegion, At: start, PrincipalID: p.id, Permission: perm,
+	rec := schema.Decision{ID: out.DecisionId, TenantID: t.ID, Region: t.HomeRegion, At: now, PrincipalID: p.id, Permission: perm,
 		Resource: resource, Allowed: d.Allowed, Reason: d.Reason, BindingIDs: d.BindingIDs, Revision: snap.Revision(), Latency: time.Since(start)}
 	if d.Sensitive {
 		if err := n.store.WriteDecisions(ctx, []schema.Decision{rec}); err != nil {
@@ -209,7 +181,7 @@ func (n *Node) prepareCheck(ctx context.Context, header, tenantID string, c *key
 	if err != nil {
 		return preparedCheck{}, err
 	}
-	if err := n.authorizeCaller(ctx, header, t, PermPerformChecks); err != nil {
+	if err := n.authorize(ctx, header, t, PermPerformChecks); err != nil {
 		return preparedCheck{}, err
 	}
 	p, denied, err := n.resolvePrincipal(ctx, t, identityID, token)
@@ -281,7 +253,7 @@ func (c *CheckService) WhoCan(ctx context.Context, req *connect.Request[keyplane
 		return nil, err
 	}
 	out := &keyplanev1.WhoCanResponse{PolicyRevision: snap.Revision()}
-	for _, h := range snap.WhoCan(m.Permission, m.Resource, time.Now()) {
+	for _, h := range snap.WhoCan(m.Permission, m.Resource, n.now()) {
 		out.Holders = append(out.Holders, &keyplanev1.Holder{Kind: h.Kind, Id: h.ID, BindingIds: h.BindingIDs, Conditional: h.Conditional})
 	}
 	return connect.NewResponse(out), nil
@@ -295,7 +267,7 @@ func (c *CheckService) EffectivePermissions(ctx context.Context, req *connect.Re
 		return nil, err
 	}
 	out := &keyplanev1.EffectivePermissionsResponse{PolicyRevision: snap.Revision()}
-	for _, g := range snap.EffectivePermissions(m.IdentityId, time.Now()) {
+	for _, g := range snap.EffectivePermissions(m.IdentityId, n.now()) {
 		out.Grants = append(out.Grants, &keyplanev1.Grant{BindingId: g.BindingID, RoleId: g.RoleID, Permission: g.Permission, Scope: g.Scope,
 			Effect: string(g.Effect), Conditional: g.Conditional, ExpireTime: timeToProto(g.ExpiresAt), Via: g.Via})
 	}
@@ -314,7 +286,7 @@ func (n *Node) reviewSnapshot(ctx context.Context, header, tenantID string, c *k
 	if err != nil {
 		return nil, err
 	}
-	if err := n.authorizeCaller(ctx, header, t, PermReviewAccess); err != nil {
+	if err := n.authorize(ctx, header, t, PermReviewAccess); err != nil {
 		return nil, err
 	}
 	if identityID != nil {

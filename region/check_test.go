@@ -104,6 +104,7 @@ func (f *policyFixture) allowed(t *testing.T, identity, perm, resource string, c
 }
 
 func TestCheckSemantics(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	f := newPolicyFixture(t)
 	groupGrant, _ := f.bind(t, &keyplanev1.CreateBindingRequest{PrincipalKind: "group", PrincipalId: f.group, RoleId: f.editor, Scope: "projects/alpha/"})
@@ -162,6 +163,7 @@ func TestCheckSemantics(t *testing.T) {
 }
 
 func TestCheckWithTokenAndCallerAuthorization(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	f := newPolicyFixture(t)
 	f.bind(t, &keyplanev1.CreateBindingRequest{PrincipalKind: "identity", PrincipalId: f.bot, RoleId: f.viewer, Scope: "*",
@@ -199,6 +201,7 @@ func TestCheckWithTokenAndCallerAuthorization(t *testing.T) {
 }
 
 func TestCheckBadInput(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	f := newPolicyFixture(t)
 	if _, err := f.admin.CreateTenant(ctx, connect.NewRequest(&keyplanev1.CreateTenantRequest{Id: "other", Name: "O", HomeRegion: "us-east"})); err != nil {
@@ -249,6 +252,7 @@ func TestCheckBadInput(t *testing.T) {
 // TestBindingRemovalIsSeenByLaterChecks: after DeleteBinding returns, every check that
 // starts later (default consistency) on any of three nodes answers denied.
 func TestBindingRemovalIsSeenByLaterChecks(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	f := newPolicyFixture(t)
 	const bindings = 12
@@ -327,6 +331,7 @@ func TestBindingRemovalIsSeenByLaterChecks(t *testing.T) {
 }
 
 func TestConsistencyLevelsAndDecisionLog(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	f := newPolicyFixture(t)
 	id, rev := f.bind(t, &keyplanev1.CreateBindingRequest{PrincipalKind: "identity", PrincipalId: f.alice, RoleId: f.viewer, Scope: "*"})
@@ -377,5 +382,38 @@ func TestConsistencyLevelsAndDecisionLog(t *testing.T) {
 			t.Fatalf("decision log has %d decisions after 10s, want 3", n)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestDecisionLogDrainsBeyondItsBuffer makes more decisions than the decision log
+// buffers (10,000): a served node drains it, so no check blocks.
+func TestDecisionLogDrainsBeyondItsBuffer(t *testing.T) {
+	t.Parallel()
+	f := newPolicyFixture(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	items := make([]*keyplanev1.CheckItem, 100)
+	for i := range items {
+		items[i] = &keyplanev1.CheckItem{Permission: "docs.document.delete", Resource: "docs/d1"}
+	}
+	const requests = 101 // 10,100 decisions
+	var wg sync.WaitGroup
+	errs := make(chan error, requests)
+	for w := range 4 {
+		wg.Go(func() {
+			for i := w; i < requests; i += 4 {
+				_, err := f.check.CheckBulk(ctx, connect.NewRequest(&keyplanev1.CheckBulkRequest{TenantId: "acme",
+					Principal: &keyplanev1.CheckBulkRequest_IdentityId{IdentityId: f.alice}, Items: items}))
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("bulk check: %v", err)
 	}
 }

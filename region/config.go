@@ -2,16 +2,17 @@ package region
 
 import (
 	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
 	"os"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/keyplane/keyplane/region/kek"
+	"github.com/keyplane/keyplane/schema"
 )
 
 // Secret is a string that never prints: fmt and slog show "[redacted]".
@@ -34,8 +35,9 @@ type Config struct {
 	// KEK is the key-encryption key that seals signing keys at rest. Without it the node
 	// cannot issue or validate tokens (those calls fail with FailedPrecondition).
 	KEK *kek.KEK
-	// IssuerBase is the URL prefix of every tenant's issuer ({IssuerBase}/t/{tenant}).
-	// It must be the same on every node of a deployment: tokens carry it in iss.
+	// IssuerBase is the URL prefix of every tenant's issuer ({IssuerBase}/t/{tenant}),
+	// required. It must be the same on every node of a deployment: tokens carry it in
+	// iss.
 	IssuerBase string
 	// LastUsedFlush is how often credential last-use times are written; 0 means 30s.
 	LastUsedFlush time.Duration
@@ -44,6 +46,9 @@ type Config struct {
 	// PolicyStaleness bounds how old a cached policy a minimize_latency check may use;
 	// 0 means 5s.
 	PolicyStaleness time.Duration
+	// Now is the clock that token lifetimes, lockouts, expiries and grant times are
+	// judged by; nil means time.Now. Tests set it to move time without sleeping.
+	Now func() time.Time
 }
 
 // DefaultConfig returns a configuration with a random node id and no operator secret.
@@ -52,10 +57,10 @@ func DefaultConfig() Config {
 	if host == "" {
 		host = "node"
 	}
-	return Config{NodeID: host + "-" + RandomHex(3)}
+	return Config{NodeID: host + "-" + strings.ToLower(rand.Text()[:6])}
 }
 
-var namePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
+var nodeIDPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
 
 // MinOperatorSecretLen is the shortest operator secret a node accepts.
 const MinOperatorSecretLen = 16
@@ -63,26 +68,17 @@ const MinOperatorSecretLen = 16
 // Validate reports the first invalid field.
 func (c Config) Validate() error {
 	var errs []error
-	if !namePattern.MatchString(c.Region) {
-		errs = append(errs, fmt.Errorf("region: %q is not a region name (lowercase letters, digits and '-')", c.Region))
+	if err := schema.CheckRegionName(c.Region); err != nil {
+		errs = append(errs, fmt.Errorf("region: %w", err))
 	}
-	if !namePattern.MatchString(c.NodeID) {
+	if !nodeIDPattern.MatchString(c.NodeID) {
 		errs = append(errs, fmt.Errorf("node id: %q must be 1 to 63 characters of a-z, 0-9, '.', '_' and '-'", c.NodeID))
 	}
 	if c.OperatorSecret != "" && len(c.OperatorSecret) < MinOperatorSecretLen {
 		errs = append(errs, fmt.Errorf("operator secret: at least %d characters", MinOperatorSecretLen))
 	}
-	if c.IssuerBase != "" {
-		if u, err := url.Parse(c.IssuerBase); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
-			errs = append(errs, fmt.Errorf("issuer base: %q must be an http(s) URL without query or fragment", c.IssuerBase))
-		}
+	if u, err := url.Parse(c.IssuerBase); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+		errs = append(errs, fmt.Errorf("issuer base: %q must be an http(s) URL without query or fragment", c.IssuerBase))
 	}
 	return errors.Join(errs...)
-}
-
-// RandomHex returns n random bytes, hex-encoded.
-func RandomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
 }

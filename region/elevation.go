@@ -3,7 +3,6 @@ package region
 import (
 	"context"
 	"errors"
-	"time"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -26,14 +25,14 @@ type ElevationService struct {
 
 var _ keyplanev1connect.ElevationServiceHandler = (*ElevationService)(nil)
 
-// elevationCaller authenticates a call: the operator, or an identity with an active
+// caller authenticates a call: the operator, or an identity with an active
 // token of the tenant.
 func (e *ElevationService) caller(ctx context.Context, header, tenantID string) (schema.Tenant, caller, error) {
 	t, err := e.node.activeTenant(ctx, tenantID)
 	if err != nil {
 		return schema.Tenant{}, caller{}, err
 	}
-	c, err := e.node.selfOrOperator(ctx, header, t.ID)
+	c, err := e.node.authenticate(ctx, header, t.ID)
 	return t, c, err
 }
 
@@ -74,17 +73,12 @@ func (e *ElevationService) decide(ctx context.Context, header, tenantID, id stri
 	if err != nil {
 		return schema.Elevation{}, 0, err
 	}
-	if c.identityID == "" {
+	if c.operator() {
 		return schema.Elevation{}, 0, connect.NewError(connect.CodePermissionDenied,
 			errors.New("elevations are decided by an identity holding iam.elevations.approve, not by the operator"))
 	}
-	snap, err := e.node.policies.snapshot(ctx, t, consistency{})
-	if err != nil {
+	if err := e.node.requirePermission(ctx, t, c, PermApproveElevations); err != nil {
 		return schema.Elevation{}, 0, err
-	}
-	if d := snap.Check(authz.Request{PrincipalID: c.identityID, PrincipalKind: "identity", Permission: PermApproveElevations,
-		Resource: "tenant", Time: time.Now()}); !d.Allowed {
-		return schema.Elevation{}, 0, connect.NewError(connect.CodePermissionDenied, errors.New("the caller lacks iam.elevations.approve on the tenant"))
 	}
 	return e.node.store.DecideElevation(ctx, c.change(ctx), t.Scope(), id, c.identityID, approve)
 }

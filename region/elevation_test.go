@@ -34,6 +34,7 @@ func (f *policyFixture) loginAs(t *testing.T, identity, email string) keyplanev1
 }
 
 func TestElevationLifecycle(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	f := newPolicyFixture(t)
 	alice := f.loginAs(t, f.alice, "alice@acme.example")

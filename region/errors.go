@@ -11,15 +11,23 @@ import (
 	"github.com/keyplane/keyplane/schema"
 )
 
-// connectError maps an error from the layers below to a Connect error. It is the only
-// place that chooses codes for store errors. Unknown errors become Internal with the
-// request id only: their text may hold SQL or data and is logged, never sent.
-func connectError(ctx context.Context, log *slog.Logger, err error) error {
+// Credential failures. They are plain sentinels, not *connect.Error values, because
+// the request id is written into a Connect error's metadata: connectError builds a
+// fresh one per call.
+var (
+	errBadLogin      = errors.New("invalid email or password")
+	errInvalidAPIKey = errors.New("api_key: invalid, expired or revoked")
+	errInvalidClient = errors.New("invalid client credentials")
+)
+
+// connectError maps a non-nil error from the layers below to a Connect error. It is
+// the only place that chooses codes for sentinel errors. Unknown errors become
+// Internal with the request id only: their text may hold SQL or data and is logged,
+// never sent.
+func connectError(ctx context.Context, log *slog.Logger, err error) *connect.Error {
 	var ce *connect.Error
 	var fe *schema.FieldError
 	switch {
-	case err == nil:
-		return nil
 	case errors.As(err, &ce):
 		return ce
 	case errors.Is(err, context.Canceled):
@@ -39,6 +47,13 @@ func connectError(ctx context.Context, log *slog.Logger, err error) error {
 		return connect.NewError(connect.CodeFailedPrecondition, ErrNoKEK)
 	case errors.Is(err, schema.ErrPrecondition):
 		return connect.NewError(connect.CodeFailedPrecondition, err)
+	case errors.Is(err, errBadLogin), errors.Is(err, errInvalidAPIKey), errors.Is(err, errInvalidClient):
+		return connect.NewError(connect.CodeUnauthenticated, err)
+	case errors.Is(err, schema.ErrReplay):
+		// The same answer as a wrong code: a replay reveals nothing more.
+		return connect.NewError(connect.CodeUnauthenticated, errors.New("invalid one-time code"))
+	case errors.Is(err, schema.ErrRefreshReuse):
+		return connect.NewError(connect.CodeUnauthenticated, errors.New("refresh_token: "+schema.ErrRefreshReuse.Error()))
 	case errors.Is(err, schema.ErrMoved):
 		return connect.NewError(connect.CodeAborted, fmt.Errorf("%w; nothing was written, retry", err))
 	case errors.Is(err, schema.ErrUnavailable):

@@ -2,6 +2,7 @@ package region
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
@@ -30,7 +31,7 @@ func incomingRequestID(h string) string {
 	if requestIDPattern.MatchString(h) {
 		return h
 	}
-	return RandomHex(8)
+	return rand.Text()
 }
 
 // observe is the outermost interceptor: request id, metrics, one log line per call.
@@ -45,14 +46,12 @@ func (n *Node) observe() connect.UnaryInterceptorFunc {
 			if err == nil {
 				resp, err = next(ctx, req)
 			}
-			err = connectError(ctx, n.log, err)
 			code := "ok"
 			if err != nil {
-				code = connect.CodeOf(err).String()
-				var ce *connect.Error
-				if errors.As(err, &ce) {
-					ce.Meta().Set(RequestIDHeader, id)
-				}
+				ce := connectError(ctx, n.log, err)
+				code = ce.Code().String()
+				ce.Meta().Set(RequestIDHeader, id)
+				err = ce
 			} else {
 				resp.Header().Set(RequestIDHeader, id)
 			}

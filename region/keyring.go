@@ -5,8 +5,10 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
-	"sync"
+	"sync/atomic"
 	"time"
+
+	"golang.org/x/sync/singleflight"
 
 	"github.com/keyplane/keyplane/region/kek"
 	"github.com/keyplane/keyplane/region/token"
@@ -17,48 +19,97 @@ import (
 // (to verify) and this region's current private key (to sign). Keys are not revocation
 // state, so caching them is safe; the snapshot is refreshed every refreshEvery and at
 // once (at most once a second) when a token names a kid the snapshot lacks.
-// Safe for concurrent use.
+//
+// Readers never wait behind a refresh of a snapshot they already have: when it is
+// stale, one caller reloads it while the others go on with the current one. Only the
+// first load, and a forced load for a missing kid, are waited for (one load shared by
+// every caller). Safe for concurrent use.
 type keyring struct {
-	store        *schema.Store
+	store        keyStore
 	kek          *kek.KEK
 	region       string
 	refreshEvery time.Duration
 
-	mu         sync.Mutex
-	ring       *token.Ring
-	loadedAt   time.Time
-	lastForced time.Time
+	cur        atomic.Pointer[loadedRing] // nil until the first load
+	loads      singleflight.Group
+	refreshing atomic.Bool  // a caller is reloading a stale snapshot
+	lastForced atomic.Int64 // unix nanoseconds of the last forced load
 }
+
+// loadedRing is a snapshot and when it was loaded.
+type loadedRing struct {
+	ring *token.Ring
+	at   time.Time
+}
+
+// keyStore is what the keyring needs of the store. *schema.Store satisfies it.
+type keyStore interface {
+	ListSigningKeys(ctx context.Context) ([]schema.SigningKey, error)
+	SealedSigningKey(ctx context.Context, region, kid string) (sealed []byte, kekID string, err error)
+	KeyPublisher
+}
+
+// KeyPublisher publishes signing keys. *schema.Store satisfies it.
+type KeyPublisher interface {
+	AddSigningKey(ctx context.Context, k schema.NewSigningKey, onlyIfNone bool) (bool, error)
+}
+
+var _ keyStore = (*schema.Store)(nil)
 
 // ErrNoKEK: the node has no key-encryption key, so it can neither sign nor open keys.
 var ErrNoKEK = errors.New("this node has no key-encryption key: start it with --kek-file or KEYPLANE_KEK")
 
 func (k *keyring) get(ctx context.Context) (*token.Ring, error) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if k.ring != nil && time.Since(k.loadedAt) < k.refreshEvery {
-		return k.ring, nil
+	cur := k.cur.Load()
+	if cur == nil {
+		return k.load(ctx)
 	}
-	return k.loadLocked(ctx)
+	if time.Since(cur.at) >= k.refreshEvery && k.refreshing.CompareAndSwap(false, true) {
+		defer k.refreshing.Store(false)
+		return k.load(ctx)
+	}
+	return cur.ring, nil
 }
 
 // forKid returns a snapshot that has kid if one can be had, reloading when the current
 // snapshot lacks it (a key published by another region since the last refresh).
+// Callers that come while such a load runs wait for it.
 func (k *keyring) forKid(ctx context.Context, kid string) (*token.Ring, error) {
 	r, err := k.get(ctx)
 	if err != nil || kid == "" || r.Has(kid) {
 		return r, err
 	}
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if time.Since(k.lastForced) < time.Second {
-		return k.ring, nil
+	_, err, _ = k.loads.Do("forced", func() (any, error) {
+		now := time.Now()
+		if now.Sub(time.Unix(0, k.lastForced.Load())) < time.Second {
+			return nil, nil
+		}
+		k.lastForced.Store(now.UnixNano())
+		return k.load(ctx)
+	})
+	if err != nil {
+		return nil, err
 	}
-	k.lastForced = time.Now()
-	return k.loadLocked(ctx)
+	return k.cur.Load().ring, nil
 }
 
-func (k *keyring) loadLocked(ctx context.Context) (*token.Ring, error) {
+// load reloads the snapshot, sharing one load among concurrent callers.
+func (k *keyring) load(ctx context.Context) (*token.Ring, error) {
+	_, err, _ := k.loads.Do("load", func() (any, error) {
+		r, err := k.read(ctx)
+		if err == nil {
+			k.cur.Store(&loadedRing{ring: r, at: time.Now()})
+		}
+		return nil, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return k.cur.Load().ring, nil
+}
+
+// read reads the signing keys and opens this region's current private key.
+func (k *keyring) read(ctx context.Context) (*token.Ring, error) {
 	if k.kek == nil {
 		return nil, ErrNoKEK
 	}
@@ -99,8 +150,7 @@ func (k *keyring) loadLocked(ctx context.Context) (*token.Ring, error) {
 			return nil, fmt.Errorf("open signing key %s: %w", current.KID, errors.Join(err, errors.New("wrong KEK or corrupt key")))
 		}
 		signer := token.SigningKey{ID: current.KID, Key: ed25519.NewKeyFromSeed(seed)}
-		k.ring, k.loadedAt = token.NewRing(pubs, &signer), time.Now()
-		return k.ring, nil
+		return token.NewRing(pubs, &signer), nil
 	}
 	return nil, errors.New("unreachable")
 }
@@ -117,7 +167,7 @@ func (k *keyring) createFirstKey(ctx context.Context) error {
 // learn it first); the region's current keys then retire and stay published until
 // every token they signed has expired. With onlyIfNone it does nothing when the region
 // already has a key. It returns the new key's id ("" when nothing was added).
-func AddSigningKey(ctx context.Context, store *schema.Store, k *kek.KEK, region string, publishDelay time.Duration, onlyIfNone bool) (string, error) {
+func AddSigningKey(ctx context.Context, store KeyPublisher, k *kek.KEK, region string, publishDelay time.Duration, onlyIfNone bool) (string, error) {
 	now := time.Now()
 	priv, pub, err := token.GenerateKey(region, now)
 	if err != nil {

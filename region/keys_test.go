@@ -17,6 +17,7 @@ import (
 // TestKeyRotation: a rotated key is published before it signs; after it starts
 // signing, tokens of the retired key still validate (until they expire).
 func TestKeyRotation(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	f := newFixture(t)
 	jwks := func() []string {

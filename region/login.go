@@ -15,8 +15,6 @@ import (
 	"github.com/keyplane/keyplane/schema"
 )
 
-var errBadLogin = connect.NewError(connect.CodeUnauthenticated, errors.New("invalid email or password"))
-
 // dummyHash is verified against when the email is unknown, so that an unknown email
 // costs the same time as a wrong password and does not reveal who has an account.
 var dummyHash = sync.OnceValue(func() string {
@@ -57,7 +55,7 @@ func (a *AuthService) Login(ctx context.Context, req *connect.Request[keyplanev1
 	if err != nil {
 		return nil, err
 	}
-	now := time.Now()
+	now := n.now()
 	id := st.Identity
 	if !id.IsHuman() || st.PasswordID == "" || id.Status != schema.StatusActive || (!id.ExpiresAt.IsZero() && !now.Before(id.ExpiresAt)) {
 		_, _ = credential.VerifyPassword(dummyHash(), m.Password)
@@ -66,7 +64,7 @@ func (a *AuthService) Login(ctx context.Context, req *connect.Request[keyplanev1
 	}
 	if now.Before(st.LockedUntil) {
 		return nil, connect.NewError(connect.CodeResourceExhausted,
-			fmt.Errorf("too many failed logins: try again in %s", time.Until(st.LockedUntil).Round(time.Second)))
+			fmt.Errorf("too many failed logins: try again in %s", st.LockedUntil.Sub(now).Round(time.Second)))
 	}
 	c := schema.Change{Actor: "identity:" + id.ID, RequestID: requestID(ctx)}
 	fail := func(reason string, out error) error {
@@ -75,7 +73,7 @@ func (a *AuthService) Login(ctx context.Context, req *connect.Request[keyplanev1
 			return err
 		} else if !locked.IsZero() {
 			return connect.NewError(connect.CodeResourceExhausted,
-				fmt.Errorf("%s; too many failed logins: try again in %s", out.(*connect.Error).Message(), time.Until(locked).Round(time.Second)))
+				fmt.Errorf("%s; too many failed logins: try again in %s", connectError(ctx, n.log, out).Message(), locked.Sub(now).Round(time.Second)))
 		}
 		return out
 	}
@@ -132,7 +130,7 @@ func (a *AuthService) Login(ctx context.Context, req *connect.Request[keyplanev1
 		IdentityID: id.ID, GrantType: "password", CredentialID: st.PasswordID, AMR: amr, ExpiresAt: now.Add(refreshTTL),
 	}, schema.NewRefreshToken{ID: refresh.KeyID, Hash: refresh.Hash, ExpiresAt: now.Add(refreshTTL)})
 	if errors.Is(err, schema.ErrReplay) {
-		return nil, fail("replayed_code", connect.NewError(connect.CodeUnauthenticated, errors.New("invalid one-time code")))
+		return nil, fail("replayed_code", err)
 	}
 	if err != nil {
 		return nil, err
@@ -143,7 +141,7 @@ func (a *AuthService) Login(ctx context.Context, req *connect.Request[keyplanev1
 		return nil, err
 	}
 	sess.ExpiresAt = now.Add(ttl)
-	return connect.NewResponse(&keyplanev1.LoginResponse{Token: tokenToProto(raw, sess, refresh.Text), IdentityId: id.ID}), nil
+	return connect.NewResponse(&keyplanev1.LoginResponse{Token: tokenToProto(raw, sess, refresh.Text, now), IdentityId: id.ID}), nil
 }
 
 func (a *AuthService) Refresh(ctx context.Context, req *connect.Request[keyplanev1.RefreshRequest]) (*connect.Response[keyplanev1.RefreshResponse], error) {
@@ -166,7 +164,7 @@ func (a *AuthService) Refresh(ctx context.Context, req *connect.Request[keyplane
 	if err != nil {
 		return nil, err
 	}
-	return connect.NewResponse(&keyplanev1.RefreshResponse{Token: tokenToProto(raw, sess, refresh)}), nil
+	return connect.NewResponse(&keyplanev1.RefreshResponse{Token: tokenToProto(raw, sess, refresh, a.node.now())}), nil
 }
 
 func (a *AuthService) EnrollTOTP(ctx context.Context, req *connect.Request[keyplanev1.EnrollTOTPRequest]) (*connect.Response[keyplanev1.EnrollTOTPResponse], error) {
@@ -218,7 +216,7 @@ func (a *AuthService) ConfirmTOTP(ctx context.Context, req *connect.Request[keyp
 	if err != nil {
 		return nil, fmt.Errorf("open TOTP secret: %w", err)
 	}
-	step, ok := credential.CheckTOTP(string(secret), m.Code, time.Now())
+	step, ok := credential.CheckTOTP(string(secret), m.Code, n.now())
 	if !ok {
 		return nil, fieldError("code", "does not match: check the authenticator's clock and try the next code")
 	}
@@ -241,7 +239,7 @@ func (n *Node) selfService(ctx context.Context, header, tenantID, identityID str
 	if identityID == "" {
 		return schema.Tenant{}, caller{}, fieldError("identity_id", "required")
 	}
-	c, err := n.selfOrOperator(ctx, header, t.ID)
+	c, err := n.authenticate(ctx, header, t.ID)
 	if err != nil {
 		return schema.Tenant{}, caller{}, err
 	}

@@ -2,6 +2,8 @@ package region_test
 
 import (
 	"context"
+	"fmt"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +15,7 @@ import (
 )
 
 func TestLoginPasswordTOTPAndRefresh(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	f := newFixture(t)
 	h, err := f.admin.CreateIdentity(ctx, connect.NewRequest(&keyplanev1.CreateIdentityRequest{TenantId: "acme",
@@ -95,11 +98,17 @@ func TestLoginPasswordTOTPAndRefresh(t *testing.T) {
 	_, err = f.auth.Refresh(ctx, connect.NewRequest(&keyplanev1.RefreshRequest{TenantId: "acme", RefreshToken: r1}))
 	wantCode(t, err, connect.CodeUnauthenticated, "already used")
 	wantInactive(t, f.validate(t, ref.Msg.Token.AccessToken), "session_revoked")
+	// The OAuth token endpoint calls the same reuse invalid_grant (RFC 6749 §5.2).
+	form := postForm(t, f.url+"/t/acme/oauth2/token", "", "", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {r1}})
+	if form.status != 400 || form.body["error"] != "invalid_grant" || !strings.Contains(fmt.Sprint(form.body["error_description"]), "already used") {
+		t.Fatalf("reused refresh token at the token endpoint: got %d %v, want 400 invalid_grant", form.status, form.body)
+	}
 	_, err = f.auth.Refresh(ctx, connect.NewRequest(&keyplanev1.RefreshRequest{TenantId: "acme", RefreshToken: ref.Msg.Token.RefreshToken}))
 	wantCode(t, err, connect.CodeUnauthenticated, "refresh_token")
 }
 
 func TestLoginLockout(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	f := newFixture(t)
 	h, err := f.admin.CreateIdentity(ctx, connect.NewRequest(&keyplanev1.CreateIdentityRequest{TenantId: "acme",
@@ -120,7 +129,7 @@ func TestLoginLockout(t *testing.T) {
 	wantCode(t, try("wrong password!"), connect.CodeResourceExhausted, "try again in")
 	// Locked: even the right password is refused until the lock passes.
 	wantCode(t, try("the right password"), connect.CodeResourceExhausted, "try again in")
-	time.Sleep(2100 * time.Millisecond)
+	f.clock.Advance(2100 * time.Millisecond) // past the 2 s lock
 	if err := try("the right password"); err != nil {
 		t.Fatalf("after the lock: %v", err)
 	}

@@ -31,7 +31,12 @@ type Registry interface {
 	prometheus.Gatherer
 }
 
-// Node is one region node. Its handler is safe for concurrent use.
+// Node is one region node. New builds it completely; Serve runs it: it starts the
+// background work (the decision log, last-use flushes, readiness reports), serves
+// HTTP, and on return has stopped and drained that work. There is deliberately no
+// exported http.Handler: without Serve the decision log would never drain and checks
+// would block once its buffer filled. Serve may be called once; the node's methods
+// are safe for concurrent use.
 type Node struct {
 	cfg       Config
 	store     *schema.Store
@@ -75,6 +80,9 @@ func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node
 	if cfg.PolicyStaleness <= 0 {
 		cfg.PolicyStaleness = 5 * time.Second
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	n := &Node{cfg: cfg, store: store, log: log, metrics: m, lastUsed: &lastUsed{},
 		policies:  &policyCache{env: env, store: store, staleness: cfg.PolicyStaleness, m: m},
 		decisions: newDecisionLog(store, log, m, 10_000),
@@ -108,6 +116,9 @@ func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node
 	return n, nil
 }
 
+// now is the node's clock (Config.Now).
+func (n *Node) now() time.Time { return n.cfg.Now() }
+
 // operatorOnly guards an HTTP handler with the operator secret (profiles reveal
 // internals and cost CPU).
 func (n *Node) operatorOnly(h http.Handler) http.Handler {
@@ -121,9 +132,6 @@ func (n *Node) operatorOnly(h http.Handler) http.Handler {
 		h.ServeHTTP(w, r)
 	})
 }
-
-// Handler returns the node's HTTP handler (HTTP/1.1 and h2c).
-func (n *Node) Handler() http.Handler { return n.handler }
 
 // servedBy stamps every response with the node that produced it.
 func (n *Node) servedBy(next http.Handler) http.Handler {
@@ -175,12 +183,10 @@ func (h healthChecker) Check(ctx context.Context, req *grpchealth.CheckRequest) 
 	return &grpchealth.CheckResponse{Status: grpchealth.StatusServing}, nil
 }
 
-// Serve serves the node on ln until ctx is done, then shuts down gracefully (at most
-// 10 seconds for in-flight calls).
+// Serve serves the node (HTTP/1.1 and h2c) on ln until ctx is done, then shuts down
+// gracefully (at most 10 seconds for in-flight calls) and drains the decision log and
+// last-use times.
 func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
-	if n.cfg.IssuerBase == "" {
-		n.cfg.IssuerBase = "http://" + ln.Addr().String()
-	}
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)

@@ -34,12 +34,16 @@ const secret = "test-operator-secret-0123456789"
 // testNode serves a node on a real listener and returns its base URL.
 func testNode(t *testing.T, store *schema.Store, cfg region.Config) string {
 	t.Helper()
-	n, err := region.New(cfg, store, slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})), prometheus.NewRegistry())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if cfg.IssuerBase == "" {
+		cfg.IssuerBase = "http://" + ln.Addr().String()
+	}
+	n, err := region.New(cfg, store, slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})), prometheus.NewRegistry())
 	if err != nil {
+		_ = ln.Close()
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -82,6 +86,7 @@ func wantCode(t *testing.T, err error, code connect.Code, msgPart string) {
 }
 
 func TestAdminAuth(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	store := schematest.NewStore(t, "us-east")
 	url := testNode(t, store, nodeConfig())
@@ -104,16 +109,20 @@ func TestAdminAuth(t *testing.T) {
 }
 
 func TestConfigValidate(t *testing.T) {
+	t.Parallel()
+	const iss = "https://iam.test"
 	for _, c := range []region.Config{
-		{Region: "", NodeID: "n1"},
-		{Region: "us-east", NodeID: "Bad Node"},
-		{Region: "us-east", NodeID: "n1", OperatorSecret: "short"},
+		{Region: "", NodeID: "n1", IssuerBase: iss},
+		{Region: "us_east", NodeID: "n1", IssuerBase: iss}, // schema.CheckRegionName's rule, not the node id's
+		{Region: "us-east", NodeID: "n1"},                  // no issuer base
+		{Region: "us-east", NodeID: "Bad Node", IssuerBase: iss},
+		{Region: "us-east", NodeID: "n1", OperatorSecret: "short", IssuerBase: iss},
 	} {
 		if err := c.Validate(); err == nil {
 			t.Errorf("config %+v: want an error", c)
 		}
 	}
-	c := region.Config{Region: "us-east", NodeID: "n1", OperatorSecret: secret}
+	c := region.Config{Region: "us-east", NodeID: "n1", OperatorSecret: secret, IssuerBase: iss}
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -123,6 +132,7 @@ func TestConfigValidate(t *testing.T) {
 }
 
 func TestAdminTenantsAndIdentities(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	store := schematest.NewStore(t, "us-east")
 	c := adminClient(testNode(t, store, nodeConfig()), secret)
@@ -195,6 +205,7 @@ func TestAdminTenantsAndIdentities(t *testing.T) {
 }
 
 func TestAdminBadInput(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	store := schematest.NewStore(t, "us-east")
 	c := adminClient(testNode(t, store, nodeConfig()), secret)
@@ -271,6 +282,7 @@ func TestAdminBadInput(t *testing.T) {
 // TestGRPCInterop talks to the node with grpc-go: health checks and server reflection
 // work without the protos, as grpcurl and buf curl need.
 func TestGRPCInterop(t *testing.T) {
+	t.Parallel()
 	store := schematest.NewStore(t, "us-east")
 	url := testNode(t, store, nodeConfig())
 	conn, err := grpc.NewClient(strings.TrimPrefix(url, "http://"), grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -305,6 +317,7 @@ func TestGRPCInterop(t *testing.T) {
 }
 
 func TestHTTPEndpoints(t *testing.T) {
+	t.Parallel()
 	store := schematest.NewStore(t, "us-east")
 	url := testNode(t, store, nodeConfig())
 	_, _ = adminClient(url, secret).ListRegions(context.Background(), connect.NewRequest(&keyplanev1.ListRegionsRequest{}))

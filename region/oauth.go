@@ -40,8 +40,6 @@ func oauthErr(status int, code, desc string) *oauthError {
 	return &oauthError{status: status, Code: code, Description: desc}
 }
 
-var errInvalidClient = connect.NewError(connect.CodeUnauthenticated, errors.New("invalid client credentials"))
-
 type oauthFunc func(ctx context.Context, w http.ResponseWriter, r *http.Request, t schema.Tenant) (any, error)
 
 // oauthHandler resolves the tenant from the path, runs f, and writes its result as
@@ -112,13 +110,14 @@ func (n *Node) toOAuthError(ctx context.Context, err error) *oauthError {
 	if errors.As(err, &oe) {
 		return oe
 	}
-	ce := connectError(ctx, n.log, err).(*connect.Error)
+	ce := connectError(ctx, n.log, err)
 	switch ce.Code() {
 	case connect.CodeInvalidArgument:
 		return oauthErr(http.StatusBadRequest, "invalid_request", ce.Message())
-	case connect.CodeUnauthenticated:
-		return oauthErr(http.StatusUnauthorized, "invalid_client", ce.Message())
-	case connect.CodeFailedPrecondition, connect.CodeNotFound, connect.CodePermissionDenied:
+	case connect.CodeUnauthenticated, connect.CodeFailedPrecondition, connect.CodeNotFound, connect.CodePermissionDenied:
+		// Client authentication failures never get here: authenticateClient answers
+		// them as invalid_client itself. A credential refused here is the grant the
+		// client presented (a reused refresh token).
 		return oauthErr(http.StatusBadRequest, "invalid_grant", ce.Message())
 	case connect.CodeUnavailable, connect.CodeDeadlineExceeded:
 		return oauthErr(http.StatusServiceUnavailable, "temporarily_unavailable", ce.Message())
@@ -152,7 +151,7 @@ func (n *Node) jwks(ctx context.Context, w http.ResponseWriter, _ *http.Request,
 	}
 	w.Header().Set("Cache-Control", "public, max-age=300")
 	w.Header().Del("Pragma")
-	return rawJSON(ring.JWKS(time.Now())), nil
+	return rawJSON(ring.JWKS(n.now())), nil
 }
 
 // client is an authenticated OAuth client.
@@ -219,7 +218,7 @@ func (n *Node) tokenEndpoint(ctx context.Context, _ http.ResponseWriter, r *http
 		}
 		scope := r.PostForm.Get("scope")
 		if err := checkAudienceAndScope(audience, scope); err != nil {
-			return nil, oauthErr(http.StatusBadRequest, "invalid_scope", err.(*connect.Error).Message())
+			return nil, oauthErr(http.StatusBadRequest, "invalid_scope", connectError(ctx, n.log, err).Message())
 		}
 		raw, sess, err := n.issue(ctx, schema.Change{Actor: "client:" + c.id, RequestID: requestID(ctx)}, grant{
 			Tenant: t, IdentityID: c.cred.IdentityID, ClientID: c.id, GrantType: "client_credentials", CredentialID: c.cred.ID,
@@ -228,13 +227,13 @@ func (n *Node) tokenEndpoint(ctx context.Context, _ http.ResponseWriter, r *http
 		if err != nil {
 			return nil, err
 		}
-		return tokenResponse{AccessToken: raw, TokenType: "Bearer", ExpiresIn: secondsUntil(sess.ExpiresAt), Scope: scope}, nil
+		return tokenResponse{AccessToken: raw, TokenType: "Bearer", ExpiresIn: secondsUntil(sess.ExpiresAt, n.now()), Scope: scope}, nil
 	case "refresh_token":
 		raw, refresh, sess, err := n.refresh(ctx, t, r.PostForm.Get("refresh_token"))
 		if err != nil {
 			return nil, err
 		}
-		return tokenResponse{AccessToken: raw, TokenType: "Bearer", ExpiresIn: secondsUntil(sess.ExpiresAt), RefreshToken: refresh}, nil
+		return tokenResponse{AccessToken: raw, TokenType: "Bearer", ExpiresIn: secondsUntil(sess.ExpiresAt, n.now()), RefreshToken: refresh}, nil
 	case "":
 		return nil, oauthErr(http.StatusBadRequest, "invalid_request", "grant_type is required")
 	default:
@@ -242,7 +241,8 @@ func (n *Node) tokenEndpoint(ctx context.Context, _ http.ResponseWriter, r *http
 	}
 }
 
-func secondsUntil(t time.Time) int64 { return int64(time.Until(t).Round(time.Second) / time.Second) }
+// secondsUntil is how many whole seconds (rounded) from now until t.
+func secondsUntil(t, now time.Time) int64 { return int64(t.Sub(now).Round(time.Second) / time.Second) }
 
 func (n *Node) introspect(ctx context.Context, _ http.ResponseWriter, r *http.Request, t schema.Tenant) (any, error) {
 	if _, err := n.authenticateClient(ctx, r, t); err != nil {

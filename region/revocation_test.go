@@ -21,6 +21,7 @@ import (
 // processes would have) and checks it: no validation that started after a revoke of
 // its token was acknowledged may report the token active.
 func TestRevocationIsLinearizable(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	f := newFixture(t)
 

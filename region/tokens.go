@@ -42,7 +42,7 @@ type validation struct {
 // the CPU, then one read of the session, identity and tenant state at the tenant's
 // home region. An error means the state could not be read: callers fail closed.
 func (n *Node) validate(ctx context.Context, tenantID, raw, audience string) (validation, error) {
-	now := time.Now()
+	now := n.now()
 	c, ok := n.verified.get(raw)
 	if ok {
 		if r := recheck(c, audience, now); r != "" {
@@ -148,7 +148,7 @@ func (n *Node) issue(ctx context.Context, c schema.Change, g grant) (string, sch
 	if ttl <= 0 {
 		ttl = schema.DefaultAccessTokenTTL
 	}
-	now := time.Now()
+	now := n.now()
 	sessionTTL := max(g.SessionTTL, ttl)
 	sess, err := n.store.CreateSession(ctx, c, g.Tenant.Scope(), schema.NewSession{
 		IdentityID: g.IdentityID, ClientID: g.ClientID, GrantType: g.GrantType, CredentialID: g.CredentialID,
@@ -220,11 +220,11 @@ func (n *Node) refresh(ctx context.Context, t schema.Tenant, raw string) (string
 	sc := t.Scope()
 	c := schema.Change{Actor: "token-holder", RequestID: requestID(ctx)}
 	sess, err := n.store.RotateRefreshToken(ctx, c, sc, keyID, func(h []byte) bool { return credential.SecretMatches(h, raw) },
-		schema.NewRefreshToken{ID: next.KeyID, Hash: next.Hash, ExpiresAt: time.Now().Add(refreshTTL)})
+		schema.NewRefreshToken{ID: next.KeyID, Hash: next.Hash, ExpiresAt: n.now().Add(refreshTTL)})
 	switch {
 	case errors.Is(err, schema.ErrRefreshReuse):
 		n.metrics.refreshReuse.Inc()
-		return "", "", schema.Session{}, oauthErr(400, "invalid_grant", "refresh token already used: its session has been revoked")
+		return "", "", schema.Session{}, err
 	case errors.Is(err, schema.ErrNotFound), errors.Is(err, schema.ErrPrecondition):
 		return "", "", schema.Session{}, oauthErr(400, "invalid_grant", "refresh token invalid, expired or revoked")
 	case err != nil:
@@ -234,12 +234,12 @@ func (n *Node) refresh(ctx context.Context, t schema.Tenant, raw string) (string
 	if err != nil {
 		return "", "", schema.Session{}, err
 	}
-	now := time.Now()
+	now := n.now()
 	if st.IdentityStatus != schema.StatusActive || (!st.IdentityExpiry.IsZero() && !now.Before(st.IdentityExpiry)) ||
 		(!st.TokensValidAfter.IsZero() && st.SessionCreatedAt.Before(st.TokensValidAfter)) || !now.Before(st.SessionExpiresAt) {
 		return "", "", schema.Session{}, oauthErr(400, "invalid_grant", "the session's identity is disabled or its tokens were revoked")
 	}
-	ttl := min(t.AccessTokenTTL, time.Until(sess.ExpiresAt))
+	ttl := min(t.AccessTokenTTL, sess.ExpiresAt.Sub(now))
 	raw2, err := n.mint(ring, grant{Tenant: t, IdentityID: sess.IdentityID, ClientID: sess.ClientID, AMR: sess.AMR}, sess.ID, now, ttl)
 	if err != nil {
 		return "", "", schema.Session{}, err

@@ -17,6 +17,7 @@ import (
 // TestDatabaseDown: with the database gone, calls fail with Unavailable and the node
 // reports not ready; when it comes back the node recovers without a restart.
 func TestDatabaseDown(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	pg, err := pglocal.Start(ctx, pglocal.Config{Durable: true}) // a crash must not lose commits
 	if err != nil {

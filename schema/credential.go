@@ -2,6 +2,7 @@ package schema
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"strings"
@@ -189,7 +190,7 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING `+credentialColumns,
 // a suffix, resolved back to the client id on lookup.
 func rotatedKeyID(old Credential, keyID string) string {
 	if old.Kind == CredClientSecret {
-		return keyID + "." + randomSuffix()
+		return keyID + "." + strings.ToLower(rand.Text())
 	}
 	return keyID
 }

@@ -23,6 +23,15 @@ var (
 	// The operation may or may not have been applied only when it is an
 	// *AmbiguousCommitError.
 	ErrUnavailable = errors.New("database unavailable")
+	// ErrMoved: the tenant's home region changed while the change was being made;
+	// nothing was written. Retrying routes the change to the new home.
+	ErrMoved = errors.New("tenant moved to another region")
+	// ErrRefreshReuse: a refresh token that was already rotated was presented again.
+	// The session it belongs to has been revoked (committed) before this error is
+	// returned.
+	ErrRefreshReuse = errors.New("refresh token already used: its session has been revoked")
+	// ErrReplay: a one-time code (TOTP step or recovery code) was already used.
+	ErrReplay = errors.New("one-time code already used")
 )
 
 // FieldError reports a bad input value. Field is the API field name (snake_case).
@@ -56,7 +65,7 @@ func classify(err error) error {
 	}
 	var fe *FieldError
 	if errors.As(err, &fe) || errors.Is(err, ErrNotFound) || errors.Is(err, ErrConflict) || errors.Is(err, ErrPrecondition) || errors.Is(err, ErrUnavailable) ||
-		errors.Is(err, ErrMoved) {
+		errors.Is(err, ErrMoved) || errors.Is(err, ErrRefreshReuse) || errors.Is(err, ErrReplay) {
 		return err // already classified
 	}
 	if errors.Is(err, pgx.ErrNoRows) {

@@ -157,9 +157,6 @@ type LoginSuccess struct {
 	RecoveryCodeID string // a recovery code used instead of TOTP
 }
 
-// ErrReplay: a one-time code (TOTP step or recovery code) was already used.
-var ErrReplay = errors.New("one-time code already used")
-
 // CompleteLogin records a successful login: it clears the failure count, consumes the
 // one-time code (refusing a replay), and opens the session with its first refresh
 // token, all in one transaction with the "login.success" audit event.

@@ -20,6 +20,7 @@ func TestMain(m *testing.M) { os.Exit(schematest.Run(m)) }
 // in review as a diff of testdata/*.sql. Run `go test ./schema -run Golden -update`
 // after an intended change.
 func TestGoldenDDL(t *testing.T) {
+	t.Parallel()
 	cfg := schema.MigrateConfig{
 		Regions:      []string{"us-east1", "europe-west1", "europe-west2", "europe-west3", "asia-south1"},
 		Survive:      "region",
@@ -52,6 +53,7 @@ func TestGoldenDDL(t *testing.T) {
 }
 
 func TestCockroachDDLShape(t *testing.T) {
+	t.Parallel()
 	got, err := schema.Render(schema.Cockroach, "keyplane", schema.MigrateConfig{Regions: []string{"a1", "b1", "c1"}, Placement: "restricted"})
 	if err != nil {
 		t.Fatal(err)
@@ -89,6 +91,7 @@ func TestCockroachDDLShape(t *testing.T) {
 }
 
 func TestMigrateConfigValidate(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name    string
 		cfg     schema.MigrateConfig
@@ -122,6 +125,7 @@ func TestMigrateConfigValidate(t *testing.T) {
 }
 
 func TestMigrateFreshThenRepeat(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	pool, err := schema.Open(ctx, schematest.NewEmptyDatabase(t), schema.PoolConfig{})
 	if err != nil {
@@ -160,6 +164,7 @@ func TestMigrateFreshThenRepeat(t *testing.T) {
 }
 
 func TestCheckSchemaUnmigrated(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	pool, err := schema.Open(ctx, schematest.NewEmptyDatabase(t), schema.PoolConfig{})
 	if err != nil {

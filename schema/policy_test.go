@@ -13,6 +13,7 @@ import (
 )
 
 func TestPolicyChangesBumpRevision(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	s := schematest.NewStore(t, "us-east")
 	sc := mustTenant(t, s, "acme", "us-east").Scope()
@@ -88,6 +89,7 @@ func TestPolicyChangesBumpRevision(t *testing.T) {
 }
 
 func TestWriteDecisions(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	s := schematest.NewStore(t, "us-east")
 	sc := mustTenant(t, s, "acme", "us-east").Scope()

@@ -20,10 +20,6 @@ var tenantTables = []string{"identities", "roles", "groups", "sessions",
 // before the parents move and put back after.
 var twoParentTables = []string{"group_members", "elevations"}
 
-// ErrMoved: the tenant's home region changed while the change was being made; nothing
-// was written. Retrying routes the change to the new home.
-var ErrMoved = errors.New("tenant moved to another region")
-
 // RehomeTenant moves every row of a tenant to another region's partition
 // (crdb_region) and makes that region its home, in one transaction, bumping the
 // placement epoch so routers stop sending its requests to the old home. A tenant with

@@ -33,6 +33,7 @@ func rowsIn(t *testing.T, s *schema.Store, tenant, region string) map[string]int
 }
 
 func TestRehomeTenant(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	s := schematest.NewStore(t, "us-east")
 	tn := mustTenant(t, s, "acme", "us-east")

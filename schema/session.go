@@ -239,10 +239,6 @@ WHERE s.crdb_region = $1 AND s.tenant_id = $2 AND s.id = $3 AND s.identity_id = 
 	return st, classify(err)
 }
 
-// ErrRefreshReuse: a refresh token that was already rotated was presented again. The
-// session it belongs to has been revoked (committed) before this error is returned.
-var ErrRefreshReuse = errors.New("refresh token reused: its session is revoked")
-
 // RefreshResult is what a successful rotation returns.
 type RefreshResult struct {
 	Session    Session

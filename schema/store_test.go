@@ -60,6 +60,7 @@ func auditActions(t *testing.T, s *schema.Store, sc schema.Scope) []string {
 }
 
 func TestTenantLifecycle(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	s := schematest.NewStore(t, "us-east")
 	tn := mustTenant(t, s, "acme", "eu-west")
@@ -97,6 +98,7 @@ func TestTenantLifecycle(t *testing.T) {
 }
 
 func TestCreateTenantBadInput(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	s := schematest.NewStore(t, "us-east")
 	tests := []struct {
@@ -127,6 +129,7 @@ func TestCreateTenantBadInput(t *testing.T) {
 }
 
 func TestListTenantsPages(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	s := schematest.NewStore(t, "us-east")
 	for _, id := range []string{"t3", "t1", "t5", "t2", "t4"} {
@@ -160,6 +163,7 @@ func TestListTenantsPages(t *testing.T) {
 }
 
 func TestIdentityLifecycle(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	s := schematest.NewStore(t, "us-east")
 	sc := mustTenant(t, s, "acme", "us-east").Scope()
@@ -215,6 +219,7 @@ func TestIdentityLifecycle(t *testing.T) {
 }
 
 func TestCreateIdentityBadInput(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	s := schematest.NewStore(t, "us-east")
 	sc := mustTenant(t, s, "acme", "us-east").Scope()
@@ -266,6 +271,7 @@ func TestCreateIdentityBadInput(t *testing.T) {
 // TestTenantIsolation: tenant B can never read or change tenant A's rows, whichever
 // region or id it names.
 func TestTenantIsolation(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	s := schematest.NewStore(t, "us-east")
 	a := mustTenant(t, s, "tenant-a", "us-east").Scope()
@@ -296,6 +302,7 @@ func TestTenantIsolation(t *testing.T) {
 }
 
 func TestUnavailableWhenDatabaseGone(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	pool, err := schema.Open(ctx, "postgres://nobody:x@127.0.0.1:1/none?sslmode=disable", schema.PoolConfig{ConnectTimeout: time.Second})
 	if err != nil {

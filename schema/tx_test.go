@@ -64,6 +64,7 @@ func writeSkew(t *testing.T, run func(ctx context.Context, fn func(pgx.Tx) error
 // TestTxRetriesSerializationFailure forces a write skew and checks that the store's
 // transaction helper retried the loser (40001) and that both changes are durable.
 func TestTxRetriesSerializationFailure(t *testing.T) {
+	t.Parallel()
 	s := schematest.NewStore(t, "r1")
 	seedSkew(t, s)
 	attempts, errs := writeSkew(t, s.RunTx)
@@ -89,6 +90,7 @@ func TestTxRetriesSerializationFailure(t *testing.T) {
 }
 
 func TestAmbiguousCommitErrorIsUnavailable(t *testing.T) {
+	t.Parallel()
 	err := error(&schema.AmbiguousCommitError{Err: errors.New("connection reset")})
 	if !errors.Is(err, schema.ErrUnavailable) {
 		t.Fatal("an ambiguous commit must count as unavailable")

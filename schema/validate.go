@@ -1,6 +1,7 @@
 package schema
 
 import (
+	"fmt"
 	"net/mail"
 	"regexp"
 	"strings"
@@ -29,9 +30,19 @@ func checkTenantID(field, id string) error {
 	return nil
 }
 
-func checkRegionName(field, name string) error {
+// CheckRegionName reports whether name is a valid region name: 1 to 63 characters of
+// a-z, 0-9 and '-', starting with a letter. It is the one rule for region names, in
+// the database (migrations, tenants' home regions) and in node configuration.
+func CheckRegionName(name string) error {
 	if !regionPattern.MatchString(name) {
-		return fieldErr(field, "region names are 1 to 63 characters of a-z, 0-9 and '-', starting with a letter; got %q", truncate(name, 70))
+		return fmt.Errorf("region names are 1 to 63 characters of a-z, 0-9 and '-', starting with a letter; got %q", truncate(name, 70))
+	}
+	return nil
+}
+
+func checkRegionName(field, name string) error {
+	if err := CheckRegionName(name); err != nil {
+		return &FieldError{Field: field, Reason: err.Error()}
 	}
 	return nil
 }

@@ -117,13 +117,17 @@ Example:
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	node, err := region.New(cfg, store, log, reg)
-	if err != nil {
-		return err
-	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", *listen, err)
+	}
+	if cfg.IssuerBase == "" {
+		cfg.IssuerBase = "http://" + ln.Addr().String()
+	}
+	node, err := region.New(cfg, store, log, reg)
+	if err != nil {
+		_ = ln.Close()
+		return err
 	}
 	if *gossipListen != "" {
 		if *advertise == "" {

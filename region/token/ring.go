@@ -13,7 +13,6 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -55,8 +54,8 @@ type SigningKey struct {
 }
 
 // GenerateKey returns a new Ed25519 key pair for region. The kid is
-// region + "-" + now in UTC as YYYYMMDD + "-" + 8 random hex characters, for example
-// "eu-west-20260314-9f86d081". The public key has no expiry.
+// region + "-" + now in UTC as YYYYMMDD + "-" + 8 random lowercase base32 characters
+// (a-z, 2-7), for example "eu-west-20260314-q4lsf3os". The public key has no expiry.
 func GenerateKey(region string, now time.Time) (SigningKey, PublicKey, error) {
 	if region == "" {
 		return SigningKey{}, PublicKey{}, errors.New("generate signing key: region is empty")
@@ -65,11 +64,7 @@ func GenerateKey(region string, now time.Time) (SigningKey, PublicKey, error) {
 	if err != nil {
 		return SigningKey{}, PublicKey{}, fmt.Errorf("generate signing key: %w", err)
 	}
-	var suffix [4]byte
-	if _, err := rand.Read(suffix[:]); err != nil {
-		return SigningKey{}, PublicKey{}, fmt.Errorf("generate signing key: %w", err)
-	}
-	kid := region + "-" + now.UTC().Format("20060102") + "-" + hex.EncodeToString(suffix[:])
+	kid := region + "-" + now.UTC().Format("20060102") + "-" + strings.ToLower(rand.Text()[:8])
 	return SigningKey{ID: kid, Key: priv}, PublicKey{ID: kid, Region: region, Key: pub}, nil
 }
 

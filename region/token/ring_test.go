@@ -610,8 +610,8 @@ func TestGenerateKey(t *testing.T) {
 	if err != nil {
 		t.Fatalf("GenerateKey: %v", err)
 	}
-	if !regexp.MustCompile(`^eu-west-20260315-[0-9a-f]{8}$`).MatchString(signer.ID) {
-		t.Errorf("kid = %q, want eu-west-20260315-<8 hex>", signer.ID)
+	if !regexp.MustCompile(`^eu-west-20260315-[a-z2-7]{8}$`).MatchString(signer.ID) {
+		t.Errorf("kid = %q, want eu-west-20260315-<8 base32>", signer.ID)
 	}
 	if pub.ID != signer.ID || pub.Region != "eu-west" || !pub.ExpiresAt.IsZero() {
 		t.Errorf("public key = {%q %q %v}, want {%q \"eu-west\" zero}", pub.ID, pub.Region, pub.ExpiresAt, signer.ID)

@@ -11,7 +11,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
@@ -30,6 +29,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/procfs"
 )
 
 // InstallHint tells a person how to get the server binaries.
@@ -102,7 +102,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create temp dir: %w", err)
 	}
-	s := &Server{cfg: cfg, bin: bin, dir: dir, password: randomHex(24)}
+	s := &Server{cfg: cfg, bin: bin, dir: dir, password: rand.Text()}
 	fail := func(err error) (*Server, error) {
 		_ = os.RemoveAll(dir)
 		return nil, err
@@ -284,30 +284,17 @@ func signalTree(pid int, sig syscall.Signal) error {
 	return err
 }
 
-// children lists the processes whose parent is pid, from /proc.
+// children lists the live processes whose parent is pid, from /proc.
 func children(pid int) []int {
-	entries, err := os.ReadDir("/proc")
+	procs, err := procfs.AllProcs()
 	if err != nil {
 		return nil
 	}
 	var out []int
-	for _, e := range entries {
-		c, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		st := string(b)
-		i := strings.LastIndexByte(st, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(st[i+1:])
-		if len(f) > 1 && f[0] != "Z" && f[1] == strconv.Itoa(pid) {
-			out = append(out, c)
+	for _, p := range procs {
+		st, err := p.Stat()
+		if err == nil && st.PPID == pid && st.State != "Z" {
+			out = append(out, p.PID)
 		}
 	}
 	return out
@@ -315,13 +302,12 @@ func children(pid int) []int {
 
 // alive reports whether pid exists and is not a zombie.
 func alive(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	p, err := procfs.NewProc(pid)
 	if err != nil {
 		return false
 	}
-	st := string(b)
-	i := strings.LastIndexByte(st, ')')
-	return i > 0 && !strings.HasPrefix(strings.TrimSpace(st[i+1:]), "Z")
+	st, err := p.Stat()
+	return err == nil && st.State != "Z"
 }
 
 // Crash kills the server and all its backends at once, like a machine failure.
@@ -452,12 +438,6 @@ var (
 	portsMu   sync.Mutex
 	portsUsed = map[int]bool{}
 )
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
 
 func tail(b []byte, n int) string {
 	b = bytes.TrimSpace(b)

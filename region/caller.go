@@ -1,0 +1,74 @@
+package region
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"connectrpc.com/connect"
+
+	"github.com/keyplane/keyplane/region/authz"
+	"github.com/keyplane/keyplane/schema"
+)
+
+// caller is who made a call: the operator, or an identity of the call's tenant.
+type caller struct {
+	identityID string // "" for the operator
+}
+
+func (c caller) operator() bool { return c.identityID == "" }
+
+func (c caller) change(ctx context.Context) schema.Change {
+	if c.operator() {
+		return schema.Change{Actor: "operator", RequestID: requestID(ctx)}
+	}
+	return schema.Change{Actor: "identity:" + c.identityID, RequestID: requestID(ctx)}
+}
+
+// authenticate reads the Authorization header of a call about tenantID: the operator
+// secret, or an active access token of the tenant (fully validated, revocation
+// included). It is the only place that turns a bearer credential into a caller.
+func (n *Node) authenticate(ctx context.Context, header, tenantID string) (caller, error) {
+	raw, ok := strings.CutPrefix(header, "Bearer ")
+	if !ok || raw == "" {
+		return caller{}, connect.NewError(connect.CodeUnauthenticated, errors.New("missing credentials: send Authorization: Bearer <access token or operator secret>"))
+	}
+	if n.isOperator(raw) {
+		return caller{}, nil
+	}
+	v, err := n.validate(ctx, tenantID, raw, "")
+	if err != nil {
+		return caller{}, err
+	}
+	if !v.Active {
+		return caller{}, connect.NewError(connect.CodeUnauthenticated, errors.New("bearer token inactive: "+string(v.Reason)))
+	}
+	return caller{identityID: v.Claims.Subject}, nil
+}
+
+// requirePermission refuses an identity that does not hold perm on resource "tenant"
+// of t (fully consistent). The operator holds every permission.
+func (n *Node) requirePermission(ctx context.Context, t schema.Tenant, c caller, perm string) error {
+	if c.operator() {
+		return nil
+	}
+	snap, err := n.policies.snapshot(ctx, t, consistency{})
+	if err != nil {
+		return err
+	}
+	d := snap.Check(authz.Request{PrincipalID: c.identityID, PrincipalKind: authz.KindIdentity, Permission: perm, Resource: "tenant", Time: n.now()})
+	if !d.Allowed {
+		return connect.NewError(connect.CodePermissionDenied, fmt.Errorf("the caller lacks %s on the tenant", perm))
+	}
+	return nil
+}
+
+// authorize authenticates the caller and requires perm of it (see requirePermission).
+func (n *Node) authorize(ctx context.Context, header string, t schema.Tenant, perm string) error {
+	c, err := n.authenticate(ctx, header, t.ID)
+	if err != nil {
+		return err
+	}
+	return n.requirePermission(ctx, t, c, perm)
+}
