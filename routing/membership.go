@@ -242,7 +242,7 @@ func (m *Membership) rejoin() {
 	defer t.Stop()
 	for {
 		if targets := m.rejoinTargets(time.Now()); len(targets) > 0 {
-			if _, err := m.ml.Join(targets); err != nil {
+			if _, err := m.ml.Join(twice(targets)); err != nil {
 				m.log.Debug("gossip join", "nodes", targets, "err", err)
 			}
 		}
@@ -299,7 +299,7 @@ func (m *Membership) announce() {
 			return
 		default:
 		}
-		if _, err := m.ml.Join([]string{addr}); err != nil {
+		if _, err := m.ml.Join(twice([]string{addr})); err != nil {
 			m.log.Debug("gossip announce", "node", addr, "err", err)
 			continue
 		}
@@ -309,11 +309,24 @@ func (m *Membership) announce() {
 	}
 }
 
+// twice lists every address two times in a row. One state exchange can leave a peer
+// behind: memberlist sends its own state before merging the peer's, so when the peer
+// holds an older incarnation of this node above the one this node started with (a
+// restart, a node declared dead), this node refutes it only after sending, and the
+// peer keeps ignoring it. The second exchange carries the refuted incarnation.
+func twice(addrs []string) []string {
+	out := make([]string, 0, 2*len(addrs))
+	for _, a := range addrs {
+		out = append(out, a, a)
+	}
+	return out
+}
+
 // markChanged records that every live peer must be told this node's state.
 func (m *Membership) markChanged() {
 	m.mu.Lock()
-	for _, p := range m.members {
-		if p.addr != m.addr {
+	for name, p := range m.members {
+		if name != m.self.NodeID {
 			m.unsent[p.addr] = true
 		}
 	}
@@ -436,8 +449,8 @@ type events struct{ m *Membership }
 func (e events) NotifyJoin(n *memberlist.Node) {
 	if e.m.put(n) {
 		e.m.mu.Lock()
-		if addr := e.m.members[n.Name].addr; addr != e.m.addr {
-			e.m.unsent[addr] = true
+		if n.Name != e.m.self.NodeID {
+			e.m.unsent[e.m.members[n.Name].addr] = true
 		}
 		e.m.mu.Unlock()
 		select {
