@@ -300,10 +300,6 @@ func (c *Cluster) Stop() {
 	_ = os.RemoveAll(c.Dir)
 }
 
-func randomSecret() string {
-	return "kp-op-" + randomHex(24)
-}
-
 // tail returns the last n bytes of b.
 func tail(b []byte, n int) string {
 	return string(b[max(0, len(b)-n):])
@@ -425,11 +421,13 @@ func (n *Node) Pid() int {
 	return n.cmd.Process.Pid
 }
 
-// Build compiles cmd/keyplane into dir and returns the binary's path: tests and
-// benchmarks outside cmd run the real binary as cluster nodes.
-func Build(dir string) (string, error) {
+// Build compiles cmd/keyplane into dir, with extra go build flags (such as -race), and
+// returns the binary's path: tests and benchmarks outside cmd run the real binary as
+// cluster nodes.
+func Build(dir string, flags ...string) (string, error) {
 	bin := filepath.Join(dir, "keyplane")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/keyplane/keyplane/cmd/keyplane").CombinedOutput()
+	args := append(append([]string{"build"}, flags...), "-o", bin, "github.com/keyplane/keyplane/cmd/keyplane")
+	out, err := exec.Command("go", args...).CombinedOutput()
 	if err != nil {
 		return "", fmt.Errorf("build keyplane: %w\n%s", err, out)
 	}

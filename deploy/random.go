@@ -3,14 +3,10 @@ package deploy
 import (
 	"crypto/rand"
 	"encoding/base64"
-	"encoding/hex"
 )
 
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
+// randomSecret returns a new operator secret (130 random bits).
+func randomSecret() string { return "kp-op-" + rand.Text() }
 
 // randomKEK returns a new key-encryption key in the form `keyplane serve` reads.
 func randomKEK() string {
