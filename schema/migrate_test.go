@@ -2,6 +2,7 @@ package schema_test
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"os"
 	"path/filepath"
@@ -76,7 +77,7 @@ func TestCockroachDDLShape(t *testing.T) {
 	// Every per-tenant table must be REGIONAL BY ROW; tenants and signing keys GLOBAL.
 	for _, stmt := range strings.Split(got, "CREATE TABLE IF NOT EXISTS ")[1:] {
 		name := strings.Fields(stmt)[0]
-		body := stmt[:strings.Index(stmt, ";")]
+		body, _, _ := strings.Cut(stmt, ";")
 		switch {
 		case strings.Contains(body, "tenant_id ") || name == "signing_key_secrets":
 			if !strings.HasSuffix(body, "LOCALITY REGIONAL BY ROW AS crdb_region") {
@@ -174,5 +175,21 @@ func TestCheckSchemaUnmigrated(t *testing.T) {
 	err = schema.New(pool, schema.Config{}).CheckSchema(ctx)
 	if err == nil || !strings.Contains(err.Error(), "keyplane migrate") {
 		t.Fatalf("got %v, want an error telling to run keyplane migrate", err)
+	}
+}
+
+func TestCheckServes(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	regions := schematest.MigrateConfig().Regions
+	store := schematest.NewStore(t, regions[0])
+	for _, r := range regions {
+		if err := store.CheckServes(ctx, r); err != nil {
+			t.Errorf("CheckServes(%q) = %v, want nil", r, err)
+		}
+	}
+	err := store.CheckServes(ctx, "mars-north")
+	if !errors.Is(err, schema.ErrNotFound) || !strings.Contains(err.Error(), `"mars-north"`) || !strings.Contains(err.Error(), regions[0]) {
+		t.Fatalf("CheckServes(mars-north) = %v, want ErrNotFound naming the region asked for and the database's regions", err)
 	}
 }

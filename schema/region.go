@@ -3,6 +3,7 @@ package schema
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -26,11 +27,35 @@ func (s *Store) ListRegions(ctx context.Context) ([]Region, error) {
 	return rs, classify(err)
 }
 
-// HasRegion reports whether the database serves region.
-func (s *Store) HasRegion(ctx context.Context, region string) (bool, error) {
-	var ok bool
-	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM regions WHERE name = $1)`, region).Scan(&ok)
-	return ok, classify(err)
+// CheckRegion returns nil when the database serves region, else an error that names
+// the regions it serves and wraps ErrNotFound.
+func (s *Store) CheckRegion(ctx context.Context, region string) error {
+	rs, err := s.ListRegions(ctx)
+	if err != nil {
+		return err
+	}
+	names := make([]string, 0, len(rs))
+	for _, r := range rs {
+		if r.Name == region {
+			return nil
+		}
+		names = append(names, r.Name)
+	}
+	return fmt.Errorf("region %q is not one of the database's regions %v: %w", region, names, ErrNotFound)
+}
+
+// CheckServes is what a node checks before it serves: the database answers, its
+// schema is migrated, and it serves region. It gives up after 10 seconds.
+func (s *Store) CheckServes(ctx context.Context, region string) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := s.Ping(ctx); err != nil {
+		return err
+	}
+	if err := s.CheckSchema(ctx); err != nil {
+		return err
+	}
+	return s.CheckRegion(ctx, region)
 }
 
 func regionNames(ctx context.Context, q querier) ([]string, error) {

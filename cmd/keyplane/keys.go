@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -62,11 +63,11 @@ Example:
 	}
 	defer pool.Close()
 	store := schema.New(pool, schema.Config{Region: *regionName, Node: "keys-rotate"})
-	if ok, err := store.HasRegion(ctx, *regionName); err != nil || !ok {
-		if err != nil {
-			return err
+	if err := store.CheckRegion(ctx, *regionName); err != nil {
+		if errors.Is(err, schema.ErrNotFound) {
+			return usageErr("%v", err)
 		}
-		return usageErr("region %q is not one of the database's regions", *regionName)
+		return err
 	}
 	kid, err := region.AddSigningKey(ctx, store, k, *regionName, *delay, false)
 	if err != nil {

@@ -108,7 +108,10 @@ Example:
 	}
 	defer pool.Close()
 	store := schema.New(pool, schema.Config{Region: cfg.Region, Node: cfg.NodeID})
-	if err := checkDatabase(ctx, store, cfg.Region); err != nil {
+	if err := store.CheckServes(ctx, cfg.Region); err != nil {
+		if errors.Is(err, schema.ErrNotFound) {
+			return fmt.Errorf("%w; pick one, or add it with `keyplane migrate --regions`", err)
+		}
 		if !errors.Is(err, schema.ErrUnavailable) {
 			return err
 		}
@@ -160,32 +163,6 @@ func parseDialMap(s string) (map[string]string, error) {
 		out[from] = to
 	}
 	return out, nil
-}
-
-// checkDatabase refuses to start against an unmigrated database or one that does not
-// serve the node's region.
-func checkDatabase(ctx context.Context, store *schema.Store, regionName string) error {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if err := store.Ping(ctx); err != nil {
-		return err
-	}
-	if err := store.CheckSchema(ctx); err != nil {
-		return err
-	}
-	ok, err := store.HasRegion(ctx, regionName)
-	if err != nil {
-		return err
-	}
-	if !ok {
-		rs, _ := store.ListRegions(ctx)
-		var names []string
-		for _, r := range rs {
-			names = append(names, r.Name)
-		}
-		return fmt.Errorf("region %q is not one of the database's regions %v: pick one, or add it with `keyplane migrate --regions`", regionName, names)
-	}
-	return nil
 }
 
 func operatorSecret(file string) (string, error) {
