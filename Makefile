@@ -1,16 +1,17 @@
 # keyplane — the two commands a newcomer runs are `make demo` and `make test`.
-# Everything they need (PostgreSQL server binaries, staticcheck, buf) is installed here.
+# Everything they need (PostgreSQL server binaries, golangci-lint, gotestsum, buf) is installed here.
 
 SHELL      := /bin/bash
 BIN        := $(CURDIR)/.bin
 BUF_VERSION         := v1.75.0
-STATICCHECK_VERSION := v0.8.2
+GOLANGCI_LINT_VERSION := v2.15.0
+GOTESTSUM_VERSION     := v1.13.0
 PROTOC_GEN_DOC_VERSION := v1.5.1
 GO_TEST_FLAGS ?= -race -timeout 14m
 
 export PATH := $(BIN):$(PATH)
 
-.PHONY: all build demo test vet staticcheck unit postgres tools generate fuzz bench bench-go clean help
+.PHONY: all build demo test vet lint unit postgres tools generate fuzz bench bench-go clean help
 
 all: build
 
@@ -23,16 +24,23 @@ build: ## build ./.bin/keyplane
 demo: postgres build ## run a local cluster on a private PostgreSQL (Ctrl-C stops it)
 	$(BIN)/keyplane demo $(DEMO_FLAGS)
 
-test: postgres vet staticcheck unit ## vet, staticcheck and the race-enabled test suite
+test: postgres vet lint unit ## vet, golangci-lint and the race-enabled test suite (CI runs it with GOFLAGS=-count=1)
 
 vet:
 	go vet ./...
 
-staticcheck: $(BIN)/staticcheck
-	$(BIN)/staticcheck ./...
+lint: $(BIN)/golangci-lint ## golangci-lint with .golangci.yml (staticcheck, the package import table, the house rules)
+	$(BIN)/golangci-lint run ./...
 
-unit:
-	go test $(GO_TEST_FLAGS) ./...
+# Every test package runs in parallel with the others (go test's default -p, the
+# number of CPUs); the packages that start clusters share one race-enabled keyplane
+# binary built here. The ten slowest tests are printed at the end, pass or fail.
+unit: $(BIN)/gotestsum
+	go build -race -o $(BIN)/test/keyplane ./cmd/keyplane
+	KEYPLANE_TEST_BINARY=$(BIN)/test/keyplane $(BIN)/gotestsum --format pkgname --jsonfile $(BIN)/test.json \
+	  -- $(GO_TEST_FLAGS) ./... ; status=$$?; \
+	echo "slowest tests:"; $(BIN)/gotestsum tool slowest --jsonfile $(BIN)/test.json --num 10 --threshold 1s; \
+	exit $$status
 
 bench: postgres build ## every load-bench workload next to its raw-SQL baseline (BENCH_FLAGS, default 10s each); report in .bin/bench/
 	$(BIN)/keyplane bench run --workload all --duration 10s --json $(BIN)/bench/results.json \
@@ -51,10 +59,13 @@ fuzz: ## run every fuzz target for FUZZTIME each (default 20s)
 postgres: ## install the PostgreSQL server binaries when they are missing
 	@deploy/ensure-postgres.sh
 
-tools: $(BIN)/staticcheck $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-connect-go $(BIN)/protoc-gen-doc
+tools: $(BIN)/golangci-lint $(BIN)/gotestsum $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-connect-go $(BIN)/protoc-gen-doc
 
-$(BIN)/staticcheck:
-	GOBIN=$(BIN) go install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+$(BIN)/golangci-lint:
+	GOBIN=$(BIN) go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+
+$(BIN)/gotestsum:
+	GOBIN=$(BIN) go install gotest.tools/gotestsum@$(GOTESTSUM_VERSION)
 
 $(BIN)/buf:
 	GOBIN=$(BIN) go install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)

@@ -125,8 +125,11 @@ func BenchmarkValidateToken(b *testing.B) {
 	b.Run("keyplane", func(b *testing.B) {
 		parallel(b, func(ctx context.Context) error {
 			resp, err := env.auth.ValidateToken(ctx, connect.NewRequest(req))
-			if err != nil || !resp.Msg.Active {
-				return fmt.Errorf("validate: %v %v", resp, err)
+			if err != nil {
+				return fmt.Errorf("validate: %w", err)
+			}
+			if !resp.Msg.Active {
+				return fmt.Errorf("validate: inactive: %v", resp.Msg)
 			}
 			return nil
 		})

@@ -1,8 +1,10 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -146,7 +148,7 @@ func (e *env) workload(name string, conc, reloadEvery int, writes *atomic.Int64)
 		}
 		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || resp.StatusCode != http.StatusOK {
 			_, _ = io.Copy(io.Discard, resp.Body)
-			return "", 0, fmt.Errorf("introspect: %s %v", resp.Status, err)
+			return "", 0, fmt.Errorf("introspect: %s: %w", resp.Status, cmp.Or(err, errors.New("unexpected status")))
 		}
 		if !body.Active {
 			return "", 0, inactiveError{"a live token introspected inactive"}

@@ -23,7 +23,11 @@ func TestDatabaseDown(t *testing.T) {
 	if err != nil {
 		t.Fatalf("private postgres: %v", err)
 	}
-	defer pg.Stop()
+	defer func() {
+		if err := pg.Stop(); err != nil {
+			t.Errorf("stop postgres: %v", err)
+		}
+	}()
 	if err := pg.CreateDatabase(ctx, "kp", ""); err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package schema
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -18,8 +19,8 @@ func FuzzPageToken(f *testing.F) {
 		var s string
 		err := Page{Token: tok}.decode(&s)
 		if err != nil {
-			fe, ok := err.(*FieldError)
-			if !ok || fe.Field != "page_token" {
+			var fe *FieldError
+			if !errors.As(err, &fe) || fe.Field != "page_token" {
 				t.Fatalf("decode %q: %v", tok, err)
 			}
 			return
@@ -46,7 +47,7 @@ func FuzzCheckIdentity(f *testing.F) {
 			i.ExpiresAt = now.Add(time.Duration(expiresIn) * time.Second)
 		}
 		if err := checkIdentity(i, now); err != nil {
-			if _, ok := err.(*FieldError); !ok {
+			if fe := (*FieldError)(nil); !errors.As(err, &fe) {
 				t.Fatalf("non-field error: %v", err)
 			}
 			return

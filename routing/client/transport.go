@@ -47,7 +47,7 @@ func (e *unsentError) Unwrap() error { return e.err }
 // inner error when it looks for HTTP/2 stream resets, so the mark goes inside the
 // *url.Error, where it survives; the message is unchanged, as connect reads it too.
 func markUnsent(err error) error {
-	if ue, ok := err.(*url.Error); ok {
+	if ue := (*url.Error)(nil); errors.As(err, &ue) {
 		return &url.Error{Op: ue.Op, URL: ue.URL, Err: &unsentError{ue.Err}}
 	}
 	return &unsentError{err}

@@ -326,7 +326,11 @@ func (s *Server) Restart(ctx context.Context) error {
 		if err = s.launch(ctx); err == nil || !strings.Contains(err.Error(), "shared memory block") {
 			return err
 		}
-		time.Sleep(300 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(300 * time.Millisecond):
+		}
 	}
 	return err
 }
@@ -349,11 +353,13 @@ func (s *Server) kill() {
 	<-done
 	// Until the children are gone they hold the shared memory a restart needs: wait
 	// (at most 3 s) for them.
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
 	for range 60 {
 		if !slices.ContainsFunc(kids, alive) {
 			return
 		}
-		time.Sleep(50 * time.Millisecond)
+		<-tick.C
 	}
 }
 
