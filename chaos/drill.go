@@ -207,7 +207,10 @@ var Drills = []Drill{
 			if err := h.fault(ctx, func() error { return group(syscall.SIGSTOP) }); err != nil {
 				return err
 			}
-			frozen := h.faultAt
+			// The database is blind only once every process has stopped: signalling
+			// them walks /proc, and meanwhile running backends still answer (a read
+			// served then is no fail-open). The fault window shows the whole step.
+			frozen := time.Now()
 			if err := sleep(ctx, h.hold/2); err != nil {
 				_ = group(syscall.SIGCONT)
 				return err
@@ -216,14 +219,15 @@ var Drills = []Drill{
 			if err := h.recover(ctx, func() error { return group(syscall.SIGCONT) }); err != nil {
 				return err
 			}
-			h.window("database frozen", frozen)
+			h.window("database frozen", h.faultAt)
 			h.windows[len(h.windows)-1].To = resumed
 			h.blind = append(h.blind, history.Window{Label: "frozen", From: frozen, To: resumed})
 			if err := sleep(ctx, h.hold/4); err != nil {
 				return err
 			}
-			crashed := time.Now()
+			crashing := time.Now()
 			pg.Crash()
+			crashed := time.Now() // every process is gone only now
 			if err := sleep(ctx, h.hold/2); err != nil {
 				return err
 			}
@@ -231,7 +235,7 @@ var Drills = []Drill{
 			if err := pg.Restart(ctx); err != nil {
 				return err
 			}
-			h.windows = append(h.windows, history.Window{Label: "database crashed", From: crashed, To: time.Now()})
+			h.windows = append(h.windows, history.Window{Label: "database crashed", From: crashing, To: time.Now()})
 			h.blind = append(h.blind, history.Window{Label: "crashed", From: crashed, To: restarted})
 			return h.settle(ctx)
 		},
