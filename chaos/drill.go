@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
+	"strings"
 	"syscall"
 	"time"
 
@@ -42,6 +43,20 @@ type harness struct {
 type Commands struct {
 	Fault   map[string]string
 	Recover map[string]string
+}
+
+// ParseCommands parses Commands.Fault or Commands.Recover from their flag form, one
+// NAME=COMMAND entry each (as --fault-cmd and --recover-cmd take them).
+func ParseCommands(list []string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, e := range list {
+		name, cmd, ok := strings.Cut(e, "=")
+		if !ok || name == "" || cmd == "" {
+			return nil, fmt.Errorf("%q is not NAME=COMMAND", e)
+		}
+		out[name] = cmd
+	}
+	return out, nil
 }
 
 // fault runs the drill's fault step: the SRE's command when one is configured, else

@@ -104,6 +104,26 @@ func (c MigrateConfig) Validate() error {
 	return nil
 }
 
+// ParseSuperRegions parses MigrateConfig.SuperRegions from its flag form: entries of
+// NAME=REGION,REGION..., several in one entry separated by ';' (as --super-region and
+// KEYPLANE_SUPER_REGION take them). No entries is a nil map.
+func ParseSuperRegions(entries []string) (map[string][]string, error) {
+	var out map[string][]string
+	for _, e := range entries {
+		for _, one := range strings.Split(e, ";") {
+			name, members, err := ParseSuperRegion(one)
+			if err != nil {
+				return nil, err
+			}
+			if out == nil {
+				out = map[string][]string{}
+			}
+			out[name] = members
+		}
+	}
+	return out, nil
+}
+
 // ParseSuperRegion parses "eu=europe-west1,europe-west2".
 func ParseSuperRegion(s string) (string, []string, error) {
 	name, list, ok := strings.Cut(s, "=")
@@ -268,6 +288,25 @@ type MigrateResult struct {
 	Dialect Dialect
 	Applied []string // migrations applied by this call, "0001_initial"...
 	Regions []Region // the regions the database serves afterwards
+}
+
+// String is the result as `keyplane migrate` prints it, one fact a line.
+func (r MigrateResult) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "engine: %s\n", r.Dialect)
+	if len(r.Applied) == 0 {
+		b.WriteString("migrations: up to date, nothing applied\n")
+	} else {
+		fmt.Fprintf(&b, "migrations applied: %s\n", strings.Join(r.Applied, ", "))
+	}
+	for _, reg := range r.Regions {
+		if reg.SuperRegion != "" {
+			fmt.Fprintf(&b, "region: %s (super region %s)\n", reg.Name, reg.SuperRegion)
+		} else {
+			fmt.Fprintf(&b, "region: %s\n", reg.Name)
+		}
+	}
+	return b.String()
 }
 
 // Migrate brings the database up to date and records the regions. It is idempotent:

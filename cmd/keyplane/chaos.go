@@ -57,10 +57,10 @@ Examples:
 		return usageErr("say which drills: --all or --drill NAME[,NAME]")
 	}
 	var err error
-	if cfg.Commands.Fault, err = parseCommands(faults); err != nil {
+	if cfg.Commands.Fault, err = chaos.ParseCommands(faults); err != nil {
 		return usageErr("--fault-cmd: %v", err)
 	}
-	if cfg.Commands.Recover, err = parseCommands(recovers); err != nil {
+	if cfg.Commands.Recover, err = chaos.ParseCommands(recovers); err != nil {
 		return usageErr("--recover-cmd: %v", err)
 	}
 	if err := cfg.Validate(); err != nil {
@@ -85,17 +85,4 @@ Examples:
 		return fmt.Errorf("an invariant broke; see the report")
 	}
 	return nil
-}
-
-// parseCommands parses NAME=COMMAND entries.
-func parseCommands(list []string) (map[string]string, error) {
-	out := map[string]string{}
-	for _, e := range list {
-		name, cmd, ok := strings.Cut(e, "=")
-		if !ok || name == "" || cmd == "" {
-			return nil, fmt.Errorf("%q is not NAME=COMMAND", e)
-		}
-		out[name] = cmd
-	}
-	return out, nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"strings"
 
 	"github.com/keyplane/keyplane/schema"
 )
@@ -34,17 +33,9 @@ Examples:
 		return usageErr("--db is required (or KEYPLANE_DB)")
 	}
 	cfg := schema.MigrateConfig{Regions: splitList(*regions), Survive: *survive, Placement: *placement}
-	for _, s := range supers {
-		for _, one := range strings.Split(s, ";") {
-			name, members, err := schema.ParseSuperRegion(one)
-			if err != nil {
-				return usageErr("%v", err)
-			}
-			if cfg.SuperRegions == nil {
-				cfg.SuperRegions = map[string][]string{}
-			}
-			cfg.SuperRegions[name] = members
-		}
+	var err error
+	if cfg.SuperRegions, err = schema.ParseSuperRegions(supers); err != nil {
+		return usageErr("%v", err)
 	}
 	if err := cfg.Validate(); err != nil {
 		return usageErr("%v", err)
@@ -58,18 +49,6 @@ Examples:
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "engine: %s\n", res.Dialect)
-	if len(res.Applied) == 0 {
-		fmt.Fprintln(stdout, "migrations: up to date, nothing applied")
-	} else {
-		fmt.Fprintf(stdout, "migrations applied: %s\n", strings.Join(res.Applied, ", "))
-	}
-	for _, r := range res.Regions {
-		if r.SuperRegion != "" {
-			fmt.Fprintf(stdout, "region: %s (super region %s)\n", r.Name, r.SuperRegion)
-		} else {
-			fmt.Fprintf(stdout, "region: %s\n", r.Name)
-		}
-	}
+	fmt.Fprint(stdout, res)
 	return nil
 }

@@ -56,7 +56,7 @@ Example:
 	gossipListen := fs.String("gossip-listen", "", "host:port for gossip (TCP and UDP); empty disables multi-region routing")
 	gossipAdvertise := fs.String("gossip-advertise", "", "host:port other nodes reach this node's gossip at (default: --gossip-listen)")
 	join := fs.String("join", "", "comma-separated gossip host:port of nodes to join")
-	profile := fs.String("gossip-profile", routing.ProfileWAN, "gossip timing: wan (dead node noticed in ~6s), lan (~3s) or local (~1s, one machine)")
+	profile := fs.String("gossip-profile", routing.ProfileWAN, "gossip timing: wan (dead node noticed in ~6s), lan (~3s) or local (~2s, one machine)")
 	hedgeAfter := fs.Duration("hedge-after", 0, "send a slow idempotent forward to a second home node after this long (0: twice the recent forward latency)")
 	forwardTimeout := fs.Duration("forward-timeout", 10*time.Second, "longest a forward may take when the caller set no deadline")
 	dialMap := fs.String("peer-dial-map", "", "comma-separated from=to host:port rewrites applied when dialing peers (simulated networks)")
@@ -66,7 +66,7 @@ Example:
 	if *db == "" {
 		return usageErr("--db is required (or KEYPLANE_DB)")
 	}
-	dial, err := parseDialMap(*dialMap)
+	dial, err := routing.ParseDialMap(*dialMap)
 	if err != nil {
 		return usageErr("--peer-dial-map: %v", err)
 	}
@@ -87,6 +87,10 @@ Example:
 	cfg.OperatorSecret = region.Secret(secret)
 	if cfg.KEK, err = loadKEK(*kekFile); err != nil {
 		return err
+	}
+	defaultIssuer := cfg.IssuerBase == ""
+	if defaultIssuer {
+		cfg.IssuerBase = "http://" + *listen // the address actually bound, once listening
 	}
 	if err := cfg.Validate(); err != nil {
 		return usageErr("%v", err)
@@ -124,7 +128,7 @@ Example:
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", *listen, err)
 	}
-	if cfg.IssuerBase == "" {
+	if defaultIssuer {
 		cfg.IssuerBase = "http://" + ln.Addr().String()
 	}
 	node, err := region.New(cfg, store, log, reg)
@@ -150,19 +154,6 @@ Example:
 	}
 	fmt.Fprintf(stdout, "keyplane %s serving region %s as node %s on http://%s\n", version(), cfg.Region, cfg.NodeID, ln.Addr())
 	return node.Serve(ctx, ln)
-}
-
-// parseDialMap parses "a:1=b:2,c:3=d:4".
-func parseDialMap(s string) (map[string]string, error) {
-	out := map[string]string{}
-	for _, p := range splitList(s) {
-		from, to, ok := strings.Cut(p, "=")
-		if !ok || from == "" || to == "" {
-			return nil, fmt.Errorf("%q is not from=to", p)
-		}
-		out[from] = to
-	}
-	return out, nil
 }
 
 func operatorSecret(file string) (string, error) {
