@@ -44,6 +44,7 @@ func TestWriteFiles(t *testing.T) {
 	}
 
 	t.Run("only JSON", func(t *testing.T) {
+		t.Parallel()
 		dir := t.TempDir()
 		if err := bench.WriteFiles(rep, bench.Files{JSON: filepath.Join(dir, "out.json")}); err != nil {
 			t.Fatal(err)
@@ -53,6 +54,7 @@ func TestWriteFiles(t *testing.T) {
 		}
 	})
 	t.Run("unwritable", func(t *testing.T) {
+		t.Parallel()
 		blocker := filepath.Join(t.TempDir(), "file")
 		if err := os.WriteFile(blocker, nil, 0o600); err != nil {
 			t.Fatal(err)

@@ -81,6 +81,7 @@ func section(md, head string) string {
 }
 
 func TestWriteMarkdown(t *testing.T) {
+	t.Parallel()
 	var buf bytes.Buffer
 	if err := bench.WriteMarkdown(&buf, sampleReport()); err != nil {
 		t.Fatal(err)
@@ -142,6 +143,7 @@ func TestWriteMarkdown(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			in := md
 			if tt.in != "" {
 				if in = section(md, tt.in); in == "" {
@@ -163,6 +165,7 @@ func TestWriteMarkdown(t *testing.T) {
 }
 
 func TestWriteMarkdownEmptyReport(t *testing.T) {
+	t.Parallel()
 	var buf bytes.Buffer
 	if err := bench.WriteMarkdown(&buf, bench.Report{}); err != nil {
 		t.Fatal(err)
@@ -179,6 +182,7 @@ func TestWriteMarkdownEmptyReport(t *testing.T) {
 }
 
 func TestWriteMarkdownEdgeCases(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name string
 		r    bench.Report
@@ -196,6 +200,7 @@ func TestWriteMarkdownEdgeCases(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			var buf bytes.Buffer
 			if err := bench.WriteMarkdown(&buf, tt.r); err != nil {
 				t.Fatal(err)
@@ -209,6 +214,7 @@ func TestWriteMarkdownEdgeCases(t *testing.T) {
 
 // TestWriteMarkdownNumbers checks the number formats through the p50 cell of a row.
 func TestWriteMarkdownNumbers(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name string
 		p50  float64
@@ -225,6 +231,7 @@ func TestWriteMarkdownNumbers(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			var buf bytes.Buffer
 			r := bench.Report{Results: []bench.Result{{Workload: "w", Mode: "closed", Concurrency: 1, Latency: bench.Latency{P50: tt.p50}}}}
 			if err := bench.WriteMarkdown(&buf, r); err != nil {
@@ -239,6 +246,7 @@ func TestWriteMarkdownNumbers(t *testing.T) {
 }
 
 func TestWriteJSON(t *testing.T) {
+	t.Parallel()
 	in := sampleReport()
 	var buf bytes.Buffer
 	if err := bench.WriteJSON(&buf, in); err != nil {
@@ -356,6 +364,7 @@ func mustRoute(t *testing.T, routes json.RawMessage) json.RawMessage {
 }
 
 func TestWriteSVG(t *testing.T) {
+	t.Parallel()
 	r := sampleReport().Results[0]
 	var buf bytes.Buffer
 	if err := bench.WriteSVG(&buf, r); err != nil {
@@ -391,6 +400,7 @@ type failWriter struct{}
 func (failWriter) Write([]byte) (int, error) { return 0, errors.New("disk full") }
 
 func TestReportWriteErrors(t *testing.T) {
+	t.Parallel()
 	r := sampleReport()
 	tests := []struct {
 		name  string
@@ -402,6 +412,7 @@ func TestReportWriteErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			if err := tt.write(failWriter{}); err == nil || !strings.Contains(err.Error(), "disk full") {
 				t.Errorf("got %v, want the writer's error", err)
 			}

@@ -63,6 +63,7 @@ func TestWriteTable(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			var b bytes.Buffer
 			if err := bench.WriteTable(&b, tt.rep); err != nil {
 				t.Fatal(err)

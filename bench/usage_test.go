@@ -20,6 +20,7 @@ func TestReadProc(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			if got := readProc(fixture, tt.pid); got != tt.want {
 				t.Errorf("readProc(%d) = %+v, want %+v", tt.pid, got, tt.want)
 			}

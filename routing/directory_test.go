@@ -59,6 +59,7 @@ func (f *fakeTenants) readCount() int {
 var _ routing.TenantReader = (*fakeTenants)(nil)
 
 func TestDirectoryLookup(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	tests := []struct {
 		name string
@@ -112,6 +113,7 @@ func TestDirectoryLookup(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			src := newFakeTenants()
 			src.home("acme", "eu", 3)
 			d := routing.NewDirectory(src, time.Hour)
@@ -134,6 +136,7 @@ func TestDirectoryLookup(t *testing.T) {
 }
 
 func TestDirectoryTTLExpires(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	src := newFakeTenants()
 	src.home("acme", "eu", 3)
@@ -156,6 +159,7 @@ func TestDirectoryTTLExpires(t *testing.T) {
 }
 
 func TestDirectoryErrorsAreNotCached(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	tests := []struct {
 		name    string
@@ -167,6 +171,7 @@ func TestDirectoryErrorsAreNotCached(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			src := newFakeTenants()
 			tt.setup(src)
 			d := routing.NewDirectory(src, time.Hour)
@@ -191,6 +196,7 @@ func TestDirectoryErrorsAreNotCached(t *testing.T) {
 }
 
 func TestDirectoryConcurrent(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	src := newFakeTenants()
 	for i := range 8 {

@@ -8,6 +8,7 @@ import (
 )
 
 func TestTrustedIP(t *testing.T) {
+	t.Parallel()
 	key := HopKey("cluster secret")
 	now := time.Unix(1_790_000_000, 0)
 	signed := signHop(key, "us/us-1", "acme", "203.0.113.7", now)
@@ -47,6 +48,7 @@ func TestTrustedIP(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			if got := trustedIP(tt.key, tt.header, tt.tenant, tt.now); got != tt.want {
 				t.Errorf("trustedIP(%q) = %q, want %q", tt.header, got, tt.want)
 			}
@@ -55,6 +57,7 @@ func TestTrustedIP(t *testing.T) {
 }
 
 func TestSignHop(t *testing.T) {
+	t.Parallel()
 	key := HopKey("cluster secret")
 	now := time.Unix(1_790_000_000, 0)
 	tests := []struct {
@@ -71,6 +74,7 @@ func TestSignHop(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			got := signHop(tt.key, "us/us-1", "acme", tt.ip, now)
 			h := parseHop(got)
 			if h.From != "us/us-1" {
@@ -93,6 +97,7 @@ func TestSignHop(t *testing.T) {
 }
 
 func TestParseGRPCTimeout(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		in     string
 		want   time.Duration
@@ -119,6 +124,7 @@ func TestParseGRPCTimeout(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
+			t.Parallel()
 			got, ok := parseGRPCTimeout(tt.in)
 			if ok != tt.wantOK || got != tt.want {
 				t.Errorf("parseGRPCTimeout(%q) = %v, %v; want %v, %v", tt.in, got, ok, tt.want, tt.wantOK)
@@ -128,6 +134,7 @@ func TestParseGRPCTimeout(t *testing.T) {
 }
 
 func TestCallerTimeout(t *testing.T) {
+	t.Parallel()
 	const limit = 10 * time.Second
 	tests := []struct {
 		name          string
@@ -152,6 +159,7 @@ func TestCallerTimeout(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			h := http.Header{}
 			if tt.connect != "" {
 				h.Set("Connect-Timeout-Ms", tt.connect)
@@ -167,6 +175,7 @@ func TestCallerTimeout(t *testing.T) {
 }
 
 func TestSetTimeout(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name        string
 		in          http.Header
@@ -181,6 +190,7 @@ func TestSetTimeout(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			setTimeout(tt.in, tt.left)
 			if got := tt.in.Get("Connect-Timeout-Ms"); got != tt.wantConnect {
 				t.Errorf("Connect-Timeout-Ms = %q, want %q", got, tt.wantConnect)
@@ -193,6 +203,7 @@ func TestSetTimeout(t *testing.T) {
 }
 
 func TestCopyHeaders(t *testing.T) {
+	t.Parallel()
 	src := http.Header{
 		"Authorization":    {"Bearer x"},
 		"Content-Type":     {"application/grpc"},
@@ -226,6 +237,7 @@ func TestCopyHeaders(t *testing.T) {
 	}
 
 	t.Run("te other than trailers", func(t *testing.T) {
+		t.Parallel()
 		dst := http.Header{}
 		copyHeaders(dst, http.Header{"Te": {"gzip"}})
 		if got := dst.Get("Te"); got != "" {
@@ -233,6 +245,7 @@ func TestCopyHeaders(t *testing.T) {
 		}
 	})
 	t.Run("copy does not alias the source", func(t *testing.T) {
+		t.Parallel()
 		dst := http.Header{}
 		copyHeaders(dst, src)
 		dst["X-Multi"][0] = "changed"

@@ -8,6 +8,7 @@ import (
 )
 
 func TestHopKey(t *testing.T) {
+	t.Parallel()
 	if got := routing.HopKey(""); got != nil {
 		t.Errorf("HopKey(\"\") = %x, want nil", got)
 	}

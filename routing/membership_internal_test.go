@@ -19,6 +19,7 @@ import (
 // memberlist writes its log lines as "[DEBUG]", "[INFO]", "[WARN]" and "[ERR]" (and
 // a few "[ERROR]"); warnings and errors must reach slog at warn level.
 func TestSlogWriterLevels(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		line      string
 		wantLevel string
@@ -163,6 +164,7 @@ func waitFor(limit time.Duration, cond func() bool) bool {
 // dead peers, such a node waited for a lucky push-pull: the TestDrills flake of
 // issue 11 (a restarted eu-west-1 unseen by us-east-1 for 30 s).
 func TestRestartedNodeIsReadmitted(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t)
 	all := []string{"ap-1", "ap-2", "eu-1", "eu-2", "us-1", "us-2"}
 	if !waitFor(ReadmitBound(), func() bool { return c.lagging(all) == "" }) {

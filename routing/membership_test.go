@@ -47,6 +47,7 @@ func nodeIDs(ms []routing.Member) []string {
 }
 
 func TestMembership(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("gossip cluster")
 	}
@@ -132,6 +133,7 @@ func (mv *moves) heard() []string {
 // A tenant move announced by one node reaches every other node, so each drops its
 // cached placement at once.
 func TestMembershipAnnounceMove(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("gossip cluster")
 	}
@@ -176,6 +178,7 @@ func TestMembershipAnnounceMove(t *testing.T) {
 }
 
 func TestMembershipConfigValidate(t *testing.T) {
+	t.Parallel()
 	valid := routing.MembershipConfig{Region: "eu", NodeID: "eu-1", URL: "http://eu-1.test",
 		Bind: "127.0.0.1:0", Join: []string{"127.0.0.1:7946"}}
 	tests := []struct {
@@ -204,6 +207,7 @@ func TestMembershipConfigValidate(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			c := valid
 			c.Join = slices.Clone(valid.Join)
 			tt.mutate(&c)

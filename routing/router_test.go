@@ -112,13 +112,16 @@ func peer(t *testing.T, region, node string, then http.HandlerFunc) (routing.Mem
 // refused returns a member whose URL refuses connections.
 func refused(t *testing.T, region, node string) routing.Member {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	_ = l.Close()
-	return member(region, node, "http://"+addr)
+	return member(region, node, "http://"+refusingAddr())
+}
+
+// lowPort hands out privileged ports nothing on the test machine listens on: a
+// connection to one is refused, deterministically. (A port closed after listening on
+// it could be taken meanwhile by a server of a parallel test.)
+var lowPort atomic.Int32
+
+func refusingAddr() string {
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(int(600+lowPort.Add(1)%400)))
 }
 
 type fixture struct {
@@ -214,6 +217,7 @@ func metric(t *testing.T, reg *prometheus.Registry, name, label, value string) f
 }
 
 func TestRouterRoutes(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name      string
 		req       request
@@ -245,6 +249,7 @@ func TestRouterRoutes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			us1, us1Rec := peer(t, "us", "us-1", nil)
 			f := newFixture(t, nil, fakePeers{"us": {us1}}, nil)
 			resp, body := f.do(t, tt.req)
@@ -278,6 +283,7 @@ func TestRouterRoutes(t *testing.T) {
 }
 
 func TestRouterForwardsWholeRequest(t *testing.T) {
+	t.Parallel()
 	us1, us1Rec := peer(t, "us", "us-1", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("X-Peer", "us-1")
 		w.Header().Set(routing.RouteHeader, routing.RouteLocal) // the relay says forwarded
@@ -348,6 +354,7 @@ func TestRouterForwardsWholeRequest(t *testing.T) {
 }
 
 func TestRouterKeepsDeadline(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name       string
 		header     map[string]string
@@ -372,6 +379,7 @@ func TestRouterKeepsDeadline(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			us1, us1Rec := peer(t, "us", "us-1", nil)
 			f := newFixture(t, nil, fakePeers{"us": {us1}}, nil)
 			tt.header[routing.TenantHeader] = "globex"
@@ -399,6 +407,7 @@ func TestRouterKeepsDeadline(t *testing.T) {
 }
 
 func TestRouterHopCarriesClientIP(t *testing.T) {
+	t.Parallel()
 	key, other := routing.HopKey("cluster secret"), routing.HopKey("another cluster")
 	tests := []struct {
 		name                  string
@@ -413,6 +422,7 @@ func TestRouterHopCarriesClientIP(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			// The home node: a Router in region us in front of a recorder.
 			home := &recorder{name: "us-1"}
 			homeTenants := newFakeTenants()
@@ -447,6 +457,7 @@ func TestRouterHopCarriesClientIP(t *testing.T) {
 	}
 
 	t.Run("forged by a client", func(t *testing.T) {
+		t.Parallel()
 		home := &recorder{name: "us-1"}
 		homeTenants := newFakeTenants()
 		homeTenants.home("globex", "us", 7)
@@ -474,6 +485,7 @@ func TestRouterHopCarriesClientIP(t *testing.T) {
 }
 
 func TestRouterRelaysTrailers(t *testing.T) {
+	t.Parallel()
 	// HTTP/1.1 carries trailers only in a chunked body. When the home node streams
 	// its body (no Content-Length), a relay that flushes as it copies keeps the body
 	// chunked and the trailers with it for an HTTP/1.1 caller, as
@@ -525,6 +537,7 @@ func TestRouterRelaysTrailers(t *testing.T) {
 				continue
 			}
 			t.Run(p.name+"/"+c.name, func(t *testing.T) {
+				t.Parallel()
 				us1, _ := peer(t, "us", "us-1", p.h)
 				f := newFixture(t, nil, fakePeers{"us": {us1}}, nil)
 				resp, body := send(t, c.c, f.front.URL, request{method: http.MethodPost, target: "/keyplane.v1.AuthService/Check",
@@ -548,6 +561,7 @@ func TestRouterRelaysTrailers(t *testing.T) {
 // A streamed response reaches the caller as the home node sends it (server-streaming
 // RPCs), not when the home node ends it.
 func TestRouterStreamsBody(t *testing.T) {
+	t.Parallel()
 	var timedOut atomic.Bool
 	release := make(chan struct{})
 	us1, _ := peer(t, "us", "us-1", func(w http.ResponseWriter, _ *http.Request) {
@@ -610,6 +624,7 @@ func forwardUntil(t *testing.T, f *fixture, req request, check func(t *testing.T
 }
 
 func TestRouterTriesNextNode(t *testing.T) {
+	t.Parallel()
 	wantServedByUS2 := func(t *testing.T, resp *http.Response, body string) {
 		t.Helper()
 		if resp.StatusCode != http.StatusOK || body != "served by us-2" || resp.Header.Get(routing.RouteHeader) != routing.RouteForwarded {
@@ -621,6 +636,7 @@ func TestRouterTriesNextNode(t *testing.T) {
 		header: map[string]string{routing.TenantHeader: "globex"}}
 
 	t.Run("connection refused, request not sent", func(t *testing.T) {
+		t.Parallel()
 		us2, us2Rec := peer(t, "us", "us-2", nil)
 		f := newFixture(t, nil, fakePeers{"us": {refused(t, "us", "us-1"), us2}},
 			func(c *routing.Config) { c.DownFor = time.Nanosecond })
@@ -641,6 +657,7 @@ func TestRouterTriesNextNode(t *testing.T) {
 	})
 
 	t.Run("failed node stays out of rotation", func(t *testing.T) {
+		t.Parallel()
 		us2, _ := peer(t, "us", "us-2", nil)
 		f := newFixture(t, nil, fakePeers{"us": {refused(t, "us", "us-1"), us2}},
 			func(c *routing.Config) { c.DownFor = time.Hour })
@@ -657,6 +674,7 @@ func TestRouterTriesNextNode(t *testing.T) {
 	})
 
 	t.Run("idempotent request retried after it was sent", func(t *testing.T) {
+		t.Parallel()
 		us1, us1Rec := peer(t, "us", "us-1", func(http.ResponseWriter, *http.Request) { panic(http.ErrAbortHandler) })
 		us2, _ := peer(t, "us", "us-2", nil)
 		f := newFixture(t, nil, fakePeers{"us": {us1, us2}}, func(c *routing.Config) {
@@ -668,6 +686,7 @@ func TestRouterTriesNextNode(t *testing.T) {
 }
 
 func TestRouterDegraded(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name         string
 		tenant       string
@@ -681,6 +700,7 @@ func TestRouterDegraded(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			f := newFixture(t, nil, tt.peers(t), nil)
 			const body = `{"name":"ada"}`
 			resp, got := f.do(t, request{method: http.MethodPost, target: "/v1/users", body: body,
@@ -706,6 +726,7 @@ func TestRouterDegraded(t *testing.T) {
 }
 
 func TestRouterFailsAfterSend(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name       string
 		req        request
@@ -755,6 +776,7 @@ func TestRouterFailsAfterSend(t *testing.T) {
 	abort := func(http.ResponseWriter, *http.Request) { panic(http.ErrAbortHandler) }
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			us1, us1Rec := peer(t, "us", "us-1", abort)
 			us2, us2Rec := peer(t, "us", "us-2", abort)
 			f := newFixture(t, nil, fakePeers{"us": {us1, us2}}, nil)
@@ -782,6 +804,7 @@ func TestRouterFailsAfterSend(t *testing.T) {
 // A 502 or 503 without Keyplane-Served-By comes from a proxy in front of the home
 // node, not from keyplane: the forward failed. A keyplane node's own 503 is an answer.
 func TestRouterProxyErrors(t *testing.T) {
+	t.Parallel()
 	answer := func(status int, servedBy string) http.HandlerFunc {
 		return func(w http.ResponseWriter, _ *http.Request) {
 			if servedBy != "" {
@@ -793,6 +816,7 @@ func TestRouterProxyErrors(t *testing.T) {
 	post := request{method: http.MethodPost, target: "/v1/users", body: "{}", header: map[string]string{routing.TenantHeader: "globex"}}
 
 	t.Run("keyplane 503 is relayed", func(t *testing.T) {
+		t.Parallel()
 		us1, _ := peer(t, "us", "us-1", answer(http.StatusServiceUnavailable, "us/us-1"))
 		f := newFixture(t, nil, fakePeers{"us": {us1}}, nil)
 		resp, body := f.do(t, post)
@@ -806,6 +830,7 @@ func TestRouterProxyErrors(t *testing.T) {
 
 	for _, status := range []int{http.StatusBadGateway, http.StatusServiceUnavailable} {
 		t.Run("proxy "+strconv.Itoa(status)+" non-idempotent", func(t *testing.T) {
+			t.Parallel()
 			us1, _ := peer(t, "us", "us-1", answer(status, ""))
 			f := newFixture(t, nil, fakePeers{"us": {us1}}, nil)
 			resp, body := f.do(t, post)
@@ -819,6 +844,7 @@ func TestRouterProxyErrors(t *testing.T) {
 		})
 
 		t.Run("proxy "+strconv.Itoa(status)+" idempotent tries the next node", func(t *testing.T) {
+			t.Parallel()
 			us1, us1Rec := peer(t, "us", "us-1", answer(status, ""))
 			us2, _ := peer(t, "us", "us-2", nil)
 			f := newFixture(t, nil, fakePeers{"us": {us1, us2}}, func(c *routing.Config) {
@@ -849,9 +875,11 @@ func slow(t *testing.T) http.HandlerFunc {
 }
 
 func TestRouterHedges(t *testing.T) {
+	t.Parallel()
 	get := request{target: "/v1/users/u1", header: map[string]string{routing.TenantHeader: "globex"}}
 
 	t.Run("idempotent", func(t *testing.T) {
+		t.Parallel()
 		us1, us1Rec := peer(t, "us", "us-slow", slow(t))
 		us2, _ := peer(t, "us", "us-fast", nil)
 		f := newFixture(t, nil, fakePeers{"us": {us1, us2}}, func(c *routing.Config) {
@@ -873,6 +901,7 @@ func TestRouterHedges(t *testing.T) {
 	})
 
 	t.Run("never a non-idempotent request", func(t *testing.T) {
+		t.Parallel()
 		us1, us1Rec := peer(t, "us", "us-slow", slow(t))
 		us2, us2Rec := peer(t, "us", "us-fast", nil)
 		f := newFixture(t, nil, fakePeers{"us": {us1, us2}}, func(c *routing.Config) {
@@ -900,6 +929,7 @@ func TestRouterHedges(t *testing.T) {
 }
 
 func TestRouterMisdirected(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name    string
 		newHome string
@@ -918,6 +948,7 @@ func TestRouterMisdirected(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			tenants := defaultTenants()
 			// us-1 is a real Router reading the same tenants table, without a cache.
 			us1Local := &recorder{name: "us-1"}
@@ -986,6 +1017,7 @@ func TestRouterMisdirected(t *testing.T) {
 }
 
 func TestRouterBodyLimit(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name       string
 		body       string
@@ -998,6 +1030,7 @@ func TestRouterBodyLimit(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			us1, us1Rec := peer(t, "us", "us-1", nil)
 			f := newFixture(t, nil, fakePeers{"us": {us1}}, func(c *routing.Config) { c.MaxBody = 16 })
 			resp, _ := f.do(t, request{method: http.MethodPost, target: "/v1/users", body: tt.body,
@@ -1016,6 +1049,7 @@ func TestRouterBodyLimit(t *testing.T) {
 }
 
 func TestRouterMetrics(t *testing.T) {
+	t.Parallel()
 	us1, _ := peer(t, "us", "us-1", nil)
 	f := newFixture(t, nil, fakePeers{"us": {us1}}, nil)
 	for _, tenant := range []string{"acme", "acme", "", "globex", "initech", "nobody"} {
@@ -1041,6 +1075,7 @@ func TestRouterMetrics(t *testing.T) {
 }
 
 func TestNewRouter(t *testing.T) {
+	t.Parallel()
 	dir := routing.NewDirectory(newFakeTenants(), 0)
 	local := http.NotFoundHandler()
 	tests := []struct {
@@ -1054,6 +1089,7 @@ func TestNewRouter(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			_, err := routing.NewRouter(tt.cfg, local)
 			if (err != nil) != tt.wantErr {
 				t.Errorf("NewRouter error = %v, want error %v", err, tt.wantErr)
@@ -1062,6 +1098,7 @@ func TestNewRouter(t *testing.T) {
 	}
 
 	t.Run("two routers share a process", func(t *testing.T) {
+		t.Parallel()
 		for _, node := range []string{"eu-1", "eu-2"} {
 			if _, err := routing.NewRouter(routing.Config{Region: here, NodeID: node, Directory: dir, Peers: fakePeers{}}, local); err != nil {
 				t.Errorf("NewRouter(%s) without a registry: %v", node, err)
@@ -1069,6 +1106,7 @@ func TestNewRouter(t *testing.T) {
 		}
 	})
 	t.Run("registering twice is an error, not a panic", func(t *testing.T) {
+		t.Parallel()
 		reg := prometheus.NewRegistry()
 		cfg := routing.Config{Region: here, NodeID: "eu-1", Directory: dir, Peers: fakePeers{}, Metrics: reg}
 		if _, err := routing.NewRouter(cfg, local); err != nil {
@@ -1081,6 +1119,7 @@ func TestNewRouter(t *testing.T) {
 }
 
 func TestTenantOf(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		target, header, want string
 	}{
@@ -1094,6 +1133,7 @@ func TestTenantOf(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.target+"+"+tt.header, func(t *testing.T) {
+			t.Parallel()
 			r := httptest.NewRequest(http.MethodGet, tt.target, nil)
 			if tt.header != "" {
 				r.Header.Set(routing.TenantHeader, tt.header)

@@ -97,6 +97,7 @@ func parseSVG(t *testing.T, data []byte) svgDoc {
 }
 
 func TestTimelineChart(t *testing.T) {
+	t.Parallel()
 	points := []plot.Point{{T: 1, Throughput: 3900, P99: 3}, {T: 2, Throughput: 4100, Errors: 3, P99: 3.2}}
 	var buf bytes.Buffer
 	if err := plot.Timeline(&buf, "validate (closed, c=16)", points, nil); err != nil {
@@ -118,12 +119,14 @@ func TestTimelineChart(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			if !reflect.DeepEqual(tt.got, tt.want) {
 				t.Errorf("got %v, want %v", tt.got, tt.want)
 			}
 		})
 	}
 	t.Run("size", func(t *testing.T) {
+		t.Parallel()
 		attrs := map[string]string{}
 		for _, a := range doc.root.Attr {
 			attrs[a.Name.Local] = a.Value
@@ -133,6 +136,7 @@ func TestTimelineChart(t *testing.T) {
 		}
 	})
 	t.Run("higher throughput is drawn higher", func(t *testing.T) {
+		t.Parallel()
 		line := doc.polylines["throughput"]
 		if !(line[1][1] < line[0][1]) || !(line[1][0] > line[0][0]) {
 			t.Errorf("got %v, want the second point up and to the right", line)
@@ -141,6 +145,7 @@ func TestTimelineChart(t *testing.T) {
 }
 
 func TestTimeline(t *testing.T) {
+	t.Parallel()
 	many := make([]plot.Point, 60)
 	for i := range many {
 		many[i] = plot.Point{T: float64(i + 1), Throughput: float64(1000 + 10*i), P99: 2 + float64(i%7)/10}
@@ -172,6 +177,7 @@ func TestTimeline(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			var buf bytes.Buffer
 			if err := plot.Timeline(&buf, tt.title, tt.points, tt.windows); err != nil {
 				t.Fatal(err)
@@ -232,6 +238,7 @@ type failWriter struct{}
 func (failWriter) Write([]byte) (int, error) { return 0, errors.New("disk full") }
 
 func TestTimelineWriteError(t *testing.T) {
+	t.Parallel()
 	err := plot.Timeline(failWriter{}, "t", []plot.Point{{T: 1, Throughput: 1}}, nil)
 	if err == nil || !strings.Contains(err.Error(), "disk full") {
 		t.Errorf("got %v, want the writer's error", err)

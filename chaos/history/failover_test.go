@@ -8,6 +8,7 @@ import (
 )
 
 func TestFailover(t *testing.T) {
+	t.Parallel()
 	t0 := time.Unix(1_800_000_000, 0)
 	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
 	op := func(client string, start, end int, ok bool) history.Op {

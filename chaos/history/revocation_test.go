@@ -8,6 +8,7 @@ import (
 )
 
 func TestCheckRevocations(t *testing.T) {
+	t.Parallel()
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
 	revoke := history.Op{Kind: history.Revoke, Key: "tok", Start: at(10), End: at(20), OK: true, Node: "us-east-1"}
@@ -36,6 +37,7 @@ func TestCheckRevocations(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			got := history.CheckRevocations(tt.ops)
 			if len(got) != tt.violations {
 				t.Fatalf("got %d violations %v, want %d", len(got), got, tt.violations)
@@ -53,6 +55,7 @@ func TestCheckRevocations(t *testing.T) {
 }
 
 func TestReadsAfterRevoke(t *testing.T) {
+	t.Parallel()
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
 	revoke := history.Op{Kind: history.Revoke, Key: "tok", Start: at(10), End: at(20), OK: true}
@@ -76,6 +79,7 @@ func TestReadsAfterRevoke(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			if got := history.ReadsAfterRevoke(tt.ops); got != tt.want {
 				t.Errorf("got %d, want %d", got, tt.want)
 			}

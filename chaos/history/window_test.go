@@ -8,6 +8,7 @@ import (
 )
 
 func TestCheckFailClosed(t *testing.T) {
+	t.Parallel()
 	t0 := time.Unix(1_800_000_000, 0)
 	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
 	blind := []history.Window{{Label: "db frozen", From: at(1000), To: at(3000)}}
@@ -29,6 +30,7 @@ func TestCheckFailClosed(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			if got := history.CheckFailClosed(tt.ops, blind); len(got) != tt.want {
 				t.Errorf("got %d fail-open reads %v, want %d", len(got), got, tt.want)
 			}

@@ -9,6 +9,7 @@ import (
 )
 
 func TestCheckWrites(t *testing.T) {
+	t.Parallel()
 	at := time.Unix(1_800_000_000, 0)
 	acked := []history.Write{{Tenant: "acme", ID: "a", At: at}, {Tenant: "acme", ID: "b", At: at}, {Tenant: "globex", ID: "c", At: at}}
 	tests := []struct {
@@ -25,6 +26,7 @@ func TestCheckWrites(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			got := history.CheckWrites(acked, tt.found)
 			if len(got) != len(tt.lost) {
 				t.Fatalf("got %d lost writes %v, want %v", len(got), got, tt.lost)

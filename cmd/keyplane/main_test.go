@@ -54,6 +54,7 @@ func TestUsageAndHelp(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			t.Parallel()
 			code, out, errs := runCLI(t, tt.args...)
 			if code != tt.code || !strings.Contains(out+errs, tt.contains) {
 				t.Fatalf("exit %d (want %d); output lacks %q:\n%s%s", code, tt.code, tt.contains, out, errs)
@@ -69,6 +70,7 @@ func TestUsageAndHelp(t *testing.T) {
 }
 
 func TestFlagsFromEnvironment(t *testing.T) {
+	// Not parallel: t.Setenv.
 	t.Setenv("KEYPLANE_SURVIVE", "planet")
 	code, _, errs := runCLI(t, "migrate", "--db", "postgres://x@127.0.0.1:1/x", "--regions", "a")
 	if code != 2 || !strings.Contains(errs, `survive: must be "zone" or "region", got "planet"`) {
@@ -117,6 +119,7 @@ func TestDemoFlags(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			var out bytes.Buffer
 			got, err := demoConfig(tt.args, &out)
 			if tt.err != "" {

@@ -177,6 +177,7 @@ func TestStateJSON(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			if got := slices.Sorted(maps.Keys(tt.obj)); !slices.Equal(got, tt.want) {
 				t.Errorf("fields %v, want %v", got, tt.want)
 			}
@@ -202,6 +203,7 @@ func TestConfigValidate(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			err := tt.cfg.Validate()
 			if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
 				t.Errorf("Validate() = %v, want %q", err, tt.want)

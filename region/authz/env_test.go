@@ -17,6 +17,7 @@ func newEnv(t testing.TB, limit uint64) *authz.Env {
 }
 
 func TestCheckCondition(t *testing.T) {
+	t.Parallel()
 	env := newEnv(t, 0)
 	tests := []struct {
 		name    string
@@ -44,6 +45,7 @@ func TestCheckCondition(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			err := env.CheckCondition(tt.expr)
 			if tt.wantErr == "" {
 				if err != nil {
@@ -59,6 +61,7 @@ func TestCheckCondition(t *testing.T) {
 }
 
 func TestCheckConditionCostLimit(t *testing.T) {
+	t.Parallel()
 	const costly = `[1,2,3,4,5,6,7,8,9,10].all(x, [1,2,3,4,5,6,7,8,9,10].all(y, [1,2,3,4,5,6,7,8,9,10].all(z, x+y+z > 0)))`
 	if err := newEnv(t, 100).CheckCondition(costly); err == nil || !strings.Contains(err.Error(), "exceeds the limit 100") {
 		t.Fatalf("CheckCondition(costly) with limit 100 = %v, want cost error", err)

@@ -17,6 +17,7 @@ func runValidation(t *testing.T, name string, fn func(string) error, tests []val
 	t.Helper()
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
+			t.Parallel()
 			err := fn(tt.in)
 			if got := err == nil; got != tt.valid {
 				t.Fatalf("%s(%q) = %v, want valid=%v", name, tt.in, err, tt.valid)
@@ -32,6 +33,7 @@ func runValidation(t *testing.T, name string, fn func(string) error, tests []val
 }
 
 func TestValidatePermission(t *testing.T) {
+	t.Parallel()
 	runValidation(t, "ValidatePermission", authz.ValidatePermission, []validationCase{
 		{"docs.document.read", true},
 		{"iam-v2.service_account.get-key", true},
@@ -57,6 +59,7 @@ func TestValidatePermission(t *testing.T) {
 }
 
 func TestValidatePermissionPattern(t *testing.T) {
+	t.Parallel()
 	runValidation(t, "ValidatePermissionPattern", authz.ValidatePermissionPattern, []validationCase{
 		{"*", true},
 		{"docs.*", true},
@@ -77,6 +80,7 @@ func TestValidatePermissionPattern(t *testing.T) {
 }
 
 func TestMatchPermission(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		pattern, perm string
 		want          bool
@@ -99,6 +103,7 @@ func TestMatchPermission(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.pattern+"~"+tt.perm, func(t *testing.T) {
+			t.Parallel()
 			if got := authz.MatchPermission(tt.pattern, tt.perm); got != tt.want {
 				t.Fatalf("MatchPermission(%q, %q) = %v, want %v", tt.pattern, tt.perm, got, tt.want)
 			}
@@ -107,6 +112,7 @@ func TestMatchPermission(t *testing.T) {
 }
 
 func TestValidateResource(t *testing.T) {
+	t.Parallel()
 	seg := strings.Repeat("x", 128)
 	cases := []validationCase{
 		{"projects", true},
@@ -143,6 +149,7 @@ func TestValidateResource(t *testing.T) {
 }
 
 func TestValidateScope(t *testing.T) {
+	t.Parallel()
 	runValidation(t, "ValidateScope", authz.ValidateScope, []validationCase{
 		{"*", true},
 		{"projects/alpha/", true},
@@ -162,6 +169,7 @@ func TestValidateScope(t *testing.T) {
 }
 
 func TestScopeCovers(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		scope, resource string
 		want            bool
@@ -183,6 +191,7 @@ func TestScopeCovers(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.scope+"~"+tt.resource, func(t *testing.T) {
+			t.Parallel()
 			if got := authz.ScopeCovers(tt.scope, tt.resource); got != tt.want {
 				t.Fatalf("ScopeCovers(%q, %q) = %v, want %v", tt.scope, tt.resource, got, tt.want)
 			}

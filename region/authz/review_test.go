@@ -9,6 +9,7 @@ import (
 )
 
 func TestEffectivePermissions(t *testing.T) {
+	t.Parallel()
 	jit := t0.Add(time.Hour)
 	s := compile(t,
 		allow("b1", "identity", "alice", "viewer", "projects/alpha/"),
@@ -63,6 +64,7 @@ func TestEffectivePermissions(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			got := s.EffectivePermissions(tt.id, tt.at)
 			if !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("EffectivePermissions(%q, %v) =\n%+v\nwant\n%+v", tt.id, tt.at, got, tt.want)
@@ -72,6 +74,7 @@ func TestEffectivePermissions(t *testing.T) {
 }
 
 func TestWhoCan(t *testing.T) {
+	t.Parallel()
 	s := compile(t,
 		allow("b1", "identity", "alice", "viewer", "projects/alpha/"),
 		allow("b2", "group", "eng", "editor", "*"),
@@ -120,6 +123,7 @@ func TestWhoCan(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			got := s.WhoCan(tt.perm, tt.resource, t0)
 			if !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("WhoCan(%q, %q) =\n%+v\nwant\n%+v", tt.perm, tt.resource, got, tt.want)

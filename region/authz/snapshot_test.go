@@ -65,6 +65,7 @@ func read() authz.Request {
 }
 
 func TestCheck(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name          string
 		bindings      []authz.Binding
@@ -339,6 +340,7 @@ func TestCheck(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			s := compile(t, tt.bindings...)
 			r := read()
 			if tt.req != nil {
@@ -367,6 +369,7 @@ func TestCheck(t *testing.T) {
 const stepUp = `"mfa" in token.amr && request.time - token.auth_time < duration("10m")`
 
 func TestCheckTrace(t *testing.T) {
+	t.Parallel()
 	s := compile(t,
 		allow("b-match", "identity", "alice", "viewer", "projects/alpha/"),
 		withExpiry(allow("b-expired", "identity", "alice", "viewer", "*"), t0.Add(-time.Hour)),
@@ -437,6 +440,7 @@ func TestCheckTrace(t *testing.T) {
 }
 
 func TestCheckCostLimitAtRuntime(t *testing.T) {
+	t.Parallel()
 	env := newEnv(t, 10_000)
 	cond := `context.items.all(x, x > 0)` // estimated against 1024 items; real input larger
 	s, err := env.Compile(authz.Policy{
@@ -471,6 +475,7 @@ func TestCheckCostLimitAtRuntime(t *testing.T) {
 }
 
 func TestCheckConcurrent(t *testing.T) {
+	t.Parallel()
 	s := compile(t,
 		withCond(allow("b1", "group", "eng", "viewer", "*"), `principal.attributes.department == "eng"`),
 		deny("b9", "identity", "bob", "viewer", "projects/secret/"),
@@ -496,12 +501,14 @@ func TestCheckConcurrent(t *testing.T) {
 }
 
 func TestSnapshotRevision(t *testing.T) {
+	t.Parallel()
 	if got := compile(t).Revision(); got != 7 {
 		t.Fatalf("Revision() = %d, want 7", got)
 	}
 }
 
 func TestSnapshotIsolatedFromPolicy(t *testing.T) {
+	t.Parallel()
 	roles := []authz.Role{{ID: "viewer", Permissions: []string{"docs.document.read"}}}
 	p := authz.Policy{
 		Roles:    roles,
@@ -521,6 +528,7 @@ func TestSnapshotIsolatedFromPolicy(t *testing.T) {
 }
 
 func TestCompileRejects(t *testing.T) {
+	t.Parallel()
 	good := allow("b1", "identity", "alice", "viewer", "*")
 	tests := []struct {
 		name     string
@@ -546,6 +554,7 @@ func TestCompileRejects(t *testing.T) {
 	env := newEnv(t, 0)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			s, err := env.Compile(authz.Policy{Roles: tt.roles, Bindings: tt.bindings})
 			if err == nil {
 				t.Fatalf("Compile = %v, nil; want error", s)

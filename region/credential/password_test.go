@@ -33,6 +33,7 @@ func cheapHash(pw string, m, t uint32, p uint8, saltLen, keyLen int) string {
 func bytesOf(n int) []byte { return []byte(strings.Repeat("k", n)) }
 
 func TestHashPassword(t *testing.T) {
+	t.Parallel()
 	// Each HashPassword or VerifyPassword at full cost takes tens of milliseconds
 	// (more under -race), so one hash serves every subtest.
 	const pw = "correct horse battery staple"
@@ -41,29 +42,34 @@ func TestHashPassword(t *testing.T) {
 		t.Fatalf("HashPassword: got error %v, want nil", err)
 	}
 	t.Run("format", func(t *testing.T) {
+		t.Parallel()
 		re := regexp.MustCompile(`^\$argon2id\$v=19\$m=19456,t=2,p=1\$[A-Za-z0-9+/]{22}\$[A-Za-z0-9+/]{43}$`)
 		if !re.MatchString(encoded) {
 			t.Errorf("HashPassword: got %q, want a match for %s", encoded, re)
 		}
 	})
 	t.Run("right password", func(t *testing.T) {
+		t.Parallel()
 		ok, err := credential.VerifyPassword(encoded, pw)
 		if !ok || err != nil {
 			t.Errorf("VerifyPassword: got (%v, %v), want (true, nil)", ok, err)
 		}
 	})
 	t.Run("wrong password", func(t *testing.T) {
+		t.Parallel()
 		ok, err := credential.VerifyPassword(encoded, pw+"!")
 		if ok || err != nil {
 			t.Errorf("VerifyPassword: got (%v, %v), want (false, nil)", ok, err)
 		}
 	})
 	t.Run("current parameters need no rehash", func(t *testing.T) {
+		t.Parallel()
 		if got := credential.NeedsRehash(encoded); got {
 			t.Errorf("NeedsRehash: got %v, want false", got)
 		}
 	})
 	t.Run("fresh salt", func(t *testing.T) {
+		t.Parallel()
 		again, err := credential.HashPassword(pw)
 		if err != nil {
 			t.Fatalf("HashPassword: got error %v, want nil", err)
@@ -75,6 +81,7 @@ func TestHashPassword(t *testing.T) {
 }
 
 func TestHashPasswordPolicy(t *testing.T) {
+	t.Parallel()
 	_, err := credential.HashPassword("short")
 	var pe *credential.PolicyError
 	if !errors.As(err, &pe) {
@@ -86,6 +93,7 @@ func TestHashPasswordPolicy(t *testing.T) {
 }
 
 func TestVerifyPasswordEncodedParameters(t *testing.T) {
+	t.Parallel()
 	const pw = "pässwörd → ünïcode"
 	tests := []struct {
 		name    string
@@ -106,6 +114,7 @@ func TestVerifyPasswordEncodedParameters(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			got, err := credential.VerifyPassword(tt.encoded, tt.pw)
 			if got != tt.want || err != nil {
 				t.Errorf("VerifyPassword(%q): got (%v, %v), want (%v, nil)", tt.encoded, got, err, tt.want)
@@ -126,6 +135,7 @@ func tamperKey(encoded string) string {
 }
 
 func TestVerifyPasswordMalformed(t *testing.T) {
+	t.Parallel()
 	salt, key := bytesOf(16), bytesOf(32)
 	valid := phc("64", "1", "1", salt, key)
 	b64 := base64.RawStdEncoding.EncodeToString
@@ -182,6 +192,7 @@ func TestVerifyPasswordMalformed(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			ok, err := credential.VerifyPassword(tt.encoded, "correct horse battery staple")
 			if ok || !errors.Is(err, credential.ErrMalformedHash) {
 				t.Errorf("VerifyPassword(%.80q): got (%v, %v), want (false, ErrMalformedHash)", tt.encoded, ok, err)
@@ -194,6 +205,7 @@ func TestVerifyPasswordMalformed(t *testing.T) {
 }
 
 func TestVerifyPasswordTooLong(t *testing.T) {
+	t.Parallel()
 	// The most expensive parameters VerifyPassword accepts (1 GiB, 20 passes): were
 	// the overlong password hashed, this test would take minutes.
 	encoded := phc("1048576", "20", "16", bytesOf(16), bytesOf(64))
@@ -209,6 +221,7 @@ func TestVerifyPasswordTooLong(t *testing.T) {
 }
 
 func TestNeedsRehash(t *testing.T) {
+	t.Parallel()
 	salt, key := bytesOf(16), bytesOf(32)
 	tests := []struct {
 		name    string
@@ -231,6 +244,7 @@ func TestNeedsRehash(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			if got := credential.NeedsRehash(tt.encoded); got != tt.want {
 				t.Errorf("NeedsRehash(%q): got %v, want %v", tt.encoded, got, tt.want)
 			}
@@ -239,6 +253,7 @@ func TestNeedsRehash(t *testing.T) {
 }
 
 func TestCheckPasswordPolicy(t *testing.T) {
+	t.Parallel()
 	const (
 		short   = "too short: at least 12 characters"
 		long    = "too long: at most 256 bytes"
@@ -273,6 +288,7 @@ func TestCheckPasswordPolicy(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			err := credential.CheckPasswordPolicy(tt.pw)
 			if tt.want == "" {
 				if err != nil {

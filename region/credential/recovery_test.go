@@ -12,9 +12,11 @@ import (
 )
 
 func TestNewRecoveryCodes(t *testing.T) {
+	t.Parallel()
 	re := regexp.MustCompile(`^[a-z2-7]{4}-[a-z2-7]{4}-[a-z2-7]{4}$`)
 	for _, n := range []int{1, 10, credential.MaxRecoveryCodes} {
 		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			t.Parallel()
 			codes, hashes, err := credential.NewRecoveryCodes(n)
 			if err != nil {
 				t.Fatalf("NewRecoveryCodes(%d): got error %v, want nil", n, err)
@@ -43,8 +45,10 @@ func TestNewRecoveryCodes(t *testing.T) {
 }
 
 func TestNewRecoveryCodesInvalid(t *testing.T) {
+	t.Parallel()
 	for _, n := range []int{-1, 0, credential.MaxRecoveryCodes + 1, 1 << 40} {
 		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			t.Parallel()
 			codes, hashes, err := credential.NewRecoveryCodes(n)
 			if !errors.Is(err, credential.ErrInvalidArgument) || codes != nil || hashes != nil {
 				t.Errorf("NewRecoveryCodes(%d): got (%q, %x, %v), want an error wrapping ErrInvalidArgument", n, codes, hashes, err)
@@ -54,6 +58,7 @@ func TestNewRecoveryCodesInvalid(t *testing.T) {
 }
 
 func TestNormalizeRecoveryCode(t *testing.T) {
+	t.Parallel()
 	tests := []struct{ in, want string }{
 		{"abcd-efgh-2345", "abcdefgh2345"},
 		{"ABCD-efgh-2345", "abcdefgh2345"},
@@ -65,6 +70,7 @@ func TestNormalizeRecoveryCode(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
+			t.Parallel()
 			if got := credential.NormalizeRecoveryCode(tt.in); got != tt.want {
 				t.Errorf("NormalizeRecoveryCode(%q): got %q, want %q", tt.in, got, tt.want)
 			}
@@ -73,6 +79,7 @@ func TestNormalizeRecoveryCode(t *testing.T) {
 }
 
 func TestHashRecoveryCode(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		a, b string
 		same bool
@@ -84,6 +91,7 @@ func TestHashRecoveryCode(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.a+" vs "+tt.b, func(t *testing.T) {
+			t.Parallel()
 			ha, hb := credential.HashRecoveryCode(tt.a), credential.HashRecoveryCode(tt.b)
 			if len(ha) != 32 {
 				t.Errorf("HashRecoveryCode(%q): got %d bytes, want 32", tt.a, len(ha))

@@ -25,8 +25,10 @@ func prefixes() []prefixKind {
 }
 
 func TestNewSecret(t *testing.T) {
+	t.Parallel()
 	for _, p := range prefixes() {
 		t.Run(p.prefix, func(t *testing.T) {
+			t.Parallel()
 			s, err := credential.NewSecret(p.prefix)
 			if err != nil {
 				t.Fatalf("NewSecret: got error %v, want nil", err)
@@ -71,8 +73,10 @@ func TestNewSecret(t *testing.T) {
 }
 
 func TestNewSecretUnknownPrefix(t *testing.T) {
+	t.Parallel()
 	for _, prefix := range []string{"", "kpx", "KPK", "kpk_", "kp"} {
 		t.Run(fmt.Sprintf("%q", prefix), func(t *testing.T) {
+			t.Parallel()
 			s, err := credential.NewSecret(prefix)
 			if !errors.Is(err, credential.ErrInvalidArgument) || s.Text != "" {
 				t.Errorf("NewSecret(%q): got (%q, %v), want an error wrapping ErrInvalidArgument", prefix, s.Text, err)
@@ -85,6 +89,7 @@ func TestNewSecretUnknownPrefix(t *testing.T) {
 }
 
 func TestParseSecret(t *testing.T) {
+	t.Parallel()
 	const (
 		keyID = "abcdefghijklmnop"
 		// base64url of the bytes 0x00 to 0x1f.
@@ -92,6 +97,7 @@ func TestParseSecret(t *testing.T) {
 		valid  = "kpk_" + keyID + "_" + secret
 	)
 	t.Run("valid", func(t *testing.T) {
+		t.Parallel()
 		for _, text := range []string{
 			valid,
 			"kpk_" + keyID + "__" + secret[1:], // '_' is base64url
@@ -151,6 +157,7 @@ func TestParseSecret(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			got, err := credential.ParseSecret(credential.PrefixAPIKey, tt.text)
 			var fe *credential.FormatError
 			if !errors.As(err, &fe) {
@@ -187,6 +194,7 @@ func assertNoLeak(t *testing.T, msg, text string) {
 }
 
 func TestSecretMatches(t *testing.T) {
+	t.Parallel()
 	s, err := credential.NewSecret(credential.PrefixRefreshToken)
 	if err != nil {
 		t.Fatalf("NewSecret: got error %v, want nil", err)
@@ -207,6 +215,7 @@ func TestSecretMatches(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			if got := credential.SecretMatches(tt.hash, tt.text); got != tt.want {
 				t.Errorf("SecretMatches: got %v, want %v", got, tt.want)
 			}
@@ -215,6 +224,7 @@ func TestSecretMatches(t *testing.T) {
 }
 
 func TestSecretRedacted(t *testing.T) {
+	t.Parallel()
 	s, err := credential.NewSecret(credential.PrefixClientSecret)
 	if err != nil {
 		t.Fatalf("NewSecret: got error %v, want nil", err)

@@ -19,6 +19,7 @@ import (
 const rfcSecret = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"
 
 func TestCheckTOTPRFC6238(t *testing.T) {
+	t.Parallel()
 	// RFC 6238 appendix B, SHA-1, reduced from 8 to 6 digits.
 	tests := []struct {
 		unix int64
@@ -33,6 +34,7 @@ func TestCheckTOTPRFC6238(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(fmt.Sprint(tt.unix), func(t *testing.T) {
+			t.Parallel()
 			step, ok := credential.CheckTOTP(rfcSecret, tt.code, time.Unix(tt.unix, 0))
 			if want := tt.unix / 30; !ok || step != want {
 				t.Errorf("CheckTOTP: got (%d, %v), want (%d, true)", step, ok, want)
@@ -42,6 +44,7 @@ func TestCheckTOTPRFC6238(t *testing.T) {
 }
 
 func TestNewTOTP(t *testing.T) {
+	t.Parallel()
 	key, err := credential.NewTOTP("Keyplane", "alice@example.com")
 	if err != nil {
 		t.Fatalf("NewTOTP: got error %v, want nil", err)
@@ -78,6 +81,7 @@ func TestNewTOTP(t *testing.T) {
 }
 
 func TestNewTOTPInvalid(t *testing.T) {
+	t.Parallel()
 	tests := []struct{ name, issuer, account string }{
 		{"empty issuer", "", "alice"},
 		{"empty account", "Keyplane", ""},
@@ -86,6 +90,7 @@ func TestNewTOTPInvalid(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			key, err := credential.NewTOTP(tt.issuer, tt.account)
 			if !errors.Is(err, credential.ErrInvalidArgument) || key.Secret != "" {
 				t.Errorf("NewTOTP(%q, %q): got (%q, %v), want an error wrapping ErrInvalidArgument", tt.issuer, tt.account, key.Secret, err)
@@ -95,6 +100,7 @@ func TestNewTOTPInvalid(t *testing.T) {
 }
 
 func TestCheckTOTP(t *testing.T) {
+	t.Parallel()
 	key, err := credential.NewTOTP("Keyplane", "alice@example.com")
 	if err != nil {
 		t.Fatalf("NewTOTP: got error %v, want nil", err)
@@ -132,6 +138,7 @@ func TestCheckTOTP(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			step, ok := credential.CheckTOTP(key.Secret, tt.code, tt.now)
 			if ok != tt.ok {
 				t.Fatalf("CheckTOTP(%q, %v): got ok %v, want %v", tt.code, tt.now.Sub(at), ok, tt.ok)
@@ -144,6 +151,7 @@ func TestCheckTOTP(t *testing.T) {
 }
 
 func TestCheckTOTPSecrets(t *testing.T) {
+	t.Parallel()
 	at := time.Unix(59, 0)
 	tests := []struct {
 		name   string
@@ -159,6 +167,7 @@ func TestCheckTOTPSecrets(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			if _, ok := credential.CheckTOTP(tt.secret, "287082", at); ok != tt.ok {
 				t.Errorf("CheckTOTP(%q): got %v, want %v", tt.secret, ok, tt.ok)
 			}
@@ -167,6 +176,7 @@ func TestCheckTOTPSecrets(t *testing.T) {
 }
 
 func TestCheckTOTPTimes(t *testing.T) {
+	t.Parallel()
 	code0, err := hotp.GenerateCode(rfcSecret, 0)
 	if err != nil {
 		t.Fatalf("hotp.GenerateCode: %v", err)
@@ -188,6 +198,7 @@ func TestCheckTOTPTimes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			step, ok := credential.CheckTOTP(rfcSecret, code0, tt.now)
 			if ok != tt.ok || ok && step != tt.wantStep {
 				t.Errorf("CheckTOTP(step 0 code, %v): got (%d, %v), want (%d, %v)", tt.now.Unix(), step, ok, tt.wantStep, tt.ok)
@@ -197,6 +208,7 @@ func TestCheckTOTPTimes(t *testing.T) {
 }
 
 func TestTOTPKeyRedacted(t *testing.T) {
+	t.Parallel()
 	key, err := credential.NewTOTP("Keyplane", "alice@example.com")
 	if err != nil {
 		t.Fatalf("NewTOTP: got error %v, want nil", err)

@@ -36,6 +36,7 @@ func newKEK(t testing.TB) *kek.KEK {
 }
 
 func TestSealOpenRoundTrip(t *testing.T) {
+	t.Parallel()
 	k := newKEK(t)
 	tests := []struct {
 		name      string
@@ -49,6 +50,7 @@ func TestSealOpenRoundTrip(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			sealed := k.Seal(tt.plaintext, tt.ad)
 			if got, want := len(sealed), len(tt.plaintext)+28; got != want {
 				t.Errorf("len(sealed) = %d, want %d", got, want)
@@ -68,6 +70,7 @@ func TestSealOpenRoundTrip(t *testing.T) {
 }
 
 func TestSealUsesFreshNonce(t *testing.T) {
+	t.Parallel()
 	k := newKEK(t)
 	a := k.Seal([]byte("same"), nil)
 	b := k.Seal([]byte("same"), nil)
@@ -80,6 +83,7 @@ func TestSealUsesFreshNonce(t *testing.T) {
 }
 
 func TestOpenFails(t *testing.T) {
+	t.Parallel()
 	k := newKEK(t)
 	other := newKEK(t)
 	ad := []byte("signing_key/eu-1-20260101-abcd1234")
@@ -111,6 +115,7 @@ func TestOpenFails(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			got, err := tt.key.Open(tt.sealed, tt.ad)
 			if !errors.Is(err, kek.ErrOpen) {
 				t.Fatalf("Open error = %v, want ErrOpen", err)
@@ -123,6 +128,7 @@ func TestOpenFails(t *testing.T) {
 }
 
 func TestParse(t *testing.T) {
+	t.Parallel()
 	std := base64.StdEncoding.EncodeToString(testKey)
 	tests := []struct {
 		name string
@@ -138,6 +144,7 @@ func TestParse(t *testing.T) {
 	wantID := hex.EncodeToString(sum[:])[:12]
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			k := mustParse(t, tt.text)
 			if got := k.ID(); got != wantID {
 				t.Errorf("ID() = %q, want %q", got, wantID)
@@ -147,6 +154,7 @@ func TestParse(t *testing.T) {
 }
 
 func TestParseURLAndStdAlphabetsAgree(t *testing.T) {
+	t.Parallel()
 	// 0xfb 0xff encodes to "+/" in the standard alphabet and "-_" in the URL one.
 	key := bytes.Repeat([]byte{0xfb, 0xff}, 16)
 	a := mustParse(t, base64.StdEncoding.EncodeToString(key))
@@ -161,6 +169,7 @@ func TestParseURLAndStdAlphabetsAgree(t *testing.T) {
 }
 
 func TestParseErrors(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name    string
 		text    string
@@ -177,6 +186,7 @@ func TestParseErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			k, err := kek.Parse(tt.text)
 			if !errors.Is(err, kek.ErrInvalidKey) {
 				t.Fatalf("Parse error = %v, want ErrInvalidKey", err)
@@ -198,6 +208,7 @@ func TestParseErrors(t *testing.T) {
 }
 
 func TestGenerate(t *testing.T) {
+	t.Parallel()
 	a, err := kek.Generate()
 	if err != nil {
 		t.Fatalf("Generate: %v", err)
@@ -222,6 +233,7 @@ func TestGenerate(t *testing.T) {
 }
 
 func TestRedaction(t *testing.T) {
+	t.Parallel()
 	k := mustParse(t, base64.StdEncoding.EncodeToString(testKey))
 	forbidden := []string{
 		string(testKey),
@@ -253,6 +265,7 @@ func TestRedaction(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			for _, f := range forbidden {
 				if strings.Contains(tt.got, f) {
 					t.Errorf("output %q contains key material %q", tt.got, f)
@@ -266,6 +279,7 @@ func TestRedaction(t *testing.T) {
 }
 
 func TestConcurrentUse(t *testing.T) {
+	t.Parallel()
 	k := newKEK(t)
 	done := make(chan error)
 	for i := range 8 {

@@ -11,6 +11,7 @@ import (
 )
 
 func TestError(t *testing.T) {
+	t.Parallel()
 	err := &token.Error{Reason: token.ReasonExpired, Msg: "expired at 2026-03-14T12:15:00Z"}
 	if got, want := err.Error(), "token expired: expired at 2026-03-14T12:15:00Z"; got != want {
 		t.Errorf("Error() = %q, want %q", got, want)
@@ -18,6 +19,7 @@ func TestError(t *testing.T) {
 }
 
 func TestReasonOf(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name string
 		err  error
@@ -32,6 +34,7 @@ func TestReasonOf(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			if got := token.ReasonOf(tt.err); got != tt.want {
 				t.Errorf("ReasonOf(%v) = %q, want %q", tt.err, got, tt.want)
 			}
@@ -40,6 +43,7 @@ func TestReasonOf(t *testing.T) {
 }
 
 func TestErrorMessagesQuoteUntrustedInput(t *testing.T) {
+	t.Parallel()
 	f := newFixture()
 	kid := "evil\nkid\x1b[31m" + string(make([]byte, 200))
 	_, err := f.ring.Verify(signEd(t, f.signA, kid, "at+jwt", mustJSON(t, claimsMap())), opts())

@@ -14,6 +14,7 @@ import (
 )
 
 func TestJWKSFormat(t *testing.T) {
+	t.Parallel()
 	_, pub := keyPair(1, kidA, "eu-west")
 	got := string(token.NewRing([]token.PublicKey{pub}, nil).JWKS(now))
 	want := `{"keys":[{"kty":"OKP","crv":"Ed25519","x":"` + base64.RawURLEncoding.EncodeToString(pub.Key) +
@@ -24,6 +25,7 @@ func TestJWKSFormat(t *testing.T) {
 }
 
 func TestJWKSKeys(t *testing.T) {
+	t.Parallel()
 	_, a := keyPair(1, "c-key", "eu-west")
 	_, b := keyPair(2, "a-key", "us-east")
 	_, c := keyPair(3, "b-key", "ap-south")
@@ -44,6 +46,7 @@ func TestJWKSKeys(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			var set jose.JSONWebKeySet
 			if err := json.Unmarshal(r.JWKS(tt.now), &set); err != nil {
 				t.Fatalf("parse JWKS with go-jose: %v", err)
@@ -66,6 +69,7 @@ func TestJWKSKeys(t *testing.T) {
 // TestJWKSInterop checks that a standard JOSE library can verify our tokens with the
 // published keys, and that we accept access tokens it builds.
 func TestJWKSInterop(t *testing.T) {
+	t.Parallel()
 	f := newFixture()
 	var set jose.JSONWebKeySet
 	if err := json.Unmarshal(f.ring.JWKS(now), &set); err != nil {
@@ -73,6 +77,7 @@ func TestJWKSInterop(t *testing.T) {
 	}
 
 	t.Run("go-jose verifies Mint", func(t *testing.T) {
+		t.Parallel()
 		raw := mint(t, f.ring, fullClaims())
 		tok, err := jwt.ParseSigned(raw, []jose.SignatureAlgorithm{jose.EdDSA})
 		if err != nil {
@@ -104,6 +109,7 @@ func TestJWKSInterop(t *testing.T) {
 	})
 
 	t.Run("Verify accepts go-jose tokens", func(t *testing.T) {
+		t.Parallel()
 		signer, err := jose.NewSigner(
 			jose.SigningKey{Algorithm: jose.EdDSA, Key: jose.JSONWebKey{Key: f.signB.Key, KeyID: kidB}},
 			(&jose.SignerOptions{}).WithType("at+jwt"),

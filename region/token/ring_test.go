@@ -179,6 +179,7 @@ func segments(t testing.TB, raw string) (header, payload map[string]any, parts [
 }
 
 func TestMintVerifyRoundTrip(t *testing.T) {
+	t.Parallel()
 	f := newFixture()
 	oneAud := fullClaims()
 	oneAud.Audience = []string{audience}
@@ -200,6 +201,7 @@ func TestMintVerifyRoundTrip(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			raw := mint(t, f.ring, tt.in)
 			got, err := f.ring.Verify(raw, opts())
 			if err != nil {
@@ -213,6 +215,7 @@ func TestMintVerifyRoundTrip(t *testing.T) {
 }
 
 func TestMintWireFormat(t *testing.T) {
+	t.Parallel()
 	f := newFixture()
 	header, payload, _ := segments(t, mint(t, f.ring, fullClaims()))
 	wantHeader := map[string]any{"alg": "EdDSA", "typ": "at+jwt", "kid": kidA}
@@ -240,6 +243,7 @@ func TestMintWireFormat(t *testing.T) {
 }
 
 func TestMintErrors(t *testing.T) {
+	t.Parallel()
 	f := newFixture()
 	shortKey := token.SigningKey{ID: kidA, Key: f.signA.Key[:32]}
 	tests := []struct {
@@ -265,6 +269,7 @@ func TestMintErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			c := fullClaims()
 			tt.edit(&c)
 			raw, err := tt.ring.Mint(c)
@@ -279,6 +284,7 @@ func TestMintErrors(t *testing.T) {
 }
 
 func TestVerifyTime(t *testing.T) {
+	t.Parallel()
 	f := newFixture()
 	raw := mint(t, f.ring, minimalClaims()) // iat = nbf = now, exp = now+15m
 	exp := now.Add(15 * time.Minute)
@@ -305,6 +311,7 @@ func TestVerifyTime(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			o := opts()
 			o.Now, o.Leeway = tt.now, tt.leeway
 			_, err := f.ring.Verify(raw, o)
@@ -316,6 +323,7 @@ func TestVerifyTime(t *testing.T) {
 }
 
 func TestVerifyNotBefore(t *testing.T) {
+	t.Parallel()
 	f := newFixture()
 	m := claimsMap()
 	m["nbf"] = now.Add(time.Minute).Unix() // iat is now; nbf is later
@@ -337,6 +345,7 @@ func TestVerifyNotBefore(t *testing.T) {
 }
 
 func TestVerifyOptionalChecks(t *testing.T) {
+	t.Parallel()
 	f := newFixture()
 	raw := mint(t, f.ring, fullClaims())
 	tests := []struct {
@@ -356,6 +365,7 @@ func TestVerifyOptionalChecks(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			o := opts()
 			tt.edit(&o)
 			_, err := f.ring.Verify(raw, o)
@@ -367,6 +377,7 @@ func TestVerifyOptionalChecks(t *testing.T) {
 }
 
 func TestVerifyRejects(t *testing.T) {
+	t.Parallel()
 	f := newFixture()
 	valid := mint(t, f.ring, fullClaims())
 	_, _, parts := segments(t, valid)
@@ -514,6 +525,7 @@ func TestVerifyRejects(t *testing.T) {
 
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			got, err := tt.ring.Verify(tt.raw, opts())
 			if r := token.ReasonOf(err); r != tt.want {
 				t.Fatalf("Verify reason = %q (%v), want %q", r, err, tt.want)
@@ -535,6 +547,7 @@ func TestVerifyRejects(t *testing.T) {
 // TestVerifyOrder checks that when a token has several faults, the one checked first
 // is reported: size/format, alg, typ, kid, signature, then issuer, audience and time.
 func TestVerifyOrder(t *testing.T) {
+	t.Parallel()
 	f := newFixture()
 	late := token.VerifyOptions{Issuer: "https://evil.example", Audience: "https://evil.example", Now: now.Add(time.Hour)}
 	m := claimsMap()
@@ -562,6 +575,7 @@ func TestVerifyOrder(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			_, err := f.ring.Verify(tt.raw, tt.o)
 			if got := token.ReasonOf(err); got != tt.want {
 				t.Errorf("Verify reason = %q (%v), want %q", got, err, tt.want)
@@ -571,6 +585,7 @@ func TestVerifyOrder(t *testing.T) {
 }
 
 func TestKeyRotation(t *testing.T) {
+	t.Parallel()
 	oldSigner, oldPub := keyPair(1, "eu-west-20260101-00000001", "eu-west")
 	newSigner, newPub := keyPair(2, "eu-west-20260301-00000002", "eu-west")
 
@@ -596,6 +611,7 @@ func TestKeyRotation(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			_, err := tt.ring.Verify(tt.raw, opts())
 			if got := token.ReasonOf(err); got != tt.want {
 				t.Errorf("Verify reason = %q (%v), want %q", got, err, tt.want)
@@ -605,6 +621,7 @@ func TestKeyRotation(t *testing.T) {
 }
 
 func TestGenerateKey(t *testing.T) {
+	t.Parallel()
 	at := time.Date(2026, 3, 14, 23, 30, 0, 0, time.FixedZone("UTC-2", -2*3600)) // 2026-03-15 in UTC
 	signer, pub, err := token.GenerateKey("eu-west", at)
 	if err != nil {
@@ -638,6 +655,7 @@ func TestGenerateKey(t *testing.T) {
 }
 
 func TestNewRing(t *testing.T) {
+	t.Parallel()
 	f := newFixture()
 	keys := []token.PublicKey{
 		f.pubA,
@@ -678,6 +696,7 @@ func TestNewRing(t *testing.T) {
 }
 
 func TestZeroRing(t *testing.T) {
+	t.Parallel()
 	var r token.Ring
 	if _, ok := r.Signer(); ok {
 		t.Errorf("zero Ring has a signer")
@@ -695,6 +714,7 @@ func TestZeroRing(t *testing.T) {
 }
 
 func TestConcurrentUse(t *testing.T) {
+	t.Parallel()
 	f := newFixture()
 	var wg sync.WaitGroup
 	errs := make(chan error, 16)
@@ -729,6 +749,7 @@ func TestConcurrentUse(t *testing.T) {
 }
 
 func TestPeekKeyID(t *testing.T) {
+	t.Parallel()
 	f := newFixture()
 	valid := mint(t, f.ring, minimalClaims())
 	tests := []struct {
@@ -747,6 +768,7 @@ func TestPeekKeyID(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			if got := token.PeekKeyID(tt.raw); got != tt.want {
 				t.Errorf("PeekKeyID = %q, want %q", got, tt.want)
 			}

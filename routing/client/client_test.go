@@ -17,6 +17,7 @@ import (
 )
 
 func TestTenantHeader(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name   string
 		tenant string // request's tenant_id
@@ -29,6 +30,7 @@ func TestTenantHeader(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			log := new(callLog)
 			url := startServer(t, "eu", behaviour{}, log)
 			_, auth := newClient(t, quick(client.Endpoint{Region: "eu-west", URL: url}))
@@ -47,6 +49,7 @@ func TestTenantHeader(t *testing.T) {
 }
 
 func TestOrderBeforeProbes(t *testing.T) {
+	t.Parallel()
 	eps := []client.Endpoint{
 		{Region: "eu-west", URL: "http://eu-1.invalid"},
 		{Region: "us-east", URL: "http://us-1.invalid"},
@@ -63,6 +66,7 @@ func TestOrderBeforeProbes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			cfg := quick(eps...)
 			cfg.Prefer = tt.prefer
 			c, _ := newClient(t, cfg)
@@ -81,6 +85,7 @@ func TestOrderBeforeProbes(t *testing.T) {
 // overrides it. The far server answers /readyz and calls slowly; the test waits
 // for the probes to have measured that, then looks where a call goes.
 func TestNearest(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name   string
 		prefer []string
@@ -91,6 +96,7 @@ func TestNearest(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			log := new(callLog)
 			far := startServer(t, "far", behaviour{delay: 200 * time.Millisecond}, log)
 			near := startServer(t, "near", behaviour{}, log)
@@ -137,6 +143,7 @@ func proberRunning() bool {
 }
 
 func TestCloseStopsProber(t *testing.T) {
+	// Not parallel: proberRunning sees the probers of every Client in the process.
 	tests := []struct {
 		name string
 		b    behaviour
@@ -164,6 +171,7 @@ func TestCloseStopsProber(t *testing.T) {
 }
 
 func TestValidate(t *testing.T) {
+	t.Parallel()
 	valid := func() client.Config {
 		return client.Config{Endpoints: []client.Endpoint{
 			{Region: "eu-west", URL: "http://127.0.0.1:8080"},
@@ -200,6 +208,7 @@ func TestValidate(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			cfg := valid()
 			tt.edit(&cfg)
 			err := cfg.Validate()

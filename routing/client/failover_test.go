@@ -41,6 +41,7 @@ func exchange(ctx context.Context, auth keyplanev1connect.AuthServiceClient) (st
 }
 
 func TestFailover(t *testing.T) {
+	t.Parallel()
 	ok := behaviour{}
 	tests := []struct {
 		name          string
@@ -135,6 +136,7 @@ func TestFailover(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			log := new(callLog)
 			var eps []client.Endpoint
 			for _, n := range tt.nodes {
@@ -176,6 +178,7 @@ func TestFailover(t *testing.T) {
 // connecting: it never left the client, so it goes to the next region. The dial to
 // the first endpoint blocks, as to a region whose packets are dropped.
 func TestFailoverDialTimeout(t *testing.T) {
+	t.Parallel()
 	log := new(callLog)
 	us := startServer(t, "us", behaviour{}, log)
 	const blackhole = "blackhole.invalid:80"
@@ -211,6 +214,7 @@ func TestFailoverDialTimeout(t *testing.T) {
 // TestDownEndpointGoesLast checks that an endpoint that refused a connection is
 // tried after the others for DownFor.
 func TestDownEndpointGoesLast(t *testing.T) {
+	t.Parallel()
 	log := new(callLog)
 	eu := refusingURL(t)
 	us := startServer(t, "us", behaviour{}, log)
@@ -236,6 +240,7 @@ func TestDownEndpointGoesLast(t *testing.T) {
 // TestRetryBudget checks that retries stop when the budget is spent: one token, and
 // successes earn too little to buy another.
 func TestRetryBudget(t *testing.T) {
+	t.Parallel()
 	log := new(callLog)
 	eu := startServer(t, "eu", behaviour{code: connect.CodeUnavailable}, log)
 	us := startServer(t, "us", behaviour{}, log)

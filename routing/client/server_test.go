@@ -6,7 +6,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -136,16 +138,13 @@ func startServer(t *testing.T, name string, b behaviour, log *callLog) string {
 // refusingURL returns the URL of a port nothing listens on.
 func refusingURL(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	if err := l.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return "http://" + addr
+	return "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(int(600+lowPort.Add(1)%400)))
 }
+
+// lowPort hands out privileged ports nothing on the test machine listens on: a
+// connection to one is refused, deterministically. (A port closed after listening on
+// it could be taken meanwhile by a server of a parallel test.)
+var lowPort atomic.Int32
 
 // newClient returns a Client for cfg, closed when the test ends, and an
 // AuthService client through it.

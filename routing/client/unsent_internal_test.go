@@ -17,6 +17,7 @@ import (
 // connection reaches the caller through connect's error wrapping, with and without
 // the failover interceptor.
 func TestUnsentSurvivesConnect(t *testing.T) {
+	t.Parallel()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
