@@ -133,9 +133,11 @@ func order(eps []*endpoint, prefer map[string]int, now time.Time) []*endpoint {
 }
 
 // spread reorders, in place, the leading run of usable endpoints of the first
-// region whose round trips are within 25% + 2 ms of the best: nodes of one region
-// sit in one place, so their RTT differences are noise, and spreading calls over
-// them spreads the load. Callers hold Client.mu.
+// region whose round trips are within twice the best + 5 ms: nodes of one region sit
+// in one place, so their RTT differences are noise (a busy client's probe answered a
+// few milliseconds late is not a farther node; at 25% + 2 ms, such a sample kept every
+// call on one node), and spreading calls over them spreads the load. Callers hold
+// Client.mu.
 func spread(ordered []*endpoint, now time.Time) {
 	if len(ordered) < 2 || !ordered[0].usable(now) {
 		return
@@ -144,7 +146,7 @@ func spread(ordered []*endpoint, now time.Time) {
 	n := 1
 	for n < len(ordered) {
 		e := ordered[n]
-		if e.region != ordered[0].region || !e.usable(now) || e.rtt > best+best/4+2*time.Millisecond {
+		if e.region != ordered[0].region || !e.usable(now) || e.rtt > 2*best+5*time.Millisecond {
 			break
 		}
 		n++
