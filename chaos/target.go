@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/keyplane/keyplane/deploy"
+	"github.com/keyplane/keyplane/deploy/demo"
 )
 
 // target is the cluster a run works on: one it started, or one a state file describes.
@@ -40,23 +41,13 @@ func localTarget(cl *deploy.Cluster) *target {
 	return t
 }
 
-// stateFile is the part of `keyplane demo --state-file` a chaos run reads.
-type stateFile struct {
-	OperatorSecretFile string `json:"operator_secret_file"`
-	Regions            []struct {
-		Name     string   `json:"name"`
-		NodeURLs []string `json:"node_urls"`
-	} `json:"regions"`
-	ClientURLs map[string]map[string][]string `json:"client_urls"`
-}
-
 // loadTarget reads a state file (the format `keyplane demo --state-file` writes).
 func loadTarget(path string) (*target, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("state file: %w", err)
 	}
-	var st stateFile
+	var st demo.State // what chaos reads: operator_secret_file, regions[].node_urls, client_urls
 	if err := json.Unmarshal(b, &st); err != nil {
 		return nil, fmt.Errorf("state file %s: %w", path, err)
 	}
