@@ -143,13 +143,13 @@ type Membership struct {
 	self    Member
 	onMove  []func(tenant string, epoch int64)
 	members map[string]peer     // node name → what gossip last said; filled by events
-	dead    map[string]deadPeer // node name → a peer declared dead (not left), for rejoin
+	dead    map[string]deadPeer // node name → a peer declared dead or gone, for rejoin
 	unsent  map[string]bool     // gossip addresses of live peers not yet told of our last change
 	moves   map[moveMsg]bool    // moves heard (tenant, epoch), so each is relayed once
 }
 
-// deadPeer is a peer that gossip declared dead: rejoin keeps exchanging state with it
-// until DeadRetry has passed, in case it is alive after all.
+// deadPeer is a peer that gossip declared dead, or that left: rejoin keeps exchanging
+// state with it until DeadRetry has passed, in case it is alive after all.
 type deadPeer struct {
 	addr  string
 	since time.Time
@@ -461,14 +461,17 @@ func (e events) NotifyJoin(n *memberlist.Node) {
 }
 
 func (e events) NotifyUpdate(n *memberlist.Node) { e.m.put(n) }
+
+// NotifyLeave: a node was declared dead, or left. memberlist does not say which
+// (it keeps the state outside the Node it passes), so both are retried by rejoin for
+// DeadRetry: a stopped node refuses the connection at no cost, a node declared dead
+// while alive is readmitted.
 func (e events) NotifyLeave(n *memberlist.Node) {
 	addr := net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
 	e.m.mu.Lock()
 	delete(e.m.members, n.Name)
 	delete(e.m.unsent, addr)
-	if n.State == memberlist.StateDead {
-		e.m.dead[n.Name] = deadPeer{addr: addr, since: time.Now()}
-	}
+	e.m.dead[n.Name] = deadPeer{addr: addr, since: time.Now()}
 	e.m.mu.Unlock()
 }
 

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -58,11 +59,48 @@ type cluster struct {
 	t     *testing.T
 	cfgs  []MembershipConfig
 	nodes map[string]*Membership
+	gates map[string]*gate // node id → its current transport's inbound gate
 }
+
+// gate is a memberlist transport whose inbound side can be shut: packets and stream
+// connections arriving at the node are dropped while it is shut, what the node sends
+// still goes out. A shut gate makes peers declare a live node dead (their probes go
+// unanswered) while the node itself sees every peer alive (its probes fall back to TCP
+// connections it dials itself): a node stalled by a busy machine, as peers see it.
+type gate struct {
+	memberlist.Transport
+	shut    atomic.Bool
+	packets chan *memberlist.Packet
+	streams chan net.Conn
+}
+
+func newGate(inner memberlist.Transport) *gate {
+	g := &gate{Transport: inner, packets: make(chan *memberlist.Packet), streams: make(chan net.Conn)}
+	go func() {
+		for p := range inner.PacketCh() {
+			if !g.shut.Load() {
+				g.packets <- p
+			}
+		}
+	}()
+	go func() {
+		for c := range inner.StreamCh() {
+			if g.shut.Load() {
+				_ = c.Close()
+				continue
+			}
+			g.streams <- c
+		}
+	}()
+	return g
+}
+
+func (g *gate) PacketCh() <-chan *memberlist.Packet { return g.packets }
+func (g *gate) StreamCh() <-chan net.Conn           { return g.streams }
 
 func newCluster(t *testing.T) *cluster {
 	t.Helper()
-	c := &cluster{t: t, nodes: map[string]*Membership{}}
+	c := &cluster{t: t, nodes: map[string]*Membership{}, gates: map[string]*gate{}}
 	var seeds []string
 	for _, r := range []string{"us", "eu", "ap"} {
 		for i := 1; i <= 2; i++ {
@@ -74,8 +112,18 @@ func newCluster(t *testing.T) *cluster {
 			if i == 1 {
 				seeds = append(seeds, bind)
 			}
-			c.cfgs = append(c.cfgs, MembershipConfig{Region: r, NodeID: fmt.Sprintf("%s-%d", r, i), URL: "http://" + r + ".test",
-				Bind: bind, Profile: ProfileLocal, tune: func(mc *memberlist.Config) { mc.GossipInterval, mc.PushPullInterval = 0, 0 }})
+			id := fmt.Sprintf("%s-%d", r, i)
+			c.cfgs = append(c.cfgs, MembershipConfig{Region: r, NodeID: id, URL: "http://" + r + ".test", Bind: bind, Profile: ProfileLocal,
+				tune: func(mc *memberlist.Config) {
+					mc.GossipInterval, mc.PushPullInterval = 0, 0
+					nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{mc.BindAddr}, BindPort: mc.BindPort})
+					if err != nil {
+						t.Errorf("transport for %s: %v", id, err)
+						return
+					}
+					c.gates[id] = newGate(nt)
+					mc.Transport = c.gates[id]
+				}})
 		}
 	}
 	for i := range c.cfgs {
@@ -195,5 +243,33 @@ func TestRestartedNodeIsReadmitted(t *testing.T) {
 				t.Fatalf("not readmitted within %s: %s", ReadmitBound(), c.lagging(all))
 			}
 		})
+	}
+}
+
+// A node that peers declared dead while it was alive and saw them all alive (a stalled
+// node; it never learns it was buried, for gossip is off here) is readmitted by the
+// peers' own rejoin once it answers again. Before the peers retried their dead, such a
+// node that was not a seed stayed out of routing until a lucky push-pull.
+func TestNodeDeclaredDeadWhileAliveIsReadmitted(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	all := []string{"ap-1", "ap-2", "eu-1", "eu-2", "us-1", "us-2"}
+	if !waitFor(ReadmitBound(), func() bool { return c.lagging(all) == "" }) {
+		t.Fatalf("cluster start: %s", c.lagging(all))
+	}
+	c.gates["us-2"].shut.Store(true)
+	others := []string{"ap-1", "ap-2", "eu-1", "eu-2", "us-1"}
+	stalled := c.nodes["us-2"]
+	delete(c.nodes, "us-2") // lagging looks at the others only
+	if !waitFor(30*time.Second, func() bool { return c.lagging(others) == "" }) {
+		t.Fatalf("the peers never declared us-2 dead: %s", c.lagging(others))
+	}
+	if got := len(stalled.Members()); got != len(all) {
+		t.Fatalf("us-2 lists %d members, want all %d: the test needs a node that sees its peers alive", got, len(all))
+	}
+	c.nodes["us-2"] = stalled
+	c.gates["us-2"].shut.Store(false)
+	if !waitFor(ReadmitBound(), func() bool { return c.lagging(all) == "" }) {
+		t.Fatalf("not readmitted within %s: %s", ReadmitBound(), c.lagging(all))
 	}
 }
