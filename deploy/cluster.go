@@ -94,7 +94,7 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Cluster{cfg: cfg, Dir: dir, DatabaseURL: cfg.DatabaseURL, OperatorSecret: randomSecret(), KEK: randomKEK(),
+	c := &Cluster{cfg: cfg, Dir: dir, DatabaseURL: cfg.DatabaseURL, OperatorSecret: randomSecret(), KEK: randomKey(),
 		net: newNetwork(cfg.RTT, cfg.Regions)}
 	ok := false
 	defer func() {
@@ -166,7 +166,7 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	}
 	// Tokens carry the issuer, so every node must agree on it: the first node's URL.
 	c.IssuerBase = c.Nodes[0].URL
-	c.env = append(os.Environ(), "KEYPLANE_OPERATOR_SECRET="+c.OperatorSecret, "KEYPLANE_KEK="+c.KEK,
+	c.env = append(os.Environ(), "KEYPLANE_OPERATOR_SECRET="+c.OperatorSecret, "KEYPLANE_KEK="+c.KEK, "KEYPLANE_GOSSIP_KEYS="+randomKey(),
 		"KEYPLANE_ISSUER_BASE="+c.IssuerBase)
 	errs := make(chan error, len(c.Nodes))
 	for _, n := range c.Nodes {

@@ -77,7 +77,16 @@ type MembershipConfig struct {
 	Join []string
 	// Profile is ProfileWAN (default), ProfileLAN or ProfileLocal.
 	Profile string
-	Log     *slog.Logger
+	// Keys encrypt and authenticate gossip (AES-GCM, 16, 24 or 32 bytes each): the
+	// first encrypts what this node sends, every one decrypts what it receives, and a
+	// message no key opens is dropped, so a process without a key can neither join nor
+	// read the cluster's metadata. Rotate by adding the new key last on every node,
+	// then moving it first on every node, then removing the old one (docs/security.md).
+	Keys [][]byte
+	// Insecure allows gossip without Keys: anyone who reaches the gossip port can then
+	// join the cluster and receive forwarded requests. For development only.
+	Insecure bool
+	Log      *slog.Logger
 
 	tune func(*memberlist.Config) // tests only: adjusts the profile's settings
 }
@@ -108,6 +117,14 @@ func (c MembershipConfig) Validate() error {
 	case "", ProfileWAN, ProfileLAN, ProfileLocal:
 	default:
 		errs = append(errs, fmt.Errorf("gossip profile: %q is not one of wan, lan, local", c.Profile))
+	}
+	if len(c.Keys) == 0 && !c.Insecure {
+		errs = append(errs, errors.New("gossip keys: none given; gossip without a key lets anyone who reaches the port join the cluster (make one with `keyplane keys new-gossip-key`)"))
+	}
+	for i, k := range c.Keys {
+		if n := len(k); n != 16 && n != 24 && n != 32 {
+			errs = append(errs, fmt.Errorf("gossip keys: key %d is %d bytes, want 16, 24 or 32", i+1, n))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -193,6 +210,13 @@ func JoinMembership(cfg MembershipConfig) (*Membership, error) {
 		mc.ProbeInterval, mc.ProbeTimeout, mc.SuspicionMult = time.Second, 800*time.Millisecond, 4
 		mc.GossipInterval, mc.PushPullInterval = 200*time.Millisecond, 10*time.Second
 		mc.TCPTimeout = 5 * time.Second // a state exchange with an unreachable peer stalls rejoin no longer
+	}
+	if len(cfg.Keys) > 0 {
+		ring, err := memberlist.NewKeyring(cfg.Keys, cfg.Keys[0])
+		if err != nil {
+			return nil, fmt.Errorf("gossip keys: %w", err)
+		}
+		mc.Keyring, mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = ring, true, true
 	}
 	mc.Name = cfg.NodeID
 	host, port, _ := splitHostPort(cfg.Bind)

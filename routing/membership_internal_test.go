@@ -114,6 +114,7 @@ func newCluster(t *testing.T) *cluster {
 			}
 			id := fmt.Sprintf("%s-%d", r, i)
 			c.cfgs = append(c.cfgs, MembershipConfig{Region: r, NodeID: id, URL: "http://" + r + ".test", Bind: bind, Profile: ProfileLocal,
+				Keys: [][]byte{[]byte("0123456789abcdef")},
 				tune: func(mc *memberlist.Config) {
 					mc.GossipInterval, mc.PushPullInterval = 0, 0
 					nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{mc.BindAddr}, BindPort: mc.BindPort})

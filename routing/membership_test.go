@@ -1,6 +1,7 @@
 package routing_test
 
 import (
+	"bytes"
 	"fmt"
 	"slices"
 	"strings"
@@ -25,12 +26,21 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	t.Fatalf("%s: still false after 300 polls", what)
 }
 
+// clusterKey is the gossip key of the test clusters.
+var clusterKey = bytes.Repeat([]byte{7}, 32)
+
 func join(t *testing.T, region, node string, seeds ...string) *routing.Membership {
 	t.Helper()
-	m, err := routing.JoinMembership(routing.MembershipConfig{
+	return joinWith(t, routing.MembershipConfig{
 		Region: region, NodeID: node, URL: "http://" + node + ".test", Version: "v1",
-		Bind: "127.0.0.1:0", Join: seeds, Profile: routing.ProfileLocal,
+		Bind: "127.0.0.1:0", Join: seeds, Profile: routing.ProfileLocal, Keys: [][]byte{clusterKey},
 	})
+}
+
+func joinWith(t *testing.T, cfg routing.MembershipConfig) *routing.Membership {
+	t.Helper()
+	node := cfg.NodeID
+	m, err := routing.JoinMembership(cfg)
 	if err != nil {
 		t.Fatalf("JoinMembership(%s): %v", node, err)
 	}
@@ -180,7 +190,7 @@ func TestMembershipAnnounceMove(t *testing.T) {
 func TestMembershipConfigValidate(t *testing.T) {
 	t.Parallel()
 	valid := routing.MembershipConfig{Region: "eu", NodeID: "eu-1", URL: "http://eu-1.test",
-		Bind: "127.0.0.1:0", Join: []string{"127.0.0.1:7946"}}
+		Bind: "127.0.0.1:0", Join: []string{"127.0.0.1:7946"}, Keys: [][]byte{clusterKey}}
 	tests := []struct {
 		name    string
 		mutate  func(*routing.MembershipConfig)
@@ -199,6 +209,10 @@ func TestMembershipConfigValidate(t *testing.T) {
 		{name: "bad advertise", mutate: func(c *routing.MembershipConfig) { c.Advertise = "somewhere" }, wantErr: []string{"gossip advertise", `"somewhere"`}},
 		{name: "bad join entry", mutate: func(c *routing.MembershipConfig) { c.Join = []string{"127.0.0.1:7946", "seed"} }, wantErr: []string{"join", `"seed"`}},
 		{name: "bad profile", mutate: func(c *routing.MembershipConfig) { c.Profile = "fast" }, wantErr: []string{"gossip profile", `"fast"`}},
+		{name: "no key", mutate: func(c *routing.MembershipConfig) { c.Keys = nil }, wantErr: []string{"gossip keys: none given", "new-gossip-key"}},
+		{name: "no key, insecure", mutate: func(c *routing.MembershipConfig) { c.Keys, c.Insecure = nil, true }},
+		{name: "rotation: two keys", mutate: func(c *routing.MembershipConfig) { c.Keys = append(c.Keys, make([]byte, 16)) }},
+		{name: "short key", mutate: func(c *routing.MembershipConfig) { c.Keys = [][]byte{clusterKey, make([]byte, 20)} }, wantErr: []string{"key 2 is 20 bytes"}},
 		{
 			name:    "every bad field reported",
 			mutate:  func(c *routing.MembershipConfig) { c.URL, c.Profile = "", "fast" },
@@ -231,5 +245,44 @@ func TestMembershipConfigValidate(t *testing.T) {
 				t.Errorf("JoinMembership accepted an invalid config")
 			}
 		})
+	}
+}
+
+// A process without the cluster's gossip key (none, or another) is not admitted: it
+// learns no member and no member lists it, so no request is ever forwarded to it. A
+// node that holds the new key beside the old one during a rotation is admitted.
+func TestMembershipKeyRefusesRogues(t *testing.T) {
+	t.Parallel()
+	seed := join(t, "us", "us-1")
+	member := join(t, "us", "us-2", seed.Addr())
+	rotating := joinWith(t, routing.MembershipConfig{Region: "eu", NodeID: "eu-1", URL: "http://eu-1.test", Bind: "127.0.0.1:0",
+		Join: []string{seed.Addr()}, Profile: routing.ProfileLocal, Keys: [][]byte{clusterKey, bytes.Repeat([]byte{9}, 32)}})
+	rogues := map[string]*routing.Membership{
+		"rogue-nokey": joinWith(t, routing.MembershipConfig{Region: "us", NodeID: "rogue-nokey", URL: "http://rogue.test",
+			Bind: "127.0.0.1:0", Join: []string{seed.Addr()}, Profile: routing.ProfileLocal, Insecure: true}),
+		"rogue-otherkey": joinWith(t, routing.MembershipConfig{Region: "us", NodeID: "rogue-otherkey", URL: "http://rogue.test",
+			Bind: "127.0.0.1:0", Join: []string{seed.Addr()}, Profile: routing.ProfileLocal, Keys: [][]byte{bytes.Repeat([]byte{8}, 32)}}),
+	}
+	members := []string{"eu-1", "us-1", "us-2"}
+	for name, m := range map[string]*routing.Membership{"us-1": seed, "us-2": member, "eu-1": rotating} {
+		eventually(t, name+" sees the keyed members", func() bool { return slices.Equal(nodeIDs(m.Members()), members) })
+	}
+	for _, m := range []*routing.Membership{seed, member, rotating} {
+		m.SetReady(true)
+	}
+	for name, m := range map[string]*routing.Membership{"us-1": seed, "us-2": member, "eu-1": rotating} {
+		eventually(t, name+" sees us ready", func() bool { return len(m.Ready("us")) == 2 })
+	}
+	// The rogues had as long as the members to get in; give them one more rejoin round.
+	time.Sleep(routing.RejoinInterval + time.Second)
+	for name, m := range map[string]*routing.Membership{"us-1": seed, "us-2": member, "eu-1": rotating} {
+		if got := nodeIDs(m.Members()); !slices.Equal(got, members) {
+			t.Errorf("%s lists %v, want only %v", name, got, members)
+		}
+	}
+	for name, r := range rogues {
+		if got := nodeIDs(r.Members()); !slices.Equal(got, []string{name}) {
+			t.Errorf("%s learned %v, want only itself", name, got)
+		}
 	}
 }

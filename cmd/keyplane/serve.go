@@ -31,7 +31,10 @@ KEYPLANE_KEK or --kek-file; every node of a deployment needs the same one. Witho
 the node cannot issue or validate tokens. Make one with: keyplane keys new-kek
 
 Multi-region: give every node --gossip-listen and --join (any nodes of any regions; a
-node keeps retrying the ones it has not reached). Nodes then learn each other's region,
+node keeps retrying the ones it has not reached) and the cluster's gossip key, which
+encrypts and authenticates gossip: KEYPLANE_GOSSIP_KEYS or --gossip-key-file (base64
+keys, one a line, the one that encrypts first; make one with keyplane keys
+new-gossip-key). Without a key, serve refuses to gossip unless --gossip-insecure. Nodes then learn each other's region,
 API URL and readiness, and a request for a tenant homed in another region is forwarded
 once, whole, to a ready node there (Keyplane-Route: forwarded), or served here against
 the database when none answers (Keyplane-Route: degraded). Without --gossip-listen the
@@ -56,6 +59,8 @@ Example:
 	gossipListen := fs.String("gossip-listen", "", "host:port for gossip (TCP and UDP); empty disables multi-region routing")
 	gossipAdvertise := fs.String("gossip-advertise", "", "host:port other nodes reach this node's gossip at (default: --gossip-listen)")
 	join := fs.String("join", "", "comma-separated gossip host:port of nodes to join")
+	gossipKeyFile := fs.String("gossip-key-file", "", "file holding the gossip keys (or KEYPLANE_GOSSIP_KEYS): base64, one a line, the encrypting one first")
+	gossipInsecure := fs.Bool("gossip-insecure", false, "gossip without a key: anyone who reaches the gossip port joins the cluster (development only)")
 	profile := fs.String("gossip-profile", routing.ProfileWAN, "gossip timing: wan (dead node noticed in ~6s), lan (~3s) or local (~2s, one machine)")
 	hedgeAfter := fs.Duration("hedge-after", 0, "send a slow idempotent forward to a second home node after this long (0: twice the recent forward latency)")
 	forwardTimeout := fs.Duration("forward-timeout", 10*time.Second, "longest a forward may take when the caller set no deadline")
@@ -71,7 +76,10 @@ Example:
 		return usageErr("--peer-dial-map: %v", err)
 	}
 	gossip := routing.MembershipConfig{Region: cfg.Region, NodeID: cfg.NodeID, URL: *advertise, Version: version(),
-		Bind: *gossipListen, Advertise: *gossipAdvertise, Join: splitList(*join), Profile: *profile}
+		Bind: *gossipListen, Advertise: *gossipAdvertise, Join: splitList(*join), Profile: *profile, Insecure: *gossipInsecure}
+	if gossip.Keys, err = gossipKeys(*gossipKeyFile); err != nil {
+		return usageErr("%v", err)
+	}
 	if gossip.URL == "" {
 		gossip.URL = "http://" + *listen
 	}
@@ -154,6 +162,19 @@ Example:
 	}
 	fmt.Fprintf(stdout, "keyplane %s serving region %s as node %s on http://%s\n", version(), cfg.Region, cfg.NodeID, ln.Addr())
 	return node.Serve(ctx, ln)
+}
+
+// gossipKeys reads the gossip keys from file, else from KEYPLANE_GOSSIP_KEYS.
+func gossipKeys(file string) ([][]byte, error) {
+	text := os.Getenv("KEYPLANE_GOSSIP_KEYS")
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("gossip key file: %w", err)
+		}
+		text = string(b)
+	}
+	return routing.ParseGossipKeys(text)
 }
 
 func operatorSecret(file string) (string, error) {
