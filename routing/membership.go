@@ -3,6 +3,7 @@ package routing
 import (
 	"cmp"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,6 +27,11 @@ type Member struct {
 	URL     string `json:"u"` // the node's API URL, as other nodes reach it
 	Version string `json:"v"`
 	Ready   bool   `json:"ok"`
+	// Boot is when this lifetime of the node joined (Unix nanoseconds). Each process
+	// gossips under a name of its own (node id and a random suffix), so a restarted node
+	// is a new gossip member, never an older incarnation of the one that stopped; while
+	// both are listed, the later Boot is the node.
+	Boot int64 `json:"b"`
 	// State is "alive": dead and departed nodes are not members. (A suspect node stays
 	// listed until declared dead; the router's own failure memory skips it sooner.)
 	State string `json:"-"`
@@ -156,10 +162,13 @@ type Membership struct {
 
 	changed chan struct{} // this node's state changed: announce it (buffered, 1)
 
+	name string // this lifetime's gossip name: NodeID~random
+
 	mu      sync.Mutex
 	self    Member
 	onMove  []func(tenant string, epoch int64)
-	members map[string]peer     // node name → what gossip last said; filled by events
+	members map[string]peer     // gossip name → what gossip last said; filled by events
+	current map[string]peer     // node id → its latest lifetime among members (by Boot)
 	dead    map[string]deadPeer // node name → a peer declared dead or gone, for rejoin
 	unsent  map[string]bool     // gossip addresses of live peers not yet told of our last change
 	moves   map[moveMsg]bool    // moves heard (tenant, epoch), so each is relayed once
@@ -218,7 +227,12 @@ func JoinMembership(cfg MembershipConfig) (*Membership, error) {
 		}
 		mc.Keyring, mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = ring, true, true
 	}
-	mc.Name = cfg.NodeID
+	m := &Membership{log: cfg.Log, join: cfg.Join, stop: make(chan struct{}), done: make(chan struct{}),
+		changed: make(chan struct{}, 1),
+		name:    cfg.NodeID + "~" + strings.ToLower(rand.Text()[:6]),
+		self:    Member{Region: cfg.Region, NodeID: cfg.NodeID, URL: cfg.URL, Version: cfg.Version, Boot: time.Now().UnixNano()}}
+	m.members, m.current, m.dead, m.unsent, m.moves = map[string]peer{}, map[string]peer{}, map[string]deadPeer{}, map[string]bool{}, map[moveMsg]bool{}
+	mc.Name = m.name
 	host, port, _ := splitHostPort(cfg.Bind)
 	mc.BindAddr, mc.BindPort = host, port
 	if cfg.Advertise != "" {
@@ -228,10 +242,6 @@ func JoinMembership(cfg MembershipConfig) (*Membership, error) {
 	if cfg.tune != nil {
 		cfg.tune(mc)
 	}
-	m := &Membership{log: cfg.Log, join: cfg.Join, stop: make(chan struct{}), done: make(chan struct{}),
-		changed: make(chan struct{}, 1),
-		self:    Member{Region: cfg.Region, NodeID: cfg.NodeID, URL: cfg.URL, Version: cfg.Version}}
-	m.members, m.dead, m.unsent, m.moves = map[string]peer{}, map[string]deadPeer{}, map[string]bool{}, map[moveMsg]bool{}
 	m.queue = &memberlist.TransmitLimitedQueue{NumNodes: m.numMembers, RetransmitMult: 3}
 	mc.Delegate = delegate{m}
 	mc.Events = events{m}
@@ -249,7 +259,7 @@ func JoinMembership(cfg MembershipConfig) (*Membership, error) {
 func (m *Membership) numMembers() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return max(len(m.members), 1)
+	return max(len(m.current), 1)
 }
 
 // Addr is the host:port gossip listens on.
@@ -270,6 +280,7 @@ func (m *Membership) rejoin() {
 				m.log.Debug("gossip join", "nodes", targets, "err", err)
 			}
 		}
+		m.reconcile()
 		m.announce()
 		select {
 		case <-m.stop:
@@ -346,11 +357,32 @@ func twice(addrs []string) []string {
 	return out
 }
 
+// reconcile advertises this node's metadata again when gossip's copy of it (as the
+// events last reported it) is not what the node says: memberlist drops an UpdateNode
+// whose incarnation a concurrent refutation overtook, and the refutation keeps the
+// older metadata (a node that turned ready while refuting "you are dead" stayed "not
+// ready" for every peer: issue 11's flake).
+func (m *Membership) reconcile() {
+	m.mu.Lock()
+	p, ok := m.members[m.name]
+	want := m.self
+	want.State = p.m.State
+	stale := !ok || p.m != want
+	m.mu.Unlock()
+	if !stale {
+		return
+	}
+	if err := m.ml.UpdateNode(time.Second); err != nil {
+		m.log.Debug("gossip metadata", "err", err)
+	}
+	m.markChanged()
+}
+
 // markChanged records that every live peer must be told this node's state.
 func (m *Membership) markChanged() {
 	m.mu.Lock()
 	for name, p := range m.members {
-		if name != m.self.NodeID {
+		if name != m.name {
 			m.unsent[p.addr] = true
 		}
 	}
@@ -379,8 +411,8 @@ func (m *Membership) SetReady(ready bool) {
 // A node leaves the list when gossip declares it dead or it leaves.
 func (m *Membership) Members() []Member {
 	m.mu.Lock()
-	out := make([]Member, 0, len(m.members))
-	for _, p := range m.members {
+	out := make([]Member, 0, len(m.current))
+	for _, p := range m.current {
 		out = append(out, p.m)
 	}
 	m.mu.Unlock()
@@ -396,7 +428,7 @@ func (m *Membership) Ready(region string) []Member {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var out []Member
-	for _, p := range m.members {
+	for _, p := range m.current {
 		if p.m.Region == region && p.m.Ready {
 			out = append(out, p.m)
 		}
@@ -471,9 +503,10 @@ type events struct{ m *Membership }
 // NotifyJoin: a node joined, or came back from dead. Both sides must see each
 // other's latest state, which gossip may have lost: announce to it.
 func (e events) NotifyJoin(n *memberlist.Node) {
+	e.m.log.Debug("gossip member joined", "member", n.Name, "meta", string(n.Meta))
 	if e.m.put(n) {
 		e.m.mu.Lock()
-		if n.Name != e.m.self.NodeID {
+		if n.Name != e.m.name {
 			e.m.unsent[e.m.members[n.Name].addr] = true
 		}
 		e.m.mu.Unlock()
@@ -484,7 +517,10 @@ func (e events) NotifyJoin(n *memberlist.Node) {
 	}
 }
 
-func (e events) NotifyUpdate(n *memberlist.Node) { e.m.put(n) }
+func (e events) NotifyUpdate(n *memberlist.Node) {
+	e.m.log.Debug("gossip member updated", "member", n.Name, "meta", string(n.Meta))
+	e.m.put(n)
+}
 
 // NotifyLeave: a node was declared dead, or left. memberlist does not say which
 // (it keeps the state outside the Node it passes), so both are retried by rejoin for
@@ -492,10 +528,12 @@ func (e events) NotifyUpdate(n *memberlist.Node) { e.m.put(n) }
 // while alive is readmitted.
 func (e events) NotifyLeave(n *memberlist.Node) {
 	addr := net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+	e.m.log.Debug("gossip member left or dead", "member", n.Name)
 	e.m.mu.Lock()
 	delete(e.m.members, n.Name)
 	delete(e.m.unsent, addr)
 	e.m.dead[n.Name] = deadPeer{addr: addr, since: time.Now()}
+	e.m.index()
 	e.m.mu.Unlock()
 }
 
@@ -510,8 +548,20 @@ func (m *Membership) put(n *memberlist.Node) bool {
 	m.mu.Lock()
 	m.members[n.Name] = p
 	delete(m.dead, n.Name)
+	m.index()
 	m.mu.Unlock()
 	return true
+}
+
+// index rebuilds current: each node id's latest lifetime among the members. Events are
+// rare, lookups are on every forward's path. Callers hold m.mu.
+func (m *Membership) index() {
+	clear(m.current)
+	for _, p := range m.members {
+		if cur, ok := m.current[p.m.NodeID]; !ok || p.m.Boot > cur.m.Boot {
+			m.current[p.m.NodeID] = p
+		}
+	}
 }
 
 // delegate hands memberlist this node's metadata. memberlist calls it from several

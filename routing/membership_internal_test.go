@@ -274,3 +274,30 @@ func TestNodeDeclaredDeadWhileAliveIsReadmitted(t *testing.T) {
 		t.Fatalf("not readmitted within %s: %s", ReadmitBound(), c.lagging(all))
 	}
 }
+
+// When memberlist drops a metadata update (an UpdateNode whose incarnation a
+// concurrent refutation overtook: the refutation keeps the old metadata), the node
+// advertises its metadata again at its next rejoin tick. Seen in the drills: a node
+// restarted while its peers held it dead turned ready during the refutation and stayed
+// "not ready" for every peer. The drop is simulated by recording readiness without
+// telling memberlist, which is what the race leaves behind.
+func TestDroppedMetadataUpdateIsRepaired(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	all := []string{"ap-1", "ap-2", "eu-1", "eu-2", "us-1", "us-2"}
+	if !waitFor(ReadmitBound(), func() bool { return c.lagging(all) == "" }) {
+		t.Fatalf("cluster start: %s", c.lagging(all))
+	}
+	c.nodes["eu-2"].SetReady(false)
+	notReady := []string{"ap-1", "ap-2", "eu-1", "us-1", "us-2"}
+	if !waitFor(ReadmitBound(), func() bool { return c.lagging(notReady) == "" }) {
+		t.Fatalf("eu-2 not ready: %s", c.lagging(notReady))
+	}
+	m := c.nodes["eu-2"]
+	m.mu.Lock()
+	m.self.Ready = true // as SetReady records it; memberlist never hears of it
+	m.mu.Unlock()
+	if !waitFor(ReadmitBound(), func() bool { return c.lagging(all) == "" }) {
+		t.Fatalf("the dropped update was not repaired within %s: %s", ReadmitBound(), c.lagging(all))
+	}
+}

@@ -75,6 +75,12 @@ func TestMembership(t *testing.T) {
 	}
 	t.Run("members", func(t *testing.T) {
 		got := us1.Members()
+		for i := range got {
+			if got[i].Boot == 0 {
+				t.Errorf("%s: Boot = 0, want when it joined", got[i].NodeID)
+			}
+			got[i].Boot = 0
+		}
 		want := []routing.Member{
 			{Region: "eu", NodeID: "eu-1", URL: "http://eu-1.test", Version: "v1", State: "alive"},
 			{Region: "eu", NodeID: "eu-2", URL: "http://eu-2.test", Version: "v1", State: "alive"},
