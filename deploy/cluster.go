@@ -361,8 +361,8 @@ func (c *Cluster) WaitRouted(ctx context.Context, limit time.Duration) error {
 			if !n.Running() {
 				continue
 			}
-			if got, err := readyMembers(ctx, client, n.URL); err != nil || !slices.Equal(got, want) {
-				lagging = fmt.Sprintf("node %s sees %v ready, want %v (err %v)", n.ID, got, want, err)
+			if got, all, err := readyMembers(ctx, client, n.URL); err != nil || !slices.Equal(got, want) {
+				lagging = fmt.Sprintf("node %s sees %v ready, want %v (all it lists: %s; err %v)", n.ID, got, want, all, err)
 				break
 			}
 		}
@@ -380,15 +380,16 @@ func (c *Cluster) WaitRouted(ctx context.Context, limit time.Duration) error {
 	}
 }
 
-// readyMembers returns the sorted ids of the alive, ready nodes a node's gossip knows.
-func readyMembers(ctx context.Context, client *http.Client, url string) ([]string, error) {
+// readyMembers returns the sorted ids of the alive, ready nodes a node's gossip knows,
+// and every member it lists with its state, for error messages.
+func readyMembers(ctx context.Context, client *http.Client, url string) (ready []string, all string, err error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+"/members", nil)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	defer resp.Body.Close()
 	var body struct {
@@ -399,16 +400,17 @@ func readyMembers(ctx context.Context, client *http.Client, url string) ([]strin
 		} `json:"members"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-		return nil, fmt.Errorf("GET /members: %w", err)
+		return nil, "", fmt.Errorf("GET /members: %w", err)
 	}
-	var ids []string
+	var listed []string
 	for _, m := range body.Members {
+		listed = append(listed, fmt.Sprintf("%s %s ready=%v", m.NodeID, m.State, m.Ready))
 		if m.Ready && m.State == "alive" {
-			ids = append(ids, m.NodeID)
+			ready = append(ready, m.NodeID)
 		}
 	}
-	slices.Sort(ids)
-	return ids, nil
+	slices.Sort(ready)
+	return ready, strings.Join(listed, ", "), nil
 }
 
 // Pid is the node's process id, 0 when it is not running.
