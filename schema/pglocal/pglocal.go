@@ -421,12 +421,17 @@ func removeStale(tempDir string) {
 // another process (PostgreSQL, cluster nodes, proxies). Ports come from below the
 // kernel's ephemeral range (32768+), so outgoing connections made meanwhile cannot take
 // them, and this process never hands the same port out twice.
+//
+// A port handed out stays reserved for this process's lifetime against every other
+// process that uses FreePort (a lock file per port): a node of one test's cluster that
+// is killed and restarted on its ports finds them free, not taken meanwhile by the
+// cluster of a test running in parallel in another test binary.
 func FreePort() (int, error) {
 	portsMu.Lock()
 	defer portsMu.Unlock()
 	for range 1000 {
 		port := 20000 + mrand.IntN(12000)
-		if portsUsed[port] {
+		if portsUsed[port] || !reserve(port) {
 			continue
 		}
 		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
@@ -434,7 +439,6 @@ func FreePort() (int, error) {
 			continue
 		}
 		_ = l.Close()
-		portsUsed[port] = true
 		return port, nil
 	}
 	return 0, errors.New("find a free port: none free between 20000 and 32000 on 127.0.0.1")
@@ -443,7 +447,29 @@ func FreePort() (int, error) {
 var (
 	portsMu   sync.Mutex
 	portsUsed = map[int]bool{}
+	portLocks []*os.File // held until the process exits; kept so no finalizer closes them
 )
+
+// reserve takes port for this process: an exclusive lock on a file named after it,
+// which the kernel releases when the process exits. It reports false when another
+// process holds the port. Callers hold portsMu.
+func reserve(port int) bool {
+	dir := filepath.Join(os.TempDir(), "keyplane-ports")
+	if err := os.MkdirAll(dir, 0o777); err != nil {
+		return false
+	}
+	f, err := os.OpenFile(filepath.Join(dir, strconv.Itoa(port)), os.O_CREATE|os.O_RDWR, 0o666)
+	if err != nil {
+		return false
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		_ = f.Close()
+		return false
+	}
+	portsUsed[port] = true
+	portLocks = append(portLocks, f)
+	return true
+}
 
 func tail(b []byte, n int) string {
 	b = bytes.TrimSpace(b)
