@@ -166,26 +166,32 @@ Example:
 
 // gossipKeys reads the gossip keys from file, else from KEYPLANE_GOSSIP_KEYS.
 func gossipKeys(file string) ([][]byte, error) {
-	text := os.Getenv("KEYPLANE_GOSSIP_KEYS")
-	if file != "" {
-		b, err := os.ReadFile(file)
-		if err != nil {
-			return nil, fmt.Errorf("gossip key file: %w", err)
-		}
-		text = string(b)
+	text, err := secretText(file, "KEYPLANE_GOSSIP_KEYS", "gossip key file")
+	if err != nil {
+		return nil, err
 	}
 	return routing.ParseGossipKeys(text)
 }
 
 func operatorSecret(file string) (string, error) {
+	text, err := secretText(file, "KEYPLANE_OPERATOR_SECRET", "operator secret file")
 	if file != "" {
-		b, err := os.ReadFile(file)
-		if err != nil {
-			return "", fmt.Errorf("operator secret file: %w", err)
-		}
-		return strings.TrimSpace(string(b)), nil
+		text = strings.TrimSpace(text) // a file ends with a newline
 	}
-	return os.Getenv("KEYPLANE_OPERATOR_SECRET"), nil
+	return text, err
+}
+
+// secretText reads a secret from file when one is named, else from the environment
+// variable env: secrets never come from a flag's value, which ps shows.
+func secretText(file, env, what string) (string, error) {
+	if file == "" {
+		return os.Getenv(env), nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", what, err)
+	}
+	return string(b), nil
 }
 
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
@@ -214,13 +220,9 @@ func parseErr(err error) error {
 // loadKEK reads the key-encryption key from file, else from KEYPLANE_KEK; nil when
 // neither is set.
 func loadKEK(file string) (*kek.KEK, error) {
-	text := os.Getenv("KEYPLANE_KEK")
-	if file != "" {
-		b, err := os.ReadFile(file)
-		if err != nil {
-			return nil, fmt.Errorf("kek file: %w", err)
-		}
-		text = string(b)
+	text, err := secretText(file, "KEYPLANE_KEK", "kek file")
+	if err != nil {
+		return nil, err
 	}
 	if strings.TrimSpace(text) == "" {
 		return nil, nil
