@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"os"
 	"strings"
@@ -12,11 +11,7 @@ import (
 
 func runBench(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 || args[0] != "run" {
-		fmt.Fprintln(stdout, "Usage: keyplane bench run [flags]   start a local cluster, seed it, measure workloads next to raw-SQL baselines")
-		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
-			return nil
-		}
-		return usageErr("want a subcommand: run")
+		return onlyRun(stdout, args, "Usage: keyplane bench run [flags]   start a local cluster, seed it, measure workloads next to raw-SQL baselines")
 	}
 	c := newCommand(stdout, "bench run", "Start a local keyplane cluster on a private PostgreSQL, seed it, and measure workloads, each next to the same logical read done with raw pgx in the same run. Prints a table; writes JSON, Markdown and SVG on request.", `
 Workloads: `+strings.Join(bench.Workloads, ", ")+` (or all). mixed is 94% check, 5% validate,

@@ -13,11 +13,7 @@ import (
 
 func runChaos(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 || args[0] != "run" {
-		fmt.Fprintln(stdout, "Usage: keyplane chaos run [flags]   run failure drills against a local three-region cluster under load")
-		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
-			return nil
-		}
-		return usageErr("want a subcommand: run")
+		return onlyRun(stdout, args, "Usage: keyplane chaos run [flags]   run failure drills against a local three-region cluster under load")
 	}
 	c := newCommand(stdout, "chaos run", "Start a local three-region cluster (2 nodes per region, simulated WAN), run a steady mixed load from every region through the app-side client, inject faults, and check the recorded history: linearizable revocation, no lost acknowledged write, fail closed. Exits 1 when an invariant breaks.", `
 Drills: `+strings.Join(chaos.DrillNames(), ", ")+`.

@@ -86,3 +86,13 @@ func splitList(s string) []string {
 	}
 	return out
 }
+
+// onlyRun answers a command whose one subcommand is run when args do not start with
+// it: the usage line, and a usage error unless help was asked for.
+func onlyRun(stdout io.Writer, args []string, usage string) error {
+	fmt.Fprintln(stdout, usage)
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
+		return nil
+	}
+	return usageErr("want a subcommand: run")
+}
