@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"connectrpc.com/connect"
 
@@ -14,7 +15,8 @@ import (
 
 // caller is who made a call: the operator, or an identity of the call's tenant.
 type caller struct {
-	identityID string // "" for the operator
+	identityID string    // "" for the operator
+	authTime   time.Time // when the identity last authenticated (its session's auth_time)
 }
 
 func (c caller) operator() bool { return c.identityID == "" }
@@ -44,7 +46,7 @@ func (n *Node) authenticate(ctx context.Context, header, tenantID string) (calle
 	if !v.Active {
 		return caller{}, connect.NewError(connect.CodeUnauthenticated, errors.New("bearer token inactive: "+string(v.Reason)))
 	}
-	return caller{identityID: v.Claims.Subject}, nil
+	return caller{identityID: v.Claims.Subject, authTime: v.AuthTime}, nil
 }
 
 // requirePermission refuses an identity that does not hold perm on resource "tenant"

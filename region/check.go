@@ -69,11 +69,9 @@ func (n *Node) resolvePrincipal(ctx context.Context, t schema.Tenant, identityID
 		}
 		identityID = v.Claims.Subject
 		p, reason, err := n.readPrincipal(ctx, t, identityID)
-		p.amr = v.Claims.AMR
-		p.authTime = v.Claims.IssuedAt
-		if st, err := n.store.ReadTokenState(ctx, t.Scope(), v.Claims.SessionID, identityID); err == nil {
-			p.authTime = st.SessionAuthTime
-		}
+		// auth_time comes from the same read that proved the session live: no second
+		// read whose failure could fall back to something fresher.
+		p.amr, p.authTime = v.Claims.AMR, v.AuthTime
 		return p, reason, err
 	}
 	if identityID == "" {

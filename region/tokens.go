@@ -36,6 +36,9 @@ type validation struct {
 	Reason token.Reason
 	Claims token.Claims // filled when the signature checked out, even if inactive
 	Tenant schema.Tenant
+	// AuthTime is when the session's owner last authenticated (the session's
+	// auth_time, read with its revocation state): zero unless Active.
+	AuthTime time.Time
 }
 
 // validate checks a token for tenantID: signature, issuer, audience and lifetime on
@@ -112,6 +115,7 @@ func (n *Node) validate(ctx context.Context, tenantID, raw, audience string) (va
 		v.Reason = reasonRevoked
 	default:
 		v.Active = true
+		v.AuthTime = st.SessionAuthTime
 	}
 	return v, nil
 }
