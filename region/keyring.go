@@ -142,8 +142,8 @@ func (k *keyring) read(ctx context.Context) (*token.Ring, error) {
 		if err != nil {
 			return nil, err
 		}
-		if kekID != k.kek.ID() {
-			return nil, fmt.Errorf("signing key %s is sealed under KEK %s, this node has KEK %s", current.KID, kekID, k.kek.ID())
+		if !k.kek.Has(kekID) {
+			return nil, fmt.Errorf("signing key %s is sealed under KEK %s, which this node does not hold (its KEK seals with %s)", current.KID, kekID, k.kek.ID())
 		}
 		seed, err := k.kek.Open(sealed, []byte(current.KID))
 		if err != nil || len(seed) != ed25519.SeedSize {

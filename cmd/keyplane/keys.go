@@ -14,14 +14,18 @@ import (
 )
 
 func runKeys(ctx context.Context, args []string, stdout io.Writer) error {
-	if len(args) == 0 || (args[0] != "rotate" && args[0] != "new-kek" && args[0] != "new-gossip-key") {
+	if len(args) == 0 || (args[0] != "rotate" && args[0] != "new-kek" && args[0] != "new-gossip-key" && args[0] != "reseal") {
 		fmt.Fprintln(stdout, "Usage: keyplane keys rotate [flags]   publish a new signing key for a region")
 		fmt.Fprintln(stdout, "       keyplane keys new-kek          print a new key-encryption key")
+		fmt.Fprintln(stdout, "       keyplane keys reseal [flags]   reseal every secret under the KEK's first key (KEK rotation)")
 		fmt.Fprintln(stdout, "       keyplane keys new-gossip-key   print a new gossip key")
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
 			return nil
 		}
-		return usageErr("want a subcommand: rotate, new-kek or new-gossip-key")
+		return usageErr("want a subcommand: rotate, new-kek, reseal or new-gossip-key")
+	}
+	if args[0] == "reseal" {
+		return runReseal(ctx, args[1:], stdout)
 	}
 	if args[0] == "new-gossip-key" {
 		c := newCommand(stdout, "keys new-gossip-key", "Print a new random gossip key (base64 of 32 bytes). Every node of a cluster needs it: KEYPLANE_GOSSIP_KEYS or --gossip-key-file. docs/security.md says how to rotate it.", "")
@@ -32,7 +36,7 @@ func runKeys(ctx context.Context, args []string, stdout io.Writer) error {
 		return nil
 	}
 	if args[0] == "new-kek" {
-		c := newCommand(stdout, "keys new-kek", "Print a new random key-encryption key (base64 of 32 bytes). Store it in a secret manager; every node needs the same one.", "")
+		c := newCommand(stdout, "keys new-kek", "Print a new random key-encryption key (base64 of 32 bytes). Store it in a secret manager; every node needs the same one. docs/security.md says how to rotate it.", "")
 		if err := c.parse(args[1:]); err != nil {
 			return parseErr(err)
 		}

@@ -42,6 +42,8 @@ func TestUsageAndHelp(t *testing.T) {
 		{[]string{"serve", "--db", "postgres://x@127.0.0.1:1/x", "--region", "us-east", "--gossip-listen", "127.0.0.1:0"}, 2, "gossip keys: none given"},
 		{[]string{"serve", "--db", "postgres://x@127.0.0.1:1/x", "--region", "us-east", "--gossip-key-file", "/nonexistent/key"}, 2, "gossip key file"},
 		{[]string{"keys", "new-gossip-key", "extra"}, 2, "unexpected argument"},
+		{[]string{"keys", "reseal"}, 2, "--db is required"},
+		{[]string{"keys", "reseal", "--db", "postgres://x@127.0.0.1:1/x", "--kek-file", "/nonexistent/kek"}, 1, "kek file"},
 		{[]string{"migrate", "--bogus"}, 2, "flag provided but not defined"},
 		{[]string{"chaos"}, 2, "want a subcommand"},
 		{[]string{"chaos", "run"}, 2, "--all or --drill"},

@@ -26,9 +26,11 @@ The operator secret that guards the admin API is read from KEYPLANE_OPERATOR_SEC
 from the file named by --operator-secret-file (never from a flag value, which would show
 in ps). Without one, the admin API refuses every call.
 
-The key-encryption key (32 bytes, base64) that seals signing keys at rest is read from
-KEYPLANE_KEK or --kek-file; every node of a deployment needs the same one. Without it
-the node cannot issue or validate tokens. Make one with: keyplane keys new-kek
+The key-encryption key (32 bytes, base64) that seals signing keys and TOTP seeds at
+rest is read from KEYPLANE_KEK or --kek-file; every node of a deployment needs the same
+one. Without it the node cannot issue or validate tokens. Make one with: keyplane keys
+new-kek. During a rotation it holds several keys, one a line: the first seals, every
+one opens (docs/security.md).
 
 Multi-region: give every node --gossip-listen and --join (any nodes of any regions; a
 node keeps retrying the ones it has not reached) and the cluster's gossip key, which
@@ -50,7 +52,7 @@ Example:
 	listen := fs.String("listen", "127.0.0.1:8080", "address to listen on (HTTP/1.1 and h2c)")
 	db := fs.String("db", "", "database URL, postgres://… (required)")
 	secretFile := fs.String("operator-secret-file", "", "file holding the operator secret")
-	kekFile := fs.String("kek-file", "", "file holding the key-encryption key (base64 of 32 bytes)")
+	kekFile := fs.String("kek-file", "", "file holding the key-encryption key (base64 of 32 bytes; several, one a line, while rotating)")
 	fs.StringVar(&cfg.IssuerBase, "issuer-base", "", "URL prefix of tenant issuers, the same on every node (default http://<listen address>)")
 	maxConns := fs.Int("max-conns", 0, "database pool size (0: 4 per CPU, at least 8)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")

@@ -328,3 +328,68 @@ func FuzzOpen(f *testing.F) {
 		}
 	})
 }
+
+// TestRotation follows a KEK rotation: a node with the new key added second still
+// seals with the old one; with the new key first it seals with the new one and opens
+// both; Reseal moves old blobs to the new key, after which the old key can go.
+func TestRotation(t *testing.T) {
+	t.Parallel()
+	oldText, err := kek.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	newText, err := kek.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldOnly, err := kek.Parse(oldText)
+	if err != nil {
+		t.Fatal(err)
+	}
+	added, err := kek.Parse(oldText + "\n" + newText + "\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	switched, err := kek.Parse("# new first\n" + newText + "\n\n" + oldText)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newOnly, err := kek.Parse(newText)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if added.ID() != oldOnly.ID() || switched.ID() != newOnly.ID() || oldOnly.ID() == newOnly.ID() {
+		t.Fatalf("ids: old %s, added %s, switched %s, new %s", oldOnly.ID(), added.ID(), switched.ID(), newOnly.ID())
+	}
+	if !switched.Has(oldOnly.ID()) || !switched.Has(newOnly.ID()) || newOnly.Has(oldOnly.ID()) {
+		t.Errorf("Has: switched holds both keys, new-only only its own")
+	}
+	ad := []byte("row 7")
+	blob := oldOnly.Seal([]byte("seed"), ad)
+	if _, err := newOnly.Open(blob, ad); !errors.Is(err, kek.ErrOpen) {
+		t.Fatalf("the new key alone opened a blob of the old one: %v", err)
+	}
+	if _, err := oldOnly.Open(added.Seal([]byte("x"), ad), ad); err != nil {
+		t.Errorf("with the new key second, a node still seals with the old key: %v", err)
+	}
+	same, changed, err := added.Reseal(blob, ad)
+	if err != nil || changed || !bytes.Equal(same, blob) {
+		t.Errorf("Reseal under the same primary = changed %v, err %v; want the blob unchanged", changed, err)
+	}
+	moved, changed, err := switched.Reseal(blob, ad)
+	if err != nil || !changed {
+		t.Fatalf("Reseal = changed %v, err %v; want a new blob", changed, err)
+	}
+	if got, err := newOnly.Open(moved, ad); err != nil || string(got) != "seed" {
+		t.Errorf("the resealed blob does not open with the new key alone: %q, %v", got, err)
+	}
+	if _, err := newOnly.Open(moved, []byte("row 8")); !errors.Is(err, kek.ErrOpen) {
+		t.Errorf("Reseal dropped the associated data: %v", err)
+	}
+	if _, _, err := newOnly.Reseal(blob, ad); !errors.Is(err, kek.ErrOpen) {
+		t.Errorf("Reseal of a blob no key opens = %v, want ErrOpen", err)
+	}
+	if _, err := kek.Parse(oldText + "\n" + oldText); !errors.Is(err, kek.ErrInvalidKey) {
+		t.Errorf("the same key twice = %v, want ErrInvalidKey", err)
+	}
+}

@@ -1,0 +1,38 @@
+package region
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/keyplane/keyplane/region/kek"
+	"github.com/keyplane/keyplane/schema"
+)
+
+// ResealSecrets moves every secret sealed under an older key of k (signing keys'
+// private halves, TOTP seeds) to k's primary key, region by region, and returns what
+// it did per region. Run it once every node seals with the new key (it is first in
+// their KEK) and before the old key is removed; docs/security.md has the procedure.
+func ResealSecrets(ctx context.Context, store *schema.Store, k *kek.KEK, c schema.Change) (map[string]schema.ResealCounts, error) {
+	regions, err := store.ListRegions(ctx)
+	if err != nil {
+		return nil, err
+	}
+	r := schema.Reseal{
+		KEKID: k.ID(),
+		SigningKey: func(kid string, sealed []byte) ([]byte, bool, error) {
+			return k.Reseal(sealed, []byte(kid))
+		},
+		TOTP: func(tenantID, identityID string, sealed []byte) ([]byte, bool, error) {
+			return k.Reseal(sealed, totpAD(tenantID, identityID))
+		},
+	}
+	out := map[string]schema.ResealCounts{}
+	for _, reg := range regions {
+		counts, err := store.ResealSecrets(ctx, c, reg.Name, r)
+		out[reg.Name] = counts
+		if err != nil {
+			return out, fmt.Errorf("region %s: %w", reg.Name, err)
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,123 @@
+package region_test
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/pquerna/otp/totp"
+
+	"github.com/keyplane/keyplane/region"
+	keyplanev1 "github.com/keyplane/keyplane/region/gen/keyplane/v1"
+	"github.com/keyplane/keyplane/region/gen/keyplane/v1/keyplanev1connect"
+	"github.com/keyplane/keyplane/region/kek"
+	"github.com/keyplane/keyplane/schema"
+	"github.com/keyplane/keyplane/schema/schematest"
+)
+
+// TestKEKRotation rotates the key-encryption key the way docs/security.md says: the
+// new key first and the old one second on every node, ResealSecrets, then the old key
+// removed. A node holding only the new key then opens the region's signing key and
+// a TOTP seed enrolled under the old one; before the reseal it could open neither.
+func TestKEKRotation(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	oldText, _ := kek.Generate()
+	newText, _ := kek.Generate()
+	parse := func(text string) *kek.KEK {
+		t.Helper()
+		k, err := kek.Parse(text)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	oldKEK, both, newKEK := parse(oldText), parse(newText+"\n"+oldText), parse(newText)
+	store := schematest.NewStore(t, "us-east")
+	nodeURL := func(k *kek.KEK, id string) string {
+		c := authConfig(k, id)
+		return testNode(t, store, c)
+	}
+	oldURL := nodeURL(oldKEK, "us-east-1")
+	admin := adminClient(oldURL, secret)
+	if _, err := admin.CreateTenant(ctx, connect.NewRequest(&keyplanev1.CreateTenantRequest{Id: "acme", Name: "Acme", HomeRegion: "us-east"})); err != nil {
+		t.Fatal(err)
+	}
+	h, err := admin.CreateIdentity(ctx, connect.NewRequest(&keyplanev1.CreateIdentityRequest{TenantId: "acme",
+		Kind: keyplanev1.IdentityKind_IDENTITY_KIND_HUMAN, DisplayName: "Alice", Email: "alice@acme.example"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice := h.Msg.Identity.Id
+	if _, err := admin.SetPassword(ctx, connect.NewRequest(&keyplanev1.SetPasswordRequest{TenantId: "acme", IdentityId: alice, Password: "correct horse battery"})); err != nil {
+		t.Fatal(err)
+	}
+	login := func(url, code string) (*keyplanev1.LoginResponse, error) {
+		r, err := keyplanev1connect.NewAuthServiceClient(http.DefaultClient, url).Login(ctx,
+			connect.NewRequest(&keyplanev1.LoginRequest{TenantId: "acme", Email: "alice@acme.example", Password: "correct horse battery", TotpCode: code}))
+		if err != nil {
+			return nil, err
+		}
+		return r.Msg, nil
+	}
+	first, err := login(oldURL, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	auth := keyplanev1connect.NewAuthServiceClient(http.DefaultClient, oldURL)
+	enroll := connect.NewRequest(&keyplanev1.EnrollTOTPRequest{TenantId: "acme", IdentityId: alice})
+	enroll.Header().Set("Authorization", "Bearer "+first.Token.AccessToken)
+	en, err := auth.EnrollTOTP(ctx, enroll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, _ := totp.GenerateCode(en.Msg.Secret, time.Now().Add(-30*time.Second))
+	confirm := connect.NewRequest(&keyplanev1.ConfirmTOTPRequest{TenantId: "acme", IdentityId: alice, Code: code})
+	confirm.Header().Set("Authorization", "Bearer "+first.Token.AccessToken)
+	if _, err := auth.ConfirmTOTP(ctx, confirm); err != nil {
+		t.Fatal(err)
+	}
+
+	// Only the new key, before the reseal: the old secrets do not open.
+	earlyURL := nodeURL(newKEK, "us-east-2")
+	code, _ = totp.GenerateCode(en.Msg.Secret, time.Now())
+	if _, err := login(earlyURL, code); err == nil {
+		t.Fatal("a node without the old KEK logged in before the reseal: the test proves nothing")
+	}
+
+	change := schema.Change{Actor: "operator", RequestID: "kek-rotation"}
+	got, err := region.ResealSecrets(ctx, store, both, change)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := got["us-east"]; c.SigningKeys != 1 || c.TOTPSeeds != 1 || c.Skipped != 0 {
+		t.Fatalf("reseal in us-east = %+v, want 1 signing key and 1 TOTP seed", c)
+	}
+	again, err := region.ResealSecrets(ctx, store, both, change)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := again["us-east"]; c.SigningKeys != 0 || c.TOTPSeeds != 0 || c.Unchanged != 2 {
+		t.Fatalf("a second reseal = %+v, want nothing left to do", c)
+	}
+
+	newURL := nodeURL(newKEK, "us-east-3")
+	code, _ = totp.GenerateCode(en.Msg.Secret, time.Now().Add(30*time.Second))
+	full, err := login(newURL, code)
+	if err != nil || full.Token == nil {
+		t.Fatalf("login with TOTP on a node holding only the new KEK: %+v %v", full, err)
+	}
+	v, err := keyplanev1connect.NewAuthServiceClient(http.DefaultClient, newURL).ValidateToken(ctx,
+		connect.NewRequest(&keyplanev1.ValidateTokenRequest{TenantId: "acme", Token: first.Token.AccessToken}))
+	if err != nil || !v.Msg.Active {
+		t.Fatalf("a token signed before the rotation, validated with only the new KEK: %v %v", v, err)
+	}
+	if fresh, err := keyplanev1connect.NewAuthServiceClient(http.DefaultClient, newURL).ValidateToken(ctx,
+		connect.NewRequest(&keyplanev1.ValidateTokenRequest{TenantId: "acme", Token: full.Token.AccessToken})); err != nil ||
+		strings.Join(fresh.Msg.GetClaims().GetAmr(), ",") != "pwd,otp,mfa" {
+		t.Fatalf("the TOTP login's token: %v %v", fresh, err)
+	}
+}
