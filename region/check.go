@@ -109,7 +109,12 @@ func contextMap(s *structpb.Struct) (map[string]any, error) {
 		return map[string]any{}, nil
 	}
 	m := s.AsMap()
-	b, _ := json.Marshal(m)
+	b, err := json.Marshal(m)
+	if err != nil {
+		// Not JSON (a NaN or an infinity): its size is unknown, so it is refused rather
+		// than let past the bound.
+		return nil, fieldError("context", "must be representable as JSON: "+err.Error())
+	}
 	if len(b) > maxContextBytes {
 		return nil, fieldError("context", fmt.Sprintf("at most %d bytes as JSON, got %d", maxContextBytes, len(b)))
 	}

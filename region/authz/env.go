@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/cel-go/cel"
 	"github.com/google/cel-go/checker"
+	celast "github.com/google/cel-go/common/ast"
 	"github.com/google/cel-go/ext"
 )
 
@@ -39,7 +40,7 @@ type EnvOptions struct {
 //
 // Conditions see these variables:
 //
-//	request   {time: timestamp, ip: string, region: string}
+//	request   {time: timestamp, ip: string, region: string}  (ip "" when unknown)
 //	principal {id: string, kind: string, attributes: map(string, dyn)}
 //	resource  {path: string, attributes: map(string, dyn)}
 //	token     {amr: list(string), auth_time: timestamp (the Unix epoch if unknown)}
@@ -47,8 +48,10 @@ type EnvOptions struct {
 //
 // request and token are typed objects: unknown fields and type mismatches
 // are rejected when checking. principal and resource are map(string, dyn),
-// so a misspelt field there is an evaluation error (which fails closed). The
-// standard string extensions (ext.Strings) are available.
+// so a misspelt field there is an evaluation error (which fails closed). A
+// condition that reads request.ip when the address is unknown (Request.IP empty)
+// fails closed the same way, whatever it would compute from "". The standard string
+// extensions (ext.Strings) are available.
 type Env struct {
 	env       *cel.Env
 	costLimit uint64
@@ -59,8 +62,9 @@ type Env struct {
 
 // condition is a compiled, type-checked CEL condition.
 type condition struct {
-	expr string
-	prg  cel.Program
+	expr   string
+	prg    cel.Program
+	readIP bool // reads request.ip (or uses request whole)
 }
 
 // Variable shapes exposed to CEL as native struct types, so field names and
@@ -172,7 +176,21 @@ func (e *Env) compile(expr string) (c *condition, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("condition %q: %w", expr, err)
 	}
-	return &condition{expr: expr, prg: prg}, nil
+	return &condition{expr: expr, prg: prg, readIP: readsRequestIP(ast.NativeRep())}, nil
+}
+
+// readsRequestIP reports whether a checked condition reads request.ip, or uses the
+// request variable other than through one of its fields (which could reach the
+// address). Such a condition cannot be decided when the address is unknown.
+func readsRequestIP(a *celast.AST) bool {
+	uses := celast.MatchDescendants(celast.NavigateAST(a), func(e celast.NavigableExpr) bool {
+		if e.Kind() != celast.IdentKind || e.AsIdent() != "request" {
+			return false
+		}
+		p, ok := e.Parent()
+		return !ok || p.Kind() != celast.SelectKind || p.AsSelect().FieldName() == "ip"
+	})
+	return len(uses) > 0
 }
 
 // sizeEstimator bounds the size of every string, list and map reachable from

@@ -2,6 +2,7 @@ package authz
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -32,11 +33,13 @@ type Request struct {
 	Permission, Resource string
 	ResourceAttrs        map[string]any
 	Time                 time.Time
-	IP, Region           string
-	AMR                  []string
-	AuthTime             time.Time // zero: unknown, seen by conditions as the Unix epoch
-	Context              map[string]any
-	Explain              bool // fill Decision.Trace
+	// IP is the caller's address; "" means unknown: a condition that reads request.ip
+	// then counts as failing to evaluate (an allow does not apply, a deny does).
+	IP, Region string
+	AMR        []string
+	AuthTime   time.Time // zero: unknown, seen by conditions as the Unix epoch
+	Context    map[string]any
+	Explain    bool // fill Decision.Trace
 }
 
 // Decision is the result of Check.
@@ -136,7 +139,10 @@ func (s *Snapshot) Check(r Request) (d Decision) {
 		if vars == nil {
 			vars = activation(&r)
 		}
-		ok, err := cands[i].cond.eval(vars)
+		ok, err := false, errUnknownIP
+		if !cands[i].cond.readIP || r.IP != "" {
+			ok, err = cands[i].cond.eval(vars)
+		}
 		switch {
 		case err != nil:
 			outcomes[i] = condError
@@ -266,6 +272,10 @@ func (r *role) grants(permission string) bool {
 }
 
 var epoch = time.Unix(0, 0).UTC()
+
+// errUnknownIP is the evaluation error of a condition reading request.ip when the
+// request's address is unknown.
+var errUnknownIP = errors.New("request.ip is unknown for this request")
 
 // activation builds the CEL variables for r.
 func activation(r *Request) map[string]any {

@@ -252,6 +252,37 @@ func TestCheck(t *testing.T) {
 			wantAllowed: true, wantIDs: []string{"b1"},
 		},
 		{
+			name:        "ip condition with a known address",
+			bindings:    []authz.Binding{withCond(allow("b1", "identity", "alice", "viewer", "*"), `request.ip.startsWith("10.")`)},
+			req:         func(r *authz.Request) { r.IP = "10.1.2.3" },
+			wantAllowed: true, wantIDs: []string{"b1"},
+		},
+		{
+			name:     "allow reading an unknown ip does not apply",
+			bindings: []authz.Binding{withCond(allow("b1", "identity", "alice", "viewer", "*"), `request.ip == "" || request.ip.startsWith("10.")`)},
+			req:      func(r *authz.Request) { r.IP = "" },
+		},
+		{
+			name: "deny reading an unknown ip applies",
+			bindings: []authz.Binding{allow("b1", "identity", "alice", "viewer", "*"),
+				withCond(deny("b9", "identity", "alice", "viewer", "*"), `request.ip == "203.0.113.9"`)},
+			req:     func(r *authz.Request) { r.IP = "" },
+			wantIDs: []string{"b9"},
+		},
+		{
+			name: "deny using the whole request object with an unknown ip applies",
+			bindings: []authz.Binding{allow("b1", "identity", "alice", "viewer", "*"),
+				withCond(deny("b9", "identity", "alice", "viewer", "*"), `[request].all(x, x.region == "cn")`)},
+			req:     func(r *authz.Request) { r.IP = "" },
+			wantIDs: []string{"b9"},
+		},
+		{
+			name:        "a condition not reading the ip is decided without one",
+			bindings:    []authz.Binding{withCond(allow("b1", "identity", "alice", "viewer", "*"), `request.region == "eu-west"`)},
+			req:         func(r *authz.Request) { r.IP, r.Region = "", "eu-west" },
+			wantAllowed: true, wantIDs: []string{"b1"},
+		},
+		{
 			name:        "context ticket present",
 			bindings:    []authz.Binding{withCond(allow("b1", "identity", "alice", "viewer", "*"), `has(context.ticket) && context.ticket != ""`)},
 			req:         func(r *authz.Request) { r.Context = map[string]any{"ticket": "INC-42"} },
