@@ -60,8 +60,7 @@ func (n *Node) requirePermission(ctx context.Context, t schema.Tenant, c caller,
 	if err != nil {
 		return err
 	}
-	_, err = n.holdsOnTenant(ctx, t, snap, c, perm)
-	return err
+	return n.holdsOnTenant(ctx, t, snap, c, perm)
 }
 
 // holdsOnTenant decides whether identity caller c holds perm on resource "tenant" of
@@ -69,20 +68,20 @@ func (n *Node) requirePermission(ctx context.Context, t schema.Tenant, c caller,
 // attributes (read now), its token's amr and auth_time, the region. The caller's
 // address is not known here, so a condition reading request.ip fails closed. A
 // refusal is a permission_denied error naming perm.
-func (n *Node) holdsOnTenant(ctx context.Context, t schema.Tenant, snap *authz.Snapshot, c caller, perm string) (authz.Decision, error) {
+func (n *Node) holdsOnTenant(ctx context.Context, t schema.Tenant, snap *authz.Snapshot, c caller, perm string) error {
 	p, denied, err := n.readPrincipal(ctx, t, c.identityID)
 	if err != nil {
-		return authz.Decision{}, err
+		return err
 	}
 	if denied != "" {
-		return authz.Decision{}, connect.NewError(connect.CodePermissionDenied, fmt.Errorf("the caller lacks %s on the tenant: %s", perm, denied))
+		return connect.NewError(connect.CodePermissionDenied, fmt.Errorf("the caller lacks %s on the tenant: %s", perm, denied))
 	}
 	d := snap.Check(authz.Request{PrincipalID: p.id, PrincipalKind: authz.KindIdentity, IdentityKind: p.kind, PrincipalAttrs: p.attrs,
 		Permission: perm, Resource: "tenant", Time: n.now(), Region: n.cfg.Region, AMR: c.amr, AuthTime: c.authTime})
 	if !d.Allowed {
-		return d, connect.NewError(connect.CodePermissionDenied, fmt.Errorf("the caller lacks %s on the tenant", perm))
+		return connect.NewError(connect.CodePermissionDenied, fmt.Errorf("the caller lacks %s on the tenant", perm))
 	}
-	return d, nil
+	return nil
 }
 
 // authorize authenticates the caller and requires perm of it (see requirePermission).

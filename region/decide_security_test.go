@@ -14,8 +14,10 @@ import (
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	keyplanev1 "github.com/keyplane/keyplane/region/gen/keyplane/v1"
+	"github.com/keyplane/keyplane/region/gen/keyplane/v1/keyplanev1connect"
 )
 
 // loginTokens gives identity an email and a password, logs in and returns the tokens.
@@ -192,5 +194,86 @@ func TestSecurityShortDeadlinesKeepPoolConnections(t *testing.T) {
 	if _, err := f.check.Check(ctx, connect.NewRequest(&keyplanev1.CheckRequest{TenantId: "acme",
 		Principal: &keyplanev1.CheckRequest_IdentityId{IdentityId: f.alice}, Permission: "docs.document.read", Resource: "a/b"})); err != nil {
 		t.Fatalf("a normal call after the burst: %v", err)
+	}
+}
+
+// TestSecurityElevationApprovalLimits: issue 12, finding 7. iam.elevations.approve let
+// its holder approve any role on any scope, "*" and the approval permission itself
+// included: one approver could hand anyone (or, through an accomplice's request, itself)
+// every permission. The attacks, through a real node: approving a role whose
+// permissions the approver lacks, or holds only elsewhere or only under a condition;
+// approving one's own request; approving a role granting iam.* permissions or scope
+// "*" without the tenant's explicit opt-in (iam.elevations.approve_privileged granted
+// by name; a "*" role does not count). Each is permission_denied naming what the
+// approver lacks; the allowed cases still work.
+func TestSecurityElevationApprovalLimits(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newPolicyFixture(t)
+	alice := f.loginAs(t, f.alice, "alice@acme.example")
+	owner := f.loginAs(t, f.owner, "owner@acme.example")
+	role := func(name string, perms ...string) string {
+		t.Helper()
+		r, err := f.admin.CreateRole(ctx, connect.NewRequest(&keyplanev1.CreateRoleRequest{TenantId: "acme", Name: name, Permissions: perms}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Msg.Role.Id
+	}
+	approver := role("approver", "iam.elevations.approve")
+	privileged := role("privileged-approver", "iam.elevations.approve_privileged")
+	star := role("everything", "*")
+	grant := func(who, roleID, scope, condition string) {
+		t.Helper()
+		f.bind(t, &keyplanev1.CreateBindingRequest{PrincipalKind: "identity", PrincipalId: who, RoleId: roleID, Scope: scope, Condition: condition})
+	}
+	request := func(roleID, scope string) string {
+		t.Helper()
+		r, err := alice.RequestElevation(ctx, connect.NewRequest(&keyplanev1.RequestElevationRequest{TenantId: "acme", RoleId: roleID, Scope: scope,
+			Duration: durationpb.New(30 * time.Minute), Justification: "incident 7"}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Msg.Elevation.Id
+	}
+	approve := func(c keyplanev1connect.ElevationServiceClient, id string) error {
+		_, err := c.ApproveElevation(ctx, connect.NewRequest(&keyplanev1.ApproveElevationRequest{TenantId: "acme", ElevationId: id}))
+		return err
+	}
+
+	grant(f.owner, approver, "*", "")
+	editProd := request(f.editor, "prod/")
+	// The reported attack: the approval permission alone approves nothing else.
+	wantCode(t, approve(owner, editProd), connect.CodePermissionDenied, "lacks docs.* on prod/")
+	// Held on another scope, or only under a condition: not held on the elevation's.
+	grant(f.owner, f.editor, "staging/", "")
+	wantCode(t, approve(owner, editProd), connect.CodePermissionDenied, "lacks docs.* on prod/")
+	grant(f.owner, f.editor, "*", `request.time.getFullYear() > 2000`)
+	wantCode(t, approve(owner, editProd), connect.CodePermissionDenied, "lacks docs.* on prod/")
+	// Never one's own request, whatever one holds.
+	grant(f.alice, approver, "*", "")
+	grant(f.alice, f.editor, "prod/", "")
+	wantCode(t, approve(alice, editProd), connect.CodePermissionDenied, "own elevation")
+
+	// Roles granting iam.* (here the approval permission itself) and scope "*" need the
+	// tenant's explicit opt-in, even from an approver holding everything they grant.
+	approveRole := request(approver, "tenant")
+	viewAll := request(f.viewer, "*")
+	wantCode(t, approve(owner, approveRole), connect.CodePermissionDenied, "lacks iam.elevations.approve_privileged")
+	grant(f.owner, star, "*", "")
+	wantCode(t, approve(owner, approveRole), connect.CodePermissionDenied, "lacks iam.elevations.approve_privileged")
+	wantCode(t, approve(owner, viewAll), connect.CodePermissionDenied, "lacks iam.elevations.approve_privileged")
+
+	// Allowed: an approver holding every permission of the role on the whole scope.
+	if err := approve(owner, editProd); err != nil {
+		t.Fatalf("approve a role the approver holds on the scope: %v", err)
+	}
+	// Allowed: with iam.elevations.approve_privileged granted by name.
+	grant(f.owner, privileged, "tenant", "")
+	if err := approve(owner, approveRole); err != nil {
+		t.Fatalf("approve an iam role with the opt-in: %v", err)
+	}
+	if err := approve(owner, viewAll); err != nil {
+		t.Fatalf("approve scope * with the opt-in: %v", err)
 	}
 }
