@@ -320,3 +320,43 @@ func TestUnavailableWhenDatabaseGone(t *testing.T) {
 		t.Fatalf("ping: got %v, want ErrUnavailable", err)
 	}
 }
+
+// A statement whose context ends is cancelled on the server and keeps its connection:
+// a statement that outlives its deadline (pg_sleep) costs no new connection, and the
+// pool serves the next statement.
+func TestCancelledStatementsKeepTheirConnection(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool, err := schema.Open(ctx, schematest.NewDatabase(t), schema.PoolConfig{MaxConns: 2, CancelDelay: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	if _, err := pool.Exec(ctx, "SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+	before := pool.Stat().NewConnsCount()
+	for range 5 {
+		short, cancel := context.WithTimeout(ctx, 5*time.Millisecond)
+		_, err := pool.Exec(short, "SELECT pg_sleep(30)")
+		cancel()
+		if err == nil {
+			t.Fatal("a 30 s sleep finished within a 5 ms deadline")
+		}
+	}
+	if opened := pool.Stat().NewConnsCount() - before; opened != 0 {
+		t.Fatalf("5 cancelled statements opened %d new connections, want 0", opened)
+	}
+	if _, err := pool.Exec(ctx, "SELECT 1"); err != nil {
+		t.Fatalf("a statement after the cancelled ones: %v", err)
+	}
+}
+
+func TestOpenRefusesACancelTimeoutWithinTheDelay(t *testing.T) {
+	t.Parallel()
+	_, err := schema.Open(context.Background(), "postgres://nobody:x@127.0.0.1:1/none?sslmode=disable",
+		schema.PoolConfig{CancelDelay: time.Second, CancelTimeout: time.Second})
+	if err == nil || !strings.Contains(err.Error(), "cancel timeout") {
+		t.Fatalf("cancel timeout equal to the delay: %v, want an error naming the cancel timeout", err)
+	}
+}
