@@ -283,6 +283,23 @@ func TestCheck(t *testing.T) {
 			wantAllowed: true, wantIDs: []string{"b1"},
 		},
 		{
+			name:     "allow reading the token of a check without one does not apply",
+			bindings: []authz.Binding{withCond(allow("b1", "identity", "alice", "viewer", "*"), `!("mfa" in token.amr)`)},
+		},
+		{
+			name: "deny reading the token of a check without one applies",
+			bindings: []authz.Binding{allow("b1", "identity", "alice", "viewer", "*"),
+				withCond(deny("b9", "identity", "alice", "viewer", "*"), `token.auth_time > timestamp("2026-06-01T00:00:00Z")`)},
+			wantIDs: []string{"b9"},
+		},
+		{
+			name: "deny reading the token applies by its value when there is one",
+			bindings: []authz.Binding{allow("b1", "identity", "alice", "viewer", "*"),
+				withCond(deny("b9", "identity", "alice", "viewer", "*"), `token.auth_time > timestamp("2026-06-01T00:00:00Z")`)},
+			req:         func(r *authz.Request) { r.AuthTime = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC) },
+			wantAllowed: true, wantIDs: []string{"b1"},
+		},
+		{
 			name:        "context ticket present",
 			bindings:    []authz.Binding{withCond(allow("b1", "identity", "alice", "viewer", "*"), `has(context.ticket) && context.ticket != ""`)},
 			req:         func(r *authz.Request) { r.Context = map[string]any{"ticket": "INC-42"} },
