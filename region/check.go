@@ -111,8 +111,8 @@ func contextMap(s *structpb.Struct) (map[string]any, error) {
 	m := s.AsMap()
 	b, err := json.Marshal(m)
 	if err != nil {
-		// Not JSON (a NaN or an infinity): its size is unknown, so it is refused rather
-		// than let past the bound.
+		// AsMap's values always marshal (it turns NaN and infinities into strings); were
+		// one not to, the size would be unknown, so it is refused, not let past the bound.
 		return nil, fieldError("context", "must be representable as JSON: "+err.Error())
 	}
 	if len(b) > maxContextBytes {

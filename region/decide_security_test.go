@@ -277,3 +277,4 @@ func TestSecurityElevationApprovalLimits(t *testing.T) {
 		t.Fatalf("approve scope * with the opt-in: %v", err)
 	}
 }
+
