@@ -277,4 +277,3 @@ func TestSecurityElevationApprovalLimits(t *testing.T) {
 		t.Fatalf("approve scope * with the opt-in: %v", err)
 	}
 }
-
