@@ -201,7 +201,8 @@ func TestSecurityShortDeadlinesKeepPoolConnections(t *testing.T) {
 // its holder approve any role on any scope, "*" and the approval permission itself
 // included: one approver could hand anyone (or, through an accomplice's request, itself)
 // every permission. The attacks, through a real node: approving a role whose
-// permissions the approver lacks, or holds only elsewhere or only under a condition;
+// permissions the approver lacks, or holds only elsewhere, only under a condition or
+// under an overlapping deny;
 // approving one's own request; approving a role granting iam.* permissions or scope
 // "*" without the tenant's explicit opt-in (iam.elevations.approve_privileged granted
 // by name; a "*" role does not count). Each is permission_denied naming what the
@@ -263,6 +264,15 @@ func TestSecurityElevationApprovalLimits(t *testing.T) {
 	grant(f.owner, star, "*", "")
 	wantCode(t, approve(owner, approveRole), connect.CodePermissionDenied, "lacks iam.elevations.approve_privileged")
 	wantCode(t, approve(owner, viewAll), connect.CodePermissionDenied, "lacks iam.elevations.approve_privileged")
+
+	// A deny of the approver's overlapping the role and scope, even a conditional one
+	// on a single resource, means it does not hold the role there.
+	deny, _ := f.bind(t, &keyplanev1.CreateBindingRequest{Effect: keyplanev1.Effect_EFFECT_DENY, PrincipalKind: "identity", PrincipalId: f.owner,
+		RoleId: f.viewer, Scope: "prod/secrets", Condition: `request.region == "nowhere"`})
+	wantCode(t, approve(owner, editProd), connect.CodePermissionDenied, "lacks docs.* on prod/")
+	if _, err := f.admin.DeleteBinding(ctx, connect.NewRequest(&keyplanev1.DeleteBindingRequest{TenantId: "acme", BindingId: deny})); err != nil {
+		t.Fatal(err)
+	}
 
 	// Allowed: an approver holding every permission of the role on the whole scope.
 	if err := approve(owner, editProd); err != nil {
