@@ -202,11 +202,10 @@ func TestSecurityShortDeadlinesKeepPoolConnections(t *testing.T) {
 // included: one approver could hand anyone (or, through an accomplice's request, itself)
 // every permission. The attacks, through a real node: approving a role whose
 // permissions the approver lacks, or holds only elsewhere, only under a condition or
-// under an overlapping deny;
-// approving one's own request; approving a role granting iam.* permissions or scope
-// "*" without the tenant's explicit opt-in (iam.elevations.approve_privileged granted
-// by name; a "*" role does not count). Each is permission_denied naming what the
-// approver lacks; the allowed cases still work.
+// under an overlapping deny; approving one's own request; approving a role granting
+// iam.* permissions or scope "*" without the tenant's explicit opt-in
+// (iam.elevations.approve_privileged granted by name; a "*" role does not count). Each
+// is permission_denied naming what the approver lacks; the allowed cases still work.
 func TestSecurityElevationApprovalLimits(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
