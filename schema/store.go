@@ -78,6 +78,15 @@ func Open(ctx context.Context, url string, cfg PoolConfig) (*pgxpool.Pool, error
 	pc.ConnConfig.BuildContextWatcherHandler = func(c *pgconn.PgConn) ctxwatch.Handler {
 		return &pgconn.CancelRequestContextWatcherHandler{Conn: c, CancelRequestDelay: delay, DeadlineDelay: timeout}
 	}
+	// pgxpool pings a connection idle for over a second before handing it out, under
+	// the acquirer's deadline; a failed ping destroys the connection. An acquirer whose
+	// deadline has (all but) passed would fail that ping on a healthy connection, so it
+	// gets the connection unpinged: its statement is refused before it is sent, and a
+	// dead connection still shows itself to the next statement.
+	pc.ShouldPing = func(ctx context.Context, p pgxpool.ShouldPingParams) bool {
+		deadline, ok := ctx.Deadline()
+		return p.IdleDuration > time.Second && ctx.Err() == nil && (!ok || time.Until(deadline) > delay)
+	}
 	if cfg.MaxConns > 0 {
 		pc.MaxConns = cfg.MaxConns
 	} else if pc.MaxConns < 8 {
@@ -163,6 +172,12 @@ func (s *Store) attempt(ctx context.Context, fn func(pgx.Tx) error) (err error) 
 		}
 	}()
 	if err := fn(tx); err != nil {
+		return err
+	}
+	// pgx closes the connection when COMMIT fails unsent (a context already done): the
+	// deferred rollback ends the transaction instead, keeping the connection, and the
+	// caller learns for certain that nothing was committed.
+	if err := ctx.Err(); err != nil {
 		return err
 	}
 	if err := tx.Commit(ctx); err != nil {
