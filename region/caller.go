@@ -17,6 +17,7 @@ import (
 type caller struct {
 	identityID string    // "" for the operator
 	authTime   time.Time // when the identity last authenticated (its session's auth_time)
+	amr        []string  // how it authenticated (its token's amr)
 }
 
 func (c caller) operator() bool { return c.identityID == "" }
@@ -46,7 +47,7 @@ func (n *Node) authenticate(ctx context.Context, header, tenantID string) (calle
 	if !v.Active {
 		return caller{}, connect.NewError(connect.CodeUnauthenticated, errors.New("bearer token inactive: "+string(v.Reason)))
 	}
-	return caller{identityID: v.Claims.Subject, authTime: v.AuthTime}, nil
+	return caller{identityID: v.Claims.Subject, authTime: v.AuthTime, amr: v.Claims.AMR}, nil
 }
 
 // requirePermission refuses an identity that does not hold perm on resource "tenant"
@@ -59,7 +60,24 @@ func (n *Node) requirePermission(ctx context.Context, t schema.Tenant, c caller,
 	if err != nil {
 		return err
 	}
-	d := snap.Check(authz.Request{PrincipalID: c.identityID, PrincipalKind: authz.KindIdentity, Permission: perm, Resource: "tenant", Time: n.now()})
+	return n.holdsOnTenant(ctx, t, snap, c, perm)
+}
+
+// holdsOnTenant decides whether identity caller c holds perm on resource "tenant" of
+// t under snap, with every input a condition may read: the identity's kind and
+// attributes (read now), its token's amr and auth_time, the region. The caller's
+// address is not known here, so a condition reading request.ip fails closed. A
+// refusal is a permission_denied error naming perm.
+func (n *Node) holdsOnTenant(ctx context.Context, t schema.Tenant, snap *authz.Snapshot, c caller, perm string) error {
+	p, denied, err := n.readPrincipal(ctx, t, c.identityID)
+	if err != nil {
+		return err
+	}
+	if denied != "" {
+		return connect.NewError(connect.CodePermissionDenied, fmt.Errorf("the caller lacks %s on the tenant: %s", perm, denied))
+	}
+	d := snap.Check(authz.Request{PrincipalID: p.id, PrincipalKind: authz.KindIdentity, IdentityKind: p.kind, PrincipalAttrs: p.attrs,
+		Permission: perm, Resource: "tenant", Time: n.now(), Region: n.cfg.Region, AMR: c.amr, AuthTime: c.authTime})
 	if !d.Allowed {
 		return connect.NewError(connect.CodePermissionDenied, fmt.Errorf("the caller lacks %s on the tenant", perm))
 	}

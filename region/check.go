@@ -109,7 +109,12 @@ func contextMap(s *structpb.Struct) (map[string]any, error) {
 		return map[string]any{}, nil
 	}
 	m := s.AsMap()
-	b, _ := json.Marshal(m)
+	b, err := json.Marshal(m)
+	if err != nil {
+		// AsMap's values always marshal (it turns NaN and infinities into strings); were
+		// one not to, the size would be unknown, so it is refused, not let past the bound.
+		return nil, fieldError("context", "must be representable as JSON: "+err.Error())
+	}
 	if len(b) > maxContextBytes {
 		return nil, fieldError("context", fmt.Sprintf("at most %d bytes as JSON, got %d", maxContextBytes, len(b)))
 	}

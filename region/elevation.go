@@ -3,6 +3,7 @@ package region
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -14,9 +15,16 @@ import (
 	"github.com/keyplane/keyplane/schema"
 )
 
-// PermApproveElevations lets an identity approve other identities' elevations (on
-// resource "tenant").
-const PermApproveElevations = "iam.elevations.approve"
+// Permissions of elevation approvers (on resource "tenant").
+const (
+	// PermApproveElevations lets an identity approve other identities' elevations to
+	// roles whose every permission it holds on the elevation's scope.
+	PermApproveElevations = "iam.elevations.approve"
+	// PermApprovePrivilegedElevations, granted by name (a role listing it; "*" or
+	// "iam.*" do not count), also lets it approve roles granting iam.* permissions and
+	// elevations on scope "*": the tenant's explicit opt-in to such approvals.
+	PermApprovePrivilegedElevations = "iam.elevations.approve_privileged"
+)
 
 // ElevationService implements keyplane.v1.ElevationService.
 type ElevationService struct {
@@ -77,10 +85,91 @@ func (e *ElevationService) decide(ctx context.Context, header, tenantID, id stri
 		return schema.Elevation{}, 0, connect.NewError(connect.CodePermissionDenied,
 			errors.New("elevations are decided by an identity holding iam.elevations.approve, not by the operator"))
 	}
-	if err := e.node.requirePermission(ctx, t, c, PermApproveElevations); err != nil {
+	snap, err := e.node.policies.snapshot(ctx, t, consistency{})
+	if err != nil {
 		return schema.Elevation{}, 0, err
 	}
-	return e.node.store.DecideElevation(ctx, c.change(ctx), t.Scope(), id, c.identityID, approve)
+	if err := e.node.holdsOnTenant(ctx, t, snap, c, PermApproveElevations); err != nil {
+		return schema.Elevation{}, 0, err
+	}
+	var atRevision int64
+	if approve {
+		if err := e.mayApprove(ctx, t, snap, c, id); err != nil {
+			return schema.Elevation{}, 0, err
+		}
+		// The store refuses the approval if the policy changed since snap: the limits
+		// were judged on exactly the policy the approval applies to.
+		atRevision = snap.Revision()
+	}
+	return e.node.store.DecideElevation(ctx, c.change(ctx), t.Scope(), id, c.identityID, approve, atRevision)
+}
+
+// mayApprove applies the limits on approving elevation id (issue 12, finding 7):
+// never one's own request; never a role granting iam.* permissions, nor any role on
+// scope "*", unless the approver is granted PermApprovePrivilegedElevations by name;
+// and only a role whose every permission the approver holds on the whole scope (see
+// holdsEverywhere). A refusal is permission_denied naming what the approver lacks.
+func (e *ElevationService) mayApprove(ctx context.Context, t schema.Tenant, snap *authz.Snapshot, c caller, id string) error {
+	el, err := e.node.store.GetElevation(ctx, t.Scope(), id)
+	if err != nil {
+		return err
+	}
+	if el.RequesterID == c.identityID {
+		return connect.NewError(connect.CodePermissionDenied, errors.New("elevation_id: an identity may not approve its own elevation"))
+	}
+	role, ok := snap.Role(el.RoleID)
+	if !ok {
+		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("elevation_id: its role %s no longer exists", el.RoleID))
+	}
+	grants := snap.EffectivePermissions(c.identityID, e.node.now())
+	if privilegedElevation(role, el.Scope) && !holdsEverywhere(grants, PermApprovePrivilegedElevations, "tenant", true) {
+		return connect.NewError(connect.CodePermissionDenied, fmt.Errorf(
+			"the approver lacks %s on the tenant (granted by name, not by a wildcard), needed to approve role %q on scope %q: it grants iam.* permissions or covers every resource",
+			PermApprovePrivilegedElevations, role.Name, el.Scope))
+	}
+	for _, p := range role.Permissions {
+		if !holdsEverywhere(grants, p, el.Scope, false) {
+			return connect.NewError(connect.CodePermissionDenied, fmt.Errorf(
+				"the approver lacks %s on %s: approving role %q needs every permission it grants, held unconditionally on the whole scope", p, el.Scope, role.Name))
+		}
+	}
+	return nil
+}
+
+// privilegedElevation reports whether elevating to role on scope needs
+// PermApprovePrivilegedElevations: the role grants a permission of the iam service
+// (keyplane's own, the approval permission included) or the scope is "*".
+func privilegedElevation(role authz.Role, scope string) bool {
+	if scope == "*" {
+		return true
+	}
+	for _, p := range role.Permissions {
+		if authz.PatternIncludes("iam.*", p) || authz.PatternIncludes(p, "iam.*") {
+			return true
+		}
+	}
+	return false
+}
+
+// holdsEverywhere reports whether grants (an identity's effective permissions)
+// certainly give pattern on every resource scope covers, whatever a condition or a
+// request would say: an unconditional allow grant includes both the pattern (is it,
+// when byName) and the scope, and no deny grant, conditional or not, overlaps both.
+func holdsEverywhere(grants []authz.Grant, pattern, scope string, byName bool) bool {
+	held := false
+	for _, g := range grants {
+		if g.Effect == authz.Deny {
+			if (authz.PatternIncludes(g.Permission, pattern) || authz.PatternIncludes(pattern, g.Permission)) &&
+				(authz.ScopeIncludes(g.Scope, scope) || authz.ScopeIncludes(scope, g.Scope)) {
+				return false
+			}
+			continue
+		}
+		if !g.Conditional && authz.ScopeIncludes(g.Scope, scope) && (g.Permission == pattern || !byName && authz.PatternIncludes(g.Permission, pattern)) {
+			held = true
+		}
+	}
+	return held
 }
 
 func (e *ElevationService) ApproveElevation(ctx context.Context, req *connect.Request[keyplanev1.ApproveElevationRequest]) (*connect.Response[keyplanev1.ApproveElevationResponse], error) {

@@ -63,8 +63,11 @@ func TestElevationLifecycle(t *testing.T) {
 	// Alice herself holds the approval permission: still not her own request.
 	f.bind(t, &keyplanev1.CreateBindingRequest{PrincipalKind: "identity", PrincipalId: f.alice, RoleId: approver.Msg.Role.Id, Scope: "*"})
 	_, err = alice.ApproveElevation(ctx, connect.NewRequest(&keyplanev1.ApproveElevationRequest{TenantId: "acme", ElevationId: id}))
-	wantCode(t, err, connect.CodeFailedPrecondition, "own elevation")
+	wantCode(t, err, connect.CodePermissionDenied, "own elevation")
+	// The owner approves: it holds the approval permission and every permission of the
+	// role on the elevation's scope.
 	f.bind(t, &keyplanev1.CreateBindingRequest{PrincipalKind: "identity", PrincipalId: f.owner, RoleId: approver.Msg.Role.Id, Scope: "*"})
+	f.bind(t, &keyplanev1.CreateBindingRequest{PrincipalKind: "identity", PrincipalId: f.owner, RoleId: f.editor, Scope: "prod/"})
 	ok, err := owner.ApproveElevation(ctx, connect.NewRequest(&keyplanev1.ApproveElevationRequest{TenantId: "acme", ElevationId: id}))
 	if err != nil || ok.Msg.Elevation.Status != "active" || ok.Msg.Elevation.BindingId == "" || ok.Msg.Elevation.EndTime == nil {
 		t.Fatalf("approve: %v %v", ok, err)

@@ -107,8 +107,9 @@ func (s *Store) GetElevation(ctx context.Context, sc Scope, id string) (Elevatio
 
 // DecideElevation approves (creating the expiring binding) or denies a pending
 // elevation. The approver must differ from the requester; the caller has checked that
-// the approver holds the approval permission.
-func (s *Store) DecideElevation(ctx context.Context, c Change, sc Scope, id, approverID string, approve bool) (Elevation, int64, error) {
+// the approver may decide it, judged on the policy at revision atRevision: an approval
+// with atRevision > 0 is refused (ErrPrecondition) if the policy has changed since.
+func (s *Store) DecideElevation(ctx context.Context, c Change, sc Scope, id, approverID string, approve bool, atRevision int64) (Elevation, int64, error) {
 	if _, err := parseID("elevation_id", id); err != nil {
 		return Elevation{}, 0, err
 	}
@@ -142,6 +143,10 @@ VALUES ($1, $2, 'allow', 'identity', $3, $4, $5, now() + $6 * INTERVAL '1 second
 			bindingID, ends = &bid, &end
 			if rev, err = bumpRevision(ctx, tx, sc.TenantID); err != nil {
 				return err
+			}
+			if atRevision > 0 && rev != atRevision+1 {
+				return fmt.Errorf("%w: elevation_id: the policy changed (revision %d) since the approval was judged at revision %d; retry",
+					ErrPrecondition, rev-1, atRevision)
 			}
 		}
 		out, err = scanElevation(tx.QueryRow(ctx, `UPDATE elevations SET status = $4, approver_id = $5, decided_at = now(), binding_id = $6, ends_at = $7

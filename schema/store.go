@@ -1,6 +1,7 @@
 package schema
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"github.com/cockroachdb/cockroach-go/v2/crdb"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -38,15 +40,52 @@ func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 type PoolConfig struct {
 	MaxConns       int32         // 0 means 4 per CPU, at least 8
 	ConnectTimeout time.Duration // 0 means 3s
+	// CancelDelay is how long a statement whose context ended may keep running before
+	// PostgreSQL is sent a cancel request for it; 0 means [DefaultCancelDelay]. It is
+	// the floor under a caller's deadline for database work: a statement that finishes
+	// within it keeps its connection, whatever deadline the client sent.
+	CancelDelay time.Duration
+	// CancelTimeout is how long after its context ended a statement may still wait for
+	// the server (to finish, or to answer the cancel request) before its connection is
+	// closed; 0 means [DefaultCancelTimeout]. It must exceed CancelDelay.
+	CancelTimeout time.Duration
 }
+
+// Defaults of [PoolConfig]'s cancellation settings.
+const (
+	DefaultCancelDelay   = 100 * time.Millisecond
+	DefaultCancelTimeout = 2 * time.Second
+)
 
 // Open connects a pool to url with the settings every keyplane process uses:
 // transactions default to SERIALIZABLE and connection attempts are bounded, so a dead
 // database turns into ErrUnavailable quickly instead of hanging a request.
+//
+// A statement whose context ends (a client's deadline, a client gone) is not cut off
+// at once, which would close its connection (pgx's default): it may finish within
+// CancelDelay, then PostgreSQL is sent a cancel request, and only if the server has
+// not answered within CancelTimeout is the connection closed. Short client deadlines
+// therefore cost requests, not pool connections (issue 12, finding 10).
 func Open(ctx context.Context, url string, cfg PoolConfig) (*pgxpool.Pool, error) {
 	pc, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("parse database url: %w", redactURLError(err))
+	}
+	delay, timeout := cmp.Or(cfg.CancelDelay, DefaultCancelDelay), cmp.Or(cfg.CancelTimeout, DefaultCancelTimeout)
+	if delay < 0 || timeout <= delay {
+		return nil, fmt.Errorf("pool config: cancel timeout %s must exceed cancel delay %s", timeout, delay)
+	}
+	pc.ConnConfig.BuildContextWatcherHandler = func(c *pgconn.PgConn) ctxwatch.Handler {
+		return &pgconn.CancelRequestContextWatcherHandler{Conn: c, CancelRequestDelay: delay, DeadlineDelay: timeout}
+	}
+	// pgxpool pings a connection idle for over a second before handing it out, under
+	// the acquirer's deadline; a failed ping destroys the connection. An acquirer whose
+	// deadline has (all but) passed would fail that ping on a healthy connection, so it
+	// gets the connection unpinged: its statement is refused before it is sent, and a
+	// dead connection still shows itself to the next statement.
+	pc.ShouldPing = func(ctx context.Context, p pgxpool.ShouldPingParams) bool {
+		deadline, ok := ctx.Deadline()
+		return p.IdleDuration > time.Second && ctx.Err() == nil && (!ok || time.Until(deadline) > delay)
 	}
 	if cfg.MaxConns > 0 {
 		pc.MaxConns = cfg.MaxConns
@@ -133,6 +172,12 @@ func (s *Store) attempt(ctx context.Context, fn func(pgx.Tx) error) (err error) 
 		}
 	}()
 	if err := fn(tx); err != nil {
+		return err
+	}
+	// pgx closes the connection when COMMIT fails unsent (a context already done): the
+	// deferred rollback ends the transaction instead, keeping the connection, and the
+	// caller learns for certain that nothing was committed.
+	if err := ctx.Err(); err != nil {
 		return err
 	}
 	if err := tx.Commit(ctx); err != nil {

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/keyplane/keyplane/schema"
 	"github.com/keyplane/keyplane/schema/schematest"
 )
@@ -318,5 +320,83 @@ func TestUnavailableWhenDatabaseGone(t *testing.T) {
 	}
 	if err := s.Ping(ctx); !errors.Is(err, schema.ErrUnavailable) {
 		t.Fatalf("ping: got %v, want ErrUnavailable", err)
+	}
+}
+
+// A statement whose context ends is cancelled on the server and keeps its connection:
+// a statement that outlives its deadline (pg_sleep) costs no new connection, and the
+// pool serves the next statement.
+func TestCancelledStatementsKeepTheirConnection(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool, err := schema.Open(ctx, schematest.NewDatabase(t), schema.PoolConfig{MaxConns: 2, CancelDelay: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	if _, err := pool.Exec(ctx, "SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+	before := pool.Stat().NewConnsCount()
+	for range 5 {
+		short, cancel := context.WithTimeout(ctx, 5*time.Millisecond)
+		_, err := pool.Exec(short, "SELECT pg_sleep(30)")
+		cancel()
+		if err == nil {
+			t.Fatal("a 30 s sleep finished within a 5 ms deadline")
+		}
+	}
+	if opened := pool.Stat().NewConnsCount() - before; opened != 0 {
+		t.Fatalf("5 cancelled statements opened %d new connections, want 0", opened)
+	}
+	if _, err := pool.Exec(ctx, "SELECT 1"); err != nil {
+		t.Fatalf("a statement after the cancelled ones: %v", err)
+	}
+}
+
+// A transaction whose context ends after its statements, before COMMIT, is rolled
+// back (nothing committed, for certain) and keeps its connection; pgx alone would
+// close it.
+func TestTransactionPastItsDeadlineKeepsItsConnection(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool, err := schema.Open(ctx, schematest.NewDatabase(t), schema.PoolConfig{MaxConns: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	s := schema.New(pool, schema.Config{Region: "us-east", Node: "test"})
+	if _, err := pool.Exec(ctx, "CREATE TABLE marks (n INT)"); err != nil {
+		t.Fatal(err)
+	}
+	before := pool.Stat().NewConnsCount()
+	for i := range 5 {
+		short, cancel := context.WithCancel(ctx)
+		err := s.RunTx(short, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(short, "INSERT INTO marks VALUES ($1)", i); err != nil {
+				return err
+			}
+			cancel() // the caller gives up after the work, before the commit
+			return nil
+		})
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("transaction cancelled before commit: %v, want context.Canceled", err)
+		}
+	}
+	var n int
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM marks").Scan(&n); err != nil || n != 0 {
+		t.Fatalf("rows committed by cancelled transactions: %d %v, want 0", n, err)
+	}
+	if opened := pool.Stat().NewConnsCount() - before; opened != 0 {
+		t.Fatalf("5 cancelled transactions opened %d new connections, want 0", opened)
+	}
+}
+
+func TestOpenRefusesACancelTimeoutWithinTheDelay(t *testing.T) {
+	t.Parallel()
+	_, err := schema.Open(context.Background(), "postgres://nobody:x@127.0.0.1:1/none?sslmode=disable",
+		schema.PoolConfig{CancelDelay: time.Second, CancelTimeout: time.Second})
+	if err == nil || !strings.Contains(err.Error(), "cancel timeout") {
+		t.Fatalf("cancel timeout equal to the delay: %v, want an error naming the cancel timeout", err)
 	}
 }

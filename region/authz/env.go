@@ -4,11 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/google/cel-go/cel"
 	"github.com/google/cel-go/checker"
+	celast "github.com/google/cel-go/common/ast"
 	"github.com/google/cel-go/ext"
 )
 
@@ -39,16 +41,19 @@ type EnvOptions struct {
 //
 // Conditions see these variables:
 //
-//	request   {time: timestamp, ip: string, region: string}
+//	request   {time: timestamp, ip: string, region: string}  (ip "" when unknown)
 //	principal {id: string, kind: string, attributes: map(string, dyn)}
 //	resource  {path: string, attributes: map(string, dyn)}
-//	token     {amr: list(string), auth_time: timestamp (the Unix epoch if unknown)}
+//	token     {amr: list(string), auth_time: timestamp}  (unknown without a token)
 //	context   map(string, dyn)
 //
 // request and token are typed objects: unknown fields and type mismatches
 // are rejected when checking. principal and resource are map(string, dyn),
-// so a misspelt field there is an evaluation error (which fails closed). The
-// standard string extensions (ext.Strings) are available.
+// so a misspelt field there is an evaluation error (which fails closed). A
+// condition that reads request.ip when the address is unknown (Request.IP empty),
+// or token when there is none (Request.AuthTime zero), fails closed the same way,
+// whatever it would compute from a default. The standard string extensions
+// (ext.Strings) are available.
 type Env struct {
 	env       *cel.Env
 	costLimit uint64
@@ -59,8 +64,10 @@ type Env struct {
 
 // condition is a compiled, type-checked CEL condition.
 type condition struct {
-	expr string
-	prg  cel.Program
+	expr      string
+	prg       cel.Program
+	readIP    bool // reads request.ip (or uses request whole)
+	readToken bool // reads token
 }
 
 // Variable shapes exposed to CEL as native struct types, so field names and
@@ -172,7 +179,22 @@ func (e *Env) compile(expr string) (c *condition, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("condition %q: %w", expr, err)
 	}
-	return &condition{expr: expr, prg: prg}, nil
+	return &condition{expr: expr, prg: prg, readIP: reads(ast.NativeRep(), "request", "ip"), readToken: reads(ast.NativeRep(), "token")}, nil
+}
+
+// reads reports whether a checked condition reads variable name: any use of it when
+// fields is empty, else a use through one of fields or other than through a field
+// (which could reach them). Such a condition cannot be decided when those inputs are
+// unknown.
+func reads(a *celast.AST, name string, fields ...string) bool {
+	uses := celast.MatchDescendants(celast.NavigateAST(a), func(e celast.NavigableExpr) bool {
+		if e.Kind() != celast.IdentKind || e.AsIdent() != name {
+			return false
+		}
+		p, ok := e.Parent()
+		return len(fields) == 0 || !ok || p.Kind() != celast.SelectKind || slices.Contains(fields, p.AsSelect().FieldName())
+	})
+	return len(uses) > 0
 }
 
 // sizeEstimator bounds the size of every string, list and map reachable from

@@ -137,3 +137,23 @@ func FuzzCheck(f *testing.F) {
 		}
 	})
 }
+
+// FuzzIncludes checks that inclusion is sound: whatever the included pattern or
+// scope matches, the including one matches too (elevation approvals rely on it).
+func FuzzIncludes(f *testing.F) {
+	f.Add("docs.*", "docs.document.*", "docs.document.read", "prod/", "prod/db/", "prod/db/x")
+	f.Add("*", "iam.*", "iam.elevations.approve", "*", "prod/", "prod/a")
+	f.Add("docs.document.read", "docs.document.read", "docs.document.read", "prod/db", "prod/db", "prod/db")
+	f.Add("docs.*", "docsx.*", "docsx.a.b", "prod/", "production/", "production/x")
+	f.Fuzz(func(t *testing.T, outerPat, innerPat, perm, outerScope, innerScope, resource string) {
+		if authz.PatternIncludes(outerPat, innerPat) && authz.MatchPermission(innerPat, perm) && !authz.MatchPermission(outerPat, perm) {
+			t.Fatalf("PatternIncludes(%q, %q) but only the inner matches %q", outerPat, innerPat, perm)
+		}
+		if authz.PatternIncludes(outerPat, innerPat) && !authz.PatternIncludes(outerPat, outerPat) {
+			t.Fatalf("PatternIncludes(%q, %q) for a pattern that does not include itself", outerPat, innerPat)
+		}
+		if authz.ScopeIncludes(outerScope, innerScope) && authz.ScopeCovers(innerScope, resource) && !authz.ScopeCovers(outerScope, resource) {
+			t.Fatalf("ScopeIncludes(%q, %q) but only the inner covers %q", outerScope, innerScope, resource)
+		}
+	})
+}

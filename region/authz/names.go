@@ -185,3 +185,43 @@ func scopeCovers(scope, resource string) bool {
 		return scope == resource
 	}
 }
+
+// PatternIncludes reports whether every permission inner matches is matched by
+// outer: "*" includes every pattern, "docs.*" includes "docs.document.*" and
+// "docs.document.read", a permission includes only itself. It returns false when
+// either is malformed.
+func PatternIncludes(outer, inner string) bool {
+	if ValidatePermissionPattern(outer) != nil || ValidatePermissionPattern(inner) != nil {
+		return false
+	}
+	switch prefix, wild := strings.CutSuffix(outer, "*"); {
+	case outer == "*":
+		return true
+	case inner == "*":
+		return false
+	case wild:
+		return strings.HasPrefix(inner, prefix) // prefix ends with '.'
+	default:
+		return outer == inner
+	}
+}
+
+// ScopeIncludes reports whether every resource inner covers is covered by outer:
+// "*" includes every scope, "projects/" includes "projects/", "projects/alpha/" and
+// "projects/alpha", an exact resource includes only itself. It returns false when
+// either is malformed.
+func ScopeIncludes(outer, inner string) bool {
+	if ValidateScope(outer) != nil || ValidateScope(inner) != nil {
+		return false
+	}
+	switch {
+	case outer == "*":
+		return true
+	case inner == "*":
+		return false
+	case strings.HasSuffix(outer, "/"):
+		return strings.HasPrefix(inner, outer)
+	default:
+		return outer == inner
+	}
+}

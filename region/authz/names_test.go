@@ -198,3 +198,66 @@ func TestScopeCovers(t *testing.T) {
 		})
 	}
 }
+
+func TestPatternIncludes(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		outer, inner string
+		want         bool
+	}{
+		{"*", "*", true},
+		{"*", "iam.*", true},
+		{"*", "docs.document.read", true},
+		{"docs.*", "*", false},
+		{"docs.*", "docs.*", true},
+		{"docs.*", "docs.document.*", true},
+		{"docs.*", "docs.document.read", true},
+		{"docs.*", "docsx.document.read", false},
+		{"docs.document.*", "docs.*", false},
+		{"docs.document.*", "docs.document.read", true},
+		{"docs.document.*", "docs.folder.read", false},
+		{"docs.document.read", "docs.document.read", true},
+		{"docs.document.read", "docs.document.*", false},
+		{"docs.document.read", "docs.document.write", false},
+		{"bad", "docs.document.read", false},
+		{"*", "docs..read", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.outer+"~"+tt.inner, func(t *testing.T) {
+			t.Parallel()
+			if got := authz.PatternIncludes(tt.outer, tt.inner); got != tt.want {
+				t.Fatalf("PatternIncludes(%q, %q) = %v, want %v", tt.outer, tt.inner, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestScopeIncludes(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		outer, inner string
+		want         bool
+	}{
+		{"*", "*", true},
+		{"*", "prod/", true},
+		{"prod/", "*", false},
+		{"prod/", "prod/", true},
+		{"prod/", "prod/db/", true},
+		{"prod/", "prod/db", true},
+		{"prod/", "prod", false},
+		{"prod/", "production/", false},
+		{"prod/db/", "prod/", false},
+		{"prod/db", "prod/db", true},
+		{"prod/db", "prod/db/", false},
+		{"prod/db", "prod/", false},
+		{"bad//", "bad//x", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.outer+"~"+tt.inner, func(t *testing.T) {
+			t.Parallel()
+			if got := authz.ScopeIncludes(tt.outer, tt.inner); got != tt.want {
+				t.Fatalf("ScopeIncludes(%q, %q) = %v, want %v", tt.outer, tt.inner, got, tt.want)
+			}
+		})
+	}
+}

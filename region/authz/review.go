@@ -62,6 +62,17 @@ func (s *Snapshot) EffectivePermissions(identityID string, at time.Time) []Grant
 	return out
 }
 
+// Role returns the role id of the Snapshot's policy (a copy), and whether it exists.
+func (s *Snapshot) Role(id string) (Role, bool) {
+	r, ok := s.roles[id]
+	if !ok {
+		return Role{}, false
+	}
+	out := r.Role
+	out.Permissions = slices.Clone(r.Permissions)
+	return out, true
+}
+
 // Holder is a principal that may hold a permission on a resource.
 type Holder struct {
 	Kind, ID   string   // Kind is "identity" or "group"

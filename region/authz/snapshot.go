@@ -2,6 +2,7 @@ package authz
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -32,11 +33,15 @@ type Request struct {
 	Permission, Resource string
 	ResourceAttrs        map[string]any
 	Time                 time.Time
-	IP, Region           string
-	AMR                  []string
-	AuthTime             time.Time // zero: unknown, seen by conditions as the Unix epoch
-	Context              map[string]any
-	Explain              bool // fill Decision.Trace
+	// IP is the caller's address; "" means unknown: a condition that reads request.ip
+	// then counts as failing to evaluate (an allow does not apply, a deny does).
+	IP, Region string
+	// AMR and AuthTime describe the principal's token; AuthTime zero means there is
+	// none: a condition that reads token then counts as failing to evaluate.
+	AMR      []string
+	AuthTime time.Time
+	Context  map[string]any
+	Explain  bool // fill Decision.Trace
 }
 
 // Decision is the result of Check.
@@ -136,7 +141,16 @@ func (s *Snapshot) Check(r Request) (d Decision) {
 		if vars == nil {
 			vars = activation(&r)
 		}
-		ok, err := cands[i].cond.eval(vars)
+		var ok bool
+		var err error
+		switch c := cands[i].cond; {
+		case c.readIP && r.IP == "":
+			err = errUnknownIP
+		case c.readToken && r.AuthTime.IsZero():
+			err = errNoToken
+		default:
+			ok, err = c.eval(vars)
+		}
 		switch {
 		case err != nil:
 			outcomes[i] = condError
@@ -266,6 +280,12 @@ func (r *role) grants(permission string) bool {
 }
 
 var epoch = time.Unix(0, 0).UTC()
+
+// Evaluation errors of conditions reading inputs a request does not have.
+var (
+	errUnknownIP = errors.New("request.ip is unknown for this request")
+	errNoToken   = errors.New("token is unknown: the principal was not given as a token")
+)
 
 // activation builds the CEL variables for r.
 func activation(r *Request) map[string]any {
