@@ -99,6 +99,21 @@ func TestSecurityForeignAudienceRefused(t *testing.T) {
 
 	_, err = adminClient(f.url, foreign).GetTenant(ctx, connect.NewRequest(&keyplanev1.GetTenantRequest{Id: "acme"}))
 	wantCode(t, err, connect.CodeUnauthenticated, "operator")
+
+	// A configured API audience is keyplane's too, on the nodes configured with it.
+	const api = "https://keyplane.test"
+	if _, err := f.admin.UpdateClient(ctx, connect.NewRequest(&keyplanev1.UpdateClientRequest{TenantId: "acme", ClientId: id,
+		AllowedAudiences: []string{other, api}})); err != nil {
+		t.Fatal(err)
+	}
+	apiTok := f.accessToken(t, "acme", id, sec, url.Values{"audience": {api}})
+	wantCode(t, check(apiTok), connect.CodeUnauthenticated, `audience "https://keyplane.test"`)
+	cfg := authConfig(f.kek, "us-east-2")
+	cfg.APIAudience = api
+	configured := keyplanev1connect.NewCheckServiceClient(http.DefaultClient, testNode(t, f.store, cfg), connect.WithInterceptors(bearerInterceptor(apiTok)))
+	if _, err := configured.Check(ctx, connect.NewRequest(checkReq)); err != nil {
+		t.Fatalf("check on a node configured with the API audience: %v", err)
+	}
 }
 
 // TestSecurityTokenEndpointAllowLists — issue 12, finding 5: any client could mint
