@@ -58,7 +58,11 @@ func (a *AdminService) CreateTenant(ctx context.Context, req *connect.Request[ke
 	if err != nil {
 		return nil, err
 	}
-	t, err := a.node.store.CreateTenant(ctx, change(ctx), schema.NewTenant{ID: m.Id, Name: m.Name, HomeRegion: m.HomeRegion, Residency: residency})
+	alg, err := signingAlgFromProto(m.SigningAlgorithm)
+	if err != nil {
+		return nil, err
+	}
+	t, err := a.node.store.CreateTenant(ctx, change(ctx), schema.NewTenant{ID: m.Id, Name: m.Name, HomeRegion: m.HomeRegion, Residency: residency, SigningAlg: alg})
 	if err != nil {
 		return nil, err
 	}
@@ -103,6 +107,13 @@ func (a *AdminService) UpdateTenant(ctx context.Context, req *connect.Request[ke
 		}
 		v := d.AsDuration()
 		u.APIKeyMaxLifetime = &v
+	}
+	if req.Msg.SigningAlgorithm != keyplanev1.SigningAlgorithm_SIGNING_ALGORITHM_UNSPECIFIED {
+		alg, err := signingAlgFromProto(req.Msg.SigningAlgorithm)
+		if err != nil {
+			return nil, err
+		}
+		u.SigningAlg = &alg
 	}
 	t, err := a.node.store.UpdateTenant(ctx, change(ctx), req.Msg.Id, u)
 	if err != nil {
@@ -272,6 +283,23 @@ func residencyFromProto(r keyplanev1.Residency) (string, error) {
 	return "", fieldError("residency", fmt.Sprintf("unknown value %d", r))
 }
 
+func signingAlgFromProto(a keyplanev1.SigningAlgorithm) (string, error) {
+	switch a {
+	case keyplanev1.SigningAlgorithm_SIGNING_ALGORITHM_UNSPECIFIED, keyplanev1.SigningAlgorithm_SIGNING_ALGORITHM_EDDSA:
+		return schema.SigningEdDSA, nil
+	case keyplanev1.SigningAlgorithm_SIGNING_ALGORITHM_RS256:
+		return schema.SigningRS256, nil
+	}
+	return "", fieldError("signing_algorithm", fmt.Sprintf("unknown value %d (SIGNING_ALGORITHM_EDDSA or SIGNING_ALGORITHM_RS256)", a))
+}
+
+func signingAlgToProto(alg string) keyplanev1.SigningAlgorithm {
+	if alg == schema.SigningRS256 {
+		return keyplanev1.SigningAlgorithm_SIGNING_ALGORITHM_RS256
+	}
+	return keyplanev1.SigningAlgorithm_SIGNING_ALGORITHM_EDDSA
+}
+
 var kinds = map[keyplanev1.IdentityKind]string{
 	keyplanev1.IdentityKind_IDENTITY_KIND_HUMAN:           schema.KindHuman,
 	keyplanev1.IdentityKind_IDENTITY_KIND_SERVICE_ACCOUNT: schema.KindServiceAccount,
@@ -334,7 +362,7 @@ func (n *Node) tenantToProto(t schema.Tenant) *keyplanev1.Tenant {
 		PolicyRevision: t.PolicyRevision, PlacementEpoch: t.PlacementEpoch,
 		CreateTime: timestamppb.New(t.CreatedAt), UpdateTime: timestamppb.New(t.UpdatedAt),
 		AccessTokenTtl: durationpb.New(t.AccessTokenTTL), ApiKeyMaxLifetime: durationpb.New(t.APIKeyMaxLifetime),
-		Issuer: n.Issuer(t.ID),
+		Issuer: n.Issuer(t.ID), SigningAlgorithm: signingAlgToProto(t.SigningAlg),
 	}
 }
 

@@ -89,11 +89,25 @@ func (a *AdminService) CreateClient(ctx context.Context, req *connect.Request[ke
 	}
 	c, err := a.node.store.CreateKeyCredential(ctx, change(ctx), sc, schema.NewKeyCredential{
 		IdentityID: m.IdentityId, Kind: schema.CredClientSecret, Name: m.Name, KeyID: sec.KeyID, Hash: sec.Hash, Admin: m.Admin,
+		AllowedAudiences: m.AllowedAudiences, AllowedScopes: m.AllowedScopes,
 	})
 	if err != nil {
 		return nil, err
 	}
 	return connect.NewResponse(&keyplanev1.CreateClientResponse{Credential: credentialToProto(c), ClientId: c.KeyID, ClientSecret: sec.Text}), nil
+}
+
+func (a *AdminService) UpdateClient(ctx context.Context, req *connect.Request[keyplanev1.UpdateClientRequest]) (*connect.Response[keyplanev1.UpdateClientResponse], error) {
+	m := req.Msg
+	sc, err := a.scope(ctx, m.TenantId)
+	if err != nil {
+		return nil, err
+	}
+	c, err := a.node.store.UpdateClientAllowLists(ctx, change(ctx), sc, m.ClientId, m.AllowedAudiences, m.AllowedScopes)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&keyplanev1.UpdateClientResponse{Credential: credentialToProto(c)}), nil
 }
 
 func (a *AdminService) RotateClientSecret(ctx context.Context, req *connect.Request[keyplanev1.RotateClientSecretRequest]) (*connect.Response[keyplanev1.RotateClientSecretResponse], error) {
@@ -178,5 +192,6 @@ func credentialToProto(c schema.Credential) *keyplanev1.Credential {
 		Id: c.ID, IdentityId: c.IdentityID, Kind: credentialKinds[c.Kind], KeyId: keyID, Name: c.Name,
 		CreateTime: timestamppb.New(c.CreatedAt), ExpireTime: timeToProto(c.ExpiresAt), LastUsedTime: timeToProto(c.LastUsedAt),
 		RotateTime: timeToProto(c.RotatedAt), RevokeTime: timeToProto(c.RevokedAt),
+		AllowedAudiences: c.AllowedAudiences, AllowedScopes: c.AllowedScopes,
 	}
 }

@@ -102,7 +102,8 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	f.apiKey, f.apiKeyCred = k.Msg.ApiKey, k.Msg.Credential.Id
-	cl, err := f.admin.CreateClient(ctx, connect.NewRequest(&keyplanev1.CreateClientRequest{TenantId: "acme", IdentityId: f.bot, Name: "svc"}))
+	cl, err := f.admin.CreateClient(ctx, connect.NewRequest(&keyplanev1.CreateClientRequest{TenantId: "acme", IdentityId: f.bot, Name: "svc",
+		AllowedScopes: []string{"docs.read"}}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -31,7 +33,11 @@ func (c caller) change(ctx context.Context) schema.Change {
 
 // authenticate reads the Authorization header of a call about tenantID: the operator
 // secret, or an active access token of the tenant (fully validated, revocation
-// included). It is the only place that turns a bearer credential into a caller.
+// included) minted for keyplane itself: its aud must hold the tenant's issuer or the
+// node's configured API audience (Config.APIAudience). A token a client obtained for
+// another resource server is refused, so a resource server that receives one cannot
+// replay it against keyplane. It is the only place that turns a bearer credential into
+// a caller.
 func (n *Node) authenticate(ctx context.Context, header, tenantID string) (caller, error) {
 	raw, ok := strings.CutPrefix(header, "Bearer ")
 	if !ok || raw == "" {
@@ -46,6 +52,9 @@ func (n *Node) authenticate(ctx context.Context, header, tenantID string) (calle
 	}
 	if !v.Active {
 		return caller{}, connect.NewError(connect.CodeUnauthenticated, errors.New("bearer token inactive: "+string(v.Reason)))
+	}
+	if !n.forKeyplane(tenantID, v.Claims.Audience) {
+		return caller{}, connect.NewError(connect.CodeUnauthenticated, fmt.Errorf("bearer token audience %s is not keyplane's API: want aud %q", quoteAudience(v.Claims.Audience), n.Issuer(tenantID)))
 	}
 	return caller{identityID: v.Claims.Subject, authTime: v.AuthTime, amr: v.Claims.AMR}, nil
 }
@@ -91,4 +100,19 @@ func (n *Node) authorize(ctx context.Context, header string, t schema.Tenant, pe
 		return err
 	}
 	return n.requirePermission(ctx, t, c, perm)
+}
+
+// forKeyplane reports whether a token with audience aud was minted for keyplane's own
+// APIs of tenantID: aud holds the tenant's issuer or the configured API audience.
+func (n *Node) forKeyplane(tenantID string, aud []string) bool {
+	return slices.Contains(aud, n.Issuer(tenantID)) || (n.cfg.APIAudience != "" && slices.Contains(aud, n.cfg.APIAudience))
+}
+
+// quoteAudience renders an untrusted aud claim for an error message, cut short.
+func quoteAudience(aud []string) string {
+	s := strings.Join(aud, " ")
+	if len(s) > 100 {
+		s = s[:100] + "..."
+	}
+	return strconv.Quote(s)
 }

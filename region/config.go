@@ -39,6 +39,10 @@ type Config struct {
 	// required. It must be the same on every node of a deployment: tokens carry it in
 	// iss.
 	IssuerBase string
+	// APIAudience is an audience keyplane's own APIs (admin, check, elevation,
+	// self-service) accept in a bearer token besides the tenant's issuer; empty means
+	// the issuer only. Tokens minted for any other audience are refused there.
+	APIAudience string
 	// LastUsedFlush is how often credential last-use times are written; 0 means 30s.
 	LastUsedFlush time.Duration
 	// KeyRefresh is how often the signing key snapshot is reloaded; 0 means 30s.
@@ -79,6 +83,9 @@ func (c Config) Validate() error {
 	}
 	if u, err := url.Parse(c.IssuerBase); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
 		errs = append(errs, fmt.Errorf("issuer base: %q must be an http(s) URL without query or fragment", c.IssuerBase))
+	}
+	if c.APIAudience != "" && !schema.ValidAudience(c.APIAudience) {
+		errs = append(errs, fmt.Errorf("api audience: %q must be printable ASCII without spaces, quotes, backslashes or '#'", c.APIAudience))
 	}
 	return errors.Join(errs...)
 }

@@ -3,6 +3,8 @@ package region
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/rsa"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"sync/atomic"
@@ -108,7 +110,9 @@ func (k *keyring) load(ctx context.Context) (*token.Ring, error) {
 	return k.cur.Load().ring, nil
 }
 
-// read reads the signing keys and opens this region's current private key.
+// read reads the signing keys and opens this region's current private key of each
+// algorithm. A region always has an EdDSA key (created here on first use); its RS256
+// key is created by signer when a tenant first needs one.
 func (k *keyring) read(ctx context.Context) (*token.Ring, error) {
 	if k.kek == nil {
 		return nil, ErrNoKEK
@@ -120,16 +124,20 @@ func (k *keyring) read(ctx context.Context) (*token.Ring, error) {
 		}
 		now := time.Now()
 		var pubs []token.PublicKey
-		var current *schema.SigningKey
+		current := map[token.Algorithm]*schema.SigningKey{}
 		for i, r := range rows {
-			pubs = append(pubs, token.PublicKey{ID: r.KID, Region: r.Region, Key: ed25519.PublicKey(r.PublicKey), ExpiresAt: r.ExpiresAt})
+			pub, err := publicKey(r)
+			if err != nil {
+				return nil, err
+			}
+			pubs = append(pubs, pub)
 			if r.Region == k.region && !r.ActiveAt.After(now) && (r.RetiredAt.IsZero() || r.RetiredAt.After(now)) {
-				if current == nil || r.ActiveAt.After(current.ActiveAt) {
-					current = &rows[i]
+				if c := current[pub.Alg]; c == nil || r.ActiveAt.After(c.ActiveAt) {
+					current[pub.Alg] = &rows[i]
 				}
 			}
 		}
-		if current == nil {
+		if current[token.EdDSA] == nil {
 			if attempt > 0 {
 				return nil, fmt.Errorf("region %s has no active signing key", k.region)
 			}
@@ -138,21 +146,99 @@ func (k *keyring) read(ctx context.Context) (*token.Ring, error) {
 			}
 			continue
 		}
-		sealed, kekID, err := k.store.SealedSigningKey(ctx, k.region, current.KID)
-		if err != nil {
-			return nil, err
+		var signers []*token.SigningKey
+		for _, alg := range token.Algorithms() {
+			if cur := current[alg]; cur != nil {
+				s, err := k.open(ctx, alg, cur.KID)
+				if err != nil {
+					return nil, err
+				}
+				signers = append(signers, &s)
+			}
 		}
-		if !k.kek.Has(kekID) {
-			return nil, fmt.Errorf("signing key %s is sealed under KEK %s, which this node does not hold (its KEK seals with %s)", current.KID, kekID, k.kek.ID())
-		}
-		seed, err := k.kek.Open(sealed, []byte(current.KID))
-		if err != nil || len(seed) != ed25519.SeedSize {
-			return nil, fmt.Errorf("open signing key %s: %w", current.KID, errors.Join(err, errors.New("wrong KEK or corrupt key")))
-		}
-		signer := token.SigningKey{ID: current.KID, Key: ed25519.NewKeyFromSeed(seed)}
-		return token.NewRing(pubs, &signer), nil
+		return token.NewRing(pubs, signers...), nil
 	}
 	return nil, errors.New("unreachable")
+}
+
+// publicKey decodes a signing_keys row: an Ed25519 key as is, an RSA key from PKIX DER.
+func publicKey(r schema.SigningKey) (token.PublicKey, error) {
+	alg, err := token.EdDSA, error(nil)
+	if r.Alg != "" {
+		alg, err = token.ParseAlgorithm(r.Alg)
+	}
+	if err != nil {
+		return token.PublicKey{}, fmt.Errorf("signing key %s: %w", r.KID, err)
+	}
+	pub := token.PublicKey{ID: r.KID, Region: r.Region, Alg: alg, ExpiresAt: r.ExpiresAt}
+	if alg == token.EdDSA {
+		pub.Key = ed25519.PublicKey(r.PublicKey)
+		return pub, nil
+	}
+	parsed, err := x509.ParsePKIXPublicKey(r.PublicKey)
+	rk, ok := parsed.(*rsa.PublicKey)
+	if err != nil || !ok {
+		return token.PublicKey{}, fmt.Errorf("signing key %s: not a PKIX RSA public key", r.KID)
+	}
+	pub.RSA = rk
+	return pub, nil
+}
+
+// open unseals this region's private key kid of alg.
+func (k *keyring) open(ctx context.Context, alg token.Algorithm, kid string) (token.SigningKey, error) {
+	sealed, kekID, err := k.store.SealedSigningKey(ctx, k.region, kid)
+	if err != nil {
+		return token.SigningKey{}, err
+	}
+	if !k.kek.Has(kekID) {
+		return token.SigningKey{}, fmt.Errorf("signing key %s is sealed under KEK %s, which this node does not hold (its KEK seals with %s)", kid, kekID, k.kek.ID())
+	}
+	plain, err := k.kek.Open(sealed, []byte(kid))
+	corrupt := func(err error) error {
+		return fmt.Errorf("open signing key %s: %w", kid, errors.Join(err, errors.New("wrong KEK or corrupt key")))
+	}
+	if err != nil {
+		return token.SigningKey{}, corrupt(err)
+	}
+	if alg == token.EdDSA {
+		if len(plain) != ed25519.SeedSize {
+			return token.SigningKey{}, corrupt(nil)
+		}
+		return token.SigningKey{ID: kid, Alg: alg, Key: ed25519.NewKeyFromSeed(plain)}, nil
+	}
+	parsed, err := x509.ParsePKCS8PrivateKey(plain)
+	rk, ok := parsed.(*rsa.PrivateKey)
+	if err != nil || !ok {
+		return token.SigningKey{}, corrupt(err)
+	}
+	return token.SigningKey{ID: kid, Alg: alg, RSA: rk}, nil
+}
+
+// signer returns a snapshot that can sign with alg. A region's first key of an
+// algorithm other than EdDSA is made here, when a tenant that uses it first needs a
+// token (active at once; racing nodes insert one between them).
+func (k *keyring) signer(ctx context.Context, alg token.Algorithm) (*token.Ring, error) {
+	r, err := k.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := r.SignerFor(alg); ok {
+		return r, nil
+	}
+	_, err, _ = k.loads.Do("create "+string(alg), func() (any, error) {
+		if _, err := AddSigningKeyAlg(ctx, k.store, k.kek, k.region, alg, 0, true); err != nil {
+			return nil, err
+		}
+		return k.load(ctx)
+	})
+	if err != nil {
+		return nil, err
+	}
+	r = k.cur.Load().ring
+	if _, ok := r.SignerFor(alg); !ok {
+		return nil, fmt.Errorf("region %s has no active %s signing key", k.region, alg)
+	}
+	return r, nil
 }
 
 // createFirstKey gives a region its first signing key, active at once. Two nodes
@@ -162,20 +248,41 @@ func (k *keyring) createFirstKey(ctx context.Context) error {
 	return err
 }
 
-// AddSigningKey generates a signing key for region, seals its private half under kek
-// and publishes it. It starts signing after publishDelay (so verifiers that cache JWKS
-// learn it first); the region's current keys then retire and stay published until
-// every token they signed has expired. With onlyIfNone it does nothing when the region
-// already has a key. It returns the new key's id ("" when nothing was added).
+// AddSigningKey adds an EdDSA signing key; see AddSigningKeyAlg.
 func AddSigningKey(ctx context.Context, store KeyPublisher, k *kek.KEK, region string, publishDelay time.Duration, onlyIfNone bool) (string, error) {
+	return AddSigningKeyAlg(ctx, store, k, region, token.EdDSA, publishDelay, onlyIfNone)
+}
+
+// AddSigningKeyAlg generates a signing key of alg for region, seals its private half
+// under kek (an Ed25519 seed, or an RSA key as PKCS #8 DER) and publishes it. It
+// starts signing after publishDelay (so verifiers that cache JWKS learn it first); the
+// region's current keys of alg then retire and stay published until every token they
+// signed has expired. With onlyIfNone it does nothing when the region already has a
+// key of alg. It returns the new key's id ("" when nothing was added).
+func AddSigningKeyAlg(ctx context.Context, store KeyPublisher, k *kek.KEK, region string, alg token.Algorithm, publishDelay time.Duration, onlyIfNone bool) (string, error) {
+	if k == nil {
+		return "", ErrNoKEK
+	}
 	now := time.Now()
-	priv, pub, err := token.GenerateKey(region, now)
+	priv, pub, err := token.GenerateKeyAlg(region, alg, now)
 	if err != nil {
 		return "", err
 	}
+	var public, secret []byte
+	switch pub.Alg {
+	case token.RS256:
+		if public, err = x509.MarshalPKIXPublicKey(pub.RSA); err != nil {
+			return "", fmt.Errorf("encode signing key: %w", err)
+		}
+		if secret, err = x509.MarshalPKCS8PrivateKey(priv.RSA); err != nil {
+			return "", fmt.Errorf("encode signing key: %w", err)
+		}
+	default:
+		public, secret = pub.Key, priv.Key.Seed()
+	}
 	added, err := store.AddSigningKey(ctx, schema.NewSigningKey{
-		KID: pub.ID, Region: region, PublicKey: pub.Key,
-		Sealed: k.Seal(priv.Key.Seed(), []byte(pub.ID)), KEKID: k.ID(),
+		KID: pub.ID, Region: region, Alg: string(alg), PublicKey: public,
+		Sealed: k.Seal(secret, []byte(pub.ID)), KEKID: k.ID(),
 		ActiveAt: now.Add(publishDelay), RetireAfter: schema.MaxAccessTokenTTL + time.Minute,
 	}, onlyIfNone)
 	if err != nil || !added {

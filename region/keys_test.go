@@ -4,12 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
 	"github.com/go-jose/go-jose/v4"
 
 	"github.com/keyplane/keyplane/region"
+	keyplanev1 "github.com/keyplane/keyplane/region/gen/keyplane/v1"
 	"github.com/keyplane/keyplane/region/gen/keyplane/v1/keyplanev1connect"
 	"github.com/keyplane/keyplane/region/token"
 )
@@ -61,5 +64,43 @@ func TestKeyRotation(t *testing.T) {
 	}
 	if !f.validate(t, old).Active || !f.validate(t, fresh).Active {
 		t.Fatal("tokens of the retired and of the new key must both validate")
+	}
+}
+
+// TestKeyRotationPerAlgorithm: a region keeps one current key per algorithm. Rotating
+// its RS256 key retires only the RS256 key (EdDSA tenants keep signing with theirs),
+// and the RS256 tenant's tokens of the retired key still validate.
+func TestKeyRotationPerAlgorithm(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newFixture(t)
+	edKid := token.PeekKeyID(f.exchange(t))
+	if _, err := f.admin.UpdateTenant(ctx, connect.NewRequest(&keyplanev1.UpdateTenantRequest{Id: "acme",
+		SigningAlgorithm: keyplanev1.SigningAlgorithm_SIGNING_ALGORITHM_RS256})); err != nil {
+		t.Fatal(err)
+	}
+	oldRS := f.exchange(t)
+	oldKid := token.PeekKeyID(oldRS)
+	if oldKid == edKid || !strings.Contains(oldKid, "-rs-") {
+		t.Fatalf("RS256 tenant's token signed with %s (EdDSA key %s)", oldKid, edKid)
+	}
+	next, err := region.AddSigningKeyAlg(ctx, f.store, f.kek, "us-east", token.RS256, 0, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.url = testNode(t, f.store, authConfig(f.kek, "us-east-9"))
+	f.auth = keyplanev1connect.NewAuthServiceClient(http.DefaultClient, f.url)
+	if kid := token.PeekKeyID(f.exchange(t)); kid != next {
+		t.Fatalf("RS256 token after rotation signed with %s, want %s", kid, next)
+	}
+	if _, err := f.admin.UpdateTenant(ctx, connect.NewRequest(&keyplanev1.UpdateTenantRequest{Id: "acme",
+		SigningAlgorithm: keyplanev1.SigningAlgorithm_SIGNING_ALGORITHM_EDDSA})); err != nil {
+		t.Fatal(err)
+	}
+	if kid := token.PeekKeyID(f.exchange(t)); kid != edKid {
+		t.Fatalf("EdDSA token after an RS256 rotation signed with %s, want the untouched %s", kid, edKid)
+	}
+	if !f.validate(t, oldRS).Active {
+		t.Fatal("a token of the retired RS256 key must validate until it expires")
 	}
 }

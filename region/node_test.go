@@ -117,6 +117,7 @@ func TestConfigValidate(t *testing.T) {
 		{Region: "us-east", NodeID: "n1"},                  // no issuer base
 		{Region: "us-east", NodeID: "Bad Node", IssuerBase: iss},
 		{Region: "us-east", NodeID: "n1", OperatorSecret: "short", IssuerBase: iss},
+		{Region: "us-east", NodeID: "n1", IssuerBase: iss, APIAudience: "two words"},
 	} {
 		if err := c.Validate(); err == nil {
 			t.Errorf("config %+v: want an error", c)

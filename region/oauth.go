@@ -3,8 +3,11 @@ package region
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -125,8 +128,13 @@ func (n *Node) toOAuthError(ctx context.Context, err error) *oauthError {
 	return oauthErr(http.StatusInternalServerError, "server_error", ce.Message())
 }
 
+// discovery is the tenant's OpenID Provider / RFC 8414 metadata. It lists only what
+// exists: keyplane has no authorization endpoint (so no response types: the implicit
+// grant is not offered) and issues no ID tokens; the signing algorithm listed is the
+// one the tenant's access tokens are signed with, whose key JWKS publishes.
 func (n *Node) discovery(_ context.Context, _ http.ResponseWriter, _ *http.Request, t schema.Tenant) (any, error) {
 	iss := n.Issuer(t.ID)
+	auth := []string{"client_secret_basic", "client_secret_post"}
 	return map[string]any{
 		"issuer":                                iss,
 		"jwks_uri":                              iss + "/.well-known/jwks.json",
@@ -134,13 +142,12 @@ func (n *Node) discovery(_ context.Context, _ http.ResponseWriter, _ *http.Reque
 		"introspection_endpoint":                iss + "/oauth2/introspect",
 		"revocation_endpoint":                   iss + "/oauth2/revoke",
 		"grant_types_supported":                 []string{"client_credentials", "refresh_token"},
-		"token_endpoint_auth_methods_supported": []string{"client_secret_basic", "client_secret_post"},
-		"introspection_endpoint_auth_methods_supported":    []string{"client_secret_basic", "client_secret_post"},
-		"revocation_endpoint_auth_methods_supported":       []string{"client_secret_basic", "client_secret_post"},
-		"response_types_supported":                         []string{"token"},
-		"subject_types_supported":                          []string{"public"},
-		"id_token_signing_alg_values_supported":            []string{"EdDSA"},
-		"token_endpoint_auth_signing_alg_values_supported": []string{"EdDSA"},
+		"token_endpoint_auth_methods_supported": auth,
+		"introspection_endpoint_auth_methods_supported": auth,
+		"revocation_endpoint_auth_methods_supported":    auth,
+		"response_types_supported":                      []string{},
+		"subject_types_supported":                       []string{"public"},
+		"id_token_signing_alg_values_supported":         []string{string(signingAlg(t))},
 	}, nil
 }
 
@@ -160,32 +167,52 @@ type client struct {
 	id   string
 }
 
-// authenticateClient reads client_secret_basic or client_secret_post credentials.
-func (n *Node) authenticateClient(ctx context.Context, r *http.Request, t schema.Tenant) (client, error) {
-	id, secret, basic := r.BasicAuth()
+// mayActOn reports whether the client may introspect or revoke a token issued to
+// clientID: an admin client every token of its tenant, any other only its own.
+func (c client) mayActOn(clientID string) bool {
+	return c.cred.Admin || (clientID != "" && clientID == c.id)
+}
+
+// clientCredentials reads the client_id and client_secret a request presents, by
+// client_secret_basic (RFC 6749 §2.3.1: each form-urlencoded, then HTTP Basic) or
+// client_secret_post, never both. It only parses: a well-formed pair may still be
+// wrong. Anything malformed or missing is invalid_client (invalid_request for two
+// methods at once). basic reports whether the client tried HTTP Basic.
+func clientCredentials(r *http.Request) (id, secret string, basic bool, err error) {
+	id, secret, basic = r.BasicAuth()
+	fail := &oauthError{status: http.StatusUnauthorized, Code: "invalid_client", Description: "client authentication failed", basic: basic}
 	if basic {
 		if r.PostForm.Has("client_id") || r.PostForm.Has("client_secret") {
-			return client{}, oauthErr(http.StatusBadRequest, "invalid_request", "use one client authentication method, not both")
+			return "", "", true, oauthErr(http.StatusBadRequest, "invalid_request", "use one client authentication method, not both")
 		}
 		var err1, err2 error
 		id, err1 = url.QueryUnescape(id)
 		secret, err2 = url.QueryUnescape(secret)
 		if err1 != nil || err2 != nil {
-			return client{}, &oauthError{status: http.StatusUnauthorized, Code: "invalid_client", Description: "malformed Basic credentials", basic: true}
+			return "", "", true, &oauthError{status: http.StatusUnauthorized, Code: "invalid_client", Description: "malformed Basic credentials", basic: true}
 		}
 	} else {
 		id, secret = r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
 	}
-	fail := &oauthError{status: http.StatusUnauthorized, Code: "invalid_client", Description: "client authentication failed", basic: basic}
 	if id == "" || secret == "" || len(id) > 64 {
-		return client{}, fail
+		return "", "", basic, fail
 	}
 	if _, err := credential.ParseSecret(credential.PrefixClientSecret, secret); err != nil {
-		return client{}, fail
+		return "", "", basic, fail
+	}
+	return id, secret, basic, nil
+}
+
+// authenticateClient reads client_secret_basic or client_secret_post credentials and
+// checks them against the tenant's clients.
+func (n *Node) authenticateClient(ctx context.Context, r *http.Request, t schema.Tenant) (client, error) {
+	id, secret, basic, err := clientCredentials(r)
+	if err != nil {
+		return client{}, err
 	}
 	cred, err := n.findKeyCredential(ctx, t.Scope(), schema.CredClientSecret, id, secret)
 	if errors.Is(err, errInvalidClient) {
-		return client{}, fail
+		return client{}, &oauthError{status: http.StatusUnauthorized, Code: "invalid_client", Description: "client authentication failed", basic: basic}
 	}
 	if err != nil {
 		return client{}, err
@@ -212,13 +239,9 @@ func (n *Node) tokenEndpoint(ctx context.Context, _ http.ResponseWriter, r *http
 		if err != nil {
 			return nil, err
 		}
-		audience := r.PostForm.Get("audience")
-		if audience == "" {
-			audience = r.PostForm.Get("resource")
-		}
-		scope := r.PostForm.Get("scope")
-		if err := checkAudienceAndScope(audience, scope); err != nil {
-			return nil, oauthErr(http.StatusBadRequest, "invalid_scope", connectError(ctx, n.log, err).Message())
+		audience, scope, err := requestedTarget(n.Issuer(t.ID), c.cred.Credential, r.PostForm)
+		if err != nil {
+			return nil, err
 		}
 		raw, sess, err := n.issue(ctx, schema.Change{Actor: "client:" + c.id, RequestID: requestID(ctx)}, grant{
 			Tenant: t, IdentityID: c.cred.IdentityID, ClientID: c.id, GrantType: "client_credentials", CredentialID: c.cred.ID,
@@ -241,11 +264,72 @@ func (n *Node) tokenEndpoint(ctx context.Context, _ http.ResponseWriter, r *http
 	}
 }
 
+// requestedTarget checks the audience and scope a client_credentials request asks for
+// against the client's allow-lists and returns what the token gets: the audience (the
+// tenant's issuer when none is asked for) and the granted scope (the requested scope
+// tokens, repeats dropped). The audience comes from `resource` (RFC 8707: an absolute
+// URI without fragment) or `audience`; both may be sent only when equal. Anything
+// outside the lists is refused: invalid_target for the audience, invalid_scope for a
+// scope (RFC 6749 §5.2); the description names the parameter and the value.
+func requestedTarget(issuer string, c schema.Credential, form url.Values) (string, string, error) {
+	resource, audience := form.Get("resource"), form.Get("audience")
+	badTarget := func(format string, args ...any) error {
+		return oauthErr(http.StatusBadRequest, "invalid_target", fmt.Sprintf(format, args...))
+	}
+	if resource != "" {
+		if u, err := url.Parse(resource); err != nil || !u.IsAbs() || u.Fragment != "" || strings.Contains(resource, "#") || !schema.ValidAudience(resource) {
+			return "", "", badTarget("resource: %s is not an absolute URI without a fragment (RFC 8707)", quoteParam(resource))
+		}
+		if audience != "" && audience != resource {
+			return "", "", badTarget("audience and resource name different targets")
+		}
+		audience = resource
+	}
+	switch {
+	case audience == "":
+		audience = issuer
+	case !schema.ValidAudience(audience):
+		return "", "", badTarget("audience: %s is not a valid audience", quoteParam(audience))
+	case audience != issuer && !slices.Contains(c.AllowedAudiences, audience):
+		return "", "", badTarget("audience %s is not allowed for this client", quoteParam(audience))
+	}
+	scope := form.Get("scope")
+	if len(scope) > 1024 {
+		return "", "", oauthErr(http.StatusBadRequest, "invalid_scope", "scope: at most 1024 characters")
+	}
+	var granted []string
+	for _, s := range strings.Split(scope, " ") {
+		switch {
+		case s == "" || slices.Contains(granted, s):
+		case !schema.ValidScopeToken(s):
+			return "", "", oauthErr(http.StatusBadRequest, "invalid_scope", "scope: "+quoteParam(s)+" is not a scope token (RFC 6749 §3.3)")
+		case !slices.Contains(c.AllowedScopes, s):
+			return "", "", oauthErr(http.StatusBadRequest, "invalid_scope", "scope "+quoteParam(s)+" is not allowed for this client")
+		default:
+			granted = append(granted, s)
+		}
+	}
+	return audience, strings.Join(granted, " "), nil
+}
+
+// quoteParam quotes an untrusted request value for an error description, cut short.
+func quoteParam(s string) string {
+	if len(s) > 64 {
+		s = s[:64] + "..."
+	}
+	return strconv.Quote(s)
+}
+
 // secondsUntil is how many whole seconds (rounded) from now until t.
 func secondsUntil(t, now time.Time) int64 { return int64(t.Sub(now).Round(time.Second) / time.Second) }
 
+// introspect is RFC 7662. An admin client may introspect every token of the tenant;
+// any other client only tokens issued to itself (admin.proto CreateClientRequest.admin):
+// for others it gets {"active": false}, the answer RFC 7662 §2.2 prescribes for a
+// token the caller is not allowed to introspect, so it learns nothing about them.
 func (n *Node) introspect(ctx context.Context, _ http.ResponseWriter, r *http.Request, t schema.Tenant) (any, error) {
-	if _, err := n.authenticateClient(ctx, r, t); err != nil {
+	cl, err := n.authenticateClient(ctx, r, t)
+	if err != nil {
 		return nil, err
 	}
 	raw := r.PostForm.Get("token")
@@ -257,7 +341,7 @@ func (n *Node) introspect(ctx context.Context, _ http.ResponseWriter, r *http.Re
 		return nil, err
 	}
 	n.metrics.validations.WithLabelValues(validationLabel(v)).Inc()
-	if !v.Active {
+	if !v.Active || !cl.mayActOn(v.Claims.ClientID) {
 		return map[string]any{"active": false}, nil
 	}
 	c := v.Claims
@@ -284,8 +368,7 @@ func (n *Node) revokeEndpoint(ctx context.Context, _ http.ResponseWriter, r *htt
 	if raw == "" {
 		return nil, oauthErr(http.StatusBadRequest, "invalid_request", "token is required")
 	}
-	allowed := func(clientID string) bool { return c.cred.Admin || clientID == c.id }
-	if err := n.revokeByToken(ctx, t, raw, allowed); err != nil {
+	if err := n.revokeByToken(ctx, t, raw, c.mayActOn); err != nil {
 		return nil, err
 	}
 	return struct{}{}, nil

@@ -142,9 +142,17 @@ type grant struct {
 	SessionTTL   time.Duration // 0: the access token's lifetime
 }
 
+// signingAlg is the algorithm t's tokens are signed with.
+func signingAlg(t schema.Tenant) token.Algorithm {
+	if t.SigningAlg == schema.SigningRS256 {
+		return token.RS256
+	}
+	return token.EdDSA
+}
+
 // issue opens a session for g and mints its access token.
 func (n *Node) issue(ctx context.Context, c schema.Change, g grant) (string, schema.Session, error) {
-	ring, err := n.keys.get(ctx)
+	ring, err := n.keys.signer(ctx, signingAlg(g.Tenant))
 	if err != nil {
 		return "", schema.Session{}, err
 	}
@@ -171,7 +179,7 @@ func (n *Node) mint(ring *token.Ring, g grant, sessionID string, now time.Time, 
 	if aud == "" {
 		aud = n.Issuer(g.Tenant.ID)
 	}
-	raw, err := ring.Mint(token.Claims{
+	raw, err := ring.MintWith(signingAlg(g.Tenant), token.Claims{
 		Issuer: n.Issuer(g.Tenant.ID), Subject: g.IdentityID, Audience: []string{aud},
 		IssuedAt: now, ExpiresAt: now.Add(ttl), ID: uuid.NewString(), ClientID: g.ClientID,
 		Tenant: g.Tenant.ID, SessionID: sessionID, AMR: g.AMR, Region: n.cfg.Region, Scope: g.Scope,
@@ -213,7 +221,7 @@ func (n *Node) refresh(ctx context.Context, t schema.Tenant, raw string) (string
 	if err != nil {
 		return "", "", schema.Session{}, oauthErr(400, "invalid_grant", "not a refresh token")
 	}
-	ring, err := n.keys.get(ctx)
+	ring, err := n.keys.signer(ctx, signingAlg(t))
 	if err != nil {
 		return "", "", schema.Session{}, err
 	}

@@ -10,7 +10,7 @@ import (
 
 // verified remembers tokens whose signature, format and issuer checked out, so a token
 // validated again (the common case: a client presents the same token until it
-// expires) skips the Ed25519 verification. It holds no revocation state: every
+// expires) skips the signature verification. It holds no revocation state: every
 // validation still reads the session and identity at the home region, and expiry is
 // checked again on every hit. Bounded: when full it is emptied. Safe for concurrent use.
 type verified struct {

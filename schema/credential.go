@@ -32,6 +32,10 @@ type Credential struct {
 	LastUsedAt time.Time
 	RotatedAt  time.Time
 	RevokedAt  time.Time
+	// OAuth clients: the audiences (resources) and scopes the client may request,
+	// sorted. Empty: only the tenant's issuer as audience, no scope.
+	AllowedAudiences []string
+	AllowedScopes    []string
 }
 
 // Usable reports whether the credential may authenticate at now.
@@ -40,11 +44,13 @@ func (c Credential) Usable(now time.Time) bool {
 }
 
 const credentialColumns = `id::TEXT, identity_id::TEXT, kind, coalesce(key_id, ''), name, created_at,
- coalesce(expires_at, 'epoch'), coalesce(last_used_at, 'epoch'), coalesce(rotated_at, 'epoch'), coalesce(revoked_at, 'epoch')`
+ coalesce(expires_at, 'epoch'), coalesce(last_used_at, 'epoch'), coalesce(rotated_at, 'epoch'), coalesce(revoked_at, 'epoch'),
+ allowed_audiences, allowed_scopes`
 
 func scanCredential(r pgx.Row, extra ...any) (Credential, error) {
 	var c Credential
-	dest := append([]any{&c.ID, &c.IdentityID, &c.Kind, &c.KeyID, &c.Name, &c.CreatedAt, &c.ExpiresAt, &c.LastUsedAt, &c.RotatedAt, &c.RevokedAt}, extra...)
+	dest := append([]any{&c.ID, &c.IdentityID, &c.Kind, &c.KeyID, &c.Name, &c.CreatedAt, &c.ExpiresAt, &c.LastUsedAt, &c.RotatedAt, &c.RevokedAt,
+		&c.AllowedAudiences, &c.AllowedScopes}, extra...)
 	err := r.Scan(dest...)
 	c.ExpiresAt, c.LastUsedAt, c.RotatedAt, c.RevokedAt = zeroEpoch(c.ExpiresAt), zeroEpoch(c.LastUsedAt), zeroEpoch(c.RotatedAt), zeroEpoch(c.RevokedAt)
 	return c, err
@@ -64,6 +70,9 @@ func credentialSummary(c Credential) map[string]any {
 	if !c.RevokedAt.IsZero() {
 		m["revoked_at"] = c.RevokedAt.UTC().Format(time.RFC3339)
 	}
+	if c.Kind == CredClientSecret {
+		m["allowed_audiences"], m["allowed_scopes"] = c.AllowedAudiences, c.AllowedScopes
+	}
 	return m
 }
 
@@ -77,6 +86,10 @@ type NewKeyCredential struct {
 	Hash       []byte
 	ExpiresAt  time.Time // required for API keys; capped by the tenant's policy
 	Admin      bool      // client secrets: may introspect and revoke every token of the tenant
+	// Client secrets: what the client may ask the token endpoint for (see
+	// Credential.AllowedAudiences); validated by CheckAllowLists.
+	AllowedAudiences []string
+	AllowedScopes    []string
 }
 
 // CreateKeyCredential stores an API key or client secret for an active identity.
@@ -92,8 +105,15 @@ func (s *Store) CreateKeyCredential(ctx context.Context, c Change, sc Scope, in 
 	if in.Kind != CredAPIKey && in.Kind != CredClientSecret {
 		return Credential{}, fieldErr("kind", "must be %s or %s", CredAPIKey, CredClientSecret)
 	}
+	auds, scopes, err := CheckAllowLists(in.AllowedAudiences, in.AllowedScopes)
+	if err != nil {
+		return Credential{}, err
+	}
+	if in.Kind != CredClientSecret && (len(auds) > 0 || len(scopes) > 0) {
+		return Credential{}, fieldErr("allowed_audiences", "only OAuth clients have allow-lists")
+	}
 	var out Credential
-	err := s.tx(ctx, func(tx pgx.Tx) error {
+	err = s.tx(ctx, func(tx pgx.Tx) error {
 		id, err := getIdentity(ctx, tx, sc, in.IdentityID, "")
 		if err != nil {
 			return err
@@ -110,10 +130,10 @@ func (s *Store) CreateKeyCredential(ctx context.Context, c Change, sc Scope, in 
 			}
 		}
 		out, err = scanCredential(tx.QueryRow(ctx, `
-INSERT INTO credentials (tenant_id, crdb_region, identity_id, kind, key_id, secret_hash, name, expires_at, params)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING `+credentialColumns,
+INSERT INTO credentials (tenant_id, crdb_region, identity_id, kind, key_id, secret_hash, name, expires_at, params, allowed_audiences, allowed_scopes)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING `+credentialColumns,
 			sc.TenantID, sc.Region, in.IdentityID, in.Kind, in.KeyID, in.Hash, in.Name, nullTime(in.ExpiresAt),
-			map[string]any{"admin": in.Admin}))
+			map[string]any{"admin": in.Admin}, auds, scopes))
 		if err != nil {
 			return fmt.Errorf("insert credential: %w", err)
 		}
@@ -174,9 +194,10 @@ WHERE tenant_id = $1 AND crdb_region = $2 AND id = $3`, sc.TenantID, sc.Region, 
 			keyID = old.KeyID // a client keeps its client_id; only the secret changes
 		}
 		out, err = scanCredential(tx.QueryRow(ctx, `
-INSERT INTO credentials (tenant_id, crdb_region, identity_id, kind, key_id, secret_hash, name, expires_at, params)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING `+credentialColumns,
-			sc.TenantID, sc.Region, old.IdentityID, old.Kind, rotatedKeyID(old, keyID), next.Hash, old.Name, nullTime(next.ExpiresAt), params))
+INSERT INTO credentials (tenant_id, crdb_region, identity_id, kind, key_id, secret_hash, name, expires_at, params, allowed_audiences, allowed_scopes)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING `+credentialColumns,
+			sc.TenantID, sc.Region, old.IdentityID, old.Kind, rotatedKeyID(old, keyID), next.Hash, old.Name, nullTime(next.ExpiresAt), params,
+			old.AllowedAudiences, old.AllowedScopes))
 		if err != nil {
 			return fmt.Errorf("insert rotated credential: %w", err)
 		}
@@ -237,6 +258,49 @@ WHERE tenant_id = $1 AND crdb_region = $2 AND identity_id = $3 ORDER BY created_
 	return cs, classify(err)
 }
 
+// UpdateClientAllowLists replaces the allowed audiences and scopes of the OAuth client
+// clientID (every secret of it, rotated ones included) and returns its newest secret's
+// credential. Tokens already issued keep their audience and scope until they expire.
+func (s *Store) UpdateClientAllowLists(ctx context.Context, c Change, sc Scope, clientID string, audiences, scopes []string) (Credential, error) {
+	if clientID == "" {
+		return Credential{}, fieldErr("client_id", "required")
+	}
+	if len(clientID) > 64 || strings.ContainsAny(clientID, ".%_") || !printableToken(clientID) {
+		return Credential{}, fieldErr("client_id", "not a client id")
+	}
+	auds, scs, err := CheckAllowLists(audiences, scopes)
+	if err != nil {
+		return Credential{}, err
+	}
+	var out Credential
+	err = s.tx(ctx, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `SELECT `+credentialColumns+` FROM credentials
+WHERE tenant_id = $1 AND crdb_region = $2 AND kind = $3 AND (key_id = $4 OR (key_id >= $5 AND key_id < $6))
+ORDER BY created_at DESC, id FOR UPDATE`, sc.TenantID, sc.Region, CredClientSecret, clientID, clientID+".", clientID+"/")
+		if err != nil {
+			return fmt.Errorf("read client: %w", err)
+		}
+		cs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Credential, error) { return scanCredential(r) })
+		if err != nil {
+			return fmt.Errorf("read client: %w", err)
+		}
+		if len(cs) == 0 {
+			return fmt.Errorf("%w: client %s", ErrNotFound, clientID)
+		}
+		before := cs[0]
+		if _, err := tx.Exec(ctx, `UPDATE credentials SET allowed_audiences = $7, allowed_scopes = $8
+WHERE tenant_id = $1 AND crdb_region = $2 AND kind = $3 AND (key_id = $4 OR (key_id >= $5 AND key_id < $6))`,
+			sc.TenantID, sc.Region, CredClientSecret, clientID, clientID+".", clientID+"/", auds, scs); err != nil {
+			return fmt.Errorf("update client: %w", err)
+		}
+		out = before
+		out.AllowedAudiences, out.AllowedScopes = auds, scs
+		return s.writeAudit(ctx, tx, sc, c, audit{action: "client.update", targetKind: "client", targetID: clientID,
+			before: credentialSummary(before), after: credentialSummary(out)})
+	})
+	return out, err
+}
+
 // KeyCredential is a credential found by its key id, with what is needed to decide
 // whether it authenticates: its hash and its identity's state.
 type KeyCredential struct {
@@ -255,7 +319,7 @@ func (s *Store) KeyCredentials(ctx context.Context, sc Scope, kind, keyID string
 	rows, err := s.pool.Query(ctx, `
 SELECT c.id::TEXT, c.identity_id::TEXT, c.kind, coalesce(c.key_id, ''), c.name, c.created_at,
   coalesce(c.expires_at, 'epoch'), coalesce(c.last_used_at, 'epoch'), coalesce(c.rotated_at, 'epoch'), coalesce(c.revoked_at, 'epoch'),
-  c.secret_hash, i.kind, i.status, coalesce(i.expires_at, 'epoch'), coalesce((c.params->>'admin')::BOOL, false)
+  c.allowed_audiences, c.allowed_scopes, c.secret_hash, i.kind, i.status, coalesce(i.expires_at, 'epoch'), coalesce((c.params->>'admin')::BOOL, false)
 FROM credentials c JOIN identities i ON i.crdb_region = c.crdb_region AND i.tenant_id = c.tenant_id AND i.id = c.identity_id
 WHERE c.crdb_region = $1 AND c.tenant_id = $2 AND c.kind = $3 AND (c.key_id = $4 OR (c.key_id >= $5 AND c.key_id < $6))`,
 		sc.Region, sc.TenantID, kind, keyID, keyID+".", keyID+"/")

@@ -36,6 +36,22 @@ type Tenant struct {
 	AccessTokenTTL time.Duration
 	// APIKeyMaxLifetime caps the expiry of new API keys.
 	APIKeyMaxLifetime time.Duration
+	// SigningAlg is the JWS algorithm of the tenant's access tokens: SigningEdDSA
+	// (the default) or SigningRS256.
+	SigningAlg string
+}
+
+// Signing algorithms of a tenant's tokens.
+const (
+	SigningEdDSA = "EdDSA"
+	SigningRS256 = "RS256"
+)
+
+func checkSigningAlg(field, alg string) error {
+	if alg != SigningEdDSA && alg != SigningRS256 {
+		return fieldErr(field, "must be %q or %q", SigningEdDSA, SigningRS256)
+	}
+	return nil
 }
 
 // Bounds of the tenant token policy.
@@ -62,16 +78,17 @@ type NewTenant struct {
 	Name       string
 	HomeRegion string
 	Residency  string // "" means ResidencyRegion
+	SigningAlg string // "" means SigningEdDSA
 }
 
 const tenantColumns = `id, name, home_region, residency, status, policy_revision, placement_epoch, created_at, updated_at,
- access_token_ttl_seconds, api_key_max_lifetime_seconds`
+ access_token_ttl_seconds, api_key_max_lifetime_seconds, signing_alg`
 
 func scanTenant(r pgx.Row) (Tenant, error) {
 	var t Tenant
 	var ttl, keyMax int64
 	err := r.Scan(&t.ID, &t.Name, &t.HomeRegion, &t.Residency, &t.Status, &t.PolicyRevision, &t.PlacementEpoch, &t.CreatedAt, &t.UpdatedAt,
-		&ttl, &keyMax)
+		&ttl, &keyMax, &t.SigningAlg)
 	t.AccessTokenTTL, t.APIKeyMaxLifetime = time.Duration(ttl)*time.Second, time.Duration(keyMax)*time.Second
 	return t, err
 }
@@ -81,7 +98,13 @@ func (s *Store) CreateTenant(ctx context.Context, c Change, in NewTenant) (Tenan
 	if in.Residency == "" {
 		in.Residency = ResidencyRegion
 	}
+	if in.SigningAlg == "" {
+		in.SigningAlg = SigningEdDSA
+	}
 	if err := checkTenantID("id", in.ID); err != nil {
+		return Tenant{}, err
+	}
+	if err := checkSigningAlg("signing_algorithm", in.SigningAlg); err != nil {
 		return Tenant{}, err
 	}
 	if err := checkText("name", in.Name, true, 200); err != nil {
@@ -99,9 +122,9 @@ func (s *Store) CreateTenant(ctx context.Context, c Change, in NewTenant) (Tenan
 			return err
 		}
 		row := tx.QueryRow(ctx, `
-INSERT INTO tenants (id, name, home_region, residency) VALUES ($1, $2, $3, $4)
+INSERT INTO tenants (id, name, home_region, residency, signing_alg) VALUES ($1, $2, $3, $4, $5)
 ON CONFLICT (id) DO NOTHING
-RETURNING `+tenantColumns, in.ID, in.Name, in.HomeRegion, in.Residency)
+RETURNING `+tenantColumns, in.ID, in.Name, in.HomeRegion, in.Residency, in.SigningAlg)
 		var err error
 		if t, err = scanTenant(row); err != nil {
 			if errors.Is(err, pgx.ErrNoRows) {
@@ -135,7 +158,7 @@ func checkHomeRegion(ctx context.Context, q querier, region, residency string) e
 
 func tenantSummary(t Tenant) map[string]any {
 	return map[string]any{"name": t.Name, "home_region": t.HomeRegion, "residency": t.Residency, "status": t.Status,
-		"access_token_ttl": t.AccessTokenTTL.String(), "api_key_max_lifetime": t.APIKeyMaxLifetime.String()}
+		"access_token_ttl": t.AccessTokenTTL.String(), "api_key_max_lifetime": t.APIKeyMaxLifetime.String(), "signing_alg": t.SigningAlg}
 }
 
 // GetTenant reads one tenant. The tenants table is GLOBAL: the read is served locally in
@@ -185,6 +208,7 @@ type TenantUpdate struct {
 	Name              *string
 	AccessTokenTTL    *time.Duration
 	APIKeyMaxLifetime *time.Duration
+	SigningAlg        *string
 }
 
 // UpdateTenant changes a tenant's mutable fields.
@@ -203,6 +227,11 @@ func (s *Store) UpdateTenant(ctx context.Context, c Change, id string, u TenantU
 	if d := u.APIKeyMaxLifetime; d != nil && (*d < MinAPIKeyLifetime || *d > MaxAPIKeyLifetime || *d%time.Second != 0) {
 		return Tenant{}, fieldErr("api_key_max_lifetime", "must be whole seconds between %s and %s", MinAPIKeyLifetime, MaxAPIKeyLifetime)
 	}
+	if u.SigningAlg != nil {
+		if err := checkSigningAlg("signing_algorithm", *u.SigningAlg); err != nil {
+			return Tenant{}, err
+		}
+	}
 	return s.changeTenant(ctx, c, id, "tenant.update", func(t *Tenant) {
 		if u.Name != nil {
 			t.Name = *u.Name
@@ -212,6 +241,9 @@ func (s *Store) UpdateTenant(ctx context.Context, c Change, id string, u TenantU
 		}
 		if u.APIKeyMaxLifetime != nil {
 			t.APIKeyMaxLifetime = *u.APIKeyMaxLifetime
+		}
+		if u.SigningAlg != nil {
+			t.SigningAlg = *u.SigningAlg
 		}
 	})
 }
@@ -251,9 +283,10 @@ func (s *Store) changeTenant(ctx context.Context, c Change, id, action string, e
 			return nil
 		}
 		out, err = scanTenant(tx.QueryRow(ctx, `
-UPDATE tenants SET name = $2, status = $3, access_token_ttl_seconds = $4, api_key_max_lifetime_seconds = $5, updated_at = now()
+UPDATE tenants SET name = $2, status = $3, access_token_ttl_seconds = $4, api_key_max_lifetime_seconds = $5, signing_alg = $6, updated_at = now()
 WHERE id = $1
-RETURNING `+tenantColumns, id, after.Name, after.Status, int64(after.AccessTokenTTL/time.Second), int64(after.APIKeyMaxLifetime/time.Second)))
+RETURNING `+tenantColumns, id, after.Name, after.Status, int64(after.AccessTokenTTL/time.Second), int64(after.APIKeyMaxLifetime/time.Second),
+			after.SigningAlg))
 		if err != nil {
 			return fmt.Errorf("update tenant: %w", err)
 		}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/mail"
 	"regexp"
+	"slices"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -97,4 +98,74 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n] + "…"
+}
+
+// Bounds of an OAuth client's allow-lists and of what a token request may ask for.
+const (
+	MaxAllowListLen = 50  // entries in allowed_audiences or allowed_scopes
+	MaxAudienceLen  = 512 // bytes of one audience (resource)
+	MaxScopeLen     = 128 // bytes of one scope token
+)
+
+// ValidAudience reports whether s is an acceptable audience or RFC 8707 resource:
+// 1 to MaxAudienceLen bytes of printable ASCII without spaces, quotes or backslashes,
+// and no fragment ('#', which RFC 8707 §2 forbids in a resource).
+func ValidAudience(s string) bool {
+	if s == "" || len(s) > MaxAudienceLen || !printableToken(s) {
+		return false
+	}
+	return !strings.Contains(s, "#")
+}
+
+// ValidScopeToken reports whether s is one RFC 6749 §3.3 scope-token of at most
+// MaxScopeLen bytes: %x21 / %x23-5B / %x5D-7E (printable ASCII, no space, '"' or '\').
+func ValidScopeToken(s string) bool {
+	return s != "" && len(s) <= MaxScopeLen && printableToken(s)
+}
+
+func printableToken(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x21 || c > 0x7e || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
+}
+
+// checkAllowList validates an allow-list field: at most MaxAllowListLen entries, each
+// valid, none repeated. It returns the list sorted (a nil list becomes empty).
+func checkAllowList(field string, list []string, valid func(string) bool, what string) ([]string, error) {
+	if len(list) > MaxAllowListLen {
+		return nil, fieldErr(field, "at most %d entries, got %d", MaxAllowListLen, len(list))
+	}
+	out := slices.Clone(list)
+	if out == nil {
+		out = []string{}
+	}
+	slices.Sort(out)
+	for i, v := range out {
+		if !valid(v) {
+			return nil, fieldErr(field, "%q is not %s", truncate(v, 70), what)
+		}
+		if i > 0 && out[i-1] == v {
+			return nil, fieldErr(field, "%q is listed twice", truncate(v, 70))
+		}
+	}
+	return out, nil
+}
+
+// CheckAllowLists validates an OAuth client's allowed audiences and scopes (fields
+// allowed_audiences and allowed_scopes) and returns them sorted.
+func CheckAllowLists(audiences, scopes []string) ([]string, []string, error) {
+	a, err := checkAllowList("allowed_audiences", audiences, ValidAudience,
+		fmt.Sprintf("an audience (1 to %d printable ASCII characters without spaces, quotes, backslashes or a fragment)", MaxAudienceLen))
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err := checkAllowList("allowed_scopes", scopes, ValidScopeToken,
+		fmt.Sprintf("a scope token (RFC 6749 §3.3: 1 to %d printable ASCII characters without spaces, quotes or backslashes)", MaxScopeLen))
+	if err != nil {
+		return nil, nil, err
+	}
+	return a, s, nil
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/keyplane/keyplane/region"
 	"github.com/keyplane/keyplane/region/kek"
+	"github.com/keyplane/keyplane/region/token"
 	"github.com/keyplane/keyplane/routing"
 	"github.com/keyplane/keyplane/schema"
 )
@@ -55,8 +56,13 @@ Example:
 	regionName := fs.String("region", "", "region whose signing key to rotate (required)")
 	kekFile := fs.String("kek-file", "", "file holding the key-encryption key (or KEYPLANE_KEK)")
 	delay := fs.Duration("publish-delay", 10*time.Minute, "how long the new key is published before it signs (longer than any JWKS cache)")
+	algName := fs.String("alg", "EdDSA", "which of the region's keys to rotate: EdDSA, or RS256 (used by tenants whose signing algorithm is RS256)")
 	if err := c.parse(args[1:]); err != nil {
 		return parseErr(err)
+	}
+	alg, err := token.ParseAlgorithm(*algName)
+	if err != nil {
+		return usageErr("--alg: %v", err)
 	}
 	if *db == "" || *regionName == "" {
 		return usageErr("--db and --region are required")
@@ -83,10 +89,10 @@ Example:
 		}
 		return err
 	}
-	kid, err := region.AddSigningKey(ctx, store, k, *regionName, *delay, false)
+	kid, err := region.AddSigningKeyAlg(ctx, store, k, *regionName, alg, *delay, false)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "published signing key %s for region %s; it signs from %s\n", kid, *regionName, time.Now().Add(*delay).UTC().Format(time.RFC3339))
+	fmt.Fprintf(stdout, "published %s signing key %s for region %s; it signs from %s\n", alg, kid, *regionName, time.Now().Add(*delay).UTC().Format(time.RFC3339))
 	return nil
 }

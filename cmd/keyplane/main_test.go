@@ -44,6 +44,7 @@ func TestUsageAndHelp(t *testing.T) {
 		{[]string{"keys", "new-gossip-key", "extra"}, 2, "unexpected argument"},
 		{[]string{"keys", "reseal"}, 2, "--db is required"},
 		{[]string{"keys", "reseal", "--db", "postgres://x@127.0.0.1:1/x", "--kek-file", "/nonexistent/kek"}, 1, "kek file"},
+		{[]string{"keys", "rotate", "--alg", "HS256"}, 2, "--alg"},
 		{[]string{"migrate", "--bogus"}, 2, "flag provided but not defined"},
 		{[]string{"chaos"}, 2, "want a subcommand"},
 		{[]string{"chaos", "run"}, 2, "--all or --drill"},

@@ -54,6 +54,7 @@ Example:
 	secretFile := fs.String("operator-secret-file", "", "file holding the operator secret")
 	kekFile := fs.String("kek-file", "", "file holding the key-encryption key (base64 of 32 bytes; several, one a line, while rotating)")
 	fs.StringVar(&cfg.IssuerBase, "issuer-base", "", "URL prefix of tenant issuers, the same on every node (default http://<listen address>)")
+	fs.StringVar(&cfg.APIAudience, "api-audience", "", "an audience keyplane's own APIs (check, elevation, self-service) accept in bearer tokens besides the tenant's issuer; tokens for any other audience are refused there (default: the issuer only)")
 	maxConns := fs.Int("max-conns", 0, "database pool size (0: 4 per CPU, at least 8)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logFormat := fs.String("log-format", "json", "json or text")

@@ -22,7 +22,8 @@ const (
 	// ReasonMalformed: not a compact JWS, bad base64 or JSON, over [MaxTokenSize]
 	// bytes, a required claim missing, or a claim of the wrong type.
 	ReasonMalformed Reason = "malformed"
-	// ReasonBadAlgorithm: the alg header is not EdDSA ("none", HS256, RS256, ...).
+	// ReasonBadAlgorithm: the alg header is not EdDSA or RS256 ("none", HS256, ...),
+	// or it is not the algorithm of the key named by kid.
 	ReasonBadAlgorithm Reason = "bad_algorithm"
 	// ReasonWrongType: the typ header is not "at+jwt" or "application/at+jwt".
 	ReasonWrongType Reason = "wrong_type"

@@ -1,8 +1,13 @@
 // Package token mints and verifies access tokens: JWTs in the RFC 9068 profile
-// ("typ": "at+jwt"), signed with EdDSA over Ed25519 and built and checked with go-jose.
+// ("typ": "at+jwt"), signed with EdDSA over Ed25519 or with RS256 (RSASSA-PKCS1-v1_5
+// with SHA-256, which RFC 9068 §2.1 requires every authorization server to support),
+// built and checked with go-jose.
 //
 // A [Ring] is an immutable snapshot of the verification keys of every region plus,
-// optionally, the private key this node signs with. Rotating keys means building a new
+// optionally, the private keys this node signs with (at most one per [Algorithm]).
+// Every key has one algorithm: a token verifies only with a key whose algorithm is
+// the token's alg header, so no key is ever used with another algorithm (no RS256/HS256
+// confusion with an RSA public key, no EdDSA key tried as RSA). Rotating keys means building a new
 // Ring. [Ring.JWKS] publishes the verification keys for other parties.
 //
 // The package is pure: no I/O and no clock; the current time is always passed in.
@@ -12,6 +17,7 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/rsa"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -33,12 +39,66 @@ const DefaultLeeway = 30 * time.Second
 // typ is the JOSE type of an access token (RFC 9068 section 2.1).
 const typ = "at+jwt"
 
-// PublicKey is a verification key published in JWKS.
+// Algorithm is a JWS signature algorithm keyplane signs with.
+type Algorithm string
+
+// Algorithms. The zero value means [EdDSA].
+const (
+	EdDSA Algorithm = "EdDSA" // Ed25519 (RFC 8037)
+	RS256 Algorithm = "RS256" // RSASSA-PKCS1-v1_5 with SHA-256 (RFC 7518), RSA keys of MinRSABits or more
+)
+
+// MinRSABits is the smallest RSA modulus a [Ring] accepts and [GenerateKeyAlg] makes.
+const MinRSABits = 2048
+
+// Algorithms returns the algorithms keyplane signs with, in a fixed order.
+func Algorithms() []Algorithm { return []Algorithm{EdDSA, RS256} }
+
+// ParseAlgorithm returns the Algorithm named s ("EdDSA" or "RS256", exact case).
+func ParseAlgorithm(s string) (Algorithm, error) {
+	switch a := Algorithm(s); a {
+	case EdDSA, RS256:
+		return a, nil
+	}
+	return "", fmt.Errorf("signing algorithm %s: want EdDSA or RS256", quote(s))
+}
+
+// or returns a, or EdDSA when a is empty.
+func (a Algorithm) or() Algorithm {
+	if a == "" {
+		return EdDSA
+	}
+	return a
+}
+
+// PublicKey is a verification key published in JWKS. An EdDSA key is Key; an RS256
+// key is RSA (and Key is empty).
 type PublicKey struct {
-	ID        string // kid
-	Region    string // region whose nodes sign with the matching private key
+	ID        string    // kid
+	Region    string    // region whose nodes sign with the matching private key
+	Alg       Algorithm // "" means EdDSA
 	Key       ed25519.PublicKey
+	RSA       *rsa.PublicKey
 	ExpiresAt time.Time // zero: no expiry; keys past ExpiresAt are neither published nor accepted
+}
+
+// valid reports whether k is a well-formed key of its algorithm.
+func (k PublicKey) valid() bool {
+	switch k.Alg.or() {
+	case EdDSA:
+		return len(k.Key) == ed25519.PublicKeySize && k.RSA == nil
+	case RS256:
+		return len(k.Key) == 0 && k.RSA != nil && k.RSA.N != nil && k.RSA.N.BitLen() >= MinRSABits && k.RSA.E >= 3
+	}
+	return false
+}
+
+// verifier is the key go-jose verifies with.
+func (k PublicKey) verifier() any {
+	if k.Alg.or() == RS256 {
+		return k.RSA
+	}
+	return k.Key
 }
 
 // usable reports whether k may verify tokens and be published at now.
@@ -47,10 +107,27 @@ func (k PublicKey) usable(now time.Time) bool {
 }
 
 // SigningKey is a private key a node signs with. Its ID is the kid of the matching
-// [PublicKey].
+// [PublicKey]. An EdDSA key is Key; an RS256 key is RSA.
 type SigningKey struct {
 	ID  string
+	Alg Algorithm // "" means EdDSA
 	Key ed25519.PrivateKey
+	RSA *rsa.PrivateKey
+}
+
+// signer is the key go-jose signs with, or nil when the key is not well formed.
+func (k SigningKey) signer() any {
+	switch k.Alg.or() {
+	case EdDSA:
+		if len(k.Key) == ed25519.PrivateKeySize && k.RSA == nil {
+			return k.Key
+		}
+	case RS256:
+		if len(k.Key) == 0 && k.RSA != nil && k.RSA.N != nil && k.RSA.N.BitLen() >= MinRSABits {
+			return k.RSA
+		}
+	}
+	return nil
 }
 
 // GenerateKey returns a new Ed25519 key pair for region. The kid is
@@ -64,43 +141,79 @@ func GenerateKey(region string, now time.Time) (SigningKey, PublicKey, error) {
 	if err != nil {
 		return SigningKey{}, PublicKey{}, fmt.Errorf("generate signing key: %w", err)
 	}
-	kid := region + "-" + now.UTC().Format("20060102") + "-" + strings.ToLower(rand.Text()[:8])
+	kid := keyID(region, now)
 	return SigningKey{ID: kid, Key: priv}, PublicKey{ID: kid, Region: region, Key: pub}, nil
 }
 
-// Ring is an immutable snapshot of verification keys plus, optionally, the key this
-// node signs with. It is safe for concurrent use.
-type Ring struct {
-	keys   map[string]PublicKey // by kid; Key slices are private copies
-	signer *SigningKey          // nil: cannot mint
+func keyID(region string, now time.Time) string {
+	return region + "-" + now.UTC().Format("20060102") + "-" + strings.ToLower(rand.Text()[:8])
 }
 
-// NewRing returns a Ring holding copies of keys and signer (which may be nil).
+// GenerateKeyAlg returns a new key pair of alg for region: [GenerateKey] for EdDSA,
+// a MinRSABits-bit RSA key for RS256 (its kid has the same form, with "rs-" before
+// the random part so the two kinds are told apart at a glance).
+func GenerateKeyAlg(region string, alg Algorithm, now time.Time) (SigningKey, PublicKey, error) {
+	switch alg.or() {
+	case EdDSA:
+		return GenerateKey(region, now)
+	case RS256:
+	default:
+		return SigningKey{}, PublicKey{}, fmt.Errorf("generate signing key: unknown algorithm %s", quote(string(alg)))
+	}
+	if region == "" {
+		return SigningKey{}, PublicKey{}, errors.New("generate signing key: region is empty")
+	}
+	priv, err := rsa.GenerateKey(rand.Reader, MinRSABits)
+	if err != nil {
+		return SigningKey{}, PublicKey{}, fmt.Errorf("generate signing key: %w", err)
+	}
+	kid := region + "-" + now.UTC().Format("20060102") + "-rs-" + strings.ToLower(rand.Text()[:8])
+	return SigningKey{ID: kid, Alg: RS256, RSA: priv}, PublicKey{ID: kid, Region: region, Alg: RS256, RSA: &priv.PublicKey}, nil
+}
+
+// Ring is an immutable snapshot of verification keys plus, optionally, the keys this
+// node signs with (one per algorithm). It is safe for concurrent use.
+type Ring struct {
+	keys    map[string]PublicKey     // by kid; Key slices are private copies
+	signers map[Algorithm]SigningKey // empty: cannot mint
+}
+
+// NewRing returns a Ring holding copies of keys and signers (nil signers are skipped;
+// for each algorithm the last signer wins).
 //
-// Keys with an empty ID or a Key that is not [ed25519.PublicKeySize] bytes are
-// ignored; when IDs repeat, the last key wins. The signer is not added to the
-// verification keys: to verify its own tokens a node includes its public key in keys.
-func NewRing(keys []PublicKey, signer *SigningKey) *Ring {
-	r := &Ring{keys: make(map[string]PublicKey, len(keys))}
+// Keys with an empty ID, an unknown Alg, or a key that is not well formed for its
+// algorithm (an Ed25519 key of the wrong length, an RSA key under [MinRSABits]) are
+// ignored; when IDs repeat, the last key wins. The signers are not added to the
+// verification keys: to verify its own tokens a node includes their public keys in keys.
+func NewRing(keys []PublicKey, signers ...*SigningKey) *Ring {
+	r := &Ring{keys: make(map[string]PublicKey, len(keys)), signers: map[Algorithm]SigningKey{}}
 	for _, k := range keys {
-		if k.ID == "" || len(k.Key) != ed25519.PublicKeySize {
+		if k.ID == "" || !k.valid() {
 			continue
 		}
+		k.Alg = k.Alg.or()
 		k.Key = bytes.Clone(k.Key)
 		r.keys[k.ID] = k
 	}
-	if signer != nil {
-		r.signer = &SigningKey{ID: signer.ID, Key: bytes.Clone(signer.Key)}
+	for _, s := range signers {
+		if s == nil {
+			continue
+		}
+		c := *s
+		c.Alg = c.Alg.or()
+		c.Key = bytes.Clone(c.Key)
+		r.signers[c.Alg] = c
 	}
 	return r
 }
 
-// Signer returns the kid of the signing key, and whether the ring has one.
-func (r *Ring) Signer() (kid string, ok bool) {
-	if r.signer == nil {
-		return "", false
-	}
-	return r.signer.ID, true
+// Signer returns the kid of the EdDSA signing key, and whether the ring has one.
+func (r *Ring) Signer() (kid string, ok bool) { return r.SignerFor(EdDSA) }
+
+// SignerFor returns the kid of the signing key of alg, and whether the ring has one.
+func (r *Ring) SignerFor(alg Algorithm) (kid string, ok bool) {
+	s, ok := r.signers[alg.or()]
+	return s.ID, ok
 }
 
 // Has reports whether the ring holds a verification key with this kid, expired or not.
@@ -109,27 +222,34 @@ func (r *Ring) Has(kid string) bool {
 	return ok
 }
 
-// Mint signs c with the ring's signing key and returns the compact JWT. The header is
-// {"alg":"EdDSA","kid":<signer kid>,"typ":"at+jwt"}; nbf is written equal to iat.
+// Mint signs c with the ring's EdDSA signing key; see [Ring.MintWith].
+func (r *Ring) Mint(c Claims) (string, error) { return r.MintWith(EdDSA, c) }
+
+// MintWith signs c with the ring's signing key of alg and returns the compact JWT.
+// The header is {"alg":<alg>,"kid":<signer kid>,"typ":"at+jwt"}; nbf is written equal
+// to iat.
 //
-// It returns [ErrNoSigningKey] if the ring has no signer and an error wrapping
+// It returns [ErrNoSigningKey] if the ring has no signer of alg and an error wrapping
 // [ErrIncompleteClaims] if a required claim is missing (see [Claims]).
-func (r *Ring) Mint(c Claims) (string, error) {
-	if r.signer == nil {
+func (r *Ring) MintWith(alg Algorithm, c Claims) (string, error) {
+	alg = alg.or()
+	s, ok := r.signers[alg]
+	if !ok {
 		return "", ErrNoSigningKey
 	}
-	if r.signer.ID == "" {
+	if s.ID == "" {
 		return "", errors.New("mint token: signing key has an empty ID")
 	}
-	if n := len(r.signer.Key); n != ed25519.PrivateKeySize {
-		return "", fmt.Errorf("mint token: signing key %q is %d bytes, want %d", r.signer.ID, n, ed25519.PrivateKeySize)
+	key := s.signer()
+	if key == nil {
+		return "", fmt.Errorf("mint token: signing key %s is not a well-formed %s key", quote(s.ID), alg)
 	}
 	w := c.wire()
 	if m := w.missing(); m != "" {
 		return "", fmt.Errorf("mint token: %w: %s", ErrIncompleteClaims, m)
 	}
 	signer, err := jose.NewSigner(
-		jose.SigningKey{Algorithm: jose.EdDSA, Key: jose.JSONWebKey{Key: r.signer.Key, KeyID: r.signer.ID}},
+		jose.SigningKey{Algorithm: jose.SignatureAlgorithm(alg), Key: jose.JSONWebKey{Key: key, KeyID: s.ID}},
 		(&jose.SignerOptions{}).WithType(typ),
 	)
 	if err != nil {
@@ -163,18 +283,19 @@ func (o VerifyOptions) leeway() time.Duration {
 }
 
 // Verify parses and checks raw and returns its claims. It checks, in order: size and
-// format, alg (EdDSA only), typ (at+jwt), kid (known, unexpired key), signature, then
-// the claims: completeness, issuer, audience and time. Every error is an [*Error]; use
-// [ReasonOf] to get its [Reason]. Verify never panics, whatever raw holds.
+// format, alg (EdDSA or RS256), typ (at+jwt), kid (known, unexpired key whose own
+// algorithm is the alg header), signature, then the claims: completeness, issuer,
+// audience and time. Every error is an [*Error]; use [ReasonOf] to get its [Reason].
+// Verify never panics, whatever raw holds.
 func (r *Ring) Verify(raw string, o VerifyOptions) (Claims, error) {
 	if err := checkFormat(raw); err != nil {
 		return Claims{}, err
 	}
-	jws, err := jose.ParseSignedCompact(raw, []jose.SignatureAlgorithm{jose.EdDSA})
+	jws, err := jose.ParseSignedCompact(raw, []jose.SignatureAlgorithm{jose.EdDSA, jose.RS256})
 	if err != nil {
 		var bad *jose.ErrUnexpectedSignatureAlgorithm
 		if errors.As(err, &bad) {
-			return Claims{}, reject(ReasonBadAlgorithm, "alg %s is not EdDSA", quote(string(bad.Got)))
+			return Claims{}, reject(ReasonBadAlgorithm, "alg %s is not EdDSA or RS256", quote(string(bad.Got)))
 		}
 		return Claims{}, reject(ReasonMalformed, "not a valid JWS")
 	}
@@ -182,8 +303,9 @@ func (r *Ring) Verify(raw string, o VerifyOptions) (Claims, error) {
 		return Claims{}, reject(ReasonMalformed, "want exactly one signature")
 	}
 	h := jws.Signatures[0].Protected
-	if h.Algorithm != string(jose.EdDSA) { // already enforced by go-jose; belt and braces
-		return Claims{}, reject(ReasonBadAlgorithm, "alg %s is not EdDSA", quote(h.Algorithm))
+	alg := Algorithm(h.Algorithm)
+	if alg != EdDSA && alg != RS256 { // already enforced by go-jose; belt and braces
+		return Claims{}, reject(ReasonBadAlgorithm, "alg %s is not EdDSA or RS256", quote(h.Algorithm))
 	}
 
 	t, _ := h.ExtraHeaders[jose.HeaderType].(string)
@@ -201,8 +323,11 @@ func (r *Ring) Verify(raw string, o VerifyOptions) (Claims, error) {
 	if !key.usable(o.Now) {
 		return Claims{}, reject(ReasonUnknownKey, "key %s expired at %s", quote(key.ID), key.ExpiresAt.UTC().Format(time.RFC3339))
 	}
+	if key.Alg != alg {
+		return Claims{}, reject(ReasonBadAlgorithm, "alg %s is not the %s of key %s", quote(h.Algorithm), key.Alg, quote(key.ID))
+	}
 
-	payload, err := jws.Verify(key.Key)
+	payload, err := jws.Verify(key.verifier())
 	if err != nil {
 		return Claims{}, reject(ReasonBadSignature, "signature does not verify with key %s", quote(key.ID))
 	}

@@ -301,3 +301,19 @@ CREATE TABLE IF NOT EXISTS decisions (
     PRIMARY KEY (crdb_region, tenant_id, id)
 ) LOCALITY REGIONAL BY ROW AS crdb_region;
 CREATE INDEX IF NOT EXISTS decisions_at_idx ON decisions (tenant_id, at DESC);
+
+-- migration 0005 oauth
+-- 0005 OAuth hardening: per-client audience and scope allow-lists, per-tenant signing
+-- algorithm.
+
+-- credentials: the audiences (RFC 8707 resources) and scopes an OAuth client may ask
+-- the token endpoint for. Empty lists mean only the tenant's own issuer as audience and
+-- no scope (deny by default, docs/decisions/0008). Every secret of a client carries the
+-- same lists: rotation copies them, updates change them all.
+ALTER TABLE credentials ADD COLUMN IF NOT EXISTS allowed_audiences TEXT[] NOT NULL DEFAULT '{}';
+ALTER TABLE credentials ADD COLUMN IF NOT EXISTS allowed_scopes TEXT[] NOT NULL DEFAULT '{}';
+
+-- tenants: the JWS algorithm the tenant's access tokens are signed with. Each region
+-- keeps one current signing key per algorithm (signing_keys.alg).
+ALTER TABLE tenants ADD COLUMN IF NOT EXISTS signing_alg TEXT NOT NULL DEFAULT 'EdDSA'
+    CONSTRAINT tenants_signing_alg CHECK (signing_alg IN ('EdDSA', 'RS256'));

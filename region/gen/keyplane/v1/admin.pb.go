@@ -77,6 +77,62 @@ func (Residency) EnumDescriptor() ([]byte, []int) {
 	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{0}
 }
 
+// SigningAlgorithm is the JWS algorithm a tenant's access tokens are signed with.
+// Every region publishes its current keys of both algorithms in each tenant's JWKS,
+// each key with its `alg`; a token verifies only with a key of its own algorithm.
+type SigningAlgorithm int32
+
+const (
+	// Treated as SIGNING_ALGORITHM_EDDSA when creating; "unchanged" when updating.
+	SigningAlgorithm_SIGNING_ALGORITHM_UNSPECIFIED SigningAlgorithm = 0
+	// EdDSA over Ed25519 (RFC 8037), the default.
+	SigningAlgorithm_SIGNING_ALGORITHM_EDDSA SigningAlgorithm = 1
+	// RS256 (RSASSA-PKCS1-v1_5 with SHA-256, RSA 2048-bit keys), for resource servers
+	// that only verify RS256 (RFC 9068 §2.1).
+	SigningAlgorithm_SIGNING_ALGORITHM_RS256 SigningAlgorithm = 2
+)
+
+// Enum value maps for SigningAlgorithm.
+var (
+	SigningAlgorithm_name = map[int32]string{
+		0: "SIGNING_ALGORITHM_UNSPECIFIED",
+		1: "SIGNING_ALGORITHM_EDDSA",
+		2: "SIGNING_ALGORITHM_RS256",
+	}
+	SigningAlgorithm_value = map[string]int32{
+		"SIGNING_ALGORITHM_UNSPECIFIED": 0,
+		"SIGNING_ALGORITHM_EDDSA":       1,
+		"SIGNING_ALGORITHM_RS256":       2,
+	}
+)
+
+func (x SigningAlgorithm) Enum() *SigningAlgorithm {
+	p := new(SigningAlgorithm)
+	*p = x
+	return p
+}
+
+func (x SigningAlgorithm) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (SigningAlgorithm) Descriptor() protoreflect.EnumDescriptor {
+	return file_keyplane_v1_admin_proto_enumTypes[1].Descriptor()
+}
+
+func (SigningAlgorithm) Type() protoreflect.EnumType {
+	return &file_keyplane_v1_admin_proto_enumTypes[1]
+}
+
+func (x SigningAlgorithm) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use SigningAlgorithm.Descriptor instead.
+func (SigningAlgorithm) EnumDescriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{1}
+}
+
 // Status of a tenant or an identity.
 type Status int32
 
@@ -111,11 +167,11 @@ func (x Status) String() string {
 }
 
 func (Status) Descriptor() protoreflect.EnumDescriptor {
-	return file_keyplane_v1_admin_proto_enumTypes[1].Descriptor()
+	return file_keyplane_v1_admin_proto_enumTypes[2].Descriptor()
 }
 
 func (Status) Type() protoreflect.EnumType {
-	return &file_keyplane_v1_admin_proto_enumTypes[1]
+	return &file_keyplane_v1_admin_proto_enumTypes[2]
 }
 
 func (x Status) Number() protoreflect.EnumNumber {
@@ -124,7 +180,7 @@ func (x Status) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Status.Descriptor instead.
 func (Status) EnumDescriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{1}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{2}
 }
 
 // IdentityKind distinguishes humans from non-human identities (NHIs).
@@ -170,11 +226,11 @@ func (x IdentityKind) String() string {
 }
 
 func (IdentityKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_keyplane_v1_admin_proto_enumTypes[2].Descriptor()
+	return file_keyplane_v1_admin_proto_enumTypes[3].Descriptor()
 }
 
 func (IdentityKind) Type() protoreflect.EnumType {
-	return &file_keyplane_v1_admin_proto_enumTypes[2]
+	return &file_keyplane_v1_admin_proto_enumTypes[3]
 }
 
 func (x IdentityKind) Number() protoreflect.EnumNumber {
@@ -183,7 +239,7 @@ func (x IdentityKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use IdentityKind.Descriptor instead.
 func (IdentityKind) EnumDescriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{3}
 }
 
 // CredentialKind of a stored credential.
@@ -229,11 +285,11 @@ func (x CredentialKind) String() string {
 }
 
 func (CredentialKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_keyplane_v1_admin_proto_enumTypes[3].Descriptor()
+	return file_keyplane_v1_admin_proto_enumTypes[4].Descriptor()
 }
 
 func (CredentialKind) Type() protoreflect.EnumType {
-	return &file_keyplane_v1_admin_proto_enumTypes[3]
+	return &file_keyplane_v1_admin_proto_enumTypes[4]
 }
 
 func (x CredentialKind) Number() protoreflect.EnumNumber {
@@ -242,7 +298,7 @@ func (x CredentialKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use CredentialKind.Descriptor instead.
 func (CredentialKind) EnumDescriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{4}
 }
 
 // Effect of a binding.
@@ -279,11 +335,11 @@ func (x Effect) String() string {
 }
 
 func (Effect) Descriptor() protoreflect.EnumDescriptor {
-	return file_keyplane_v1_admin_proto_enumTypes[4].Descriptor()
+	return file_keyplane_v1_admin_proto_enumTypes[5].Descriptor()
 }
 
 func (Effect) Type() protoreflect.EnumType {
-	return &file_keyplane_v1_admin_proto_enumTypes[4]
+	return &file_keyplane_v1_admin_proto_enumTypes[5]
 }
 
 func (x Effect) Number() protoreflect.EnumNumber {
@@ -292,7 +348,7 @@ func (x Effect) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Effect.Descriptor instead.
 func (Effect) EnumDescriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{5}
 }
 
 type Region struct {
@@ -365,9 +421,11 @@ type Tenant struct {
 	AccessTokenTtl    *durationpb.Duration   `protobuf:"bytes,10,opt,name=access_token_ttl,json=accessTokenTtl,proto3" json:"access_token_ttl,omitempty"`
 	ApiKeyMaxLifetime *durationpb.Duration   `protobuf:"bytes,11,opt,name=api_key_max_lifetime,json=apiKeyMaxLifetime,proto3" json:"api_key_max_lifetime,omitempty"`
 	// The tenant's OAuth 2.0 / OIDC issuer: {issuer base}/t/{id}.
-	Issuer        string `protobuf:"bytes,12,opt,name=issuer,proto3" json:"issuer,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Issuer string `protobuf:"bytes,12,opt,name=issuer,proto3" json:"issuer,omitempty"`
+	// The algorithm the tenant's access tokens are signed with.
+	SigningAlgorithm SigningAlgorithm `protobuf:"varint,13,opt,name=signing_algorithm,json=signingAlgorithm,proto3,enum=keyplane.v1.SigningAlgorithm" json:"signing_algorithm,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Tenant) Reset() {
@@ -482,6 +540,13 @@ func (x *Tenant) GetIssuer() string {
 		return x.Issuer
 	}
 	return ""
+}
+
+func (x *Tenant) GetSigningAlgorithm() SigningAlgorithm {
+	if x != nil {
+		return x.SigningAlgorithm
+	}
+	return SigningAlgorithm_SIGNING_ALGORITHM_UNSPECIFIED
 }
 
 type Identity struct {
@@ -843,13 +908,15 @@ func (x *ListRegionsResponse) GetRegions() []*Region {
 }
 
 type CreateTenantRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	HomeRegion    string                 `protobuf:"bytes,3,opt,name=home_region,json=homeRegion,proto3" json:"home_region,omitempty"`
-	Residency     Residency              `protobuf:"varint,4,opt,name=residency,proto3,enum=keyplane.v1.Residency" json:"residency,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Id         string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name       string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	HomeRegion string                 `protobuf:"bytes,3,opt,name=home_region,json=homeRegion,proto3" json:"home_region,omitempty"`
+	Residency  Residency              `protobuf:"varint,4,opt,name=residency,proto3,enum=keyplane.v1.Residency" json:"residency,omitempty"`
+	// Defaults to EdDSA.
+	SigningAlgorithm SigningAlgorithm `protobuf:"varint,5,opt,name=signing_algorithm,json=signingAlgorithm,proto3,enum=keyplane.v1.SigningAlgorithm" json:"signing_algorithm,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *CreateTenantRequest) Reset() {
@@ -908,6 +975,13 @@ func (x *CreateTenantRequest) GetResidency() Residency {
 		return x.Residency
 	}
 	return Residency_RESIDENCY_UNSPECIFIED
+}
+
+func (x *CreateTenantRequest) GetSigningAlgorithm() SigningAlgorithm {
+	if x != nil {
+		return x.SigningAlgorithm
+	}
+	return SigningAlgorithm_SIGNING_ALGORITHM_UNSPECIFIED
 }
 
 type CreateTenantResponse struct {
@@ -1156,8 +1230,11 @@ type UpdateTenantRequest struct {
 	AccessTokenTtl *durationpb.Duration `protobuf:"bytes,3,opt,name=access_token_ttl,json=accessTokenTtl,proto3" json:"access_token_ttl,omitempty"`
 	// Longest lifetime an API key may be given, 1 day to 5 years.
 	ApiKeyMaxLifetime *durationpb.Duration `protobuf:"bytes,4,opt,name=api_key_max_lifetime,json=apiKeyMaxLifetime,proto3" json:"api_key_max_lifetime,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Unspecified leaves it unchanged. Tokens already issued stay valid under the
+	// algorithm they were signed with until they expire.
+	SigningAlgorithm SigningAlgorithm `protobuf:"varint,5,opt,name=signing_algorithm,json=signingAlgorithm,proto3,enum=keyplane.v1.SigningAlgorithm" json:"signing_algorithm,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *UpdateTenantRequest) Reset() {
@@ -1216,6 +1293,13 @@ func (x *UpdateTenantRequest) GetApiKeyMaxLifetime() *durationpb.Duration {
 		return x.ApiKeyMaxLifetime
 	}
 	return nil
+}
+
+func (x *UpdateTenantRequest) GetSigningAlgorithm() SigningAlgorithm {
+	if x != nil {
+		return x.SigningAlgorithm
+	}
+	return SigningAlgorithm_SIGNING_ALGORITHM_UNSPECIFIED
 }
 
 type UpdateTenantResponse struct {
@@ -2347,15 +2431,20 @@ type Credential struct {
 	IdentityId string                 `protobuf:"bytes,2,opt,name=identity_id,json=identityId,proto3" json:"identity_id,omitempty"`
 	Kind       CredentialKind         `protobuf:"varint,3,opt,name=kind,proto3,enum=keyplane.v1.CredentialKind" json:"kind,omitempty"`
 	// Public lookup id: the API key's id, or the OAuth client_id.
-	KeyId         string                 `protobuf:"bytes,4,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
-	Name          string                 `protobuf:"bytes,5,opt,name=name,proto3" json:"name,omitempty"`
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
-	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
-	LastUsedTime  *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=last_used_time,json=lastUsedTime,proto3" json:"last_used_time,omitempty"`
-	RotateTime    *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=rotate_time,json=rotateTime,proto3" json:"rotate_time,omitempty"`
-	RevokeTime    *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=revoke_time,json=revokeTime,proto3" json:"revoke_time,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	KeyId        string                 `protobuf:"bytes,4,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	Name         string                 `protobuf:"bytes,5,opt,name=name,proto3" json:"name,omitempty"`
+	CreateTime   *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	ExpireTime   *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	LastUsedTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=last_used_time,json=lastUsedTime,proto3" json:"last_used_time,omitempty"`
+	RotateTime   *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=rotate_time,json=rotateTime,proto3" json:"rotate_time,omitempty"`
+	RevokeTime   *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=revoke_time,json=revokeTime,proto3" json:"revoke_time,omitempty"`
+	// OAuth clients: the audiences (RFC 8707 resources) and scopes the client may ask
+	// the token endpoint for, sorted. Empty audiences: only the tenant's issuer. Empty
+	// scopes: no scope.
+	AllowedAudiences []string `protobuf:"bytes,11,rep,name=allowed_audiences,json=allowedAudiences,proto3" json:"allowed_audiences,omitempty"`
+	AllowedScopes    []string `protobuf:"bytes,12,rep,name=allowed_scopes,json=allowedScopes,proto3" json:"allowed_scopes,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Credential) Reset() {
@@ -2454,6 +2543,20 @@ func (x *Credential) GetRotateTime() *timestamppb.Timestamp {
 func (x *Credential) GetRevokeTime() *timestamppb.Timestamp {
 	if x != nil {
 		return x.RevokeTime
+	}
+	return nil
+}
+
+func (x *Credential) GetAllowedAudiences() []string {
+	if x != nil {
+		return x.AllowedAudiences
+	}
+	return nil
+}
+
+func (x *Credential) GetAllowedScopes() []string {
+	if x != nil {
+		return x.AllowedScopes
 	}
 	return nil
 }
@@ -2808,7 +2911,15 @@ type CreateClientRequest struct {
 	Name       string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
 	// When set, the client may introspect and revoke every token of the tenant;
 	// otherwise only tokens issued to itself (RFC 7009) and introspection of its own.
-	Admin         bool `protobuf:"varint,4,opt,name=admin,proto3" json:"admin,omitempty"`
+	Admin bool `protobuf:"varint,4,opt,name=admin,proto3" json:"admin,omitempty"`
+	// Audiences (RFC 8707 resources) the client may request with `resource` or
+	// `audience` at the token endpoint, besides the tenant's issuer (always allowed and
+	// the default). At most 50, each 1 to 512 printable ASCII characters without spaces,
+	// quotes, backslashes or '#'. Empty: the tenant's issuer only.
+	AllowedAudiences []string `protobuf:"bytes,5,rep,name=allowed_audiences,json=allowedAudiences,proto3" json:"allowed_audiences,omitempty"`
+	// Scopes the client may request (RFC 6749 §3.3 scope tokens, at most 50 of at most
+	// 128 characters). Empty: no scope; a request naming one gets `invalid_scope`.
+	AllowedScopes []string `protobuf:"bytes,6,rep,name=allowed_scopes,json=allowedScopes,proto3" json:"allowed_scopes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2869,6 +2980,20 @@ func (x *CreateClientRequest) GetAdmin() bool {
 		return x.Admin
 	}
 	return false
+}
+
+func (x *CreateClientRequest) GetAllowedAudiences() []string {
+	if x != nil {
+		return x.AllowedAudiences
+	}
+	return nil
+}
+
+func (x *CreateClientRequest) GetAllowedScopes() []string {
+	if x != nil {
+		return x.AllowedScopes
+	}
+	return nil
 }
 
 type CreateClientResponse struct {
@@ -2932,6 +3057,121 @@ func (x *CreateClientResponse) GetClientSecret() string {
 	return ""
 }
 
+type UpdateClientRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	TenantId string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	ClientId string                 `protobuf:"bytes,2,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	// Replaces the allowed audiences (see CreateClientRequest).
+	AllowedAudiences []string `protobuf:"bytes,3,rep,name=allowed_audiences,json=allowedAudiences,proto3" json:"allowed_audiences,omitempty"`
+	// Replaces the allowed scopes (see CreateClientRequest).
+	AllowedScopes []string `protobuf:"bytes,4,rep,name=allowed_scopes,json=allowedScopes,proto3" json:"allowed_scopes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateClientRequest) Reset() {
+	*x = UpdateClientRequest{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateClientRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateClientRequest) ProtoMessage() {}
+
+func (x *UpdateClientRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateClientRequest.ProtoReflect.Descriptor instead.
+func (*UpdateClientRequest) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *UpdateClientRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *UpdateClientRequest) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *UpdateClientRequest) GetAllowedAudiences() []string {
+	if x != nil {
+		return x.AllowedAudiences
+	}
+	return nil
+}
+
+func (x *UpdateClientRequest) GetAllowedScopes() []string {
+	if x != nil {
+		return x.AllowedScopes
+	}
+	return nil
+}
+
+type UpdateClientResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The client's newest secret, with the new lists.
+	Credential    *Credential `protobuf:"bytes,1,opt,name=credential,proto3" json:"credential,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateClientResponse) Reset() {
+	*x = UpdateClientResponse{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateClientResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateClientResponse) ProtoMessage() {}
+
+func (x *UpdateClientResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateClientResponse.ProtoReflect.Descriptor instead.
+func (*UpdateClientResponse) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *UpdateClientResponse) GetCredential() *Credential {
+	if x != nil {
+		return x.Credential
+	}
+	return nil
+}
+
 type RotateClientSecretRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	TenantId      string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
@@ -2943,7 +3183,7 @@ type RotateClientSecretRequest struct {
 
 func (x *RotateClientSecretRequest) Reset() {
 	*x = RotateClientSecretRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[42]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2955,7 +3195,7 @@ func (x *RotateClientSecretRequest) String() string {
 func (*RotateClientSecretRequest) ProtoMessage() {}
 
 func (x *RotateClientSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[42]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2968,7 +3208,7 @@ func (x *RotateClientSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateClientSecretRequest.ProtoReflect.Descriptor instead.
 func (*RotateClientSecretRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{42}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *RotateClientSecretRequest) GetTenantId() string {
@@ -3003,7 +3243,7 @@ type RotateClientSecretResponse struct {
 
 func (x *RotateClientSecretResponse) Reset() {
 	*x = RotateClientSecretResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[43]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3015,7 +3255,7 @@ func (x *RotateClientSecretResponse) String() string {
 func (*RotateClientSecretResponse) ProtoMessage() {}
 
 func (x *RotateClientSecretResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[43]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3028,7 +3268,7 @@ func (x *RotateClientSecretResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateClientSecretResponse.ProtoReflect.Descriptor instead.
 func (*RotateClientSecretResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{43}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *RotateClientSecretResponse) GetCredential() *Credential {
@@ -3062,7 +3302,7 @@ type RevokeCredentialRequest struct {
 
 func (x *RevokeCredentialRequest) Reset() {
 	*x = RevokeCredentialRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[44]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3074,7 +3314,7 @@ func (x *RevokeCredentialRequest) String() string {
 func (*RevokeCredentialRequest) ProtoMessage() {}
 
 func (x *RevokeCredentialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[44]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3087,7 +3327,7 @@ func (x *RevokeCredentialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCredentialRequest.ProtoReflect.Descriptor instead.
 func (*RevokeCredentialRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{44}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *RevokeCredentialRequest) GetTenantId() string {
@@ -3113,7 +3353,7 @@ type RevokeCredentialResponse struct {
 
 func (x *RevokeCredentialResponse) Reset() {
 	*x = RevokeCredentialResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[45]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3125,7 +3365,7 @@ func (x *RevokeCredentialResponse) String() string {
 func (*RevokeCredentialResponse) ProtoMessage() {}
 
 func (x *RevokeCredentialResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[45]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3138,7 +3378,7 @@ func (x *RevokeCredentialResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCredentialResponse.ProtoReflect.Descriptor instead.
 func (*RevokeCredentialResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{45}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *RevokeCredentialResponse) GetCredential() *Credential {
@@ -3158,7 +3398,7 @@ type ListCredentialsRequest struct {
 
 func (x *ListCredentialsRequest) Reset() {
 	*x = ListCredentialsRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[46]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3170,7 +3410,7 @@ func (x *ListCredentialsRequest) String() string {
 func (*ListCredentialsRequest) ProtoMessage() {}
 
 func (x *ListCredentialsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[46]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3183,7 +3423,7 @@ func (x *ListCredentialsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCredentialsRequest.ProtoReflect.Descriptor instead.
 func (*ListCredentialsRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{46}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ListCredentialsRequest) GetTenantId() string {
@@ -3209,7 +3449,7 @@ type ListCredentialsResponse struct {
 
 func (x *ListCredentialsResponse) Reset() {
 	*x = ListCredentialsResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[47]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3221,7 +3461,7 @@ func (x *ListCredentialsResponse) String() string {
 func (*ListCredentialsResponse) ProtoMessage() {}
 
 func (x *ListCredentialsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[47]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3234,7 +3474,7 @@ func (x *ListCredentialsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCredentialsResponse.ProtoReflect.Descriptor instead.
 func (*ListCredentialsResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{47}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ListCredentialsResponse) GetCredentials() []*Credential {
@@ -3254,7 +3494,7 @@ type ListSessionsRequest struct {
 
 func (x *ListSessionsRequest) Reset() {
 	*x = ListSessionsRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[48]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3266,7 +3506,7 @@ func (x *ListSessionsRequest) String() string {
 func (*ListSessionsRequest) ProtoMessage() {}
 
 func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[48]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3279,7 +3519,7 @@ func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsRequest.ProtoReflect.Descriptor instead.
 func (*ListSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{48}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ListSessionsRequest) GetTenantId() string {
@@ -3305,7 +3545,7 @@ type ListSessionsResponse struct {
 
 func (x *ListSessionsResponse) Reset() {
 	*x = ListSessionsResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[49]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3317,7 +3557,7 @@ func (x *ListSessionsResponse) String() string {
 func (*ListSessionsResponse) ProtoMessage() {}
 
 func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[49]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3330,7 +3570,7 @@ func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsResponse.ProtoReflect.Descriptor instead.
 func (*ListSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{49}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ListSessionsResponse) GetSessions() []*Session {
@@ -3351,7 +3591,7 @@ type SetPasswordRequest struct {
 
 func (x *SetPasswordRequest) Reset() {
 	*x = SetPasswordRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[50]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3363,7 +3603,7 @@ func (x *SetPasswordRequest) String() string {
 func (*SetPasswordRequest) ProtoMessage() {}
 
 func (x *SetPasswordRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[50]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3376,7 +3616,7 @@ func (x *SetPasswordRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPasswordRequest.ProtoReflect.Descriptor instead.
 func (*SetPasswordRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{50}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *SetPasswordRequest) GetTenantId() string {
@@ -3409,7 +3649,7 @@ type SetPasswordResponse struct {
 
 func (x *SetPasswordResponse) Reset() {
 	*x = SetPasswordResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[51]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3421,7 +3661,7 @@ func (x *SetPasswordResponse) String() string {
 func (*SetPasswordResponse) ProtoMessage() {}
 
 func (x *SetPasswordResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[51]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3434,7 +3674,7 @@ func (x *SetPasswordResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPasswordResponse.ProtoReflect.Descriptor instead.
 func (*SetPasswordResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{51}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *SetPasswordResponse) GetCredential() *Credential {
@@ -3457,7 +3697,7 @@ type Role struct {
 
 func (x *Role) Reset() {
 	*x = Role{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[52]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3469,7 +3709,7 @@ func (x *Role) String() string {
 func (*Role) ProtoMessage() {}
 
 func (x *Role) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[52]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3482,7 +3722,7 @@ func (x *Role) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Role.ProtoReflect.Descriptor instead.
 func (*Role) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{52}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *Role) GetId() string {
@@ -3532,7 +3772,7 @@ type Group struct {
 
 func (x *Group) Reset() {
 	*x = Group{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[53]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3544,7 +3784,7 @@ func (x *Group) String() string {
 func (*Group) ProtoMessage() {}
 
 func (x *Group) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[53]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3557,7 +3797,7 @@ func (x *Group) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Group.ProtoReflect.Descriptor instead.
 func (*Group) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{53}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *Group) GetId() string {
@@ -3610,7 +3850,7 @@ type Binding struct {
 
 func (x *Binding) Reset() {
 	*x = Binding{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[54]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3622,7 +3862,7 @@ func (x *Binding) String() string {
 func (*Binding) ProtoMessage() {}
 
 func (x *Binding) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[54]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3635,7 +3875,7 @@ func (x *Binding) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Binding.ProtoReflect.Descriptor instead.
 func (*Binding) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{54}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *Binding) GetId() string {
@@ -3728,7 +3968,7 @@ type CreateRoleRequest struct {
 
 func (x *CreateRoleRequest) Reset() {
 	*x = CreateRoleRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[55]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3740,7 +3980,7 @@ func (x *CreateRoleRequest) String() string {
 func (*CreateRoleRequest) ProtoMessage() {}
 
 func (x *CreateRoleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[55]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3753,7 +3993,7 @@ func (x *CreateRoleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRoleRequest.ProtoReflect.Descriptor instead.
 func (*CreateRoleRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{55}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *CreateRoleRequest) GetTenantId() string {
@@ -3801,7 +4041,7 @@ type CreateRoleResponse struct {
 
 func (x *CreateRoleResponse) Reset() {
 	*x = CreateRoleResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[56]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3813,7 +4053,7 @@ func (x *CreateRoleResponse) String() string {
 func (*CreateRoleResponse) ProtoMessage() {}
 
 func (x *CreateRoleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[56]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3826,7 +4066,7 @@ func (x *CreateRoleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRoleResponse.ProtoReflect.Descriptor instead.
 func (*CreateRoleResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{56}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *CreateRoleResponse) GetRole() *Role {
@@ -3853,7 +4093,7 @@ type DeleteRoleRequest struct {
 
 func (x *DeleteRoleRequest) Reset() {
 	*x = DeleteRoleRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[57]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3865,7 +4105,7 @@ func (x *DeleteRoleRequest) String() string {
 func (*DeleteRoleRequest) ProtoMessage() {}
 
 func (x *DeleteRoleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[57]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3878,7 +4118,7 @@ func (x *DeleteRoleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRoleRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRoleRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{57}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *DeleteRoleRequest) GetTenantId() string {
@@ -3904,7 +4144,7 @@ type DeleteRoleResponse struct {
 
 func (x *DeleteRoleResponse) Reset() {
 	*x = DeleteRoleResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[58]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3916,7 +4156,7 @@ func (x *DeleteRoleResponse) String() string {
 func (*DeleteRoleResponse) ProtoMessage() {}
 
 func (x *DeleteRoleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[58]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3929,7 +4169,7 @@ func (x *DeleteRoleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRoleResponse.ProtoReflect.Descriptor instead.
 func (*DeleteRoleResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{58}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *DeleteRoleResponse) GetPolicyRevision() int64 {
@@ -3951,7 +4191,7 @@ type CreateGroupRequest struct {
 
 func (x *CreateGroupRequest) Reset() {
 	*x = CreateGroupRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[59]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3963,7 +4203,7 @@ func (x *CreateGroupRequest) String() string {
 func (*CreateGroupRequest) ProtoMessage() {}
 
 func (x *CreateGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[59]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3976,7 +4216,7 @@ func (x *CreateGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateGroupRequest.ProtoReflect.Descriptor instead.
 func (*CreateGroupRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{59}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *CreateGroupRequest) GetTenantId() string {
@@ -4017,7 +4257,7 @@ type CreateGroupResponse struct {
 
 func (x *CreateGroupResponse) Reset() {
 	*x = CreateGroupResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[60]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4029,7 +4269,7 @@ func (x *CreateGroupResponse) String() string {
 func (*CreateGroupResponse) ProtoMessage() {}
 
 func (x *CreateGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[60]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4042,7 +4282,7 @@ func (x *CreateGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateGroupResponse.ProtoReflect.Descriptor instead.
 func (*CreateGroupResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{60}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *CreateGroupResponse) GetGroup() *Group {
@@ -4070,7 +4310,7 @@ type AddGroupMemberRequest struct {
 
 func (x *AddGroupMemberRequest) Reset() {
 	*x = AddGroupMemberRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[61]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4082,7 +4322,7 @@ func (x *AddGroupMemberRequest) String() string {
 func (*AddGroupMemberRequest) ProtoMessage() {}
 
 func (x *AddGroupMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[61]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4095,7 +4335,7 @@ func (x *AddGroupMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddGroupMemberRequest.ProtoReflect.Descriptor instead.
 func (*AddGroupMemberRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{61}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *AddGroupMemberRequest) GetTenantId() string {
@@ -4128,7 +4368,7 @@ type AddGroupMemberResponse struct {
 
 func (x *AddGroupMemberResponse) Reset() {
 	*x = AddGroupMemberResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[62]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4140,7 +4380,7 @@ func (x *AddGroupMemberResponse) String() string {
 func (*AddGroupMemberResponse) ProtoMessage() {}
 
 func (x *AddGroupMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[62]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4153,7 +4393,7 @@ func (x *AddGroupMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddGroupMemberResponse.ProtoReflect.Descriptor instead.
 func (*AddGroupMemberResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{62}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *AddGroupMemberResponse) GetPolicyRevision() int64 {
@@ -4174,7 +4414,7 @@ type RemoveGroupMemberRequest struct {
 
 func (x *RemoveGroupMemberRequest) Reset() {
 	*x = RemoveGroupMemberRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[63]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4186,7 +4426,7 @@ func (x *RemoveGroupMemberRequest) String() string {
 func (*RemoveGroupMemberRequest) ProtoMessage() {}
 
 func (x *RemoveGroupMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[63]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4199,7 +4439,7 @@ func (x *RemoveGroupMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveGroupMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveGroupMemberRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{63}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *RemoveGroupMemberRequest) GetTenantId() string {
@@ -4232,7 +4472,7 @@ type RemoveGroupMemberResponse struct {
 
 func (x *RemoveGroupMemberResponse) Reset() {
 	*x = RemoveGroupMemberResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[64]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4244,7 +4484,7 @@ func (x *RemoveGroupMemberResponse) String() string {
 func (*RemoveGroupMemberResponse) ProtoMessage() {}
 
 func (x *RemoveGroupMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[64]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4257,7 +4497,7 @@ func (x *RemoveGroupMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveGroupMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveGroupMemberResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{64}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *RemoveGroupMemberResponse) GetPolicyRevision() int64 {
@@ -4285,7 +4525,7 @@ type CreateBindingRequest struct {
 
 func (x *CreateBindingRequest) Reset() {
 	*x = CreateBindingRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[65]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4297,7 +4537,7 @@ func (x *CreateBindingRequest) String() string {
 func (*CreateBindingRequest) ProtoMessage() {}
 
 func (x *CreateBindingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[65]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4310,7 +4550,7 @@ func (x *CreateBindingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateBindingRequest.ProtoReflect.Descriptor instead.
 func (*CreateBindingRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{65}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *CreateBindingRequest) GetTenantId() string {
@@ -4386,7 +4626,7 @@ type CreateBindingResponse struct {
 
 func (x *CreateBindingResponse) Reset() {
 	*x = CreateBindingResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[66]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4398,7 +4638,7 @@ func (x *CreateBindingResponse) String() string {
 func (*CreateBindingResponse) ProtoMessage() {}
 
 func (x *CreateBindingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[66]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4411,7 +4651,7 @@ func (x *CreateBindingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateBindingResponse.ProtoReflect.Descriptor instead.
 func (*CreateBindingResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{66}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *CreateBindingResponse) GetBinding() *Binding {
@@ -4438,7 +4678,7 @@ type DeleteBindingRequest struct {
 
 func (x *DeleteBindingRequest) Reset() {
 	*x = DeleteBindingRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[67]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4450,7 +4690,7 @@ func (x *DeleteBindingRequest) String() string {
 func (*DeleteBindingRequest) ProtoMessage() {}
 
 func (x *DeleteBindingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[67]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4463,7 +4703,7 @@ func (x *DeleteBindingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteBindingRequest.ProtoReflect.Descriptor instead.
 func (*DeleteBindingRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{67}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *DeleteBindingRequest) GetTenantId() string {
@@ -4489,7 +4729,7 @@ type DeleteBindingResponse struct {
 
 func (x *DeleteBindingResponse) Reset() {
 	*x = DeleteBindingResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[68]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4501,7 +4741,7 @@ func (x *DeleteBindingResponse) String() string {
 func (*DeleteBindingResponse) ProtoMessage() {}
 
 func (x *DeleteBindingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[68]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4514,7 +4754,7 @@ func (x *DeleteBindingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteBindingResponse.ProtoReflect.Descriptor instead.
 func (*DeleteBindingResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{68}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *DeleteBindingResponse) GetPolicyRevision() int64 {
@@ -4533,7 +4773,7 @@ type ListBindingsRequest struct {
 
 func (x *ListBindingsRequest) Reset() {
 	*x = ListBindingsRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[69]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4545,7 +4785,7 @@ func (x *ListBindingsRequest) String() string {
 func (*ListBindingsRequest) ProtoMessage() {}
 
 func (x *ListBindingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[69]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4558,7 +4798,7 @@ func (x *ListBindingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBindingsRequest.ProtoReflect.Descriptor instead.
 func (*ListBindingsRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{69}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *ListBindingsRequest) GetTenantId() string {
@@ -4577,7 +4817,7 @@ type ListBindingsResponse struct {
 
 func (x *ListBindingsResponse) Reset() {
 	*x = ListBindingsResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[70]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4589,7 +4829,7 @@ func (x *ListBindingsResponse) String() string {
 func (*ListBindingsResponse) ProtoMessage() {}
 
 func (x *ListBindingsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[70]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4602,7 +4842,7 @@ func (x *ListBindingsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBindingsResponse.ProtoReflect.Descriptor instead.
 func (*ListBindingsResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{70}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *ListBindingsResponse) GetBindings() []*Binding {
@@ -4619,7 +4859,7 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\x17keyplane/v1/admin.proto\x12\vkeyplane.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"?\n" +
 	"\x06Region\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
-	"\fsuper_region\x18\x02 \x01(\tR\vsuperRegion\"\xa5\x04\n" +
+	"\fsuper_region\x18\x02 \x01(\tR\vsuperRegion\"\xf1\x04\n" +
 	"\x06Tenant\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1f\n" +
@@ -4636,7 +4876,8 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\x10access_token_ttl\x18\n" +
 	" \x01(\v2\x19.google.protobuf.DurationR\x0eaccessTokenTtl\x12J\n" +
 	"\x14api_key_max_lifetime\x18\v \x01(\v2\x19.google.protobuf.DurationR\x11apiKeyMaxLifetime\x12\x16\n" +
-	"\x06issuer\x18\f \x01(\tR\x06issuer\"\xbb\x04\n" +
+	"\x06issuer\x18\f \x01(\tR\x06issuer\x12J\n" +
+	"\x11signing_algorithm\x18\r \x01(\x0e2\x1d.keyplane.v1.SigningAlgorithmR\x10signingAlgorithm\"\xbb\x04\n" +
 	"\bIdentity\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12-\n" +
@@ -4676,13 +4917,14 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\x04node\x18\f \x01(\tR\x04node\"\x14\n" +
 	"\x12ListRegionsRequest\"D\n" +
 	"\x13ListRegionsResponse\x12-\n" +
-	"\aregions\x18\x01 \x03(\v2\x13.keyplane.v1.RegionR\aregions\"\x90\x01\n" +
+	"\aregions\x18\x01 \x03(\v2\x13.keyplane.v1.RegionR\aregions\"\xdc\x01\n" +
 	"\x13CreateTenantRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1f\n" +
 	"\vhome_region\x18\x03 \x01(\tR\n" +
 	"homeRegion\x124\n" +
-	"\tresidency\x18\x04 \x01(\x0e2\x16.keyplane.v1.ResidencyR\tresidency\"C\n" +
+	"\tresidency\x18\x04 \x01(\x0e2\x16.keyplane.v1.ResidencyR\tresidency\x12J\n" +
+	"\x11signing_algorithm\x18\x05 \x01(\x0e2\x1d.keyplane.v1.SigningAlgorithmR\x10signingAlgorithm\"C\n" +
 	"\x14CreateTenantResponse\x12+\n" +
 	"\x06tenant\x18\x01 \x01(\v2\x13.keyplane.v1.TenantR\x06tenant\"\"\n" +
 	"\x10GetTenantRequest\x12\x0e\n" +
@@ -4695,12 +4937,13 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"page_token\x18\x02 \x01(\tR\tpageToken\"l\n" +
 	"\x13ListTenantsResponse\x12-\n" +
 	"\atenants\x18\x01 \x03(\v2\x13.keyplane.v1.TenantR\atenants\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xd8\x01\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xa4\x02\n" +
 	"\x13UpdateTenantRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
 	"\x04name\x18\x02 \x01(\tH\x00R\x04name\x88\x01\x01\x12C\n" +
 	"\x10access_token_ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x0eaccessTokenTtl\x12J\n" +
-	"\x14api_key_max_lifetime\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x11apiKeyMaxLifetimeB\a\n" +
+	"\x14api_key_max_lifetime\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x11apiKeyMaxLifetime\x12J\n" +
+	"\x11signing_algorithm\x18\x05 \x01(\x0e2\x1d.keyplane.v1.SigningAlgorithmR\x10signingAlgorithmB\a\n" +
 	"\x05_name\"C\n" +
 	"\x14UpdateTenantResponse\x12+\n" +
 	"\x06tenant\x18\x01 \x01(\v2\x13.keyplane.v1.TenantR\x06tenant\"&\n" +
@@ -4783,7 +5026,7 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"page_token\x18\x03 \x01(\tR\tpageToken\"r\n" +
 	"\x17ListAuditEventsResponse\x12/\n" +
 	"\x06events\x18\x01 \x03(\v2\x17.keyplane.v1.AuditEventR\x06events\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xcf\x03\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xa3\x04\n" +
 	"\n" +
 	"Credential\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
@@ -4801,7 +5044,9 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"rotateTime\x12;\n" +
 	"\vrevoke_time\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"revokeTime\"\xbf\x02\n" +
+	"revokeTime\x12+\n" +
+	"\x11allowed_audiences\x18\v \x03(\tR\x10allowedAudiences\x12%\n" +
+	"\x0eallowed_scopes\x18\f \x03(\tR\rallowedScopes\"\xbf\x02\n" +
 	"\aSession\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\videntity_id\x18\x02 \x01(\tR\n" +
@@ -4838,19 +5083,30 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"credential\x18\x01 \x01(\v2\x17.keyplane.v1.CredentialR\n" +
 	"credential\x12\x17\n" +
-	"\aapi_key\x18\x02 \x01(\tR\x06apiKey\"}\n" +
+	"\aapi_key\x18\x02 \x01(\tR\x06apiKey\"\xd1\x01\n" +
 	"\x13CreateClientRequest\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x1f\n" +
 	"\videntity_id\x18\x02 \x01(\tR\n" +
 	"identityId\x12\x12\n" +
 	"\x04name\x18\x03 \x01(\tR\x04name\x12\x14\n" +
-	"\x05admin\x18\x04 \x01(\bR\x05admin\"\x91\x01\n" +
+	"\x05admin\x18\x04 \x01(\bR\x05admin\x12+\n" +
+	"\x11allowed_audiences\x18\x05 \x03(\tR\x10allowedAudiences\x12%\n" +
+	"\x0eallowed_scopes\x18\x06 \x03(\tR\rallowedScopes\"\x91\x01\n" +
 	"\x14CreateClientResponse\x127\n" +
 	"\n" +
 	"credential\x18\x01 \x01(\v2\x17.keyplane.v1.CredentialR\n" +
 	"credential\x12\x1b\n" +
 	"\tclient_id\x18\x02 \x01(\tR\bclientId\x12#\n" +
-	"\rclient_secret\x18\x03 \x01(\tR\fclientSecret\"\x9b\x01\n" +
+	"\rclient_secret\x18\x03 \x01(\tR\fclientSecret\"\xa3\x01\n" +
+	"\x13UpdateClientRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x1b\n" +
+	"\tclient_id\x18\x02 \x01(\tR\bclientId\x12+\n" +
+	"\x11allowed_audiences\x18\x03 \x03(\tR\x10allowedAudiences\x12%\n" +
+	"\x0eallowed_scopes\x18\x04 \x03(\tR\rallowedScopes\"O\n" +
+	"\x14UpdateClientResponse\x127\n" +
+	"\n" +
+	"credential\x18\x01 \x01(\v2\x17.keyplane.v1.CredentialR\n" +
+	"credential\"\x9b\x01\n" +
 	"\x19RotateClientSecretRequest\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12#\n" +
 	"\rcredential_id\x18\x02 \x01(\tR\fcredentialId\x12<\n" +
@@ -4981,7 +5237,11 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\tResidency\x12\x19\n" +
 	"\x15RESIDENCY_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10RESIDENCY_REGION\x10\x01\x12\x1a\n" +
-	"\x16RESIDENCY_SUPER_REGION\x10\x02*H\n" +
+	"\x16RESIDENCY_SUPER_REGION\x10\x02*o\n" +
+	"\x10SigningAlgorithm\x12!\n" +
+	"\x1dSIGNING_ALGORITHM_UNSPECIFIED\x10\x00\x12\x1b\n" +
+	"\x17SIGNING_ALGORITHM_EDDSA\x10\x01\x12\x1b\n" +
+	"\x17SIGNING_ALGORITHM_RS256\x10\x02*H\n" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rSTATUS_ACTIVE\x10\x01\x12\x13\n" +
@@ -5003,7 +5263,7 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\x06Effect\x12\x16\n" +
 	"\x12EFFECT_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fEFFECT_ALLOW\x10\x01\x12\x0f\n" +
-	"\vEFFECT_DENY\x10\x022\xef\x15\n" +
+	"\vEFFECT_DENY\x10\x022\xc9\x16\n" +
 	"\fAdminService\x12U\n" +
 	"\vListRegions\x12\x1f.keyplane.v1.ListRegionsRequest\x1a .keyplane.v1.ListRegionsResponse\"\x03\x90\x02\x01\x12S\n" +
 	"\fCreateTenant\x12 .keyplane.v1.CreateTenantRequest\x1a!.keyplane.v1.CreateTenantResponse\x12O\n" +
@@ -5021,7 +5281,8 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\x0eEnableIdentity\x12\".keyplane.v1.EnableIdentityRequest\x1a#.keyplane.v1.EnableIdentityResponse\"\x03\x90\x02\x02\x12S\n" +
 	"\fCreateAPIKey\x12 .keyplane.v1.CreateAPIKeyRequest\x1a!.keyplane.v1.CreateAPIKeyResponse\x12S\n" +
 	"\fRotateAPIKey\x12 .keyplane.v1.RotateAPIKeyRequest\x1a!.keyplane.v1.RotateAPIKeyResponse\x12S\n" +
-	"\fCreateClient\x12 .keyplane.v1.CreateClientRequest\x1a!.keyplane.v1.CreateClientResponse\x12e\n" +
+	"\fCreateClient\x12 .keyplane.v1.CreateClientRequest\x1a!.keyplane.v1.CreateClientResponse\x12X\n" +
+	"\fUpdateClient\x12 .keyplane.v1.UpdateClientRequest\x1a!.keyplane.v1.UpdateClientResponse\"\x03\x90\x02\x02\x12e\n" +
 	"\x12RotateClientSecret\x12&.keyplane.v1.RotateClientSecretRequest\x1a'.keyplane.v1.RotateClientSecretResponse\x12d\n" +
 	"\x10RevokeCredential\x12$.keyplane.v1.RevokeCredentialRequest\x1a%.keyplane.v1.RevokeCredentialResponse\"\x03\x90\x02\x02\x12a\n" +
 	"\x0fListCredentials\x12#.keyplane.v1.ListCredentialsRequest\x1a$.keyplane.v1.ListCredentialsResponse\"\x03\x90\x02\x01\x12X\n" +
@@ -5051,226 +5312,235 @@ func file_keyplane_v1_admin_proto_rawDescGZIP() []byte {
 	return file_keyplane_v1_admin_proto_rawDescData
 }
 
-var file_keyplane_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_keyplane_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 71)
+var file_keyplane_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
+var file_keyplane_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 73)
 var file_keyplane_v1_admin_proto_goTypes = []any{
 	(Residency)(0),                     // 0: keyplane.v1.Residency
-	(Status)(0),                        // 1: keyplane.v1.Status
-	(IdentityKind)(0),                  // 2: keyplane.v1.IdentityKind
-	(CredentialKind)(0),                // 3: keyplane.v1.CredentialKind
-	(Effect)(0),                        // 4: keyplane.v1.Effect
-	(*Region)(nil),                     // 5: keyplane.v1.Region
-	(*Tenant)(nil),                     // 6: keyplane.v1.Tenant
-	(*Identity)(nil),                   // 7: keyplane.v1.Identity
-	(*AuditEvent)(nil),                 // 8: keyplane.v1.AuditEvent
-	(*ListRegionsRequest)(nil),         // 9: keyplane.v1.ListRegionsRequest
-	(*ListRegionsResponse)(nil),        // 10: keyplane.v1.ListRegionsResponse
-	(*CreateTenantRequest)(nil),        // 11: keyplane.v1.CreateTenantRequest
-	(*CreateTenantResponse)(nil),       // 12: keyplane.v1.CreateTenantResponse
-	(*GetTenantRequest)(nil),           // 13: keyplane.v1.GetTenantRequest
-	(*GetTenantResponse)(nil),          // 14: keyplane.v1.GetTenantResponse
-	(*ListTenantsRequest)(nil),         // 15: keyplane.v1.ListTenantsRequest
-	(*ListTenantsResponse)(nil),        // 16: keyplane.v1.ListTenantsResponse
-	(*UpdateTenantRequest)(nil),        // 17: keyplane.v1.UpdateTenantRequest
-	(*UpdateTenantResponse)(nil),       // 18: keyplane.v1.UpdateTenantResponse
-	(*DisableTenantRequest)(nil),       // 19: keyplane.v1.DisableTenantRequest
-	(*DisableTenantResponse)(nil),      // 20: keyplane.v1.DisableTenantResponse
-	(*EnableTenantRequest)(nil),        // 21: keyplane.v1.EnableTenantRequest
-	(*EnableTenantResponse)(nil),       // 22: keyplane.v1.EnableTenantResponse
-	(*RehomeTenantRequest)(nil),        // 23: keyplane.v1.RehomeTenantRequest
-	(*RehomeTenantResponse)(nil),       // 24: keyplane.v1.RehomeTenantResponse
-	(*CreateIdentityRequest)(nil),      // 25: keyplane.v1.CreateIdentityRequest
-	(*CreateIdentityResponse)(nil),     // 26: keyplane.v1.CreateIdentityResponse
-	(*GetIdentityRequest)(nil),         // 27: keyplane.v1.GetIdentityRequest
-	(*GetIdentityResponse)(nil),        // 28: keyplane.v1.GetIdentityResponse
-	(*ListIdentitiesRequest)(nil),      // 29: keyplane.v1.ListIdentitiesRequest
-	(*ListIdentitiesResponse)(nil),     // 30: keyplane.v1.ListIdentitiesResponse
-	(*UpdateIdentityRequest)(nil),      // 31: keyplane.v1.UpdateIdentityRequest
-	(*UpdateIdentityResponse)(nil),     // 32: keyplane.v1.UpdateIdentityResponse
-	(*DisableIdentityRequest)(nil),     // 33: keyplane.v1.DisableIdentityRequest
-	(*DisableIdentityResponse)(nil),    // 34: keyplane.v1.DisableIdentityResponse
-	(*EnableIdentityRequest)(nil),      // 35: keyplane.v1.EnableIdentityRequest
-	(*EnableIdentityResponse)(nil),     // 36: keyplane.v1.EnableIdentityResponse
-	(*ListAuditEventsRequest)(nil),     // 37: keyplane.v1.ListAuditEventsRequest
-	(*ListAuditEventsResponse)(nil),    // 38: keyplane.v1.ListAuditEventsResponse
-	(*Credential)(nil),                 // 39: keyplane.v1.Credential
-	(*Session)(nil),                    // 40: keyplane.v1.Session
-	(*CreateAPIKeyRequest)(nil),        // 41: keyplane.v1.CreateAPIKeyRequest
-	(*CreateAPIKeyResponse)(nil),       // 42: keyplane.v1.CreateAPIKeyResponse
-	(*RotateAPIKeyRequest)(nil),        // 43: keyplane.v1.RotateAPIKeyRequest
-	(*RotateAPIKeyResponse)(nil),       // 44: keyplane.v1.RotateAPIKeyResponse
-	(*CreateClientRequest)(nil),        // 45: keyplane.v1.CreateClientRequest
-	(*CreateClientResponse)(nil),       // 46: keyplane.v1.CreateClientResponse
-	(*RotateClientSecretRequest)(nil),  // 47: keyplane.v1.RotateClientSecretRequest
-	(*RotateClientSecretResponse)(nil), // 48: keyplane.v1.RotateClientSecretResponse
-	(*RevokeCredentialRequest)(nil),    // 49: keyplane.v1.RevokeCredentialRequest
-	(*RevokeCredentialResponse)(nil),   // 50: keyplane.v1.RevokeCredentialResponse
-	(*ListCredentialsRequest)(nil),     // 51: keyplane.v1.ListCredentialsRequest
-	(*ListCredentialsResponse)(nil),    // 52: keyplane.v1.ListCredentialsResponse
-	(*ListSessionsRequest)(nil),        // 53: keyplane.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),       // 54: keyplane.v1.ListSessionsResponse
-	(*SetPasswordRequest)(nil),         // 55: keyplane.v1.SetPasswordRequest
-	(*SetPasswordResponse)(nil),        // 56: keyplane.v1.SetPasswordResponse
-	(*Role)(nil),                       // 57: keyplane.v1.Role
-	(*Group)(nil),                      // 58: keyplane.v1.Group
-	(*Binding)(nil),                    // 59: keyplane.v1.Binding
-	(*CreateRoleRequest)(nil),          // 60: keyplane.v1.CreateRoleRequest
-	(*CreateRoleResponse)(nil),         // 61: keyplane.v1.CreateRoleResponse
-	(*DeleteRoleRequest)(nil),          // 62: keyplane.v1.DeleteRoleRequest
-	(*DeleteRoleResponse)(nil),         // 63: keyplane.v1.DeleteRoleResponse
-	(*CreateGroupRequest)(nil),         // 64: keyplane.v1.CreateGroupRequest
-	(*CreateGroupResponse)(nil),        // 65: keyplane.v1.CreateGroupResponse
-	(*AddGroupMemberRequest)(nil),      // 66: keyplane.v1.AddGroupMemberRequest
-	(*AddGroupMemberResponse)(nil),     // 67: keyplane.v1.AddGroupMemberResponse
-	(*RemoveGroupMemberRequest)(nil),   // 68: keyplane.v1.RemoveGroupMemberRequest
-	(*RemoveGroupMemberResponse)(nil),  // 69: keyplane.v1.RemoveGroupMemberResponse
-	(*CreateBindingRequest)(nil),       // 70: keyplane.v1.CreateBindingRequest
-	(*CreateBindingResponse)(nil),      // 71: keyplane.v1.CreateBindingResponse
-	(*DeleteBindingRequest)(nil),       // 72: keyplane.v1.DeleteBindingRequest
-	(*DeleteBindingResponse)(nil),      // 73: keyplane.v1.DeleteBindingResponse
-	(*ListBindingsRequest)(nil),        // 74: keyplane.v1.ListBindingsRequest
-	(*ListBindingsResponse)(nil),       // 75: keyplane.v1.ListBindingsResponse
-	(*timestamppb.Timestamp)(nil),      // 76: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),        // 77: google.protobuf.Duration
-	(*structpb.Struct)(nil),            // 78: google.protobuf.Struct
+	(SigningAlgorithm)(0),              // 1: keyplane.v1.SigningAlgorithm
+	(Status)(0),                        // 2: keyplane.v1.Status
+	(IdentityKind)(0),                  // 3: keyplane.v1.IdentityKind
+	(CredentialKind)(0),                // 4: keyplane.v1.CredentialKind
+	(Effect)(0),                        // 5: keyplane.v1.Effect
+	(*Region)(nil),                     // 6: keyplane.v1.Region
+	(*Tenant)(nil),                     // 7: keyplane.v1.Tenant
+	(*Identity)(nil),                   // 8: keyplane.v1.Identity
+	(*AuditEvent)(nil),                 // 9: keyplane.v1.AuditEvent
+	(*ListRegionsRequest)(nil),         // 10: keyplane.v1.ListRegionsRequest
+	(*ListRegionsResponse)(nil),        // 11: keyplane.v1.ListRegionsResponse
+	(*CreateTenantRequest)(nil),        // 12: keyplane.v1.CreateTenantRequest
+	(*CreateTenantResponse)(nil),       // 13: keyplane.v1.CreateTenantResponse
+	(*GetTenantRequest)(nil),           // 14: keyplane.v1.GetTenantRequest
+	(*GetTenantResponse)(nil),          // 15: keyplane.v1.GetTenantResponse
+	(*ListTenantsRequest)(nil),         // 16: keyplane.v1.ListTenantsRequest
+	(*ListTenantsResponse)(nil),        // 17: keyplane.v1.ListTenantsResponse
+	(*UpdateTenantRequest)(nil),        // 18: keyplane.v1.UpdateTenantRequest
+	(*UpdateTenantResponse)(nil),       // 19: keyplane.v1.UpdateTenantResponse
+	(*DisableTenantRequest)(nil),       // 20: keyplane.v1.DisableTenantRequest
+	(*DisableTenantResponse)(nil),      // 21: keyplane.v1.DisableTenantResponse
+	(*EnableTenantRequest)(nil),        // 22: keyplane.v1.EnableTenantRequest
+	(*EnableTenantResponse)(nil),       // 23: keyplane.v1.EnableTenantResponse
+	(*RehomeTenantRequest)(nil),        // 24: keyplane.v1.RehomeTenantRequest
+	(*RehomeTenantResponse)(nil),       // 25: keyplane.v1.RehomeTenantResponse
+	(*CreateIdentityRequest)(nil),      // 26: keyplane.v1.CreateIdentityRequest
+	(*CreateIdentityResponse)(nil),     // 27: keyplane.v1.CreateIdentityResponse
+	(*GetIdentityRequest)(nil),         // 28: keyplane.v1.GetIdentityRequest
+	(*GetIdentityResponse)(nil),        // 29: keyplane.v1.GetIdentityResponse
+	(*ListIdentitiesRequest)(nil),      // 30: keyplane.v1.ListIdentitiesRequest
+	(*ListIdentitiesResponse)(nil),     // 31: keyplane.v1.ListIdentitiesResponse
+	(*UpdateIdentityRequest)(nil),      // 32: keyplane.v1.UpdateIdentityRequest
+	(*UpdateIdentityResponse)(nil),     // 33: keyplane.v1.UpdateIdentityResponse
+	(*DisableIdentityRequest)(nil),     // 34: keyplane.v1.DisableIdentityRequest
+	(*DisableIdentityResponse)(nil),    // 35: keyplane.v1.DisableIdentityResponse
+	(*EnableIdentityRequest)(nil),      // 36: keyplane.v1.EnableIdentityRequest
+	(*EnableIdentityResponse)(nil),     // 37: keyplane.v1.EnableIdentityResponse
+	(*ListAuditEventsRequest)(nil),     // 38: keyplane.v1.ListAuditEventsRequest
+	(*ListAuditEventsResponse)(nil),    // 39: keyplane.v1.ListAuditEventsResponse
+	(*Credential)(nil),                 // 40: keyplane.v1.Credential
+	(*Session)(nil),                    // 41: keyplane.v1.Session
+	(*CreateAPIKeyRequest)(nil),        // 42: keyplane.v1.CreateAPIKeyRequest
+	(*CreateAPIKeyResponse)(nil),       // 43: keyplane.v1.CreateAPIKeyResponse
+	(*RotateAPIKeyRequest)(nil),        // 44: keyplane.v1.RotateAPIKeyRequest
+	(*RotateAPIKeyResponse)(nil),       // 45: keyplane.v1.RotateAPIKeyResponse
+	(*CreateClientRequest)(nil),        // 46: keyplane.v1.CreateClientRequest
+	(*CreateClientResponse)(nil),       // 47: keyplane.v1.CreateClientResponse
+	(*UpdateClientRequest)(nil),        // 48: keyplane.v1.UpdateClientRequest
+	(*UpdateClientResponse)(nil),       // 49: keyplane.v1.UpdateClientResponse
+	(*RotateClientSecretRequest)(nil),  // 50: keyplane.v1.RotateClientSecretRequest
+	(*RotateClientSecretResponse)(nil), // 51: keyplane.v1.RotateClientSecretResponse
+	(*RevokeCredentialRequest)(nil),    // 52: keyplane.v1.RevokeCredentialRequest
+	(*RevokeCredentialResponse)(nil),   // 53: keyplane.v1.RevokeCredentialResponse
+	(*ListCredentialsRequest)(nil),     // 54: keyplane.v1.ListCredentialsRequest
+	(*ListCredentialsResponse)(nil),    // 55: keyplane.v1.ListCredentialsResponse
+	(*ListSessionsRequest)(nil),        // 56: keyplane.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),       // 57: keyplane.v1.ListSessionsResponse
+	(*SetPasswordRequest)(nil),         // 58: keyplane.v1.SetPasswordRequest
+	(*SetPasswordResponse)(nil),        // 59: keyplane.v1.SetPasswordResponse
+	(*Role)(nil),                       // 60: keyplane.v1.Role
+	(*Group)(nil),                      // 61: keyplane.v1.Group
+	(*Binding)(nil),                    // 62: keyplane.v1.Binding
+	(*CreateRoleRequest)(nil),          // 63: keyplane.v1.CreateRoleRequest
+	(*CreateRoleResponse)(nil),         // 64: keyplane.v1.CreateRoleResponse
+	(*DeleteRoleRequest)(nil),          // 65: keyplane.v1.DeleteRoleRequest
+	(*DeleteRoleResponse)(nil),         // 66: keyplane.v1.DeleteRoleResponse
+	(*CreateGroupRequest)(nil),         // 67: keyplane.v1.CreateGroupRequest
+	(*CreateGroupResponse)(nil),        // 68: keyplane.v1.CreateGroupResponse
+	(*AddGroupMemberRequest)(nil),      // 69: keyplane.v1.AddGroupMemberRequest
+	(*AddGroupMemberResponse)(nil),     // 70: keyplane.v1.AddGroupMemberResponse
+	(*RemoveGroupMemberRequest)(nil),   // 71: keyplane.v1.RemoveGroupMemberRequest
+	(*RemoveGroupMemberResponse)(nil),  // 72: keyplane.v1.RemoveGroupMemberResponse
+	(*CreateBindingRequest)(nil),       // 73: keyplane.v1.CreateBindingRequest
+	(*CreateBindingResponse)(nil),      // 74: keyplane.v1.CreateBindingResponse
+	(*DeleteBindingRequest)(nil),       // 75: keyplane.v1.DeleteBindingRequest
+	(*DeleteBindingResponse)(nil),      // 76: keyplane.v1.DeleteBindingResponse
+	(*ListBindingsRequest)(nil),        // 77: keyplane.v1.ListBindingsRequest
+	(*ListBindingsResponse)(nil),       // 78: keyplane.v1.ListBindingsResponse
+	(*timestamppb.Timestamp)(nil),      // 79: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 80: google.protobuf.Duration
+	(*structpb.Struct)(nil),            // 81: google.protobuf.Struct
 }
 var file_keyplane_v1_admin_proto_depIdxs = []int32{
 	0,   // 0: keyplane.v1.Tenant.residency:type_name -> keyplane.v1.Residency
-	1,   // 1: keyplane.v1.Tenant.status:type_name -> keyplane.v1.Status
-	76,  // 2: keyplane.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
-	76,  // 3: keyplane.v1.Tenant.update_time:type_name -> google.protobuf.Timestamp
-	77,  // 4: keyplane.v1.Tenant.access_token_ttl:type_name -> google.protobuf.Duration
-	77,  // 5: keyplane.v1.Tenant.api_key_max_lifetime:type_name -> google.protobuf.Duration
-	2,   // 6: keyplane.v1.Identity.kind:type_name -> keyplane.v1.IdentityKind
-	78,  // 7: keyplane.v1.Identity.attributes:type_name -> google.protobuf.Struct
-	1,   // 8: keyplane.v1.Identity.status:type_name -> keyplane.v1.Status
-	76,  // 9: keyplane.v1.Identity.expire_time:type_name -> google.protobuf.Timestamp
-	76,  // 10: keyplane.v1.Identity.tokens_valid_after:type_name -> google.protobuf.Timestamp
-	76,  // 11: keyplane.v1.Identity.create_time:type_name -> google.protobuf.Timestamp
-	76,  // 12: keyplane.v1.Identity.update_time:type_name -> google.protobuf.Timestamp
-	76,  // 13: keyplane.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
-	78,  // 14: keyplane.v1.AuditEvent.before:type_name -> google.protobuf.Struct
-	78,  // 15: keyplane.v1.AuditEvent.after:type_name -> google.protobuf.Struct
-	5,   // 16: keyplane.v1.ListRegionsResponse.regions:type_name -> keyplane.v1.Region
-	0,   // 17: keyplane.v1.CreateTenantRequest.residency:type_name -> keyplane.v1.Residency
-	6,   // 18: keyplane.v1.CreateTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	6,   // 19: keyplane.v1.GetTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	6,   // 20: keyplane.v1.ListTenantsResponse.tenants:type_name -> keyplane.v1.Tenant
-	77,  // 21: keyplane.v1.UpdateTenantRequest.access_token_ttl:type_name -> google.protobuf.Duration
-	77,  // 22: keyplane.v1.UpdateTenantRequest.api_key_max_lifetime:type_name -> google.protobuf.Duration
-	6,   // 23: keyplane.v1.UpdateTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	6,   // 24: keyplane.v1.DisableTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	6,   // 25: keyplane.v1.EnableTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	6,   // 26: keyplane.v1.RehomeTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	2,   // 27: keyplane.v1.CreateIdentityRequest.kind:type_name -> keyplane.v1.IdentityKind
-	78,  // 28: keyplane.v1.CreateIdentityRequest.attributes:type_name -> google.protobuf.Struct
-	76,  // 29: keyplane.v1.CreateIdentityRequest.expire_time:type_name -> google.protobuf.Timestamp
-	7,   // 30: keyplane.v1.CreateIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	7,   // 31: keyplane.v1.GetIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	7,   // 32: keyplane.v1.ListIdentitiesResponse.identities:type_name -> keyplane.v1.Identity
-	78,  // 33: keyplane.v1.UpdateIdentityRequest.attributes:type_name -> google.protobuf.Struct
-	76,  // 34: keyplane.v1.UpdateIdentityRequest.expire_time:type_name -> google.protobuf.Timestamp
-	7,   // 35: keyplane.v1.UpdateIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	7,   // 36: keyplane.v1.DisableIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	7,   // 37: keyplane.v1.EnableIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	8,   // 38: keyplane.v1.ListAuditEventsResponse.events:type_name -> keyplane.v1.AuditEvent
-	3,   // 39: keyplane.v1.Credential.kind:type_name -> keyplane.v1.CredentialKind
-	76,  // 40: keyplane.v1.Credential.create_time:type_name -> google.protobuf.Timestamp
-	76,  // 41: keyplane.v1.Credential.expire_time:type_name -> google.protobuf.Timestamp
-	76,  // 42: keyplane.v1.Credential.last_used_time:type_name -> google.protobuf.Timestamp
-	76,  // 43: keyplane.v1.Credential.rotate_time:type_name -> google.protobuf.Timestamp
-	76,  // 44: keyplane.v1.Credential.revoke_time:type_name -> google.protobuf.Timestamp
-	76,  // 45: keyplane.v1.Session.create_time:type_name -> google.protobuf.Timestamp
-	76,  // 46: keyplane.v1.Session.expire_time:type_name -> google.protobuf.Timestamp
-	76,  // 47: keyplane.v1.Session.revoke_time:type_name -> google.protobuf.Timestamp
-	76,  // 48: keyplane.v1.CreateAPIKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
-	39,  // 49: keyplane.v1.CreateAPIKeyResponse.credential:type_name -> keyplane.v1.Credential
-	76,  // 50: keyplane.v1.RotateAPIKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
-	77,  // 51: keyplane.v1.RotateAPIKeyRequest.grace_period:type_name -> google.protobuf.Duration
-	39,  // 52: keyplane.v1.RotateAPIKeyResponse.credential:type_name -> keyplane.v1.Credential
-	39,  // 53: keyplane.v1.CreateClientResponse.credential:type_name -> keyplane.v1.Credential
-	77,  // 54: keyplane.v1.RotateClientSecretRequest.grace_period:type_name -> google.protobuf.Duration
-	39,  // 55: keyplane.v1.RotateClientSecretResponse.credential:type_name -> keyplane.v1.Credential
-	39,  // 56: keyplane.v1.RevokeCredentialResponse.credential:type_name -> keyplane.v1.Credential
-	39,  // 57: keyplane.v1.ListCredentialsResponse.credentials:type_name -> keyplane.v1.Credential
-	40,  // 58: keyplane.v1.ListSessionsResponse.sessions:type_name -> keyplane.v1.Session
-	39,  // 59: keyplane.v1.SetPasswordResponse.credential:type_name -> keyplane.v1.Credential
-	4,   // 60: keyplane.v1.Binding.effect:type_name -> keyplane.v1.Effect
-	76,  // 61: keyplane.v1.Binding.expire_time:type_name -> google.protobuf.Timestamp
-	76,  // 62: keyplane.v1.Binding.create_time:type_name -> google.protobuf.Timestamp
-	57,  // 63: keyplane.v1.CreateRoleResponse.role:type_name -> keyplane.v1.Role
-	58,  // 64: keyplane.v1.CreateGroupResponse.group:type_name -> keyplane.v1.Group
-	4,   // 65: keyplane.v1.CreateBindingRequest.effect:type_name -> keyplane.v1.Effect
-	76,  // 66: keyplane.v1.CreateBindingRequest.expire_time:type_name -> google.protobuf.Timestamp
-	59,  // 67: keyplane.v1.CreateBindingResponse.binding:type_name -> keyplane.v1.Binding
-	59,  // 68: keyplane.v1.ListBindingsResponse.bindings:type_name -> keyplane.v1.Binding
-	9,   // 69: keyplane.v1.AdminService.ListRegions:input_type -> keyplane.v1.ListRegionsRequest
-	11,  // 70: keyplane.v1.AdminService.CreateTenant:input_type -> keyplane.v1.CreateTenantRequest
-	13,  // 71: keyplane.v1.AdminService.GetTenant:input_type -> keyplane.v1.GetTenantRequest
-	15,  // 72: keyplane.v1.AdminService.ListTenants:input_type -> keyplane.v1.ListTenantsRequest
-	17,  // 73: keyplane.v1.AdminService.UpdateTenant:input_type -> keyplane.v1.UpdateTenantRequest
-	19,  // 74: keyplane.v1.AdminService.DisableTenant:input_type -> keyplane.v1.DisableTenantRequest
-	21,  // 75: keyplane.v1.AdminService.EnableTenant:input_type -> keyplane.v1.EnableTenantRequest
-	23,  // 76: keyplane.v1.AdminService.RehomeTenant:input_type -> keyplane.v1.RehomeTenantRequest
-	25,  // 77: keyplane.v1.AdminService.CreateIdentity:input_type -> keyplane.v1.CreateIdentityRequest
-	27,  // 78: keyplane.v1.AdminService.GetIdentity:input_type -> keyplane.v1.GetIdentityRequest
-	29,  // 79: keyplane.v1.AdminService.ListIdentities:input_type -> keyplane.v1.ListIdentitiesRequest
-	31,  // 80: keyplane.v1.AdminService.UpdateIdentity:input_type -> keyplane.v1.UpdateIdentityRequest
-	33,  // 81: keyplane.v1.AdminService.DisableIdentity:input_type -> keyplane.v1.DisableIdentityRequest
-	35,  // 82: keyplane.v1.AdminService.EnableIdentity:input_type -> keyplane.v1.EnableIdentityRequest
-	41,  // 83: keyplane.v1.AdminService.CreateAPIKey:input_type -> keyplane.v1.CreateAPIKeyRequest
-	43,  // 84: keyplane.v1.AdminService.RotateAPIKey:input_type -> keyplane.v1.RotateAPIKeyRequest
-	45,  // 85: keyplane.v1.AdminService.CreateClient:input_type -> keyplane.v1.CreateClientRequest
-	47,  // 86: keyplane.v1.AdminService.RotateClientSecret:input_type -> keyplane.v1.RotateClientSecretRequest
-	49,  // 87: keyplane.v1.AdminService.RevokeCredential:input_type -> keyplane.v1.RevokeCredentialRequest
-	51,  // 88: keyplane.v1.AdminService.ListCredentials:input_type -> keyplane.v1.ListCredentialsRequest
-	53,  // 89: keyplane.v1.AdminService.ListSessions:input_type -> keyplane.v1.ListSessionsRequest
-	55,  // 90: keyplane.v1.AdminService.SetPassword:input_type -> keyplane.v1.SetPasswordRequest
-	60,  // 91: keyplane.v1.AdminService.CreateRole:input_type -> keyplane.v1.CreateRoleRequest
-	62,  // 92: keyplane.v1.AdminService.DeleteRole:input_type -> keyplane.v1.DeleteRoleRequest
-	64,  // 93: keyplane.v1.AdminService.CreateGroup:input_type -> keyplane.v1.CreateGroupRequest
-	66,  // 94: keyplane.v1.AdminService.AddGroupMember:input_type -> keyplane.v1.AddGroupMemberRequest
-	68,  // 95: keyplane.v1.AdminService.RemoveGroupMember:input_type -> keyplane.v1.RemoveGroupMemberRequest
-	70,  // 96: keyplane.v1.AdminService.CreateBinding:input_type -> keyplane.v1.CreateBindingRequest
-	72,  // 97: keyplane.v1.AdminService.DeleteBinding:input_type -> keyplane.v1.DeleteBindingRequest
-	74,  // 98: keyplane.v1.AdminService.ListBindings:input_type -> keyplane.v1.ListBindingsRequest
-	37,  // 99: keyplane.v1.AdminService.ListAuditEvents:input_type -> keyplane.v1.ListAuditEventsRequest
-	10,  // 100: keyplane.v1.AdminService.ListRegions:output_type -> keyplane.v1.ListRegionsResponse
-	12,  // 101: keyplane.v1.AdminService.CreateTenant:output_type -> keyplane.v1.CreateTenantResponse
-	14,  // 102: keyplane.v1.AdminService.GetTenant:output_type -> keyplane.v1.GetTenantResponse
-	16,  // 103: keyplane.v1.AdminService.ListTenants:output_type -> keyplane.v1.ListTenantsResponse
-	18,  // 104: keyplane.v1.AdminService.UpdateTenant:output_type -> keyplane.v1.UpdateTenantResponse
-	20,  // 105: keyplane.v1.AdminService.DisableTenant:output_type -> keyplane.v1.DisableTenantResponse
-	22,  // 106: keyplane.v1.AdminService.EnableTenant:output_type -> keyplane.v1.EnableTenantResponse
-	24,  // 107: keyplane.v1.AdminService.RehomeTenant:output_type -> keyplane.v1.RehomeTenantResponse
-	26,  // 108: keyplane.v1.AdminService.CreateIdentity:output_type -> keyplane.v1.CreateIdentityResponse
-	28,  // 109: keyplane.v1.AdminService.GetIdentity:output_type -> keyplane.v1.GetIdentityResponse
-	30,  // 110: keyplane.v1.AdminService.ListIdentities:output_type -> keyplane.v1.ListIdentitiesResponse
-	32,  // 111: keyplane.v1.AdminService.UpdateIdentity:output_type -> keyplane.v1.UpdateIdentityResponse
-	34,  // 112: keyplane.v1.AdminService.DisableIdentity:output_type -> keyplane.v1.DisableIdentityResponse
-	36,  // 113: keyplane.v1.AdminService.EnableIdentity:output_type -> keyplane.v1.EnableIdentityResponse
-	42,  // 114: keyplane.v1.AdminService.CreateAPIKey:output_type -> keyplane.v1.CreateAPIKeyResponse
-	44,  // 115: keyplane.v1.AdminService.RotateAPIKey:output_type -> keyplane.v1.RotateAPIKeyResponse
-	46,  // 116: keyplane.v1.AdminService.CreateClient:output_type -> keyplane.v1.CreateClientResponse
-	48,  // 117: keyplane.v1.AdminService.RotateClientSecret:output_type -> keyplane.v1.RotateClientSecretResponse
-	50,  // 118: keyplane.v1.AdminService.RevokeCredential:output_type -> keyplane.v1.RevokeCredentialResponse
-	52,  // 119: keyplane.v1.AdminService.ListCredentials:output_type -> keyplane.v1.ListCredentialsResponse
-	54,  // 120: keyplane.v1.AdminService.ListSessions:output_type -> keyplane.v1.ListSessionsResponse
-	56,  // 121: keyplane.v1.AdminService.SetPassword:output_type -> keyplane.v1.SetPasswordResponse
-	61,  // 122: keyplane.v1.AdminService.CreateRole:output_type -> keyplane.v1.CreateRoleResponse
-	63,  // 123: keyplane.v1.AdminService.DeleteRole:output_type -> keyplane.v1.DeleteRoleResponse
-	65,  // 124: keyplane.v1.AdminService.CreateGroup:output_type -> keyplane.v1.CreateGroupResponse
-	67,  // 125: keyplane.v1.AdminService.AddGroupMember:output_type -> keyplane.v1.AddGroupMemberResponse
-	69,  // 126: keyplane.v1.AdminService.RemoveGroupMember:output_type -> keyplane.v1.RemoveGroupMemberResponse
-	71,  // 127: keyplane.v1.AdminService.CreateBinding:output_type -> keyplane.v1.CreateBindingResponse
-	73,  // 128: keyplane.v1.AdminService.DeleteBinding:output_type -> keyplane.v1.DeleteBindingResponse
-	75,  // 129: keyplane.v1.AdminService.ListBindings:output_type -> keyplane.v1.ListBindingsResponse
-	38,  // 130: keyplane.v1.AdminService.ListAuditEvents:output_type -> keyplane.v1.ListAuditEventsResponse
-	100, // [100:131] is the sub-list for method output_type
-	69,  // [69:100] is the sub-list for method input_type
-	69,  // [69:69] is the sub-list for extension type_name
-	69,  // [69:69] is the sub-list for extension extendee
-	0,   // [0:69] is the sub-list for field type_name
+	2,   // 1: keyplane.v1.Tenant.status:type_name -> keyplane.v1.Status
+	79,  // 2: keyplane.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
+	79,  // 3: keyplane.v1.Tenant.update_time:type_name -> google.protobuf.Timestamp
+	80,  // 4: keyplane.v1.Tenant.access_token_ttl:type_name -> google.protobuf.Duration
+	80,  // 5: keyplane.v1.Tenant.api_key_max_lifetime:type_name -> google.protobuf.Duration
+	1,   // 6: keyplane.v1.Tenant.signing_algorithm:type_name -> keyplane.v1.SigningAlgorithm
+	3,   // 7: keyplane.v1.Identity.kind:type_name -> keyplane.v1.IdentityKind
+	81,  // 8: keyplane.v1.Identity.attributes:type_name -> google.protobuf.Struct
+	2,   // 9: keyplane.v1.Identity.status:type_name -> keyplane.v1.Status
+	79,  // 10: keyplane.v1.Identity.expire_time:type_name -> google.protobuf.Timestamp
+	79,  // 11: keyplane.v1.Identity.tokens_valid_after:type_name -> google.protobuf.Timestamp
+	79,  // 12: keyplane.v1.Identity.create_time:type_name -> google.protobuf.Timestamp
+	79,  // 13: keyplane.v1.Identity.update_time:type_name -> google.protobuf.Timestamp
+	79,  // 14: keyplane.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	81,  // 15: keyplane.v1.AuditEvent.before:type_name -> google.protobuf.Struct
+	81,  // 16: keyplane.v1.AuditEvent.after:type_name -> google.protobuf.Struct
+	6,   // 17: keyplane.v1.ListRegionsResponse.regions:type_name -> keyplane.v1.Region
+	0,   // 18: keyplane.v1.CreateTenantRequest.residency:type_name -> keyplane.v1.Residency
+	1,   // 19: keyplane.v1.CreateTenantRequest.signing_algorithm:type_name -> keyplane.v1.SigningAlgorithm
+	7,   // 20: keyplane.v1.CreateTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	7,   // 21: keyplane.v1.GetTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	7,   // 22: keyplane.v1.ListTenantsResponse.tenants:type_name -> keyplane.v1.Tenant
+	80,  // 23: keyplane.v1.UpdateTenantRequest.access_token_ttl:type_name -> google.protobuf.Duration
+	80,  // 24: keyplane.v1.UpdateTenantRequest.api_key_max_lifetime:type_name -> google.protobuf.Duration
+	1,   // 25: keyplane.v1.UpdateTenantRequest.signing_algorithm:type_name -> keyplane.v1.SigningAlgorithm
+	7,   // 26: keyplane.v1.UpdateTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	7,   // 27: keyplane.v1.DisableTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	7,   // 28: keyplane.v1.EnableTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	7,   // 29: keyplane.v1.RehomeTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	3,   // 30: keyplane.v1.CreateIdentityRequest.kind:type_name -> keyplane.v1.IdentityKind
+	81,  // 31: keyplane.v1.CreateIdentityRequest.attributes:type_name -> google.protobuf.Struct
+	79,  // 32: keyplane.v1.CreateIdentityRequest.expire_time:type_name -> google.protobuf.Timestamp
+	8,   // 33: keyplane.v1.CreateIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	8,   // 34: keyplane.v1.GetIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	8,   // 35: keyplane.v1.ListIdentitiesResponse.identities:type_name -> keyplane.v1.Identity
+	81,  // 36: keyplane.v1.UpdateIdentityRequest.attributes:type_name -> google.protobuf.Struct
+	79,  // 37: keyplane.v1.UpdateIdentityRequest.expire_time:type_name -> google.protobuf.Timestamp
+	8,   // 38: keyplane.v1.UpdateIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	8,   // 39: keyplane.v1.DisableIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	8,   // 40: keyplane.v1.EnableIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	9,   // 41: keyplane.v1.ListAuditEventsResponse.events:type_name -> keyplane.v1.AuditEvent
+	4,   // 42: keyplane.v1.Credential.kind:type_name -> keyplane.v1.CredentialKind
+	79,  // 43: keyplane.v1.Credential.create_time:type_name -> google.protobuf.Timestamp
+	79,  // 44: keyplane.v1.Credential.expire_time:type_name -> google.protobuf.Timestamp
+	79,  // 45: keyplane.v1.Credential.last_used_time:type_name -> google.protobuf.Timestamp
+	79,  // 46: keyplane.v1.Credential.rotate_time:type_name -> google.protobuf.Timestamp
+	79,  // 47: keyplane.v1.Credential.revoke_time:type_name -> google.protobuf.Timestamp
+	79,  // 48: keyplane.v1.Session.create_time:type_name -> google.protobuf.Timestamp
+	79,  // 49: keyplane.v1.Session.expire_time:type_name -> google.protobuf.Timestamp
+	79,  // 50: keyplane.v1.Session.revoke_time:type_name -> google.protobuf.Timestamp
+	79,  // 51: keyplane.v1.CreateAPIKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
+	40,  // 52: keyplane.v1.CreateAPIKeyResponse.credential:type_name -> keyplane.v1.Credential
+	79,  // 53: keyplane.v1.RotateAPIKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
+	80,  // 54: keyplane.v1.RotateAPIKeyRequest.grace_period:type_name -> google.protobuf.Duration
+	40,  // 55: keyplane.v1.RotateAPIKeyResponse.credential:type_name -> keyplane.v1.Credential
+	40,  // 56: keyplane.v1.CreateClientResponse.credential:type_name -> keyplane.v1.Credential
+	40,  // 57: keyplane.v1.UpdateClientResponse.credential:type_name -> keyplane.v1.Credential
+	80,  // 58: keyplane.v1.RotateClientSecretRequest.grace_period:type_name -> google.protobuf.Duration
+	40,  // 59: keyplane.v1.RotateClientSecretResponse.credential:type_name -> keyplane.v1.Credential
+	40,  // 60: keyplane.v1.RevokeCredentialResponse.credential:type_name -> keyplane.v1.Credential
+	40,  // 61: keyplane.v1.ListCredentialsResponse.credentials:type_name -> keyplane.v1.Credential
+	41,  // 62: keyplane.v1.ListSessionsResponse.sessions:type_name -> keyplane.v1.Session
+	40,  // 63: keyplane.v1.SetPasswordResponse.credential:type_name -> keyplane.v1.Credential
+	5,   // 64: keyplane.v1.Binding.effect:type_name -> keyplane.v1.Effect
+	79,  // 65: keyplane.v1.Binding.expire_time:type_name -> google.protobuf.Timestamp
+	79,  // 66: keyplane.v1.Binding.create_time:type_name -> google.protobuf.Timestamp
+	60,  // 67: keyplane.v1.CreateRoleResponse.role:type_name -> keyplane.v1.Role
+	61,  // 68: keyplane.v1.CreateGroupResponse.group:type_name -> keyplane.v1.Group
+	5,   // 69: keyplane.v1.CreateBindingRequest.effect:type_name -> keyplane.v1.Effect
+	79,  // 70: keyplane.v1.CreateBindingRequest.expire_time:type_name -> google.protobuf.Timestamp
+	62,  // 71: keyplane.v1.CreateBindingResponse.binding:type_name -> keyplane.v1.Binding
+	62,  // 72: keyplane.v1.ListBindingsResponse.bindings:type_name -> keyplane.v1.Binding
+	10,  // 73: keyplane.v1.AdminService.ListRegions:input_type -> keyplane.v1.ListRegionsRequest
+	12,  // 74: keyplane.v1.AdminService.CreateTenant:input_type -> keyplane.v1.CreateTenantRequest
+	14,  // 75: keyplane.v1.AdminService.GetTenant:input_type -> keyplane.v1.GetTenantRequest
+	16,  // 76: keyplane.v1.AdminService.ListTenants:input_type -> keyplane.v1.ListTenantsRequest
+	18,  // 77: keyplane.v1.AdminService.UpdateTenant:input_type -> keyplane.v1.UpdateTenantRequest
+	20,  // 78: keyplane.v1.AdminService.DisableTenant:input_type -> keyplane.v1.DisableTenantRequest
+	22,  // 79: keyplane.v1.AdminService.EnableTenant:input_type -> keyplane.v1.EnableTenantRequest
+	24,  // 80: keyplane.v1.AdminService.RehomeTenant:input_type -> keyplane.v1.RehomeTenantRequest
+	26,  // 81: keyplane.v1.AdminService.CreateIdentity:input_type -> keyplane.v1.CreateIdentityRequest
+	28,  // 82: keyplane.v1.AdminService.GetIdentity:input_type -> keyplane.v1.GetIdentityRequest
+	30,  // 83: keyplane.v1.AdminService.ListIdentities:input_type -> keyplane.v1.ListIdentitiesRequest
+	32,  // 84: keyplane.v1.AdminService.UpdateIdentity:input_type -> keyplane.v1.UpdateIdentityRequest
+	34,  // 85: keyplane.v1.AdminService.DisableIdentity:input_type -> keyplane.v1.DisableIdentityRequest
+	36,  // 86: keyplane.v1.AdminService.EnableIdentity:input_type -> keyplane.v1.EnableIdentityRequest
+	42,  // 87: keyplane.v1.AdminService.CreateAPIKey:input_type -> keyplane.v1.CreateAPIKeyRequest
+	44,  // 88: keyplane.v1.AdminService.RotateAPIKey:input_type -> keyplane.v1.RotateAPIKeyRequest
+	46,  // 89: keyplane.v1.AdminService.CreateClient:input_type -> keyplane.v1.CreateClientRequest
+	48,  // 90: keyplane.v1.AdminService.UpdateClient:input_type -> keyplane.v1.UpdateClientRequest
+	50,  // 91: keyplane.v1.AdminService.RotateClientSecret:input_type -> keyplane.v1.RotateClientSecretRequest
+	52,  // 92: keyplane.v1.AdminService.RevokeCredential:input_type -> keyplane.v1.RevokeCredentialRequest
+	54,  // 93: keyplane.v1.AdminService.ListCredentials:input_type -> keyplane.v1.ListCredentialsRequest
+	56,  // 94: keyplane.v1.AdminService.ListSessions:input_type -> keyplane.v1.ListSessionsRequest
+	58,  // 95: keyplane.v1.AdminService.SetPassword:input_type -> keyplane.v1.SetPasswordRequest
+	63,  // 96: keyplane.v1.AdminService.CreateRole:input_type -> keyplane.v1.CreateRoleRequest
+	65,  // 97: keyplane.v1.AdminService.DeleteRole:input_type -> keyplane.v1.DeleteRoleRequest
+	67,  // 98: keyplane.v1.AdminService.CreateGroup:input_type -> keyplane.v1.CreateGroupRequest
+	69,  // 99: keyplane.v1.AdminService.AddGroupMember:input_type -> keyplane.v1.AddGroupMemberRequest
+	71,  // 100: keyplane.v1.AdminService.RemoveGroupMember:input_type -> keyplane.v1.RemoveGroupMemberRequest
+	73,  // 101: keyplane.v1.AdminService.CreateBinding:input_type -> keyplane.v1.CreateBindingRequest
+	75,  // 102: keyplane.v1.AdminService.DeleteBinding:input_type -> keyplane.v1.DeleteBindingRequest
+	77,  // 103: keyplane.v1.AdminService.ListBindings:input_type -> keyplane.v1.ListBindingsRequest
+	38,  // 104: keyplane.v1.AdminService.ListAuditEvents:input_type -> keyplane.v1.ListAuditEventsRequest
+	11,  // 105: keyplane.v1.AdminService.ListRegions:output_type -> keyplane.v1.ListRegionsResponse
+	13,  // 106: keyplane.v1.AdminService.CreateTenant:output_type -> keyplane.v1.CreateTenantResponse
+	15,  // 107: keyplane.v1.AdminService.GetTenant:output_type -> keyplane.v1.GetTenantResponse
+	17,  // 108: keyplane.v1.AdminService.ListTenants:output_type -> keyplane.v1.ListTenantsResponse
+	19,  // 109: keyplane.v1.AdminService.UpdateTenant:output_type -> keyplane.v1.UpdateTenantResponse
+	21,  // 110: keyplane.v1.AdminService.DisableTenant:output_type -> keyplane.v1.DisableTenantResponse
+	23,  // 111: keyplane.v1.AdminService.EnableTenant:output_type -> keyplane.v1.EnableTenantResponse
+	25,  // 112: keyplane.v1.AdminService.RehomeTenant:output_type -> keyplane.v1.RehomeTenantResponse
+	27,  // 113: keyplane.v1.AdminService.CreateIdentity:output_type -> keyplane.v1.CreateIdentityResponse
+	29,  // 114: keyplane.v1.AdminService.GetIdentity:output_type -> keyplane.v1.GetIdentityResponse
+	31,  // 115: keyplane.v1.AdminService.ListIdentities:output_type -> keyplane.v1.ListIdentitiesResponse
+	33,  // 116: keyplane.v1.AdminService.UpdateIdentity:output_type -> keyplane.v1.UpdateIdentityResponse
+	35,  // 117: keyplane.v1.AdminService.DisableIdentity:output_type -> keyplane.v1.DisableIdentityResponse
+	37,  // 118: keyplane.v1.AdminService.EnableIdentity:output_type -> keyplane.v1.EnableIdentityResponse
+	43,  // 119: keyplane.v1.AdminService.CreateAPIKey:output_type -> keyplane.v1.CreateAPIKeyResponse
+	45,  // 120: keyplane.v1.AdminService.RotateAPIKey:output_type -> keyplane.v1.RotateAPIKeyResponse
+	47,  // 121: keyplane.v1.AdminService.CreateClient:output_type -> keyplane.v1.CreateClientResponse
+	49,  // 122: keyplane.v1.AdminService.UpdateClient:output_type -> keyplane.v1.UpdateClientResponse
+	51,  // 123: keyplane.v1.AdminService.RotateClientSecret:output_type -> keyplane.v1.RotateClientSecretResponse
+	53,  // 124: keyplane.v1.AdminService.RevokeCredential:output_type -> keyplane.v1.RevokeCredentialResponse
+	55,  // 125: keyplane.v1.AdminService.ListCredentials:output_type -> keyplane.v1.ListCredentialsResponse
+	57,  // 126: keyplane.v1.AdminService.ListSessions:output_type -> keyplane.v1.ListSessionsResponse
+	59,  // 127: keyplane.v1.AdminService.SetPassword:output_type -> keyplane.v1.SetPasswordResponse
+	64,  // 128: keyplane.v1.AdminService.CreateRole:output_type -> keyplane.v1.CreateRoleResponse
+	66,  // 129: keyplane.v1.AdminService.DeleteRole:output_type -> keyplane.v1.DeleteRoleResponse
+	68,  // 130: keyplane.v1.AdminService.CreateGroup:output_type -> keyplane.v1.CreateGroupResponse
+	70,  // 131: keyplane.v1.AdminService.AddGroupMember:output_type -> keyplane.v1.AddGroupMemberResponse
+	72,  // 132: keyplane.v1.AdminService.RemoveGroupMember:output_type -> keyplane.v1.RemoveGroupMemberResponse
+	74,  // 133: keyplane.v1.AdminService.CreateBinding:output_type -> keyplane.v1.CreateBindingResponse
+	76,  // 134: keyplane.v1.AdminService.DeleteBinding:output_type -> keyplane.v1.DeleteBindingResponse
+	78,  // 135: keyplane.v1.AdminService.ListBindings:output_type -> keyplane.v1.ListBindingsResponse
+	39,  // 136: keyplane.v1.AdminService.ListAuditEvents:output_type -> keyplane.v1.ListAuditEventsResponse
+	105, // [105:137] is the sub-list for method output_type
+	73,  // [73:105] is the sub-list for method input_type
+	73,  // [73:73] is the sub-list for extension type_name
+	73,  // [73:73] is the sub-list for extension extendee
+	0,   // [0:73] is the sub-list for field type_name
 }
 
 func init() { file_keyplane_v1_admin_proto_init() }
@@ -5285,8 +5555,8 @@ func file_keyplane_v1_admin_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_keyplane_v1_admin_proto_rawDesc), len(file_keyplane_v1_admin_proto_rawDesc)),
-			NumEnums:      5,
-			NumMessages:   71,
+			NumEnums:      6,
+			NumMessages:   73,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -83,6 +83,9 @@ const (
 	// AdminServiceCreateClientProcedure is the fully-qualified name of the AdminService's CreateClient
 	// RPC.
 	AdminServiceCreateClientProcedure = "/keyplane.v1.AdminService/CreateClient"
+	// AdminServiceUpdateClientProcedure is the fully-qualified name of the AdminService's UpdateClient
+	// RPC.
+	AdminServiceUpdateClientProcedure = "/keyplane.v1.AdminService/UpdateClient"
 	// AdminServiceRotateClientSecretProcedure is the fully-qualified name of the AdminService's
 	// RotateClientSecret RPC.
 	AdminServiceRotateClientSecretProcedure = "/keyplane.v1.AdminService/RotateClientSecret"
@@ -174,6 +177,10 @@ type AdminServiceClient interface {
 	// CreateClient creates an OAuth 2.0 client (client credentials grant) acting as the
 	// identity. The secret is in the response once.
 	CreateClient(context.Context, *connect.Request[v1.CreateClientRequest]) (*connect.Response[v1.CreateClientResponse], error)
+	// UpdateClient replaces an OAuth client's allowed audiences and scopes (on every
+	// secret of the client, rotated ones included). Tokens already issued keep theirs
+	// until they expire.
+	UpdateClient(context.Context, *connect.Request[v1.UpdateClientRequest]) (*connect.Response[v1.UpdateClientResponse], error)
 	// RotateClientSecret issues a new secret for a client; the old one keeps working for
 	// the grace period.
 	RotateClientSecret(context.Context, *connect.Request[v1.RotateClientSecretRequest]) (*connect.Response[v1.RotateClientSecretResponse], error)
@@ -333,6 +340,13 @@ func NewAdminServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(adminServiceMethods.ByName("CreateClient")),
 			connect.WithClientOptions(opts...),
 		),
+		updateClient: connect.NewClient[v1.UpdateClientRequest, v1.UpdateClientResponse](
+			httpClient,
+			baseURL+AdminServiceUpdateClientProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("UpdateClient")),
+			connect.WithIdempotency(connect.IdempotencyIdempotent),
+			connect.WithClientOptions(opts...),
+		),
 		rotateClientSecret: connect.NewClient[v1.RotateClientSecretRequest, v1.RotateClientSecretResponse](
 			httpClient,
 			baseURL+AdminServiceRotateClientSecretProcedure,
@@ -444,6 +458,7 @@ type adminServiceClient struct {
 	createAPIKey       *connect.Client[v1.CreateAPIKeyRequest, v1.CreateAPIKeyResponse]
 	rotateAPIKey       *connect.Client[v1.RotateAPIKeyRequest, v1.RotateAPIKeyResponse]
 	createClient       *connect.Client[v1.CreateClientRequest, v1.CreateClientResponse]
+	updateClient       *connect.Client[v1.UpdateClientRequest, v1.UpdateClientResponse]
 	rotateClientSecret *connect.Client[v1.RotateClientSecretRequest, v1.RotateClientSecretResponse]
 	revokeCredential   *connect.Client[v1.RevokeCredentialRequest, v1.RevokeCredentialResponse]
 	listCredentials    *connect.Client[v1.ListCredentialsRequest, v1.ListCredentialsResponse]
@@ -543,6 +558,11 @@ func (c *adminServiceClient) RotateAPIKey(ctx context.Context, req *connect.Requ
 // CreateClient calls keyplane.v1.AdminService.CreateClient.
 func (c *adminServiceClient) CreateClient(ctx context.Context, req *connect.Request[v1.CreateClientRequest]) (*connect.Response[v1.CreateClientResponse], error) {
 	return c.createClient.CallUnary(ctx, req)
+}
+
+// UpdateClient calls keyplane.v1.AdminService.UpdateClient.
+func (c *adminServiceClient) UpdateClient(ctx context.Context, req *connect.Request[v1.UpdateClientRequest]) (*connect.Response[v1.UpdateClientResponse], error) {
+	return c.updateClient.CallUnary(ctx, req)
 }
 
 // RotateClientSecret calls keyplane.v1.AdminService.RotateClientSecret.
@@ -664,6 +684,10 @@ type AdminServiceHandler interface {
 	// CreateClient creates an OAuth 2.0 client (client credentials grant) acting as the
 	// identity. The secret is in the response once.
 	CreateClient(context.Context, *connect.Request[v1.CreateClientRequest]) (*connect.Response[v1.CreateClientResponse], error)
+	// UpdateClient replaces an OAuth client's allowed audiences and scopes (on every
+	// secret of the client, rotated ones included). Tokens already issued keep theirs
+	// until they expire.
+	UpdateClient(context.Context, *connect.Request[v1.UpdateClientRequest]) (*connect.Response[v1.UpdateClientResponse], error)
 	// RotateClientSecret issues a new secret for a client; the old one keeps working for
 	// the grace period.
 	RotateClientSecret(context.Context, *connect.Request[v1.RotateClientSecretRequest]) (*connect.Response[v1.RotateClientSecretResponse], error)
@@ -819,6 +843,13 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(adminServiceMethods.ByName("CreateClient")),
 		connect.WithHandlerOptions(opts...),
 	)
+	adminServiceUpdateClientHandler := connect.NewUnaryHandler(
+		AdminServiceUpdateClientProcedure,
+		svc.UpdateClient,
+		connect.WithSchema(adminServiceMethods.ByName("UpdateClient")),
+		connect.WithIdempotency(connect.IdempotencyIdempotent),
+		connect.WithHandlerOptions(opts...),
+	)
 	adminServiceRotateClientSecretHandler := connect.NewUnaryHandler(
 		AdminServiceRotateClientSecretProcedure,
 		svc.RotateClientSecret,
@@ -944,6 +975,8 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 			adminServiceRotateAPIKeyHandler.ServeHTTP(w, r)
 		case AdminServiceCreateClientProcedure:
 			adminServiceCreateClientHandler.ServeHTTP(w, r)
+		case AdminServiceUpdateClientProcedure:
+			adminServiceUpdateClientHandler.ServeHTTP(w, r)
 		case AdminServiceRotateClientSecretProcedure:
 			adminServiceRotateClientSecretHandler.ServeHTTP(w, r)
 		case AdminServiceRevokeCredentialProcedure:
@@ -1047,6 +1080,10 @@ func (UnimplementedAdminServiceHandler) RotateAPIKey(context.Context, *connect.R
 
 func (UnimplementedAdminServiceHandler) CreateClient(context.Context, *connect.Request[v1.CreateClientRequest]) (*connect.Response[v1.CreateClientResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AdminService.CreateClient is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) UpdateClient(context.Context, *connect.Request[v1.UpdateClientRequest]) (*connect.Response[v1.UpdateClientResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AdminService.UpdateClient is not implemented"))
 }
 
 func (UnimplementedAdminServiceHandler) RotateClientSecret(context.Context, *connect.Request[v1.RotateClientSecretRequest]) (*connect.Response[v1.RotateClientSecretResponse], error) {
