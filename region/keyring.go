@@ -81,13 +81,14 @@ func (k *keyring) forKid(ctx context.Context, kid string) (*token.Ring, error) {
 	if err != nil || kid == "" || r.Has(kid) {
 		return r, err
 	}
-	_, err, _ = k.loads.Do("forced", func() (any, error) {
+	err = k.shared(ctx, "forced", func(ctx context.Context) error {
 		now := time.Now()
 		if now.Sub(time.Unix(0, k.lastForced.Load())) < time.Second {
-			return nil, nil
+			return nil
 		}
 		k.lastForced.Store(now.UnixNano())
-		return k.load(ctx)
+		_, err := k.load(ctx)
+		return err
 	})
 	if err != nil {
 		return nil, err
@@ -95,14 +96,35 @@ func (k *keyring) forKid(ctx context.Context, kid string) (*token.Ring, error) {
 	return k.cur.Load().ring, nil
 }
 
+// keyLoadTimeout bounds a shared key load, which no single caller's deadline does.
+const keyLoadTimeout = 10 * time.Second
+
+// shared runs fn once for the concurrent callers of key, under a context detached from
+// the caller that started it (bounded by keyLoadTimeout): a caller with a 1 ms deadline
+// must not fail the load for every request waiting on it. Each caller stops waiting
+// when its own ctx ends.
+func (k *keyring) shared(ctx context.Context, key string, fn func(context.Context) error) error {
+	ch := k.loads.DoChan(key, func() (any, error) {
+		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), keyLoadTimeout)
+		defer cancel()
+		return nil, fn(lctx)
+	})
+	select {
+	case r := <-ch:
+		return r.Err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // load reloads the snapshot, sharing one load among concurrent callers.
 func (k *keyring) load(ctx context.Context) (*token.Ring, error) {
-	_, err, _ := k.loads.Do("load", func() (any, error) {
+	err := k.shared(ctx, "load", func(ctx context.Context) error {
 		r, err := k.read(ctx)
 		if err == nil {
 			k.cur.Store(&loadedRing{ring: r, at: time.Now()})
 		}
-		return nil, err
+		return err
 	})
 	if err != nil {
 		return nil, err
@@ -225,11 +247,12 @@ func (k *keyring) signer(ctx context.Context, alg token.Algorithm) (*token.Ring,
 	if _, ok := r.SignerFor(alg); ok {
 		return r, nil
 	}
-	_, err, _ = k.loads.Do("create "+string(alg), func() (any, error) {
+	err = k.shared(ctx, "create "+string(alg), func(ctx context.Context) error {
 		if _, err := AddSigningKeyAlg(ctx, k.store, k.kek, k.region, alg, 0, true); err != nil {
-			return nil, err
+			return err
 		}
-		return k.load(ctx)
+		_, err := k.load(ctx)
+		return err
 	})
 	if err != nil {
 		return nil, err

@@ -142,3 +142,46 @@ func TestKeyringServesDuringSlowRefresh(t *testing.T) {
 		t.Fatalf("after the refresh: %v, want a snapshot with %s", err, newKid)
 	}
 }
+
+// TestKeyringLoadOutlivesItsFirstCaller: a caller that gives up (a 1 ms deadline) while
+// its load is running does not fail the load for the callers waiting on it, and itself
+// stops waiting at once.
+func TestKeyringLoadOutlivesItsFirstCaller(t *testing.T) {
+	t.Parallel()
+	text, err := kek.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kk, err := kek.Parse(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := &gatedKeys{kek: kk, sealed: map[string][]byte{}}
+	kid := store.add(t, "us-east")
+	k := &keyring{store: store, kek: kk, region: "us-east", refreshEvery: time.Hour}
+	store.hold()
+	impatient, giveUp := context.WithCancel(context.Background())
+	first := make(chan error, 1)
+	go func() {
+		_, err := k.get(impatient)
+		first <- err
+	}()
+	<-store.entered // the impatient caller's load is reading the store
+	second := make(chan error, 1)
+	go func() {
+		r, err := k.get(context.Background())
+		if err == nil && !r.Has(kid) {
+			err = errors.New("the snapshot lacks the region's key")
+		}
+		second <- err
+	}()
+	time.Sleep(50 * time.Millisecond) // let the second caller join the load (if it joins late, it loads anew: still no error)
+	giveUp()
+	if err := <-first; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the caller that gave up got %v, want context.Canceled", err)
+	}
+	store.release()
+	if err := <-second; err != nil {
+		t.Fatalf("a waiting caller failed with the first caller's cancellation: %v", err)
+	}
+}
