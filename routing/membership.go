@@ -22,9 +22,12 @@ import (
 
 // Member is one node of the cluster as gossip knows it.
 type Member struct {
-	Region  string `json:"r"`
-	NodeID  string `json:"n"`
-	URL     string `json:"u"` // the node's API URL, as other nodes reach it
+	Region string `json:"r"`
+	NodeID string `json:"n"`
+	URL    string `json:"u"` // the node's API URL, as other nodes reach it
+	// Peer is the node's peer listener URL, where other nodes forward requests
+	// (https: mutual TLS; http: h2c, development only).
+	Peer    string `json:"p,omitempty"`
 	Version string `json:"v"`
 	Ready   bool   `json:"ok"`
 	// Boot is when this lifetime of the node joined (Unix nanoseconds). Each process
@@ -74,6 +77,8 @@ func ReadmitBound() time.Duration { return 2*RejoinInterval + time.Second }
 // MembershipConfig configures gossip.
 type MembershipConfig struct {
 	Region, NodeID, URL, Version string
+	// PeerURL is where other nodes forward requests to this node (its peer listener).
+	PeerURL string
 	// Bind is the host:port gossip listens on (TCP and UDP). Port 0 picks a free port.
 	Bind string
 	// Advertise is the host:port other nodes reach this node's gossip at; "" means Bind.
@@ -230,7 +235,7 @@ func JoinMembership(cfg MembershipConfig) (*Membership, error) {
 	m := &Membership{log: cfg.Log, join: cfg.Join, stop: make(chan struct{}), done: make(chan struct{}),
 		changed: make(chan struct{}, 1),
 		name:    cfg.NodeID + "~" + strings.ToLower(rand.Text()[:6]),
-		self:    Member{Region: cfg.Region, NodeID: cfg.NodeID, URL: cfg.URL, Version: cfg.Version, Boot: time.Now().UnixNano()}}
+		self:    Member{Region: cfg.Region, NodeID: cfg.NodeID, URL: cfg.URL, Peer: cfg.PeerURL, Version: cfg.Version, Boot: time.Now().UnixNano()}}
 	m.members, m.current, m.dead, m.unsent, m.moves = map[string]peer{}, map[string]peer{}, map[string]deadPeer{}, map[string]bool{}, map[moveMsg]bool{}
 	mc.Name = m.name
 	host, port, _ := splitHostPort(cfg.Bind)
