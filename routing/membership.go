@@ -544,11 +544,10 @@ func (e events) NotifyLeave(n *memberlist.Node) {
 
 // put records what gossip says of a node, and reports whether it is a keyplane node.
 func (m *Membership) put(n *memberlist.Node) bool {
-	var mem Member
-	if json.Unmarshal(n.Meta, &mem) != nil || mem.Region == "" {
+	mem, ok := decodeMember(n.Meta)
+	if !ok {
 		return false // not a keyplane node, or its metadata has not arrived yet
 	}
-	mem.State = "alive"
 	p := peer{m: mem, addr: net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))}
 	m.mu.Lock()
 	m.members[n.Name] = p
@@ -569,6 +568,28 @@ func (m *Membership) index() {
 	}
 }
 
+// decodeMember reads a peer's gossip metadata. Gossip is keyed, so only a node of the
+// cluster sends it, but a bug or an old version must not make a member that routing
+// cannot use: a region and a node id (each usable in a certificate identity) are
+// required. The state is "alive" (memberlist reports only live nodes' metadata).
+func decodeMember(meta []byte) (Member, bool) {
+	var m Member
+	if json.Unmarshal(meta, &m) != nil || !(Identity{Region: m.Region, NodeID: m.NodeID}).valid() {
+		return Member{}, false
+	}
+	m.State = "alive"
+	return m, true
+}
+
+// decodeMove reads a tenant-move broadcast: a tenant and an epoch that is not negative.
+func decodeMove(b []byte) (moveMsg, bool) {
+	var mv moveMsg
+	if json.Unmarshal(b, &mv) != nil || mv.Tenant == "" || len(mv.Tenant) > 256 || mv.Epoch < 0 {
+		return moveMsg{}, false
+	}
+	return mv, true
+}
+
 // delegate hands memberlist this node's metadata. memberlist calls it from several
 // goroutines; it only reads self under the lock.
 type delegate struct{ m *Membership }
@@ -586,8 +607,8 @@ func (d delegate) NodeMeta(limit int) []byte {
 
 // NotifyMsg receives gossip broadcasts: tenant moves.
 func (d delegate) NotifyMsg(b []byte) {
-	var mv moveMsg
-	if json.Unmarshal(b, &mv) != nil || mv.Tenant == "" {
+	mv, ok := decodeMove(b)
+	if !ok {
 		return
 	}
 	d.m.mu.Lock()
