@@ -19,11 +19,9 @@ import (
 
 // testCA is a cluster CA written to a directory, issuing node certificates.
 type testCA struct {
-	dir           string
-	cert, key     []byte
-	certFile      string
-	name          string
-	issued, files int
+	dir       string
+	cert, key []byte
+	certFile  string
 }
 
 func newTestCA(t *testing.T, name string) *testCA {
@@ -33,7 +31,7 @@ func newTestCA(t *testing.T, name string) *testCA {
 		t.Fatalf("NewCA: %v", err)
 	}
 	dir := t.TempDir()
-	ca := &testCA{dir: dir, cert: cert, key: key, certFile: filepath.Join(dir, "ca.crt"), name: name}
+	ca := &testCA{dir: dir, cert: cert, key: key, certFile: filepath.Join(dir, "ca.crt")}
 	writeFile(t, ca.certFile, cert)
 	return ca
 }
@@ -66,7 +64,6 @@ func (ca *testCA) issue(t *testing.T, id routing.Identity) (certFile, keyFile st
 	if err != nil {
 		t.Fatalf("IssueNodeCert(%s): %v", id, err)
 	}
-	ca.issued++
 	base := filepath.Join(ca.dir, id.Region+"-"+id.NodeID)
 	writeFile(t, base+".crt", cert)
 	writeFile(t, base+".key", key)
@@ -361,4 +358,3 @@ func TestPeerTLSRefusesBadFiles(t *testing.T) {
 		t.Errorf("IssueNodeCert accepted a key that is not the CA's")
 	}
 }
-
