@@ -56,7 +56,7 @@ Example:
 	cfg := region.DefaultConfig()
 	fs := c.flags
 	fs.StringVar(&cfg.Region, "region", "", "the region this node serves (required; one of the database's regions)")
-	fs.StringVar(&cfg.NodeID, "node-id", cfg.NodeID, "node id used in logs, metrics, audit events and the Keyplane-Served-By header")
+	fs.StringVar(&cfg.NodeID, "node-id", cfg.NodeID, "node id used in logs, metrics, audit events and the Keyplane-Served-By header; with --peer-cert, the one the certificate names")
 	listen := fs.String("listen", "127.0.0.1:8080", "address to listen on (HTTP/1.1 and h2c)")
 	db := fs.String("db", "", "database URL, postgres://… (required)")
 	secretFile := fs.String("operator-secret-file", "", "file holding the operator secret")
