@@ -75,13 +75,14 @@ func (n *Node) EnableRouting(r Routing) error {
 			Region  string `json:"region"`
 			NodeID  string `json:"node_id"`
 			URL     string `json:"url"`
+			Peer    string `json:"peer_url,omitempty"`
 			Version string `json:"version"`
 			Ready   bool   `json:"ready"`
 			State   string `json:"state"`
 		}
 		out := []member{}
 		for _, m := range r.Peers.Members() {
-			out = append(out, member{m.Region, m.NodeID, m.URL, m.Version, m.Ready, m.State})
+			out = append(out, member{m.Region, m.NodeID, m.URL, m.Peer, m.Version, m.Ready, m.State})
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"region": n.cfg.Region, "node": n.cfg.NodeID, "members": out})
 	})
