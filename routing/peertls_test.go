@@ -358,3 +358,54 @@ func TestPeerTLSRefusesBadFiles(t *testing.T) {
 		t.Errorf("IssueNodeCert accepted a key that is not the CA's")
 	}
 }
+
+// TestSecurityGossipKeyHolderGetsNoForward (issue 12, finding 1): the attack as
+// reported, through gossip. Processes that hold the gossip key join as home nodes of
+// us (rogue-1 serving plaintext, rogue-2 with a certificate of its own CA) beside the
+// real us-1. Every forward for a us tenant must reach us-1 and none a rogue, however
+// often the router picks a rogue first.
+func TestSecurityGossipKeyHolderGetsNoForward(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("gossip cluster")
+	}
+	cluster := newTestCA(t, "cluster")
+	rogueCA := newTestCA(t, "rogue")
+	us1URL, us1 := homeRouter(t, cluster.node(t, routing.Identity{Region: "us", NodeID: "us-1"}, ""))
+	rogue1 := &recorder{name: "rogue-1"}
+	rogue1URL := startH2C(t, rogue1).URL
+	rogue2URL, rogue2 := homeRouter(t, rogueCA.node(t, routing.Identity{Region: "us", NodeID: "rogue-2"}, ""))
+
+	gossip := func(region, node, peerURL string, seeds ...string) *routing.Membership {
+		return joinWith(t, routing.MembershipConfig{Region: region, NodeID: node, URL: "http://" + refusingAddr(), PeerURL: peerURL,
+			Version: "v1", Bind: "127.0.0.1:0", Join: seeds, Profile: routing.ProfileLocal, Keys: [][]byte{clusterKey}})
+	}
+	eu1 := gossip(here, "eu-1", "https://"+refusingAddr())
+	for _, m := range []*routing.Membership{eu1, gossip("us", "us-1", us1URL, eu1.Addr()),
+		gossip("us", "rogue-1", rogue1URL, eu1.Addr()), gossip("us", "rogue-2", rogue2URL, eu1.Addr())} {
+		m.SetReady(true)
+	}
+	eventually(t, "eu-1 sees three ready us nodes", func() bool { return len(eu1.Ready("us")) == 3 })
+
+	self := cluster.node(t, routing.Identity{Region: here, NodeID: "eu-1"}, "")
+	// DownFor ~0: a rogue whose handshake failed is tried again on the next call.
+	f := newFixture(t, nil, nil, func(c *routing.Config) { c.Peers, c.PeerTLS, c.DownFor = eu1, self, time.Nanosecond })
+	const calls = 12
+	for i := range calls {
+		resp, body := f.do(t, request{method: "POST", target: "/v1/users", body: `{"password":"hunter2"}`,
+			header: map[string]string{routing.TenantHeader: "globex", "Authorization": "Bearer operator-secret"}})
+		if got := resp.Header.Get(routing.RouteHeader); got != routing.RouteForwarded || body != "served by us-1" {
+			t.Errorf("call %d: %s = %q, body %q; want forwarded to us-1", i, routing.RouteHeader, got, body)
+		}
+	}
+	if got := us1.count(); got != calls {
+		t.Errorf("us-1 served %d calls, want %d", got, calls)
+	}
+	// Each call tries a rogue first with probability 2/3: all 12 missing them is 2e-6.
+	if got := metric(t, f.reg, "keyplane_forward_failures_total", "home_region", "us"); got == 0 {
+		t.Errorf("no forward to a rogue was attempted: the test proved nothing")
+	}
+	if n1, n2 := rogue1.count(), rogue2.count(); n1+n2 != 0 {
+		t.Errorf("rogues received requests: rogue-1 %d, rogue-2 %d; want none", n1, n2)
+	}
+}
