@@ -149,6 +149,9 @@ func (p *PeerTLS) ServerConfig() *tls.Config {
 				ClientAuth:   tls.RequireAndVerifyClientCert,
 				ClientCAs:    m.pool,
 				NextProtos:   []string{"h2", "http/1.1"},
+				// No resumption: a resumed session would skip verifying the client's chain
+				// against the CA as it is now (after a rotation removed the old one).
+				SessionTicketsDisabled: true,
 				VerifyConnection: func(cs tls.ConnectionState) error {
 					if len(cs.PeerCertificates) == 0 {
 						return errors.New("no client certificate")

@@ -409,3 +409,41 @@ func TestSecurityGossipKeyHolderGetsNoForward(t *testing.T) {
 		t.Errorf("rogues received requests: rogue-1 %d, rogue-2 %d; want none", n1, n2)
 	}
 }
+
+// TestServingTLSReload: the API listener's certificate (serve --tls-cert) is re-read
+// when its files change; new connections get the new one.
+func TestServingTLSReload(t *testing.T) {
+	t.Parallel()
+	ca := newTestCA(t, "public")
+	certFile, keyFile := ca.issue(t, routing.Identity{Region: "us", NodeID: "api"})
+	s, err := routing.LoadServingTLS(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", s.ServerConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca.cert)
+	serial := func() string {
+		conn, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12})
+		if err != nil {
+			t.Fatalf("dial: %v", err)
+		}
+		defer conn.Close()
+		return conn.ConnectionState().PeerCertificates[0].SerialNumber.String()
+	}
+	before := serial()
+	newCert, newKey := ca.issue(t, routing.Identity{Region: "us", NodeID: "api-2"})
+	for from, to := range map[string]string{newKey: keyFile, newCert: certFile} {
+		b, _ := os.ReadFile(from)
+		writeFile(t, to, b)
+	}
+	if after := serial(); after == before {
+		t.Errorf("after new files the listener still presents serial %s", before)
+	}
+}
