@@ -143,7 +143,7 @@ func NewRouter(cfg Config, local http.Handler) (*Router, error) {
 
 // newTransport speaks HTTP/2 to peers: one multiplexed connection per peer, so a
 // forward costs one round trip, and gRPC trailers pass through. Without TLS it is h2c;
-// with it, the TLS configuration verifies one peer identity (see transportFor).
+// with it, the TLS configuration verifies one peer identity (see Router.peer).
 func newTransport(rewrite map[string]string, tc *tls.Config) *http.Transport {
 	d := &net.Dialer{Timeout: 3 * time.Second, KeepAlive: 30 * time.Second}
 	p := new(http.Protocols)
@@ -454,13 +454,10 @@ type peerKey struct {
 // peer returns the URL to forward to t at and the transport to use: with PeerTLS, t's
 // https peer URL and a transport whose connections verify that t's certificate names
 // t (one transport per identity, so a pooled connection verified for one node never
-// carries a request meant for another); without, t's peer URL (else its API URL)
-// over h2c.
+// carries a request meant for another); without, t's peer URL over h2c. Never its API
+// URL: the API listener drops hop headers, so a forward there could be forwarded back.
 func (rt *Router) peer(t Member) (*url.URL, http.RoundTripper, error) {
 	raw := t.Peer
-	if raw == "" && rt.cfg.PeerTLS == nil {
-		raw = t.URL
-	}
 	u, err := url.Parse(raw)
 	if err != nil || u.Host == "" {
 		return nil, nil, fmt.Errorf("peer %s/%s advertises no usable peer URL (%q)", t.Region, t.NodeID, raw)

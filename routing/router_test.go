@@ -44,7 +44,7 @@ func (p fakePeers) Ready(region string) []routing.Member { return p[region] }
 var _ routing.Peers = fakePeers(nil)
 
 func member(region, node, url string) routing.Member {
-	return routing.Member{Region: region, NodeID: node, URL: url, Ready: true, State: "alive"}
+	return routing.Member{Region: region, NodeID: node, URL: url, Peer: url, Ready: true, State: "alive"}
 }
 
 // seen is a request as a handler saw it.
