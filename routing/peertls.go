@@ -15,7 +15,8 @@ import (
 // times and sizes and re-reads them when they changed, so rotating a certificate or
 // the CA is writing new files: new connections use them, established ones finish on
 // the old ones. A half-written rotation (a certificate whose key has not been written
-// yet) is not taken: the previous files stay in use until the set is consistent.
+// yet), or a certificate naming another node, is not taken: the previous files stay
+// in use until the set is consistent.
 // Safe for concurrent use.
 type PeerTLS struct {
 	certFile, keyFile, caFile string
@@ -74,6 +75,9 @@ func (p *PeerTLS) material() (*peerMaterial, error) {
 		return p.cur, nil
 	}
 	m, err := readPeerMaterial(p.certFile, p.keyFile, p.caFile)
+	if err == nil && p.cur != nil && m.id != p.cur.id {
+		err = fmt.Errorf("peer TLS: the new certificate %s names %s, not this node (%s)", p.certFile, m.id, p.cur.id)
+	}
 	if err != nil {
 		p.err = err
 		if p.cur != nil {
