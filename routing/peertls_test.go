@@ -336,6 +336,20 @@ func TestPeerTLSReload(t *testing.T) {
 	if got := server.Identity(); got != id {
 		t.Errorf("Identity() = %s, want %s", got, id)
 	}
+
+	// A certificate naming another node is not taken: the last good one stays.
+	want := serialOf(certFile)
+	otherCert, otherKey := next.issue(t, routing.Identity{Region: "us", NodeID: "us-2"})
+	for from, to := range map[string]string{otherKey: keyFile, otherCert: certFile} {
+		b, _ := os.ReadFile(from)
+		writeFile(t, to, b)
+	}
+	if got, err := handshake(next); err != nil || got != want {
+		t.Errorf("after a certificate for another node was written: serial %s, err %v; want the previous %s", got, err, want)
+	}
+	if got := server.Identity(); got != id {
+		t.Errorf("Identity() = %s, want %s", got, id)
+	}
 }
 
 // TestPeerTLSRefusesBadFiles: a certificate that does not chain to the CA, or names
