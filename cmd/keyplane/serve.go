@@ -22,7 +22,7 @@ import (
 )
 
 func runServe(ctx context.Context, args []string, stdout io.Writer) error {
-	c := newCommand(stdout, "serve", "Run a region node: the Connect/gRPC API, /healthz, /readyz and /metrics on one port.", `
+	c := newCommand(stdout, "serve", "Run a region node: the Connect/gRPC API, /healthz, /readyz and /metrics on one port (with gossip, a second, mutual-TLS port for forwards between nodes).", `
 The operator secret that guards the admin API is read from KEYPLANE_OPERATOR_SECRET or
 from the file named by --operator-secret-file (never from a flag value, which would show
 in ps). Without one, the admin API refuses every call.
