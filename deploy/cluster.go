@@ -46,6 +46,7 @@ type Node struct {
 	URL     string // http://127.0.0.1:port
 	LogFile string
 	Gossip  string // gossip host:port
+	Peer    string // peer listener host:port (mutual TLS): where other nodes forward to it
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -59,7 +60,7 @@ type Cluster struct {
 	OperatorSecret string
 	KEK            string // base64 key-encryption key shared by every node
 	IssuerBase     string // the issuer URL prefix shared by every node
-	Dir            string // temporary directory with node logs and the operator secret file
+	Dir            string // temporary directory with node logs, the operator secret file and the cluster CA and node certificates
 	Nodes          []*Node
 	Postgres       *pglocal.Server // nil when Config.DatabaseURL was given
 
@@ -127,7 +128,11 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 			if err != nil {
 				return nil, err
 			}
-			n := &Node{Region: r, ID: fmt.Sprintf("%s-%d", r, i), URL: "http://" + api, Gossip: gossip}
+			peerAddr, err := freeAddr()
+			if err != nil {
+				return nil, err
+			}
+			n := &Node{Region: r, ID: fmt.Sprintf("%s-%d", r, i), URL: "http://" + api, Gossip: gossip, Peer: peerAddr}
 			n.LogFile = filepath.Join(dir, n.ID+".log")
 			c.Nodes = append(c.Nodes, n)
 		}
@@ -157,12 +162,16 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 				continue
 			}
 			for _, l := range c.net.linksTo("peer", n.Region, r) {
-				dial = append(dial, strings.TrimPrefix(l.Node.URL, "http://")+"="+l.Addr)
+				dial = append(dial, l.Node.Peer+"="+l.Addr)
 			}
 		}
 		n.args = []string{"serve", "--region", n.Region, "--node-id", n.ID, "--listen", strings.TrimPrefix(n.URL, "http://"),
 			"--db", c.DatabaseURL, "--log-format", "json", "--gossip-listen", n.Gossip, "--gossip-profile", "local",
-			"--join", strings.Join(seeds, ","), "--peer-dial-map", strings.Join(dial, ",")}
+			"--join", strings.Join(seeds, ","), "--peer-dial-map", strings.Join(dial, ","),
+			"--peer-listen", n.Peer, "--peer-cert", c.certFile(n.ID + ".crt"), "--peer-key", c.certFile(n.ID + ".key"), "--peer-ca", c.certFile("ca.crt")}
+	}
+	if err := c.issueCerts(ctx); err != nil {
+		return nil, err
 	}
 	// Tokens carry the issuer, so every node must agree on it: the first node's URL.
 	c.IssuerBase = c.Nodes[0].URL
@@ -184,6 +193,34 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	}
 	ok = true
 	return c, nil
+}
+
+func (c *Cluster) certFile(name string) string { return filepath.Join(c.Dir, "tls", name) }
+
+// issueCerts makes the cluster's CA and one certificate per node (naming its region
+// and node id, for 127.0.0.1) with the keyplane binary, as an operator would.
+func (c *Cluster) issueCerts(ctx context.Context) error {
+	if err := os.MkdirAll(filepath.Join(c.Dir, "tls"), 0o700); err != nil {
+		return err
+	}
+	run := func(args ...string) error {
+		out, err := exec.CommandContext(ctx, c.cfg.Binary, args...).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("keyplane %s: %w\n%s", strings.Join(args[:2], " "), err, out)
+		}
+		return nil
+	}
+	ca, caKey := c.certFile("ca.crt"), c.certFile("ca.key")
+	if err := run("keys", "new-ca", "--cert", ca, "--key", caKey, "--name", "keyplane local cluster CA", "--validity", "720h"); err != nil {
+		return err
+	}
+	for _, n := range c.Nodes {
+		if err := run("keys", "node-cert", "--ca-cert", ca, "--ca-key", caKey, "--region", n.Region, "--node-id", n.ID,
+			"--host", "127.0.0.1,localhost", "--cert", c.certFile(n.ID+".crt"), "--key", c.certFile(n.ID+".key"), "--validity", "720h"); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func migrate(ctx context.Context, url string, regions []string) error {

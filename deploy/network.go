@@ -85,7 +85,11 @@ func (n *network) add(kind, from string, nd *Node) (*Link, error) {
 		return nil, err
 	}
 	name := kind + ":" + from + "->" + nd.ID
-	p := toxiproxy.NewProxy(n.srv, name, addr, strings.TrimPrefix(nd.URL, "http://"))
+	upstream := strings.TrimPrefix(nd.URL, "http://")
+	if kind == "peer" {
+		upstream = nd.Peer // nodes forward to each other's peer listeners
+	}
+	p := toxiproxy.NewProxy(n.srv, name, addr, upstream)
 	if err := n.srv.Collection.Add(p, true); err != nil {
 		return nil, fmt.Errorf("start proxy %s: %w", name, err)
 	}

@@ -5,7 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
+	"net"
+	"net/netip"
 	"time"
 
 	"connectrpc.com/connect"
@@ -152,11 +153,21 @@ func (n *Node) checkOne(ctx context.Context, t schema.Tenant, snap *authz.Snapsh
 	return out, nil
 }
 
+// peerIP is the caller's IP address as a check's request.ip sees it, from the
+// request's remote address: the TCP peer of a direct call, or the client address an
+// authenticated hop carried (routing sets it; a hop it cannot trust leaves the address
+// empty, never the forwarding node's). Anything that is not host:port with an IP host
+// is unknown: "" (a condition on request.ip then fails closed).
 func peerIP(addr string) string {
-	if i := strings.LastIndexByte(addr, ':'); i > 0 {
-		return strings.Trim(addr[:i], "[]")
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return ""
 	}
-	return addr
+	ip, err := netip.ParseAddr(host)
+	if err != nil || ip.Zone() != "" {
+		return ""
+	}
+	return ip.Unmap().String()
 }
 
 // preparedCheck is what every check of a request shares.

@@ -52,6 +52,7 @@ type Node struct {
 	reg       Registry
 	mux       *http.ServeMux
 	gossip    Gossip
+	peers     *peerServer // nil without routing
 }
 
 // New assembles a node. log may be nil (no logging).
@@ -183,13 +184,15 @@ func (h healthChecker) Check(ctx context.Context, req *grpchealth.CheckRequest) 
 	return &grpchealth.CheckResponse{Status: grpchealth.StatusServing}, nil
 }
 
-// Serve serves the node (HTTP/1.1 and h2c) on ln until ctx is done, then shuts down
-// gracefully (at most 10 seconds for in-flight calls) and drains the decision log and
-// last-use times.
+// Serve serves the node (HTTP/1.1 and h2c, or HTTP/2 when ln is a TLS listener) on ln,
+// and with routing the peer listener, until ctx is done, then shuts down gracefully
+// (at most 10 seconds for in-flight calls) and drains the decision log and last-use
+// times.
 func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
+	protocols.SetHTTP2(true) // a TLS listener (serve --tls-cert)
 	srv := &http.Server{
 		Handler:           n.handler,
 		Protocols:         protocols,
@@ -199,6 +202,7 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	shutdownPeers := n.servePeers()
 	flushCtx, stopFlush := context.WithCancel(context.Background())
 	flushed := make(chan struct{})
 	logged := make(chan struct{})
@@ -211,6 +215,7 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
 	n.log.Info("serving", "addr", ln.Addr().String())
 	select {
 	case err := <-errc:
+		_ = shutdownPeers(context.Background())
 		return err
 	case <-ctx.Done():
 	}
@@ -218,7 +223,7 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
 	<-reported // peers learn this node is going before it stops answering
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	err := srv.Shutdown(sctx)
+	err := errors.Join(srv.Shutdown(sctx), shutdownPeers(sctx))
 	if errors.Is(<-errc, http.ErrServerClosed) && err == nil {
 		n.log.Info("stopped")
 		return nil

@@ -2,8 +2,11 @@ package region
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -31,6 +34,13 @@ type Routing struct {
 	HedgeAfter     time.Duration
 	ForwardTimeout time.Duration
 	Dial           map[string]string
+	// PeerListener is where other nodes forward requests to this node (required): Serve
+	// serves routing.Router.PeerHandler on it, the only place hop headers are trusted.
+	PeerListener net.Listener
+	// PeerTLS makes the peer listener and this node's forwards mutual TLS with the
+	// cluster CA. nil is plaintext h2c between nodes: anyone who reaches the peer
+	// listener can pass as a node (development only).
+	PeerTLS *routing.PeerTLS
 }
 
 // Gossip is what a node tells the cluster and hears from it. *routing.Membership
@@ -44,11 +54,15 @@ type Gossip interface {
 // EnableRouting puts the router in front of the node's handler: requests for tenants
 // homed in another region are forwarded there once. Call it before Serve.
 func (n *Node) EnableRouting(r Routing) error {
+	if r.PeerListener == nil {
+		return errors.New("routing: a peer listener is required")
+	}
 	router, err := routing.NewRouter(routing.Config{
 		Region: n.cfg.Region, NodeID: n.cfg.NodeID,
 		Directory:  n.tenants,
 		Peers:      r.Peers,
 		HopKey:     routing.HopKey(string(n.cfg.OperatorSecret)),
+		PeerTLS:    r.PeerTLS,
 		Idempotent: idempotent,
 		HedgeAfter: r.HedgeAfter, ForwardTimeout: r.ForwardTimeout, Dial: r.Dial,
 		Log: n.log, Metrics: n.reg,
@@ -61,22 +75,57 @@ func (n *Node) EnableRouting(r Routing) error {
 			Region  string `json:"region"`
 			NodeID  string `json:"node_id"`
 			URL     string `json:"url"`
+			Peer    string `json:"peer_url,omitempty"`
 			Version string `json:"version"`
 			Ready   bool   `json:"ready"`
 			State   string `json:"state"`
 		}
 		out := []member{}
 		for _, m := range r.Peers.Members() {
-			out = append(out, member{m.Region, m.NodeID, m.URL, m.Version, m.Ready, m.State})
+			out = append(out, member{m.Region, m.NodeID, m.URL, m.Peer, m.Version, m.Ready, m.State})
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"region": n.cfg.Region, "node": n.cfg.NodeID, "members": out})
 	})
 	n.handler = n.servedBy(router)
+	n.peers = &peerServer{ln: r.PeerListener, tls: r.PeerTLS, handler: n.servedBy(router.PeerHandler())}
 	n.gossip = r.Gossip
 	if r.Gossip != nil {
 		r.Gossip.OnMove(func(tenant string, _ int64) { n.forgetPlacement(tenant) })
 	}
 	return nil
+}
+
+// peerServer serves the peer listener.
+type peerServer struct {
+	ln      net.Listener
+	tls     *routing.PeerTLS
+	handler http.Handler
+}
+
+// servePeers serves the peer listener, if routing is on, until the returned shutdown
+// is called: HTTP/2 over mutual TLS with the cluster CA, or h2c without PeerTLS.
+func (n *Node) servePeers() (shutdown func(context.Context) error) {
+	if n.peers == nil {
+		return func(context.Context) error { return nil }
+	}
+	p := new(http.Protocols)
+	p.SetHTTP1(true)
+	ln := n.peers.ln
+	if n.peers.tls != nil {
+		p.SetHTTP2(true)
+		ln = tls.NewListener(ln, n.peers.tls.ServerConfig())
+	} else {
+		p.SetUnencryptedHTTP2(true)
+	}
+	srv := &http.Server{Handler: n.peers.handler, Protocols: p, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelWarn)}
+	go func() {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			n.log.Error("peer listener stopped", "err", err)
+		}
+	}()
+	n.log.Info("serving peers", "addr", n.peers.ln.Addr().String(), "mtls", n.peers.tls != nil)
+	return srv.Shutdown
 }
 
 // tenantMoved is called after this node rehomed a tenant: forget its placement here

@@ -34,8 +34,13 @@ func (h hop) payload(tenant string) []byte {
 
 func signHop(key []byte, from, tenant, ip string, now time.Time) string {
 	h := hop{From: from}
-	if len(key) == 0 || net.ParseIP(ip) == nil {
+	if net.ParseIP(ip) == nil {
 		return from
+	}
+	if len(key) == 0 {
+		// Unsigned: only a peer that authenticated this node's connection (mutual
+		// TLS) takes it.
+		return from + "; ip=" + ip
 	}
 	h.IP, h.TS = ip, now.Unix()
 	mac := hmac.New(sha256.New, key)
@@ -83,6 +88,21 @@ func trustedIP(key []byte, v, tenant string, now time.Time) string {
 		return ""
 	}
 	return h.IP
+}
+
+// hopIP is the client IP a hop header carries, when it can be trusted: over an
+// authenticated node-to-node connection, signed when the cluster has a hop key (else
+// as sent: the connection vouches for the sender); over any other connection only
+// when signed. "" when unknown.
+func hopIP(key []byte, v, tenant string, authenticated bool, now time.Time) string {
+	if !authenticated || len(key) > 0 {
+		return trustedIP(key, v, tenant, now)
+	}
+	ip := parseHop(v).IP
+	if net.ParseIP(ip) == nil {
+		return ""
+	}
+	return ip
 }
 
 // HopKey derives the hop-signing key from a secret every node of the cluster shares

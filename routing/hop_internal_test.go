@@ -1,6 +1,7 @@
 package routing
 
 import (
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -84,8 +85,12 @@ func TestSignHop(t *testing.T) {
 				t.Fatalf("signHop = %q: signed %v, want %v", got, signed, tt.wantSigned)
 			}
 			if !tt.wantSigned {
-				if got != "us/us-1" {
-					t.Errorf("signHop = %q, want the bare sender %q", got, "us/us-1")
+				want := "us/us-1"
+				if net.ParseIP(tt.ip) != nil {
+					want += "; ip=" + tt.ip // unsigned: only a mutual-TLS peer takes it
+				}
+				if got != want {
+					t.Errorf("signHop = %q, want %q", got, want)
 				}
 				return
 			}

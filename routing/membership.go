@@ -22,9 +22,12 @@ import (
 
 // Member is one node of the cluster as gossip knows it.
 type Member struct {
-	Region  string `json:"r"`
-	NodeID  string `json:"n"`
-	URL     string `json:"u"` // the node's API URL, as other nodes reach it
+	Region string `json:"r"`
+	NodeID string `json:"n"`
+	URL    string `json:"u"` // the node's API URL, as other nodes reach it
+	// Peer is the node's peer listener URL, where other nodes forward requests
+	// (https: mutual TLS; http: h2c, development only).
+	Peer    string `json:"p,omitempty"`
 	Version string `json:"v"`
 	Ready   bool   `json:"ok"`
 	// Boot is when this lifetime of the node joined (Unix nanoseconds). Each process
@@ -74,6 +77,8 @@ func ReadmitBound() time.Duration { return 2*RejoinInterval + time.Second }
 // MembershipConfig configures gossip.
 type MembershipConfig struct {
 	Region, NodeID, URL, Version string
+	// PeerURL is where other nodes forward requests to this node (its peer listener).
+	PeerURL string
 	// Bind is the host:port gossip listens on (TCP and UDP). Port 0 picks a free port.
 	Bind string
 	// Advertise is the host:port other nodes reach this node's gossip at; "" means Bind.
@@ -230,7 +235,7 @@ func JoinMembership(cfg MembershipConfig) (*Membership, error) {
 	m := &Membership{log: cfg.Log, join: cfg.Join, stop: make(chan struct{}), done: make(chan struct{}),
 		changed: make(chan struct{}, 1),
 		name:    cfg.NodeID + "~" + strings.ToLower(rand.Text()[:6]),
-		self:    Member{Region: cfg.Region, NodeID: cfg.NodeID, URL: cfg.URL, Version: cfg.Version, Boot: time.Now().UnixNano()}}
+		self:    Member{Region: cfg.Region, NodeID: cfg.NodeID, URL: cfg.URL, Peer: cfg.PeerURL, Version: cfg.Version, Boot: time.Now().UnixNano()}}
 	m.members, m.current, m.dead, m.unsent, m.moves = map[string]peer{}, map[string]peer{}, map[string]deadPeer{}, map[string]bool{}, map[moveMsg]bool{}
 	mc.Name = m.name
 	host, port, _ := splitHostPort(cfg.Bind)
@@ -539,11 +544,10 @@ func (e events) NotifyLeave(n *memberlist.Node) {
 
 // put records what gossip says of a node, and reports whether it is a keyplane node.
 func (m *Membership) put(n *memberlist.Node) bool {
-	var mem Member
-	if json.Unmarshal(n.Meta, &mem) != nil || mem.Region == "" {
+	mem, ok := decodeMember(n.Meta)
+	if !ok {
 		return false // not a keyplane node, or its metadata has not arrived yet
 	}
-	mem.State = "alive"
 	p := peer{m: mem, addr: net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))}
 	m.mu.Lock()
 	m.members[n.Name] = p
@@ -564,6 +568,28 @@ func (m *Membership) index() {
 	}
 }
 
+// decodeMember reads a peer's gossip metadata. Gossip is keyed, so only a node of the
+// cluster sends it, but a bug or an old version must not make a member that routing
+// cannot use: a region and a node id (each usable in a certificate identity) are
+// required. The state is "alive" (memberlist reports only live nodes' metadata).
+func decodeMember(meta []byte) (Member, bool) {
+	var m Member
+	if json.Unmarshal(meta, &m) != nil || !(Identity{Region: m.Region, NodeID: m.NodeID}).valid() {
+		return Member{}, false
+	}
+	m.State = "alive"
+	return m, true
+}
+
+// decodeMove reads a tenant-move broadcast: a tenant and an epoch that is not negative.
+func decodeMove(b []byte) (moveMsg, bool) {
+	var mv moveMsg
+	if json.Unmarshal(b, &mv) != nil || mv.Tenant == "" || len(mv.Tenant) > 256 || mv.Epoch < 0 {
+		return moveMsg{}, false
+	}
+	return mv, true
+}
+
 // delegate hands memberlist this node's metadata. memberlist calls it from several
 // goroutines; it only reads self under the lock.
 type delegate struct{ m *Membership }
@@ -581,8 +607,8 @@ func (d delegate) NodeMeta(limit int) []byte {
 
 // NotifyMsg receives gossip broadcasts: tenant moves.
 func (d delegate) NotifyMsg(b []byte) {
-	var mv moveMsg
-	if json.Unmarshal(b, &mv) != nil || mv.Tenant == "" {
+	mv, ok := decodeMove(b)
+	if !ok {
 		return
 	}
 	d.m.mu.Lock()

@@ -3,6 +3,7 @@ package routing
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -59,6 +60,12 @@ type Config struct {
 	Peers          Peers
 	// HopKey signs the client IP on forwarded requests (see HopKey); nil sends none.
 	HopKey []byte
+	// PeerTLS, when set, makes forwarding mutual TLS: a request goes only to a member
+	// whose advertised peer URL is https and whose certificate chains to the cluster CA
+	// and names the region and node id the member gossips; PeerHandler then accepts
+	// only connections with a client certificate of the cluster CA. nil forwards over
+	// h2c to anyone gossip lists (development only: see docs/decisions/0007).
+	PeerTLS *PeerTLS
 	// Idempotent reports whether a request may be sent twice (hedged, or retried after it
 	// may have reached a node). nil means no request is.
 	Idempotent func(*http.Request) bool
@@ -74,7 +81,8 @@ type Config struct {
 	// Dial rewrites host:port addresses before dialing (simulated networks route
 	// node-to-node traffic through latency proxies this way).
 	Dial map[string]string
-	// Transport overrides the HTTP/2 (h2c) transport used for forwarding.
+	// Transport overrides the transport used for forwarding (tests); it bypasses
+	// PeerTLS's per-peer verification.
 	Transport http.RoundTripper
 	Log       *slog.Logger
 	Metrics   prometheus.Registerer
@@ -92,8 +100,9 @@ type Router struct {
 	m     *routerMetrics
 
 	mu      sync.Mutex
-	down    map[string]time.Time // node URL → back in rotation at
-	latency map[string]float64   // region → EWMA of forward latency, seconds
+	tls     map[peerKey]*http.Transport // per verified peer identity and URL (PeerTLS)
+	down    map[string]time.Time        // node URL → back in rotation at
+	latency map[string]float64          // region → EWMA of forward latency, seconds
 }
 
 // NewRouter wraps local, the node's own handler.
@@ -125,21 +134,27 @@ func NewRouter(cfg Config, local http.Handler) (*Router, error) {
 		return nil, err
 	}
 	rt := cfg.Transport
-	if rt == nil {
-		rt = newTransport(cfg.Dial)
+	if rt == nil && cfg.PeerTLS == nil {
+		rt = newTransport(cfg.Dial, nil)
 	}
 	return &Router{cfg: cfg, local: local, rt: rt, self: cfg.Region + "/" + cfg.NodeID, m: m,
-		down: map[string]time.Time{}, latency: map[string]float64{}}, nil
+		down: map[string]time.Time{}, latency: map[string]float64{}, tls: map[peerKey]*http.Transport{}}, nil
 }
 
-// newTransport speaks HTTP/2 without TLS (h2c) to peers: one multiplexed connection
-// per peer, so a forward costs one round trip, and gRPC trailers pass through.
-func newTransport(rewrite map[string]string) *http.Transport {
+// newTransport speaks HTTP/2 to peers: one multiplexed connection per peer, so a
+// forward costs one round trip, and gRPC trailers pass through. Without TLS it is h2c;
+// with it, the TLS configuration verifies one peer identity (see Router.peer).
+func newTransport(rewrite map[string]string, tc *tls.Config) *http.Transport {
 	d := &net.Dialer{Timeout: 3 * time.Second, KeepAlive: 30 * time.Second}
 	p := new(http.Protocols)
-	p.SetUnencryptedHTTP2(true)
+	if tc == nil {
+		p.SetUnencryptedHTTP2(true)
+	} else {
+		p.SetHTTP2(true)
+	}
 	return &http.Transport{
-		Protocols: p,
+		Protocols:       p,
+		TLSClientConfig: tc,
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			if to, ok := rewrite[addr]; ok {
 				addr = to
@@ -166,11 +181,8 @@ func TenantOf(r *http.Request) string {
 }
 
 func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	dropHopHeaders(r.Header) // a client's hop headers are not a peer's: see PeerHandler
 	tenant := TenantOf(r)
-	if hv := r.Header.Get(HopHeader); hv != "" {
-		rt.serveHop(w, r, tenant, hv)
-		return
-	}
 	if tenant == "" {
 		rt.serveLocal(w, r, RouteLocal)
 		return
@@ -185,16 +197,51 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rt.forward(w, r, p, true)
 }
 
+// PeerHandler serves the peer listener: requests other nodes forwarded, and only
+// those (a request without a hop header is refused). With Config.PeerTLS the
+// connection must have presented a client certificate of the cluster CA (the
+// listener's PeerTLS.ServerConfig requires one) naming the node the hop header names;
+// only then are the hop's client IP and placement epoch trusted. A client-facing
+// listener serves ServeHTTP, which drops every hop header instead.
+func (rt *Router) PeerHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hv := r.Header.Get(HopHeader)
+		if hv == "" {
+			http.Error(w, "the peer listener serves forwarded requests only (no "+HopHeader+" header)", http.StatusBadRequest)
+			return
+		}
+		authenticated := false
+		if rt.cfg.PeerTLS != nil {
+			id, ok := PeerIdentity(r.TLS)
+			if !ok {
+				http.Error(w, "a client certificate of the cluster CA is required", http.StatusUnauthorized)
+				return
+			}
+			if from := parseHop(hv).From; from != id.String() {
+				http.Error(w, fmt.Sprintf("%s names %q but the connection's certificate names %s", HopHeader, from, id), http.StatusForbidden)
+				return
+			}
+			authenticated = true
+		}
+		r.Header.Del(ViaHeader)
+		rt.serveHop(w, r, TenantOf(r), hv, authenticated)
+	})
+}
+
 // serveHop serves a request another node forwarded: never forward it again; if the
 // forwarder routed by a placement older than ours and the tenant no longer lives
-// here, say so (421) so the forwarder re-routes.
-func (rt *Router) serveHop(w http.ResponseWriter, r *http.Request, tenant, hv string) {
-	ip := trustedIP(rt.cfg.HopKey, hv, tenant, time.Now())
+// here, say so (421) so the forwarder re-routes. The request's RemoteAddr becomes the
+// client's address the hop carries when it can be trusted, and is emptied otherwise:
+// it is never the forwarding node's address (an allow-list of internal addresses
+// would pass).
+func (rt *Router) serveHop(w http.ResponseWriter, r *http.Request, tenant, hv string, authenticated bool) {
+	ip := hopIP(rt.cfg.HopKey, hv, tenant, authenticated, time.Now())
+	r.RemoteAddr = ""
 	if ip != "" {
 		r.RemoteAddr = net.JoinHostPort(ip, "0")
 	}
 	if epoch, err := strconv.ParseInt(r.Header.Get(EpochHeader), 10, 64); err == nil && tenant != "" {
-		if len(rt.cfg.HopKey) > 0 && ip == "" {
+		if !authenticated && len(rt.cfg.HopKey) > 0 && ip == "" {
 			// Not signed by a peer: anyone can send the header, and a made-up epoch must
 			// not turn every request into a database read. Use the cache as it is.
 			epoch = 0
@@ -368,9 +415,9 @@ func drain(results <-chan attempt, n int) {
 // send forwards one copy of the request to t. sent reports whether the request may
 // have reached the node (its headers were written).
 func (rt *Router) send(ctx context.Context, r *http.Request, body []byte, p Placement, t Member) (*http.Response, bool, error) {
-	u, err := url.Parse(t.URL)
+	u, transport, err := rt.peer(t)
 	if err != nil {
-		return nil, false, fmt.Errorf("peer %s has a bad URL %q: %w", t.NodeID, t.URL, err)
+		return nil, false, err
 	}
 	var wrote atomic.Bool
 	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteHeaders: func() { wrote.Store(true) }})
@@ -385,7 +432,7 @@ func (rt *Router) send(ctx context.Context, r *http.Request, body []byte, p Plac
 	out.Header.Set(HopHeader, signHop(rt.cfg.HopKey, rt.self, p.Tenant, hostOf(r.RemoteAddr), time.Now()))
 	out.Header.Set(EpochHeader, strconv.FormatInt(p.Epoch, 10))
 	out.ContentLength = int64(len(body))
-	resp, err := rt.rt.RoundTrip(out)
+	resp, err := transport.RoundTrip(out)
 	if err != nil {
 		return nil, wrote.Load(), err
 	}
@@ -395,6 +442,47 @@ func (rt *Router) send(ctx context.Context, r *http.Request, body []byte, p Plac
 		return nil, true, fmt.Errorf("peer %s: %s", t.NodeID, resp.Status)
 	}
 	return resp, true, nil
+}
+
+// peerKey names one verified peer connection pool: the identity its certificate must
+// name and the URL gossip gave for it.
+type peerKey struct {
+	id  Identity
+	url string
+}
+
+// peer returns the URL to forward to t at and the transport to use: with PeerTLS, t's
+// https peer URL and a transport whose connections verify that t's certificate names
+// t (one transport per identity, so a pooled connection verified for one node never
+// carries a request meant for another); without, t's peer URL over h2c. Never its API
+// URL: the API listener drops hop headers, so a forward there could be forwarded back.
+func (rt *Router) peer(t Member) (*url.URL, http.RoundTripper, error) {
+	raw := t.Peer
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return nil, nil, fmt.Errorf("peer %s/%s advertises no usable peer URL (%q)", t.Region, t.NodeID, raw)
+	}
+	if rt.rt != nil {
+		return u, rt.rt, nil
+	}
+	if u.Scheme != "https" {
+		return nil, nil, fmt.Errorf("peer %s/%s advertises %q: forwards are mutual TLS, want an https peer URL", t.Region, t.NodeID, raw)
+	}
+	k := peerKey{id: Identity{Region: t.Region, NodeID: t.NodeID}, url: u.Host}
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	tr := rt.tls[k]
+	if tr == nil {
+		if len(rt.tls) >= 1024 { // restarts and rotations: drop the lot, reconnecting is cheap
+			for _, old := range rt.tls {
+				old.CloseIdleConnections()
+			}
+			clear(rt.tls)
+		}
+		tr = newTransport(rt.cfg.Dial, rt.cfg.PeerTLS.clientConfig(k.id))
+		rt.tls[k] = tr
+	}
+	return u, tr, nil
 }
 
 func (rt *Router) observe(region string, t Member, d time.Duration, err error) {
@@ -469,6 +557,15 @@ func (f flushWriter) Write(p []byte) (int, error) {
 		err = f.rc.Flush()
 	}
 	return n, err
+}
+
+// dropHopHeaders removes the headers only a peer may send. On a client-facing
+// listener they are a client's claims: a forged hop must neither stop routing nor set
+// the client's address or the placement epoch.
+func dropHopHeaders(h http.Header) {
+	for _, k := range []string{HopHeader, EpochHeader, ViaHeader} {
+		h.Del(k)
+	}
 }
 
 // hopByHop headers belong to one connection and are never forwarded ("TE: trailers",

@@ -44,7 +44,7 @@ func (p fakePeers) Ready(region string) []routing.Member { return p[region] }
 var _ routing.Peers = fakePeers(nil)
 
 func member(region, node, url string) routing.Member {
-	return routing.Member{Region: region, NodeID: node, URL: url, Ready: true, State: "alive"}
+	return routing.Member{Region: region, NodeID: node, URL: url, Peer: url, Ready: true, State: "alive"}
 }
 
 // seen is a request as a handler saw it.
@@ -238,10 +238,11 @@ func TestRouterRoutes(t *testing.T) {
 			wantRoute: routing.RouteForwarded, wantBy: "us-1"},
 		{name: "header wins over path", req: request{target: "/t/globex/jwks", header: map[string]string{routing.TenantHeader: "acme"}},
 			wantRoute: routing.RouteLocal, wantBy: "local"},
-		{name: "hop header is never forwarded", req: request{target: "/v1/users", header: map[string]string{routing.TenantHeader: "globex", routing.HopHeader: "ap/ap-1"}},
-			wantRoute: routing.RouteLocal, wantBy: "local"},
-		{name: "hop header on a /t/ path", req: request{target: "/t/globex/jwks", header: map[string]string{routing.HopHeader: "ap/ap-1"}},
-			wantRoute: routing.RouteLocal, wantBy: "local"},
+		// A client's hop header is a forgery (hops arrive on the peer listener): routed anyway.
+		{name: "client's hop header is ignored", req: request{target: "/v1/users", header: map[string]string{routing.TenantHeader: "globex", routing.HopHeader: "ap/ap-1"}},
+			wantRoute: routing.RouteForwarded, wantBy: "us-1"},
+		{name: "client's hop header on a /t/ path", req: request{target: "/t/globex/jwks", header: map[string]string{routing.HopHeader: "ap/ap-1"}},
+			wantRoute: routing.RouteForwarded, wantBy: "us-1"},
 		{name: "unknown tenant", req: request{target: "/v1/users", header: map[string]string{routing.TenantHeader: "nobody"}},
 			wantRoute: routing.RouteLocal, wantBy: "local"},
 		{name: "home region without a ready node", req: request{target: "/v1/users", header: map[string]string{routing.TenantHeader: "initech"}},
@@ -335,7 +336,7 @@ func TestRouterForwardsWholeRequest(t *testing.T) {
 			t.Errorf("peer saw body %q, want %q", r.Body, body)
 		}
 		for k, want := range map[string]string{
-			routing.HopHeader:    self, // no hop key: the bare sender
+			routing.HopHeader:    self + "; ip=127.0.0.1", // no hop key: unsigned
 			routing.EpochHeader:  "7",
 			routing.TenantHeader: "globex",
 			"Authorization":      "Bearer tok-123",
@@ -414,11 +415,13 @@ func TestRouterHopCarriesClientIP(t *testing.T) {
 		forwarderKey, peerKey []byte
 		wantHost              string
 	}{
+		// Over h2c (no mutual TLS) only a signed IP is taken; otherwise the address is
+		// unknown, never the forwarder's (finding 6 of issue 12).
 		{name: "shared key", forwarderKey: key, peerKey: key, wantHost: "203.0.113.7"},
-		{name: "no key", wantHost: "127.0.0.1"},
-		{name: "peer without key", forwarderKey: key, wantHost: "127.0.0.1"},
-		{name: "forwarder without key", peerKey: key, wantHost: "127.0.0.1"},
-		{name: "different keys", forwarderKey: key, peerKey: other, wantHost: "127.0.0.1"},
+		{name: "no key", wantHost: ""},
+		{name: "peer without key", forwarderKey: key, wantHost: ""},
+		{name: "forwarder without key", peerKey: key, wantHost: ""},
+		{name: "different keys", forwarderKey: key, peerKey: other, wantHost: ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -433,7 +436,7 @@ func TestRouterHopCarriesClientIP(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			us1 := member("us", "us-1", startH2C(t, homeRouter).URL)
+			us1 := member("us", "us-1", startH2C(t, homeRouter.PeerHandler()).URL)
 			f := newFixture(t, nil, fakePeers{"us": {us1}}, func(c *routing.Config) { c.HopKey = tt.forwarderKey })
 
 			// The client's address is only visible to the forwarder: call it directly.
@@ -449,8 +452,8 @@ func TestRouterHopCarriesClientIP(t *testing.T) {
 			if len(reqs) != 1 {
 				t.Fatalf("home saw %d requests, want 1", len(reqs))
 			}
-			host, _, err := net.SplitHostPort(reqs[0].RemoteAddr)
-			if err != nil || host != tt.wantHost {
+			host, _, _ := net.SplitHostPort(reqs[0].RemoteAddr)
+			if host != tt.wantHost {
 				t.Errorf("home saw RemoteAddr %q, want host %s", reqs[0].RemoteAddr, tt.wantHost)
 			}
 		})
@@ -467,7 +470,7 @@ func TestRouterHopCarriesClientIP(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		srv := startH2C(t, homeRouter)
+		srv := startH2C(t, homeRouter.PeerHandler())
 		forged := "eu/eu-1; ip=198.51.100.1; ts=" + strconv.FormatInt(time.Now().Unix(), 10) + "; sig=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
 		resp, _ := send(t, srv.Client(), srv.URL, request{target: "/v1/users",
 			header: map[string]string{routing.TenantHeader: "globex", routing.HopHeader: forged}})
@@ -478,8 +481,8 @@ func TestRouterHopCarriesClientIP(t *testing.T) {
 		if len(reqs) != 1 {
 			t.Fatalf("home saw %d requests, want 1", len(reqs))
 		}
-		if host, _, _ := net.SplitHostPort(reqs[0].RemoteAddr); host != "127.0.0.1" {
-			t.Errorf("home saw RemoteAddr %q, want the connection's 127.0.0.1", reqs[0].RemoteAddr)
+		if reqs[0].RemoteAddr != "" {
+			t.Errorf("home saw RemoteAddr %q, want none (neither the forged IP nor the connection's)", reqs[0].RemoteAddr)
 		}
 	})
 }
@@ -958,7 +961,7 @@ func TestRouterMisdirected(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			us1 := member("us", "us-1", startH2C(t, us1Router).URL)
+			us1 := member("us", "us-1", startH2C(t, us1Router.PeerHandler()).URL)
 			ap1, ap1Rec := peer(t, "ap", "ap-1", tt.ap1)
 			f := newFixture(t, tenants, fakePeers{"us": {us1}, "ap": {ap1}}, nil)
 			req := request{method: http.MethodPost, target: "/v1/users", body: `{"name":"ada"}`,

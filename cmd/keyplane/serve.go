@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -21,7 +22,7 @@ import (
 )
 
 func runServe(ctx context.Context, args []string, stdout io.Writer) error {
-	c := newCommand(stdout, "serve", "Run a region node: the Connect/gRPC API, /healthz, /readyz and /metrics on one port.", `
+	c := newCommand(stdout, "serve", "Run a region node: the Connect/gRPC API, /healthz, /readyz and /metrics on one port (with gossip, a second, mutual-TLS port for forwards between nodes).", `
 The operator secret that guards the admin API is read from KEYPLANE_OPERATOR_SECRET or
 from the file named by --operator-secret-file (never from a flag value, which would show
 in ps). Without one, the admin API refuses every call.
@@ -42,13 +43,22 @@ once, whole, to a ready node there (Keyplane-Route: forwarded), or served here a
 the database when none answers (Keyplane-Route: degraded). Without --gossip-listen the
 node serves every request itself.
 
+Forwards go to the home node's peer listener (--peer-listen, advertised in gossip) over
+mutual TLS: every node has a certificate of the cluster CA naming its region and node
+id (keyplane keys new-ca, keyplane keys node-cert) and gets --peer-cert, --peer-key and
+--peer-ca. A node forwards only to a peer whose certificate names the region and node id
+it gossips, and trusts hop headers (the client's IP, the placement epoch) only on the
+peer listener from a certified node. The files are re-read when they change. Without
+them, serve refuses to gossip unless --peer-insecure. The API listener serves clients,
+over TLS with --tls-cert and --tls-key.
+
 Example:
   KEYPLANE_OPERATOR_SECRET=$(cat secret) keyplane serve --region us-east \
       --db postgres://keyplane@127.0.0.1:5432/keyplane --listen 127.0.0.1:8080`)
 	cfg := region.DefaultConfig()
 	fs := c.flags
 	fs.StringVar(&cfg.Region, "region", "", "the region this node serves (required; one of the database's regions)")
-	fs.StringVar(&cfg.NodeID, "node-id", cfg.NodeID, "node id used in logs, metrics, audit events and the Keyplane-Served-By header")
+	fs.StringVar(&cfg.NodeID, "node-id", cfg.NodeID, "node id used in logs, metrics, audit events and the Keyplane-Served-By header; with --peer-cert, the one the certificate names")
 	listen := fs.String("listen", "127.0.0.1:8080", "address to listen on (HTTP/1.1 and h2c)")
 	db := fs.String("db", "", "database URL, postgres://… (required)")
 	secretFile := fs.String("operator-secret-file", "", "file holding the operator secret")
@@ -67,6 +77,14 @@ Example:
 	profile := fs.String("gossip-profile", routing.ProfileWAN, "gossip timing: wan (dead node noticed in ~6s), lan (~3s) or local (~2s, one machine)")
 	hedgeAfter := fs.Duration("hedge-after", 0, "send a slow idempotent forward to a second home node after this long (0: twice the recent forward latency)")
 	forwardTimeout := fs.Duration("forward-timeout", 10*time.Second, "longest a forward may take when the caller set no deadline")
+	peerListen := fs.String("peer-listen", "", "host:port of the peer listener, where other nodes forward requests (required with --gossip-listen)")
+	peerAdvertise := fs.String("peer-advertise-url", "", "URL other nodes reach the peer listener at (default https://<peer listen address>, http:// with --peer-insecure)")
+	peerCert := fs.String("peer-cert", "", "this node's certificate for node-to-node mutual TLS (PEM; from keyplane keys node-cert); re-read when it changes")
+	peerKey := fs.String("peer-key", "", "the private key of --peer-cert (PEM); re-read when it changes")
+	peerCA := fs.String("peer-ca", "", "the cluster CA certificate(s) peers' certificates must chain to (PEM); re-read when it changes")
+	peerInsecure := fs.Bool("peer-insecure", false, "forward between nodes over plaintext h2c without certificates: anyone who reaches a peer listener passes as a node (development only)")
+	tlsCert := fs.String("tls-cert", "", "certificate for the API listener (PEM); with --tls-key, clients connect over TLS; re-read when it changes")
+	tlsKey := fs.String("tls-key", "", "private key of --tls-cert (PEM)")
 	dialMap := fs.String("peer-dial-map", "", "comma-separated from=to host:port rewrites applied when dialing peers (simulated networks)")
 	if err := c.parse(args); err != nil {
 		return parseErr(err)
@@ -84,12 +102,26 @@ Example:
 		return usageErr("%v", err)
 	}
 	if gossip.URL == "" {
-		gossip.URL = "http://" + *listen
+		gossip.URL = "http://" + *listen // the scheme is settled below, with TLS
 	}
+	var peerTLS *routing.PeerTLS
 	if *gossipListen != "" {
 		if err := gossip.Validate(); err != nil {
 			return usageErr("%v", err)
 		}
+		if peerTLS, err = loadPeerTLS(cfg.Region, cfg.NodeID, *peerListen, *peerCert, *peerKey, *peerCA, *peerInsecure); err != nil {
+			return err
+		}
+	}
+	var apiTLS *routing.ServingTLS
+	if *tlsCert != "" || *tlsKey != "" {
+		if apiTLS, err = routing.LoadServingTLS(*tlsCert, *tlsKey); err != nil {
+			return usageErr("--tls-cert/--tls-key: %v", err)
+		}
+	}
+	scheme := "http://"
+	if apiTLS != nil {
+		scheme = "https://"
 	}
 	secret, err := operatorSecret(*secretFile)
 	if err != nil {
@@ -101,7 +133,7 @@ Example:
 	}
 	defaultIssuer := cfg.IssuerBase == ""
 	if defaultIssuer {
-		cfg.IssuerBase = "http://" + *listen // the address actually bound, once listening
+		cfg.IssuerBase = scheme + *listen // the address actually bound, once listening
 	}
 	if err := cfg.Validate(); err != nil {
 		return usageErr("%v", err)
@@ -140,7 +172,10 @@ Example:
 		return fmt.Errorf("listen on %s: %w", *listen, err)
 	}
 	if defaultIssuer {
-		cfg.IssuerBase = "http://" + ln.Addr().String()
+		cfg.IssuerBase = scheme + ln.Addr().String()
+	}
+	if apiTLS != nil {
+		ln = tls.NewListener(ln, apiTLS.ServerConfig())
 	}
 	node, err := region.New(cfg, store, log, reg)
 	if err != nil {
@@ -149,7 +184,22 @@ Example:
 	}
 	if *gossipListen != "" {
 		if *advertise == "" {
-			gossip.URL = "http://" + ln.Addr().String()
+			gossip.URL = scheme + ln.Addr().String()
+		}
+		peerLn, err := net.Listen("tcp", *peerListen)
+		if err != nil {
+			return fmt.Errorf("peer listen on %s: %w", *peerListen, err)
+		}
+		defer peerLn.Close()
+		gossip.PeerURL = *peerAdvertise
+		if gossip.PeerURL == "" {
+			gossip.PeerURL = "https://" + peerLn.Addr().String()
+			if peerTLS == nil {
+				gossip.PeerURL = "http://" + peerLn.Addr().String()
+			}
+		}
+		if peerTLS == nil {
+			log.Warn("--peer-insecure: forwards between nodes are plaintext and unauthenticated")
 		}
 		gossip.Log = log
 		members, err := routing.JoinMembership(gossip)
@@ -158,13 +208,42 @@ Example:
 		}
 		defer members.Leave(2 * time.Second)
 		if err := node.EnableRouting(region.Routing{Peers: members, Gossip: members, HedgeAfter: *hedgeAfter,
-			ForwardTimeout: *forwardTimeout, Dial: dial}); err != nil {
+			ForwardTimeout: *forwardTimeout, Dial: dial, PeerListener: peerLn, PeerTLS: peerTLS}); err != nil {
 			return err
 		}
-		log.Info("multi-region routing on", "gossip", members.Addr(), "join", *join, "profile", *profile, "api", gossip.URL)
+		log.Info("multi-region routing on", "gossip", members.Addr(), "join", *join, "profile", *profile, "api", gossip.URL, "peers", gossip.PeerURL)
 	}
-	fmt.Fprintf(stdout, "keyplane %s serving region %s as node %s on http://%s\n", version(), cfg.Region, cfg.NodeID, ln.Addr())
+	fmt.Fprintf(stdout, "keyplane %s serving region %s as node %s on %s%s\n", version(), cfg.Region, cfg.NodeID, scheme, ln.Addr())
 	return node.Serve(ctx, ln)
+}
+
+// loadPeerTLS checks the peer listener's flags and loads the node's certificate, which
+// must name this node; nil with --peer-insecure.
+func loadPeerTLS(regionName, nodeID, listen, cert, key, ca string, insecure bool) (*routing.PeerTLS, error) {
+	if listen == "" {
+		return nil, usageErr("--peer-listen is required with --gossip-listen: other nodes forward requests there")
+	}
+	if _, _, err := net.SplitHostPort(listen); err != nil {
+		return nil, usageErr("--peer-listen: %v", err)
+	}
+	if insecure {
+		if cert != "" || key != "" || ca != "" {
+			return nil, usageErr("--peer-insecure and --peer-cert/--peer-key/--peer-ca: choose one")
+		}
+		return nil, nil
+	}
+	if cert == "" || key == "" || ca == "" {
+		return nil, usageErr("peer TLS: --peer-cert, --peer-key and --peer-ca are required with --gossip-listen; without them anyone who reaches a node can pass as one " +
+			"(make them with keyplane keys new-ca and keyplane keys node-cert, or pass --peer-insecure for development)")
+	}
+	p, err := routing.LoadPeerTLS(cert, key, ca)
+	if err != nil {
+		return nil, usageErr("%v", err)
+	}
+	if want := (routing.Identity{Region: regionName, NodeID: nodeID}); p.Identity() != want {
+		return nil, usageErr("--peer-cert names %s, but this node is %s: peers would refuse it", p.Identity(), want)
+	}
+	return p, nil
 }
 
 // gossipKeys reads the gossip keys from file, else from KEYPLANE_GOSSIP_KEYS.
