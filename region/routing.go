@@ -1,6 +1,7 @@
 package region
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -44,33 +45,22 @@ type Gossip interface {
 // EnableRouting puts the router in front of the node's handler: requests for tenants
 // homed in another region are forwarded there once. Call it before Serve.
 func (n *Node) EnableRouting(r Routing) error {
+	if ft := cmp.Or(r.ForwardTimeout, 10*time.Second); ft >= n.cfg.Limits.WriteTimeout {
+		return fmt.Errorf("routing: the forward timeout (%v) must be shorter than the write timeout (%v), or forwarded answers are cut off", ft, n.cfg.Limits.WriteTimeout)
+	}
 	router, err := routing.NewRouter(routing.Config{
 		Region: n.cfg.Region, NodeID: n.cfg.NodeID,
 		Directory:  n.tenants,
 		Peers:      r.Peers,
 		HopKey:     routing.HopKey(string(n.cfg.OperatorSecret)),
-		Idempotent: idempotent,
+		Idempotent: idempotent, NeedsTenant: needsTenant, MaxBody: maxForwardBytes,
 		HedgeAfter: r.HedgeAfter, ForwardTimeout: r.ForwardTimeout, Dial: r.Dial,
 		Log: n.log, Metrics: n.reg,
 	}, n.mux)
 	if err != nil {
 		return fmt.Errorf("routing: %w", err)
 	}
-	n.mux.HandleFunc("GET /members", func(w http.ResponseWriter, _ *http.Request) {
-		type member struct {
-			Region  string `json:"region"`
-			NodeID  string `json:"node_id"`
-			URL     string `json:"url"`
-			Version string `json:"version"`
-			Ready   bool   `json:"ready"`
-			State   string `json:"state"`
-		}
-		out := []member{}
-		for _, m := range r.Peers.Members() {
-			out = append(out, member{m.Region, m.NodeID, m.URL, m.Version, m.Ready, m.State})
-		}
-		writeJSON(w, http.StatusOK, map[string]any{"region": n.cfg.Region, "node": n.cfg.NodeID, "members": out})
-	})
+	n.peers = r.Peers
 	n.handler = n.servedBy(router)
 	n.gossip = r.Gossip
 	if r.Gossip != nil {
