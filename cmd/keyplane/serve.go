@@ -21,7 +21,20 @@ import (
 )
 
 func runServe(ctx context.Context, args []string, stdout io.Writer) error {
-	c := newCommand(stdout, "serve", "Run a region node: the Connect/gRPC API, /healthz, /readyz and /metrics on one port.", `
+	c := newCommand(stdout, "serve", "Run a region node: the Connect/gRPC API, OAuth/OIDC, /healthz and /readyz; /metrics, /members and pprof for operators.", `
+The database URL, password included, comes from --db-file or KEYPLANE_DB; --db takes
+only a URL without a password (argv shows in ps to every user of the machine).
+
+Operator endpoints (/metrics, /members, /debug/pprof): give them a listener of their
+own with --operator-listen on an address only operators and Prometheus reach; the API
+port then does not serve them. Without it they stay on the API port and need the
+operator secret (Authorization: Bearer …), /metrics too unless --metrics-public.
+Profiles always need the operator secret.
+
+Each client is bounded: headers within --header-timeout, the body within
+--body-timeout of them, the response within --write-timeout, at most
+--max-client-conns connections at once (more wait in the listen backlog).
+
 The operator secret that guards the admin API is read from KEYPLANE_OPERATOR_SECRET or
 from the file named by --operator-secret-file (never from a flag value, which would show
 in ps). Without one, the admin API refuses every call.
@@ -42,13 +55,19 @@ node serves every request itself.
 
 Example:
   KEYPLANE_OPERATOR_SECRET=$(cat secret) keyplane serve --region us-east \
-      --db postgres://keyplane@127.0.0.1:5432/keyplane --listen 127.0.0.1:8080`)
+      --db-file /etc/keyplane/db-url --listen 127.0.0.1:8080 --operator-listen 10.0.0.5:9090`)
 	cfg := region.DefaultConfig()
 	fs := c.flags
 	fs.StringVar(&cfg.Region, "region", "", "the region this node serves (required; one of the database's regions)")
 	fs.StringVar(&cfg.NodeID, "node-id", cfg.NodeID, "node id used in logs, metrics, audit events and the Keyplane-Served-By header")
 	listen := fs.String("listen", "127.0.0.1:8080", "address to listen on (HTTP/1.1 and h2c)")
-	db := fs.String("db", "", "database URL, postgres://… (required)")
+	dbf := addDBFlags(c)
+	operatorListen := fs.String("operator-listen", "", "host:port serving /metrics, /members, /debug/pprof, /healthz and /readyz to operators and Prometheus (the API port then does not serve the first three); keep it private")
+	fs.BoolVar(&cfg.MetricsPublic, "metrics-public", false, "without --operator-listen, serve /metrics on the API port without the operator secret")
+	fs.IntVar(&cfg.Limits.MaxConns, "max-client-conns", cfg.Limits.MaxConns, "client connections served at once on the API port; more wait until one closes")
+	fs.DurationVar(&cfg.Limits.HeaderTimeout, "header-timeout", cfg.Limits.HeaderTimeout, "a request's headers must arrive within this")
+	fs.DurationVar(&cfg.Limits.BodyTimeout, "body-timeout", cfg.Limits.BodyTimeout, "a request's body must arrive within this of its headers (a client dripping it is cut off)")
+	fs.DurationVar(&cfg.Limits.WriteTimeout, "write-timeout", cfg.Limits.WriteTimeout, "a response must be written within this of its request's headers; longer than --forward-timeout")
 	secretFile := fs.String("operator-secret-file", "", "file holding the operator secret")
 	kekFile := fs.String("kek-file", "", "file holding the key-encryption key (base64 of 32 bytes)")
 	fs.StringVar(&cfg.IssuerBase, "issuer-base", "", "URL prefix of tenant issuers, the same on every node (default http://<listen address>)")
@@ -68,9 +87,14 @@ Example:
 	if err := c.parse(args); err != nil {
 		return parseErr(err)
 	}
-	if *db == "" {
-		return usageErr("--db is required (or KEYPLANE_DB)")
+	db, err := dbf.resolve(c)
+	if err != nil {
+		return err
 	}
+	if *forwardTimeout >= cfg.Limits.WriteTimeout {
+		return usageErr("--forward-timeout (%v) must be shorter than --write-timeout (%v): a forwarded answer must have time to be written", *forwardTimeout, cfg.Limits.WriteTimeout)
+	}
+	cfg.OperatorListener = *operatorListen != ""
 	dial, err := routing.ParseDialMap(*dialMap)
 	if err != nil {
 		return usageErr("--peer-dial-map: %v", err)
@@ -114,7 +138,7 @@ Example:
 		log.Warn("no key-encryption key configured: tokens can be neither issued nor validated")
 	}
 
-	pool, err := schema.Open(ctx, *db, schema.PoolConfig{MaxConns: int32(*maxConns)})
+	pool, err := schema.Open(ctx, db, schema.PoolConfig{MaxConns: int32(*maxConns)})
 	if err != nil {
 		return err
 	}
@@ -159,6 +183,24 @@ Example:
 			return err
 		}
 		log.Info("multi-region routing on", "gossip", members.Addr(), "join", *join, "profile", *profile, "api", gossip.URL)
+	}
+	if cfg.OperatorListener {
+		ops, err := net.Listen("tcp", *operatorListen)
+		if err != nil {
+			_ = ln.Close()
+			return fmt.Errorf("operator listener on %s: %w", *operatorListen, err)
+		}
+		opsCtx, stopOps := context.WithCancel(ctx)
+		opsDone := make(chan error, 1)
+		go func() {
+			err := node.ServeOperator(opsCtx, ops)
+			if err != nil {
+				log.Error("operator listener stopped", "err", err)
+			}
+			opsDone <- err
+		}()
+		defer func() { stopOps(); <-opsDone }()
+		log.Info("operator endpoints", "addr", ops.Addr().String())
 	}
 	fmt.Fprintf(stdout, "keyplane %s serving region %s as node %s on http://%s\n", version(), cfg.Region, cfg.NodeID, ln.Addr())
 	return node.Serve(ctx, ln)

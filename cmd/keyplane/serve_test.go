@@ -16,13 +16,13 @@ import (
 // address it listens on, port 0 resolved), no gossip; it answers, and stops on ctx.
 func TestServeDefaults(t *testing.T) {
 	t.Parallel()
-	db := schematest.NewDatabase(t)
+	db := dbFile(t, schematest.NewDatabase(t))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	out, w := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		done <- runServe(ctx, []string{"--db", db, "--region", schematest.Regions[0], "--listen", "127.0.0.1:0", "--log-level", "error"}, w)
+		done <- runServe(ctx, []string{"--db-file", db, "--region", schematest.Regions[0], "--listen", "127.0.0.1:0", "--log-level", "error"}, w)
 		_ = w.Close()
 	}()
 	lines := make(chan string, 1)
