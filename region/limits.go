@@ -3,7 +3,7 @@ package region
 import (
 	"errors"
 	"fmt"
-	"io"
+	"log/slog"
 	"net/http"
 	"time"
 )
@@ -15,11 +15,11 @@ type Limits struct {
 	// HeaderTimeout: a request's headers must arrive within this of the server
 	// starting to read it.
 	HeaderTimeout time.Duration
-	// BodyTimeout: a request's body must arrive whole within this of its headers; a
-	// client dripping it is cut off. Once the body is read the limit is lifted, so
-	// long calls are bounded by WriteTimeout alone. It also bounds a streaming call's
-	// request stream (gRPC reflection sessions).
-	BodyTimeout time.Duration
+	// ReadTimeout: a request, headers and body, must arrive whole within this; a
+	// client dripping its body is cut off. Once the body is read the limit no longer
+	// applies (net/http lifts it), so long calls are bounded by WriteTimeout alone. It
+	// also bounds a streaming call's request stream (gRPC reflection sessions).
+	ReadTimeout time.Duration
 	// WriteTimeout: a response must be written within this of its request's headers.
 	// It must exceed the longest legitimate call, forwards included (the router's
 	// forward timeout); a node refuses routing whose forward timeout is not shorter.
@@ -36,7 +36,7 @@ type Limits struct {
 
 // DefaultLimits: generous for any legitimate client, short for one holding resources.
 func DefaultLimits() Limits {
-	return Limits{HeaderTimeout: 10 * time.Second, BodyTimeout: 20 * time.Second, WriteTimeout: time.Minute,
+	return Limits{HeaderTimeout: 10 * time.Second, ReadTimeout: 20 * time.Second, WriteTimeout: time.Minute,
 		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10, MaxConns: 4096}
 }
 
@@ -46,8 +46,8 @@ func (l Limits) withDefaults() Limits {
 	if l.HeaderTimeout == 0 {
 		l.HeaderTimeout = d.HeaderTimeout
 	}
-	if l.BodyTimeout == 0 {
-		l.BodyTimeout = d.BodyTimeout
+	if l.ReadTimeout == 0 {
+		l.ReadTimeout = d.ReadTimeout
 	}
 	if l.WriteTimeout == 0 {
 		l.WriteTimeout = d.WriteTimeout
@@ -70,7 +70,7 @@ func (l Limits) Validate() error {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"header timeout", l.HeaderTimeout}, {"body timeout", l.BodyTimeout}, {"write timeout", l.WriteTimeout}, {"idle timeout", l.IdleTimeout}} {
+	}{{"header timeout", l.HeaderTimeout}, {"read timeout", l.ReadTimeout}, {"write timeout", l.WriteTimeout}, {"idle timeout", l.IdleTimeout}} {
 		if d.v < 0 {
 			errs = append(errs, fmt.Errorf("%s: %v is negative", d.name, d.v))
 		}
@@ -92,35 +92,21 @@ const (
 	maxForwardBytes = maxMessageBytes + 64<<10
 )
 
-// bodyDeadline gives a request's body d to arrive after its headers: a client that
-// drips it is cut off when d passes (the body read fails, the call fails, the
-// connection closes). Reading the body to its end lifts the deadline, so what the
-// handler does next is bounded by the write timeout only. Requests without a body are
-// left alone: on HTTP/1.1 the server is already reading ahead on their connection.
-func bodyDeadline(d time.Duration, next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Body != nil && r.Body != http.NoBody {
-			rc := http.NewResponseController(w)
-			if rc.SetReadDeadline(time.Now().Add(d)) == nil {
-				r.Body = &deadlineBody{ReadCloser: r.Body, rc: rc}
-			}
-		}
-		next.ServeHTTP(w, r)
-	})
-}
-
-// deadlineBody lifts the read deadline when the body ends. Read by one goroutine.
-type deadlineBody struct {
-	io.ReadCloser
-	rc     *http.ResponseController
-	lifted bool
-}
-
-func (b *deadlineBody) Read(p []byte) (int, error) {
-	n, err := b.ReadCloser.Read(p)
-	if errors.Is(err, io.EOF) && !b.lifted {
-		b.lifted = true
-		_ = b.rc.SetReadDeadline(time.Time{})
+// newServer is an HTTP/1.1 and h2c server for h bounded by l (fields already
+// defaulted): header and whole-request read timeouts, write and idle timeouts, and
+// header size. The connection cap is the listener's (netutil.LimitListener).
+func newServer(l Limits, h http.Handler, log *slog.Logger) *http.Server {
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	return &http.Server{
+		Handler:           h,
+		Protocols:         protocols,
+		ReadHeaderTimeout: l.HeaderTimeout,
+		ReadTimeout:       l.ReadTimeout,
+		WriteTimeout:      l.WriteTimeout,
+		IdleTimeout:       l.IdleTimeout,
+		MaxHeaderBytes:    l.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	return n, err
 }

@@ -239,23 +239,11 @@ func (h healthChecker) Check(ctx context.Context, req *grpchealth.CheckRequest) 
 
 // Serve serves the node (HTTP/1.1 and h2c) on ln until ctx is done, then shuts down
 // gracefully (at most 10 seconds for in-flight calls) and drains the decision log and
-// last-use times. Config.Limits bound each client: header, body and write timeouts,
+// last-use times. Config.Limits bound each client: header, read and write timeouts,
 // header size, and at most MaxConns connections served at once.
 func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
-	protocols := new(http.Protocols)
-	protocols.SetHTTP1(true)
-	protocols.SetUnencryptedHTTP2(true)
-	lim := n.cfg.Limits
-	ln = netutil.LimitListener(ln, lim.MaxConns)
-	srv := &http.Server{
-		Handler:           bodyDeadline(lim.BodyTimeout, n.handler),
-		Protocols:         protocols,
-		ReadHeaderTimeout: lim.HeaderTimeout,
-		WriteTimeout:      lim.WriteTimeout,
-		IdleTimeout:       lim.IdleTimeout,
-		MaxHeaderBytes:    lim.MaxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelWarn),
-	}
+	ln = netutil.LimitListener(ln, n.cfg.Limits.MaxConns)
+	srv := newServer(n.cfg.Limits, n.handler, n.log)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	flushCtx, stopFlush := context.WithCancel(context.Background())
@@ -295,13 +283,8 @@ func (n *Node) ServeOperator(ctx context.Context, ln net.Listener) error {
 		return errors.New("serve operator endpoints: the node was built without Config.OperatorListener")
 	}
 	lim := n.cfg.Limits
-	srv := &http.Server{
-		Handler:           bodyDeadline(lim.BodyTimeout, n.ops),
-		ReadHeaderTimeout: lim.HeaderTimeout,
-		IdleTimeout:       lim.IdleTimeout,
-		MaxHeaderBytes:    lim.MaxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelWarn),
-	}
+	lim.WriteTimeout = 0 // a CPU profile or trace takes as long as asked
+	srv := newServer(lim, n.ops, n.log)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(netutil.LimitListener(ln, 64)) }()
 	select {

@@ -31,8 +31,8 @@ port then does not serve them. Without it they stay on the API port and need the
 operator secret (Authorization: Bearer …), /metrics too unless --metrics-public.
 Profiles always need the operator secret.
 
-Each client is bounded: headers within --header-timeout, the body within
---body-timeout of them, the response within --write-timeout, at most
+Each client is bounded: headers within --header-timeout, the whole request within
+--read-timeout, the response within --write-timeout, at most
 --max-client-conns connections at once (more wait in the listen backlog).
 
 The operator secret that guards the admin API is read from KEYPLANE_OPERATOR_SECRET or
@@ -66,7 +66,7 @@ Example:
 	fs.BoolVar(&cfg.MetricsPublic, "metrics-public", false, "without --operator-listen, serve /metrics on the API port without the operator secret")
 	fs.IntVar(&cfg.Limits.MaxConns, "max-client-conns", cfg.Limits.MaxConns, "client connections served at once on the API port; more wait until one closes")
 	fs.DurationVar(&cfg.Limits.HeaderTimeout, "header-timeout", cfg.Limits.HeaderTimeout, "a request's headers must arrive within this")
-	fs.DurationVar(&cfg.Limits.BodyTimeout, "body-timeout", cfg.Limits.BodyTimeout, "a request's body must arrive within this of its headers (a client dripping it is cut off)")
+	fs.DurationVar(&cfg.Limits.ReadTimeout, "read-timeout", cfg.Limits.ReadTimeout, "a request, headers and body, must arrive within this (a client dripping its body is cut off; not a bound on the call itself)")
 	fs.DurationVar(&cfg.Limits.WriteTimeout, "write-timeout", cfg.Limits.WriteTimeout, "a response must be written within this of its request's headers; longer than --forward-timeout")
 	secretFile := fs.String("operator-secret-file", "", "file holding the operator secret")
 	kekFile := fs.String("kek-file", "", "file holding the key-encryption key (base64 of 32 bytes)")

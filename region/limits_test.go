@@ -1,0 +1,164 @@
+package region_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+
+	"github.com/keyplane/keyplane/region"
+)
+
+// TestSecurityDrippingBodyIsCutOff (issue 12, finding 9): a POST whose body drips a
+// byte at a time held its connection and handler indefinitely. With a read timeout the
+// server gives up on it long before the body could complete, over HTTP/1.1 and h2c.
+func TestSecurityDrippingBodyIsCutOff(t *testing.T) {
+	t.Parallel()
+	cfg := nodeConfig()
+	cfg.Limits = region.Limits{ReadTimeout: 300 * time.Millisecond}
+	n := serveRouted(t, cfg, nil)
+	const size, drip = 400, 50 * time.Millisecond // the whole body would take 20 s
+
+	t.Run("http1", func(t *testing.T) {
+		t.Parallel()
+		conn, err := net.Dial("tcp", strings.TrimPrefix(n.api, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		fmt.Fprintf(conn, "POST /keyplane.v1.AuthService/ValidateToken HTTP/1.1\r\nHost: node\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", size)
+		answered := make(chan string, 1)
+		go func() {
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				answered <- "connection closed: " + err.Error()
+				return
+			}
+			answered <- resp.Status
+		}()
+		sent := dripUntil(t, func(b []byte) error { _, err := conn.Write(b); return err }, size, drip, answered)
+		if sent >= size {
+			t.Fatalf("the server read all %d dripped bytes", size)
+		}
+		t.Logf("cut off after %d of %d bytes", sent, size)
+	})
+	t.Run("h2c", func(t *testing.T) {
+		t.Parallel()
+		tr := &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		}}
+		defer tr.CloseIdleConnections()
+		pr, pw := io.Pipe()
+		req, err := http.NewRequest(http.MethodPost, n.api+"/keyplane.v1.AuthService/ValidateToken", pr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.ContentLength = size
+		answered := make(chan string, 1)
+		go func() {
+			resp, err := tr.RoundTrip(req)
+			if err != nil {
+				answered <- "stream reset: " + err.Error()
+				return
+			}
+			resp.Body.Close()
+			answered <- resp.Status
+		}()
+		sent := dripUntil(t, func(b []byte) error { _, err := pw.Write(b); return err }, size, drip, answered)
+		_ = pw.Close()
+		if sent >= size {
+			t.Fatalf("the server read all %d dripped bytes", size)
+		}
+		t.Logf("cut off after %d of %d bytes", sent, size)
+	})
+}
+
+// dripUntil writes one byte per interval until size are written or the server
+// answers, and returns how many were written.
+func dripUntil(t *testing.T, write func([]byte) error, size int, interval time.Duration, answered <-chan string) int {
+	t.Helper()
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for sent := 0; sent < size; sent++ {
+		select {
+		case how := <-answered:
+			t.Logf("server: %s", how)
+			return sent
+		case <-tick.C:
+		}
+		if err := write([]byte(" ")); err != nil {
+			t.Logf("write: %v", err)
+			return sent
+		}
+	}
+	return size
+}
+
+// TestSecurityConnectionCap (issue 12, finding 9): a node accepted every connection
+// it was offered. With a cap of 2, two held connections are served and three more
+// wait unserved; closing one lets exactly one of them in.
+func TestSecurityConnectionCap(t *testing.T) {
+	t.Parallel()
+	cfg := nodeConfig()
+	cfg.Limits = region.Limits{MaxConns: 2}
+	n := serveRouted(t, cfg, nil)
+	addr := strings.TrimPrefix(n.api, "http://")
+	ask := func() (net.Conn, <-chan struct{}) {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = conn.Close() })
+		fmt.Fprint(conn, "GET /healthz HTTP/1.1\r\nHost: node\r\n\r\n") // keep-alive: the connection stays
+		done := make(chan struct{})
+		go func() {
+			if resp, err := http.ReadResponse(bufio.NewReader(conn), nil); err == nil && resp.StatusCode == http.StatusOK {
+				close(done)
+			}
+		}()
+		return conn, done
+	}
+	var held []net.Conn
+	for range 2 {
+		conn, done := ask()
+		<-done
+		held = append(held, conn)
+	}
+	answered := make(chan int, 3)
+	for i := range 3 {
+		_, done := ask()
+		go func() { <-done; answered <- i }()
+	}
+	count := func(grace time.Duration) int {
+		n := 0
+		for {
+			select {
+			case <-answered:
+				n++
+			case <-time.After(grace):
+				return n
+			}
+		}
+	}
+	if got := count(500 * time.Millisecond); got != 0 {
+		t.Fatalf("%d connections past the cap of 2 were served while 2 were held", got)
+	}
+	_ = held[0].Close()
+	select {
+	case <-answered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no waiting connection was served after a held one closed")
+	}
+	if got := count(500 * time.Millisecond); got != 0 {
+		t.Fatalf("closing one connection let %d more in, want exactly 1", got+1)
+	}
+}
