@@ -59,7 +59,6 @@ func TestReadTimeoutSparesLongCalls(t *testing.T) {
 	}
 }
 
-
 func TestLimitsDefaultsAndValidate(t *testing.T) {
 	t.Parallel()
 	if got := (Limits{}).withDefaults(); got != DefaultLimits() {
