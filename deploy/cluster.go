@@ -41,11 +41,14 @@ var DefaultRegions = []string{"us-east", "eu-west", "ap-south"}
 
 // Node is one `keyplane serve` process.
 type Node struct {
-	Region  string
-	ID      string
-	URL     string // http://127.0.0.1:port
-	LogFile string
-	Gossip  string // gossip host:port
+	Region string
+	ID     string
+	URL    string // http://127.0.0.1:port
+	// OperatorURL serves /members, /metrics and /debug/pprof (the node's
+	// --operator-listen); the API port does not.
+	OperatorURL string
+	LogFile     string
+	Gossip      string // gossip host:port
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -59,7 +62,7 @@ type Cluster struct {
 	OperatorSecret string
 	KEK            string // base64 key-encryption key shared by every node
 	IssuerBase     string // the issuer URL prefix shared by every node
-	Dir            string // temporary directory with node logs and the operator secret file
+	Dir            string // temporary directory with node logs and the secret files
 	Nodes          []*Node
 	Postgres       *pglocal.Server // nil when Config.DatabaseURL was given
 
@@ -70,6 +73,10 @@ type Cluster struct {
 
 // SecretFile is the path of the file holding the operator secret.
 func (c *Cluster) SecretFile() string { return filepath.Join(c.Dir, "operator-secret") }
+
+// DatabaseURLFile is the path of the file holding the database URL (with its
+// password): nodes read it with --db-file, so it never shows in their argv.
+func (c *Cluster) DatabaseURLFile() string { return filepath.Join(c.Dir, "database-url") }
 
 // Start brings a cluster up: PostgreSQL, migrations, then every node, and waits until
 // each node reports ready.
@@ -117,6 +124,9 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	if err := migrate(ctx, c.DatabaseURL, cfg.Regions); err != nil {
 		return nil, err
 	}
+	if err := os.WriteFile(c.DatabaseURLFile(), []byte(c.DatabaseURL+"\n"), 0o600); err != nil {
+		return nil, err
+	}
 	for _, r := range cfg.Regions {
 		for i := 1; i <= cfg.NodesPerRegion; i++ {
 			api, err := freeAddr()
@@ -127,7 +137,11 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 			if err != nil {
 				return nil, err
 			}
-			n := &Node{Region: r, ID: fmt.Sprintf("%s-%d", r, i), URL: "http://" + api, Gossip: gossip}
+			ops, err := freeAddr()
+			if err != nil {
+				return nil, err
+			}
+			n := &Node{Region: r, ID: fmt.Sprintf("%s-%d", r, i), URL: "http://" + api, OperatorURL: "http://" + ops, Gossip: gossip}
 			n.LogFile = filepath.Join(dir, n.ID+".log")
 			c.Nodes = append(c.Nodes, n)
 		}
@@ -160,8 +174,11 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 				dial = append(dial, strings.TrimPrefix(l.Node.URL, "http://")+"="+l.Addr)
 			}
 		}
+		// Secrets (database URL, operator secret, KEK, gossip key) go by file or
+		// environment, never argv: ps shows argv to every user of the machine.
 		n.args = []string{"serve", "--region", n.Region, "--node-id", n.ID, "--listen", strings.TrimPrefix(n.URL, "http://"),
-			"--db", c.DatabaseURL, "--log-format", "json", "--gossip-listen", n.Gossip, "--gossip-profile", "local",
+			"--operator-listen", strings.TrimPrefix(n.OperatorURL, "http://"),
+			"--db-file", c.DatabaseURLFile(), "--log-format", "json", "--gossip-listen", n.Gossip, "--gossip-profile", "local",
 			"--join", strings.Join(seeds, ","), "--peer-dial-map", strings.Join(dial, ",")}
 	}
 	// Tokens carry the issuer, so every node must agree on it: the first node's URL.
@@ -343,7 +360,8 @@ func (c *Cluster) Partition(a, b string, oneWay bool) error { return c.net.Parti
 // Heal undoes Partition between a and b.
 func (c *Cluster) Heal(a, b string) error { return c.net.Heal(a, b) }
 
-// WaitRouted waits until every running node's gossip (its GET /members) lists every
+// WaitRouted waits until every running node's gossip (GET /members on its operator
+// listener) lists every
 // running node as alive and ready, so requests route as they will in steady state.
 func (c *Cluster) WaitRouted(ctx context.Context, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
@@ -361,7 +379,7 @@ func (c *Cluster) WaitRouted(ctx context.Context, limit time.Duration) error {
 			if !n.Running() {
 				continue
 			}
-			if got, all, err := readyMembers(ctx, client, n.URL); err != nil || !slices.Equal(got, want) {
+			if got, all, err := readyMembers(ctx, client, n.OperatorURL); err != nil || !slices.Equal(got, want) {
 				lagging = fmt.Sprintf("node %s sees %v ready, want %v (all it lists: %s; err %v)", n.ID, got, want, all, err)
 				break
 			}
