@@ -2,8 +2,6 @@ package region_test
 
 import (
 	"bufio"
-	"context"
-	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -11,8 +9,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"golang.org/x/net/http2"
 
 	"github.com/keyplane/keyplane/region"
 )
@@ -52,9 +48,9 @@ func TestSecurityDrippingBodyIsCutOff(t *testing.T) {
 	})
 	t.Run("h2c", func(t *testing.T) {
 		t.Parallel()
-		tr := &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, network, addr)
-		}}
+		p := new(http.Protocols)
+		p.SetUnencryptedHTTP2(true)
+		tr := &http.Transport{Protocols: p}
 		defer tr.CloseIdleConnections()
 		pr, pw := io.Pipe()
 		req, err := http.NewRequest(http.MethodPost, n.api+"/keyplane.v1.AuthService/ValidateToken", pr)

@@ -199,7 +199,7 @@ Example:
 			}
 			opsDone <- err
 		}()
-		defer func() { stopOps(); <-opsDone }()
+		defer func() { stopOps(); _ = <-opsDone }() // logged above
 		log.Info("operator endpoints", "addr", ops.Addr().String())
 	}
 	fmt.Fprintf(stdout, "keyplane %s serving region %s as node %s on http://%s\n", version(), cfg.Region, cfg.NodeID, ln.Addr())
