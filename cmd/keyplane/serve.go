@@ -160,12 +160,22 @@ Example:
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", *listen, err)
 	}
+	var ops net.Listener // the operator listener, when asked for
+	if cfg.OperatorListener {
+		if ops, err = net.Listen("tcp", *operatorListen); err != nil {
+			_ = ln.Close()
+			return fmt.Errorf("operator listener on %s: %w", *operatorListen, err)
+		}
+	}
 	if defaultIssuer {
 		cfg.IssuerBase = "http://" + ln.Addr().String()
 	}
 	node, err := region.New(cfg, store, log, reg)
 	if err != nil {
 		_ = ln.Close()
+		if ops != nil {
+			_ = ops.Close()
+		}
 		return err
 	}
 	if *gossipListen != "" {
@@ -184,22 +194,16 @@ Example:
 		}
 		log.Info("multi-region routing on", "gossip", members.Addr(), "join", *join, "profile", *profile, "api", gossip.URL)
 	}
-	if cfg.OperatorListener {
-		ops, err := net.Listen("tcp", *operatorListen)
-		if err != nil {
-			_ = ln.Close()
-			return fmt.Errorf("operator listener on %s: %w", *operatorListen, err)
-		}
+	if ops != nil {
 		opsCtx, stopOps := context.WithCancel(ctx)
-		opsDone := make(chan error, 1)
+		opsDone := make(chan struct{})
 		go func() {
-			err := node.ServeOperator(opsCtx, ops)
-			if err != nil {
+			if err := node.ServeOperator(opsCtx, ops); err != nil {
 				log.Error("operator listener stopped", "err", err)
 			}
-			opsDone <- err
+			close(opsDone)
 		}()
-		defer func() { stopOps(); _ = <-opsDone }() // logged above
+		defer func() { stopOps(); <-opsDone }()
 		log.Info("operator endpoints", "addr", ops.Addr().String())
 	}
 	fmt.Fprintf(stdout, "keyplane %s serving region %s as node %s on http://%s\n", version(), cfg.Region, cfg.NodeID, ln.Addr())
