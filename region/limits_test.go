@@ -158,3 +158,23 @@ func TestSecurityConnectionCap(t *testing.T) {
 		t.Fatalf("closing one connection let %d more in, want exactly 1", got+1)
 	}
 }
+
+// TestSecurityBodyLimits (issue 12, finding 9): every Connect handler bounds what it
+// reads into memory, the health and reflection services too (connect reads any size
+// unless told).
+func TestSecurityBodyLimits(t *testing.T) {
+	t.Parallel()
+	n := serveRouted(t, nodeConfig(), nil)
+	for _, path := range []string{"/grpc.health.v1.Health/Check", "/keyplane.v1.AuthService/ValidateToken"} {
+		resp, err := http.Post(n.api+path, "application/proto", strings.NewReader(strings.Repeat("\x0a", 2<<20)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body strings.Builder
+		_, _ = io.Copy(&body, resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(body.String(), "resource_exhausted") {
+			t.Errorf("POST %s with 2 MiB: %s %.200q, want resource_exhausted", path, resp.Status, body.String())
+		}
+	}
+}
