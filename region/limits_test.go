@@ -10,7 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/keyplane/keyplane/region"
+	"github.com/keyplane/keyplane/schema/schematest"
 )
 
 // TestSecurityDrippingBodyIsCutOff (issue 12, finding 9): a POST whose body drips a
@@ -175,6 +178,34 @@ func TestSecurityBodyLimits(t *testing.T) {
 		resp.Body.Close()
 		if !strings.Contains(body.String(), "resource_exhausted") {
 			t.Errorf("POST %s with 2 MiB: %s %.200q, want resource_exhausted", path, resp.Status, body.String())
+		}
+	}
+}
+
+// A forward may take up to the forward timeout, and its answer must still be written:
+// a node refuses routing whose forward timeout the write timeout would cut.
+func TestEnableRoutingNeedsForwardsShorterThanWrites(t *testing.T) {
+	t.Parallel()
+	store := schematest.NewStore(t, "us-east")
+	for _, tt := range []struct {
+		write, forward time.Duration
+		ok             bool
+	}{
+		{write: time.Minute, forward: 0, ok: true}, // the default forward timeout, 10 s
+		{write: time.Minute, forward: 59 * time.Second, ok: true},
+		{write: time.Minute, forward: time.Minute},
+		{write: 5 * time.Second, forward: 0},
+	} {
+		cfg := nodeConfig()
+		cfg.IssuerBase = "http://127.0.0.1:1"
+		cfg.Limits = region.Limits{WriteTimeout: tt.write}
+		n, err := region.New(cfg, store, nil, prometheus.NewRegistry())
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = n.EnableRouting(region.Routing{Peers: gossipView, ForwardTimeout: tt.forward})
+		if (err == nil) != tt.ok || err != nil && !strings.Contains(err.Error(), "write timeout") {
+			t.Errorf("write timeout %v, forward timeout %v: %v, want ok=%v", tt.write, tt.forward, err, tt.ok)
 		}
 	}
 }
