@@ -82,7 +82,7 @@ Example:
 	gossipInsecure := fs.Bool("gossip-insecure", false, "gossip without a key: anyone who reaches the gossip port joins the cluster (development only)")
 	profile := fs.String("gossip-profile", routing.ProfileWAN, "gossip timing: wan (dead node noticed in ~6s), lan (~3s) or local (~2s, one machine)")
 	hedgeAfter := fs.Duration("hedge-after", 0, "send a slow idempotent forward to a second home node after this long (0: twice the recent forward latency)")
-	forwardTimeout := fs.Duration("forward-timeout", 10*time.Second, "longest a forward may take when the caller set no deadline")
+	forwardTimeout := fs.Duration("forward-timeout", 10*time.Second, "longest a forward may take when the caller set no deadline (shorter than --write-timeout)")
 	dialMap := fs.String("peer-dial-map", "", "comma-separated from=to host:port rewrites applied when dialing peers (simulated networks)")
 	if err := c.parse(args); err != nil {
 		return parseErr(err)
