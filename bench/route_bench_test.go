@@ -136,7 +136,7 @@ func BenchmarkRoutes(b *testing.B) {
 // access token for it, seeding through a node of the home region.
 func seedToken(b *testing.B, ctx context.Context, homeURL, tenant, home, secret string) string {
 	b.Helper()
-	admin := keyplanev1connect.NewAdminServiceClient(http.DefaultClient, homeURL, connect.WithInterceptors(client.Bearer(secret)))
+	admin := keyplanev1connect.NewAdminServiceClient(http.DefaultClient, homeURL, connect.WithInterceptors(client.Bearer(secret), client.Tenant()))
 	t, err := seed.NewTenant(ctx, admin, seed.Spec{ID: tenant, Home: home, Purpose: "route benchmark"})
 	if err != nil {
 		b.Fatal(err)
@@ -145,7 +145,7 @@ func seedToken(b *testing.B, ctx context.Context, homeURL, tenant, home, secret 
 	if err != nil {
 		b.Fatal(err)
 	}
-	auth := keyplanev1connect.NewAuthServiceClient(http.DefaultClient, homeURL)
+	auth := keyplanev1connect.NewAuthServiceClient(http.DefaultClient, homeURL, connect.WithInterceptors(client.Tenant()))
 	tok, err := auth.ExchangeAPIKey(ctx, connect.NewRequest(&keyplanev1.ExchangeAPIKeyRequest{TenantId: tenant, ApiKey: key}))
 	if err != nil {
 		b.Fatal(err)

@@ -298,7 +298,7 @@ func (e *env) profile(ctx context.Context, cfg Config, name string) <-chan error
 	}
 	go func() {
 		secs := max(1, int(cfg.Duration.Seconds())-1)
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.cl.Nodes[0].URL+"/debug/pprof/profile?seconds="+strconv.Itoa(secs), nil)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.cl.Nodes[0].OperatorURL+"/debug/pprof/profile?seconds="+strconv.Itoa(secs), nil)
 		if err != nil {
 			done <- err
 			return
@@ -333,7 +333,7 @@ func (e *env) profile(ctx context.Context, cfg Config, name string) <-chan error
 func (e *env) policyReloads(ctx context.Context) int64 {
 	var total int64
 	for _, n := range e.cl.Nodes {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, n.URL+"/metrics", nil)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, n.OperatorURL+"/metrics", nil)
 		if err != nil {
 			continue
 		}

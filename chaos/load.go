@@ -113,7 +113,7 @@ func seedTenants(ctx context.Context, tg *target) ([]*tenant, error) {
 	for _, region := range tg.regions {
 		t := &tenant{id: "drill-" + region + "-" + run, home: region}
 		admin := keyplanev1connect.NewAdminServiceClient(http.DefaultClient, tg.adminURL[region],
-			connect.WithInterceptors(client.Bearer(tg.secret)))
+			connect.WithInterceptors(client.Bearer(tg.secret), client.Tenant()))
 		st, err := seed.NewTenant(ctx, admin, seed.Spec{ID: t.id, Home: region, OwnerName: "drill owner",
 			Purpose: "chaos drill load", ServiceName: "drill load"})
 		if err != nil {
@@ -206,7 +206,7 @@ func newWorker(tg *target, region string, n int, tenants []*tenant, rec *recorde
 	if err != nil {
 		return nil, err
 	}
-	hc, opts := c.HTTPClient(), append(c.Options(), connect.WithInterceptors(client.Bearer(tg.secret)))
+	hc, opts := c.HTTPClient(), append(c.Options(), connect.WithInterceptors(client.Bearer(tg.secret), client.Tenant()))
 	return &worker{name: fmt.Sprintf("%s/app-%d", region, n), region: region, c: c, tenants: tenants, rec: rec, seq: seq,
 		auth:  keyplanev1connect.NewAuthServiceClient(hc, client.BaseURL, opts...),
 		check: keyplanev1connect.NewCheckServiceClient(hc, client.BaseURL, opts...),

@@ -213,7 +213,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		go func() { defer wg.Done(); w.run(loadCtx, cfg.Pace) }()
 	}
 	defer func() { stopLoad(); wg.Wait() }()
-	admin := keyplanev1connect.NewAdminServiceClient(http.DefaultClient, tg.adminURL[tg.regions[0]], connect.WithInterceptors(client.Bearer(tg.secret)))
+	admin := keyplanev1connect.NewAdminServiceClient(http.DefaultClient, tg.adminURL[tg.regions[0]], connect.WithInterceptors(client.Bearer(tg.secret), client.Tenant()))
 	if err := sleep(ctx, cfg.Steady); err != nil {
 		return rep, err
 	}

@@ -41,12 +41,15 @@ var DefaultRegions = []string{"us-east", "eu-west", "ap-south"}
 
 // Node is one `keyplane serve` process.
 type Node struct {
-	Region  string
-	ID      string
-	URL     string // http://127.0.0.1:port
-	LogFile string
-	Gossip  string // gossip host:port
-	Peer    string // peer listener host:port (mutual TLS): where other nodes forward to it
+	Region string
+	ID     string
+	URL    string // http://127.0.0.1:port
+	// OperatorURL serves /members, /metrics and /debug/pprof (the node's
+	// --operator-listen); the API port does not.
+	OperatorURL string
+	LogFile     string
+	Gossip      string // gossip host:port
+	Peer        string // peer listener host:port (mutual TLS): where other nodes forward to it
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -60,7 +63,7 @@ type Cluster struct {
 	OperatorSecret string
 	KEK            string // base64 key-encryption key shared by every node
 	IssuerBase     string // the issuer URL prefix shared by every node
-	Dir            string // temporary directory with node logs, the operator secret file and the cluster CA and node certificates
+	Dir            string // temporary directory with node logs, the secret files and the cluster CA and node certificates
 	Nodes          []*Node
 	Postgres       *pglocal.Server // nil when Config.DatabaseURL was given
 
@@ -71,6 +74,10 @@ type Cluster struct {
 
 // SecretFile is the path of the file holding the operator secret.
 func (c *Cluster) SecretFile() string { return filepath.Join(c.Dir, "operator-secret") }
+
+// DatabaseURLFile is the path of the file holding the database URL (with its
+// password): nodes read it with --db-file, so it never shows in their argv.
+func (c *Cluster) DatabaseURLFile() string { return filepath.Join(c.Dir, "database-url") }
 
 // Start brings a cluster up: PostgreSQL, migrations, then every node, and waits until
 // each node reports ready.
@@ -118,6 +125,9 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	if err := migrate(ctx, c.DatabaseURL, cfg.Regions); err != nil {
 		return nil, err
 	}
+	if err := os.WriteFile(c.DatabaseURLFile(), []byte(c.DatabaseURL+"\n"), 0o600); err != nil {
+		return nil, err
+	}
 	for _, r := range cfg.Regions {
 		for i := 1; i <= cfg.NodesPerRegion; i++ {
 			api, err := freeAddr()
@@ -132,7 +142,11 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 			if err != nil {
 				return nil, err
 			}
-			n := &Node{Region: r, ID: fmt.Sprintf("%s-%d", r, i), URL: "http://" + api, Gossip: gossip, Peer: peerAddr}
+			ops, err := freeAddr()
+			if err != nil {
+				return nil, err
+			}
+			n := &Node{Region: r, ID: fmt.Sprintf("%s-%d", r, i), URL: "http://" + api, OperatorURL: "http://" + ops, Gossip: gossip, Peer: peerAddr}
 			n.LogFile = filepath.Join(dir, n.ID+".log")
 			c.Nodes = append(c.Nodes, n)
 		}
@@ -165,8 +179,11 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 				dial = append(dial, l.Node.Peer+"="+l.Addr)
 			}
 		}
+		// Secrets (database URL, operator secret, KEK, gossip key) go by file or
+		// environment, never argv: ps shows argv to every user of the machine.
 		n.args = []string{"serve", "--region", n.Region, "--node-id", n.ID, "--listen", strings.TrimPrefix(n.URL, "http://"),
-			"--db", c.DatabaseURL, "--log-format", "json", "--gossip-listen", n.Gossip, "--gossip-profile", "local",
+			"--operator-listen", strings.TrimPrefix(n.OperatorURL, "http://"),
+			"--db-file", c.DatabaseURLFile(), "--log-format", "json", "--gossip-listen", n.Gossip, "--gossip-profile", "local",
 			"--join", strings.Join(seeds, ","), "--peer-dial-map", strings.Join(dial, ","),
 			"--peer-listen", n.Peer, "--peer-cert", c.certFile(n.ID + ".crt"), "--peer-key", c.certFile(n.ID + ".key"), "--peer-ca", c.certFile("ca.crt")}
 	}
@@ -380,7 +397,8 @@ func (c *Cluster) Partition(a, b string, oneWay bool) error { return c.net.Parti
 // Heal undoes Partition between a and b.
 func (c *Cluster) Heal(a, b string) error { return c.net.Heal(a, b) }
 
-// WaitRouted waits until every running node's gossip (its GET /members) lists every
+// WaitRouted waits until every running node's gossip (GET /members on its operator
+// listener) lists every
 // running node as alive and ready, so requests route as they will in steady state.
 func (c *Cluster) WaitRouted(ctx context.Context, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
@@ -398,7 +416,7 @@ func (c *Cluster) WaitRouted(ctx context.Context, limit time.Duration) error {
 			if !n.Running() {
 				continue
 			}
-			if got, all, err := readyMembers(ctx, client, n.URL); err != nil || !slices.Equal(got, want) {
+			if got, all, err := readyMembers(ctx, client, n.OperatorURL); err != nil || !slices.Equal(got, want) {
 				lagging = fmt.Sprintf("node %s sees %v ready, want %v (all it lists: %s; err %v)", n.ID, got, want, all, err)
 				break
 			}

@@ -2,8 +2,10 @@ package deploy_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"syscall"
@@ -368,4 +370,65 @@ func waitRoute(t *testing.T, call func() validation, want string) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Fatalf("route never became %q: last %+v", want, last)
+}
+
+// TestSecurityNodeArgvHoldsNoSecrets (issue 12, finding 14): `keyplane serve --db
+// postgres://user:password@…` put the database password in the node's argv, which
+// every user of the machine reads (ps, /proc/<pid>/cmdline). A node the local cluster
+// starts has no secret in its argv: not the database URL or its password, the operator
+// secret, the KEK or the gossip key (it gets them by file or environment, which only
+// its user reads). Its /members and /metrics are on the operator listener, not the API
+// port.
+func TestSecurityNodeArgvHoldsNoSecrets(t *testing.T) {
+	t.Parallel()
+	cl, err := deploy.Start(context.Background(), deploy.Config{Binary: deploytest.Binary, Regions: deploy.DefaultRegions[:1]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Stop)
+	u, err := url.Parse(cl.DatabaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dbPassword, _ := u.User.Password()
+	for _, n := range cl.Nodes {
+		argv, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", n.Pid()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", n.Pid()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		secrets := map[string]string{"database URL": cl.DatabaseURL, "database password": dbPassword,
+			"operator secret": cl.OperatorSecret, "KEK": cl.KEK}
+		for _, kv := range strings.Split(string(environ), "\x00") {
+			if v, ok := strings.CutPrefix(kv, "KEYPLANE_GOSSIP_KEYS="); ok {
+				secrets["gossip key"] = v
+			}
+		}
+		for what, secret := range secrets {
+			if len(secret) < 8 {
+				t.Fatalf("%s: %q is too short to look for (the test would prove nothing)", what, secret)
+			}
+			if strings.Contains(string(argv), secret) {
+				t.Errorf("node %s: its argv (ps) shows the %s: %q", n.ID, what, strings.ReplaceAll(string(argv), "\x00", " "))
+			}
+		}
+		if len(secrets) != 5 {
+			t.Errorf("node %s: found %d of 5 secrets to look for (no gossip key in its environment?)", n.ID, len(secrets))
+		}
+		for _, path := range []string{"/members", "/metrics"} {
+			for base, want := range map[string]int{n.URL: http.StatusNotFound, n.OperatorURL: http.StatusOK} {
+				resp, err := http.Get(base + path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != want {
+					t.Errorf("node %s: GET %s%s: %s, want %d", n.ID, base, path, resp.Status, want)
+				}
+			}
+		}
+	}
 }

@@ -50,6 +50,18 @@ type Config struct {
 	// PolicyStaleness bounds how old a cached policy a minimize_latency check may use;
 	// 0 means 5s.
 	PolicyStaleness time.Duration
+	// OperatorListener moves the operator endpoints (/members, /metrics,
+	// /debug/pprof) off the API port: ServeOperator then serves them, with /healthz and
+	// /readyz, on a listener of their own that only operators and Prometheus reach.
+	// Without it they stay on the API port behind the operator secret (/metrics too,
+	// unless MetricsPublic).
+	OperatorListener bool
+	// MetricsPublic serves /metrics on the API port without the operator secret, when
+	// there is no operator listener (a Prometheus that cannot send a bearer token).
+	MetricsPublic bool
+	// Limits bound the API server's timeouts, header size and connections; zero
+	// fields take DefaultLimits' values.
+	Limits Limits
 	// Now is the clock that token lifetimes, lockouts, expiries and grant times are
 	// judged by; nil means time.Now. Tests set it to move time without sleeping.
 	Now func() time.Time
@@ -61,7 +73,7 @@ func DefaultConfig() Config {
 	if host == "" {
 		host = "node"
 	}
-	return Config{NodeID: host + "-" + strings.ToLower(rand.Text()[:6])}
+	return Config{NodeID: host + "-" + strings.ToLower(rand.Text()[:6]), Limits: DefaultLimits()}
 }
 
 var nodeIDPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
@@ -80,6 +92,9 @@ func (c Config) Validate() error {
 	}
 	if c.OperatorSecret != "" && len(c.OperatorSecret) < MinOperatorSecretLen {
 		errs = append(errs, fmt.Errorf("operator secret: at least %d characters", MinOperatorSecretLen))
+	}
+	if err := c.Limits.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("limits: %w", err))
 	}
 	if u, err := url.Parse(c.IssuerBase); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
 		errs = append(errs, fmt.Errorf("issuer base: %q must be an http(s) URL without query or fragment", c.IssuerBase))

@@ -17,6 +17,7 @@ import (
 	"connectrpc.com/grpcreflect"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/net/netutil"
 
 	"github.com/keyplane/keyplane/region/authz"
 	"github.com/keyplane/keyplane/region/gen/keyplane/v1/keyplanev1connect"
@@ -51,8 +52,10 @@ type Node struct {
 	decisions *decisionLog
 	reg       Registry
 	mux       *http.ServeMux
+	ops       http.Handler // the operator listener's handler (Config.OperatorListener)
 	gossip    Gossip
-	peers     *peerServer // nil without routing
+	peers     *peerServer                             // the peer listener; nil without routing
+	cluster   interface{ Members() []routing.Member } // gossip's members, for /members; nil without routing
 }
 
 // New assembles a node. log may be nil (no logging).
@@ -84,6 +87,7 @@ func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	cfg.Limits = cfg.Limits.withDefaults()
 	n := &Node{cfg: cfg, store: store, log: log, metrics: m, lastUsed: &lastUsed{},
 		policies:  &policyCache{env: env, store: store, staleness: cfg.PolicyStaleness, m: m},
 		decisions: newDecisionLog(store, log, m, 10_000),
@@ -94,27 +98,79 @@ func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node
 	// Responses are small: compressing them costs more CPU than it saves on a LAN.
 	observe := connect.WithHandlerOptions(connect.WithInterceptors(n.observe()), connect.WithCompressMinBytes(8<<10))
 	mux.Handle(keyplanev1connect.NewAdminServiceHandler(&AdminService{node: n},
-		connect.WithInterceptors(n.observe(), n.operatorAuth()), connect.WithReadMaxBytes(1<<20), connect.WithCompressMinBytes(8<<10)))
+		connect.WithInterceptors(n.observe(), n.operatorAuth()), connect.WithReadMaxBytes(maxMessageBytes), connect.WithCompressMinBytes(8<<10)))
 	mux.Handle(keyplanev1connect.NewAuthServiceHandler(&AuthService{node: n}, observe, connect.WithReadMaxBytes(64<<10)))
-	mux.Handle(keyplanev1connect.NewCheckServiceHandler(&CheckService{node: n}, observe, connect.WithReadMaxBytes(1<<20)))
+	mux.Handle(keyplanev1connect.NewCheckServiceHandler(&CheckService{node: n}, observe, connect.WithReadMaxBytes(maxMessageBytes)))
 	mux.Handle(keyplanev1connect.NewElevationServiceHandler(&ElevationService{node: n}, observe, connect.WithReadMaxBytes(64<<10)))
-	mux.Handle(grpchealth.NewHandler(healthChecker{n}, observe))
+	small := connect.WithReadMaxBytes(64 << 10) // connect reads any size otherwise
+	mux.Handle(grpchealth.NewHandler(healthChecker{n}, observe, small))
 	n.mountOAuth(mux)
 	reflector := grpcreflect.NewStaticReflector(keyplanev1connect.AdminServiceName, keyplanev1connect.AuthServiceName, keyplanev1connect.CheckServiceName,
 		keyplanev1connect.ElevationServiceName, grpchealth.HealthV1ServiceName)
-	mux.Handle(grpcreflect.NewHandlerV1(reflector))
-	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "region": cfg.Region, "node": cfg.NodeID})
-	})
-	mux.HandleFunc("GET /readyz", n.readyz)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	mux.Handle("/debug/pprof/", n.operatorOnly(http.HandlerFunc(pprof.Index)))
-	mux.Handle("/debug/pprof/profile", n.operatorOnly(http.HandlerFunc(pprof.Profile)))
-	mux.Handle("/debug/pprof/trace", n.operatorOnly(http.HandlerFunc(pprof.Trace)))
+	mux.Handle(grpcreflect.NewHandlerV1(reflector, small))
+	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector, small))
+	n.mountHealth(mux)
+	if cfg.OperatorListener {
+		ops := http.NewServeMux()
+		n.mountHealth(ops)
+		n.mountOperator(ops, true)
+		n.ops = n.servedBy(ops)
+	} else {
+		n.mountOperator(mux, cfg.MetricsPublic)
+	}
 	n.mux = mux
 	n.handler = n.servedBy(mux)
 	return n, nil
+}
+
+// mountHealth adds the probes: /healthz (the process answers) and /readyz (the
+// database answers).
+func (n *Node) mountHealth(mux *http.ServeMux) {
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "region": n.cfg.Region, "node": n.cfg.NodeID})
+	})
+	mux.HandleFunc("GET /readyz", n.readyz)
+}
+
+// mountOperator adds the operator endpoints. /members (the cluster's topology) needs
+// the operator secret unless on the operator listener; /metrics needs it unless
+// metricsOpen; profiles always need it (they reveal memory and cost CPU).
+func (n *Node) mountOperator(mux *http.ServeMux, metricsOpen bool) {
+	guard := n.operatorOnly
+	if n.cfg.OperatorListener {
+		guard = func(h http.Handler) http.Handler { return h }
+	}
+	metrics := http.Handler(promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{Registry: n.reg}))
+	if !metricsOpen {
+		metrics = guard(metrics)
+	}
+	mux.Handle("GET /metrics", metrics)
+	mux.Handle("GET /members", guard(http.HandlerFunc(n.members)))
+	mux.Handle("/debug/pprof/", n.operatorOnly(http.HandlerFunc(pprof.Index)))
+	mux.Handle("/debug/pprof/profile", n.operatorOnly(http.HandlerFunc(pprof.Profile)))
+	mux.Handle("/debug/pprof/trace", n.operatorOnly(http.HandlerFunc(pprof.Trace)))
+}
+
+// members lists what this node's gossip knows of the cluster.
+func (n *Node) members(w http.ResponseWriter, _ *http.Request) {
+	if n.cluster == nil {
+		http.Error(w, "this node does not gossip (multi-region routing is off)", http.StatusNotFound)
+		return
+	}
+	type member struct {
+		Region  string `json:"region"`
+		NodeID  string `json:"node_id"`
+		URL     string `json:"url"`
+		Peer    string `json:"peer_url,omitempty"`
+		Version string `json:"version"`
+		Ready   bool   `json:"ready"`
+		State   string `json:"state"`
+	}
+	out := []member{}
+	for _, m := range n.cluster.Members() {
+		out = append(out, member{m.Region, m.NodeID, m.URL, m.Peer, m.Version, m.Ready, m.State})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"region": n.cfg.Region, "node": n.cfg.NodeID, "members": out})
 }
 
 // now is the node's clock (Config.Now).
@@ -187,19 +243,11 @@ func (h healthChecker) Check(ctx context.Context, req *grpchealth.CheckRequest) 
 // Serve serves the node (HTTP/1.1 and h2c, or HTTP/2 when ln is a TLS listener) on ln,
 // and with routing the peer listener, until ctx is done, then shuts down gracefully
 // (at most 10 seconds for in-flight calls) and drains the decision log and last-use
-// times.
+// times. Config.Limits bound each client: header, read and write timeouts,
+// header size, and at most MaxConns connections served at once.
 func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
-	protocols := new(http.Protocols)
-	protocols.SetHTTP1(true)
-	protocols.SetUnencryptedHTTP2(true)
-	protocols.SetHTTP2(true) // a TLS listener (serve --tls-cert)
-	srv := &http.Server{
-		Handler:           n.handler,
-		Protocols:         protocols,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelWarn),
-	}
+	ln = netutil.LimitListener(ln, n.cfg.Limits.MaxConns)
+	srv := newServer(n.cfg.Limits, n.handler, n.log)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	shutdownPeers := n.servePeers()
@@ -227,6 +275,34 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
 	if errors.Is(<-errc, http.ErrServerClosed) && err == nil {
 		n.log.Info("stopped")
 		return nil
+	}
+	return err
+}
+
+// ServeOperator serves the operator endpoints (/members, /metrics, /debug/pprof,
+// /healthz, /readyz) on ln until ctx is done; Config.OperatorListener must be set.
+// /metrics and /members answer anyone who reaches ln (keep it on a private address:
+// it is for operators and Prometheus); profiles still need the operator secret. There
+// is no write timeout here, so a long CPU profile or trace completes.
+func (n *Node) ServeOperator(ctx context.Context, ln net.Listener) error {
+	if n.ops == nil {
+		return errors.New("serve operator endpoints: the node was built without Config.OperatorListener")
+	}
+	lim := n.cfg.Limits
+	lim.WriteTimeout = 0 // a CPU profile or trace takes as long as asked
+	srv := newServer(lim, n.ops, n.log)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(netutil.LimitListener(ln, 64)) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := srv.Shutdown(sctx)
+	if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) {
+		err = errors.Join(err, serr)
 	}
 	return err
 }

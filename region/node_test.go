@@ -327,7 +327,12 @@ func TestHTTPEndpoints(t *testing.T) {
 		"/readyz":  `"ready":true`,
 		"/metrics": `keyplane_rpc_duration_seconds_count{code="ok",node="us-east-1",procedure="/keyplane.v1.AdminService/ListRegions",region="us-east"} 1`,
 	} {
-		resp, err := http.Get(url + path)
+		req, err := http.NewRequest(http.MethodGet, url+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+secret) // /metrics is for operators
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}

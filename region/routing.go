@@ -1,11 +1,11 @@
 package region
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -57,35 +57,23 @@ func (n *Node) EnableRouting(r Routing) error {
 	if r.PeerListener == nil {
 		return errors.New("routing: a peer listener is required")
 	}
+	if ft := cmp.Or(r.ForwardTimeout, 10*time.Second); ft >= n.cfg.Limits.WriteTimeout {
+		return fmt.Errorf("routing: the forward timeout (%v) must be shorter than the write timeout (%v), or forwarded answers are cut off", ft, n.cfg.Limits.WriteTimeout)
+	}
 	router, err := routing.NewRouter(routing.Config{
 		Region: n.cfg.Region, NodeID: n.cfg.NodeID,
 		Directory:  n.tenants,
 		Peers:      r.Peers,
 		HopKey:     routing.HopKey(string(n.cfg.OperatorSecret)),
 		PeerTLS:    r.PeerTLS,
-		Idempotent: idempotent,
+		Idempotent: idempotent, NeedsTenant: needsTenant, MaxBody: maxForwardBytes,
 		HedgeAfter: r.HedgeAfter, ForwardTimeout: r.ForwardTimeout, Dial: r.Dial,
 		Log: n.log, Metrics: n.reg,
 	}, n.mux)
 	if err != nil {
 		return fmt.Errorf("routing: %w", err)
 	}
-	n.mux.HandleFunc("GET /members", func(w http.ResponseWriter, _ *http.Request) {
-		type member struct {
-			Region  string `json:"region"`
-			NodeID  string `json:"node_id"`
-			URL     string `json:"url"`
-			Peer    string `json:"peer_url,omitempty"`
-			Version string `json:"version"`
-			Ready   bool   `json:"ready"`
-			State   string `json:"state"`
-		}
-		out := []member{}
-		for _, m := range r.Peers.Members() {
-			out = append(out, member{m.Region, m.NodeID, m.URL, m.Peer, m.Version, m.Ready, m.State})
-		}
-		writeJSON(w, http.StatusOK, map[string]any{"region": n.cfg.Region, "node": n.cfg.NodeID, "members": out})
-	})
+	n.cluster = r.Peers
 	n.handler = n.servedBy(router)
 	n.peers = &peerServer{ln: r.PeerListener, tls: r.PeerTLS, handler: n.servedBy(router.PeerHandler())}
 	n.gossip = r.Gossip
@@ -108,17 +96,16 @@ func (n *Node) servePeers() (shutdown func(context.Context) error) {
 	if n.peers == nil {
 		return func(context.Context) error { return nil }
 	}
-	p := new(http.Protocols)
-	p.SetHTTP1(true)
 	ln := n.peers.ln
+	srv := newServer(n.cfg.Limits, n.peers.handler, n.log) // the same bounds as the API port
+	srv.Protocols = new(http.Protocols)
+	srv.Protocols.SetHTTP1(true)
 	if n.peers.tls != nil {
-		p.SetHTTP2(true)
+		srv.Protocols.SetHTTP2(true)
 		ln = tls.NewListener(ln, n.peers.tls.ServerConfig())
 	} else {
-		p.SetUnencryptedHTTP2(true)
+		srv.Protocols.SetUnencryptedHTTP2(true)
 	}
-	srv := &http.Server{Handler: n.peers.handler, Protocols: p, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
-		ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelWarn)}
 	go func() {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			n.log.Error("peer listener stopped", "err", err)

@@ -33,7 +33,8 @@ func ExampleNewRouter() {
 	// membership (*routing.Membership).
 	dir := routing.NewDirectory(homes{"acme": "eu", "globex": "us"}, 0)
 	local := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "eu-1 serves %s", routing.TenantOf(r))
+		tenant, _ := routing.TenantOf(r)
+		fmt.Fprintf(w, "eu-1 serves %s", tenant)
 	})
 	router, err := routing.NewRouter(routing.Config{
 		Region:    "eu",

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"testing"
 	"time"
@@ -120,6 +121,52 @@ func FuzzHopIP(f *testing.F) {
 			}
 			if !authenticated && ip != "" && trustedIP(k, header, tenant, now) != ip {
 				t.Fatalf("hopIP took an unsigned %q over an unauthenticated connection", ip)
+			}
+		}
+	})
+}
+
+// FuzzTenantOf: whatever the header and path, TenantOf never panics; a tenant it
+// returns is the one the header names or, without a header, the one the handler's
+// http.ServeMux reads from /t/{tenant}/; a header and path naming different tenants
+// are always refused.
+func FuzzTenantOf(f *testing.F) {
+	for _, s := range [][2]string{{"acme", "/t/acme/oauth2/token"}, {"", "/t/acme/jwks"}, {"acme", "/t/globex/x"},
+		{"", "/t/a%2Fb/x"}, {"a/b", "/t/a%2Fb/x"}, {"", "/t/%zz/x"}, {"", "/keyplane.v1.AuthService/Login"}, {"x", "/t//x"}} {
+		f.Add(s[0], s[1])
+	}
+	var seen string
+	mux := http.NewServeMux()
+	mux.HandleFunc("/t/{tenant}/", func(_ http.ResponseWriter, r *http.Request) { seen = r.PathValue("tenant") })
+	f.Fuzz(func(t *testing.T, header, path string) {
+		u, err := url.ParseRequestURI(path)
+		if err != nil {
+			return
+		}
+		r := &http.Request{Method: http.MethodGet, URL: u, Header: http.Header{}}
+		if header != "" {
+			r.Header.Set(TenantHeader, header)
+		}
+		got, err := TenantOf(r)
+		fromPath, perr := pathTenant(u)
+		switch {
+		case perr != nil:
+			if err == nil {
+				t.Fatalf("path %q does not parse (%v) yet TenantOf = %q", path, perr, got)
+			}
+		case header != "" && fromPath != "" && header != fromPath:
+			if err == nil {
+				t.Fatalf("header %q and path %q disagree, yet TenantOf = %q", header, path, got)
+			}
+		case err != nil:
+			t.Fatalf("TenantOf(header %q, path %q): %v", header, path, err)
+		case header != "" && got != header:
+			t.Fatalf("TenantOf(header %q, path %q) = %q, want the header", header, path, got)
+		case header == "":
+			seen = "\x00"
+			mux.ServeHTTP(httptest.NewRecorder(), r)
+			if seen != "\x00" && seen != got {
+				t.Fatalf("path %q: TenantOf = %q but the handler reads tenant %q", path, got, seen)
 			}
 		}
 	})

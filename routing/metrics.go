@@ -13,7 +13,7 @@ type routerMetrics struct {
 func newRouterMetrics(reg prometheus.Registerer) (*routerMetrics, error) {
 	m := &routerMetrics{
 		routes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keyplane_route_requests_total",
-			Help: "Requests by route: local, forwarded, degraded (home region unreachable), failed (forward failed after sending a non-idempotent request)."},
+			Help: "Requests by route: local, forwarded, degraded (home region unreachable), failed (forward failed after sending a non-idempotent request), refused (names two tenants, or none when it needs one)."},
 			[]string{"route"}),
 		forwardSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "keyplane_forward_seconds",
 			Help:    "Time from sending a forwarded request to the home node's response headers, by home region.",
@@ -30,7 +30,7 @@ func newRouterMetrics(reg prometheus.Registerer) (*routerMetrics, error) {
 		}
 	}
 	m.route = map[string]prometheus.Counter{}
-	for _, r := range []string{RouteLocal, RouteForwarded, RouteDegraded, routeFailed} {
+	for _, r := range []string{RouteLocal, RouteForwarded, RouteDegraded, routeFailed, routeRefused} {
 		m.route[r] = m.routes.WithLabelValues(r)
 	}
 	return m, nil

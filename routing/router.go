@@ -46,6 +46,18 @@ const (
 
 	// routeFailed counts non-idempotent forwards that failed after sending.
 	routeFailed = "failed"
+	// routeRefused counts requests refused before routing: a tenant header that
+	// disagrees with the path, or a tenant-scoped call that names no tenant.
+	routeRefused = "refused"
+)
+
+// Errors TenantOf and the router refuse a request with.
+var (
+	// ErrTenantMismatch: the Keyplane-Tenant header and the /t/{tenant}/ path (or two
+	// header values) name different tenants.
+	ErrTenantMismatch = errors.New("the request names two tenants")
+	// ErrNoTenant: a tenant-scoped call names no tenant, so it cannot be routed.
+	ErrNoTenant = errors.New("the request names no tenant")
 )
 
 // Peers tells the router which nodes of a region are ready. *Membership satisfies it.
@@ -76,7 +88,12 @@ type Config struct {
 	ForwardTimeout time.Duration
 	// DownFor keeps a node that failed at transport level out of rotation; 0 means 2s.
 	DownFor time.Duration
-	// MaxBody is the largest request body forwarded; 0 means 4 MiB.
+	// NeedsTenant reports whether a request is tenant-scoped: one that names no tenant
+	// is refused (InvalidArgument) rather than served here, since it could not be
+	// routed to its home. nil means none is.
+	NeedsTenant func(*http.Request) bool
+	// MaxBody is the largest request body forwarded (size it to the largest message
+	// the handlers accept); 0 means 1 MiB.
 	MaxBody int64
 	// Dial rewrites host:port addresses before dialing (simulated networks route
 	// node-to-node traffic through latency proxies this way).
@@ -117,10 +134,13 @@ func NewRouter(cfg Config, local http.Handler) (*Router, error) {
 		cfg.DownFor = 2 * time.Second
 	}
 	if cfg.MaxBody <= 0 {
-		cfg.MaxBody = 4 << 20
+		cfg.MaxBody = 1 << 20
 	}
 	if cfg.Idempotent == nil {
 		cfg.Idempotent = func(*http.Request) bool { return false }
+	}
+	if cfg.NeedsTenant == nil {
+		cfg.NeedsTenant = func(*http.Request) bool { return false }
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
@@ -167,22 +187,60 @@ func newTransport(rewrite map[string]string, tc *tls.Config) *http.Transport {
 	}
 }
 
-// TenantOf returns the tenant a request names: the Keyplane-Tenant header, or the
-// {tenant} of an /t/{tenant}/ path.
-func TenantOf(r *http.Request) string {
-	if t := r.Header.Get(TenantHeader); t != "" {
-		return t
+// TenantOf returns the tenant a request names: its Keyplane-Tenant header, or the
+// {tenant} of an /t/{tenant}/ path; "" when it names none. Both may be present only
+// when they agree: a request whose header says one tenant and whose path says another
+// (or with two header values) is refused with ErrTenantMismatch, since it would be
+// routed by one tenant and served for the other.
+func TenantOf(r *http.Request) (string, error) {
+	values := r.Header.Values(TenantHeader)
+	if len(values) > 1 {
+		return "", fmt.Errorf("%w: %d %s headers (%q), want one", ErrTenantMismatch, len(values), TenantHeader, values)
 	}
-	if rest, ok := strings.CutPrefix(r.URL.Path, "/t/"); ok {
-		t, _, _ := strings.Cut(rest, "/")
-		return t
+	path, err := pathTenant(r.URL)
+	if err != nil {
+		return "", err
 	}
-	return ""
+	header := r.Header.Get(TenantHeader)
+	switch {
+	case header == "":
+		return path, nil
+	case path == "" || path == header:
+		return header, nil
+	}
+	return "", fmt.Errorf("%w: the %s header names tenant %q but the path names tenant %q", ErrTenantMismatch, TenantHeader, header, path)
 }
 
+// pathTenant is the {tenant} of an /t/{tenant}/ path, unescaped as http.ServeMux
+// unescapes the wildcard the handler reads.
+func pathTenant(u *url.URL) (string, error) {
+	rest, ok := strings.CutPrefix(u.EscapedPath(), "/t/")
+	if !ok {
+		return "", nil
+	}
+	seg, _, _ := strings.Cut(rest, "/")
+	t, err := url.PathUnescape(seg)
+	if err != nil {
+		return "", fmt.Errorf("%w: the path's tenant %q is not a valid path segment", ErrTenantMismatch, seg)
+	}
+	return t, nil
+}
+
+// ServeHTTP routes r by the tenant it names (TenantOf): a request that names two
+// tenants, or a tenant-scoped one (Config.NeedsTenant) that names none, is refused
+// with InvalidArgument and counted as route "refused", never served here.
 func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	dropHopHeaders(r.Header) // a client's hop headers are not a peer's: see PeerHandler
-	tenant := TenantOf(r)
+	tenant, err := TenantOf(r)
+	if err == nil && tenant == "" && rt.cfg.NeedsTenant(r) {
+		err = fmt.Errorf("%w: %s is tenant-scoped; send its tenant_id in the %s header too (routing/client sets it)",
+			ErrNoTenant, r.URL.Path, TenantHeader)
+	}
+	if err != nil {
+		rt.m.route[routeRefused].Inc()
+		writeInvalid(w, r, err.Error())
+		return
+	}
 	if tenant == "" {
 		rt.serveLocal(w, r, RouteLocal)
 		return
@@ -224,7 +282,13 @@ func (rt *Router) PeerHandler() http.Handler {
 			authenticated = true
 		}
 		r.Header.Del(ViaHeader)
-		rt.serveHop(w, r, TenantOf(r), hv, authenticated)
+		tenant, err := TenantOf(r)
+		if err != nil {
+			rt.m.route[routeRefused].Inc()
+			writeInvalid(w, r, err.Error())
+			return
+		}
+		rt.serveHop(w, r, tenant, hv, authenticated)
 	})
 }
 
@@ -640,20 +704,30 @@ func setTimeout(h http.Header, left time.Duration) {
 // writeUnavailable answers in the caller's protocol: a gRPC status, a Connect error,
 // or an OAuth error for the /t/ endpoints.
 func writeUnavailable(w http.ResponseWriter, r *http.Request, msg string) {
+	writeError(w, r, http.StatusServiceUnavailable, "14", "unavailable", "temporarily_unavailable", msg)
+}
+
+// writeInvalid refuses a malformed request in the caller's protocol (InvalidArgument,
+// or the OAuth invalid_request).
+func writeInvalid(w http.ResponseWriter, r *http.Request, msg string) {
+	writeError(w, r, http.StatusBadRequest, "3", "invalid_argument", "invalid_request", msg)
+}
+
+func writeError(w http.ResponseWriter, r *http.Request, status int, grpcStatus, connectCode, oauthError, msg string) {
 	ct := r.Header.Get("Content-Type")
 	switch {
 	case strings.HasPrefix(ct, "application/grpc"):
 		w.Header().Set("Content-Type", ct)
-		w.Header().Set("Grpc-Status", "14")
+		w.Header().Set("Grpc-Status", grpcStatus)
 		w.Header().Set("Grpc-Message", url.PathEscape(msg))
 		w.WriteHeader(http.StatusOK)
 	case strings.HasPrefix(r.URL.Path, "/t/"):
 		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusServiceUnavailable)
-		_ = json.NewEncoder(w).Encode(map[string]string{"error": "temporarily_unavailable", "error_description": msg})
+		w.WriteHeader(status)
+		_ = json.NewEncoder(w).Encode(map[string]string{"error": oauthError, "error_description": msg})
 	default:
 		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusServiceUnavailable)
-		_ = json.NewEncoder(w).Encode(map[string]string{"code": "unavailable", "message": msg})
+		w.WriteHeader(status)
+		_ = json.NewEncoder(w).Encode(map[string]string{"code": connectCode, "message": msg})
 	}
 }

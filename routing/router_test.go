@@ -1,11 +1,14 @@
 package routing_test
 
 import (
+	"cmp"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -236,7 +239,7 @@ func TestRouterRoutes(t *testing.T) {
 			wantRoute: routing.RouteForwarded, wantBy: "us-1"},
 		{name: "header tenant home elsewhere", req: request{target: "/v1/users", header: map[string]string{routing.TenantHeader: "globex"}},
 			wantRoute: routing.RouteForwarded, wantBy: "us-1"},
-		{name: "header wins over path", req: request{target: "/t/globex/jwks", header: map[string]string{routing.TenantHeader: "acme"}},
+		{name: "header agrees with path", req: request{target: "/t/acme/jwks", header: map[string]string{routing.TenantHeader: "acme"}},
 			wantRoute: routing.RouteLocal, wantBy: "local"},
 		// A client's hop header is a forgery (hops arrive on the peer listener): routed anyway.
 		{name: "client's hop header is ignored", req: request{target: "/v1/users", header: map[string]string{routing.TenantHeader: "globex", routing.HopHeader: "ap/ap-1"}},
@@ -1051,6 +1054,85 @@ func TestRouterBodyLimit(t *testing.T) {
 	}
 }
 
+// TestRouterRefusesAmbiguousTenant: a request that names two tenants (header against
+// path, or two headers), or a tenant-scoped one that names none, is refused in the
+// caller's protocol before routing: no node serves it, and it counts as "refused".
+func TestRouterRefusesAmbiguousTenant(t *testing.T) {
+	t.Parallel()
+	scoped := func(r *http.Request) bool { return r.URL.Path == "/keyplane.v1.AuthService/ValidateToken" }
+	tests := []struct {
+		name        string
+		req         request
+		headers     []string // extra Keyplane-Tenant values
+		wantCT      string
+		wantInBody  string
+		wantGRPC    string
+		wantStatus  int
+		wantMessage string
+	}{
+		{name: "header against path", req: request{method: http.MethodPost, target: "/t/globex/oauth2/token", body: "grant_type=client_credentials",
+			header: map[string]string{routing.TenantHeader: "acme"}},
+			wantStatus: 400, wantInBody: `"error":"invalid_request"`, wantMessage: `names tenant \"acme\" but the path names tenant \"globex\"`},
+		{name: "header against path on a hop", req: request{target: "/t/acme/jwks",
+			header: map[string]string{routing.TenantHeader: "globex", routing.HopHeader: "us/us-1"}},
+			wantStatus: 400, wantInBody: `"error":"invalid_request"`, wantMessage: `names tenant \"globex\" but the path names tenant \"acme\"`},
+		{name: "two headers", req: request{target: "/v1/users", header: map[string]string{routing.TenantHeader: "acme"}}, headers: []string{"globex"},
+			wantStatus: 400, wantInBody: `"code":"invalid_argument"`, wantMessage: "2 Keyplane-Tenant headers"},
+		{name: "tenant-scoped Connect call without tenant", req: request{method: http.MethodPost, target: "/keyplane.v1.AuthService/ValidateToken",
+			body: "{}", header: map[string]string{"Content-Type": "application/json"}},
+			wantStatus: 400, wantInBody: `"code":"invalid_argument"`, wantMessage: "is tenant-scoped; send its tenant_id in the Keyplane-Tenant header"},
+		{name: "tenant-scoped gRPC call without tenant", req: request{method: http.MethodPost, target: "/keyplane.v1.AuthService/ValidateToken",
+			header: map[string]string{"Content-Type": "application/grpc"}},
+			wantStatus: 200, wantGRPC: "3", wantMessage: "is tenant-scoped"},
+		{name: "tenant-scoped call without tenant on a hop", req: request{method: http.MethodPost, target: "/keyplane.v1.AuthService/ValidateToken",
+			body: "{}", header: map[string]string{"Content-Type": "application/json", routing.HopHeader: "us/us-1"}},
+			wantStatus: 400, wantInBody: `"code":"invalid_argument"`, wantMessage: "is tenant-scoped"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			us1, us1Rec := peer(t, "us", "us-1", nil)
+			f := newFixture(t, nil, fakePeers{"us": {us1}}, func(c *routing.Config) { c.NeedsTenant = scoped })
+			method := cmp.Or(tt.req.method, http.MethodGet)
+			r, err := http.NewRequest(method, f.front.URL+tt.req.target, strings.NewReader(tt.req.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for k, v := range tt.req.header {
+				r.Header.Set(k, v)
+			}
+			for _, v := range tt.headers {
+				r.Header.Add(routing.TenantHeader, v)
+			}
+			resp, err := f.front.Client().Do(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			body := string(b) + " grpc-message: " + resp.Header.Get("Grpc-Message")
+			if resp.StatusCode != tt.wantStatus || !strings.Contains(body, tt.wantInBody) || resp.Header.Get("Grpc-Status") != tt.wantGRPC {
+				t.Errorf("got %d %q grpc-status %q; want %d containing %q, grpc-status %q", resp.StatusCode, body,
+					resp.Header.Get("Grpc-Status"), tt.wantStatus, tt.wantInBody, tt.wantGRPC)
+			}
+			if msg, _ := url.PathUnescape(body); !strings.Contains(msg, tt.wantMessage) {
+				t.Errorf("body %q does not say %q", msg, tt.wantMessage)
+			}
+			if got := f.local.count() + us1Rec.count(); got != 0 {
+				t.Errorf("%d nodes served the request, want none", got)
+			}
+			if got := resp.Header.Get(routing.RouteHeader); got != "" {
+				t.Errorf("%s = %q, want none", routing.RouteHeader, got)
+			}
+			for route, want := range map[string]float64{"refused": 1, routing.RouteLocal: 0, routing.RouteForwarded: 0, routing.RouteDegraded: 0} {
+				if got := metric(t, f.reg, "keyplane_route_requests_total", "route", route); got != want {
+					t.Errorf("keyplane_route_requests_total{route=%q} = %v, want %v", route, got, want)
+				}
+			}
+		})
+	}
+}
+
 func TestRouterMetrics(t *testing.T) {
 	t.Parallel()
 	us1, _ := peer(t, "us", "us-1", nil)
@@ -1124,25 +1206,33 @@ func TestNewRouter(t *testing.T) {
 func TestTenantOf(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
-		target, header, want string
+		target  string
+		headers []string
+		want    string
+		wantErr error
 	}{
 		{target: "/v1/users", want: ""},
-		{target: "/v1/users", header: "acme", want: "acme"},
+		{target: "/v1/users", headers: []string{"acme"}, want: "acme"},
 		{target: "/t/acme/oauth2/token", want: "acme"},
 		{target: "/t/acme", want: "acme"},
 		{target: "/t/", want: ""},
 		{target: "/tenants/acme", want: ""},
-		{target: "/t/globex/jwks", header: "acme", want: "acme"},
+		{target: "/t/acme/jwks", headers: []string{"acme"}, want: "acme"},
+		{target: "/t/a%63me/jwks", want: "acme"},
+		{target: "/t/globex/jwks", headers: []string{"acme"}, wantErr: routing.ErrTenantMismatch},
+		{target: "/t/ac%2Fme/jwks", headers: []string{"ac"}, wantErr: routing.ErrTenantMismatch},
+		{target: "/v1/users", headers: []string{"acme", "globex"}, wantErr: routing.ErrTenantMismatch},
 	}
 	for _, tt := range tests {
-		t.Run(tt.target+"+"+tt.header, func(t *testing.T) {
+		t.Run(tt.target+"+"+strings.Join(tt.headers, ","), func(t *testing.T) {
 			t.Parallel()
 			r := httptest.NewRequest(http.MethodGet, tt.target, nil)
-			if tt.header != "" {
-				r.Header.Set(routing.TenantHeader, tt.header)
+			for _, h := range tt.headers {
+				r.Header.Add(routing.TenantHeader, h)
 			}
-			if got := routing.TenantOf(r); got != tt.want {
-				t.Errorf("TenantOf(%s, header %q) = %q, want %q", tt.target, tt.header, got, tt.want)
+			got, err := routing.TenantOf(r)
+			if got != tt.want || !errors.Is(err, tt.wantErr) {
+				t.Errorf("TenantOf(%s, headers %q) = %q, %v; want %q, %v", tt.target, tt.headers, got, err, tt.want, tt.wantErr)
 			}
 		})
 	}

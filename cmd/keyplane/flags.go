@@ -14,6 +14,9 @@ type command struct {
 	summary string
 	usage   string // extra text after the synopsis
 	flags   *flag.FlagSet
+	// fromArgs names the flags given on the command line (not from the environment),
+	// once parsed.
+	fromArgs map[string]bool
 }
 
 // newCommand makes a subcommand whose --help and flag errors go to out.
@@ -56,6 +59,7 @@ func (c *command) parse(args []string) error {
 	}
 	set := map[string]bool{}
 	c.flags.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	c.fromArgs = set
 	var err error
 	c.flags.VisitAll(func(f *flag.Flag) {
 		if v, ok := os.LookupEnv(envName(f.Name)); ok && !set[f.Name] && err == nil {

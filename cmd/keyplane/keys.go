@@ -59,9 +59,9 @@ func runKeys(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	c := newCommand(stdout, "keys rotate", "Publish a new token-signing key for a region. It is in JWKS at once and starts signing after --publish-delay; the region's current key then retires and stays published until every token it signed has expired.", `
 Example:
-  KEYPLANE_KEK=... keyplane keys rotate --db $URL --region us-east --publish-delay 10m`)
+  KEYPLANE_KEK=... keyplane keys rotate --db-file db-url --region us-east --publish-delay 10m`)
 	fs := c.flags
-	db := fs.String("db", "", "database URL (required)")
+	dbf := addDBFlags(c)
 	regionName := fs.String("region", "", "region whose signing key to rotate (required)")
 	kekFile := fs.String("kek-file", "", "file holding the key-encryption key (or KEYPLANE_KEK)")
 	delay := fs.Duration("publish-delay", 10*time.Minute, "how long the new key is published before it signs (longer than any JWKS cache)")
@@ -73,8 +73,12 @@ Example:
 	if err != nil {
 		return usageErr("--alg: %v", err)
 	}
-	if *db == "" || *regionName == "" {
-		return usageErr("--db and --region are required")
+	if *regionName == "" {
+		return usageErr("--region is required")
+	}
+	db, err := dbf.resolve(c)
+	if err != nil {
+		return err
 	}
 	if *delay < 0 {
 		return usageErr("--publish-delay must not be negative")
@@ -86,7 +90,7 @@ Example:
 	if k == nil {
 		return usageErr("a key-encryption key is required: --kek-file or KEYPLANE_KEK")
 	}
-	pool, err := schema.Open(ctx, *db, schema.PoolConfig{MaxConns: 2})
+	pool, err := schema.Open(ctx, db, schema.PoolConfig{MaxConns: 2})
 	if err != nil {
 		return err
 	}

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"os"
+	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -32,7 +34,10 @@ func TestUsageAndHelp(t *testing.T) {
 		{nil, 2, "Commands:"},
 		{[]string{"nope"}, 2, `unknown command "nope"`},
 		{[]string{"version"}, 0, "keyplane "},
-		{[]string{"serve"}, 2, "--db is required"},
+		{[]string{"serve"}, 2, "a database is required: --db-file, KEYPLANE_DB"},
+		{[]string{"serve", "--db-file", "/nonexistent/db-url"}, 2, "db file"},
+		{[]string{"serve", "--db", "postgres://x@127.0.0.1:1/x", "--db-file", "/nonexistent/db-url"}, 2, "not both"},
+		{[]string{"serve", "--db", "postgres://x@127.0.0.1:1/x", "--region", "us-east", "--forward-timeout", "2m"}, 2, "shorter than --write-timeout"},
 		{[]string{"serve", "--db", "postgres://x@127.0.0.1:1/x"}, 2, "region"},
 		{[]string{"serve", "--db", "postgres://x@127.0.0.1:1/x", "--region", "us-east", "--gossip-listen", "127.0.0.1:0",
 			"--gossip-profile", "moon"}, 2, "gossip profile"},
@@ -42,7 +47,7 @@ func TestUsageAndHelp(t *testing.T) {
 		{[]string{"serve", "--db", "postgres://x@127.0.0.1:1/x", "--region", "us-east", "--gossip-listen", "127.0.0.1:0"}, 2, "gossip keys: none given"},
 		{[]string{"serve", "--db", "postgres://x@127.0.0.1:1/x", "--region", "us-east", "--gossip-key-file", "/nonexistent/key"}, 2, "gossip key file"},
 		{[]string{"keys", "new-gossip-key", "extra"}, 2, "unexpected argument"},
-		{[]string{"keys", "reseal"}, 2, "--db is required"},
+		{[]string{"keys", "reseal"}, 2, "a database is required"},
 		{[]string{"keys", "reseal", "--db", "postgres://x@127.0.0.1:1/x", "--kek-file", "/nonexistent/kek"}, 1, "kek file"},
 		{[]string{"keys", "rotate", "--alg", "HS256"}, 2, "--alg"},
 		{[]string{"serve", "--db", "postgres://x@127.0.0.1:1/x", "--region", "us-east", "--gossip-listen", "127.0.0.1:0", "--gossip-insecure"}, 2,
@@ -57,6 +62,8 @@ func TestUsageAndHelp(t *testing.T) {
 		{[]string{"keys", "node-cert"}, 2, "--region and --node-id are required"},
 		{[]string{"keys", "new-ca", "--validity", "-1h"}, 2, "--validity must be positive"},
 		{[]string{"migrate", "--bogus"}, 2, "flag provided but not defined"},
+		{[]string{"migrate"}, 2, "a database is required"},
+		{[]string{"keys", "rotate", "--region", "us-east"}, 2, "a database is required"},
 		{[]string{"chaos"}, 2, "want a subcommand"},
 		{[]string{"chaos", "run"}, 2, "--all or --drill"},
 		{[]string{"chaos", "run", "--drill", "meteor"}, 2, `drill: "meteor"`},
@@ -103,15 +110,70 @@ func TestFlagsFromEnvironment(t *testing.T) {
 
 func TestMigrateCommandIsIdempotent(t *testing.T) {
 	t.Parallel()
-	db := schematest.NewEmptyDatabase(t)
-	code, out, errs := runCLI(t, "migrate", "--db", db, "--regions", "us-east,eu-west", "--super-region", "eu=eu-west")
+	db := dbFile(t, schematest.NewEmptyDatabase(t))
+	code, out, errs := runCLI(t, "migrate", "--db-file", db, "--regions", "us-east,eu-west", "--super-region", "eu=eu-west")
 	if code != 0 || !strings.Contains(out, "engine: postgres") || !strings.Contains(out, "migrations applied: 0001_initial") ||
 		!strings.Contains(out, "region: eu-west (super region eu)") {
 		t.Fatalf("first migrate: exit %d\n%s%s", code, out, errs)
 	}
-	code, out, errs = runCLI(t, "migrate", "--db", db)
+	code, out, errs = runCLI(t, "migrate", "--db-file", db)
 	if code != 0 || !strings.Contains(out, "nothing applied") {
 		t.Fatalf("second migrate: exit %d\n%s%s", code, out, errs)
+	}
+}
+
+// dbFile writes a database URL to a file for --db-file.
+func dbFile(t *testing.T, url string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "db-url")
+	if err := os.WriteFile(path, []byte(url+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestSecurityDBPasswordNotInArgv (issue 12, finding 14): a database URL with a password
+// on the command line is visible to every user of the machine in ps; every command that
+// opens the database refuses one there and names the way that keeps it out of argv.
+func TestSecurityDBPasswordNotInArgv(t *testing.T) {
+	t.Parallel()
+	for _, cmd := range [][]string{{"serve", "--region", "us-east"}, {"migrate"}, {"keys", "rotate", "--region", "us-east"}} {
+		for _, db := range []string{
+			"postgres://keyplane:hunter2@127.0.0.1:1/keyplane",
+			"postgresql://keyplane:p%40ss@[::1]:1,127.0.0.1:2/keyplane?sslmode=disable",
+			"postgres://keyplane@127.0.0.1:1/keyplane?password=hunter2",
+			"postgres://keyplane@127.0.0.1:1/keyplane?sslmode=verify-full&sslpassword=hunter2",
+			"host=127.0.0.1 user=keyplane password=hunter2 dbname=keyplane",
+			"host=127.0.0.1 user=keyplane PASSWORD = 'hunter2'",
+		} {
+			t.Run(strings.Join(cmd, " ")+" "+db, func(t *testing.T) {
+				t.Parallel()
+				code, out, errs := runCLI(t, append(slices.Clone(cmd), "--db", db)...)
+				if code != 2 || !strings.Contains(errs, "--db-file") || !strings.Contains(errs, "KEYPLANE_DB") {
+					t.Fatalf("exit %d (want 2, a usage error naming --db-file and KEYPLANE_DB):\n%s%s", code, out, errs)
+				}
+				if strings.Contains(out+errs, "hunter2") || strings.Contains(out+errs, "p%40ss") {
+					t.Errorf("the refusal repeats the password:\n%s%s", out, errs)
+				}
+			})
+		}
+	}
+}
+
+func TestDBHasPassword(t *testing.T) {
+	t.Parallel()
+	for db, want := range map[string]bool{
+		"postgres://keyplane@127.0.0.1:5432/keyplane":                 false,
+		"postgres://127.0.0.1:5432/keyplane?sslmode=disable":          false,
+		"postgres://keyplane:@127.0.0.1/keyplane":                     true, // an empty password is still one
+		"postgres://keyplane:s3cret@127.0.0.1/keyplane":               true,
+		"postgres://keyplane:a@b@127.0.0.1/keyplane":                  true,
+		"host=/var/run/postgresql user=keyplane dbname=keyplane":      false,
+		"host=/var/run/postgresql user=keyplane password=x dbname=kp": true,
+	} {
+		if got := dbHasPassword(db); got != want {
+			t.Errorf("dbHasPassword(%q) = %v, want %v", db, got, want)
+		}
 	}
 }
 

@@ -15,12 +15,15 @@ first region becomes the PRIMARY REGION, the others are added, and --survive,
 --super-region and --placement become ALTER DATABASE statements; on PostgreSQL the
 regions are recorded in the regions table and crdb_region is an ordinary column.
 
+The database URL, password included, comes from --db-file or KEYPLANE_DB (--db only
+takes a URL without a password: argv shows in ps).
+
 Examples:
-  keyplane migrate --db $URL --regions us-east,eu-west,ap-south
-  keyplane migrate --db $URL --regions us-east1,europe-west1,europe-west2 \
+  keyplane migrate --db-file /etc/keyplane/db-url --regions us-east,eu-west,ap-south
+  KEYPLANE_DB=$URL keyplane migrate --regions us-east1,europe-west1,europe-west2 \
       --survive region --super-region eu=europe-west1,europe-west2`)
 	fs := c.flags
-	db := fs.String("db", "", "database URL, postgres://… (required)")
+	dbf := addDBFlags(c)
 	regions := fs.String("regions", "", "comma-separated regions, primary first (required on a new database)")
 	survive := fs.String("survive", "zone", "CockroachDB survival goal: zone or region")
 	placement := fs.String("placement", "default", "CockroachDB placement: default or restricted")
@@ -29,18 +32,18 @@ Examples:
 	if err := c.parse(args); err != nil {
 		return parseErr(err)
 	}
-	if *db == "" {
-		return usageErr("--db is required (or KEYPLANE_DB)")
+	db, err := dbf.resolve(c)
+	if err != nil {
+		return err
 	}
 	cfg := schema.MigrateConfig{Regions: splitList(*regions), Survive: *survive, Placement: *placement}
-	var err error
 	if cfg.SuperRegions, err = schema.ParseSuperRegions(supers); err != nil {
 		return usageErr("%v", err)
 	}
 	if err := cfg.Validate(); err != nil {
 		return usageErr("%v", err)
 	}
-	pool, err := schema.Open(ctx, *db, schema.PoolConfig{MaxConns: 2})
+	pool, err := schema.Open(ctx, db, schema.PoolConfig{MaxConns: 2})
 	if err != nil {
 		return err
 	}

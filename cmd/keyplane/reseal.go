@@ -16,15 +16,16 @@ The KEK is read from KEYPLANE_KEK or --kek-file: base64 keys, one a line, the ne
 first and the old one(s) after it.
 
 Example:
-  KEYPLANE_KEK="$(cat new.kek old.kek)" keyplane keys reseal --db $URL`)
+  KEYPLANE_KEK="$(cat new.kek old.kek)" keyplane keys reseal --db-file db-url`)
 	fs := c.flags
-	db := fs.String("db", "", "database URL (required)")
+	dbf := addDBFlags(c)
 	kekFile := fs.String("kek-file", "", "file holding the key-encryption keys, the new one first (or KEYPLANE_KEK)")
 	if err := c.parse(args); err != nil {
 		return parseErr(err)
 	}
-	if *db == "" {
-		return usageErr("--db is required")
+	db, err := dbf.resolve(c)
+	if err != nil {
+		return err
 	}
 	k, err := loadKEK(*kekFile)
 	if err != nil {
@@ -33,7 +34,7 @@ Example:
 	if k == nil {
 		return usageErr("a key-encryption key is required: --kek-file or KEYPLANE_KEK, the new key first and the old one after it")
 	}
-	pool, err := schema.Open(ctx, *db, schema.PoolConfig{MaxConns: 2})
+	pool, err := schema.Open(ctx, db, schema.PoolConfig{MaxConns: 2})
 	if err != nil {
 		return err
 	}

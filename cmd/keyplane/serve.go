@@ -22,7 +22,20 @@ import (
 )
 
 func runServe(ctx context.Context, args []string, stdout io.Writer) error {
-	c := newCommand(stdout, "serve", "Run a region node: the Connect/gRPC API, /healthz, /readyz and /metrics on one port (with gossip, a second, mutual-TLS port for forwards between nodes).", `
+	c := newCommand(stdout, "serve", "Run a region node: the Connect/gRPC API, OAuth/OIDC, /healthz and /readyz; /metrics, /members and pprof for operators; with gossip, a mutual-TLS peer port for forwards between nodes.", `
+The database URL, password included, comes from --db-file or KEYPLANE_DB; --db takes
+only a URL without a password (argv shows in ps to every user of the machine).
+
+Operator endpoints (/metrics, /members, /debug/pprof): give them a listener of their
+own with --operator-listen on an address only operators and Prometheus reach; the API
+port then does not serve them. Without it they stay on the API port and need the
+operator secret (Authorization: Bearer …), /metrics too unless --metrics-public.
+Profiles always need the operator secret.
+
+Each client is bounded: headers within --header-timeout, the whole request within
+--read-timeout, the response within --write-timeout, at most
+--max-client-conns connections at once (more wait in the listen backlog).
+
 The operator secret that guards the admin API is read from KEYPLANE_OPERATOR_SECRET or
 from the file named by --operator-secret-file (never from a flag value, which would show
 in ps). Without one, the admin API refuses every call.
@@ -54,13 +67,19 @@ over TLS with --tls-cert and --tls-key.
 
 Example:
   KEYPLANE_OPERATOR_SECRET=$(cat secret) keyplane serve --region us-east \
-      --db postgres://keyplane@127.0.0.1:5432/keyplane --listen 127.0.0.1:8080`)
+      --db-file /etc/keyplane/db-url --listen 127.0.0.1:8080 --operator-listen 10.0.0.5:9090`)
 	cfg := region.DefaultConfig()
 	fs := c.flags
 	fs.StringVar(&cfg.Region, "region", "", "the region this node serves (required; one of the database's regions)")
 	fs.StringVar(&cfg.NodeID, "node-id", cfg.NodeID, "node id used in logs, metrics, audit events and the Keyplane-Served-By header; with --peer-cert, the one the certificate names")
 	listen := fs.String("listen", "127.0.0.1:8080", "address to listen on (HTTP/1.1 and h2c)")
-	db := fs.String("db", "", "database URL, postgres://… (required)")
+	dbf := addDBFlags(c)
+	operatorListen := fs.String("operator-listen", "", "host:port serving /metrics, /members, /debug/pprof, /healthz and /readyz to operators and Prometheus (the API port then does not serve the first three); keep it private")
+	fs.BoolVar(&cfg.MetricsPublic, "metrics-public", false, "without --operator-listen, serve /metrics on the API port without the operator secret")
+	fs.IntVar(&cfg.Limits.MaxConns, "max-client-conns", cfg.Limits.MaxConns, "client connections served at once on the API port; more wait until one closes")
+	fs.DurationVar(&cfg.Limits.HeaderTimeout, "header-timeout", cfg.Limits.HeaderTimeout, "a request's headers must arrive within this")
+	fs.DurationVar(&cfg.Limits.ReadTimeout, "read-timeout", cfg.Limits.ReadTimeout, "a request, headers and body, must arrive within this (a client dripping its body is cut off; not a bound on the call itself)")
+	fs.DurationVar(&cfg.Limits.WriteTimeout, "write-timeout", cfg.Limits.WriteTimeout, "a response must be written within this of its request's headers; longer than --forward-timeout")
 	secretFile := fs.String("operator-secret-file", "", "file holding the operator secret")
 	kekFile := fs.String("kek-file", "", "file holding the key-encryption key (base64 of 32 bytes; several, one a line, while rotating)")
 	fs.StringVar(&cfg.IssuerBase, "issuer-base", "", "URL prefix of tenant issuers, the same on every node (default http://<listen address>)")
@@ -76,7 +95,7 @@ Example:
 	gossipInsecure := fs.Bool("gossip-insecure", false, "gossip without a key: anyone who reaches the gossip port joins the cluster (development only)")
 	profile := fs.String("gossip-profile", routing.ProfileWAN, "gossip timing: wan (dead node noticed in ~6s), lan (~3s) or local (~2s, one machine)")
 	hedgeAfter := fs.Duration("hedge-after", 0, "send a slow idempotent forward to a second home node after this long (0: twice the recent forward latency)")
-	forwardTimeout := fs.Duration("forward-timeout", 10*time.Second, "longest a forward may take when the caller set no deadline")
+	forwardTimeout := fs.Duration("forward-timeout", 10*time.Second, "longest a forward may take when the caller set no deadline (shorter than --write-timeout)")
 	peerListen := fs.String("peer-listen", "", "host:port of the peer listener, where other nodes forward requests (required with --gossip-listen)")
 	peerAdvertise := fs.String("peer-advertise-url", "", "URL other nodes reach the peer listener at (default https://<peer listen address>, http:// with --peer-insecure)")
 	peerCert := fs.String("peer-cert", "", "this node's certificate for node-to-node mutual TLS (PEM; from keyplane keys node-cert); re-read when it changes")
@@ -89,9 +108,14 @@ Example:
 	if err := c.parse(args); err != nil {
 		return parseErr(err)
 	}
-	if *db == "" {
-		return usageErr("--db is required (or KEYPLANE_DB)")
+	db, err := dbf.resolve(c)
+	if err != nil {
+		return err
 	}
+	if *forwardTimeout >= cfg.Limits.WriteTimeout {
+		return usageErr("--forward-timeout (%v) must be shorter than --write-timeout (%v): a forwarded answer must have time to be written", *forwardTimeout, cfg.Limits.WriteTimeout)
+	}
+	cfg.OperatorListener = *operatorListen != ""
 	dial, err := routing.ParseDialMap(*dialMap)
 	if err != nil {
 		return usageErr("--peer-dial-map: %v", err)
@@ -149,7 +173,7 @@ Example:
 		log.Warn("no key-encryption key configured: tokens can be neither issued nor validated")
 	}
 
-	pool, err := schema.Open(ctx, *db, schema.PoolConfig{MaxConns: int32(*maxConns)})
+	pool, err := schema.Open(ctx, db, schema.PoolConfig{MaxConns: int32(*maxConns)})
 	if err != nil {
 		return err
 	}
@@ -171,6 +195,13 @@ Example:
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", *listen, err)
 	}
+	var ops net.Listener // the operator listener, when asked for
+	if cfg.OperatorListener {
+		if ops, err = net.Listen("tcp", *operatorListen); err != nil {
+			_ = ln.Close()
+			return fmt.Errorf("operator listener on %s: %w", *operatorListen, err)
+		}
+	}
 	if defaultIssuer {
 		cfg.IssuerBase = scheme + ln.Addr().String()
 	}
@@ -180,6 +211,9 @@ Example:
 	node, err := region.New(cfg, store, log, reg)
 	if err != nil {
 		_ = ln.Close()
+		if ops != nil {
+			_ = ops.Close()
+		}
 		return err
 	}
 	if *gossipListen != "" {
@@ -212,6 +246,18 @@ Example:
 			return err
 		}
 		log.Info("multi-region routing on", "gossip", members.Addr(), "join", *join, "profile", *profile, "api", gossip.URL, "peers", gossip.PeerURL)
+	}
+	if ops != nil {
+		opsCtx, stopOps := context.WithCancel(ctx)
+		opsDone := make(chan struct{})
+		go func() {
+			if err := node.ServeOperator(opsCtx, ops); err != nil {
+				log.Error("operator listener stopped", "err", err)
+			}
+			close(opsDone)
+		}()
+		defer func() { stopOps(); <-opsDone }()
+		log.Info("operator endpoints", "addr", ops.Addr().String())
 	}
 	fmt.Fprintf(stdout, "keyplane %s serving region %s as node %s on %s%s\n", version(), cfg.Region, cfg.NodeID, scheme, ln.Addr())
 	return node.Serve(ctx, ln)

@@ -155,6 +155,7 @@ func newState(cl *deploy.Cluster) State {
 		r.URL = r.URLs[0]
 		for _, n := range cl.RegionNodes(from) {
 			r.NodeURLs = append(r.NodeURLs, n.URL)
+			r.OperatorURLs = append(r.OperatorURLs, n.OperatorURL)
 		}
 		st.Regions = append(st.Regions, r)
 	}
@@ -165,7 +166,7 @@ func newState(cl *deploy.Cluster) State {
 // OAuth client, through the region's own node (so the writes are local).
 func seedTenant(ctx context.Context, cl *deploy.Cluster, r Region, id string) (Tenant, error) {
 	admin := keyplanev1connect.NewAdminServiceClient(http.DefaultClient, r.NodeURLs[0],
-		connect.WithInterceptors(client.Bearer(cl.OperatorSecret)))
+		connect.WithInterceptors(client.Bearer(cl.OperatorSecret), client.Tenant()))
 	t, err := seed.NewTenant(ctx, admin, seed.Spec{ID: id, Home: r.Name, Name: "Demo tenant homed in " + r.Name,
 		OwnerName: "Demo Admin", OwnerEmail: "admin@" + id + ".example",
 		Purpose: "the demo's OAuth client: gets tokens, introspects and revokes them", ServiceName: "demo admin client"})

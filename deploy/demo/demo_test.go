@@ -60,7 +60,7 @@ func TestStartAndStop(t *testing.T) {
 	var regions, tenants []string
 	for _, r := range st.Regions {
 		regions = append(regions, r.Name)
-		if len(r.NodeURLs) != 1 || len(r.URLs) != 1 || r.URL != r.URLs[0] {
+		if len(r.NodeURLs) != 1 || len(r.OperatorURLs) != 1 || len(r.URLs) != 1 || r.URL != r.URLs[0] {
 			t.Errorf("region %s: url %q, urls %v, node urls %v; want one node", r.Name, r.URL, r.URLs, r.NodeURLs)
 		}
 	}
@@ -172,7 +172,7 @@ func TestStateJSON(t *testing.T) {
 		want []string
 	}{
 		{"state", fields, []string{"client_urls", "database_url", "operator_secret_file", "regions", "rtt_ms", "tenants"}},
-		{"region", top.Regions[0], []string{"name", "node_urls", "url", "urls"}},
+		{"region", top.Regions[0], []string{"name", "node_urls", "operator_urls", "url", "urls"}},
 		{"tenant", top.Tenants[0], []string{"admin_identity_id", "client_id", "client_secret", "home_region", "id", "issuer"}},
 	}
 	for _, tt := range tests {

@@ -16,7 +16,7 @@ func writeGuide(w io.Writer, cl *deploy.Cluster, st State, stateFile string) {
 		fmt.Fprintf(w, "  region %-10s clients there call %s\n", r.Name, r.URL)
 	}
 	for _, node := range cl.Nodes {
-		fmt.Fprintf(w, "  node %-12s region %-10s %s   (logs: %s)\n", node.ID, node.Region, node.URL, node.LogFile)
+		fmt.Fprintf(w, "  node %-12s region %-10s %s   (operator: %s, logs: %s)\n", node.ID, node.Region, node.URL, node.OperatorURL, node.LogFile)
 	}
 	fmt.Fprintf(w, "  database       %s\n", redactURL(st.DatabaseURL))
 	for _, tn := range st.Tenants {
@@ -30,7 +30,7 @@ Try it from another terminal (KP is the first region's client URL; any region's 
 requests for a tenant homed elsewhere are forwarded there, see the Keyplane-Route and
 Keyplane-Served-By response headers with curl -i):
 
-  export KP=%[1]s
+  export KP=%[1]s OPS=%[9]s
   export AUTH="Authorization: Bearer $(cat %[2]s)"
   export ISS=%[6]s CLIENT='%[7]s:%[8]s'
 
@@ -46,23 +46,24 @@ Keyplane-Served-By response headers with curl -i):
   # health and readiness
   curl -s $KP/healthz; curl -s $KP/readyz
 
-  # the admin API speaks Connect (JSON over HTTP POST), gRPC and gRPC-Web
+  # the admin API speaks Connect (JSON over HTTP POST), gRPC and gRPC-Web; a call for a
+  # tenant names it in the Keyplane-Tenant header too, which routing goes by
   curl -s -H "$AUTH" -H 'Content-Type: application/json' $KP/keyplane.v1.AdminService/ListTenants -d '{}'
-  curl -s -H "$AUTH" -H 'Content-Type: application/json' $KP/keyplane.v1.AdminService/CreateIdentity \
+  curl -s -H "$AUTH" -H 'Keyplane-Tenant: %[3]s' -H 'Content-Type: application/json' $KP/keyplane.v1.AdminService/CreateIdentity \
     -d '{"tenantId":"%[3]s","kind":"IDENTITY_KIND_SERVICE_ACCOUNT","displayName":"ci-bot","ownerId":"%[4]s","purpose":"deploys","expireTime":"%[5]s"}'
-  curl -s -H "$AUTH" -H 'Content-Type: application/json' $KP/keyplane.v1.AdminService/ListAuditEvents -d '{"tenantId":"%[3]s"}'
+  curl -s -H "$AUTH" -H 'Keyplane-Tenant: %[3]s' -H 'Content-Type: application/json' $KP/keyplane.v1.AdminService/ListAuditEvents -d '{"tenantId":"%[3]s"}'
 
   # a non-human identity without an owner is refused, naming the field
-  curl -s -H "$AUTH" -H 'Content-Type: application/json' $KP/keyplane.v1.AdminService/CreateIdentity \
+  curl -s -H "$AUTH" -H 'Keyplane-Tenant: %[3]s' -H 'Content-Type: application/json' $KP/keyplane.v1.AdminService/CreateIdentity \
     -d '{"tenantId":"%[3]s","kind":"IDENTITY_KIND_AGENT","displayName":"rogue"}'
 
   # with buf (server reflection, no protos needed)
   buf curl --http2-prior-knowledge --protocol grpc -H "$AUTH" $KP/keyplane.v1.AdminService/ListRegions
 
-  # Prometheus metrics
-  curl -s $KP/metrics | grep keyplane_rpc
+  # the operator listener (not the API port): Prometheus metrics, gossip members, pprof
+  curl -s $OPS/metrics | grep keyplane_rpc; curl -s $OPS/members
 `, st.Regions[0].URL, cl.SecretFile(), st.Tenants[0].ID, st.Tenants[0].AdminID, time.Now().Add(90*24*time.Hour).UTC().Format(time.RFC3339),
-		st.Tenants[0].Issuer, st.Tenants[0].ClientID, st.Tenants[0].ClientSecret)
+		st.Tenants[0].Issuer, st.Tenants[0].ClientID, st.Tenants[0].ClientSecret, st.Regions[0].OperatorURLs[0])
 }
 
 // redactURL hides the password in a database URL.

@@ -23,6 +23,9 @@ type Region struct {
 	URLs []string `json:"urls"`
 	// NodeURLs are the nodes' own addresses, without simulated latency.
 	NodeURLs []string `json:"node_urls"`
+	// OperatorURLs are the nodes' operator listeners (/metrics, /members,
+	// /debug/pprof), in NodeURLs' order.
+	OperatorURLs []string `json:"operator_urls"`
 }
 
 // Tenant is a seeded tenant: its admin identity and an admin OAuth client that may

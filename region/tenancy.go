@@ -1,0 +1,39 @@
+package region
+
+import (
+	"fmt"
+	"net/http"
+
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+
+	"github.com/keyplane/keyplane/region/gen/keyplane/v1/keyplanev1connect"
+)
+
+// tenantScopedProcedures are the Connect procedures whose request message has a
+// top-level string tenant_id: routing must know their tenant before it reads the body,
+// so their callers send it in the Keyplane-Tenant header too.
+var tenantScopedProcedures = func() map[string]bool {
+	out := map[string]bool{}
+	for _, name := range []string{keyplanev1connect.AdminServiceName, keyplanev1connect.AuthServiceName,
+		keyplanev1connect.CheckServiceName, keyplanev1connect.ElevationServiceName} {
+		d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(name))
+		if err != nil {
+			panic(fmt.Sprintf("service %s not registered: %v", name, err))
+		}
+		methods := d.(protoreflect.ServiceDescriptor).Methods()
+		for i := range methods.Len() {
+			m := methods.Get(i)
+			f := m.Input().Fields().ByName("tenant_id")
+			if f != nil && f.Kind() == protoreflect.StringKind && f.Cardinality() != protoreflect.Repeated {
+				out["/"+name+"/"+string(m.Name())] = true
+			}
+		}
+	}
+	return out
+}()
+
+// needsTenant reports whether a request is a call of a tenant-scoped procedure (any
+// protocol: Connect, gRPC and gRPC-Web share the path). The router refuses such a
+// call when it names no tenant, rather than serve it on whichever node it reached.
+func needsTenant(r *http.Request) bool { return tenantScopedProcedures[r.URL.Path] }
