@@ -46,6 +46,9 @@ type Config struct {
 	// PolicyStaleness bounds how old a cached policy a minimize_latency check may use;
 	// 0 means 5s.
 	PolicyStaleness time.Duration
+	// Login configures login throttling, password hashing bounds, rate limits and
+	// step-up; its zero value means the defaults.
+	Login LoginConfig
 	// Now is the clock that token lifetimes, lockouts, expiries and grant times are
 	// judged by; nil means time.Now. Tests set it to move time without sleeping.
 	Now func() time.Time
@@ -79,6 +82,9 @@ func (c Config) Validate() error {
 	}
 	if u, err := url.Parse(c.IssuerBase); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
 		errs = append(errs, fmt.Errorf("issuer base: %q must be an http(s) URL without query or fragment", c.IssuerBase))
+	}
+	if err := c.Login.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
