@@ -65,6 +65,7 @@ Example:
 	hedgeAfter := fs.Duration("hedge-after", 0, "send a slow idempotent forward to a second home node after this long (0: twice the recent forward latency)")
 	forwardTimeout := fs.Duration("forward-timeout", 10*time.Second, "longest a forward may take when the caller set no deadline")
 	dialMap := fs.String("peer-dial-map", "", "comma-separated from=to host:port rewrites applied when dialing peers (simulated networks)")
+	loginFlags(fs, &cfg.Login)
 	if err := c.parse(args); err != nil {
 		return parseErr(err)
 	}
