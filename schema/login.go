@@ -151,22 +151,33 @@ func (s *Store) PruneLoginThrottle(ctx context.Context, sc Scope, before time.Ti
 }
 
 // SetPassword stores a human identity's password hash (argon2id, PHC string),
-// replacing any previous password and clearing its failure count.
+// replacing any previous password and clearing its login's throttle counts and lock.
 func (s *Store) SetPassword(ctx context.Context, c Change, sc Scope, identityID, encoded string) (Credential, error) {
 	if _, err := parseID("identity_id", identityID); err != nil {
 		return Credential{}, err
 	}
 	var out Credential
 	err := s.tx(ctx, func(tx pgx.Tx) error {
-		if err := requireHuman(ctx, tx, sc, identityID, "passwords are for humans; non-human identities use API keys or clients"); err != nil {
+		id, err := getIdentity(ctx, tx, sc, identityID, "")
+		if err != nil {
 			return err
+		}
+		if !id.IsHuman() {
+			return fieldErr("identity_id", "passwords are for humans; non-human identities use API keys or clients")
+		}
+		if id.Email != "" { // a new password unlocks the login
+			subject := LoginSubject(id.Email)
+			for _, table := range []string{"login_throttle", "login_throttle_sources"} {
+				if _, err := tx.Exec(ctx, `DELETE FROM `+table+` WHERE tenant_id = $1 AND crdb_region = $2 AND subject = $3`, sc.TenantID, sc.Region, subject); err != nil {
+					return fmt.Errorf("clear login throttle: %w", err)
+				}
+			}
 		}
 		if _, err := tx.Exec(ctx, `UPDATE credentials SET revoked_at = now()
 WHERE tenant_id = $1 AND crdb_region = $2 AND identity_id = $3 AND kind = 'password' AND revoked_at IS NULL`,
 			sc.TenantID, sc.Region, identityID); err != nil {
 			return fmt.Errorf("revoke old password: %w", err)
 		}
-		var err error
 		out, err = scanCredential(tx.QueryRow(ctx, `
 INSERT INTO credentials (tenant_id, crdb_region, identity_id, kind, secret_hash) VALUES ($1, $2, $3, 'password', $4)
 RETURNING `+credentialColumns, sc.TenantID, sc.Region, identityID, []byte(encoded)))
