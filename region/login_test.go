@@ -56,8 +56,10 @@ func TestLoginPasswordTOTPAndRefresh(t *testing.T) {
 	if err != nil || !strings.HasPrefix(en.Msg.OtpauthUrl, "otpauth://totp/") {
 		t.Fatalf("enroll: %v %v", en, err)
 	}
+	// Confirm with this step's code and log in with the next one: the server accepts
+	// one step either side, so both hold however slowly the calls run (up to 30 s).
 	now := time.Now()
-	code, _ := totp.GenerateCode(en.Msg.Secret, now.Add(-30*time.Second))
+	code, _ := totp.GenerateCode(en.Msg.Secret, now)
 	confirm := connect.NewRequest(&keyplanev1.ConfirmTOTPRequest{TenantId: "acme", IdentityId: alice, Code: code})
 	confirm.Header().Set("Authorization", "Bearer "+got.Token.AccessToken)
 	cf, err := f.auth.ConfirmTOTP(ctx, confirm)
@@ -69,7 +71,7 @@ func TestLoginPasswordTOTPAndRefresh(t *testing.T) {
 	if err != nil || !mfa.MfaRequired || mfa.Token != nil {
 		t.Fatalf("login without the second factor: %+v %v", mfa, err)
 	}
-	code, _ = totp.GenerateCode(en.Msg.Secret, now)
+	code, _ = totp.GenerateCode(en.Msg.Secret, now.Add(30*time.Second))
 	full, err := login("correct horse battery", code, "")
 	if err != nil || full.Token == nil {
 		t.Fatalf("login with TOTP: %+v %v", full, err)
