@@ -212,17 +212,19 @@ type RecoveryCode struct {
 }
 
 // ReadLoginState reads the identity with email (case-insensitive) and its password,
-// confirmed TOTP and unused recovery codes: two indexed reads in the home partition.
+// confirmed TOTP and unused recovery codes: two indexed reads in the home partition,
+// both made for an unknown email too (which then fails with ErrNotFound).
 func (s *Store) ReadLoginState(ctx context.Context, sc Scope, email string) (LoginState, error) {
 	var st LoginState
 	var err error
 	st.Identity, err = scanIdentity(sc.TenantID, s.pool.QueryRow(ctx, `SELECT `+identityColumns+`
 FROM identities WHERE crdb_region = $1 AND tenant_id = $2 AND lower(email) = lower($3) AND email IS NOT NULL`, sc.Region, sc.TenantID, email))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return LoginState{}, fmt.Errorf("%w: identity with that email", ErrNotFound)
-	}
-	if err != nil {
+	notFound := errors.Is(err, pgx.ErrNoRows)
+	if err != nil && !notFound {
 		return LoginState{}, classify(err)
+	}
+	if notFound { // the second read all the same, so an unknown email costs what a known one does
+		st.Identity.ID = "00000000-0000-0000-0000-000000000000"
 	}
 	rows, err := s.pool.Query(ctx, `SELECT id::TEXT, kind, coalesce(secret_hash, ''::BYTEA), coalesce(secret_encrypted, ''::BYTEA), last_step
 FROM credentials WHERE crdb_region = $1 AND tenant_id = $2 AND identity_id = $3
@@ -248,7 +250,13 @@ FROM credentials WHERE crdb_region = $1 AND tenant_id = $2 AND identity_id = $3
 			st.RecoveryCodes = append(st.RecoveryCodes, RecoveryCode{ID: id, Hash: hash})
 		}
 	}
-	return st, classify(rows.Err())
+	if err := rows.Err(); err != nil {
+		return LoginState{}, classify(err)
+	}
+	if notFound {
+		return LoginState{}, fmt.Errorf("%w: identity with that email", ErrNotFound)
+	}
+	return st, nil
 }
 
 // LoginFailure is a failed login, for the audit log. IdentityID is "" for an unknown
