@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"net/netip"
 	"os"
 	"runtime/debug"
 	"strconv"
@@ -234,8 +235,20 @@ func (p *pairLimiter) allow(m *metrics, ip, tenant string, now time.Time) error 
 
 // sourceIP is the address rate limits and login throttling count a request against:
 // what checks see as request.ip (peerIP of the Connect peer address or RemoteAddr,
-// which the router sets to the client address a verified hop carries).
-func sourceIP(addr string) string { return peerIP(addr) }
+// which the router sets to the client address a verified hop carries). An IPv6
+// address counts as its /64, which one host usually holds whole.
+func sourceIP(addr string) string {
+	ip := peerIP(addr)
+	a, err := netip.ParseAddr(ip)
+	if err != nil || !a.Is6() || a.Is4In6() {
+		return ip
+	}
+	p, err := a.WithZone("").Prefix(64)
+	if err != nil {
+		return ip
+	}
+	return p.String()
+}
 
 // limitHTTP guards an OAuth endpoint with p: past a limit it answers 429 with
 // Retry-After and an RFC 6749-style JSON error, without running h.

@@ -100,3 +100,20 @@ func TestLoginConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestSourceIP(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"127.0.0.1:5000":             "127.0.0.1",
+		"[2001:db8:1:2:3:4:5:6]:443": "2001:db8:1:2::/64",
+		"[2001:db8:1:2:ffff::1]:443": "2001:db8:1:2::/64",
+		"[::ffff:192.0.2.7]:80":      "::ffff:192.0.2.7",
+		"[fe80::1%eth0]:80":          "fe80::/64",
+		"not an address":             "not an address",
+		"":                           "",
+	} {
+		if got := sourceIP(in); got != want {
+			t.Errorf("sourceIP(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
