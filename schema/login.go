@@ -123,11 +123,18 @@ func lockUntilSQL(n string) string {
 // counts the attempt against both (SlotTaken). now is the node's clock.
 func (s *Store) TakeLoginSlot(ctx context.Context, sc Scope, th Throttle, subject, source string, now time.Time) (Slot, error) {
 	var src, name bool
-	err := s.pool.QueryRow(ctx, takeSlotSQL, sc.TenantID, sc.Region, subject, source, now, now.Add(-th.Window),
-		th.SourceFree, th.SourceDelay.Milliseconds(), th.SourceMaxDelay.Milliseconds(), th.LockAfter, th.LockFor.Milliseconds()).Scan(&src, &name)
+	// One statement, in a transaction only so that a serialization failure (40001,
+	// concurrent attempts on the same rows) is retried.
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		if err := tx.QueryRow(ctx, takeSlotSQL, sc.TenantID, sc.Region, subject, source, now, now.Add(-th.Window),
+			th.SourceFree, th.SourceDelay.Milliseconds(), th.SourceMaxDelay.Milliseconds(), th.LockAfter, th.LockFor.Milliseconds()).Scan(&src, &name); err != nil {
+			return fmt.Errorf("take login slot: %w", err)
+		}
+		return nil
+	})
 	switch {
 	case err != nil:
-		return SlotLocked, fmt.Errorf("take login slot: %w", classify(err))
+		return SlotLocked, err
 	case !src:
 		return SlotDelayed, nil
 	case !name:
