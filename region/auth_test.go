@@ -70,12 +70,18 @@ func authConfig(k *kek.KEK, nodeID string) region.Config {
 	return c
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t *testing.T) *fixture { return newFixtureWith(t, nil) }
+
+// newFixtureWith is newFixture with the node's configuration changed by configure.
+func newFixtureWith(t *testing.T, configure func(*region.Config)) *fixture {
 	t.Helper()
 	ctx := context.Background()
 	f := &fixture{tenant: "acme", store: schematest.NewStore(t, "us-east"), kek: testKEK(t), clock: &testClock{}}
 	cfg := authConfig(f.kek, "us-east-1")
 	cfg.Now = f.clock.Now
+	if configure != nil {
+		configure(&cfg)
+	}
 	f.url = testNode(t, f.store, cfg)
 	f.issuer = "https://iam.test/t/acme"
 	f.admin = adminClient(f.url, secret)

@@ -62,6 +62,9 @@ type Config struct {
 	// Limits bound the API server's timeouts, header size and connections; zero
 	// fields take DefaultLimits' values.
 	Limits Limits
+	// Login configures login throttling, password hashing bounds, rate limits and
+	// step-up; its zero value means the defaults.
+	Login LoginConfig
 	// Now is the clock that token lifetimes, lockouts, expiries and grant times are
 	// judged by; nil means time.Now. Tests set it to move time without sleeping.
 	Now func() time.Time
@@ -101,6 +104,9 @@ func (c Config) Validate() error {
 	}
 	if c.APIAudience != "" && !schema.ValidAudience(c.APIAudience) {
 		errs = append(errs, fmt.Errorf("api audience: %q must be printable ASCII without spaces, quotes, backslashes or '#'", c.APIAudience))
+	}
+	if err := c.Login.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -27,9 +27,12 @@ var (
 func connectError(ctx context.Context, log *slog.Logger, err error) *connect.Error {
 	var ce *connect.Error
 	var fe *schema.FieldError
+	var rl *rateLimited
 	switch {
 	case errors.As(err, &ce):
 		return ce
+	case errors.As(err, &rl):
+		return exhausted(rl.Error(), rl.retryAfter)
 	case errors.Is(err, context.Canceled):
 		return connect.NewError(connect.CodeCanceled, errors.New("request canceled"))
 	case errors.Is(err, context.DeadlineExceeded):

@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -15,15 +16,92 @@ import (
 	"github.com/keyplane/keyplane/schema"
 )
 
-// dummyHash is verified against when the email is unknown, so that an unknown email
-// costs the same time as a wrong password and does not reveal who has an account.
+// dummyHash is verified against when the email is unknown, the login is throttled or
+// cannot use a password, so that those cost the same as a wrong password and reveal
+// nothing.
 var dummyHash = sync.OnceValue(func() string {
 	h, _ := credential.HashPassword("keyplane-dummy-password")
 	return h
 })
 
+// DefaultStepUpWindow is how recent an identity's authentication must be for it to
+// change its own credentials (enrol TOTP, receive recovery codes).
+const DefaultStepUpWindow = 10 * time.Minute
+
+// LoginConfig configures logins under attack. Its zero value means the defaults.
+type LoginConfig struct {
+	// Throttle counts failed logins per (login, source address) and per login; the zero
+	// value means schema.DefaultThrottle().
+	Throttle schema.Throttle
+	// HashConcurrency bounds concurrent password hashes (argon2id, about 19 MiB each)
+	// on the node; 0 means AutoHashConcurrency(), sized from memory.
+	HashConcurrency int
+	// HashWait is how long a login waits for a hashing slot before it is refused with
+	// resource_exhausted; 0 means DefaultHashWait.
+	HashWait time.Duration
+	// StepUpWindow is how recent an identity's login must be for it to enrol TOTP and
+	// receive recovery codes; 0 means DefaultStepUpWindow.
+	StepUpWindow time.Duration
+	// Rates are the request-rate limits; zero fields mean DefaultRateLimits'.
+	Rates RateLimits
+}
+
+// withDefaults fills the zero fields.
+func (c LoginConfig) withDefaults() LoginConfig {
+	if c.Throttle == (schema.Throttle{}) {
+		c.Throttle = schema.DefaultThrottle()
+	}
+	if c.HashConcurrency == 0 {
+		c.HashConcurrency = AutoHashConcurrency()
+	}
+	if c.HashWait == 0 {
+		c.HashWait = DefaultHashWait
+	}
+	if c.StepUpWindow == 0 {
+		c.StepUpWindow = DefaultStepUpWindow
+	}
+	c.Rates = c.Rates.withDefaults()
+	return c
+}
+
+// Validate reports the first invalid field (after defaults are applied).
+func (c LoginConfig) Validate() error {
+	c = c.withDefaults()
+	switch {
+	case c.HashConcurrency < 1 || c.HashConcurrency > 1024:
+		return errors.New("password hash concurrency: 1 to 1024 (0: sized from memory)")
+	case c.HashWait < 0 || c.HashWait > time.Minute:
+		return errors.New("password hash wait: at most 1m")
+	case c.StepUpWindow < time.Minute || c.StepUpWindow > 24*time.Hour:
+		return errors.New("step-up window: 1m to 24h")
+	}
+	return c.Throttle.Validate()
+}
+
+// guards are the node's login and endpoint protections.
+type guards struct {
+	hash                     *hashGate
+	login, token, introspect *pairLimiter
+}
+
+func newGuards(c LoginConfig, m *metrics) *guards {
+	l := c.Rates
+	return &guards{hash: newHashGate(c.HashConcurrency, c.HashWait, m),
+		login:      newPairLimiter("login", l.LoginPerIP, l.LoginPerTenant, l.MaxKeys),
+		token:      newPairLimiter("token", l.TokenPerIP, l.TokenPerTenant, l.MaxKeys),
+		introspect: newPairLimiter("introspection", l.IntrospectPerIP, l.IntrospectPerTenant, l.MaxKeys)}
+}
+
 func totpAD(tenantID, identityID string) []byte { return []byte("totp/" + tenantID + "/" + identityID) }
 
+// Login checks a password (and second factor) under attack. In order: the rate limits
+// per source IP and per tenant; a password hashing slot (bounded per node); an attempt
+// slot taken in the database before the password is checked (refused while this source
+// must wait or the login is locked); then one argon2id verification, against the
+// stored hash or, for an unknown, unusable or throttled login, a dummy one. Every
+// failure before the second factor is the same Unauthenticated "invalid email or
+// password" after the same work, so answers tell nothing about which logins exist or
+// are locked.
 func (a *AuthService) Login(ctx context.Context, req *connect.Request[keyplanev1.LoginRequest]) (*connect.Response[keyplanev1.LoginResponse], error) {
 	m := req.Msg
 	n := a.node
@@ -41,53 +119,83 @@ func (a *AuthService) Login(ctx context.Context, req *connect.Request[keyplanev1
 	case len(m.TotpCode) > 16 || len(m.RecoveryCode) > 64:
 		return nil, fieldError("totp_code", "too long")
 	}
+	source := sourceIP(req.Peer().Addr)
+	if err := n.guards.login.allow(n.metrics, source, m.TenantId, n.now()); err != nil {
+		return nil, err
+	}
 	t, err := n.activeTenant(ctx, m.TenantId)
 	if err != nil {
 		return nil, err
 	}
 	sc := t.Scope()
 	st, err := n.store.ReadLoginState(ctx, sc, m.Email)
-	if errors.Is(err, schema.ErrNotFound) {
-		_, _ = credential.VerifyPassword(dummyHash(), m.Password)
-		n.metrics.credentialFailures.WithLabelValues("password").Inc()
-		return nil, errBadLogin
+	known := err == nil
+	if err != nil && !errors.Is(err, schema.ErrNotFound) {
+		return nil, err
 	}
+	acquired, err := n.guards.hash.acquire(ctx)
 	if err != nil {
 		return nil, err
 	}
+	release := sync.OnceFunc(acquired)
+	defer release()
 	now := n.now()
-	id := st.Identity
-	if !id.IsHuman() || st.PasswordID == "" || id.Status != schema.StatusActive || (!id.ExpiresAt.IsZero() && !now.Before(id.ExpiresAt)) {
-		_, _ = credential.VerifyPassword(dummyHash(), m.Password)
-		n.metrics.credentialFailures.WithLabelValues("password").Inc()
-		return nil, errBadLogin
-	}
-	if now.Before(st.LockedUntil) {
-		return nil, connect.NewError(connect.CodeResourceExhausted,
-			fmt.Errorf("too many failed logins: try again in %s", st.LockedUntil.Sub(now).Round(time.Second)))
-	}
-	c := schema.Change{Actor: "identity:" + id.ID, RequestID: requestID(ctx)}
-	fail := func(reason string, out error) error {
-		n.metrics.credentialFailures.WithLabelValues("password").Inc()
-		if _, locked, err := n.store.RecordLoginFailure(ctx, c, sc, id.ID, st.PasswordID, reason); err != nil {
-			return err
-		} else if !locked.IsZero() {
-			return connect.NewError(connect.CodeResourceExhausted,
-				fmt.Errorf("%s; too many failed logins: try again in %s", connectError(ctx, n.log, out).Message(), locked.Sub(now).Round(time.Second)))
+	subject := schema.LoginSubject(m.Email)
+	if rand.IntN(64) == 0 { // idle throttle rows of the tenant, now and then
+		if err := n.store.PruneLoginThrottle(ctx, sc, now.Add(-n.cfg.Login.Throttle.Window)); err != nil {
+			n.log.WarnContext(ctx, "prune login throttle", "err", err)
 		}
-		return out
 	}
-	ok, err := credential.VerifyPassword(st.PasswordHash, m.Password)
+	slot, err := n.store.TakeLoginSlot(ctx, sc, n.cfg.Login.Throttle, subject, source, now)
+	if err != nil {
+		return nil, err
+	}
+	id := st.Identity
+	usable := known && id.IsHuman() && st.PasswordID != "" && id.Status == schema.StatusActive && (id.ExpiresAt.IsZero() || now.Before(id.ExpiresAt))
+	failure := schema.LoginFailure{IdentityID: id.ID, Subject: subject, Source: source}
+	switch {
+	case !usable:
+		failure.Reason = "unknown_identity"
+	case slot == schema.SlotDelayed:
+		failure.Reason = "delayed"
+	case slot == schema.SlotLocked:
+		failure.Reason = "locked"
+	}
+	hash := st.PasswordHash
+	if failure.Reason != "" {
+		hash = dummyHash()
+	}
+	ok, err := credential.VerifyPassword(hash, m.Password)
 	if err != nil {
 		return nil, fmt.Errorf("stored password hash of %s: %w", id.ID, err)
 	}
-	if !ok {
-		return nil, fail("bad_password", errBadLogin)
+	release() // the rest needs no hashing slot
+	c := schema.Change{Actor: "identity:" + id.ID, RequestID: requestID(ctx)}
+	if !known {
+		c.Actor = "anonymous"
 	}
-	success := schema.LoginSuccess{IdentityID: id.ID, PasswordID: st.PasswordID}
+	fail := func(reason, result string, out error) error {
+		n.metrics.credentialFailures.WithLabelValues("password").Inc()
+		n.metrics.loginAttempts.WithLabelValues(result).Inc()
+		failure.Reason = reason
+		if err := n.store.RecordLoginFailure(ctx, c, sc, failure); err != nil {
+			return err
+		}
+		return out
+	}
+	switch {
+	case failure.Reason == "unknown_identity":
+		return nil, fail(failure.Reason, "unknown", errBadLogin)
+	case failure.Reason != "":
+		return nil, fail(failure.Reason, failure.Reason, errBadLogin)
+	case !ok:
+		return nil, fail("bad_password", "bad_password", errBadLogin)
+	}
+	success := schema.LoginSuccess{IdentityID: id.ID, Subject: subject, Source: source, PasswordID: st.PasswordID}
 	amr := []string{"pwd"}
 	if st.TOTP != nil {
 		if m.TotpCode == "" && m.RecoveryCode == "" {
+			n.metrics.loginAttempts.WithLabelValues("mfa_required").Inc()
 			return connect.NewResponse(&keyplanev1.LoginResponse{MfaRequired: true, IdentityId: id.ID}), nil
 		}
 		badCode := connect.NewError(connect.CodeUnauthenticated, errors.New("invalid one-time code"))
@@ -101,7 +209,7 @@ func (a *AuthService) Login(ctx context.Context, req *connect.Request[keyplanev1
 			}
 			step, ok := credential.CheckTOTP(string(secret), m.TotpCode, now)
 			if !ok || step <= st.TOTP.LastStep {
-				return nil, fail("bad_totp", badCode)
+				return nil, fail("bad_totp", "bad_second_factor", badCode)
 			}
 			success.TOTPID, success.TOTPStep = st.TOTP.ID, step
 			amr = append(amr, "otp", "mfa")
@@ -113,7 +221,7 @@ func (a *AuthService) Login(ctx context.Context, req *connect.Request[keyplanev1
 				}
 			}
 			if success.RecoveryCodeID == "" {
-				return nil, fail("bad_recovery_code", badCode)
+				return nil, fail("bad_recovery_code", "bad_second_factor", badCode)
 			}
 			amr = append(amr, "mfa")
 		}
@@ -130,11 +238,12 @@ func (a *AuthService) Login(ctx context.Context, req *connect.Request[keyplanev1
 		IdentityID: id.ID, GrantType: "password", CredentialID: st.PasswordID, AMR: amr, ExpiresAt: now.Add(refreshTTL),
 	}, schema.NewRefreshToken{ID: refresh.KeyID, Hash: refresh.Hash, ExpiresAt: now.Add(refreshTTL)})
 	if errors.Is(err, schema.ErrReplay) {
-		return nil, fail("replayed_code", err)
+		return nil, fail("replayed_code", "bad_second_factor", err)
 	}
 	if err != nil {
 		return nil, err
 	}
+	n.metrics.loginAttempts.WithLabelValues("success").Inc()
 	ttl := t.AccessTokenTTL
 	raw, err := n.mint(ring, grant{Tenant: t, IdentityID: id.ID, AMR: amr}, sess.ID, now, ttl)
 	if err != nil {
@@ -230,7 +339,22 @@ func (a *AuthService) ConfirmTOTP(ctx context.Context, req *connect.Request[keyp
 	return connect.NewResponse(&keyplanev1.ConfirmTOTPResponse{RecoveryCodes: codes}), nil
 }
 
-// selfService authorizes a call about identityID by the operator or that identity.
+// requireRecentAuth refuses an identity whose session authenticated longer ago than
+// the step-up window (or at an unknown time): a stolen access token alone must not
+// change the account's credentials. The operator is not an identity and passes.
+func (n *Node) requireRecentAuth(c caller) error {
+	if c.operator() {
+		return nil
+	}
+	if c.authTime.IsZero() || n.now().Sub(c.authTime) > n.cfg.Login.StepUpWindow {
+		return connect.NewError(connect.CodePermissionDenied, fmt.Errorf(
+			"recent authentication required: log in again (this needs a login within the last %s)", n.cfg.Login.StepUpWindow))
+	}
+	return nil
+}
+
+// selfService authorizes a call about identityID by the operator or that identity;
+// an identity must have logged in recently (requireRecentAuth).
 func (n *Node) selfService(ctx context.Context, header, tenantID, identityID string) (schema.Tenant, caller, error) {
 	t, err := n.activeTenant(ctx, tenantID)
 	if err != nil {
@@ -245,6 +369,9 @@ func (n *Node) selfService(ctx context.Context, header, tenantID, identityID str
 	}
 	if c.identityID != "" && c.identityID != identityID {
 		return schema.Tenant{}, caller{}, connect.NewError(connect.CodePermissionDenied, errors.New("identity_id: an identity may only manage its own second factor"))
+	}
+	if err := n.requireRecentAuth(c); err != nil {
+		return schema.Tenant{}, caller{}, err
 	}
 	return t, c, nil
 }

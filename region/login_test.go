@@ -56,8 +56,10 @@ func TestLoginPasswordTOTPAndRefresh(t *testing.T) {
 	if err != nil || !strings.HasPrefix(en.Msg.OtpauthUrl, "otpauth://totp/") {
 		t.Fatalf("enroll: %v %v", en, err)
 	}
+	// Confirm with this step's code and log in with the next one: the server accepts
+	// one step either side, so both hold however slowly the calls run (up to 30 s).
 	now := time.Now()
-	code, _ := totp.GenerateCode(en.Msg.Secret, now.Add(-30*time.Second))
+	code, _ := totp.GenerateCode(en.Msg.Secret, now)
 	confirm := connect.NewRequest(&keyplanev1.ConfirmTOTPRequest{TenantId: "acme", IdentityId: alice, Code: code})
 	confirm.Header().Set("Authorization", "Bearer "+got.Token.AccessToken)
 	cf, err := f.auth.ConfirmTOTP(ctx, confirm)
@@ -69,7 +71,7 @@ func TestLoginPasswordTOTPAndRefresh(t *testing.T) {
 	if err != nil || !mfa.MfaRequired || mfa.Token != nil {
 		t.Fatalf("login without the second factor: %+v %v", mfa, err)
 	}
-	code, _ = totp.GenerateCode(en.Msg.Secret, now)
+	code, _ = totp.GenerateCode(en.Msg.Secret, now.Add(30*time.Second))
 	full, err := login("correct horse battery", code, "")
 	if err != nil || full.Token == nil {
 		t.Fatalf("login with TOTP: %+v %v", full, err)
@@ -105,48 +107,4 @@ func TestLoginPasswordTOTPAndRefresh(t *testing.T) {
 	}
 	_, err = f.auth.Refresh(ctx, connect.NewRequest(&keyplanev1.RefreshRequest{TenantId: "acme", RefreshToken: ref.Msg.Token.RefreshToken}))
 	wantCode(t, err, connect.CodeUnauthenticated, "refresh_token")
-}
-
-func TestLoginLockout(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	f := newFixture(t)
-	h, err := f.admin.CreateIdentity(ctx, connect.NewRequest(&keyplanev1.CreateIdentityRequest{TenantId: "acme",
-		Kind: keyplanev1.IdentityKind_IDENTITY_KIND_HUMAN, DisplayName: "Bob", Email: "bob@acme.example"}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.admin.SetPassword(ctx, connect.NewRequest(&keyplanev1.SetPasswordRequest{TenantId: "acme", IdentityId: h.Msg.Identity.Id, Password: "the right password"})); err != nil {
-		t.Fatal(err)
-	}
-	try := func(pw string) error {
-		_, err := f.auth.Login(ctx, connect.NewRequest(&keyplanev1.LoginRequest{TenantId: "acme", Email: "bob@acme.example", Password: pw}))
-		return err
-	}
-	for i := 1; i <= 2; i++ {
-		wantCode(t, try("wrong password!"), connect.CodeUnauthenticated, "invalid email or password")
-	}
-	wantCode(t, try("wrong password!"), connect.CodeResourceExhausted, "try again in")
-	// Locked: even the right password is refused until the lock passes.
-	wantCode(t, try("the right password"), connect.CodeResourceExhausted, "try again in")
-	f.clock.Advance(2100 * time.Millisecond) // past the 2 s lock
-	if err := try("the right password"); err != nil {
-		t.Fatalf("after the lock: %v", err)
-	}
-	evs, err := f.admin.ListAuditEvents(ctx, connect.NewRequest(&keyplanev1.ListAuditEventsRequest{TenantId: "acme"}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var failures, successes int
-	for _, e := range evs.Msg.Events {
-		switch e.Action {
-		case "login.failure":
-			failures++
-		case "login.success":
-			successes++
-		}
-	}
-	if failures != 3 || successes != 1 {
-		t.Fatalf("audit: %d login failures, %d successes; want 3 and 1", failures, successes)
-	}
 }

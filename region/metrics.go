@@ -19,6 +19,11 @@ type metrics struct {
 	policyReloads        prometheus.Counter
 	decisionsWritten     prometheus.Counter
 	decisionBackpressure prometheus.Counter
+	loginAttempts        *prometheus.CounterVec
+	rateLimited          *prometheus.CounterVec
+	hashSlots            prometheus.Gauge
+	hashInUse            prometheus.Gauge
+	hashBusy             prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, cfg Config) (*metrics, error) {
@@ -66,9 +71,29 @@ func newMetrics(reg prometheus.Registerer, cfg Config) (*metrics, error) {
 			Namespace: "keyplane", Name: "decision_log_backpressure_total",
 			Help: "Checks that waited because the decision log buffer was full.", ConstLabels: labels,
 		}),
+		loginAttempts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "keyplane", Name: "login_attempts_total",
+			Help: "Password logins by outcome: success, mfa_required, bad_password, bad_second_factor, unknown (no such login), delayed (this source must wait), locked (the login is locked).", ConstLabels: labels,
+		}, []string{"result"}),
+		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "keyplane", Name: "rate_limited_total",
+			Help: "Requests refused by a rate limit, by endpoint (login, token, introspection) and key (ip, tenant).", ConstLabels: labels,
+		}, []string{"endpoint", "key"}),
+		hashSlots: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "keyplane", Name: "password_hash_slots",
+			Help: "Password hashes (argon2id, about 19 MiB each) this node runs at once at most.", ConstLabels: labels,
+		}),
+		hashInUse: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "keyplane", Name: "password_hash_in_use",
+			Help: "Password hashes running now.", ConstLabels: labels,
+		}),
+		hashBusy: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "keyplane", Name: "password_hash_busy_total",
+			Help: "Logins refused (resource_exhausted) because no password hashing slot freed up in time.", ConstLabels: labels,
+		}),
 	}
 	for _, c := range []prometheus.Collector{m.rpcDuration, m.authFailures, m.ready, m.credentialFailures, m.validations, m.refreshReuse,
-		m.checks, m.policyReloads, m.decisionsWritten, m.decisionBackpressure} {
+		m.checks, m.policyReloads, m.decisionsWritten, m.decisionBackpressure, m.loginAttempts, m.rateLimited, m.hashSlots, m.hashInUse, m.hashBusy} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

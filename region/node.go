@@ -56,6 +56,7 @@ type Node struct {
 	gossip    Gossip
 	peers     *peerServer                             // the peer listener; nil without routing
 	cluster   interface{ Members() []routing.Member } // gossip's members, for /members; nil without routing
+	guards    *guards                                 // login throttling, password hashing bound, rate limits
 }
 
 // New assembles a node. log may be nil (no logging).
@@ -88,8 +89,9 @@ func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node
 		cfg.Now = time.Now
 	}
 	cfg.Limits = cfg.Limits.withDefaults()
+	cfg.Login = cfg.Login.withDefaults()
 	n := &Node{cfg: cfg, store: store, log: log, metrics: m, lastUsed: &lastUsed{},
-		policies:  &policyCache{env: env, store: store, staleness: cfg.PolicyStaleness, m: m},
+		policies: &policyCache{env: env, store: store, staleness: cfg.PolicyStaleness, m: m}, guards: newGuards(cfg.Login, m),
 		decisions: newDecisionLog(store, log, m, 10_000),
 		verified:  newVerified(10_000), tenants: routing.NewDirectory(store, 5*time.Second), reg: reg,
 		keys: &keyring{store: store, kek: cfg.KEK, region: cfg.Region, refreshEvery: cfg.KeyRefresh}}

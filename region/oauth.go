@@ -24,8 +24,8 @@ import (
 func (n *Node) mountOAuth(mux *http.ServeMux) {
 	mux.HandleFunc("GET /t/{tenant}/.well-known/openid-configuration", n.oauthHandler(n.discovery))
 	mux.HandleFunc("GET /t/{tenant}/.well-known/jwks.json", n.oauthHandler(n.jwks))
-	mux.HandleFunc("POST /t/{tenant}/oauth2/token", n.oauthHandler(n.tokenEndpoint))
-	mux.HandleFunc("POST /t/{tenant}/oauth2/introspect", n.oauthHandler(n.introspect))
+	mux.HandleFunc("POST /t/{tenant}/oauth2/token", n.limitHTTP(n.guards.token, n.oauthHandler(n.tokenEndpoint)))
+	mux.HandleFunc("POST /t/{tenant}/oauth2/introspect", n.limitHTTP(n.guards.introspect, n.oauthHandler(n.introspect)))
 	mux.HandleFunc("POST /t/{tenant}/oauth2/revoke", n.oauthHandler(n.revokeEndpoint))
 }
 

@@ -105,6 +105,7 @@ Example:
 	tlsCert := fs.String("tls-cert", "", "certificate for the API listener (PEM); with --tls-key, clients connect over TLS; re-read when it changes")
 	tlsKey := fs.String("tls-key", "", "private key of --tls-cert (PEM)")
 	dialMap := fs.String("peer-dial-map", "", "comma-separated from=to host:port rewrites applied when dialing peers (simulated networks)")
+	loginFlags(fs, &cfg.Login)
 	if err := c.parse(args); err != nil {
 		return parseErr(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"unicode"
 
 	"github.com/keyplane/keyplane/region/credential"
 )
@@ -101,4 +102,53 @@ func TestHashRecoveryCode(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzNormalizeRecoveryCode checks the normal form recovery codes are hashed in, for
+// any input a client sends: it holds no separators, normalizing again changes nothing,
+// separators added anywhere change nothing, and a generated code matches however it
+// is typed (upper case, dashes, spaces).
+func FuzzNormalizeRecoveryCode(f *testing.F) {
+	codes, _, err := credential.NewRecoveryCodes(2)
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, s := range []string{"", "abcd-efgh-2345", "ABCD EFGH 2345", " a-b\tc\nd ", "\u212a", "\xff\xfe", "--", "İı", codes[0], codes[1]} {
+		f.Add(s, uint8(3))
+	}
+	f.Fuzz(func(t *testing.T, s string, every uint8) {
+		n := credential.NormalizeRecoveryCode(s)
+		if strings.ContainsFunc(n, func(r rune) bool { return r == '-' || unicode.IsSpace(r) }) {
+			t.Fatalf("NormalizeRecoveryCode(%q) = %q: still holds a separator", s, n)
+		}
+		if again := credential.NormalizeRecoveryCode(n); again != n {
+			t.Fatalf("not idempotent: %q → %q → %q", s, n, again)
+		}
+		// Separators between any runes are ignored.
+		var sb strings.Builder
+		for i, r := range []rune(s) {
+			if every > 0 && i%int(every) == 0 {
+				sb.WriteString("- \t")
+			}
+			sb.WriteRune(r)
+		}
+		if got := credential.NormalizeRecoveryCode(sb.String()); got != n {
+			t.Fatalf("separators changed the normal form: %q → %q, %q → %q", s, n, sb.String(), got)
+		}
+		if !bytes.Equal(credential.HashRecoveryCode(sb.String()), credential.HashRecoveryCode(s)) {
+			t.Fatalf("hashes differ for %q and %q", s, sb.String())
+		}
+		// A code made only of the codes' alphabet matches in upper case too, and never
+		// matches a different code.
+		if strings.Trim(n, "abcdefghijklmnopqrstuvwxyz234567") == "" {
+			if got := credential.NormalizeRecoveryCode(strings.ToUpper(s)); got != n {
+				t.Fatalf("upper case changed the normal form of %q: %q, want %q", s, got, n)
+			}
+			for _, c := range codes {
+				if (n == credential.NormalizeRecoveryCode(c)) != bytes.Equal(credential.HashRecoveryCode(s), credential.HashRecoveryCode(c)) {
+					t.Fatalf("%q against code %q: normal forms and hashes disagree", s, c)
+				}
+			}
+		}
+	})
 }

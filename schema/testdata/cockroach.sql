@@ -302,6 +302,38 @@ CREATE TABLE IF NOT EXISTS decisions (
 ) LOCALITY REGIONAL BY ROW AS crdb_region;
 CREATE INDEX IF NOT EXISTS decisions_at_idx ON decisions (tenant_id, at DESC);
 
+-- migration 0004 login_throttle
+-- 0004 login throttling. subject is the SHA-256 (hex) of a login's lower-cased email,
+-- so unknown and known emails are throttled alike and sprayed addresses are not stored
+-- in clear. Two tables, so that one statement can take an attempt slot in both (a
+-- statement may upsert a CockroachDB table only once). Idle rows are pruned.
+
+-- login_throttle: failures of a login name across every source, and its hard lock.
+CREATE TABLE IF NOT EXISTS login_throttle (
+    tenant_id    TEXT NOT NULL REFERENCES tenants (id),
+    crdb_region  crdb_internal_region NOT NULL,
+    subject      TEXT NOT NULL,
+    failures     INT8 NOT NULL DEFAULT 0,
+    locked_until TIMESTAMPTZ NOT NULL,
+    updated_at   TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (crdb_region, tenant_id, subject)
+) LOCALITY REGIONAL BY ROW AS crdb_region;
+CREATE INDEX IF NOT EXISTS login_throttle_updated_idx ON login_throttle (tenant_id, updated_at);
+
+-- login_throttle_sources: failures of a login name from one source address, and the
+-- progressive delay before that source may try again.
+CREATE TABLE IF NOT EXISTS login_throttle_sources (
+    tenant_id    TEXT NOT NULL REFERENCES tenants (id),
+    crdb_region  crdb_internal_region NOT NULL,
+    subject      TEXT NOT NULL,
+    source       TEXT NOT NULL,
+    failures     INT8 NOT NULL DEFAULT 0,
+    next_at      TIMESTAMPTZ NOT NULL,
+    updated_at   TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (crdb_region, tenant_id, subject, source)
+) LOCALITY REGIONAL BY ROW AS crdb_region;
+CREATE INDEX IF NOT EXISTS login_throttle_sources_updated_idx ON login_throttle_sources (tenant_id, updated_at);
+
 -- migration 0005 oauth
 -- 0005 OAuth hardening: per-client audience and scope allow-lists, per-tenant signing
 -- algorithm.
