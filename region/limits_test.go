@@ -203,7 +203,12 @@ func TestEnableRoutingNeedsForwardsShorterThanWrites(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		err = n.EnableRouting(region.Routing{Peers: gossipView, ForwardTimeout: tt.forward})
+		peerLn, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = peerLn.Close() })
+		err = n.EnableRouting(region.Routing{Peers: gossipView, ForwardTimeout: tt.forward, PeerListener: peerLn})
 		if (err == nil) != tt.ok || err != nil && !strings.Contains(err.Error(), "write timeout") {
 			t.Errorf("write timeout %v, forward timeout %v: %v, want ok=%v", tt.write, tt.forward, err, tt.ok)
 		}

@@ -49,7 +49,7 @@ func serveRouted(t *testing.T, cfg region.Config, peers peersOf) served {
 		t.Fatal(err)
 	}
 	if peers != nil {
-		if err := n.EnableRouting(region.Routing{Peers: peers}); err != nil {
+		if err := n.EnableRouting(region.Routing{Peers: peers, PeerListener: listen()}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -17,6 +17,7 @@ import (
 	keyplanev1 "github.com/keyplane/keyplane/region/gen/keyplane/v1"
 	"github.com/keyplane/keyplane/region/gen/keyplane/v1/keyplanev1connect"
 	"github.com/keyplane/keyplane/routing"
+	"github.com/keyplane/keyplane/routing/client"
 	"github.com/keyplane/keyplane/schema"
 	"github.com/keyplane/keyplane/schema/schematest"
 )
@@ -132,7 +133,13 @@ func TestSecurityForgedHopSetsNoClientIP(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	pair := newRoutedPair(t)
-	admin := adminClient(pair.us, secret)
+	admin := keyplanev1connect.NewAdminServiceClient(http.DefaultClient, pair.us, connect.WithInterceptors(client.Tenant(),
+		connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
+			return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+				req.Header().Set("Authorization", "Bearer "+secret)
+				return next(ctx, req)
+			}
+		})))
 	if _, err := admin.CreateTenant(ctx, connect.NewRequest(&keyplanev1.CreateTenantRequest{Id: "acme", Name: "Acme", HomeRegion: "us-east"})); err != nil {
 		t.Fatal(err)
 	}

@@ -221,10 +221,16 @@ func exhausted(msg string, retryAfter time.Duration) *connect.Error {
 
 // allow takes a token from the source IP's bucket, then from the tenant's. The IP is
 // checked first so that a flood from one address does not spend its tenant's budget.
+//
+// An unknown source ("": a forward whose client address could not be trusted, which
+// only a cluster without peer certificates produces) is limited per tenant only: one
+// shared "" bucket would let a flood of such forwards starve every other one.
 func (p *pairLimiter) allow(m *metrics, ip, tenant string, now time.Time) error {
-	if ok, d := p.perIP.allow(ip, now); !ok {
-		m.rateLimited.WithLabelValues(p.name, "ip").Inc()
-		return &rateLimited{what: "too many " + p.name + " requests from this address", retryAfter: d}
+	if ip != "" {
+		if ok, d := p.perIP.allow(ip, now); !ok {
+			m.rateLimited.WithLabelValues(p.name, "ip").Inc()
+			return &rateLimited{what: "too many " + p.name + " requests from this address", retryAfter: d}
+		}
 	}
 	if ok, d := p.perTen.allow(tenant, now); !ok {
 		m.rateLimited.WithLabelValues(p.name, "tenant").Inc()

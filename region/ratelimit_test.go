@@ -107,9 +107,9 @@ func TestSourceIP(t *testing.T) {
 		"127.0.0.1:5000":             "127.0.0.1",
 		"[2001:db8:1:2:3:4:5:6]:443": "2001:db8:1:2::/64",
 		"[2001:db8:1:2:ffff::1]:443": "2001:db8:1:2::/64",
-		"[::ffff:192.0.2.7]:80":      "::ffff:192.0.2.7",
-		"[fe80::1%eth0]:80":          "fe80::/64",
-		"not an address":             "not an address",
+		"[::ffff:192.0.2.7]:80":      "192.0.2.7", // an IPv4 client on a dual-stack listener
+		"[fe80::1%eth0]:80":          "",          // a zone: not an address checks accept
+		"not an address":             "",
 		"":                           "",
 	} {
 		if got := sourceIP(in); got != want {

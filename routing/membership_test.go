@@ -254,10 +254,11 @@ func TestMembershipConfigValidate(t *testing.T) {
 	}
 }
 
-// A process without the cluster's gossip key (none, or another) is not admitted: it
-// learns no member and no member lists it, so no request is ever forwarded to it. A
+// TestSecurityGossipRefusesNodesWithoutTheKey (issue 12, finding 1): a process without
+// the cluster's gossip key (none, or another) is not admitted: it learns no member and
+// no member lists it, so no request is ever forwarded to it. A
 // node that holds the new key beside the old one during a rotation is admitted.
-func TestMembershipKeyRefusesRogues(t *testing.T) {
+func TestSecurityGossipRefusesNodesWithoutTheKey(t *testing.T) {
 	t.Parallel()
 	seed := join(t, "us", "us-1")
 	member := join(t, "us", "us-2", seed.Addr())
