@@ -1,7 +1,9 @@
 // Package region is the region node: it assembles keyplane's Connect services, the
-// gRPC health and reflection services, the HTTP endpoints (/healthz, /readyz,
-// /metrics) and the interceptors (request ids, logging, metrics, operator
-// authentication) into one http.Handler.
+// gRPC health and reflection services, the OAuth/OIDC endpoints, /healthz and /readyz,
+// and the interceptors (request ids, logging, metrics, operator authentication) into
+// the API server; the operator endpoints (/metrics, /members, /debug/pprof) on the
+// operator listener or behind the operator secret; and, with routing, the peer
+// listener that serves forwards from other nodes over mutual TLS.
 //
 // Errors from the store are mapped to Connect codes in exactly one place,
 // [connectError]; SQL text never reaches a client.
