@@ -52,6 +52,7 @@ func (a *AdminService) CreateAPIKey(ctx context.Context, req *connect.Request[ke
 	}
 	c, err := a.node.store.CreateKeyCredential(ctx, change(ctx), sc, schema.NewKeyCredential{
 		IdentityID: m.IdentityId, Kind: schema.CredAPIKey, Name: m.Name, KeyID: sec.KeyID, Hash: sec.Hash, ExpiresAt: expires,
+		AllowedAudiences: m.AllowedAudiences, AllowedScopes: m.AllowedScopes,
 	})
 	if err != nil {
 		return nil, err

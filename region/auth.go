@@ -3,6 +3,8 @@ package region
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net/url"
 	"strings"
 	"time"
 
@@ -59,9 +61,21 @@ func (a *AuthService) ExchangeAPIKey(ctx context.Context, req *connect.Request[k
 	if err != nil {
 		return nil, err
 	}
+	// The key's allow-lists bound what it mints, as a client's do at the token endpoint.
+	audience, scope, err := requestedTarget(n.Issuer(t.ID), cred.Credential, url.Values{"audience": {m.Audience}, "scope": {m.Scope}})
+	if oe, ok := errors.AsType[*oauthError](err); ok {
+		field := "audience"
+		if oe.Code == "invalid_scope" {
+			field = "scope"
+		}
+		return nil, connect.NewError(connect.CodePermissionDenied, fmt.Errorf("%s: %s", field, oe.Description))
+	}
+	if err != nil {
+		return nil, err
+	}
 	raw, sess, err := n.issue(ctx, schema.Change{Actor: "identity:" + cred.IdentityID, RequestID: requestID(ctx)}, grant{
 		Tenant: t, IdentityID: cred.IdentityID, ClientID: keyID, GrantType: "api_key", CredentialID: cred.ID,
-		AMR: []string{"apikey"}, Audience: m.Audience, Scope: m.Scope,
+		AMR: []string{"apikey"}, Audience: audience, Scope: scope,
 	})
 	if err != nil {
 		return nil, err

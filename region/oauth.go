@@ -291,7 +291,7 @@ func requestedTarget(issuer string, c schema.Credential, form url.Values) (strin
 	case !schema.ValidAudience(audience):
 		return "", "", badTarget("audience: %s is not a valid audience", quoteParam(audience))
 	case audience != issuer && !slices.Contains(c.AllowedAudiences, audience):
-		return "", "", badTarget("audience %s is not allowed for this client", quoteParam(audience))
+		return "", "", badTarget("audience %s is not allowed for this %s", quoteParam(audience), holderOf(c))
 	}
 	scope := form.Get("scope")
 	if len(scope) > 1024 {
@@ -304,12 +304,20 @@ func requestedTarget(issuer string, c schema.Credential, form url.Values) (strin
 		case !schema.ValidScopeToken(s):
 			return "", "", oauthErr(http.StatusBadRequest, "invalid_scope", "scope: "+quoteParam(s)+" is not a scope token (RFC 6749 §3.3)")
 		case !slices.Contains(c.AllowedScopes, s):
-			return "", "", oauthErr(http.StatusBadRequest, "invalid_scope", "scope "+quoteParam(s)+" is not allowed for this client")
+			return "", "", oauthErr(http.StatusBadRequest, "invalid_scope", "scope "+quoteParam(s)+" is not allowed for this "+holderOf(c))
 		default:
 			granted = append(granted, s)
 		}
 	}
 	return audience, strings.Join(granted, " "), nil
+}
+
+// holderOf names what holds an allow-list in errors: a client or an API key.
+func holderOf(c schema.Credential) string {
+	if c.Kind == schema.CredAPIKey {
+		return "API key"
+	}
+	return "client"
 }
 
 // quoteParam quotes an untrusted request value for an error description, cut short.

@@ -15,6 +15,7 @@ import (
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	keyplanev1 "github.com/keyplane/keyplane/region/gen/keyplane/v1"
 	"github.com/keyplane/keyplane/region/gen/keyplane/v1/keyplanev1connect"
@@ -367,4 +368,54 @@ func TestSecurityRS256Interop(t *testing.T) {
 	if v := f.validate(t, edTok); !v.Active {
 		t.Fatalf("an EdDSA token issued before the switch: %v", v)
 	}
+}
+
+// TestSecurityAPIKeyAllowLists — issue 12, finding 5, through the other door: an API
+// key exchanged for a token could name any audience and any scope. It now gets
+// permission_denied naming the field outside its lists (default: the tenant's issuer
+// only, no scope); a key created with lists gets what they name, and a rotated key
+// keeps them.
+func TestSecurityAPIKeyAllowLists(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newFixture(t)
+	exchange := func(key, audience, scope string) (*keyplanev1.TokenClaims, error) {
+		r, err := f.auth.ExchangeAPIKey(ctx, connect.NewRequest(&keyplanev1.ExchangeAPIKeyRequest{TenantId: "acme", ApiKey: key, Audience: audience, Scope: scope}))
+		if err != nil {
+			return nil, err
+		}
+		return f.validate(t, r.Msg.Token.AccessToken).Claims, nil
+	}
+	const other = "https://api.other.test"
+	_, err := exchange(f.apiKey, other, "")
+	wantCode(t, err, connect.CodePermissionDenied, `audience: audience "https://api.other.test" is not allowed for this API key`)
+	_, err = exchange(f.apiKey, "", "docs.read")
+	wantCode(t, err, connect.CodePermissionDenied, `scope: scope "docs.read" is not allowed for this API key`)
+	if c, err := exchange(f.apiKey, "", ""); err != nil || !slices.Equal(c.GetAudience(), []string{f.issuer}) {
+		t.Fatalf("default exchange: %v %v, want the issuer as audience", c, err)
+	}
+
+	_, err = f.admin.CreateAPIKey(ctx, connect.NewRequest(&keyplanev1.CreateAPIKeyRequest{TenantId: "acme", IdentityId: f.bot, Name: "bad",
+		ExpireTime: timestamppb.New(time.Now().Add(time.Hour)), AllowedScopes: []string{"two words"}}))
+	wantCode(t, err, connect.CodeInvalidArgument, "allowed_scopes")
+	k, err := f.admin.CreateAPIKey(ctx, connect.NewRequest(&keyplanev1.CreateAPIKeyRequest{TenantId: "acme", IdentityId: f.bot, Name: "docs",
+		ExpireTime: timestamppb.New(time.Now().Add(time.Hour)), AllowedAudiences: []string{other}, AllowedScopes: []string{"docs.read"}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, err := exchange(k.Msg.ApiKey, other, "docs.read"); err != nil || !slices.Equal(c.GetAudience(), []string{other}) || c.GetScope() != "docs.read" {
+		t.Fatalf("exchange within the lists: %v %v", c, err)
+	}
+	_, err = exchange(k.Msg.ApiKey, other, "docs.read docs.write")
+	wantCode(t, err, connect.CodePermissionDenied, `scope "docs.write"`)
+	rot, err := f.admin.RotateAPIKey(ctx, connect.NewRequest(&keyplanev1.RotateAPIKeyRequest{TenantId: "acme", CredentialId: k.Msg.Credential.Id,
+		ExpireTime: timestamppb.New(time.Now().Add(time.Hour))}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := exchange(rot.Msg.ApiKey, other, "docs.read"); err != nil {
+		t.Fatalf("the rotated key lost its lists: %v", err)
+	}
+	_, err = exchange(rot.Msg.ApiKey, "https://api.third.test", "")
+	wantCode(t, err, connect.CodePermissionDenied, "audience")
 }

@@ -109,9 +109,6 @@ func (s *Store) CreateKeyCredential(ctx context.Context, c Change, sc Scope, in 
 	if err != nil {
 		return Credential{}, err
 	}
-	if in.Kind != CredClientSecret && (len(auds) > 0 || len(scopes) > 0) {
-		return Credential{}, fieldErr("allowed_audiences", "only OAuth clients have allow-lists")
-	}
 	var out Credential
 	err = s.tx(ctx, func(tx pgx.Tx) error {
 		id, err := getIdentity(ctx, tx, sc, in.IdentityID, "")

@@ -2662,11 +2662,17 @@ func (x *Session) GetRevokeTime() *timestamppb.Timestamp {
 }
 
 type CreateAPIKeyRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	TenantId      string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
-	IdentityId    string                 `protobuf:"bytes,2,opt,name=identity_id,json=identityId,proto3" json:"identity_id,omitempty"`
-	Name          string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
-	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	TenantId   string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	IdentityId string                 `protobuf:"bytes,2,opt,name=identity_id,json=identityId,proto3" json:"identity_id,omitempty"`
+	Name       string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	// Audiences the key may request at ExchangeAPIKey besides the tenant's issuer
+	// (always allowed and the default); the same rules as CreateClientRequest's. Empty:
+	// the tenant's issuer only. RotateAPIKey keeps them.
+	AllowedAudiences []string `protobuf:"bytes,5,rep,name=allowed_audiences,json=allowedAudiences,proto3" json:"allowed_audiences,omitempty"`
+	// Scopes the key may request at ExchangeAPIKey. Empty: none.
+	AllowedScopes []string `protobuf:"bytes,6,rep,name=allowed_scopes,json=allowedScopes,proto3" json:"allowed_scopes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2725,6 +2731,20 @@ func (x *CreateAPIKeyRequest) GetName() string {
 func (x *CreateAPIKeyRequest) GetExpireTime() *timestamppb.Timestamp {
 	if x != nil {
 		return x.ExpireTime
+	}
+	return nil
+}
+
+func (x *CreateAPIKeyRequest) GetAllowedAudiences() []string {
+	if x != nil {
+		return x.AllowedAudiences
+	}
+	return nil
+}
+
+func (x *CreateAPIKeyRequest) GetAllowedScopes() []string {
+	if x != nil {
+		return x.AllowedScopes
 	}
 	return nil
 }
@@ -5060,14 +5080,16 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\vexpire_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"expireTime\x12;\n" +
 	"\vrevoke_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"revokeTime\"\xa4\x01\n" +
+	"revokeTime\"\xf8\x01\n" +
 	"\x13CreateAPIKeyRequest\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x1f\n" +
 	"\videntity_id\x18\x02 \x01(\tR\n" +
 	"identityId\x12\x12\n" +
 	"\x04name\x18\x03 \x01(\tR\x04name\x12;\n" +
 	"\vexpire_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"expireTime\"h\n" +
+	"expireTime\x12+\n" +
+	"\x11allowed_audiences\x18\x05 \x03(\tR\x10allowedAudiences\x12%\n" +
+	"\x0eallowed_scopes\x18\x06 \x03(\tR\rallowedScopes\"h\n" +
 	"\x14CreateAPIKeyResponse\x127\n" +
 	"\n" +
 	"credential\x18\x01 \x01(\v2\x17.keyplane.v1.CredentialR\n" +
