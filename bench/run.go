@@ -115,7 +115,12 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		regions = deploy.DefaultRegions
 	}
 	fmt.Fprintf(cfg.Progress, "starting PostgreSQL and %d keyplane node(s)…\n", len(regions))
-	cl, err := deploy.Start(ctx, deploy.Config{Binary: cfg.Binary, Regions: regions, NodesPerRegion: 1, Durable: true})
+	// The bench's whole load comes from one address, which is what per-address and
+	// per-tenant rate limits exist to stop: lift the token-minting and introspection
+	// ones, which its workloads run at full speed.
+	cl, err := deploy.Start(ctx, deploy.Config{Binary: cfg.Binary, Regions: regions, NodesPerRegion: 1, Durable: true,
+		ServeArgs: []string{"--token-rate-per-ip", "off", "--token-rate-per-tenant", "off",
+			"--introspect-rate-per-ip", "off", "--introspect-rate-per-tenant", "off"}})
 	if err != nil {
 		return rep, err
 	}

@@ -34,6 +34,10 @@ type Config struct {
 	// RTT gives the simulated round trip between two regions (and within one, a == b);
 	// nil means DefaultRTT.
 	RTT func(a, b string) time.Duration
+	// ServeArgs are extra `keyplane serve` flags for every node (never secrets: argv
+	// is public). The bench uses them to lift per-address rate limits, since all its
+	// load comes from one address.
+	ServeArgs []string
 }
 
 // DefaultRegions are the local cluster's regions, in the order they are added.
@@ -186,6 +190,7 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 			"--db-file", c.DatabaseURLFile(), "--log-format", "json", "--gossip-listen", n.Gossip, "--gossip-profile", "local",
 			"--join", strings.Join(seeds, ","), "--peer-dial-map", strings.Join(dial, ","),
 			"--peer-listen", n.Peer, "--peer-cert", c.certFile(n.ID + ".crt"), "--peer-key", c.certFile(n.ID + ".key"), "--peer-ca", c.certFile("ca.crt")}
+		n.args = append(n.args, cfg.ServeArgs...)
 	}
 	if err := c.issueCerts(ctx); err != nil {
 		return nil, err

@@ -53,6 +53,10 @@ func (a *AuthService) ExchangeAPIKey(ctx context.Context, req *connect.Request[k
 	if err := checkAudienceAndScope(m.Audience, m.Scope); err != nil {
 		return nil, err
 	}
+	// Minting a token counts against the token endpoint's limits, by whichever door.
+	if err := n.guards.token.allow(n.metrics, sourceIP(req.Peer().Addr), m.TenantId, n.now()); err != nil {
+		return nil, err
+	}
 	t, err := n.activeTenant(ctx, m.TenantId)
 	if err != nil {
 		return nil, err

@@ -254,6 +254,9 @@ func (a *AuthService) Login(ctx context.Context, req *connect.Request[keyplanev1
 }
 
 func (a *AuthService) Refresh(ctx context.Context, req *connect.Request[keyplanev1.RefreshRequest]) (*connect.Response[keyplanev1.RefreshResponse], error) {
+	if err := a.node.guards.token.allow(a.node.metrics, sourceIP(req.Peer().Addr), req.Msg.TenantId, a.node.now()); err != nil {
+		return nil, err
+	}
 	t, err := a.node.activeTenant(ctx, req.Msg.TenantId)
 	if err != nil {
 		return nil, err

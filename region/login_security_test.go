@@ -262,6 +262,26 @@ func TestSecurityLoginRateLimits(t *testing.T) {
 			}
 		}
 	}
+	// ExchangeAPIKey and Refresh mint tokens too: they share the token endpoint's limits.
+	c := f.authFrom("127.0.0.5")
+	for i := range 3 {
+		_, err := c.ExchangeAPIKey(ctx, connect.NewRequest(&keyplanev1.ExchangeAPIKeyRequest{TenantId: "acme", ApiKey: f.apiKey}))
+		if i < 2 && err != nil {
+			t.Fatalf("exchange %d: %v", i+1, err)
+		}
+		if i == 2 {
+			wantCode(t, err, connect.CodeResourceExhausted, "from this address")
+		}
+	}
+	d := f.authFrom("127.0.0.6")
+	for i := range 3 {
+		_, err := d.Refresh(ctx, connect.NewRequest(&keyplanev1.RefreshRequest{TenantId: "acme", RefreshToken: "kpr_not_a_real_one"}))
+		if i < 2 {
+			wantCode(t, err, connect.CodeUnauthenticated, "refresh_token")
+		} else {
+			wantCode(t, err, connect.CodeResourceExhausted, "from this address")
+		}
+	}
 }
 
 // TestSecurityStepUpForCredentialChanges is finding 13 of issue 12: TOTP enrolment

@@ -32,8 +32,8 @@ func loginFlags(fs *flag.FlagSet, c *region.LoginConfig) {
 	}
 	rate(&c.Rates.LoginPerIP, "login-rate-per-ip", "per source address Login")
 	rate(&c.Rates.LoginPerTenant, "login-rate-per-tenant", "per tenant Login")
-	rate(&c.Rates.TokenPerIP, "token-rate-per-ip", "per source address OAuth token endpoint")
-	rate(&c.Rates.TokenPerTenant, "token-rate-per-tenant", "per tenant OAuth token endpoint")
+	rate(&c.Rates.TokenPerIP, "token-rate-per-ip", "per source address token minting (the OAuth token endpoint, ExchangeAPIKey, Refresh)")
+	rate(&c.Rates.TokenPerTenant, "token-rate-per-tenant", "per tenant token minting (the OAuth token endpoint, ExchangeAPIKey, Refresh)")
 	rate(&c.Rates.IntrospectPerIP, "introspect-rate-per-ip", "per source address OAuth introspection")
 	rate(&c.Rates.IntrospectPerTenant, "introspect-rate-per-tenant", "per tenant OAuth introspection")
 }
