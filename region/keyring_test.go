@@ -77,10 +77,9 @@ func (g *gatedKeys) AddSigningKey(context.Context, schema.NewSigningKey, bool) (
 	return false, errors.New("gatedKeys: no writes")
 }
 
-// TestKeyringServesDuringSlowRefresh: while one caller reloads a stale snapshot from a
-// slow store, every other caller gets the current snapshot at once.
-func TestKeyringServesDuringSlowRefresh(t *testing.T) {
-	t.Parallel()
+// newGatedKeys returns an empty gatedKeys under a fresh KEK.
+func newGatedKeys(t *testing.T) *gatedKeys {
+	t.Helper()
 	text, err := kek.Generate()
 	if err != nil {
 		t.Fatal(err)
@@ -89,7 +88,15 @@ func TestKeyringServesDuringSlowRefresh(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store := &gatedKeys{kek: kk, sealed: map[string][]byte{}}
+	return &gatedKeys{kek: kk, sealed: map[string][]byte{}}
+}
+
+// TestKeyringServesDuringSlowRefresh: while one caller reloads a stale snapshot from a
+// slow store, every other caller gets the current snapshot at once.
+func TestKeyringServesDuringSlowRefresh(t *testing.T) {
+	t.Parallel()
+	store := newGatedKeys(t)
+	kk := store.kek
 	store.add(t, "us-east")
 	k := &keyring{store: store, kek: kk, region: "us-east", refreshEvery: time.Nanosecond} // always stale
 	ctx := context.Background()
@@ -148,17 +155,9 @@ func TestKeyringServesDuringSlowRefresh(t *testing.T) {
 // stops waiting at once.
 func TestKeyringLoadOutlivesItsFirstCaller(t *testing.T) {
 	t.Parallel()
-	text, err := kek.Generate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	kk, err := kek.Parse(text)
-	if err != nil {
-		t.Fatal(err)
-	}
-	store := &gatedKeys{kek: kk, sealed: map[string][]byte{}}
+	store := newGatedKeys(t)
 	kid := store.add(t, "us-east")
-	k := &keyring{store: store, kek: kk, region: "us-east", refreshEvery: time.Hour}
+	k := &keyring{store: store, kek: store.kek, region: "us-east", refreshEvery: time.Hour}
 	store.hold()
 	impatient, giveUp := context.WithCancel(context.Background())
 	first := make(chan error, 1)

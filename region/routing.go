@@ -13,10 +13,8 @@ import (
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/reflect/protoreflect"
-	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/descriptorpb"
 
-	"github.com/keyplane/keyplane/region/gen/keyplane/v1/keyplanev1connect"
 	"github.com/keyplane/keyplane/routing"
 )
 
@@ -149,25 +147,10 @@ func (n *Node) reportReadiness(ctx context.Context) {
 
 // idempotentProcedures are the Connect procedures marked NO_SIDE_EFFECTS or
 // IDEMPOTENT in the protos: safe to hedge and to retry after they may have arrived.
-var idempotentProcedures = func() map[string]bool {
-	out := map[string]bool{}
-	for _, name := range []string{keyplanev1connect.AdminServiceName, keyplanev1connect.AuthServiceName,
-		keyplanev1connect.CheckServiceName, keyplanev1connect.ElevationServiceName} {
-		d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(name))
-		if err != nil {
-			panic(fmt.Sprintf("service %s not registered: %v", name, err))
-		}
-		methods := d.(protoreflect.ServiceDescriptor).Methods()
-		for i := range methods.Len() {
-			m := methods.Get(i)
-			opts, _ := m.Options().(*descriptorpb.MethodOptions)
-			if opts.GetIdempotencyLevel() != descriptorpb.MethodOptions_IDEMPOTENCY_UNKNOWN {
-				out["/"+name+"/"+string(m.Name())] = true
-			}
-		}
-	}
-	return out
-}()
+var idempotentProcedures = proceduresWhere(func(m protoreflect.MethodDescriptor) bool {
+	opts, _ := m.Options().(*descriptorpb.MethodOptions)
+	return opts.GetIdempotencyLevel() != descriptorpb.MethodOptions_IDEMPOTENCY_UNKNOWN
+})
 
 // idempotent reports whether a request may safely be sent twice: the procedures
 // above, OAuth discovery and JWKS reads, introspection, and RFC 7009 revocation

@@ -13,7 +13,14 @@ import (
 // tenantScopedProcedures are the Connect procedures whose request message has a
 // top-level string tenant_id: routing must know their tenant before it reads the body,
 // so their callers send it in the Keyplane-Tenant header too.
-var tenantScopedProcedures = func() map[string]bool {
+var tenantScopedProcedures = proceduresWhere(func(m protoreflect.MethodDescriptor) bool {
+	f := m.Input().Fields().ByName("tenant_id")
+	return f != nil && f.Kind() == protoreflect.StringKind && f.Cardinality() != protoreflect.Repeated
+})
+
+// proceduresWhere returns the paths (/service/method) of keyplane's Connect procedures
+// for which keep is true, read from the registered proto descriptors.
+func proceduresWhere(keep func(protoreflect.MethodDescriptor) bool) map[string]bool {
 	out := map[string]bool{}
 	for _, name := range []string{keyplanev1connect.AdminServiceName, keyplanev1connect.AuthServiceName,
 		keyplanev1connect.CheckServiceName, keyplanev1connect.ElevationServiceName} {
@@ -23,15 +30,13 @@ var tenantScopedProcedures = func() map[string]bool {
 		}
 		methods := d.(protoreflect.ServiceDescriptor).Methods()
 		for i := range methods.Len() {
-			m := methods.Get(i)
-			f := m.Input().Fields().ByName("tenant_id")
-			if f != nil && f.Kind() == protoreflect.StringKind && f.Cardinality() != protoreflect.Repeated {
+			if m := methods.Get(i); keep(m) {
 				out["/"+name+"/"+string(m.Name())] = true
 			}
 		}
 	}
 	return out
-}()
+}
 
 // needsTenant reports whether a request is a call of a tenant-scoped procedure (any
 // protocol: Connect, gRPC and gRPC-Web share the path). The router refuses such a
