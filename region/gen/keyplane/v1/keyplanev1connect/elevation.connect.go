@@ -53,6 +53,12 @@ const (
 // ElevationServiceClient is a client for the keyplane.v1.ElevationService service.
 type ElevationServiceClient interface {
 	RequestElevation(context.Context, *connect.Request[v1.RequestElevationRequest]) (*connect.Response[v1.RequestElevationResponse], error)
+	// Approves a pending request. The approver must hold iam.elevations.approve, must
+	// not be the requester, and must itself hold every permission of the role,
+	// unconditionally, on the whole requested scope, with no deny overlapping it; a role
+	// granting iam.* permissions, or scope "*", also needs
+	// iam.elevations.approve_privileged granted by name. Otherwise permission_denied
+	// names what is missing; failed_precondition if the policy changed meanwhile (retry).
 	ApproveElevation(context.Context, *connect.Request[v1.ApproveElevationRequest]) (*connect.Response[v1.ApproveElevationResponse], error)
 	DenyElevation(context.Context, *connect.Request[v1.DenyElevationRequest]) (*connect.Response[v1.DenyElevationResponse], error)
 	EndElevation(context.Context, *connect.Request[v1.EndElevationRequest]) (*connect.Response[v1.EndElevationResponse], error)
@@ -141,6 +147,12 @@ func (c *elevationServiceClient) GetElevation(ctx context.Context, req *connect.
 // ElevationServiceHandler is an implementation of the keyplane.v1.ElevationService service.
 type ElevationServiceHandler interface {
 	RequestElevation(context.Context, *connect.Request[v1.RequestElevationRequest]) (*connect.Response[v1.RequestElevationResponse], error)
+	// Approves a pending request. The approver must hold iam.elevations.approve, must
+	// not be the requester, and must itself hold every permission of the role,
+	// unconditionally, on the whole requested scope, with no deny overlapping it; a role
+	// granting iam.* permissions, or scope "*", also needs
+	// iam.elevations.approve_privileged granted by name. Otherwise permission_denied
+	// names what is missing; failed_precondition if the policy changed meanwhile (retry).
 	ApproveElevation(context.Context, *connect.Request[v1.ApproveElevationRequest]) (*connect.Response[v1.ApproveElevationResponse], error)
 	DenyElevation(context.Context, *connect.Request[v1.DenyElevationRequest]) (*connect.Response[v1.DenyElevationResponse], error)
 	EndElevation(context.Context, *connect.Request[v1.EndElevationRequest]) (*connect.Response[v1.EndElevationResponse], error)
