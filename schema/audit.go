@@ -11,8 +11,16 @@ import (
 
 // Change says who makes a change; it is recorded in the change's audit event.
 type Change struct {
-	Actor     string // "operator", "identity:<uuid>", "system"
+	Actor     string // "operator", "identity:<uuid>", "client:<id>", "token-holder", "system"
 	RequestID string
+	// ActorKind is the actor's kind: "operator", an identity kind ("human",
+	// "service_account", …), "client" or "system"; "" when not known.
+	ActorKind string
+	// SessionID and TokenID are the session and the access token (jti) the actor
+	// authenticated with; ClientID the OAuth client or API key id it acted through.
+	SessionID, TokenID, ClientID string
+	// BreakGlass marks an operator acting on a tenant-scoped call (break-glass).
+	BreakGlass bool
 }
 
 // AuditEvent is one recorded change.
