@@ -77,6 +77,9 @@ func (s *Store) RequestElevation(ctx context.Context, c Change, sc Scope, e Elev
 	}
 	var out Elevation
 	err := s.tx(ctx, func(tx pgx.Tx) error {
+		if err := ensureBuiltinRole(ctx, tx, sc, e.RoleID); err != nil {
+			return err
+		}
 		var err error
 		out, err = scanElevation(tx.QueryRow(ctx, `INSERT INTO elevations (tenant_id, crdb_region, requester_id, role_id, scope, duration_s, justification)
 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING `+elevationColumns,

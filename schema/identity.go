@@ -389,17 +389,25 @@ func (s *Store) changeIdentity(ctx context.Context, c Change, sc Scope, id, acti
 				return err
 			}
 		}
-		out, err = scanIdentity(sc.TenantID, tx.QueryRow(ctx, `
+		// Disabling or expiring the last tenant admin is refused (keepsTenantAdmin).
+		err = keepsTenantAdmin(ctx, tx, sc, func() error {
+			var err error
+			out, err = scanIdentity(sc.TenantID, tx.QueryRow(ctx, `
 UPDATE identities SET display_name = $4, email = nullif($5, ''), attributes = $6, owner_id = nullif($7, '')::UUID,
   purpose = $8, expires_at = $9, status = $10,
   tokens_valid_after = CASE WHEN $10 = 'disabled' AND status <> 'disabled' THEN now() ELSE tokens_valid_after END,
   updated_at = now()
 WHERE tenant_id = $1 AND crdb_region = $2 AND id = $3
 RETURNING `+identityColumns,
-			sc.TenantID, sc.Region, id, after.DisplayName, after.Email, after.Attributes, after.OwnerID, after.Purpose,
-			nullTime(after.ExpiresAt), after.Status))
+				sc.TenantID, sc.Region, id, after.DisplayName, after.Email, after.Attributes, after.OwnerID, after.Purpose,
+				nullTime(after.ExpiresAt), after.Status))
+			if err != nil {
+				return fmt.Errorf("update identity: %w", identityConflict(err, after.Email))
+			}
+			return nil
+		})
 		if err != nil {
-			return fmt.Errorf("update identity: %w", identityConflict(err, after.Email))
+			return err
 		}
 		return s.writeAudit(ctx, tx, sc, c, audit{action: action, targetKind: "identity", targetID: id,
 			before: identitySummary(before), after: identitySummary(out)})

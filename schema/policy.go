@@ -164,6 +164,9 @@ func (s *Store) CreateRole(ctx context.Context, c Change, sc Scope, r Role) (Rol
 	if len(r.Permissions) == 0 || len(r.Permissions) > 500 {
 		return Role{}, 0, fieldErr("permissions", "between 1 and 500 permissions")
 	}
+	if builtinRoleName(r.Name) {
+		return Role{}, 0, fieldErr("name", "%q is a built-in role's name: bind the built-in role, or pick another name", r.Name)
+	}
 	var out Role
 	rev, err := s.policyChange(ctx, c, sc, func(tx pgx.Tx) (audit, error) {
 		err := tx.QueryRow(ctx, `INSERT INTO roles (tenant_id, crdb_region, name, description, permissions, sensitive)
@@ -186,6 +189,9 @@ VALUES ($1, $2, $3, $4, $5, $6) RETURNING id::TEXT, name, description, permissio
 func (s *Store) DeleteRole(ctx context.Context, c Change, sc Scope, id string) (int64, error) {
 	if _, err := parseID("role_id", id); err != nil {
 		return 0, err
+	}
+	if r, ok := BuiltinRole(id); ok {
+		return 0, fmt.Errorf("%w: role_id: %s is the built-in role %q, which cannot be deleted", ErrPrecondition, id, r.Name)
 	}
 	return s.policyChange(ctx, c, sc, func(tx pgx.Tx) (audit, error) {
 		tag, err := tx.Exec(ctx, `DELETE FROM roles WHERE crdb_region = $1 AND tenant_id = $2 AND id = $3`, sc.Region, sc.TenantID, id)
@@ -236,13 +242,19 @@ func (s *Store) SetMembership(ctx context.Context, c Change, sc Scope, groupID, 
 	}
 	return s.policyChange(ctx, c, sc, func(tx pgx.Tx) (audit, error) {
 		if !member {
-			tag, err := tx.Exec(ctx, `DELETE FROM group_members WHERE crdb_region = $1 AND tenant_id = $2 AND group_id = $3 AND identity_id = $4`,
-				sc.Region, sc.TenantID, groupID, identityID)
+			err := keepsTenantAdmin(ctx, tx, sc, func() error {
+				tag, err := tx.Exec(ctx, `DELETE FROM group_members WHERE crdb_region = $1 AND tenant_id = $2 AND group_id = $3 AND identity_id = $4`,
+					sc.Region, sc.TenantID, groupID, identityID)
+				if err != nil {
+					return fmt.Errorf("remove member: %w", err)
+				}
+				if tag.RowsAffected() == 0 {
+					return fmt.Errorf("%w: identity %s is not a member of group %s", ErrNotFound, identityID, groupID)
+				}
+				return nil
+			})
 			if err != nil {
-				return audit{}, fmt.Errorf("remove member: %w", err)
-			}
-			if tag.RowsAffected() == 0 {
-				return audit{}, fmt.Errorf("%w: identity %s is not a member of group %s", ErrNotFound, identityID, groupID)
+				return audit{}, err
 			}
 			return audit{action: "group.remove_member", targetKind: "group", targetID: groupID, after: map[string]any{"identity_id": identityID}}, nil
 		}
@@ -289,6 +301,9 @@ func (s *Store) CreateBinding(ctx context.Context, c Change, sc Scope, b Binding
 		if !ok {
 			return audit{}, fieldErr("principal_id", "no %s %s in tenant %q", b.PrincipalKind, b.PrincipalID, sc.TenantID)
 		}
+		if err := ensureBuiltinRole(ctx, tx, sc, b.RoleID); err != nil {
+			return audit{}, err
+		}
 		var err error
 		out, err = scanBinding(tx.QueryRow(ctx, `INSERT INTO bindings (tenant_id, crdb_region, effect, principal_kind, principal_id, role_id,
   scope, condition, expires_at, granted_by, justification)
@@ -326,13 +341,21 @@ func (s *Store) DeleteBinding(ctx context.Context, c Change, sc Scope, id string
 		return 0, err
 	}
 	return s.policyChange(ctx, c, sc, func(tx pgx.Tx) (audit, error) {
-		before, err := scanBinding(tx.QueryRow(ctx, `DELETE FROM bindings WHERE crdb_region = $1 AND tenant_id = $2 AND id = $3
+		var before Binding
+		err := keepsTenantAdmin(ctx, tx, sc, func() error {
+			var err error
+			before, err = scanBinding(tx.QueryRow(ctx, `DELETE FROM bindings WHERE crdb_region = $1 AND tenant_id = $2 AND id = $3
 RETURNING `+bindingColumns, sc.Region, sc.TenantID, id))
-		if errors.Is(err, pgx.ErrNoRows) {
-			return audit{}, fmt.Errorf("%w: binding %s", ErrNotFound, id)
-		}
+			if errors.Is(err, pgx.ErrNoRows) {
+				return fmt.Errorf("%w: binding %s", ErrNotFound, id)
+			}
+			if err != nil {
+				return fmt.Errorf("delete binding: %w", err)
+			}
+			return nil
+		})
 		if err != nil {
-			return audit{}, fmt.Errorf("delete binding: %w", err)
+			return audit{}, err
 		}
 		return audit{action: "binding.delete", targetKind: "binding", targetID: id, before: bindingSummary(before), after: map[string]any{}}, nil
 	})

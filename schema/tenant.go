@@ -95,6 +95,19 @@ func scanTenant(r pgx.Row) (Tenant, error) {
 
 // CreateTenant creates a tenant and its first audit event, in its home region.
 func (s *Store) CreateTenant(ctx context.Context, c Change, in NewTenant) (Tenant, error) {
+	if err := checkNewTenant(&in); err != nil {
+		return Tenant{}, err
+	}
+	var t Tenant
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		var err error
+		t, err = s.insertTenant(ctx, tx, c, in)
+		return err
+	})
+	return t, err
+}
+
+func checkNewTenant(in *NewTenant) error {
 	if in.Residency == "" {
 		in.Residency = ResidencyRegion
 	}
@@ -102,39 +115,111 @@ func (s *Store) CreateTenant(ctx context.Context, c Change, in NewTenant) (Tenan
 		in.SigningAlg = SigningEdDSA
 	}
 	if err := checkTenantID("id", in.ID); err != nil {
-		return Tenant{}, err
+		return err
 	}
 	if err := checkSigningAlg("signing_algorithm", in.SigningAlg); err != nil {
-		return Tenant{}, err
+		return err
 	}
 	if err := checkText("name", in.Name, true, 200); err != nil {
-		return Tenant{}, err
+		return err
 	}
 	if in.Residency != ResidencyRegion && in.Residency != ResidencySuperRegion {
-		return Tenant{}, fieldErr("residency", "must be %q or %q", ResidencyRegion, ResidencySuperRegion)
+		return fieldErr("residency", "must be %q or %q", ResidencyRegion, ResidencySuperRegion)
 	}
 	if in.HomeRegion == "" {
-		return Tenant{}, fieldErr("home_region", "required")
+		return fieldErr("home_region", "required")
 	}
-	var t Tenant
-	err := s.tx(ctx, func(tx pgx.Tx) error {
-		if err := checkHomeRegion(ctx, tx, in.HomeRegion, in.Residency); err != nil {
-			return err
-		}
-		row := tx.QueryRow(ctx, `
+	return nil
+}
+
+// insertTenant writes a checked new tenant and its audit event inside tx.
+func (s *Store) insertTenant(ctx context.Context, tx pgx.Tx, c Change, in NewTenant) (Tenant, error) {
+	if err := checkHomeRegion(ctx, tx, in.HomeRegion, in.Residency); err != nil {
+		return Tenant{}, err
+	}
+	row := tx.QueryRow(ctx, `
 INSERT INTO tenants (id, name, home_region, residency, signing_alg) VALUES ($1, $2, $3, $4, $5)
 ON CONFLICT (id) DO NOTHING
 RETURNING `+tenantColumns, in.ID, in.Name, in.HomeRegion, in.Residency, in.SigningAlg)
-		var err error
-		if t, err = scanTenant(row); err != nil {
-			if errors.Is(err, pgx.ErrNoRows) {
-				return fmt.Errorf("%w: tenant %q already exists", ErrConflict, in.ID)
-			}
-			return fmt.Errorf("insert tenant: %w", err)
+	t, err := scanTenant(row)
+	if err != nil {
+		if errors.Is(err, pgx.ErrNoRows) {
+			return Tenant{}, fmt.Errorf("%w: tenant %q already exists", ErrConflict, in.ID)
 		}
-		return s.writeAudit(ctx, tx, t.Scope(), c, audit{action: "tenant.create", targetKind: "tenant", targetID: t.ID, after: tenantSummary(t)})
+		return Tenant{}, fmt.Errorf("insert tenant: %w", err)
+	}
+	return t, s.writeAudit(ctx, tx, t.Scope(), c, audit{action: "tenant.create", targetKind: "tenant", targetID: t.ID, after: tenantSummary(t)})
+}
+
+// NewTenantAdmin is the first tenant admin's OAuth client secret, generated and hashed
+// by the caller: KeyID is the client id's key, Hash the secret's hash.
+type NewTenantAdmin struct {
+	KeyID string
+	Hash  []byte
+}
+
+// TenantAdmin is the first tenant admin CreateTenantWithAdmin made.
+type TenantAdmin struct {
+	Identity   Identity
+	Credential Credential
+	Binding    Binding
+}
+
+// CreateTenantWithAdmin creates a tenant and, in the same transaction, its first
+// tenant admin (issue 13): a service account "tenant-admin", an OAuth client secret
+// for it (admin), and a binding of the built-in tenant-admin role on scope "*". Either
+// all of it is written or none.
+func (s *Store) CreateTenantWithAdmin(ctx context.Context, c Change, in NewTenant, admin NewTenantAdmin) (Tenant, TenantAdmin, error) {
+	if err := checkNewTenant(&in); err != nil {
+		return Tenant{}, TenantAdmin{}, err
+	}
+	var t Tenant
+	var out TenantAdmin
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		var err error
+		if t, err = s.insertTenant(ctx, tx, c, in); err != nil {
+			return err
+		}
+		sc := t.Scope()
+		if out.Identity, err = scanIdentity(sc.TenantID, tx.QueryRow(ctx, `
+INSERT INTO identities (tenant_id, crdb_region, kind, display_name, attributes, purpose)
+VALUES ($1, $2, $3, 'tenant-admin', '{}', 'first tenant admin, made with the tenant') RETURNING `+identityColumns,
+			sc.TenantID, sc.Region, KindServiceAccount)); err != nil {
+			return fmt.Errorf("insert tenant admin: %w", err)
+		}
+		if err := s.writeAudit(ctx, tx, sc, c, audit{action: "identity.create", targetKind: "identity", targetID: out.Identity.ID,
+			after: identitySummary(out.Identity)}); err != nil {
+			return err
+		}
+		if out.Credential, err = scanCredential(tx.QueryRow(ctx, `
+INSERT INTO credentials (tenant_id, crdb_region, identity_id, kind, key_id, secret_hash, name, params, allowed_audiences, allowed_scopes)
+VALUES ($1, $2, $3, $4, $5, $6, 'bootstrap', '{"admin": false}', '{}', '{}') RETURNING `+credentialColumns,
+			sc.TenantID, sc.Region, out.Identity.ID, CredClientSecret, admin.KeyID, admin.Hash)); err != nil {
+			return fmt.Errorf("insert tenant admin credential: %w", err)
+		}
+		if err := s.writeAudit(ctx, tx, sc, c, audit{action: "credential.create", targetKind: "credential", targetID: out.Credential.ID,
+			after: credentialSummary(out.Credential)}); err != nil {
+			return err
+		}
+		if err := ensureBuiltinRole(ctx, tx, sc, RoleTenantAdmin); err != nil {
+			return err
+		}
+		if out.Binding, err = scanBinding(tx.QueryRow(ctx, `INSERT INTO bindings (tenant_id, crdb_region, effect, principal_kind, principal_id,
+  role_id, scope, granted_by, justification)
+VALUES ($1, $2, 'allow', 'identity', $3, $4, '*', $5, 'first tenant admin, made with the tenant') RETURNING `+bindingColumns,
+			sc.TenantID, sc.Region, out.Identity.ID, RoleTenantAdmin, c.Actor)); err != nil {
+			return fmt.Errorf("insert tenant admin binding: %w", err)
+		}
+		rev, err := bumpRevision(ctx, tx, sc.TenantID)
+		if err != nil {
+			return err
+		}
+		t.PolicyRevision = rev
+		after := bindingSummary(out.Binding)
+		after["policy_revision"] = rev
+		return s.writeAudit(ctx, tx, sc, c, audit{action: "binding.create", targetKind: "binding", targetID: out.Binding.ID, after: after})
 	})
-	return t, err
+	return t, out, err
 }
 
 func checkHomeRegion(ctx context.Context, q querier, region, residency string) error {
