@@ -985,10 +985,15 @@ func (x *CreateTenantRequest) GetSigningAlgorithm() SigningAlgorithm {
 }
 
 type CreateTenantResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Tenant        *Tenant                `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Tenant *Tenant                `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// The first tenant admin: its identity, and its OAuth client's id and secret. The
+	// secret is shown only here; keyplane keeps only its hash.
+	AdminIdentityId   string `protobuf:"bytes,2,opt,name=admin_identity_id,json=adminIdentityId,proto3" json:"admin_identity_id,omitempty"`
+	AdminClientId     string `protobuf:"bytes,3,opt,name=admin_client_id,json=adminClientId,proto3" json:"admin_client_id,omitempty"`
+	AdminClientSecret string `protobuf:"bytes,4,opt,name=admin_client_secret,json=adminClientSecret,proto3" json:"admin_client_secret,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *CreateTenantResponse) Reset() {
@@ -1026,6 +1031,27 @@ func (x *CreateTenantResponse) GetTenant() *Tenant {
 		return x.Tenant
 	}
 	return nil
+}
+
+func (x *CreateTenantResponse) GetAdminIdentityId() string {
+	if x != nil {
+		return x.AdminIdentityId
+	}
+	return ""
+}
+
+func (x *CreateTenantResponse) GetAdminClientId() string {
+	if x != nil {
+		return x.AdminClientId
+	}
+	return ""
+}
+
+func (x *CreateTenantResponse) GetAdminClientSecret() string {
+	if x != nil {
+		return x.AdminClientSecret
+	}
+	return ""
 }
 
 type GetTenantRequest struct {
@@ -4944,9 +4970,12 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\vhome_region\x18\x03 \x01(\tR\n" +
 	"homeRegion\x124\n" +
 	"\tresidency\x18\x04 \x01(\x0e2\x16.keyplane.v1.ResidencyR\tresidency\x12J\n" +
-	"\x11signing_algorithm\x18\x05 \x01(\x0e2\x1d.keyplane.v1.SigningAlgorithmR\x10signingAlgorithm\"C\n" +
+	"\x11signing_algorithm\x18\x05 \x01(\x0e2\x1d.keyplane.v1.SigningAlgorithmR\x10signingAlgorithm\"\xc7\x01\n" +
 	"\x14CreateTenantResponse\x12+\n" +
-	"\x06tenant\x18\x01 \x01(\v2\x13.keyplane.v1.TenantR\x06tenant\"\"\n" +
+	"\x06tenant\x18\x01 \x01(\v2\x13.keyplane.v1.TenantR\x06tenant\x12*\n" +
+	"\x11admin_identity_id\x18\x02 \x01(\tR\x0fadminIdentityId\x12&\n" +
+	"\x0fadmin_client_id\x18\x03 \x01(\tR\radminClientId\x12.\n" +
+	"\x13admin_client_secret\x18\x04 \x01(\tR\x11adminClientSecret\"\"\n" +
 	"\x10GetTenantRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"@\n" +
 	"\x11GetTenantResponse\x12+\n" +

@@ -133,7 +133,11 @@ type AdminServiceClient interface {
 	// ListRegions returns the regions the database was migrated with.
 	ListRegions(context.Context, *connect.Request[v1.ListRegionsRequest]) (*connect.Response[v1.ListRegionsResponse], error)
 	// CreateTenant creates a tenant homed in `home_region`. All of its rows live in that
-	// region's partition. Fails with `already_exists` when the id is taken.
+	// region's partition. Fails with `already_exists` when the id is taken. In the same
+	// transaction it creates the tenant's first tenant admin: a service account bound to
+	// the built-in role `tenant-admin` on scope `*`, with an OAuth client whose id and
+	// secret the response carries, once. Use them at the tenant's token endpoint
+	// (client_credentials) for tenant work; the operator secret is for cluster work.
 	CreateTenant(context.Context, *connect.Request[v1.CreateTenantRequest]) (*connect.Response[v1.CreateTenantResponse], error)
 	// GetTenant returns one tenant, or `not_found`.
 	GetTenant(context.Context, *connect.Request[v1.GetTenantRequest]) (*connect.Response[v1.GetTenantResponse], error)
@@ -640,7 +644,11 @@ type AdminServiceHandler interface {
 	// ListRegions returns the regions the database was migrated with.
 	ListRegions(context.Context, *connect.Request[v1.ListRegionsRequest]) (*connect.Response[v1.ListRegionsResponse], error)
 	// CreateTenant creates a tenant homed in `home_region`. All of its rows live in that
-	// region's partition. Fails with `already_exists` when the id is taken.
+	// region's partition. Fails with `already_exists` when the id is taken. In the same
+	// transaction it creates the tenant's first tenant admin: a service account bound to
+	// the built-in role `tenant-admin` on scope `*`, with an OAuth client whose id and
+	// secret the response carries, once. Use them at the tenant's token endpoint
+	// (client_credentials) for tenant work; the operator secret is for cluster work.
 	CreateTenant(context.Context, *connect.Request[v1.CreateTenantRequest]) (*connect.Response[v1.CreateTenantResponse], error)
 	// GetTenant returns one tenant, or `not_found`.
 	GetTenant(context.Context, *connect.Request[v1.GetTenantRequest]) (*connect.Response[v1.GetTenantResponse], error)
