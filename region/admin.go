@@ -23,9 +23,10 @@ type AdminService struct {
 
 var _ keyplanev1connect.AdminServiceHandler = (*AdminService)(nil)
 
-// change describes the caller of an admin call for the audit log.
+// change describes the caller of an admin call for the audit log: the caller the
+// authority interceptor authenticated (the operator on cluster calls).
 func change(ctx context.Context) schema.Change {
-	return schema.Change{Actor: "operator", RequestID: requestID(ctx)}
+	return callerOf(ctx).change(ctx)
 }
 
 // scope resolves the tenant named by a request to the partition its rows live in.

@@ -20,13 +20,14 @@ type caller struct {
 	identityID string    // "" for the operator
 	authTime   time.Time // when the identity last authenticated (its session's auth_time)
 	amr        []string  // how it authenticated (its token's amr)
+	breakGlass bool      // the operator on a tenant-scoped call (authenticateCall)
 }
 
 func (c caller) operator() bool { return c.identityID == "" }
 
 func (c caller) change(ctx context.Context) schema.Change {
 	if c.operator() {
-		return schema.Change{Actor: "operator", RequestID: requestID(ctx)}
+		return schema.Change{Actor: "operator", RequestID: requestID(ctx), BreakGlass: c.breakGlass}
 	}
 	return schema.Change{Actor: "identity:" + c.identityID, RequestID: requestID(ctx)}
 }
@@ -38,13 +39,22 @@ func (c caller) change(ctx context.Context) schema.Change {
 // another resource server is refused, so a resource server that receives one cannot
 // replay it against keyplane. It is the only place that turns a bearer credential into
 // a caller.
+//
+// The authority interceptor authenticates every tenant-scoped call first; for the
+// same tenant its caller is returned as it is.
 func (n *Node) authenticate(ctx context.Context, header, tenantID string) (caller, error) {
+	if a, ok := ctx.Value(callerKey{}).(authenticated); ok && a.tenantID == tenantID {
+		return a.c, nil
+	}
 	raw, ok := strings.CutPrefix(header, "Bearer ")
 	if !ok || raw == "" {
 		return caller{}, connect.NewError(connect.CodeUnauthenticated, errors.New("missing credentials: send Authorization: Bearer <access token or operator secret>"))
 	}
 	if n.isOperator(raw) {
-		return caller{}, nil
+		if n.cfg.NoBreakGlass {
+			return caller{}, connect.NewError(connect.CodePermissionDenied, errors.New("break-glass is off on this node: the operator secret is for cluster calls only"))
+		}
+		return caller{breakGlass: true}, nil
 	}
 	v, err := n.validate(ctx, tenantID, raw, "")
 	if err != nil {

@@ -32,6 +32,12 @@ type Config struct {
 	// OperatorSecret authenticates admin calls (Authorization: Bearer <secret>).
 	// Empty disables the admin API: every admin call is refused.
 	OperatorSecret Secret
+	// NoBreakGlass refuses the operator secret on tenant-scoped calls (issue 13): with
+	// it, tenant work needs a tenant identity's access token and the operator secret is
+	// for cluster work only (tenants, regions, rehoming, signing keys). By default the
+	// operator secret is break-glass there: allowed, counted in
+	// keyplane_break_glass_calls_total and marked in the call's audit event.
+	NoBreakGlass bool
 	// KEK is the key-encryption key that seals signing keys at rest. Without it the node
 	// cannot issue or validate tokens (those calls fail with FailedPrecondition).
 	KEK *kek.KEK

@@ -5,10 +5,8 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
-	"errors"
 	"log/slog"
 	"regexp"
-	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -61,29 +59,6 @@ func (n *Node) observe() connect.UnaryInterceptorFunc {
 				slog.String("request_id", id), slog.String("procedure", req.Spec().Procedure),
 				slog.String("code", code), slog.Duration("elapsed", elapsed), slog.String("peer", req.Peer().Addr))
 			return resp, err
-		}
-	}
-}
-
-// operatorAuth guards the admin service: the bearer token must equal the configured
-// operator secret. Both sides are hashed first so the comparison is constant-time
-// whatever their lengths.
-func (n *Node) operatorAuth() connect.UnaryInterceptorFunc {
-	return func(next connect.UnaryFunc) connect.UnaryFunc {
-		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-			if n.cfg.OperatorSecret == "" {
-				return nil, connect.NewError(connect.CodeUnauthenticated,
-					errors.New("the admin API is disabled on this node: start it with --operator-secret-file or KEYPLANE_OPERATOR_SECRET"))
-			}
-			token, ok := strings.CutPrefix(req.Header().Get("Authorization"), "Bearer ")
-			if !ok || token == "" {
-				return nil, connect.NewError(connect.CodeUnauthenticated, errors.New("missing credentials: send Authorization: Bearer <operator secret>"))
-			}
-			if !n.isOperator(token) {
-				n.metrics.authFailures.Inc()
-				return nil, connect.NewError(connect.CodeUnauthenticated, errors.New("invalid operator credentials"))
-			}
-			return next(ctx, req)
 		}
 	}
 }

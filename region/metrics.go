@@ -11,6 +11,7 @@ import (
 type metrics struct {
 	rpcDuration          *prometheus.HistogramVec
 	authFailures         prometheus.Counter
+	breakGlass           *prometheus.CounterVec
 	ready                prometheus.Gauge
 	credentialFailures   *prometheus.CounterVec
 	validations          *prometheus.CounterVec
@@ -35,6 +36,10 @@ func newMetrics(reg prometheus.Registerer, cfg Config) (*metrics, error) {
 			ConstLabels: labels,
 			Buckets:     []float64{.0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 		}, []string{"procedure", "code"}),
+		breakGlass: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "keyplane", Name: "break_glass_calls_total",
+			Help: "Tenant-scoped calls made with the operator secret (break-glass), allowed or refused, by procedure and outcome.", ConstLabels: labels,
+		}, []string{"procedure", "outcome"}),
 		authFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "keyplane", Name: "operator_auth_failures_total",
 			Help: "Admin calls refused for a wrong operator secret.", ConstLabels: labels,
@@ -92,7 +97,7 @@ func newMetrics(reg prometheus.Registerer, cfg Config) (*metrics, error) {
 			Help: "Logins refused (resource_exhausted) because no password hashing slot freed up in time.", ConstLabels: labels,
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.rpcDuration, m.authFailures, m.ready, m.credentialFailures, m.validations, m.refreshReuse,
+	for _, c := range []prometheus.Collector{m.rpcDuration, m.authFailures, m.breakGlass, m.ready, m.credentialFailures, m.validations, m.refreshReuse,
 		m.checks, m.policyReloads, m.decisionsWritten, m.decisionBackpressure, m.loginAttempts, m.rateLimited, m.hashSlots, m.hashInUse, m.hashBusy} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

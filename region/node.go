@@ -98,14 +98,14 @@ func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node
 
 	mux := http.NewServeMux()
 	// Responses are small: compressing them costs more CPU than it saves on a LAN.
-	observe := connect.WithHandlerOptions(connect.WithInterceptors(n.observe()), connect.WithCompressMinBytes(8<<10))
-	mux.Handle(keyplanev1connect.NewAdminServiceHandler(&AdminService{node: n},
-		connect.WithInterceptors(n.observe(), n.operatorAuth()), connect.WithReadMaxBytes(maxMessageBytes), connect.WithCompressMinBytes(8<<10)))
+	// Every Connect service: observe, then the authorities table (authority.go).
+	observe := connect.WithHandlerOptions(connect.WithInterceptors(n.observe(), n.authorityCheck()), connect.WithCompressMinBytes(8<<10))
+	mux.Handle(keyplanev1connect.NewAdminServiceHandler(&AdminService{node: n}, observe, connect.WithReadMaxBytes(maxMessageBytes)))
 	mux.Handle(keyplanev1connect.NewAuthServiceHandler(&AuthService{node: n}, observe, connect.WithReadMaxBytes(64<<10)))
 	mux.Handle(keyplanev1connect.NewCheckServiceHandler(&CheckService{node: n}, observe, connect.WithReadMaxBytes(maxMessageBytes)))
 	mux.Handle(keyplanev1connect.NewElevationServiceHandler(&ElevationService{node: n}, observe, connect.WithReadMaxBytes(64<<10)))
 	small := connect.WithReadMaxBytes(64 << 10) // connect reads any size otherwise
-	mux.Handle(grpchealth.NewHandler(healthChecker{n}, observe, small))
+	mux.Handle(grpchealth.NewHandler(healthChecker{n}, connect.WithHandlerOptions(connect.WithInterceptors(n.observe()), connect.WithCompressMinBytes(8<<10)), small))
 	n.mountOAuth(mux)
 	reflector := grpcreflect.NewStaticReflector(keyplanev1connect.AdminServiceName, keyplanev1connect.AuthServiceName, keyplanev1connect.CheckServiceName,
 		keyplanev1connect.ElevationServiceName, grpchealth.HealthV1ServiceName)

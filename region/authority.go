@@ -1,0 +1,276 @@
+package region
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/keyplane/keyplane/region/gen/keyplane/v1/keyplanev1connect"
+)
+
+// Permissions keyplane checks on its own tenant-scoped APIs (issue 13). They are
+// ordinary permissions of the tenant's policy: a role granting them, bound to an
+// identity, lets that identity's access tokens make the calls. The built-in roles
+// (schema.BuiltinRoles) bundle them. docs/administration.md has the table.
+const (
+	PermIdentitiesCreate  = "iam.identities.create"
+	PermIdentitiesRead    = "iam.identities.read"
+	PermIdentitiesUpdate  = "iam.identities.update"
+	PermIdentitiesDisable = "iam.identities.disable"
+	// PermCredentialsManage, held on resource identities/<id> (a binding on scope "*",
+	// "identities/" or the one identity), lets the holder create, rotate and revoke
+	// that identity's credentials and set its password.
+	PermCredentialsManage = "iam.credentials.manage"
+	// PermCredentialsManageOwned is PermCredentialsManage limited to the non-human
+	// identities whose owner_id is the holder (the built-in role nhi-owner).
+	PermCredentialsManageOwned = "iam.credentials.manage_owned"
+	PermCredentialsRead        = "iam.credentials.read"
+	PermSessionsRead           = "iam.sessions.read"
+	// PermSessionsRevoke lets the holder revoke other identities' sessions and tokens;
+	// every identity may revoke its own.
+	PermSessionsRevoke = "iam.sessions.revoke"
+	PermRolesWrite     = "iam.roles.write"
+	PermGroupsWrite    = "iam.groups.write"
+	// PermBindingsWrite, held on a scope, lets the holder create and delete bindings on
+	// that scope (and narrower ones) of roles whose every permission it holds there.
+	PermBindingsWrite = "iam.bindings.write"
+	PermBindingsRead  = "iam.bindings.read"
+	PermAuditRead     = "iam.audit.read"
+)
+
+// plane is the kind of authority a procedure needs.
+type plane int
+
+const (
+	// planePublic: no caller credentials; the request authenticates itself (an API
+	// key, a password, a refresh token, the token being validated or revoked).
+	planePublic plane = iota
+	// planeCluster: the operator secret only (tenants, regions, rehoming).
+	planeCluster
+	// planeTenant: a tenant identity's access token, or the operator secret as
+	// break-glass (Config.NoBreakGlass refuses it).
+	planeTenant
+)
+
+// target is where a tenant-plane procedure's permission is checked, and by whom.
+type target int
+
+const (
+	// onTenant: perm on resource "tenant", checked by the authority interceptor
+	// before the handler runs.
+	onTenant target = iota
+	// onScope: perm on the scope the request names or the binding it deletes has,
+	// plus the no-escalation rule; checked by the handler (admin_policy.go).
+	onScope
+	// onIdentity: perm (or PermCredentialsManageOwned) on resource identities/<id> of
+	// the identity whose credential the call touches, plus, when it mints one, the
+	// no-escalation rule; checked by the handler (admin_credentials.go).
+	onIdentity
+	// inHandler: perm on resource "tenant", checked by the handler itself, which has
+	// done so since before issue 13 (checks, access reviews, elevation decisions).
+	inHandler
+	// self: an identity acting on itself needs no permission; acting on another
+	// identity needs perm (when perm is set; otherwise it is refused). Checked by the
+	// handler.
+	self
+)
+
+// authority says who may call one procedure.
+type authority struct {
+	plane plane
+	perm  string
+	on    target
+	// sensitive marks a procedure whose permission issue 13's step-up (item 6) and
+	// two-person change control (item 7) will cover: binding roles, minting
+	// credentials for another identity, setting passwords. Not enforced yet.
+	sensitive bool
+}
+
+func procedure(service, method string) string { return "/" + service + "/" + method }
+
+// authorities maps every Connect procedure of keyplane to the authority it needs. A
+// procedure missing here is refused (TestAuthorityTableCoversEveryProcedure keeps it
+// complete). docs/administration.md renders it.
+var authorities = func() map[string]authority {
+	admin := func(m string) string { return procedure(keyplanev1connect.AdminServiceName, m) }
+	auth := func(m string) string { return procedure(keyplanev1connect.AuthServiceName, m) }
+	check := func(m string) string { return procedure(keyplanev1connect.CheckServiceName, m) }
+	elev := func(m string) string { return procedure(keyplanev1connect.ElevationServiceName, m) }
+	cluster := authority{plane: planeCluster}
+	public := authority{plane: planePublic}
+	tenant := func(perm string, on target, sensitive bool) authority {
+		return authority{plane: planeTenant, perm: perm, on: on, sensitive: sensitive}
+	}
+	return map[string]authority{
+		admin("ListRegions"):   cluster,
+		admin("CreateTenant"):  cluster,
+		admin("GetTenant"):     cluster,
+		admin("ListTenants"):   cluster,
+		admin("UpdateTenant"):  cluster,
+		admin("DisableTenant"): cluster,
+		admin("EnableTenant"):  cluster,
+		admin("RehomeTenant"):  cluster,
+
+		admin("CreateIdentity"):     tenant(PermIdentitiesCreate, onTenant, false),
+		admin("GetIdentity"):        tenant(PermIdentitiesRead, onTenant, false),
+		admin("ListIdentities"):     tenant(PermIdentitiesRead, onTenant, false),
+		admin("UpdateIdentity"):     tenant(PermIdentitiesUpdate, onTenant, false),
+		admin("DisableIdentity"):    tenant(PermIdentitiesDisable, onTenant, false),
+		admin("EnableIdentity"):     tenant(PermIdentitiesDisable, onTenant, false),
+		admin("CreateAPIKey"):       tenant(PermCredentialsManage, onIdentity, true),
+		admin("RotateAPIKey"):       tenant(PermCredentialsManage, onIdentity, true),
+		admin("CreateClient"):       tenant(PermCredentialsManage, onIdentity, true),
+		admin("UpdateClient"):       tenant(PermCredentialsManage, onIdentity, false),
+		admin("RotateClientSecret"): tenant(PermCredentialsManage, onIdentity, true),
+		admin("RevokeCredential"):   tenant(PermCredentialsManage, onIdentity, false),
+		admin("SetPassword"):        tenant(PermCredentialsManage, onIdentity, true),
+		admin("ListCredentials"):    tenant(PermCredentialsRead, onTenant, false),
+		admin("ListSessions"):       tenant(PermSessionsRead, onTenant, false),
+		admin("CreateRole"):         tenant(PermRolesWrite, onTenant, false),
+		admin("DeleteRole"):         tenant(PermRolesWrite, onTenant, false),
+		admin("CreateGroup"):        tenant(PermGroupsWrite, onTenant, false),
+		admin("AddGroupMember"):     tenant(PermGroupsWrite, onScope, true),
+		admin("RemoveGroupMember"):  tenant(PermGroupsWrite, onScope, false),
+		admin("CreateBinding"):      tenant(PermBindingsWrite, onScope, true),
+		admin("DeleteBinding"):      tenant(PermBindingsWrite, onScope, false),
+		admin("ListBindings"):       tenant(PermBindingsRead, onTenant, false),
+		admin("ListAuditEvents"):    tenant(PermAuditRead, onTenant, false),
+
+		auth("ExchangeAPIKey"):       public,
+		auth("Login"):                public,
+		auth("Refresh"):              public,
+		auth("ValidateToken"):        public,
+		auth("RevokeToken"):          public,
+		auth("EnrollTOTP"):           tenant("", self, true),
+		auth("ConfirmTOTP"):          tenant("", self, true),
+		auth("RevokeSession"):        tenant(PermSessionsRevoke, self, false),
+		auth("RevokeIdentityTokens"): tenant(PermSessionsRevoke, self, false),
+
+		check("Check"):                 tenant(PermPerformChecks, inHandler, false),
+		check("CheckBulk"):             tenant(PermPerformChecks, inHandler, false),
+		check("WhoCan"):                tenant(PermReviewAccess, inHandler, false),
+		check("EffectivePermissions"):  tenant(PermReviewAccess, inHandler, false),
+		elev("RequestElevation"):       tenant("", self, false),
+		elev("ApproveElevation"):       tenant(PermApproveElevations, inHandler, true),
+		elev("DenyElevation"):          tenant(PermApproveElevations, inHandler, false),
+		elev("EndElevation"):           tenant("", self, false),
+		elev("GetElevation"):           tenant("", self, false),
+	}
+}()
+
+type callerKey struct{}
+
+// authenticated is the caller the authority interceptor established for a call of
+// tenantID.
+type authenticated struct {
+	tenantID string
+	c        caller
+}
+
+// callerOf returns the caller the authority interceptor authenticated for this call;
+// a call it did not authenticate (public, cluster) is the operator's.
+func callerOf(ctx context.Context) caller {
+	a, _ := ctx.Value(callerKey{}).(authenticated)
+	return a.c
+}
+
+// authorityCheck is the interceptor that enforces the authorities table on every
+// Connect service: cluster procedures need the operator secret; tenant procedures an
+// access token of the tenant the request names (fully validated, for keyplane's
+// audience) or the operator secret as break-glass; and onTenant procedures the
+// table's permission on resource "tenant", checked fully consistently. The caller is
+// left in the context for the handler (callerOf, authenticate).
+func (n *Node) authorityCheck() connect.UnaryInterceptorFunc {
+	return func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			proc := req.Spec().Procedure
+			a, ok := authorities[proc]
+			if !ok {
+				return nil, connect.NewError(connect.CodePermissionDenied, fmt.Errorf("procedure %s has no authority: refused", proc))
+			}
+			switch a.plane {
+			case planePublic:
+				return next(ctx, req)
+			case planeCluster:
+				if err := n.requireOperator(req.Header().Get("Authorization")); err != nil {
+					return nil, err
+				}
+				return next(ctx, req)
+			}
+			tenantID := requestTenant(req.Any())
+			if tenantID == "" {
+				return nil, fieldError("tenant_id", "required")
+			}
+			c, err := n.authenticateCall(ctx, req.Header().Get("Authorization"), tenantID, proc)
+			if err != nil {
+				return nil, err
+			}
+			ctx = context.WithValue(ctx, callerKey{}, authenticated{tenantID: tenantID, c: c})
+			if a.on == onTenant && !c.operator() {
+				t, err := n.store.GetTenant(ctx, tenantID)
+				if err != nil {
+					return nil, err
+				}
+				if err := n.requirePermission(ctx, t, c, a.perm); err != nil {
+					return nil, err
+				}
+			}
+			return next(ctx, req)
+		}
+	}
+}
+
+// requestTenant reads the request's top-level tenant_id ("" when it has none).
+func requestTenant(msg any) string {
+	m, ok := msg.(interface{ ProtoReflect() protoreflect.Message })
+	if !ok {
+		return ""
+	}
+	r := m.ProtoReflect()
+	f := r.Descriptor().Fields().ByName("tenant_id")
+	if f == nil || f.Kind() != protoreflect.StringKind || f.Cardinality() == protoreflect.Repeated {
+		return ""
+	}
+	return r.Get(f).String()
+}
+
+// requireOperator accepts only the operator secret (cluster calls). Both sides are
+// hashed first so the comparison is constant-time whatever their lengths.
+func (n *Node) requireOperator(header string) error {
+	if n.cfg.OperatorSecret == "" {
+		return connect.NewError(connect.CodeUnauthenticated,
+			errors.New("the admin API is disabled on this node: start it with --operator-secret-file or KEYPLANE_OPERATOR_SECRET"))
+	}
+	token, ok := strings.CutPrefix(header, "Bearer ")
+	if !ok || token == "" {
+		return connect.NewError(connect.CodeUnauthenticated, errors.New("missing credentials: send Authorization: Bearer <operator secret>"))
+	}
+	if !n.isOperator(token) {
+		n.metrics.authFailures.Inc()
+		return connect.NewError(connect.CodeUnauthenticated, errors.New("invalid operator credentials"))
+	}
+	return nil
+}
+
+// authenticateCall authenticates a tenant-scoped call of proc: the operator secret
+// is break-glass (refused under Config.NoBreakGlass; counted either way), anything
+// else must be an access token of tenantID (authenticate).
+func (n *Node) authenticateCall(ctx context.Context, header, tenantID, proc string) (caller, error) {
+	raw, _ := strings.CutPrefix(header, "Bearer ")
+	if raw != "" && n.isOperator(raw) {
+		if n.cfg.NoBreakGlass {
+			n.metrics.breakGlass.WithLabelValues(proc, "refused").Inc()
+			return caller{}, connect.NewError(connect.CodePermissionDenied, errors.New(
+				"break-glass is off on this node: the operator secret is for cluster calls only; call as a tenant identity with an access token from the tenant's token endpoint"))
+		}
+		n.metrics.breakGlass.WithLabelValues(proc, "allowed").Inc()
+		n.log.WarnContext(ctx, "break-glass: operator secret on a tenant-scoped call",
+			"procedure", proc, "tenant", tenantID, "request_id", requestID(ctx))
+		return caller{breakGlass: true}, nil
+	}
+	return n.authenticate(ctx, header, tenantID)
+}
