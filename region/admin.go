@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/keyplane/keyplane/region/credential"
 	keyplanev1 "github.com/keyplane/keyplane/region/gen/keyplane/v1"
 	"github.com/keyplane/keyplane/region/gen/keyplane/v1/keyplanev1connect"
 	"github.com/keyplane/keyplane/schema"
@@ -63,11 +64,20 @@ func (a *AdminService) CreateTenant(ctx context.Context, req *connect.Request[ke
 	if err != nil {
 		return nil, err
 	}
-	t, err := a.node.store.CreateTenant(ctx, change(ctx), schema.NewTenant{ID: m.Id, Name: m.Name, HomeRegion: m.HomeRegion, Residency: residency, SigningAlg: alg})
+	// The first tenant admin's client secret: shown once, in the response; stored as
+	// its hash (issue 13, item 4).
+	sec, err := credential.NewSecret(credential.PrefixClientSecret)
 	if err != nil {
 		return nil, err
 	}
-	return connect.NewResponse(&keyplanev1.CreateTenantResponse{Tenant: a.node.tenantToProto(t)}), nil
+	t, admin, err := a.node.store.CreateTenantWithAdmin(ctx, change(ctx),
+		schema.NewTenant{ID: m.Id, Name: m.Name, HomeRegion: m.HomeRegion, Residency: residency, SigningAlg: alg},
+		schema.NewTenantAdmin{KeyID: sec.KeyID, Hash: sec.Hash})
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&keyplanev1.CreateTenantResponse{Tenant: a.node.tenantToProto(t), AdminIdentityId: admin.Identity.ID,
+		AdminClientId: schema.ClientID(admin.Credential.KeyID), AdminClientSecret: sec.Text}), nil
 }
 
 func (a *AdminService) GetTenant(ctx context.Context, req *connect.Request[keyplanev1.GetTenantRequest]) (*connect.Response[keyplanev1.GetTenantResponse], error) {

@@ -31,13 +31,36 @@ func gracePeriod(d *durationpb.Duration) (time.Duration, error) {
 
 // scopeAndSecret resolves the tenant a credential call names and makes the new secret
 // (shown once, stored only as its hash).
-func (a *AdminService) scopeAndSecret(ctx context.Context, tenantID, prefix string) (schema.Scope, credential.Secret, error) {
-	sc, err := a.scope(ctx, tenantID)
+//
+// It authorizes the caller first (mayManageIdentity, minting): the credential belongs
+// to identityID or, when that is "", to the one credentialID names.
+func (a *AdminService) scopeAndSecret(ctx context.Context, tenantID, identityID, credentialID, prefix string) (schema.Scope, credential.Secret, error) {
+	sc, err := a.manageIdentity(ctx, tenantID, identityID, credentialID, true)
 	if err != nil {
 		return schema.Scope{}, credential.Secret{}, err
 	}
 	sec, err := credential.NewSecret(prefix)
 	return sc, sec, err
+}
+
+// manageIdentity resolves the tenant and authorizes the caller to manage the
+// credentials of identityID or, when that is "", of the identity that owns
+// credentialID (mayManageIdentity).
+func (a *AdminService) manageIdentity(ctx context.Context, tenantID, identityID, credentialID string, minting bool) (schema.Scope, error) {
+	sc, err := a.scope(ctx, tenantID)
+	if err != nil {
+		return schema.Scope{}, err
+	}
+	c := callerOf(ctx)
+	if c.operator() {
+		return sc, nil
+	}
+	if identityID == "" {
+		if identityID, err = a.node.credentialIdentity(ctx, sc, credentialID); err != nil {
+			return schema.Scope{}, err
+		}
+	}
+	return sc, a.node.mayManageIdentity(ctx, c, sc.TenantID, identityID, minting)
 }
 
 func (a *AdminService) CreateAPIKey(ctx context.Context, req *connect.Request[keyplanev1.CreateAPIKeyRequest]) (*connect.Response[keyplanev1.CreateAPIKeyResponse], error) {
@@ -46,7 +69,7 @@ func (a *AdminService) CreateAPIKey(ctx context.Context, req *connect.Request[ke
 	if err != nil {
 		return nil, err
 	}
-	sc, sec, err := a.scopeAndSecret(ctx, m.TenantId, credential.PrefixAPIKey)
+	sc, sec, err := a.scopeAndSecret(ctx, m.TenantId, m.IdentityId, "", credential.PrefixAPIKey)
 	if err != nil {
 		return nil, err
 	}
@@ -70,7 +93,7 @@ func (a *AdminService) RotateAPIKey(ctx context.Context, req *connect.Request[ke
 	if err != nil {
 		return nil, err
 	}
-	sc, sec, err := a.scopeAndSecret(ctx, m.TenantId, credential.PrefixAPIKey)
+	sc, sec, err := a.scopeAndSecret(ctx, m.TenantId, "", m.CredentialId, credential.PrefixAPIKey)
 	if err != nil {
 		return nil, err
 	}
@@ -84,7 +107,7 @@ func (a *AdminService) RotateAPIKey(ctx context.Context, req *connect.Request[ke
 
 func (a *AdminService) CreateClient(ctx context.Context, req *connect.Request[keyplanev1.CreateClientRequest]) (*connect.Response[keyplanev1.CreateClientResponse], error) {
 	m := req.Msg
-	sc, sec, err := a.scopeAndSecret(ctx, m.TenantId, credential.PrefixClientSecret)
+	sc, sec, err := a.scopeAndSecret(ctx, m.TenantId, m.IdentityId, "", credential.PrefixClientSecret)
 	if err != nil {
 		return nil, err
 	}
@@ -104,6 +127,15 @@ func (a *AdminService) UpdateClient(ctx context.Context, req *connect.Request[ke
 	if err != nil {
 		return nil, err
 	}
+	if c := callerOf(ctx); !c.operator() {
+		owner, err := a.node.clientIdentity(ctx, sc, m.ClientId)
+		if err != nil {
+			return nil, err
+		}
+		if err := a.node.mayManageIdentity(ctx, c, sc.TenantID, owner, false); err != nil {
+			return nil, err
+		}
+	}
 	c, err := a.node.store.UpdateClientAllowLists(ctx, change(ctx), sc, m.ClientId, m.AllowedAudiences, m.AllowedScopes)
 	if err != nil {
 		return nil, err
@@ -117,7 +149,7 @@ func (a *AdminService) RotateClientSecret(ctx context.Context, req *connect.Requ
 	if err != nil {
 		return nil, err
 	}
-	sc, sec, err := a.scopeAndSecret(ctx, m.TenantId, credential.PrefixClientSecret)
+	sc, sec, err := a.scopeAndSecret(ctx, m.TenantId, "", m.CredentialId, credential.PrefixClientSecret)
 	if err != nil {
 		return nil, err
 	}
@@ -130,7 +162,7 @@ func (a *AdminService) RotateClientSecret(ctx context.Context, req *connect.Requ
 }
 
 func (a *AdminService) RevokeCredential(ctx context.Context, req *connect.Request[keyplanev1.RevokeCredentialRequest]) (*connect.Response[keyplanev1.RevokeCredentialResponse], error) {
-	sc, err := a.scope(ctx, req.Msg.TenantId)
+	sc, err := a.manageIdentity(ctx, req.Msg.TenantId, "", req.Msg.CredentialId, false)
 	if err != nil {
 		return nil, err
 	}

@@ -78,6 +78,9 @@ func (a *AdminService) setMembership(ctx context.Context, tenantID, groupID, ide
 	if err != nil {
 		return 0, err
 	}
+	if err := a.node.mayChangeMembership(ctx, callerOf(ctx), sc, groupID, member); err != nil {
+		return 0, err
+	}
 	return a.node.store.SetMembership(ctx, change(ctx), sc, groupID, identityID, member)
 }
 
@@ -113,6 +116,9 @@ func (a *AdminService) CreateBinding(ctx context.Context, req *connect.Request[k
 	if err != nil {
 		return nil, err
 	}
+	if err := a.node.mayWriteBinding(ctx, callerOf(ctx), sc.TenantID, m.RoleId, m.Scope, effect, false); err != nil {
+		return nil, err
+	}
 	b, rev, err := a.node.store.CreateBinding(ctx, change(ctx), sc, schema.Binding{Effect: string(effect), PrincipalKind: m.PrincipalKind,
 		PrincipalID: m.PrincipalId, RoleID: m.RoleId, Scope: m.Scope, Condition: m.Condition, ExpiresAt: expires, Justification: m.Justification})
 	if err != nil {
@@ -124,6 +130,9 @@ func (a *AdminService) CreateBinding(ctx context.Context, req *connect.Request[k
 func (a *AdminService) DeleteBinding(ctx context.Context, req *connect.Request[keyplanev1.DeleteBindingRequest]) (*connect.Response[keyplanev1.DeleteBindingResponse], error) {
 	sc, err := a.scope(ctx, req.Msg.TenantId)
 	if err != nil {
+		return nil, err
+	}
+	if err := a.node.mayDeleteBinding(ctx, callerOf(ctx), sc, req.Msg.BindingId); err != nil {
 		return nil, err
 	}
 	rev, err := a.node.store.DeleteBinding(ctx, change(ctx), sc, req.Msg.BindingId)

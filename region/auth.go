@@ -216,7 +216,11 @@ func (a *AuthService) RevokeSession(ctx context.Context, req *connect.Request[ke
 	if err != nil {
 		return nil, err
 	}
-	s, err := a.node.store.RevokeSession(ctx, caller.change(ctx), t.Scope(), m.SessionId, caller.identityID)
+	owner := caller.identityID // an identity revokes its own sessions, or any with PermSessionsRevoke
+	if owner != "" && a.node.requirePermission(ctx, t, caller, PermSessionsRevoke) == nil {
+		owner = ""
+	}
+	s, err := a.node.store.RevokeSession(ctx, caller.change(ctx), t.Scope(), m.SessionId, owner)
 	if err != nil {
 		return nil, err
 	}
@@ -233,8 +237,8 @@ func (a *AuthService) RevokeIdentityTokens(ctx context.Context, req *connect.Req
 	if err != nil {
 		return nil, err
 	}
-	if caller.identityID != "" && caller.identityID != m.IdentityId {
-		return nil, connect.NewError(connect.CodePermissionDenied, errors.New("identity_id: an identity may only revoke its own tokens"))
+	if caller.identityID != "" && caller.identityID != m.IdentityId && a.node.requirePermission(ctx, t, caller, PermSessionsRevoke) != nil {
+		return nil, connect.NewError(connect.CodePermissionDenied, errors.New("identity_id: an identity may only revoke its own tokens, unless it holds "+PermSessionsRevoke))
 	}
 	at, err := a.node.store.RevokeIdentityTokens(ctx, caller.change(ctx), t.Scope(), m.IdentityId)
 	if err != nil {

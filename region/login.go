@@ -384,7 +384,10 @@ func (a *AdminService) SetPassword(ctx context.Context, req *connect.Request[key
 	if err := credential.CheckPasswordPolicy(m.Password); err != nil {
 		return nil, fieldError("password", err.Error())
 	}
-	sc, err := a.scope(ctx, m.TenantId)
+	if m.IdentityId == "" {
+		return nil, fieldError("identity_id", "required")
+	}
+	sc, err := a.manageIdentity(ctx, m.TenantId, m.IdentityId, "", true)
 	if err != nil {
 		return nil, err
 	}

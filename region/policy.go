@@ -99,9 +99,18 @@ func (c *policyCache) usable(e *policyEntry, t schema.Tenant, cons consistency) 
 	return nil, false
 }
 
+// toAuthzPolicy converts a stored policy for compiling. The built-in roles
+// (schema.BuiltinRoles) are merged in from code, whether or not their rows exist yet;
+// a stored row with a built-in id is replaced by the code's definition.
 func toAuthzPolicy(p schema.Policy) authz.Policy {
 	out := authz.Policy{Revision: p.Revision, Members: p.Members}
+	for _, r := range schema.BuiltinRoles() {
+		out.Roles = append(out.Roles, authz.Role{ID: r.ID, Name: r.Name, Permissions: r.Permissions, Sensitive: r.Sensitive})
+	}
 	for _, r := range p.Roles {
+		if _, builtin := schema.BuiltinRole(r.ID); builtin {
+			continue
+		}
 		out.Roles = append(out.Roles, authz.Role{ID: r.ID, Name: r.Name, Permissions: r.Permissions, Sensitive: r.Sensitive})
 	}
 	for _, b := range p.Bindings {

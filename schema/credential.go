@@ -375,3 +375,16 @@ WHERE tenant_id = $1 AND crdb_region = $2 AND id = $3 FOR UPDATE`, sc.TenantID, 
 	}
 	return c, nil
 }
+
+// GetCredential reads one credential of the tenant (never its secret).
+func (s *Store) GetCredential(ctx context.Context, sc Scope, id string) (Credential, error) {
+	if _, err := parseID("credential_id", id); err != nil {
+		return Credential{}, err
+	}
+	c, err := scanCredential(s.pool.QueryRow(ctx, `SELECT `+credentialColumns+` FROM credentials
+WHERE tenant_id = $1 AND crdb_region = $2 AND id = $3`, sc.TenantID, sc.Region, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Credential{}, fmt.Errorf("%w: credential %s", ErrNotFound, id)
+	}
+	return c, classify(err)
+}
