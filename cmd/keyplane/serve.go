@@ -38,7 +38,12 @@ Each client is bounded: headers within --header-timeout, the whole request withi
 
 The operator secret that guards the admin API is read from KEYPLANE_OPERATOR_SECRET or
 from the file named by --operator-secret-file (never from a flag value, which would show
-in ps). Without one, the admin API refuses every call.
+in ps). Without one, the admin API refuses every call. The operator secret is for
+cluster calls (tenants, regions, rehoming, signing keys); tenant work is done by tenant
+admins with access tokens from the tenant's token endpoint (CreateTenant returns the
+first one's client id and secret). On tenant-scoped calls the operator secret is
+break-glass: accepted, counted and audited as such, or refused with
+--operator-break-glass=false (docs/administration.md).
 
 The key-encryption key (32 bytes, base64) that seals signing keys and TOTP seeds at
 rest is read from KEYPLANE_KEK or --kek-file; every node of a deployment needs the same
@@ -81,6 +86,7 @@ Example:
 	fs.DurationVar(&cfg.Limits.ReadTimeout, "read-timeout", cfg.Limits.ReadTimeout, "a request, headers and body, must arrive within this (a client dripping its body is cut off; not a bound on the call itself)")
 	fs.DurationVar(&cfg.Limits.WriteTimeout, "write-timeout", cfg.Limits.WriteTimeout, "a response must be written within this of its request's headers; longer than --forward-timeout")
 	secretFile := fs.String("operator-secret-file", "", "file holding the operator secret")
+	breakGlass := fs.Bool("operator-break-glass", true, "accept the operator secret on tenant-scoped calls (identities, credentials, policy, audit) as break-glass: counted in keyplane_break_glass_calls_total and marked in the audit event; false leaves tenant work to tenant admins' access tokens")
 	kekFile := fs.String("kek-file", "", "file holding the key-encryption key (base64 of 32 bytes; several, one a line, while rotating)")
 	fs.StringVar(&cfg.IssuerBase, "issuer-base", "", "URL prefix of tenant issuers, the same on every node (default http://<listen address>)")
 	fs.StringVar(&cfg.APIAudience, "api-audience", "", "an audience keyplane's own APIs (check, elevation, self-service) accept in bearer tokens besides the tenant's issuer; tokens for any other audience are refused there (default: the issuer only)")
@@ -153,6 +159,7 @@ Example:
 		return err
 	}
 	cfg.OperatorSecret = region.Secret(secret)
+	cfg.NoBreakGlass = !*breakGlass
 	if cfg.KEK, err = loadKEK(*kekFile); err != nil {
 		return err
 	}
