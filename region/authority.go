@@ -150,15 +150,15 @@ var authorities = func() map[string]authority {
 		auth("RevokeSession"):        tenant(PermSessionsRevoke, self, false),
 		auth("RevokeIdentityTokens"): tenant(PermSessionsRevoke, self, false),
 
-		check("Check"):                 tenant(PermPerformChecks, inHandler, false),
-		check("CheckBulk"):             tenant(PermPerformChecks, inHandler, false),
-		check("WhoCan"):                tenant(PermReviewAccess, inHandler, false),
-		check("EffectivePermissions"):  tenant(PermReviewAccess, inHandler, false),
-		elev("RequestElevation"):       tenant("", self, false),
-		elev("ApproveElevation"):       tenant(PermApproveElevations, inHandler, true),
-		elev("DenyElevation"):          tenant(PermApproveElevations, inHandler, false),
-		elev("EndElevation"):           tenant("", self, false),
-		elev("GetElevation"):           tenant("", self, false),
+		check("Check"):                tenant(PermPerformChecks, inHandler, false),
+		check("CheckBulk"):            tenant(PermPerformChecks, inHandler, false),
+		check("WhoCan"):               tenant(PermReviewAccess, inHandler, false),
+		check("EffectivePermissions"): tenant(PermReviewAccess, inHandler, false),
+		elev("RequestElevation"):      tenant("", self, false),
+		elev("ApproveElevation"):      tenant(PermApproveElevations, inHandler, true),
+		elev("DenyElevation"):         tenant(PermApproveElevations, inHandler, false),
+		elev("EndElevation"):          tenant("", self, false),
+		elev("GetElevation"):          tenant("", self, false),
 	}
 }()
 
@@ -268,7 +268,7 @@ func (n *Node) authenticateCall(ctx context.Context, header, tenantID, proc stri
 				"break-glass is off on this node: the operator secret is for cluster calls only; call as a tenant identity with an access token from the tenant's token endpoint"))
 		}
 		n.metrics.breakGlass.WithLabelValues(proc, "allowed").Inc()
-		n.log.WarnContext(ctx, "break-glass: operator secret on a tenant-scoped call",
+		n.log.InfoContext(ctx, "break-glass: operator secret on a tenant-scoped call",
 			"procedure", proc, "tenant", tenantID, "request_id", requestID(ctx))
 		return caller{breakGlass: true}, nil
 	}

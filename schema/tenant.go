@@ -158,16 +158,23 @@ type NewTenantAdmin struct {
 	Hash  []byte
 }
 
-// TenantAdmin is the first tenant admin CreateTenantWithAdmin made.
+// TenantAdminLifetime is how long the first tenant admin (a service account, which
+// must expire) lives; UpdateIdentity extends it.
+const TenantAdminLifetime = 365 * 24 * time.Hour
+
+// TenantAdmin is the first tenant admin CreateTenantWithAdmin made, and the human
+// that owns it.
 type TenantAdmin struct {
+	Owner      Identity
 	Identity   Identity
 	Credential Credential
 	Binding    Binding
 }
 
 // CreateTenantWithAdmin creates a tenant and, in the same transaction, its first
-// tenant admin (issue 13): a service account "tenant-admin", an OAuth client secret
-// for it (admin), and a binding of the built-in tenant-admin role on scope "*". Either
+// tenant admin (issue 13): a service account "tenant-admin" (expiring after
+// TenantAdminLifetime) owned by a new human "tenant owner", an OAuth client secret for
+// it, and a binding of the built-in tenant-admin role on scope "*". Either
 // all of it is written or none.
 func (s *Store) CreateTenantWithAdmin(ctx context.Context, c Change, in NewTenant, admin NewTenantAdmin) (Tenant, TenantAdmin, error) {
 	if err := checkNewTenant(&in); err != nil {
@@ -181,15 +188,24 @@ func (s *Store) CreateTenantWithAdmin(ctx context.Context, c Change, in NewTenan
 			return err
 		}
 		sc := t.Scope()
+		// Every non-human identity has an accountable human owner: the tenant's owner,
+		// an identity with no credentials until someone gives it some.
+		if out.Owner, err = scanIdentity(sc.TenantID, tx.QueryRow(ctx, `
+INSERT INTO identities (tenant_id, crdb_region, kind, display_name, attributes)
+VALUES ($1, $2, $3, 'tenant owner', '{}') RETURNING `+identityColumns, sc.TenantID, sc.Region, KindHuman)); err != nil {
+			return fmt.Errorf("insert tenant owner: %w", err)
+		}
 		if out.Identity, err = scanIdentity(sc.TenantID, tx.QueryRow(ctx, `
-INSERT INTO identities (tenant_id, crdb_region, kind, display_name, attributes, purpose)
-VALUES ($1, $2, $3, 'tenant-admin', '{}', 'first tenant admin, made with the tenant') RETURNING `+identityColumns,
-			sc.TenantID, sc.Region, KindServiceAccount)); err != nil {
+INSERT INTO identities (tenant_id, crdb_region, kind, display_name, attributes, owner_id, purpose, expires_at)
+VALUES ($1, $2, $3, 'tenant-admin', '{}', $4, 'first tenant admin, made with the tenant', now() + $5 * INTERVAL '1 second') RETURNING `+identityColumns,
+			sc.TenantID, sc.Region, KindServiceAccount, out.Owner.ID, int64(TenantAdminLifetime/time.Second))); err != nil {
 			return fmt.Errorf("insert tenant admin: %w", err)
 		}
-		if err := s.writeAudit(ctx, tx, sc, c, audit{action: "identity.create", targetKind: "identity", targetID: out.Identity.ID,
-			after: identitySummary(out.Identity)}); err != nil {
-			return err
+		for _, i := range []Identity{out.Owner, out.Identity} {
+			if err := s.writeAudit(ctx, tx, sc, c, audit{action: "identity.create", targetKind: "identity", targetID: i.ID,
+				after: identitySummary(i)}); err != nil {
+				return err
+			}
 		}
 		if out.Credential, err = scanCredential(tx.QueryRow(ctx, `
 INSERT INTO credentials (tenant_id, crdb_region, identity_id, kind, key_id, secret_hash, name, params, allowed_audiences, allowed_scopes)
