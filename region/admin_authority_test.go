@@ -609,3 +609,52 @@ func TestBuiltinRolesAreFixed(t *testing.T) {
 	_, err := aud.CreateIdentity(ctx, connect.NewRequest(f.serviceAccount("x")))
 	wantCode(t, err, connect.CodePermissionDenied, "lacks iam.identities.create")
 }
+
+// TestSecurityNHIOwnerManagesOnlyItsOwn (issue 13, items 2 and 3): the built-in role
+// nhi-owner lets a human manage the credentials of the non-human identities it owns,
+// and nothing else: another owner's service account, a human, and every other admin
+// call are refused.
+func TestSecurityNHIOwnerManagesOnlyItsOwn(t *testing.T) {
+	t.Parallel()
+	f := newAdminFixture(t, nil)
+	ctx := context.Background()
+	email := "owner@acme.test"
+	h, err := f.op.CreateIdentity(ctx, connect.NewRequest(&keyplanev1.CreateIdentityRequest{TenantId: "acme",
+		Kind: keyplanev1.IdentityKind_IDENTITY_KIND_HUMAN, DisplayName: "NHI owner", Email: email}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	owner := h.Msg.Identity.Id
+	if _, err := f.op.SetPassword(ctx, connect.NewRequest(&keyplanev1.SetPasswordRequest{TenantId: "acme", IdentityId: owner, Password: "a long enough password"})); err != nil {
+		t.Fatal(err)
+	}
+	f.bind(t, owner, schema.RoleNHIOwner, "*")
+	mineReq := f.serviceAccount("mine")
+	mineReq.OwnerId = owner
+	mine, err := f.op.CreateIdentity(ctx, connect.NewRequest(mineReq))
+	if err != nil {
+		t.Fatal(err)
+	}
+	theirs, _ := f.identityWith(t, "theirs", "*")
+	auth := keyplanev1connect.NewAuthServiceClient(http.DefaultClient, f.url)
+	lr, err := auth.Login(ctx, connect.NewRequest(&keyplanev1.LoginRequest{TenantId: "acme", Email: email, Password: "a long enough password"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := adminClient(f.url, lr.Msg.Token.AccessToken)
+	cl, err := c.CreateClient(ctx, connect.NewRequest(&keyplanev1.CreateClientRequest{TenantId: "acme", IdentityId: mine.Msg.Identity.Id, Name: "deploy"}))
+	if err != nil {
+		t.Fatalf("owner minting for its own service account: %v", err)
+	}
+	if _, err := c.RevokeCredential(ctx, connect.NewRequest(&keyplanev1.RevokeCredentialRequest{TenantId: "acme", CredentialId: cl.Msg.Credential.Id})); err != nil {
+		t.Fatalf("owner revoking its own service account's credential: %v", err)
+	}
+	for name, id := range map[string]string{"another owner's service account": theirs, "a human": f.owner} {
+		_, err := c.CreateClient(ctx, connect.NewRequest(&keyplanev1.CreateClientRequest{TenantId: "acme", IdentityId: id, Name: "x"}))
+		if connect.CodeOf(err) != connect.CodePermissionDenied || !strings.Contains(err.Error(), "lacks iam.credentials.manage") {
+			t.Errorf("nhi-owner minting for %s: %v, want permission_denied", name, err)
+		}
+	}
+	_, err = c.ListIdentities(ctx, connect.NewRequest(&keyplanev1.ListIdentitiesRequest{TenantId: "acme"}))
+	wantCode(t, err, connect.CodePermissionDenied, "lacks iam.identities.read")
+}
