@@ -33,7 +33,7 @@ type adminFixture struct {
 	op       keyplanev1connect.AdminServiceClient // the operator secret (break-glass on tenant calls)
 	boot     *keyplanev1.CreateTenantResponse
 	bootTok  string
-	owner    string // a human, the accountable owner of the service accounts tests make
+	owner    string                               // a human, the accountable owner of the service accounts tests make
 	tenantAd keyplanev1connect.AdminServiceClient // the bootstrap tenant admin's token
 }
 
