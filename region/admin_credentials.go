@@ -111,6 +111,17 @@ func (a *AdminService) CreateClient(ctx context.Context, req *connect.Request[ke
 	if err != nil {
 		return nil, err
 	}
+	if c := callerOf(ctx); m.Admin && !c.operator() {
+		// An admin client introspects and revokes every token of the tenant: only for a
+		// caller that may revoke every session itself.
+		t, err := a.node.store.GetTenant(ctx, sc.TenantID)
+		if err != nil {
+			return nil, err
+		}
+		if err := a.node.requirePermission(ctx, t, c, PermSessionsRevoke); err != nil {
+			return nil, err
+		}
+	}
 	c, err := a.node.store.CreateKeyCredential(ctx, change(ctx), sc, schema.NewKeyCredential{
 		IdentityID: m.IdentityId, Kind: schema.CredClientSecret, Name: m.Name, KeyID: sec.KeyID, Hash: sec.Hash, Admin: m.Admin,
 		AllowedAudiences: m.AllowedAudiences, AllowedScopes: m.AllowedScopes,

@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	"connectrpc.com/connect"
-	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/keyplane/keyplane/region/gen/keyplane/v1/keyplanev1connect"
 )
@@ -201,7 +200,7 @@ func (n *Node) authorityCheck() connect.UnaryInterceptorFunc {
 				}
 				return next(ctx, req)
 			}
-			tenantID := requestTenant(req.Any())
+			tenantID, _ := tenantField(req.Any())
 			if tenantID == "" {
 				return nil, fieldError("tenant_id", "required")
 			}
@@ -222,20 +221,6 @@ func (n *Node) authorityCheck() connect.UnaryInterceptorFunc {
 			return next(ctx, req)
 		}
 	}
-}
-
-// requestTenant reads the request's top-level tenant_id ("" when it has none).
-func requestTenant(msg any) string {
-	m, ok := msg.(interface{ ProtoReflect() protoreflect.Message })
-	if !ok {
-		return ""
-	}
-	r := m.ProtoReflect()
-	f := r.Descriptor().Fields().ByName("tenant_id")
-	if f == nil || f.Kind() != protoreflect.StringKind || f.Cardinality() == protoreflect.Repeated {
-		return ""
-	}
-	return r.Get(f).String()
 }
 
 // requireOperator accepts only the operator secret (cluster calls). Both sides are
