@@ -267,7 +267,15 @@ func (a *AdminService) ListAuditEvents(ctx context.Context, req *connect.Request
 	if err != nil {
 		return nil, err
 	}
-	evs, next, err := a.node.store.ListAuditEvents(ctx, sc, schema.Page{Size: int(req.Msg.PageSize), Token: req.Msg.PageToken})
+	m := req.Msg
+	f := schema.AuditFilter{Actor: m.Actor, Action: m.Action, TargetKind: m.TargetKind, TargetID: m.TargetId}
+	if f.Since, err = timeFromProto("start_time", m.StartTime); err != nil {
+		return nil, err
+	}
+	if f.Until, err = timeFromProto("end_time", m.EndTime); err != nil {
+		return nil, err
+	}
+	evs, next, err := a.node.store.ListAuditEvents(ctx, sc, f, schema.Page{Size: int(m.PageSize), Token: m.PageToken})
 	if err != nil {
 		return nil, err
 	}
@@ -277,6 +285,7 @@ func (a *AdminService) ListAuditEvents(ctx context.Context, req *connect.Request
 			Id: e.ID, TenantId: e.TenantID, Time: timestamppb.New(e.At), Actor: e.Actor, Action: e.Action,
 			TargetKind: e.TargetKind, TargetId: e.TargetID, Before: structOrNil(e.Before), After: structOrNil(e.After),
 			RequestId: e.RequestID, Region: e.Region, Node: e.Node,
+			ActorKind: e.ActorKind, SessionId: e.SessionID, TokenId: e.TokenID, ClientId: e.ClientID, BreakGlass: e.BreakGlass,
 		})
 	}
 	return connect.NewResponse(out), nil

@@ -77,7 +77,7 @@ func (a *AuthService) ExchangeAPIKey(ctx context.Context, req *connect.Request[k
 	if err != nil {
 		return nil, err
 	}
-	raw, sess, err := n.issue(ctx, schema.Change{Actor: "identity:" + cred.IdentityID, RequestID: requestID(ctx)}, grant{
+	raw, sess, err := n.issue(ctx, schema.Change{Actor: "identity:" + cred.IdentityID, ActorKind: cred.IdentityKind, ClientID: keyID, RequestID: requestID(ctx)}, grant{
 		Tenant: t, IdentityID: cred.IdentityID, ClientID: keyID, GrantType: "api_key", CredentialID: cred.ID,
 		AMR: []string{"apikey"}, Audience: audience, Scope: scope,
 	})

@@ -18,18 +18,24 @@ import (
 // caller is who made a call: the operator, or an identity of the call's tenant.
 type caller struct {
 	identityID string    // "" for the operator
+	kind       string    // the identity's kind
 	authTime   time.Time // when the identity last authenticated (its session's auth_time)
 	amr        []string  // how it authenticated (its token's amr)
-	breakGlass bool      // the operator on a tenant-scoped call (authenticateCall)
+	// The session, the access token (jti) and the client or API key id of its token.
+	sessionID, tokenID, clientID string
+	breakGlass                   bool // the operator on a tenant-scoped call (authenticateCall)
 }
 
 func (c caller) operator() bool { return c.identityID == "" }
 
+// change is the audit actor of what c does: who, of what kind, through which session,
+// token and client.
 func (c caller) change(ctx context.Context) schema.Change {
 	if c.operator() {
-		return schema.Change{Actor: "operator", RequestID: requestID(ctx), BreakGlass: c.breakGlass}
+		return schema.Change{Actor: "operator", ActorKind: "operator", RequestID: requestID(ctx), BreakGlass: c.breakGlass}
 	}
-	return schema.Change{Actor: "identity:" + c.identityID, RequestID: requestID(ctx)}
+	return schema.Change{Actor: "identity:" + c.identityID, ActorKind: c.kind, RequestID: requestID(ctx),
+		SessionID: c.sessionID, TokenID: c.tokenID, ClientID: c.clientID}
 }
 
 // authenticate reads the Authorization header of a call about tenantID: the operator
@@ -66,7 +72,8 @@ func (n *Node) authenticate(ctx context.Context, header, tenantID string) (calle
 	if !n.forKeyplane(tenantID, v.Claims.Audience) {
 		return caller{}, connect.NewError(connect.CodeUnauthenticated, fmt.Errorf("bearer token audience %s is not keyplane's API: want aud %q", quoteAudience(v.Claims.Audience), n.Issuer(tenantID)))
 	}
-	return caller{identityID: v.Claims.Subject, authTime: v.AuthTime, amr: v.Claims.AMR}, nil
+	return caller{identityID: v.Claims.Subject, kind: v.IdentityKind, authTime: v.AuthTime, amr: v.Claims.AMR,
+		sessionID: v.Claims.SessionID, tokenID: v.Claims.ID, clientID: v.Claims.ClientID}, nil
 }
 
 // requirePermission refuses an identity that does not hold perm on resource "tenant"

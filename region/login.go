@@ -170,9 +170,9 @@ func (a *AuthService) Login(ctx context.Context, req *connect.Request[keyplanev1
 		return nil, fmt.Errorf("stored password hash of %s: %w", id.ID, err)
 	}
 	release() // the rest needs no hashing slot
-	c := schema.Change{Actor: "identity:" + id.ID, RequestID: requestID(ctx)}
+	c := schema.Change{Actor: "identity:" + id.ID, ActorKind: "human", RequestID: requestID(ctx)}
 	if !known {
-		c.Actor = "anonymous"
+		c.Actor, c.ActorKind = "anonymous", ""
 	}
 	fail := func(reason, result string, out error) error {
 		n.metrics.credentialFailures.WithLabelValues("password").Inc()

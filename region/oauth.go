@@ -243,7 +243,7 @@ func (n *Node) tokenEndpoint(ctx context.Context, _ http.ResponseWriter, r *http
 		if err != nil {
 			return nil, err
 		}
-		raw, sess, err := n.issue(ctx, schema.Change{Actor: "client:" + c.id, RequestID: requestID(ctx)}, grant{
+		raw, sess, err := n.issue(ctx, schema.Change{Actor: "client:" + c.id, ActorKind: "client", ClientID: c.id, RequestID: requestID(ctx)}, grant{
 			Tenant: t, IdentityID: c.cred.IdentityID, ClientID: c.id, GrantType: "client_credentials", CredentialID: c.cred.ID,
 			Audience: audience, Scope: scope,
 		})

@@ -39,6 +39,8 @@ type validation struct {
 	// AuthTime is when the session's owner last authenticated (the session's
 	// auth_time, read with its revocation state): zero unless Active.
 	AuthTime time.Time
+	// IdentityKind is the subject's kind, read with it: "" unless Active.
+	IdentityKind string
 }
 
 // validate checks a token for tenantID: signature, issuer, audience and lifetime on
@@ -115,7 +117,7 @@ func (n *Node) validate(ctx context.Context, tenantID, raw, audience string) (va
 		v.Reason = reasonRevoked
 	default:
 		v.Active = true
-		v.AuthTime = st.SessionAuthTime
+		v.AuthTime, v.IdentityKind = st.SessionAuthTime, st.IdentityKind
 	}
 	return v, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -37,6 +38,10 @@ type AuditEvent struct {
 	RequestID  string
 	Region     string
 	Node       string
+	// Who acted, beyond Actor: see Change.
+	ActorKind                    string
+	SessionID, TokenID, ClientID string
+	BreakGlass                   bool
 }
 
 // audit is what a mutation hands to writeAudit.
@@ -66,10 +71,13 @@ func (s *Store) writeAudit(ctx context.Context, tx pgx.Tx, sc Scope, c Change, a
 	// a change made with a home region read before a rehome would otherwise leave rows
 	// in the old partition. Every change writes an event, so every change is guarded.
 	tag, err := tx.Exec(ctx, `
-INSERT INTO audit_events (tenant_id, crdb_region, actor, action, target_kind, target_id, before, after, request_id, region, node)
-SELECT $1::TEXT, $2::crdb_internal_region, $3::TEXT, $4::TEXT, $5::TEXT, $6::TEXT, $7::JSONB, $8::JSONB, $9::TEXT, $10::TEXT, $11::TEXT
+INSERT INTO audit_events (tenant_id, crdb_region, actor, action, target_kind, target_id, before, after, request_id, region, node,
+  actor_kind, session_id, token_id, client_id, break_glass)
+SELECT $1::TEXT, $2::crdb_internal_region, $3::TEXT, $4::TEXT, $5::TEXT, $6::TEXT, $7::JSONB, $8::JSONB, $9::TEXT, $10::TEXT, $11::TEXT,
+  $12::TEXT, $13::TEXT, $14::TEXT, $15::TEXT, $16::BOOL
 WHERE EXISTS (SELECT 1 FROM tenants WHERE id = $1::TEXT AND home_region = $2::crdb_internal_region::TEXT)`,
-		sc.TenantID, sc.Region, actor, a.action, a.targetKind, a.targetID, before, after, c.RequestID, s.region, s.node)
+		sc.TenantID, sc.Region, actor, a.action, a.targetKind, a.targetID, before, after, c.RequestID, s.region, s.node,
+		actorKind(c), c.SessionID, c.TokenID, c.ClientID, c.BreakGlass)
 	if err != nil {
 		return fmt.Errorf("write audit event %s: %w", a.action, err)
 	}
@@ -77,6 +85,20 @@ WHERE EXISTS (SELECT 1 FROM tenants WHERE id = $1::TEXT AND home_region = $2::cr
 		return fmt.Errorf("%w: tenant %q no longer lives in %s", ErrMoved, sc.TenantID, sc.Region)
 	}
 	return nil
+}
+
+// actorKind is c's kind, or what its Actor says when the caller set none.
+func actorKind(c Change) string {
+	if c.ActorKind != "" {
+		return c.ActorKind
+	}
+	switch kind, _, _ := strings.Cut(c.Actor, ":"); kind {
+	case "", "system":
+		return "system"
+	case "operator", "client":
+		return kind
+	}
+	return ""
 }
 
 func jsonOrNil(v any) ([]byte, error) {
@@ -90,10 +112,36 @@ func jsonOrNil(v any) ([]byte, error) {
 	return b, nil
 }
 
-// ListAuditEvents pages through the tenant's audit events, newest first.
-func (s *Store) ListAuditEvents(ctx context.Context, sc Scope, p Page) ([]AuditEvent, string, error) {
+// AuditFilter narrows ListAuditEvents; zero fields match everything.
+type AuditFilter struct {
+	Actor      string    // exact: "operator", "identity:<uuid>", "client:<id>", …
+	Action     string    // exact ("credential.rotate"), or a prefix ending in '.' ("credential.")
+	TargetKind string    // exact
+	TargetID   string    // exact
+	Since      time.Time // events at or after
+	Until      time.Time // events before
+}
+
+// Validate names the first invalid field.
+func (f AuditFilter) Validate() error {
+	for _, x := range []struct{ name, v string }{{"actor", f.Actor}, {"action", f.Action}, {"target_kind", f.TargetKind}, {"target_id", f.TargetID}} {
+		if len(x.v) > 200 {
+			return fieldErr(x.name, "at most 200 characters")
+		}
+	}
+	if !f.Since.IsZero() && !f.Until.IsZero() && !f.Since.Before(f.Until) {
+		return fieldErr("end_time", "must be after start_time")
+	}
+	return nil
+}
+
+// ListAuditEvents pages through the tenant's audit events that match f, newest first.
+func (s *Store) ListAuditEvents(ctx context.Context, sc Scope, f AuditFilter, p Page) ([]AuditEvent, string, error) {
 	limit, err := p.limit()
 	if err != nil {
+		return nil, "", err
+	}
+	if err := f.Validate(); err != nil {
 		return nil, "", err
 	}
 	var after struct {
@@ -104,13 +152,38 @@ func (s *Store) ListAuditEvents(ctx context.Context, sc Scope, p Page) ([]AuditE
 		return nil, "", err
 	}
 	q := `
-SELECT id::TEXT, at, actor, action, target_kind, target_id, before, after, request_id, region, node
+SELECT id::TEXT, at, actor, action, target_kind, target_id, before, after, request_id, region, node,
+  actor_kind, session_id, token_id, client_id, break_glass
 FROM audit_events
 WHERE tenant_id = $1 AND crdb_region = $2`
 	args := []any{sc.TenantID, sc.Region}
+	arg := func(v any) string {
+		args = append(args, v)
+		return fmt.Sprintf("$%d", len(args))
+	}
 	if after.ID != "" {
-		q += ` AND (at, id) < ($3, $4::UUID)`
-		args = append(args, after.At, after.ID)
+		q += ` AND (at, id) < (` + arg(after.At) + `, ` + arg(after.ID) + `::UUID)`
+	}
+	if f.Actor != "" {
+		q += ` AND actor = ` + arg(f.Actor)
+	}
+	switch {
+	case strings.HasSuffix(f.Action, "."):
+		q += ` AND left(action, ` + arg(len(f.Action)) + `) = ` + arg(f.Action)
+	case f.Action != "":
+		q += ` AND action = ` + arg(f.Action)
+	}
+	if f.TargetKind != "" {
+		q += ` AND target_kind = ` + arg(f.TargetKind)
+	}
+	if f.TargetID != "" {
+		q += ` AND target_id = ` + arg(f.TargetID)
+	}
+	if !f.Since.IsZero() {
+		q += ` AND at >= ` + arg(f.Since)
+	}
+	if !f.Until.IsZero() {
+		q += ` AND at < ` + arg(f.Until)
 	}
 	q += fmt.Sprintf(` ORDER BY at DESC, id DESC LIMIT %d`, limit+1)
 	rows, err := s.pool.Query(ctx, q, args...)
@@ -119,7 +192,8 @@ WHERE tenant_id = $1 AND crdb_region = $2`
 	}
 	events, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (AuditEvent, error) {
 		e := AuditEvent{TenantID: sc.TenantID}
-		err := r.Scan(&e.ID, &e.At, &e.Actor, &e.Action, &e.TargetKind, &e.TargetID, &e.Before, &e.After, &e.RequestID, &e.Region, &e.Node)
+		err := r.Scan(&e.ID, &e.At, &e.Actor, &e.Action, &e.TargetKind, &e.TargetID, &e.Before, &e.After, &e.RequestID, &e.Region, &e.Node,
+			&e.ActorKind, &e.SessionID, &e.TokenID, &e.ClientID, &e.BreakGlass)
 		return e, err
 	})
 	if err != nil {

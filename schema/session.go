@@ -215,6 +215,7 @@ type TokenState struct {
 	SessionExpiresAt time.Time
 	SessionRevoked   bool
 	IdentityStatus   string
+	IdentityKind     string
 	IdentityExpiry   time.Time // zero: never
 	TokensValidAfter time.Time // zero: no watermark
 	TenantStatus     string
@@ -224,14 +225,14 @@ type TokenState struct {
 func (s *Store) ReadTokenState(ctx context.Context, sc Scope, sessionID, identityID string) (TokenState, error) {
 	var st TokenState
 	err := s.pool.QueryRow(ctx, `
-SELECT s.created_at, s.auth_time, s.expires_at, s.revoked_at IS NOT NULL, i.status, coalesce(i.expires_at, 'epoch'),
+SELECT s.created_at, s.auth_time, s.expires_at, s.revoked_at IS NOT NULL, i.status, i.kind, coalesce(i.expires_at, 'epoch'),
   coalesce(i.tokens_valid_after, 'epoch'), t.status
 FROM sessions s
 JOIN identities i ON i.crdb_region = s.crdb_region AND i.tenant_id = s.tenant_id AND i.id = s.identity_id
 JOIN tenants t ON t.id = s.tenant_id
 WHERE s.crdb_region = $1 AND s.tenant_id = $2 AND s.id = $3 AND s.identity_id = $4`,
 		sc.Region, sc.TenantID, sessionID, identityID).Scan(&st.SessionCreatedAt, &st.SessionAuthTime, &st.SessionExpiresAt, &st.SessionRevoked,
-		&st.IdentityStatus, &st.IdentityExpiry, &st.TokensValidAfter, &st.TenantStatus)
+		&st.IdentityStatus, &st.IdentityKind, &st.IdentityExpiry, &st.TokensValidAfter, &st.TenantStatus)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return TokenState{}, fmt.Errorf("%w: session %s", ErrNotFound, sessionID)
 	}

@@ -47,7 +47,7 @@ func wantField(t *testing.T, err error, field string) {
 // auditActions lists the tenant's audit actions, oldest first.
 func auditActions(t *testing.T, s *schema.Store, sc schema.Scope) []string {
 	t.Helper()
-	evs, _, err := s.ListAuditEvents(context.Background(), sc, schema.Page{Size: 1000})
+	evs, _, err := s.ListAuditEvents(context.Background(), sc, schema.AuditFilter{}, schema.Page{Size: 1000})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -294,7 +294,7 @@ func TestTenantIsolation(t *testing.T) {
 	if list, _, err := s.ListIdentities(ctx, b, schema.Page{}); err != nil || len(list) != 0 {
 		t.Errorf("B lists %d identities (%v), want 0", len(list), err)
 	}
-	if evs, _, err := s.ListAuditEvents(ctx, b, schema.Page{}); err != nil || len(evs) != 1 {
+	if evs, _, err := s.ListAuditEvents(ctx, b, schema.AuditFilter{}, schema.Page{}); err != nil || len(evs) != 1 {
 		t.Errorf("B sees %d audit events (%v), want only its own tenant.create", len(evs), err)
 	}
 	got, err := s.GetIdentity(ctx, a, alice.ID)

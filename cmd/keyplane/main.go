@@ -23,6 +23,7 @@ var commands = []struct {
 	{"migrate", "create or upgrade the database schema and record its regions", runMigrate},
 	{"demo", "start a local cluster on a private PostgreSQL and print a tour", runDemo},
 	{"keys", "rotate token-signing keys, make key-encryption keys", runKeys},
+	{"audit", "export a tenant's audit events as JSON lines", runAudit},
 	{"bench", "load-test a local cluster next to raw-SQL baselines", runBench},
 	{"chaos", "run failure drills under load and check the invariants", runChaos},
 	{"version", "print the version", runVersion},

@@ -341,3 +341,16 @@ ALTER TABLE credentials ADD COLUMN IF NOT EXISTS allowed_scopes TEXT[] NOT NULL 
 -- keeps one current signing key per algorithm (signing_keys.alg).
 ALTER TABLE tenants ADD COLUMN IF NOT EXISTS signing_alg TEXT NOT NULL DEFAULT 'EdDSA'
     CONSTRAINT tenants_signing_alg CHECK (signing_alg IN ('EdDSA', 'RS256'));
+
+-- migration 0006 audit_actor
+-- 0006 Named accountability: every audit event says who acted, how and through what.
+
+-- audit_events: the actor's kind (operator, an identity kind, client, system), the
+-- session and access token (jti) it authenticated with, the OAuth client or API key
+-- id it acted through, and whether it was the operator's break-glass use of a
+-- tenant-scoped call. Empty for events written before this migration.
+ALTER TABLE audit_events ADD COLUMN IF NOT EXISTS actor_kind TEXT NOT NULL DEFAULT '';
+ALTER TABLE audit_events ADD COLUMN IF NOT EXISTS session_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE audit_events ADD COLUMN IF NOT EXISTS token_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE audit_events ADD COLUMN IF NOT EXISTS client_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE audit_events ADD COLUMN IF NOT EXISTS break_glass BOOL NOT NULL DEFAULT false;

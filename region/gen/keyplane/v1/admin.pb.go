@@ -707,8 +707,18 @@ type AuditEvent struct {
 	After      *structpb.Struct `protobuf:"bytes,9,opt,name=after,proto3" json:"after,omitempty"`
 	RequestId  string           `protobuf:"bytes,10,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	// Region and node that committed the change.
-	Region        string `protobuf:"bytes,11,opt,name=region,proto3" json:"region,omitempty"`
-	Node          string `protobuf:"bytes,12,opt,name=node,proto3" json:"node,omitempty"`
+	Region string `protobuf:"bytes,11,opt,name=region,proto3" json:"region,omitempty"`
+	Node   string `protobuf:"bytes,12,opt,name=node,proto3" json:"node,omitempty"`
+	// The actor's kind: "operator", an identity kind ("human", "service_account", …),
+	// "client" or "system"; empty for events recorded before keyplane recorded it.
+	ActorKind string `protobuf:"bytes,13,opt,name=actor_kind,json=actorKind,proto3" json:"actor_kind,omitempty"`
+	// The session and access token (jti) the actor authenticated with, and the OAuth
+	// client or API key id it acted through; empty when none.
+	SessionId string `protobuf:"bytes,14,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	TokenId   string `protobuf:"bytes,15,opt,name=token_id,json=tokenId,proto3" json:"token_id,omitempty"`
+	ClientId  string `protobuf:"bytes,16,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	// The operator acted on a tenant-scoped call (break-glass).
+	BreakGlass    bool `protobuf:"varint,17,opt,name=break_glass,json=breakGlass,proto3" json:"break_glass,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -825,6 +835,41 @@ func (x *AuditEvent) GetNode() string {
 		return x.Node
 	}
 	return ""
+}
+
+func (x *AuditEvent) GetActorKind() string {
+	if x != nil {
+		return x.ActorKind
+	}
+	return ""
+}
+
+func (x *AuditEvent) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *AuditEvent) GetTokenId() string {
+	if x != nil {
+		return x.TokenId
+	}
+	return ""
+}
+
+func (x *AuditEvent) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *AuditEvent) GetBreakGlass() bool {
+	if x != nil {
+		return x.BreakGlass
+	}
+	return false
 }
 
 type ListRegionsRequest struct {
@@ -2341,8 +2386,20 @@ type ListAuditEventsRequest struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	TenantId string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
 	// 1 to 1000; 0 means 100.
-	PageSize      int32  `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
-	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// From the previous page; pass the same filters again.
+	PageToken string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Only events of this actor, exactly ("operator", "identity:<uuid>", "client:<id>").
+	Actor string `protobuf:"bytes,4,opt,name=actor,proto3" json:"actor,omitempty"`
+	// Only this action ("credential.rotate"), or every action under a prefix that ends
+	// with '.' ("credential.").
+	Action string `protobuf:"bytes,5,opt,name=action,proto3" json:"action,omitempty"`
+	// Only events about this target (each exact; either may be empty).
+	TargetKind string `protobuf:"bytes,6,opt,name=target_kind,json=targetKind,proto3" json:"target_kind,omitempty"`
+	TargetId   string `protobuf:"bytes,7,opt,name=target_id,json=targetId,proto3" json:"target_id,omitempty"`
+	// Only events at or after start_time and before end_time (each optional).
+	StartTime     *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	EndTime       *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2396,6 +2453,48 @@ func (x *ListAuditEventsRequest) GetPageToken() string {
 		return x.PageToken
 	}
 	return ""
+}
+
+func (x *ListAuditEventsRequest) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *ListAuditEventsRequest) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *ListAuditEventsRequest) GetTargetKind() string {
+	if x != nil {
+		return x.TargetKind
+	}
+	return ""
+}
+
+func (x *ListAuditEventsRequest) GetTargetId() string {
+	if x != nil {
+		return x.TargetId
+	}
+	return ""
+}
+
+func (x *ListAuditEventsRequest) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *ListAuditEventsRequest) GetEndTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndTime
+	}
+	return nil
 }
 
 type ListAuditEventsResponse struct {
@@ -4943,7 +5042,7 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\vcreate_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"\x80\x03\n" +
+	"updateTime\"\x97\x04\n" +
 	"\n" +
 	"AuditEvent\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
@@ -4960,7 +5059,15 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"request_id\x18\n" +
 	" \x01(\tR\trequestId\x12\x16\n" +
 	"\x06region\x18\v \x01(\tR\x06region\x12\x12\n" +
-	"\x04node\x18\f \x01(\tR\x04node\"\x14\n" +
+	"\x04node\x18\f \x01(\tR\x04node\x12\x1d\n" +
+	"\n" +
+	"actor_kind\x18\r \x01(\tR\tactorKind\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x0e \x01(\tR\tsessionId\x12\x19\n" +
+	"\btoken_id\x18\x0f \x01(\tR\atokenId\x12\x1b\n" +
+	"\tclient_id\x18\x10 \x01(\tR\bclientId\x12\x1f\n" +
+	"\vbreak_glass\x18\x11 \x01(\bR\n" +
+	"breakGlass\"\x14\n" +
 	"\x12ListRegionsRequest\"D\n" +
 	"\x13ListRegionsResponse\x12-\n" +
 	"\aregions\x18\x01 \x03(\v2\x13.keyplane.v1.RegionR\aregions\"\xdc\x01\n" +
@@ -5067,12 +5174,20 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\"K\n" +
 	"\x16EnableIdentityResponse\x121\n" +
-	"\bidentity\x18\x01 \x01(\v2\x15.keyplane.v1.IdentityR\bidentity\"q\n" +
+	"\bidentity\x18\x01 \x01(\v2\x15.keyplane.v1.IdentityR\bidentity\"\xcf\x02\n" +
 	"\x16ListAuditEventsRequest\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x1b\n" +
 	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x03 \x01(\tR\tpageToken\"r\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\x12\x14\n" +
+	"\x05actor\x18\x04 \x01(\tR\x05actor\x12\x16\n" +
+	"\x06action\x18\x05 \x01(\tR\x06action\x12\x1f\n" +
+	"\vtarget_kind\x18\x06 \x01(\tR\n" +
+	"targetKind\x12\x1b\n" +
+	"\ttarget_id\x18\a \x01(\tR\btargetId\x129\n" +
+	"\n" +
+	"start_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
+	"\bend_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\"r\n" +
 	"\x17ListAuditEventsResponse\x12/\n" +
 	"\x06events\x18\x01 \x03(\v2\x17.keyplane.v1.AuditEventR\x06events\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xa3\x04\n" +
@@ -5491,107 +5606,109 @@ var file_keyplane_v1_admin_proto_depIdxs = []int32{
 	8,   // 38: keyplane.v1.UpdateIdentityResponse.identity:type_name -> keyplane.v1.Identity
 	8,   // 39: keyplane.v1.DisableIdentityResponse.identity:type_name -> keyplane.v1.Identity
 	8,   // 40: keyplane.v1.EnableIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	9,   // 41: keyplane.v1.ListAuditEventsResponse.events:type_name -> keyplane.v1.AuditEvent
-	4,   // 42: keyplane.v1.Credential.kind:type_name -> keyplane.v1.CredentialKind
-	79,  // 43: keyplane.v1.Credential.create_time:type_name -> google.protobuf.Timestamp
-	79,  // 44: keyplane.v1.Credential.expire_time:type_name -> google.protobuf.Timestamp
-	79,  // 45: keyplane.v1.Credential.last_used_time:type_name -> google.protobuf.Timestamp
-	79,  // 46: keyplane.v1.Credential.rotate_time:type_name -> google.protobuf.Timestamp
-	79,  // 47: keyplane.v1.Credential.revoke_time:type_name -> google.protobuf.Timestamp
-	79,  // 48: keyplane.v1.Session.create_time:type_name -> google.protobuf.Timestamp
-	79,  // 49: keyplane.v1.Session.expire_time:type_name -> google.protobuf.Timestamp
-	79,  // 50: keyplane.v1.Session.revoke_time:type_name -> google.protobuf.Timestamp
-	79,  // 51: keyplane.v1.CreateAPIKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
-	40,  // 52: keyplane.v1.CreateAPIKeyResponse.credential:type_name -> keyplane.v1.Credential
-	79,  // 53: keyplane.v1.RotateAPIKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
-	80,  // 54: keyplane.v1.RotateAPIKeyRequest.grace_period:type_name -> google.protobuf.Duration
-	40,  // 55: keyplane.v1.RotateAPIKeyResponse.credential:type_name -> keyplane.v1.Credential
-	40,  // 56: keyplane.v1.CreateClientResponse.credential:type_name -> keyplane.v1.Credential
-	40,  // 57: keyplane.v1.UpdateClientResponse.credential:type_name -> keyplane.v1.Credential
-	80,  // 58: keyplane.v1.RotateClientSecretRequest.grace_period:type_name -> google.protobuf.Duration
-	40,  // 59: keyplane.v1.RotateClientSecretResponse.credential:type_name -> keyplane.v1.Credential
-	40,  // 60: keyplane.v1.RevokeCredentialResponse.credential:type_name -> keyplane.v1.Credential
-	40,  // 61: keyplane.v1.ListCredentialsResponse.credentials:type_name -> keyplane.v1.Credential
-	41,  // 62: keyplane.v1.ListSessionsResponse.sessions:type_name -> keyplane.v1.Session
-	40,  // 63: keyplane.v1.SetPasswordResponse.credential:type_name -> keyplane.v1.Credential
-	5,   // 64: keyplane.v1.Binding.effect:type_name -> keyplane.v1.Effect
-	79,  // 65: keyplane.v1.Binding.expire_time:type_name -> google.protobuf.Timestamp
-	79,  // 66: keyplane.v1.Binding.create_time:type_name -> google.protobuf.Timestamp
-	60,  // 67: keyplane.v1.CreateRoleResponse.role:type_name -> keyplane.v1.Role
-	61,  // 68: keyplane.v1.CreateGroupResponse.group:type_name -> keyplane.v1.Group
-	5,   // 69: keyplane.v1.CreateBindingRequest.effect:type_name -> keyplane.v1.Effect
-	79,  // 70: keyplane.v1.CreateBindingRequest.expire_time:type_name -> google.protobuf.Timestamp
-	62,  // 71: keyplane.v1.CreateBindingResponse.binding:type_name -> keyplane.v1.Binding
-	62,  // 72: keyplane.v1.ListBindingsResponse.bindings:type_name -> keyplane.v1.Binding
-	10,  // 73: keyplane.v1.AdminService.ListRegions:input_type -> keyplane.v1.ListRegionsRequest
-	12,  // 74: keyplane.v1.AdminService.CreateTenant:input_type -> keyplane.v1.CreateTenantRequest
-	14,  // 75: keyplane.v1.AdminService.GetTenant:input_type -> keyplane.v1.GetTenantRequest
-	16,  // 76: keyplane.v1.AdminService.ListTenants:input_type -> keyplane.v1.ListTenantsRequest
-	18,  // 77: keyplane.v1.AdminService.UpdateTenant:input_type -> keyplane.v1.UpdateTenantRequest
-	20,  // 78: keyplane.v1.AdminService.DisableTenant:input_type -> keyplane.v1.DisableTenantRequest
-	22,  // 79: keyplane.v1.AdminService.EnableTenant:input_type -> keyplane.v1.EnableTenantRequest
-	24,  // 80: keyplane.v1.AdminService.RehomeTenant:input_type -> keyplane.v1.RehomeTenantRequest
-	26,  // 81: keyplane.v1.AdminService.CreateIdentity:input_type -> keyplane.v1.CreateIdentityRequest
-	28,  // 82: keyplane.v1.AdminService.GetIdentity:input_type -> keyplane.v1.GetIdentityRequest
-	30,  // 83: keyplane.v1.AdminService.ListIdentities:input_type -> keyplane.v1.ListIdentitiesRequest
-	32,  // 84: keyplane.v1.AdminService.UpdateIdentity:input_type -> keyplane.v1.UpdateIdentityRequest
-	34,  // 85: keyplane.v1.AdminService.DisableIdentity:input_type -> keyplane.v1.DisableIdentityRequest
-	36,  // 86: keyplane.v1.AdminService.EnableIdentity:input_type -> keyplane.v1.EnableIdentityRequest
-	42,  // 87: keyplane.v1.AdminService.CreateAPIKey:input_type -> keyplane.v1.CreateAPIKeyRequest
-	44,  // 88: keyplane.v1.AdminService.RotateAPIKey:input_type -> keyplane.v1.RotateAPIKeyRequest
-	46,  // 89: keyplane.v1.AdminService.CreateClient:input_type -> keyplane.v1.CreateClientRequest
-	48,  // 90: keyplane.v1.AdminService.UpdateClient:input_type -> keyplane.v1.UpdateClientRequest
-	50,  // 91: keyplane.v1.AdminService.RotateClientSecret:input_type -> keyplane.v1.RotateClientSecretRequest
-	52,  // 92: keyplane.v1.AdminService.RevokeCredential:input_type -> keyplane.v1.RevokeCredentialRequest
-	54,  // 93: keyplane.v1.AdminService.ListCredentials:input_type -> keyplane.v1.ListCredentialsRequest
-	56,  // 94: keyplane.v1.AdminService.ListSessions:input_type -> keyplane.v1.ListSessionsRequest
-	58,  // 95: keyplane.v1.AdminService.SetPassword:input_type -> keyplane.v1.SetPasswordRequest
-	63,  // 96: keyplane.v1.AdminService.CreateRole:input_type -> keyplane.v1.CreateRoleRequest
-	65,  // 97: keyplane.v1.AdminService.DeleteRole:input_type -> keyplane.v1.DeleteRoleRequest
-	67,  // 98: keyplane.v1.AdminService.CreateGroup:input_type -> keyplane.v1.CreateGroupRequest
-	69,  // 99: keyplane.v1.AdminService.AddGroupMember:input_type -> keyplane.v1.AddGroupMemberRequest
-	71,  // 100: keyplane.v1.AdminService.RemoveGroupMember:input_type -> keyplane.v1.RemoveGroupMemberRequest
-	73,  // 101: keyplane.v1.AdminService.CreateBinding:input_type -> keyplane.v1.CreateBindingRequest
-	75,  // 102: keyplane.v1.AdminService.DeleteBinding:input_type -> keyplane.v1.DeleteBindingRequest
-	77,  // 103: keyplane.v1.AdminService.ListBindings:input_type -> keyplane.v1.ListBindingsRequest
-	38,  // 104: keyplane.v1.AdminService.ListAuditEvents:input_type -> keyplane.v1.ListAuditEventsRequest
-	11,  // 105: keyplane.v1.AdminService.ListRegions:output_type -> keyplane.v1.ListRegionsResponse
-	13,  // 106: keyplane.v1.AdminService.CreateTenant:output_type -> keyplane.v1.CreateTenantResponse
-	15,  // 107: keyplane.v1.AdminService.GetTenant:output_type -> keyplane.v1.GetTenantResponse
-	17,  // 108: keyplane.v1.AdminService.ListTenants:output_type -> keyplane.v1.ListTenantsResponse
-	19,  // 109: keyplane.v1.AdminService.UpdateTenant:output_type -> keyplane.v1.UpdateTenantResponse
-	21,  // 110: keyplane.v1.AdminService.DisableTenant:output_type -> keyplane.v1.DisableTenantResponse
-	23,  // 111: keyplane.v1.AdminService.EnableTenant:output_type -> keyplane.v1.EnableTenantResponse
-	25,  // 112: keyplane.v1.AdminService.RehomeTenant:output_type -> keyplane.v1.RehomeTenantResponse
-	27,  // 113: keyplane.v1.AdminService.CreateIdentity:output_type -> keyplane.v1.CreateIdentityResponse
-	29,  // 114: keyplane.v1.AdminService.GetIdentity:output_type -> keyplane.v1.GetIdentityResponse
-	31,  // 115: keyplane.v1.AdminService.ListIdentities:output_type -> keyplane.v1.ListIdentitiesResponse
-	33,  // 116: keyplane.v1.AdminService.UpdateIdentity:output_type -> keyplane.v1.UpdateIdentityResponse
-	35,  // 117: keyplane.v1.AdminService.DisableIdentity:output_type -> keyplane.v1.DisableIdentityResponse
-	37,  // 118: keyplane.v1.AdminService.EnableIdentity:output_type -> keyplane.v1.EnableIdentityResponse
-	43,  // 119: keyplane.v1.AdminService.CreateAPIKey:output_type -> keyplane.v1.CreateAPIKeyResponse
-	45,  // 120: keyplane.v1.AdminService.RotateAPIKey:output_type -> keyplane.v1.RotateAPIKeyResponse
-	47,  // 121: keyplane.v1.AdminService.CreateClient:output_type -> keyplane.v1.CreateClientResponse
-	49,  // 122: keyplane.v1.AdminService.UpdateClient:output_type -> keyplane.v1.UpdateClientResponse
-	51,  // 123: keyplane.v1.AdminService.RotateClientSecret:output_type -> keyplane.v1.RotateClientSecretResponse
-	53,  // 124: keyplane.v1.AdminService.RevokeCredential:output_type -> keyplane.v1.RevokeCredentialResponse
-	55,  // 125: keyplane.v1.AdminService.ListCredentials:output_type -> keyplane.v1.ListCredentialsResponse
-	57,  // 126: keyplane.v1.AdminService.ListSessions:output_type -> keyplane.v1.ListSessionsResponse
-	59,  // 127: keyplane.v1.AdminService.SetPassword:output_type -> keyplane.v1.SetPasswordResponse
-	64,  // 128: keyplane.v1.AdminService.CreateRole:output_type -> keyplane.v1.CreateRoleResponse
-	66,  // 129: keyplane.v1.AdminService.DeleteRole:output_type -> keyplane.v1.DeleteRoleResponse
-	68,  // 130: keyplane.v1.AdminService.CreateGroup:output_type -> keyplane.v1.CreateGroupResponse
-	70,  // 131: keyplane.v1.AdminService.AddGroupMember:output_type -> keyplane.v1.AddGroupMemberResponse
-	72,  // 132: keyplane.v1.AdminService.RemoveGroupMember:output_type -> keyplane.v1.RemoveGroupMemberResponse
-	74,  // 133: keyplane.v1.AdminService.CreateBinding:output_type -> keyplane.v1.CreateBindingResponse
-	76,  // 134: keyplane.v1.AdminService.DeleteBinding:output_type -> keyplane.v1.DeleteBindingResponse
-	78,  // 135: keyplane.v1.AdminService.ListBindings:output_type -> keyplane.v1.ListBindingsResponse
-	39,  // 136: keyplane.v1.AdminService.ListAuditEvents:output_type -> keyplane.v1.ListAuditEventsResponse
-	105, // [105:137] is the sub-list for method output_type
-	73,  // [73:105] is the sub-list for method input_type
-	73,  // [73:73] is the sub-list for extension type_name
-	73,  // [73:73] is the sub-list for extension extendee
-	0,   // [0:73] is the sub-list for field type_name
+	79,  // 41: keyplane.v1.ListAuditEventsRequest.start_time:type_name -> google.protobuf.Timestamp
+	79,  // 42: keyplane.v1.ListAuditEventsRequest.end_time:type_name -> google.protobuf.Timestamp
+	9,   // 43: keyplane.v1.ListAuditEventsResponse.events:type_name -> keyplane.v1.AuditEvent
+	4,   // 44: keyplane.v1.Credential.kind:type_name -> keyplane.v1.CredentialKind
+	79,  // 45: keyplane.v1.Credential.create_time:type_name -> google.protobuf.Timestamp
+	79,  // 46: keyplane.v1.Credential.expire_time:type_name -> google.protobuf.Timestamp
+	79,  // 47: keyplane.v1.Credential.last_used_time:type_name -> google.protobuf.Timestamp
+	79,  // 48: keyplane.v1.Credential.rotate_time:type_name -> google.protobuf.Timestamp
+	79,  // 49: keyplane.v1.Credential.revoke_time:type_name -> google.protobuf.Timestamp
+	79,  // 50: keyplane.v1.Session.create_time:type_name -> google.protobuf.Timestamp
+	79,  // 51: keyplane.v1.Session.expire_time:type_name -> google.protobuf.Timestamp
+	79,  // 52: keyplane.v1.Session.revoke_time:type_name -> google.protobuf.Timestamp
+	79,  // 53: keyplane.v1.CreateAPIKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
+	40,  // 54: keyplane.v1.CreateAPIKeyResponse.credential:type_name -> keyplane.v1.Credential
+	79,  // 55: keyplane.v1.RotateAPIKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
+	80,  // 56: keyplane.v1.RotateAPIKeyRequest.grace_period:type_name -> google.protobuf.Duration
+	40,  // 57: keyplane.v1.RotateAPIKeyResponse.credential:type_name -> keyplane.v1.Credential
+	40,  // 58: keyplane.v1.CreateClientResponse.credential:type_name -> keyplane.v1.Credential
+	40,  // 59: keyplane.v1.UpdateClientResponse.credential:type_name -> keyplane.v1.Credential
+	80,  // 60: keyplane.v1.RotateClientSecretRequest.grace_period:type_name -> google.protobuf.Duration
+	40,  // 61: keyplane.v1.RotateClientSecretResponse.credential:type_name -> keyplane.v1.Credential
+	40,  // 62: keyplane.v1.RevokeCredentialResponse.credential:type_name -> keyplane.v1.Credential
+	40,  // 63: keyplane.v1.ListCredentialsResponse.credentials:type_name -> keyplane.v1.Credential
+	41,  // 64: keyplane.v1.ListSessionsResponse.sessions:type_name -> keyplane.v1.Session
+	40,  // 65: keyplane.v1.SetPasswordResponse.credential:type_name -> keyplane.v1.Credential
+	5,   // 66: keyplane.v1.Binding.effect:type_name -> keyplane.v1.Effect
+	79,  // 67: keyplane.v1.Binding.expire_time:type_name -> google.protobuf.Timestamp
+	79,  // 68: keyplane.v1.Binding.create_time:type_name -> google.protobuf.Timestamp
+	60,  // 69: keyplane.v1.CreateRoleResponse.role:type_name -> keyplane.v1.Role
+	61,  // 70: keyplane.v1.CreateGroupResponse.group:type_name -> keyplane.v1.Group
+	5,   // 71: keyplane.v1.CreateBindingRequest.effect:type_name -> keyplane.v1.Effect
+	79,  // 72: keyplane.v1.CreateBindingRequest.expire_time:type_name -> google.protobuf.Timestamp
+	62,  // 73: keyplane.v1.CreateBindingResponse.binding:type_name -> keyplane.v1.Binding
+	62,  // 74: keyplane.v1.ListBindingsResponse.bindings:type_name -> keyplane.v1.Binding
+	10,  // 75: keyplane.v1.AdminService.ListRegions:input_type -> keyplane.v1.ListRegionsRequest
+	12,  // 76: keyplane.v1.AdminService.CreateTenant:input_type -> keyplane.v1.CreateTenantRequest
+	14,  // 77: keyplane.v1.AdminService.GetTenant:input_type -> keyplane.v1.GetTenantRequest
+	16,  // 78: keyplane.v1.AdminService.ListTenants:input_type -> keyplane.v1.ListTenantsRequest
+	18,  // 79: keyplane.v1.AdminService.UpdateTenant:input_type -> keyplane.v1.UpdateTenantRequest
+	20,  // 80: keyplane.v1.AdminService.DisableTenant:input_type -> keyplane.v1.DisableTenantRequest
+	22,  // 81: keyplane.v1.AdminService.EnableTenant:input_type -> keyplane.v1.EnableTenantRequest
+	24,  // 82: keyplane.v1.AdminService.RehomeTenant:input_type -> keyplane.v1.RehomeTenantRequest
+	26,  // 83: keyplane.v1.AdminService.CreateIdentity:input_type -> keyplane.v1.CreateIdentityRequest
+	28,  // 84: keyplane.v1.AdminService.GetIdentity:input_type -> keyplane.v1.GetIdentityRequest
+	30,  // 85: keyplane.v1.AdminService.ListIdentities:input_type -> keyplane.v1.ListIdentitiesRequest
+	32,  // 86: keyplane.v1.AdminService.UpdateIdentity:input_type -> keyplane.v1.UpdateIdentityRequest
+	34,  // 87: keyplane.v1.AdminService.DisableIdentity:input_type -> keyplane.v1.DisableIdentityRequest
+	36,  // 88: keyplane.v1.AdminService.EnableIdentity:input_type -> keyplane.v1.EnableIdentityRequest
+	42,  // 89: keyplane.v1.AdminService.CreateAPIKey:input_type -> keyplane.v1.CreateAPIKeyRequest
+	44,  // 90: keyplane.v1.AdminService.RotateAPIKey:input_type -> keyplane.v1.RotateAPIKeyRequest
+	46,  // 91: keyplane.v1.AdminService.CreateClient:input_type -> keyplane.v1.CreateClientRequest
+	48,  // 92: keyplane.v1.AdminService.UpdateClient:input_type -> keyplane.v1.UpdateClientRequest
+	50,  // 93: keyplane.v1.AdminService.RotateClientSecret:input_type -> keyplane.v1.RotateClientSecretRequest
+	52,  // 94: keyplane.v1.AdminService.RevokeCredential:input_type -> keyplane.v1.RevokeCredentialRequest
+	54,  // 95: keyplane.v1.AdminService.ListCredentials:input_type -> keyplane.v1.ListCredentialsRequest
+	56,  // 96: keyplane.v1.AdminService.ListSessions:input_type -> keyplane.v1.ListSessionsRequest
+	58,  // 97: keyplane.v1.AdminService.SetPassword:input_type -> keyplane.v1.SetPasswordRequest
+	63,  // 98: keyplane.v1.AdminService.CreateRole:input_type -> keyplane.v1.CreateRoleRequest
+	65,  // 99: keyplane.v1.AdminService.DeleteRole:input_type -> keyplane.v1.DeleteRoleRequest
+	67,  // 100: keyplane.v1.AdminService.CreateGroup:input_type -> keyplane.v1.CreateGroupRequest
+	69,  // 101: keyplane.v1.AdminService.AddGroupMember:input_type -> keyplane.v1.AddGroupMemberRequest
+	71,  // 102: keyplane.v1.AdminService.RemoveGroupMember:input_type -> keyplane.v1.RemoveGroupMemberRequest
+	73,  // 103: keyplane.v1.AdminService.CreateBinding:input_type -> keyplane.v1.CreateBindingRequest
+	75,  // 104: keyplane.v1.AdminService.DeleteBinding:input_type -> keyplane.v1.DeleteBindingRequest
+	77,  // 105: keyplane.v1.AdminService.ListBindings:input_type -> keyplane.v1.ListBindingsRequest
+	38,  // 106: keyplane.v1.AdminService.ListAuditEvents:input_type -> keyplane.v1.ListAuditEventsRequest
+	11,  // 107: keyplane.v1.AdminService.ListRegions:output_type -> keyplane.v1.ListRegionsResponse
+	13,  // 108: keyplane.v1.AdminService.CreateTenant:output_type -> keyplane.v1.CreateTenantResponse
+	15,  // 109: keyplane.v1.AdminService.GetTenant:output_type -> keyplane.v1.GetTenantResponse
+	17,  // 110: keyplane.v1.AdminService.ListTenants:output_type -> keyplane.v1.ListTenantsResponse
+	19,  // 111: keyplane.v1.AdminService.UpdateTenant:output_type -> keyplane.v1.UpdateTenantResponse
+	21,  // 112: keyplane.v1.AdminService.DisableTenant:output_type -> keyplane.v1.DisableTenantResponse
+	23,  // 113: keyplane.v1.AdminService.EnableTenant:output_type -> keyplane.v1.EnableTenantResponse
+	25,  // 114: keyplane.v1.AdminService.RehomeTenant:output_type -> keyplane.v1.RehomeTenantResponse
+	27,  // 115: keyplane.v1.AdminService.CreateIdentity:output_type -> keyplane.v1.CreateIdentityResponse
+	29,  // 116: keyplane.v1.AdminService.GetIdentity:output_type -> keyplane.v1.GetIdentityResponse
+	31,  // 117: keyplane.v1.AdminService.ListIdentities:output_type -> keyplane.v1.ListIdentitiesResponse
+	33,  // 118: keyplane.v1.AdminService.UpdateIdentity:output_type -> keyplane.v1.UpdateIdentityResponse
+	35,  // 119: keyplane.v1.AdminService.DisableIdentity:output_type -> keyplane.v1.DisableIdentityResponse
+	37,  // 120: keyplane.v1.AdminService.EnableIdentity:output_type -> keyplane.v1.EnableIdentityResponse
+	43,  // 121: keyplane.v1.AdminService.CreateAPIKey:output_type -> keyplane.v1.CreateAPIKeyResponse
+	45,  // 122: keyplane.v1.AdminService.RotateAPIKey:output_type -> keyplane.v1.RotateAPIKeyResponse
+	47,  // 123: keyplane.v1.AdminService.CreateClient:output_type -> keyplane.v1.CreateClientResponse
+	49,  // 124: keyplane.v1.AdminService.UpdateClient:output_type -> keyplane.v1.UpdateClientResponse
+	51,  // 125: keyplane.v1.AdminService.RotateClientSecret:output_type -> keyplane.v1.RotateClientSecretResponse
+	53,  // 126: keyplane.v1.AdminService.RevokeCredential:output_type -> keyplane.v1.RevokeCredentialResponse
+	55,  // 127: keyplane.v1.AdminService.ListCredentials:output_type -> keyplane.v1.ListCredentialsResponse
+	57,  // 128: keyplane.v1.AdminService.ListSessions:output_type -> keyplane.v1.ListSessionsResponse
+	59,  // 129: keyplane.v1.AdminService.SetPassword:output_type -> keyplane.v1.SetPasswordResponse
+	64,  // 130: keyplane.v1.AdminService.CreateRole:output_type -> keyplane.v1.CreateRoleResponse
+	66,  // 131: keyplane.v1.AdminService.DeleteRole:output_type -> keyplane.v1.DeleteRoleResponse
+	68,  // 132: keyplane.v1.AdminService.CreateGroup:output_type -> keyplane.v1.CreateGroupResponse
+	70,  // 133: keyplane.v1.AdminService.AddGroupMember:output_type -> keyplane.v1.AddGroupMemberResponse
+	72,  // 134: keyplane.v1.AdminService.RemoveGroupMember:output_type -> keyplane.v1.RemoveGroupMemberResponse
+	74,  // 135: keyplane.v1.AdminService.CreateBinding:output_type -> keyplane.v1.CreateBindingResponse
+	76,  // 136: keyplane.v1.AdminService.DeleteBinding:output_type -> keyplane.v1.DeleteBindingResponse
+	78,  // 137: keyplane.v1.AdminService.ListBindings:output_type -> keyplane.v1.ListBindingsResponse
+	39,  // 138: keyplane.v1.AdminService.ListAuditEvents:output_type -> keyplane.v1.ListAuditEventsResponse
+	107, // [107:139] is the sub-list for method output_type
+	75,  // [75:107] is the sub-list for method input_type
+	75,  // [75:75] is the sub-list for extension type_name
+	75,  // [75:75] is the sub-list for extension extendee
+	0,   // [0:75] is the sub-list for field type_name
 }
 
 func init() { file_keyplane_v1_admin_proto_init() }
