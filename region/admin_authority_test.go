@@ -381,7 +381,8 @@ func breakGlassCount(t *testing.T, base, procedure, outcome string) int {
 }
 
 // TestSecurityBreakGlass (issue 13, item 1): the operator secret on a tenant-scoped
-// call is break-glass. By default it works and every such call is counted; on a node
+// call is break-glass. By default it works, every such call is counted, and its audit
+// event is marked break-glass (a tenant admin's and a cluster call's are not); on a node
 // run with break-glass off (serve --operator-break-glass=false) the same calls are
 // refused with permission_denied and counted as refused, while cluster calls and the
 // tenant admin's own token keep working.
@@ -406,6 +407,43 @@ func TestSecurityBreakGlass(t *testing.T) {
 		}
 		if got := breakGlassCount(t, f.url, proc, "allowed") - before; got != 3 {
 			t.Fatalf("a tenant admin's call counted as break-glass: %d, want 3", got)
+		}
+		// The audit log marks the operator's tenant change as break-glass, and neither
+		// the tenant admin's change nor the operator's cluster change.
+		byOp, err := f.op.CreateIdentity(ctx, connect.NewRequest(f.serviceAccount("by the operator")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		byAdmin, err := f.tenantAd.CreateIdentity(ctx, connect.NewRequest(f.serviceAccount("by the tenant admin")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		evs, err := f.tenantAd.ListAuditEvents(ctx, connect.NewRequest(&keyplanev1.ListAuditEventsRequest{TenantId: "acme", PageSize: 100}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := 0
+		for _, e := range evs.Msg.Events {
+			switch {
+			case e.Action == "identity.create" && e.TargetId == byOp.Msg.Identity.Id:
+				seen++
+				if e.Actor != "operator" || !e.BreakGlass {
+					t.Errorf("operator's tenant change: actor %q break-glass %v, want operator, true", e.Actor, e.BreakGlass)
+				}
+			case e.Action == "identity.create" && e.TargetId == byAdmin.Msg.Identity.Id:
+				seen++
+				if e.Actor != "identity:"+f.boot.AdminIdentityId || e.BreakGlass {
+					t.Errorf("tenant admin's change: actor %q break-glass %v", e.Actor, e.BreakGlass)
+				}
+			case e.Action == "tenant.create":
+				seen++
+				if e.Actor != "operator" || e.BreakGlass {
+					t.Errorf("cluster change: actor %q break-glass %v, want operator, false", e.Actor, e.BreakGlass)
+				}
+			}
+		}
+		if seen != 3 {
+			t.Fatalf("found %d of the 3 audit events looked for", seen)
 		}
 	})
 	t.Run("off", func(t *testing.T) {
