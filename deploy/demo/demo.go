@@ -177,5 +177,6 @@ func seedTenant(ctx context.Context, cl *deploy.Cluster, r Region, id string) (T
 	if err != nil {
 		return Tenant{}, err
 	}
-	return Tenant{ID: id, HomeRegion: r.Name, AdminID: t.OwnerID, Issuer: t.Issuer, ClientID: clientID, ClientSecret: secret}, nil
+	return Tenant{ID: id, HomeRegion: r.Name, AdminID: t.OwnerID, Issuer: t.Issuer, ClientID: clientID, ClientSecret: secret,
+		TenantAdminID: t.AdminID, TenantAdminClient: t.AdminClientID, TenantAdminSecret: t.AdminClientSecret}, nil
 }

@@ -173,7 +173,8 @@ func TestStateJSON(t *testing.T) {
 	}{
 		{"state", fields, []string{"client_urls", "database_url", "operator_secret_file", "regions", "rtt_ms", "tenants"}},
 		{"region", top.Regions[0], []string{"name", "node_urls", "operator_urls", "url", "urls"}},
-		{"tenant", top.Tenants[0], []string{"admin_identity_id", "client_id", "client_secret", "home_region", "id", "issuer"}},
+		{"tenant", top.Tenants[0], []string{"admin_identity_id", "client_id", "client_secret", "home_region", "id", "issuer",
+			"tenant_admin_client_id", "tenant_admin_client_secret", "tenant_admin_identity_id"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

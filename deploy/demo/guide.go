@@ -31,8 +31,12 @@ requests for a tenant homed elsewhere are forwarded there, see the Keyplane-Rout
 Keyplane-Served-By response headers with curl -i):
 
   export KP=%[1]s OPS=%[9]s
+  export ISS=%[6]s CLIENT='%[7]s:%[8]s' ADMIN='%[10]s:%[11]s'
+  # cluster work (tenants, regions) takes the operator secret
   export AUTH="Authorization: Bearer $(cat %[2]s)"
-  export ISS=%[6]s CLIENT='%[7]s:%[8]s'
+  # tenant work takes a tenant admin's token: CreateTenant made this client, bound to
+  # the built-in role tenant-admin (docs/administration.md)
+  export TAUTH="Authorization: Bearer $(curl -s -u "$ADMIN" -d grant_type=client_credentials $ISS/oauth2/token | sed -E 's/.*"access_token":"([^"]+)".*/\1/')"
 
   # OAuth 2.0: get a token (client credentials), check it (RFC 7662), revoke it (RFC 7009)
   TOKEN=$(curl -s -u "$CLIENT" -d grant_type=client_credentials $ISS/oauth2/token | sed -E 's/.*"access_token":"([^"]+)".*/\1/')
@@ -47,14 +51,15 @@ Keyplane-Served-By response headers with curl -i):
   curl -s $KP/healthz; curl -s $KP/readyz
 
   # the admin API speaks Connect (JSON over HTTP POST), gRPC and gRPC-Web; a call for a
-  # tenant names it in the Keyplane-Tenant header too, which routing goes by
+  # tenant names it in the Keyplane-Tenant header too, which routing goes by; the audit
+  # log names the tenant admin as the actor
   curl -s -H "$AUTH" -H 'Content-Type: application/json' $KP/keyplane.v1.AdminService/ListTenants -d '{}'
-  curl -s -H "$AUTH" -H 'Keyplane-Tenant: %[3]s' -H 'Content-Type: application/json' $KP/keyplane.v1.AdminService/CreateIdentity \
+  curl -s -H "$TAUTH" -H 'Keyplane-Tenant: %[3]s' -H 'Content-Type: application/json' $KP/keyplane.v1.AdminService/CreateIdentity \
     -d '{"tenantId":"%[3]s","kind":"IDENTITY_KIND_SERVICE_ACCOUNT","displayName":"ci-bot","ownerId":"%[4]s","purpose":"deploys","expireTime":"%[5]s"}'
-  curl -s -H "$AUTH" -H 'Keyplane-Tenant: %[3]s' -H 'Content-Type: application/json' $KP/keyplane.v1.AdminService/ListAuditEvents -d '{"tenantId":"%[3]s"}'
+  curl -s -H "$TAUTH" -H 'Keyplane-Tenant: %[3]s' -H 'Content-Type: application/json' $KP/keyplane.v1.AdminService/ListAuditEvents -d '{"tenantId":"%[3]s"}'
 
   # a non-human identity without an owner is refused, naming the field
-  curl -s -H "$AUTH" -H 'Keyplane-Tenant: %[3]s' -H 'Content-Type: application/json' $KP/keyplane.v1.AdminService/CreateIdentity \
+  curl -s -H "$TAUTH" -H 'Keyplane-Tenant: %[3]s' -H 'Content-Type: application/json' $KP/keyplane.v1.AdminService/CreateIdentity \
     -d '{"tenantId":"%[3]s","kind":"IDENTITY_KIND_AGENT","displayName":"rogue"}'
 
   # with buf (server reflection, no protos needed)
@@ -63,7 +68,8 @@ Keyplane-Served-By response headers with curl -i):
   # the operator listener (not the API port): Prometheus metrics, gossip members, pprof
   curl -s $OPS/metrics | grep keyplane_rpc; curl -s $OPS/members
 `, st.Regions[0].URL, cl.SecretFile(), st.Tenants[0].ID, st.Tenants[0].AdminID, time.Now().Add(90*24*time.Hour).UTC().Format(time.RFC3339),
-		st.Tenants[0].Issuer, st.Tenants[0].ClientID, st.Tenants[0].ClientSecret, st.Regions[0].OperatorURLs[0])
+		st.Tenants[0].Issuer, st.Tenants[0].ClientID, st.Tenants[0].ClientSecret, st.Regions[0].OperatorURLs[0],
+		st.Tenants[0].TenantAdminClient, st.Tenants[0].TenantAdminSecret)
 }
 
 // redactURL hides the password in a database URL.

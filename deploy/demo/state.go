@@ -29,12 +29,16 @@ type Region struct {
 }
 
 // Tenant is a seeded tenant: its admin identity and an admin OAuth client that may
-// get, introspect and revoke the tenant's tokens.
+// get, introspect and revoke the tenant's tokens; and its tenant admin's OAuth client
+// (built-in role tenant-admin), whose tokens do the tenant's admin work.
 type Tenant struct {
-	ID           string `json:"id"`
-	HomeRegion   string `json:"home_region"`
-	AdminID      string `json:"admin_identity_id"`
-	Issuer       string `json:"issuer"`
-	ClientID     string `json:"client_id"`
-	ClientSecret string `json:"client_secret"`
+	ID                string `json:"id"`
+	HomeRegion        string `json:"home_region"`
+	AdminID           string `json:"admin_identity_id"`
+	Issuer            string `json:"issuer"`
+	ClientID          string `json:"client_id"`
+	ClientSecret      string `json:"client_secret"`
+	TenantAdminID     string `json:"tenant_admin_identity_id"`
+	TenantAdminClient string `json:"tenant_admin_client_id"`
+	TenantAdminSecret string `json:"tenant_admin_client_secret"`
 }

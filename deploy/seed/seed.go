@@ -30,10 +30,15 @@ type Tenant struct {
 	ID, Home, Issuer string
 	OwnerID          string // a human identity of the tenant
 	ServiceAccountID string // owned by OwnerID, expires in 30 days
+	// The first tenant admin CreateTenant made (built-in role tenant-admin): its
+	// identity and its OAuth client, whose tokens do the tenant's admin work.
+	AdminID, AdminClientID, AdminClientSecret string
 }
 
-// NewTenant creates the tenant, its owner and its service account. admin must carry
-// the operator secret (and, for routing, the Keyplane-Tenant header: client.Tenant).
+// NewTenant creates the tenant (and with it its first tenant admin), its owner and its
+// service account. admin must carry the operator secret (and, for routing, the
+// Keyplane-Tenant header: client.Tenant); the owner and the service account are made
+// with it as break-glass (docs/administration.md).
 func NewTenant(ctx context.Context, admin keyplanev1connect.AdminServiceClient, s Spec) (Tenant, error) {
 	if s.Name == "" {
 		s.Name = s.ID
@@ -63,7 +68,8 @@ func NewTenant(ctx context.Context, admin keyplanev1connect.AdminServiceClient, 
 		return Tenant{}, fmt.Errorf("create the service account of %s: %w", s.ID, err)
 	}
 	return Tenant{ID: s.ID, Home: s.Home, Issuer: t.Msg.Tenant.Issuer, OwnerID: owner.Msg.Identity.Id,
-		ServiceAccountID: sa.Msg.Identity.Id}, nil
+		ServiceAccountID: sa.Msg.Identity.Id, AdminID: t.Msg.AdminIdentityId, AdminClientID: t.Msg.AdminClientId,
+		AdminClientSecret: t.Msg.AdminClientSecret}, nil
 }
 
 // APIKey creates an API key for the service account, valid 29 days; it returns the
