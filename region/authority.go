@@ -245,8 +245,8 @@ func (n *Node) requireOperator(header string) error {
 // is break-glass (refused under Config.NoBreakGlass; counted either way), anything
 // else must be an access token of tenantID (authenticate).
 func (n *Node) authenticateCall(ctx context.Context, header, tenantID, proc string) (caller, error) {
-	raw, _ := strings.CutPrefix(header, "Bearer ")
-	if raw != "" && n.isOperator(raw) {
+	raw, ok := strings.CutPrefix(header, "Bearer ")
+	if ok && raw != "" && n.isOperator(raw) {
 		if n.cfg.NoBreakGlass {
 			n.metrics.breakGlass.WithLabelValues(proc, "refused").Inc()
 			return caller{}, connect.NewError(connect.CodePermissionDenied, errors.New(
@@ -256,6 +256,11 @@ func (n *Node) authenticateCall(ctx context.Context, header, tenantID, proc stri
 		n.log.InfoContext(ctx, "break-glass: operator secret on a tenant-scoped call",
 			"procedure", proc, "tenant", tenantID, "request_id", requestID(ctx))
 		return caller{breakGlass: true}, nil
+	}
+	if ok && raw != "" && strings.Count(raw, ".") != 2 {
+		// Not a JWT: a wrong operator secret (or a guess at one), counted as such.
+		n.metrics.authFailures.Inc()
+		return caller{}, connect.NewError(connect.CodeUnauthenticated, errors.New("invalid credentials: neither the operator secret nor an access token"))
 	}
 	return n.authenticate(ctx, header, tenantID)
 }
