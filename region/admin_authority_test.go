@@ -138,7 +138,7 @@ func (f *adminFixture) call(t *testing.T, procedure, token string, msg map[strin
 }
 
 // TestAdminPermissionMatrix calls every tenant-scoped AdminService and CheckService
-// procedure twice through the real Connect API, with tokens from the tenant's token
+// procedure (and RevokeIdentityTokens on another identity) twice through the real Connect API, with tokens from the tenant's token
 // endpoint: as an identity holding nothing (refused with permission_denied) and as one
 // holding exactly the procedure's documented permission (authorized: whatever the
 // answer, it is not permission_denied or unauthenticated).
@@ -255,6 +255,8 @@ func TestAdminPermissionMatrix(t *testing.T) {
 		}},
 		{admin("ListBindings"), region.PermBindingsRead, plain(nil)},
 		{admin("ListAuditEvents"), region.PermAuditRead, plain(nil)},
+		{"/" + keyplanev1connect.AuthServiceName + "/RevokeIdentityTokens", region.PermSessionsRevoke,
+			onTarget(func(x target) map[string]any { return map[string]any{"identityId": x.id} })},
 		{check("Check"), region.PermPerformChecks, onTarget(func(x target) map[string]any {
 			return map[string]any{"identityId": x.id, "permission": "docs.document.read", "resource": "docs/1"}
 		})},
@@ -553,6 +555,12 @@ func TestSecurityNoPrivilegeEscalation(t *testing.T) {
 	if _, err := im.CreateClient(ctx, connect.NewRequest(&keyplanev1.CreateClientRequest{TenantId: "acme", IdentityId: plainSA, Name: "ok"})); err != nil {
 		t.Fatalf("identity manager minting for a plain service account: %v", err)
 	}
+	// An admin OAuth client (introspects and revokes every token of the tenant) needs
+	// iam.sessions.revoke besides iam.credentials.manage.
+	_, credTok := f.identityWith(t, "credentials-only", "*", "iam.credentials.manage")
+	_, err = adminClient(f.url, credTok).CreateClient(ctx, connect.NewRequest(&keyplanev1.CreateClientRequest{TenantId: "acme",
+		IdentityId: plainSA, Name: "admin", Admin: true}))
+	wantCode(t, err, connect.CodePermissionDenied, "lacks iam.sessions.revoke")
 	// The access admin holds no iam.credentials.manage at all.
 	_, err = aa.CreateClient(ctx, connect.NewRequest(&keyplanev1.CreateClientRequest{TenantId: "acme", IdentityId: plainSA, Name: "x"}))
 	wantCode(t, err, connect.CodePermissionDenied, "lacks iam.credentials.manage")
