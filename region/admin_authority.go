@@ -79,66 +79,68 @@ func (n *Node) requireRoleOn(p adminPolicy, role authz.Role, scope, what string)
 
 // mayWriteBinding authorizes creating (or, with deleting, removing) a binding of
 // roleID on scope: PermBindingsWrite on scope, and for an allow binding created or a
-// deny binding removed, every permission of the role on scope.
-func (n *Node) mayWriteBinding(ctx context.Context, c caller, tenantID, roleID, scope string, effect authz.Effect, deleting bool) error {
+// deny binding removed, every permission of the role on scope. It returns the policy
+// revision it judged at (0 for the operator), for schema.Scope.JudgedAt.
+func (n *Node) mayWriteBinding(ctx context.Context, c caller, tenantID, roleID, scope string, effect authz.Effect, deleting bool) (int64, error) {
 	if c.operator() {
-		return nil
+		return 0, nil
 	}
 	p, err := n.policyFor(ctx, tenantID, c)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if err := n.requireOnScope(ctx, p, PermBindingsWrite, scope); err != nil {
-		return err
+		return 0, err
 	}
 	role, ok := p.snap.Role(roleID)
 	if !ok {
-		return fieldError("role_id", fmt.Sprintf("no role %s in tenant %q", roleID, tenantID))
+		return 0, fieldError("role_id", fmt.Sprintf("no role %s in tenant %q", roleID, tenantID))
 	}
 	switch {
 	case !deleting && effect == authz.Allow:
-		return n.requireRoleOn(p, role, scope, "binding")
+		err = n.requireRoleOn(p, role, scope, "binding")
 	case deleting && effect == authz.Deny:
-		return n.requireRoleOn(p, role, scope, "removing a deny of")
+		err = n.requireRoleOn(p, role, scope, "removing a deny of")
 	}
-	return nil
+	return p.snap.Revision(), err
 }
 
 // mayDeleteBinding authorizes DeleteBinding of bindingID (mayWriteBinding on its
-// role and scope).
-func (n *Node) mayDeleteBinding(ctx context.Context, c caller, sc schema.Scope, bindingID string) error {
+// role and scope) and returns the revision it judged at.
+func (n *Node) mayDeleteBinding(ctx context.Context, c caller, sc schema.Scope, bindingID string) (int64, error) {
 	if c.operator() {
-		return nil
+		return 0, nil
 	}
 	bs, err := n.store.ListBindings(ctx, sc)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	for _, b := range bs {
 		if b.ID == bindingID {
 			return n.mayWriteBinding(ctx, c, sc.TenantID, b.RoleID, b.Scope, authz.Effect(b.Effect), true)
 		}
 	}
-	return connect.NewError(connect.CodeNotFound, fmt.Errorf("binding_id: no binding %s in tenant %q", bindingID, sc.TenantID))
+	return 0, connect.NewError(connect.CodeNotFound, fmt.Errorf("binding_id: no binding %s in tenant %q", bindingID, sc.TenantID))
 }
 
 // mayChangeMembership authorizes adding an identity to groupID (every permission the
 // group's allow bindings grant, on their scopes) or removing one from it (likewise for
-// its deny bindings), besides PermGroupsWrite on the tenant.
-func (n *Node) mayChangeMembership(ctx context.Context, c caller, sc schema.Scope, groupID string, add bool) error {
+// its deny bindings), besides PermGroupsWrite on the tenant. It returns the revision
+// it judged at.
+func (n *Node) mayChangeMembership(ctx context.Context, c caller, sc schema.Scope, groupID string, add bool) (int64, error) {
 	if c.operator() {
-		return nil
+		return 0, nil
 	}
 	p, err := n.policyFor(ctx, sc.TenantID, c)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if err := n.requireOnScope(ctx, p, PermGroupsWrite, "tenant"); err != nil {
-		return err
+		return 0, err
 	}
 	bs, err := n.store.ListBindings(ctx, sc)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	for _, b := range bs {
 		if b.PrincipalKind != "group" || b.PrincipalID != groupID || (b.Effect == string(authz.Allow)) != add {
@@ -153,10 +155,10 @@ func (n *Node) mayChangeMembership(ctx context.Context, c caller, sc schema.Scop
 			what = "removing a member from a group denied"
 		}
 		if err := n.requireRoleOn(p, role, b.Scope, what); err != nil {
-			return err
+			return 0, err
 		}
 	}
-	return nil
+	return p.snap.Revision(), nil
 }
 
 // mayManageIdentity authorizes touching the credentials of identityID: the caller

@@ -78,10 +78,11 @@ func (a *AdminService) setMembership(ctx context.Context, tenantID, groupID, ide
 	if err != nil {
 		return 0, err
 	}
-	if err := a.node.mayChangeMembership(ctx, callerOf(ctx), sc, groupID, member); err != nil {
+	judged, err := a.node.mayChangeMembership(ctx, callerOf(ctx), sc, groupID, member)
+	if err != nil {
 		return 0, err
 	}
-	return a.node.store.SetMembership(ctx, change(ctx), sc, groupID, identityID, member)
+	return a.node.store.SetMembership(ctx, change(ctx), sc.JudgedAt(judged), groupID, identityID, member)
 }
 
 func (a *AdminService) CreateBinding(ctx context.Context, req *connect.Request[keyplanev1.CreateBindingRequest]) (*connect.Response[keyplanev1.CreateBindingResponse], error) {
@@ -116,10 +117,11 @@ func (a *AdminService) CreateBinding(ctx context.Context, req *connect.Request[k
 	if err != nil {
 		return nil, err
 	}
-	if err := a.node.mayWriteBinding(ctx, callerOf(ctx), sc.TenantID, m.RoleId, m.Scope, effect, false); err != nil {
+	judged, err := a.node.mayWriteBinding(ctx, callerOf(ctx), sc.TenantID, m.RoleId, m.Scope, effect, false)
+	if err != nil {
 		return nil, err
 	}
-	b, rev, err := a.node.store.CreateBinding(ctx, change(ctx), sc, schema.Binding{Effect: string(effect), PrincipalKind: m.PrincipalKind,
+	b, rev, err := a.node.store.CreateBinding(ctx, change(ctx), sc.JudgedAt(judged), schema.Binding{Effect: string(effect), PrincipalKind: m.PrincipalKind,
 		PrincipalID: m.PrincipalId, RoleID: m.RoleId, Scope: m.Scope, Condition: m.Condition, ExpiresAt: expires, Justification: m.Justification})
 	if err != nil {
 		return nil, err
@@ -132,10 +134,11 @@ func (a *AdminService) DeleteBinding(ctx context.Context, req *connect.Request[k
 	if err != nil {
 		return nil, err
 	}
-	if err := a.node.mayDeleteBinding(ctx, callerOf(ctx), sc, req.Msg.BindingId); err != nil {
+	judged, err := a.node.mayDeleteBinding(ctx, callerOf(ctx), sc, req.Msg.BindingId)
+	if err != nil {
 		return nil, err
 	}
-	rev, err := a.node.store.DeleteBinding(ctx, change(ctx), sc, req.Msg.BindingId)
+	rev, err := a.node.store.DeleteBinding(ctx, change(ctx), sc.JudgedAt(judged), req.Msg.BindingId)
 	if err != nil {
 		return nil, err
 	}

@@ -66,7 +66,8 @@ func bumpRevision(ctx context.Context, tx pgx.Tx, tenantID string) (int64, error
 }
 
 // policyChange runs fn and bumps the revision, both in one transaction with the
-// audit event fn describes, and returns the new revision.
+// audit event fn describes, and returns the new revision. A scope judged at a
+// revision (Scope.JudgedAt) refuses the change if the policy moved since.
 func (s *Store) policyChange(ctx context.Context, c Change, sc Scope, fn func(tx pgx.Tx) (audit, error)) (int64, error) {
 	var rev int64
 	err := s.tx(ctx, func(tx pgx.Tx) error {
@@ -76,6 +77,10 @@ func (s *Store) policyChange(ctx context.Context, c Change, sc Scope, fn func(tx
 		}
 		if rev, err = bumpRevision(ctx, tx, sc.TenantID); err != nil {
 			return err
+		}
+		if sc.judgedAt > 0 && rev != sc.judgedAt+1 {
+			return fmt.Errorf("%w: the policy changed (revision %d) since this change was authorized at revision %d; retry",
+				ErrPrecondition, rev-1, sc.judgedAt)
 		}
 		if m, ok := a.after.(map[string]any); ok {
 			m["policy_revision"] = rev

@@ -67,6 +67,18 @@ const (
 type Scope struct {
 	TenantID string
 	Region   string // the tenant's home region: the crdb_region of all its rows
+
+	judgedAt int64 // see JudgedAt
+}
+
+// JudgedAt returns sc for a policy change (roles, groups, memberships, bindings) that
+// the caller authorized against the tenant's policy at revision rev: the change is
+// refused (ErrPrecondition, nothing written) if the policy has changed since, so the
+// authorization held for exactly the policy the change applies to. rev 0 checks
+// nothing.
+func (sc Scope) JudgedAt(rev int64) Scope {
+	sc.judgedAt = rev
+	return sc
 }
 
 // Scope returns the partition the tenant's rows live in.
