@@ -17,6 +17,7 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/keyplane/keyplane/region"
@@ -703,4 +704,42 @@ func TestSecurityNHIOwnerManagesOnlyItsOwn(t *testing.T) {
 	}
 	_, err = c.ListIdentities(ctx, connect.NewRequest(&keyplanev1.ListIdentitiesRequest{TenantId: "acme"}))
 	wantCode(t, err, connect.CodePermissionDenied, "lacks iam.identities.read")
+}
+
+// TestSecurityElevationVisibleToItsParties (issue 13, item 1): an elevation request
+// (who wants which role, and why) is read by its requester and by those who may decide
+// it, not by any identity of the tenant.
+func TestSecurityElevationVisibleToItsParties(t *testing.T) {
+	t.Parallel()
+	f := newAdminFixture(t, nil)
+	ctx := context.Background()
+	requester, reqTok := f.identityWith(t, "requester", "*")
+	_, nosyTok := f.identityWith(t, "nosy", "*")
+	_, approverTok := f.identityWith(t, "approver", "*", "iam.elevations.approve")
+	role, err := f.op.CreateRole(ctx, connect.NewRequest(&keyplanev1.CreateRoleRequest{TenantId: "acme", Name: "docs-writer", Permissions: []string{"docs.document.write"}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	elev := func(tok string) keyplanev1connect.ElevationServiceClient {
+		return keyplanev1connect.NewElevationServiceClient(http.DefaultClient, f.url, connect.WithInterceptors(bearerInterceptor(tok)))
+	}
+	r, err := elev(reqTok).RequestElevation(ctx, connect.NewRequest(&keyplanev1.RequestElevationRequest{TenantId: "acme", RoleId: role.Msg.Role.Id,
+		Scope: "docs/", Duration: durationpb.New(time.Hour), Justification: "incident 42"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Msg.Elevation.RequesterId != requester {
+		t.Fatalf("requester %s, want %s", r.Msg.Elevation.RequesterId, requester)
+	}
+	get := func(tok string) error {
+		_, err := elev(tok).GetElevation(ctx, connect.NewRequest(&keyplanev1.GetElevationRequest{TenantId: "acme", ElevationId: r.Msg.Elevation.Id}))
+		return err
+	}
+	if err := get(reqTok); err != nil {
+		t.Fatalf("requester: %v", err)
+	}
+	if err := get(approverTok); err != nil {
+		t.Fatalf("approver: %v", err)
+	}
+	wantCode(t, get(nosyTok), connect.CodePermissionDenied, "lacks iam.elevations.approve")
 }

@@ -157,7 +157,7 @@ var authorities = func() map[string]authority {
 		elev("ApproveElevation"):      tenant(PermApproveElevations, inHandler, true),
 		elev("DenyElevation"):         tenant(PermApproveElevations, inHandler, false),
 		elev("EndElevation"):          tenant("", self, false),
-		elev("GetElevation"):          tenant("", self, false),
+		elev("GetElevation"):          tenant(PermApproveElevations, self, false),
 	}
 }()
 

@@ -208,13 +208,19 @@ func (e *ElevationService) EndElevation(ctx context.Context, req *connect.Reques
 }
 
 func (e *ElevationService) GetElevation(ctx context.Context, req *connect.Request[keyplanev1.GetElevationRequest]) (*connect.Response[keyplanev1.GetElevationResponse], error) {
-	t, _, err := e.caller(ctx, req.Header().Get("Authorization"), req.Msg.TenantId)
+	t, c, err := e.caller(ctx, req.Header().Get("Authorization"), req.Msg.TenantId)
 	if err != nil {
 		return nil, err
 	}
 	el, err := e.node.store.GetElevation(ctx, t.Scope(), req.Msg.ElevationId)
 	if err != nil {
 		return nil, err
+	}
+	// Its requester and approver see it; so does whoever may decide elevations.
+	if !c.operator() && c.identityID != el.RequesterID && c.identityID != el.ApproverID {
+		if err := e.node.requirePermission(ctx, t, c, PermApproveElevations); err != nil {
+			return nil, err
+		}
 	}
 	return connect.NewResponse(&keyplanev1.GetElevationResponse{Elevation: elevationToProto(el)}), nil
 }
