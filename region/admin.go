@@ -119,6 +119,13 @@ func (a *AdminService) UpdateTenant(ctx context.Context, req *connect.Request[ke
 		v := d.AsDuration()
 		u.APIKeyMaxLifetime = &v
 	}
+	if d := req.Msg.StepUpWindow; d != nil {
+		if err := d.CheckValid(); err != nil {
+			return nil, fieldError("step_up_window", "not a valid duration")
+		}
+		v := d.AsDuration()
+		u.StepUpWindow = &v
+	}
 	if req.Msg.SigningAlgorithm != keyplanev1.SigningAlgorithm_SIGNING_ALGORITHM_UNSPECIFIED {
 		alg, err := signingAlgFromProto(req.Msg.SigningAlgorithm)
 		if err != nil {
@@ -382,8 +389,16 @@ func (n *Node) tenantToProto(t schema.Tenant) *keyplanev1.Tenant {
 		PolicyRevision: t.PolicyRevision, PlacementEpoch: t.PlacementEpoch,
 		CreateTime: timestamppb.New(t.CreatedAt), UpdateTime: timestamppb.New(t.UpdatedAt),
 		AccessTokenTtl: durationpb.New(t.AccessTokenTTL), ApiKeyMaxLifetime: durationpb.New(t.APIKeyMaxLifetime),
-		Issuer: n.Issuer(t.ID), SigningAlgorithm: signingAlgToProto(t.SigningAlg),
+		Issuer: n.Issuer(t.ID), SigningAlgorithm: signingAlgToProto(t.SigningAlg), StepUpWindow: durationOrNil(t.StepUpWindow),
 	}
+}
+
+// durationOrNil is d as a proto Duration, nil when zero (unset).
+func durationOrNil(d time.Duration) *durationpb.Duration {
+	if d == 0 {
+		return nil
+	}
+	return durationpb.New(d)
 }
 
 func identityToProto(i schema.Identity) *keyplanev1.Identity {

@@ -683,12 +683,8 @@ func TestSecurityNHIOwnerManagesOnlyItsOwn(t *testing.T) {
 		t.Fatal(err)
 	}
 	theirs, _ := f.identityWith(t, "theirs", "*")
-	auth := keyplanev1connect.NewAuthServiceClient(http.DefaultClient, f.url)
-	lr, err := auth.Login(ctx, connect.NewRequest(&keyplanev1.LoginRequest{TenantId: "acme", Email: email, Password: "a long enough password"}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := adminClient(f.url, lr.Msg.Token.AccessToken)
+	// Minting is sensitive: the owner logs in with a second factor.
+	c := adminClient(f.url, mfaLogin(t, f.url, "acme", owner, email, "a long enough password"))
 	cl, err := c.CreateClient(ctx, connect.NewRequest(&keyplanev1.CreateClientRequest{TenantId: "acme", IdentityId: mine.Msg.Identity.Id, Name: "deploy"}))
 	if err != nil {
 		t.Fatalf("owner minting for its own service account: %v", err)

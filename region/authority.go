@@ -83,9 +83,10 @@ type authority struct {
 	plane plane
 	perm  string
 	on    target
-	// sensitive marks a procedure whose permission issue 13's step-up (item 6) and
-	// two-person change control (item 7) will cover: binding roles, minting
-	// credentials for another identity, setting passwords. Not enforced yet.
+	// sensitive marks a procedure a human may call only with a recent second factor
+	// (requireStepUp): binding roles and adding group members, minting, rotating or
+	// revoking credentials of another identity (revoking a TOTP resets MFA), setting
+	// passwords, widening a client's allow-lists, approving elevations.
 	sensitive bool
 }
 
@@ -123,9 +124,9 @@ var authorities = func() map[string]authority {
 		admin("CreateAPIKey"):       tenant(PermCredentialsManage, onIdentity, true),
 		admin("RotateAPIKey"):       tenant(PermCredentialsManage, onIdentity, true),
 		admin("CreateClient"):       tenant(PermCredentialsManage, onIdentity, true),
-		admin("UpdateClient"):       tenant(PermCredentialsManage, onIdentity, false),
+		admin("UpdateClient"):       tenant(PermCredentialsManage, onIdentity, true),
 		admin("RotateClientSecret"): tenant(PermCredentialsManage, onIdentity, true),
-		admin("RevokeCredential"):   tenant(PermCredentialsManage, onIdentity, false),
+		admin("RevokeCredential"):   tenant(PermCredentialsManage, onIdentity, true),
 		admin("SetPassword"):        tenant(PermCredentialsManage, onIdentity, true),
 		admin("ListCredentials"):    tenant(PermCredentialsRead, onTenant, false),
 		admin("ListSessions"):       tenant(PermSessionsRead, onTenant, false),
@@ -139,13 +140,15 @@ var authorities = func() map[string]authority {
 		admin("ListBindings"):       tenant(PermBindingsRead, onTenant, false),
 		admin("ListAuditEvents"):    tenant(PermAuditRead, onTenant, false),
 
-		auth("ExchangeAPIKey"):       public,
-		auth("Login"):                public,
-		auth("Refresh"):              public,
-		auth("ValidateToken"):        public,
-		auth("RevokeToken"):          public,
-		auth("EnrollTOTP"):           tenant("", self, true),
-		auth("ConfirmTOTP"):          tenant("", self, true),
+		auth("ExchangeAPIKey"): public,
+		auth("Login"):          public,
+		auth("Refresh"):        public,
+		auth("ValidateToken"):  public,
+		auth("RevokeToken"):    public,
+		// Enrolling one's first factor cannot require it: these need a recent login
+		// (requireRecentAuth), not a second factor.
+		auth("EnrollTOTP"):           tenant("", self, false),
+		auth("ConfirmTOTP"):          tenant("", self, false),
 		auth("RevokeSession"):        tenant(PermSessionsRevoke, self, false),
 		auth("RevokeIdentityTokens"): tenant(PermSessionsRevoke, self, false),
 
@@ -209,6 +212,11 @@ func (n *Node) authorityCheck() connect.UnaryInterceptorFunc {
 				return nil, err
 			}
 			ctx = context.WithValue(ctx, callerKey{}, authenticated{tenantID: tenantID, c: c})
+			if a.sensitive {
+				if err := n.requireStepUp(ctx, tenantID, c, proc); err != nil {
+					return nil, err
+				}
+			}
 			if a.on == onTenant && !c.operator() {
 				t, err := n.store.GetTenant(ctx, tenantID)
 				if err != nil {

@@ -13,8 +13,8 @@ import (
 	"github.com/keyplane/keyplane/region/gen/keyplane/v1/keyplanev1connect"
 )
 
-// loginAs gives a human a password and returns an ElevationService client acting as
-// them.
+// loginAs gives a human a password and TOTP and returns an ElevationService client
+// acting as them, logged in with both factors.
 func (f *policyFixture) loginAs(t *testing.T, identity, email string) keyplanev1connect.ElevationServiceClient {
 	t.Helper()
 	ctx := context.Background()
@@ -26,11 +26,9 @@ func (f *policyFixture) loginAs(t *testing.T, identity, email string) keyplanev1
 	if _, err := f.admin.SetPassword(ctx, connect.NewRequest(&keyplanev1.SetPasswordRequest{TenantId: "acme", IdentityId: identity, Password: "a long enough password"})); err != nil {
 		t.Fatal(err)
 	}
-	r, err := f.auth.Login(ctx, connect.NewRequest(&keyplanev1.LoginRequest{TenantId: "acme", Email: email, Password: "a long enough password"}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return keyplanev1connect.NewElevationServiceClient(http.DefaultClient, f.url, connect.WithInterceptors(bearerInterceptor(r.Msg.Token.AccessToken)))
+	// Approving is sensitive: log in with a second factor, as a human approver must.
+	tok := mfaLogin(t, f.url, "acme", identity, email, "a long enough password")
+	return keyplanev1connect.NewElevationServiceClient(http.DefaultClient, f.url, connect.WithInterceptors(bearerInterceptor(tok)))
 }
 
 func TestElevationLifecycle(t *testing.T) {

@@ -40,7 +40,8 @@ type LoginConfig struct {
 	// resource_exhausted; 0 means DefaultHashWait.
 	HashWait time.Duration
 	// StepUpWindow is how recent an identity's login must be for it to enrol TOTP and
-	// receive recovery codes; 0 means DefaultStepUpWindow.
+	// receive recovery codes, and (with a second factor) for a human's sensitive calls,
+	// in tenants that set no window of their own; 0 means DefaultStepUpWindow.
 	StepUpWindow time.Duration
 	// Rates are the request-rate limits; zero fields mean DefaultRateLimits'.
 	Rates RateLimits
@@ -345,13 +346,13 @@ func (a *AuthService) ConfirmTOTP(ctx context.Context, req *connect.Request[keyp
 // requireRecentAuth refuses an identity whose session authenticated longer ago than
 // the step-up window (or at an unknown time): a stolen access token alone must not
 // change the account's credentials. The operator is not an identity and passes.
-func (n *Node) requireRecentAuth(c caller) error {
+func (n *Node) requireRecentAuth(t schema.Tenant, c caller) error {
 	if c.operator() {
 		return nil
 	}
-	if c.authTime.IsZero() || n.now().Sub(c.authTime) > n.cfg.Login.StepUpWindow {
+	if window := n.stepUpWindow(t); c.authTime.IsZero() || n.now().Sub(c.authTime) > window {
 		return connect.NewError(connect.CodePermissionDenied, fmt.Errorf(
-			"recent authentication required: log in again (this needs a login within the last %s)", n.cfg.Login.StepUpWindow))
+			"recent authentication required: log in again (this needs a login within the last %s)", window))
 	}
 	return nil
 }
@@ -373,7 +374,7 @@ func (n *Node) selfService(ctx context.Context, header, tenantID, identityID str
 	if c.identityID != "" && c.identityID != identityID {
 		return schema.Tenant{}, caller{}, connect.NewError(connect.CodePermissionDenied, errors.New("identity_id: an identity may only manage its own second factor"))
 	}
-	if err := n.requireRecentAuth(c); err != nil {
+	if err := n.requireRecentAuth(t, c); err != nil {
 		return schema.Tenant{}, caller{}, err
 	}
 	return t, c, nil

@@ -12,6 +12,7 @@ type metrics struct {
 	rpcDuration          *prometheus.HistogramVec
 	authFailures         prometheus.Counter
 	breakGlass           *prometheus.CounterVec
+	stepUpRequired       *prometheus.CounterVec
 	ready                prometheus.Gauge
 	credentialFailures   *prometheus.CounterVec
 	validations          *prometheus.CounterVec
@@ -40,6 +41,10 @@ func newMetrics(reg prometheus.Registerer, cfg Config) (*metrics, error) {
 			Namespace: "keyplane", Name: "break_glass_calls_total",
 			Help: "Tenant-scoped calls made with the operator secret (break-glass), allowed or refused, by procedure and outcome.", ConstLabels: labels,
 		}, []string{"procedure", "outcome"}),
+		stepUpRequired: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "keyplane", Name: "step_up_required_total",
+			Help: "Sensitive calls by humans refused for want of a recent second factor, by procedure.", ConstLabels: labels,
+		}, []string{"procedure"}),
 		authFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "keyplane", Name: "operator_auth_failures_total",
 			Help: "Admin calls refused for a wrong operator secret.", ConstLabels: labels,
@@ -97,7 +102,7 @@ func newMetrics(reg prometheus.Registerer, cfg Config) (*metrics, error) {
 			Help: "Logins refused (resource_exhausted) because no password hashing slot freed up in time.", ConstLabels: labels,
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.rpcDuration, m.authFailures, m.breakGlass, m.ready, m.credentialFailures, m.validations, m.refreshReuse,
+	for _, c := range []prometheus.Collector{m.rpcDuration, m.authFailures, m.breakGlass, m.stepUpRequired, m.ready, m.credentialFailures, m.validations, m.refreshReuse,
 		m.checks, m.policyReloads, m.decisionsWritten, m.decisionBackpressure, m.loginAttempts, m.rateLimited, m.hashSlots, m.hashInUse, m.hashBusy} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

@@ -39,6 +39,9 @@ type Tenant struct {
 	// SigningAlg is the JWS algorithm of the tenant's access tokens: SigningEdDSA
 	// (the default) or SigningRS256.
 	SigningAlg string
+	// StepUpWindow is how recent a login with a second factor a sensitive call
+	// needs; 0 means the node's default.
+	StepUpWindow time.Duration
 }
 
 // Signing algorithms of a tenant's tokens.
@@ -59,6 +62,8 @@ const (
 	MinAccessTokenTTL     = time.Minute
 	MaxAccessTokenTTL     = 24 * time.Hour
 	MinAPIKeyLifetime     = 24 * time.Hour
+	MinStepUpWindow       = time.Minute
+	MaxStepUpWindow       = 24 * time.Hour
 	MaxAPIKeyLifetime     = 5 * 365 * 24 * time.Hour
 	DefaultAccessTokenTTL = 15 * time.Minute
 )
@@ -94,14 +99,15 @@ type NewTenant struct {
 }
 
 const tenantColumns = `id, name, home_region, residency, status, policy_revision, placement_epoch, created_at, updated_at,
- access_token_ttl_seconds, api_key_max_lifetime_seconds, signing_alg`
+ access_token_ttl_seconds, api_key_max_lifetime_seconds, signing_alg, step_up_window_seconds`
 
 func scanTenant(r pgx.Row) (Tenant, error) {
 	var t Tenant
-	var ttl, keyMax int64
+	var ttl, keyMax, stepUp int64
 	err := r.Scan(&t.ID, &t.Name, &t.HomeRegion, &t.Residency, &t.Status, &t.PolicyRevision, &t.PlacementEpoch, &t.CreatedAt, &t.UpdatedAt,
-		&ttl, &keyMax, &t.SigningAlg)
+		&ttl, &keyMax, &t.SigningAlg, &stepUp)
 	t.AccessTokenTTL, t.APIKeyMaxLifetime = time.Duration(ttl)*time.Second, time.Duration(keyMax)*time.Second
+	t.StepUpWindow = time.Duration(stepUp) * time.Second
 	return t, err
 }
 
@@ -271,7 +277,8 @@ func checkHomeRegion(ctx context.Context, q querier, region, residency string) e
 
 func tenantSummary(t Tenant) map[string]any {
 	return map[string]any{"name": t.Name, "home_region": t.HomeRegion, "residency": t.Residency, "status": t.Status,
-		"access_token_ttl": t.AccessTokenTTL.String(), "api_key_max_lifetime": t.APIKeyMaxLifetime.String(), "signing_alg": t.SigningAlg}
+		"access_token_ttl": t.AccessTokenTTL.String(), "api_key_max_lifetime": t.APIKeyMaxLifetime.String(), "signing_alg": t.SigningAlg,
+		"step_up_window": t.StepUpWindow.String()}
 }
 
 // GetTenant reads one tenant. The tenants table is GLOBAL: the read is served locally in
@@ -322,6 +329,7 @@ type TenantUpdate struct {
 	AccessTokenTTL    *time.Duration
 	APIKeyMaxLifetime *time.Duration
 	SigningAlg        *string
+	StepUpWindow      *time.Duration
 }
 
 // UpdateTenant changes a tenant's mutable fields.
@@ -345,6 +353,9 @@ func (s *Store) UpdateTenant(ctx context.Context, c Change, id string, u TenantU
 			return Tenant{}, err
 		}
 	}
+	if d := u.StepUpWindow; d != nil && (*d < MinStepUpWindow || *d > MaxStepUpWindow || *d%time.Second != 0) {
+		return Tenant{}, fieldErr("step_up_window", "must be whole seconds between %s and %s", MinStepUpWindow, MaxStepUpWindow)
+	}
 	return s.changeTenant(ctx, c, id, "tenant.update", func(t *Tenant) {
 		if u.Name != nil {
 			t.Name = *u.Name
@@ -357,6 +368,9 @@ func (s *Store) UpdateTenant(ctx context.Context, c Change, id string, u TenantU
 		}
 		if u.SigningAlg != nil {
 			t.SigningAlg = *u.SigningAlg
+		}
+		if u.StepUpWindow != nil {
+			t.StepUpWindow = *u.StepUpWindow
 		}
 	})
 }
@@ -396,10 +410,11 @@ func (s *Store) changeTenant(ctx context.Context, c Change, id, action string, e
 			return nil
 		}
 		out, err = scanTenant(tx.QueryRow(ctx, `
-UPDATE tenants SET name = $2, status = $3, access_token_ttl_seconds = $4, api_key_max_lifetime_seconds = $5, signing_alg = $6, updated_at = now()
+UPDATE tenants SET name = $2, status = $3, access_token_ttl_seconds = $4, api_key_max_lifetime_seconds = $5, signing_alg = $6,
+  step_up_window_seconds = $7, updated_at = now()
 WHERE id = $1
 RETURNING `+tenantColumns, id, after.Name, after.Status, int64(after.AccessTokenTTL/time.Second), int64(after.APIKeyMaxLifetime/time.Second),
-			after.SigningAlg))
+			after.SigningAlg, int64(after.StepUpWindow/time.Second)))
 		if err != nil {
 			return fmt.Errorf("update tenant: %w", err)
 		}

@@ -26,7 +26,7 @@ func loginFlags(fs *flag.FlagSet, c *region.LoginConfig) {
 	fs.DurationVar(&c.HashWait, "password-hash-wait", region.DefaultHashWait,
 		"how long a login waits for a password hashing slot before it is refused with resource_exhausted and Retry-After")
 	fs.DurationVar(&c.StepUpWindow, "step-up-window", region.DefaultStepUpWindow,
-		"how recent an identity's login must be for it to enrol TOTP or receive recovery codes")
+		"how recent a login must be to enrol TOTP (and, with a second factor, for a human's sensitive admin calls), for tenants that set no step_up_window of their own")
 	rate := func(r *region.RateLimit, name, what string) {
 		fs.Var(r, name, what+` limit: RATE per second or RATE:BURST, or "off"`)
 	}

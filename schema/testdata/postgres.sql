@@ -354,3 +354,10 @@ ALTER TABLE audit_events ADD COLUMN IF NOT EXISTS session_id TEXT NOT NULL DEFAU
 ALTER TABLE audit_events ADD COLUMN IF NOT EXISTS token_id TEXT NOT NULL DEFAULT '';
 ALTER TABLE audit_events ADD COLUMN IF NOT EXISTS client_id TEXT NOT NULL DEFAULT '';
 ALTER TABLE audit_events ADD COLUMN IF NOT EXISTS break_glass BOOL NOT NULL DEFAULT false;
+
+-- migration 0007 step_up
+-- 0007 Step-up: a tenant's step-up window.
+
+-- tenants: how recent a login with a second factor a sensitive call needs
+-- (docs/administration.md). 0: the node's default (serve --step-up-window, 10 minutes).
+ALTER TABLE tenants ADD COLUMN IF NOT EXISTS step_up_window_seconds INT8 NOT NULL DEFAULT 0;
