@@ -134,19 +134,19 @@ func (a *AuthService) Login(ctx context.Context, req *connect.Request[keyplanev1
 	if err != nil && !errors.Is(err, schema.ErrNotFound) {
 		return nil, err
 	}
+	now := n.now()
+	if rand.IntN(64) == 0 { // idle throttle rows of the tenant, now and then; before taking a hashing slot
+		if err := n.store.PruneLoginThrottle(ctx, sc, now.Add(-n.cfg.Login.Throttle.Window)); err != nil {
+			n.log.WarnContext(ctx, "prune login throttle", "err", err)
+		}
+	}
 	acquired, err := n.guards.hash.acquire(ctx)
 	if err != nil {
 		return nil, err
 	}
 	release := sync.OnceFunc(acquired)
 	defer release()
-	now := n.now()
 	subject := schema.LoginSubject(m.Email)
-	if rand.IntN(64) == 0 { // idle throttle rows of the tenant, now and then
-		if err := n.store.PruneLoginThrottle(ctx, sc, now.Add(-n.cfg.Login.Throttle.Window)); err != nil {
-			n.log.WarnContext(ctx, "prune login throttle", "err", err)
-		}
-	}
 	slot, err := n.store.TakeLoginSlot(ctx, sc, n.cfg.Login.Throttle, subject, source, now)
 	if err != nil {
 		return nil, err
@@ -227,7 +227,9 @@ func (a *AuthService) Login(ctx context.Context, req *connect.Request[keyplanev1
 			amr = append(amr, "mfa")
 		}
 	}
-	ring, err := n.keys.get(ctx)
+	// The ring that signs for this tenant's algorithm, made before the login commits:
+	// a commit followed by a failed mint would spend the second factor for nothing.
+	ring, err := n.keys.signer(ctx, signingAlg(t))
 	if err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -17,6 +18,8 @@ import (
 	"connectrpc.com/connect"
 	"github.com/prometheus/procfs"
 	"golang.org/x/time/rate"
+
+	"github.com/keyplane/keyplane/schema"
 )
 
 // RateLimit is a token bucket: PerSecond requests a second on average, bursts of up to
@@ -232,6 +235,12 @@ func (p *pairLimiter) allow(m *metrics, ip, tenant string, now time.Time) error 
 			return &rateLimited{what: "too many " + p.name + " requests from this address", retryAfter: d}
 		}
 	}
+	if !schema.ValidTenantID(tenant) {
+		// No such tenant can exist, and the call will be refused as such: keep no
+		// bucket for it (attacker-chosen keys must not fill the map or evict real
+		// tenants' buckets).
+		return nil
+	}
 	if ok, d := p.perTen.allow(tenant, now); !ok {
 		m.rateLimited.WithLabelValues(p.name, "tenant").Inc()
 		return &rateLimited{what: "too many " + p.name + " requests for this tenant", retryAfter: d}
@@ -245,6 +254,13 @@ func (p *pairLimiter) allow(m *metrics, ip, tenant string, now time.Time) error 
 // address counts as its /64, which one host usually holds whole.
 func sourceIP(addr string) string {
 	ip := peerIP(addr)
+	if ip == "" { // a zoned link-local client (fe80::1%eth0) is still a client: count it, without its zone
+		if host, _, err := net.SplitHostPort(addr); err == nil {
+			if a, err := netip.ParseAddr(host); err == nil && a.Zone() != "" {
+				ip = a.WithZone("").String()
+			}
+		}
+	}
 	a, err := netip.ParseAddr(ip)
 	if err != nil || !a.Is6() || a.Is4In6() {
 		return ip

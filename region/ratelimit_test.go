@@ -2,8 +2,12 @@ package region
 
 import (
 	"fmt"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func TestRateLimitFlag(t *testing.T) {
@@ -108,12 +112,40 @@ func TestSourceIP(t *testing.T) {
 		"[2001:db8:1:2:3:4:5:6]:443": "2001:db8:1:2::/64",
 		"[2001:db8:1:2:ffff::1]:443": "2001:db8:1:2::/64",
 		"[::ffff:192.0.2.7]:80":      "192.0.2.7", // an IPv4 client on a dual-stack listener
-		"[fe80::1%eth0]:80":          "",          // a zone: not an address checks accept
+		"[fe80::1%eth0]:80":          "fe80::/64", // counted without its zone
 		"not an address":             "",
 		"":                           "",
 	} {
 		if got := sourceIP(in); got != want {
 			t.Errorf("sourceIP(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestPairLimiterKeepsNoBucketForImpossibleTenants: the tenant a request names is
+// chosen by the caller, up to a header's size; one that cannot exist (not a tenant
+// id) gets no bucket, so random long names cannot fill the limiter or evict real
+// tenants' buckets. Real tenants are still limited.
+func TestPairLimiterKeepsNoBucketForImpossibleTenants(t *testing.T) {
+	t.Parallel()
+	m, err := newMetrics(prometheus.NewRegistry(), Config{Region: "us-east", NodeID: "n1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newPairLimiter("token", RateLimit{PerSecond: -1}, RateLimit{PerSecond: 0.0001, Burst: 1}, 100)
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i := range 1000 {
+		if err := p.allow(m, "", strings.Repeat("X", 1000)+strconv.Itoa(i), now); err != nil {
+			t.Fatalf("an impossible tenant was limited: %v", err)
+		}
+	}
+	if n := p.perTen.size(); n != 0 {
+		t.Fatalf("%d tenant buckets for impossible tenants, want 0", n)
+	}
+	if err := p.allow(m, "", "acme", now); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.allow(m, "", "acme", now); err == nil {
+		t.Fatal("a real tenant past its burst was not limited")
 	}
 }

@@ -103,9 +103,11 @@ var takeSlotSQL = `WITH src AS (
 SELECT EXISTS (SELECT 1 FROM src), EXISTS (SELECT 1 FROM name)`
 
 // sourceNextSQL is when a source may try again after its n-th attempt: at once below
-// $7 attempts, then after $8 ms doubling per attempt, at most $9 ms.
+// $7 attempts, then after $8 ms doubling per attempt, at most $9 ms. The exponent
+// stops at 36: 2^36 times the longest valid delay (24 h in ms) still fits INT8, and
+// 2^36 times the shortest (1 ms) already exceeds the longest maximum.
 func sourceNextSQL(n string) string {
-	return `CASE WHEN ` + n + ` >= $7 THEN $5::TIMESTAMPTZ + least($9::INT8, $8::INT8 * power(2, least(` + n + ` - $7, 40))::INT8) * INTERVAL '1 millisecond' ELSE $5::TIMESTAMPTZ END`
+	return `CASE WHEN ` + n + ` >= $7 THEN $5::TIMESTAMPTZ + least($9::INT8, $8::INT8 * power(2, least(` + n + ` - $7, 36))::INT8) * INTERVAL '1 millisecond' ELSE $5::TIMESTAMPTZ END`
 }
 
 // lockCountSQL is the name's count after its n-th attempt: it restarts when the n-th
