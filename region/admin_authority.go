@@ -78,8 +78,8 @@ func (n *Node) requireRoleOn(p adminPolicy, role authz.Role, scope, what string)
 }
 
 // mayWriteBinding authorizes creating (or, with deleting, removing) a binding of
-// roleID on scope: PermBindingsWrite on scope, and for an allow binding created or a
-// deny binding removed, every permission of the role on scope. It returns the policy
+// roleID on scope: PermBindingsWrite on scope, and for a binding created (allow or
+// deny) or a deny binding removed, every permission of the role on scope. It returns the policy
 // revision it judged at (0 for the operator), for schema.Scope.JudgedAt.
 func (n *Node) mayWriteBinding(ctx context.Context, c caller, tenantID, roleID, scope string, effect authz.Effect, deleting bool) (int64, error) {
 	if c.operator() {
@@ -99,7 +99,12 @@ func (n *Node) mayWriteBinding(ctx context.Context, c caller, tenantID, roleID, 
 	switch {
 	case !deleting && effect == authz.Allow:
 		err = n.requireRoleOn(p, role, scope, "binding")
-	case deleting && effect == authz.Deny:
+	case !deleting:
+		// Deny only what you could grant: a deny of permissions the caller does not
+		// hold could lock out those who administer it (a tenant admin denied `*`),
+		// and only they could remove it.
+		err = n.requireRoleOn(p, role, scope, "denying")
+	case effect == authz.Deny:
 		err = n.requireRoleOn(p, role, scope, "removing a deny of")
 	}
 	return p.snap.Revision(), err
@@ -124,8 +129,8 @@ func (n *Node) mayDeleteBinding(ctx context.Context, c caller, sc schema.Scope, 
 }
 
 // mayChangeMembership authorizes adding an identity to groupID (every permission the
-// group's allow bindings grant, on their scopes) or removing one from it (likewise for
-// its deny bindings), besides PermGroupsWrite on the tenant. It returns the revision
+// group's bindings, allow and deny, name, on their scopes) or removing one from it
+// (likewise for its deny bindings), besides PermGroupsWrite on the tenant. It returns the revision
 // it judged at.
 func (n *Node) mayChangeMembership(ctx context.Context, c caller, sc schema.Scope, groupID string, add bool) (int64, error) {
 	if c.operator() {
@@ -143,7 +148,9 @@ func (n *Node) mayChangeMembership(ctx context.Context, c caller, sc schema.Scop
 		return 0, err
 	}
 	for _, b := range bs {
-		if b.PrincipalKind != "group" || b.PrincipalID != groupID || (b.Effect == string(authz.Allow)) != add {
+		// Adding a member hands on the group's allows and its denies (deny only what
+		// you could grant, see mayWriteBinding); removing one lifts its denies.
+		if b.PrincipalKind != "group" || b.PrincipalID != groupID || (!add && b.Effect == string(authz.Allow)) {
 			continue
 		}
 		role, ok := p.snap.Role(b.RoleID)

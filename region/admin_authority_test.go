@@ -739,3 +739,27 @@ func TestSecurityElevationVisibleToItsParties(t *testing.T) {
 	}
 	wantCode(t, get(nosyTok), connect.CodePermissionDenied, "lacks iam.elevations.approve")
 }
+
+// TestSecurityDenyOnlyWhatYouCouldGrant (issue 13, item 3): a caller allowed to write
+// bindings, but not holding `*`, denied the built-in tenant-admin role to the tenant's
+// admin: the admin could then remove nothing (its own iam.bindings.write denied), and
+// neither could the caller. Creating a deny now needs every permission of the role on
+// the scope, as granting it does; a deny of what the caller holds still works.
+func TestSecurityDenyOnlyWhatYouCouldGrant(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newAdminFixture(t, nil)
+	_, tok := f.identityWith(t, "binder", "*", region.PermBindingsWrite, "docs.document.read")
+	binder := adminClient(f.url, tok)
+	_, err := binder.CreateBinding(ctx, connect.NewRequest(&keyplanev1.CreateBindingRequest{TenantId: "acme", Effect: keyplanev1.Effect_EFFECT_DENY,
+		PrincipalKind: "identity", PrincipalId: f.boot.AdminIdentityId, RoleId: schema.RoleTenantAdmin, Scope: "*"}))
+	wantCode(t, err, connect.CodePermissionDenied, "denying")
+	role, err := f.op.CreateRole(ctx, connect.NewRequest(&keyplanev1.CreateRoleRequest{TenantId: "acme", Name: "reader", Permissions: []string{"docs.document.read"}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := binder.CreateBinding(ctx, connect.NewRequest(&keyplanev1.CreateBindingRequest{TenantId: "acme", Effect: keyplanev1.Effect_EFFECT_DENY,
+		PrincipalKind: "identity", PrincipalId: f.owner, RoleId: role.Msg.Role.Id, Scope: "docs/"})); err != nil {
+		t.Fatalf("a deny of a role the caller holds: %v", err)
+	}
+}
