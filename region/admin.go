@@ -234,6 +234,11 @@ func (a *AdminService) UpdateIdentity(ctx context.Context, req *connect.Request[
 	if err != nil {
 		return nil, err
 	}
+	if m.Attributes != nil || m.OwnerId != nil {
+		if err := a.node.mayRewriteIdentity(ctx, callerOf(ctx), m.TenantId, m.Id); err != nil {
+			return nil, err
+		}
+	}
 	i, err := a.node.store.UpdateIdentity(ctx, change(ctx), sc, m.Id, u)
 	if err != nil {
 		return nil, err

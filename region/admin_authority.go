@@ -2,6 +2,7 @@ package region
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"connectrpc.com/connect"
@@ -207,15 +208,41 @@ func (n *Node) mayManageIdentity(ctx context.Context, c caller, tenantID, identi
 	if !minting || target.ID == c.identityID {
 		return nil
 	}
+	return n.holdsAllOf(p, c, target.ID, "a credential for it would carry that permission")
+}
+
+// holdsAllOf refuses caller c unless it holds, unconditionally and on the whole scope,
+// every permission identity targetID is allowed (why says what the caller would hand
+// on otherwise).
+func (n *Node) holdsAllOf(p adminPolicy, c caller, targetID, why string) error {
 	mine := p.snap.EffectivePermissions(c.identityID, n.now())
-	for _, g := range p.snap.EffectivePermissions(target.ID, n.now()) {
+	for _, g := range p.snap.EffectivePermissions(targetID, n.now()) {
 		if g.Effect == authz.Allow && !holdsEverywhere(mine, g.Permission, g.Scope, false) {
 			return connect.NewError(connect.CodePermissionDenied, fmt.Errorf(
-				"the caller lacks %s on %s, which identity %s holds: a credential for it would carry that permission (no privilege escalation)",
-				g.Permission, g.Scope, target.ID))
+				"the caller lacks %s on %s, which identity %s holds: %s (no privilege escalation)", g.Permission, g.Scope, targetID, why))
 		}
 	}
 	return nil
+}
+
+// mayRewriteIdentity authorizes changing the attributes or owner of identityID, which
+// conditions read (principal.attributes) and nhi-owner rights follow (owner_id): never
+// one's own, and for another identity only by a caller holding everything it holds —
+// otherwise an identity manager could make a conditional grant apply to someone, or
+// take over an NHI's credentials.
+func (n *Node) mayRewriteIdentity(ctx context.Context, c caller, tenantID, identityID string) error {
+	if c.operator() {
+		return nil
+	}
+	if identityID == c.identityID {
+		return connect.NewError(connect.CodePermissionDenied, errors.New(
+			"id: an identity cannot change its own attributes or owner (conditions and ownership read them)"))
+	}
+	p, err := n.policyFor(ctx, tenantID, c)
+	if err != nil {
+		return err
+	}
+	return n.holdsAllOf(p, c, identityID, "changing its attributes or owner could widen what conditions allow it")
 }
 
 // credentialIdentity returns the identity a credential belongs to.

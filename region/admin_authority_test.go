@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/keyplane/keyplane/region"
@@ -761,5 +762,36 @@ func TestSecurityDenyOnlyWhatYouCouldGrant(t *testing.T) {
 	if _, err := binder.CreateBinding(ctx, connect.NewRequest(&keyplanev1.CreateBindingRequest{TenantId: "acme", Effect: keyplanev1.Effect_EFFECT_DENY,
 		PrincipalKind: "identity", PrincipalId: f.owner, RoleId: role.Msg.Role.Id, Scope: "docs/"})); err != nil {
 		t.Fatalf("a deny of a role the caller holds: %v", err)
+	}
+}
+
+// TestSecurityIdentityAttributesAreNotAWayUp (issue 13, item 3): conditions read
+// principal.attributes and nhi-owner rights follow owner_id, so an identity allowed to
+// update identities could rewrite its own attributes to satisfy a conditional grant,
+// or another identity's to widen what it may do, or take over an NHI by naming itself
+// its owner. Changing attributes or owner now needs a caller other than the target
+// that holds everything the target holds.
+func TestSecurityIdentityAttributesAreNotAWayUp(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newAdminFixture(t, nil)
+	me, tok := f.identityWith(t, "manager", "*", region.PermIdentitiesUpdate)
+	manager := adminClient(f.url, tok)
+	attrs, err := structpb.NewStruct(map[string]any{"clearance": "top"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = manager.UpdateIdentity(ctx, connect.NewRequest(&keyplanev1.UpdateIdentityRequest{TenantId: "acme", Id: me, Attributes: attrs}))
+	wantCode(t, err, connect.CodePermissionDenied, "its own attributes")
+	_, err = manager.UpdateIdentity(ctx, connect.NewRequest(&keyplanev1.UpdateIdentityRequest{TenantId: "acme", Id: f.boot.AdminIdentityId, OwnerId: &me}))
+	wantCode(t, err, connect.CodePermissionDenied, "no privilege escalation")
+	// An identity holding nothing the manager lacks: its attributes may change, and
+	// anyone's display name may, attributes untouched.
+	if _, err := manager.UpdateIdentity(ctx, connect.NewRequest(&keyplanev1.UpdateIdentityRequest{TenantId: "acme", Id: f.owner, Attributes: attrs})); err != nil {
+		t.Fatalf("attributes of an identity holding nothing: %v", err)
+	}
+	name := "Manager (renamed)"
+	if _, err := manager.UpdateIdentity(ctx, connect.NewRequest(&keyplanev1.UpdateIdentityRequest{TenantId: "acme", Id: me, DisplayName: &name})); err != nil {
+		t.Fatalf("its own display name: %v", err)
 	}
 }
