@@ -81,16 +81,20 @@ const (
 // that still counts).
 const countSQL = `(CASE WHEN t.updated_at < $6 THEN 0 ELSE t.failures END + 1)`
 
-// takeSlotSQL takes an attempt slot in one statement: the source's row first (refused
-// while its delay runs), then, only if that was granted, the name's row (refused while
-// locked). Both rows stay locked until the statement commits, so concurrent attempts
-// on a name are counted one after another. $5 is now; $7..$11 the throttle.
-var takeSlotSQL = `WITH src AS (
+// takeSlotSQL takes an attempt slot in one statement: nothing while the name is locked
+// (lk: an attempt then is refused and counted nowhere, so a lock an attacker caused
+// does not also spend the owner's free attempts); else the source's row (refused while
+// its delay runs), then, only if that was granted, the name's row (refused if it got
+// locked meanwhile). Both rows stay locked until the statement commits, so concurrent
+// attempts on a name are counted one after another. $5 is now; $7..$11 the throttle.
+var takeSlotSQL = `WITH lk AS (
+  SELECT 1 FROM login_throttle WHERE crdb_region = $2 AND tenant_id = $1 AND subject = $3 AND locked_until > $5
+), src AS (
   INSERT INTO login_throttle_sources AS t (tenant_id, crdb_region, subject, source, failures, next_at, updated_at)
-  VALUES ($1, $2, $3, $4, 1, ` + sourceNextSQL("1") + `, $5)
+  SELECT $1, $2, $3, $4, 1, ` + sourceNextSQL("1") + `, $5 WHERE NOT EXISTS (SELECT 1 FROM lk)
   ON CONFLICT (crdb_region, tenant_id, subject, source) DO UPDATE SET
     failures = ` + countSQL + `, next_at = ` + sourceNextSQL(countSQL) + `, updated_at = $5
-  WHERE t.next_at <= $5
+  WHERE t.next_at <= $5 AND NOT EXISTS (SELECT 1 FROM lk)
   RETURNING 1
 ), name AS (
   INSERT INTO login_throttle AS t (tenant_id, crdb_region, subject, failures, locked_until, updated_at)
@@ -100,7 +104,7 @@ var takeSlotSQL = `WITH src AS (
   WHERE t.locked_until <= $5
   RETURNING 1
 )
-SELECT EXISTS (SELECT 1 FROM src), EXISTS (SELECT 1 FROM name)`
+SELECT EXISTS (SELECT 1 FROM src), EXISTS (SELECT 1 FROM name), EXISTS (SELECT 1 FROM lk)`
 
 // sourceNextSQL is when a source may try again after its n-th attempt: at once below
 // $7 attempts, then after $8 ms doubling per attempt, at most $9 ms. The exponent
@@ -124,12 +128,12 @@ func lockUntilSQL(n string) string {
 // without counting when the source must wait or the name is locked, and otherwise
 // counts the attempt against both (SlotTaken). now is the node's clock.
 func (s *Store) TakeLoginSlot(ctx context.Context, sc Scope, th Throttle, subject, source string, now time.Time) (Slot, error) {
-	var src, name bool
+	var src, name, locked bool
 	// One statement, in a transaction only so that a serialization failure (40001,
 	// concurrent attempts on the same rows) is retried.
 	err := s.tx(ctx, func(tx pgx.Tx) error {
 		if err := tx.QueryRow(ctx, takeSlotSQL, sc.TenantID, sc.Region, subject, source, now, now.Add(-th.Window),
-			th.SourceFree, th.SourceDelay.Milliseconds(), th.SourceMaxDelay.Milliseconds(), th.LockAfter, th.LockFor.Milliseconds()).Scan(&src, &name); err != nil {
+			th.SourceFree, th.SourceDelay.Milliseconds(), th.SourceMaxDelay.Milliseconds(), th.LockAfter, th.LockFor.Milliseconds()).Scan(&src, &name, &locked); err != nil {
 			return fmt.Errorf("take login slot: %w", err)
 		}
 		return nil
@@ -137,6 +141,8 @@ func (s *Store) TakeLoginSlot(ctx context.Context, sc Scope, th Throttle, subjec
 	switch {
 	case err != nil:
 		return SlotLocked, err
+	case locked:
+		return SlotLocked, nil
 	case !src:
 		return SlotDelayed, nil
 	case !name:

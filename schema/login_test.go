@@ -82,8 +82,14 @@ func TestTakeLoginSlotThrottle(t *testing.T) {
 	take("b", schema.SlotTaken) // 6th
 	take("b", schema.SlotTaken) // 7th: locks for everyone
 	take("c", schema.SlotLocked)
+	for range 3 { // refused while the name is locked, and not counted against d
+		take("d", schema.SlotLocked)
+	}
 	now = now.Add(time.Minute)
 	take("c", schema.SlotTaken) // the lock is over and the name's count restarted
+	take("d", schema.SlotTaken) // d's free attempts are whole: the lock did not spend them
+	take("d", schema.SlotTaken)
+	take("d", schema.SlotDelayed)
 	// After the window without attempts, a's count starts again.
 	now = now.Add(time.Hour + time.Second)
 	take("a", schema.SlotTaken)
