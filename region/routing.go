@@ -15,6 +15,8 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/descriptorpb"
 
+	"golang.org/x/net/netutil"
+
 	"github.com/keyplane/keyplane/routing"
 )
 
@@ -94,8 +96,8 @@ func (n *Node) servePeers() (shutdown func(context.Context) error) {
 	if n.peers == nil {
 		return func(context.Context) error { return nil }
 	}
-	ln := n.peers.ln
-	srv := newServer(n.cfg.Limits, n.peers.handler, n.log) // the same bounds as the API port
+	ln := netutil.LimitListener(n.peers.ln, n.cfg.Limits.MaxConns) // the same bounds as the API port
+	srv := newServer(n.cfg.Limits, n.peers.handler, n.log)
 	srv.Protocols = new(http.Protocols)
 	srv.Protocols.SetHTTP1(true)
 	if n.peers.tls != nil {
