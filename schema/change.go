@@ -190,16 +190,8 @@ func (s *Store) ListChangeRequests(ctx context.Context, sc Scope, status string,
 	if err != nil {
 		return nil, "", err
 	}
-	var cond string
 	switch status {
-	case "":
-		cond = "true"
-	case ChangePending:
-		cond = "status = 'pending' AND expires_at > $3"
-	case ChangeExpired:
-		cond = "status = 'pending' AND expires_at <= $3"
-	case ChangeApproved, ChangeDenied:
-		cond = "status = '" + status + "'"
+	case "", ChangePending, ChangeApproved, ChangeDenied, ChangeExpired:
 	default:
 		return nil, "", fieldErr("status", "must be pending, approved, denied or expired, got %q", status)
 	}
@@ -218,8 +210,9 @@ func (s *Store) ListChangeRequests(ctx context.Context, sc Scope, status string,
 		after.ID = "00000000-0000-0000-0000-000000000000"
 	}
 	rows, err := s.pool.Query(ctx, `SELECT `+changeColumns+` FROM change_requests
-WHERE crdb_region = $1 AND tenant_id = $2 AND `+cond+` AND (created_at, id) > ($4, $5::UUID)
-ORDER BY created_at, id LIMIT $6`, sc.Region, sc.TenantID, now, after.At, after.ID, limit+1)
+WHERE crdb_region = $1 AND tenant_id = $2 AND (created_at, id) > ($4, $5::UUID)
+  AND ($7 = '' OR (CASE WHEN status = 'pending' AND expires_at <= $3 THEN 'expired' ELSE status END) = $7)
+ORDER BY created_at, id LIMIT $6`, sc.Region, sc.TenantID, now, after.At, after.ID, limit+1, status)
 	if err != nil {
 		return nil, "", classify(err)
 	}
