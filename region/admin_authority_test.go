@@ -632,7 +632,7 @@ func TestSecurityLastTenantAdmin(t *testing.T) {
 		PrincipalId: g.Msg.Group.Id, RoleId: schema.RoleTenantAdmin, Scope: "*"})); err != nil {
 		t.Fatalf("binding tenant-admin to the group: %v", err)
 	}
-	if _, err := f.tenantAd.AddGroupMember(ctx, connect.NewRequest(&keyplanev1.AddGroupMemberRequest{TenantId: "acme", GroupId: g.Msg.Group.Id, IdentityId: second})); err != nil {
+	if _, err := f.op.AddGroupMember(ctx, connect.NewRequest(&keyplanev1.AddGroupMemberRequest{TenantId: "acme", GroupId: g.Msg.Group.Id, IdentityId: second})); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := f.op.DeleteBinding(ctx, connect.NewRequest(&keyplanev1.DeleteBindingRequest{TenantId: "acme", BindingId: bootBinding})); err != nil {

@@ -12,8 +12,8 @@ import (
 )
 
 // Two-person change control (issue 13, item 7; docs/decisions/0010-change-control.md).
-// A tenant identity's allow binding of a privileged role, and its removal of a
-// tenant-admin binding, do not apply: they become change requests that another
+// A tenant identity's allow binding of a privileged role, its addition of a member
+// to a group bound to one, and its removal of a tenant-admin binding do not apply: they become change requests that another
 // identity holding PermChangesApprove approves (never the requester), within
 // schema.DefaultChangeExpiry. The approver must itself pass the no-escalation rule for
 // the change (mayWriteBinding); the change then applies in the approval's
@@ -51,10 +51,35 @@ func (n *Node) bindingOf(ctx context.Context, sc schema.Scope, id string) (schem
 	return schema.Binding{}, connect.NewError(connect.CodeNotFound, fmt.Errorf("binding_id: no binding %s in tenant %q", id, sc.TenantID))
 }
 
-// requestChange records c's pending change request of kind for b.
-func (n *Node) requestChange(ctx context.Context, c caller, sc schema.Scope, kind string, b schema.Binding) (*keyplanev1.ChangeRequest, error) {
-	cr, err := n.store.CreateChangeRequest(ctx, c.change(ctx), sc, c.identityID, schema.ChangeRequest{Kind: kind, Binding: b},
-		n.now(), schema.DefaultChangeExpiry)
+// groupNeedsApproval reports whether c's addition of a member to groupID must wait
+// for a second person: c is a tenant identity and the group has an allow binding of a
+// privileged role (membership would grant it).
+func (n *Node) groupNeedsApproval(ctx context.Context, c caller, sc schema.Scope, groupID string) (bool, error) {
+	if c.operator() {
+		return false, nil
+	}
+	p, err := n.policyFor(ctx, sc.TenantID, c)
+	if err != nil {
+		return false, err
+	}
+	bs, err := n.store.ListBindings(ctx, sc)
+	if err != nil {
+		return false, err
+	}
+	for _, b := range bs {
+		if b.PrincipalKind != "group" || b.PrincipalID != groupID || b.Effect != string(authz.Allow) {
+			continue
+		}
+		if role, ok := p.snap.Role(b.RoleID); ok && role.Privileged {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// requestChange records c's pending change request want.
+func (n *Node) requestChange(ctx context.Context, c caller, sc schema.Scope, want schema.ChangeRequest) (*keyplanev1.ChangeRequest, error) {
+	cr, err := n.store.CreateChangeRequest(ctx, c.change(ctx), sc, c.identityID, want, n.now(), schema.DefaultChangeExpiry)
 	if err != nil {
 		return nil, err
 	}
@@ -105,8 +130,13 @@ func (a *AdminService) ApproveChangeRequest(ctx context.Context, req *connect.Re
 	// The approver must be allowed to make the change itself (no privilege
 	// escalation through someone else's request); judged is the revision it was
 	// judged at, so a policy change in between refuses the approval.
-	judged, err := a.node.mayWriteBinding(ctx, c, sc.TenantID, cr.Binding.RoleID, cr.Binding.Scope, authz.Effect(cr.Binding.Effect),
-		cr.Kind == schema.ChangeBindingDelete)
+	var judged int64
+	if cr.Kind == schema.ChangeGroupAddMember {
+		judged, err = a.node.mayChangeMembership(ctx, c, sc, cr.GroupID, true)
+	} else {
+		judged, err = a.node.mayWriteBinding(ctx, c, sc.TenantID, cr.Binding.RoleID, cr.Binding.Scope, authz.Effect(cr.Binding.Effect),
+			cr.Kind == schema.ChangeBindingDelete)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -134,7 +164,11 @@ func (a *AdminService) DenyChangeRequest(ctx context.Context, req *connect.Reque
 }
 
 func changeToProto(cr schema.ChangeRequest) *keyplanev1.ChangeRequest {
-	return &keyplanev1.ChangeRequest{Id: cr.ID, Kind: cr.Kind, Binding: bindingToProto(cr.Binding), RequesterId: cr.RequesterID,
+	var b *keyplanev1.Binding
+	if cr.Kind != schema.ChangeGroupAddMember {
+		b = bindingToProto(cr.Binding)
+	}
+	return &keyplanev1.ChangeRequest{Id: cr.ID, Kind: cr.Kind, Binding: b, GroupId: cr.GroupID, IdentityId: cr.IdentityID, RequesterId: cr.RequesterID,
 		Status: cr.Status, CreateTime: timeToProto(cr.CreatedAt), ExpireTime: timeToProto(cr.ExpiresAt), DecidedBy: cr.DecidedBy,
 		DecideTime: timeToProto(cr.DecidedAt)}
 }

@@ -59,6 +59,25 @@ func (a *AdminService) CreateGroup(ctx context.Context, req *connect.Request[key
 }
 
 func (a *AdminService) AddGroupMember(ctx context.Context, req *connect.Request[keyplanev1.AddGroupMemberRequest]) (*connect.Response[keyplanev1.AddGroupMemberResponse], error) {
+	if m, c := req.Msg, callerOf(ctx); !c.operator() {
+		// Joining a group bound to a privileged role waits for a second person.
+		sc, err := a.scope(ctx, m.TenantId)
+		if err != nil {
+			return nil, err
+		}
+		if wait, err := a.node.groupNeedsApproval(ctx, c, sc, m.GroupId); err != nil {
+			return nil, err
+		} else if wait {
+			if _, err := a.node.mayChangeMembership(ctx, c, sc, m.GroupId, true); err != nil {
+				return nil, err
+			}
+			cr, err := a.node.requestChange(ctx, c, sc, schema.ChangeRequest{Kind: schema.ChangeGroupAddMember, GroupID: m.GroupId, IdentityID: m.IdentityId})
+			if err != nil {
+				return nil, err
+			}
+			return connect.NewResponse(&keyplanev1.AddGroupMemberResponse{ChangeRequest: cr}), nil
+		}
+	}
 	rev, err := a.setMembership(ctx, req.Msg.TenantId, req.Msg.GroupId, req.Msg.IdentityId, true)
 	if err != nil {
 		return nil, err
@@ -128,7 +147,7 @@ func (a *AdminService) CreateBinding(ctx context.Context, req *connect.Request[k
 	if wait, err := a.node.needsApproval(ctx, c, sc.TenantID, m.RoleId, effect); err != nil {
 		return nil, err
 	} else if wait {
-		cr, err := a.node.requestChange(ctx, c, sc, schema.ChangeBindingCreate, want)
+		cr, err := a.node.requestChange(ctx, c, sc, schema.ChangeRequest{Kind: schema.ChangeBindingCreate, Binding: want})
 		if err != nil {
 			return nil, err
 		}
@@ -158,7 +177,7 @@ func (a *AdminService) DeleteBinding(ctx context.Context, req *connect.Request[k
 			return nil, err
 		}
 		if b.RoleID == schema.RoleTenantAdmin {
-			cr, err := a.node.requestChange(ctx, c, sc, schema.ChangeBindingDelete, b)
+			cr, err := a.node.requestChange(ctx, c, sc, schema.ChangeRequest{Kind: schema.ChangeBindingDelete, Binding: b})
 			if err != nil {
 				return nil, err
 			}

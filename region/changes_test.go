@@ -3,6 +3,7 @@ package region_test
 import (
 	"context"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -204,6 +205,39 @@ func TestSecurityTwoPersonChangeControl(t *testing.T) {
 	}
 	if hasBinding(t, f, target.id, schema.RoleTenantAdmin) {
 		t.Fatal("the approved removal left the binding")
+	}
+
+	// Joining a group bound to tenant-admin is a change request too.
+	g, err := f.op.CreateGroup(ctx, connect.NewRequest(&keyplanev1.CreateGroupRequest{TenantId: "acme", Name: "admins"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.op.CreateBinding(ctx, connect.NewRequest(&keyplanev1.CreateBindingRequest{TenantId: "acme", PrincipalKind: "group",
+		PrincipalId: g.Msg.Group.Id, RoleId: schema.RoleTenantAdmin, Scope: "*"})); err != nil {
+		t.Fatal(err)
+	}
+	members := func() int { // the target's effective grants, as the operator sees them
+		code, body := f.call(t, "/"+keyplanev1connect.CheckServiceName+"/EffectivePermissions", secret,
+			map[string]any{"tenantId": "acme", "identityId": target.id})
+		if code != "" {
+			t.Fatalf("effective permissions: %s %s", code, body)
+		}
+		return strings.Count(body, `"permission"`)
+	}
+	add, err := f.tenantAd.AddGroupMember(ctx, connect.NewRequest(&keyplanev1.AddGroupMemberRequest{TenantId: "acme", GroupId: g.Msg.Group.Id, IdentityId: target.id}))
+	if err != nil || add.Msg.ChangeRequest.GetKind() != "group.add_member" || add.Msg.ChangeRequest.GetIdentityId() != target.id {
+		t.Fatalf("joining an admin group: %v %v, want a pending change request", add, err)
+	}
+	if n := members(); n != 0 {
+		t.Fatalf("the target holds %d grants before approval, want 0", n)
+	}
+	_, err = approve(f.tenantAd, add.Msg.ChangeRequest.Id)
+	wantCode(t, err, connect.CodeFailedPrecondition, "requester cannot approve")
+	if _, err := approve(f.client(t, second), add.Msg.ChangeRequest.Id); err != nil {
+		t.Fatalf("approving the membership: %v", err)
+	}
+	if n := members(); n == 0 {
+		t.Fatal("the approved membership grants nothing")
 	}
 
 	// The operator's break-glass applies at once (audited as break-glass).

@@ -19,6 +19,8 @@ import (
 const (
 	ChangeBindingCreate = "binding.create" // Binding is the binding to create
 	ChangeBindingDelete = "binding.delete" // Binding is the binding to delete, as it was when requested
+	// ChangeGroupAddMember adds IdentityID to GroupID, a group bound to a privileged role.
+	ChangeGroupAddMember = "group.add_member"
 )
 
 // States of a change request. ChangeExpired is never stored: a pending request
@@ -37,8 +39,10 @@ const DefaultChangeExpiry = 24 * time.Hour
 type ChangeRequest struct {
 	ID          string
 	Kind        string
-	Binding     Binding
-	RequesterID string // the requesting identity
+	Binding     Binding // the binding kinds
+	GroupID     string  // group.add_member
+	IdentityID  string  // group.add_member: the identity to add
+	RequesterID string  // the requesting identity
 	RequestedBy string // its audit actor ("identity:<id>")
 	Status      string
 	CreatedAt   time.Time
@@ -58,11 +62,14 @@ type changeJSON struct {
 	Condition     string    `json:"condition,omitempty"`
 	ExpiresAt     time.Time `json:"expires_at,omitzero"`
 	Justification string    `json:"justification,omitempty"`
+	GroupID       string    `json:"group_id,omitempty"`
+	IdentityID    string    `json:"identity_id,omitempty"`
 }
 
-func toChangeJSON(b Binding) changeJSON {
+func toChangeJSON(cr ChangeRequest) changeJSON {
+	b := cr.Binding
 	return changeJSON{BindingID: b.ID, Effect: b.Effect, PrincipalKind: b.PrincipalKind, PrincipalID: b.PrincipalID, RoleID: b.RoleID,
-		Scope: b.Scope, Condition: b.Condition, ExpiresAt: b.ExpiresAt, Justification: b.Justification}
+		Scope: b.Scope, Condition: b.Condition, ExpiresAt: b.ExpiresAt, Justification: b.Justification, GroupID: cr.GroupID, IdentityID: cr.IdentityID}
 }
 
 func (c changeJSON) binding() Binding {
@@ -85,7 +92,7 @@ func scanChange(r pgx.Row, now time.Time) (ChangeRequest, error) {
 	if err := json.Unmarshal(raw, &c); err != nil {
 		return ChangeRequest{}, fmt.Errorf("decode change request %s: %w", cr.ID, err)
 	}
-	cr.Binding = c.binding()
+	cr.Binding, cr.GroupID, cr.IdentityID = c.binding(), c.GroupID, c.IdentityID
 	cr.DecidedAt = zeroEpoch(cr.DecidedAt)
 	if cr.Status == ChangePending && !now.Before(cr.ExpiresAt) {
 		cr.Status = ChangeExpired
@@ -94,8 +101,13 @@ func scanChange(r pgx.Row, now time.Time) (ChangeRequest, error) {
 }
 
 func changeSummary(cr ChangeRequest) map[string]any {
-	m := map[string]any{"kind": cr.Kind, "change": bindingSummary(cr.Binding), "requested_by": cr.RequestedBy, "status": cr.Status,
+	m := map[string]any{"kind": cr.Kind, "requested_by": cr.RequestedBy, "status": cr.Status,
 		"expires_at": cr.ExpiresAt.UTC().Format(time.RFC3339)}
+	if cr.Kind == ChangeGroupAddMember {
+		m["change"] = map[string]any{"group_id": cr.GroupID, "identity_id": cr.IdentityID}
+	} else {
+		m["change"] = bindingSummary(cr.Binding)
+	}
 	if cr.Binding.ID != "" {
 		m["binding_id"] = cr.Binding.ID
 	}
@@ -128,6 +140,14 @@ func (s *Store) CreateChangeRequest(ctx context.Context, c Change, sc Scope, req
 	if ttl <= 0 {
 		ttl = DefaultChangeExpiry
 	}
+	if cr.Kind == ChangeGroupAddMember {
+		if _, err := parseID("group_id", cr.GroupID); err != nil {
+			return ChangeRequest{}, err
+		}
+		if _, err := parseID("identity_id", cr.IdentityID); err != nil {
+			return ChangeRequest{}, err
+		}
+	}
 	if cr.Kind == ChangeBindingCreate {
 		if _, err := parseID("role_id", cr.Binding.RoleID); err != nil {
 			return ChangeRequest{}, err
@@ -150,10 +170,14 @@ func (s *Store) CreateChangeRequest(ctx context.Context, c Change, sc Scope, req
 			if err := dryRun(ctx, tx, func(sp pgx.Tx) error { _, err := removeBinding(ctx, sp, sc, cr.Binding.ID); return err }); err != nil {
 				return err
 			}
+		case ChangeGroupAddMember:
+			if err := dryRun(ctx, tx, func(sp pgx.Tx) error { return addMember(ctx, sp, sc, cr.GroupID, cr.IdentityID) }); err != nil {
+				return err
+			}
 		default:
 			return fmt.Errorf("change request of unknown kind %q", cr.Kind)
 		}
-		raw, err := json.Marshal(toChangeJSON(cr.Binding))
+		raw, err := json.Marshal(toChangeJSON(cr))
 		if err != nil {
 			return fmt.Errorf("encode change: %w", err)
 		}
@@ -270,7 +294,7 @@ WHERE crdb_region = $1 AND tenant_id = $2 AND id = $3 FOR UPDATE`, sc.Region, sc
 				cr.Binding.ID = b.ID // the binding made, recorded with the change
 			}
 		}
-		raw, err := json.Marshal(toChangeJSON(cr.Binding))
+		raw, err := json.Marshal(toChangeJSON(cr))
 		if err != nil {
 			return fmt.Errorf("encode change: %w", err)
 		}
@@ -312,6 +336,12 @@ func (s *Store) applyChange(ctx context.Context, tx pgx.Tx, c Change, sc Scope, 
 			return Binding{}, 0, err
 		}
 		a = audit{action: "binding.delete", targetKind: "binding", targetID: cr.Binding.ID, before: bindingSummary(before)}
+	case ChangeGroupAddMember:
+		if err := addMember(ctx, tx, sc, cr.GroupID, cr.IdentityID); err != nil {
+			return Binding{}, 0, err
+		}
+		after["identity_id"] = cr.IdentityID
+		a = audit{action: "group.add_member", targetKind: "group", targetID: cr.GroupID}
 	default:
 		return Binding{}, 0, fmt.Errorf("change request %s of unknown kind %q", cr.ID, cr.Kind)
 	}

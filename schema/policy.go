@@ -266,22 +266,30 @@ func (s *Store) SetMembership(ctx context.Context, c Change, sc Scope, groupID, 
 			}
 			return audit{action: "group.remove_member", targetKind: "group", targetID: groupID, after: map[string]any{"identity_id": identityID}}, nil
 		}
-		if _, err := getIdentity(ctx, tx, sc, identityID, ""); err != nil {
-			return audit{}, fieldErr("identity_id", "no identity %s in tenant %q", identityID, sc.TenantID)
-		}
-		_, err := tx.Exec(ctx, `INSERT INTO group_members (tenant_id, crdb_region, group_id, identity_id) VALUES ($1, $2, $3, $4)`,
-			sc.TenantID, sc.Region, groupID, identityID)
-		if err != nil {
-			switch cerr := classify(err); {
-			case errors.Is(cerr, ErrConflict):
-				return audit{}, fieldErrConflict("identity_id", "identity %s is already a member", identityID)
-			case errors.Is(cerr, ErrNotFound):
-				return audit{}, fieldErr("group_id", "no group %s in tenant %q", groupID, sc.TenantID)
-			}
-			return audit{}, fmt.Errorf("add member: %w", err)
+		if err := addMember(ctx, tx, sc, groupID, identityID); err != nil {
+			return audit{}, err
 		}
 		return audit{action: "group.add_member", targetKind: "group", targetID: groupID, after: map[string]any{"identity_id": identityID}}, nil
 	})
+}
+
+// addMember adds identityID to groupID inside tx (SetMembership, ApproveChangeRequest).
+func addMember(ctx context.Context, tx pgx.Tx, sc Scope, groupID, identityID string) error {
+	if _, err := getIdentity(ctx, tx, sc, identityID, ""); err != nil {
+		return fieldErr("identity_id", "no identity %s in tenant %q", identityID, sc.TenantID)
+	}
+	_, err := tx.Exec(ctx, `INSERT INTO group_members (tenant_id, crdb_region, group_id, identity_id) VALUES ($1, $2, $3, $4)`,
+		sc.TenantID, sc.Region, groupID, identityID)
+	if err != nil {
+		switch cerr := classify(err); {
+		case errors.Is(cerr, ErrConflict):
+			return fieldErrConflict("identity_id", "identity %s is already a member", identityID)
+		case errors.Is(cerr, ErrNotFound):
+			return fieldErr("group_id", "no group %s in tenant %q", groupID, sc.TenantID)
+		}
+		return fmt.Errorf("add member: %w", err)
+	}
+	return nil
 }
 
 // CreateBinding grants (or denies) a role. Scope, effect and condition must already be

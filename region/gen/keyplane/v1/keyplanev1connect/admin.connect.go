@@ -217,7 +217,8 @@ type AdminServiceClient interface {
 	DeleteRole(context.Context, *connect.Request[v1.DeleteRoleRequest]) (*connect.Response[v1.DeleteRoleResponse], error)
 	// CreateGroup creates a group of identities.
 	CreateGroup(context.Context, *connect.Request[v1.CreateGroupRequest]) (*connect.Response[v1.CreateGroupResponse], error)
-	// AddGroupMember adds an identity to a group.
+	// AddGroupMember adds an identity to a group. To a group with an allow binding of a
+	// privileged role, a tenant identity's addition returns a pending change_request.
 	AddGroupMember(context.Context, *connect.Request[v1.AddGroupMemberRequest]) (*connect.Response[v1.AddGroupMemberResponse], error)
 	// RemoveGroupMember removes an identity from a group.
 	RemoveGroupMember(context.Context, *connect.Request[v1.RemoveGroupMemberRequest]) (*connect.Response[v1.RemoveGroupMemberResponse], error)
@@ -794,7 +795,8 @@ type AdminServiceHandler interface {
 	DeleteRole(context.Context, *connect.Request[v1.DeleteRoleRequest]) (*connect.Response[v1.DeleteRoleResponse], error)
 	// CreateGroup creates a group of identities.
 	CreateGroup(context.Context, *connect.Request[v1.CreateGroupRequest]) (*connect.Response[v1.CreateGroupResponse], error)
-	// AddGroupMember adds an identity to a group.
+	// AddGroupMember adds an identity to a group. To a group with an allow binding of a
+	// privileged role, a tenant identity's addition returns a pending change_request.
 	AddGroupMember(context.Context, *connect.Request[v1.AddGroupMemberRequest]) (*connect.Response[v1.AddGroupMemberResponse], error)
 	// RemoveGroupMember removes an identity from a group.
 	RemoveGroupMember(context.Context, *connect.Request[v1.RemoveGroupMemberRequest]) (*connect.Response[v1.RemoveGroupMemberResponse], error)
