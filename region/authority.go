@@ -169,6 +169,7 @@ var authorities = func() map[string]authority {
 		elev("DenyElevation"):         tenant(PermApproveElevations, inHandler, false),
 		elev("EndElevation"):          tenant("", self, false),
 		elev("GetElevation"):          tenant(PermApproveElevations, self, false),
+		elev("ListElevations"):        tenant(PermApproveElevations, self, false),
 	}
 }()
 

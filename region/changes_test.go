@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/keyplane/keyplane/region"
@@ -363,4 +364,62 @@ func TestPrivilegedRoles(t *testing.T) {
 	_, err := f.tenantAd.CreateBinding(ctx, connect.NewRequest(&keyplanev1.CreateBindingRequest{TenantId: "acme",
 		PrincipalKind: "identity", PrincipalId: "00000000-0000-4000-8000-000000000009", RoleId: schema.RoleTenantAdmin, Scope: "*"}))
 	wantCode(t, err, connect.CodeInvalidArgument, "principal_id")
+}
+
+// TestListElevationsPending (issue 13, item 7): approvers find their work with the
+// pending filter; an identity without iam.elevations.approve lists only its own.
+func TestListElevationsPending(t *testing.T) {
+	t.Parallel()
+	f := newAdminFixture(t, nil)
+	ctx := context.Background()
+	role, err := f.op.CreateRole(ctx, connect.NewRequest(&keyplanev1.CreateRoleRequest{TenantId: "acme", Name: "docs-editor",
+		Permissions: []string{"docs.document.write"}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	elev := func(a admin) keyplanev1connect.ElevationServiceClient {
+		return keyplanev1connect.NewElevationServiceClient(http.DefaultClient, f.url,
+			connect.WithInterceptors(bearerInterceptor(f.token(t, "acme", a.clientID, a.secret))))
+	}
+	r1, r2 := f.admin(t, "r1", ""), f.admin(t, "r2", "")
+	approver := f.admin(t, "approver", schema.RoleTenantAdmin)
+	ids := map[string]string{}
+	for name, a := range map[string]admin{"r1": r1, "r2": r2} {
+		e, err := elev(a).RequestElevation(ctx, connect.NewRequest(&keyplanev1.RequestElevationRequest{TenantId: "acme", RoleId: role.Msg.Role.Id,
+			Scope: "docs/", Duration: durationpb.New(time.Hour), Justification: "incident"}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[name] = e.Msg.Elevation.Id
+	}
+	list := func(c keyplanev1connect.ElevationServiceClient, status string) []string {
+		t.Helper()
+		r, err := c.ListElevations(ctx, connect.NewRequest(&keyplanev1.ListElevationsRequest{TenantId: "acme", Status: status}))
+		if err != nil {
+			t.Fatalf("list elevations %q: %v", status, err)
+		}
+		var out []string
+		for _, e := range r.Msg.Elevations {
+			out = append(out, e.Id)
+		}
+		return out
+	}
+	ac := elev(approver)
+	if got := list(ac, "pending"); len(got) != 2 {
+		t.Fatalf("approver's pending list: %v, want both", got)
+	}
+	if got := list(elev(r1), ""); len(got) != 1 || got[0] != ids["r1"] {
+		t.Fatalf("r1's list: %v, want only its own %s", got, ids["r1"])
+	}
+	if _, err := ac.ApproveElevation(ctx, connect.NewRequest(&keyplanev1.ApproveElevationRequest{TenantId: "acme", ElevationId: ids["r1"]})); err != nil {
+		t.Fatal(err)
+	}
+	if got := list(ac, "pending"); len(got) != 1 || got[0] != ids["r2"] {
+		t.Fatalf("pending after approving r1's: %v, want only %s", got, ids["r2"])
+	}
+	if got := list(ac, "active"); len(got) != 1 || got[0] != ids["r1"] {
+		t.Fatalf("active: %v, want %s", got, ids["r1"])
+	}
+	_, err = ac.ListElevations(ctx, connect.NewRequest(&keyplanev1.ListElevationsRequest{TenantId: "acme", Status: "open"}))
+	wantCode(t, err, connect.CodeInvalidArgument, "status")
 }

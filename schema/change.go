@@ -43,7 +43,7 @@ type ChangeRequest struct {
 	GroupID     string  // group.add_member
 	IdentityID  string  // group.add_member: the identity to add
 	RequesterID string  // the requesting identity
-	RequestedBy string // its audit actor ("identity:<id>")
+	RequestedBy string  // its audit actor ("identity:<id>")
 	Status      string
 	CreatedAt   time.Time
 	ExpiresAt   time.Time
