@@ -423,3 +423,43 @@ func TestListElevationsPending(t *testing.T) {
 	_, err = ac.ListElevations(ctx, connect.NewRequest(&keyplanev1.ListElevationsRequest{TenantId: "acme", Status: "open"}))
 	wantCode(t, err, connect.CodeInvalidArgument, "status")
 }
+
+// TestSecurityChangeRequestAppliesOnce (issue 13, item 7): the attack is a race, many
+// approvals of one request at once hoping to apply the change twice (two bindings, one
+// of which outlives a later removal). Exactly one approval succeeds; the others are
+// failed_precondition and write nothing.
+func TestSecurityChangeRequestAppliesOnce(t *testing.T) {
+	t.Parallel()
+	f := newAdminFixture(t, nil)
+	second := f.admin(t, "second-admin", schema.RoleTenantAdmin)
+	target := f.admin(t, "target", "")
+	cr := requestAdmin(t, f, f.tenantAd, target.id)
+	sc := f.client(t, second)
+	const n = 6
+	errs := make(chan error, n)
+	for range n {
+		go func() { _, err := approve(sc, cr.Id); errs <- err }()
+	}
+	ok := 0
+	for range n {
+		switch err := <-errs; {
+		case err == nil:
+			ok++
+		case connect.CodeOf(err) != connect.CodeFailedPrecondition:
+			t.Errorf("a losing approval: %v, want failed_precondition", err)
+		}
+	}
+	bound := 0
+	bs, err := f.op.ListBindings(context.Background(), connect.NewRequest(&keyplanev1.ListBindingsRequest{TenantId: "acme"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range bs.Msg.Bindings {
+		if b.PrincipalId == target.id {
+			bound++
+		}
+	}
+	if ok != 1 || bound != 1 {
+		t.Fatalf("%d concurrent approvals: %d succeeded and %d bindings made, want 1 and 1", n, ok, bound)
+	}
+}
