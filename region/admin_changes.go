@@ -13,7 +13,8 @@ import (
 
 // Two-person change control (issue 13, item 7; docs/decisions/0010-change-control.md).
 // A tenant identity's allow binding of a privileged role, its addition of a member
-// to a group bound to one, and its removal of a tenant-admin binding do not apply: they become change requests that another
+// to a group bound to one, and its removal of a tenant admin (a tenant-admin binding,
+// or a member of a group bound to tenant-admin) do not apply: they become change requests that another
 // identity holding PermChangesApprove approves (never the requester), within
 // schema.DefaultChangeExpiry. The approver must itself pass the no-escalation rule for
 // the change (mayWriteBinding); the change then applies in the approval's
@@ -51,10 +52,11 @@ func (n *Node) bindingOf(ctx context.Context, sc schema.Scope, id string) (schem
 	return schema.Binding{}, connect.NewError(connect.CodeNotFound, fmt.Errorf("binding_id: no binding %s in tenant %q", id, sc.TenantID))
 }
 
-// groupNeedsApproval reports whether c's addition of a member to groupID must wait
-// for a second person: c is a tenant identity and the group has an allow binding of a
-// privileged role (membership would grant it).
-func (n *Node) groupNeedsApproval(ctx context.Context, c caller, sc schema.Scope, groupID string) (bool, error) {
+// groupNeedsApproval reports whether c's change of groupID's members must wait for a
+// second person: c is a tenant identity and, for an addition, the group has an allow
+// binding of a privileged role (membership would grant it), for a removal, of
+// tenant-admin (removing a tenant admin).
+func (n *Node) groupNeedsApproval(ctx context.Context, c caller, sc schema.Scope, groupID string, add bool) (bool, error) {
 	if c.operator() {
 		return false, nil
 	}
@@ -70,7 +72,10 @@ func (n *Node) groupNeedsApproval(ctx context.Context, c caller, sc schema.Scope
 		if b.PrincipalKind != "group" || b.PrincipalID != groupID || b.Effect != string(authz.Allow) {
 			continue
 		}
-		if role, ok := p.snap.Role(b.RoleID); ok && role.Privileged {
+		if !add && b.RoleID == schema.RoleTenantAdmin {
+			return true, nil
+		}
+		if role, ok := p.snap.Role(b.RoleID); add && ok && role.Privileged {
 			return true, nil
 		}
 	}
@@ -131,9 +136,10 @@ func (a *AdminService) ApproveChangeRequest(ctx context.Context, req *connect.Re
 	// escalation through someone else's request); judged is the revision it was
 	// judged at, so a policy change in between refuses the approval.
 	var judged int64
-	if cr.Kind == schema.ChangeGroupAddMember {
-		judged, err = a.node.mayChangeMembership(ctx, c, sc, cr.GroupID, true)
-	} else {
+	switch cr.Kind {
+	case schema.ChangeGroupAddMember, schema.ChangeGroupRemoveMember:
+		judged, err = a.node.mayChangeMembership(ctx, c, sc, cr.GroupID, cr.Kind == schema.ChangeGroupAddMember)
+	default:
 		judged, err = a.node.mayWriteBinding(ctx, c, sc.TenantID, cr.Binding.RoleID, cr.Binding.Scope, authz.Effect(cr.Binding.Effect),
 			cr.Kind == schema.ChangeBindingDelete)
 	}
@@ -165,7 +171,7 @@ func (a *AdminService) DenyChangeRequest(ctx context.Context, req *connect.Reque
 
 func changeToProto(cr schema.ChangeRequest) *keyplanev1.ChangeRequest {
 	var b *keyplanev1.Binding
-	if cr.Kind != schema.ChangeGroupAddMember {
+	if cr.Kind == schema.ChangeBindingCreate || cr.Kind == schema.ChangeBindingDelete {
 		b = bindingToProto(cr.Binding)
 	}
 	return &keyplanev1.ChangeRequest{Id: cr.ID, Kind: cr.Kind, Binding: b, GroupId: cr.GroupID, IdentityId: cr.IdentityID, RequesterId: cr.RequesterID,

@@ -59,24 +59,11 @@ func (a *AdminService) CreateGroup(ctx context.Context, req *connect.Request[key
 }
 
 func (a *AdminService) AddGroupMember(ctx context.Context, req *connect.Request[keyplanev1.AddGroupMemberRequest]) (*connect.Response[keyplanev1.AddGroupMemberResponse], error) {
-	if m, c := req.Msg, callerOf(ctx); !c.operator() {
-		// Joining a group bound to a privileged role waits for a second person.
-		sc, err := a.scope(ctx, m.TenantId)
+	if cr, err := a.requestMembership(ctx, req.Msg.TenantId, req.Msg.GroupId, req.Msg.IdentityId, true); err != nil || cr != nil {
 		if err != nil {
 			return nil, err
 		}
-		if wait, err := a.node.groupNeedsApproval(ctx, c, sc, m.GroupId); err != nil {
-			return nil, err
-		} else if wait {
-			if _, err := a.node.mayChangeMembership(ctx, c, sc, m.GroupId, true); err != nil {
-				return nil, err
-			}
-			cr, err := a.node.requestChange(ctx, c, sc, schema.ChangeRequest{Kind: schema.ChangeGroupAddMember, GroupID: m.GroupId, IdentityID: m.IdentityId})
-			if err != nil {
-				return nil, err
-			}
-			return connect.NewResponse(&keyplanev1.AddGroupMemberResponse{ChangeRequest: cr}), nil
-		}
+		return connect.NewResponse(&keyplanev1.AddGroupMemberResponse{ChangeRequest: cr}), nil
 	}
 	rev, err := a.setMembership(ctx, req.Msg.TenantId, req.Msg.GroupId, req.Msg.IdentityId, true)
 	if err != nil {
@@ -86,11 +73,42 @@ func (a *AdminService) AddGroupMember(ctx context.Context, req *connect.Request[
 }
 
 func (a *AdminService) RemoveGroupMember(ctx context.Context, req *connect.Request[keyplanev1.RemoveGroupMemberRequest]) (*connect.Response[keyplanev1.RemoveGroupMemberResponse], error) {
+	if cr, err := a.requestMembership(ctx, req.Msg.TenantId, req.Msg.GroupId, req.Msg.IdentityId, false); err != nil || cr != nil {
+		if err != nil {
+			return nil, err
+		}
+		return connect.NewResponse(&keyplanev1.RemoveGroupMemberResponse{ChangeRequest: cr}), nil
+	}
 	rev, err := a.setMembership(ctx, req.Msg.TenantId, req.Msg.GroupId, req.Msg.IdentityId, false)
 	if err != nil {
 		return nil, err
 	}
 	return connect.NewResponse(&keyplanev1.RemoveGroupMemberResponse{PolicyRevision: rev}), nil
+}
+
+// requestMembership returns a pending change request (and applies nothing) when a
+// tenant identity's membership change needs a second person's approval
+// (groupNeedsApproval), after checking the caller may make it; nil when it does not.
+func (a *AdminService) requestMembership(ctx context.Context, tenantID, groupID, identityID string, add bool) (*keyplanev1.ChangeRequest, error) {
+	c := callerOf(ctx)
+	if c.operator() {
+		return nil, nil
+	}
+	sc, err := a.scope(ctx, tenantID)
+	if err != nil {
+		return nil, err
+	}
+	if wait, err := a.node.groupNeedsApproval(ctx, c, sc, groupID, add); err != nil || !wait {
+		return nil, err
+	}
+	if _, err := a.node.mayChangeMembership(ctx, c, sc, groupID, add); err != nil {
+		return nil, err
+	}
+	kind := schema.ChangeGroupRemoveMember
+	if add {
+		kind = schema.ChangeGroupAddMember
+	}
+	return a.node.requestChange(ctx, c, sc, schema.ChangeRequest{Kind: kind, GroupID: groupID, IdentityID: identityID})
 }
 
 func (a *AdminService) setMembership(ctx context.Context, tenantID, groupID, identityID string, member bool) (int64, error) {

@@ -240,6 +240,20 @@ func TestSecurityTwoPersonChangeControl(t *testing.T) {
 	if n := members(); n == 0 {
 		t.Fatal("the approved membership grants nothing")
 	}
+	// Leaving it is removing a tenant admin: a change request, the member stays until approved.
+	rm, err := f.tenantAd.RemoveGroupMember(ctx, connect.NewRequest(&keyplanev1.RemoveGroupMemberRequest{TenantId: "acme", GroupId: g.Msg.Group.Id, IdentityId: target.id}))
+	if err != nil || rm.Msg.ChangeRequest.GetKind() != "group.remove_member" {
+		t.Fatalf("removing a member of an admin group: %v %v, want a pending change request", rm, err)
+	}
+	if n := members(); n == 0 {
+		t.Fatal("the member was removed before approval")
+	}
+	if _, err := approve(f.client(t, second), rm.Msg.ChangeRequest.Id); err != nil {
+		t.Fatalf("approving the removal from the group: %v", err)
+	}
+	if n := members(); n != 0 {
+		t.Fatalf("after the approved removal the target holds %d grants, want 0", n)
+	}
 
 	// The operator's break-glass applies at once (audited as break-glass).
 	ob, err := f.op.CreateBinding(ctx, connect.NewRequest(&keyplanev1.CreateBindingRequest{TenantId: "acme",

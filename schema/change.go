@@ -21,6 +21,8 @@ const (
 	ChangeBindingDelete = "binding.delete" // Binding is the binding to delete, as it was when requested
 	// ChangeGroupAddMember adds IdentityID to GroupID, a group bound to a privileged role.
 	ChangeGroupAddMember = "group.add_member"
+	// ChangeGroupRemoveMember removes IdentityID from GroupID, a group bound to tenant-admin.
+	ChangeGroupRemoveMember = "group.remove_member"
 )
 
 // States of a change request. ChangeExpired is never stored: a pending request
@@ -40,8 +42,8 @@ type ChangeRequest struct {
 	ID          string
 	Kind        string
 	Binding     Binding // the binding kinds
-	GroupID     string  // group.add_member
-	IdentityID  string  // group.add_member: the identity to add
+	GroupID     string  // group.add_member, group.remove_member
+	IdentityID  string  // group.add_member, group.remove_member: the member
 	RequesterID string  // the requesting identity
 	RequestedBy string  // its audit actor ("identity:<id>")
 	Status      string
@@ -103,7 +105,7 @@ func scanChange(r pgx.Row, now time.Time) (ChangeRequest, error) {
 func changeSummary(cr ChangeRequest) map[string]any {
 	m := map[string]any{"kind": cr.Kind, "requested_by": cr.RequestedBy, "status": cr.Status,
 		"expires_at": cr.ExpiresAt.UTC().Format(time.RFC3339)}
-	if cr.Kind == ChangeGroupAddMember {
+	if cr.Kind == ChangeGroupAddMember || cr.Kind == ChangeGroupRemoveMember {
 		m["change"] = map[string]any{"group_id": cr.GroupID, "identity_id": cr.IdentityID}
 	} else {
 		m["change"] = bindingSummary(cr.Binding)
@@ -140,7 +142,7 @@ func (s *Store) CreateChangeRequest(ctx context.Context, c Change, sc Scope, req
 	if ttl <= 0 {
 		ttl = DefaultChangeExpiry
 	}
-	if cr.Kind == ChangeGroupAddMember {
+	if cr.Kind == ChangeGroupAddMember || cr.Kind == ChangeGroupRemoveMember {
 		if _, err := parseID("group_id", cr.GroupID); err != nil {
 			return ChangeRequest{}, err
 		}
@@ -172,6 +174,10 @@ func (s *Store) CreateChangeRequest(ctx context.Context, c Change, sc Scope, req
 			}
 		case ChangeGroupAddMember:
 			if err := dryRun(ctx, tx, func(sp pgx.Tx) error { return addMember(ctx, sp, sc, cr.GroupID, cr.IdentityID) }); err != nil {
+				return err
+			}
+		case ChangeGroupRemoveMember:
+			if err := dryRun(ctx, tx, func(sp pgx.Tx) error { return removeMember(ctx, sp, sc, cr.GroupID, cr.IdentityID) }); err != nil {
 				return err
 			}
 		default:
@@ -342,6 +348,16 @@ func (s *Store) applyChange(ctx context.Context, tx pgx.Tx, c Change, sc Scope, 
 		}
 		after["identity_id"] = cr.IdentityID
 		a = audit{action: "group.add_member", targetKind: "group", targetID: cr.GroupID}
+	case ChangeGroupRemoveMember:
+		err := removeMember(ctx, tx, sc, cr.GroupID, cr.IdentityID)
+		if errors.Is(err, ErrNotFound) {
+			return Binding{}, 0, fmt.Errorf("%w: change_request_id: identity %s is no longer a member of group %s", ErrPrecondition, cr.IdentityID, cr.GroupID)
+		}
+		if err != nil {
+			return Binding{}, 0, err
+		}
+		after["identity_id"] = cr.IdentityID
+		a = audit{action: "group.remove_member", targetKind: "group", targetID: cr.GroupID}
 	default:
 		return Binding{}, 0, fmt.Errorf("change request %s of unknown kind %q", cr.ID, cr.Kind)
 	}

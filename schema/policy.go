@@ -250,18 +250,7 @@ func (s *Store) SetMembership(ctx context.Context, c Change, sc Scope, groupID, 
 	}
 	return s.policyChange(ctx, c, sc, func(tx pgx.Tx) (audit, error) {
 		if !member {
-			err := keepsTenantAdmin(ctx, tx, sc, func() error {
-				tag, err := tx.Exec(ctx, `DELETE FROM group_members WHERE crdb_region = $1 AND tenant_id = $2 AND group_id = $3 AND identity_id = $4`,
-					sc.Region, sc.TenantID, groupID, identityID)
-				if err != nil {
-					return fmt.Errorf("remove member: %w", err)
-				}
-				if tag.RowsAffected() == 0 {
-					return fmt.Errorf("%w: identity %s is not a member of group %s", ErrNotFound, identityID, groupID)
-				}
-				return nil
-			})
-			if err != nil {
+			if err := removeMember(ctx, tx, sc, groupID, identityID); err != nil {
 				return audit{}, err
 			}
 			return audit{action: "group.remove_member", targetKind: "group", targetID: groupID, after: map[string]any{"identity_id": identityID}}, nil
@@ -270,6 +259,22 @@ func (s *Store) SetMembership(ctx context.Context, c Change, sc Scope, groupID, 
 			return audit{}, err
 		}
 		return audit{action: "group.add_member", targetKind: "group", targetID: groupID, after: map[string]any{"identity_id": identityID}}, nil
+	})
+}
+
+// removeMember removes identityID from groupID inside tx (SetMembership,
+// ApproveChangeRequest), refusing to leave the tenant without a tenant admin.
+func removeMember(ctx context.Context, tx pgx.Tx, sc Scope, groupID, identityID string) error {
+	return keepsTenantAdmin(ctx, tx, sc, func() error {
+		tag, err := tx.Exec(ctx, `DELETE FROM group_members WHERE crdb_region = $1 AND tenant_id = $2 AND group_id = $3 AND identity_id = $4`,
+			sc.Region, sc.TenantID, groupID, identityID)
+		if err != nil {
+			return fmt.Errorf("remove member: %w", err)
+		}
+		if tag.RowsAffected() == 0 {
+			return fmt.Errorf("%w: identity %s is not a member of group %s", ErrNotFound, identityID, groupID)
+		}
+		return nil
 	})
 }
 

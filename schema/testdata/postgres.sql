@@ -372,7 +372,7 @@ ALTER TABLE roles ADD COLUMN IF NOT EXISTS privileged BOOL NOT NULL DEFAULT fals
 
 -- change_requests: a change a tenant identity asked for that waits for a second
 -- identity's approval. change is the exact change as JSON (the binding to create, the
--- id and summary of the binding to delete, or the group and identity to add to it).
+-- id and summary of the binding to delete, or the group and the identity to add or remove).
 -- A pending request past expires_at is read as expired; decided_by is the approver's
 -- (or denier's) audit actor.
 CREATE TABLE IF NOT EXISTS change_requests (
@@ -390,7 +390,7 @@ CREATE TABLE IF NOT EXISTS change_requests (
     decided_at   TIMESTAMPTZ,
     PRIMARY KEY (crdb_region, tenant_id, id),
     CONSTRAINT change_requests_requester FOREIGN KEY (crdb_region, tenant_id, requester_id) REFERENCES identities (crdb_region, tenant_id, id) ON UPDATE CASCADE,
-    CONSTRAINT change_requests_kind CHECK (kind IN ('binding.create', 'binding.delete', 'group.add_member')),
+    CONSTRAINT change_requests_kind CHECK (kind IN ('binding.create', 'binding.delete', 'group.add_member', 'group.remove_member')),
     CONSTRAINT change_requests_status CHECK (status IN ('pending', 'approved', 'denied'))
 );
 CREATE INDEX IF NOT EXISTS change_requests_created_idx ON change_requests (tenant_id, created_at, id);

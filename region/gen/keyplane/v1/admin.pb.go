@@ -4661,8 +4661,11 @@ func (x *RemoveGroupMemberRequest) GetIdentityId() string {
 type RemoveGroupMemberResponse struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	PolicyRevision int64                  `protobuf:"varint,1,opt,name=policy_revision,json=policyRevision,proto3" json:"policy_revision,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The pending change request when the group is bound to tenant-admin and the caller
+	// is a tenant identity (removing a tenant admin): the member stays until approved.
+	ChangeRequest *ChangeRequest `protobuf:"bytes,2,opt,name=change_request,json=changeRequest,proto3" json:"change_request,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RemoveGroupMemberResponse) Reset() {
@@ -4700,6 +4703,13 @@ func (x *RemoveGroupMemberResponse) GetPolicyRevision() int64 {
 		return x.PolicyRevision
 	}
 	return 0
+}
+
+func (x *RemoveGroupMemberResponse) GetChangeRequest() *ChangeRequest {
+	if x != nil {
+		return x.ChangeRequest
+	}
+	return nil
 }
 
 type CreateBindingRequest struct {
@@ -4983,7 +4993,7 @@ func (x *DeleteBindingResponse) GetChangeRequest() *ChangeRequest {
 type ChangeRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	// "binding.create", "binding.delete" or "group.add_member".
+	// "binding.create", "binding.delete", "group.add_member" or "group.remove_member".
 	Kind string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
 	// binding.create: the binding to create (no id yet); binding.delete: the binding to
 	// remove, as it was when requested.
@@ -4997,7 +5007,8 @@ type ChangeRequest struct {
 	// The audit actor that decided it ("identity:<uuid>", or "operator").
 	DecidedBy  string                 `protobuf:"bytes,8,opt,name=decided_by,json=decidedBy,proto3" json:"decided_by,omitempty"`
 	DecideTime *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=decide_time,json=decideTime,proto3" json:"decide_time,omitempty"`
-	// group.add_member: the group (bound to a privileged role) and the identity to add.
+	// group.add_member, group.remove_member: the group (bound to a privileged role, or
+	// to tenant-admin) and the identity to add or remove.
 	GroupId       string `protobuf:"bytes,10,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
 	IdentityId    string `protobuf:"bytes,11,opt,name=identity_id,json=identityId,proto3" json:"identity_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -6012,9 +6023,10 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x19\n" +
 	"\bgroup_id\x18\x02 \x01(\tR\agroupId\x12\x1f\n" +
 	"\videntity_id\x18\x03 \x01(\tR\n" +
-	"identityId\"D\n" +
+	"identityId\"\x87\x01\n" +
 	"\x19RemoveGroupMemberResponse\x12'\n" +
-	"\x0fpolicy_revision\x18\x01 \x01(\x03R\x0epolicyRevision\"\xda\x02\n" +
+	"\x0fpolicy_revision\x18\x01 \x01(\x03R\x0epolicyRevision\x12A\n" +
+	"\x0echange_request\x18\x02 \x01(\v2\x1a.keyplane.v1.ChangeRequestR\rchangeRequest\"\xda\x02\n" +
 	"\x14CreateBindingRequest\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12+\n" +
 	"\x06effect\x18\x02 \x01(\x0e2\x13.keyplane.v1.EffectR\x06effect\x12%\n" +
@@ -6337,98 +6349,99 @@ var file_keyplane_v1_admin_proto_depIdxs = []int32{
 	60,  // 71: keyplane.v1.CreateRoleResponse.role:type_name -> keyplane.v1.Role
 	61,  // 72: keyplane.v1.CreateGroupResponse.group:type_name -> keyplane.v1.Group
 	77,  // 73: keyplane.v1.AddGroupMemberResponse.change_request:type_name -> keyplane.v1.ChangeRequest
-	5,   // 74: keyplane.v1.CreateBindingRequest.effect:type_name -> keyplane.v1.Effect
-	88,  // 75: keyplane.v1.CreateBindingRequest.expire_time:type_name -> google.protobuf.Timestamp
-	62,  // 76: keyplane.v1.CreateBindingResponse.binding:type_name -> keyplane.v1.Binding
-	77,  // 77: keyplane.v1.CreateBindingResponse.change_request:type_name -> keyplane.v1.ChangeRequest
-	77,  // 78: keyplane.v1.DeleteBindingResponse.change_request:type_name -> keyplane.v1.ChangeRequest
-	62,  // 79: keyplane.v1.ChangeRequest.binding:type_name -> keyplane.v1.Binding
-	88,  // 80: keyplane.v1.ChangeRequest.create_time:type_name -> google.protobuf.Timestamp
-	88,  // 81: keyplane.v1.ChangeRequest.expire_time:type_name -> google.protobuf.Timestamp
-	88,  // 82: keyplane.v1.ChangeRequest.decide_time:type_name -> google.protobuf.Timestamp
-	77,  // 83: keyplane.v1.GetChangeRequestResponse.change_request:type_name -> keyplane.v1.ChangeRequest
-	77,  // 84: keyplane.v1.ListChangeRequestsResponse.change_requests:type_name -> keyplane.v1.ChangeRequest
-	77,  // 85: keyplane.v1.ApproveChangeRequestResponse.change_request:type_name -> keyplane.v1.ChangeRequest
-	62,  // 86: keyplane.v1.ApproveChangeRequestResponse.binding:type_name -> keyplane.v1.Binding
-	77,  // 87: keyplane.v1.DenyChangeRequestResponse.change_request:type_name -> keyplane.v1.ChangeRequest
-	62,  // 88: keyplane.v1.ListBindingsResponse.bindings:type_name -> keyplane.v1.Binding
-	10,  // 89: keyplane.v1.AdminService.ListRegions:input_type -> keyplane.v1.ListRegionsRequest
-	12,  // 90: keyplane.v1.AdminService.CreateTenant:input_type -> keyplane.v1.CreateTenantRequest
-	14,  // 91: keyplane.v1.AdminService.GetTenant:input_type -> keyplane.v1.GetTenantRequest
-	16,  // 92: keyplane.v1.AdminService.ListTenants:input_type -> keyplane.v1.ListTenantsRequest
-	18,  // 93: keyplane.v1.AdminService.UpdateTenant:input_type -> keyplane.v1.UpdateTenantRequest
-	20,  // 94: keyplane.v1.AdminService.DisableTenant:input_type -> keyplane.v1.DisableTenantRequest
-	22,  // 95: keyplane.v1.AdminService.EnableTenant:input_type -> keyplane.v1.EnableTenantRequest
-	24,  // 96: keyplane.v1.AdminService.RehomeTenant:input_type -> keyplane.v1.RehomeTenantRequest
-	26,  // 97: keyplane.v1.AdminService.CreateIdentity:input_type -> keyplane.v1.CreateIdentityRequest
-	28,  // 98: keyplane.v1.AdminService.GetIdentity:input_type -> keyplane.v1.GetIdentityRequest
-	30,  // 99: keyplane.v1.AdminService.ListIdentities:input_type -> keyplane.v1.ListIdentitiesRequest
-	32,  // 100: keyplane.v1.AdminService.UpdateIdentity:input_type -> keyplane.v1.UpdateIdentityRequest
-	34,  // 101: keyplane.v1.AdminService.DisableIdentity:input_type -> keyplane.v1.DisableIdentityRequest
-	36,  // 102: keyplane.v1.AdminService.EnableIdentity:input_type -> keyplane.v1.EnableIdentityRequest
-	42,  // 103: keyplane.v1.AdminService.CreateAPIKey:input_type -> keyplane.v1.CreateAPIKeyRequest
-	44,  // 104: keyplane.v1.AdminService.RotateAPIKey:input_type -> keyplane.v1.RotateAPIKeyRequest
-	46,  // 105: keyplane.v1.AdminService.CreateClient:input_type -> keyplane.v1.CreateClientRequest
-	48,  // 106: keyplane.v1.AdminService.UpdateClient:input_type -> keyplane.v1.UpdateClientRequest
-	50,  // 107: keyplane.v1.AdminService.RotateClientSecret:input_type -> keyplane.v1.RotateClientSecretRequest
-	52,  // 108: keyplane.v1.AdminService.RevokeCredential:input_type -> keyplane.v1.RevokeCredentialRequest
-	54,  // 109: keyplane.v1.AdminService.ListCredentials:input_type -> keyplane.v1.ListCredentialsRequest
-	56,  // 110: keyplane.v1.AdminService.ListSessions:input_type -> keyplane.v1.ListSessionsRequest
-	58,  // 111: keyplane.v1.AdminService.SetPassword:input_type -> keyplane.v1.SetPasswordRequest
-	63,  // 112: keyplane.v1.AdminService.CreateRole:input_type -> keyplane.v1.CreateRoleRequest
-	65,  // 113: keyplane.v1.AdminService.DeleteRole:input_type -> keyplane.v1.DeleteRoleRequest
-	67,  // 114: keyplane.v1.AdminService.CreateGroup:input_type -> keyplane.v1.CreateGroupRequest
-	69,  // 115: keyplane.v1.AdminService.AddGroupMember:input_type -> keyplane.v1.AddGroupMemberRequest
-	71,  // 116: keyplane.v1.AdminService.RemoveGroupMember:input_type -> keyplane.v1.RemoveGroupMemberRequest
-	73,  // 117: keyplane.v1.AdminService.CreateBinding:input_type -> keyplane.v1.CreateBindingRequest
-	75,  // 118: keyplane.v1.AdminService.DeleteBinding:input_type -> keyplane.v1.DeleteBindingRequest
-	86,  // 119: keyplane.v1.AdminService.ListBindings:input_type -> keyplane.v1.ListBindingsRequest
-	38,  // 120: keyplane.v1.AdminService.ListAuditEvents:input_type -> keyplane.v1.ListAuditEventsRequest
-	78,  // 121: keyplane.v1.AdminService.GetChangeRequest:input_type -> keyplane.v1.GetChangeRequestRequest
-	80,  // 122: keyplane.v1.AdminService.ListChangeRequests:input_type -> keyplane.v1.ListChangeRequestsRequest
-	82,  // 123: keyplane.v1.AdminService.ApproveChangeRequest:input_type -> keyplane.v1.ApproveChangeRequestRequest
-	84,  // 124: keyplane.v1.AdminService.DenyChangeRequest:input_type -> keyplane.v1.DenyChangeRequestRequest
-	11,  // 125: keyplane.v1.AdminService.ListRegions:output_type -> keyplane.v1.ListRegionsResponse
-	13,  // 126: keyplane.v1.AdminService.CreateTenant:output_type -> keyplane.v1.CreateTenantResponse
-	15,  // 127: keyplane.v1.AdminService.GetTenant:output_type -> keyplane.v1.GetTenantResponse
-	17,  // 128: keyplane.v1.AdminService.ListTenants:output_type -> keyplane.v1.ListTenantsResponse
-	19,  // 129: keyplane.v1.AdminService.UpdateTenant:output_type -> keyplane.v1.UpdateTenantResponse
-	21,  // 130: keyplane.v1.AdminService.DisableTenant:output_type -> keyplane.v1.DisableTenantResponse
-	23,  // 131: keyplane.v1.AdminService.EnableTenant:output_type -> keyplane.v1.EnableTenantResponse
-	25,  // 132: keyplane.v1.AdminService.RehomeTenant:output_type -> keyplane.v1.RehomeTenantResponse
-	27,  // 133: keyplane.v1.AdminService.CreateIdentity:output_type -> keyplane.v1.CreateIdentityResponse
-	29,  // 134: keyplane.v1.AdminService.GetIdentity:output_type -> keyplane.v1.GetIdentityResponse
-	31,  // 135: keyplane.v1.AdminService.ListIdentities:output_type -> keyplane.v1.ListIdentitiesResponse
-	33,  // 136: keyplane.v1.AdminService.UpdateIdentity:output_type -> keyplane.v1.UpdateIdentityResponse
-	35,  // 137: keyplane.v1.AdminService.DisableIdentity:output_type -> keyplane.v1.DisableIdentityResponse
-	37,  // 138: keyplane.v1.AdminService.EnableIdentity:output_type -> keyplane.v1.EnableIdentityResponse
-	43,  // 139: keyplane.v1.AdminService.CreateAPIKey:output_type -> keyplane.v1.CreateAPIKeyResponse
-	45,  // 140: keyplane.v1.AdminService.RotateAPIKey:output_type -> keyplane.v1.RotateAPIKeyResponse
-	47,  // 141: keyplane.v1.AdminService.CreateClient:output_type -> keyplane.v1.CreateClientResponse
-	49,  // 142: keyplane.v1.AdminService.UpdateClient:output_type -> keyplane.v1.UpdateClientResponse
-	51,  // 143: keyplane.v1.AdminService.RotateClientSecret:output_type -> keyplane.v1.RotateClientSecretResponse
-	53,  // 144: keyplane.v1.AdminService.RevokeCredential:output_type -> keyplane.v1.RevokeCredentialResponse
-	55,  // 145: keyplane.v1.AdminService.ListCredentials:output_type -> keyplane.v1.ListCredentialsResponse
-	57,  // 146: keyplane.v1.AdminService.ListSessions:output_type -> keyplane.v1.ListSessionsResponse
-	59,  // 147: keyplane.v1.AdminService.SetPassword:output_type -> keyplane.v1.SetPasswordResponse
-	64,  // 148: keyplane.v1.AdminService.CreateRole:output_type -> keyplane.v1.CreateRoleResponse
-	66,  // 149: keyplane.v1.AdminService.DeleteRole:output_type -> keyplane.v1.DeleteRoleResponse
-	68,  // 150: keyplane.v1.AdminService.CreateGroup:output_type -> keyplane.v1.CreateGroupResponse
-	70,  // 151: keyplane.v1.AdminService.AddGroupMember:output_type -> keyplane.v1.AddGroupMemberResponse
-	72,  // 152: keyplane.v1.AdminService.RemoveGroupMember:output_type -> keyplane.v1.RemoveGroupMemberResponse
-	74,  // 153: keyplane.v1.AdminService.CreateBinding:output_type -> keyplane.v1.CreateBindingResponse
-	76,  // 154: keyplane.v1.AdminService.DeleteBinding:output_type -> keyplane.v1.DeleteBindingResponse
-	87,  // 155: keyplane.v1.AdminService.ListBindings:output_type -> keyplane.v1.ListBindingsResponse
-	39,  // 156: keyplane.v1.AdminService.ListAuditEvents:output_type -> keyplane.v1.ListAuditEventsResponse
-	79,  // 157: keyplane.v1.AdminService.GetChangeRequest:output_type -> keyplane.v1.GetChangeRequestResponse
-	81,  // 158: keyplane.v1.AdminService.ListChangeRequests:output_type -> keyplane.v1.ListChangeRequestsResponse
-	83,  // 159: keyplane.v1.AdminService.ApproveChangeRequest:output_type -> keyplane.v1.ApproveChangeRequestResponse
-	85,  // 160: keyplane.v1.AdminService.DenyChangeRequest:output_type -> keyplane.v1.DenyChangeRequestResponse
-	125, // [125:161] is the sub-list for method output_type
-	89,  // [89:125] is the sub-list for method input_type
-	89,  // [89:89] is the sub-list for extension type_name
-	89,  // [89:89] is the sub-list for extension extendee
-	0,   // [0:89] is the sub-list for field type_name
+	77,  // 74: keyplane.v1.RemoveGroupMemberResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	5,   // 75: keyplane.v1.CreateBindingRequest.effect:type_name -> keyplane.v1.Effect
+	88,  // 76: keyplane.v1.CreateBindingRequest.expire_time:type_name -> google.protobuf.Timestamp
+	62,  // 77: keyplane.v1.CreateBindingResponse.binding:type_name -> keyplane.v1.Binding
+	77,  // 78: keyplane.v1.CreateBindingResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	77,  // 79: keyplane.v1.DeleteBindingResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	62,  // 80: keyplane.v1.ChangeRequest.binding:type_name -> keyplane.v1.Binding
+	88,  // 81: keyplane.v1.ChangeRequest.create_time:type_name -> google.protobuf.Timestamp
+	88,  // 82: keyplane.v1.ChangeRequest.expire_time:type_name -> google.protobuf.Timestamp
+	88,  // 83: keyplane.v1.ChangeRequest.decide_time:type_name -> google.protobuf.Timestamp
+	77,  // 84: keyplane.v1.GetChangeRequestResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	77,  // 85: keyplane.v1.ListChangeRequestsResponse.change_requests:type_name -> keyplane.v1.ChangeRequest
+	77,  // 86: keyplane.v1.ApproveChangeRequestResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	62,  // 87: keyplane.v1.ApproveChangeRequestResponse.binding:type_name -> keyplane.v1.Binding
+	77,  // 88: keyplane.v1.DenyChangeRequestResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	62,  // 89: keyplane.v1.ListBindingsResponse.bindings:type_name -> keyplane.v1.Binding
+	10,  // 90: keyplane.v1.AdminService.ListRegions:input_type -> keyplane.v1.ListRegionsRequest
+	12,  // 91: keyplane.v1.AdminService.CreateTenant:input_type -> keyplane.v1.CreateTenantRequest
+	14,  // 92: keyplane.v1.AdminService.GetTenant:input_type -> keyplane.v1.GetTenantRequest
+	16,  // 93: keyplane.v1.AdminService.ListTenants:input_type -> keyplane.v1.ListTenantsRequest
+	18,  // 94: keyplane.v1.AdminService.UpdateTenant:input_type -> keyplane.v1.UpdateTenantRequest
+	20,  // 95: keyplane.v1.AdminService.DisableTenant:input_type -> keyplane.v1.DisableTenantRequest
+	22,  // 96: keyplane.v1.AdminService.EnableTenant:input_type -> keyplane.v1.EnableTenantRequest
+	24,  // 97: keyplane.v1.AdminService.RehomeTenant:input_type -> keyplane.v1.RehomeTenantRequest
+	26,  // 98: keyplane.v1.AdminService.CreateIdentity:input_type -> keyplane.v1.CreateIdentityRequest
+	28,  // 99: keyplane.v1.AdminService.GetIdentity:input_type -> keyplane.v1.GetIdentityRequest
+	30,  // 100: keyplane.v1.AdminService.ListIdentities:input_type -> keyplane.v1.ListIdentitiesRequest
+	32,  // 101: keyplane.v1.AdminService.UpdateIdentity:input_type -> keyplane.v1.UpdateIdentityRequest
+	34,  // 102: keyplane.v1.AdminService.DisableIdentity:input_type -> keyplane.v1.DisableIdentityRequest
+	36,  // 103: keyplane.v1.AdminService.EnableIdentity:input_type -> keyplane.v1.EnableIdentityRequest
+	42,  // 104: keyplane.v1.AdminService.CreateAPIKey:input_type -> keyplane.v1.CreateAPIKeyRequest
+	44,  // 105: keyplane.v1.AdminService.RotateAPIKey:input_type -> keyplane.v1.RotateAPIKeyRequest
+	46,  // 106: keyplane.v1.AdminService.CreateClient:input_type -> keyplane.v1.CreateClientRequest
+	48,  // 107: keyplane.v1.AdminService.UpdateClient:input_type -> keyplane.v1.UpdateClientRequest
+	50,  // 108: keyplane.v1.AdminService.RotateClientSecret:input_type -> keyplane.v1.RotateClientSecretRequest
+	52,  // 109: keyplane.v1.AdminService.RevokeCredential:input_type -> keyplane.v1.RevokeCredentialRequest
+	54,  // 110: keyplane.v1.AdminService.ListCredentials:input_type -> keyplane.v1.ListCredentialsRequest
+	56,  // 111: keyplane.v1.AdminService.ListSessions:input_type -> keyplane.v1.ListSessionsRequest
+	58,  // 112: keyplane.v1.AdminService.SetPassword:input_type -> keyplane.v1.SetPasswordRequest
+	63,  // 113: keyplane.v1.AdminService.CreateRole:input_type -> keyplane.v1.CreateRoleRequest
+	65,  // 114: keyplane.v1.AdminService.DeleteRole:input_type -> keyplane.v1.DeleteRoleRequest
+	67,  // 115: keyplane.v1.AdminService.CreateGroup:input_type -> keyplane.v1.CreateGroupRequest
+	69,  // 116: keyplane.v1.AdminService.AddGroupMember:input_type -> keyplane.v1.AddGroupMemberRequest
+	71,  // 117: keyplane.v1.AdminService.RemoveGroupMember:input_type -> keyplane.v1.RemoveGroupMemberRequest
+	73,  // 118: keyplane.v1.AdminService.CreateBinding:input_type -> keyplane.v1.CreateBindingRequest
+	75,  // 119: keyplane.v1.AdminService.DeleteBinding:input_type -> keyplane.v1.DeleteBindingRequest
+	86,  // 120: keyplane.v1.AdminService.ListBindings:input_type -> keyplane.v1.ListBindingsRequest
+	38,  // 121: keyplane.v1.AdminService.ListAuditEvents:input_type -> keyplane.v1.ListAuditEventsRequest
+	78,  // 122: keyplane.v1.AdminService.GetChangeRequest:input_type -> keyplane.v1.GetChangeRequestRequest
+	80,  // 123: keyplane.v1.AdminService.ListChangeRequests:input_type -> keyplane.v1.ListChangeRequestsRequest
+	82,  // 124: keyplane.v1.AdminService.ApproveChangeRequest:input_type -> keyplane.v1.ApproveChangeRequestRequest
+	84,  // 125: keyplane.v1.AdminService.DenyChangeRequest:input_type -> keyplane.v1.DenyChangeRequestRequest
+	11,  // 126: keyplane.v1.AdminService.ListRegions:output_type -> keyplane.v1.ListRegionsResponse
+	13,  // 127: keyplane.v1.AdminService.CreateTenant:output_type -> keyplane.v1.CreateTenantResponse
+	15,  // 128: keyplane.v1.AdminService.GetTenant:output_type -> keyplane.v1.GetTenantResponse
+	17,  // 129: keyplane.v1.AdminService.ListTenants:output_type -> keyplane.v1.ListTenantsResponse
+	19,  // 130: keyplane.v1.AdminService.UpdateTenant:output_type -> keyplane.v1.UpdateTenantResponse
+	21,  // 131: keyplane.v1.AdminService.DisableTenant:output_type -> keyplane.v1.DisableTenantResponse
+	23,  // 132: keyplane.v1.AdminService.EnableTenant:output_type -> keyplane.v1.EnableTenantResponse
+	25,  // 133: keyplane.v1.AdminService.RehomeTenant:output_type -> keyplane.v1.RehomeTenantResponse
+	27,  // 134: keyplane.v1.AdminService.CreateIdentity:output_type -> keyplane.v1.CreateIdentityResponse
+	29,  // 135: keyplane.v1.AdminService.GetIdentity:output_type -> keyplane.v1.GetIdentityResponse
+	31,  // 136: keyplane.v1.AdminService.ListIdentities:output_type -> keyplane.v1.ListIdentitiesResponse
+	33,  // 137: keyplane.v1.AdminService.UpdateIdentity:output_type -> keyplane.v1.UpdateIdentityResponse
+	35,  // 138: keyplane.v1.AdminService.DisableIdentity:output_type -> keyplane.v1.DisableIdentityResponse
+	37,  // 139: keyplane.v1.AdminService.EnableIdentity:output_type -> keyplane.v1.EnableIdentityResponse
+	43,  // 140: keyplane.v1.AdminService.CreateAPIKey:output_type -> keyplane.v1.CreateAPIKeyResponse
+	45,  // 141: keyplane.v1.AdminService.RotateAPIKey:output_type -> keyplane.v1.RotateAPIKeyResponse
+	47,  // 142: keyplane.v1.AdminService.CreateClient:output_type -> keyplane.v1.CreateClientResponse
+	49,  // 143: keyplane.v1.AdminService.UpdateClient:output_type -> keyplane.v1.UpdateClientResponse
+	51,  // 144: keyplane.v1.AdminService.RotateClientSecret:output_type -> keyplane.v1.RotateClientSecretResponse
+	53,  // 145: keyplane.v1.AdminService.RevokeCredential:output_type -> keyplane.v1.RevokeCredentialResponse
+	55,  // 146: keyplane.v1.AdminService.ListCredentials:output_type -> keyplane.v1.ListCredentialsResponse
+	57,  // 147: keyplane.v1.AdminService.ListSessions:output_type -> keyplane.v1.ListSessionsResponse
+	59,  // 148: keyplane.v1.AdminService.SetPassword:output_type -> keyplane.v1.SetPasswordResponse
+	64,  // 149: keyplane.v1.AdminService.CreateRole:output_type -> keyplane.v1.CreateRoleResponse
+	66,  // 150: keyplane.v1.AdminService.DeleteRole:output_type -> keyplane.v1.DeleteRoleResponse
+	68,  // 151: keyplane.v1.AdminService.CreateGroup:output_type -> keyplane.v1.CreateGroupResponse
+	70,  // 152: keyplane.v1.AdminService.AddGroupMember:output_type -> keyplane.v1.AddGroupMemberResponse
+	72,  // 153: keyplane.v1.AdminService.RemoveGroupMember:output_type -> keyplane.v1.RemoveGroupMemberResponse
+	74,  // 154: keyplane.v1.AdminService.CreateBinding:output_type -> keyplane.v1.CreateBindingResponse
+	76,  // 155: keyplane.v1.AdminService.DeleteBinding:output_type -> keyplane.v1.DeleteBindingResponse
+	87,  // 156: keyplane.v1.AdminService.ListBindings:output_type -> keyplane.v1.ListBindingsResponse
+	39,  // 157: keyplane.v1.AdminService.ListAuditEvents:output_type -> keyplane.v1.ListAuditEventsResponse
+	79,  // 158: keyplane.v1.AdminService.GetChangeRequest:output_type -> keyplane.v1.GetChangeRequestResponse
+	81,  // 159: keyplane.v1.AdminService.ListChangeRequests:output_type -> keyplane.v1.ListChangeRequestsResponse
+	83,  // 160: keyplane.v1.AdminService.ApproveChangeRequest:output_type -> keyplane.v1.ApproveChangeRequestResponse
+	85,  // 161: keyplane.v1.AdminService.DenyChangeRequest:output_type -> keyplane.v1.DenyChangeRequestResponse
+	126, // [126:162] is the sub-list for method output_type
+	90,  // [90:126] is the sub-list for method input_type
+	90,  // [90:90] is the sub-list for extension type_name
+	90,  // [90:90] is the sub-list for extension extendee
+	0,   // [0:90] is the sub-list for field type_name
 }
 
 func init() { file_keyplane_v1_admin_proto_init() }

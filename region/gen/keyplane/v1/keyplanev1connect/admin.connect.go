@@ -220,7 +220,8 @@ type AdminServiceClient interface {
 	// AddGroupMember adds an identity to a group. To a group with an allow binding of a
 	// privileged role, a tenant identity's addition returns a pending change_request.
 	AddGroupMember(context.Context, *connect.Request[v1.AddGroupMemberRequest]) (*connect.Response[v1.AddGroupMemberResponse], error)
-	// RemoveGroupMember removes an identity from a group.
+	// RemoveGroupMember removes an identity from a group. From a group bound to
+	// tenant-admin, a tenant identity's removal returns a pending change_request.
 	RemoveGroupMember(context.Context, *connect.Request[v1.RemoveGroupMemberRequest]) (*connect.Response[v1.RemoveGroupMemberResponse], error)
 	// CreateBinding grants (or, with effect deny, forbids) a role to an identity or group
 	// on a resource scope, optionally with a CEL condition and an expiry. An allow
@@ -798,7 +799,8 @@ type AdminServiceHandler interface {
 	// AddGroupMember adds an identity to a group. To a group with an allow binding of a
 	// privileged role, a tenant identity's addition returns a pending change_request.
 	AddGroupMember(context.Context, *connect.Request[v1.AddGroupMemberRequest]) (*connect.Response[v1.AddGroupMemberResponse], error)
-	// RemoveGroupMember removes an identity from a group.
+	// RemoveGroupMember removes an identity from a group. From a group bound to
+	// tenant-admin, a tenant identity's removal returns a pending change_request.
 	RemoveGroupMember(context.Context, *connect.Request[v1.RemoveGroupMemberRequest]) (*connect.Response[v1.RemoveGroupMemberResponse], error)
 	// CreateBinding grants (or, with effect deny, forbids) a role to an identity or group
 	// on a resource scope, optionally with a CEL condition and an expiry. An allow
