@@ -257,6 +257,12 @@ func TestAdminPermissionMatrix(t *testing.T) {
 		}},
 		{admin("ListBindings"), region.PermBindingsRead, plain(nil)},
 		{admin("ListAuditEvents"), region.PermAuditRead, plain(nil)},
+		// An unknown request: authorized, then not_found (approving a real one also
+		// needs the change's own permissions: TestSecurityTwoPersonChangeControl).
+		{admin("GetChangeRequest"), region.PermChangesApprove, plain(map[string]any{"changeRequestId": "00000000-0000-4000-8000-000000000001"})},
+		{admin("ListChangeRequests"), region.PermChangesApprove, plain(map[string]any{"status": "pending"})},
+		{admin("ApproveChangeRequest"), region.PermChangesApprove, plain(map[string]any{"changeRequestId": "00000000-0000-4000-8000-000000000001"})},
+		{admin("DenyChangeRequest"), region.PermChangesApprove, plain(map[string]any{"changeRequestId": "00000000-0000-4000-8000-000000000001"})},
 		{"/" + keyplanev1connect.AuthServiceName + "/RevokeIdentityTokens", region.PermSessionsRevoke,
 			onTarget(func(x target) map[string]any { return map[string]any{"identityId": x.id} })},
 		{check("Check"), region.PermPerformChecks, onTarget(func(x target) map[string]any {
@@ -621,14 +627,16 @@ func TestSecurityLastTenantAdmin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.tenantAd.CreateBinding(ctx, connect.NewRequest(&keyplanev1.CreateBindingRequest{TenantId: "acme", PrincipalKind: "group",
+	// The operator (break-glass) applies these at once; a tenant admin's would be
+	// change requests (two-person change control, TestSecurityTwoPersonChangeControl).
+	if _, err := f.op.CreateBinding(ctx, connect.NewRequest(&keyplanev1.CreateBindingRequest{TenantId: "acme", PrincipalKind: "group",
 		PrincipalId: g.Msg.Group.Id, RoleId: schema.RoleTenantAdmin, Scope: "*"})); err != nil {
-		t.Fatalf("the tenant admin binding tenant-admin: %v", err)
+		t.Fatalf("binding tenant-admin to the group: %v", err)
 	}
-	if _, err := f.tenantAd.AddGroupMember(ctx, connect.NewRequest(&keyplanev1.AddGroupMemberRequest{TenantId: "acme", GroupId: g.Msg.Group.Id, IdentityId: second})); err != nil {
+	if _, err := f.op.AddGroupMember(ctx, connect.NewRequest(&keyplanev1.AddGroupMemberRequest{TenantId: "acme", GroupId: g.Msg.Group.Id, IdentityId: second})); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.tenantAd.DeleteBinding(ctx, connect.NewRequest(&keyplanev1.DeleteBindingRequest{TenantId: "acme", BindingId: bootBinding})); err != nil {
+	if _, err := f.op.DeleteBinding(ctx, connect.NewRequest(&keyplanev1.DeleteBindingRequest{TenantId: "acme", BindingId: bootBinding})); err != nil {
 		t.Fatalf("removing one of two admins: %v", err)
 	}
 	_, err = f.op.RemoveGroupMember(ctx, connect.NewRequest(&keyplanev1.RemoveGroupMemberRequest{TenantId: "acme", GroupId: g.Msg.Group.Id, IdentityId: second}))

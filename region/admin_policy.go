@@ -23,12 +23,13 @@ func (a *AdminService) CreateRole(ctx context.Context, req *connect.Request[keyp
 	if err != nil {
 		return nil, err
 	}
-	r, rev, err := a.node.store.CreateRole(ctx, change(ctx), sc, schema.Role{Name: m.Name, Description: m.Description, Permissions: m.Permissions, Sensitive: m.Sensitive})
+	r, rev, err := a.node.store.CreateRole(ctx, change(ctx), sc, schema.Role{Name: m.Name, Description: m.Description, Permissions: m.Permissions,
+		Sensitive: m.Sensitive, Privileged: m.Privileged})
 	if err != nil {
 		return nil, err
 	}
 	return connect.NewResponse(&keyplanev1.CreateRoleResponse{PolicyRevision: rev, Role: &keyplanev1.Role{
-		Id: r.ID, Name: r.Name, Description: r.Description, Permissions: r.Permissions, Sensitive: r.Sensitive}}), nil
+		Id: r.ID, Name: r.Name, Description: r.Description, Permissions: r.Permissions, Sensitive: r.Sensitive, Privileged: r.Privileged}}), nil
 }
 
 func (a *AdminService) DeleteRole(ctx context.Context, req *connect.Request[keyplanev1.DeleteRoleRequest]) (*connect.Response[keyplanev1.DeleteRoleResponse], error) {
@@ -58,6 +59,12 @@ func (a *AdminService) CreateGroup(ctx context.Context, req *connect.Request[key
 }
 
 func (a *AdminService) AddGroupMember(ctx context.Context, req *connect.Request[keyplanev1.AddGroupMemberRequest]) (*connect.Response[keyplanev1.AddGroupMemberResponse], error) {
+	if cr, err := a.requestMembership(ctx, req.Msg.TenantId, req.Msg.GroupId, req.Msg.IdentityId, true); err != nil || cr != nil {
+		if err != nil {
+			return nil, err
+		}
+		return connect.NewResponse(&keyplanev1.AddGroupMemberResponse{ChangeRequest: cr}), nil
+	}
 	rev, err := a.setMembership(ctx, req.Msg.TenantId, req.Msg.GroupId, req.Msg.IdentityId, true)
 	if err != nil {
 		return nil, err
@@ -66,11 +73,42 @@ func (a *AdminService) AddGroupMember(ctx context.Context, req *connect.Request[
 }
 
 func (a *AdminService) RemoveGroupMember(ctx context.Context, req *connect.Request[keyplanev1.RemoveGroupMemberRequest]) (*connect.Response[keyplanev1.RemoveGroupMemberResponse], error) {
+	if cr, err := a.requestMembership(ctx, req.Msg.TenantId, req.Msg.GroupId, req.Msg.IdentityId, false); err != nil || cr != nil {
+		if err != nil {
+			return nil, err
+		}
+		return connect.NewResponse(&keyplanev1.RemoveGroupMemberResponse{ChangeRequest: cr}), nil
+	}
 	rev, err := a.setMembership(ctx, req.Msg.TenantId, req.Msg.GroupId, req.Msg.IdentityId, false)
 	if err != nil {
 		return nil, err
 	}
 	return connect.NewResponse(&keyplanev1.RemoveGroupMemberResponse{PolicyRevision: rev}), nil
+}
+
+// requestMembership returns a pending change request (and applies nothing) when a
+// tenant identity's membership change needs a second person's approval
+// (groupNeedsApproval), after checking the caller may make it; nil when it does not.
+func (a *AdminService) requestMembership(ctx context.Context, tenantID, groupID, identityID string, add bool) (*keyplanev1.ChangeRequest, error) {
+	c := callerOf(ctx)
+	if c.operator() {
+		return nil, nil
+	}
+	sc, err := a.scope(ctx, tenantID)
+	if err != nil {
+		return nil, err
+	}
+	if wait, err := a.node.groupNeedsApproval(ctx, c, sc, groupID, add); err != nil || !wait {
+		return nil, err
+	}
+	if _, err := a.node.mayChangeMembership(ctx, c, sc, groupID, add); err != nil {
+		return nil, err
+	}
+	kind := schema.ChangeGroupRemoveMember
+	if add {
+		kind = schema.ChangeGroupAddMember
+	}
+	return a.node.requestChange(ctx, c, sc, schema.ChangeRequest{Kind: kind, GroupID: groupID, IdentityID: identityID})
 }
 
 func (a *AdminService) setMembership(ctx context.Context, tenantID, groupID, identityID string, member bool) (int64, error) {
@@ -117,12 +155,23 @@ func (a *AdminService) CreateBinding(ctx context.Context, req *connect.Request[k
 	if err != nil {
 		return nil, err
 	}
-	judged, err := a.node.mayWriteBinding(ctx, callerOf(ctx), sc.TenantID, m.RoleId, m.Scope, effect, false)
+	c := callerOf(ctx)
+	judged, err := a.node.mayWriteBinding(ctx, c, sc.TenantID, m.RoleId, m.Scope, effect, false)
 	if err != nil {
 		return nil, err
 	}
-	b, rev, err := a.node.store.CreateBinding(ctx, change(ctx), sc.JudgedAt(judged), schema.Binding{Effect: string(effect), PrincipalKind: m.PrincipalKind,
-		PrincipalID: m.PrincipalId, RoleID: m.RoleId, Scope: m.Scope, Condition: m.Condition, ExpiresAt: expires, Justification: m.Justification})
+	want := schema.Binding{Effect: string(effect), PrincipalKind: m.PrincipalKind,
+		PrincipalID: m.PrincipalId, RoleID: m.RoleId, Scope: m.Scope, Condition: m.Condition, ExpiresAt: expires, Justification: m.Justification}
+	if wait, err := a.node.needsApproval(ctx, c, sc.TenantID, m.RoleId, effect); err != nil {
+		return nil, err
+	} else if wait {
+		cr, err := a.node.requestChange(ctx, c, sc, schema.ChangeRequest{Kind: schema.ChangeBindingCreate, Binding: want})
+		if err != nil {
+			return nil, err
+		}
+		return connect.NewResponse(&keyplanev1.CreateBindingResponse{ChangeRequest: cr}), nil
+	}
+	b, rev, err := a.node.store.CreateBinding(ctx, change(ctx), sc.JudgedAt(judged), want)
 	if err != nil {
 		return nil, err
 	}
@@ -134,9 +183,24 @@ func (a *AdminService) DeleteBinding(ctx context.Context, req *connect.Request[k
 	if err != nil {
 		return nil, err
 	}
-	judged, err := a.node.mayDeleteBinding(ctx, callerOf(ctx), sc, req.Msg.BindingId)
+	c := callerOf(ctx)
+	judged, err := a.node.mayDeleteBinding(ctx, c, sc, req.Msg.BindingId)
 	if err != nil {
 		return nil, err
+	}
+	if !c.operator() {
+		// Removing a tenant admin waits for a second person.
+		b, err := a.node.bindingOf(ctx, sc, req.Msg.BindingId)
+		if err != nil {
+			return nil, err
+		}
+		if b.RoleID == schema.RoleTenantAdmin {
+			cr, err := a.node.requestChange(ctx, c, sc, schema.ChangeRequest{Kind: schema.ChangeBindingDelete, Binding: b})
+			if err != nil {
+				return nil, err
+			}
+			return connect.NewResponse(&keyplanev1.DeleteBindingResponse{ChangeRequest: cr}), nil
+		}
 	}
 	rev, err := a.node.store.DeleteBinding(ctx, change(ctx), sc.JudgedAt(judged), req.Msg.BindingId)
 	if err != nil {

@@ -86,7 +86,8 @@ type authority struct {
 	// sensitive marks a procedure a human may call only with a recent second factor
 	// (requireStepUp): binding roles and adding group members, minting, rotating or
 	// revoking credentials of another identity (revoking a TOTP resets MFA), setting
-	// passwords, widening a client's allow-lists, approving elevations.
+	// passwords, widening a client's allow-lists, approving elevations and change
+	// requests.
 	sensitive bool
 }
 
@@ -139,6 +140,13 @@ var authorities = func() map[string]authority {
 		admin("DeleteBinding"):      tenant(PermBindingsWrite, onScope, false),
 		admin("ListBindings"):       tenant(PermBindingsRead, onTenant, false),
 		admin("ListAuditEvents"):    tenant(PermAuditRead, onTenant, false),
+		// Two-person change control: approving applies a privileged change, so a
+		// human approver steps up; the approver must also pass the no-escalation
+		// rule for the change (checked by the handler).
+		admin("GetChangeRequest"):     tenant(PermChangesApprove, onTenant, false),
+		admin("ListChangeRequests"):   tenant(PermChangesApprove, onTenant, false),
+		admin("ApproveChangeRequest"): tenant(PermChangesApprove, onTenant, true),
+		admin("DenyChangeRequest"):    tenant(PermChangesApprove, onTenant, false),
 
 		auth("ExchangeAPIKey"): public,
 		auth("Login"):          public,
@@ -161,6 +169,7 @@ var authorities = func() map[string]authority {
 		elev("DenyElevation"):         tenant(PermApproveElevations, inHandler, false),
 		elev("EndElevation"):          tenant("", self, false),
 		elev("GetElevation"):          tenant(PermApproveElevations, self, false),
+		elev("ListElevations"):        tenant(PermApproveElevations, self, false),
 	}
 }()
 

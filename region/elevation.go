@@ -225,6 +225,34 @@ func (e *ElevationService) GetElevation(ctx context.Context, req *connect.Reques
 	return connect.NewResponse(&keyplanev1.GetElevationResponse{Elevation: elevationToProto(el)}), nil
 }
 
+func (e *ElevationService) ListElevations(ctx context.Context, req *connect.Request[keyplanev1.ListElevationsRequest]) (*connect.Response[keyplanev1.ListElevationsResponse], error) {
+	m := req.Msg
+	t, c, err := e.caller(ctx, req.Header().Get("Authorization"), m.TenantId)
+	if err != nil {
+		return nil, err
+	}
+	// GetElevation's rule: whoever may decide elevations sees them all; anyone else
+	// only the ones it requested or approved.
+	party := ""
+	if !c.operator() {
+		if err := e.node.requirePermission(ctx, t, c, PermApproveElevations); err != nil {
+			if connect.CodeOf(err) != connect.CodePermissionDenied {
+				return nil, err
+			}
+			party = c.identityID
+		}
+	}
+	els, next, err := e.node.store.ListElevations(ctx, t.Scope(), m.Status, party, schema.Page{Size: int(m.PageSize), Token: m.PageToken})
+	if err != nil {
+		return nil, err
+	}
+	out := &keyplanev1.ListElevationsResponse{NextPageToken: next}
+	for _, el := range els {
+		out.Elevations = append(out.Elevations, elevationToProto(el))
+	}
+	return connect.NewResponse(out), nil
+}
+
 func elevationToProto(e schema.Elevation) *keyplanev1.Elevation {
 	return &keyplanev1.Elevation{Id: e.ID, RequesterId: e.RequesterID, RoleId: e.RoleID, Scope: e.Scope, Duration: durationpb.New(e.Duration),
 		Justification: e.Justification, Status: e.Status, ApproverId: e.ApproverID, BindingId: e.BindingID,

@@ -105,13 +105,13 @@ func (c *policyCache) usable(e *policyEntry, t schema.Tenant, cons consistency) 
 func toAuthzPolicy(p schema.Policy) authz.Policy {
 	out := authz.Policy{Revision: p.Revision, Members: p.Members}
 	for _, r := range schema.BuiltinRoles() {
-		out.Roles = append(out.Roles, authz.Role{ID: r.ID, Name: r.Name, Permissions: r.Permissions, Sensitive: r.Sensitive})
+		out.Roles = append(out.Roles, authz.Role{ID: r.ID, Name: r.Name, Permissions: r.Permissions, Sensitive: r.Sensitive, Privileged: r.Privileged})
 	}
 	for _, r := range p.Roles {
 		if _, builtin := schema.BuiltinRole(r.ID); builtin {
 			continue
 		}
-		out.Roles = append(out.Roles, authz.Role{ID: r.ID, Name: r.Name, Permissions: r.Permissions, Sensitive: r.Sensitive})
+		out.Roles = append(out.Roles, authz.Role{ID: r.ID, Name: r.Name, Permissions: r.Permissions, Sensitive: r.Sensitive, Privileged: r.Privileged})
 	}
 	for _, b := range p.Bindings {
 		out.Bindings = append(out.Bindings, authz.Binding{ID: b.ID, Effect: authz.Effect(b.Effect), PrincipalKind: b.PrincipalKind,

@@ -23,16 +23,18 @@ const (
 	RoleNHIOwner        = "00000000-0000-4000-8000-00000000a005"
 )
 
-// BuiltinRoles returns the built-in roles, a fresh copy each call.
+// BuiltinRoles returns the built-in roles, a fresh copy each call. tenant-admin,
+// identity-manager and access-admin are privileged: a tenant identity binds them
+// only through an approved change request.
 func BuiltinRoles() []Role {
 	return []Role{
-		{ID: RoleTenantAdmin, Name: "tenant-admin", Sensitive: true,
+		{ID: RoleTenantAdmin, Name: "tenant-admin", Sensitive: true, Privileged: true,
 			Description: "Owns the tenant: every permission, keyplane's own (iam.*) and the tenant's applications'.",
 			Permissions: []string{"*"}},
-		{ID: RoleIdentityManager, Name: "identity-manager", Sensitive: true,
+		{ID: RoleIdentityManager, Name: "identity-manager", Sensitive: true, Privileged: true,
 			Description: "Creates, updates and disables identities and manages their credentials and sessions.",
 			Permissions: []string{"iam.identities.*", "iam.credentials.*", "iam.sessions.*"}},
-		{ID: RoleAccessAdmin, Name: "access-admin", Sensitive: true,
+		{ID: RoleAccessAdmin, Name: "access-admin", Sensitive: true, Privileged: true,
 			Description: "Manages roles, groups and bindings, reviews access and approves elevations.",
 			Permissions: []string{"iam.roles.*", "iam.groups.*", "iam.bindings.*", "iam.access.review", "iam.elevations.approve",
 				"iam.identities.read"}},
@@ -72,8 +74,8 @@ func ensureBuiltinRole(ctx context.Context, tx pgx.Tx, sc Scope, id string) erro
 	if !ok {
 		return nil
 	}
-	if _, err := tx.Exec(ctx, `INSERT INTO roles (tenant_id, id, crdb_region, name, description, permissions, sensitive)
-VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING`, sc.TenantID, r.ID, sc.Region, r.Name, r.Description, r.Permissions, r.Sensitive); err != nil {
+	if _, err := tx.Exec(ctx, `INSERT INTO roles (tenant_id, id, crdb_region, name, description, permissions, sensitive, privileged)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING`, sc.TenantID, r.ID, sc.Region, r.Name, r.Description, r.Permissions, r.Sensitive, r.Privileged); err != nil {
 		return fmt.Errorf("write built-in role %s: %w", r.Name, err)
 	}
 	return nil

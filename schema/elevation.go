@@ -108,6 +108,52 @@ func (s *Store) GetElevation(ctx context.Context, sc Scope, id string) (Elevatio
 	return e, classify(err)
 }
 
+// ListElevations pages through the tenant's elevations, oldest first: those of
+// status ("" for all) and, when party is set, only those party requested or approved.
+func (s *Store) ListElevations(ctx context.Context, sc Scope, status, party string, p Page) ([]Elevation, string, error) {
+	limit, err := p.limit()
+	if err != nil {
+		return nil, "", err
+	}
+	switch status {
+	case "", ElevationPending, ElevationActive, ElevationDenied, ElevationEnded:
+	default:
+		return nil, "", fieldErr("status", "must be pending, active, denied or ended, got %q", status)
+	}
+	var after struct {
+		At time.Time `json:"a"`
+		ID string    `json:"i"`
+	}
+	if err := p.decode(&after); err != nil {
+		return nil, "", err
+	}
+	if after.ID != "" {
+		if _, err := parseID("page_token", after.ID); err != nil {
+			return nil, "", err
+		}
+	} else {
+		after.ID = "00000000-0000-0000-0000-000000000000"
+	}
+	rows, err := s.pool.Query(ctx, `SELECT `+elevationColumns+` FROM elevations
+WHERE crdb_region = $1 AND tenant_id = $2 AND (created_at, id) > ($3, $4::UUID) AND ($5 = '' OR status = $5)
+  AND ($6 = '' OR requester_id::TEXT = $6 OR approver_id::TEXT = $6)
+ORDER BY created_at, id LIMIT $7`, sc.Region, sc.TenantID, after.At, after.ID, status, party, limit+1)
+	if err != nil {
+		return nil, "", classify(err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Elevation, error) { return scanElevation(r) })
+	if err != nil {
+		return nil, "", classify(err)
+	}
+	next := ""
+	if len(out) > limit {
+		out = out[:limit]
+		after.At, after.ID = out[limit-1].CreatedAt, out[limit-1].ID
+		next = encodeToken(after)
+	}
+	return out, next, nil
+}
+
 // DecideElevation approves (creating the expiring binding) or denies a pending
 // elevation. The approver must differ from the requester; the caller has checked that
 // the approver may decide it, judged on the policy at revision atRevision: an approval

@@ -22,6 +22,9 @@ type Role struct {
 	Description string
 	Permissions []string
 	Sensitive   bool // decisions using it are logged synchronously
+	// Privileged: a tenant identity binds it only through a change request another
+	// identity approves (two-person change control, docs/administration.md).
+	Privileged bool
 }
 
 // Group holds identities.
@@ -110,14 +113,14 @@ func (s *Store) LoadPolicy(ctx context.Context, sc Scope) (Policy, error) {
 		if err := tx.QueryRow(ctx, `SELECT policy_revision FROM tenants WHERE id = $1`, sc.TenantID).Scan(&p.Revision); err != nil {
 			return fmt.Errorf("read revision: %w", err)
 		}
-		rows, err := tx.Query(ctx, `SELECT id::TEXT, name, description, permissions, sensitive FROM roles
+		rows, err := tx.Query(ctx, `SELECT id::TEXT, name, description, permissions, sensitive, privileged FROM roles
 WHERE crdb_region = $1 AND tenant_id = $2`, sc.Region, sc.TenantID)
 		if err != nil {
 			return fmt.Errorf("read roles: %w", err)
 		}
 		if p.Roles, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Role, error) {
 			var x Role
-			return x, r.Scan(&x.ID, &x.Name, &x.Description, &x.Permissions, &x.Sensitive)
+			return x, r.Scan(&x.ID, &x.Name, &x.Description, &x.Permissions, &x.Sensitive, &x.Privileged)
 		}); err != nil {
 			return fmt.Errorf("read roles: %w", err)
 		}
@@ -174,10 +177,10 @@ func (s *Store) CreateRole(ctx context.Context, c Change, sc Scope, r Role) (Rol
 	}
 	var out Role
 	rev, err := s.policyChange(ctx, c, sc, func(tx pgx.Tx) (audit, error) {
-		err := tx.QueryRow(ctx, `INSERT INTO roles (tenant_id, crdb_region, name, description, permissions, sensitive)
-VALUES ($1, $2, $3, $4, $5, $6) RETURNING id::TEXT, name, description, permissions, sensitive`,
-			sc.TenantID, sc.Region, r.Name, r.Description, r.Permissions, r.Sensitive).
-			Scan(&out.ID, &out.Name, &out.Description, &out.Permissions, &out.Sensitive)
+		err := tx.QueryRow(ctx, `INSERT INTO roles (tenant_id, crdb_region, name, description, permissions, sensitive, privileged)
+VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id::TEXT, name, description, permissions, sensitive, privileged`,
+			sc.TenantID, sc.Region, r.Name, r.Description, r.Permissions, r.Sensitive, r.Privileged).
+			Scan(&out.ID, &out.Name, &out.Description, &out.Permissions, &out.Sensitive, &out.Privileged)
 		if err != nil {
 			if errors.Is(classify(err), ErrConflict) {
 				return audit{}, fieldErrConflict("name", "a role named %q exists", r.Name)
@@ -185,7 +188,7 @@ VALUES ($1, $2, $3, $4, $5, $6) RETURNING id::TEXT, name, description, permissio
 			return audit{}, fmt.Errorf("insert role: %w", err)
 		}
 		return audit{action: "role.create", targetKind: "role", targetID: out.ID,
-			after: map[string]any{"name": out.Name, "permissions": out.Permissions, "sensitive": out.Sensitive}}, nil
+			after: map[string]any{"name": out.Name, "permissions": out.Permissions, "sensitive": out.Sensitive, "privileged": out.Privileged}}, nil
 	})
 	return out, rev, err
 }
@@ -247,38 +250,51 @@ func (s *Store) SetMembership(ctx context.Context, c Change, sc Scope, groupID, 
 	}
 	return s.policyChange(ctx, c, sc, func(tx pgx.Tx) (audit, error) {
 		if !member {
-			err := keepsTenantAdmin(ctx, tx, sc, func() error {
-				tag, err := tx.Exec(ctx, `DELETE FROM group_members WHERE crdb_region = $1 AND tenant_id = $2 AND group_id = $3 AND identity_id = $4`,
-					sc.Region, sc.TenantID, groupID, identityID)
-				if err != nil {
-					return fmt.Errorf("remove member: %w", err)
-				}
-				if tag.RowsAffected() == 0 {
-					return fmt.Errorf("%w: identity %s is not a member of group %s", ErrNotFound, identityID, groupID)
-				}
-				return nil
-			})
-			if err != nil {
+			if err := removeMember(ctx, tx, sc, groupID, identityID); err != nil {
 				return audit{}, err
 			}
 			return audit{action: "group.remove_member", targetKind: "group", targetID: groupID, after: map[string]any{"identity_id": identityID}}, nil
 		}
-		if _, err := getIdentity(ctx, tx, sc, identityID, ""); err != nil {
-			return audit{}, fieldErr("identity_id", "no identity %s in tenant %q", identityID, sc.TenantID)
-		}
-		_, err := tx.Exec(ctx, `INSERT INTO group_members (tenant_id, crdb_region, group_id, identity_id) VALUES ($1, $2, $3, $4)`,
-			sc.TenantID, sc.Region, groupID, identityID)
-		if err != nil {
-			switch cerr := classify(err); {
-			case errors.Is(cerr, ErrConflict):
-				return audit{}, fieldErrConflict("identity_id", "identity %s is already a member", identityID)
-			case errors.Is(cerr, ErrNotFound):
-				return audit{}, fieldErr("group_id", "no group %s in tenant %q", groupID, sc.TenantID)
-			}
-			return audit{}, fmt.Errorf("add member: %w", err)
+		if err := addMember(ctx, tx, sc, groupID, identityID); err != nil {
+			return audit{}, err
 		}
 		return audit{action: "group.add_member", targetKind: "group", targetID: groupID, after: map[string]any{"identity_id": identityID}}, nil
 	})
+}
+
+// removeMember removes identityID from groupID inside tx (SetMembership,
+// ApproveChangeRequest), refusing to leave the tenant without a tenant admin.
+func removeMember(ctx context.Context, tx pgx.Tx, sc Scope, groupID, identityID string) error {
+	return keepsTenantAdmin(ctx, tx, sc, func() error {
+		tag, err := tx.Exec(ctx, `DELETE FROM group_members WHERE crdb_region = $1 AND tenant_id = $2 AND group_id = $3 AND identity_id = $4`,
+			sc.Region, sc.TenantID, groupID, identityID)
+		if err != nil {
+			return fmt.Errorf("remove member: %w", err)
+		}
+		if tag.RowsAffected() == 0 {
+			return fmt.Errorf("%w: identity %s is not a member of group %s", ErrNotFound, identityID, groupID)
+		}
+		return nil
+	})
+}
+
+// addMember adds identityID to groupID inside tx (SetMembership, ApproveChangeRequest).
+func addMember(ctx context.Context, tx pgx.Tx, sc Scope, groupID, identityID string) error {
+	if _, err := getIdentity(ctx, tx, sc, identityID, ""); err != nil {
+		return fieldErr("identity_id", "no identity %s in tenant %q", identityID, sc.TenantID)
+	}
+	_, err := tx.Exec(ctx, `INSERT INTO group_members (tenant_id, crdb_region, group_id, identity_id) VALUES ($1, $2, $3, $4)`,
+		sc.TenantID, sc.Region, groupID, identityID)
+	if err != nil {
+		switch cerr := classify(err); {
+		case errors.Is(cerr, ErrConflict):
+			return fieldErrConflict("identity_id", "identity %s is already a member", identityID)
+		case errors.Is(cerr, ErrNotFound):
+			return fieldErr("group_id", "no group %s in tenant %q", groupID, sc.TenantID)
+		}
+		return fmt.Errorf("add member: %w", err)
+	}
+	return nil
 }
 
 // CreateBinding grants (or denies) a role. Scope, effect and condition must already be
@@ -295,35 +311,45 @@ func (s *Store) CreateBinding(ctx context.Context, c Change, sc Scope, b Binding
 	}
 	var out Binding
 	rev, err := s.policyChange(ctx, c, sc, func(tx pgx.Tx) (audit, error) {
-		var ok bool
-		q := `SELECT EXISTS (SELECT 1 FROM identities WHERE crdb_region = $1 AND tenant_id = $2 AND id = $3)`
-		if b.PrincipalKind == "group" {
-			q = `SELECT EXISTS (SELECT 1 FROM groups WHERE crdb_region = $1 AND tenant_id = $2 AND id = $3)`
-		}
-		if err := tx.QueryRow(ctx, q, sc.Region, sc.TenantID, b.PrincipalID).Scan(&ok); err != nil {
-			return audit{}, fmt.Errorf("read principal: %w", err)
-		}
-		if !ok {
-			return audit{}, fieldErr("principal_id", "no %s %s in tenant %q", b.PrincipalKind, b.PrincipalID, sc.TenantID)
-		}
-		if err := ensureBuiltinRole(ctx, tx, sc, b.RoleID); err != nil {
-			return audit{}, err
-		}
 		var err error
-		out, err = scanBinding(tx.QueryRow(ctx, `INSERT INTO bindings (tenant_id, crdb_region, effect, principal_kind, principal_id, role_id,
-  scope, condition, expires_at, granted_by, justification)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING `+bindingColumns,
-			sc.TenantID, sc.Region, b.Effect, b.PrincipalKind, b.PrincipalID, b.RoleID, b.Scope, b.Condition, nullTime(b.ExpiresAt),
-			c.Actor, b.Justification))
+		out, err = insertBinding(ctx, tx, sc, c, b)
 		if err != nil {
-			if errors.Is(classify(err), ErrNotFound) {
-				return audit{}, fieldErr("role_id", "no role %s in tenant %q", b.RoleID, sc.TenantID)
-			}
-			return audit{}, fmt.Errorf("insert binding: %w", err)
+			return audit{}, err
 		}
 		return audit{action: "binding.create", targetKind: "binding", targetID: out.ID, after: bindingSummary(out)}, nil
 	})
 	return out, rev, err
+}
+
+// insertBinding writes b inside tx (CreateBinding, ApproveChangeRequest), granted by
+// c's actor, after checking that its principal exists in the tenant.
+func insertBinding(ctx context.Context, tx pgx.Tx, sc Scope, c Change, b Binding) (Binding, error) {
+	var ok bool
+	q := `SELECT EXISTS (SELECT 1 FROM identities WHERE crdb_region = $1 AND tenant_id = $2 AND id = $3)`
+	if b.PrincipalKind == "group" {
+		q = `SELECT EXISTS (SELECT 1 FROM groups WHERE crdb_region = $1 AND tenant_id = $2 AND id = $3)`
+	}
+	if err := tx.QueryRow(ctx, q, sc.Region, sc.TenantID, b.PrincipalID).Scan(&ok); err != nil {
+		return Binding{}, fmt.Errorf("read principal: %w", err)
+	}
+	if !ok {
+		return Binding{}, fieldErr("principal_id", "no %s %s in tenant %q", b.PrincipalKind, b.PrincipalID, sc.TenantID)
+	}
+	if err := ensureBuiltinRole(ctx, tx, sc, b.RoleID); err != nil {
+		return Binding{}, err
+	}
+	out, err := scanBinding(tx.QueryRow(ctx, `INSERT INTO bindings (tenant_id, crdb_region, effect, principal_kind, principal_id, role_id,
+  scope, condition, expires_at, granted_by, justification)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING `+bindingColumns,
+		sc.TenantID, sc.Region, b.Effect, b.PrincipalKind, b.PrincipalID, b.RoleID, b.Scope, b.Condition, nullTime(b.ExpiresAt),
+		c.Actor, b.Justification))
+	if err != nil {
+		if errors.Is(classify(err), ErrNotFound) {
+			return Binding{}, fieldErr("role_id", "no role %s in tenant %q", b.RoleID, sc.TenantID)
+		}
+		return Binding{}, fmt.Errorf("insert binding: %w", err)
+	}
+	return out, nil
 }
 
 func bindingSummary(b Binding) map[string]any {
@@ -346,24 +372,31 @@ func (s *Store) DeleteBinding(ctx context.Context, c Change, sc Scope, id string
 		return 0, err
 	}
 	return s.policyChange(ctx, c, sc, func(tx pgx.Tx) (audit, error) {
-		var before Binding
-		err := keepsTenantAdmin(ctx, tx, sc, func() error {
-			var err error
-			before, err = scanBinding(tx.QueryRow(ctx, `DELETE FROM bindings WHERE crdb_region = $1 AND tenant_id = $2 AND id = $3
-RETURNING `+bindingColumns, sc.Region, sc.TenantID, id))
-			if errors.Is(err, pgx.ErrNoRows) {
-				return fmt.Errorf("%w: binding %s", ErrNotFound, id)
-			}
-			if err != nil {
-				return fmt.Errorf("delete binding: %w", err)
-			}
-			return nil
-		})
+		before, err := removeBinding(ctx, tx, sc, id)
 		if err != nil {
 			return audit{}, err
 		}
 		return audit{action: "binding.delete", targetKind: "binding", targetID: id, before: bindingSummary(before), after: map[string]any{}}, nil
 	})
+}
+
+// removeBinding deletes binding id inside tx (DeleteBinding, ApproveChangeRequest),
+// refusing to leave the tenant without a tenant admin, and returns what it deleted.
+func removeBinding(ctx context.Context, tx pgx.Tx, sc Scope, id string) (Binding, error) {
+	var before Binding
+	err := keepsTenantAdmin(ctx, tx, sc, func() error {
+		var err error
+		before, err = scanBinding(tx.QueryRow(ctx, `DELETE FROM bindings WHERE crdb_region = $1 AND tenant_id = $2 AND id = $3
+RETURNING `+bindingColumns, sc.Region, sc.TenantID, id))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("%w: binding %s", ErrNotFound, id)
+		}
+		if err != nil {
+			return fmt.Errorf("delete binding: %w", err)
+		}
+		return nil
+	})
+	return before, err
 }
 
 // ListRoles, ListGroups and ListBindings list the tenant's policy objects.

@@ -13,7 +13,7 @@ import (
 // foreign keys (crdb_region, tenant_id, …) are ON UPDATE CASCADE, so moving a parent
 // row moves its children, and a child is never moved ahead of its parent.
 var tenantTables = []string{"identities", "roles", "groups", "sessions",
-	"credentials", "bindings", "refresh_tokens", "audit_events", "decisions", "login_throttle", "login_throttle_sources"}
+	"credentials", "bindings", "change_requests", "refresh_tokens", "audit_events", "decisions", "login_throttle", "login_throttle_sources"}
 
 // twoParentTables reference two parent tables: a cascade from one parent would leave
 // the row pointing at the other parent's old partition, so their rows are taken out

@@ -28,6 +28,9 @@ type Role struct {
 	ID, Name    string
 	Permissions []string
 	Sensitive   bool
+	// Privileged: binding it needs a second person's approval (the region's
+	// two-person change control); the engine itself does not read it.
+	Privileged bool
 }
 
 // Binding grants (or, with Effect Deny, withholds) a role's permissions to a

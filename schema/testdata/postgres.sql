@@ -361,3 +361,36 @@ ALTER TABLE audit_events ADD COLUMN IF NOT EXISTS break_glass BOOL NOT NULL DEFA
 -- tenants: how recent a login with a second factor a sensitive call needs
 -- (docs/administration.md). 0: the node's default (serve --step-up-window, 10 minutes).
 ALTER TABLE tenants ADD COLUMN IF NOT EXISTS step_up_window_seconds INT8 NOT NULL DEFAULT 0;
+
+-- migration 0008 change_control
+-- 0008 Two-person change control: privileged roles and change requests.
+
+-- roles: a privileged role is bound only through a change request another identity
+-- approves (docs/administration.md, "Two-person change control"). Not the same as
+-- sensitive (decisions logged synchronously).
+ALTER TABLE roles ADD COLUMN IF NOT EXISTS privileged BOOL NOT NULL DEFAULT false;
+
+-- change_requests: a change a tenant identity asked for that waits for a second
+-- identity's approval. change is the exact change as JSON (the binding to create, the
+-- id and summary of the binding to delete, or the group and the identity to add or remove).
+-- A pending request past expires_at is read as expired; decided_by is the approver's
+-- (or denier's) audit actor.
+CREATE TABLE IF NOT EXISTS change_requests (
+    tenant_id    TEXT NOT NULL REFERENCES tenants (id),
+    id           UUID NOT NULL DEFAULT gen_random_uuid(),
+    crdb_region  crdb_internal_region NOT NULL,
+    kind         TEXT NOT NULL,
+    change       JSONB NOT NULL,
+    requester_id UUID NOT NULL,
+    requested_by TEXT NOT NULL,
+    status       TEXT NOT NULL DEFAULT 'pending',
+    created_at   TIMESTAMPTZ NOT NULL,
+    expires_at   TIMESTAMPTZ NOT NULL,
+    decided_by   TEXT NOT NULL DEFAULT '',
+    decided_at   TIMESTAMPTZ,
+    PRIMARY KEY (crdb_region, tenant_id, id),
+    CONSTRAINT change_requests_requester FOREIGN KEY (crdb_region, tenant_id, requester_id) REFERENCES identities (crdb_region, tenant_id, id) ON UPDATE CASCADE,
+    CONSTRAINT change_requests_kind CHECK (kind IN ('binding.create', 'binding.delete', 'group.add_member', 'group.remove_member')),
+    CONSTRAINT change_requests_status CHECK (status IN ('pending', 'approved', 'denied'))
+);
+CREATE INDEX IF NOT EXISTS change_requests_created_idx ON change_requests (tenant_id, created_at, id);

@@ -3850,12 +3850,14 @@ func (x *SetPasswordResponse) GetCredential() *Credential {
 }
 
 type Role struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	Description   string                 `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
-	Permissions   []string               `protobuf:"bytes,4,rep,name=permissions,proto3" json:"permissions,omitempty"`
-	Sensitive     bool                   `protobuf:"varint,5,opt,name=sensitive,proto3" json:"sensitive,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Id          string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name        string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Description string                 `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
+	Permissions []string               `protobuf:"bytes,4,rep,name=permissions,proto3" json:"permissions,omitempty"`
+	Sensitive   bool                   `protobuf:"varint,5,opt,name=sensitive,proto3" json:"sensitive,omitempty"`
+	// Binding it needs an approved change request (two-person change control).
+	Privileged    bool `protobuf:"varint,6,opt,name=privileged,proto3" json:"privileged,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3921,6 +3923,13 @@ func (x *Role) GetPermissions() []string {
 func (x *Role) GetSensitive() bool {
 	if x != nil {
 		return x.Sensitive
+	}
+	return false
+}
+
+func (x *Role) GetPrivileged() bool {
+	if x != nil {
+		return x.Privileged
 	}
 	return false
 }
@@ -4121,12 +4130,16 @@ func (x *Binding) GetCreateTime() *timestamppb.Timestamp {
 }
 
 type CreateRoleRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	TenantId      string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
-	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	Description   string                 `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
-	Permissions   []string               `protobuf:"bytes,4,rep,name=permissions,proto3" json:"permissions,omitempty"`
-	Sensitive     bool                   `protobuf:"varint,5,opt,name=sensitive,proto3" json:"sensitive,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	TenantId    string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	Name        string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Description string                 `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
+	Permissions []string               `protobuf:"bytes,4,rep,name=permissions,proto3" json:"permissions,omitempty"`
+	// Decisions using the role are logged synchronously.
+	Sensitive bool `protobuf:"varint,5,opt,name=sensitive,proto3" json:"sensitive,omitempty"`
+	// A tenant identity binds the role only through a change request that another
+	// identity holding iam.changes.approve approves (two-person change control).
+	Privileged    bool `protobuf:"varint,6,opt,name=privileged,proto3" json:"privileged,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4192,6 +4205,13 @@ func (x *CreateRoleRequest) GetPermissions() []string {
 func (x *CreateRoleRequest) GetSensitive() bool {
 	if x != nil {
 		return x.Sensitive
+	}
+	return false
+}
+
+func (x *CreateRoleRequest) GetPrivileged() bool {
+	if x != nil {
+		return x.Privileged
 	}
 	return false
 }
@@ -4527,8 +4547,11 @@ func (x *AddGroupMemberRequest) GetIdentityId() string {
 type AddGroupMemberResponse struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	PolicyRevision int64                  `protobuf:"varint,1,opt,name=policy_revision,json=policyRevision,proto3" json:"policy_revision,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The pending change request when the group is bound to a privileged role and
+	// the caller is a tenant identity: the identity is added once it is approved.
+	ChangeRequest *ChangeRequest `protobuf:"bytes,2,opt,name=change_request,json=changeRequest,proto3" json:"change_request,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AddGroupMemberResponse) Reset() {
@@ -4566,6 +4589,13 @@ func (x *AddGroupMemberResponse) GetPolicyRevision() int64 {
 		return x.PolicyRevision
 	}
 	return 0
+}
+
+func (x *AddGroupMemberResponse) GetChangeRequest() *ChangeRequest {
+	if x != nil {
+		return x.ChangeRequest
+	}
+	return nil
 }
 
 type RemoveGroupMemberRequest struct {
@@ -4631,8 +4661,11 @@ func (x *RemoveGroupMemberRequest) GetIdentityId() string {
 type RemoveGroupMemberResponse struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	PolicyRevision int64                  `protobuf:"varint,1,opt,name=policy_revision,json=policyRevision,proto3" json:"policy_revision,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The pending change request when the group is bound to tenant-admin and the caller
+	// is a tenant identity (removing a tenant admin): the member stays until approved.
+	ChangeRequest *ChangeRequest `protobuf:"bytes,2,opt,name=change_request,json=changeRequest,proto3" json:"change_request,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RemoveGroupMemberResponse) Reset() {
@@ -4670,6 +4703,13 @@ func (x *RemoveGroupMemberResponse) GetPolicyRevision() int64 {
 		return x.PolicyRevision
 	}
 	return 0
+}
+
+func (x *RemoveGroupMemberResponse) GetChangeRequest() *ChangeRequest {
+	if x != nil {
+		return x.ChangeRequest
+	}
+	return nil
 }
 
 type CreateBindingRequest struct {
@@ -4782,11 +4822,14 @@ func (x *CreateBindingRequest) GetJustification() string {
 }
 
 type CreateBindingResponse struct {
-	state          protoimpl.MessageState `protogen:"open.v1"`
-	Binding        *Binding               `protobuf:"bytes,1,opt,name=binding,proto3" json:"binding,omitempty"`
-	PolicyRevision int64                  `protobuf:"varint,2,opt,name=policy_revision,json=policyRevision,proto3" json:"policy_revision,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Absent when the binding waits for approval (change_request is set).
+	Binding        *Binding `protobuf:"bytes,1,opt,name=binding,proto3" json:"binding,omitempty"`
+	PolicyRevision int64    `protobuf:"varint,2,opt,name=policy_revision,json=policyRevision,proto3" json:"policy_revision,omitempty"`
+	// The pending change request when the binding needs a second person's approval.
+	ChangeRequest *ChangeRequest `protobuf:"bytes,3,opt,name=change_request,json=changeRequest,proto3" json:"change_request,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateBindingResponse) Reset() {
@@ -4831,6 +4874,13 @@ func (x *CreateBindingResponse) GetPolicyRevision() int64 {
 		return x.PolicyRevision
 	}
 	return 0
+}
+
+func (x *CreateBindingResponse) GetChangeRequest() *ChangeRequest {
+	if x != nil {
+		return x.ChangeRequest
+	}
+	return nil
 }
 
 type DeleteBindingRequest struct {
@@ -4888,8 +4938,11 @@ func (x *DeleteBindingRequest) GetBindingId() string {
 type DeleteBindingResponse struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	PolicyRevision int64                  `protobuf:"varint,1,opt,name=policy_revision,json=policyRevision,proto3" json:"policy_revision,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The pending change request when the removal needs a second person's approval;
+	// the binding then still exists.
+	ChangeRequest *ChangeRequest `protobuf:"bytes,2,opt,name=change_request,json=changeRequest,proto3" json:"change_request,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DeleteBindingResponse) Reset() {
@@ -4929,6 +4982,574 @@ func (x *DeleteBindingResponse) GetPolicyRevision() int64 {
 	return 0
 }
 
+func (x *DeleteBindingResponse) GetChangeRequest() *ChangeRequest {
+	if x != nil {
+		return x.ChangeRequest
+	}
+	return nil
+}
+
+// ChangeRequest is a change that waits for a second identity's approval.
+type ChangeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// "binding.create", "binding.delete", "group.add_member" or "group.remove_member".
+	Kind string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	// binding.create: the binding to create (no id yet); binding.delete: the binding to
+	// remove, as it was when requested.
+	Binding *Binding `protobuf:"bytes,3,opt,name=binding,proto3" json:"binding,omitempty"`
+	// The requesting identity.
+	RequesterId string `protobuf:"bytes,4,opt,name=requester_id,json=requesterId,proto3" json:"requester_id,omitempty"`
+	// "pending", "approved", "denied" or "expired".
+	Status     string                 `protobuf:"bytes,5,opt,name=status,proto3" json:"status,omitempty"`
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	// The audit actor that decided it ("identity:<uuid>", or "operator").
+	DecidedBy  string                 `protobuf:"bytes,8,opt,name=decided_by,json=decidedBy,proto3" json:"decided_by,omitempty"`
+	DecideTime *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=decide_time,json=decideTime,proto3" json:"decide_time,omitempty"`
+	// group.add_member, group.remove_member: the group (bound to a privileged role, or
+	// to tenant-admin) and the identity to add or remove.
+	GroupId       string `protobuf:"bytes,10,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	IdentityId    string `protobuf:"bytes,11,opt,name=identity_id,json=identityId,proto3" json:"identity_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChangeRequest) Reset() {
+	*x = ChangeRequest{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[71]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChangeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChangeRequest) ProtoMessage() {}
+
+func (x *ChangeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[71]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChangeRequest.ProtoReflect.Descriptor instead.
+func (*ChangeRequest) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{71}
+}
+
+func (x *ChangeRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ChangeRequest) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *ChangeRequest) GetBinding() *Binding {
+	if x != nil {
+		return x.Binding
+	}
+	return nil
+}
+
+func (x *ChangeRequest) GetRequesterId() string {
+	if x != nil {
+		return x.RequesterId
+	}
+	return ""
+}
+
+func (x *ChangeRequest) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *ChangeRequest) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *ChangeRequest) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
+func (x *ChangeRequest) GetDecidedBy() string {
+	if x != nil {
+		return x.DecidedBy
+	}
+	return ""
+}
+
+func (x *ChangeRequest) GetDecideTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DecideTime
+	}
+	return nil
+}
+
+func (x *ChangeRequest) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+func (x *ChangeRequest) GetIdentityId() string {
+	if x != nil {
+		return x.IdentityId
+	}
+	return ""
+}
+
+type GetChangeRequestRequest struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	TenantId        string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	ChangeRequestId string                 `protobuf:"bytes,2,opt,name=change_request_id,json=changeRequestId,proto3" json:"change_request_id,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *GetChangeRequestRequest) Reset() {
+	*x = GetChangeRequestRequest{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[72]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetChangeRequestRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetChangeRequestRequest) ProtoMessage() {}
+
+func (x *GetChangeRequestRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[72]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetChangeRequestRequest.ProtoReflect.Descriptor instead.
+func (*GetChangeRequestRequest) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{72}
+}
+
+func (x *GetChangeRequestRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *GetChangeRequestRequest) GetChangeRequestId() string {
+	if x != nil {
+		return x.ChangeRequestId
+	}
+	return ""
+}
+
+type GetChangeRequestResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ChangeRequest *ChangeRequest         `protobuf:"bytes,1,opt,name=change_request,json=changeRequest,proto3" json:"change_request,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetChangeRequestResponse) Reset() {
+	*x = GetChangeRequestResponse{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[73]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetChangeRequestResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetChangeRequestResponse) ProtoMessage() {}
+
+func (x *GetChangeRequestResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[73]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetChangeRequestResponse.ProtoReflect.Descriptor instead.
+func (*GetChangeRequestResponse) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{73}
+}
+
+func (x *GetChangeRequestResponse) GetChangeRequest() *ChangeRequest {
+	if x != nil {
+		return x.ChangeRequest
+	}
+	return nil
+}
+
+type ListChangeRequestsRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	TenantId string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	// "", "pending", "approved", "denied" or "expired".
+	Status string `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`
+	// 1 to 1000; 0 means 100.
+	PageSize int32 `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// From the previous page; pass the same status again.
+	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListChangeRequestsRequest) Reset() {
+	*x = ListChangeRequestsRequest{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[74]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListChangeRequestsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListChangeRequestsRequest) ProtoMessage() {}
+
+func (x *ListChangeRequestsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[74]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListChangeRequestsRequest.ProtoReflect.Descriptor instead.
+func (*ListChangeRequestsRequest) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{74}
+}
+
+func (x *ListChangeRequestsRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *ListChangeRequestsRequest) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *ListChangeRequestsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListChangeRequestsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+type ListChangeRequestsResponse struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ChangeRequests []*ChangeRequest       `protobuf:"bytes,1,rep,name=change_requests,json=changeRequests,proto3" json:"change_requests,omitempty"`
+	NextPageToken  string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ListChangeRequestsResponse) Reset() {
+	*x = ListChangeRequestsResponse{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[75]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListChangeRequestsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListChangeRequestsResponse) ProtoMessage() {}
+
+func (x *ListChangeRequestsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[75]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListChangeRequestsResponse.ProtoReflect.Descriptor instead.
+func (*ListChangeRequestsResponse) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{75}
+}
+
+func (x *ListChangeRequestsResponse) GetChangeRequests() []*ChangeRequest {
+	if x != nil {
+		return x.ChangeRequests
+	}
+	return nil
+}
+
+func (x *ListChangeRequestsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+type ApproveChangeRequestRequest struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	TenantId        string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	ChangeRequestId string                 `protobuf:"bytes,2,opt,name=change_request_id,json=changeRequestId,proto3" json:"change_request_id,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ApproveChangeRequestRequest) Reset() {
+	*x = ApproveChangeRequestRequest{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[76]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApproveChangeRequestRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApproveChangeRequestRequest) ProtoMessage() {}
+
+func (x *ApproveChangeRequestRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[76]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApproveChangeRequestRequest.ProtoReflect.Descriptor instead.
+func (*ApproveChangeRequestRequest) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{76}
+}
+
+func (x *ApproveChangeRequestRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *ApproveChangeRequestRequest) GetChangeRequestId() string {
+	if x != nil {
+		return x.ChangeRequestId
+	}
+	return ""
+}
+
+type ApproveChangeRequestResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ChangeRequest *ChangeRequest         `protobuf:"bytes,1,opt,name=change_request,json=changeRequest,proto3" json:"change_request,omitempty"`
+	// binding.create: the binding made.
+	Binding        *Binding `protobuf:"bytes,2,opt,name=binding,proto3" json:"binding,omitempty"`
+	PolicyRevision int64    `protobuf:"varint,3,opt,name=policy_revision,json=policyRevision,proto3" json:"policy_revision,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ApproveChangeRequestResponse) Reset() {
+	*x = ApproveChangeRequestResponse{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[77]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApproveChangeRequestResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApproveChangeRequestResponse) ProtoMessage() {}
+
+func (x *ApproveChangeRequestResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[77]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApproveChangeRequestResponse.ProtoReflect.Descriptor instead.
+func (*ApproveChangeRequestResponse) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{77}
+}
+
+func (x *ApproveChangeRequestResponse) GetChangeRequest() *ChangeRequest {
+	if x != nil {
+		return x.ChangeRequest
+	}
+	return nil
+}
+
+func (x *ApproveChangeRequestResponse) GetBinding() *Binding {
+	if x != nil {
+		return x.Binding
+	}
+	return nil
+}
+
+func (x *ApproveChangeRequestResponse) GetPolicyRevision() int64 {
+	if x != nil {
+		return x.PolicyRevision
+	}
+	return 0
+}
+
+type DenyChangeRequestRequest struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	TenantId        string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	ChangeRequestId string                 `protobuf:"bytes,2,opt,name=change_request_id,json=changeRequestId,proto3" json:"change_request_id,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *DenyChangeRequestRequest) Reset() {
+	*x = DenyChangeRequestRequest{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[78]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DenyChangeRequestRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DenyChangeRequestRequest) ProtoMessage() {}
+
+func (x *DenyChangeRequestRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[78]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DenyChangeRequestRequest.ProtoReflect.Descriptor instead.
+func (*DenyChangeRequestRequest) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{78}
+}
+
+func (x *DenyChangeRequestRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *DenyChangeRequestRequest) GetChangeRequestId() string {
+	if x != nil {
+		return x.ChangeRequestId
+	}
+	return ""
+}
+
+type DenyChangeRequestResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ChangeRequest *ChangeRequest         `protobuf:"bytes,1,opt,name=change_request,json=changeRequest,proto3" json:"change_request,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DenyChangeRequestResponse) Reset() {
+	*x = DenyChangeRequestResponse{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[79]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DenyChangeRequestResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DenyChangeRequestResponse) ProtoMessage() {}
+
+func (x *DenyChangeRequestResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[79]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DenyChangeRequestResponse.ProtoReflect.Descriptor instead.
+func (*DenyChangeRequestResponse) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{79}
+}
+
+func (x *DenyChangeRequestResponse) GetChangeRequest() *ChangeRequest {
+	if x != nil {
+		return x.ChangeRequest
+	}
+	return nil
+}
+
 type ListBindingsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	TenantId      string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
@@ -4938,7 +5559,7 @@ type ListBindingsRequest struct {
 
 func (x *ListBindingsRequest) Reset() {
 	*x = ListBindingsRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[71]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4950,7 +5571,7 @@ func (x *ListBindingsRequest) String() string {
 func (*ListBindingsRequest) ProtoMessage() {}
 
 func (x *ListBindingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[71]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4963,7 +5584,7 @@ func (x *ListBindingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBindingsRequest.ProtoReflect.Descriptor instead.
 func (*ListBindingsRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{71}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *ListBindingsRequest) GetTenantId() string {
@@ -4982,7 +5603,7 @@ type ListBindingsResponse struct {
 
 func (x *ListBindingsResponse) Reset() {
 	*x = ListBindingsResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[72]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4994,7 +5615,7 @@ func (x *ListBindingsResponse) String() string {
 func (*ListBindingsResponse) ProtoMessage() {}
 
 func (x *ListBindingsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[72]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5007,7 +5628,7 @@ func (x *ListBindingsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBindingsResponse.ProtoReflect.Descriptor instead.
 func (*ListBindingsResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{72}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *ListBindingsResponse) GetBindings() []*Binding {
@@ -5332,13 +5953,16 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\x13SetPasswordResponse\x127\n" +
 	"\n" +
 	"credential\x18\x01 \x01(\v2\x17.keyplane.v1.CredentialR\n" +
-	"credential\"\x8c\x01\n" +
+	"credential\"\xac\x01\n" +
 	"\x04Role\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x03 \x01(\tR\vdescription\x12 \n" +
 	"\vpermissions\x18\x04 \x03(\tR\vpermissions\x12\x1c\n" +
-	"\tsensitive\x18\x05 \x01(\bR\tsensitive\"n\n" +
+	"\tsensitive\x18\x05 \x01(\bR\tsensitive\x12\x1e\n" +
+	"\n" +
+	"privileged\x18\x06 \x01(\bR\n" +
+	"privileged\"n\n" +
 	"\x05Group\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12 \n" +
@@ -5360,13 +5984,16 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\rjustification\x18\n" +
 	" \x01(\tR\rjustification\x12;\n" +
 	"\vcreate_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\"\xa6\x01\n" +
+	"createTime\"\xc6\x01\n" +
 	"\x11CreateRoleRequest\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x03 \x01(\tR\vdescription\x12 \n" +
 	"\vpermissions\x18\x04 \x03(\tR\vpermissions\x12\x1c\n" +
-	"\tsensitive\x18\x05 \x01(\bR\tsensitive\"d\n" +
+	"\tsensitive\x18\x05 \x01(\bR\tsensitive\x12\x1e\n" +
+	"\n" +
+	"privileged\x18\x06 \x01(\bR\n" +
+	"privileged\"d\n" +
 	"\x12CreateRoleResponse\x12%\n" +
 	"\x04role\x18\x01 \x01(\v2\x11.keyplane.v1.RoleR\x04role\x12'\n" +
 	"\x0fpolicy_revision\x18\x02 \x01(\x03R\x0epolicyRevision\"I\n" +
@@ -5388,16 +6015,18 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x19\n" +
 	"\bgroup_id\x18\x02 \x01(\tR\agroupId\x12\x1f\n" +
 	"\videntity_id\x18\x03 \x01(\tR\n" +
-	"identityId\"A\n" +
+	"identityId\"\x84\x01\n" +
 	"\x16AddGroupMemberResponse\x12'\n" +
-	"\x0fpolicy_revision\x18\x01 \x01(\x03R\x0epolicyRevision\"s\n" +
+	"\x0fpolicy_revision\x18\x01 \x01(\x03R\x0epolicyRevision\x12A\n" +
+	"\x0echange_request\x18\x02 \x01(\v2\x1a.keyplane.v1.ChangeRequestR\rchangeRequest\"s\n" +
 	"\x18RemoveGroupMemberRequest\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x19\n" +
 	"\bgroup_id\x18\x02 \x01(\tR\agroupId\x12\x1f\n" +
 	"\videntity_id\x18\x03 \x01(\tR\n" +
-	"identityId\"D\n" +
+	"identityId\"\x87\x01\n" +
 	"\x19RemoveGroupMemberResponse\x12'\n" +
-	"\x0fpolicy_revision\x18\x01 \x01(\x03R\x0epolicyRevision\"\xda\x02\n" +
+	"\x0fpolicy_revision\x18\x01 \x01(\x03R\x0epolicyRevision\x12A\n" +
+	"\x0echange_request\x18\x02 \x01(\v2\x1a.keyplane.v1.ChangeRequestR\rchangeRequest\"\xda\x02\n" +
 	"\x14CreateBindingRequest\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12+\n" +
 	"\x06effect\x18\x02 \x01(\x0e2\x13.keyplane.v1.EffectR\x06effect\x12%\n" +
@@ -5408,16 +6037,62 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\tcondition\x18\a \x01(\tR\tcondition\x12;\n" +
 	"\vexpire_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"expireTime\x12$\n" +
-	"\rjustification\x18\t \x01(\tR\rjustification\"p\n" +
+	"\rjustification\x18\t \x01(\tR\rjustification\"\xb3\x01\n" +
 	"\x15CreateBindingResponse\x12.\n" +
 	"\abinding\x18\x01 \x01(\v2\x14.keyplane.v1.BindingR\abinding\x12'\n" +
-	"\x0fpolicy_revision\x18\x02 \x01(\x03R\x0epolicyRevision\"R\n" +
+	"\x0fpolicy_revision\x18\x02 \x01(\x03R\x0epolicyRevision\x12A\n" +
+	"\x0echange_request\x18\x03 \x01(\v2\x1a.keyplane.v1.ChangeRequestR\rchangeRequest\"R\n" +
 	"\x14DeleteBindingRequest\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x1d\n" +
 	"\n" +
-	"binding_id\x18\x02 \x01(\tR\tbindingId\"@\n" +
+	"binding_id\x18\x02 \x01(\tR\tbindingId\"\x83\x01\n" +
 	"\x15DeleteBindingResponse\x12'\n" +
-	"\x0fpolicy_revision\x18\x01 \x01(\x03R\x0epolicyRevision\"2\n" +
+	"\x0fpolicy_revision\x18\x01 \x01(\x03R\x0epolicyRevision\x12A\n" +
+	"\x0echange_request\x18\x02 \x01(\v2\x1a.keyplane.v1.ChangeRequestR\rchangeRequest\"\xb0\x03\n" +
+	"\rChangeRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12.\n" +
+	"\abinding\x18\x03 \x01(\v2\x14.keyplane.v1.BindingR\abinding\x12!\n" +
+	"\frequester_id\x18\x04 \x01(\tR\vrequesterId\x12\x16\n" +
+	"\x06status\x18\x05 \x01(\tR\x06status\x12;\n" +
+	"\vcreate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\x12;\n" +
+	"\vexpire_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\x12\x1d\n" +
+	"\n" +
+	"decided_by\x18\b \x01(\tR\tdecidedBy\x12;\n" +
+	"\vdecide_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"decideTime\x12\x19\n" +
+	"\bgroup_id\x18\n" +
+	" \x01(\tR\agroupId\x12\x1f\n" +
+	"\videntity_id\x18\v \x01(\tR\n" +
+	"identityId\"b\n" +
+	"\x17GetChangeRequestRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12*\n" +
+	"\x11change_request_id\x18\x02 \x01(\tR\x0fchangeRequestId\"]\n" +
+	"\x18GetChangeRequestResponse\x12A\n" +
+	"\x0echange_request\x18\x01 \x01(\v2\x1a.keyplane.v1.ChangeRequestR\rchangeRequest\"\x8c\x01\n" +
+	"\x19ListChangeRequestsRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x16\n" +
+	"\x06status\x18\x02 \x01(\tR\x06status\x12\x1b\n" +
+	"\tpage_size\x18\x03 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x04 \x01(\tR\tpageToken\"\x89\x01\n" +
+	"\x1aListChangeRequestsResponse\x12C\n" +
+	"\x0fchange_requests\x18\x01 \x03(\v2\x1a.keyplane.v1.ChangeRequestR\x0echangeRequests\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"f\n" +
+	"\x1bApproveChangeRequestRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12*\n" +
+	"\x11change_request_id\x18\x02 \x01(\tR\x0fchangeRequestId\"\xba\x01\n" +
+	"\x1cApproveChangeRequestResponse\x12A\n" +
+	"\x0echange_request\x18\x01 \x01(\v2\x1a.keyplane.v1.ChangeRequestR\rchangeRequest\x12.\n" +
+	"\abinding\x18\x02 \x01(\v2\x14.keyplane.v1.BindingR\abinding\x12'\n" +
+	"\x0fpolicy_revision\x18\x03 \x01(\x03R\x0epolicyRevision\"c\n" +
+	"\x18DenyChangeRequestRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12*\n" +
+	"\x11change_request_id\x18\x02 \x01(\tR\x0fchangeRequestId\"^\n" +
+	"\x19DenyChangeRequestResponse\x12A\n" +
+	"\x0echange_request\x18\x01 \x01(\v2\x1a.keyplane.v1.ChangeRequestR\rchangeRequest\"2\n" +
 	"\x13ListBindingsRequest\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\"H\n" +
 	"\x14ListBindingsResponse\x120\n" +
@@ -5451,7 +6126,7 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\x06Effect\x12\x16\n" +
 	"\x12EFFECT_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fEFFECT_ALLOW\x10\x01\x12\x0f\n" +
-	"\vEFFECT_DENY\x10\x022\xc9\x16\n" +
+	"\vEFFECT_DENY\x10\x022\xec\x19\n" +
 	"\fAdminService\x12U\n" +
 	"\vListRegions\x12\x1f.keyplane.v1.ListRegionsRequest\x1a .keyplane.v1.ListRegionsResponse\"\x03\x90\x02\x01\x12S\n" +
 	"\fCreateTenant\x12 .keyplane.v1.CreateTenantRequest\x1a!.keyplane.v1.CreateTenantResponse\x12O\n" +
@@ -5486,7 +6161,11 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\rCreateBinding\x12!.keyplane.v1.CreateBindingRequest\x1a\".keyplane.v1.CreateBindingResponse\x12V\n" +
 	"\rDeleteBinding\x12!.keyplane.v1.DeleteBindingRequest\x1a\".keyplane.v1.DeleteBindingResponse\x12X\n" +
 	"\fListBindings\x12 .keyplane.v1.ListBindingsRequest\x1a!.keyplane.v1.ListBindingsResponse\"\x03\x90\x02\x01\x12a\n" +
-	"\x0fListAuditEvents\x12#.keyplane.v1.ListAuditEventsRequest\x1a$.keyplane.v1.ListAuditEventsResponse\"\x03\x90\x02\x01B@Z>github.com/keyplane/keyplane/region/gen/keyplane/v1;keyplanev1b\x06proto3"
+	"\x0fListAuditEvents\x12#.keyplane.v1.ListAuditEventsRequest\x1a$.keyplane.v1.ListAuditEventsResponse\"\x03\x90\x02\x01\x12d\n" +
+	"\x10GetChangeRequest\x12$.keyplane.v1.GetChangeRequestRequest\x1a%.keyplane.v1.GetChangeRequestResponse\"\x03\x90\x02\x01\x12j\n" +
+	"\x12ListChangeRequests\x12&.keyplane.v1.ListChangeRequestsRequest\x1a'.keyplane.v1.ListChangeRequestsResponse\"\x03\x90\x02\x01\x12k\n" +
+	"\x14ApproveChangeRequest\x12(.keyplane.v1.ApproveChangeRequestRequest\x1a).keyplane.v1.ApproveChangeRequestResponse\x12b\n" +
+	"\x11DenyChangeRequest\x12%.keyplane.v1.DenyChangeRequestRequest\x1a&.keyplane.v1.DenyChangeRequestResponseB@Z>github.com/keyplane/keyplane/region/gen/keyplane/v1;keyplanev1b\x06proto3"
 
 var (
 	file_keyplane_v1_admin_proto_rawDescOnce sync.Once
@@ -5501,238 +6180,268 @@ func file_keyplane_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_keyplane_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_keyplane_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 73)
+var file_keyplane_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 82)
 var file_keyplane_v1_admin_proto_goTypes = []any{
-	(Residency)(0),                     // 0: keyplane.v1.Residency
-	(SigningAlgorithm)(0),              // 1: keyplane.v1.SigningAlgorithm
-	(Status)(0),                        // 2: keyplane.v1.Status
-	(IdentityKind)(0),                  // 3: keyplane.v1.IdentityKind
-	(CredentialKind)(0),                // 4: keyplane.v1.CredentialKind
-	(Effect)(0),                        // 5: keyplane.v1.Effect
-	(*Region)(nil),                     // 6: keyplane.v1.Region
-	(*Tenant)(nil),                     // 7: keyplane.v1.Tenant
-	(*Identity)(nil),                   // 8: keyplane.v1.Identity
-	(*AuditEvent)(nil),                 // 9: keyplane.v1.AuditEvent
-	(*ListRegionsRequest)(nil),         // 10: keyplane.v1.ListRegionsRequest
-	(*ListRegionsResponse)(nil),        // 11: keyplane.v1.ListRegionsResponse
-	(*CreateTenantRequest)(nil),        // 12: keyplane.v1.CreateTenantRequest
-	(*CreateTenantResponse)(nil),       // 13: keyplane.v1.CreateTenantResponse
-	(*GetTenantRequest)(nil),           // 14: keyplane.v1.GetTenantRequest
-	(*GetTenantResponse)(nil),          // 15: keyplane.v1.GetTenantResponse
-	(*ListTenantsRequest)(nil),         // 16: keyplane.v1.ListTenantsRequest
-	(*ListTenantsResponse)(nil),        // 17: keyplane.v1.ListTenantsResponse
-	(*UpdateTenantRequest)(nil),        // 18: keyplane.v1.UpdateTenantRequest
-	(*UpdateTenantResponse)(nil),       // 19: keyplane.v1.UpdateTenantResponse
-	(*DisableTenantRequest)(nil),       // 20: keyplane.v1.DisableTenantRequest
-	(*DisableTenantResponse)(nil),      // 21: keyplane.v1.DisableTenantResponse
-	(*EnableTenantRequest)(nil),        // 22: keyplane.v1.EnableTenantRequest
-	(*EnableTenantResponse)(nil),       // 23: keyplane.v1.EnableTenantResponse
-	(*RehomeTenantRequest)(nil),        // 24: keyplane.v1.RehomeTenantRequest
-	(*RehomeTenantResponse)(nil),       // 25: keyplane.v1.RehomeTenantResponse
-	(*CreateIdentityRequest)(nil),      // 26: keyplane.v1.CreateIdentityRequest
-	(*CreateIdentityResponse)(nil),     // 27: keyplane.v1.CreateIdentityResponse
-	(*GetIdentityRequest)(nil),         // 28: keyplane.v1.GetIdentityRequest
-	(*GetIdentityResponse)(nil),        // 29: keyplane.v1.GetIdentityResponse
-	(*ListIdentitiesRequest)(nil),      // 30: keyplane.v1.ListIdentitiesRequest
-	(*ListIdentitiesResponse)(nil),     // 31: keyplane.v1.ListIdentitiesResponse
-	(*UpdateIdentityRequest)(nil),      // 32: keyplane.v1.UpdateIdentityRequest
-	(*UpdateIdentityResponse)(nil),     // 33: keyplane.v1.UpdateIdentityResponse
-	(*DisableIdentityRequest)(nil),     // 34: keyplane.v1.DisableIdentityRequest
-	(*DisableIdentityResponse)(nil),    // 35: keyplane.v1.DisableIdentityResponse
-	(*EnableIdentityRequest)(nil),      // 36: keyplane.v1.EnableIdentityRequest
-	(*EnableIdentityResponse)(nil),     // 37: keyplane.v1.EnableIdentityResponse
-	(*ListAuditEventsRequest)(nil),     // 38: keyplane.v1.ListAuditEventsRequest
-	(*ListAuditEventsResponse)(nil),    // 39: keyplane.v1.ListAuditEventsResponse
-	(*Credential)(nil),                 // 40: keyplane.v1.Credential
-	(*Session)(nil),                    // 41: keyplane.v1.Session
-	(*CreateAPIKeyRequest)(nil),        // 42: keyplane.v1.CreateAPIKeyRequest
-	(*CreateAPIKeyResponse)(nil),       // 43: keyplane.v1.CreateAPIKeyResponse
-	(*RotateAPIKeyRequest)(nil),        // 44: keyplane.v1.RotateAPIKeyRequest
-	(*RotateAPIKeyResponse)(nil),       // 45: keyplane.v1.RotateAPIKeyResponse
-	(*CreateClientRequest)(nil),        // 46: keyplane.v1.CreateClientRequest
-	(*CreateClientResponse)(nil),       // 47: keyplane.v1.CreateClientResponse
-	(*UpdateClientRequest)(nil),        // 48: keyplane.v1.UpdateClientRequest
-	(*UpdateClientResponse)(nil),       // 49: keyplane.v1.UpdateClientResponse
-	(*RotateClientSecretRequest)(nil),  // 50: keyplane.v1.RotateClientSecretRequest
-	(*RotateClientSecretResponse)(nil), // 51: keyplane.v1.RotateClientSecretResponse
-	(*RevokeCredentialRequest)(nil),    // 52: keyplane.v1.RevokeCredentialRequest
-	(*RevokeCredentialResponse)(nil),   // 53: keyplane.v1.RevokeCredentialResponse
-	(*ListCredentialsRequest)(nil),     // 54: keyplane.v1.ListCredentialsRequest
-	(*ListCredentialsResponse)(nil),    // 55: keyplane.v1.ListCredentialsResponse
-	(*ListSessionsRequest)(nil),        // 56: keyplane.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),       // 57: keyplane.v1.ListSessionsResponse
-	(*SetPasswordRequest)(nil),         // 58: keyplane.v1.SetPasswordRequest
-	(*SetPasswordResponse)(nil),        // 59: keyplane.v1.SetPasswordResponse
-	(*Role)(nil),                       // 60: keyplane.v1.Role
-	(*Group)(nil),                      // 61: keyplane.v1.Group
-	(*Binding)(nil),                    // 62: keyplane.v1.Binding
-	(*CreateRoleRequest)(nil),          // 63: keyplane.v1.CreateRoleRequest
-	(*CreateRoleResponse)(nil),         // 64: keyplane.v1.CreateRoleResponse
-	(*DeleteRoleRequest)(nil),          // 65: keyplane.v1.DeleteRoleRequest
-	(*DeleteRoleResponse)(nil),         // 66: keyplane.v1.DeleteRoleResponse
-	(*CreateGroupRequest)(nil),         // 67: keyplane.v1.CreateGroupRequest
-	(*CreateGroupResponse)(nil),        // 68: keyplane.v1.CreateGroupResponse
-	(*AddGroupMemberRequest)(nil),      // 69: keyplane.v1.AddGroupMemberRequest
-	(*AddGroupMemberResponse)(nil),     // 70: keyplane.v1.AddGroupMemberResponse
-	(*RemoveGroupMemberRequest)(nil),   // 71: keyplane.v1.RemoveGroupMemberRequest
-	(*RemoveGroupMemberResponse)(nil),  // 72: keyplane.v1.RemoveGroupMemberResponse
-	(*CreateBindingRequest)(nil),       // 73: keyplane.v1.CreateBindingRequest
-	(*CreateBindingResponse)(nil),      // 74: keyplane.v1.CreateBindingResponse
-	(*DeleteBindingRequest)(nil),       // 75: keyplane.v1.DeleteBindingRequest
-	(*DeleteBindingResponse)(nil),      // 76: keyplane.v1.DeleteBindingResponse
-	(*ListBindingsRequest)(nil),        // 77: keyplane.v1.ListBindingsRequest
-	(*ListBindingsResponse)(nil),       // 78: keyplane.v1.ListBindingsResponse
-	(*timestamppb.Timestamp)(nil),      // 79: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),        // 80: google.protobuf.Duration
-	(*structpb.Struct)(nil),            // 81: google.protobuf.Struct
+	(Residency)(0),                       // 0: keyplane.v1.Residency
+	(SigningAlgorithm)(0),                // 1: keyplane.v1.SigningAlgorithm
+	(Status)(0),                          // 2: keyplane.v1.Status
+	(IdentityKind)(0),                    // 3: keyplane.v1.IdentityKind
+	(CredentialKind)(0),                  // 4: keyplane.v1.CredentialKind
+	(Effect)(0),                          // 5: keyplane.v1.Effect
+	(*Region)(nil),                       // 6: keyplane.v1.Region
+	(*Tenant)(nil),                       // 7: keyplane.v1.Tenant
+	(*Identity)(nil),                     // 8: keyplane.v1.Identity
+	(*AuditEvent)(nil),                   // 9: keyplane.v1.AuditEvent
+	(*ListRegionsRequest)(nil),           // 10: keyplane.v1.ListRegionsRequest
+	(*ListRegionsResponse)(nil),          // 11: keyplane.v1.ListRegionsResponse
+	(*CreateTenantRequest)(nil),          // 12: keyplane.v1.CreateTenantRequest
+	(*CreateTenantResponse)(nil),         // 13: keyplane.v1.CreateTenantResponse
+	(*GetTenantRequest)(nil),             // 14: keyplane.v1.GetTenantRequest
+	(*GetTenantResponse)(nil),            // 15: keyplane.v1.GetTenantResponse
+	(*ListTenantsRequest)(nil),           // 16: keyplane.v1.ListTenantsRequest
+	(*ListTenantsResponse)(nil),          // 17: keyplane.v1.ListTenantsResponse
+	(*UpdateTenantRequest)(nil),          // 18: keyplane.v1.UpdateTenantRequest
+	(*UpdateTenantResponse)(nil),         // 19: keyplane.v1.UpdateTenantResponse
+	(*DisableTenantRequest)(nil),         // 20: keyplane.v1.DisableTenantRequest
+	(*DisableTenantResponse)(nil),        // 21: keyplane.v1.DisableTenantResponse
+	(*EnableTenantRequest)(nil),          // 22: keyplane.v1.EnableTenantRequest
+	(*EnableTenantResponse)(nil),         // 23: keyplane.v1.EnableTenantResponse
+	(*RehomeTenantRequest)(nil),          // 24: keyplane.v1.RehomeTenantRequest
+	(*RehomeTenantResponse)(nil),         // 25: keyplane.v1.RehomeTenantResponse
+	(*CreateIdentityRequest)(nil),        // 26: keyplane.v1.CreateIdentityRequest
+	(*CreateIdentityResponse)(nil),       // 27: keyplane.v1.CreateIdentityResponse
+	(*GetIdentityRequest)(nil),           // 28: keyplane.v1.GetIdentityRequest
+	(*GetIdentityResponse)(nil),          // 29: keyplane.v1.GetIdentityResponse
+	(*ListIdentitiesRequest)(nil),        // 30: keyplane.v1.ListIdentitiesRequest
+	(*ListIdentitiesResponse)(nil),       // 31: keyplane.v1.ListIdentitiesResponse
+	(*UpdateIdentityRequest)(nil),        // 32: keyplane.v1.UpdateIdentityRequest
+	(*UpdateIdentityResponse)(nil),       // 33: keyplane.v1.UpdateIdentityResponse
+	(*DisableIdentityRequest)(nil),       // 34: keyplane.v1.DisableIdentityRequest
+	(*DisableIdentityResponse)(nil),      // 35: keyplane.v1.DisableIdentityResponse
+	(*EnableIdentityRequest)(nil),        // 36: keyplane.v1.EnableIdentityRequest
+	(*EnableIdentityResponse)(nil),       // 37: keyplane.v1.EnableIdentityResponse
+	(*ListAuditEventsRequest)(nil),       // 38: keyplane.v1.ListAuditEventsRequest
+	(*ListAuditEventsResponse)(nil),      // 39: keyplane.v1.ListAuditEventsResponse
+	(*Credential)(nil),                   // 40: keyplane.v1.Credential
+	(*Session)(nil),                      // 41: keyplane.v1.Session
+	(*CreateAPIKeyRequest)(nil),          // 42: keyplane.v1.CreateAPIKeyRequest
+	(*CreateAPIKeyResponse)(nil),         // 43: keyplane.v1.CreateAPIKeyResponse
+	(*RotateAPIKeyRequest)(nil),          // 44: keyplane.v1.RotateAPIKeyRequest
+	(*RotateAPIKeyResponse)(nil),         // 45: keyplane.v1.RotateAPIKeyResponse
+	(*CreateClientRequest)(nil),          // 46: keyplane.v1.CreateClientRequest
+	(*CreateClientResponse)(nil),         // 47: keyplane.v1.CreateClientResponse
+	(*UpdateClientRequest)(nil),          // 48: keyplane.v1.UpdateClientRequest
+	(*UpdateClientResponse)(nil),         // 49: keyplane.v1.UpdateClientResponse
+	(*RotateClientSecretRequest)(nil),    // 50: keyplane.v1.RotateClientSecretRequest
+	(*RotateClientSecretResponse)(nil),   // 51: keyplane.v1.RotateClientSecretResponse
+	(*RevokeCredentialRequest)(nil),      // 52: keyplane.v1.RevokeCredentialRequest
+	(*RevokeCredentialResponse)(nil),     // 53: keyplane.v1.RevokeCredentialResponse
+	(*ListCredentialsRequest)(nil),       // 54: keyplane.v1.ListCredentialsRequest
+	(*ListCredentialsResponse)(nil),      // 55: keyplane.v1.ListCredentialsResponse
+	(*ListSessionsRequest)(nil),          // 56: keyplane.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),         // 57: keyplane.v1.ListSessionsResponse
+	(*SetPasswordRequest)(nil),           // 58: keyplane.v1.SetPasswordRequest
+	(*SetPasswordResponse)(nil),          // 59: keyplane.v1.SetPasswordResponse
+	(*Role)(nil),                         // 60: keyplane.v1.Role
+	(*Group)(nil),                        // 61: keyplane.v1.Group
+	(*Binding)(nil),                      // 62: keyplane.v1.Binding
+	(*CreateRoleRequest)(nil),            // 63: keyplane.v1.CreateRoleRequest
+	(*CreateRoleResponse)(nil),           // 64: keyplane.v1.CreateRoleResponse
+	(*DeleteRoleRequest)(nil),            // 65: keyplane.v1.DeleteRoleRequest
+	(*DeleteRoleResponse)(nil),           // 66: keyplane.v1.DeleteRoleResponse
+	(*CreateGroupRequest)(nil),           // 67: keyplane.v1.CreateGroupRequest
+	(*CreateGroupResponse)(nil),          // 68: keyplane.v1.CreateGroupResponse
+	(*AddGroupMemberRequest)(nil),        // 69: keyplane.v1.AddGroupMemberRequest
+	(*AddGroupMemberResponse)(nil),       // 70: keyplane.v1.AddGroupMemberResponse
+	(*RemoveGroupMemberRequest)(nil),     // 71: keyplane.v1.RemoveGroupMemberRequest
+	(*RemoveGroupMemberResponse)(nil),    // 72: keyplane.v1.RemoveGroupMemberResponse
+	(*CreateBindingRequest)(nil),         // 73: keyplane.v1.CreateBindingRequest
+	(*CreateBindingResponse)(nil),        // 74: keyplane.v1.CreateBindingResponse
+	(*DeleteBindingRequest)(nil),         // 75: keyplane.v1.DeleteBindingRequest
+	(*DeleteBindingResponse)(nil),        // 76: keyplane.v1.DeleteBindingResponse
+	(*ChangeRequest)(nil),                // 77: keyplane.v1.ChangeRequest
+	(*GetChangeRequestRequest)(nil),      // 78: keyplane.v1.GetChangeRequestRequest
+	(*GetChangeRequestResponse)(nil),     // 79: keyplane.v1.GetChangeRequestResponse
+	(*ListChangeRequestsRequest)(nil),    // 80: keyplane.v1.ListChangeRequestsRequest
+	(*ListChangeRequestsResponse)(nil),   // 81: keyplane.v1.ListChangeRequestsResponse
+	(*ApproveChangeRequestRequest)(nil),  // 82: keyplane.v1.ApproveChangeRequestRequest
+	(*ApproveChangeRequestResponse)(nil), // 83: keyplane.v1.ApproveChangeRequestResponse
+	(*DenyChangeRequestRequest)(nil),     // 84: keyplane.v1.DenyChangeRequestRequest
+	(*DenyChangeRequestResponse)(nil),    // 85: keyplane.v1.DenyChangeRequestResponse
+	(*ListBindingsRequest)(nil),          // 86: keyplane.v1.ListBindingsRequest
+	(*ListBindingsResponse)(nil),         // 87: keyplane.v1.ListBindingsResponse
+	(*timestamppb.Timestamp)(nil),        // 88: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),          // 89: google.protobuf.Duration
+	(*structpb.Struct)(nil),              // 90: google.protobuf.Struct
 }
 var file_keyplane_v1_admin_proto_depIdxs = []int32{
 	0,   // 0: keyplane.v1.Tenant.residency:type_name -> keyplane.v1.Residency
 	2,   // 1: keyplane.v1.Tenant.status:type_name -> keyplane.v1.Status
-	79,  // 2: keyplane.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
-	79,  // 3: keyplane.v1.Tenant.update_time:type_name -> google.protobuf.Timestamp
-	80,  // 4: keyplane.v1.Tenant.access_token_ttl:type_name -> google.protobuf.Duration
-	80,  // 5: keyplane.v1.Tenant.api_key_max_lifetime:type_name -> google.protobuf.Duration
+	88,  // 2: keyplane.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
+	88,  // 3: keyplane.v1.Tenant.update_time:type_name -> google.protobuf.Timestamp
+	89,  // 4: keyplane.v1.Tenant.access_token_ttl:type_name -> google.protobuf.Duration
+	89,  // 5: keyplane.v1.Tenant.api_key_max_lifetime:type_name -> google.protobuf.Duration
 	1,   // 6: keyplane.v1.Tenant.signing_algorithm:type_name -> keyplane.v1.SigningAlgorithm
-	80,  // 7: keyplane.v1.Tenant.step_up_window:type_name -> google.protobuf.Duration
+	89,  // 7: keyplane.v1.Tenant.step_up_window:type_name -> google.protobuf.Duration
 	3,   // 8: keyplane.v1.Identity.kind:type_name -> keyplane.v1.IdentityKind
-	81,  // 9: keyplane.v1.Identity.attributes:type_name -> google.protobuf.Struct
+	90,  // 9: keyplane.v1.Identity.attributes:type_name -> google.protobuf.Struct
 	2,   // 10: keyplane.v1.Identity.status:type_name -> keyplane.v1.Status
-	79,  // 11: keyplane.v1.Identity.expire_time:type_name -> google.protobuf.Timestamp
-	79,  // 12: keyplane.v1.Identity.tokens_valid_after:type_name -> google.protobuf.Timestamp
-	79,  // 13: keyplane.v1.Identity.create_time:type_name -> google.protobuf.Timestamp
-	79,  // 14: keyplane.v1.Identity.update_time:type_name -> google.protobuf.Timestamp
-	79,  // 15: keyplane.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
-	81,  // 16: keyplane.v1.AuditEvent.before:type_name -> google.protobuf.Struct
-	81,  // 17: keyplane.v1.AuditEvent.after:type_name -> google.protobuf.Struct
+	88,  // 11: keyplane.v1.Identity.expire_time:type_name -> google.protobuf.Timestamp
+	88,  // 12: keyplane.v1.Identity.tokens_valid_after:type_name -> google.protobuf.Timestamp
+	88,  // 13: keyplane.v1.Identity.create_time:type_name -> google.protobuf.Timestamp
+	88,  // 14: keyplane.v1.Identity.update_time:type_name -> google.protobuf.Timestamp
+	88,  // 15: keyplane.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	90,  // 16: keyplane.v1.AuditEvent.before:type_name -> google.protobuf.Struct
+	90,  // 17: keyplane.v1.AuditEvent.after:type_name -> google.protobuf.Struct
 	6,   // 18: keyplane.v1.ListRegionsResponse.regions:type_name -> keyplane.v1.Region
 	0,   // 19: keyplane.v1.CreateTenantRequest.residency:type_name -> keyplane.v1.Residency
 	1,   // 20: keyplane.v1.CreateTenantRequest.signing_algorithm:type_name -> keyplane.v1.SigningAlgorithm
 	7,   // 21: keyplane.v1.CreateTenantResponse.tenant:type_name -> keyplane.v1.Tenant
 	7,   // 22: keyplane.v1.GetTenantResponse.tenant:type_name -> keyplane.v1.Tenant
 	7,   // 23: keyplane.v1.ListTenantsResponse.tenants:type_name -> keyplane.v1.Tenant
-	80,  // 24: keyplane.v1.UpdateTenantRequest.access_token_ttl:type_name -> google.protobuf.Duration
-	80,  // 25: keyplane.v1.UpdateTenantRequest.api_key_max_lifetime:type_name -> google.protobuf.Duration
+	89,  // 24: keyplane.v1.UpdateTenantRequest.access_token_ttl:type_name -> google.protobuf.Duration
+	89,  // 25: keyplane.v1.UpdateTenantRequest.api_key_max_lifetime:type_name -> google.protobuf.Duration
 	1,   // 26: keyplane.v1.UpdateTenantRequest.signing_algorithm:type_name -> keyplane.v1.SigningAlgorithm
-	80,  // 27: keyplane.v1.UpdateTenantRequest.step_up_window:type_name -> google.protobuf.Duration
+	89,  // 27: keyplane.v1.UpdateTenantRequest.step_up_window:type_name -> google.protobuf.Duration
 	7,   // 28: keyplane.v1.UpdateTenantResponse.tenant:type_name -> keyplane.v1.Tenant
 	7,   // 29: keyplane.v1.DisableTenantResponse.tenant:type_name -> keyplane.v1.Tenant
 	7,   // 30: keyplane.v1.EnableTenantResponse.tenant:type_name -> keyplane.v1.Tenant
 	7,   // 31: keyplane.v1.RehomeTenantResponse.tenant:type_name -> keyplane.v1.Tenant
 	3,   // 32: keyplane.v1.CreateIdentityRequest.kind:type_name -> keyplane.v1.IdentityKind
-	81,  // 33: keyplane.v1.CreateIdentityRequest.attributes:type_name -> google.protobuf.Struct
-	79,  // 34: keyplane.v1.CreateIdentityRequest.expire_time:type_name -> google.protobuf.Timestamp
+	90,  // 33: keyplane.v1.CreateIdentityRequest.attributes:type_name -> google.protobuf.Struct
+	88,  // 34: keyplane.v1.CreateIdentityRequest.expire_time:type_name -> google.protobuf.Timestamp
 	8,   // 35: keyplane.v1.CreateIdentityResponse.identity:type_name -> keyplane.v1.Identity
 	8,   // 36: keyplane.v1.GetIdentityResponse.identity:type_name -> keyplane.v1.Identity
 	8,   // 37: keyplane.v1.ListIdentitiesResponse.identities:type_name -> keyplane.v1.Identity
-	81,  // 38: keyplane.v1.UpdateIdentityRequest.attributes:type_name -> google.protobuf.Struct
-	79,  // 39: keyplane.v1.UpdateIdentityRequest.expire_time:type_name -> google.protobuf.Timestamp
+	90,  // 38: keyplane.v1.UpdateIdentityRequest.attributes:type_name -> google.protobuf.Struct
+	88,  // 39: keyplane.v1.UpdateIdentityRequest.expire_time:type_name -> google.protobuf.Timestamp
 	8,   // 40: keyplane.v1.UpdateIdentityResponse.identity:type_name -> keyplane.v1.Identity
 	8,   // 41: keyplane.v1.DisableIdentityResponse.identity:type_name -> keyplane.v1.Identity
 	8,   // 42: keyplane.v1.EnableIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	79,  // 43: keyplane.v1.ListAuditEventsRequest.start_time:type_name -> google.protobuf.Timestamp
-	79,  // 44: keyplane.v1.ListAuditEventsRequest.end_time:type_name -> google.protobuf.Timestamp
+	88,  // 43: keyplane.v1.ListAuditEventsRequest.start_time:type_name -> google.protobuf.Timestamp
+	88,  // 44: keyplane.v1.ListAuditEventsRequest.end_time:type_name -> google.protobuf.Timestamp
 	9,   // 45: keyplane.v1.ListAuditEventsResponse.events:type_name -> keyplane.v1.AuditEvent
 	4,   // 46: keyplane.v1.Credential.kind:type_name -> keyplane.v1.CredentialKind
-	79,  // 47: keyplane.v1.Credential.create_time:type_name -> google.protobuf.Timestamp
-	79,  // 48: keyplane.v1.Credential.expire_time:type_name -> google.protobuf.Timestamp
-	79,  // 49: keyplane.v1.Credential.last_used_time:type_name -> google.protobuf.Timestamp
-	79,  // 50: keyplane.v1.Credential.rotate_time:type_name -> google.protobuf.Timestamp
-	79,  // 51: keyplane.v1.Credential.revoke_time:type_name -> google.protobuf.Timestamp
-	79,  // 52: keyplane.v1.Session.create_time:type_name -> google.protobuf.Timestamp
-	79,  // 53: keyplane.v1.Session.expire_time:type_name -> google.protobuf.Timestamp
-	79,  // 54: keyplane.v1.Session.revoke_time:type_name -> google.protobuf.Timestamp
-	79,  // 55: keyplane.v1.CreateAPIKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
+	88,  // 47: keyplane.v1.Credential.create_time:type_name -> google.protobuf.Timestamp
+	88,  // 48: keyplane.v1.Credential.expire_time:type_name -> google.protobuf.Timestamp
+	88,  // 49: keyplane.v1.Credential.last_used_time:type_name -> google.protobuf.Timestamp
+	88,  // 50: keyplane.v1.Credential.rotate_time:type_name -> google.protobuf.Timestamp
+	88,  // 51: keyplane.v1.Credential.revoke_time:type_name -> google.protobuf.Timestamp
+	88,  // 52: keyplane.v1.Session.create_time:type_name -> google.protobuf.Timestamp
+	88,  // 53: keyplane.v1.Session.expire_time:type_name -> google.protobuf.Timestamp
+	88,  // 54: keyplane.v1.Session.revoke_time:type_name -> google.protobuf.Timestamp
+	88,  // 55: keyplane.v1.CreateAPIKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
 	40,  // 56: keyplane.v1.CreateAPIKeyResponse.credential:type_name -> keyplane.v1.Credential
-	79,  // 57: keyplane.v1.RotateAPIKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
-	80,  // 58: keyplane.v1.RotateAPIKeyRequest.grace_period:type_name -> google.protobuf.Duration
+	88,  // 57: keyplane.v1.RotateAPIKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
+	89,  // 58: keyplane.v1.RotateAPIKeyRequest.grace_period:type_name -> google.protobuf.Duration
 	40,  // 59: keyplane.v1.RotateAPIKeyResponse.credential:type_name -> keyplane.v1.Credential
 	40,  // 60: keyplane.v1.CreateClientResponse.credential:type_name -> keyplane.v1.Credential
 	40,  // 61: keyplane.v1.UpdateClientResponse.credential:type_name -> keyplane.v1.Credential
-	80,  // 62: keyplane.v1.RotateClientSecretRequest.grace_period:type_name -> google.protobuf.Duration
+	89,  // 62: keyplane.v1.RotateClientSecretRequest.grace_period:type_name -> google.protobuf.Duration
 	40,  // 63: keyplane.v1.RotateClientSecretResponse.credential:type_name -> keyplane.v1.Credential
 	40,  // 64: keyplane.v1.RevokeCredentialResponse.credential:type_name -> keyplane.v1.Credential
 	40,  // 65: keyplane.v1.ListCredentialsResponse.credentials:type_name -> keyplane.v1.Credential
 	41,  // 66: keyplane.v1.ListSessionsResponse.sessions:type_name -> keyplane.v1.Session
 	40,  // 67: keyplane.v1.SetPasswordResponse.credential:type_name -> keyplane.v1.Credential
 	5,   // 68: keyplane.v1.Binding.effect:type_name -> keyplane.v1.Effect
-	79,  // 69: keyplane.v1.Binding.expire_time:type_name -> google.protobuf.Timestamp
-	79,  // 70: keyplane.v1.Binding.create_time:type_name -> google.protobuf.Timestamp
+	88,  // 69: keyplane.v1.Binding.expire_time:type_name -> google.protobuf.Timestamp
+	88,  // 70: keyplane.v1.Binding.create_time:type_name -> google.protobuf.Timestamp
 	60,  // 71: keyplane.v1.CreateRoleResponse.role:type_name -> keyplane.v1.Role
 	61,  // 72: keyplane.v1.CreateGroupResponse.group:type_name -> keyplane.v1.Group
-	5,   // 73: keyplane.v1.CreateBindingRequest.effect:type_name -> keyplane.v1.Effect
-	79,  // 74: keyplane.v1.CreateBindingRequest.expire_time:type_name -> google.protobuf.Timestamp
-	62,  // 75: keyplane.v1.CreateBindingResponse.binding:type_name -> keyplane.v1.Binding
-	62,  // 76: keyplane.v1.ListBindingsResponse.bindings:type_name -> keyplane.v1.Binding
-	10,  // 77: keyplane.v1.AdminService.ListRegions:input_type -> keyplane.v1.ListRegionsRequest
-	12,  // 78: keyplane.v1.AdminService.CreateTenant:input_type -> keyplane.v1.CreateTenantRequest
-	14,  // 79: keyplane.v1.AdminService.GetTenant:input_type -> keyplane.v1.GetTenantRequest
-	16,  // 80: keyplane.v1.AdminService.ListTenants:input_type -> keyplane.v1.ListTenantsRequest
-	18,  // 81: keyplane.v1.AdminService.UpdateTenant:input_type -> keyplane.v1.UpdateTenantRequest
-	20,  // 82: keyplane.v1.AdminService.DisableTenant:input_type -> keyplane.v1.DisableTenantRequest
-	22,  // 83: keyplane.v1.AdminService.EnableTenant:input_type -> keyplane.v1.EnableTenantRequest
-	24,  // 84: keyplane.v1.AdminService.RehomeTenant:input_type -> keyplane.v1.RehomeTenantRequest
-	26,  // 85: keyplane.v1.AdminService.CreateIdentity:input_type -> keyplane.v1.CreateIdentityRequest
-	28,  // 86: keyplane.v1.AdminService.GetIdentity:input_type -> keyplane.v1.GetIdentityRequest
-	30,  // 87: keyplane.v1.AdminService.ListIdentities:input_type -> keyplane.v1.ListIdentitiesRequest
-	32,  // 88: keyplane.v1.AdminService.UpdateIdentity:input_type -> keyplane.v1.UpdateIdentityRequest
-	34,  // 89: keyplane.v1.AdminService.DisableIdentity:input_type -> keyplane.v1.DisableIdentityRequest
-	36,  // 90: keyplane.v1.AdminService.EnableIdentity:input_type -> keyplane.v1.EnableIdentityRequest
-	42,  // 91: keyplane.v1.AdminService.CreateAPIKey:input_type -> keyplane.v1.CreateAPIKeyRequest
-	44,  // 92: keyplane.v1.AdminService.RotateAPIKey:input_type -> keyplane.v1.RotateAPIKeyRequest
-	46,  // 93: keyplane.v1.AdminService.CreateClient:input_type -> keyplane.v1.CreateClientRequest
-	48,  // 94: keyplane.v1.AdminService.UpdateClient:input_type -> keyplane.v1.UpdateClientRequest
-	50,  // 95: keyplane.v1.AdminService.RotateClientSecret:input_type -> keyplane.v1.RotateClientSecretRequest
-	52,  // 96: keyplane.v1.AdminService.RevokeCredential:input_type -> keyplane.v1.RevokeCredentialRequest
-	54,  // 97: keyplane.v1.AdminService.ListCredentials:input_type -> keyplane.v1.ListCredentialsRequest
-	56,  // 98: keyplane.v1.AdminService.ListSessions:input_type -> keyplane.v1.ListSessionsRequest
-	58,  // 99: keyplane.v1.AdminService.SetPassword:input_type -> keyplane.v1.SetPasswordRequest
-	63,  // 100: keyplane.v1.AdminService.CreateRole:input_type -> keyplane.v1.CreateRoleRequest
-	65,  // 101: keyplane.v1.AdminService.DeleteRole:input_type -> keyplane.v1.DeleteRoleRequest
-	67,  // 102: keyplane.v1.AdminService.CreateGroup:input_type -> keyplane.v1.CreateGroupRequest
-	69,  // 103: keyplane.v1.AdminService.AddGroupMember:input_type -> keyplane.v1.AddGroupMemberRequest
-	71,  // 104: keyplane.v1.AdminService.RemoveGroupMember:input_type -> keyplane.v1.RemoveGroupMemberRequest
-	73,  // 105: keyplane.v1.AdminService.CreateBinding:input_type -> keyplane.v1.CreateBindingRequest
-	75,  // 106: keyplane.v1.AdminService.DeleteBinding:input_type -> keyplane.v1.DeleteBindingRequest
-	77,  // 107: keyplane.v1.AdminService.ListBindings:input_type -> keyplane.v1.ListBindingsRequest
-	38,  // 108: keyplane.v1.AdminService.ListAuditEvents:input_type -> keyplane.v1.ListAuditEventsRequest
-	11,  // 109: keyplane.v1.AdminService.ListRegions:output_type -> keyplane.v1.ListRegionsResponse
-	13,  // 110: keyplane.v1.AdminService.CreateTenant:output_type -> keyplane.v1.CreateTenantResponse
-	15,  // 111: keyplane.v1.AdminService.GetTenant:output_type -> keyplane.v1.GetTenantResponse
-	17,  // 112: keyplane.v1.AdminService.ListTenants:output_type -> keyplane.v1.ListTenantsResponse
-	19,  // 113: keyplane.v1.AdminService.UpdateTenant:output_type -> keyplane.v1.UpdateTenantResponse
-	21,  // 114: keyplane.v1.AdminService.DisableTenant:output_type -> keyplane.v1.DisableTenantResponse
-	23,  // 115: keyplane.v1.AdminService.EnableTenant:output_type -> keyplane.v1.EnableTenantResponse
-	25,  // 116: keyplane.v1.AdminService.RehomeTenant:output_type -> keyplane.v1.RehomeTenantResponse
-	27,  // 117: keyplane.v1.AdminService.CreateIdentity:output_type -> keyplane.v1.CreateIdentityResponse
-	29,  // 118: keyplane.v1.AdminService.GetIdentity:output_type -> keyplane.v1.GetIdentityResponse
-	31,  // 119: keyplane.v1.AdminService.ListIdentities:output_type -> keyplane.v1.ListIdentitiesResponse
-	33,  // 120: keyplane.v1.AdminService.UpdateIdentity:output_type -> keyplane.v1.UpdateIdentityResponse
-	35,  // 121: keyplane.v1.AdminService.DisableIdentity:output_type -> keyplane.v1.DisableIdentityResponse
-	37,  // 122: keyplane.v1.AdminService.EnableIdentity:output_type -> keyplane.v1.EnableIdentityResponse
-	43,  // 123: keyplane.v1.AdminService.CreateAPIKey:output_type -> keyplane.v1.CreateAPIKeyResponse
-	45,  // 124: keyplane.v1.AdminService.RotateAPIKey:output_type -> keyplane.v1.RotateAPIKeyResponse
-	47,  // 125: keyplane.v1.AdminService.CreateClient:output_type -> keyplane.v1.CreateClientResponse
-	49,  // 126: keyplane.v1.AdminService.UpdateClient:output_type -> keyplane.v1.UpdateClientResponse
-	51,  // 127: keyplane.v1.AdminService.RotateClientSecret:output_type -> keyplane.v1.RotateClientSecretResponse
-	53,  // 128: keyplane.v1.AdminService.RevokeCredential:output_type -> keyplane.v1.RevokeCredentialResponse
-	55,  // 129: keyplane.v1.AdminService.ListCredentials:output_type -> keyplane.v1.ListCredentialsResponse
-	57,  // 130: keyplane.v1.AdminService.ListSessions:output_type -> keyplane.v1.ListSessionsResponse
-	59,  // 131: keyplane.v1.AdminService.SetPassword:output_type -> keyplane.v1.SetPasswordResponse
-	64,  // 132: keyplane.v1.AdminService.CreateRole:output_type -> keyplane.v1.CreateRoleResponse
-	66,  // 133: keyplane.v1.AdminService.DeleteRole:output_type -> keyplane.v1.DeleteRoleResponse
-	68,  // 134: keyplane.v1.AdminService.CreateGroup:output_type -> keyplane.v1.CreateGroupResponse
-	70,  // 135: keyplane.v1.AdminService.AddGroupMember:output_type -> keyplane.v1.AddGroupMemberResponse
-	72,  // 136: keyplane.v1.AdminService.RemoveGroupMember:output_type -> keyplane.v1.RemoveGroupMemberResponse
-	74,  // 137: keyplane.v1.AdminService.CreateBinding:output_type -> keyplane.v1.CreateBindingResponse
-	76,  // 138: keyplane.v1.AdminService.DeleteBinding:output_type -> keyplane.v1.DeleteBindingResponse
-	78,  // 139: keyplane.v1.AdminService.ListBindings:output_type -> keyplane.v1.ListBindingsResponse
-	39,  // 140: keyplane.v1.AdminService.ListAuditEvents:output_type -> keyplane.v1.ListAuditEventsResponse
-	109, // [109:141] is the sub-list for method output_type
-	77,  // [77:109] is the sub-list for method input_type
-	77,  // [77:77] is the sub-list for extension type_name
-	77,  // [77:77] is the sub-list for extension extendee
-	0,   // [0:77] is the sub-list for field type_name
+	77,  // 73: keyplane.v1.AddGroupMemberResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	77,  // 74: keyplane.v1.RemoveGroupMemberResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	5,   // 75: keyplane.v1.CreateBindingRequest.effect:type_name -> keyplane.v1.Effect
+	88,  // 76: keyplane.v1.CreateBindingRequest.expire_time:type_name -> google.protobuf.Timestamp
+	62,  // 77: keyplane.v1.CreateBindingResponse.binding:type_name -> keyplane.v1.Binding
+	77,  // 78: keyplane.v1.CreateBindingResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	77,  // 79: keyplane.v1.DeleteBindingResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	62,  // 80: keyplane.v1.ChangeRequest.binding:type_name -> keyplane.v1.Binding
+	88,  // 81: keyplane.v1.ChangeRequest.create_time:type_name -> google.protobuf.Timestamp
+	88,  // 82: keyplane.v1.ChangeRequest.expire_time:type_name -> google.protobuf.Timestamp
+	88,  // 83: keyplane.v1.ChangeRequest.decide_time:type_name -> google.protobuf.Timestamp
+	77,  // 84: keyplane.v1.GetChangeRequestResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	77,  // 85: keyplane.v1.ListChangeRequestsResponse.change_requests:type_name -> keyplane.v1.ChangeRequest
+	77,  // 86: keyplane.v1.ApproveChangeRequestResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	62,  // 87: keyplane.v1.ApproveChangeRequestResponse.binding:type_name -> keyplane.v1.Binding
+	77,  // 88: keyplane.v1.DenyChangeRequestResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	62,  // 89: keyplane.v1.ListBindingsResponse.bindings:type_name -> keyplane.v1.Binding
+	10,  // 90: keyplane.v1.AdminService.ListRegions:input_type -> keyplane.v1.ListRegionsRequest
+	12,  // 91: keyplane.v1.AdminService.CreateTenant:input_type -> keyplane.v1.CreateTenantRequest
+	14,  // 92: keyplane.v1.AdminService.GetTenant:input_type -> keyplane.v1.GetTenantRequest
+	16,  // 93: keyplane.v1.AdminService.ListTenants:input_type -> keyplane.v1.ListTenantsRequest
+	18,  // 94: keyplane.v1.AdminService.UpdateTenant:input_type -> keyplane.v1.UpdateTenantRequest
+	20,  // 95: keyplane.v1.AdminService.DisableTenant:input_type -> keyplane.v1.DisableTenantRequest
+	22,  // 96: keyplane.v1.AdminService.EnableTenant:input_type -> keyplane.v1.EnableTenantRequest
+	24,  // 97: keyplane.v1.AdminService.RehomeTenant:input_type -> keyplane.v1.RehomeTenantRequest
+	26,  // 98: keyplane.v1.AdminService.CreateIdentity:input_type -> keyplane.v1.CreateIdentityRequest
+	28,  // 99: keyplane.v1.AdminService.GetIdentity:input_type -> keyplane.v1.GetIdentityRequest
+	30,  // 100: keyplane.v1.AdminService.ListIdentities:input_type -> keyplane.v1.ListIdentitiesRequest
+	32,  // 101: keyplane.v1.AdminService.UpdateIdentity:input_type -> keyplane.v1.UpdateIdentityRequest
+	34,  // 102: keyplane.v1.AdminService.DisableIdentity:input_type -> keyplane.v1.DisableIdentityRequest
+	36,  // 103: keyplane.v1.AdminService.EnableIdentity:input_type -> keyplane.v1.EnableIdentityRequest
+	42,  // 104: keyplane.v1.AdminService.CreateAPIKey:input_type -> keyplane.v1.CreateAPIKeyRequest
+	44,  // 105: keyplane.v1.AdminService.RotateAPIKey:input_type -> keyplane.v1.RotateAPIKeyRequest
+	46,  // 106: keyplane.v1.AdminService.CreateClient:input_type -> keyplane.v1.CreateClientRequest
+	48,  // 107: keyplane.v1.AdminService.UpdateClient:input_type -> keyplane.v1.UpdateClientRequest
+	50,  // 108: keyplane.v1.AdminService.RotateClientSecret:input_type -> keyplane.v1.RotateClientSecretRequest
+	52,  // 109: keyplane.v1.AdminService.RevokeCredential:input_type -> keyplane.v1.RevokeCredentialRequest
+	54,  // 110: keyplane.v1.AdminService.ListCredentials:input_type -> keyplane.v1.ListCredentialsRequest
+	56,  // 111: keyplane.v1.AdminService.ListSessions:input_type -> keyplane.v1.ListSessionsRequest
+	58,  // 112: keyplane.v1.AdminService.SetPassword:input_type -> keyplane.v1.SetPasswordRequest
+	63,  // 113: keyplane.v1.AdminService.CreateRole:input_type -> keyplane.v1.CreateRoleRequest
+	65,  // 114: keyplane.v1.AdminService.DeleteRole:input_type -> keyplane.v1.DeleteRoleRequest
+	67,  // 115: keyplane.v1.AdminService.CreateGroup:input_type -> keyplane.v1.CreateGroupRequest
+	69,  // 116: keyplane.v1.AdminService.AddGroupMember:input_type -> keyplane.v1.AddGroupMemberRequest
+	71,  // 117: keyplane.v1.AdminService.RemoveGroupMember:input_type -> keyplane.v1.RemoveGroupMemberRequest
+	73,  // 118: keyplane.v1.AdminService.CreateBinding:input_type -> keyplane.v1.CreateBindingRequest
+	75,  // 119: keyplane.v1.AdminService.DeleteBinding:input_type -> keyplane.v1.DeleteBindingRequest
+	86,  // 120: keyplane.v1.AdminService.ListBindings:input_type -> keyplane.v1.ListBindingsRequest
+	38,  // 121: keyplane.v1.AdminService.ListAuditEvents:input_type -> keyplane.v1.ListAuditEventsRequest
+	78,  // 122: keyplane.v1.AdminService.GetChangeRequest:input_type -> keyplane.v1.GetChangeRequestRequest
+	80,  // 123: keyplane.v1.AdminService.ListChangeRequests:input_type -> keyplane.v1.ListChangeRequestsRequest
+	82,  // 124: keyplane.v1.AdminService.ApproveChangeRequest:input_type -> keyplane.v1.ApproveChangeRequestRequest
+	84,  // 125: keyplane.v1.AdminService.DenyChangeRequest:input_type -> keyplane.v1.DenyChangeRequestRequest
+	11,  // 126: keyplane.v1.AdminService.ListRegions:output_type -> keyplane.v1.ListRegionsResponse
+	13,  // 127: keyplane.v1.AdminService.CreateTenant:output_type -> keyplane.v1.CreateTenantResponse
+	15,  // 128: keyplane.v1.AdminService.GetTenant:output_type -> keyplane.v1.GetTenantResponse
+	17,  // 129: keyplane.v1.AdminService.ListTenants:output_type -> keyplane.v1.ListTenantsResponse
+	19,  // 130: keyplane.v1.AdminService.UpdateTenant:output_type -> keyplane.v1.UpdateTenantResponse
+	21,  // 131: keyplane.v1.AdminService.DisableTenant:output_type -> keyplane.v1.DisableTenantResponse
+	23,  // 132: keyplane.v1.AdminService.EnableTenant:output_type -> keyplane.v1.EnableTenantResponse
+	25,  // 133: keyplane.v1.AdminService.RehomeTenant:output_type -> keyplane.v1.RehomeTenantResponse
+	27,  // 134: keyplane.v1.AdminService.CreateIdentity:output_type -> keyplane.v1.CreateIdentityResponse
+	29,  // 135: keyplane.v1.AdminService.GetIdentity:output_type -> keyplane.v1.GetIdentityResponse
+	31,  // 136: keyplane.v1.AdminService.ListIdentities:output_type -> keyplane.v1.ListIdentitiesResponse
+	33,  // 137: keyplane.v1.AdminService.UpdateIdentity:output_type -> keyplane.v1.UpdateIdentityResponse
+	35,  // 138: keyplane.v1.AdminService.DisableIdentity:output_type -> keyplane.v1.DisableIdentityResponse
+	37,  // 139: keyplane.v1.AdminService.EnableIdentity:output_type -> keyplane.v1.EnableIdentityResponse
+	43,  // 140: keyplane.v1.AdminService.CreateAPIKey:output_type -> keyplane.v1.CreateAPIKeyResponse
+	45,  // 141: keyplane.v1.AdminService.RotateAPIKey:output_type -> keyplane.v1.RotateAPIKeyResponse
+	47,  // 142: keyplane.v1.AdminService.CreateClient:output_type -> keyplane.v1.CreateClientResponse
+	49,  // 143: keyplane.v1.AdminService.UpdateClient:output_type -> keyplane.v1.UpdateClientResponse
+	51,  // 144: keyplane.v1.AdminService.RotateClientSecret:output_type -> keyplane.v1.RotateClientSecretResponse
+	53,  // 145: keyplane.v1.AdminService.RevokeCredential:output_type -> keyplane.v1.RevokeCredentialResponse
+	55,  // 146: keyplane.v1.AdminService.ListCredentials:output_type -> keyplane.v1.ListCredentialsResponse
+	57,  // 147: keyplane.v1.AdminService.ListSessions:output_type -> keyplane.v1.ListSessionsResponse
+	59,  // 148: keyplane.v1.AdminService.SetPassword:output_type -> keyplane.v1.SetPasswordResponse
+	64,  // 149: keyplane.v1.AdminService.CreateRole:output_type -> keyplane.v1.CreateRoleResponse
+	66,  // 150: keyplane.v1.AdminService.DeleteRole:output_type -> keyplane.v1.DeleteRoleResponse
+	68,  // 151: keyplane.v1.AdminService.CreateGroup:output_type -> keyplane.v1.CreateGroupResponse
+	70,  // 152: keyplane.v1.AdminService.AddGroupMember:output_type -> keyplane.v1.AddGroupMemberResponse
+	72,  // 153: keyplane.v1.AdminService.RemoveGroupMember:output_type -> keyplane.v1.RemoveGroupMemberResponse
+	74,  // 154: keyplane.v1.AdminService.CreateBinding:output_type -> keyplane.v1.CreateBindingResponse
+	76,  // 155: keyplane.v1.AdminService.DeleteBinding:output_type -> keyplane.v1.DeleteBindingResponse
+	87,  // 156: keyplane.v1.AdminService.ListBindings:output_type -> keyplane.v1.ListBindingsResponse
+	39,  // 157: keyplane.v1.AdminService.ListAuditEvents:output_type -> keyplane.v1.ListAuditEventsResponse
+	79,  // 158: keyplane.v1.AdminService.GetChangeRequest:output_type -> keyplane.v1.GetChangeRequestResponse
+	81,  // 159: keyplane.v1.AdminService.ListChangeRequests:output_type -> keyplane.v1.ListChangeRequestsResponse
+	83,  // 160: keyplane.v1.AdminService.ApproveChangeRequest:output_type -> keyplane.v1.ApproveChangeRequestResponse
+	85,  // 161: keyplane.v1.AdminService.DenyChangeRequest:output_type -> keyplane.v1.DenyChangeRequestResponse
+	126, // [126:162] is the sub-list for method output_type
+	90,  // [90:126] is the sub-list for method input_type
+	90,  // [90:90] is the sub-list for extension type_name
+	90,  // [90:90] is the sub-list for extension extendee
+	0,   // [0:90] is the sub-list for field type_name
 }
 
 func init() { file_keyplane_v1_admin_proto_init() }
@@ -5748,7 +6457,7 @@ func file_keyplane_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_keyplane_v1_admin_proto_rawDesc), len(file_keyplane_v1_admin_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   73,
+			NumMessages:   82,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

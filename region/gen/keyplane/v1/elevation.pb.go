@@ -686,6 +686,129 @@ func (x *GetElevationResponse) GetElevation() *Elevation {
 	return nil
 }
 
+type ListElevationsRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	TenantId string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	// "", "pending", "active", "denied" or "ended".
+	Status string `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`
+	// 1 to 1000; 0 means 100.
+	PageSize int32 `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// From the previous page; pass the same status again.
+	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListElevationsRequest) Reset() {
+	*x = ListElevationsRequest{}
+	mi := &file_keyplane_v1_elevation_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListElevationsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListElevationsRequest) ProtoMessage() {}
+
+func (x *ListElevationsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_elevation_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListElevationsRequest.ProtoReflect.Descriptor instead.
+func (*ListElevationsRequest) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_elevation_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ListElevationsRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *ListElevationsRequest) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *ListElevationsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListElevationsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+type ListElevationsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Elevations    []*Elevation           `protobuf:"bytes,1,rep,name=elevations,proto3" json:"elevations,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListElevationsResponse) Reset() {
+	*x = ListElevationsResponse{}
+	mi := &file_keyplane_v1_elevation_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListElevationsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListElevationsResponse) ProtoMessage() {}
+
+func (x *ListElevationsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_elevation_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListElevationsResponse.ProtoReflect.Descriptor instead.
+func (*ListElevationsResponse) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_elevation_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ListElevationsResponse) GetElevations() []*Elevation {
+	if x != nil {
+		return x.Elevations
+	}
+	return nil
+}
+
+func (x *ListElevationsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
 var File_keyplane_v1_elevation_proto protoreflect.FileDescriptor
 
 const file_keyplane_v1_elevation_proto_rawDesc = "" +
@@ -739,13 +862,25 @@ const file_keyplane_v1_elevation_proto_rawDesc = "" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12!\n" +
 	"\felevation_id\x18\x02 \x01(\tR\velevationId\"L\n" +
 	"\x14GetElevationResponse\x124\n" +
-	"\televation\x18\x01 \x01(\v2\x16.keyplane.v1.ElevationR\televation2\xdb\x03\n" +
+	"\televation\x18\x01 \x01(\v2\x16.keyplane.v1.ElevationR\televation\"\x88\x01\n" +
+	"\x15ListElevationsRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x16\n" +
+	"\x06status\x18\x02 \x01(\tR\x06status\x12\x1b\n" +
+	"\tpage_size\x18\x03 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x04 \x01(\tR\tpageToken\"x\n" +
+	"\x16ListElevationsResponse\x126\n" +
+	"\n" +
+	"elevations\x18\x01 \x03(\v2\x16.keyplane.v1.ElevationR\n" +
+	"elevations\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken2\xbb\x04\n" +
 	"\x10ElevationService\x12_\n" +
 	"\x10RequestElevation\x12$.keyplane.v1.RequestElevationRequest\x1a%.keyplane.v1.RequestElevationResponse\x12_\n" +
 	"\x10ApproveElevation\x12$.keyplane.v1.ApproveElevationRequest\x1a%.keyplane.v1.ApproveElevationResponse\x12V\n" +
 	"\rDenyElevation\x12!.keyplane.v1.DenyElevationRequest\x1a\".keyplane.v1.DenyElevationResponse\x12S\n" +
 	"\fEndElevation\x12 .keyplane.v1.EndElevationRequest\x1a!.keyplane.v1.EndElevationResponse\x12X\n" +
-	"\fGetElevation\x12 .keyplane.v1.GetElevationRequest\x1a!.keyplane.v1.GetElevationResponse\"\x03\x90\x02\x01B@Z>github.com/keyplane/keyplane/region/gen/keyplane/v1;keyplanev1b\x06proto3"
+	"\fGetElevation\x12 .keyplane.v1.GetElevationRequest\x1a!.keyplane.v1.GetElevationResponse\"\x03\x90\x02\x01\x12^\n" +
+	"\x0eListElevations\x12\".keyplane.v1.ListElevationsRequest\x1a#.keyplane.v1.ListElevationsResponse\"\x03\x90\x02\x01B@Z>github.com/keyplane/keyplane/region/gen/keyplane/v1;keyplanev1b\x06proto3"
 
 var (
 	file_keyplane_v1_elevation_proto_rawDescOnce sync.Once
@@ -759,7 +894,7 @@ func file_keyplane_v1_elevation_proto_rawDescGZIP() []byte {
 	return file_keyplane_v1_elevation_proto_rawDescData
 }
 
-var file_keyplane_v1_elevation_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_keyplane_v1_elevation_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_keyplane_v1_elevation_proto_goTypes = []any{
 	(*Elevation)(nil),                // 0: keyplane.v1.Elevation
 	(*RequestElevationRequest)(nil),  // 1: keyplane.v1.RequestElevationRequest
@@ -772,35 +907,40 @@ var file_keyplane_v1_elevation_proto_goTypes = []any{
 	(*EndElevationResponse)(nil),     // 8: keyplane.v1.EndElevationResponse
 	(*GetElevationRequest)(nil),      // 9: keyplane.v1.GetElevationRequest
 	(*GetElevationResponse)(nil),     // 10: keyplane.v1.GetElevationResponse
-	(*durationpb.Duration)(nil),      // 11: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 12: google.protobuf.Timestamp
+	(*ListElevationsRequest)(nil),    // 11: keyplane.v1.ListElevationsRequest
+	(*ListElevationsResponse)(nil),   // 12: keyplane.v1.ListElevationsResponse
+	(*durationpb.Duration)(nil),      // 13: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 14: google.protobuf.Timestamp
 }
 var file_keyplane_v1_elevation_proto_depIdxs = []int32{
-	11, // 0: keyplane.v1.Elevation.duration:type_name -> google.protobuf.Duration
-	12, // 1: keyplane.v1.Elevation.create_time:type_name -> google.protobuf.Timestamp
-	12, // 2: keyplane.v1.Elevation.decide_time:type_name -> google.protobuf.Timestamp
-	12, // 3: keyplane.v1.Elevation.end_time:type_name -> google.protobuf.Timestamp
-	11, // 4: keyplane.v1.RequestElevationRequest.duration:type_name -> google.protobuf.Duration
+	13, // 0: keyplane.v1.Elevation.duration:type_name -> google.protobuf.Duration
+	14, // 1: keyplane.v1.Elevation.create_time:type_name -> google.protobuf.Timestamp
+	14, // 2: keyplane.v1.Elevation.decide_time:type_name -> google.protobuf.Timestamp
+	14, // 3: keyplane.v1.Elevation.end_time:type_name -> google.protobuf.Timestamp
+	13, // 4: keyplane.v1.RequestElevationRequest.duration:type_name -> google.protobuf.Duration
 	0,  // 5: keyplane.v1.RequestElevationResponse.elevation:type_name -> keyplane.v1.Elevation
 	0,  // 6: keyplane.v1.ApproveElevationResponse.elevation:type_name -> keyplane.v1.Elevation
 	0,  // 7: keyplane.v1.DenyElevationResponse.elevation:type_name -> keyplane.v1.Elevation
 	0,  // 8: keyplane.v1.EndElevationResponse.elevation:type_name -> keyplane.v1.Elevation
 	0,  // 9: keyplane.v1.GetElevationResponse.elevation:type_name -> keyplane.v1.Elevation
-	1,  // 10: keyplane.v1.ElevationService.RequestElevation:input_type -> keyplane.v1.RequestElevationRequest
-	3,  // 11: keyplane.v1.ElevationService.ApproveElevation:input_type -> keyplane.v1.ApproveElevationRequest
-	5,  // 12: keyplane.v1.ElevationService.DenyElevation:input_type -> keyplane.v1.DenyElevationRequest
-	7,  // 13: keyplane.v1.ElevationService.EndElevation:input_type -> keyplane.v1.EndElevationRequest
-	9,  // 14: keyplane.v1.ElevationService.GetElevation:input_type -> keyplane.v1.GetElevationRequest
-	2,  // 15: keyplane.v1.ElevationService.RequestElevation:output_type -> keyplane.v1.RequestElevationResponse
-	4,  // 16: keyplane.v1.ElevationService.ApproveElevation:output_type -> keyplane.v1.ApproveElevationResponse
-	6,  // 17: keyplane.v1.ElevationService.DenyElevation:output_type -> keyplane.v1.DenyElevationResponse
-	8,  // 18: keyplane.v1.ElevationService.EndElevation:output_type -> keyplane.v1.EndElevationResponse
-	10, // 19: keyplane.v1.ElevationService.GetElevation:output_type -> keyplane.v1.GetElevationResponse
-	15, // [15:20] is the sub-list for method output_type
-	10, // [10:15] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	0,  // 10: keyplane.v1.ListElevationsResponse.elevations:type_name -> keyplane.v1.Elevation
+	1,  // 11: keyplane.v1.ElevationService.RequestElevation:input_type -> keyplane.v1.RequestElevationRequest
+	3,  // 12: keyplane.v1.ElevationService.ApproveElevation:input_type -> keyplane.v1.ApproveElevationRequest
+	5,  // 13: keyplane.v1.ElevationService.DenyElevation:input_type -> keyplane.v1.DenyElevationRequest
+	7,  // 14: keyplane.v1.ElevationService.EndElevation:input_type -> keyplane.v1.EndElevationRequest
+	9,  // 15: keyplane.v1.ElevationService.GetElevation:input_type -> keyplane.v1.GetElevationRequest
+	11, // 16: keyplane.v1.ElevationService.ListElevations:input_type -> keyplane.v1.ListElevationsRequest
+	2,  // 17: keyplane.v1.ElevationService.RequestElevation:output_type -> keyplane.v1.RequestElevationResponse
+	4,  // 18: keyplane.v1.ElevationService.ApproveElevation:output_type -> keyplane.v1.ApproveElevationResponse
+	6,  // 19: keyplane.v1.ElevationService.DenyElevation:output_type -> keyplane.v1.DenyElevationResponse
+	8,  // 20: keyplane.v1.ElevationService.EndElevation:output_type -> keyplane.v1.EndElevationResponse
+	10, // 21: keyplane.v1.ElevationService.GetElevation:output_type -> keyplane.v1.GetElevationResponse
+	12, // 22: keyplane.v1.ElevationService.ListElevations:output_type -> keyplane.v1.ListElevationsResponse
+	17, // [17:23] is the sub-list for method output_type
+	11, // [11:17] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_keyplane_v1_elevation_proto_init() }
@@ -814,7 +954,7 @@ func file_keyplane_v1_elevation_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_keyplane_v1_elevation_proto_rawDesc), len(file_keyplane_v1_elevation_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -126,6 +126,18 @@ const (
 	// AdminServiceListAuditEventsProcedure is the fully-qualified name of the AdminService's
 	// ListAuditEvents RPC.
 	AdminServiceListAuditEventsProcedure = "/keyplane.v1.AdminService/ListAuditEvents"
+	// AdminServiceGetChangeRequestProcedure is the fully-qualified name of the AdminService's
+	// GetChangeRequest RPC.
+	AdminServiceGetChangeRequestProcedure = "/keyplane.v1.AdminService/GetChangeRequest"
+	// AdminServiceListChangeRequestsProcedure is the fully-qualified name of the AdminService's
+	// ListChangeRequests RPC.
+	AdminServiceListChangeRequestsProcedure = "/keyplane.v1.AdminService/ListChangeRequests"
+	// AdminServiceApproveChangeRequestProcedure is the fully-qualified name of the AdminService's
+	// ApproveChangeRequest RPC.
+	AdminServiceApproveChangeRequestProcedure = "/keyplane.v1.AdminService/ApproveChangeRequest"
+	// AdminServiceDenyChangeRequestProcedure is the fully-qualified name of the AdminService's
+	// DenyChangeRequest RPC.
+	AdminServiceDenyChangeRequestProcedure = "/keyplane.v1.AdminService/DenyChangeRequest"
 )
 
 // AdminServiceClient is a client for the keyplane.v1.AdminService service.
@@ -205,20 +217,38 @@ type AdminServiceClient interface {
 	DeleteRole(context.Context, *connect.Request[v1.DeleteRoleRequest]) (*connect.Response[v1.DeleteRoleResponse], error)
 	// CreateGroup creates a group of identities.
 	CreateGroup(context.Context, *connect.Request[v1.CreateGroupRequest]) (*connect.Response[v1.CreateGroupResponse], error)
-	// AddGroupMember adds an identity to a group.
+	// AddGroupMember adds an identity to a group. To a group with an allow binding of a
+	// privileged role, a tenant identity's addition returns a pending change_request.
 	AddGroupMember(context.Context, *connect.Request[v1.AddGroupMemberRequest]) (*connect.Response[v1.AddGroupMemberResponse], error)
-	// RemoveGroupMember removes an identity from a group.
+	// RemoveGroupMember removes an identity from a group. From a group bound to
+	// tenant-admin, a tenant identity's removal returns a pending change_request.
 	RemoveGroupMember(context.Context, *connect.Request[v1.RemoveGroupMemberRequest]) (*connect.Response[v1.RemoveGroupMemberResponse], error)
 	// CreateBinding grants (or, with effect deny, forbids) a role to an identity or group
-	// on a resource scope, optionally with a CEL condition and an expiry.
+	// on a resource scope, optionally with a CEL condition and an expiry. An allow
+	// binding of a privileged role asked for by a tenant identity is not made: the
+	// response carries a pending change_request instead, which another identity
+	// holding iam.changes.approve must approve (two-person change control).
 	CreateBinding(context.Context, *connect.Request[v1.CreateBindingRequest]) (*connect.Response[v1.CreateBindingResponse], error)
 	// DeleteBinding removes a binding. Once it returns, every check that starts
-	// afterwards sees the change (with the default consistency).
+	// afterwards sees the change (with the default consistency). Removing a
+	// tenant-admin binding, asked for by a tenant identity, returns a pending
+	// change_request instead and removes nothing until it is approved.
 	DeleteBinding(context.Context, *connect.Request[v1.DeleteBindingRequest]) (*connect.Response[v1.DeleteBindingResponse], error)
 	// ListBindings lists the tenant's bindings.
 	ListBindings(context.Context, *connect.Request[v1.ListBindingsRequest]) (*connect.Response[v1.ListBindingsResponse], error)
 	// ListAuditEvents pages through the tenant's audit events, newest first.
 	ListAuditEvents(context.Context, *connect.Request[v1.ListAuditEventsRequest]) (*connect.Response[v1.ListAuditEventsResponse], error)
+	// GetChangeRequest reads one change request (two-person change control).
+	GetChangeRequest(context.Context, *connect.Request[v1.GetChangeRequestRequest]) (*connect.Response[v1.GetChangeRequestResponse], error)
+	// ListChangeRequests pages through the tenant's change requests, oldest first,
+	// optionally only those of one status.
+	ListChangeRequests(context.Context, *connect.Request[v1.ListChangeRequestsRequest]) (*connect.Response[v1.ListChangeRequestsResponse], error)
+	// ApproveChangeRequest approves a pending, unexpired change request and applies its
+	// change in the same transaction. The approver is never the requester and must
+	// itself be allowed to make the change (no privilege escalation).
+	ApproveChangeRequest(context.Context, *connect.Request[v1.ApproveChangeRequestRequest]) (*connect.Response[v1.ApproveChangeRequestResponse], error)
+	// DenyChangeRequest denies a pending, unexpired change request.
+	DenyChangeRequest(context.Context, *connect.Request[v1.DenyChangeRequestRequest]) (*connect.Response[v1.DenyChangeRequestResponse], error)
 }
 
 // NewAdminServiceClient constructs a client for the keyplane.v1.AdminService service. By default,
@@ -440,43 +470,73 @@ func NewAdminServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		getChangeRequest: connect.NewClient[v1.GetChangeRequestRequest, v1.GetChangeRequestResponse](
+			httpClient,
+			baseURL+AdminServiceGetChangeRequestProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("GetChangeRequest")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		listChangeRequests: connect.NewClient[v1.ListChangeRequestsRequest, v1.ListChangeRequestsResponse](
+			httpClient,
+			baseURL+AdminServiceListChangeRequestsProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("ListChangeRequests")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		approveChangeRequest: connect.NewClient[v1.ApproveChangeRequestRequest, v1.ApproveChangeRequestResponse](
+			httpClient,
+			baseURL+AdminServiceApproveChangeRequestProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("ApproveChangeRequest")),
+			connect.WithClientOptions(opts...),
+		),
+		denyChangeRequest: connect.NewClient[v1.DenyChangeRequestRequest, v1.DenyChangeRequestResponse](
+			httpClient,
+			baseURL+AdminServiceDenyChangeRequestProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("DenyChangeRequest")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // adminServiceClient implements AdminServiceClient.
 type adminServiceClient struct {
-	listRegions        *connect.Client[v1.ListRegionsRequest, v1.ListRegionsResponse]
-	createTenant       *connect.Client[v1.CreateTenantRequest, v1.CreateTenantResponse]
-	getTenant          *connect.Client[v1.GetTenantRequest, v1.GetTenantResponse]
-	listTenants        *connect.Client[v1.ListTenantsRequest, v1.ListTenantsResponse]
-	updateTenant       *connect.Client[v1.UpdateTenantRequest, v1.UpdateTenantResponse]
-	disableTenant      *connect.Client[v1.DisableTenantRequest, v1.DisableTenantResponse]
-	enableTenant       *connect.Client[v1.EnableTenantRequest, v1.EnableTenantResponse]
-	rehomeTenant       *connect.Client[v1.RehomeTenantRequest, v1.RehomeTenantResponse]
-	createIdentity     *connect.Client[v1.CreateIdentityRequest, v1.CreateIdentityResponse]
-	getIdentity        *connect.Client[v1.GetIdentityRequest, v1.GetIdentityResponse]
-	listIdentities     *connect.Client[v1.ListIdentitiesRequest, v1.ListIdentitiesResponse]
-	updateIdentity     *connect.Client[v1.UpdateIdentityRequest, v1.UpdateIdentityResponse]
-	disableIdentity    *connect.Client[v1.DisableIdentityRequest, v1.DisableIdentityResponse]
-	enableIdentity     *connect.Client[v1.EnableIdentityRequest, v1.EnableIdentityResponse]
-	createAPIKey       *connect.Client[v1.CreateAPIKeyRequest, v1.CreateAPIKeyResponse]
-	rotateAPIKey       *connect.Client[v1.RotateAPIKeyRequest, v1.RotateAPIKeyResponse]
-	createClient       *connect.Client[v1.CreateClientRequest, v1.CreateClientResponse]
-	updateClient       *connect.Client[v1.UpdateClientRequest, v1.UpdateClientResponse]
-	rotateClientSecret *connect.Client[v1.RotateClientSecretRequest, v1.RotateClientSecretResponse]
-	revokeCredential   *connect.Client[v1.RevokeCredentialRequest, v1.RevokeCredentialResponse]
-	listCredentials    *connect.Client[v1.ListCredentialsRequest, v1.ListCredentialsResponse]
-	listSessions       *connect.Client[v1.ListSessionsRequest, v1.ListSessionsResponse]
-	setPassword        *connect.Client[v1.SetPasswordRequest, v1.SetPasswordResponse]
-	createRole         *connect.Client[v1.CreateRoleRequest, v1.CreateRoleResponse]
-	deleteRole         *connect.Client[v1.DeleteRoleRequest, v1.DeleteRoleResponse]
-	createGroup        *connect.Client[v1.CreateGroupRequest, v1.CreateGroupResponse]
-	addGroupMember     *connect.Client[v1.AddGroupMemberRequest, v1.AddGroupMemberResponse]
-	removeGroupMember  *connect.Client[v1.RemoveGroupMemberRequest, v1.RemoveGroupMemberResponse]
-	createBinding      *connect.Client[v1.CreateBindingRequest, v1.CreateBindingResponse]
-	deleteBinding      *connect.Client[v1.DeleteBindingRequest, v1.DeleteBindingResponse]
-	listBindings       *connect.Client[v1.ListBindingsRequest, v1.ListBindingsResponse]
-	listAuditEvents    *connect.Client[v1.ListAuditEventsRequest, v1.ListAuditEventsResponse]
+	listRegions          *connect.Client[v1.ListRegionsRequest, v1.ListRegionsResponse]
+	createTenant         *connect.Client[v1.CreateTenantRequest, v1.CreateTenantResponse]
+	getTenant            *connect.Client[v1.GetTenantRequest, v1.GetTenantResponse]
+	listTenants          *connect.Client[v1.ListTenantsRequest, v1.ListTenantsResponse]
+	updateTenant         *connect.Client[v1.UpdateTenantRequest, v1.UpdateTenantResponse]
+	disableTenant        *connect.Client[v1.DisableTenantRequest, v1.DisableTenantResponse]
+	enableTenant         *connect.Client[v1.EnableTenantRequest, v1.EnableTenantResponse]
+	rehomeTenant         *connect.Client[v1.RehomeTenantRequest, v1.RehomeTenantResponse]
+	createIdentity       *connect.Client[v1.CreateIdentityRequest, v1.CreateIdentityResponse]
+	getIdentity          *connect.Client[v1.GetIdentityRequest, v1.GetIdentityResponse]
+	listIdentities       *connect.Client[v1.ListIdentitiesRequest, v1.ListIdentitiesResponse]
+	updateIdentity       *connect.Client[v1.UpdateIdentityRequest, v1.UpdateIdentityResponse]
+	disableIdentity      *connect.Client[v1.DisableIdentityRequest, v1.DisableIdentityResponse]
+	enableIdentity       *connect.Client[v1.EnableIdentityRequest, v1.EnableIdentityResponse]
+	createAPIKey         *connect.Client[v1.CreateAPIKeyRequest, v1.CreateAPIKeyResponse]
+	rotateAPIKey         *connect.Client[v1.RotateAPIKeyRequest, v1.RotateAPIKeyResponse]
+	createClient         *connect.Client[v1.CreateClientRequest, v1.CreateClientResponse]
+	updateClient         *connect.Client[v1.UpdateClientRequest, v1.UpdateClientResponse]
+	rotateClientSecret   *connect.Client[v1.RotateClientSecretRequest, v1.RotateClientSecretResponse]
+	revokeCredential     *connect.Client[v1.RevokeCredentialRequest, v1.RevokeCredentialResponse]
+	listCredentials      *connect.Client[v1.ListCredentialsRequest, v1.ListCredentialsResponse]
+	listSessions         *connect.Client[v1.ListSessionsRequest, v1.ListSessionsResponse]
+	setPassword          *connect.Client[v1.SetPasswordRequest, v1.SetPasswordResponse]
+	createRole           *connect.Client[v1.CreateRoleRequest, v1.CreateRoleResponse]
+	deleteRole           *connect.Client[v1.DeleteRoleRequest, v1.DeleteRoleResponse]
+	createGroup          *connect.Client[v1.CreateGroupRequest, v1.CreateGroupResponse]
+	addGroupMember       *connect.Client[v1.AddGroupMemberRequest, v1.AddGroupMemberResponse]
+	removeGroupMember    *connect.Client[v1.RemoveGroupMemberRequest, v1.RemoveGroupMemberResponse]
+	createBinding        *connect.Client[v1.CreateBindingRequest, v1.CreateBindingResponse]
+	deleteBinding        *connect.Client[v1.DeleteBindingRequest, v1.DeleteBindingResponse]
+	listBindings         *connect.Client[v1.ListBindingsRequest, v1.ListBindingsResponse]
+	listAuditEvents      *connect.Client[v1.ListAuditEventsRequest, v1.ListAuditEventsResponse]
+	getChangeRequest     *connect.Client[v1.GetChangeRequestRequest, v1.GetChangeRequestResponse]
+	listChangeRequests   *connect.Client[v1.ListChangeRequestsRequest, v1.ListChangeRequestsResponse]
+	approveChangeRequest *connect.Client[v1.ApproveChangeRequestRequest, v1.ApproveChangeRequestResponse]
+	denyChangeRequest    *connect.Client[v1.DenyChangeRequestRequest, v1.DenyChangeRequestResponse]
 }
 
 // ListRegions calls keyplane.v1.AdminService.ListRegions.
@@ -639,6 +699,26 @@ func (c *adminServiceClient) ListAuditEvents(ctx context.Context, req *connect.R
 	return c.listAuditEvents.CallUnary(ctx, req)
 }
 
+// GetChangeRequest calls keyplane.v1.AdminService.GetChangeRequest.
+func (c *adminServiceClient) GetChangeRequest(ctx context.Context, req *connect.Request[v1.GetChangeRequestRequest]) (*connect.Response[v1.GetChangeRequestResponse], error) {
+	return c.getChangeRequest.CallUnary(ctx, req)
+}
+
+// ListChangeRequests calls keyplane.v1.AdminService.ListChangeRequests.
+func (c *adminServiceClient) ListChangeRequests(ctx context.Context, req *connect.Request[v1.ListChangeRequestsRequest]) (*connect.Response[v1.ListChangeRequestsResponse], error) {
+	return c.listChangeRequests.CallUnary(ctx, req)
+}
+
+// ApproveChangeRequest calls keyplane.v1.AdminService.ApproveChangeRequest.
+func (c *adminServiceClient) ApproveChangeRequest(ctx context.Context, req *connect.Request[v1.ApproveChangeRequestRequest]) (*connect.Response[v1.ApproveChangeRequestResponse], error) {
+	return c.approveChangeRequest.CallUnary(ctx, req)
+}
+
+// DenyChangeRequest calls keyplane.v1.AdminService.DenyChangeRequest.
+func (c *adminServiceClient) DenyChangeRequest(ctx context.Context, req *connect.Request[v1.DenyChangeRequestRequest]) (*connect.Response[v1.DenyChangeRequestResponse], error) {
+	return c.denyChangeRequest.CallUnary(ctx, req)
+}
+
 // AdminServiceHandler is an implementation of the keyplane.v1.AdminService service.
 type AdminServiceHandler interface {
 	// ListRegions returns the regions the database was migrated with.
@@ -716,20 +796,38 @@ type AdminServiceHandler interface {
 	DeleteRole(context.Context, *connect.Request[v1.DeleteRoleRequest]) (*connect.Response[v1.DeleteRoleResponse], error)
 	// CreateGroup creates a group of identities.
 	CreateGroup(context.Context, *connect.Request[v1.CreateGroupRequest]) (*connect.Response[v1.CreateGroupResponse], error)
-	// AddGroupMember adds an identity to a group.
+	// AddGroupMember adds an identity to a group. To a group with an allow binding of a
+	// privileged role, a tenant identity's addition returns a pending change_request.
 	AddGroupMember(context.Context, *connect.Request[v1.AddGroupMemberRequest]) (*connect.Response[v1.AddGroupMemberResponse], error)
-	// RemoveGroupMember removes an identity from a group.
+	// RemoveGroupMember removes an identity from a group. From a group bound to
+	// tenant-admin, a tenant identity's removal returns a pending change_request.
 	RemoveGroupMember(context.Context, *connect.Request[v1.RemoveGroupMemberRequest]) (*connect.Response[v1.RemoveGroupMemberResponse], error)
 	// CreateBinding grants (or, with effect deny, forbids) a role to an identity or group
-	// on a resource scope, optionally with a CEL condition and an expiry.
+	// on a resource scope, optionally with a CEL condition and an expiry. An allow
+	// binding of a privileged role asked for by a tenant identity is not made: the
+	// response carries a pending change_request instead, which another identity
+	// holding iam.changes.approve must approve (two-person change control).
 	CreateBinding(context.Context, *connect.Request[v1.CreateBindingRequest]) (*connect.Response[v1.CreateBindingResponse], error)
 	// DeleteBinding removes a binding. Once it returns, every check that starts
-	// afterwards sees the change (with the default consistency).
+	// afterwards sees the change (with the default consistency). Removing a
+	// tenant-admin binding, asked for by a tenant identity, returns a pending
+	// change_request instead and removes nothing until it is approved.
 	DeleteBinding(context.Context, *connect.Request[v1.DeleteBindingRequest]) (*connect.Response[v1.DeleteBindingResponse], error)
 	// ListBindings lists the tenant's bindings.
 	ListBindings(context.Context, *connect.Request[v1.ListBindingsRequest]) (*connect.Response[v1.ListBindingsResponse], error)
 	// ListAuditEvents pages through the tenant's audit events, newest first.
 	ListAuditEvents(context.Context, *connect.Request[v1.ListAuditEventsRequest]) (*connect.Response[v1.ListAuditEventsResponse], error)
+	// GetChangeRequest reads one change request (two-person change control).
+	GetChangeRequest(context.Context, *connect.Request[v1.GetChangeRequestRequest]) (*connect.Response[v1.GetChangeRequestResponse], error)
+	// ListChangeRequests pages through the tenant's change requests, oldest first,
+	// optionally only those of one status.
+	ListChangeRequests(context.Context, *connect.Request[v1.ListChangeRequestsRequest]) (*connect.Response[v1.ListChangeRequestsResponse], error)
+	// ApproveChangeRequest approves a pending, unexpired change request and applies its
+	// change in the same transaction. The approver is never the requester and must
+	// itself be allowed to make the change (no privilege escalation).
+	ApproveChangeRequest(context.Context, *connect.Request[v1.ApproveChangeRequestRequest]) (*connect.Response[v1.ApproveChangeRequestResponse], error)
+	// DenyChangeRequest denies a pending, unexpired change request.
+	DenyChangeRequest(context.Context, *connect.Request[v1.DenyChangeRequestRequest]) (*connect.Response[v1.DenyChangeRequestResponse], error)
 }
 
 // NewAdminServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -947,6 +1045,32 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	adminServiceGetChangeRequestHandler := connect.NewUnaryHandler(
+		AdminServiceGetChangeRequestProcedure,
+		svc.GetChangeRequest,
+		connect.WithSchema(adminServiceMethods.ByName("GetChangeRequest")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceListChangeRequestsHandler := connect.NewUnaryHandler(
+		AdminServiceListChangeRequestsProcedure,
+		svc.ListChangeRequests,
+		connect.WithSchema(adminServiceMethods.ByName("ListChangeRequests")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceApproveChangeRequestHandler := connect.NewUnaryHandler(
+		AdminServiceApproveChangeRequestProcedure,
+		svc.ApproveChangeRequest,
+		connect.WithSchema(adminServiceMethods.ByName("ApproveChangeRequest")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceDenyChangeRequestHandler := connect.NewUnaryHandler(
+		AdminServiceDenyChangeRequestProcedure,
+		svc.DenyChangeRequest,
+		connect.WithSchema(adminServiceMethods.ByName("DenyChangeRequest")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/keyplane.v1.AdminService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AdminServiceListRegionsProcedure:
@@ -1013,6 +1137,14 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 			adminServiceListBindingsHandler.ServeHTTP(w, r)
 		case AdminServiceListAuditEventsProcedure:
 			adminServiceListAuditEventsHandler.ServeHTTP(w, r)
+		case AdminServiceGetChangeRequestProcedure:
+			adminServiceGetChangeRequestHandler.ServeHTTP(w, r)
+		case AdminServiceListChangeRequestsProcedure:
+			adminServiceListChangeRequestsHandler.ServeHTTP(w, r)
+		case AdminServiceApproveChangeRequestProcedure:
+			adminServiceApproveChangeRequestHandler.ServeHTTP(w, r)
+		case AdminServiceDenyChangeRequestProcedure:
+			adminServiceDenyChangeRequestHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -1148,4 +1280,20 @@ func (UnimplementedAdminServiceHandler) ListBindings(context.Context, *connect.R
 
 func (UnimplementedAdminServiceHandler) ListAuditEvents(context.Context, *connect.Request[v1.ListAuditEventsRequest]) (*connect.Response[v1.ListAuditEventsResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AdminService.ListAuditEvents is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) GetChangeRequest(context.Context, *connect.Request[v1.GetChangeRequestRequest]) (*connect.Response[v1.GetChangeRequestResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AdminService.GetChangeRequest is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) ListChangeRequests(context.Context, *connect.Request[v1.ListChangeRequestsRequest]) (*connect.Response[v1.ListChangeRequestsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AdminService.ListChangeRequests is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) ApproveChangeRequest(context.Context, *connect.Request[v1.ApproveChangeRequestRequest]) (*connect.Response[v1.ApproveChangeRequestResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AdminService.ApproveChangeRequest is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) DenyChangeRequest(context.Context, *connect.Request[v1.DenyChangeRequestRequest]) (*connect.Response[v1.DenyChangeRequestResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AdminService.DenyChangeRequest is not implemented"))
 }

@@ -48,6 +48,9 @@ const (
 	// ElevationServiceGetElevationProcedure is the fully-qualified name of the ElevationService's
 	// GetElevation RPC.
 	ElevationServiceGetElevationProcedure = "/keyplane.v1.ElevationService/GetElevation"
+	// ElevationServiceListElevationsProcedure is the fully-qualified name of the ElevationService's
+	// ListElevations RPC.
+	ElevationServiceListElevationsProcedure = "/keyplane.v1.ElevationService/ListElevations"
 )
 
 // ElevationServiceClient is a client for the keyplane.v1.ElevationService service.
@@ -63,6 +66,10 @@ type ElevationServiceClient interface {
 	DenyElevation(context.Context, *connect.Request[v1.DenyElevationRequest]) (*connect.Response[v1.DenyElevationResponse], error)
 	EndElevation(context.Context, *connect.Request[v1.EndElevationRequest]) (*connect.Response[v1.EndElevationResponse], error)
 	GetElevation(context.Context, *connect.Request[v1.GetElevationRequest]) (*connect.Response[v1.GetElevationResponse], error)
+	// ListElevations pages through the tenant's elevations, oldest first, optionally
+	// only those of one status ("pending": an approver's work). Whoever may decide
+	// elevations sees all; any other identity only those it requested or approved.
+	ListElevations(context.Context, *connect.Request[v1.ListElevationsRequest]) (*connect.Response[v1.ListElevationsResponse], error)
 }
 
 // NewElevationServiceClient constructs a client for the keyplane.v1.ElevationService service. By
@@ -107,6 +114,13 @@ func NewElevationServiceClient(httpClient connect.HTTPClient, baseURL string, op
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		listElevations: connect.NewClient[v1.ListElevationsRequest, v1.ListElevationsResponse](
+			httpClient,
+			baseURL+ElevationServiceListElevationsProcedure,
+			connect.WithSchema(elevationServiceMethods.ByName("ListElevations")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -117,6 +131,7 @@ type elevationServiceClient struct {
 	denyElevation    *connect.Client[v1.DenyElevationRequest, v1.DenyElevationResponse]
 	endElevation     *connect.Client[v1.EndElevationRequest, v1.EndElevationResponse]
 	getElevation     *connect.Client[v1.GetElevationRequest, v1.GetElevationResponse]
+	listElevations   *connect.Client[v1.ListElevationsRequest, v1.ListElevationsResponse]
 }
 
 // RequestElevation calls keyplane.v1.ElevationService.RequestElevation.
@@ -144,6 +159,11 @@ func (c *elevationServiceClient) GetElevation(ctx context.Context, req *connect.
 	return c.getElevation.CallUnary(ctx, req)
 }
 
+// ListElevations calls keyplane.v1.ElevationService.ListElevations.
+func (c *elevationServiceClient) ListElevations(ctx context.Context, req *connect.Request[v1.ListElevationsRequest]) (*connect.Response[v1.ListElevationsResponse], error) {
+	return c.listElevations.CallUnary(ctx, req)
+}
+
 // ElevationServiceHandler is an implementation of the keyplane.v1.ElevationService service.
 type ElevationServiceHandler interface {
 	RequestElevation(context.Context, *connect.Request[v1.RequestElevationRequest]) (*connect.Response[v1.RequestElevationResponse], error)
@@ -157,6 +177,10 @@ type ElevationServiceHandler interface {
 	DenyElevation(context.Context, *connect.Request[v1.DenyElevationRequest]) (*connect.Response[v1.DenyElevationResponse], error)
 	EndElevation(context.Context, *connect.Request[v1.EndElevationRequest]) (*connect.Response[v1.EndElevationResponse], error)
 	GetElevation(context.Context, *connect.Request[v1.GetElevationRequest]) (*connect.Response[v1.GetElevationResponse], error)
+	// ListElevations pages through the tenant's elevations, oldest first, optionally
+	// only those of one status ("pending": an approver's work). Whoever may decide
+	// elevations sees all; any other identity only those it requested or approved.
+	ListElevations(context.Context, *connect.Request[v1.ListElevationsRequest]) (*connect.Response[v1.ListElevationsResponse], error)
 }
 
 // NewElevationServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -197,6 +221,13 @@ func NewElevationServiceHandler(svc ElevationServiceHandler, opts ...connect.Han
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	elevationServiceListElevationsHandler := connect.NewUnaryHandler(
+		ElevationServiceListElevationsProcedure,
+		svc.ListElevations,
+		connect.WithSchema(elevationServiceMethods.ByName("ListElevations")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/keyplane.v1.ElevationService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case ElevationServiceRequestElevationProcedure:
@@ -209,6 +240,8 @@ func NewElevationServiceHandler(svc ElevationServiceHandler, opts ...connect.Han
 			elevationServiceEndElevationHandler.ServeHTTP(w, r)
 		case ElevationServiceGetElevationProcedure:
 			elevationServiceGetElevationHandler.ServeHTTP(w, r)
+		case ElevationServiceListElevationsProcedure:
+			elevationServiceListElevationsHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -236,4 +269,8 @@ func (UnimplementedElevationServiceHandler) EndElevation(context.Context, *conne
 
 func (UnimplementedElevationServiceHandler) GetElevation(context.Context, *connect.Request[v1.GetElevationRequest]) (*connect.Response[v1.GetElevationResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.ElevationService.GetElevation is not implemented"))
+}
+
+func (UnimplementedElevationServiceHandler) ListElevations(context.Context, *connect.Request[v1.ListElevationsRequest]) (*connect.Response[v1.ListElevationsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.ElevationService.ListElevations is not implemented"))
 }
