@@ -225,19 +225,9 @@ func (s *Store) ListChangeRequests(ctx context.Context, sc Scope, status string,
 	default:
 		return nil, "", fieldErr("status", "must be pending, approved, denied or expired, got %q", status)
 	}
-	var after struct {
-		At time.Time `json:"a"`
-		ID string    `json:"i"`
-	}
-	if err := p.decode(&after); err != nil {
+	after, err := p.timeKeyed()
+	if err != nil {
 		return nil, "", err
-	}
-	if after.ID != "" {
-		if _, err := parseID("page_token", after.ID); err != nil {
-			return nil, "", err
-		}
-	} else {
-		after.ID = "00000000-0000-0000-0000-000000000000"
 	}
 	rows, err := s.pool.Query(ctx, `SELECT `+changeColumns+` FROM change_requests
 WHERE crdb_region = $1 AND tenant_id = $2 AND (created_at, id) > ($4, $5::UUID)
@@ -250,13 +240,7 @@ ORDER BY created_at, id LIMIT $6`, sc.Region, sc.TenantID, now, after.At, after.
 	if err != nil {
 		return nil, "", classify(err)
 	}
-	next := ""
-	if len(out) > limit {
-		out = out[:limit]
-		last := out[limit-1]
-		after.At, after.ID = last.CreatedAt, last.ID
-		next = encodeToken(after)
-	}
+	out, next := pageOf(out, limit, func(c ChangeRequest) timeKey { return timeKey{c.CreatedAt, c.ID} })
 	return out, next, nil
 }
 

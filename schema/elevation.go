@@ -120,19 +120,9 @@ func (s *Store) ListElevations(ctx context.Context, sc Scope, status, party stri
 	default:
 		return nil, "", fieldErr("status", "must be pending, active, denied or ended, got %q", status)
 	}
-	var after struct {
-		At time.Time `json:"a"`
-		ID string    `json:"i"`
-	}
-	if err := p.decode(&after); err != nil {
+	after, err := p.timeKeyed()
+	if err != nil {
 		return nil, "", err
-	}
-	if after.ID != "" {
-		if _, err := parseID("page_token", after.ID); err != nil {
-			return nil, "", err
-		}
-	} else {
-		after.ID = "00000000-0000-0000-0000-000000000000"
 	}
 	rows, err := s.pool.Query(ctx, `SELECT `+elevationColumns+` FROM elevations
 WHERE crdb_region = $1 AND tenant_id = $2 AND (created_at, id) > ($3, $4::UUID) AND ($5 = '' OR status = $5)
@@ -145,12 +135,7 @@ ORDER BY created_at, id LIMIT $7`, sc.Region, sc.TenantID, after.At, after.ID, s
 	if err != nil {
 		return nil, "", classify(err)
 	}
-	next := ""
-	if len(out) > limit {
-		out = out[:limit]
-		after.At, after.ID = out[limit-1].CreatedAt, out[limit-1].ID
-		next = encodeToken(after)
-	}
+	out, next := pageOf(out, limit, func(e Elevation) timeKey { return timeKey{e.CreatedAt, e.ID} })
 	return out, next, nil
 }
 

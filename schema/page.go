@@ -3,6 +3,7 @@ package schema
 import (
 	"encoding/base64"
 	"encoding/json"
+	"time"
 )
 
 // Page selects one page of a listing.
@@ -45,4 +46,36 @@ func (p Page) decode(v any) error {
 func encodeToken(v any) string {
 	b, _ := json.Marshal(v) // v is always a small struct of strings and times
 	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// timeKey is a position in a listing ordered by (created time, id), oldest first: its
+// page token.
+type timeKey struct {
+	At time.Time `json:"a"`
+	ID string    `json:"i"`
+}
+
+// timeKeyed decodes p's token as a timeKey; the first page starts before every row
+// (the zero time and the zero UUID).
+func (p Page) timeKeyed() (timeKey, error) {
+	var k timeKey
+	if err := p.decode(&k); err != nil {
+		return k, err
+	}
+	if k.ID == "" {
+		k.ID = "00000000-0000-0000-0000-000000000000"
+		return k, nil
+	}
+	_, err := parseID("page_token", k.ID)
+	return k, err
+}
+
+// pageOf cuts rows (read with limit+1) to limit and returns the next page's token, ""
+// on the last page.
+func pageOf[T any](rows []T, limit int, key func(T) timeKey) ([]T, string) {
+	if len(rows) <= limit {
+		return rows, ""
+	}
+	rows = rows[:limit]
+	return rows, encodeToken(key(rows[limit-1]))
 }
