@@ -110,17 +110,22 @@ SELECT EXISTS (SELECT 1 FROM src), EXISTS (SELECT 1 FROM name), EXISTS (SELECT 1
 // $7 attempts, then after $8 ms doubling per attempt, at most $9 ms. The exponent
 // stops at 36: 2^36 times the longest valid delay (24 h in ms) still fits INT8, and
 // 2^36 times the shortest (1 ms) already exceeds the longest maximum.
+//
+// "No delay" is the epoch, not now: concurrent attempts carry their own clocks, and a
+// row stamped with a later attempt's now must not look like a delay to an earlier one
+// whose statement happens to run after it.
 func sourceNextSQL(n string) string {
-	return `CASE WHEN ` + n + ` >= $7 THEN $5::TIMESTAMPTZ + least($9::INT8, $8::INT8 * power(2, least(` + n + ` - $7, 36))::INT8) * INTERVAL '1 millisecond' ELSE $5::TIMESTAMPTZ END`
+	return `CASE WHEN ` + n + ` >= $7 THEN $5::TIMESTAMPTZ + least($9::INT8, $8::INT8 * power(2, least(` + n + ` - $7, 36))::INT8) * INTERVAL '1 millisecond' ELSE 'epoch'::TIMESTAMPTZ END`
 }
 
 // lockCountSQL is the name's count after its n-th attempt: it restarts when the n-th
 // attempt ($10) locks the name.
 func lockCountSQL(n string) string { return `CASE WHEN ` + n + ` >= $10 THEN 0 ELSE ` + n + ` END` }
 
-// lockUntilSQL locks the name for $11 ms at its $10-th attempt.
+// lockUntilSQL locks the name for $11 ms at its $10-th attempt; "not locked" is the
+// epoch (see sourceNextSQL).
 func lockUntilSQL(n string) string {
-	return `CASE WHEN ` + n + ` >= $10 THEN $5::TIMESTAMPTZ + $11::INT8 * INTERVAL '1 millisecond' ELSE $5::TIMESTAMPTZ END`
+	return `CASE WHEN ` + n + ` >= $10 THEN $5::TIMESTAMPTZ + $11::INT8 * INTERVAL '1 millisecond' ELSE 'epoch'::TIMESTAMPTZ END`
 }
 
 // TakeLoginSlot counts an attempt to log in as subject (LoginSubject) from source

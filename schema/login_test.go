@@ -121,3 +121,30 @@ func TestThrottleValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestTakeLoginSlotClocksOutOfOrder: concurrent attempts carry their own clocks, and
+// their statements may run in another order than the clocks say. An attempt whose now
+// is a little earlier than the one that ran before it is neither delayed nor locked by
+// it (both were free attempts).
+func TestTakeLoginSlotClocksOutOfOrder(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := schematest.NewStore(t, "us-east")
+	sc := mustTenant(t, s, "acme", "us-east").Scope()
+	th := schema.Throttle{SourceFree: 3, SourceDelay: time.Hour, SourceMaxDelay: time.Hour, LockAfter: 10, LockFor: time.Hour, Window: 2 * time.Hour}
+	sub := schema.LoginSubject("erin@acme.example")
+	later := time.Date(2030, 1, 1, 0, 0, 0, 5000, time.UTC)
+	earlier := later.Add(-3 * time.Microsecond)
+	for _, at := range []struct {
+		source string
+		now    time.Time
+	}{{"a", later}, {"a", earlier}, {"b", earlier}} {
+		got, err := s.TakeLoginSlot(ctx, sc, th, sub, at.source, at.now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != schema.SlotTaken {
+			t.Fatalf("from %s at %s after an attempt stamped later: slot %d, want taken", at.source, at.now.Format(time.StampMicro), got)
+		}
+	}
+}
