@@ -169,6 +169,11 @@ type Membership struct {
 
 	name string // this lifetime's gossip name: NodeID~random
 
+	// updating serializes UpdateNode: memberlist reads the local node's state outside
+	// its lock there, so two concurrent calls (readiness, reconcile) race inside it.
+	// Never held with mu (UpdateNode calls NodeMeta, which takes mu).
+	updating sync.Mutex
+
 	mu      sync.Mutex
 	self    Member
 	onMove  []func(tenant string, epoch int64)
@@ -377,10 +382,17 @@ func (m *Membership) reconcile() {
 	if !stale {
 		return
 	}
-	if err := m.ml.UpdateNode(time.Second); err != nil {
+	if err := m.updateNode(); err != nil {
 		m.log.Debug("gossip metadata", "err", err)
 	}
 	m.markChanged()
+}
+
+// updateNode re-advertises this node's metadata, one call at a time.
+func (m *Membership) updateNode() error {
+	m.updating.Lock()
+	defer m.updating.Unlock()
+	return m.ml.UpdateNode(time.Second)
 }
 
 // markChanged records that every live peer must be told this node's state.
@@ -405,7 +417,7 @@ func (m *Membership) SetReady(ready bool) {
 	m.self.Ready = ready
 	m.mu.Unlock()
 	if changed {
-		if err := m.ml.UpdateNode(time.Second); err != nil {
+		if err := m.updateNode(); err != nil {
 			m.log.Debug("gossip readiness", "err", err)
 		}
 		m.markChanged()

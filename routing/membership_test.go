@@ -293,3 +293,25 @@ func TestSecurityGossipRefusesNodesWithoutTheKey(t *testing.T) {
 		}
 	}
 }
+
+// TestConcurrentReadinessUpdates: readiness reports, rejoin reconciliation and tests
+// update this node's gossip metadata from several goroutines; memberlist's UpdateNode
+// is not safe for concurrent calls (a data race under -race, which halts a race-built
+// node), so Membership serializes them.
+func TestConcurrentReadinessUpdates(t *testing.T) {
+	t.Parallel()
+	m := join(t, "us", "us-1")
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for i := range 25 {
+				m.SetReady((i+g)%2 == 0)
+			}
+		})
+	}
+	wg.Wait()
+	m.SetReady(true)
+	if got := m.Ready("us"); len(got) != 1 || got[0].NodeID != "us-1" {
+		t.Fatalf("Ready(us) = %v, want us-1", got)
+	}
+}
