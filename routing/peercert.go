@@ -102,15 +102,7 @@ func NewCA(name string, opts CertOptions) (certPEM, keyPEM []byte, err error) {
 		MaxPathLenZero:        true,
 		SubjectKeyId:          keyID(&key.PublicKey),
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, nil, fmt.Errorf("create CA certificate: %w", err)
-	}
-	keyPEM, err = encodeKey(key)
-	if err != nil {
-		return nil, nil, err
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), keyPEM, nil
+	return signPEM(tmpl, tmpl, key, key, "create CA certificate")
 }
 
 // IssueNodeCert issues a node certificate from the CA (PEM certificate and key, as
@@ -153,12 +145,17 @@ func IssueNodeCert(caCertPEM, caKeyPEM []byte, id Identity, opts CertOptions) (c
 			tmpl.DNSNames = append(tmpl.DNSNames, h)
 		}
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	return signPEM(tmpl, ca, key, caKey, "issue node certificate")
+}
+
+// signPEM signs tmpl (for key's public half) with signer as parent, and returns the
+// certificate and key as PEM.
+func signPEM(tmpl, parent *x509.Certificate, key *ecdsa.PrivateKey, signer any, what string) (certPEM, keyPEM []byte, err error) {
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, signer)
 	if err != nil {
-		return nil, nil, fmt.Errorf("issue node certificate: %w", err)
+		return nil, nil, fmt.Errorf("%s: %w", what, err)
 	}
-	keyPEM, err = encodeKey(key)
-	if err != nil {
+	if keyPEM, err = encodeKey(key); err != nil {
 		return nil, nil, err
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), keyPEM, nil
