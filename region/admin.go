@@ -105,26 +105,15 @@ func (a *AdminService) ListTenants(ctx context.Context, req *connect.Request[key
 
 func (a *AdminService) UpdateTenant(ctx context.Context, req *connect.Request[keyplanev1.UpdateTenantRequest]) (*connect.Response[keyplanev1.UpdateTenantResponse], error) {
 	u := schema.TenantUpdate{Name: req.Msg.Name}
-	if d := req.Msg.AccessTokenTtl; d != nil {
-		if err := d.CheckValid(); err != nil {
-			return nil, fieldError("access_token_ttl", "not a valid duration")
-		}
-		v := d.AsDuration()
-		u.AccessTokenTTL = &v
+	var err error
+	if u.AccessTokenTTL, err = durationFromProto("access_token_ttl", req.Msg.AccessTokenTtl); err != nil {
+		return nil, err
 	}
-	if d := req.Msg.ApiKeyMaxLifetime; d != nil {
-		if err := d.CheckValid(); err != nil {
-			return nil, fieldError("api_key_max_lifetime", "not a valid duration")
-		}
-		v := d.AsDuration()
-		u.APIKeyMaxLifetime = &v
+	if u.APIKeyMaxLifetime, err = durationFromProto("api_key_max_lifetime", req.Msg.ApiKeyMaxLifetime); err != nil {
+		return nil, err
 	}
-	if d := req.Msg.StepUpWindow; d != nil {
-		if err := d.CheckValid(); err != nil {
-			return nil, fieldError("step_up_window", "not a valid duration")
-		}
-		v := d.AsDuration()
-		u.StepUpWindow = &v
+	if u.StepUpWindow, err = durationFromProto("step_up_window", req.Msg.StepUpWindow); err != nil {
+		return nil, err
 	}
 	if req.Msg.SigningAlgorithm != keyplanev1.SigningAlgorithm_SIGNING_ALGORITHM_UNSPECIFIED {
 		alg, err := signingAlgFromProto(req.Msg.SigningAlgorithm)
@@ -396,6 +385,19 @@ func (n *Node) tenantToProto(t schema.Tenant) *keyplanev1.Tenant {
 		AccessTokenTtl: durationpb.New(t.AccessTokenTTL), ApiKeyMaxLifetime: durationpb.New(t.APIKeyMaxLifetime),
 		Issuer: n.Issuer(t.ID), SigningAlgorithm: signingAlgToProto(t.SigningAlg), StepUpWindow: durationOrNil(t.StepUpWindow),
 	}
+}
+
+// durationFromProto is an optional duration field: nil when unset, an error naming
+// field when invalid.
+func durationFromProto(field string, d *durationpb.Duration) (*time.Duration, error) {
+	if d == nil {
+		return nil, nil
+	}
+	if err := d.CheckValid(); err != nil {
+		return nil, fieldError(field, "not a valid duration")
+	}
+	v := d.AsDuration()
+	return &v, nil
 }
 
 // durationOrNil is d as a proto Duration, nil when zero (unset).
