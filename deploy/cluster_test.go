@@ -189,6 +189,10 @@ func TestMultiRegionRouting(t *testing.T) {
 		}
 	})
 
+	t.Run("authorization cases from an outside client speaking Connect JSON", func(t *testing.T) {
+		outsideClientCases(t, mr)
+	})
+
 	t.Run("OAuth endpoints route by the /t/ path", func(t *testing.T) {
 		n := cl.RegionNodes("ap-south")[0]
 		resp, err := http.Get(n.URL + "/t/acme/.well-known/jwks.json")
