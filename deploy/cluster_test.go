@@ -303,6 +303,23 @@ func TestMultiRegionRouting(t *testing.T) {
 				t.Errorf("acme at %s during partition: %+v, want active, degraded, served by eu-west", n.ID, got)
 			}
 		}
+		// A check entering at eu-west and served there, degraded, sees the same
+		// request.region as when it was forwarded to us-east (the request.region
+		// subtest's bindings): the entry region, whoever evaluates it.
+		for _, n := range cl.RegionNodes("eu-west") {
+			check := keyplanev1connect.NewCheckServiceClient(http.DefaultClient, n.URL,
+				connect.WithInterceptors(client.Bearer(mr.cl.OperatorSecret), tenantHeader("acme")))
+			for resource, want := range map[string]bool{"entered/doc": true, "served/doc": false} {
+				resp, err := check.Check(ctx, connect.NewRequest(&keyplanev1.CheckRequest{TenantId: "acme",
+					Principal: &keyplanev1.CheckRequest_IdentityId{IdentityId: mr.svc["acme"]}, Permission: "docs.document.read", Resource: resource}))
+				if err != nil {
+					t.Fatalf("check %s at %s during partition: %v", resource, n.ID, err)
+				}
+				if route := resp.Header().Get(routing.RouteHeader); route != routing.RouteDegraded || resp.Msg.Allowed != want {
+					t.Errorf("check %s at %s during partition: route %q allowed %v, want degraded and %v: %s", resource, n.ID, route, resp.Msg.Allowed, want, resp.Msg.Reason)
+				}
+			}
+		}
 		// ap-south still reaches us-east.
 		if got := mr.validate(cl.RegionNodes("ap-south")[0].URL, "acme", tok); got.route != routing.RouteForwarded {
 			t.Errorf("acme at ap-south during an eu-west partition: route %q, want forwarded", got.route)
