@@ -269,3 +269,33 @@ func TestCopyHeaders(t *testing.T) {
 		}
 	})
 }
+
+// TestHopFromNeedsTrust: the entry region (request.region) comes from a hop only over
+// an authenticated connection or when the hop is signed, fresh and for this tenant.
+func TestHopFromNeedsTrust(t *testing.T) {
+	t.Parallel()
+	key := HopKey("cluster secret")
+	now := time.Unix(1_790_000_000, 0)
+	signed := signHop(key, "eu-west/eu-west-1", "acme", "203.0.113.7", now)
+	tests := []struct {
+		name          string
+		key           []byte
+		header        string
+		authenticated bool
+		at            time.Time
+		want          string
+	}{
+		{"signed", key, signed, false, now, "eu-west/eu-west-1"},
+		{"unsigned, authenticated connection", nil, "eu-west/eu-west-1; ip=203.0.113.7", true, now, "eu-west/eu-west-1"},
+		{"unsigned, unauthenticated", key, "eu-west/eu-west-1; ip=203.0.113.7", false, now, ""},
+		{"no key, unauthenticated", nil, signed, false, now, ""},
+		{"stale signature", key, signed, false, now.Add(2 * hopSkew), ""},
+		{"signature of another key", HopKey("another"), signed, false, now, ""},
+		{"origin edited", key, strings.Replace(signed, "eu-west/", "us-east/", 1), false, now, ""},
+	}
+	for _, tt := range tests {
+		if got := hopFrom(tt.key, tt.header, "acme", tt.authenticated, tt.at); got != tt.want {
+			t.Errorf("%s: hopFrom = %q, want %q", tt.name, got, tt.want)
+		}
+	}
+}
