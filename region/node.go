@@ -58,6 +58,7 @@ type Node struct {
 	cluster   interface{ Members() []routing.Member } // gossip's members, for /members; nil without routing
 	guards    *guards                                 // login throttling, password hashing bound, rate limits
 	pageKey   []byte                                  // seals page tokens (pagetoken.go)
+	ruleEnv   *authz.RuleEnv                          // membership-rule conditions (admin_rules.go)
 }
 
 // New assembles a node. log may be nil (no logging).
@@ -97,6 +98,10 @@ func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node
 		verified:  newVerified(10_000), tenants: routing.NewDirectory(store, 5*time.Second), reg: reg,
 		keys:    &keyring{store: store, kek: cfg.KEK, region: cfg.Region, refreshEvery: cfg.KeyRefresh},
 		pageKey: pageKey(string(cfg.OperatorSecret))}
+	if n.ruleEnv, err = authz.NewRuleEnv(authz.EnvOptions{}); err != nil {
+		return nil, err
+	}
+	n.store = store.WithRuleMatcher(n.matchRule)
 
 	mux := http.NewServeMux()
 	// Responses are small: compressing them costs more CPU than it saves on a LAN.
