@@ -225,6 +225,49 @@ func TestAdminPermissionMatrix(t *testing.T) {
 			}
 			return map[string]any{"tenantId": "acme", "roleId": r.Msg.Role.Id}
 		}},
+		{admin("GetRole"), region.PermRolesRead, plain(map[string]any{"roleId": schema.RoleSecurityAuditor})},
+		{admin("ListRoles"), region.PermRolesRead, plain(map[string]any{"namePrefix": "tenant"})},
+		{admin("UpdateRole"), region.PermRolesWrite, func(t *testing.T, _ string) map[string]any {
+			n++
+			r, err := f.op.CreateRole(ctx, connect.NewRequest(&keyplanev1.CreateRoleRequest{TenantId: "acme", Name: fmt.Sprintf("edited-%d", n), Permissions: []string{"docs.document.read"}}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return map[string]any{"tenantId": "acme", "roleId": r.Msg.Role.Id, "description": "renamed"}
+		}},
+		{admin("GetGroup"), region.PermGroupsRead, func(t *testing.T, _ string) map[string]any {
+			n++
+			g, err := f.op.CreateGroup(ctx, connect.NewRequest(&keyplanev1.CreateGroupRequest{TenantId: "acme", Name: fmt.Sprintf("g-%d", n)}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return map[string]any{"tenantId": "acme", "groupId": g.Msg.Group.Id}
+		}},
+		{admin("ListGroups"), region.PermGroupsRead, plain(nil)},
+		{admin("ListGroupMembers"), region.PermGroupsRead, func(t *testing.T, _ string) map[string]any {
+			n++
+			g, err := f.op.CreateGroup(ctx, connect.NewRequest(&keyplanev1.CreateGroupRequest{TenantId: "acme", Name: fmt.Sprintf("g-%d", n)}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return map[string]any{"tenantId": "acme", "groupId": g.Msg.Group.Id}
+		}},
+		{admin("UpdateGroup"), region.PermGroupsWrite, func(t *testing.T, _ string) map[string]any {
+			n++
+			g, err := f.op.CreateGroup(ctx, connect.NewRequest(&keyplanev1.CreateGroupRequest{TenantId: "acme", Name: fmt.Sprintf("g-%d", n)}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return map[string]any{"tenantId": "acme", "groupId": g.Msg.Group.Id, "externalId": "scim-1"}
+		}},
+		{admin("DeleteGroup"), region.PermGroupsWrite, func(t *testing.T, _ string) map[string]any {
+			n++
+			g, err := f.op.CreateGroup(ctx, connect.NewRequest(&keyplanev1.CreateGroupRequest{TenantId: "acme", Name: fmt.Sprintf("g-%d", n)}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return map[string]any{"tenantId": "acme", "groupId": g.Msg.Group.Id}
+		}},
 		{admin("CreateGroup"), region.PermGroupsWrite, func(*testing.T, string) map[string]any {
 			n++
 			return map[string]any{"tenantId": "acme", "name": fmt.Sprintf("group-%d", n)}
