@@ -727,7 +727,7 @@ func TestSecurityRoleUpdateNoEscalation(t *testing.T) {
 	}
 	// Within what the caller holds, the same kinds of edit go through.
 	for name, req := range map[string]*keyplanev1.UpdateRoleRequest{
-		"add a permission it holds": {RoleId: target.Id, Permissions: []string{"docs.document.read", "iam.roles.read"}},
+		"add a permission it holds":    {RoleId: target.Id, Permissions: []string{"docs.document.read", "iam.roles.read"}},
 		"narrow a deny it could grant": {RoleId: denied.Id, Permissions: []string{"billing.invoice.read"}},
 		"clear sensitive of an unbound role": {RoleId: f.role(t, f.op, &keyplanev1.CreateRoleRequest{Name: "loose", Permissions: []string{"x.y.z"},
 			Sensitive: true}).Id, Sensitive: proto.Bool(false)},
