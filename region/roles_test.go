@@ -745,3 +745,42 @@ func TestSecurityRoleUpdateNoEscalation(t *testing.T) {
 		t.Fatalf("operator widening a privileged role: %v", err)
 	}
 }
+
+// TestRoleChangesTakeEffect: Check sees an UpdateRole and a cascading DeleteGroup as
+// soon as they return (the revision bump reaches the policy cache), for a grant
+// through a group.
+func TestRoleChangesTakeEffect(t *testing.T) {
+	t.Parallel()
+	f := newAdminFixture(t, nil)
+	ctx := context.Background()
+	check := keyplanev1connect.NewCheckServiceClient(http.DefaultClient, f.url, connect.WithInterceptors(bearerInterceptor(f.bootTok)))
+	allowed := func(perm, resource string) bool {
+		t.Helper()
+		r, err := check.Check(ctx, connect.NewRequest(&keyplanev1.CheckRequest{TenantId: "acme",
+			Principal: &keyplanev1.CheckRequest_IdentityId{IdentityId: f.owner}, Permission: perm, Resource: resource}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Msg.Allowed
+	}
+	role := f.role(t, f.tenantAd, &keyplanev1.CreateRoleRequest{Name: "docs-reader", Permissions: []string{"docs.document.read"}})
+	g := f.group(t, "readers", "")
+	f.addMember(t, g, f.owner)
+	f.bindAs(t, keyplanev1.Effect_EFFECT_ALLOW, "group", g, role.Id, "docs/")
+	if !allowed("docs.document.read", "docs/1") || allowed("docs.document.write", "docs/1") {
+		t.Fatal("before the update: want read allowed, write denied")
+	}
+	if _, err := f.tenantAd.UpdateRole(ctx, connect.NewRequest(&keyplanev1.UpdateRoleRequest{TenantId: "acme", RoleId: role.Id,
+		Permissions: []string{"docs.document.write"}})); err != nil {
+		t.Fatal(err)
+	}
+	if allowed("docs.document.read", "docs/1") || !allowed("docs.document.write", "docs/1") {
+		t.Fatal("after the update: want read denied, write allowed")
+	}
+	if _, err := f.tenantAd.DeleteGroup(ctx, connect.NewRequest(&keyplanev1.DeleteGroupRequest{TenantId: "acme", GroupId: g, Cascade: true})); err != nil {
+		t.Fatal(err)
+	}
+	if allowed("docs.document.write", "docs/1") {
+		t.Fatal("after deleting the group: write still allowed")
+	}
+}
