@@ -33,6 +33,7 @@ const (
 	// every identity may revoke its own.
 	PermSessionsRevoke = "iam.sessions.revoke"
 	PermRolesWrite     = "iam.roles.write"
+	PermRolesRead      = "iam.roles.read"
 	PermGroupsWrite    = "iam.groups.write"
 	PermGroupsRead     = "iam.groups.read"
 	// PermBindingsWrite, held on a scope, lets the holder create and delete bindings on
@@ -133,14 +134,26 @@ var authorities = func() map[string]authority {
 		admin("ListCredentials"):    tenant(PermCredentialsRead, onTenant, false),
 		admin("ListSessions"):       tenant(PermSessionsRead, onTenant, false),
 		admin("CreateRole"):         tenant(PermRolesWrite, onTenant, false),
-		admin("DeleteRole"):         tenant(PermRolesWrite, onTenant, false),
-		admin("CreateGroup"):        tenant(PermGroupsWrite, onTenant, false),
-		admin("AddGroupMember"):     tenant(PermGroupsWrite, onScope, true),
-		admin("RemoveGroupMember"):  tenant(PermGroupsWrite, onScope, false),
-		admin("CreateBinding"):      tenant(PermBindingsWrite, onScope, true),
-		admin("DeleteBinding"):      tenant(PermBindingsWrite, onScope, false),
-		admin("ListBindings"):       tenant(PermBindingsRead, onTenant, false),
-		admin("ListAuditEvents"):    tenant(PermAuditRead, onTenant, false),
+		admin("GetRole"):            tenant(PermRolesRead, onTenant, false),
+		admin("ListRoles"):          tenant(PermRolesRead, onTenant, false),
+		// UpdateRole changes what every principal bound to the role holds, like a
+		// binding: a human steps up, and the handler applies the no-escalation rule on
+		// the role's bound scopes (mayUpdateRole). A cascading DeleteRole or
+		// DeleteGroup deletes bindings: the handler checks each like DeleteBinding.
+		admin("UpdateRole"):        tenant(PermRolesWrite, onTenant, true),
+		admin("DeleteRole"):        tenant(PermRolesWrite, onTenant, false),
+		admin("CreateGroup"):       tenant(PermGroupsWrite, onTenant, false),
+		admin("GetGroup"):          tenant(PermGroupsRead, onTenant, false),
+		admin("ListGroups"):        tenant(PermGroupsRead, onTenant, false),
+		admin("ListGroupMembers"):  tenant(PermGroupsRead, onTenant, false),
+		admin("UpdateGroup"):       tenant(PermGroupsWrite, onTenant, false),
+		admin("DeleteGroup"):       tenant(PermGroupsWrite, onTenant, false),
+		admin("AddGroupMember"):    tenant(PermGroupsWrite, onScope, true),
+		admin("RemoveGroupMember"): tenant(PermGroupsWrite, onScope, false),
+		admin("CreateBinding"):     tenant(PermBindingsWrite, onScope, true),
+		admin("DeleteBinding"):     tenant(PermBindingsWrite, onScope, false),
+		admin("ListBindings"):      tenant(PermBindingsRead, onTenant, false),
+		admin("ListAuditEvents"):   tenant(PermAuditRead, onTenant, false),
 		// Two-person change control: approving applies a privileged change, so a
 		// human approver steps up; the approver must also pass the no-escalation
 		// rule for the change (checked by the handler).

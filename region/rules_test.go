@@ -135,6 +135,20 @@ func TestMembershipRulesJoinerMoverLeaver(t *testing.T) {
 	if err != nil || len(rules.Msg.Rules) != 1 || rules.Msg.Rules[0].Name != "sales" || !slices.Equal(rules.Msg.Rules[0].GroupIds, []string{f.sales}) {
 		t.Fatalf("rules after delete: %v %v", rules, err)
 	}
+	// Reviewers list the manual members: access no rule explains.
+	for source, want := range map[string]int{"manual": 1, "rule": 1} {
+		ms, err := f.admin.ListGroupMembers(ctx, connect.NewRequest(&keyplanev1.ListGroupMembersRequest{TenantId: "acme", GroupId: f.sales, Source: source}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ms.Msg.Members) != want || ms.Msg.Members[0].Source != source {
+			t.Errorf("sales members by %s: %v, want %d", source, ms.Msg.Members, want)
+		}
+	}
+	// A group a rule gives cannot be deleted from under it, even with cascade.
+	_, err = f.admin.DeleteGroup(ctx, connect.NewRequest(&keyplanev1.DeleteGroupRequest{TenantId: "acme", GroupId: f.sales, Cascade: true}))
+	wantCode(t, err, connect.CodeFailedPrecondition, "membership rules")
+
 	// Every change is audited with the memberships it moved.
 	evs, err := f.admin.ListAuditEvents(ctx, connect.NewRequest(&keyplanev1.ListAuditEventsRequest{TenantId: "acme", Action: "identity.update", PageSize: 100}))
 	if err != nil {

@@ -27,7 +27,7 @@ const (
 // identity-manager and access-admin are privileged: a tenant identity binds them
 // only through an approved change request.
 func BuiltinRoles() []Role {
-	return []Role{
+	rs := []Role{
 		{ID: RoleTenantAdmin, Name: "tenant-admin", Sensitive: true, Privileged: true,
 			Description: "Owns the tenant: every permission, keyplane's own (iam.*) and the tenant's applications'.",
 			Permissions: []string{"*"}},
@@ -39,13 +39,17 @@ func BuiltinRoles() []Role {
 			Permissions: []string{"iam.roles.*", "iam.groups.*", "iam.bindings.*", "iam.access.review", "iam.elevations.approve",
 				"iam.identities.read"}},
 		{ID: RoleSecurityAuditor, Name: "security-auditor",
-			Description: "Reads the audit log, decisions, bindings and access reviews; changes nothing.",
-			Permissions: []string{"iam.audit.read", "iam.access.review", "iam.bindings.read", "iam.identities.read",
-				"iam.credentials.read", "iam.sessions.read"}},
+			Description: "Reads the audit log, decisions, roles, groups, bindings and access reviews; changes nothing.",
+			Permissions: []string{"iam.audit.read", "iam.access.review", "iam.roles.read", "iam.groups.read", "iam.bindings.read",
+				"iam.identities.read", "iam.credentials.read", "iam.sessions.read"}},
 		{ID: RoleNHIOwner, Name: "nhi-owner",
 			Description: "Manages the credentials of the non-human identities whose owner the holder is.",
 			Permissions: []string{"iam.credentials.manage_owned"}},
 	}
+	for i := range rs {
+		rs[i].BuiltIn = true
+	}
+	return rs
 }
 
 // BuiltinRole returns the built-in role with id.

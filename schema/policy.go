@@ -25,6 +25,7 @@ type Role struct {
 	// Privileged: a tenant identity binds it only through a change request another
 	// identity approves (two-person change control, docs/administration.md).
 	Privileged bool
+	BuiltIn    bool // one of BuiltinRoles: never updated or deleted
 }
 
 // Group holds identities.
@@ -191,29 +192,6 @@ VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id::TEXT, name, description, permi
 			after: map[string]any{"name": out.Name, "permissions": out.Permissions, "sensitive": out.Sensitive, "privileged": out.Privileged}}, nil
 	})
 	return out, rev, err
-}
-
-// DeleteRole removes a role that no binding or elevation uses.
-func (s *Store) DeleteRole(ctx context.Context, c Change, sc Scope, id string) (int64, error) {
-	if _, err := parseID("role_id", id); err != nil {
-		return 0, err
-	}
-	if r, ok := BuiltinRole(id); ok {
-		return 0, fmt.Errorf("%w: role_id: %s is the built-in role %q, which cannot be deleted", ErrPrecondition, id, r.Name)
-	}
-	return s.policyChange(ctx, c, sc, func(tx pgx.Tx) (audit, error) {
-		tag, err := tx.Exec(ctx, `DELETE FROM roles WHERE crdb_region = $1 AND tenant_id = $2 AND id = $3`, sc.Region, sc.TenantID, id)
-		if err != nil {
-			if errors.Is(classify(err), ErrNotFound) { // foreign key: still referenced
-				return audit{}, fmt.Errorf("%w: role_id: role %s is still used by bindings or elevations", ErrPrecondition, id)
-			}
-			return audit{}, fmt.Errorf("delete role: %w", err)
-		}
-		if tag.RowsAffected() == 0 {
-			return audit{}, fmt.Errorf("%w: role %s", ErrNotFound, id)
-		}
-		return audit{action: "role.delete", targetKind: "role", targetID: id, after: map[string]any{}}, nil
-	})
 }
 
 // CreateGroup adds a group.

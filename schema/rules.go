@@ -495,3 +495,17 @@ func (s *Store) applyRules(ctx context.Context, tx pgx.Tx, sc Scope, i Identity,
 	}
 	return nil
 }
+
+// rulesTargeting lists the ids of the rules that give group groupID.
+func rulesTargeting(ctx context.Context, q querier, sc Scope, groupID string) ([]string, error) {
+	rows, err := q.Query(ctx, `SELECT rule_id::TEXT FROM membership_rule_groups WHERE crdb_region = $1 AND tenant_id = $2 AND group_id = $3
+ORDER BY rule_id`, sc.Region, sc.TenantID, groupID)
+	if err != nil {
+		return nil, fmt.Errorf("read membership rules of group: %w", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("read membership rules of group: %w", err)
+	}
+	return ids, nil
+}

@@ -395,6 +395,14 @@ CREATE TABLE IF NOT EXISTS change_requests (
 );
 CREATE INDEX IF NOT EXISTS change_requests_created_idx ON change_requests (tenant_id, created_at, id);
 
+-- migration 0010 role_delete
+-- 0010 Deleting roles (issue 14): an elevation's role_id no longer references roles.
+-- DeleteRole with cascade ends a role's active elevations and denies its pending ones;
+-- the decided elevations stay as history (with the audit log) after the role is gone,
+-- which the foreign key forbade. RequestElevation checks the role exists instead, in
+-- the transaction that inserts the elevation.
+ALTER TABLE elevations DROP CONSTRAINT IF EXISTS elevations_role;
+
 -- migration 0013 membership_rules
 -- 0013 Birthright rules: group memberships that follow identity attributes
 -- (docs/lifecycle.md, "Joiners and movers").
