@@ -426,9 +426,12 @@ type Tenant struct {
 	SigningAlgorithm SigningAlgorithm `protobuf:"varint,13,opt,name=signing_algorithm,json=signingAlgorithm,proto3,enum=keyplane.v1.SigningAlgorithm" json:"signing_algorithm,omitempty"`
 	// How recent a login with a second factor a human needs for a sensitive call;
 	// unset: the node's default (serve --step-up-window, 10 minutes).
-	StepUpWindow  *durationpb.Duration `protobuf:"bytes,14,opt,name=step_up_window,json=stepUpWindow,proto3" json:"step_up_window,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	StepUpWindow *durationpb.Duration `protobuf:"bytes,14,opt,name=step_up_window,json=stepUpWindow,proto3" json:"step_up_window,omitempty"`
+	// How long the tenant's decision log keeps a decision (DecisionService); older
+	// decisions are never returned and are deleted in the background.
+	DecisionRetention *durationpb.Duration `protobuf:"bytes,15,opt,name=decision_retention,json=decisionRetention,proto3" json:"decision_retention,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Tenant) Reset() {
@@ -555,6 +558,13 @@ func (x *Tenant) GetSigningAlgorithm() SigningAlgorithm {
 func (x *Tenant) GetStepUpWindow() *durationpb.Duration {
 	if x != nil {
 		return x.StepUpWindow
+	}
+	return nil
+}
+
+func (x *Tenant) GetDecisionRetention() *durationpb.Duration {
+	if x != nil {
+		return x.DecisionRetention
 	}
 	return nil
 }
@@ -970,8 +980,11 @@ type CreateTenantRequest struct {
 	Residency  Residency              `protobuf:"varint,4,opt,name=residency,proto3,enum=keyplane.v1.Residency" json:"residency,omitempty"`
 	// Defaults to EdDSA.
 	SigningAlgorithm SigningAlgorithm `protobuf:"varint,5,opt,name=signing_algorithm,json=signingAlgorithm,proto3,enum=keyplane.v1.SigningAlgorithm" json:"signing_algorithm,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// How long decisions are kept, whole seconds from 1 day to 10 years; unset means
+	// 90 days.
+	DecisionRetention *durationpb.Duration `protobuf:"bytes,6,opt,name=decision_retention,json=decisionRetention,proto3" json:"decision_retention,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *CreateTenantRequest) Reset() {
@@ -1037,6 +1050,13 @@ func (x *CreateTenantRequest) GetSigningAlgorithm() SigningAlgorithm {
 		return x.SigningAlgorithm
 	}
 	return SigningAlgorithm_SIGNING_ALGORITHM_UNSPECIFIED
+}
+
+func (x *CreateTenantRequest) GetDecisionRetention() *durationpb.Duration {
+	if x != nil {
+		return x.DecisionRetention
+	}
+	return nil
 }
 
 type CreateTenantResponse struct {
@@ -1316,9 +1336,12 @@ type UpdateTenantRequest struct {
 	SigningAlgorithm SigningAlgorithm `protobuf:"varint,5,opt,name=signing_algorithm,json=signingAlgorithm,proto3,enum=keyplane.v1.SigningAlgorithm" json:"signing_algorithm,omitempty"`
 	// How recent a login with a second factor a human needs for a sensitive call
 	// (docs/administration.md), 1 minute to 24 hours.
-	StepUpWindow  *durationpb.Duration `protobuf:"bytes,6,opt,name=step_up_window,json=stepUpWindow,proto3" json:"step_up_window,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	StepUpWindow *durationpb.Duration `protobuf:"bytes,6,opt,name=step_up_window,json=stepUpWindow,proto3" json:"step_up_window,omitempty"`
+	// How long decisions are kept, whole seconds from 1 day to 10 years. Shortening it
+	// hides older decisions at once and deletes them in the background.
+	DecisionRetention *durationpb.Duration `protobuf:"bytes,7,opt,name=decision_retention,json=decisionRetention,proto3" json:"decision_retention,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *UpdateTenantRequest) Reset() {
@@ -1389,6 +1412,13 @@ func (x *UpdateTenantRequest) GetSigningAlgorithm() SigningAlgorithm {
 func (x *UpdateTenantRequest) GetStepUpWindow() *durationpb.Duration {
 	if x != nil {
 		return x.StepUpWindow
+	}
+	return nil
+}
+
+func (x *UpdateTenantRequest) GetDecisionRetention() *durationpb.Duration {
+	if x != nil {
+		return x.DecisionRetention
 	}
 	return nil
 }
@@ -5645,7 +5675,7 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\x17keyplane/v1/admin.proto\x12\vkeyplane.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"?\n" +
 	"\x06Region\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
-	"\fsuper_region\x18\x02 \x01(\tR\vsuperRegion\"\xb2\x05\n" +
+	"\fsuper_region\x18\x02 \x01(\tR\vsuperRegion\"\xfc\x05\n" +
 	"\x06Tenant\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1f\n" +
@@ -5664,7 +5694,8 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\x14api_key_max_lifetime\x18\v \x01(\v2\x19.google.protobuf.DurationR\x11apiKeyMaxLifetime\x12\x16\n" +
 	"\x06issuer\x18\f \x01(\tR\x06issuer\x12J\n" +
 	"\x11signing_algorithm\x18\r \x01(\x0e2\x1d.keyplane.v1.SigningAlgorithmR\x10signingAlgorithm\x12?\n" +
-	"\x0estep_up_window\x18\x0e \x01(\v2\x19.google.protobuf.DurationR\fstepUpWindow\"\xbb\x04\n" +
+	"\x0estep_up_window\x18\x0e \x01(\v2\x19.google.protobuf.DurationR\fstepUpWindow\x12H\n" +
+	"\x12decision_retention\x18\x0f \x01(\v2\x19.google.protobuf.DurationR\x11decisionRetention\"\xbb\x04\n" +
 	"\bIdentity\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12-\n" +
@@ -5712,14 +5743,15 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"breakGlass\"\x14\n" +
 	"\x12ListRegionsRequest\"D\n" +
 	"\x13ListRegionsResponse\x12-\n" +
-	"\aregions\x18\x01 \x03(\v2\x13.keyplane.v1.RegionR\aregions\"\xdc\x01\n" +
+	"\aregions\x18\x01 \x03(\v2\x13.keyplane.v1.RegionR\aregions\"\xa6\x02\n" +
 	"\x13CreateTenantRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1f\n" +
 	"\vhome_region\x18\x03 \x01(\tR\n" +
 	"homeRegion\x124\n" +
 	"\tresidency\x18\x04 \x01(\x0e2\x16.keyplane.v1.ResidencyR\tresidency\x12J\n" +
-	"\x11signing_algorithm\x18\x05 \x01(\x0e2\x1d.keyplane.v1.SigningAlgorithmR\x10signingAlgorithm\"\xc7\x01\n" +
+	"\x11signing_algorithm\x18\x05 \x01(\x0e2\x1d.keyplane.v1.SigningAlgorithmR\x10signingAlgorithm\x12H\n" +
+	"\x12decision_retention\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x11decisionRetention\"\xc7\x01\n" +
 	"\x14CreateTenantResponse\x12+\n" +
 	"\x06tenant\x18\x01 \x01(\v2\x13.keyplane.v1.TenantR\x06tenant\x12*\n" +
 	"\x11admin_identity_id\x18\x02 \x01(\tR\x0fadminIdentityId\x12&\n" +
@@ -5735,14 +5767,15 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"page_token\x18\x02 \x01(\tR\tpageToken\"l\n" +
 	"\x13ListTenantsResponse\x12-\n" +
 	"\atenants\x18\x01 \x03(\v2\x13.keyplane.v1.TenantR\atenants\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xe5\x02\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xaf\x03\n" +
 	"\x13UpdateTenantRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
 	"\x04name\x18\x02 \x01(\tH\x00R\x04name\x88\x01\x01\x12C\n" +
 	"\x10access_token_ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x0eaccessTokenTtl\x12J\n" +
 	"\x14api_key_max_lifetime\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x11apiKeyMaxLifetime\x12J\n" +
 	"\x11signing_algorithm\x18\x05 \x01(\x0e2\x1d.keyplane.v1.SigningAlgorithmR\x10signingAlgorithm\x12?\n" +
-	"\x0estep_up_window\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\fstepUpWindowB\a\n" +
+	"\x0estep_up_window\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\fstepUpWindow\x12H\n" +
+	"\x12decision_retention\x18\a \x01(\v2\x19.google.protobuf.DurationR\x11decisionRetentionB\a\n" +
 	"\x05_name\"C\n" +
 	"\x14UpdateTenantResponse\x12+\n" +
 	"\x06tenant\x18\x01 \x01(\v2\x13.keyplane.v1.TenantR\x06tenant\"&\n" +
@@ -6283,165 +6316,168 @@ var file_keyplane_v1_admin_proto_depIdxs = []int32{
 	89,  // 5: keyplane.v1.Tenant.api_key_max_lifetime:type_name -> google.protobuf.Duration
 	1,   // 6: keyplane.v1.Tenant.signing_algorithm:type_name -> keyplane.v1.SigningAlgorithm
 	89,  // 7: keyplane.v1.Tenant.step_up_window:type_name -> google.protobuf.Duration
-	3,   // 8: keyplane.v1.Identity.kind:type_name -> keyplane.v1.IdentityKind
-	90,  // 9: keyplane.v1.Identity.attributes:type_name -> google.protobuf.Struct
-	2,   // 10: keyplane.v1.Identity.status:type_name -> keyplane.v1.Status
-	88,  // 11: keyplane.v1.Identity.expire_time:type_name -> google.protobuf.Timestamp
-	88,  // 12: keyplane.v1.Identity.tokens_valid_after:type_name -> google.protobuf.Timestamp
-	88,  // 13: keyplane.v1.Identity.create_time:type_name -> google.protobuf.Timestamp
-	88,  // 14: keyplane.v1.Identity.update_time:type_name -> google.protobuf.Timestamp
-	88,  // 15: keyplane.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
-	90,  // 16: keyplane.v1.AuditEvent.before:type_name -> google.protobuf.Struct
-	90,  // 17: keyplane.v1.AuditEvent.after:type_name -> google.protobuf.Struct
-	6,   // 18: keyplane.v1.ListRegionsResponse.regions:type_name -> keyplane.v1.Region
-	0,   // 19: keyplane.v1.CreateTenantRequest.residency:type_name -> keyplane.v1.Residency
-	1,   // 20: keyplane.v1.CreateTenantRequest.signing_algorithm:type_name -> keyplane.v1.SigningAlgorithm
-	7,   // 21: keyplane.v1.CreateTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	7,   // 22: keyplane.v1.GetTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	7,   // 23: keyplane.v1.ListTenantsResponse.tenants:type_name -> keyplane.v1.Tenant
-	89,  // 24: keyplane.v1.UpdateTenantRequest.access_token_ttl:type_name -> google.protobuf.Duration
-	89,  // 25: keyplane.v1.UpdateTenantRequest.api_key_max_lifetime:type_name -> google.protobuf.Duration
-	1,   // 26: keyplane.v1.UpdateTenantRequest.signing_algorithm:type_name -> keyplane.v1.SigningAlgorithm
-	89,  // 27: keyplane.v1.UpdateTenantRequest.step_up_window:type_name -> google.protobuf.Duration
-	7,   // 28: keyplane.v1.UpdateTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	7,   // 29: keyplane.v1.DisableTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	7,   // 30: keyplane.v1.EnableTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	7,   // 31: keyplane.v1.RehomeTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	3,   // 32: keyplane.v1.CreateIdentityRequest.kind:type_name -> keyplane.v1.IdentityKind
-	90,  // 33: keyplane.v1.CreateIdentityRequest.attributes:type_name -> google.protobuf.Struct
-	88,  // 34: keyplane.v1.CreateIdentityRequest.expire_time:type_name -> google.protobuf.Timestamp
-	8,   // 35: keyplane.v1.CreateIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	8,   // 36: keyplane.v1.GetIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	8,   // 37: keyplane.v1.ListIdentitiesResponse.identities:type_name -> keyplane.v1.Identity
-	90,  // 38: keyplane.v1.UpdateIdentityRequest.attributes:type_name -> google.protobuf.Struct
-	88,  // 39: keyplane.v1.UpdateIdentityRequest.expire_time:type_name -> google.protobuf.Timestamp
-	8,   // 40: keyplane.v1.UpdateIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	8,   // 41: keyplane.v1.DisableIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	8,   // 42: keyplane.v1.EnableIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	88,  // 43: keyplane.v1.ListAuditEventsRequest.start_time:type_name -> google.protobuf.Timestamp
-	88,  // 44: keyplane.v1.ListAuditEventsRequest.end_time:type_name -> google.protobuf.Timestamp
-	9,   // 45: keyplane.v1.ListAuditEventsResponse.events:type_name -> keyplane.v1.AuditEvent
-	4,   // 46: keyplane.v1.Credential.kind:type_name -> keyplane.v1.CredentialKind
-	88,  // 47: keyplane.v1.Credential.create_time:type_name -> google.protobuf.Timestamp
-	88,  // 48: keyplane.v1.Credential.expire_time:type_name -> google.protobuf.Timestamp
-	88,  // 49: keyplane.v1.Credential.last_used_time:type_name -> google.protobuf.Timestamp
-	88,  // 50: keyplane.v1.Credential.rotate_time:type_name -> google.protobuf.Timestamp
-	88,  // 51: keyplane.v1.Credential.revoke_time:type_name -> google.protobuf.Timestamp
-	88,  // 52: keyplane.v1.Session.create_time:type_name -> google.protobuf.Timestamp
-	88,  // 53: keyplane.v1.Session.expire_time:type_name -> google.protobuf.Timestamp
-	88,  // 54: keyplane.v1.Session.revoke_time:type_name -> google.protobuf.Timestamp
-	88,  // 55: keyplane.v1.CreateAPIKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
-	40,  // 56: keyplane.v1.CreateAPIKeyResponse.credential:type_name -> keyplane.v1.Credential
-	88,  // 57: keyplane.v1.RotateAPIKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
-	89,  // 58: keyplane.v1.RotateAPIKeyRequest.grace_period:type_name -> google.protobuf.Duration
-	40,  // 59: keyplane.v1.RotateAPIKeyResponse.credential:type_name -> keyplane.v1.Credential
-	40,  // 60: keyplane.v1.CreateClientResponse.credential:type_name -> keyplane.v1.Credential
-	40,  // 61: keyplane.v1.UpdateClientResponse.credential:type_name -> keyplane.v1.Credential
-	89,  // 62: keyplane.v1.RotateClientSecretRequest.grace_period:type_name -> google.protobuf.Duration
-	40,  // 63: keyplane.v1.RotateClientSecretResponse.credential:type_name -> keyplane.v1.Credential
-	40,  // 64: keyplane.v1.RevokeCredentialResponse.credential:type_name -> keyplane.v1.Credential
-	40,  // 65: keyplane.v1.ListCredentialsResponse.credentials:type_name -> keyplane.v1.Credential
-	41,  // 66: keyplane.v1.ListSessionsResponse.sessions:type_name -> keyplane.v1.Session
-	40,  // 67: keyplane.v1.SetPasswordResponse.credential:type_name -> keyplane.v1.Credential
-	5,   // 68: keyplane.v1.Binding.effect:type_name -> keyplane.v1.Effect
-	88,  // 69: keyplane.v1.Binding.expire_time:type_name -> google.protobuf.Timestamp
-	88,  // 70: keyplane.v1.Binding.create_time:type_name -> google.protobuf.Timestamp
-	60,  // 71: keyplane.v1.CreateRoleResponse.role:type_name -> keyplane.v1.Role
-	61,  // 72: keyplane.v1.CreateGroupResponse.group:type_name -> keyplane.v1.Group
-	77,  // 73: keyplane.v1.AddGroupMemberResponse.change_request:type_name -> keyplane.v1.ChangeRequest
-	77,  // 74: keyplane.v1.RemoveGroupMemberResponse.change_request:type_name -> keyplane.v1.ChangeRequest
-	5,   // 75: keyplane.v1.CreateBindingRequest.effect:type_name -> keyplane.v1.Effect
-	88,  // 76: keyplane.v1.CreateBindingRequest.expire_time:type_name -> google.protobuf.Timestamp
-	62,  // 77: keyplane.v1.CreateBindingResponse.binding:type_name -> keyplane.v1.Binding
-	77,  // 78: keyplane.v1.CreateBindingResponse.change_request:type_name -> keyplane.v1.ChangeRequest
-	77,  // 79: keyplane.v1.DeleteBindingResponse.change_request:type_name -> keyplane.v1.ChangeRequest
-	62,  // 80: keyplane.v1.ChangeRequest.binding:type_name -> keyplane.v1.Binding
-	88,  // 81: keyplane.v1.ChangeRequest.create_time:type_name -> google.protobuf.Timestamp
-	88,  // 82: keyplane.v1.ChangeRequest.expire_time:type_name -> google.protobuf.Timestamp
-	88,  // 83: keyplane.v1.ChangeRequest.decide_time:type_name -> google.protobuf.Timestamp
-	77,  // 84: keyplane.v1.GetChangeRequestResponse.change_request:type_name -> keyplane.v1.ChangeRequest
-	77,  // 85: keyplane.v1.ListChangeRequestsResponse.change_requests:type_name -> keyplane.v1.ChangeRequest
-	77,  // 86: keyplane.v1.ApproveChangeRequestResponse.change_request:type_name -> keyplane.v1.ChangeRequest
-	62,  // 87: keyplane.v1.ApproveChangeRequestResponse.binding:type_name -> keyplane.v1.Binding
-	77,  // 88: keyplane.v1.DenyChangeRequestResponse.change_request:type_name -> keyplane.v1.ChangeRequest
-	62,  // 89: keyplane.v1.ListBindingsResponse.bindings:type_name -> keyplane.v1.Binding
-	10,  // 90: keyplane.v1.AdminService.ListRegions:input_type -> keyplane.v1.ListRegionsRequest
-	12,  // 91: keyplane.v1.AdminService.CreateTenant:input_type -> keyplane.v1.CreateTenantRequest
-	14,  // 92: keyplane.v1.AdminService.GetTenant:input_type -> keyplane.v1.GetTenantRequest
-	16,  // 93: keyplane.v1.AdminService.ListTenants:input_type -> keyplane.v1.ListTenantsRequest
-	18,  // 94: keyplane.v1.AdminService.UpdateTenant:input_type -> keyplane.v1.UpdateTenantRequest
-	20,  // 95: keyplane.v1.AdminService.DisableTenant:input_type -> keyplane.v1.DisableTenantRequest
-	22,  // 96: keyplane.v1.AdminService.EnableTenant:input_type -> keyplane.v1.EnableTenantRequest
-	24,  // 97: keyplane.v1.AdminService.RehomeTenant:input_type -> keyplane.v1.RehomeTenantRequest
-	26,  // 98: keyplane.v1.AdminService.CreateIdentity:input_type -> keyplane.v1.CreateIdentityRequest
-	28,  // 99: keyplane.v1.AdminService.GetIdentity:input_type -> keyplane.v1.GetIdentityRequest
-	30,  // 100: keyplane.v1.AdminService.ListIdentities:input_type -> keyplane.v1.ListIdentitiesRequest
-	32,  // 101: keyplane.v1.AdminService.UpdateIdentity:input_type -> keyplane.v1.UpdateIdentityRequest
-	34,  // 102: keyplane.v1.AdminService.DisableIdentity:input_type -> keyplane.v1.DisableIdentityRequest
-	36,  // 103: keyplane.v1.AdminService.EnableIdentity:input_type -> keyplane.v1.EnableIdentityRequest
-	42,  // 104: keyplane.v1.AdminService.CreateAPIKey:input_type -> keyplane.v1.CreateAPIKeyRequest
-	44,  // 105: keyplane.v1.AdminService.RotateAPIKey:input_type -> keyplane.v1.RotateAPIKeyRequest
-	46,  // 106: keyplane.v1.AdminService.CreateClient:input_type -> keyplane.v1.CreateClientRequest
-	48,  // 107: keyplane.v1.AdminService.UpdateClient:input_type -> keyplane.v1.UpdateClientRequest
-	50,  // 108: keyplane.v1.AdminService.RotateClientSecret:input_type -> keyplane.v1.RotateClientSecretRequest
-	52,  // 109: keyplane.v1.AdminService.RevokeCredential:input_type -> keyplane.v1.RevokeCredentialRequest
-	54,  // 110: keyplane.v1.AdminService.ListCredentials:input_type -> keyplane.v1.ListCredentialsRequest
-	56,  // 111: keyplane.v1.AdminService.ListSessions:input_type -> keyplane.v1.ListSessionsRequest
-	58,  // 112: keyplane.v1.AdminService.SetPassword:input_type -> keyplane.v1.SetPasswordRequest
-	63,  // 113: keyplane.v1.AdminService.CreateRole:input_type -> keyplane.v1.CreateRoleRequest
-	65,  // 114: keyplane.v1.AdminService.DeleteRole:input_type -> keyplane.v1.DeleteRoleRequest
-	67,  // 115: keyplane.v1.AdminService.CreateGroup:input_type -> keyplane.v1.CreateGroupRequest
-	69,  // 116: keyplane.v1.AdminService.AddGroupMember:input_type -> keyplane.v1.AddGroupMemberRequest
-	71,  // 117: keyplane.v1.AdminService.RemoveGroupMember:input_type -> keyplane.v1.RemoveGroupMemberRequest
-	73,  // 118: keyplane.v1.AdminService.CreateBinding:input_type -> keyplane.v1.CreateBindingRequest
-	75,  // 119: keyplane.v1.AdminService.DeleteBinding:input_type -> keyplane.v1.DeleteBindingRequest
-	86,  // 120: keyplane.v1.AdminService.ListBindings:input_type -> keyplane.v1.ListBindingsRequest
-	38,  // 121: keyplane.v1.AdminService.ListAuditEvents:input_type -> keyplane.v1.ListAuditEventsRequest
-	78,  // 122: keyplane.v1.AdminService.GetChangeRequest:input_type -> keyplane.v1.GetChangeRequestRequest
-	80,  // 123: keyplane.v1.AdminService.ListChangeRequests:input_type -> keyplane.v1.ListChangeRequestsRequest
-	82,  // 124: keyplane.v1.AdminService.ApproveChangeRequest:input_type -> keyplane.v1.ApproveChangeRequestRequest
-	84,  // 125: keyplane.v1.AdminService.DenyChangeRequest:input_type -> keyplane.v1.DenyChangeRequestRequest
-	11,  // 126: keyplane.v1.AdminService.ListRegions:output_type -> keyplane.v1.ListRegionsResponse
-	13,  // 127: keyplane.v1.AdminService.CreateTenant:output_type -> keyplane.v1.CreateTenantResponse
-	15,  // 128: keyplane.v1.AdminService.GetTenant:output_type -> keyplane.v1.GetTenantResponse
-	17,  // 129: keyplane.v1.AdminService.ListTenants:output_type -> keyplane.v1.ListTenantsResponse
-	19,  // 130: keyplane.v1.AdminService.UpdateTenant:output_type -> keyplane.v1.UpdateTenantResponse
-	21,  // 131: keyplane.v1.AdminService.DisableTenant:output_type -> keyplane.v1.DisableTenantResponse
-	23,  // 132: keyplane.v1.AdminService.EnableTenant:output_type -> keyplane.v1.EnableTenantResponse
-	25,  // 133: keyplane.v1.AdminService.RehomeTenant:output_type -> keyplane.v1.RehomeTenantResponse
-	27,  // 134: keyplane.v1.AdminService.CreateIdentity:output_type -> keyplane.v1.CreateIdentityResponse
-	29,  // 135: keyplane.v1.AdminService.GetIdentity:output_type -> keyplane.v1.GetIdentityResponse
-	31,  // 136: keyplane.v1.AdminService.ListIdentities:output_type -> keyplane.v1.ListIdentitiesResponse
-	33,  // 137: keyplane.v1.AdminService.UpdateIdentity:output_type -> keyplane.v1.UpdateIdentityResponse
-	35,  // 138: keyplane.v1.AdminService.DisableIdentity:output_type -> keyplane.v1.DisableIdentityResponse
-	37,  // 139: keyplane.v1.AdminService.EnableIdentity:output_type -> keyplane.v1.EnableIdentityResponse
-	43,  // 140: keyplane.v1.AdminService.CreateAPIKey:output_type -> keyplane.v1.CreateAPIKeyResponse
-	45,  // 141: keyplane.v1.AdminService.RotateAPIKey:output_type -> keyplane.v1.RotateAPIKeyResponse
-	47,  // 142: keyplane.v1.AdminService.CreateClient:output_type -> keyplane.v1.CreateClientResponse
-	49,  // 143: keyplane.v1.AdminService.UpdateClient:output_type -> keyplane.v1.UpdateClientResponse
-	51,  // 144: keyplane.v1.AdminService.RotateClientSecret:output_type -> keyplane.v1.RotateClientSecretResponse
-	53,  // 145: keyplane.v1.AdminService.RevokeCredential:output_type -> keyplane.v1.RevokeCredentialResponse
-	55,  // 146: keyplane.v1.AdminService.ListCredentials:output_type -> keyplane.v1.ListCredentialsResponse
-	57,  // 147: keyplane.v1.AdminService.ListSessions:output_type -> keyplane.v1.ListSessionsResponse
-	59,  // 148: keyplane.v1.AdminService.SetPassword:output_type -> keyplane.v1.SetPasswordResponse
-	64,  // 149: keyplane.v1.AdminService.CreateRole:output_type -> keyplane.v1.CreateRoleResponse
-	66,  // 150: keyplane.v1.AdminService.DeleteRole:output_type -> keyplane.v1.DeleteRoleResponse
-	68,  // 151: keyplane.v1.AdminService.CreateGroup:output_type -> keyplane.v1.CreateGroupResponse
-	70,  // 152: keyplane.v1.AdminService.AddGroupMember:output_type -> keyplane.v1.AddGroupMemberResponse
-	72,  // 153: keyplane.v1.AdminService.RemoveGroupMember:output_type -> keyplane.v1.RemoveGroupMemberResponse
-	74,  // 154: keyplane.v1.AdminService.CreateBinding:output_type -> keyplane.v1.CreateBindingResponse
-	76,  // 155: keyplane.v1.AdminService.DeleteBinding:output_type -> keyplane.v1.DeleteBindingResponse
-	87,  // 156: keyplane.v1.AdminService.ListBindings:output_type -> keyplane.v1.ListBindingsResponse
-	39,  // 157: keyplane.v1.AdminService.ListAuditEvents:output_type -> keyplane.v1.ListAuditEventsResponse
-	79,  // 158: keyplane.v1.AdminService.GetChangeRequest:output_type -> keyplane.v1.GetChangeRequestResponse
-	81,  // 159: keyplane.v1.AdminService.ListChangeRequests:output_type -> keyplane.v1.ListChangeRequestsResponse
-	83,  // 160: keyplane.v1.AdminService.ApproveChangeRequest:output_type -> keyplane.v1.ApproveChangeRequestResponse
-	85,  // 161: keyplane.v1.AdminService.DenyChangeRequest:output_type -> keyplane.v1.DenyChangeRequestResponse
-	126, // [126:162] is the sub-list for method output_type
-	90,  // [90:126] is the sub-list for method input_type
-	90,  // [90:90] is the sub-list for extension type_name
-	90,  // [90:90] is the sub-list for extension extendee
-	0,   // [0:90] is the sub-list for field type_name
+	89,  // 8: keyplane.v1.Tenant.decision_retention:type_name -> google.protobuf.Duration
+	3,   // 9: keyplane.v1.Identity.kind:type_name -> keyplane.v1.IdentityKind
+	90,  // 10: keyplane.v1.Identity.attributes:type_name -> google.protobuf.Struct
+	2,   // 11: keyplane.v1.Identity.status:type_name -> keyplane.v1.Status
+	88,  // 12: keyplane.v1.Identity.expire_time:type_name -> google.protobuf.Timestamp
+	88,  // 13: keyplane.v1.Identity.tokens_valid_after:type_name -> google.protobuf.Timestamp
+	88,  // 14: keyplane.v1.Identity.create_time:type_name -> google.protobuf.Timestamp
+	88,  // 15: keyplane.v1.Identity.update_time:type_name -> google.protobuf.Timestamp
+	88,  // 16: keyplane.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	90,  // 17: keyplane.v1.AuditEvent.before:type_name -> google.protobuf.Struct
+	90,  // 18: keyplane.v1.AuditEvent.after:type_name -> google.protobuf.Struct
+	6,   // 19: keyplane.v1.ListRegionsResponse.regions:type_name -> keyplane.v1.Region
+	0,   // 20: keyplane.v1.CreateTenantRequest.residency:type_name -> keyplane.v1.Residency
+	1,   // 21: keyplane.v1.CreateTenantRequest.signing_algorithm:type_name -> keyplane.v1.SigningAlgorithm
+	89,  // 22: keyplane.v1.CreateTenantRequest.decision_retention:type_name -> google.protobuf.Duration
+	7,   // 23: keyplane.v1.CreateTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	7,   // 24: keyplane.v1.GetTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	7,   // 25: keyplane.v1.ListTenantsResponse.tenants:type_name -> keyplane.v1.Tenant
+	89,  // 26: keyplane.v1.UpdateTenantRequest.access_token_ttl:type_name -> google.protobuf.Duration
+	89,  // 27: keyplane.v1.UpdateTenantRequest.api_key_max_lifetime:type_name -> google.protobuf.Duration
+	1,   // 28: keyplane.v1.UpdateTenantRequest.signing_algorithm:type_name -> keyplane.v1.SigningAlgorithm
+	89,  // 29: keyplane.v1.UpdateTenantRequest.step_up_window:type_name -> google.protobuf.Duration
+	89,  // 30: keyplane.v1.UpdateTenantRequest.decision_retention:type_name -> google.protobuf.Duration
+	7,   // 31: keyplane.v1.UpdateTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	7,   // 32: keyplane.v1.DisableTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	7,   // 33: keyplane.v1.EnableTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	7,   // 34: keyplane.v1.RehomeTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	3,   // 35: keyplane.v1.CreateIdentityRequest.kind:type_name -> keyplane.v1.IdentityKind
+	90,  // 36: keyplane.v1.CreateIdentityRequest.attributes:type_name -> google.protobuf.Struct
+	88,  // 37: keyplane.v1.CreateIdentityRequest.expire_time:type_name -> google.protobuf.Timestamp
+	8,   // 38: keyplane.v1.CreateIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	8,   // 39: keyplane.v1.GetIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	8,   // 40: keyplane.v1.ListIdentitiesResponse.identities:type_name -> keyplane.v1.Identity
+	90,  // 41: keyplane.v1.UpdateIdentityRequest.attributes:type_name -> google.protobuf.Struct
+	88,  // 42: keyplane.v1.UpdateIdentityRequest.expire_time:type_name -> google.protobuf.Timestamp
+	8,   // 43: keyplane.v1.UpdateIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	8,   // 44: keyplane.v1.DisableIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	8,   // 45: keyplane.v1.EnableIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	88,  // 46: keyplane.v1.ListAuditEventsRequest.start_time:type_name -> google.protobuf.Timestamp
+	88,  // 47: keyplane.v1.ListAuditEventsRequest.end_time:type_name -> google.protobuf.Timestamp
+	9,   // 48: keyplane.v1.ListAuditEventsResponse.events:type_name -> keyplane.v1.AuditEvent
+	4,   // 49: keyplane.v1.Credential.kind:type_name -> keyplane.v1.CredentialKind
+	88,  // 50: keyplane.v1.Credential.create_time:type_name -> google.protobuf.Timestamp
+	88,  // 51: keyplane.v1.Credential.expire_time:type_name -> google.protobuf.Timestamp
+	88,  // 52: keyplane.v1.Credential.last_used_time:type_name -> google.protobuf.Timestamp
+	88,  // 53: keyplane.v1.Credential.rotate_time:type_name -> google.protobuf.Timestamp
+	88,  // 54: keyplane.v1.Credential.revoke_time:type_name -> google.protobuf.Timestamp
+	88,  // 55: keyplane.v1.Session.create_time:type_name -> google.protobuf.Timestamp
+	88,  // 56: keyplane.v1.Session.expire_time:type_name -> google.protobuf.Timestamp
+	88,  // 57: keyplane.v1.Session.revoke_time:type_name -> google.protobuf.Timestamp
+	88,  // 58: keyplane.v1.CreateAPIKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
+	40,  // 59: keyplane.v1.CreateAPIKeyResponse.credential:type_name -> keyplane.v1.Credential
+	88,  // 60: keyplane.v1.RotateAPIKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
+	89,  // 61: keyplane.v1.RotateAPIKeyRequest.grace_period:type_name -> google.protobuf.Duration
+	40,  // 62: keyplane.v1.RotateAPIKeyResponse.credential:type_name -> keyplane.v1.Credential
+	40,  // 63: keyplane.v1.CreateClientResponse.credential:type_name -> keyplane.v1.Credential
+	40,  // 64: keyplane.v1.UpdateClientResponse.credential:type_name -> keyplane.v1.Credential
+	89,  // 65: keyplane.v1.RotateClientSecretRequest.grace_period:type_name -> google.protobuf.Duration
+	40,  // 66: keyplane.v1.RotateClientSecretResponse.credential:type_name -> keyplane.v1.Credential
+	40,  // 67: keyplane.v1.RevokeCredentialResponse.credential:type_name -> keyplane.v1.Credential
+	40,  // 68: keyplane.v1.ListCredentialsResponse.credentials:type_name -> keyplane.v1.Credential
+	41,  // 69: keyplane.v1.ListSessionsResponse.sessions:type_name -> keyplane.v1.Session
+	40,  // 70: keyplane.v1.SetPasswordResponse.credential:type_name -> keyplane.v1.Credential
+	5,   // 71: keyplane.v1.Binding.effect:type_name -> keyplane.v1.Effect
+	88,  // 72: keyplane.v1.Binding.expire_time:type_name -> google.protobuf.Timestamp
+	88,  // 73: keyplane.v1.Binding.create_time:type_name -> google.protobuf.Timestamp
+	60,  // 74: keyplane.v1.CreateRoleResponse.role:type_name -> keyplane.v1.Role
+	61,  // 75: keyplane.v1.CreateGroupResponse.group:type_name -> keyplane.v1.Group
+	77,  // 76: keyplane.v1.AddGroupMemberResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	77,  // 77: keyplane.v1.RemoveGroupMemberResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	5,   // 78: keyplane.v1.CreateBindingRequest.effect:type_name -> keyplane.v1.Effect
+	88,  // 79: keyplane.v1.CreateBindingRequest.expire_time:type_name -> google.protobuf.Timestamp
+	62,  // 80: keyplane.v1.CreateBindingResponse.binding:type_name -> keyplane.v1.Binding
+	77,  // 81: keyplane.v1.CreateBindingResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	77,  // 82: keyplane.v1.DeleteBindingResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	62,  // 83: keyplane.v1.ChangeRequest.binding:type_name -> keyplane.v1.Binding
+	88,  // 84: keyplane.v1.ChangeRequest.create_time:type_name -> google.protobuf.Timestamp
+	88,  // 85: keyplane.v1.ChangeRequest.expire_time:type_name -> google.protobuf.Timestamp
+	88,  // 86: keyplane.v1.ChangeRequest.decide_time:type_name -> google.protobuf.Timestamp
+	77,  // 87: keyplane.v1.GetChangeRequestResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	77,  // 88: keyplane.v1.ListChangeRequestsResponse.change_requests:type_name -> keyplane.v1.ChangeRequest
+	77,  // 89: keyplane.v1.ApproveChangeRequestResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	62,  // 90: keyplane.v1.ApproveChangeRequestResponse.binding:type_name -> keyplane.v1.Binding
+	77,  // 91: keyplane.v1.DenyChangeRequestResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	62,  // 92: keyplane.v1.ListBindingsResponse.bindings:type_name -> keyplane.v1.Binding
+	10,  // 93: keyplane.v1.AdminService.ListRegions:input_type -> keyplane.v1.ListRegionsRequest
+	12,  // 94: keyplane.v1.AdminService.CreateTenant:input_type -> keyplane.v1.CreateTenantRequest
+	14,  // 95: keyplane.v1.AdminService.GetTenant:input_type -> keyplane.v1.GetTenantRequest
+	16,  // 96: keyplane.v1.AdminService.ListTenants:input_type -> keyplane.v1.ListTenantsRequest
+	18,  // 97: keyplane.v1.AdminService.UpdateTenant:input_type -> keyplane.v1.UpdateTenantRequest
+	20,  // 98: keyplane.v1.AdminService.DisableTenant:input_type -> keyplane.v1.DisableTenantRequest
+	22,  // 99: keyplane.v1.AdminService.EnableTenant:input_type -> keyplane.v1.EnableTenantRequest
+	24,  // 100: keyplane.v1.AdminService.RehomeTenant:input_type -> keyplane.v1.RehomeTenantRequest
+	26,  // 101: keyplane.v1.AdminService.CreateIdentity:input_type -> keyplane.v1.CreateIdentityRequest
+	28,  // 102: keyplane.v1.AdminService.GetIdentity:input_type -> keyplane.v1.GetIdentityRequest
+	30,  // 103: keyplane.v1.AdminService.ListIdentities:input_type -> keyplane.v1.ListIdentitiesRequest
+	32,  // 104: keyplane.v1.AdminService.UpdateIdentity:input_type -> keyplane.v1.UpdateIdentityRequest
+	34,  // 105: keyplane.v1.AdminService.DisableIdentity:input_type -> keyplane.v1.DisableIdentityRequest
+	36,  // 106: keyplane.v1.AdminService.EnableIdentity:input_type -> keyplane.v1.EnableIdentityRequest
+	42,  // 107: keyplane.v1.AdminService.CreateAPIKey:input_type -> keyplane.v1.CreateAPIKeyRequest
+	44,  // 108: keyplane.v1.AdminService.RotateAPIKey:input_type -> keyplane.v1.RotateAPIKeyRequest
+	46,  // 109: keyplane.v1.AdminService.CreateClient:input_type -> keyplane.v1.CreateClientRequest
+	48,  // 110: keyplane.v1.AdminService.UpdateClient:input_type -> keyplane.v1.UpdateClientRequest
+	50,  // 111: keyplane.v1.AdminService.RotateClientSecret:input_type -> keyplane.v1.RotateClientSecretRequest
+	52,  // 112: keyplane.v1.AdminService.RevokeCredential:input_type -> keyplane.v1.RevokeCredentialRequest
+	54,  // 113: keyplane.v1.AdminService.ListCredentials:input_type -> keyplane.v1.ListCredentialsRequest
+	56,  // 114: keyplane.v1.AdminService.ListSessions:input_type -> keyplane.v1.ListSessionsRequest
+	58,  // 115: keyplane.v1.AdminService.SetPassword:input_type -> keyplane.v1.SetPasswordRequest
+	63,  // 116: keyplane.v1.AdminService.CreateRole:input_type -> keyplane.v1.CreateRoleRequest
+	65,  // 117: keyplane.v1.AdminService.DeleteRole:input_type -> keyplane.v1.DeleteRoleRequest
+	67,  // 118: keyplane.v1.AdminService.CreateGroup:input_type -> keyplane.v1.CreateGroupRequest
+	69,  // 119: keyplane.v1.AdminService.AddGroupMember:input_type -> keyplane.v1.AddGroupMemberRequest
+	71,  // 120: keyplane.v1.AdminService.RemoveGroupMember:input_type -> keyplane.v1.RemoveGroupMemberRequest
+	73,  // 121: keyplane.v1.AdminService.CreateBinding:input_type -> keyplane.v1.CreateBindingRequest
+	75,  // 122: keyplane.v1.AdminService.DeleteBinding:input_type -> keyplane.v1.DeleteBindingRequest
+	86,  // 123: keyplane.v1.AdminService.ListBindings:input_type -> keyplane.v1.ListBindingsRequest
+	38,  // 124: keyplane.v1.AdminService.ListAuditEvents:input_type -> keyplane.v1.ListAuditEventsRequest
+	78,  // 125: keyplane.v1.AdminService.GetChangeRequest:input_type -> keyplane.v1.GetChangeRequestRequest
+	80,  // 126: keyplane.v1.AdminService.ListChangeRequests:input_type -> keyplane.v1.ListChangeRequestsRequest
+	82,  // 127: keyplane.v1.AdminService.ApproveChangeRequest:input_type -> keyplane.v1.ApproveChangeRequestRequest
+	84,  // 128: keyplane.v1.AdminService.DenyChangeRequest:input_type -> keyplane.v1.DenyChangeRequestRequest
+	11,  // 129: keyplane.v1.AdminService.ListRegions:output_type -> keyplane.v1.ListRegionsResponse
+	13,  // 130: keyplane.v1.AdminService.CreateTenant:output_type -> keyplane.v1.CreateTenantResponse
+	15,  // 131: keyplane.v1.AdminService.GetTenant:output_type -> keyplane.v1.GetTenantResponse
+	17,  // 132: keyplane.v1.AdminService.ListTenants:output_type -> keyplane.v1.ListTenantsResponse
+	19,  // 133: keyplane.v1.AdminService.UpdateTenant:output_type -> keyplane.v1.UpdateTenantResponse
+	21,  // 134: keyplane.v1.AdminService.DisableTenant:output_type -> keyplane.v1.DisableTenantResponse
+	23,  // 135: keyplane.v1.AdminService.EnableTenant:output_type -> keyplane.v1.EnableTenantResponse
+	25,  // 136: keyplane.v1.AdminService.RehomeTenant:output_type -> keyplane.v1.RehomeTenantResponse
+	27,  // 137: keyplane.v1.AdminService.CreateIdentity:output_type -> keyplane.v1.CreateIdentityResponse
+	29,  // 138: keyplane.v1.AdminService.GetIdentity:output_type -> keyplane.v1.GetIdentityResponse
+	31,  // 139: keyplane.v1.AdminService.ListIdentities:output_type -> keyplane.v1.ListIdentitiesResponse
+	33,  // 140: keyplane.v1.AdminService.UpdateIdentity:output_type -> keyplane.v1.UpdateIdentityResponse
+	35,  // 141: keyplane.v1.AdminService.DisableIdentity:output_type -> keyplane.v1.DisableIdentityResponse
+	37,  // 142: keyplane.v1.AdminService.EnableIdentity:output_type -> keyplane.v1.EnableIdentityResponse
+	43,  // 143: keyplane.v1.AdminService.CreateAPIKey:output_type -> keyplane.v1.CreateAPIKeyResponse
+	45,  // 144: keyplane.v1.AdminService.RotateAPIKey:output_type -> keyplane.v1.RotateAPIKeyResponse
+	47,  // 145: keyplane.v1.AdminService.CreateClient:output_type -> keyplane.v1.CreateClientResponse
+	49,  // 146: keyplane.v1.AdminService.UpdateClient:output_type -> keyplane.v1.UpdateClientResponse
+	51,  // 147: keyplane.v1.AdminService.RotateClientSecret:output_type -> keyplane.v1.RotateClientSecretResponse
+	53,  // 148: keyplane.v1.AdminService.RevokeCredential:output_type -> keyplane.v1.RevokeCredentialResponse
+	55,  // 149: keyplane.v1.AdminService.ListCredentials:output_type -> keyplane.v1.ListCredentialsResponse
+	57,  // 150: keyplane.v1.AdminService.ListSessions:output_type -> keyplane.v1.ListSessionsResponse
+	59,  // 151: keyplane.v1.AdminService.SetPassword:output_type -> keyplane.v1.SetPasswordResponse
+	64,  // 152: keyplane.v1.AdminService.CreateRole:output_type -> keyplane.v1.CreateRoleResponse
+	66,  // 153: keyplane.v1.AdminService.DeleteRole:output_type -> keyplane.v1.DeleteRoleResponse
+	68,  // 154: keyplane.v1.AdminService.CreateGroup:output_type -> keyplane.v1.CreateGroupResponse
+	70,  // 155: keyplane.v1.AdminService.AddGroupMember:output_type -> keyplane.v1.AddGroupMemberResponse
+	72,  // 156: keyplane.v1.AdminService.RemoveGroupMember:output_type -> keyplane.v1.RemoveGroupMemberResponse
+	74,  // 157: keyplane.v1.AdminService.CreateBinding:output_type -> keyplane.v1.CreateBindingResponse
+	76,  // 158: keyplane.v1.AdminService.DeleteBinding:output_type -> keyplane.v1.DeleteBindingResponse
+	87,  // 159: keyplane.v1.AdminService.ListBindings:output_type -> keyplane.v1.ListBindingsResponse
+	39,  // 160: keyplane.v1.AdminService.ListAuditEvents:output_type -> keyplane.v1.ListAuditEventsResponse
+	79,  // 161: keyplane.v1.AdminService.GetChangeRequest:output_type -> keyplane.v1.GetChangeRequestResponse
+	81,  // 162: keyplane.v1.AdminService.ListChangeRequests:output_type -> keyplane.v1.ListChangeRequestsResponse
+	83,  // 163: keyplane.v1.AdminService.ApproveChangeRequest:output_type -> keyplane.v1.ApproveChangeRequestResponse
+	85,  // 164: keyplane.v1.AdminService.DenyChangeRequest:output_type -> keyplane.v1.DenyChangeRequestResponse
+	129, // [129:165] is the sub-list for method output_type
+	93,  // [93:129] is the sub-list for method input_type
+	93,  // [93:93] is the sub-list for extension type_name
+	93,  // [93:93] is the sub-list for extension extendee
+	0,   // [0:93] is the sub-list for field type_name
 }
 
 func init() { file_keyplane_v1_admin_proto_init() }
