@@ -300,10 +300,8 @@ func TestDecisionReadNeedsPermission(t *testing.T) {
 func TestDecisionRetention(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	f := &policyFixture{fixture: newFixtureWith(t, func(c *region.Config) {
-		c.DecisionPruneEvery = 20 * time.Millisecond
-		c.MetricsPublic = true
-	})}
+	// This node does not prune: what its reads hide, they hide by the retention alone.
+	f := &policyFixture{fixture: newFixtureWith(t, func(c *region.Config) { c.DecisionPruneEvery = -1 })}
 	f.check = keyplanev1connect.NewCheckServiceClient(http.DefaultClient, f.url, connect.WithInterceptors(bearerInterceptor(secret)))
 	dc := decisionClient(f.url, secret)
 
@@ -373,8 +371,15 @@ func TestDecisionRetention(t *testing.T) {
 	}
 	logged(t, dc, "other", otherOld) // 25 hours is within other's 30 days
 
-	// The pruner deletes acme's 3 expired rows, and nothing else.
+	// A second node of the region, on the same clock, prunes: acme's 3 expired rows go,
+	// nothing else does.
+	cfg := authConfig(f.kek, "us-east-2")
+	cfg.Now, cfg.DecisionPruneEvery, cfg.MetricsPublic = f.clock.Now, 20*time.Millisecond, true
+	pruner := testNode(t, f.store, cfg)
 	sc := schema.Scope{TenantID: "acme", Region: "us-east"}
+	if n, err := f.store.CountDecisions(ctx, sc); err != nil || n != len(old)+len(fresh) {
+		t.Fatalf("before pruning acme has %d decisions (%v), want %d", n, err, len(old)+len(fresh))
+	}
 	for i := 0; ; i++ {
 		n, err := f.store.CountDecisions(ctx, sc)
 		if err != nil {
@@ -391,7 +396,7 @@ func TestDecisionRetention(t *testing.T) {
 	if n, err := f.store.CountDecisions(ctx, schema.Scope{TenantID: "other", Region: "us-east"}); err != nil || n != 1 {
 		t.Fatalf("other has %d decisions (%v), want its 1", n, err)
 	}
-	if got := metricValue(t, f.url+"/metrics", "keyplane_decisions_pruned_total"); got != float64(len(old)) {
+	if got := metricValue(t, pruner+"/metrics", "keyplane_decisions_pruned_total"); got != float64(len(old)) {
 		t.Fatalf("keyplane_decisions_pruned_total = %v, want %d", got, len(old))
 	}
 }
