@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -138,6 +139,11 @@ func (s *Store) ListDecisions(ctx context.Context, sc Scope, f DecisionFilter, n
 	if f.PrincipalID != "" {
 		if _, err := parseID("principal_id", f.PrincipalID); err != nil {
 			return nil, "", err
+		}
+	}
+	for _, v := range []struct{ field, v string }{{"permission", f.Permission}, {"resource", f.Resource}, {"resource_prefix", f.ResourcePrefix}} {
+		if len(v.v) > 1024 || !utf8.ValidString(v.v) || strings.ContainsRune(v.v, 0) {
+			return nil, "", fieldErr(v.field, "must be valid UTF-8 without NUL, at most 1024 bytes")
 		}
 	}
 	if f.Resource != "" && f.ResourcePrefix != "" {
