@@ -18,6 +18,8 @@ import (
 	"github.com/keyplane/keyplane/region"
 	keyplanev1 "github.com/keyplane/keyplane/region/gen/keyplane/v1"
 	"github.com/keyplane/keyplane/region/gen/keyplane/v1/keyplanev1connect"
+	"github.com/keyplane/keyplane/routing"
+	"github.com/keyplane/keyplane/routing/client"
 	"github.com/keyplane/keyplane/schema"
 )
 
@@ -398,5 +400,53 @@ func TestDecisionRetention(t *testing.T) {
 	}
 	if got := metricValue(t, pruner+"/metrics", "keyplane_decisions_pruned_total"); got != float64(len(old)) {
 		t.Fatalf("keyplane_decisions_pruned_total = %v, want %d", got, len(old))
+	}
+}
+
+// TestDecisionsRoutedToHomeRegion: decision reads are tenant-scoped like checks: a
+// read at another region's node is forwarded to the tenant's home region, which
+// decided and stored the decision.
+func TestDecisionsRoutedToHomeRegion(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pair := newRoutedPair(t)
+	opts := connect.WithInterceptors(client.Tenant(), bearerInterceptor(secret))
+	admin := keyplanev1connect.NewAdminServiceClient(http.DefaultClient, pair.us, opts)
+	if _, err := admin.CreateTenant(ctx, connect.NewRequest(&keyplanev1.CreateTenantRequest{Id: "acme", Name: "Acme", HomeRegion: "us-east"})); err != nil {
+		t.Fatal(err)
+	}
+	alice, err := admin.CreateIdentity(ctx, connect.NewRequest(&keyplanev1.CreateIdentityRequest{TenantId: "acme",
+		Kind: keyplanev1.IdentityKind_IDENTITY_KIND_HUMAN, DisplayName: "Alice"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := keyplanev1connect.NewCheckServiceClient(http.DefaultClient, pair.eu, opts)
+	r, err := check.Check(ctx, connect.NewRequest(&keyplanev1.CheckRequest{TenantId: "acme",
+		Principal: &keyplanev1.CheckRequest_IdentityId{IdentityId: alice.Msg.Identity.Id}, Permission: "docs.document.read", Resource: "docs/x"}))
+	if err != nil || r.Msg.Allowed {
+		t.Fatalf("check: %v %v", r, err)
+	}
+	eu := keyplanev1connect.NewDecisionServiceClient(http.DefaultClient, pair.eu, opts)
+	var d *keyplanev1.GetDecisionResponse
+	for i := 0; ; i++ {
+		resp, err := eu.GetDecision(ctx, connect.NewRequest(&keyplanev1.GetDecisionRequest{TenantId: "acme", DecisionId: r.Msg.DecisionId}))
+		if err == nil {
+			if got := resp.Header().Get(routing.RouteHeader); got != routing.RouteForwarded {
+				t.Fatalf("%s = %q, want %q", routing.RouteHeader, got, routing.RouteForwarded)
+			}
+			d = resp.Msg
+			break
+		}
+		if connect.CodeOf(err) != connect.CodeNotFound || i > 200 {
+			t.Fatalf("get decision through eu-west: %v", err)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	if d.Decision.ServingRegion != "us-east" || d.Decision.HomeRegion != "us-east" || d.Decision.Outcome != keyplanev1.DecisionOutcome_DECISION_OUTCOME_DENIED {
+		t.Fatalf("decision: %+v, want decided and stored in us-east", d.Decision)
+	}
+	l, err := eu.ListDecisions(ctx, connect.NewRequest(&keyplanev1.ListDecisionsRequest{TenantId: "acme"}))
+	if err != nil || len(l.Msg.Decisions) != 1 || l.Msg.Decisions[0].Id != r.Msg.DecisionId || l.Header().Get(routing.RouteHeader) != routing.RouteForwarded {
+		t.Fatalf("list through eu-west: %v %v", l, err)
 	}
 }
