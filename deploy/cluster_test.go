@@ -42,6 +42,7 @@ type multiRegion struct {
 	cl     *deploy.Cluster
 	homes  map[string]string // tenant → home region
 	apiKey map[string]string // tenant → API key of a service account
+	svc    map[string]string // tenant → that service account's identity id
 }
 
 func (mr *multiRegion) auth(url, tenant string) keyplanev1connect.AuthServiceClient {
@@ -90,7 +91,7 @@ func startMultiRegion(t *testing.T) *multiRegion {
 		t.Fatal(err)
 	}
 	t.Cleanup(cl.Stop)
-	mr := &multiRegion{cl: cl, homes: map[string]string{}, apiKey: map[string]string{}}
+	mr := &multiRegion{cl: cl, homes: map[string]string{}, apiKey: map[string]string{}, svc: map[string]string{}}
 	for i, r := range deploy.DefaultRegions {
 		tenant := []string{"acme", "globex", "initech"}[i]
 		mr.homes[tenant] = r
@@ -107,6 +108,7 @@ func startMultiRegion(t *testing.T) *multiRegion {
 			t.Fatal(err)
 		}
 		mr.apiKey[tenant] = key
+		mr.svc[tenant] = st.ServiceAccountID
 	}
 	return mr
 }
@@ -139,6 +141,56 @@ func TestMultiRegionRouting(t *testing.T) {
 				}
 			}
 		}
+	})
+
+	t.Run("request.region is where the request entered, forwarded or not", func(t *testing.T) {
+		// acme lives in us-east. A binding that allows only requests entering at
+		// eu-west must allow a check sent to an eu-west node (forwarded to us-east and
+		// evaluated there) and deny the same check sent to a us-east node; a binding on
+		// request.serving_region sees us-east either way.
+		const tenant = "acme"
+		admin := mr.admin(cl.Nodes[0].URL, tenant)
+		role, err := admin.CreateRole(ctx, connect.NewRequest(&keyplanev1.CreateRoleRequest{TenantId: tenant, Name: "region-reader",
+			Permissions: []string{"docs.document.read", "docs.folder.list"}}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, b := range []struct{ scope, cond string }{
+			{"entered/", `request.region == "eu-west"`},
+			{"served/", `request.serving_region == "us-east"`},
+		} {
+			if _, err := admin.CreateBinding(ctx, connect.NewRequest(&keyplanev1.CreateBindingRequest{TenantId: tenant, PrincipalKind: "identity",
+				PrincipalId: mr.svc[tenant], RoleId: role.Msg.Role.Id, Scope: b.scope, Condition: b.cond, Justification: "request.region test"})); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, n := range cl.Nodes {
+			check := keyplanev1connect.NewCheckServiceClient(http.DefaultClient, n.URL,
+				connect.WithInterceptors(client.Bearer(mr.cl.OperatorSecret), tenantHeader(tenant)))
+			for _, tt := range []struct {
+				resource string
+				want     bool
+			}{
+				{"entered/doc", n.Region == "eu-west"},
+				{"served/doc", true},
+			} {
+				resp, err := check.Check(ctx, connect.NewRequest(&keyplanev1.CheckRequest{TenantId: tenant,
+					Principal: &keyplanev1.CheckRequest_IdentityId{IdentityId: mr.svc[tenant]}, Permission: "docs.document.read", Resource: tt.resource}))
+				if err != nil {
+					t.Fatalf("check %s at %s: %v", tt.resource, n.ID, err)
+				}
+				if served := resp.Header().Get("Keyplane-Served-By"); !strings.HasPrefix(served, "us-east/") {
+					t.Errorf("check at %s served by %q, want a us-east node", n.ID, served)
+				}
+				if resp.Msg.Allowed != tt.want {
+					t.Errorf("check of %s entering at %s (%s): allowed %v, want %v: %s", tt.resource, n.ID, n.Region, resp.Msg.Allowed, tt.want, resp.Msg.Reason)
+				}
+			}
+		}
+	})
+
+	t.Run("authorization cases from an outside client speaking Connect JSON", func(t *testing.T) {
+		outsideClientCases(t, mr)
 	})
 
 	t.Run("OAuth endpoints route by the /t/ path", func(t *testing.T) {
@@ -249,6 +301,23 @@ func TestMultiRegionRouting(t *testing.T) {
 			got := mr.validate(n.URL, "acme", tok)
 			if got.err != nil || !got.active || got.route != routing.RouteDegraded || !strings.HasPrefix(got.servedBy, "eu-west/") {
 				t.Errorf("acme at %s during partition: %+v, want active, degraded, served by eu-west", n.ID, got)
+			}
+		}
+		// A check entering at eu-west and served there, degraded, sees the same
+		// request.region as when it was forwarded to us-east (the request.region
+		// subtest's bindings): the entry region, whoever evaluates it.
+		for _, n := range cl.RegionNodes("eu-west") {
+			check := keyplanev1connect.NewCheckServiceClient(http.DefaultClient, n.URL,
+				connect.WithInterceptors(client.Bearer(mr.cl.OperatorSecret), tenantHeader("acme")))
+			for resource, want := range map[string]bool{"entered/doc": true, "served/doc": false} {
+				resp, err := check.Check(ctx, connect.NewRequest(&keyplanev1.CheckRequest{TenantId: "acme",
+					Principal: &keyplanev1.CheckRequest_IdentityId{IdentityId: mr.svc["acme"]}, Permission: "docs.document.read", Resource: resource}))
+				if err != nil {
+					t.Fatalf("check %s at %s during partition: %v", resource, n.ID, err)
+				}
+				if route := resp.Header().Get(routing.RouteHeader); route != routing.RouteDegraded || resp.Msg.Allowed != want {
+					t.Errorf("check %s at %s during partition: route %q allowed %v, want degraded and %v: %s", resource, n.ID, route, resp.Msg.Allowed, want, resp.Msg.Reason)
+				}
 			}
 		}
 		// ap-south still reaches us-east.

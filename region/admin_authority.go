@@ -47,7 +47,7 @@ func (n *Node) allows(ctx context.Context, p adminPolicy, perm, resource string,
 		return false, err
 	}
 	d := p.snap.Check(authz.Request{PrincipalID: pr.id, PrincipalKind: authz.KindIdentity, IdentityKind: pr.kind, PrincipalAttrs: pr.attrs,
-		Permission: perm, Resource: resource, ResourceAttrs: attrs, Time: n.now(), Region: n.cfg.Region, AMR: p.c.amr, AuthTime: p.c.authTime})
+		Permission: perm, Resource: resource, ResourceAttrs: attrs, Time: n.now(), Region: n.entryRegion(ctx), ServingRegion: n.cfg.Region, AMR: p.c.amr, AuthTime: p.c.authTime})
 	return d.Allowed, nil
 }
 

@@ -34,6 +34,7 @@ const (
 	PermSessionsRevoke = "iam.sessions.revoke"
 	PermRolesWrite     = "iam.roles.write"
 	PermGroupsWrite    = "iam.groups.write"
+	PermGroupsRead     = "iam.groups.read"
 	// PermBindingsWrite, held on a scope, lets the holder create and delete bindings on
 	// that scope (and narrower ones) of roles whose every permission it holds there.
 	PermBindingsWrite = "iam.bindings.write"
@@ -148,6 +149,13 @@ var authorities = func() map[string]authority {
 		admin("ListChangeRequests"):   tenant(PermChangesApprove, onTenant, false),
 		admin("ApproveChangeRequest"): tenant(PermChangesApprove, onTenant, true),
 		admin("DenyChangeRequest"):    tenant(PermChangesApprove, onTenant, false),
+		// A rule adds and removes members for ever after: the handler also judges
+		// every group it targets as AddGroupMember would (mayTargetGroups).
+		admin("CreateMembershipRule"): tenant(PermGroupsWrite, onTenant, true),
+		admin("UpdateMembershipRule"): tenant(PermGroupsWrite, onTenant, true),
+		admin("DeleteMembershipRule"): tenant(PermGroupsWrite, onTenant, false),
+		admin("GetMembershipRule"):    tenant(PermGroupsRead, onTenant, false),
+		admin("ListMembershipRules"):  tenant(PermGroupsRead, onTenant, false),
 
 		auth("ExchangeAPIKey"): public,
 		auth("Login"):          public,

@@ -103,7 +103,7 @@ func (n *Node) holdsOnTenant(ctx context.Context, t schema.Tenant, snap *authz.S
 		return connect.NewError(connect.CodePermissionDenied, fmt.Errorf("the caller lacks %s on the tenant: %s", perm, denied))
 	}
 	d := snap.Check(authz.Request{PrincipalID: p.id, PrincipalKind: authz.KindIdentity, IdentityKind: p.kind, PrincipalAttrs: p.attrs,
-		Permission: perm, Resource: "tenant", Time: n.now(), Region: n.cfg.Region, AMR: c.amr, AuthTime: c.authTime})
+		Permission: perm, Resource: "tenant", Time: n.now(), Region: n.entryRegion(ctx), ServingRegion: n.cfg.Region, AMR: c.amr, AuthTime: c.authTime})
 	if !d.Allowed {
 		return connect.NewError(connect.CodePermissionDenied, fmt.Errorf("the caller lacks %s on the tenant", perm))
 	}

@@ -1,12 +1,15 @@
 package region
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -16,6 +19,7 @@ import (
 	"github.com/keyplane/keyplane/region/authz"
 	keyplanev1 "github.com/keyplane/keyplane/region/gen/keyplane/v1"
 	"github.com/keyplane/keyplane/region/gen/keyplane/v1/keyplanev1connect"
+	"github.com/keyplane/keyplane/routing"
 	"github.com/keyplane/keyplane/schema"
 )
 
@@ -86,13 +90,22 @@ func (n *Node) readPrincipal(ctx context.Context, t schema.Tenant, id string) (p
 	if err != nil {
 		return principal{}, "", err
 	}
-	if i.Status != schema.StatusActive {
-		return principal{}, "identity disabled", nil
-	}
-	if !i.ExpiresAt.IsZero() && !n.now().Before(i.ExpiresAt) {
-		return principal{}, "identity expired", nil
+	if reason := n.inactiveReason(i); reason != "" {
+		return principal{}, reason, nil
 	}
 	return principal{id: i.ID, kind: i.Kind, attrs: i.Attributes}, "", nil
+}
+
+// inactiveReason says why Check denies identity i everything whatever its bindings, or
+// is "" when it does not.
+func (n *Node) inactiveReason(i schema.Identity) string {
+	switch {
+	case i.Status != schema.StatusActive:
+		return "identity disabled"
+	case !i.ExpiresAt.IsZero() && !n.now().Before(i.ExpiresAt):
+		return "identity expired"
+	}
+	return ""
 }
 
 func checkItem(permission, resource string) error {
@@ -138,7 +151,7 @@ func (n *Node) checkOne(ctx context.Context, t schema.Tenant, snap *authz.Snapsh
 		took = time.Since(start)
 	} else {
 		r := authz.Request{PrincipalID: p.id, PrincipalKind: authz.KindIdentity, IdentityKind: p.kind, PrincipalAttrs: p.attrs, Permission: perm, Resource: resource,
-			ResourceAttrs: resAttrs, Time: now, IP: peer, Region: n.cfg.Region, AMR: p.amr, AuthTime: p.authTime, Context: cctx, Explain: explain}
+			ResourceAttrs: resAttrs, Time: now, IP: peer, Region: n.entryRegion(ctx), ServingRegion: n.cfg.Region, AMR: p.amr, AuthTime: p.authTime, Context: cctx, Explain: explain}
 		d = snap.Check(r)
 		took, trace = time.Since(start), d.Trace
 		if !d.Allowed && !explain {
@@ -148,7 +161,7 @@ func (n *Node) checkOne(ctx context.Context, t schema.Tenant, snap *authz.Snapsh
 			trace = snap.Check(r).Trace
 		}
 	}
-	out := &keyplanev1.CheckResponse{Allowed: d.Allowed, Reason: d.Reason, BindingIds: d.BindingIDs, PolicyRevision: snap.Revision(),
+	out := &keyplanev1.CheckResponse{Allowed: d.Allowed, Decision: decisionOf(d.Allowed), Reason: d.Reason, BindingIds: d.BindingIDs, PolicyRevision: snap.Revision(),
 		DecisionId: uuid.NewString(), Trace: d.Trace}
 	rec := schema.Decision{ID: out.DecisionId, TenantID: t.ID, Region: t.HomeRegion, At: now, PrincipalID: p.id, Permission: perm,
 		Resource: resource, Allowed: d.Allowed, Reason: d.Reason, BindingIDs: d.BindingIDs, Revision: snap.Revision(), Latency: took, Trace: trace}
@@ -166,6 +179,20 @@ func (n *Node) checkOne(ctx context.Context, t schema.Tenant, snap *authz.Snapsh
 	}
 	n.metrics.checks.WithLabelValues(result).Inc()
 	return out, nil
+}
+
+// entryRegion is the region where the request entered keyplane (request.region in
+// conditions): the forwarding node's when a trusted hop says the request was
+// forwarded, otherwise this node's.
+func (n *Node) entryRegion(ctx context.Context) string {
+	return cmp.Or(routing.EntryRegion(ctx), n.cfg.Region)
+}
+
+func decisionOf(allowed bool) keyplanev1.Decision {
+	if allowed {
+		return keyplanev1.Decision_DECISION_ALLOW
+	}
+	return keyplanev1.Decision_DECISION_DENY
 }
 
 // peerIP is the caller's IP address as a check's request.ip sees it, from the
@@ -277,25 +304,84 @@ func (c *CheckService) WhoCan(ctx context.Context, req *connect.Request[keyplane
 	if err := checkItem(m.Permission, m.Resource); err != nil {
 		return nil, err
 	}
-	snap, err := n.reviewSnapshot(ctx, req.Header().Get("Authorization"), m.TenantId, m.Consistency, nil)
+	limit, after, err := holderPage(m.PageSize, m.PageToken)
 	if err != nil {
 		return nil, err
 	}
+	t, snap, _, err := n.reviewSnapshot(ctx, req.Header().Get("Authorization"), m.TenantId, m.Consistency, "")
+	if err != nil {
+		return nil, err
+	}
+	all := snap.WhoCan(m.Permission, m.Resource, n.now())
+	start, _ := slices.BinarySearchFunc(all, after, func(h authz.Holder, k [2]string) int {
+		return cmp.Or(cmp.Compare(h.Kind, k[0]), cmp.Compare(h.ID, k[1]))
+	})
+	if start < len(all) && all[start].Kind == after[0] && all[start].ID == after[1] {
+		start++
+	}
 	out := &keyplanev1.WhoCanResponse{PolicyRevision: snap.Revision()}
-	for _, h := range snap.WhoCan(m.Permission, m.Resource, n.now()) {
-		out.Holders = append(out.Holders, &keyplanev1.Holder{Kind: h.Kind, Id: h.ID, BindingIds: h.BindingIDs, Conditional: h.Conditional})
+	// Check denies disabled and expired identities whatever their bindings: leave them
+	// out, reading the identities of one chunk of candidates at a time until the page
+	// is full.
+	for rest := all[start:]; len(rest) > 0 && len(out.Holders) <= limit; {
+		chunk := rest[:min(len(rest), max(limit+1, 100))]
+		rest = rest[len(chunk):]
+		var ids []string
+		for _, h := range chunk {
+			if h.Kind == authz.KindIdentity {
+				ids = append(ids, h.ID)
+			}
+		}
+		identities, err := n.store.GetIdentities(ctx, t.Scope(), ids)
+		if err != nil {
+			return nil, err
+		}
+		for _, h := range chunk {
+			if i, ok := identities[h.ID]; h.Kind == authz.KindIdentity && (!ok || n.inactiveReason(i) != "") {
+				continue
+			}
+			out.Holders = append(out.Holders, &keyplanev1.Holder{Kind: h.Kind, Id: h.ID, BindingIds: h.BindingIDs, Conditional: h.Conditional, Via: h.Via})
+		}
+	}
+	if len(out.Holders) > limit {
+		out.Holders = out.Holders[:limit]
+		last := out.Holders[limit-1]
+		out.NextPageToken = last.Kind + "/" + last.Id
 	}
 	return connect.NewResponse(out), nil
+}
+
+// holderPage reads WhoCan's page size and position (the last holder's kind/id, which
+// the page-token interceptor has already unsealed).
+func holderPage(size int32, token string) (int, [2]string, error) {
+	limit := int(size)
+	switch {
+	case size == 0:
+		limit = schema.DefaultPageSize
+	case size < 0 || size > schema.MaxPageSize:
+		return 0, [2]string{}, fieldError("page_size", fmt.Sprintf("must be between 1 and %d, got %d", schema.MaxPageSize, size))
+	}
+	if token == "" {
+		return limit, [2]string{}, nil
+	}
+	kind, id, ok := strings.Cut(token, "/")
+	if !ok || (kind != authz.KindIdentity && kind != authz.KindGroup) || id == "" {
+		return 0, [2]string{}, fieldError("page_token", "not a token returned by this listing")
+	}
+	return limit, [2]string{kind, id}, nil
 }
 
 func (c *CheckService) EffectivePermissions(ctx context.Context, req *connect.Request[keyplanev1.EffectivePermissionsRequest]) (*connect.Response[keyplanev1.EffectivePermissionsResponse], error) {
 	m := req.Msg
 	n := c.node
-	snap, err := n.reviewSnapshot(ctx, req.Header().Get("Authorization"), m.TenantId, m.Consistency, &m.IdentityId)
+	if m.IdentityId == "" {
+		return nil, fieldError("identity_id", "required")
+	}
+	_, snap, i, err := n.reviewSnapshot(ctx, req.Header().Get("Authorization"), m.TenantId, m.Consistency, m.IdentityId)
 	if err != nil {
 		return nil, err
 	}
-	out := &keyplanev1.EffectivePermissionsResponse{PolicyRevision: snap.Revision()}
+	out := &keyplanev1.EffectivePermissionsResponse{PolicyRevision: snap.Revision(), InactiveReason: n.inactiveReason(i)}
 	for _, g := range snap.EffectivePermissions(m.IdentityId, n.now()) {
 		out.Grants = append(out.Grants, &keyplanev1.Grant{BindingId: g.BindingID, RoleId: g.RoleID, Permission: g.Permission, Scope: g.Scope,
 			Effect: string(g.Effect), Conditional: g.Conditional, ExpireTime: timeToProto(g.ExpiresAt), Via: g.Via})
@@ -306,22 +392,24 @@ func (c *CheckService) EffectivePermissions(ctx context.Context, req *connect.Re
 // reviewSnapshot is what the access-review RPCs share: the consistency option, the
 // active tenant, a caller holding iam.access.review, the identity reviewed (when the
 // RPC names one: it must exist) and the policy snapshot to answer from.
-func (n *Node) reviewSnapshot(ctx context.Context, header, tenantID string, c *keyplanev1.Consistency, identityID *string) (*authz.Snapshot, error) {
+func (n *Node) reviewSnapshot(ctx context.Context, header, tenantID string, c *keyplanev1.Consistency, identityID string) (schema.Tenant, *authz.Snapshot, schema.Identity, error) {
+	var i schema.Identity
 	cons, err := consistencyFromProto(c)
 	if err != nil {
-		return nil, err
+		return schema.Tenant{}, nil, i, err
 	}
 	t, err := n.activeTenant(ctx, tenantID)
 	if err != nil {
-		return nil, err
+		return t, nil, i, err
 	}
 	if err := n.authorize(ctx, header, t, PermReviewAccess); err != nil {
-		return nil, err
+		return t, nil, i, err
 	}
-	if identityID != nil {
-		if _, err := n.store.GetIdentity(ctx, t.Scope(), *identityID); err != nil {
-			return nil, err
+	if identityID != "" {
+		if i, err = n.store.GetIdentity(ctx, t.Scope(), identityID); err != nil {
+			return t, nil, i, err
 		}
 	}
-	return n.policies.snapshot(ctx, t, cons)
+	snap, err := n.policies.snapshot(ctx, t, cons)
+	return t, snap, i, err
 }

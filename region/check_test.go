@@ -157,7 +157,9 @@ func TestCheckSemantics(t *testing.T) {
 	if err == nil { // the tenant admin (built-in role tenant-admin, "*" on "*") can too
 		who.Msg.Holders = slices.DeleteFunc(who.Msg.Holders, func(h *keyplanev1.Holder) bool { return h.Id == f.tenantAdmin })
 	}
-	if err != nil || len(who.Msg.Holders) != 1 || who.Msg.Holders[0].Kind != "group" || who.Msg.Holders[0].Id != f.group {
+	// The group, and alice through it (her own deny is on projects/alpha/secret/ only).
+	if err != nil || len(who.Msg.Holders) != 2 || who.Msg.Holders[0].Kind != "group" || who.Msg.Holders[0].Id != f.group ||
+		who.Msg.Holders[1].Id != f.alice || !slices.Equal(who.Msg.Holders[1].Via, []string{"group:" + f.group}) {
 		t.Fatalf("who can: %v %v", who, err)
 	}
 	eff, err := f.check.EffectivePermissions(ctx, connect.NewRequest(&keyplanev1.EffectivePermissionsRequest{TenantId: "acme", IdentityId: f.alice}))

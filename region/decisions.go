@@ -100,12 +100,12 @@ func decisionFilter(m *keyplanev1.ListDecisionsRequest) (schema.DecisionFilter, 
 		return f, fieldError("resource_prefix", "give either resource or resource_prefix, not both")
 	}
 	switch m.Outcome {
-	case keyplanev1.DecisionOutcome_DECISION_OUTCOME_UNSPECIFIED:
-	case keyplanev1.DecisionOutcome_DECISION_OUTCOME_ALLOWED, keyplanev1.DecisionOutcome_DECISION_OUTCOME_DENIED:
-		allowed := m.Outcome == keyplanev1.DecisionOutcome_DECISION_OUTCOME_ALLOWED
+	case keyplanev1.Decision_DECISION_UNSPECIFIED:
+	case keyplanev1.Decision_DECISION_ALLOW, keyplanev1.Decision_DECISION_DENY:
+		allowed := m.Outcome == keyplanev1.Decision_DECISION_ALLOW
 		f.Allowed = &allowed
 	default:
-		return f, fieldError("outcome", fmt.Sprintf("must be DECISION_OUTCOME_ALLOWED, DECISION_OUTCOME_DENIED or unset (any), got %d", m.Outcome))
+		return f, fieldError("outcome", fmt.Sprintf("must be DECISION_ALLOW, DECISION_DENY or unset (both), got %d", m.Outcome))
 	}
 	for _, t := range []struct {
 		field string
@@ -123,14 +123,10 @@ func decisionFilter(m *keyplanev1.ListDecisionsRequest) (schema.DecisionFilter, 
 	return f, nil
 }
 
-func decisionToProto(d schema.Decision) *keyplanev1.Decision {
-	outcome := keyplanev1.DecisionOutcome_DECISION_OUTCOME_DENIED
-	if d.Allowed {
-		outcome = keyplanev1.DecisionOutcome_DECISION_OUTCOME_ALLOWED
-	}
-	return &keyplanev1.Decision{
+func decisionToProto(d schema.Decision) *keyplanev1.LoggedDecision {
+	return &keyplanev1.LoggedDecision{
 		Id: d.ID, Time: timestamppb.New(d.At), PrincipalId: d.PrincipalID, Permission: d.Permission, Resource: d.Resource,
-		Allowed: d.Allowed, Outcome: outcome, Reason: d.Reason, BindingIds: d.BindingIDs, PolicyRevision: d.Revision,
+		Allowed: d.Allowed, Decision: decisionOf(d.Allowed), Reason: d.Reason, BindingIds: d.BindingIDs, PolicyRevision: d.Revision,
 		HomeRegion: d.Region, ServingRegion: d.ServingRegion, ServingNode: d.Node, Latency: durationpb.New(d.Latency), Trace: d.Trace,
 	}
 }

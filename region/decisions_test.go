@@ -29,7 +29,7 @@ func decisionClient(url, token string) keyplanev1connect.DecisionServiceClient {
 
 // logged waits until the decision log has written decision id (the log writes in
 // batches every 100 ms) and returns it as GetDecision does.
-func logged(t *testing.T, c keyplanev1connect.DecisionServiceClient, tenant, id string) *keyplanev1.Decision {
+func logged(t *testing.T, c keyplanev1connect.DecisionServiceClient, tenant, id string) *keyplanev1.LoggedDecision {
 	t.Helper()
 	for range 200 {
 		r, err := c.GetDecision(context.Background(), connect.NewRequest(&keyplanev1.GetDecisionRequest{TenantId: tenant, DecisionId: id}))
@@ -73,7 +73,7 @@ func TestGetDecisionExplains(t *testing.T) {
 			t.Fatalf("check: %+v, want denied without a trace in the answer", r)
 		}
 		d := logged(t, dc, "acme", r.DecisionId)
-		if d.Allowed || d.Outcome != keyplanev1.DecisionOutcome_DECISION_OUTCOME_DENIED || !slices.Contains(d.BindingIds, deny) {
+		if d.Allowed || d.Decision != keyplanev1.Decision_DECISION_DENY || !slices.Contains(d.BindingIds, deny) {
 			t.Fatalf("decision: %+v", d)
 		}
 		if len(d.Trace) != 2 || !slices.ContainsFunc(d.Trace, func(l string) bool { return strings.Contains(l, deny) }) ||
@@ -96,7 +96,7 @@ func TestGetDecisionExplains(t *testing.T) {
 	t.Run("allowed without explain keeps reason and bindings", func(t *testing.T) {
 		r := f.checkQuiet(t, f.alice, "docs.document.write", "projects/alpha/doc")
 		d := logged(t, dc, "acme", r.DecisionId)
-		if !d.Allowed || d.Outcome != keyplanev1.DecisionOutcome_DECISION_OUTCOME_ALLOWED || !slices.Equal(d.BindingIds, []string{allow}) ||
+		if !d.Allowed || d.Decision != keyplanev1.Decision_DECISION_ALLOW || !slices.Equal(d.BindingIds, []string{allow}) ||
 			!strings.Contains(d.Reason, allow) || len(d.Trace) != 0 {
 			t.Fatalf("decision: %+v, want allowed by %s, no trace", d, allow)
 		}
@@ -152,10 +152,10 @@ func TestListDecisions(t *testing.T) {
 	logged(t, dc, "acme", late[len(late)-1])
 	logged(t, dc, "acme", early[len(early)-1])
 
-	list := func(t *testing.T, req *keyplanev1.ListDecisionsRequest) []*keyplanev1.Decision {
+	list := func(t *testing.T, req *keyplanev1.ListDecisionsRequest) []*keyplanev1.LoggedDecision {
 		t.Helper()
 		req.TenantId, req.PageSize = "acme", 2
-		var out []*keyplanev1.Decision
+		var out []*keyplanev1.LoggedDecision
 		for pages := 1; ; pages++ {
 			r, err := dc.ListDecisions(ctx, connect.NewRequest(req))
 			if err != nil {
@@ -171,7 +171,7 @@ func TestListDecisions(t *testing.T) {
 			req.PageToken = r.Msg.NextPageToken
 		}
 	}
-	ids := func(ds []*keyplanev1.Decision) []string {
+	ids := func(ds []*keyplanev1.LoggedDecision) []string {
 		var out []string
 		for _, d := range ds {
 			out = append(out, d.Id)
@@ -198,9 +198,9 @@ func TestListDecisions(t *testing.T) {
 	}{
 		{"everything, over 8 pages", &keyplanev1.ListDecisionsRequest{}, newestFirst(early, late)},
 		{"principal", &keyplanev1.ListDecisionsRequest{PrincipalId: f.bot}, newestFirst(pick(late, 2, 5, 8))},
-		{"allowed (alice, in the group, on alpha)", &keyplanev1.ListDecisionsRequest{Outcome: keyplanev1.DecisionOutcome_DECISION_OUTCOME_ALLOWED},
+		{"allowed (alice, in the group, on alpha)", &keyplanev1.ListDecisionsRequest{Outcome: keyplanev1.Decision_DECISION_ALLOW},
 			newestFirst(pick(early, 0, 2, 4), pick(late, 0))},
-		{"denied of alice", &keyplanev1.ListDecisionsRequest{PrincipalId: f.alice, Outcome: keyplanev1.DecisionOutcome_DECISION_OUTCOME_DENIED},
+		{"denied of alice", &keyplanev1.ListDecisionsRequest{PrincipalId: f.alice, Outcome: keyplanev1.Decision_DECISION_DENY},
 			newestFirst(pick(late, 3, 6))},
 		{"exact resource", &keyplanev1.ListDecisionsRequest{Resource: "projects/alpha/x"}, newestFirst(pick(late, 0, 1, 2))},
 		{"resource prefix", &keyplanev1.ListDecisionsRequest{ResourcePrefix: "projects/alpha/"}, newestFirst(early, pick(late, 0, 1, 2))},
@@ -222,7 +222,7 @@ func TestListDecisions(t *testing.T) {
 	}{
 		{"principal not a uuid", "principal_id", &keyplanev1.ListDecisionsRequest{PrincipalId: "alice"}},
 		{"start after end", "start_time", &keyplanev1.ListDecisionsRequest{StartTime: timestamppb.New(split), EndTime: timestamppb.New(split.Add(-time.Second))}},
-		{"unknown outcome", "outcome", &keyplanev1.ListDecisionsRequest{Outcome: keyplanev1.DecisionOutcome(7)}},
+		{"unknown outcome", "outcome", &keyplanev1.ListDecisionsRequest{Outcome: keyplanev1.Decision(7)}},
 		{"bad resource", "resource", &keyplanev1.ListDecisionsRequest{Resource: "a//b"}},
 		{"bad prefix", "resource_prefix", &keyplanev1.ListDecisionsRequest{ResourcePrefix: "a b"}},
 		{"both resource filters", "resource_prefix", &keyplanev1.ListDecisionsRequest{Resource: "a", ResourcePrefix: "a"}},
@@ -238,9 +238,9 @@ func TestListDecisions(t *testing.T) {
 		})
 	}
 
-	// A standard client speaking Connect JSON: the outcome is always present (a bool
+	// A standard client speaking Connect JSON: the decision is always present (a bool
 	// false is dropped), the trace of a deny is there (alice has a candidate binding).
-	body, _ := json.Marshal(map[string]any{"tenantId": "acme", "principalId": f.alice, "outcome": "DECISION_OUTCOME_DENIED", "pageSize": 1})
+	body, _ := json.Marshal(map[string]any{"tenantId": "acme", "principalId": f.alice, "outcome": "DECISION_DENY", "pageSize": 1})
 	req, _ := http.NewRequest(http.MethodPost, f.url+"/"+keyplanev1connect.DecisionServiceName+"/ListDecisions", bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+secret)
@@ -252,17 +252,17 @@ func TestListDecisions(t *testing.T) {
 	resp.Body.Close()
 	var got struct {
 		Decisions []struct {
-			ID      string   `json:"id"`
-			Outcome string   `json:"outcome"`
-			Allowed *bool    `json:"allowed"`
-			Trace   []string `json:"trace"`
+			ID       string   `json:"id"`
+			Decision string   `json:"decision"`
+			Allowed  *bool    `json:"allowed"`
+			Trace    []string `json:"trace"`
 		} `json:"decisions"`
 		Next string `json:"nextPageToken"`
 	}
 	if resp.StatusCode != http.StatusOK || json.Unmarshal(raw, &got) != nil || len(got.Decisions) != 1 {
 		t.Fatalf("Connect JSON: %d %s", resp.StatusCode, raw)
 	}
-	if d := got.Decisions[0]; d.ID != late[6] || d.Outcome != "DECISION_OUTCOME_DENIED" || d.Allowed != nil || len(d.Trace) == 0 || got.Next == "" {
+	if d := got.Decisions[0]; d.ID != late[6] || d.Decision != "DECISION_DENY" || d.Allowed != nil || len(d.Trace) == 0 || got.Next == "" {
 		t.Fatalf("Connect JSON decision: %s (want %s, denied, with a trace and a next page)", raw, late[6])
 	}
 }
@@ -442,7 +442,7 @@ func TestDecisionsRoutedToHomeRegion(t *testing.T) {
 		}
 		time.Sleep(25 * time.Millisecond)
 	}
-	if d.Decision.ServingRegion != "us-east" || d.Decision.HomeRegion != "us-east" || d.Decision.Outcome != keyplanev1.DecisionOutcome_DECISION_OUTCOME_DENIED {
+	if d.Decision.ServingRegion != "us-east" || d.Decision.HomeRegion != "us-east" || d.Decision.Decision != keyplanev1.Decision_DECISION_DENY {
 		t.Fatalf("decision: %+v, want decided and stored in us-east", d.Decision)
 	}
 	l, err := eu.ListDecisions(ctx, connect.NewRequest(&keyplanev1.ListDecisionsRequest{TenantId: "acme"}))

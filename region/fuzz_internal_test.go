@@ -71,3 +71,31 @@ func FuzzIncomingRequestID(f *testing.F) {
 		}
 	})
 }
+
+// FuzzPageToken: whatever a client sends as a page token, opening it never panics;
+// it either yields the position a token sealed for this listing carries (and sealing
+// that position again gives the token back) or is refused naming page_token; a token
+// sealed for one listing never opens for another.
+func FuzzPageToken(f *testing.F) {
+	key := pageKey("fuzz-operator-secret")
+	mine, other := []byte("listing one"), []byte("listing two")
+	f.Add(sealPageToken(key, mine, `{"a":"2026-01-01T00:00:00Z","i":"0b6f3a4e-5c1d-4f7e-9a2b-3c4d5e6f7a8b"}`))
+	f.Add(sealPageToken(key, other, "identity/x"))
+	f.Add("")
+	f.Add("AQ")
+	f.Fuzz(func(t *testing.T, token string) {
+		position, err := openPageToken(key, mine, token)
+		if err != nil {
+			if !strings.Contains(err.Error(), "page_token") {
+				t.Fatalf("open(%q): %v, not naming page_token", token, err)
+			}
+			return
+		}
+		if sealPageToken(key, mine, position) != token {
+			t.Fatalf("open(%q) = %q, which does not seal back to it", token, position)
+		}
+		if _, err := openPageToken(key, other, token); err == nil {
+			t.Fatalf("token %q opens for two listings", token)
+		}
+	})
+}

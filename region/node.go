@@ -58,6 +58,8 @@ type Node struct {
 	peers     *peerServer                             // the peer listener; nil without routing
 	cluster   interface{ Members() []routing.Member } // gossip's members, for /members; nil without routing
 	guards    *guards                                 // login throttling, password hashing bound, rate limits
+	pageKey   []byte                                  // seals page tokens (pagetoken.go)
+	ruleEnv   *authz.RuleEnv                          // membership-rule conditions (admin_rules.go)
 }
 
 // New assembles a node. log may be nil (no logging).
@@ -95,12 +97,18 @@ func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node
 		policies: &policyCache{env: env, store: store, staleness: cfg.PolicyStaleness, m: m}, guards: newGuards(cfg.Login, m),
 		decisions: newDecisionLog(store, log, m, 10_000),
 		verified:  newVerified(10_000), tenants: routing.NewDirectory(store, 5*time.Second), reg: reg,
-		keys: &keyring{store: store, kek: cfg.KEK, region: cfg.Region, refreshEvery: cfg.KeyRefresh}}
+		keys:    &keyring{store: store, kek: cfg.KEK, region: cfg.Region, refreshEvery: cfg.KeyRefresh},
+		pageKey: pageKey(string(cfg.OperatorSecret))}
+	if n.ruleEnv, err = authz.NewRuleEnv(authz.EnvOptions{}); err != nil {
+		return nil, err
+	}
+	n.store = store.WithRuleMatcher(n.matchRule)
 
 	mux := http.NewServeMux()
 	// Responses are small: compressing them costs more CPU than it saves on a LAN.
-	// Every Connect service: observe, then the authorities table (authority.go).
-	observe := connect.WithHandlerOptions(connect.WithInterceptors(n.observe(), n.authorityCheck()), connect.WithCompressMinBytes(8<<10))
+	// Every Connect service: observe, page tokens (pagetoken.go), then the authorities
+	// table (authority.go).
+	observe := connect.WithHandlerOptions(connect.WithInterceptors(n.observe(), n.pageTokens(), n.authorityCheck()), connect.WithCompressMinBytes(8<<10))
 	mux.Handle(keyplanev1connect.NewAdminServiceHandler(&AdminService{node: n}, observe, connect.WithReadMaxBytes(maxMessageBytes)))
 	mux.Handle(keyplanev1connect.NewAuthServiceHandler(&AuthService{node: n}, observe, connect.WithReadMaxBytes(64<<10)))
 	mux.Handle(keyplanev1connect.NewCheckServiceHandler(&CheckService{node: n}, observe, connect.WithReadMaxBytes(maxMessageBytes)))

@@ -33,19 +33,22 @@ func (h hop) payload(tenant string) []byte {
 }
 
 func signHop(key []byte, from, tenant, ip string, now time.Time) string {
-	h := hop{From: from}
 	if net.ParseIP(ip) == nil {
-		return from
+		ip = ""
+	}
+	out := from
+	if ip != "" {
+		out += "; ip=" + ip
 	}
 	if len(key) == 0 {
 		// Unsigned: only a peer that authenticated this node's connection (mutual
 		// TLS) takes it.
-		return from + "; ip=" + ip
+		return out
 	}
-	h.IP, h.TS = ip, now.Unix()
+	h := hop{From: from, IP: ip, TS: now.Unix()}
 	mac := hmac.New(sha256.New, key)
 	mac.Write(h.payload(tenant))
-	return from + "; ip=" + ip + "; ts=" + strconv.FormatInt(h.TS, 10) + "; sig=" + base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
+	return out + "; ts=" + strconv.FormatInt(h.TS, 10) + "; sig=" + base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
 }
 
 func parseHop(v string) hop {
@@ -65,29 +68,46 @@ func parseHop(v string) hop {
 	return h
 }
 
-// trustedIP returns the signed client IP of a hop header, or "" when the signature is
-// missing, wrong or stale.
-func trustedIP(key []byte, v, tenant string, now time.Time) string {
-	if len(key) == 0 {
-		return ""
-	}
+// verifyHop parses a hop header and reports whether it is signed with key for tenant
+// and fresh.
+func verifyHop(key []byte, v, tenant string, now time.Time) (hop, bool) {
 	h := parseHop(v)
-	if h.Sig == "" || net.ParseIP(h.IP) == nil {
-		return ""
+	if len(key) == 0 || h.Sig == "" {
+		return h, false
 	}
 	if d := now.Sub(time.Unix(h.TS, 0)); d > hopSkew || d < -hopSkew {
-		return ""
+		return h, false
 	}
 	got, err := base64.RawURLEncoding.DecodeString(h.Sig)
 	if err != nil {
-		return ""
+		return h, false
 	}
 	mac := hmac.New(sha256.New, key)
 	mac.Write(h.payload(tenant))
-	if !hmac.Equal(got, mac.Sum(nil)) {
+	return h, hmac.Equal(got, mac.Sum(nil))
+}
+
+// trustedIP returns the signed client IP of a hop header, or "" when the signature is
+// missing, wrong or stale, or the hop carries no IP.
+func trustedIP(key []byte, v, tenant string, now time.Time) string {
+	h, ok := verifyHop(key, v, tenant, now)
+	if !ok || net.ParseIP(h.IP) == nil {
 		return ""
 	}
 	return h.IP
+}
+
+// hopFrom is the forwarding node a hop header names ("region/node") when it can be
+// trusted: over an authenticated node-to-node connection (the router has checked it
+// against the peer's certificate) or signed; "" otherwise.
+func hopFrom(key []byte, v, tenant string, authenticated bool, now time.Time) string {
+	if authenticated {
+		return parseHop(v).From
+	}
+	if h, ok := verifyHop(key, v, tenant, now); ok {
+		return h.From
+	}
+	return ""
 }
 
 // hopIP is the client IP a hop header carries, when it can be trusted: over an

@@ -70,8 +70,8 @@ func TestSignHop(t *testing.T) {
 		{name: "key and IPv4", key: key, ip: "203.0.113.7", wantSigned: true},
 		{name: "key and IPv6", key: key, ip: "2001:db8::1", wantSigned: true},
 		{name: "no key", key: nil, ip: "203.0.113.7", wantSigned: false},
-		{name: "not an IP", key: key, ip: "example.com", wantSigned: false},
-		{name: "empty IP", key: key, ip: "", wantSigned: false},
+		{name: "not an IP", key: key, ip: "example.com", wantSigned: true},
+		{name: "empty IP", key: key, ip: "", wantSigned: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -94,8 +94,18 @@ func TestSignHop(t *testing.T) {
 				}
 				return
 			}
-			if h.IP != tt.ip || h.TS != now.Unix() {
-				t.Errorf("signHop = %q: ip %q ts %d, want ip %q ts %d", got, h.IP, h.TS, tt.ip, now.Unix())
+			wantIP := tt.ip
+			if net.ParseIP(wantIP) == nil {
+				wantIP = "" // signed, so the hop's origin is trusted, but no address
+			}
+			if h.IP != wantIP || h.TS != now.Unix() {
+				t.Errorf("signHop = %q: ip %q ts %d, want ip %q ts %d", got, h.IP, h.TS, wantIP, now.Unix())
+			}
+			if from := hopFrom(tt.key, got, "acme", false, now); from != "us/us-1" {
+				t.Errorf("hopFrom(signed %q) = %q, want us/us-1", got, from)
+			}
+			if from := hopFrom(tt.key, got, "other-tenant", false, now); from != "" {
+				t.Errorf("hopFrom(%q signed for acme, tenant other-tenant) = %q, want none", got, from)
 			}
 		})
 	}
@@ -258,4 +268,34 @@ func TestCopyHeaders(t *testing.T) {
 			t.Errorf("source X-Multi = %q after changing the copy, want %q", got, "a")
 		}
 	})
+}
+
+// TestHopFromNeedsTrust: the entry region (request.region) comes from a hop only over
+// an authenticated connection or when the hop is signed, fresh and for this tenant.
+func TestHopFromNeedsTrust(t *testing.T) {
+	t.Parallel()
+	key := HopKey("cluster secret")
+	now := time.Unix(1_790_000_000, 0)
+	signed := signHop(key, "eu-west/eu-west-1", "acme", "203.0.113.7", now)
+	tests := []struct {
+		name          string
+		key           []byte
+		header        string
+		authenticated bool
+		at            time.Time
+		want          string
+	}{
+		{"signed", key, signed, false, now, "eu-west/eu-west-1"},
+		{"unsigned, authenticated connection", nil, "eu-west/eu-west-1; ip=203.0.113.7", true, now, "eu-west/eu-west-1"},
+		{"unsigned, unauthenticated", key, "eu-west/eu-west-1; ip=203.0.113.7", false, now, ""},
+		{"no key, unauthenticated", nil, signed, false, now, ""},
+		{"stale signature", key, signed, false, now.Add(2 * hopSkew), ""},
+		{"signature of another key", HopKey("another"), signed, false, now, ""},
+		{"origin edited", key, strings.Replace(signed, "eu-west/", "us-east/", 1), false, now, ""},
+	}
+	for _, tt := range tests {
+		if got := hopFrom(tt.key, tt.header, "acme", tt.authenticated, tt.at); got != tt.want {
+			t.Errorf("%s: hopFrom = %q, want %q", tt.name, got, tt.want)
+		}
+	}
 }

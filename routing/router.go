@@ -292,6 +292,17 @@ func (rt *Router) PeerHandler() http.Handler {
 	})
 }
 
+type entryRegionKey struct{}
+
+// EntryRegion is the region where the request being served entered keyplane: the
+// forwarding node's region when the request was forwarded and its hop could be
+// trusted (authenticated connection or signed), "" otherwise — then the request
+// entered at the serving node itself, or nobody can vouch for where it did.
+func EntryRegion(ctx context.Context) string {
+	r, _ := ctx.Value(entryRegionKey{}).(string)
+	return r
+}
+
 // serveHop serves a request another node forwarded: never forward it again; if the
 // forwarder routed by a placement older than ours and the tenant no longer lives
 // here, say so (421) so the forwarder re-routes. The request's RemoteAddr becomes the
@@ -299,7 +310,13 @@ func (rt *Router) PeerHandler() http.Handler {
 // it is never the forwarding node's address (an allow-list of internal addresses
 // would pass).
 func (rt *Router) serveHop(w http.ResponseWriter, r *http.Request, tenant, hv string, authenticated bool) {
-	ip := hopIP(rt.cfg.HopKey, hv, tenant, authenticated, time.Now())
+	now := time.Now()
+	ip := hopIP(rt.cfg.HopKey, hv, tenant, authenticated, now)
+	if from := hopFrom(rt.cfg.HopKey, hv, tenant, authenticated, now); from != "" {
+		if region, _, ok := strings.Cut(from, "/"); ok && region != "" {
+			r = r.WithContext(context.WithValue(r.Context(), entryRegionKey{}, region))
+		}
+	}
 	r.RemoteAddr = ""
 	if ip != "" {
 		r.RemoteAddr = net.JoinHostPort(ip, "0")

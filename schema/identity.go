@@ -196,7 +196,11 @@ RETURNING `+identityColumns,
 		if err != nil {
 			return fmt.Errorf("insert identity: %w", identityConflict(err, in.Email))
 		}
-		return s.writeAudit(ctx, tx, sc, c, audit{action: "identity.create", targetKind: "identity", targetID: out.ID, after: identitySummary(out)})
+		after := identitySummary(out)
+		if err := s.applyRules(ctx, tx, sc, out, after); err != nil {
+			return err
+		}
+		return s.writeAudit(ctx, tx, sc, c, audit{action: "identity.create", targetKind: "identity", targetID: out.ID, after: after})
 	})
 	return out, err
 }
@@ -268,6 +272,34 @@ FROM identities WHERE tenant_id = $1 AND crdb_region = $2 AND id = $3`+lock, sc.
 		return Identity{}, classify(fmt.Errorf("read identity: %w", err))
 	}
 	return i, nil
+}
+
+// GetIdentities reads the identities of the tenant with the given ids in one
+// statement; ids that are not UUIDs or name no identity are absent from the result.
+func (s *Store) GetIdentities(ctx context.Context, sc Scope, ids []string) (map[string]Identity, error) {
+	valid := make([]string, 0, len(ids))
+	for _, id := range ids {
+		if _, err := parseID("id", id); err == nil {
+			valid = append(valid, id)
+		}
+	}
+	out := make(map[string]Identity, len(valid))
+	if len(valid) == 0 {
+		return out, nil
+	}
+	rows, err := s.pool.Query(ctx, `SELECT `+identityColumns+`
+FROM identities WHERE crdb_region = $1 AND tenant_id = $2 AND id = ANY($3::UUID[])`, sc.Region, sc.TenantID, valid)
+	if err != nil {
+		return nil, classify(err)
+	}
+	is, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Identity, error) { return scanIdentity(sc.TenantID, r) })
+	if err != nil {
+		return nil, classify(err)
+	}
+	for _, i := range is {
+		out[i.ID] = i
+	}
+	return out, nil
 }
 
 // ListIdentities pages through the tenant's identities ordered by id.
@@ -409,8 +441,12 @@ RETURNING `+identityColumns,
 		if err != nil {
 			return err
 		}
+		summary := identitySummary(out)
+		if err := s.applyRules(ctx, tx, sc, out, summary); err != nil {
+			return err
+		}
 		return s.writeAudit(ctx, tx, sc, c, audit{action: action, targetKind: "identity", targetID: id,
-			before: identitySummary(before), after: identitySummary(out)})
+			before: identitySummary(before), after: summary})
 	})
 	return out, err
 }

@@ -265,6 +265,13 @@ func (s *Store) SetMembership(ctx context.Context, c Change, sc Scope, groupID, 
 // removeMember removes identityID from groupID inside tx (SetMembership,
 // ApproveChangeRequest), refusing to leave the tenant without a tenant admin.
 func removeMember(ctx context.Context, tx pgx.Tx, sc Scope, groupID, identityID string) error {
+	var source string
+	err := tx.QueryRow(ctx, `SELECT source FROM group_members WHERE crdb_region = $1 AND tenant_id = $2 AND group_id = $3 AND identity_id = $4`,
+		sc.Region, sc.TenantID, groupID, identityID).Scan(&source)
+	if err == nil && source == SourceRule {
+		return fmt.Errorf("%w: identity_id: identity %s is a member of group %s by a membership rule; change the rule or the identity's attributes",
+			ErrPrecondition, identityID, groupID)
+	}
 	return keepsTenantAdmin(ctx, tx, sc, func() error {
 		tag, err := tx.Exec(ctx, `DELETE FROM group_members WHERE crdb_region = $1 AND tenant_id = $2 AND group_id = $3 AND identity_id = $4`,
 			sc.Region, sc.TenantID, groupID, identityID)
@@ -283,7 +290,16 @@ func addMember(ctx context.Context, tx pgx.Tx, sc Scope, groupID, identityID str
 	if _, err := getIdentity(ctx, tx, sc, identityID, ""); err != nil {
 		return fieldErr("identity_id", "no identity %s in tenant %q", identityID, sc.TenantID)
 	}
-	_, err := tx.Exec(ctx, `INSERT INTO group_members (tenant_id, crdb_region, group_id, identity_id) VALUES ($1, $2, $3, $4)`,
+	// A membership a rule gave becomes manual: kept when the rule stops giving it.
+	tag, err := tx.Exec(ctx, `UPDATE group_members SET source = 'manual'
+WHERE crdb_region = $1 AND tenant_id = $2 AND group_id = $3 AND identity_id = $4 AND source = 'rule'`, sc.Region, sc.TenantID, groupID, identityID)
+	if err != nil {
+		return fmt.Errorf("add member: %w", err)
+	}
+	if tag.RowsAffected() == 1 {
+		return nil
+	}
+	_, err = tx.Exec(ctx, `INSERT INTO group_members (tenant_id, crdb_region, group_id, identity_id) VALUES ($1, $2, $3, $4)`,
 		sc.TenantID, sc.Region, groupID, identityID)
 	if err != nil {
 		switch cerr := classify(err); {

@@ -75,9 +75,9 @@ Examples:
 		ResourcePrefix: *prefix, PageSize: 500}
 	switch {
 	case *denied:
-		req.Outcome = keyplanev1.DecisionOutcome_DECISION_OUTCOME_DENIED
+		req.Outcome = keyplanev1.Decision_DECISION_DENY
 	case *allowed:
-		req.Outcome = keyplanev1.DecisionOutcome_DECISION_OUTCOME_ALLOWED
+		req.Outcome = keyplanev1.Decision_DECISION_ALLOW
 	}
 	if req.StartTime, err = timeFlag("since", *since, now); err != nil {
 		return err

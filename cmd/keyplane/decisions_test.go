@@ -57,15 +57,15 @@ func TestDecisionsList(t *testing.T) {
 		}
 		last = r.Msg.DecisionId
 	}
-	list := func(extra ...string) []*keyplanev1.Decision {
+	list := func(extra ...string) []*keyplanev1.LoggedDecision {
 		t.Helper()
 		code, out, errs := runCLI(t, append([]string{"decisions", "list", "--url", api, "--tenant", "acme", "--token-file", secretFile}, extra...)...)
 		if code != 0 {
 			t.Fatalf("decisions list %v: exit %d: %s", extra, code, errs)
 		}
-		var ds []*keyplanev1.Decision
+		var ds []*keyplanev1.LoggedDecision
 		for line := range strings.Lines(out) {
-			d := &keyplanev1.Decision{}
+			d := &keyplanev1.LoggedDecision{}
 			if err := protojson.Unmarshal([]byte(line), d); err != nil {
 				t.Fatalf("line %q: %v", line, err)
 			}
@@ -85,7 +85,7 @@ func TestDecisionsList(t *testing.T) {
 		t.Fatalf("--limit 1: %v, want the newest, %s", newest, last)
 	}
 	denied := list("--denied")
-	if len(denied) != 1 || denied[0].PrincipalId != owner.Msg.Identity.Id || denied[0].Outcome != keyplanev1.DecisionOutcome_DECISION_OUTCOME_DENIED {
+	if len(denied) != 1 || denied[0].PrincipalId != owner.Msg.Identity.Id || denied[0].Decision != keyplanev1.Decision_DECISION_DENY {
 		t.Fatalf("denied: %v", denied)
 	}
 	if got := list("--allowed", "--resource", "docs/c"); len(got) != 1 || got[0].Id != last {

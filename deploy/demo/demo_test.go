@@ -128,6 +128,9 @@ func TestStartAndStop(t *testing.T) {
 		t.Errorf("output shows the database URL unredacted or not at all:\n%s", text)
 	}
 
+	// Every example the guide prints works as printed.
+	runGuide(t, text)
+
 	clusterDir := filepath.Dir(st.OperatorSecretFile)
 	d.Stop()
 	stopped = true

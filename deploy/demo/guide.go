@@ -58,6 +58,13 @@ Keyplane-Served-By response headers with curl -i):
     -d '{"tenantId":"%[3]s","kind":"IDENTITY_KIND_SERVICE_ACCOUNT","displayName":"ci-bot","ownerId":"%[4]s","purpose":"deploys","expireTime":"%[5]s"}'
   curl -s -H "$TAUTH" -H 'Keyplane-Tenant: %[3]s' -H 'Content-Type: application/json' $KP/keyplane.v1.AdminService/ListAuditEvents -d '{"tenantId":"%[3]s"}'
 
+  # a permission check, explained; read "decision" (DECISION_ALLOW or DECISION_DENY):
+  # protobuf JSON leaves out a false "allowed". WhoCan lists who Check would allow
+  curl -s -H "$TAUTH" -H 'Keyplane-Tenant: %[3]s' -H 'Content-Type: application/json' $KP/keyplane.v1.CheckService/Check \
+    -d '{"tenantId":"%[3]s","identityId":"%[4]s","permission":"docs.document.read","resource":"docs/1","explain":true}'
+  curl -s -H "$TAUTH" -H 'Keyplane-Tenant: %[3]s' -H 'Content-Type: application/json' $KP/keyplane.v1.CheckService/WhoCan \
+    -d '{"tenantId":"%[3]s","permission":"docs.document.read","resource":"docs/1"}'
+
   # a non-human identity without an owner is refused, naming the field
   curl -s -H "$TAUTH" -H 'Keyplane-Tenant: %[3]s' -H 'Content-Type: application/json' $KP/keyplane.v1.AdminService/CreateIdentity \
     -d '{"tenantId":"%[3]s","kind":"IDENTITY_KIND_AGENT","displayName":"rogue"}'

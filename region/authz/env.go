@@ -41,7 +41,8 @@ type EnvOptions struct {
 //
 // Conditions see these variables:
 //
-//	request   {time: timestamp, ip: string, region: string}  (ip "" when unknown)
+//	request   {time: timestamp, ip: string, region: string, serving_region: string}
+//	          (ip "" when unknown; region: where the request entered keyplane)
 //	principal {id: string, kind: string, attributes: map(string, dyn)}
 //	resource  {path: string, attributes: map(string, dyn)}
 //	token     {amr: list(string), auth_time: timestamp}  (unknown without a token)
@@ -73,9 +74,10 @@ type condition struct {
 // Variable shapes exposed to CEL as native struct types, so field names and
 // types are checked.
 type requestVar struct {
-	Time   time.Time `cel:"time"`
-	IP     string    `cel:"ip"`
-	Region string    `cel:"region"`
+	Time          time.Time `cel:"time"`
+	IP            string    `cel:"ip"`
+	Region        string    `cel:"region"`
+	ServingRegion string    `cel:"serving_region"`
 }
 
 type tokenVar struct {

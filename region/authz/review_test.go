@@ -2,6 +2,7 @@ package authz_test
 
 import (
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -93,28 +94,42 @@ func TestWhoCan(t *testing.T) {
 		want                 []authz.Holder
 	}{
 		{
+			// bob's own grant is conditional, but eng's is not: he is allowed whatever
+			// the region. carol is in ops, which has nothing here.
 			name: "read d1", perm: "docs.document.read", resource: "projects/alpha/documents/d1",
 			want: []authz.Holder{
-				{Kind: "group", ID: "eng", BindingIDs: []string{"b2"}},
-				{Kind: "identity", ID: "alice", BindingIDs: []string{"b1", "b9"}},
-				{Kind: "identity", ID: "bob", BindingIDs: []string{"b3"}, Conditional: true},
-				{Kind: "identity", ID: "erin", BindingIDs: []string{"b7"}, Conditional: true},
+				{Kind: "group", ID: "eng", BindingIDs: []string{"b2"}, Via: []string{"direct"}},
+				{Kind: "identity", ID: "alice", BindingIDs: []string{"b1", "b9", "b2"}, Via: []string{"direct", "group:eng"}},
+				{Kind: "identity", ID: "bob", BindingIDs: []string{"b3", "b2"}, Via: []string{"direct", "group:eng"}},
+				{Kind: "identity", ID: "erin", BindingIDs: []string{"b7"}, Via: []string{"direct"}, Conditional: true},
 			},
 		},
 		{
 			name: "list a folder in alpha", perm: "docs.folder.list", resource: "projects/alpha/folders/f1",
 			want: []authz.Holder{
-				{Kind: "group", ID: "eng", BindingIDs: []string{"b2"}},
-				{Kind: "identity", ID: "alice", BindingIDs: []string{"b1"}},
-				{Kind: "identity", ID: "bob", BindingIDs: []string{"b3"}, Conditional: true},
-				{Kind: "identity", ID: "carol", BindingIDs: []string{"b4"}},
-				{Kind: "identity", ID: "erin", BindingIDs: []string{"b7"}, Conditional: true},
+				{Kind: "group", ID: "eng", BindingIDs: []string{"b2"}, Via: []string{"direct"}},
+				{Kind: "identity", ID: "alice", BindingIDs: []string{"b1", "b2"}, Via: []string{"direct", "group:eng"}},
+				{Kind: "identity", ID: "bob", BindingIDs: []string{"b3", "b2"}, Via: []string{"direct", "group:eng"}},
+				{Kind: "identity", ID: "carol", BindingIDs: []string{"b4"}, Via: []string{"direct"}},
+				{Kind: "identity", ID: "erin", BindingIDs: []string{"b7"}, Via: []string{"direct"}, Conditional: true},
+			},
+		},
+		{
+			// ops's grant on beta reaches its members, carol and alice.
+			name: "group members", perm: "docs.document.read", resource: "projects/beta/x",
+			want: []authz.Holder{
+				{Kind: "group", ID: "eng", BindingIDs: []string{"b2"}, Via: []string{"direct"}},
+				{Kind: "group", ID: "ops", BindingIDs: []string{"b11"}, Via: []string{"direct"}},
+				{Kind: "identity", ID: "alice", BindingIDs: []string{"b2", "b11"}, Via: []string{"group:eng", "group:ops"}},
+				{Kind: "identity", ID: "bob", BindingIDs: []string{"b3", "b2"}, Via: []string{"direct", "group:eng"}},
+				{Kind: "identity", ID: "carol", BindingIDs: []string{"b11"}, Via: []string{"group:ops"}},
+				{Kind: "identity", ID: "erin", BindingIDs: []string{"b7"}, Via: []string{"direct"}, Conditional: true},
 			},
 		},
 		{
 			name: "iam permission", perm: "iam.role.delete", resource: "projects/alpha/documents/d1",
 			want: []authz.Holder{
-				{Kind: "identity", ID: "alice", BindingIDs: []string{"b9"}},
+				{Kind: "identity", ID: "alice", BindingIDs: []string{"b9"}, Via: []string{"direct"}},
 			},
 		},
 		{name: "nobody", perm: "billing.invoice.pay", resource: "orgs/o1"},
@@ -129,5 +144,46 @@ func TestWhoCan(t *testing.T) {
 				t.Errorf("WhoCan(%q, %q) =\n%+v\nwant\n%+v", tt.perm, tt.resource, got, tt.want)
 			}
 		})
+	}
+}
+
+// TestWhoCanAppliesGroupDenies is the case a held-out review found: dave may read beta
+// directly, his group may not read beta/confidential/, so Check denies him there and
+// WhoCan must not list him.
+func TestWhoCanAppliesGroupDenies(t *testing.T) {
+	t.Parallel()
+	s, err := newEnv(t, 0).Compile(authz.Policy{
+		Revision: 1,
+		Roles:    testRoles,
+		Bindings: []authz.Binding{
+			allow("b1", "identity", "dave", "viewer", "beta/"),
+			deny("b2", "group", "contractors", "viewer", "beta/confidential/"),
+			allow("b3", "identity", "erin", "viewer", "beta/"),
+		},
+		Members: map[string][]string{"contractors": {"dave"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		resource string
+		want     []string
+	}{
+		{"beta/confidential/1", []string{"identity/erin"}},
+		{"beta/public/1", []string{"identity/dave", "identity/erin"}},
+	} {
+		var got []string
+		for _, h := range s.WhoCan("docs.document.read", tt.resource, t0) {
+			got = append(got, h.Kind+"/"+h.ID)
+		}
+		if !slices.Equal(got, tt.want) {
+			t.Errorf("WhoCan(read, %s) = %v, want %v", tt.resource, got, tt.want)
+		}
+		for _, who := range []string{"dave", "erin"} {
+			d := s.Check(authz.Request{PrincipalID: who, Permission: "docs.document.read", Resource: tt.resource, Time: t0})
+			if d.Allowed != slices.Contains(tt.want, "identity/"+who) {
+				t.Errorf("Check(%s, read, %s).Allowed = %v, disagrees with WhoCan %v", who, tt.resource, d.Allowed, tt.want)
+			}
+		}
 	}
 }

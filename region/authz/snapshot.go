@@ -35,7 +35,11 @@ type Request struct {
 	Time                 time.Time
 	// IP is the caller's address; "" means unknown: a condition that reads request.ip
 	// then counts as failing to evaluate (an allow does not apply, a deny does).
-	IP, Region string
+	IP string
+	// Region is where the request entered keyplane (request.region); ServingRegion the
+	// region of the node evaluating it (request.serving_region). They differ when the
+	// request was forwarded to the tenant's home region.
+	Region, ServingRegion string
 	// AMR and AuthTime describe the principal's token; AuthTime zero means there is
 	// none: a condition that reads token then counts as failing to evaluate.
 	AMR      []string
@@ -298,7 +302,7 @@ func activation(r *Request) map[string]any {
 		amr = []string{}
 	}
 	return map[string]any{
-		"request":   requestVar{Time: r.Time, IP: r.IP, Region: r.Region},
+		"request":   requestVar{Time: r.Time, IP: r.IP, Region: r.Region, ServingRegion: r.ServingRegion},
 		"principal": map[string]any{"id": r.PrincipalID, "kind": cmp.Or(r.IdentityKind, r.PrincipalKind), "attributes": nonNil(r.PrincipalAttrs)},
 		"resource":  map[string]any{"path": r.Resource, "attributes": nonNil(r.ResourceAttrs)},
 		"token":     tokenVar{AMR: amr, AuthTime: auth},

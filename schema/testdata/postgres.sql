@@ -419,3 +419,42 @@ CREATE INDEX IF NOT EXISTS decisions_time_idx ON decisions (tenant_id, at DESC, 
 DROP INDEX IF EXISTS decisions_at_idx;
 CREATE INDEX IF NOT EXISTS decisions_principal_idx ON decisions (tenant_id, principal_id, at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS decisions_resource_idx ON decisions (tenant_id, resource, at DESC, id DESC);
+
+-- migration 0013 membership_rules
+-- 0013 Birthright rules: group memberships that follow identity attributes
+-- (docs/lifecycle.md, "Joiners and movers").
+
+-- group_members: where a membership came from. 'manual': added by hand (AddGroupMember,
+-- an approved change request) and kept until removed by hand. 'rule': added by a
+-- membership rule and removed as soon as no rule gives it any more, so a mover
+-- accumulates nothing.
+ALTER TABLE group_members ADD COLUMN IF NOT EXISTS source TEXT NOT NULL DEFAULT 'manual' CHECK (source IN ('manual', 'rule'));
+
+-- membership_rules: identities for which condition (CEL over the identity) holds are
+-- members of the rule's groups (membership_rule_groups).
+CREATE TABLE IF NOT EXISTS membership_rules (
+    tenant_id   TEXT NOT NULL REFERENCES tenants (id),
+    id          UUID NOT NULL DEFAULT gen_random_uuid(),
+    crdb_region crdb_internal_region NOT NULL,
+    name        TEXT NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    condition   TEXT NOT NULL,
+    created_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    updated_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (crdb_region, tenant_id, id),
+    CONSTRAINT membership_rules_name_length CHECK (length(name) BETWEEN 1 AND 200)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS membership_rules_name ON membership_rules (crdb_region, tenant_id, name);
+
+-- membership_rule_groups: the groups a rule gives. The foreign key to groups keeps a
+-- group a rule names from being deleted under it.
+CREATE TABLE IF NOT EXISTS membership_rule_groups (
+    tenant_id   TEXT NOT NULL REFERENCES tenants (id),
+    rule_id     UUID NOT NULL,
+    group_id    UUID NOT NULL,
+    crdb_region crdb_internal_region NOT NULL,
+    PRIMARY KEY (crdb_region, tenant_id, rule_id, group_id),
+    CONSTRAINT membership_rule_groups_rule FOREIGN KEY (crdb_region, tenant_id, rule_id) REFERENCES membership_rules (crdb_region, tenant_id, id) ON UPDATE CASCADE ON DELETE CASCADE,
+    CONSTRAINT membership_rule_groups_group FOREIGN KEY (crdb_region, tenant_id, group_id) REFERENCES groups (crdb_region, tenant_id, id) ON UPDATE CASCADE
+);
+CREATE INDEX IF NOT EXISTS membership_rule_groups_group_idx ON membership_rule_groups (tenant_id, group_id);

@@ -5668,6 +5668,776 @@ func (x *ListBindingsResponse) GetBindings() []*Binding {
 	return nil
 }
 
+// MembershipRule gives the identities its condition holds for membership of its groups.
+type MembershipRule struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Id          string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name        string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Description string                 `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
+	// CEL over the identity, e.g. attributes.department == "eng". Variables: identity
+	// {id, kind, display_name, email, purpose, attributes} and attributes (the same as
+	// identity.attributes). A condition that fails to evaluate gives no membership.
+	Condition string `protobuf:"bytes,4,opt,name=condition,proto3" json:"condition,omitempty"`
+	// 1 to 50 groups.
+	GroupIds      []string               `protobuf:"bytes,5,rep,name=group_ids,json=groupIds,proto3" json:"group_ids,omitempty"`
+	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MembershipRule) Reset() {
+	*x = MembershipRule{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[82]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MembershipRule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MembershipRule) ProtoMessage() {}
+
+func (x *MembershipRule) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[82]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MembershipRule.ProtoReflect.Descriptor instead.
+func (*MembershipRule) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{82}
+}
+
+func (x *MembershipRule) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *MembershipRule) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *MembershipRule) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *MembershipRule) GetCondition() string {
+	if x != nil {
+		return x.Condition
+	}
+	return ""
+}
+
+func (x *MembershipRule) GetGroupIds() []string {
+	if x != nil {
+		return x.GroupIds
+	}
+	return nil
+}
+
+func (x *MembershipRule) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *MembershipRule) GetUpdateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdateTime
+	}
+	return nil
+}
+
+// Membership is an identity's membership of a group.
+type Membership struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	IdentityId    string                 `protobuf:"bytes,1,opt,name=identity_id,json=identityId,proto3" json:"identity_id,omitempty"`
+	GroupId       string                 `protobuf:"bytes,2,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Membership) Reset() {
+	*x = Membership{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[83]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Membership) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Membership) ProtoMessage() {}
+
+func (x *Membership) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[83]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Membership.ProtoReflect.Descriptor instead.
+func (*Membership) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{83}
+}
+
+func (x *Membership) GetIdentityId() string {
+	if x != nil {
+		return x.IdentityId
+	}
+	return ""
+}
+
+func (x *Membership) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+type CreateMembershipRuleRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TenantId      string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Description   string                 `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
+	Condition     string                 `protobuf:"bytes,4,opt,name=condition,proto3" json:"condition,omitempty"`
+	GroupIds      []string               `protobuf:"bytes,5,rep,name=group_ids,json=groupIds,proto3" json:"group_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateMembershipRuleRequest) Reset() {
+	*x = CreateMembershipRuleRequest{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[84]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateMembershipRuleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateMembershipRuleRequest) ProtoMessage() {}
+
+func (x *CreateMembershipRuleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[84]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateMembershipRuleRequest.ProtoReflect.Descriptor instead.
+func (*CreateMembershipRuleRequest) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{84}
+}
+
+func (x *CreateMembershipRuleRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *CreateMembershipRuleRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateMembershipRuleRequest) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *CreateMembershipRuleRequest) GetCondition() string {
+	if x != nil {
+		return x.Condition
+	}
+	return ""
+}
+
+func (x *CreateMembershipRuleRequest) GetGroupIds() []string {
+	if x != nil {
+		return x.GroupIds
+	}
+	return nil
+}
+
+type CreateMembershipRuleResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Rule  *MembershipRule        `protobuf:"bytes,1,opt,name=rule,proto3" json:"rule,omitempty"`
+	// The memberships the rule gave, and (never for a new rule) took away.
+	MembershipsAdded   []*Membership `protobuf:"bytes,2,rep,name=memberships_added,json=membershipsAdded,proto3" json:"memberships_added,omitempty"`
+	MembershipsRemoved []*Membership `protobuf:"bytes,3,rep,name=memberships_removed,json=membershipsRemoved,proto3" json:"memberships_removed,omitempty"`
+	PolicyRevision     int64         `protobuf:"varint,4,opt,name=policy_revision,json=policyRevision,proto3" json:"policy_revision,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *CreateMembershipRuleResponse) Reset() {
+	*x = CreateMembershipRuleResponse{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[85]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateMembershipRuleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateMembershipRuleResponse) ProtoMessage() {}
+
+func (x *CreateMembershipRuleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[85]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateMembershipRuleResponse.ProtoReflect.Descriptor instead.
+func (*CreateMembershipRuleResponse) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{85}
+}
+
+func (x *CreateMembershipRuleResponse) GetRule() *MembershipRule {
+	if x != nil {
+		return x.Rule
+	}
+	return nil
+}
+
+func (x *CreateMembershipRuleResponse) GetMembershipsAdded() []*Membership {
+	if x != nil {
+		return x.MembershipsAdded
+	}
+	return nil
+}
+
+func (x *CreateMembershipRuleResponse) GetMembershipsRemoved() []*Membership {
+	if x != nil {
+		return x.MembershipsRemoved
+	}
+	return nil
+}
+
+func (x *CreateMembershipRuleResponse) GetPolicyRevision() int64 {
+	if x != nil {
+		return x.PolicyRevision
+	}
+	return 0
+}
+
+type GetMembershipRuleRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TenantId      string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	Id            string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetMembershipRuleRequest) Reset() {
+	*x = GetMembershipRuleRequest{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[86]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetMembershipRuleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetMembershipRuleRequest) ProtoMessage() {}
+
+func (x *GetMembershipRuleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[86]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetMembershipRuleRequest.ProtoReflect.Descriptor instead.
+func (*GetMembershipRuleRequest) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{86}
+}
+
+func (x *GetMembershipRuleRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *GetMembershipRuleRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type GetMembershipRuleResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rule          *MembershipRule        `protobuf:"bytes,1,opt,name=rule,proto3" json:"rule,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetMembershipRuleResponse) Reset() {
+	*x = GetMembershipRuleResponse{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[87]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetMembershipRuleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetMembershipRuleResponse) ProtoMessage() {}
+
+func (x *GetMembershipRuleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[87]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetMembershipRuleResponse.ProtoReflect.Descriptor instead.
+func (*GetMembershipRuleResponse) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{87}
+}
+
+func (x *GetMembershipRuleResponse) GetRule() *MembershipRule {
+	if x != nil {
+		return x.Rule
+	}
+	return nil
+}
+
+type ListMembershipRulesRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	TenantId string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	// 1 to 1000; 0 means 100.
+	PageSize      int32  `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListMembershipRulesRequest) Reset() {
+	*x = ListMembershipRulesRequest{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[88]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListMembershipRulesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListMembershipRulesRequest) ProtoMessage() {}
+
+func (x *ListMembershipRulesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[88]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListMembershipRulesRequest.ProtoReflect.Descriptor instead.
+func (*ListMembershipRulesRequest) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{88}
+}
+
+func (x *ListMembershipRulesRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *ListMembershipRulesRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListMembershipRulesRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+type ListMembershipRulesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rules         []*MembershipRule      `protobuf:"bytes,1,rep,name=rules,proto3" json:"rules,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListMembershipRulesResponse) Reset() {
+	*x = ListMembershipRulesResponse{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[89]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListMembershipRulesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListMembershipRulesResponse) ProtoMessage() {}
+
+func (x *ListMembershipRulesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[89]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListMembershipRulesResponse.ProtoReflect.Descriptor instead.
+func (*ListMembershipRulesResponse) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{89}
+}
+
+func (x *ListMembershipRulesResponse) GetRules() []*MembershipRule {
+	if x != nil {
+		return x.Rules
+	}
+	return nil
+}
+
+func (x *ListMembershipRulesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+type UpdateMembershipRuleRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	TenantId string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	Id       string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	// Unset fields stay as they are.
+	Name        *string `protobuf:"bytes,3,opt,name=name,proto3,oneof" json:"name,omitempty"`
+	Description *string `protobuf:"bytes,4,opt,name=description,proto3,oneof" json:"description,omitempty"`
+	Condition   *string `protobuf:"bytes,5,opt,name=condition,proto3,oneof" json:"condition,omitempty"`
+	// Replaces the groups when set_group_ids is true.
+	GroupIds      []string `protobuf:"bytes,6,rep,name=group_ids,json=groupIds,proto3" json:"group_ids,omitempty"`
+	SetGroupIds   bool     `protobuf:"varint,7,opt,name=set_group_ids,json=setGroupIds,proto3" json:"set_group_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateMembershipRuleRequest) Reset() {
+	*x = UpdateMembershipRuleRequest{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[90]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateMembershipRuleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateMembershipRuleRequest) ProtoMessage() {}
+
+func (x *UpdateMembershipRuleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[90]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateMembershipRuleRequest.ProtoReflect.Descriptor instead.
+func (*UpdateMembershipRuleRequest) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{90}
+}
+
+func (x *UpdateMembershipRuleRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *UpdateMembershipRuleRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *UpdateMembershipRuleRequest) GetName() string {
+	if x != nil && x.Name != nil {
+		return *x.Name
+	}
+	return ""
+}
+
+func (x *UpdateMembershipRuleRequest) GetDescription() string {
+	if x != nil && x.Description != nil {
+		return *x.Description
+	}
+	return ""
+}
+
+func (x *UpdateMembershipRuleRequest) GetCondition() string {
+	if x != nil && x.Condition != nil {
+		return *x.Condition
+	}
+	return ""
+}
+
+func (x *UpdateMembershipRuleRequest) GetGroupIds() []string {
+	if x != nil {
+		return x.GroupIds
+	}
+	return nil
+}
+
+func (x *UpdateMembershipRuleRequest) GetSetGroupIds() bool {
+	if x != nil {
+		return x.SetGroupIds
+	}
+	return false
+}
+
+type UpdateMembershipRuleResponse struct {
+	state              protoimpl.MessageState `protogen:"open.v1"`
+	Rule               *MembershipRule        `protobuf:"bytes,1,opt,name=rule,proto3" json:"rule,omitempty"`
+	MembershipsAdded   []*Membership          `protobuf:"bytes,2,rep,name=memberships_added,json=membershipsAdded,proto3" json:"memberships_added,omitempty"`
+	MembershipsRemoved []*Membership          `protobuf:"bytes,3,rep,name=memberships_removed,json=membershipsRemoved,proto3" json:"memberships_removed,omitempty"`
+	PolicyRevision     int64                  `protobuf:"varint,4,opt,name=policy_revision,json=policyRevision,proto3" json:"policy_revision,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *UpdateMembershipRuleResponse) Reset() {
+	*x = UpdateMembershipRuleResponse{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[91]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateMembershipRuleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateMembershipRuleResponse) ProtoMessage() {}
+
+func (x *UpdateMembershipRuleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[91]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateMembershipRuleResponse.ProtoReflect.Descriptor instead.
+func (*UpdateMembershipRuleResponse) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{91}
+}
+
+func (x *UpdateMembershipRuleResponse) GetRule() *MembershipRule {
+	if x != nil {
+		return x.Rule
+	}
+	return nil
+}
+
+func (x *UpdateMembershipRuleResponse) GetMembershipsAdded() []*Membership {
+	if x != nil {
+		return x.MembershipsAdded
+	}
+	return nil
+}
+
+func (x *UpdateMembershipRuleResponse) GetMembershipsRemoved() []*Membership {
+	if x != nil {
+		return x.MembershipsRemoved
+	}
+	return nil
+}
+
+func (x *UpdateMembershipRuleResponse) GetPolicyRevision() int64 {
+	if x != nil {
+		return x.PolicyRevision
+	}
+	return 0
+}
+
+type DeleteMembershipRuleRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TenantId      string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	Id            string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteMembershipRuleRequest) Reset() {
+	*x = DeleteMembershipRuleRequest{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[92]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteMembershipRuleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteMembershipRuleRequest) ProtoMessage() {}
+
+func (x *DeleteMembershipRuleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[92]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteMembershipRuleRequest.ProtoReflect.Descriptor instead.
+func (*DeleteMembershipRuleRequest) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{92}
+}
+
+func (x *DeleteMembershipRuleRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *DeleteMembershipRuleRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type DeleteMembershipRuleResponse struct {
+	state              protoimpl.MessageState `protogen:"open.v1"`
+	MembershipsRemoved []*Membership          `protobuf:"bytes,1,rep,name=memberships_removed,json=membershipsRemoved,proto3" json:"memberships_removed,omitempty"`
+	PolicyRevision     int64                  `protobuf:"varint,2,opt,name=policy_revision,json=policyRevision,proto3" json:"policy_revision,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *DeleteMembershipRuleResponse) Reset() {
+	*x = DeleteMembershipRuleResponse{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[93]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteMembershipRuleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteMembershipRuleResponse) ProtoMessage() {}
+
+func (x *DeleteMembershipRuleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[93]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteMembershipRuleResponse.ProtoReflect.Descriptor instead.
+func (*DeleteMembershipRuleResponse) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{93}
+}
+
+func (x *DeleteMembershipRuleResponse) GetMembershipsRemoved() []*Membership {
+	if x != nil {
+		return x.MembershipsRemoved
+	}
+	return nil
+}
+
+func (x *DeleteMembershipRuleResponse) GetPolicyRevision() int64 {
+	if x != nil {
+		return x.PolicyRevision
+	}
+	return 0
+}
+
 var File_keyplane_v1_admin_proto protoreflect.FileDescriptor
 
 const file_keyplane_v1_admin_proto_rawDesc = "" +
@@ -6129,7 +6899,69 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\x13ListBindingsRequest\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\"H\n" +
 	"\x14ListBindingsResponse\x120\n" +
-	"\bbindings\x18\x01 \x03(\v2\x14.keyplane.v1.BindingR\bbindings*X\n" +
+	"\bbindings\x18\x01 \x03(\v2\x14.keyplane.v1.BindingR\bbindings\"\x8b\x02\n" +
+	"\x0eMembershipRule\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12 \n" +
+	"\vdescription\x18\x03 \x01(\tR\vdescription\x12\x1c\n" +
+	"\tcondition\x18\x04 \x01(\tR\tcondition\x12\x1b\n" +
+	"\tgroup_ids\x18\x05 \x03(\tR\bgroupIds\x12;\n" +
+	"\vcreate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\x12;\n" +
+	"\vupdate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"updateTime\"H\n" +
+	"\n" +
+	"Membership\x12\x1f\n" +
+	"\videntity_id\x18\x01 \x01(\tR\n" +
+	"identityId\x12\x19\n" +
+	"\bgroup_id\x18\x02 \x01(\tR\agroupId\"\xab\x01\n" +
+	"\x1bCreateMembershipRuleRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12 \n" +
+	"\vdescription\x18\x03 \x01(\tR\vdescription\x12\x1c\n" +
+	"\tcondition\x18\x04 \x01(\tR\tcondition\x12\x1b\n" +
+	"\tgroup_ids\x18\x05 \x03(\tR\bgroupIds\"\x88\x02\n" +
+	"\x1cCreateMembershipRuleResponse\x12/\n" +
+	"\x04rule\x18\x01 \x01(\v2\x1b.keyplane.v1.MembershipRuleR\x04rule\x12D\n" +
+	"\x11memberships_added\x18\x02 \x03(\v2\x17.keyplane.v1.MembershipR\x10membershipsAdded\x12H\n" +
+	"\x13memberships_removed\x18\x03 \x03(\v2\x17.keyplane.v1.MembershipR\x12membershipsRemoved\x12'\n" +
+	"\x0fpolicy_revision\x18\x04 \x01(\x03R\x0epolicyRevision\"G\n" +
+	"\x18GetMembershipRuleRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\"L\n" +
+	"\x19GetMembershipRuleResponse\x12/\n" +
+	"\x04rule\x18\x01 \x01(\v2\x1b.keyplane.v1.MembershipRuleR\x04rule\"u\n" +
+	"\x1aListMembershipRulesRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"x\n" +
+	"\x1bListMembershipRulesResponse\x121\n" +
+	"\x05rules\x18\x01 \x03(\v2\x1b.keyplane.v1.MembershipRuleR\x05rules\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x95\x02\n" +
+	"\x1bUpdateMembershipRuleRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12\x17\n" +
+	"\x04name\x18\x03 \x01(\tH\x00R\x04name\x88\x01\x01\x12%\n" +
+	"\vdescription\x18\x04 \x01(\tH\x01R\vdescription\x88\x01\x01\x12!\n" +
+	"\tcondition\x18\x05 \x01(\tH\x02R\tcondition\x88\x01\x01\x12\x1b\n" +
+	"\tgroup_ids\x18\x06 \x03(\tR\bgroupIds\x12\"\n" +
+	"\rset_group_ids\x18\a \x01(\bR\vsetGroupIdsB\a\n" +
+	"\x05_nameB\x0e\n" +
+	"\f_descriptionB\f\n" +
+	"\n" +
+	"_condition\"\x88\x02\n" +
+	"\x1cUpdateMembershipRuleResponse\x12/\n" +
+	"\x04rule\x18\x01 \x01(\v2\x1b.keyplane.v1.MembershipRuleR\x04rule\x12D\n" +
+	"\x11memberships_added\x18\x02 \x03(\v2\x17.keyplane.v1.MembershipR\x10membershipsAdded\x12H\n" +
+	"\x13memberships_removed\x18\x03 \x03(\v2\x17.keyplane.v1.MembershipR\x12membershipsRemoved\x12'\n" +
+	"\x0fpolicy_revision\x18\x04 \x01(\x03R\x0epolicyRevision\"J\n" +
+	"\x1bDeleteMembershipRuleRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\"\x91\x01\n" +
+	"\x1cDeleteMembershipRuleResponse\x12H\n" +
+	"\x13memberships_removed\x18\x01 \x03(\v2\x17.keyplane.v1.MembershipR\x12membershipsRemoved\x12'\n" +
+	"\x0fpolicy_revision\x18\x02 \x01(\x03R\x0epolicyRevision*X\n" +
 	"\tResidency\x12\x19\n" +
 	"\x15RESIDENCY_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10RESIDENCY_REGION\x10\x01\x12\x1a\n" +
@@ -6159,7 +6991,7 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\x06Effect\x12\x16\n" +
 	"\x12EFFECT_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fEFFECT_ALLOW\x10\x01\x12\x0f\n" +
-	"\vEFFECT_DENY\x10\x022\xec\x19\n" +
+	"\vEFFECT_DENY\x10\x022\x8b\x1e\n" +
 	"\fAdminService\x12U\n" +
 	"\vListRegions\x12\x1f.keyplane.v1.ListRegionsRequest\x1a .keyplane.v1.ListRegionsResponse\"\x03\x90\x02\x01\x12S\n" +
 	"\fCreateTenant\x12 .keyplane.v1.CreateTenantRequest\x1a!.keyplane.v1.CreateTenantResponse\x12O\n" +
@@ -6198,7 +7030,12 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\x10GetChangeRequest\x12$.keyplane.v1.GetChangeRequestRequest\x1a%.keyplane.v1.GetChangeRequestResponse\"\x03\x90\x02\x01\x12j\n" +
 	"\x12ListChangeRequests\x12&.keyplane.v1.ListChangeRequestsRequest\x1a'.keyplane.v1.ListChangeRequestsResponse\"\x03\x90\x02\x01\x12k\n" +
 	"\x14ApproveChangeRequest\x12(.keyplane.v1.ApproveChangeRequestRequest\x1a).keyplane.v1.ApproveChangeRequestResponse\x12b\n" +
-	"\x11DenyChangeRequest\x12%.keyplane.v1.DenyChangeRequestRequest\x1a&.keyplane.v1.DenyChangeRequestResponseB@Z>github.com/keyplane/keyplane/region/gen/keyplane/v1;keyplanev1b\x06proto3"
+	"\x11DenyChangeRequest\x12%.keyplane.v1.DenyChangeRequestRequest\x1a&.keyplane.v1.DenyChangeRequestResponse\x12k\n" +
+	"\x14CreateMembershipRule\x12(.keyplane.v1.CreateMembershipRuleRequest\x1a).keyplane.v1.CreateMembershipRuleResponse\x12g\n" +
+	"\x11GetMembershipRule\x12%.keyplane.v1.GetMembershipRuleRequest\x1a&.keyplane.v1.GetMembershipRuleResponse\"\x03\x90\x02\x01\x12m\n" +
+	"\x13ListMembershipRules\x12'.keyplane.v1.ListMembershipRulesRequest\x1a(.keyplane.v1.ListMembershipRulesResponse\"\x03\x90\x02\x01\x12k\n" +
+	"\x14UpdateMembershipRule\x12(.keyplane.v1.UpdateMembershipRuleRequest\x1a).keyplane.v1.UpdateMembershipRuleResponse\x12k\n" +
+	"\x14DeleteMembershipRule\x12(.keyplane.v1.DeleteMembershipRuleRequest\x1a).keyplane.v1.DeleteMembershipRuleResponseB@Z>github.com/keyplane/keyplane/region/gen/keyplane/v1;keyplanev1b\x06proto3"
 
 var (
 	file_keyplane_v1_admin_proto_rawDescOnce sync.Once
@@ -6213,7 +7050,7 @@ func file_keyplane_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_keyplane_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_keyplane_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 82)
+var file_keyplane_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 94)
 var file_keyplane_v1_admin_proto_goTypes = []any{
 	(Residency)(0),                       // 0: keyplane.v1.Residency
 	(SigningAlgorithm)(0),                // 1: keyplane.v1.SigningAlgorithm
@@ -6303,181 +7140,214 @@ var file_keyplane_v1_admin_proto_goTypes = []any{
 	(*DenyChangeRequestResponse)(nil),    // 85: keyplane.v1.DenyChangeRequestResponse
 	(*ListBindingsRequest)(nil),          // 86: keyplane.v1.ListBindingsRequest
 	(*ListBindingsResponse)(nil),         // 87: keyplane.v1.ListBindingsResponse
-	(*timestamppb.Timestamp)(nil),        // 88: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),          // 89: google.protobuf.Duration
-	(*structpb.Struct)(nil),              // 90: google.protobuf.Struct
+	(*MembershipRule)(nil),               // 88: keyplane.v1.MembershipRule
+	(*Membership)(nil),                   // 89: keyplane.v1.Membership
+	(*CreateMembershipRuleRequest)(nil),  // 90: keyplane.v1.CreateMembershipRuleRequest
+	(*CreateMembershipRuleResponse)(nil), // 91: keyplane.v1.CreateMembershipRuleResponse
+	(*GetMembershipRuleRequest)(nil),     // 92: keyplane.v1.GetMembershipRuleRequest
+	(*GetMembershipRuleResponse)(nil),    // 93: keyplane.v1.GetMembershipRuleResponse
+	(*ListMembershipRulesRequest)(nil),   // 94: keyplane.v1.ListMembershipRulesRequest
+	(*ListMembershipRulesResponse)(nil),  // 95: keyplane.v1.ListMembershipRulesResponse
+	(*UpdateMembershipRuleRequest)(nil),  // 96: keyplane.v1.UpdateMembershipRuleRequest
+	(*UpdateMembershipRuleResponse)(nil), // 97: keyplane.v1.UpdateMembershipRuleResponse
+	(*DeleteMembershipRuleRequest)(nil),  // 98: keyplane.v1.DeleteMembershipRuleRequest
+	(*DeleteMembershipRuleResponse)(nil), // 99: keyplane.v1.DeleteMembershipRuleResponse
+	(*timestamppb.Timestamp)(nil),        // 100: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),          // 101: google.protobuf.Duration
+	(*structpb.Struct)(nil),              // 102: google.protobuf.Struct
 }
 var file_keyplane_v1_admin_proto_depIdxs = []int32{
 	0,   // 0: keyplane.v1.Tenant.residency:type_name -> keyplane.v1.Residency
 	2,   // 1: keyplane.v1.Tenant.status:type_name -> keyplane.v1.Status
-	88,  // 2: keyplane.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
-	88,  // 3: keyplane.v1.Tenant.update_time:type_name -> google.protobuf.Timestamp
-	89,  // 4: keyplane.v1.Tenant.access_token_ttl:type_name -> google.protobuf.Duration
-	89,  // 5: keyplane.v1.Tenant.api_key_max_lifetime:type_name -> google.protobuf.Duration
+	100, // 2: keyplane.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
+	100, // 3: keyplane.v1.Tenant.update_time:type_name -> google.protobuf.Timestamp
+	101, // 4: keyplane.v1.Tenant.access_token_ttl:type_name -> google.protobuf.Duration
+	101, // 5: keyplane.v1.Tenant.api_key_max_lifetime:type_name -> google.protobuf.Duration
 	1,   // 6: keyplane.v1.Tenant.signing_algorithm:type_name -> keyplane.v1.SigningAlgorithm
-	89,  // 7: keyplane.v1.Tenant.step_up_window:type_name -> google.protobuf.Duration
-	89,  // 8: keyplane.v1.Tenant.decision_retention:type_name -> google.protobuf.Duration
+	101, // 7: keyplane.v1.Tenant.step_up_window:type_name -> google.protobuf.Duration
+	101, // 8: keyplane.v1.Tenant.decision_retention:type_name -> google.protobuf.Duration
 	3,   // 9: keyplane.v1.Identity.kind:type_name -> keyplane.v1.IdentityKind
-	90,  // 10: keyplane.v1.Identity.attributes:type_name -> google.protobuf.Struct
+	102, // 10: keyplane.v1.Identity.attributes:type_name -> google.protobuf.Struct
 	2,   // 11: keyplane.v1.Identity.status:type_name -> keyplane.v1.Status
-	88,  // 12: keyplane.v1.Identity.expire_time:type_name -> google.protobuf.Timestamp
-	88,  // 13: keyplane.v1.Identity.tokens_valid_after:type_name -> google.protobuf.Timestamp
-	88,  // 14: keyplane.v1.Identity.create_time:type_name -> google.protobuf.Timestamp
-	88,  // 15: keyplane.v1.Identity.update_time:type_name -> google.protobuf.Timestamp
-	88,  // 16: keyplane.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
-	90,  // 17: keyplane.v1.AuditEvent.before:type_name -> google.protobuf.Struct
-	90,  // 18: keyplane.v1.AuditEvent.after:type_name -> google.protobuf.Struct
+	100, // 12: keyplane.v1.Identity.expire_time:type_name -> google.protobuf.Timestamp
+	100, // 13: keyplane.v1.Identity.tokens_valid_after:type_name -> google.protobuf.Timestamp
+	100, // 14: keyplane.v1.Identity.create_time:type_name -> google.protobuf.Timestamp
+	100, // 15: keyplane.v1.Identity.update_time:type_name -> google.protobuf.Timestamp
+	100, // 16: keyplane.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	102, // 17: keyplane.v1.AuditEvent.before:type_name -> google.protobuf.Struct
+	102, // 18: keyplane.v1.AuditEvent.after:type_name -> google.protobuf.Struct
 	6,   // 19: keyplane.v1.ListRegionsResponse.regions:type_name -> keyplane.v1.Region
 	0,   // 20: keyplane.v1.CreateTenantRequest.residency:type_name -> keyplane.v1.Residency
 	1,   // 21: keyplane.v1.CreateTenantRequest.signing_algorithm:type_name -> keyplane.v1.SigningAlgorithm
-	89,  // 22: keyplane.v1.CreateTenantRequest.decision_retention:type_name -> google.protobuf.Duration
+	101, // 22: keyplane.v1.CreateTenantRequest.decision_retention:type_name -> google.protobuf.Duration
 	7,   // 23: keyplane.v1.CreateTenantResponse.tenant:type_name -> keyplane.v1.Tenant
 	7,   // 24: keyplane.v1.GetTenantResponse.tenant:type_name -> keyplane.v1.Tenant
 	7,   // 25: keyplane.v1.ListTenantsResponse.tenants:type_name -> keyplane.v1.Tenant
-	89,  // 26: keyplane.v1.UpdateTenantRequest.access_token_ttl:type_name -> google.protobuf.Duration
-	89,  // 27: keyplane.v1.UpdateTenantRequest.api_key_max_lifetime:type_name -> google.protobuf.Duration
+	101, // 26: keyplane.v1.UpdateTenantRequest.access_token_ttl:type_name -> google.protobuf.Duration
+	101, // 27: keyplane.v1.UpdateTenantRequest.api_key_max_lifetime:type_name -> google.protobuf.Duration
 	1,   // 28: keyplane.v1.UpdateTenantRequest.signing_algorithm:type_name -> keyplane.v1.SigningAlgorithm
-	89,  // 29: keyplane.v1.UpdateTenantRequest.step_up_window:type_name -> google.protobuf.Duration
-	89,  // 30: keyplane.v1.UpdateTenantRequest.decision_retention:type_name -> google.protobuf.Duration
+	101, // 29: keyplane.v1.UpdateTenantRequest.step_up_window:type_name -> google.protobuf.Duration
+	101, // 30: keyplane.v1.UpdateTenantRequest.decision_retention:type_name -> google.protobuf.Duration
 	7,   // 31: keyplane.v1.UpdateTenantResponse.tenant:type_name -> keyplane.v1.Tenant
 	7,   // 32: keyplane.v1.DisableTenantResponse.tenant:type_name -> keyplane.v1.Tenant
 	7,   // 33: keyplane.v1.EnableTenantResponse.tenant:type_name -> keyplane.v1.Tenant
 	7,   // 34: keyplane.v1.RehomeTenantResponse.tenant:type_name -> keyplane.v1.Tenant
 	3,   // 35: keyplane.v1.CreateIdentityRequest.kind:type_name -> keyplane.v1.IdentityKind
-	90,  // 36: keyplane.v1.CreateIdentityRequest.attributes:type_name -> google.protobuf.Struct
-	88,  // 37: keyplane.v1.CreateIdentityRequest.expire_time:type_name -> google.protobuf.Timestamp
+	102, // 36: keyplane.v1.CreateIdentityRequest.attributes:type_name -> google.protobuf.Struct
+	100, // 37: keyplane.v1.CreateIdentityRequest.expire_time:type_name -> google.protobuf.Timestamp
 	8,   // 38: keyplane.v1.CreateIdentityResponse.identity:type_name -> keyplane.v1.Identity
 	8,   // 39: keyplane.v1.GetIdentityResponse.identity:type_name -> keyplane.v1.Identity
 	8,   // 40: keyplane.v1.ListIdentitiesResponse.identities:type_name -> keyplane.v1.Identity
-	90,  // 41: keyplane.v1.UpdateIdentityRequest.attributes:type_name -> google.protobuf.Struct
-	88,  // 42: keyplane.v1.UpdateIdentityRequest.expire_time:type_name -> google.protobuf.Timestamp
+	102, // 41: keyplane.v1.UpdateIdentityRequest.attributes:type_name -> google.protobuf.Struct
+	100, // 42: keyplane.v1.UpdateIdentityRequest.expire_time:type_name -> google.protobuf.Timestamp
 	8,   // 43: keyplane.v1.UpdateIdentityResponse.identity:type_name -> keyplane.v1.Identity
 	8,   // 44: keyplane.v1.DisableIdentityResponse.identity:type_name -> keyplane.v1.Identity
 	8,   // 45: keyplane.v1.EnableIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	88,  // 46: keyplane.v1.ListAuditEventsRequest.start_time:type_name -> google.protobuf.Timestamp
-	88,  // 47: keyplane.v1.ListAuditEventsRequest.end_time:type_name -> google.protobuf.Timestamp
+	100, // 46: keyplane.v1.ListAuditEventsRequest.start_time:type_name -> google.protobuf.Timestamp
+	100, // 47: keyplane.v1.ListAuditEventsRequest.end_time:type_name -> google.protobuf.Timestamp
 	9,   // 48: keyplane.v1.ListAuditEventsResponse.events:type_name -> keyplane.v1.AuditEvent
 	4,   // 49: keyplane.v1.Credential.kind:type_name -> keyplane.v1.CredentialKind
-	88,  // 50: keyplane.v1.Credential.create_time:type_name -> google.protobuf.Timestamp
-	88,  // 51: keyplane.v1.Credential.expire_time:type_name -> google.protobuf.Timestamp
-	88,  // 52: keyplane.v1.Credential.last_used_time:type_name -> google.protobuf.Timestamp
-	88,  // 53: keyplane.v1.Credential.rotate_time:type_name -> google.protobuf.Timestamp
-	88,  // 54: keyplane.v1.Credential.revoke_time:type_name -> google.protobuf.Timestamp
-	88,  // 55: keyplane.v1.Session.create_time:type_name -> google.protobuf.Timestamp
-	88,  // 56: keyplane.v1.Session.expire_time:type_name -> google.protobuf.Timestamp
-	88,  // 57: keyplane.v1.Session.revoke_time:type_name -> google.protobuf.Timestamp
-	88,  // 58: keyplane.v1.CreateAPIKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
+	100, // 50: keyplane.v1.Credential.create_time:type_name -> google.protobuf.Timestamp
+	100, // 51: keyplane.v1.Credential.expire_time:type_name -> google.protobuf.Timestamp
+	100, // 52: keyplane.v1.Credential.last_used_time:type_name -> google.protobuf.Timestamp
+	100, // 53: keyplane.v1.Credential.rotate_time:type_name -> google.protobuf.Timestamp
+	100, // 54: keyplane.v1.Credential.revoke_time:type_name -> google.protobuf.Timestamp
+	100, // 55: keyplane.v1.Session.create_time:type_name -> google.protobuf.Timestamp
+	100, // 56: keyplane.v1.Session.expire_time:type_name -> google.protobuf.Timestamp
+	100, // 57: keyplane.v1.Session.revoke_time:type_name -> google.protobuf.Timestamp
+	100, // 58: keyplane.v1.CreateAPIKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
 	40,  // 59: keyplane.v1.CreateAPIKeyResponse.credential:type_name -> keyplane.v1.Credential
-	88,  // 60: keyplane.v1.RotateAPIKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
-	89,  // 61: keyplane.v1.RotateAPIKeyRequest.grace_period:type_name -> google.protobuf.Duration
+	100, // 60: keyplane.v1.RotateAPIKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
+	101, // 61: keyplane.v1.RotateAPIKeyRequest.grace_period:type_name -> google.protobuf.Duration
 	40,  // 62: keyplane.v1.RotateAPIKeyResponse.credential:type_name -> keyplane.v1.Credential
 	40,  // 63: keyplane.v1.CreateClientResponse.credential:type_name -> keyplane.v1.Credential
 	40,  // 64: keyplane.v1.UpdateClientResponse.credential:type_name -> keyplane.v1.Credential
-	89,  // 65: keyplane.v1.RotateClientSecretRequest.grace_period:type_name -> google.protobuf.Duration
+	101, // 65: keyplane.v1.RotateClientSecretRequest.grace_period:type_name -> google.protobuf.Duration
 	40,  // 66: keyplane.v1.RotateClientSecretResponse.credential:type_name -> keyplane.v1.Credential
 	40,  // 67: keyplane.v1.RevokeCredentialResponse.credential:type_name -> keyplane.v1.Credential
 	40,  // 68: keyplane.v1.ListCredentialsResponse.credentials:type_name -> keyplane.v1.Credential
 	41,  // 69: keyplane.v1.ListSessionsResponse.sessions:type_name -> keyplane.v1.Session
 	40,  // 70: keyplane.v1.SetPasswordResponse.credential:type_name -> keyplane.v1.Credential
 	5,   // 71: keyplane.v1.Binding.effect:type_name -> keyplane.v1.Effect
-	88,  // 72: keyplane.v1.Binding.expire_time:type_name -> google.protobuf.Timestamp
-	88,  // 73: keyplane.v1.Binding.create_time:type_name -> google.protobuf.Timestamp
+	100, // 72: keyplane.v1.Binding.expire_time:type_name -> google.protobuf.Timestamp
+	100, // 73: keyplane.v1.Binding.create_time:type_name -> google.protobuf.Timestamp
 	60,  // 74: keyplane.v1.CreateRoleResponse.role:type_name -> keyplane.v1.Role
 	61,  // 75: keyplane.v1.CreateGroupResponse.group:type_name -> keyplane.v1.Group
 	77,  // 76: keyplane.v1.AddGroupMemberResponse.change_request:type_name -> keyplane.v1.ChangeRequest
 	77,  // 77: keyplane.v1.RemoveGroupMemberResponse.change_request:type_name -> keyplane.v1.ChangeRequest
 	5,   // 78: keyplane.v1.CreateBindingRequest.effect:type_name -> keyplane.v1.Effect
-	88,  // 79: keyplane.v1.CreateBindingRequest.expire_time:type_name -> google.protobuf.Timestamp
+	100, // 79: keyplane.v1.CreateBindingRequest.expire_time:type_name -> google.protobuf.Timestamp
 	62,  // 80: keyplane.v1.CreateBindingResponse.binding:type_name -> keyplane.v1.Binding
 	77,  // 81: keyplane.v1.CreateBindingResponse.change_request:type_name -> keyplane.v1.ChangeRequest
 	77,  // 82: keyplane.v1.DeleteBindingResponse.change_request:type_name -> keyplane.v1.ChangeRequest
 	62,  // 83: keyplane.v1.ChangeRequest.binding:type_name -> keyplane.v1.Binding
-	88,  // 84: keyplane.v1.ChangeRequest.create_time:type_name -> google.protobuf.Timestamp
-	88,  // 85: keyplane.v1.ChangeRequest.expire_time:type_name -> google.protobuf.Timestamp
-	88,  // 86: keyplane.v1.ChangeRequest.decide_time:type_name -> google.protobuf.Timestamp
+	100, // 84: keyplane.v1.ChangeRequest.create_time:type_name -> google.protobuf.Timestamp
+	100, // 85: keyplane.v1.ChangeRequest.expire_time:type_name -> google.protobuf.Timestamp
+	100, // 86: keyplane.v1.ChangeRequest.decide_time:type_name -> google.protobuf.Timestamp
 	77,  // 87: keyplane.v1.GetChangeRequestResponse.change_request:type_name -> keyplane.v1.ChangeRequest
 	77,  // 88: keyplane.v1.ListChangeRequestsResponse.change_requests:type_name -> keyplane.v1.ChangeRequest
 	77,  // 89: keyplane.v1.ApproveChangeRequestResponse.change_request:type_name -> keyplane.v1.ChangeRequest
 	62,  // 90: keyplane.v1.ApproveChangeRequestResponse.binding:type_name -> keyplane.v1.Binding
 	77,  // 91: keyplane.v1.DenyChangeRequestResponse.change_request:type_name -> keyplane.v1.ChangeRequest
 	62,  // 92: keyplane.v1.ListBindingsResponse.bindings:type_name -> keyplane.v1.Binding
-	10,  // 93: keyplane.v1.AdminService.ListRegions:input_type -> keyplane.v1.ListRegionsRequest
-	12,  // 94: keyplane.v1.AdminService.CreateTenant:input_type -> keyplane.v1.CreateTenantRequest
-	14,  // 95: keyplane.v1.AdminService.GetTenant:input_type -> keyplane.v1.GetTenantRequest
-	16,  // 96: keyplane.v1.AdminService.ListTenants:input_type -> keyplane.v1.ListTenantsRequest
-	18,  // 97: keyplane.v1.AdminService.UpdateTenant:input_type -> keyplane.v1.UpdateTenantRequest
-	20,  // 98: keyplane.v1.AdminService.DisableTenant:input_type -> keyplane.v1.DisableTenantRequest
-	22,  // 99: keyplane.v1.AdminService.EnableTenant:input_type -> keyplane.v1.EnableTenantRequest
-	24,  // 100: keyplane.v1.AdminService.RehomeTenant:input_type -> keyplane.v1.RehomeTenantRequest
-	26,  // 101: keyplane.v1.AdminService.CreateIdentity:input_type -> keyplane.v1.CreateIdentityRequest
-	28,  // 102: keyplane.v1.AdminService.GetIdentity:input_type -> keyplane.v1.GetIdentityRequest
-	30,  // 103: keyplane.v1.AdminService.ListIdentities:input_type -> keyplane.v1.ListIdentitiesRequest
-	32,  // 104: keyplane.v1.AdminService.UpdateIdentity:input_type -> keyplane.v1.UpdateIdentityRequest
-	34,  // 105: keyplane.v1.AdminService.DisableIdentity:input_type -> keyplane.v1.DisableIdentityRequest
-	36,  // 106: keyplane.v1.AdminService.EnableIdentity:input_type -> keyplane.v1.EnableIdentityRequest
-	42,  // 107: keyplane.v1.AdminService.CreateAPIKey:input_type -> keyplane.v1.CreateAPIKeyRequest
-	44,  // 108: keyplane.v1.AdminService.RotateAPIKey:input_type -> keyplane.v1.RotateAPIKeyRequest
-	46,  // 109: keyplane.v1.AdminService.CreateClient:input_type -> keyplane.v1.CreateClientRequest
-	48,  // 110: keyplane.v1.AdminService.UpdateClient:input_type -> keyplane.v1.UpdateClientRequest
-	50,  // 111: keyplane.v1.AdminService.RotateClientSecret:input_type -> keyplane.v1.RotateClientSecretRequest
-	52,  // 112: keyplane.v1.AdminService.RevokeCredential:input_type -> keyplane.v1.RevokeCredentialRequest
-	54,  // 113: keyplane.v1.AdminService.ListCredentials:input_type -> keyplane.v1.ListCredentialsRequest
-	56,  // 114: keyplane.v1.AdminService.ListSessions:input_type -> keyplane.v1.ListSessionsRequest
-	58,  // 115: keyplane.v1.AdminService.SetPassword:input_type -> keyplane.v1.SetPasswordRequest
-	63,  // 116: keyplane.v1.AdminService.CreateRole:input_type -> keyplane.v1.CreateRoleRequest
-	65,  // 117: keyplane.v1.AdminService.DeleteRole:input_type -> keyplane.v1.DeleteRoleRequest
-	67,  // 118: keyplane.v1.AdminService.CreateGroup:input_type -> keyplane.v1.CreateGroupRequest
-	69,  // 119: keyplane.v1.AdminService.AddGroupMember:input_type -> keyplane.v1.AddGroupMemberRequest
-	71,  // 120: keyplane.v1.AdminService.RemoveGroupMember:input_type -> keyplane.v1.RemoveGroupMemberRequest
-	73,  // 121: keyplane.v1.AdminService.CreateBinding:input_type -> keyplane.v1.CreateBindingRequest
-	75,  // 122: keyplane.v1.AdminService.DeleteBinding:input_type -> keyplane.v1.DeleteBindingRequest
-	86,  // 123: keyplane.v1.AdminService.ListBindings:input_type -> keyplane.v1.ListBindingsRequest
-	38,  // 124: keyplane.v1.AdminService.ListAuditEvents:input_type -> keyplane.v1.ListAuditEventsRequest
-	78,  // 125: keyplane.v1.AdminService.GetChangeRequest:input_type -> keyplane.v1.GetChangeRequestRequest
-	80,  // 126: keyplane.v1.AdminService.ListChangeRequests:input_type -> keyplane.v1.ListChangeRequestsRequest
-	82,  // 127: keyplane.v1.AdminService.ApproveChangeRequest:input_type -> keyplane.v1.ApproveChangeRequestRequest
-	84,  // 128: keyplane.v1.AdminService.DenyChangeRequest:input_type -> keyplane.v1.DenyChangeRequestRequest
-	11,  // 129: keyplane.v1.AdminService.ListRegions:output_type -> keyplane.v1.ListRegionsResponse
-	13,  // 130: keyplane.v1.AdminService.CreateTenant:output_type -> keyplane.v1.CreateTenantResponse
-	15,  // 131: keyplane.v1.AdminService.GetTenant:output_type -> keyplane.v1.GetTenantResponse
-	17,  // 132: keyplane.v1.AdminService.ListTenants:output_type -> keyplane.v1.ListTenantsResponse
-	19,  // 133: keyplane.v1.AdminService.UpdateTenant:output_type -> keyplane.v1.UpdateTenantResponse
-	21,  // 134: keyplane.v1.AdminService.DisableTenant:output_type -> keyplane.v1.DisableTenantResponse
-	23,  // 135: keyplane.v1.AdminService.EnableTenant:output_type -> keyplane.v1.EnableTenantResponse
-	25,  // 136: keyplane.v1.AdminService.RehomeTenant:output_type -> keyplane.v1.RehomeTenantResponse
-	27,  // 137: keyplane.v1.AdminService.CreateIdentity:output_type -> keyplane.v1.CreateIdentityResponse
-	29,  // 138: keyplane.v1.AdminService.GetIdentity:output_type -> keyplane.v1.GetIdentityResponse
-	31,  // 139: keyplane.v1.AdminService.ListIdentities:output_type -> keyplane.v1.ListIdentitiesResponse
-	33,  // 140: keyplane.v1.AdminService.UpdateIdentity:output_type -> keyplane.v1.UpdateIdentityResponse
-	35,  // 141: keyplane.v1.AdminService.DisableIdentity:output_type -> keyplane.v1.DisableIdentityResponse
-	37,  // 142: keyplane.v1.AdminService.EnableIdentity:output_type -> keyplane.v1.EnableIdentityResponse
-	43,  // 143: keyplane.v1.AdminService.CreateAPIKey:output_type -> keyplane.v1.CreateAPIKeyResponse
-	45,  // 144: keyplane.v1.AdminService.RotateAPIKey:output_type -> keyplane.v1.RotateAPIKeyResponse
-	47,  // 145: keyplane.v1.AdminService.CreateClient:output_type -> keyplane.v1.CreateClientResponse
-	49,  // 146: keyplane.v1.AdminService.UpdateClient:output_type -> keyplane.v1.UpdateClientResponse
-	51,  // 147: keyplane.v1.AdminService.RotateClientSecret:output_type -> keyplane.v1.RotateClientSecretResponse
-	53,  // 148: keyplane.v1.AdminService.RevokeCredential:output_type -> keyplane.v1.RevokeCredentialResponse
-	55,  // 149: keyplane.v1.AdminService.ListCredentials:output_type -> keyplane.v1.ListCredentialsResponse
-	57,  // 150: keyplane.v1.AdminService.ListSessions:output_type -> keyplane.v1.ListSessionsResponse
-	59,  // 151: keyplane.v1.AdminService.SetPassword:output_type -> keyplane.v1.SetPasswordResponse
-	64,  // 152: keyplane.v1.AdminService.CreateRole:output_type -> keyplane.v1.CreateRoleResponse
-	66,  // 153: keyplane.v1.AdminService.DeleteRole:output_type -> keyplane.v1.DeleteRoleResponse
-	68,  // 154: keyplane.v1.AdminService.CreateGroup:output_type -> keyplane.v1.CreateGroupResponse
-	70,  // 155: keyplane.v1.AdminService.AddGroupMember:output_type -> keyplane.v1.AddGroupMemberResponse
-	72,  // 156: keyplane.v1.AdminService.RemoveGroupMember:output_type -> keyplane.v1.RemoveGroupMemberResponse
-	74,  // 157: keyplane.v1.AdminService.CreateBinding:output_type -> keyplane.v1.CreateBindingResponse
-	76,  // 158: keyplane.v1.AdminService.DeleteBinding:output_type -> keyplane.v1.DeleteBindingResponse
-	87,  // 159: keyplane.v1.AdminService.ListBindings:output_type -> keyplane.v1.ListBindingsResponse
-	39,  // 160: keyplane.v1.AdminService.ListAuditEvents:output_type -> keyplane.v1.ListAuditEventsResponse
-	79,  // 161: keyplane.v1.AdminService.GetChangeRequest:output_type -> keyplane.v1.GetChangeRequestResponse
-	81,  // 162: keyplane.v1.AdminService.ListChangeRequests:output_type -> keyplane.v1.ListChangeRequestsResponse
-	83,  // 163: keyplane.v1.AdminService.ApproveChangeRequest:output_type -> keyplane.v1.ApproveChangeRequestResponse
-	85,  // 164: keyplane.v1.AdminService.DenyChangeRequest:output_type -> keyplane.v1.DenyChangeRequestResponse
-	129, // [129:165] is the sub-list for method output_type
-	93,  // [93:129] is the sub-list for method input_type
-	93,  // [93:93] is the sub-list for extension type_name
-	93,  // [93:93] is the sub-list for extension extendee
-	0,   // [0:93] is the sub-list for field type_name
+	100, // 93: keyplane.v1.MembershipRule.create_time:type_name -> google.protobuf.Timestamp
+	100, // 94: keyplane.v1.MembershipRule.update_time:type_name -> google.protobuf.Timestamp
+	88,  // 95: keyplane.v1.CreateMembershipRuleResponse.rule:type_name -> keyplane.v1.MembershipRule
+	89,  // 96: keyplane.v1.CreateMembershipRuleResponse.memberships_added:type_name -> keyplane.v1.Membership
+	89,  // 97: keyplane.v1.CreateMembershipRuleResponse.memberships_removed:type_name -> keyplane.v1.Membership
+	88,  // 98: keyplane.v1.GetMembershipRuleResponse.rule:type_name -> keyplane.v1.MembershipRule
+	88,  // 99: keyplane.v1.ListMembershipRulesResponse.rules:type_name -> keyplane.v1.MembershipRule
+	88,  // 100: keyplane.v1.UpdateMembershipRuleResponse.rule:type_name -> keyplane.v1.MembershipRule
+	89,  // 101: keyplane.v1.UpdateMembershipRuleResponse.memberships_added:type_name -> keyplane.v1.Membership
+	89,  // 102: keyplane.v1.UpdateMembershipRuleResponse.memberships_removed:type_name -> keyplane.v1.Membership
+	89,  // 103: keyplane.v1.DeleteMembershipRuleResponse.memberships_removed:type_name -> keyplane.v1.Membership
+	10,  // 104: keyplane.v1.AdminService.ListRegions:input_type -> keyplane.v1.ListRegionsRequest
+	12,  // 105: keyplane.v1.AdminService.CreateTenant:input_type -> keyplane.v1.CreateTenantRequest
+	14,  // 106: keyplane.v1.AdminService.GetTenant:input_type -> keyplane.v1.GetTenantRequest
+	16,  // 107: keyplane.v1.AdminService.ListTenants:input_type -> keyplane.v1.ListTenantsRequest
+	18,  // 108: keyplane.v1.AdminService.UpdateTenant:input_type -> keyplane.v1.UpdateTenantRequest
+	20,  // 109: keyplane.v1.AdminService.DisableTenant:input_type -> keyplane.v1.DisableTenantRequest
+	22,  // 110: keyplane.v1.AdminService.EnableTenant:input_type -> keyplane.v1.EnableTenantRequest
+	24,  // 111: keyplane.v1.AdminService.RehomeTenant:input_type -> keyplane.v1.RehomeTenantRequest
+	26,  // 112: keyplane.v1.AdminService.CreateIdentity:input_type -> keyplane.v1.CreateIdentityRequest
+	28,  // 113: keyplane.v1.AdminService.GetIdentity:input_type -> keyplane.v1.GetIdentityRequest
+	30,  // 114: keyplane.v1.AdminService.ListIdentities:input_type -> keyplane.v1.ListIdentitiesRequest
+	32,  // 115: keyplane.v1.AdminService.UpdateIdentity:input_type -> keyplane.v1.UpdateIdentityRequest
+	34,  // 116: keyplane.v1.AdminService.DisableIdentity:input_type -> keyplane.v1.DisableIdentityRequest
+	36,  // 117: keyplane.v1.AdminService.EnableIdentity:input_type -> keyplane.v1.EnableIdentityRequest
+	42,  // 118: keyplane.v1.AdminService.CreateAPIKey:input_type -> keyplane.v1.CreateAPIKeyRequest
+	44,  // 119: keyplane.v1.AdminService.RotateAPIKey:input_type -> keyplane.v1.RotateAPIKeyRequest
+	46,  // 120: keyplane.v1.AdminService.CreateClient:input_type -> keyplane.v1.CreateClientRequest
+	48,  // 121: keyplane.v1.AdminService.UpdateClient:input_type -> keyplane.v1.UpdateClientRequest
+	50,  // 122: keyplane.v1.AdminService.RotateClientSecret:input_type -> keyplane.v1.RotateClientSecretRequest
+	52,  // 123: keyplane.v1.AdminService.RevokeCredential:input_type -> keyplane.v1.RevokeCredentialRequest
+	54,  // 124: keyplane.v1.AdminService.ListCredentials:input_type -> keyplane.v1.ListCredentialsRequest
+	56,  // 125: keyplane.v1.AdminService.ListSessions:input_type -> keyplane.v1.ListSessionsRequest
+	58,  // 126: keyplane.v1.AdminService.SetPassword:input_type -> keyplane.v1.SetPasswordRequest
+	63,  // 127: keyplane.v1.AdminService.CreateRole:input_type -> keyplane.v1.CreateRoleRequest
+	65,  // 128: keyplane.v1.AdminService.DeleteRole:input_type -> keyplane.v1.DeleteRoleRequest
+	67,  // 129: keyplane.v1.AdminService.CreateGroup:input_type -> keyplane.v1.CreateGroupRequest
+	69,  // 130: keyplane.v1.AdminService.AddGroupMember:input_type -> keyplane.v1.AddGroupMemberRequest
+	71,  // 131: keyplane.v1.AdminService.RemoveGroupMember:input_type -> keyplane.v1.RemoveGroupMemberRequest
+	73,  // 132: keyplane.v1.AdminService.CreateBinding:input_type -> keyplane.v1.CreateBindingRequest
+	75,  // 133: keyplane.v1.AdminService.DeleteBinding:input_type -> keyplane.v1.DeleteBindingRequest
+	86,  // 134: keyplane.v1.AdminService.ListBindings:input_type -> keyplane.v1.ListBindingsRequest
+	38,  // 135: keyplane.v1.AdminService.ListAuditEvents:input_type -> keyplane.v1.ListAuditEventsRequest
+	78,  // 136: keyplane.v1.AdminService.GetChangeRequest:input_type -> keyplane.v1.GetChangeRequestRequest
+	80,  // 137: keyplane.v1.AdminService.ListChangeRequests:input_type -> keyplane.v1.ListChangeRequestsRequest
+	82,  // 138: keyplane.v1.AdminService.ApproveChangeRequest:input_type -> keyplane.v1.ApproveChangeRequestRequest
+	84,  // 139: keyplane.v1.AdminService.DenyChangeRequest:input_type -> keyplane.v1.DenyChangeRequestRequest
+	90,  // 140: keyplane.v1.AdminService.CreateMembershipRule:input_type -> keyplane.v1.CreateMembershipRuleRequest
+	92,  // 141: keyplane.v1.AdminService.GetMembershipRule:input_type -> keyplane.v1.GetMembershipRuleRequest
+	94,  // 142: keyplane.v1.AdminService.ListMembershipRules:input_type -> keyplane.v1.ListMembershipRulesRequest
+	96,  // 143: keyplane.v1.AdminService.UpdateMembershipRule:input_type -> keyplane.v1.UpdateMembershipRuleRequest
+	98,  // 144: keyplane.v1.AdminService.DeleteMembershipRule:input_type -> keyplane.v1.DeleteMembershipRuleRequest
+	11,  // 145: keyplane.v1.AdminService.ListRegions:output_type -> keyplane.v1.ListRegionsResponse
+	13,  // 146: keyplane.v1.AdminService.CreateTenant:output_type -> keyplane.v1.CreateTenantResponse
+	15,  // 147: keyplane.v1.AdminService.GetTenant:output_type -> keyplane.v1.GetTenantResponse
+	17,  // 148: keyplane.v1.AdminService.ListTenants:output_type -> keyplane.v1.ListTenantsResponse
+	19,  // 149: keyplane.v1.AdminService.UpdateTenant:output_type -> keyplane.v1.UpdateTenantResponse
+	21,  // 150: keyplane.v1.AdminService.DisableTenant:output_type -> keyplane.v1.DisableTenantResponse
+	23,  // 151: keyplane.v1.AdminService.EnableTenant:output_type -> keyplane.v1.EnableTenantResponse
+	25,  // 152: keyplane.v1.AdminService.RehomeTenant:output_type -> keyplane.v1.RehomeTenantResponse
+	27,  // 153: keyplane.v1.AdminService.CreateIdentity:output_type -> keyplane.v1.CreateIdentityResponse
+	29,  // 154: keyplane.v1.AdminService.GetIdentity:output_type -> keyplane.v1.GetIdentityResponse
+	31,  // 155: keyplane.v1.AdminService.ListIdentities:output_type -> keyplane.v1.ListIdentitiesResponse
+	33,  // 156: keyplane.v1.AdminService.UpdateIdentity:output_type -> keyplane.v1.UpdateIdentityResponse
+	35,  // 157: keyplane.v1.AdminService.DisableIdentity:output_type -> keyplane.v1.DisableIdentityResponse
+	37,  // 158: keyplane.v1.AdminService.EnableIdentity:output_type -> keyplane.v1.EnableIdentityResponse
+	43,  // 159: keyplane.v1.AdminService.CreateAPIKey:output_type -> keyplane.v1.CreateAPIKeyResponse
+	45,  // 160: keyplane.v1.AdminService.RotateAPIKey:output_type -> keyplane.v1.RotateAPIKeyResponse
+	47,  // 161: keyplane.v1.AdminService.CreateClient:output_type -> keyplane.v1.CreateClientResponse
+	49,  // 162: keyplane.v1.AdminService.UpdateClient:output_type -> keyplane.v1.UpdateClientResponse
+	51,  // 163: keyplane.v1.AdminService.RotateClientSecret:output_type -> keyplane.v1.RotateClientSecretResponse
+	53,  // 164: keyplane.v1.AdminService.RevokeCredential:output_type -> keyplane.v1.RevokeCredentialResponse
+	55,  // 165: keyplane.v1.AdminService.ListCredentials:output_type -> keyplane.v1.ListCredentialsResponse
+	57,  // 166: keyplane.v1.AdminService.ListSessions:output_type -> keyplane.v1.ListSessionsResponse
+	59,  // 167: keyplane.v1.AdminService.SetPassword:output_type -> keyplane.v1.SetPasswordResponse
+	64,  // 168: keyplane.v1.AdminService.CreateRole:output_type -> keyplane.v1.CreateRoleResponse
+	66,  // 169: keyplane.v1.AdminService.DeleteRole:output_type -> keyplane.v1.DeleteRoleResponse
+	68,  // 170: keyplane.v1.AdminService.CreateGroup:output_type -> keyplane.v1.CreateGroupResponse
+	70,  // 171: keyplane.v1.AdminService.AddGroupMember:output_type -> keyplane.v1.AddGroupMemberResponse
+	72,  // 172: keyplane.v1.AdminService.RemoveGroupMember:output_type -> keyplane.v1.RemoveGroupMemberResponse
+	74,  // 173: keyplane.v1.AdminService.CreateBinding:output_type -> keyplane.v1.CreateBindingResponse
+	76,  // 174: keyplane.v1.AdminService.DeleteBinding:output_type -> keyplane.v1.DeleteBindingResponse
+	87,  // 175: keyplane.v1.AdminService.ListBindings:output_type -> keyplane.v1.ListBindingsResponse
+	39,  // 176: keyplane.v1.AdminService.ListAuditEvents:output_type -> keyplane.v1.ListAuditEventsResponse
+	79,  // 177: keyplane.v1.AdminService.GetChangeRequest:output_type -> keyplane.v1.GetChangeRequestResponse
+	81,  // 178: keyplane.v1.AdminService.ListChangeRequests:output_type -> keyplane.v1.ListChangeRequestsResponse
+	83,  // 179: keyplane.v1.AdminService.ApproveChangeRequest:output_type -> keyplane.v1.ApproveChangeRequestResponse
+	85,  // 180: keyplane.v1.AdminService.DenyChangeRequest:output_type -> keyplane.v1.DenyChangeRequestResponse
+	91,  // 181: keyplane.v1.AdminService.CreateMembershipRule:output_type -> keyplane.v1.CreateMembershipRuleResponse
+	93,  // 182: keyplane.v1.AdminService.GetMembershipRule:output_type -> keyplane.v1.GetMembershipRuleResponse
+	95,  // 183: keyplane.v1.AdminService.ListMembershipRules:output_type -> keyplane.v1.ListMembershipRulesResponse
+	97,  // 184: keyplane.v1.AdminService.UpdateMembershipRule:output_type -> keyplane.v1.UpdateMembershipRuleResponse
+	99,  // 185: keyplane.v1.AdminService.DeleteMembershipRule:output_type -> keyplane.v1.DeleteMembershipRuleResponse
+	145, // [145:186] is the sub-list for method output_type
+	104, // [104:145] is the sub-list for method input_type
+	104, // [104:104] is the sub-list for extension type_name
+	104, // [104:104] is the sub-list for extension extendee
+	0,   // [0:104] is the sub-list for field type_name
 }
 
 func init() { file_keyplane_v1_admin_proto_init() }
@@ -6487,13 +7357,14 @@ func file_keyplane_v1_admin_proto_init() {
 	}
 	file_keyplane_v1_admin_proto_msgTypes[12].OneofWrappers = []any{}
 	file_keyplane_v1_admin_proto_msgTypes[26].OneofWrappers = []any{}
+	file_keyplane_v1_admin_proto_msgTypes[90].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_keyplane_v1_admin_proto_rawDesc), len(file_keyplane_v1_admin_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   82,
+			NumMessages:   94,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

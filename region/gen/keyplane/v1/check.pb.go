@@ -23,6 +23,57 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// Decision is a check's answer. It is never DECISION_UNSPECIFIED in a response; it is
+// an enum so that a denial is explicit in JSON, where a false `allowed` is omitted.
+type Decision int32
+
+const (
+	Decision_DECISION_UNSPECIFIED Decision = 0
+	Decision_DECISION_ALLOW       Decision = 1
+	Decision_DECISION_DENY        Decision = 2
+)
+
+// Enum value maps for Decision.
+var (
+	Decision_name = map[int32]string{
+		0: "DECISION_UNSPECIFIED",
+		1: "DECISION_ALLOW",
+		2: "DECISION_DENY",
+	}
+	Decision_value = map[string]int32{
+		"DECISION_UNSPECIFIED": 0,
+		"DECISION_ALLOW":       1,
+		"DECISION_DENY":        2,
+	}
+)
+
+func (x Decision) Enum() *Decision {
+	p := new(Decision)
+	*p = x
+	return p
+}
+
+func (x Decision) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Decision) Descriptor() protoreflect.EnumDescriptor {
+	return file_keyplane_v1_check_proto_enumTypes[0].Descriptor()
+}
+
+func (Decision) Type() protoreflect.EnumType {
+	return &file_keyplane_v1_check_proto_enumTypes[0]
+}
+
+func (x Decision) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Decision.Descriptor instead.
+func (Decision) EnumDescriptor() ([]byte, []int) {
+	return file_keyplane_v1_check_proto_rawDescGZIP(), []int{0}
+}
+
 // Consistency says how fresh the policy a check is evaluated against must be.
 type Consistency struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -274,15 +325,19 @@ func (*CheckRequest_IdentityId) isCheckRequest_Principal() {}
 func (*CheckRequest_Token) isCheckRequest_Principal() {}
 
 type CheckResponse struct {
-	state          protoimpl.MessageState `protogen:"open.v1"`
-	Allowed        bool                   `protobuf:"varint,1,opt,name=allowed,proto3" json:"allowed,omitempty"`
-	Reason         string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
-	BindingIds     []string               `protobuf:"bytes,3,rep,name=binding_ids,json=bindingIds,proto3" json:"binding_ids,omitempty"`
-	PolicyRevision int64                  `protobuf:"varint,4,opt,name=policy_revision,json=policyRevision,proto3" json:"policy_revision,omitempty"`
-	DecisionId     string                 `protobuf:"bytes,5,opt,name=decision_id,json=decisionId,proto3" json:"decision_id,omitempty"`
-	Trace          []string               `protobuf:"bytes,6,rep,name=trace,proto3" json:"trace,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// true when allowed. Protobuf JSON omits false fields: a denied answer has no
+	// "allowed" key. Read `decision`, which is always present.
+	Allowed        bool     `protobuf:"varint,1,opt,name=allowed,proto3" json:"allowed,omitempty"`
+	Reason         string   `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	BindingIds     []string `protobuf:"bytes,3,rep,name=binding_ids,json=bindingIds,proto3" json:"binding_ids,omitempty"`
+	PolicyRevision int64    `protobuf:"varint,4,opt,name=policy_revision,json=policyRevision,proto3" json:"policy_revision,omitempty"`
+	DecisionId     string   `protobuf:"bytes,5,opt,name=decision_id,json=decisionId,proto3" json:"decision_id,omitempty"`
+	Trace          []string `protobuf:"bytes,6,rep,name=trace,proto3" json:"trace,omitempty"`
+	// DECISION_ALLOW or DECISION_DENY, always set.
+	Decision      Decision `protobuf:"varint,7,opt,name=decision,proto3,enum=keyplane.v1.Decision" json:"decision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CheckResponse) Reset() {
@@ -355,6 +410,13 @@ func (x *CheckResponse) GetTrace() []string {
 		return x.Trace
 	}
 	return nil
+}
+
+func (x *CheckResponse) GetDecision() Decision {
+	if x != nil {
+		return x.Decision
+	}
+	return Decision_DECISION_UNSPECIFIED
 }
 
 type CheckItem struct {
@@ -593,11 +655,15 @@ func (x *CheckBulkResponse) GetPolicyRevision() int64 {
 }
 
 type WhoCanRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	TenantId      string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
-	Permission    string                 `protobuf:"bytes,2,opt,name=permission,proto3" json:"permission,omitempty"`
-	Resource      string                 `protobuf:"bytes,3,opt,name=resource,proto3" json:"resource,omitempty"`
-	Consistency   *Consistency           `protobuf:"bytes,4,opt,name=consistency,proto3" json:"consistency,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	TenantId    string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	Permission  string                 `protobuf:"bytes,2,opt,name=permission,proto3" json:"permission,omitempty"`
+	Resource    string                 `protobuf:"bytes,3,opt,name=resource,proto3" json:"resource,omitempty"`
+	Consistency *Consistency           `protobuf:"bytes,4,opt,name=consistency,proto3" json:"consistency,omitempty"`
+	// 1 to 1000 holders per page; 0 means 100.
+	PageSize int32 `protobuf:"varint,5,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// From the previous page's next_page_token; empty for the first page.
+	PageToken     string `protobuf:"bytes,6,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -660,14 +726,34 @@ func (x *WhoCanRequest) GetConsistency() *Consistency {
 	return nil
 }
 
+func (x *WhoCanRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *WhoCanRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 type Holder struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// "identity" or "group"
-	Kind       string   `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
-	Id         string   `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	Kind string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	Id   string `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	// The allow bindings that grant it: for an identity its own and its groups'.
 	BindingIds []string `protobuf:"bytes,3,rep,name=binding_ids,json=bindingIds,proto3" json:"binding_ids,omitempty"`
-	// Only when the binding's condition holds.
-	Conditional   bool `protobuf:"varint,4,opt,name=conditional,proto3" json:"conditional,omitempty"`
+	// The answer depends on a condition: every granting binding is conditional, or a
+	// conditional deny binding could apply. Check allows a holder that is not
+	// conditional whatever the request's other inputs.
+	Conditional bool `protobuf:"varint,4,opt,name=conditional,proto3" json:"conditional,omitempty"`
+	// Where the grant comes from, each once: "direct" (the principal's own binding) or
+	// "group:<id>" (a group the identity is a member of).
+	Via           []string `protobuf:"bytes,5,rep,name=via,proto3" json:"via,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -730,12 +816,23 @@ func (x *Holder) GetConditional() bool {
 	return false
 }
 
+func (x *Holder) GetVia() []string {
+	if x != nil {
+		return x.Via
+	}
+	return nil
+}
+
 type WhoCanResponse struct {
-	state          protoimpl.MessageState `protogen:"open.v1"`
-	Holders        []*Holder              `protobuf:"bytes,1,rep,name=holders,proto3" json:"holders,omitempty"`
-	PolicyRevision int64                  `protobuf:"varint,2,opt,name=policy_revision,json=policyRevision,proto3" json:"policy_revision,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Sorted by kind ("group" before "identity"), then id.
+	Holders        []*Holder `protobuf:"bytes,1,rep,name=holders,proto3" json:"holders,omitempty"`
+	PolicyRevision int64     `protobuf:"varint,2,opt,name=policy_revision,json=policyRevision,proto3" json:"policy_revision,omitempty"`
+	// Empty on the last page. Every page is answered from the same policy revision only
+	// if the policy did not change in between: compare policy_revision.
+	NextPageToken string `protobuf:"bytes,3,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *WhoCanResponse) Reset() {
@@ -780,6 +877,13 @@ func (x *WhoCanResponse) GetPolicyRevision() int64 {
 		return x.PolicyRevision
 	}
 	return 0
+}
+
+func (x *WhoCanResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 type EffectivePermissionsRequest struct {
@@ -948,6 +1052,9 @@ type EffectivePermissionsResponse struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	Grants         []*Grant               `protobuf:"bytes,1,rep,name=grants,proto3" json:"grants,omitempty"`
 	PolicyRevision int64                  `protobuf:"varint,2,opt,name=policy_revision,json=policyRevision,proto3" json:"policy_revision,omitempty"`
+	// Non-empty when Check denies the identity everything whatever its grants:
+	// "identity disabled" or "identity expired".
+	InactiveReason string `protobuf:"bytes,3,opt,name=inactive_reason,json=inactiveReason,proto3" json:"inactive_reason,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -996,6 +1103,13 @@ func (x *EffectivePermissionsResponse) GetPolicyRevision() int64 {
 	return 0
 }
 
+func (x *EffectivePermissionsResponse) GetInactiveReason() string {
+	if x != nil {
+		return x.InactiveReason
+	}
+	return ""
+}
+
 var File_keyplane_v1_check_proto protoreflect.FileDescriptor
 
 const file_keyplane_v1_check_proto_rawDesc = "" +
@@ -1019,7 +1133,7 @@ const file_keyplane_v1_check_proto_rawDesc = "" +
 	"\acontext\x18\a \x01(\v2\x17.google.protobuf.StructR\acontext\x12:\n" +
 	"\vconsistency\x18\b \x01(\v2\x18.keyplane.v1.ConsistencyR\vconsistency\x12\x18\n" +
 	"\aexplain\x18\t \x01(\bR\aexplainB\v\n" +
-	"\tprincipal\"\xc2\x01\n" +
+	"\tprincipal\"\xf5\x01\n" +
 	"\rCheckResponse\x12\x18\n" +
 	"\aallowed\x18\x01 \x01(\bR\aallowed\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x1f\n" +
@@ -1028,7 +1142,8 @@ const file_keyplane_v1_check_proto_rawDesc = "" +
 	"\x0fpolicy_revision\x18\x04 \x01(\x03R\x0epolicyRevision\x12\x1f\n" +
 	"\vdecision_id\x18\x05 \x01(\tR\n" +
 	"decisionId\x12\x14\n" +
-	"\x05trace\x18\x06 \x03(\tR\x05trace\"\x91\x01\n" +
+	"\x05trace\x18\x06 \x03(\tR\x05trace\x121\n" +
+	"\bdecision\x18\a \x01(\x0e2\x15.keyplane.v1.DecisionR\bdecision\"\x91\x01\n" +
 	"\tCheckItem\x12\x1e\n" +
 	"\n" +
 	"permission\x18\x01 \x01(\tR\n" +
@@ -1047,23 +1162,28 @@ const file_keyplane_v1_check_proto_rawDesc = "" +
 	"\tprincipal\"r\n" +
 	"\x11CheckBulkResponse\x124\n" +
 	"\aresults\x18\x01 \x03(\v2\x1a.keyplane.v1.CheckResponseR\aresults\x12'\n" +
-	"\x0fpolicy_revision\x18\x02 \x01(\x03R\x0epolicyRevision\"\xa4\x01\n" +
+	"\x0fpolicy_revision\x18\x02 \x01(\x03R\x0epolicyRevision\"\xe0\x01\n" +
 	"\rWhoCanRequest\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x1e\n" +
 	"\n" +
 	"permission\x18\x02 \x01(\tR\n" +
 	"permission\x12\x1a\n" +
 	"\bresource\x18\x03 \x01(\tR\bresource\x12:\n" +
-	"\vconsistency\x18\x04 \x01(\v2\x18.keyplane.v1.ConsistencyR\vconsistency\"o\n" +
+	"\vconsistency\x18\x04 \x01(\v2\x18.keyplane.v1.ConsistencyR\vconsistency\x12\x1b\n" +
+	"\tpage_size\x18\x05 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x06 \x01(\tR\tpageToken\"\x81\x01\n" +
 	"\x06Holder\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x1f\n" +
 	"\vbinding_ids\x18\x03 \x03(\tR\n" +
 	"bindingIds\x12 \n" +
-	"\vconditional\x18\x04 \x01(\bR\vconditional\"h\n" +
+	"\vconditional\x18\x04 \x01(\bR\vconditional\x12\x10\n" +
+	"\x03via\x18\x05 \x03(\tR\x03via\"\x90\x01\n" +
 	"\x0eWhoCanResponse\x12-\n" +
 	"\aholders\x18\x01 \x03(\v2\x13.keyplane.v1.HolderR\aholders\x12'\n" +
-	"\x0fpolicy_revision\x18\x02 \x01(\x03R\x0epolicyRevision\"\x97\x01\n" +
+	"\x0fpolicy_revision\x18\x02 \x01(\x03R\x0epolicyRevision\x12&\n" +
+	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\"\x97\x01\n" +
 	"\x1bEffectivePermissionsRequest\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x1f\n" +
 	"\videntity_id\x18\x02 \x01(\tR\n" +
@@ -1081,10 +1201,15 @@ const file_keyplane_v1_check_proto_rawDesc = "" +
 	"\vconditional\x18\x06 \x01(\bR\vconditional\x12;\n" +
 	"\vexpire_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"expireTime\x12\x10\n" +
-	"\x03via\x18\b \x01(\tR\x03via\"s\n" +
+	"\x03via\x18\b \x01(\tR\x03via\"\x9c\x01\n" +
 	"\x1cEffectivePermissionsResponse\x12*\n" +
 	"\x06grants\x18\x01 \x03(\v2\x12.keyplane.v1.GrantR\x06grants\x12'\n" +
-	"\x0fpolicy_revision\x18\x02 \x01(\x03R\x0epolicyRevision2\xde\x02\n" +
+	"\x0fpolicy_revision\x18\x02 \x01(\x03R\x0epolicyRevision\x12'\n" +
+	"\x0finactive_reason\x18\x03 \x01(\tR\x0einactiveReason*K\n" +
+	"\bDecision\x12\x18\n" +
+	"\x14DECISION_UNSPECIFIED\x10\x00\x12\x12\n" +
+	"\x0eDECISION_ALLOW\x10\x01\x12\x11\n" +
+	"\rDECISION_DENY\x10\x022\xde\x02\n" +
 	"\fCheckService\x12C\n" +
 	"\x05Check\x12\x19.keyplane.v1.CheckRequest\x1a\x1a.keyplane.v1.CheckResponse\"\x03\x90\x02\x01\x12O\n" +
 	"\tCheckBulk\x12\x1d.keyplane.v1.CheckBulkRequest\x1a\x1e.keyplane.v1.CheckBulkResponse\"\x03\x90\x02\x01\x12F\n" +
@@ -1103,50 +1228,53 @@ func file_keyplane_v1_check_proto_rawDescGZIP() []byte {
 	return file_keyplane_v1_check_proto_rawDescData
 }
 
+var file_keyplane_v1_check_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
 var file_keyplane_v1_check_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_keyplane_v1_check_proto_goTypes = []any{
-	(*Consistency)(nil),                  // 0: keyplane.v1.Consistency
-	(*CheckRequest)(nil),                 // 1: keyplane.v1.CheckRequest
-	(*CheckResponse)(nil),                // 2: keyplane.v1.CheckResponse
-	(*CheckItem)(nil),                    // 3: keyplane.v1.CheckItem
-	(*CheckBulkRequest)(nil),             // 4: keyplane.v1.CheckBulkRequest
-	(*CheckBulkResponse)(nil),            // 5: keyplane.v1.CheckBulkResponse
-	(*WhoCanRequest)(nil),                // 6: keyplane.v1.WhoCanRequest
-	(*Holder)(nil),                       // 7: keyplane.v1.Holder
-	(*WhoCanResponse)(nil),               // 8: keyplane.v1.WhoCanResponse
-	(*EffectivePermissionsRequest)(nil),  // 9: keyplane.v1.EffectivePermissionsRequest
-	(*Grant)(nil),                        // 10: keyplane.v1.Grant
-	(*EffectivePermissionsResponse)(nil), // 11: keyplane.v1.EffectivePermissionsResponse
-	(*structpb.Struct)(nil),              // 12: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil),        // 13: google.protobuf.Timestamp
+	(Decision)(0),                        // 0: keyplane.v1.Decision
+	(*Consistency)(nil),                  // 1: keyplane.v1.Consistency
+	(*CheckRequest)(nil),                 // 2: keyplane.v1.CheckRequest
+	(*CheckResponse)(nil),                // 3: keyplane.v1.CheckResponse
+	(*CheckItem)(nil),                    // 4: keyplane.v1.CheckItem
+	(*CheckBulkRequest)(nil),             // 5: keyplane.v1.CheckBulkRequest
+	(*CheckBulkResponse)(nil),            // 6: keyplane.v1.CheckBulkResponse
+	(*WhoCanRequest)(nil),                // 7: keyplane.v1.WhoCanRequest
+	(*Holder)(nil),                       // 8: keyplane.v1.Holder
+	(*WhoCanResponse)(nil),               // 9: keyplane.v1.WhoCanResponse
+	(*EffectivePermissionsRequest)(nil),  // 10: keyplane.v1.EffectivePermissionsRequest
+	(*Grant)(nil),                        // 11: keyplane.v1.Grant
+	(*EffectivePermissionsResponse)(nil), // 12: keyplane.v1.EffectivePermissionsResponse
+	(*structpb.Struct)(nil),              // 13: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil),        // 14: google.protobuf.Timestamp
 }
 var file_keyplane_v1_check_proto_depIdxs = []int32{
-	12, // 0: keyplane.v1.CheckRequest.resource_attributes:type_name -> google.protobuf.Struct
-	12, // 1: keyplane.v1.CheckRequest.context:type_name -> google.protobuf.Struct
-	0,  // 2: keyplane.v1.CheckRequest.consistency:type_name -> keyplane.v1.Consistency
-	12, // 3: keyplane.v1.CheckItem.resource_attributes:type_name -> google.protobuf.Struct
-	3,  // 4: keyplane.v1.CheckBulkRequest.items:type_name -> keyplane.v1.CheckItem
-	12, // 5: keyplane.v1.CheckBulkRequest.context:type_name -> google.protobuf.Struct
-	0,  // 6: keyplane.v1.CheckBulkRequest.consistency:type_name -> keyplane.v1.Consistency
-	2,  // 7: keyplane.v1.CheckBulkResponse.results:type_name -> keyplane.v1.CheckResponse
-	0,  // 8: keyplane.v1.WhoCanRequest.consistency:type_name -> keyplane.v1.Consistency
-	7,  // 9: keyplane.v1.WhoCanResponse.holders:type_name -> keyplane.v1.Holder
-	0,  // 10: keyplane.v1.EffectivePermissionsRequest.consistency:type_name -> keyplane.v1.Consistency
-	13, // 11: keyplane.v1.Grant.expire_time:type_name -> google.protobuf.Timestamp
-	10, // 12: keyplane.v1.EffectivePermissionsResponse.grants:type_name -> keyplane.v1.Grant
-	1,  // 13: keyplane.v1.CheckService.Check:input_type -> keyplane.v1.CheckRequest
-	4,  // 14: keyplane.v1.CheckService.CheckBulk:input_type -> keyplane.v1.CheckBulkRequest
-	6,  // 15: keyplane.v1.CheckService.WhoCan:input_type -> keyplane.v1.WhoCanRequest
-	9,  // 16: keyplane.v1.CheckService.EffectivePermissions:input_type -> keyplane.v1.EffectivePermissionsRequest
-	2,  // 17: keyplane.v1.CheckService.Check:output_type -> keyplane.v1.CheckResponse
-	5,  // 18: keyplane.v1.CheckService.CheckBulk:output_type -> keyplane.v1.CheckBulkResponse
-	8,  // 19: keyplane.v1.CheckService.WhoCan:output_type -> keyplane.v1.WhoCanResponse
-	11, // 20: keyplane.v1.CheckService.EffectivePermissions:output_type -> keyplane.v1.EffectivePermissionsResponse
-	17, // [17:21] is the sub-list for method output_type
-	13, // [13:17] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	13, // 0: keyplane.v1.CheckRequest.resource_attributes:type_name -> google.protobuf.Struct
+	13, // 1: keyplane.v1.CheckRequest.context:type_name -> google.protobuf.Struct
+	1,  // 2: keyplane.v1.CheckRequest.consistency:type_name -> keyplane.v1.Consistency
+	0,  // 3: keyplane.v1.CheckResponse.decision:type_name -> keyplane.v1.Decision
+	13, // 4: keyplane.v1.CheckItem.resource_attributes:type_name -> google.protobuf.Struct
+	4,  // 5: keyplane.v1.CheckBulkRequest.items:type_name -> keyplane.v1.CheckItem
+	13, // 6: keyplane.v1.CheckBulkRequest.context:type_name -> google.protobuf.Struct
+	1,  // 7: keyplane.v1.CheckBulkRequest.consistency:type_name -> keyplane.v1.Consistency
+	3,  // 8: keyplane.v1.CheckBulkResponse.results:type_name -> keyplane.v1.CheckResponse
+	1,  // 9: keyplane.v1.WhoCanRequest.consistency:type_name -> keyplane.v1.Consistency
+	8,  // 10: keyplane.v1.WhoCanResponse.holders:type_name -> keyplane.v1.Holder
+	1,  // 11: keyplane.v1.EffectivePermissionsRequest.consistency:type_name -> keyplane.v1.Consistency
+	14, // 12: keyplane.v1.Grant.expire_time:type_name -> google.protobuf.Timestamp
+	11, // 13: keyplane.v1.EffectivePermissionsResponse.grants:type_name -> keyplane.v1.Grant
+	2,  // 14: keyplane.v1.CheckService.Check:input_type -> keyplane.v1.CheckRequest
+	5,  // 15: keyplane.v1.CheckService.CheckBulk:input_type -> keyplane.v1.CheckBulkRequest
+	7,  // 16: keyplane.v1.CheckService.WhoCan:input_type -> keyplane.v1.WhoCanRequest
+	10, // 17: keyplane.v1.CheckService.EffectivePermissions:input_type -> keyplane.v1.EffectivePermissionsRequest
+	3,  // 18: keyplane.v1.CheckService.Check:output_type -> keyplane.v1.CheckResponse
+	6,  // 19: keyplane.v1.CheckService.CheckBulk:output_type -> keyplane.v1.CheckBulkResponse
+	9,  // 20: keyplane.v1.CheckService.WhoCan:output_type -> keyplane.v1.WhoCanResponse
+	12, // 21: keyplane.v1.CheckService.EffectivePermissions:output_type -> keyplane.v1.EffectivePermissionsResponse
+	18, // [18:22] is the sub-list for method output_type
+	14, // [14:18] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_keyplane_v1_check_proto_init() }
@@ -1172,13 +1300,14 @@ func file_keyplane_v1_check_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_keyplane_v1_check_proto_rawDesc), len(file_keyplane_v1_check_proto_rawDesc)),
-			NumEnums:      0,
+			NumEnums:      1,
 			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_keyplane_v1_check_proto_goTypes,
 		DependencyIndexes: file_keyplane_v1_check_proto_depIdxs,
+		EnumInfos:         file_keyplane_v1_check_proto_enumTypes,
 		MessageInfos:      file_keyplane_v1_check_proto_msgTypes,
 	}.Build()
 	File_keyplane_v1_check_proto = out.File

@@ -23,59 +23,8 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-// DecisionOutcome is a decision's result, or (in ListDecisionsRequest) a filter on it.
-// Unlike a bool it is always present in JSON.
-type DecisionOutcome int32
-
-const (
-	// In a filter: any outcome.
-	DecisionOutcome_DECISION_OUTCOME_UNSPECIFIED DecisionOutcome = 0
-	DecisionOutcome_DECISION_OUTCOME_ALLOWED     DecisionOutcome = 1
-	DecisionOutcome_DECISION_OUTCOME_DENIED      DecisionOutcome = 2
-)
-
-// Enum value maps for DecisionOutcome.
-var (
-	DecisionOutcome_name = map[int32]string{
-		0: "DECISION_OUTCOME_UNSPECIFIED",
-		1: "DECISION_OUTCOME_ALLOWED",
-		2: "DECISION_OUTCOME_DENIED",
-	}
-	DecisionOutcome_value = map[string]int32{
-		"DECISION_OUTCOME_UNSPECIFIED": 0,
-		"DECISION_OUTCOME_ALLOWED":     1,
-		"DECISION_OUTCOME_DENIED":      2,
-	}
-)
-
-func (x DecisionOutcome) Enum() *DecisionOutcome {
-	p := new(DecisionOutcome)
-	*p = x
-	return p
-}
-
-func (x DecisionOutcome) String() string {
-	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
-}
-
-func (DecisionOutcome) Descriptor() protoreflect.EnumDescriptor {
-	return file_keyplane_v1_decision_proto_enumTypes[0].Descriptor()
-}
-
-func (DecisionOutcome) Type() protoreflect.EnumType {
-	return &file_keyplane_v1_decision_proto_enumTypes[0]
-}
-
-func (x DecisionOutcome) Number() protoreflect.EnumNumber {
-	return protoreflect.EnumNumber(x)
-}
-
-// Deprecated: Use DecisionOutcome.Descriptor instead.
-func (DecisionOutcome) EnumDescriptor() ([]byte, []int) {
-	return file_keyplane_v1_decision_proto_rawDescGZIP(), []int{0}
-}
-
-type Decision struct {
+// LoggedDecision is one entry of the decision log: a check's answer and why.
+type LoggedDecision struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// When the serving node decided (its clock).
@@ -84,10 +33,11 @@ type Decision struct {
 	PrincipalId string `protobuf:"bytes,3,opt,name=principal_id,json=principalId,proto3" json:"principal_id,omitempty"`
 	Permission  string `protobuf:"bytes,4,opt,name=permission,proto3" json:"permission,omitempty"`
 	Resource    string `protobuf:"bytes,5,opt,name=resource,proto3" json:"resource,omitempty"`
-	// The same as outcome == DECISION_OUTCOME_ALLOWED.
-	Allowed bool            `protobuf:"varint,6,opt,name=allowed,proto3" json:"allowed,omitempty"`
-	Outcome DecisionOutcome `protobuf:"varint,7,opt,name=outcome,proto3,enum=keyplane.v1.DecisionOutcome" json:"outcome,omitempty"`
-	Reason  string          `protobuf:"bytes,8,opt,name=reason,proto3" json:"reason,omitempty"`
+	// true when allowed; omitted from JSON when false: read `decision`.
+	Allowed bool `protobuf:"varint,6,opt,name=allowed,proto3" json:"allowed,omitempty"`
+	// DECISION_ALLOW or DECISION_DENY, always present.
+	Decision Decision `protobuf:"varint,7,opt,name=decision,proto3,enum=keyplane.v1.Decision" json:"decision,omitempty"`
+	Reason   string   `protobuf:"bytes,8,opt,name=reason,proto3" json:"reason,omitempty"`
 	// The deciding bindings: every matching deny when denied by a deny, otherwise every
 	// matching allow.
 	BindingIds []string `protobuf:"bytes,9,rep,name=binding_ids,json=bindingIds,proto3" json:"binding_ids,omitempty"`
@@ -108,20 +58,20 @@ type Decision struct {
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *Decision) Reset() {
-	*x = Decision{}
+func (x *LoggedDecision) Reset() {
+	*x = LoggedDecision{}
 	mi := &file_keyplane_v1_decision_proto_msgTypes[0]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *Decision) String() string {
+func (x *LoggedDecision) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*Decision) ProtoMessage() {}
+func (*LoggedDecision) ProtoMessage() {}
 
-func (x *Decision) ProtoReflect() protoreflect.Message {
+func (x *LoggedDecision) ProtoReflect() protoreflect.Message {
 	mi := &file_keyplane_v1_decision_proto_msgTypes[0]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -133,110 +83,110 @@ func (x *Decision) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use Decision.ProtoReflect.Descriptor instead.
-func (*Decision) Descriptor() ([]byte, []int) {
+// Deprecated: Use LoggedDecision.ProtoReflect.Descriptor instead.
+func (*LoggedDecision) Descriptor() ([]byte, []int) {
 	return file_keyplane_v1_decision_proto_rawDescGZIP(), []int{0}
 }
 
-func (x *Decision) GetId() string {
+func (x *LoggedDecision) GetId() string {
 	if x != nil {
 		return x.Id
 	}
 	return ""
 }
 
-func (x *Decision) GetTime() *timestamppb.Timestamp {
+func (x *LoggedDecision) GetTime() *timestamppb.Timestamp {
 	if x != nil {
 		return x.Time
 	}
 	return nil
 }
 
-func (x *Decision) GetPrincipalId() string {
+func (x *LoggedDecision) GetPrincipalId() string {
 	if x != nil {
 		return x.PrincipalId
 	}
 	return ""
 }
 
-func (x *Decision) GetPermission() string {
+func (x *LoggedDecision) GetPermission() string {
 	if x != nil {
 		return x.Permission
 	}
 	return ""
 }
 
-func (x *Decision) GetResource() string {
+func (x *LoggedDecision) GetResource() string {
 	if x != nil {
 		return x.Resource
 	}
 	return ""
 }
 
-func (x *Decision) GetAllowed() bool {
+func (x *LoggedDecision) GetAllowed() bool {
 	if x != nil {
 		return x.Allowed
 	}
 	return false
 }
 
-func (x *Decision) GetOutcome() DecisionOutcome {
+func (x *LoggedDecision) GetDecision() Decision {
 	if x != nil {
-		return x.Outcome
+		return x.Decision
 	}
-	return DecisionOutcome_DECISION_OUTCOME_UNSPECIFIED
+	return Decision_DECISION_UNSPECIFIED
 }
 
-func (x *Decision) GetReason() string {
+func (x *LoggedDecision) GetReason() string {
 	if x != nil {
 		return x.Reason
 	}
 	return ""
 }
 
-func (x *Decision) GetBindingIds() []string {
+func (x *LoggedDecision) GetBindingIds() []string {
 	if x != nil {
 		return x.BindingIds
 	}
 	return nil
 }
 
-func (x *Decision) GetPolicyRevision() int64 {
+func (x *LoggedDecision) GetPolicyRevision() int64 {
 	if x != nil {
 		return x.PolicyRevision
 	}
 	return 0
 }
 
-func (x *Decision) GetHomeRegion() string {
+func (x *LoggedDecision) GetHomeRegion() string {
 	if x != nil {
 		return x.HomeRegion
 	}
 	return ""
 }
 
-func (x *Decision) GetServingRegion() string {
+func (x *LoggedDecision) GetServingRegion() string {
 	if x != nil {
 		return x.ServingRegion
 	}
 	return ""
 }
 
-func (x *Decision) GetServingNode() string {
+func (x *LoggedDecision) GetServingNode() string {
 	if x != nil {
 		return x.ServingNode
 	}
 	return ""
 }
 
-func (x *Decision) GetLatency() *durationpb.Duration {
+func (x *LoggedDecision) GetLatency() *durationpb.Duration {
 	if x != nil {
 		return x.Latency
 	}
 	return nil
 }
 
-func (x *Decision) GetTrace() []string {
+func (x *LoggedDecision) GetTrace() []string {
 	if x != nil {
 		return x.Trace
 	}
@@ -298,7 +248,7 @@ func (x *GetDecisionRequest) GetDecisionId() string {
 
 type GetDecisionResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Decision      *Decision              `protobuf:"bytes,1,opt,name=decision,proto3" json:"decision,omitempty"`
+	Decision      *LoggedDecision        `protobuf:"bytes,1,opt,name=decision,proto3" json:"decision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -333,7 +283,7 @@ func (*GetDecisionResponse) Descriptor() ([]byte, []int) {
 	return file_keyplane_v1_decision_proto_rawDescGZIP(), []int{2}
 }
 
-func (x *GetDecisionResponse) GetDecision() *Decision {
+func (x *GetDecisionResponse) GetDecision() *LoggedDecision {
 	if x != nil {
 		return x.Decision
 	}
@@ -352,8 +302,8 @@ type ListDecisionsRequest struct {
 	Resource string `protobuf:"bytes,4,opt,name=resource,proto3" json:"resource,omitempty"`
 	// Only decisions on resources starting with this prefix (for example "projects/alpha/").
 	ResourcePrefix string `protobuf:"bytes,5,opt,name=resource_prefix,json=resourcePrefix,proto3" json:"resource_prefix,omitempty"`
-	// Unspecified: both outcomes.
-	Outcome DecisionOutcome `protobuf:"varint,6,opt,name=outcome,proto3,enum=keyplane.v1.DecisionOutcome" json:"outcome,omitempty"`
+	// DECISION_ALLOW or DECISION_DENY; unset: both.
+	Outcome Decision `protobuf:"varint,6,opt,name=outcome,proto3,enum=keyplane.v1.Decision" json:"outcome,omitempty"`
 	// Only decisions at or after start_time and before end_time; either may be unset.
 	StartTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
 	EndTime   *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
@@ -429,11 +379,11 @@ func (x *ListDecisionsRequest) GetResourcePrefix() string {
 	return ""
 }
 
-func (x *ListDecisionsRequest) GetOutcome() DecisionOutcome {
+func (x *ListDecisionsRequest) GetOutcome() Decision {
 	if x != nil {
 		return x.Outcome
 	}
-	return DecisionOutcome_DECISION_OUTCOME_UNSPECIFIED
+	return Decision_DECISION_UNSPECIFIED
 }
 
 func (x *ListDecisionsRequest) GetStartTime() *timestamppb.Timestamp {
@@ -466,7 +416,7 @@ func (x *ListDecisionsRequest) GetPageToken() string {
 
 type ListDecisionsResponse struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
-	Decisions []*Decision            `protobuf:"bytes,1,rep,name=decisions,proto3" json:"decisions,omitempty"`
+	Decisions []*LoggedDecision      `protobuf:"bytes,1,rep,name=decisions,proto3" json:"decisions,omitempty"`
 	// Empty on the last page.
 	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -503,7 +453,7 @@ func (*ListDecisionsResponse) Descriptor() ([]byte, []int) {
 	return file_keyplane_v1_decision_proto_rawDescGZIP(), []int{4}
 }
 
-func (x *ListDecisionsResponse) GetDecisions() []*Decision {
+func (x *ListDecisionsResponse) GetDecisions() []*LoggedDecision {
 	if x != nil {
 		return x.Decisions
 	}
@@ -521,8 +471,8 @@ var File_keyplane_v1_decision_proto protoreflect.FileDescriptor
 
 const file_keyplane_v1_decision_proto_rawDesc = "" +
 	"\n" +
-	"\x1akeyplane/v1/decision.proto\x12\vkeyplane.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x93\x04\n" +
-	"\bDecision\x12\x0e\n" +
+	"\x1akeyplane/v1/decision.proto\x12\vkeyplane.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17keyplane/v1/check.proto\"\x94\x04\n" +
+	"\x0eLoggedDecision\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12!\n" +
 	"\fprincipal_id\x18\x03 \x01(\tR\vprincipalId\x12\x1e\n" +
@@ -530,8 +480,8 @@ const file_keyplane_v1_decision_proto_rawDesc = "" +
 	"permission\x18\x04 \x01(\tR\n" +
 	"permission\x12\x1a\n" +
 	"\bresource\x18\x05 \x01(\tR\bresource\x12\x18\n" +
-	"\aallowed\x18\x06 \x01(\bR\aallowed\x126\n" +
-	"\aoutcome\x18\a \x01(\x0e2\x1c.keyplane.v1.DecisionOutcomeR\aoutcome\x12\x16\n" +
+	"\aallowed\x18\x06 \x01(\bR\aallowed\x121\n" +
+	"\bdecision\x18\a \x01(\x0e2\x15.keyplane.v1.DecisionR\bdecision\x12\x16\n" +
 	"\x06reason\x18\b \x01(\tR\x06reason\x12\x1f\n" +
 	"\vbinding_ids\x18\t \x03(\tR\n" +
 	"bindingIds\x12'\n" +
@@ -546,9 +496,9 @@ const file_keyplane_v1_decision_proto_rawDesc = "" +
 	"\x12GetDecisionRequest\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x1f\n" +
 	"\vdecision_id\x18\x02 \x01(\tR\n" +
-	"decisionId\"H\n" +
-	"\x13GetDecisionResponse\x121\n" +
-	"\bdecision\x18\x01 \x01(\v2\x15.keyplane.v1.DecisionR\bdecision\"\xa1\x03\n" +
+	"decisionId\"N\n" +
+	"\x13GetDecisionResponse\x127\n" +
+	"\bdecision\x18\x01 \x01(\v2\x1b.keyplane.v1.LoggedDecisionR\bdecision\"\x9a\x03\n" +
 	"\x14ListDecisionsRequest\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12!\n" +
 	"\fprincipal_id\x18\x02 \x01(\tR\vprincipalId\x12\x1e\n" +
@@ -556,22 +506,18 @@ const file_keyplane_v1_decision_proto_rawDesc = "" +
 	"permission\x18\x03 \x01(\tR\n" +
 	"permission\x12\x1a\n" +
 	"\bresource\x18\x04 \x01(\tR\bresource\x12'\n" +
-	"\x0fresource_prefix\x18\x05 \x01(\tR\x0eresourcePrefix\x126\n" +
-	"\aoutcome\x18\x06 \x01(\x0e2\x1c.keyplane.v1.DecisionOutcomeR\aoutcome\x129\n" +
+	"\x0fresource_prefix\x18\x05 \x01(\tR\x0eresourcePrefix\x12/\n" +
+	"\aoutcome\x18\x06 \x01(\x0e2\x15.keyplane.v1.DecisionR\aoutcome\x129\n" +
 	"\n" +
 	"start_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
 	"\bend_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12\x1b\n" +
 	"\tpage_size\x18\t \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
 	"page_token\x18\n" +
-	" \x01(\tR\tpageToken\"t\n" +
-	"\x15ListDecisionsResponse\x123\n" +
-	"\tdecisions\x18\x01 \x03(\v2\x15.keyplane.v1.DecisionR\tdecisions\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*n\n" +
-	"\x0fDecisionOutcome\x12 \n" +
-	"\x1cDECISION_OUTCOME_UNSPECIFIED\x10\x00\x12\x1c\n" +
-	"\x18DECISION_OUTCOME_ALLOWED\x10\x01\x12\x1b\n" +
-	"\x17DECISION_OUTCOME_DENIED\x10\x022\xc5\x01\n" +
+	" \x01(\tR\tpageToken\"z\n" +
+	"\x15ListDecisionsResponse\x129\n" +
+	"\tdecisions\x18\x01 \x03(\v2\x1b.keyplane.v1.LoggedDecisionR\tdecisions\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken2\xc5\x01\n" +
 	"\x0fDecisionService\x12U\n" +
 	"\vGetDecision\x12\x1f.keyplane.v1.GetDecisionRequest\x1a .keyplane.v1.GetDecisionResponse\"\x03\x90\x02\x01\x12[\n" +
 	"\rListDecisions\x12!.keyplane.v1.ListDecisionsRequest\x1a\".keyplane.v1.ListDecisionsResponse\"\x03\x90\x02\x01B@Z>github.com/keyplane/keyplane/region/gen/keyplane/v1;keyplanev1b\x06proto3"
@@ -588,31 +534,30 @@ func file_keyplane_v1_decision_proto_rawDescGZIP() []byte {
 	return file_keyplane_v1_decision_proto_rawDescData
 }
 
-var file_keyplane_v1_decision_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
 var file_keyplane_v1_decision_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_keyplane_v1_decision_proto_goTypes = []any{
-	(DecisionOutcome)(0),          // 0: keyplane.v1.DecisionOutcome
-	(*Decision)(nil),              // 1: keyplane.v1.Decision
-	(*GetDecisionRequest)(nil),    // 2: keyplane.v1.GetDecisionRequest
-	(*GetDecisionResponse)(nil),   // 3: keyplane.v1.GetDecisionResponse
-	(*ListDecisionsRequest)(nil),  // 4: keyplane.v1.ListDecisionsRequest
-	(*ListDecisionsResponse)(nil), // 5: keyplane.v1.ListDecisionsResponse
-	(*timestamppb.Timestamp)(nil), // 6: google.protobuf.Timestamp
+	(*LoggedDecision)(nil),        // 0: keyplane.v1.LoggedDecision
+	(*GetDecisionRequest)(nil),    // 1: keyplane.v1.GetDecisionRequest
+	(*GetDecisionResponse)(nil),   // 2: keyplane.v1.GetDecisionResponse
+	(*ListDecisionsRequest)(nil),  // 3: keyplane.v1.ListDecisionsRequest
+	(*ListDecisionsResponse)(nil), // 4: keyplane.v1.ListDecisionsResponse
+	(*timestamppb.Timestamp)(nil), // 5: google.protobuf.Timestamp
+	(Decision)(0),                 // 6: keyplane.v1.Decision
 	(*durationpb.Duration)(nil),   // 7: google.protobuf.Duration
 }
 var file_keyplane_v1_decision_proto_depIdxs = []int32{
-	6,  // 0: keyplane.v1.Decision.time:type_name -> google.protobuf.Timestamp
-	0,  // 1: keyplane.v1.Decision.outcome:type_name -> keyplane.v1.DecisionOutcome
-	7,  // 2: keyplane.v1.Decision.latency:type_name -> google.protobuf.Duration
-	1,  // 3: keyplane.v1.GetDecisionResponse.decision:type_name -> keyplane.v1.Decision
-	0,  // 4: keyplane.v1.ListDecisionsRequest.outcome:type_name -> keyplane.v1.DecisionOutcome
-	6,  // 5: keyplane.v1.ListDecisionsRequest.start_time:type_name -> google.protobuf.Timestamp
-	6,  // 6: keyplane.v1.ListDecisionsRequest.end_time:type_name -> google.protobuf.Timestamp
-	1,  // 7: keyplane.v1.ListDecisionsResponse.decisions:type_name -> keyplane.v1.Decision
-	2,  // 8: keyplane.v1.DecisionService.GetDecision:input_type -> keyplane.v1.GetDecisionRequest
-	4,  // 9: keyplane.v1.DecisionService.ListDecisions:input_type -> keyplane.v1.ListDecisionsRequest
-	3,  // 10: keyplane.v1.DecisionService.GetDecision:output_type -> keyplane.v1.GetDecisionResponse
-	5,  // 11: keyplane.v1.DecisionService.ListDecisions:output_type -> keyplane.v1.ListDecisionsResponse
+	5,  // 0: keyplane.v1.LoggedDecision.time:type_name -> google.protobuf.Timestamp
+	6,  // 1: keyplane.v1.LoggedDecision.decision:type_name -> keyplane.v1.Decision
+	7,  // 2: keyplane.v1.LoggedDecision.latency:type_name -> google.protobuf.Duration
+	0,  // 3: keyplane.v1.GetDecisionResponse.decision:type_name -> keyplane.v1.LoggedDecision
+	6,  // 4: keyplane.v1.ListDecisionsRequest.outcome:type_name -> keyplane.v1.Decision
+	5,  // 5: keyplane.v1.ListDecisionsRequest.start_time:type_name -> google.protobuf.Timestamp
+	5,  // 6: keyplane.v1.ListDecisionsRequest.end_time:type_name -> google.protobuf.Timestamp
+	0,  // 7: keyplane.v1.ListDecisionsResponse.decisions:type_name -> keyplane.v1.LoggedDecision
+	1,  // 8: keyplane.v1.DecisionService.GetDecision:input_type -> keyplane.v1.GetDecisionRequest
+	3,  // 9: keyplane.v1.DecisionService.ListDecisions:input_type -> keyplane.v1.ListDecisionsRequest
+	2,  // 10: keyplane.v1.DecisionService.GetDecision:output_type -> keyplane.v1.GetDecisionResponse
+	4,  // 11: keyplane.v1.DecisionService.ListDecisions:output_type -> keyplane.v1.ListDecisionsResponse
 	10, // [10:12] is the sub-list for method output_type
 	8,  // [8:10] is the sub-list for method input_type
 	8,  // [8:8] is the sub-list for extension type_name
@@ -625,19 +570,19 @@ func file_keyplane_v1_decision_proto_init() {
 	if File_keyplane_v1_decision_proto != nil {
 		return
 	}
+	file_keyplane_v1_check_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_keyplane_v1_decision_proto_rawDesc), len(file_keyplane_v1_decision_proto_rawDesc)),
-			NumEnums:      1,
+			NumEnums:      0,
 			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_keyplane_v1_decision_proto_goTypes,
 		DependencyIndexes: file_keyplane_v1_decision_proto_depIdxs,
-		EnumInfos:         file_keyplane_v1_decision_proto_enumTypes,
 		MessageInfos:      file_keyplane_v1_decision_proto_msgTypes,
 	}.Build()
 	File_keyplane_v1_decision_proto = out.File

@@ -138,6 +138,21 @@ const (
 	// AdminServiceDenyChangeRequestProcedure is the fully-qualified name of the AdminService's
 	// DenyChangeRequest RPC.
 	AdminServiceDenyChangeRequestProcedure = "/keyplane.v1.AdminService/DenyChangeRequest"
+	// AdminServiceCreateMembershipRuleProcedure is the fully-qualified name of the AdminService's
+	// CreateMembershipRule RPC.
+	AdminServiceCreateMembershipRuleProcedure = "/keyplane.v1.AdminService/CreateMembershipRule"
+	// AdminServiceGetMembershipRuleProcedure is the fully-qualified name of the AdminService's
+	// GetMembershipRule RPC.
+	AdminServiceGetMembershipRuleProcedure = "/keyplane.v1.AdminService/GetMembershipRule"
+	// AdminServiceListMembershipRulesProcedure is the fully-qualified name of the AdminService's
+	// ListMembershipRules RPC.
+	AdminServiceListMembershipRulesProcedure = "/keyplane.v1.AdminService/ListMembershipRules"
+	// AdminServiceUpdateMembershipRuleProcedure is the fully-qualified name of the AdminService's
+	// UpdateMembershipRule RPC.
+	AdminServiceUpdateMembershipRuleProcedure = "/keyplane.v1.AdminService/UpdateMembershipRule"
+	// AdminServiceDeleteMembershipRuleProcedure is the fully-qualified name of the AdminService's
+	// DeleteMembershipRule RPC.
+	AdminServiceDeleteMembershipRuleProcedure = "/keyplane.v1.AdminService/DeleteMembershipRule"
 )
 
 // AdminServiceClient is a client for the keyplane.v1.AdminService service.
@@ -249,6 +264,22 @@ type AdminServiceClient interface {
 	ApproveChangeRequest(context.Context, *connect.Request[v1.ApproveChangeRequestRequest]) (*connect.Response[v1.ApproveChangeRequestResponse], error)
 	// DenyChangeRequest denies a pending, unexpired change request.
 	DenyChangeRequest(context.Context, *connect.Request[v1.DenyChangeRequestRequest]) (*connect.Response[v1.DenyChangeRequestResponse], error)
+	// CreateMembershipRule adds a membership ("birthright") rule: every identity whose
+	// attributes satisfy its CEL condition is a member of its groups, for as long as
+	// they do. It applies at once to every identity of the tenant, and then whenever an
+	// identity is created or changed; the response lists the memberships it added.
+	// A tenant identity may target only groups it could add members to itself, and no
+	// group bound to a privileged role (docs/lifecycle.md).
+	CreateMembershipRule(context.Context, *connect.Request[v1.CreateMembershipRuleRequest]) (*connect.Response[v1.CreateMembershipRuleResponse], error)
+	// GetMembershipRule reads one membership rule.
+	GetMembershipRule(context.Context, *connect.Request[v1.GetMembershipRuleRequest]) (*connect.Response[v1.GetMembershipRuleResponse], error)
+	// ListMembershipRules pages through the tenant's membership rules, oldest first.
+	ListMembershipRules(context.Context, *connect.Request[v1.ListMembershipRulesRequest]) (*connect.Response[v1.ListMembershipRulesResponse], error)
+	// UpdateMembershipRule changes a rule; every identity's rule memberships are
+	// recomputed in the same transaction (those no rule gives any more are removed).
+	UpdateMembershipRule(context.Context, *connect.Request[v1.UpdateMembershipRuleRequest]) (*connect.Response[v1.UpdateMembershipRuleResponse], error)
+	// DeleteMembershipRule deletes a rule and the memberships only it gave.
+	DeleteMembershipRule(context.Context, *connect.Request[v1.DeleteMembershipRuleRequest]) (*connect.Response[v1.DeleteMembershipRuleResponse], error)
 }
 
 // NewAdminServiceClient constructs a client for the keyplane.v1.AdminService service. By default,
@@ -496,6 +527,38 @@ func NewAdminServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(adminServiceMethods.ByName("DenyChangeRequest")),
 			connect.WithClientOptions(opts...),
 		),
+		createMembershipRule: connect.NewClient[v1.CreateMembershipRuleRequest, v1.CreateMembershipRuleResponse](
+			httpClient,
+			baseURL+AdminServiceCreateMembershipRuleProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("CreateMembershipRule")),
+			connect.WithClientOptions(opts...),
+		),
+		getMembershipRule: connect.NewClient[v1.GetMembershipRuleRequest, v1.GetMembershipRuleResponse](
+			httpClient,
+			baseURL+AdminServiceGetMembershipRuleProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("GetMembershipRule")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		listMembershipRules: connect.NewClient[v1.ListMembershipRulesRequest, v1.ListMembershipRulesResponse](
+			httpClient,
+			baseURL+AdminServiceListMembershipRulesProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("ListMembershipRules")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		updateMembershipRule: connect.NewClient[v1.UpdateMembershipRuleRequest, v1.UpdateMembershipRuleResponse](
+			httpClient,
+			baseURL+AdminServiceUpdateMembershipRuleProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("UpdateMembershipRule")),
+			connect.WithClientOptions(opts...),
+		),
+		deleteMembershipRule: connect.NewClient[v1.DeleteMembershipRuleRequest, v1.DeleteMembershipRuleResponse](
+			httpClient,
+			baseURL+AdminServiceDeleteMembershipRuleProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("DeleteMembershipRule")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -537,6 +600,11 @@ type adminServiceClient struct {
 	listChangeRequests   *connect.Client[v1.ListChangeRequestsRequest, v1.ListChangeRequestsResponse]
 	approveChangeRequest *connect.Client[v1.ApproveChangeRequestRequest, v1.ApproveChangeRequestResponse]
 	denyChangeRequest    *connect.Client[v1.DenyChangeRequestRequest, v1.DenyChangeRequestResponse]
+	createMembershipRule *connect.Client[v1.CreateMembershipRuleRequest, v1.CreateMembershipRuleResponse]
+	getMembershipRule    *connect.Client[v1.GetMembershipRuleRequest, v1.GetMembershipRuleResponse]
+	listMembershipRules  *connect.Client[v1.ListMembershipRulesRequest, v1.ListMembershipRulesResponse]
+	updateMembershipRule *connect.Client[v1.UpdateMembershipRuleRequest, v1.UpdateMembershipRuleResponse]
+	deleteMembershipRule *connect.Client[v1.DeleteMembershipRuleRequest, v1.DeleteMembershipRuleResponse]
 }
 
 // ListRegions calls keyplane.v1.AdminService.ListRegions.
@@ -719,6 +787,31 @@ func (c *adminServiceClient) DenyChangeRequest(ctx context.Context, req *connect
 	return c.denyChangeRequest.CallUnary(ctx, req)
 }
 
+// CreateMembershipRule calls keyplane.v1.AdminService.CreateMembershipRule.
+func (c *adminServiceClient) CreateMembershipRule(ctx context.Context, req *connect.Request[v1.CreateMembershipRuleRequest]) (*connect.Response[v1.CreateMembershipRuleResponse], error) {
+	return c.createMembershipRule.CallUnary(ctx, req)
+}
+
+// GetMembershipRule calls keyplane.v1.AdminService.GetMembershipRule.
+func (c *adminServiceClient) GetMembershipRule(ctx context.Context, req *connect.Request[v1.GetMembershipRuleRequest]) (*connect.Response[v1.GetMembershipRuleResponse], error) {
+	return c.getMembershipRule.CallUnary(ctx, req)
+}
+
+// ListMembershipRules calls keyplane.v1.AdminService.ListMembershipRules.
+func (c *adminServiceClient) ListMembershipRules(ctx context.Context, req *connect.Request[v1.ListMembershipRulesRequest]) (*connect.Response[v1.ListMembershipRulesResponse], error) {
+	return c.listMembershipRules.CallUnary(ctx, req)
+}
+
+// UpdateMembershipRule calls keyplane.v1.AdminService.UpdateMembershipRule.
+func (c *adminServiceClient) UpdateMembershipRule(ctx context.Context, req *connect.Request[v1.UpdateMembershipRuleRequest]) (*connect.Response[v1.UpdateMembershipRuleResponse], error) {
+	return c.updateMembershipRule.CallUnary(ctx, req)
+}
+
+// DeleteMembershipRule calls keyplane.v1.AdminService.DeleteMembershipRule.
+func (c *adminServiceClient) DeleteMembershipRule(ctx context.Context, req *connect.Request[v1.DeleteMembershipRuleRequest]) (*connect.Response[v1.DeleteMembershipRuleResponse], error) {
+	return c.deleteMembershipRule.CallUnary(ctx, req)
+}
+
 // AdminServiceHandler is an implementation of the keyplane.v1.AdminService service.
 type AdminServiceHandler interface {
 	// ListRegions returns the regions the database was migrated with.
@@ -828,6 +921,22 @@ type AdminServiceHandler interface {
 	ApproveChangeRequest(context.Context, *connect.Request[v1.ApproveChangeRequestRequest]) (*connect.Response[v1.ApproveChangeRequestResponse], error)
 	// DenyChangeRequest denies a pending, unexpired change request.
 	DenyChangeRequest(context.Context, *connect.Request[v1.DenyChangeRequestRequest]) (*connect.Response[v1.DenyChangeRequestResponse], error)
+	// CreateMembershipRule adds a membership ("birthright") rule: every identity whose
+	// attributes satisfy its CEL condition is a member of its groups, for as long as
+	// they do. It applies at once to every identity of the tenant, and then whenever an
+	// identity is created or changed; the response lists the memberships it added.
+	// A tenant identity may target only groups it could add members to itself, and no
+	// group bound to a privileged role (docs/lifecycle.md).
+	CreateMembershipRule(context.Context, *connect.Request[v1.CreateMembershipRuleRequest]) (*connect.Response[v1.CreateMembershipRuleResponse], error)
+	// GetMembershipRule reads one membership rule.
+	GetMembershipRule(context.Context, *connect.Request[v1.GetMembershipRuleRequest]) (*connect.Response[v1.GetMembershipRuleResponse], error)
+	// ListMembershipRules pages through the tenant's membership rules, oldest first.
+	ListMembershipRules(context.Context, *connect.Request[v1.ListMembershipRulesRequest]) (*connect.Response[v1.ListMembershipRulesResponse], error)
+	// UpdateMembershipRule changes a rule; every identity's rule memberships are
+	// recomputed in the same transaction (those no rule gives any more are removed).
+	UpdateMembershipRule(context.Context, *connect.Request[v1.UpdateMembershipRuleRequest]) (*connect.Response[v1.UpdateMembershipRuleResponse], error)
+	// DeleteMembershipRule deletes a rule and the memberships only it gave.
+	DeleteMembershipRule(context.Context, *connect.Request[v1.DeleteMembershipRuleRequest]) (*connect.Response[v1.DeleteMembershipRuleResponse], error)
 }
 
 // NewAdminServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -1071,6 +1180,38 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(adminServiceMethods.ByName("DenyChangeRequest")),
 		connect.WithHandlerOptions(opts...),
 	)
+	adminServiceCreateMembershipRuleHandler := connect.NewUnaryHandler(
+		AdminServiceCreateMembershipRuleProcedure,
+		svc.CreateMembershipRule,
+		connect.WithSchema(adminServiceMethods.ByName("CreateMembershipRule")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceGetMembershipRuleHandler := connect.NewUnaryHandler(
+		AdminServiceGetMembershipRuleProcedure,
+		svc.GetMembershipRule,
+		connect.WithSchema(adminServiceMethods.ByName("GetMembershipRule")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceListMembershipRulesHandler := connect.NewUnaryHandler(
+		AdminServiceListMembershipRulesProcedure,
+		svc.ListMembershipRules,
+		connect.WithSchema(adminServiceMethods.ByName("ListMembershipRules")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceUpdateMembershipRuleHandler := connect.NewUnaryHandler(
+		AdminServiceUpdateMembershipRuleProcedure,
+		svc.UpdateMembershipRule,
+		connect.WithSchema(adminServiceMethods.ByName("UpdateMembershipRule")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceDeleteMembershipRuleHandler := connect.NewUnaryHandler(
+		AdminServiceDeleteMembershipRuleProcedure,
+		svc.DeleteMembershipRule,
+		connect.WithSchema(adminServiceMethods.ByName("DeleteMembershipRule")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/keyplane.v1.AdminService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AdminServiceListRegionsProcedure:
@@ -1145,6 +1286,16 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 			adminServiceApproveChangeRequestHandler.ServeHTTP(w, r)
 		case AdminServiceDenyChangeRequestProcedure:
 			adminServiceDenyChangeRequestHandler.ServeHTTP(w, r)
+		case AdminServiceCreateMembershipRuleProcedure:
+			adminServiceCreateMembershipRuleHandler.ServeHTTP(w, r)
+		case AdminServiceGetMembershipRuleProcedure:
+			adminServiceGetMembershipRuleHandler.ServeHTTP(w, r)
+		case AdminServiceListMembershipRulesProcedure:
+			adminServiceListMembershipRulesHandler.ServeHTTP(w, r)
+		case AdminServiceUpdateMembershipRuleProcedure:
+			adminServiceUpdateMembershipRuleHandler.ServeHTTP(w, r)
+		case AdminServiceDeleteMembershipRuleProcedure:
+			adminServiceDeleteMembershipRuleHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -1296,4 +1447,24 @@ func (UnimplementedAdminServiceHandler) ApproveChangeRequest(context.Context, *c
 
 func (UnimplementedAdminServiceHandler) DenyChangeRequest(context.Context, *connect.Request[v1.DenyChangeRequestRequest]) (*connect.Response[v1.DenyChangeRequestResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AdminService.DenyChangeRequest is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) CreateMembershipRule(context.Context, *connect.Request[v1.CreateMembershipRuleRequest]) (*connect.Response[v1.CreateMembershipRuleResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AdminService.CreateMembershipRule is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) GetMembershipRule(context.Context, *connect.Request[v1.GetMembershipRuleRequest]) (*connect.Response[v1.GetMembershipRuleResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AdminService.GetMembershipRule is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) ListMembershipRules(context.Context, *connect.Request[v1.ListMembershipRulesRequest]) (*connect.Response[v1.ListMembershipRulesResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AdminService.ListMembershipRules is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) UpdateMembershipRule(context.Context, *connect.Request[v1.UpdateMembershipRuleRequest]) (*connect.Response[v1.UpdateMembershipRuleResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AdminService.UpdateMembershipRule is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) DeleteMembershipRule(context.Context, *connect.Request[v1.DeleteMembershipRuleRequest]) (*connect.Response[v1.DeleteMembershipRuleResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AdminService.DeleteMembershipRule is not implemented"))
 }

@@ -51,9 +51,14 @@ type CheckServiceClient interface {
 	// CheckBulk decides up to 100 permissions for one principal against one policy
 	// revision.
 	CheckBulk(context.Context, *connect.Request[v1.CheckBulkRequest]) (*connect.Response[v1.CheckBulkResponse], error)
-	// WhoCan lists the principals holding a permission on a resource (access reviews).
+	// WhoCan lists the principals Check allows a permission on a resource (access
+	// reviews): identities, with their groups expanded, and groups. Exactly the
+	// identities Check would allow are listed: deny bindings (their own and their
+	// groups') are applied, disabled and expired identities are left out, and a holder
+	// whose answer depends on a condition is marked conditional.
 	WhoCan(context.Context, *connect.Request[v1.WhoCanRequest]) (*connect.Response[v1.WhoCanResponse], error)
-	// EffectivePermissions lists what an identity may do, directly and through groups.
+	// EffectivePermissions lists what an identity may do, directly and through groups:
+	// every unexpired allow and deny grant Check would consider for it.
 	EffectivePermissions(context.Context, *connect.Request[v1.EffectivePermissionsRequest]) (*connect.Response[v1.EffectivePermissionsResponse], error)
 }
 
@@ -134,9 +139,14 @@ type CheckServiceHandler interface {
 	// CheckBulk decides up to 100 permissions for one principal against one policy
 	// revision.
 	CheckBulk(context.Context, *connect.Request[v1.CheckBulkRequest]) (*connect.Response[v1.CheckBulkResponse], error)
-	// WhoCan lists the principals holding a permission on a resource (access reviews).
+	// WhoCan lists the principals Check allows a permission on a resource (access
+	// reviews): identities, with their groups expanded, and groups. Exactly the
+	// identities Check would allow are listed: deny bindings (their own and their
+	// groups') are applied, disabled and expired identities are left out, and a holder
+	// whose answer depends on a condition is marked conditional.
 	WhoCan(context.Context, *connect.Request[v1.WhoCanRequest]) (*connect.Response[v1.WhoCanResponse], error)
-	// EffectivePermissions lists what an identity may do, directly and through groups.
+	// EffectivePermissions lists what an identity may do, directly and through groups:
+	// every unexpired allow and deny grant Check would consider for it.
 	EffectivePermissions(context.Context, *connect.Request[v1.EffectivePermissionsRequest]) (*connect.Response[v1.EffectivePermissionsResponse], error)
 }
 
