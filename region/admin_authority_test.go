@@ -387,7 +387,7 @@ func tenantProcedures(t *testing.T) []string {
 	public := map[string]bool{"ExchangeAPIKey": true, "Login": true, "Refresh": true, "ValidateToken": true, "RevokeToken": true}
 	var out []string
 	for _, name := range []string{keyplanev1connect.AdminServiceName, keyplanev1connect.AuthServiceName,
-		keyplanev1connect.CheckServiceName, keyplanev1connect.ElevationServiceName} {
+		keyplanev1connect.CheckServiceName, keyplanev1connect.ElevationServiceName, keyplanev1connect.DecisionServiceName} {
 		d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(name))
 		if err != nil {
 			t.Fatal(err)

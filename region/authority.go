@@ -103,6 +103,7 @@ var authorities = func() map[string]authority {
 	auth := func(m string) string { return procedure(keyplanev1connect.AuthServiceName, m) }
 	check := func(m string) string { return procedure(keyplanev1connect.CheckServiceName, m) }
 	elev := func(m string) string { return procedure(keyplanev1connect.ElevationServiceName, m) }
+	decision := func(m string) string { return procedure(keyplanev1connect.DecisionServiceName, m) }
 	cluster := authority{plane: planeCluster}
 	public := authority{plane: planePublic}
 	tenant := func(perm string, on target, sensitive bool) authority {
@@ -191,6 +192,8 @@ var authorities = func() map[string]authority {
 		elev("EndElevation"):          tenant("", self, false),
 		elev("GetElevation"):          tenant(PermApproveElevations, self, false),
 		elev("ListElevations"):        tenant(PermApproveElevations, self, false),
+		decision("GetDecision"):       tenant(PermDecisionsRead, onTenant, false),
+		decision("ListDecisions"):     tenant(PermDecisionsRead, onTenant, false),
 	}
 }()
 

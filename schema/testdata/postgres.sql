@@ -395,6 +395,31 @@ CREATE TABLE IF NOT EXISTS change_requests (
 );
 CREATE INDEX IF NOT EXISTS change_requests_created_idx ON change_requests (tenant_id, created_at, id);
 
+-- migration 0009 decision_log
+-- 0009 The decision log's read API and retention (docs/decisions/0011-decision-log-retention.md).
+
+-- tenants: how long the decision log keeps a decision (default 90 days; 1 day to 10
+-- years). Reads hide older decisions; each node's pruner deletes them.
+ALTER TABLE tenants ADD COLUMN IF NOT EXISTS decision_retention_seconds INT8 NOT NULL DEFAULT 7776000;
+
+-- decisions.trace: the engine's explain trace, one line per candidate binding; written
+-- for denied decisions and for checks that asked for explain, empty otherwise.
+ALTER TABLE decisions ADD COLUMN IF NOT EXISTS trace TEXT[] NOT NULL DEFAULT '{}';
+
+-- Every index below is written by every decision, so there are only the ones the
+-- questions people ask need (ListDecisions pages newest first by (at, id)):
+--   decisions_time_idx: the tenant's log by time (the unfiltered listing, time ranges,
+--     filters on permission or outcome alone, and the pruner's oldest-first deletes);
+--     it replaces decisions_at_idx, which lacked the id tie-break.
+--   decisions_principal_idx: "what was this identity allowed and denied".
+--   decisions_resource_idx: "who touched this resource" (exact resource; on
+--     CockroachDB also resource prefixes, which are byte ranges of it).
+-- Permission and outcome are filtered on top of these: they are not selective alone.
+CREATE INDEX IF NOT EXISTS decisions_time_idx ON decisions (tenant_id, at DESC, id DESC);
+DROP INDEX IF EXISTS decisions_at_idx;
+CREATE INDEX IF NOT EXISTS decisions_principal_idx ON decisions (tenant_id, principal_id, at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS decisions_resource_idx ON decisions (tenant_id, resource, at DESC, id DESC);
+
 -- migration 0010 role_delete
 -- 0010 Deleting roles (issue 14): an elevation's role_id no longer references roles.
 -- DeleteRole with cascade ends a role's active elevations and denies its pending ones;

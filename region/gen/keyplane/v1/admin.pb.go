@@ -426,9 +426,12 @@ type Tenant struct {
 	SigningAlgorithm SigningAlgorithm `protobuf:"varint,13,opt,name=signing_algorithm,json=signingAlgorithm,proto3,enum=keyplane.v1.SigningAlgorithm" json:"signing_algorithm,omitempty"`
 	// How recent a login with a second factor a human needs for a sensitive call;
 	// unset: the node's default (serve --step-up-window, 10 minutes).
-	StepUpWindow  *durationpb.Duration `protobuf:"bytes,14,opt,name=step_up_window,json=stepUpWindow,proto3" json:"step_up_window,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	StepUpWindow *durationpb.Duration `protobuf:"bytes,14,opt,name=step_up_window,json=stepUpWindow,proto3" json:"step_up_window,omitempty"`
+	// How long the tenant's decision log keeps a decision (DecisionService); older
+	// decisions are never returned and are deleted in the background.
+	DecisionRetention *durationpb.Duration `protobuf:"bytes,15,opt,name=decision_retention,json=decisionRetention,proto3" json:"decision_retention,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Tenant) Reset() {
@@ -555,6 +558,13 @@ func (x *Tenant) GetSigningAlgorithm() SigningAlgorithm {
 func (x *Tenant) GetStepUpWindow() *durationpb.Duration {
 	if x != nil {
 		return x.StepUpWindow
+	}
+	return nil
+}
+
+func (x *Tenant) GetDecisionRetention() *durationpb.Duration {
+	if x != nil {
+		return x.DecisionRetention
 	}
 	return nil
 }
@@ -970,8 +980,11 @@ type CreateTenantRequest struct {
 	Residency  Residency              `protobuf:"varint,4,opt,name=residency,proto3,enum=keyplane.v1.Residency" json:"residency,omitempty"`
 	// Defaults to EdDSA.
 	SigningAlgorithm SigningAlgorithm `protobuf:"varint,5,opt,name=signing_algorithm,json=signingAlgorithm,proto3,enum=keyplane.v1.SigningAlgorithm" json:"signing_algorithm,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// How long decisions are kept, whole seconds from 1 day to 10 years; unset means
+	// 90 days.
+	DecisionRetention *durationpb.Duration `protobuf:"bytes,6,opt,name=decision_retention,json=decisionRetention,proto3" json:"decision_retention,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *CreateTenantRequest) Reset() {
@@ -1037,6 +1050,13 @@ func (x *CreateTenantRequest) GetSigningAlgorithm() SigningAlgorithm {
 		return x.SigningAlgorithm
 	}
 	return SigningAlgorithm_SIGNING_ALGORITHM_UNSPECIFIED
+}
+
+func (x *CreateTenantRequest) GetDecisionRetention() *durationpb.Duration {
+	if x != nil {
+		return x.DecisionRetention
+	}
+	return nil
 }
 
 type CreateTenantResponse struct {
@@ -1316,9 +1336,12 @@ type UpdateTenantRequest struct {
 	SigningAlgorithm SigningAlgorithm `protobuf:"varint,5,opt,name=signing_algorithm,json=signingAlgorithm,proto3,enum=keyplane.v1.SigningAlgorithm" json:"signing_algorithm,omitempty"`
 	// How recent a login with a second factor a human needs for a sensitive call
 	// (docs/administration.md), 1 minute to 24 hours.
-	StepUpWindow  *durationpb.Duration `protobuf:"bytes,6,opt,name=step_up_window,json=stepUpWindow,proto3" json:"step_up_window,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	StepUpWindow *durationpb.Duration `protobuf:"bytes,6,opt,name=step_up_window,json=stepUpWindow,proto3" json:"step_up_window,omitempty"`
+	// How long decisions are kept, whole seconds from 1 day to 10 years. Shortening it
+	// hides older decisions at once and deletes them in the background.
+	DecisionRetention *durationpb.Duration `protobuf:"bytes,7,opt,name=decision_retention,json=decisionRetention,proto3" json:"decision_retention,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *UpdateTenantRequest) Reset() {
@@ -1389,6 +1412,13 @@ func (x *UpdateTenantRequest) GetSigningAlgorithm() SigningAlgorithm {
 func (x *UpdateTenantRequest) GetStepUpWindow() *durationpb.Duration {
 	if x != nil {
 		return x.StepUpWindow
+	}
+	return nil
+}
+
+func (x *UpdateTenantRequest) GetDecisionRetention() *durationpb.Duration {
+	if x != nil {
+		return x.DecisionRetention
 	}
 	return nil
 }
@@ -7589,7 +7619,7 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\x17keyplane/v1/admin.proto\x12\vkeyplane.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"?\n" +
 	"\x06Region\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
-	"\fsuper_region\x18\x02 \x01(\tR\vsuperRegion\"\xb2\x05\n" +
+	"\fsuper_region\x18\x02 \x01(\tR\vsuperRegion\"\xfc\x05\n" +
 	"\x06Tenant\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1f\n" +
@@ -7608,7 +7638,8 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\x14api_key_max_lifetime\x18\v \x01(\v2\x19.google.protobuf.DurationR\x11apiKeyMaxLifetime\x12\x16\n" +
 	"\x06issuer\x18\f \x01(\tR\x06issuer\x12J\n" +
 	"\x11signing_algorithm\x18\r \x01(\x0e2\x1d.keyplane.v1.SigningAlgorithmR\x10signingAlgorithm\x12?\n" +
-	"\x0estep_up_window\x18\x0e \x01(\v2\x19.google.protobuf.DurationR\fstepUpWindow\"\xbb\x04\n" +
+	"\x0estep_up_window\x18\x0e \x01(\v2\x19.google.protobuf.DurationR\fstepUpWindow\x12H\n" +
+	"\x12decision_retention\x18\x0f \x01(\v2\x19.google.protobuf.DurationR\x11decisionRetention\"\xbb\x04\n" +
 	"\bIdentity\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12-\n" +
@@ -7656,14 +7687,15 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"breakGlass\"\x14\n" +
 	"\x12ListRegionsRequest\"D\n" +
 	"\x13ListRegionsResponse\x12-\n" +
-	"\aregions\x18\x01 \x03(\v2\x13.keyplane.v1.RegionR\aregions\"\xdc\x01\n" +
+	"\aregions\x18\x01 \x03(\v2\x13.keyplane.v1.RegionR\aregions\"\xa6\x02\n" +
 	"\x13CreateTenantRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1f\n" +
 	"\vhome_region\x18\x03 \x01(\tR\n" +
 	"homeRegion\x124\n" +
 	"\tresidency\x18\x04 \x01(\x0e2\x16.keyplane.v1.ResidencyR\tresidency\x12J\n" +
-	"\x11signing_algorithm\x18\x05 \x01(\x0e2\x1d.keyplane.v1.SigningAlgorithmR\x10signingAlgorithm\"\xc7\x01\n" +
+	"\x11signing_algorithm\x18\x05 \x01(\x0e2\x1d.keyplane.v1.SigningAlgorithmR\x10signingAlgorithm\x12H\n" +
+	"\x12decision_retention\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x11decisionRetention\"\xc7\x01\n" +
 	"\x14CreateTenantResponse\x12+\n" +
 	"\x06tenant\x18\x01 \x01(\v2\x13.keyplane.v1.TenantR\x06tenant\x12*\n" +
 	"\x11admin_identity_id\x18\x02 \x01(\tR\x0fadminIdentityId\x12&\n" +
@@ -7679,14 +7711,15 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"page_token\x18\x02 \x01(\tR\tpageToken\"l\n" +
 	"\x13ListTenantsResponse\x12-\n" +
 	"\atenants\x18\x01 \x03(\v2\x13.keyplane.v1.TenantR\atenants\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xe5\x02\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xaf\x03\n" +
 	"\x13UpdateTenantRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
 	"\x04name\x18\x02 \x01(\tH\x00R\x04name\x88\x01\x01\x12C\n" +
 	"\x10access_token_ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x0eaccessTokenTtl\x12J\n" +
 	"\x14api_key_max_lifetime\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x11apiKeyMaxLifetime\x12J\n" +
 	"\x11signing_algorithm\x18\x05 \x01(\x0e2\x1d.keyplane.v1.SigningAlgorithmR\x10signingAlgorithm\x12?\n" +
-	"\x0estep_up_window\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\fstepUpWindowB\a\n" +
+	"\x0estep_up_window\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\fstepUpWindow\x12H\n" +
+	"\x12decision_retention\x18\a \x01(\v2\x19.google.protobuf.DurationR\x11decisionRetentionB\a\n" +
 	"\x05_name\"C\n" +
 	"\x14UpdateTenantResponse\x12+\n" +
 	"\x06tenant\x18\x01 \x01(\v2\x13.keyplane.v1.TenantR\x06tenant\"&\n" +
@@ -8435,212 +8468,215 @@ var file_keyplane_v1_admin_proto_depIdxs = []int32{
 	118, // 5: keyplane.v1.Tenant.api_key_max_lifetime:type_name -> google.protobuf.Duration
 	1,   // 6: keyplane.v1.Tenant.signing_algorithm:type_name -> keyplane.v1.SigningAlgorithm
 	118, // 7: keyplane.v1.Tenant.step_up_window:type_name -> google.protobuf.Duration
-	3,   // 8: keyplane.v1.Identity.kind:type_name -> keyplane.v1.IdentityKind
-	119, // 9: keyplane.v1.Identity.attributes:type_name -> google.protobuf.Struct
-	2,   // 10: keyplane.v1.Identity.status:type_name -> keyplane.v1.Status
-	117, // 11: keyplane.v1.Identity.expire_time:type_name -> google.protobuf.Timestamp
-	117, // 12: keyplane.v1.Identity.tokens_valid_after:type_name -> google.protobuf.Timestamp
-	117, // 13: keyplane.v1.Identity.create_time:type_name -> google.protobuf.Timestamp
-	117, // 14: keyplane.v1.Identity.update_time:type_name -> google.protobuf.Timestamp
-	117, // 15: keyplane.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
-	119, // 16: keyplane.v1.AuditEvent.before:type_name -> google.protobuf.Struct
-	119, // 17: keyplane.v1.AuditEvent.after:type_name -> google.protobuf.Struct
-	6,   // 18: keyplane.v1.ListRegionsResponse.regions:type_name -> keyplane.v1.Region
-	0,   // 19: keyplane.v1.CreateTenantRequest.residency:type_name -> keyplane.v1.Residency
-	1,   // 20: keyplane.v1.CreateTenantRequest.signing_algorithm:type_name -> keyplane.v1.SigningAlgorithm
-	7,   // 21: keyplane.v1.CreateTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	7,   // 22: keyplane.v1.GetTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	7,   // 23: keyplane.v1.ListTenantsResponse.tenants:type_name -> keyplane.v1.Tenant
-	118, // 24: keyplane.v1.UpdateTenantRequest.access_token_ttl:type_name -> google.protobuf.Duration
-	118, // 25: keyplane.v1.UpdateTenantRequest.api_key_max_lifetime:type_name -> google.protobuf.Duration
-	1,   // 26: keyplane.v1.UpdateTenantRequest.signing_algorithm:type_name -> keyplane.v1.SigningAlgorithm
-	118, // 27: keyplane.v1.UpdateTenantRequest.step_up_window:type_name -> google.protobuf.Duration
-	7,   // 28: keyplane.v1.UpdateTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	7,   // 29: keyplane.v1.DisableTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	7,   // 30: keyplane.v1.EnableTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	7,   // 31: keyplane.v1.RehomeTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	3,   // 32: keyplane.v1.CreateIdentityRequest.kind:type_name -> keyplane.v1.IdentityKind
-	119, // 33: keyplane.v1.CreateIdentityRequest.attributes:type_name -> google.protobuf.Struct
-	117, // 34: keyplane.v1.CreateIdentityRequest.expire_time:type_name -> google.protobuf.Timestamp
-	8,   // 35: keyplane.v1.CreateIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	8,   // 36: keyplane.v1.GetIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	8,   // 37: keyplane.v1.ListIdentitiesResponse.identities:type_name -> keyplane.v1.Identity
-	119, // 38: keyplane.v1.UpdateIdentityRequest.attributes:type_name -> google.protobuf.Struct
-	117, // 39: keyplane.v1.UpdateIdentityRequest.expire_time:type_name -> google.protobuf.Timestamp
-	8,   // 40: keyplane.v1.UpdateIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	8,   // 41: keyplane.v1.DisableIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	8,   // 42: keyplane.v1.EnableIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	117, // 43: keyplane.v1.ListAuditEventsRequest.start_time:type_name -> google.protobuf.Timestamp
-	117, // 44: keyplane.v1.ListAuditEventsRequest.end_time:type_name -> google.protobuf.Timestamp
-	9,   // 45: keyplane.v1.ListAuditEventsResponse.events:type_name -> keyplane.v1.AuditEvent
-	4,   // 46: keyplane.v1.Credential.kind:type_name -> keyplane.v1.CredentialKind
-	117, // 47: keyplane.v1.Credential.create_time:type_name -> google.protobuf.Timestamp
-	117, // 48: keyplane.v1.Credential.expire_time:type_name -> google.protobuf.Timestamp
-	117, // 49: keyplane.v1.Credential.last_used_time:type_name -> google.protobuf.Timestamp
-	117, // 50: keyplane.v1.Credential.rotate_time:type_name -> google.protobuf.Timestamp
-	117, // 51: keyplane.v1.Credential.revoke_time:type_name -> google.protobuf.Timestamp
-	117, // 52: keyplane.v1.Session.create_time:type_name -> google.protobuf.Timestamp
-	117, // 53: keyplane.v1.Session.expire_time:type_name -> google.protobuf.Timestamp
-	117, // 54: keyplane.v1.Session.revoke_time:type_name -> google.protobuf.Timestamp
-	117, // 55: keyplane.v1.CreateAPIKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
-	40,  // 56: keyplane.v1.CreateAPIKeyResponse.credential:type_name -> keyplane.v1.Credential
-	117, // 57: keyplane.v1.RotateAPIKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
-	118, // 58: keyplane.v1.RotateAPIKeyRequest.grace_period:type_name -> google.protobuf.Duration
-	40,  // 59: keyplane.v1.RotateAPIKeyResponse.credential:type_name -> keyplane.v1.Credential
-	40,  // 60: keyplane.v1.CreateClientResponse.credential:type_name -> keyplane.v1.Credential
-	40,  // 61: keyplane.v1.UpdateClientResponse.credential:type_name -> keyplane.v1.Credential
-	118, // 62: keyplane.v1.RotateClientSecretRequest.grace_period:type_name -> google.protobuf.Duration
-	40,  // 63: keyplane.v1.RotateClientSecretResponse.credential:type_name -> keyplane.v1.Credential
-	40,  // 64: keyplane.v1.RevokeCredentialResponse.credential:type_name -> keyplane.v1.Credential
-	40,  // 65: keyplane.v1.ListCredentialsResponse.credentials:type_name -> keyplane.v1.Credential
-	41,  // 66: keyplane.v1.ListSessionsResponse.sessions:type_name -> keyplane.v1.Session
-	40,  // 67: keyplane.v1.SetPasswordResponse.credential:type_name -> keyplane.v1.Credential
-	5,   // 68: keyplane.v1.Binding.effect:type_name -> keyplane.v1.Effect
-	117, // 69: keyplane.v1.Binding.expire_time:type_name -> google.protobuf.Timestamp
-	117, // 70: keyplane.v1.Binding.create_time:type_name -> google.protobuf.Timestamp
-	60,  // 71: keyplane.v1.CreateRoleResponse.role:type_name -> keyplane.v1.Role
-	60,  // 72: keyplane.v1.GetRoleResponse.role:type_name -> keyplane.v1.Role
-	60,  // 73: keyplane.v1.ListRolesResponse.roles:type_name -> keyplane.v1.Role
-	60,  // 74: keyplane.v1.UpdateRoleResponse.role:type_name -> keyplane.v1.Role
-	61,  // 75: keyplane.v1.CreateGroupResponse.group:type_name -> keyplane.v1.Group
-	61,  // 76: keyplane.v1.GetGroupResponse.group:type_name -> keyplane.v1.Group
-	61,  // 77: keyplane.v1.ListGroupsResponse.groups:type_name -> keyplane.v1.Group
-	61,  // 78: keyplane.v1.UpdateGroupResponse.group:type_name -> keyplane.v1.Group
-	3,   // 79: keyplane.v1.GroupMember.kind:type_name -> keyplane.v1.IdentityKind
-	2,   // 80: keyplane.v1.GroupMember.status:type_name -> keyplane.v1.Status
-	117, // 81: keyplane.v1.GroupMember.add_time:type_name -> google.protobuf.Timestamp
-	81,  // 82: keyplane.v1.ListGroupMembersResponse.members:type_name -> keyplane.v1.GroupMember
-	94,  // 83: keyplane.v1.AddGroupMemberResponse.change_request:type_name -> keyplane.v1.ChangeRequest
-	94,  // 84: keyplane.v1.RemoveGroupMemberResponse.change_request:type_name -> keyplane.v1.ChangeRequest
-	5,   // 85: keyplane.v1.CreateBindingRequest.effect:type_name -> keyplane.v1.Effect
-	117, // 86: keyplane.v1.CreateBindingRequest.expire_time:type_name -> google.protobuf.Timestamp
-	62,  // 87: keyplane.v1.CreateBindingResponse.binding:type_name -> keyplane.v1.Binding
-	94,  // 88: keyplane.v1.CreateBindingResponse.change_request:type_name -> keyplane.v1.ChangeRequest
-	94,  // 89: keyplane.v1.DeleteBindingResponse.change_request:type_name -> keyplane.v1.ChangeRequest
-	62,  // 90: keyplane.v1.ChangeRequest.binding:type_name -> keyplane.v1.Binding
-	117, // 91: keyplane.v1.ChangeRequest.create_time:type_name -> google.protobuf.Timestamp
-	117, // 92: keyplane.v1.ChangeRequest.expire_time:type_name -> google.protobuf.Timestamp
-	117, // 93: keyplane.v1.ChangeRequest.decide_time:type_name -> google.protobuf.Timestamp
-	94,  // 94: keyplane.v1.GetChangeRequestResponse.change_request:type_name -> keyplane.v1.ChangeRequest
-	94,  // 95: keyplane.v1.ListChangeRequestsResponse.change_requests:type_name -> keyplane.v1.ChangeRequest
-	94,  // 96: keyplane.v1.ApproveChangeRequestResponse.change_request:type_name -> keyplane.v1.ChangeRequest
-	62,  // 97: keyplane.v1.ApproveChangeRequestResponse.binding:type_name -> keyplane.v1.Binding
-	94,  // 98: keyplane.v1.DenyChangeRequestResponse.change_request:type_name -> keyplane.v1.ChangeRequest
-	62,  // 99: keyplane.v1.ListBindingsResponse.bindings:type_name -> keyplane.v1.Binding
-	117, // 100: keyplane.v1.MembershipRule.create_time:type_name -> google.protobuf.Timestamp
-	117, // 101: keyplane.v1.MembershipRule.update_time:type_name -> google.protobuf.Timestamp
-	105, // 102: keyplane.v1.CreateMembershipRuleResponse.rule:type_name -> keyplane.v1.MembershipRule
-	106, // 103: keyplane.v1.CreateMembershipRuleResponse.memberships_added:type_name -> keyplane.v1.Membership
-	106, // 104: keyplane.v1.CreateMembershipRuleResponse.memberships_removed:type_name -> keyplane.v1.Membership
-	105, // 105: keyplane.v1.GetMembershipRuleResponse.rule:type_name -> keyplane.v1.MembershipRule
-	105, // 106: keyplane.v1.ListMembershipRulesResponse.rules:type_name -> keyplane.v1.MembershipRule
-	105, // 107: keyplane.v1.UpdateMembershipRuleResponse.rule:type_name -> keyplane.v1.MembershipRule
-	106, // 108: keyplane.v1.UpdateMembershipRuleResponse.memberships_added:type_name -> keyplane.v1.Membership
-	106, // 109: keyplane.v1.UpdateMembershipRuleResponse.memberships_removed:type_name -> keyplane.v1.Membership
-	106, // 110: keyplane.v1.DeleteMembershipRuleResponse.memberships_removed:type_name -> keyplane.v1.Membership
-	10,  // 111: keyplane.v1.AdminService.ListRegions:input_type -> keyplane.v1.ListRegionsRequest
-	12,  // 112: keyplane.v1.AdminService.CreateTenant:input_type -> keyplane.v1.CreateTenantRequest
-	14,  // 113: keyplane.v1.AdminService.GetTenant:input_type -> keyplane.v1.GetTenantRequest
-	16,  // 114: keyplane.v1.AdminService.ListTenants:input_type -> keyplane.v1.ListTenantsRequest
-	18,  // 115: keyplane.v1.AdminService.UpdateTenant:input_type -> keyplane.v1.UpdateTenantRequest
-	20,  // 116: keyplane.v1.AdminService.DisableTenant:input_type -> keyplane.v1.DisableTenantRequest
-	22,  // 117: keyplane.v1.AdminService.EnableTenant:input_type -> keyplane.v1.EnableTenantRequest
-	24,  // 118: keyplane.v1.AdminService.RehomeTenant:input_type -> keyplane.v1.RehomeTenantRequest
-	26,  // 119: keyplane.v1.AdminService.CreateIdentity:input_type -> keyplane.v1.CreateIdentityRequest
-	28,  // 120: keyplane.v1.AdminService.GetIdentity:input_type -> keyplane.v1.GetIdentityRequest
-	30,  // 121: keyplane.v1.AdminService.ListIdentities:input_type -> keyplane.v1.ListIdentitiesRequest
-	32,  // 122: keyplane.v1.AdminService.UpdateIdentity:input_type -> keyplane.v1.UpdateIdentityRequest
-	34,  // 123: keyplane.v1.AdminService.DisableIdentity:input_type -> keyplane.v1.DisableIdentityRequest
-	36,  // 124: keyplane.v1.AdminService.EnableIdentity:input_type -> keyplane.v1.EnableIdentityRequest
-	42,  // 125: keyplane.v1.AdminService.CreateAPIKey:input_type -> keyplane.v1.CreateAPIKeyRequest
-	44,  // 126: keyplane.v1.AdminService.RotateAPIKey:input_type -> keyplane.v1.RotateAPIKeyRequest
-	46,  // 127: keyplane.v1.AdminService.CreateClient:input_type -> keyplane.v1.CreateClientRequest
-	48,  // 128: keyplane.v1.AdminService.UpdateClient:input_type -> keyplane.v1.UpdateClientRequest
-	50,  // 129: keyplane.v1.AdminService.RotateClientSecret:input_type -> keyplane.v1.RotateClientSecretRequest
-	52,  // 130: keyplane.v1.AdminService.RevokeCredential:input_type -> keyplane.v1.RevokeCredentialRequest
-	54,  // 131: keyplane.v1.AdminService.ListCredentials:input_type -> keyplane.v1.ListCredentialsRequest
-	56,  // 132: keyplane.v1.AdminService.ListSessions:input_type -> keyplane.v1.ListSessionsRequest
-	58,  // 133: keyplane.v1.AdminService.SetPassword:input_type -> keyplane.v1.SetPasswordRequest
-	63,  // 134: keyplane.v1.AdminService.CreateRole:input_type -> keyplane.v1.CreateRoleRequest
-	65,  // 135: keyplane.v1.AdminService.GetRole:input_type -> keyplane.v1.GetRoleRequest
-	67,  // 136: keyplane.v1.AdminService.ListRoles:input_type -> keyplane.v1.ListRolesRequest
-	69,  // 137: keyplane.v1.AdminService.UpdateRole:input_type -> keyplane.v1.UpdateRoleRequest
-	71,  // 138: keyplane.v1.AdminService.DeleteRole:input_type -> keyplane.v1.DeleteRoleRequest
-	73,  // 139: keyplane.v1.AdminService.CreateGroup:input_type -> keyplane.v1.CreateGroupRequest
-	75,  // 140: keyplane.v1.AdminService.GetGroup:input_type -> keyplane.v1.GetGroupRequest
-	77,  // 141: keyplane.v1.AdminService.ListGroups:input_type -> keyplane.v1.ListGroupsRequest
-	79,  // 142: keyplane.v1.AdminService.UpdateGroup:input_type -> keyplane.v1.UpdateGroupRequest
-	82,  // 143: keyplane.v1.AdminService.ListGroupMembers:input_type -> keyplane.v1.ListGroupMembersRequest
-	84,  // 144: keyplane.v1.AdminService.DeleteGroup:input_type -> keyplane.v1.DeleteGroupRequest
-	86,  // 145: keyplane.v1.AdminService.AddGroupMember:input_type -> keyplane.v1.AddGroupMemberRequest
-	88,  // 146: keyplane.v1.AdminService.RemoveGroupMember:input_type -> keyplane.v1.RemoveGroupMemberRequest
-	90,  // 147: keyplane.v1.AdminService.CreateBinding:input_type -> keyplane.v1.CreateBindingRequest
-	92,  // 148: keyplane.v1.AdminService.DeleteBinding:input_type -> keyplane.v1.DeleteBindingRequest
-	103, // 149: keyplane.v1.AdminService.ListBindings:input_type -> keyplane.v1.ListBindingsRequest
-	38,  // 150: keyplane.v1.AdminService.ListAuditEvents:input_type -> keyplane.v1.ListAuditEventsRequest
-	95,  // 151: keyplane.v1.AdminService.GetChangeRequest:input_type -> keyplane.v1.GetChangeRequestRequest
-	97,  // 152: keyplane.v1.AdminService.ListChangeRequests:input_type -> keyplane.v1.ListChangeRequestsRequest
-	99,  // 153: keyplane.v1.AdminService.ApproveChangeRequest:input_type -> keyplane.v1.ApproveChangeRequestRequest
-	101, // 154: keyplane.v1.AdminService.DenyChangeRequest:input_type -> keyplane.v1.DenyChangeRequestRequest
-	107, // 155: keyplane.v1.AdminService.CreateMembershipRule:input_type -> keyplane.v1.CreateMembershipRuleRequest
-	109, // 156: keyplane.v1.AdminService.GetMembershipRule:input_type -> keyplane.v1.GetMembershipRuleRequest
-	111, // 157: keyplane.v1.AdminService.ListMembershipRules:input_type -> keyplane.v1.ListMembershipRulesRequest
-	113, // 158: keyplane.v1.AdminService.UpdateMembershipRule:input_type -> keyplane.v1.UpdateMembershipRuleRequest
-	115, // 159: keyplane.v1.AdminService.DeleteMembershipRule:input_type -> keyplane.v1.DeleteMembershipRuleRequest
-	11,  // 160: keyplane.v1.AdminService.ListRegions:output_type -> keyplane.v1.ListRegionsResponse
-	13,  // 161: keyplane.v1.AdminService.CreateTenant:output_type -> keyplane.v1.CreateTenantResponse
-	15,  // 162: keyplane.v1.AdminService.GetTenant:output_type -> keyplane.v1.GetTenantResponse
-	17,  // 163: keyplane.v1.AdminService.ListTenants:output_type -> keyplane.v1.ListTenantsResponse
-	19,  // 164: keyplane.v1.AdminService.UpdateTenant:output_type -> keyplane.v1.UpdateTenantResponse
-	21,  // 165: keyplane.v1.AdminService.DisableTenant:output_type -> keyplane.v1.DisableTenantResponse
-	23,  // 166: keyplane.v1.AdminService.EnableTenant:output_type -> keyplane.v1.EnableTenantResponse
-	25,  // 167: keyplane.v1.AdminService.RehomeTenant:output_type -> keyplane.v1.RehomeTenantResponse
-	27,  // 168: keyplane.v1.AdminService.CreateIdentity:output_type -> keyplane.v1.CreateIdentityResponse
-	29,  // 169: keyplane.v1.AdminService.GetIdentity:output_type -> keyplane.v1.GetIdentityResponse
-	31,  // 170: keyplane.v1.AdminService.ListIdentities:output_type -> keyplane.v1.ListIdentitiesResponse
-	33,  // 171: keyplane.v1.AdminService.UpdateIdentity:output_type -> keyplane.v1.UpdateIdentityResponse
-	35,  // 172: keyplane.v1.AdminService.DisableIdentity:output_type -> keyplane.v1.DisableIdentityResponse
-	37,  // 173: keyplane.v1.AdminService.EnableIdentity:output_type -> keyplane.v1.EnableIdentityResponse
-	43,  // 174: keyplane.v1.AdminService.CreateAPIKey:output_type -> keyplane.v1.CreateAPIKeyResponse
-	45,  // 175: keyplane.v1.AdminService.RotateAPIKey:output_type -> keyplane.v1.RotateAPIKeyResponse
-	47,  // 176: keyplane.v1.AdminService.CreateClient:output_type -> keyplane.v1.CreateClientResponse
-	49,  // 177: keyplane.v1.AdminService.UpdateClient:output_type -> keyplane.v1.UpdateClientResponse
-	51,  // 178: keyplane.v1.AdminService.RotateClientSecret:output_type -> keyplane.v1.RotateClientSecretResponse
-	53,  // 179: keyplane.v1.AdminService.RevokeCredential:output_type -> keyplane.v1.RevokeCredentialResponse
-	55,  // 180: keyplane.v1.AdminService.ListCredentials:output_type -> keyplane.v1.ListCredentialsResponse
-	57,  // 181: keyplane.v1.AdminService.ListSessions:output_type -> keyplane.v1.ListSessionsResponse
-	59,  // 182: keyplane.v1.AdminService.SetPassword:output_type -> keyplane.v1.SetPasswordResponse
-	64,  // 183: keyplane.v1.AdminService.CreateRole:output_type -> keyplane.v1.CreateRoleResponse
-	66,  // 184: keyplane.v1.AdminService.GetRole:output_type -> keyplane.v1.GetRoleResponse
-	68,  // 185: keyplane.v1.AdminService.ListRoles:output_type -> keyplane.v1.ListRolesResponse
-	70,  // 186: keyplane.v1.AdminService.UpdateRole:output_type -> keyplane.v1.UpdateRoleResponse
-	72,  // 187: keyplane.v1.AdminService.DeleteRole:output_type -> keyplane.v1.DeleteRoleResponse
-	74,  // 188: keyplane.v1.AdminService.CreateGroup:output_type -> keyplane.v1.CreateGroupResponse
-	76,  // 189: keyplane.v1.AdminService.GetGroup:output_type -> keyplane.v1.GetGroupResponse
-	78,  // 190: keyplane.v1.AdminService.ListGroups:output_type -> keyplane.v1.ListGroupsResponse
-	80,  // 191: keyplane.v1.AdminService.UpdateGroup:output_type -> keyplane.v1.UpdateGroupResponse
-	83,  // 192: keyplane.v1.AdminService.ListGroupMembers:output_type -> keyplane.v1.ListGroupMembersResponse
-	85,  // 193: keyplane.v1.AdminService.DeleteGroup:output_type -> keyplane.v1.DeleteGroupResponse
-	87,  // 194: keyplane.v1.AdminService.AddGroupMember:output_type -> keyplane.v1.AddGroupMemberResponse
-	89,  // 195: keyplane.v1.AdminService.RemoveGroupMember:output_type -> keyplane.v1.RemoveGroupMemberResponse
-	91,  // 196: keyplane.v1.AdminService.CreateBinding:output_type -> keyplane.v1.CreateBindingResponse
-	93,  // 197: keyplane.v1.AdminService.DeleteBinding:output_type -> keyplane.v1.DeleteBindingResponse
-	104, // 198: keyplane.v1.AdminService.ListBindings:output_type -> keyplane.v1.ListBindingsResponse
-	39,  // 199: keyplane.v1.AdminService.ListAuditEvents:output_type -> keyplane.v1.ListAuditEventsResponse
-	96,  // 200: keyplane.v1.AdminService.GetChangeRequest:output_type -> keyplane.v1.GetChangeRequestResponse
-	98,  // 201: keyplane.v1.AdminService.ListChangeRequests:output_type -> keyplane.v1.ListChangeRequestsResponse
-	100, // 202: keyplane.v1.AdminService.ApproveChangeRequest:output_type -> keyplane.v1.ApproveChangeRequestResponse
-	102, // 203: keyplane.v1.AdminService.DenyChangeRequest:output_type -> keyplane.v1.DenyChangeRequestResponse
-	108, // 204: keyplane.v1.AdminService.CreateMembershipRule:output_type -> keyplane.v1.CreateMembershipRuleResponse
-	110, // 205: keyplane.v1.AdminService.GetMembershipRule:output_type -> keyplane.v1.GetMembershipRuleResponse
-	112, // 206: keyplane.v1.AdminService.ListMembershipRules:output_type -> keyplane.v1.ListMembershipRulesResponse
-	114, // 207: keyplane.v1.AdminService.UpdateMembershipRule:output_type -> keyplane.v1.UpdateMembershipRuleResponse
-	116, // 208: keyplane.v1.AdminService.DeleteMembershipRule:output_type -> keyplane.v1.DeleteMembershipRuleResponse
-	160, // [160:209] is the sub-list for method output_type
-	111, // [111:160] is the sub-list for method input_type
-	111, // [111:111] is the sub-list for extension type_name
-	111, // [111:111] is the sub-list for extension extendee
-	0,   // [0:111] is the sub-list for field type_name
+	118, // 8: keyplane.v1.Tenant.decision_retention:type_name -> google.protobuf.Duration
+	3,   // 9: keyplane.v1.Identity.kind:type_name -> keyplane.v1.IdentityKind
+	119, // 10: keyplane.v1.Identity.attributes:type_name -> google.protobuf.Struct
+	2,   // 11: keyplane.v1.Identity.status:type_name -> keyplane.v1.Status
+	117, // 12: keyplane.v1.Identity.expire_time:type_name -> google.protobuf.Timestamp
+	117, // 13: keyplane.v1.Identity.tokens_valid_after:type_name -> google.protobuf.Timestamp
+	117, // 14: keyplane.v1.Identity.create_time:type_name -> google.protobuf.Timestamp
+	117, // 15: keyplane.v1.Identity.update_time:type_name -> google.protobuf.Timestamp
+	117, // 16: keyplane.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	119, // 17: keyplane.v1.AuditEvent.before:type_name -> google.protobuf.Struct
+	119, // 18: keyplane.v1.AuditEvent.after:type_name -> google.protobuf.Struct
+	6,   // 19: keyplane.v1.ListRegionsResponse.regions:type_name -> keyplane.v1.Region
+	0,   // 20: keyplane.v1.CreateTenantRequest.residency:type_name -> keyplane.v1.Residency
+	1,   // 21: keyplane.v1.CreateTenantRequest.signing_algorithm:type_name -> keyplane.v1.SigningAlgorithm
+	118, // 22: keyplane.v1.CreateTenantRequest.decision_retention:type_name -> google.protobuf.Duration
+	7,   // 23: keyplane.v1.CreateTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	7,   // 24: keyplane.v1.GetTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	7,   // 25: keyplane.v1.ListTenantsResponse.tenants:type_name -> keyplane.v1.Tenant
+	118, // 26: keyplane.v1.UpdateTenantRequest.access_token_ttl:type_name -> google.protobuf.Duration
+	118, // 27: keyplane.v1.UpdateTenantRequest.api_key_max_lifetime:type_name -> google.protobuf.Duration
+	1,   // 28: keyplane.v1.UpdateTenantRequest.signing_algorithm:type_name -> keyplane.v1.SigningAlgorithm
+	118, // 29: keyplane.v1.UpdateTenantRequest.step_up_window:type_name -> google.protobuf.Duration
+	118, // 30: keyplane.v1.UpdateTenantRequest.decision_retention:type_name -> google.protobuf.Duration
+	7,   // 31: keyplane.v1.UpdateTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	7,   // 32: keyplane.v1.DisableTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	7,   // 33: keyplane.v1.EnableTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	7,   // 34: keyplane.v1.RehomeTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	3,   // 35: keyplane.v1.CreateIdentityRequest.kind:type_name -> keyplane.v1.IdentityKind
+	119, // 36: keyplane.v1.CreateIdentityRequest.attributes:type_name -> google.protobuf.Struct
+	117, // 37: keyplane.v1.CreateIdentityRequest.expire_time:type_name -> google.protobuf.Timestamp
+	8,   // 38: keyplane.v1.CreateIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	8,   // 39: keyplane.v1.GetIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	8,   // 40: keyplane.v1.ListIdentitiesResponse.identities:type_name -> keyplane.v1.Identity
+	119, // 41: keyplane.v1.UpdateIdentityRequest.attributes:type_name -> google.protobuf.Struct
+	117, // 42: keyplane.v1.UpdateIdentityRequest.expire_time:type_name -> google.protobuf.Timestamp
+	8,   // 43: keyplane.v1.UpdateIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	8,   // 44: keyplane.v1.DisableIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	8,   // 45: keyplane.v1.EnableIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	117, // 46: keyplane.v1.ListAuditEventsRequest.start_time:type_name -> google.protobuf.Timestamp
+	117, // 47: keyplane.v1.ListAuditEventsRequest.end_time:type_name -> google.protobuf.Timestamp
+	9,   // 48: keyplane.v1.ListAuditEventsResponse.events:type_name -> keyplane.v1.AuditEvent
+	4,   // 49: keyplane.v1.Credential.kind:type_name -> keyplane.v1.CredentialKind
+	117, // 50: keyplane.v1.Credential.create_time:type_name -> google.protobuf.Timestamp
+	117, // 51: keyplane.v1.Credential.expire_time:type_name -> google.protobuf.Timestamp
+	117, // 52: keyplane.v1.Credential.last_used_time:type_name -> google.protobuf.Timestamp
+	117, // 53: keyplane.v1.Credential.rotate_time:type_name -> google.protobuf.Timestamp
+	117, // 54: keyplane.v1.Credential.revoke_time:type_name -> google.protobuf.Timestamp
+	117, // 55: keyplane.v1.Session.create_time:type_name -> google.protobuf.Timestamp
+	117, // 56: keyplane.v1.Session.expire_time:type_name -> google.protobuf.Timestamp
+	117, // 57: keyplane.v1.Session.revoke_time:type_name -> google.protobuf.Timestamp
+	117, // 58: keyplane.v1.CreateAPIKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
+	40,  // 59: keyplane.v1.CreateAPIKeyResponse.credential:type_name -> keyplane.v1.Credential
+	117, // 60: keyplane.v1.RotateAPIKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
+	118, // 61: keyplane.v1.RotateAPIKeyRequest.grace_period:type_name -> google.protobuf.Duration
+	40,  // 62: keyplane.v1.RotateAPIKeyResponse.credential:type_name -> keyplane.v1.Credential
+	40,  // 63: keyplane.v1.CreateClientResponse.credential:type_name -> keyplane.v1.Credential
+	40,  // 64: keyplane.v1.UpdateClientResponse.credential:type_name -> keyplane.v1.Credential
+	118, // 65: keyplane.v1.RotateClientSecretRequest.grace_period:type_name -> google.protobuf.Duration
+	40,  // 66: keyplane.v1.RotateClientSecretResponse.credential:type_name -> keyplane.v1.Credential
+	40,  // 67: keyplane.v1.RevokeCredentialResponse.credential:type_name -> keyplane.v1.Credential
+	40,  // 68: keyplane.v1.ListCredentialsResponse.credentials:type_name -> keyplane.v1.Credential
+	41,  // 69: keyplane.v1.ListSessionsResponse.sessions:type_name -> keyplane.v1.Session
+	40,  // 70: keyplane.v1.SetPasswordResponse.credential:type_name -> keyplane.v1.Credential
+	5,   // 71: keyplane.v1.Binding.effect:type_name -> keyplane.v1.Effect
+	117, // 72: keyplane.v1.Binding.expire_time:type_name -> google.protobuf.Timestamp
+	117, // 73: keyplane.v1.Binding.create_time:type_name -> google.protobuf.Timestamp
+	60,  // 74: keyplane.v1.CreateRoleResponse.role:type_name -> keyplane.v1.Role
+	60,  // 75: keyplane.v1.GetRoleResponse.role:type_name -> keyplane.v1.Role
+	60,  // 76: keyplane.v1.ListRolesResponse.roles:type_name -> keyplane.v1.Role
+	60,  // 77: keyplane.v1.UpdateRoleResponse.role:type_name -> keyplane.v1.Role
+	61,  // 78: keyplane.v1.CreateGroupResponse.group:type_name -> keyplane.v1.Group
+	61,  // 79: keyplane.v1.GetGroupResponse.group:type_name -> keyplane.v1.Group
+	61,  // 80: keyplane.v1.ListGroupsResponse.groups:type_name -> keyplane.v1.Group
+	61,  // 81: keyplane.v1.UpdateGroupResponse.group:type_name -> keyplane.v1.Group
+	3,   // 82: keyplane.v1.GroupMember.kind:type_name -> keyplane.v1.IdentityKind
+	2,   // 83: keyplane.v1.GroupMember.status:type_name -> keyplane.v1.Status
+	117, // 84: keyplane.v1.GroupMember.add_time:type_name -> google.protobuf.Timestamp
+	81,  // 85: keyplane.v1.ListGroupMembersResponse.members:type_name -> keyplane.v1.GroupMember
+	94,  // 86: keyplane.v1.AddGroupMemberResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	94,  // 87: keyplane.v1.RemoveGroupMemberResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	5,   // 88: keyplane.v1.CreateBindingRequest.effect:type_name -> keyplane.v1.Effect
+	117, // 89: keyplane.v1.CreateBindingRequest.expire_time:type_name -> google.protobuf.Timestamp
+	62,  // 90: keyplane.v1.CreateBindingResponse.binding:type_name -> keyplane.v1.Binding
+	94,  // 91: keyplane.v1.CreateBindingResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	94,  // 92: keyplane.v1.DeleteBindingResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	62,  // 93: keyplane.v1.ChangeRequest.binding:type_name -> keyplane.v1.Binding
+	117, // 94: keyplane.v1.ChangeRequest.create_time:type_name -> google.protobuf.Timestamp
+	117, // 95: keyplane.v1.ChangeRequest.expire_time:type_name -> google.protobuf.Timestamp
+	117, // 96: keyplane.v1.ChangeRequest.decide_time:type_name -> google.protobuf.Timestamp
+	94,  // 97: keyplane.v1.GetChangeRequestResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	94,  // 98: keyplane.v1.ListChangeRequestsResponse.change_requests:type_name -> keyplane.v1.ChangeRequest
+	94,  // 99: keyplane.v1.ApproveChangeRequestResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	62,  // 100: keyplane.v1.ApproveChangeRequestResponse.binding:type_name -> keyplane.v1.Binding
+	94,  // 101: keyplane.v1.DenyChangeRequestResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	62,  // 102: keyplane.v1.ListBindingsResponse.bindings:type_name -> keyplane.v1.Binding
+	117, // 103: keyplane.v1.MembershipRule.create_time:type_name -> google.protobuf.Timestamp
+	117, // 104: keyplane.v1.MembershipRule.update_time:type_name -> google.protobuf.Timestamp
+	105, // 105: keyplane.v1.CreateMembershipRuleResponse.rule:type_name -> keyplane.v1.MembershipRule
+	106, // 106: keyplane.v1.CreateMembershipRuleResponse.memberships_added:type_name -> keyplane.v1.Membership
+	106, // 107: keyplane.v1.CreateMembershipRuleResponse.memberships_removed:type_name -> keyplane.v1.Membership
+	105, // 108: keyplane.v1.GetMembershipRuleResponse.rule:type_name -> keyplane.v1.MembershipRule
+	105, // 109: keyplane.v1.ListMembershipRulesResponse.rules:type_name -> keyplane.v1.MembershipRule
+	105, // 110: keyplane.v1.UpdateMembershipRuleResponse.rule:type_name -> keyplane.v1.MembershipRule
+	106, // 111: keyplane.v1.UpdateMembershipRuleResponse.memberships_added:type_name -> keyplane.v1.Membership
+	106, // 112: keyplane.v1.UpdateMembershipRuleResponse.memberships_removed:type_name -> keyplane.v1.Membership
+	106, // 113: keyplane.v1.DeleteMembershipRuleResponse.memberships_removed:type_name -> keyplane.v1.Membership
+	10,  // 114: keyplane.v1.AdminService.ListRegions:input_type -> keyplane.v1.ListRegionsRequest
+	12,  // 115: keyplane.v1.AdminService.CreateTenant:input_type -> keyplane.v1.CreateTenantRequest
+	14,  // 116: keyplane.v1.AdminService.GetTenant:input_type -> keyplane.v1.GetTenantRequest
+	16,  // 117: keyplane.v1.AdminService.ListTenants:input_type -> keyplane.v1.ListTenantsRequest
+	18,  // 118: keyplane.v1.AdminService.UpdateTenant:input_type -> keyplane.v1.UpdateTenantRequest
+	20,  // 119: keyplane.v1.AdminService.DisableTenant:input_type -> keyplane.v1.DisableTenantRequest
+	22,  // 120: keyplane.v1.AdminService.EnableTenant:input_type -> keyplane.v1.EnableTenantRequest
+	24,  // 121: keyplane.v1.AdminService.RehomeTenant:input_type -> keyplane.v1.RehomeTenantRequest
+	26,  // 122: keyplane.v1.AdminService.CreateIdentity:input_type -> keyplane.v1.CreateIdentityRequest
+	28,  // 123: keyplane.v1.AdminService.GetIdentity:input_type -> keyplane.v1.GetIdentityRequest
+	30,  // 124: keyplane.v1.AdminService.ListIdentities:input_type -> keyplane.v1.ListIdentitiesRequest
+	32,  // 125: keyplane.v1.AdminService.UpdateIdentity:input_type -> keyplane.v1.UpdateIdentityRequest
+	34,  // 126: keyplane.v1.AdminService.DisableIdentity:input_type -> keyplane.v1.DisableIdentityRequest
+	36,  // 127: keyplane.v1.AdminService.EnableIdentity:input_type -> keyplane.v1.EnableIdentityRequest
+	42,  // 128: keyplane.v1.AdminService.CreateAPIKey:input_type -> keyplane.v1.CreateAPIKeyRequest
+	44,  // 129: keyplane.v1.AdminService.RotateAPIKey:input_type -> keyplane.v1.RotateAPIKeyRequest
+	46,  // 130: keyplane.v1.AdminService.CreateClient:input_type -> keyplane.v1.CreateClientRequest
+	48,  // 131: keyplane.v1.AdminService.UpdateClient:input_type -> keyplane.v1.UpdateClientRequest
+	50,  // 132: keyplane.v1.AdminService.RotateClientSecret:input_type -> keyplane.v1.RotateClientSecretRequest
+	52,  // 133: keyplane.v1.AdminService.RevokeCredential:input_type -> keyplane.v1.RevokeCredentialRequest
+	54,  // 134: keyplane.v1.AdminService.ListCredentials:input_type -> keyplane.v1.ListCredentialsRequest
+	56,  // 135: keyplane.v1.AdminService.ListSessions:input_type -> keyplane.v1.ListSessionsRequest
+	58,  // 136: keyplane.v1.AdminService.SetPassword:input_type -> keyplane.v1.SetPasswordRequest
+	63,  // 137: keyplane.v1.AdminService.CreateRole:input_type -> keyplane.v1.CreateRoleRequest
+	65,  // 138: keyplane.v1.AdminService.GetRole:input_type -> keyplane.v1.GetRoleRequest
+	67,  // 139: keyplane.v1.AdminService.ListRoles:input_type -> keyplane.v1.ListRolesRequest
+	69,  // 140: keyplane.v1.AdminService.UpdateRole:input_type -> keyplane.v1.UpdateRoleRequest
+	71,  // 141: keyplane.v1.AdminService.DeleteRole:input_type -> keyplane.v1.DeleteRoleRequest
+	73,  // 142: keyplane.v1.AdminService.CreateGroup:input_type -> keyplane.v1.CreateGroupRequest
+	75,  // 143: keyplane.v1.AdminService.GetGroup:input_type -> keyplane.v1.GetGroupRequest
+	77,  // 144: keyplane.v1.AdminService.ListGroups:input_type -> keyplane.v1.ListGroupsRequest
+	79,  // 145: keyplane.v1.AdminService.UpdateGroup:input_type -> keyplane.v1.UpdateGroupRequest
+	82,  // 146: keyplane.v1.AdminService.ListGroupMembers:input_type -> keyplane.v1.ListGroupMembersRequest
+	84,  // 147: keyplane.v1.AdminService.DeleteGroup:input_type -> keyplane.v1.DeleteGroupRequest
+	86,  // 148: keyplane.v1.AdminService.AddGroupMember:input_type -> keyplane.v1.AddGroupMemberRequest
+	88,  // 149: keyplane.v1.AdminService.RemoveGroupMember:input_type -> keyplane.v1.RemoveGroupMemberRequest
+	90,  // 150: keyplane.v1.AdminService.CreateBinding:input_type -> keyplane.v1.CreateBindingRequest
+	92,  // 151: keyplane.v1.AdminService.DeleteBinding:input_type -> keyplane.v1.DeleteBindingRequest
+	103, // 152: keyplane.v1.AdminService.ListBindings:input_type -> keyplane.v1.ListBindingsRequest
+	38,  // 153: keyplane.v1.AdminService.ListAuditEvents:input_type -> keyplane.v1.ListAuditEventsRequest
+	95,  // 154: keyplane.v1.AdminService.GetChangeRequest:input_type -> keyplane.v1.GetChangeRequestRequest
+	97,  // 155: keyplane.v1.AdminService.ListChangeRequests:input_type -> keyplane.v1.ListChangeRequestsRequest
+	99,  // 156: keyplane.v1.AdminService.ApproveChangeRequest:input_type -> keyplane.v1.ApproveChangeRequestRequest
+	101, // 157: keyplane.v1.AdminService.DenyChangeRequest:input_type -> keyplane.v1.DenyChangeRequestRequest
+	107, // 158: keyplane.v1.AdminService.CreateMembershipRule:input_type -> keyplane.v1.CreateMembershipRuleRequest
+	109, // 159: keyplane.v1.AdminService.GetMembershipRule:input_type -> keyplane.v1.GetMembershipRuleRequest
+	111, // 160: keyplane.v1.AdminService.ListMembershipRules:input_type -> keyplane.v1.ListMembershipRulesRequest
+	113, // 161: keyplane.v1.AdminService.UpdateMembershipRule:input_type -> keyplane.v1.UpdateMembershipRuleRequest
+	115, // 162: keyplane.v1.AdminService.DeleteMembershipRule:input_type -> keyplane.v1.DeleteMembershipRuleRequest
+	11,  // 163: keyplane.v1.AdminService.ListRegions:output_type -> keyplane.v1.ListRegionsResponse
+	13,  // 164: keyplane.v1.AdminService.CreateTenant:output_type -> keyplane.v1.CreateTenantResponse
+	15,  // 165: keyplane.v1.AdminService.GetTenant:output_type -> keyplane.v1.GetTenantResponse
+	17,  // 166: keyplane.v1.AdminService.ListTenants:output_type -> keyplane.v1.ListTenantsResponse
+	19,  // 167: keyplane.v1.AdminService.UpdateTenant:output_type -> keyplane.v1.UpdateTenantResponse
+	21,  // 168: keyplane.v1.AdminService.DisableTenant:output_type -> keyplane.v1.DisableTenantResponse
+	23,  // 169: keyplane.v1.AdminService.EnableTenant:output_type -> keyplane.v1.EnableTenantResponse
+	25,  // 170: keyplane.v1.AdminService.RehomeTenant:output_type -> keyplane.v1.RehomeTenantResponse
+	27,  // 171: keyplane.v1.AdminService.CreateIdentity:output_type -> keyplane.v1.CreateIdentityResponse
+	29,  // 172: keyplane.v1.AdminService.GetIdentity:output_type -> keyplane.v1.GetIdentityResponse
+	31,  // 173: keyplane.v1.AdminService.ListIdentities:output_type -> keyplane.v1.ListIdentitiesResponse
+	33,  // 174: keyplane.v1.AdminService.UpdateIdentity:output_type -> keyplane.v1.UpdateIdentityResponse
+	35,  // 175: keyplane.v1.AdminService.DisableIdentity:output_type -> keyplane.v1.DisableIdentityResponse
+	37,  // 176: keyplane.v1.AdminService.EnableIdentity:output_type -> keyplane.v1.EnableIdentityResponse
+	43,  // 177: keyplane.v1.AdminService.CreateAPIKey:output_type -> keyplane.v1.CreateAPIKeyResponse
+	45,  // 178: keyplane.v1.AdminService.RotateAPIKey:output_type -> keyplane.v1.RotateAPIKeyResponse
+	47,  // 179: keyplane.v1.AdminService.CreateClient:output_type -> keyplane.v1.CreateClientResponse
+	49,  // 180: keyplane.v1.AdminService.UpdateClient:output_type -> keyplane.v1.UpdateClientResponse
+	51,  // 181: keyplane.v1.AdminService.RotateClientSecret:output_type -> keyplane.v1.RotateClientSecretResponse
+	53,  // 182: keyplane.v1.AdminService.RevokeCredential:output_type -> keyplane.v1.RevokeCredentialResponse
+	55,  // 183: keyplane.v1.AdminService.ListCredentials:output_type -> keyplane.v1.ListCredentialsResponse
+	57,  // 184: keyplane.v1.AdminService.ListSessions:output_type -> keyplane.v1.ListSessionsResponse
+	59,  // 185: keyplane.v1.AdminService.SetPassword:output_type -> keyplane.v1.SetPasswordResponse
+	64,  // 186: keyplane.v1.AdminService.CreateRole:output_type -> keyplane.v1.CreateRoleResponse
+	66,  // 187: keyplane.v1.AdminService.GetRole:output_type -> keyplane.v1.GetRoleResponse
+	68,  // 188: keyplane.v1.AdminService.ListRoles:output_type -> keyplane.v1.ListRolesResponse
+	70,  // 189: keyplane.v1.AdminService.UpdateRole:output_type -> keyplane.v1.UpdateRoleResponse
+	72,  // 190: keyplane.v1.AdminService.DeleteRole:output_type -> keyplane.v1.DeleteRoleResponse
+	74,  // 191: keyplane.v1.AdminService.CreateGroup:output_type -> keyplane.v1.CreateGroupResponse
+	76,  // 192: keyplane.v1.AdminService.GetGroup:output_type -> keyplane.v1.GetGroupResponse
+	78,  // 193: keyplane.v1.AdminService.ListGroups:output_type -> keyplane.v1.ListGroupsResponse
+	80,  // 194: keyplane.v1.AdminService.UpdateGroup:output_type -> keyplane.v1.UpdateGroupResponse
+	83,  // 195: keyplane.v1.AdminService.ListGroupMembers:output_type -> keyplane.v1.ListGroupMembersResponse
+	85,  // 196: keyplane.v1.AdminService.DeleteGroup:output_type -> keyplane.v1.DeleteGroupResponse
+	87,  // 197: keyplane.v1.AdminService.AddGroupMember:output_type -> keyplane.v1.AddGroupMemberResponse
+	89,  // 198: keyplane.v1.AdminService.RemoveGroupMember:output_type -> keyplane.v1.RemoveGroupMemberResponse
+	91,  // 199: keyplane.v1.AdminService.CreateBinding:output_type -> keyplane.v1.CreateBindingResponse
+	93,  // 200: keyplane.v1.AdminService.DeleteBinding:output_type -> keyplane.v1.DeleteBindingResponse
+	104, // 201: keyplane.v1.AdminService.ListBindings:output_type -> keyplane.v1.ListBindingsResponse
+	39,  // 202: keyplane.v1.AdminService.ListAuditEvents:output_type -> keyplane.v1.ListAuditEventsResponse
+	96,  // 203: keyplane.v1.AdminService.GetChangeRequest:output_type -> keyplane.v1.GetChangeRequestResponse
+	98,  // 204: keyplane.v1.AdminService.ListChangeRequests:output_type -> keyplane.v1.ListChangeRequestsResponse
+	100, // 205: keyplane.v1.AdminService.ApproveChangeRequest:output_type -> keyplane.v1.ApproveChangeRequestResponse
+	102, // 206: keyplane.v1.AdminService.DenyChangeRequest:output_type -> keyplane.v1.DenyChangeRequestResponse
+	108, // 207: keyplane.v1.AdminService.CreateMembershipRule:output_type -> keyplane.v1.CreateMembershipRuleResponse
+	110, // 208: keyplane.v1.AdminService.GetMembershipRule:output_type -> keyplane.v1.GetMembershipRuleResponse
+	112, // 209: keyplane.v1.AdminService.ListMembershipRules:output_type -> keyplane.v1.ListMembershipRulesResponse
+	114, // 210: keyplane.v1.AdminService.UpdateMembershipRule:output_type -> keyplane.v1.UpdateMembershipRuleResponse
+	116, // 211: keyplane.v1.AdminService.DeleteMembershipRule:output_type -> keyplane.v1.DeleteMembershipRuleResponse
+	163, // [163:212] is the sub-list for method output_type
+	114, // [114:163] is the sub-list for method input_type
+	114, // [114:114] is the sub-list for extension type_name
+	114, // [114:114] is the sub-list for extension extendee
+	0,   // [0:114] is the sub-list for field type_name
 }
 
 func init() { file_keyplane_v1_admin_proto_init() }
