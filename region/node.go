@@ -114,8 +114,10 @@ func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node
 	mux := http.NewServeMux()
 	// Responses are small: compressing them costs more CPU than it saves on a LAN.
 	// Every Connect service: observe, page tokens (pagetoken.go), then the authorities
-	// table (authority.go).
-	observe := connect.WithHandlerOptions(connect.WithInterceptors(n.observe(), n.pageTokens(), n.authorityCheck()), connect.WithCompressMinBytes(8<<10))
+	// table (authority.go); JSON requests that do not unmarshal name the field
+	// (jsoncodec.go).
+	observe := connect.WithHandlerOptions(connect.WithInterceptors(n.observe(), n.pageTokens(), n.authorityCheck()), connect.WithCompressMinBytes(8<<10),
+		jsonCodecs())
 	mux.Handle(keyplanev1connect.NewAdminServiceHandler(&AdminService{node: n}, observe, connect.WithReadMaxBytes(maxMessageBytes)))
 	mux.Handle(keyplanev1connect.NewAuthServiceHandler(&AuthService{node: n}, observe, connect.WithReadMaxBytes(64<<10)))
 	mux.Handle(keyplanev1connect.NewCheckServiceHandler(&CheckService{node: n}, observe, connect.WithReadMaxBytes(maxMessageBytes)))
