@@ -186,7 +186,7 @@ func TestCheckDeviceConditions(t *testing.T) {
 	}
 	bulk, err = f.check.CheckBulk(ctx, connect.NewRequest(&keyplanev1.CheckBulkRequest{TenantId: "acme",
 		Principal: &keyplanev1.CheckBulkRequest_IdentityId{IdentityId: f.owner}, Device: good,
-		Items:     []*keyplanev1.CheckItem{{Permission: "docs.document.read", Resource: "posture/x"}, {Permission: "docs.document.read", Resource: "rooted/x"}}}))
+		Items: []*keyplanev1.CheckItem{{Permission: "docs.document.read", Resource: "posture/x"}, {Permission: "docs.document.read", Resource: "rooted/x"}}}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,7 +201,7 @@ func TestCheckDeviceConditions(t *testing.T) {
 	wantCode(t, err, connect.CodeInvalidArgument, "device.id")
 	_, err = f.check.CheckBulk(ctx, connect.NewRequest(&keyplanev1.CheckBulkRequest{TenantId: "acme",
 		Principal: &keyplanev1.CheckBulkRequest_IdentityId{IdentityId: f.owner}, Device: &keyplanev1.Device{Platform: "mac\nos"},
-		Items:     []*keyplanev1.CheckItem{{Permission: "docs.document.read", Resource: "posture/x"}}}))
+		Items: []*keyplanev1.CheckItem{{Permission: "docs.document.read", Resource: "posture/x"}}}))
 	wantCode(t, err, connect.CodeInvalidArgument, "device.platform")
 	_, err = f.check.Check(ctx, connect.NewRequest(&keyplanev1.CheckRequest{TenantId: "acme",
 		Principal: &keyplanev1.CheckRequest_IdentityId{IdentityId: f.owner}, Permission: "docs.document.read", Resource: "posture/x",
