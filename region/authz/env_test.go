@@ -208,3 +208,30 @@ func TestValidateDevice(t *testing.T) {
 		})
 	}
 }
+
+// Conditional access: an office network, a managed device, a country; inputs the
+// request lacks fail closed.
+func ExampleEnv_CheckCondition_conditionalAccess() {
+	env, err := authz.NewEnv(authz.EnvOptions{})
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(env.CheckCondition(`cidr("10.0.0.0/33").containsIP(request.ip)`) != nil)
+	cond := `["10.0.0.0/8", "192.168.0.0/16"].exists(c, cidr(c).containsIP(request.ip)) && device.managed && request.country == "DE"`
+	snap, err := env.Compile(authz.Policy{
+		Roles:    []authz.Role{{ID: "viewer", Permissions: []string{"docs.document.read"}}},
+		Bindings: []authz.Binding{{ID: "b1", PrincipalKind: "identity", PrincipalID: "alice", RoleID: "viewer", Scope: "*", Effect: authz.Allow, Condition: cond}},
+	})
+	if err != nil {
+		panic(err)
+	}
+	r := authz.Request{PrincipalID: "alice", Permission: "docs.document.read", Resource: "docs/1", IP: "10.1.2.3", Country: "DE",
+		Device: &authz.Device{Managed: true, AssertedBy: "app"}, Explain: true}
+	fmt.Println(snap.Check(r).Allowed)
+	r.Device = nil
+	fmt.Println(snap.Check(r).Trace[0])
+	// Output:
+	// true
+	// true
+	// b1: condition error, allow does not apply (fail closed): device is unknown: the check carries no device
+}
