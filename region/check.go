@@ -141,7 +141,7 @@ func contextMap(s *structpb.Struct) (map[string]any, error) {
 // denied check that did not ask is evaluated a second time, explained, for the log.
 // Allowed checks without explain cost what they did before.
 func (n *Node) checkOne(ctx context.Context, t schema.Tenant, snap *authz.Snapshot, p principal, denied string,
-	perm, resource string, resAttrs, cctx map[string]any, explain bool, peer string) (*keyplanev1.CheckResponse, error) {
+	perm, resource string, resAttrs, cctx map[string]any, explain bool, from origin) (*keyplanev1.CheckResponse, error) {
 	start, now := time.Now(), n.now()
 	var d authz.Decision
 	var trace []string
@@ -151,7 +151,8 @@ func (n *Node) checkOne(ctx context.Context, t schema.Tenant, snap *authz.Snapsh
 		took = time.Since(start)
 	} else {
 		r := authz.Request{PrincipalID: p.id, PrincipalKind: authz.KindIdentity, IdentityKind: p.kind, PrincipalAttrs: p.attrs, Permission: perm, Resource: resource,
-			ResourceAttrs: resAttrs, Time: now, IP: peer, Region: n.entryRegion(ctx), ServingRegion: n.cfg.Region, AMR: p.amr, AuthTime: p.authTime, Context: cctx, Explain: explain}
+			ResourceAttrs: resAttrs, Time: now, IP: from.ip, Country: from.country, Device: from.device, Region: n.entryRegion(ctx), ServingRegion: n.cfg.Region,
+			AMR: p.amr, AuthTime: p.authTime, Context: cctx, Explain: explain}
 		d = snap.Check(r)
 		took, trace = time.Since(start), d.Trace
 		if !d.Allowed && !explain {
@@ -212,6 +213,48 @@ func peerIP(addr string) string {
 	return ip.Unmap().String()
 }
 
+// origin is where the request a check decides comes from: the caller's address
+// (request.ip, "" when unknown), its country (request.country, "" when unknown) and
+// the device the calling application asserted (device, nil when none).
+type origin struct {
+	ip, country string
+	device      *authz.Device
+}
+
+// origin is the origin of a request from the remote address addr with device dev.
+func (n *Node) origin(addr string, dev *authz.Device) origin {
+	o := origin{ip: peerIP(addr), device: dev}
+	if n.geo != nil && o.ip != "" {
+		if a, err := netip.ParseAddr(o.ip); err == nil {
+			o.country = n.geo.Country(a)
+		}
+	}
+	return o
+}
+
+// deviceFromProto validates the device a check carries; nil without one.
+func deviceFromProto(d *keyplanev1.Device) (*authz.Device, error) {
+	if d == nil {
+		return nil, nil
+	}
+	out := &authz.Device{ID: d.Id, Platform: d.Platform, OSVersion: d.OsVersion, Managed: d.Managed, Compliant: d.Compliant,
+		DiskEncrypted: d.DiskEncrypted, ScreenLock: d.ScreenLock, Jailbroken: d.Jailbroken}
+	if d.AttestedTime != nil {
+		if err := d.AttestedTime.CheckValid(); err != nil {
+			return nil, fieldError("device.attested_time", "must be a valid timestamp")
+		}
+		out.AttestedTime = d.AttestedTime.AsTime()
+	}
+	if err := authz.ValidateDevice(out); err != nil {
+		var fe *authz.DeviceFieldError
+		if errors.As(err, &fe) {
+			return nil, fieldError("device."+fe.Field, fe.Reason)
+		}
+		return nil, fieldError("device", err.Error())
+	}
+	return out, nil
+}
+
 // preparedCheck is what every check of a request shares.
 type preparedCheck struct {
 	tenant    schema.Tenant
@@ -219,12 +262,13 @@ type preparedCheck struct {
 	principal principal
 	denied    string // non-empty: the principal cannot be allowed anything (why)
 	context   map[string]any
+	device    *authz.Device // asserted by the caller; nil without one
 }
 
 // prepareCheck validates the shared fields of Check and CheckBulk, authorizes the
 // caller, resolves the principal and picks the policy snapshot.
 func (n *Node) prepareCheck(ctx context.Context, header, tenantID string, c *keyplanev1.Consistency, cs *structpb.Struct,
-	identityID, token string) (preparedCheck, error) {
+	dev *keyplanev1.Device, identityID, token string) (preparedCheck, error) {
 	cons, err := consistencyFromProto(c)
 	if err != nil {
 		return preparedCheck{}, err
@@ -233,12 +277,24 @@ func (n *Node) prepareCheck(ctx context.Context, header, tenantID string, c *key
 	if err != nil {
 		return preparedCheck{}, err
 	}
+	device, err := deviceFromProto(dev)
+	if err != nil {
+		return preparedCheck{}, err
+	}
 	t, err := n.activeTenant(ctx, tenantID)
 	if err != nil {
 		return preparedCheck{}, err
 	}
-	if err := n.authorize(ctx, header, t, PermPerformChecks); err != nil {
+	caller, err := n.authenticate(ctx, header, t.ID)
+	if err != nil {
 		return preparedCheck{}, err
+	}
+	if err := n.requirePermission(ctx, t, caller, PermPerformChecks); err != nil {
+		return preparedCheck{}, err
+	}
+	if device != nil {
+		// Who vouches for the posture: conditions can require a particular caller.
+		device.AssertedBy = cmp.Or(caller.identityID, "operator")
 	}
 	p, denied, err := n.resolvePrincipal(ctx, t, identityID, token)
 	if err != nil {
@@ -248,7 +304,7 @@ func (n *Node) prepareCheck(ctx context.Context, header, tenantID string, c *key
 	if err != nil {
 		return preparedCheck{}, err
 	}
-	return preparedCheck{tenant: t, snap: snap, principal: p, denied: denied, context: cctx}, nil
+	return preparedCheck{tenant: t, snap: snap, principal: p, denied: denied, context: cctx, device: device}, nil
 }
 
 func (c *CheckService) Check(ctx context.Context, req *connect.Request[keyplanev1.CheckRequest]) (*connect.Response[keyplanev1.CheckResponse], error) {
@@ -257,12 +313,12 @@ func (c *CheckService) Check(ctx context.Context, req *connect.Request[keyplanev
 	if err := checkItem(m.Permission, m.Resource); err != nil {
 		return nil, err
 	}
-	ck, err := n.prepareCheck(ctx, req.Header().Get("Authorization"), m.TenantId, m.Consistency, m.Context, m.GetIdentityId(), m.GetToken())
+	ck, err := n.prepareCheck(ctx, req.Header().Get("Authorization"), m.TenantId, m.Consistency, m.Context, m.Device, m.GetIdentityId(), m.GetToken())
 	if err != nil {
 		return nil, err
 	}
 	t, snap, p, denied, cctx := ck.tenant, ck.snap, ck.principal, ck.denied, ck.context
-	out, err := n.checkOne(ctx, t, snap, p, denied, m.Permission, m.Resource, m.ResourceAttributes.AsMap(), cctx, m.Explain, peerIP(req.Peer().Addr))
+	out, err := n.checkOne(ctx, t, snap, p, denied, m.Permission, m.Resource, m.ResourceAttributes.AsMap(), cctx, m.Explain, n.origin(req.Peer().Addr, ck.device))
 	if err != nil {
 		return nil, err
 	}
@@ -282,14 +338,15 @@ func (c *CheckService) CheckBulk(ctx context.Context, req *connect.Request[keypl
 			return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("items[%d].%s", i, ce.Message()))
 		}
 	}
-	ck, err := n.prepareCheck(ctx, req.Header().Get("Authorization"), m.TenantId, m.Consistency, m.Context, m.GetIdentityId(), m.GetToken())
+	ck, err := n.prepareCheck(ctx, req.Header().Get("Authorization"), m.TenantId, m.Consistency, m.Context, m.Device, m.GetIdentityId(), m.GetToken())
 	if err != nil {
 		return nil, err
 	}
 	t, snap, p, denied, cctx := ck.tenant, ck.snap, ck.principal, ck.denied, ck.context
 	out := &keyplanev1.CheckBulkResponse{PolicyRevision: snap.Revision()}
+	from := n.origin(req.Peer().Addr, ck.device)
 	for _, it := range m.Items {
-		r, err := n.checkOne(ctx, t, snap, p, denied, it.Permission, it.Resource, it.ResourceAttributes.AsMap(), cctx, m.Explain, peerIP(req.Peer().Addr))
+		r, err := n.checkOne(ctx, t, snap, p, denied, it.Permission, it.Resource, it.ResourceAttributes.AsMap(), cctx, m.Explain, from)
 		if err != nil {
 			return nil, err
 		}

@@ -65,6 +65,11 @@ type Config struct {
 	// MetricsPublic serves /metrics on the API port without the operator secret, when
 	// there is no operator listener (a Prometheus that cannot send a bearer token).
 	MetricsPublic bool
+	// GeoIPDB is the path of an IP → country database in MaxMind DB (MMDB) format
+	// (GeoLite2/GeoIP2 Country or City, or any with country.iso_code records) that
+	// gives conditions request.country; it is re-read when the file changes. Empty
+	// means none: a condition reading request.country then fails closed.
+	GeoIPDB string
 	// Limits bound the API server's timeouts, header size and connections; zero
 	// fields take DefaultLimits' values.
 	Limits Limits

@@ -21,6 +21,7 @@ import (
 
 	"github.com/keyplane/keyplane/region/authz"
 	"github.com/keyplane/keyplane/region/gen/keyplane/v1/keyplanev1connect"
+	"github.com/keyplane/keyplane/region/geoip"
 	"github.com/keyplane/keyplane/routing"
 	"github.com/keyplane/keyplane/schema"
 )
@@ -60,6 +61,7 @@ type Node struct {
 	guards    *guards                                 // login throttling, password hashing bound, rate limits
 	pageKey   []byte                                  // seals page tokens (pagetoken.go)
 	ruleEnv   *authz.RuleEnv                          // membership-rule conditions (admin_rules.go)
+	geo       *geoip.DB                               // request.country's database (Config.GeoIPDB); nil without one
 }
 
 // New assembles a node. log may be nil (no logging).
@@ -93,7 +95,13 @@ func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node
 	}
 	cfg.Limits = cfg.Limits.withDefaults()
 	cfg.Login = cfg.Login.withDefaults()
-	n := &Node{cfg: cfg, store: store, log: log, metrics: m, lastUsed: &lastUsed{},
+	var geo *geoip.DB
+	if cfg.GeoIPDB != "" {
+		if geo, err = geoip.Open(cfg.GeoIPDB, log); err != nil {
+			return nil, err
+		}
+	}
+	n := &Node{geo: geo, cfg: cfg, store: store, log: log, metrics: m, lastUsed: &lastUsed{},
 		policies: &policyCache{env: env, store: store, staleness: cfg.PolicyStaleness, m: m}, guards: newGuards(cfg.Login, m),
 		decisions: newDecisionLog(store, log, m, 10_000),
 		verified:  newVerified(10_000), tenants: routing.NewDirectory(store, 5*time.Second), reg: reg,
@@ -107,8 +115,10 @@ func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node
 	mux := http.NewServeMux()
 	// Responses are small: compressing them costs more CPU than it saves on a LAN.
 	// Every Connect service: observe, page tokens (pagetoken.go), then the authorities
-	// table (authority.go).
-	observe := connect.WithHandlerOptions(connect.WithInterceptors(n.observe(), n.pageTokens(), n.authorityCheck()), connect.WithCompressMinBytes(8<<10))
+	// table (authority.go); JSON requests that do not unmarshal name the field
+	// (jsoncodec.go).
+	observe := connect.WithHandlerOptions(connect.WithInterceptors(n.observe(), n.pageTokens(), n.authorityCheck()), connect.WithCompressMinBytes(8<<10),
+		jsonCodecs())
 	mux.Handle(keyplanev1connect.NewAdminServiceHandler(&AdminService{node: n}, observe, connect.WithReadMaxBytes(maxMessageBytes)))
 	mux.Handle(keyplanev1connect.NewAuthServiceHandler(&AuthService{node: n}, observe, connect.WithReadMaxBytes(64<<10)))
 	mux.Handle(keyplanev1connect.NewCheckServiceHandler(&CheckService{node: n}, observe, connect.WithReadMaxBytes(maxMessageBytes)))

@@ -64,6 +64,7 @@ func TestUsageAndHelp(t *testing.T) {
 		{[]string{"serve", "--db", "postgres://x@127.0.0.1:1/x", "--region", "us-east", "--gossip-listen", "127.0.0.1:0", "--gossip-insecure",
 			"--peer-listen", "127.0.0.1:0", "--peer-insecure", "--peer-ca", "ca.crt"}, 2, "choose one"},
 		{[]string{"serve", "--db", "postgres://x@127.0.0.1:1/x", "--region", "us-east", "--tls-cert", "/nonexistent/c"}, 2, "--tls-cert/--tls-key"},
+		{[]string{"serve", "--db", "postgres://x@127.0.0.1:1/x", "--region", "us-east", "--geoip-db", "/nonexistent/country.mmdb"}, 2, "--geoip-db"},
 		{[]string{"keys", "node-cert"}, 2, "--region and --node-id are required"},
 		{[]string{"keys", "new-ca", "--validity", "-1h"}, 2, "--validity must be positive"},
 		{[]string{"migrate", "--bogus"}, 2, "flag provided but not defined"},

@@ -110,6 +110,9 @@ Example:
 	peerInsecure := fs.Bool("peer-insecure", false, "forward between nodes over plaintext h2c without certificates: anyone who reaches a peer listener passes as a node (development only)")
 	tlsCert := fs.String("tls-cert", "", "certificate for the API listener (PEM); with --tls-key, clients connect over TLS; re-read when it changes")
 	tlsKey := fs.String("tls-key", "", "private key of --tls-cert (PEM)")
+	fs.StringVar(&cfg.GeoIPDB, "geoip-db", "", "IP → country database in MaxMind DB format (.mmdb: GeoLite2/GeoIP2 Country or City, or any with "+
+		"country.iso_code records) that gives conditions request.country; re-read when the file changes. Optional: without it a condition "+
+		"reading request.country fails closed (an allow does not apply, a deny does)")
 	dialMap := fs.String("peer-dial-map", "", "comma-separated from=to host:port rewrites applied when dialing peers (simulated networks)")
 	loginFlags(fs, &cfg.Login)
 	if err := c.parse(args); err != nil {
@@ -121,6 +124,11 @@ Example:
 	}
 	if *forwardTimeout >= cfg.Limits.WriteTimeout {
 		return usageErr("--forward-timeout (%v) must be shorter than --write-timeout (%v): a forwarded answer must have time to be written", *forwardTimeout, cfg.Limits.WriteTimeout)
+	}
+	if cfg.GeoIPDB != "" {
+		if _, err := os.Stat(cfg.GeoIPDB); err != nil {
+			return usageErr("--geoip-db: %v", err)
+		}
 	}
 	cfg.OperatorListener = *operatorListen != ""
 	dial, err := routing.ParseDialMap(*dialMap)

@@ -83,6 +83,14 @@ func FuzzCheckCondition(f *testing.F) {
 		`[1,2,3].all(x, [1,2].exists(y, x > y))`,
 		`resource.path.matches("^projects/[a-z]+/")`,
 		`request.region ==`,
+		`cidr("10.0.0.0/8").containsIP(request.ip)`,
+		`["10.0.0.0/8", "192.168.0.0/16"].exists(c, cidr(c).containsIP(request.ip))`,
+		`ip(request.ip).family() == 6 && !ip(request.ip).isLoopback()`,
+		`cidr("10.0.0.0/8").containsCIDR("10.1.0.0/16") && isCIDR("x") == false`,
+		`cidr("10.0.0.0/33").containsIP(request.ip)`,
+		`request.country in ["DE", "FR"]`,
+		`device.managed && device.compliant && !device.jailbroken && device.asserted_by != ""`,
+		`request.time - device.attested_time < duration("1h")`,
 	} {
 		f.Add(s)
 	}
@@ -106,6 +114,9 @@ func FuzzCheckCondition(f *testing.F) {
 		r := read()
 		r.PrincipalAttrs = map[string]any{"department": "eng"}
 		r.Context = map[string]any{"ticket": "t"}
+		snap.Check(r)
+		r.IP, r.Country = "10.1.2.3", "DE"
+		r.Device = &authz.Device{ID: "d1", Managed: true, AttestedTime: t0, AssertedBy: "app"}
 		snap.Check(r)
 	})
 }

@@ -40,6 +40,14 @@ type Request struct {
 	// region of the node evaluating it (request.serving_region). They differ when the
 	// request was forwarded to the tenant's home region.
 	Region, ServingRegion string
+	// Country is the ISO 3166-1 alpha-2 code of IP's country from an IP → country
+	// database; "" means unknown (no database, no IP, or the IP is not in it): a
+	// condition that reads request.country then counts as failing to evaluate.
+	Country string
+	// Device is the posture of the caller's device as the calling application asserts
+	// it; nil means none: a condition that reads device then counts as failing to
+	// evaluate (and one that reads device.attested_time, when that is zero).
+	Device *Device
 	// AMR and AuthTime describe the principal's token; AuthTime zero means there is
 	// none: a condition that reads token then counts as failing to evaluate.
 	AMR      []string
@@ -150,8 +158,14 @@ func (s *Snapshot) Check(r Request) (d Decision) {
 		switch c := cands[i].cond; {
 		case c.readIP && r.IP == "":
 			err = errUnknownIP
+		case c.readCountry && r.Country == "":
+			err = errUnknownCountry
 		case c.readToken && r.AuthTime.IsZero():
 			err = errNoToken
+		case c.readDevice && r.Device == nil:
+			err = errNoDevice
+		case c.readAttested && r.Device.AttestedTime.IsZero(): // readAttested implies readDevice: r.Device is set
+			err = errNotAttested
 		default:
 			ok, err = c.eval(vars)
 		}
@@ -289,6 +303,10 @@ var epoch = time.Unix(0, 0).UTC()
 var (
 	errUnknownIP = errors.New("request.ip is unknown for this request")
 	errNoToken   = errors.New("token is unknown: the principal was not given as a token")
+	// Without a database, an address or an entry for it.
+	errUnknownCountry = errors.New("request.country is unknown for this request")
+	errNoDevice       = errors.New("device is unknown: the check carries no device")
+	errNotAttested    = errors.New("device.attested_time is unknown: the device carries no attestation time")
 )
 
 // activation builds the CEL variables for r.
@@ -301,11 +319,20 @@ func activation(r *Request) map[string]any {
 	if amr == nil {
 		amr = []string{}
 	}
+	var dev deviceVar
+	if d := r.Device; d != nil {
+		dev = deviceVar{ID: d.ID, Platform: d.Platform, OSVersion: d.OSVersion, Managed: d.Managed, Compliant: d.Compliant,
+			DiskEncrypted: d.DiskEncrypted, ScreenLock: d.ScreenLock, Jailbroken: d.Jailbroken, AttestedTime: d.AttestedTime, AssertedBy: d.AssertedBy}
+	}
+	if dev.AttestedTime.IsZero() {
+		dev.AttestedTime = epoch
+	}
 	return map[string]any{
-		"request":   requestVar{Time: r.Time, IP: r.IP, Region: r.Region, ServingRegion: r.ServingRegion},
+		"request":   requestVar{Time: r.Time, IP: r.IP, Region: r.Region, ServingRegion: r.ServingRegion, Country: r.Country},
 		"principal": map[string]any{"id": r.PrincipalID, "kind": cmp.Or(r.IdentityKind, r.PrincipalKind), "attributes": nonNil(r.PrincipalAttrs)},
 		"resource":  map[string]any{"path": r.Resource, "attributes": nonNil(r.ResourceAttrs)},
 		"token":     tokenVar{AMR: amr, AuthTime: auth},
+		"device":    dev,
 		"context":   nonNil(r.Context),
 	}
 }

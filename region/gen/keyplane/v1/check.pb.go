@@ -196,7 +196,10 @@ type CheckRequest struct {
 	Context     *structpb.Struct `protobuf:"bytes,7,opt,name=context,proto3" json:"context,omitempty"`
 	Consistency *Consistency     `protobuf:"bytes,8,opt,name=consistency,proto3" json:"consistency,omitempty"`
 	// Return the evaluation trace.
-	Explain       bool `protobuf:"varint,9,opt,name=explain,proto3" json:"explain,omitempty"`
+	Explain bool `protobuf:"varint,9,opt,name=explain,proto3" json:"explain,omitempty"`
+	// The posture of the device the request comes from (CEL variable `device`); without
+	// it, a condition reading `device` fails closed.
+	Device        *Device `protobuf:"bytes,10,opt,name=device,proto3" json:"device,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -305,6 +308,13 @@ func (x *CheckRequest) GetExplain() bool {
 	return false
 }
 
+func (x *CheckRequest) GetDevice() *Device {
+	if x != nil {
+		return x.Device
+	}
+	return nil
+}
+
 type isCheckRequest_Principal interface {
 	isCheckRequest_Principal()
 }
@@ -324,6 +334,127 @@ func (*CheckRequest_IdentityId) isCheckRequest_Principal() {}
 
 func (*CheckRequest_Token) isCheckRequest_Principal() {}
 
+// Device is the posture of the device a request comes from, as the calling
+// application asserts it: keyplane does not verify it, so it is only as trustworthy as
+// the caller (an identity holding iam.checks.perform, or the operator), whose id
+// conditions see as device.asserted_by. Conditions see each field under its name
+// here, attested_time as a timestamp.
+type Device struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The application's or device management's id of the device; at most 256 bytes.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// For example "ios", "android", "macos", "windows", "linux"; at most 64 bytes.
+	Platform string `protobuf:"bytes,2,opt,name=platform,proto3" json:"platform,omitempty"`
+	// At most 64 bytes.
+	OsVersion string `protobuf:"bytes,3,opt,name=os_version,json=osVersion,proto3" json:"os_version,omitempty"`
+	// Enrolled in device management.
+	Managed bool `protobuf:"varint,4,opt,name=managed,proto3" json:"managed,omitempty"`
+	// Meets the organization's device policy, as device management judged it.
+	Compliant     bool `protobuf:"varint,5,opt,name=compliant,proto3" json:"compliant,omitempty"`
+	DiskEncrypted bool `protobuf:"varint,6,opt,name=disk_encrypted,json=diskEncrypted,proto3" json:"disk_encrypted,omitempty"`
+	ScreenLock    bool `protobuf:"varint,7,opt,name=screen_lock,json=screenLock,proto3" json:"screen_lock,omitempty"`
+	// Jailbroken or rooted.
+	Jailbroken bool `protobuf:"varint,8,opt,name=jailbroken,proto3" json:"jailbroken,omitempty"`
+	// When the posture was last attested; without it, a condition reading
+	// device.attested_time fails closed.
+	AttestedTime  *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=attested_time,json=attestedTime,proto3" json:"attested_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Device) Reset() {
+	*x = Device{}
+	mi := &file_keyplane_v1_check_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Device) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Device) ProtoMessage() {}
+
+func (x *Device) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_check_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Device.ProtoReflect.Descriptor instead.
+func (*Device) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_check_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Device) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Device) GetPlatform() string {
+	if x != nil {
+		return x.Platform
+	}
+	return ""
+}
+
+func (x *Device) GetOsVersion() string {
+	if x != nil {
+		return x.OsVersion
+	}
+	return ""
+}
+
+func (x *Device) GetManaged() bool {
+	if x != nil {
+		return x.Managed
+	}
+	return false
+}
+
+func (x *Device) GetCompliant() bool {
+	if x != nil {
+		return x.Compliant
+	}
+	return false
+}
+
+func (x *Device) GetDiskEncrypted() bool {
+	if x != nil {
+		return x.DiskEncrypted
+	}
+	return false
+}
+
+func (x *Device) GetScreenLock() bool {
+	if x != nil {
+		return x.ScreenLock
+	}
+	return false
+}
+
+func (x *Device) GetJailbroken() bool {
+	if x != nil {
+		return x.Jailbroken
+	}
+	return false
+}
+
+func (x *Device) GetAttestedTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.AttestedTime
+	}
+	return nil
+}
+
 type CheckResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// true when allowed. Protobuf JSON omits false fields: a denied answer has no
@@ -342,7 +473,7 @@ type CheckResponse struct {
 
 func (x *CheckResponse) Reset() {
 	*x = CheckResponse{}
-	mi := &file_keyplane_v1_check_proto_msgTypes[2]
+	mi := &file_keyplane_v1_check_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -354,7 +485,7 @@ func (x *CheckResponse) String() string {
 func (*CheckResponse) ProtoMessage() {}
 
 func (x *CheckResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_check_proto_msgTypes[2]
+	mi := &file_keyplane_v1_check_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -367,7 +498,7 @@ func (x *CheckResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckResponse.ProtoReflect.Descriptor instead.
 func (*CheckResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_check_proto_rawDescGZIP(), []int{2}
+	return file_keyplane_v1_check_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *CheckResponse) GetAllowed() bool {
@@ -430,7 +561,7 @@ type CheckItem struct {
 
 func (x *CheckItem) Reset() {
 	*x = CheckItem{}
-	mi := &file_keyplane_v1_check_proto_msgTypes[3]
+	mi := &file_keyplane_v1_check_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -442,7 +573,7 @@ func (x *CheckItem) String() string {
 func (*CheckItem) ProtoMessage() {}
 
 func (x *CheckItem) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_check_proto_msgTypes[3]
+	mi := &file_keyplane_v1_check_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -455,7 +586,7 @@ func (x *CheckItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckItem.ProtoReflect.Descriptor instead.
 func (*CheckItem) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_check_proto_rawDescGZIP(), []int{3}
+	return file_keyplane_v1_check_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CheckItem) GetPermission() string {
@@ -488,17 +619,19 @@ type CheckBulkRequest struct {
 	//	*CheckBulkRequest_Token
 	Principal isCheckBulkRequest_Principal `protobuf_oneof:"principal"`
 	// 1 to 100 items.
-	Items         []*CheckItem     `protobuf:"bytes,4,rep,name=items,proto3" json:"items,omitempty"`
-	Context       *structpb.Struct `protobuf:"bytes,5,opt,name=context,proto3" json:"context,omitempty"`
-	Consistency   *Consistency     `protobuf:"bytes,6,opt,name=consistency,proto3" json:"consistency,omitempty"`
-	Explain       bool             `protobuf:"varint,7,opt,name=explain,proto3" json:"explain,omitempty"`
+	Items       []*CheckItem     `protobuf:"bytes,4,rep,name=items,proto3" json:"items,omitempty"`
+	Context     *structpb.Struct `protobuf:"bytes,5,opt,name=context,proto3" json:"context,omitempty"`
+	Consistency *Consistency     `protobuf:"bytes,6,opt,name=consistency,proto3" json:"consistency,omitempty"`
+	Explain     bool             `protobuf:"varint,7,opt,name=explain,proto3" json:"explain,omitempty"`
+	// The device every item is checked from (see CheckRequest.device).
+	Device        *Device `protobuf:"bytes,8,opt,name=device,proto3" json:"device,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CheckBulkRequest) Reset() {
 	*x = CheckBulkRequest{}
-	mi := &file_keyplane_v1_check_proto_msgTypes[4]
+	mi := &file_keyplane_v1_check_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -510,7 +643,7 @@ func (x *CheckBulkRequest) String() string {
 func (*CheckBulkRequest) ProtoMessage() {}
 
 func (x *CheckBulkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_check_proto_msgTypes[4]
+	mi := &file_keyplane_v1_check_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -523,7 +656,7 @@ func (x *CheckBulkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckBulkRequest.ProtoReflect.Descriptor instead.
 func (*CheckBulkRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_check_proto_rawDescGZIP(), []int{4}
+	return file_keyplane_v1_check_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CheckBulkRequest) GetTenantId() string {
@@ -586,6 +719,13 @@ func (x *CheckBulkRequest) GetExplain() bool {
 	return false
 }
 
+func (x *CheckBulkRequest) GetDevice() *Device {
+	if x != nil {
+		return x.Device
+	}
+	return nil
+}
+
 type isCheckBulkRequest_Principal interface {
 	isCheckBulkRequest_Principal()
 }
@@ -612,7 +752,7 @@ type CheckBulkResponse struct {
 
 func (x *CheckBulkResponse) Reset() {
 	*x = CheckBulkResponse{}
-	mi := &file_keyplane_v1_check_proto_msgTypes[5]
+	mi := &file_keyplane_v1_check_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -624,7 +764,7 @@ func (x *CheckBulkResponse) String() string {
 func (*CheckBulkResponse) ProtoMessage() {}
 
 func (x *CheckBulkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_check_proto_msgTypes[5]
+	mi := &file_keyplane_v1_check_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -637,7 +777,7 @@ func (x *CheckBulkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckBulkResponse.ProtoReflect.Descriptor instead.
 func (*CheckBulkResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_check_proto_rawDescGZIP(), []int{5}
+	return file_keyplane_v1_check_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CheckBulkResponse) GetResults() []*CheckResponse {
@@ -670,7 +810,7 @@ type WhoCanRequest struct {
 
 func (x *WhoCanRequest) Reset() {
 	*x = WhoCanRequest{}
-	mi := &file_keyplane_v1_check_proto_msgTypes[6]
+	mi := &file_keyplane_v1_check_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -682,7 +822,7 @@ func (x *WhoCanRequest) String() string {
 func (*WhoCanRequest) ProtoMessage() {}
 
 func (x *WhoCanRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_check_proto_msgTypes[6]
+	mi := &file_keyplane_v1_check_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -695,7 +835,7 @@ func (x *WhoCanRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WhoCanRequest.ProtoReflect.Descriptor instead.
 func (*WhoCanRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_check_proto_rawDescGZIP(), []int{6}
+	return file_keyplane_v1_check_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *WhoCanRequest) GetTenantId() string {
@@ -760,7 +900,7 @@ type Holder struct {
 
 func (x *Holder) Reset() {
 	*x = Holder{}
-	mi := &file_keyplane_v1_check_proto_msgTypes[7]
+	mi := &file_keyplane_v1_check_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -772,7 +912,7 @@ func (x *Holder) String() string {
 func (*Holder) ProtoMessage() {}
 
 func (x *Holder) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_check_proto_msgTypes[7]
+	mi := &file_keyplane_v1_check_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -785,7 +925,7 @@ func (x *Holder) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Holder.ProtoReflect.Descriptor instead.
 func (*Holder) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_check_proto_rawDescGZIP(), []int{7}
+	return file_keyplane_v1_check_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Holder) GetKind() string {
@@ -837,7 +977,7 @@ type WhoCanResponse struct {
 
 func (x *WhoCanResponse) Reset() {
 	*x = WhoCanResponse{}
-	mi := &file_keyplane_v1_check_proto_msgTypes[8]
+	mi := &file_keyplane_v1_check_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -849,7 +989,7 @@ func (x *WhoCanResponse) String() string {
 func (*WhoCanResponse) ProtoMessage() {}
 
 func (x *WhoCanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_check_proto_msgTypes[8]
+	mi := &file_keyplane_v1_check_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -862,7 +1002,7 @@ func (x *WhoCanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WhoCanResponse.ProtoReflect.Descriptor instead.
 func (*WhoCanResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_check_proto_rawDescGZIP(), []int{8}
+	return file_keyplane_v1_check_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *WhoCanResponse) GetHolders() []*Holder {
@@ -897,7 +1037,7 @@ type EffectivePermissionsRequest struct {
 
 func (x *EffectivePermissionsRequest) Reset() {
 	*x = EffectivePermissionsRequest{}
-	mi := &file_keyplane_v1_check_proto_msgTypes[9]
+	mi := &file_keyplane_v1_check_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -909,7 +1049,7 @@ func (x *EffectivePermissionsRequest) String() string {
 func (*EffectivePermissionsRequest) ProtoMessage() {}
 
 func (x *EffectivePermissionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_check_proto_msgTypes[9]
+	mi := &file_keyplane_v1_check_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -922,7 +1062,7 @@ func (x *EffectivePermissionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EffectivePermissionsRequest.ProtoReflect.Descriptor instead.
 func (*EffectivePermissionsRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_check_proto_rawDescGZIP(), []int{9}
+	return file_keyplane_v1_check_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *EffectivePermissionsRequest) GetTenantId() string {
@@ -964,7 +1104,7 @@ type Grant struct {
 
 func (x *Grant) Reset() {
 	*x = Grant{}
-	mi := &file_keyplane_v1_check_proto_msgTypes[10]
+	mi := &file_keyplane_v1_check_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -976,7 +1116,7 @@ func (x *Grant) String() string {
 func (*Grant) ProtoMessage() {}
 
 func (x *Grant) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_check_proto_msgTypes[10]
+	mi := &file_keyplane_v1_check_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -989,7 +1129,7 @@ func (x *Grant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Grant.ProtoReflect.Descriptor instead.
 func (*Grant) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_check_proto_rawDescGZIP(), []int{10}
+	return file_keyplane_v1_check_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Grant) GetBindingId() string {
@@ -1061,7 +1201,7 @@ type EffectivePermissionsResponse struct {
 
 func (x *EffectivePermissionsResponse) Reset() {
 	*x = EffectivePermissionsResponse{}
-	mi := &file_keyplane_v1_check_proto_msgTypes[11]
+	mi := &file_keyplane_v1_check_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1073,7 +1213,7 @@ func (x *EffectivePermissionsResponse) String() string {
 func (*EffectivePermissionsResponse) ProtoMessage() {}
 
 func (x *EffectivePermissionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_check_proto_msgTypes[11]
+	mi := &file_keyplane_v1_check_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1086,7 +1226,7 @@ func (x *EffectivePermissionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EffectivePermissionsResponse.ProtoReflect.Descriptor instead.
 func (*EffectivePermissionsResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_check_proto_rawDescGZIP(), []int{11}
+	return file_keyplane_v1_check_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *EffectivePermissionsResponse) GetGrants() []*Grant {
@@ -1119,7 +1259,7 @@ const file_keyplane_v1_check_proto_rawDesc = "" +
 	"\x10fully_consistent\x18\x01 \x01(\bH\x00R\x0ffullyConsistent\x12+\n" +
 	"\x11at_least_as_fresh\x18\x02 \x01(\x03H\x00R\x0eatLeastAsFresh\x12+\n" +
 	"\x10minimize_latency\x18\x03 \x01(\bH\x00R\x0fminimizeLatencyB\r\n" +
-	"\vrequirement\"\x82\x03\n" +
+	"\vrequirement\"\xaf\x03\n" +
 	"\fCheckRequest\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12!\n" +
 	"\videntity_id\x18\x02 \x01(\tH\x00R\n" +
@@ -1132,8 +1272,24 @@ const file_keyplane_v1_check_proto_rawDesc = "" +
 	"\x13resource_attributes\x18\x06 \x01(\v2\x17.google.protobuf.StructR\x12resourceAttributes\x121\n" +
 	"\acontext\x18\a \x01(\v2\x17.google.protobuf.StructR\acontext\x12:\n" +
 	"\vconsistency\x18\b \x01(\v2\x18.keyplane.v1.ConsistencyR\vconsistency\x12\x18\n" +
-	"\aexplain\x18\t \x01(\bR\aexplainB\v\n" +
-	"\tprincipal\"\xf5\x01\n" +
+	"\aexplain\x18\t \x01(\bR\aexplain\x12+\n" +
+	"\x06device\x18\n" +
+	" \x01(\v2\x13.keyplane.v1.DeviceR\x06deviceB\v\n" +
+	"\tprincipal\"\xb4\x02\n" +
+	"\x06Device\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
+	"\bplatform\x18\x02 \x01(\tR\bplatform\x12\x1d\n" +
+	"\n" +
+	"os_version\x18\x03 \x01(\tR\tosVersion\x12\x18\n" +
+	"\amanaged\x18\x04 \x01(\bR\amanaged\x12\x1c\n" +
+	"\tcompliant\x18\x05 \x01(\bR\tcompliant\x12%\n" +
+	"\x0edisk_encrypted\x18\x06 \x01(\bR\rdiskEncrypted\x12\x1f\n" +
+	"\vscreen_lock\x18\a \x01(\bR\n" +
+	"screenLock\x12\x1e\n" +
+	"\n" +
+	"jailbroken\x18\b \x01(\bR\n" +
+	"jailbroken\x12?\n" +
+	"\rattested_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\fattestedTime\"\xf5\x01\n" +
 	"\rCheckResponse\x12\x18\n" +
 	"\aallowed\x18\x01 \x01(\bR\aallowed\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x1f\n" +
@@ -1149,7 +1305,7 @@ const file_keyplane_v1_check_proto_rawDesc = "" +
 	"permission\x18\x01 \x01(\tR\n" +
 	"permission\x12\x1a\n" +
 	"\bresource\x18\x02 \x01(\tR\bresource\x12H\n" +
-	"\x13resource_attributes\x18\x03 \x01(\v2\x17.google.protobuf.StructR\x12resourceAttributes\"\xae\x02\n" +
+	"\x13resource_attributes\x18\x03 \x01(\v2\x17.google.protobuf.StructR\x12resourceAttributes\"\xdb\x02\n" +
 	"\x10CheckBulkRequest\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12!\n" +
 	"\videntity_id\x18\x02 \x01(\tH\x00R\n" +
@@ -1158,7 +1314,8 @@ const file_keyplane_v1_check_proto_rawDesc = "" +
 	"\x05items\x18\x04 \x03(\v2\x16.keyplane.v1.CheckItemR\x05items\x121\n" +
 	"\acontext\x18\x05 \x01(\v2\x17.google.protobuf.StructR\acontext\x12:\n" +
 	"\vconsistency\x18\x06 \x01(\v2\x18.keyplane.v1.ConsistencyR\vconsistency\x12\x18\n" +
-	"\aexplain\x18\a \x01(\bR\aexplainB\v\n" +
+	"\aexplain\x18\a \x01(\bR\aexplain\x12+\n" +
+	"\x06device\x18\b \x01(\v2\x13.keyplane.v1.DeviceR\x06deviceB\v\n" +
 	"\tprincipal\"r\n" +
 	"\x11CheckBulkResponse\x124\n" +
 	"\aresults\x18\x01 \x03(\v2\x1a.keyplane.v1.CheckResponseR\aresults\x12'\n" +
@@ -1229,52 +1386,56 @@ func file_keyplane_v1_check_proto_rawDescGZIP() []byte {
 }
 
 var file_keyplane_v1_check_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_keyplane_v1_check_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_keyplane_v1_check_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_keyplane_v1_check_proto_goTypes = []any{
 	(Decision)(0),                        // 0: keyplane.v1.Decision
 	(*Consistency)(nil),                  // 1: keyplane.v1.Consistency
 	(*CheckRequest)(nil),                 // 2: keyplane.v1.CheckRequest
-	(*CheckResponse)(nil),                // 3: keyplane.v1.CheckResponse
-	(*CheckItem)(nil),                    // 4: keyplane.v1.CheckItem
-	(*CheckBulkRequest)(nil),             // 5: keyplane.v1.CheckBulkRequest
-	(*CheckBulkResponse)(nil),            // 6: keyplane.v1.CheckBulkResponse
-	(*WhoCanRequest)(nil),                // 7: keyplane.v1.WhoCanRequest
-	(*Holder)(nil),                       // 8: keyplane.v1.Holder
-	(*WhoCanResponse)(nil),               // 9: keyplane.v1.WhoCanResponse
-	(*EffectivePermissionsRequest)(nil),  // 10: keyplane.v1.EffectivePermissionsRequest
-	(*Grant)(nil),                        // 11: keyplane.v1.Grant
-	(*EffectivePermissionsResponse)(nil), // 12: keyplane.v1.EffectivePermissionsResponse
-	(*structpb.Struct)(nil),              // 13: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil),        // 14: google.protobuf.Timestamp
+	(*Device)(nil),                       // 3: keyplane.v1.Device
+	(*CheckResponse)(nil),                // 4: keyplane.v1.CheckResponse
+	(*CheckItem)(nil),                    // 5: keyplane.v1.CheckItem
+	(*CheckBulkRequest)(nil),             // 6: keyplane.v1.CheckBulkRequest
+	(*CheckBulkResponse)(nil),            // 7: keyplane.v1.CheckBulkResponse
+	(*WhoCanRequest)(nil),                // 8: keyplane.v1.WhoCanRequest
+	(*Holder)(nil),                       // 9: keyplane.v1.Holder
+	(*WhoCanResponse)(nil),               // 10: keyplane.v1.WhoCanResponse
+	(*EffectivePermissionsRequest)(nil),  // 11: keyplane.v1.EffectivePermissionsRequest
+	(*Grant)(nil),                        // 12: keyplane.v1.Grant
+	(*EffectivePermissionsResponse)(nil), // 13: keyplane.v1.EffectivePermissionsResponse
+	(*structpb.Struct)(nil),              // 14: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil),        // 15: google.protobuf.Timestamp
 }
 var file_keyplane_v1_check_proto_depIdxs = []int32{
-	13, // 0: keyplane.v1.CheckRequest.resource_attributes:type_name -> google.protobuf.Struct
-	13, // 1: keyplane.v1.CheckRequest.context:type_name -> google.protobuf.Struct
+	14, // 0: keyplane.v1.CheckRequest.resource_attributes:type_name -> google.protobuf.Struct
+	14, // 1: keyplane.v1.CheckRequest.context:type_name -> google.protobuf.Struct
 	1,  // 2: keyplane.v1.CheckRequest.consistency:type_name -> keyplane.v1.Consistency
-	0,  // 3: keyplane.v1.CheckResponse.decision:type_name -> keyplane.v1.Decision
-	13, // 4: keyplane.v1.CheckItem.resource_attributes:type_name -> google.protobuf.Struct
-	4,  // 5: keyplane.v1.CheckBulkRequest.items:type_name -> keyplane.v1.CheckItem
-	13, // 6: keyplane.v1.CheckBulkRequest.context:type_name -> google.protobuf.Struct
-	1,  // 7: keyplane.v1.CheckBulkRequest.consistency:type_name -> keyplane.v1.Consistency
-	3,  // 8: keyplane.v1.CheckBulkResponse.results:type_name -> keyplane.v1.CheckResponse
-	1,  // 9: keyplane.v1.WhoCanRequest.consistency:type_name -> keyplane.v1.Consistency
-	8,  // 10: keyplane.v1.WhoCanResponse.holders:type_name -> keyplane.v1.Holder
-	1,  // 11: keyplane.v1.EffectivePermissionsRequest.consistency:type_name -> keyplane.v1.Consistency
-	14, // 12: keyplane.v1.Grant.expire_time:type_name -> google.protobuf.Timestamp
-	11, // 13: keyplane.v1.EffectivePermissionsResponse.grants:type_name -> keyplane.v1.Grant
-	2,  // 14: keyplane.v1.CheckService.Check:input_type -> keyplane.v1.CheckRequest
-	5,  // 15: keyplane.v1.CheckService.CheckBulk:input_type -> keyplane.v1.CheckBulkRequest
-	7,  // 16: keyplane.v1.CheckService.WhoCan:input_type -> keyplane.v1.WhoCanRequest
-	10, // 17: keyplane.v1.CheckService.EffectivePermissions:input_type -> keyplane.v1.EffectivePermissionsRequest
-	3,  // 18: keyplane.v1.CheckService.Check:output_type -> keyplane.v1.CheckResponse
-	6,  // 19: keyplane.v1.CheckService.CheckBulk:output_type -> keyplane.v1.CheckBulkResponse
-	9,  // 20: keyplane.v1.CheckService.WhoCan:output_type -> keyplane.v1.WhoCanResponse
-	12, // 21: keyplane.v1.CheckService.EffectivePermissions:output_type -> keyplane.v1.EffectivePermissionsResponse
-	18, // [18:22] is the sub-list for method output_type
-	14, // [14:18] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	3,  // 3: keyplane.v1.CheckRequest.device:type_name -> keyplane.v1.Device
+	15, // 4: keyplane.v1.Device.attested_time:type_name -> google.protobuf.Timestamp
+	0,  // 5: keyplane.v1.CheckResponse.decision:type_name -> keyplane.v1.Decision
+	14, // 6: keyplane.v1.CheckItem.resource_attributes:type_name -> google.protobuf.Struct
+	5,  // 7: keyplane.v1.CheckBulkRequest.items:type_name -> keyplane.v1.CheckItem
+	14, // 8: keyplane.v1.CheckBulkRequest.context:type_name -> google.protobuf.Struct
+	1,  // 9: keyplane.v1.CheckBulkRequest.consistency:type_name -> keyplane.v1.Consistency
+	3,  // 10: keyplane.v1.CheckBulkRequest.device:type_name -> keyplane.v1.Device
+	4,  // 11: keyplane.v1.CheckBulkResponse.results:type_name -> keyplane.v1.CheckResponse
+	1,  // 12: keyplane.v1.WhoCanRequest.consistency:type_name -> keyplane.v1.Consistency
+	9,  // 13: keyplane.v1.WhoCanResponse.holders:type_name -> keyplane.v1.Holder
+	1,  // 14: keyplane.v1.EffectivePermissionsRequest.consistency:type_name -> keyplane.v1.Consistency
+	15, // 15: keyplane.v1.Grant.expire_time:type_name -> google.protobuf.Timestamp
+	12, // 16: keyplane.v1.EffectivePermissionsResponse.grants:type_name -> keyplane.v1.Grant
+	2,  // 17: keyplane.v1.CheckService.Check:input_type -> keyplane.v1.CheckRequest
+	6,  // 18: keyplane.v1.CheckService.CheckBulk:input_type -> keyplane.v1.CheckBulkRequest
+	8,  // 19: keyplane.v1.CheckService.WhoCan:input_type -> keyplane.v1.WhoCanRequest
+	11, // 20: keyplane.v1.CheckService.EffectivePermissions:input_type -> keyplane.v1.EffectivePermissionsRequest
+	4,  // 21: keyplane.v1.CheckService.Check:output_type -> keyplane.v1.CheckResponse
+	7,  // 22: keyplane.v1.CheckService.CheckBulk:output_type -> keyplane.v1.CheckBulkResponse
+	10, // 23: keyplane.v1.CheckService.WhoCan:output_type -> keyplane.v1.WhoCanResponse
+	13, // 24: keyplane.v1.CheckService.EffectivePermissions:output_type -> keyplane.v1.EffectivePermissionsResponse
+	21, // [21:25] is the sub-list for method output_type
+	17, // [17:21] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_keyplane_v1_check_proto_init() }
@@ -1291,7 +1452,7 @@ func file_keyplane_v1_check_proto_init() {
 		(*CheckRequest_IdentityId)(nil),
 		(*CheckRequest_Token)(nil),
 	}
-	file_keyplane_v1_check_proto_msgTypes[4].OneofWrappers = []any{
+	file_keyplane_v1_check_proto_msgTypes[5].OneofWrappers = []any{
 		(*CheckBulkRequest_IdentityId)(nil),
 		(*CheckBulkRequest_Token)(nil),
 	}
@@ -1301,7 +1462,7 @@ func file_keyplane_v1_check_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_keyplane_v1_check_proto_rawDesc), len(file_keyplane_v1_check_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   12,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
