@@ -127,7 +127,9 @@ func outsideClientCases(t *testing.T, mr *multiRegion) {
 	bind(map[string]any{"principalId": alice, "roleId": reader, "scope": "eu/", "condition": `request.region == "eu-west"`})
 	bind(map[string]any{"principalId": bob, "roleId": editor, "scope": "*", "condition": `has(context.ticket)`})
 	bind(map[string]any{"principalId": carol, "roleId": reader, "scope": "projects/beta/", "condition": `request.time > timestamp("2020-01-01T00:00:00Z")`})
-	bind(map[string]any{"principalId": carol, "roleId": reader, "scope": "net/", "condition": `request.ip == "127.0.0.1"`})
+	bind(map[string]any{"principalId": carol, "roleId": reader, "scope": "net/", "condition": `cidr("127.0.0.0/8").containsIP(request.ip)`})
+	bind(map[string]any{"principalId": carol, "roleId": reader, "scope": "office/", "condition": `cidr("10.0.0.0/8").containsIP(request.ip)`})
+	bind(map[string]any{"principalId": carol, "roleId": reader, "scope": "laptops/", "condition": `device.managed && !device.jailbroken`})
 	bind(map[string]any{"principalId": carol, "roleId": all, "scope": "ops/"})
 	bind(map[string]any{"principalId": dave, "roleId": reader, "scope": "beta/"})
 	bind(map[string]any{"principalKind": "group", "principalId": group, "roleId": reader, "scope": "beta/confidential/", "effect": "EFFECT_DENY"})
@@ -136,13 +138,18 @@ func outsideClientCases(t *testing.T, mr *multiRegion) {
 	type tc struct {
 		name, via, who, perm, resource string
 		context                        map[string]any
+		device                         map[string]any
 		want                           string // DECISION_ALLOW, DECISION_DENY or a Connect error code
 	}
+	managed := map[string]any{"managed": true, "jailbroken": false}
 	decide := func(tt tc) {
 		t.Helper()
 		body := map[string]any{"tenantId": tenant, "identityId": tt.who, "permission": tt.perm, "resource": tt.resource}
 		if tt.context != nil {
 			body["context"] = tt.context
+		}
+		if tt.device != nil {
+			body["device"] = tt.device
 		}
 		a := c.call(tt.via, check+"Check", tenant, body)
 		got := field(a.body, "decision")
@@ -157,26 +164,33 @@ func outsideClientCases(t *testing.T, mr *multiRegion) {
 		}
 	}
 	for _, tt := range []tc{
-		{"prefix scope", node("ap-south", 0), alice, "docs.document.read", "projects/alpha/doc", nil, "DECISION_ALLOW"},
-		{"prefix is not a string prefix", node("ap-south", 1), alice, "docs.document.read", "projects/alphabet/doc", nil, "DECISION_DENY"},
-		{"role lacks the permission", node("us-east", 0), alice, "docs.document.write", "projects/alpha/doc", nil, "DECISION_DENY"},
-		{"deny wins over allow", node("eu-west", 1), alice, "docs.document.read", "projects/alpha/secret/plan", nil, "DECISION_DENY"},
-		{"condition on context, absent", node("eu-west", 0), bob, "docs.document.write", "x/1", nil, "DECISION_DENY"},
-		{"condition on context, present", node("eu-west", 0), bob, "docs.document.write", "x/1", map[string]any{"ticket": "T-7"}, "DECISION_ALLOW"},
-		{"wildcard pattern stops at its service", node("us-east", 1), bob, "billing.invoice.pay", "x/1", map[string]any{"ticket": "T-7"}, "DECISION_DENY"},
-		{"condition on time", node("ap-south", 0), carol, "docs.document.read", "projects/beta/x", nil, "DECISION_ALLOW"},
-		{"condition on the caller's IP, forwarded", node("ap-south", 1), carol, "docs.document.read", "net/x", nil, "DECISION_ALLOW"},
-		{"condition on the caller's IP, local", node("us-east", 0), carol, "docs.document.read", "net/x", nil, "DECISION_ALLOW"},
-		{"role * grants any permission", node("eu-west", 0), carol, "billing.invoice.pay", "ops/x", nil, "DECISION_ALLOW"},
-		{"role * only on its scope", node("eu-west", 0), carol, "billing.invoice.pay", "dev/x", nil, "DECISION_DENY"},
-		{"a group's deny reaches its member", node("us-east", 1), dave, "docs.document.read", "beta/confidential/1", nil, "DECISION_DENY"},
-		{"the member's own allow elsewhere", node("ap-south", 0), dave, "docs.document.read", "beta/public/1", nil, "DECISION_ALLOW"},
-		{"request.region entered at eu-west", node("eu-west", 1), alice, "docs.document.read", "eu/1", nil, "DECISION_ALLOW"},
-		{"request.region entered at us-east", node("us-east", 0), alice, "docs.document.read", "eu/1", nil, "DECISION_DENY"},
-		{"request.region entered at ap-south", node("ap-south", 0), alice, "docs.document.read", "eu/1", nil, "DECISION_DENY"},
-		{"no binding at all", node("us-east", 0), erin, "docs.document.write", "x/1", nil, "DECISION_DENY"},
-		{"invalid permission", node("eu-west", 0), alice, "docs.*", "x/1", nil, "invalid_argument"},
-		{"unknown identity", node("eu-west", 0), "0b6f3a4e-5c1d-4f7e-9a2b-3c4d5e6f7a8b", "docs.document.read", "x/1", nil, "not_found"},
+		{"prefix scope", node("ap-south", 0), alice, "docs.document.read", "projects/alpha/doc", nil, nil, "DECISION_ALLOW"},
+		{"prefix is not a string prefix", node("ap-south", 1), alice, "docs.document.read", "projects/alphabet/doc", nil, nil, "DECISION_DENY"},
+		{"role lacks the permission", node("us-east", 0), alice, "docs.document.write", "projects/alpha/doc", nil, nil, "DECISION_DENY"},
+		{"deny wins over allow", node("eu-west", 1), alice, "docs.document.read", "projects/alpha/secret/plan", nil, nil, "DECISION_DENY"},
+		{"condition on context, absent", node("eu-west", 0), bob, "docs.document.write", "x/1", nil, nil, "DECISION_DENY"},
+		{"condition on context, present", node("eu-west", 0), bob, "docs.document.write", "x/1", map[string]any{"ticket": "T-7"}, nil, "DECISION_ALLOW"},
+		{"wildcard pattern stops at its service", node("us-east", 1), bob, "billing.invoice.pay", "x/1", map[string]any{"ticket": "T-7"}, nil, "DECISION_DENY"},
+		{"condition on time", node("ap-south", 0), carol, "docs.document.read", "projects/beta/x", nil, nil, "DECISION_ALLOW"},
+		{"condition on the caller's IP, forwarded", node("ap-south", 1), carol, "docs.document.read", "net/x", nil, nil, "DECISION_ALLOW"},
+		{"condition on the caller's IP, local", node("us-east", 0), carol, "docs.document.read", "net/x", nil, nil, "DECISION_ALLOW"},
+		{"CIDR outside the caller's network", node("eu-west", 1), carol, "docs.document.read", "office/x", nil, nil, "DECISION_DENY"},
+		{"device posture, managed", node("ap-south", 0), carol, "docs.document.read", "laptops/x", nil, managed, "DECISION_ALLOW"},
+		{"device posture, jailbroken", node("ap-south", 1), carol, "docs.document.read", "laptops/x", nil,
+			map[string]any{"managed": true, "jailbroken": true}, "DECISION_DENY"},
+		{"device posture absent fails closed", node("us-east", 0), carol, "docs.document.read", "laptops/x", nil, nil, "DECISION_DENY"},
+		{"device attribute of the wrong type", node("eu-west", 0), carol, "docs.document.read", "laptops/x", nil,
+			map[string]any{"managed": "yes"}, "invalid_argument"},
+		{"role * grants any permission", node("eu-west", 0), carol, "billing.invoice.pay", "ops/x", nil, nil, "DECISION_ALLOW"},
+		{"role * only on its scope", node("eu-west", 0), carol, "billing.invoice.pay", "dev/x", nil, nil, "DECISION_DENY"},
+		{"a group's deny reaches its member", node("us-east", 1), dave, "docs.document.read", "beta/confidential/1", nil, nil, "DECISION_DENY"},
+		{"the member's own allow elsewhere", node("ap-south", 0), dave, "docs.document.read", "beta/public/1", nil, nil, "DECISION_ALLOW"},
+		{"request.region entered at eu-west", node("eu-west", 1), alice, "docs.document.read", "eu/1", nil, nil, "DECISION_ALLOW"},
+		{"request.region entered at us-east", node("us-east", 0), alice, "docs.document.read", "eu/1", nil, nil, "DECISION_DENY"},
+		{"request.region entered at ap-south", node("ap-south", 0), alice, "docs.document.read", "eu/1", nil, nil, "DECISION_DENY"},
+		{"no binding at all", node("us-east", 0), erin, "docs.document.write", "x/1", nil, nil, "DECISION_DENY"},
+		{"invalid permission", node("eu-west", 0), alice, "docs.*", "x/1", nil, nil, "invalid_argument"},
+		{"unknown identity", node("eu-west", 0), "0b6f3a4e-5c1d-4f7e-9a2b-3c4d5e6f7a8b", "docs.document.read", "x/1", nil, nil, "not_found"},
 	} {
 		decide(tt)
 	}
@@ -216,9 +230,9 @@ func outsideClientCases(t *testing.T, mr *multiRegion) {
 
 	// An expiring binding stops applying; a removed one is gone at once everywhere.
 	time.Sleep(2 * time.Second)
-	decide(tc{"expired binding", node("ap-south", 0), erin, "docs.document.read", "x/1", nil, "DECISION_DENY"})
+	decide(tc{"expired binding", node("ap-south", 0), erin, "docs.document.read", "x/1", nil, nil, "DECISION_DENY"})
 	c.must(node("eu-west", 1), admin+"DeleteBinding", tenant, map[string]any{"tenantId": tenant, "bindingId": aliceRead})
 	for _, n := range cl.Nodes {
-		decide(tc{"binding removal seen from " + n.ID, n.URL, alice, "docs.document.read", "projects/alpha/doc", nil, "DECISION_DENY"})
+		decide(tc{"binding removal seen from " + n.ID, n.URL, alice, "docs.document.read", "projects/alpha/doc", nil, nil, "DECISION_DENY"})
 	}
 }
