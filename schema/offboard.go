@@ -25,6 +25,7 @@ const ErasedDisplayName = "erased"
 type HandOver struct {
 	IdentityID string
 	NewOwnerID string
+	Status     string // its status, unchanged (a frozen one is active again)
 }
 
 // Orphan is a non-human identity the leaver owned that no one could take over: its
@@ -235,19 +236,20 @@ func handOverOwned(ctx context.Context, tx pgx.Tx, sc Scope, leaver Identity) ([
 		var fe *FieldError
 		switch {
 		case err == nil:
-			ids, err := collectIDs(tx.Query(ctx, `UPDATE identities SET owner_id = $4, updated_at = now()
-WHERE crdb_region = $1 AND tenant_id = $2 AND owner_id = $3 RETURNING id::TEXT`, sc.Region, sc.TenantID, leaver.ID, leaver.ManagerID))
+			// A frozen identity handed to an owner is unfrozen, as UpdateIdentity would.
+			rows, err := tx.Query(ctx, `UPDATE identities SET owner_id = $4,
+  status = CASE WHEN status = 'frozen' THEN 'active' ELSE status END, updated_at = now()
+WHERE crdb_region = $1 AND tenant_id = $2 AND owner_id = $3 RETURNING id::TEXT, owner_id::TEXT, status`,
+				sc.Region, sc.TenantID, leaver.ID, leaver.ManagerID)
 			if err != nil {
 				return nil, nil, fmt.Errorf("hand over owned identities: %w", err)
 			}
-			out := make([]HandOver, 0, len(ids))
-			for _, id := range ids {
-				// A frozen identity handed to an owner is unfrozen, as UpdateIdentity would.
-				out = append(out, HandOver{IdentityID: id, NewOwnerID: leaver.ManagerID})
-			}
-			if _, err := tx.Exec(ctx, `UPDATE identities SET status = 'active'
-WHERE crdb_region = $1 AND tenant_id = $2 AND id = ANY($3::UUID[]) AND status = 'frozen'`, sc.Region, sc.TenantID, ids); err != nil {
-				return nil, nil, fmt.Errorf("unfreeze handed-over identities: %w", err)
+			out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (HandOver, error) {
+				var h HandOver
+				return h, r.Scan(&h.IdentityID, &h.NewOwnerID, &h.Status)
+			})
+			if err != nil {
+				return nil, nil, fmt.Errorf("hand over owned identities: %w", err)
 			}
 			return out, nil, nil
 		case !errors.As(err, &fe):

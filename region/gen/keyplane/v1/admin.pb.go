@@ -140,6 +140,9 @@ const (
 	Status_STATUS_UNSPECIFIED Status = 0
 	Status_STATUS_ACTIVE      Status = 1
 	Status_STATUS_DISABLED    Status = 2
+	// A non-human identity whose owner was offboarded with no manager to take it over:
+	// inactive until UpdateIdentity gives it an owner. Identities only.
+	Status_STATUS_FROZEN Status = 3
 )
 
 // Enum value maps for Status.
@@ -148,11 +151,13 @@ var (
 		0: "STATUS_UNSPECIFIED",
 		1: "STATUS_ACTIVE",
 		2: "STATUS_DISABLED",
+		3: "STATUS_FROZEN",
 	}
 	Status_value = map[string]int32{
 		"STATUS_UNSPECIFIED": 0,
 		"STATUS_ACTIVE":      1,
 		"STATUS_DISABLED":    2,
+		"STATUS_FROZEN":      3,
 	}
 )
 
@@ -577,8 +582,15 @@ type Identity struct {
 	TokensValidAfter *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=tokens_valid_after,json=tokensValidAfter,proto3" json:"tokens_valid_after,omitempty"`
 	CreateTime       *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	UpdateTime       *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// The human this identity reports to (humans only); OffboardIdentity hands the
+	// non-human identities a leaver owns to their manager.
+	ManagerId string `protobuf:"bytes,14,opt,name=manager_id,json=managerId,proto3" json:"manager_id,omitempty"`
+	// When the identity was offboarded; unset when it was not, or was enabled since.
+	OffboardTime *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=offboard_time,json=offboardTime,proto3" json:"offboard_time,omitempty"`
+	// When its personal data was erased (EraseIdentity).
+	EraseTime     *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=erase_time,json=eraseTime,proto3" json:"erase_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Identity) Reset() {
@@ -698,6 +710,27 @@ func (x *Identity) GetCreateTime() *timestamppb.Timestamp {
 func (x *Identity) GetUpdateTime() *timestamppb.Timestamp {
 	if x != nil {
 		return x.UpdateTime
+	}
+	return nil
+}
+
+func (x *Identity) GetManagerId() string {
+	if x != nil {
+		return x.ManagerId
+	}
+	return ""
+}
+
+func (x *Identity) GetOffboardTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OffboardTime
+	}
+	return nil
+}
+
+func (x *Identity) GetEraseTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EraseTime
 	}
 	return nil
 }
@@ -1711,15 +1744,17 @@ func (x *RehomeTenantResponse) GetTenant() *Tenant {
 }
 
 type CreateIdentityRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	TenantId      string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
-	Kind          IdentityKind           `protobuf:"varint,2,opt,name=kind,proto3,enum=keyplane.v1.IdentityKind" json:"kind,omitempty"`
-	DisplayName   string                 `protobuf:"bytes,3,opt,name=display_name,json=displayName,proto3" json:"display_name,omitempty"`
-	Email         string                 `protobuf:"bytes,4,opt,name=email,proto3" json:"email,omitempty"`
-	Attributes    *structpb.Struct       `protobuf:"bytes,5,opt,name=attributes,proto3" json:"attributes,omitempty"`
-	OwnerId       string                 `protobuf:"bytes,6,opt,name=owner_id,json=ownerId,proto3" json:"owner_id,omitempty"`
-	Purpose       string                 `protobuf:"bytes,7,opt,name=purpose,proto3" json:"purpose,omitempty"`
-	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	TenantId    string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	Kind        IdentityKind           `protobuf:"varint,2,opt,name=kind,proto3,enum=keyplane.v1.IdentityKind" json:"kind,omitempty"`
+	DisplayName string                 `protobuf:"bytes,3,opt,name=display_name,json=displayName,proto3" json:"display_name,omitempty"`
+	Email       string                 `protobuf:"bytes,4,opt,name=email,proto3" json:"email,omitempty"`
+	Attributes  *structpb.Struct       `protobuf:"bytes,5,opt,name=attributes,proto3" json:"attributes,omitempty"`
+	OwnerId     string                 `protobuf:"bytes,6,opt,name=owner_id,json=ownerId,proto3" json:"owner_id,omitempty"`
+	Purpose     string                 `protobuf:"bytes,7,opt,name=purpose,proto3" json:"purpose,omitempty"`
+	ExpireTime  *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	// Humans only, optional: the manager, an active human of the tenant.
+	ManagerId     string `protobuf:"bytes,9,opt,name=manager_id,json=managerId,proto3" json:"manager_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1808,6 +1843,13 @@ func (x *CreateIdentityRequest) GetExpireTime() *timestamppb.Timestamp {
 		return x.ExpireTime
 	}
 	return nil
+}
+
+func (x *CreateIdentityRequest) GetManagerId() string {
+	if x != nil {
+		return x.ManagerId
+	}
+	return ""
 }
 
 type CreateIdentityResponse struct {
@@ -2072,10 +2114,13 @@ type UpdateIdentityRequest struct {
 	// Set to "" to clear the email.
 	Email *string `protobuf:"bytes,4,opt,name=email,proto3,oneof" json:"email,omitempty"`
 	// Replaces all attributes when set.
-	Attributes    *structpb.Struct       `protobuf:"bytes,5,opt,name=attributes,proto3" json:"attributes,omitempty"`
-	OwnerId       *string                `protobuf:"bytes,6,opt,name=owner_id,json=ownerId,proto3,oneof" json:"owner_id,omitempty"`
-	Purpose       *string                `protobuf:"bytes,7,opt,name=purpose,proto3,oneof" json:"purpose,omitempty"`
-	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	Attributes *structpb.Struct `protobuf:"bytes,5,opt,name=attributes,proto3" json:"attributes,omitempty"`
+	// Giving a frozen identity an owner unfreezes it.
+	OwnerId    *string                `protobuf:"bytes,6,opt,name=owner_id,json=ownerId,proto3,oneof" json:"owner_id,omitempty"`
+	Purpose    *string                `protobuf:"bytes,7,opt,name=purpose,proto3,oneof" json:"purpose,omitempty"`
+	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	// Humans only: an active human of the tenant; "" clears it.
+	ManagerId     *string `protobuf:"bytes,9,opt,name=manager_id,json=managerId,proto3,oneof" json:"manager_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2164,6 +2209,13 @@ func (x *UpdateIdentityRequest) GetExpireTime() *timestamppb.Timestamp {
 		return x.ExpireTime
 	}
 	return nil
+}
+
+func (x *UpdateIdentityRequest) GetManagerId() string {
+	if x != nil && x.ManagerId != nil {
+		return *x.ManagerId
+	}
+	return ""
 }
 
 type UpdateIdentityResponse struct {
@@ -2402,6 +2454,567 @@ func (x *EnableIdentityResponse) GetIdentity() *Identity {
 	return nil
 }
 
+type OffboardIdentityRequest struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	TenantId   string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	IdentityId string                 `protobuf:"bytes,2,opt,name=identity_id,json=identityId,proto3" json:"identity_id,omitempty"`
+	// Why, for the audit event (for example the HR case); at most 500 characters.
+	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// When the departure happened upstream (the HR system's event time); the
+	// deprovisioning latency (keyplane_deprovision_seconds) is measured from it. Unset:
+	// from when the request was received. Must not be in the future.
+	EventTime     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=event_time,json=eventTime,proto3" json:"event_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OffboardIdentityRequest) Reset() {
+	*x = OffboardIdentityRequest{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OffboardIdentityRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OffboardIdentityRequest) ProtoMessage() {}
+
+func (x *OffboardIdentityRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OffboardIdentityRequest.ProtoReflect.Descriptor instead.
+func (*OffboardIdentityRequest) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *OffboardIdentityRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *OffboardIdentityRequest) GetIdentityId() string {
+	if x != nil {
+		return x.IdentityId
+	}
+	return ""
+}
+
+func (x *OffboardIdentityRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *OffboardIdentityRequest) GetEventTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EventTime
+	}
+	return nil
+}
+
+// A binding OffboardIdentity removed.
+type OffboardedBinding struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	BindingId     string                 `protobuf:"bytes,1,opt,name=binding_id,json=bindingId,proto3" json:"binding_id,omitempty"`
+	RoleId        string                 `protobuf:"bytes,2,opt,name=role_id,json=roleId,proto3" json:"role_id,omitempty"`
+	Scope         string                 `protobuf:"bytes,3,opt,name=scope,proto3" json:"scope,omitempty"`
+	Effect        Effect                 `protobuf:"varint,4,opt,name=effect,proto3,enum=keyplane.v1.Effect" json:"effect,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OffboardedBinding) Reset() {
+	*x = OffboardedBinding{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OffboardedBinding) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OffboardedBinding) ProtoMessage() {}
+
+func (x *OffboardedBinding) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OffboardedBinding.ProtoReflect.Descriptor instead.
+func (*OffboardedBinding) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *OffboardedBinding) GetBindingId() string {
+	if x != nil {
+		return x.BindingId
+	}
+	return ""
+}
+
+func (x *OffboardedBinding) GetRoleId() string {
+	if x != nil {
+		return x.RoleId
+	}
+	return ""
+}
+
+func (x *OffboardedBinding) GetScope() string {
+	if x != nil {
+		return x.Scope
+	}
+	return ""
+}
+
+func (x *OffboardedBinding) GetEffect() Effect {
+	if x != nil {
+		return x.Effect
+	}
+	return Effect_EFFECT_UNSPECIFIED
+}
+
+// A credential OffboardIdentity revoked: the leaver's or an orphaned NHI's.
+type OffboardedCredential struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CredentialId  string                 `protobuf:"bytes,1,opt,name=credential_id,json=credentialId,proto3" json:"credential_id,omitempty"`
+	IdentityId    string                 `protobuf:"bytes,2,opt,name=identity_id,json=identityId,proto3" json:"identity_id,omitempty"`
+	Kind          CredentialKind         `protobuf:"varint,3,opt,name=kind,proto3,enum=keyplane.v1.CredentialKind" json:"kind,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OffboardedCredential) Reset() {
+	*x = OffboardedCredential{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OffboardedCredential) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OffboardedCredential) ProtoMessage() {}
+
+func (x *OffboardedCredential) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OffboardedCredential.ProtoReflect.Descriptor instead.
+func (*OffboardedCredential) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *OffboardedCredential) GetCredentialId() string {
+	if x != nil {
+		return x.CredentialId
+	}
+	return ""
+}
+
+func (x *OffboardedCredential) GetIdentityId() string {
+	if x != nil {
+		return x.IdentityId
+	}
+	return ""
+}
+
+func (x *OffboardedCredential) GetKind() CredentialKind {
+	if x != nil {
+		return x.Kind
+	}
+	return CredentialKind_CREDENTIAL_KIND_UNSPECIFIED
+}
+
+// A non-human identity the leaver owned.
+type OwnedIdentity struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	IdentityId string                 `protobuf:"bytes,1,opt,name=identity_id,json=identityId,proto3" json:"identity_id,omitempty"`
+	// Handed over: the leaver's manager. Empty when orphaned.
+	NewOwnerId string `protobuf:"bytes,2,opt,name=new_owner_id,json=newOwnerId,proto3" json:"new_owner_id,omitempty"`
+	// Orphaned: STATUS_FROZEN, or STATUS_DISABLED when it was disabled already.
+	Status        Status `protobuf:"varint,3,opt,name=status,proto3,enum=keyplane.v1.Status" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OwnedIdentity) Reset() {
+	*x = OwnedIdentity{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OwnedIdentity) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OwnedIdentity) ProtoMessage() {}
+
+func (x *OwnedIdentity) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OwnedIdentity.ProtoReflect.Descriptor instead.
+func (*OwnedIdentity) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *OwnedIdentity) GetIdentityId() string {
+	if x != nil {
+		return x.IdentityId
+	}
+	return ""
+}
+
+func (x *OwnedIdentity) GetNewOwnerId() string {
+	if x != nil {
+		return x.NewOwnerId
+	}
+	return ""
+}
+
+func (x *OwnedIdentity) GetStatus() Status {
+	if x != nil {
+		return x.Status
+	}
+	return Status_STATUS_UNSPECIFIED
+}
+
+// What one OffboardIdentity call removed, revoked, handed over and froze.
+type OffboardReport struct {
+	state              protoimpl.MessageState  `protogen:"open.v1"`
+	BindingsRemoved    []*OffboardedBinding    `protobuf:"bytes,1,rep,name=bindings_removed,json=bindingsRemoved,proto3" json:"bindings_removed,omitempty"`
+	GroupsLeft         []string                `protobuf:"bytes,2,rep,name=groups_left,json=groupsLeft,proto3" json:"groups_left,omitempty"`
+	CredentialsRevoked []*OffboardedCredential `protobuf:"bytes,3,rep,name=credentials_revoked,json=credentialsRevoked,proto3" json:"credentials_revoked,omitempty"`
+	// The leaver's sessions revoked, each with its refresh-token family.
+	SessionsRevoked      int32            `protobuf:"varint,4,opt,name=sessions_revoked,json=sessionsRevoked,proto3" json:"sessions_revoked,omitempty"`
+	ElevationsEnded      []string         `protobuf:"bytes,5,rep,name=elevations_ended,json=elevationsEnded,proto3" json:"elevations_ended,omitempty"`
+	ElevationsDenied     []string         `protobuf:"bytes,6,rep,name=elevations_denied,json=elevationsDenied,proto3" json:"elevations_denied,omitempty"`
+	ChangeRequestsDenied []string         `protobuf:"bytes,7,rep,name=change_requests_denied,json=changeRequestsDenied,proto3" json:"change_requests_denied,omitempty"`
+	HandedOver           []*OwnedIdentity `protobuf:"bytes,8,rep,name=handed_over,json=handedOver,proto3" json:"handed_over,omitempty"`
+	// Frozen (or already disabled) for want of a manager: give them an owner.
+	Orphaned      []*OwnedIdentity `protobuf:"bytes,9,rep,name=orphaned,proto3" json:"orphaned,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OffboardReport) Reset() {
+	*x = OffboardReport{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OffboardReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OffboardReport) ProtoMessage() {}
+
+func (x *OffboardReport) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OffboardReport.ProtoReflect.Descriptor instead.
+func (*OffboardReport) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *OffboardReport) GetBindingsRemoved() []*OffboardedBinding {
+	if x != nil {
+		return x.BindingsRemoved
+	}
+	return nil
+}
+
+func (x *OffboardReport) GetGroupsLeft() []string {
+	if x != nil {
+		return x.GroupsLeft
+	}
+	return nil
+}
+
+func (x *OffboardReport) GetCredentialsRevoked() []*OffboardedCredential {
+	if x != nil {
+		return x.CredentialsRevoked
+	}
+	return nil
+}
+
+func (x *OffboardReport) GetSessionsRevoked() int32 {
+	if x != nil {
+		return x.SessionsRevoked
+	}
+	return 0
+}
+
+func (x *OffboardReport) GetElevationsEnded() []string {
+	if x != nil {
+		return x.ElevationsEnded
+	}
+	return nil
+}
+
+func (x *OffboardReport) GetElevationsDenied() []string {
+	if x != nil {
+		return x.ElevationsDenied
+	}
+	return nil
+}
+
+func (x *OffboardReport) GetChangeRequestsDenied() []string {
+	if x != nil {
+		return x.ChangeRequestsDenied
+	}
+	return nil
+}
+
+func (x *OffboardReport) GetHandedOver() []*OwnedIdentity {
+	if x != nil {
+		return x.HandedOver
+	}
+	return nil
+}
+
+func (x *OffboardReport) GetOrphaned() []*OwnedIdentity {
+	if x != nil {
+		return x.Orphaned
+	}
+	return nil
+}
+
+type OffboardIdentityResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Identity *Identity              `protobuf:"bytes,1,opt,name=identity,proto3" json:"identity,omitempty"`
+	Report   *OffboardReport        `protobuf:"bytes,2,opt,name=report,proto3" json:"report,omitempty"`
+	// The identity had been offboarded before: the report lists only what was left.
+	AlreadyOffboarded bool `protobuf:"varint,3,opt,name=already_offboarded,json=alreadyOffboarded,proto3" json:"already_offboarded,omitempty"`
+	// The tenant's policy revision after the change; 0 when no binding or membership
+	// was removed.
+	PolicyRevision int64 `protobuf:"varint,4,opt,name=policy_revision,json=policyRevision,proto3" json:"policy_revision,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *OffboardIdentityResponse) Reset() {
+	*x = OffboardIdentityResponse{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OffboardIdentityResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OffboardIdentityResponse) ProtoMessage() {}
+
+func (x *OffboardIdentityResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OffboardIdentityResponse.ProtoReflect.Descriptor instead.
+func (*OffboardIdentityResponse) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *OffboardIdentityResponse) GetIdentity() *Identity {
+	if x != nil {
+		return x.Identity
+	}
+	return nil
+}
+
+func (x *OffboardIdentityResponse) GetReport() *OffboardReport {
+	if x != nil {
+		return x.Report
+	}
+	return nil
+}
+
+func (x *OffboardIdentityResponse) GetAlreadyOffboarded() bool {
+	if x != nil {
+		return x.AlreadyOffboarded
+	}
+	return false
+}
+
+func (x *OffboardIdentityResponse) GetPolicyRevision() int64 {
+	if x != nil {
+		return x.PolicyRevision
+	}
+	return 0
+}
+
+type EraseIdentityRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TenantId      string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	IdentityId    string                 `protobuf:"bytes,2,opt,name=identity_id,json=identityId,proto3" json:"identity_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EraseIdentityRequest) Reset() {
+	*x = EraseIdentityRequest{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EraseIdentityRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EraseIdentityRequest) ProtoMessage() {}
+
+func (x *EraseIdentityRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EraseIdentityRequest.ProtoReflect.Descriptor instead.
+func (*EraseIdentityRequest) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *EraseIdentityRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *EraseIdentityRequest) GetIdentityId() string {
+	if x != nil {
+		return x.IdentityId
+	}
+	return ""
+}
+
+type EraseIdentityResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Identity *Identity              `protobuf:"bytes,1,opt,name=identity,proto3" json:"identity,omitempty"`
+	// The identity had been erased before; nothing changed.
+	AlreadyErased bool `protobuf:"varint,2,opt,name=already_erased,json=alreadyErased,proto3" json:"already_erased,omitempty"`
+	// Earlier audit events about the identity whose personal fields were removed.
+	AuditEventsRedacted int32 `protobuf:"varint,3,opt,name=audit_events_redacted,json=auditEventsRedacted,proto3" json:"audit_events_redacted,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *EraseIdentityResponse) Reset() {
+	*x = EraseIdentityResponse{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EraseIdentityResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EraseIdentityResponse) ProtoMessage() {}
+
+func (x *EraseIdentityResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EraseIdentityResponse.ProtoReflect.Descriptor instead.
+func (*EraseIdentityResponse) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *EraseIdentityResponse) GetIdentity() *Identity {
+	if x != nil {
+		return x.Identity
+	}
+	return nil
+}
+
+func (x *EraseIdentityResponse) GetAlreadyErased() bool {
+	if x != nil {
+		return x.AlreadyErased
+	}
+	return false
+}
+
+func (x *EraseIdentityResponse) GetAuditEventsRedacted() int32 {
+	if x != nil {
+		return x.AuditEventsRedacted
+	}
+	return 0
+}
+
 type ListAuditEventsRequest struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	TenantId string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
@@ -2426,7 +3039,7 @@ type ListAuditEventsRequest struct {
 
 func (x *ListAuditEventsRequest) Reset() {
 	*x = ListAuditEventsRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[32]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2438,7 +3051,7 @@ func (x *ListAuditEventsRequest) String() string {
 func (*ListAuditEventsRequest) ProtoMessage() {}
 
 func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[32]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2451,7 +3064,7 @@ func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditEventsRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{32}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ListAuditEventsRequest) GetTenantId() string {
@@ -2528,7 +3141,7 @@ type ListAuditEventsResponse struct {
 
 func (x *ListAuditEventsResponse) Reset() {
 	*x = ListAuditEventsResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[33]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2540,7 +3153,7 @@ func (x *ListAuditEventsResponse) String() string {
 func (*ListAuditEventsResponse) ProtoMessage() {}
 
 func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[33]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2553,7 +3166,7 @@ func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditEventsResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{33}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ListAuditEventsResponse) GetEvents() []*AuditEvent {
@@ -2594,7 +3207,7 @@ type Credential struct {
 
 func (x *Credential) Reset() {
 	*x = Credential{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[34]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2606,7 +3219,7 @@ func (x *Credential) String() string {
 func (*Credential) ProtoMessage() {}
 
 func (x *Credential) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[34]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2619,7 +3232,7 @@ func (x *Credential) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Credential.ProtoReflect.Descriptor instead.
 func (*Credential) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{34}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *Credential) GetId() string {
@@ -2722,7 +3335,7 @@ type Session struct {
 
 func (x *Session) Reset() {
 	*x = Session{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[35]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2734,7 +3347,7 @@ func (x *Session) String() string {
 func (*Session) ProtoMessage() {}
 
 func (x *Session) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[35]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2747,7 +3360,7 @@ func (x *Session) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Session.ProtoReflect.Descriptor instead.
 func (*Session) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{35}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *Session) GetId() string {
@@ -2824,7 +3437,7 @@ type CreateAPIKeyRequest struct {
 
 func (x *CreateAPIKeyRequest) Reset() {
 	*x = CreateAPIKeyRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[36]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2836,7 +3449,7 @@ func (x *CreateAPIKeyRequest) String() string {
 func (*CreateAPIKeyRequest) ProtoMessage() {}
 
 func (x *CreateAPIKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[36]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2849,7 +3462,7 @@ func (x *CreateAPIKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAPIKeyRequest.ProtoReflect.Descriptor instead.
 func (*CreateAPIKeyRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{36}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *CreateAPIKeyRequest) GetTenantId() string {
@@ -2905,7 +3518,7 @@ type CreateAPIKeyResponse struct {
 
 func (x *CreateAPIKeyResponse) Reset() {
 	*x = CreateAPIKeyResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[37]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2917,7 +3530,7 @@ func (x *CreateAPIKeyResponse) String() string {
 func (*CreateAPIKeyResponse) ProtoMessage() {}
 
 func (x *CreateAPIKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[37]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2930,7 +3543,7 @@ func (x *CreateAPIKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAPIKeyResponse.ProtoReflect.Descriptor instead.
 func (*CreateAPIKeyResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{37}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *CreateAPIKeyResponse) GetCredential() *Credential {
@@ -2960,7 +3573,7 @@ type RotateAPIKeyRequest struct {
 
 func (x *RotateAPIKeyRequest) Reset() {
 	*x = RotateAPIKeyRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[38]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2972,7 +3585,7 @@ func (x *RotateAPIKeyRequest) String() string {
 func (*RotateAPIKeyRequest) ProtoMessage() {}
 
 func (x *RotateAPIKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[38]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2985,7 +3598,7 @@ func (x *RotateAPIKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateAPIKeyRequest.ProtoReflect.Descriptor instead.
 func (*RotateAPIKeyRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{38}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *RotateAPIKeyRequest) GetTenantId() string {
@@ -3026,7 +3639,7 @@ type RotateAPIKeyResponse struct {
 
 func (x *RotateAPIKeyResponse) Reset() {
 	*x = RotateAPIKeyResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[39]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3038,7 +3651,7 @@ func (x *RotateAPIKeyResponse) String() string {
 func (*RotateAPIKeyResponse) ProtoMessage() {}
 
 func (x *RotateAPIKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[39]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3051,7 +3664,7 @@ func (x *RotateAPIKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateAPIKeyResponse.ProtoReflect.Descriptor instead.
 func (*RotateAPIKeyResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{39}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *RotateAPIKeyResponse) GetCredential() *Credential {
@@ -3091,7 +3704,7 @@ type CreateClientRequest struct {
 
 func (x *CreateClientRequest) Reset() {
 	*x = CreateClientRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[40]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3103,7 +3716,7 @@ func (x *CreateClientRequest) String() string {
 func (*CreateClientRequest) ProtoMessage() {}
 
 func (x *CreateClientRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[40]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3116,7 +3729,7 @@ func (x *CreateClientRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateClientRequest.ProtoReflect.Descriptor instead.
 func (*CreateClientRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{40}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *CreateClientRequest) GetTenantId() string {
@@ -3173,7 +3786,7 @@ type CreateClientResponse struct {
 
 func (x *CreateClientResponse) Reset() {
 	*x = CreateClientResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[41]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3185,7 +3798,7 @@ func (x *CreateClientResponse) String() string {
 func (*CreateClientResponse) ProtoMessage() {}
 
 func (x *CreateClientResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[41]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3198,7 +3811,7 @@ func (x *CreateClientResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateClientResponse.ProtoReflect.Descriptor instead.
 func (*CreateClientResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{41}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *CreateClientResponse) GetCredential() *Credential {
@@ -3236,7 +3849,7 @@ type UpdateClientRequest struct {
 
 func (x *UpdateClientRequest) Reset() {
 	*x = UpdateClientRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[42]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3248,7 +3861,7 @@ func (x *UpdateClientRequest) String() string {
 func (*UpdateClientRequest) ProtoMessage() {}
 
 func (x *UpdateClientRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[42]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3261,7 +3874,7 @@ func (x *UpdateClientRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateClientRequest.ProtoReflect.Descriptor instead.
 func (*UpdateClientRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{42}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *UpdateClientRequest) GetTenantId() string {
@@ -3302,7 +3915,7 @@ type UpdateClientResponse struct {
 
 func (x *UpdateClientResponse) Reset() {
 	*x = UpdateClientResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[43]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3314,7 +3927,7 @@ func (x *UpdateClientResponse) String() string {
 func (*UpdateClientResponse) ProtoMessage() {}
 
 func (x *UpdateClientResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[43]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3327,7 +3940,7 @@ func (x *UpdateClientResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateClientResponse.ProtoReflect.Descriptor instead.
 func (*UpdateClientResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{43}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *UpdateClientResponse) GetCredential() *Credential {
@@ -3348,7 +3961,7 @@ type RotateClientSecretRequest struct {
 
 func (x *RotateClientSecretRequest) Reset() {
 	*x = RotateClientSecretRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[44]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3360,7 +3973,7 @@ func (x *RotateClientSecretRequest) String() string {
 func (*RotateClientSecretRequest) ProtoMessage() {}
 
 func (x *RotateClientSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[44]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3373,7 +3986,7 @@ func (x *RotateClientSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateClientSecretRequest.ProtoReflect.Descriptor instead.
 func (*RotateClientSecretRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{44}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *RotateClientSecretRequest) GetTenantId() string {
@@ -3408,7 +4021,7 @@ type RotateClientSecretResponse struct {
 
 func (x *RotateClientSecretResponse) Reset() {
 	*x = RotateClientSecretResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[45]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3420,7 +4033,7 @@ func (x *RotateClientSecretResponse) String() string {
 func (*RotateClientSecretResponse) ProtoMessage() {}
 
 func (x *RotateClientSecretResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[45]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3433,7 +4046,7 @@ func (x *RotateClientSecretResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateClientSecretResponse.ProtoReflect.Descriptor instead.
 func (*RotateClientSecretResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{45}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *RotateClientSecretResponse) GetCredential() *Credential {
@@ -3467,7 +4080,7 @@ type RevokeCredentialRequest struct {
 
 func (x *RevokeCredentialRequest) Reset() {
 	*x = RevokeCredentialRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[46]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3479,7 +4092,7 @@ func (x *RevokeCredentialRequest) String() string {
 func (*RevokeCredentialRequest) ProtoMessage() {}
 
 func (x *RevokeCredentialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[46]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3492,7 +4105,7 @@ func (x *RevokeCredentialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCredentialRequest.ProtoReflect.Descriptor instead.
 func (*RevokeCredentialRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{46}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *RevokeCredentialRequest) GetTenantId() string {
@@ -3518,7 +4131,7 @@ type RevokeCredentialResponse struct {
 
 func (x *RevokeCredentialResponse) Reset() {
 	*x = RevokeCredentialResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[47]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3530,7 +4143,7 @@ func (x *RevokeCredentialResponse) String() string {
 func (*RevokeCredentialResponse) ProtoMessage() {}
 
 func (x *RevokeCredentialResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[47]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3543,7 +4156,7 @@ func (x *RevokeCredentialResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCredentialResponse.ProtoReflect.Descriptor instead.
 func (*RevokeCredentialResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{47}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *RevokeCredentialResponse) GetCredential() *Credential {
@@ -3563,7 +4176,7 @@ type ListCredentialsRequest struct {
 
 func (x *ListCredentialsRequest) Reset() {
 	*x = ListCredentialsRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[48]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3575,7 +4188,7 @@ func (x *ListCredentialsRequest) String() string {
 func (*ListCredentialsRequest) ProtoMessage() {}
 
 func (x *ListCredentialsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[48]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3588,7 +4201,7 @@ func (x *ListCredentialsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCredentialsRequest.ProtoReflect.Descriptor instead.
 func (*ListCredentialsRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{48}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ListCredentialsRequest) GetTenantId() string {
@@ -3614,7 +4227,7 @@ type ListCredentialsResponse struct {
 
 func (x *ListCredentialsResponse) Reset() {
 	*x = ListCredentialsResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[49]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3626,7 +4239,7 @@ func (x *ListCredentialsResponse) String() string {
 func (*ListCredentialsResponse) ProtoMessage() {}
 
 func (x *ListCredentialsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[49]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3639,7 +4252,7 @@ func (x *ListCredentialsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCredentialsResponse.ProtoReflect.Descriptor instead.
 func (*ListCredentialsResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{49}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ListCredentialsResponse) GetCredentials() []*Credential {
@@ -3659,7 +4272,7 @@ type ListSessionsRequest struct {
 
 func (x *ListSessionsRequest) Reset() {
 	*x = ListSessionsRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[50]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3671,7 +4284,7 @@ func (x *ListSessionsRequest) String() string {
 func (*ListSessionsRequest) ProtoMessage() {}
 
 func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[50]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3684,7 +4297,7 @@ func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsRequest.ProtoReflect.Descriptor instead.
 func (*ListSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{50}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ListSessionsRequest) GetTenantId() string {
@@ -3710,7 +4323,7 @@ type ListSessionsResponse struct {
 
 func (x *ListSessionsResponse) Reset() {
 	*x = ListSessionsResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[51]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3722,7 +4335,7 @@ func (x *ListSessionsResponse) String() string {
 func (*ListSessionsResponse) ProtoMessage() {}
 
 func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[51]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3735,7 +4348,7 @@ func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsResponse.ProtoReflect.Descriptor instead.
 func (*ListSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{51}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *ListSessionsResponse) GetSessions() []*Session {
@@ -3756,7 +4369,7 @@ type SetPasswordRequest struct {
 
 func (x *SetPasswordRequest) Reset() {
 	*x = SetPasswordRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[52]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3768,7 +4381,7 @@ func (x *SetPasswordRequest) String() string {
 func (*SetPasswordRequest) ProtoMessage() {}
 
 func (x *SetPasswordRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[52]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3781,7 +4394,7 @@ func (x *SetPasswordRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPasswordRequest.ProtoReflect.Descriptor instead.
 func (*SetPasswordRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{52}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *SetPasswordRequest) GetTenantId() string {
@@ -3814,7 +4427,7 @@ type SetPasswordResponse struct {
 
 func (x *SetPasswordResponse) Reset() {
 	*x = SetPasswordResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[53]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3826,7 +4439,7 @@ func (x *SetPasswordResponse) String() string {
 func (*SetPasswordResponse) ProtoMessage() {}
 
 func (x *SetPasswordResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[53]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3839,7 +4452,7 @@ func (x *SetPasswordResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPasswordResponse.ProtoReflect.Descriptor instead.
 func (*SetPasswordResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{53}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *SetPasswordResponse) GetCredential() *Credential {
@@ -3864,7 +4477,7 @@ type Role struct {
 
 func (x *Role) Reset() {
 	*x = Role{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[54]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3876,7 +4489,7 @@ func (x *Role) String() string {
 func (*Role) ProtoMessage() {}
 
 func (x *Role) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[54]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3889,7 +4502,7 @@ func (x *Role) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Role.ProtoReflect.Descriptor instead.
 func (*Role) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{54}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *Role) GetId() string {
@@ -3946,7 +4559,7 @@ type Group struct {
 
 func (x *Group) Reset() {
 	*x = Group{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[55]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3958,7 +4571,7 @@ func (x *Group) String() string {
 func (*Group) ProtoMessage() {}
 
 func (x *Group) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[55]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3971,7 +4584,7 @@ func (x *Group) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Group.ProtoReflect.Descriptor instead.
 func (*Group) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{55}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *Group) GetId() string {
@@ -4024,7 +4637,7 @@ type Binding struct {
 
 func (x *Binding) Reset() {
 	*x = Binding{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[56]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4036,7 +4649,7 @@ func (x *Binding) String() string {
 func (*Binding) ProtoMessage() {}
 
 func (x *Binding) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[56]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4049,7 +4662,7 @@ func (x *Binding) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Binding.ProtoReflect.Descriptor instead.
 func (*Binding) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{56}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *Binding) GetId() string {
@@ -4146,7 +4759,7 @@ type CreateRoleRequest struct {
 
 func (x *CreateRoleRequest) Reset() {
 	*x = CreateRoleRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[57]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4158,7 +4771,7 @@ func (x *CreateRoleRequest) String() string {
 func (*CreateRoleRequest) ProtoMessage() {}
 
 func (x *CreateRoleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[57]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4171,7 +4784,7 @@ func (x *CreateRoleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRoleRequest.ProtoReflect.Descriptor instead.
 func (*CreateRoleRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{57}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *CreateRoleRequest) GetTenantId() string {
@@ -4226,7 +4839,7 @@ type CreateRoleResponse struct {
 
 func (x *CreateRoleResponse) Reset() {
 	*x = CreateRoleResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[58]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4238,7 +4851,7 @@ func (x *CreateRoleResponse) String() string {
 func (*CreateRoleResponse) ProtoMessage() {}
 
 func (x *CreateRoleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[58]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4251,7 +4864,7 @@ func (x *CreateRoleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRoleResponse.ProtoReflect.Descriptor instead.
 func (*CreateRoleResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{58}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *CreateRoleResponse) GetRole() *Role {
@@ -4278,7 +4891,7 @@ type DeleteRoleRequest struct {
 
 func (x *DeleteRoleRequest) Reset() {
 	*x = DeleteRoleRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[59]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4290,7 +4903,7 @@ func (x *DeleteRoleRequest) String() string {
 func (*DeleteRoleRequest) ProtoMessage() {}
 
 func (x *DeleteRoleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[59]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4303,7 +4916,7 @@ func (x *DeleteRoleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRoleRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRoleRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{59}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *DeleteRoleRequest) GetTenantId() string {
@@ -4329,7 +4942,7 @@ type DeleteRoleResponse struct {
 
 func (x *DeleteRoleResponse) Reset() {
 	*x = DeleteRoleResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[60]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4341,7 +4954,7 @@ func (x *DeleteRoleResponse) String() string {
 func (*DeleteRoleResponse) ProtoMessage() {}
 
 func (x *DeleteRoleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[60]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4354,7 +4967,7 @@ func (x *DeleteRoleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRoleResponse.ProtoReflect.Descriptor instead.
 func (*DeleteRoleResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{60}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *DeleteRoleResponse) GetPolicyRevision() int64 {
@@ -4376,7 +4989,7 @@ type CreateGroupRequest struct {
 
 func (x *CreateGroupRequest) Reset() {
 	*x = CreateGroupRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[61]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4388,7 +5001,7 @@ func (x *CreateGroupRequest) String() string {
 func (*CreateGroupRequest) ProtoMessage() {}
 
 func (x *CreateGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[61]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4401,7 +5014,7 @@ func (x *CreateGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateGroupRequest.ProtoReflect.Descriptor instead.
 func (*CreateGroupRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{61}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *CreateGroupRequest) GetTenantId() string {
@@ -4442,7 +5055,7 @@ type CreateGroupResponse struct {
 
 func (x *CreateGroupResponse) Reset() {
 	*x = CreateGroupResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[62]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4454,7 +5067,7 @@ func (x *CreateGroupResponse) String() string {
 func (*CreateGroupResponse) ProtoMessage() {}
 
 func (x *CreateGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[62]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4467,7 +5080,7 @@ func (x *CreateGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateGroupResponse.ProtoReflect.Descriptor instead.
 func (*CreateGroupResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{62}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *CreateGroupResponse) GetGroup() *Group {
@@ -4495,7 +5108,7 @@ type AddGroupMemberRequest struct {
 
 func (x *AddGroupMemberRequest) Reset() {
 	*x = AddGroupMemberRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[63]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4507,7 +5120,7 @@ func (x *AddGroupMemberRequest) String() string {
 func (*AddGroupMemberRequest) ProtoMessage() {}
 
 func (x *AddGroupMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[63]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4520,7 +5133,7 @@ func (x *AddGroupMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddGroupMemberRequest.ProtoReflect.Descriptor instead.
 func (*AddGroupMemberRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{63}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *AddGroupMemberRequest) GetTenantId() string {
@@ -4556,7 +5169,7 @@ type AddGroupMemberResponse struct {
 
 func (x *AddGroupMemberResponse) Reset() {
 	*x = AddGroupMemberResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[64]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4568,7 +5181,7 @@ func (x *AddGroupMemberResponse) String() string {
 func (*AddGroupMemberResponse) ProtoMessage() {}
 
 func (x *AddGroupMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[64]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4581,7 +5194,7 @@ func (x *AddGroupMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddGroupMemberResponse.ProtoReflect.Descriptor instead.
 func (*AddGroupMemberResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{64}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *AddGroupMemberResponse) GetPolicyRevision() int64 {
@@ -4609,7 +5222,7 @@ type RemoveGroupMemberRequest struct {
 
 func (x *RemoveGroupMemberRequest) Reset() {
 	*x = RemoveGroupMemberRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[65]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4621,7 +5234,7 @@ func (x *RemoveGroupMemberRequest) String() string {
 func (*RemoveGroupMemberRequest) ProtoMessage() {}
 
 func (x *RemoveGroupMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[65]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4634,7 +5247,7 @@ func (x *RemoveGroupMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveGroupMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveGroupMemberRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{65}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *RemoveGroupMemberRequest) GetTenantId() string {
@@ -4670,7 +5283,7 @@ type RemoveGroupMemberResponse struct {
 
 func (x *RemoveGroupMemberResponse) Reset() {
 	*x = RemoveGroupMemberResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[66]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4682,7 +5295,7 @@ func (x *RemoveGroupMemberResponse) String() string {
 func (*RemoveGroupMemberResponse) ProtoMessage() {}
 
 func (x *RemoveGroupMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[66]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4695,7 +5308,7 @@ func (x *RemoveGroupMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveGroupMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveGroupMemberResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{66}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *RemoveGroupMemberResponse) GetPolicyRevision() int64 {
@@ -4730,7 +5343,7 @@ type CreateBindingRequest struct {
 
 func (x *CreateBindingRequest) Reset() {
 	*x = CreateBindingRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[67]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4742,7 +5355,7 @@ func (x *CreateBindingRequest) String() string {
 func (*CreateBindingRequest) ProtoMessage() {}
 
 func (x *CreateBindingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[67]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4755,7 +5368,7 @@ func (x *CreateBindingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateBindingRequest.ProtoReflect.Descriptor instead.
 func (*CreateBindingRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{67}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *CreateBindingRequest) GetTenantId() string {
@@ -4834,7 +5447,7 @@ type CreateBindingResponse struct {
 
 func (x *CreateBindingResponse) Reset() {
 	*x = CreateBindingResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[68]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4846,7 +5459,7 @@ func (x *CreateBindingResponse) String() string {
 func (*CreateBindingResponse) ProtoMessage() {}
 
 func (x *CreateBindingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[68]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4859,7 +5472,7 @@ func (x *CreateBindingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateBindingResponse.ProtoReflect.Descriptor instead.
 func (*CreateBindingResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{68}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *CreateBindingResponse) GetBinding() *Binding {
@@ -4893,7 +5506,7 @@ type DeleteBindingRequest struct {
 
 func (x *DeleteBindingRequest) Reset() {
 	*x = DeleteBindingRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[69]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4905,7 +5518,7 @@ func (x *DeleteBindingRequest) String() string {
 func (*DeleteBindingRequest) ProtoMessage() {}
 
 func (x *DeleteBindingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[69]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4918,7 +5531,7 @@ func (x *DeleteBindingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteBindingRequest.ProtoReflect.Descriptor instead.
 func (*DeleteBindingRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{69}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *DeleteBindingRequest) GetTenantId() string {
@@ -4947,7 +5560,7 @@ type DeleteBindingResponse struct {
 
 func (x *DeleteBindingResponse) Reset() {
 	*x = DeleteBindingResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[70]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4959,7 +5572,7 @@ func (x *DeleteBindingResponse) String() string {
 func (*DeleteBindingResponse) ProtoMessage() {}
 
 func (x *DeleteBindingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[70]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4972,7 +5585,7 @@ func (x *DeleteBindingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteBindingResponse.ProtoReflect.Descriptor instead.
 func (*DeleteBindingResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{70}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *DeleteBindingResponse) GetPolicyRevision() int64 {
@@ -5017,7 +5630,7 @@ type ChangeRequest struct {
 
 func (x *ChangeRequest) Reset() {
 	*x = ChangeRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[71]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5029,7 +5642,7 @@ func (x *ChangeRequest) String() string {
 func (*ChangeRequest) ProtoMessage() {}
 
 func (x *ChangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[71]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5042,7 +5655,7 @@ func (x *ChangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeRequest.ProtoReflect.Descriptor instead.
 func (*ChangeRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{71}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *ChangeRequest) GetId() string {
@@ -5132,7 +5745,7 @@ type GetChangeRequestRequest struct {
 
 func (x *GetChangeRequestRequest) Reset() {
 	*x = GetChangeRequestRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[72]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5144,7 +5757,7 @@ func (x *GetChangeRequestRequest) String() string {
 func (*GetChangeRequestRequest) ProtoMessage() {}
 
 func (x *GetChangeRequestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[72]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5157,7 +5770,7 @@ func (x *GetChangeRequestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetChangeRequestRequest.ProtoReflect.Descriptor instead.
 func (*GetChangeRequestRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{72}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *GetChangeRequestRequest) GetTenantId() string {
@@ -5183,7 +5796,7 @@ type GetChangeRequestResponse struct {
 
 func (x *GetChangeRequestResponse) Reset() {
 	*x = GetChangeRequestResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[73]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5195,7 +5808,7 @@ func (x *GetChangeRequestResponse) String() string {
 func (*GetChangeRequestResponse) ProtoMessage() {}
 
 func (x *GetChangeRequestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[73]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5208,7 +5821,7 @@ func (x *GetChangeRequestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetChangeRequestResponse.ProtoReflect.Descriptor instead.
 func (*GetChangeRequestResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{73}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *GetChangeRequestResponse) GetChangeRequest() *ChangeRequest {
@@ -5233,7 +5846,7 @@ type ListChangeRequestsRequest struct {
 
 func (x *ListChangeRequestsRequest) Reset() {
 	*x = ListChangeRequestsRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[74]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5245,7 +5858,7 @@ func (x *ListChangeRequestsRequest) String() string {
 func (*ListChangeRequestsRequest) ProtoMessage() {}
 
 func (x *ListChangeRequestsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[74]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5258,7 +5871,7 @@ func (x *ListChangeRequestsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListChangeRequestsRequest.ProtoReflect.Descriptor instead.
 func (*ListChangeRequestsRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{74}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *ListChangeRequestsRequest) GetTenantId() string {
@@ -5299,7 +5912,7 @@ type ListChangeRequestsResponse struct {
 
 func (x *ListChangeRequestsResponse) Reset() {
 	*x = ListChangeRequestsResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[75]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5311,7 +5924,7 @@ func (x *ListChangeRequestsResponse) String() string {
 func (*ListChangeRequestsResponse) ProtoMessage() {}
 
 func (x *ListChangeRequestsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[75]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5324,7 +5937,7 @@ func (x *ListChangeRequestsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListChangeRequestsResponse.ProtoReflect.Descriptor instead.
 func (*ListChangeRequestsResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{75}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *ListChangeRequestsResponse) GetChangeRequests() []*ChangeRequest {
@@ -5351,7 +5964,7 @@ type ApproveChangeRequestRequest struct {
 
 func (x *ApproveChangeRequestRequest) Reset() {
 	*x = ApproveChangeRequestRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[76]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5363,7 +5976,7 @@ func (x *ApproveChangeRequestRequest) String() string {
 func (*ApproveChangeRequestRequest) ProtoMessage() {}
 
 func (x *ApproveChangeRequestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[76]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5376,7 +5989,7 @@ func (x *ApproveChangeRequestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApproveChangeRequestRequest.ProtoReflect.Descriptor instead.
 func (*ApproveChangeRequestRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{76}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *ApproveChangeRequestRequest) GetTenantId() string {
@@ -5405,7 +6018,7 @@ type ApproveChangeRequestResponse struct {
 
 func (x *ApproveChangeRequestResponse) Reset() {
 	*x = ApproveChangeRequestResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[77]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5417,7 +6030,7 @@ func (x *ApproveChangeRequestResponse) String() string {
 func (*ApproveChangeRequestResponse) ProtoMessage() {}
 
 func (x *ApproveChangeRequestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[77]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5430,7 +6043,7 @@ func (x *ApproveChangeRequestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApproveChangeRequestResponse.ProtoReflect.Descriptor instead.
 func (*ApproveChangeRequestResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{77}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *ApproveChangeRequestResponse) GetChangeRequest() *ChangeRequest {
@@ -5464,7 +6077,7 @@ type DenyChangeRequestRequest struct {
 
 func (x *DenyChangeRequestRequest) Reset() {
 	*x = DenyChangeRequestRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[78]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5476,7 +6089,7 @@ func (x *DenyChangeRequestRequest) String() string {
 func (*DenyChangeRequestRequest) ProtoMessage() {}
 
 func (x *DenyChangeRequestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[78]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5489,7 +6102,7 @@ func (x *DenyChangeRequestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DenyChangeRequestRequest.ProtoReflect.Descriptor instead.
 func (*DenyChangeRequestRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{78}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *DenyChangeRequestRequest) GetTenantId() string {
@@ -5515,7 +6128,7 @@ type DenyChangeRequestResponse struct {
 
 func (x *DenyChangeRequestResponse) Reset() {
 	*x = DenyChangeRequestResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[79]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5527,7 +6140,7 @@ func (x *DenyChangeRequestResponse) String() string {
 func (*DenyChangeRequestResponse) ProtoMessage() {}
 
 func (x *DenyChangeRequestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[79]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5540,7 +6153,7 @@ func (x *DenyChangeRequestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DenyChangeRequestResponse.ProtoReflect.Descriptor instead.
 func (*DenyChangeRequestResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{79}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *DenyChangeRequestResponse) GetChangeRequest() *ChangeRequest {
@@ -5559,7 +6172,7 @@ type ListBindingsRequest struct {
 
 func (x *ListBindingsRequest) Reset() {
 	*x = ListBindingsRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[80]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5571,7 +6184,7 @@ func (x *ListBindingsRequest) String() string {
 func (*ListBindingsRequest) ProtoMessage() {}
 
 func (x *ListBindingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[80]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5584,7 +6197,7 @@ func (x *ListBindingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBindingsRequest.ProtoReflect.Descriptor instead.
 func (*ListBindingsRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{80}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *ListBindingsRequest) GetTenantId() string {
@@ -5603,7 +6216,7 @@ type ListBindingsResponse struct {
 
 func (x *ListBindingsResponse) Reset() {
 	*x = ListBindingsResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[81]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5615,7 +6228,7 @@ func (x *ListBindingsResponse) String() string {
 func (*ListBindingsResponse) ProtoMessage() {}
 
 func (x *ListBindingsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[81]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5628,7 +6241,7 @@ func (x *ListBindingsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBindingsResponse.ProtoReflect.Descriptor instead.
 func (*ListBindingsResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{81}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *ListBindingsResponse) GetBindings() []*Binding {
@@ -5664,7 +6277,7 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\x14api_key_max_lifetime\x18\v \x01(\v2\x19.google.protobuf.DurationR\x11apiKeyMaxLifetime\x12\x16\n" +
 	"\x06issuer\x18\f \x01(\tR\x06issuer\x12J\n" +
 	"\x11signing_algorithm\x18\r \x01(\x0e2\x1d.keyplane.v1.SigningAlgorithmR\x10signingAlgorithm\x12?\n" +
-	"\x0estep_up_window\x18\x0e \x01(\v2\x19.google.protobuf.DurationR\fstepUpWindow\"\xbb\x04\n" +
+	"\x0estep_up_window\x18\x0e \x01(\v2\x19.google.protobuf.DurationR\fstepUpWindow\"\xd6\x05\n" +
 	"\bIdentity\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12-\n" +
@@ -5684,7 +6297,12 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\vcreate_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"\x97\x04\n" +
+	"updateTime\x12\x1d\n" +
+	"\n" +
+	"manager_id\x18\x0e \x01(\tR\tmanagerId\x12?\n" +
+	"\roffboard_time\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\foffboardTime\x129\n" +
+	"\n" +
+	"erase_time\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\teraseTime\"\x97\x04\n" +
 	"\n" +
 	"AuditEvent\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
@@ -5759,7 +6377,7 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\vhome_region\x18\x02 \x01(\tR\n" +
 	"homeRegion\"C\n" +
 	"\x14RehomeTenantResponse\x12+\n" +
-	"\x06tenant\x18\x01 \x01(\v2\x13.keyplane.v1.TenantR\x06tenant\"\xc7\x02\n" +
+	"\x06tenant\x18\x01 \x01(\v2\x13.keyplane.v1.TenantR\x06tenant\"\xe6\x02\n" +
 	"\x15CreateIdentityRequest\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12-\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x19.keyplane.v1.IdentityKindR\x04kind\x12!\n" +
@@ -5771,7 +6389,9 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\bowner_id\x18\x06 \x01(\tR\aownerId\x12\x18\n" +
 	"\apurpose\x18\a \x01(\tR\apurpose\x12;\n" +
 	"\vexpire_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"expireTime\"K\n" +
+	"expireTime\x12\x1d\n" +
+	"\n" +
+	"manager_id\x18\t \x01(\tR\tmanagerId\"K\n" +
 	"\x16CreateIdentityResponse\x121\n" +
 	"\bidentity\x18\x01 \x01(\v2\x15.keyplane.v1.IdentityR\bidentity\"A\n" +
 	"\x12GetIdentityRequest\x12\x1b\n" +
@@ -5788,7 +6408,7 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"identities\x18\x01 \x03(\v2\x15.keyplane.v1.IdentityR\n" +
 	"identities\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xf0\x02\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xa3\x03\n" +
 	"\x15UpdateIdentityRequest\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12&\n" +
@@ -5800,12 +6420,15 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\bowner_id\x18\x06 \x01(\tH\x02R\aownerId\x88\x01\x01\x12\x1d\n" +
 	"\apurpose\x18\a \x01(\tH\x03R\apurpose\x88\x01\x01\x12;\n" +
 	"\vexpire_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"expireTimeB\x0f\n" +
+	"expireTime\x12\"\n" +
+	"\n" +
+	"manager_id\x18\t \x01(\tH\x04R\tmanagerId\x88\x01\x01B\x0f\n" +
 	"\r_display_nameB\b\n" +
 	"\x06_emailB\v\n" +
 	"\t_owner_idB\n" +
 	"\n" +
-	"\b_purpose\"K\n" +
+	"\b_purposeB\r\n" +
+	"\v_manager_id\"K\n" +
 	"\x16UpdateIdentityResponse\x121\n" +
 	"\bidentity\x18\x01 \x01(\v2\x15.keyplane.v1.IdentityR\bidentity\"E\n" +
 	"\x16DisableIdentityRequest\x12\x1b\n" +
@@ -5817,7 +6440,56 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\"K\n" +
 	"\x16EnableIdentityResponse\x121\n" +
-	"\bidentity\x18\x01 \x01(\v2\x15.keyplane.v1.IdentityR\bidentity\"\xcf\x02\n" +
+	"\bidentity\x18\x01 \x01(\v2\x15.keyplane.v1.IdentityR\bidentity\"\xaa\x01\n" +
+	"\x17OffboardIdentityRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x1f\n" +
+	"\videntity_id\x18\x02 \x01(\tR\n" +
+	"identityId\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x129\n" +
+	"\n" +
+	"event_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\teventTime\"\x8e\x01\n" +
+	"\x11OffboardedBinding\x12\x1d\n" +
+	"\n" +
+	"binding_id\x18\x01 \x01(\tR\tbindingId\x12\x17\n" +
+	"\arole_id\x18\x02 \x01(\tR\x06roleId\x12\x14\n" +
+	"\x05scope\x18\x03 \x01(\tR\x05scope\x12+\n" +
+	"\x06effect\x18\x04 \x01(\x0e2\x13.keyplane.v1.EffectR\x06effect\"\x8d\x01\n" +
+	"\x14OffboardedCredential\x12#\n" +
+	"\rcredential_id\x18\x01 \x01(\tR\fcredentialId\x12\x1f\n" +
+	"\videntity_id\x18\x02 \x01(\tR\n" +
+	"identityId\x12/\n" +
+	"\x04kind\x18\x03 \x01(\x0e2\x1b.keyplane.v1.CredentialKindR\x04kind\"\x7f\n" +
+	"\rOwnedIdentity\x12\x1f\n" +
+	"\videntity_id\x18\x01 \x01(\tR\n" +
+	"identityId\x12 \n" +
+	"\fnew_owner_id\x18\x02 \x01(\tR\n" +
+	"newOwnerId\x12+\n" +
+	"\x06status\x18\x03 \x01(\x0e2\x13.keyplane.v1.StatusR\x06status\"\xfe\x03\n" +
+	"\x0eOffboardReport\x12I\n" +
+	"\x10bindings_removed\x18\x01 \x03(\v2\x1e.keyplane.v1.OffboardedBindingR\x0fbindingsRemoved\x12\x1f\n" +
+	"\vgroups_left\x18\x02 \x03(\tR\n" +
+	"groupsLeft\x12R\n" +
+	"\x13credentials_revoked\x18\x03 \x03(\v2!.keyplane.v1.OffboardedCredentialR\x12credentialsRevoked\x12)\n" +
+	"\x10sessions_revoked\x18\x04 \x01(\x05R\x0fsessionsRevoked\x12)\n" +
+	"\x10elevations_ended\x18\x05 \x03(\tR\x0felevationsEnded\x12+\n" +
+	"\x11elevations_denied\x18\x06 \x03(\tR\x10elevationsDenied\x124\n" +
+	"\x16change_requests_denied\x18\a \x03(\tR\x14changeRequestsDenied\x12;\n" +
+	"\vhanded_over\x18\b \x03(\v2\x1a.keyplane.v1.OwnedIdentityR\n" +
+	"handedOver\x126\n" +
+	"\borphaned\x18\t \x03(\v2\x1a.keyplane.v1.OwnedIdentityR\borphaned\"\xda\x01\n" +
+	"\x18OffboardIdentityResponse\x121\n" +
+	"\bidentity\x18\x01 \x01(\v2\x15.keyplane.v1.IdentityR\bidentity\x123\n" +
+	"\x06report\x18\x02 \x01(\v2\x1b.keyplane.v1.OffboardReportR\x06report\x12-\n" +
+	"\x12already_offboarded\x18\x03 \x01(\bR\x11alreadyOffboarded\x12'\n" +
+	"\x0fpolicy_revision\x18\x04 \x01(\x03R\x0epolicyRevision\"T\n" +
+	"\x14EraseIdentityRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x1f\n" +
+	"\videntity_id\x18\x02 \x01(\tR\n" +
+	"identityId\"\xa5\x01\n" +
+	"\x15EraseIdentityResponse\x121\n" +
+	"\bidentity\x18\x01 \x01(\v2\x15.keyplane.v1.IdentityR\bidentity\x12%\n" +
+	"\x0ealready_erased\x18\x02 \x01(\bR\ralreadyErased\x122\n" +
+	"\x15audit_events_redacted\x18\x03 \x01(\x05R\x13auditEventsRedacted\"\xcf\x02\n" +
 	"\x16ListAuditEventsRequest\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x1b\n" +
 	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
@@ -6104,11 +6776,12 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\x10SigningAlgorithm\x12!\n" +
 	"\x1dSIGNING_ALGORITHM_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17SIGNING_ALGORITHM_EDDSA\x10\x01\x12\x1b\n" +
-	"\x17SIGNING_ALGORITHM_RS256\x10\x02*H\n" +
+	"\x17SIGNING_ALGORITHM_RS256\x10\x02*[\n" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rSTATUS_ACTIVE\x10\x01\x12\x13\n" +
-	"\x0fSTATUS_DISABLED\x10\x02*\xb8\x01\n" +
+	"\x0fSTATUS_DISABLED\x10\x02\x12\x11\n" +
+	"\rSTATUS_FROZEN\x10\x03*\xb8\x01\n" +
 	"\fIdentityKind\x12\x1d\n" +
 	"\x19IDENTITY_KIND_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13IDENTITY_KIND_HUMAN\x10\x01\x12!\n" +
@@ -6126,7 +6799,7 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\x06Effect\x12\x16\n" +
 	"\x12EFFECT_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fEFFECT_ALLOW\x10\x01\x12\x0f\n" +
-	"\vEFFECT_DENY\x10\x022\xec\x19\n" +
+	"\vEFFECT_DENY\x10\x022\xaf\x1b\n" +
 	"\fAdminService\x12U\n" +
 	"\vListRegions\x12\x1f.keyplane.v1.ListRegionsRequest\x1a .keyplane.v1.ListRegionsResponse\"\x03\x90\x02\x01\x12S\n" +
 	"\fCreateTenant\x12 .keyplane.v1.CreateTenantRequest\x1a!.keyplane.v1.CreateTenantResponse\x12O\n" +
@@ -6141,7 +6814,9 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\x0eListIdentities\x12\".keyplane.v1.ListIdentitiesRequest\x1a#.keyplane.v1.ListIdentitiesResponse\"\x03\x90\x02\x01\x12Y\n" +
 	"\x0eUpdateIdentity\x12\".keyplane.v1.UpdateIdentityRequest\x1a#.keyplane.v1.UpdateIdentityResponse\x12a\n" +
 	"\x0fDisableIdentity\x12#.keyplane.v1.DisableIdentityRequest\x1a$.keyplane.v1.DisableIdentityResponse\"\x03\x90\x02\x02\x12^\n" +
-	"\x0eEnableIdentity\x12\".keyplane.v1.EnableIdentityRequest\x1a#.keyplane.v1.EnableIdentityResponse\"\x03\x90\x02\x02\x12S\n" +
+	"\x0eEnableIdentity\x12\".keyplane.v1.EnableIdentityRequest\x1a#.keyplane.v1.EnableIdentityResponse\"\x03\x90\x02\x02\x12d\n" +
+	"\x10OffboardIdentity\x12$.keyplane.v1.OffboardIdentityRequest\x1a%.keyplane.v1.OffboardIdentityResponse\"\x03\x90\x02\x02\x12[\n" +
+	"\rEraseIdentity\x12!.keyplane.v1.EraseIdentityRequest\x1a\".keyplane.v1.EraseIdentityResponse\"\x03\x90\x02\x02\x12S\n" +
 	"\fCreateAPIKey\x12 .keyplane.v1.CreateAPIKeyRequest\x1a!.keyplane.v1.CreateAPIKeyResponse\x12S\n" +
 	"\fRotateAPIKey\x12 .keyplane.v1.RotateAPIKeyRequest\x1a!.keyplane.v1.RotateAPIKeyResponse\x12S\n" +
 	"\fCreateClient\x12 .keyplane.v1.CreateClientRequest\x1a!.keyplane.v1.CreateClientResponse\x12X\n" +
@@ -6180,7 +6855,7 @@ func file_keyplane_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_keyplane_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_keyplane_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 82)
+var file_keyplane_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 90)
 var file_keyplane_v1_admin_proto_goTypes = []any{
 	(Residency)(0),                       // 0: keyplane.v1.Residency
 	(SigningAlgorithm)(0),                // 1: keyplane.v1.SigningAlgorithm
@@ -6220,228 +6895,253 @@ var file_keyplane_v1_admin_proto_goTypes = []any{
 	(*DisableIdentityResponse)(nil),      // 35: keyplane.v1.DisableIdentityResponse
 	(*EnableIdentityRequest)(nil),        // 36: keyplane.v1.EnableIdentityRequest
 	(*EnableIdentityResponse)(nil),       // 37: keyplane.v1.EnableIdentityResponse
-	(*ListAuditEventsRequest)(nil),       // 38: keyplane.v1.ListAuditEventsRequest
-	(*ListAuditEventsResponse)(nil),      // 39: keyplane.v1.ListAuditEventsResponse
-	(*Credential)(nil),                   // 40: keyplane.v1.Credential
-	(*Session)(nil),                      // 41: keyplane.v1.Session
-	(*CreateAPIKeyRequest)(nil),          // 42: keyplane.v1.CreateAPIKeyRequest
-	(*CreateAPIKeyResponse)(nil),         // 43: keyplane.v1.CreateAPIKeyResponse
-	(*RotateAPIKeyRequest)(nil),          // 44: keyplane.v1.RotateAPIKeyRequest
-	(*RotateAPIKeyResponse)(nil),         // 45: keyplane.v1.RotateAPIKeyResponse
-	(*CreateClientRequest)(nil),          // 46: keyplane.v1.CreateClientRequest
-	(*CreateClientResponse)(nil),         // 47: keyplane.v1.CreateClientResponse
-	(*UpdateClientRequest)(nil),          // 48: keyplane.v1.UpdateClientRequest
-	(*UpdateClientResponse)(nil),         // 49: keyplane.v1.UpdateClientResponse
-	(*RotateClientSecretRequest)(nil),    // 50: keyplane.v1.RotateClientSecretRequest
-	(*RotateClientSecretResponse)(nil),   // 51: keyplane.v1.RotateClientSecretResponse
-	(*RevokeCredentialRequest)(nil),      // 52: keyplane.v1.RevokeCredentialRequest
-	(*RevokeCredentialResponse)(nil),     // 53: keyplane.v1.RevokeCredentialResponse
-	(*ListCredentialsRequest)(nil),       // 54: keyplane.v1.ListCredentialsRequest
-	(*ListCredentialsResponse)(nil),      // 55: keyplane.v1.ListCredentialsResponse
-	(*ListSessionsRequest)(nil),          // 56: keyplane.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),         // 57: keyplane.v1.ListSessionsResponse
-	(*SetPasswordRequest)(nil),           // 58: keyplane.v1.SetPasswordRequest
-	(*SetPasswordResponse)(nil),          // 59: keyplane.v1.SetPasswordResponse
-	(*Role)(nil),                         // 60: keyplane.v1.Role
-	(*Group)(nil),                        // 61: keyplane.v1.Group
-	(*Binding)(nil),                      // 62: keyplane.v1.Binding
-	(*CreateRoleRequest)(nil),            // 63: keyplane.v1.CreateRoleRequest
-	(*CreateRoleResponse)(nil),           // 64: keyplane.v1.CreateRoleResponse
-	(*DeleteRoleRequest)(nil),            // 65: keyplane.v1.DeleteRoleRequest
-	(*DeleteRoleResponse)(nil),           // 66: keyplane.v1.DeleteRoleResponse
-	(*CreateGroupRequest)(nil),           // 67: keyplane.v1.CreateGroupRequest
-	(*CreateGroupResponse)(nil),          // 68: keyplane.v1.CreateGroupResponse
-	(*AddGroupMemberRequest)(nil),        // 69: keyplane.v1.AddGroupMemberRequest
-	(*AddGroupMemberResponse)(nil),       // 70: keyplane.v1.AddGroupMemberResponse
-	(*RemoveGroupMemberRequest)(nil),     // 71: keyplane.v1.RemoveGroupMemberRequest
-	(*RemoveGroupMemberResponse)(nil),    // 72: keyplane.v1.RemoveGroupMemberResponse
-	(*CreateBindingRequest)(nil),         // 73: keyplane.v1.CreateBindingRequest
-	(*CreateBindingResponse)(nil),        // 74: keyplane.v1.CreateBindingResponse
-	(*DeleteBindingRequest)(nil),         // 75: keyplane.v1.DeleteBindingRequest
-	(*DeleteBindingResponse)(nil),        // 76: keyplane.v1.DeleteBindingResponse
-	(*ChangeRequest)(nil),                // 77: keyplane.v1.ChangeRequest
-	(*GetChangeRequestRequest)(nil),      // 78: keyplane.v1.GetChangeRequestRequest
-	(*GetChangeRequestResponse)(nil),     // 79: keyplane.v1.GetChangeRequestResponse
-	(*ListChangeRequestsRequest)(nil),    // 80: keyplane.v1.ListChangeRequestsRequest
-	(*ListChangeRequestsResponse)(nil),   // 81: keyplane.v1.ListChangeRequestsResponse
-	(*ApproveChangeRequestRequest)(nil),  // 82: keyplane.v1.ApproveChangeRequestRequest
-	(*ApproveChangeRequestResponse)(nil), // 83: keyplane.v1.ApproveChangeRequestResponse
-	(*DenyChangeRequestRequest)(nil),     // 84: keyplane.v1.DenyChangeRequestRequest
-	(*DenyChangeRequestResponse)(nil),    // 85: keyplane.v1.DenyChangeRequestResponse
-	(*ListBindingsRequest)(nil),          // 86: keyplane.v1.ListBindingsRequest
-	(*ListBindingsResponse)(nil),         // 87: keyplane.v1.ListBindingsResponse
-	(*timestamppb.Timestamp)(nil),        // 88: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),          // 89: google.protobuf.Duration
-	(*structpb.Struct)(nil),              // 90: google.protobuf.Struct
+	(*OffboardIdentityRequest)(nil),      // 38: keyplane.v1.OffboardIdentityRequest
+	(*OffboardedBinding)(nil),            // 39: keyplane.v1.OffboardedBinding
+	(*OffboardedCredential)(nil),         // 40: keyplane.v1.OffboardedCredential
+	(*OwnedIdentity)(nil),                // 41: keyplane.v1.OwnedIdentity
+	(*OffboardReport)(nil),               // 42: keyplane.v1.OffboardReport
+	(*OffboardIdentityResponse)(nil),     // 43: keyplane.v1.OffboardIdentityResponse
+	(*EraseIdentityRequest)(nil),         // 44: keyplane.v1.EraseIdentityRequest
+	(*EraseIdentityResponse)(nil),        // 45: keyplane.v1.EraseIdentityResponse
+	(*ListAuditEventsRequest)(nil),       // 46: keyplane.v1.ListAuditEventsRequest
+	(*ListAuditEventsResponse)(nil),      // 47: keyplane.v1.ListAuditEventsResponse
+	(*Credential)(nil),                   // 48: keyplane.v1.Credential
+	(*Session)(nil),                      // 49: keyplane.v1.Session
+	(*CreateAPIKeyRequest)(nil),          // 50: keyplane.v1.CreateAPIKeyRequest
+	(*CreateAPIKeyResponse)(nil),         // 51: keyplane.v1.CreateAPIKeyResponse
+	(*RotateAPIKeyRequest)(nil),          // 52: keyplane.v1.RotateAPIKeyRequest
+	(*RotateAPIKeyResponse)(nil),         // 53: keyplane.v1.RotateAPIKeyResponse
+	(*CreateClientRequest)(nil),          // 54: keyplane.v1.CreateClientRequest
+	(*CreateClientResponse)(nil),         // 55: keyplane.v1.CreateClientResponse
+	(*UpdateClientRequest)(nil),          // 56: keyplane.v1.UpdateClientRequest
+	(*UpdateClientResponse)(nil),         // 57: keyplane.v1.UpdateClientResponse
+	(*RotateClientSecretRequest)(nil),    // 58: keyplane.v1.RotateClientSecretRequest
+	(*RotateClientSecretResponse)(nil),   // 59: keyplane.v1.RotateClientSecretResponse
+	(*RevokeCredentialRequest)(nil),      // 60: keyplane.v1.RevokeCredentialRequest
+	(*RevokeCredentialResponse)(nil),     // 61: keyplane.v1.RevokeCredentialResponse
+	(*ListCredentialsRequest)(nil),       // 62: keyplane.v1.ListCredentialsRequest
+	(*ListCredentialsResponse)(nil),      // 63: keyplane.v1.ListCredentialsResponse
+	(*ListSessionsRequest)(nil),          // 64: keyplane.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),         // 65: keyplane.v1.ListSessionsResponse
+	(*SetPasswordRequest)(nil),           // 66: keyplane.v1.SetPasswordRequest
+	(*SetPasswordResponse)(nil),          // 67: keyplane.v1.SetPasswordResponse
+	(*Role)(nil),                         // 68: keyplane.v1.Role
+	(*Group)(nil),                        // 69: keyplane.v1.Group
+	(*Binding)(nil),                      // 70: keyplane.v1.Binding
+	(*CreateRoleRequest)(nil),            // 71: keyplane.v1.CreateRoleRequest
+	(*CreateRoleResponse)(nil),           // 72: keyplane.v1.CreateRoleResponse
+	(*DeleteRoleRequest)(nil),            // 73: keyplane.v1.DeleteRoleRequest
+	(*DeleteRoleResponse)(nil),           // 74: keyplane.v1.DeleteRoleResponse
+	(*CreateGroupRequest)(nil),           // 75: keyplane.v1.CreateGroupRequest
+	(*CreateGroupResponse)(nil),          // 76: keyplane.v1.CreateGroupResponse
+	(*AddGroupMemberRequest)(nil),        // 77: keyplane.v1.AddGroupMemberRequest
+	(*AddGroupMemberResponse)(nil),       // 78: keyplane.v1.AddGroupMemberResponse
+	(*RemoveGroupMemberRequest)(nil),     // 79: keyplane.v1.RemoveGroupMemberRequest
+	(*RemoveGroupMemberResponse)(nil),    // 80: keyplane.v1.RemoveGroupMemberResponse
+	(*CreateBindingRequest)(nil),         // 81: keyplane.v1.CreateBindingRequest
+	(*CreateBindingResponse)(nil),        // 82: keyplane.v1.CreateBindingResponse
+	(*DeleteBindingRequest)(nil),         // 83: keyplane.v1.DeleteBindingRequest
+	(*DeleteBindingResponse)(nil),        // 84: keyplane.v1.DeleteBindingResponse
+	(*ChangeRequest)(nil),                // 85: keyplane.v1.ChangeRequest
+	(*GetChangeRequestRequest)(nil),      // 86: keyplane.v1.GetChangeRequestRequest
+	(*GetChangeRequestResponse)(nil),     // 87: keyplane.v1.GetChangeRequestResponse
+	(*ListChangeRequestsRequest)(nil),    // 88: keyplane.v1.ListChangeRequestsRequest
+	(*ListChangeRequestsResponse)(nil),   // 89: keyplane.v1.ListChangeRequestsResponse
+	(*ApproveChangeRequestRequest)(nil),  // 90: keyplane.v1.ApproveChangeRequestRequest
+	(*ApproveChangeRequestResponse)(nil), // 91: keyplane.v1.ApproveChangeRequestResponse
+	(*DenyChangeRequestRequest)(nil),     // 92: keyplane.v1.DenyChangeRequestRequest
+	(*DenyChangeRequestResponse)(nil),    // 93: keyplane.v1.DenyChangeRequestResponse
+	(*ListBindingsRequest)(nil),          // 94: keyplane.v1.ListBindingsRequest
+	(*ListBindingsResponse)(nil),         // 95: keyplane.v1.ListBindingsResponse
+	(*timestamppb.Timestamp)(nil),        // 96: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),          // 97: google.protobuf.Duration
+	(*structpb.Struct)(nil),              // 98: google.protobuf.Struct
 }
 var file_keyplane_v1_admin_proto_depIdxs = []int32{
 	0,   // 0: keyplane.v1.Tenant.residency:type_name -> keyplane.v1.Residency
 	2,   // 1: keyplane.v1.Tenant.status:type_name -> keyplane.v1.Status
-	88,  // 2: keyplane.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
-	88,  // 3: keyplane.v1.Tenant.update_time:type_name -> google.protobuf.Timestamp
-	89,  // 4: keyplane.v1.Tenant.access_token_ttl:type_name -> google.protobuf.Duration
-	89,  // 5: keyplane.v1.Tenant.api_key_max_lifetime:type_name -> google.protobuf.Duration
+	96,  // 2: keyplane.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
+	96,  // 3: keyplane.v1.Tenant.update_time:type_name -> google.protobuf.Timestamp
+	97,  // 4: keyplane.v1.Tenant.access_token_ttl:type_name -> google.protobuf.Duration
+	97,  // 5: keyplane.v1.Tenant.api_key_max_lifetime:type_name -> google.protobuf.Duration
 	1,   // 6: keyplane.v1.Tenant.signing_algorithm:type_name -> keyplane.v1.SigningAlgorithm
-	89,  // 7: keyplane.v1.Tenant.step_up_window:type_name -> google.protobuf.Duration
+	97,  // 7: keyplane.v1.Tenant.step_up_window:type_name -> google.protobuf.Duration
 	3,   // 8: keyplane.v1.Identity.kind:type_name -> keyplane.v1.IdentityKind
-	90,  // 9: keyplane.v1.Identity.attributes:type_name -> google.protobuf.Struct
+	98,  // 9: keyplane.v1.Identity.attributes:type_name -> google.protobuf.Struct
 	2,   // 10: keyplane.v1.Identity.status:type_name -> keyplane.v1.Status
-	88,  // 11: keyplane.v1.Identity.expire_time:type_name -> google.protobuf.Timestamp
-	88,  // 12: keyplane.v1.Identity.tokens_valid_after:type_name -> google.protobuf.Timestamp
-	88,  // 13: keyplane.v1.Identity.create_time:type_name -> google.protobuf.Timestamp
-	88,  // 14: keyplane.v1.Identity.update_time:type_name -> google.protobuf.Timestamp
-	88,  // 15: keyplane.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
-	90,  // 16: keyplane.v1.AuditEvent.before:type_name -> google.protobuf.Struct
-	90,  // 17: keyplane.v1.AuditEvent.after:type_name -> google.protobuf.Struct
-	6,   // 18: keyplane.v1.ListRegionsResponse.regions:type_name -> keyplane.v1.Region
-	0,   // 19: keyplane.v1.CreateTenantRequest.residency:type_name -> keyplane.v1.Residency
-	1,   // 20: keyplane.v1.CreateTenantRequest.signing_algorithm:type_name -> keyplane.v1.SigningAlgorithm
-	7,   // 21: keyplane.v1.CreateTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	7,   // 22: keyplane.v1.GetTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	7,   // 23: keyplane.v1.ListTenantsResponse.tenants:type_name -> keyplane.v1.Tenant
-	89,  // 24: keyplane.v1.UpdateTenantRequest.access_token_ttl:type_name -> google.protobuf.Duration
-	89,  // 25: keyplane.v1.UpdateTenantRequest.api_key_max_lifetime:type_name -> google.protobuf.Duration
-	1,   // 26: keyplane.v1.UpdateTenantRequest.signing_algorithm:type_name -> keyplane.v1.SigningAlgorithm
-	89,  // 27: keyplane.v1.UpdateTenantRequest.step_up_window:type_name -> google.protobuf.Duration
-	7,   // 28: keyplane.v1.UpdateTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	7,   // 29: keyplane.v1.DisableTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	7,   // 30: keyplane.v1.EnableTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	7,   // 31: keyplane.v1.RehomeTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	3,   // 32: keyplane.v1.CreateIdentityRequest.kind:type_name -> keyplane.v1.IdentityKind
-	90,  // 33: keyplane.v1.CreateIdentityRequest.attributes:type_name -> google.protobuf.Struct
-	88,  // 34: keyplane.v1.CreateIdentityRequest.expire_time:type_name -> google.protobuf.Timestamp
-	8,   // 35: keyplane.v1.CreateIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	8,   // 36: keyplane.v1.GetIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	8,   // 37: keyplane.v1.ListIdentitiesResponse.identities:type_name -> keyplane.v1.Identity
-	90,  // 38: keyplane.v1.UpdateIdentityRequest.attributes:type_name -> google.protobuf.Struct
-	88,  // 39: keyplane.v1.UpdateIdentityRequest.expire_time:type_name -> google.protobuf.Timestamp
-	8,   // 40: keyplane.v1.UpdateIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	8,   // 41: keyplane.v1.DisableIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	8,   // 42: keyplane.v1.EnableIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	88,  // 43: keyplane.v1.ListAuditEventsRequest.start_time:type_name -> google.protobuf.Timestamp
-	88,  // 44: keyplane.v1.ListAuditEventsRequest.end_time:type_name -> google.protobuf.Timestamp
-	9,   // 45: keyplane.v1.ListAuditEventsResponse.events:type_name -> keyplane.v1.AuditEvent
-	4,   // 46: keyplane.v1.Credential.kind:type_name -> keyplane.v1.CredentialKind
-	88,  // 47: keyplane.v1.Credential.create_time:type_name -> google.protobuf.Timestamp
-	88,  // 48: keyplane.v1.Credential.expire_time:type_name -> google.protobuf.Timestamp
-	88,  // 49: keyplane.v1.Credential.last_used_time:type_name -> google.protobuf.Timestamp
-	88,  // 50: keyplane.v1.Credential.rotate_time:type_name -> google.protobuf.Timestamp
-	88,  // 51: keyplane.v1.Credential.revoke_time:type_name -> google.protobuf.Timestamp
-	88,  // 52: keyplane.v1.Session.create_time:type_name -> google.protobuf.Timestamp
-	88,  // 53: keyplane.v1.Session.expire_time:type_name -> google.protobuf.Timestamp
-	88,  // 54: keyplane.v1.Session.revoke_time:type_name -> google.protobuf.Timestamp
-	88,  // 55: keyplane.v1.CreateAPIKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
-	40,  // 56: keyplane.v1.CreateAPIKeyResponse.credential:type_name -> keyplane.v1.Credential
-	88,  // 57: keyplane.v1.RotateAPIKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
-	89,  // 58: keyplane.v1.RotateAPIKeyRequest.grace_period:type_name -> google.protobuf.Duration
-	40,  // 59: keyplane.v1.RotateAPIKeyResponse.credential:type_name -> keyplane.v1.Credential
-	40,  // 60: keyplane.v1.CreateClientResponse.credential:type_name -> keyplane.v1.Credential
-	40,  // 61: keyplane.v1.UpdateClientResponse.credential:type_name -> keyplane.v1.Credential
-	89,  // 62: keyplane.v1.RotateClientSecretRequest.grace_period:type_name -> google.protobuf.Duration
-	40,  // 63: keyplane.v1.RotateClientSecretResponse.credential:type_name -> keyplane.v1.Credential
-	40,  // 64: keyplane.v1.RevokeCredentialResponse.credential:type_name -> keyplane.v1.Credential
-	40,  // 65: keyplane.v1.ListCredentialsResponse.credentials:type_name -> keyplane.v1.Credential
-	41,  // 66: keyplane.v1.ListSessionsResponse.sessions:type_name -> keyplane.v1.Session
-	40,  // 67: keyplane.v1.SetPasswordResponse.credential:type_name -> keyplane.v1.Credential
-	5,   // 68: keyplane.v1.Binding.effect:type_name -> keyplane.v1.Effect
-	88,  // 69: keyplane.v1.Binding.expire_time:type_name -> google.protobuf.Timestamp
-	88,  // 70: keyplane.v1.Binding.create_time:type_name -> google.protobuf.Timestamp
-	60,  // 71: keyplane.v1.CreateRoleResponse.role:type_name -> keyplane.v1.Role
-	61,  // 72: keyplane.v1.CreateGroupResponse.group:type_name -> keyplane.v1.Group
-	77,  // 73: keyplane.v1.AddGroupMemberResponse.change_request:type_name -> keyplane.v1.ChangeRequest
-	77,  // 74: keyplane.v1.RemoveGroupMemberResponse.change_request:type_name -> keyplane.v1.ChangeRequest
-	5,   // 75: keyplane.v1.CreateBindingRequest.effect:type_name -> keyplane.v1.Effect
-	88,  // 76: keyplane.v1.CreateBindingRequest.expire_time:type_name -> google.protobuf.Timestamp
-	62,  // 77: keyplane.v1.CreateBindingResponse.binding:type_name -> keyplane.v1.Binding
-	77,  // 78: keyplane.v1.CreateBindingResponse.change_request:type_name -> keyplane.v1.ChangeRequest
-	77,  // 79: keyplane.v1.DeleteBindingResponse.change_request:type_name -> keyplane.v1.ChangeRequest
-	62,  // 80: keyplane.v1.ChangeRequest.binding:type_name -> keyplane.v1.Binding
-	88,  // 81: keyplane.v1.ChangeRequest.create_time:type_name -> google.protobuf.Timestamp
-	88,  // 82: keyplane.v1.ChangeRequest.expire_time:type_name -> google.protobuf.Timestamp
-	88,  // 83: keyplane.v1.ChangeRequest.decide_time:type_name -> google.protobuf.Timestamp
-	77,  // 84: keyplane.v1.GetChangeRequestResponse.change_request:type_name -> keyplane.v1.ChangeRequest
-	77,  // 85: keyplane.v1.ListChangeRequestsResponse.change_requests:type_name -> keyplane.v1.ChangeRequest
-	77,  // 86: keyplane.v1.ApproveChangeRequestResponse.change_request:type_name -> keyplane.v1.ChangeRequest
-	62,  // 87: keyplane.v1.ApproveChangeRequestResponse.binding:type_name -> keyplane.v1.Binding
-	77,  // 88: keyplane.v1.DenyChangeRequestResponse.change_request:type_name -> keyplane.v1.ChangeRequest
-	62,  // 89: keyplane.v1.ListBindingsResponse.bindings:type_name -> keyplane.v1.Binding
-	10,  // 90: keyplane.v1.AdminService.ListRegions:input_type -> keyplane.v1.ListRegionsRequest
-	12,  // 91: keyplane.v1.AdminService.CreateTenant:input_type -> keyplane.v1.CreateTenantRequest
-	14,  // 92: keyplane.v1.AdminService.GetTenant:input_type -> keyplane.v1.GetTenantRequest
-	16,  // 93: keyplane.v1.AdminService.ListTenants:input_type -> keyplane.v1.ListTenantsRequest
-	18,  // 94: keyplane.v1.AdminService.UpdateTenant:input_type -> keyplane.v1.UpdateTenantRequest
-	20,  // 95: keyplane.v1.AdminService.DisableTenant:input_type -> keyplane.v1.DisableTenantRequest
-	22,  // 96: keyplane.v1.AdminService.EnableTenant:input_type -> keyplane.v1.EnableTenantRequest
-	24,  // 97: keyplane.v1.AdminService.RehomeTenant:input_type -> keyplane.v1.RehomeTenantRequest
-	26,  // 98: keyplane.v1.AdminService.CreateIdentity:input_type -> keyplane.v1.CreateIdentityRequest
-	28,  // 99: keyplane.v1.AdminService.GetIdentity:input_type -> keyplane.v1.GetIdentityRequest
-	30,  // 100: keyplane.v1.AdminService.ListIdentities:input_type -> keyplane.v1.ListIdentitiesRequest
-	32,  // 101: keyplane.v1.AdminService.UpdateIdentity:input_type -> keyplane.v1.UpdateIdentityRequest
-	34,  // 102: keyplane.v1.AdminService.DisableIdentity:input_type -> keyplane.v1.DisableIdentityRequest
-	36,  // 103: keyplane.v1.AdminService.EnableIdentity:input_type -> keyplane.v1.EnableIdentityRequest
-	42,  // 104: keyplane.v1.AdminService.CreateAPIKey:input_type -> keyplane.v1.CreateAPIKeyRequest
-	44,  // 105: keyplane.v1.AdminService.RotateAPIKey:input_type -> keyplane.v1.RotateAPIKeyRequest
-	46,  // 106: keyplane.v1.AdminService.CreateClient:input_type -> keyplane.v1.CreateClientRequest
-	48,  // 107: keyplane.v1.AdminService.UpdateClient:input_type -> keyplane.v1.UpdateClientRequest
-	50,  // 108: keyplane.v1.AdminService.RotateClientSecret:input_type -> keyplane.v1.RotateClientSecretRequest
-	52,  // 109: keyplane.v1.AdminService.RevokeCredential:input_type -> keyplane.v1.RevokeCredentialRequest
-	54,  // 110: keyplane.v1.AdminService.ListCredentials:input_type -> keyplane.v1.ListCredentialsRequest
-	56,  // 111: keyplane.v1.AdminService.ListSessions:input_type -> keyplane.v1.ListSessionsRequest
-	58,  // 112: keyplane.v1.AdminService.SetPassword:input_type -> keyplane.v1.SetPasswordRequest
-	63,  // 113: keyplane.v1.AdminService.CreateRole:input_type -> keyplane.v1.CreateRoleRequest
-	65,  // 114: keyplane.v1.AdminService.DeleteRole:input_type -> keyplane.v1.DeleteRoleRequest
-	67,  // 115: keyplane.v1.AdminService.CreateGroup:input_type -> keyplane.v1.CreateGroupRequest
-	69,  // 116: keyplane.v1.AdminService.AddGroupMember:input_type -> keyplane.v1.AddGroupMemberRequest
-	71,  // 117: keyplane.v1.AdminService.RemoveGroupMember:input_type -> keyplane.v1.RemoveGroupMemberRequest
-	73,  // 118: keyplane.v1.AdminService.CreateBinding:input_type -> keyplane.v1.CreateBindingRequest
-	75,  // 119: keyplane.v1.AdminService.DeleteBinding:input_type -> keyplane.v1.DeleteBindingRequest
-	86,  // 120: keyplane.v1.AdminService.ListBindings:input_type -> keyplane.v1.ListBindingsRequest
-	38,  // 121: keyplane.v1.AdminService.ListAuditEvents:input_type -> keyplane.v1.ListAuditEventsRequest
-	78,  // 122: keyplane.v1.AdminService.GetChangeRequest:input_type -> keyplane.v1.GetChangeRequestRequest
-	80,  // 123: keyplane.v1.AdminService.ListChangeRequests:input_type -> keyplane.v1.ListChangeRequestsRequest
-	82,  // 124: keyplane.v1.AdminService.ApproveChangeRequest:input_type -> keyplane.v1.ApproveChangeRequestRequest
-	84,  // 125: keyplane.v1.AdminService.DenyChangeRequest:input_type -> keyplane.v1.DenyChangeRequestRequest
-	11,  // 126: keyplane.v1.AdminService.ListRegions:output_type -> keyplane.v1.ListRegionsResponse
-	13,  // 127: keyplane.v1.AdminService.CreateTenant:output_type -> keyplane.v1.CreateTenantResponse
-	15,  // 128: keyplane.v1.AdminService.GetTenant:output_type -> keyplane.v1.GetTenantResponse
-	17,  // 129: keyplane.v1.AdminService.ListTenants:output_type -> keyplane.v1.ListTenantsResponse
-	19,  // 130: keyplane.v1.AdminService.UpdateTenant:output_type -> keyplane.v1.UpdateTenantResponse
-	21,  // 131: keyplane.v1.AdminService.DisableTenant:output_type -> keyplane.v1.DisableTenantResponse
-	23,  // 132: keyplane.v1.AdminService.EnableTenant:output_type -> keyplane.v1.EnableTenantResponse
-	25,  // 133: keyplane.v1.AdminService.RehomeTenant:output_type -> keyplane.v1.RehomeTenantResponse
-	27,  // 134: keyplane.v1.AdminService.CreateIdentity:output_type -> keyplane.v1.CreateIdentityResponse
-	29,  // 135: keyplane.v1.AdminService.GetIdentity:output_type -> keyplane.v1.GetIdentityResponse
-	31,  // 136: keyplane.v1.AdminService.ListIdentities:output_type -> keyplane.v1.ListIdentitiesResponse
-	33,  // 137: keyplane.v1.AdminService.UpdateIdentity:output_type -> keyplane.v1.UpdateIdentityResponse
-	35,  // 138: keyplane.v1.AdminService.DisableIdentity:output_type -> keyplane.v1.DisableIdentityResponse
-	37,  // 139: keyplane.v1.AdminService.EnableIdentity:output_type -> keyplane.v1.EnableIdentityResponse
-	43,  // 140: keyplane.v1.AdminService.CreateAPIKey:output_type -> keyplane.v1.CreateAPIKeyResponse
-	45,  // 141: keyplane.v1.AdminService.RotateAPIKey:output_type -> keyplane.v1.RotateAPIKeyResponse
-	47,  // 142: keyplane.v1.AdminService.CreateClient:output_type -> keyplane.v1.CreateClientResponse
-	49,  // 143: keyplane.v1.AdminService.UpdateClient:output_type -> keyplane.v1.UpdateClientResponse
-	51,  // 144: keyplane.v1.AdminService.RotateClientSecret:output_type -> keyplane.v1.RotateClientSecretResponse
-	53,  // 145: keyplane.v1.AdminService.RevokeCredential:output_type -> keyplane.v1.RevokeCredentialResponse
-	55,  // 146: keyplane.v1.AdminService.ListCredentials:output_type -> keyplane.v1.ListCredentialsResponse
-	57,  // 147: keyplane.v1.AdminService.ListSessions:output_type -> keyplane.v1.ListSessionsResponse
-	59,  // 148: keyplane.v1.AdminService.SetPassword:output_type -> keyplane.v1.SetPasswordResponse
-	64,  // 149: keyplane.v1.AdminService.CreateRole:output_type -> keyplane.v1.CreateRoleResponse
-	66,  // 150: keyplane.v1.AdminService.DeleteRole:output_type -> keyplane.v1.DeleteRoleResponse
-	68,  // 151: keyplane.v1.AdminService.CreateGroup:output_type -> keyplane.v1.CreateGroupResponse
-	70,  // 152: keyplane.v1.AdminService.AddGroupMember:output_type -> keyplane.v1.AddGroupMemberResponse
-	72,  // 153: keyplane.v1.AdminService.RemoveGroupMember:output_type -> keyplane.v1.RemoveGroupMemberResponse
-	74,  // 154: keyplane.v1.AdminService.CreateBinding:output_type -> keyplane.v1.CreateBindingResponse
-	76,  // 155: keyplane.v1.AdminService.DeleteBinding:output_type -> keyplane.v1.DeleteBindingResponse
-	87,  // 156: keyplane.v1.AdminService.ListBindings:output_type -> keyplane.v1.ListBindingsResponse
-	39,  // 157: keyplane.v1.AdminService.ListAuditEvents:output_type -> keyplane.v1.ListAuditEventsResponse
-	79,  // 158: keyplane.v1.AdminService.GetChangeRequest:output_type -> keyplane.v1.GetChangeRequestResponse
-	81,  // 159: keyplane.v1.AdminService.ListChangeRequests:output_type -> keyplane.v1.ListChangeRequestsResponse
-	83,  // 160: keyplane.v1.AdminService.ApproveChangeRequest:output_type -> keyplane.v1.ApproveChangeRequestResponse
-	85,  // 161: keyplane.v1.AdminService.DenyChangeRequest:output_type -> keyplane.v1.DenyChangeRequestResponse
-	126, // [126:162] is the sub-list for method output_type
-	90,  // [90:126] is the sub-list for method input_type
-	90,  // [90:90] is the sub-list for extension type_name
-	90,  // [90:90] is the sub-list for extension extendee
-	0,   // [0:90] is the sub-list for field type_name
+	96,  // 11: keyplane.v1.Identity.expire_time:type_name -> google.protobuf.Timestamp
+	96,  // 12: keyplane.v1.Identity.tokens_valid_after:type_name -> google.protobuf.Timestamp
+	96,  // 13: keyplane.v1.Identity.create_time:type_name -> google.protobuf.Timestamp
+	96,  // 14: keyplane.v1.Identity.update_time:type_name -> google.protobuf.Timestamp
+	96,  // 15: keyplane.v1.Identity.offboard_time:type_name -> google.protobuf.Timestamp
+	96,  // 16: keyplane.v1.Identity.erase_time:type_name -> google.protobuf.Timestamp
+	96,  // 17: keyplane.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	98,  // 18: keyplane.v1.AuditEvent.before:type_name -> google.protobuf.Struct
+	98,  // 19: keyplane.v1.AuditEvent.after:type_name -> google.protobuf.Struct
+	6,   // 20: keyplane.v1.ListRegionsResponse.regions:type_name -> keyplane.v1.Region
+	0,   // 21: keyplane.v1.CreateTenantRequest.residency:type_name -> keyplane.v1.Residency
+	1,   // 22: keyplane.v1.CreateTenantRequest.signing_algorithm:type_name -> keyplane.v1.SigningAlgorithm
+	7,   // 23: keyplane.v1.CreateTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	7,   // 24: keyplane.v1.GetTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	7,   // 25: keyplane.v1.ListTenantsResponse.tenants:type_name -> keyplane.v1.Tenant
+	97,  // 26: keyplane.v1.UpdateTenantRequest.access_token_ttl:type_name -> google.protobuf.Duration
+	97,  // 27: keyplane.v1.UpdateTenantRequest.api_key_max_lifetime:type_name -> google.protobuf.Duration
+	1,   // 28: keyplane.v1.UpdateTenantRequest.signing_algorithm:type_name -> keyplane.v1.SigningAlgorithm
+	97,  // 29: keyplane.v1.UpdateTenantRequest.step_up_window:type_name -> google.protobuf.Duration
+	7,   // 30: keyplane.v1.UpdateTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	7,   // 31: keyplane.v1.DisableTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	7,   // 32: keyplane.v1.EnableTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	7,   // 33: keyplane.v1.RehomeTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	3,   // 34: keyplane.v1.CreateIdentityRequest.kind:type_name -> keyplane.v1.IdentityKind
+	98,  // 35: keyplane.v1.CreateIdentityRequest.attributes:type_name -> google.protobuf.Struct
+	96,  // 36: keyplane.v1.CreateIdentityRequest.expire_time:type_name -> google.protobuf.Timestamp
+	8,   // 37: keyplane.v1.CreateIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	8,   // 38: keyplane.v1.GetIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	8,   // 39: keyplane.v1.ListIdentitiesResponse.identities:type_name -> keyplane.v1.Identity
+	98,  // 40: keyplane.v1.UpdateIdentityRequest.attributes:type_name -> google.protobuf.Struct
+	96,  // 41: keyplane.v1.UpdateIdentityRequest.expire_time:type_name -> google.protobuf.Timestamp
+	8,   // 42: keyplane.v1.UpdateIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	8,   // 43: keyplane.v1.DisableIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	8,   // 44: keyplane.v1.EnableIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	96,  // 45: keyplane.v1.OffboardIdentityRequest.event_time:type_name -> google.protobuf.Timestamp
+	5,   // 46: keyplane.v1.OffboardedBinding.effect:type_name -> keyplane.v1.Effect
+	4,   // 47: keyplane.v1.OffboardedCredential.kind:type_name -> keyplane.v1.CredentialKind
+	2,   // 48: keyplane.v1.OwnedIdentity.status:type_name -> keyplane.v1.Status
+	39,  // 49: keyplane.v1.OffboardReport.bindings_removed:type_name -> keyplane.v1.OffboardedBinding
+	40,  // 50: keyplane.v1.OffboardReport.credentials_revoked:type_name -> keyplane.v1.OffboardedCredential
+	41,  // 51: keyplane.v1.OffboardReport.handed_over:type_name -> keyplane.v1.OwnedIdentity
+	41,  // 52: keyplane.v1.OffboardReport.orphaned:type_name -> keyplane.v1.OwnedIdentity
+	8,   // 53: keyplane.v1.OffboardIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	42,  // 54: keyplane.v1.OffboardIdentityResponse.report:type_name -> keyplane.v1.OffboardReport
+	8,   // 55: keyplane.v1.EraseIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	96,  // 56: keyplane.v1.ListAuditEventsRequest.start_time:type_name -> google.protobuf.Timestamp
+	96,  // 57: keyplane.v1.ListAuditEventsRequest.end_time:type_name -> google.protobuf.Timestamp
+	9,   // 58: keyplane.v1.ListAuditEventsResponse.events:type_name -> keyplane.v1.AuditEvent
+	4,   // 59: keyplane.v1.Credential.kind:type_name -> keyplane.v1.CredentialKind
+	96,  // 60: keyplane.v1.Credential.create_time:type_name -> google.protobuf.Timestamp
+	96,  // 61: keyplane.v1.Credential.expire_time:type_name -> google.protobuf.Timestamp
+	96,  // 62: keyplane.v1.Credential.last_used_time:type_name -> google.protobuf.Timestamp
+	96,  // 63: keyplane.v1.Credential.rotate_time:type_name -> google.protobuf.Timestamp
+	96,  // 64: keyplane.v1.Credential.revoke_time:type_name -> google.protobuf.Timestamp
+	96,  // 65: keyplane.v1.Session.create_time:type_name -> google.protobuf.Timestamp
+	96,  // 66: keyplane.v1.Session.expire_time:type_name -> google.protobuf.Timestamp
+	96,  // 67: keyplane.v1.Session.revoke_time:type_name -> google.protobuf.Timestamp
+	96,  // 68: keyplane.v1.CreateAPIKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
+	48,  // 69: keyplane.v1.CreateAPIKeyResponse.credential:type_name -> keyplane.v1.Credential
+	96,  // 70: keyplane.v1.RotateAPIKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
+	97,  // 71: keyplane.v1.RotateAPIKeyRequest.grace_period:type_name -> google.protobuf.Duration
+	48,  // 72: keyplane.v1.RotateAPIKeyResponse.credential:type_name -> keyplane.v1.Credential
+	48,  // 73: keyplane.v1.CreateClientResponse.credential:type_name -> keyplane.v1.Credential
+	48,  // 74: keyplane.v1.UpdateClientResponse.credential:type_name -> keyplane.v1.Credential
+	97,  // 75: keyplane.v1.RotateClientSecretRequest.grace_period:type_name -> google.protobuf.Duration
+	48,  // 76: keyplane.v1.RotateClientSecretResponse.credential:type_name -> keyplane.v1.Credential
+	48,  // 77: keyplane.v1.RevokeCredentialResponse.credential:type_name -> keyplane.v1.Credential
+	48,  // 78: keyplane.v1.ListCredentialsResponse.credentials:type_name -> keyplane.v1.Credential
+	49,  // 79: keyplane.v1.ListSessionsResponse.sessions:type_name -> keyplane.v1.Session
+	48,  // 80: keyplane.v1.SetPasswordResponse.credential:type_name -> keyplane.v1.Credential
+	5,   // 81: keyplane.v1.Binding.effect:type_name -> keyplane.v1.Effect
+	96,  // 82: keyplane.v1.Binding.expire_time:type_name -> google.protobuf.Timestamp
+	96,  // 83: keyplane.v1.Binding.create_time:type_name -> google.protobuf.Timestamp
+	68,  // 84: keyplane.v1.CreateRoleResponse.role:type_name -> keyplane.v1.Role
+	69,  // 85: keyplane.v1.CreateGroupResponse.group:type_name -> keyplane.v1.Group
+	85,  // 86: keyplane.v1.AddGroupMemberResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	85,  // 87: keyplane.v1.RemoveGroupMemberResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	5,   // 88: keyplane.v1.CreateBindingRequest.effect:type_name -> keyplane.v1.Effect
+	96,  // 89: keyplane.v1.CreateBindingRequest.expire_time:type_name -> google.protobuf.Timestamp
+	70,  // 90: keyplane.v1.CreateBindingResponse.binding:type_name -> keyplane.v1.Binding
+	85,  // 91: keyplane.v1.CreateBindingResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	85,  // 92: keyplane.v1.DeleteBindingResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	70,  // 93: keyplane.v1.ChangeRequest.binding:type_name -> keyplane.v1.Binding
+	96,  // 94: keyplane.v1.ChangeRequest.create_time:type_name -> google.protobuf.Timestamp
+	96,  // 95: keyplane.v1.ChangeRequest.expire_time:type_name -> google.protobuf.Timestamp
+	96,  // 96: keyplane.v1.ChangeRequest.decide_time:type_name -> google.protobuf.Timestamp
+	85,  // 97: keyplane.v1.GetChangeRequestResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	85,  // 98: keyplane.v1.ListChangeRequestsResponse.change_requests:type_name -> keyplane.v1.ChangeRequest
+	85,  // 99: keyplane.v1.ApproveChangeRequestResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	70,  // 100: keyplane.v1.ApproveChangeRequestResponse.binding:type_name -> keyplane.v1.Binding
+	85,  // 101: keyplane.v1.DenyChangeRequestResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	70,  // 102: keyplane.v1.ListBindingsResponse.bindings:type_name -> keyplane.v1.Binding
+	10,  // 103: keyplane.v1.AdminService.ListRegions:input_type -> keyplane.v1.ListRegionsRequest
+	12,  // 104: keyplane.v1.AdminService.CreateTenant:input_type -> keyplane.v1.CreateTenantRequest
+	14,  // 105: keyplane.v1.AdminService.GetTenant:input_type -> keyplane.v1.GetTenantRequest
+	16,  // 106: keyplane.v1.AdminService.ListTenants:input_type -> keyplane.v1.ListTenantsRequest
+	18,  // 107: keyplane.v1.AdminService.UpdateTenant:input_type -> keyplane.v1.UpdateTenantRequest
+	20,  // 108: keyplane.v1.AdminService.DisableTenant:input_type -> keyplane.v1.DisableTenantRequest
+	22,  // 109: keyplane.v1.AdminService.EnableTenant:input_type -> keyplane.v1.EnableTenantRequest
+	24,  // 110: keyplane.v1.AdminService.RehomeTenant:input_type -> keyplane.v1.RehomeTenantRequest
+	26,  // 111: keyplane.v1.AdminService.CreateIdentity:input_type -> keyplane.v1.CreateIdentityRequest
+	28,  // 112: keyplane.v1.AdminService.GetIdentity:input_type -> keyplane.v1.GetIdentityRequest
+	30,  // 113: keyplane.v1.AdminService.ListIdentities:input_type -> keyplane.v1.ListIdentitiesRequest
+	32,  // 114: keyplane.v1.AdminService.UpdateIdentity:input_type -> keyplane.v1.UpdateIdentityRequest
+	34,  // 115: keyplane.v1.AdminService.DisableIdentity:input_type -> keyplane.v1.DisableIdentityRequest
+	36,  // 116: keyplane.v1.AdminService.EnableIdentity:input_type -> keyplane.v1.EnableIdentityRequest
+	38,  // 117: keyplane.v1.AdminService.OffboardIdentity:input_type -> keyplane.v1.OffboardIdentityRequest
+	44,  // 118: keyplane.v1.AdminService.EraseIdentity:input_type -> keyplane.v1.EraseIdentityRequest
+	50,  // 119: keyplane.v1.AdminService.CreateAPIKey:input_type -> keyplane.v1.CreateAPIKeyRequest
+	52,  // 120: keyplane.v1.AdminService.RotateAPIKey:input_type -> keyplane.v1.RotateAPIKeyRequest
+	54,  // 121: keyplane.v1.AdminService.CreateClient:input_type -> keyplane.v1.CreateClientRequest
+	56,  // 122: keyplane.v1.AdminService.UpdateClient:input_type -> keyplane.v1.UpdateClientRequest
+	58,  // 123: keyplane.v1.AdminService.RotateClientSecret:input_type -> keyplane.v1.RotateClientSecretRequest
+	60,  // 124: keyplane.v1.AdminService.RevokeCredential:input_type -> keyplane.v1.RevokeCredentialRequest
+	62,  // 125: keyplane.v1.AdminService.ListCredentials:input_type -> keyplane.v1.ListCredentialsRequest
+	64,  // 126: keyplane.v1.AdminService.ListSessions:input_type -> keyplane.v1.ListSessionsRequest
+	66,  // 127: keyplane.v1.AdminService.SetPassword:input_type -> keyplane.v1.SetPasswordRequest
+	71,  // 128: keyplane.v1.AdminService.CreateRole:input_type -> keyplane.v1.CreateRoleRequest
+	73,  // 129: keyplane.v1.AdminService.DeleteRole:input_type -> keyplane.v1.DeleteRoleRequest
+	75,  // 130: keyplane.v1.AdminService.CreateGroup:input_type -> keyplane.v1.CreateGroupRequest
+	77,  // 131: keyplane.v1.AdminService.AddGroupMember:input_type -> keyplane.v1.AddGroupMemberRequest
+	79,  // 132: keyplane.v1.AdminService.RemoveGroupMember:input_type -> keyplane.v1.RemoveGroupMemberRequest
+	81,  // 133: keyplane.v1.AdminService.CreateBinding:input_type -> keyplane.v1.CreateBindingRequest
+	83,  // 134: keyplane.v1.AdminService.DeleteBinding:input_type -> keyplane.v1.DeleteBindingRequest
+	94,  // 135: keyplane.v1.AdminService.ListBindings:input_type -> keyplane.v1.ListBindingsRequest
+	46,  // 136: keyplane.v1.AdminService.ListAuditEvents:input_type -> keyplane.v1.ListAuditEventsRequest
+	86,  // 137: keyplane.v1.AdminService.GetChangeRequest:input_type -> keyplane.v1.GetChangeRequestRequest
+	88,  // 138: keyplane.v1.AdminService.ListChangeRequests:input_type -> keyplane.v1.ListChangeRequestsRequest
+	90,  // 139: keyplane.v1.AdminService.ApproveChangeRequest:input_type -> keyplane.v1.ApproveChangeRequestRequest
+	92,  // 140: keyplane.v1.AdminService.DenyChangeRequest:input_type -> keyplane.v1.DenyChangeRequestRequest
+	11,  // 141: keyplane.v1.AdminService.ListRegions:output_type -> keyplane.v1.ListRegionsResponse
+	13,  // 142: keyplane.v1.AdminService.CreateTenant:output_type -> keyplane.v1.CreateTenantResponse
+	15,  // 143: keyplane.v1.AdminService.GetTenant:output_type -> keyplane.v1.GetTenantResponse
+	17,  // 144: keyplane.v1.AdminService.ListTenants:output_type -> keyplane.v1.ListTenantsResponse
+	19,  // 145: keyplane.v1.AdminService.UpdateTenant:output_type -> keyplane.v1.UpdateTenantResponse
+	21,  // 146: keyplane.v1.AdminService.DisableTenant:output_type -> keyplane.v1.DisableTenantResponse
+	23,  // 147: keyplane.v1.AdminService.EnableTenant:output_type -> keyplane.v1.EnableTenantResponse
+	25,  // 148: keyplane.v1.AdminService.RehomeTenant:output_type -> keyplane.v1.RehomeTenantResponse
+	27,  // 149: keyplane.v1.AdminService.CreateIdentity:output_type -> keyplane.v1.CreateIdentityResponse
+	29,  // 150: keyplane.v1.AdminService.GetIdentity:output_type -> keyplane.v1.GetIdentityResponse
+	31,  // 151: keyplane.v1.AdminService.ListIdentities:output_type -> keyplane.v1.ListIdentitiesResponse
+	33,  // 152: keyplane.v1.AdminService.UpdateIdentity:output_type -> keyplane.v1.UpdateIdentityResponse
+	35,  // 153: keyplane.v1.AdminService.DisableIdentity:output_type -> keyplane.v1.DisableIdentityResponse
+	37,  // 154: keyplane.v1.AdminService.EnableIdentity:output_type -> keyplane.v1.EnableIdentityResponse
+	43,  // 155: keyplane.v1.AdminService.OffboardIdentity:output_type -> keyplane.v1.OffboardIdentityResponse
+	45,  // 156: keyplane.v1.AdminService.EraseIdentity:output_type -> keyplane.v1.EraseIdentityResponse
+	51,  // 157: keyplane.v1.AdminService.CreateAPIKey:output_type -> keyplane.v1.CreateAPIKeyResponse
+	53,  // 158: keyplane.v1.AdminService.RotateAPIKey:output_type -> keyplane.v1.RotateAPIKeyResponse
+	55,  // 159: keyplane.v1.AdminService.CreateClient:output_type -> keyplane.v1.CreateClientResponse
+	57,  // 160: keyplane.v1.AdminService.UpdateClient:output_type -> keyplane.v1.UpdateClientResponse
+	59,  // 161: keyplane.v1.AdminService.RotateClientSecret:output_type -> keyplane.v1.RotateClientSecretResponse
+	61,  // 162: keyplane.v1.AdminService.RevokeCredential:output_type -> keyplane.v1.RevokeCredentialResponse
+	63,  // 163: keyplane.v1.AdminService.ListCredentials:output_type -> keyplane.v1.ListCredentialsResponse
+	65,  // 164: keyplane.v1.AdminService.ListSessions:output_type -> keyplane.v1.ListSessionsResponse
+	67,  // 165: keyplane.v1.AdminService.SetPassword:output_type -> keyplane.v1.SetPasswordResponse
+	72,  // 166: keyplane.v1.AdminService.CreateRole:output_type -> keyplane.v1.CreateRoleResponse
+	74,  // 167: keyplane.v1.AdminService.DeleteRole:output_type -> keyplane.v1.DeleteRoleResponse
+	76,  // 168: keyplane.v1.AdminService.CreateGroup:output_type -> keyplane.v1.CreateGroupResponse
+	78,  // 169: keyplane.v1.AdminService.AddGroupMember:output_type -> keyplane.v1.AddGroupMemberResponse
+	80,  // 170: keyplane.v1.AdminService.RemoveGroupMember:output_type -> keyplane.v1.RemoveGroupMemberResponse
+	82,  // 171: keyplane.v1.AdminService.CreateBinding:output_type -> keyplane.v1.CreateBindingResponse
+	84,  // 172: keyplane.v1.AdminService.DeleteBinding:output_type -> keyplane.v1.DeleteBindingResponse
+	95,  // 173: keyplane.v1.AdminService.ListBindings:output_type -> keyplane.v1.ListBindingsResponse
+	47,  // 174: keyplane.v1.AdminService.ListAuditEvents:output_type -> keyplane.v1.ListAuditEventsResponse
+	87,  // 175: keyplane.v1.AdminService.GetChangeRequest:output_type -> keyplane.v1.GetChangeRequestResponse
+	89,  // 176: keyplane.v1.AdminService.ListChangeRequests:output_type -> keyplane.v1.ListChangeRequestsResponse
+	91,  // 177: keyplane.v1.AdminService.ApproveChangeRequest:output_type -> keyplane.v1.ApproveChangeRequestResponse
+	93,  // 178: keyplane.v1.AdminService.DenyChangeRequest:output_type -> keyplane.v1.DenyChangeRequestResponse
+	141, // [141:179] is the sub-list for method output_type
+	103, // [103:141] is the sub-list for method input_type
+	103, // [103:103] is the sub-list for extension type_name
+	103, // [103:103] is the sub-list for extension extendee
+	0,   // [0:103] is the sub-list for field type_name
 }
 
 func init() { file_keyplane_v1_admin_proto_init() }
@@ -6457,7 +7157,7 @@ func file_keyplane_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_keyplane_v1_admin_proto_rawDesc), len(file_keyplane_v1_admin_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   82,
+			NumMessages:   90,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
