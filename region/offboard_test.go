@@ -664,3 +664,50 @@ func TestOffboardingIsLinearizable(t *testing.T) {
 	}
 	t.Logf("%d operations, %d active validations before, %d validations after the offboarding, 0 violations", len(ops), granted, tested)
 }
+
+// TestSecurityOffboardingNeedsStepUp: offboarding and erasure are sensitive. A human
+// identity manager (the built-in role grants iam.identities.offboard and .erase) with
+// a password-only token is asked to step up and nothing is offboarded; with a fresh
+// second factor both calls go through. Without the permission: permission_denied
+// (TestAdminPermissionMatrix).
+func TestSecurityOffboardingNeedsStepUp(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newAdminFixture(t, nil)
+	const email, password = "hal@acme.example", "hal's long password"
+	human := func(name, email string) string {
+		h, err := f.op.CreateIdentity(ctx, connect.NewRequest(&keyplanev1.CreateIdentityRequest{TenantId: "acme",
+			Kind: keyplanev1.IdentityKind_IDENTITY_KIND_HUMAN, DisplayName: name, Email: email}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h.Msg.Identity.Id
+	}
+	hal, tom := human("Hal", email), human("Tom", "tom@acme.example")
+	if _, err := f.op.SetPassword(ctx, connect.NewRequest(&keyplanev1.SetPasswordRequest{TenantId: "acme", IdentityId: hal, Password: password})); err != nil {
+		t.Fatal(err)
+	}
+	f.bind(t, hal, schema.RoleIdentityManager, "*")
+	lr, err := keyplanev1connect.NewAuthServiceClient(http.DefaultClient, f.url).Login(ctx, connect.NewRequest(&keyplanev1.LoginRequest{TenantId: "acme",
+		Email: email, Password: password}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pwd := adminClient(f.url, lr.Msg.Token.AccessToken)
+	_, err = pwd.OffboardIdentity(ctx, connect.NewRequest(&keyplanev1.OffboardIdentityRequest{TenantId: "acme", IdentityId: tom}))
+	wantStepUp(t, err, "600")
+	if i, err := f.op.GetIdentity(ctx, connect.NewRequest(&keyplanev1.GetIdentityRequest{TenantId: "acme", Id: tom})); err != nil ||
+		i.Msg.Identity.Status != keyplanev1.Status_STATUS_ACTIVE || i.Msg.Identity.OffboardTime != nil {
+		t.Fatalf("offboarded without step-up: %v %v", i, err)
+	}
+	mfa := adminClient(f.url, mfaLogin(t, f.url, "acme", hal, email, password))
+	if _, err := mfa.OffboardIdentity(ctx, connect.NewRequest(&keyplanev1.OffboardIdentityRequest{TenantId: "acme", IdentityId: tom})); err != nil {
+		t.Fatalf("offboarding with a second factor: %v", err)
+	}
+	_, err = pwd.EraseIdentity(ctx, connect.NewRequest(&keyplanev1.EraseIdentityRequest{TenantId: "acme", IdentityId: tom}))
+	wantStepUp(t, err, "600")
+	if r, err := mfa.EraseIdentity(ctx, connect.NewRequest(&keyplanev1.EraseIdentityRequest{TenantId: "acme", IdentityId: tom})); err != nil ||
+		r.Msg.Identity.DisplayName != schema.ErasedDisplayName {
+		t.Fatalf("erasing with a second factor: %v %v", r, err)
+	}
+}
