@@ -44,16 +44,28 @@ func (a *AdminService) OffboardIdentity(ctx context.Context, req *connect.Reques
 	if err != nil {
 		return nil, err
 	}
-	out, err := a.node.store.OffboardIdentity(ctx, change(ctx), sc, m.IdentityId, m.Reason)
+	out, err := a.node.offboard(ctx, change(ctx), sc, m.IdentityId, m.Reason, start, "api")
 	if err != nil {
 		return nil, err
 	}
-	// Committed: every token and credential of the leaver is inactive from here on.
-	if !out.AlreadyOffboarded {
-		a.node.metrics.deprovision.WithLabelValues("api").Observe(max(a.node.now().Sub(start), 0).Seconds())
-	}
 	return connect.NewResponse(&keyplanev1.OffboardIdentityResponse{Identity: identityToProto(out.Identity),
 		Report: offboardReportToProto(out.Report), AlreadyOffboarded: out.AlreadyOffboarded, PolicyRevision: out.Revision}), nil
+}
+
+// offboard offboards identity id of sc (schema.Store.OffboardIdentity) and, when it
+// was not offboarded before, records the deprovisioning latency from start (the
+// leaver's event) to the commit, labelled with source ("api"; SCIM deprovisioning
+// passes its own). Every caller that offboards goes through here.
+func (n *Node) offboard(ctx context.Context, c schema.Change, sc schema.Scope, id, reason string, start time.Time, source string) (schema.Offboarding, error) {
+	out, err := n.store.OffboardIdentity(ctx, c, sc, id, reason)
+	if err != nil {
+		return out, err
+	}
+	// Committed: every token and credential of the leaver is inactive from here on.
+	if !out.AlreadyOffboarded {
+		n.metrics.deprovision.WithLabelValues(source).Observe(max(n.now().Sub(start), 0).Seconds())
+	}
+	return out, nil
 }
 
 func (a *AdminService) EraseIdentity(ctx context.Context, req *connect.Request[keyplanev1.EraseIdentityRequest]) (*connect.Response[keyplanev1.EraseIdentityResponse], error) {
