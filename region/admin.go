@@ -64,15 +64,24 @@ func (a *AdminService) CreateTenant(ctx context.Context, req *connect.Request[ke
 	if err != nil {
 		return nil, err
 	}
+	retention, err := durationFromProto("decision_retention", m.DecisionRetention)
+	if err != nil {
+		return nil, err
+	}
+	in := schema.NewTenant{ID: m.Id, Name: m.Name, HomeRegion: m.HomeRegion, Residency: residency, SigningAlg: alg}
+	if retention != nil {
+		if *retention <= 0 { // 0 would mean the default: a zero duration is a mistake, not "unset"
+			return nil, fieldError("decision_retention", "must be positive; leave it unset for the default")
+		}
+		in.DecisionRetention = *retention
+	}
 	// The first tenant admin's client secret: shown once, in the response; stored as
 	// its hash (issue 13, item 4).
 	sec, err := credential.NewSecret(credential.PrefixClientSecret)
 	if err != nil {
 		return nil, err
 	}
-	t, admin, err := a.node.store.CreateTenantWithAdmin(ctx, change(ctx),
-		schema.NewTenant{ID: m.Id, Name: m.Name, HomeRegion: m.HomeRegion, Residency: residency, SigningAlg: alg},
-		schema.NewTenantAdmin{KeyID: sec.KeyID, Hash: sec.Hash})
+	t, admin, err := a.node.store.CreateTenantWithAdmin(ctx, change(ctx), in, schema.NewTenantAdmin{KeyID: sec.KeyID, Hash: sec.Hash})
 	if err != nil {
 		return nil, err
 	}
@@ -113,6 +122,9 @@ func (a *AdminService) UpdateTenant(ctx context.Context, req *connect.Request[ke
 		return nil, err
 	}
 	if u.StepUpWindow, err = durationFromProto("step_up_window", req.Msg.StepUpWindow); err != nil {
+		return nil, err
+	}
+	if u.DecisionRetention, err = durationFromProto("decision_retention", req.Msg.DecisionRetention); err != nil {
 		return nil, err
 	}
 	if req.Msg.SigningAlgorithm != keyplanev1.SigningAlgorithm_SIGNING_ALGORITHM_UNSPECIFIED {
@@ -389,6 +401,7 @@ func (n *Node) tenantToProto(t schema.Tenant) *keyplanev1.Tenant {
 		CreateTime: timestamppb.New(t.CreatedAt), UpdateTime: timestamppb.New(t.UpdatedAt),
 		AccessTokenTtl: durationpb.New(t.AccessTokenTTL), ApiKeyMaxLifetime: durationpb.New(t.APIKeyMaxLifetime),
 		Issuer: n.Issuer(t.ID), SigningAlgorithm: signingAlgToProto(t.SigningAlg), StepUpWindow: durationOrNil(t.StepUpWindow),
+		DecisionRetention: durationpb.New(t.DecisionRetention),
 	}
 }
 

@@ -191,6 +191,20 @@ func TestAdminPermissionMatrix(t *testing.T) {
 			return m
 		}
 	}
+	// newRule makes a membership rule over a fresh group that grants nothing.
+	newRule := func(t *testing.T) string {
+		n++
+		g, err := f.op.CreateGroup(ctx, connect.NewRequest(&keyplanev1.CreateGroupRequest{TenantId: "acme", Name: fmt.Sprintf("g-%d", n)}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := f.op.CreateMembershipRule(ctx, connect.NewRequest(&keyplanev1.CreateMembershipRuleRequest{TenantId: "acme",
+			Name: fmt.Sprintf("rule-%d", n), Condition: `attributes.team == "x"`, GroupIds: []string{g.Msg.Group.Id}}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Msg.Rule.Id
+	}
 	cases := []matrixCase{
 		{admin("CreateIdentity"), region.PermIdentitiesCreate, plain(map[string]any{"kind": "IDENTITY_KIND_HUMAN", "displayName": "new"})},
 		{admin("GetIdentity"), region.PermIdentitiesRead, onTarget(func(x target) map[string]any { return map[string]any{"id": x.id} })},
@@ -226,6 +240,67 @@ func TestAdminPermissionMatrix(t *testing.T) {
 				t.Fatal(err)
 			}
 			return map[string]any{"tenantId": "acme", "roleId": r.Msg.Role.Id}
+		}},
+		{admin("GetRole"), region.PermRolesRead, plain(map[string]any{"roleId": schema.RoleSecurityAuditor})},
+		{admin("ListRoles"), region.PermRolesRead, plain(map[string]any{"namePrefix": "tenant"})},
+		{admin("UpdateRole"), region.PermRolesWrite, func(t *testing.T, _ string) map[string]any {
+			n++
+			r, err := f.op.CreateRole(ctx, connect.NewRequest(&keyplanev1.CreateRoleRequest{TenantId: "acme", Name: fmt.Sprintf("edited-%d", n), Permissions: []string{"docs.document.read"}}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return map[string]any{"tenantId": "acme", "roleId": r.Msg.Role.Id, "description": "renamed"}
+		}},
+		{admin("GetGroup"), region.PermGroupsRead, func(t *testing.T, _ string) map[string]any {
+			n++
+			g, err := f.op.CreateGroup(ctx, connect.NewRequest(&keyplanev1.CreateGroupRequest{TenantId: "acme", Name: fmt.Sprintf("g-%d", n)}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return map[string]any{"tenantId": "acme", "groupId": g.Msg.Group.Id}
+		}},
+		{admin("ListGroups"), region.PermGroupsRead, plain(nil)},
+		{admin("ListGroupMembers"), region.PermGroupsRead, func(t *testing.T, _ string) map[string]any {
+			n++
+			g, err := f.op.CreateGroup(ctx, connect.NewRequest(&keyplanev1.CreateGroupRequest{TenantId: "acme", Name: fmt.Sprintf("g-%d", n)}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return map[string]any{"tenantId": "acme", "groupId": g.Msg.Group.Id}
+		}},
+		{admin("UpdateGroup"), region.PermGroupsWrite, func(t *testing.T, _ string) map[string]any {
+			n++
+			g, err := f.op.CreateGroup(ctx, connect.NewRequest(&keyplanev1.CreateGroupRequest{TenantId: "acme", Name: fmt.Sprintf("g-%d", n)}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return map[string]any{"tenantId": "acme", "groupId": g.Msg.Group.Id, "externalId": "scim-1"}
+		}},
+		{admin("DeleteGroup"), region.PermGroupsWrite, func(t *testing.T, _ string) map[string]any {
+			n++
+			g, err := f.op.CreateGroup(ctx, connect.NewRequest(&keyplanev1.CreateGroupRequest{TenantId: "acme", Name: fmt.Sprintf("g-%d", n)}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return map[string]any{"tenantId": "acme", "groupId": g.Msg.Group.Id}
+		}},
+		{admin("CreateMembershipRule"), region.PermGroupsWrite, func(t *testing.T, _ string) map[string]any {
+			n++
+			g, err := f.op.CreateGroup(ctx, connect.NewRequest(&keyplanev1.CreateGroupRequest{TenantId: "acme", Name: fmt.Sprintf("g-%d", n)}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return map[string]any{"tenantId": "acme", "name": fmt.Sprintf("rule-%d", n), "condition": `attributes.team == "x"`, "groupIds": []string{g.Msg.Group.Id}}
+		}},
+		{admin("GetMembershipRule"), region.PermGroupsRead, func(t *testing.T, _ string) map[string]any {
+			return map[string]any{"tenantId": "acme", "id": newRule(t)}
+		}},
+		{admin("ListMembershipRules"), region.PermGroupsRead, plain(nil)},
+		{admin("UpdateMembershipRule"), region.PermGroupsWrite, func(t *testing.T, _ string) map[string]any {
+			return map[string]any{"tenantId": "acme", "id": newRule(t), "description": "d"}
+		}},
+		{admin("DeleteMembershipRule"), region.PermGroupsWrite, func(t *testing.T, _ string) map[string]any {
+			return map[string]any{"tenantId": "acme", "id": newRule(t)}
 		}},
 		{admin("CreateGroup"), region.PermGroupsWrite, func(*testing.T, string) map[string]any {
 			n++
@@ -314,7 +389,7 @@ func tenantProcedures(t *testing.T) []string {
 	public := map[string]bool{"ExchangeAPIKey": true, "Login": true, "Refresh": true, "ValidateToken": true, "RevokeToken": true}
 	var out []string
 	for _, name := range []string{keyplanev1connect.AdminServiceName, keyplanev1connect.AuthServiceName,
-		keyplanev1connect.CheckServiceName, keyplanev1connect.ElevationServiceName} {
+		keyplanev1connect.CheckServiceName, keyplanev1connect.ElevationServiceName, keyplanev1connect.DecisionServiceName} {
 		d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(name))
 		if err != nil {
 			t.Fatal(err)

@@ -28,20 +28,7 @@ func (a *AdminService) CreateRole(ctx context.Context, req *connect.Request[keyp
 	if err != nil {
 		return nil, err
 	}
-	return connect.NewResponse(&keyplanev1.CreateRoleResponse{PolicyRevision: rev, Role: &keyplanev1.Role{
-		Id: r.ID, Name: r.Name, Description: r.Description, Permissions: r.Permissions, Sensitive: r.Sensitive, Privileged: r.Privileged}}), nil
-}
-
-func (a *AdminService) DeleteRole(ctx context.Context, req *connect.Request[keyplanev1.DeleteRoleRequest]) (*connect.Response[keyplanev1.DeleteRoleResponse], error) {
-	sc, err := a.scope(ctx, req.Msg.TenantId)
-	if err != nil {
-		return nil, err
-	}
-	rev, err := a.node.store.DeleteRole(ctx, change(ctx), sc, req.Msg.RoleId)
-	if err != nil {
-		return nil, err
-	}
-	return connect.NewResponse(&keyplanev1.DeleteRoleResponse{PolicyRevision: rev}), nil
+	return connect.NewResponse(&keyplanev1.CreateRoleResponse{PolicyRevision: rev, Role: roleToProto(r)}), nil
 }
 
 func (a *AdminService) CreateGroup(ctx context.Context, req *connect.Request[keyplanev1.CreateGroupRequest]) (*connect.Response[keyplanev1.CreateGroupResponse], error) {
@@ -54,8 +41,7 @@ func (a *AdminService) CreateGroup(ctx context.Context, req *connect.Request[key
 	if err != nil {
 		return nil, err
 	}
-	return connect.NewResponse(&keyplanev1.CreateGroupResponse{PolicyRevision: rev, Group: &keyplanev1.Group{
-		Id: g.ID, Name: g.Name, Description: g.Description, ExternalId: g.ExternalID}}), nil
+	return connect.NewResponse(&keyplanev1.CreateGroupResponse{PolicyRevision: rev, Group: groupToProto(g)}), nil
 }
 
 func (a *AdminService) AddGroupMember(ctx context.Context, req *connect.Request[keyplanev1.AddGroupMemberRequest]) (*connect.Response[keyplanev1.AddGroupMemberResponse], error) {
@@ -210,15 +196,21 @@ func (a *AdminService) DeleteBinding(ctx context.Context, req *connect.Request[k
 }
 
 func (a *AdminService) ListBindings(ctx context.Context, req *connect.Request[keyplanev1.ListBindingsRequest]) (*connect.Response[keyplanev1.ListBindingsResponse], error) {
-	sc, err := a.scope(ctx, req.Msg.TenantId)
+	m := req.Msg
+	sc, err := a.scope(ctx, m.TenantId)
 	if err != nil {
 		return nil, err
 	}
-	bs, err := a.node.store.ListBindings(ctx, sc)
+	size := int(m.PageSize)
+	if size == 0 {
+		size = schema.MaxPageSize // before issue 14 ListBindings returned every binding
+	}
+	bs, next, err := a.node.store.ListBindingsPage(ctx, sc, schema.BindingFilter{PrincipalKind: m.PrincipalKind, PrincipalID: m.PrincipalId,
+		RoleID: m.RoleId}, schema.Page{Size: size, Token: m.PageToken})
 	if err != nil {
 		return nil, err
 	}
-	out := &keyplanev1.ListBindingsResponse{}
+	out := &keyplanev1.ListBindingsResponse{NextPageToken: next}
 	for _, b := range bs {
 		out.Bindings = append(out.Bindings, bindingToProto(b))
 	}

@@ -33,7 +33,9 @@ const (
 	// every identity may revoke its own.
 	PermSessionsRevoke = "iam.sessions.revoke"
 	PermRolesWrite     = "iam.roles.write"
+	PermRolesRead      = "iam.roles.read"
 	PermGroupsWrite    = "iam.groups.write"
+	PermGroupsRead     = "iam.groups.read"
 	// PermBindingsWrite, held on a scope, lets the holder create and delete bindings on
 	// that scope (and narrower ones) of roles whose every permission it holds there.
 	PermBindingsWrite = "iam.bindings.write"
@@ -101,6 +103,7 @@ var authorities = func() map[string]authority {
 	auth := func(m string) string { return procedure(keyplanev1connect.AuthServiceName, m) }
 	check := func(m string) string { return procedure(keyplanev1connect.CheckServiceName, m) }
 	elev := func(m string) string { return procedure(keyplanev1connect.ElevationServiceName, m) }
+	decision := func(m string) string { return procedure(keyplanev1connect.DecisionServiceName, m) }
 	cluster := authority{plane: planeCluster}
 	public := authority{plane: planePublic}
 	tenant := func(perm string, on target, sensitive bool) authority {
@@ -134,14 +137,26 @@ var authorities = func() map[string]authority {
 		admin("ListCredentials"):    tenant(PermCredentialsRead, onTenant, false),
 		admin("ListSessions"):       tenant(PermSessionsRead, onTenant, false),
 		admin("CreateRole"):         tenant(PermRolesWrite, onTenant, false),
-		admin("DeleteRole"):         tenant(PermRolesWrite, onTenant, false),
-		admin("CreateGroup"):        tenant(PermGroupsWrite, onTenant, false),
-		admin("AddGroupMember"):     tenant(PermGroupsWrite, onScope, true),
-		admin("RemoveGroupMember"):  tenant(PermGroupsWrite, onScope, false),
-		admin("CreateBinding"):      tenant(PermBindingsWrite, onScope, true),
-		admin("DeleteBinding"):      tenant(PermBindingsWrite, onScope, false),
-		admin("ListBindings"):       tenant(PermBindingsRead, onTenant, false),
-		admin("ListAuditEvents"):    tenant(PermAuditRead, onTenant, false),
+		admin("GetRole"):            tenant(PermRolesRead, onTenant, false),
+		admin("ListRoles"):          tenant(PermRolesRead, onTenant, false),
+		// UpdateRole changes what every principal bound to the role holds, like a
+		// binding: a human steps up, and the handler applies the no-escalation rule on
+		// the role's bound scopes (mayUpdateRole). A cascading DeleteRole or
+		// DeleteGroup deletes bindings: the handler checks each like DeleteBinding.
+		admin("UpdateRole"):        tenant(PermRolesWrite, onTenant, true),
+		admin("DeleteRole"):        tenant(PermRolesWrite, onTenant, false),
+		admin("CreateGroup"):       tenant(PermGroupsWrite, onTenant, false),
+		admin("GetGroup"):          tenant(PermGroupsRead, onTenant, false),
+		admin("ListGroups"):        tenant(PermGroupsRead, onTenant, false),
+		admin("ListGroupMembers"):  tenant(PermGroupsRead, onTenant, false),
+		admin("UpdateGroup"):       tenant(PermGroupsWrite, onTenant, false),
+		admin("DeleteGroup"):       tenant(PermGroupsWrite, onTenant, false),
+		admin("AddGroupMember"):    tenant(PermGroupsWrite, onScope, true),
+		admin("RemoveGroupMember"): tenant(PermGroupsWrite, onScope, false),
+		admin("CreateBinding"):     tenant(PermBindingsWrite, onScope, true),
+		admin("DeleteBinding"):     tenant(PermBindingsWrite, onScope, false),
+		admin("ListBindings"):      tenant(PermBindingsRead, onTenant, false),
+		admin("ListAuditEvents"):   tenant(PermAuditRead, onTenant, false),
 		// Two-person change control: approving applies a privileged change, so a
 		// human approver steps up; the approver must also pass the no-escalation
 		// rule for the change (checked by the handler).
@@ -149,6 +164,13 @@ var authorities = func() map[string]authority {
 		admin("ListChangeRequests"):   tenant(PermChangesApprove, onTenant, false),
 		admin("ApproveChangeRequest"): tenant(PermChangesApprove, onTenant, true),
 		admin("DenyChangeRequest"):    tenant(PermChangesApprove, onTenant, false),
+		// A rule adds and removes members for ever after: the handler also judges
+		// every group it targets as AddGroupMember would (mayTargetGroups).
+		admin("CreateMembershipRule"): tenant(PermGroupsWrite, onTenant, true),
+		admin("UpdateMembershipRule"): tenant(PermGroupsWrite, onTenant, true),
+		admin("DeleteMembershipRule"): tenant(PermGroupsWrite, onTenant, false),
+		admin("GetMembershipRule"):    tenant(PermGroupsRead, onTenant, false),
+		admin("ListMembershipRules"):  tenant(PermGroupsRead, onTenant, false),
 
 		auth("ExchangeAPIKey"): public,
 		auth("Login"):          public,
@@ -172,6 +194,8 @@ var authorities = func() map[string]authority {
 		elev("EndElevation"):          tenant("", self, false),
 		elev("GetElevation"):          tenant(PermApproveElevations, self, false),
 		elev("ListElevations"):        tenant(PermApproveElevations, self, false),
+		decision("GetDecision"):       tenant(PermDecisionsRead, onTenant, false),
+		decision("ListDecisions"):     tenant(PermDecisionsRead, onTenant, false),
 	}
 }()
 

@@ -136,20 +136,35 @@ func contextMap(s *structpb.Struct) (map[string]any, error) {
 }
 
 // checkOne decides one item and logs the decision (synchronously for sensitive roles).
+// The log keeps the explain trace of every check that asked for it and of every
+// denied decision (denies are what people investigate; GetDecision shows why): a
+// denied check that did not ask is evaluated a second time, explained, for the log.
+// Allowed checks without explain cost what they did before.
 func (n *Node) checkOne(ctx context.Context, t schema.Tenant, snap *authz.Snapshot, p principal, denied string,
 	perm, resource string, resAttrs, cctx map[string]any, explain bool, peer string) (*keyplanev1.CheckResponse, error) {
 	start, now := time.Now(), n.now()
 	var d authz.Decision
+	var trace []string
+	var took time.Duration // the decision's own latency, without the trace for the log
 	if denied != "" {
 		d = authz.Decision{Reason: denied}
+		took = time.Since(start)
 	} else {
-		d = snap.Check(authz.Request{PrincipalID: p.id, PrincipalKind: authz.KindIdentity, IdentityKind: p.kind, PrincipalAttrs: p.attrs, Permission: perm, Resource: resource,
-			ResourceAttrs: resAttrs, Time: now, IP: peer, Region: n.entryRegion(ctx), ServingRegion: n.cfg.Region, AMR: p.amr, AuthTime: p.authTime, Context: cctx, Explain: explain})
+		r := authz.Request{PrincipalID: p.id, PrincipalKind: authz.KindIdentity, IdentityKind: p.kind, PrincipalAttrs: p.attrs, Permission: perm, Resource: resource,
+			ResourceAttrs: resAttrs, Time: now, IP: peer, Region: n.entryRegion(ctx), ServingRegion: n.cfg.Region, AMR: p.amr, AuthTime: p.authTime, Context: cctx, Explain: explain}
+		d = snap.Check(r)
+		took, trace = time.Since(start), d.Trace
+		if !d.Allowed && !explain {
+			// The same request at the same instant against the same snapshot: the
+			// same answer, now with its trace.
+			r.Explain = true
+			trace = snap.Check(r).Trace
+		}
 	}
 	out := &keyplanev1.CheckResponse{Allowed: d.Allowed, Decision: decisionOf(d.Allowed), Reason: d.Reason, BindingIds: d.BindingIDs, PolicyRevision: snap.Revision(),
 		DecisionId: uuid.NewString(), Trace: d.Trace}
 	rec := schema.Decision{ID: out.DecisionId, TenantID: t.ID, Region: t.HomeRegion, At: now, PrincipalID: p.id, Permission: perm,
-		Resource: resource, Allowed: d.Allowed, Reason: d.Reason, BindingIDs: d.BindingIDs, Revision: snap.Revision(), Latency: time.Since(start)}
+		Resource: resource, Allowed: d.Allowed, Reason: d.Reason, BindingIDs: d.BindingIDs, Revision: snap.Revision(), Latency: took, Trace: trace}
 	if d.Sensitive {
 		if err := n.store.WriteDecisions(ctx, []schema.Decision{rec}); err != nil {
 			return nil, fmt.Errorf("log sensitive decision: %w", err)

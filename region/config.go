@@ -74,6 +74,10 @@ type Config struct {
 	// Now is the clock that token lifetimes, lockouts, expiries and grant times are
 	// judged by; nil means time.Now. Tests set it to move time without sleeping.
 	Now func() time.Time
+	// DecisionPruneEvery is how often the node deletes decisions past their tenant's
+	// retention (tenants homed in its region; each round is bounded, see
+	// decisionPruner); 0 means 5 minutes, negative turns the pruner off.
+	DecisionPruneEvery time.Duration
 }
 
 // DefaultConfig returns a configuration with a random node id and no operator secret.

@@ -21,6 +21,7 @@ type metrics struct {
 	policyReloads        prometheus.Counter
 	decisionsWritten     prometheus.Counter
 	decisionBackpressure prometheus.Counter
+	decisionsPruned      prometheus.Counter
 	loginAttempts        *prometheus.CounterVec
 	rateLimited          *prometheus.CounterVec
 	hashSlots            prometheus.Gauge
@@ -82,6 +83,10 @@ func newMetrics(reg prometheus.Registerer, cfg Config) (*metrics, error) {
 			Namespace: "keyplane", Name: "decision_log_backpressure_total",
 			Help: "Checks that waited because the decision log buffer was full.", ConstLabels: labels,
 		}),
+		decisionsPruned: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "keyplane", Name: "decisions_pruned_total",
+			Help: "Decisions past their tenant's retention that this node's pruner deleted.", ConstLabels: labels,
+		}),
 		loginAttempts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "keyplane", Name: "login_attempts_total",
 			Help: "Password logins by outcome: success, mfa_required, bad_password, bad_second_factor, unknown (no such login), delayed (this source must wait), locked (the login is locked).", ConstLabels: labels,
@@ -110,7 +115,7 @@ func newMetrics(reg prometheus.Registerer, cfg Config) (*metrics, error) {
 		}, []string{"source"}),
 	}
 	for _, c := range []prometheus.Collector{m.rpcDuration, m.authFailures, m.breakGlass, m.stepUpRequired, m.ready, m.credentialFailures, m.validations, m.refreshReuse,
-		m.checks, m.policyReloads, m.decisionsWritten, m.decisionBackpressure, m.loginAttempts, m.rateLimited, m.hashSlots, m.hashInUse, m.hashBusy,
+		m.checks, m.policyReloads, m.decisionsWritten, m.decisionBackpressure, m.decisionsPruned, m.loginAttempts, m.rateLimited, m.hashSlots, m.hashInUse, m.hashBusy,
 		m.deprovision} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

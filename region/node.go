@@ -33,7 +33,7 @@ type Registry interface {
 }
 
 // Node is one region node. New builds it completely; Serve runs it: it starts the
-// background work (the decision log, last-use flushes, readiness reports), serves
+// background work (the decision log and its pruner, last-use flushes, readiness reports), serves
 // HTTP, and on return has stopped and drained that work. There is deliberately no
 // exported http.Handler: without Serve the decision log would never drain and checks
 // would block once its buffer filled. Serve may be called once; the node's methods
@@ -50,6 +50,7 @@ type Node struct {
 	tenants   *routing.Directory // tenant rows, cached: routing's placements and validation's partitions
 	policies  *policyCache
 	decisions *decisionLog
+	pruner    *decisionPruner
 	reg       Registry
 	mux       *http.ServeMux
 	ops       http.Handler // the operator listener's handler (Config.OperatorListener)
@@ -58,6 +59,7 @@ type Node struct {
 	cluster   interface{ Members() []routing.Member } // gossip's members, for /members; nil without routing
 	guards    *guards                                 // login throttling, password hashing bound, rate limits
 	pageKey   []byte                                  // seals page tokens (pagetoken.go)
+	ruleEnv   *authz.RuleEnv                          // membership-rule conditions (admin_rules.go)
 }
 
 // New assembles a node. log may be nil (no logging).
@@ -97,6 +99,10 @@ func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node
 		verified:  newVerified(10_000), tenants: routing.NewDirectory(store, 5*time.Second), reg: reg,
 		keys:    &keyring{store: store, kek: cfg.KEK, region: cfg.Region, refreshEvery: cfg.KeyRefresh},
 		pageKey: pageKey(string(cfg.OperatorSecret))}
+	if n.ruleEnv, err = authz.NewRuleEnv(authz.EnvOptions{}); err != nil {
+		return nil, err
+	}
+	n.store = store.WithRuleMatcher(n.matchRule)
 
 	mux := http.NewServeMux()
 	// Responses are small: compressing them costs more CPU than it saves on a LAN.
@@ -107,11 +113,12 @@ func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node
 	mux.Handle(keyplanev1connect.NewAuthServiceHandler(&AuthService{node: n}, observe, connect.WithReadMaxBytes(64<<10)))
 	mux.Handle(keyplanev1connect.NewCheckServiceHandler(&CheckService{node: n}, observe, connect.WithReadMaxBytes(maxMessageBytes)))
 	mux.Handle(keyplanev1connect.NewElevationServiceHandler(&ElevationService{node: n}, observe, connect.WithReadMaxBytes(64<<10)))
+	mux.Handle(keyplanev1connect.NewDecisionServiceHandler(&DecisionService{node: n}, observe, connect.WithReadMaxBytes(64<<10)))
 	small := connect.WithReadMaxBytes(64 << 10) // connect reads any size otherwise
 	mux.Handle(grpchealth.NewHandler(healthChecker{n}, connect.WithHandlerOptions(connect.WithInterceptors(n.observe()), connect.WithCompressMinBytes(8<<10)), small))
 	n.mountOAuth(mux)
 	reflector := grpcreflect.NewStaticReflector(keyplanev1connect.AdminServiceName, keyplanev1connect.AuthServiceName, keyplanev1connect.CheckServiceName,
-		keyplanev1connect.ElevationServiceName, grpchealth.HealthV1ServiceName)
+		keyplanev1connect.ElevationServiceName, keyplanev1connect.DecisionServiceName, grpchealth.HealthV1ServiceName)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector, small))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector, small))
 	n.mountHealth(mux)
@@ -123,6 +130,7 @@ func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node
 	} else {
 		n.mountOperator(mux, cfg.MetricsPublic)
 	}
+	n.pruner = newDecisionPruner(n)
 	n.mux = mux
 	n.handler = n.servedBy(mux)
 	return n, nil
@@ -235,7 +243,7 @@ type healthChecker struct{ n *Node }
 func (h healthChecker) Check(ctx context.Context, req *grpchealth.CheckRequest) (*grpchealth.CheckResponse, error) {
 	switch req.Service {
 	case "", keyplanev1connect.AdminServiceName, keyplanev1connect.AuthServiceName, keyplanev1connect.CheckServiceName,
-		keyplanev1connect.ElevationServiceName:
+		keyplanev1connect.ElevationServiceName, keyplanev1connect.DecisionServiceName:
 	default:
 		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("unknown service %q", req.Service))
 	}
@@ -264,7 +272,16 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
 	readyCtx, stopReady := context.WithCancel(ctx)
 	reported := make(chan struct{})
 	go func() { n.reportReadiness(readyCtx); close(reported) }()
-	defer func() { stopReady(); <-reported; stopFlush(); <-flushed; <-logged }()
+	pruned := make(chan struct{})
+	go func() { n.pruner.run(readyCtx); close(pruned) }()
+	defer func() {
+		stopReady()
+		<-reported
+		<-pruned
+		stopFlush()
+		<-flushed
+		<-logged
+	}()
 	n.log.Info("serving", "addr", ln.Addr().String())
 	select {
 	case err := <-errc:

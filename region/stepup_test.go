@@ -90,6 +90,10 @@ func TestSecurityStepUpForSensitiveOperations(t *testing.T) {
 
 	pwd := login("").Token.AccessToken
 	wantStepUp(t, bindReader(pwd), "600")
+	// Widening a role changes what its bindings grant: sensitive like binding it.
+	_, err = adminClient(f.url, pwd).UpdateRole(ctx, connect.NewRequest(&keyplanev1.UpdateRoleRequest{TenantId: "acme", RoleId: role.Msg.Role.Id,
+		Permissions: []string{"docs.document.read", "docs.document.write"}}))
+	wantStepUp(t, err, "600")
 	if _, err := adminClient(f.url, pwd).ListIdentities(ctx, connect.NewRequest(&keyplanev1.ListIdentitiesRequest{TenantId: "acme"})); err != nil {
 		t.Fatalf("a non-sensitive call with a password-only token: %v", err)
 	}

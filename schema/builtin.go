@@ -27,7 +27,7 @@ const (
 // identity-manager and access-admin are privileged: a tenant identity binds them
 // only through an approved change request.
 func BuiltinRoles() []Role {
-	return []Role{
+	rs := []Role{
 		{ID: RoleTenantAdmin, Name: "tenant-admin", Sensitive: true, Privileged: true,
 			Description: "Owns the tenant: every permission, keyplane's own (iam.*) and the tenant's applications'.",
 			Permissions: []string{"*"}},
@@ -35,17 +35,21 @@ func BuiltinRoles() []Role {
 			Description: "Creates, updates, disables, offboards and erases identities and manages their credentials and sessions.",
 			Permissions: []string{"iam.identities.*", "iam.credentials.*", "iam.sessions.*"}},
 		{ID: RoleAccessAdmin, Name: "access-admin", Sensitive: true, Privileged: true,
-			Description: "Manages roles, groups and bindings, reviews access and approves elevations.",
+			Description: "Manages roles, groups and bindings, reviews access and decisions, and approves elevations.",
 			Permissions: []string{"iam.roles.*", "iam.groups.*", "iam.bindings.*", "iam.access.review", "iam.elevations.approve",
-				"iam.identities.read"}},
+				"iam.identities.read", "iam.decisions.read"}},
 		{ID: RoleSecurityAuditor, Name: "security-auditor",
-			Description: "Reads the audit log, decisions, bindings and access reviews; changes nothing.",
-			Permissions: []string{"iam.audit.read", "iam.access.review", "iam.bindings.read", "iam.identities.read",
-				"iam.credentials.read", "iam.sessions.read"}},
+			Description: "Reads the audit log, decisions, roles, groups, bindings and access reviews; changes nothing.",
+			Permissions: []string{"iam.audit.read", "iam.access.review", "iam.roles.read", "iam.groups.read", "iam.bindings.read",
+				"iam.identities.read", "iam.credentials.read", "iam.sessions.read", "iam.decisions.read"}},
 		{ID: RoleNHIOwner, Name: "nhi-owner",
 			Description: "Manages the credentials of the non-human identities whose owner the holder is.",
 			Permissions: []string{"iam.credentials.manage_owned"}},
 	}
+	for i := range rs {
+		rs[i].BuiltIn = true
+	}
+	return rs
 }
 
 // BuiltinRole returns the built-in role with id.

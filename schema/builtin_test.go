@@ -64,7 +64,7 @@ func TestLastTenantAdminInTheStore(t *testing.T) {
 	if err != nil || len(bs) != 1 {
 		t.Fatalf("bindings after refused removals: %v %v", bs, err)
 	}
-	if _, err := s.DeleteRole(ctx, op, tn.Scope(), schema.RoleTenantAdmin); !errors.Is(err, schema.ErrPrecondition) {
+	if _, _, err := s.DeleteRole(ctx, op, tn.Scope(), schema.RoleTenantAdmin, false); !errors.Is(err, schema.ErrPrecondition) {
 		t.Fatalf("deleting the built-in role: %v", err)
 	}
 }

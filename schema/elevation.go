@@ -80,14 +80,21 @@ func (s *Store) RequestElevation(ctx context.Context, c Change, sc Scope, e Elev
 		if err := ensureBuiltinRole(ctx, tx, sc, e.RoleID); err != nil {
 			return err
 		}
+		// No foreign key since migration 0010 (a deleted role's elevations stay as
+		// history): the role must exist now, read in this transaction.
+		var exists bool
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM roles WHERE crdb_region = $1 AND tenant_id = $2 AND id = $3)`,
+			sc.Region, sc.TenantID, e.RoleID).Scan(&exists); err != nil {
+			return fmt.Errorf("read role: %w", err)
+		}
+		if !exists {
+			return fieldErr("role_id", "no role %s in tenant %q", e.RoleID, sc.TenantID)
+		}
 		var err error
 		out, err = scanElevation(tx.QueryRow(ctx, `INSERT INTO elevations (tenant_id, crdb_region, requester_id, role_id, scope, duration_s, justification)
 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING `+elevationColumns,
 			sc.TenantID, sc.Region, e.RequesterID, e.RoleID, e.Scope, int64(e.Duration/time.Second), e.Justification))
 		if err != nil {
-			if errors.Is(classify(err), ErrNotFound) {
-				return fieldErr("role_id", "no role %s in tenant %q", e.RoleID, sc.TenantID)
-			}
 			return fmt.Errorf("insert elevation: %w", err)
 		}
 		return s.writeAudit(ctx, tx, sc, c, audit{action: "elevation.request", targetKind: "elevation", targetID: out.ID, after: elevationSummary(out)})

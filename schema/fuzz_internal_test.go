@@ -83,3 +83,28 @@ func FuzzParseSuperRegion(f *testing.F) {
 		}
 	})
 }
+
+// FuzzNameKeyToken: a ListRoles / ListGroups token either decodes to a name position
+// or is refused with a page_token error; tokens the store makes decode back.
+func FuzzNameKeyToken(f *testing.F) {
+	f.Add("")
+	f.Add(encodeToken(nameKey{"docs-reader"}))
+	f.Add(encodeToken(nameKey{"ünï\x00"}))
+	f.Add(encodeToken(timeKey{time.Unix(1, 0), "x"}))
+	f.Add("e30")
+	f.Fuzz(func(t *testing.T, tok string) {
+		var k nameKey
+		err := Page{Token: tok}.decode(&k)
+		if err != nil {
+			var fe *FieldError
+			if !errors.As(err, &fe) || fe.Field != "page_token" {
+				t.Fatalf("decode %q: %v", tok, err)
+			}
+			return
+		}
+		var back nameKey
+		if err := (Page{Token: encodeToken(k)}).decode(&back); err != nil || back != k {
+			t.Fatalf("round trip of %+v: %+v %v", k, back, err)
+		}
+	})
+}

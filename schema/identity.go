@@ -227,7 +227,11 @@ RETURNING `+identityColumns,
 		if err != nil {
 			return fmt.Errorf("insert identity: %w", identityConflict(err, in.Email))
 		}
-		return s.writeAudit(ctx, tx, sc, c, audit{action: "identity.create", targetKind: "identity", targetID: out.ID, after: identitySummary(out)})
+		after := identitySummary(out)
+		if err := s.applyRules(ctx, tx, sc, out, after); err != nil {
+			return err
+		}
+		return s.writeAudit(ctx, tx, sc, c, audit{action: "identity.create", targetKind: "identity", targetID: out.ID, after: after})
 	})
 	return out, err
 }
@@ -496,8 +500,12 @@ RETURNING `+identityColumns,
 		if err != nil {
 			return err
 		}
+		summary := identitySummary(out)
+		if err := s.applyRules(ctx, tx, sc, out, summary); err != nil {
+			return err
+		}
 		return s.writeAudit(ctx, tx, sc, c, audit{action: action, targetKind: "identity", targetID: id,
-			before: identitySummary(before), after: identitySummary(out)})
+			before: identitySummary(before), after: summary})
 	})
 	return out, err
 }

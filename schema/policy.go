@@ -25,6 +25,7 @@ type Role struct {
 	// Privileged: a tenant identity binds it only through a change request another
 	// identity approves (two-person change control, docs/administration.md).
 	Privileged bool
+	BuiltIn    bool // one of BuiltinRoles: never updated or deleted
 }
 
 // Group holds identities.
@@ -193,29 +194,6 @@ VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id::TEXT, name, description, permi
 	return out, rev, err
 }
 
-// DeleteRole removes a role that no binding or elevation uses.
-func (s *Store) DeleteRole(ctx context.Context, c Change, sc Scope, id string) (int64, error) {
-	if _, err := parseID("role_id", id); err != nil {
-		return 0, err
-	}
-	if r, ok := BuiltinRole(id); ok {
-		return 0, fmt.Errorf("%w: role_id: %s is the built-in role %q, which cannot be deleted", ErrPrecondition, id, r.Name)
-	}
-	return s.policyChange(ctx, c, sc, func(tx pgx.Tx) (audit, error) {
-		tag, err := tx.Exec(ctx, `DELETE FROM roles WHERE crdb_region = $1 AND tenant_id = $2 AND id = $3`, sc.Region, sc.TenantID, id)
-		if err != nil {
-			if errors.Is(classify(err), ErrNotFound) { // foreign key: still referenced
-				return audit{}, fmt.Errorf("%w: role_id: role %s is still used by bindings or elevations", ErrPrecondition, id)
-			}
-			return audit{}, fmt.Errorf("delete role: %w", err)
-		}
-		if tag.RowsAffected() == 0 {
-			return audit{}, fmt.Errorf("%w: role %s", ErrNotFound, id)
-		}
-		return audit{action: "role.delete", targetKind: "role", targetID: id, after: map[string]any{}}, nil
-	})
-}
-
 // CreateGroup adds a group.
 func (s *Store) CreateGroup(ctx context.Context, c Change, sc Scope, g Group) (Group, int64, error) {
 	if err := checkText("name", g.Name, true, 200); err != nil {
@@ -265,6 +243,13 @@ func (s *Store) SetMembership(ctx context.Context, c Change, sc Scope, groupID, 
 // removeMember removes identityID from groupID inside tx (SetMembership,
 // ApproveChangeRequest), refusing to leave the tenant without a tenant admin.
 func removeMember(ctx context.Context, tx pgx.Tx, sc Scope, groupID, identityID string) error {
+	var source string
+	err := tx.QueryRow(ctx, `SELECT source FROM group_members WHERE crdb_region = $1 AND tenant_id = $2 AND group_id = $3 AND identity_id = $4`,
+		sc.Region, sc.TenantID, groupID, identityID).Scan(&source)
+	if err == nil && source == SourceRule {
+		return fmt.Errorf("%w: identity_id: identity %s is a member of group %s by a membership rule; change the rule or the identity's attributes",
+			ErrPrecondition, identityID, groupID)
+	}
 	return keepsTenantAdmin(ctx, tx, sc, func() error {
 		tag, err := tx.Exec(ctx, `DELETE FROM group_members WHERE crdb_region = $1 AND tenant_id = $2 AND group_id = $3 AND identity_id = $4`,
 			sc.Region, sc.TenantID, groupID, identityID)
@@ -286,6 +271,15 @@ func addMember(ctx context.Context, tx pgx.Tx, sc Scope, groupID, identityID str
 	}
 	if i.Status == StatusFrozen {
 		return inactiveIdentity("identity_id", i)
+	}
+	// A membership a rule gave becomes manual: kept when the rule stops giving it.
+	tag, err := tx.Exec(ctx, `UPDATE group_members SET source = 'manual'
+WHERE crdb_region = $1 AND tenant_id = $2 AND group_id = $3 AND identity_id = $4 AND source = 'rule'`, sc.Region, sc.TenantID, groupID, identityID)
+	if err != nil {
+		return fmt.Errorf("add member: %w", err)
+	}
+	if tag.RowsAffected() == 1 {
+		return nil
 	}
 	_, err = tx.Exec(ctx, `INSERT INTO group_members (tenant_id, crdb_region, group_id, identity_id) VALUES ($1, $2, $3, $4)`,
 		sc.TenantID, sc.Region, groupID, identityID)
@@ -417,47 +411,4 @@ func (s *Store) ListBindings(ctx context.Context, sc Scope) ([]Binding, error) {
 	}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Binding, error) { return scanBinding(r) })
 	return out, classify(err)
-}
-
-// Decision is one logged permission decision.
-type Decision struct {
-	ID          string
-	TenantID    string
-	Region      string // the tenant's home region (partition)
-	At          time.Time
-	PrincipalID string
-	Permission  string
-	Resource    string
-	Allowed     bool
-	Reason      string
-	BindingIDs  []string
-	Revision    int64
-	Latency     time.Duration
-}
-
-// WriteDecisions appends decisions to the decision log in one statement per tenant
-// partition, recording this node's region and id.
-func (s *Store) WriteDecisions(ctx context.Context, ds []Decision) error {
-	if len(ds) == 0 {
-		return nil
-	}
-	batch := &pgx.Batch{}
-	for _, d := range ds {
-		if d.BindingIDs == nil {
-			d.BindingIDs = []string{}
-		}
-		batch.Queue(`INSERT INTO decisions (tenant_id, id, crdb_region, at, principal_id, permission, resource, allowed, reason,
-  binding_ids, revision, region, node, latency_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
-ON CONFLICT DO NOTHING`,
-			d.TenantID, d.ID, d.Region, d.At, d.PrincipalID, d.Permission, d.Resource, d.Allowed, d.Reason, d.BindingIDs, d.Revision,
-			s.region, s.node, d.Latency.Microseconds())
-	}
-	return classify(s.pool.SendBatch(ctx, batch).Close())
-}
-
-// CountDecisions counts the tenant's logged decisions (for tests and operators).
-func (s *Store) CountDecisions(ctx context.Context, sc Scope) (int, error) {
-	var n int
-	err := s.pool.QueryRow(ctx, `SELECT count(*) FROM decisions WHERE crdb_region = $1 AND tenant_id = $2`, sc.Region, sc.TenantID).Scan(&n)
-	return n, classify(err)
 }

@@ -59,7 +59,7 @@ func TestPolicyChangesBumpRevision(t *testing.T) {
 	if err != nil || p.Revision != rev4 || len(p.Roles) != 1 || len(p.Bindings) != 1 || len(p.Members[g.ID]) != 1 {
 		t.Fatalf("load policy: %+v %v", p, err)
 	}
-	if _, err := s.DeleteRole(ctx, op, sc, role.ID); !errors.Is(err, schema.ErrPrecondition) {
+	if _, _, err := s.DeleteRole(ctx, op, sc, role.ID, false); !errors.Is(err, schema.ErrPrecondition) {
 		t.Fatalf("delete a role in use: %v", err)
 	}
 	rev5, err := s.DeleteBinding(ctx, op, sc, b.ID)
@@ -72,7 +72,7 @@ func TestPolicyChangesBumpRevision(t *testing.T) {
 	if _, err := s.SetMembership(ctx, op, sc, g.ID, alice.ID, false); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.DeleteRole(ctx, op, sc, role.ID); err != nil {
+	if _, _, err := s.DeleteRole(ctx, op, sc, role.ID, false); err != nil {
 		t.Fatal(err)
 	}
 	got := auditActions(t, s, sc)

@@ -13,12 +13,13 @@ import (
 // foreign keys (crdb_region, tenant_id, …) are ON UPDATE CASCADE, so moving a parent
 // row moves its children, and a child is never moved ahead of its parent.
 var tenantTables = []string{"identities", "roles", "groups", "sessions",
-	"credentials", "bindings", "change_requests", "refresh_tokens", "audit_events", "decisions", "login_throttle", "login_throttle_sources"}
+	"credentials", "bindings", "change_requests", "refresh_tokens", "audit_events", "decisions", "login_throttle", "login_throttle_sources",
+	"membership_rules"}
 
 // twoParentTables reference two parent tables: a cascade from one parent would leave
 // the row pointing at the other parent's old partition, so their rows are taken out
 // before the parents move and put back after.
-var twoParentTables = []string{"group_members", "elevations"}
+var twoParentTables = []string{"group_members", "elevations", "membership_rule_groups"}
 
 // RehomeTenant moves every row of a tenant to another region's partition
 // (crdb_region) and makes that region its home, in one transaction, bumping the

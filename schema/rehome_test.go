@@ -3,6 +3,7 @@ package schema_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -128,4 +129,30 @@ func TestRehomeTenant(t *testing.T) {
 			t.Errorf("move inside the super region: %+v, %v", got, err)
 		}
 	})
+}
+
+// TestRehomeMovesEveryTenantTable: every table with a tenant_id column is one that
+// RehomeTenant moves, so a table added by a later migration cannot be left behind in
+// the old home's partition.
+func TestRehomeMovesEveryTenantTable(t *testing.T) {
+	t.Parallel()
+	s := schematest.NewStore(t, "us-east")
+	rows, err := s.Pool().Query(context.Background(), `SELECT table_name FROM information_schema.columns
+WHERE column_name = 'tenant_id' AND table_schema = current_schema() ORDER BY table_name`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tables, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	moved := schema.RehomedTables()
+	if len(tables) < 10 {
+		t.Fatalf("found only %d tables with a tenant_id column: %v", len(tables), tables)
+	}
+	for _, table := range tables {
+		if !slices.Contains(moved, table) {
+			t.Errorf("table %s has a tenant_id column but RehomeTenant does not move it", table)
+		}
+	}
 }

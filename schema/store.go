@@ -26,6 +26,7 @@ type Store struct {
 	pool   *pgxpool.Pool
 	region string
 	node   string
+	rules  RuleMatcher // judges membership rules (rules.go); nil: none
 }
 
 // New returns a store on pool. The pool should come from [Open].

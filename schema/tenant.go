@@ -42,6 +42,9 @@ type Tenant struct {
 	// StepUpWindow is how recent a login with a second factor a sensitive call
 	// needs; 0 means the node's default.
 	StepUpWindow time.Duration
+	// DecisionRetention is how long the decision log keeps the tenant's decisions
+	// (MinDecisionRetention to MaxDecisionRetention).
+	DecisionRetention time.Duration
 }
 
 // Signing algorithms of a tenant's tokens.
@@ -96,18 +99,21 @@ type NewTenant struct {
 	HomeRegion string
 	Residency  string // "" means ResidencyRegion
 	SigningAlg string // "" means SigningEdDSA
+	// DecisionRetention: 0 means DefaultDecisionRetention.
+	DecisionRetention time.Duration
 }
 
 const tenantColumns = `id, name, home_region, residency, status, policy_revision, placement_epoch, created_at, updated_at,
- access_token_ttl_seconds, api_key_max_lifetime_seconds, signing_alg, step_up_window_seconds`
+ access_token_ttl_seconds, api_key_max_lifetime_seconds, signing_alg, step_up_window_seconds, decision_retention_seconds`
 
 func scanTenant(r pgx.Row) (Tenant, error) {
 	var t Tenant
-	var ttl, keyMax, stepUp int64
+	var ttl, keyMax, stepUp, retention int64
 	err := r.Scan(&t.ID, &t.Name, &t.HomeRegion, &t.Residency, &t.Status, &t.PolicyRevision, &t.PlacementEpoch, &t.CreatedAt, &t.UpdatedAt,
-		&ttl, &keyMax, &t.SigningAlg, &stepUp)
+		&ttl, &keyMax, &t.SigningAlg, &stepUp, &retention)
 	t.AccessTokenTTL, t.APIKeyMaxLifetime = time.Duration(ttl)*time.Second, time.Duration(keyMax)*time.Second
 	t.StepUpWindow = time.Duration(stepUp) * time.Second
+	t.DecisionRetention = time.Duration(retention) * time.Second
 	return t, err
 }
 
@@ -131,6 +137,12 @@ func checkNewTenant(in *NewTenant) error {
 	}
 	if in.SigningAlg == "" {
 		in.SigningAlg = SigningEdDSA
+	}
+	if in.DecisionRetention == 0 {
+		in.DecisionRetention = DefaultDecisionRetention
+	}
+	if err := checkDecisionRetention("decision_retention", in.DecisionRetention); err != nil {
+		return err
 	}
 	if err := checkTenantID("id", in.ID); err != nil {
 		return err
@@ -156,9 +168,9 @@ func (s *Store) insertTenant(ctx context.Context, tx pgx.Tx, c Change, in NewTen
 		return Tenant{}, err
 	}
 	row := tx.QueryRow(ctx, `
-INSERT INTO tenants (id, name, home_region, residency, signing_alg) VALUES ($1, $2, $3, $4, $5)
+INSERT INTO tenants (id, name, home_region, residency, signing_alg, decision_retention_seconds) VALUES ($1, $2, $3, $4, $5, $6)
 ON CONFLICT (id) DO NOTHING
-RETURNING `+tenantColumns, in.ID, in.Name, in.HomeRegion, in.Residency, in.SigningAlg)
+RETURNING `+tenantColumns, in.ID, in.Name, in.HomeRegion, in.Residency, in.SigningAlg, int64(in.DecisionRetention/time.Second))
 	t, err := scanTenant(row)
 	if err != nil {
 		if errors.Is(err, pgx.ErrNoRows) {
@@ -278,7 +290,7 @@ func checkHomeRegion(ctx context.Context, q querier, region, residency string) e
 func tenantSummary(t Tenant) map[string]any {
 	return map[string]any{"name": t.Name, "home_region": t.HomeRegion, "residency": t.Residency, "status": t.Status,
 		"access_token_ttl": t.AccessTokenTTL.String(), "api_key_max_lifetime": t.APIKeyMaxLifetime.String(), "signing_alg": t.SigningAlg,
-		"step_up_window": t.StepUpWindow.String()}
+		"step_up_window": t.StepUpWindow.String(), "decision_retention": t.DecisionRetention.String()}
 }
 
 // GetTenant reads one tenant. The tenants table is GLOBAL: the read is served locally in
@@ -330,6 +342,7 @@ type TenantUpdate struct {
 	APIKeyMaxLifetime *time.Duration
 	SigningAlg        *string
 	StepUpWindow      *time.Duration
+	DecisionRetention *time.Duration
 }
 
 // UpdateTenant changes a tenant's mutable fields.
@@ -356,6 +369,11 @@ func (s *Store) UpdateTenant(ctx context.Context, c Change, id string, u TenantU
 	if d := u.StepUpWindow; d != nil && (*d < MinStepUpWindow || *d > MaxStepUpWindow || *d%time.Second != 0) {
 		return Tenant{}, fieldErr("step_up_window", "must be whole seconds between %s and %s", MinStepUpWindow, MaxStepUpWindow)
 	}
+	if d := u.DecisionRetention; d != nil {
+		if err := checkDecisionRetention("decision_retention", *d); err != nil {
+			return Tenant{}, err
+		}
+	}
 	return s.changeTenant(ctx, c, id, "tenant.update", func(t *Tenant) {
 		if u.Name != nil {
 			t.Name = *u.Name
@@ -371,6 +389,9 @@ func (s *Store) UpdateTenant(ctx context.Context, c Change, id string, u TenantU
 		}
 		if u.StepUpWindow != nil {
 			t.StepUpWindow = *u.StepUpWindow
+		}
+		if u.DecisionRetention != nil {
+			t.DecisionRetention = *u.DecisionRetention
 		}
 	})
 }
@@ -411,10 +432,10 @@ func (s *Store) changeTenant(ctx context.Context, c Change, id, action string, e
 		}
 		out, err = scanTenant(tx.QueryRow(ctx, `
 UPDATE tenants SET name = $2, status = $3, access_token_ttl_seconds = $4, api_key_max_lifetime_seconds = $5, signing_alg = $6,
-  step_up_window_seconds = $7, updated_at = now()
+  step_up_window_seconds = $7, decision_retention_seconds = $8, updated_at = now()
 WHERE id = $1
 RETURNING `+tenantColumns, id, after.Name, after.Status, int64(after.AccessTokenTTL/time.Second), int64(after.APIKeyMaxLifetime/time.Second),
-			after.SigningAlg, int64(after.StepUpWindow/time.Second)))
+			after.SigningAlg, int64(after.StepUpWindow/time.Second), int64(after.DecisionRetention/time.Second)))
 		if err != nil {
 			return fmt.Errorf("update tenant: %w", err)
 		}

@@ -24,6 +24,7 @@ var commands = []struct {
 	{"demo", "start a local cluster on a private PostgreSQL and print a tour", runDemo},
 	{"keys", "rotate token-signing keys, make key-encryption keys", runKeys},
 	{"audit", "export a tenant's audit events as JSON lines", runAudit},
+	{"decisions", "list a tenant's logged permission decisions as JSON lines", runDecisions},
 	{"bench", "load-test a local cluster next to raw-SQL baselines", runBench},
 	{"chaos", "run failure drills under load and check the invariants", runChaos},
 	{"version", "print the version", runVersion},
@@ -33,7 +34,7 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, "keyplane — a multi-region, geo-partitioned IAM data plane")
 	fmt.Fprintln(w, "\nUsage: keyplane <command> [flags]\n\nCommands:")
 	for _, c := range commands {
-		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(w, "\nRun `keyplane <command> --help` for a command's flags. Every flag can also be set")
 	fmt.Fprintln(w, "with an environment variable: --db is KEYPLANE_DB, --operator-secret-file is")

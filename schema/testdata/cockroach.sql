@@ -403,6 +403,39 @@ CREATE TABLE IF NOT EXISTS change_requests (
 ) LOCALITY REGIONAL BY ROW AS crdb_region;
 CREATE INDEX IF NOT EXISTS change_requests_created_idx ON change_requests (tenant_id, created_at, id);
 
+-- migration 0009 decision_log
+-- 0009 The decision log's read API and retention (docs/decisions/0011-decision-log-retention.md).
+
+-- tenants: how long the decision log keeps a decision (default 90 days; 1 day to 10
+-- years). Reads hide older decisions; each node's pruner deletes them.
+ALTER TABLE tenants ADD COLUMN IF NOT EXISTS decision_retention_seconds INT8 NOT NULL DEFAULT 7776000;
+
+-- decisions.trace: the engine's explain trace, one line per candidate binding; written
+-- for denied decisions and for checks that asked for explain, empty otherwise.
+ALTER TABLE decisions ADD COLUMN IF NOT EXISTS trace TEXT[] NOT NULL DEFAULT '{}';
+
+-- Every index below is written by every decision, so there are only the ones the
+-- questions people ask need (ListDecisions pages newest first by (at, id)):
+--   decisions_time_idx: the tenant's log by time (the unfiltered listing, time ranges,
+--     filters on permission or outcome alone, and the pruner's oldest-first deletes);
+--     it replaces decisions_at_idx, which lacked the id tie-break.
+--   decisions_principal_idx: "what was this identity allowed and denied".
+--   decisions_resource_idx: "who touched this resource" (exact resource; on
+--     CockroachDB also resource prefixes, which are byte ranges of it).
+-- Permission and outcome are filtered on top of these: they are not selective alone.
+CREATE INDEX IF NOT EXISTS decisions_time_idx ON decisions (tenant_id, at DESC, id DESC);
+DROP INDEX IF EXISTS decisions@decisions_at_idx;
+CREATE INDEX IF NOT EXISTS decisions_principal_idx ON decisions (tenant_id, principal_id, at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS decisions_resource_idx ON decisions (tenant_id, resource, at DESC, id DESC);
+
+-- migration 0010 role_delete
+-- 0010 Deleting roles (issue 14): an elevation's role_id no longer references roles.
+-- DeleteRole with cascade ends a role's active elevations and denies its pending ones;
+-- the decided elevations stay as history (with the audit log) after the role is gone,
+-- which the foreign key forbade. RequestElevation checks the role exists instead, in
+-- the transaction that inserts the elevation.
+ALTER TABLE elevations DROP CONSTRAINT IF EXISTS elevations_role;
+
 -- migration 0011 offboarding
 -- 0011 Offboarding and erasure (issue 15): the leaver's manager, frozen non-human
 -- identities, and when an identity was offboarded and erased.
@@ -423,3 +456,42 @@ ALTER TABLE identities ADD COLUMN IF NOT EXISTS erased_at TIMESTAMPTZ;
 -- UpdateIdentity gives it an owner.
 ALTER TABLE identities DROP CONSTRAINT IF EXISTS identities_status;
 ALTER TABLE identities ADD CONSTRAINT identities_status CHECK (status IN ('active', 'disabled', 'frozen'));
+
+-- migration 0013 membership_rules
+-- 0013 Birthright rules: group memberships that follow identity attributes
+-- (docs/lifecycle.md, "Joiners and movers").
+
+-- group_members: where a membership came from. 'manual': added by hand (AddGroupMember,
+-- an approved change request) and kept until removed by hand. 'rule': added by a
+-- membership rule and removed as soon as no rule gives it any more, so a mover
+-- accumulates nothing.
+ALTER TABLE group_members ADD COLUMN IF NOT EXISTS source TEXT NOT NULL DEFAULT 'manual' CHECK (source IN ('manual', 'rule'));
+
+-- membership_rules: identities for which condition (CEL over the identity) holds are
+-- members of the rule's groups (membership_rule_groups).
+CREATE TABLE IF NOT EXISTS membership_rules (
+    tenant_id   TEXT NOT NULL REFERENCES tenants (id),
+    id          UUID NOT NULL DEFAULT gen_random_uuid(),
+    crdb_region crdb_internal_region NOT NULL,
+    name        TEXT NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    condition   TEXT NOT NULL,
+    created_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    updated_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, id),
+    CONSTRAINT membership_rules_name_length CHECK (length(name) BETWEEN 1 AND 200)
+) LOCALITY REGIONAL BY ROW AS crdb_region;
+CREATE UNIQUE INDEX IF NOT EXISTS membership_rules_name ON membership_rules (crdb_region, tenant_id, name);
+
+-- membership_rule_groups: the groups a rule gives. The foreign key to groups keeps a
+-- group a rule names from being deleted under it.
+CREATE TABLE IF NOT EXISTS membership_rule_groups (
+    tenant_id   TEXT NOT NULL REFERENCES tenants (id),
+    rule_id     UUID NOT NULL,
+    group_id    UUID NOT NULL,
+    crdb_region crdb_internal_region NOT NULL,
+    PRIMARY KEY (tenant_id, rule_id, group_id),
+    CONSTRAINT membership_rule_groups_rule FOREIGN KEY (crdb_region, tenant_id, rule_id) REFERENCES membership_rules (crdb_region, tenant_id, id) ON UPDATE CASCADE ON DELETE CASCADE,
+    CONSTRAINT membership_rule_groups_group FOREIGN KEY (crdb_region, tenant_id, group_id) REFERENCES groups (crdb_region, tenant_id, id) ON UPDATE CASCADE
+) LOCALITY REGIONAL BY ROW AS crdb_region;
+CREATE INDEX IF NOT EXISTS membership_rule_groups_group_idx ON membership_rule_groups (tenant_id, group_id);

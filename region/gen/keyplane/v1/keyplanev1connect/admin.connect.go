@@ -109,11 +109,30 @@ const (
 	AdminServiceSetPasswordProcedure = "/keyplane.v1.AdminService/SetPassword"
 	// AdminServiceCreateRoleProcedure is the fully-qualified name of the AdminService's CreateRole RPC.
 	AdminServiceCreateRoleProcedure = "/keyplane.v1.AdminService/CreateRole"
+	// AdminServiceGetRoleProcedure is the fully-qualified name of the AdminService's GetRole RPC.
+	AdminServiceGetRoleProcedure = "/keyplane.v1.AdminService/GetRole"
+	// AdminServiceListRolesProcedure is the fully-qualified name of the AdminService's ListRoles RPC.
+	AdminServiceListRolesProcedure = "/keyplane.v1.AdminService/ListRoles"
+	// AdminServiceUpdateRoleProcedure is the fully-qualified name of the AdminService's UpdateRole RPC.
+	AdminServiceUpdateRoleProcedure = "/keyplane.v1.AdminService/UpdateRole"
 	// AdminServiceDeleteRoleProcedure is the fully-qualified name of the AdminService's DeleteRole RPC.
 	AdminServiceDeleteRoleProcedure = "/keyplane.v1.AdminService/DeleteRole"
 	// AdminServiceCreateGroupProcedure is the fully-qualified name of the AdminService's CreateGroup
 	// RPC.
 	AdminServiceCreateGroupProcedure = "/keyplane.v1.AdminService/CreateGroup"
+	// AdminServiceGetGroupProcedure is the fully-qualified name of the AdminService's GetGroup RPC.
+	AdminServiceGetGroupProcedure = "/keyplane.v1.AdminService/GetGroup"
+	// AdminServiceListGroupsProcedure is the fully-qualified name of the AdminService's ListGroups RPC.
+	AdminServiceListGroupsProcedure = "/keyplane.v1.AdminService/ListGroups"
+	// AdminServiceUpdateGroupProcedure is the fully-qualified name of the AdminService's UpdateGroup
+	// RPC.
+	AdminServiceUpdateGroupProcedure = "/keyplane.v1.AdminService/UpdateGroup"
+	// AdminServiceListGroupMembersProcedure is the fully-qualified name of the AdminService's
+	// ListGroupMembers RPC.
+	AdminServiceListGroupMembersProcedure = "/keyplane.v1.AdminService/ListGroupMembers"
+	// AdminServiceDeleteGroupProcedure is the fully-qualified name of the AdminService's DeleteGroup
+	// RPC.
+	AdminServiceDeleteGroupProcedure = "/keyplane.v1.AdminService/DeleteGroup"
 	// AdminServiceAddGroupMemberProcedure is the fully-qualified name of the AdminService's
 	// AddGroupMember RPC.
 	AdminServiceAddGroupMemberProcedure = "/keyplane.v1.AdminService/AddGroupMember"
@@ -144,6 +163,21 @@ const (
 	// AdminServiceDenyChangeRequestProcedure is the fully-qualified name of the AdminService's
 	// DenyChangeRequest RPC.
 	AdminServiceDenyChangeRequestProcedure = "/keyplane.v1.AdminService/DenyChangeRequest"
+	// AdminServiceCreateMembershipRuleProcedure is the fully-qualified name of the AdminService's
+	// CreateMembershipRule RPC.
+	AdminServiceCreateMembershipRuleProcedure = "/keyplane.v1.AdminService/CreateMembershipRule"
+	// AdminServiceGetMembershipRuleProcedure is the fully-qualified name of the AdminService's
+	// GetMembershipRule RPC.
+	AdminServiceGetMembershipRuleProcedure = "/keyplane.v1.AdminService/GetMembershipRule"
+	// AdminServiceListMembershipRulesProcedure is the fully-qualified name of the AdminService's
+	// ListMembershipRules RPC.
+	AdminServiceListMembershipRulesProcedure = "/keyplane.v1.AdminService/ListMembershipRules"
+	// AdminServiceUpdateMembershipRuleProcedure is the fully-qualified name of the AdminService's
+	// UpdateMembershipRule RPC.
+	AdminServiceUpdateMembershipRuleProcedure = "/keyplane.v1.AdminService/UpdateMembershipRule"
+	// AdminServiceDeleteMembershipRuleProcedure is the fully-qualified name of the AdminService's
+	// DeleteMembershipRule RPC.
+	AdminServiceDeleteMembershipRuleProcedure = "/keyplane.v1.AdminService/DeleteMembershipRule"
 )
 
 // AdminServiceClient is a client for the keyplane.v1.AdminService service.
@@ -239,10 +273,36 @@ type AdminServiceClient interface {
 	// CreateRole creates a role: a named set of permission patterns (docs.document.read,
 	// docs.*, *). Sensitive roles have their decisions logged before the answer.
 	CreateRole(context.Context, *connect.Request[v1.CreateRoleRequest]) (*connect.Response[v1.CreateRoleResponse], error)
-	// DeleteRole deletes a role no binding uses.
+	// GetRole reads one role of the tenant, built-in or its own.
+	GetRole(context.Context, *connect.Request[v1.GetRoleRequest]) (*connect.Response[v1.GetRoleResponse], error)
+	// ListRoles pages through the tenant's roles ordered by name, the built-in roles
+	// (built_in set) included, optionally only names starting with name_prefix.
+	ListRoles(context.Context, *connect.Request[v1.ListRolesRequest]) (*connect.Response[v1.ListRolesResponse], error)
+	// UpdateRole changes the fields it sets and leaves the others. Built-in roles are
+	// refused. Adding permissions, or clearing sensitive, needs the caller to hold what
+	// that grants on every scope the role is bound on (no privilege escalation); a
+	// tenant identity cannot widen a privileged role (docs/administration.md).
+	UpdateRole(context.Context, *connect.Request[v1.UpdateRoleRequest]) (*connect.Response[v1.UpdateRoleResponse], error)
+	// DeleteRole deletes a role. A role still bound, or with pending or active
+	// elevations, is refused (failed_precondition naming them) unless cascade is set:
+	// then its bindings are deleted, its active elevations ended and its pending ones
+	// denied, in the same transaction, with one audit event listing all of it.
 	DeleteRole(context.Context, *connect.Request[v1.DeleteRoleRequest]) (*connect.Response[v1.DeleteRoleResponse], error)
 	// CreateGroup creates a group of identities.
 	CreateGroup(context.Context, *connect.Request[v1.CreateGroupRequest]) (*connect.Response[v1.CreateGroupResponse], error)
+	// GetGroup reads one group.
+	GetGroup(context.Context, *connect.Request[v1.GetGroupRequest]) (*connect.Response[v1.GetGroupResponse], error)
+	// ListGroups pages through the tenant's groups ordered by name, optionally only
+	// names starting with name_prefix, or the one with external_id.
+	ListGroups(context.Context, *connect.Request[v1.ListGroupsRequest]) (*connect.Response[v1.ListGroupsResponse], error)
+	// UpdateGroup changes the fields it sets and leaves the others.
+	UpdateGroup(context.Context, *connect.Request[v1.UpdateGroupRequest]) (*connect.Response[v1.UpdateGroupResponse], error)
+	// ListGroupMembers pages through a group's members ordered by identity id.
+	ListGroupMembers(context.Context, *connect.Request[v1.ListGroupMembersRequest]) (*connect.Response[v1.ListGroupMembersResponse], error)
+	// DeleteGroup deletes a group and its memberships. A group still bound is refused
+	// (failed_precondition naming the bindings) unless cascade is set: then its bindings
+	// are deleted too, in the same transaction, with one audit event listing all of it.
+	DeleteGroup(context.Context, *connect.Request[v1.DeleteGroupRequest]) (*connect.Response[v1.DeleteGroupResponse], error)
 	// AddGroupMember adds an identity to a group. To a group with an allow binding of a
 	// privileged role, a tenant identity's addition returns a pending change_request.
 	AddGroupMember(context.Context, *connect.Request[v1.AddGroupMemberRequest]) (*connect.Response[v1.AddGroupMemberResponse], error)
@@ -260,7 +320,8 @@ type AdminServiceClient interface {
 	// tenant-admin binding, asked for by a tenant identity, returns a pending
 	// change_request instead and removes nothing until it is approved.
 	DeleteBinding(context.Context, *connect.Request[v1.DeleteBindingRequest]) (*connect.Response[v1.DeleteBindingResponse], error)
-	// ListBindings lists the tenant's bindings.
+	// ListBindings pages through the tenant's bindings, oldest first, optionally only
+	// those of one principal or one role.
 	ListBindings(context.Context, *connect.Request[v1.ListBindingsRequest]) (*connect.Response[v1.ListBindingsResponse], error)
 	// ListAuditEvents pages through the tenant's audit events, newest first.
 	ListAuditEvents(context.Context, *connect.Request[v1.ListAuditEventsRequest]) (*connect.Response[v1.ListAuditEventsResponse], error)
@@ -275,6 +336,22 @@ type AdminServiceClient interface {
 	ApproveChangeRequest(context.Context, *connect.Request[v1.ApproveChangeRequestRequest]) (*connect.Response[v1.ApproveChangeRequestResponse], error)
 	// DenyChangeRequest denies a pending, unexpired change request.
 	DenyChangeRequest(context.Context, *connect.Request[v1.DenyChangeRequestRequest]) (*connect.Response[v1.DenyChangeRequestResponse], error)
+	// CreateMembershipRule adds a membership ("birthright") rule: every identity whose
+	// attributes satisfy its CEL condition is a member of its groups, for as long as
+	// they do. It applies at once to every identity of the tenant, and then whenever an
+	// identity is created or changed; the response lists the memberships it added.
+	// A tenant identity may target only groups it could add members to itself, and no
+	// group bound to a privileged role (docs/lifecycle.md).
+	CreateMembershipRule(context.Context, *connect.Request[v1.CreateMembershipRuleRequest]) (*connect.Response[v1.CreateMembershipRuleResponse], error)
+	// GetMembershipRule reads one membership rule.
+	GetMembershipRule(context.Context, *connect.Request[v1.GetMembershipRuleRequest]) (*connect.Response[v1.GetMembershipRuleResponse], error)
+	// ListMembershipRules pages through the tenant's membership rules, oldest first.
+	ListMembershipRules(context.Context, *connect.Request[v1.ListMembershipRulesRequest]) (*connect.Response[v1.ListMembershipRulesResponse], error)
+	// UpdateMembershipRule changes a rule; every identity's rule memberships are
+	// recomputed in the same transaction (those no rule gives any more are removed).
+	UpdateMembershipRule(context.Context, *connect.Request[v1.UpdateMembershipRuleRequest]) (*connect.Response[v1.UpdateMembershipRuleResponse], error)
+	// DeleteMembershipRule deletes a rule and the memberships only it gave.
+	DeleteMembershipRule(context.Context, *connect.Request[v1.DeleteMembershipRuleRequest]) (*connect.Response[v1.DeleteMembershipRuleResponse], error)
 }
 
 // NewAdminServiceClient constructs a client for the keyplane.v1.AdminService service. By default,
@@ -460,6 +537,26 @@ func NewAdminServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(adminServiceMethods.ByName("CreateRole")),
 			connect.WithClientOptions(opts...),
 		),
+		getRole: connect.NewClient[v1.GetRoleRequest, v1.GetRoleResponse](
+			httpClient,
+			baseURL+AdminServiceGetRoleProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("GetRole")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		listRoles: connect.NewClient[v1.ListRolesRequest, v1.ListRolesResponse](
+			httpClient,
+			baseURL+AdminServiceListRolesProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("ListRoles")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		updateRole: connect.NewClient[v1.UpdateRoleRequest, v1.UpdateRoleResponse](
+			httpClient,
+			baseURL+AdminServiceUpdateRoleProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("UpdateRole")),
+			connect.WithClientOptions(opts...),
+		),
 		deleteRole: connect.NewClient[v1.DeleteRoleRequest, v1.DeleteRoleResponse](
 			httpClient,
 			baseURL+AdminServiceDeleteRoleProcedure,
@@ -470,6 +567,39 @@ func NewAdminServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			httpClient,
 			baseURL+AdminServiceCreateGroupProcedure,
 			connect.WithSchema(adminServiceMethods.ByName("CreateGroup")),
+			connect.WithClientOptions(opts...),
+		),
+		getGroup: connect.NewClient[v1.GetGroupRequest, v1.GetGroupResponse](
+			httpClient,
+			baseURL+AdminServiceGetGroupProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("GetGroup")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		listGroups: connect.NewClient[v1.ListGroupsRequest, v1.ListGroupsResponse](
+			httpClient,
+			baseURL+AdminServiceListGroupsProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("ListGroups")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		updateGroup: connect.NewClient[v1.UpdateGroupRequest, v1.UpdateGroupResponse](
+			httpClient,
+			baseURL+AdminServiceUpdateGroupProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("UpdateGroup")),
+			connect.WithClientOptions(opts...),
+		),
+		listGroupMembers: connect.NewClient[v1.ListGroupMembersRequest, v1.ListGroupMembersResponse](
+			httpClient,
+			baseURL+AdminServiceListGroupMembersProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("ListGroupMembers")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		deleteGroup: connect.NewClient[v1.DeleteGroupRequest, v1.DeleteGroupResponse](
+			httpClient,
+			baseURL+AdminServiceDeleteGroupProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("DeleteGroup")),
 			connect.WithClientOptions(opts...),
 		),
 		addGroupMember: connect.NewClient[v1.AddGroupMemberRequest, v1.AddGroupMemberResponse](
@@ -536,6 +666,38 @@ func NewAdminServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(adminServiceMethods.ByName("DenyChangeRequest")),
 			connect.WithClientOptions(opts...),
 		),
+		createMembershipRule: connect.NewClient[v1.CreateMembershipRuleRequest, v1.CreateMembershipRuleResponse](
+			httpClient,
+			baseURL+AdminServiceCreateMembershipRuleProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("CreateMembershipRule")),
+			connect.WithClientOptions(opts...),
+		),
+		getMembershipRule: connect.NewClient[v1.GetMembershipRuleRequest, v1.GetMembershipRuleResponse](
+			httpClient,
+			baseURL+AdminServiceGetMembershipRuleProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("GetMembershipRule")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		listMembershipRules: connect.NewClient[v1.ListMembershipRulesRequest, v1.ListMembershipRulesResponse](
+			httpClient,
+			baseURL+AdminServiceListMembershipRulesProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("ListMembershipRules")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		updateMembershipRule: connect.NewClient[v1.UpdateMembershipRuleRequest, v1.UpdateMembershipRuleResponse](
+			httpClient,
+			baseURL+AdminServiceUpdateMembershipRuleProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("UpdateMembershipRule")),
+			connect.WithClientOptions(opts...),
+		),
+		deleteMembershipRule: connect.NewClient[v1.DeleteMembershipRuleRequest, v1.DeleteMembershipRuleResponse](
+			httpClient,
+			baseURL+AdminServiceDeleteMembershipRuleProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("DeleteMembershipRule")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -567,8 +729,16 @@ type adminServiceClient struct {
 	listSessions         *connect.Client[v1.ListSessionsRequest, v1.ListSessionsResponse]
 	setPassword          *connect.Client[v1.SetPasswordRequest, v1.SetPasswordResponse]
 	createRole           *connect.Client[v1.CreateRoleRequest, v1.CreateRoleResponse]
+	getRole              *connect.Client[v1.GetRoleRequest, v1.GetRoleResponse]
+	listRoles            *connect.Client[v1.ListRolesRequest, v1.ListRolesResponse]
+	updateRole           *connect.Client[v1.UpdateRoleRequest, v1.UpdateRoleResponse]
 	deleteRole           *connect.Client[v1.DeleteRoleRequest, v1.DeleteRoleResponse]
 	createGroup          *connect.Client[v1.CreateGroupRequest, v1.CreateGroupResponse]
+	getGroup             *connect.Client[v1.GetGroupRequest, v1.GetGroupResponse]
+	listGroups           *connect.Client[v1.ListGroupsRequest, v1.ListGroupsResponse]
+	updateGroup          *connect.Client[v1.UpdateGroupRequest, v1.UpdateGroupResponse]
+	listGroupMembers     *connect.Client[v1.ListGroupMembersRequest, v1.ListGroupMembersResponse]
+	deleteGroup          *connect.Client[v1.DeleteGroupRequest, v1.DeleteGroupResponse]
 	addGroupMember       *connect.Client[v1.AddGroupMemberRequest, v1.AddGroupMemberResponse]
 	removeGroupMember    *connect.Client[v1.RemoveGroupMemberRequest, v1.RemoveGroupMemberResponse]
 	createBinding        *connect.Client[v1.CreateBindingRequest, v1.CreateBindingResponse]
@@ -579,6 +749,11 @@ type adminServiceClient struct {
 	listChangeRequests   *connect.Client[v1.ListChangeRequestsRequest, v1.ListChangeRequestsResponse]
 	approveChangeRequest *connect.Client[v1.ApproveChangeRequestRequest, v1.ApproveChangeRequestResponse]
 	denyChangeRequest    *connect.Client[v1.DenyChangeRequestRequest, v1.DenyChangeRequestResponse]
+	createMembershipRule *connect.Client[v1.CreateMembershipRuleRequest, v1.CreateMembershipRuleResponse]
+	getMembershipRule    *connect.Client[v1.GetMembershipRuleRequest, v1.GetMembershipRuleResponse]
+	listMembershipRules  *connect.Client[v1.ListMembershipRulesRequest, v1.ListMembershipRulesResponse]
+	updateMembershipRule *connect.Client[v1.UpdateMembershipRuleRequest, v1.UpdateMembershipRuleResponse]
+	deleteMembershipRule *connect.Client[v1.DeleteMembershipRuleRequest, v1.DeleteMembershipRuleResponse]
 }
 
 // ListRegions calls keyplane.v1.AdminService.ListRegions.
@@ -711,6 +886,21 @@ func (c *adminServiceClient) CreateRole(ctx context.Context, req *connect.Reques
 	return c.createRole.CallUnary(ctx, req)
 }
 
+// GetRole calls keyplane.v1.AdminService.GetRole.
+func (c *adminServiceClient) GetRole(ctx context.Context, req *connect.Request[v1.GetRoleRequest]) (*connect.Response[v1.GetRoleResponse], error) {
+	return c.getRole.CallUnary(ctx, req)
+}
+
+// ListRoles calls keyplane.v1.AdminService.ListRoles.
+func (c *adminServiceClient) ListRoles(ctx context.Context, req *connect.Request[v1.ListRolesRequest]) (*connect.Response[v1.ListRolesResponse], error) {
+	return c.listRoles.CallUnary(ctx, req)
+}
+
+// UpdateRole calls keyplane.v1.AdminService.UpdateRole.
+func (c *adminServiceClient) UpdateRole(ctx context.Context, req *connect.Request[v1.UpdateRoleRequest]) (*connect.Response[v1.UpdateRoleResponse], error) {
+	return c.updateRole.CallUnary(ctx, req)
+}
+
 // DeleteRole calls keyplane.v1.AdminService.DeleteRole.
 func (c *adminServiceClient) DeleteRole(ctx context.Context, req *connect.Request[v1.DeleteRoleRequest]) (*connect.Response[v1.DeleteRoleResponse], error) {
 	return c.deleteRole.CallUnary(ctx, req)
@@ -719,6 +909,31 @@ func (c *adminServiceClient) DeleteRole(ctx context.Context, req *connect.Reques
 // CreateGroup calls keyplane.v1.AdminService.CreateGroup.
 func (c *adminServiceClient) CreateGroup(ctx context.Context, req *connect.Request[v1.CreateGroupRequest]) (*connect.Response[v1.CreateGroupResponse], error) {
 	return c.createGroup.CallUnary(ctx, req)
+}
+
+// GetGroup calls keyplane.v1.AdminService.GetGroup.
+func (c *adminServiceClient) GetGroup(ctx context.Context, req *connect.Request[v1.GetGroupRequest]) (*connect.Response[v1.GetGroupResponse], error) {
+	return c.getGroup.CallUnary(ctx, req)
+}
+
+// ListGroups calls keyplane.v1.AdminService.ListGroups.
+func (c *adminServiceClient) ListGroups(ctx context.Context, req *connect.Request[v1.ListGroupsRequest]) (*connect.Response[v1.ListGroupsResponse], error) {
+	return c.listGroups.CallUnary(ctx, req)
+}
+
+// UpdateGroup calls keyplane.v1.AdminService.UpdateGroup.
+func (c *adminServiceClient) UpdateGroup(ctx context.Context, req *connect.Request[v1.UpdateGroupRequest]) (*connect.Response[v1.UpdateGroupResponse], error) {
+	return c.updateGroup.CallUnary(ctx, req)
+}
+
+// ListGroupMembers calls keyplane.v1.AdminService.ListGroupMembers.
+func (c *adminServiceClient) ListGroupMembers(ctx context.Context, req *connect.Request[v1.ListGroupMembersRequest]) (*connect.Response[v1.ListGroupMembersResponse], error) {
+	return c.listGroupMembers.CallUnary(ctx, req)
+}
+
+// DeleteGroup calls keyplane.v1.AdminService.DeleteGroup.
+func (c *adminServiceClient) DeleteGroup(ctx context.Context, req *connect.Request[v1.DeleteGroupRequest]) (*connect.Response[v1.DeleteGroupResponse], error) {
+	return c.deleteGroup.CallUnary(ctx, req)
 }
 
 // AddGroupMember calls keyplane.v1.AdminService.AddGroupMember.
@@ -769,6 +984,31 @@ func (c *adminServiceClient) ApproveChangeRequest(ctx context.Context, req *conn
 // DenyChangeRequest calls keyplane.v1.AdminService.DenyChangeRequest.
 func (c *adminServiceClient) DenyChangeRequest(ctx context.Context, req *connect.Request[v1.DenyChangeRequestRequest]) (*connect.Response[v1.DenyChangeRequestResponse], error) {
 	return c.denyChangeRequest.CallUnary(ctx, req)
+}
+
+// CreateMembershipRule calls keyplane.v1.AdminService.CreateMembershipRule.
+func (c *adminServiceClient) CreateMembershipRule(ctx context.Context, req *connect.Request[v1.CreateMembershipRuleRequest]) (*connect.Response[v1.CreateMembershipRuleResponse], error) {
+	return c.createMembershipRule.CallUnary(ctx, req)
+}
+
+// GetMembershipRule calls keyplane.v1.AdminService.GetMembershipRule.
+func (c *adminServiceClient) GetMembershipRule(ctx context.Context, req *connect.Request[v1.GetMembershipRuleRequest]) (*connect.Response[v1.GetMembershipRuleResponse], error) {
+	return c.getMembershipRule.CallUnary(ctx, req)
+}
+
+// ListMembershipRules calls keyplane.v1.AdminService.ListMembershipRules.
+func (c *adminServiceClient) ListMembershipRules(ctx context.Context, req *connect.Request[v1.ListMembershipRulesRequest]) (*connect.Response[v1.ListMembershipRulesResponse], error) {
+	return c.listMembershipRules.CallUnary(ctx, req)
+}
+
+// UpdateMembershipRule calls keyplane.v1.AdminService.UpdateMembershipRule.
+func (c *adminServiceClient) UpdateMembershipRule(ctx context.Context, req *connect.Request[v1.UpdateMembershipRuleRequest]) (*connect.Response[v1.UpdateMembershipRuleResponse], error) {
+	return c.updateMembershipRule.CallUnary(ctx, req)
+}
+
+// DeleteMembershipRule calls keyplane.v1.AdminService.DeleteMembershipRule.
+func (c *adminServiceClient) DeleteMembershipRule(ctx context.Context, req *connect.Request[v1.DeleteMembershipRuleRequest]) (*connect.Response[v1.DeleteMembershipRuleResponse], error) {
+	return c.deleteMembershipRule.CallUnary(ctx, req)
 }
 
 // AdminServiceHandler is an implementation of the keyplane.v1.AdminService service.
@@ -864,10 +1104,36 @@ type AdminServiceHandler interface {
 	// CreateRole creates a role: a named set of permission patterns (docs.document.read,
 	// docs.*, *). Sensitive roles have their decisions logged before the answer.
 	CreateRole(context.Context, *connect.Request[v1.CreateRoleRequest]) (*connect.Response[v1.CreateRoleResponse], error)
-	// DeleteRole deletes a role no binding uses.
+	// GetRole reads one role of the tenant, built-in or its own.
+	GetRole(context.Context, *connect.Request[v1.GetRoleRequest]) (*connect.Response[v1.GetRoleResponse], error)
+	// ListRoles pages through the tenant's roles ordered by name, the built-in roles
+	// (built_in set) included, optionally only names starting with name_prefix.
+	ListRoles(context.Context, *connect.Request[v1.ListRolesRequest]) (*connect.Response[v1.ListRolesResponse], error)
+	// UpdateRole changes the fields it sets and leaves the others. Built-in roles are
+	// refused. Adding permissions, or clearing sensitive, needs the caller to hold what
+	// that grants on every scope the role is bound on (no privilege escalation); a
+	// tenant identity cannot widen a privileged role (docs/administration.md).
+	UpdateRole(context.Context, *connect.Request[v1.UpdateRoleRequest]) (*connect.Response[v1.UpdateRoleResponse], error)
+	// DeleteRole deletes a role. A role still bound, or with pending or active
+	// elevations, is refused (failed_precondition naming them) unless cascade is set:
+	// then its bindings are deleted, its active elevations ended and its pending ones
+	// denied, in the same transaction, with one audit event listing all of it.
 	DeleteRole(context.Context, *connect.Request[v1.DeleteRoleRequest]) (*connect.Response[v1.DeleteRoleResponse], error)
 	// CreateGroup creates a group of identities.
 	CreateGroup(context.Context, *connect.Request[v1.CreateGroupRequest]) (*connect.Response[v1.CreateGroupResponse], error)
+	// GetGroup reads one group.
+	GetGroup(context.Context, *connect.Request[v1.GetGroupRequest]) (*connect.Response[v1.GetGroupResponse], error)
+	// ListGroups pages through the tenant's groups ordered by name, optionally only
+	// names starting with name_prefix, or the one with external_id.
+	ListGroups(context.Context, *connect.Request[v1.ListGroupsRequest]) (*connect.Response[v1.ListGroupsResponse], error)
+	// UpdateGroup changes the fields it sets and leaves the others.
+	UpdateGroup(context.Context, *connect.Request[v1.UpdateGroupRequest]) (*connect.Response[v1.UpdateGroupResponse], error)
+	// ListGroupMembers pages through a group's members ordered by identity id.
+	ListGroupMembers(context.Context, *connect.Request[v1.ListGroupMembersRequest]) (*connect.Response[v1.ListGroupMembersResponse], error)
+	// DeleteGroup deletes a group and its memberships. A group still bound is refused
+	// (failed_precondition naming the bindings) unless cascade is set: then its bindings
+	// are deleted too, in the same transaction, with one audit event listing all of it.
+	DeleteGroup(context.Context, *connect.Request[v1.DeleteGroupRequest]) (*connect.Response[v1.DeleteGroupResponse], error)
 	// AddGroupMember adds an identity to a group. To a group with an allow binding of a
 	// privileged role, a tenant identity's addition returns a pending change_request.
 	AddGroupMember(context.Context, *connect.Request[v1.AddGroupMemberRequest]) (*connect.Response[v1.AddGroupMemberResponse], error)
@@ -885,7 +1151,8 @@ type AdminServiceHandler interface {
 	// tenant-admin binding, asked for by a tenant identity, returns a pending
 	// change_request instead and removes nothing until it is approved.
 	DeleteBinding(context.Context, *connect.Request[v1.DeleteBindingRequest]) (*connect.Response[v1.DeleteBindingResponse], error)
-	// ListBindings lists the tenant's bindings.
+	// ListBindings pages through the tenant's bindings, oldest first, optionally only
+	// those of one principal or one role.
 	ListBindings(context.Context, *connect.Request[v1.ListBindingsRequest]) (*connect.Response[v1.ListBindingsResponse], error)
 	// ListAuditEvents pages through the tenant's audit events, newest first.
 	ListAuditEvents(context.Context, *connect.Request[v1.ListAuditEventsRequest]) (*connect.Response[v1.ListAuditEventsResponse], error)
@@ -900,6 +1167,22 @@ type AdminServiceHandler interface {
 	ApproveChangeRequest(context.Context, *connect.Request[v1.ApproveChangeRequestRequest]) (*connect.Response[v1.ApproveChangeRequestResponse], error)
 	// DenyChangeRequest denies a pending, unexpired change request.
 	DenyChangeRequest(context.Context, *connect.Request[v1.DenyChangeRequestRequest]) (*connect.Response[v1.DenyChangeRequestResponse], error)
+	// CreateMembershipRule adds a membership ("birthright") rule: every identity whose
+	// attributes satisfy its CEL condition is a member of its groups, for as long as
+	// they do. It applies at once to every identity of the tenant, and then whenever an
+	// identity is created or changed; the response lists the memberships it added.
+	// A tenant identity may target only groups it could add members to itself, and no
+	// group bound to a privileged role (docs/lifecycle.md).
+	CreateMembershipRule(context.Context, *connect.Request[v1.CreateMembershipRuleRequest]) (*connect.Response[v1.CreateMembershipRuleResponse], error)
+	// GetMembershipRule reads one membership rule.
+	GetMembershipRule(context.Context, *connect.Request[v1.GetMembershipRuleRequest]) (*connect.Response[v1.GetMembershipRuleResponse], error)
+	// ListMembershipRules pages through the tenant's membership rules, oldest first.
+	ListMembershipRules(context.Context, *connect.Request[v1.ListMembershipRulesRequest]) (*connect.Response[v1.ListMembershipRulesResponse], error)
+	// UpdateMembershipRule changes a rule; every identity's rule memberships are
+	// recomputed in the same transaction (those no rule gives any more are removed).
+	UpdateMembershipRule(context.Context, *connect.Request[v1.UpdateMembershipRuleRequest]) (*connect.Response[v1.UpdateMembershipRuleResponse], error)
+	// DeleteMembershipRule deletes a rule and the memberships only it gave.
+	DeleteMembershipRule(context.Context, *connect.Request[v1.DeleteMembershipRuleRequest]) (*connect.Response[v1.DeleteMembershipRuleResponse], error)
 }
 
 // NewAdminServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -1081,6 +1364,26 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(adminServiceMethods.ByName("CreateRole")),
 		connect.WithHandlerOptions(opts...),
 	)
+	adminServiceGetRoleHandler := connect.NewUnaryHandler(
+		AdminServiceGetRoleProcedure,
+		svc.GetRole,
+		connect.WithSchema(adminServiceMethods.ByName("GetRole")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceListRolesHandler := connect.NewUnaryHandler(
+		AdminServiceListRolesProcedure,
+		svc.ListRoles,
+		connect.WithSchema(adminServiceMethods.ByName("ListRoles")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceUpdateRoleHandler := connect.NewUnaryHandler(
+		AdminServiceUpdateRoleProcedure,
+		svc.UpdateRole,
+		connect.WithSchema(adminServiceMethods.ByName("UpdateRole")),
+		connect.WithHandlerOptions(opts...),
+	)
 	adminServiceDeleteRoleHandler := connect.NewUnaryHandler(
 		AdminServiceDeleteRoleProcedure,
 		svc.DeleteRole,
@@ -1091,6 +1394,39 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 		AdminServiceCreateGroupProcedure,
 		svc.CreateGroup,
 		connect.WithSchema(adminServiceMethods.ByName("CreateGroup")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceGetGroupHandler := connect.NewUnaryHandler(
+		AdminServiceGetGroupProcedure,
+		svc.GetGroup,
+		connect.WithSchema(adminServiceMethods.ByName("GetGroup")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceListGroupsHandler := connect.NewUnaryHandler(
+		AdminServiceListGroupsProcedure,
+		svc.ListGroups,
+		connect.WithSchema(adminServiceMethods.ByName("ListGroups")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceUpdateGroupHandler := connect.NewUnaryHandler(
+		AdminServiceUpdateGroupProcedure,
+		svc.UpdateGroup,
+		connect.WithSchema(adminServiceMethods.ByName("UpdateGroup")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceListGroupMembersHandler := connect.NewUnaryHandler(
+		AdminServiceListGroupMembersProcedure,
+		svc.ListGroupMembers,
+		connect.WithSchema(adminServiceMethods.ByName("ListGroupMembers")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceDeleteGroupHandler := connect.NewUnaryHandler(
+		AdminServiceDeleteGroupProcedure,
+		svc.DeleteGroup,
+		connect.WithSchema(adminServiceMethods.ByName("DeleteGroup")),
 		connect.WithHandlerOptions(opts...),
 	)
 	adminServiceAddGroupMemberHandler := connect.NewUnaryHandler(
@@ -1157,6 +1493,38 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(adminServiceMethods.ByName("DenyChangeRequest")),
 		connect.WithHandlerOptions(opts...),
 	)
+	adminServiceCreateMembershipRuleHandler := connect.NewUnaryHandler(
+		AdminServiceCreateMembershipRuleProcedure,
+		svc.CreateMembershipRule,
+		connect.WithSchema(adminServiceMethods.ByName("CreateMembershipRule")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceGetMembershipRuleHandler := connect.NewUnaryHandler(
+		AdminServiceGetMembershipRuleProcedure,
+		svc.GetMembershipRule,
+		connect.WithSchema(adminServiceMethods.ByName("GetMembershipRule")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceListMembershipRulesHandler := connect.NewUnaryHandler(
+		AdminServiceListMembershipRulesProcedure,
+		svc.ListMembershipRules,
+		connect.WithSchema(adminServiceMethods.ByName("ListMembershipRules")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceUpdateMembershipRuleHandler := connect.NewUnaryHandler(
+		AdminServiceUpdateMembershipRuleProcedure,
+		svc.UpdateMembershipRule,
+		connect.WithSchema(adminServiceMethods.ByName("UpdateMembershipRule")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceDeleteMembershipRuleHandler := connect.NewUnaryHandler(
+		AdminServiceDeleteMembershipRuleProcedure,
+		svc.DeleteMembershipRule,
+		connect.WithSchema(adminServiceMethods.ByName("DeleteMembershipRule")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/keyplane.v1.AdminService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AdminServiceListRegionsProcedure:
@@ -1211,10 +1579,26 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 			adminServiceSetPasswordHandler.ServeHTTP(w, r)
 		case AdminServiceCreateRoleProcedure:
 			adminServiceCreateRoleHandler.ServeHTTP(w, r)
+		case AdminServiceGetRoleProcedure:
+			adminServiceGetRoleHandler.ServeHTTP(w, r)
+		case AdminServiceListRolesProcedure:
+			adminServiceListRolesHandler.ServeHTTP(w, r)
+		case AdminServiceUpdateRoleProcedure:
+			adminServiceUpdateRoleHandler.ServeHTTP(w, r)
 		case AdminServiceDeleteRoleProcedure:
 			adminServiceDeleteRoleHandler.ServeHTTP(w, r)
 		case AdminServiceCreateGroupProcedure:
 			adminServiceCreateGroupHandler.ServeHTTP(w, r)
+		case AdminServiceGetGroupProcedure:
+			adminServiceGetGroupHandler.ServeHTTP(w, r)
+		case AdminServiceListGroupsProcedure:
+			adminServiceListGroupsHandler.ServeHTTP(w, r)
+		case AdminServiceUpdateGroupProcedure:
+			adminServiceUpdateGroupHandler.ServeHTTP(w, r)
+		case AdminServiceListGroupMembersProcedure:
+			adminServiceListGroupMembersHandler.ServeHTTP(w, r)
+		case AdminServiceDeleteGroupProcedure:
+			adminServiceDeleteGroupHandler.ServeHTTP(w, r)
 		case AdminServiceAddGroupMemberProcedure:
 			adminServiceAddGroupMemberHandler.ServeHTTP(w, r)
 		case AdminServiceRemoveGroupMemberProcedure:
@@ -1235,6 +1619,16 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 			adminServiceApproveChangeRequestHandler.ServeHTTP(w, r)
 		case AdminServiceDenyChangeRequestProcedure:
 			adminServiceDenyChangeRequestHandler.ServeHTTP(w, r)
+		case AdminServiceCreateMembershipRuleProcedure:
+			adminServiceCreateMembershipRuleHandler.ServeHTTP(w, r)
+		case AdminServiceGetMembershipRuleProcedure:
+			adminServiceGetMembershipRuleHandler.ServeHTTP(w, r)
+		case AdminServiceListMembershipRulesProcedure:
+			adminServiceListMembershipRulesHandler.ServeHTTP(w, r)
+		case AdminServiceUpdateMembershipRuleProcedure:
+			adminServiceUpdateMembershipRuleHandler.ServeHTTP(w, r)
+		case AdminServiceDeleteMembershipRuleProcedure:
+			adminServiceDeleteMembershipRuleHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -1348,12 +1742,44 @@ func (UnimplementedAdminServiceHandler) CreateRole(context.Context, *connect.Req
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AdminService.CreateRole is not implemented"))
 }
 
+func (UnimplementedAdminServiceHandler) GetRole(context.Context, *connect.Request[v1.GetRoleRequest]) (*connect.Response[v1.GetRoleResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AdminService.GetRole is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) ListRoles(context.Context, *connect.Request[v1.ListRolesRequest]) (*connect.Response[v1.ListRolesResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AdminService.ListRoles is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) UpdateRole(context.Context, *connect.Request[v1.UpdateRoleRequest]) (*connect.Response[v1.UpdateRoleResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AdminService.UpdateRole is not implemented"))
+}
+
 func (UnimplementedAdminServiceHandler) DeleteRole(context.Context, *connect.Request[v1.DeleteRoleRequest]) (*connect.Response[v1.DeleteRoleResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AdminService.DeleteRole is not implemented"))
 }
 
 func (UnimplementedAdminServiceHandler) CreateGroup(context.Context, *connect.Request[v1.CreateGroupRequest]) (*connect.Response[v1.CreateGroupResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AdminService.CreateGroup is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) GetGroup(context.Context, *connect.Request[v1.GetGroupRequest]) (*connect.Response[v1.GetGroupResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AdminService.GetGroup is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) ListGroups(context.Context, *connect.Request[v1.ListGroupsRequest]) (*connect.Response[v1.ListGroupsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AdminService.ListGroups is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) UpdateGroup(context.Context, *connect.Request[v1.UpdateGroupRequest]) (*connect.Response[v1.UpdateGroupResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AdminService.UpdateGroup is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) ListGroupMembers(context.Context, *connect.Request[v1.ListGroupMembersRequest]) (*connect.Response[v1.ListGroupMembersResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AdminService.ListGroupMembers is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) DeleteGroup(context.Context, *connect.Request[v1.DeleteGroupRequest]) (*connect.Response[v1.DeleteGroupResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AdminService.DeleteGroup is not implemented"))
 }
 
 func (UnimplementedAdminServiceHandler) AddGroupMember(context.Context, *connect.Request[v1.AddGroupMemberRequest]) (*connect.Response[v1.AddGroupMemberResponse], error) {
@@ -1394,4 +1820,24 @@ func (UnimplementedAdminServiceHandler) ApproveChangeRequest(context.Context, *c
 
 func (UnimplementedAdminServiceHandler) DenyChangeRequest(context.Context, *connect.Request[v1.DenyChangeRequestRequest]) (*connect.Response[v1.DenyChangeRequestResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AdminService.DenyChangeRequest is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) CreateMembershipRule(context.Context, *connect.Request[v1.CreateMembershipRuleRequest]) (*connect.Response[v1.CreateMembershipRuleResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AdminService.CreateMembershipRule is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) GetMembershipRule(context.Context, *connect.Request[v1.GetMembershipRuleRequest]) (*connect.Response[v1.GetMembershipRuleResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AdminService.GetMembershipRule is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) ListMembershipRules(context.Context, *connect.Request[v1.ListMembershipRulesRequest]) (*connect.Response[v1.ListMembershipRulesResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AdminService.ListMembershipRules is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) UpdateMembershipRule(context.Context, *connect.Request[v1.UpdateMembershipRuleRequest]) (*connect.Response[v1.UpdateMembershipRuleResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AdminService.UpdateMembershipRule is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) DeleteMembershipRule(context.Context, *connect.Request[v1.DeleteMembershipRuleRequest]) (*connect.Response[v1.DeleteMembershipRuleResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AdminService.DeleteMembershipRule is not implemented"))
 }
