@@ -257,6 +257,10 @@ func TestMultiRegionRouting(t *testing.T) {
 		}
 	})
 
+	t.Run("offboarding through one region: the leaver's tokens are inactive everywhere, its NHI goes to the manager", func(t *testing.T) {
+		offboardingAcrossRegions(t, mr)
+	})
+
 	t.Run("rehoming a tenant reroutes its requests to the new home", func(t *testing.T) {
 		tok := mr.token(t, cl.Nodes[0].URL, "globex")
 		moved, err := mr.admin(cl.RegionNodes("us-east")[0].URL, "").RehomeTenant(ctx,

@@ -182,7 +182,7 @@ func (a *AdminService) CreateIdentity(ctx context.Context, req *connect.Request[
 	}
 	i, err := a.node.store.CreateIdentity(ctx, change(ctx), sc, schema.NewIdentity{
 		Kind: kind, DisplayName: m.DisplayName, Email: m.Email, Attributes: m.Attributes.AsMap(),
-		OwnerID: m.OwnerId, Purpose: m.Purpose, ExpiresAt: expires,
+		OwnerID: m.OwnerId, ManagerID: m.ManagerId, Purpose: m.Purpose, ExpiresAt: expires,
 	})
 	if err != nil {
 		return nil, err
@@ -220,7 +220,7 @@ func (a *AdminService) ListIdentities(ctx context.Context, req *connect.Request[
 
 func (a *AdminService) UpdateIdentity(ctx context.Context, req *connect.Request[keyplanev1.UpdateIdentityRequest]) (*connect.Response[keyplanev1.UpdateIdentityResponse], error) {
 	m := req.Msg
-	u := schema.IdentityUpdate{DisplayName: m.DisplayName, Email: m.Email, OwnerID: m.OwnerId, Purpose: m.Purpose}
+	u := schema.IdentityUpdate{DisplayName: m.DisplayName, Email: m.Email, OwnerID: m.OwnerId, ManagerID: m.ManagerId, Purpose: m.Purpose}
 	if m.Attributes != nil {
 		u.Attributes = m.Attributes.AsMap()
 	}
@@ -235,7 +235,9 @@ func (a *AdminService) UpdateIdentity(ctx context.Context, req *connect.Request[
 	if err != nil {
 		return nil, err
 	}
-	if m.Attributes != nil || m.OwnerId != nil {
+	// The manager inherits the NHIs the identity owns when it is offboarded: who sets
+	// it is held to the same rule as who sets the owner.
+	if m.Attributes != nil || m.OwnerId != nil || m.ManagerId != nil {
 		if err := a.node.mayRewriteIdentity(ctx, callerOf(ctx), m.TenantId, m.Id); err != nil {
 			return nil, err
 		}
@@ -379,8 +381,11 @@ func timeToProto(t time.Time) *timestamppb.Timestamp {
 }
 
 func statusToProto(s string) keyplanev1.Status {
-	if s == schema.StatusDisabled {
+	switch s {
+	case schema.StatusDisabled:
 		return keyplanev1.Status_STATUS_DISABLED
+	case schema.StatusFrozen:
+		return keyplanev1.Status_STATUS_FROZEN
 	}
 	return keyplanev1.Status_STATUS_ACTIVE
 }
@@ -427,6 +432,7 @@ func identityToProto(i schema.Identity) *keyplanev1.Identity {
 		Attributes: structOrNil(i.Attributes), OwnerId: i.OwnerID, Purpose: i.Purpose, Status: statusToProto(i.Status),
 		ExpireTime: timeToProto(i.ExpiresAt), TokensValidAfter: timeToProto(i.TokensValidAfter),
 		CreateTime: timestamppb.New(i.CreatedAt), UpdateTime: timestamppb.New(i.UpdatedAt),
+		ManagerId: i.ManagerID, OffboardTime: timeToProto(i.OffboardedAt), EraseTime: timeToProto(i.ErasedAt),
 	}
 }
 

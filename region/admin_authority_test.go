@@ -212,6 +212,8 @@ func TestAdminPermissionMatrix(t *testing.T) {
 		{admin("UpdateIdentity"), region.PermIdentitiesUpdate, onTarget(func(x target) map[string]any { return map[string]any{"id": x.id, "purpose": "p"} })},
 		{admin("DisableIdentity"), region.PermIdentitiesDisable, onTarget(func(x target) map[string]any { return map[string]any{"id": x.id} })},
 		{admin("EnableIdentity"), region.PermIdentitiesDisable, onTarget(func(x target) map[string]any { return map[string]any{"id": x.id} })},
+		{admin("OffboardIdentity"), region.PermIdentitiesOffboard, onTarget(func(x target) map[string]any { return map[string]any{"identityId": x.id} })},
+		{admin("EraseIdentity"), region.PermIdentitiesErase, onTarget(func(x target) map[string]any { return map[string]any{"identityId": x.id} })},
 		{admin("CreateAPIKey"), region.PermCredentialsManage, onTarget(func(x target) map[string]any {
 			return map[string]any{"identityId": x.id, "name": "n", "expireTime": time.Now().Add(time.Hour).UTC().Format(time.RFC3339)}
 		})},

@@ -125,6 +125,8 @@ var authorities = func() map[string]authority {
 		admin("UpdateIdentity"):     tenant(PermIdentitiesUpdate, onTenant, false),
 		admin("DisableIdentity"):    tenant(PermIdentitiesDisable, onTenant, false),
 		admin("EnableIdentity"):     tenant(PermIdentitiesDisable, onTenant, false),
+		admin("OffboardIdentity"):   tenant(PermIdentitiesOffboard, onTenant, true), // removes every way in at once: step-up
+		admin("EraseIdentity"):      tenant(PermIdentitiesErase, onTenant, true),    // removes personal data for good: step-up
 		admin("CreateAPIKey"):       tenant(PermCredentialsManage, onIdentity, true),
 		admin("RotateAPIKey"):       tenant(PermCredentialsManage, onIdentity, true),
 		admin("CreateClient"):       tenant(PermCredentialsManage, onIdentity, true),

@@ -27,6 +27,7 @@ type metrics struct {
 	hashSlots            prometheus.Gauge
 	hashInUse            prometheus.Gauge
 	hashBusy             prometheus.Counter
+	deprovision          *prometheus.HistogramVec
 }
 
 func newMetrics(reg prometheus.Registerer, cfg Config) (*metrics, error) {
@@ -106,9 +107,16 @@ func newMetrics(reg prometheus.Registerer, cfg Config) (*metrics, error) {
 			Namespace: "keyplane", Name: "password_hash_busy_total",
 			Help: "Logins refused (resource_exhausted) because no password hashing slot freed up in time.", ConstLabels: labels,
 		}),
+		deprovision: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "keyplane", Name: "deprovision_seconds",
+			Help:        "Offboardings: from the leaver's event (the caller's event_time, else the request's arrival) to the commit after which every credential of the leaver is inactive, by source (api).",
+			ConstLabels: labels,
+			Buckets:     []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600, 7 * 24 * 3600},
+		}, []string{"source"}),
 	}
 	for _, c := range []prometheus.Collector{m.rpcDuration, m.authFailures, m.breakGlass, m.stepUpRequired, m.ready, m.credentialFailures, m.validations, m.refreshReuse,
-		m.checks, m.policyReloads, m.decisionsWritten, m.decisionBackpressure, m.decisionsPruned, m.loginAttempts, m.rateLimited, m.hashSlots, m.hashInUse, m.hashBusy} {
+		m.checks, m.policyReloads, m.decisionsWritten, m.decisionBackpressure, m.decisionsPruned, m.loginAttempts, m.rateLimited, m.hashSlots, m.hashInUse, m.hashBusy,
+		m.deprovision} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -21,6 +21,7 @@ const (
 	reasonSessionRevoked   token.Reason = "session_revoked"
 	reasonSessionExpired   token.Reason = "session_expired"
 	reasonIdentityDisabled token.Reason = "identity_disabled"
+	reasonIdentityFrozen   token.Reason = "identity_frozen"
 	reasonIdentityExpired  token.Reason = "identity_expired"
 	reasonTenantDisabled   token.Reason = "tenant_disabled"
 )
@@ -109,6 +110,8 @@ func (n *Node) validate(ctx context.Context, tenantID, raw, audience string) (va
 		v.Reason = reasonSessionRevoked
 	case !now.Before(st.SessionExpiresAt):
 		v.Reason = reasonSessionExpired
+	case st.IdentityStatus == schema.StatusFrozen:
+		v.Reason = reasonIdentityFrozen
 	case st.IdentityStatus != schema.StatusActive:
 		v.Reason = reasonIdentityDisabled
 	case !st.IdentityExpiry.IsZero() && !now.Before(st.IdentityExpiry):

@@ -32,7 +32,7 @@ func BuiltinRoles() []Role {
 			Description: "Owns the tenant: every permission, keyplane's own (iam.*) and the tenant's applications'.",
 			Permissions: []string{"*"}},
 		{ID: RoleIdentityManager, Name: "identity-manager", Sensitive: true, Privileged: true,
-			Description: "Creates, updates and disables identities and manages their credentials and sessions.",
+			Description: "Creates, updates, disables, offboards and erases identities and manages their credentials and sessions.",
 			Permissions: []string{"iam.identities.*", "iam.credentials.*", "iam.sessions.*"}},
 		{ID: RoleAccessAdmin, Name: "access-admin", Sensitive: true, Privileged: true,
 			Description: "Manages roles, groups and bindings, reviews access and decisions, and approves elevations.",

@@ -116,7 +116,7 @@ func (s *Store) CreateKeyCredential(ctx context.Context, c Change, sc Scope, in 
 			return err
 		}
 		if id.Status != StatusActive {
-			return fmt.Errorf("%w: identity_id: identity %s is disabled", ErrPrecondition, id.ID)
+			return inactiveIdentity("identity_id", id)
 		}
 		if in.Kind == CredAPIKey {
 			if id.IsHuman() {

@@ -21,6 +21,11 @@ const (
 	KindAgent          = "agent"
 )
 
+// StatusFrozen is the status of a non-human identity whose owner was offboarded with
+// no manager to take it over (OffboardIdentity): its tokens are inactive and nothing
+// new is granted to it until UpdateIdentity gives it an owner, which unfreezes it.
+const StatusFrozen = "frozen"
+
 // Limits on identity fields.
 const (
 	MaxIdentityLifetime = 5 * 365 * 24 * time.Hour // longest expiry a non-human may get
@@ -38,12 +43,15 @@ type Identity struct {
 	Email            string
 	Attributes       map[string]any
 	OwnerID          string
+	ManagerID        string // the human this identity reports to; "" when none
 	Purpose          string
-	Status           string
+	Status           string    // StatusActive, StatusDisabled or StatusFrozen
 	ExpiresAt        time.Time // zero: never
 	TokensValidAfter time.Time // zero: no watermark
 	CreatedAt        time.Time
 	UpdatedAt        time.Time
+	OffboardedAt     time.Time // zero: not offboarded (or enabled again since)
+	ErasedAt         time.Time // zero: personal data not erased
 }
 
 // IsHuman reports whether the identity is a person.
@@ -56,23 +64,21 @@ type NewIdentity struct {
 	Email       string
 	Attributes  map[string]any
 	OwnerID     string    // required for non-humans: an active human of the tenant
+	ManagerID   string    // humans only, optional: an active human of the tenant
 	Purpose     string    // required for non-humans
 	ExpiresAt   time.Time // required for non-humans; zero means never for humans
 }
 
 const identityColumns = `id::TEXT, kind, display_name, coalesce(email, ''), attributes, coalesce(owner_id::TEXT, ''), purpose, status,
- coalesce(expires_at, 'epoch'::TIMESTAMPTZ), coalesce(tokens_valid_after, 'epoch'::TIMESTAMPTZ), created_at, updated_at`
+ coalesce(expires_at, 'epoch'::TIMESTAMPTZ), coalesce(tokens_valid_after, 'epoch'::TIMESTAMPTZ), created_at, updated_at,
+ coalesce(manager_id::TEXT, ''), coalesce(offboarded_at, 'epoch'::TIMESTAMPTZ), coalesce(erased_at, 'epoch'::TIMESTAMPTZ)`
 
 func scanIdentity(tenantID string, r pgx.Row) (Identity, error) {
 	i := Identity{TenantID: tenantID}
 	err := r.Scan(&i.ID, &i.Kind, &i.DisplayName, &i.Email, &i.Attributes, &i.OwnerID, &i.Purpose, &i.Status,
-		&i.ExpiresAt, &i.TokensValidAfter, &i.CreatedAt, &i.UpdatedAt)
-	if i.ExpiresAt.Equal(time.Unix(0, 0)) {
-		i.ExpiresAt = time.Time{}
-	}
-	if i.TokensValidAfter.Equal(time.Unix(0, 0)) {
-		i.TokensValidAfter = time.Time{}
-	}
+		&i.ExpiresAt, &i.TokensValidAfter, &i.CreatedAt, &i.UpdatedAt, &i.ManagerID, &i.OffboardedAt, &i.ErasedAt)
+	i.ExpiresAt, i.TokensValidAfter = zeroEpoch(i.ExpiresAt), zeroEpoch(i.TokensValidAfter)
+	i.OffboardedAt, i.ErasedAt = zeroEpoch(i.OffboardedAt), zeroEpoch(i.ErasedAt)
 	if i.Attributes == nil {
 		i.Attributes = map[string]any{}
 	}
@@ -111,6 +117,17 @@ func checkIdentity(i Identity, now time.Time) error {
 		}
 		if i.OwnerID == i.ID {
 			return fieldErr("owner_id", "an identity cannot own itself")
+		}
+	}
+	if i.ManagerID != "" {
+		if !i.IsHuman() {
+			return fieldErr("manager_id", "only humans have a manager; a non-human identity has an owner (owner_id)")
+		}
+		if _, err := parseID("manager_id", i.ManagerID); err != nil {
+			return err
+		}
+		if i.ManagerID == i.ID {
+			return fieldErr("manager_id", "an identity cannot be its own manager")
 		}
 	}
 	if !i.IsHuman() && i.ExpiresAt.IsZero() {
@@ -154,18 +171,27 @@ func checkAttributes(a map[string]any) error {
 
 // checkOwner verifies that ownerID names an active human of the same tenant.
 func checkOwner(ctx context.Context, q querier, sc Scope, ownerID string) error {
+	return checkActiveHuman(ctx, q, sc, "owner_id", "owner", ownerID)
+}
+
+// checkManager verifies that managerID names an active human of the same tenant.
+func checkManager(ctx context.Context, q querier, sc Scope, managerID string) error {
+	return checkActiveHuman(ctx, q, sc, "manager_id", "manager", managerID)
+}
+
+func checkActiveHuman(ctx context.Context, q querier, sc Scope, field, role, id string) error {
 	var kind, status string
 	err := q.QueryRow(ctx, `SELECT kind, status FROM identities WHERE tenant_id = $1 AND crdb_region = $2 AND id = $3`,
-		sc.TenantID, sc.Region, ownerID).Scan(&kind, &status)
+		sc.TenantID, sc.Region, id).Scan(&kind, &status)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
-		return fieldErr("owner_id", "no identity %s in tenant %q", ownerID, sc.TenantID)
+		return fieldErr(field, "no identity %s in tenant %q", id, sc.TenantID)
 	case err != nil:
-		return fmt.Errorf("read owner: %w", err)
+		return fmt.Errorf("read %s: %w", role, err)
 	case kind != KindHuman:
-		return fieldErr("owner_id", "the owner must be a human identity, %s is a %s", ownerID, kind)
+		return fieldErr(field, "the %s must be a human identity, %s is a %s", role, id, kind)
 	case status != StatusActive:
-		return fieldErr("owner_id", "the owner %s is disabled", ownerID)
+		return fieldErr(field, "the %s %s is %s", role, id, status)
 	}
 	return nil
 }
@@ -176,7 +202,7 @@ func (s *Store) CreateIdentity(ctx context.Context, c Change, sc Scope, in NewId
 		in.Attributes = map[string]any{}
 	}
 	draft := Identity{TenantID: sc.TenantID, Kind: in.Kind, DisplayName: in.DisplayName, Email: in.Email,
-		Attributes: in.Attributes, OwnerID: in.OwnerID, Purpose: in.Purpose, ExpiresAt: in.ExpiresAt}
+		Attributes: in.Attributes, OwnerID: in.OwnerID, ManagerID: in.ManagerID, Purpose: in.Purpose, ExpiresAt: in.ExpiresAt}
 	if err := checkIdentity(draft, time.Now()); err != nil {
 		return Identity{}, err
 	}
@@ -187,12 +213,17 @@ func (s *Store) CreateIdentity(ctx context.Context, c Change, sc Scope, in NewId
 				return err
 			}
 		}
+		if in.ManagerID != "" {
+			if err := checkManager(ctx, tx, sc, in.ManagerID); err != nil {
+				return err
+			}
+		}
 		var err error
 		out, err = scanIdentity(sc.TenantID, tx.QueryRow(ctx, `
-INSERT INTO identities (tenant_id, crdb_region, kind, display_name, email, attributes, owner_id, purpose, expires_at)
-VALUES ($1, $2, $3, $4, nullif($5, ''), $6, nullif($7, '')::UUID, $8, $9)
+INSERT INTO identities (tenant_id, crdb_region, kind, display_name, email, attributes, owner_id, purpose, expires_at, manager_id)
+VALUES ($1, $2, $3, $4, nullif($5, ''), $6, nullif($7, '')::UUID, $8, $9, nullif($10, '')::UUID)
 RETURNING `+identityColumns,
-			sc.TenantID, sc.Region, in.Kind, in.DisplayName, in.Email, in.Attributes, in.OwnerID, in.Purpose, nullTime(in.ExpiresAt)))
+			sc.TenantID, sc.Region, in.Kind, in.DisplayName, in.Email, in.Attributes, in.OwnerID, in.Purpose, nullTime(in.ExpiresAt), in.ManagerID))
 		if err != nil {
 			return fmt.Errorf("insert identity: %w", identityConflict(err, in.Email))
 		}
@@ -237,6 +268,9 @@ func identitySummary(i Identity) map[string]any {
 	}
 	if i.OwnerID != "" {
 		m["owner_id"] = i.OwnerID
+	}
+	if i.ManagerID != "" {
+		m["manager_id"] = i.ManagerID
 	}
 	if i.Purpose != "" {
 		m["purpose"] = i.Purpose
@@ -338,12 +372,16 @@ type IdentityUpdate struct {
 	DisplayName *string
 	Email       *string // "" clears it
 	Attributes  map[string]any
-	OwnerID     *string
+	OwnerID     *string // giving a frozen identity an owner unfreezes it
+	ManagerID   *string // "" clears it
 	Purpose     *string
 	ExpiresAt   *time.Time
 }
 
-// UpdateIdentity changes an identity's descriptive and governance fields.
+// UpdateIdentity changes an identity's descriptive and governance fields. An erased
+// identity cannot be changed. A frozen identity given an active owner becomes active
+// (its credentials stay revoked and its earlier tokens invalid: the new owner mints
+// new ones).
 func (s *Store) UpdateIdentity(ctx context.Context, c Change, sc Scope, id string, u IdentityUpdate) (Identity, error) {
 	if _, err := parseID("id", id); err != nil {
 		return Identity{}, err
@@ -360,6 +398,12 @@ func (s *Store) UpdateIdentity(ctx context.Context, c Change, sc Scope, id strin
 		}
 		if u.OwnerID != nil {
 			i.OwnerID = *u.OwnerID
+			if i.Status == StatusFrozen && i.OwnerID != "" {
+				i.Status = StatusActive
+			}
+		}
+		if u.ManagerID != nil {
+			i.ManagerID = *u.ManagerID
 		}
 		if u.Purpose != nil {
 			i.Purpose = *u.Purpose
@@ -374,7 +418,9 @@ func (s *Store) UpdateIdentity(ctx context.Context, c Change, sc Scope, id strin
 // SetIdentityStatus disables or re-enables an identity. Disabling also moves the
 // identity's tokens-valid-after watermark to the commit's time, so tokens issued
 // before it stay invalid even after a later re-enable. Setting the status the identity
-// already has changes nothing and writes no audit event.
+// already has changes nothing and writes no audit event. Enabling an offboarded
+// identity (a rehire) clears its offboarding mark; a frozen identity is enabled by
+// giving it an owner (UpdateIdentity), an erased one never.
 func (s *Store) SetIdentityStatus(ctx context.Context, c Change, sc Scope, id, status string) (Identity, error) {
 	if _, err := parseID("id", id); err != nil {
 		return Identity{}, err
@@ -387,6 +433,10 @@ func (s *Store) SetIdentityStatus(ctx context.Context, c Change, sc Scope, id, s
 		action = "identity.disable"
 	}
 	return s.changeIdentity(ctx, c, sc, id, action, func(i *Identity) error {
+		if status == StatusActive && i.Status == StatusFrozen {
+			return fmt.Errorf("%w: id: identity %s is frozen (its owner was offboarded): give it an owner with UpdateIdentity owner_id, which unfreezes it",
+				ErrPrecondition, i.ID)
+		}
 		i.Status = status
 		return nil
 	})
@@ -398,6 +448,9 @@ func (s *Store) changeIdentity(ctx context.Context, c Change, sc Scope, id, acti
 		before, err := getIdentity(ctx, tx, sc, id, " FOR UPDATE")
 		if err != nil {
 			return err
+		}
+		if !before.ErasedAt.IsZero() {
+			return fmt.Errorf("%w: id: identity %s was erased (EraseIdentity); it cannot be changed", ErrPrecondition, id)
 		}
 		after := before
 		after.Attributes = before.Attributes
@@ -416,6 +469,11 @@ func (s *Store) changeIdentity(ctx context.Context, c Change, sc Scope, id, acti
 				return err
 			}
 		}
+		if after.ManagerID != "" && after.ManagerID != before.ManagerID {
+			if err := checkManager(ctx, tx, sc, after.ManagerID); err != nil {
+				return err
+			}
+		}
 		if before.IsHuman() && after.Status == StatusDisabled && before.Status != StatusDisabled {
 			if err := checkNotOwnerOfActive(ctx, tx, sc, id); err != nil {
 				return err
@@ -426,13 +484,14 @@ func (s *Store) changeIdentity(ctx context.Context, c Change, sc Scope, id, acti
 			var err error
 			out, err = scanIdentity(sc.TenantID, tx.QueryRow(ctx, `
 UPDATE identities SET display_name = $4, email = nullif($5, ''), attributes = $6, owner_id = nullif($7, '')::UUID,
-  purpose = $8, expires_at = $9, status = $10,
+  purpose = $8, expires_at = $9, status = $10, manager_id = nullif($11, '')::UUID,
   tokens_valid_after = CASE WHEN $10 = 'disabled' AND status <> 'disabled' THEN now() ELSE tokens_valid_after END,
+  offboarded_at = CASE WHEN $10 = 'active' THEN NULL ELSE offboarded_at END,
   updated_at = now()
 WHERE tenant_id = $1 AND crdb_region = $2 AND id = $3
 RETURNING `+identityColumns,
 				sc.TenantID, sc.Region, id, after.DisplayName, after.Email, after.Attributes, after.OwnerID, after.Purpose,
-				nullTime(after.ExpiresAt), after.Status))
+				nullTime(after.ExpiresAt), after.Status, after.ManagerID))
 			if err != nil {
 				return fmt.Errorf("update identity: %w", identityConflict(err, after.Email))
 			}
@@ -461,7 +520,7 @@ WHERE tenant_id = $1 AND crdb_region = $2 AND owner_id = $3 AND status = 'active
 		return fmt.Errorf("count owned identities: %w", err)
 	}
 	if n > 0 {
-		return fmt.Errorf("%w: id: identity %s owns %d active non-human identities; give them another owner or disable them first",
+		return fmt.Errorf("%w: id: identity %s owns %d active non-human identities; give them another owner or disable them first, or call OffboardIdentity, which hands them to the leaver's manager (or freezes them) in the same transaction",
 			ErrPrecondition, id, n)
 	}
 	return nil
@@ -471,5 +530,5 @@ func identityEqual(a, b Identity) bool {
 	ja, _ := json.Marshal(a.Attributes)
 	jb, _ := json.Marshal(b.Attributes)
 	return a.DisplayName == b.DisplayName && a.Email == b.Email && string(ja) == string(jb) && a.OwnerID == b.OwnerID &&
-		a.Purpose == b.Purpose && a.ExpiresAt.Equal(b.ExpiresAt) && a.Status == b.Status
+		a.ManagerID == b.ManagerID && a.Purpose == b.Purpose && a.ExpiresAt.Equal(b.ExpiresAt) && a.Status == b.Status
 }

@@ -265,8 +265,12 @@ func removeMember(ctx context.Context, tx pgx.Tx, sc Scope, groupID, identityID 
 
 // addMember adds identityID to groupID inside tx (SetMembership, ApproveChangeRequest).
 func addMember(ctx context.Context, tx pgx.Tx, sc Scope, groupID, identityID string) error {
-	if _, err := getIdentity(ctx, tx, sc, identityID, ""); err != nil {
+	i, err := getIdentity(ctx, tx, sc, identityID, "")
+	if err != nil {
 		return fieldErr("identity_id", "no identity %s in tenant %q", identityID, sc.TenantID)
+	}
+	if i.Status == StatusFrozen {
+		return inactiveIdentity("identity_id", i)
 	}
 	// A membership a rule gave becomes manual: kept when the rule stops giving it.
 	tag, err := tx.Exec(ctx, `UPDATE group_members SET source = 'manual'
@@ -319,15 +323,20 @@ func (s *Store) CreateBinding(ctx context.Context, c Change, sc Scope, b Binding
 // c's actor, after checking that its principal exists in the tenant.
 func insertBinding(ctx context.Context, tx pgx.Tx, sc Scope, c Change, b Binding) (Binding, error) {
 	var ok bool
-	q := `SELECT EXISTS (SELECT 1 FROM identities WHERE crdb_region = $1 AND tenant_id = $2 AND id = $3)`
+	var status string
+	q := `SELECT EXISTS (SELECT 1 FROM identities WHERE crdb_region = $1 AND tenant_id = $2 AND id = $3),
+  coalesce((SELECT status FROM identities WHERE crdb_region = $1 AND tenant_id = $2 AND id = $3), '')`
 	if b.PrincipalKind == "group" {
-		q = `SELECT EXISTS (SELECT 1 FROM groups WHERE crdb_region = $1 AND tenant_id = $2 AND id = $3)`
+		q = `SELECT EXISTS (SELECT 1 FROM groups WHERE crdb_region = $1 AND tenant_id = $2 AND id = $3), ''`
 	}
-	if err := tx.QueryRow(ctx, q, sc.Region, sc.TenantID, b.PrincipalID).Scan(&ok); err != nil {
+	if err := tx.QueryRow(ctx, q, sc.Region, sc.TenantID, b.PrincipalID).Scan(&ok, &status); err != nil {
 		return Binding{}, fmt.Errorf("read principal: %w", err)
 	}
 	if !ok {
 		return Binding{}, fieldErr("principal_id", "no %s %s in tenant %q", b.PrincipalKind, b.PrincipalID, sc.TenantID)
+	}
+	if status == StatusFrozen && b.Effect != "deny" {
+		return Binding{}, inactiveIdentity("principal_id", Identity{ID: b.PrincipalID, Status: status})
 	}
 	if err := ensureBuiltinRole(ctx, tx, sc, b.RoleID); err != nil {
 		return Binding{}, err

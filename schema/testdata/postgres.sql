@@ -428,6 +428,27 @@ CREATE INDEX IF NOT EXISTS decisions_resource_idx ON decisions (tenant_id, resou
 -- the transaction that inserts the elevation.
 ALTER TABLE elevations DROP CONSTRAINT IF EXISTS elevations_role;
 
+-- migration 0011 offboarding
+-- 0011 Offboarding and erasure (issue 15): the leaver's manager, frozen non-human
+-- identities, and when an identity was offboarded and erased.
+
+-- identities.manager_id: the human an identity reports to (SCIM's enterprise extension
+-- "manager"); offboarding hands the NHIs a leaver owns to their manager.
+ALTER TABLE identities ADD COLUMN IF NOT EXISTS manager_id UUID;
+ALTER TABLE identities DROP CONSTRAINT IF EXISTS identities_manager;
+ALTER TABLE identities ADD CONSTRAINT identities_manager FOREIGN KEY (crdb_region, tenant_id, manager_id) REFERENCES identities (crdb_region, tenant_id, id) ON UPDATE CASCADE;
+
+-- offboarded_at: set by OffboardIdentity, cleared when the identity is enabled again
+-- (a rehire); EraseIdentity needs it. erased_at: personal data removed, for good.
+ALTER TABLE identities ADD COLUMN IF NOT EXISTS offboarded_at TIMESTAMPTZ;
+ALTER TABLE identities ADD COLUMN IF NOT EXISTS erased_at TIMESTAMPTZ;
+
+-- status 'frozen': a non-human identity whose owner was offboarded with no manager to
+-- take it over. Nothing authenticates as it, nothing new is granted to it, until
+-- UpdateIdentity gives it an owner.
+ALTER TABLE identities DROP CONSTRAINT IF EXISTS identities_status;
+ALTER TABLE identities ADD CONSTRAINT identities_status CHECK (status IN ('active', 'disabled', 'frozen'));
+
 -- migration 0013 membership_rules
 -- 0013 Birthright rules: group memberships that follow identity attributes
 -- (docs/lifecycle.md, "Joiners and movers").

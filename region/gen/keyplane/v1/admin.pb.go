@@ -140,6 +140,9 @@ const (
 	Status_STATUS_UNSPECIFIED Status = 0
 	Status_STATUS_ACTIVE      Status = 1
 	Status_STATUS_DISABLED    Status = 2
+	// A non-human identity whose owner was offboarded with no manager to take it over:
+	// inactive until UpdateIdentity gives it an owner. Identities only.
+	Status_STATUS_FROZEN Status = 3
 )
 
 // Enum value maps for Status.
@@ -148,11 +151,13 @@ var (
 		0: "STATUS_UNSPECIFIED",
 		1: "STATUS_ACTIVE",
 		2: "STATUS_DISABLED",
+		3: "STATUS_FROZEN",
 	}
 	Status_value = map[string]int32{
 		"STATUS_UNSPECIFIED": 0,
 		"STATUS_ACTIVE":      1,
 		"STATUS_DISABLED":    2,
+		"STATUS_FROZEN":      3,
 	}
 )
 
@@ -587,8 +592,15 @@ type Identity struct {
 	TokensValidAfter *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=tokens_valid_after,json=tokensValidAfter,proto3" json:"tokens_valid_after,omitempty"`
 	CreateTime       *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	UpdateTime       *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// The human this identity reports to (humans only); OffboardIdentity hands the
+	// non-human identities a leaver owns to their manager.
+	ManagerId string `protobuf:"bytes,14,opt,name=manager_id,json=managerId,proto3" json:"manager_id,omitempty"`
+	// When the identity was offboarded; unset when it was not, or was enabled since.
+	OffboardTime *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=offboard_time,json=offboardTime,proto3" json:"offboard_time,omitempty"`
+	// When its personal data was erased (EraseIdentity).
+	EraseTime     *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=erase_time,json=eraseTime,proto3" json:"erase_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Identity) Reset() {
@@ -708,6 +720,27 @@ func (x *Identity) GetCreateTime() *timestamppb.Timestamp {
 func (x *Identity) GetUpdateTime() *timestamppb.Timestamp {
 	if x != nil {
 		return x.UpdateTime
+	}
+	return nil
+}
+
+func (x *Identity) GetManagerId() string {
+	if x != nil {
+		return x.ManagerId
+	}
+	return ""
+}
+
+func (x *Identity) GetOffboardTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OffboardTime
+	}
+	return nil
+}
+
+func (x *Identity) GetEraseTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EraseTime
 	}
 	return nil
 }
@@ -1741,15 +1774,17 @@ func (x *RehomeTenantResponse) GetTenant() *Tenant {
 }
 
 type CreateIdentityRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	TenantId      string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
-	Kind          IdentityKind           `protobuf:"varint,2,opt,name=kind,proto3,enum=keyplane.v1.IdentityKind" json:"kind,omitempty"`
-	DisplayName   string                 `protobuf:"bytes,3,opt,name=display_name,json=displayName,proto3" json:"display_name,omitempty"`
-	Email         string                 `protobuf:"bytes,4,opt,name=email,proto3" json:"email,omitempty"`
-	Attributes    *structpb.Struct       `protobuf:"bytes,5,opt,name=attributes,proto3" json:"attributes,omitempty"`
-	OwnerId       string                 `protobuf:"bytes,6,opt,name=owner_id,json=ownerId,proto3" json:"owner_id,omitempty"`
-	Purpose       string                 `protobuf:"bytes,7,opt,name=purpose,proto3" json:"purpose,omitempty"`
-	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	TenantId    string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	Kind        IdentityKind           `protobuf:"varint,2,opt,name=kind,proto3,enum=keyplane.v1.IdentityKind" json:"kind,omitempty"`
+	DisplayName string                 `protobuf:"bytes,3,opt,name=display_name,json=displayName,proto3" json:"display_name,omitempty"`
+	Email       string                 `protobuf:"bytes,4,opt,name=email,proto3" json:"email,omitempty"`
+	Attributes  *structpb.Struct       `protobuf:"bytes,5,opt,name=attributes,proto3" json:"attributes,omitempty"`
+	OwnerId     string                 `protobuf:"bytes,6,opt,name=owner_id,json=ownerId,proto3" json:"owner_id,omitempty"`
+	Purpose     string                 `protobuf:"bytes,7,opt,name=purpose,proto3" json:"purpose,omitempty"`
+	ExpireTime  *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	// Humans only, optional: the manager, an active human of the tenant.
+	ManagerId     string `protobuf:"bytes,9,opt,name=manager_id,json=managerId,proto3" json:"manager_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1838,6 +1873,13 @@ func (x *CreateIdentityRequest) GetExpireTime() *timestamppb.Timestamp {
 		return x.ExpireTime
 	}
 	return nil
+}
+
+func (x *CreateIdentityRequest) GetManagerId() string {
+	if x != nil {
+		return x.ManagerId
+	}
+	return ""
 }
 
 type CreateIdentityResponse struct {
@@ -2102,10 +2144,13 @@ type UpdateIdentityRequest struct {
 	// Set to "" to clear the email.
 	Email *string `protobuf:"bytes,4,opt,name=email,proto3,oneof" json:"email,omitempty"`
 	// Replaces all attributes when set.
-	Attributes    *structpb.Struct       `protobuf:"bytes,5,opt,name=attributes,proto3" json:"attributes,omitempty"`
-	OwnerId       *string                `protobuf:"bytes,6,opt,name=owner_id,json=ownerId,proto3,oneof" json:"owner_id,omitempty"`
-	Purpose       *string                `protobuf:"bytes,7,opt,name=purpose,proto3,oneof" json:"purpose,omitempty"`
-	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	Attributes *structpb.Struct `protobuf:"bytes,5,opt,name=attributes,proto3" json:"attributes,omitempty"`
+	// Giving a frozen identity an owner unfreezes it.
+	OwnerId    *string                `protobuf:"bytes,6,opt,name=owner_id,json=ownerId,proto3,oneof" json:"owner_id,omitempty"`
+	Purpose    *string                `protobuf:"bytes,7,opt,name=purpose,proto3,oneof" json:"purpose,omitempty"`
+	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	// Humans only: an active human of the tenant; "" clears it.
+	ManagerId     *string `protobuf:"bytes,9,opt,name=manager_id,json=managerId,proto3,oneof" json:"manager_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2194,6 +2239,13 @@ func (x *UpdateIdentityRequest) GetExpireTime() *timestamppb.Timestamp {
 		return x.ExpireTime
 	}
 	return nil
+}
+
+func (x *UpdateIdentityRequest) GetManagerId() string {
+	if x != nil && x.ManagerId != nil {
+		return *x.ManagerId
+	}
+	return ""
 }
 
 type UpdateIdentityResponse struct {
@@ -2432,6 +2484,567 @@ func (x *EnableIdentityResponse) GetIdentity() *Identity {
 	return nil
 }
 
+type OffboardIdentityRequest struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	TenantId   string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	IdentityId string                 `protobuf:"bytes,2,opt,name=identity_id,json=identityId,proto3" json:"identity_id,omitempty"`
+	// Why, for the audit event (for example the HR case); at most 500 characters.
+	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// When the departure happened upstream (the HR system's event time); the
+	// deprovisioning latency (keyplane_deprovision_seconds) is measured from it. Unset:
+	// from when the request was received. Must not be in the future.
+	EventTime     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=event_time,json=eventTime,proto3" json:"event_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OffboardIdentityRequest) Reset() {
+	*x = OffboardIdentityRequest{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OffboardIdentityRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OffboardIdentityRequest) ProtoMessage() {}
+
+func (x *OffboardIdentityRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OffboardIdentityRequest.ProtoReflect.Descriptor instead.
+func (*OffboardIdentityRequest) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *OffboardIdentityRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *OffboardIdentityRequest) GetIdentityId() string {
+	if x != nil {
+		return x.IdentityId
+	}
+	return ""
+}
+
+func (x *OffboardIdentityRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *OffboardIdentityRequest) GetEventTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EventTime
+	}
+	return nil
+}
+
+// A binding OffboardIdentity removed.
+type OffboardedBinding struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	BindingId     string                 `protobuf:"bytes,1,opt,name=binding_id,json=bindingId,proto3" json:"binding_id,omitempty"`
+	RoleId        string                 `protobuf:"bytes,2,opt,name=role_id,json=roleId,proto3" json:"role_id,omitempty"`
+	Scope         string                 `protobuf:"bytes,3,opt,name=scope,proto3" json:"scope,omitempty"`
+	Effect        Effect                 `protobuf:"varint,4,opt,name=effect,proto3,enum=keyplane.v1.Effect" json:"effect,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OffboardedBinding) Reset() {
+	*x = OffboardedBinding{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OffboardedBinding) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OffboardedBinding) ProtoMessage() {}
+
+func (x *OffboardedBinding) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OffboardedBinding.ProtoReflect.Descriptor instead.
+func (*OffboardedBinding) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *OffboardedBinding) GetBindingId() string {
+	if x != nil {
+		return x.BindingId
+	}
+	return ""
+}
+
+func (x *OffboardedBinding) GetRoleId() string {
+	if x != nil {
+		return x.RoleId
+	}
+	return ""
+}
+
+func (x *OffboardedBinding) GetScope() string {
+	if x != nil {
+		return x.Scope
+	}
+	return ""
+}
+
+func (x *OffboardedBinding) GetEffect() Effect {
+	if x != nil {
+		return x.Effect
+	}
+	return Effect_EFFECT_UNSPECIFIED
+}
+
+// A credential OffboardIdentity revoked: the leaver's or an orphaned NHI's.
+type OffboardedCredential struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CredentialId  string                 `protobuf:"bytes,1,opt,name=credential_id,json=credentialId,proto3" json:"credential_id,omitempty"`
+	IdentityId    string                 `protobuf:"bytes,2,opt,name=identity_id,json=identityId,proto3" json:"identity_id,omitempty"`
+	Kind          CredentialKind         `protobuf:"varint,3,opt,name=kind,proto3,enum=keyplane.v1.CredentialKind" json:"kind,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OffboardedCredential) Reset() {
+	*x = OffboardedCredential{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OffboardedCredential) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OffboardedCredential) ProtoMessage() {}
+
+func (x *OffboardedCredential) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OffboardedCredential.ProtoReflect.Descriptor instead.
+func (*OffboardedCredential) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *OffboardedCredential) GetCredentialId() string {
+	if x != nil {
+		return x.CredentialId
+	}
+	return ""
+}
+
+func (x *OffboardedCredential) GetIdentityId() string {
+	if x != nil {
+		return x.IdentityId
+	}
+	return ""
+}
+
+func (x *OffboardedCredential) GetKind() CredentialKind {
+	if x != nil {
+		return x.Kind
+	}
+	return CredentialKind_CREDENTIAL_KIND_UNSPECIFIED
+}
+
+// A non-human identity the leaver owned.
+type OwnedIdentity struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	IdentityId string                 `protobuf:"bytes,1,opt,name=identity_id,json=identityId,proto3" json:"identity_id,omitempty"`
+	// Handed over: the leaver's manager. Empty when orphaned.
+	NewOwnerId string `protobuf:"bytes,2,opt,name=new_owner_id,json=newOwnerId,proto3" json:"new_owner_id,omitempty"`
+	// Orphaned: STATUS_FROZEN, or STATUS_DISABLED when it was disabled already.
+	Status        Status `protobuf:"varint,3,opt,name=status,proto3,enum=keyplane.v1.Status" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OwnedIdentity) Reset() {
+	*x = OwnedIdentity{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OwnedIdentity) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OwnedIdentity) ProtoMessage() {}
+
+func (x *OwnedIdentity) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OwnedIdentity.ProtoReflect.Descriptor instead.
+func (*OwnedIdentity) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *OwnedIdentity) GetIdentityId() string {
+	if x != nil {
+		return x.IdentityId
+	}
+	return ""
+}
+
+func (x *OwnedIdentity) GetNewOwnerId() string {
+	if x != nil {
+		return x.NewOwnerId
+	}
+	return ""
+}
+
+func (x *OwnedIdentity) GetStatus() Status {
+	if x != nil {
+		return x.Status
+	}
+	return Status_STATUS_UNSPECIFIED
+}
+
+// What one OffboardIdentity call removed, revoked, handed over and froze.
+type OffboardReport struct {
+	state              protoimpl.MessageState  `protogen:"open.v1"`
+	BindingsRemoved    []*OffboardedBinding    `protobuf:"bytes,1,rep,name=bindings_removed,json=bindingsRemoved,proto3" json:"bindings_removed,omitempty"`
+	GroupsLeft         []string                `protobuf:"bytes,2,rep,name=groups_left,json=groupsLeft,proto3" json:"groups_left,omitempty"`
+	CredentialsRevoked []*OffboardedCredential `protobuf:"bytes,3,rep,name=credentials_revoked,json=credentialsRevoked,proto3" json:"credentials_revoked,omitempty"`
+	// The leaver's sessions revoked, each with its refresh-token family.
+	SessionsRevoked      int32            `protobuf:"varint,4,opt,name=sessions_revoked,json=sessionsRevoked,proto3" json:"sessions_revoked,omitempty"`
+	ElevationsEnded      []string         `protobuf:"bytes,5,rep,name=elevations_ended,json=elevationsEnded,proto3" json:"elevations_ended,omitempty"`
+	ElevationsDenied     []string         `protobuf:"bytes,6,rep,name=elevations_denied,json=elevationsDenied,proto3" json:"elevations_denied,omitempty"`
+	ChangeRequestsDenied []string         `protobuf:"bytes,7,rep,name=change_requests_denied,json=changeRequestsDenied,proto3" json:"change_requests_denied,omitempty"`
+	HandedOver           []*OwnedIdentity `protobuf:"bytes,8,rep,name=handed_over,json=handedOver,proto3" json:"handed_over,omitempty"`
+	// Frozen (or already disabled) for want of a manager: give them an owner.
+	Orphaned      []*OwnedIdentity `protobuf:"bytes,9,rep,name=orphaned,proto3" json:"orphaned,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OffboardReport) Reset() {
+	*x = OffboardReport{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OffboardReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OffboardReport) ProtoMessage() {}
+
+func (x *OffboardReport) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OffboardReport.ProtoReflect.Descriptor instead.
+func (*OffboardReport) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *OffboardReport) GetBindingsRemoved() []*OffboardedBinding {
+	if x != nil {
+		return x.BindingsRemoved
+	}
+	return nil
+}
+
+func (x *OffboardReport) GetGroupsLeft() []string {
+	if x != nil {
+		return x.GroupsLeft
+	}
+	return nil
+}
+
+func (x *OffboardReport) GetCredentialsRevoked() []*OffboardedCredential {
+	if x != nil {
+		return x.CredentialsRevoked
+	}
+	return nil
+}
+
+func (x *OffboardReport) GetSessionsRevoked() int32 {
+	if x != nil {
+		return x.SessionsRevoked
+	}
+	return 0
+}
+
+func (x *OffboardReport) GetElevationsEnded() []string {
+	if x != nil {
+		return x.ElevationsEnded
+	}
+	return nil
+}
+
+func (x *OffboardReport) GetElevationsDenied() []string {
+	if x != nil {
+		return x.ElevationsDenied
+	}
+	return nil
+}
+
+func (x *OffboardReport) GetChangeRequestsDenied() []string {
+	if x != nil {
+		return x.ChangeRequestsDenied
+	}
+	return nil
+}
+
+func (x *OffboardReport) GetHandedOver() []*OwnedIdentity {
+	if x != nil {
+		return x.HandedOver
+	}
+	return nil
+}
+
+func (x *OffboardReport) GetOrphaned() []*OwnedIdentity {
+	if x != nil {
+		return x.Orphaned
+	}
+	return nil
+}
+
+type OffboardIdentityResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Identity *Identity              `protobuf:"bytes,1,opt,name=identity,proto3" json:"identity,omitempty"`
+	Report   *OffboardReport        `protobuf:"bytes,2,opt,name=report,proto3" json:"report,omitempty"`
+	// The identity had been offboarded before: the report lists only what was left.
+	AlreadyOffboarded bool `protobuf:"varint,3,opt,name=already_offboarded,json=alreadyOffboarded,proto3" json:"already_offboarded,omitempty"`
+	// The tenant's policy revision after the change; 0 when no binding or membership
+	// was removed.
+	PolicyRevision int64 `protobuf:"varint,4,opt,name=policy_revision,json=policyRevision,proto3" json:"policy_revision,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *OffboardIdentityResponse) Reset() {
+	*x = OffboardIdentityResponse{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OffboardIdentityResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OffboardIdentityResponse) ProtoMessage() {}
+
+func (x *OffboardIdentityResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OffboardIdentityResponse.ProtoReflect.Descriptor instead.
+func (*OffboardIdentityResponse) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *OffboardIdentityResponse) GetIdentity() *Identity {
+	if x != nil {
+		return x.Identity
+	}
+	return nil
+}
+
+func (x *OffboardIdentityResponse) GetReport() *OffboardReport {
+	if x != nil {
+		return x.Report
+	}
+	return nil
+}
+
+func (x *OffboardIdentityResponse) GetAlreadyOffboarded() bool {
+	if x != nil {
+		return x.AlreadyOffboarded
+	}
+	return false
+}
+
+func (x *OffboardIdentityResponse) GetPolicyRevision() int64 {
+	if x != nil {
+		return x.PolicyRevision
+	}
+	return 0
+}
+
+type EraseIdentityRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TenantId      string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	IdentityId    string                 `protobuf:"bytes,2,opt,name=identity_id,json=identityId,proto3" json:"identity_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EraseIdentityRequest) Reset() {
+	*x = EraseIdentityRequest{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EraseIdentityRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EraseIdentityRequest) ProtoMessage() {}
+
+func (x *EraseIdentityRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EraseIdentityRequest.ProtoReflect.Descriptor instead.
+func (*EraseIdentityRequest) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *EraseIdentityRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *EraseIdentityRequest) GetIdentityId() string {
+	if x != nil {
+		return x.IdentityId
+	}
+	return ""
+}
+
+type EraseIdentityResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Identity *Identity              `protobuf:"bytes,1,opt,name=identity,proto3" json:"identity,omitempty"`
+	// The identity had been erased before; nothing changed.
+	AlreadyErased bool `protobuf:"varint,2,opt,name=already_erased,json=alreadyErased,proto3" json:"already_erased,omitempty"`
+	// Earlier audit events about the identity whose personal fields were removed.
+	AuditEventsRedacted int32 `protobuf:"varint,3,opt,name=audit_events_redacted,json=auditEventsRedacted,proto3" json:"audit_events_redacted,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *EraseIdentityResponse) Reset() {
+	*x = EraseIdentityResponse{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EraseIdentityResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EraseIdentityResponse) ProtoMessage() {}
+
+func (x *EraseIdentityResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EraseIdentityResponse.ProtoReflect.Descriptor instead.
+func (*EraseIdentityResponse) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *EraseIdentityResponse) GetIdentity() *Identity {
+	if x != nil {
+		return x.Identity
+	}
+	return nil
+}
+
+func (x *EraseIdentityResponse) GetAlreadyErased() bool {
+	if x != nil {
+		return x.AlreadyErased
+	}
+	return false
+}
+
+func (x *EraseIdentityResponse) GetAuditEventsRedacted() int32 {
+	if x != nil {
+		return x.AuditEventsRedacted
+	}
+	return 0
+}
+
 type ListAuditEventsRequest struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	TenantId string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
@@ -2456,7 +3069,7 @@ type ListAuditEventsRequest struct {
 
 func (x *ListAuditEventsRequest) Reset() {
 	*x = ListAuditEventsRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[32]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2468,7 +3081,7 @@ func (x *ListAuditEventsRequest) String() string {
 func (*ListAuditEventsRequest) ProtoMessage() {}
 
 func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[32]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2481,7 +3094,7 @@ func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditEventsRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{32}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ListAuditEventsRequest) GetTenantId() string {
@@ -2558,7 +3171,7 @@ type ListAuditEventsResponse struct {
 
 func (x *ListAuditEventsResponse) Reset() {
 	*x = ListAuditEventsResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[33]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2570,7 +3183,7 @@ func (x *ListAuditEventsResponse) String() string {
 func (*ListAuditEventsResponse) ProtoMessage() {}
 
 func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[33]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2583,7 +3196,7 @@ func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditEventsResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{33}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ListAuditEventsResponse) GetEvents() []*AuditEvent {
@@ -2624,7 +3237,7 @@ type Credential struct {
 
 func (x *Credential) Reset() {
 	*x = Credential{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[34]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2636,7 +3249,7 @@ func (x *Credential) String() string {
 func (*Credential) ProtoMessage() {}
 
 func (x *Credential) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[34]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2649,7 +3262,7 @@ func (x *Credential) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Credential.ProtoReflect.Descriptor instead.
 func (*Credential) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{34}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *Credential) GetId() string {
@@ -2752,7 +3365,7 @@ type Session struct {
 
 func (x *Session) Reset() {
 	*x = Session{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[35]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2764,7 +3377,7 @@ func (x *Session) String() string {
 func (*Session) ProtoMessage() {}
 
 func (x *Session) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[35]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2777,7 +3390,7 @@ func (x *Session) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Session.ProtoReflect.Descriptor instead.
 func (*Session) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{35}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *Session) GetId() string {
@@ -2854,7 +3467,7 @@ type CreateAPIKeyRequest struct {
 
 func (x *CreateAPIKeyRequest) Reset() {
 	*x = CreateAPIKeyRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[36]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2866,7 +3479,7 @@ func (x *CreateAPIKeyRequest) String() string {
 func (*CreateAPIKeyRequest) ProtoMessage() {}
 
 func (x *CreateAPIKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[36]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2879,7 +3492,7 @@ func (x *CreateAPIKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAPIKeyRequest.ProtoReflect.Descriptor instead.
 func (*CreateAPIKeyRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{36}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *CreateAPIKeyRequest) GetTenantId() string {
@@ -2935,7 +3548,7 @@ type CreateAPIKeyResponse struct {
 
 func (x *CreateAPIKeyResponse) Reset() {
 	*x = CreateAPIKeyResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[37]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2947,7 +3560,7 @@ func (x *CreateAPIKeyResponse) String() string {
 func (*CreateAPIKeyResponse) ProtoMessage() {}
 
 func (x *CreateAPIKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[37]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2960,7 +3573,7 @@ func (x *CreateAPIKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAPIKeyResponse.ProtoReflect.Descriptor instead.
 func (*CreateAPIKeyResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{37}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *CreateAPIKeyResponse) GetCredential() *Credential {
@@ -2990,7 +3603,7 @@ type RotateAPIKeyRequest struct {
 
 func (x *RotateAPIKeyRequest) Reset() {
 	*x = RotateAPIKeyRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[38]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3002,7 +3615,7 @@ func (x *RotateAPIKeyRequest) String() string {
 func (*RotateAPIKeyRequest) ProtoMessage() {}
 
 func (x *RotateAPIKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[38]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3015,7 +3628,7 @@ func (x *RotateAPIKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateAPIKeyRequest.ProtoReflect.Descriptor instead.
 func (*RotateAPIKeyRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{38}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *RotateAPIKeyRequest) GetTenantId() string {
@@ -3056,7 +3669,7 @@ type RotateAPIKeyResponse struct {
 
 func (x *RotateAPIKeyResponse) Reset() {
 	*x = RotateAPIKeyResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[39]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3068,7 +3681,7 @@ func (x *RotateAPIKeyResponse) String() string {
 func (*RotateAPIKeyResponse) ProtoMessage() {}
 
 func (x *RotateAPIKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[39]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3081,7 +3694,7 @@ func (x *RotateAPIKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateAPIKeyResponse.ProtoReflect.Descriptor instead.
 func (*RotateAPIKeyResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{39}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *RotateAPIKeyResponse) GetCredential() *Credential {
@@ -3121,7 +3734,7 @@ type CreateClientRequest struct {
 
 func (x *CreateClientRequest) Reset() {
 	*x = CreateClientRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[40]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3133,7 +3746,7 @@ func (x *CreateClientRequest) String() string {
 func (*CreateClientRequest) ProtoMessage() {}
 
 func (x *CreateClientRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[40]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3146,7 +3759,7 @@ func (x *CreateClientRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateClientRequest.ProtoReflect.Descriptor instead.
 func (*CreateClientRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{40}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *CreateClientRequest) GetTenantId() string {
@@ -3203,7 +3816,7 @@ type CreateClientResponse struct {
 
 func (x *CreateClientResponse) Reset() {
 	*x = CreateClientResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[41]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3215,7 +3828,7 @@ func (x *CreateClientResponse) String() string {
 func (*CreateClientResponse) ProtoMessage() {}
 
 func (x *CreateClientResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[41]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3228,7 +3841,7 @@ func (x *CreateClientResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateClientResponse.ProtoReflect.Descriptor instead.
 func (*CreateClientResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{41}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *CreateClientResponse) GetCredential() *Credential {
@@ -3266,7 +3879,7 @@ type UpdateClientRequest struct {
 
 func (x *UpdateClientRequest) Reset() {
 	*x = UpdateClientRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[42]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3278,7 +3891,7 @@ func (x *UpdateClientRequest) String() string {
 func (*UpdateClientRequest) ProtoMessage() {}
 
 func (x *UpdateClientRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[42]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3291,7 +3904,7 @@ func (x *UpdateClientRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateClientRequest.ProtoReflect.Descriptor instead.
 func (*UpdateClientRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{42}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *UpdateClientRequest) GetTenantId() string {
@@ -3332,7 +3945,7 @@ type UpdateClientResponse struct {
 
 func (x *UpdateClientResponse) Reset() {
 	*x = UpdateClientResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[43]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3344,7 +3957,7 @@ func (x *UpdateClientResponse) String() string {
 func (*UpdateClientResponse) ProtoMessage() {}
 
 func (x *UpdateClientResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[43]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3357,7 +3970,7 @@ func (x *UpdateClientResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateClientResponse.ProtoReflect.Descriptor instead.
 func (*UpdateClientResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{43}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *UpdateClientResponse) GetCredential() *Credential {
@@ -3378,7 +3991,7 @@ type RotateClientSecretRequest struct {
 
 func (x *RotateClientSecretRequest) Reset() {
 	*x = RotateClientSecretRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[44]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3390,7 +4003,7 @@ func (x *RotateClientSecretRequest) String() string {
 func (*RotateClientSecretRequest) ProtoMessage() {}
 
 func (x *RotateClientSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[44]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3403,7 +4016,7 @@ func (x *RotateClientSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateClientSecretRequest.ProtoReflect.Descriptor instead.
 func (*RotateClientSecretRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{44}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *RotateClientSecretRequest) GetTenantId() string {
@@ -3438,7 +4051,7 @@ type RotateClientSecretResponse struct {
 
 func (x *RotateClientSecretResponse) Reset() {
 	*x = RotateClientSecretResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[45]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3450,7 +4063,7 @@ func (x *RotateClientSecretResponse) String() string {
 func (*RotateClientSecretResponse) ProtoMessage() {}
 
 func (x *RotateClientSecretResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[45]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3463,7 +4076,7 @@ func (x *RotateClientSecretResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateClientSecretResponse.ProtoReflect.Descriptor instead.
 func (*RotateClientSecretResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{45}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *RotateClientSecretResponse) GetCredential() *Credential {
@@ -3497,7 +4110,7 @@ type RevokeCredentialRequest struct {
 
 func (x *RevokeCredentialRequest) Reset() {
 	*x = RevokeCredentialRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[46]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3509,7 +4122,7 @@ func (x *RevokeCredentialRequest) String() string {
 func (*RevokeCredentialRequest) ProtoMessage() {}
 
 func (x *RevokeCredentialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[46]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3522,7 +4135,7 @@ func (x *RevokeCredentialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCredentialRequest.ProtoReflect.Descriptor instead.
 func (*RevokeCredentialRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{46}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *RevokeCredentialRequest) GetTenantId() string {
@@ -3548,7 +4161,7 @@ type RevokeCredentialResponse struct {
 
 func (x *RevokeCredentialResponse) Reset() {
 	*x = RevokeCredentialResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[47]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3560,7 +4173,7 @@ func (x *RevokeCredentialResponse) String() string {
 func (*RevokeCredentialResponse) ProtoMessage() {}
 
 func (x *RevokeCredentialResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[47]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3573,7 +4186,7 @@ func (x *RevokeCredentialResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCredentialResponse.ProtoReflect.Descriptor instead.
 func (*RevokeCredentialResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{47}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *RevokeCredentialResponse) GetCredential() *Credential {
@@ -3593,7 +4206,7 @@ type ListCredentialsRequest struct {
 
 func (x *ListCredentialsRequest) Reset() {
 	*x = ListCredentialsRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[48]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3605,7 +4218,7 @@ func (x *ListCredentialsRequest) String() string {
 func (*ListCredentialsRequest) ProtoMessage() {}
 
 func (x *ListCredentialsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[48]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3618,7 +4231,7 @@ func (x *ListCredentialsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCredentialsRequest.ProtoReflect.Descriptor instead.
 func (*ListCredentialsRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{48}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ListCredentialsRequest) GetTenantId() string {
@@ -3644,7 +4257,7 @@ type ListCredentialsResponse struct {
 
 func (x *ListCredentialsResponse) Reset() {
 	*x = ListCredentialsResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[49]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3656,7 +4269,7 @@ func (x *ListCredentialsResponse) String() string {
 func (*ListCredentialsResponse) ProtoMessage() {}
 
 func (x *ListCredentialsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[49]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3669,7 +4282,7 @@ func (x *ListCredentialsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCredentialsResponse.ProtoReflect.Descriptor instead.
 func (*ListCredentialsResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{49}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ListCredentialsResponse) GetCredentials() []*Credential {
@@ -3689,7 +4302,7 @@ type ListSessionsRequest struct {
 
 func (x *ListSessionsRequest) Reset() {
 	*x = ListSessionsRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[50]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3701,7 +4314,7 @@ func (x *ListSessionsRequest) String() string {
 func (*ListSessionsRequest) ProtoMessage() {}
 
 func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[50]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3714,7 +4327,7 @@ func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsRequest.ProtoReflect.Descriptor instead.
 func (*ListSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{50}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ListSessionsRequest) GetTenantId() string {
@@ -3740,7 +4353,7 @@ type ListSessionsResponse struct {
 
 func (x *ListSessionsResponse) Reset() {
 	*x = ListSessionsResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[51]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3752,7 +4365,7 @@ func (x *ListSessionsResponse) String() string {
 func (*ListSessionsResponse) ProtoMessage() {}
 
 func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[51]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3765,7 +4378,7 @@ func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsResponse.ProtoReflect.Descriptor instead.
 func (*ListSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{51}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *ListSessionsResponse) GetSessions() []*Session {
@@ -3786,7 +4399,7 @@ type SetPasswordRequest struct {
 
 func (x *SetPasswordRequest) Reset() {
 	*x = SetPasswordRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[52]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3798,7 +4411,7 @@ func (x *SetPasswordRequest) String() string {
 func (*SetPasswordRequest) ProtoMessage() {}
 
 func (x *SetPasswordRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[52]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3811,7 +4424,7 @@ func (x *SetPasswordRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPasswordRequest.ProtoReflect.Descriptor instead.
 func (*SetPasswordRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{52}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *SetPasswordRequest) GetTenantId() string {
@@ -3844,7 +4457,7 @@ type SetPasswordResponse struct {
 
 func (x *SetPasswordResponse) Reset() {
 	*x = SetPasswordResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[53]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3856,7 +4469,7 @@ func (x *SetPasswordResponse) String() string {
 func (*SetPasswordResponse) ProtoMessage() {}
 
 func (x *SetPasswordResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[53]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3869,7 +4482,7 @@ func (x *SetPasswordResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPasswordResponse.ProtoReflect.Descriptor instead.
 func (*SetPasswordResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{53}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *SetPasswordResponse) GetCredential() *Credential {
@@ -3897,7 +4510,7 @@ type Role struct {
 
 func (x *Role) Reset() {
 	*x = Role{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[54]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3909,7 +4522,7 @@ func (x *Role) String() string {
 func (*Role) ProtoMessage() {}
 
 func (x *Role) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[54]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3922,7 +4535,7 @@ func (x *Role) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Role.ProtoReflect.Descriptor instead.
 func (*Role) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{54}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *Role) GetId() string {
@@ -3986,7 +4599,7 @@ type Group struct {
 
 func (x *Group) Reset() {
 	*x = Group{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[55]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3998,7 +4611,7 @@ func (x *Group) String() string {
 func (*Group) ProtoMessage() {}
 
 func (x *Group) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[55]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4011,7 +4624,7 @@ func (x *Group) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Group.ProtoReflect.Descriptor instead.
 func (*Group) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{55}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *Group) GetId() string {
@@ -4064,7 +4677,7 @@ type Binding struct {
 
 func (x *Binding) Reset() {
 	*x = Binding{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[56]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4076,7 +4689,7 @@ func (x *Binding) String() string {
 func (*Binding) ProtoMessage() {}
 
 func (x *Binding) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[56]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4089,7 +4702,7 @@ func (x *Binding) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Binding.ProtoReflect.Descriptor instead.
 func (*Binding) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{56}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *Binding) GetId() string {
@@ -4186,7 +4799,7 @@ type CreateRoleRequest struct {
 
 func (x *CreateRoleRequest) Reset() {
 	*x = CreateRoleRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[57]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4198,7 +4811,7 @@ func (x *CreateRoleRequest) String() string {
 func (*CreateRoleRequest) ProtoMessage() {}
 
 func (x *CreateRoleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[57]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4211,7 +4824,7 @@ func (x *CreateRoleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRoleRequest.ProtoReflect.Descriptor instead.
 func (*CreateRoleRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{57}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *CreateRoleRequest) GetTenantId() string {
@@ -4266,7 +4879,7 @@ type CreateRoleResponse struct {
 
 func (x *CreateRoleResponse) Reset() {
 	*x = CreateRoleResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[58]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4278,7 +4891,7 @@ func (x *CreateRoleResponse) String() string {
 func (*CreateRoleResponse) ProtoMessage() {}
 
 func (x *CreateRoleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[58]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4291,7 +4904,7 @@ func (x *CreateRoleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRoleResponse.ProtoReflect.Descriptor instead.
 func (*CreateRoleResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{58}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *CreateRoleResponse) GetRole() *Role {
@@ -4318,7 +4931,7 @@ type GetRoleRequest struct {
 
 func (x *GetRoleRequest) Reset() {
 	*x = GetRoleRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[59]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4330,7 +4943,7 @@ func (x *GetRoleRequest) String() string {
 func (*GetRoleRequest) ProtoMessage() {}
 
 func (x *GetRoleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[59]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4343,7 +4956,7 @@ func (x *GetRoleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRoleRequest.ProtoReflect.Descriptor instead.
 func (*GetRoleRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{59}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *GetRoleRequest) GetTenantId() string {
@@ -4369,7 +4982,7 @@ type GetRoleResponse struct {
 
 func (x *GetRoleResponse) Reset() {
 	*x = GetRoleResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[60]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4381,7 +4994,7 @@ func (x *GetRoleResponse) String() string {
 func (*GetRoleResponse) ProtoMessage() {}
 
 func (x *GetRoleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[60]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4394,7 +5007,7 @@ func (x *GetRoleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRoleResponse.ProtoReflect.Descriptor instead.
 func (*GetRoleResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{60}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *GetRoleResponse) GetRole() *Role {
@@ -4419,7 +5032,7 @@ type ListRolesRequest struct {
 
 func (x *ListRolesRequest) Reset() {
 	*x = ListRolesRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[61]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4431,7 +5044,7 @@ func (x *ListRolesRequest) String() string {
 func (*ListRolesRequest) ProtoMessage() {}
 
 func (x *ListRolesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[61]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4444,7 +5057,7 @@ func (x *ListRolesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRolesRequest.ProtoReflect.Descriptor instead.
 func (*ListRolesRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{61}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *ListRolesRequest) GetTenantId() string {
@@ -4486,7 +5099,7 @@ type ListRolesResponse struct {
 
 func (x *ListRolesResponse) Reset() {
 	*x = ListRolesResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[62]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4498,7 +5111,7 @@ func (x *ListRolesResponse) String() string {
 func (*ListRolesResponse) ProtoMessage() {}
 
 func (x *ListRolesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[62]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4511,7 +5124,7 @@ func (x *ListRolesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRolesResponse.ProtoReflect.Descriptor instead.
 func (*ListRolesResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{62}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *ListRolesResponse) GetRoles() []*Role {
@@ -4544,7 +5157,7 @@ type UpdateRoleRequest struct {
 
 func (x *UpdateRoleRequest) Reset() {
 	*x = UpdateRoleRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[63]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4556,7 +5169,7 @@ func (x *UpdateRoleRequest) String() string {
 func (*UpdateRoleRequest) ProtoMessage() {}
 
 func (x *UpdateRoleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[63]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4569,7 +5182,7 @@ func (x *UpdateRoleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateRoleRequest.ProtoReflect.Descriptor instead.
 func (*UpdateRoleRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{63}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *UpdateRoleRequest) GetTenantId() string {
@@ -4632,7 +5245,7 @@ type UpdateRoleResponse struct {
 
 func (x *UpdateRoleResponse) Reset() {
 	*x = UpdateRoleResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[64]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4644,7 +5257,7 @@ func (x *UpdateRoleResponse) String() string {
 func (*UpdateRoleResponse) ProtoMessage() {}
 
 func (x *UpdateRoleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[64]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4657,7 +5270,7 @@ func (x *UpdateRoleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateRoleResponse.ProtoReflect.Descriptor instead.
 func (*UpdateRoleResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{64}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *UpdateRoleResponse) GetRole() *Role {
@@ -4687,7 +5300,7 @@ type DeleteRoleRequest struct {
 
 func (x *DeleteRoleRequest) Reset() {
 	*x = DeleteRoleRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[65]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4699,7 +5312,7 @@ func (x *DeleteRoleRequest) String() string {
 func (*DeleteRoleRequest) ProtoMessage() {}
 
 func (x *DeleteRoleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[65]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4712,7 +5325,7 @@ func (x *DeleteRoleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRoleRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRoleRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{65}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *DeleteRoleRequest) GetTenantId() string {
@@ -4749,7 +5362,7 @@ type DeleteRoleResponse struct {
 
 func (x *DeleteRoleResponse) Reset() {
 	*x = DeleteRoleResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[66]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4761,7 +5374,7 @@ func (x *DeleteRoleResponse) String() string {
 func (*DeleteRoleResponse) ProtoMessage() {}
 
 func (x *DeleteRoleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[66]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4774,7 +5387,7 @@ func (x *DeleteRoleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRoleResponse.ProtoReflect.Descriptor instead.
 func (*DeleteRoleResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{66}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *DeleteRoleResponse) GetPolicyRevision() int64 {
@@ -4817,7 +5430,7 @@ type CreateGroupRequest struct {
 
 func (x *CreateGroupRequest) Reset() {
 	*x = CreateGroupRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[67]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4829,7 +5442,7 @@ func (x *CreateGroupRequest) String() string {
 func (*CreateGroupRequest) ProtoMessage() {}
 
 func (x *CreateGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[67]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4842,7 +5455,7 @@ func (x *CreateGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateGroupRequest.ProtoReflect.Descriptor instead.
 func (*CreateGroupRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{67}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *CreateGroupRequest) GetTenantId() string {
@@ -4883,7 +5496,7 @@ type CreateGroupResponse struct {
 
 func (x *CreateGroupResponse) Reset() {
 	*x = CreateGroupResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[68]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4895,7 +5508,7 @@ func (x *CreateGroupResponse) String() string {
 func (*CreateGroupResponse) ProtoMessage() {}
 
 func (x *CreateGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[68]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4908,7 +5521,7 @@ func (x *CreateGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateGroupResponse.ProtoReflect.Descriptor instead.
 func (*CreateGroupResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{68}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *CreateGroupResponse) GetGroup() *Group {
@@ -4935,7 +5548,7 @@ type GetGroupRequest struct {
 
 func (x *GetGroupRequest) Reset() {
 	*x = GetGroupRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[69]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4947,7 +5560,7 @@ func (x *GetGroupRequest) String() string {
 func (*GetGroupRequest) ProtoMessage() {}
 
 func (x *GetGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[69]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4960,7 +5573,7 @@ func (x *GetGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetGroupRequest.ProtoReflect.Descriptor instead.
 func (*GetGroupRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{69}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *GetGroupRequest) GetTenantId() string {
@@ -4986,7 +5599,7 @@ type GetGroupResponse struct {
 
 func (x *GetGroupResponse) Reset() {
 	*x = GetGroupResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[70]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4998,7 +5611,7 @@ func (x *GetGroupResponse) String() string {
 func (*GetGroupResponse) ProtoMessage() {}
 
 func (x *GetGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[70]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5011,7 +5624,7 @@ func (x *GetGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetGroupResponse.ProtoReflect.Descriptor instead.
 func (*GetGroupResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{70}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *GetGroupResponse) GetGroup() *Group {
@@ -5038,7 +5651,7 @@ type ListGroupsRequest struct {
 
 func (x *ListGroupsRequest) Reset() {
 	*x = ListGroupsRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[71]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5050,7 +5663,7 @@ func (x *ListGroupsRequest) String() string {
 func (*ListGroupsRequest) ProtoMessage() {}
 
 func (x *ListGroupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[71]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5063,7 +5676,7 @@ func (x *ListGroupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGroupsRequest.ProtoReflect.Descriptor instead.
 func (*ListGroupsRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{71}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *ListGroupsRequest) GetTenantId() string {
@@ -5112,7 +5725,7 @@ type ListGroupsResponse struct {
 
 func (x *ListGroupsResponse) Reset() {
 	*x = ListGroupsResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[72]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5124,7 +5737,7 @@ func (x *ListGroupsResponse) String() string {
 func (*ListGroupsResponse) ProtoMessage() {}
 
 func (x *ListGroupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[72]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5137,7 +5750,7 @@ func (x *ListGroupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGroupsResponse.ProtoReflect.Descriptor instead.
 func (*ListGroupsResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{72}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *ListGroupsResponse) GetGroups() []*Group {
@@ -5168,7 +5781,7 @@ type UpdateGroupRequest struct {
 
 func (x *UpdateGroupRequest) Reset() {
 	*x = UpdateGroupRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[73]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5180,7 +5793,7 @@ func (x *UpdateGroupRequest) String() string {
 func (*UpdateGroupRequest) ProtoMessage() {}
 
 func (x *UpdateGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[73]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5193,7 +5806,7 @@ func (x *UpdateGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateGroupRequest.ProtoReflect.Descriptor instead.
 func (*UpdateGroupRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{73}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *UpdateGroupRequest) GetTenantId() string {
@@ -5242,7 +5855,7 @@ type UpdateGroupResponse struct {
 
 func (x *UpdateGroupResponse) Reset() {
 	*x = UpdateGroupResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[74]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5254,7 +5867,7 @@ func (x *UpdateGroupResponse) String() string {
 func (*UpdateGroupResponse) ProtoMessage() {}
 
 func (x *UpdateGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[74]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5267,7 +5880,7 @@ func (x *UpdateGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateGroupResponse.ProtoReflect.Descriptor instead.
 func (*UpdateGroupResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{74}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *UpdateGroupResponse) GetGroup() *Group {
@@ -5303,7 +5916,7 @@ type GroupMember struct {
 
 func (x *GroupMember) Reset() {
 	*x = GroupMember{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[75]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5315,7 +5928,7 @@ func (x *GroupMember) String() string {
 func (*GroupMember) ProtoMessage() {}
 
 func (x *GroupMember) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[75]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5328,7 +5941,7 @@ func (x *GroupMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupMember.ProtoReflect.Descriptor instead.
 func (*GroupMember) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{75}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *GroupMember) GetIdentityId() string {
@@ -5396,7 +6009,7 @@ type ListGroupMembersRequest struct {
 
 func (x *ListGroupMembersRequest) Reset() {
 	*x = ListGroupMembersRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[76]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5408,7 +6021,7 @@ func (x *ListGroupMembersRequest) String() string {
 func (*ListGroupMembersRequest) ProtoMessage() {}
 
 func (x *ListGroupMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[76]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5421,7 +6034,7 @@ func (x *ListGroupMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGroupMembersRequest.ProtoReflect.Descriptor instead.
 func (*ListGroupMembersRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{76}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *ListGroupMembersRequest) GetTenantId() string {
@@ -5470,7 +6083,7 @@ type ListGroupMembersResponse struct {
 
 func (x *ListGroupMembersResponse) Reset() {
 	*x = ListGroupMembersResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[77]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5482,7 +6095,7 @@ func (x *ListGroupMembersResponse) String() string {
 func (*ListGroupMembersResponse) ProtoMessage() {}
 
 func (x *ListGroupMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[77]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5495,7 +6108,7 @@ func (x *ListGroupMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGroupMembersResponse.ProtoReflect.Descriptor instead.
 func (*ListGroupMembersResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{77}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *ListGroupMembersResponse) GetMembers() []*GroupMember {
@@ -5524,7 +6137,7 @@ type DeleteGroupRequest struct {
 
 func (x *DeleteGroupRequest) Reset() {
 	*x = DeleteGroupRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[78]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5536,7 +6149,7 @@ func (x *DeleteGroupRequest) String() string {
 func (*DeleteGroupRequest) ProtoMessage() {}
 
 func (x *DeleteGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[78]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5549,7 +6162,7 @@ func (x *DeleteGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteGroupRequest.ProtoReflect.Descriptor instead.
 func (*DeleteGroupRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{78}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *DeleteGroupRequest) GetTenantId() string {
@@ -5586,7 +6199,7 @@ type DeleteGroupResponse struct {
 
 func (x *DeleteGroupResponse) Reset() {
 	*x = DeleteGroupResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[79]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5598,7 +6211,7 @@ func (x *DeleteGroupResponse) String() string {
 func (*DeleteGroupResponse) ProtoMessage() {}
 
 func (x *DeleteGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[79]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5611,7 +6224,7 @@ func (x *DeleteGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteGroupResponse.ProtoReflect.Descriptor instead.
 func (*DeleteGroupResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{79}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *DeleteGroupResponse) GetPolicyRevision() int64 {
@@ -5646,7 +6259,7 @@ type AddGroupMemberRequest struct {
 
 func (x *AddGroupMemberRequest) Reset() {
 	*x = AddGroupMemberRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[80]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5658,7 +6271,7 @@ func (x *AddGroupMemberRequest) String() string {
 func (*AddGroupMemberRequest) ProtoMessage() {}
 
 func (x *AddGroupMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[80]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5671,7 +6284,7 @@ func (x *AddGroupMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddGroupMemberRequest.ProtoReflect.Descriptor instead.
 func (*AddGroupMemberRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{80}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *AddGroupMemberRequest) GetTenantId() string {
@@ -5707,7 +6320,7 @@ type AddGroupMemberResponse struct {
 
 func (x *AddGroupMemberResponse) Reset() {
 	*x = AddGroupMemberResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[81]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5719,7 +6332,7 @@ func (x *AddGroupMemberResponse) String() string {
 func (*AddGroupMemberResponse) ProtoMessage() {}
 
 func (x *AddGroupMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[81]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5732,7 +6345,7 @@ func (x *AddGroupMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddGroupMemberResponse.ProtoReflect.Descriptor instead.
 func (*AddGroupMemberResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{81}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *AddGroupMemberResponse) GetPolicyRevision() int64 {
@@ -5760,7 +6373,7 @@ type RemoveGroupMemberRequest struct {
 
 func (x *RemoveGroupMemberRequest) Reset() {
 	*x = RemoveGroupMemberRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[82]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5772,7 +6385,7 @@ func (x *RemoveGroupMemberRequest) String() string {
 func (*RemoveGroupMemberRequest) ProtoMessage() {}
 
 func (x *RemoveGroupMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[82]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5785,7 +6398,7 @@ func (x *RemoveGroupMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveGroupMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveGroupMemberRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{82}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *RemoveGroupMemberRequest) GetTenantId() string {
@@ -5821,7 +6434,7 @@ type RemoveGroupMemberResponse struct {
 
 func (x *RemoveGroupMemberResponse) Reset() {
 	*x = RemoveGroupMemberResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[83]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5833,7 +6446,7 @@ func (x *RemoveGroupMemberResponse) String() string {
 func (*RemoveGroupMemberResponse) ProtoMessage() {}
 
 func (x *RemoveGroupMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[83]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5846,7 +6459,7 @@ func (x *RemoveGroupMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveGroupMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveGroupMemberResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{83}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *RemoveGroupMemberResponse) GetPolicyRevision() int64 {
@@ -5881,7 +6494,7 @@ type CreateBindingRequest struct {
 
 func (x *CreateBindingRequest) Reset() {
 	*x = CreateBindingRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[84]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5893,7 +6506,7 @@ func (x *CreateBindingRequest) String() string {
 func (*CreateBindingRequest) ProtoMessage() {}
 
 func (x *CreateBindingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[84]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5906,7 +6519,7 @@ func (x *CreateBindingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateBindingRequest.ProtoReflect.Descriptor instead.
 func (*CreateBindingRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{84}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *CreateBindingRequest) GetTenantId() string {
@@ -5985,7 +6598,7 @@ type CreateBindingResponse struct {
 
 func (x *CreateBindingResponse) Reset() {
 	*x = CreateBindingResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[85]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5997,7 +6610,7 @@ func (x *CreateBindingResponse) String() string {
 func (*CreateBindingResponse) ProtoMessage() {}
 
 func (x *CreateBindingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[85]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6010,7 +6623,7 @@ func (x *CreateBindingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateBindingResponse.ProtoReflect.Descriptor instead.
 func (*CreateBindingResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{85}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *CreateBindingResponse) GetBinding() *Binding {
@@ -6044,7 +6657,7 @@ type DeleteBindingRequest struct {
 
 func (x *DeleteBindingRequest) Reset() {
 	*x = DeleteBindingRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[86]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6056,7 +6669,7 @@ func (x *DeleteBindingRequest) String() string {
 func (*DeleteBindingRequest) ProtoMessage() {}
 
 func (x *DeleteBindingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[86]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6069,7 +6682,7 @@ func (x *DeleteBindingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteBindingRequest.ProtoReflect.Descriptor instead.
 func (*DeleteBindingRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{86}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *DeleteBindingRequest) GetTenantId() string {
@@ -6098,7 +6711,7 @@ type DeleteBindingResponse struct {
 
 func (x *DeleteBindingResponse) Reset() {
 	*x = DeleteBindingResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[87]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6110,7 +6723,7 @@ func (x *DeleteBindingResponse) String() string {
 func (*DeleteBindingResponse) ProtoMessage() {}
 
 func (x *DeleteBindingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[87]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6123,7 +6736,7 @@ func (x *DeleteBindingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteBindingResponse.ProtoReflect.Descriptor instead.
 func (*DeleteBindingResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{87}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *DeleteBindingResponse) GetPolicyRevision() int64 {
@@ -6168,7 +6781,7 @@ type ChangeRequest struct {
 
 func (x *ChangeRequest) Reset() {
 	*x = ChangeRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[88]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6180,7 +6793,7 @@ func (x *ChangeRequest) String() string {
 func (*ChangeRequest) ProtoMessage() {}
 
 func (x *ChangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[88]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6193,7 +6806,7 @@ func (x *ChangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeRequest.ProtoReflect.Descriptor instead.
 func (*ChangeRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{88}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *ChangeRequest) GetId() string {
@@ -6283,7 +6896,7 @@ type GetChangeRequestRequest struct {
 
 func (x *GetChangeRequestRequest) Reset() {
 	*x = GetChangeRequestRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[89]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6295,7 +6908,7 @@ func (x *GetChangeRequestRequest) String() string {
 func (*GetChangeRequestRequest) ProtoMessage() {}
 
 func (x *GetChangeRequestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[89]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6308,7 +6921,7 @@ func (x *GetChangeRequestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetChangeRequestRequest.ProtoReflect.Descriptor instead.
 func (*GetChangeRequestRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{89}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{97}
 }
 
 func (x *GetChangeRequestRequest) GetTenantId() string {
@@ -6334,7 +6947,7 @@ type GetChangeRequestResponse struct {
 
 func (x *GetChangeRequestResponse) Reset() {
 	*x = GetChangeRequestResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[90]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6346,7 +6959,7 @@ func (x *GetChangeRequestResponse) String() string {
 func (*GetChangeRequestResponse) ProtoMessage() {}
 
 func (x *GetChangeRequestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[90]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6359,7 +6972,7 @@ func (x *GetChangeRequestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetChangeRequestResponse.ProtoReflect.Descriptor instead.
 func (*GetChangeRequestResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{90}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *GetChangeRequestResponse) GetChangeRequest() *ChangeRequest {
@@ -6384,7 +6997,7 @@ type ListChangeRequestsRequest struct {
 
 func (x *ListChangeRequestsRequest) Reset() {
 	*x = ListChangeRequestsRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[91]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6396,7 +7009,7 @@ func (x *ListChangeRequestsRequest) String() string {
 func (*ListChangeRequestsRequest) ProtoMessage() {}
 
 func (x *ListChangeRequestsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[91]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6409,7 +7022,7 @@ func (x *ListChangeRequestsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListChangeRequestsRequest.ProtoReflect.Descriptor instead.
 func (*ListChangeRequestsRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{91}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{99}
 }
 
 func (x *ListChangeRequestsRequest) GetTenantId() string {
@@ -6450,7 +7063,7 @@ type ListChangeRequestsResponse struct {
 
 func (x *ListChangeRequestsResponse) Reset() {
 	*x = ListChangeRequestsResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[92]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[100]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6462,7 +7075,7 @@ func (x *ListChangeRequestsResponse) String() string {
 func (*ListChangeRequestsResponse) ProtoMessage() {}
 
 func (x *ListChangeRequestsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[92]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[100]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6475,7 +7088,7 @@ func (x *ListChangeRequestsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListChangeRequestsResponse.ProtoReflect.Descriptor instead.
 func (*ListChangeRequestsResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{92}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{100}
 }
 
 func (x *ListChangeRequestsResponse) GetChangeRequests() []*ChangeRequest {
@@ -6502,7 +7115,7 @@ type ApproveChangeRequestRequest struct {
 
 func (x *ApproveChangeRequestRequest) Reset() {
 	*x = ApproveChangeRequestRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[93]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[101]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6514,7 +7127,7 @@ func (x *ApproveChangeRequestRequest) String() string {
 func (*ApproveChangeRequestRequest) ProtoMessage() {}
 
 func (x *ApproveChangeRequestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[93]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[101]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6527,7 +7140,7 @@ func (x *ApproveChangeRequestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApproveChangeRequestRequest.ProtoReflect.Descriptor instead.
 func (*ApproveChangeRequestRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{93}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{101}
 }
 
 func (x *ApproveChangeRequestRequest) GetTenantId() string {
@@ -6556,7 +7169,7 @@ type ApproveChangeRequestResponse struct {
 
 func (x *ApproveChangeRequestResponse) Reset() {
 	*x = ApproveChangeRequestResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[94]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[102]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6568,7 +7181,7 @@ func (x *ApproveChangeRequestResponse) String() string {
 func (*ApproveChangeRequestResponse) ProtoMessage() {}
 
 func (x *ApproveChangeRequestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[94]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[102]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6581,7 +7194,7 @@ func (x *ApproveChangeRequestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApproveChangeRequestResponse.ProtoReflect.Descriptor instead.
 func (*ApproveChangeRequestResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{94}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{102}
 }
 
 func (x *ApproveChangeRequestResponse) GetChangeRequest() *ChangeRequest {
@@ -6615,7 +7228,7 @@ type DenyChangeRequestRequest struct {
 
 func (x *DenyChangeRequestRequest) Reset() {
 	*x = DenyChangeRequestRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[95]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[103]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6627,7 +7240,7 @@ func (x *DenyChangeRequestRequest) String() string {
 func (*DenyChangeRequestRequest) ProtoMessage() {}
 
 func (x *DenyChangeRequestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[95]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[103]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6640,7 +7253,7 @@ func (x *DenyChangeRequestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DenyChangeRequestRequest.ProtoReflect.Descriptor instead.
 func (*DenyChangeRequestRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{95}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{103}
 }
 
 func (x *DenyChangeRequestRequest) GetTenantId() string {
@@ -6666,7 +7279,7 @@ type DenyChangeRequestResponse struct {
 
 func (x *DenyChangeRequestResponse) Reset() {
 	*x = DenyChangeRequestResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[96]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[104]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6678,7 +7291,7 @@ func (x *DenyChangeRequestResponse) String() string {
 func (*DenyChangeRequestResponse) ProtoMessage() {}
 
 func (x *DenyChangeRequestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[96]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[104]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6691,7 +7304,7 @@ func (x *DenyChangeRequestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DenyChangeRequestResponse.ProtoReflect.Descriptor instead.
 func (*DenyChangeRequestResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{96}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{104}
 }
 
 func (x *DenyChangeRequestResponse) GetChangeRequest() *ChangeRequest {
@@ -6719,7 +7332,7 @@ type ListBindingsRequest struct {
 
 func (x *ListBindingsRequest) Reset() {
 	*x = ListBindingsRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[97]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[105]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6731,7 +7344,7 @@ func (x *ListBindingsRequest) String() string {
 func (*ListBindingsRequest) ProtoMessage() {}
 
 func (x *ListBindingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[97]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[105]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6744,7 +7357,7 @@ func (x *ListBindingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBindingsRequest.ProtoReflect.Descriptor instead.
 func (*ListBindingsRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{97}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{105}
 }
 
 func (x *ListBindingsRequest) GetTenantId() string {
@@ -6800,7 +7413,7 @@ type ListBindingsResponse struct {
 
 func (x *ListBindingsResponse) Reset() {
 	*x = ListBindingsResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[98]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[106]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6812,7 +7425,7 @@ func (x *ListBindingsResponse) String() string {
 func (*ListBindingsResponse) ProtoMessage() {}
 
 func (x *ListBindingsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[98]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[106]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6825,7 +7438,7 @@ func (x *ListBindingsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBindingsResponse.ProtoReflect.Descriptor instead.
 func (*ListBindingsResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{98}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{106}
 }
 
 func (x *ListBindingsResponse) GetBindings() []*Binding {
@@ -6862,7 +7475,7 @@ type MembershipRule struct {
 
 func (x *MembershipRule) Reset() {
 	*x = MembershipRule{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[99]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[107]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6874,7 +7487,7 @@ func (x *MembershipRule) String() string {
 func (*MembershipRule) ProtoMessage() {}
 
 func (x *MembershipRule) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[99]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[107]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6887,7 +7500,7 @@ func (x *MembershipRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembershipRule.ProtoReflect.Descriptor instead.
 func (*MembershipRule) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{99}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{107}
 }
 
 func (x *MembershipRule) GetId() string {
@@ -6950,7 +7563,7 @@ type Membership struct {
 
 func (x *Membership) Reset() {
 	*x = Membership{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[100]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[108]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6962,7 +7575,7 @@ func (x *Membership) String() string {
 func (*Membership) ProtoMessage() {}
 
 func (x *Membership) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[100]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[108]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6975,7 +7588,7 @@ func (x *Membership) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Membership.ProtoReflect.Descriptor instead.
 func (*Membership) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{100}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{108}
 }
 
 func (x *Membership) GetIdentityId() string {
@@ -7005,7 +7618,7 @@ type CreateMembershipRuleRequest struct {
 
 func (x *CreateMembershipRuleRequest) Reset() {
 	*x = CreateMembershipRuleRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[101]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[109]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7017,7 +7630,7 @@ func (x *CreateMembershipRuleRequest) String() string {
 func (*CreateMembershipRuleRequest) ProtoMessage() {}
 
 func (x *CreateMembershipRuleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[101]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[109]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7030,7 +7643,7 @@ func (x *CreateMembershipRuleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateMembershipRuleRequest.ProtoReflect.Descriptor instead.
 func (*CreateMembershipRuleRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{101}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{109}
 }
 
 func (x *CreateMembershipRuleRequest) GetTenantId() string {
@@ -7081,7 +7694,7 @@ type CreateMembershipRuleResponse struct {
 
 func (x *CreateMembershipRuleResponse) Reset() {
 	*x = CreateMembershipRuleResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[102]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[110]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7093,7 +7706,7 @@ func (x *CreateMembershipRuleResponse) String() string {
 func (*CreateMembershipRuleResponse) ProtoMessage() {}
 
 func (x *CreateMembershipRuleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[102]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[110]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7106,7 +7719,7 @@ func (x *CreateMembershipRuleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateMembershipRuleResponse.ProtoReflect.Descriptor instead.
 func (*CreateMembershipRuleResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{102}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{110}
 }
 
 func (x *CreateMembershipRuleResponse) GetRule() *MembershipRule {
@@ -7147,7 +7760,7 @@ type GetMembershipRuleRequest struct {
 
 func (x *GetMembershipRuleRequest) Reset() {
 	*x = GetMembershipRuleRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[103]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[111]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7159,7 +7772,7 @@ func (x *GetMembershipRuleRequest) String() string {
 func (*GetMembershipRuleRequest) ProtoMessage() {}
 
 func (x *GetMembershipRuleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[103]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[111]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7172,7 +7785,7 @@ func (x *GetMembershipRuleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMembershipRuleRequest.ProtoReflect.Descriptor instead.
 func (*GetMembershipRuleRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{103}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{111}
 }
 
 func (x *GetMembershipRuleRequest) GetTenantId() string {
@@ -7198,7 +7811,7 @@ type GetMembershipRuleResponse struct {
 
 func (x *GetMembershipRuleResponse) Reset() {
 	*x = GetMembershipRuleResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[104]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[112]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7210,7 +7823,7 @@ func (x *GetMembershipRuleResponse) String() string {
 func (*GetMembershipRuleResponse) ProtoMessage() {}
 
 func (x *GetMembershipRuleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[104]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[112]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7223,7 +7836,7 @@ func (x *GetMembershipRuleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMembershipRuleResponse.ProtoReflect.Descriptor instead.
 func (*GetMembershipRuleResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{104}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{112}
 }
 
 func (x *GetMembershipRuleResponse) GetRule() *MembershipRule {
@@ -7245,7 +7858,7 @@ type ListMembershipRulesRequest struct {
 
 func (x *ListMembershipRulesRequest) Reset() {
 	*x = ListMembershipRulesRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[105]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[113]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7257,7 +7870,7 @@ func (x *ListMembershipRulesRequest) String() string {
 func (*ListMembershipRulesRequest) ProtoMessage() {}
 
 func (x *ListMembershipRulesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[105]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[113]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7270,7 +7883,7 @@ func (x *ListMembershipRulesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembershipRulesRequest.ProtoReflect.Descriptor instead.
 func (*ListMembershipRulesRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{105}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{113}
 }
 
 func (x *ListMembershipRulesRequest) GetTenantId() string {
@@ -7304,7 +7917,7 @@ type ListMembershipRulesResponse struct {
 
 func (x *ListMembershipRulesResponse) Reset() {
 	*x = ListMembershipRulesResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[106]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[114]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7316,7 +7929,7 @@ func (x *ListMembershipRulesResponse) String() string {
 func (*ListMembershipRulesResponse) ProtoMessage() {}
 
 func (x *ListMembershipRulesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[106]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[114]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7329,7 +7942,7 @@ func (x *ListMembershipRulesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembershipRulesResponse.ProtoReflect.Descriptor instead.
 func (*ListMembershipRulesResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{106}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{114}
 }
 
 func (x *ListMembershipRulesResponse) GetRules() []*MembershipRule {
@@ -7363,7 +7976,7 @@ type UpdateMembershipRuleRequest struct {
 
 func (x *UpdateMembershipRuleRequest) Reset() {
 	*x = UpdateMembershipRuleRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[107]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[115]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7375,7 +7988,7 @@ func (x *UpdateMembershipRuleRequest) String() string {
 func (*UpdateMembershipRuleRequest) ProtoMessage() {}
 
 func (x *UpdateMembershipRuleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[107]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[115]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7388,7 +8001,7 @@ func (x *UpdateMembershipRuleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateMembershipRuleRequest.ProtoReflect.Descriptor instead.
 func (*UpdateMembershipRuleRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{107}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{115}
 }
 
 func (x *UpdateMembershipRuleRequest) GetTenantId() string {
@@ -7452,7 +8065,7 @@ type UpdateMembershipRuleResponse struct {
 
 func (x *UpdateMembershipRuleResponse) Reset() {
 	*x = UpdateMembershipRuleResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[108]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[116]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7464,7 +8077,7 @@ func (x *UpdateMembershipRuleResponse) String() string {
 func (*UpdateMembershipRuleResponse) ProtoMessage() {}
 
 func (x *UpdateMembershipRuleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[108]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[116]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7477,7 +8090,7 @@ func (x *UpdateMembershipRuleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateMembershipRuleResponse.ProtoReflect.Descriptor instead.
 func (*UpdateMembershipRuleResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{108}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{116}
 }
 
 func (x *UpdateMembershipRuleResponse) GetRule() *MembershipRule {
@@ -7518,7 +8131,7 @@ type DeleteMembershipRuleRequest struct {
 
 func (x *DeleteMembershipRuleRequest) Reset() {
 	*x = DeleteMembershipRuleRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[109]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[117]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7530,7 +8143,7 @@ func (x *DeleteMembershipRuleRequest) String() string {
 func (*DeleteMembershipRuleRequest) ProtoMessage() {}
 
 func (x *DeleteMembershipRuleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[109]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[117]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7543,7 +8156,7 @@ func (x *DeleteMembershipRuleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteMembershipRuleRequest.ProtoReflect.Descriptor instead.
 func (*DeleteMembershipRuleRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{109}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{117}
 }
 
 func (x *DeleteMembershipRuleRequest) GetTenantId() string {
@@ -7570,7 +8183,7 @@ type DeleteMembershipRuleResponse struct {
 
 func (x *DeleteMembershipRuleResponse) Reset() {
 	*x = DeleteMembershipRuleResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[110]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[118]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7582,7 +8195,7 @@ func (x *DeleteMembershipRuleResponse) String() string {
 func (*DeleteMembershipRuleResponse) ProtoMessage() {}
 
 func (x *DeleteMembershipRuleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[110]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[118]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7595,7 +8208,7 @@ func (x *DeleteMembershipRuleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteMembershipRuleResponse.ProtoReflect.Descriptor instead.
 func (*DeleteMembershipRuleResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{110}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{118}
 }
 
 func (x *DeleteMembershipRuleResponse) GetMembershipsRemoved() []*Membership {
@@ -7639,7 +8252,7 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\x06issuer\x18\f \x01(\tR\x06issuer\x12J\n" +
 	"\x11signing_algorithm\x18\r \x01(\x0e2\x1d.keyplane.v1.SigningAlgorithmR\x10signingAlgorithm\x12?\n" +
 	"\x0estep_up_window\x18\x0e \x01(\v2\x19.google.protobuf.DurationR\fstepUpWindow\x12H\n" +
-	"\x12decision_retention\x18\x0f \x01(\v2\x19.google.protobuf.DurationR\x11decisionRetention\"\xbb\x04\n" +
+	"\x12decision_retention\x18\x0f \x01(\v2\x19.google.protobuf.DurationR\x11decisionRetention\"\xd6\x05\n" +
 	"\bIdentity\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12-\n" +
@@ -7659,7 +8272,12 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\vcreate_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"\x97\x04\n" +
+	"updateTime\x12\x1d\n" +
+	"\n" +
+	"manager_id\x18\x0e \x01(\tR\tmanagerId\x12?\n" +
+	"\roffboard_time\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\foffboardTime\x129\n" +
+	"\n" +
+	"erase_time\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\teraseTime\"\x97\x04\n" +
 	"\n" +
 	"AuditEvent\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
@@ -7736,7 +8354,7 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\vhome_region\x18\x02 \x01(\tR\n" +
 	"homeRegion\"C\n" +
 	"\x14RehomeTenantResponse\x12+\n" +
-	"\x06tenant\x18\x01 \x01(\v2\x13.keyplane.v1.TenantR\x06tenant\"\xc7\x02\n" +
+	"\x06tenant\x18\x01 \x01(\v2\x13.keyplane.v1.TenantR\x06tenant\"\xe6\x02\n" +
 	"\x15CreateIdentityRequest\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12-\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x19.keyplane.v1.IdentityKindR\x04kind\x12!\n" +
@@ -7748,7 +8366,9 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\bowner_id\x18\x06 \x01(\tR\aownerId\x12\x18\n" +
 	"\apurpose\x18\a \x01(\tR\apurpose\x12;\n" +
 	"\vexpire_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"expireTime\"K\n" +
+	"expireTime\x12\x1d\n" +
+	"\n" +
+	"manager_id\x18\t \x01(\tR\tmanagerId\"K\n" +
 	"\x16CreateIdentityResponse\x121\n" +
 	"\bidentity\x18\x01 \x01(\v2\x15.keyplane.v1.IdentityR\bidentity\"A\n" +
 	"\x12GetIdentityRequest\x12\x1b\n" +
@@ -7765,7 +8385,7 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"identities\x18\x01 \x03(\v2\x15.keyplane.v1.IdentityR\n" +
 	"identities\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xf0\x02\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xa3\x03\n" +
 	"\x15UpdateIdentityRequest\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12&\n" +
@@ -7777,12 +8397,15 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\bowner_id\x18\x06 \x01(\tH\x02R\aownerId\x88\x01\x01\x12\x1d\n" +
 	"\apurpose\x18\a \x01(\tH\x03R\apurpose\x88\x01\x01\x12;\n" +
 	"\vexpire_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"expireTimeB\x0f\n" +
+	"expireTime\x12\"\n" +
+	"\n" +
+	"manager_id\x18\t \x01(\tH\x04R\tmanagerId\x88\x01\x01B\x0f\n" +
 	"\r_display_nameB\b\n" +
 	"\x06_emailB\v\n" +
 	"\t_owner_idB\n" +
 	"\n" +
-	"\b_purpose\"K\n" +
+	"\b_purposeB\r\n" +
+	"\v_manager_id\"K\n" +
 	"\x16UpdateIdentityResponse\x121\n" +
 	"\bidentity\x18\x01 \x01(\v2\x15.keyplane.v1.IdentityR\bidentity\"E\n" +
 	"\x16DisableIdentityRequest\x12\x1b\n" +
@@ -7794,7 +8417,56 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\"K\n" +
 	"\x16EnableIdentityResponse\x121\n" +
-	"\bidentity\x18\x01 \x01(\v2\x15.keyplane.v1.IdentityR\bidentity\"\xcf\x02\n" +
+	"\bidentity\x18\x01 \x01(\v2\x15.keyplane.v1.IdentityR\bidentity\"\xaa\x01\n" +
+	"\x17OffboardIdentityRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x1f\n" +
+	"\videntity_id\x18\x02 \x01(\tR\n" +
+	"identityId\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x129\n" +
+	"\n" +
+	"event_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\teventTime\"\x8e\x01\n" +
+	"\x11OffboardedBinding\x12\x1d\n" +
+	"\n" +
+	"binding_id\x18\x01 \x01(\tR\tbindingId\x12\x17\n" +
+	"\arole_id\x18\x02 \x01(\tR\x06roleId\x12\x14\n" +
+	"\x05scope\x18\x03 \x01(\tR\x05scope\x12+\n" +
+	"\x06effect\x18\x04 \x01(\x0e2\x13.keyplane.v1.EffectR\x06effect\"\x8d\x01\n" +
+	"\x14OffboardedCredential\x12#\n" +
+	"\rcredential_id\x18\x01 \x01(\tR\fcredentialId\x12\x1f\n" +
+	"\videntity_id\x18\x02 \x01(\tR\n" +
+	"identityId\x12/\n" +
+	"\x04kind\x18\x03 \x01(\x0e2\x1b.keyplane.v1.CredentialKindR\x04kind\"\x7f\n" +
+	"\rOwnedIdentity\x12\x1f\n" +
+	"\videntity_id\x18\x01 \x01(\tR\n" +
+	"identityId\x12 \n" +
+	"\fnew_owner_id\x18\x02 \x01(\tR\n" +
+	"newOwnerId\x12+\n" +
+	"\x06status\x18\x03 \x01(\x0e2\x13.keyplane.v1.StatusR\x06status\"\xfe\x03\n" +
+	"\x0eOffboardReport\x12I\n" +
+	"\x10bindings_removed\x18\x01 \x03(\v2\x1e.keyplane.v1.OffboardedBindingR\x0fbindingsRemoved\x12\x1f\n" +
+	"\vgroups_left\x18\x02 \x03(\tR\n" +
+	"groupsLeft\x12R\n" +
+	"\x13credentials_revoked\x18\x03 \x03(\v2!.keyplane.v1.OffboardedCredentialR\x12credentialsRevoked\x12)\n" +
+	"\x10sessions_revoked\x18\x04 \x01(\x05R\x0fsessionsRevoked\x12)\n" +
+	"\x10elevations_ended\x18\x05 \x03(\tR\x0felevationsEnded\x12+\n" +
+	"\x11elevations_denied\x18\x06 \x03(\tR\x10elevationsDenied\x124\n" +
+	"\x16change_requests_denied\x18\a \x03(\tR\x14changeRequestsDenied\x12;\n" +
+	"\vhanded_over\x18\b \x03(\v2\x1a.keyplane.v1.OwnedIdentityR\n" +
+	"handedOver\x126\n" +
+	"\borphaned\x18\t \x03(\v2\x1a.keyplane.v1.OwnedIdentityR\borphaned\"\xda\x01\n" +
+	"\x18OffboardIdentityResponse\x121\n" +
+	"\bidentity\x18\x01 \x01(\v2\x15.keyplane.v1.IdentityR\bidentity\x123\n" +
+	"\x06report\x18\x02 \x01(\v2\x1b.keyplane.v1.OffboardReportR\x06report\x12-\n" +
+	"\x12already_offboarded\x18\x03 \x01(\bR\x11alreadyOffboarded\x12'\n" +
+	"\x0fpolicy_revision\x18\x04 \x01(\x03R\x0epolicyRevision\"T\n" +
+	"\x14EraseIdentityRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x1f\n" +
+	"\videntity_id\x18\x02 \x01(\tR\n" +
+	"identityId\"\xa5\x01\n" +
+	"\x15EraseIdentityResponse\x121\n" +
+	"\bidentity\x18\x01 \x01(\v2\x15.keyplane.v1.IdentityR\bidentity\x12%\n" +
+	"\x0ealready_erased\x18\x02 \x01(\bR\ralreadyErased\x122\n" +
+	"\x15audit_events_redacted\x18\x03 \x01(\x05R\x13auditEventsRedacted\"\xcf\x02\n" +
 	"\x16ListAuditEventsRequest\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x1b\n" +
 	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
@@ -8245,11 +8917,12 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\x10SigningAlgorithm\x12!\n" +
 	"\x1dSIGNING_ALGORITHM_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17SIGNING_ALGORITHM_EDDSA\x10\x01\x12\x1b\n" +
-	"\x17SIGNING_ALGORITHM_RS256\x10\x02*H\n" +
+	"\x17SIGNING_ALGORITHM_RS256\x10\x02*[\n" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rSTATUS_ACTIVE\x10\x01\x12\x13\n" +
-	"\x0fSTATUS_DISABLED\x10\x02*\xb8\x01\n" +
+	"\x0fSTATUS_DISABLED\x10\x02\x12\x11\n" +
+	"\rSTATUS_FROZEN\x10\x03*\xb8\x01\n" +
 	"\fIdentityKind\x12\x1d\n" +
 	"\x19IDENTITY_KIND_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13IDENTITY_KIND_HUMAN\x10\x01\x12!\n" +
@@ -8267,7 +8940,7 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\x06Effect\x12\x16\n" +
 	"\x12EFFECT_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fEFFECT_ALLOW\x10\x01\x12\x0f\n" +
-	"\vEFFECT_DENY\x10\x022\xa2#\n" +
+	"\vEFFECT_DENY\x10\x022\xe5$\n" +
 	"\fAdminService\x12U\n" +
 	"\vListRegions\x12\x1f.keyplane.v1.ListRegionsRequest\x1a .keyplane.v1.ListRegionsResponse\"\x03\x90\x02\x01\x12S\n" +
 	"\fCreateTenant\x12 .keyplane.v1.CreateTenantRequest\x1a!.keyplane.v1.CreateTenantResponse\x12O\n" +
@@ -8282,7 +8955,9 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\x0eListIdentities\x12\".keyplane.v1.ListIdentitiesRequest\x1a#.keyplane.v1.ListIdentitiesResponse\"\x03\x90\x02\x01\x12Y\n" +
 	"\x0eUpdateIdentity\x12\".keyplane.v1.UpdateIdentityRequest\x1a#.keyplane.v1.UpdateIdentityResponse\x12a\n" +
 	"\x0fDisableIdentity\x12#.keyplane.v1.DisableIdentityRequest\x1a$.keyplane.v1.DisableIdentityResponse\"\x03\x90\x02\x02\x12^\n" +
-	"\x0eEnableIdentity\x12\".keyplane.v1.EnableIdentityRequest\x1a#.keyplane.v1.EnableIdentityResponse\"\x03\x90\x02\x02\x12S\n" +
+	"\x0eEnableIdentity\x12\".keyplane.v1.EnableIdentityRequest\x1a#.keyplane.v1.EnableIdentityResponse\"\x03\x90\x02\x02\x12d\n" +
+	"\x10OffboardIdentity\x12$.keyplane.v1.OffboardIdentityRequest\x1a%.keyplane.v1.OffboardIdentityResponse\"\x03\x90\x02\x02\x12[\n" +
+	"\rEraseIdentity\x12!.keyplane.v1.EraseIdentityRequest\x1a\".keyplane.v1.EraseIdentityResponse\"\x03\x90\x02\x02\x12S\n" +
 	"\fCreateAPIKey\x12 .keyplane.v1.CreateAPIKeyRequest\x1a!.keyplane.v1.CreateAPIKeyResponse\x12S\n" +
 	"\fRotateAPIKey\x12 .keyplane.v1.RotateAPIKeyRequest\x1a!.keyplane.v1.RotateAPIKeyResponse\x12S\n" +
 	"\fCreateClient\x12 .keyplane.v1.CreateClientRequest\x1a!.keyplane.v1.CreateClientResponse\x12X\n" +
@@ -8336,7 +9011,7 @@ func file_keyplane_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_keyplane_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_keyplane_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 111)
+var file_keyplane_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 119)
 var file_keyplane_v1_admin_proto_goTypes = []any{
 	(Residency)(0),                       // 0: keyplane.v1.Residency
 	(SigningAlgorithm)(0),                // 1: keyplane.v1.SigningAlgorithm
@@ -8376,307 +9051,332 @@ var file_keyplane_v1_admin_proto_goTypes = []any{
 	(*DisableIdentityResponse)(nil),      // 35: keyplane.v1.DisableIdentityResponse
 	(*EnableIdentityRequest)(nil),        // 36: keyplane.v1.EnableIdentityRequest
 	(*EnableIdentityResponse)(nil),       // 37: keyplane.v1.EnableIdentityResponse
-	(*ListAuditEventsRequest)(nil),       // 38: keyplane.v1.ListAuditEventsRequest
-	(*ListAuditEventsResponse)(nil),      // 39: keyplane.v1.ListAuditEventsResponse
-	(*Credential)(nil),                   // 40: keyplane.v1.Credential
-	(*Session)(nil),                      // 41: keyplane.v1.Session
-	(*CreateAPIKeyRequest)(nil),          // 42: keyplane.v1.CreateAPIKeyRequest
-	(*CreateAPIKeyResponse)(nil),         // 43: keyplane.v1.CreateAPIKeyResponse
-	(*RotateAPIKeyRequest)(nil),          // 44: keyplane.v1.RotateAPIKeyRequest
-	(*RotateAPIKeyResponse)(nil),         // 45: keyplane.v1.RotateAPIKeyResponse
-	(*CreateClientRequest)(nil),          // 46: keyplane.v1.CreateClientRequest
-	(*CreateClientResponse)(nil),         // 47: keyplane.v1.CreateClientResponse
-	(*UpdateClientRequest)(nil),          // 48: keyplane.v1.UpdateClientRequest
-	(*UpdateClientResponse)(nil),         // 49: keyplane.v1.UpdateClientResponse
-	(*RotateClientSecretRequest)(nil),    // 50: keyplane.v1.RotateClientSecretRequest
-	(*RotateClientSecretResponse)(nil),   // 51: keyplane.v1.RotateClientSecretResponse
-	(*RevokeCredentialRequest)(nil),      // 52: keyplane.v1.RevokeCredentialRequest
-	(*RevokeCredentialResponse)(nil),     // 53: keyplane.v1.RevokeCredentialResponse
-	(*ListCredentialsRequest)(nil),       // 54: keyplane.v1.ListCredentialsRequest
-	(*ListCredentialsResponse)(nil),      // 55: keyplane.v1.ListCredentialsResponse
-	(*ListSessionsRequest)(nil),          // 56: keyplane.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),         // 57: keyplane.v1.ListSessionsResponse
-	(*SetPasswordRequest)(nil),           // 58: keyplane.v1.SetPasswordRequest
-	(*SetPasswordResponse)(nil),          // 59: keyplane.v1.SetPasswordResponse
-	(*Role)(nil),                         // 60: keyplane.v1.Role
-	(*Group)(nil),                        // 61: keyplane.v1.Group
-	(*Binding)(nil),                      // 62: keyplane.v1.Binding
-	(*CreateRoleRequest)(nil),            // 63: keyplane.v1.CreateRoleRequest
-	(*CreateRoleResponse)(nil),           // 64: keyplane.v1.CreateRoleResponse
-	(*GetRoleRequest)(nil),               // 65: keyplane.v1.GetRoleRequest
-	(*GetRoleResponse)(nil),              // 66: keyplane.v1.GetRoleResponse
-	(*ListRolesRequest)(nil),             // 67: keyplane.v1.ListRolesRequest
-	(*ListRolesResponse)(nil),            // 68: keyplane.v1.ListRolesResponse
-	(*UpdateRoleRequest)(nil),            // 69: keyplane.v1.UpdateRoleRequest
-	(*UpdateRoleResponse)(nil),           // 70: keyplane.v1.UpdateRoleResponse
-	(*DeleteRoleRequest)(nil),            // 71: keyplane.v1.DeleteRoleRequest
-	(*DeleteRoleResponse)(nil),           // 72: keyplane.v1.DeleteRoleResponse
-	(*CreateGroupRequest)(nil),           // 73: keyplane.v1.CreateGroupRequest
-	(*CreateGroupResponse)(nil),          // 74: keyplane.v1.CreateGroupResponse
-	(*GetGroupRequest)(nil),              // 75: keyplane.v1.GetGroupRequest
-	(*GetGroupResponse)(nil),             // 76: keyplane.v1.GetGroupResponse
-	(*ListGroupsRequest)(nil),            // 77: keyplane.v1.ListGroupsRequest
-	(*ListGroupsResponse)(nil),           // 78: keyplane.v1.ListGroupsResponse
-	(*UpdateGroupRequest)(nil),           // 79: keyplane.v1.UpdateGroupRequest
-	(*UpdateGroupResponse)(nil),          // 80: keyplane.v1.UpdateGroupResponse
-	(*GroupMember)(nil),                  // 81: keyplane.v1.GroupMember
-	(*ListGroupMembersRequest)(nil),      // 82: keyplane.v1.ListGroupMembersRequest
-	(*ListGroupMembersResponse)(nil),     // 83: keyplane.v1.ListGroupMembersResponse
-	(*DeleteGroupRequest)(nil),           // 84: keyplane.v1.DeleteGroupRequest
-	(*DeleteGroupResponse)(nil),          // 85: keyplane.v1.DeleteGroupResponse
-	(*AddGroupMemberRequest)(nil),        // 86: keyplane.v1.AddGroupMemberRequest
-	(*AddGroupMemberResponse)(nil),       // 87: keyplane.v1.AddGroupMemberResponse
-	(*RemoveGroupMemberRequest)(nil),     // 88: keyplane.v1.RemoveGroupMemberRequest
-	(*RemoveGroupMemberResponse)(nil),    // 89: keyplane.v1.RemoveGroupMemberResponse
-	(*CreateBindingRequest)(nil),         // 90: keyplane.v1.CreateBindingRequest
-	(*CreateBindingResponse)(nil),        // 91: keyplane.v1.CreateBindingResponse
-	(*DeleteBindingRequest)(nil),         // 92: keyplane.v1.DeleteBindingRequest
-	(*DeleteBindingResponse)(nil),        // 93: keyplane.v1.DeleteBindingResponse
-	(*ChangeRequest)(nil),                // 94: keyplane.v1.ChangeRequest
-	(*GetChangeRequestRequest)(nil),      // 95: keyplane.v1.GetChangeRequestRequest
-	(*GetChangeRequestResponse)(nil),     // 96: keyplane.v1.GetChangeRequestResponse
-	(*ListChangeRequestsRequest)(nil),    // 97: keyplane.v1.ListChangeRequestsRequest
-	(*ListChangeRequestsResponse)(nil),   // 98: keyplane.v1.ListChangeRequestsResponse
-	(*ApproveChangeRequestRequest)(nil),  // 99: keyplane.v1.ApproveChangeRequestRequest
-	(*ApproveChangeRequestResponse)(nil), // 100: keyplane.v1.ApproveChangeRequestResponse
-	(*DenyChangeRequestRequest)(nil),     // 101: keyplane.v1.DenyChangeRequestRequest
-	(*DenyChangeRequestResponse)(nil),    // 102: keyplane.v1.DenyChangeRequestResponse
-	(*ListBindingsRequest)(nil),          // 103: keyplane.v1.ListBindingsRequest
-	(*ListBindingsResponse)(nil),         // 104: keyplane.v1.ListBindingsResponse
-	(*MembershipRule)(nil),               // 105: keyplane.v1.MembershipRule
-	(*Membership)(nil),                   // 106: keyplane.v1.Membership
-	(*CreateMembershipRuleRequest)(nil),  // 107: keyplane.v1.CreateMembershipRuleRequest
-	(*CreateMembershipRuleResponse)(nil), // 108: keyplane.v1.CreateMembershipRuleResponse
-	(*GetMembershipRuleRequest)(nil),     // 109: keyplane.v1.GetMembershipRuleRequest
-	(*GetMembershipRuleResponse)(nil),    // 110: keyplane.v1.GetMembershipRuleResponse
-	(*ListMembershipRulesRequest)(nil),   // 111: keyplane.v1.ListMembershipRulesRequest
-	(*ListMembershipRulesResponse)(nil),  // 112: keyplane.v1.ListMembershipRulesResponse
-	(*UpdateMembershipRuleRequest)(nil),  // 113: keyplane.v1.UpdateMembershipRuleRequest
-	(*UpdateMembershipRuleResponse)(nil), // 114: keyplane.v1.UpdateMembershipRuleResponse
-	(*DeleteMembershipRuleRequest)(nil),  // 115: keyplane.v1.DeleteMembershipRuleRequest
-	(*DeleteMembershipRuleResponse)(nil), // 116: keyplane.v1.DeleteMembershipRuleResponse
-	(*timestamppb.Timestamp)(nil),        // 117: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),          // 118: google.protobuf.Duration
-	(*structpb.Struct)(nil),              // 119: google.protobuf.Struct
+	(*OffboardIdentityRequest)(nil),      // 38: keyplane.v1.OffboardIdentityRequest
+	(*OffboardedBinding)(nil),            // 39: keyplane.v1.OffboardedBinding
+	(*OffboardedCredential)(nil),         // 40: keyplane.v1.OffboardedCredential
+	(*OwnedIdentity)(nil),                // 41: keyplane.v1.OwnedIdentity
+	(*OffboardReport)(nil),               // 42: keyplane.v1.OffboardReport
+	(*OffboardIdentityResponse)(nil),     // 43: keyplane.v1.OffboardIdentityResponse
+	(*EraseIdentityRequest)(nil),         // 44: keyplane.v1.EraseIdentityRequest
+	(*EraseIdentityResponse)(nil),        // 45: keyplane.v1.EraseIdentityResponse
+	(*ListAuditEventsRequest)(nil),       // 46: keyplane.v1.ListAuditEventsRequest
+	(*ListAuditEventsResponse)(nil),      // 47: keyplane.v1.ListAuditEventsResponse
+	(*Credential)(nil),                   // 48: keyplane.v1.Credential
+	(*Session)(nil),                      // 49: keyplane.v1.Session
+	(*CreateAPIKeyRequest)(nil),          // 50: keyplane.v1.CreateAPIKeyRequest
+	(*CreateAPIKeyResponse)(nil),         // 51: keyplane.v1.CreateAPIKeyResponse
+	(*RotateAPIKeyRequest)(nil),          // 52: keyplane.v1.RotateAPIKeyRequest
+	(*RotateAPIKeyResponse)(nil),         // 53: keyplane.v1.RotateAPIKeyResponse
+	(*CreateClientRequest)(nil),          // 54: keyplane.v1.CreateClientRequest
+	(*CreateClientResponse)(nil),         // 55: keyplane.v1.CreateClientResponse
+	(*UpdateClientRequest)(nil),          // 56: keyplane.v1.UpdateClientRequest
+	(*UpdateClientResponse)(nil),         // 57: keyplane.v1.UpdateClientResponse
+	(*RotateClientSecretRequest)(nil),    // 58: keyplane.v1.RotateClientSecretRequest
+	(*RotateClientSecretResponse)(nil),   // 59: keyplane.v1.RotateClientSecretResponse
+	(*RevokeCredentialRequest)(nil),      // 60: keyplane.v1.RevokeCredentialRequest
+	(*RevokeCredentialResponse)(nil),     // 61: keyplane.v1.RevokeCredentialResponse
+	(*ListCredentialsRequest)(nil),       // 62: keyplane.v1.ListCredentialsRequest
+	(*ListCredentialsResponse)(nil),      // 63: keyplane.v1.ListCredentialsResponse
+	(*ListSessionsRequest)(nil),          // 64: keyplane.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),         // 65: keyplane.v1.ListSessionsResponse
+	(*SetPasswordRequest)(nil),           // 66: keyplane.v1.SetPasswordRequest
+	(*SetPasswordResponse)(nil),          // 67: keyplane.v1.SetPasswordResponse
+	(*Role)(nil),                         // 68: keyplane.v1.Role
+	(*Group)(nil),                        // 69: keyplane.v1.Group
+	(*Binding)(nil),                      // 70: keyplane.v1.Binding
+	(*CreateRoleRequest)(nil),            // 71: keyplane.v1.CreateRoleRequest
+	(*CreateRoleResponse)(nil),           // 72: keyplane.v1.CreateRoleResponse
+	(*GetRoleRequest)(nil),               // 73: keyplane.v1.GetRoleRequest
+	(*GetRoleResponse)(nil),              // 74: keyplane.v1.GetRoleResponse
+	(*ListRolesRequest)(nil),             // 75: keyplane.v1.ListRolesRequest
+	(*ListRolesResponse)(nil),            // 76: keyplane.v1.ListRolesResponse
+	(*UpdateRoleRequest)(nil),            // 77: keyplane.v1.UpdateRoleRequest
+	(*UpdateRoleResponse)(nil),           // 78: keyplane.v1.UpdateRoleResponse
+	(*DeleteRoleRequest)(nil),            // 79: keyplane.v1.DeleteRoleRequest
+	(*DeleteRoleResponse)(nil),           // 80: keyplane.v1.DeleteRoleResponse
+	(*CreateGroupRequest)(nil),           // 81: keyplane.v1.CreateGroupRequest
+	(*CreateGroupResponse)(nil),          // 82: keyplane.v1.CreateGroupResponse
+	(*GetGroupRequest)(nil),              // 83: keyplane.v1.GetGroupRequest
+	(*GetGroupResponse)(nil),             // 84: keyplane.v1.GetGroupResponse
+	(*ListGroupsRequest)(nil),            // 85: keyplane.v1.ListGroupsRequest
+	(*ListGroupsResponse)(nil),           // 86: keyplane.v1.ListGroupsResponse
+	(*UpdateGroupRequest)(nil),           // 87: keyplane.v1.UpdateGroupRequest
+	(*UpdateGroupResponse)(nil),          // 88: keyplane.v1.UpdateGroupResponse
+	(*GroupMember)(nil),                  // 89: keyplane.v1.GroupMember
+	(*ListGroupMembersRequest)(nil),      // 90: keyplane.v1.ListGroupMembersRequest
+	(*ListGroupMembersResponse)(nil),     // 91: keyplane.v1.ListGroupMembersResponse
+	(*DeleteGroupRequest)(nil),           // 92: keyplane.v1.DeleteGroupRequest
+	(*DeleteGroupResponse)(nil),          // 93: keyplane.v1.DeleteGroupResponse
+	(*AddGroupMemberRequest)(nil),        // 94: keyplane.v1.AddGroupMemberRequest
+	(*AddGroupMemberResponse)(nil),       // 95: keyplane.v1.AddGroupMemberResponse
+	(*RemoveGroupMemberRequest)(nil),     // 96: keyplane.v1.RemoveGroupMemberRequest
+	(*RemoveGroupMemberResponse)(nil),    // 97: keyplane.v1.RemoveGroupMemberResponse
+	(*CreateBindingRequest)(nil),         // 98: keyplane.v1.CreateBindingRequest
+	(*CreateBindingResponse)(nil),        // 99: keyplane.v1.CreateBindingResponse
+	(*DeleteBindingRequest)(nil),         // 100: keyplane.v1.DeleteBindingRequest
+	(*DeleteBindingResponse)(nil),        // 101: keyplane.v1.DeleteBindingResponse
+	(*ChangeRequest)(nil),                // 102: keyplane.v1.ChangeRequest
+	(*GetChangeRequestRequest)(nil),      // 103: keyplane.v1.GetChangeRequestRequest
+	(*GetChangeRequestResponse)(nil),     // 104: keyplane.v1.GetChangeRequestResponse
+	(*ListChangeRequestsRequest)(nil),    // 105: keyplane.v1.ListChangeRequestsRequest
+	(*ListChangeRequestsResponse)(nil),   // 106: keyplane.v1.ListChangeRequestsResponse
+	(*ApproveChangeRequestRequest)(nil),  // 107: keyplane.v1.ApproveChangeRequestRequest
+	(*ApproveChangeRequestResponse)(nil), // 108: keyplane.v1.ApproveChangeRequestResponse
+	(*DenyChangeRequestRequest)(nil),     // 109: keyplane.v1.DenyChangeRequestRequest
+	(*DenyChangeRequestResponse)(nil),    // 110: keyplane.v1.DenyChangeRequestResponse
+	(*ListBindingsRequest)(nil),          // 111: keyplane.v1.ListBindingsRequest
+	(*ListBindingsResponse)(nil),         // 112: keyplane.v1.ListBindingsResponse
+	(*MembershipRule)(nil),               // 113: keyplane.v1.MembershipRule
+	(*Membership)(nil),                   // 114: keyplane.v1.Membership
+	(*CreateMembershipRuleRequest)(nil),  // 115: keyplane.v1.CreateMembershipRuleRequest
+	(*CreateMembershipRuleResponse)(nil), // 116: keyplane.v1.CreateMembershipRuleResponse
+	(*GetMembershipRuleRequest)(nil),     // 117: keyplane.v1.GetMembershipRuleRequest
+	(*GetMembershipRuleResponse)(nil),    // 118: keyplane.v1.GetMembershipRuleResponse
+	(*ListMembershipRulesRequest)(nil),   // 119: keyplane.v1.ListMembershipRulesRequest
+	(*ListMembershipRulesResponse)(nil),  // 120: keyplane.v1.ListMembershipRulesResponse
+	(*UpdateMembershipRuleRequest)(nil),  // 121: keyplane.v1.UpdateMembershipRuleRequest
+	(*UpdateMembershipRuleResponse)(nil), // 122: keyplane.v1.UpdateMembershipRuleResponse
+	(*DeleteMembershipRuleRequest)(nil),  // 123: keyplane.v1.DeleteMembershipRuleRequest
+	(*DeleteMembershipRuleResponse)(nil), // 124: keyplane.v1.DeleteMembershipRuleResponse
+	(*timestamppb.Timestamp)(nil),        // 125: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),          // 126: google.protobuf.Duration
+	(*structpb.Struct)(nil),              // 127: google.protobuf.Struct
 }
 var file_keyplane_v1_admin_proto_depIdxs = []int32{
 	0,   // 0: keyplane.v1.Tenant.residency:type_name -> keyplane.v1.Residency
 	2,   // 1: keyplane.v1.Tenant.status:type_name -> keyplane.v1.Status
-	117, // 2: keyplane.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
-	117, // 3: keyplane.v1.Tenant.update_time:type_name -> google.protobuf.Timestamp
-	118, // 4: keyplane.v1.Tenant.access_token_ttl:type_name -> google.protobuf.Duration
-	118, // 5: keyplane.v1.Tenant.api_key_max_lifetime:type_name -> google.protobuf.Duration
+	125, // 2: keyplane.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
+	125, // 3: keyplane.v1.Tenant.update_time:type_name -> google.protobuf.Timestamp
+	126, // 4: keyplane.v1.Tenant.access_token_ttl:type_name -> google.protobuf.Duration
+	126, // 5: keyplane.v1.Tenant.api_key_max_lifetime:type_name -> google.protobuf.Duration
 	1,   // 6: keyplane.v1.Tenant.signing_algorithm:type_name -> keyplane.v1.SigningAlgorithm
-	118, // 7: keyplane.v1.Tenant.step_up_window:type_name -> google.protobuf.Duration
-	118, // 8: keyplane.v1.Tenant.decision_retention:type_name -> google.protobuf.Duration
+	126, // 7: keyplane.v1.Tenant.step_up_window:type_name -> google.protobuf.Duration
+	126, // 8: keyplane.v1.Tenant.decision_retention:type_name -> google.protobuf.Duration
 	3,   // 9: keyplane.v1.Identity.kind:type_name -> keyplane.v1.IdentityKind
-	119, // 10: keyplane.v1.Identity.attributes:type_name -> google.protobuf.Struct
+	127, // 10: keyplane.v1.Identity.attributes:type_name -> google.protobuf.Struct
 	2,   // 11: keyplane.v1.Identity.status:type_name -> keyplane.v1.Status
-	117, // 12: keyplane.v1.Identity.expire_time:type_name -> google.protobuf.Timestamp
-	117, // 13: keyplane.v1.Identity.tokens_valid_after:type_name -> google.protobuf.Timestamp
-	117, // 14: keyplane.v1.Identity.create_time:type_name -> google.protobuf.Timestamp
-	117, // 15: keyplane.v1.Identity.update_time:type_name -> google.protobuf.Timestamp
-	117, // 16: keyplane.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
-	119, // 17: keyplane.v1.AuditEvent.before:type_name -> google.protobuf.Struct
-	119, // 18: keyplane.v1.AuditEvent.after:type_name -> google.protobuf.Struct
-	6,   // 19: keyplane.v1.ListRegionsResponse.regions:type_name -> keyplane.v1.Region
-	0,   // 20: keyplane.v1.CreateTenantRequest.residency:type_name -> keyplane.v1.Residency
-	1,   // 21: keyplane.v1.CreateTenantRequest.signing_algorithm:type_name -> keyplane.v1.SigningAlgorithm
-	118, // 22: keyplane.v1.CreateTenantRequest.decision_retention:type_name -> google.protobuf.Duration
-	7,   // 23: keyplane.v1.CreateTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	7,   // 24: keyplane.v1.GetTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	7,   // 25: keyplane.v1.ListTenantsResponse.tenants:type_name -> keyplane.v1.Tenant
-	118, // 26: keyplane.v1.UpdateTenantRequest.access_token_ttl:type_name -> google.protobuf.Duration
-	118, // 27: keyplane.v1.UpdateTenantRequest.api_key_max_lifetime:type_name -> google.protobuf.Duration
-	1,   // 28: keyplane.v1.UpdateTenantRequest.signing_algorithm:type_name -> keyplane.v1.SigningAlgorithm
-	118, // 29: keyplane.v1.UpdateTenantRequest.step_up_window:type_name -> google.protobuf.Duration
-	118, // 30: keyplane.v1.UpdateTenantRequest.decision_retention:type_name -> google.protobuf.Duration
-	7,   // 31: keyplane.v1.UpdateTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	7,   // 32: keyplane.v1.DisableTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	7,   // 33: keyplane.v1.EnableTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	7,   // 34: keyplane.v1.RehomeTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	3,   // 35: keyplane.v1.CreateIdentityRequest.kind:type_name -> keyplane.v1.IdentityKind
-	119, // 36: keyplane.v1.CreateIdentityRequest.attributes:type_name -> google.protobuf.Struct
-	117, // 37: keyplane.v1.CreateIdentityRequest.expire_time:type_name -> google.protobuf.Timestamp
-	8,   // 38: keyplane.v1.CreateIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	8,   // 39: keyplane.v1.GetIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	8,   // 40: keyplane.v1.ListIdentitiesResponse.identities:type_name -> keyplane.v1.Identity
-	119, // 41: keyplane.v1.UpdateIdentityRequest.attributes:type_name -> google.protobuf.Struct
-	117, // 42: keyplane.v1.UpdateIdentityRequest.expire_time:type_name -> google.protobuf.Timestamp
-	8,   // 43: keyplane.v1.UpdateIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	8,   // 44: keyplane.v1.DisableIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	8,   // 45: keyplane.v1.EnableIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	117, // 46: keyplane.v1.ListAuditEventsRequest.start_time:type_name -> google.protobuf.Timestamp
-	117, // 47: keyplane.v1.ListAuditEventsRequest.end_time:type_name -> google.protobuf.Timestamp
-	9,   // 48: keyplane.v1.ListAuditEventsResponse.events:type_name -> keyplane.v1.AuditEvent
-	4,   // 49: keyplane.v1.Credential.kind:type_name -> keyplane.v1.CredentialKind
-	117, // 50: keyplane.v1.Credential.create_time:type_name -> google.protobuf.Timestamp
-	117, // 51: keyplane.v1.Credential.expire_time:type_name -> google.protobuf.Timestamp
-	117, // 52: keyplane.v1.Credential.last_used_time:type_name -> google.protobuf.Timestamp
-	117, // 53: keyplane.v1.Credential.rotate_time:type_name -> google.protobuf.Timestamp
-	117, // 54: keyplane.v1.Credential.revoke_time:type_name -> google.protobuf.Timestamp
-	117, // 55: keyplane.v1.Session.create_time:type_name -> google.protobuf.Timestamp
-	117, // 56: keyplane.v1.Session.expire_time:type_name -> google.protobuf.Timestamp
-	117, // 57: keyplane.v1.Session.revoke_time:type_name -> google.protobuf.Timestamp
-	117, // 58: keyplane.v1.CreateAPIKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
-	40,  // 59: keyplane.v1.CreateAPIKeyResponse.credential:type_name -> keyplane.v1.Credential
-	117, // 60: keyplane.v1.RotateAPIKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
-	118, // 61: keyplane.v1.RotateAPIKeyRequest.grace_period:type_name -> google.protobuf.Duration
-	40,  // 62: keyplane.v1.RotateAPIKeyResponse.credential:type_name -> keyplane.v1.Credential
-	40,  // 63: keyplane.v1.CreateClientResponse.credential:type_name -> keyplane.v1.Credential
-	40,  // 64: keyplane.v1.UpdateClientResponse.credential:type_name -> keyplane.v1.Credential
-	118, // 65: keyplane.v1.RotateClientSecretRequest.grace_period:type_name -> google.protobuf.Duration
-	40,  // 66: keyplane.v1.RotateClientSecretResponse.credential:type_name -> keyplane.v1.Credential
-	40,  // 67: keyplane.v1.RevokeCredentialResponse.credential:type_name -> keyplane.v1.Credential
-	40,  // 68: keyplane.v1.ListCredentialsResponse.credentials:type_name -> keyplane.v1.Credential
-	41,  // 69: keyplane.v1.ListSessionsResponse.sessions:type_name -> keyplane.v1.Session
-	40,  // 70: keyplane.v1.SetPasswordResponse.credential:type_name -> keyplane.v1.Credential
-	5,   // 71: keyplane.v1.Binding.effect:type_name -> keyplane.v1.Effect
-	117, // 72: keyplane.v1.Binding.expire_time:type_name -> google.protobuf.Timestamp
-	117, // 73: keyplane.v1.Binding.create_time:type_name -> google.protobuf.Timestamp
-	60,  // 74: keyplane.v1.CreateRoleResponse.role:type_name -> keyplane.v1.Role
-	60,  // 75: keyplane.v1.GetRoleResponse.role:type_name -> keyplane.v1.Role
-	60,  // 76: keyplane.v1.ListRolesResponse.roles:type_name -> keyplane.v1.Role
-	60,  // 77: keyplane.v1.UpdateRoleResponse.role:type_name -> keyplane.v1.Role
-	61,  // 78: keyplane.v1.CreateGroupResponse.group:type_name -> keyplane.v1.Group
-	61,  // 79: keyplane.v1.GetGroupResponse.group:type_name -> keyplane.v1.Group
-	61,  // 80: keyplane.v1.ListGroupsResponse.groups:type_name -> keyplane.v1.Group
-	61,  // 81: keyplane.v1.UpdateGroupResponse.group:type_name -> keyplane.v1.Group
-	3,   // 82: keyplane.v1.GroupMember.kind:type_name -> keyplane.v1.IdentityKind
-	2,   // 83: keyplane.v1.GroupMember.status:type_name -> keyplane.v1.Status
-	117, // 84: keyplane.v1.GroupMember.add_time:type_name -> google.protobuf.Timestamp
-	81,  // 85: keyplane.v1.ListGroupMembersResponse.members:type_name -> keyplane.v1.GroupMember
-	94,  // 86: keyplane.v1.AddGroupMemberResponse.change_request:type_name -> keyplane.v1.ChangeRequest
-	94,  // 87: keyplane.v1.RemoveGroupMemberResponse.change_request:type_name -> keyplane.v1.ChangeRequest
-	5,   // 88: keyplane.v1.CreateBindingRequest.effect:type_name -> keyplane.v1.Effect
-	117, // 89: keyplane.v1.CreateBindingRequest.expire_time:type_name -> google.protobuf.Timestamp
-	62,  // 90: keyplane.v1.CreateBindingResponse.binding:type_name -> keyplane.v1.Binding
-	94,  // 91: keyplane.v1.CreateBindingResponse.change_request:type_name -> keyplane.v1.ChangeRequest
-	94,  // 92: keyplane.v1.DeleteBindingResponse.change_request:type_name -> keyplane.v1.ChangeRequest
-	62,  // 93: keyplane.v1.ChangeRequest.binding:type_name -> keyplane.v1.Binding
-	117, // 94: keyplane.v1.ChangeRequest.create_time:type_name -> google.protobuf.Timestamp
-	117, // 95: keyplane.v1.ChangeRequest.expire_time:type_name -> google.protobuf.Timestamp
-	117, // 96: keyplane.v1.ChangeRequest.decide_time:type_name -> google.protobuf.Timestamp
-	94,  // 97: keyplane.v1.GetChangeRequestResponse.change_request:type_name -> keyplane.v1.ChangeRequest
-	94,  // 98: keyplane.v1.ListChangeRequestsResponse.change_requests:type_name -> keyplane.v1.ChangeRequest
-	94,  // 99: keyplane.v1.ApproveChangeRequestResponse.change_request:type_name -> keyplane.v1.ChangeRequest
-	62,  // 100: keyplane.v1.ApproveChangeRequestResponse.binding:type_name -> keyplane.v1.Binding
-	94,  // 101: keyplane.v1.DenyChangeRequestResponse.change_request:type_name -> keyplane.v1.ChangeRequest
-	62,  // 102: keyplane.v1.ListBindingsResponse.bindings:type_name -> keyplane.v1.Binding
-	117, // 103: keyplane.v1.MembershipRule.create_time:type_name -> google.protobuf.Timestamp
-	117, // 104: keyplane.v1.MembershipRule.update_time:type_name -> google.protobuf.Timestamp
-	105, // 105: keyplane.v1.CreateMembershipRuleResponse.rule:type_name -> keyplane.v1.MembershipRule
-	106, // 106: keyplane.v1.CreateMembershipRuleResponse.memberships_added:type_name -> keyplane.v1.Membership
-	106, // 107: keyplane.v1.CreateMembershipRuleResponse.memberships_removed:type_name -> keyplane.v1.Membership
-	105, // 108: keyplane.v1.GetMembershipRuleResponse.rule:type_name -> keyplane.v1.MembershipRule
-	105, // 109: keyplane.v1.ListMembershipRulesResponse.rules:type_name -> keyplane.v1.MembershipRule
-	105, // 110: keyplane.v1.UpdateMembershipRuleResponse.rule:type_name -> keyplane.v1.MembershipRule
-	106, // 111: keyplane.v1.UpdateMembershipRuleResponse.memberships_added:type_name -> keyplane.v1.Membership
-	106, // 112: keyplane.v1.UpdateMembershipRuleResponse.memberships_removed:type_name -> keyplane.v1.Membership
-	106, // 113: keyplane.v1.DeleteMembershipRuleResponse.memberships_removed:type_name -> keyplane.v1.Membership
-	10,  // 114: keyplane.v1.AdminService.ListRegions:input_type -> keyplane.v1.ListRegionsRequest
-	12,  // 115: keyplane.v1.AdminService.CreateTenant:input_type -> keyplane.v1.CreateTenantRequest
-	14,  // 116: keyplane.v1.AdminService.GetTenant:input_type -> keyplane.v1.GetTenantRequest
-	16,  // 117: keyplane.v1.AdminService.ListTenants:input_type -> keyplane.v1.ListTenantsRequest
-	18,  // 118: keyplane.v1.AdminService.UpdateTenant:input_type -> keyplane.v1.UpdateTenantRequest
-	20,  // 119: keyplane.v1.AdminService.DisableTenant:input_type -> keyplane.v1.DisableTenantRequest
-	22,  // 120: keyplane.v1.AdminService.EnableTenant:input_type -> keyplane.v1.EnableTenantRequest
-	24,  // 121: keyplane.v1.AdminService.RehomeTenant:input_type -> keyplane.v1.RehomeTenantRequest
-	26,  // 122: keyplane.v1.AdminService.CreateIdentity:input_type -> keyplane.v1.CreateIdentityRequest
-	28,  // 123: keyplane.v1.AdminService.GetIdentity:input_type -> keyplane.v1.GetIdentityRequest
-	30,  // 124: keyplane.v1.AdminService.ListIdentities:input_type -> keyplane.v1.ListIdentitiesRequest
-	32,  // 125: keyplane.v1.AdminService.UpdateIdentity:input_type -> keyplane.v1.UpdateIdentityRequest
-	34,  // 126: keyplane.v1.AdminService.DisableIdentity:input_type -> keyplane.v1.DisableIdentityRequest
-	36,  // 127: keyplane.v1.AdminService.EnableIdentity:input_type -> keyplane.v1.EnableIdentityRequest
-	42,  // 128: keyplane.v1.AdminService.CreateAPIKey:input_type -> keyplane.v1.CreateAPIKeyRequest
-	44,  // 129: keyplane.v1.AdminService.RotateAPIKey:input_type -> keyplane.v1.RotateAPIKeyRequest
-	46,  // 130: keyplane.v1.AdminService.CreateClient:input_type -> keyplane.v1.CreateClientRequest
-	48,  // 131: keyplane.v1.AdminService.UpdateClient:input_type -> keyplane.v1.UpdateClientRequest
-	50,  // 132: keyplane.v1.AdminService.RotateClientSecret:input_type -> keyplane.v1.RotateClientSecretRequest
-	52,  // 133: keyplane.v1.AdminService.RevokeCredential:input_type -> keyplane.v1.RevokeCredentialRequest
-	54,  // 134: keyplane.v1.AdminService.ListCredentials:input_type -> keyplane.v1.ListCredentialsRequest
-	56,  // 135: keyplane.v1.AdminService.ListSessions:input_type -> keyplane.v1.ListSessionsRequest
-	58,  // 136: keyplane.v1.AdminService.SetPassword:input_type -> keyplane.v1.SetPasswordRequest
-	63,  // 137: keyplane.v1.AdminService.CreateRole:input_type -> keyplane.v1.CreateRoleRequest
-	65,  // 138: keyplane.v1.AdminService.GetRole:input_type -> keyplane.v1.GetRoleRequest
-	67,  // 139: keyplane.v1.AdminService.ListRoles:input_type -> keyplane.v1.ListRolesRequest
-	69,  // 140: keyplane.v1.AdminService.UpdateRole:input_type -> keyplane.v1.UpdateRoleRequest
-	71,  // 141: keyplane.v1.AdminService.DeleteRole:input_type -> keyplane.v1.DeleteRoleRequest
-	73,  // 142: keyplane.v1.AdminService.CreateGroup:input_type -> keyplane.v1.CreateGroupRequest
-	75,  // 143: keyplane.v1.AdminService.GetGroup:input_type -> keyplane.v1.GetGroupRequest
-	77,  // 144: keyplane.v1.AdminService.ListGroups:input_type -> keyplane.v1.ListGroupsRequest
-	79,  // 145: keyplane.v1.AdminService.UpdateGroup:input_type -> keyplane.v1.UpdateGroupRequest
-	82,  // 146: keyplane.v1.AdminService.ListGroupMembers:input_type -> keyplane.v1.ListGroupMembersRequest
-	84,  // 147: keyplane.v1.AdminService.DeleteGroup:input_type -> keyplane.v1.DeleteGroupRequest
-	86,  // 148: keyplane.v1.AdminService.AddGroupMember:input_type -> keyplane.v1.AddGroupMemberRequest
-	88,  // 149: keyplane.v1.AdminService.RemoveGroupMember:input_type -> keyplane.v1.RemoveGroupMemberRequest
-	90,  // 150: keyplane.v1.AdminService.CreateBinding:input_type -> keyplane.v1.CreateBindingRequest
-	92,  // 151: keyplane.v1.AdminService.DeleteBinding:input_type -> keyplane.v1.DeleteBindingRequest
-	103, // 152: keyplane.v1.AdminService.ListBindings:input_type -> keyplane.v1.ListBindingsRequest
-	38,  // 153: keyplane.v1.AdminService.ListAuditEvents:input_type -> keyplane.v1.ListAuditEventsRequest
-	95,  // 154: keyplane.v1.AdminService.GetChangeRequest:input_type -> keyplane.v1.GetChangeRequestRequest
-	97,  // 155: keyplane.v1.AdminService.ListChangeRequests:input_type -> keyplane.v1.ListChangeRequestsRequest
-	99,  // 156: keyplane.v1.AdminService.ApproveChangeRequest:input_type -> keyplane.v1.ApproveChangeRequestRequest
-	101, // 157: keyplane.v1.AdminService.DenyChangeRequest:input_type -> keyplane.v1.DenyChangeRequestRequest
-	107, // 158: keyplane.v1.AdminService.CreateMembershipRule:input_type -> keyplane.v1.CreateMembershipRuleRequest
-	109, // 159: keyplane.v1.AdminService.GetMembershipRule:input_type -> keyplane.v1.GetMembershipRuleRequest
-	111, // 160: keyplane.v1.AdminService.ListMembershipRules:input_type -> keyplane.v1.ListMembershipRulesRequest
-	113, // 161: keyplane.v1.AdminService.UpdateMembershipRule:input_type -> keyplane.v1.UpdateMembershipRuleRequest
-	115, // 162: keyplane.v1.AdminService.DeleteMembershipRule:input_type -> keyplane.v1.DeleteMembershipRuleRequest
-	11,  // 163: keyplane.v1.AdminService.ListRegions:output_type -> keyplane.v1.ListRegionsResponse
-	13,  // 164: keyplane.v1.AdminService.CreateTenant:output_type -> keyplane.v1.CreateTenantResponse
-	15,  // 165: keyplane.v1.AdminService.GetTenant:output_type -> keyplane.v1.GetTenantResponse
-	17,  // 166: keyplane.v1.AdminService.ListTenants:output_type -> keyplane.v1.ListTenantsResponse
-	19,  // 167: keyplane.v1.AdminService.UpdateTenant:output_type -> keyplane.v1.UpdateTenantResponse
-	21,  // 168: keyplane.v1.AdminService.DisableTenant:output_type -> keyplane.v1.DisableTenantResponse
-	23,  // 169: keyplane.v1.AdminService.EnableTenant:output_type -> keyplane.v1.EnableTenantResponse
-	25,  // 170: keyplane.v1.AdminService.RehomeTenant:output_type -> keyplane.v1.RehomeTenantResponse
-	27,  // 171: keyplane.v1.AdminService.CreateIdentity:output_type -> keyplane.v1.CreateIdentityResponse
-	29,  // 172: keyplane.v1.AdminService.GetIdentity:output_type -> keyplane.v1.GetIdentityResponse
-	31,  // 173: keyplane.v1.AdminService.ListIdentities:output_type -> keyplane.v1.ListIdentitiesResponse
-	33,  // 174: keyplane.v1.AdminService.UpdateIdentity:output_type -> keyplane.v1.UpdateIdentityResponse
-	35,  // 175: keyplane.v1.AdminService.DisableIdentity:output_type -> keyplane.v1.DisableIdentityResponse
-	37,  // 176: keyplane.v1.AdminService.EnableIdentity:output_type -> keyplane.v1.EnableIdentityResponse
-	43,  // 177: keyplane.v1.AdminService.CreateAPIKey:output_type -> keyplane.v1.CreateAPIKeyResponse
-	45,  // 178: keyplane.v1.AdminService.RotateAPIKey:output_type -> keyplane.v1.RotateAPIKeyResponse
-	47,  // 179: keyplane.v1.AdminService.CreateClient:output_type -> keyplane.v1.CreateClientResponse
-	49,  // 180: keyplane.v1.AdminService.UpdateClient:output_type -> keyplane.v1.UpdateClientResponse
-	51,  // 181: keyplane.v1.AdminService.RotateClientSecret:output_type -> keyplane.v1.RotateClientSecretResponse
-	53,  // 182: keyplane.v1.AdminService.RevokeCredential:output_type -> keyplane.v1.RevokeCredentialResponse
-	55,  // 183: keyplane.v1.AdminService.ListCredentials:output_type -> keyplane.v1.ListCredentialsResponse
-	57,  // 184: keyplane.v1.AdminService.ListSessions:output_type -> keyplane.v1.ListSessionsResponse
-	59,  // 185: keyplane.v1.AdminService.SetPassword:output_type -> keyplane.v1.SetPasswordResponse
-	64,  // 186: keyplane.v1.AdminService.CreateRole:output_type -> keyplane.v1.CreateRoleResponse
-	66,  // 187: keyplane.v1.AdminService.GetRole:output_type -> keyplane.v1.GetRoleResponse
-	68,  // 188: keyplane.v1.AdminService.ListRoles:output_type -> keyplane.v1.ListRolesResponse
-	70,  // 189: keyplane.v1.AdminService.UpdateRole:output_type -> keyplane.v1.UpdateRoleResponse
-	72,  // 190: keyplane.v1.AdminService.DeleteRole:output_type -> keyplane.v1.DeleteRoleResponse
-	74,  // 191: keyplane.v1.AdminService.CreateGroup:output_type -> keyplane.v1.CreateGroupResponse
-	76,  // 192: keyplane.v1.AdminService.GetGroup:output_type -> keyplane.v1.GetGroupResponse
-	78,  // 193: keyplane.v1.AdminService.ListGroups:output_type -> keyplane.v1.ListGroupsResponse
-	80,  // 194: keyplane.v1.AdminService.UpdateGroup:output_type -> keyplane.v1.UpdateGroupResponse
-	83,  // 195: keyplane.v1.AdminService.ListGroupMembers:output_type -> keyplane.v1.ListGroupMembersResponse
-	85,  // 196: keyplane.v1.AdminService.DeleteGroup:output_type -> keyplane.v1.DeleteGroupResponse
-	87,  // 197: keyplane.v1.AdminService.AddGroupMember:output_type -> keyplane.v1.AddGroupMemberResponse
-	89,  // 198: keyplane.v1.AdminService.RemoveGroupMember:output_type -> keyplane.v1.RemoveGroupMemberResponse
-	91,  // 199: keyplane.v1.AdminService.CreateBinding:output_type -> keyplane.v1.CreateBindingResponse
-	93,  // 200: keyplane.v1.AdminService.DeleteBinding:output_type -> keyplane.v1.DeleteBindingResponse
-	104, // 201: keyplane.v1.AdminService.ListBindings:output_type -> keyplane.v1.ListBindingsResponse
-	39,  // 202: keyplane.v1.AdminService.ListAuditEvents:output_type -> keyplane.v1.ListAuditEventsResponse
-	96,  // 203: keyplane.v1.AdminService.GetChangeRequest:output_type -> keyplane.v1.GetChangeRequestResponse
-	98,  // 204: keyplane.v1.AdminService.ListChangeRequests:output_type -> keyplane.v1.ListChangeRequestsResponse
-	100, // 205: keyplane.v1.AdminService.ApproveChangeRequest:output_type -> keyplane.v1.ApproveChangeRequestResponse
-	102, // 206: keyplane.v1.AdminService.DenyChangeRequest:output_type -> keyplane.v1.DenyChangeRequestResponse
-	108, // 207: keyplane.v1.AdminService.CreateMembershipRule:output_type -> keyplane.v1.CreateMembershipRuleResponse
-	110, // 208: keyplane.v1.AdminService.GetMembershipRule:output_type -> keyplane.v1.GetMembershipRuleResponse
-	112, // 209: keyplane.v1.AdminService.ListMembershipRules:output_type -> keyplane.v1.ListMembershipRulesResponse
-	114, // 210: keyplane.v1.AdminService.UpdateMembershipRule:output_type -> keyplane.v1.UpdateMembershipRuleResponse
-	116, // 211: keyplane.v1.AdminService.DeleteMembershipRule:output_type -> keyplane.v1.DeleteMembershipRuleResponse
-	163, // [163:212] is the sub-list for method output_type
-	114, // [114:163] is the sub-list for method input_type
-	114, // [114:114] is the sub-list for extension type_name
-	114, // [114:114] is the sub-list for extension extendee
-	0,   // [0:114] is the sub-list for field type_name
+	125, // 12: keyplane.v1.Identity.expire_time:type_name -> google.protobuf.Timestamp
+	125, // 13: keyplane.v1.Identity.tokens_valid_after:type_name -> google.protobuf.Timestamp
+	125, // 14: keyplane.v1.Identity.create_time:type_name -> google.protobuf.Timestamp
+	125, // 15: keyplane.v1.Identity.update_time:type_name -> google.protobuf.Timestamp
+	125, // 16: keyplane.v1.Identity.offboard_time:type_name -> google.protobuf.Timestamp
+	125, // 17: keyplane.v1.Identity.erase_time:type_name -> google.protobuf.Timestamp
+	125, // 18: keyplane.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	127, // 19: keyplane.v1.AuditEvent.before:type_name -> google.protobuf.Struct
+	127, // 20: keyplane.v1.AuditEvent.after:type_name -> google.protobuf.Struct
+	6,   // 21: keyplane.v1.ListRegionsResponse.regions:type_name -> keyplane.v1.Region
+	0,   // 22: keyplane.v1.CreateTenantRequest.residency:type_name -> keyplane.v1.Residency
+	1,   // 23: keyplane.v1.CreateTenantRequest.signing_algorithm:type_name -> keyplane.v1.SigningAlgorithm
+	126, // 24: keyplane.v1.CreateTenantRequest.decision_retention:type_name -> google.protobuf.Duration
+	7,   // 25: keyplane.v1.CreateTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	7,   // 26: keyplane.v1.GetTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	7,   // 27: keyplane.v1.ListTenantsResponse.tenants:type_name -> keyplane.v1.Tenant
+	126, // 28: keyplane.v1.UpdateTenantRequest.access_token_ttl:type_name -> google.protobuf.Duration
+	126, // 29: keyplane.v1.UpdateTenantRequest.api_key_max_lifetime:type_name -> google.protobuf.Duration
+	1,   // 30: keyplane.v1.UpdateTenantRequest.signing_algorithm:type_name -> keyplane.v1.SigningAlgorithm
+	126, // 31: keyplane.v1.UpdateTenantRequest.step_up_window:type_name -> google.protobuf.Duration
+	126, // 32: keyplane.v1.UpdateTenantRequest.decision_retention:type_name -> google.protobuf.Duration
+	7,   // 33: keyplane.v1.UpdateTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	7,   // 34: keyplane.v1.DisableTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	7,   // 35: keyplane.v1.EnableTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	7,   // 36: keyplane.v1.RehomeTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	3,   // 37: keyplane.v1.CreateIdentityRequest.kind:type_name -> keyplane.v1.IdentityKind
+	127, // 38: keyplane.v1.CreateIdentityRequest.attributes:type_name -> google.protobuf.Struct
+	125, // 39: keyplane.v1.CreateIdentityRequest.expire_time:type_name -> google.protobuf.Timestamp
+	8,   // 40: keyplane.v1.CreateIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	8,   // 41: keyplane.v1.GetIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	8,   // 42: keyplane.v1.ListIdentitiesResponse.identities:type_name -> keyplane.v1.Identity
+	127, // 43: keyplane.v1.UpdateIdentityRequest.attributes:type_name -> google.protobuf.Struct
+	125, // 44: keyplane.v1.UpdateIdentityRequest.expire_time:type_name -> google.protobuf.Timestamp
+	8,   // 45: keyplane.v1.UpdateIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	8,   // 46: keyplane.v1.DisableIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	8,   // 47: keyplane.v1.EnableIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	125, // 48: keyplane.v1.OffboardIdentityRequest.event_time:type_name -> google.protobuf.Timestamp
+	5,   // 49: keyplane.v1.OffboardedBinding.effect:type_name -> keyplane.v1.Effect
+	4,   // 50: keyplane.v1.OffboardedCredential.kind:type_name -> keyplane.v1.CredentialKind
+	2,   // 51: keyplane.v1.OwnedIdentity.status:type_name -> keyplane.v1.Status
+	39,  // 52: keyplane.v1.OffboardReport.bindings_removed:type_name -> keyplane.v1.OffboardedBinding
+	40,  // 53: keyplane.v1.OffboardReport.credentials_revoked:type_name -> keyplane.v1.OffboardedCredential
+	41,  // 54: keyplane.v1.OffboardReport.handed_over:type_name -> keyplane.v1.OwnedIdentity
+	41,  // 55: keyplane.v1.OffboardReport.orphaned:type_name -> keyplane.v1.OwnedIdentity
+	8,   // 56: keyplane.v1.OffboardIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	42,  // 57: keyplane.v1.OffboardIdentityResponse.report:type_name -> keyplane.v1.OffboardReport
+	8,   // 58: keyplane.v1.EraseIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	125, // 59: keyplane.v1.ListAuditEventsRequest.start_time:type_name -> google.protobuf.Timestamp
+	125, // 60: keyplane.v1.ListAuditEventsRequest.end_time:type_name -> google.protobuf.Timestamp
+	9,   // 61: keyplane.v1.ListAuditEventsResponse.events:type_name -> keyplane.v1.AuditEvent
+	4,   // 62: keyplane.v1.Credential.kind:type_name -> keyplane.v1.CredentialKind
+	125, // 63: keyplane.v1.Credential.create_time:type_name -> google.protobuf.Timestamp
+	125, // 64: keyplane.v1.Credential.expire_time:type_name -> google.protobuf.Timestamp
+	125, // 65: keyplane.v1.Credential.last_used_time:type_name -> google.protobuf.Timestamp
+	125, // 66: keyplane.v1.Credential.rotate_time:type_name -> google.protobuf.Timestamp
+	125, // 67: keyplane.v1.Credential.revoke_time:type_name -> google.protobuf.Timestamp
+	125, // 68: keyplane.v1.Session.create_time:type_name -> google.protobuf.Timestamp
+	125, // 69: keyplane.v1.Session.expire_time:type_name -> google.protobuf.Timestamp
+	125, // 70: keyplane.v1.Session.revoke_time:type_name -> google.protobuf.Timestamp
+	125, // 71: keyplane.v1.CreateAPIKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
+	48,  // 72: keyplane.v1.CreateAPIKeyResponse.credential:type_name -> keyplane.v1.Credential
+	125, // 73: keyplane.v1.RotateAPIKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
+	126, // 74: keyplane.v1.RotateAPIKeyRequest.grace_period:type_name -> google.protobuf.Duration
+	48,  // 75: keyplane.v1.RotateAPIKeyResponse.credential:type_name -> keyplane.v1.Credential
+	48,  // 76: keyplane.v1.CreateClientResponse.credential:type_name -> keyplane.v1.Credential
+	48,  // 77: keyplane.v1.UpdateClientResponse.credential:type_name -> keyplane.v1.Credential
+	126, // 78: keyplane.v1.RotateClientSecretRequest.grace_period:type_name -> google.protobuf.Duration
+	48,  // 79: keyplane.v1.RotateClientSecretResponse.credential:type_name -> keyplane.v1.Credential
+	48,  // 80: keyplane.v1.RevokeCredentialResponse.credential:type_name -> keyplane.v1.Credential
+	48,  // 81: keyplane.v1.ListCredentialsResponse.credentials:type_name -> keyplane.v1.Credential
+	49,  // 82: keyplane.v1.ListSessionsResponse.sessions:type_name -> keyplane.v1.Session
+	48,  // 83: keyplane.v1.SetPasswordResponse.credential:type_name -> keyplane.v1.Credential
+	5,   // 84: keyplane.v1.Binding.effect:type_name -> keyplane.v1.Effect
+	125, // 85: keyplane.v1.Binding.expire_time:type_name -> google.protobuf.Timestamp
+	125, // 86: keyplane.v1.Binding.create_time:type_name -> google.protobuf.Timestamp
+	68,  // 87: keyplane.v1.CreateRoleResponse.role:type_name -> keyplane.v1.Role
+	68,  // 88: keyplane.v1.GetRoleResponse.role:type_name -> keyplane.v1.Role
+	68,  // 89: keyplane.v1.ListRolesResponse.roles:type_name -> keyplane.v1.Role
+	68,  // 90: keyplane.v1.UpdateRoleResponse.role:type_name -> keyplane.v1.Role
+	69,  // 91: keyplane.v1.CreateGroupResponse.group:type_name -> keyplane.v1.Group
+	69,  // 92: keyplane.v1.GetGroupResponse.group:type_name -> keyplane.v1.Group
+	69,  // 93: keyplane.v1.ListGroupsResponse.groups:type_name -> keyplane.v1.Group
+	69,  // 94: keyplane.v1.UpdateGroupResponse.group:type_name -> keyplane.v1.Group
+	3,   // 95: keyplane.v1.GroupMember.kind:type_name -> keyplane.v1.IdentityKind
+	2,   // 96: keyplane.v1.GroupMember.status:type_name -> keyplane.v1.Status
+	125, // 97: keyplane.v1.GroupMember.add_time:type_name -> google.protobuf.Timestamp
+	89,  // 98: keyplane.v1.ListGroupMembersResponse.members:type_name -> keyplane.v1.GroupMember
+	102, // 99: keyplane.v1.AddGroupMemberResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	102, // 100: keyplane.v1.RemoveGroupMemberResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	5,   // 101: keyplane.v1.CreateBindingRequest.effect:type_name -> keyplane.v1.Effect
+	125, // 102: keyplane.v1.CreateBindingRequest.expire_time:type_name -> google.protobuf.Timestamp
+	70,  // 103: keyplane.v1.CreateBindingResponse.binding:type_name -> keyplane.v1.Binding
+	102, // 104: keyplane.v1.CreateBindingResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	102, // 105: keyplane.v1.DeleteBindingResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	70,  // 106: keyplane.v1.ChangeRequest.binding:type_name -> keyplane.v1.Binding
+	125, // 107: keyplane.v1.ChangeRequest.create_time:type_name -> google.protobuf.Timestamp
+	125, // 108: keyplane.v1.ChangeRequest.expire_time:type_name -> google.protobuf.Timestamp
+	125, // 109: keyplane.v1.ChangeRequest.decide_time:type_name -> google.protobuf.Timestamp
+	102, // 110: keyplane.v1.GetChangeRequestResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	102, // 111: keyplane.v1.ListChangeRequestsResponse.change_requests:type_name -> keyplane.v1.ChangeRequest
+	102, // 112: keyplane.v1.ApproveChangeRequestResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	70,  // 113: keyplane.v1.ApproveChangeRequestResponse.binding:type_name -> keyplane.v1.Binding
+	102, // 114: keyplane.v1.DenyChangeRequestResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	70,  // 115: keyplane.v1.ListBindingsResponse.bindings:type_name -> keyplane.v1.Binding
+	125, // 116: keyplane.v1.MembershipRule.create_time:type_name -> google.protobuf.Timestamp
+	125, // 117: keyplane.v1.MembershipRule.update_time:type_name -> google.protobuf.Timestamp
+	113, // 118: keyplane.v1.CreateMembershipRuleResponse.rule:type_name -> keyplane.v1.MembershipRule
+	114, // 119: keyplane.v1.CreateMembershipRuleResponse.memberships_added:type_name -> keyplane.v1.Membership
+	114, // 120: keyplane.v1.CreateMembershipRuleResponse.memberships_removed:type_name -> keyplane.v1.Membership
+	113, // 121: keyplane.v1.GetMembershipRuleResponse.rule:type_name -> keyplane.v1.MembershipRule
+	113, // 122: keyplane.v1.ListMembershipRulesResponse.rules:type_name -> keyplane.v1.MembershipRule
+	113, // 123: keyplane.v1.UpdateMembershipRuleResponse.rule:type_name -> keyplane.v1.MembershipRule
+	114, // 124: keyplane.v1.UpdateMembershipRuleResponse.memberships_added:type_name -> keyplane.v1.Membership
+	114, // 125: keyplane.v1.UpdateMembershipRuleResponse.memberships_removed:type_name -> keyplane.v1.Membership
+	114, // 126: keyplane.v1.DeleteMembershipRuleResponse.memberships_removed:type_name -> keyplane.v1.Membership
+	10,  // 127: keyplane.v1.AdminService.ListRegions:input_type -> keyplane.v1.ListRegionsRequest
+	12,  // 128: keyplane.v1.AdminService.CreateTenant:input_type -> keyplane.v1.CreateTenantRequest
+	14,  // 129: keyplane.v1.AdminService.GetTenant:input_type -> keyplane.v1.GetTenantRequest
+	16,  // 130: keyplane.v1.AdminService.ListTenants:input_type -> keyplane.v1.ListTenantsRequest
+	18,  // 131: keyplane.v1.AdminService.UpdateTenant:input_type -> keyplane.v1.UpdateTenantRequest
+	20,  // 132: keyplane.v1.AdminService.DisableTenant:input_type -> keyplane.v1.DisableTenantRequest
+	22,  // 133: keyplane.v1.AdminService.EnableTenant:input_type -> keyplane.v1.EnableTenantRequest
+	24,  // 134: keyplane.v1.AdminService.RehomeTenant:input_type -> keyplane.v1.RehomeTenantRequest
+	26,  // 135: keyplane.v1.AdminService.CreateIdentity:input_type -> keyplane.v1.CreateIdentityRequest
+	28,  // 136: keyplane.v1.AdminService.GetIdentity:input_type -> keyplane.v1.GetIdentityRequest
+	30,  // 137: keyplane.v1.AdminService.ListIdentities:input_type -> keyplane.v1.ListIdentitiesRequest
+	32,  // 138: keyplane.v1.AdminService.UpdateIdentity:input_type -> keyplane.v1.UpdateIdentityRequest
+	34,  // 139: keyplane.v1.AdminService.DisableIdentity:input_type -> keyplane.v1.DisableIdentityRequest
+	36,  // 140: keyplane.v1.AdminService.EnableIdentity:input_type -> keyplane.v1.EnableIdentityRequest
+	38,  // 141: keyplane.v1.AdminService.OffboardIdentity:input_type -> keyplane.v1.OffboardIdentityRequest
+	44,  // 142: keyplane.v1.AdminService.EraseIdentity:input_type -> keyplane.v1.EraseIdentityRequest
+	50,  // 143: keyplane.v1.AdminService.CreateAPIKey:input_type -> keyplane.v1.CreateAPIKeyRequest
+	52,  // 144: keyplane.v1.AdminService.RotateAPIKey:input_type -> keyplane.v1.RotateAPIKeyRequest
+	54,  // 145: keyplane.v1.AdminService.CreateClient:input_type -> keyplane.v1.CreateClientRequest
+	56,  // 146: keyplane.v1.AdminService.UpdateClient:input_type -> keyplane.v1.UpdateClientRequest
+	58,  // 147: keyplane.v1.AdminService.RotateClientSecret:input_type -> keyplane.v1.RotateClientSecretRequest
+	60,  // 148: keyplane.v1.AdminService.RevokeCredential:input_type -> keyplane.v1.RevokeCredentialRequest
+	62,  // 149: keyplane.v1.AdminService.ListCredentials:input_type -> keyplane.v1.ListCredentialsRequest
+	64,  // 150: keyplane.v1.AdminService.ListSessions:input_type -> keyplane.v1.ListSessionsRequest
+	66,  // 151: keyplane.v1.AdminService.SetPassword:input_type -> keyplane.v1.SetPasswordRequest
+	71,  // 152: keyplane.v1.AdminService.CreateRole:input_type -> keyplane.v1.CreateRoleRequest
+	73,  // 153: keyplane.v1.AdminService.GetRole:input_type -> keyplane.v1.GetRoleRequest
+	75,  // 154: keyplane.v1.AdminService.ListRoles:input_type -> keyplane.v1.ListRolesRequest
+	77,  // 155: keyplane.v1.AdminService.UpdateRole:input_type -> keyplane.v1.UpdateRoleRequest
+	79,  // 156: keyplane.v1.AdminService.DeleteRole:input_type -> keyplane.v1.DeleteRoleRequest
+	81,  // 157: keyplane.v1.AdminService.CreateGroup:input_type -> keyplane.v1.CreateGroupRequest
+	83,  // 158: keyplane.v1.AdminService.GetGroup:input_type -> keyplane.v1.GetGroupRequest
+	85,  // 159: keyplane.v1.AdminService.ListGroups:input_type -> keyplane.v1.ListGroupsRequest
+	87,  // 160: keyplane.v1.AdminService.UpdateGroup:input_type -> keyplane.v1.UpdateGroupRequest
+	90,  // 161: keyplane.v1.AdminService.ListGroupMembers:input_type -> keyplane.v1.ListGroupMembersRequest
+	92,  // 162: keyplane.v1.AdminService.DeleteGroup:input_type -> keyplane.v1.DeleteGroupRequest
+	94,  // 163: keyplane.v1.AdminService.AddGroupMember:input_type -> keyplane.v1.AddGroupMemberRequest
+	96,  // 164: keyplane.v1.AdminService.RemoveGroupMember:input_type -> keyplane.v1.RemoveGroupMemberRequest
+	98,  // 165: keyplane.v1.AdminService.CreateBinding:input_type -> keyplane.v1.CreateBindingRequest
+	100, // 166: keyplane.v1.AdminService.DeleteBinding:input_type -> keyplane.v1.DeleteBindingRequest
+	111, // 167: keyplane.v1.AdminService.ListBindings:input_type -> keyplane.v1.ListBindingsRequest
+	46,  // 168: keyplane.v1.AdminService.ListAuditEvents:input_type -> keyplane.v1.ListAuditEventsRequest
+	103, // 169: keyplane.v1.AdminService.GetChangeRequest:input_type -> keyplane.v1.GetChangeRequestRequest
+	105, // 170: keyplane.v1.AdminService.ListChangeRequests:input_type -> keyplane.v1.ListChangeRequestsRequest
+	107, // 171: keyplane.v1.AdminService.ApproveChangeRequest:input_type -> keyplane.v1.ApproveChangeRequestRequest
+	109, // 172: keyplane.v1.AdminService.DenyChangeRequest:input_type -> keyplane.v1.DenyChangeRequestRequest
+	115, // 173: keyplane.v1.AdminService.CreateMembershipRule:input_type -> keyplane.v1.CreateMembershipRuleRequest
+	117, // 174: keyplane.v1.AdminService.GetMembershipRule:input_type -> keyplane.v1.GetMembershipRuleRequest
+	119, // 175: keyplane.v1.AdminService.ListMembershipRules:input_type -> keyplane.v1.ListMembershipRulesRequest
+	121, // 176: keyplane.v1.AdminService.UpdateMembershipRule:input_type -> keyplane.v1.UpdateMembershipRuleRequest
+	123, // 177: keyplane.v1.AdminService.DeleteMembershipRule:input_type -> keyplane.v1.DeleteMembershipRuleRequest
+	11,  // 178: keyplane.v1.AdminService.ListRegions:output_type -> keyplane.v1.ListRegionsResponse
+	13,  // 179: keyplane.v1.AdminService.CreateTenant:output_type -> keyplane.v1.CreateTenantResponse
+	15,  // 180: keyplane.v1.AdminService.GetTenant:output_type -> keyplane.v1.GetTenantResponse
+	17,  // 181: keyplane.v1.AdminService.ListTenants:output_type -> keyplane.v1.ListTenantsResponse
+	19,  // 182: keyplane.v1.AdminService.UpdateTenant:output_type -> keyplane.v1.UpdateTenantResponse
+	21,  // 183: keyplane.v1.AdminService.DisableTenant:output_type -> keyplane.v1.DisableTenantResponse
+	23,  // 184: keyplane.v1.AdminService.EnableTenant:output_type -> keyplane.v1.EnableTenantResponse
+	25,  // 185: keyplane.v1.AdminService.RehomeTenant:output_type -> keyplane.v1.RehomeTenantResponse
+	27,  // 186: keyplane.v1.AdminService.CreateIdentity:output_type -> keyplane.v1.CreateIdentityResponse
+	29,  // 187: keyplane.v1.AdminService.GetIdentity:output_type -> keyplane.v1.GetIdentityResponse
+	31,  // 188: keyplane.v1.AdminService.ListIdentities:output_type -> keyplane.v1.ListIdentitiesResponse
+	33,  // 189: keyplane.v1.AdminService.UpdateIdentity:output_type -> keyplane.v1.UpdateIdentityResponse
+	35,  // 190: keyplane.v1.AdminService.DisableIdentity:output_type -> keyplane.v1.DisableIdentityResponse
+	37,  // 191: keyplane.v1.AdminService.EnableIdentity:output_type -> keyplane.v1.EnableIdentityResponse
+	43,  // 192: keyplane.v1.AdminService.OffboardIdentity:output_type -> keyplane.v1.OffboardIdentityResponse
+	45,  // 193: keyplane.v1.AdminService.EraseIdentity:output_type -> keyplane.v1.EraseIdentityResponse
+	51,  // 194: keyplane.v1.AdminService.CreateAPIKey:output_type -> keyplane.v1.CreateAPIKeyResponse
+	53,  // 195: keyplane.v1.AdminService.RotateAPIKey:output_type -> keyplane.v1.RotateAPIKeyResponse
+	55,  // 196: keyplane.v1.AdminService.CreateClient:output_type -> keyplane.v1.CreateClientResponse
+	57,  // 197: keyplane.v1.AdminService.UpdateClient:output_type -> keyplane.v1.UpdateClientResponse
+	59,  // 198: keyplane.v1.AdminService.RotateClientSecret:output_type -> keyplane.v1.RotateClientSecretResponse
+	61,  // 199: keyplane.v1.AdminService.RevokeCredential:output_type -> keyplane.v1.RevokeCredentialResponse
+	63,  // 200: keyplane.v1.AdminService.ListCredentials:output_type -> keyplane.v1.ListCredentialsResponse
+	65,  // 201: keyplane.v1.AdminService.ListSessions:output_type -> keyplane.v1.ListSessionsResponse
+	67,  // 202: keyplane.v1.AdminService.SetPassword:output_type -> keyplane.v1.SetPasswordResponse
+	72,  // 203: keyplane.v1.AdminService.CreateRole:output_type -> keyplane.v1.CreateRoleResponse
+	74,  // 204: keyplane.v1.AdminService.GetRole:output_type -> keyplane.v1.GetRoleResponse
+	76,  // 205: keyplane.v1.AdminService.ListRoles:output_type -> keyplane.v1.ListRolesResponse
+	78,  // 206: keyplane.v1.AdminService.UpdateRole:output_type -> keyplane.v1.UpdateRoleResponse
+	80,  // 207: keyplane.v1.AdminService.DeleteRole:output_type -> keyplane.v1.DeleteRoleResponse
+	82,  // 208: keyplane.v1.AdminService.CreateGroup:output_type -> keyplane.v1.CreateGroupResponse
+	84,  // 209: keyplane.v1.AdminService.GetGroup:output_type -> keyplane.v1.GetGroupResponse
+	86,  // 210: keyplane.v1.AdminService.ListGroups:output_type -> keyplane.v1.ListGroupsResponse
+	88,  // 211: keyplane.v1.AdminService.UpdateGroup:output_type -> keyplane.v1.UpdateGroupResponse
+	91,  // 212: keyplane.v1.AdminService.ListGroupMembers:output_type -> keyplane.v1.ListGroupMembersResponse
+	93,  // 213: keyplane.v1.AdminService.DeleteGroup:output_type -> keyplane.v1.DeleteGroupResponse
+	95,  // 214: keyplane.v1.AdminService.AddGroupMember:output_type -> keyplane.v1.AddGroupMemberResponse
+	97,  // 215: keyplane.v1.AdminService.RemoveGroupMember:output_type -> keyplane.v1.RemoveGroupMemberResponse
+	99,  // 216: keyplane.v1.AdminService.CreateBinding:output_type -> keyplane.v1.CreateBindingResponse
+	101, // 217: keyplane.v1.AdminService.DeleteBinding:output_type -> keyplane.v1.DeleteBindingResponse
+	112, // 218: keyplane.v1.AdminService.ListBindings:output_type -> keyplane.v1.ListBindingsResponse
+	47,  // 219: keyplane.v1.AdminService.ListAuditEvents:output_type -> keyplane.v1.ListAuditEventsResponse
+	104, // 220: keyplane.v1.AdminService.GetChangeRequest:output_type -> keyplane.v1.GetChangeRequestResponse
+	106, // 221: keyplane.v1.AdminService.ListChangeRequests:output_type -> keyplane.v1.ListChangeRequestsResponse
+	108, // 222: keyplane.v1.AdminService.ApproveChangeRequest:output_type -> keyplane.v1.ApproveChangeRequestResponse
+	110, // 223: keyplane.v1.AdminService.DenyChangeRequest:output_type -> keyplane.v1.DenyChangeRequestResponse
+	116, // 224: keyplane.v1.AdminService.CreateMembershipRule:output_type -> keyplane.v1.CreateMembershipRuleResponse
+	118, // 225: keyplane.v1.AdminService.GetMembershipRule:output_type -> keyplane.v1.GetMembershipRuleResponse
+	120, // 226: keyplane.v1.AdminService.ListMembershipRules:output_type -> keyplane.v1.ListMembershipRulesResponse
+	122, // 227: keyplane.v1.AdminService.UpdateMembershipRule:output_type -> keyplane.v1.UpdateMembershipRuleResponse
+	124, // 228: keyplane.v1.AdminService.DeleteMembershipRule:output_type -> keyplane.v1.DeleteMembershipRuleResponse
+	178, // [178:229] is the sub-list for method output_type
+	127, // [127:178] is the sub-list for method input_type
+	127, // [127:127] is the sub-list for extension type_name
+	127, // [127:127] is the sub-list for extension extendee
+	0,   // [0:127] is the sub-list for field type_name
 }
 
 func init() { file_keyplane_v1_admin_proto_init() }
@@ -8686,16 +9386,16 @@ func file_keyplane_v1_admin_proto_init() {
 	}
 	file_keyplane_v1_admin_proto_msgTypes[12].OneofWrappers = []any{}
 	file_keyplane_v1_admin_proto_msgTypes[26].OneofWrappers = []any{}
-	file_keyplane_v1_admin_proto_msgTypes[63].OneofWrappers = []any{}
-	file_keyplane_v1_admin_proto_msgTypes[73].OneofWrappers = []any{}
-	file_keyplane_v1_admin_proto_msgTypes[107].OneofWrappers = []any{}
+	file_keyplane_v1_admin_proto_msgTypes[71].OneofWrappers = []any{}
+	file_keyplane_v1_admin_proto_msgTypes[81].OneofWrappers = []any{}
+	file_keyplane_v1_admin_proto_msgTypes[115].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_keyplane_v1_admin_proto_rawDesc), len(file_keyplane_v1_admin_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   111,
+			NumMessages:   119,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

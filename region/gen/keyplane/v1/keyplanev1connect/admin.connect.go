@@ -74,6 +74,12 @@ const (
 	// AdminServiceEnableIdentityProcedure is the fully-qualified name of the AdminService's
 	// EnableIdentity RPC.
 	AdminServiceEnableIdentityProcedure = "/keyplane.v1.AdminService/EnableIdentity"
+	// AdminServiceOffboardIdentityProcedure is the fully-qualified name of the AdminService's
+	// OffboardIdentity RPC.
+	AdminServiceOffboardIdentityProcedure = "/keyplane.v1.AdminService/OffboardIdentity"
+	// AdminServiceEraseIdentityProcedure is the fully-qualified name of the AdminService's
+	// EraseIdentity RPC.
+	AdminServiceEraseIdentityProcedure = "/keyplane.v1.AdminService/EraseIdentity"
 	// AdminServiceCreateAPIKeyProcedure is the fully-qualified name of the AdminService's CreateAPIKey
 	// RPC.
 	AdminServiceCreateAPIKeyProcedure = "/keyplane.v1.AdminService/CreateAPIKey"
@@ -218,6 +224,26 @@ type AdminServiceClient interface {
 	// EnableIdentity marks a disabled identity active again. Tokens issued before it was
 	// disabled stay invalid. Idempotent.
 	EnableIdentity(context.Context, *connect.Request[v1.EnableIdentityRequest]) (*connect.Response[v1.EnableIdentityResponse], error)
+	// OffboardIdentity removes every way in of a leaver in one transaction: it disables
+	// the identity; revokes every session (with its refresh tokens) and every credential
+	// (API keys, OAuth client secrets, password, TOTP, recovery codes); removes every
+	// binding naming it and its group memberships; ends its active elevations and denies
+	// its pending elevations and change requests. Each non-human identity it owns goes
+	// to its manager (`manager_id`, an active human), or, with none, is frozen: its
+	// credentials revoked, its tokens inactive, no binding or credential created for it
+	// until UpdateIdentity gives it an owner; the response reports it as orphaned. One
+	// audit event (`identity.offboard`) lists all of it, by id. After the call returns,
+	// every validation of any of the leaver's tokens, in any region, is inactive.
+	// Refused with `failed_precondition` if it would leave the tenant without an active
+	// tenant admin. Idempotent: offboarding an offboarded identity reports only what was
+	// left to remove (usually nothing).
+	OffboardIdentity(context.Context, *connect.Request[v1.OffboardIdentityRequest]) (*connect.Response[v1.OffboardIdentityResponse], error)
+	// EraseIdentity removes the personal data of an offboarded identity (GDPR Art. 17):
+	// its display name (replaced by "erased"), email, attributes and credential secrets;
+	// earlier audit events about it lose their personal fields, and an `identity.erase`
+	// tombstone keeps its id and the SHA-256 of its email. `failed_precondition` unless
+	// the identity was offboarded. Idempotent.
+	EraseIdentity(context.Context, *connect.Request[v1.EraseIdentityRequest]) (*connect.Response[v1.EraseIdentityResponse], error)
 	// CreateAPIKey issues an API key for a non-human identity. The key is in the
 	// response once and never again (only its hash is stored). It must expire within the
 	// tenant's maximum API key lifetime.
@@ -430,6 +456,20 @@ func NewAdminServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			httpClient,
 			baseURL+AdminServiceEnableIdentityProcedure,
 			connect.WithSchema(adminServiceMethods.ByName("EnableIdentity")),
+			connect.WithIdempotency(connect.IdempotencyIdempotent),
+			connect.WithClientOptions(opts...),
+		),
+		offboardIdentity: connect.NewClient[v1.OffboardIdentityRequest, v1.OffboardIdentityResponse](
+			httpClient,
+			baseURL+AdminServiceOffboardIdentityProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("OffboardIdentity")),
+			connect.WithIdempotency(connect.IdempotencyIdempotent),
+			connect.WithClientOptions(opts...),
+		),
+		eraseIdentity: connect.NewClient[v1.EraseIdentityRequest, v1.EraseIdentityResponse](
+			httpClient,
+			baseURL+AdminServiceEraseIdentityProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("EraseIdentity")),
 			connect.WithIdempotency(connect.IdempotencyIdempotent),
 			connect.WithClientOptions(opts...),
 		),
@@ -677,6 +717,8 @@ type adminServiceClient struct {
 	updateIdentity       *connect.Client[v1.UpdateIdentityRequest, v1.UpdateIdentityResponse]
 	disableIdentity      *connect.Client[v1.DisableIdentityRequest, v1.DisableIdentityResponse]
 	enableIdentity       *connect.Client[v1.EnableIdentityRequest, v1.EnableIdentityResponse]
+	offboardIdentity     *connect.Client[v1.OffboardIdentityRequest, v1.OffboardIdentityResponse]
+	eraseIdentity        *connect.Client[v1.EraseIdentityRequest, v1.EraseIdentityResponse]
 	createAPIKey         *connect.Client[v1.CreateAPIKeyRequest, v1.CreateAPIKeyResponse]
 	rotateAPIKey         *connect.Client[v1.RotateAPIKeyRequest, v1.RotateAPIKeyResponse]
 	createClient         *connect.Client[v1.CreateClientRequest, v1.CreateClientResponse]
@@ -782,6 +824,16 @@ func (c *adminServiceClient) DisableIdentity(ctx context.Context, req *connect.R
 // EnableIdentity calls keyplane.v1.AdminService.EnableIdentity.
 func (c *adminServiceClient) EnableIdentity(ctx context.Context, req *connect.Request[v1.EnableIdentityRequest]) (*connect.Response[v1.EnableIdentityResponse], error) {
 	return c.enableIdentity.CallUnary(ctx, req)
+}
+
+// OffboardIdentity calls keyplane.v1.AdminService.OffboardIdentity.
+func (c *adminServiceClient) OffboardIdentity(ctx context.Context, req *connect.Request[v1.OffboardIdentityRequest]) (*connect.Response[v1.OffboardIdentityResponse], error) {
+	return c.offboardIdentity.CallUnary(ctx, req)
+}
+
+// EraseIdentity calls keyplane.v1.AdminService.EraseIdentity.
+func (c *adminServiceClient) EraseIdentity(ctx context.Context, req *connect.Request[v1.EraseIdentityRequest]) (*connect.Response[v1.EraseIdentityResponse], error) {
+	return c.eraseIdentity.CallUnary(ctx, req)
 }
 
 // CreateAPIKey calls keyplane.v1.AdminService.CreateAPIKey.
@@ -1003,6 +1055,26 @@ type AdminServiceHandler interface {
 	// EnableIdentity marks a disabled identity active again. Tokens issued before it was
 	// disabled stay invalid. Idempotent.
 	EnableIdentity(context.Context, *connect.Request[v1.EnableIdentityRequest]) (*connect.Response[v1.EnableIdentityResponse], error)
+	// OffboardIdentity removes every way in of a leaver in one transaction: it disables
+	// the identity; revokes every session (with its refresh tokens) and every credential
+	// (API keys, OAuth client secrets, password, TOTP, recovery codes); removes every
+	// binding naming it and its group memberships; ends its active elevations and denies
+	// its pending elevations and change requests. Each non-human identity it owns goes
+	// to its manager (`manager_id`, an active human), or, with none, is frozen: its
+	// credentials revoked, its tokens inactive, no binding or credential created for it
+	// until UpdateIdentity gives it an owner; the response reports it as orphaned. One
+	// audit event (`identity.offboard`) lists all of it, by id. After the call returns,
+	// every validation of any of the leaver's tokens, in any region, is inactive.
+	// Refused with `failed_precondition` if it would leave the tenant without an active
+	// tenant admin. Idempotent: offboarding an offboarded identity reports only what was
+	// left to remove (usually nothing).
+	OffboardIdentity(context.Context, *connect.Request[v1.OffboardIdentityRequest]) (*connect.Response[v1.OffboardIdentityResponse], error)
+	// EraseIdentity removes the personal data of an offboarded identity (GDPR Art. 17):
+	// its display name (replaced by "erased"), email, attributes and credential secrets;
+	// earlier audit events about it lose their personal fields, and an `identity.erase`
+	// tombstone keeps its id and the SHA-256 of its email. `failed_precondition` unless
+	// the identity was offboarded. Idempotent.
+	EraseIdentity(context.Context, *connect.Request[v1.EraseIdentityRequest]) (*connect.Response[v1.EraseIdentityResponse], error)
 	// CreateAPIKey issues an API key for a non-human identity. The key is in the
 	// response once and never again (only its hash is stored). It must expire within the
 	// tenant's maximum API key lifetime.
@@ -1211,6 +1283,20 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 		AdminServiceEnableIdentityProcedure,
 		svc.EnableIdentity,
 		connect.WithSchema(adminServiceMethods.ByName("EnableIdentity")),
+		connect.WithIdempotency(connect.IdempotencyIdempotent),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceOffboardIdentityHandler := connect.NewUnaryHandler(
+		AdminServiceOffboardIdentityProcedure,
+		svc.OffboardIdentity,
+		connect.WithSchema(adminServiceMethods.ByName("OffboardIdentity")),
+		connect.WithIdempotency(connect.IdempotencyIdempotent),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceEraseIdentityHandler := connect.NewUnaryHandler(
+		AdminServiceEraseIdentityProcedure,
+		svc.EraseIdentity,
+		connect.WithSchema(adminServiceMethods.ByName("EraseIdentity")),
 		connect.WithIdempotency(connect.IdempotencyIdempotent),
 		connect.WithHandlerOptions(opts...),
 	)
@@ -1469,6 +1555,10 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 			adminServiceDisableIdentityHandler.ServeHTTP(w, r)
 		case AdminServiceEnableIdentityProcedure:
 			adminServiceEnableIdentityHandler.ServeHTTP(w, r)
+		case AdminServiceOffboardIdentityProcedure:
+			adminServiceOffboardIdentityHandler.ServeHTTP(w, r)
+		case AdminServiceEraseIdentityProcedure:
+			adminServiceEraseIdentityHandler.ServeHTTP(w, r)
 		case AdminServiceCreateAPIKeyProcedure:
 			adminServiceCreateAPIKeyHandler.ServeHTTP(w, r)
 		case AdminServiceRotateAPIKeyProcedure:
@@ -1602,6 +1692,14 @@ func (UnimplementedAdminServiceHandler) DisableIdentity(context.Context, *connec
 
 func (UnimplementedAdminServiceHandler) EnableIdentity(context.Context, *connect.Request[v1.EnableIdentityRequest]) (*connect.Response[v1.EnableIdentityResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AdminService.EnableIdentity is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) OffboardIdentity(context.Context, *connect.Request[v1.OffboardIdentityRequest]) (*connect.Response[v1.OffboardIdentityResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AdminService.OffboardIdentity is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) EraseIdentity(context.Context, *connect.Request[v1.EraseIdentityRequest]) (*connect.Response[v1.EraseIdentityResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AdminService.EraseIdentity is not implemented"))
 }
 
 func (UnimplementedAdminServiceHandler) CreateAPIKey(context.Context, *connect.Request[v1.CreateAPIKeyRequest]) (*connect.Response[v1.CreateAPIKeyResponse], error) {
