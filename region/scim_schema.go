@@ -141,8 +141,17 @@ func (r *scimResource) extension(uri string) (string, bool) {
 // the extension URN it lives under ("" for the core schema).
 func (r *scimResource) lookup(uri, name string) (*scimAttr, string, bool) {
 	if uri == "" || strings.EqualFold(uri, r.schema) {
-		a := findAttr(r.attrs, name)
-		return a, "", a != nil
+		if a := findAttr(r.attrs, name); a != nil {
+			return a, "", true
+		}
+		if uri == "" { // an extension's attribute named without its URN (Entra ID's "manager")
+			for ext, as := range r.exts {
+				if a := findAttr(as, name); a != nil {
+					return a, ext, true
+				}
+			}
+		}
+		return nil, "", false
 	}
 	ext, ok := r.extension(uri)
 	if !ok {
@@ -220,6 +229,7 @@ func (r *scimResource) normalize(in map[string]any) (map[string]any, error) {
 	return out, nil
 }
 
+// checkSchemas requires the resource's core schema among the body's schemas.
 func (r *scimResource) checkSchemas(v any) error {
 	list, ok := v.([]any)
 	if !ok {
@@ -235,9 +245,8 @@ func (r *scimResource) checkSchemas(v any) error {
 			core = true
 			continue
 		}
-		if _, ok := r.extension(u); !ok {
-			return scimValueError("schemas: %q is not a schema of a %s", u, r.name)
-		}
+		// Other URNs are ignored (Entra ID lists a Microsoft schema of its own): an
+		// attribute under one is still refused as unknown.
 	}
 	if !core {
 		return scimValueError("schemas: must include %s", r.schema)
@@ -318,6 +327,9 @@ func normalizeSingle(a *scimAttr, v any, name string) (any, error) {
 	}
 	switch a.Type {
 	case "complex":
+		if l, isList := v.([]any); isList && len(l) == 1 && !a.Multi {
+			v = l[0] // Entra ID has sent the manager as a list of one
+		}
 		m, ok := v.(map[string]any)
 		if !ok {
 			// A bare value for a complex attribute with a value sub-attribute: Entra ID
@@ -388,11 +400,11 @@ func normalizeSingle(a *scimAttr, v any, name string) (any, error) {
 // scimUserData are the attributes kept in their own columns, not in SCIMUser.Data.
 var scimUserColumns = []string{"id", "meta", "schemas", "userName", "externalId", "active", "displayName", "password", "groups"}
 
-// userFromSCIM turns a normalized User into the identity to store.
+// userFromSCIM turns a normalized User into the identity to store. A password (Okta
+// sends one when password sync is on) is discarded: keyplane takes no passwords by
+// provisioning, people set their own (ServiceProviderConfig says changePassword is
+// not supported).
 func userFromSCIM(m map[string]any) (schema.SCIMUser, error) {
-	if _, ok := m["password"]; ok {
-		return schema.SCIMUser{}, scimValueError("password: keyplane does not take passwords by provisioning; people set their own")
-	}
 	u := schema.SCIMUser{Active: true, Data: map[string]any{}}
 	var ok bool
 	if u.UserName, ok = m["userName"].(string); !ok || u.UserName == "" {

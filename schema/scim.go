@@ -476,7 +476,7 @@ func (s *Store) ListSCIMGroups(ctx context.Context, sc Scope, l SCIMLookup, memb
 	case "id":
 		cond, arg = ` AND id::TEXT = $3`, l.Value
 	case "displayName":
-		cond, arg = ` AND name = $3`, l.Value
+		cond, arg = ` AND lower(name) = lower($3)`, l.Value
 	case "externalId":
 		cond, arg = ` AND external_id = $3`, l.Value
 	default:
