@@ -64,7 +64,7 @@ func parseSCIMFilter(r *scimResource, raw string) (filter.Expression, error) {
 	}
 	e, err := filter.ParseFilter([]byte(raw))
 	if err != nil {
-		return nil, invalidFilter("filter: %q is not a SCIM filter (RFC 7644 §3.4.2.2)", raw)
+		return nil, invalidFilter("filter: %q is not a SCIM filter (RFC 7644 §3.4.2.2)", truncate(raw, 200))
 	}
 	if err := checkFilter(scimScope{r: r}, e, 0); err != nil {
 		return nil, err

@@ -197,7 +197,8 @@ func (s *Store) GetSCIMUser(ctx context.Context, sc Scope, id string) (SCIMUser,
 	if _, err := parseID("id", id); err != nil {
 		return SCIMUser{}, fmt.Errorf("%w: User %q", ErrNotFound, id)
 	}
-	return getSCIMUser(ctx, s.pool, sc, id, "")
+	u, err := getSCIMUser(ctx, s.pool, sc, id, "")
+	return u, classify(err)
 }
 
 func getSCIMUser(ctx context.Context, q querier, sc Scope, id, lock string) (SCIMUser, error) {
@@ -207,7 +208,7 @@ WHERE tenant_id = $1 AND crdb_region = $2 AND id = $3 AND `+scimUserVisible+lock
 		return SCIMUser{}, fmt.Errorf("%w: User %s", ErrNotFound, id)
 	}
 	if err != nil {
-		return SCIMUser{}, classify(fmt.Errorf("read scim user: %w", err))
+		return SCIMUser{}, fmt.Errorf("read scim user: %w", err) // unclassified: a 40001 inside a transaction is retried
 	}
 	return u, nil
 }
@@ -328,7 +329,7 @@ WHERE tenant_id = $1 AND crdb_region = $2 AND id = $3 AND scim_managed`+lock, sc
 		return SCIMGroup{}, fmt.Errorf("%w: Group %s", ErrNotFound, id)
 	}
 	if err != nil {
-		return SCIMGroup{}, classify(fmt.Errorf("read scim group: %w", err))
+		return SCIMGroup{}, fmt.Errorf("read scim group: %w", err) // unclassified: a 40001 inside a transaction is retried
 	}
 	gs := []*SCIMGroup{&g}
 	if err := readSCIMMembers(ctx, q, sc, gs); err != nil {
@@ -353,17 +354,17 @@ JOIN identities i ON i.crdb_region = m.crdb_region AND i.tenant_id = m.tenant_id
 WHERE m.tenant_id = $1 AND m.crdb_region = $2 AND m.group_id = ANY($3::UUID[]) AND i.`+scimUserVisible+`
 ORDER BY m.identity_id`, sc.TenantID, sc.Region, ids)
 	if err != nil {
-		return classify(fmt.Errorf("read scim members: %w", err))
+		return fmt.Errorf("read scim members: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var g, i string
 		if err := rows.Scan(&g, &i); err != nil {
-			return classify(fmt.Errorf("read scim members: %w", err))
+			return fmt.Errorf("read scim members: %w", err)
 		}
 		byID[g].Members = append(byID[g].Members, i)
 	}
-	return classify(rows.Err())
+	return rows.Err()
 }
 
 func checkSCIMGroup(g SCIMGroup) error {
@@ -464,7 +465,8 @@ func (s *Store) GetSCIMGroup(ctx context.Context, sc Scope, id string) (SCIMGrou
 	if _, err := parseID("id", id); err != nil {
 		return SCIMGroup{}, fmt.Errorf("%w: Group %q", ErrNotFound, id)
 	}
-	return getSCIMGroup(ctx, s.pool, sc, id, "")
+	g, err := getSCIMGroup(ctx, s.pool, sc, id, "")
+	return g, classify(err)
 }
 
 // ListSCIMGroups reads the tenant's SCIM Groups that match l, with their members,
@@ -508,7 +510,7 @@ ORDER BY created_at, id LIMIT `+fmt.Sprint(MaxSCIMScan+1), args...)
 			ptrs[i] = &gs[i]
 		}
 		if err := readSCIMMembers(ctx, s.pool, sc, ptrs); err != nil {
-			return nil, err
+			return nil, classify(err)
 		}
 	}
 	return gs, nil
