@@ -29,8 +29,8 @@ func wantSCIMBadRequest(t *testing.T, what string, err error, types ...string) {
 func fuzzUser() schema.SCIMUser {
 	return schema.SCIMUser{ID: "2819c223-7f76-453a-919d-413861904646", UserName: "bjensen", ExternalID: "bj", DisplayName: "Babs", Email: "b@example.com",
 		Active: true, CreatedAt: time.Unix(1e9, 0), UpdatedAt: time.Unix(1e9, 0), Data: map[string]any{
-			"name":   map[string]any{"givenName": "Barbara", "familyName": "Jensen"},
-			"emails": []any{map[string]any{"value": "b@example.com", "type": "work", "primary": true}, map[string]any{"value": "babs@home.org", "type": "home"}},
+			"name":               map[string]any{"givenName": "Barbara", "familyName": "Jensen"},
+			"emails":             []any{map[string]any{"value": "b@example.com", "type": "work", "primary": true}, map[string]any{"value": "babs@home.org", "type": "home"}},
 			scimEnterpriseSchema: map[string]any{"department": "Tours", "manager": map[string]any{"value": "26118915-6090-4610-87e4-49d8ca9f808d"}},
 		}}
 }

@@ -1,6 +1,7 @@
 package region
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"reflect"
@@ -126,7 +127,8 @@ func applyPatch(r *scimResource, res map[string]any, ops []scimPatchOp) error {
 			err = applyPath(r, res, op)
 		}
 		if err != nil {
-			if se, ok := err.(*scimError); ok { //nolint:errorlint // built here, never wrapped
+			var se *scimError
+			if errors.As(err, &se) {
 				se.detail = fmt.Sprintf("Operations[%d]: %s", i, se.detail)
 			}
 			return err
@@ -309,7 +311,7 @@ func applyFiltered(a *scimAttr, c map[string]any, p filter.Path, op scimPatchOp)
 		return invalidPath("path %q: %s is not multi-valued: no filter on it", op.path, a.Name)
 	}
 	if err := checkFilter(scimScope{attrs: a.Sub}, p.ValueExpression, 0); err != nil {
-		return invalidPath("path %q: %s", op.path, strings.TrimPrefix(err.(*scimError).detail, "filter: ")) //nolint:errorlint // checkFilter returns *scimError
+		return invalidPath("path %q: %s", op.path, strings.TrimPrefix(err.Error(), "filter: "))
 	}
 	var sub *scimAttr
 	if p.SubAttribute != nil {

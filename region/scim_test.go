@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -131,9 +132,8 @@ func jget(m map[string]any, path ...string) any {
 		case map[string]any:
 			v = x[p]
 		case []any:
-			var i int
-			fmt.Sscan(p, &i)
-			if i >= len(x) {
+			i, err := strconv.Atoi(p)
+			if err != nil || i >= len(x) {
 				return nil
 			}
 			v = x[i]
