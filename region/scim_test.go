@@ -1034,3 +1034,65 @@ func TestSCIMDiscovery(t *testing.T) {
 	}
 	c.do(t, "GET", "/Schemas/urn:nope", "").wantError(t, 404, "")
 }
+
+// TestSCIMGroupsGrantAccess: a SCIM Group is a keyplane group: a role bound to it
+// reaches the Users SCIM adds, and leaves them when SCIM removes them or deactivates
+// them; deleting the Group deletes its binding. Checks are Connect JSON over plain
+// net/http.
+func TestSCIMGroupsGrantAccess(t *testing.T) {
+	t.Parallel()
+	f, c, _ := scimFixture(t)
+	ctx := context.Background()
+	uid := c.do(t, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"reader"}`).must(t, 201)["id"].(string)
+	gid := c.do(t, "POST", "/Groups", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:Group"],"displayName":"readers"}`).must(t, 201)["id"].(string)
+	role, err := f.op.CreateRole(ctx, connect.NewRequest(&keyplanev1.CreateRoleRequest{TenantId: "acme", Name: "docs-reader", Permissions: []string{"docs.document.read"}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.op.CreateBinding(ctx, connect.NewRequest(&keyplanev1.CreateBindingRequest{TenantId: "acme", PrincipalKind: "group",
+		PrincipalId: gid, RoleId: role.Msg.Role.Id, Scope: "*"})); err != nil {
+		t.Fatal(err)
+	}
+	allowed := func() bool {
+		t.Helper()
+		code, body := f.call(t, "/keyplane.v1.CheckService/Check", secret, map[string]any{"tenantId": "acme", "identityId": uid,
+			"permission": "docs.document.read", "resource": "docs/1"})
+		if code != "" {
+			t.Fatalf("check: %s %s", code, body)
+		}
+		var r struct{ Allowed bool }
+		if err := json.Unmarshal([]byte(body), &r); err != nil {
+			t.Fatal(err)
+		}
+		return r.Allowed
+	}
+	const patch = `{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[%s]}`
+	if allowed() {
+		t.Fatal("allowed before SCIM added the member")
+	}
+	c.do(t, "PATCH", "/Groups/"+gid, fmt.Sprintf(patch, `{"op":"add","path":"members","value":[{"value":"`+uid+`"}]}`)).must(t, 200)
+	if !allowed() {
+		t.Fatal("denied after SCIM added the member")
+	}
+	c.do(t, "PATCH", "/Groups/"+gid, fmt.Sprintf(patch, `{"op":"remove","path":"members[value eq \"`+uid+`\"]"}`)).must(t, 200)
+	if allowed() {
+		t.Fatal("allowed after SCIM removed the member")
+	}
+	c.do(t, "PATCH", "/Groups/"+gid, fmt.Sprintf(patch, `{"op":"add","path":"members","value":[{"value":"`+uid+`"}]}`)).must(t, 200)
+	c.do(t, "PATCH", "/Users/"+uid, fmt.Sprintf(patch, `{"op":"replace","path":"active","value":false}`)).must(t, 200)
+	if allowed() {
+		t.Fatal("allowed after SCIM deactivated the user")
+	}
+	if r := c.do(t, "DELETE", "/Groups/"+gid, ""); r.status != 204 {
+		t.Fatalf("delete group: %d %s", r.status, r.raw)
+	}
+	bs, err := f.op.ListBindings(ctx, connect.NewRequest(&keyplanev1.ListBindingsRequest{TenantId: "acme"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range bs.Msg.Bindings {
+		if b.PrincipalId == gid {
+			t.Fatalf("the deleted group's binding remains: %v", b)
+		}
+	}
+}
