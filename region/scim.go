@@ -278,15 +278,14 @@ func (n *Node) toSCIMError(ctx context.Context, err error) *scimError {
 
 // Preconditions (RFC 7644 §3.14).
 
-var errSCIMStale = &scimError{status: http.StatusPreconditionFailed, detail: "If-Match: the resource has changed; read it again"}
-
 // ifMatch checks an If-Match header against a resource's version: no header, "*",
-// or a list holding the version (weak or strong).
+// or a list holding the version (weak or strong). A mismatch is 412, built per call
+// (applyPatch prefixes details in place).
 func ifMatch(header, version string) error {
 	if header == "" || matchesETag(header, version) {
 		return nil
 	}
-	return &scimError{status: errSCIMStale.status, detail: errSCIMStale.detail}
+	return &scimError{status: http.StatusPreconditionFailed, detail: "If-Match: the resource has changed; read it again"}
 }
 
 func matchesETag(header, version string) bool {
