@@ -13,7 +13,8 @@ import (
 // classification never panics, never calls the minting token endpoint idempotent (a
 // hedged or retried mint issues two tokens), calls a request idempotent only for a
 // known read-only or idempotent procedure or a /t/ read, revocation or introspection,
-// and calls it tenant-scoped only for a known procedure with a tenant_id.
+// never calls a SCIM write idempotent (a retried POST provisions twice), and calls it
+// tenant-scoped only for a known procedure with a tenant_id.
 func FuzzRequestClassification(f *testing.F) {
 	for _, s := range [][2]string{
 		{"POST", keyplanev1connect.AuthServiceValidateTokenProcedure},
@@ -25,6 +26,11 @@ func FuzzRequestClassification(f *testing.F) {
 		{"GET", "/t/acme/oauth2/token"},
 		{"POST", "/t/a%2Fb/oauth2/revoke"},
 		{"PUT", "/keyplane.v1.AuthService/Login"},
+		{"GET", "/t/acme/scim/v2/Users"},
+		{"POST", "/t/acme/scim/v2/Users"},
+		{"PATCH", "/t/acme/scim/v2/Groups/x"},
+		{"POST", "/t/acme/scim/v2/Users/oauth2/revoke"},
+		{"DELETE", "/t/acme/scim/v2/Users/00000000-0000-0000-0000-000000000000"},
 	} {
 		f.Add(s[0], s[1])
 	}
@@ -40,6 +46,9 @@ func FuzzRequestClassification(f *testing.F) {
 		}
 		if !idem {
 			return
+		}
+		if isSCIMPath(u.Path) && method != http.MethodGet {
+			t.Fatalf("%s %q: a SCIM write, yet called idempotent", method, path)
 		}
 		if strings.HasSuffix(u.Path, "/oauth2/token") && method != http.MethodGet {
 			t.Fatalf("%s %q: the token endpoint mints, yet called idempotent", method, path)

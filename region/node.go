@@ -127,6 +127,7 @@ func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node
 	small := connect.WithReadMaxBytes(64 << 10) // connect reads any size otherwise
 	mux.Handle(grpchealth.NewHandler(healthChecker{n}, connect.WithHandlerOptions(connect.WithInterceptors(n.observe()), connect.WithCompressMinBytes(8<<10)), small))
 	n.mountOAuth(mux)
+	n.mountSCIM(mux)
 	reflector := grpcreflect.NewStaticReflector(keyplanev1connect.AdminServiceName, keyplanev1connect.AuthServiceName, keyplanev1connect.CheckServiceName,
 		keyplanev1connect.ElevationServiceName, keyplanev1connect.DecisionServiceName, grpchealth.HealthV1ServiceName)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector, small))

@@ -155,16 +155,31 @@ var idempotentProcedures = proceduresWhere(func(m protoreflect.MethodDescriptor)
 })
 
 // idempotent reports whether a request may safely be sent twice: the procedures
-// above, OAuth discovery and JWKS reads, introspection, and RFC 7009 revocation
-// (revoking twice leaves the same state). The token endpoint is not: it mints.
+// above, OAuth discovery and JWKS reads, introspection, RFC 7009 revocation
+// (revoking twice leaves the same state), and SCIM reads. The token endpoint is not:
+// it mints. No SCIM write is: a POST creates, and a PUT, PATCH or DELETE sent twice
+// may meet a changed resource (and its If-Match) the second time.
 func idempotent(r *http.Request) bool {
 	if idempotentProcedures[r.URL.Path] {
 		return true
 	}
 	if strings.HasPrefix(r.URL.Path, "/t/") {
+		if isSCIMPath(r.URL.Path) {
+			return r.Method == http.MethodGet
+		}
 		return r.Method == http.MethodGet || strings.HasSuffix(r.URL.Path, "/oauth2/introspect") || strings.HasSuffix(r.URL.Path, "/oauth2/revoke")
 	}
 	return false
+}
+
+// isSCIMPath reports whether path is under a tenant's SCIM endpoint, /t/{tenant}/scim/v2.
+func isSCIMPath(path string) bool {
+	rest, ok := strings.CutPrefix(path, "/t/")
+	if !ok {
+		return false
+	}
+	_, rest, ok = strings.Cut(rest, "/")
+	return ok && (rest == "scim/v2" || strings.HasPrefix(rest, "scim/v2/"))
 }
 
 // tenantField returns the request message's top-level tenant_id, if it has one.

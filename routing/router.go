@@ -719,7 +719,7 @@ func setTimeout(h http.Header, left time.Duration) {
 }
 
 // writeUnavailable answers in the caller's protocol: a gRPC status, a Connect error,
-// or an OAuth error for the /t/ endpoints.
+// a SCIM error for /t/{tenant}/scim/v2, or an OAuth error for the other /t/ endpoints.
 func writeUnavailable(w http.ResponseWriter, r *http.Request, msg string) {
 	writeError(w, r, http.StatusServiceUnavailable, "14", "unavailable", "temporarily_unavailable", msg)
 }
@@ -738,6 +738,11 @@ func writeError(w http.ResponseWriter, r *http.Request, status int, grpcStatus, 
 		w.Header().Set("Grpc-Status", grpcStatus)
 		w.Header().Set("Grpc-Message", url.PathEscape(msg))
 		w.WriteHeader(http.StatusOK)
+	case scimPath(r.URL.Path):
+		w.Header().Set("Content-Type", "application/scim+json")
+		w.WriteHeader(status)
+		_ = json.NewEncoder(w).Encode(map[string]any{"schemas": []string{"urn:ietf:params:scim:api:messages:2.0:Error"},
+			"status": strconv.Itoa(status), "detail": msg})
 	case strings.HasPrefix(r.URL.Path, "/t/"):
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(status)
@@ -747,4 +752,15 @@ func writeError(w http.ResponseWriter, r *http.Request, status int, grpcStatus, 
 		w.WriteHeader(status)
 		_ = json.NewEncoder(w).Encode(map[string]string{"code": connectCode, "message": msg})
 	}
+}
+
+// scimPath reports whether path is under a tenant's SCIM endpoint, /t/{tenant}/scim/v2
+// (RFC 7644): its errors use the SCIM error schema.
+func scimPath(path string) bool {
+	rest, ok := strings.CutPrefix(path, "/t/")
+	if !ok {
+		return false
+	}
+	_, rest, ok = strings.Cut(rest, "/")
+	return ok && (rest == "scim/v2" || strings.HasPrefix(rest, "scim/v2/"))
 }

@@ -457,6 +457,31 @@ ALTER TABLE identities ADD COLUMN IF NOT EXISTS erased_at TIMESTAMPTZ;
 ALTER TABLE identities DROP CONSTRAINT IF EXISTS identities_status;
 ALTER TABLE identities ADD CONSTRAINT identities_status CHECK (status IN ('active', 'disabled', 'frozen'));
 
+-- migration 0012 scim
+-- 0012 SCIM 2.0 provisioning (docs/lifecycle.md, "SCIM provisioning").
+
+-- identities: a human provisioned through SCIM has a user_name (SCIM userName, unique
+-- per tenant without regard to case) and may have an external_id (the provisioning
+-- client's id for it, unique per tenant). scim holds the rest of the SCIM payload a
+-- client sent (name parts, emails, phone numbers, addresses, the enterprise extension):
+-- personal data, kept in one column so that erasure removes it in one place.
+-- scim_deleted_at marks a User the client DELETEd: the row stays for audit, SCIM no
+-- longer sees it, and its userName and externalId are free again for a rehire.
+ALTER TABLE identities ADD COLUMN IF NOT EXISTS user_name TEXT;
+ALTER TABLE identities ADD COLUMN IF NOT EXISTS external_id TEXT;
+ALTER TABLE identities ADD COLUMN IF NOT EXISTS scim JSONB;
+ALTER TABLE identities ADD COLUMN IF NOT EXISTS scim_deleted_at TIMESTAMPTZ;
+CREATE UNIQUE INDEX IF NOT EXISTS identities_user_name ON identities (crdb_region, tenant_id, lower(user_name))
+    WHERE user_name IS NOT NULL AND scim_deleted_at IS NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS identities_external_id ON identities (crdb_region, tenant_id, external_id)
+    WHERE external_id IS NOT NULL AND scim_deleted_at IS NULL;
+
+-- groups: scim_managed marks the groups a SCIM client created; only those are SCIM
+-- Groups (a client cannot see or change the groups administrators made). Their
+-- external_id is unique per tenant when set (only theirs: groups made before may share one).
+ALTER TABLE groups ADD COLUMN IF NOT EXISTS scim_managed BOOL NOT NULL DEFAULT false;
+CREATE UNIQUE INDEX IF NOT EXISTS groups_external_id ON groups (crdb_region, tenant_id, external_id) WHERE external_id IS NOT NULL AND scim_managed;
+
 -- migration 0013 membership_rules
 -- 0013 Birthright rules: group memberships that follow identity attributes
 -- (docs/lifecycle.md, "Joiners and movers").
