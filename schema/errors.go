@@ -74,6 +74,8 @@ func classify(err error) error {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		switch pgErr.Code {
+		case "40001": // serialization_failure: kept in the chain, so the transaction helper retries it
+			return fmt.Errorf("%w: the change conflicted with a concurrent one; retry: %w", ErrUnavailable, err)
 		case "23505": // unique_violation
 			return fmt.Errorf("%w: %s", ErrConflict, constraintName(pgErr))
 		case "23503": // foreign_key_violation
