@@ -129,9 +129,9 @@ func (f *fixture) auditOf(t *testing.T, action, id string) []*keyplanev1.AuditEv
 	return f.listAudit(t, &keyplanev1.ListAuditEventsRequest{Action: action, TargetKind: "identity", TargetId: id})
 }
 
-// deprovisioned reads keyplane_deprovision_seconds' count and sum from the node's
-// /metrics (the operator secret opens it on the API port).
-func deprovisioned(t *testing.T, base string) (count, sum float64) {
+// deprovisioned reads keyplane_deprovision_seconds{source}'s count and sum from the
+// node's /metrics (the operator secret opens it on the API port).
+func deprovisioned(t *testing.T, base, source string) (count, sum float64) {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, base+"/metrics", nil)
 	req.Header.Set("Authorization", "Bearer "+secret)
@@ -143,7 +143,7 @@ func deprovisioned(t *testing.T, base string) (count, sum float64) {
 	b, _ := io.ReadAll(resp.Body)
 	for _, line := range strings.Split(string(b), "\n") {
 		series, value, ok := strings.Cut(line, " ")
-		if !ok || !strings.Contains(series, `source="api"`) {
+		if !ok || !strings.Contains(series, `source="`+source+`"`) {
 			continue
 		}
 		var v float64
@@ -266,7 +266,7 @@ func TestOffboardRemovesEverything(t *testing.T) {
 	if got := evs[0].After.AsMap()["sessions_revoked"]; got != float64(1) {
 		t.Errorf("sessions_revoked %v", got)
 	}
-	n, sum := deprovisioned(t, f.url)
+	n, sum := deprovisioned(t, f.url, "api")
 	if n != 1 || sum < 3 {
 		t.Errorf("keyplane_deprovision_seconds: count %v sum %v, want one observation of at least 3s (from event_time)", n, sum)
 	}
@@ -280,7 +280,7 @@ func TestOffboardRemovesEverything(t *testing.T) {
 	if evs := f.auditOf(t, "identity.offboard", l.id); len(evs) != 1 {
 		t.Errorf("%d identity.offboard events after the second call, want 1", len(evs))
 	}
-	if n, _ := deprovisioned(t, f.url); n != 1 {
+	if n, _ := deprovisioned(t, f.url, "api"); n != 1 {
 		t.Errorf("the second call was counted: %v", n)
 	}
 }
@@ -446,7 +446,7 @@ func TestOffboardBadInputWritesNothing(t *testing.T) {
 	if evs := f.auditOf(t, "identity.offboard", owner); len(evs) != 0 {
 		t.Errorf("a refused offboarding wrote %d audit events", len(evs))
 	}
-	if n, _ := deprovisioned(t, f.url); n != 0 {
+	if n, _ := deprovisioned(t, f.url, "api"); n != 0 {
 		t.Errorf("refused offboardings counted: %v", n)
 	}
 }

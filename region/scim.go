@@ -54,6 +54,9 @@ type scimCall struct {
 	base string // {issuer}/scim/v2
 	r    *http.Request
 	body map[string]any // the decoded JSON body of a POST, PUT or PATCH
+	// start is when the request arrived (node clock): offboarding measures the
+	// deprovisioning latency from it.
+	start time.Time
 }
 
 type scimResult struct {
@@ -172,7 +175,7 @@ func (n *Node) serveSCIM(ctx context.Context, w http.ResponseWriter, r *http.Req
 	if err != nil {
 		return scimResult{}, err
 	}
-	call := &scimCall{t: t, c: c, base: n.Issuer(t.ID) + "/scim/v2", r: r}
+	call := &scimCall{t: t, c: c, base: n.Issuer(t.ID) + "/scim/v2", r: r, start: n.now()}
 	if r.Method == http.MethodPost || r.Method == http.MethodPut || r.Method == http.MethodPatch {
 		if call.body, err = readSCIMBody(w, r); err != nil {
 			return scimResult{}, err
@@ -524,7 +527,7 @@ func (n *Node) updateUser(ctx context.Context, c *scimCall, edit func(schema.SCI
 		if active {
 			err = n.scimReactivate(ctx, c.t, c.c, id)
 		} else {
-			err = n.scimDeactivate(ctx, c.t, c.c, id)
+			err = n.scimDeactivate(ctx, c, id, "SCIM: active set to false")
 		}
 		if err != nil {
 			return scimResult{}, err
@@ -578,7 +581,7 @@ func (n *Node) scimDeleteUser(ctx context.Context, c *scimCall) (scimResult, err
 	if err := ifMatch(c.r.Header.Get("If-Match"), u.Version()); err != nil {
 		return scimResult{}, err
 	}
-	if err := n.scimDeactivate(ctx, c.t, c.c, id); err != nil {
+	if err := n.scimDeactivate(ctx, c, id, "SCIM: User deleted"); err != nil {
 		return scimResult{}, err
 	}
 	if err := n.store.DeleteSCIMUser(ctx, c.c.change(ctx), c.t.Scope(), id, nil); err != nil {
@@ -588,13 +591,14 @@ func (n *Node) scimDeleteUser(ctx context.Context, c *scimCall) (scimResult, err
 }
 
 // scimDeactivate is the leaver path of SCIM: active set to false (PUT or PATCH) and
-// DELETE both come here. For now it disables the identity through the store's status
-// path (its tokens stop validating at once: the tokens-valid-after watermark); the
-// lead switches it to offboarding (AdminService.OffboardIdentity, schema/offboard.go)
-// at merge, which also revokes credentials, removes bindings and memberships and
-// hands owned NHIs to the manager (scimManagerID).
-func (n *Node) scimDeactivate(ctx context.Context, t schema.Tenant, c caller, id string) error {
-	_, err := n.store.SetIdentityStatus(ctx, c.change(ctx), t.Scope(), id, schema.StatusDisabled)
+// DELETE both come here, and both offboard the identity (docs/lifecycle.md) in one
+// transaction: disabled, every session and credential revoked (its tokens are
+// inactive everywhere once this returns), bindings and memberships removed, elevations
+// ended, the NHIs it owns handed to its manager (enterprise manager, manager_id) or
+// frozen. keyplane_deprovision_seconds{source="scim"} measures it from the request's
+// arrival.
+func (n *Node) scimDeactivate(ctx context.Context, c *scimCall, id, reason string) error {
+	_, err := n.offboard(ctx, c.c.change(ctx), c.t.Scope(), id, reason, c.start, "scim")
 	return err
 }
 

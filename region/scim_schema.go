@@ -424,7 +424,30 @@ func userFromSCIM(m map[string]any) (schema.SCIMUser, error) {
 		u.DisplayName = derivedDisplayName(u.Data, u.UserName)
 	}
 	u.Email = primaryEmail(u.Data)
+	u.Attributes = scimDerivedAttributes(u.Data)
+	u.ManagerID = scimManagerID(u)
 	return u, nil
+}
+
+// scimDerivedAttributes are the identity attributes a User's SCIM payload decides
+// (schema.SCIMAttributeKeys), for conditions and membership rules: the core title and
+// userType and the enterprise extension's department, division, organization,
+// costCenter and employeeNumber, where set to a non-empty string.
+func scimDerivedAttributes(data map[string]any) map[string]any {
+	out := map[string]any{}
+	set := func(key string, v any) {
+		if s, ok := v.(string); ok && s != "" {
+			out[key] = s
+		}
+	}
+	set("title", data["title"])
+	set("user_type", data["userType"])
+	ext, _ := data[scimEnterpriseSchema].(map[string]any)
+	for key, attr := range map[string]string{"department": "department", "division": "division", "organization": "organization",
+		"cost_center": "costCenter", "employee_number": "employeeNumber"} {
+		set(key, ext[attr])
+	}
+	return out
 }
 
 func containsFold(list []string, s string) bool {
@@ -485,8 +508,8 @@ func primaryEmail(data map[string]any) string {
 }
 
 // scimManagerID is the SCIM id of the User's manager (enterprise extension
-// manager.value), "" when none. The lead maps it to identities.manager_id (the
-// offboarding branch) at merge, so offboarding hands a leaver's NHIs to this manager.
+// manager.value), "" when none: a SCIM User's id is its identity id, so it is stored as
+// identities.manager_id, and offboarding hands a leaver's NHIs to this manager.
 func scimManagerID(u schema.SCIMUser) string {
 	ext, _ := u.Data[scimEnterpriseSchema].(map[string]any)
 	mgr, _ := ext["manager"].(map[string]any)

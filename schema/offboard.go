@@ -406,7 +406,10 @@ func EmailHash(email string) string {
 // hash of its email. Stored SCIM payloads belong here too: whoever adds a column with
 // personal data to an identity's rows extends this function.
 func erasePersonalData(ctx context.Context, tx pgx.Tx, sc Scope, i Identity) ([]string, error) {
-	if _, err := tx.Exec(ctx, `UPDATE identities SET display_name = $4, email = NULL, attributes = '{}', erased_at = now(), updated_at = now()
+	// The SCIM columns (user_name, external_id, the stored payload) are personal data
+	// too: a SCIM client's view of the person goes with the rest.
+	if _, err := tx.Exec(ctx, `UPDATE identities SET display_name = $4, email = NULL, attributes = '{}', user_name = NULL, external_id = NULL,
+  scim = NULL, erased_at = now(), updated_at = now()
 WHERE tenant_id = $1 AND crdb_region = $2 AND id = $3`, sc.TenantID, sc.Region, i.ID, ErasedDisplayName); err != nil {
 		return nil, fmt.Errorf("erase identity: %w", err)
 	}
@@ -422,7 +425,7 @@ WHERE tenant_id = $1 AND crdb_region = $2 AND identity_id = $3`, sc.TenantID, sc
 			}
 		}
 	}
-	return []string{"display_name", "email", "attributes", "credential_secrets", "login_throttle"}, nil
+	return []string{"display_name", "email", "attributes", "scim_user_name", "scim_external_id", "scim_payload", "credential_secrets", "login_throttle"}, nil
 }
 
 // redactAuditEvents removes redactedAuditFields from the before and after summaries

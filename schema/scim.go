@@ -33,6 +33,10 @@ const (
 	MaxSCIMMembers    = 10_000   // members of one SCIM group
 )
 
+// SCIMAttributeKeys are the identity attributes a SCIM directory decides for its
+// Users (SCIMUser.Attributes).
+var SCIMAttributeKeys = []string{"department", "division", "organization", "cost_center", "employee_number", "title", "user_type"}
+
 // SCIMUser is a human identity provisioned through SCIM.
 type SCIMUser struct {
 	ID          string
@@ -42,7 +46,15 @@ type SCIMUser struct {
 	Email       string // the primary email, the identity's email
 	Active      bool   // status active; changed only through SetIdentityStatus (and offboarding)
 	// Data is the rest of the SCIM payload, as JSON (personal data: erasure removes it).
-	Data      map[string]any
+	Data map[string]any
+	// Attributes are the identity attributes the directory decides (the keys of
+	// SCIMAttributeKeys present in the payload: department, title, …), which conditions
+	// and membership rules read. On every write they replace those keys of the
+	// identity's attributes; other keys, set through the admin API, stay.
+	Attributes map[string]any
+	// ManagerID is the identity of the User's manager (enterprise manager.value), ""
+	// when none: identities.manager_id, whom offboarding hands the leaver's NHIs.
+	ManagerID string
 	CreatedAt time.Time
 	UpdatedAt time.Time
 }
@@ -177,16 +189,26 @@ func (s *Store) CreateSCIMUser(ctx context.Context, c Change, sc Scope, u SCIMUs
 	}
 	var out SCIMUser
 	err := s.tx(ctx, func(tx pgx.Tx) error {
+		if u.ManagerID != "" {
+			if err := checkManager(ctx, tx, sc, u.ManagerID); err != nil {
+				return err
+			}
+		}
 		var err error
 		out, err = scanSCIMUser(tx.QueryRow(ctx, `
-INSERT INTO identities (tenant_id, crdb_region, kind, display_name, email, user_name, external_id, scim, status, tokens_valid_after)
-VALUES ($1, $2, 'human', $3, nullif($4, ''), $5, nullif($6, ''), $7, $8, CASE WHEN $8 = 'disabled' THEN now() END)
+INSERT INTO identities (tenant_id, crdb_region, kind, display_name, email, user_name, external_id, scim, status, tokens_valid_after,
+  attributes, manager_id)
+VALUES ($1, $2, 'human', $3, nullif($4, ''), $5, nullif($6, ''), $7, $8, CASE WHEN $8 = 'disabled' THEN now() END, $9, nullif($10, '')::UUID)
 RETURNING `+scimUserColumns,
-			sc.TenantID, sc.Region, u.DisplayName, u.Email, u.UserName, u.ExternalID, u.Data, status))
+			sc.TenantID, sc.Region, u.DisplayName, u.Email, u.UserName, u.ExternalID, u.Data, status, scimAttributes(nil, u.Attributes), u.ManagerID))
 		if err != nil {
 			return fmt.Errorf("insert scim user: %w", scimConflict(err, "User"))
 		}
-		return s.writeAudit(ctx, tx, sc, c, audit{action: "identity.create", targetKind: "identity", targetID: out.ID, after: scimUserSummary(out)})
+		summary := scimUserSummary(out)
+		if err := s.applySCIMRules(ctx, tx, sc, out.ID, summary); err != nil {
+			return err
+		}
+		return s.writeAudit(ctx, tx, sc, c, audit{action: "identity.create", targetKind: "identity", targetID: out.ID, after: summary})
 	})
 	return out, classify(err)
 }
@@ -277,15 +299,30 @@ func (s *Store) UpdateSCIMUser(ctx context.Context, c Change, sc Scope, id strin
 		if err := checkSCIMUser(want); err != nil {
 			return err
 		}
+		current, err := getIdentity(ctx, tx, sc, id, "")
+		if err != nil {
+			return err
+		}
+		if want.ManagerID != "" && want.ManagerID != current.ManagerID {
+			if err := checkManager(ctx, tx, sc, want.ManagerID); err != nil {
+				return err
+			}
+		}
 		after, err = scanSCIMUser(tx.QueryRow(ctx, `
-UPDATE identities SET user_name = $4, external_id = nullif($5, ''), display_name = $6, email = nullif($7, ''), scim = $8, updated_at = now()
+UPDATE identities SET user_name = $4, external_id = nullif($5, ''), display_name = $6, email = nullif($7, ''), scim = $8,
+  attributes = $9, manager_id = nullif($10, '')::UUID, updated_at = now()
 WHERE tenant_id = $1 AND crdb_region = $2 AND id = $3
-RETURNING `+scimUserColumns, sc.TenantID, sc.Region, id, want.UserName, want.ExternalID, want.DisplayName, want.Email, want.Data))
+RETURNING `+scimUserColumns, sc.TenantID, sc.Region, id, want.UserName, want.ExternalID, want.DisplayName, want.Email, want.Data,
+			scimAttributes(current.Attributes, want.Attributes), want.ManagerID))
 		if err != nil {
 			return fmt.Errorf("update scim user: %w", scimConflict(err, "User"))
 		}
+		summary := scimUserSummary(after)
+		if err := s.applySCIMRules(ctx, tx, sc, id, summary); err != nil {
+			return err
+		}
 		return s.writeAudit(ctx, tx, sc, c, audit{action: "identity.update", targetKind: "identity", targetID: id,
-			before: scimUserSummary(before), after: scimUserSummary(after)})
+			before: scimUserSummary(before), after: summary})
 	})
 	return before, after, classify(err)
 }
@@ -653,4 +690,31 @@ func diffMembers(have, want []string) (added, removed []string) {
 	slices.Sort(added)
 	slices.Sort(removed)
 	return added, removed
+}
+
+// scimAttributes is the identity's attributes after a SCIM write: the directory's keys
+// (SCIMAttributeKeys) as derived now, every other key as it was.
+func scimAttributes(current, derived map[string]any) map[string]any {
+	out := map[string]any{}
+	for k, v := range current {
+		if !slices.Contains(SCIMAttributeKeys, k) {
+			out[k] = v
+		}
+	}
+	for k, v := range derived {
+		if slices.Contains(SCIMAttributeKeys, k) {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// applySCIMRules recomputes the rule memberships of User id after a SCIM write, in
+// the same transaction (joiners and movers provisioned by the directory).
+func (s *Store) applySCIMRules(ctx context.Context, tx pgx.Tx, sc Scope, id string, summary map[string]any) error {
+	i, err := getIdentity(ctx, tx, sc, id, "")
+	if err != nil {
+		return err
+	}
+	return s.applyRules(ctx, tx, sc, i, summary)
 }
