@@ -103,6 +103,9 @@ func Start(ctx context.Context, cfg Config) (*Demo, error) {
 	if err := runTour(ctx, cfg.Out, d.State); err != nil {
 		return nil, fmt.Errorf("tour: %w", err)
 	}
+	if err := runLeaverTour(ctx, cfg.Out, d.State); err != nil {
+		return nil, fmt.Errorf("leaver tour: %w", err)
+	}
 	writeGuide(cfg.Out, cl, d.State, cfg.StateFile)
 	if cfg.StateFile != "" {
 		d.stateFile = cfg.StateFile

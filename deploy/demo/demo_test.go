@@ -112,6 +112,9 @@ func TestStartAndStop(t *testing.T) {
 		"token issued by an app in eu-west  forwarded → us-east/us-east-1",
 		"checked by an app in us-east       local     → us-east/us-east-1",
 		"revoked by an app in eu-west       forwarded → us-east/us-east-1",
+		"leaver: an HR system in eu-west provisions people into demo-us-east over SCIM.",
+		"HR marks dana inactive (SCIM PATCH active=False)",
+		"dana-reports now belongs to morgan, dana's manager",
 		"keyplane demo is running",
 		"tenant         demo-eu-west (home region eu-west)",
 		"state file     " + stateFile,
@@ -121,7 +124,10 @@ func TestStartAndStop(t *testing.T) {
 			t.Errorf("output lacks %q:\n%s", want, text)
 		}
 	}
-	if n := strings.Count(text, " inactive"); n != 2 {
+	if n := strings.Count(text, "dana's token inactive, dana-reports' token active"); n != 2 {
+		t.Errorf("the leaver tour shows %d regions with the leaver's token dead and the handed-over one alive, want 2:\n%s", n, text)
+	}
+	if n := strings.Count(text, " inactive\n"); n != 2 {
 		t.Errorf("tour shows %d inactive answers, want 2:\n%s", n, text)
 	}
 	if !strings.Contains(text, "database       postgres://") || strings.Contains(text, st.DatabaseURL) {
