@@ -395,6 +395,27 @@ func timeline(ops []history.Op, start time.Time) []Point {
 
 // readBack finds every acknowledged write: the identity exists, and how many
 // identity.create audit events name it.
+// retryUnavailable calls read until it succeeds, fails with another code than
+// unavailable, or ctx ends. The read-back runs while the load goes on, right after a
+// drill, on a machine the drill just starved: an "unavailable; retry later" answer
+// (a database connection not made within its timeout) is the API telling the caller
+// to retry, and says nothing about whether a write was lost. Reads only.
+func retryUnavailable[T any](ctx context.Context, read func() (T, error)) (T, error) {
+	pause := 100 * time.Millisecond
+	for {
+		out, err := read()
+		if connect.CodeOf(err) != connect.CodeUnavailable {
+			return out, err
+		}
+		select {
+		case <-ctx.Done():
+			return out, fmt.Errorf("%w (retried until the read-back's deadline)", err)
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, 2*time.Second)
+	}
+}
+
 func readBack(admin keyplanev1connect.AdminServiceClient, writes []history.Write) (map[string]history.Found, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -406,7 +427,9 @@ func readBack(admin keyplanev1connect.AdminServiceClient, writes []history.Write
 	for tenant := range tenants {
 		page := ""
 		for range 10_000 {
-			resp, err := admin.ListIdentities(ctx, connect.NewRequest(&keyplanev1.ListIdentitiesRequest{TenantId: tenant, PageSize: 1000, PageToken: page}))
+			resp, err := retryUnavailable(ctx, func() (*connect.Response[keyplanev1.ListIdentitiesResponse], error) {
+				return admin.ListIdentities(ctx, connect.NewRequest(&keyplanev1.ListIdentitiesRequest{TenantId: tenant, PageSize: 1000, PageToken: page}))
+			})
 			if err != nil {
 				return found, fmt.Errorf("list identities of %s: %w", tenant, err)
 			}
@@ -421,7 +444,9 @@ func readBack(admin keyplanev1connect.AdminServiceClient, writes []history.Write
 		}
 		page = ""
 		for range 100_000 {
-			resp, err := admin.ListAuditEvents(ctx, connect.NewRequest(&keyplanev1.ListAuditEventsRequest{TenantId: tenant, PageSize: 1000, PageToken: page}))
+			resp, err := retryUnavailable(ctx, func() (*connect.Response[keyplanev1.ListAuditEventsResponse], error) {
+				return admin.ListAuditEvents(ctx, connect.NewRequest(&keyplanev1.ListAuditEventsRequest{TenantId: tenant, PageSize: 1000, PageToken: page}))
+			})
 			if err != nil {
 				return found, fmt.Errorf("list audit events of %s: %w", tenant, err)
 			}

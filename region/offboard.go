@@ -61,11 +61,17 @@ func (n *Node) offboard(ctx context.Context, c schema.Change, sc schema.Scope, i
 	if err != nil {
 		return out, err
 	}
-	// Committed: every token and credential of the leaver is inactive from here on.
-	if !out.AlreadyOffboarded {
+	n.deprovisioned(&out, start, source)
+	return out, nil
+}
+
+// deprovisioned records a committed offboarding (nil: none happened) in
+// keyplane_deprovision_seconds{source}, measured from start: from here on every token
+// and credential of the leaver is inactive. A repeat offboarding is not counted.
+func (n *Node) deprovisioned(o *schema.Offboarding, start time.Time, source string) {
+	if o != nil && !o.AlreadyOffboarded {
 		n.metrics.deprovision.WithLabelValues(source).Observe(max(n.now().Sub(start), 0).Seconds())
 	}
-	return out, nil
 }
 
 func (a *AdminService) EraseIdentity(ctx context.Context, req *connect.Request[keyplanev1.EraseIdentityRequest]) (*connect.Response[keyplanev1.EraseIdentityResponse], error) {

@@ -487,9 +487,11 @@ func (n *Node) scimCreateUser(ctx context.Context, c *scimCall) (scimResult, err
 }
 
 // updateUser changes a User in one transaction (edit gets the locked current user,
-// after its If-Match check) and then, when the client changed active, disables it
-// (scimDeactivate) or enables it again. The change is first tried on a read of the
-// user, so a bad request (or manager) is refused before anything is written.
+// after its If-Match check), offboarding it in that transaction when the client says
+// active false and it is not offboarded yet (see scimDeleteUser), and enables it again
+// afterwards when the client set active true (a rehire). The change is first tried on
+// a read of the user, so a bad request (or manager) is refused before anything is
+// written.
 func (n *Node) updateUser(ctx context.Context, c *scimCall, edit func(schema.SCIMUser) (schema.SCIMUser, error)) (scimResult, error) {
 	id, match := c.r.PathValue("id"), c.r.Header.Get("If-Match")
 	pre, err := n.store.GetSCIMUser(ctx, c.t.Scope(), id)
@@ -509,7 +511,9 @@ func (n *Node) updateUser(ctx context.Context, c *scimCall, edit func(schema.SCI
 		}
 	}
 	var active bool
-	_, after, err := n.store.UpdateSCIMUser(ctx, c.c.change(ctx), c.t.Scope(), id, func(before schema.SCIMUser) (schema.SCIMUser, error) {
+	// active false offboards in the same transaction (schema.UpdateSCIMUser): a refused
+	// offboarding refuses the whole write.
+	_, after, off, err := n.store.UpdateSCIMUser(ctx, c.c.change(ctx), c.t.Scope(), id, func(before schema.SCIMUser) (schema.SCIMUser, error) {
 		if err := ifMatch(match, before.Version()); err != nil {
 			return schema.SCIMUser{}, err
 		}
@@ -519,17 +523,13 @@ func (n *Node) updateUser(ctx context.Context, c *scimCall, edit func(schema.SCI
 		}
 		active = want.Active
 		return want, nil
-	})
+	}, "SCIM: active set to false")
 	if err != nil {
 		return scimResult{}, err
 	}
-	if active != after.Active {
-		if active {
-			err = n.scimReactivate(ctx, c.t, c.c, id)
-		} else {
-			err = n.scimDeactivate(ctx, c, id, "SCIM: active set to false")
-		}
-		if err != nil {
+	n.deprovisioned(off, c.start, "scim")
+	if active && !after.Active {
+		if err = n.scimReactivate(ctx, c.t, c.c, id); err != nil {
 			return scimResult{}, err
 		}
 		if after, err = n.store.GetSCIMUser(ctx, c.t.Scope(), id); err != nil {
@@ -569,37 +569,24 @@ func (n *Node) scimPatchUser(ctx context.Context, c *scimCall) (scimResult, erro
 	})
 }
 
-// scimDeleteUser offboards the User (scimDeactivate) and then ends it in SCIM: a later
-// GET is 404, and its userName and externalId may be provisioned again. The identity
-// stays, disabled, for audit.
+// scimDeleteUser offboards the User and ends it in SCIM, in one transaction
+// (schema.DeleteSCIMUser, which also checks If-Match there): a later GET is 404, and
+// its userName and externalId may be provisioned again. The identity stays, disabled,
+// for audit. Offboarding (docs/lifecycle.md) disables it, revokes every session and
+// credential (its tokens are inactive everywhere once this returns), removes its
+// bindings and memberships, ends its elevations and hands the NHIs it owns to its
+// manager or freezes them; keyplane_deprovision_seconds{source="scim"} measures it from
+// the request's arrival. active false (PUT, PATCH) offboards the same way (updateUser).
 func (n *Node) scimDeleteUser(ctx context.Context, c *scimCall) (scimResult, error) {
-	id := c.r.PathValue("id")
-	u, err := n.store.GetSCIMUser(ctx, c.t.Scope(), id)
+	id, match := c.r.PathValue("id"), c.r.Header.Get("If-Match")
+	off, err := n.store.DeleteSCIMUser(ctx, c.c.change(ctx), c.t.Scope(), id, func(u schema.SCIMUser) error {
+		return ifMatch(match, u.Version())
+	}, "SCIM: User deleted")
 	if err != nil {
 		return scimResult{}, err
 	}
-	if err := ifMatch(c.r.Header.Get("If-Match"), u.Version()); err != nil {
-		return scimResult{}, err
-	}
-	if err := n.scimDeactivate(ctx, c, id, "SCIM: User deleted"); err != nil {
-		return scimResult{}, err
-	}
-	if err := n.store.DeleteSCIMUser(ctx, c.c.change(ctx), c.t.Scope(), id, nil); err != nil {
-		return scimResult{}, err
-	}
+	n.deprovisioned(off, c.start, "scim")
 	return scimResult{status: http.StatusNoContent}, nil
-}
-
-// scimDeactivate is the leaver path of SCIM: active set to false (PUT or PATCH) and
-// DELETE both come here, and both offboard the identity (docs/lifecycle.md) in one
-// transaction: disabled, every session and credential revoked (its tokens are
-// inactive everywhere once this returns), bindings and memberships removed, elevations
-// ended, the NHIs it owns handed to its manager (enterprise manager, manager_id) or
-// frozen. keyplane_deprovision_seconds{source="scim"} measures it from the request's
-// arrival.
-func (n *Node) scimDeactivate(ctx context.Context, c *scimCall, id, reason string) error {
-	_, err := n.offboard(ctx, c.c.change(ctx), c.t.Scope(), id, reason, c.start, "scim")
-	return err
 }
 
 // scimReactivate enables a User the client set active again (a rehire).

@@ -11,6 +11,7 @@ import (
 
 	keyplanev1 "github.com/keyplane/keyplane/region/gen/keyplane/v1"
 	"github.com/keyplane/keyplane/region/gen/keyplane/v1/keyplanev1connect"
+	"github.com/keyplane/keyplane/schema"
 )
 
 // TestSCIMJoinerMoverLeaver (issue 15): a directory provisions people through SCIM and
@@ -140,5 +141,56 @@ func TestSCIMJoinerMoverLeaver(t *testing.T) {
 	evs, err := f.op.ListAuditEvents(ctx, connect.NewRequest(&keyplanev1.ListAuditEventsRequest{TenantId: "acme", Action: "identity.offboard"}))
 	if err != nil || len(evs.Msg.Events) != 1 || evs.Msg.Events[0].TargetId != dana {
 		t.Errorf("offboarding audit events: %v %v, want one for dana", evs, err)
+	}
+}
+
+// TestSCIMLeaverIsOneTransaction: the SCIM leaver path offboards in the transaction of
+// the SCIM write. active false for a User an administrator merely disabled offboards
+// it (its binding goes); and a deactivation the offboarding refuses (the last tenant
+// admin) leaves nothing of the write behind, so the IdP's retry with the same If-Match
+// still applies.
+func TestSCIMLeaverIsOneTransaction(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f, c, _ := scimFixture(t)
+	user := func(name string) (string, string) {
+		b := c.do(t, "POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"`+name+`@acme.example","active":true}`).
+			must(t, http.StatusCreated)
+		return b["id"].(string), b["meta"].(map[string]any)["version"].(string)
+	}
+	role, err := f.op.CreateRole(ctx, connect.NewRequest(&keyplanev1.CreateRoleRequest{TenantId: "acme", Name: "reader", Permissions: []string{"docs.document.read"}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	eve, _ := user("eve")
+	f.bind(t, eve, role.Msg.Role.Id, "docs/")
+	if _, err := f.op.DisableIdentity(ctx, connect.NewRequest(&keyplanev1.DisableIdentityRequest{TenantId: "acme", Id: eve})); err != nil {
+		t.Fatal(err)
+	}
+	c.do(t, "PATCH", "/Users/"+eve, `{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+  "Operations":[{"op":"replace","path":"active","value":false}]}`).must(t, http.StatusOK)
+	got, err := f.op.GetIdentity(ctx, connect.NewRequest(&keyplanev1.GetIdentityRequest{TenantId: "acme", Id: eve}))
+	if err != nil || got.Msg.Identity.OffboardTime == nil {
+		t.Fatalf("a disabled User set inactive over SCIM: %v %v, want it offboarded", got, err)
+	}
+	bs, err := f.op.ListBindings(ctx, connect.NewRequest(&keyplanev1.ListBindingsRequest{TenantId: "acme", PrincipalKind: "identity", PrincipalId: eve}))
+	if err != nil || len(bs.Msg.Bindings) != 0 {
+		t.Fatalf("the offboarded User's bindings: %v %v, want none", bs, err)
+	}
+
+	// boss becomes the only tenant admin.
+	boss, version := user("boss")
+	f.bind(t, boss, schema.RoleTenantAdmin, "*")
+	if _, err := f.op.OffboardIdentity(ctx, connect.NewRequest(&keyplanev1.OffboardIdentityRequest{TenantId: "acme", IdentityId: f.boot.AdminIdentityId})); err != nil {
+		t.Fatal(err)
+	}
+	r := c.do(t, "PATCH", "/Users/"+boss, `{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+  "Operations":[{"op":"replace","path":"title","value":"CEO"},{"op":"replace","path":"active","value":false}]}`, "If-Match", `W/"`+version+`"`)
+	if r.status != http.StatusConflict && r.status != http.StatusBadRequest && r.status != http.StatusPreconditionFailed {
+		t.Fatalf("deactivating the last tenant admin: %d %s, want a refusal", r.status, r.raw)
+	}
+	after := c.do(t, "GET", "/Users/"+boss, "").must(t, http.StatusOK)
+	if after["title"] != nil || after["active"] != true || after["meta"].(map[string]any)["version"] != version {
+		t.Fatalf("a refused deactivation wrote: %v", after)
 	}
 }

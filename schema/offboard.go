@@ -99,46 +99,54 @@ func (s *Store) OffboardIdentity(ctx context.Context, c Change, sc Scope, id, re
 	}
 	var out Offboarding
 	err := s.tx(ctx, func(tx pgx.Tx) error {
-		out = Offboarding{}
-		before, err := getIdentity(ctx, tx, sc, id, " FOR UPDATE")
-		if errors.Is(err, ErrNotFound) {
-			return fmt.Errorf("%w: identity_id: identity %s in tenant %q", ErrNotFound, id, sc.TenantID)
-		}
-		if err != nil {
-			return err
-		}
-		out.AlreadyOffboarded = !before.OffboardedAt.IsZero()
-		err = keepsTenantAdmin(ctx, tx, sc, func() error {
-			var err error
-			out.Identity, out.Report, err = offboard(ctx, tx, sc, before)
-			return err
-		})
-		if err != nil {
-			return err
-		}
-		if out.AlreadyOffboarded && out.Report.Empty() && out.Identity.Status == before.Status {
-			return nil // nothing new: no event
-		}
-		if len(out.Report.Bindings) > 0 || len(out.Report.GroupIDs) > 0 {
-			if out.Revision, err = bumpRevision(ctx, tx, sc.TenantID); err != nil {
-				return err
-			}
-		}
-		after := offboardSummary(out.Report)
-		after["status"] = out.Identity.Status
-		if reason != "" {
-			after["reason"] = reason
-		}
-		if out.Revision > 0 {
-			after["policy_revision"] = out.Revision
-		}
-		if out.AlreadyOffboarded {
-			after["already_offboarded"] = true
-		}
-		return s.writeAudit(ctx, tx, sc, c, audit{action: "identity.offboard", targetKind: "identity", targetID: id,
-			before: map[string]any{"status": before.Status}, after: after})
+		var err error
+		out, err = s.offboardTx(ctx, tx, c, sc, id, reason)
+		return err
 	})
 	return out, err
+}
+
+// offboardTx is OffboardIdentity inside tx (also the SCIM leaver path, which offboards
+// in the transaction of the SCIM write).
+func (s *Store) offboardTx(ctx context.Context, tx pgx.Tx, c Change, sc Scope, id, reason string) (Offboarding, error) {
+	out := Offboarding{}
+	before, err := getIdentity(ctx, tx, sc, id, " FOR UPDATE")
+	if errors.Is(err, ErrNotFound) {
+		return out, fmt.Errorf("%w: identity_id: identity %s in tenant %q", ErrNotFound, id, sc.TenantID)
+	}
+	if err != nil {
+		return out, err
+	}
+	out.AlreadyOffboarded = !before.OffboardedAt.IsZero()
+	err = keepsTenantAdmin(ctx, tx, sc, func() error {
+		var err error
+		out.Identity, out.Report, err = offboard(ctx, tx, sc, before)
+		return err
+	})
+	if err != nil {
+		return out, err
+	}
+	if out.AlreadyOffboarded && out.Report.Empty() && out.Identity.Status == before.Status {
+		return out, nil // nothing new: no event
+	}
+	if len(out.Report.Bindings) > 0 || len(out.Report.GroupIDs) > 0 {
+		if out.Revision, err = bumpRevision(ctx, tx, sc.TenantID); err != nil {
+			return out, err
+		}
+	}
+	after := offboardSummary(out.Report)
+	after["status"] = out.Identity.Status
+	if reason != "" {
+		after["reason"] = reason
+	}
+	if out.Revision > 0 {
+		after["policy_revision"] = out.Revision
+	}
+	if out.AlreadyOffboarded {
+		after["already_offboarded"] = true
+	}
+	return out, s.writeAudit(ctx, tx, sc, c, audit{action: "identity.offboard", targetKind: "identity", targetID: id,
+		before: map[string]any{"status": before.Status}, after: after})
 }
 
 // offboard does the work of OffboardIdentity inside tx for the locked identity i.
@@ -342,8 +350,9 @@ type Erasure struct {
 
 // redactedAuditFields are the keys of audit before/after summaries that may hold
 // personal data of the identity the event is about: its name and email
-// (identitySummary) and the source address of its failed logins.
-var redactedAuditFields = []string{"display_name", "email", "source"}
+// (identitySummary), its SCIM userName and externalId (scimUserSummary) and the source
+// address of its failed logins.
+var redactedAuditFields = []string{"display_name", "email", "user_name", "external_id", "source"}
 
 // EraseIdentity removes the personal data of an offboarded identity (GDPR Art. 17) in
 // one transaction: see erasePersonalData. Earlier audit events about the identity

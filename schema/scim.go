@@ -278,11 +278,13 @@ ORDER BY created_at, id LIMIT `+fmt.Sprint(MaxSCIMScan+1), args...)
 // patch) that aborts the change. edit must be a pure function: it may run more than
 // once. Active is not changed here (SetIdentityStatus does that); an edit that changes
 // nothing writes nothing.
-func (s *Store) UpdateSCIMUser(ctx context.Context, c Change, sc Scope, id string, edit func(SCIMUser) (SCIMUser, error)) (before, after SCIMUser, err error) {
+func (s *Store) UpdateSCIMUser(ctx context.Context, c Change, sc Scope, id string, edit func(SCIMUser) (SCIMUser, error),
+	leaverReason string) (before, after SCIMUser, off *Offboarding, err error) {
 	if _, err := parseID("id", id); err != nil {
-		return SCIMUser{}, SCIMUser{}, fmt.Errorf("%w: User %q", ErrNotFound, id)
+		return SCIMUser{}, SCIMUser{}, nil, fmt.Errorf("%w: User %q", ErrNotFound, id)
 	}
 	err = s.tx(ctx, func(tx pgx.Tx) error {
+		off = nil
 		var err error
 		if before, err = getSCIMUser(ctx, tx, sc, id, " FOR UPDATE"); err != nil {
 			return err
@@ -291,10 +293,11 @@ func (s *Store) UpdateSCIMUser(ctx context.Context, c Change, sc Scope, id strin
 		if err != nil {
 			return err
 		}
+		leaving := !want.Active && leaverReason != ""
 		want.ID, want.Active, want.CreatedAt, want.UpdatedAt = before.ID, before.Active, before.CreatedAt, before.UpdatedAt
 		if want.Version() == before.Version() {
 			after = before
-			return nil
+			return s.scimLeaver(ctx, tx, c, sc, id, leaving, leaverReason, &after, &off)
 		}
 		if err := checkSCIMUser(want); err != nil {
 			return err
@@ -321,21 +324,55 @@ RETURNING `+scimUserColumns, sc.TenantID, sc.Region, id, want.UserName, want.Ext
 		if err := s.applySCIMRules(ctx, tx, sc, id, summary); err != nil {
 			return err
 		}
-		return s.writeAudit(ctx, tx, sc, c, audit{action: "identity.update", targetKind: "identity", targetID: id,
-			before: scimUserSummary(before), after: summary})
+		if err := s.writeAudit(ctx, tx, sc, c, audit{action: "identity.update", targetKind: "identity", targetID: id,
+			before: scimUserSummary(before), after: summary}); err != nil {
+			return err
+		}
+		return s.scimLeaver(ctx, tx, c, sc, id, leaving, leaverReason, &after, &off)
 	})
-	return before, after, classify(err)
+	return before, after, off, classify(err)
+}
+
+// scimLeaver offboards User id inside tx when leaving (the client set active false, and
+// leaverReason says why), unless it is offboarded already, and reads the User back
+// into after. Offboarding in the SCIM write's transaction makes a refused offboarding
+// (the last tenant admin) refuse the whole write: no attribute change is left behind.
+func (s *Store) scimLeaver(ctx context.Context, tx pgx.Tx, c Change, sc Scope, id string, leaving bool, reason string,
+	after *SCIMUser, off **Offboarding) error {
+	if !leaving {
+		return nil
+	}
+	i, err := getIdentity(ctx, tx, sc, id, "")
+	if err != nil {
+		return err
+	}
+	if !i.OffboardedAt.IsZero() && i.Status != StatusActive {
+		return nil
+	}
+	o, err := s.offboardTx(ctx, tx, c, sc, id, reason)
+	if err != nil {
+		return err
+	}
+	*off = &o
+	u, err := getSCIMUser(ctx, tx, sc, id, "")
+	if err != nil {
+		return err
+	}
+	*after = u
+	return nil
 }
 
 // DeleteSCIMUser ends a User's life in SCIM: it is no longer a SCIM User (a later read
 // is ErrNotFound), its userName, externalId and email are free for a rehire, and the
 // identity row stays for audit. It does not disable the identity: the caller offboards
 // it first. ifMatch, when set, checks the user's version inside the transaction.
-func (s *Store) DeleteSCIMUser(ctx context.Context, c Change, sc Scope, id string, ifMatch func(SCIMUser) error) error {
+func (s *Store) DeleteSCIMUser(ctx context.Context, c Change, sc Scope, id string, ifMatch func(SCIMUser) error, leaverReason string) (*Offboarding, error) {
 	if _, err := parseID("id", id); err != nil {
-		return fmt.Errorf("%w: User %q", ErrNotFound, id)
+		return nil, fmt.Errorf("%w: User %q", ErrNotFound, id)
 	}
+	var off *Offboarding
 	err := s.tx(ctx, func(tx pgx.Tx) error {
+		off = nil
 		u, err := getSCIMUser(ctx, tx, sc, id, " FOR UPDATE")
 		if err != nil {
 			return err
@@ -345,14 +382,31 @@ func (s *Store) DeleteSCIMUser(ctx context.Context, c Change, sc Scope, id strin
 				return err
 			}
 		}
+		if err := s.scimLeaver(ctx, tx, c, sc, id, leaverReason != "", leaverReason, &u, &off); err != nil {
+			return err
+		}
+		// The person left: their login throttling state goes with the email it is
+		// keyed by (erasure could no longer find it once the email is cleared).
+		if u.Email != "" {
+			for _, table := range []string{"login_throttle", "login_throttle_sources"} {
+				if _, err := tx.Exec(ctx, `DELETE FROM `+table+` WHERE tenant_id = $1 AND crdb_region = $2 AND subject = $3`,
+					sc.TenantID, sc.Region, LoginSubject(u.Email)); err != nil {
+					return fmt.Errorf("clear login throttle: %w", err)
+				}
+			}
+		}
 		if _, err := tx.Exec(ctx, `UPDATE identities SET scim_deleted_at = now(), email = NULL, updated_at = now()
 WHERE tenant_id = $1 AND crdb_region = $2 AND id = $3`, sc.TenantID, sc.Region, id); err != nil {
 			return fmt.Errorf("delete scim user: %w", err)
 		}
+		after := map[string]any{"scim_deleted": true}
+		if u.Email != "" {
+			after["email_sha256"] = EmailHash(u.Email) // for erasure's tombstone: the email itself is cleared here
+		}
 		return s.writeAudit(ctx, tx, sc, c, audit{action: "identity.scim_delete", targetKind: "identity", targetID: id,
-			before: scimUserSummary(u), after: map[string]any{"scim_deleted": true}})
+			before: scimUserSummary(u), after: after})
 	})
-	return classify(err)
+	return off, classify(err)
 }
 
 // SCIM groups.

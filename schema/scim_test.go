@@ -28,7 +28,7 @@ func TestSCIMUserConcurrentEdits(t *testing.T) {
 	errs := make(chan error, writers)
 	for i := range writers {
 		wg.Go(func() {
-			_, _, err := s.UpdateSCIMUser(ctx, op, sc, u.ID, func(cur schema.SCIMUser) (schema.SCIMUser, error) {
+			_, _, _, err := s.UpdateSCIMUser(ctx, op, sc, u.ID, func(cur schema.SCIMUser) (schema.SCIMUser, error) {
 				data := map[string]any{}
 				for k, v := range cur.Data {
 					data[k] = v
@@ -36,7 +36,7 @@ func TestSCIMUserConcurrentEdits(t *testing.T) {
 				data[fmt.Sprintf("k%d", i)] = true
 				cur.Data = data
 				return cur, nil
-			})
+			}, "")
 			errs <- err
 		})
 	}
@@ -79,16 +79,16 @@ func TestSCIMUserStore(t *testing.T) {
 		}
 	}
 	refused := errors.New("refused")
-	if _, _, err := s.UpdateSCIMUser(ctx, op, sc, a.ID, func(u schema.SCIMUser) (schema.SCIMUser, error) {
+	if _, _, _, err := s.UpdateSCIMUser(ctx, op, sc, a.ID, func(u schema.SCIMUser) (schema.SCIMUser, error) {
 		u.UserName = "changed"
 		return u, refused
-	}); !errors.Is(err, refused) {
+	}, ""); !errors.Is(err, refused) {
 		t.Fatalf("refused edit: %v", err)
 	}
 	if got, _ := s.GetSCIMUser(ctx, sc, a.ID); got.UserName != "alice" {
 		t.Fatalf("a refused edit wrote: %+v", got)
 	}
-	if err := s.DeleteSCIMUser(ctx, op, sc, a.ID, nil); err != nil {
+	if _, err := s.DeleteSCIMUser(ctx, op, sc, a.ID, nil, ""); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.GetSCIMUser(ctx, sc, a.ID); !errors.Is(err, schema.ErrNotFound) {
