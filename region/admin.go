@@ -180,7 +180,7 @@ func (a *AdminService) CreateIdentity(ctx context.Context, req *connect.Request[
 	if err != nil {
 		return nil, err
 	}
-	i, err := a.node.store.CreateIdentity(ctx, change(ctx), sc, schema.NewIdentity{
+	i, err := a.node.store.CreateIdentity(ctx, change(ctx), a.node.guardRuleMemberships(ctx, callerOf(ctx), sc), schema.NewIdentity{
 		Kind: kind, DisplayName: m.DisplayName, Email: m.Email, Attributes: m.Attributes.AsMap(),
 		OwnerID: m.OwnerId, ManagerID: m.ManagerId, Purpose: m.Purpose, ExpiresAt: expires,
 	})
@@ -242,7 +242,7 @@ func (a *AdminService) UpdateIdentity(ctx context.Context, req *connect.Request[
 			return nil, err
 		}
 	}
-	i, err := a.node.store.UpdateIdentity(ctx, change(ctx), sc, m.Id, u)
+	i, err := a.node.store.UpdateIdentity(ctx, change(ctx), a.node.guardRuleMemberships(ctx, callerOf(ctx), sc), m.Id, u)
 	if err != nil {
 		return nil, err
 	}
@@ -270,7 +270,7 @@ func (a *AdminService) setIdentityStatus(ctx context.Context, tenantID, id, stat
 	if err != nil {
 		return nil, err
 	}
-	i, err := a.node.store.SetIdentityStatus(ctx, change(ctx), sc, id, status)
+	i, err := a.node.store.SetIdentityStatus(ctx, change(ctx), a.node.guardRuleMemberships(ctx, callerOf(ctx), sc), id, status)
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package region
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -62,6 +63,34 @@ func (n *Node) mayTargetGroups(ctx context.Context, c caller, sc schema.Scope, a
 		return 0, connect.NewError(connect.CodeAborted, fmt.Errorf("the tenant's policy changed while this rule change was authorized; retry"))
 	}
 	return judged[0], nil
+}
+
+// guardRuleMemberships returns sc guarded so that a change of an identity by caller c
+// (its creation, its attributes, re-enabling it, a SCIM write) that membership rules
+// would turn into new group memberships is judged like c adding those members by hand
+// (mayTargetGroups): whoever decides an identity's attributes otherwise decides its
+// groups. The operator is not judged, and neither is a SCIM client: the directory is
+// the source of truth for the attributes rules read (granting iam.scim.provision is
+// trusting it with them), and it can give no credential to the Users it provisions.
+func (n *Node) guardRuleMemberships(ctx context.Context, c caller, sc schema.Scope) schema.Scope {
+	if c.operator() {
+		return sc
+	}
+	return sc.GuardMemberships(func(gctx context.Context, added []schema.Membership) (int64, error) {
+		var groups []string
+		for _, m := range added {
+			if !slices.Contains(groups, m.GroupID) {
+				groups = append(groups, m.GroupID)
+			}
+		}
+		judged, err := n.mayTargetGroups(gctx, c, sc, groups, nil)
+		var ce *connect.Error
+		if errors.As(err, &ce) {
+			return 0, connect.NewError(ce.Code(), fmt.Errorf("this change makes the identity a member of groups %v by membership rule, which the caller may not do: %s",
+				groups, ce.Message()))
+		}
+		return judged, err
+	})
 }
 
 func (a *AdminService) checkRuleCondition(expr string) error {

@@ -2,12 +2,15 @@ package region_test
 
 import (
 	"context"
+	"net/http"
 	"slices"
 	"testing"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	keyplanev1 "github.com/keyplane/keyplane/region/gen/keyplane/v1"
+	"github.com/keyplane/keyplane/region/gen/keyplane/v1/keyplanev1connect"
 	"github.com/keyplane/keyplane/schema"
 )
 
@@ -241,4 +244,103 @@ func TestSecurityMembershipRuleIsNoWayUp(t *testing.T) {
 	if err != nil || len(rules.Msg.Rules) != 1 {
 		t.Fatalf("rules: %v %v, want only the allowed one", rules, err)
 	}
+}
+
+// TestSecurityAttributesAreNoWayIntoRuleGroups (review of issue 15): a membership rule
+// turns attributes into group memberships, so whoever sets an identity's attributes
+// would decide its groups. An identity manager creates a service account, mints it a
+// client (allowed: it holds nothing yet), then sets the attribute a finance rule reads:
+// refused, like adding the member by hand; creating it with that attribute likewise.
+// Nothing is written, and the account never reaches the finance permission.
+func TestSecurityAttributesAreNoWayIntoRuleGroups(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newAdminFixture(t, nil)
+	role, err := f.op.CreateRole(ctx, connect.NewRequest(&keyplanev1.CreateRoleRequest{TenantId: "acme", Name: "finance", Permissions: []string{"finance.*"}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := f.op.CreateGroup(ctx, connect.NewRequest(&keyplanev1.CreateGroupRequest{TenantId: "acme", Name: "finance"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.op.CreateBinding(ctx, connect.NewRequest(&keyplanev1.CreateBindingRequest{TenantId: "acme", PrincipalKind: "group",
+		PrincipalId: g.Msg.Group.Id, RoleId: role.Msg.Role.Id, Scope: "*"})); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.op.CreateMembershipRule(ctx, connect.NewRequest(&keyplanev1.CreateMembershipRuleRequest{TenantId: "acme",
+		Name: "finance", Condition: `attributes.team == "finance"`, GroupIds: []string{g.Msg.Group.Id}})); err != nil {
+		t.Fatal(err)
+	}
+	_, tok := f.identityWith(t, "mgr", "*", "iam.identities.create", "iam.identities.update", "iam.credentials.manage")
+	mgr := adminClient(f.url, tok)
+	x, err := mgr.CreateIdentity(ctx, connect.NewRequest(f.serviceAccount("x")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mgr.CreateClient(ctx, connect.NewRequest(&keyplanev1.CreateClientRequest{TenantId: "acme", IdentityId: x.Msg.Identity.Id, Name: "c"})); err != nil {
+		t.Fatalf("minting for an identity that holds nothing: %v", err)
+	}
+	finance, err := structpb.NewStruct(map[string]any{"team": "finance"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = mgr.UpdateIdentity(ctx, connect.NewRequest(&keyplanev1.UpdateIdentityRequest{TenantId: "acme", Id: x.Msg.Identity.Id, Attributes: finance}))
+	wantCode(t, err, connect.CodePermissionDenied, "membership rule")
+	req := f.serviceAccount("y")
+	req.Attributes = finance
+	_, err = mgr.CreateIdentity(ctx, connect.NewRequest(req))
+	wantCode(t, err, connect.CodePermissionDenied, "membership rule")
+
+	check := keyplanev1connect.NewCheckServiceClient(http.DefaultClient, f.url, connect.WithInterceptors(bearerInterceptor(secret)))
+	d, err := check.Check(ctx, connect.NewRequest(&keyplanev1.CheckRequest{TenantId: "acme",
+		Principal: &keyplanev1.CheckRequest_IdentityId{IdentityId: x.Msg.Identity.Id}, Permission: "finance.ledger.write", Resource: "books/1"}))
+	if err != nil || d.Msg.Allowed {
+		t.Fatalf("x after the refused change: %v %v, want denied", d, err)
+	}
+	got, err := f.op.GetIdentity(ctx, connect.NewRequest(&keyplanev1.GetIdentityRequest{TenantId: "acme", Id: x.Msg.Identity.Id}))
+	if err != nil || got.Msg.Identity.Attributes.AsMap()["team"] != nil {
+		t.Fatalf("x's attributes after the refused change: %v %v", got, err)
+	}
+	// The operator may (break-glass, audited).
+	if _, err := f.op.UpdateIdentity(ctx, connect.NewRequest(&keyplanev1.UpdateIdentityRequest{TenantId: "acme", Id: x.Msg.Identity.Id, Attributes: finance})); err != nil {
+		t.Fatalf("the operator setting the attribute: %v", err)
+	}
+}
+
+// TestSecurityPrivilegedRolesNeverReachRuleGroups (review of issue 15): a rule hands
+// its groups to everyone it matches without a second person, so a privileged role
+// never reaches a rule's group: not by binding it to the group, not by making a role
+// already bound there privileged, not by a rule targeting a group that has one — not
+// even for the operator. And a SCIM-managed group is never a rule's target.
+func TestSecurityPrivilegedRolesNeverReachRuleGroups(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newRuleFixture(t) // groups eng and sales, bound to the viewer role
+	if _, err := f.admin.CreateMembershipRule(ctx, connect.NewRequest(&keyplanev1.CreateMembershipRuleRequest{TenantId: "acme",
+		Name: "eng", Condition: `attributes.team == "eng"`, GroupIds: []string{f.eng}})); err != nil {
+		t.Fatal(err)
+	}
+	_, err := f.admin.CreateBinding(ctx, connect.NewRequest(&keyplanev1.CreateBindingRequest{TenantId: "acme", PrincipalKind: "group",
+		PrincipalId: f.eng, RoleId: schema.RoleTenantAdmin, Scope: "*"}))
+	wantCode(t, err, connect.CodeFailedPrecondition, "membership rule")
+	privileged := true
+	_, err = f.admin.UpdateRole(ctx, connect.NewRequest(&keyplanev1.UpdateRoleRequest{TenantId: "acme", RoleId: f.viewer, Privileged: &privileged}))
+	wantCode(t, err, connect.CodeFailedPrecondition, "membership rule")
+
+	// sales gets tenant-admin (the operator may bind it): no rule may target it then.
+	if _, err := f.admin.CreateBinding(ctx, connect.NewRequest(&keyplanev1.CreateBindingRequest{TenantId: "acme", PrincipalKind: "group",
+		PrincipalId: f.sales, RoleId: schema.RoleTenantAdmin, Scope: "*"})); err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.admin.CreateMembershipRule(ctx, connect.NewRequest(&keyplanev1.CreateMembershipRuleRequest{TenantId: "acme",
+		Name: "sales", Condition: `attributes.team == "sales"`, GroupIds: []string{f.sales}}))
+	wantCode(t, err, connect.CodeFailedPrecondition, "privileged")
+
+	// A SCIM client's group: the directory decides its members, not a rule.
+	sf, c, _ := scimFixture(t)
+	sg := c.do(t, "POST", "/Groups", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:Group"],"displayName":"pushed"}`).must(t, http.StatusCreated)
+	_, err = sf.op.CreateMembershipRule(ctx, connect.NewRequest(&keyplanev1.CreateMembershipRuleRequest{TenantId: "acme",
+		Name: "pushed", Condition: `true`, GroupIds: []string{sg["id"].(string)}}))
+	wantCode(t, err, connect.CodeInvalidArgument, "SCIM")
 }

@@ -341,6 +341,17 @@ func insertBinding(ctx context.Context, tx pgx.Tx, sc Scope, c Change, b Binding
 	if err := ensureBuiltinRole(ctx, tx, sc, b.RoleID); err != nil {
 		return Binding{}, err
 	}
+	if b.PrincipalKind == "group" && b.Effect != "deny" {
+		privileged, err := rolePrivileged(ctx, tx, sc, b.RoleID)
+		if err != nil {
+			return Binding{}, err
+		}
+		if privileged {
+			if err := refusePrivilegedOnRuleGroup(ctx, tx, sc, b.RoleID, b.PrincipalID); err != nil {
+				return Binding{}, err
+			}
+		}
+	}
 	out, err := scanBinding(tx.QueryRow(ctx, `INSERT INTO bindings (tenant_id, crdb_region, effect, principal_kind, principal_id, role_id,
   scope, condition, expires_at, granted_by, justification)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING `+bindingColumns,

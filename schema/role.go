@@ -160,6 +160,11 @@ func (s *Store) UpdateRole(ctx context.Context, c Change, sc Scope, id string, u
 			after.Sensitive == before.Sensitive && after.Privileged == before.Privileged {
 			return audit{}, errUnchanged
 		}
+		if after.Privileged && (!before.Privileged || !slices.Equal(after.Permissions, before.Permissions)) {
+			if err := refusePrivilegedOnRuleGroup(ctx, tx, sc, id, ""); err != nil {
+				return audit{}, err
+			}
+		}
 		after, err = scanRole(tx.QueryRow(ctx, `UPDATE roles SET name = $4, description = $5, permissions = $6, sensitive = $7, privileged = $8,
   updated_at = now()
 WHERE crdb_region = $1 AND tenant_id = $2 AND id = $3 RETURNING `+roleColumns,

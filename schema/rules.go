@@ -310,6 +310,9 @@ WHERE crdb_region = $1 AND tenant_id = $2 AND rule_id = ANY($3::UUID[]) ORDER BY
 
 func insertRuleGroups(ctx context.Context, tx pgx.Tx, sc Scope, ruleID string, groups []string) error {
 	for i, g := range groups {
+		if err := ruleTargetAllowed(ctx, tx, sc, fmt.Sprintf("group_ids[%d]", i), g); err != nil {
+			return err
+		}
 		if _, err := tx.Exec(ctx, `INSERT INTO membership_rule_groups (tenant_id, crdb_region, rule_id, group_id) VALUES ($1, $2, $3, $4)`,
 			sc.TenantID, sc.Region, ruleID, g); err != nil {
 			if errors.Is(classify(err), ErrNotFound) {
@@ -479,8 +482,21 @@ func (s *Store) reconcileIdentity(ctx context.Context, tx pgx.Tx, sc Scope, i Id
 	if err != nil || ch.empty() {
 		return ch, err
 	}
-	_, err = bumpRevision(ctx, tx, sc.TenantID)
-	return ch, err
+	var judged int64
+	if sc.guard != nil && len(ch.Added) > 0 {
+		if judged, err = (*sc.guard)(ctx, ch.Added); err != nil {
+			return RuleChanges{}, err
+		}
+	}
+	rev, err := bumpRevision(ctx, tx, sc.TenantID)
+	if err != nil {
+		return RuleChanges{}, err
+	}
+	if judged > 0 && rev != judged+1 {
+		return RuleChanges{}, fmt.Errorf("%w: the policy changed (revision %d) since the memberships this change gives were authorized at revision %d; retry",
+			ErrPrecondition, rev-1, judged)
+	}
+	return ch, nil
 }
 
 // applyRules recomputes i's rule memberships inside tx and records what changed in the
@@ -508,4 +524,99 @@ ORDER BY rule_id`, sc.Region, sc.TenantID, groupID)
 		return nil, fmt.Errorf("read membership rules of group: %w", err)
 	}
 	return ids, nil
+}
+
+// ruleTargetAllowed refuses a group as a rule's target when a SCIM client manages its
+// members (the directory and the rule would fight over them) or when it has an allow
+// binding of a privileged role (its members change only through approved change
+// requests, never automatically). A group that does not exist passes: the foreign key
+// names it.
+func ruleTargetAllowed(ctx context.Context, tx pgx.Tx, sc Scope, field, groupID string) error {
+	var scim bool
+	err := tx.QueryRow(ctx, `SELECT scim_managed FROM groups WHERE crdb_region = $1 AND tenant_id = $2 AND id = $3`,
+		sc.Region, sc.TenantID, groupID).Scan(&scim)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read group: %w", err)
+	}
+	if scim {
+		return fieldErr(field, "group %s is managed by a SCIM client, which decides its members: a membership rule cannot target it", groupID)
+	}
+	roles, err := privilegedAllowRoles(ctx, tx, sc, groupID)
+	if err != nil {
+		return err
+	}
+	if len(roles) > 0 {
+		return fmt.Errorf("%w: %s: group %s has an allow binding of the privileged role %s: its members change only through approved change requests, never by a rule",
+			ErrPrecondition, field, groupID, roles[0])
+	}
+	return nil
+}
+
+// privilegedAllowRoles lists the privileged roles (stored or built-in) allow-bound to
+// group groupID.
+func privilegedAllowRoles(ctx context.Context, tx pgx.Tx, sc Scope, groupID string) ([]string, error) {
+	rows, err := tx.Query(ctx, `SELECT DISTINCT b.role_id::TEXT, coalesce(r.privileged, false) FROM bindings b
+LEFT JOIN roles r ON r.crdb_region = b.crdb_region AND r.tenant_id = b.tenant_id AND r.id = b.role_id
+WHERE b.crdb_region = $1 AND b.tenant_id = $2 AND b.principal_kind = 'group' AND b.principal_id = $3 AND b.effect = 'allow'`,
+		sc.Region, sc.TenantID, groupID)
+	if err != nil {
+		return nil, fmt.Errorf("read group bindings: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id string
+		var privileged bool
+		if err := rows.Scan(&id, &privileged); err != nil {
+			return nil, fmt.Errorf("read group bindings: %w", err)
+		}
+		if b, ok := BuiltinRole(id); privileged || ok && b.Privileged {
+			out = append(out, id)
+		}
+	}
+	return out, rows.Err()
+}
+
+// refusePrivilegedOnRuleGroup refuses giving a rule-targeted group a privileged role
+// (an allow binding of it on groupID; or, with groupID "", the role becoming privileged
+// or wider while allow-bound to such groups): the rule would hand it to everyone it
+// matches without a second person.
+func refusePrivilegedOnRuleGroup(ctx context.Context, tx pgx.Tx, sc Scope, roleID, groupID string) error {
+	q, args := `SELECT g.group_id::TEXT, g.rule_id::TEXT FROM membership_rule_groups g
+JOIN bindings b ON b.crdb_region = g.crdb_region AND b.tenant_id = g.tenant_id AND b.principal_id = g.group_id
+WHERE g.crdb_region = $1 AND g.tenant_id = $2 AND b.principal_kind = 'group' AND b.effect = 'allow' AND b.role_id = $3
+ORDER BY 1, 2 LIMIT 1`, []any{sc.Region, sc.TenantID, roleID}
+	if groupID != "" {
+		q, args = `SELECT group_id::TEXT, rule_id::TEXT FROM membership_rule_groups WHERE crdb_region = $1 AND tenant_id = $2 AND group_id = $3
+ORDER BY 2 LIMIT 1`, []any{sc.Region, sc.TenantID, groupID}
+	}
+	var group, rule string
+	err := tx.QueryRow(ctx, q, args...).Scan(&group, &rule)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return nil
+	case err != nil:
+		return fmt.Errorf("read membership rules of the role's groups: %w", err)
+	}
+	return fmt.Errorf("%w: group %s is a target of membership rule %s: a privileged role cannot reach it, since the rule would hand it to everyone it matches without a second person's approval",
+		ErrPrecondition, group, rule)
+}
+
+// rolePrivileged reports whether role id is privileged (built-in or stored).
+func rolePrivileged(ctx context.Context, tx pgx.Tx, sc Scope, id string) (bool, error) {
+	if b, ok := BuiltinRole(id); ok {
+		return b.Privileged, nil
+	}
+	var privileged bool
+	err := tx.QueryRow(ctx, `SELECT privileged FROM roles WHERE crdb_region = $1 AND tenant_id = $2 AND id = $3`, sc.Region, sc.TenantID, id).Scan(&privileged)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil // the insert names the missing role
+	}
+	if err != nil {
+		return false, fmt.Errorf("read role: %w", err)
+	}
+	return privileged, nil
 }

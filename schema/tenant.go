@@ -76,7 +76,25 @@ type Scope struct {
 	TenantID string
 	Region   string // the tenant's home region: the crdb_region of all its rows
 
-	judgedAt int64 // see JudgedAt
+	judgedAt int64            // see JudgedAt
+	guard    *MembershipGuard // see GuardMemberships (a pointer: Scope stays comparable)
+}
+
+// MembershipGuard authorizes the group memberships membership rules would give an
+// identity because of a change to it (its creation, its attributes, its re-enabling),
+// inside the change's transaction and before it commits; an error refuses the change.
+// It returns the policy revision it judged at (0: none), which must still be current
+// when the change commits.
+type MembershipGuard func(ctx context.Context, added []Membership) (int64, error)
+
+// GuardMemberships returns sc with g judging the rule memberships an identity change
+// would add (see MembershipGuard); nil judges nothing.
+func (sc Scope) GuardMemberships(g MembershipGuard) Scope {
+	sc.guard = nil
+	if g != nil {
+		sc.guard = &g
+	}
+	return sc
 }
 
 // JudgedAt returns sc for a policy change (roles, groups, memberships, bindings) that
