@@ -485,10 +485,10 @@ type ExchangeRefusal struct {
 
 // RecordExchangeRefusal writes the "federation.exchange_refused" audit event.
 func (s *Store) RecordExchangeRefusal(ctx context.Context, c Change, sc Scope, r ExchangeRefusal) error {
-	after := map[string]any{"rule": r.Rule, "reason": r.Reason}
+	after := map[string]any{"rule": r.Rule, "reason": truncate(r.Reason, 1000)}
 	for k, v := range map[string]string{"external_issuer": r.Issuer, "external_subject": r.Subject, "trust_policy_id": r.PolicyID} {
 		if v != "" {
-			after[k] = v
+			after[k] = truncate(v, 512) // the issuer is unverified: bounded
 		}
 	}
 	target := r.PolicyID
