@@ -140,8 +140,9 @@ func refuse(rule, format string, args ...any) *exchangeRefusal {
 // federation.exchange in the transaction that opens the session.
 func (n *Node) tokenExchange(ctx context.Context, r *http.Request, t schema.Tenant) (any, error) {
 	f, err := parseExchangeForm(r.PostForm)
-	if err != nil {
-		return nil, err
+	var oe *oauthError
+	if errors.As(err, &oe) {
+		return nil, n.refuseExchange(ctx, t, "", &exchangeRefusal{code: oe.Code, rule: "request", desc: oe.Description})
 	}
 	peek, err := peekToken(f.subjectToken)
 	if err != nil {
