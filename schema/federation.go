@@ -254,7 +254,7 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id::TE
 
 // TrustPolicyUpdate lists the fields to change; nil fields stay as they are.
 type TrustPolicyUpdate struct {
-	Name, Description, Issuer, Condition, IdentityID *string
+	Name, Description, Issuer, Condition, IdentityID       *string
 	Audiences, Algorithms, AllowedAudiences, AllowedScopes *[]string
 	MaxAge                                                 *time.Duration
 	AllowMissingJTI                                        *bool
