@@ -490,3 +490,47 @@ func TestTrustPolicyBadInput(t *testing.T) {
 	_, err = federationClient(f.url, "not-a-token").ListTrustPolicies(ctx, connect.NewRequest(&keyplanev1.ListTrustPoliciesRequest{TenantId: "acme"}))
 	wantCode(t, err, connect.CodeUnauthenticated, "")
 }
+
+// TestFederationWriteNeedsWhatMintingNeeds: a trust policy hands out its identity's
+// tokens, so writing one needs iam.federation.write and what minting a credential for
+// the identity needs — iam.credentials.manage on it and every permission it holds —
+// through plain Connect JSON over net/http.
+func TestFederationWriteNeedsWhatMintingNeeds(t *testing.T) {
+	t.Parallel()
+	f := newAdminFixture(t, nil)
+	ctx := context.Background()
+	target, err := f.op.CreateIdentity(ctx, connect.NewRequest(f.serviceAccount("powerful")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	role, err := f.op.CreateRole(ctx, connect.NewRequest(&keyplanev1.CreateRoleRequest{TenantId: "acme", Name: "role-admin", Permissions: []string{"iam.roles.write"}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.bind(t, target.Msg.Identity.Id, role.Msg.Role.Id, "*")
+	create := keyplanev1connect.FederationServiceCreateTrustPolicyProcedure
+	msg := map[string]any{"tenantId": "acme", "policy": map[string]any{"name": "ci", "issuer": "https://ci.example.com",
+		"audiences": []string{"keyplane"}, "condition": "true", "identityId": target.Msg.Identity.Id}}
+	_, reader := f.identityWith(t, "reader", "*", "iam.federation.read")
+	_, fedOnly := f.identityWith(t, "fed-only", "*", "iam.federation.write")
+	_, noRoles := f.identityWith(t, "no-roles", "*", "iam.federation.write", "iam.credentials.manage")
+	_, enough := f.identityWith(t, "enough", "*", "iam.federation.write", "iam.credentials.manage", "iam.roles.write")
+	for _, tc := range []struct {
+		name, token, procedure string
+		msg                    map[string]any
+		want                   string
+	}{
+		{"read only may list", reader, keyplanev1connect.FederationServiceListTrustPoliciesProcedure, map[string]any{"tenantId": "acme"}, ""},
+		{"read only may not create", reader, create, msg, "permission_denied"},
+		{"federation.write without credentials.manage", fedOnly, create, msg, "permission_denied"},
+		{"without the identity's permissions (escalation)", noRoles, create, msg, "permission_denied"},
+		{"no token", "", create, msg, "unauthenticated"},
+		{"write, credentials.manage and the identity's permissions", enough, create, msg, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if code, body := f.call(t, tc.procedure, tc.token, tc.msg); code != tc.want {
+				t.Fatalf("got code %q (%s), want %q", code, body, tc.want)
+			}
+		})
+	}
+}
