@@ -2,6 +2,7 @@ package region
 
 import (
 	"encoding/base64"
+	"errors"
 	"net/url"
 	"slices"
 	"strings"
@@ -50,8 +51,8 @@ func FuzzParseExchangeForm(f *testing.F) {
 		}
 		got, err := parseExchangeForm(form)
 		if err != nil {
-			oe, ok := err.(*oauthError)
-			if !ok || oe.Code != "invalid_request" || oe.Description == "" {
+			var oe *oauthError
+			if !errors.As(err, &oe) || oe.Code != "invalid_request" || oe.Description == "" {
 				t.Fatalf("parseExchangeForm(%q): %v, want an invalid_request with a description", body, err)
 			}
 			return

@@ -109,15 +109,14 @@ func (is *extIssuer) k8sClaims(aud string) map[string]any {
 // policies: one for a CI issuer, one for a Kubernetes issuer.
 type fedFixture struct {
 	*fixture
-	fed          keyplanev1connect.FederationServiceClient
-	ci, k8s      *extIssuer
-	workload     string // the federated identity
-	ciPolicy     *keyplanev1.TrustPolicy
-	k8sPolicy    *keyplanev1.TrustPolicy
-	ciAud        string
-	k8sAud       string
-	tokenURL     string
-	createdUntil time.Time
+	fed       keyplanev1connect.FederationServiceClient
+	ci, k8s   *extIssuer
+	workload  string // the federated identity
+	ciPolicy  *keyplanev1.TrustPolicy
+	k8sPolicy *keyplanev1.TrustPolicy
+	ciAud     string
+	k8sAud    string
+	tokenURL  string
 }
 
 func newFedFixture(t *testing.T) *fedFixture {
@@ -533,4 +532,51 @@ func TestFederationWriteNeedsWhatMintingNeeds(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestFederationConcurrentReplay: the same external token exchanged many times at once
+// gets exactly one keyplane token; every other attempt is refused as a replay.
+func TestFederationConcurrentReplay(t *testing.T) {
+	t.Parallel()
+	f := newFedFixture(t)
+	tok := f.ci.sign(t, f.ci.ciClaims(f.ciAud), "")
+	const n = 8
+	results := make([]formResult, n)
+	done := make(chan int)
+	for i := range n {
+		go func() {
+			results[i] = postFormNoFatal(f.tokenURL, exchangeForm(tok))
+			done <- i
+		}()
+	}
+	for range n {
+		<-done
+	}
+	ok, replays := 0, 0
+	for _, r := range results {
+		desc, _ := r.body["error_description"].(string)
+		switch {
+		case r.status == http.StatusOK:
+			ok++
+		case r.body["error"] == "invalid_grant" && strings.HasPrefix(desc, "replay:"):
+			replays++
+		default:
+			t.Errorf("unexpected answer %d %v", r.status, r.body)
+		}
+	}
+	if ok != 1 || replays != n-1 {
+		t.Fatalf("%d exchanges succeeded and %d were refused as replays, want 1 and %d", ok, replays, n-1)
+	}
+}
+
+// postFormNoFatal posts a form without client authentication from any goroutine.
+func postFormNoFatal(u string, form url.Values) formResult {
+	resp, err := http.Post(u, "application/x-www-form-urlencoded", strings.NewReader(form.Encode()))
+	if err != nil {
+		return formResult{body: map[string]any{"error": err.Error()}}
+	}
+	defer resp.Body.Close()
+	out := formResult{status: resp.StatusCode, body: map[string]any{}}
+	_ = json.NewDecoder(resp.Body).Decode(&out.body)
+	return out
 }

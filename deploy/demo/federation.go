@@ -176,8 +176,8 @@ func federationTour(ctx context.Context, w io.Writer, st State, tn Tenant, from 
 	fmt.Fprintf(w, "  3. with it the job calls Check: deploy.release.create on services/api/releases/42 allowed\n")
 
 	// The same token again, and a branch the policy does not trust: refused, and why.
-	if _, err := exchange(jobTok); err == nil || !errors.Is(err, errExchangeRefused) {
-		return fmt.Errorf("a replayed CI token was not refused: %v", err)
+	if _, err := exchange(jobTok); !errors.Is(err, errExchangeRefused) {
+		return refusalMissing("a replayed CI token", err)
 	}
 	featureTok, err := is.jobToken(audience, "acme/api", "refs/heads/feature")
 	if err != nil {
@@ -185,10 +185,18 @@ func federationTour(ctx context.Context, w io.Writer, st State, tn Tenant, from 
 	}
 	_, err = exchange(featureTok)
 	if !errors.Is(err, errExchangeRefused) {
-		return fmt.Errorf("a token of a feature branch was not refused: %v", err)
+		return refusalMissing("a feature branch's CI token", err)
 	}
 	fmt.Fprintf(w, "  4. refused: the same CI token again (replay) and a feature branch's (%v)\n", err)
 	return nil
+}
+
+// refusalMissing is the tour's error when an exchange that must be refused was not.
+func refusalMissing(what string, err error) error {
+	if err == nil {
+		return fmt.Errorf("%s was exchanged: it must be refused", what)
+	}
+	return fmt.Errorf("%s: want a refusal, got: %w", what, err)
 }
 
 // errExchangeRefused is a token exchange the token endpoint refused with 400.
