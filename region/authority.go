@@ -104,6 +104,7 @@ var authorities = func() map[string]authority {
 	check := func(m string) string { return procedure(keyplanev1connect.CheckServiceName, m) }
 	elev := func(m string) string { return procedure(keyplanev1connect.ElevationServiceName, m) }
 	decision := func(m string) string { return procedure(keyplanev1connect.DecisionServiceName, m) }
+	federation := func(m string) string { return procedure(keyplanev1connect.FederationServiceName, m) }
 	cluster := authority{plane: planeCluster}
 	public := authority{plane: planePublic}
 	tenant := func(perm string, on target, sensitive bool) authority {
@@ -196,6 +197,14 @@ var authorities = func() map[string]authority {
 		elev("ListElevations"):        tenant(PermApproveElevations, self, false),
 		decision("GetDecision"):       tenant(PermDecisionsRead, onTenant, false),
 		decision("ListDecisions"):     tenant(PermDecisionsRead, onTenant, false),
+		// A trust policy is a way to get its identity's tokens: writes step up, and the
+		// handler also requires what minting a credential for the identity requires
+		// (mayManageIdentity).
+		federation("CreateTrustPolicy"): tenant(PermFederationWrite, onTenant, true),
+		federation("UpdateTrustPolicy"): tenant(PermFederationWrite, onTenant, true),
+		federation("DeleteTrustPolicy"): tenant(PermFederationWrite, onTenant, true),
+		federation("GetTrustPolicy"):    tenant(PermFederationRead, onTenant, false),
+		federation("ListTrustPolicies"): tenant(PermFederationRead, onTenant, false),
 	}
 }()
 

@@ -17,6 +17,7 @@ type metrics struct {
 	credentialFailures   *prometheus.CounterVec
 	validations          *prometheus.CounterVec
 	refreshReuse         prometheus.Counter
+	federationExchanges  *prometheus.CounterVec
 	checks               *prometheus.CounterVec
 	policyReloads        prometheus.Counter
 	decisionsWritten     prometheus.Counter
@@ -67,6 +68,10 @@ func newMetrics(reg prometheus.Registerer, cfg Config) (*metrics, error) {
 			Namespace: "keyplane", Name: "refresh_token_reuse_total",
 			Help: "Refresh tokens presented after rotation (their sessions were revoked).", ConstLabels: labels,
 		}),
+		federationExchanges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "keyplane", Name: "federation_exchanges_total",
+			Help: "Token exchanges of external tokens (workload identity federation) by result: ok or the refusing rule.", ConstLabels: labels,
+		}, []string{"result"}),
 		checks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "keyplane", Name: "checks_total",
 			Help: "Permission decisions by result (allowed, denied).", ConstLabels: labels,
@@ -116,7 +121,7 @@ func newMetrics(reg prometheus.Registerer, cfg Config) (*metrics, error) {
 	}
 	for _, c := range []prometheus.Collector{m.rpcDuration, m.authFailures, m.breakGlass, m.stepUpRequired, m.ready, m.credentialFailures, m.validations, m.refreshReuse,
 		m.checks, m.policyReloads, m.decisionsWritten, m.decisionBackpressure, m.decisionsPruned, m.loginAttempts, m.rateLimited, m.hashSlots, m.hashInUse, m.hashBusy,
-		m.deprovision} {
+		m.deprovision, m.federationExchanges} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

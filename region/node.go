@@ -62,6 +62,8 @@ type Node struct {
 	pageKey   []byte                                  // seals page tokens (pagetoken.go)
 	ruleEnv   *authz.RuleEnv                          // membership-rule conditions (admin_rules.go)
 	geo       *geoip.DB                               // request.country's database (Config.GeoIPDB); nil without one
+	claimsEnv *authz.ClaimsEnv                        // trust-policy conditions (federation.go)
+	issuers   *issuers                                // external issuers' discovery and keys (federation_issuer.go)
 }
 
 // New assembles a node. log may be nil (no logging).
@@ -110,6 +112,10 @@ func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node
 	if n.ruleEnv, err = authz.NewRuleEnv(authz.EnvOptions{}); err != nil {
 		return nil, err
 	}
+	if n.claimsEnv, err = authz.NewClaimsEnv(authz.EnvOptions{}); err != nil {
+		return nil, err
+	}
+	n.issuers = newIssuers(nil)
 	n.store = store.WithRuleMatcher(n.matchRule)
 
 	mux := http.NewServeMux()
@@ -124,12 +130,13 @@ func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node
 	mux.Handle(keyplanev1connect.NewCheckServiceHandler(&CheckService{node: n}, observe, connect.WithReadMaxBytes(maxMessageBytes)))
 	mux.Handle(keyplanev1connect.NewElevationServiceHandler(&ElevationService{node: n}, observe, connect.WithReadMaxBytes(64<<10)))
 	mux.Handle(keyplanev1connect.NewDecisionServiceHandler(&DecisionService{node: n}, observe, connect.WithReadMaxBytes(64<<10)))
+	mux.Handle(keyplanev1connect.NewFederationServiceHandler(&FederationService{node: n}, observe, connect.WithReadMaxBytes(64<<10)))
 	small := connect.WithReadMaxBytes(64 << 10) // connect reads any size otherwise
 	mux.Handle(grpchealth.NewHandler(healthChecker{n}, connect.WithHandlerOptions(connect.WithInterceptors(n.observe()), connect.WithCompressMinBytes(8<<10)), small))
 	n.mountOAuth(mux)
 	n.mountSCIM(mux)
 	reflector := grpcreflect.NewStaticReflector(keyplanev1connect.AdminServiceName, keyplanev1connect.AuthServiceName, keyplanev1connect.CheckServiceName,
-		keyplanev1connect.ElevationServiceName, keyplanev1connect.DecisionServiceName, grpchealth.HealthV1ServiceName)
+		keyplanev1connect.ElevationServiceName, keyplanev1connect.DecisionServiceName, keyplanev1connect.FederationServiceName, grpchealth.HealthV1ServiceName)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector, small))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector, small))
 	n.mountHealth(mux)
@@ -254,7 +261,7 @@ type healthChecker struct{ n *Node }
 func (h healthChecker) Check(ctx context.Context, req *grpchealth.CheckRequest) (*grpchealth.CheckResponse, error) {
 	switch req.Service {
 	case "", keyplanev1connect.AdminServiceName, keyplanev1connect.AuthServiceName, keyplanev1connect.CheckServiceName,
-		keyplanev1connect.ElevationServiceName, keyplanev1connect.DecisionServiceName:
+		keyplanev1connect.ElevationServiceName, keyplanev1connect.DecisionServiceName, keyplanev1connect.FederationServiceName:
 	default:
 		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("unknown service %q", req.Service))
 	}

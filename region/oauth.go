@@ -141,7 +141,7 @@ func (n *Node) discovery(_ context.Context, _ http.ResponseWriter, _ *http.Reque
 		"token_endpoint":                        iss + "/oauth2/token",
 		"introspection_endpoint":                iss + "/oauth2/introspect",
 		"revocation_endpoint":                   iss + "/oauth2/revoke",
-		"grant_types_supported":                 []string{"client_credentials", "refresh_token"},
+		"grant_types_supported":                 []string{"client_credentials", "refresh_token", grantTokenExchange},
 		"token_endpoint_auth_methods_supported": auth,
 		"introspection_endpoint_auth_methods_supported": auth,
 		"revocation_endpoint_auth_methods_supported":    auth,
@@ -251,6 +251,8 @@ func (n *Node) tokenEndpoint(ctx context.Context, _ http.ResponseWriter, r *http
 			return nil, err
 		}
 		return tokenResponse{AccessToken: raw, TokenType: "Bearer", ExpiresIn: secondsUntil(sess.ExpiresAt, n.now()), Scope: scope}, nil
+	case grantTokenExchange:
+		return n.tokenExchange(ctx, r, t)
 	case "refresh_token":
 		raw, refresh, sess, err := n.refresh(ctx, t, r.PostForm.Get("refresh_token"))
 		if err != nil {
@@ -260,7 +262,7 @@ func (n *Node) tokenEndpoint(ctx context.Context, _ http.ResponseWriter, r *http
 	case "":
 		return nil, oauthErr(http.StatusBadRequest, "invalid_request", "grant_type is required")
 	default:
-		return nil, oauthErr(http.StatusBadRequest, "unsupported_grant_type", "supported: client_credentials, refresh_token")
+		return nil, oauthErr(http.StatusBadRequest, "unsupported_grant_type", "supported: client_credentials, refresh_token, "+grantTokenExchange)
 	}
 }
 

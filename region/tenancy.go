@@ -23,7 +23,8 @@ var tenantScopedProcedures = proceduresWhere(func(m protoreflect.MethodDescripto
 func proceduresWhere(keep func(protoreflect.MethodDescriptor) bool) map[string]bool {
 	out := map[string]bool{}
 	for _, name := range []string{keyplanev1connect.AdminServiceName, keyplanev1connect.AuthServiceName,
-		keyplanev1connect.CheckServiceName, keyplanev1connect.ElevationServiceName, keyplanev1connect.DecisionServiceName} {
+		keyplanev1connect.CheckServiceName, keyplanev1connect.ElevationServiceName, keyplanev1connect.DecisionServiceName,
+		keyplanev1connect.FederationServiceName} {
 		d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(name))
 		if err != nil {
 			panic(fmt.Sprintf("service %s not registered: %v", name, err))

@@ -145,6 +145,7 @@ type grant struct {
 	Scope        string
 	Refresh      *schema.NewRefreshToken
 	SessionTTL   time.Duration // 0: the access token's lifetime
+	Act          *token.Actor  // the external subject of a token exchange (federation.go)
 }
 
 // signingAlg is the algorithm t's tokens are signed with.
@@ -187,7 +188,7 @@ func (n *Node) mint(ring *token.Ring, g grant, sessionID string, now time.Time, 
 	raw, err := ring.MintWith(signingAlg(g.Tenant), token.Claims{
 		Issuer: n.Issuer(g.Tenant.ID), Subject: g.IdentityID, Audience: []string{aud},
 		IssuedAt: now, ExpiresAt: now.Add(ttl), ID: uuid.NewString(), ClientID: g.ClientID,
-		Tenant: g.Tenant.ID, SessionID: sessionID, AMR: g.AMR, Region: n.cfg.Region, Scope: g.Scope,
+		Tenant: g.Tenant.ID, SessionID: sessionID, AMR: g.AMR, Region: n.cfg.Region, Scope: g.Scope, Act: g.Act,
 	})
 	if err != nil {
 		return "", fmt.Errorf("mint token: %w", err)

@@ -118,6 +118,9 @@ func (s *Store) CreateKeyCredential(ctx context.Context, c Change, sc Scope, in 
 		if id.Status != StatusActive {
 			return inactiveIdentity("identity_id", id)
 		}
+		if err := refuseFederated(ctx, tx, sc, in.IdentityID); err != nil {
+			return err
+		}
 		if in.Kind == CredAPIKey {
 			if id.IsHuman() {
 				return fieldErr("identity_id", "API keys are for non-human identities; humans log in")

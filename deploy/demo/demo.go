@@ -66,6 +66,7 @@ type Demo struct {
 	State State
 
 	cluster   *deploy.Cluster
+	issuer    *ciIssuer // the federation tour's simulated CI issuer; nil before it ran
 	stateFile string
 	out       io.Writer
 }
@@ -106,6 +107,9 @@ func Start(ctx context.Context, cfg Config) (*Demo, error) {
 	if err := runLeaverTour(ctx, cfg.Out, d.State); err != nil {
 		return nil, fmt.Errorf("leaver tour: %w", err)
 	}
+	if d.issuer, err = runFederationTour(ctx, cfg.Out, d.State); err != nil {
+		return nil, fmt.Errorf("federation tour: %w", err)
+	}
 	writeGuide(cfg.Out, cl, d.State, cfg.StateFile)
 	if cfg.StateFile != "" {
 		d.stateFile = cfg.StateFile
@@ -121,11 +125,14 @@ func Start(ctx context.Context, cfg Config) (*Demo, error) {
 	return d, nil
 }
 
-// Stop removes the state file and stops the nodes, the proxies and PostgreSQL,
-// removing their temporary directories.
+// Stop removes the state file and stops the simulated CI issuer, the nodes, the
+// proxies and PostgreSQL, removing their temporary directories.
 func (d *Demo) Stop() {
 	if d.stateFile != "" {
 		_ = os.Remove(d.stateFile)
+	}
+	if d.issuer != nil {
+		d.issuer.Close()
 	}
 	d.cluster.Stop()
 }

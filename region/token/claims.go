@@ -27,6 +27,15 @@ type Claims struct {
 	Region    string    // "region": the issuing region
 	Scope     string    // "scope" (space-separated), omitted when empty
 	AuthTime  time.Time // "auth_time", omitted when zero
+	// Act is the actor (RFC 8693 §4.1): for a token minted by token exchange, the
+	// external subject and issuer it was exchanged for; nil otherwise.
+	Act *Actor
+}
+
+// Actor is an RFC 8693 §4.1 "act" claim.
+type Actor struct {
+	Subject string `json:"sub"`
+	Issuer  string `json:"iss,omitempty"`
 }
 
 // wireClaims is the JSON form of Claims. It is decoded with go-jose's JSON package,
@@ -46,6 +55,7 @@ type wireClaims struct {
 	Region    string           `json:"region,omitempty"`
 	Scope     string           `json:"scope,omitempty"`
 	AuthTime  *jwt.NumericDate `json:"auth_time,omitempty"`
+	Act       *Actor           `json:"act,omitempty"`
 }
 
 // wire returns the JSON form of c; nbf is set to iat.
@@ -65,6 +75,7 @@ func (c Claims) wire() wireClaims {
 		Region:    c.Region,
 		Scope:     c.Scope,
 		AuthTime:  jwt.NewNumericDate(c.AuthTime),
+		Act:       c.Act,
 	}
 }
 
@@ -84,6 +95,7 @@ func (w wireClaims) claims() Claims {
 		Region:    w.Region,
 		Scope:     w.Scope,
 		AuthTime:  utc(w.AuthTime),
+		Act:       w.Act,
 	}
 }
 

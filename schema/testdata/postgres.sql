@@ -512,3 +512,50 @@ CREATE TABLE IF NOT EXISTS membership_rule_groups (
     CONSTRAINT membership_rule_groups_group FOREIGN KEY (crdb_region, tenant_id, group_id) REFERENCES groups (crdb_region, tenant_id, id) ON UPDATE CASCADE
 );
 CREATE INDEX IF NOT EXISTS membership_rule_groups_group_idx ON membership_rule_groups (tenant_id, group_id);
+
+-- migration 0014 federation
+-- 0014 Workload identity federation (docs/federation.md): a workload presents a token
+-- from an external OIDC issuer it trusts and gets a keyplane access token for a
+-- non-human identity, with no static secret anywhere.
+
+-- federation_policies: trust policies. A token from issuer, for one of audiences,
+-- signed with one of algorithms, younger than max_age_seconds (iat) and for whose
+-- claims condition (CEL) holds, is exchanged for a token of identity_id, which is
+-- federated (no API key or client secret) for as long as a policy maps to it.
+CREATE TABLE IF NOT EXISTS federation_policies (
+    tenant_id         TEXT NOT NULL REFERENCES tenants (id),
+    id                UUID NOT NULL DEFAULT gen_random_uuid(),
+    crdb_region       crdb_internal_region NOT NULL,
+    name              TEXT NOT NULL,
+    description       TEXT NOT NULL DEFAULT '',
+    issuer            TEXT NOT NULL,
+    audiences         TEXT[] NOT NULL,
+    algorithms        TEXT[] NOT NULL,
+    condition         TEXT NOT NULL,
+    max_age_seconds   BIGINT NOT NULL,
+    identity_id       UUID NOT NULL,
+    allowed_audiences TEXT[] NOT NULL DEFAULT '{}',
+    allowed_scopes    TEXT[] NOT NULL DEFAULT '{}',
+    allow_missing_jti BOOL NOT NULL DEFAULT false,
+    created_at        TIMESTAMPTZ NOT NULL DEFAULT now(),
+    updated_at        TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (crdb_region, tenant_id, id),
+    CONSTRAINT federation_policies_identity FOREIGN KEY (crdb_region, tenant_id, identity_id) REFERENCES identities (crdb_region, tenant_id, id) ON UPDATE CASCADE,
+    CONSTRAINT federation_policies_name_length CHECK (length(name) BETWEEN 1 AND 200),
+    CONSTRAINT federation_policies_max_age CHECK (max_age_seconds > 0)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS federation_policies_name ON federation_policies (crdb_region, tenant_id, name);
+CREATE INDEX IF NOT EXISTS federation_policies_issuer_idx ON federation_policies (tenant_id, issuer);
+CREATE INDEX IF NOT EXISTS federation_policies_identity_idx ON federation_policies (tenant_id, identity_id);
+
+-- federation_jtis: the external tokens already exchanged, (issuer, jti), kept until
+-- the token's own expiry so that a replay is refused; pruned after.
+CREATE TABLE IF NOT EXISTS federation_jtis (
+    tenant_id   TEXT NOT NULL REFERENCES tenants (id),
+    crdb_region crdb_internal_region NOT NULL,
+    issuer      TEXT NOT NULL,
+    jti         TEXT NOT NULL,
+    expires_at  TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (crdb_region, tenant_id, issuer, jti)
+);
+CREATE INDEX IF NOT EXISTS federation_jtis_expiry_idx ON federation_jtis (tenant_id, expires_at);
