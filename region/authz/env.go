@@ -1,7 +1,6 @@
 package authz
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 	"reflect"
@@ -187,36 +186,10 @@ func (e *Env) condition(expr string) (*condition, error) {
 	return c, nil
 }
 
-func (e *Env) compile(expr string) (c *condition, err error) {
-	defer func() {
-		// CEL should not panic on any input; if it does, reject the expression.
-		if r := recover(); r != nil {
-			c, err = nil, fmt.Errorf("condition %q: internal cel error: %v", expr, r)
-		}
-	}()
-	if expr == "" {
-		return nil, errors.New("condition must not be empty")
-	}
-	ast, iss := e.env.Compile(expr)
-	if iss.Err() != nil {
-		return nil, fmt.Errorf("condition %q: %w", expr, iss.Err())
-	}
-	if !ast.OutputType().IsExactType(cel.BoolType) {
-		return nil, fmt.Errorf("condition %q must evaluate to bool, not %s", expr, ast.OutputType())
-	}
-	if err := checkNetworkLiterals(ast.NativeRep()); err != nil {
-		return nil, fmt.Errorf("condition %q: %w", expr, err)
-	}
-	est, err := e.env.EstimateCost(ast, sizeEstimator{})
+func (e *Env) compile(expr string) (*condition, error) {
+	ast, prg, err := compileBool(e.env, expr, e.costLimit, func(ast *cel.Ast) error { return checkNetworkLiterals(ast.NativeRep()) })
 	if err != nil {
-		return nil, fmt.Errorf("condition %q: estimate cost: %w", expr, err)
-	}
-	if est.Max > e.costLimit {
-		return nil, fmt.Errorf("condition %q: worst-case estimated cost %d exceeds the limit %d", expr, est.Max, e.costLimit)
-	}
-	prg, err := e.env.Program(ast, cel.CostLimit(e.costLimit), cel.EvalOptions(cel.OptOptimize))
-	if err != nil {
-		return nil, fmt.Errorf("condition %q: %w", expr, err)
+		return nil, err
 	}
 	a := ast.NativeRep()
 	return &condition{expr: expr, prg: prg, readIP: reads(a, "request", "ip"), readCountry: reads(a, "request", "country"),
@@ -391,19 +364,4 @@ func (sizeEstimator) EstimateCallCost(string, string, *checker.AstNode, []checke
 
 // eval evaluates c against vars. Any failure, including exceeding the cost
 // limit or a non-bool result, is an error.
-func (c *condition) eval(vars map[string]any) (ok bool, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			ok, err = false, fmt.Errorf("internal cel error: %v", r)
-		}
-	}()
-	out, _, err := c.prg.Eval(vars)
-	if err != nil {
-		return false, err
-	}
-	b, isBool := out.Value().(bool)
-	if !isBool {
-		return false, fmt.Errorf("condition returned %s, not bool", out.Type())
-	}
-	return b, nil
-}
+func (c *condition) eval(vars map[string]any) (bool, error) { return evalBool(c.prg, vars) }
