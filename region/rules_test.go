@@ -5,9 +5,11 @@ import (
 	"net/http"
 	"slices"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	keyplanev1 "github.com/keyplane/keyplane/region/gen/keyplane/v1"
 	"github.com/keyplane/keyplane/region/gen/keyplane/v1/keyplanev1connect"
@@ -343,4 +345,49 @@ func TestSecurityPrivilegedRolesNeverReachRuleGroups(t *testing.T) {
 	_, err = sf.op.CreateMembershipRule(ctx, connect.NewRequest(&keyplanev1.CreateMembershipRuleRequest{TenantId: "acme",
 		Name: "pushed", Condition: `true`, GroupIds: []string{sg["id"].(string)}}))
 	wantCode(t, err, connect.CodeInvalidArgument, "SCIM")
+}
+
+// TestFrozenNHIsLoseRuleMemberships: an NHI frozen by its owner's offboarding (no
+// manager to hand it to) loses the memberships rules gave it, in the offboarding's
+// transaction; assigning an owner unfreezes it and gives them back.
+func TestFrozenNHIsLoseRuleMemberships(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newRuleFixture(t)
+	if _, err := f.admin.CreateMembershipRule(ctx, connect.NewRequest(&keyplanev1.CreateMembershipRuleRequest{TenantId: "acme",
+		Name: "bots", Condition: `identity.kind == "service_account"`, GroupIds: []string{f.eng}})); err != nil {
+		t.Fatal(err)
+	}
+	owner := f.human(t, "owner", map[string]any{})
+	req := &keyplanev1.CreateIdentityRequest{TenantId: "acme", Kind: keyplanev1.IdentityKind_IDENTITY_KIND_SERVICE_ACCOUNT, DisplayName: "bot",
+		OwnerId: owner, Purpose: "tests", ExpireTime: timestamppb.New(time.Now().Add(time.Hour))}
+	bot, err := f.admin.CreateIdentity(ctx, connect.NewRequest(req))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := bot.Msg.Identity.Id
+	inEng := func() bool {
+		t.Helper()
+		ms, err := f.admin.ListGroupMembers(ctx, connect.NewRequest(&keyplanev1.ListGroupMembersRequest{TenantId: "acme", GroupId: f.eng}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return slices.ContainsFunc(ms.Msg.Members, func(m *keyplanev1.GroupMember) bool { return m.IdentityId == id })
+	}
+	if !inEng() {
+		t.Fatal("the service account is not in eng by rule")
+	}
+	if _, err := f.admin.OffboardIdentity(ctx, connect.NewRequest(&keyplanev1.OffboardIdentityRequest{TenantId: "acme", IdentityId: owner})); err != nil {
+		t.Fatal(err)
+	}
+	if inEng() {
+		t.Fatal("the frozen service account kept its rule membership")
+	}
+	newOwner := f.human(t, "new-owner", map[string]any{})
+	if _, err := f.admin.UpdateIdentity(ctx, connect.NewRequest(&keyplanev1.UpdateIdentityRequest{TenantId: "acme", Id: id, OwnerId: &newOwner})); err != nil {
+		t.Fatal(err)
+	}
+	if !inEng() {
+		t.Fatal("the unfrozen service account did not get its rule membership back")
+	}
 }

@@ -129,6 +129,24 @@ func (s *Store) offboardTx(ctx context.Context, tx pgx.Tx, c Change, sc Scope, i
 	if out.AlreadyOffboarded && out.Report.Empty() && out.Identity.Status == before.Status {
 		return out, nil // nothing new: no event
 	}
+	// The NHIs frozen (no rule memberships while frozen) or unfrozen by the hand-over
+	// (theirs again) have their rule memberships recomputed in the same transaction.
+	var changed []string
+	for _, h := range out.Report.HandedOver {
+		changed = append(changed, h.IdentityID)
+	}
+	for _, o := range out.Report.Orphaned {
+		changed = append(changed, o.IdentityID)
+	}
+	for _, id := range changed {
+		nhi, err := getIdentity(ctx, tx, sc, id, "")
+		if err != nil {
+			return out, err
+		}
+		if _, err := s.reconcileIdentity(ctx, tx, sc.GuardMemberships(nil), nhi); err != nil {
+			return out, err
+		}
+	}
 	if len(out.Report.Bindings) > 0 || len(out.Report.GroupIDs) > 0 {
 		if out.Revision, err = bumpRevision(ctx, tx, sc.TenantID); err != nil {
 			return out, err
