@@ -12,6 +12,7 @@ import (
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	keyplanev1 "github.com/keyplane/keyplane/region/gen/keyplane/v1"
@@ -48,21 +49,12 @@ Examples:
 	if err := c.parse(args[1:]); err != nil {
 		return parseErr(err)
 	}
-	if u, err := url.Parse(*nodeURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return usageErr("--url: want the http(s) URL of a node, got %q", *nodeURL)
-	}
-	if *tenant == "" {
-		return usageErr("--tenant is required")
-	}
 	if *pageSize < 1 || *pageSize > 1000 {
 		return usageErr("--page-size: want 1 to 1000, got %d", *pageSize)
 	}
-	token, err := secretText(*tokenFile, "KEYPLANE_TOKEN", "token file")
+	api, err := tenantAPIOf(*nodeURL, *tenant, *tokenFile)
 	if err != nil {
-		return usageErr("%v", err)
-	}
-	if token = strings.TrimSpace(token); token == "" {
-		return usageErr("a bearer token is required: --token-file or KEYPLANE_TOKEN")
+		return err
 	}
 	now := time.Now()
 	req := &keyplanev1.ListAuditEventsRequest{TenantId: *tenant, PageSize: int32(*pageSize), Actor: *actor, Action: *action}
@@ -72,13 +64,7 @@ Examples:
 	if req.EndTime, err = timeFlag("until", *until, now); err != nil {
 		return err
 	}
-	admin := keyplanev1connect.NewAdminServiceClient(http.DefaultClient, strings.TrimSuffix(*nodeURL, "/"), connect.WithInterceptors(client.Tenant(),
-		connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
-			return func(ctx context.Context, r connect.AnyRequest) (connect.AnyResponse, error) {
-				r.Header().Set("Authorization", "Bearer "+token)
-				return next(ctx, r)
-			}
-		})))
+	admin := keyplanev1connect.NewAdminServiceClient(http.DefaultClient, api.url, api.options())
 	w := bufio.NewWriter(stdout)
 	defer w.Flush()
 	for {
@@ -86,20 +72,63 @@ Examples:
 		if err != nil {
 			return fmt.Errorf("list audit events: %w", err)
 		}
-		for _, e := range resp.Msg.Events {
-			line, err := protojson.Marshal(e)
-			if err != nil {
-				return fmt.Errorf("encode event %s: %w", e.Id, err)
-			}
-			if _, err := fmt.Fprintf(w, "%s\n", line); err != nil {
-				return err
-			}
+		if _, err := writeJSONLines(w, resp.Msg.Events, 0); err != nil {
+			return err
 		}
 		if resp.Msg.NextPageToken == "" {
 			return w.Flush()
 		}
 		req.PageToken = resp.Msg.NextPageToken
 	}
+}
+
+// tenantAPI is a node's API URL, a tenant and a bearer token: what the commands that
+// page through a tenant's listings as JSON lines (audit export, decisions list) take.
+type tenantAPI struct{ url, tenant, token string }
+
+// tenantAPIOf checks the --url, --tenant and --token-file flags (the token from the
+// file or KEYPLANE_TOKEN, never a flag value).
+func tenantAPIOf(nodeURL, tenant, tokenFile string) (tenantAPI, error) {
+	if u, err := url.Parse(nodeURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return tenantAPI{}, usageErr("--url: want the http(s) URL of a node, got %q", nodeURL)
+	}
+	if tenant == "" {
+		return tenantAPI{}, usageErr("--tenant is required")
+	}
+	token, err := secretText(tokenFile, "KEYPLANE_TOKEN", "token file")
+	if err != nil {
+		return tenantAPI{}, usageErr("%v", err)
+	}
+	if token = strings.TrimSpace(token); token == "" {
+		return tenantAPI{}, usageErr("a bearer token is required: --token-file or KEYPLANE_TOKEN")
+	}
+	return tenantAPI{url: strings.TrimSuffix(nodeURL, "/"), tenant: tenant, token: token}, nil
+}
+
+// options are the Connect client options of a call to api: the bearer token and the
+// Keyplane-Tenant header routing goes by.
+func (api tenantAPI) options() connect.ClientOption {
+	return connect.WithInterceptors(client.Tenant(), client.Bearer(api.token))
+}
+
+// writeJSONLines writes ms as protojson, one a line, stopping after limit lines when
+// limit is positive; it returns how many it wrote.
+func writeJSONLines[M proto.Message](w io.Writer, ms []M, limit int) (int, error) {
+	n := 0
+	for _, m := range ms {
+		if limit > 0 && n == limit {
+			break
+		}
+		line, err := protojson.Marshal(m)
+		if err != nil {
+			return n, fmt.Errorf("encode %s: %w", m.ProtoReflect().Descriptor().Name(), err)
+		}
+		if _, err := fmt.Fprintf(w, "%s\n", line); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
 }
 
 // timeFlag parses an RFC 3339 time or a duration back from now; "" is no bound.

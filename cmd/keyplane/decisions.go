@@ -6,16 +6,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
-	"strings"
 	"time"
 
 	"connectrpc.com/connect"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	keyplanev1 "github.com/keyplane/keyplane/region/gen/keyplane/v1"
 	"github.com/keyplane/keyplane/region/gen/keyplane/v1/keyplanev1connect"
-	"github.com/keyplane/keyplane/routing/client"
 )
 
 func runDecisions(ctx context.Context, args []string, stdout io.Writer) error {
@@ -51,24 +47,15 @@ Examples:
 	if err := c.parse(args[1:]); err != nil {
 		return parseErr(err)
 	}
-	if u, err := url.Parse(*nodeURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return usageErr("--url: want the http(s) URL of a node, got %q", *nodeURL)
-	}
-	if *tenant == "" {
-		return usageErr("--tenant is required")
-	}
 	if *denied && *allowed {
 		return usageErr("--denied and --allowed exclude each other")
 	}
 	if *limit < 0 {
 		return usageErr("--limit: want 0 or more, got %d", *limit)
 	}
-	token, err := secretText(*tokenFile, "KEYPLANE_TOKEN", "token file")
+	api, err := tenantAPIOf(*nodeURL, *tenant, *tokenFile)
 	if err != nil {
-		return usageErr("%v", err)
-	}
-	if token = strings.TrimSpace(token); token == "" {
-		return usageErr("a bearer token is required: --token-file or KEYPLANE_TOKEN")
+		return err
 	}
 	now := time.Now()
 	req := &keyplanev1.ListDecisionsRequest{TenantId: *tenant, PrincipalId: *principal, Permission: *permission, Resource: *resource,
@@ -85,13 +72,7 @@ Examples:
 	if req.EndTime, err = timeFlag("until", *until, now); err != nil {
 		return err
 	}
-	dc := keyplanev1connect.NewDecisionServiceClient(http.DefaultClient, strings.TrimSuffix(*nodeURL, "/"), connect.WithInterceptors(client.Tenant(),
-		connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
-			return func(ctx context.Context, r connect.AnyRequest) (connect.AnyResponse, error) {
-				r.Header().Set("Authorization", "Bearer "+token)
-				return next(ctx, r)
-			}
-		})))
+	dc := keyplanev1connect.NewDecisionServiceClient(http.DefaultClient, api.url, api.options())
 	w := bufio.NewWriter(stdout)
 	defer w.Flush()
 	printed := 0
@@ -100,19 +81,15 @@ Examples:
 		if err != nil {
 			return fmt.Errorf("list decisions: %w", err)
 		}
-		for _, d := range resp.Msg.Decisions {
-			line, err := protojson.Marshal(d)
-			if err != nil {
-				return fmt.Errorf("encode decision %s: %w", d.Id, err)
-			}
-			if _, err := fmt.Fprintf(w, "%s\n", line); err != nil {
-				return err
-			}
-			if printed++; printed == *limit {
-				return w.Flush()
-			}
+		left := 0
+		if *limit > 0 {
+			left = *limit - printed
 		}
-		if resp.Msg.NextPageToken == "" {
+		n, err := writeJSONLines(w, resp.Msg.Decisions, left)
+		if err != nil {
+			return err
+		}
+		if printed += n; *limit > 0 && printed == *limit || resp.Msg.NextPageToken == "" {
 			return w.Flush()
 		}
 		req.PageToken = resp.Msg.NextPageToken
