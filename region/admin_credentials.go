@@ -125,6 +125,7 @@ func (a *AdminService) CreateClient(ctx context.Context, req *connect.Request[ke
 	c, err := a.node.store.CreateKeyCredential(ctx, change(ctx), sc, schema.NewKeyCredential{
 		IdentityID: m.IdentityId, Kind: schema.CredClientSecret, Name: m.Name, KeyID: sec.KeyID, Hash: sec.Hash, Admin: m.Admin,
 		AllowedAudiences: m.AllowedAudiences, AllowedScopes: m.AllowedScopes,
+		RedirectURIs: m.RedirectUris, PostLogoutRedirectURIs: m.PostLogoutRedirectUris, FirstParty: m.FirstParty,
 	})
 	if err != nil {
 		return nil, err
@@ -147,7 +148,10 @@ func (a *AdminService) UpdateClient(ctx context.Context, req *connect.Request[ke
 			return nil, err
 		}
 	}
-	c, err := a.node.store.UpdateClientAllowLists(ctx, change(ctx), sc, m.ClientId, m.AllowedAudiences, m.AllowedScopes)
+	c, err := a.node.store.UpdateClient(ctx, change(ctx), sc, m.ClientId, schema.ClientSettings{
+		AllowedAudiences: m.AllowedAudiences, AllowedScopes: m.AllowedScopes,
+		RedirectURIs: m.RedirectUris, PostLogoutRedirectURIs: m.PostLogoutRedirectUris, FirstParty: m.FirstParty,
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -237,5 +241,6 @@ func credentialToProto(c schema.Credential) *keyplanev1.Credential {
 		CreateTime: timestamppb.New(c.CreatedAt), ExpireTime: timeToProto(c.ExpiresAt), LastUsedTime: timeToProto(c.LastUsedAt),
 		RotateTime: timeToProto(c.RotatedAt), RevokeTime: timeToProto(c.RevokedAt),
 		AllowedAudiences: c.AllowedAudiences, AllowedScopes: c.AllowedScopes,
+		RedirectUris: c.RedirectURIs, PostLogoutRedirectUris: c.PostLogoutRedirectURIs, FirstParty: c.FirstParty,
 	}
 }
