@@ -448,6 +448,8 @@ func (n *Node) authorizationCodeGrant(ctx context.Context, r *http.Request, t sc
 			return oauthErr(http.StatusBadRequest, "invalid_grant", "redirect_uri: differs from the authorization request's")
 		case base64.RawURLEncoding.EncodeToString(sum[:]) != ac.CodeChallenge:
 			return oauthErr(http.StatusBadRequest, "invalid_grant", "code_verifier: does not match the code_challenge (PKCE S256)")
+		case !n.now().Before(ac.ExpiresAt):
+			return oauthErr(http.StatusBadRequest, "invalid_grant", "code: expired (codes live "+authCodeTTL.String()+")")
 		}
 		return nil
 	})
