@@ -136,7 +136,9 @@ type pendingLogin struct {
 // pendingTTL is how long the second step may take.
 const pendingTTL = 5 * time.Minute
 
-func pendingAD(tenantID, csrfKey string) []byte { return []byte("oidc-pending/" + tenantID + "/" + csrfKey) }
+func pendingAD(tenantID, csrfKey string) []byte {
+	return []byte("oidc-pending/" + tenantID + "/" + csrfKey)
+}
 
 func (n *Node) sealPending(p pendingLogin, csrfKey string) (string, error) {
 	if n.cfg.KEK == nil {
