@@ -70,13 +70,9 @@ const (
 // redirected once they are known good. The request is returned as far as it parsed.
 func parseAuthRequest(q url.Values) (authRequest, *authError) {
 	req := authRequest{MaxAge: -1}
-	for k, v := range q {
-		if len(v) > 1 {
-			e := badAuthRequest("parameter " + quoteParam(k) + " repeated")
-			if k == "client_id" || k == "redirect_uri" {
-				e.redirectable = false
-			}
-			return req, e
+	for _, k := range []string{"client_id", "redirect_uri"} {
+		if len(q[k]) > 1 {
+			return req, &authError{Code: "invalid_request", Description: k + " repeated"}
 		}
 	}
 	req.ClientID, req.RedirectURI = q.Get("client_id"), q.Get("redirect_uri")
@@ -91,6 +87,11 @@ func parseAuthRequest(q url.Values) (authRequest, *authError) {
 		return req, &authError{Code: "invalid_request", Description: "redirect_uri: not a valid redirect URI"}
 	}
 	// From here on errors go back to the client (once it and its redirect URI check out).
+	for k, v := range q {
+		if len(v) > 1 {
+			return req, badAuthRequest("parameter " + quoteParam(k) + " repeated")
+		}
+	}
 	req.State = q.Get("state")
 	if len(req.State) > maxStateLen {
 		req.State = ""
