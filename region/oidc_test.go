@@ -513,3 +513,40 @@ func decodeJWT(t *testing.T, raw string) map[string]any {
 	}
 	return m
 }
+
+// TestOIDCClientRegistration: redirect URIs are validated where clients are created
+// and updated (over the generated client and over plain Connect JSON), an update
+// replaces them, and the authorization endpoint follows.
+func TestOIDCClientRegistration(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	o := newOPFixture(t, "http://127.0.0.1:9/cb", "http://127.0.0.1:9/bye")
+	for _, bad := range []string{"http://app.example/cb", "https://app.example/cb#x", "https://user@app.example/cb", "/cb", "ftp://app.example/",
+		"https://app.example/" + strings.Repeat("a", 600)} {
+		_, err := o.admin.CreateClient(ctx, connect.NewRequest(&keyplanev1.CreateClientRequest{TenantId: "acme", IdentityId: o.bot, Name: "x",
+			RedirectUris: []string{bad}}))
+		wantCode(t, err, connect.CodeInvalidArgument, "redirect_uris")
+	}
+	_, err := o.admin.UpdateClient(ctx, connect.NewRequest(&keyplanev1.UpdateClientRequest{TenantId: "acme", ClientId: o.firstParty,
+		PostLogoutRedirectUris: []string{"javascript:alert(1)"}}))
+	wantCode(t, err, connect.CodeInvalidArgument, "post_logout_redirect_uris")
+
+	// Plain net/http speaking Connect JSON.
+	body := `{"tenantId":"acme","identityId":"` + o.bot + `","name":"y","redirectUris":["https://a.example/cb","https://a.example/cb"]}`
+	req, _ := http.NewRequest(http.MethodPost, o.url+"/keyplane.v1.AdminService/CreateClient", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+secret)
+	p := do(t, http.DefaultClient, req)
+	if p.status != http.StatusBadRequest || !strings.Contains(p.body, `"invalid_argument"`) || !strings.Contains(p.body, "redirect_uris") {
+		t.Fatalf("duplicate redirect URI over Connect JSON: %d %s", p.status, p.body)
+	}
+
+	// An update replaces the redirect URIs: the old one is refused at once.
+	up, err := o.admin.UpdateClient(ctx, connect.NewRequest(&keyplanev1.UpdateClientRequest{TenantId: "acme", ClientId: o.firstParty,
+		RedirectUris: []string{"https://app.example/cb"}, FirstParty: true}))
+	if err != nil || len(up.Msg.Credential.RedirectUris) != 1 || !up.Msg.Credential.FirstParty {
+		t.Fatalf("update: %v %v", up, err)
+	}
+	_, challenge := pkce()
+	wantErrorPage(t, o.authorize(t, browser(t), o.authParams(o.firstParty, challenge)), http.StatusBadRequest, "redirect_uri: not registered")
+}
