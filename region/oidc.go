@@ -458,7 +458,6 @@ func (n *Node) authorizationCodeGrant(ctx context.Context, r *http.Request, t sc
 	case errors.As(err, &oe):
 		return nil, oe
 	case errors.Is(err, schema.ErrCodeReuse):
-		n.metrics.refreshReuse.Inc()
 		return nil, oauthErr(http.StatusBadRequest, "invalid_grant", "code: already used; the tokens issued from it are revoked")
 	case errors.Is(err, schema.ErrNotFound):
 		return nil, oauthErr(http.StatusBadRequest, "invalid_grant", "code: invalid")
