@@ -21,6 +21,7 @@ import (
 
 	"github.com/keyplane/keyplane/region"
 	keyplanev1 "github.com/keyplane/keyplane/region/gen/keyplane/v1"
+	"github.com/keyplane/keyplane/schema"
 )
 
 // opFixture is a tenant whose node's issuer is its own loopback URL (so relying
@@ -549,4 +550,46 @@ func TestOIDCClientRegistration(t *testing.T) {
 	}
 	_, challenge := pkce()
 	wantErrorPage(t, o.authorize(t, browser(t), o.authParams(o.firstParty, challenge)), http.StatusBadRequest, "redirect_uri: not registered")
+}
+
+// TestSecurityFirstPartyNeedsCredentialsManage: marking a client first party (its
+// users sign in without a consent page) is not within nhi-owner's rights over its own
+// service accounts: it needs iam.credentials.manage on the tenant.
+func TestSecurityFirstPartyNeedsCredentialsManage(t *testing.T) {
+	t.Parallel()
+	f := newAdminFixture(t, nil)
+	ctx := context.Background()
+	email := "owner@acme.test"
+	h, err := f.op.CreateIdentity(ctx, connect.NewRequest(&keyplanev1.CreateIdentityRequest{TenantId: "acme",
+		Kind: keyplanev1.IdentityKind_IDENTITY_KIND_HUMAN, DisplayName: "NHI owner", Email: email}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	owner := h.Msg.Identity.Id
+	if _, err := f.op.SetPassword(ctx, connect.NewRequest(&keyplanev1.SetPasswordRequest{TenantId: "acme", IdentityId: owner, Password: "a long enough password"})); err != nil {
+		t.Fatal(err)
+	}
+	f.bind(t, owner, schema.RoleNHIOwner, "*")
+	mineReq := f.serviceAccount("mine")
+	mineReq.OwnerId = owner
+	mine, err := f.op.CreateIdentity(ctx, connect.NewRequest(mineReq))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := adminClient(f.url, mfaLogin(t, f.url, "acme", owner, email, "a long enough password"))
+	_, err = c.CreateClient(ctx, connect.NewRequest(&keyplanev1.CreateClientRequest{TenantId: "acme", IdentityId: mine.Msg.Identity.Id, Name: "app",
+		RedirectUris: []string{"https://app.example/cb"}, FirstParty: true}))
+	wantCode(t, err, connect.CodePermissionDenied, "iam.credentials.manage")
+	cl, err := c.CreateClient(ctx, connect.NewRequest(&keyplanev1.CreateClientRequest{TenantId: "acme", IdentityId: mine.Msg.Identity.Id, Name: "app",
+		RedirectUris: []string{"https://app.example/cb"}}))
+	if err != nil {
+		t.Fatalf("third-party client for its own service account: %v", err)
+	}
+	_, err = c.UpdateClient(ctx, connect.NewRequest(&keyplanev1.UpdateClientRequest{TenantId: "acme", ClientId: cl.Msg.ClientId,
+		RedirectUris: []string{"https://app.example/cb"}, FirstParty: true}))
+	wantCode(t, err, connect.CodePermissionDenied, "iam.credentials.manage")
+	if _, err := f.op.UpdateClient(ctx, connect.NewRequest(&keyplanev1.UpdateClientRequest{TenantId: "acme", ClientId: cl.Msg.ClientId,
+		RedirectUris: []string{"https://app.example/cb"}, FirstParty: true})); err != nil {
+		t.Fatalf("the operator marking it first party: %v", err)
+	}
 }
