@@ -304,10 +304,13 @@ func TestOIDCCodeFlowAndBadCodes(t *testing.T) {
 	// CSRF: a login form posted without the token, with a forged one, or from a
 	// browser without the cookie is refused before the password is looked at.
 	login := o.authorize(t, c, o.authParams(o.firstParty, challenge))
-	for name, change := range map[string]func(url.Values){
-		"missing": func(f url.Values) { f.Del("csrf_token") },
-		"wrong": func(f url.Values) {
+	for _, change := range []func(url.Values){
+		func(f url.Values) { f.Del("csrf_token") }, // missing
+		func(f url.Values) { // forged
 			f.Set("csrf_token", "AAAAAAAAAAAAAAAAAAAAAA.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+		},
+		func(f url.Values) { // another browser's
+			f.Set("csrf_token", csrfOf(t, o.authorize(t, browser(t), o.authParams(o.firstParty, challenge))))
 		},
 	} {
 		form := login.fields()
@@ -315,7 +318,6 @@ func TestOIDCCodeFlowAndBadCodes(t *testing.T) {
 		form.Set("password", o.password)
 		change(form)
 		wantErrorPage(t, o.post(t, c, "/oauth2/login", form), http.StatusForbidden, "csrf_token")
-		_ = name
 	}
 	form := login.fields()
 	form.Set("email", o.email)
@@ -592,4 +594,14 @@ func TestSecurityFirstPartyNeedsCredentialsManage(t *testing.T) {
 		RedirectUris: []string{"https://app.example/cb"}, FirstParty: true})); err != nil {
 		t.Fatalf("the operator marking it first party: %v", err)
 	}
+}
+
+// csrfOf is the CSRF token of a page's form.
+func csrfOf(t *testing.T, p pageResp) string {
+	t.Helper()
+	tok := p.fields().Get("csrf_token")
+	if tok == "" {
+		t.Fatalf("page without a csrf_token: %.300s", p.body)
+	}
+	return tok
 }
