@@ -120,6 +120,8 @@ func (n *Node) authorizeRequest(ctx context.Context, w http.ResponseWriter, r *h
 	}
 	if !slices.Contains(c.RedirectURIs, req.RedirectURI) {
 		// Never redirect to a URI the client did not register (open redirector).
+		n.recordRefusal(ctx, t, schema.Change{Actor: "anonymous", ClientID: c.ClientID, RequestID: requestID(ctx)},
+			schema.OAuthRefusal{Action: "oauth.authorize_refused", ClientID: c.ClientID, Reason: "redirect_uri"})
 		messagePage(w, http.StatusBadRequest, "Invalid request",
 			"redirect_uri: not registered for this client (keyplane matches redirect URIs exactly).")
 		return req, c, false
@@ -443,23 +445,25 @@ func (n *Node) authorizationCodeGrant(ctx context.Context, r *http.Request, t sc
 		sum := sha256.Sum256([]byte(verifier))
 		switch {
 		case ac.ClientID != cl.id:
-			return oauthErr(http.StatusBadRequest, "invalid_grant", "code: issued to another client")
+			return refusal{"client_id", oauthErr(http.StatusBadRequest, "invalid_grant", "code: issued to another client")}
 		case ac.RedirectURI != redirectURI:
-			return oauthErr(http.StatusBadRequest, "invalid_grant", "redirect_uri: differs from the authorization request's")
+			return refusal{"redirect_uri", oauthErr(http.StatusBadRequest, "invalid_grant", "redirect_uri: differs from the authorization request's")}
 		case base64.RawURLEncoding.EncodeToString(sum[:]) != ac.CodeChallenge:
-			return oauthErr(http.StatusBadRequest, "invalid_grant", "code_verifier: does not match the code_challenge (PKCE S256)")
+			return refusal{"code_verifier", oauthErr(http.StatusBadRequest, "invalid_grant", "code_verifier: does not match the code_challenge (PKCE S256)")}
 		case !n.now().Before(ac.ExpiresAt):
-			return oauthErr(http.StatusBadRequest, "invalid_grant", "code: expired (codes live "+authCodeTTL.String()+")")
+			return refusal{"expired", oauthErr(http.StatusBadRequest, "invalid_grant", "code: expired (codes live "+authCodeTTL.String()+")")}
 		}
 		return nil
 	})
-	var oe *oauthError
+	var rf refusal
 	switch {
-	case errors.As(err, &oe):
-		return nil, oe
+	case errors.As(err, &rf):
+		n.recordRefusal(ctx, t, c, schema.OAuthRefusal{Action: "oauth.code_refused", ClientID: cl.id, Reason: rf.reason, CodeID: keyID})
+		return nil, rf.err
 	case errors.Is(err, schema.ErrCodeReuse):
 		return nil, oauthErr(http.StatusBadRequest, "invalid_grant", "code: already used; the tokens issued from it are revoked")
 	case errors.Is(err, schema.ErrNotFound):
+		n.recordRefusal(ctx, t, c, schema.OAuthRefusal{Action: "oauth.code_refused", ClientID: cl.id, Reason: "unknown_code", CodeID: keyID})
 		return nil, oauthErr(http.StatusBadRequest, "invalid_grant", "code: invalid")
 	case errors.Is(err, schema.ErrPrecondition):
 		return nil, oauthErr(http.StatusBadRequest, "invalid_grant", "code: expired, or its session was revoked")
@@ -505,6 +509,22 @@ func (n *Node) authorizationCodeGrant(ctx context.Context, r *http.Request, t sc
 	}
 	return idTokenResponse{tokenResponse: tokenResponse{AccessToken: access, TokenType: "Bearer", ExpiresIn: secondsUntil(now.Add(ttl), now), Scope: code.Scope},
 		IDToken: idt}, nil
+}
+
+// refusal is a code redemption refused for reason.
+type refusal struct {
+	reason string
+	err    *oauthError
+}
+
+func (r refusal) Error() string { return r.err.Error() }
+
+// recordRefusal writes a refusal's audit event; failing to is logged, not answered:
+// the refusal stands either way.
+func (n *Node) recordRefusal(ctx context.Context, t schema.Tenant, c schema.Change, r schema.OAuthRefusal) {
+	if err := n.store.RecordOAuthRefusal(ctx, c, t.Scope(), r); err != nil {
+		n.log.WarnContext(ctx, "record OAuth refusal", "action", r.Action, "err", err)
+	}
 }
 
 // acrOf is the acr of a session's authentication methods.

@@ -281,6 +281,9 @@ func TestOIDCAuthorizationBadInput(t *testing.T) {
 			o.wantRedirectError(t, o.authorize(t, c, tc.q), tc.code)
 		})
 	}
+	t.Run("refusals audited", func(t *testing.T) {
+		wantAudit(t, o.fixture, "oauth.authorize_refused", "redirect_uri")
+	})
 	t.Run("login page headers", func(t *testing.T) {
 		p := o.authorize(t, browser(t), o.authParams(o.firstParty, challenge))
 		csp := p.header.Get("Content-Security-Policy")
@@ -330,7 +333,11 @@ func TestOIDCCodeFlowAndBadCodes(t *testing.T) {
 	}
 
 	code := o.codeFrom(t, o.signIn(t, c, o.authorize(t, c, o.authParams(o.firstParty, challenge))))
-	wantGrantError(t, o.exchange(t, o.firstParty, o.firstSecret, code, o.redirect, verifier[:len(verifier)-1]+"A"), "invalid_grant", "code_verifier")
+	wrong := verifier[:len(verifier)-1] + "A"
+	if wrong == verifier {
+		wrong = verifier[:len(verifier)-1] + "B"
+	}
+	wantGrantError(t, o.exchange(t, o.firstParty, o.firstSecret, code, o.redirect, wrong), "invalid_grant", "code_verifier")
 	r := o.exchange(t, o.firstParty, o.firstSecret, code, o.redirect, "")
 	if r.Error != "invalid_request" || !strings.Contains(r.Description, "code_verifier") {
 		t.Fatalf("missing verifier: %+v", r)
@@ -434,6 +441,32 @@ func TestOIDCCodeFlowAndBadCodes(t *testing.T) {
 	q = o.authParams(o.firstParty, challenge)
 	q.Set("prompt", "none")
 	o.wantRedirectError(t, o.authorize(t, c, q), "login_required")
+
+	// Every refusal of a code left an audit event naming what failed; the reuse one
+	// says the session was revoked.
+	wantAudit(t, o.fixture, "oauth.code_refused", "code_verifier", "client_id", "redirect_uri", "expired")
+	wantAudit(t, o.fixture, "oauth.code_reuse", "")
+}
+
+// wantAudit checks that the tenant's audit log has an event of action for each reason
+// (the "reason" of its after, or any event for "").
+func wantAudit(t *testing.T, f *fixture, action string, reasons ...string) {
+	t.Helper()
+	evs, err := f.admin.ListAuditEvents(context.Background(), connect.NewRequest(&keyplanev1.ListAuditEventsRequest{TenantId: "acme", Action: action, PageSize: 1000}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range reasons {
+		found := false
+		for _, e := range evs.Msg.Events {
+			if want == "" || e.After.GetFields()["reason"].GetStringValue() == want {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("no %s audit event with reason %q among %d", action, want, len(evs.Msg.Events))
+		}
+	}
 }
 
 // TestOIDCStepUpWithTOTP: acr_values=mfa makes a password-only session sign in again,
@@ -454,7 +487,7 @@ func TestOIDCStepUpWithTOTP(t *testing.T) {
 		t.Fatalf("want the TOTP page, got %d: %.300s", step.status, step.body)
 	}
 	f := step.fields()
-	f.Set("totp", "000000")
+	f.Set("totp", wrongTOTP(t, secret))
 	if p := o.post(t, c, "/oauth2/login", f); p.status != http.StatusUnauthorized {
 		t.Fatalf("wrong TOTP: %d", p.status)
 	}
@@ -604,4 +637,24 @@ func csrfOf(t *testing.T, p pageResp) string {
 		t.Fatalf("page without a csrf_token: %.300s", p.body)
 	}
 	return tok
+}
+
+// wrongTOTP is a six-digit code that no step around now accepts.
+func wrongTOTP(t *testing.T, secret string) string {
+	t.Helper()
+	valid := map[string]bool{}
+	for _, d := range []time.Duration{-60 * time.Second, -30 * time.Second, 0, 30 * time.Second, 60 * time.Second} {
+		c, err := totp.GenerateCode(secret, time.Now().Add(d))
+		if err != nil {
+			t.Fatal(err)
+		}
+		valid[c] = true
+	}
+	for _, c := range []string{"000000", "111111", "222222", "333333", "444444", "555555"} {
+		if !valid[c] {
+			return c
+		}
+	}
+	t.Fatal("no wrong TOTP code found")
+	return ""
 }

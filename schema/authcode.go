@@ -302,3 +302,24 @@ VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`, sc.TenantID, sc.Region, ide
 			after: map[string]any{"client_id": clientID, "scope": scope}})
 	})
 }
+
+// OAuthRefusal is a refused OpenID Provider request worth an audit event: a code
+// redemption that failed its bindings, or an authorization request naming a redirect
+// URI its client did not register.
+type OAuthRefusal struct {
+	Action   string // "oauth.code_refused" or "oauth.authorize_refused"
+	ClientID string
+	Reason   string // what failed, e.g. "code_verifier", "redirect_uri"
+	CodeID   string // the code's key id, when a code was presented
+}
+
+// RecordOAuthRefusal writes the refusal's audit event (nothing else changes).
+func (s *Store) RecordOAuthRefusal(ctx context.Context, c Change, sc Scope, r OAuthRefusal) error {
+	after := map[string]any{"reason": r.Reason}
+	if r.CodeID != "" {
+		after["code_id"] = r.CodeID
+	}
+	return s.tx(ctx, func(tx pgx.Tx) error {
+		return s.writeAudit(ctx, tx, sc, c, audit{action: r.Action, targetKind: "client", targetID: r.ClientID, after: after})
+	})
+}
