@@ -43,6 +43,8 @@ type page struct {
 	Pending    string
 	Scopes     []string
 	StyleNonce string
+	// The logout confirmation's fields.
+	LogoutClient, LogoutTarget, LogoutState string
 }
 
 // renderPage writes a page with the headers every page carries: a strict CSP (no

@@ -592,7 +592,7 @@ func (n *Node) userinfo(w http.ResponseWriter, r *http.Request) {
 // logout is RP-initiated logout (OpenID RP-Initiated Logout 1.0): it revokes the
 // browser's keyplane session (and the session id_token_hint names, if it is the same
 // identity's), clears the cookie, and returns to post_logout_redirect_uri when the
-// client registered it exactly.
+// client registered it exactly. Without id_token_hint the person confirms first.
 func (n *Node) logout(ctx context.Context, w http.ResponseWriter, r *http.Request, t schema.Tenant) {
 	q := r.URL.Query()
 	if r.Method == http.MethodPost {
@@ -635,6 +635,17 @@ func (n *Node) logout(ctx context.Context, w http.ResponseWriter, r *http.Reques
 		}
 		if err != nil || !slices.Contains(c.PostLogoutRedirectURIs, target) {
 			messagePage(w, http.StatusBadRequest, "Invalid request", "post_logout_redirect_uri: not registered for this client")
+			return
+		}
+	}
+	if hint == "" {
+		// Without an ID token of the session, the request may come from any site (a
+		// link, an image): the person confirms, by a form only this origin can post.
+		if r.Method != http.MethodPost || checkCSRF(r) != nil {
+			key := n.csrfKey(w, r, t.ID)
+			renderPage(w, http.StatusOK, page{Kind: "logout", Title: "Sign out?", Message: "Sign out of keyplane in this browser?",
+				Action: n.cookiePath(t.ID) + "oauth2/logout", CSRF: csrfToken(key), LogoutClient: clientID, LogoutTarget: target, LogoutState: state},
+				originOf(target))
 			return
 		}
 	}

@@ -442,6 +442,27 @@ func TestOIDCCodeFlowAndBadCodes(t *testing.T) {
 	q.Set("prompt", "none")
 	o.wantRedirectError(t, o.authorize(t, c, q), "login_required")
 
+	// Logout without id_token_hint (a link from any site) asks first: a GET, or a POST
+	// without the form's CSRF token, signs nobody out.
+	fresh := o.exchange(t, o.firstParty, o.firstSecret, o.codeFrom(t, o.signIn(t, c, o.authorize(t, c, o.authParams(o.firstParty, challenge)))), o.redirect, verifier)
+	lreq, _ = http.NewRequest(http.MethodGet, o.issuer+"/oauth2/logout", nil)
+	confirm := do(t, c, lreq)
+	if confirm.status != 200 || !strings.Contains(confirm.body, `id="sign-out"`) {
+		t.Fatalf("logout without hint: %d %v %.300s", confirm.status, confirm.location, confirm.body)
+	}
+	if p := o.post(t, c, "/oauth2/logout", url.Values{"state": {"x"}}); p.status != 200 || !strings.Contains(p.body, `id="sign-out"`) {
+		t.Fatalf("logout POST without CSRF token: %d %.300s", p.status, p.body)
+	}
+	if v := o.validate(t, fresh.AccessToken); !v.Active {
+		t.Fatalf("an unconfirmed logout revoked the session: %+v", v)
+	}
+	if p := o.post(t, c, "/oauth2/logout", confirm.fields()); p.status != 200 || !strings.Contains(p.body, "You are signed out") {
+		t.Fatalf("confirmed logout: %d %.300s", p.status, p.body)
+	}
+	if v := o.validate(t, fresh.AccessToken); v.Active {
+		t.Fatalf("token active after a confirmed logout: %+v", v)
+	}
+
 	// Every refusal of a code left an audit event naming what failed; the reuse one
 	// says the session was revoked.
 	wantAudit(t, o.fixture, "oauth.code_refused", "code_verifier", "client_id", "redirect_uri", "expired")
