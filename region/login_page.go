@@ -176,7 +176,7 @@ func (n *Node) openPending(text, tenantID, csrfKey string) (pendingLogin, error)
 // originOf is scheme://host of a URI (a redirect URI, already validated).
 func originOf(uri string) string {
 	u, err := url.Parse(uri)
-	if err != nil {
+	if err != nil || u.Scheme == "" || u.Host == "" {
 		return ""
 	}
 	return u.Scheme + "://" + u.Host
