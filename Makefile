@@ -56,7 +56,7 @@ fuzz: ## run every fuzz target for FUZZTIME each (default 20s)
 	  done; \
 	done
 
-postgres: ## install the PostgreSQL server binaries (and curl) when they are missing
+postgres: ## install the PostgreSQL server binaries, curl and chromium (the browser test) when missing
 	@deploy/ensure-postgres.sh
 
 tools: $(BIN)/golangci-lint $(BIN)/gotestsum $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-connect-go $(BIN)/protoc-gen-doc

@@ -2,6 +2,7 @@ package region
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"connectrpc.com/connect"
@@ -122,14 +123,34 @@ func (a *AdminService) CreateClient(ctx context.Context, req *connect.Request[ke
 			return nil, err
 		}
 	}
+	if c := callerOf(ctx); m.FirstParty && !c.operator() {
+		if err := a.requireFirstParty(ctx, sc.TenantID, c); err != nil {
+			return nil, err
+		}
+	}
 	c, err := a.node.store.CreateKeyCredential(ctx, change(ctx), sc, schema.NewKeyCredential{
 		IdentityID: m.IdentityId, Kind: schema.CredClientSecret, Name: m.Name, KeyID: sec.KeyID, Hash: sec.Hash, Admin: m.Admin,
 		AllowedAudiences: m.AllowedAudiences, AllowedScopes: m.AllowedScopes,
+		RedirectURIs: m.RedirectUris, PostLogoutRedirectURIs: m.PostLogoutRedirectUris, FirstParty: m.FirstParty,
 	})
 	if err != nil {
 		return nil, err
 	}
 	return connect.NewResponse(&keyplanev1.CreateClientResponse{Credential: credentialToProto(c), ClientId: c.KeyID, ClientSecret: sec.Text}), nil
+}
+
+// requireFirstParty authorizes marking a client first party, which signs the
+// tenant's people in without asking their consent: only a caller holding
+// iam.credentials.manage on the tenant (not the owner-bound manage_owned).
+func (a *AdminService) requireFirstParty(ctx context.Context, tenantID string, c caller) error {
+	t, err := a.node.store.GetTenant(ctx, tenantID)
+	if err != nil {
+		return err
+	}
+	if err := a.node.requirePermission(ctx, t, c, PermCredentialsManage); err != nil {
+		return fmt.Errorf("first_party: %w", err)
+	}
+	return nil
 }
 
 func (a *AdminService) UpdateClient(ctx context.Context, req *connect.Request[keyplanev1.UpdateClientRequest]) (*connect.Response[keyplanev1.UpdateClientResponse], error) {
@@ -146,8 +167,16 @@ func (a *AdminService) UpdateClient(ctx context.Context, req *connect.Request[ke
 		if err := a.node.mayManageIdentity(ctx, c, sc.TenantID, owner, false); err != nil {
 			return nil, err
 		}
+		if m.FirstParty {
+			if err := a.requireFirstParty(ctx, sc.TenantID, c); err != nil {
+				return nil, err
+			}
+		}
 	}
-	c, err := a.node.store.UpdateClientAllowLists(ctx, change(ctx), sc, m.ClientId, m.AllowedAudiences, m.AllowedScopes)
+	c, err := a.node.store.UpdateClient(ctx, change(ctx), sc, m.ClientId, schema.ClientSettings{
+		AllowedAudiences: m.AllowedAudiences, AllowedScopes: m.AllowedScopes,
+		RedirectURIs: m.RedirectUris, PostLogoutRedirectURIs: m.PostLogoutRedirectUris, FirstParty: m.FirstParty,
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -237,5 +266,6 @@ func credentialToProto(c schema.Credential) *keyplanev1.Credential {
 		CreateTime: timestamppb.New(c.CreatedAt), ExpireTime: timeToProto(c.ExpiresAt), LastUsedTime: timeToProto(c.LastUsedAt),
 		RotateTime: timeToProto(c.RotatedAt), RevokeTime: timeToProto(c.RevokedAt),
 		AllowedAudiences: c.AllowedAudiences, AllowedScopes: c.AllowedScopes,
+		RedirectUris: c.RedirectURIs, PostLogoutRedirectUris: c.PostLogoutRedirectURIs, FirstParty: c.FirstParty,
 	}
 }

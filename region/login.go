@@ -95,14 +95,8 @@ func newGuards(c LoginConfig, m *metrics) *guards {
 
 func totpAD(tenantID, identityID string) []byte { return []byte("totp/" + tenantID + "/" + identityID) }
 
-// Login checks a password (and second factor) under attack. In order: the rate limits
-// per source IP and per tenant; a password hashing slot (bounded per node); an attempt
-// slot taken in the database before the password is checked (refused while this source
-// must wait or the login is locked); then one argon2id verification, against the
-// stored hash or, for an unknown, unusable or throttled login, a dummy one. Every
-// failure before the second factor is the same Unauthenticated "invalid email or
-// password" after the same work, so answers tell nothing about which logins exist or
-// are locked.
+// Login checks a password (and second factor) under attack (checkLogin) and opens a
+// session with an access and a refresh token.
 func (a *AuthService) Login(ctx context.Context, req *connect.Request[keyplanev1.LoginRequest]) (*connect.Response[keyplanev1.LoginResponse], error) {
 	m := req.Msg
 	n := a.node
@@ -120,19 +114,88 @@ func (a *AuthService) Login(ctx context.Context, req *connect.Request[keyplanev1
 	case len(m.TotpCode) > 16 || len(m.RecoveryCode) > 64:
 		return nil, fieldError("totp_code", "too long")
 	}
-	source := sourceIP(req.Peer().Addr)
-	if err := n.guards.login.allow(n.metrics, source, m.TenantId, n.now()); err != nil {
-		return nil, err
-	}
-	t, err := n.activeTenant(ctx, m.TenantId)
+	lc, err := n.checkLogin(ctx, loginAttempt{tenantID: m.TenantId, email: m.Email, password: m.Password,
+		totp: m.TotpCode, recovery: m.RecoveryCode, source: sourceIP(req.Peer().Addr)})
 	if err != nil {
 		return nil, err
 	}
+	if lc.mfaRequired {
+		return connect.NewResponse(&keyplanev1.LoginResponse{MfaRequired: true, IdentityId: lc.identity.ID}), nil
+	}
+	t, id, c, amr, now := lc.tenant, lc.identity, lc.change, lc.amr, n.now()
+	// The ring that signs for this tenant's algorithm, made before the login commits:
+	// a commit followed by a failed mint would spend the second factor for nothing.
+	ring, err := n.keys.signer(ctx, signingAlg(t))
+	if err != nil {
+		return nil, err
+	}
+	refresh, err := credential.NewSecret(credential.PrefixRefreshToken)
+	if err != nil {
+		return nil, err
+	}
+	sess, err := n.store.CompleteLogin(ctx, c, t.Scope(), lc.success, schema.NewSession{
+		IdentityID: id.ID, GrantType: "password", CredentialID: lc.passwordID, AMR: amr, ExpiresAt: now.Add(refreshTTL),
+	}, schema.NewRefreshToken{ID: refresh.KeyID, Hash: refresh.Hash, ExpiresAt: now.Add(refreshTTL)})
+	if errors.Is(err, schema.ErrReplay) {
+		return nil, lc.fail("replayed_code", "bad_second_factor", err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	n.metrics.loginAttempts.WithLabelValues("success").Inc()
+	ttl := t.AccessTokenTTL
+	raw, err := n.mint(ring, grant{Tenant: t, IdentityID: id.ID, AMR: amr}, sess.ID, now, ttl)
+	if err != nil {
+		return nil, err
+	}
+	sess.ExpiresAt = now.Add(ttl)
+	return connect.NewResponse(&keyplanev1.LoginResponse{Token: tokenToProto(raw, sess, refresh.Text, now), IdentityId: id.ID}), nil
+}
+
+// loginAttempt is what a login presents: by the Login RPC, or by the OpenID
+// Provider's login page (whose second step presents the pendingLogin its first step
+// sealed instead of the password again).
+type loginAttempt struct {
+	tenantID, email, password, totp, recovery, source string
+	pending                                           *pendingLogin
+}
+
+// loginCheck is a login that passed every check; its session is not opened yet.
+type loginCheck struct {
+	mfaRequired bool // the password was right; a second factor is needed
+	tenant      schema.Tenant
+	identity    schema.Identity
+	passwordID  string
+	hasTOTP     bool
+	success     schema.LoginSuccess
+	amr         []string
+	change      schema.Change
+	// fail records a failure found after the checks (a replayed code at commit) and
+	// returns out.
+	fail func(reason, result string, out error) error
+}
+
+// checkLogin checks a login under attack. In order: the rate limits per source IP
+// and per tenant; a password hashing slot (bounded per node); an attempt slot taken
+// in the database before the password is checked (refused while this source must wait
+// or the login is locked); then one argon2id verification, against the stored hash
+// or, for an unknown, unusable or throttled login, a dummy one; then the second factor
+// when the identity has one. Every failure before the second factor is the same
+// Unauthenticated "invalid email or password" after the same work, so answers tell
+// nothing about which logins exist or are locked.
+func (n *Node) checkLogin(ctx context.Context, in loginAttempt) (loginCheck, error) {
+	if err := n.guards.login.allow(n.metrics, in.source, in.tenantID, n.now()); err != nil {
+		return loginCheck{}, err
+	}
+	t, err := n.activeTenant(ctx, in.tenantID)
+	if err != nil {
+		return loginCheck{}, err
+	}
 	sc := t.Scope()
-	st, err := n.store.ReadLoginState(ctx, sc, m.Email)
+	st, err := n.store.ReadLoginState(ctx, sc, in.email)
 	known := err == nil
 	if err != nil && !errors.Is(err, schema.ErrNotFound) {
-		return nil, err
+		return loginCheck{}, err
 	}
 	now := n.now()
 	if rand.IntN(64) == 0 { // idle throttle rows of the tenant, now and then; before taking a hashing slot
@@ -140,20 +203,23 @@ func (a *AuthService) Login(ctx context.Context, req *connect.Request[keyplanev1
 			n.log.WarnContext(ctx, "prune login throttle", "err", err)
 		}
 	}
-	acquired, err := n.guards.hash.acquire(ctx)
-	if err != nil {
-		return nil, err
+	release := func() {}
+	if in.pending == nil {
+		acquired, err := n.guards.hash.acquire(ctx)
+		if err != nil {
+			return loginCheck{}, err
+		}
+		release = sync.OnceFunc(acquired)
+		defer release()
 	}
-	release := sync.OnceFunc(acquired)
-	defer release()
-	subject := schema.LoginSubject(m.Email)
-	slot, err := n.store.TakeLoginSlot(ctx, sc, n.cfg.Login.Throttle, subject, source, now)
+	subject := schema.LoginSubject(in.email)
+	slot, err := n.store.TakeLoginSlot(ctx, sc, n.cfg.Login.Throttle, subject, in.source, now)
 	if err != nil {
-		return nil, err
+		return loginCheck{}, err
 	}
 	id := st.Identity
 	usable := known && id.IsHuman() && st.PasswordID != "" && id.Status == schema.StatusActive && (id.ExpiresAt.IsZero() || now.Before(id.ExpiresAt))
-	failure := schema.LoginFailure{IdentityID: id.ID, Subject: subject, Source: source}
+	failure := schema.LoginFailure{IdentityID: id.ID, Subject: subject, Source: in.source}
 	switch {
 	case !usable:
 		failure.Reason = "unknown_identity"
@@ -162,13 +228,19 @@ func (a *AuthService) Login(ctx context.Context, req *connect.Request[keyplanev1
 	case slot == schema.SlotLocked:
 		failure.Reason = "locked"
 	}
-	hash := st.PasswordHash
-	if failure.Reason != "" {
-		hash = dummyHash()
-	}
-	ok, err := credential.VerifyPassword(hash, m.Password)
-	if err != nil {
-		return nil, fmt.Errorf("stored password hash of %s: %w", id.ID, err)
+	var ok bool
+	if in.pending != nil {
+		// The password was checked by this login's first step: the same identity with
+		// the same password, not long ago (pendingLogin).
+		ok = in.pending.IdentityID == id.ID && in.pending.PasswordID == st.PasswordID && now.Before(in.pending.ExpiresAt)
+	} else {
+		hash := st.PasswordHash
+		if failure.Reason != "" {
+			hash = dummyHash()
+		}
+		if ok, err = credential.VerifyPassword(hash, in.password); err != nil {
+			return loginCheck{}, fmt.Errorf("stored password hash of %s: %w", id.ID, err)
+		}
 	}
 	release() // the rest needs no hashing slot
 	c := schema.Change{Actor: "identity:" + id.ID, ActorKind: "human", RequestID: requestID(ctx)}
@@ -186,74 +258,48 @@ func (a *AuthService) Login(ctx context.Context, req *connect.Request[keyplanev1
 	}
 	switch {
 	case failure.Reason == "unknown_identity":
-		return nil, fail(failure.Reason, "unknown", errBadLogin)
+		return loginCheck{}, fail(failure.Reason, "unknown", errBadLogin)
 	case failure.Reason != "":
-		return nil, fail(failure.Reason, failure.Reason, errBadLogin)
+		return loginCheck{}, fail(failure.Reason, failure.Reason, errBadLogin)
 	case !ok:
-		return nil, fail("bad_password", "bad_password", errBadLogin)
+		return loginCheck{}, fail("bad_password", "bad_password", errBadLogin)
 	}
-	success := schema.LoginSuccess{IdentityID: id.ID, Subject: subject, Source: source, PasswordID: st.PasswordID}
+	success := schema.LoginSuccess{IdentityID: id.ID, Subject: subject, Source: in.source, PasswordID: st.PasswordID}
 	amr := []string{"pwd"}
 	if st.TOTP != nil {
-		if m.TotpCode == "" && m.RecoveryCode == "" {
+		if in.totp == "" && in.recovery == "" {
 			n.metrics.loginAttempts.WithLabelValues("mfa_required").Inc()
-			return connect.NewResponse(&keyplanev1.LoginResponse{MfaRequired: true, IdentityId: id.ID}), nil
+			return loginCheck{mfaRequired: true, tenant: t, identity: id, passwordID: st.PasswordID, fail: fail}, nil
 		}
 		badCode := connect.NewError(connect.CodeUnauthenticated, errors.New("invalid one-time code"))
-		if m.TotpCode != "" {
+		if in.totp != "" {
 			if n.cfg.KEK == nil {
-				return nil, ErrNoKEK
+				return loginCheck{}, ErrNoKEK
 			}
 			secret, err := n.cfg.KEK.Open(st.TOTP.Sealed, totpAD(t.ID, id.ID))
 			if err != nil {
-				return nil, fmt.Errorf("open TOTP secret of %s: %w", id.ID, err)
+				return loginCheck{}, fmt.Errorf("open TOTP secret of %s: %w", id.ID, err)
 			}
-			step, ok := credential.CheckTOTP(string(secret), m.TotpCode, now)
+			step, ok := credential.CheckTOTP(string(secret), in.totp, now)
 			if !ok || step <= st.TOTP.LastStep {
-				return nil, fail("bad_totp", "bad_second_factor", badCode)
+				return loginCheck{}, fail("bad_totp", "bad_second_factor", badCode)
 			}
 			success.TOTPID, success.TOTPStep = st.TOTP.ID, step
 			amr = append(amr, "otp", "mfa")
 		} else {
-			h := credential.HashRecoveryCode(m.RecoveryCode)
+			h := credential.HashRecoveryCode(in.recovery)
 			for _, rc := range st.RecoveryCodes {
 				if subtle.ConstantTimeCompare(rc.Hash, h) == 1 {
 					success.RecoveryCodeID = rc.ID
 				}
 			}
 			if success.RecoveryCodeID == "" {
-				return nil, fail("bad_recovery_code", "bad_second_factor", badCode)
+				return loginCheck{}, fail("bad_recovery_code", "bad_second_factor", badCode)
 			}
 			amr = append(amr, "mfa")
 		}
 	}
-	// The ring that signs for this tenant's algorithm, made before the login commits:
-	// a commit followed by a failed mint would spend the second factor for nothing.
-	ring, err := n.keys.signer(ctx, signingAlg(t))
-	if err != nil {
-		return nil, err
-	}
-	refresh, err := credential.NewSecret(credential.PrefixRefreshToken)
-	if err != nil {
-		return nil, err
-	}
-	sess, err := n.store.CompleteLogin(ctx, c, sc, success, schema.NewSession{
-		IdentityID: id.ID, GrantType: "password", CredentialID: st.PasswordID, AMR: amr, ExpiresAt: now.Add(refreshTTL),
-	}, schema.NewRefreshToken{ID: refresh.KeyID, Hash: refresh.Hash, ExpiresAt: now.Add(refreshTTL)})
-	if errors.Is(err, schema.ErrReplay) {
-		return nil, fail("replayed_code", "bad_second_factor", err)
-	}
-	if err != nil {
-		return nil, err
-	}
-	n.metrics.loginAttempts.WithLabelValues("success").Inc()
-	ttl := t.AccessTokenTTL
-	raw, err := n.mint(ring, grant{Tenant: t, IdentityID: id.ID, AMR: amr}, sess.ID, now, ttl)
-	if err != nil {
-		return nil, err
-	}
-	sess.ExpiresAt = now.Add(ttl)
-	return connect.NewResponse(&keyplanev1.LoginResponse{Token: tokenToProto(raw, sess, refresh.Text, now), IdentityId: id.ID}), nil
+	return loginCheck{tenant: t, identity: id, passwordID: st.PasswordID, hasTOTP: st.TOTP != nil, success: success, amr: amr, change: c, fail: fail}, nil
 }
 
 func (a *AuthService) Refresh(ctx context.Context, req *connect.Request[keyplanev1.RefreshRequest]) (*connect.Response[keyplanev1.RefreshResponse], error) {

@@ -27,6 +27,7 @@ func (n *Node) mountOAuth(mux *http.ServeMux) {
 	mux.HandleFunc("POST /t/{tenant}/oauth2/token", n.limitHTTP(n.guards.token, n.oauthHandler(n.tokenEndpoint)))
 	mux.HandleFunc("POST /t/{tenant}/oauth2/introspect", n.limitHTTP(n.guards.introspect, n.oauthHandler(n.introspect)))
 	mux.HandleFunc("POST /t/{tenant}/oauth2/revoke", n.oauthHandler(n.revokeEndpoint))
+	n.mountOIDC(mux)
 }
 
 // oauthError is an RFC 6749 §5.2 error response.
@@ -129,25 +130,39 @@ func (n *Node) toOAuthError(ctx context.Context, err error) *oauthError {
 }
 
 // discovery is the tenant's OpenID Provider / RFC 8414 metadata. It lists only what
-// exists: keyplane has no authorization endpoint (so no response types: the implicit
-// grant is not offered) and issues no ID tokens; the signing algorithm listed is the
-// one the tenant's access tokens are signed with, whose key JWKS publishes.
+// exists: the authorization-code flow (response type code, PKCE S256; no implicit or
+// hybrid flow), ID tokens signed with the tenant's algorithm (the one its access
+// tokens use, whose key JWKS publishes), userinfo and RP-initiated logout.
 func (n *Node) discovery(_ context.Context, _ http.ResponseWriter, _ *http.Request, t schema.Tenant) (any, error) {
 	iss := n.Issuer(t.ID)
 	auth := []string{"client_secret_basic", "client_secret_post"}
 	return map[string]any{
-		"issuer":                                iss,
-		"jwks_uri":                              iss + "/.well-known/jwks.json",
-		"token_endpoint":                        iss + "/oauth2/token",
-		"introspection_endpoint":                iss + "/oauth2/introspect",
-		"revocation_endpoint":                   iss + "/oauth2/revoke",
-		"grant_types_supported":                 []string{"client_credentials", "refresh_token", grantTokenExchange},
-		"token_endpoint_auth_methods_supported": auth,
-		"introspection_endpoint_auth_methods_supported": auth,
-		"revocation_endpoint_auth_methods_supported":    auth,
-		"response_types_supported":                      []string{},
-		"subject_types_supported":                       []string{"public"},
-		"id_token_signing_alg_values_supported":         []string{string(signingAlg(t))},
+		"issuer":                           iss,
+		"jwks_uri":                         iss + "/.well-known/jwks.json",
+		"token_endpoint":                   iss + "/oauth2/token",
+		"introspection_endpoint":           iss + "/oauth2/introspect",
+		"revocation_endpoint":              iss + "/oauth2/revoke",
+		"grant_types_supported":            []string{"authorization_code", "client_credentials", "refresh_token", grantTokenExchange},
+		"authorization_endpoint":           iss + "/oauth2/authorize",
+		"userinfo_endpoint":                iss + "/oauth2/userinfo",
+		"end_session_endpoint":             iss + "/oauth2/logout",
+		"code_challenge_methods_supported": []string{"S256"},
+		"response_modes_supported":         []string{"query"},
+		"scopes_supported":                 oidcScopes,
+		"claims_supported": []string{"iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "azp", "sid",
+			"name", "email"},
+		"acr_values_supported":                           []string{acrPassword, acrMFA},
+		"prompt_values_supported":                        []string{"none", "login", "consent"},
+		"authorization_response_iss_parameter_supported": true,
+		"claims_parameter_supported":                     false,
+		"request_parameter_supported":                    false,
+		"request_uri_parameter_supported":                false,
+		"token_endpoint_auth_methods_supported":          auth,
+		"introspection_endpoint_auth_methods_supported":  auth,
+		"revocation_endpoint_auth_methods_supported":     auth,
+		"response_types_supported":                       []string{"code"},
+		"subject_types_supported":                        []string{"public"},
+		"id_token_signing_alg_values_supported":          []string{string(signingAlg(t))},
 	}, nil
 }
 
@@ -253,6 +268,8 @@ func (n *Node) tokenEndpoint(ctx context.Context, _ http.ResponseWriter, r *http
 		return tokenResponse{AccessToken: raw, TokenType: "Bearer", ExpiresIn: secondsUntil(sess.ExpiresAt, n.now()), Scope: scope}, nil
 	case grantTokenExchange:
 		return n.tokenExchange(ctx, r, t)
+	case "authorization_code":
+		return n.authorizationCodeGrant(ctx, r, t)
 	case "refresh_token":
 		raw, refresh, sess, err := n.refresh(ctx, t, r.PostForm.Get("refresh_token"))
 		if err != nil {
@@ -262,7 +279,7 @@ func (n *Node) tokenEndpoint(ctx context.Context, _ http.ResponseWriter, r *http
 	case "":
 		return nil, oauthErr(http.StatusBadRequest, "invalid_request", "grant_type is required")
 	default:
-		return nil, oauthErr(http.StatusBadRequest, "unsupported_grant_type", "supported: client_credentials, refresh_token, "+grantTokenExchange)
+		return nil, oauthErr(http.StatusBadRequest, "unsupported_grant_type", "supported: authorization_code, client_credentials, refresh_token, "+grantTokenExchange)
 	}
 }
 

@@ -282,10 +282,13 @@ func TestSecurityRS256Interop(t *testing.T) {
 	if got, _ := json.Marshal(disc["id_token_signing_alg_values_supported"]); string(got) != `["RS256"]` {
 		t.Fatalf("id_token_signing_alg_values_supported %s, want [\"RS256\"]", got)
 	}
-	if got, _ := json.Marshal(disc["response_types_supported"]); string(got) != `[]` {
-		t.Fatalf("response_types_supported %s without an authorization endpoint", got)
+	if got, _ := json.Marshal(disc["response_types_supported"]); string(got) != `["code"]` {
+		t.Fatalf("response_types_supported %s, want [\"code\"] (the authorization-code flow only)", got)
 	}
-	for _, absent := range []string{"authorization_endpoint", "token_endpoint_auth_signing_alg_values_supported"} {
+	if got, _ := json.Marshal(disc["code_challenge_methods_supported"]); string(got) != `["S256"]` {
+		t.Fatalf("code_challenge_methods_supported %s, want [\"S256\"]", got)
+	}
+	for _, absent := range []string{"token_endpoint_auth_signing_alg_values_supported"} {
 		if _, ok := disc[absent]; ok {
 			t.Fatalf("discovery lists %s, which keyplane does not have", absent)
 		}

@@ -36,6 +36,12 @@ type Credential struct {
 	// sorted. Empty: only the tenant's issuer as audience, no scope.
 	AllowedAudiences []string
 	AllowedScopes    []string
+	// OAuth clients signing people in (docs/openid-provider.md): the redirect URIs the
+	// authorization endpoint accepts (exact match) and the URIs logout may return to,
+	// sorted; FirstParty skips the consent page.
+	RedirectURIs           []string
+	PostLogoutRedirectURIs []string
+	FirstParty             bool
 }
 
 // Usable reports whether the credential may authenticate at now.
@@ -45,12 +51,12 @@ func (c Credential) Usable(now time.Time) bool {
 
 const credentialColumns = `id::TEXT, identity_id::TEXT, kind, coalesce(key_id, ''), name, created_at,
  coalesce(expires_at, 'epoch'), coalesce(last_used_at, 'epoch'), coalesce(rotated_at, 'epoch'), coalesce(revoked_at, 'epoch'),
- allowed_audiences, allowed_scopes`
+ allowed_audiences, allowed_scopes, redirect_uris, post_logout_redirect_uris, first_party`
 
 func scanCredential(r pgx.Row, extra ...any) (Credential, error) {
 	var c Credential
 	dest := append([]any{&c.ID, &c.IdentityID, &c.Kind, &c.KeyID, &c.Name, &c.CreatedAt, &c.ExpiresAt, &c.LastUsedAt, &c.RotatedAt, &c.RevokedAt,
-		&c.AllowedAudiences, &c.AllowedScopes}, extra...)
+		&c.AllowedAudiences, &c.AllowedScopes, &c.RedirectURIs, &c.PostLogoutRedirectURIs, &c.FirstParty}, extra...)
 	err := r.Scan(dest...)
 	c.ExpiresAt, c.LastUsedAt, c.RotatedAt, c.RevokedAt = zeroEpoch(c.ExpiresAt), zeroEpoch(c.LastUsedAt), zeroEpoch(c.RotatedAt), zeroEpoch(c.RevokedAt)
 	return c, err
@@ -72,6 +78,7 @@ func credentialSummary(c Credential) map[string]any {
 	}
 	if c.Kind == CredClientSecret {
 		m["allowed_audiences"], m["allowed_scopes"] = c.AllowedAudiences, c.AllowedScopes
+		m["redirect_uris"], m["post_logout_redirect_uris"], m["first_party"] = c.RedirectURIs, c.PostLogoutRedirectURIs, c.FirstParty
 	}
 	return m
 }
@@ -90,6 +97,11 @@ type NewKeyCredential struct {
 	// Credential.AllowedAudiences); validated by CheckAllowLists.
 	AllowedAudiences []string
 	AllowedScopes    []string
+	// Client secrets: redirect URIs, post-logout redirect URIs and first party (see
+	// Credential); validated by CheckRedirectURIs.
+	RedirectURIs           []string
+	PostLogoutRedirectURIs []string
+	FirstParty             bool
 }
 
 // CreateKeyCredential stores an API key or client secret for an active identity.
@@ -108,6 +120,17 @@ func (s *Store) CreateKeyCredential(ctx context.Context, c Change, sc Scope, in 
 	auds, scopes, err := CheckAllowLists(in.AllowedAudiences, in.AllowedScopes)
 	if err != nil {
 		return Credential{}, err
+	}
+	redirects, err := CheckRedirectURIs("redirect_uris", in.RedirectURIs)
+	if err != nil {
+		return Credential{}, err
+	}
+	logouts, err := CheckRedirectURIs("post_logout_redirect_uris", in.PostLogoutRedirectURIs)
+	if err != nil {
+		return Credential{}, err
+	}
+	if in.Kind != CredClientSecret && (len(redirects) > 0 || len(logouts) > 0 || in.FirstParty) {
+		return Credential{}, fieldErr("redirect_uris", "only OAuth clients have redirect URIs")
 	}
 	var out Credential
 	err = s.tx(ctx, func(tx pgx.Tx) error {
@@ -130,10 +153,11 @@ func (s *Store) CreateKeyCredential(ctx context.Context, c Change, sc Scope, in 
 			}
 		}
 		out, err = scanCredential(tx.QueryRow(ctx, `
-INSERT INTO credentials (tenant_id, crdb_region, identity_id, kind, key_id, secret_hash, name, expires_at, params, allowed_audiences, allowed_scopes)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING `+credentialColumns,
+INSERT INTO credentials (tenant_id, crdb_region, identity_id, kind, key_id, secret_hash, name, expires_at, params, allowed_audiences, allowed_scopes,
+  redirect_uris, post_logout_redirect_uris, first_party)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING `+credentialColumns,
 			sc.TenantID, sc.Region, in.IdentityID, in.Kind, in.KeyID, in.Hash, in.Name, nullTime(in.ExpiresAt),
-			map[string]any{"admin": in.Admin}, auds, scopes))
+			map[string]any{"admin": in.Admin}, auds, scopes, redirects, logouts, in.FirstParty))
 		if err != nil {
 			return fmt.Errorf("insert credential: %w", err)
 		}
@@ -194,10 +218,11 @@ WHERE tenant_id = $1 AND crdb_region = $2 AND id = $3`, sc.TenantID, sc.Region, 
 			keyID = old.KeyID // a client keeps its client_id; only the secret changes
 		}
 		out, err = scanCredential(tx.QueryRow(ctx, `
-INSERT INTO credentials (tenant_id, crdb_region, identity_id, kind, key_id, secret_hash, name, expires_at, params, allowed_audiences, allowed_scopes)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING `+credentialColumns,
+INSERT INTO credentials (tenant_id, crdb_region, identity_id, kind, key_id, secret_hash, name, expires_at, params, allowed_audiences, allowed_scopes,
+  redirect_uris, post_logout_redirect_uris, first_party)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING `+credentialColumns,
 			sc.TenantID, sc.Region, old.IdentityID, old.Kind, rotatedKeyID(old, keyID), next.Hash, old.Name, nullTime(next.ExpiresAt), params,
-			old.AllowedAudiences, old.AllowedScopes))
+			old.AllowedAudiences, old.AllowedScopes, old.RedirectURIs, old.PostLogoutRedirectURIs, old.FirstParty))
 		if err != nil {
 			return fmt.Errorf("insert rotated credential: %w", err)
 		}
@@ -258,17 +283,35 @@ WHERE tenant_id = $1 AND crdb_region = $2 AND identity_id = $3 ORDER BY created_
 	return cs, classify(err)
 }
 
-// UpdateClientAllowLists replaces the allowed audiences and scopes of the OAuth client
-// clientID (every secret of it, rotated ones included) and returns its newest secret's
-// credential. Tokens already issued keep their audience and scope until they expire.
-func (s *Store) UpdateClientAllowLists(ctx context.Context, c Change, sc Scope, clientID string, audiences, scopes []string) (Credential, error) {
+// ClientSettings are what UpdateClient replaces on every secret of an OAuth client.
+type ClientSettings struct {
+	AllowedAudiences       []string
+	AllowedScopes          []string
+	RedirectURIs           []string
+	PostLogoutRedirectURIs []string
+	FirstParty             bool
+}
+
+// UpdateClient replaces the allowed audiences and scopes, the redirect URIs and the
+// first-party flag of the OAuth client clientID (every secret of it, rotated ones
+// included) and returns its newest secret's credential. Tokens already issued keep
+// their audience and scope until they expire.
+func (s *Store) UpdateClient(ctx context.Context, c Change, sc Scope, clientID string, set ClientSettings) (Credential, error) {
 	if clientID == "" {
 		return Credential{}, fieldErr("client_id", "required")
 	}
 	if len(clientID) > 64 || strings.ContainsAny(clientID, ".%_") || !printableToken(clientID) {
 		return Credential{}, fieldErr("client_id", "not a client id")
 	}
-	auds, scs, err := CheckAllowLists(audiences, scopes)
+	auds, scs, err := CheckAllowLists(set.AllowedAudiences, set.AllowedScopes)
+	if err != nil {
+		return Credential{}, err
+	}
+	redirects, err := CheckRedirectURIs("redirect_uris", set.RedirectURIs)
+	if err != nil {
+		return Credential{}, err
+	}
+	logouts, err := CheckRedirectURIs("post_logout_redirect_uris", set.PostLogoutRedirectURIs)
 	if err != nil {
 		return Credential{}, err
 	}
@@ -288,13 +331,15 @@ ORDER BY created_at DESC, id FOR UPDATE`, sc.TenantID, sc.Region, CredClientSecr
 			return fmt.Errorf("%w: client %s", ErrNotFound, clientID)
 		}
 		before := cs[0]
-		if _, err := tx.Exec(ctx, `UPDATE credentials SET allowed_audiences = $7, allowed_scopes = $8
+		if _, err := tx.Exec(ctx, `UPDATE credentials SET allowed_audiences = $7, allowed_scopes = $8,
+  redirect_uris = $9, post_logout_redirect_uris = $10, first_party = $11
 WHERE tenant_id = $1 AND crdb_region = $2 AND kind = $3 AND (key_id = $4 OR (key_id >= $5 AND key_id < $6))`,
-			sc.TenantID, sc.Region, CredClientSecret, clientID, clientID+".", clientID+"/", auds, scs); err != nil {
+			sc.TenantID, sc.Region, CredClientSecret, clientID, clientID+".", clientID+"/", auds, scs, redirects, logouts, set.FirstParty); err != nil {
 			return fmt.Errorf("update client: %w", err)
 		}
 		out = before
 		out.AllowedAudiences, out.AllowedScopes = auds, scs
+		out.RedirectURIs, out.PostLogoutRedirectURIs, out.FirstParty = redirects, logouts, set.FirstParty
 		return s.writeAudit(ctx, tx, sc, c, audit{action: "client.update", targetKind: "client", targetID: clientID,
 			before: credentialSummary(before), after: credentialSummary(out)})
 	})
@@ -319,7 +364,7 @@ func (s *Store) KeyCredentials(ctx context.Context, sc Scope, kind, keyID string
 	rows, err := s.pool.Query(ctx, `
 SELECT c.id::TEXT, c.identity_id::TEXT, c.kind, coalesce(c.key_id, ''), c.name, c.created_at,
   coalesce(c.expires_at, 'epoch'), coalesce(c.last_used_at, 'epoch'), coalesce(c.rotated_at, 'epoch'), coalesce(c.revoked_at, 'epoch'),
-  c.allowed_audiences, c.allowed_scopes, c.secret_hash, i.kind, i.status, coalesce(i.expires_at, 'epoch'), coalesce((c.params->>'admin')::BOOL, false)
+  c.allowed_audiences, c.allowed_scopes, c.redirect_uris, c.post_logout_redirect_uris, c.first_party, c.secret_hash, i.kind, i.status, coalesce(i.expires_at, 'epoch'), coalesce((c.params->>'admin')::BOOL, false)
 FROM credentials c JOIN identities i ON i.crdb_region = c.crdb_region AND i.tenant_id = c.tenant_id AND i.id = c.identity_id
 WHERE c.crdb_region = $1 AND c.tenant_id = $2 AND c.kind = $3 AND (c.key_id = $4 OR (c.key_id >= $5 AND c.key_id < $6))`,
 		sc.Region, sc.TenantID, kind, keyID, keyID+".", keyID+"/")

@@ -317,6 +317,12 @@ type LoginSuccess struct {
 // one-time code (refusing a replay), and opens the session with its first refresh
 // token, all in one transaction with the "login.success" audit event.
 func (s *Store) CompleteLogin(ctx context.Context, c Change, sc Scope, l LoginSuccess, ns NewSession, refresh NewRefreshToken) (Session, error) {
+	return s.completeLogin(ctx, c, sc, l, ns, func(tx pgx.Tx, sess Session) error { return insertRefresh(ctx, tx, sc, sess.ID, refresh) })
+}
+
+// completeLogin is CompleteLogin with what the session gets besides (a refresh token,
+// a browser session) written by with, in the same transaction.
+func (s *Store) completeLogin(ctx context.Context, c Change, sc Scope, l LoginSuccess, ns NewSession, with func(pgx.Tx, Session) error) (Session, error) {
 	var out Session
 	err := s.tx(ctx, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `UPDATE credentials SET last_used_at = now()
@@ -355,7 +361,7 @@ WHERE tenant_id = $1 AND crdb_region = $2 AND id = $3 AND revoked_at IS NULL`, s
 		if out, err = insertSession(ctx, tx, sc, ns); err != nil {
 			return err
 		}
-		if err := insertRefresh(ctx, tx, sc, out.ID, refresh); err != nil {
+		if err := with(tx, out); err != nil {
 			return err
 		}
 		after := sessionSummary(out)

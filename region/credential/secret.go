@@ -18,6 +18,10 @@ const (
 	PrefixAPIKey       = "kpk"
 	PrefixClientSecret = "kpc"
 	PrefixRefreshToken = "kpr"
+	// PrefixAuthCode: an OAuth authorization code (single use, short-lived).
+	PrefixAuthCode = "kpa"
+	// PrefixBrowserSession: a browser's session cookie at the OpenID Provider.
+	PrefixBrowserSession = "kpb"
 )
 
 // Lengths of the fields of a secret <prefix>_<keyid>_<secret>.
@@ -140,6 +144,10 @@ func secretKind(prefix string) string {
 		return "client secret"
 	case PrefixRefreshToken:
 		return "refresh token"
+	case PrefixAuthCode:
+		return "authorization code"
+	case PrefixBrowserSession:
+		return "browser session"
 	}
 	return ""
 }

@@ -559,3 +559,69 @@ CREATE TABLE IF NOT EXISTS federation_jtis (
     PRIMARY KEY (crdb_region, tenant_id, issuer, jti)
 );
 CREATE INDEX IF NOT EXISTS federation_jtis_expiry_idx ON federation_jtis (tenant_id, expires_at);
+
+-- migration 0015 openid_provider
+-- 0015 keyplane as OpenID Provider (docs/openid-provider.md): OAuth clients' redirect
+-- URIs, browser sessions, authorization codes and remembered consent.
+
+-- credentials: an OAuth client's registered redirect URIs (exact match at the
+-- authorization endpoint), the URIs it may name after logout, and whether it is a
+-- first-party application (its users are not asked for consent). Like the allow-lists,
+-- every secret of a client carries the same values: rotation copies them, updates
+-- change them all.
+ALTER TABLE credentials ADD COLUMN IF NOT EXISTS redirect_uris TEXT[] NOT NULL DEFAULT '{}';
+ALTER TABLE credentials ADD COLUMN IF NOT EXISTS post_logout_redirect_uris TEXT[] NOT NULL DEFAULT '{}';
+ALTER TABLE credentials ADD COLUMN IF NOT EXISTS first_party BOOL NOT NULL DEFAULT false;
+
+-- browser_sessions: the secret of a browser's session cookie (kpb_<id>_<secret>, only
+-- its hash), pointing at the keyplane session its login opened. Revoking the session
+-- (logout, a reused authorization code) ends the browser session with it.
+CREATE TABLE IF NOT EXISTS browser_sessions (
+    tenant_id   TEXT NOT NULL REFERENCES tenants (id),
+    id          TEXT NOT NULL,
+    crdb_region crdb_internal_region NOT NULL,
+    session_id  UUID NOT NULL,
+    secret_hash BYTEA NOT NULL,
+    created_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    expires_at  TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (crdb_region, tenant_id, id),
+    CONSTRAINT browser_sessions_session FOREIGN KEY (crdb_region, tenant_id, session_id) REFERENCES sessions (crdb_region, tenant_id, id) ON UPDATE CASCADE
+);
+CREATE INDEX IF NOT EXISTS browser_sessions_session_idx ON browser_sessions (tenant_id, session_id);
+
+-- authorization_codes: single use, short-lived, stored hashed (kpa_<id>_<secret>),
+-- bound to the client, redirect URI, PKCE challenge (S256), nonce, scope and the
+-- session whose tokens the code yields. used_at is set by the first redemption; a
+-- second one revokes the session.
+CREATE TABLE IF NOT EXISTS authorization_codes (
+    tenant_id      TEXT NOT NULL REFERENCES tenants (id),
+    id             TEXT NOT NULL,
+    crdb_region    crdb_internal_region NOT NULL,
+    session_id     UUID NOT NULL,
+    secret_hash    BYTEA NOT NULL,
+    client_id      TEXT NOT NULL,
+    redirect_uri   TEXT NOT NULL,
+    code_challenge TEXT NOT NULL,
+    nonce          TEXT NOT NULL DEFAULT '',
+    scope          TEXT NOT NULL DEFAULT '',
+    created_at     TIMESTAMPTZ NOT NULL DEFAULT now(),
+    expires_at     TIMESTAMPTZ NOT NULL,
+    used_at        TIMESTAMPTZ,
+    PRIMARY KEY (crdb_region, tenant_id, id),
+    CONSTRAINT authorization_codes_session FOREIGN KEY (crdb_region, tenant_id, session_id) REFERENCES sessions (crdb_region, tenant_id, id) ON UPDATE CASCADE
+);
+CREATE INDEX IF NOT EXISTS authorization_codes_session_idx ON authorization_codes (tenant_id, session_id);
+
+-- oauth_consents: a person's consent to a (third-party) client for a set of scopes
+-- (sorted, space-separated); a later request for the same or fewer scopes skips the
+-- consent page.
+CREATE TABLE IF NOT EXISTS oauth_consents (
+    tenant_id   TEXT NOT NULL REFERENCES tenants (id),
+    identity_id UUID NOT NULL,
+    client_id   TEXT NOT NULL,
+    crdb_region crdb_internal_region NOT NULL,
+    scope       TEXT NOT NULL,
+    created_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (crdb_region, tenant_id, identity_id, client_id, scope),
+    CONSTRAINT oauth_consents_identity FOREIGN KEY (crdb_region, tenant_id, identity_id) REFERENCES identities (crdb_region, tenant_id, id) ON UPDATE CASCADE ON DELETE CASCADE
+);

@@ -3231,8 +3231,14 @@ type Credential struct {
 	// scopes: no scope.
 	AllowedAudiences []string `protobuf:"bytes,11,rep,name=allowed_audiences,json=allowedAudiences,proto3" json:"allowed_audiences,omitempty"`
 	AllowedScopes    []string `protobuf:"bytes,12,rep,name=allowed_scopes,json=allowedScopes,proto3" json:"allowed_scopes,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// OAuth clients signing people in (docs/openid-provider.md): the redirect URIs the
+	// authorization endpoint accepts (exact match), the URIs RP-initiated logout may
+	// return to, and whether the client is first party (no consent page).
+	RedirectUris           []string `protobuf:"bytes,13,rep,name=redirect_uris,json=redirectUris,proto3" json:"redirect_uris,omitempty"`
+	PostLogoutRedirectUris []string `protobuf:"bytes,14,rep,name=post_logout_redirect_uris,json=postLogoutRedirectUris,proto3" json:"post_logout_redirect_uris,omitempty"`
+	FirstParty             bool     `protobuf:"varint,15,opt,name=first_party,json=firstParty,proto3" json:"first_party,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
 }
 
 func (x *Credential) Reset() {
@@ -3347,6 +3353,27 @@ func (x *Credential) GetAllowedScopes() []string {
 		return x.AllowedScopes
 	}
 	return nil
+}
+
+func (x *Credential) GetRedirectUris() []string {
+	if x != nil {
+		return x.RedirectUris
+	}
+	return nil
+}
+
+func (x *Credential) GetPostLogoutRedirectUris() []string {
+	if x != nil {
+		return x.PostLogoutRedirectUris
+	}
+	return nil
+}
+
+func (x *Credential) GetFirstParty() bool {
+	if x != nil {
+		return x.FirstParty
+	}
+	return false
 }
 
 type Session struct {
@@ -3728,6 +3755,15 @@ type CreateClientRequest struct {
 	// Scopes the client may request (RFC 6749 §3.3 scope tokens, at most 50 of at most
 	// 128 characters). Empty: no scope; a request naming one gets `invalid_scope`.
 	AllowedScopes []string `protobuf:"bytes,6,rep,name=allowed_scopes,json=allowedScopes,proto3" json:"allowed_scopes,omitempty"`
+	// Redirect URIs for the authorization-code flow (docs/openid-provider.md), matched
+	// exactly: at most 20 absolute https URIs (http only for a loopback host: 127.0.0.1,
+	// [::1], localhost) without fragment or user info, at most 512 characters each.
+	// Empty: the client cannot sign people in.
+	RedirectUris []string `protobuf:"bytes,7,rep,name=redirect_uris,json=redirectUris,proto3" json:"redirect_uris,omitempty"`
+	// Where RP-initiated logout may send the browser back to (same rules).
+	PostLogoutRedirectUris []string `protobuf:"bytes,8,rep,name=post_logout_redirect_uris,json=postLogoutRedirectUris,proto3" json:"post_logout_redirect_uris,omitempty"`
+	// A first-party application: people signing in to it are not asked for consent.
+	FirstParty    bool `protobuf:"varint,9,opt,name=first_party,json=firstParty,proto3" json:"first_party,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3804,6 +3840,27 @@ func (x *CreateClientRequest) GetAllowedScopes() []string {
 	return nil
 }
 
+func (x *CreateClientRequest) GetRedirectUris() []string {
+	if x != nil {
+		return x.RedirectUris
+	}
+	return nil
+}
+
+func (x *CreateClientRequest) GetPostLogoutRedirectUris() []string {
+	if x != nil {
+		return x.PostLogoutRedirectUris
+	}
+	return nil
+}
+
+func (x *CreateClientRequest) GetFirstParty() bool {
+	if x != nil {
+		return x.FirstParty
+	}
+	return false
+}
+
 type CreateClientResponse struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	Credential *Credential            `protobuf:"bytes,1,opt,name=credential,proto3" json:"credential,omitempty"`
@@ -3873,8 +3930,13 @@ type UpdateClientRequest struct {
 	AllowedAudiences []string `protobuf:"bytes,3,rep,name=allowed_audiences,json=allowedAudiences,proto3" json:"allowed_audiences,omitempty"`
 	// Replaces the allowed scopes (see CreateClientRequest).
 	AllowedScopes []string `protobuf:"bytes,4,rep,name=allowed_scopes,json=allowedScopes,proto3" json:"allowed_scopes,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Replace the redirect URIs, post-logout redirect URIs and first-party flag (see
+	// CreateClientRequest): an update sends them all.
+	RedirectUris           []string `protobuf:"bytes,5,rep,name=redirect_uris,json=redirectUris,proto3" json:"redirect_uris,omitempty"`
+	PostLogoutRedirectUris []string `protobuf:"bytes,6,rep,name=post_logout_redirect_uris,json=postLogoutRedirectUris,proto3" json:"post_logout_redirect_uris,omitempty"`
+	FirstParty             bool     `protobuf:"varint,7,opt,name=first_party,json=firstParty,proto3" json:"first_party,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
 }
 
 func (x *UpdateClientRequest) Reset() {
@@ -3933,6 +3995,27 @@ func (x *UpdateClientRequest) GetAllowedScopes() []string {
 		return x.AllowedScopes
 	}
 	return nil
+}
+
+func (x *UpdateClientRequest) GetRedirectUris() []string {
+	if x != nil {
+		return x.RedirectUris
+	}
+	return nil
+}
+
+func (x *UpdateClientRequest) GetPostLogoutRedirectUris() []string {
+	if x != nil {
+		return x.PostLogoutRedirectUris
+	}
+	return nil
+}
+
+func (x *UpdateClientRequest) GetFirstParty() bool {
+	if x != nil {
+		return x.FirstParty
+	}
+	return false
 }
 
 type UpdateClientResponse struct {
@@ -8482,7 +8565,7 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\bend_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\"r\n" +
 	"\x17ListAuditEventsResponse\x12/\n" +
 	"\x06events\x18\x01 \x03(\v2\x17.keyplane.v1.AuditEventR\x06events\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xa3\x04\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xa4\x05\n" +
 	"\n" +
 	"Credential\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
@@ -8502,7 +8585,11 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"revokeTime\x12+\n" +
 	"\x11allowed_audiences\x18\v \x03(\tR\x10allowedAudiences\x12%\n" +
-	"\x0eallowed_scopes\x18\f \x03(\tR\rallowedScopes\"\xbf\x02\n" +
+	"\x0eallowed_scopes\x18\f \x03(\tR\rallowedScopes\x12#\n" +
+	"\rredirect_uris\x18\r \x03(\tR\fredirectUris\x129\n" +
+	"\x19post_logout_redirect_uris\x18\x0e \x03(\tR\x16postLogoutRedirectUris\x12\x1f\n" +
+	"\vfirst_party\x18\x0f \x01(\bR\n" +
+	"firstParty\"\xbf\x02\n" +
 	"\aSession\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\videntity_id\x18\x02 \x01(\tR\n" +
@@ -8541,7 +8628,7 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"credential\x18\x01 \x01(\v2\x17.keyplane.v1.CredentialR\n" +
 	"credential\x12\x17\n" +
-	"\aapi_key\x18\x02 \x01(\tR\x06apiKey\"\xd1\x01\n" +
+	"\aapi_key\x18\x02 \x01(\tR\x06apiKey\"\xd2\x02\n" +
 	"\x13CreateClientRequest\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x1f\n" +
 	"\videntity_id\x18\x02 \x01(\tR\n" +
@@ -8549,18 +8636,26 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\x04name\x18\x03 \x01(\tR\x04name\x12\x14\n" +
 	"\x05admin\x18\x04 \x01(\bR\x05admin\x12+\n" +
 	"\x11allowed_audiences\x18\x05 \x03(\tR\x10allowedAudiences\x12%\n" +
-	"\x0eallowed_scopes\x18\x06 \x03(\tR\rallowedScopes\"\x91\x01\n" +
+	"\x0eallowed_scopes\x18\x06 \x03(\tR\rallowedScopes\x12#\n" +
+	"\rredirect_uris\x18\a \x03(\tR\fredirectUris\x129\n" +
+	"\x19post_logout_redirect_uris\x18\b \x03(\tR\x16postLogoutRedirectUris\x12\x1f\n" +
+	"\vfirst_party\x18\t \x01(\bR\n" +
+	"firstParty\"\x91\x01\n" +
 	"\x14CreateClientResponse\x127\n" +
 	"\n" +
 	"credential\x18\x01 \x01(\v2\x17.keyplane.v1.CredentialR\n" +
 	"credential\x12\x1b\n" +
 	"\tclient_id\x18\x02 \x01(\tR\bclientId\x12#\n" +
-	"\rclient_secret\x18\x03 \x01(\tR\fclientSecret\"\xa3\x01\n" +
+	"\rclient_secret\x18\x03 \x01(\tR\fclientSecret\"\xa4\x02\n" +
 	"\x13UpdateClientRequest\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x1b\n" +
 	"\tclient_id\x18\x02 \x01(\tR\bclientId\x12+\n" +
 	"\x11allowed_audiences\x18\x03 \x03(\tR\x10allowedAudiences\x12%\n" +
-	"\x0eallowed_scopes\x18\x04 \x03(\tR\rallowedScopes\"O\n" +
+	"\x0eallowed_scopes\x18\x04 \x03(\tR\rallowedScopes\x12#\n" +
+	"\rredirect_uris\x18\x05 \x03(\tR\fredirectUris\x129\n" +
+	"\x19post_logout_redirect_uris\x18\x06 \x03(\tR\x16postLogoutRedirectUris\x12\x1f\n" +
+	"\vfirst_party\x18\a \x01(\bR\n" +
+	"firstParty\"O\n" +
 	"\x14UpdateClientResponse\x127\n" +
 	"\n" +
 	"credential\x18\x01 \x01(\v2\x17.keyplane.v1.CredentialR\n" +
