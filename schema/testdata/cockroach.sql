@@ -633,3 +633,45 @@ CREATE TABLE IF NOT EXISTS oauth_consents (
     PRIMARY KEY (crdb_region, tenant_id, identity_id, client_id, scope),
     CONSTRAINT oauth_consents_identity FOREIGN KEY (crdb_region, tenant_id, identity_id) REFERENCES identities (crdb_region, tenant_id, id) ON UPDATE CASCADE ON DELETE CASCADE
 ) LOCALITY REGIONAL BY ROW AS crdb_region;
+
+-- migration 0017 saml
+-- 0017 SAML 2.0 sign-in (docs/saml.md): a tenant delegates its people's sign-in to a
+-- SAML identity provider; keyplane is the service provider.
+
+-- saml_idps: a tenant's SAML identity providers. metadata is the IdP's metadata XML
+-- (validated when stored); sp_key_sealed is keyplane's SP private key for this IdP,
+-- sealed with the node's KEK (associated data: tenant and IdP id), sp_cert its
+-- self-signed certificate (DER). The mapping says which SAML attribute ('' for the
+-- NameID) gives the email, the external id and the display name.
+CREATE TABLE IF NOT EXISTS saml_idps (
+    tenant_id         TEXT NOT NULL REFERENCES tenants (id),
+    id                UUID NOT NULL,
+    crdb_region       crdb_internal_region NOT NULL,
+    name              TEXT NOT NULL,
+    idp_entity_id     TEXT NOT NULL,
+    metadata          TEXT NOT NULL,
+    sp_cert           BYTEA NOT NULL,
+    sp_key_sealed     BYTEA NOT NULL,
+    email_attribute   TEXT NOT NULL DEFAULT '',
+    external_id_attribute TEXT NOT NULL DEFAULT '',
+    name_attribute    TEXT NOT NULL DEFAULT '',
+    jit               BOOL NOT NULL DEFAULT false,
+    link_by           TEXT NOT NULL,
+    created_at        TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, id),
+    CONSTRAINT saml_idps_name_length CHECK (length(name) BETWEEN 1 AND 100),
+    CONSTRAINT saml_idps_link_by CHECK (link_by IN ('email', 'external_id'))
+) LOCALITY REGIONAL BY ROW AS crdb_region;
+CREATE UNIQUE INDEX IF NOT EXISTS saml_idps_name ON saml_idps (crdb_region, tenant_id, name);
+
+-- saml_assertions: the assertions already accepted, kept until they expire so that a
+-- replayed one is refused; pruned after.
+CREATE TABLE IF NOT EXISTS saml_assertions (
+    tenant_id    TEXT NOT NULL REFERENCES tenants (id),
+    crdb_region  crdb_internal_region NOT NULL,
+    idp_id       UUID NOT NULL,
+    assertion_id TEXT NOT NULL,
+    expires_at   TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (tenant_id, idp_id, assertion_id)
+) LOCALITY REGIONAL BY ROW AS crdb_region;
+CREATE INDEX IF NOT EXISTS saml_assertions_expiry_idx ON saml_assertions (tenant_id, expires_at);
