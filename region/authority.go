@@ -105,6 +105,7 @@ var authorities = func() map[string]authority {
 	elev := func(m string) string { return procedure(keyplanev1connect.ElevationServiceName, m) }
 	decision := func(m string) string { return procedure(keyplanev1connect.DecisionServiceName, m) }
 	federation := func(m string) string { return procedure(keyplanev1connect.FederationServiceName, m) }
+	samlSvc := func(m string) string { return procedure(keyplanev1connect.SAMLServiceName, m) }
 	cluster := authority{plane: planeCluster}
 	public := authority{plane: planePublic}
 	tenant := func(perm string, on target, sensitive bool) authority {
@@ -205,6 +206,10 @@ var authorities = func() map[string]authority {
 		federation("DeleteTrustPolicy"): tenant(PermFederationWrite, onTenant, true),
 		federation("GetTrustPolicy"):    tenant(PermFederationRead, onTenant, false),
 		federation("ListTrustPolicies"): tenant(PermFederationRead, onTenant, false),
+		samlSvc("CreateSAMLIdP"):        tenant(PermFederationWrite, onTenant, true),
+		samlSvc("DeleteSAMLIdP"):        tenant(PermFederationWrite, onTenant, true),
+		samlSvc("GetSAMLIdP"):           tenant(PermFederationRead, onTenant, false),
+		samlSvc("ListSAMLIdPs"):         tenant(PermFederationRead, onTenant, false),
 	}
 }()
 
