@@ -264,7 +264,7 @@ func TestSAMLSignIn(t *testing.T) {
 		if !found {
 			t.Fatal("no identity bob@corp.example created just in time")
 		}
-		wantAuditAction(t, f.opFixture.fixture, "saml.login", "")
+		wantAuditAction(t, f.fixture, "saml.login", "")
 	})
 
 	t.Run("link by externalId", func(t *testing.T) {
@@ -303,7 +303,7 @@ func TestSAMLSignIn(t *testing.T) {
 		c = browser(t)
 		resp, _ = samlStart(t, f.opFixture, c, "hr", f.authParams(f.firstParty, challenge))
 		wantErrorPage(t, samlPost(t, f.opFixture, c, "hr", resp), http.StatusForbidden, "No account")
-		wantAuditAction(t, f.opFixture.fixture, "saml.login_refused", "no_identity")
+		wantAuditAction(t, f.fixture, "saml.login_refused", "no_identity")
 	})
 
 	t.Run("disabled identity", func(t *testing.T) {
@@ -314,7 +314,7 @@ func TestSAMLSignIn(t *testing.T) {
 		c := browser(t)
 		resp, _ := samlStart(t, f.opFixture, c, "corp", f.authParams(f.firstParty, challenge))
 		wantErrorPage(t, samlPost(t, f.opFixture, c, "corp", resp), http.StatusForbidden, "cannot sign in")
-		wantAuditAction(t, f.opFixture.fixture, "saml.login_refused", "identity")
+		wantAuditAction(t, f.fixture, "saml.login_refused", "identity")
 	})
 }
 
@@ -355,12 +355,12 @@ func TestSecuritySAMLRefusals(t *testing.T) {
 	// refused posts response through browser c and checks the refusal.
 	refused := func(t *testing.T, c *http.Client, response, rule string) {
 		t.Helper()
-		before := countAudit(t, f.opFixture.fixture, "saml.login_refused", rule)
+		before := countAudit(t, f.fixture, "saml.login_refused", rule)
 		p := samlPost(t, f.opFixture, c, "corp", response)
 		if p.status != http.StatusForbidden && p.status != http.StatusBadRequest || p.location != nil || !strings.Contains(p.body, "Sign-in refused") {
 			t.Fatalf("want a refusal page, got %d %v: %.400s", p.status, p.location, p.body)
 		}
-		if after := countAudit(t, f.opFixture.fixture, "saml.login_refused", rule); after != before+1 {
+		if after := countAudit(t, f.fixture, "saml.login_refused", rule); after != before+1 {
 			t.Errorf("saml.login_refused events with rule %q: %d, want %d", rule, after, before+1)
 		}
 		for _, ck := range c.Jar.Cookies(&url.URL{Scheme: "http", Host: strings.TrimPrefix(f.url, "http://"), Path: "/t/acme/"}) {
