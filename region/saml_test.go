@@ -492,3 +492,93 @@ func TestSecuritySAMLRefusals(t *testing.T) {
 		refused(t, c, resp, "signature")
 	})
 }
+
+// TestSAMLService manages IdPs over real HTTP: the generated client for Get, List and
+// Delete, plain net/http speaking Connect JSON for a bad create, and each bad input
+// refused with invalid_argument naming the field, nothing stored.
+func TestSAMLService(t *testing.T) {
+	t.Parallel()
+	f := newSAMLFixture(t)
+	ctx := context.Background()
+	list, err := f.saml.ListSAMLIdPs(ctx, connect.NewRequest(&keyplanev1.ListSAMLIdPsRequest{TenantId: "acme"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Msg.Idps) != 2 || list.Msg.Idps[0].Name != "corp" || list.Msg.Idps[1].Name != "hr" {
+		t.Fatalf("list: %v", list.Msg.Idps)
+	}
+	corp := list.Msg.Idps[0]
+	if corp.IdpEntityId != f.idp.srv.URL+"/metadata" || corp.AcsUrl != f.issuer+"/saml/corp/acs" ||
+		!strings.HasPrefix(corp.SpCertificate, "-----BEGIN CERTIFICATE-----") {
+		t.Fatalf("corp: entity %q acs %q", corp.IdpEntityId, corp.AcsUrl)
+	}
+	// The SP metadata names the ACS URL and the certificate the API returned.
+	resp, err := http.Get(corp.SpEntityId)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var sp saml.EntityDescriptor
+	if err := xml.Unmarshal(b, &sp); err != nil || len(sp.SPSSODescriptors) != 1 {
+		t.Fatalf("SP metadata: %v: %.300s", err, b)
+	}
+	if sp.EntityID != corp.SpEntityId || sp.SPSSODescriptors[0].AssertionConsumerServices[0].Location != corp.AcsUrl {
+		t.Fatalf("SP metadata: entity %q", sp.EntityID)
+	}
+
+	valid := f.idp.current().Metadata()
+	good, _ := xml.Marshal(valid)
+	for _, tc := range []struct {
+		name  string
+		idp   *keyplanev1.SAMLIdP
+		field string
+	}{
+		{"no metadata", &keyplanev1.SAMLIdP{Name: "x"}, "idp.metadata"},
+		{"both", &keyplanev1.SAMLIdP{Name: "x", Metadata: string(good), MetadataUrl: f.idp.srv.URL + "/metadata"}, "idp.metadata"},
+		{"not xml", &keyplanev1.SAMLIdP{Name: "x", Metadata: "<nope"}, "idp.metadata"},
+		{"plain http url", &keyplanev1.SAMLIdP{Name: "x", MetadataUrl: "http://idp.example/metadata"}, "idp.metadata_url"},
+		{"bad name", &keyplanev1.SAMLIdP{Name: "a/b", Metadata: string(good)}, "name"},
+		{"no name", &keyplanev1.SAMLIdP{Metadata: string(good)}, "idp.name"},
+		{"bad link_by", &keyplanev1.SAMLIdP{Name: "x", Metadata: string(good), LinkBy: "phone"}, "link_by"},
+		{"taken name", &keyplanev1.SAMLIdP{Name: "corp", Metadata: string(good)}, "name"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := f.saml.CreateSAMLIdP(ctx, connect.NewRequest(&keyplanev1.CreateSAMLIdPRequest{TenantId: "acme", Idp: tc.idp}))
+			if connect.CodeOf(err) != connect.CodeInvalidArgument && connect.CodeOf(err) != connect.CodeAlreadyExists || !strings.Contains(err.Error(), tc.field) {
+				t.Fatalf("got %v, want invalid_argument naming %s", err, tc.field)
+			}
+		})
+	}
+
+	// Plain net/http speaking Connect JSON.
+	req, _ := http.NewRequest(http.MethodPost, f.url+"/keyplane.v1.SAMLService/CreateSAMLIdP",
+		strings.NewReader(`{"tenantId":"acme","idp":{"name":"json","metadata":"<md:EntityDescriptor xmlns:md=\"urn:oasis:names:tc:SAML:2.0:metadata\" entityID=\"x\"/>"}}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+secret)
+	r, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(r.Body)
+	r.Body.Close()
+	if r.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), `"invalid_argument"`) || !strings.Contains(string(body), "IDPSSODescriptor") {
+		t.Fatalf("JSON create: %d %s", r.StatusCode, body)
+	}
+
+	if _, err := f.saml.DeleteSAMLIdP(ctx, connect.NewRequest(&keyplanev1.DeleteSAMLIdPRequest{TenantId: "acme", Id: corp.Id})); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.saml.GetSAMLIdP(ctx, connect.NewRequest(&keyplanev1.GetSAMLIdPRequest{TenantId: "acme", Id: corp.Id})); connect.CodeOf(err) != connect.CodeNotFound {
+		t.Fatalf("get after delete: %v", err)
+	}
+	list, err = f.saml.ListSAMLIdPs(ctx, connect.NewRequest(&keyplanev1.ListSAMLIdPsRequest{TenantId: "acme"}))
+	if err != nil || len(list.Msg.Idps) != 1 {
+		t.Fatalf("list after delete: %v %v", list, err)
+	}
+	wantAuditAction(t, f.fixture, "saml.idp.delete", "")
+	// Its URLs are gone with it.
+	c := browser(t)
+	lr, _ := http.NewRequest(http.MethodGet, f.issuer+"/saml/corp/login?req=x", nil)
+	wantErrorPage(t, do(t, c, lr), http.StatusNotFound, "no SAML identity provider")
+}
