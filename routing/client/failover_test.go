@@ -199,7 +199,10 @@ func TestFailoverDialTimeout(t *testing.T) {
 	t.Cleanup(transport.CloseIdleConnections)
 	cfg := quick(client.Endpoint{Region: "eu-west", URL: "http://" + blackhole}, client.Endpoint{Region: "us-east", URL: us})
 	cfg.Transport = transport
-	cfg.AttemptTimeout = 200 * time.Millisecond
+	// Each attempt gets this long: the first spends all of it dialing the blackhole, the
+	// second must reach the local server within it. 200 ms was too little for the
+	// second on a loaded CI machine (a -race suite starting clusters on 2 cores).
+	cfg.AttemptTimeout = 2 * time.Second
 	_, auth := newClient(t, cfg)
 
 	got, err := exchange(context.Background(), auth)
