@@ -150,9 +150,11 @@ func (s *Store) DeleteUpstreamProvider(ctx context.Context, c Change, sc Scope, 
 		if err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `DELETE FROM upstream_oidc_states WHERE crdb_region = $1 AND tenant_id = $2 AND provider_id = $3`,
-			sc.Region, sc.TenantID, id); err != nil {
-			return fmt.Errorf("delete upstream states: %w", err)
+		for _, table := range []string{"upstream_oidc_states", "upstream_oidc_links"} {
+			if _, err := tx.Exec(ctx, `DELETE FROM `+table+` WHERE crdb_region = $1 AND tenant_id = $2 AND provider_id = $3`,
+				sc.Region, sc.TenantID, id); err != nil {
+				return fmt.Errorf("delete %s: %w", table, err)
+			}
 		}
 		if _, err := tx.Exec(ctx, `DELETE FROM upstream_oidc_providers WHERE crdb_region = $1 AND tenant_id = $2 AND id = $3`,
 			sc.Region, sc.TenantID, id); err != nil {
@@ -259,6 +261,16 @@ RETURNING provider_id::TEXT, nonce, code_verifier, request, expires_at`, sc.Regi
 	return st, classify(err)
 }
 
+// UpstreamLink returns the identity an upstream subject of provider providerID is
+// linked to (ErrNotFound when none).
+func (s *Store) UpstreamLink(ctx context.Context, sc Scope, providerID, subject string) (Identity, error) {
+	if _, err := parseID("provider_id", providerID); err != nil {
+		return Identity{}, err
+	}
+	return findIdentity(ctx, s.pool, sc, `id = (SELECT identity_id FROM upstream_oidc_links
+  WHERE crdb_region = $1 AND tenant_id = $2 AND provider_id = '`+providerID+`'::UUID AND subject = $3)`, subject)
+}
+
 // FindIdentityByExternalID returns the identity whose (SCIM) external_id is id.
 func (s *Store) FindIdentityByExternalID(ctx context.Context, sc Scope, id string) (Identity, error) {
 	return findIdentity(ctx, s.pool, sc, `external_id = $3 AND scim_deleted_at IS NULL`, id)
@@ -289,13 +301,13 @@ WHERE crdb_region = $1 AND tenant_id = $2 AND `+where, sc.Region, sc.TenantID, a
 type UpstreamLogin struct {
 	ProviderID, ProviderName string
 	Issuer, Subject          string // of the upstream ID token
-	Link                     string // external_id, email or jit
+	Link                     string // link (an earlier sign-in's), external_id, email or jit
 	IdentityID               string
 	Create                   NewIdentity
 }
 
 // CompleteUpstreamLogin opens a browser session for an upstream sign-in in one
-// transaction: it creates the identity (JIT), checks it is an active human, opens the
+// transaction: it creates the identity (JIT), links the upstream subject to it, checks it is an active human, opens the
 // session and its browser session, and writes "identity.create" (JIT) and
 // "login.upstream" audit events.
 func (s *Store) CompleteUpstreamLogin(ctx context.Context, c Change, sc Scope, l UpstreamLogin, ns NewSession, b NewBrowserSession) (Session, error) {
@@ -341,6 +353,12 @@ VALUES ($1, $2, $3, $4, nullif($5, ''), $6, '') RETURNING `+identityColumns,
 			return inactiveIdentity("identity", id)
 		}
 		ns.IdentityID = id.ID
+		if l.Link != "link" {
+			if _, err := tx.Exec(ctx, `INSERT INTO upstream_oidc_links (tenant_id, crdb_region, provider_id, subject, identity_id)
+VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`, sc.TenantID, sc.Region, l.ProviderID, l.Subject, id.ID); err != nil {
+				return fmt.Errorf("link upstream subject: %w", err)
+			}
+		}
 		if out, err = insertSession(ctx, tx, sc, ns); err != nil {
 			return err
 		}

@@ -671,3 +671,17 @@ CREATE TABLE IF NOT EXISTS upstream_oidc_states (
     expires_at    TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (crdb_region, tenant_id, id)
 );
+
+-- upstream_oidc_links: which keyplane identity an upstream subject (of one provider)
+-- signs in as, written at its first sign-in (linked by externalId or email, or
+-- created just in time), so later sign-ins need no claim to match again.
+CREATE TABLE IF NOT EXISTS upstream_oidc_links (
+    tenant_id   TEXT NOT NULL REFERENCES tenants (id),
+    provider_id UUID NOT NULL,
+    subject     TEXT NOT NULL,
+    crdb_region crdb_internal_region NOT NULL,
+    identity_id UUID NOT NULL,
+    created_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (crdb_region, tenant_id, provider_id, subject),
+    CONSTRAINT upstream_oidc_links_identity FOREIGN KEY (crdb_region, tenant_id, identity_id) REFERENCES identities (crdb_region, tenant_id, id) ON UPDATE CASCADE ON DELETE CASCADE
+);
