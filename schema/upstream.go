@@ -79,7 +79,7 @@ func checkUpstreamProvider(p *UpstreamProvider) error {
 			return fieldErr("scopes", "%q is not a scope token (RFC 6749 §3.3)", s)
 		}
 	}
-	p.Scopes = slices.Compact(slices.Sorted(slices.Values(p.Scopes)))
+	p.Scopes = append([]string{}, slices.Compact(slices.Sorted(slices.Values(p.Scopes)))...)
 	for _, c := range []struct {
 		field string
 		v     *string
