@@ -366,3 +366,43 @@ func decodeSegment(seg string, v any) error {
 	}
 	return json.Unmarshal(b, v)
 }
+
+// TestUpstreamServiceConnectJSON: the service speaks Connect JSON to a plain HTTP
+// client; without a token it refuses.
+func TestUpstreamServiceConnectJSON(t *testing.T) {
+	t.Parallel()
+	u := newUpstreamFixture(t, true, false)
+	call := func(token string) (int, string) {
+		req, _ := http.NewRequest(http.MethodPost, u.url+"/keyplane.v1.UpstreamService/ListUpstreamProviders", strings.NewReader(`{"tenantId":"acme"}`))
+		req.Header.Set("Content-Type", "application/json")
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		p := do(t, http.DefaultClient, req)
+		return p.status, p.body
+	}
+	status, body := call(secret)
+	if status != http.StatusOK || !strings.Contains(body, `"displayName":"Corp SSO"`) || !strings.Contains(body, `"jit":true`) ||
+		strings.Contains(body, "clientSecret") || strings.Contains(body, u.corpSc) {
+		t.Fatalf("list: %d %s", status, body)
+	}
+	if status, body := call(""); status != http.StatusUnauthorized {
+		t.Fatalf("unauthenticated list: %d %s", status, body)
+	}
+}
+
+// TestUpstreamOIDCUnverifiedEmailDoesNotLink: a provider that links by email does
+// not link on an email its ID token does not say is verified (keyplane's OP, the
+// upstream here, never claims email_verified), even when an acme identity has it.
+func TestUpstreamOIDCUnverifiedEmailDoesNotLink(t *testing.T) {
+	t.Parallel()
+	u := newUpstreamFixture(t, false, true)
+	if _, err := u.admin.CreateIdentity(context.Background(), connect.NewRequest(&keyplanev1.CreateIdentityRequest{TenantId: "acme",
+		Kind: keyplanev1.IdentityKind_IDENTITY_KIND_HUMAN, DisplayName: "Bob at acme", Email: u.bobEmail})); err != nil {
+		t.Fatal(err)
+	}
+	c := browser(t)
+	_, challenge := pkce()
+	p := fetch(t, c, u.atUpstream(t, c, u.toUpstream(t, c, challenge)))
+	u.wantRefused(t, p, http.StatusUnauthorized, "is not linked to an account of this organization", "no_link")
+}
