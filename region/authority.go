@@ -105,6 +105,7 @@ var authorities = func() map[string]authority {
 	elev := func(m string) string { return procedure(keyplanev1connect.ElevationServiceName, m) }
 	decision := func(m string) string { return procedure(keyplanev1connect.DecisionServiceName, m) }
 	federation := func(m string) string { return procedure(keyplanev1connect.FederationServiceName, m) }
+	upstream := func(m string) string { return procedure(keyplanev1connect.UpstreamServiceName, m) }
 	samlSvc := func(m string) string { return procedure(keyplanev1connect.SAMLServiceName, m) }
 	cluster := authority{plane: planeCluster}
 	public := authority{plane: planePublic}
@@ -201,15 +202,19 @@ var authorities = func() map[string]authority {
 		// A trust policy is a way to get its identity's tokens: writes step up, and the
 		// handler also requires what minting a credential for the identity requires
 		// (mayManageIdentity).
-		federation("CreateTrustPolicy"): tenant(PermFederationWrite, onTenant, true),
-		federation("UpdateTrustPolicy"): tenant(PermFederationWrite, onTenant, true),
-		federation("DeleteTrustPolicy"): tenant(PermFederationWrite, onTenant, true),
-		federation("GetTrustPolicy"):    tenant(PermFederationRead, onTenant, false),
-		federation("ListTrustPolicies"): tenant(PermFederationRead, onTenant, false),
-		samlSvc("CreateSAMLIdP"):        tenant(PermFederationWrite, onTenant, true),
-		samlSvc("DeleteSAMLIdP"):        tenant(PermFederationWrite, onTenant, true),
-		samlSvc("GetSAMLIdP"):           tenant(PermFederationRead, onTenant, false),
-		samlSvc("ListSAMLIdPs"):         tenant(PermFederationRead, onTenant, false),
+		federation("CreateTrustPolicy"):    tenant(PermFederationWrite, onTenant, true),
+		federation("UpdateTrustPolicy"):    tenant(PermFederationWrite, onTenant, true),
+		federation("DeleteTrustPolicy"):    tenant(PermFederationWrite, onTenant, true),
+		federation("GetTrustPolicy"):       tenant(PermFederationRead, onTenant, false),
+		federation("ListTrustPolicies"):    tenant(PermFederationRead, onTenant, false),
+		upstream("CreateUpstreamProvider"): tenant(PermFederationWrite, onTenant, true),
+		upstream("DeleteUpstreamProvider"): tenant(PermFederationWrite, onTenant, true),
+		upstream("GetUpstreamProvider"):    tenant(PermFederationRead, onTenant, false),
+		upstream("ListUpstreamProviders"):  tenant(PermFederationRead, onTenant, false),
+		samlSvc("CreateSAMLIdP"):           tenant(PermFederationWrite, onTenant, true),
+		samlSvc("DeleteSAMLIdP"):           tenant(PermFederationWrite, onTenant, true),
+		samlSvc("GetSAMLIdP"):              tenant(PermFederationRead, onTenant, false),
+		samlSvc("ListSAMLIdPs"):            tenant(PermFederationRead, onTenant, false),
 	}
 }()
 

@@ -43,6 +43,8 @@ type page struct {
 	Pending    string
 	Scopes     []string
 	StyleNonce string
+	// SignInOptions are the external sign-ins the login page offers (upstream OIDC).
+	SignInOptions []signInOption
 	// The logout confirmation's fields.
 	LogoutClient, LogoutTarget, LogoutState string
 }
@@ -217,7 +219,8 @@ func (n *Node) clearSessionCookie(w http.ResponseWriter, tenantID string) {
 func (n *Node) loginPage(w http.ResponseWriter, r *http.Request, t schema.Tenant, c schema.OAuthClient, req authRequest, status int, email, msg string) {
 	key := n.csrfKey(w, r, t.ID)
 	renderPage(w, status, page{Kind: "login", Title: "Sign in", Client: c.Name, Error: msg, Action: n.cookiePath(t.ID) + "oauth2/login",
-		CSRF: csrfToken(key), Request: requestQuery(r), Email: email}, originOf(req.RedirectURI))
+		CSRF: csrfToken(key), Request: requestQuery(r), Email: email, SignInOptions: n.signInOptions(r.Context(), t, requestQuery(r))},
+		originOf(req.RedirectURI))
 }
 
 // requestQuery is the authorization request a page carries along: the GET's query,

@@ -131,14 +131,17 @@ func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node
 	mux.Handle(keyplanev1connect.NewElevationServiceHandler(&ElevationService{node: n}, observe, connect.WithReadMaxBytes(64<<10)))
 	mux.Handle(keyplanev1connect.NewDecisionServiceHandler(&DecisionService{node: n}, observe, connect.WithReadMaxBytes(64<<10)))
 	mux.Handle(keyplanev1connect.NewFederationServiceHandler(&FederationService{node: n}, observe, connect.WithReadMaxBytes(64<<10)))
+	mux.Handle(keyplanev1connect.NewUpstreamServiceHandler(&UpstreamService{node: n}, observe, connect.WithReadMaxBytes(64<<10)))
 	mux.Handle(keyplanev1connect.NewSAMLServiceHandler(&SAMLService{node: n}, observe, connect.WithReadMaxBytes(512<<10)))
 	small := connect.WithReadMaxBytes(64 << 10) // connect reads any size otherwise
 	mux.Handle(grpchealth.NewHandler(healthChecker{n}, connect.WithHandlerOptions(connect.WithInterceptors(n.observe()), connect.WithCompressMinBytes(8<<10)), small))
 	n.mountOAuth(mux)
 	n.mountSCIM(mux)
+	n.mountUpstreamOIDC(mux)
 	n.mountSAML(mux)
 	reflector := grpcreflect.NewStaticReflector(keyplanev1connect.AdminServiceName, keyplanev1connect.AuthServiceName, keyplanev1connect.CheckServiceName,
-		keyplanev1connect.ElevationServiceName, keyplanev1connect.DecisionServiceName, keyplanev1connect.FederationServiceName, keyplanev1connect.SAMLServiceName, grpchealth.HealthV1ServiceName)
+		keyplanev1connect.ElevationServiceName, keyplanev1connect.DecisionServiceName, keyplanev1connect.FederationServiceName, keyplanev1connect.UpstreamServiceName,
+		keyplanev1connect.SAMLServiceName, grpchealth.HealthV1ServiceName)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector, small))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector, small))
 	n.mountHealth(mux)
@@ -263,7 +266,8 @@ type healthChecker struct{ n *Node }
 func (h healthChecker) Check(ctx context.Context, req *grpchealth.CheckRequest) (*grpchealth.CheckResponse, error) {
 	switch req.Service {
 	case "", keyplanev1connect.AdminServiceName, keyplanev1connect.AuthServiceName, keyplanev1connect.CheckServiceName,
-		keyplanev1connect.ElevationServiceName, keyplanev1connect.DecisionServiceName, keyplanev1connect.FederationServiceName, keyplanev1connect.SAMLServiceName:
+		keyplanev1connect.ElevationServiceName, keyplanev1connect.DecisionServiceName, keyplanev1connect.FederationServiceName,
+		keyplanev1connect.UpstreamServiceName, keyplanev1connect.SAMLServiceName:
 	default:
 		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("unknown service %q", req.Service))
 	}

@@ -102,10 +102,12 @@ func TestFailover(t *testing.T) {
 			wantCalls: []string{"eu"},
 		},
 		{
-			name:       "idempotent call fails over after the attempt timeout",
-			nodes:      []node{{"eu", "eu-west", behaviour{hang: true}}, {"us", "us-east", ok}},
-			call:       validate,
-			attempt:    200 * time.Millisecond,
+			name:  "idempotent call fails over after the attempt timeout",
+			nodes: []node{{"eu", "eu-west", behaviour{hang: true}}, {"us", "us-east", ok}},
+			call:  validate,
+			// The second attempt must be answered within it too: generous, for loaded
+			// machines (see TestFailoverDialTimeout).
+			attempt:    2 * time.Second,
 			wantServer: "us",
 			wantCalls:  []string{"eu", "us"},
 		},
@@ -199,7 +201,10 @@ func TestFailoverDialTimeout(t *testing.T) {
 	t.Cleanup(transport.CloseIdleConnections)
 	cfg := quick(client.Endpoint{Region: "eu-west", URL: "http://" + blackhole}, client.Endpoint{Region: "us-east", URL: us})
 	cfg.Transport = transport
-	cfg.AttemptTimeout = 200 * time.Millisecond
+	// Each attempt gets this long: the first spends all of it dialing the blackhole, the
+	// second must reach the local server within it. 200 ms was too little for the
+	// second on a loaded CI machine (a -race suite starting clusters on 2 cores).
+	cfg.AttemptTimeout = 2 * time.Second
 	_, auth := newClient(t, cfg)
 
 	got, err := exchange(context.Background(), auth)

@@ -634,6 +634,66 @@ CREATE TABLE IF NOT EXISTS oauth_consents (
     CONSTRAINT oauth_consents_identity FOREIGN KEY (crdb_region, tenant_id, identity_id) REFERENCES identities (crdb_region, tenant_id, id) ON UPDATE CASCADE ON DELETE CASCADE
 ) LOCALITY REGIONAL BY ROW AS crdb_region;
 
+-- migration 0016 upstream_oidc
+-- 0016 upstream OIDC sign-in (docs/openid-provider.md "Upstream OIDC sign-in"): a
+-- tenant's external OpenID Providers its people may sign in with, and the pending
+-- sign-ins (state) waiting for the provider's answer.
+
+-- upstream_oidc_providers: name is the provider's slug in the sign-in URLs. The client
+-- secret is sealed under the node's KEK (associated data: tenant and provider id); it
+-- is never shown again. claim_* name the upstream ID token claims that give the
+-- identity's email, display name and the externalId a SCIM-provisioned identity is
+-- linked by; attribute_claims maps identity attribute keys to claim names.
+CREATE TABLE IF NOT EXISTS upstream_oidc_providers (
+    tenant_id         TEXT NOT NULL REFERENCES tenants (id),
+    id                UUID NOT NULL DEFAULT gen_random_uuid(),
+    crdb_region       crdb_internal_region NOT NULL,
+    name              TEXT NOT NULL,
+    display_name      TEXT NOT NULL,
+    issuer            TEXT NOT NULL,
+    client_id         TEXT NOT NULL,
+    client_secret     BYTEA NOT NULL,
+    scopes            TEXT[] NOT NULL,
+    claim_email       TEXT NOT NULL,
+    claim_name        TEXT NOT NULL,
+    claim_external_id TEXT NOT NULL,
+    attribute_claims  JSONB NOT NULL DEFAULT '{}',
+    jit               BOOL NOT NULL DEFAULT false,
+    link_by_email     BOOL NOT NULL DEFAULT false,
+    created_at        TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (crdb_region, tenant_id, id)
+) LOCALITY REGIONAL BY ROW AS crdb_region;
+CREATE UNIQUE INDEX IF NOT EXISTS upstream_oidc_providers_name ON upstream_oidc_providers (crdb_region, tenant_id, name);
+
+-- upstream_oidc_states: a sign-in sent to a provider, keyed by the SHA-256 of its
+-- state (the browser holds the state in a cookie too). The callback deletes the row
+-- it uses, so a state is good once.
+CREATE TABLE IF NOT EXISTS upstream_oidc_states (
+    tenant_id     TEXT NOT NULL REFERENCES tenants (id),
+    id            TEXT NOT NULL,
+    crdb_region   crdb_internal_region NOT NULL,
+    provider_id   UUID NOT NULL,
+    nonce         TEXT NOT NULL,
+    code_verifier TEXT NOT NULL,
+    request       TEXT NOT NULL,
+    expires_at    TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (crdb_region, tenant_id, id)
+) LOCALITY REGIONAL BY ROW AS crdb_region;
+
+-- upstream_oidc_links: which keyplane identity an upstream subject (of one provider)
+-- signs in as, written at its first sign-in (linked by externalId or email, or
+-- created just in time), so later sign-ins need no claim to match again.
+CREATE TABLE IF NOT EXISTS upstream_oidc_links (
+    tenant_id   TEXT NOT NULL REFERENCES tenants (id),
+    provider_id UUID NOT NULL,
+    subject     TEXT NOT NULL,
+    crdb_region crdb_internal_region NOT NULL,
+    identity_id UUID NOT NULL,
+    created_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (crdb_region, tenant_id, provider_id, subject),
+    CONSTRAINT upstream_oidc_links_identity FOREIGN KEY (crdb_region, tenant_id, identity_id) REFERENCES identities (crdb_region, tenant_id, id) ON UPDATE CASCADE ON DELETE CASCADE
+) LOCALITY REGIONAL BY ROW AS crdb_region;
+
 -- migration 0017 saml
 -- 0017 SAML 2.0 sign-in (docs/saml.md): a tenant delegates its people's sign-in to a
 -- SAML identity provider; keyplane is the service provider.
