@@ -78,6 +78,9 @@ func (s *SAMLService) CreateSAMLIdP(ctx context.Context, req *connect.Request[ke
 	if err != nil {
 		return nil, err
 	}
+	if err := s.node.mayConfigureSignIn(ctx, callerOf(ctx), req.Msg.TenantId); err != nil {
+		return nil, err
+	}
 	metadata := m.Metadata
 	switch {
 	case metadata != "" && m.MetadataUrl != "":

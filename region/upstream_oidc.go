@@ -426,5 +426,30 @@ func (n *Node) signInOptions(ctx context.Context, t schema.Tenant, pending strin
 		out = append(out, signInOption{Label: "Sign in with " + p.DisplayName,
 			URL: n.upstreamPath(t.ID, p.Name) + "start?" + url.Values{"req": {pending}}.Encode()})
 	}
+	idps, err := n.store.ListSAMLIdPs(ctx, t.Scope())
+	if err != nil {
+		n.log.WarnContext(ctx, "list SAML IdPs", "err", err)
+		return slices.Clip(out)
+	}
+	for _, p := range idps {
+		out = append(out, signInOption{Label: "Sign in with " + p.Name + " (SAML)",
+			URL: n.samlPath(t.ID, p.Name) + "login?" + url.Values{"req": {pending}}.Encode()})
+	}
 	return slices.Clip(out)
+}
+
+// mayConfigureSignIn authorizes caller c to add a sign-in provider (upstream OIDC, SAML)
+// to tenantID: such a provider can sign in as anyone it links to, tenant admins
+// included, so the caller must hold everything a tenant admin holds (every permission,
+// unconditionally, on the whole tenant). The operator may.
+func (n *Node) mayConfigureSignIn(ctx context.Context, c caller, tenantID string) error {
+	if c.operator() {
+		return nil
+	}
+	p, err := n.policyFor(ctx, tenantID, c)
+	if err != nil {
+		return err
+	}
+	admin, _ := p.snap.Role(schema.RoleTenantAdmin)
+	return n.requireRoleOn(p, admin, "*", "adding a sign-in provider, which can sign in as any identity it links to, needs what the")
 }

@@ -42,6 +42,9 @@ func (s *UpstreamService) CreateUpstreamProvider(ctx context.Context, req *conne
 	if err != nil {
 		return nil, err
 	}
+	if err := s.node.mayConfigureSignIn(ctx, callerOf(ctx), m.TenantId); err != nil {
+		return nil, err
+	}
 	id := schema.NewUpstreamProviderID()
 	out, err := s.node.store.CreateUpstreamProvider(ctx, change(ctx), sc, schema.UpstreamProvider{ID: id, Name: p.Name, DisplayName: p.DisplayName,
 		Issuer: p.Issuer, ClientID: p.ClientId, SealedSecret: s.node.cfg.KEK.Seal([]byte(p.ClientSecret), schema.UpstreamSecretAD(sc.TenantID, id)),
