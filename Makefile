@@ -7,7 +7,7 @@ BUF_VERSION         := v1.75.0
 GOLANGCI_LINT_VERSION := v2.15.0
 GOTESTSUM_VERSION     := v1.13.0
 PROTOC_GEN_DOC_VERSION := v1.5.1
-GO_TEST_FLAGS ?= -race -timeout 14m
+GO_TEST_FLAGS ?= -race -timeout 14m -parallel 4
 
 export PATH := $(BIN):$(PATH)
 
@@ -33,8 +33,10 @@ lint: $(BIN)/golangci-lint ## golangci-lint with .golangci.yml (staticcheck, the
 	$(BIN)/golangci-lint run ./...
 
 # Every test package runs in parallel with the others (go test's default -p, the
-# number of CPUs); the packages that start clusters share one race-enabled keyplane
-# binary built here. The ten slowest tests are printed at the end, pass or fail.
+# number of CPUs), and within a package up to 4 parallel tests at once (-parallel 4:
+# most tests wait on PostgreSQL and HTTP, not the CPU, so the default of one per CPU
+# left the largest package, region, the long pole); the packages that start clusters
+# share one race-enabled keyplane binary built here. The ten slowest tests are printed at the end, pass or fail.
 unit: $(BIN)/gotestsum
 	go build -race -o $(BIN)/test/keyplane ./cmd/keyplane
 	KEYPLANE_TEST_BINARY=$(BIN)/test/keyplane $(BIN)/gotestsum --format pkgname --jsonfile $(BIN)/test.json \
