@@ -93,20 +93,13 @@ func (is *issuers) get(url string) *issuer {
 // the issuer first if needed. The verifier checks the signature, iss, exp (no leeway)
 // and nbf (go-oidc's leeway); the caller checks aud, iat and the rest.
 func (i *issuer) verifier(ctx context.Context, algs []string, now func() time.Time) (*oidc.IDTokenVerifier, error) {
-	i.mu.Lock()
-	defer i.mu.Unlock()
-	if i.provider == nil || now().Sub(i.found) > issuerRediscover {
-		p, err := oidc.NewProvider(oidc.ClientContext(ctx, i.client), i.url)
-		switch {
-		case err == nil:
-			i.provider, i.found = p, now()
-		case i.provider == nil:
-			return nil, fmt.Errorf("discover issuer: %w", err)
-		}
+	p, err := i.discover(ctx, now)
+	if err != nil {
+		return nil, err
 	}
 	// Verifier (not VerifierContext, which makes a key set per call) shares the
 	// provider's key set, which fetches through i.client.
-	return i.provider.Verifier(&oidc.Config{
+	return p.Verifier(&oidc.Config{
 		SkipClientIDCheck: true, SupportedSigningAlgs: algs, Now: now,
 	}), nil
 }
