@@ -64,7 +64,10 @@ func (ca *testCA) issue(t *testing.T, id routing.Identity) (certFile, keyFile st
 	if err != nil {
 		t.Fatalf("IssueNodeCert(%s): %v", id, err)
 	}
-	base := filepath.Join(ca.dir, id.Region+"-"+id.NodeID)
+	// Each certificate gets its own directory: parallel subtests issue certificates
+	// for the same identity, and a shared path would be read while another subtest
+	// rewrites it ("failed to find any PEM data").
+	base := filepath.Join(t.TempDir(), id.Region+"-"+id.NodeID)
 	writeFile(t, base+".crt", cert)
 	writeFile(t, base+".key", key)
 	return base + ".crt", base + ".key"
