@@ -83,6 +83,10 @@ type Config struct {
 	// retention (tenants homed in its region; each round is bounded, see
 	// decisionPruner); 0 means 5 minutes, negative turns the pruner off.
 	DecisionPruneEvery time.Duration
+	// GovernanceFiguresEvery is how often the node computes the governance figures of
+	// the tenants homed in its region (gauges and the daily snapshot, see
+	// governanceFigures); 0 means 15 minutes, negative turns it off.
+	GovernanceFiguresEvery time.Duration
 }
 
 // DefaultConfig returns a configuration with a random node id and no operator secret.

@@ -52,6 +52,7 @@ type Node struct {
 	policies  *policyCache
 	decisions *decisionLog
 	pruner    *decisionPruner
+	figures   *governanceFigures
 	reg       Registry
 	mux       *http.ServeMux
 	ops       http.Handler // the operator listener's handler (Config.OperatorListener)
@@ -154,6 +155,9 @@ func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node
 		n.mountOperator(mux, cfg.MetricsPublic)
 	}
 	n.pruner = newDecisionPruner(n)
+	if n.figures, err = newGovernanceFigures(n, reg); err != nil {
+		return nil, err
+	}
 	n.mux = mux
 	n.handler = n.servedBy(mux)
 	return n, nil
@@ -298,10 +302,13 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
 	go func() { n.reportReadiness(readyCtx); close(reported) }()
 	pruned := make(chan struct{})
 	go func() { n.pruner.run(readyCtx); close(pruned) }()
+	figured := make(chan struct{})
+	go func() { n.figures.run(readyCtx); close(figured) }()
 	defer func() {
 		stopReady()
 		<-reported
 		<-pruned
+		<-figured
 		stopFlush()
 		<-flushed
 		<-logged

@@ -727,3 +727,17 @@ CREATE TABLE IF NOT EXISTS saml_assertions (
     PRIMARY KEY (crdb_region, tenant_id, idp_id, assertion_id)
 );
 CREATE INDEX IF NOT EXISTS saml_assertions_expiry_idx ON saml_assertions (tenant_id, expires_at);
+
+-- migration 0022 governance_snapshots
+-- 0022 Governance figures over time (docs/governance.md, "Governance figures"): one
+-- snapshot of a tenant's figures per UTC day, written by the node that computes them
+-- first that day, so `keyplane governance report` can chart trends (orphaned
+-- accounts, least privilege, MFA coverage, …) without a separate metrics store.
+CREATE TABLE IF NOT EXISTS governance_snapshots (
+    tenant_id   TEXT NOT NULL REFERENCES tenants (id),
+    day         DATE NOT NULL,
+    crdb_region crdb_internal_region NOT NULL,
+    at          TIMESTAMPTZ NOT NULL,
+    figures     JSONB NOT NULL,
+    PRIMARY KEY (crdb_region, tenant_id, day)
+);
