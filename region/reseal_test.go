@@ -2,6 +2,7 @@ package region_test
 
 import (
 	"context"
+	"encoding/xml"
 	"net/http"
 	"strings"
 	"testing"
@@ -21,7 +22,8 @@ import (
 // TestKEKRotation rotates the key-encryption key the way docs/security.md says: the
 // new key first and the old one second on every node, ResealSecrets, then the old key
 // removed. A node holding only the new key then opens the region's signing key and
-// a TOTP seed enrolled under the old one; before the reseal it could open neither.
+// a TOTP seed, an upstream OIDC client secret and a SAML SP key sealed under the old
+// one; before the reseal it could open none of them.
 func TestKEKRotation(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -81,11 +83,45 @@ func TestKEKRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Sign-in providers seal secrets too: an upstream OIDC client secret and a SAML
+	// SP key (its metadata page needs the key).
+	opts := connect.WithInterceptors(bearerInterceptor(secret))
+	up, err := keyplanev1connect.NewUpstreamServiceClient(http.DefaultClient, oldURL, opts).CreateUpstreamProvider(ctx,
+		connect.NewRequest(&keyplanev1.CreateUpstreamProviderRequest{TenantId: "acme", Provider: &keyplanev1.UpstreamProvider{
+			Name: "corp", DisplayName: "Corp SSO", Issuer: "https://corp.example", ClientId: "acme", ClientSecret: "upstream secret"}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	md, err := xml.Marshal(newTestIdP(t).current().Metadata())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := keyplanev1connect.NewSAMLServiceClient(http.DefaultClient, oldURL, opts).CreateSAMLIdP(ctx, connect.NewRequest(
+		&keyplanev1.CreateSAMLIdPRequest{TenantId: "acme", Idp: &keyplanev1.SAMLIdP{Name: "hr", Metadata: string(md), EmailAttribute: "mail"}})); err != nil {
+		t.Fatal(err)
+	}
+	sc := schema.Scope{TenantID: "acme", Region: "us-east"}
+	upstreamSecretOpens := func(k *kek.KEK) bool {
+		p, err := store.GetUpstreamProvider(ctx, sc, up.Msg.Provider.Id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		plain, err := k.Open(p.SealedSecret, schema.UpstreamSecretAD("acme", p.ID))
+		return err == nil && string(plain) == "upstream secret"
+	}
+	samlMetadata := func(url string) int {
+		code, _ := get(t, url+"/t/acme/saml/hr/metadata", "")
+		return code
+	}
+
 	// Only the new key, before the reseal: the old secrets do not open.
 	earlyURL := nodeURL(newKEK, "us-east-2")
 	code, _ = totp.GenerateCode(en.Msg.Secret, time.Now())
 	if _, err := login(earlyURL, code); err == nil {
 		t.Fatal("a node without the old KEK logged in before the reseal: the test proves nothing")
+	}
+	if upstreamSecretOpens(newKEK) || samlMetadata(earlyURL) == http.StatusOK {
+		t.Fatal("the new KEK opened a sign-in provider's secret before the reseal: the test proves nothing")
 	}
 
 	change := schema.Change{Actor: "operator", RequestID: "kek-rotation"}
@@ -93,18 +129,28 @@ func TestKEKRotation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c := got["us-east"]; c.SigningKeys != 1 || c.TOTPSeeds != 1 || c.Skipped != 0 {
-		t.Fatalf("reseal in us-east = %+v, want 1 signing key and 1 TOTP seed", c)
+	if c := got["us-east"]; c.SigningKeys != 1 || c.TOTPSeeds != 1 || c.UpstreamSecrets != 1 || c.SAMLKeys != 1 || c.Skipped != 0 {
+		t.Fatalf("reseal in us-east = %+v, want 1 signing key, 1 TOTP seed, 1 upstream secret and 1 SAML key", c)
 	}
 	again, err := region.ResealSecrets(ctx, store, both, change)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c := again["us-east"]; c.SigningKeys != 0 || c.TOTPSeeds != 0 || c.Unchanged != 2 {
+	if c := again["us-east"]; c.SigningKeys != 0 || c.TOTPSeeds != 0 || c.UpstreamSecrets != 0 || c.SAMLKeys != 0 || c.Unchanged != 4 {
 		t.Fatalf("a second reseal = %+v, want nothing left to do", c)
 	}
 
 	newURL := nodeURL(newKEK, "us-east-3")
+	if !upstreamSecretOpens(newKEK) {
+		t.Error("after the reseal the new KEK alone does not open the upstream client secret")
+	}
+	if code := samlMetadata(newURL); code != http.StatusOK {
+		t.Errorf("after the reseal a node with only the new KEK serves the SAML SP metadata with %d, want 200", code)
+	}
+	events, _, err := store.ListAuditEvents(ctx, sc, schema.AuditFilter{Action: "saml.idp.reseal"}, schema.Page{Size: 10})
+	if err != nil || len(events) != 1 {
+		t.Errorf("saml.idp.reseal audit events: %d (%v), want 1", len(events), err)
+	}
 	code, _ = totp.GenerateCode(en.Msg.Secret, time.Now().Add(30*time.Second))
 	full, err := login(newURL, code)
 	if err != nil || full.Token == nil {

@@ -15,35 +15,45 @@ type Reseal struct {
 	// SigningKey reseals a signing key's private half; kekID is the primary KEK's id.
 	SigningKey func(kid string, sealed []byte) (resealed []byte, changed bool, err error)
 	// TOTP reseals a TOTP seed.
-	TOTP  func(tenantID, identityID string, sealed []byte) (resealed []byte, changed bool, err error)
-	KEKID string
+	TOTP func(tenantID, identityID string, sealed []byte) (resealed []byte, changed bool, err error)
+	// UpstreamSecret reseals an upstream OIDC provider's client secret.
+	UpstreamSecret func(tenantID, providerID string, sealed []byte) (resealed []byte, changed bool, err error)
+	// SAMLKey reseals keyplane's SP private key for a SAML IdP.
+	SAMLKey func(tenantID, idpID string, sealed []byte) (resealed []byte, changed bool, err error)
+	KEKID   string
 }
 
 // ResealCounts says what ResealSecrets did in one region.
 type ResealCounts struct {
-	SigningKeys, TOTPSeeds int // resealed
-	Unchanged              int // already under the primary KEK
-	Skipped                int // changed or moved while being resealed: run again
+	SigningKeys, TOTPSeeds, UpstreamSecrets, SAMLKeys int // resealed
+	Unchanged                                         int // already under the primary KEK
+	Skipped                                           int // changed or moved while being resealed: run again
 }
 
 // resealBatch is how many rows one read of the walk returns.
 const resealBatch = 200
 
 // ResealSecrets walks every secret of region sealed under a key-encryption key (the
-// signing keys' private halves, unrevoked TOTP seeds) and stores what reseal returns
-// for each one it changed. Each TOTP seed is replaced in a transaction of its own with
-// its audit event, and only if the stored blob is still the one read (a concurrent
-// re-enrolment wins and is counted as skipped). Run it after making a new KEK the
+// signing keys' private halves, unrevoked TOTP seeds, upstream OIDC client secrets,
+// SAML SP keys) and stores what reseal returns for each one it changed. Each
+// per-tenant secret is replaced in a transaction of its own with its audit event, and
+// only if the stored blob is still the one read (a concurrent re-enrolment wins and
+// is counted as skipped). Run it after making a new KEK the
 // primary on every node, and before removing the old one; it is safe to run again.
 func (s *Store) ResealSecrets(ctx context.Context, c Change, region string, reseal Reseal) (ResealCounts, error) {
 	var out ResealCounts
-	if reseal.SigningKey == nil || reseal.TOTP == nil || reseal.KEKID == "" {
-		return out, errors.New("reseal: both functions and the KEK id are required")
+	if reseal.SigningKey == nil || reseal.TOTP == nil || reseal.UpstreamSecret == nil || reseal.SAMLKey == nil || reseal.KEKID == "" {
+		return out, errors.New("reseal: every function and the KEK id are required")
 	}
 	if err := s.resealSigningKeys(ctx, region, reseal, &out); err != nil {
 		return out, err
 	}
-	return out, s.resealTOTP(ctx, c, region, reseal, &out)
+	for _, col := range s.sealedColumns(reseal, &out) {
+		if err := s.resealColumn(ctx, c, region, reseal.KEKID, col, &out); err != nil {
+			return out, err
+		}
+	}
+	return out, nil
 }
 
 func (s *Store) resealSigningKeys(ctx context.Context, region string, reseal Reseal, out *ResealCounts) error {
@@ -92,32 +102,62 @@ func (s *Store) resealSigningKeys(ctx context.Context, region string, reseal Res
 	}
 }
 
-func (s *Store) resealTOTP(ctx context.Context, c Change, region string, reseal Reseal, out *ResealCounts) error {
+// sealedColumn is a column of per-tenant rows (keyed by tenant_id, id) holding a
+// blob sealed under a key-encryption key.
+type sealedColumn struct {
+	what          string // for errors: "TOTP seed"
+	table, column string
+	filter        string // rows to walk, ANDed to the region's
+	extra         string // an expression passed to reseal with the tenant id: what the blob's associated data names
+	kind, action  string // the audit event's target kind and action
+	reseal        func(tenantID, extra string, sealed []byte) ([]byte, bool, error)
+	after         func(extra, kekID string) map[string]any
+	count         *int
+}
+
+func (s *Store) sealedColumns(reseal Reseal, out *ResealCounts) []sealedColumn {
+	byID := func(string, string) map[string]any { return nil }
+	return []sealedColumn{
+		{what: "TOTP seed", table: "credentials", column: "secret_encrypted",
+			filter: "kind = 'totp' AND revoked_at IS NULL AND secret_encrypted IS NOT NULL", extra: "identity_id::TEXT",
+			kind: "credential", action: "credential.reseal", reseal: reseal.TOTP, count: &out.TOTPSeeds,
+			after: func(identityID, kekID string) map[string]any {
+				return map[string]any{"kind": "totp", "identity_id": identityID, "kek_id": kekID}
+			}},
+		{what: "upstream OIDC client secret", table: "upstream_oidc_providers", column: "client_secret", filter: "true", extra: "id::TEXT",
+			kind: "upstream_provider", action: "upstream.provider.reseal", reseal: reseal.UpstreamSecret, count: &out.UpstreamSecrets, after: byID},
+		{what: "SAML SP key", table: "saml_idps", column: "sp_key_sealed", filter: "true", extra: "id::TEXT",
+			kind: "saml_idp", action: "saml.idp.reseal", reseal: reseal.SAMLKey, count: &out.SAMLKeys, after: byID},
+	}
+}
+
+// resealColumn walks col's rows in region and replaces each blob reseal changed, in a
+// transaction of its own with its audit event, and only if the stored blob is still
+// the one read (a concurrent change wins and is counted as skipped).
+func (s *Store) resealColumn(ctx context.Context, c Change, region, kekID string, col sealedColumn, out *ResealCounts) error {
 	type row struct {
-		tenantID, id, identityID string
-		sealed                   []byte
+		tenantID, id, extra string
+		sealed              []byte
 	}
 	afterTenant, afterID := "", "00000000-0000-0000-0000-000000000000"
 	for {
-		rows, err := s.pool.Query(ctx, `
-SELECT tenant_id, id::TEXT, identity_id::TEXT, secret_encrypted FROM credentials
-WHERE crdb_region = $1 AND kind = 'totp' AND revoked_at IS NULL AND secret_encrypted IS NOT NULL
-  AND (tenant_id, id) > ($2, $3::UUID)
+		rows, err := s.pool.Query(ctx, `SELECT tenant_id, id::TEXT, `+col.extra+`, `+col.column+` FROM `+col.table+`
+WHERE crdb_region = $1 AND (`+col.filter+`) AND (tenant_id, id) > ($2, $3::UUID)
 ORDER BY tenant_id, id LIMIT $4`, region, afterTenant, afterID, resealBatch)
 		if err != nil {
-			return classify(fmt.Errorf("read TOTP seeds of %s: %w", region, err))
+			return classify(fmt.Errorf("read %ss of %s: %w", col.what, region, err))
 		}
 		batch, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (row, error) {
 			var x row
-			return x, r.Scan(&x.tenantID, &x.id, &x.identityID, &x.sealed)
+			return x, r.Scan(&x.tenantID, &x.id, &x.extra, &x.sealed)
 		})
 		if err != nil {
-			return classify(fmt.Errorf("read TOTP seeds of %s: %w", region, err))
+			return classify(fmt.Errorf("read %ss of %s: %w", col.what, region, err))
 		}
 		for _, r := range batch {
-			blob, changed, err := reseal.TOTP(r.tenantID, r.identityID, r.sealed)
+			blob, changed, err := col.reseal(r.tenantID, r.extra, r.sealed)
 			if err != nil {
-				return fmt.Errorf("TOTP seed %s of tenant %s: %w", r.id, r.tenantID, err)
+				return fmt.Errorf("%s %s of tenant %s: %w", col.what, r.id, r.tenantID, err)
 			}
 			if !changed {
 				out.Unchanged++
@@ -126,16 +166,19 @@ ORDER BY tenant_id, id LIMIT $4`, region, afterTenant, afterID, resealBatch)
 			sc := Scope{TenantID: r.tenantID, Region: region}
 			replaced := false
 			err = s.tx(ctx, func(tx pgx.Tx) error {
-				tag, err := tx.Exec(ctx, `UPDATE credentials SET secret_encrypted = $4
-WHERE tenant_id = $1 AND crdb_region = $2 AND id = $3 AND revoked_at IS NULL AND secret_encrypted = $5`, r.tenantID, region, r.id, blob, r.sealed)
+				tag, err := tx.Exec(ctx, `UPDATE `+col.table+` SET `+col.column+` = $4
+WHERE tenant_id = $1 AND crdb_region = $2 AND id = $3 AND (`+col.filter+`) AND `+col.column+` = $5`, r.tenantID, region, r.id, blob, r.sealed)
 				if err != nil {
-					return fmt.Errorf("reseal TOTP seed %s: %w", r.id, err)
+					return fmt.Errorf("reseal %s %s: %w", col.what, r.id, err)
 				}
 				if replaced = tag.RowsAffected() == 1; !replaced {
 					return nil
 				}
-				return s.writeAudit(ctx, tx, sc, c, audit{action: "credential.reseal", targetKind: "credential", targetID: r.id,
-					after: map[string]any{"kind": "totp", "identity_id": r.identityID, "kek_id": reseal.KEKID}})
+				after := col.after(r.extra, kekID)
+				if after == nil {
+					after = map[string]any{"kek_id": kekID}
+				}
+				return s.writeAudit(ctx, tx, sc, c, audit{action: col.action, targetKind: col.kind, targetID: r.id, after: after})
 			})
 			switch {
 			case errors.Is(err, ErrMoved) || (err == nil && !replaced):
@@ -143,7 +186,7 @@ WHERE tenant_id = $1 AND crdb_region = $2 AND id = $3 AND revoked_at IS NULL AND
 			case err != nil:
 				return classify(err)
 			default:
-				out.TOTPSeeds++
+				*col.count++
 			}
 		}
 		if len(batch) < resealBatch {

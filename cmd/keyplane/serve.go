@@ -45,8 +45,8 @@ first one's client id and secret). On tenant-scoped calls the operator secret is
 break-glass: accepted, counted and audited as such, or refused with
 --operator-break-glass=false (docs/administration.md).
 
-The key-encryption key (32 bytes, base64) that seals signing keys and TOTP seeds at
-rest is read from KEYPLANE_KEK or --kek-file; every node of a deployment needs the same
+The key-encryption key (32 bytes, base64) that seals signing keys, TOTP seeds and
+sign-in provider secrets at rest is read from KEYPLANE_KEK or --kek-file; every node of a deployment needs the same
 one. Without it the node cannot issue or validate tokens. Make one with: keyplane keys
 new-kek. During a rotation it holds several keys, one a line: the first seals, every
 one opens (docs/security.md).
