@@ -8,10 +8,12 @@ GOLANGCI_LINT_VERSION := v2.15.0
 GOTESTSUM_VERSION     := v1.13.0
 PROTOC_GEN_DOC_VERSION := v1.5.1
 GO_TEST_FLAGS ?= -race -timeout 14m -parallel 4
+VERSION    ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+REVISION   ?= $(shell git rev-parse HEAD 2>/dev/null)
 
 export PATH := $(BIN):$(PATH)
 
-.PHONY: all build demo test vet lint unit postgres tools generate fuzz bench bench-go clean help
+.PHONY: all build image demo test vet lint unit postgres tools generate fuzz bench bench-go clean help
 
 all: build
 
@@ -20,6 +22,9 @@ help: ## list the targets
 
 build: ## build ./.bin/keyplane
 	go build -o $(BIN)/keyplane ./cmd/keyplane
+
+image: ## build the OCI image (static binary, CA certificates, nonroot; no shell) into $(BIN)/keyplane-image.tar
+	go run ./deploy/image/mkimage --out $(BIN)/keyplane-image.tar --version $(VERSION) --revision $(REVISION)
 
 demo: postgres build ## run a local cluster on a private PostgreSQL (Ctrl-C stops it)
 	$(BIN)/keyplane demo $(DEMO_FLAGS)
