@@ -261,6 +261,10 @@ func TestMultiRegionRouting(t *testing.T) {
 		offboardingAcrossRegions(t, mr)
 	})
 
+	t.Run("revocation canary: no stale read from any region, and a stale region is caught", func(t *testing.T) {
+		canaryAcrossRegions(t, mr)
+	})
+
 	t.Run("rehoming a tenant reroutes its requests to the new home", func(t *testing.T) {
 		tok := mr.token(t, cl.Nodes[0].URL, "globex")
 		moved, err := mr.admin(cl.RegionNodes("us-east")[0].URL, "").RehomeTenant(ctx,

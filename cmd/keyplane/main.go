@@ -27,6 +27,7 @@ var commands = []struct {
 	{"decisions", "list a tenant's logged permission decisions as JSON lines", runDecisions},
 	{"bench", "load-test a local cluster next to raw-SQL baselines", runBench},
 	{"chaos", "run failure drills under load and check the invariants", runChaos},
+	{"canary", "watch revocation across regions from outside, with metrics", runCanary},
 	{"version", "print the version", runVersion},
 }
 
