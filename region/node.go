@@ -158,6 +158,9 @@ func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node
 	if n.figures, err = newGovernanceFigures(n, reg); err != nil {
 		return nil, err
 	}
+	if err := registerStoreMetrics(reg, prometheus.Labels{"region": cfg.Region, "node": cfg.NodeID}, store); err != nil {
+		return nil, err
+	}
 	n.mux = mux
 	n.handler = n.servedBy(mux)
 	return n, nil

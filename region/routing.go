@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/descriptorpb"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/net/netutil"
 
 	"github.com/keyplane/keyplane/routing"
@@ -71,6 +72,9 @@ func (n *Node) EnableRouting(r Routing) error {
 		Log: n.log, Metrics: n.reg,
 	}, n.mux)
 	if err != nil {
+		return fmt.Errorf("routing: %w", err)
+	}
+	if err := registerRoutingMetrics(n.reg, prometheus.Labels{"region": n.cfg.Region, "node": n.cfg.NodeID}, r.Peers, r.PeerTLS); err != nil {
 		return fmt.Errorf("routing: %w", err)
 	}
 	n.cluster = r.Peers

@@ -10,19 +10,19 @@ type routerMetrics struct {
 	hedges         *prometheus.CounterVec
 }
 
-func newRouterMetrics(reg prometheus.Registerer) (*routerMetrics, error) {
+func newRouterMetrics(reg prometheus.Registerer, labels prometheus.Labels) (*routerMetrics, error) {
 	m := &routerMetrics{
 		routes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keyplane_route_requests_total",
 			Help: "Requests by route: local, forwarded, degraded (home region unreachable), failed (forward failed after sending a non-idempotent request), refused (names two tenants, or none when it needs one)."},
 			[]string{"route"}),
 		forwardSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "keyplane_forward_seconds",
-			Help:    "Time from sending a forwarded request to the home node's response headers, by home region.",
+			Help: "Time from sending a forwarded request to the home node's response headers, by home region.", ConstLabels: labels,
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .075, .1, .15, .2, .3, .5, 1, 2.5}},
 			[]string{"home_region"}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keyplane_forward_failures_total",
-			Help: "Forward attempts that failed at transport level, by home region."}, []string{"home_region"}),
+			Help: "Forward attempts that failed at transport level, by home region.", ConstLabels: labels}, []string{"home_region"}),
 		hedges: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keyplane_forward_hedges_total",
-			Help: "Idempotent forwards also sent to a second home node because the first was slow."}, []string{"home_region"}),
+			Help: "Idempotent forwards also sent to a second home node because the first was slow.", ConstLabels: labels}, []string{"home_region"}),
 	}
 	for _, c := range []prometheus.Collector{m.routes, m.forwardSeconds, m.failures, m.hedges} {
 		if err := reg.Register(c); err != nil {

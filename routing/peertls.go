@@ -58,6 +58,12 @@ func (p *PeerTLS) Identity() Identity {
 	return m.id
 }
 
+// NotAfter is when the current certificate expires.
+func (p *PeerTLS) NotAfter() time.Time {
+	m, _ := p.material()
+	return m.cert.Leaf.NotAfter
+}
+
 // material returns the files' current contents, re-reading them when they changed.
 func (p *PeerTLS) material() (*peerMaterial, error) {
 	var now [3]fileStamp

@@ -149,7 +149,7 @@ func NewRouter(cfg Config, local http.Handler) (*Router, error) {
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	m, err := newRouterMetrics(reg)
+	m, err := newRouterMetrics(reg, prometheus.Labels{"region": cfg.Region, "node": cfg.NodeID})
 	if err != nil {
 		return nil, err
 	}

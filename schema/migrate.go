@@ -344,7 +344,7 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, cfg MigrateConfig) (Migrat
 	if err != nil {
 		return res, err
 	}
-	s := &Store{pool: pool}
+	s := New(pool, Config{})
 	for _, m := range ms {
 		applied, err := s.applyMigration(ctx, d, m)
 		if err != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/cockroach-go/v2/crdb"
@@ -27,11 +28,27 @@ type Store struct {
 	region string
 	node   string
 	rules  RuleMatcher // judges membership rules (rules.go); nil: none
+
+	counts *txCounts // shared by the copies WithRuleMatcher makes; see TxStats
+}
+
+type txCounts struct{ retries, exhausted, ambiguous atomic.Int64 }
+
+// TxStats counts what the store's write transactions met since it was made.
+type TxStats struct {
+	Retries   int64 // attempts retried after a serialization failure or a lost connection
+	Exhausted int64 // transactions that still conflicted after every attempt (the caller got unavailable)
+	Ambiguous int64 // commits whose outcome is unknown (the connection broke during COMMIT)
+}
+
+// TxStats returns the counts so far (for metrics).
+func (s *Store) TxStats() TxStats {
+	return TxStats{Retries: s.counts.retries.Load(), Exhausted: s.counts.exhausted.Load(), Ambiguous: s.counts.ambiguous.Load()}
 }
 
 // New returns a store on pool. The pool should come from [Open].
 func New(pool *pgxpool.Pool, cfg Config) *Store {
-	return &Store{pool: pool, region: cfg.Region, node: cfg.Node}
+	return &Store{pool: pool, region: cfg.Region, node: cfg.Node, counts: &txCounts{}}
 }
 
 // Pool returns the store's connection pool (for health checks and benchmarks' baselines).
@@ -145,6 +162,7 @@ func (s *Store) tx(ctx context.Context, fn func(pgx.Tx) error) error {
 	n := 0
 	err := crdb.ExecuteCtx(ctx, func(ctx context.Context, _ ...any) error {
 		if n > 0 {
+			s.counts.retries.Add(1)
 			pause := time.Duration(rand.Int64N(int64(min(time.Millisecond<<min(n, 7), 100*time.Millisecond)))) + 100*time.Microsecond
 			select {
 			case <-ctx.Done():
@@ -157,6 +175,7 @@ func (s *Store) tx(ctx context.Context, fn func(pgx.Tx) error) error {
 	})
 	var tooMany *crdb.MaxRetriesExceededError
 	if errors.As(err, &tooMany) {
+		s.counts.exhausted.Add(1)
 		return fmt.Errorf("%w: the change kept conflicting with concurrent changes (%d attempts); retry", ErrUnavailable, n)
 	}
 	return classify(err)
@@ -186,6 +205,7 @@ func (s *Store) attempt(ctx context.Context, fn func(pgx.Tx) error) (err error) 
 		if errors.As(err, &pgErr) {
 			return err // the server answered: the transaction did not commit
 		}
+		s.counts.ambiguous.Add(1)
 		return &AmbiguousCommitError{Err: err}
 	}
 	return nil
