@@ -36,8 +36,8 @@ type govFixture struct {
 	gov keyplanev1connect.GovernanceServiceClient
 	// One NHI per finding, and one with none.
 	orphaned, expired, expiring, overdue, highTier, unused, staticSecret, overPrivileged, clean string
-	leaver                                                                                    string
-	overPrivilegedBinding                                                                     string
+	leaver                                                                                      string
+	overPrivilegedBinding                                                                       string
 }
 
 func (f *govFixture) exec(t *testing.T, sql string, args ...any) {
