@@ -46,13 +46,13 @@ func runGovernanceTour(ctx context.Context, w io.Writer, st State) error {
 	if err != nil {
 		return fmt.Errorf("create the contractor: %w", err)
 	}
-	sync, err := admin.CreateIdentity(ctx, connect.NewRequest(&keyplanev1.CreateIdentityRequest{TenantId: tn.ID,
+	nhi, err := admin.CreateIdentity(ctx, connect.NewRequest(&keyplanev1.CreateIdentityRequest{TenantId: tn.ID,
 		Kind: keyplanev1.IdentityKind_IDENTITY_KIND_SERVICE_ACCOUNT, DisplayName: "casey-sync", OwnerId: casey.Msg.Identity.Id,
 		Purpose: "syncs the contractor's tickets", ExpireTime: timestamppb.New(time.Now().Add(30 * 24 * time.Hour))}))
 	if err != nil {
 		return fmt.Errorf("create casey-sync: %w", err)
 	}
-	if _, err := admin.CreateAPIKey(ctx, connect.NewRequest(&keyplanev1.CreateAPIKeyRequest{TenantId: tn.ID, IdentityId: sync.Msg.Identity.Id,
+	if _, err := admin.CreateAPIKey(ctx, connect.NewRequest(&keyplanev1.CreateAPIKeyRequest{TenantId: tn.ID, IdentityId: nhi.Msg.Identity.Id,
 		Name: "sync", ExpireTime: timestamppb.New(time.Now().Add(24 * time.Hour))})); err != nil {
 		return fmt.Errorf("create casey-sync's API key: %w", err)
 	}
