@@ -400,3 +400,41 @@ func TestGovernanceBadInput(t *testing.T) {
 		t.Fatalf("%d governance.policy.update events, want 1", len(evs))
 	}
 }
+
+// TestFindingNames: every finding has a short name, and both names parse back.
+func TestFindingNames(t *testing.T) {
+	t.Parallel()
+	for v, enum := range keyplanev1.RiskFinding_name {
+		f := keyplanev1.RiskFinding(v)
+		if f == keyplanev1.RiskFinding_RISK_FINDING_UNSPECIFIED {
+			if _, ok := region.ParseFinding(enum); ok {
+				t.Errorf("%s parses", enum)
+			}
+			continue
+		}
+		short := region.FindingName(f)
+		if short == "" || "RISK_FINDING_"+strings.ToUpper(short) != enum {
+			t.Errorf("%s: short name %q", enum, short)
+		}
+		for _, name := range []string{short, enum} {
+			if got, ok := region.ParseFinding(name); !ok || got != f {
+				t.Errorf("ParseFinding(%q) = %v, %v", name, got, ok)
+			}
+		}
+	}
+}
+
+func FuzzParseFinding(f *testing.F) {
+	for _, s := range []string{"orphaned", "RISK_FINDING_UNUSED", "", "RISK_FINDING_UNSPECIFIED", "Orphaned", "over_privileged\x00"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		got, ok := region.ParseFinding(name)
+		if !ok {
+			return
+		}
+		if region.FindingName(got) != name && keyplanev1.RiskFinding_name[int32(got)] != name {
+			t.Fatalf("ParseFinding(%q) = %v, whose names differ", name, got)
+		}
+	})
+}

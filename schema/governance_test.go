@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -312,5 +313,66 @@ func TestGovernancePolicyValidation(t *testing.T) {
 	evs, _, err := s.ListAuditEvents(ctx, sc, schema.AuditFilter{Action: "governance.policy.update"}, schema.Page{Size: 10})
 	if err != nil || len(evs) != 1 || fmt.Sprint(evs[0].After["unused_days"]) != "10" {
 		t.Fatalf("audit: %v %v", evs, err)
+	}
+}
+
+// TestFrozenRequesterGetsNoElevation: an NHI's elevation requested before its owner
+// was offboarded (no manager: the NHI is frozen) cannot be approved afterwards; and
+// the sweeper denies the pending elevations of an NHI it freezes.
+func TestFrozenRequesterGetsNoElevation(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := schematest.NewStore(t, "us-east")
+	sc := mustTenant(t, s, "acme", "us-east").Scope()
+	owner, approver := mustHuman(t, s, sc, "Owner"), mustHuman(t, s, sc, "Approver")
+	role, _, err := s.CreateRole(ctx, op, sc, schema.Role{Name: "editor", Permissions: []string{"docs.*"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nhi := func(name, owner string) schema.Identity {
+		i, err := s.CreateIdentity(ctx, op, sc, schema.NewIdentity{Kind: schema.KindServiceAccount, DisplayName: name, OwnerID: owner,
+			Purpose: "tests", ExpiresAt: time.Now().Add(24 * time.Hour)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return i
+	}
+	request := func(id string) schema.Elevation {
+		e, err := s.RequestElevation(ctx, op, sc, schema.Elevation{RequesterID: id, RoleID: role.ID, Scope: "docs/", Duration: time.Hour,
+			Justification: "incident"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	bot := nhi("bot", owner.ID)
+	pending := request(bot.ID)
+	if _, err := s.OffboardIdentity(ctx, op, sc, owner.ID, "left"); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := s.GetIdentity(ctx, sc, bot.ID); err != nil || b.Status != schema.StatusFrozen {
+		t.Fatalf("bot after its owner's offboarding: %+v %v", b, err)
+	}
+	_, _, err = s.DecideElevation(ctx, op, sc, pending.ID, approver.ID, true, 0)
+	if !errors.Is(err, schema.ErrPrecondition) || !strings.Contains(err.Error(), "frozen") {
+		t.Fatalf("approving a frozen NHI's elevation: %v", err)
+	}
+
+	// The sweeper: an owner whose expiry passes; its NHI's pending elevation is denied
+	// when the NHI is frozen.
+	temp, err := s.CreateIdentity(ctx, op, sc, schema.NewIdentity{Kind: schema.KindHuman, DisplayName: "Temp", ExpiresAt: time.Now().Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := nhi("other", temp.ID)
+	asked := request(other.ID)
+	if _, err := s.Pool().Exec(ctx, `UPDATE identities SET expires_at = now() - INTERVAL '1 second' WHERE id = $1`, temp.ID); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := s.SweepTenant(ctx, sc, 10); err != nil || !slices.Contains(r.Frozen, other.ID) {
+		t.Fatalf("sweep: %+v %v", r, err)
+	}
+	if e, err := s.GetElevation(ctx, sc, asked.ID); err != nil || e.Status != schema.ElevationDenied {
+		t.Fatalf("the frozen NHI's pending elevation: %+v %v", e, err)
 	}
 }
