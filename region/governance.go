@@ -118,7 +118,9 @@ func (s *GovernanceService) ListInventory(ctx context.Context, req *connect.Requ
 		if inv.Next == "" || len(out.Entries) >= size || reads+1 >= maxInventoryReads {
 			break
 		}
-		page.Token = inv.Next
+		// The next read asks for no more than the page has room for, so a page never
+		// holds more than page_size entries and the token resumes right after it.
+		page = schema.Page{Size: size - len(out.Entries), Token: inv.Next}
 	}
 	return connect.NewResponse(out), nil
 }

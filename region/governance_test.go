@@ -161,6 +161,9 @@ func (f *govFixture) inventory(t *testing.T, req *keyplanev1.ListInventoryReques
 		if err != nil {
 			t.Fatalf("ListInventory: %v", err)
 		}
+		if req.PageSize > 0 && len(r.Msg.Entries) > int(req.PageSize) {
+			t.Fatalf("a page of %d entries, page_size %d", len(r.Msg.Entries), req.PageSize)
+		}
 		for _, e := range r.Msg.Entries {
 			if out[e.IdentityId] != nil {
 				t.Fatalf("%s listed twice", e.IdentityId)
