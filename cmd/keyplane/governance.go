@@ -209,10 +209,14 @@ func kindName(k keyplanev1.IdentityKind) string {
 	return strings.ToLower(strings.TrimPrefix(k.String(), "IDENTITY_KIND_"))
 }
 
-func statusName(s keyplanev1.Status) string { return strings.ToLower(strings.TrimPrefix(s.String(), "STATUS_")) }
+func statusName(s keyplanev1.Status) string {
+	return strings.ToLower(strings.TrimPrefix(s.String(), "STATUS_"))
+}
 
 func ownerStateName(s keyplanev1.OwnerState) string {
 	return strings.ToLower(strings.TrimPrefix(s.String(), "OWNER_STATE_"))
 }
 
-func tierName(t keyplanev1.RiskTier) string { return strings.ToLower(strings.TrimPrefix(t.String(), "RISK_TIER_")) }
+func tierName(t keyplanev1.RiskTier) string {
+	return strings.ToLower(strings.TrimPrefix(t.String(), "RISK_TIER_"))
+}
