@@ -441,3 +441,57 @@ func FuzzParseFinding(f *testing.F) {
 		}
 	})
 }
+
+// TestGovernanceGroupGrants: permissions held through a group appear in the inventory
+// and in least privilege with the group they come through, and a sensitive role held
+// through a group makes the NHI high-risk.
+func TestGovernanceGroupGrants(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := &govFixture{fixture: newFixtureWith(t, func(c *region.Config) { c.GovernanceSweepEvery = -1 })}
+	f.gov = governanceClient(f.url, secret)
+	nhi := f.nhi(t, "grouped", keyplanev1.IdentityKind_IDENTITY_KIND_AGENT, f.owner, 30*24*time.Hour, nil)
+	g, err := f.admin.CreateGroup(ctx, connect.NewRequest(&keyplanev1.CreateGroupRequest{TenantId: "acme", Name: "agents"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.admin.AddGroupMember(ctx, connect.NewRequest(&keyplanev1.AddGroupMemberRequest{TenantId: "acme", GroupId: g.Msg.Group.Id, IdentityId: nhi})); err != nil {
+		t.Fatal(err)
+	}
+	role, err := f.admin.CreateRole(ctx, connect.NewRequest(&keyplanev1.CreateRoleRequest{TenantId: "acme", Name: "payments-operator",
+		Permissions: []string{"payments.*"}, Sensitive: true}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.admin.CreateBinding(ctx, connect.NewRequest(&keyplanev1.CreateBindingRequest{TenantId: "acme", PrincipalKind: "group",
+		PrincipalId: g.Msg.Group.Id, RoleId: role.Msg.Role.Id, Scope: "payments/"})); err != nil {
+		t.Fatal(err)
+	}
+	e := f.inventory(t, &keyplanev1.ListInventoryRequest{Kind: keyplanev1.IdentityKind_IDENTITY_KIND_AGENT})[nhi]
+	if e == nil || len(e.Permissions) != 1 || e.Permissions[0].Via != "group:"+g.Msg.Group.Id || e.Permissions[0].Permission != "payments.*" {
+		t.Fatalf("inventory entry: %v", e)
+	}
+	if e.RiskTier != keyplanev1.RiskTier_RISK_TIER_HIGH || e.RiskTierSource != "sensitive_role" {
+		t.Errorf("tier %v from %q, want high from sensitive_role", e.RiskTier, e.RiskTierSource)
+	}
+	if !slices.Contains(e.Findings, keyplanev1.RiskFinding_RISK_FINDING_OVER_PRIVILEGED) {
+		t.Errorf("an unused grant: findings %v", e.Findings)
+	}
+	lp, err := f.gov.GetLeastPrivilege(ctx, connect.NewRequest(&keyplanev1.GetLeastPrivilegeRequest{TenantId: "acme", IdentityId: nhi}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lp.Msg.Granted != 1 || lp.Msg.Used != 0 || lp.Msg.LeastPrivilegeRatio != 0 || len(lp.Msg.Suggestions) != 1 ||
+		lp.Msg.Suggestions[0].Via != "group:"+g.Msg.Group.Id || len(lp.Msg.Bindings) != 1 || lp.Msg.Bindings[0].LastUsedTime != nil {
+		t.Fatalf("least privilege: %v", lp.Msg)
+	}
+	// The explicit attribute wins over the role.
+	attrs, _ := structpb.NewStruct(map[string]any{"risk_tier": "normal"})
+	if _, err := f.admin.UpdateIdentity(ctx, connect.NewRequest(&keyplanev1.UpdateIdentityRequest{TenantId: "acme", Id: nhi, Attributes: attrs})); err != nil {
+		t.Fatal(err)
+	}
+	e = f.inventory(t, &keyplanev1.ListInventoryRequest{OwnerId: f.owner, Kind: keyplanev1.IdentityKind_IDENTITY_KIND_AGENT})[nhi]
+	if e.RiskTier != keyplanev1.RiskTier_RISK_TIER_NORMAL || e.RiskTierSource != "attribute" {
+		t.Errorf("after risk_tier=normal: %v from %q", e.RiskTier, e.RiskTierSource)
+	}
+}
