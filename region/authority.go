@@ -107,6 +107,7 @@ var authorities = func() map[string]authority {
 	federation := func(m string) string { return procedure(keyplanev1connect.FederationServiceName, m) }
 	upstream := func(m string) string { return procedure(keyplanev1connect.UpstreamServiceName, m) }
 	samlSvc := func(m string) string { return procedure(keyplanev1connect.SAMLServiceName, m) }
+	governance := func(m string) string { return procedure(keyplanev1connect.GovernanceServiceName, m) }
 	cluster := authority{plane: planeCluster}
 	public := authority{plane: planePublic}
 	tenant := func(perm string, on target, sensitive bool) authority {
@@ -215,6 +216,12 @@ var authorities = func() map[string]authority {
 		samlSvc("DeleteSAMLIdP"):           tenant(PermFederationWrite, onTenant, true),
 		samlSvc("GetSAMLIdP"):              tenant(PermFederationRead, onTenant, false),
 		samlSvc("ListSAMLIdPs"):            tenant(PermFederationRead, onTenant, false),
+		// Governance (docs/governance.md): reads of the NHI inventory and least
+		// privilege; the policy changes only thresholds, never access.
+		governance("ListInventory"):          tenant(PermGovernanceRead, onTenant, false),
+		governance("GetLeastPrivilege"):      tenant(PermGovernanceRead, onTenant, false),
+		governance("GetGovernancePolicy"):    tenant(PermGovernanceRead, onTenant, false),
+		governance("UpdateGovernancePolicy"): tenant(PermGovernanceWrite, onTenant, false),
 	}
 }()
 

@@ -87,6 +87,12 @@ type Config struct {
 	// the tenants homed in its region (gauges and the daily snapshot, see
 	// governanceFigures); 0 means 15 minutes, negative turns it off.
 	GovernanceFiguresEvery time.Duration
+	// GovernanceSweepEvery is how often the node tries to sweep the tenants homed in
+	// its region (identities and credentials past their expiry, NHIs whose owner is
+	// gone, rotation deadlines; docs/governance.md): one node per region sweeps at a
+	// time, the one holding the region's lease row, which lives three intervals. 0
+	// means DefaultSweepEvery (1 minute), negative turns the sweeper off.
+	GovernanceSweepEvery time.Duration
 }
 
 // DefaultConfig returns a configuration with a random node id and no operator secret.

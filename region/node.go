@@ -65,6 +65,7 @@ type Node struct {
 	geo       *geoip.DB                               // request.country's database (Config.GeoIPDB); nil without one
 	claimsEnv *authz.ClaimsEnv                        // trust-policy conditions (federation.go)
 	issuers   *issuers                                // external issuers' discovery and keys (federation_issuer.go)
+	sweeper   *sweeper                                // the governance sweeper (sweeper.go)
 }
 
 // New assembles a node. log may be nil (no logging).
@@ -134,6 +135,7 @@ func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node
 	mux.Handle(keyplanev1connect.NewFederationServiceHandler(&FederationService{node: n}, observe, connect.WithReadMaxBytes(64<<10)))
 	mux.Handle(keyplanev1connect.NewUpstreamServiceHandler(&UpstreamService{node: n}, observe, connect.WithReadMaxBytes(64<<10)))
 	mux.Handle(keyplanev1connect.NewSAMLServiceHandler(&SAMLService{node: n}, observe, connect.WithReadMaxBytes(512<<10)))
+	mux.Handle(keyplanev1connect.NewGovernanceServiceHandler(&GovernanceService{node: n}, observe, connect.WithReadMaxBytes(64<<10)))
 	small := connect.WithReadMaxBytes(64 << 10) // connect reads any size otherwise
 	mux.Handle(grpchealth.NewHandler(healthChecker{n}, connect.WithHandlerOptions(connect.WithInterceptors(n.observe()), connect.WithCompressMinBytes(8<<10)), small))
 	n.mountOAuth(mux)
@@ -142,7 +144,7 @@ func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node
 	n.mountSAML(mux)
 	reflector := grpcreflect.NewStaticReflector(keyplanev1connect.AdminServiceName, keyplanev1connect.AuthServiceName, keyplanev1connect.CheckServiceName,
 		keyplanev1connect.ElevationServiceName, keyplanev1connect.DecisionServiceName, keyplanev1connect.FederationServiceName, keyplanev1connect.UpstreamServiceName,
-		keyplanev1connect.SAMLServiceName, grpchealth.HealthV1ServiceName)
+		keyplanev1connect.SAMLServiceName, keyplanev1connect.GovernanceServiceName, grpchealth.HealthV1ServiceName)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector, small))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector, small))
 	n.mountHealth(mux)
@@ -161,6 +163,11 @@ func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node
 	if err := registerStoreMetrics(reg, prometheus.Labels{"region": cfg.Region, "node": cfg.NodeID}, store); err != nil {
 		return nil, err
 	}
+	sm, err := newSweepMetrics(reg, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("register metrics: %w", err)
+	}
+	n.sweeper = newSweeper(n, sm)
 	n.mux = mux
 	n.handler = n.servedBy(mux)
 	return n, nil
@@ -274,7 +281,7 @@ func (h healthChecker) Check(ctx context.Context, req *grpchealth.CheckRequest) 
 	switch req.Service {
 	case "", keyplanev1connect.AdminServiceName, keyplanev1connect.AuthServiceName, keyplanev1connect.CheckServiceName,
 		keyplanev1connect.ElevationServiceName, keyplanev1connect.DecisionServiceName, keyplanev1connect.FederationServiceName,
-		keyplanev1connect.UpstreamServiceName, keyplanev1connect.SAMLServiceName:
+		keyplanev1connect.UpstreamServiceName, keyplanev1connect.SAMLServiceName, keyplanev1connect.GovernanceServiceName:
 	default:
 		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("unknown service %q", req.Service))
 	}
@@ -307,11 +314,14 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
 	go func() { n.pruner.run(readyCtx); close(pruned) }()
 	figured := make(chan struct{})
 	go func() { n.figures.run(readyCtx); close(figured) }()
+	swept := make(chan struct{})
+	go func() { n.sweeper.run(readyCtx); close(swept) }()
 	defer func() {
 		stopReady()
 		<-reported
 		<-pruned
 		<-figured
+		<-swept
 		stopFlush()
 		<-flushed
 		<-logged

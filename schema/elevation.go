@@ -171,6 +171,16 @@ func (s *Store) DecideElevation(ctx context.Context, c Change, sc Scope, id, app
 		var bindingID *string
 		var ends *time.Time
 		if approve {
+			// A requester frozen or disabled since asking gets nothing new (a frozen
+			// NHI's pending elevations are denied when it is frozen; this closes the
+			// window between the two).
+			requester, err := getIdentity(ctx, tx, sc, e.RequesterID, "")
+			if err != nil {
+				return err
+			}
+			if requester.Status != StatusActive {
+				return inactiveIdentity("elevation_id", requester)
+			}
 			action, status = "elevation.approve", ElevationActive
 			var bid string
 			var end time.Time

@@ -114,9 +114,13 @@ Example:
 		"country.iso_code records) that gives conditions request.country; re-read when the file changes. Optional: without it a condition "+
 		"reading request.country fails closed (an allow does not apply, a deny does)")
 	dialMap := fs.String("peer-dial-map", "", "comma-separated from=to host:port rewrites applied when dialing peers (simulated networks)")
+	fs.DurationVar(&cfg.GovernanceSweepEvery, "governance-sweep-every", region.DefaultSweepEvery, "how often the node tries to sweep its region's tenants (expired identities and credentials, NHIs whose owner is gone, rotation deadlines); one node per region sweeps at a time, by a lease row; negative turns the sweeper off")
 	loginFlags(fs, &cfg.Login)
 	if err := c.parse(args); err != nil {
 		return parseErr(err)
+	}
+	if cfg.GovernanceSweepEvery == 0 {
+		return usageErr("--governance-sweep-every: want a positive interval, or a negative one to turn the sweeper off")
 	}
 	db, err := dbf.resolve(c)
 	if err != nil {

@@ -83,7 +83,7 @@ func Start(ctx context.Context, cfg Config) (*Demo, error) {
 	fmt.Fprintf(cfg.Out, "starting PostgreSQL, %d keyplane nodes in %d regions and the simulated WAN…\n",
 		len(cfg.Regions)*cfg.NodesPerRegion, len(cfg.Regions))
 	cl, err := deploy.Start(ctx, deploy.Config{Binary: cfg.Binary, Regions: cfg.Regions, NodesPerRegion: cfg.NodesPerRegion,
-		Durable: true})
+		Durable: true, ServeArgs: []string{"--governance-sweep-every", sweepEvery.String()}})
 	if err != nil {
 		return nil, err
 	}
@@ -109,6 +109,9 @@ func Start(ctx context.Context, cfg Config) (*Demo, error) {
 	}
 	if d.issuer, err = runFederationTour(ctx, cfg.Out, d.State); err != nil {
 		return nil, fmt.Errorf("federation tour: %w", err)
+	}
+	if err := runGovernanceTour(ctx, cfg.Out, d.State); err != nil {
+		return nil, fmt.Errorf("governance tour: %w", err)
 	}
 	writeGuide(cfg.Out, cl, d.State, cfg.StateFile)
 	if cfg.StateFile != "" {

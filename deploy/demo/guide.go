@@ -65,6 +65,12 @@ Keyplane-Served-By response headers with curl -i):
   curl -s -H "$TAUTH" -H 'Keyplane-Tenant: %[3]s' -H 'Content-Type: application/json' $KP/keyplane.v1.CheckService/WhoCan \
     -d '{"tenantId":"%[3]s","permission":"docs.document.read","resource":"docs/1"}'
 
+  # the NHI inventory (docs/governance.md): every non-human identity with its owner's
+  # state, credentials and risk findings; here the ones whose owner is gone (the tour's
+  # casey-sync, frozen by the sweeper)
+  curl -s -H "$TAUTH" -H 'Keyplane-Tenant: %[3]s' -H 'Content-Type: application/json' $KP/keyplane.v1.GovernanceService/ListInventory \
+    -d '{"tenantId":"%[3]s","finding":"orphaned"}'
+
   # a non-human identity without an owner is refused, naming the field
   curl -s -H "$TAUTH" -H 'Keyplane-Tenant: %[3]s' -H 'Content-Type: application/json' $KP/keyplane.v1.AdminService/CreateIdentity \
     -d '{"tenantId":"%[3]s","kind":"IDENTITY_KIND_AGENT","displayName":"rogue"}'

@@ -736,6 +736,53 @@ CREATE TABLE IF NOT EXISTS saml_assertions (
 ) LOCALITY REGIONAL BY ROW AS crdb_region;
 CREATE INDEX IF NOT EXISTS saml_assertions_expiry_idx ON saml_assertions (tenant_id, expires_at);
 
+-- migration 0018 governance
+-- 0018 NHI governance (issue 17, docs/governance.md): the sweeper's lease, the tenant
+-- governance policy, and the rotation-due notice mark on credentials.
+
+-- leases: one row per (region partition, tenant, name): who may do a job alone until
+-- expires_at. tenant is '' for a region-wide lease (the governance sweeper holds
+-- "governance.sweep" per home region). Only the database's clock (now()) is compared
+-- with expires_at: a node's clock never decides who holds a lease
+-- (docs/decisions/0013-sweeper-lease.md). Not a per-tenant table: a tenant's lease in
+-- a region it left expires unused, so rehoming leaves it.
+CREATE TABLE IF NOT EXISTS leases (
+    crdb_region crdb_internal_region NOT NULL,
+    tenant      TEXT NOT NULL DEFAULT '',
+    name        TEXT NOT NULL,
+    holder      TEXT NOT NULL,
+    acquired_at TIMESTAMPTZ NOT NULL,
+    renewed_at  TIMESTAMPTZ NOT NULL,
+    expires_at  TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (crdb_region, tenant, name),
+    CONSTRAINT leases_name_length CHECK (length(name) BETWEEN 1 AND 100),
+    CONSTRAINT leases_holder_length CHECK (length(holder) BETWEEN 1 AND 200)
+) LOCALITY REGIONAL BY ROW AS crdb_region;
+
+-- governance_policies: a tenant's governance thresholds; a tenant without a row has
+-- the defaults (schema.DefaultGovernancePolicy, the column defaults below).
+CREATE TABLE IF NOT EXISTS governance_policies (
+    tenant_id                    TEXT NOT NULL REFERENCES tenants (id),
+    crdb_region                  crdb_internal_region NOT NULL,
+    expiring_days                INT8 NOT NULL DEFAULT 14,
+    unused_days                  INT8 NOT NULL DEFAULT 30,
+    rotation_days_high           INT8 NOT NULL DEFAULT 30,
+    rotation_days_normal         INT8 NOT NULL DEFAULT 90,
+    rotation_notice_days         INT8 NOT NULL DEFAULT 7,
+    least_privilege_days         INT8 NOT NULL DEFAULT 90,
+    min_least_privilege_percent  INT8 NOT NULL DEFAULT 50,
+    updated_at                   TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id)
+) LOCALITY REGIONAL BY ROW AS crdb_region;
+
+-- credentials.rotation_notice_for: the rotation deadline the sweeper last emitted a
+-- credential.rotation_due event for, so each deadline is announced once.
+ALTER TABLE credentials ADD COLUMN IF NOT EXISTS rotation_notice_for TIMESTAMPTZ;
+
+-- The sweeper's scans: identities past their expiry, credentials past theirs.
+CREATE INDEX IF NOT EXISTS identities_expiry_idx ON identities (tenant_id, expires_at) WHERE expires_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS credentials_expiry_idx ON credentials (tenant_id, expires_at) WHERE expires_at IS NOT NULL AND revoked_at IS NULL;
+
 -- migration 0022 governance_snapshots
 -- 0022 Governance figures over time (docs/governance.md, "Governance figures"): one
 -- snapshot of a tenant's figures per UTC day, written by the node that computes them
