@@ -222,6 +222,7 @@ var authorities = func() map[string]authority {
 		governance("GetLeastPrivilege"):      tenant(PermGovernanceRead, onTenant, false),
 		governance("GetGovernancePolicy"):    tenant(PermGovernanceRead, onTenant, false),
 		governance("UpdateGovernancePolicy"): tenant(PermGovernanceWrite, onTenant, false),
+		governance("GetGovernanceReport"):    tenant(PermGovernanceRead, onTenant, false),
 	}
 }()
 

@@ -9,8 +9,11 @@ import (
 	"sync"
 	"time"
 
+	"connectrpc.com/connect"
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
+	keyplanev1 "github.com/keyplane/keyplane/region/gen/keyplane/v1"
 	"github.com/keyplane/keyplane/schema"
 )
 
@@ -217,5 +220,56 @@ func (c *governanceCollector) Collect(ch chan<- prometheus.Metric) {
 				ch <- prometheus.MustNewConstMetric(g.desc, prometheus.GaugeValue, l.v, values...)
 			}
 		}
+	}
+}
+
+// GetGovernanceReport computes the tenant's figures for the call and returns them with
+// the daily snapshots of the last days.
+func (s *GovernanceService) GetGovernanceReport(ctx context.Context, req *connect.Request[keyplanev1.GetGovernanceReportRequest]) (*connect.Response[keyplanev1.GetGovernanceReportResponse], error) {
+	m := req.Msg
+	days := int(m.Days)
+	switch {
+	case days == 0:
+		days = 90
+	case days < 1 || days > 3660:
+		return nil, fieldError("days", "must be between 1 and 3660 (0: 90)")
+	}
+	t, err := s.node.activeTenant(ctx, m.TenantId)
+	if err != nil {
+		return nil, err
+	}
+	now := s.node.now()
+	f, err := s.node.store.GovernanceFigures(ctx, t.Scope(), governanceWindowStart(now, t.DecisionRetention), now)
+	if err != nil {
+		return nil, err
+	}
+	snaps, err := s.node.store.GovernanceSnapshots(ctx, t.Scope(), now.AddDate(0, 0, -days))
+	if err != nil {
+		return nil, err
+	}
+	out := &keyplanev1.GetGovernanceReportResponse{Current: figuresToProto(f)}
+	for _, sn := range snaps {
+		out.History = append(out.History, &keyplanev1.GovernanceSnapshot{Day: timestamppb.New(sn.Day), Figures: figuresToProto(sn.Figures)})
+	}
+	return connect.NewResponse(out), nil
+}
+
+func figuresToProto(f schema.GovernanceFigures) *keyplanev1.GovernanceFigures {
+	failures := make(map[string]int32, len(f.LoginFailures))
+	for k, v := range f.LoginFailures {
+		failures[k] = int32(v)
+	}
+	i := func(v int) int32 { return int32(min(v, math.MaxInt32)) }
+	return &keyplanev1.GovernanceFigures{
+		ComputeTime: timestamppb.New(f.At), WindowStartTime: timestamppb.New(f.Since),
+		Provisioned: i(f.Provisioned), ProvisionedWithoutAccess: i(f.ProvisionedNoAccess),
+		ProvisionP50Seconds: f.ProvisionP50Seconds, ProvisionP95Seconds: f.ProvisionP95Seconds,
+		Deprovisioned: i(f.Deprovisioned), DeprovisionP50Seconds: f.DeprovisionP50Seconds, DeprovisionP95Seconds: f.DeprovisionP95Seconds,
+		DisabledWithAccess: i(f.DisabledWithAccess), Humans: i(f.Humans), HumansMfa: i(f.HumansMFA),
+		Nhis: i(f.NHIs), OrphanedNhis: i(f.OrphanedNHIs), FrozenNhis: i(f.FrozenNHIs),
+		NhisStaticOnly: i(f.NHIStaticOnly), NhisFederatedOnly: i(f.NHIFederatedOnly), NhisStaticAndFederated: i(f.NHIStaticAndFed),
+		NhisWithoutCredentials: i(f.NHINoCredential), GrantsHeld: i(f.GrantsHeld), GrantsUsed: i(f.GrantsUsed),
+		ResourcesChecked: i(f.ResourcesChecked), ResourcesCovered: i(f.ResourcesCovered), ResourcesOwned: i(f.ResourcesOwned),
+		LoginSuccesses: i(f.LoginSuccesses), LoginFailures: failures,
 	}
 }

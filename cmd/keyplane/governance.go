@@ -26,6 +26,7 @@ var governanceCommands = []struct {
 	run           runner
 }{
 	{"inventory", "list a tenant's non-human identities with their risk findings (csv, json or table)", runGovernanceInventory},
+	{"report", "write a tenant's governance figures and their trends (Markdown, JSON, SVG charts)", runGovernanceReport},
 }
 
 func runGovernance(ctx context.Context, args []string, stdout io.Writer) error {

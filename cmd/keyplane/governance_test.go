@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/csv"
+	"encoding/json"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -100,8 +101,43 @@ func TestGovernanceInventory(t *testing.T) {
 			t.Errorf("%v: exit %d, stderr %q; want 2 naming the flag", bad, code, errs)
 		}
 	}
-	if code, _, errs := runCLI(t, "governance", "report"); code != 2 || !strings.Contains(errs, "unknown subcommand") {
+	if code, _, errs := runCLI(t, "governance", "audit"); code != 2 || !strings.Contains(errs, "unknown subcommand") {
 		t.Errorf("unknown subcommand: exit %d %q", code, errs)
+	}
+
+	// The report, computed by the node for the call: 2 NHIs on static secrets, both
+	// owned by active humans; 2 active humans (the tenant owner and Ann), no MFA.
+	out := filepath.Join(dir, "report")
+	code, stdout, errs := runCLI(t, "governance", "report", "--url", api, "--tenant", "acme", "--token-file", secretFile, "--out", out, "--days", "30")
+	if code != 0 || !strings.Contains(stdout, "report.md") {
+		t.Fatalf("governance report: exit %d, %s %s", code, stdout, errs)
+	}
+	var rep struct {
+		Current struct {
+			Nhis           int32 `json:"nhis"`
+			NhisStaticOnly int32 `json:"nhis_static_only"`
+			OrphanedNhis   int32 `json:"orphaned_nhis"`
+			Humans         int32 `json:"humans"`
+		} `json:"current"`
+		Ratios struct {
+			MFACoverage *float64 `json:"mfa_coverage"`
+		} `json:"ratios"`
+	}
+	b, err := os.ReadFile(filepath.Join(out, "report.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if c := rep.Current; c.Nhis != 2 || c.NhisStaticOnly != 2 || c.OrphanedNhis != 0 || c.Humans != 2 || rep.Ratios.MFACoverage == nil || *rep.Ratios.MFACoverage != 0 {
+		t.Errorf("report.json: %s", b)
+	}
+	for _, bad := range [][]string{{"--days", "0"}, {"--url", "ftp://x"}} {
+		args := append([]string{"governance", "report", "--url", api, "--tenant", "acme", "--token-file", secretFile}, bad...)
+		if code, _, errs := runCLI(t, args...); code != 2 || !strings.Contains(errs, strings.TrimPrefix(bad[0], "--")) {
+			t.Errorf("report %v: exit %d, stderr %q; want 2 naming the flag", bad, code, errs)
+		}
 	}
 	if code, _, errs := runCLI(t, "serve", "--governance-sweep-every", "0s"); code != 2 || !strings.Contains(errs, "governance-sweep-every") {
 		t.Errorf("serve with a zero sweep interval: exit %d %q, want 2 naming the flag", code, errs)

@@ -2,22 +2,68 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"time"
 
+	"connectrpc.com/connect"
+
 	"github.com/keyplane/keyplane/bench/plot"
 	keyplanev1 "github.com/keyplane/keyplane/region/gen/keyplane/v1"
+	"github.com/keyplane/keyplane/region/gen/keyplane/v1/keyplanev1connect"
 )
 
 // The governance report (`keyplane governance report`): a tenant's governance
 // figures now and their daily trend, as Markdown, JSON and SVG charts in one
 // directory (docs/governance.md, "Governance figures").
+
+func runGovernanceReport(ctx context.Context, args []string, stdout io.Writer) error {
+	c := newCommand(stdout, "governance report", "Write a tenant's governance figures — time to provision and deprovision, orphaned accounts, least privilege, policy coverage, MFA coverage of humans, NHIs on static secrets vs federated, login success and failures by reason — and their daily trends into a directory: report.md, report.json and SVG charts (docs/governance.md, \"Governance figures\"). It calls GovernanceService.GetGovernanceReport of any node.", `
+The bearer credential comes from --token-file or KEYPLANE_TOKEN (never a flag value):
+an access token of an identity of the tenant holding iam.governance.read, or the
+operator secret.
+
+Examples:
+  KEYPLANE_TOKEN=$(cat token) keyplane governance report --url https://iam.example --tenant acme --out report/
+  keyplane governance report --url http://127.0.0.1:8080 --tenant acme --token-file tok --days 365 --out q4/`)
+	fs := c.flags
+	nodeURL := fs.String("url", "", "API URL of a keyplane node (required)")
+	tenant := fs.String("tenant", "", "tenant to report on (required)")
+	tokenFile := fs.String("token-file", "", "file holding the bearer token (or KEYPLANE_TOKEN)")
+	out := fs.String("out", "governance-report", "directory to write the report into (created if missing)")
+	days := fs.Int("days", 90, "days of daily history to chart (1 to 3660)")
+	if err := c.parse(args); err != nil {
+		return parseErr(err)
+	}
+	if *days < 1 || *days > 3660 {
+		return usageErr("--days: want 1 to 3660, got %d", *days)
+	}
+	api, err := tenantAPIOf(*nodeURL, *tenant, *tokenFile)
+	if err != nil {
+		return err
+	}
+	gc := keyplanev1connect.NewGovernanceServiceClient(http.DefaultClient, api.url, api.options())
+	resp, err := gc.GetGovernanceReport(ctx, connect.NewRequest(&keyplanev1.GetGovernanceReportRequest{TenantId: api.tenant, Days: int32(*days)}))
+	if err != nil {
+		return fmt.Errorf("governance report: %w", err)
+	}
+	files, err := writeGovernanceReport(*out, api.tenant, resp.Msg)
+	if err != nil {
+		return err
+	}
+	for _, f := range files {
+		fmt.Fprintln(stdout, f)
+	}
+	return nil
+}
 
 // reportRatio is a ratio for the JSON report: null when there is nothing to divide by.
 type reportRatio *float64

@@ -1466,7 +1466,7 @@ var File_keyplane_v1_governance_proto protoreflect.FileDescriptor
 
 const file_keyplane_v1_governance_proto_rawDesc = "" +
 	"\n" +
-	"\x1ckeyplane/v1/governance.proto\x12\vkeyplane.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17keyplane/v1/admin.proto\x1a\x17keyplane/v1/check.proto\"\xd3\x01\n" +
+	"\x1ckeyplane/v1/governance.proto\x12\vkeyplane.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17keyplane/v1/admin.proto\x1a\x17keyplane/v1/check.proto\x1a#keyplane/v1/governance_report.proto\"\xd3\x01\n" +
 	"\x14ListInventoryRequest\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12-\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x19.keyplane.v1.IdentityKindR\x04kind\x12\x18\n" +
@@ -1615,12 +1615,13 @@ const file_keyplane_v1_governance_proto_rawDesc = "" +
 	"\x16OWNER_STATE_OFFBOARDED\x10\x04\x12\x16\n" +
 	"\x12OWNER_STATE_ERASED\x10\x05\x12\x17\n" +
 	"\x13OWNER_STATE_EXPIRED\x10\x06\x12\x17\n" +
-	"\x13OWNER_STATE_MISSING\x10\a2\xbb\x03\n" +
+	"\x13OWNER_STATE_MISSING\x10\a2\xaa\x04\n" +
 	"\x11GovernanceService\x12[\n" +
 	"\rListInventory\x12!.keyplane.v1.ListInventoryRequest\x1a\".keyplane.v1.ListInventoryResponse\"\x03\x90\x02\x01\x12g\n" +
 	"\x11GetLeastPrivilege\x12%.keyplane.v1.GetLeastPrivilegeRequest\x1a&.keyplane.v1.GetLeastPrivilegeResponse\"\x03\x90\x02\x01\x12m\n" +
 	"\x13GetGovernancePolicy\x12'.keyplane.v1.GetGovernancePolicyRequest\x1a(.keyplane.v1.GetGovernancePolicyResponse\"\x03\x90\x02\x01\x12q\n" +
-	"\x16UpdateGovernancePolicy\x12*.keyplane.v1.UpdateGovernancePolicyRequest\x1a+.keyplane.v1.UpdateGovernancePolicyResponseB@Z>github.com/keyplane/keyplane/region/gen/keyplane/v1;keyplanev1b\x06proto3"
+	"\x16UpdateGovernancePolicy\x12*.keyplane.v1.UpdateGovernancePolicyRequest\x1a+.keyplane.v1.UpdateGovernancePolicyResponse\x12m\n" +
+	"\x13GetGovernanceReport\x12'.keyplane.v1.GetGovernanceReportRequest\x1a(.keyplane.v1.GetGovernanceReportResponse\"\x03\x90\x02\x01B@Z>github.com/keyplane/keyplane/region/gen/keyplane/v1;keyplanev1b\x06proto3"
 
 var (
 	file_keyplane_v1_governance_proto_rawDescOnce sync.Once
@@ -1659,6 +1660,8 @@ var file_keyplane_v1_governance_proto_goTypes = []any{
 	(Status)(0),                            // 19: keyplane.v1.Status
 	(*Grant)(nil),                          // 20: keyplane.v1.Grant
 	(*durationpb.Duration)(nil),            // 21: google.protobuf.Duration
+	(*GetGovernanceReportRequest)(nil),     // 22: keyplane.v1.GetGovernanceReportRequest
+	(*GetGovernanceReportResponse)(nil),    // 23: keyplane.v1.GetGovernanceReportResponse
 }
 var file_keyplane_v1_governance_proto_depIdxs = []int32{
 	17, // 0: keyplane.v1.ListInventoryRequest.kind:type_name -> keyplane.v1.IdentityKind
@@ -1696,12 +1699,14 @@ var file_keyplane_v1_governance_proto_depIdxs = []int32{
 	7,  // 32: keyplane.v1.GovernanceService.GetLeastPrivilege:input_type -> keyplane.v1.GetLeastPrivilegeRequest
 	13, // 33: keyplane.v1.GovernanceService.GetGovernancePolicy:input_type -> keyplane.v1.GetGovernancePolicyRequest
 	15, // 34: keyplane.v1.GovernanceService.UpdateGovernancePolicy:input_type -> keyplane.v1.UpdateGovernancePolicyRequest
-	4,  // 35: keyplane.v1.GovernanceService.ListInventory:output_type -> keyplane.v1.ListInventoryResponse
-	8,  // 36: keyplane.v1.GovernanceService.GetLeastPrivilege:output_type -> keyplane.v1.GetLeastPrivilegeResponse
-	14, // 37: keyplane.v1.GovernanceService.GetGovernancePolicy:output_type -> keyplane.v1.GetGovernancePolicyResponse
-	16, // 38: keyplane.v1.GovernanceService.UpdateGovernancePolicy:output_type -> keyplane.v1.UpdateGovernancePolicyResponse
-	35, // [35:39] is the sub-list for method output_type
-	31, // [31:35] is the sub-list for method input_type
+	22, // 35: keyplane.v1.GovernanceService.GetGovernanceReport:input_type -> keyplane.v1.GetGovernanceReportRequest
+	4,  // 36: keyplane.v1.GovernanceService.ListInventory:output_type -> keyplane.v1.ListInventoryResponse
+	8,  // 37: keyplane.v1.GovernanceService.GetLeastPrivilege:output_type -> keyplane.v1.GetLeastPrivilegeResponse
+	14, // 38: keyplane.v1.GovernanceService.GetGovernancePolicy:output_type -> keyplane.v1.GetGovernancePolicyResponse
+	16, // 39: keyplane.v1.GovernanceService.UpdateGovernancePolicy:output_type -> keyplane.v1.UpdateGovernancePolicyResponse
+	23, // 40: keyplane.v1.GovernanceService.GetGovernanceReport:output_type -> keyplane.v1.GetGovernanceReportResponse
+	36, // [36:41] is the sub-list for method output_type
+	31, // [31:36] is the sub-list for method input_type
 	31, // [31:31] is the sub-list for extension type_name
 	31, // [31:31] is the sub-list for extension extendee
 	0,  // [0:31] is the sub-list for field type_name
@@ -1714,6 +1719,7 @@ func file_keyplane_v1_governance_proto_init() {
 	}
 	file_keyplane_v1_admin_proto_init()
 	file_keyplane_v1_check_proto_init()
+	file_keyplane_v1_governance_report_proto_init()
 	file_keyplane_v1_governance_proto_msgTypes[12].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

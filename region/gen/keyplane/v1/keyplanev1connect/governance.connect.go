@@ -45,6 +45,9 @@ const (
 	// GovernanceServiceUpdateGovernancePolicyProcedure is the fully-qualified name of the
 	// GovernanceService's UpdateGovernancePolicy RPC.
 	GovernanceServiceUpdateGovernancePolicyProcedure = "/keyplane.v1.GovernanceService/UpdateGovernancePolicy"
+	// GovernanceServiceGetGovernanceReportProcedure is the fully-qualified name of the
+	// GovernanceService's GetGovernanceReport RPC.
+	GovernanceServiceGetGovernanceReportProcedure = "/keyplane.v1.GovernanceService/GetGovernanceReport"
 )
 
 // GovernanceServiceClient is a client for the keyplane.v1.GovernanceService service.
@@ -64,6 +67,11 @@ type GovernanceServiceClient interface {
 	// UpdateGovernancePolicy changes the fields given and leaves the others; audited
 	// (governance.policy.update). A bad value is refused naming its field.
 	UpdateGovernancePolicy(context.Context, *connect.Request[v1.UpdateGovernancePolicyRequest]) (*connect.Response[v1.UpdateGovernancePolicyResponse], error)
+	// GetGovernanceReport computes the tenant's governance figures now (provisioning
+	// and deprovisioning times, orphaned accounts, least privilege, policy coverage,
+	// MFA coverage, static vs federated NHIs, logins) and returns them with the daily
+	// snapshots of the last `days` days (docs/governance.md, "Governance figures").
+	GetGovernanceReport(context.Context, *connect.Request[v1.GetGovernanceReportRequest]) (*connect.Response[v1.GetGovernanceReportResponse], error)
 }
 
 // NewGovernanceServiceClient constructs a client for the keyplane.v1.GovernanceService service. By
@@ -104,6 +112,13 @@ func NewGovernanceServiceClient(httpClient connect.HTTPClient, baseURL string, o
 			connect.WithSchema(governanceServiceMethods.ByName("UpdateGovernancePolicy")),
 			connect.WithClientOptions(opts...),
 		),
+		getGovernanceReport: connect.NewClient[v1.GetGovernanceReportRequest, v1.GetGovernanceReportResponse](
+			httpClient,
+			baseURL+GovernanceServiceGetGovernanceReportProcedure,
+			connect.WithSchema(governanceServiceMethods.ByName("GetGovernanceReport")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -113,6 +128,7 @@ type governanceServiceClient struct {
 	getLeastPrivilege      *connect.Client[v1.GetLeastPrivilegeRequest, v1.GetLeastPrivilegeResponse]
 	getGovernancePolicy    *connect.Client[v1.GetGovernancePolicyRequest, v1.GetGovernancePolicyResponse]
 	updateGovernancePolicy *connect.Client[v1.UpdateGovernancePolicyRequest, v1.UpdateGovernancePolicyResponse]
+	getGovernanceReport    *connect.Client[v1.GetGovernanceReportRequest, v1.GetGovernanceReportResponse]
 }
 
 // ListInventory calls keyplane.v1.GovernanceService.ListInventory.
@@ -135,6 +151,11 @@ func (c *governanceServiceClient) UpdateGovernancePolicy(ctx context.Context, re
 	return c.updateGovernancePolicy.CallUnary(ctx, req)
 }
 
+// GetGovernanceReport calls keyplane.v1.GovernanceService.GetGovernanceReport.
+func (c *governanceServiceClient) GetGovernanceReport(ctx context.Context, req *connect.Request[v1.GetGovernanceReportRequest]) (*connect.Response[v1.GetGovernanceReportResponse], error) {
+	return c.getGovernanceReport.CallUnary(ctx, req)
+}
+
 // GovernanceServiceHandler is an implementation of the keyplane.v1.GovernanceService service.
 type GovernanceServiceHandler interface {
 	// ListInventory pages through the tenant's NHIs (every identity whose kind is not
@@ -152,6 +173,11 @@ type GovernanceServiceHandler interface {
 	// UpdateGovernancePolicy changes the fields given and leaves the others; audited
 	// (governance.policy.update). A bad value is refused naming its field.
 	UpdateGovernancePolicy(context.Context, *connect.Request[v1.UpdateGovernancePolicyRequest]) (*connect.Response[v1.UpdateGovernancePolicyResponse], error)
+	// GetGovernanceReport computes the tenant's governance figures now (provisioning
+	// and deprovisioning times, orphaned accounts, least privilege, policy coverage,
+	// MFA coverage, static vs federated NHIs, logins) and returns them with the daily
+	// snapshots of the last `days` days (docs/governance.md, "Governance figures").
+	GetGovernanceReport(context.Context, *connect.Request[v1.GetGovernanceReportRequest]) (*connect.Response[v1.GetGovernanceReportResponse], error)
 }
 
 // NewGovernanceServiceHandler builds an HTTP handler from the service implementation. It returns
@@ -188,6 +214,13 @@ func NewGovernanceServiceHandler(svc GovernanceServiceHandler, opts ...connect.H
 		connect.WithSchema(governanceServiceMethods.ByName("UpdateGovernancePolicy")),
 		connect.WithHandlerOptions(opts...),
 	)
+	governanceServiceGetGovernanceReportHandler := connect.NewUnaryHandler(
+		GovernanceServiceGetGovernanceReportProcedure,
+		svc.GetGovernanceReport,
+		connect.WithSchema(governanceServiceMethods.ByName("GetGovernanceReport")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/keyplane.v1.GovernanceService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case GovernanceServiceListInventoryProcedure:
@@ -198,6 +231,8 @@ func NewGovernanceServiceHandler(svc GovernanceServiceHandler, opts ...connect.H
 			governanceServiceGetGovernancePolicyHandler.ServeHTTP(w, r)
 		case GovernanceServiceUpdateGovernancePolicyProcedure:
 			governanceServiceUpdateGovernancePolicyHandler.ServeHTTP(w, r)
+		case GovernanceServiceGetGovernanceReportProcedure:
+			governanceServiceGetGovernanceReportHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -221,4 +256,8 @@ func (UnimplementedGovernanceServiceHandler) GetGovernancePolicy(context.Context
 
 func (UnimplementedGovernanceServiceHandler) UpdateGovernancePolicy(context.Context, *connect.Request[v1.UpdateGovernancePolicyRequest]) (*connect.Response[v1.UpdateGovernancePolicyResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.GovernanceService.UpdateGovernancePolicy is not implemented"))
+}
+
+func (UnimplementedGovernanceServiceHandler) GetGovernanceReport(context.Context, *connect.Request[v1.GetGovernanceReportRequest]) (*connect.Response[v1.GetGovernanceReportResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.GovernanceService.GetGovernanceReport is not implemented"))
 }
