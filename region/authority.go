@@ -107,6 +107,7 @@ var authorities = func() map[string]authority {
 	federation := func(m string) string { return procedure(keyplanev1connect.FederationServiceName, m) }
 	upstream := func(m string) string { return procedure(keyplanev1connect.UpstreamServiceName, m) }
 	samlSvc := func(m string) string { return procedure(keyplanev1connect.SAMLServiceName, m) }
+	review := func(m string) string { return procedure(keyplanev1connect.ReviewServiceName, m) }
 	cluster := authority{plane: planeCluster}
 	public := authority{plane: planePublic}
 	tenant := func(perm string, on target, sensitive bool) authority {
@@ -215,6 +216,15 @@ var authorities = func() map[string]authority {
 		samlSvc("DeleteSAMLIdP"):           tenant(PermFederationWrite, onTenant, true),
 		samlSvc("GetSAMLIdP"):              tenant(PermFederationRead, onTenant, false),
 		samlSvc("ListSAMLIdPs"):            tenant(PermFederationRead, onTenant, false),
+		// Access reviews (campaign.go): managing is checked on the campaign's scope;
+		// a reviewer lists and decides its own items by being their reviewer.
+		review("CreateCampaign"): tenant(PermReviewsManage, onScope, false),
+		review("CloseCampaign"):  tenant(PermReviewsManage, onScope, false),
+		review("GetCampaign"):    tenant(PermReviewsRead, onTenant, false),
+		review("ListCampaigns"):  tenant(PermReviewsRead, onTenant, false),
+		review("GetEvidence"):    tenant(PermReviewsRead, onTenant, false),
+		review("ListItems"):      tenant(PermReviewsRead, self, false),
+		review("DecideItem"):     tenant("", self, false),
 	}
 }()
 

@@ -83,6 +83,10 @@ type Config struct {
 	// retention (tenants homed in its region; each round is bounded, see
 	// decisionPruner); 0 means 5 minutes, negative turns the pruner off.
 	DecisionPruneEvery time.Duration
+	// ReviewEvery is how often the node sends access review reminders and closes
+	// campaigns past their deadline (tenants homed in its region; campaign_loop.go);
+	// 0 means a minute, negative turns the loop off.
+	ReviewEvery time.Duration
 }
 
 // DefaultConfig returns a configuration with a random node id and no operator secret.

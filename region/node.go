@@ -64,6 +64,9 @@ type Node struct {
 	geo       *geoip.DB                               // request.country's database (Config.GeoIPDB); nil without one
 	claimsEnv *authz.ClaimsEnv                        // trust-policy conditions (federation.go)
 	issuers   *issuers                                // external issuers' discovery and keys (federation_issuer.go)
+	// Access reviews (campaign*.go): their series and their reminders-and-deadlines loop.
+	reviewMetrics *reviewMetrics
+	reviews       *reviewLoop
 }
 
 // New assembles a node. log may be nil (no logging).
@@ -116,6 +119,9 @@ func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node
 		return nil, err
 	}
 	n.issuers = newIssuers(nil)
+	if n.reviewMetrics, err = newReviewMetrics(reg, cfg); err != nil {
+		return nil, fmt.Errorf("register metrics: %w", err)
+	}
 	n.store = store.WithRuleMatcher(n.matchRule)
 
 	mux := http.NewServeMux()
@@ -133,6 +139,8 @@ func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node
 	mux.Handle(keyplanev1connect.NewFederationServiceHandler(&FederationService{node: n}, observe, connect.WithReadMaxBytes(64<<10)))
 	mux.Handle(keyplanev1connect.NewUpstreamServiceHandler(&UpstreamService{node: n}, observe, connect.WithReadMaxBytes(64<<10)))
 	mux.Handle(keyplanev1connect.NewSAMLServiceHandler(&SAMLService{node: n}, observe, connect.WithReadMaxBytes(512<<10)))
+	mux.Handle(keyplanev1connect.NewReviewServiceHandler(&ReviewService{node: n}, observe, connect.WithReadMaxBytes(64<<10)))
+	n.mountReviewPage(mux)
 	small := connect.WithReadMaxBytes(64 << 10) // connect reads any size otherwise
 	mux.Handle(grpchealth.NewHandler(healthChecker{n}, connect.WithHandlerOptions(connect.WithInterceptors(n.observe()), connect.WithCompressMinBytes(8<<10)), small))
 	n.mountOAuth(mux)
@@ -141,7 +149,7 @@ func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node
 	n.mountSAML(mux)
 	reflector := grpcreflect.NewStaticReflector(keyplanev1connect.AdminServiceName, keyplanev1connect.AuthServiceName, keyplanev1connect.CheckServiceName,
 		keyplanev1connect.ElevationServiceName, keyplanev1connect.DecisionServiceName, keyplanev1connect.FederationServiceName, keyplanev1connect.UpstreamServiceName,
-		keyplanev1connect.SAMLServiceName, grpchealth.HealthV1ServiceName)
+		keyplanev1connect.SAMLServiceName, keyplanev1connect.ReviewServiceName, grpchealth.HealthV1ServiceName)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector, small))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector, small))
 	n.mountHealth(mux)
@@ -154,6 +162,7 @@ func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node
 		n.mountOperator(mux, cfg.MetricsPublic)
 	}
 	n.pruner = newDecisionPruner(n)
+	n.reviews = newReviewLoop(n)
 	n.mux = mux
 	n.handler = n.servedBy(mux)
 	return n, nil
@@ -267,7 +276,7 @@ func (h healthChecker) Check(ctx context.Context, req *grpchealth.CheckRequest) 
 	switch req.Service {
 	case "", keyplanev1connect.AdminServiceName, keyplanev1connect.AuthServiceName, keyplanev1connect.CheckServiceName,
 		keyplanev1connect.ElevationServiceName, keyplanev1connect.DecisionServiceName, keyplanev1connect.FederationServiceName,
-		keyplanev1connect.UpstreamServiceName, keyplanev1connect.SAMLServiceName:
+		keyplanev1connect.UpstreamServiceName, keyplanev1connect.SAMLServiceName, keyplanev1connect.ReviewServiceName:
 	default:
 		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("unknown service %q", req.Service))
 	}
@@ -298,10 +307,13 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
 	go func() { n.reportReadiness(readyCtx); close(reported) }()
 	pruned := make(chan struct{})
 	go func() { n.pruner.run(readyCtx); close(pruned) }()
+	reviewed := make(chan struct{})
+	go func() { n.reviews.run(readyCtx); close(reviewed) }()
 	defer func() {
 		stopReady()
 		<-reported
 		<-pruned
+		<-reviewed
 		stopFlush()
 		<-flushed
 		<-logged

@@ -737,13 +737,14 @@ func modifyAccess(ctx context.Context, tx pgx.Tx, sc Scope, c Change, it ReviewI
 // deadline has passed by the database's clock (the review loop), and gives every
 // undecided item its default action, all in one transaction: the close is a
 // conditional update, so whichever node or caller closes it does so exactly once.
-// closed is false when dueOnly and another closed it first, or it is not due.
-func (s *Store) CloseCampaign(ctx context.Context, c Change, sc Scope, id string, dueOnly bool) (out Campaign, defaulted int, closed bool, err error) {
+// It returns the items it defaulted; closed is false when dueOnly and another closed
+// it first, or it is not due.
+func (s *Store) CloseCampaign(ctx context.Context, c Change, sc Scope, id string, dueOnly bool) (out Campaign, defaulted []ReviewItem, closed bool, err error) {
 	if _, err := parseID("campaign_id", id); err != nil {
-		return Campaign{}, 0, false, err
+		return Campaign{}, nil, false, err
 	}
 	err = s.tx(ctx, func(tx pgx.Tx) error {
-		defaulted, closed = 0, false
+		defaulted, closed = nil, false
 		cond := ""
 		if dueOnly {
 			cond = " AND deadline <= now()"
@@ -790,17 +791,18 @@ WHERE i.crdb_region = $1 AND i.tenant_id = $2 AND i.campaign_id = $3 AND i.decis
 			if it.Sensitive {
 				reason += " (sensitive access is revoked)"
 			}
-			if _, err := s.applyDecision(ctx, tx, c, sc, it, ItemDecision{Decision: a, Justification: reason}, true); err != nil {
+			d, err := s.applyDecision(ctx, tx, c, sc, it, ItemDecision{Decision: a, Justification: reason}, true)
+			if err != nil {
 				return err
 			}
-			defaulted++
+			defaulted = append(defaulted, d)
 		}
 		if out, err = scanCampaign(tx.QueryRow(ctx, `SELECT `+campaignColumns+` FROM review_campaigns c
 WHERE c.crdb_region = $1 AND c.tenant_id = $2 AND c.id = $3`, sc.Region, sc.TenantID, id)); err != nil {
 			return fmt.Errorf("read campaign: %w", err)
 		}
 		return s.writeAudit(ctx, tx, sc, c, audit{action: "review.campaign_close", targetKind: "review_campaign", targetID: id,
-			after: map[string]any{"defaulted": defaulted, "at_deadline": dueOnly, "items": out.Items}})
+			after: map[string]any{"defaulted": len(defaulted), "at_deadline": dueOnly, "items": out.Items}})
 	})
 	return out, defaulted, closed, err
 }
