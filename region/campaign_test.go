@@ -230,7 +230,7 @@ func TestCampaignEndToEnd(t *testing.T) {
 	checks := keyplanev1connect.NewCheckServiceClient(http.DefaultClient, w.url, connect.WithInterceptors(bearer(secret)))
 	if r, err := checks.Check(ctx, connect.NewRequest(&keyplanev1.CheckRequest{TenantId: "acme", Principal: &keyplanev1.CheckRequest_IdentityId{IdentityId: w.alice},
 		Permission: "docs.document.read",
-		Resource: "docs/plan"})); err != nil || r.Msg.Decision != keyplanev1.Decision_DECISION_ALLOW {
+		Resource:   "docs/plan"})); err != nil || r.Msg.Decision != keyplanev1.Decision_DECISION_ALLOW {
 		t.Fatalf("check: %v %v", r, err)
 	}
 	waitDecisionLogged(t, w, w.alice)
@@ -504,5 +504,112 @@ func TestCampaignBadInput(t *testing.T) {
 	wantCode(t, err, connect.CodeFailedPrecondition, "campaign_id")
 	if !w.isMember(t, w.eng, w.alice) {
 		t.Fatal("a late decision was applied")
+	}
+}
+
+// auditAfter lists the after summaries of every audit event of action.
+func (w *reviewWorld) auditAfter(t *testing.T, action string) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	req := &keyplanev1.ListAuditEventsRequest{TenantId: "acme", Action: action, PageSize: 1000}
+	for {
+		r, err := w.admin.ListAuditEvents(context.Background(), connect.NewRequest(req))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range r.Msg.Events {
+			out = append(out, e.After.AsMap())
+		}
+		if r.Msg.NextPageToken == "" {
+			return out
+		}
+		req.PageToken = r.Msg.NextPageToken
+	}
+}
+
+// TestReviewLoopsRaceActOnce runs two nodes' review loops on one database, racing
+// every few milliseconds: each due reminder is sent once (one audit mention per item)
+// and, past the deadline, each undecided item gets its default action once and the
+// campaign closes once.
+func TestReviewLoopsRaceActOnce(t *testing.T) {
+	t.Parallel()
+	w := newReviewWorld(t, func(c *region.Config) { c.ReviewEvery = 5 * time.Millisecond })
+	second := authConfig(w.kek, "us-east-2")
+	second.ReviewEvery, second.IssuerBase = 5*time.Millisecond, ""
+	testNode(t, w.store, second)
+	ctx := context.Background()
+	c := w.create(t, w.adminRvw, &keyplanev1.CreateCampaignRequest{Name: "race", Scope: keyplanev1.CampaignScope_CAMPAIGN_SCOPE_NHIS,
+		DefaultAction: keyplanev1.ReviewDecision_REVIEW_DECISION_REVOKE})
+	items := w.items(t, c.Id)
+	if len(items) < 2 {
+		t.Fatalf("items: %d", len(items))
+	}
+	// Make the first reminder due: the items were created an interval ago.
+	if _, err := w.store.Pool().Exec(ctx, `UPDATE review_items SET created_at = now() - INTERVAL '8 days' WHERE campaign_id = $1`, c.Id); err != nil {
+		t.Fatal(err)
+	}
+	reminded := func() map[string]int {
+		n := map[string]int{}
+		for _, a := range w.auditAfter(t, "review.remind") {
+			for _, id := range asStrings(a["item_ids"]) {
+				n[id]++
+			}
+		}
+		return n
+	}
+	var got map[string]int
+	for range 400 {
+		if got = reminded(); len(got) == len(items) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Let both loops run more rounds: nothing new is due.
+	time.Sleep(100 * time.Millisecond)
+	got = reminded()
+	for _, it := range items {
+		if it.ReviewerId != "" && got[it.Id] != 1 {
+			t.Errorf("item %s reminded %d times, want once", it.Id, got[it.Id])
+		}
+	}
+	// Past the deadline: both loops race to close.
+	if _, err := w.store.Pool().Exec(ctx, `UPDATE review_campaigns SET deadline = now() - INTERVAL '1 second' WHERE id = $1`, c.Id); err != nil {
+		t.Fatal(err)
+	}
+	for range 400 {
+		g, err := w.ops.GetCampaign(ctx, connect.NewRequest(&keyplanev1.GetCampaignRequest{TenantId: "acme", CampaignId: c.Id}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g.Msg.Campaign.Status == "closed" {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if n := len(w.auditAfter(t, "review.campaign_close")); n != 1 {
+		t.Fatalf("campaign closed %d times, want once", n)
+	}
+	defaults := map[string]int{}
+	for _, a := range w.auditAfter(t, "review.default") {
+		if a["campaign_id"] == c.Id {
+			defaults[a["subject_id"].(string)+"/"+a["kind"].(string)]++
+		}
+	}
+	for _, it := range w.items(t, c.Id) {
+		if !it.Defaulted || it.Decision != keyplanev1.ReviewDecision_REVIEW_DECISION_REVOKE {
+			t.Errorf("item %s after the deadline: %+v", it.Id, it)
+		}
+	}
+	for k, n := range defaults {
+		if n != 1 {
+			t.Errorf("default action on %s applied %d times", k, n)
+		}
+	}
+	if len(defaults) != len(items) {
+		t.Errorf("%d defaults for %d items", len(defaults), len(items))
+	}
+	if w.bindingExists(t, w.botPayments) {
+		t.Error("the bot's binding survived the default revoke")
 	}
 }
