@@ -25,6 +25,7 @@ var commands = []struct {
 	{"keys", "rotate token-signing keys, make key-encryption keys", runKeys},
 	{"audit", "export a tenant's audit events as JSON lines", runAudit},
 	{"decisions", "list a tenant's logged permission decisions as JSON lines", runDecisions},
+	{"campaign", "create, list and export access review campaigns", runCampaign},
 	{"bench", "load-test a local cluster next to raw-SQL baselines", runBench},
 	{"chaos", "run failure drills under load and check the invariants", runChaos},
 	{"version", "print the version", runVersion},
