@@ -3,6 +3,9 @@ package region_test
 import (
 	"context"
 	"encoding/json"
+	"html"
+	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"testing"
@@ -125,4 +128,105 @@ func TestReviewPageBrowser(t *testing.T) {
 	if found != 2 {
 		t.Fatalf("evidence lacks the page's two decisions: %s", ev.Msg.Content)
 	}
+}
+
+// TestSecurityReviewPage: the review page over plain HTTP. Without a session it sends
+// the browser to keyplane's login through the campaign's sign-in client (never
+// elsewhere), with no campaign naming one it says so; every page carries the strict
+// CSP; a decision posted without the browser's CSRF token, or without a session, is
+// refused and applies nothing.
+func TestSecurityReviewPage(t *testing.T) {
+	t.Parallel()
+	w := newReviewWorld(t, nil)
+	ctx := context.Background()
+	page := w.url + "/t/acme/reviews"
+	b := browser(t)
+	get := func(u string) pageResp {
+		req, _ := http.NewRequest(http.MethodGet, u, nil)
+		return do(t, b, req)
+	}
+	if r := get(page); r.status != http.StatusUnauthorized || !strings.Contains(r.body, "Sign in first") {
+		t.Fatalf("no sign-in client: %d %s", r.status, r.body)
+	}
+	cl, err := w.admin.CreateClient(ctx, connect.NewRequest(&keyplanev1.CreateClientRequest{TenantId: "acme", IdentityId: w.bot, Name: "Access reviews",
+		RedirectUris: []string{page}, FirstParty: true}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := w.create(t, w.ops, &keyplanev1.CreateCampaignRequest{Name: "q", Scope: keyplanev1.CampaignScope_CAMPAIGN_SCOPE_TENANT, SignInClientId: cl.Msg.ClientId})
+	r := get(page + "/" + c.Id)
+	if r.status != http.StatusSeeOther || r.location == nil || r.location.Path != "/t/acme/oauth2/authorize" ||
+		r.location.Query().Get("client_id") != cl.Msg.ClientId || r.location.Query().Get("redirect_uri") != page {
+		t.Fatalf("sign-in redirect: %d %v", r.status, r.location)
+	}
+	// A client without the page's redirect URI cannot be a campaign's sign-in client.
+	other, err := w.admin.CreateClient(ctx, connect.NewRequest(&keyplanev1.CreateClientRequest{TenantId: "acme", IdentityId: w.bot, Name: "elsewhere",
+		RedirectUris: []string{"https://evil.example/cb"}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = w.ops.CreateCampaign(ctx, connect.NewRequest(&keyplanev1.CreateCampaignRequest{TenantId: "acme", Name: "x",
+		Scope: keyplanev1.CampaignScope_CAMPAIGN_SCOPE_TENANT, Deadline: w.deadline, SignInClientId: other.Msg.ClientId}))
+	wantCode(t, err, connect.CodeInvalidArgument, "sign_in_client_id")
+
+	// Sign in as the manager through the login form (the page's own flow).
+	base, _ := url.Parse(page)
+	login := get(base.ResolveReference(r.location).String())
+	if login.status != http.StatusOK || !strings.Contains(login.header.Get("Content-Security-Policy"), "default-src 'none'") {
+		t.Fatalf("login page: %d %v", login.status, login.header)
+	}
+	form := url.Values{"csrf_token": {hiddenValue(t, login.body, "csrf_token")}, "request": {hiddenValue(t, login.body, "request")},
+		"step": {"password"}, "email": {w.managerEmail}, "password": {opPassword}}
+	post := func(u string, f url.Values) pageResp {
+		req, _ := http.NewRequest(http.MethodPost, u, strings.NewReader(f.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		return do(t, b, req)
+	}
+	back := post(w.url+"/t/acme/oauth2/login", form)
+	if back.status != http.StatusSeeOther || back.location == nil || !strings.HasPrefix(back.location.String(), page+"?") {
+		t.Fatalf("after login: %d %v %s", back.status, back.location, back.body)
+	}
+	list := get(page)
+	if list.status != http.StatusOK || !strings.Contains(list.body, "Signed in as <strong>Meg Manager</strong>") {
+		t.Fatalf("review page: %d %s", list.status, list.body)
+	}
+	csp := list.header.Get("Content-Security-Policy")
+	if !strings.Contains(csp, "default-src 'none'") || !strings.Contains(csp, "frame-ancestors 'none'") || strings.Contains(list.body, "<script") {
+		t.Fatalf("review page headers: %q", csp)
+	}
+	it := item(t, w.items(t, c.Id), w.alice, w.eng)
+	decideURL := page + "/" + c.Id + "/items/" + it.Id
+	if r := post(decideURL, url.Values{"decision": {"revoke"}, "justification": {"csrf"}, "csrf_token": {"forged.token"}}); r.status != http.StatusForbidden {
+		t.Fatalf("forged CSRF token: %d", r.status)
+	}
+	anon := browser(t)
+	req, _ := http.NewRequest(http.MethodPost, decideURL, strings.NewReader(url.Values{"decision": {"revoke"}, "justification": {"x"},
+		"csrf_token": {hiddenValue(t, list.body, "csrf_token")}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if r := do(t, anon, req); r.status != http.StatusForbidden {
+		t.Fatalf("no cookies: %d", r.status)
+	}
+	if r := post(decideURL, url.Values{"decision": {"revoke"}, "justification": {""}, "csrf_token": {hiddenValue(t, list.body, "csrf_token")}}); r.status != http.StatusBadRequest ||
+		!strings.Contains(r.body, "justification") {
+		t.Fatalf("no justification: %d %s", r.status, r.body)
+	}
+	if !w.isMember(t, w.eng, w.alice) {
+		t.Fatal("a refused post applied the revocation")
+	}
+	ok := post(decideURL, url.Values{"decision": {"revoke"}, "justification": {"left"}, "csrf_token": {hiddenValue(t, list.body, "csrf_token")}})
+	if ok.status != http.StatusSeeOther || w.isMember(t, w.eng, w.alice) {
+		t.Fatalf("decision: %d %s", ok.status, ok.body)
+	}
+}
+
+// hiddenValue reads the value of the first hidden input name in an HTML page.
+func hiddenValue(t *testing.T, body, name string) string {
+	t.Helper()
+	marker := `name="` + name + `" value="`
+	i := strings.Index(body, marker)
+	if i < 0 {
+		t.Fatalf("no %s in %s", name, body)
+	}
+	rest := body[i+len(marker):]
+	return html.UnescapeString(rest[:strings.IndexByte(rest, '"')])
 }

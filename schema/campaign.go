@@ -268,7 +268,6 @@ FROM identities WHERE crdb_region = $1 AND tenant_id = $2`, sc.Region, sc.Tenant
 	if err != nil {
 		return nil, fmt.Errorf("read identities: %w", err)
 	}
-	var ids []string
 	for rows.Next() {
 		var p person
 		if err := rows.Scan(&p.id, &p.kind, &p.name, &p.owner, &p.manager, &p.status); err != nil {
@@ -276,7 +275,6 @@ FROM identities WHERE crdb_region = $1 AND tenant_id = $2`, sc.Region, sc.Tenant
 			return nil, fmt.Errorf("read identities: %w", err)
 		}
 		people[p.id] = p
-		ids = append(ids, p.id)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("read identities: %w", err)
@@ -333,13 +331,10 @@ WHERE m.crdb_region = $1 AND m.tenant_id = $2 ORDER BY m.created_at, m.group_id,
 			return slices.ContainsFunc(groupGrants[m.group], func(g accessGrant) bool { return g.roleID == in.ScopeID })
 		}
 	case CampaignScopeGroup:
-		inGroup := map[string]bool{}
-		for _, m := range members {
-			if m.group == in.ScopeID {
-				inGroup[m.identity] = true
-			}
-		}
-		inScope = func(p person) bool { return inGroup[p.id] }
+		// The members' access through the group: their memberships of it. (Their other
+		// access lies outside the group's scope, which is all its creator was judged on.)
+		grantIn = func(accessGrant) bool { return false }
+		memberIn = func(m membership) bool { return m.group == in.ScopeID }
 	}
 	var items []ReviewItem
 	for _, g := range grants {

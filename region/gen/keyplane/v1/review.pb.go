@@ -33,8 +33,8 @@ const (
 	// Everyone holding the role scope_id: its direct bindings, and the memberships of
 	// the groups bound to it.
 	CampaignScope_CAMPAIGN_SCOPE_ROLE CampaignScope = 2
-	// The access of the group scope_id's members: their memberships of it and their
-	// direct bindings.
+	// The access of the group scope_id's members through it: one item per membership
+	// (whether or not the group holds bindings).
 	CampaignScope_CAMPAIGN_SCOPE_GROUP CampaignScope = 3
 	// Every access of every identity of the tenant.
 	CampaignScope_CAMPAIGN_SCOPE_TENANT CampaignScope = 4
