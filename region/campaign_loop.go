@@ -2,6 +2,7 @@ package region
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -94,12 +95,17 @@ func (l *reviewLoop) round(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	var errs []error
 	for _, t := range ts {
+		if ctx.Err() != nil {
+			break
+		}
 		if err := l.tenant(ctx, t.Scope); err != nil {
-			return fmt.Errorf("tenant %s: %w", t.Scope.TenantID, err)
+			// One tenant's failure does not hold up the others' reminders and deadlines.
+			errs = append(errs, fmt.Errorf("tenant %s: %w", t.Scope.TenantID, err))
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // tenant runs one round for one tenant.

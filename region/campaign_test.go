@@ -336,6 +336,16 @@ func TestCampaignEndToEnd(t *testing.T) {
 			t.Errorf("markdown evidence lacks %q:\n%s", want, md.Msg.Content)
 		}
 	}
+	// Erasing a subject erases its name from the items; the decisions stay.
+	w.offboard(t, w.alice, nil)
+	if _, err := w.admin.EraseIdentity(ctx, connect.NewRequest(&keyplanev1.EraseIdentityRequest{TenantId: "acme", IdentityId: w.alice})); err != nil {
+		t.Fatal(err)
+	}
+	for _, it := range w.items(t, c.Id) {
+		if it.SubjectId == w.alice && (it.SubjectName != "erased" || it.Decision == keyplanev1.ReviewDecision_REVIEW_DECISION_UNSPECIFIED) {
+			t.Errorf("erased subject's item: %+v", it)
+		}
+	}
 	// Every decision is in the audit log, with the revocations it applied.
 	for _, action := range []string{"review.decide", "review.default", "review.campaign_close", "group.remove_member", "binding.delete"} {
 		r, err := w.admin.ListAuditEvents(ctx, connect.NewRequest(&keyplanev1.ListAuditEventsRequest{TenantId: "acme", Action: action}))
