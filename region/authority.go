@@ -108,6 +108,7 @@ var authorities = func() map[string]authority {
 	upstream := func(m string) string { return procedure(keyplanev1connect.UpstreamServiceName, m) }
 	samlSvc := func(m string) string { return procedure(keyplanev1connect.SAMLServiceName, m) }
 	governance := func(m string) string { return procedure(keyplanev1connect.GovernanceServiceName, m) }
+	review := func(m string) string { return procedure(keyplanev1connect.ReviewServiceName, m) }
 	cluster := authority{plane: planeCluster}
 	public := authority{plane: planePublic}
 	tenant := func(perm string, on target, sensitive bool) authority {
@@ -223,6 +224,15 @@ var authorities = func() map[string]authority {
 		governance("GetGovernancePolicy"):    tenant(PermGovernanceRead, onTenant, false),
 		governance("UpdateGovernancePolicy"): tenant(PermGovernanceWrite, onTenant, false),
 		governance("GetGovernanceReport"):    tenant(PermGovernanceRead, onTenant, false),
+		// Access reviews (campaign.go): managing is checked on the campaign's scope;
+		// a reviewer lists and decides its own items by being their reviewer.
+		review("CreateCampaign"): tenant(PermReviewsManage, onScope, false),
+		review("CloseCampaign"):  tenant(PermReviewsManage, onScope, false),
+		review("GetCampaign"):    tenant(PermReviewsRead, onTenant, false),
+		review("ListCampaigns"):  tenant(PermReviewsRead, onTenant, false),
+		review("GetEvidence"):    tenant(PermReviewsRead, onTenant, false),
+		review("ListItems"):      tenant(PermReviewsRead, self, false),
+		review("DecideItem"):     tenant("", self, false),
 	}
 }()
 

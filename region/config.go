@@ -93,6 +93,10 @@ type Config struct {
 	// time, the one holding the region's lease row, which lives three intervals. 0
 	// means DefaultSweepEvery (1 minute), negative turns the sweeper off.
 	GovernanceSweepEvery time.Duration
+	// ReviewEvery is how often the node sends access review reminders and closes
+	// campaigns past their deadline (tenants homed in its region; campaign_loop.go);
+	// 0 means a minute, negative turns the loop off.
+	ReviewEvery time.Duration
 }
 
 // DefaultConfig returns a configuration with a random node id and no operator secret.

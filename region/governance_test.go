@@ -119,7 +119,7 @@ func newGovFixture(t *testing.T) *govFixture {
 	f.exec(t, `UPDATE credentials SET created_at = now() - INTERVAL '35 days' WHERE id = $1`, highKey)
 	f.exec(t, `UPDATE identities SET created_at = now() - INTERVAL '40 days' WHERE id = $1`, f.unused)
 	// The over-privileged NHI uses one of its three permissions (1/3 < 50%).
-	check := keyplanev1connect.NewCheckServiceClient(http.DefaultClient, f.url, connect.WithInterceptors(bearer(secret)))
+	check := keyplanev1connect.NewCheckServiceClient(http.DefaultClient, f.url, connect.WithInterceptors(bearerInterceptor(secret)))
 	r, err := check.Check(ctx, connect.NewRequest(&keyplanev1.CheckRequest{TenantId: "acme",
 		Principal: &keyplanev1.CheckRequest_IdentityId{IdentityId: f.overPrivileged}, Permission: "docs.document.read", Resource: "docs/1"}))
 	if err != nil || !r.Msg.Allowed {
@@ -143,14 +143,6 @@ func newGovFixture(t *testing.T) *govFixture {
 	return f
 }
 
-func bearer(token string) connect.UnaryInterceptorFunc {
-	return func(next connect.UnaryFunc) connect.UnaryFunc {
-		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-			req.Header().Set("Authorization", "Bearer "+token)
-			return next(ctx, req)
-		}
-	}
-}
 
 func (f *govFixture) inventory(t *testing.T, req *keyplanev1.ListInventoryRequest) map[string]*keyplanev1.InventoryEntry {
 	t.Helper()

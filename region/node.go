@@ -66,6 +66,9 @@ type Node struct {
 	claimsEnv *authz.ClaimsEnv                        // trust-policy conditions (federation.go)
 	issuers   *issuers                                // external issuers' discovery and keys (federation_issuer.go)
 	sweeper   *sweeper                                // the governance sweeper (sweeper.go)
+	// Access reviews (campaign*.go): their series and their reminders-and-deadlines loop.
+	reviewMetrics *reviewMetrics
+	reviews       *reviewLoop
 }
 
 // New assembles a node. log may be nil (no logging).
@@ -118,6 +121,9 @@ func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node
 		return nil, err
 	}
 	n.issuers = newIssuers(nil)
+	if n.reviewMetrics, err = newReviewMetrics(reg, cfg); err != nil {
+		return nil, fmt.Errorf("register metrics: %w", err)
+	}
 	n.store = store.WithRuleMatcher(n.matchRule)
 
 	mux := http.NewServeMux()
@@ -136,6 +142,8 @@ func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node
 	mux.Handle(keyplanev1connect.NewUpstreamServiceHandler(&UpstreamService{node: n}, observe, connect.WithReadMaxBytes(64<<10)))
 	mux.Handle(keyplanev1connect.NewSAMLServiceHandler(&SAMLService{node: n}, observe, connect.WithReadMaxBytes(512<<10)))
 	mux.Handle(keyplanev1connect.NewGovernanceServiceHandler(&GovernanceService{node: n}, observe, connect.WithReadMaxBytes(64<<10)))
+	mux.Handle(keyplanev1connect.NewReviewServiceHandler(&ReviewService{node: n}, observe, connect.WithReadMaxBytes(64<<10)))
+	n.mountReviewPage(mux)
 	small := connect.WithReadMaxBytes(64 << 10) // connect reads any size otherwise
 	mux.Handle(grpchealth.NewHandler(healthChecker{n}, connect.WithHandlerOptions(connect.WithInterceptors(n.observe()), connect.WithCompressMinBytes(8<<10)), small))
 	n.mountOAuth(mux)
@@ -144,7 +152,7 @@ func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node
 	n.mountSAML(mux)
 	reflector := grpcreflect.NewStaticReflector(keyplanev1connect.AdminServiceName, keyplanev1connect.AuthServiceName, keyplanev1connect.CheckServiceName,
 		keyplanev1connect.ElevationServiceName, keyplanev1connect.DecisionServiceName, keyplanev1connect.FederationServiceName, keyplanev1connect.UpstreamServiceName,
-		keyplanev1connect.SAMLServiceName, keyplanev1connect.GovernanceServiceName, grpchealth.HealthV1ServiceName)
+		keyplanev1connect.SAMLServiceName, keyplanev1connect.GovernanceServiceName, keyplanev1connect.ReviewServiceName, grpchealth.HealthV1ServiceName)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector, small))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector, small))
 	n.mountHealth(mux)
@@ -168,6 +176,7 @@ func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node
 		return nil, fmt.Errorf("register metrics: %w", err)
 	}
 	n.sweeper = newSweeper(n, sm)
+	n.reviews = newReviewLoop(n)
 	n.mux = mux
 	n.handler = n.servedBy(mux)
 	return n, nil
@@ -281,7 +290,8 @@ func (h healthChecker) Check(ctx context.Context, req *grpchealth.CheckRequest) 
 	switch req.Service {
 	case "", keyplanev1connect.AdminServiceName, keyplanev1connect.AuthServiceName, keyplanev1connect.CheckServiceName,
 		keyplanev1connect.ElevationServiceName, keyplanev1connect.DecisionServiceName, keyplanev1connect.FederationServiceName,
-		keyplanev1connect.UpstreamServiceName, keyplanev1connect.SAMLServiceName, keyplanev1connect.GovernanceServiceName:
+		keyplanev1connect.UpstreamServiceName, keyplanev1connect.SAMLServiceName, keyplanev1connect.GovernanceServiceName,
+		keyplanev1connect.ReviewServiceName:
 	default:
 		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("unknown service %q", req.Service))
 	}
@@ -316,12 +326,15 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
 	go func() { n.figures.run(readyCtx); close(figured) }()
 	swept := make(chan struct{})
 	go func() { n.sweeper.run(readyCtx); close(swept) }()
+	reviewed := make(chan struct{})
+	go func() { n.reviews.run(readyCtx); close(reviewed) }()
 	defer func() {
 		stopReady()
 		<-reported
 		<-pruned
 		<-figured
 		<-swept
+		<-reviewed
 		stopFlush()
 		<-flushed
 		<-logged

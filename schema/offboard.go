@@ -444,6 +444,12 @@ WHERE tenant_id = $1 AND crdb_region = $2 AND id = $3`, sc.TenantID, sc.Region, 
 WHERE tenant_id = $1 AND crdb_region = $2 AND identity_id = $3`, sc.TenantID, sc.Region, i.ID); err != nil {
 		return nil, fmt.Errorf("erase credential secrets: %w", err)
 	}
+	// Access review items name their subject and reviewer (schema/campaign.go).
+	if _, err := tx.Exec(ctx, `UPDATE review_items SET subject_name = CASE WHEN subject_id = $3 THEN $4 ELSE subject_name END,
+  reviewer_name = CASE WHEN reviewer_id = $3 THEN $4 ELSE reviewer_name END
+WHERE tenant_id = $1 AND crdb_region = $2 AND (subject_id = $3 OR reviewer_id = $3)`, sc.TenantID, sc.Region, i.ID, ErasedDisplayName); err != nil {
+		return nil, fmt.Errorf("erase review item names: %w", err)
+	}
 	if i.Email != "" {
 		for _, table := range []string{"login_throttle", "login_throttle_sources"} {
 			if _, err := tx.Exec(ctx, `DELETE FROM `+table+` WHERE tenant_id = $1 AND crdb_region = $2 AND subject = $3`,
@@ -452,7 +458,7 @@ WHERE tenant_id = $1 AND crdb_region = $2 AND identity_id = $3`, sc.TenantID, sc
 			}
 		}
 	}
-	return []string{"display_name", "email", "attributes", "scim_user_name", "scim_external_id", "scim_payload", "credential_secrets", "login_throttle"}, nil
+	return []string{"display_name", "email", "attributes", "scim_user_name", "scim_external_id", "scim_payload", "credential_secrets", "login_throttle", "review_item_names"}, nil
 }
 
 // redactAuditEvents removes redactedAuditFields from the before and after summaries

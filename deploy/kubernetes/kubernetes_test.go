@@ -319,4 +319,6 @@ type fakeT struct {
 
 func (f *fakeT) T(t *testing.T) *fakeT { f.TB = t; return f }
 
-func (f *fakeT) Errorf(format string, args ...any) { f.errors = append(f.errors, fmt.Sprintf(format, args...)) }
+func (f *fakeT) Errorf(format string, args ...any) {
+	f.errors = append(f.errors, fmt.Sprintf(format, args...))
+}

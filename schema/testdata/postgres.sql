@@ -775,6 +775,85 @@ ALTER TABLE credentials ADD COLUMN IF NOT EXISTS rotation_notice_for TIMESTAMPTZ
 CREATE INDEX IF NOT EXISTS identities_expiry_idx ON identities (tenant_id, expires_at) WHERE expires_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS credentials_expiry_idx ON credentials (tenant_id, expires_at) WHERE expires_at IS NOT NULL AND revoked_at IS NULL;
 
+-- migration 0019 access_reviews
+-- 0019 Access review campaigns (docs/access-reviews.md).
+
+-- review_campaigns: a campaign over a scope (nhis, role, group or tenant; scope_id
+-- names the role or group). default_action is what undecided items of non-sensitive
+-- access get at the deadline (sensitive access is always revoked). created_by is the
+-- audit actor who created it; creator_id the identity, NULL for the operator.
+CREATE TABLE IF NOT EXISTS review_campaigns (
+    tenant_id          TEXT NOT NULL REFERENCES tenants (id),
+    id                 UUID NOT NULL DEFAULT gen_random_uuid(),
+    crdb_region        crdb_internal_region NOT NULL,
+    name               TEXT NOT NULL,
+    scope_kind         TEXT NOT NULL,
+    scope_id           TEXT NOT NULL DEFAULT '',
+    deadline           TIMESTAMPTZ NOT NULL,
+    reminder_seconds   INT8 NOT NULL,
+    default_action     TEXT NOT NULL,
+    unused_days        INT8 NOT NULL DEFAULT 90,
+    sign_in_client_id  TEXT NOT NULL DEFAULT '',
+    status             TEXT NOT NULL DEFAULT 'open',
+    created_by         TEXT NOT NULL,
+    creator_id         UUID,
+    created_at         TIMESTAMPTZ NOT NULL DEFAULT now(),
+    closed_at          TIMESTAMPTZ,
+    PRIMARY KEY (crdb_region, tenant_id, id),
+    CONSTRAINT review_campaigns_name_length CHECK (length(name) BETWEEN 1 AND 200),
+    CONSTRAINT review_campaigns_scope_kind CHECK (scope_kind IN ('nhis', 'role', 'group', 'tenant')),
+    CONSTRAINT review_campaigns_default_action CHECK (default_action IN ('keep', 'revoke')),
+    CONSTRAINT review_campaigns_status CHECK (status IN ('open', 'closed')),
+    CONSTRAINT review_campaigns_reminder CHECK (reminder_seconds >= 3600)
+);
+-- The nodes' loop looks for open campaigns (reminders, deadlines).
+CREATE INDEX IF NOT EXISTS review_campaigns_open_idx ON review_campaigns (tenant_id, deadline) WHERE status = 'open';
+
+-- review_items: one access under review, snapshotted at the campaign's creation: a
+-- binding the subject holds directly (kind binding, binding_id) or the subject's
+-- membership of a group (kind membership, group_id), with the roles and scopes it
+-- grants, whether any is sensitive, and its last use from the decision log.
+-- reviewer_id is NULL when no one but the subject could review it (the operator or
+-- the deadline decides). decision is NULL until decided; defaulted marks the
+-- deadline's default action; applied says what the decision did.
+CREATE TABLE IF NOT EXISTS review_items (
+    tenant_id        TEXT NOT NULL REFERENCES tenants (id),
+    campaign_id      UUID NOT NULL,
+    id               UUID NOT NULL DEFAULT gen_random_uuid(),
+    crdb_region      crdb_internal_region NOT NULL,
+    kind             TEXT NOT NULL,
+    subject_id       UUID NOT NULL,
+    subject_name     TEXT NOT NULL,
+    subject_kind     TEXT NOT NULL,
+    binding_id       UUID,
+    group_id         UUID,
+    group_name       TEXT NOT NULL DEFAULT '',
+    role_ids         TEXT[] NOT NULL DEFAULT '{}',
+    role_names       TEXT[] NOT NULL DEFAULT '{}',
+    scopes           TEXT[] NOT NULL DEFAULT '{}',
+    binding_ids      TEXT[] NOT NULL DEFAULT '{}',
+    sensitive        BOOL NOT NULL DEFAULT false,
+    reviewer_id      UUID,
+    reviewer_name    TEXT NOT NULL DEFAULT '',
+    last_used_at     TIMESTAMPTZ,
+    decision         TEXT,
+    justification    TEXT NOT NULL DEFAULT '',
+    decided_by       TEXT NOT NULL DEFAULT '',
+    decided_at       TIMESTAMPTZ,
+    defaulted        BOOL NOT NULL DEFAULT false,
+    applied          TEXT NOT NULL DEFAULT '',
+    new_role_id      TEXT NOT NULL DEFAULT '',
+    new_scope        TEXT NOT NULL DEFAULT '',
+    last_reminded_at TIMESTAMPTZ,
+    created_at       TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (crdb_region, tenant_id, campaign_id, id),
+    CONSTRAINT review_items_campaign FOREIGN KEY (crdb_region, tenant_id, campaign_id) REFERENCES review_campaigns (crdb_region, tenant_id, id) ON UPDATE CASCADE ON DELETE CASCADE,
+    CONSTRAINT review_items_kind CHECK (kind IN ('binding', 'membership')),
+    CONSTRAINT review_items_decision CHECK (decision IS NULL OR decision IN ('keep', 'revoke', 'modify'))
+);
+CREATE UNIQUE INDEX IF NOT EXISTS review_items_id ON review_items (crdb_region, tenant_id, id);
+CREATE INDEX IF NOT EXISTS review_items_reviewer_idx ON review_items (tenant_id, reviewer_id, created_at);
+
 -- migration 0022 governance_snapshots
 -- 0022 Governance figures over time (docs/governance.md, "Governance figures"): one
 -- snapshot of a tenant's figures per UTC day, written by the node that computes them
