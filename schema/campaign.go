@@ -398,27 +398,18 @@ func reviewerOf(people map[string]person, subject person, creatorID string) stri
 
 // bindingLastUse reads, from the decision log, when identity last had a decision
 // allowed by each binding (allowed decisions carry their deciding binding_ids).
-//
-// It is this package's own small query until the least-privilege work's GrantUsage
-// lands (issue 17, item 3); the two are to be unified.
 func bindingLastUse(ctx context.Context, q querier, sc Scope, identityID string) (map[string]time.Time, error) {
-	rows, err := q.Query(ctx, `SELECT b, max(at) FROM (
-  SELECT unnest(binding_ids) AS b, at FROM decisions WHERE crdb_region = $1 AND tenant_id = $2 AND principal_id = $3 AND allowed) AS u
-GROUP BY b`, sc.Region, sc.TenantID, identityID)
+	m, err := grantUsageOf(ctx, q, sc, []string{identityID}, time.Time{})
 	if err != nil {
 		return nil, fmt.Errorf("read last use: %w", err)
 	}
 	out := map[string]time.Time{}
-	for rows.Next() {
-		var b string
-		var at time.Time
-		if err := rows.Scan(&b, &at); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("read last use: %w", err)
+	for _, u := range m[identityID] {
+		if u.LastUsed.After(out[u.BindingID]) {
+			out[u.BindingID] = u.LastUsed
 		}
-		out[b] = at
 	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // GetCampaign reads one campaign.

@@ -388,17 +388,18 @@ func (s *Store) GrantUsage(ctx context.Context, sc Scope, identityID string, sin
 	if _, err := parseID("identity_id", identityID); err != nil {
 		return nil, err
 	}
-	m, err := s.grantUsageOf(ctx, sc, []string{identityID}, since)
+	m, err := grantUsageOf(ctx, s.pool, sc, []string{identityID}, since)
 	return m[identityID], err
 }
 
-// grantUsageOf is GrantUsage for several identities in one statement.
-func (s *Store) grantUsageOf(ctx context.Context, sc Scope, ids []string, since time.Time) (map[string][]BindingUse, error) {
+// grantUsageOf is GrantUsage for several identities in one statement, on q (the pool,
+// or a transaction).
+func grantUsageOf(ctx context.Context, q querier, sc Scope, ids []string, since time.Time) (map[string][]BindingUse, error) {
 	out := map[string][]BindingUse{}
 	if len(ids) == 0 {
 		return out, nil
 	}
-	rows, err := s.pool.Query(ctx, `SELECT d.principal_id, u.id, d.permission, max(d.at), count(*) FROM decisions d, unnest(d.binding_ids) AS u(id)
+	rows, err := q.Query(ctx, `SELECT d.principal_id, u.id, d.permission, max(d.at), count(*) FROM decisions d, unnest(d.binding_ids) AS u(id)
 WHERE d.crdb_region = $1 AND d.tenant_id = $2 AND d.principal_id = ANY($3::TEXT[]) AND d.allowed AND d.at >= $4
 GROUP BY d.principal_id, u.id, d.permission ORDER BY d.principal_id, u.id, d.permission`, sc.Region, sc.TenantID, ids, since)
 	if err != nil {
@@ -432,7 +433,7 @@ func (s *Store) GrantUsageOf(ctx context.Context, sc Scope, ids []string, since 
 			return nil, err
 		}
 	}
-	return s.grantUsageOf(ctx, sc, ids, since)
+	return grantUsageOf(ctx, s.pool, sc, ids, since)
 }
 
 // LastDecisions returns, per identity of ids, the time of its newest decision
