@@ -484,7 +484,10 @@ func (n *Node) authorizationCodeGrant(ctx context.Context, r *http.Request, t sc
 		ttl = schema.DefaultAccessTokenTTL
 	}
 	ttl = min(ttl, sess.ExpiresAt.Sub(now))
-	access, err := n.mint(ring, grant{Tenant: t, IdentityID: sess.IdentityID, ClientID: cl.id, AMR: sess.AMR, Scope: code.Scope}, sess.ID, now, ttl)
+	// The access token is for userinfo (and resource servers that check no audience),
+	// never keyplane's API: a relying party must not act as the person in keyplane.
+	access, err := n.mint(ring, grant{Tenant: t, IdentityID: sess.IdentityID, ClientID: cl.id, AMR: sess.AMR, Scope: code.Scope,
+		Audience: n.userinfoAudience(t.ID)}, sess.ID, now, ttl)
 	if err != nil {
 		return nil, err
 	}
@@ -533,6 +536,14 @@ func acrOf(amr []string) string {
 		return acrMFA
 	}
 	return acrPassword
+}
+
+// userinfoAudience is the aud of the access tokens the authorization_code grant
+// mints: the userinfo endpoint's URL. It is not keyplane's API audience (the issuer,
+// Config.APIAudience), so authenticate refuses these tokens: the person consented to
+// the client learning who they are, not to it acting as them in keyplane.
+func (n *Node) userinfoAudience(tenantID string) string {
+	return n.Issuer(tenantID) + "/oauth2/userinfo"
 }
 
 // userinfo is the OIDC UserInfo endpoint: the access token's subject, with its name

@@ -1,0 +1,63 @@
+package region_test
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+
+	"connectrpc.com/connect"
+
+	keyplanev1 "github.com/keyplane/keyplane/region/gen/keyplane/v1"
+)
+
+// TestSecurityOIDCAccessTokenIsNotAnAPIToken: the access token a relying party gets
+// from the authorization_code grant is for userinfo, not for keyplane's API. Before,
+// it carried aud = the tenant's issuer (keyplane's own API audience), so any client
+// — a third-party one after one consent, silently with prompt=none; a first-party
+// one without even a consent page — could call keyplane's API as the person who
+// signed in, with that person's every permission and second factor (amr mfa), e.g.
+// enrol a TOTP authenticator of its own on the account.
+func TestSecurityOIDCAccessTokenIsNotAnAPIToken(t *testing.T) {
+	t.Parallel()
+	o := newOPFixture(t, "http://127.0.0.1:9/cb", "http://127.0.0.1:9/bye")
+	ctx := context.Background()
+	c := browser(t)
+	verifier, challenge := pkce()
+
+	// First party: no consent page.
+	first := o.exchange(t, o.firstParty, o.firstSecret, o.codeFrom(t, o.signIn(t, c, o.authorize(t, c, o.authParams(o.firstParty, challenge)))),
+		o.redirect, verifier)
+	// Third party: one consent.
+	consent := o.authorize(t, c, o.authParams(o.thirdParty, challenge))
+	allow := consent.fields()
+	allow.Set("decision", "allow")
+	third := o.exchange(t, o.thirdParty, o.thirdSecret, o.codeFrom(t, o.post(t, c, "/oauth2/consent", allow)), o.redirect, verifier)
+
+	for name, tok := range map[string]string{"first party": first.AccessToken, "third party": third.AccessToken} {
+		t.Run(name, func(t *testing.T) {
+			if tok == "" {
+				t.Fatal("no access token")
+			}
+			// The attack: the relying party enrols its own authenticator on the account.
+			enroll := connect.NewRequest(&keyplanev1.EnrollTOTPRequest{TenantId: "acme", IdentityId: o.alice})
+			enroll.Header().Set("Authorization", "Bearer "+tok)
+			_, err := o.auth.EnrollTOTP(ctx, enroll)
+			wantCode(t, err, connect.CodeUnauthenticated, "audience")
+			// ... or reads the tenant through the admin API.
+			_, err = adminClient(o.url, tok).ListIdentities(ctx, connect.NewRequest(&keyplanev1.ListIdentitiesRequest{TenantId: "acme"}))
+			wantCode(t, err, connect.CodeUnauthenticated, "audience")
+
+			// What the token is for still works: userinfo, and validation.
+			req, _ := http.NewRequest(http.MethodGet, o.issuer+"/oauth2/userinfo", nil)
+			req.Header.Set("Authorization", "Bearer "+tok)
+			if ui := do(t, http.DefaultClient, req); ui.status != http.StatusOK || !strings.Contains(ui.body, `"sub":"`+o.alice+`"`) {
+				t.Fatalf("userinfo: %d %s", ui.status, ui.body)
+			}
+			v := o.validate(t, tok)
+			if !v.Active || len(v.Claims.Audience) != 1 || v.Claims.Audience[0] != o.issuer+"/oauth2/userinfo" {
+				t.Fatalf("validation: active %v, aud %v; want aud %s/oauth2/userinfo", v.Active, v.Claims.Audience, o.issuer)
+			}
+		})
+	}
+}
