@@ -206,7 +206,8 @@ func (n *Node) continueAuthorize(ctx context.Context, w http.ResponseWriter, r *
 			}
 			key := n.csrfKey(w, r, t.ID)
 			renderPage(w, http.StatusOK, page{Kind: "consent", Title: "Allow access?", Client: c.Name, Action: n.cookiePath(t.ID) + "oauth2/consent",
-				CSRF: csrfToken(key), Request: requestQuery(r), Scopes: describeScopes(req.Scopes)}, originOf(req.RedirectURI))
+				CSRF: boundCSRFToken(key, consentBinding(sess.ID, requestQuery(r))), Request: requestQuery(r), Scopes: describeScopes(req.Scopes)},
+				originOf(req.RedirectURI))
 			return
 		}
 	}
@@ -367,14 +368,13 @@ func (n *Node) totpPage(w http.ResponseWriter, r *http.Request, t schema.Tenant,
 		CSRF: csrfToken(key), Request: requestQuery(r), Pending: pending}, originOf(req.RedirectURI))
 }
 
-// consentSubmit handles the consent form.
+// consentSubmit handles the consent form. Its CSRF token is bound to the session and
+// the request the page was shown for, so the form cannot answer another request (one
+// whose max_age, prompt=login or acr_values the session does not meet), nor outlive
+// its session.
 func (n *Node) consentSubmit(ctx context.Context, w http.ResponseWriter, r *http.Request, t schema.Tenant) {
 	req, c, ok := n.authorizeRequest(ctx, w, r, t, r.PostForm.Get("request"))
 	if !ok {
-		return
-	}
-	if err := checkCSRF(r); err != nil {
-		messagePage(w, http.StatusForbidden, "Request refused", err.Error())
 		return
 	}
 	sess, err := n.browserSession(ctx, r, t)
@@ -384,6 +384,10 @@ func (n *Node) consentSubmit(ctx context.Context, w http.ResponseWriter, r *http
 	}
 	if sess == nil {
 		n.loginPage(w, r, t, c, req, http.StatusOK, "", "Your session ended; sign in again.")
+		return
+	}
+	if err := checkBoundCSRF(r, consentBinding(sess.ID, r.PostForm.Get("request"))); err != nil {
+		messagePage(w, http.StatusForbidden, "Request refused", err.Error())
 		return
 	}
 	switch r.PostForm.Get("decision") {

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 
@@ -60,4 +61,52 @@ func TestSecurityOIDCAccessTokenIsNotAnAPIToken(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSecurityOIDCConsentCannotSkipStepUp: the consent form is answered only for the
+// request (and session) the authorization endpoint showed it for. Before, the consent
+// POST took any authorization request and issued a code for the browser's session
+// without the endpoint's step-up checks, so whoever held a session (a shared or
+// stolen browser) could answer a request with max_age=0, prompt=login or
+// acr_values=mfa without signing in again: the relying party got a code for a
+// session that never met them.
+func TestSecurityOIDCConsentCannotSkipStepUp(t *testing.T) {
+	t.Parallel()
+	o := newOPFixture(t, "http://127.0.0.1:9/cb", "http://127.0.0.1:9/bye")
+	c := browser(t)
+	_, challenge := pkce()
+	o.codeFrom(t, o.signIn(t, c, o.authorize(t, c, o.authParams(o.firstParty, challenge))))
+	o.clock.Advance(5 * time.Second)
+	// A consent page for a plain request: the form the browser may post.
+	consent := o.authorize(t, c, o.authParams(o.thirdParty, challenge))
+	if !strings.Contains(consent.body, `value="allow"`) {
+		t.Fatalf("want the consent page, got %d %v: %.300s", consent.status, consent.location, consent.body)
+	}
+	for _, tc := range []struct{ name, param, value string }{
+		{"max_age=0", "max_age", "0"},
+		{"prompt=login", "prompt", "login"},
+		{"acr_values=mfa", "acr_values", "mfa"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			q := o.authParams(o.thirdParty, challenge)
+			q.Set(tc.param, tc.value)
+			// The endpoint itself asks for a sign-in...
+			if p := o.authorize(t, c, q); p.status != http.StatusOK || !strings.Contains(p.body, `name="password"`) {
+				t.Fatalf("authorize: want the login page, got %d %v", p.status, p.location)
+			}
+			// ... and the consent form posted with that request must not skip it.
+			form := consent.fields()
+			form.Set("decision", "allow")
+			form.Set("request", q.Encode())
+			p := o.post(t, c, "/oauth2/consent", form)
+			if p.location != nil && p.location.Query().Get("code") != "" {
+				t.Fatalf("the consent form issued a code for %s without a new sign-in: %v", tc.name, p.location)
+			}
+			wantErrorPage(t, p, http.StatusForbidden, "start again")
+		})
+	}
+	// The form answers the request it was shown for.
+	allow := consent.fields()
+	allow.Set("decision", "allow")
+	o.codeFrom(t, o.post(t, c, "/oauth2/consent", allow))
 }
