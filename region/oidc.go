@@ -607,7 +607,8 @@ func (n *Node) userinfo(w http.ResponseWriter, r *http.Request) {
 // logout is RP-initiated logout (OpenID RP-Initiated Logout 1.0): it revokes the
 // browser's keyplane session (and the session id_token_hint names, if it is the same
 // identity's), clears the cookie, and returns to post_logout_redirect_uri when the
-// client registered it exactly. Without id_token_hint the person confirms first.
+// client registered it exactly. Without id_token_hint, or with the ID token of another
+// person than the browser's, the person confirms first.
 func (n *Node) logout(ctx context.Context, w http.ResponseWriter, r *http.Request, t schema.Tenant) {
 	q := r.URL.Query()
 	if r.Method == http.MethodPost {
@@ -653,20 +654,20 @@ func (n *Node) logout(ctx context.Context, w http.ResponseWriter, r *http.Reques
 			return
 		}
 	}
-	if hint == "" {
-		// Without an ID token of the session, the request may come from any site (a
-		// link, an image): the person confirms, by a form only this origin can post.
-		if r.Method != http.MethodPost || checkCSRF(r) != nil {
-			key := n.csrfKey(w, r, t.ID)
-			renderPage(w, http.StatusOK, page{Kind: "logout", Title: "Sign out?", Message: "Sign out of keyplane in this browser?",
-				Action: n.cookiePath(t.ID) + "oauth2/logout", CSRF: csrfToken(key), LogoutClient: clientID, LogoutTarget: target, LogoutState: state},
-				originOf(target))
-			return
-		}
-	}
 	sess, err := n.browserSession(ctx, r, t)
 	if err != nil {
 		n.failPage(ctx, w, err)
+		return
+	}
+	// Without an ID token of the browser's person, the request may come from any site
+	// (a link, an image; the hint may be anyone's ID token, an attacker's own): the
+	// person confirms, by a form only this origin can post (which drops the hint).
+	foreign := hint != "" && sess != nil && claims.Subject != sess.IdentityID
+	if foreign || hint == "" && (r.Method != http.MethodPost || checkCSRF(r) != nil) {
+		key := n.csrfKey(w, r, t.ID)
+		renderPage(w, http.StatusOK, page{Kind: "logout", Title: "Sign out?", Message: "Sign out of keyplane in this browser?",
+			Action: n.cookiePath(t.ID) + "oauth2/logout", CSRF: csrfToken(key), LogoutClient: clientID, LogoutTarget: target, LogoutState: state},
+			originOf(target))
 		return
 	}
 	actor := schema.Change{Actor: "token-holder", ClientID: clientID, RequestID: requestID(ctx)}

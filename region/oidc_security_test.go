@@ -3,6 +3,7 @@ package region_test
 import (
 	"context"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -109,4 +110,68 @@ func TestSecurityOIDCConsentCannotSkipStepUp(t *testing.T) {
 	allow := consent.fields()
 	allow.Set("decision", "allow")
 	o.codeFrom(t, o.post(t, c, "/oauth2/consent", allow))
+}
+
+// TestSecurityOIDCLogoutHintOfAnotherPerson: RP-initiated logout with an
+// id_token_hint signs out without asking only when the hint is the browser's own
+// person's. Before, any ID token of the tenant (an attacker's own, from any
+// application) in a link or an image signed the victim's browser out at once.
+func TestSecurityOIDCLogoutHintOfAnotherPerson(t *testing.T) {
+	t.Parallel()
+	o := newOPFixture(t, "http://127.0.0.1:9/cb", "http://127.0.0.1:9/bye")
+	ctx := context.Background()
+	verifier, challenge := pkce()
+	// Mallory, another person of the tenant, gets an ID token of her own.
+	h, err := o.admin.CreateIdentity(ctx, connect.NewRequest(&keyplanev1.CreateIdentityRequest{TenantId: "acme",
+		Kind: keyplanev1.IdentityKind_IDENTITY_KIND_HUMAN, DisplayName: "Mallory", Email: "mallory@acme.example"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := o.admin.SetPassword(ctx, connect.NewRequest(&keyplanev1.SetPasswordRequest{TenantId: "acme", IdentityId: h.Msg.Identity.Id,
+		Password: "mallory's own long password"})); err != nil {
+		t.Fatal(err)
+	}
+	m := browser(t)
+	login := o.authorize(t, m, o.authParams(o.firstParty, challenge))
+	form := login.fields()
+	form.Set("email", "mallory@acme.example")
+	form.Set("password", "mallory's own long password")
+	mallory := o.exchange(t, o.firstParty, o.firstSecret, o.codeFrom(t, o.post(t, m, "/oauth2/login", form)), o.redirect, verifier)
+	if mallory.IDToken == "" {
+		t.Fatalf("mallory's exchange: %+v", mallory)
+	}
+
+	// Alice is signed in in her browser; a page makes it load the logout URL with
+	// Mallory's hint.
+	c := browser(t)
+	o.codeFrom(t, o.signIn(t, c, o.authorize(t, c, o.authParams(o.firstParty, challenge))))
+	q := url.Values{"id_token_hint": {mallory.IDToken}, "post_logout_redirect_uri": {o.logout}, "state": {"x"}}
+	req, _ := http.NewRequest(http.MethodGet, o.issuer+"/oauth2/logout?"+q.Encode(), nil)
+	p := do(t, c, req)
+	if p.status != http.StatusOK || p.location != nil || !strings.Contains(p.body, "Sign out?") {
+		t.Fatalf("logout with another person's hint: want the confirmation page, got %d %v: %.300s", p.status, p.location, p.body)
+	}
+	noneQ := o.authParams(o.firstParty, challenge)
+	noneQ.Set("prompt", "none")
+	o.codeFrom(t, o.authorize(t, c, noneQ)) // alice's session lives
+
+	// Confirmed on that page, it signs out.
+	confirm := p.fields()
+	if confirm.Get("post_logout_redirect_uri") != o.logout {
+		t.Fatalf("confirmation form: %v", confirm)
+	}
+	if p := o.post(t, c, "/oauth2/logout", confirm); p.status != http.StatusSeeOther || p.location == nil || p.location.String() != o.logout+"?state=x" {
+		t.Fatalf("confirmed logout: %d %v: %.300s", p.status, p.location, p.body)
+	}
+	o.wantRedirectError(t, o.authorize(t, c, noneQ), "login_required")
+
+	// Her own hint still signs out at once.
+	first := o.exchange(t, o.firstParty, o.firstSecret, o.codeFrom(t, o.signIn(t, c, o.authorize(t, c, o.authParams(o.firstParty, challenge)))),
+		o.redirect, verifier)
+	q = url.Values{"id_token_hint": {first.IDToken}, "post_logout_redirect_uri": {o.logout}}
+	req, _ = http.NewRequest(http.MethodGet, o.issuer+"/oauth2/logout?"+q.Encode(), nil)
+	if p := do(t, c, req); p.status != http.StatusSeeOther || p.location == nil || p.location.String() != o.logout {
+		t.Fatalf("logout with her own hint: %d %v: %.300s", p.status, p.location, p.body)
+	}
+	o.wantRedirectError(t, o.authorize(t, c, noneQ), "login_required")
 }
