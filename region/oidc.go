@@ -469,8 +469,12 @@ func (n *Node) authorizationCodeGrant(ctx context.Context, r *http.Request, t sc
 	case errors.Is(err, schema.ErrNotFound):
 		n.recordRefusal(ctx, t, c, schema.OAuthRefusal{Action: "oauth.code_refused", ClientID: cl.id, Reason: "unknown_code", CodeID: keyID})
 		return nil, oauthErr(http.StatusBadRequest, "invalid_grant", "code: invalid")
+	case errors.Is(err, schema.ErrCodeSessionRevoked):
+		n.recordRefusal(ctx, t, c, schema.OAuthRefusal{Action: "oauth.code_refused", ClientID: cl.id, Reason: "session_revoked", CodeID: keyID})
+		return nil, oauthErr(http.StatusBadRequest, "invalid_grant", "code: its session was revoked (signed out)")
 	case errors.Is(err, schema.ErrPrecondition):
-		return nil, oauthErr(http.StatusBadRequest, "invalid_grant", "code: expired, or its session was revoked")
+		n.recordRefusal(ctx, t, c, schema.OAuthRefusal{Action: "oauth.code_refused", ClientID: cl.id, Reason: "expired", CodeID: keyID})
+		return nil, oauthErr(http.StatusBadRequest, "invalid_grant", "code: expired (codes live "+authCodeTTL.String()+")")
 	case err != nil:
 		return nil, err
 	}
@@ -479,9 +483,18 @@ func (n *Node) authorizationCodeGrant(ctx context.Context, r *http.Request, t sc
 		return nil, err
 	}
 	now := n.now()
-	if st.IdentityStatus != schema.StatusActive || (!st.IdentityExpiry.IsZero() && !now.Before(st.IdentityExpiry)) ||
-		(!st.TokensValidAfter.IsZero() && st.SessionCreatedAt.Before(st.TokensValidAfter)) || !now.Before(st.SessionExpiresAt) {
-		return nil, oauthErr(http.StatusBadRequest, "invalid_grant", "the session's identity is disabled or its tokens were revoked")
+	var reason, desc string
+	switch {
+	case st.IdentityStatus != schema.StatusActive || (!st.IdentityExpiry.IsZero() && !now.Before(st.IdentityExpiry)):
+		reason, desc = "identity_inactive", "the session's identity is disabled, frozen or expired"
+	case !st.TokensValidAfter.IsZero() && st.SessionCreatedAt.Before(st.TokensValidAfter):
+		reason, desc = "tokens_revoked", "the session's tokens were revoked"
+	case !now.Before(st.SessionExpiresAt):
+		reason, desc = "session_expired", "the session expired"
+	}
+	if reason != "" {
+		n.recordRefusal(ctx, t, c, schema.OAuthRefusal{Action: "oauth.code_refused", ClientID: cl.id, Reason: reason, CodeID: keyID})
+		return nil, oauthErr(http.StatusBadRequest, "invalid_grant", desc)
 	}
 	ttl := t.AccessTokenTTL
 	if ttl <= 0 {

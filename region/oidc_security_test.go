@@ -175,3 +175,47 @@ func TestSecurityOIDCLogoutHintOfAnotherPerson(t *testing.T) {
 	}
 	o.wantRedirectError(t, o.authorize(t, c, noneQ), "login_required")
 }
+
+// TestSecurityOIDCCodeRefusalsAreAudited: every refused code redemption writes
+// oauth.code_refused naming why. Before, a code whose session was revoked (a logout,
+// RevokeIdentityTokens) or whose identity was disabled after it was issued was refused
+// without an audit event: an attacker replaying a stolen code after the person signed
+// out left no trace.
+func TestSecurityOIDCCodeRefusalsAreAudited(t *testing.T) {
+	t.Parallel()
+	o := newOPFixture(t, "http://127.0.0.1:9/cb", "http://127.0.0.1:9/bye")
+	ctx := context.Background()
+	verifier, challenge := pkce()
+
+	// Signed out between the code and its redemption.
+	c := browser(t)
+	code := o.codeFrom(t, o.signIn(t, c, o.authorize(t, c, o.authParams(o.firstParty, challenge))))
+	req, _ := http.NewRequest(http.MethodGet, o.issuer+"/oauth2/logout", nil)
+	if p := o.post(t, c, "/oauth2/logout", do(t, c, req).fields()); p.status != http.StatusOK || !strings.Contains(p.body, "Signed out") {
+		t.Fatalf("logout: %d %.300s", p.status, p.body)
+	}
+	wantGrantError(t, o.exchange(t, o.firstParty, o.firstSecret, code, o.redirect, verifier), "invalid_grant", "revoked")
+	wantAudit(t, o.fixture, "oauth.code_refused", "session_revoked")
+
+	// The person's tokens revoked between the code and its redemption.
+	o.clock.Advance(2 * time.Second)
+	c = browser(t)
+	code = o.codeFrom(t, o.signIn(t, c, o.authorize(t, c, o.authParams(o.firstParty, challenge))))
+	revoke := connect.NewRequest(&keyplanev1.RevokeIdentityTokensRequest{TenantId: "acme", IdentityId: o.alice})
+	revoke.Header().Set("Authorization", "Bearer "+secret)
+	if _, err := o.auth.RevokeIdentityTokens(ctx, revoke); err != nil {
+		t.Fatal(err)
+	}
+	wantGrantError(t, o.exchange(t, o.firstParty, o.firstSecret, code, o.redirect, verifier), "invalid_grant", "revoked")
+	wantAudit(t, o.fixture, "oauth.code_refused", "tokens_revoked")
+
+	// Disabled between the code and its redemption.
+	o.clock.Advance(2 * time.Second)
+	c = browser(t)
+	code = o.codeFrom(t, o.signIn(t, c, o.authorize(t, c, o.authParams(o.firstParty, challenge))))
+	if _, err := o.admin.DisableIdentity(ctx, connect.NewRequest(&keyplanev1.DisableIdentityRequest{TenantId: "acme", Id: o.alice})); err != nil {
+		t.Fatal(err)
+	}
+	wantGrantError(t, o.exchange(t, o.firstParty, o.firstSecret, code, o.redirect, verifier), "invalid_grant", "disabled")
+	wantAudit(t, o.fixture, "oauth.code_refused", "identity_inactive")
+}
