@@ -276,7 +276,7 @@ func (n *Node) loginSubmit(ctx context.Context, w http.ResponseWriter, r *http.R
 		return
 	}
 	if err := checkCSRF(r); err != nil {
-		messagePage(w, http.StatusForbidden, "Request refused", err.Error())
+		n.refuseForm(ctx, w, t, c, "login", err)
 		return
 	}
 	key := n.csrfKey(w, r, t.ID)
@@ -387,7 +387,7 @@ func (n *Node) consentSubmit(ctx context.Context, w http.ResponseWriter, r *http
 		return
 	}
 	if err := checkBoundCSRF(r, consentBinding(sess.ID, r.PostForm.Get("request"))); err != nil {
-		messagePage(w, http.StatusForbidden, "Request refused", err.Error())
+		n.refuseForm(ctx, w, t, c, "consent", err)
 		return
 	}
 	switch r.PostForm.Get("decision") {
@@ -405,6 +405,15 @@ func (n *Node) consentSubmit(ctx context.Context, w http.ResponseWriter, r *http
 		return
 	}
 	n.issueCode(ctx, w, r, t, req, sess.Session)
+}
+
+// refuseForm answers a login or consent form refused by its CSRF token (forged,
+// another browser's, or a consent form posted for another request than it was shown
+// for) with a page, and writes oauth.authorize_refused (reason csrf, the form named).
+func (n *Node) refuseForm(ctx context.Context, w http.ResponseWriter, t schema.Tenant, c schema.OAuthClient, form string, err error) {
+	n.recordRefusal(ctx, t, schema.Change{Actor: "anonymous", ClientID: c.ClientID, RequestID: requestID(ctx)},
+		schema.OAuthRefusal{Action: "oauth.authorize_refused", ClientID: c.ClientID, Reason: "csrf", Form: form})
+	messagePage(w, http.StatusForbidden, "Request refused", err.Error())
 }
 
 // idTokenResponse is the token response of the authorization_code grant.

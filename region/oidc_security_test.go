@@ -70,7 +70,7 @@ func TestSecurityOIDCAccessTokenIsNotAnAPIToken(t *testing.T) {
 // without the endpoint's step-up checks, so whoever held a session (a shared or
 // stolen browser) could answer a request with max_age=0, prompt=login or
 // acr_values=mfa without signing in again: the relying party got a code for a
-// session that never met them.
+// session that never met them. The refusal is audited (oauth.authorize_refused, csrf).
 func TestSecurityOIDCConsentCannotSkipStepUp(t *testing.T) {
 	t.Parallel()
 	o := newOPFixture(t, "http://127.0.0.1:9/cb", "http://127.0.0.1:9/bye")
@@ -106,6 +106,7 @@ func TestSecurityOIDCConsentCannotSkipStepUp(t *testing.T) {
 			wantErrorPage(t, p, http.StatusForbidden, "start again")
 		})
 	}
+	wantAudit(t, o.fixture, "oauth.authorize_refused", "csrf")
 	// The form answers the request it was shown for.
 	allow := consent.fields()
 	allow.Set("decision", "allow")

@@ -312,13 +312,15 @@ VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`, sc.TenantID, sc.Region, ide
 }
 
 // OAuthRefusal is a refused OpenID Provider request worth an audit event: a code
-// redemption that failed its bindings, or an authorization request naming a redirect
-// URI its client did not register.
+// redemption that failed its bindings, an authorization request naming a redirect
+// URI its client did not register, or a login or consent form refused by its CSRF
+// token.
 type OAuthRefusal struct {
 	Action   string // "oauth.code_refused" or "oauth.authorize_refused"
 	ClientID string
 	Reason   string // what failed, e.g. "code_verifier", "redirect_uri"
 	CodeID   string // the code's key id, when a code was presented
+	Form     string // the page's form refused (login, consent), for reason csrf
 }
 
 // RecordOAuthRefusal writes the refusal's audit event (nothing else changes).
@@ -326,6 +328,9 @@ func (s *Store) RecordOAuthRefusal(ctx context.Context, c Change, sc Scope, r OA
 	after := map[string]any{"reason": r.Reason}
 	if r.CodeID != "" {
 		after["code_id"] = r.CodeID
+	}
+	if r.Form != "" {
+		after["form"] = r.Form
 	}
 	return s.tx(ctx, func(tx pgx.Tx) error {
 		return s.writeAudit(ctx, tx, sc, c, audit{action: r.Action, targetKind: "client", targetID: r.ClientID, after: after})
