@@ -275,8 +275,12 @@ func (n *Node) loginSubmit(ctx context.Context, w http.ResponseWriter, r *http.R
 	if !ok {
 		return
 	}
+	if crossSite(r) {
+		n.refuseForm(ctx, w, t, c, "login", "cross_site", errCrossSite)
+		return
+	}
 	if err := checkCSRF(r); err != nil {
-		n.refuseForm(ctx, w, t, c, "login", err)
+		n.refuseForm(ctx, w, t, c, "login", "csrf", err)
 		return
 	}
 	key := n.csrfKey(w, r, t.ID)
@@ -377,6 +381,10 @@ func (n *Node) consentSubmit(ctx context.Context, w http.ResponseWriter, r *http
 	if !ok {
 		return
 	}
+	if crossSite(r) {
+		n.refuseForm(ctx, w, t, c, "consent", "cross_site", errCrossSite)
+		return
+	}
 	sess, err := n.browserSession(ctx, r, t)
 	if err != nil {
 		n.failPage(ctx, w, err)
@@ -387,7 +395,7 @@ func (n *Node) consentSubmit(ctx context.Context, w http.ResponseWriter, r *http
 		return
 	}
 	if err := checkBoundCSRF(r, consentBinding(sess.ID, r.PostForm.Get("request"))); err != nil {
-		n.refuseForm(ctx, w, t, c, "consent", err)
+		n.refuseForm(ctx, w, t, c, "consent", "csrf", err)
 		return
 	}
 	switch r.PostForm.Get("decision") {
@@ -407,13 +415,31 @@ func (n *Node) consentSubmit(ctx context.Context, w http.ResponseWriter, r *http
 	n.issueCode(ctx, w, r, t, req, sess.Session)
 }
 
-// refuseForm answers a login or consent form refused by its CSRF token (forged,
-// another browser's, or a consent form posted for another request than it was shown
-// for) with a page, and writes oauth.authorize_refused (reason csrf, the form named).
-func (n *Node) refuseForm(ctx context.Context, w http.ResponseWriter, t schema.Tenant, c schema.OAuthClient, form string, err error) {
+// refuseForm answers a refused login or consent form with a page and writes
+// oauth.authorize_refused naming the form and why: reason csrf (its CSRF token is
+// forged, another browser's, or a consent form's for another request than it was
+// shown for) or cross_site (posted from another site).
+func (n *Node) refuseForm(ctx context.Context, w http.ResponseWriter, t schema.Tenant, c schema.OAuthClient, form, reason string, err error) {
 	n.recordRefusal(ctx, t, schema.Change{Actor: "anonymous", ClientID: c.ClientID, RequestID: requestID(ctx)},
-		schema.OAuthRefusal{Action: "oauth.authorize_refused", ClientID: c.ClientID, Reason: "csrf", Form: form})
+		schema.OAuthRefusal{Action: "oauth.authorize_refused", ClientID: c.ClientID, Reason: reason, Form: form})
 	messagePage(w, http.StatusForbidden, "Request refused", err.Error())
+}
+
+// errCrossSite refuses a form posted from another site.
+var errCrossSite = errors.New("this form was posted from another site: start again from the application")
+
+// crossSite reports whether the browser says the form was posted from another origin
+// (Sec-Fetch-Site same-site or cross-site). The login and consent forms are only ever
+// posted by keyplane's own pages; this check holds where the CSRF token alone does
+// not: a host of the same site (a sibling subdomain) can toss its own kp_csrf cookie
+// into the browser and make tokens for it. A browser that does not send the header
+// is judged by the token alone.
+func crossSite(r *http.Request) bool {
+	switch r.Header.Get("Sec-Fetch-Site") {
+	case "", "same-origin", "none":
+		return false
+	}
+	return true
 }
 
 // idTokenResponse is the token response of the authorization_code grant.
@@ -685,7 +711,7 @@ func (n *Node) logout(ctx context.Context, w http.ResponseWriter, r *http.Reques
 	// (a link, an image; the hint may be anyone's ID token, an attacker's own): the
 	// person confirms, by a form only this origin can post (which drops the hint).
 	foreign := hint != "" && sess != nil && claims.Subject != sess.IdentityID
-	if foreign || hint == "" && (r.Method != http.MethodPost || checkCSRF(r) != nil) {
+	if foreign || hint == "" && (r.Method != http.MethodPost || crossSite(r) || checkCSRF(r) != nil) {
 		key := n.csrfKey(w, r, t.ID)
 		renderPage(w, http.StatusOK, page{Kind: "logout", Title: "Sign out?", Message: "Sign out of keyplane in this browser?",
 			Action: n.cookiePath(t.ID) + "oauth2/logout", CSRF: csrfToken(key), LogoutClient: clientID, LogoutTarget: target, LogoutState: state},

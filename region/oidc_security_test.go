@@ -2,6 +2,9 @@ package region_test
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
 	"net/http"
 	"net/url"
 	"strings"
@@ -219,4 +222,54 @@ func TestSecurityOIDCCodeRefusalsAreAudited(t *testing.T) {
 	}
 	wantGrantError(t, o.exchange(t, o.firstParty, o.firstSecret, code, o.redirect, verifier), "invalid_grant", "disabled")
 	wantAudit(t, o.fixture, "oauth.code_refused", "identity_inactive")
+}
+
+// tossedCSRF is what an attacker on a sibling host (evil.example.com next to
+// iam.example.com) can do: set the kp_csrf cookie for the parent domain to a key of
+// its choosing (cookie tossing) and so make valid CSRF tokens for it.
+func tossedCSRF(t *testing.T, o *opFixture, c *http.Client) string {
+	t.Helper()
+	key := strings.Repeat("A", 43)
+	u, _ := url.Parse(o.issuer + "/")
+	c.Jar.SetCookies(u, []*http.Cookie{{Name: "kp_csrf", Value: key, Path: "/t/acme/"}})
+	nonce := "bm9uY2Vub25jZW5vbmNl"
+	m := hmac.New(sha256.New, []byte(key))
+	m.Write([]byte("keyplane-csrf/" + nonce))
+	return nonce + "." + base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
+// TestSecurityOIDCLoginRefusesCrossSiteForm: the login form is refused when the
+// browser says it was posted from another origin (Sec-Fetch-Site). Before, the CSRF
+// token was the only guard, and an attacker on a sibling host who tossed its own
+// kp_csrf cookie into the victim's browser could post the login form with its own
+// credentials: the victim was signed in as the attacker (login CSRF) and the
+// application got the attacker's identity for the victim's actions.
+func TestSecurityOIDCLoginRefusesCrossSiteForm(t *testing.T) {
+	t.Parallel()
+	o := newOPFixture(t, "http://127.0.0.1:9/cb", "http://127.0.0.1:9/bye")
+	_, challenge := pkce()
+	victim := browser(t)
+	form := url.Values{"csrf_token": {tossedCSRF(t, o, victim)}, "request": {o.authParams(o.firstParty, challenge).Encode()}, "step": {"password"},
+		"email": {o.email}, "password": {o.password}} // the attacker's own account
+	for _, site := range []string{"same-site", "cross-site"} {
+		req, _ := http.NewRequest(http.MethodPost, o.issuer+"/oauth2/login", strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Sec-Fetch-Site", site)
+		p := do(t, victim, req)
+		if p.location != nil {
+			t.Fatalf("Sec-Fetch-Site %s: the forged login signed the browser in: %d %v", site, p.status, p.location)
+		}
+		wantErrorPage(t, p, http.StatusForbidden, "another site")
+	}
+	wantAudit(t, o.fixture, "oauth.authorize_refused", "cross_site")
+	// The login page's own form (same-origin, or a browser that does not say) works.
+	c := browser(t)
+	login := o.authorize(t, c, o.authParams(o.firstParty, challenge))
+	f := login.fields()
+	f.Set("email", o.email)
+	f.Set("password", o.password)
+	req, _ := http.NewRequest(http.MethodPost, o.issuer+"/oauth2/login", strings.NewReader(f.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Sec-Fetch-Site", "same-origin")
+	o.codeFrom(t, do(t, c, req))
 }
