@@ -27,6 +27,9 @@ const (
 	maxSubjectToken      = 16 << 10
 	// iatLeeway is how far in the future an external token's iat may be (clock skew).
 	iatLeeway = time.Minute
+	// jtiMargin is how much longer than the token's remaining lifetime (by this node's
+	// clock) its jti is kept: for the other nodes, whose clocks may be behind this one's.
+	jtiMargin = 5 * time.Minute
 )
 
 // exchangeForm is a token-exchange request's parameters, checked.
@@ -297,7 +300,8 @@ func (n *Node) completeExchange(ctx context.Context, form url.Values, t schema.T
 	now := n.now()
 	c := schema.Change{Actor: "federation:" + p.ID, ActorKind: "federation", RequestID: requestID(ctx)}
 	sess, err := n.store.CompleteExchange(ctx, c, t.Scope(), schema.Exchange{
-		PolicyID: p.ID, PolicyName: p.Name, Issuer: idt.Issuer, Subject: idt.Subject, JTI: jti, TokenExpiry: idt.Expiry,
+		PolicyID: p.ID, PolicyName: p.Name, Issuer: idt.Issuer, Subject: idt.Subject, JTI: jti,
+		KeepFor:  max(idt.Expiry.Sub(now), 0) + jtiMargin,
 		Audience: audience, Scope: scope,
 	}, schema.NewSession{IdentityID: p.IdentityID, GrantType: "token_exchange", AMR: []string{}, ExpiresAt: now.Add(ttl)})
 	switch {

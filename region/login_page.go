@@ -108,8 +108,20 @@ func csrfMAC(key, nonce string) string {
 	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
 }
 
+// boundCSRFToken is a per-form token like csrfToken, bound besides to what the form
+// may do (binding): only a page rendered for that can make one.
+func boundCSRFToken(key, binding string) string {
+	nonce := randomToken(16)
+	return nonce + "." + csrfMAC(key, nonce+"\x00"+binding)
+}
+
 // checkCSRF verifies a form's csrf_token against the browser's CSRF cookie.
-func checkCSRF(r *http.Request) error {
+func checkCSRF(r *http.Request) error { return checkBoundCSRF(r, "") }
+
+// checkBoundCSRF verifies a form's csrf_token against the browser's CSRF cookie and,
+// unless binding is "", against the binding its page was rendered for
+// (boundCSRFToken).
+func checkBoundCSRF(r *http.Request, binding string) error {
 	c, err := r.Cookie(csrfCookie)
 	if err != nil || c.Value == "" {
 		return errors.New("the CSRF cookie is missing: enable cookies and start again")
@@ -119,10 +131,23 @@ func checkCSRF(r *http.Request) error {
 	if tok == "" || !ok {
 		return errors.New("csrf_token is missing: start again from the application")
 	}
+	if binding != "" {
+		nonce += "\x00" + binding
+	}
 	if subtle.ConstantTimeCompare([]byte(mac), []byte(csrfMAC(c.Value, nonce))) != 1 {
+		if binding != "" {
+			return errors.New("csrf_token does not match this browser, its sign-in or this request: start again from the application")
+		}
 		return errors.New("csrf_token does not match this browser: start again from the application")
 	}
 	return nil
+}
+
+// consentBinding is what a consent form's CSRF token is bound to: the session and the
+// authorization request the authorization endpoint showed the page for, after its
+// checks (login, max_age, prompt, acr_values). The form answers that request only.
+func consentBinding(sessionID, request string) string {
+	return "consent/" + sessionID + "/" + request
 }
 
 // pendingLogin is a login whose password checked out and whose second factor is

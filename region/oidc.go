@@ -206,7 +206,8 @@ func (n *Node) continueAuthorize(ctx context.Context, w http.ResponseWriter, r *
 			}
 			key := n.csrfKey(w, r, t.ID)
 			renderPage(w, http.StatusOK, page{Kind: "consent", Title: "Allow access?", Client: c.Name, Action: n.cookiePath(t.ID) + "oauth2/consent",
-				CSRF: csrfToken(key), Request: requestQuery(r), Scopes: describeScopes(req.Scopes)}, originOf(req.RedirectURI))
+				CSRF: boundCSRFToken(key, consentBinding(sess.ID, requestQuery(r))), Request: requestQuery(r), Scopes: describeScopes(req.Scopes)},
+				originOf(req.RedirectURI))
 			return
 		}
 	}
@@ -274,8 +275,12 @@ func (n *Node) loginSubmit(ctx context.Context, w http.ResponseWriter, r *http.R
 	if !ok {
 		return
 	}
+	if crossSite(r) {
+		n.refuseForm(ctx, w, t, c, "login", "cross_site", errCrossSite)
+		return
+	}
 	if err := checkCSRF(r); err != nil {
-		messagePage(w, http.StatusForbidden, "Request refused", err.Error())
+		n.refuseForm(ctx, w, t, c, "login", "csrf", err)
 		return
 	}
 	key := n.csrfKey(w, r, t.ID)
@@ -367,14 +372,17 @@ func (n *Node) totpPage(w http.ResponseWriter, r *http.Request, t schema.Tenant,
 		CSRF: csrfToken(key), Request: requestQuery(r), Pending: pending}, originOf(req.RedirectURI))
 }
 
-// consentSubmit handles the consent form.
+// consentSubmit handles the consent form. Its CSRF token is bound to the session and
+// the request the page was shown for, so the form cannot answer another request (one
+// whose max_age, prompt=login or acr_values the session does not meet), nor outlive
+// its session.
 func (n *Node) consentSubmit(ctx context.Context, w http.ResponseWriter, r *http.Request, t schema.Tenant) {
 	req, c, ok := n.authorizeRequest(ctx, w, r, t, r.PostForm.Get("request"))
 	if !ok {
 		return
 	}
-	if err := checkCSRF(r); err != nil {
-		messagePage(w, http.StatusForbidden, "Request refused", err.Error())
+	if crossSite(r) {
+		n.refuseForm(ctx, w, t, c, "consent", "cross_site", errCrossSite)
 		return
 	}
 	sess, err := n.browserSession(ctx, r, t)
@@ -384,6 +392,10 @@ func (n *Node) consentSubmit(ctx context.Context, w http.ResponseWriter, r *http
 	}
 	if sess == nil {
 		n.loginPage(w, r, t, c, req, http.StatusOK, "", "Your session ended; sign in again.")
+		return
+	}
+	if err := checkBoundCSRF(r, consentBinding(sess.ID, r.PostForm.Get("request"))); err != nil {
+		n.refuseForm(ctx, w, t, c, "consent", "csrf", err)
 		return
 	}
 	switch r.PostForm.Get("decision") {
@@ -401,6 +413,33 @@ func (n *Node) consentSubmit(ctx context.Context, w http.ResponseWriter, r *http
 		return
 	}
 	n.issueCode(ctx, w, r, t, req, sess.Session)
+}
+
+// refuseForm answers a refused login or consent form with a page and writes
+// oauth.authorize_refused naming the form and why: reason csrf (its CSRF token is
+// forged, another browser's, or a consent form's for another request than it was
+// shown for) or cross_site (posted from another site).
+func (n *Node) refuseForm(ctx context.Context, w http.ResponseWriter, t schema.Tenant, c schema.OAuthClient, form, reason string, err error) {
+	n.recordRefusal(ctx, t, schema.Change{Actor: "anonymous", ClientID: c.ClientID, RequestID: requestID(ctx)},
+		schema.OAuthRefusal{Action: "oauth.authorize_refused", ClientID: c.ClientID, Reason: reason, Form: form})
+	messagePage(w, http.StatusForbidden, "Request refused", err.Error())
+}
+
+// errCrossSite refuses a form posted from another site.
+var errCrossSite = errors.New("this form was posted from another site: start again from the application")
+
+// crossSite reports whether the browser says the form was posted from another origin
+// (Sec-Fetch-Site same-site or cross-site). The login and consent forms are only ever
+// posted by keyplane's own pages; this check holds where the CSRF token alone does
+// not: a host of the same site (a sibling subdomain) can toss its own kp_csrf cookie
+// into the browser and make tokens for it. A browser that does not send the header
+// is judged by the token alone.
+func crossSite(r *http.Request) bool {
+	switch r.Header.Get("Sec-Fetch-Site") {
+	case "", "same-origin", "none":
+		return false
+	}
+	return true
 }
 
 // idTokenResponse is the token response of the authorization_code grant.
@@ -465,8 +504,12 @@ func (n *Node) authorizationCodeGrant(ctx context.Context, r *http.Request, t sc
 	case errors.Is(err, schema.ErrNotFound):
 		n.recordRefusal(ctx, t, c, schema.OAuthRefusal{Action: "oauth.code_refused", ClientID: cl.id, Reason: "unknown_code", CodeID: keyID})
 		return nil, oauthErr(http.StatusBadRequest, "invalid_grant", "code: invalid")
+	case errors.Is(err, schema.ErrCodeSessionRevoked):
+		n.recordRefusal(ctx, t, c, schema.OAuthRefusal{Action: "oauth.code_refused", ClientID: cl.id, Reason: "session_revoked", CodeID: keyID})
+		return nil, oauthErr(http.StatusBadRequest, "invalid_grant", "code: its session was revoked (signed out)")
 	case errors.Is(err, schema.ErrPrecondition):
-		return nil, oauthErr(http.StatusBadRequest, "invalid_grant", "code: expired, or its session was revoked")
+		n.recordRefusal(ctx, t, c, schema.OAuthRefusal{Action: "oauth.code_refused", ClientID: cl.id, Reason: "expired", CodeID: keyID})
+		return nil, oauthErr(http.StatusBadRequest, "invalid_grant", "code: expired (codes live "+authCodeTTL.String()+")")
 	case err != nil:
 		return nil, err
 	}
@@ -475,16 +518,28 @@ func (n *Node) authorizationCodeGrant(ctx context.Context, r *http.Request, t sc
 		return nil, err
 	}
 	now := n.now()
-	if st.IdentityStatus != schema.StatusActive || (!st.IdentityExpiry.IsZero() && !now.Before(st.IdentityExpiry)) ||
-		(!st.TokensValidAfter.IsZero() && st.SessionCreatedAt.Before(st.TokensValidAfter)) || !now.Before(st.SessionExpiresAt) {
-		return nil, oauthErr(http.StatusBadRequest, "invalid_grant", "the session's identity is disabled or its tokens were revoked")
+	var reason, desc string
+	switch {
+	case st.IdentityStatus != schema.StatusActive || (!st.IdentityExpiry.IsZero() && !now.Before(st.IdentityExpiry)):
+		reason, desc = "identity_inactive", "the session's identity is disabled, frozen or expired"
+	case !st.TokensValidAfter.IsZero() && st.SessionCreatedAt.Before(st.TokensValidAfter):
+		reason, desc = "tokens_revoked", "the session's tokens were revoked"
+	case !now.Before(st.SessionExpiresAt):
+		reason, desc = "session_expired", "the session expired"
+	}
+	if reason != "" {
+		n.recordRefusal(ctx, t, c, schema.OAuthRefusal{Action: "oauth.code_refused", ClientID: cl.id, Reason: reason, CodeID: keyID})
+		return nil, oauthErr(http.StatusBadRequest, "invalid_grant", desc)
 	}
 	ttl := t.AccessTokenTTL
 	if ttl <= 0 {
 		ttl = schema.DefaultAccessTokenTTL
 	}
 	ttl = min(ttl, sess.ExpiresAt.Sub(now))
-	access, err := n.mint(ring, grant{Tenant: t, IdentityID: sess.IdentityID, ClientID: cl.id, AMR: sess.AMR, Scope: code.Scope}, sess.ID, now, ttl)
+	// The access token is for userinfo (and resource servers that check no audience),
+	// never keyplane's API: a relying party must not act as the person in keyplane.
+	access, err := n.mint(ring, grant{Tenant: t, IdentityID: sess.IdentityID, ClientID: cl.id, AMR: sess.AMR, Scope: code.Scope,
+		Audience: n.userinfoAudience(t.ID)}, sess.ID, now, ttl)
 	if err != nil {
 		return nil, err
 	}
@@ -533,6 +588,14 @@ func acrOf(amr []string) string {
 		return acrMFA
 	}
 	return acrPassword
+}
+
+// userinfoAudience is the aud of the access tokens the authorization_code grant
+// mints: the userinfo endpoint's URL. It is not keyplane's API audience (the issuer,
+// Config.APIAudience), so authenticate refuses these tokens: the person consented to
+// the client learning who they are, not to it acting as them in keyplane.
+func (n *Node) userinfoAudience(tenantID string) string {
+	return n.Issuer(tenantID) + "/oauth2/userinfo"
 }
 
 // userinfo is the OIDC UserInfo endpoint: the access token's subject, with its name
@@ -592,7 +655,8 @@ func (n *Node) userinfo(w http.ResponseWriter, r *http.Request) {
 // logout is RP-initiated logout (OpenID RP-Initiated Logout 1.0): it revokes the
 // browser's keyplane session (and the session id_token_hint names, if it is the same
 // identity's), clears the cookie, and returns to post_logout_redirect_uri when the
-// client registered it exactly. Without id_token_hint the person confirms first.
+// client registered it exactly. Without id_token_hint, or with the ID token of another
+// person than the browser's, the person confirms first.
 func (n *Node) logout(ctx context.Context, w http.ResponseWriter, r *http.Request, t schema.Tenant) {
 	q := r.URL.Query()
 	if r.Method == http.MethodPost {
@@ -638,20 +702,20 @@ func (n *Node) logout(ctx context.Context, w http.ResponseWriter, r *http.Reques
 			return
 		}
 	}
-	if hint == "" {
-		// Without an ID token of the session, the request may come from any site (a
-		// link, an image): the person confirms, by a form only this origin can post.
-		if r.Method != http.MethodPost || checkCSRF(r) != nil {
-			key := n.csrfKey(w, r, t.ID)
-			renderPage(w, http.StatusOK, page{Kind: "logout", Title: "Sign out?", Message: "Sign out of keyplane in this browser?",
-				Action: n.cookiePath(t.ID) + "oauth2/logout", CSRF: csrfToken(key), LogoutClient: clientID, LogoutTarget: target, LogoutState: state},
-				originOf(target))
-			return
-		}
-	}
 	sess, err := n.browserSession(ctx, r, t)
 	if err != nil {
 		n.failPage(ctx, w, err)
+		return
+	}
+	// Without an ID token of the browser's person, the request may come from any site
+	// (a link, an image; the hint may be anyone's ID token, an attacker's own): the
+	// person confirms, by a form only this origin can post (which drops the hint).
+	foreign := hint != "" && sess != nil && claims.Subject != sess.IdentityID
+	if foreign || hint == "" && (r.Method != http.MethodPost || crossSite(r) || checkCSRF(r) != nil) {
+		key := n.csrfKey(w, r, t.ID)
+		renderPage(w, http.StatusOK, page{Kind: "logout", Title: "Sign out?", Message: "Sign out of keyplane in this browser?",
+			Action: n.cookiePath(t.ID) + "oauth2/logout", CSRF: csrfToken(key), LogoutClient: clientID, LogoutTarget: target, LogoutState: state},
+			originOf(target))
 		return
 	}
 	actor := schema.Change{Actor: "token-holder", ClientID: clientID, RequestID: requestID(ctx)}

@@ -35,9 +35,12 @@ import (
 const (
 	samlStateCookie = "kp_saml"
 	samlStateTTL    = 10 * time.Minute
-	// samlMaxReplayWindow bounds how long an assertion id is kept when the assertion
-	// names no NotOnOrAfter (crewjam refuses those without one, so it is a backstop).
+	// samlMaxReplayWindow bounds how long an assertion id is kept (a backstop: crewjam
+	// accepts an assertion for at most saml.MaxIssueDelay after its IssueInstant).
 	samlMaxReplayWindow = 24 * time.Hour
+	// samlReplayMargin is how much longer than its acceptance window an assertion id
+	// is kept, for the clocks of the other nodes.
+	samlReplayMargin = 5 * time.Minute
 )
 
 // mountSAML mounts the SP's endpoints under each tenant's issuer.
@@ -380,7 +383,9 @@ func (n *Node) samlACS(ctx context.Context, w http.ResponseWriter, r *http.Reque
 		n.samlRefuse(ctx, w, r, t, p, http.StatusForbidden, rule, msg, reason)
 		return
 	}
-	in := samlSignIn(p, as, n.now())
+	// crewjam judged the assertion's validity by the real clock: so is how long it
+	// stays acceptable.
+	in := samlSignIn(p, as, time.Now())
 	if (p.LinkBy == schema.SAMLLinkEmail || p.JIT) && in.Email == "" || p.LinkBy == schema.SAMLLinkExternalID && in.ExternalID == "" {
 		n.samlRefuse(ctx, w, r, t, p, http.StatusForbidden, "attributes", "The assertion lacks the attribute this organization links people by.",
 			"the assertion carries no "+p.LinkBy)
@@ -420,14 +425,15 @@ func (n *Node) samlACS(ctx context.Context, w http.ResponseWriter, r *http.Reque
 	http.Redirect(w, r, n.cookiePath(t.ID)+"oauth2/authorize?"+st.Request, http.StatusSeeOther)
 }
 
-// samlSignIn maps a verified assertion by the IdP's attribute mapping.
+// samlSignIn maps a verified assertion by the IdP's attribute mapping. Its id is kept
+// for replay for as long as crewjam would still accept it, judged at now: at most
+// saml.MaxIssueDelay after its IssueInstant (NotOnOrAfter is no bound: crewjam accepts
+// an assertion saml.MaxClockSkew past it), and samlReplayMargin more.
 func samlSignIn(p schema.SAMLIdP, as *saml.Assertion, now time.Time) schema.SAMLSignIn {
-	in := schema.SAMLSignIn{IdP: p, AssertionID: as.ID, Expires: now.Add(samlMaxReplayWindow)}
+	in := schema.SAMLSignIn{IdP: p, AssertionID: as.ID,
+		KeepFor: min(max(as.IssueInstant.Add(saml.MaxIssueDelay).Sub(now), 0), samlMaxReplayWindow) + samlReplayMargin}
 	if as.Subject != nil && as.Subject.NameID != nil {
 		in.NameID = strings.TrimSpace(as.Subject.NameID.Value)
-	}
-	if as.Conditions != nil && !as.Conditions.NotOnOrAfter.IsZero() && as.Conditions.NotOnOrAfter.Before(in.Expires) {
-		in.Expires = as.Conditions.NotOnOrAfter
 	}
 	attr := func(name string) string {
 		if name == "" {

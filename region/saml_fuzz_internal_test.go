@@ -73,20 +73,20 @@ func FuzzParseIdPMetadata(f *testing.F) {
 }
 
 // FuzzSAMLSignIn: mapping any assertion's subject and attributes never panics, keeps
-// the id for at most a day, and takes values only from the assertion.
+// the id for at least the margin and at most a day (and the margin), and takes values only from the assertion.
 func FuzzSAMLSignIn(f *testing.F) {
 	f.Add("id-1", "alice@corp.test", "mail", "alice@corp.test", "uid", "E-1", int64(60))
 	f.Add("", "", "", "", "", "", int64(-60))
 	f.Add("x", " spaced ", "urn:oid:0.9.2342.19200300.100.1.3", "", "mail", "\x00", int64(1<<40))
 	f.Fuzz(func(t *testing.T, id, nameID, attr1, val1, attr2, val2 string, expiresIn int64) {
 		now := time.Unix(1_700_000_000, 0)
-		as := &saml.Assertion{ID: id, Subject: &saml.Subject{NameID: &saml.NameID{Value: nameID}},
+		as := &saml.Assertion{ID: id, IssueInstant: now.Add(time.Duration(expiresIn) * time.Second), Subject: &saml.Subject{NameID: &saml.NameID{Value: nameID}},
 			Conditions:          &saml.Conditions{NotOnOrAfter: now.Add(time.Duration(expiresIn) * time.Second)},
 			AttributeStatements: []saml.AttributeStatement{{Attributes: []saml.Attribute{{Name: attr1, Values: []saml.AttributeValue{{Value: val1}}}, {FriendlyName: attr2, Values: []saml.AttributeValue{{Value: val2}}}}}}}
 		p := schema.SAMLIdP{EmailAttribute: attr1, ExternalIDAttribute: attr2}
 		in := samlSignIn(p, as, now)
-		if in.AssertionID != id || in.Expires.After(now.Add(samlMaxReplayWindow)) {
-			t.Fatalf("id %q expires %v", in.AssertionID, in.Expires)
+		if in.AssertionID != id || in.KeepFor < samlReplayMargin || in.KeepFor > samlMaxReplayWindow+samlReplayMargin {
+			t.Fatalf("id %q kept for %v", in.AssertionID, in.KeepFor)
 		}
 		for _, v := range []string{in.Email, in.ExternalID} {
 			if v != "" && v != strings.TrimSpace(val1) && v != strings.TrimSpace(val2) && v != strings.TrimSpace(nameID) {

@@ -282,6 +282,10 @@ func (n *Node) upstreamCallback(ctx context.Context, w http.ResponseWriter, r *h
 		retry("id_token", "id_token: claims: "+err.Error(), "Sign-in with "+p.DisplayName+" failed: unreadable ID token.", withSub)
 		return
 	}
+	if reason := authorizedParty(idt.Audience, all, p.ClientID); reason != "" {
+		retry("id_token", reason, "Sign-in with "+p.DisplayName+" failed: the ID token did not verify.", withSub)
+		return
+	}
 	claims := mapUpstreamClaims(p, idt.Subject, all)
 	login, err := n.linkUpstream(ctx, sc, p, claims)
 	if errors.Is(err, schema.ErrNotFound) {
@@ -327,6 +331,22 @@ func (n *Node) upstreamCallback(ctx context.Context, w http.ResponseWriter, r *h
 	n.metrics.loginAttempts.WithLabelValues("success").Inc()
 	n.setSessionCookie(w, t.ID, secret.Text, expires)
 	n.continueAuthorize(ctx, w, pr, t, client, req, &schema.BrowserSession{Session: sess}, true)
+}
+
+// authorizedParty checks an upstream ID token was issued to keyplane's client
+// (OIDC Core §3.1.3.7, steps 4 and 5; go-oidc checks only that clientID is among the
+// audiences): with several audiences its azp must be clientID, and an azp it carries
+// must be clientID. It returns why not, or "".
+func authorizedParty(aud []string, claims map[string]any, clientID string) string {
+	raw, has := claims["azp"]
+	azp, _ := raw.(string)
+	switch {
+	case has && azp != clientID:
+		return "id_token: azp " + quoteParam(fmt.Sprint(raw)) + " is not keyplane's client: the token was issued to another client"
+	case !has && len(aud) > 1:
+		return "id_token: several audiences and no azp: the token need not have been issued to keyplane's client"
+	}
+	return ""
 }
 
 // linkUpstream finds the keyplane identity a verified upstream identity signs in as:

@@ -23,6 +23,13 @@ const (
 // the session its tokens belong to has been revoked (RFC 6749 §4.1.2).
 var ErrCodeReuse = errors.New("authorization code already used: the tokens issued from it have been revoked")
 
+// ErrCodeExpired and ErrCodeSessionRevoked are the ErrPrecondition refusals of
+// RedeemAuthCode: the code is past its expiry, or its session was revoked.
+var (
+	ErrCodeExpired        = fmt.Errorf("%w: authorization code expired", ErrPrecondition)
+	ErrCodeSessionRevoked = fmt.Errorf("%w: the authorization code's session was revoked", ErrPrecondition)
+)
+
 // ValidRedirectURI reports whether s may be registered as a redirect URI: an absolute
 // https URI, or http for a loopback host (127.0.0.1, [::1], localhost: native apps and
 // tests, RFC 8252 §7.3), without fragment or user info, at most MaxRedirectURILen
@@ -205,7 +212,8 @@ func (s *Store) CreateAuthCode(ctx context.Context, c Change, sc Scope, in NewAu
 
 // RedeemAuthCode spends the authorization code id (matches checks the presented
 // code against the stored hash): ErrNotFound for an unknown code or one that does not
-// match, ErrPrecondition for an expired one or one whose session was revoked. A code
+// match, ErrCodeExpired or ErrCodeSessionRevoked (both ErrPrecondition) for an expired
+// one or one whose session was revoked. A code
 // redeemed before revokes its session (and so every token issued from it) and
 // returns ErrCodeReuse, with the "oauth.code_reuse" audit event committed. The caller
 // checks the client, redirect URI and PKCE verifier against what is returned: a
@@ -242,7 +250,7 @@ FROM authorization_codes WHERE tenant_id = $1 AND crdb_region = $2 AND id = $3 F
 			return fmt.Errorf("%w: %w", ErrPrecondition, err)
 		}
 		if !time.Now().Before(out.ExpiresAt) {
-			return fmt.Errorf("%w: authorization code expired", ErrPrecondition)
+			return ErrCodeExpired
 		}
 		sess, err = scanSession(tx.QueryRow(ctx, `SELECT `+sessionColumns+` FROM sessions
 WHERE tenant_id = $1 AND crdb_region = $2 AND id = $3`, sc.TenantID, sc.Region, out.SessionID))
@@ -251,7 +259,7 @@ WHERE tenant_id = $1 AND crdb_region = $2 AND id = $3`, sc.TenantID, sc.Region, 
 		}
 		sess.RevokedAt = zeroEpoch(sess.RevokedAt)
 		if !sess.RevokedAt.IsZero() {
-			return fmt.Errorf("%w: session revoked", ErrPrecondition)
+			return ErrCodeSessionRevoked
 		}
 		if _, err := tx.Exec(ctx, `UPDATE authorization_codes SET used_at = now() WHERE tenant_id = $1 AND crdb_region = $2 AND id = $3`,
 			sc.TenantID, sc.Region, id); err != nil {
@@ -304,13 +312,15 @@ VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`, sc.TenantID, sc.Region, ide
 }
 
 // OAuthRefusal is a refused OpenID Provider request worth an audit event: a code
-// redemption that failed its bindings, or an authorization request naming a redirect
-// URI its client did not register.
+// redemption that failed its bindings, an authorization request naming a redirect
+// URI its client did not register, or a login or consent form refused by its CSRF
+// token.
 type OAuthRefusal struct {
 	Action   string // "oauth.code_refused" or "oauth.authorize_refused"
 	ClientID string
 	Reason   string // what failed, e.g. "code_verifier", "redirect_uri"
 	CodeID   string // the code's key id, when a code was presented
+	Form     string // the page's form refused (login, consent), for reason csrf
 }
 
 // RecordOAuthRefusal writes the refusal's audit event (nothing else changes).
@@ -318,6 +328,9 @@ func (s *Store) RecordOAuthRefusal(ctx context.Context, c Change, sc Scope, r OA
 	after := map[string]any{"reason": r.Reason}
 	if r.CodeID != "" {
 		after["code_id"] = r.CodeID
+	}
+	if r.Form != "" {
+		after["form"] = r.Form
 	}
 	return s.tx(ctx, func(tx pgx.Tx) error {
 		return s.writeAudit(ctx, tx, sc, c, audit{action: r.Action, targetKind: "client", targetID: r.ClientID, after: after})

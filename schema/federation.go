@@ -419,9 +419,13 @@ func policySummary(p TrustPolicy) map[string]any {
 type Exchange struct {
 	PolicyID, PolicyName string
 	Issuer, Subject      string
-	JTI                  string    // "" when the policy allows tokens without one
-	TokenExpiry          time.Time // the external token's exp: its jti is kept until then
-	Audience, Scope      string    // of the minted token
+	JTI                  string // "" when the policy allows tokens without one
+	// KeepFor is how long the jti is kept, from the database's now(): the external
+	// token's remaining lifetime as the node judged it, and a margin. The database
+	// prunes jtis by its own clock, so the window is measured on it: a node whose
+	// clock is behind must not see a jti forgotten while it still accepts the token.
+	KeepFor         time.Duration
+	Audience, Scope string // of the minted token
 }
 
 // CompleteExchange records a token exchange in one transaction: the external token's
@@ -437,8 +441,9 @@ func (s *Store) CompleteExchange(ctx context.Context, c Change, sc Scope, x Exch
 			return fmt.Errorf("prune exchanged tokens: %w", err)
 		}
 		if x.JTI != "" {
-			tag, err := tx.Exec(ctx, `INSERT INTO federation_jtis (tenant_id, crdb_region, issuer, jti, expires_at) VALUES ($1, $2, $3, $4, $5)
-ON CONFLICT DO NOTHING`, sc.TenantID, sc.Region, x.Issuer, x.JTI, x.TokenExpiry)
+			tag, err := tx.Exec(ctx, `INSERT INTO federation_jtis (tenant_id, crdb_region, issuer, jti, expires_at)
+VALUES ($1, $2, $3, $4, now() + $5::INT8 * INTERVAL '1 millisecond') ON CONFLICT DO NOTHING`, sc.TenantID, sc.Region, x.Issuer, x.JTI,
+				x.KeepFor.Milliseconds())
 			if err != nil {
 				return fmt.Errorf("record exchanged token: %w", err)
 			}

@@ -174,7 +174,10 @@ func getSAMLIdP(ctx context.Context, q querier, sc Scope, where, arg, lock strin
 type SAMLSignIn struct {
 	IdP         SAMLIdP
 	AssertionID string
-	Expires     time.Time // the assertion's NotOnOrAfter: its id is kept until then
+	// KeepFor is how long its id is kept for replay, from the database's now(): the
+	// database decides when a record is pruned, so the window is measured on its
+	// clock (a node's clock behind it must not make an id be forgotten early).
+	KeepFor     time.Duration
 	NameID      string
 	Email       string
 	ExternalID  string
@@ -193,7 +196,8 @@ func (s *Store) CompleteSAMLLogin(ctx context.Context, c Change, sc Scope, in SA
 			return fmt.Errorf("prune saml assertions: %w", err)
 		}
 		tag, err := tx.Exec(ctx, `INSERT INTO saml_assertions (tenant_id, crdb_region, idp_id, assertion_id, expires_at)
-VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`, sc.TenantID, sc.Region, in.IdP.ID, in.AssertionID, in.Expires)
+VALUES ($1, $2, $3, $4, now() + $5::INT8 * INTERVAL '1 millisecond') ON CONFLICT DO NOTHING`, sc.TenantID, sc.Region, in.IdP.ID, in.AssertionID,
+			in.KeepFor.Milliseconds())
 		if err != nil {
 			return fmt.Errorf("record saml assertion: %w", err)
 		}
