@@ -107,6 +107,7 @@ var authorities = func() map[string]authority {
 	federation := func(m string) string { return procedure(keyplanev1connect.FederationServiceName, m) }
 	upstream := func(m string) string { return procedure(keyplanev1connect.UpstreamServiceName, m) }
 	samlSvc := func(m string) string { return procedure(keyplanev1connect.SAMLServiceName, m) }
+	analyticsSvc := func(m string) string { return procedure(keyplanev1connect.AnalyticsServiceName, m) }
 	cluster := authority{plane: planeCluster}
 	public := authority{plane: planePublic}
 	tenant := func(perm string, on target, sensitive bool) authority {
@@ -215,6 +216,12 @@ var authorities = func() map[string]authority {
 		samlSvc("DeleteSAMLIdP"):           tenant(PermFederationWrite, onTenant, true),
 		samlSvc("GetSAMLIdP"):              tenant(PermFederationRead, onTenant, false),
 		samlSvc("ListSAMLIdPs"):            tenant(PermFederationRead, onTenant, false),
+		// Alerts and webhooks (docs/analytics.md): a webhook receives every alert, so
+		// adding one steps up.
+		analyticsSvc("ListAlerts"):    tenant(PermAnalyticsRead, onTenant, false),
+		analyticsSvc("ListWebhooks"):  tenant(PermAnalyticsRead, onTenant, false),
+		analyticsSvc("CreateWebhook"): tenant(PermAnalyticsManage, onTenant, true),
+		analyticsSvc("DeleteWebhook"): tenant(PermAnalyticsManage, onTenant, false),
 	}
 }()
 

@@ -83,6 +83,9 @@ type Config struct {
 	// retention (tenants homed in its region; each round is bounded, see
 	// decisionPruner); 0 means 5 minutes, negative turns the pruner off.
 	DecisionPruneEvery time.Duration
+	// Analytics configures access baselines, anomaly alerts, their webhooks and policy
+	// drift detection (docs/analytics.md); its zero value means the defaults.
+	Analytics AnalyticsConfig
 }
 
 // DefaultConfig returns a configuration with a random node id and no operator secret.
@@ -121,6 +124,9 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("api audience: %q must be printable ASCII without spaces, quotes, backslashes or '#'", c.APIAudience))
 	}
 	if err := c.Login.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Analytics.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

@@ -64,6 +64,9 @@ type Node struct {
 	geo       *geoip.DB                               // request.country's database (Config.GeoIPDB); nil without one
 	claimsEnv *authz.ClaimsEnv                        // trust-policy conditions (federation.go)
 	issuers   *issuers                                // external issuers' discovery and keys (federation_issuer.go)
+	analytics *analytics                              // access baselines and anomaly alerts (analytics.go)
+	webhooks  *dispatcher                             // alert webhook deliveries (webhook.go)
+	drift     *driftChecker                           // policy drift detection (drift.go)
 }
 
 // New assembles a node. log may be nil (no logging).
@@ -97,6 +100,11 @@ func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node
 	}
 	cfg.Limits = cfg.Limits.withDefaults()
 	cfg.Login = cfg.Login.withDefaults()
+	cfg.Analytics = cfg.Analytics.withDefaults()
+	am, err := newAnalyticsMetrics(reg, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("register analytics metrics: %w", err)
+	}
 	var geo *geoip.DB
 	if cfg.GeoIPDB != "" {
 		if geo, err = geoip.Open(cfg.GeoIPDB, log); err != nil {
@@ -116,6 +124,9 @@ func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node
 		return nil, err
 	}
 	n.issuers = newIssuers(nil)
+	n.analytics = newAnalytics(cfg.Analytics, store, log, am)
+	n.webhooks = newDispatcher(n, am)
+	n.drift = newDriftChecker(n, n.analytics)
 	n.store = store.WithRuleMatcher(n.matchRule)
 
 	mux := http.NewServeMux()
@@ -133,6 +144,7 @@ func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node
 	mux.Handle(keyplanev1connect.NewFederationServiceHandler(&FederationService{node: n}, observe, connect.WithReadMaxBytes(64<<10)))
 	mux.Handle(keyplanev1connect.NewUpstreamServiceHandler(&UpstreamService{node: n}, observe, connect.WithReadMaxBytes(64<<10)))
 	mux.Handle(keyplanev1connect.NewSAMLServiceHandler(&SAMLService{node: n}, observe, connect.WithReadMaxBytes(512<<10)))
+	mux.Handle(keyplanev1connect.NewAnalyticsServiceHandler(&AnalyticsService{node: n}, observe, connect.WithReadMaxBytes(64<<10)))
 	small := connect.WithReadMaxBytes(64 << 10) // connect reads any size otherwise
 	mux.Handle(grpchealth.NewHandler(healthChecker{n}, connect.WithHandlerOptions(connect.WithInterceptors(n.observe()), connect.WithCompressMinBytes(8<<10)), small))
 	n.mountOAuth(mux)
@@ -141,7 +153,7 @@ func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node
 	n.mountSAML(mux)
 	reflector := grpcreflect.NewStaticReflector(keyplanev1connect.AdminServiceName, keyplanev1connect.AuthServiceName, keyplanev1connect.CheckServiceName,
 		keyplanev1connect.ElevationServiceName, keyplanev1connect.DecisionServiceName, keyplanev1connect.FederationServiceName, keyplanev1connect.UpstreamServiceName,
-		keyplanev1connect.SAMLServiceName, grpchealth.HealthV1ServiceName)
+		keyplanev1connect.SAMLServiceName, keyplanev1connect.AnalyticsServiceName, grpchealth.HealthV1ServiceName)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector, small))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector, small))
 	n.mountHealth(mux)
@@ -267,7 +279,7 @@ func (h healthChecker) Check(ctx context.Context, req *grpchealth.CheckRequest) 
 	switch req.Service {
 	case "", keyplanev1connect.AdminServiceName, keyplanev1connect.AuthServiceName, keyplanev1connect.CheckServiceName,
 		keyplanev1connect.ElevationServiceName, keyplanev1connect.DecisionServiceName, keyplanev1connect.FederationServiceName,
-		keyplanev1connect.UpstreamServiceName, keyplanev1connect.SAMLServiceName:
+		keyplanev1connect.UpstreamServiceName, keyplanev1connect.SAMLServiceName, keyplanev1connect.AnalyticsServiceName:
 	default:
 		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("unknown service %q", req.Service))
 	}
@@ -293,18 +305,26 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
 	logged := make(chan struct{})
 	go func() { n.lastUsed.run(flushCtx, n.cfg.LastUsedFlush, n.store, n.log); close(flushed) }()
 	go func() { n.decisions.run(flushCtx); close(logged) }()
+	analyzed := make(chan struct{})
+	go func() { n.analytics.run(flushCtx); close(analyzed) }()
 	readyCtx, stopReady := context.WithCancel(ctx)
 	reported := make(chan struct{})
 	go func() { n.reportReadiness(readyCtx); close(reported) }()
 	pruned := make(chan struct{})
 	go func() { n.pruner.run(readyCtx); close(pruned) }()
+	delivered, drifted := make(chan struct{}), make(chan struct{})
+	go func() { n.webhooks.run(readyCtx); close(delivered) }()
+	go func() { n.drift.run(readyCtx); close(drifted) }()
 	defer func() {
 		stopReady()
 		<-reported
 		<-pruned
+		<-delivered
+		<-drifted
 		stopFlush()
 		<-flushed
 		<-logged
+		<-analyzed
 	}()
 	n.log.Info("serving", "addr", ln.Addr().String())
 	select {
