@@ -591,7 +591,8 @@ func (a *analytics) travel(ctx context.Context, sc schema.Scope, evs []accessEve
 			return nil, fmt.Errorf("session use: %w", err)
 		}
 		if ok {
-			us = append([]use{{prev.Region, us[0].identity, prev.At}}, us...)
+			us = append(us, use{prev.Region, us[0].identity, prev.At})
+			slices.SortStableFunc(us, func(x, y use) int { return x.at.Compare(y.at) })
 		}
 		for i := 1; i < len(us); i++ {
 			from, to := us[i-1], us[i]
@@ -605,7 +606,11 @@ func (a *analytics) travel(ctx context.Context, sc schema.Scope, evs []accessEve
 			took := to.at.Sub(from.at).Abs()
 			need := time.Duration(km / a.cfg.TravelKmh * float64(time.Hour))
 			if took < need {
-				out = append(out, schema.Alert{IdentityID: to.identity, Kind: AlertImpossibleTravel, Value: from.region + "→" + to.region,
+				// The value names the pair, whichever way: a session bouncing between
+				// two regions is one alert per suppression window.
+				pair := []string{from.region, to.region}
+				slices.Sort(pair)
+				out = append(out, schema.Alert{IdentityID: to.identity, Kind: AlertImpossibleTravel, Value: pair[0] + "↔" + pair[1],
 					Reason: fmt.Sprintf("session %s used in %s then %s %s later; %.0f km need at least %s at %.0f km/h", s, from.region, to.region,
 						took.Round(time.Second), km, need.Round(time.Minute), a.cfg.TravelKmh)})
 			}
