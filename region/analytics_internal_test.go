@@ -49,17 +49,17 @@ func newTrace(sc schema.Scope, seed uint64) *trace {
 		tr.ids[name] = &ti
 	}
 	add("alice", traceIdentity{kind: schema.KindHuman, regions: []string{"us-east"}, networks: []string{"198.51.100.0/24", "203.0.113.0/24"},
-		hours: business, weekdays: true, perDay: 40, perms: []string{"docs.read", "docs.write"}, denyPct: 5})
+		hours: business, weekdays: true, perDay: 40, perms: []string{"docs.doc.read", "docs.doc.write"}, denyPct: 5})
 	add("bruno", traceIdentity{kind: schema.KindHuman, regions: []string{"eu-west"}, networks: []string{"192.0.2.0/24", "100.64.1.0/24"},
-		hours: business, weekdays: true, perDay: 40, perms: []string{"docs.read"}, denyPct: 5})
+		hours: business, weekdays: true, perDay: 40, perms: []string{"docs.doc.read"}, denyPct: 5})
 	add("chen", traceIdentity{kind: schema.KindHuman, regions: []string{"us-east", "eu-west"}, networks: []string{"198.18.0.0/24", "198.18.1.0/24"},
-		hours: business, weekdays: true, perDay: 40, perms: []string{"docs.read", "docs.write", "iam.identities.read"}, denyPct: 3})
+		hours: business, weekdays: true, perDay: 40, perms: []string{"docs.doc.read", "docs.doc.write", "iam.identities.read"}, denyPct: 3})
 	add("etl", traceIdentity{kind: schema.KindServiceAccount, regions: []string{"us-east"}, networks: []string{"10.0.1.0/24"},
-		hours: []int{2, 3}, perDay: 30, perms: []string{"data.read", "data.write"}, denyPct: 1})
+		hours: []int{2, 3}, perDay: 30, perms: []string{"data.table.read", "data.table.write"}, denyPct: 1})
 	add("reporter", traceIdentity{kind: schema.KindServiceAccount, regions: []string{"eu-west"}, networks: []string{"10.0.2.0/24"},
-		hours: []int{6}, perDay: 30, perms: []string{"reports.write"}, denyPct: 1})
+		hours: []int{6}, perDay: 30, perms: []string{"reports.report.write"}, denyPct: 1})
 	add("sync", traceIdentity{kind: schema.KindAgent, regions: []string{"ap-south"}, networks: []string{"10.0.3.0/24"},
-		hours: []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23}, perDay: 48, perms: []string{"queue.read"}, denyPct: 2})
+		hours: []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23}, perDay: 48, perms: []string{"queue.message.read"}, denyPct: 2})
 	return tr
 }
 
