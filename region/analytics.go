@@ -362,13 +362,14 @@ func (a *analytics) process(ctx context.Context, sc schema.Scope, evs []accessEv
 		return err
 	}
 	alerts = append(alerts, travel...)
-	if err := a.store.AddFeatures(ctx, sc, features); err != nil {
-		return fmt.Errorf("write baselines: %w", err)
-	}
+	// Alerts first: once a batch shows in the baselines, its alerts are raised.
 	for _, al := range alerts {
 		if _, err := a.raise(ctx, sc, al); err != nil {
 			return err
 		}
+	}
+	if err := a.store.AddFeatures(ctx, sc, features); err != nil {
+		return fmt.Errorf("write baselines: %w", err)
 	}
 	return nil
 }
