@@ -633,3 +633,43 @@ func (a *analytics) distance(r1, r2 string) (float64, bool) {
 	h := math.Sin(dLat/2)*math.Sin(dLat/2) + math.Cos(p.Lat*rad)*math.Cos(q.Lat*rad)*math.Sin(dLon/2)*math.Sin(dLon/2)
 	return 2 * earthKm * math.Asin(math.Min(1, math.Sqrt(h))), true
 }
+
+// ParseRegionCoordinates reads region coordinates for impossible travel from text
+// like "us-east=38.9,-77.0;eu-west=53.3,-6.3" (serve's --analytics-regions): at most
+// 200 regions, each a region name, latitude within ±90 and longitude within ±180.
+func ParseRegionCoordinates(s string) (map[string]Coordinates, error) {
+	out := map[string]Coordinates{}
+	if strings.TrimSpace(s) == "" {
+		return out, nil
+	}
+	for item := range strings.SplitSeq(s, ";") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		name, coords, ok := strings.Cut(item, "=")
+		name = strings.TrimSpace(name)
+		if !ok {
+			return nil, fmt.Errorf("region coordinates %q: want name=latitude,longitude", item)
+		}
+		if err := schema.CheckRegionName(name); err != nil {
+			return nil, fmt.Errorf("region coordinates %q: %w", item, err)
+		}
+		lat, lon, ok := strings.Cut(coords, ",")
+		if !ok {
+			return nil, fmt.Errorf("region coordinates %q: want name=latitude,longitude", item)
+		}
+		var p Coordinates
+		var err1, err2 error
+		p.Lat, err1 = strconv.ParseFloat(strings.TrimSpace(lat), 64)
+		p.Lon, err2 = strconv.ParseFloat(strings.TrimSpace(lon), 64)
+		if err1 != nil || err2 != nil || math.IsNaN(p.Lat) || math.IsNaN(p.Lon) || p.Lat < -90 || p.Lat > 90 || p.Lon < -180 || p.Lon > 180 {
+			return nil, fmt.Errorf("region coordinates %q: latitude within ±90 and longitude within ±180, in degrees", item)
+		}
+		if len(out) >= 200 {
+			return nil, errors.New("region coordinates: at most 200 regions")
+		}
+		out[name] = p
+	}
+	return out, nil
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -314,6 +315,55 @@ func FuzzValidateWebhookURL(f *testing.F) {
 		}
 		if !loopback && u.Scheme != "https" {
 			t.Fatalf("accepted %q without https", raw)
+		}
+	})
+}
+
+func TestParseRegionCoordinates(t *testing.T) {
+	t.Parallel()
+	got, err := ParseRegionCoordinates(" us-east = 38.9,-77.0 ; mars-base=-4.5,137.4;")
+	if err != nil || len(got) != 2 || got["us-east"] != (Coordinates{38.9, -77}) || got["mars-base"] != (Coordinates{-4.5, 137.4}) {
+		t.Fatalf("got %v %v", got, err)
+	}
+	for _, bad := range []string{"us-east", "us-east=1", "us-east=91,0", "us-east=0,181", "US East=1,2", "x=NaN,1", "=1,2", "a=1,2,3"} {
+		if _, err := ParseRegionCoordinates(bad); err == nil {
+			t.Errorf("%q: accepted", bad)
+		}
+	}
+}
+
+// FuzzParseRegionCoordinates: never panics; what it accepts is in range.
+func FuzzParseRegionCoordinates(f *testing.F) {
+	for _, s := range []string{"us-east=38.9,-77.0;eu-west=53.3,-6.3", "a=1,2", "a=1e308,2", "a=-0,0;", ";;", "a=0x10,1", "a=Inf,1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		m, err := ParseRegionCoordinates(s)
+		if err != nil {
+			return
+		}
+		for name, p := range m {
+			if name == "" || p.Lat < -90 || p.Lat > 90 || p.Lon < -180 || p.Lon > 180 {
+				t.Fatalf("%q: accepted %q=%v", s, name, p)
+			}
+		}
+	})
+}
+
+// FuzzNetworkOf: never panics; a network it returns contains the address.
+func FuzzNetworkOf(f *testing.F) {
+	for _, s := range []string{"198.51.100.7", "::1", "fe80::1%eth0", "::ffff:1.2.3.4", "", "1.2.3", "2001:db8::"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		n := networkOf(s)
+		if n == "" {
+			return
+		}
+		p, err := netip.ParsePrefix(n)
+		a, aerr := netip.ParseAddr(s)
+		if err != nil || aerr != nil || !p.Contains(a.Unmap().WithZone("")) {
+			t.Fatalf("networkOf(%q) = %q", s, n)
 		}
 	})
 }
