@@ -113,48 +113,52 @@ type ClaimedDelivery struct {
 	Alert        Alert
 }
 
-// ClaimDeliveries claims up to limit due deliveries of the tenant for node, for
-// lease: a conditional UPDATE takes rows that are pending and due, or whose sending
-// claim expired (a node died sending), so two nodes never both hold one. Each claim
-// counts an attempt.
+// ClaimDeliveries claims up to limit due deliveries of the tenant for this node, for
+// lease: one conditional UPDATE takes rows that are pending and
+// due, or whose sending claim expired (a node died sending), re-checking the
+// condition on each row it updates, so two nodes never both hold one. Each claim
+// counts an attempt. A claimed delivery whose webhook was deleted meanwhile is left
+// out.
 func (s *Store) ClaimDeliveries(ctx context.Context, sc Scope, lease time.Duration, limit int) ([]ClaimedDelivery, error) {
-	var out []ClaimedDelivery
+	const due = `((state = 'pending' AND next_at <= now()) OR (state = 'sending' AND claimed_until < now()))`
+	var ds []Delivery
+	// One statement, in a transaction only so that a serialization failure (another
+	// node claiming at the same moment) is retried.
 	err := s.tx(ctx, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, `UPDATE analytics_deliveries SET state = 'sending', claimed_by = $3, claimed_until = now() + make_interval(secs => $4),
   attempts = attempts + 1
-WHERE crdb_region = $1 AND tenant_id = $2 AND (alert_id, webhook_id) IN (
-  SELECT alert_id, webhook_id FROM analytics_deliveries WHERE crdb_region = $1 AND tenant_id = $2
-    AND ((state = 'pending' AND next_at <= now()) OR (state = 'sending' AND claimed_until < now()))
-  ORDER BY next_at LIMIT $5)
-  AND ((state = 'pending' AND next_at <= now()) OR (state = 'sending' AND claimed_until < now()))
+WHERE crdb_region = $1 AND tenant_id = $2 AND `+due+` AND (alert_id, webhook_id) IN (
+  SELECT alert_id, webhook_id FROM analytics_deliveries WHERE crdb_region = $1 AND tenant_id = $2 AND `+due+` ORDER BY next_at LIMIT $5)
 RETURNING alert_id::TEXT, webhook_id::TEXT, state, attempts, last_error, delivered_at`, sc.Region, sc.TenantID, s.node, lease.Seconds(), limit)
 		if err != nil {
 			return fmt.Errorf("claim deliveries: %w", err)
 		}
-		ds, err := pgx.CollectRows(rows, scanDelivery)
-		if err != nil {
+		if ds, err = pgx.CollectRows(rows, scanDelivery); err != nil {
 			return fmt.Errorf("claim deliveries: %w", err)
-		}
-		out = out[:0]
-		for _, d := range ds {
-			cd := ClaimedDelivery{Delivery: d}
-			err := tx.QueryRow(ctx, `SELECT w.url, w.secret_sealed, a.id::TEXT, a.at, a.identity_id, a.kind, a.value, a.reason, a.region, a.node
-FROM analytics_webhooks w, analytics_alerts a
-WHERE w.crdb_region = $1 AND w.tenant_id = $2 AND w.id = $3 AND a.crdb_region = $1 AND a.tenant_id = $2 AND a.id = $4`,
-				sc.Region, sc.TenantID, d.WebhookID, d.AlertID).Scan(&cd.URL, &cd.SealedSecret, &cd.Alert.ID, &cd.Alert.At, &cd.Alert.IdentityID,
-				&cd.Alert.Kind, &cd.Alert.Value, &cd.Alert.Reason, &cd.Alert.Region, &cd.Alert.Node)
-			if errors.Is(err, pgx.ErrNoRows) {
-				continue // the webhook was deleted meanwhile
-			}
-			if err != nil {
-				return fmt.Errorf("read claimed delivery: %w", err)
-			}
-			cd.Alert.TenantID = sc.TenantID
-			out = append(out, cd)
 		}
 		return nil
 	})
-	return out, err
+	if err != nil {
+		return nil, err
+	}
+	out := make([]ClaimedDelivery, 0, len(ds))
+	for _, d := range ds {
+		cd := ClaimedDelivery{Delivery: d}
+		err := s.pool.QueryRow(ctx, `SELECT w.url, w.secret_sealed, a.id::TEXT, a.at, a.identity_id, a.kind, a.value, a.reason, a.region, a.node
+FROM analytics_webhooks w, analytics_alerts a
+WHERE w.crdb_region = $1 AND w.tenant_id = $2 AND w.id = $3 AND a.crdb_region = $1 AND a.tenant_id = $2 AND a.id = $4`,
+			sc.Region, sc.TenantID, d.WebhookID, d.AlertID).Scan(&cd.URL, &cd.SealedSecret, &cd.Alert.ID, &cd.Alert.At, &cd.Alert.IdentityID,
+			&cd.Alert.Kind, &cd.Alert.Value, &cd.Alert.Reason, &cd.Alert.Region, &cd.Alert.Node)
+		if errors.Is(err, pgx.ErrNoRows) {
+			continue // the webhook was deleted meanwhile
+		}
+		if err != nil {
+			return nil, classify(err)
+		}
+		cd.Alert.TenantID = sc.TenantID
+		out = append(out, cd)
+	}
+	return out, nil
 }
 
 // FinishDelivery records the outcome of a claimed delivery, if this node still holds
