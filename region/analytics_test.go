@@ -323,10 +323,15 @@ func TestAnalyticsImpossibleTravelAcrossNodes(t *testing.T) {
 	if len(as) != 1 || as[0].Kind != region.AlertImpossibleTravel || as[0].Value != "ap-south↔us-east" {
 		t.Fatalf("alerts %v, want one impossible_travel ap-south↔us-east", as)
 	}
-	ds, _, err := f.store.ListDecisions(ctx, schema.Scope{TenantID: f.tenant, Region: "us-east"}, schema.DecisionFilter{PrincipalID: f.bot}, time.Time{}, schema.Page{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	var ds []schema.Decision
+	eventually(t, "both nodes' decision logs", func() bool {
+		var err error
+		ds, _, err = f.store.ListDecisions(ctx, schema.Scope{TenantID: f.tenant, Region: "us-east"}, schema.DecisionFilter{PrincipalID: f.bot}, time.Time{}, schema.Page{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(ds) >= 2
+	})
 	entries := map[string]bool{}
 	for _, d := range ds {
 		entries[d.EntryRegion] = true

@@ -189,8 +189,12 @@ SELECT tenant_id, crdb_region, $3, id FROM analytics_webhooks WHERE crdb_region 
 			return fmt.Errorf("queue deliveries: %w", err)
 		}
 		raised = true
-		return s.writeAudit(ctx, tx, sc, Change{Actor: "system", ActorKind: "system"}, audit{action: "analytics.alert", targetKind: "identity",
-			targetID: a.IdentityID, after: map[string]any{"alert_id": a.ID, "kind": a.Kind, "value": a.Value, "reason": a.Reason}})
+		target, targetID := "identity", a.IdentityID
+		if targetID == "" {
+			target, targetID = "tenant", sc.TenantID // policy drift is about the tenant's policy
+		}
+		return s.writeAudit(ctx, tx, sc, Change{Actor: "system", ActorKind: "system"}, audit{action: "analytics.alert", targetKind: target,
+			targetID: targetID, after: map[string]any{"alert_id": a.ID, "kind": a.Kind, "value": a.Value, "reason": a.Reason}})
 	})
 	return a, raised, err
 }
