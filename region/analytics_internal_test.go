@@ -171,6 +171,15 @@ func alertsOf(t *testing.T, store *schema.Store, sc schema.Scope) []schema.Alert
 // the anomalies is suppressed.
 func TestAnalyticsTraceFindsPlantedAnomalies(t *testing.T) {
 	t.Parallel()
+	for seed := range uint64(3) {
+		t.Run(fmt.Sprintf("seed %d", seed), func(t *testing.T) {
+			t.Parallel()
+			traceFindsPlantedAnomalies(t, seed)
+		})
+	}
+}
+
+func traceFindsPlantedAnomalies(t *testing.T, seed uint64) {
 	ctx := context.Background()
 	store := schematest.NewStore(t, "us-east")
 	tn, err := store.CreateTenant(ctx, schema.Change{Actor: "operator"}, schema.NewTenant{ID: "acme", Name: "Acme", HomeRegion: "us-east"})
@@ -178,7 +187,7 @@ func TestAnalyticsTraceFindsPlantedAnomalies(t *testing.T) {
 		t.Fatal(err)
 	}
 	a, am := analyticsForTest(t, store, AnalyticsConfig{})
-	tr := newTrace(tn.Scope(), 1)
+	tr := newTrace(tn.Scope(), seed)
 	for d := range 14 {
 		a.flush(ctx, tr.day(d))
 		if got := alertsOf(t, store, tn.Scope()); len(got) != 0 {
