@@ -109,6 +109,7 @@ var authorities = func() map[string]authority {
 	samlSvc := func(m string) string { return procedure(keyplanev1connect.SAMLServiceName, m) }
 	governance := func(m string) string { return procedure(keyplanev1connect.GovernanceServiceName, m) }
 	review := func(m string) string { return procedure(keyplanev1connect.ReviewServiceName, m) }
+	analyticsSvc := func(m string) string { return procedure(keyplanev1connect.AnalyticsServiceName, m) }
 	cluster := authority{plane: planeCluster}
 	public := authority{plane: planePublic}
 	tenant := func(perm string, on target, sensitive bool) authority {
@@ -233,6 +234,12 @@ var authorities = func() map[string]authority {
 		review("GetEvidence"):    tenant(PermReviewsRead, onTenant, false),
 		review("ListItems"):      tenant(PermReviewsRead, self, false),
 		review("DecideItem"):     tenant("", self, false),
+		// Alerts and webhooks (docs/analytics.md): a webhook receives every alert, so
+		// adding one steps up.
+		analyticsSvc("ListAlerts"):    tenant(PermAnalyticsRead, onTenant, false),
+		analyticsSvc("ListWebhooks"):  tenant(PermAnalyticsRead, onTenant, false),
+		analyticsSvc("CreateWebhook"): tenant(PermAnalyticsManage, onTenant, true),
+		analyticsSvc("DeleteWebhook"): tenant(PermAnalyticsManage, onTenant, false),
 	}
 }()
 

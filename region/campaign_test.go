@@ -355,7 +355,6 @@ func TestCampaignEndToEnd(t *testing.T) {
 	}
 }
 
-
 // waitDecisionLogged waits until the decision log has written a decision about
 // principal (the log writes in batches, in the background).
 func waitDecisionLogged(t *testing.T, w *reviewWorld, principal string) {

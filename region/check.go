@@ -60,6 +60,9 @@ type principal struct {
 	attrs    map[string]any
 	amr      []string
 	authTime time.Time
+	// session and client are the checked token's session and client ("" for a check
+	// by identity id).
+	session, client string
 }
 
 // resolvePrincipal reads the identity a check is about, or validates its token.
@@ -77,6 +80,7 @@ func (n *Node) resolvePrincipal(ctx context.Context, t schema.Tenant, identityID
 		// auth_time comes from the same read that proved the session live: no second
 		// read whose failure could fall back to something fresher.
 		p.amr, p.authTime = v.Claims.AMR, v.AuthTime
+		p.session, p.client = v.Claims.SessionID, v.Claims.ClientID
 		return p, reason, err
 	}
 	if identityID == "" {
@@ -143,6 +147,7 @@ func contextMap(s *structpb.Struct) (map[string]any, error) {
 func (n *Node) checkOne(ctx context.Context, t schema.Tenant, snap *authz.Snapshot, p principal, denied string,
 	perm, resource string, resAttrs, cctx map[string]any, explain bool, from origin) (*keyplanev1.CheckResponse, error) {
 	start, now := time.Now(), n.now()
+	entry := n.entryRegion(ctx)
 	var d authz.Decision
 	var trace []string
 	var took time.Duration // the decision's own latency, without the trace for the log
@@ -151,7 +156,7 @@ func (n *Node) checkOne(ctx context.Context, t schema.Tenant, snap *authz.Snapsh
 		took = time.Since(start)
 	} else {
 		r := authz.Request{PrincipalID: p.id, PrincipalKind: authz.KindIdentity, IdentityKind: p.kind, PrincipalAttrs: p.attrs, Permission: perm, Resource: resource,
-			ResourceAttrs: resAttrs, Time: now, IP: from.ip, Country: from.country, Device: from.device, Region: n.entryRegion(ctx), ServingRegion: n.cfg.Region,
+			ResourceAttrs: resAttrs, Time: now, IP: from.ip, Country: from.country, Device: from.device, Region: entry, ServingRegion: n.cfg.Region,
 			AMR: p.amr, AuthTime: p.authTime, Context: cctx, Explain: explain}
 		d = snap.Check(r)
 		took, trace = time.Since(start), d.Trace
@@ -165,7 +170,8 @@ func (n *Node) checkOne(ctx context.Context, t schema.Tenant, snap *authz.Snapsh
 	out := &keyplanev1.CheckResponse{Allowed: d.Allowed, Decision: decisionOf(d.Allowed), Reason: d.Reason, BindingIds: d.BindingIDs, PolicyRevision: snap.Revision(),
 		DecisionId: uuid.NewString(), Trace: d.Trace}
 	rec := schema.Decision{ID: out.DecisionId, TenantID: t.ID, Region: t.HomeRegion, At: now, PrincipalID: p.id, Permission: perm,
-		Resource: resource, Allowed: d.Allowed, Reason: d.Reason, BindingIDs: d.BindingIDs, Revision: snap.Revision(), Latency: took, Trace: trace}
+		Resource: resource, Allowed: d.Allowed, Reason: d.Reason, BindingIDs: d.BindingIDs, Revision: snap.Revision(), Latency: took, Trace: trace,
+		SourceNetwork: networkOf(from.ip), ClientID: p.client, EntryRegion: entry, SessionID: p.session}
 	if d.Sensitive {
 		if err := n.store.WriteDecisions(ctx, []schema.Decision{rec}); err != nil {
 			return nil, fmt.Errorf("log sensitive decision: %w", err)
@@ -179,6 +185,11 @@ func (n *Node) checkOne(ctx context.Context, t schema.Tenant, snap *authz.Snapsh
 		result = "allowed"
 	}
 	n.metrics.checks.WithLabelValues(result).Inc()
+	if p.id != "" {
+		// Never waits: a full analytics buffer drops the event (analytics.go).
+		n.analytics.observe(accessEvent{tenant: t.Scope(), identity: p.id, identityKind: p.kind, at: now, region: entry, network: rec.SourceNetwork,
+			client: p.client, session: p.session, permission: perm, resource: resource, allowed: d.Allowed, sensitive: d.Sensitive})
+	}
 	return out, nil
 }
 

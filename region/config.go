@@ -97,6 +97,9 @@ type Config struct {
 	// campaigns past their deadline (tenants homed in its region; campaign_loop.go);
 	// 0 means a minute, negative turns the loop off.
 	ReviewEvery time.Duration
+	// Analytics configures access baselines, anomaly alerts, their webhooks and policy
+	// drift detection (docs/analytics.md); its zero value means the defaults.
+	Analytics AnalyticsConfig
 }
 
 // DefaultConfig returns a configuration with a random node id and no operator secret.
@@ -135,6 +138,9 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("api audience: %q must be printable ASCII without spaces, quotes, backslashes or '#'", c.APIAudience))
 	}
 	if err := c.Login.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Analytics.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

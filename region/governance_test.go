@@ -143,7 +143,6 @@ func newGovFixture(t *testing.T) *govFixture {
 	return f
 }
 
-
 func (f *govFixture) inventory(t *testing.T, req *keyplanev1.ListInventoryRequest) map[string]*keyplanev1.InventoryEntry {
 	t.Helper()
 	req.TenantId = "acme"

@@ -69,6 +69,9 @@ type Node struct {
 	// Access reviews (campaign*.go): their series and their reminders-and-deadlines loop.
 	reviewMetrics *reviewMetrics
 	reviews       *reviewLoop
+	analytics     *analytics    // access baselines and anomaly alerts (analytics.go)
+	webhooks      *dispatcher   // alert webhook deliveries (webhook.go)
+	drift         *driftChecker // policy drift detection (drift.go)
 }
 
 // New assembles a node. log may be nil (no logging).
@@ -102,6 +105,11 @@ func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node
 	}
 	cfg.Limits = cfg.Limits.withDefaults()
 	cfg.Login = cfg.Login.withDefaults()
+	cfg.Analytics = cfg.Analytics.withDefaults()
+	am, err := newAnalyticsMetrics(reg, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("register analytics metrics: %w", err)
+	}
 	var geo *geoip.DB
 	if cfg.GeoIPDB != "" {
 		if geo, err = geoip.Open(cfg.GeoIPDB, log); err != nil {
@@ -124,6 +132,9 @@ func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node
 	if n.reviewMetrics, err = newReviewMetrics(reg, cfg); err != nil {
 		return nil, fmt.Errorf("register metrics: %w", err)
 	}
+	n.analytics = newAnalytics(cfg.Analytics, store, log, am)
+	n.webhooks = newDispatcher(n, am)
+	n.drift = newDriftChecker(n, n.analytics)
 	n.store = store.WithRuleMatcher(n.matchRule)
 
 	mux := http.NewServeMux()
@@ -144,6 +155,7 @@ func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node
 	mux.Handle(keyplanev1connect.NewGovernanceServiceHandler(&GovernanceService{node: n}, observe, connect.WithReadMaxBytes(64<<10)))
 	mux.Handle(keyplanev1connect.NewReviewServiceHandler(&ReviewService{node: n}, observe, connect.WithReadMaxBytes(64<<10)))
 	n.mountReviewPage(mux)
+	mux.Handle(keyplanev1connect.NewAnalyticsServiceHandler(&AnalyticsService{node: n}, observe, connect.WithReadMaxBytes(64<<10)))
 	small := connect.WithReadMaxBytes(64 << 10) // connect reads any size otherwise
 	mux.Handle(grpchealth.NewHandler(healthChecker{n}, connect.WithHandlerOptions(connect.WithInterceptors(n.observe()), connect.WithCompressMinBytes(8<<10)), small))
 	n.mountOAuth(mux)
@@ -152,7 +164,8 @@ func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node
 	n.mountSAML(mux)
 	reflector := grpcreflect.NewStaticReflector(keyplanev1connect.AdminServiceName, keyplanev1connect.AuthServiceName, keyplanev1connect.CheckServiceName,
 		keyplanev1connect.ElevationServiceName, keyplanev1connect.DecisionServiceName, keyplanev1connect.FederationServiceName, keyplanev1connect.UpstreamServiceName,
-		keyplanev1connect.SAMLServiceName, keyplanev1connect.GovernanceServiceName, keyplanev1connect.ReviewServiceName, grpchealth.HealthV1ServiceName)
+		keyplanev1connect.SAMLServiceName, keyplanev1connect.GovernanceServiceName, keyplanev1connect.ReviewServiceName, keyplanev1connect.AnalyticsServiceName,
+		grpchealth.HealthV1ServiceName)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector, small))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector, small))
 	n.mountHealth(mux)
@@ -291,7 +304,7 @@ func (h healthChecker) Check(ctx context.Context, req *grpchealth.CheckRequest) 
 	case "", keyplanev1connect.AdminServiceName, keyplanev1connect.AuthServiceName, keyplanev1connect.CheckServiceName,
 		keyplanev1connect.ElevationServiceName, keyplanev1connect.DecisionServiceName, keyplanev1connect.FederationServiceName,
 		keyplanev1connect.UpstreamServiceName, keyplanev1connect.SAMLServiceName, keyplanev1connect.GovernanceServiceName,
-		keyplanev1connect.ReviewServiceName:
+		keyplanev1connect.ReviewServiceName, keyplanev1connect.AnalyticsServiceName:
 	default:
 		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("unknown service %q", req.Service))
 	}
@@ -317,6 +330,8 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
 	logged := make(chan struct{})
 	go func() { n.lastUsed.run(flushCtx, n.cfg.LastUsedFlush, n.store, n.log); close(flushed) }()
 	go func() { n.decisions.run(flushCtx); close(logged) }()
+	analyzed := make(chan struct{})
+	go func() { n.analytics.run(flushCtx); close(analyzed) }()
 	readyCtx, stopReady := context.WithCancel(ctx)
 	reported := make(chan struct{})
 	go func() { n.reportReadiness(readyCtx); close(reported) }()
@@ -328,6 +343,9 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
 	go func() { n.sweeper.run(readyCtx); close(swept) }()
 	reviewed := make(chan struct{})
 	go func() { n.reviews.run(readyCtx); close(reviewed) }()
+	delivered, drifted := make(chan struct{}), make(chan struct{})
+	go func() { n.webhooks.run(readyCtx); close(delivered) }()
+	go func() { n.drift.run(readyCtx); close(drifted) }()
 	defer func() {
 		stopReady()
 		<-reported
@@ -335,9 +353,12 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
 		<-figured
 		<-swept
 		<-reviewed
+		<-delivered
+		<-drifted
 		stopFlush()
 		<-flushed
 		<-logged
+		<-analyzed
 	}()
 	n.log.Info("serving", "addr", ln.Addr().String())
 	select {

@@ -25,7 +25,7 @@ func proceduresWhere(keep func(protoreflect.MethodDescriptor) bool) map[string]b
 	for _, name := range []string{keyplanev1connect.AdminServiceName, keyplanev1connect.AuthServiceName,
 		keyplanev1connect.CheckServiceName, keyplanev1connect.ElevationServiceName, keyplanev1connect.DecisionServiceName,
 		keyplanev1connect.FederationServiceName, keyplanev1connect.UpstreamServiceName, keyplanev1connect.SAMLServiceName,
-		keyplanev1connect.GovernanceServiceName, keyplanev1connect.ReviewServiceName} {
+		keyplanev1connect.GovernanceServiceName, keyplanev1connect.ReviewServiceName, keyplanev1connect.AnalyticsServiceName} {
 		d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(name))
 		if err != nil {
 			panic(fmt.Sprintf("service %s not registered: %v", name, err))

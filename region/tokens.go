@@ -177,6 +177,10 @@ func (n *Node) issue(ctx context.Context, c schema.Change, g grant) (string, sch
 	}
 	raw, err := n.mint(ring, g, sess.ID, now, ttl)
 	sess.ExpiresAt = now.Add(ttl) // what the caller reports is the token's expiry
+	if err == nil {
+		// A token issued is an access event of its identity's baseline (analytics.go).
+		n.analytics.observe(accessEvent{tenant: g.Tenant.Scope(), identity: g.IdentityID, at: now, region: n.entryRegion(ctx), client: g.ClientID, session: sess.ID})
+	}
 	return raw, sess, err
 }
 

@@ -38,6 +38,10 @@ type Decision struct {
 	// records the store's own, reads return them.
 	ServingRegion string
 	Node          string
+	// Where the request came from (migration 0020): the caller's network (/24 IPv4,
+	// /48 IPv6; "" when unknown), the client the checked token was issued to, the
+	// region the request entered keyplane in, and the checked token's session.
+	SourceNetwork, ClientID, EntryRegion, SessionID string
 }
 
 // Bounds of a tenant's decision retention.
@@ -70,10 +74,11 @@ func (s *Store) WriteDecisions(ctx context.Context, ds []Decision) error {
 			d.Trace = []string{}
 		}
 		batch.Queue(`INSERT INTO decisions (tenant_id, id, crdb_region, at, principal_id, permission, resource, allowed, reason,
-  binding_ids, revision, region, node, latency_us, trace) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+  binding_ids, revision, region, node, latency_us, trace, source_network, client_id, entry_region, session_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
 ON CONFLICT DO NOTHING`,
 			d.TenantID, d.ID, d.Region, d.At, d.PrincipalID, d.Permission, d.Resource, d.Allowed, d.Reason, d.BindingIDs, d.Revision,
-			s.region, s.node, d.Latency.Microseconds(), d.Trace)
+			s.region, s.node, d.Latency.Microseconds(), d.Trace, d.SourceNetwork, d.ClientID, d.EntryRegion, d.SessionID)
 	}
 	return classify(s.pool.SendBatch(ctx, batch).Close())
 }
@@ -87,13 +92,13 @@ func (s *Store) CountDecisions(ctx context.Context, sc Scope) (int, error) {
 }
 
 const decisionColumns = `tenant_id, id::TEXT, crdb_region::TEXT, at, principal_id, permission, resource, allowed, reason, binding_ids,
- revision, region, node, latency_us, trace`
+ revision, region, node, latency_us, trace, source_network, client_id, entry_region, session_id`
 
 func scanDecision(r pgx.Row) (Decision, error) {
 	var d Decision
 	var latency int64
 	err := r.Scan(&d.TenantID, &d.ID, &d.Region, &d.At, &d.PrincipalID, &d.Permission, &d.Resource, &d.Allowed, &d.Reason, &d.BindingIDs,
-		&d.Revision, &d.ServingRegion, &d.Node, &latency, &d.Trace)
+		&d.Revision, &d.ServingRegion, &d.Node, &latency, &d.Trace, &d.SourceNetwork, &d.ClientID, &d.EntryRegion, &d.SessionID)
 	d.Latency = time.Duration(latency) * time.Microsecond
 	if len(d.Trace) == 0 {
 		d.Trace = nil

@@ -450,6 +450,11 @@ WHERE tenant_id = $1 AND crdb_region = $2 AND identity_id = $3`, sc.TenantID, sc
 WHERE tenant_id = $1 AND crdb_region = $2 AND (subject_id = $3 OR reviewer_id = $3)`, sc.TenantID, sc.Region, i.ID, ErasedDisplayName); err != nil {
 		return nil, fmt.Errorf("erase review item names: %w", err)
 	}
+	// The analytics baseline holds the identity's networks and hours (migration 0020).
+	if _, err := tx.Exec(ctx, `DELETE FROM analytics_features WHERE tenant_id = $1 AND crdb_region = $2 AND identity_id = $3`,
+		sc.TenantID, sc.Region, i.ID); err != nil {
+		return nil, fmt.Errorf("erase analytics baseline: %w", err)
+	}
 	if i.Email != "" {
 		for _, table := range []string{"login_throttle", "login_throttle_sources"} {
 			if _, err := tx.Exec(ctx, `DELETE FROM `+table+` WHERE tenant_id = $1 AND crdb_region = $2 AND subject = $3`,
@@ -458,7 +463,7 @@ WHERE tenant_id = $1 AND crdb_region = $2 AND (subject_id = $3 OR reviewer_id = 
 			}
 		}
 	}
-	return []string{"display_name", "email", "attributes", "scim_user_name", "scim_external_id", "scim_payload", "credential_secrets", "login_throttle", "review_item_names"}, nil
+	return []string{"display_name", "email", "attributes", "scim_user_name", "scim_external_id", "scim_payload", "credential_secrets", "login_throttle", "review_item_names", "analytics_baseline"}, nil
 }
 
 // redactAuditEvents removes redactedAuditFields from the before and after summaries

@@ -113,6 +113,15 @@ Example:
 	fs.StringVar(&cfg.GeoIPDB, "geoip-db", "", "IP → country database in MaxMind DB format (.mmdb: GeoLite2/GeoIP2 Country or City, or any with "+
 		"country.iso_code records) that gives conditions request.country; re-read when the file changes. Optional: without it a condition "+
 		"reading request.country fails closed (an allow does not apply, a deny does)")
+	// Identity analytics (docs/analytics.md).
+	fs.BoolVar(&cfg.Analytics.Off, "analytics-off", false, "turn identity analytics off: no baselines, anomaly alerts, webhook deliveries or policy drift rounds on this node")
+	fs.Int64Var(&cfg.Analytics.LearningEvents, "analytics-learning-events", 0, "events an identity's baseline needs before its deviations raise alerts (0: 200)")
+	fs.DurationVar(&cfg.Analytics.Suppress, "analytics-suppress", 0, "how long a repeat of the same identity, alert kind and value raises no alert (0: 24h)")
+	fs.Float64Var(&cfg.Analytics.TravelKmh, "analytics-travel-kmh", 0, "the fastest a session may move between regions before it is impossible travel (0: 1000)")
+	analyticsRegions := fs.String("analytics-regions", "", "coordinates of regions for impossible travel, over the built-in ones: name=lat,lon;name=lat,lon")
+	fs.BoolVar(&cfg.Analytics.WebhookAllowPrivate, "webhook-allow-private", false, "let alert webhooks reach private, link-local and other non-public addresses (an endpoint inside the deployment's network)")
+	fs.BoolVar(&cfg.Analytics.WebhookAllowLoopback, "webhook-allow-loopback", false, "accept http:// alert webhooks on loopback hosts and let deliveries reach loopback (development only)")
+	fs.DurationVar(&cfg.Analytics.DriftEvery, "drift-every", 0, "how often the node compares its decisions of a sample with the other nodes' (0: 5m, negative: never)")
 	dialMap := fs.String("peer-dial-map", "", "comma-separated from=to host:port rewrites applied when dialing peers (simulated networks)")
 	fs.DurationVar(&cfg.GovernanceSweepEvery, "governance-sweep-every", region.DefaultSweepEvery, "how often the node tries to sweep its region's tenants (expired identities and credentials, NHIs whose owner is gone, rotation deadlines); one node per region sweeps at a time, by a lease row; negative turns the sweeper off")
 	loginFlags(fs, &cfg.Login)
@@ -133,6 +142,9 @@ Example:
 		if _, err := os.Stat(cfg.GeoIPDB); err != nil {
 			return usageErr("--geoip-db: %v", err)
 		}
+	}
+	if cfg.Analytics.Regions, err = region.ParseRegionCoordinates(*analyticsRegions); err != nil {
+		return usageErr("--analytics-regions: %v", err)
 	}
 	cfg.OperatorListener = *operatorListen != ""
 	dial, err := routing.ParseDialMap(*dialMap)

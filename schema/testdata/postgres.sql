@@ -854,6 +854,121 @@ CREATE TABLE IF NOT EXISTS review_items (
 CREATE UNIQUE INDEX IF NOT EXISTS review_items_id ON review_items (crdb_region, tenant_id, id);
 CREATE INDEX IF NOT EXISTS review_items_reviewer_idx ON review_items (tenant_id, reviewer_id, created_at);
 
+-- migration 0020 analytics
+-- 0020 Identity analytics (docs/analytics.md): per-identity baselines of access,
+-- anomaly alerts delivered to webhooks through an outbox, and policy drift digests.
+
+-- decisions: where a decision's request came from, for the baselines and for people
+-- reading the log: the caller's network (/24 IPv4, /48 IPv6; '' when unknown, never
+-- the full address), the OAuth client or API key the checked token was issued to, the
+-- region the request entered keyplane in, and the checked token's session.
+ALTER TABLE decisions ADD COLUMN IF NOT EXISTS source_network TEXT NOT NULL DEFAULT '';
+ALTER TABLE decisions ADD COLUMN IF NOT EXISTS client_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE decisions ADD COLUMN IF NOT EXISTS entry_region TEXT NOT NULL DEFAULT '';
+ALTER TABLE decisions ADD COLUMN IF NOT EXISTS session_id TEXT NOT NULL DEFAULT '';
+
+-- analytics_features: an identity's baseline, one row per feature value seen (kind:
+-- events (value ''), region, network, hour, client, permission, resource, denies
+-- (value '')), with how often and when first and last. Written by each node's
+-- analytics flusher in batches; bounded per identity and kind by the flusher.
+CREATE TABLE IF NOT EXISTS analytics_features (
+    tenant_id   TEXT NOT NULL REFERENCES tenants (id),
+    crdb_region crdb_internal_region NOT NULL,
+    identity_id TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    value       TEXT NOT NULL,
+    count       INT8 NOT NULL,
+    first_seen  TIMESTAMPTZ NOT NULL,
+    last_seen   TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (crdb_region, tenant_id, identity_id, kind, value)
+);
+
+-- analytics_alerts: the alerts raised, newest first by (at, id).
+CREATE TABLE IF NOT EXISTS analytics_alerts (
+    tenant_id   TEXT NOT NULL REFERENCES tenants (id),
+    id          UUID NOT NULL,
+    crdb_region crdb_internal_region NOT NULL,
+    at          TIMESTAMPTZ NOT NULL DEFAULT now(),
+    identity_id TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    value       TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    region      TEXT NOT NULL,
+    node        TEXT NOT NULL,
+    PRIMARY KEY (crdb_region, tenant_id, id)
+);
+CREATE INDEX IF NOT EXISTS analytics_alerts_time_idx ON analytics_alerts (tenant_id, at DESC, id DESC);
+
+-- analytics_alert_keys: when an (identity, kind, value) last raised an alert; a repeat
+-- within the suppression window raises none (the database's clock decides).
+CREATE TABLE IF NOT EXISTS analytics_alert_keys (
+    tenant_id   TEXT NOT NULL REFERENCES tenants (id),
+    crdb_region crdb_internal_region NOT NULL,
+    identity_id TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    value       TEXT NOT NULL,
+    last_at     TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (crdb_region, tenant_id, identity_id, kind, value)
+);
+
+-- analytics_sessions: the last region and time each session was used in, for
+-- impossible travel; pruned a day after.
+CREATE TABLE IF NOT EXISTS analytics_sessions (
+    tenant_id   TEXT NOT NULL REFERENCES tenants (id),
+    crdb_region crdb_internal_region NOT NULL,
+    session_id  TEXT NOT NULL,
+    region      TEXT NOT NULL,
+    at          TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (crdb_region, tenant_id, session_id)
+);
+
+-- analytics_webhooks: where alerts are delivered. secret_sealed is the HMAC signing
+-- secret sealed with the node's KEK (associated data: tenant and webhook id).
+CREATE TABLE IF NOT EXISTS analytics_webhooks (
+    tenant_id     TEXT NOT NULL REFERENCES tenants (id),
+    id            UUID NOT NULL,
+    crdb_region   crdb_internal_region NOT NULL,
+    url           TEXT NOT NULL,
+    description   TEXT NOT NULL DEFAULT '',
+    secret_sealed BYTEA NOT NULL,
+    created_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (crdb_region, tenant_id, id)
+);
+
+-- analytics_deliveries: the outbox, one row per alert per webhook, written with the
+-- alert. A node claims a due row with a conditional UPDATE (state pending, or a
+-- sending claim that expired) before sending, so two nodes never both send it.
+CREATE TABLE IF NOT EXISTS analytics_deliveries (
+    tenant_id     TEXT NOT NULL REFERENCES tenants (id),
+    crdb_region   crdb_internal_region NOT NULL,
+    alert_id      UUID NOT NULL,
+    webhook_id    UUID NOT NULL,
+    state         TEXT NOT NULL DEFAULT 'pending',
+    attempts      INT4 NOT NULL DEFAULT 0,
+    next_at       TIMESTAMPTZ NOT NULL DEFAULT now(),
+    claimed_until TIMESTAMPTZ,
+    claimed_by    TEXT NOT NULL DEFAULT '',
+    last_error    TEXT NOT NULL DEFAULT '',
+    delivered_at  TIMESTAMPTZ,
+    PRIMARY KEY (crdb_region, tenant_id, alert_id, webhook_id),
+    CONSTRAINT analytics_deliveries_state CHECK (state IN ('pending', 'sending', 'delivered', 'failed'))
+);
+CREATE INDEX IF NOT EXISTS analytics_deliveries_due_idx ON analytics_deliveries (tenant_id, state, next_at);
+
+-- analytics_drift: each node's digest of a tenant's decision sample re-evaluated at a
+-- policy revision; two digests of one (revision, sample) that differ are drift.
+CREATE TABLE IF NOT EXISTS analytics_drift (
+    tenant_id   TEXT NOT NULL REFERENCES tenants (id),
+    crdb_region crdb_internal_region NOT NULL,
+    revision    INT8 NOT NULL,
+    sample_id   TEXT NOT NULL,
+    node        TEXT NOT NULL,
+    region      TEXT NOT NULL,
+    digest      TEXT NOT NULL,
+    at          TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (crdb_region, tenant_id, revision, sample_id, node)
+);
+
 -- migration 0022 governance_snapshots
 -- 0022 Governance figures over time (docs/governance.md, "Governance figures"): one
 -- snapshot of a tenant's figures per UTC day, written by the node that computes them
