@@ -9,7 +9,8 @@ import (
 )
 
 // ResealSecrets moves every secret sealed under an older key of k (signing keys'
-// private halves, TOTP seeds, upstream OIDC client secrets, SAML SP keys) to k's primary key, region by region, and returns what
+// private halves, TOTP seeds, upstream OIDC client secrets, SAML SP keys, alert
+// webhook secrets) to k's primary key, region by region, and returns what
 // it did per region. Run it once every node seals with the new key (it is first in
 // their KEK) and before the old key is removed; docs/security.md has the procedure.
 func ResealSecrets(ctx context.Context, store *schema.Store, k *kek.KEK, c schema.Change) (map[string]schema.ResealCounts, error) {
@@ -30,6 +31,9 @@ func ResealSecrets(ctx context.Context, store *schema.Store, k *kek.KEK, c schem
 		},
 		SAMLKey: func(tenantID, idpID string, sealed []byte) ([]byte, bool, error) {
 			return k.Reseal(sealed, samlKeyAD(tenantID, idpID))
+		},
+		WebhookSecret: func(tenantID, webhookID string, sealed []byte) ([]byte, bool, error) {
+			return k.Reseal(sealed, schema.WebhookSecretAD(tenantID, webhookID))
 		},
 	}
 	out := map[string]schema.ResealCounts{}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/google/uuid"
 	"github.com/pquerna/otp/totp"
 
 	"github.com/keyplane/keyplane/region"
@@ -22,8 +23,8 @@ import (
 // TestKEKRotation rotates the key-encryption key the way docs/security.md says: the
 // new key first and the old one second on every node, ResealSecrets, then the old key
 // removed. A node holding only the new key then opens the region's signing key and
-// a TOTP seed, an upstream OIDC client secret and a SAML SP key sealed under the old
-// one; before the reseal it could open none of them.
+// a TOTP seed, an upstream OIDC client secret, a SAML SP key and a webhook secret
+// sealed under the old one; before the reseal it could open none of them.
 func TestKEKRotation(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -101,6 +102,20 @@ func TestKEKRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	sc := schema.Scope{TenantID: "acme", Region: "us-east"}
+	// An alert webhook's signing secret, sealed as AnalyticsService seals it.
+	hookID := uuid.NewString()
+	if _, err := store.CreateWebhook(ctx, schema.Change{Actor: "test", RequestID: "hook"}, sc, schema.Webhook{ID: hookID, URL: "https://hooks.example.com/k",
+		SealedSecret: oldKEK.Seal([]byte("whsec"), schema.WebhookSecretAD("acme", hookID))}); err != nil {
+		t.Fatal(err)
+	}
+	webhookSecretOpens := func(k *kek.KEK) bool {
+		hooks, err := store.ListWebhooks(ctx, sc)
+		if err != nil || len(hooks) != 1 {
+			t.Fatalf("webhooks: %v, %v", hooks, err)
+		}
+		plain, err := k.Open(hooks[0].SealedSecret, schema.WebhookSecretAD("acme", hookID))
+		return err == nil && string(plain) == "whsec"
+	}
 	upstreamSecretOpens := func(k *kek.KEK) bool {
 		p, err := store.GetUpstreamProvider(ctx, sc, up.Msg.Provider.Id)
 		if err != nil {
@@ -120,7 +135,7 @@ func TestKEKRotation(t *testing.T) {
 	if _, err := login(earlyURL, code); err == nil {
 		t.Fatal("a node without the old KEK logged in before the reseal: the test proves nothing")
 	}
-	if upstreamSecretOpens(newKEK) || samlMetadata(earlyURL) == http.StatusOK {
+	if upstreamSecretOpens(newKEK) || webhookSecretOpens(newKEK) || samlMetadata(earlyURL) == http.StatusOK {
 		t.Fatal("the new KEK opened a sign-in provider's secret before the reseal: the test proves nothing")
 	}
 
@@ -129,20 +144,20 @@ func TestKEKRotation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c := got["us-east"]; c.SigningKeys != 1 || c.TOTPSeeds != 1 || c.UpstreamSecrets != 1 || c.SAMLKeys != 1 || c.Skipped != 0 {
-		t.Fatalf("reseal in us-east = %+v, want 1 signing key, 1 TOTP seed, 1 upstream secret and 1 SAML key", c)
+	if c := got["us-east"]; c.SigningKeys != 1 || c.TOTPSeeds != 1 || c.UpstreamSecrets != 1 || c.SAMLKeys != 1 || c.WebhookSecrets != 1 || c.Skipped != 0 {
+		t.Fatalf("reseal in us-east = %+v, want 1 signing key, 1 TOTP seed, 1 upstream secret, 1 SAML key and 1 webhook secret", c)
 	}
 	again, err := region.ResealSecrets(ctx, store, both, change)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c := again["us-east"]; c.SigningKeys != 0 || c.TOTPSeeds != 0 || c.UpstreamSecrets != 0 || c.SAMLKeys != 0 || c.Unchanged != 4 {
+	if c := again["us-east"]; c.SigningKeys != 0 || c.TOTPSeeds != 0 || c.UpstreamSecrets != 0 || c.SAMLKeys != 0 || c.WebhookSecrets != 0 || c.Unchanged != 5 {
 		t.Fatalf("a second reseal = %+v, want nothing left to do", c)
 	}
 
 	newURL := nodeURL(newKEK, "us-east-3")
-	if !upstreamSecretOpens(newKEK) {
-		t.Error("after the reseal the new KEK alone does not open the upstream client secret")
+	if !upstreamSecretOpens(newKEK) || !webhookSecretOpens(newKEK) {
+		t.Error("after the reseal the new KEK alone does not open the upstream client secret or the webhook secret")
 	}
 	if code := samlMetadata(newURL); code != http.StatusOK {
 		t.Errorf("after the reseal a node with only the new KEK serves the SAML SP metadata with %d, want 200", code)

@@ -20,14 +20,16 @@ type Reseal struct {
 	UpstreamSecret func(tenantID, providerID string, sealed []byte) (resealed []byte, changed bool, err error)
 	// SAMLKey reseals keyplane's SP private key for a SAML IdP.
 	SAMLKey func(tenantID, idpID string, sealed []byte) (resealed []byte, changed bool, err error)
-	KEKID   string
+	// WebhookSecret reseals an alert webhook's signing secret.
+	WebhookSecret func(tenantID, webhookID string, sealed []byte) (resealed []byte, changed bool, err error)
+	KEKID         string
 }
 
 // ResealCounts says what ResealSecrets did in one region.
 type ResealCounts struct {
-	SigningKeys, TOTPSeeds, UpstreamSecrets, SAMLKeys int // resealed
-	Unchanged                                         int // already under the primary KEK
-	Skipped                                           int // changed or moved while being resealed: run again
+	SigningKeys, TOTPSeeds, UpstreamSecrets, SAMLKeys, WebhookSecrets int // resealed
+	Unchanged                                                         int // already under the primary KEK
+	Skipped                                                           int // changed or moved while being resealed: run again
 }
 
 // resealBatch is how many rows one read of the walk returns.
@@ -35,14 +37,14 @@ const resealBatch = 200
 
 // ResealSecrets walks every secret of region sealed under a key-encryption key (the
 // signing keys' private halves, unrevoked TOTP seeds, upstream OIDC client secrets,
-// SAML SP keys) and stores what reseal returns for each one it changed. Each
+// SAML SP keys, alert webhook secrets) and stores what reseal returns for each one it changed. Each
 // per-tenant secret is replaced in a transaction of its own with its audit event, and
 // only if the stored blob is still the one read (a concurrent re-enrolment wins and
 // is counted as skipped). Run it after making a new KEK the
 // primary on every node, and before removing the old one; it is safe to run again.
 func (s *Store) ResealSecrets(ctx context.Context, c Change, region string, reseal Reseal) (ResealCounts, error) {
 	var out ResealCounts
-	if reseal.SigningKey == nil || reseal.TOTP == nil || reseal.UpstreamSecret == nil || reseal.SAMLKey == nil || reseal.KEKID == "" {
+	if reseal.SigningKey == nil || reseal.TOTP == nil || reseal.UpstreamSecret == nil || reseal.SAMLKey == nil || reseal.WebhookSecret == nil || reseal.KEKID == "" {
 		return out, errors.New("reseal: every function and the KEK id are required")
 	}
 	if err := s.resealSigningKeys(ctx, region, reseal, &out); err != nil {
@@ -128,6 +130,8 @@ func (s *Store) sealedColumns(reseal Reseal, out *ResealCounts) []sealedColumn {
 			kind: "upstream_provider", action: "upstream.provider.reseal", reseal: reseal.UpstreamSecret, count: &out.UpstreamSecrets, after: byID},
 		{what: "SAML SP key", table: "saml_idps", column: "sp_key_sealed", filter: "true", extra: "id::TEXT",
 			kind: "saml_idp", action: "saml.idp.reseal", reseal: reseal.SAMLKey, count: &out.SAMLKeys, after: byID},
+		{what: "webhook secret", table: "analytics_webhooks", column: "secret_sealed", filter: "true", extra: "id::TEXT",
+			kind: "webhook", action: "analytics.webhook.reseal", reseal: reseal.WebhookSecret, count: &out.WebhookSecrets, after: byID},
 	}
 }
 

@@ -50,8 +50,8 @@ Example:
 	for _, name := range regions {
 		n := counts[name]
 		skipped += n.Skipped
-		fmt.Fprintf(stdout, "%s: resealed %d signing keys, %d TOTP seeds, %d upstream OIDC client secrets and %d SAML SP keys under KEK %s; %d already were; %d changed meanwhile\n",
-			name, n.SigningKeys, n.TOTPSeeds, n.UpstreamSecrets, n.SAMLKeys, k.ID(), n.Unchanged, n.Skipped)
+		fmt.Fprintf(stdout, "%s: resealed %d signing keys, %d TOTP seeds, %d upstream OIDC client secrets, %d SAML SP keys and %d webhook secrets under KEK %s; %d already were; %d changed meanwhile\n",
+			name, n.SigningKeys, n.TOTPSeeds, n.UpstreamSecrets, n.SAMLKeys, n.WebhookSecrets, k.ID(), n.Unchanged, n.Skipped)
 	}
 	if err != nil {
 		return err
