@@ -42,12 +42,15 @@ lint: $(BIN)/golangci-lint ## golangci-lint with .golangci.yml (staticcheck, the
 # most tests wait on PostgreSQL and HTTP, not the CPU, so the default of one per CPU
 # left the largest package, region, the long pole); the packages that start clusters
 # share one race-enabled keyplane binary built here. The ten slowest tests are printed at the end, pass or fail.
-unit: $(BIN)/gotestsum
+unit: $(BIN)/gotestsum $(BIN)/promtool
 	go build -race -o $(BIN)/test/keyplane ./cmd/keyplane
 	KEYPLANE_TEST_BINARY=$(BIN)/test/keyplane $(BIN)/gotestsum --format pkgname --jsonfile $(BIN)/test.json \
 	  -- $(GO_TEST_FLAGS) ./... ; status=$$?; \
 	echo "slowest tests:"; $(BIN)/gotestsum tool slowest --jsonfile $(BIN)/test.json --num 10 --threshold 1s; \
 	exit $$status
+
+$(BIN)/promtool: ## promtool for the alert rules' tests, from Debian's prometheus package (no service installed)
+	deploy/ensure-promtool.sh $(BIN)
 
 bench: postgres build ## every load-bench workload next to its raw-SQL baseline (BENCH_FLAGS, default 10s each); report in .bin/bench/
 	$(BIN)/keyplane bench run --workload all --duration 10s --json $(BIN)/bench/results.json \
