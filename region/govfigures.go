@@ -23,6 +23,9 @@ import (
 // day's snapshot (the first node to compute a tenant's figures in a UTC day writes
 // it). All nodes of a region export the same figures: aggregate with max by (tenant).
 
+// DefaultFiguresEvery is how often a node computes the figures unless configured.
+const DefaultFiguresEvery = 15 * time.Minute
+
 // GovernanceWindow is how far back the flow figures look (provisioning, logins, use
 // of grants, resources checked), shortened to the tenant's decision retention.
 const GovernanceWindow = 30 * 24 * time.Hour
@@ -51,7 +54,7 @@ type governanceFigures struct {
 func newGovernanceFigures(n *Node, reg prometheus.Registerer) (*governanceFigures, error) {
 	every := n.cfg.GovernanceFiguresEvery
 	if every == 0 {
-		every = 15 * time.Minute
+		every = DefaultFiguresEvery
 	}
 	labels := prometheus.Labels{"region": n.cfg.Region, "node": n.cfg.NodeID}
 	g := &governanceFigures{store: n.store, region: n.cfg.Region, now: n.now, log: n.log, every: every,

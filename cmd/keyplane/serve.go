@@ -123,10 +123,14 @@ Example:
 	fs.BoolVar(&cfg.Analytics.WebhookAllowLoopback, "webhook-allow-loopback", false, "accept http:// alert webhooks on loopback hosts and let deliveries reach loopback (development only)")
 	fs.DurationVar(&cfg.Analytics.DriftEvery, "drift-every", 0, "how often the node compares its decisions of a sample with the other nodes' (0: 5m, negative: never)")
 	dialMap := fs.String("peer-dial-map", "", "comma-separated from=to host:port rewrites applied when dialing peers (simulated networks)")
+	fs.DurationVar(&cfg.GovernanceFiguresEvery, "governance-figures-every", region.DefaultFiguresEvery, "how often the node computes the governance figures of its region's tenants (keyplane_governance_* gauges, the daily snapshot; docs/governance.md); negative turns it off")
 	fs.DurationVar(&cfg.GovernanceSweepEvery, "governance-sweep-every", region.DefaultSweepEvery, "how often the node tries to sweep its region's tenants (expired identities and credentials, NHIs whose owner is gone, rotation deadlines); one node per region sweeps at a time, by a lease row; negative turns the sweeper off")
 	loginFlags(fs, &cfg.Login)
 	if err := c.parse(args); err != nil {
 		return parseErr(err)
+	}
+	if cfg.GovernanceFiguresEvery == 0 {
+		return usageErr("--governance-figures-every: want a positive interval, or a negative one to turn the figures off")
 	}
 	if cfg.GovernanceSweepEvery == 0 {
 		return usageErr("--governance-sweep-every: want a positive interval, or a negative one to turn the sweeper off")
