@@ -23,8 +23,9 @@ help: ## list the targets
 build: ## build ./.bin/keyplane
 	go build -o $(BIN)/keyplane ./cmd/keyplane
 
-image: ## build the OCI image (static binary, CA certificates, nonroot; no shell) into $(BIN)/keyplane-image.tar
+image: ## build the OCI image (static binary, CA certificates, nonroot; no shell) into $(BIN)/keyplane-image.tar, and test it
 	go run ./deploy/image/mkimage --out $(BIN)/keyplane-image.tar --version $(VERSION) --revision $(REVISION)
+	go test -tags image -count=1 ./deploy/image/
 
 demo: postgres build ## run a local cluster on a private PostgreSQL (Ctrl-C stops it)
 	$(BIN)/keyplane demo $(DEMO_FLAGS)
