@@ -22,13 +22,20 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/keyplane/keyplane/region"
+	"github.com/keyplane/keyplane/region/credential"
 	keyplanev1 "github.com/keyplane/keyplane/region/gen/keyplane/v1"
 	"github.com/keyplane/keyplane/region/gen/keyplane/v1/keyplanev1connect"
 	"github.com/keyplane/keyplane/schema"
 	"github.com/keyplane/keyplane/schema/schematest"
 )
 
-func TestMain(m *testing.M) { os.Exit(schematest.Run(m)) }
+// TestMain lowers the cost of new password hashes for this test binary: its tests
+// log in thousands of times under the race detector (region/credential's own tests
+// pin the production parameters).
+func TestMain(m *testing.M) {
+	credential.UseTestHashParams()
+	os.Exit(schematest.Run(m))
+}
 
 const secret = "test-operator-secret-0123456789"
 

@@ -11,10 +11,17 @@ import (
 	"testing"
 
 	"github.com/keyplane/keyplane/deploy/demo"
+	"github.com/keyplane/keyplane/region/credential"
 	"github.com/keyplane/keyplane/schema/schematest"
 )
 
-func TestMain(m *testing.M) { os.Exit(schematest.Run(m)) }
+// TestMain lowers the cost of new password hashes for this test binary: its tests
+// log in thousands of times under the race detector (region/credential's own tests
+// pin the production parameters).
+func TestMain(m *testing.M) {
+	credential.UseTestHashParams()
+	os.Exit(schematest.Run(m))
+}
 
 func runCLI(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"testing"
 	"unicode"
 	"unicode/utf8"
 
@@ -46,6 +47,22 @@ const (
 	maxEncodedLen   = 512
 	b64Alphabet     = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 )
+
+// newHashParams are the parameters of new hashes and the floor NeedsRehash compares
+// with: the constants above, unless a test binary lowered them (UseTestHashParams).
+var newHashParams = struct{ memory, time uint32 }{argonMemory, argonTime}
+
+// UseTestHashParams makes new hashes cheap (64 KiB, one pass) for the rest of the
+// process: for test binaries that log in many times under the race detector, where
+// one production hash costs a CPU-second; what they test (throttling, lockout, the
+// flows) does not depend on the cost. Call it from TestMain, before any hashing. It
+// panics outside a test binary, so a production node always hashes at the constants.
+func UseTestHashParams() {
+	if !testing.Testing() {
+		panic("credential.UseTestHashParams called outside a test binary")
+	}
+	newHashParams.memory, newHashParams.time = 64, 1
+}
 
 // argonParams is a parsed PHC argon2id string.
 type argonParams struct {
@@ -92,7 +109,7 @@ func HashPassword(pw string) (string, error) {
 	if _, err := rand.Read(salt); err != nil {
 		return "", fmt.Errorf("hash password: read salt: %w", err)
 	}
-	p := argonParams{memory: argonMemory, time: argonTime, threads: argonThreads, salt: salt}
+	p := argonParams{memory: newHashParams.memory, time: newHashParams.time, threads: argonThreads, salt: salt}
 	p.key = argon2.IDKey([]byte(pw), p.salt, p.time, p.memory, p.threads, argonKeyLen)
 	return p.encode(), nil
 }
@@ -127,7 +144,7 @@ func NeedsRehash(encoded string) bool {
 	if err != nil {
 		return true
 	}
-	return p.memory < argonMemory || p.time < argonTime ||
+	return p.memory < newHashParams.memory || p.time < newHashParams.time ||
 		len(p.salt) < argonSaltLen || len(p.key) < argonKeyLen
 }
 

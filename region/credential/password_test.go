@@ -349,3 +349,19 @@ func FuzzVerifyPassword(f *testing.F) {
 		}
 	})
 }
+
+// TestNewHashesUseProductionParamsByDefault: nothing in this test binary lowered the
+// parameters (only other packages' TestMain do), so new hashes are at the constants
+// and a cheaper hash needs a rehash.
+func TestNewHashesUseProductionParamsByDefault(t *testing.T) {
+	h, err := credential.HashPassword("correct horse battery")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(h, "$m=19456,t=2,p=1$") {
+		t.Errorf("hash %q is not at the production parameters", h)
+	}
+	if !credential.NeedsRehash(phc("64", "1", "1", bytesOf(16), bytesOf(32))) {
+		t.Errorf("a 64 KiB hash does not need a rehash")
+	}
+}
