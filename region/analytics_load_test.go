@@ -25,7 +25,7 @@ func TestAnalyticsQuietOnBenchMix(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	const identities, roles, resources, ops, workers, learning = 30, 10, 100, 1200, 8, 20
+	const identities, roles, resources, ops, workers, learning = 20, 10, 100, 1200, 8, 20
 	f := newFixtureWith(t, func(c *region.Config) {
 		analyticsConfig(c)
 		c.Analytics.LearningEvents = learning
