@@ -7,10 +7,11 @@ BUF_VERSION         := v1.75.0
 GOLANGCI_LINT_VERSION := v2.15.0
 GOTESTSUM_VERSION     := v1.13.0
 PROTOC_GEN_DOC_VERSION := v1.5.1
-GO_TEST_FLAGS ?= -race -timeout 14m -parallel 4
-# The longest packages first: go test runs two packages at a time (one per CPU) in
-# this order, so the region package (CPU-bound) overlaps the cluster tests (mostly
-# waiting) instead of queueing behind them.
+GO_TEST_FLAGS ?= -race -timeout 14m -parallel 4 -p 3
+# The longest packages first: go test runs three packages at a time (-p 3: one more
+# than CPUs, as the cluster tests mostly wait) in this order, so the region package
+# (CPU-bound) overlaps the chaos drills and the cluster tests instead of queueing
+# behind them.
 TEST_PACKAGES ?= ./region/ ./chaos/ ./deploy/ ./...
 VERSION    ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 REVISION   ?= $(shell git rev-parse HEAD 2>/dev/null)
@@ -42,8 +43,7 @@ vet:
 lint: $(BIN)/golangci-lint ## golangci-lint with .golangci.yml (staticcheck, the package import table, the house rules)
 	$(BIN)/golangci-lint run ./...
 
-# Every test package runs in parallel with the others (go test's default -p, the
-# number of CPUs), and within a package up to 4 parallel tests at once (-parallel 4:
+# Three test packages run at a time (-p 3), and within a package up to 4 parallel tests at once (-parallel 4:
 # most tests wait on PostgreSQL and HTTP, not the CPU, so the default of one per CPU
 # left the largest package, region, the long pole); the packages that start clusters
 # share one race-enabled keyplane binary built here. The ten slowest tests are printed at the end, pass or fail.
