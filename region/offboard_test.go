@@ -642,7 +642,18 @@ func TestOffboardingIsLinearizable(t *testing.T) {
 	for _, tok := range toks { // one offboarding revokes every token of the leaver
 		record(history.Op{Kind: history.Revoke, Key: key(tok), Node: urls[node], Start: start, End: end, OK: err == nil})
 	}
-	time.Sleep(500 * time.Millisecond)
+	// Validate on until the history holds enough validations started after the
+	// offboarding (on a loaded machine half a second is not always enough), for at most
+	// 20 s.
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
+		mu.Lock()
+		after := history.ReadsAfterRevoke(ops)
+		mu.Unlock()
+		if after >= 4*len(toks) {
+			break
+		}
+	}
 	close(stop)
 	wg.Wait()
 
