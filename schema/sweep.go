@@ -113,68 +113,69 @@ ORDER BY i.id LIMIT $3`, nil, s.freezeOrphan, &r.Frozen},
 // included), erased, or past its expiry.
 const ownerGoneSQL = `(o.status <> 'active' OR o.erased_at IS NOT NULL OR o.offboarded_at IS NOT NULL OR (o.expires_at IS NOT NULL AND o.expires_at <= now()))`
 
-// disableExpired disables identity id if it is past its expiry and not disabled.
-func (s *Store) disableExpired(ctx context.Context, sc Scope, id string) (bool, error) {
+// sweepTx runs one sweeper action in a transaction of its own: fn sees the database's
+// clock (never the node's) and reports whether it acted; false means the target no
+// longer qualifies (another sweeper acted first, or it changed), and nothing is written.
+func (s *Store) sweepTx(ctx context.Context, fn func(tx pgx.Tx, now time.Time) (bool, error)) (bool, error) {
 	var done bool
 	err := s.tx(ctx, func(tx pgx.Tx) error {
-		done = false
 		var now time.Time
 		if err := tx.QueryRow(ctx, `SELECT now()`).Scan(&now); err != nil {
 			return fmt.Errorf("read clock: %w", err)
 		}
-		before, err := getIdentity(ctx, tx, sc, id, " FOR UPDATE")
-		if err != nil {
-			return err
-		}
-		if before.Status == StatusDisabled || before.ExpiresAt.IsZero() || now.Before(before.ExpiresAt) {
-			return nil
-		}
-		out, err := scanIdentity(sc.TenantID, tx.QueryRow(ctx, `UPDATE identities SET status = 'disabled', tokens_valid_after = now(), updated_at = now()
-WHERE tenant_id = $1 AND crdb_region = $2 AND id = $3 RETURNING `+identityColumns, sc.TenantID, sc.Region, id))
-		if err != nil {
-			return fmt.Errorf("disable expired identity: %w", err)
-		}
-		after := identitySummary(out)
-		after["reason"] = "expired"
-		if err := s.applyRules(ctx, tx, sc, out, after); err != nil {
-			return err
-		}
-		done = true
-		return s.writeAudit(ctx, tx, sc, sweepChange(), audit{action: "identity.expire", targetKind: "identity", targetID: id,
-			before: identitySummary(before), after: after})
+		var err error
+		done, err = fn(tx, now)
+		return err
 	})
 	return done, err
 }
 
+// disableExpired disables identity id if it is past its expiry and not disabled.
+func (s *Store) disableExpired(ctx context.Context, sc Scope, id string) (bool, error) {
+	return s.sweepTx(ctx, func(tx pgx.Tx, now time.Time) (bool, error) {
+		before, err := getIdentity(ctx, tx, sc, id, " FOR UPDATE")
+		if err != nil {
+			return false, err
+		}
+		if before.Status == StatusDisabled || before.ExpiresAt.IsZero() || now.Before(before.ExpiresAt) {
+			return false, nil
+		}
+		out, err := scanIdentity(sc.TenantID, tx.QueryRow(ctx, `UPDATE identities SET status = 'disabled', tokens_valid_after = now(), updated_at = now()
+WHERE tenant_id = $1 AND crdb_region = $2 AND id = $3 RETURNING `+identityColumns, sc.TenantID, sc.Region, id))
+		if err != nil {
+			return false, fmt.Errorf("disable expired identity: %w", err)
+		}
+		after := identitySummary(out)
+		after["reason"] = "expired"
+		if err := s.applyRules(ctx, tx, sc, out, after); err != nil {
+			return false, err
+		}
+		return true, s.writeAudit(ctx, tx, sc, sweepChange(), audit{action: "identity.expire", targetKind: "identity", targetID: id,
+			before: identitySummary(before), after: after})
+	})
+}
+
 // expireCredential revokes credential id if it is past its expiry and unrevoked.
 func (s *Store) expireCredential(ctx context.Context, sc Scope, id string) (bool, error) {
-	var done bool
-	err := s.tx(ctx, func(tx pgx.Tx) error {
-		done = false
-		var now time.Time
-		if err := tx.QueryRow(ctx, `SELECT now()`).Scan(&now); err != nil {
-			return fmt.Errorf("read clock: %w", err)
-		}
+	return s.sweepTx(ctx, func(tx pgx.Tx, now time.Time) (bool, error) {
 		var params map[string]any
 		before, err := lockCredential(ctx, tx, sc, id, &params)
 		if err != nil {
-			return err
+			return false, err
 		}
 		if !before.RevokedAt.IsZero() || before.ExpiresAt.IsZero() || now.Before(before.ExpiresAt) {
-			return nil
+			return false, nil
 		}
 		out, err := scanCredential(tx.QueryRow(ctx, `UPDATE credentials SET revoked_at = now()
 WHERE tenant_id = $1 AND crdb_region = $2 AND id = $3 RETURNING `+credentialColumns, sc.TenantID, sc.Region, id))
 		if err != nil {
-			return fmt.Errorf("expire credential: %w", err)
+			return false, fmt.Errorf("expire credential: %w", err)
 		}
-		done = true
 		after := credentialSummary(out)
 		after["reason"] = "expired"
-		return s.writeAudit(ctx, tx, sc, sweepChange(), audit{action: "credential.expire", targetKind: "credential", targetID: id,
+		return true, s.writeAudit(ctx, tx, sc, sweepChange(), audit{action: "credential.expire", targetKind: "credential", targetID: id,
 			before: credentialSummary(before), after: after})
 	})
-	return done, err
 }
 
 // freezeOrphan freezes NHI id if it is active and its owner is gone: its status
@@ -183,41 +184,35 @@ WHERE tenant_id = $1 AND crdb_region = $2 AND id = $3 RETURNING `+credentialColu
 // them) and its pending elevations denied — what offboarding does to the NHIs of a
 // leaver without a manager. UpdateIdentity giving it an owner unfreezes it.
 func (s *Store) freezeOrphan(ctx context.Context, sc Scope, id string) (bool, error) {
-	var done bool
-	err := s.tx(ctx, func(tx pgx.Tx) error {
-		done = false
-		var now time.Time
-		if err := tx.QueryRow(ctx, `SELECT now()`).Scan(&now); err != nil {
-			return fmt.Errorf("read clock: %w", err)
-		}
+	return s.sweepTx(ctx, func(tx pgx.Tx, now time.Time) (bool, error) {
 		before, err := getIdentity(ctx, tx, sc, id, " FOR UPDATE")
 		if err != nil {
-			return err
+			return false, err
 		}
 		if before.IsHuman() || before.Status != StatusActive || before.OwnerID == "" {
-			return nil
+			return false, nil
 		}
 		owner, err := getIdentity(ctx, tx, sc, before.OwnerID, "")
 		if err != nil {
-			return err
+			return false, err
 		}
 		state := OwnerState(&owner, now)
 		if state == OwnerActive {
-			return nil
+			return false, nil
 		}
 		out, err := scanIdentity(sc.TenantID, tx.QueryRow(ctx, `UPDATE identities SET status = 'frozen', tokens_valid_after = now(), updated_at = now()
 WHERE tenant_id = $1 AND crdb_region = $2 AND id = $3 RETURNING `+identityColumns, sc.TenantID, sc.Region, id))
 		if err != nil {
-			return fmt.Errorf("freeze identity: %w", err)
+			return false, fmt.Errorf("freeze identity: %w", err)
 		}
 		creds, err := revokeCredentialsOf(ctx, tx, sc, id)
 		if err != nil {
-			return err
+			return false, err
 		}
 		denied, err := collectIDs(tx.Query(ctx, `UPDATE elevations SET status = 'denied', decided_at = now()
 WHERE crdb_region = $1 AND tenant_id = $2 AND requester_id = $3 AND status = 'pending' RETURNING id::TEXT`, sc.Region, sc.TenantID, id))
 		if err != nil {
-			return fmt.Errorf("deny elevations: %w", err)
+			return false, fmt.Errorf("deny elevations: %w", err)
 		}
 		revoked := make([]string, 0, len(creds))
 		for _, c := range creds {
@@ -227,11 +222,9 @@ WHERE crdb_region = $1 AND tenant_id = $2 AND requester_id = $3 AND status = 'pe
 		after["reason"] = "owner_" + state
 		after["credentials_revoked"] = revoked
 		after["elevations_denied"] = nonNil(denied)
-		done = true
-		return s.writeAudit(ctx, tx, sc, sweepChange(), audit{action: "identity.freeze", targetKind: "identity", targetID: id,
+		return true, s.writeAudit(ctx, tx, sc, sweepChange(), audit{action: "identity.freeze", targetKind: "identity", targetID: id,
 			before: identitySummary(before), after: after})
 	})
-	return done, err
 }
 
 // rotationDue is a credential whose rotation deadline is within the notice.
@@ -270,23 +263,16 @@ ORDER BY x.deadline, x.id LIMIT $6`, sc.Region, sc.TenantID, pol.RotationDaysHig
 // announceRotation marks credential d as announced for its deadline and writes a
 // "credential.rotation_due" event, unless that deadline was announced already.
 func (s *Store) announceRotation(ctx context.Context, sc Scope, d rotationDue) (bool, error) {
-	var done bool
-	err := s.tx(ctx, func(tx pgx.Tx) error {
-		done = false
-		var now time.Time
-		if err := tx.QueryRow(ctx, `SELECT now()`).Scan(&now); err != nil {
-			return fmt.Errorf("read clock: %w", err)
-		}
+	return s.sweepTx(ctx, func(tx pgx.Tx, now time.Time) (bool, error) {
 		c, err := scanCredential(tx.QueryRow(ctx, `UPDATE credentials SET rotation_notice_for = $4
 WHERE tenant_id = $1 AND crdb_region = $2 AND id = $3 AND revoked_at IS NULL AND rotated_at IS NULL
   AND (rotation_notice_for IS NULL OR rotation_notice_for <> $4) RETURNING `+credentialColumns, sc.TenantID, sc.Region, d.credentialID, d.deadline))
 		if errors.Is(err, pgx.ErrNoRows) {
-			return nil
+			return false, nil
 		}
 		if err != nil {
-			return fmt.Errorf("mark rotation notice: %w", err)
+			return false, fmt.Errorf("mark rotation notice: %w", err)
 		}
-		done = true
 		tier := TierNormal
 		if d.high {
 			tier = TierHigh
@@ -295,7 +281,6 @@ WHERE tenant_id = $1 AND crdb_region = $2 AND id = $3 AND revoked_at IS NULL AND
 		after["rotation_deadline"] = d.deadline.UTC().Format(time.RFC3339)
 		after["risk_tier"] = tier
 		after["overdue"] = !now.Before(d.deadline)
-		return s.writeAudit(ctx, tx, sc, sweepChange(), audit{action: "credential.rotation_due", targetKind: "credential", targetID: d.credentialID, after: after})
+		return true, s.writeAudit(ctx, tx, sc, sweepChange(), audit{action: "credential.rotation_due", targetKind: "credential", targetID: d.credentialID, after: after})
 	})
-	return done, err
 }
