@@ -18,7 +18,7 @@ REVISION   ?= $(shell git rev-parse HEAD 2>/dev/null)
 
 export PATH := $(BIN):$(PATH)
 
-.PHONY: all build image demo test vet lint unit postgres tools generate fuzz bench bench-go clean help
+.PHONY: all build image demo test vet lint unit postgres tools generate fuzz bench bench-go bench-peers clean help
 
 all: build
 
@@ -63,6 +63,10 @@ bench: postgres build ## every load-bench workload next to its raw-SQL baseline 
 
 bench-go: postgres ## the go test benchmarks: in-process token/check paths and the route benchmark (BENCHTIME, default 5s)
 	go test ./bench -run '^$$' -bench . -benchtime $${BENCHTIME:-5s}
+
+bench-peers: postgres build ## fresh checks of keyplane, OpenFGA, SpiceDB and the raw-SQL floor side by side (PEERS_FLAGS); builds the peers into .bin/peers once; report in .bin/peers/
+	$(BIN)/keyplane bench peers --bin-dir $(BIN)/peers --json $(BIN)/peers/peers.json \
+	  --report $(BIN)/peers/peers.md --svg $(BIN)/peers/peers.svg $(PEERS_FLAGS)
 
 fuzz: ## run every fuzz target for FUZZTIME each (default 20s)
 	@for spec in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do \

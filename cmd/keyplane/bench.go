@@ -10,8 +10,16 @@ import (
 )
 
 func runBench(ctx context.Context, args []string, stdout io.Writer) error {
+	if len(args) > 0 && args[0] == "peers" {
+		return runBenchPeers(ctx, args[1:], stdout)
+	}
 	if len(args) == 0 || args[0] != "run" {
-		return onlyRun(stdout, args, "Usage: keyplane bench run [flags]   start a local cluster, seed it, measure workloads next to raw-SQL baselines")
+		err := onlyRun(stdout, args, "Usage: keyplane bench run [flags]     start a local cluster, seed it, measure workloads next to raw-SQL baselines\n"+
+			"       keyplane bench peers [flags]   fresh checks of keyplane, OpenFGA, SpiceDB and the raw-SQL floor, side by side")
+		if err != nil {
+			return usageErr("want a subcommand: run or peers")
+		}
+		return nil
 	}
 	c := newCommand(stdout, "bench run", "Start a local keyplane cluster on a private PostgreSQL, seed it, and measure workloads, each next to the same logical read done with raw pgx in the same run. Prints a table; writes JSON, Markdown and SVG on request.", `
 Workloads: `+strings.Join(bench.Workloads, ", ")+` (or all). mixed is 94% check, 5% validate,

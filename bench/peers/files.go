@@ -1,0 +1,46 @@
+package peers
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+)
+
+// Files names where a run's report is written; an empty name skips that output.
+type Files struct {
+	JSON     string // WriteJSON
+	Markdown string // WriteMarkdown
+	SVG      string // WriteSVG
+}
+
+// WriteFiles writes rep to the files named, creating missing directories.
+func WriteFiles(rep Report, f Files) error {
+	for _, out := range []struct {
+		path  string
+		write func(io.Writer, Report) error
+	}{{f.JSON, WriteJSON}, {f.Markdown, WriteMarkdown}, {f.SVG, WriteSVG}} {
+		if out.path == "" {
+			continue
+		}
+		if err := writeFile(out.path, func(w io.Writer) error { return out.write(w, rep) }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func writeFile(path string, write func(io.Writer) error) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := write(f); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return f.Close()
+}

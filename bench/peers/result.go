@@ -1,0 +1,65 @@
+package peers
+
+import (
+	"time"
+
+	"github.com/keyplane/keyplane/bench"
+)
+
+// Report is one run. Its JSON form is documented in bench/README.md ("Peers"); fields
+// are only ever added.
+type Report struct {
+	Started     time.Time     `json:"started"`
+	Machine     bench.Machine `json:"machine"`
+	Command     string        `json:"command"`
+	Concurrency int           `json:"concurrency"`
+	DurationS   float64       `json:"duration_s"` // measured, per system
+	WarmupS     float64       `json:"warmup_s"`
+	Shape       ShapeInfo     `json:"shape"`
+	Mapping     string        `json:"mapping"`
+	Agreement   Agreement     `json:"agreement"`
+	Builds      []Build       `json:"builds"`
+	Results     []Result      `json:"results"`
+}
+
+// ShapeInfo is the data every system holds.
+type ShapeInfo struct {
+	Identities  int `json:"identities"`
+	Roles       int `json:"roles"`
+	Resources   int `json:"resources"`
+	Memberships int `json:"memberships"` // member tuples
+	Grants      int `json:"grants"`      // viewer tuples
+}
+
+// Agreement is the answer check run before the measurements: every system answered
+// Pairs pairs like the shape does (else the run fails).
+type Agreement struct {
+	Pairs   int      `json:"pairs"`
+	Allowed int      `json:"allowed"` // pairs the shape allows
+	Systems []string `json:"systems"` // systems asked
+}
+
+// Result is one system's closed-loop run.
+type Result struct {
+	System      string           `json:"system"`
+	Version     string           `json:"version"`
+	API         string           `json:"api"`
+	Consistency string           `json:"consistency"`
+	Ops         int64            `json:"ops"`        // calls completed, failed ones included
+	Throughput  float64          `json:"throughput"` // successful checks per second
+	Latency     bench.Latency    `json:"latency_ms"`
+	Errors      map[string]int64 `json:"errors"`
+	FirstError  string           `json:"first_error,omitempty"`
+	// AllowedFraction is the share of successful checks answered allowed; absent for
+	// the floor, which answers nothing.
+	AllowedFraction *float64 `json:"allowed_fraction,omitempty"`
+	// VsFloor is the throughput over the floor's (0 without a floor in the run).
+	VsFloor float64 `json:"vs_floor"`
+	// Process is whose CPU and RSS are reported ("" for the floor, which runs in the
+	// load generator).
+	Process    string  `json:"process,omitempty"`
+	CPUSeconds float64 `json:"cpu_seconds"`
+	RSSStartM  float64 `json:"rss_start_mib"`
+	RSSEndM    float64 `json:"rss_end_mib"`
+	RSSPeakM   float64 `json:"rss_peak_mib"`
+}
