@@ -25,8 +25,8 @@ type Build struct {
 	Version string  `json:"version"`
 	Module  string  `json:"module"`
 	Path    string  `json:"path"`
-	Seconds float64 `json:"build_seconds"` // 0 when cached
-	Cached  bool    `json:"cached"`
+	Seconds float64 `json:"build_seconds"` // this run's build, or the cached binary's when its record is there (else 0)
+	Cached  bool    `json:"cached"`        // built by an earlier run
 }
 
 // binary returns the path of name's binary under binDir, building it from the Go
@@ -50,6 +50,12 @@ func binary(ctx context.Context, binDir, name string, log io.Writer) (Build, err
 	b.Path = filepath.Join(abs, name+"-"+b.Version)
 	if fi, err := os.Stat(b.Path); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
 		b.Cached = true
+		if rec, err := os.ReadFile(b.Path + ".json"); err == nil {
+			var r struct{ Seconds float64 }
+			if json.Unmarshal(rec, &r) == nil {
+				b.Seconds = r.Seconds
+			}
+		}
 		return b, nil
 	}
 	if err := os.MkdirAll(abs, 0o755); err != nil {
@@ -75,8 +81,11 @@ func binary(ctx context.Context, binDir, name string, log io.Writer) (Build, err
 			return b, fmt.Errorf("build %s %s: go mod download: %w", name, b.Version, err)
 		}
 		var mod struct{ Dir, Error string }
-		if err := json.Unmarshal(js, &mod); err != nil || mod.Dir == "" {
-			return b, fmt.Errorf("build %s %s: go mod download: no source directory (%s%v)", name, b.Version, mod.Error, err)
+		if err := json.Unmarshal(js, &mod); err != nil {
+			return b, fmt.Errorf("build %s %s: go mod download: %w", name, b.Version, err)
+		}
+		if mod.Dir == "" {
+			return b, fmt.Errorf("build %s %s: go mod download: no source directory (%s)", name, b.Version, mod.Error)
 		}
 		src := filepath.Join(tmp, "src")
 		if err := os.CopyFS(src, os.DirFS(mod.Dir)); err != nil {
@@ -90,6 +99,11 @@ func binary(ctx context.Context, binDir, name string, log io.Writer) (Build, err
 		return b, fmt.Errorf("build %s %s: install into bin-dir: %w", name, b.Version, err)
 	}
 	b.Seconds = time.Since(start).Seconds()
+	// How long the build took is kept next to the binary, for the reports of the runs
+	// that reuse it.
+	if rec, err := json.Marshal(map[string]any{"seconds": b.Seconds, "built": time.Now().UTC()}); err == nil {
+		_ = os.WriteFile(b.Path+".json", rec, 0o644)
+	}
 	fmt.Fprintf(log, "built %s %s in %.0fs\n", name, b.Version, b.Seconds)
 	return b, nil
 }

@@ -1,6 +1,13 @@
 package peers
 
-import "testing"
+import (
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
 
 func TestRelationship(t *testing.T) {
 	t.Parallel()
@@ -50,5 +57,29 @@ func TestSamplePairs(t *testing.T) {
 	}
 	if again := samplePairs(s, 200); again[7] != pairs[7] || again[150] != pairs[150] {
 		t.Error("the sample is not the same from run to run")
+	}
+}
+
+func TestBinaryCachedAndFailures(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "openfga-"+OpenFGAVersion)
+	if err := os.WriteFile(path, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path+".json", []byte(`{"seconds": 321}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b, err := binary(context.Background(), dir, OpenFGA, io.Discard)
+	if err != nil || !b.Cached || b.Path != path || b.Seconds != 321 || b.Version != OpenFGAVersion {
+		t.Fatalf("cached binary: %+v, %v", b, err)
+	}
+	// A bin-dir that cannot be created stops the build with the step and the version.
+	_, err = binary(context.Background(), "/dev/null/peers", SpiceDB, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "build spicedb "+SpiceDBVersion+": bin-dir") {
+		t.Fatalf("uncreatable bin-dir: %v", err)
+	}
+	if _, err := binary(context.Background(), dir, Keyplane, io.Discard); err == nil {
+		t.Fatal("built a binary for keyplane, which is not a peer")
 	}
 }

@@ -62,7 +62,7 @@ func (s *server) exited() error {
 	select {
 	case <-s.done:
 		b, _ := os.ReadFile(s.log)
-		return fmt.Errorf("%s exited (%v):\n%s", s.name, s.err, tail(string(b), 15))
+		return fmt.Errorf("%s exited (%w):\n%s", s.name, s.err, tail(string(b), 15))
 	default:
 		return nil
 	}
@@ -107,7 +107,12 @@ func (s *server) waitReady(ctx context.Context, limit time.Duration, ready func(
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%s not ready after %s: %w (log: %s)", s.name, limit, err, s.log)
 		}
-		time.Sleep(200 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.done:
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
 }
 

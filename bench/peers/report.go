@@ -97,7 +97,10 @@ func WriteMarkdown(w io.Writer, rep Report) error {
 		fmt.Fprintf(&b, "\n## Builds\n\n| peer | module | version | build |\n|---|---|---|---|\n")
 		for _, bl := range rep.Builds {
 			how := fmt.Sprintf("%.0f s", bl.Seconds)
-			if bl.Cached {
+			switch {
+			case bl.Cached && bl.Seconds > 0:
+				how = fmt.Sprintf("cached (built in %.0f s)", bl.Seconds)
+			case bl.Cached:
 				how = "cached"
 			}
 			fmt.Fprintf(&b, "| %s | `%s` | %s | %s |\n", bl.Name, bl.Module, bl.Version, how)

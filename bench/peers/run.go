@@ -27,8 +27,8 @@ const mapping = "keyplane group j (the members of role j) → group:j, each memb
 // system is one started system under test.
 type system struct {
 	name, version, api, consistency, process string
-	check                                     checkFunc
-	pid                                       func() int
+	check                                    checkFunc
+	pid                                      func() int
 }
 
 // Run builds the peers (or finds them in BinDir), starts keyplane seeded with the
@@ -103,7 +103,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 			consistency: "fully_consistent", process: "keyplane node", check: func(ctx context.Context, _, i, r int) (bool, error) {
 				return target.Check(ctx, i, r)
 			}, pid: target.NodePid},
-		Floor: {name: Floor, version: strings.TrimPrefix(rep.Machine.Postgres, "PostgreSQL "), api: "raw pgx: the identity row by primary key",
+		Floor: {name: Floor, version: "PostgreSQL " + strings.Fields(pgVersion + " ?")[0], api: "raw pgx: the identity row by primary key",
 			consistency: "read committed", check: floorCheck(pool, target), pid: func() int { return 0 }},
 	}
 	logDir, err := os.MkdirTemp("", "keyplane-peers-")
