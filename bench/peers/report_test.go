@@ -133,7 +133,7 @@ func TestWriteSVG(t *testing.T) {
 	if rects != 1+3*3 { // background, then a throughput bar and two latency bars per system
 		t.Errorf("%d rects, want 10", rects)
 	}
-	for _, want := range []string{"floor", "keyplane", "openfga", "9000/s (0.30× floor)", "p50 1.50 · p99 4.25"} {
+	for _, want := range []string{"floor", "keyplane", "openfga", "9000/s (0.30× floor)", "p50 1.50 · p99 4.25", "RSS 85 MiB", "RSS 130 MiB"} {
 		if !strings.Contains(text.String(), want) {
 			t.Errorf("svg text lacks %q", want)
 		}

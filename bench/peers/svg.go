@@ -37,7 +37,10 @@ func WriteSVG(w io.Writer, rep Report) error {
 		if col == "" {
 			col = "#444444"
 		}
-		fmt.Fprintf(&b, `<text x="10" y="%.1f">%s</text>`+"\n", y+18, html.EscapeString(r.System))
+		fmt.Fprintf(&b, `<text x="10" y="%.1f">%s</text>`+"\n", y+15, html.EscapeString(r.System))
+		if r.Process != "" {
+			fmt.Fprintf(&b, `<text x="10" y="%.1f" font-size="10" fill="#555555">RSS %.0f MiB</text>`+"\n", y+29, r.RSSPeakM)
+		}
 		tw := panel * 0.75 * r.Throughput / maxT
 		fmt.Fprintf(&b, `<rect x="%.0f" y="%.1f" width="%.1f" height="24" fill="%s"/>`+"\n", left, y+4, tw, col)
 		label := fmt.Sprintf("%.0f/s", r.Throughput)
@@ -63,10 +66,5 @@ func WriteSVG(w io.Writer, rep Report) error {
 func footer(rep Report) string {
 	s := fmt.Sprintf("%d identities, %d roles, %d resources; %d CPUs; same PostgreSQL, one database each", rep.Shape.Identities,
 		rep.Shape.Roles, rep.Shape.Resources, rep.Machine.CPUs)
-	for _, r := range rep.Results {
-		if r.Process != "" {
-			s += fmt.Sprintf("; %s RSS %.0f MiB", r.System, r.RSSPeakM)
-		}
-	}
-	return s
+	return s + "; RSS: the server process's peak"
 }
