@@ -25,7 +25,8 @@ type Config struct {
 	Systems     []string      // subset of Systems, measured in Systems' order; empty means all
 	Concurrency int           // closed-loop workers per system
 	Duration    time.Duration // measured time per system
-	Warmup      time.Duration // unmeasured load before each system's run
+	Warmup      time.Duration // unmeasured load before each system's first round
+	Rounds      int           // the systems take turns, each measured Rounds times for Duration/Rounds
 	Identities  int
 	Roles       int
 	Resources   int
@@ -36,11 +37,12 @@ type Config struct {
 	Progress    io.Writer
 }
 
-// DefaultConfig is the reference run: every system, c=16, 20 s each after 3 s of
-// warm-up, the load bench's shape, 200 agreement pairs.
+// DefaultConfig is the reference run: every system, c=16, 20 s each (4 rounds of
+// 5 s, the systems taking turns) after 3 s of warm-up, the load bench's shape, 200
+// agreement pairs.
 func DefaultConfig() Config {
 	return Config{Systems: Systems, Concurrency: 16, Duration: 20 * time.Second, Warmup: 3 * time.Second,
-		Identities: 10_000, Roles: 100, Resources: 10_000, Pairs: 200, BinDir: ".bin/peers", Progress: io.Discard}
+		Identities: 10_000, Roles: 100, Resources: 10_000, Pairs: 200, Rounds: 4, BinDir: ".bin/peers", Progress: io.Discard}
 }
 
 func (c *Config) defaults() {
@@ -65,6 +67,7 @@ func (c *Config) defaults() {
 	pick(&c.Roles, d.Roles)
 	pick(&c.Resources, d.Resources)
 	pick(&c.Pairs, d.Pairs)
+	pick(&c.Rounds, d.Rounds)
 	if c.Duration == 0 {
 		c.Duration = d.Duration
 	}
@@ -106,6 +109,10 @@ func (c Config) Validate() error {
 		return errors.New("roles: between 3 and 10,000")
 	case c.Pairs < 0 || c.Pairs > 100_000:
 		return errors.New("pairs: at most 100,000")
+	case c.Rounds < 0 || c.Rounds > 100:
+		return errors.New("rounds: between 1 and 100")
+	case c.Rounds > 0 && c.Duration > 0 && c.Duration/time.Duration(c.Rounds) < time.Second:
+		return fmt.Errorf("rounds: %d rounds of a %s duration are shorter than 1s each", c.Rounds, c.Duration)
 	}
 	return nil
 }

@@ -28,6 +28,8 @@ func TestConfigValidate(t *testing.T) {
 		{"resources", func(c *peers.Config) { c.Resources = -1 }, "resources"},
 		{"roles", func(c *peers.Config) { c.Roles = 2 }, "roles"},
 		{"pairs", func(c *peers.Config) { c.Pairs = -1 }, "pairs"},
+		{"rounds", func(c *peers.Config) { c.Rounds = 101 }, "rounds: between"},
+		{"round too short", func(c *peers.Config) { c.Rounds, c.Duration = 4, 3*time.Second }, "rounds: 4 rounds of a 3s duration"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

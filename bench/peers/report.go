@@ -31,7 +31,7 @@ func WriteTable(w io.Writer, rep Report) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.System, r.Version, c.tput, c.vs, c.p50, c.p99, c.allowed, c.errors, c.cpu, c.rss)
 	}
 	_ = tw.Flush() // into b, which does not fail
-	fmt.Fprintf(&b, "c=%d closed loop, %.0fs per system; %d pairs answered alike by %s (%d allowed)\n", rep.Concurrency, rep.DurationS,
+	fmt.Fprintf(&b, "c=%d closed loop, %.0fs per system in %d rounds; %d pairs answered alike by %s (%d allowed)\n", rep.Concurrency, rep.DurationS, max(rep.Rounds, 1),
 		rep.Agreement.Pairs, strings.Join(rep.Agreement.Systems, ", "), rep.Agreement.Allowed)
 	if _, err := w.Write(b.Bytes()); err != nil {
 		return fmt.Errorf("write table: %w", err)
@@ -73,8 +73,9 @@ func WriteMarkdown(w io.Writer, rep Report) error {
 	fmt.Fprintf(&b, "Started %s. Command: `%s`\n\n", rep.Started.Format("2006-01-02 15:04:05 UTC"), rep.Command)
 	m := rep.Machine
 	fmt.Fprintf(&b, "Machine: %d CPUs (%s), %.1f GiB, %s, %s; %s; %s.\n\n", m.CPUs, m.CPUModel, m.MemoryGiB, m.OS, m.Go, m.Postgres, m.Note)
-	fmt.Fprintf(&b, "Closed loop, c=%d, %.0f s measured per system after %.0f s of warm-up, one system at a time; every worker draws "+
-		"uniform random (identity, resource) pairs from the same seeded stream for every system.\n\n", rep.Concurrency, rep.DurationS, rep.WarmupS)
+	fmt.Fprintf(&b, "Closed loop, c=%d, %.0f s measured per system after %.0f s of warm-up, in %d rounds with the systems taking turns "+
+		"(so load from outside the run falls on all alike); every worker draws uniform random (identity, resource) pairs from the same "+
+		"seeded stream for every system.\n\n", rep.Concurrency, rep.DurationS, rep.WarmupS, max(rep.Rounds, 1))
 	fmt.Fprintln(&b, "| system | version | checks/s | vs floor | p50 ms | p99 ms | allowed | errors | CPU s | RSS MiB (peak) |")
 	fmt.Fprintln(&b, "|---|---|--:|--:|--:|--:|--:|---|--:|--:|")
 	for _, r := range rep.Results {

@@ -13,8 +13,9 @@ type Report struct {
 	Machine     bench.Machine `json:"machine"`
 	Command     string        `json:"command"`
 	Concurrency int           `json:"concurrency"`
-	DurationS   float64       `json:"duration_s"` // measured, per system
+	DurationS   float64       `json:"duration_s"` // measured, per system (all rounds)
 	WarmupS     float64       `json:"warmup_s"`
+	Rounds      int           `json:"rounds"` // the systems took turns, Rounds slices of DurationS/Rounds each
 	Shape       ShapeInfo     `json:"shape"`
 	Mapping     string        `json:"mapping"`
 	Agreement   Agreement     `json:"agreement"`

@@ -43,7 +43,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	cfg.defaults()
 	log := cfg.Progress
 	rep := Report{Started: time.Now().UTC(), Machine: bench.DescribeMachine(cfg.Version), Concurrency: cfg.Concurrency,
-		WarmupS: cfg.Warmup.Seconds(), Mapping: mapping}
+		WarmupS: cfg.Warmup.Seconds(), Rounds: cfg.Rounds, Mapping: mapping}
 	rep.Machine.Note = "load generator, keyplane node, OpenFGA, SpiceDB and PostgreSQL share the machine"
 	builds := map[string]Build{}
 	for _, name := range []string{OpenFGA, SpiceDB} {
@@ -167,25 +167,41 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	}
 	rep.Agreement.Allowed = n
 
+	// The systems take turns: Rounds rounds of Duration/Rounds each, so load from
+	// outside the run (a shared machine) falls on every system alike.
+	accs := map[string]*measured{}
 	for _, name := range cfg.Systems {
-		sys := systems[name]
+		accs[name] = &measured{t: tally{hist: newHist(), errors: map[string]int64{}}}
 		if cfg.Warmup > 0 {
-			closedLoop(ctx, cfg.Concurrency, cfg.Warmup, shape.Identities, shape.Resources, seed+1, sys.check)
+			fmt.Fprintf(log, "warming %s up for %s…\n", name, cfg.Warmup)
+			closedLoop(ctx, cfg.Concurrency, cfg.Warmup, shape.Identities, shape.Resources, seed+1, systems[name].check)
 		}
-		fmt.Fprintf(log, "measuring %s for %s at c=%d…\n", name, cfg.Duration, cfg.Concurrency)
-		u := startUsage(sys.pid())
-		t := closedLoop(ctx, cfg.Concurrency, cfg.Duration, shape.Identities, shape.Resources, seed, sys.check)
-		cpu, rs, re, rp := u.stop()
-		if ctx.Err() != nil {
-			return rep, ctx.Err()
+	}
+	slice := cfg.Duration / time.Duration(cfg.Rounds)
+	for round := range cfg.Rounds {
+		for _, name := range cfg.Systems {
+			sys, a := systems[name], accs[name]
+			fmt.Fprintf(log, "round %d/%d: measuring %s for %s at c=%d…", round+1, cfg.Rounds, name, slice, cfg.Concurrency)
+			u := startUsage(sys.pid())
+			t := closedLoop(ctx, cfg.Concurrency, slice, shape.Identities, shape.Resources, seed+uint64(round)*1000, sys.check)
+			cpu, rs, re, rp := u.stop()
+			if ctx.Err() != nil {
+				return rep, ctx.Err()
+			}
+			fmt.Fprintf(log, " %.0f checks/s\n", float64(t.ok)/t.elapsed.Seconds())
+			a.add(t, cpu, rs, re, rp, round == 0)
 		}
+	}
+	for _, name := range cfg.Systems {
+		sys, a := systems[name], accs[name]
+		t := a.t
 		res := Result{System: name, Version: sys.version, API: sys.api, Consistency: sys.consistency, Ops: t.ok + sumErrors(t.errors),
 			Throughput: float64(t.ok) / t.elapsed.Seconds(), Latency: latencyOf(t), Errors: t.errors, FirstError: t.firstErr,
 			Process: sys.process}
 		if name != Floor {
 			f := float64(t.allowed) / float64(max(t.ok, 1))
 			res.AllowedFraction = &f
-			res.CPUSeconds, res.RSSStartM, res.RSSEndM, res.RSSPeakM = cpu, rs, re, rp
+			res.CPUSeconds, res.RSSStartM, res.RSSEndM, res.RSSPeakM = a.cpu, a.rssStart, a.rssEnd, a.rssPeak
 		}
 		rep.DurationS = t.elapsed.Seconds()
 		rep.Results = append(rep.Results, res)
@@ -204,6 +220,32 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	}
 	_ = os.RemoveAll(logDir) // kept on failure, for the peers' logs
 	return rep, nil
+}
+
+// measured sums a system's rounds.
+type measured struct {
+	t                         tally
+	cpu                       float64
+	rssStart, rssEnd, rssPeak float64
+}
+
+func (m *measured) add(t tally, cpu, rssStart, rssEnd, rssPeak float64, first bool) {
+	m.t.hist.Merge(t.hist)
+	m.t.ok += t.ok
+	m.t.allowed += t.allowed
+	for k, v := range t.errors {
+		m.t.errors[k] += v
+	}
+	if m.t.firstErr == "" {
+		m.t.firstErr = t.firstErr
+	}
+	m.t.elapsed += t.elapsed
+	m.cpu += cpu
+	if first {
+		m.rssStart = rssStart
+	}
+	m.rssEnd = rssEnd
+	m.rssPeak = max(m.rssPeak, rssPeak)
 }
 
 // floorCheck is the one point read a fresh decision must make: the identity's row by

@@ -31,7 +31,8 @@ Examples:
 	cfg := peers.DefaultConfig()
 	only := fs.String("only", strings.Join(peers.Systems, ","), "systems to measure, comma-separated: "+strings.Join(peers.Systems, ", "))
 	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "measured time per system")
-	fs.DurationVar(&cfg.Warmup, "warmup", cfg.Warmup, "unmeasured load before each system's run")
+	fs.DurationVar(&cfg.Warmup, "warmup", cfg.Warmup, "unmeasured load before each system's first round")
+	fs.IntVar(&cfg.Rounds, "rounds", cfg.Rounds, "the systems take turns: each is measured in this many slices of --duration / --rounds")
 	fs.IntVar(&cfg.Concurrency, "concurrency", cfg.Concurrency, "closed-loop workers per system")
 	fs.IntVar(&cfg.Identities, "identities", cfg.Identities, "identities")
 	fs.IntVar(&cfg.Roles, "roles", cfg.Roles, "roles (each with one group holding its members)")
@@ -70,7 +71,7 @@ Examples:
 // validatePeers turns a bad configuration into a usage error naming the flag. Zero
 // values are refused here (Config would read them as defaults).
 func validatePeers(cfg peers.Config) error {
-	for name, v := range map[string]int{"concurrency": cfg.Concurrency, "identities": cfg.Identities, "roles": cfg.Roles, "resources": cfg.Resources} {
+	for name, v := range map[string]int{"rounds": cfg.Rounds, "concurrency": cfg.Concurrency, "identities": cfg.Identities, "roles": cfg.Roles, "resources": cfg.Resources} {
 		if v <= 0 {
 			return usageErr("%s: must be positive, got %d", name, v)
 		}

@@ -24,6 +24,8 @@ func TestBenchPeersFlags(t *testing.T) {
 		{[]string{"bench", "peers", "--duration", "0s"}, 2, "duration: must be positive"},
 		{[]string{"bench", "peers", "--duration", "500ms"}, 2, "duration: between 1s and 1h"},
 		{[]string{"bench", "peers", "--roles", "2"}, 2, "roles: between 3 and 10,000"},
+		{[]string{"bench", "peers", "--rounds", "0"}, 2, "rounds: must be positive"},
+		{[]string{"bench", "peers", "--rounds", "30", "--duration", "20s"}, 2, "rounds: 30 rounds of a 20s duration are shorter than 1s each"},
 		{[]string{"bench", "peers", "--identities", "-1"}, 2, "identities: must be positive"},
 		{[]string{"bench", "peers", "--bin-dir", ""}, 2, "bin-dir: must not be empty"},
 		{[]string{"bench", "peers", "--svgs", "x"}, 2, "flag provided but not defined: -svgs"},
