@@ -178,6 +178,19 @@ func (u *usage) stop() (cpu, rssStart, rssEnd, rssPeak float64) {
 	return end.cpu - u.start.cpu, u.start.rss, end.rss, max(u.peak, end.rss)
 }
 
+// loadAvg is the machine's 1-minute load average, 0 when it cannot be read.
+func loadAvg() float64 {
+	fs, err := procfs.NewDefaultFS()
+	if err != nil {
+		return 0
+	}
+	l, err := fs.LoadAvg()
+	if err != nil {
+		return 0
+	}
+	return l.Load1
+}
+
 // parallel runs f(k) for k in [0, n) on w workers, stopping at the first error.
 func parallel(ctx context.Context, n, w int, f func(ctx context.Context, k int) error) error {
 	ctx, cancel := context.WithCancel(ctx)

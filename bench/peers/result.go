@@ -15,12 +15,15 @@ type Report struct {
 	Concurrency int           `json:"concurrency"`
 	DurationS   float64       `json:"duration_s"` // measured, per system (all rounds)
 	WarmupS     float64       `json:"warmup_s"`
-	Rounds      int           `json:"rounds"` // the systems took turns, Rounds slices of DurationS/Rounds each
-	Shape       ShapeInfo     `json:"shape"`
-	Mapping     string        `json:"mapping"`
-	Agreement   Agreement     `json:"agreement"`
-	Builds      []Build       `json:"builds"`
-	Results     []Result      `json:"results"`
+	// LoadAvg is the machine's 1-minute load average when the measurements started
+	// and ended: above the CPU count, something outside the run competed for the CPUs.
+	LoadAvg   [2]float64 `json:"load_avg"`
+	Rounds    int        `json:"rounds"` // the systems took turns, Rounds slices of DurationS/Rounds each
+	Shape     ShapeInfo  `json:"shape"`
+	Mapping   string     `json:"mapping"`
+	Agreement Agreement  `json:"agreement"`
+	Builds    []Build    `json:"builds"`
+	Results   []Result   `json:"results"`
 }
 
 // ShapeInfo is the data every system holds.

@@ -178,6 +178,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		}
 	}
 	slice := cfg.Duration / time.Duration(cfg.Rounds)
+	rep.LoadAvg[0] = loadAvg()
 	for round := range cfg.Rounds {
 		for _, name := range cfg.Systems {
 			sys, a := systems[name], accs[name]
@@ -192,6 +193,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 			a.add(t, cpu, rs, re, rp, round == 0)
 		}
 	}
+	rep.LoadAvg[1] = loadAvg()
 	for _, name := range cfg.Systems {
 		sys, a := systems[name], accs[name]
 		t := a.t
