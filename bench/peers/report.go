@@ -72,11 +72,11 @@ func WriteMarkdown(w io.Writer, rep Report) error {
 	fmt.Fprintf(&b, "# keyplane vs OpenFGA vs SpiceDB vs the raw-SQL floor: fresh checks\n\n")
 	fmt.Fprintf(&b, "Started %s. Command: `%s`\n\n", rep.Started.Format("2006-01-02 15:04:05 UTC"), rep.Command)
 	m := rep.Machine
-	fmt.Fprintf(&b, "Machine: %d CPUs (%s), %.1f GiB, %s, %s; %s; %s. 1-minute load average %.1f when the measurements started, "+
-		"%.1f when they ended", m.CPUs, m.CPUModel, m.MemoryGiB, m.OS, m.Go, m.Postgres, m.Note, rep.LoadAvg[0], rep.LoadAvg[1])
-	if max(rep.LoadAvg[0], rep.LoadAvg[1]) > float64(m.CPUs) {
-		fmt.Fprintf(&b, " (above the %d CPUs: processes outside the run competed for them; compare the systems with each other, "+
-			"not with runs on a quiet machine)", m.CPUs)
+	fmt.Fprintf(&b, "Machine: %d CPUs (%s), %.1f GiB, %s, %s; %s; %s. 1-minute load average %.1f before the run "+
+		"started anything, %.1f when the measurements ended (the run's own load included)", m.CPUs, m.CPUModel, m.MemoryGiB, m.OS, m.Go, m.Postgres, m.Note, rep.LoadAvg[0], rep.LoadAvg[1])
+	if rep.LoadAvg[0] > float64(m.CPUs) {
+		fmt.Fprintf(&b, "; the load before the run was above the %d CPUs: other processes competed with the run for them, so "+
+			"compare the systems with each other, not with runs on a quiet machine", m.CPUs)
 	}
 	fmt.Fprint(&b, ".\n\n")
 	fmt.Fprintf(&b, "Closed loop, c=%d, %.0f s measured per system after %.0f s of warm-up, in %d rounds with the systems taking turns "+

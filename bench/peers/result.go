@@ -15,8 +15,9 @@ type Report struct {
 	Concurrency int           `json:"concurrency"`
 	DurationS   float64       `json:"duration_s"` // measured, per system (all rounds)
 	WarmupS     float64       `json:"warmup_s"`
-	// LoadAvg is the machine's 1-minute load average when the measurements started
-	// and ended: above the CPU count, something outside the run competed for the CPUs.
+	// LoadAvg is the machine's 1-minute load average before the run started anything
+	// (the machine's other work: above the CPU count, it competed with the run) and
+	// when the measurements ended (the run's own load included).
 	LoadAvg   [2]float64 `json:"load_avg"`
 	Rounds    int        `json:"rounds"` // the systems took turns, Rounds slices of DurationS/Rounds each
 	Shape     ShapeInfo  `json:"shape"`

@@ -45,6 +45,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	rep := Report{Started: time.Now().UTC(), Machine: bench.DescribeMachine(cfg.Version), Concurrency: cfg.Concurrency,
 		WarmupS: cfg.Warmup.Seconds(), Rounds: cfg.Rounds, Mapping: mapping}
 	rep.Machine.Note = "load generator, keyplane node, OpenFGA, SpiceDB and PostgreSQL share the machine"
+	rep.LoadAvg[0] = loadAvg() // before anything of the run started: the machine's other work
 	builds := map[string]Build{}
 	for _, name := range []string{OpenFGA, SpiceDB} {
 		if !slices.Contains(cfg.Systems, name) {
@@ -178,7 +179,6 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		}
 	}
 	slice := cfg.Duration / time.Duration(cfg.Rounds)
-	rep.LoadAvg[0] = loadAvg()
 	for round := range cfg.Rounds {
 		for _, name := range cfg.Systems {
 			sys, a := systems[name], accs[name]
