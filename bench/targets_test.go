@@ -60,7 +60,7 @@ func TestForwardedOverheadAgainstZeroLatency(t *testing.T) {
 	t.Parallel()
 	res := Result{Workload: "validate", Routes: map[string]Route{
 		"local 1ms":       {Ops: 100, Latency: Latency{P50: 1.5}, RTTms: 1},
-		"forwarded 71ms":  {Ops: 100, Latency: Latency{P50: 73.5}, RTTms: 71},  // 73.5 − 71 − 1.75 = 0.75
+		"forwarded 71ms":  {Ops: 100, Latency: Latency{P50: 73.5}, RTTms: 71},   // 73.5 − 71 − 1.75 = 0.75
 		"forwarded 201ms": {Ops: 100, Latency: Latency{P50: 204.5}, RTTms: 201}, // 204.5 − 201 − 1.75 = 1.75
 	}, ZeroLatency: &ZeroLatency{Routes: map[string]Route{
 		"local":     {Ops: 50, Latency: Latency{P50: 0.5}},
