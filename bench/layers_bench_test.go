@@ -41,9 +41,9 @@ import (
 //     the node has cached; a token of another issuer, which it never caches), so the
 //     two differ by the signature check; validate, check and check-token are whole
 //     decisions, database reads included.
-//   - db/…: the node's own state reads through its store, on the same database:
-//     a token's session with its identity and tenant, an identity, the policy
-//     revision.
+//   - db/…: the node's decision read through its store (schema.Store.ReadDecisionStates),
+//     on the same database: for a token (tenant, identity, session), for an identity,
+//     and 16 keys in one statement, as concurrent requests share it.
 func BenchmarkLayers(b *testing.B) {
 	b.Run("token/verify-uncached", benchVerifyUncached)
 	b.Run("policy/check", benchPolicyCheck)
@@ -94,32 +94,31 @@ func BenchmarkLayers(b *testing.B) {
 				Permission: "svc1.doc.read", Resource: "projects/p1/doc"}
 		})
 	})
-	b.Run("db/token-state", func(b *testing.B) {
+	// The node's decision read: one statement for what a decision reads that can
+	// change (tenant, identity, session), alone and as a batch of concurrent requests.
+	states := func(b *testing.B, keys []schema.StateKey) {
 		b.ReportAllocs()
 		for b.Loop() {
-			st, err := env.store.ReadTokenState(ctx, env.sc, env.session, env.subject)
-			if err != nil || st.SessionRevoked {
-				b.Fatalf("token state: %+v, %v", st, err)
-			}
-		}
-	})
-	b.Run("db/identity", func(b *testing.B) {
-		b.ReportAllocs()
-		i := 0
-		for b.Loop() {
-			i++
-			if _, err := env.store.GetIdentity(ctx, env.sc, env.identities[i%len(env.identities)]); err != nil {
+			st, err := env.store.ReadDecisionStates(ctx, "us-east", keys)
+			if err != nil {
 				b.Fatal(err)
 			}
-		}
-	})
-	b.Run("db/policy-revision", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			if _, err := env.store.PolicyRevision(ctx, "bench"); err != nil {
-				b.Fatal(err)
+			if !st[0].TenantFound || !st[0].IdentityFound || (keys[0].SessionID != "" && (!st[0].SessionFound || st[0].SessionRevoked)) {
+				b.Fatalf("decision state of %+v: %+v", keys[0], st[0])
 			}
 		}
+	}
+	tokenKey := schema.StateKey{TenantID: "bench", IdentityID: env.subject, SessionID: env.session}
+	b.Run("db/decision-state-token", func(b *testing.B) { states(b, []schema.StateKey{tokenKey}) })
+	b.Run("db/decision-state-identity", func(b *testing.B) {
+		states(b, []schema.StateKey{{TenantID: "bench", IdentityID: env.identities[0]}})
+	})
+	b.Run("db/decision-states-16", func(b *testing.B) {
+		keys := []schema.StateKey{tokenKey}
+		for i := range 15 {
+			keys = append(keys, schema.StateKey{TenantID: "bench", IdentityID: env.identities[i+1]})
+		}
+		states(b, keys)
 	})
 }
 
