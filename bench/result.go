@@ -141,6 +141,8 @@ type Report struct {
 	Machine Machine   `json:"machine"`
 	Command string    `json:"command"`
 	Results []Result  `json:"results"`
+	// History is the linearizability pass (--history); absent without it.
+	History *History `json:"history,omitempty"`
 }
 
 // Machine describes where the run happened.

@@ -41,6 +41,10 @@ type Config struct {
 	Binary      string        // keyplane executable for the nodes; "" means this process
 	Version     string
 	Progress    io.Writer // live progress line and seeding log; nil for none
+	// History runs the linearizability pass after the workloads (historyPass): probe
+	// revocations under the full load of validations and checks, checked for
+	// violations.
+	History bool
 	// ProfileDir, when set, receives a CPU profile of the first node per workload
 	// (<workload>.pprof), taken during the measured run.
 	ProfileDir string
@@ -151,6 +155,14 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 			return rep, fmt.Errorf("%s: %w", name, err)
 		}
 		rep.Results = append(rep.Results, res)
+	}
+	if cfg.History {
+		fmt.Fprintf(cfg.Progress, "history: revoking probe tokens and bindings under full load for %s…\n", cfg.Duration)
+		h, err := historyPass(ctx, e, cfg)
+		if err != nil {
+			return rep, fmt.Errorf("history: %w%s", err, nodeErrors(cl))
+		}
+		rep.History = h
 	}
 	return rep, nil
 }

@@ -53,6 +53,16 @@ func WriteTable(w io.Writer, rep Report) error {
 			fmt.Fprintf(&b, "%s: %s: want %s, got %s: %s\n", r.Workload, t.Name, t.Want, t.Got, mark)
 		}
 	}
+	if h := rep.History; h != nil {
+		for _, c := range []struct {
+			name string
+			c    HistoryCheck
+		}{{"revocation (validate vs revoke)", h.Tokens}, {"binding removal (check vs delete)", h.Bindings}} {
+			fmt.Fprintf(&b, "history: %s: %d reads (%d after an acknowledged revoke), %d revokes, %d violations\n",
+				c.name, c.c.Reads, c.c.ReadsAfterRevoke, c.c.Revokes, c.c.Violations)
+		}
+		fmt.Fprintf(&b, "history: under %.0f load ops/s over %.0f s\n", h.LoadThroughput, h.DurationS)
+	}
 	if _, err := w.Write(b.Bytes()); err != nil {
 		return fmt.Errorf("write table: %w", err)
 	}
