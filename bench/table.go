@@ -40,6 +40,9 @@ func WriteTable(w io.Writer, rep Report) error {
 			if rt.ZeroLatencyP50 != nil && rt.OverheadMS != nil {
 				fmt.Fprintf(&b, "  zero-latency p50 %5.2f ms  overhead %+.2f ms", *rt.ZeroLatencyP50, *rt.OverheadMS)
 			}
+			if rt.NetOverheadMS != nil {
+				fmt.Fprintf(&b, "  net of the proxies %+.2f ms", *rt.NetOverheadMS)
+			}
 			b.WriteString("\n")
 		}
 		if r.MaxRate > 0 {
