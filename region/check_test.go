@@ -288,7 +288,12 @@ func TestBindingRemovalIsSeenByLaterChecks(t *testing.T) {
 	}
 	var mu sync.Mutex
 	var ops []history.Op
-	deadline := time.Now().Add(8 * time.Second)
+	var removed time.Time // when the last removal was acknowledged; zero before
+	after := 0            // checks that started after it
+	// Checkers run until the history holds enough checks after the last removal (a
+	// loaded machine makes them slow: a fixed window could end before any), at most a
+	// minute.
+	deadline := time.Now().Add(time.Minute)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for range 4 {
@@ -309,6 +314,9 @@ func TestBindingRemovalIsSeenByLaterChecks(t *testing.T) {
 				op.Granted = err == nil && r.Msg.Allowed
 				mu.Lock()
 				ops = append(ops, op)
+				if !removed.IsZero() && op.Start.After(removed) {
+					after++
+				}
 				mu.Unlock()
 			}
 		}()
@@ -325,7 +333,18 @@ func TestBindingRemovalIsSeenByLaterChecks(t *testing.T) {
 		ops = append(ops, op)
 		mu.Unlock()
 	}
-	time.Sleep(200 * time.Millisecond)
+	mu.Lock()
+	removed = time.Now()
+	mu.Unlock()
+	for time.Now().Before(deadline) {
+		mu.Lock()
+		enough := after >= 4*bindings
+		mu.Unlock()
+		if enough {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	close(stop)
 	wg.Wait()
 	if vs := history.CheckRevocations(ops); len(vs) > 0 {
