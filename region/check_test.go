@@ -286,13 +286,9 @@ func TestBindingRemovalIsSeenByLaterChecks(t *testing.T) {
 	for _, u := range urls {
 		clients = append(clients, keyplanev1connect.NewCheckServiceClient(http.DefaultClient, u, connect.WithInterceptors(bearerInterceptor(secret))))
 	}
-	var mu sync.Mutex
-	var ops []history.Op
-	var removed time.Time // when the last removal was acknowledged; zero before
-	after := 0            // checks that started after it
-	// Checkers run until the history holds enough checks after the last removal (a
-	// loaded machine makes them slow: a fixed window could end before any), at most a
-	// minute.
+	var h recordedHistory
+	// Checkers run until the history holds enough checks after the last removal, at
+	// most a minute.
 	deadline := time.Now().Add(time.Minute)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -312,12 +308,7 @@ func TestBindingRemovalIsSeenByLaterChecks(t *testing.T) {
 					Principal: &keyplanev1.CheckRequest_IdentityId{IdentityId: users[i]}, Permission: "docs.document.read", Resource: "x/y"}))
 				op.End, op.OK = time.Now(), err == nil
 				op.Granted = err == nil && r.Msg.Allowed
-				mu.Lock()
-				ops = append(ops, op)
-				if !removed.IsZero() && op.Start.After(removed) {
-					after++
-				}
-				mu.Unlock()
+				h.record(op)
 			}
 		}()
 	}
@@ -329,24 +320,12 @@ func TestBindingRemovalIsSeenByLaterChecks(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		mu.Lock()
-		ops = append(ops, op)
-		mu.Unlock()
+		h.record(op)
 	}
-	mu.Lock()
-	removed = time.Now()
-	mu.Unlock()
-	for time.Now().Before(deadline) {
-		mu.Lock()
-		enough := after >= 4*bindings
-		mu.Unlock()
-		if enough {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	h.waitAfterLast(4*bindings, deadline)
 	close(stop)
 	wg.Wait()
+	ops := h.history()
 	if vs := history.CheckRevocations(ops); len(vs) > 0 {
 		t.Fatalf("%d violations, first: %v", len(vs), vs[0])
 	}

@@ -48,21 +48,10 @@ func TestRevocationIsLinearizable(t *testing.T) {
 		toks[i] = f.exchange(t)
 	}
 
-	var mu sync.Mutex
-	var ops []history.Op
-	var revoked time.Time // when the last revoke was acknowledged; zero before
-	after := 0            // validations that started after it
-	record := func(op history.Op) {
-		mu.Lock()
-		ops = append(ops, op)
-		if op.Kind == history.Read && !revoked.IsZero() && op.Start.After(revoked) {
-			after++
-		}
-		mu.Unlock()
-	}
-	// Validators run until the history holds enough validations after the last revoke
-	// (a loaded machine makes them slow: a fixed window could end before any), at most
-	// a minute.
+	var h recordedHistory
+	record := h.record
+	// Validators run until the history holds enough validations after the last revoke,
+	// at most a minute.
 	deadline := time.Now().Add(time.Minute)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -98,20 +87,10 @@ func TestRevocationIsLinearizable(t *testing.T) {
 			t.Errorf("revoke: %v", err)
 		}
 	}
-	mu.Lock()
-	revoked = time.Now()
-	mu.Unlock()
-	for time.Now().Before(deadline) {
-		mu.Lock()
-		enough := after >= 4*tokens
-		mu.Unlock()
-		if enough {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	h.waitAfterLast(4*tokens, deadline)
 	close(stop)
 	wg.Wait()
+	ops := h.history()
 
 	if vs := history.CheckRevocations(ops); len(vs) > 0 {
 		for _, v := range vs[:min(len(vs), 10)] {
