@@ -61,8 +61,15 @@ bench: postgres build ## every load-bench workload next to its raw-SQL baseline 
 	$(BIN)/keyplane bench run --workload all --duration 10s --json $(BIN)/bench/results.json \
 	  --report $(BIN)/bench/report.md --svg $(BIN)/bench $(BENCH_FLAGS)
 
-bench-go: postgres ## the go test benchmarks: in-process token/check paths and the route benchmark (BENCHTIME, default 5s)
-	go test ./bench -run '^$$' -bench . -benchtime $${BENCHTIME:-5s}
+bench-go: postgres ## the go test benchmarks: each layer of a decision, token/check paths, routes (BENCHTIME, default 5s; BENCH, default .); a per-layer table at the end
+	@mkdir -p $(BIN)
+	set -o pipefail; go test ./bench -run '^$$' -bench "$${BENCH:-.}" -benchmem -benchtime $${BENCHTIME:-5s} | tee $(BIN)/bench-go.txt
+	@awk '/^BenchmarkLayers\// { name = $$1; sub(/^BenchmarkLayers\//, "", name); sub(/-[0-9]+$$/, "", name); ns = al = by = "-"; \
+	    for (i = 3; i < NF; i++) { if ($$(i+1) == "ns/op") ns = sprintf("%.1f", $$i / 1000); \
+	      if ($$(i+1) == "allocs/op") al = $$i; if ($$(i+1) == "B/op") by = $$i }; \
+	    rows[++n] = sprintf("%-32s %10s %10s %10s", name, ns, al, by) } \
+	  END { if (n) { printf "\nper-layer cost of one decision, one call at a time (BenchmarkLayers)\n%-32s %10s %10s %10s\n", \
+	    "layer", "us/op", "allocs/op", "B/op"; for (i = 1; i <= n; i++) print rows[i] } }' $(BIN)/bench-go.txt
 
 bench-peers: postgres build ## fresh checks of keyplane, OpenFGA, SpiceDB and the raw-SQL floor side by side (PEERS_FLAGS); builds the peers into .bin/peers once; report in .bin/peers/
 	$(BIN)/keyplane bench peers --bin-dir $(BIN)/peers --json $(BIN)/peers/peers.json \

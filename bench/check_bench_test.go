@@ -24,10 +24,13 @@ type checkEnv struct {
 	sc         schema.Scope
 }
 
-func setupCheck(b *testing.B) *checkEnv {
+func setupCheck(b *testing.B) *checkEnv { return seedCheck(b, setup(b)) }
+
+// seedCheck adds the check data to base's tenant, straight through its store.
+func seedCheck(b *testing.B, base *benchEnv) *checkEnv {
 	b.Helper()
 	ctx := context.Background()
-	env := &checkEnv{benchEnv: setup(b), sc: schema.Scope{TenantID: "bench", Region: "us-east"}}
+	env := &checkEnv{benchEnv: base, sc: schema.Scope{TenantID: "bench", Region: "us-east"}}
 	env.check = keyplanev1connect.NewCheckServiceClient(env.hc, env.url, connect.WithInterceptors(env.operator))
 	op := schema.Change{Actor: "bench"}
 	var roles []string

@@ -7,12 +7,14 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/keyplane/keyplane/deploy"
 	"github.com/keyplane/keyplane/deploy/seed"
@@ -23,6 +25,12 @@ import (
 
 // Permission every bench role grants; resources are "res/<n>/doc".
 const benchPermission = "bench.doc.read"
+
+// tokenPrincipals is how many principals per tenant check-token presents a token for
+// (at most --identities): service accounts, since API keys are for non-human
+// identities, each in 3 roles' groups like the identities and with an access token
+// minted from its own API key at seeding.
+const tokenPrincipals = 500
 
 // tenant is one seeded tenant and what the workloads pick from.
 type tenant struct {
@@ -35,6 +43,9 @@ type tenant struct {
 	clientID     string
 	clientSecret string
 	sessions     []session // tokens to validate
+	// principals are live access tokens of service accounts in 3 roles' groups each,
+	// one per account: the principals check-token checks.
+	principals []session
 	// toggler flips its membership of groups[0] in check-reload.
 	toggler string
 	member  atomic.Bool
@@ -109,8 +120,8 @@ func seedAll(ctx context.Context, e *env, cfg Config, log io.Writer) (err error)
 			return fmt.Errorf("seed %s: %w", t.id, err)
 		}
 		e.tenants = append(e.tenants, t)
-		fmt.Fprintf(log, "seeded %s in %s: %d identities, %d roles, %d memberships, %d bindings (%.0fs)\n", t.id, home,
-			len(t.identities), len(t.roles), 3*len(t.identities), 2*t.resources, time.Since(start).Seconds())
+		fmt.Fprintf(log, "seeded %s in %s: %d identities, %d token principals, %d roles, %d memberships, %d bindings (%.0fs)\n", t.id, home,
+			len(t.identities), len(t.principals), len(t.roles), 3*(len(t.identities)+len(t.principals)), 2*t.resources, time.Since(start).Seconds())
 	}
 	// Fresh tables have no planner statistics yet; a running database would.
 	_, err = e.pool.Exec(ctx, "ANALYZE")
@@ -167,6 +178,10 @@ func seedTenant(ctx context.Context, e *env, cfg Config, t *tenant) error {
 	}); err != nil {
 		return fmt.Errorf("identities: %w", err)
 	}
+	principals, err := seedPrincipals(ctx, admin, auth, t, st.OwnerID, min(tokenPrincipals, cfg.Identities))
+	if err != nil {
+		return fmt.Errorf("token principals: %w", err)
+	}
 	t.roles, t.groups = make([]string, cfg.Roles), make([]string, cfg.Roles)
 	for i := range cfg.Roles {
 		r, err := admin.CreateRole(ctx, connect.NewRequest(&keyplanev1.CreateRoleRequest{TenantId: t.id,
@@ -183,18 +198,19 @@ func seedTenant(ctx context.Context, e *env, cfg Config, t *tenant) error {
 	// Policy writes all bump the tenant's revision, so they serialize on its row:
 	// concurrent writers would only abort each other (40001) and back off. One writer.
 	rng := rand.New(rand.NewPCG(1, 2))
-	memberships := make([][3]int, len(t.identities))
+	members := append(slices.Clone(t.identities), principals...)
+	memberships := make([][3]int, len(members))
 	for i := range memberships {
 		p := rng.Perm(cfg.Roles)
 		memberships[i] = [3]int{p[0], p[1%cfg.Roles], p[2%cfg.Roles]}
 	}
-	if err := parallel(ctx, len(t.identities)*3, 1, func(ctx context.Context, k int) error {
+	if err := parallel(ctx, len(members)*3, 1, func(ctx context.Context, k int) error {
 		i, j := k/3, k%3
 		if cfg.Roles < 3 && j >= cfg.Roles {
 			return nil
 		}
 		_, err := admin.AddGroupMember(ctx, connect.NewRequest(&keyplanev1.AddGroupMemberRequest{TenantId: t.id,
-			GroupId: t.groups[memberships[i][j]], IdentityId: t.identities[i]}))
+			GroupId: t.groups[memberships[i][j]], IdentityId: members[i]}))
 		return err
 	}); err != nil {
 		return fmt.Errorf("memberships: %w", err)
@@ -230,6 +246,43 @@ func seedTenant(ctx context.Context, e *env, cfg Config, t *tenant) error {
 		t.sessions[i] = session{token: r.Msg.Token.AccessToken, id: r.Msg.Token.SessionId}
 		return nil
 	})
+}
+
+// seedPrincipals creates n service accounts owned by owner, each with an API key
+// exchanged for an access token (t.principals), and returns their identity ids.
+func seedPrincipals(ctx context.Context, admin keyplanev1connect.AdminServiceClient, auth keyplanev1connect.AuthServiceClient,
+	t *tenant, owner string, n int) ([]string, error) {
+	ids := make([]string, n)
+	t.principals = make([]session, n)
+	expires := time.Now().Add(30 * 24 * time.Hour)
+	// Service accounts of one owner conflict with each other when created concurrently
+	// (SERIALIZABLE, 40001 retries run out): one writer, as for policy writes.
+	if err := parallel(ctx, n, 1, func(ctx context.Context, i int) error {
+		sa, err := admin.CreateIdentity(ctx, connect.NewRequest(&keyplanev1.CreateIdentityRequest{TenantId: t.id,
+			Kind: keyplanev1.IdentityKind_IDENTITY_KIND_SERVICE_ACCOUNT, DisplayName: fmt.Sprintf("principal %d", i), OwnerId: owner,
+			Purpose: "load bench check-token principal", ExpireTime: timestamppb.New(expires)}))
+		if err != nil {
+			return err
+		}
+		ids[i] = sa.Msg.Identity.Id
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	err := parallel(ctx, n, 8, func(ctx context.Context, i int) error {
+		key, err := admin.CreateAPIKey(ctx, connect.NewRequest(&keyplanev1.CreateAPIKeyRequest{TenantId: t.id, IdentityId: ids[i],
+			Name: "bench", ExpireTime: timestamppb.New(expires.Add(-24 * time.Hour))}))
+		if err != nil {
+			return fmt.Errorf("api key: %w", err)
+		}
+		tok, err := auth.ExchangeAPIKey(ctx, connect.NewRequest(&keyplanev1.ExchangeAPIKeyRequest{TenantId: t.id, ApiKey: key.Msg.ApiKey}))
+		if err != nil {
+			return fmt.Errorf("exchange: %w", err)
+		}
+		t.principals[i] = session{token: tok.Msg.Token.AccessToken, id: tok.Msg.Token.SessionId}
+		return nil
+	})
+	return ids, err
 }
 
 // mintForRevoke fills each tenant's revoke channel with n fresh tokens.

@@ -51,11 +51,15 @@ func WriteMarkdown(w io.Writer, r Report) error {
 			writeResult(&b, res)
 		}
 	}
+	if r.History != nil {
+		writeHistory(&b, *r.History)
+	}
 	b.WriteString("## How to read this\n\n" +
 		"Latencies are in milliseconds and throughput counts successful operations per second. " +
-		"The baseline is the same logical read done with raw pgx against the same database at the same " +
-		"concurrency in the same run; ratio is keyplane's throughput over the baseline's and p99 diff " +
-		"keyplane's p99 minus the baseline's. The load generator, the nodes and the database share one " +
+		"The floor is the one point read a decision cannot avoid (the token's session row, or the principal's " +
+		"identity row), done with raw pgx against the same database at the same concurrency in the same run; " +
+		"ratio is keyplane's throughput over the floor's and p99 diff keyplane's p99 minus the floor's. The " +
+		"bindings baseline (check, check-reload) reads all the principal's bindings instead. The load generator, the nodes and the database share one " +
 		"machine. bench/README.md describes the workloads, the load models, the JSON schema and the targets.\n")
 	if _, err := io.WriteString(w, b.String()); err != nil {
 		return fmt.Errorf("write report: %w", err)
@@ -102,7 +106,7 @@ func writeMachine(b *strings.Builder, r Report) {
 func writeSummary(b *strings.Builder, results []Result) {
 	b.WriteString("## Summary\n\n")
 	t := table{left: 2, head: []string{"workload", "mode", "conc", "rate", "ops", "throughput/s", "p50", "p90", "p99", "p99.9",
-		"max (ms)", "errors", "baseline thr/s", "baseline p99", "ratio", "p99 diff"}}
+		"max (ms)", "errors", "floor thr/s", "floor p99", "ratio", "p99 diff", "bindings thr/s", "bindings ratio"}}
 	for _, res := range results {
 		rate := "—"
 		if res.Rate > 0 {
@@ -115,10 +119,14 @@ func writeSummary(b *strings.Builder, results []Result) {
 			ratio = fmtRatio(res.Ratio)
 			diff = fmtDiffMS(res.P99DiffMS)
 		}
+		sthr, sratio := "—", "—"
+		if res.BindingsBaseline != nil {
+			sthr, sratio = fmtCount(res.BindingsBaseline.Throughput), fmtRatio(res.BindingsRatio)
+		}
 		l := res.Latency
 		t.add(res.Workload, res.Mode, strconv.Itoa(res.Concurrency), rate, strconv.FormatInt(res.Ops, 10),
 			fmtCount(res.Throughput), fmtMS(l.P50), fmtMS(l.P90), fmtMS(l.P99), fmtMS(l.P999), fmtMS(l.Max),
-			strconv.FormatInt(sum(res.Errors), 10), bthr, bp99, ratio, diff)
+			strconv.FormatInt(sum(res.Errors), 10), bthr, bp99, ratio, diff, sthr, sratio)
 	}
 	t.write(b)
 }
@@ -128,20 +136,62 @@ func writeResult(b *strings.Builder, res Result) {
 	fmt.Fprintf(b, "%s s, %d operations, %s/s, p99 %s ms.", fmtNumber(res.DurationS), res.Ops, fmtCount(res.Throughput),
 		fmtMS(res.Latency.P99))
 	if bl := res.Baseline; bl != nil {
-		fmt.Fprintf(b, " Baseline (%s): %d operations, %s/s, p50 %s ms, p99 %s ms.", inline(bl.Query), bl.Ops,
-			fmtCount(bl.Throughput), fmtMS(bl.Latency.P50), fmtMS(bl.Latency.P99))
+		fmt.Fprintf(b, " Floor (%s): %d operations, %s/s, p50 %s ms, p99 %s ms; ratio %s, p99 diff %s ms.", inline(bl.Query), bl.Ops,
+			fmtCount(bl.Throughput), fmtMS(bl.Latency.P50), fmtMS(bl.Latency.P99), fmtRatio(res.Ratio), fmtDiffMS(res.P99DiffMS))
+	}
+	if bl := res.BindingsBaseline; bl != nil {
+		fmt.Fprintf(b, " Bindings baseline (%s): %d operations, %s/s, p50 %s ms, p99 %s ms; ratio %s.", inline(bl.Query), bl.Ops,
+			fmtCount(bl.Throughput), fmtMS(bl.Latency.P50), fmtMS(bl.Latency.P99), fmtRatio(res.BindingsRatio))
 	}
 	b.WriteString("\n\n")
 
 	if len(res.Routes) > 0 {
 		b.WriteString("### Routes\n\n")
-		t := table{head: []string{"route", "ops", "p50", "p99", "configured RTT", "p50 − RTT"}}
+		head := []string{"route", "ops", "p50", "p99", "configured RTT", "p50 − RTT"}
+		if res.ZeroLatency != nil {
+			head = append(head, "zero-latency p50", "overhead")
+			if res.ProxyOvershootMS != nil {
+				head = append(head, "net of the proxies")
+			}
+		}
+		t := table{head: head}
 		for _, name := range routeOrder(res.Routes) {
 			rt := res.Routes[name]
-			t.add(name, strconv.FormatInt(rt.Ops, 10), fmtMS(rt.Latency.P50), fmtMS(rt.Latency.P99), fmtMS(rt.RTTms),
-				fmtDiffMS(rt.Latency.P50-rt.RTTms))
+			row := []string{name, strconv.FormatInt(rt.Ops, 10), fmtMS(rt.Latency.P50), fmtMS(rt.Latency.P99), fmtMS(rt.RTTms),
+				fmtDiffMS(rt.Latency.P50 - rt.RTTms)}
+			if res.ZeroLatency != nil {
+				zero, over := "—", "—"
+				if rt.ZeroLatencyP50 != nil && rt.OverheadMS != nil {
+					zero, over = fmtMS(*rt.ZeroLatencyP50), fmtDiffMS(*rt.OverheadMS)
+				}
+				row = append(row, zero, over)
+				if res.ProxyOvershootMS != nil {
+					net := "—"
+					if rt.NetOverheadMS != nil {
+						net = fmtDiffMS(*rt.NetOverheadMS)
+					}
+					row = append(row, net)
+				}
+			}
+			t.add(row...)
 		}
 		t.write(b)
+		if res.ProxyOvershootMS != nil {
+			fmt.Fprintf(b, "One simulated link added %s ms beyond its configured round trip during the run (a trivial endpoint through a "+
+				"latency proxy at the cluster's round trip and through one at 0, p50 against p50); a forward crosses two, "+
+				"which the last column takes off.\n\n", fmtMS(*res.ProxyOvershootMS))
+		}
+		if z := res.ZeroLatency; z != nil {
+			fmt.Fprintf(b, "Zero-latency pass: every simulated round trip at 0, open loop at %s/s for %s s", fmtCount(z.Rate), fmtNumber(z.DurationS))
+			for _, name := range routeOrder(z.Routes) {
+				rt := z.Routes[name]
+				fmt.Fprintf(b, "; %s: %d ops, p50 %s ms, p99 %s ms", name, rt.Ops, fmtMS(rt.Latency.P50), fmtMS(rt.Latency.P99))
+			}
+			if n := sum(z.Errors); n > 0 {
+				fmt.Fprintf(b, "; %d errors", n)
+			}
+			b.WriteString(". Overhead is p50 − RTT − the zero-latency forwarded p50.\n\n")
+		}
 	}
 
 	if len(res.Ladder) > 0 {
@@ -217,6 +267,27 @@ func writeResult(b *strings.Builder, res Result) {
 }
 
 // resultTitle names a result in headings and chart titles.
+// writeHistory is the linearizability pass's section.
+func writeHistory(b *strings.Builder, h History) {
+	b.WriteString("## Linearizability under load\n\n")
+	fmt.Fprintf(b, "%.0f s of validations and fresh checks at %.0f/s (%d operations, %d failed) while probe tokens were revoked "+
+		"and probe bindings removed; every probe call recorded and checked by the drills' checkers (chaos/history): no read "+
+		"that started after a revocation was acknowledged may grant access.\n\n", h.DurationS, h.LoadThroughput, h.LoadOps, sum(h.LoadErrors))
+	t := table{head: []string{"checker", "reads", "after a revoke", "failed reads", "revokes", "violations"}}
+	for _, c := range []struct {
+		name string
+		c    HistoryCheck
+	}{{"revocation: ValidateToken vs RevokeToken", h.Tokens}, {"binding removal: fresh Check vs DeleteBinding", h.Bindings}} {
+		t.add(c.name, strconv.Itoa(c.c.Reads), strconv.Itoa(c.c.ReadsAfterRevoke), strconv.Itoa(c.c.FailedReads), strconv.Itoa(c.c.Revokes), strconv.Itoa(c.c.Violations))
+	}
+	t.write(b)
+	for _, c := range []HistoryCheck{h.Tokens, h.Bindings} {
+		if c.FirstViolation != "" {
+			fmt.Fprintf(b, "First violation: %s\n\n", inline(c.FirstViolation))
+		}
+	}
+}
+
 func resultTitle(res Result) string {
 	return fmt.Sprintf("%s (%s, c=%d)", res.Workload, res.Mode, res.Concurrency)
 }

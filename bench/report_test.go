@@ -43,11 +43,21 @@ func sampleReport() bench.Report {
 			{
 				Workload: "check-reload", Mode: "open", Concurrency: 64, Rate: 2000, DurationS: 30, Ops: 60000, Throughput: 2000,
 				Latency: bench.Latency{P50: 1, P90: 2, P99: 4, P999: 8, Max: 20},
+				Baseline: &bench.Baseline{Query: "identity point read", Ops: 300000, Throughput: 10000,
+					Latency: bench.Latency{P50: 0.4, P99: 1.5}},
+				Ratio: 0.2, P99DiffMS: 2.5,
+				BindingsBaseline: &bench.Baseline{Query: "bindings read", Ops: 45000, Throughput: 1500,
+					Latency: bench.Latency{P50: 3, P99: 9}},
+				BindingsRatio: 1.3333,
 				Routes: map[string]bench.Route{
 					"degraded":  {Ops: 10, Latency: bench.Latency{P50: 2, P99: 3}, RTTms: 1},
-					"forwarded": {Ops: 20000, Latency: bench.Latency{P50: 42.5, P99: 60}, RTTms: 40},
+					"forwarded": {Ops: 20000, Latency: bench.Latency{P50: 42.5, P99: 60}, RTTms: 40, ZeroLatencyP50: ptr(1.25), OverheadMS: ptr(1.25)},
 					"local":     {Ops: 39990, Latency: bench.Latency{P50: 0.9, P99: 3}, RTTms: 0},
 				},
+				ZeroLatency: &bench.ZeroLatency{Rate: 2000, DurationS: 5, Routes: map[string]bench.Route{
+					"local":     {Ops: 6660, Latency: bench.Latency{P50: 0.8, P99: 2}},
+					"forwarded": {Ops: 3340, Latency: bench.Latency{P50: 1.25, P99: 3}},
+				}, Errors: map[string]int64{"unavailable": 1}},
 				Nodes:   []bench.NodeUsage{{Node: "a"}, {Node: "b"}, {Node: "c"}},
 				Reloads: 300, Writes: 100,
 			},
@@ -101,18 +111,26 @@ func TestWriteMarkdown(t *testing.T) {
 			"```sh\nkeyplane bench run --workload all --duration 30s --json out.json > log\n```\n",
 		}},
 		{name: "summary header", in: "## Summary", want: []string{
-			"| workload | mode | conc | rate | ops | throughput/s | p50 | p90 | p99 | p99.9 | max (ms) | errors | baseline thr/s | baseline p99 | ratio | p99 diff |\n",
+			"| workload | mode | conc | rate | ops | throughput/s | p50 | p90 | p99 | p99.9 | max (ms) | errors | floor thr/s | floor p99 | ratio | p99 diff | bindings thr/s | bindings ratio |\n",
 		}},
 		{name: "summary row with baseline", in: "## Summary", want: []string{
-			"| validate | closed | 16 | — | 120000 | 4000 | 0.812 | 1.50 | 3.14 | 7.00 | 12.35 | 3 | 8000 | 2.10 | 0.50 | +1.04 |\n",
+			"| validate | closed | 16 | — | 120000 | 4000 | 0.812 | 1.50 | 3.14 | 7.00 | 12.35 | 3 | 8000 | 2.10 | 0.50 | +1.04 | — | — |\n",
 		}},
-		{name: "summary row open loop without baseline", in: "## Summary", want: []string{
-			"| check-reload | open | 64 | 2000 | 60000 | 2000 | 1.00 | 2.00 | 4.00 | 8.00 | 20.00 | 0 | — | — | — | — |\n",
+		{name: "summary row open loop with floor and bindings baseline", in: "## Summary", want: []string{
+			"| check-reload | open | 64 | 2000 | 60000 | 2000 | 1.00 | 2.00 | 4.00 | 8.00 | 20.00 | 0 | 10000 | 1.50 | 0.20 | +2.50 | 1500 | 1.33 |\n",
+		}},
+		{name: "summary row without baseline", in: "## Summary", want: []string{
+			"| revoke | closed | 16 | — | 5000 | 500 | 2.00 | 3.00 | 4.00 | 5.00 | 6.00 | 0 | — | — | — | — | — | — |\n",
 		}},
 		{name: "every workload has a section", want: []string{
 			"## validate (closed, c=16)\n", "## check-reload (open, c=64)\n", "## mixed (ladder, c=16)\n", "## revoke (closed, c=16)\n",
 		}},
-		{name: "baseline query", in: "## validate", want: []string{"Baseline (session point read): 240000 operations, 8000/s"}},
+		{name: "floor query", in: "## validate", want: []string{"Floor (session point read): 240000 operations, 8000/s, p50 0.500 ms, p99 2.10 ms; ratio 0.50, p99 diff +1.04 ms."},
+			notWant: []string{"Bindings baseline"}},
+		{name: "floor and bindings baseline", in: "## check-reload", want: []string{
+			"Floor (identity point read): 300000 operations, 10000/s, p50 0.400 ms, p99 1.50 ms; ratio 0.20, p99 diff +2.50 ms.",
+			"Bindings baseline (bindings read): 45000 operations, 1500/s, p50 3.00 ms, p99 9.00 ms; ratio 1.33.",
+		}},
 		{name: "targets with an unmet one", in: "## validate", want: []string{
 			"| target | want | got | met |\n",
 			"| throughput ≥ 0.5 × baseline | ≥ 4000/s | 4000/s | ✓ |\n",
@@ -124,8 +142,10 @@ func TestWriteMarkdown(t *testing.T) {
 			"| us-east-1 | 41.3 | 100.0 | 110.0 | 120.5 | +10.0 MiB (+10.0%) |\n",
 		}},
 		{name: "routes in route order", in: "## check-reload", want: []string{
-			"| route | ops | p50 | p99 | configured RTT | p50 − RTT |\n",
-			"| local | 39990 | 0.900 | 3.00 | 0 | +0.900 |\n| forwarded | 20000 | 42.50 | 60.00 | 40.00 | +2.50 |\n| degraded | 10 | 2.00 | 3.00 | 1.00 | +1.00 |\n",
+			"| route | ops | p50 | p99 | configured RTT | p50 − RTT | zero-latency p50 | overhead |\n",
+			"| local | 39990 | 0.900 | 3.00 | 0 | +0.900 | — | — |\n| forwarded | 20000 | 42.50 | 60.00 | 40.00 | +2.50 | 1.25 | +1.25 |\n| degraded | 10 | 2.00 | 3.00 | 1.00 | +1.00 | — | — |\n",
+			"Zero-latency pass: every simulated round trip at 0, open loop at 2000/s for 5 s; local: 6660 ops, p50 0.800 ms, p99 2.00 ms; " +
+				"forwarded: 3340 ops, p50 1.25 ms, p99 3.00 ms; 1 errors.",
 		}},
 		{name: "policy reloads per node per write", in: "## check-reload", want: []string{
 			"300 policy reloads across all nodes for 100 policy writes: 3.00 per write, 1.00 per node per write (3 nodes).",
@@ -136,7 +156,7 @@ func TestWriteMarkdown(t *testing.T) {
 			"Max sustainable rate: **500/s**.",
 		}},
 		{name: "empty sections omitted", in: "## revoke", want: []string{"10 s, 5000 operations, 500/s, p99 4.00 ms.\n"}, notWant: []string{
-			"### Routes", "### Rate ladder", "### Node usage", "### Policy reloads", "### Errors", "### Targets", "Baseline",
+			"### Routes", "### Rate ladder", "### Node usage", "### Policy reloads", "### Errors", "### Targets", "Floor", "Bindings baseline",
 		}},
 		{name: "no routes, ladder or reloads where none", in: "## validate", notWant: []string{"### Routes", "### Rate ladder", "### Policy reloads"}},
 		{name: "how to read this", want: []string{"## How to read this\n", "bench/README.md"}},
@@ -317,6 +337,10 @@ func TestWriteJSON(t *testing.T) {
 			"latency_ms", "errors", "baseline", "ratio", "p99_diff_ms", "timeline", "nodes", "targets"}},
 		{"latency", validate["latency_ms"], []string{"p50", "p90", "p99", "p999", "max"}},
 		{"baseline", validate["baseline"], []string{"query", "ops", "throughput", "latency_ms"}},
+		{"bindings baseline", mustJSON(t, checkReload), []string{"baseline", "bindings_baseline", "bindings_ratio", "zero_latency"}},
+		{"bindings baseline fields", checkReload["bindings_baseline"], []string{"query", "ops", "throughput", "latency_ms"}},
+		{"zero latency", checkReload["zero_latency"], []string{"rate", "duration_s", "routes", "errors"}},
+		{"forwarded route vs zero latency", mustRoute(t, checkReload["routes"]), []string{"zero_latency_p50_ms", "overhead_ms"}},
 		{"routes", checkReload["routes"], []string{"local", "forwarded", "degraded"}},
 		{"route", mustRoute(t, checkReload["routes"]), []string{"ops", "latency_ms", "rtt_ms"}},
 		{"reloads", mustJSON(t, checkReload), []string{"policy_reloads", "policy_writes"}},
@@ -326,7 +350,7 @@ func TestWriteJSON(t *testing.T) {
 		t.Run("keys/"+tt.name, func(t *testing.T) { has(t, keys(tt.obj), tt.want...) })
 	}
 	t.Run("empty collections", func(t *testing.T) {
-		for _, k := range []string{"baseline", "routes", "ladder", "nodes", "targets", "policy_reloads"} {
+		for _, k := range []string{"baseline", "bindings_baseline", "bindings_ratio", "zero_latency", "routes", "ladder", "nodes", "targets", "policy_reloads"} {
 			if _, ok := revoke[k]; ok {
 				t.Errorf("got %q in a result without one", k)
 			}

@@ -15,15 +15,32 @@ type Result struct {
 	Latency     Latency `json:"latency_ms"`
 	// Errors counts failed operations by Connect code (or "transport").
 	Errors map[string]int64 `json:"errors"`
-	// Baseline is the same logical read done with pgx against the same database at the
-	// same concurrency, in the same run; nil when the workload has none.
+	// Baseline is the workload's floor: the one point read any answer to it must make
+	// (the token's session row, or the principal's identity row), done with pgx
+	// against the same database at the same concurrency, in the same run; nil when
+	// the workload has none.
 	Baseline *Baseline `json:"baseline,omitempty"`
-	// Ratio is keyplane's throughput over the baseline's; 0 without a baseline.
+	// Ratio is keyplane's throughput over the floor's; 0 without a baseline.
 	Ratio float64 `json:"ratio"`
-	// P99DiffMS is keyplane's p99 minus the baseline's, in milliseconds.
+	// P99DiffMS is keyplane's p99 minus the floor's, in milliseconds.
 	P99DiffMS float64 `json:"p99_diff_ms"`
+	// BindingsBaseline is a second, labelled baseline of check and check-reload: the
+	// read of all the principal's bindings (what a check without a policy cache would
+	// read), in the same run; nil for other workloads. BindingsRatio is keyplane's
+	// throughput over it.
+	BindingsBaseline *Baseline `json:"bindings_baseline,omitempty"`
+	BindingsRatio    float64   `json:"bindings_ratio,omitempty"`
 	// Routes splits latency by how requests were served (multi-region mode).
 	Routes map[string]Route `json:"routes,omitempty"`
+	// ZeroLatency is the short extra pass of multi-region mode with every simulated
+	// round trip set to 0, at the main run's throughput: the same routes without the
+	// WAN, against which forwarded overhead is measured.
+	ZeroLatency *ZeroLatency `json:"zero_latency,omitempty"`
+	// ProxyOvershootMS is what one simulated link added beyond its configured round
+	// trip during the measured run (multi-region closed loop only): a trivial endpoint
+	// called through a latency proxy at the cluster's round trip and through one at 0,
+	// p50 against p50 (bench/calibrate.go).
+	ProxyOvershootMS *float64 `json:"proxy_overshoot_ms,omitempty"`
 	// Ladder holds the steps of a rate ladder, and MaxRate the highest rate whose p99
 	// stayed under the threshold.
 	Ladder      []Step  `json:"ladder,omitempty"`
@@ -70,6 +87,25 @@ type Route struct {
 	// RTTms is the mean configured round trip of these requests (client to its region,
 	// plus region to home region when forwarded).
 	RTTms float64 `json:"rtt_ms"`
+	// ZeroLatencyP50 is the p50 of the same route in the zero-latency pass, and
+	// OverheadMS this route's p50 − RTTms − ZeroLatencyP50: what the WAN costs beyond
+	// its configured round trip (the latency simulator's timer overshoot, and any
+	// extra round trip keyplane makes). Both are set, or both absent: forwarded routes
+	// of multi-region mode only.
+	ZeroLatencyP50 *float64 `json:"zero_latency_p50_ms,omitempty"`
+	OverheadMS     *float64 `json:"overhead_ms,omitempty"`
+	// NetOverheadMS is OverheadMS less what the two simulated links it crossed added
+	// beyond their delay (2 × Result.ProxyOvershootMS): keyplane's own forwarding cost.
+	NetOverheadMS *float64 `json:"net_overhead_ms,omitempty"`
+}
+
+// ZeroLatency is a pass with every simulated round trip at 0 (multi-region mode).
+type ZeroLatency struct {
+	Rate      float64          `json:"rate"` // open-loop arrivals per second: the main run's throughput
+	DurationS float64          `json:"duration_s"`
+	Routes    map[string]Route `json:"routes"`
+	// Errors counts the pass's failed operations as Result.Errors does; absent when none.
+	Errors map[string]int64 `json:"errors,omitempty"`
 }
 
 // Step is one rung of a rate ladder.
@@ -113,6 +149,8 @@ type Report struct {
 	Machine Machine   `json:"machine"`
 	Command string    `json:"command"`
 	Results []Result  `json:"results"`
+	// History is the linearizability pass (--history); absent without it.
+	History *History `json:"history,omitempty"`
 }
 
 // Machine describes where the run happened.

@@ -32,36 +32,53 @@ type benchEnv struct {
 	operator connect.UnaryInterceptorFunc
 	auth     keyplanev1connect.AuthServiceClient
 	store    *schema.Store
+	kek      *kek.KEK
 	token    string
 	session  string
+	subject  string // the service account the token is for
 	apiKey   string
 }
 
+const benchSecret = "bench-operator-secret-0123456789"
+
+// setup starts a node on a TCP port of 127.0.0.1 and seeds a tenant "bench" with a
+// service account, its API key and a token.
 func setup(b *testing.B) *benchEnv {
 	b.Helper()
-	ctx := context.Background()
 	store := schematest.NewStore(b, "us-east")
 	text, _ := kek.Generate()
 	k, _ := kek.Parse(text)
-	secret := "bench-operator-secret-0123456789"
-	node, err := region.New(region.Config{Region: "us-east", NodeID: "bench-1", OperatorSecret: region.Secret(secret), KEK: k,
-		IssuerBase: "https://iam.bench"}, store, nil, prometheus.NewRegistry())
-	if err != nil {
-		b.Fatal(err)
-	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
 	}
-	sctx, cancel := context.WithCancel(ctx)
+	serveNode(b, store, k, "bench-1", "https://iam.bench", ln)
+	return seedBench(b, "http://"+ln.Addr().String(), &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}, store, k)
+}
+
+// serveNode builds a node of region us-east on store and serves it on ln until the
+// benchmark ends.
+func serveNode(b *testing.B, store *schema.Store, k *kek.KEK, id, issuerBase string, ln net.Listener) {
+	b.Helper()
+	node, err := region.New(region.Config{Region: "us-east", NodeID: id, OperatorSecret: region.Secret(benchSecret), KEK: k,
+		IssuerBase: issuerBase}, store, nil, prometheus.NewRegistry())
+	if err != nil {
+		b.Fatal(err)
+	}
+	sctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = node.Serve(sctx, ln); close(done) }()
 	b.Cleanup(func() { cancel(); <-done })
-	url := "http://" + ln.Addr().String()
-	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+}
+
+// seedBench creates tenant "bench" through the node at url: an owner, a service
+// account with an API key, and a token exchanged from it.
+func seedBench(b *testing.B, url string, hc *http.Client, store *schema.Store, k *kek.KEK) *benchEnv {
+	b.Helper()
+	ctx := context.Background()
 	operator := connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
 		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-			req.Header().Set("Authorization", "Bearer "+secret)
+			req.Header().Set("Authorization", "Bearer "+benchSecret)
 			return next(ctx, req)
 		}
 	})
@@ -71,7 +88,7 @@ func setup(b *testing.B) *benchEnv {
 			b.Fatal(err)
 		}
 	}
-	_, err = admin.CreateTenant(ctx, connect.NewRequest(&keyplanev1.CreateTenantRequest{Id: "bench", Name: "Bench", HomeRegion: "us-east"}))
+	_, err := admin.CreateTenant(ctx, connect.NewRequest(&keyplanev1.CreateTenantRequest{Id: "bench", Name: "Bench", HomeRegion: "us-east"}))
 	must(err)
 	owner, err := admin.CreateIdentity(ctx, connect.NewRequest(&keyplanev1.CreateIdentityRequest{TenantId: "bench",
 		Kind: keyplanev1.IdentityKind_IDENTITY_KIND_HUMAN, DisplayName: "owner"}))
@@ -83,7 +100,8 @@ func setup(b *testing.B) *benchEnv {
 	key, err := admin.CreateAPIKey(ctx, connect.NewRequest(&keyplanev1.CreateAPIKeyRequest{TenantId: "bench", IdentityId: sa.Msg.Identity.Id,
 		ExpireTime: timestamppb.New(time.Now().Add(time.Hour))}))
 	must(err)
-	env := &benchEnv{url: url, hc: hc, operator: operator, auth: keyplanev1connect.NewAuthServiceClient(hc, url), store: store, apiKey: key.Msg.ApiKey}
+	env := &benchEnv{url: url, hc: hc, operator: operator, auth: keyplanev1connect.NewAuthServiceClient(hc, url), store: store, kek: k,
+		apiKey: key.Msg.ApiKey, subject: sa.Msg.Identity.Id}
 	tok, err := env.auth.ExchangeAPIKey(ctx, connect.NewRequest(&keyplanev1.ExchangeAPIKeyRequest{TenantId: "bench", ApiKey: env.apiKey}))
 	must(err)
 	env.token, env.session = tok.Msg.Token.AccessToken, tok.Msg.Token.SessionId

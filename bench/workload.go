@@ -22,10 +22,16 @@ import (
 )
 
 // Workloads, in the order `--workload all` runs them.
-var Workloads = []string{"validate", "introspect", "check", "check-reload", "exchange", "revoke", "mixed"}
+var Workloads = []string{"validate", "introspect", "check", "check-token", "check-reload", "exchange", "revoke", "mixed"}
 
-// baselineOf names the raw read each workload is compared with ("" for none).
-var baselineOf = map[string]string{"validate": "session", "introspect": "session", "check": "bindings", "check-reload": "bindings"}
+// floorOf names each decision workload's floor: the one point read any answer to it
+// must make, whatever keyplane caches ("" for none). Ratio and p99 diff are against it.
+var floorOf = map[string]string{"validate": "session", "introspect": "session", "check": "identity", "check-token": "principal-session",
+	"check-reload": "identity"}
+
+// secondOf names a second, labelled baseline: for a check by identity id, the read of
+// all the principal's bindings (what a check without keyplane's policy cache reads).
+var secondOf = map[string]string{"check": "bindings", "check-reload": "bindings"}
 
 // clients are the generated clients of one worker.
 type clients struct {
@@ -67,6 +73,23 @@ func (e *env) workload(name string, conc, reloadEvery int, writes *atomic.Int64)
 			Permission: benchPermission, Resource: fmt.Sprintf("res/%d/doc", rand.IntN(t.resources))}))
 		if err != nil {
 			return "", 0, err
+		}
+		route := resp.Header().Get(routing.RouteHeader)
+		return route, e.rtt(w, t, route), nil
+	}
+	// checkToken is check with a live access token as the principal: keyplane
+	// validates it (revocation included), then checks its subject.
+	checkToken := func(ctx context.Context, w int) (string, time.Duration, error) {
+		t := e.pick()
+		p := t.principals[rand.IntN(len(t.principals))]
+		resp, err := cs[w%len(cs)].check.Check(ctx, connect.NewRequest(&keyplanev1.CheckRequest{TenantId: t.id,
+			Principal:  &keyplanev1.CheckRequest_Token{Token: p.token},
+			Permission: benchPermission, Resource: fmt.Sprintf("res/%d/doc", rand.IntN(t.resources))}))
+		if err != nil {
+			return "", 0, err
+		}
+		if strings.HasPrefix(resp.Msg.Reason, "token inactive") {
+			return "", 0, inactiveError{"a live token's check was denied: " + resp.Msg.Reason}
 		}
 		route := resp.Header().Get(routing.RouteHeader)
 		return route, e.rtt(w, t, route), nil
@@ -163,6 +186,8 @@ func (e *env) workload(name string, conc, reloadEvery int, writes *atomic.Int64)
 		return introspect, nil
 	case "check":
 		return check, nil
+	case "check-token":
+		return checkToken, nil
 	case "check-reload":
 		return func(ctx context.Context, w int) (string, time.Duration, error) {
 			if n.Add(1)%int64(reloadEvery) == 0 {
@@ -196,17 +221,32 @@ func (e *env) workload(name string, conc, reloadEvery int, writes *atomic.Int64)
 	return nil, fmt.Errorf("unknown workload %q (one of %s, all)", name, strings.Join(Workloads, ", "))
 }
 
-// baselineOp is the same logical read done with pgx against the same database.
+// baselineOp is a raw read done with pgx against the same database: a floor (a point
+// read by full primary key) or the bindings read.
 func (e *env) baselineOp(kind string) op {
 	switch kind {
-	case "session":
+	case "session", "principal-session":
 		return func(ctx context.Context, _ int) (string, time.Duration, error) {
 			t := e.pick()
-			s := t.sessions[rand.IntN(len(t.sessions))]
+			pool := t.sessions
+			if kind == "principal-session" {
+				pool = t.principals
+			}
+			s := pool[rand.IntN(len(pool))]
 			var revoked bool
 			var expires time.Time
 			err := e.pool.QueryRow(ctx, `SELECT revoked_at IS NOT NULL, expires_at FROM sessions
 WHERE crdb_region = $1 AND tenant_id = $2 AND id = $3`, t.home, t.id, s.id).Scan(&revoked, &expires)
+			return "", 0, err
+		}
+	case "identity":
+		return func(ctx context.Context, _ int) (string, time.Duration, error) {
+			t := e.pick()
+			var kind, status string
+			var attrs []byte
+			var expires *time.Time
+			err := e.pool.QueryRow(ctx, `SELECT kind, status, attributes, expires_at FROM identities
+WHERE crdb_region = $1 AND tenant_id = $2 AND id = $3`, t.home, t.id, t.identities[rand.IntN(len(t.identities))]).Scan(&kind, &status, &attrs, &expires)
 			return "", 0, err
 		}
 	case "bindings":
@@ -233,6 +273,8 @@ WHERE m.crdb_region = $1 AND m.tenant_id = $2 AND m.identity_id = $3`, t.home, t
 
 // baselineQuery describes a baseline for the report.
 var baselineQuery = map[string]string{
-	"session":  "SELECT … FROM sessions WHERE crdb_region, tenant_id, id (point read of the token's session row)",
-	"bindings": "the principal's bindings, direct and through its groups (UNION ALL of two indexed reads)",
+	"session":           "SELECT … FROM sessions WHERE crdb_region, tenant_id, id (point read of the token's session row)",
+	"principal-session": "SELECT … FROM sessions WHERE crdb_region, tenant_id, id (point read of the principal token's session row)",
+	"identity":          "SELECT … FROM identities WHERE crdb_region, tenant_id, id (point read of the principal's identity row)",
+	"bindings":          "the principal's bindings, direct and through its groups (UNION ALL of two indexed reads)",
 }

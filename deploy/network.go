@@ -229,3 +229,29 @@ func freeAddr() (string, error) {
 	}
 	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), nil
 }
+
+// LatencyLink is a standalone simulated link: the same kind of latency proxy the
+// cluster's links are, to any upstream. The bench sends a trivial request through one
+// to measure what the proxies themselves add beyond their configured delay.
+type LatencyLink struct {
+	n *network
+	l *Link
+}
+
+// NewLatencyLink starts a latency proxy on 127.0.0.1 to upstream (host:port) with round
+// trip rtt (half each way, as cluster links).
+func NewLatencyLink(upstream string, rtt time.Duration) (*LatencyLink, error) {
+	n := newNetwork(func(string, string) time.Duration { return rtt }, []string{"calibration"})
+	l, err := n.add("client", "calibration", &Node{ID: "calibration", Region: "calibration", URL: "http://" + upstream})
+	if err != nil {
+		n.stop()
+		return nil, err
+	}
+	return &LatencyLink{n: n, l: l}, nil
+}
+
+// URL is the link's address as an http:// URL.
+func (l *LatencyLink) URL() string { return l.l.URL() }
+
+// Close stops the proxy.
+func (l *LatencyLink) Close() { l.n.stop() }

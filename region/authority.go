@@ -9,6 +9,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/keyplane/keyplane/region/gen/keyplane/v1/keyplanev1connect"
+	"github.com/keyplane/keyplane/schema"
 )
 
 // Permissions keyplane checks on its own tenant-scoped APIs (issue 13). They are
@@ -91,6 +92,10 @@ type authority struct {
 	// passwords, widening a client's allow-lists, approving elevations and change
 	// requests.
 	sensitive bool
+	// deferred leaves authentication to the handler, which reads the caller's token
+	// state in the same decision read as the rest of its decision (prepareCheck); the
+	// handler must call verifyCaller. Only for inHandler procedures.
+	deferred bool
 }
 
 func procedure(service, method string) string { return "/" + service + "/" + method }
@@ -114,6 +119,10 @@ var authorities = func() map[string]authority {
 	public := authority{plane: planePublic}
 	tenant := func(perm string, on target, sensitive bool) authority {
 		return authority{plane: planeTenant, perm: perm, on: on, sensitive: sensitive}
+	}
+	deferred := func(a authority) authority {
+		a.deferred = true
+		return a
 	}
 	return map[string]authority{
 		admin("ListRegions"):   cluster,
@@ -190,8 +199,8 @@ var authorities = func() map[string]authority {
 		auth("RevokeSession"):        tenant(PermSessionsRevoke, self, false),
 		auth("RevokeIdentityTokens"): tenant(PermSessionsRevoke, self, false),
 
-		check("Check"):                tenant(PermPerformChecks, inHandler, false),
-		check("CheckBulk"):            tenant(PermPerformChecks, inHandler, false),
+		check("Check"):                deferred(tenant(PermPerformChecks, inHandler, false)),
+		check("CheckBulk"):            deferred(tenant(PermPerformChecks, inHandler, false)),
 		check("WhoCan"):               tenant(PermReviewAccess, inHandler, false),
 		check("EffectivePermissions"): tenant(PermReviewAccess, inHandler, false),
 		elev("RequestElevation"):      tenant("", self, false),
@@ -286,6 +295,15 @@ func (n *Node) authorityCheck() connect.UnaryInterceptorFunc {
 			if tenantID == "" {
 				return nil, fieldError("tenant_id", "required")
 			}
+			if a.deferred {
+				// Refusals on the CPU come first, as for every call; the handler reads
+				// the caller's token state in its own decision read (pendingCaller).
+				c, v, key, err := n.verifyCaller(ctx, req.Header().Get("Authorization"), tenantID, proc)
+				if err != nil {
+					return nil, err
+				}
+				return next(context.WithValue(ctx, pendingKey{}, pendingCaller{tenantID: tenantID, c: c, v: v, key: key}), req)
+			}
 			c, err := n.authenticateCall(ctx, req.Header().Get("Authorization"), tenantID, proc)
 			if err != nil {
 				return nil, err
@@ -332,22 +350,66 @@ func (n *Node) requireOperator(header string) error {
 // is break-glass (refused under Config.NoBreakGlass; counted either way), anything
 // else must be an access token of tenantID (authenticate).
 func (n *Node) authenticateCall(ctx context.Context, header, tenantID, proc string) (caller, error) {
+	c, v, key, err := n.verifyCaller(ctx, header, tenantID, proc)
+	if err != nil || key == nil {
+		return c, err
+	}
+	st, err := n.states.read(ctx, v.Tenant.HomeRegion, *key)
+	if err != nil {
+		return caller{}, err
+	}
+	n.judgeToken(v, &st[0])
+	return n.tokenCaller(tenantID, *v)
+}
+
+// pendingCaller is a deferred procedure's caller as the authority interceptor left it:
+// verified on the CPU, its token's state not read yet (verifyCaller's results).
+type pendingCaller struct {
+	tenantID string
+	c        caller
+	v        *validation
+	key      *schema.StateKey
+}
+
+type pendingKey struct{}
+
+// verifyCaller is authenticateCall up to the decision read: it returns the caller when
+// no read is needed (the operator, or one the authority interceptor authenticated), or
+// the caller's verified token and the key to read; the caller then is
+// tokenCaller(judgeToken of the read). Refusals on the CPU are errors.
+func (n *Node) verifyCaller(ctx context.Context, header, tenantID, proc string) (caller, *validation, *schema.StateKey, error) {
+	if a, ok := ctx.Value(callerKey{}).(authenticated); ok && a.tenantID == tenantID {
+		return a.c, nil, nil, nil
+	}
+	if p, ok := ctx.Value(pendingKey{}).(pendingCaller); ok && p.tenantID == tenantID {
+		return p.c, p.v, p.key, nil
+	}
 	raw, ok := strings.CutPrefix(header, "Bearer ")
-	if ok && raw != "" && n.isOperator(raw) {
+	if !ok || raw == "" {
+		return caller{}, nil, nil, connect.NewError(connect.CodeUnauthenticated, errors.New("missing credentials: send Authorization: Bearer <access token or operator secret>"))
+	}
+	if n.isOperator(raw) {
 		if n.cfg.NoBreakGlass {
 			n.metrics.breakGlass.WithLabelValues(proc, "refused").Inc()
-			return caller{}, connect.NewError(connect.CodePermissionDenied, errors.New(
+			return caller{}, nil, nil, connect.NewError(connect.CodePermissionDenied, errors.New(
 				"break-glass is off on this node: the operator secret is for cluster calls only; call as a tenant identity with an access token from the tenant's token endpoint"))
 		}
 		n.metrics.breakGlass.WithLabelValues(proc, "allowed").Inc()
-		n.log.InfoContext(ctx, "break-glass: operator secret on a tenant-scoped call",
-			"procedure", proc, "tenant", tenantID, "request_id", requestID(ctx))
-		return caller{breakGlass: true}, nil
+		n.breakGlassLog.breakGlassLine(ctx, n.log, proc, tenantID)
+		return caller{breakGlass: true}, nil, nil, nil
 	}
-	if ok && raw != "" && strings.Count(raw, ".") != 2 {
+	if strings.Count(raw, ".") != 2 {
 		// Not a JWT: a wrong operator secret (or a guess at one), counted as such.
 		n.metrics.authFailures.Inc()
-		return caller{}, connect.NewError(connect.CodeUnauthenticated, errors.New("invalid credentials: neither the operator secret nor an access token"))
+		return caller{}, nil, nil, connect.NewError(connect.CodeUnauthenticated, errors.New("invalid credentials: neither the operator secret nor an access token"))
 	}
-	return n.authenticate(ctx, header, tenantID)
+	v, key, err := n.verifyToken(ctx, tenantID, raw, "")
+	if err != nil {
+		return caller{}, nil, nil, err
+	}
+	if key == nil {
+		_, err := n.tokenCaller(tenantID, v)
+		return caller{}, nil, nil, err
+	}
+	return caller{}, &v, key, nil
 }

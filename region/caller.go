@@ -24,6 +24,10 @@ type caller struct {
 	// The session, the access token (jti) and the client or API key id of its token.
 	sessionID, tokenID, clientID string
 	breakGlass                   bool // the operator on a tenant-scoped call (authenticateCall)
+	// state is the decision read that proved the caller's token live: its identity's
+	// attributes and its tenant's policy revision, as fresh as the call. nil for the
+	// operator and for callers not authenticated by a token read.
+	state *schema.DecisionState
 }
 
 func (c caller) operator() bool { return c.identityID == "" }
@@ -66,6 +70,12 @@ func (n *Node) authenticate(ctx context.Context, header, tenantID string) (calle
 	if err != nil {
 		return caller{}, err
 	}
+	return n.tokenCaller(tenantID, v)
+}
+
+// tokenCaller turns a validated bearer token into its caller, or refuses it: inactive,
+// or minted for another API than keyplane's.
+func (n *Node) tokenCaller(tenantID string, v validation) (caller, error) {
 	if !v.Active {
 		return caller{}, connect.NewError(connect.CodeUnauthenticated, errors.New("bearer token inactive: "+string(v.Reason)))
 	}
@@ -73,7 +83,7 @@ func (n *Node) authenticate(ctx context.Context, header, tenantID string) (calle
 		return caller{}, connect.NewError(connect.CodeUnauthenticated, fmt.Errorf("bearer token audience %s is not keyplane's API: want aud %q", quoteAudience(v.Claims.Audience), n.Issuer(tenantID)))
 	}
 	return caller{identityID: v.Claims.Subject, kind: v.IdentityKind, authTime: v.AuthTime, amr: v.Claims.AMR,
-		sessionID: v.Claims.SessionID, tokenID: v.Claims.ID, clientID: v.Claims.ClientID}, nil
+		sessionID: v.Claims.SessionID, tokenID: v.Claims.ID, clientID: v.Claims.ClientID, state: v.State}, nil
 }
 
 // requirePermission refuses an identity that does not hold perm on resource "tenant"
@@ -81,6 +91,10 @@ func (n *Node) authenticate(ctx context.Context, header, tenantID string) (calle
 func (n *Node) requirePermission(ctx context.Context, t schema.Tenant, c caller, perm string) error {
 	if c.operator() {
 		return nil
+	}
+	if c.state != nil && c.state.PolicyRevision > t.PolicyRevision {
+		// Both were read after the call arrived; the newer revision is as good.
+		t.PolicyRevision = c.state.PolicyRevision
 	}
 	snap, err := n.policies.snapshot(ctx, t, consistency{})
 	if err != nil {
@@ -95,7 +109,15 @@ func (n *Node) requirePermission(ctx context.Context, t schema.Tenant, c caller,
 // address is not known here, so a condition reading request.ip fails closed. A
 // refusal is a permission_denied error naming perm.
 func (n *Node) holdsOnTenant(ctx context.Context, t schema.Tenant, snap *authz.Snapshot, c caller, perm string) error {
-	p, denied, err := n.readPrincipal(ctx, t, c.identityID)
+	var p principal
+	var denied string
+	var err error
+	if c.state != nil {
+		// The read that authenticated the caller read its identity too.
+		p, denied, err = n.principalOf(c.identityID, c.state)
+	} else {
+		p, denied, err = n.readPrincipal(ctx, t, c.identityID)
+	}
 	if err != nil {
 		return err
 	}

@@ -65,48 +65,58 @@ type principal struct {
 	session, client string
 }
 
-// resolvePrincipal reads the identity a check is about, or validates its token.
-func (n *Node) resolvePrincipal(ctx context.Context, t schema.Tenant, identityID, token string) (principal, string, error) {
-	if token != "" {
-		v, err := n.validate(ctx, t.ID, token, "")
-		if err != nil {
-			return principal{}, "", err
-		}
-		if !v.Active {
-			return principal{}, "token inactive: " + string(v.Reason), nil
-		}
-		identityID = v.Claims.Subject
-		p, reason, err := n.readPrincipal(ctx, t, identityID)
-		// auth_time comes from the same read that proved the session live: no second
-		// read whose failure could fall back to something fresher.
-		p.amr, p.authTime = v.Claims.AMR, v.AuthTime
-		p.session, p.client = v.Claims.SessionID, v.Claims.ClientID
-		return p, reason, err
-	}
-	if identityID == "" {
-		return principal{}, "", fieldError("identity_id", "an identity_id or a token is required")
-	}
-	return n.readPrincipal(ctx, t, identityID)
-}
-
+// readPrincipal reads identity id of t for a decision about it (a decision read, shared
+// with concurrent decisions).
 func (n *Node) readPrincipal(ctx context.Context, t schema.Tenant, id string) (principal, string, error) {
-	i, err := n.store.GetIdentity(ctx, t.Scope(), id)
+	if err := checkIdentityID("identity_id", id); err != nil {
+		return principal{}, "", err
+	}
+	st, err := n.states.read(ctx, t.HomeRegion, schema.StateKey{TenantID: t.ID, IdentityID: id})
 	if err != nil {
 		return principal{}, "", err
 	}
-	if reason := n.inactiveReason(i); reason != "" {
+	return n.principalOf(id, &st[0])
+}
+
+// checkIdentityID refuses an identity id that is not a UUID, naming field.
+func checkIdentityID(field, id string) error {
+	if id == "" {
+		return fieldError(field, "required")
+	}
+	if u, err := uuid.Parse(id); err != nil || len(id) != 36 || u.String() != strings.ToLower(id) {
+		return fieldError(field, "must be a UUID like 0b6f3a4e-5c1d-4f7e-9a2b-3c4d5e6f7a8b")
+	}
+	return nil
+}
+
+// principalOf is identity id as a decision read returned it, or why every check about
+// it is denied.
+func (n *Node) principalOf(id string, st *schema.DecisionState) (principal, string, error) {
+	if !st.IdentityFound {
+		return principal{}, "", fmt.Errorf("%w: identity %s", schema.ErrNotFound, id)
+	}
+	if reason := n.inactive(st.IdentityStatus, st.IdentityExpiry); reason != "" {
 		return principal{}, reason, nil
 	}
-	return principal{id: i.ID, kind: i.Kind, attrs: i.Attributes}, "", nil
+	attrs, err := st.Attributes()
+	if err != nil {
+		return principal{}, "", err
+	}
+	return principal{id: id, kind: st.IdentityKind, attrs: attrs}, "", nil
 }
 
 // inactiveReason says why Check denies identity i everything whatever its bindings, or
 // is "" when it does not.
 func (n *Node) inactiveReason(i schema.Identity) string {
+	return n.inactive(i.Status, i.ExpiresAt)
+}
+
+// inactive is inactiveReason of an identity with status and expiry (zero: never).
+func (n *Node) inactive(status string, expiry time.Time) string {
 	switch {
-	case i.Status != schema.StatusActive:
+	case status != schema.StatusActive:
 		return "identity disabled"
-	case !i.ExpiresAt.IsZero() && !n.now().Before(i.ExpiresAt):
+	case !expiry.IsZero() && !n.now().Before(expiry):
 		return "identity expired"
 	}
 	return ""
@@ -276,9 +286,12 @@ type preparedCheck struct {
 	device    *authz.Device // asserted by the caller; nil without one
 }
 
-// prepareCheck validates the shared fields of Check and CheckBulk, authorizes the
-// caller, resolves the principal and picks the policy snapshot.
-func (n *Node) prepareCheck(ctx context.Context, header, tenantID string, c *keyplanev1.Consistency, cs *structpb.Struct,
+// prepareCheck validates the shared fields of Check and CheckBulk, authenticates and
+// authorizes the caller, resolves the principal and picks the policy snapshot. Every
+// state it depends on — the tenant's status and policy revision, the caller's token,
+// the principal's identity and token — comes from one decision read, shared with
+// concurrent decisions; signatures are checked on the CPU before it.
+func (n *Node) prepareCheck(ctx context.Context, header, proc, tenantID string, c *keyplanev1.Consistency, cs *structpb.Struct,
 	dev *keyplanev1.Device, identityID, token string) (preparedCheck, error) {
 	cons, err := consistencyFromProto(c)
 	if err != nil {
@@ -292,24 +305,89 @@ func (n *Node) prepareCheck(ctx context.Context, header, tenantID string, c *key
 	if err != nil {
 		return preparedCheck{}, err
 	}
-	t, err := n.activeTenant(ctx, tenantID)
+	if tenantID == "" {
+		return preparedCheck{}, fieldError("tenant_id", "required")
+	}
+	// The cached placement says where to read; the read says whether the tenant is
+	// active and at which revision.
+	t, err := n.tenants.Tenant(ctx, tenantID, 0)
 	if err != nil {
 		return preparedCheck{}, err
 	}
-	caller, err := n.authenticate(ctx, header, t.ID)
+	cl, cv, ckey, err := n.verifyCaller(ctx, header, t.ID, proc)
 	if err != nil {
 		return preparedCheck{}, err
 	}
-	if err := n.requirePermission(ctx, t, caller, PermPerformChecks); err != nil {
+	pkey := schema.StateKey{TenantID: t.ID} // the tenant's row alone, for a token refused on the CPU
+	var pv validation
+	var denied string
+	switch {
+	case token != "":
+		var k *schema.StateKey
+		if pv, k, err = n.verifyToken(ctx, t.ID, token, ""); err != nil {
+			return preparedCheck{}, err
+		}
+		if k != nil {
+			pkey = *k
+		} else {
+			denied = "token inactive: " + string(pv.Reason)
+		}
+	case identityID == "":
+		return preparedCheck{}, fieldError("identity_id", "an identity_id or a token is required")
+	default:
+		if err := checkIdentityID("identity_id", identityID); err != nil {
+			return preparedCheck{}, err
+		}
+		pkey.IdentityID = identityID
+	}
+	keys := []schema.StateKey{pkey}
+	if ckey != nil {
+		keys = append(keys, *ckey)
+	}
+	sts, err := n.states.read(ctx, t.HomeRegion, keys...)
+	if err != nil {
+		return preparedCheck{}, err
+	}
+	pst := &sts[0]
+	if !pst.TenantFound {
+		return preparedCheck{}, fmt.Errorf("%w: tenant %q", schema.ErrNotFound, t.ID)
+	}
+	if pst.TenantStatus != schema.StatusActive {
+		return preparedCheck{}, connect.NewError(connect.CodeFailedPrecondition, errors.New("tenant_id: tenant "+t.ID+" is disabled"))
+	}
+	t.Status, t.PolicyRevision = pst.TenantStatus, pst.PolicyRevision
+	if ckey != nil {
+		n.judgeToken(cv, &sts[1])
+		if cl, err = n.tokenCaller(t.ID, *cv); err != nil {
+			return preparedCheck{}, err
+		}
+	}
+	if err := n.requirePermission(ctx, t, cl, PermPerformChecks); err != nil {
 		return preparedCheck{}, err
 	}
 	if device != nil {
 		// Who vouches for the posture: conditions can require a particular caller.
-		device.AssertedBy = cmp.Or(caller.identityID, "operator")
+		device.AssertedBy = cmp.Or(cl.identityID, "operator")
 	}
-	p, denied, err := n.resolvePrincipal(ctx, t, identityID, token)
-	if err != nil {
-		return preparedCheck{}, err
+	var p principal
+	switch {
+	case denied != "":
+	case token != "":
+		n.judgeToken(&pv, pst)
+		if !pv.Active {
+			denied = "token inactive: " + string(pv.Reason)
+			break
+		}
+		if p, denied, err = n.principalOf(pv.Claims.Subject, pst); err != nil {
+			return preparedCheck{}, err
+		}
+		// auth_time comes from the same read that proved the session live.
+		p.amr, p.authTime = pv.Claims.AMR, pv.AuthTime
+		p.session, p.client = pv.Claims.SessionID, pv.Claims.ClientID
+	default:
+		if p, denied, err = n.principalOf(identityID, pst); err != nil {
+			return preparedCheck{}, err
+		}
 	}
 	snap, err := n.policies.snapshot(ctx, t, cons)
 	if err != nil {
@@ -324,7 +402,7 @@ func (c *CheckService) Check(ctx context.Context, req *connect.Request[keyplanev
 	if err := checkItem(m.Permission, m.Resource); err != nil {
 		return nil, err
 	}
-	ck, err := n.prepareCheck(ctx, req.Header().Get("Authorization"), m.TenantId, m.Consistency, m.Context, m.Device, m.GetIdentityId(), m.GetToken())
+	ck, err := n.prepareCheck(ctx, req.Header().Get("Authorization"), req.Spec().Procedure, m.TenantId, m.Consistency, m.Context, m.Device, m.GetIdentityId(), m.GetToken())
 	if err != nil {
 		return nil, err
 	}
@@ -349,7 +427,7 @@ func (c *CheckService) CheckBulk(ctx context.Context, req *connect.Request[keypl
 			return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("items[%d].%s", i, ce.Message()))
 		}
 	}
-	ck, err := n.prepareCheck(ctx, req.Header().Get("Authorization"), m.TenantId, m.Consistency, m.Context, m.Device, m.GetIdentityId(), m.GetToken())
+	ck, err := n.prepareCheck(ctx, req.Header().Get("Authorization"), req.Spec().Procedure, m.TenantId, m.Consistency, m.Context, m.Device, m.GetIdentityId(), m.GetToken())
 	if err != nil {
 		return nil, err
 	}

@@ -286,9 +286,10 @@ func TestBindingRemovalIsSeenByLaterChecks(t *testing.T) {
 	for _, u := range urls {
 		clients = append(clients, keyplanev1connect.NewCheckServiceClient(http.DefaultClient, u, connect.WithInterceptors(bearerInterceptor(secret))))
 	}
-	var mu sync.Mutex
-	var ops []history.Op
-	deadline := time.Now().Add(8 * time.Second)
+	var h recordedHistory
+	// Checkers run until the history holds enough checks after the last removal, at
+	// most a minute.
+	deadline := time.Now().Add(time.Minute)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for range 4 {
@@ -307,9 +308,7 @@ func TestBindingRemovalIsSeenByLaterChecks(t *testing.T) {
 					Principal: &keyplanev1.CheckRequest_IdentityId{IdentityId: users[i]}, Permission: "docs.document.read", Resource: "x/y"}))
 				op.End, op.OK = time.Now(), err == nil
 				op.Granted = err == nil && r.Msg.Allowed
-				mu.Lock()
-				ops = append(ops, op)
-				mu.Unlock()
+				h.record(op)
 			}
 		}()
 	}
@@ -321,13 +320,12 @@ func TestBindingRemovalIsSeenByLaterChecks(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		mu.Lock()
-		ops = append(ops, op)
-		mu.Unlock()
+		h.record(op)
 	}
-	time.Sleep(200 * time.Millisecond)
+	h.waitAfterLast(4*bindings, deadline)
 	close(stop)
 	wg.Wait()
+	ops := h.history()
 	if vs := history.CheckRevocations(ops); len(vs) > 0 {
 		t.Fatalf("%d violations, first: %v", len(vs), vs[0])
 	}

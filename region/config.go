@@ -97,10 +97,42 @@ type Config struct {
 	// campaigns past their deadline (tenants homed in its region; campaign_loop.go);
 	// 0 means a minute, negative turns the loop off.
 	ReviewEvery time.Duration
+	// AccessLog logs every successful call at info (one line per call: procedure,
+	// code, latency, peer). Without it successful calls are logged at debug; failed
+	// calls are logged at info either way.
+	AccessLog bool
+	// DecisionReads tunes how the reads of concurrent decisions are shared; its zero
+	// value means the defaults.
+	DecisionReads DecisionReadConfig
 	// Analytics configures access baselines, anomaly alerts, their webhooks and policy
 	// drift detection (docs/analytics.md); its zero value means the defaults.
 	Analytics AnalyticsConfig
 }
+
+// DecisionReadConfig tunes the coalesced decision reads (docs/decisions/
+// 0014-coalesced-decision-reads.md): validations, introspections and fresh checks that
+// arrive while reads are in flight share the next read, one statement for all of them.
+type DecisionReadConfig struct {
+	// InFlight is how many decision reads a node runs at once per region; requests
+	// arriving while that many are in flight wait for the next one. 0 means 4.
+	InFlight int
+	// MaxKeys bounds the keys (a request reads one or two) of one read; 0 means 128.
+	MaxKeys int
+}
+
+func (c DecisionReadConfig) withDefaults() DecisionReadConfig {
+	if c.InFlight <= 0 {
+		c.InFlight = 4
+	}
+	if c.MaxKeys <= 0 {
+		c.MaxKeys = 128
+	}
+	return c
+}
+
+// decisionReadTimeout bounds one shared decision read, whatever its waiters' own
+// deadlines (each stops waiting at its own).
+const decisionReadTimeout = 10 * time.Second
 
 // DefaultConfig returns a configuration with a random node id and no operator secret.
 func DefaultConfig() Config {
@@ -130,6 +162,10 @@ func (c Config) Validate() error {
 	}
 	if err := c.Limits.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("limits: %w", err))
+	}
+	if c.DecisionReads.InFlight < 0 || c.DecisionReads.MaxKeys < 0 || c.DecisionReads.MaxKeys > schema.MaxStateKeys {
+		errs = append(errs, fmt.Errorf("decision reads: in flight %d and max keys %d must be ≥ 0 (0: the default), max keys at most %d",
+			c.DecisionReads.InFlight, c.DecisionReads.MaxKeys, schema.MaxStateKeys))
 	}
 	if u, err := url.Parse(c.IssuerBase); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
 		errs = append(errs, fmt.Errorf("issuer base: %q must be an http(s) URL without query or fragment", c.IssuerBase))

@@ -32,7 +32,8 @@ func incomingRequestID(h string) string {
 	return rand.Text()
 }
 
-// observe is the outermost interceptor: request id, metrics, one log line per call.
+// observe is the outermost interceptor: request id, metrics, and a log line for every
+// failed call; successful calls are logged at debug, or at info with Config.AccessLog.
 func (n *Node) observe() connect.UnaryInterceptorFunc {
 	return func(next connect.UnaryFunc) connect.UnaryFunc {
 		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
@@ -55,7 +56,14 @@ func (n *Node) observe() connect.UnaryInterceptorFunc {
 			}
 			elapsed := time.Since(start)
 			n.metrics.observeRPC(req.Spec().Procedure, code, elapsed)
-			n.log.LogAttrs(ctx, slog.LevelInfo, "rpc",
+			level := slog.LevelInfo
+			if err == nil && !n.cfg.AccessLog {
+				level = slog.LevelDebug
+				if !n.log.Enabled(ctx, level) {
+					return resp, err
+				}
+			}
+			n.log.LogAttrs(ctx, level, "rpc",
 				slog.String("request_id", id), slog.String("procedure", req.Spec().Procedure),
 				slog.String("code", code), slog.Duration("elapsed", elapsed), slog.String("peer", req.Peer().Addr))
 			return resp, err

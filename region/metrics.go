@@ -20,6 +20,8 @@ type metrics struct {
 	federationExchanges  *prometheus.CounterVec
 	checks               *prometheus.CounterVec
 	policyReloads        prometheus.Counter
+	decisionReads        *prometheus.CounterVec
+	decisionReadKeys     prometheus.Histogram
 	decisionsWritten     prometheus.Counter
 	decisionBackpressure prometheus.Counter
 	decisionsPruned      prometheus.Counter
@@ -76,6 +78,15 @@ func newMetrics(reg prometheus.Registerer, cfg Config) (*metrics, error) {
 			Namespace: "keyplane", Name: "checks_total",
 			Help: "Permission decisions by result (allowed, denied).", ConstLabels: labels,
 		}, []string{"result"}),
+		decisionReads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "keyplane", Name: "decision_reads_total",
+			Help: "Decision reads (one statement serving the validations, introspections and fresh checks that share it), by result (ok or error).", ConstLabels: labels,
+		}, []string{"result"}),
+		decisionReadKeys: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "keyplane", Name: "decision_read_keys",
+			Help:        "Keys (identities and sessions of the requests sharing it) per decision read.",
+			ConstLabels: labels, Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128},
+		}),
 		policyReloads: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "keyplane", Name: "policy_reloads_total",
 			Help: "Tenant policy snapshots loaded because the cached one was stale or missing.", ConstLabels: labels,
@@ -120,7 +131,7 @@ func newMetrics(reg prometheus.Registerer, cfg Config) (*metrics, error) {
 		}, []string{"source"}),
 	}
 	for _, c := range []prometheus.Collector{m.rpcDuration, m.authFailures, m.breakGlass, m.stepUpRequired, m.ready, m.credentialFailures, m.validations, m.refreshReuse,
-		m.checks, m.policyReloads, m.decisionsWritten, m.decisionBackpressure, m.decisionsPruned, m.loginAttempts, m.rateLimited, m.hashSlots, m.hashInUse, m.hashBusy,
+		m.checks, m.policyReloads, m.decisionReads, m.decisionReadKeys, m.decisionsWritten, m.decisionBackpressure, m.decisionsPruned, m.loginAttempts, m.rateLimited, m.hashSlots, m.hashInUse, m.hashBusy,
 		m.deprovision, m.federationExchanges} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
@@ -131,4 +142,14 @@ func newMetrics(reg prometheus.Registerer, cfg Config) (*metrics, error) {
 
 func (m *metrics) observeRPC(procedure, code string, d time.Duration) {
 	m.rpcDuration.WithLabelValues(procedure, code).Observe(d.Seconds())
+}
+
+// observeDecisionRead counts one decision read of keys keys.
+func (m *metrics) observeDecisionRead(keys int, err error) {
+	if err != nil {
+		m.decisionReads.WithLabelValues("error").Inc()
+		return
+	}
+	m.decisionReads.WithLabelValues("ok").Inc()
+	m.decisionReadKeys.Observe(float64(keys))
 }

@@ -40,32 +40,35 @@ type Registry interface {
 // would block once its buffer filled. Serve may be called once; the node's methods
 // are safe for concurrent use.
 type Node struct {
-	cfg       Config
-	store     *schema.Store
-	log       *slog.Logger
-	metrics   *metrics
-	handler   http.Handler
-	keys      *keyring
-	lastUsed  *lastUsed
-	verified  *verified
-	tenants   *routing.Directory // tenant rows, cached: routing's placements and validation's partitions
-	policies  *policyCache
-	decisions *decisionLog
-	pruner    *decisionPruner
-	figures   *governanceFigures
-	reg       Registry
-	mux       *http.ServeMux
-	ops       http.Handler // the operator listener's handler (Config.OperatorListener)
-	gossip    Gossip
-	peers     *peerServer                             // the peer listener; nil without routing
-	cluster   interface{ Members() []routing.Member } // gossip's members, for /members; nil without routing
-	guards    *guards                                 // login throttling, password hashing bound, rate limits
-	pageKey   []byte                                  // seals page tokens (pagetoken.go)
-	ruleEnv   *authz.RuleEnv                          // membership-rule conditions (admin_rules.go)
-	geo       *geoip.DB                               // request.country's database (Config.GeoIPDB); nil without one
-	claimsEnv *authz.ClaimsEnv                        // trust-policy conditions (federation.go)
-	issuers   *issuers                                // external issuers' discovery and keys (federation_issuer.go)
-	sweeper   *sweeper                                // the governance sweeper (sweeper.go)
+	cfg      Config
+	store    *schema.Store
+	log      *slog.Logger
+	metrics  *metrics
+	handler  http.Handler
+	keys     *keyring
+	lastUsed *lastUsed
+	verified *verified
+	states   *stateReader // the decision reads, coalesced
+	// breakGlassLog writes the break-glass line once per 10 s per procedure and tenant.
+	breakGlassLog *logSampler
+	tenants       *routing.Directory // tenant rows, cached: routing's placements and validation's partitions
+	policies      *policyCache
+	decisions     *decisionLog
+	pruner        *decisionPruner
+	figures       *governanceFigures
+	reg           Registry
+	mux           *http.ServeMux
+	ops           http.Handler // the operator listener's handler (Config.OperatorListener)
+	gossip        Gossip
+	peers         *peerServer                             // the peer listener; nil without routing
+	cluster       interface{ Members() []routing.Member } // gossip's members, for /members; nil without routing
+	guards        *guards                                 // login throttling, password hashing bound, rate limits
+	pageKey       []byte                                  // seals page tokens (pagetoken.go)
+	ruleEnv       *authz.RuleEnv                          // membership-rule conditions (admin_rules.go)
+	geo           *geoip.DB                               // request.country's database (Config.GeoIPDB); nil without one
+	claimsEnv     *authz.ClaimsEnv                        // trust-policy conditions (federation.go)
+	issuers       *issuers                                // external issuers' discovery and keys (federation_issuer.go)
+	sweeper       *sweeper                                // the governance sweeper (sweeper.go)
 	// Access reviews (campaign*.go): their series and their reminders-and-deadlines loop.
 	reviewMetrics *reviewMetrics
 	reviews       *reviewLoop
@@ -106,6 +109,7 @@ func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node
 	cfg.Limits = cfg.Limits.withDefaults()
 	cfg.Login = cfg.Login.withDefaults()
 	cfg.Analytics = cfg.Analytics.withDefaults()
+	cfg.DecisionReads = cfg.DecisionReads.withDefaults()
 	am, err := newAnalyticsMetrics(reg, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("register analytics metrics: %w", err)
@@ -136,6 +140,8 @@ func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node
 	n.webhooks = newDispatcher(n, am)
 	n.drift = newDriftChecker(n, n.analytics)
 	n.store = store.WithRuleMatcher(n.matchRule)
+	n.breakGlassLog = newLogSampler(10 * time.Second)
+	n.states = newStateReader(n.store, cfg.DecisionReads.InFlight, cfg.DecisionReads.MaxKeys, decisionReadTimeout, m.observeDecisionRead)
 
 	mux := http.NewServeMux()
 	// Responses are small: compressing them costs more CPU than it saves on a LAN.

@@ -22,10 +22,10 @@ import (
 // refresh_token), introspection (RFC 7662) and revocation (RFC 7009). Errors use the
 // RFC 6749 JSON form.
 func (n *Node) mountOAuth(mux *http.ServeMux) {
-	mux.HandleFunc("GET /t/{tenant}/.well-known/openid-configuration", n.oauthHandler(n.discovery))
-	mux.HandleFunc("GET /t/{tenant}/.well-known/jwks.json", n.oauthHandler(n.jwks))
+	mux.HandleFunc("GET /t/{tenant}/.well-known/openid-configuration", n.placedOAuthHandler(n.discovery))
+	mux.HandleFunc("GET /t/{tenant}/.well-known/jwks.json", n.placedOAuthHandler(n.jwks))
 	mux.HandleFunc("POST /t/{tenant}/oauth2/token", n.limitHTTP(n.guards.token, n.oauthHandler(n.tokenEndpoint)))
-	mux.HandleFunc("POST /t/{tenant}/oauth2/introspect", n.limitHTTP(n.guards.introspect, n.oauthHandler(n.introspect)))
+	mux.HandleFunc("POST /t/{tenant}/oauth2/introspect", n.limitHTTP(n.guards.introspect, n.placedOAuthHandler(n.introspect)))
 	mux.HandleFunc("POST /t/{tenant}/oauth2/revoke", n.oauthHandler(n.revokeEndpoint))
 	n.mountOIDC(mux)
 }
@@ -46,16 +46,24 @@ func oauthErr(status int, code, desc string) *oauthError {
 
 type oauthFunc func(ctx context.Context, w http.ResponseWriter, r *http.Request, t schema.Tenant) (any, error)
 
-// oauthHandler resolves the tenant from the path, runs f, and writes its result as
-// JSON (no-store) or its error in RFC 6749 form. Store errors never leak.
-func (n *Node) oauthHandler(f oauthFunc) http.HandlerFunc {
+// oauthHandler resolves the tenant from the path (its row, read now), runs f, and
+// writes its result as JSON (no-store) or its error in RFC 6749 form. Store errors
+// never leak.
+func (n *Node) oauthHandler(f oauthFunc) http.HandlerFunc { return n.oauthHandlerOf(f, false) }
+
+// placedOAuthHandler is oauthHandler for endpoints that need only the tenant's
+// placement, cached (routing.Directory): discovery and JWKS, and introspection, whose
+// decision read returns the tenant's status with the token's state.
+func (n *Node) placedOAuthHandler(f oauthFunc) http.HandlerFunc { return n.oauthHandlerOf(f, true) }
+
+func (n *Node) oauthHandlerOf(f oauthFunc, placed bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		ctx := context.WithValue(r.Context(), requestIDKey{}, incomingRequestID(r.Header.Get(RequestIDHeader)))
 		w.Header().Set(RequestIDHeader, requestID(ctx))
 		w.Header().Set("Cache-Control", "no-store")
 		w.Header().Set("Pragma", "no-cache")
-		res, err := n.serveOAuth(ctx, w, r, f)
+		res, err := n.serveOAuth(ctx, w, r, f, placed)
 		route := r.Pattern
 		if err != nil {
 			oe := n.toOAuthError(ctx, err)
@@ -78,12 +86,18 @@ func (n *Node) oauthHandler(f oauthFunc) http.HandlerFunc {
 
 type rawJSON []byte
 
-func (n *Node) serveOAuth(ctx context.Context, w http.ResponseWriter, r *http.Request, f oauthFunc) (any, error) {
+func (n *Node) serveOAuth(ctx context.Context, w http.ResponseWriter, r *http.Request, f oauthFunc, placed bool) (any, error) {
 	tenantID := r.PathValue("tenant")
 	if !schema.ValidTenantID(tenantID) {
 		return nil, oauthErr(http.StatusNotFound, "invalid_request", "unknown tenant")
 	}
-	t, err := n.store.GetTenant(ctx, tenantID)
+	var t schema.Tenant
+	var err error
+	if placed {
+		t, err = n.tenants.Tenant(ctx, tenantID, 0)
+	} else {
+		t, err = n.store.GetTenant(ctx, tenantID)
+	}
 	if errors.Is(err, schema.ErrNotFound) {
 		return nil, oauthErr(http.StatusNotFound, "invalid_request", "unknown tenant")
 	}
@@ -354,18 +368,32 @@ func secondsUntil(t, now time.Time) int64 { return int64(t.Sub(now).Round(time.S
 // any other client only tokens issued to itself (admin.proto CreateClientRequest.admin):
 // for others it gets {"active": false}, the answer RFC 7662 §2.2 prescribes for a
 // token the caller is not allowed to introspect, so it learns nothing about them.
+//
+// The client's credentials and the token are read at once (two reads in flight, one
+// round trip); nothing about the token is answered before the client is authenticated.
 func (n *Node) introspect(ctx context.Context, _ http.ResponseWriter, r *http.Request, t schema.Tenant) (any, error) {
+	raw := r.PostForm.Get("token")
+	var v validation
+	var verr error
+	validated := make(chan struct{})
+	if raw != "" {
+		go func() {
+			defer close(validated)
+			v, verr = n.validate(ctx, t.ID, raw, "")
+		}()
+	} else {
+		close(validated)
+	}
 	cl, err := n.authenticateClient(ctx, r, t)
+	<-validated
 	if err != nil {
 		return nil, err
 	}
-	raw := r.PostForm.Get("token")
 	if raw == "" {
 		return nil, oauthErr(http.StatusBadRequest, "invalid_request", "token is required")
 	}
-	v, err := n.validate(ctx, t.ID, raw, "")
-	if err != nil {
-		return nil, err
+	if verr != nil {
+		return nil, verr
 	}
 	n.metrics.validations.WithLabelValues(validationLabel(v)).Inc()
 	if !v.Active || !cl.mayActOn(v.Claims.ClientID) {

@@ -48,21 +48,18 @@ func TestRevocationIsLinearizable(t *testing.T) {
 		toks[i] = f.exchange(t)
 	}
 
-	var mu sync.Mutex
-	var ops []history.Op
-	record := func(op history.Op) {
-		mu.Lock()
-		ops = append(ops, op)
-		mu.Unlock()
-	}
-	deadline := time.Now().Add(8 * time.Second)
+	var h recordedHistory
+	record := h.record
+	// Validators run until the history holds enough validations after the last revoke,
+	// at most a minute.
+	deadline := time.Now().Add(time.Minute)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for v := 0; v < 6; v++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for n := 0; n < 5000 && time.Now().Before(deadline); n++ {
+			for n := 0; n < 20000 && time.Now().Before(deadline); n++ {
 				select {
 				case <-stop:
 					return
@@ -79,9 +76,6 @@ func TestRevocationIsLinearizable(t *testing.T) {
 		}()
 	}
 	for _, i := range rand.Perm(tokens) {
-		if time.Now().After(deadline) {
-			break
-		}
 		time.Sleep(time.Duration(rand.IntN(15)) * time.Millisecond)
 		node := rand.IntN(len(clients))
 		op := history.Op{Kind: history.Revoke, Key: toks[i][len(toks[i])-16:], Node: urls[node], Start: time.Now()}
@@ -93,9 +87,10 @@ func TestRevocationIsLinearizable(t *testing.T) {
 			t.Errorf("revoke: %v", err)
 		}
 	}
-	time.Sleep(200 * time.Millisecond)
+	h.waitAfterLast(4*tokens, deadline)
 	close(stop)
 	wg.Wait()
+	ops := h.history()
 
 	if vs := history.CheckRevocations(ops); len(vs) > 0 {
 		for _, v := range vs[:min(len(vs), 10)] {

@@ -42,68 +42,92 @@ type validation struct {
 	AuthTime time.Time
 	// IdentityKind is the subject's kind, read with it: "" unless Active.
 	IdentityKind string
+	// State is what the decision read returned for the token (its tenant's policy
+	// revision and its subject's attributes included): set unless the token was refused
+	// before the read.
+	State *schema.DecisionState
 }
 
 // validate checks a token for tenantID: signature, issuer, audience and lifetime on
-// the CPU, then one read of the session, identity and tenant state at the tenant's
-// home region. An error means the state could not be read: callers fail closed.
+// the CPU (verifyToken), then one read of the session, identity and tenant state at
+// the tenant's home region, shared with concurrent decisions (stateReader). An error
+// means the state could not be read: callers fail closed.
 func (n *Node) validate(ctx context.Context, tenantID, raw, audience string) (validation, error) {
+	v, key, err := n.verifyToken(ctx, tenantID, raw, audience)
+	if err != nil || key == nil {
+		return v, err
+	}
+	st, err := n.states.read(ctx, v.Tenant.HomeRegion, *key)
+	if err != nil {
+		return validation{}, err
+	}
+	n.judgeToken(&v, &st[0])
+	return v, nil
+}
+
+// verifyToken is validation's CPU half: it checks the signature, issuer, audience,
+// lifetime and tenant of raw. It returns the key to read when the token passed, or nil
+// with the refusal in v.Reason.
+func (n *Node) verifyToken(ctx context.Context, tenantID, raw, audience string) (validation, *schema.StateKey, error) {
 	now := n.now()
 	c, ok := n.verified.get(raw)
 	if ok {
 		if r := recheck(c, audience, now); r != "" {
-			return validation{Reason: r}, nil
+			return validation{Reason: r}, nil, nil
 		}
 	} else {
 		ring, err := n.keys.forKid(ctx, peekKid(raw))
 		if err != nil {
-			return validation{}, err
+			return validation{}, nil, err
 		}
 		c, err = ring.Verify(raw, token.VerifyOptions{Now: now})
 		if err != nil {
 			if r := token.ReasonOf(err); r != "" {
-				return validation{Reason: r}, nil
+				return validation{Reason: r}, nil, nil
 			}
-			return validation{}, err
+			return validation{}, nil, err
 		}
 		if c.Issuer == n.Issuer(c.Tenant) {
 			n.verified.put(raw, c)
 		}
 		if r := recheck(c, audience, now); r != "" {
-			return validation{Reason: r}, nil
+			return validation{Reason: r}, nil, nil
 		}
 	}
 	v := validation{Claims: c}
 	if c.Tenant != tenantID {
 		v.Reason = reasonWrongTenant
-		return v, nil
+		return v, nil, nil
 	}
 	if c.Issuer != n.Issuer(tenantID) {
 		v.Reason = token.ReasonWrongIssuer
-		return v, nil
+		return v, nil, nil
 	}
 	// The cached tenant gives the partition to read; nothing revocation depends on is
-	// taken from it: ReadTokenState reads the tenant's status with the session and
-	// identity in one statement. A home region made stale by a rehome makes that read
-	// miss, which fails closed.
+	// taken from it: the decision read returns the tenant's status with the session
+	// and identity in one statement. A home region made stale by a rehome makes that
+	// read miss, which fails closed.
 	t, err := n.tenants.Tenant(ctx, tenantID, 0)
 	if errors.Is(err, schema.ErrNotFound) {
 		v.Reason = reasonWrongTenant
-		return v, nil
+		return v, nil, nil
 	}
 	if err != nil {
-		return validation{}, err
+		return validation{}, nil, err
 	}
 	v.Tenant = t
-	st, err := n.store.ReadTokenState(ctx, t.Scope(), c.SessionID, c.Subject)
-	if errors.Is(err, schema.ErrNotFound) {
-		v.Reason = reasonSessionRevoked
-		return v, nil
-	}
-	if err != nil {
-		return validation{}, err
-	}
+	return v, &schema.StateKey{TenantID: tenantID, IdentityID: c.Subject, SessionID: c.SessionID}, nil
+}
+
+// judgeToken is validation's state half: it decides v from what the decision read
+// returned for v's token.
+func (n *Node) judgeToken(v *validation, st *schema.DecisionState) {
+	v.State = st
+	now := n.now()
 	switch {
+	case !st.TenantFound || !st.SessionFound || !st.IdentityFound:
+		// As gone as revoked; a home region made stale by a rehome lands here too.
+		v.Reason = reasonSessionRevoked
 	case st.TenantStatus != schema.StatusActive:
 		v.Reason = reasonTenantDisabled
 	case st.SessionRevoked:
@@ -122,7 +146,6 @@ func (n *Node) validate(ctx context.Context, tenantID, raw, audience string) (va
 		v.Active = true
 		v.AuthTime, v.IdentityKind = st.SessionAuthTime, st.IdentityKind
 	}
-	return v, nil
 }
 
 // peekKid reads the kid from a JWT header without trusting it (only to pick keys).

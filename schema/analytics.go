@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -61,22 +62,29 @@ WHERE crdb_region = $1 AND tenant_id = $2 AND identity_id = ANY($3)`, sc.Region,
 	return out, classify(err)
 }
 
-// AddFeatures adds counts to baselines, one upsert per feature sent as one batch:
+// AddFeatures adds counts to baselines, one upsert statement per 1000 features:
 // counts add up, first_seen keeps the earliest, last_seen the latest. Not idempotent
 // (a retried batch counts twice, which a baseline tolerates).
 func (s *Store) AddFeatures(ctx context.Context, sc Scope, fs []Feature) error {
-	if len(fs) == 0 {
-		return nil
-	}
-	batch := &pgx.Batch{}
-	for _, f := range fs {
-		batch.Queue(`INSERT INTO analytics_features AS f (tenant_id, crdb_region, identity_id, kind, value, count, first_seen, last_seen)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+	for chunk := range slices.Chunk(fs, 1000) {
+		n := len(chunk)
+		ids, kinds, values := make([]string, n), make([]string, n), make([]string, n)
+		counts, firsts, lasts := make([]int64, n), make([]time.Time, n), make([]time.Time, n)
+		for i, f := range chunk {
+			ids[i], kinds[i], values[i], counts[i], firsts[i], lasts[i] = f.IdentityID, f.Kind, f.Value, f.Count, f.First, f.Last
+		}
+		// One statement per chunk: the (identity, kind, value) keys of a batch are
+		// distinct (the flusher sums them), as ON CONFLICT DO UPDATE requires.
+		if _, err := s.pool.Exec(ctx, `INSERT INTO analytics_features AS f (tenant_id, crdb_region, identity_id, kind, value, count, first_seen, last_seen)
+SELECT $1, $2, u.identity_id, u.kind, u.value, u.count, u.first_seen, u.last_seen
+FROM unnest($3::TEXT[], $4::TEXT[], $5::TEXT[], $6::INT8[], $7::TIMESTAMPTZ[], $8::TIMESTAMPTZ[]) AS u (identity_id, kind, value, count, first_seen, last_seen)
 ON CONFLICT (crdb_region, tenant_id, identity_id, kind, value) DO UPDATE SET count = f.count + excluded.count,
   first_seen = least(f.first_seen, excluded.first_seen), last_seen = greatest(f.last_seen, excluded.last_seen)`,
-			sc.TenantID, sc.Region, f.IdentityID, f.Kind, f.Value, f.Count, f.First, f.Last)
+			sc.TenantID, sc.Region, ids, kinds, values, counts, firsts, lasts); err != nil {
+			return classify(err)
+		}
 	}
-	return classify(s.pool.SendBatch(ctx, batch).Close())
+	return nil
 }
 
 // SessionUse is where and when a session was used.

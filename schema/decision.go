@@ -9,6 +9,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -58,29 +59,51 @@ func checkDecisionRetention(field string, d time.Duration) error {
 	return nil
 }
 
-// WriteDecisions appends decisions to the decision log in one statement per decision,
-// sent as one batch, recording this node's region and id. Writing a decision again
-// (a retried batch) changes nothing.
+// WriteDecisions appends decisions to the decision log, recording this node's region
+// and id: one COPY for the batch (the cheapest write there is, for the database and the
+// node alike). Writing a decision again (a retried batch whose first attempt may have
+// committed) changes nothing: when the COPY fails, the batch is written again as
+// INSERT … ON CONFLICT DO NOTHING statements.
 func (s *Store) WriteDecisions(ctx context.Context, ds []Decision) error {
 	if len(ds) == 0 {
 		return nil
 	}
+	rows := make([][]any, len(ds))
+	for i, d := range ds {
+		rows[i] = s.decisionRow(d)
+	}
+	if _, err := s.pool.CopyFrom(ctx, pgx.Identifier{"decisions"}, decisionWriteColumns, pgx.CopyFromRows(rows)); err == nil {
+		return nil
+	} else if ctx.Err() != nil {
+		return classify(err)
+	}
 	batch := &pgx.Batch{}
-	for _, d := range ds {
-		if d.BindingIDs == nil {
-			d.BindingIDs = []string{}
-		}
-		if d.Trace == nil {
-			d.Trace = []string{}
-		}
-		batch.Queue(`INSERT INTO decisions (tenant_id, id, crdb_region, at, principal_id, permission, resource, allowed, reason,
-  binding_ids, revision, region, node, latency_us, trace, source_network, client_id, entry_region, session_id)
+	for _, r := range rows {
+		batch.Queue(`INSERT INTO decisions (`+strings.Join(decisionWriteColumns, ", ")+`)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
-ON CONFLICT DO NOTHING`,
-			d.TenantID, d.ID, d.Region, d.At, d.PrincipalID, d.Permission, d.Resource, d.Allowed, d.Reason, d.BindingIDs, d.Revision,
-			s.region, s.node, d.Latency.Microseconds(), d.Trace, d.SourceNetwork, d.ClientID, d.EntryRegion, d.SessionID)
+ON CONFLICT DO NOTHING`, r...)
 	}
 	return classify(s.pool.SendBatch(ctx, batch).Close())
+}
+
+var decisionWriteColumns = []string{"tenant_id", "id", "crdb_region", "at", "principal_id", "permission", "resource", "allowed", "reason",
+	"binding_ids", "revision", "region", "node", "latency_us", "trace", "source_network", "client_id", "entry_region", "session_id"}
+
+// decisionRow is d's values in decisionWriteColumns' order.
+func (s *Store) decisionRow(d Decision) []any {
+	if d.BindingIDs == nil {
+		d.BindingIDs = []string{}
+	}
+	if d.Trace == nil {
+		d.Trace = []string{}
+	}
+	id, err := uuid.Parse(d.ID)
+	var idv any = d.ID
+	if err == nil {
+		idv = id // COPY's binary format wants the UUID itself
+	}
+	return []any{d.TenantID, idv, d.Region, d.At, d.PrincipalID, d.Permission, d.Resource, d.Allowed, d.Reason, d.BindingIDs, d.Revision,
+		s.region, s.node, d.Latency.Microseconds(), d.Trace, d.SourceNetwork, d.ClientID, d.EntryRegion, d.SessionID}
 }
 
 // CountDecisions counts the tenant's logged decisions, expired or not (for tests and

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -136,9 +137,17 @@ func (s *Snapshot) Check(r Request) (d Decision) {
 	// Static filters first; conditions are evaluated only for survivors, and
 	// allow conditions only when no deny matched (or when explaining).
 	var pending []int
+	scopeNotes, elided := 0, 0 // scope misses noted, and those past maxScopeNotes (one line for all)
 	for i, b := range cands {
 		if m := staticMatch(b, r.Permission, r.Resource, r.Time); m != hit {
-			if notes != nil {
+			switch {
+			case notes == nil:
+			case m == missScope && scopeNotes == maxScopeNotes:
+				elided++
+			default:
+				if m == missScope {
+					scopeNotes++
+				}
 				notes[i] = m.note(b, r.Permission, r.Resource)
 			}
 			continue
@@ -229,6 +238,10 @@ func (s *Snapshot) Check(r Request) (d Decision) {
 			}
 		}
 	}
+	if elided > 0 {
+		notes = slices.DeleteFunc(notes, func(n string) bool { return n == "" })
+		notes = append(notes, fmt.Sprintf("and %d more bindings whose scope does not cover %s", elided, r.Resource))
+	}
 	d.Trace = notes
 	switch {
 	case denied:
@@ -273,6 +286,11 @@ func staticMatch(b *binding, permission, resource string, at time.Time) miss {
 	}
 	return hit
 }
+
+// maxScopeNotes bounds the trace lines of bindings whose scope does not cover the
+// resource: a principal holding a role on thousands of resources would otherwise get a
+// line for each (and the decision log would store them with every denied check).
+const maxScopeNotes = 10
 
 // note is the trace line for a binding that failed with m.
 func (m miss) note(b *binding, permission, resource string) string {

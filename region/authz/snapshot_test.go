@@ -1,6 +1,7 @@
 package authz_test
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -613,5 +614,34 @@ func TestCompileRejects(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestCheckTraceSumsUpScopeMisses: a principal bound on many scopes gets ten trace lines
+// for bindings whose scope does not cover the resource and one line counting the rest;
+// every other line stays.
+func TestCheckTraceSumsUpScopeMisses(t *testing.T) {
+	t.Parallel()
+	bindings := []authz.Binding{allow("b-perm", "identity", "alice", "doc-writer", "*")}
+	for i := range 25 {
+		bindings = append(bindings, allow(fmt.Sprintf("b-scope-%02d", i), "group", "eng", "viewer", fmt.Sprintf("projects/p%02d/", i)))
+	}
+	s := compile(t, bindings...)
+	r := read()
+	r.Permission, r.Resource, r.Explain = "docs.folder.list", "projects/other/x", true
+	d := s.Check(r)
+	if d.Allowed {
+		t.Fatalf("Check = %+v, want denied", d)
+	}
+	scope := 0
+	for _, line := range d.Trace {
+		if strings.Contains(line, ": scope ") {
+			scope++
+		}
+	}
+	last := d.Trace[len(d.Trace)-1]
+	if scope != 10 || len(d.Trace) != 12 || last != "and 15 more bindings whose scope does not cover projects/other/x" ||
+		!slices.ContainsFunc(d.Trace, func(l string) bool { return strings.HasPrefix(l, "b-perm: role doc-writer has no permission") }) {
+		t.Fatalf("trace %q: want b-perm's line, 10 scope lines and one counting 15 more", d.Trace)
 	}
 }
