@@ -95,8 +95,12 @@ func WriteMarkdown(w io.Writer, rep Report) error {
 		fmt.Fprintf(&b, "| %s | %s | %s |\n", r.System, r.API, r.Consistency)
 	}
 	s := rep.Shape
-	fmt.Fprintf(&b, "\n## Data\n\n%d identities, %d roles, %d resources: %d memberships, %d grants, read back from keyplane's database "+
-		"after seeding and written to each peer. Mapping: %s.\n\n", s.Identities, s.Roles, s.Resources, s.Memberships, s.Grants, rep.Mapping)
+	others := ""
+	if s.Others > 0 {
+		others = fmt.Sprintf(" (and %d other group members, the load bench's token principals, in the data but not checked)", s.Others)
+	}
+	fmt.Fprintf(&b, "\n## Data\n\n%d identities%s, %d roles, %d resources: %d memberships, %d grants, read back from keyplane's database "+
+		"after seeding and written to each peer. Mapping: %s.\n\n", s.Identities, others, s.Roles, s.Resources, s.Memberships, s.Grants, rep.Mapping)
 	a := rep.Agreement
 	fmt.Fprintf(&b, "Before the runs, %s answered the same %d pairs (%d allowed) as the data implies; the run fails on any difference.\n",
 		strings.Join(a.Systems, ", "), a.Pairs, a.Allowed)

@@ -29,7 +29,8 @@ type Report struct {
 
 // ShapeInfo is the data every system holds.
 type ShapeInfo struct {
-	Identities  int `json:"identities"`
+	Identities  int `json:"identities"`    // the identities checks are drawn from
+	Others      int `json:"other_members"` // other group members (service accounts), in the data but not checked
 	Roles       int `json:"roles"`
 	Resources   int `json:"resources"`
 	Memberships int `json:"memberships"` // member tuples

@@ -90,7 +90,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		return rep, fmt.Errorf("read keyplane's data: %w", err)
 	}
 	tuples := shape.Tuples()
-	rep.Shape = ShapeInfo{Identities: shape.Identities, Roles: len(target.Roles), Resources: shape.Resources}
+	rep.Shape = ShapeInfo{Identities: shape.Identities, Others: shape.Others, Roles: len(target.Roles), Resources: shape.Resources}
 	for _, t := range tuples {
 		if t.Relation == relMember {
 			rep.Shape.Memberships++

@@ -14,8 +14,13 @@ import (
 // (the group holding the members of role j), resource r.
 type Shape struct {
 	Identities, Groups, Resources int
-	Members                       [][]int // Members[i]: the groups identity i belongs to, ascending
-	Grants                        [][]int // Grants[r]: the groups whose members may view resource r, ascending
+	// Others are group members that are not among the checked identities (the load
+	// bench's token principals, service accounts): identities Identities ..
+	// Identities+Others-1. They hold tuples like everyone, but pairs are drawn from
+	// the checked identities only, as the load bench's check workload does.
+	Others  int
+	Members [][]int // Members[i]: the groups identity i belongs to, ascending
+	Grants  [][]int // Grants[r]: the groups whose members may view resource r, ascending
 }
 
 // Allowed is the answer the shape implies: identity i may view resource r when it is a
@@ -94,13 +99,15 @@ WHERE crdb_region = $1 AND tenant_id = $2`, sd.Region, sd.Tenant)
 			return nil, fmt.Errorf("read memberships: %w", err)
 		}
 		g, gok := group[gid]
-		i, iok := ident[iid]
 		if !gok {
 			continue // a group the bench did not seed (the tenant's own)
 		}
+		i, iok := ident[iid]
 		if !iok {
-			rows.Close()
-			return nil, fmt.Errorf("membership of %s in group %d: not a seeded identity", iid, g)
+			i = len(s.Members)
+			ident[iid] = i
+			s.Members = append(s.Members, nil)
+			s.Others++
 		}
 		s.Members[i] = append(s.Members[i], g)
 	}
@@ -122,7 +129,7 @@ FROM bindings WHERE crdb_region = $1 AND tenant_id = $2`, sd.Region, sd.Tenant)
 		}
 		_, seededRole := role[rid]
 		_, seededGroup := group[pid]
-		_, seededIdentity := ident[pid]
+		_, seededIdentity := ident[pid] // a checked identity, or another member of a seeded group
 		if !seededRole && !seededGroup && !seededIdentity {
 			continue // the tenant's own bindings (its owner, its service account)
 		}

@@ -90,8 +90,12 @@ func TestShapeMatchesKeyplane(t *testing.T) {
 			t.Errorf("unexpected relation in %v", tu)
 		}
 	}
-	if members != 3*identities || grants != 2*resources {
-		t.Fatalf("tuples: %d member, %d viewer; want %d and %d (3 roles per identity, 2 per resource)", members, grants, 3*identities, 2*resources)
+	if s.Identities != identities || len(s.Members) != identities+s.Others {
+		t.Fatalf("%d identities, %d others, %d members lists; want %d identities", s.Identities, s.Others, len(s.Members), identities)
+	}
+	if members != 3*(identities+s.Others) || grants != 2*resources {
+		t.Fatalf("tuples: %d member, %d viewer; want %d and %d (3 roles per member, 2 per resource)", members, grants,
+			3*(identities+s.Others), 2*resources)
 	}
 	var allowed, denied int
 	for i := range identities {
