@@ -59,6 +59,7 @@ Examples:
 	fs.StringVar(&files.Markdown, "report", "", "write a Markdown report to this file")
 	fs.StringVar(&files.SVGDir, "svg", "", "write one SVG latency/throughput chart per workload into this directory")
 	quiet := fs.Bool("quiet", false, "no live progress line")
+	fs.StringVar(&cfg.Binary, "node-binary", "", "run the nodes from this keyplane executable instead of this one (the same load generator against two builds)")
 	fs.BoolVar(&cfg.History, "history", false, "after the workloads, revoke probe tokens and remove probe bindings under the full load of validations and checks, and check the recorded history for stale reads (0 violations is the promise)")
 	fs.StringVar(&cfg.ProfileDir, "pprof", "", "save a CPU profile of the first node per workload into this directory")
 	if err := c.parse(args[1:]); err != nil {
