@@ -12,12 +12,13 @@ import (
 	"github.com/keyplane/keyplane/deploy"
 )
 
-// overshootProbe measures what one simulated link adds beyond its configured round
-// trip (the latency proxies' timers wake late on a loaded machine), under the load of
-// the run it accompanies: a trivial HTTP endpoint is called back to back through a
-// proxy at rtt and through one at 0, alternately, and the overshoot is the first's p50
-// minus rtt minus the second's. A forwarded request crosses two such links (client to
-// its region, region to home), so its net overhead subtracts two overshoots.
+// overshootProbe measures what the simulated links of a forward add beyond their
+// configured round trips (the latency proxies' timers wake late on a loaded machine),
+// under the load of the run it accompanies. A forward crosses two links, the client's
+// to its region and the region's to the home region: the probe chains two proxies at
+// those round trips in front of a trivial HTTP endpoint, and two at 0 in front of the
+// same endpoint, calls each chain in turn, and the overshoot is the first's p50 minus
+// both round trips minus the second's.
 type overshootProbe struct {
 	cancel   context.CancelFunc
 	done     chan struct{}
@@ -29,22 +30,43 @@ type overshootProbe struct {
 // probeInterval paces the probe: a light load next to the workload's.
 const probeInterval = 25 * time.Millisecond
 
-func startOvershootProbe(ctx context.Context, rtt time.Duration) (*overshootProbe, error) {
+// chain starts proxies at rtts, each in front of the next, the last in front of
+// upstream, and returns the first one's URL and a function stopping them all.
+func chain(upstream string, rtts ...time.Duration) (string, func(), error) {
+	var links []*deploy.LatencyLink
+	stop := func() {
+		for _, l := range links {
+			l.Close()
+		}
+	}
+	for i := len(rtts) - 1; i >= 0; i-- {
+		l, err := deploy.NewLatencyLink(upstream, rtts[i])
+		if err != nil {
+			stop()
+			return "", nil, fmt.Errorf("overshoot probe: %w", err)
+		}
+		links = append(links, l)
+		upstream = strings.TrimPrefix(l.URL(), "http://")
+	}
+	return "http://" + upstream, stop, nil
+}
+
+func startOvershootProbe(ctx context.Context, clientRTT, forwardRTT time.Duration) (*overshootProbe, error) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") }))
 	upstream := strings.TrimPrefix(srv.URL, "http://")
-	at, err := deploy.NewLatencyLink(upstream, rtt)
+	atURL, stopAt, err := chain(upstream, clientRTT, forwardRTT)
 	if err != nil {
 		srv.Close()
-		return nil, fmt.Errorf("overshoot probe: %w", err)
+		return nil, err
 	}
-	zero, err := deploy.NewLatencyLink(upstream, 0)
+	zeroURL, stopZero, err := chain(upstream, 0, 0)
 	if err != nil {
-		at.Close()
+		stopAt()
 		srv.Close()
-		return nil, fmt.Errorf("overshoot probe: %w", err)
+		return nil, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	p := &overshootProbe{cancel: cancel, done: make(chan struct{}), at: newRecorder(), zero: newRecorder(), rtt: rtt}
+	p := &overshootProbe{cancel: cancel, done: make(chan struct{}), at: newRecorder(), zero: newRecorder(), rtt: clientRTT + forwardRTT}
 	hc := &http.Client{Transport: newTransport(), Timeout: 10 * time.Second}
 	get := func(u string) (time.Duration, error) {
 		start := time.Now()
@@ -59,8 +81,8 @@ func startOvershootProbe(ctx context.Context, rtt time.Duration) (*overshootProb
 	go func() {
 		defer close(p.done)
 		defer srv.Close()
-		defer at.Close()
-		defer zero.Close()
+		defer stopAt()
+		defer stopZero()
 		tick := time.NewTicker(probeInterval)
 		defer tick.Stop()
 		for n := 0; n < 100_000; n++ {
@@ -72,7 +94,7 @@ func startOvershootProbe(ctx context.Context, rtt time.Duration) (*overshootProb
 			for _, l := range []struct {
 				url string
 				rec *recorder
-			}{{at.URL(), p.at}, {zero.URL(), p.zero}} {
+			}{{atURL, p.at}, {zeroURL, p.zero}} {
 				d, err := get(l.url)
 				if err != nil {
 					if ctx.Err() == nil && p.err == nil {
@@ -87,7 +109,7 @@ func startOvershootProbe(ctx context.Context, rtt time.Duration) (*overshootProb
 	return p, nil
 }
 
-// stop ends the probe and returns the overshoot of one link in milliseconds.
+// stop ends the probe and returns the overshoot of the two links in milliseconds.
 func (p *overshootProbe) stop() (float64, error) {
 	p.cancel()
 	<-p.done

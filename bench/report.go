@@ -177,9 +177,9 @@ func writeResult(b *strings.Builder, res Result) {
 		}
 		t.write(b)
 		if res.ProxyOvershootMS != nil {
-			fmt.Fprintf(b, "One simulated link added %s ms beyond its configured round trip during the run (a trivial endpoint through a "+
-				"latency proxy at the cluster's round trip and through one at 0, p50 against p50); a forward crosses two, "+
-				"which the last column takes off.\n\n", fmtMS(*res.ProxyOvershootMS))
+			fmt.Fprintf(b, "A forward's two simulated links added %s ms beyond their configured round trips during the run (a trivial "+
+				"endpoint through two chained latency proxies at a client's and a forward's round trip, and through two at 0, p50 "+
+				"against p50); the last column takes it off.\n\n", fmtMS(*res.ProxyOvershootMS))
 		}
 		if z := res.ZeroLatency; z != nil {
 			fmt.Fprintf(b, "Zero-latency pass: every simulated round trip at 0, open loop at %s/s for %s s", fmtCount(z.Rate), fmtNumber(z.DurationS))

@@ -36,9 +36,10 @@ type Result struct {
 	// round trip set to 0, at the main run's throughput: the same routes without the
 	// WAN, against which forwarded overhead is measured.
 	ZeroLatency *ZeroLatency `json:"zero_latency,omitempty"`
-	// ProxyOvershootMS is what one simulated link added beyond its configured round
-	// trip during the measured run (multi-region closed loop only): a trivial endpoint
-	// called through a latency proxy at the cluster's round trip and through one at 0,
+	// ProxyOvershootMS is what a forward's two simulated links (a client's to its
+	// region, and one to another region) added beyond their configured round trips
+	// during the measured run (multi-region closed loop only): a trivial endpoint called
+	// through two chained latency proxies at those round trips and through two at 0,
 	// p50 against p50 (bench/calibrate.go).
 	ProxyOvershootMS *float64 `json:"proxy_overshoot_ms,omitempty"`
 	// Ladder holds the steps of a rate ladder, and MaxRate the highest rate whose p99
@@ -94,8 +95,9 @@ type Route struct {
 	// of multi-region mode only.
 	ZeroLatencyP50 *float64 `json:"zero_latency_p50_ms,omitempty"`
 	OverheadMS     *float64 `json:"overhead_ms,omitempty"`
-	// NetOverheadMS is OverheadMS less what the two simulated links it crossed added
-	// beyond their delay (2 × Result.ProxyOvershootMS): keyplane's own forwarding cost.
+	// NetOverheadMS is OverheadMS less what the two simulated links a forward crosses
+	// added beyond their delay (Result.ProxyOvershootMS): keyplane's own forwarding
+	// cost.
 	NetOverheadMS *float64 `json:"net_overhead_ms,omitempty"`
 }
 

@@ -93,12 +93,12 @@ func TestForwardedOverheadAgainstZeroLatency(t *testing.T) {
 }
 
 // TestForwardedOverheadNetOfTheProxies: with the proxies' overshoot measured, a
-// forward's net overhead takes off two links' worth, and the target judges that.
+// forward's net overhead takes it off, and the target judges that.
 func TestForwardedOverheadNetOfTheProxies(t *testing.T) {
 	t.Parallel()
-	over := 0.5
+	over := 1.0
 	res := Result{Workload: "check", ProxyOvershootMS: &over, Routes: map[string]Route{
-		"forwarded 201ms": {Ops: 100, Latency: Latency{P50: 205}, RTTms: 201}, // 205 − 201 − 1.75 = 2.25; − 2 × 0.5 = 1.25
+		"forwarded 201ms": {Ops: 100, Latency: Latency{P50: 205}, RTTms: 201}, // 205 − 201 − 1.75 = 2.25; − 1 = 1.25
 		"forwarded 71ms":  {Ops: 100, Latency: Latency{P50: 74}, RTTms: 71},   // 74 − 71 − 1.75 = 1.25; − 1 = 0.25
 	}, ZeroLatency: &ZeroLatency{Routes: map[string]Route{"forwarded": {Ops: 50, Latency: Latency{P50: 1.75}}}}}
 	compareZeroLatency(&res)
@@ -108,9 +108,9 @@ func TestForwardedOverheadNetOfTheProxies(t *testing.T) {
 		}
 	}
 	got := targets(res, Config{MultiRegion: true}, 3)
-	if len(got) != 2 || got[0].Met || !strings.Contains(got[0].Got, "2 × proxy overshoot 0.50") || !strings.Contains(got[0].Got, "over by 0.25 ms") ||
+	if len(got) != 2 || got[0].Met || !strings.Contains(got[0].Got, "the proxies' overshoot 1.00") || !strings.Contains(got[0].Got, "over by 0.25 ms") ||
 		!got[1].Met || !strings.HasPrefix(got[1].Got, "0.25 ms") {
-		t.Errorf("targets %+v: want 201 ms missed by 0.25 ms net of 2 × 0.50, 71 ms met at 0.25 ms", got)
+		t.Errorf("targets %+v: want 201 ms missed by 0.25 ms net of 1.00, 71 ms met at 0.25 ms", got)
 	}
 }
 
