@@ -53,8 +53,9 @@ func newStateReader(store *schema.Store, maxInFlight, maxKeys int, timeout time.
 var errTooManyKeys = errors.New("decision read: more keys than one read may carry")
 
 // read returns the states of keys, all homed in region, read by one statement that
-// started after this call began. It returns early with ctx's error when ctx ends
-// first; the read itself goes on for the requests sharing it.
+// started after this call began. A request waiting for a read another request started
+// returns early with ctx's error when ctx ends first; the read itself goes on for the
+// requests sharing it.
 func (r *stateReader) read(ctx context.Context, region string, keys ...schema.StateKey) ([]schema.DecisionState, error) {
 	if len(keys) > r.maxKeys {
 		return nil, errTooManyKeys
@@ -74,7 +75,14 @@ func (r *stateReader) read(ctx context.Context, region string, keys ...schema.St
 	}
 	r.mu.Unlock()
 	if batch != nil {
-		go r.run(region, q, batch)
+		// The request that starts a read makes it itself (no hand-off to another
+		// goroutine and back); what queued meanwhile is read by a goroutine of its
+		// own, so this request returns as soon as its own read is done.
+		r.readBatch(region, batch)
+		if next := r.next(q); next != nil {
+			go r.run(region, q, next)
+		}
+		return w.out, w.err
 	}
 	select {
 	case <-w.done:
@@ -105,15 +113,20 @@ func (q *stateQueue) take(maxKeys int) []*stateWaiter {
 func (r *stateReader) run(region string, q *stateQueue, batch []*stateWaiter) {
 	for batch != nil {
 		r.readBatch(region, batch)
-		r.mu.Lock()
-		if len(q.pending) == 0 {
-			batch = nil
-			q.inFlight--
-		} else {
-			batch = q.take(r.maxKeys)
-		}
-		r.mu.Unlock()
+		batch = r.next(q)
 	}
+}
+
+// next takes the next batch of q after a read finished, or gives the read's slot back
+// when nothing is queued.
+func (r *stateReader) next(q *stateQueue) []*stateWaiter {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(q.pending) == 0 {
+		q.inFlight--
+		return nil
+	}
+	return q.take(r.maxKeys)
 }
 
 func (r *stateReader) readBatch(region string, batch []*stateWaiter) {
