@@ -217,6 +217,15 @@ func writeResult(b *strings.Builder, res Result) {
 				fmtGrowth(n.RSSStartM, n.RSSEndM))
 		}
 		t.write(b)
+		for _, n := range res.Nodes {
+			if len(n.RSSPerMinute) > 1 {
+				mib := make([]string, len(n.RSSPerMinute))
+				for i, v := range n.RSSPerMinute {
+					mib[i] = fmtMiB(v)
+				}
+				fmt.Fprintf(b, "RSS of %s at the start and every minute (MiB): %s\n\n", n.Node, strings.Join(mib, ", "))
+			}
+		}
 	}
 
 	if res.Reloads > 0 || res.Writes > 0 {

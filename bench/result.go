@@ -126,6 +126,9 @@ type NodeUsage struct {
 	RSSStartM float64 `json:"rss_start_mib"`
 	RSSEndM   float64 `json:"rss_end_mib"`
 	RSSPeakM  float64 `json:"rss_peak_mib"`
+	// RSSPerMinute is the RSS at the start and at every whole minute of the run, so a
+	// long run shows whether memory climbs or cycles.
+	RSSPerMinute []float64 `json:"rss_mib_per_minute"`
 }
 
 // Point is one second of a run.

@@ -16,9 +16,12 @@ type usage struct {
 	nodes []*deploy.Node
 	start []proc
 	peak  []float64
-	stopc chan struct{}
-	wg    sync.WaitGroup
-	mu    sync.Mutex
+	// minutes holds each node's RSS at the start and every 60 samples after.
+	minutes [][]float64
+	samples int
+	stopc   chan struct{}
+	wg      sync.WaitGroup
+	mu      sync.Mutex
 }
 
 type proc struct {
@@ -32,6 +35,7 @@ func startUsage(cl *deploy.Cluster) *usage {
 		p := readProc(u.fs, n.Pid())
 		u.start = append(u.start, p)
 		u.peak = append(u.peak, p.rss)
+		u.minutes = append(u.minutes, []float64{p.rss})
 	}
 	u.wg.Add(1)
 	go func() {
@@ -43,11 +47,24 @@ func startUsage(cl *deploy.Cluster) *usage {
 			case <-u.stopc:
 				return
 			case <-t.C:
-				u.sample()
+				u.tick()
 			}
 		}
 	}()
 	return u
+}
+
+// tick is the once-a-second sample; every 60th also goes into the per-minute series.
+func (u *usage) tick() {
+	now := u.sample()
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.samples++
+	if u.samples%60 == 0 {
+		for i, p := range now {
+			u.minutes[i] = append(u.minutes[i], p.rss)
+		}
+	}
 }
 
 func (u *usage) sample() []proc {
@@ -68,7 +85,8 @@ func (u *usage) stop() []NodeUsage {
 	end := u.sample()
 	out := make([]NodeUsage, len(u.nodes))
 	for i, n := range u.nodes {
-		out[i] = NodeUsage{Node: n.ID, CPUs: end[i].cpu - u.start[i].cpu, RSSStartM: u.start[i].rss, RSSEndM: end[i].rss, RSSPeakM: u.peak[i]}
+		out[i] = NodeUsage{Node: n.ID, CPUs: end[i].cpu - u.start[i].cpu, RSSStartM: u.start[i].rss, RSSEndM: end[i].rss, RSSPeakM: u.peak[i],
+			RSSPerMinute: u.minutes[i]}
 	}
 	return out
 }

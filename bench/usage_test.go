@@ -2,7 +2,10 @@ package bench
 
 import (
 	"os"
+	"strings"
 	"testing"
+
+	"github.com/keyplane/keyplane/deploy"
 )
 
 func TestReadProc(t *testing.T) {
@@ -33,5 +36,23 @@ func TestReadProc(t *testing.T) {
 		if got := readProc(fs, os.Getpid()); got.rss <= 0 {
 			t.Errorf("this process: %+v, want a resident size", got)
 		}
+	}
+}
+
+// TestUsageKeepsRSSPerMinute: every 60th sample adds each node's RSS to its series,
+// after the starting value, and the report lists the series.
+func TestUsageKeepsRSSPerMinute(t *testing.T) {
+	t.Parallel()
+	u := &usage{nodes: []*deploy.Node{{}}, start: []proc{{}}, peak: []float64{0}, minutes: [][]float64{{42}}}
+	for range 150 {
+		u.tick()
+	}
+	if got := u.minutes[0]; len(got) != 3 || got[0] != 42 {
+		t.Fatalf("after 150 samples: %v, want the start and two minutes", got)
+	}
+	var b strings.Builder
+	writeResult(&b, Result{Workload: "mixed", Nodes: []NodeUsage{{Node: "n1", RSSPerMinute: []float64{50, 51.5, 52}}}})
+	if !strings.Contains(b.String(), "RSS of n1 at the start and every minute (MiB): 50.0, 51.5, 52.0") {
+		t.Fatalf("report lacks the series:\n%s", b.String())
 	}
 }
