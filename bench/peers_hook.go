@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 
 	"connectrpc.com/connect"
@@ -31,6 +32,15 @@ type CheckTarget struct {
 	e     *env
 	check keyplanev1connect.CheckServiceClient
 }
+
+// Parallel runs f(k) for k in [0, n) on w workers, stopping at the first error: the
+// load bench's seeding helper.
+func Parallel(ctx context.Context, n, w int, f func(ctx context.Context, k int) error) error {
+	return parallel(ctx, n, w, f)
+}
+
+// WriteFile creates path, and its directory, with what write writes.
+func WriteFile(path string, write func(io.Writer) error) error { return writeFile(path, write) }
 
 // ResourceName is the name of resource i in the seeded data, as a Check names it.
 func ResourceName(i int) string { return fmt.Sprintf("res/%d/doc", i) }

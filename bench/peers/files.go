@@ -1,10 +1,9 @@
 package peers
 
 import (
-	"fmt"
 	"io"
-	"os"
-	"path/filepath"
+
+	"github.com/keyplane/keyplane/bench"
 )
 
 // Files names where a run's report is written; an empty name skips that output.
@@ -23,24 +22,9 @@ func WriteFiles(rep Report, f Files) error {
 		if out.path == "" {
 			continue
 		}
-		if err := writeFile(out.path, func(w io.Writer) error { return out.write(w, rep) }); err != nil {
+		if err := bench.WriteFile(out.path, func(w io.Writer) error { return out.write(w, rep) }); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-func writeFile(path string, write func(io.Writer) error) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if err := write(f); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return f.Close()
 }

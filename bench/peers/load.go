@@ -190,31 +190,3 @@ func loadAvg() float64 {
 	}
 	return l.Load1
 }
-
-// parallel runs f(k) for k in [0, n) on w workers, stopping at the first error.
-func parallel(ctx context.Context, n, w int, f func(ctx context.Context, k int) error) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var next atomic.Int64
-	var once sync.Once
-	var first error
-	var wg sync.WaitGroup
-	for range w {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				k := int(next.Add(1)) - 1
-				if k >= n || ctx.Err() != nil {
-					return
-				}
-				if err := f(ctx, k); err != nil {
-					once.Do(func() { first = err; cancel() })
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	return first
-}

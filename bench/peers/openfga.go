@@ -8,6 +8,8 @@ import (
 	"io"
 	"net/http"
 	"time"
+
+	"github.com/keyplane/keyplane/bench"
 )
 
 // openFGA is a running OpenFGA server with the model and the shape's tuples written,
@@ -90,7 +92,7 @@ func (f *openFGA) load(ctx context.Context, tuples []Tuple) error {
 	}
 	f.model = m.ID
 	const batch = 100
-	return parallel(ctx, (len(tuples)+batch-1)/batch, 8, func(ctx context.Context, k int) error {
+	return bench.Parallel(ctx, (len(tuples)+batch-1)/batch, 8, func(ctx context.Context, k int) error {
 		var keys []fgaTuple
 		for _, t := range tuples[k*batch : min(len(tuples), (k+1)*batch)] {
 			keys = append(keys, fgaTuple{User: t.Subject, Relation: t.Relation, Object: t.Object})

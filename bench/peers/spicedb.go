@@ -12,6 +12,8 @@ import (
 	v1 "github.com/authzed/authzed-go/proto/authzed/api/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/keyplane/keyplane/bench"
 )
 
 // spiceDB is a running SpiceDB server with the schema and the shape's relationships
@@ -80,7 +82,7 @@ func startSpiceDB(ctx context.Context, bin, dbURL, logDir string, conc int) (*sp
 // writers.
 func (s *spiceDB) load(ctx context.Context, tuples []Tuple) error {
 	const batch = 1000
-	return parallel(ctx, (len(tuples)+batch-1)/batch, 8, func(ctx context.Context, k int) error {
+	return bench.Parallel(ctx, (len(tuples)+batch-1)/batch, 8, func(ctx context.Context, k int) error {
 		var ups []*v1.RelationshipUpdate
 		for _, t := range tuples[k*batch : min(len(tuples), (k+1)*batch)] {
 			rel, err := relationship(t)
