@@ -68,7 +68,8 @@ type principal struct {
 // readPrincipal reads identity id of t for a decision about it (a decision read, shared
 // with concurrent decisions).
 func (n *Node) readPrincipal(ctx context.Context, t schema.Tenant, id string) (principal, string, error) {
-	if err := checkIdentityID("identity_id", id); err != nil {
+	id, err := canonicalID("identity_id", id)
+	if err != nil {
 		return principal{}, "", err
 	}
 	st, err := n.states.read(ctx, t.HomeRegion, schema.StateKey{TenantID: t.ID, IdentityID: id})
@@ -78,15 +79,17 @@ func (n *Node) readPrincipal(ctx context.Context, t schema.Tenant, id string) (p
 	return n.principalOf(id, &st[0])
 }
 
-// checkIdentityID refuses an identity id that is not a UUID, naming field.
-func checkIdentityID(field, id string) error {
+// canonicalID returns an identity id in the canonical lowercase form ids are stored and
+// bound in, or refuses one that is not a UUID, naming field.
+func canonicalID(field, id string) (string, error) {
 	if id == "" {
-		return fieldError(field, "required")
+		return "", fieldError(field, "required")
 	}
-	if u, err := uuid.Parse(id); err != nil || len(id) != 36 || u.String() != strings.ToLower(id) {
-		return fieldError(field, "must be a UUID like 0b6f3a4e-5c1d-4f7e-9a2b-3c4d5e6f7a8b")
+	u, err := uuid.Parse(id)
+	if err != nil || len(id) != 36 {
+		return "", fieldError(field, "must be a UUID like 0b6f3a4e-5c1d-4f7e-9a2b-3c4d5e6f7a8b")
 	}
-	return nil
+	return u.String(), nil
 }
 
 // principalOf is identity id as a decision read returned it, or why every check about
@@ -335,7 +338,7 @@ func (n *Node) prepareCheck(ctx context.Context, header, proc, tenantID string, 
 	case identityID == "":
 		return preparedCheck{}, fieldError("identity_id", "an identity_id or a token is required")
 	default:
-		if err := checkIdentityID("identity_id", identityID); err != nil {
+		if identityID, err = canonicalID("identity_id", identityID); err != nil {
 			return preparedCheck{}, err
 		}
 		pkey.IdentityID = identityID

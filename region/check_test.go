@@ -145,6 +145,11 @@ func TestCheckSemantics(t *testing.T) {
 		t.Fatal("default deny")
 	}
 
+	// An identity id in upper case names the same identity (ids are compared as UUIDs).
+	if got := f.allowed(t, strings.ToUpper(f.alice), "docs.document.write", "projects/alpha/a", nil); !got.Allowed {
+		t.Fatalf("alice by her id in upper case: %+v, want allowed as by her id", got)
+	}
+
 	// Bulk: one revision for all items.
 	bulk, err := f.check.CheckBulk(ctx, connect.NewRequest(&keyplanev1.CheckBulkRequest{TenantId: "acme",
 		Principal: &keyplanev1.CheckBulkRequest_IdentityId{IdentityId: f.alice},
