@@ -9,11 +9,12 @@ import (
 	"github.com/keyplane/keyplane/deploy"
 )
 
-// usage samples the node processes' CPU time and resident memory from /proc every
-// second while a workload runs.
+// usage samples processes' CPU time and resident memory from /proc every second while
+// a workload runs.
 type usage struct {
 	fs    *procfs.FS // nil without /proc: every reading is zero
-	nodes []*deploy.Node
+	names []string
+	pids  []func() int // a node's pid may change if it restarts
 	start []proc
 	peak  []float64
 	// minutes holds each node's RSS at the start and every 60 samples after.
@@ -30,9 +31,29 @@ type proc struct {
 }
 
 func startUsage(cl *deploy.Cluster) *usage {
-	u := &usage{fs: procFS(), nodes: cl.Nodes, stopc: make(chan struct{})}
-	for _, n := range u.nodes {
-		p := readProc(u.fs, n.Pid())
+	names, pids := make([]string, len(cl.Nodes)), make([]func() int, len(cl.Nodes))
+	for i, n := range cl.Nodes {
+		names[i], pids[i] = n.ID, n.Pid
+	}
+	return sampleProcs(names, pids)
+}
+
+// StartUsage samples the process pid (named name in the result) every second until
+// Stop: the load bench's sampler, for package bench/peers.
+func StartUsage(name string, pid int) *Usage {
+	return &Usage{u: sampleProcs([]string{name}, []func() int{func() int { return pid }})}
+}
+
+// Usage is a running sampler of one process (StartUsage).
+type Usage struct{ u *usage }
+
+// Stop ends the sampling and returns the process's CPU seconds and RSS.
+func (u *Usage) Stop() NodeUsage { return u.u.stop()[0] }
+
+func sampleProcs(names []string, pids []func() int) *usage {
+	u := &usage{fs: procFS(), names: names, pids: pids, stopc: make(chan struct{})}
+	for _, pid := range u.pids {
+		p := readProc(u.fs, pid())
 		u.start = append(u.start, p)
 		u.peak = append(u.peak, p.rss)
 		u.minutes = append(u.minutes, []float64{p.rss})
@@ -71,8 +92,8 @@ func (u *usage) sample() []proc {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	var now []proc
-	for i, n := range u.nodes {
-		p := readProc(u.fs, n.Pid())
+	for i, pid := range u.pids {
+		p := readProc(u.fs, pid())
 		u.peak[i] = max(u.peak[i], p.rss)
 		now = append(now, p)
 	}
@@ -83,9 +104,9 @@ func (u *usage) stop() []NodeUsage {
 	close(u.stopc)
 	u.wg.Wait()
 	end := u.sample()
-	out := make([]NodeUsage, len(u.nodes))
-	for i, n := range u.nodes {
-		out[i] = NodeUsage{Node: n.ID, CPUs: end[i].cpu - u.start[i].cpu, RSSStartM: u.start[i].rss, RSSEndM: end[i].rss, RSSPeakM: u.peak[i],
+	out := make([]NodeUsage, len(u.pids))
+	for i, name := range u.names {
+		out[i] = NodeUsage{Node: name, CPUs: end[i].cpu - u.start[i].cpu, RSSStartM: u.start[i].rss, RSSEndM: end[i].rss, RSSPeakM: u.peak[i],
 			RSSPerMinute: u.minutes[i]}
 	}
 	return out

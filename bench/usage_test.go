@@ -4,8 +4,6 @@ import (
 	"os"
 	"strings"
 	"testing"
-
-	"github.com/keyplane/keyplane/deploy"
 )
 
 func TestReadProc(t *testing.T) {
@@ -43,7 +41,7 @@ func TestReadProc(t *testing.T) {
 // after the starting value, and the report lists the series.
 func TestUsageKeepsRSSPerMinute(t *testing.T) {
 	t.Parallel()
-	u := &usage{nodes: []*deploy.Node{{}}, start: []proc{{}}, peak: []float64{0}, minutes: [][]float64{{42}}}
+	u := &usage{names: []string{"n"}, pids: []func() int{func() int { return 0 }}, start: []proc{{}}, peak: []float64{0}, minutes: [][]float64{{42}}}
 	for range 150 {
 		u.tick()
 	}

@@ -183,9 +183,10 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		for _, name := range cfg.Systems {
 			sys, a := systems[name], accs[name]
 			fmt.Fprintf(log, "round %d/%d: measuring %s for %s at c=%d…", round+1, cfg.Rounds, name, slice, cfg.Concurrency)
-			u := startUsage(sys.pid())
+			u := bench.StartUsage(name, sys.pid())
 			t := closedLoop(ctx, cfg.Concurrency, slice, shape.Identities, shape.Resources, seed+uint64(round)*1000, sys.check)
-			cpu, rs, re, rp := u.stop()
+			nu := u.Stop()
+			cpu, rs, re, rp := nu.CPUs, nu.RSSStartM, nu.RSSEndM, nu.RSSPeakM
 			if ctx.Err() != nil {
 				return rep, ctx.Err()
 			}
