@@ -38,10 +38,12 @@ type keyring struct {
 	lastForced atomic.Int64 // unix nanoseconds of the last forced load
 }
 
-// loadedRing is a snapshot and when it was loaded.
+// loadedRing is a snapshot and when it was loaded, with when this region's current
+// key of each algorithm began signing (exported as a metric: rotation age).
 type loadedRing struct {
-	ring *token.Ring
-	at   time.Time
+	ring      *token.Ring
+	at        time.Time
+	signsFrom map[token.Algorithm]time.Time
 }
 
 // keyStore is what the keyring needs of the store. *schema.Store satisfies it.
@@ -120,9 +122,9 @@ func (k *keyring) shared(ctx context.Context, key string, fn func(context.Contex
 // load reloads the snapshot, sharing one load among concurrent callers.
 func (k *keyring) load(ctx context.Context) (*token.Ring, error) {
 	err := k.shared(ctx, "load", func(ctx context.Context) error {
-		r, err := k.read(ctx)
+		r, from, err := k.read(ctx)
 		if err == nil {
-			k.cur.Store(&loadedRing{ring: r, at: time.Now()})
+			k.cur.Store(&loadedRing{ring: r, at: time.Now(), signsFrom: from})
 		}
 		return err
 	})
@@ -133,16 +135,17 @@ func (k *keyring) load(ctx context.Context) (*token.Ring, error) {
 }
 
 // read reads the signing keys and opens this region's current private key of each
-// algorithm. A region always has an EdDSA key (created here on first use); its RS256
-// key is created by signer when a tenant first needs one.
-func (k *keyring) read(ctx context.Context) (*token.Ring, error) {
+// algorithm, returning with the ring when each of those keys became active. A region
+// always has an EdDSA key (created here on first use); its RS256 key is created by
+// signer when a tenant first needs one.
+func (k *keyring) read(ctx context.Context) (*token.Ring, map[token.Algorithm]time.Time, error) {
 	if k.kek == nil {
-		return nil, ErrNoKEK
+		return nil, nil, ErrNoKEK
 	}
 	for attempt := 0; attempt < 2; attempt++ {
 		rows, err := k.store.ListSigningKeys(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("load signing keys: %w", err)
+			return nil, nil, fmt.Errorf("load signing keys: %w", err)
 		}
 		now := time.Now()
 		var pubs []token.PublicKey
@@ -150,7 +153,7 @@ func (k *keyring) read(ctx context.Context) (*token.Ring, error) {
 		for i, r := range rows {
 			pub, err := publicKey(r)
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			pubs = append(pubs, pub)
 			if r.Region == k.region && !r.ActiveAt.After(now) && (r.RetiredAt.IsZero() || r.RetiredAt.After(now)) {
@@ -161,26 +164,28 @@ func (k *keyring) read(ctx context.Context) (*token.Ring, error) {
 		}
 		if current[token.EdDSA] == nil {
 			if attempt > 0 {
-				return nil, fmt.Errorf("region %s has no active signing key", k.region)
+				return nil, nil, fmt.Errorf("region %s has no active signing key", k.region)
 			}
 			if err := k.createFirstKey(ctx); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			continue
 		}
 		var signers []*token.SigningKey
+		from := map[token.Algorithm]time.Time{}
 		for _, alg := range token.Algorithms() {
 			if cur := current[alg]; cur != nil {
 				s, err := k.open(ctx, alg, cur.KID)
 				if err != nil {
-					return nil, err
+					return nil, nil, err
 				}
 				signers = append(signers, &s)
+				from[alg] = cur.ActiveAt
 			}
 		}
-		return token.NewRing(pubs, signers...), nil
+		return token.NewRing(pubs, signers...), from, nil
 	}
-	return nil, errors.New("unreachable")
+	return nil, nil, errors.New("unreachable")
 }
 
 // publicKey decodes a signing_keys row: an Ed25519 key as is, an RSA key from PKIX DER.

@@ -56,7 +56,9 @@ func TestKeyRotation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.url = testNode(t, f.store, authConfig(f.kek, "us-east-10"))
+	cfg := authConfig(f.kek, "us-east-10")
+	cfg.MetricsPublic = true
+	f.url = testNode(t, f.store, cfg)
 	f.auth = keyplanev1connect.NewAuthServiceClient(http.DefaultClient, f.url)
 	fresh := f.exchange(t)
 	if kid := token.PeekKeyID(fresh); kid != next {
@@ -65,6 +67,22 @@ func TestKeyRotation(t *testing.T) {
 	if !f.validate(t, old).Active || !f.validate(t, fresh).Active {
 		t.Fatal("tokens of the retired and of the new key must both validate")
 	}
+	// The rotation age the KeyplaneSigningKeyRotationOverdue alert reads is the
+	// signing key's, not the retired one's.
+	keys, err := f.store.ListSigningKeys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		if k.KID == next {
+			got := metricValue(t, f.url+"/metrics", "keyplane_signing_key_active_since_timestamp_seconds", `alg="EdDSA"`)
+			if got != float64(k.ActiveAt.Unix()) {
+				t.Fatalf("keyplane_signing_key_active_since_timestamp_seconds = %v, want %d (key %s)", got, k.ActiveAt.Unix(), next)
+			}
+			return
+		}
+	}
+	t.Fatalf("key %s is not in the store", next)
 }
 
 // TestKeyRotationPerAlgorithm: a region keeps one current key per algorithm. Rotating

@@ -190,6 +190,9 @@ func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node
 	if err := registerStoreMetrics(reg, prometheus.Labels{"region": cfg.Region, "node": cfg.NodeID}, store); err != nil {
 		return nil, err
 	}
+	if err := reg.Register(newSigningKeyCollector(n.keys, prometheus.Labels{"region": cfg.Region, "node": cfg.NodeID})); err != nil {
+		return nil, err
+	}
 	sm, err := newSweepMetrics(reg, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("register metrics: %w", err)

@@ -82,3 +82,30 @@ func (c *membersCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(v), k.region, ready)
 	}
 }
+
+// signingKeyCollector exports when this region's current signing key of each
+// algorithm began signing, from the node's key snapshot (no database read at scrape
+// time; no series before the first load). Rotation is `keyplane keys rotate`; the
+// KeyplaneSigningKeyRotationOverdue alert fires on the key's age.
+type signingKeyCollector struct {
+	keys *keyring
+	desc *prometheus.Desc
+}
+
+func newSigningKeyCollector(keys *keyring, labels prometheus.Labels) *signingKeyCollector {
+	return &signingKeyCollector{keys: keys, desc: prometheus.NewDesc("keyplane_signing_key_active_since_timestamp_seconds",
+		"When this region's current token-signing key of each algorithm began signing, Unix time (its age is the time since the last rotation).",
+		[]string{"alg"}, labels)}
+}
+
+func (c *signingKeyCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *signingKeyCollector) Collect(ch chan<- prometheus.Metric) {
+	cur := c.keys.cur.Load()
+	if cur == nil {
+		return
+	}
+	for alg, from := range cur.signsFrom {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(from.Unix()), string(alg))
+	}
+}
