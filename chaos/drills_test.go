@@ -36,6 +36,9 @@ func TestDrills(t *testing.T) {
 			for _, l := range d.LostWrites {
 				t.Errorf("lost write: %s", l)
 			}
+			for _, l := range d.AppliedTwice {
+				t.Errorf("applied twice: %s", l)
+			}
 			for _, f := range d.FailOpen {
 				t.Errorf("fail open: %s", f)
 			}

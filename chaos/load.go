@@ -141,10 +141,11 @@ func seedTenants(ctx context.Context, tg *target) ([]*tenant, error) {
 
 // recorder keeps the history of a drill. Safe for concurrent use.
 type recorder struct {
-	mu     sync.Mutex
-	ops    []history.Op
-	writes []history.Write
-	errs   int
+	mu        sync.Mutex
+	ops       []history.Op
+	writes    []history.Write // acknowledged
+	attempted []history.Write // every write sent, acknowledged or not
+	errs      int
 }
 
 func (r *recorder) op(op history.Op) {
@@ -169,13 +170,20 @@ func (r *recorder) write(w history.Write) {
 	r.mu.Unlock()
 }
 
-// take returns the history so far and starts a new one.
-func (r *recorder) take() ([]history.Op, []history.Write) {
+func (r *recorder) attempt(w history.Write) {
+	r.mu.Lock()
+	r.attempted = append(r.attempted, w)
+	r.mu.Unlock()
+}
+
+// take returns the history so far (calls, acknowledged writes, attempted writes) and
+// starts a new one.
+func (r *recorder) take() ([]history.Op, []history.Write, []history.Write) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	ops, ws := r.ops, r.writes
-	r.ops, r.writes, r.errs = nil, nil, 0
-	return ops, ws
+	ops, ws, tried := r.ops, r.writes, r.attempted
+	r.ops, r.writes, r.attempted, r.errs = nil, nil, nil, 0
+	return ops, ws, tried
 }
 
 // worker is one application instance placed in a region, calling keyplane through the
@@ -249,6 +257,10 @@ func callCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 }
 
+// keyed reports whether the app-side client sent req with an idempotency key: the
+// node applies it at most once, so the client retries it like a safe call.
+func keyed(req connect.AnyRequest) bool { return req.Header().Get(client.IdempotencyKeyHeader) != "" }
+
 func (w *worker) record(op history.Op, err error, route string) {
 	op.End, op.Client, op.OK = time.Now(), w.name, err == nil
 	if err != nil {
@@ -299,7 +311,9 @@ func (w *worker) issue(ctx context.Context, t *tenant) {
 	cctx, cancel := callCtx(ctx)
 	defer cancel()
 	op := history.Op{Kind: history.Call, Name: "issue", Start: time.Now()}
-	resp, err := w.auth.ExchangeAPIKey(cctx, connect.NewRequest(&keyplanev1.ExchangeAPIKeyRequest{TenantId: t.id, ApiKey: t.apiKey}))
+	req := connect.NewRequest(&keyplanev1.ExchangeAPIKeyRequest{TenantId: t.id, ApiKey: t.apiKey})
+	resp, err := w.auth.ExchangeAPIKey(cctx, req)
+	op.Safe = keyed(req)
 	route := ""
 	if err == nil {
 		t.add(token{raw: resp.Msg.Token.AccessToken, session: resp.Msg.Token.SessionId})
@@ -334,8 +348,10 @@ func (w *worker) grant(ctx context.Context, t *tenant) {
 	cctx, cancel := callCtx(ctx)
 	defer cancel()
 	op := history.Op{Kind: history.Call, Name: "grant", Start: time.Now()}
-	resp, err := w.admin.CreateBinding(cctx, connect.NewRequest(&keyplanev1.CreateBindingRequest{TenantId: t.id,
-		Effect: keyplanev1.Effect_EFFECT_ALLOW, PrincipalKind: "identity", PrincipalId: id, RoleId: t.role, Scope: "*"}))
+	req := connect.NewRequest(&keyplanev1.CreateBindingRequest{TenantId: t.id,
+		Effect: keyplanev1.Effect_EFFECT_ALLOW, PrincipalKind: "identity", PrincipalId: id, RoleId: t.role, Scope: "*"})
+	resp, err := w.admin.CreateBinding(cctx, req)
+	op.Safe = keyed(req)
 	route := ""
 	if err == nil {
 		op.Key, op.Node, route = resp.Msg.Binding.Id, resp.Header().Get("Keyplane-Served-By"), resp.Header().Get("Keyplane-Route")
@@ -353,7 +369,9 @@ func (w *worker) unbind(ctx context.Context, t *tenant) {
 	cctx, cancel := callCtx(ctx)
 	defer cancel()
 	op := history.Op{Kind: history.Revoke, Name: "unbind", Key: g.binding, Start: time.Now()}
-	resp, err := w.admin.DeleteBinding(cctx, connect.NewRequest(&keyplanev1.DeleteBindingRequest{TenantId: t.id, BindingId: g.binding}))
+	req := connect.NewRequest(&keyplanev1.DeleteBindingRequest{TenantId: t.id, BindingId: g.binding})
+	resp, err := w.admin.DeleteBinding(cctx, req)
+	op.Safe = keyed(req)
 	route := ""
 	if err == nil {
 		op.Node, route = resp.Header().Get("Keyplane-Served-By"), resp.Header().Get("Keyplane-Route")
@@ -384,12 +402,16 @@ func (w *worker) createIdentity(ctx context.Context, t *tenant) string {
 	cctx, cancel := callCtx(ctx)
 	defer cancel()
 	op := history.Op{Kind: history.Call, Name: "write", Start: time.Now()}
-	resp, err := w.admin.CreateIdentity(cctx, connect.NewRequest(&keyplanev1.CreateIdentityRequest{TenantId: t.id,
-		Kind: keyplanev1.IdentityKind_IDENTITY_KIND_HUMAN, DisplayName: fmt.Sprintf("drill write %d", w.seq.Add(1))}))
+	name := fmt.Sprintf("drill write %d", w.seq.Add(1))
+	w.rec.attempt(history.Write{Tenant: t.id, Name: name, At: op.Start})
+	req := connect.NewRequest(&keyplanev1.CreateIdentityRequest{TenantId: t.id,
+		Kind: keyplanev1.IdentityKind_IDENTITY_KIND_HUMAN, DisplayName: name})
+	resp, err := w.admin.CreateIdentity(cctx, req)
+	op.Safe = keyed(req)
 	route := ""
 	if err == nil {
 		op.Key, op.Node, route = resp.Msg.Identity.Id, resp.Header().Get("Keyplane-Served-By"), resp.Header().Get("Keyplane-Route")
-		w.rec.write(history.Write{Tenant: t.id, ID: resp.Msg.Identity.Id, At: time.Now(), Node: op.Node})
+		w.rec.write(history.Write{Tenant: t.id, ID: resp.Msg.Identity.Id, Name: name, At: time.Now(), Node: op.Node})
 	}
 	w.record(op, err, route)
 	return op.Key

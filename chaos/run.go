@@ -54,6 +54,8 @@ type DrillResult struct {
 	Writes           int              `json:"acknowledged_writes"`
 	Violations       []string         `json:"revocation_violations"`
 	LostWrites       []string         `json:"lost_writes"`
+	AppliedTwice     []string         `json:"applied_twice"`
+	Attempted        int              `json:"attempted_writes"`
 	FailOpen         []string         `json:"fail_open"`
 	Recoveries       []RecoveryResult `json:"recoveries"`
 	Windows          []WindowResult   `json:"windows"`
@@ -88,7 +90,7 @@ type Point struct {
 // Passed reports whether every invariant held (targets are reported, not enforced,
 // except through the invariants they restate).
 func (r *DrillResult) Passed() bool {
-	return r.Failed == "" && len(r.Violations) == 0 && len(r.LostWrites) == 0 && len(r.FailOpen) == 0
+	return r.Failed == "" && len(r.Violations) == 0 && len(r.LostWrites) == 0 && len(r.AppliedTwice) == 0 && len(r.FailOpen) == 0
 }
 
 func (r *DrillResult) target(met bool, got string) { r.TargetMet, r.TargetGot = met, got }
@@ -285,11 +287,11 @@ func runDrill(ctx context.Context, tg *target, cfg Config, d Drill, rec *recorde
 	}
 	stopProgress()
 	<-progressDone
-	ops, writes := rec.take()
-	judge(&res, h, ops, writes, admin)
+	ops, writes, attempted := rec.take()
+	judge(&res, h, ops, writes, attempted, admin)
 	switch {
 	case tg.local == nil:
-		res.target(len(res.Violations)+len(res.LostWrites)+len(res.FailOpen) == 0, "judged on the invariants only (remote cluster)")
+		res.target(len(res.Violations)+len(res.LostWrites)+len(res.AppliedTwice)+len(res.FailOpen) == 0, "judged on the invariants only (remote cluster)")
 	case d.judge != nil && res.Failed == "":
 		d.judge(&res)
 	}
@@ -314,7 +316,7 @@ func progress(ctx context.Context, w io.Writer, name string, start time.Time, re
 }
 
 // judge runs the checkers over a drill's history.
-func judge(res *DrillResult, h *harness, ops []history.Op, writes []history.Write, admin keyplanev1connect.AdminServiceClient) {
+func judge(res *DrillResult, h *harness, ops []history.Op, writes, attempted []history.Write, admin keyplanev1connect.AdminServiceClient) {
 	res.Ops, res.Writes = len(ops), len(writes)
 	res.Errors, res.Routes = map[string]int{}, map[string]int{}
 	for _, op := range ops {
@@ -335,13 +337,15 @@ func judge(res *DrillResult, h *harness, ops []history.Op, writes []history.Writ
 		res.FailOpen = append(res.FailOpen, fmt.Sprintf("%s of %s by %s on %s granted at %s, inside a window with the database unreadable",
 			op.Name, op.Key, op.Client, op.Node, op.End.Format("15:04:05.000")))
 	}
-	found, err := readBack(admin, writes)
+	found, applied, err := readBack(admin, writes, attempted)
 	if err != nil {
 		res.Failed = strings.TrimSpace(res.Failed + " read-back: " + err.Error())
 	}
 	for _, l := range history.CheckWrites(writes, found) {
 		res.LostWrites = append(res.LostWrites, l.String())
 	}
+	res.Attempted = len(attempted)
+	res.AppliedTwice = history.CheckAppliedOnce(attempted, applied)
 	if !h.faultAt.IsZero() {
 		for _, r := range history.Failover(ops, h.faultAt) {
 			region, _, _ := strings.Cut(r.Client, "/")
@@ -393,8 +397,9 @@ func timeline(ops []history.Op, start time.Time) []Point {
 	return out
 }
 
-// readBack finds every acknowledged write: the identity exists, and how many
-// identity.create audit events name it.
+// readBack finds every acknowledged write (the identity exists, and how many
+// identity.create audit events name it) and counts the identities of every attempted
+// write's name (Tenant + "/" + Name).
 // retryUnavailable calls read until it succeeds, fails with another code than
 // unavailable, or ctx ends. The read-back runs while the load goes on, right after a
 // drill, on a machine the drill just starved: an "unavailable; retry later" answer
@@ -416,13 +421,16 @@ func retryUnavailable[T any](ctx context.Context, read func() (T, error)) (T, er
 	}
 }
 
-func readBack(admin keyplanev1connect.AdminServiceClient, writes []history.Write) (map[string]history.Found, error) {
+func readBack(admin keyplanev1connect.AdminServiceClient, writes, attempted []history.Write) (map[string]history.Found, map[string]int, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	found := map[string]history.Found{}
-	tenants := map[string]bool{}
+	found, applied := map[string]history.Found{}, map[string]int{}
+	tenants, names := map[string]bool{}, map[string]bool{}
 	for _, w := range writes {
 		tenants[w.Tenant] = true
+	}
+	for _, w := range attempted {
+		tenants[w.Tenant], names[w.Tenant+"/"+w.Name] = true, true
 	}
 	for tenant := range tenants {
 		page := ""
@@ -431,12 +439,15 @@ func readBack(admin keyplanev1connect.AdminServiceClient, writes []history.Write
 				return admin.ListIdentities(ctx, connect.NewRequest(&keyplanev1.ListIdentitiesRequest{TenantId: tenant, PageSize: 1000, PageToken: page}))
 			})
 			if err != nil {
-				return found, fmt.Errorf("list identities of %s: %w", tenant, err)
+				return found, applied, fmt.Errorf("list identities of %s: %w", tenant, err)
 			}
 			for _, id := range resp.Msg.Identities {
 				f := found[tenant+"/"+id.Id]
 				f.Present = true
 				found[tenant+"/"+id.Id] = f
+				if name := tenant + "/" + id.DisplayName; names[name] {
+					applied[name]++
+				}
 			}
 			if page = resp.Msg.NextPageToken; page == "" {
 				break
@@ -448,7 +459,7 @@ func readBack(admin keyplanev1connect.AdminServiceClient, writes []history.Write
 				return admin.ListAuditEvents(ctx, connect.NewRequest(&keyplanev1.ListAuditEventsRequest{TenantId: tenant, PageSize: 1000, PageToken: page}))
 			})
 			if err != nil {
-				return found, fmt.Errorf("list audit events of %s: %w", tenant, err)
+				return found, applied, fmt.Errorf("list audit events of %s: %w", tenant, err)
 			}
 			for _, ev := range resp.Msg.Events {
 				if ev.Action == "identity.create" {
@@ -462,5 +473,5 @@ func readBack(admin keyplanev1connect.AdminServiceClient, writes []history.Write
 			}
 		}
 	}
-	return found, nil
+	return found, applied, nil
 }

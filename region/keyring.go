@@ -104,10 +104,11 @@ const keyLoadTimeout = 10 * time.Second
 // shared runs fn once for the concurrent callers of key, under a context detached from
 // the caller that started it (bounded by keyLoadTimeout): a caller with a 1 ms deadline
 // must not fail the load for every request waiting on it. Each caller stops waiting
-// when its own ctx ends.
+// when its own ctx ends. A key created here is not part of the caller's idempotent
+// call (its other waiters need it committed).
 func (k *keyring) shared(ctx context.Context, key string, fn func(context.Context) error) error {
 	ch := k.loads.DoChan(key, func() (any, error) {
-		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), keyLoadTimeout)
+		lctx, cancel := context.WithTimeout(schema.WithoutIdempotentCall(context.WithoutCancel(ctx)), keyLoadTimeout)
 		defer cancel()
 		return nil, fn(lctx)
 	})

@@ -31,6 +31,7 @@ type metrics struct {
 	hashInUse            prometheus.Gauge
 	hashBusy             prometheus.Counter
 	deprovision          *prometheus.HistogramVec
+	idempotent           *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, cfg Config) (*metrics, error) {
@@ -77,6 +78,10 @@ func newMetrics(reg prometheus.Registerer, cfg Config) (*metrics, error) {
 		checks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "keyplane", Name: "checks_total",
 			Help: "Permission decisions by result (allowed, denied).", ConstLabels: labels,
+		}, []string{"result"}),
+		idempotent: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "keyplane", Name: "idempotent_calls_total",
+			Help: "Calls made with an Idempotency-Key, by result: recorded (ran and recorded), replayed (answered from the record), mismatch (the key was used for another request).", ConstLabels: labels,
 		}, []string{"result"}),
 		decisionReads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "keyplane", Name: "decision_reads_total",
@@ -131,7 +136,7 @@ func newMetrics(reg prometheus.Registerer, cfg Config) (*metrics, error) {
 		}, []string{"source"}),
 	}
 	for _, c := range []prometheus.Collector{m.rpcDuration, m.authFailures, m.breakGlass, m.stepUpRequired, m.ready, m.credentialFailures, m.validations, m.refreshReuse,
-		m.checks, m.policyReloads, m.decisionReads, m.decisionReadKeys, m.decisionsWritten, m.decisionBackpressure, m.decisionsPruned, m.loginAttempts, m.rateLimited, m.hashSlots, m.hashInUse, m.hashBusy,
+		m.checks, m.policyReloads, m.idempotent, m.decisionReads, m.decisionReadKeys, m.decisionsWritten, m.decisionBackpressure, m.decisionsPruned, m.loginAttempts, m.rateLimited, m.hashSlots, m.hashInUse, m.hashBusy,
 		m.deprovision, m.federationExchanges} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

@@ -57,7 +57,8 @@ type Node struct {
 	pruner        *decisionPruner
 	figures       *governanceFigures
 	reg           Registry
-	mux           *http.ServeMux
+	local         http.Handler // what this node serves itself: the mux behind idempotency keys
+	idemSlots     chan struct{}
 	ops           http.Handler // the operator listener's handler (Config.OperatorListener)
 	gossip        Gossip
 	peers         *peerServer                             // the peer listener; nil without routing
@@ -199,8 +200,9 @@ func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node
 	}
 	n.sweeper = newSweeper(n, sm)
 	n.reviews = newReviewLoop(n)
-	n.mux = mux
-	n.handler = n.servedBy(mux)
+	n.idemSlots = idempotencySlots(store.Pool().Config().MaxConns)
+	n.local = n.idempotency(mux)
+	n.handler = n.servedBy(n.local)
 	return n, nil
 }
 

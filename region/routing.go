@@ -67,10 +67,10 @@ func (n *Node) EnableRouting(r Routing) error {
 		Peers:      r.Peers,
 		HopKey:     routing.HopKey(string(n.cfg.OperatorSecret)),
 		PeerTLS:    r.PeerTLS,
-		Idempotent: idempotent, NeedsTenant: needsTenant, MaxBody: maxForwardBytes,
+		Idempotent: retryable, NeedsTenant: needsTenant, MaxBody: maxForwardBytes,
 		HedgeAfter: r.HedgeAfter, ForwardTimeout: r.ForwardTimeout, Dial: r.Dial,
 		Log: n.log, Metrics: n.reg,
-	}, n.mux)
+	}, n.local)
 	if err != nil {
 		return fmt.Errorf("routing: %w", err)
 	}
@@ -174,6 +174,13 @@ func idempotent(r *http.Request) bool {
 		return r.Method == http.MethodGet || strings.HasSuffix(r.URL.Path, "/oauth2/introspect") || strings.HasSuffix(r.URL.Path, "/oauth2/revoke")
 	}
 	return false
+}
+
+// retryable reports whether the router may send a request twice (hedge it, retry it
+// on another home node, serve it degraded after a failed forward): an idempotent one,
+// or one with an Idempotency-Key, which the serving node applies at most once.
+func retryable(r *http.Request) bool {
+	return idempotent(r) || r.Header.Get(IdempotencyKeyHeader) != ""
 }
 
 // isSCIMPath reports whether path is under a tenant's SCIM endpoint, /t/{tenant}/scim/v2.

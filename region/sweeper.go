@@ -161,6 +161,13 @@ func (s *sweeper) pass(ctx context.Context) string {
 			}
 			return sweepError
 		}
+		// Recorded responses of idempotency keys older than a day go too.
+		if _, err := s.store.PruneIdempotencyKeys(ctx, sc, 10*s.limit); err != nil {
+			if ctx.Err() == nil {
+				s.log.Warn("governance sweep: prune idempotency keys", "tenant", sc.TenantID, "err", err)
+			}
+			return sweepError
+		}
 	}
 	return sweepSwept
 }

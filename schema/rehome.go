@@ -15,7 +15,7 @@ import (
 var tenantTables = []string{"identities", "roles", "groups", "sessions",
 	"credentials", "bindings", "change_requests", "refresh_tokens", "audit_events", "decisions", "login_throttle", "login_throttle_sources",
 	"membership_rules", "federation_policies", "federation_jtis", "browser_sessions", "authorization_codes", "oauth_consents", "upstream_oidc_providers", "upstream_oidc_states", "upstream_oidc_links",
-	"saml_idps", "saml_assertions", "governance_snapshots", "governance_policies",
+	"saml_idps", "saml_assertions", "governance_snapshots", "governance_policies", "idempotency_keys",
 	"review_campaigns", "review_items",
 	"analytics_features", "analytics_alerts", "analytics_alert_keys", "analytics_sessions", "analytics_webhooks", "analytics_deliveries", "analytics_drift"}
 

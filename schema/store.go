@@ -158,7 +158,16 @@ func (s *Store) Ping(ctx context.Context) error {
 // Retries wait a jittered, exponentially growing pause first (up to about 100 ms):
 // writers contending on one row (every policy change bumps its tenant's revision)
 // that retry at once only collide again, and would use up the attempts.
+//
+// Within an idempotent call (WithIdempotentCall) the first transaction is held open
+// on the call instead of committing, and later ones join it: see idempotency.go.
 func (s *Store) tx(ctx context.Context, fn func(pgx.Tx) error) error {
+	call := idempotentCallFrom(ctx)
+	if call != nil {
+		if joined, err := call.join(ctx, fn); joined {
+			return classify(err)
+		}
+	}
 	n := 0
 	err := crdb.ExecuteCtx(ctx, func(ctx context.Context, _ ...any) error {
 		if n > 0 {
@@ -171,7 +180,7 @@ func (s *Store) tx(ctx context.Context, fn func(pgx.Tx) error) error {
 			}
 		}
 		n++
-		return s.attempt(ctx, fn)
+		return s.attempt(ctx, call, fn)
 	})
 	var tooMany *crdb.MaxRetriesExceededError
 	if errors.As(err, &tooMany) {
@@ -181,7 +190,7 @@ func (s *Store) tx(ctx context.Context, fn func(pgx.Tx) error) error {
 	return classify(err)
 }
 
-func (s *Store) attempt(ctx context.Context, fn func(pgx.Tx) error) (err error) {
+func (s *Store) attempt(ctx context.Context, call *IdempotentCall, fn func(pgx.Tx) error) (err error) {
 	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.Serializable})
 	if err != nil {
 		return err
@@ -193,6 +202,9 @@ func (s *Store) attempt(ctx context.Context, fn func(pgx.Tx) error) (err error) 
 	}()
 	if err := fn(tx); err != nil {
 		return err
+	}
+	if call != nil {
+		return call.hold(tx) // CommitIdempotent commits it with the call's response
 	}
 	// pgx closes the connection when COMMIT fails unsent (a context already done): the
 	// deferred rollback ends the transaction instead, keeping the connection, and the

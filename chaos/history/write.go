@@ -10,6 +10,7 @@ import (
 type Write struct {
 	Tenant string
 	ID     string // the created object's id
+	Name   string // its unique display name
 	At     time.Time
 	Node   string
 }
@@ -44,6 +45,21 @@ func CheckWrites(acked []Write, found map[string]Found) []LostWrite {
 		f := found[w.Tenant+"/"+w.ID]
 		if !f.Present || f.AuditEvents != 1 {
 			out = append(out, LostWrite{Write: w, Found: f})
+		}
+	}
+	return out
+}
+
+// CheckAppliedOnce checks that no write was applied twice: every write the load
+// attempted, acknowledged or not, creates an object under a name no other attempt
+// uses, so a name found on more than one object afterwards is a write applied twice (a
+// retry or a failover that was not deduplicated). applied counts the objects found per
+// Tenant + "/" + Name.
+func CheckAppliedOnce(attempted []Write, applied map[string]int) []string {
+	var out []string
+	for _, w := range attempted {
+		if n := applied[w.Tenant+"/"+w.Name]; n > 1 {
+			out = append(out, fmt.Sprintf("write %q of tenant %s attempted at %s was applied %d times", w.Name, w.Tenant, w.At.Format("15:04:05.000"), n))
 		}
 	}
 	return out

@@ -39,3 +39,16 @@ func TestCheckWrites(t *testing.T) {
 		})
 	}
 }
+
+func TestCheckAppliedOnce(t *testing.T) {
+	t.Parallel()
+	at := time.Unix(1_800_000_000, 0)
+	tried := []history.Write{{Tenant: "acme", Name: "w1", At: at}, {Tenant: "acme", Name: "w2", At: at}, {Tenant: "globex", Name: "w1", At: at}}
+	if got := history.CheckAppliedOnce(tried, map[string]int{"acme/w1": 1, "globex/w1": 1}); len(got) != 0 {
+		t.Fatalf("each applied once or not at all: %v", got)
+	}
+	got := history.CheckAppliedOnce(tried, map[string]int{"acme/w1": 1, "acme/w2": 2, "globex/w1": 1})
+	if len(got) != 1 || !strings.Contains(got[0], `"w2"`) || !strings.Contains(got[0], "applied 2 times") {
+		t.Fatalf("w2 applied twice: %v", got)
+	}
+}

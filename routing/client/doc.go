@@ -34,23 +34,20 @@
 //     DisableTenant/EnableTenant and DisableIdentity/EnableIdentity. A retry after a
 //     lost answer finds the revocation already done and succeeds again.
 //
-// Every other RPC is retried only when the request provably never left the client
-// (the connection was refused, or could not be set up before the attempt timed
-// out), because a server that answered Unavailable or stopped answering may have
-// applied it, and replaying it elsewhere would act twice:
+// Every other RPC has side effects. When it names a tenant (nearly all of them do)
+// the interceptor gives it a fresh Idempotency-Key, unless the caller set one: the
+// serving node records the call's response with its change and answers any copy of
+// the call from that record, so a retry cannot apply it twice, and the client retries
+// it like the calls above. That covers creations (a second live secret nobody holds
+// cannot appear), updates, deletions, rotations, SetPassword, ExchangeAPIKey and
+// Login (one session), Refresh (the retry gets the first attempt's tokens instead of
+// tripping reuse detection), EnrollTOTP and ConfirmTOTP (the same secret and codes),
+// and the elevation workflow's steps. A call that failed is not recorded: its retry
+// runs again, so a refused Login still counts once per attempt against the lockout.
 //
-//   - creations (CreateTenant, CreateIdentity, CreateAPIKey, CreateClient,
-//     CreateRole, CreateGroup, CreateBinding, ...) would write twice, and for
-//     credentials leave a second live secret that nobody holds; updates, deletions,
-//     rotations and SetPassword could apply twice or answer a confusing NotFound;
-//   - ExchangeAPIKey and Login each open a session, so a replay opens a second
-//     one, and a replayed failed Login counts twice against the lockout;
-//   - Refresh rotates the refresh token: the first attempt may have consumed it,
-//     and presenting it again trips reuse detection, which revokes the whole
-//     session, so the caller would be logged out by its own retry;
-//   - EnrollTOTP and ConfirmTOTP return secrets and recovery codes once;
-//   - RequestElevation, ApproveElevation, DenyElevation and EndElevation are steps
-//     of an audited workflow, each recorded once.
+// Calls without a tenant (CreateTenant, the operator's cluster calls) carry no key
+// and are retried only when the request provably never left the client (the
+// connection was refused, or could not be set up before the attempt timed out).
 //
 // Other codes (PermissionDenied, InvalidArgument, NotFound, ...) are the server's
 // answer and are returned at once, and so is an error after the caller's context

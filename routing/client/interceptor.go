@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,6 +17,12 @@ import (
 // TenantHeader names the tenant of a call, so a node can route it without decoding
 // the body. The interceptor sets it from the request's tenant_id field.
 const TenantHeader = "Keyplane-Tenant"
+
+// IdempotencyKeyHeader carries a call's idempotency key: the serving node applies a
+// keyed call at most once and answers its copies with the first answer. The
+// interceptor sets a fresh key on every tenant-scoped call that has side effects,
+// unless the caller set one, and then retries it like a safe call.
+const IdempotencyKeyHeader = "Idempotency-Key"
 
 // interceptor sets the tenant header and runs each unary call as up to MaxAttempts
 // attempts on successive endpoints. Streaming calls pass through. Safe for
@@ -40,6 +47,7 @@ func (i *interceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 			return next(ctx, req)
 		}
 		setTenant(req)
+		setIdempotencyKey(req)
 		return i.c.call(ctx, req, next)
 	}
 }
@@ -64,18 +72,30 @@ func setTenant(req connect.AnyRequest) {
 	}
 }
 
+// setIdempotencyKey gives a tenant-scoped call with side effects a random idempotency
+// key, unless it has one. Nodes take keys only on tenant-scoped calls.
+func setIdempotencyKey(req connect.AnyRequest) {
+	spec := req.Spec()
+	if spec.IdempotencyLevel != connect.IdempotencyUnknown || req.Header().Get(TenantHeader) == "" || req.Header().Get(IdempotencyKeyHeader) != "" {
+		return
+	}
+	req.Header().Set(IdempotencyKeyHeader, rand.Text())
+}
+
 // call runs the attempts of one unary call. An attempt that failed is retried, on
 // the most preferred endpoint not yet tried, when all of these hold:
 //   - it failed with Unavailable, or with DeadlineExceeded because of the attempt
 //     timeout (not the caller's deadline), or got no answer at all (the connection
 //     broke: connect may then report Canceled or Unknown);
 //   - the procedure is safe to repeat (idempotency level NO_SIDE_EFFECTS or
-//     IDEMPOTENT), or the request provably never left the client;
+//     IDEMPOTENT), or the call carries an idempotency key (the node applies it at
+//     most once), or the request provably never left the client;
 //   - attempts and the caller's context remain, and the retry budget has a token.
 func (c *Client) call(ctx context.Context, req connect.AnyRequest, next connect.UnaryFunc) (connect.AnyResponse, error) {
 	spec := req.Spec()
 	safe := spec.IdempotencyLevel == connect.IdempotencyNoSideEffects ||
-		spec.IdempotencyLevel == connect.IdempotencyIdempotent
+		spec.IdempotencyLevel == connect.IdempotencyIdempotent ||
+		req.Header().Get(IdempotencyKeyHeader) != ""
 	tried := make([]bool, len(c.eps))
 	var trail []string // one "endpoint: code" per failed attempt
 	for n := 1; ; n++ {

@@ -982,3 +982,22 @@ CREATE TABLE IF NOT EXISTS governance_snapshots (
     figures     JSONB NOT NULL,
     PRIMARY KEY (crdb_region, tenant_id, day)
 );
+
+-- migration 0023 idempotency_keys
+-- 0023 Idempotency keys (docs/routing.md, "Retries and idempotency keys"): a
+-- non-idempotent call sent with an Idempotency-Key header is recorded here, with its
+-- response sealed by the KEK, in the same transaction as the change it made. A retry
+-- with the same key gets the recorded response instead of making the change again;
+-- the same key with another request is refused. Rows live 24 hours.
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    tenant_id    TEXT NOT NULL REFERENCES tenants (id),
+    key          TEXT NOT NULL,
+    crdb_region  crdb_internal_region NOT NULL,
+    request_hash BYTEA NOT NULL,
+    status       INT NOT NULL,
+    response     BYTEA NOT NULL,
+    created_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
+    expires_at   TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (crdb_region, tenant_id, key)
+);
+CREATE INDEX IF NOT EXISTS idempotency_keys_expiry ON idempotency_keys (crdb_region, tenant_id, expires_at);

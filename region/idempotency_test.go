@@ -1,0 +1,252 @@
+package region_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/keyplane/keyplane/region"
+	keyplanev1 "github.com/keyplane/keyplane/region/gen/keyplane/v1"
+	"github.com/keyplane/keyplane/region/gen/keyplane/v1/keyplanev1connect"
+	"github.com/keyplane/keyplane/routing"
+)
+
+type idemKey struct{}
+
+// keyedAdmin is an operator's admin client that sends the Idempotency-Key in its
+// context (withKey) and names the call's tenant in Keyplane-Tenant, as routing
+// clients do.
+func keyedAdmin(url string) keyplanev1connect.AdminServiceClient {
+	return keyplanev1connect.NewAdminServiceClient(http.DefaultClient, url, connect.WithInterceptors(
+		connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
+			return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+				req.Header().Set("Authorization", "Bearer "+secret)
+				if m, ok := req.Any().(interface{ GetTenantId() string }); ok {
+					req.Header().Set(routing.TenantHeader, m.GetTenantId())
+				}
+				if k, ok := ctx.Value(idemKey{}).(string); ok {
+					req.Header().Set(region.IdempotencyKeyHeader, k)
+				}
+				return next(ctx, req)
+			}
+		})))
+}
+
+func withKey(k string) context.Context { return context.WithValue(context.Background(), idemKey{}, k) }
+
+// TestIdempotencyKeys: a keyed call sent again gets the first response and changes
+// nothing more, also when the copies race; the key with another request is refused;
+// an error is not recorded; the OAuth token endpoint takes keys too.
+func TestIdempotencyKeys(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	admin := keyedAdmin(f.url)
+	create := func(ctx context.Context, name string) (*connect.Response[keyplanev1.CreateIdentityResponse], error) {
+		return admin.CreateIdentity(ctx, connect.NewRequest(&keyplanev1.CreateIdentityRequest{TenantId: f.tenant,
+			Kind: keyplanev1.IdentityKind_IDENTITY_KIND_HUMAN, DisplayName: name}))
+	}
+	creations := func(id string) int {
+		t.Helper()
+		n := 0
+		for _, e := range f.listAudit(t, &keyplanev1.ListAuditEventsRequest{TenantId: f.tenant, TargetId: id}) {
+			if e.Action == "identity.create" {
+				n++
+			}
+		}
+		return n
+	}
+
+	t.Run("a retry gets the first response", func(t *testing.T) {
+		first, err := create(withKey("k-retry"), "Ada")
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := create(withKey("k-retry"), "Ada")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if again.Msg.Identity.Id != first.Msg.Identity.Id {
+			t.Fatalf("retry created %s, first call %s", again.Msg.Identity.Id, first.Msg.Identity.Id)
+		}
+		if first.Header().Get(region.IdempotentReplayHeader) != "" || again.Header().Get(region.IdempotentReplayHeader) != "true" {
+			t.Fatalf("%s: first %q, retry %q; want only the retry marked", region.IdempotentReplayHeader,
+				first.Header().Get(region.IdempotentReplayHeader), again.Header().Get(region.IdempotentReplayHeader))
+		}
+		if n := creations(first.Msg.Identity.Id); n != 1 {
+			t.Fatalf("%d identity.create events, want 1", n)
+		}
+		other, err := create(withKey("k-retry-2"), "Ada")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if other.Msg.Identity.Id == first.Msg.Identity.Id {
+			t.Fatal("another key got the first key's identity")
+		}
+	})
+
+	t.Run("the key with another request is refused", func(t *testing.T) {
+		if _, err := create(withKey("k-reuse"), "Grace"); err != nil {
+			t.Fatal(err)
+		}
+		_, err := create(withKey("k-reuse"), "Hopper")
+		if connect.CodeOf(err) != connect.CodeFailedPrecondition || !strings.Contains(err.Error(), region.IdempotencyKeyHeader) {
+			t.Fatalf("same key, other body: %v, want failed_precondition naming %s", err, region.IdempotencyKeyHeader)
+		}
+	})
+
+	t.Run("concurrent copies change once", func(t *testing.T) {
+		const copies = 8
+		ids := make([]string, copies)
+		errs := make([]error, copies)
+		var wg sync.WaitGroup
+		for i := range copies {
+			wg.Go(func() {
+				r, err := create(withKey("k-race"), "Race")
+				if err == nil {
+					ids[i] = r.Msg.Identity.Id
+				}
+				errs[i] = err
+			})
+		}
+		wg.Wait()
+		for i := range copies {
+			if errs[i] != nil {
+				t.Fatalf("copy %d: %v", i, errs[i])
+			}
+			if ids[i] != ids[0] {
+				t.Fatalf("copies created %s and %s", ids[0], ids[i])
+			}
+		}
+		if n := creations(ids[0]); n != 1 {
+			t.Fatalf("%d identity.create events, want 1", n)
+		}
+	})
+
+	t.Run("a one-time secret is replayed only to the same call", func(t *testing.T) {
+		expiry := timestamppb.New(time.Now().Add(time.Hour).Truncate(time.Second))
+		req := func() *connect.Request[keyplanev1.CreateAPIKeyRequest] {
+			return connect.NewRequest(&keyplanev1.CreateAPIKeyRequest{TenantId: f.tenant, IdentityId: f.bot, Name: "deploy",
+				ExpireTime: expiry})
+		}
+		first, err := admin.CreateAPIKey(withKey("k-secret"), req())
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := admin.CreateAPIKey(withKey("k-secret"), req())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if again.Msg.ApiKey != first.Msg.ApiKey || again.Msg.Credential.Id != first.Msg.Credential.Id {
+			t.Fatal("the retry made another key")
+		}
+		// The record is sealed at rest: the secret is not in the stored response.
+		var stored []byte
+		if err := f.store.Pool().QueryRow(context.Background(), `SELECT response FROM idempotency_keys WHERE key = 'k-secret'`).Scan(&stored); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(stored), first.Msg.ApiKey) {
+			t.Fatal("the recorded response holds the API key in the clear")
+		}
+		// Another caller (another credential) with the same key and body is refused.
+		other := keyplanev1connect.NewAdminServiceClient(http.DefaultClient, f.url, connect.WithInterceptors(
+			connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
+				return func(ctx context.Context, r connect.AnyRequest) (connect.AnyResponse, error) {
+					r.Header().Set("Authorization", "Bearer "+f.exchange(t))
+					r.Header().Set(routing.TenantHeader, f.tenant)
+					r.Header().Set(region.IdempotencyKeyHeader, "k-secret")
+					return next(ctx, r)
+				}
+			})))
+		if _, err := other.CreateAPIKey(context.Background(), req()); connect.CodeOf(err) != connect.CodeFailedPrecondition {
+			t.Fatalf("another caller replaying the key: %v, want failed_precondition", err)
+		}
+	})
+
+	t.Run("errors are not recorded", func(t *testing.T) {
+		bad := func() error {
+			_, err := admin.CreateIdentity(withKey("k-error"), connect.NewRequest(&keyplanev1.CreateIdentityRequest{TenantId: f.tenant,
+				Kind: keyplanev1.IdentityKind_IDENTITY_KIND_SERVICE_ACCOUNT, DisplayName: "orphan"}))
+			return err
+		}
+		for range 2 {
+			var ce *connect.Error
+			if err := bad(); !errors.As(err, &ce) || ce.Meta().Get(region.IdempotentReplayHeader) != "" {
+				t.Fatalf("a refused call: %v (replayed %q), want the handler's own refusal each time", err, ce.Meta().Get(region.IdempotentReplayHeader))
+			}
+		}
+		var n int
+		if err := f.store.Pool().QueryRow(context.Background(), `SELECT count(*) FROM idempotency_keys WHERE key = 'k-error'`).Scan(&n); err != nil || n != 0 {
+			t.Fatalf("%d records of a refused call (%v), want 0", n, err)
+		}
+	})
+
+	t.Run("a refused login still counts against the lockout", func(t *testing.T) {
+		f.human(t, "keyed@acme.test", "correct horse battery staple")
+		auth := keyplanev1connect.NewAuthServiceClient(http.DefaultClient, f.url)
+		before := f.loginFailures(t)["bad_password"]
+		for range 2 {
+			req := connect.NewRequest(&keyplanev1.LoginRequest{TenantId: f.tenant, Email: "keyed@acme.test", Password: "wrong"})
+			req.Header().Set(routing.TenantHeader, f.tenant)
+			req.Header().Set(region.IdempotencyKeyHeader, "k-login") // the same key: a failure is not replayed
+			if _, err := auth.Login(context.Background(), req); connect.CodeOf(err) != connect.CodeUnauthenticated {
+				t.Fatalf("wrong password: %v, want unauthenticated", err)
+			}
+		}
+		if got := f.loginFailures(t)["bad_password"] - before; got != 2 {
+			t.Fatalf("%d bad_password failures recorded for two keyed attempts, want 2 (%v)", got, f.loginFailures(t))
+		}
+	})
+
+	t.Run("bad keys are refused naming the header", func(t *testing.T) {
+		for _, k := range []string{strings.Repeat("k", 256), "ключ", "with space"} {
+			_, err := create(withKey(k), "Bad")
+			if connect.CodeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), region.IdempotencyKeyHeader) {
+				t.Fatalf("key %q: %v, want invalid_argument naming %s", k, err, region.IdempotencyKeyHeader)
+			}
+		}
+	})
+
+	t.Run("the token endpoint", func(t *testing.T) {
+		mint := func(key string) (string, string) {
+			form := url.Values{"grant_type": {"client_credentials"}, "scope": {"docs.read"}}
+			req, err := http.NewRequest(http.MethodPost, f.url+"/t/"+f.tenant+"/oauth2/token", strings.NewReader(form.Encode()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			req.SetBasicAuth(f.clientID, f.secret)
+			req.Header.Set(region.IdempotencyKeyHeader, key)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var body struct {
+				AccessToken string `json:"access_token"`
+			}
+			if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || resp.StatusCode != http.StatusOK || body.AccessToken == "" {
+				t.Fatalf("mint: %d %v", resp.StatusCode, err)
+			}
+			return body.AccessToken, resp.Header.Get(region.IdempotentReplayHeader)
+		}
+		key := rand.Text()
+		tok, replayed := mint(key)
+		again, replayedAgain := mint(key)
+		if tok != again || replayed != "" || replayedAgain != "true" {
+			t.Fatalf("same key minted two tokens (or marks %q, %q)", replayed, replayedAgain)
+		}
+		if fresh, _ := mint(rand.Text()); fresh == tok {
+			t.Fatal("a new key got the old token")
+		}
+	})
+}
