@@ -467,3 +467,23 @@ func (f *Front) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(map[string]string{"error": "temporarily_unavailable", "error_description": "keyplane front: " + err.Error()})
 }
+
+// ParseNodes parses node specs REGION=URL or REGION/NAME=URL, each value possibly a
+// ';'-separated list (the form an environment variable carries).
+func ParseNodes(specs []string) ([]Node, error) {
+	var out []Node
+	for _, spec := range specs {
+		for s := range strings.SplitSeq(spec, ";") {
+			if s = strings.TrimSpace(s); s == "" {
+				continue
+			}
+			key, u, ok := strings.Cut(s, "=")
+			region, name, _ := strings.Cut(key, "/")
+			if !ok || region == "" || u == "" {
+				return nil, fmt.Errorf("%q: want REGION=URL or REGION/NAME=URL", s)
+			}
+			out = append(out, Node{Region: region, Name: name, URL: u})
+		}
+	}
+	return out, nil
+}
