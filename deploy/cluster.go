@@ -76,10 +76,10 @@ type Cluster struct {
 	// single node's death breaks discovery.
 	FrontURL string
 	// Front is that proxy; nil once the cluster is stopped.
-	Front *front.Front
-	Dir            string // temporary directory with node logs, the secret files and the cluster CA and node certificates
-	Nodes          []*Node
-	Postgres       *pglocal.Server // nil when Config.DatabaseURL was given
+	Front    *front.Front
+	Dir      string // temporary directory with node logs, the secret files and the cluster CA and node certificates
+	Nodes    []*Node
+	Postgres *pglocal.Server // nil when Config.DatabaseURL was given
 
 	cfg       Config
 	env       []string
