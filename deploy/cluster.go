@@ -392,6 +392,39 @@ func (n *Node) Stop() {
 	}
 }
 
+// WaitFront waits until the front's health view matches the nodes' processes: every
+// running node healthy and every stopped one out of rotation.
+func (c *Cluster) WaitFront(ctx context.Context, limit time.Duration) error {
+	if c.Front == nil {
+		return errors.New("the cluster's front is stopped")
+	}
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	deadline := time.Now().Add(limit)
+	for {
+		var wrong []string
+		seen := c.Front.Nodes()
+		for _, n := range c.Nodes {
+			for fn, healthy := range seen {
+				if fn.Name == n.ID && healthy != n.Running() {
+					wrong = append(wrong, fmt.Sprintf("%s (running %v, healthy to the front %v)", n.ID, n.Running(), healthy))
+				}
+			}
+		}
+		if len(wrong) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the front's view differs after %v: %s", limit, strings.Join(wrong, ", "))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
 // Stop stops the front, every node, then PostgreSQL, and removes the cluster's directory.
 func (c *Cluster) Stop() {
 	if c.stopFront != nil {
