@@ -295,6 +295,51 @@ func TestRetryRules(t *testing.T) {
 	})
 }
 
+// TestHTTP2 sends an HTTP/2 (h2c) request with a trailer-bearing answer, as gRPC
+// clients do, through a front that serves h2c to a node that answers over h2c.
+func TestHTTP2(t *testing.T) {
+	t.Parallel()
+	node := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/readyz" {
+			return
+		}
+		w.Header().Set("Trailer", "Grpc-Status")
+		_, _ = io.WriteString(w, r.Proto)
+		w.Header().Set("Grpc-Status", "0")
+	}))
+	node.Config.Protocols = new(http.Protocols)
+	node.Config.Protocols.SetHTTP1(true)
+	node.Config.Protocols.SetUnencryptedHTTP2(true)
+	node.Start()
+	defer node.Close()
+	cfg := front.DefaultConfig()
+	cfg.Nodes = []front.Node{{Region: "a", URL: node.URL}}
+	fr, err := front.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fr.Close()
+	fr.Check(context.Background())
+	srv := httptest.NewUnstartedServer(fr)
+	srv.Config.Protocols = new(http.Protocols)
+	srv.Config.Protocols.SetHTTP1(true)
+	srv.Config.Protocols.SetUnencryptedHTTP2(true)
+	srv.Start()
+	defer srv.Close()
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr}).Post(srv.URL+"/keyplane.v1.AuthService/ValidateToken", "application/grpc", strings.NewReader("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "HTTP/2.0" || resp.Proto != "HTTP/2.0" || resp.Trailer.Get("Grpc-Status") != "0" {
+		t.Errorf("through the front: %s, node saw %q, trailer %q; want HTTP/2 both ways and the trailer", resp.Proto, b, resp.Trailer.Get("Grpc-Status"))
+	}
+}
+
 func TestConfigValidate(t *testing.T) {
 	t.Parallel()
 	ok := []front.Node{{Region: "a", URL: "http://127.0.0.1:1"}}
