@@ -107,7 +107,7 @@ Examples:
 	go f.Run(ctx)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	fmt.Fprintf(stdout, "front: serving http://%s in front of %d nodes; set --issuer-base http://%s on every node\n", ln.Addr(), len(ns), ln.Addr())
+	fmt.Fprintf(stdout, "front: serving http://%s in front of %d nodes; give every node the URL clients reach it at as --issuer-base\n", ln.Addr(), len(ns))
 	select {
 	case err := <-errc:
 		return err
