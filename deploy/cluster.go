@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -15,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/keyplane/keyplane/deploy/front"
 	"github.com/keyplane/keyplane/schema"
 	"github.com/keyplane/keyplane/schema/pglocal"
 )
@@ -66,14 +68,25 @@ type Cluster struct {
 	DatabaseURL    string
 	OperatorSecret string
 	KEK            string // base64 key-encryption key shared by every node
-	IssuerBase     string // the issuer URL prefix shared by every node
-	Dir            string // temporary directory with node logs, the secret files and the cluster CA and node certificates
-	Nodes          []*Node
-	Postgres       *pglocal.Server // nil when Config.DatabaseURL was given
+	IssuerBase     string // the issuer URL prefix shared by every node: FrontURL
+	// FrontURL is the global front (package deploy/front) in front of every node, this
+	// cluster's stand-in for a production global name: a health-checked proxy in this
+	// process that sends each request to a healthy node, preferring the region named
+	// by the Keyplane-Region request header. Every tenant's issuer is under it, so no
+	// single node's death breaks discovery.
+	FrontURL string
+	// Front is that proxy; nil once the cluster is stopped.
+	Front    *front.Front
+	Dir      string // temporary directory with node logs, the secret files and the cluster CA and node certificates
+	Nodes    []*Node
+	Postgres *pglocal.Server // nil when Config.DatabaseURL was given
 
-	cfg Config
-	env []string
-	net *network
+	cfg       Config
+	env       []string
+	net       *network
+	frontLn   net.Listener
+	frontSrv  *http.Server
+	stopFront context.CancelFunc
 }
 
 // SecretFile is the path of the file holding the operator secret.
@@ -195,8 +208,13 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	if err := c.issueCerts(ctx); err != nil {
 		return nil, err
 	}
-	// Tokens carry the issuer, so every node must agree on it: the first node's URL.
-	c.IssuerBase = c.Nodes[0].URL
+	// Tokens carry the issuer, so every node must agree on it: the front's URL, which
+	// outlives any node.
+	if c.frontLn, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+		return nil, fmt.Errorf("front: %w", err)
+	}
+	c.FrontURL = "http://" + c.frontLn.Addr().String()
+	c.IssuerBase = c.FrontURL
 	c.env = append(os.Environ(), "KEYPLANE_OPERATOR_SECRET="+c.OperatorSecret, "KEYPLANE_KEK="+c.KEK, "KEYPLANE_GOSSIP_KEYS="+randomKey(),
 		"KEYPLANE_ISSUER_BASE="+c.IssuerBase)
 	errs := make(chan error, len(c.Nodes))
@@ -213,8 +231,38 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	if err := c.WaitRouted(ctx, 30*time.Second); err != nil {
 		return nil, err
 	}
+	if err := c.startFront(ctx); err != nil {
+		return nil, err
+	}
 	ok = true
 	return c, nil
+}
+
+// FrontHealth is how often the cluster's front polls every node's /readyz.
+const FrontHealth = 500 * time.Millisecond
+
+// startFront serves the front on the listener reserved for it, over every node by its
+// own address (no simulated latency: the front stands for a global name, not a
+// region), once it saw the nodes ready.
+func (c *Cluster) startFront(ctx context.Context) error {
+	cfg := front.DefaultConfig()
+	cfg.HealthInterval, cfg.HealthTimeout = FrontHealth, 400*time.Millisecond
+	for _, n := range c.Nodes {
+		cfg.Nodes = append(cfg.Nodes, front.Node{Region: n.Region, Name: n.ID, URL: n.URL})
+	}
+	f, err := front.New(cfg)
+	if err != nil {
+		return fmt.Errorf("front: %w", err)
+	}
+	f.Check(ctx)
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	go f.Run(runCtx)
+	srv := &http.Server{Handler: f, ReadHeaderTimeout: 10 * time.Second, Protocols: new(http.Protocols)}
+	srv.Protocols.SetHTTP1(true)
+	srv.Protocols.SetUnencryptedHTTP2(true) // gRPC clients
+	go func() { _ = srv.Serve(c.frontLn) }()
+	c.Front, c.frontSrv, c.stopFront = f, srv, cancel
+	return nil
 }
 
 func (c *Cluster) certFile(name string) string { return filepath.Join(c.Dir, "tls", name) }
@@ -344,8 +392,49 @@ func (n *Node) Stop() {
 	}
 }
 
-// Stop stops every node, then PostgreSQL, and removes the cluster's directory.
+// WaitFront waits until the front's health view matches the nodes' processes: every
+// running node healthy and every stopped one out of rotation.
+func (c *Cluster) WaitFront(ctx context.Context, limit time.Duration) error {
+	if c.Front == nil {
+		return errors.New("the cluster's front is stopped")
+	}
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	deadline := time.Now().Add(limit)
+	for {
+		var wrong []string
+		seen := c.Front.Nodes()
+		for _, n := range c.Nodes {
+			for fn, healthy := range seen {
+				if fn.Name == n.ID && healthy != n.Running() {
+					wrong = append(wrong, fmt.Sprintf("%s (running %v, healthy to the front %v)", n.ID, n.Running(), healthy))
+				}
+			}
+		}
+		if len(wrong) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the front's view differs after %v: %s", limit, strings.Join(wrong, ", "))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// Stop stops the front, every node, then PostgreSQL, and removes the cluster's directory.
 func (c *Cluster) Stop() {
+	if c.stopFront != nil {
+		c.stopFront()
+		_ = c.frontSrv.Close()
+		c.Front.Close()
+		c.Front, c.stopFront = nil, nil
+	} else if c.frontLn != nil {
+		_ = c.frontLn.Close()
+	}
 	var wg sync.WaitGroup
 	for _, n := range c.Nodes {
 		wg.Add(1)

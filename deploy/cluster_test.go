@@ -40,9 +40,10 @@ func tenantHeader(tenant string) connect.UnaryInterceptorFunc {
 
 type multiRegion struct {
 	cl     *deploy.Cluster
-	homes  map[string]string // tenant → home region
-	apiKey map[string]string // tenant → API key of a service account
-	svc    map[string]string // tenant → that service account's identity id
+	homes  map[string]string    // tenant → home region
+	apiKey map[string]string    // tenant → API key of a service account
+	svc    map[string]string    // tenant → that service account's identity id
+	oauth  map[string][2]string // tenant → an admin OAuth client of that account: id, secret
 }
 
 func (mr *multiRegion) auth(url, tenant string) keyplanev1connect.AuthServiceClient {
@@ -91,7 +92,7 @@ func startMultiRegion(t *testing.T) *multiRegion {
 		t.Fatal(err)
 	}
 	t.Cleanup(cl.Stop)
-	mr := &multiRegion{cl: cl, homes: map[string]string{}, apiKey: map[string]string{}, svc: map[string]string{}}
+	mr := &multiRegion{cl: cl, homes: map[string]string{}, apiKey: map[string]string{}, svc: map[string]string{}, oauth: map[string][2]string{}}
 	for i, r := range deploy.DefaultRegions {
 		tenant := []string{"acme", "globex", "initech"}[i]
 		mr.homes[tenant] = r
@@ -109,6 +110,11 @@ func startMultiRegion(t *testing.T) *multiRegion {
 		}
 		mr.apiKey[tenant] = key
 		mr.svc[tenant] = st.ServiceAccountID
+		id, secret, err := st.Client(ctx, admin, "oauth client", true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mr.oauth[tenant] = [2]string{id, secret}
 	}
 	return mr
 }
@@ -193,9 +199,27 @@ func TestMultiRegionRouting(t *testing.T) {
 		outsideClientCases(t, mr)
 	})
 
-	t.Run("OAuth endpoints route by the /t/ path", func(t *testing.T) {
+	t.Run("OAuth endpoints route by the /t/ path; discovery and JWKS are answered anywhere", func(t *testing.T) {
 		n := cl.RegionNodes("ap-south")[0]
-		resp, err := http.Get(n.URL + "/t/acme/.well-known/jwks.json")
+		for _, path := range []string{"/t/acme/.well-known/jwks.json", "/t/acme/.well-known/openid-configuration"} {
+			resp, err := http.Get(n.URL + path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK || resp.Header.Get(routing.RouteHeader) != routing.RouteLocal ||
+				resp.Header.Get("Keyplane-Served-By") != "ap-south/"+n.ID {
+				t.Errorf("%s via ap-south: %s route %q served by %q, want answered there", path, resp.Status, resp.Header.Get(routing.RouteHeader), resp.Header.Get("Keyplane-Served-By"))
+			}
+		}
+		req, err := http.NewRequest(http.MethodPost, n.URL+"/t/acme/oauth2/introspect", strings.NewReader(url.Values{"token": {"x"}}.Encode()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.SetBasicAuth(mr.oauth["acme"][0], mr.oauth["acme"][1])
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -203,7 +227,7 @@ func TestMultiRegionRouting(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusOK || resp.Header.Get(routing.RouteHeader) != routing.RouteForwarded ||
 			!strings.HasPrefix(resp.Header.Get("Keyplane-Served-By"), "us-east/") {
-			t.Errorf("jwks via ap-south: %s route %q served by %q", resp.Status, resp.Header.Get(routing.RouteHeader), resp.Header.Get("Keyplane-Served-By"))
+			t.Errorf("introspect via ap-south: %s route %q served by %q, want forwarded to us-east", resp.Status, resp.Header.Get(routing.RouteHeader), resp.Header.Get("Keyplane-Served-By"))
 		}
 	})
 
@@ -432,6 +456,11 @@ func TestMultiRegionRouting(t *testing.T) {
 				t.Errorf("revoked acme token at %s with us-east down: %+v", n.ID, got)
 			}
 		}
+	})
+
+	// Last: it kills eu-west too.
+	t.Run("global front: standard OIDC clients survive a node's and a region's death", func(t *testing.T) {
+		frontCases(t, mr)
 	})
 }
 

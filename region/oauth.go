@@ -14,6 +14,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/keyplane/keyplane/region/credential"
+	"github.com/keyplane/keyplane/routing"
 	"github.com/keyplane/keyplane/schema"
 )
 
@@ -28,6 +29,43 @@ func (n *Node) mountOAuth(mux *http.ServeMux) {
 	mux.HandleFunc("POST /t/{tenant}/oauth2/introspect", n.limitHTTP(n.guards.introspect, n.placedOAuthHandler(n.introspect)))
 	mux.HandleFunc("POST /t/{tenant}/oauth2/revoke", n.oauthHandler(n.revokeEndpoint))
 	n.mountOIDC(mux)
+}
+
+// answeredHere serves discovery and JWKS on this node whatever the tenant's home
+// region, and passes every other request to next (the router). Both answers depend only
+// on GLOBAL data every node has: the tenant's row (from the directory cache, or the
+// GLOBAL tenants table read locally on a miss) and the cluster's signing public keys.
+// Forwarding them would make a standard OIDC client's discovery depend on the home
+// region being up (or wait out a forward timeout during a partition) for nothing.
+func (n *Node) answeredHere(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !isDiscoveryOrJWKS(r) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		w.Header().Set(routing.RouteHeader, routing.RouteLocal)
+		n.local.ServeHTTP(w, r)
+	})
+}
+
+// isDiscoveryOrJWKS reports whether r reads a tenant's OIDC discovery document or
+// JWKS: GET (or HEAD) /t/{tenant}/.well-known/{openid-configuration,jwks.json}, the
+// tenant named by the path only (a Keyplane-Tenant header naming another tenant goes
+// to the router, which refuses the mismatch).
+func isDiscoveryOrJWKS(r *http.Request) bool {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return false
+	}
+	rest, ok := strings.CutPrefix(r.URL.Path, "/t/")
+	if !ok {
+		return false
+	}
+	tenant, doc, ok := strings.Cut(rest, "/")
+	if !ok || tenant == "" || (doc != ".well-known/openid-configuration" && doc != ".well-known/jwks.json") {
+		return false
+	}
+	h := r.Header.Values(routing.TenantHeader)
+	return len(h) == 0 || (len(h) == 1 && h[0] == tenant)
 }
 
 // oauthError is an RFC 6749 §5.2 error response.

@@ -78,7 +78,7 @@ func (n *Node) EnableRouting(r Routing) error {
 		return fmt.Errorf("routing: %w", err)
 	}
 	n.cluster = r.Peers
-	n.handler = n.servedBy(router)
+	n.handler = n.servedBy(n.answeredHere(router))
 	n.peers = &peerServer{ln: r.PeerListener, tls: r.PeerTLS, handler: n.servedBy(router.PeerHandler())}
 	n.gossip = r.Gossip
 	if r.Gossip != nil {

@@ -30,6 +30,7 @@ var commands = []struct {
 	{"bench", "load-test a local cluster next to raw-SQL baselines", runBench},
 	{"chaos", "run failure drills under load and check the invariants", runChaos},
 	{"canary", "watch revocation across regions from outside, with metrics", runCanary},
+	{"front", "run a global front: one issuer URL over every region's healthy nodes", runFront},
 	{"version", "print the version", runVersion},
 }
 

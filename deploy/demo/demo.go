@@ -155,7 +155,7 @@ func Run(ctx context.Context, cfg Config) error {
 // newState describes a running cluster: every region's URLs and the round trips
 // between regions. It has no tenants yet.
 func newState(cl *deploy.Cluster) State {
-	st := State{DatabaseURL: cl.DatabaseURL, OperatorSecretFile: cl.SecretFile(),
+	st := State{DatabaseURL: cl.DatabaseURL, FrontURL: cl.FrontURL, OperatorSecretFile: cl.SecretFile(),
 		ClientURLs: map[string]map[string][]string{}, RTTMillis: map[string]map[string]int64{}}
 	names := cl.Regions()
 	for _, from := range names {

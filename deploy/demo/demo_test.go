@@ -69,6 +69,9 @@ func TestStartAndStop(t *testing.T) {
 		if tn.AdminID == "" || tn.Issuer == "" || tn.ClientID == "" || !strings.HasPrefix(tn.ClientSecret, "kpc_") {
 			t.Errorf("tenant %s lacks its admin or its client: %+v", tn.ID, tn)
 		}
+		if st.FrontURL == "" || tn.Issuer != st.FrontURL+"/t/"+tn.ID {
+			t.Errorf("tenant %s: issuer %q, want it under the global front %q", tn.ID, tn.Issuer, st.FrontURL)
+		}
 	}
 	if want := []string{"us-east", "eu-west"}; !slices.Equal(regions, want) {
 		t.Errorf("regions %v, want %v", regions, want)
@@ -184,7 +187,7 @@ func TestStateJSON(t *testing.T) {
 		obj  map[string]any
 		want []string
 	}{
-		{"state", fields, []string{"client_urls", "database_url", "operator_secret_file", "regions", "rtt_ms", "tenants"}},
+		{"state", fields, []string{"client_urls", "database_url", "front_url", "operator_secret_file", "regions", "rtt_ms", "tenants"}},
 		{"region", top.Regions[0], []string{"name", "node_urls", "operator_urls", "url", "urls"}},
 		{"tenant", top.Tenants[0], []string{"admin_identity_id", "client_id", "client_secret", "home_region", "id", "issuer",
 			"tenant_admin_client_id", "tenant_admin_client_secret", "tenant_admin_identity_id"}},

@@ -12,6 +12,7 @@ import (
 // writeGuide writes where everything runs and how to try the cluster by hand.
 func writeGuide(w io.Writer, cl *deploy.Cluster, st State, stateFile string) {
 	fmt.Fprintf(w, "\nkeyplane demo is running (Ctrl-C stops it and removes everything it started).\n\n")
+	fmt.Fprintf(w, "  global front   %s   every tenant's issuer: sends each request to a healthy node\n", st.FrontURL)
 	for _, r := range st.Regions {
 		fmt.Fprintf(w, "  region %-10s clients there call %s\n", r.Name, r.URL)
 	}
@@ -46,6 +47,13 @@ Keyplane-Served-By response headers with curl -i):
 
   # any JOSE library can verify the token: discovery and keys
   curl -s $ISS/.well-known/openid-configuration; curl -s $ISS/.well-known/jwks.json
+
+  # ISS is under the global front (%[12]s), the demo's stand-in for a production
+  # global name (GeoDNS, anycast, GSLB): it sends each request to a healthy node, of the
+  # region a Keyplane-Region header names when given. Kill any node, or a whole region,
+  # and discovery, keys, tokens and introspection keep answering through it; every
+  # node answers discovery and keys itself (Keyplane-Front-Node: where it entered)
+  curl -s -o /dev/null -D - -H 'Keyplane-Region: %[13]s' $ISS/.well-known/jwks.json | grep -i '^keyplane-'
 
   # health and readiness
   curl -s $KP/healthz; curl -s $KP/readyz
@@ -82,7 +90,7 @@ Keyplane-Served-By response headers with curl -i):
   curl -s $OPS/metrics | grep keyplane_rpc; curl -s $OPS/members
 `, st.Regions[0].URL, cl.SecretFile(), st.Tenants[0].ID, st.Tenants[0].AdminID, time.Now().Add(90*24*time.Hour).UTC().Format(time.RFC3339),
 		st.Tenants[0].Issuer, st.Tenants[0].ClientID, st.Tenants[0].ClientSecret, st.Regions[0].OperatorURLs[0],
-		st.Tenants[0].TenantAdminClient, st.Tenants[0].TenantAdminSecret)
+		st.Tenants[0].TenantAdminClient, st.Tenants[0].TenantAdminSecret, st.FrontURL, st.Regions[len(st.Regions)-1].Name)
 }
 
 // redactURL hides the password in a database URL.

@@ -96,6 +96,10 @@ func runGuide(t *testing.T, text string) {
 			if !strings.Contains(o, want) {
 				t.Errorf("guide command %q: %q, want %s", c, o, want)
 			}
+		case strings.Contains(c, "Keyplane-Region"):
+			if !strings.Contains(strings.ToLower(o), "keyplane-front-node: ") || !strings.Contains(strings.ToLower(o), "keyplane-route: local") {
+				t.Errorf("guide command %q: %q, want the front's entry node and a local answer", c, o)
+			}
 		case strings.Contains(c, "/metrics"):
 			if !strings.Contains(o, "keyplane_rpc") {
 				t.Errorf("guide command %q shows no keyplane_rpc metric: %q", c, o)

@@ -3,7 +3,11 @@ package demo
 // State is the JSON written to Config.StateFile. Its field names are stable: scripts,
 // benchmarks and `keyplane chaos run --state-file` read them.
 type State struct {
-	DatabaseURL        string   `json:"database_url"`
+	DatabaseURL string `json:"database_url"`
+	// FrontURL is the global front every tenant's issuer is under: a proxy sending each
+	// request to a healthy node (of the region named by a Keyplane-Region request
+	// header, when given), so that no node's or region's death breaks discovery.
+	FrontURL           string   `json:"front_url"`
 	OperatorSecretFile string   `json:"operator_secret_file"`
 	Regions            []Region `json:"regions"`
 	Tenants            []Tenant `json:"tenants"`
