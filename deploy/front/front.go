@@ -309,9 +309,14 @@ func rotate(ns []*node, k int) []*node {
 }
 
 // SafeToRepeat reports whether a request may be sent again to another node after it
-// may have reached one: reads, and the OAuth calls whose repetition changes nothing
-// (introspection; revocation, RFC 7009). Token minting and every other POST are not.
+// may have reached one: reads, the OAuth calls whose repetition changes nothing
+// (introspection; revocation, RFC 7009), and any call with an Idempotency-Key (the
+// node applies it at most once and answers a copy from its record). Token minting and
+// every other POST without a key are not.
 func SafeToRepeat(r *http.Request) bool {
+	if r.Header.Get("Idempotency-Key") != "" {
+		return true
+	}
 	switch r.Method {
 	case http.MethodGet, http.MethodHead, http.MethodOptions:
 		return true

@@ -211,15 +211,17 @@ func TestRetryRules(t *testing.T) {
 		name     string
 		method   string
 		path     string
+		hdr      map[string]string
 		fault    string // what happens to the preferred node after the health check: "down" (refuses connections) or "drop" (reads the request, then cuts the connection)
 		wantCode int
 		wantBy   string // the backend that answered, "" for none
 	}{
-		{"a read goes to the next node when the preferred one is down", http.MethodGet, discovery, "down", http.StatusOK, "b/1"},
-		{"a read goes to the next node when the preferred one drops it", http.MethodGet, discovery, "drop", http.StatusOK, "b/1"},
-		{"introspection is safe to repeat after a drop", http.MethodPost, introspect, "drop", http.StatusOK, "b/1"},
-		{"token minting that never reached a node goes to the next", http.MethodPost, token, "down", http.StatusOK, "b/1"},
-		{"token minting that reached a node is never sent again", http.MethodPost, token, "drop", http.StatusBadGateway, ""},
+		{"a read goes to the next node when the preferred one is down", http.MethodGet, discovery, nil, "down", http.StatusOK, "b/1"},
+		{"a read goes to the next node when the preferred one drops it", http.MethodGet, discovery, nil, "drop", http.StatusOK, "b/1"},
+		{"introspection is safe to repeat after a drop", http.MethodPost, introspect, nil, "drop", http.StatusOK, "b/1"},
+		{"token minting that never reached a node goes to the next", http.MethodPost, token, nil, "down", http.StatusOK, "b/1"},
+		{"token minting that reached a node is never sent again", http.MethodPost, token, nil, "drop", http.StatusBadGateway, ""},
+		{"token minting with an idempotency key is sent again", http.MethodPost, token, map[string]string{"Idempotency-Key": "k1"}, "drop", http.StatusOK, "b/1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -232,7 +234,7 @@ func TestRetryRules(t *testing.T) {
 			case "drop":
 				pref.drop.Store(true)
 			}
-			code, body, by := fx.do(t, tt.method, tt.path, nil)
+			code, body, by := fx.do(t, tt.method, tt.path, tt.hdr)
 			if code != tt.wantCode {
 				t.Fatalf("%s %s: status %d (%s), want %d", tt.method, tt.path, code, body, tt.wantCode)
 			}
