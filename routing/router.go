@@ -49,6 +49,9 @@ const (
 	// routeRefused counts requests refused before routing: a tenant header that
 	// disagrees with the path, or a tenant-scoped call that names no tenant.
 	routeRefused = "refused"
+	// routeResidency counts requests of residency-strict tenants that this region
+	// may not serve, refused when their home region could not be reached.
+	routeResidency = "residency_refused"
 )
 
 // Errors TenantOf and the router refuse a request with.
@@ -249,10 +252,32 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil || p.Home == rt.cfg.Region {
 		// Unknown tenant or unreadable directory: the local handler gives the
 		// precise answer (NotFound, Unavailable). Home here: serve.
+		if err == nil && p.ServeRegions != nil {
+			w.Header().Set(ServeRegionsHeader, strings.Join(p.ServeRegions, ","))
+		}
 		rt.serveLocal(w, r, RouteLocal)
 		return
 	}
+	if p.ServeRegions != nil {
+		w.Header().Set(ServeRegionsHeader, strings.Join(p.ServeRegions, ","))
+	}
 	rt.forward(w, r, p, true)
+}
+
+// ServeRegionsHeader lists, on the answers for a residency-strict tenant, the regions
+// whose nodes may serve it: the app-side client fails over only to those.
+const ServeRegionsHeader = "Keyplane-Serve-Regions"
+
+// serveDegraded serves a request for a tenant whose home region cannot be reached
+// here, unless the tenant's residency forbids this region to serve it.
+func (rt *Router) serveDegraded(w http.ResponseWriter, r *http.Request, p Placement, cause string) {
+	if !p.MayServe(rt.cfg.Region) {
+		rt.m.route[routeResidency].Inc()
+		writeUnavailable(w, r, fmt.Sprintf("tenant %s is residency-strict (served only in %s) and its home region %s cannot be reached from %s (%s); not served here",
+			p.Tenant, strings.Join(p.ServeRegions, ", "), p.Home, rt.cfg.Region, cause))
+		return
+	}
+	rt.serveLocal(w, r, RouteDegraded)
 }
 
 // PeerHandler serves the peer listener: requests other nodes forwarded, and only
@@ -348,7 +373,7 @@ func (rt *Router) serveLocal(w http.ResponseWriter, r *http.Request, route strin
 func (rt *Router) forward(w http.ResponseWriter, r *http.Request, p Placement, retry bool) {
 	targets := rt.targets(p.Home)
 	if len(targets) == 0 {
-		rt.serveLocal(w, r, RouteDegraded)
+		rt.serveDegraded(w, r, p, "no ready node there")
 		return
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, rt.cfg.MaxBody+1))
@@ -394,7 +419,7 @@ func (rt *Router) forward(w http.ResponseWriter, r *http.Request, p Placement, r
 		return
 	}
 	rt.cfg.Log.Warn("home region unreachable; serving degraded", "tenant", p.Tenant, "home", p.Home, "err", res.err)
-	rt.serveLocal(w, r, RouteDegraded)
+	rt.serveDegraded(w, r, p, fmt.Sprint(res.err))
 }
 
 // targets returns the home region's ready nodes not recently failed, in random order.
