@@ -55,7 +55,7 @@ func (n *Node) observe() connect.UnaryInterceptorFunc {
 				resp.Header().Set(RequestIDHeader, id)
 			}
 			elapsed := time.Since(start)
-			n.metrics.observeRPC(req.Spec().Procedure, code, elapsed)
+			n.metrics.observeRPCIn(ctx, req.Spec().Procedure, code, elapsed)
 			level := slog.LevelInfo
 			if err == nil && !n.cfg.AccessLog {
 				level = slog.LevelDebug
