@@ -240,8 +240,8 @@ func TestEdgeToForward(t *testing.T) {
 		t.Errorf("next hop got query %q, want code=s3cret&state=x", gotQuery)
 	}
 	for _, kv := range client.Attributes {
-		if strings.Contains(kv.Value.Emit(), "s3cret") {
-			t.Errorf("client span attribute %s = %q carries the query", kv.Key, kv.Value.Emit())
+		if strings.Contains(kv.Value.String(), "s3cret") {
+			t.Errorf("client span attribute %s = %q carries the query", kv.Key, kv.Value.String())
 		}
 		if kv.Key == "hop" && kv.Value.AsString() != "1" {
 			t.Errorf("hop = %q, want 1", kv.Value.AsString())
