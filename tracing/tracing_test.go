@@ -298,4 +298,3 @@ func TestObserve(t *testing.T) {
 		})
 	}
 }
-
