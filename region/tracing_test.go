@@ -2,6 +2,7 @@ package region_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"log/slog"
 	"net"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -31,8 +33,30 @@ import (
 	"github.com/keyplane/keyplane/tracing"
 )
 
-// tracedNode is one node of a traced cluster: its API URL and its region.
-type tracedNode struct{ region, url string }
+// tracedNode is one node of a traced cluster: its API URL, its region and its log
+// (every call logged, as with --access-log).
+type tracedNode struct {
+	region, url string
+	log         *lockedBuffer
+}
+
+// lockedBuffer is a log destination safe for concurrent writes and reads.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
 
 // newTracedPair starts two nodes, us-east-1 and eu-west-1, on one database with
 // mutual-TLS routing between them, each with its own tracer provider (resource:
@@ -67,12 +91,13 @@ func newTracedPair(t *testing.T) (us, eu tracedNode, exp *tracetest.InMemoryExpo
 		api, peer  net.Listener
 	}
 	nodes := []node{{"us-east", "us-east-1", listen(), listen()}, {"eu-west", "eu-west-1", listen(), listen()}}
+	logs := []*lockedBuffer{{}, {}}
 	var members staticPeers
 	for _, n := range nodes {
 		members = append(members, routing.Member{Region: n.region, NodeID: n.id, URL: "http://" + n.api.Addr().String(),
 			Peer: "https://" + n.peer.Addr().String(), Ready: true, State: "alive"})
 	}
-	for _, n := range nodes {
+	for i, n := range nodes {
 		tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp), sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.AlwaysSample())),
 			sdktrace.WithResource(resource.NewSchemaless(attribute.String("service.name", "keyplane"),
 				tracing.RegionKey.String(n.region), tracing.NodeKey.String(n.id))))
@@ -91,9 +116,10 @@ func newTracedPair(t *testing.T) (us, eu tracedNode, exp *tracetest.InMemoryExpo
 		if err != nil {
 			t.Fatal(err)
 		}
-		cfg := region.Config{Region: n.region, NodeID: n.id, OperatorSecret: secret, IssuerBase: "http://" + n.api.Addr().String(), TracerProvider: tp}
+		cfg := region.Config{Region: n.region, NodeID: n.id, OperatorSecret: secret, IssuerBase: "http://" + n.api.Addr().String(),
+			TracerProvider: tp, AccessLog: true}
 		nd, err := region.New(cfg, schema.New(pool, schema.Config{Region: n.region, Node: n.id}),
-			slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelError})), prometheus.NewRegistry())
+			slog.New(slog.NewTextHandler(logs[i], &slog.HandlerOptions{Level: slog.LevelInfo})), prometheus.NewRegistry())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -110,7 +136,7 @@ func newTracedPair(t *testing.T) (us, eu tracedNode, exp *tracetest.InMemoryExpo
 			}
 		})
 	}
-	return tracedNode{"us-east", members[0].URL}, tracedNode{"eu-west", members[1].URL}, exp
+	return tracedNode{"us-east", members[0].URL, logs[0]}, tracedNode{"eu-west", members[1].URL, logs[1]}, exp
 }
 
 // A caller's own trace: its traceparent (sampled) and baggage it tries to pass on.
@@ -261,6 +287,12 @@ func TestTraceAcrossRegions(t *testing.T) {
 		t.Errorf("spans start out of order: entry %v, forward %v, home %v", entry.StartTime, fwd.StartTime, home.StartTime)
 	}
 
+	t.Run("log line", func(t *testing.T) {
+		want := regexp.MustCompile(`msg=rpc .*procedure=` + procedure + ` .*trace_id=` + callerTraceID)
+		if !want.MatchString(eu.log.String()) {
+			t.Errorf("the home node's log has no rpc line for %s with trace_id=%s:\n%s", procedure, callerTraceID, eu.log.String())
+		}
+	})
 	t.Run("exemplars", func(t *testing.T) {
 		for _, tt := range []struct {
 			node   tracedNode
