@@ -190,9 +190,9 @@ type targetKey struct{}
 
 // Attributes of forward spans.
 const (
-	routeKey       = attribute.Key("keyplane.route")
-	forwardRegion  = attribute.Key("keyplane.forward.region")
-	forwardNodeKey = attribute.Key("keyplane.forward.node")
+	routeKey         = attribute.Key("keyplane.route")
+	forwardRegionKey = attribute.Key("keyplane.forward.region")
+	forwardNodeKey   = attribute.Key("keyplane.forward.node")
 )
 
 // traceTransport makes base's requests client spans named "forward <home region>",
@@ -208,7 +208,7 @@ func (rt *Router) traceTransport(base http.RoundTripper) http.RoundTripper {
 		},
 		Attributes: func(r *http.Request) []attribute.KeyValue {
 			t, _ := r.Context().Value(targetKey{}).(Member)
-			return []attribute.KeyValue{forwardRegion.String(t.Region), forwardNodeKey.String(t.NodeID)}
+			return []attribute.KeyValue{forwardRegionKey.String(t.Region), forwardNodeKey.String(t.NodeID)}
 		},
 	})
 }
