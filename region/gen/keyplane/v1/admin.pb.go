@@ -435,8 +435,11 @@ type Tenant struct {
 	// How long the tenant's decision log keeps a decision (DecisionService); older
 	// decisions are never returned and are deleted in the background.
 	DecisionRetention *durationpb.Duration `protobuf:"bytes,15,opt,name=decision_retention,json=decisionRetention,proto3" json:"decision_retention,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The tenant's request-rate limits per node; a class left at 0 takes the node's
+	// default.
+	Limits        *TenantLimits `protobuf:"bytes,30,opt,name=limits,proto3" json:"limits,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Tenant) Reset() {
@@ -574,6 +577,138 @@ func (x *Tenant) GetDecisionRetention() *durationpb.Duration {
 	return nil
 }
 
+func (x *Tenant) GetLimits() *TenantLimits {
+	if x != nil {
+		return x.Limits
+	}
+	return nil
+}
+
+// TenantLimits are a tenant's token-bucket limits, per node, one per class of request.
+// Past one, calls fail with `resource_exhausted` (HTTP 429) and a Retry-After header.
+type TenantLimits struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ValidateToken, Check, CheckBulk, WhoCan, EffectivePermissions, introspection and
+	// userinfo.
+	Decisions *RateLimit `protobuf:"bytes,1,opt,name=decisions,proto3" json:"decisions,omitempty"`
+	// Token issuance: ExchangeAPIKey, Refresh, the OAuth token endpoint and the sign-in
+	// pages (authorize, consent, SAML, upstream OIDC).
+	Tokens *RateLimit `protobuf:"bytes,2,opt,name=tokens,proto3" json:"tokens,omitempty"`
+	// Admin API and SCIM mutations.
+	Writes        *RateLimit `protobuf:"bytes,3,opt,name=writes,proto3" json:"writes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TenantLimits) Reset() {
+	*x = TenantLimits{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TenantLimits) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TenantLimits) ProtoMessage() {}
+
+func (x *TenantLimits) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TenantLimits.ProtoReflect.Descriptor instead.
+func (*TenantLimits) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *TenantLimits) GetDecisions() *RateLimit {
+	if x != nil {
+		return x.Decisions
+	}
+	return nil
+}
+
+func (x *TenantLimits) GetTokens() *RateLimit {
+	if x != nil {
+		return x.Tokens
+	}
+	return nil
+}
+
+func (x *TenantLimits) GetWrites() *RateLimit {
+	if x != nil {
+		return x.Writes
+	}
+	return nil
+}
+
+// RateLimit is a token bucket: per_second requests a second on average, bursts of up
+// to burst.
+type RateLimit struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 0: the node's default for the class; -1: no limit; otherwise 0 < per_second ≤
+	// 1000000.
+	PerSecond float64 `protobuf:"fixed64,1,opt,name=per_second,json=perSecond,proto3" json:"per_second,omitempty"`
+	// 0: twice per_second; otherwise at most 10000000. Must be 0 when per_second is 0
+	// or -1.
+	Burst         int64 `protobuf:"varint,2,opt,name=burst,proto3" json:"burst,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RateLimit) Reset() {
+	*x = RateLimit{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RateLimit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RateLimit) ProtoMessage() {}
+
+func (x *RateLimit) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RateLimit.ProtoReflect.Descriptor instead.
+func (*RateLimit) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *RateLimit) GetPerSecond() float64 {
+	if x != nil {
+		return x.PerSecond
+	}
+	return 0
+}
+
+func (x *RateLimit) GetBurst() int64 {
+	if x != nil {
+		return x.Burst
+	}
+	return 0
+}
+
 type Identity struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	TenantId string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
@@ -605,7 +740,7 @@ type Identity struct {
 
 func (x *Identity) Reset() {
 	*x = Identity{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[2]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -617,7 +752,7 @@ func (x *Identity) String() string {
 func (*Identity) ProtoMessage() {}
 
 func (x *Identity) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[2]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -630,7 +765,7 @@ func (x *Identity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Identity.ProtoReflect.Descriptor instead.
 func (*Identity) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Identity) GetTenantId() string {
@@ -778,7 +913,7 @@ type AuditEvent struct {
 
 func (x *AuditEvent) Reset() {
 	*x = AuditEvent{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[3]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -790,7 +925,7 @@ func (x *AuditEvent) String() string {
 func (*AuditEvent) ProtoMessage() {}
 
 func (x *AuditEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[3]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -803,7 +938,7 @@ func (x *AuditEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEvent.ProtoReflect.Descriptor instead.
 func (*AuditEvent) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *AuditEvent) GetId() string {
@@ -933,7 +1068,7 @@ type ListRegionsRequest struct {
 
 func (x *ListRegionsRequest) Reset() {
 	*x = ListRegionsRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[4]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -945,7 +1080,7 @@ func (x *ListRegionsRequest) String() string {
 func (*ListRegionsRequest) ProtoMessage() {}
 
 func (x *ListRegionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[4]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -958,7 +1093,7 @@ func (x *ListRegionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRegionsRequest.ProtoReflect.Descriptor instead.
 func (*ListRegionsRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 type ListRegionsResponse struct {
@@ -970,7 +1105,7 @@ type ListRegionsResponse struct {
 
 func (x *ListRegionsResponse) Reset() {
 	*x = ListRegionsResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[5]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -982,7 +1117,7 @@ func (x *ListRegionsResponse) String() string {
 func (*ListRegionsResponse) ProtoMessage() {}
 
 func (x *ListRegionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[5]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -995,7 +1130,7 @@ func (x *ListRegionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRegionsResponse.ProtoReflect.Descriptor instead.
 func (*ListRegionsResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListRegionsResponse) GetRegions() []*Region {
@@ -1022,7 +1157,7 @@ type CreateTenantRequest struct {
 
 func (x *CreateTenantRequest) Reset() {
 	*x = CreateTenantRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[6]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1034,7 +1169,7 @@ func (x *CreateTenantRequest) String() string {
 func (*CreateTenantRequest) ProtoMessage() {}
 
 func (x *CreateTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[6]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1047,7 +1182,7 @@ func (x *CreateTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTenantRequest.ProtoReflect.Descriptor instead.
 func (*CreateTenantRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CreateTenantRequest) GetId() string {
@@ -1106,7 +1241,7 @@ type CreateTenantResponse struct {
 
 func (x *CreateTenantResponse) Reset() {
 	*x = CreateTenantResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[7]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1118,7 +1253,7 @@ func (x *CreateTenantResponse) String() string {
 func (*CreateTenantResponse) ProtoMessage() {}
 
 func (x *CreateTenantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[7]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1131,7 +1266,7 @@ func (x *CreateTenantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTenantResponse.ProtoReflect.Descriptor instead.
 func (*CreateTenantResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CreateTenantResponse) GetTenant() *Tenant {
@@ -1171,7 +1306,7 @@ type GetTenantRequest struct {
 
 func (x *GetTenantRequest) Reset() {
 	*x = GetTenantRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[8]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1183,7 +1318,7 @@ func (x *GetTenantRequest) String() string {
 func (*GetTenantRequest) ProtoMessage() {}
 
 func (x *GetTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[8]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1196,7 +1331,7 @@ func (x *GetTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTenantRequest.ProtoReflect.Descriptor instead.
 func (*GetTenantRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetTenantRequest) GetId() string {
@@ -1215,7 +1350,7 @@ type GetTenantResponse struct {
 
 func (x *GetTenantResponse) Reset() {
 	*x = GetTenantResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[9]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1227,7 +1362,7 @@ func (x *GetTenantResponse) String() string {
 func (*GetTenantResponse) ProtoMessage() {}
 
 func (x *GetTenantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[9]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1240,7 +1375,7 @@ func (x *GetTenantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTenantResponse.ProtoReflect.Descriptor instead.
 func (*GetTenantResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetTenantResponse) GetTenant() *Tenant {
@@ -1261,7 +1396,7 @@ type ListTenantsRequest struct {
 
 func (x *ListTenantsRequest) Reset() {
 	*x = ListTenantsRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[10]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1273,7 +1408,7 @@ func (x *ListTenantsRequest) String() string {
 func (*ListTenantsRequest) ProtoMessage() {}
 
 func (x *ListTenantsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[10]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1286,7 +1421,7 @@ func (x *ListTenantsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTenantsRequest.ProtoReflect.Descriptor instead.
 func (*ListTenantsRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListTenantsRequest) GetPageSize() int32 {
@@ -1314,7 +1449,7 @@ type ListTenantsResponse struct {
 
 func (x *ListTenantsResponse) Reset() {
 	*x = ListTenantsResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[11]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1326,7 +1461,7 @@ func (x *ListTenantsResponse) String() string {
 func (*ListTenantsResponse) ProtoMessage() {}
 
 func (x *ListTenantsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[11]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1339,7 +1474,7 @@ func (x *ListTenantsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTenantsResponse.ProtoReflect.Descriptor instead.
 func (*ListTenantsResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListTenantsResponse) GetTenants() []*Tenant {
@@ -1379,7 +1514,7 @@ type UpdateTenantRequest struct {
 
 func (x *UpdateTenantRequest) Reset() {
 	*x = UpdateTenantRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[12]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1391,7 +1526,7 @@ func (x *UpdateTenantRequest) String() string {
 func (*UpdateTenantRequest) ProtoMessage() {}
 
 func (x *UpdateTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[12]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1404,7 +1539,7 @@ func (x *UpdateTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateTenantRequest.ProtoReflect.Descriptor instead.
 func (*UpdateTenantRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *UpdateTenantRequest) GetId() string {
@@ -1465,7 +1600,7 @@ type UpdateTenantResponse struct {
 
 func (x *UpdateTenantResponse) Reset() {
 	*x = UpdateTenantResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[13]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1477,7 +1612,7 @@ func (x *UpdateTenantResponse) String() string {
 func (*UpdateTenantResponse) ProtoMessage() {}
 
 func (x *UpdateTenantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[13]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1490,10 +1625,107 @@ func (x *UpdateTenantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateTenantResponse.ProtoReflect.Descriptor instead.
 func (*UpdateTenantResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *UpdateTenantResponse) GetTenant() *Tenant {
+	if x != nil {
+		return x.Tenant
+	}
+	return nil
+}
+
+type SetTenantLimitsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Replaces every class: a class left unset goes back to the node's default.
+	Limits        *TenantLimits `protobuf:"bytes,2,opt,name=limits,proto3" json:"limits,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetTenantLimitsRequest) Reset() {
+	*x = SetTenantLimitsRequest{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetTenantLimitsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetTenantLimitsRequest) ProtoMessage() {}
+
+func (x *SetTenantLimitsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetTenantLimitsRequest.ProtoReflect.Descriptor instead.
+func (*SetTenantLimitsRequest) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *SetTenantLimitsRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *SetTenantLimitsRequest) GetLimits() *TenantLimits {
+	if x != nil {
+		return x.Limits
+	}
+	return nil
+}
+
+type SetTenantLimitsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tenant        *Tenant                `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetTenantLimitsResponse) Reset() {
+	*x = SetTenantLimitsResponse{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetTenantLimitsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetTenantLimitsResponse) ProtoMessage() {}
+
+func (x *SetTenantLimitsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetTenantLimitsResponse.ProtoReflect.Descriptor instead.
+func (*SetTenantLimitsResponse) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *SetTenantLimitsResponse) GetTenant() *Tenant {
 	if x != nil {
 		return x.Tenant
 	}
@@ -1509,7 +1741,7 @@ type DisableTenantRequest struct {
 
 func (x *DisableTenantRequest) Reset() {
 	*x = DisableTenantRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[14]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1521,7 +1753,7 @@ func (x *DisableTenantRequest) String() string {
 func (*DisableTenantRequest) ProtoMessage() {}
 
 func (x *DisableTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[14]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1534,7 +1766,7 @@ func (x *DisableTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableTenantRequest.ProtoReflect.Descriptor instead.
 func (*DisableTenantRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DisableTenantRequest) GetId() string {
@@ -1553,7 +1785,7 @@ type DisableTenantResponse struct {
 
 func (x *DisableTenantResponse) Reset() {
 	*x = DisableTenantResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[15]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1565,7 +1797,7 @@ func (x *DisableTenantResponse) String() string {
 func (*DisableTenantResponse) ProtoMessage() {}
 
 func (x *DisableTenantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[15]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1578,7 +1810,7 @@ func (x *DisableTenantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableTenantResponse.ProtoReflect.Descriptor instead.
 func (*DisableTenantResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DisableTenantResponse) GetTenant() *Tenant {
@@ -1597,7 +1829,7 @@ type EnableTenantRequest struct {
 
 func (x *EnableTenantRequest) Reset() {
 	*x = EnableTenantRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[16]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1609,7 +1841,7 @@ func (x *EnableTenantRequest) String() string {
 func (*EnableTenantRequest) ProtoMessage() {}
 
 func (x *EnableTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[16]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1622,7 +1854,7 @@ func (x *EnableTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnableTenantRequest.ProtoReflect.Descriptor instead.
 func (*EnableTenantRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *EnableTenantRequest) GetId() string {
@@ -1641,7 +1873,7 @@ type EnableTenantResponse struct {
 
 func (x *EnableTenantResponse) Reset() {
 	*x = EnableTenantResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[17]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1653,7 +1885,7 @@ func (x *EnableTenantResponse) String() string {
 func (*EnableTenantResponse) ProtoMessage() {}
 
 func (x *EnableTenantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[17]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1666,7 +1898,7 @@ func (x *EnableTenantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnableTenantResponse.ProtoReflect.Descriptor instead.
 func (*EnableTenantResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *EnableTenantResponse) GetTenant() *Tenant {
@@ -1687,7 +1919,7 @@ type RehomeTenantRequest struct {
 
 func (x *RehomeTenantRequest) Reset() {
 	*x = RehomeTenantRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[18]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1699,7 +1931,7 @@ func (x *RehomeTenantRequest) String() string {
 func (*RehomeTenantRequest) ProtoMessage() {}
 
 func (x *RehomeTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[18]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1712,7 +1944,7 @@ func (x *RehomeTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RehomeTenantRequest.ProtoReflect.Descriptor instead.
 func (*RehomeTenantRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RehomeTenantRequest) GetId() string {
@@ -1738,7 +1970,7 @@ type RehomeTenantResponse struct {
 
 func (x *RehomeTenantResponse) Reset() {
 	*x = RehomeTenantResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[19]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1750,7 +1982,7 @@ func (x *RehomeTenantResponse) String() string {
 func (*RehomeTenantResponse) ProtoMessage() {}
 
 func (x *RehomeTenantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[19]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1763,7 +1995,7 @@ func (x *RehomeTenantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RehomeTenantResponse.ProtoReflect.Descriptor instead.
 func (*RehomeTenantResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RehomeTenantResponse) GetTenant() *Tenant {
@@ -1791,7 +2023,7 @@ type CreateIdentityRequest struct {
 
 func (x *CreateIdentityRequest) Reset() {
 	*x = CreateIdentityRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[20]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1803,7 +2035,7 @@ func (x *CreateIdentityRequest) String() string {
 func (*CreateIdentityRequest) ProtoMessage() {}
 
 func (x *CreateIdentityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[20]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1816,7 +2048,7 @@ func (x *CreateIdentityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateIdentityRequest.ProtoReflect.Descriptor instead.
 func (*CreateIdentityRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CreateIdentityRequest) GetTenantId() string {
@@ -1891,7 +2123,7 @@ type CreateIdentityResponse struct {
 
 func (x *CreateIdentityResponse) Reset() {
 	*x = CreateIdentityResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[21]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1903,7 +2135,7 @@ func (x *CreateIdentityResponse) String() string {
 func (*CreateIdentityResponse) ProtoMessage() {}
 
 func (x *CreateIdentityResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[21]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1916,7 +2148,7 @@ func (x *CreateIdentityResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateIdentityResponse.ProtoReflect.Descriptor instead.
 func (*CreateIdentityResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *CreateIdentityResponse) GetIdentity() *Identity {
@@ -1936,7 +2168,7 @@ type GetIdentityRequest struct {
 
 func (x *GetIdentityRequest) Reset() {
 	*x = GetIdentityRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[22]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1948,7 +2180,7 @@ func (x *GetIdentityRequest) String() string {
 func (*GetIdentityRequest) ProtoMessage() {}
 
 func (x *GetIdentityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[22]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1961,7 +2193,7 @@ func (x *GetIdentityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetIdentityRequest.ProtoReflect.Descriptor instead.
 func (*GetIdentityRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetIdentityRequest) GetTenantId() string {
@@ -1987,7 +2219,7 @@ type GetIdentityResponse struct {
 
 func (x *GetIdentityResponse) Reset() {
 	*x = GetIdentityResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[23]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1999,7 +2231,7 @@ func (x *GetIdentityResponse) String() string {
 func (*GetIdentityResponse) ProtoMessage() {}
 
 func (x *GetIdentityResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[23]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2012,7 +2244,7 @@ func (x *GetIdentityResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetIdentityResponse.ProtoReflect.Descriptor instead.
 func (*GetIdentityResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetIdentityResponse) GetIdentity() *Identity {
@@ -2034,7 +2266,7 @@ type ListIdentitiesRequest struct {
 
 func (x *ListIdentitiesRequest) Reset() {
 	*x = ListIdentitiesRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[24]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2046,7 +2278,7 @@ func (x *ListIdentitiesRequest) String() string {
 func (*ListIdentitiesRequest) ProtoMessage() {}
 
 func (x *ListIdentitiesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[24]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2059,7 +2291,7 @@ func (x *ListIdentitiesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListIdentitiesRequest.ProtoReflect.Descriptor instead.
 func (*ListIdentitiesRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ListIdentitiesRequest) GetTenantId() string {
@@ -2094,7 +2326,7 @@ type ListIdentitiesResponse struct {
 
 func (x *ListIdentitiesResponse) Reset() {
 	*x = ListIdentitiesResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[25]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2106,7 +2338,7 @@ func (x *ListIdentitiesResponse) String() string {
 func (*ListIdentitiesResponse) ProtoMessage() {}
 
 func (x *ListIdentitiesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[25]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2119,7 +2351,7 @@ func (x *ListIdentitiesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListIdentitiesResponse.ProtoReflect.Descriptor instead.
 func (*ListIdentitiesResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListIdentitiesResponse) GetIdentities() []*Identity {
@@ -2157,7 +2389,7 @@ type UpdateIdentityRequest struct {
 
 func (x *UpdateIdentityRequest) Reset() {
 	*x = UpdateIdentityRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[26]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2169,7 +2401,7 @@ func (x *UpdateIdentityRequest) String() string {
 func (*UpdateIdentityRequest) ProtoMessage() {}
 
 func (x *UpdateIdentityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[26]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2182,7 +2414,7 @@ func (x *UpdateIdentityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateIdentityRequest.ProtoReflect.Descriptor instead.
 func (*UpdateIdentityRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *UpdateIdentityRequest) GetTenantId() string {
@@ -2257,7 +2489,7 @@ type UpdateIdentityResponse struct {
 
 func (x *UpdateIdentityResponse) Reset() {
 	*x = UpdateIdentityResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[27]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2269,7 +2501,7 @@ func (x *UpdateIdentityResponse) String() string {
 func (*UpdateIdentityResponse) ProtoMessage() {}
 
 func (x *UpdateIdentityResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[27]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2282,7 +2514,7 @@ func (x *UpdateIdentityResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateIdentityResponse.ProtoReflect.Descriptor instead.
 func (*UpdateIdentityResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *UpdateIdentityResponse) GetIdentity() *Identity {
@@ -2302,7 +2534,7 @@ type DisableIdentityRequest struct {
 
 func (x *DisableIdentityRequest) Reset() {
 	*x = DisableIdentityRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[28]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2314,7 +2546,7 @@ func (x *DisableIdentityRequest) String() string {
 func (*DisableIdentityRequest) ProtoMessage() {}
 
 func (x *DisableIdentityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[28]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2327,7 +2559,7 @@ func (x *DisableIdentityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableIdentityRequest.ProtoReflect.Descriptor instead.
 func (*DisableIdentityRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *DisableIdentityRequest) GetTenantId() string {
@@ -2353,7 +2585,7 @@ type DisableIdentityResponse struct {
 
 func (x *DisableIdentityResponse) Reset() {
 	*x = DisableIdentityResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[29]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2365,7 +2597,7 @@ func (x *DisableIdentityResponse) String() string {
 func (*DisableIdentityResponse) ProtoMessage() {}
 
 func (x *DisableIdentityResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[29]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2378,7 +2610,7 @@ func (x *DisableIdentityResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableIdentityResponse.ProtoReflect.Descriptor instead.
 func (*DisableIdentityResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *DisableIdentityResponse) GetIdentity() *Identity {
@@ -2398,7 +2630,7 @@ type EnableIdentityRequest struct {
 
 func (x *EnableIdentityRequest) Reset() {
 	*x = EnableIdentityRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[30]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2410,7 +2642,7 @@ func (x *EnableIdentityRequest) String() string {
 func (*EnableIdentityRequest) ProtoMessage() {}
 
 func (x *EnableIdentityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[30]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2423,7 +2655,7 @@ func (x *EnableIdentityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnableIdentityRequest.ProtoReflect.Descriptor instead.
 func (*EnableIdentityRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *EnableIdentityRequest) GetTenantId() string {
@@ -2449,7 +2681,7 @@ type EnableIdentityResponse struct {
 
 func (x *EnableIdentityResponse) Reset() {
 	*x = EnableIdentityResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[31]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2461,7 +2693,7 @@ func (x *EnableIdentityResponse) String() string {
 func (*EnableIdentityResponse) ProtoMessage() {}
 
 func (x *EnableIdentityResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[31]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2474,7 +2706,7 @@ func (x *EnableIdentityResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnableIdentityResponse.ProtoReflect.Descriptor instead.
 func (*EnableIdentityResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *EnableIdentityResponse) GetIdentity() *Identity {
@@ -2500,7 +2732,7 @@ type OffboardIdentityRequest struct {
 
 func (x *OffboardIdentityRequest) Reset() {
 	*x = OffboardIdentityRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[32]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2512,7 +2744,7 @@ func (x *OffboardIdentityRequest) String() string {
 func (*OffboardIdentityRequest) ProtoMessage() {}
 
 func (x *OffboardIdentityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[32]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2525,7 +2757,7 @@ func (x *OffboardIdentityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OffboardIdentityRequest.ProtoReflect.Descriptor instead.
 func (*OffboardIdentityRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{32}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *OffboardIdentityRequest) GetTenantId() string {
@@ -2569,7 +2801,7 @@ type OffboardedBinding struct {
 
 func (x *OffboardedBinding) Reset() {
 	*x = OffboardedBinding{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[33]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2581,7 +2813,7 @@ func (x *OffboardedBinding) String() string {
 func (*OffboardedBinding) ProtoMessage() {}
 
 func (x *OffboardedBinding) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[33]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2594,7 +2826,7 @@ func (x *OffboardedBinding) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OffboardedBinding.ProtoReflect.Descriptor instead.
 func (*OffboardedBinding) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{33}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *OffboardedBinding) GetBindingId() string {
@@ -2637,7 +2869,7 @@ type OffboardedCredential struct {
 
 func (x *OffboardedCredential) Reset() {
 	*x = OffboardedCredential{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[34]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2649,7 +2881,7 @@ func (x *OffboardedCredential) String() string {
 func (*OffboardedCredential) ProtoMessage() {}
 
 func (x *OffboardedCredential) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[34]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2662,7 +2894,7 @@ func (x *OffboardedCredential) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OffboardedCredential.ProtoReflect.Descriptor instead.
 func (*OffboardedCredential) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{34}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *OffboardedCredential) GetCredentialId() string {
@@ -2700,7 +2932,7 @@ type OwnedIdentity struct {
 
 func (x *OwnedIdentity) Reset() {
 	*x = OwnedIdentity{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[35]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2712,7 +2944,7 @@ func (x *OwnedIdentity) String() string {
 func (*OwnedIdentity) ProtoMessage() {}
 
 func (x *OwnedIdentity) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[35]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2725,7 +2957,7 @@ func (x *OwnedIdentity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OwnedIdentity.ProtoReflect.Descriptor instead.
 func (*OwnedIdentity) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{35}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *OwnedIdentity) GetIdentityId() string {
@@ -2769,7 +3001,7 @@ type OffboardReport struct {
 
 func (x *OffboardReport) Reset() {
 	*x = OffboardReport{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[36]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2781,7 +3013,7 @@ func (x *OffboardReport) String() string {
 func (*OffboardReport) ProtoMessage() {}
 
 func (x *OffboardReport) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[36]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2794,7 +3026,7 @@ func (x *OffboardReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OffboardReport.ProtoReflect.Descriptor instead.
 func (*OffboardReport) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{36}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *OffboardReport) GetBindingsRemoved() []*OffboardedBinding {
@@ -2875,7 +3107,7 @@ type OffboardIdentityResponse struct {
 
 func (x *OffboardIdentityResponse) Reset() {
 	*x = OffboardIdentityResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[37]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2887,7 +3119,7 @@ func (x *OffboardIdentityResponse) String() string {
 func (*OffboardIdentityResponse) ProtoMessage() {}
 
 func (x *OffboardIdentityResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[37]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2900,7 +3132,7 @@ func (x *OffboardIdentityResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OffboardIdentityResponse.ProtoReflect.Descriptor instead.
 func (*OffboardIdentityResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{37}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *OffboardIdentityResponse) GetIdentity() *Identity {
@@ -2941,7 +3173,7 @@ type EraseIdentityRequest struct {
 
 func (x *EraseIdentityRequest) Reset() {
 	*x = EraseIdentityRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[38]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2953,7 +3185,7 @@ func (x *EraseIdentityRequest) String() string {
 func (*EraseIdentityRequest) ProtoMessage() {}
 
 func (x *EraseIdentityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[38]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2966,7 +3198,7 @@ func (x *EraseIdentityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EraseIdentityRequest.ProtoReflect.Descriptor instead.
 func (*EraseIdentityRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{38}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *EraseIdentityRequest) GetTenantId() string {
@@ -2996,7 +3228,7 @@ type EraseIdentityResponse struct {
 
 func (x *EraseIdentityResponse) Reset() {
 	*x = EraseIdentityResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[39]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3008,7 +3240,7 @@ func (x *EraseIdentityResponse) String() string {
 func (*EraseIdentityResponse) ProtoMessage() {}
 
 func (x *EraseIdentityResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[39]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3021,7 +3253,7 @@ func (x *EraseIdentityResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EraseIdentityResponse.ProtoReflect.Descriptor instead.
 func (*EraseIdentityResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{39}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *EraseIdentityResponse) GetIdentity() *Identity {
@@ -3069,7 +3301,7 @@ type ListAuditEventsRequest struct {
 
 func (x *ListAuditEventsRequest) Reset() {
 	*x = ListAuditEventsRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[40]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3081,7 +3313,7 @@ func (x *ListAuditEventsRequest) String() string {
 func (*ListAuditEventsRequest) ProtoMessage() {}
 
 func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[40]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3094,7 +3326,7 @@ func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditEventsRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{40}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ListAuditEventsRequest) GetTenantId() string {
@@ -3171,7 +3403,7 @@ type ListAuditEventsResponse struct {
 
 func (x *ListAuditEventsResponse) Reset() {
 	*x = ListAuditEventsResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[41]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3183,7 +3415,7 @@ func (x *ListAuditEventsResponse) String() string {
 func (*ListAuditEventsResponse) ProtoMessage() {}
 
 func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[41]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3196,7 +3428,7 @@ func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditEventsResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{41}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ListAuditEventsResponse) GetEvents() []*AuditEvent {
@@ -3243,7 +3475,7 @@ type Credential struct {
 
 func (x *Credential) Reset() {
 	*x = Credential{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[42]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3255,7 +3487,7 @@ func (x *Credential) String() string {
 func (*Credential) ProtoMessage() {}
 
 func (x *Credential) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[42]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3268,7 +3500,7 @@ func (x *Credential) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Credential.ProtoReflect.Descriptor instead.
 func (*Credential) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{42}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *Credential) GetId() string {
@@ -3392,7 +3624,7 @@ type Session struct {
 
 func (x *Session) Reset() {
 	*x = Session{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[43]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3404,7 +3636,7 @@ func (x *Session) String() string {
 func (*Session) ProtoMessage() {}
 
 func (x *Session) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[43]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3417,7 +3649,7 @@ func (x *Session) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Session.ProtoReflect.Descriptor instead.
 func (*Session) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{43}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *Session) GetId() string {
@@ -3494,7 +3726,7 @@ type CreateAPIKeyRequest struct {
 
 func (x *CreateAPIKeyRequest) Reset() {
 	*x = CreateAPIKeyRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[44]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3506,7 +3738,7 @@ func (x *CreateAPIKeyRequest) String() string {
 func (*CreateAPIKeyRequest) ProtoMessage() {}
 
 func (x *CreateAPIKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[44]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3519,7 +3751,7 @@ func (x *CreateAPIKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAPIKeyRequest.ProtoReflect.Descriptor instead.
 func (*CreateAPIKeyRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{44}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *CreateAPIKeyRequest) GetTenantId() string {
@@ -3575,7 +3807,7 @@ type CreateAPIKeyResponse struct {
 
 func (x *CreateAPIKeyResponse) Reset() {
 	*x = CreateAPIKeyResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[45]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3587,7 +3819,7 @@ func (x *CreateAPIKeyResponse) String() string {
 func (*CreateAPIKeyResponse) ProtoMessage() {}
 
 func (x *CreateAPIKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[45]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3600,7 +3832,7 @@ func (x *CreateAPIKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAPIKeyResponse.ProtoReflect.Descriptor instead.
 func (*CreateAPIKeyResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{45}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *CreateAPIKeyResponse) GetCredential() *Credential {
@@ -3630,7 +3862,7 @@ type RotateAPIKeyRequest struct {
 
 func (x *RotateAPIKeyRequest) Reset() {
 	*x = RotateAPIKeyRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[46]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3642,7 +3874,7 @@ func (x *RotateAPIKeyRequest) String() string {
 func (*RotateAPIKeyRequest) ProtoMessage() {}
 
 func (x *RotateAPIKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[46]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3655,7 +3887,7 @@ func (x *RotateAPIKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateAPIKeyRequest.ProtoReflect.Descriptor instead.
 func (*RotateAPIKeyRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{46}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *RotateAPIKeyRequest) GetTenantId() string {
@@ -3696,7 +3928,7 @@ type RotateAPIKeyResponse struct {
 
 func (x *RotateAPIKeyResponse) Reset() {
 	*x = RotateAPIKeyResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[47]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3708,7 +3940,7 @@ func (x *RotateAPIKeyResponse) String() string {
 func (*RotateAPIKeyResponse) ProtoMessage() {}
 
 func (x *RotateAPIKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[47]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3721,7 +3953,7 @@ func (x *RotateAPIKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateAPIKeyResponse.ProtoReflect.Descriptor instead.
 func (*RotateAPIKeyResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{47}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *RotateAPIKeyResponse) GetCredential() *Credential {
@@ -3770,7 +4002,7 @@ type CreateClientRequest struct {
 
 func (x *CreateClientRequest) Reset() {
 	*x = CreateClientRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[48]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3782,7 +4014,7 @@ func (x *CreateClientRequest) String() string {
 func (*CreateClientRequest) ProtoMessage() {}
 
 func (x *CreateClientRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[48]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3795,7 +4027,7 @@ func (x *CreateClientRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateClientRequest.ProtoReflect.Descriptor instead.
 func (*CreateClientRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{48}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *CreateClientRequest) GetTenantId() string {
@@ -3873,7 +4105,7 @@ type CreateClientResponse struct {
 
 func (x *CreateClientResponse) Reset() {
 	*x = CreateClientResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[49]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3885,7 +4117,7 @@ func (x *CreateClientResponse) String() string {
 func (*CreateClientResponse) ProtoMessage() {}
 
 func (x *CreateClientResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[49]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3898,7 +4130,7 @@ func (x *CreateClientResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateClientResponse.ProtoReflect.Descriptor instead.
 func (*CreateClientResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{49}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *CreateClientResponse) GetCredential() *Credential {
@@ -3941,7 +4173,7 @@ type UpdateClientRequest struct {
 
 func (x *UpdateClientRequest) Reset() {
 	*x = UpdateClientRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[50]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3953,7 +4185,7 @@ func (x *UpdateClientRequest) String() string {
 func (*UpdateClientRequest) ProtoMessage() {}
 
 func (x *UpdateClientRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[50]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3966,7 +4198,7 @@ func (x *UpdateClientRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateClientRequest.ProtoReflect.Descriptor instead.
 func (*UpdateClientRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{50}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *UpdateClientRequest) GetTenantId() string {
@@ -4028,7 +4260,7 @@ type UpdateClientResponse struct {
 
 func (x *UpdateClientResponse) Reset() {
 	*x = UpdateClientResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[51]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4040,7 +4272,7 @@ func (x *UpdateClientResponse) String() string {
 func (*UpdateClientResponse) ProtoMessage() {}
 
 func (x *UpdateClientResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[51]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4053,7 +4285,7 @@ func (x *UpdateClientResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateClientResponse.ProtoReflect.Descriptor instead.
 func (*UpdateClientResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{51}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *UpdateClientResponse) GetCredential() *Credential {
@@ -4074,7 +4306,7 @@ type RotateClientSecretRequest struct {
 
 func (x *RotateClientSecretRequest) Reset() {
 	*x = RotateClientSecretRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[52]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4086,7 +4318,7 @@ func (x *RotateClientSecretRequest) String() string {
 func (*RotateClientSecretRequest) ProtoMessage() {}
 
 func (x *RotateClientSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[52]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4099,7 +4331,7 @@ func (x *RotateClientSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateClientSecretRequest.ProtoReflect.Descriptor instead.
 func (*RotateClientSecretRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{52}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *RotateClientSecretRequest) GetTenantId() string {
@@ -4134,7 +4366,7 @@ type RotateClientSecretResponse struct {
 
 func (x *RotateClientSecretResponse) Reset() {
 	*x = RotateClientSecretResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[53]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4146,7 +4378,7 @@ func (x *RotateClientSecretResponse) String() string {
 func (*RotateClientSecretResponse) ProtoMessage() {}
 
 func (x *RotateClientSecretResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[53]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4159,7 +4391,7 @@ func (x *RotateClientSecretResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateClientSecretResponse.ProtoReflect.Descriptor instead.
 func (*RotateClientSecretResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{53}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *RotateClientSecretResponse) GetCredential() *Credential {
@@ -4193,7 +4425,7 @@ type RevokeCredentialRequest struct {
 
 func (x *RevokeCredentialRequest) Reset() {
 	*x = RevokeCredentialRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[54]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4205,7 +4437,7 @@ func (x *RevokeCredentialRequest) String() string {
 func (*RevokeCredentialRequest) ProtoMessage() {}
 
 func (x *RevokeCredentialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[54]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4218,7 +4450,7 @@ func (x *RevokeCredentialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCredentialRequest.ProtoReflect.Descriptor instead.
 func (*RevokeCredentialRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{54}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *RevokeCredentialRequest) GetTenantId() string {
@@ -4244,7 +4476,7 @@ type RevokeCredentialResponse struct {
 
 func (x *RevokeCredentialResponse) Reset() {
 	*x = RevokeCredentialResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[55]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4256,7 +4488,7 @@ func (x *RevokeCredentialResponse) String() string {
 func (*RevokeCredentialResponse) ProtoMessage() {}
 
 func (x *RevokeCredentialResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[55]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4269,7 +4501,7 @@ func (x *RevokeCredentialResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCredentialResponse.ProtoReflect.Descriptor instead.
 func (*RevokeCredentialResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{55}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *RevokeCredentialResponse) GetCredential() *Credential {
@@ -4289,7 +4521,7 @@ type ListCredentialsRequest struct {
 
 func (x *ListCredentialsRequest) Reset() {
 	*x = ListCredentialsRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[56]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4301,7 +4533,7 @@ func (x *ListCredentialsRequest) String() string {
 func (*ListCredentialsRequest) ProtoMessage() {}
 
 func (x *ListCredentialsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[56]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4314,7 +4546,7 @@ func (x *ListCredentialsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCredentialsRequest.ProtoReflect.Descriptor instead.
 func (*ListCredentialsRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{56}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *ListCredentialsRequest) GetTenantId() string {
@@ -4340,7 +4572,7 @@ type ListCredentialsResponse struct {
 
 func (x *ListCredentialsResponse) Reset() {
 	*x = ListCredentialsResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[57]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4352,7 +4584,7 @@ func (x *ListCredentialsResponse) String() string {
 func (*ListCredentialsResponse) ProtoMessage() {}
 
 func (x *ListCredentialsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[57]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4365,7 +4597,7 @@ func (x *ListCredentialsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCredentialsResponse.ProtoReflect.Descriptor instead.
 func (*ListCredentialsResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{57}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *ListCredentialsResponse) GetCredentials() []*Credential {
@@ -4385,7 +4617,7 @@ type ListSessionsRequest struct {
 
 func (x *ListSessionsRequest) Reset() {
 	*x = ListSessionsRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[58]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4397,7 +4629,7 @@ func (x *ListSessionsRequest) String() string {
 func (*ListSessionsRequest) ProtoMessage() {}
 
 func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[58]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4410,7 +4642,7 @@ func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsRequest.ProtoReflect.Descriptor instead.
 func (*ListSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{58}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *ListSessionsRequest) GetTenantId() string {
@@ -4436,7 +4668,7 @@ type ListSessionsResponse struct {
 
 func (x *ListSessionsResponse) Reset() {
 	*x = ListSessionsResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[59]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4448,7 +4680,7 @@ func (x *ListSessionsResponse) String() string {
 func (*ListSessionsResponse) ProtoMessage() {}
 
 func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[59]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4461,7 +4693,7 @@ func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsResponse.ProtoReflect.Descriptor instead.
 func (*ListSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{59}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *ListSessionsResponse) GetSessions() []*Session {
@@ -4482,7 +4714,7 @@ type SetPasswordRequest struct {
 
 func (x *SetPasswordRequest) Reset() {
 	*x = SetPasswordRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[60]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4494,7 +4726,7 @@ func (x *SetPasswordRequest) String() string {
 func (*SetPasswordRequest) ProtoMessage() {}
 
 func (x *SetPasswordRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[60]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4507,7 +4739,7 @@ func (x *SetPasswordRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPasswordRequest.ProtoReflect.Descriptor instead.
 func (*SetPasswordRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{60}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *SetPasswordRequest) GetTenantId() string {
@@ -4540,7 +4772,7 @@ type SetPasswordResponse struct {
 
 func (x *SetPasswordResponse) Reset() {
 	*x = SetPasswordResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[61]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4552,7 +4784,7 @@ func (x *SetPasswordResponse) String() string {
 func (*SetPasswordResponse) ProtoMessage() {}
 
 func (x *SetPasswordResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[61]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4565,7 +4797,7 @@ func (x *SetPasswordResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPasswordResponse.ProtoReflect.Descriptor instead.
 func (*SetPasswordResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{61}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *SetPasswordResponse) GetCredential() *Credential {
@@ -4593,7 +4825,7 @@ type Role struct {
 
 func (x *Role) Reset() {
 	*x = Role{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[62]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4605,7 +4837,7 @@ func (x *Role) String() string {
 func (*Role) ProtoMessage() {}
 
 func (x *Role) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[62]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4618,7 +4850,7 @@ func (x *Role) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Role.ProtoReflect.Descriptor instead.
 func (*Role) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{62}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *Role) GetId() string {
@@ -4682,7 +4914,7 @@ type Group struct {
 
 func (x *Group) Reset() {
 	*x = Group{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[63]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4694,7 +4926,7 @@ func (x *Group) String() string {
 func (*Group) ProtoMessage() {}
 
 func (x *Group) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[63]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4707,7 +4939,7 @@ func (x *Group) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Group.ProtoReflect.Descriptor instead.
 func (*Group) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{63}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *Group) GetId() string {
@@ -4760,7 +4992,7 @@ type Binding struct {
 
 func (x *Binding) Reset() {
 	*x = Binding{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[64]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4772,7 +5004,7 @@ func (x *Binding) String() string {
 func (*Binding) ProtoMessage() {}
 
 func (x *Binding) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[64]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4785,7 +5017,7 @@ func (x *Binding) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Binding.ProtoReflect.Descriptor instead.
 func (*Binding) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{64}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *Binding) GetId() string {
@@ -4882,7 +5114,7 @@ type CreateRoleRequest struct {
 
 func (x *CreateRoleRequest) Reset() {
 	*x = CreateRoleRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[65]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4894,7 +5126,7 @@ func (x *CreateRoleRequest) String() string {
 func (*CreateRoleRequest) ProtoMessage() {}
 
 func (x *CreateRoleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[65]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4907,7 +5139,7 @@ func (x *CreateRoleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRoleRequest.ProtoReflect.Descriptor instead.
 func (*CreateRoleRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{65}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *CreateRoleRequest) GetTenantId() string {
@@ -4962,7 +5194,7 @@ type CreateRoleResponse struct {
 
 func (x *CreateRoleResponse) Reset() {
 	*x = CreateRoleResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[66]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4974,7 +5206,7 @@ func (x *CreateRoleResponse) String() string {
 func (*CreateRoleResponse) ProtoMessage() {}
 
 func (x *CreateRoleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[66]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4987,7 +5219,7 @@ func (x *CreateRoleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRoleResponse.ProtoReflect.Descriptor instead.
 func (*CreateRoleResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{66}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *CreateRoleResponse) GetRole() *Role {
@@ -5014,7 +5246,7 @@ type GetRoleRequest struct {
 
 func (x *GetRoleRequest) Reset() {
 	*x = GetRoleRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[67]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5026,7 +5258,7 @@ func (x *GetRoleRequest) String() string {
 func (*GetRoleRequest) ProtoMessage() {}
 
 func (x *GetRoleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[67]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5039,7 +5271,7 @@ func (x *GetRoleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRoleRequest.ProtoReflect.Descriptor instead.
 func (*GetRoleRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{67}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *GetRoleRequest) GetTenantId() string {
@@ -5065,7 +5297,7 @@ type GetRoleResponse struct {
 
 func (x *GetRoleResponse) Reset() {
 	*x = GetRoleResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[68]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5077,7 +5309,7 @@ func (x *GetRoleResponse) String() string {
 func (*GetRoleResponse) ProtoMessage() {}
 
 func (x *GetRoleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[68]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5090,7 +5322,7 @@ func (x *GetRoleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRoleResponse.ProtoReflect.Descriptor instead.
 func (*GetRoleResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{68}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *GetRoleResponse) GetRole() *Role {
@@ -5115,7 +5347,7 @@ type ListRolesRequest struct {
 
 func (x *ListRolesRequest) Reset() {
 	*x = ListRolesRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[69]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5127,7 +5359,7 @@ func (x *ListRolesRequest) String() string {
 func (*ListRolesRequest) ProtoMessage() {}
 
 func (x *ListRolesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[69]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5140,7 +5372,7 @@ func (x *ListRolesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRolesRequest.ProtoReflect.Descriptor instead.
 func (*ListRolesRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{69}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *ListRolesRequest) GetTenantId() string {
@@ -5182,7 +5414,7 @@ type ListRolesResponse struct {
 
 func (x *ListRolesResponse) Reset() {
 	*x = ListRolesResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[70]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5194,7 +5426,7 @@ func (x *ListRolesResponse) String() string {
 func (*ListRolesResponse) ProtoMessage() {}
 
 func (x *ListRolesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[70]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5207,7 +5439,7 @@ func (x *ListRolesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRolesResponse.ProtoReflect.Descriptor instead.
 func (*ListRolesResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{70}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *ListRolesResponse) GetRoles() []*Role {
@@ -5240,7 +5472,7 @@ type UpdateRoleRequest struct {
 
 func (x *UpdateRoleRequest) Reset() {
 	*x = UpdateRoleRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[71]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5252,7 +5484,7 @@ func (x *UpdateRoleRequest) String() string {
 func (*UpdateRoleRequest) ProtoMessage() {}
 
 func (x *UpdateRoleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[71]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5265,7 +5497,7 @@ func (x *UpdateRoleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateRoleRequest.ProtoReflect.Descriptor instead.
 func (*UpdateRoleRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{71}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *UpdateRoleRequest) GetTenantId() string {
@@ -5328,7 +5560,7 @@ type UpdateRoleResponse struct {
 
 func (x *UpdateRoleResponse) Reset() {
 	*x = UpdateRoleResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[72]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5340,7 +5572,7 @@ func (x *UpdateRoleResponse) String() string {
 func (*UpdateRoleResponse) ProtoMessage() {}
 
 func (x *UpdateRoleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[72]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5353,7 +5585,7 @@ func (x *UpdateRoleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateRoleResponse.ProtoReflect.Descriptor instead.
 func (*UpdateRoleResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{72}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *UpdateRoleResponse) GetRole() *Role {
@@ -5383,7 +5615,7 @@ type DeleteRoleRequest struct {
 
 func (x *DeleteRoleRequest) Reset() {
 	*x = DeleteRoleRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[73]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5395,7 +5627,7 @@ func (x *DeleteRoleRequest) String() string {
 func (*DeleteRoleRequest) ProtoMessage() {}
 
 func (x *DeleteRoleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[73]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5408,7 +5640,7 @@ func (x *DeleteRoleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRoleRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRoleRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{73}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *DeleteRoleRequest) GetTenantId() string {
@@ -5445,7 +5677,7 @@ type DeleteRoleResponse struct {
 
 func (x *DeleteRoleResponse) Reset() {
 	*x = DeleteRoleResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[74]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5457,7 +5689,7 @@ func (x *DeleteRoleResponse) String() string {
 func (*DeleteRoleResponse) ProtoMessage() {}
 
 func (x *DeleteRoleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[74]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5470,7 +5702,7 @@ func (x *DeleteRoleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRoleResponse.ProtoReflect.Descriptor instead.
 func (*DeleteRoleResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{74}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *DeleteRoleResponse) GetPolicyRevision() int64 {
@@ -5513,7 +5745,7 @@ type CreateGroupRequest struct {
 
 func (x *CreateGroupRequest) Reset() {
 	*x = CreateGroupRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[75]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5525,7 +5757,7 @@ func (x *CreateGroupRequest) String() string {
 func (*CreateGroupRequest) ProtoMessage() {}
 
 func (x *CreateGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[75]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5538,7 +5770,7 @@ func (x *CreateGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateGroupRequest.ProtoReflect.Descriptor instead.
 func (*CreateGroupRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{75}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *CreateGroupRequest) GetTenantId() string {
@@ -5579,7 +5811,7 @@ type CreateGroupResponse struct {
 
 func (x *CreateGroupResponse) Reset() {
 	*x = CreateGroupResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[76]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5591,7 +5823,7 @@ func (x *CreateGroupResponse) String() string {
 func (*CreateGroupResponse) ProtoMessage() {}
 
 func (x *CreateGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[76]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5604,7 +5836,7 @@ func (x *CreateGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateGroupResponse.ProtoReflect.Descriptor instead.
 func (*CreateGroupResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{76}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *CreateGroupResponse) GetGroup() *Group {
@@ -5631,7 +5863,7 @@ type GetGroupRequest struct {
 
 func (x *GetGroupRequest) Reset() {
 	*x = GetGroupRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[77]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5643,7 +5875,7 @@ func (x *GetGroupRequest) String() string {
 func (*GetGroupRequest) ProtoMessage() {}
 
 func (x *GetGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[77]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5656,7 +5888,7 @@ func (x *GetGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetGroupRequest.ProtoReflect.Descriptor instead.
 func (*GetGroupRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{77}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *GetGroupRequest) GetTenantId() string {
@@ -5682,7 +5914,7 @@ type GetGroupResponse struct {
 
 func (x *GetGroupResponse) Reset() {
 	*x = GetGroupResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[78]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5694,7 +5926,7 @@ func (x *GetGroupResponse) String() string {
 func (*GetGroupResponse) ProtoMessage() {}
 
 func (x *GetGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[78]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5707,7 +5939,7 @@ func (x *GetGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetGroupResponse.ProtoReflect.Descriptor instead.
 func (*GetGroupResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{78}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *GetGroupResponse) GetGroup() *Group {
@@ -5734,7 +5966,7 @@ type ListGroupsRequest struct {
 
 func (x *ListGroupsRequest) Reset() {
 	*x = ListGroupsRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[79]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5746,7 +5978,7 @@ func (x *ListGroupsRequest) String() string {
 func (*ListGroupsRequest) ProtoMessage() {}
 
 func (x *ListGroupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[79]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5759,7 +5991,7 @@ func (x *ListGroupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGroupsRequest.ProtoReflect.Descriptor instead.
 func (*ListGroupsRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{79}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *ListGroupsRequest) GetTenantId() string {
@@ -5808,7 +6040,7 @@ type ListGroupsResponse struct {
 
 func (x *ListGroupsResponse) Reset() {
 	*x = ListGroupsResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[80]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5820,7 +6052,7 @@ func (x *ListGroupsResponse) String() string {
 func (*ListGroupsResponse) ProtoMessage() {}
 
 func (x *ListGroupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[80]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5833,7 +6065,7 @@ func (x *ListGroupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGroupsResponse.ProtoReflect.Descriptor instead.
 func (*ListGroupsResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{80}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *ListGroupsResponse) GetGroups() []*Group {
@@ -5864,7 +6096,7 @@ type UpdateGroupRequest struct {
 
 func (x *UpdateGroupRequest) Reset() {
 	*x = UpdateGroupRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[81]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5876,7 +6108,7 @@ func (x *UpdateGroupRequest) String() string {
 func (*UpdateGroupRequest) ProtoMessage() {}
 
 func (x *UpdateGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[81]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5889,7 +6121,7 @@ func (x *UpdateGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateGroupRequest.ProtoReflect.Descriptor instead.
 func (*UpdateGroupRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{81}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *UpdateGroupRequest) GetTenantId() string {
@@ -5938,7 +6170,7 @@ type UpdateGroupResponse struct {
 
 func (x *UpdateGroupResponse) Reset() {
 	*x = UpdateGroupResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[82]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5950,7 +6182,7 @@ func (x *UpdateGroupResponse) String() string {
 func (*UpdateGroupResponse) ProtoMessage() {}
 
 func (x *UpdateGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[82]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5963,7 +6195,7 @@ func (x *UpdateGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateGroupResponse.ProtoReflect.Descriptor instead.
 func (*UpdateGroupResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{82}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *UpdateGroupResponse) GetGroup() *Group {
@@ -5999,7 +6231,7 @@ type GroupMember struct {
 
 func (x *GroupMember) Reset() {
 	*x = GroupMember{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[83]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6011,7 +6243,7 @@ func (x *GroupMember) String() string {
 func (*GroupMember) ProtoMessage() {}
 
 func (x *GroupMember) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[83]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6024,7 +6256,7 @@ func (x *GroupMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupMember.ProtoReflect.Descriptor instead.
 func (*GroupMember) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{83}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *GroupMember) GetIdentityId() string {
@@ -6092,7 +6324,7 @@ type ListGroupMembersRequest struct {
 
 func (x *ListGroupMembersRequest) Reset() {
 	*x = ListGroupMembersRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[84]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6104,7 +6336,7 @@ func (x *ListGroupMembersRequest) String() string {
 func (*ListGroupMembersRequest) ProtoMessage() {}
 
 func (x *ListGroupMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[84]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6117,7 +6349,7 @@ func (x *ListGroupMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGroupMembersRequest.ProtoReflect.Descriptor instead.
 func (*ListGroupMembersRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{84}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *ListGroupMembersRequest) GetTenantId() string {
@@ -6166,7 +6398,7 @@ type ListGroupMembersResponse struct {
 
 func (x *ListGroupMembersResponse) Reset() {
 	*x = ListGroupMembersResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[85]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6178,7 +6410,7 @@ func (x *ListGroupMembersResponse) String() string {
 func (*ListGroupMembersResponse) ProtoMessage() {}
 
 func (x *ListGroupMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[85]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6191,7 +6423,7 @@ func (x *ListGroupMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGroupMembersResponse.ProtoReflect.Descriptor instead.
 func (*ListGroupMembersResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{85}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *ListGroupMembersResponse) GetMembers() []*GroupMember {
@@ -6220,7 +6452,7 @@ type DeleteGroupRequest struct {
 
 func (x *DeleteGroupRequest) Reset() {
 	*x = DeleteGroupRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[86]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6232,7 +6464,7 @@ func (x *DeleteGroupRequest) String() string {
 func (*DeleteGroupRequest) ProtoMessage() {}
 
 func (x *DeleteGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[86]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6245,7 +6477,7 @@ func (x *DeleteGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteGroupRequest.ProtoReflect.Descriptor instead.
 func (*DeleteGroupRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{86}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *DeleteGroupRequest) GetTenantId() string {
@@ -6282,7 +6514,7 @@ type DeleteGroupResponse struct {
 
 func (x *DeleteGroupResponse) Reset() {
 	*x = DeleteGroupResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[87]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6294,7 +6526,7 @@ func (x *DeleteGroupResponse) String() string {
 func (*DeleteGroupResponse) ProtoMessage() {}
 
 func (x *DeleteGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[87]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6307,7 +6539,7 @@ func (x *DeleteGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteGroupResponse.ProtoReflect.Descriptor instead.
 func (*DeleteGroupResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{87}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *DeleteGroupResponse) GetPolicyRevision() int64 {
@@ -6342,7 +6574,7 @@ type AddGroupMemberRequest struct {
 
 func (x *AddGroupMemberRequest) Reset() {
 	*x = AddGroupMemberRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[88]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6354,7 +6586,7 @@ func (x *AddGroupMemberRequest) String() string {
 func (*AddGroupMemberRequest) ProtoMessage() {}
 
 func (x *AddGroupMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[88]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6367,7 +6599,7 @@ func (x *AddGroupMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddGroupMemberRequest.ProtoReflect.Descriptor instead.
 func (*AddGroupMemberRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{88}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *AddGroupMemberRequest) GetTenantId() string {
@@ -6403,7 +6635,7 @@ type AddGroupMemberResponse struct {
 
 func (x *AddGroupMemberResponse) Reset() {
 	*x = AddGroupMemberResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[89]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6415,7 +6647,7 @@ func (x *AddGroupMemberResponse) String() string {
 func (*AddGroupMemberResponse) ProtoMessage() {}
 
 func (x *AddGroupMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[89]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6428,7 +6660,7 @@ func (x *AddGroupMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddGroupMemberResponse.ProtoReflect.Descriptor instead.
 func (*AddGroupMemberResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{89}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *AddGroupMemberResponse) GetPolicyRevision() int64 {
@@ -6456,7 +6688,7 @@ type RemoveGroupMemberRequest struct {
 
 func (x *RemoveGroupMemberRequest) Reset() {
 	*x = RemoveGroupMemberRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[90]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6468,7 +6700,7 @@ func (x *RemoveGroupMemberRequest) String() string {
 func (*RemoveGroupMemberRequest) ProtoMessage() {}
 
 func (x *RemoveGroupMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[90]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6481,7 +6713,7 @@ func (x *RemoveGroupMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveGroupMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveGroupMemberRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{90}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *RemoveGroupMemberRequest) GetTenantId() string {
@@ -6517,7 +6749,7 @@ type RemoveGroupMemberResponse struct {
 
 func (x *RemoveGroupMemberResponse) Reset() {
 	*x = RemoveGroupMemberResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[91]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6529,7 +6761,7 @@ func (x *RemoveGroupMemberResponse) String() string {
 func (*RemoveGroupMemberResponse) ProtoMessage() {}
 
 func (x *RemoveGroupMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[91]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6542,7 +6774,7 @@ func (x *RemoveGroupMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveGroupMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveGroupMemberResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{91}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *RemoveGroupMemberResponse) GetPolicyRevision() int64 {
@@ -6577,7 +6809,7 @@ type CreateBindingRequest struct {
 
 func (x *CreateBindingRequest) Reset() {
 	*x = CreateBindingRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[92]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6589,7 +6821,7 @@ func (x *CreateBindingRequest) String() string {
 func (*CreateBindingRequest) ProtoMessage() {}
 
 func (x *CreateBindingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[92]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6602,7 +6834,7 @@ func (x *CreateBindingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateBindingRequest.ProtoReflect.Descriptor instead.
 func (*CreateBindingRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{92}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *CreateBindingRequest) GetTenantId() string {
@@ -6681,7 +6913,7 @@ type CreateBindingResponse struct {
 
 func (x *CreateBindingResponse) Reset() {
 	*x = CreateBindingResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[93]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6693,7 +6925,7 @@ func (x *CreateBindingResponse) String() string {
 func (*CreateBindingResponse) ProtoMessage() {}
 
 func (x *CreateBindingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[93]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6706,7 +6938,7 @@ func (x *CreateBindingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateBindingResponse.ProtoReflect.Descriptor instead.
 func (*CreateBindingResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{93}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{97}
 }
 
 func (x *CreateBindingResponse) GetBinding() *Binding {
@@ -6740,7 +6972,7 @@ type DeleteBindingRequest struct {
 
 func (x *DeleteBindingRequest) Reset() {
 	*x = DeleteBindingRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[94]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6752,7 +6984,7 @@ func (x *DeleteBindingRequest) String() string {
 func (*DeleteBindingRequest) ProtoMessage() {}
 
 func (x *DeleteBindingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[94]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6765,7 +6997,7 @@ func (x *DeleteBindingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteBindingRequest.ProtoReflect.Descriptor instead.
 func (*DeleteBindingRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{94}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *DeleteBindingRequest) GetTenantId() string {
@@ -6794,7 +7026,7 @@ type DeleteBindingResponse struct {
 
 func (x *DeleteBindingResponse) Reset() {
 	*x = DeleteBindingResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[95]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6806,7 +7038,7 @@ func (x *DeleteBindingResponse) String() string {
 func (*DeleteBindingResponse) ProtoMessage() {}
 
 func (x *DeleteBindingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[95]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6819,7 +7051,7 @@ func (x *DeleteBindingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteBindingResponse.ProtoReflect.Descriptor instead.
 func (*DeleteBindingResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{95}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{99}
 }
 
 func (x *DeleteBindingResponse) GetPolicyRevision() int64 {
@@ -6864,7 +7096,7 @@ type ChangeRequest struct {
 
 func (x *ChangeRequest) Reset() {
 	*x = ChangeRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[96]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[100]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6876,7 +7108,7 @@ func (x *ChangeRequest) String() string {
 func (*ChangeRequest) ProtoMessage() {}
 
 func (x *ChangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[96]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[100]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6889,7 +7121,7 @@ func (x *ChangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeRequest.ProtoReflect.Descriptor instead.
 func (*ChangeRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{96}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{100}
 }
 
 func (x *ChangeRequest) GetId() string {
@@ -6979,7 +7211,7 @@ type GetChangeRequestRequest struct {
 
 func (x *GetChangeRequestRequest) Reset() {
 	*x = GetChangeRequestRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[97]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[101]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6991,7 +7223,7 @@ func (x *GetChangeRequestRequest) String() string {
 func (*GetChangeRequestRequest) ProtoMessage() {}
 
 func (x *GetChangeRequestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[97]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[101]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7004,7 +7236,7 @@ func (x *GetChangeRequestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetChangeRequestRequest.ProtoReflect.Descriptor instead.
 func (*GetChangeRequestRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{97}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{101}
 }
 
 func (x *GetChangeRequestRequest) GetTenantId() string {
@@ -7030,7 +7262,7 @@ type GetChangeRequestResponse struct {
 
 func (x *GetChangeRequestResponse) Reset() {
 	*x = GetChangeRequestResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[98]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[102]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7042,7 +7274,7 @@ func (x *GetChangeRequestResponse) String() string {
 func (*GetChangeRequestResponse) ProtoMessage() {}
 
 func (x *GetChangeRequestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[98]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[102]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7055,7 +7287,7 @@ func (x *GetChangeRequestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetChangeRequestResponse.ProtoReflect.Descriptor instead.
 func (*GetChangeRequestResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{98}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{102}
 }
 
 func (x *GetChangeRequestResponse) GetChangeRequest() *ChangeRequest {
@@ -7080,7 +7312,7 @@ type ListChangeRequestsRequest struct {
 
 func (x *ListChangeRequestsRequest) Reset() {
 	*x = ListChangeRequestsRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[99]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[103]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7092,7 +7324,7 @@ func (x *ListChangeRequestsRequest) String() string {
 func (*ListChangeRequestsRequest) ProtoMessage() {}
 
 func (x *ListChangeRequestsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[99]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[103]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7105,7 +7337,7 @@ func (x *ListChangeRequestsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListChangeRequestsRequest.ProtoReflect.Descriptor instead.
 func (*ListChangeRequestsRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{99}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{103}
 }
 
 func (x *ListChangeRequestsRequest) GetTenantId() string {
@@ -7146,7 +7378,7 @@ type ListChangeRequestsResponse struct {
 
 func (x *ListChangeRequestsResponse) Reset() {
 	*x = ListChangeRequestsResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[100]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[104]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7158,7 +7390,7 @@ func (x *ListChangeRequestsResponse) String() string {
 func (*ListChangeRequestsResponse) ProtoMessage() {}
 
 func (x *ListChangeRequestsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[100]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[104]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7171,7 +7403,7 @@ func (x *ListChangeRequestsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListChangeRequestsResponse.ProtoReflect.Descriptor instead.
 func (*ListChangeRequestsResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{100}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{104}
 }
 
 func (x *ListChangeRequestsResponse) GetChangeRequests() []*ChangeRequest {
@@ -7198,7 +7430,7 @@ type ApproveChangeRequestRequest struct {
 
 func (x *ApproveChangeRequestRequest) Reset() {
 	*x = ApproveChangeRequestRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[101]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[105]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7210,7 +7442,7 @@ func (x *ApproveChangeRequestRequest) String() string {
 func (*ApproveChangeRequestRequest) ProtoMessage() {}
 
 func (x *ApproveChangeRequestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[101]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[105]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7223,7 +7455,7 @@ func (x *ApproveChangeRequestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApproveChangeRequestRequest.ProtoReflect.Descriptor instead.
 func (*ApproveChangeRequestRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{101}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{105}
 }
 
 func (x *ApproveChangeRequestRequest) GetTenantId() string {
@@ -7252,7 +7484,7 @@ type ApproveChangeRequestResponse struct {
 
 func (x *ApproveChangeRequestResponse) Reset() {
 	*x = ApproveChangeRequestResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[102]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[106]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7264,7 +7496,7 @@ func (x *ApproveChangeRequestResponse) String() string {
 func (*ApproveChangeRequestResponse) ProtoMessage() {}
 
 func (x *ApproveChangeRequestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[102]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[106]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7277,7 +7509,7 @@ func (x *ApproveChangeRequestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApproveChangeRequestResponse.ProtoReflect.Descriptor instead.
 func (*ApproveChangeRequestResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{102}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{106}
 }
 
 func (x *ApproveChangeRequestResponse) GetChangeRequest() *ChangeRequest {
@@ -7311,7 +7543,7 @@ type DenyChangeRequestRequest struct {
 
 func (x *DenyChangeRequestRequest) Reset() {
 	*x = DenyChangeRequestRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[103]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[107]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7323,7 +7555,7 @@ func (x *DenyChangeRequestRequest) String() string {
 func (*DenyChangeRequestRequest) ProtoMessage() {}
 
 func (x *DenyChangeRequestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[103]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[107]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7336,7 +7568,7 @@ func (x *DenyChangeRequestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DenyChangeRequestRequest.ProtoReflect.Descriptor instead.
 func (*DenyChangeRequestRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{103}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{107}
 }
 
 func (x *DenyChangeRequestRequest) GetTenantId() string {
@@ -7362,7 +7594,7 @@ type DenyChangeRequestResponse struct {
 
 func (x *DenyChangeRequestResponse) Reset() {
 	*x = DenyChangeRequestResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[104]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[108]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7374,7 +7606,7 @@ func (x *DenyChangeRequestResponse) String() string {
 func (*DenyChangeRequestResponse) ProtoMessage() {}
 
 func (x *DenyChangeRequestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[104]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[108]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7387,7 +7619,7 @@ func (x *DenyChangeRequestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DenyChangeRequestResponse.ProtoReflect.Descriptor instead.
 func (*DenyChangeRequestResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{104}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{108}
 }
 
 func (x *DenyChangeRequestResponse) GetChangeRequest() *ChangeRequest {
@@ -7415,7 +7647,7 @@ type ListBindingsRequest struct {
 
 func (x *ListBindingsRequest) Reset() {
 	*x = ListBindingsRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[105]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[109]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7427,7 +7659,7 @@ func (x *ListBindingsRequest) String() string {
 func (*ListBindingsRequest) ProtoMessage() {}
 
 func (x *ListBindingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[105]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[109]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7440,7 +7672,7 @@ func (x *ListBindingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBindingsRequest.ProtoReflect.Descriptor instead.
 func (*ListBindingsRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{105}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{109}
 }
 
 func (x *ListBindingsRequest) GetTenantId() string {
@@ -7496,7 +7728,7 @@ type ListBindingsResponse struct {
 
 func (x *ListBindingsResponse) Reset() {
 	*x = ListBindingsResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[106]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[110]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7508,7 +7740,7 @@ func (x *ListBindingsResponse) String() string {
 func (*ListBindingsResponse) ProtoMessage() {}
 
 func (x *ListBindingsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[106]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[110]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7521,7 +7753,7 @@ func (x *ListBindingsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBindingsResponse.ProtoReflect.Descriptor instead.
 func (*ListBindingsResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{106}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{110}
 }
 
 func (x *ListBindingsResponse) GetBindings() []*Binding {
@@ -7558,7 +7790,7 @@ type MembershipRule struct {
 
 func (x *MembershipRule) Reset() {
 	*x = MembershipRule{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[107]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[111]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7570,7 +7802,7 @@ func (x *MembershipRule) String() string {
 func (*MembershipRule) ProtoMessage() {}
 
 func (x *MembershipRule) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[107]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[111]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7583,7 +7815,7 @@ func (x *MembershipRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembershipRule.ProtoReflect.Descriptor instead.
 func (*MembershipRule) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{107}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{111}
 }
 
 func (x *MembershipRule) GetId() string {
@@ -7646,7 +7878,7 @@ type Membership struct {
 
 func (x *Membership) Reset() {
 	*x = Membership{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[108]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[112]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7658,7 +7890,7 @@ func (x *Membership) String() string {
 func (*Membership) ProtoMessage() {}
 
 func (x *Membership) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[108]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[112]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7671,7 +7903,7 @@ func (x *Membership) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Membership.ProtoReflect.Descriptor instead.
 func (*Membership) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{108}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{112}
 }
 
 func (x *Membership) GetIdentityId() string {
@@ -7701,7 +7933,7 @@ type CreateMembershipRuleRequest struct {
 
 func (x *CreateMembershipRuleRequest) Reset() {
 	*x = CreateMembershipRuleRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[109]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[113]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7713,7 +7945,7 @@ func (x *CreateMembershipRuleRequest) String() string {
 func (*CreateMembershipRuleRequest) ProtoMessage() {}
 
 func (x *CreateMembershipRuleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[109]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[113]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7726,7 +7958,7 @@ func (x *CreateMembershipRuleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateMembershipRuleRequest.ProtoReflect.Descriptor instead.
 func (*CreateMembershipRuleRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{109}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{113}
 }
 
 func (x *CreateMembershipRuleRequest) GetTenantId() string {
@@ -7777,7 +8009,7 @@ type CreateMembershipRuleResponse struct {
 
 func (x *CreateMembershipRuleResponse) Reset() {
 	*x = CreateMembershipRuleResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[110]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[114]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7789,7 +8021,7 @@ func (x *CreateMembershipRuleResponse) String() string {
 func (*CreateMembershipRuleResponse) ProtoMessage() {}
 
 func (x *CreateMembershipRuleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[110]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[114]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7802,7 +8034,7 @@ func (x *CreateMembershipRuleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateMembershipRuleResponse.ProtoReflect.Descriptor instead.
 func (*CreateMembershipRuleResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{110}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{114}
 }
 
 func (x *CreateMembershipRuleResponse) GetRule() *MembershipRule {
@@ -7843,7 +8075,7 @@ type GetMembershipRuleRequest struct {
 
 func (x *GetMembershipRuleRequest) Reset() {
 	*x = GetMembershipRuleRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[111]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[115]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7855,7 +8087,7 @@ func (x *GetMembershipRuleRequest) String() string {
 func (*GetMembershipRuleRequest) ProtoMessage() {}
 
 func (x *GetMembershipRuleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[111]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[115]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7868,7 +8100,7 @@ func (x *GetMembershipRuleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMembershipRuleRequest.ProtoReflect.Descriptor instead.
 func (*GetMembershipRuleRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{111}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{115}
 }
 
 func (x *GetMembershipRuleRequest) GetTenantId() string {
@@ -7894,7 +8126,7 @@ type GetMembershipRuleResponse struct {
 
 func (x *GetMembershipRuleResponse) Reset() {
 	*x = GetMembershipRuleResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[112]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[116]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7906,7 +8138,7 @@ func (x *GetMembershipRuleResponse) String() string {
 func (*GetMembershipRuleResponse) ProtoMessage() {}
 
 func (x *GetMembershipRuleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[112]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[116]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7919,7 +8151,7 @@ func (x *GetMembershipRuleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMembershipRuleResponse.ProtoReflect.Descriptor instead.
 func (*GetMembershipRuleResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{112}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{116}
 }
 
 func (x *GetMembershipRuleResponse) GetRule() *MembershipRule {
@@ -7941,7 +8173,7 @@ type ListMembershipRulesRequest struct {
 
 func (x *ListMembershipRulesRequest) Reset() {
 	*x = ListMembershipRulesRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[113]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[117]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7953,7 +8185,7 @@ func (x *ListMembershipRulesRequest) String() string {
 func (*ListMembershipRulesRequest) ProtoMessage() {}
 
 func (x *ListMembershipRulesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[113]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[117]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7966,7 +8198,7 @@ func (x *ListMembershipRulesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembershipRulesRequest.ProtoReflect.Descriptor instead.
 func (*ListMembershipRulesRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{113}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{117}
 }
 
 func (x *ListMembershipRulesRequest) GetTenantId() string {
@@ -8000,7 +8232,7 @@ type ListMembershipRulesResponse struct {
 
 func (x *ListMembershipRulesResponse) Reset() {
 	*x = ListMembershipRulesResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[114]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[118]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8012,7 +8244,7 @@ func (x *ListMembershipRulesResponse) String() string {
 func (*ListMembershipRulesResponse) ProtoMessage() {}
 
 func (x *ListMembershipRulesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[114]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[118]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8025,7 +8257,7 @@ func (x *ListMembershipRulesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembershipRulesResponse.ProtoReflect.Descriptor instead.
 func (*ListMembershipRulesResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{114}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{118}
 }
 
 func (x *ListMembershipRulesResponse) GetRules() []*MembershipRule {
@@ -8059,7 +8291,7 @@ type UpdateMembershipRuleRequest struct {
 
 func (x *UpdateMembershipRuleRequest) Reset() {
 	*x = UpdateMembershipRuleRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[115]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[119]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8071,7 +8303,7 @@ func (x *UpdateMembershipRuleRequest) String() string {
 func (*UpdateMembershipRuleRequest) ProtoMessage() {}
 
 func (x *UpdateMembershipRuleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[115]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[119]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8084,7 +8316,7 @@ func (x *UpdateMembershipRuleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateMembershipRuleRequest.ProtoReflect.Descriptor instead.
 func (*UpdateMembershipRuleRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{115}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{119}
 }
 
 func (x *UpdateMembershipRuleRequest) GetTenantId() string {
@@ -8148,7 +8380,7 @@ type UpdateMembershipRuleResponse struct {
 
 func (x *UpdateMembershipRuleResponse) Reset() {
 	*x = UpdateMembershipRuleResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[116]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[120]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8160,7 +8392,7 @@ func (x *UpdateMembershipRuleResponse) String() string {
 func (*UpdateMembershipRuleResponse) ProtoMessage() {}
 
 func (x *UpdateMembershipRuleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[116]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[120]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8173,7 +8405,7 @@ func (x *UpdateMembershipRuleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateMembershipRuleResponse.ProtoReflect.Descriptor instead.
 func (*UpdateMembershipRuleResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{116}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{120}
 }
 
 func (x *UpdateMembershipRuleResponse) GetRule() *MembershipRule {
@@ -8214,7 +8446,7 @@ type DeleteMembershipRuleRequest struct {
 
 func (x *DeleteMembershipRuleRequest) Reset() {
 	*x = DeleteMembershipRuleRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[117]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[121]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8226,7 +8458,7 @@ func (x *DeleteMembershipRuleRequest) String() string {
 func (*DeleteMembershipRuleRequest) ProtoMessage() {}
 
 func (x *DeleteMembershipRuleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[117]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[121]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8239,7 +8471,7 @@ func (x *DeleteMembershipRuleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteMembershipRuleRequest.ProtoReflect.Descriptor instead.
 func (*DeleteMembershipRuleRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{117}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{121}
 }
 
 func (x *DeleteMembershipRuleRequest) GetTenantId() string {
@@ -8266,7 +8498,7 @@ type DeleteMembershipRuleResponse struct {
 
 func (x *DeleteMembershipRuleResponse) Reset() {
 	*x = DeleteMembershipRuleResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[118]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[122]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8278,7 +8510,7 @@ func (x *DeleteMembershipRuleResponse) String() string {
 func (*DeleteMembershipRuleResponse) ProtoMessage() {}
 
 func (x *DeleteMembershipRuleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[118]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[122]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8291,7 +8523,7 @@ func (x *DeleteMembershipRuleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteMembershipRuleResponse.ProtoReflect.Descriptor instead.
 func (*DeleteMembershipRuleResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{118}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{122}
 }
 
 func (x *DeleteMembershipRuleResponse) GetMembershipsRemoved() []*Membership {
@@ -8315,7 +8547,7 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\x17keyplane/v1/admin.proto\x12\vkeyplane.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"?\n" +
 	"\x06Region\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
-	"\fsuper_region\x18\x02 \x01(\tR\vsuperRegion\"\xfc\x05\n" +
+	"\fsuper_region\x18\x02 \x01(\tR\vsuperRegion\"\xaf\x06\n" +
 	"\x06Tenant\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1f\n" +
@@ -8335,7 +8567,16 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\x06issuer\x18\f \x01(\tR\x06issuer\x12J\n" +
 	"\x11signing_algorithm\x18\r \x01(\x0e2\x1d.keyplane.v1.SigningAlgorithmR\x10signingAlgorithm\x12?\n" +
 	"\x0estep_up_window\x18\x0e \x01(\v2\x19.google.protobuf.DurationR\fstepUpWindow\x12H\n" +
-	"\x12decision_retention\x18\x0f \x01(\v2\x19.google.protobuf.DurationR\x11decisionRetention\"\xd6\x05\n" +
+	"\x12decision_retention\x18\x0f \x01(\v2\x19.google.protobuf.DurationR\x11decisionRetention\x121\n" +
+	"\x06limits\x18\x1e \x01(\v2\x19.keyplane.v1.TenantLimitsR\x06limits\"\xa4\x01\n" +
+	"\fTenantLimits\x124\n" +
+	"\tdecisions\x18\x01 \x01(\v2\x16.keyplane.v1.RateLimitR\tdecisions\x12.\n" +
+	"\x06tokens\x18\x02 \x01(\v2\x16.keyplane.v1.RateLimitR\x06tokens\x12.\n" +
+	"\x06writes\x18\x03 \x01(\v2\x16.keyplane.v1.RateLimitR\x06writes\"@\n" +
+	"\tRateLimit\x12\x1d\n" +
+	"\n" +
+	"per_second\x18\x01 \x01(\x01R\tperSecond\x12\x14\n" +
+	"\x05burst\x18\x02 \x01(\x03R\x05burst\"\xd6\x05\n" +
 	"\bIdentity\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12-\n" +
@@ -8423,6 +8664,11 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\x12decision_retention\x18\a \x01(\v2\x19.google.protobuf.DurationR\x11decisionRetentionB\a\n" +
 	"\x05_name\"C\n" +
 	"\x14UpdateTenantResponse\x12+\n" +
+	"\x06tenant\x18\x01 \x01(\v2\x13.keyplane.v1.TenantR\x06tenant\"[\n" +
+	"\x16SetTenantLimitsRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x121\n" +
+	"\x06limits\x18\x02 \x01(\v2\x19.keyplane.v1.TenantLimitsR\x06limits\"F\n" +
+	"\x17SetTenantLimitsResponse\x12+\n" +
 	"\x06tenant\x18\x01 \x01(\v2\x13.keyplane.v1.TenantR\x06tenant\"&\n" +
 	"\x14DisableTenantRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"D\n" +
@@ -9035,7 +9281,7 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\x06Effect\x12\x16\n" +
 	"\x12EFFECT_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fEFFECT_ALLOW\x10\x01\x12\x0f\n" +
-	"\vEFFECT_DENY\x10\x022\xe5$\n" +
+	"\vEFFECT_DENY\x10\x022\xc8%\n" +
 	"\fAdminService\x12U\n" +
 	"\vListRegions\x12\x1f.keyplane.v1.ListRegionsRequest\x1a .keyplane.v1.ListRegionsResponse\"\x03\x90\x02\x01\x12S\n" +
 	"\fCreateTenant\x12 .keyplane.v1.CreateTenantRequest\x1a!.keyplane.v1.CreateTenantResponse\x12O\n" +
@@ -9044,7 +9290,8 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\fUpdateTenant\x12 .keyplane.v1.UpdateTenantRequest\x1a!.keyplane.v1.UpdateTenantResponse\x12[\n" +
 	"\rDisableTenant\x12!.keyplane.v1.DisableTenantRequest\x1a\".keyplane.v1.DisableTenantResponse\"\x03\x90\x02\x02\x12X\n" +
 	"\fEnableTenant\x12 .keyplane.v1.EnableTenantRequest\x1a!.keyplane.v1.EnableTenantResponse\"\x03\x90\x02\x02\x12X\n" +
-	"\fRehomeTenant\x12 .keyplane.v1.RehomeTenantRequest\x1a!.keyplane.v1.RehomeTenantResponse\"\x03\x90\x02\x02\x12Y\n" +
+	"\fRehomeTenant\x12 .keyplane.v1.RehomeTenantRequest\x1a!.keyplane.v1.RehomeTenantResponse\"\x03\x90\x02\x02\x12a\n" +
+	"\x0fSetTenantLimits\x12#.keyplane.v1.SetTenantLimitsRequest\x1a$.keyplane.v1.SetTenantLimitsResponse\"\x03\x90\x02\x02\x12Y\n" +
 	"\x0eCreateIdentity\x12\".keyplane.v1.CreateIdentityRequest\x1a#.keyplane.v1.CreateIdentityResponse\x12U\n" +
 	"\vGetIdentity\x12\x1f.keyplane.v1.GetIdentityRequest\x1a .keyplane.v1.GetIdentityResponse\"\x03\x90\x02\x01\x12^\n" +
 	"\x0eListIdentities\x12\".keyplane.v1.ListIdentitiesRequest\x1a#.keyplane.v1.ListIdentitiesResponse\"\x03\x90\x02\x01\x12Y\n" +
@@ -9106,7 +9353,7 @@ func file_keyplane_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_keyplane_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_keyplane_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 119)
+var file_keyplane_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 123)
 var file_keyplane_v1_admin_proto_goTypes = []any{
 	(Residency)(0),                       // 0: keyplane.v1.Residency
 	(SigningAlgorithm)(0),                // 1: keyplane.v1.SigningAlgorithm
@@ -9116,362 +9363,374 @@ var file_keyplane_v1_admin_proto_goTypes = []any{
 	(Effect)(0),                          // 5: keyplane.v1.Effect
 	(*Region)(nil),                       // 6: keyplane.v1.Region
 	(*Tenant)(nil),                       // 7: keyplane.v1.Tenant
-	(*Identity)(nil),                     // 8: keyplane.v1.Identity
-	(*AuditEvent)(nil),                   // 9: keyplane.v1.AuditEvent
-	(*ListRegionsRequest)(nil),           // 10: keyplane.v1.ListRegionsRequest
-	(*ListRegionsResponse)(nil),          // 11: keyplane.v1.ListRegionsResponse
-	(*CreateTenantRequest)(nil),          // 12: keyplane.v1.CreateTenantRequest
-	(*CreateTenantResponse)(nil),         // 13: keyplane.v1.CreateTenantResponse
-	(*GetTenantRequest)(nil),             // 14: keyplane.v1.GetTenantRequest
-	(*GetTenantResponse)(nil),            // 15: keyplane.v1.GetTenantResponse
-	(*ListTenantsRequest)(nil),           // 16: keyplane.v1.ListTenantsRequest
-	(*ListTenantsResponse)(nil),          // 17: keyplane.v1.ListTenantsResponse
-	(*UpdateTenantRequest)(nil),          // 18: keyplane.v1.UpdateTenantRequest
-	(*UpdateTenantResponse)(nil),         // 19: keyplane.v1.UpdateTenantResponse
-	(*DisableTenantRequest)(nil),         // 20: keyplane.v1.DisableTenantRequest
-	(*DisableTenantResponse)(nil),        // 21: keyplane.v1.DisableTenantResponse
-	(*EnableTenantRequest)(nil),          // 22: keyplane.v1.EnableTenantRequest
-	(*EnableTenantResponse)(nil),         // 23: keyplane.v1.EnableTenantResponse
-	(*RehomeTenantRequest)(nil),          // 24: keyplane.v1.RehomeTenantRequest
-	(*RehomeTenantResponse)(nil),         // 25: keyplane.v1.RehomeTenantResponse
-	(*CreateIdentityRequest)(nil),        // 26: keyplane.v1.CreateIdentityRequest
-	(*CreateIdentityResponse)(nil),       // 27: keyplane.v1.CreateIdentityResponse
-	(*GetIdentityRequest)(nil),           // 28: keyplane.v1.GetIdentityRequest
-	(*GetIdentityResponse)(nil),          // 29: keyplane.v1.GetIdentityResponse
-	(*ListIdentitiesRequest)(nil),        // 30: keyplane.v1.ListIdentitiesRequest
-	(*ListIdentitiesResponse)(nil),       // 31: keyplane.v1.ListIdentitiesResponse
-	(*UpdateIdentityRequest)(nil),        // 32: keyplane.v1.UpdateIdentityRequest
-	(*UpdateIdentityResponse)(nil),       // 33: keyplane.v1.UpdateIdentityResponse
-	(*DisableIdentityRequest)(nil),       // 34: keyplane.v1.DisableIdentityRequest
-	(*DisableIdentityResponse)(nil),      // 35: keyplane.v1.DisableIdentityResponse
-	(*EnableIdentityRequest)(nil),        // 36: keyplane.v1.EnableIdentityRequest
-	(*EnableIdentityResponse)(nil),       // 37: keyplane.v1.EnableIdentityResponse
-	(*OffboardIdentityRequest)(nil),      // 38: keyplane.v1.OffboardIdentityRequest
-	(*OffboardedBinding)(nil),            // 39: keyplane.v1.OffboardedBinding
-	(*OffboardedCredential)(nil),         // 40: keyplane.v1.OffboardedCredential
-	(*OwnedIdentity)(nil),                // 41: keyplane.v1.OwnedIdentity
-	(*OffboardReport)(nil),               // 42: keyplane.v1.OffboardReport
-	(*OffboardIdentityResponse)(nil),     // 43: keyplane.v1.OffboardIdentityResponse
-	(*EraseIdentityRequest)(nil),         // 44: keyplane.v1.EraseIdentityRequest
-	(*EraseIdentityResponse)(nil),        // 45: keyplane.v1.EraseIdentityResponse
-	(*ListAuditEventsRequest)(nil),       // 46: keyplane.v1.ListAuditEventsRequest
-	(*ListAuditEventsResponse)(nil),      // 47: keyplane.v1.ListAuditEventsResponse
-	(*Credential)(nil),                   // 48: keyplane.v1.Credential
-	(*Session)(nil),                      // 49: keyplane.v1.Session
-	(*CreateAPIKeyRequest)(nil),          // 50: keyplane.v1.CreateAPIKeyRequest
-	(*CreateAPIKeyResponse)(nil),         // 51: keyplane.v1.CreateAPIKeyResponse
-	(*RotateAPIKeyRequest)(nil),          // 52: keyplane.v1.RotateAPIKeyRequest
-	(*RotateAPIKeyResponse)(nil),         // 53: keyplane.v1.RotateAPIKeyResponse
-	(*CreateClientRequest)(nil),          // 54: keyplane.v1.CreateClientRequest
-	(*CreateClientResponse)(nil),         // 55: keyplane.v1.CreateClientResponse
-	(*UpdateClientRequest)(nil),          // 56: keyplane.v1.UpdateClientRequest
-	(*UpdateClientResponse)(nil),         // 57: keyplane.v1.UpdateClientResponse
-	(*RotateClientSecretRequest)(nil),    // 58: keyplane.v1.RotateClientSecretRequest
-	(*RotateClientSecretResponse)(nil),   // 59: keyplane.v1.RotateClientSecretResponse
-	(*RevokeCredentialRequest)(nil),      // 60: keyplane.v1.RevokeCredentialRequest
-	(*RevokeCredentialResponse)(nil),     // 61: keyplane.v1.RevokeCredentialResponse
-	(*ListCredentialsRequest)(nil),       // 62: keyplane.v1.ListCredentialsRequest
-	(*ListCredentialsResponse)(nil),      // 63: keyplane.v1.ListCredentialsResponse
-	(*ListSessionsRequest)(nil),          // 64: keyplane.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),         // 65: keyplane.v1.ListSessionsResponse
-	(*SetPasswordRequest)(nil),           // 66: keyplane.v1.SetPasswordRequest
-	(*SetPasswordResponse)(nil),          // 67: keyplane.v1.SetPasswordResponse
-	(*Role)(nil),                         // 68: keyplane.v1.Role
-	(*Group)(nil),                        // 69: keyplane.v1.Group
-	(*Binding)(nil),                      // 70: keyplane.v1.Binding
-	(*CreateRoleRequest)(nil),            // 71: keyplane.v1.CreateRoleRequest
-	(*CreateRoleResponse)(nil),           // 72: keyplane.v1.CreateRoleResponse
-	(*GetRoleRequest)(nil),               // 73: keyplane.v1.GetRoleRequest
-	(*GetRoleResponse)(nil),              // 74: keyplane.v1.GetRoleResponse
-	(*ListRolesRequest)(nil),             // 75: keyplane.v1.ListRolesRequest
-	(*ListRolesResponse)(nil),            // 76: keyplane.v1.ListRolesResponse
-	(*UpdateRoleRequest)(nil),            // 77: keyplane.v1.UpdateRoleRequest
-	(*UpdateRoleResponse)(nil),           // 78: keyplane.v1.UpdateRoleResponse
-	(*DeleteRoleRequest)(nil),            // 79: keyplane.v1.DeleteRoleRequest
-	(*DeleteRoleResponse)(nil),           // 80: keyplane.v1.DeleteRoleResponse
-	(*CreateGroupRequest)(nil),           // 81: keyplane.v1.CreateGroupRequest
-	(*CreateGroupResponse)(nil),          // 82: keyplane.v1.CreateGroupResponse
-	(*GetGroupRequest)(nil),              // 83: keyplane.v1.GetGroupRequest
-	(*GetGroupResponse)(nil),             // 84: keyplane.v1.GetGroupResponse
-	(*ListGroupsRequest)(nil),            // 85: keyplane.v1.ListGroupsRequest
-	(*ListGroupsResponse)(nil),           // 86: keyplane.v1.ListGroupsResponse
-	(*UpdateGroupRequest)(nil),           // 87: keyplane.v1.UpdateGroupRequest
-	(*UpdateGroupResponse)(nil),          // 88: keyplane.v1.UpdateGroupResponse
-	(*GroupMember)(nil),                  // 89: keyplane.v1.GroupMember
-	(*ListGroupMembersRequest)(nil),      // 90: keyplane.v1.ListGroupMembersRequest
-	(*ListGroupMembersResponse)(nil),     // 91: keyplane.v1.ListGroupMembersResponse
-	(*DeleteGroupRequest)(nil),           // 92: keyplane.v1.DeleteGroupRequest
-	(*DeleteGroupResponse)(nil),          // 93: keyplane.v1.DeleteGroupResponse
-	(*AddGroupMemberRequest)(nil),        // 94: keyplane.v1.AddGroupMemberRequest
-	(*AddGroupMemberResponse)(nil),       // 95: keyplane.v1.AddGroupMemberResponse
-	(*RemoveGroupMemberRequest)(nil),     // 96: keyplane.v1.RemoveGroupMemberRequest
-	(*RemoveGroupMemberResponse)(nil),    // 97: keyplane.v1.RemoveGroupMemberResponse
-	(*CreateBindingRequest)(nil),         // 98: keyplane.v1.CreateBindingRequest
-	(*CreateBindingResponse)(nil),        // 99: keyplane.v1.CreateBindingResponse
-	(*DeleteBindingRequest)(nil),         // 100: keyplane.v1.DeleteBindingRequest
-	(*DeleteBindingResponse)(nil),        // 101: keyplane.v1.DeleteBindingResponse
-	(*ChangeRequest)(nil),                // 102: keyplane.v1.ChangeRequest
-	(*GetChangeRequestRequest)(nil),      // 103: keyplane.v1.GetChangeRequestRequest
-	(*GetChangeRequestResponse)(nil),     // 104: keyplane.v1.GetChangeRequestResponse
-	(*ListChangeRequestsRequest)(nil),    // 105: keyplane.v1.ListChangeRequestsRequest
-	(*ListChangeRequestsResponse)(nil),   // 106: keyplane.v1.ListChangeRequestsResponse
-	(*ApproveChangeRequestRequest)(nil),  // 107: keyplane.v1.ApproveChangeRequestRequest
-	(*ApproveChangeRequestResponse)(nil), // 108: keyplane.v1.ApproveChangeRequestResponse
-	(*DenyChangeRequestRequest)(nil),     // 109: keyplane.v1.DenyChangeRequestRequest
-	(*DenyChangeRequestResponse)(nil),    // 110: keyplane.v1.DenyChangeRequestResponse
-	(*ListBindingsRequest)(nil),          // 111: keyplane.v1.ListBindingsRequest
-	(*ListBindingsResponse)(nil),         // 112: keyplane.v1.ListBindingsResponse
-	(*MembershipRule)(nil),               // 113: keyplane.v1.MembershipRule
-	(*Membership)(nil),                   // 114: keyplane.v1.Membership
-	(*CreateMembershipRuleRequest)(nil),  // 115: keyplane.v1.CreateMembershipRuleRequest
-	(*CreateMembershipRuleResponse)(nil), // 116: keyplane.v1.CreateMembershipRuleResponse
-	(*GetMembershipRuleRequest)(nil),     // 117: keyplane.v1.GetMembershipRuleRequest
-	(*GetMembershipRuleResponse)(nil),    // 118: keyplane.v1.GetMembershipRuleResponse
-	(*ListMembershipRulesRequest)(nil),   // 119: keyplane.v1.ListMembershipRulesRequest
-	(*ListMembershipRulesResponse)(nil),  // 120: keyplane.v1.ListMembershipRulesResponse
-	(*UpdateMembershipRuleRequest)(nil),  // 121: keyplane.v1.UpdateMembershipRuleRequest
-	(*UpdateMembershipRuleResponse)(nil), // 122: keyplane.v1.UpdateMembershipRuleResponse
-	(*DeleteMembershipRuleRequest)(nil),  // 123: keyplane.v1.DeleteMembershipRuleRequest
-	(*DeleteMembershipRuleResponse)(nil), // 124: keyplane.v1.DeleteMembershipRuleResponse
-	(*timestamppb.Timestamp)(nil),        // 125: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),          // 126: google.protobuf.Duration
-	(*structpb.Struct)(nil),              // 127: google.protobuf.Struct
+	(*TenantLimits)(nil),                 // 8: keyplane.v1.TenantLimits
+	(*RateLimit)(nil),                    // 9: keyplane.v1.RateLimit
+	(*Identity)(nil),                     // 10: keyplane.v1.Identity
+	(*AuditEvent)(nil),                   // 11: keyplane.v1.AuditEvent
+	(*ListRegionsRequest)(nil),           // 12: keyplane.v1.ListRegionsRequest
+	(*ListRegionsResponse)(nil),          // 13: keyplane.v1.ListRegionsResponse
+	(*CreateTenantRequest)(nil),          // 14: keyplane.v1.CreateTenantRequest
+	(*CreateTenantResponse)(nil),         // 15: keyplane.v1.CreateTenantResponse
+	(*GetTenantRequest)(nil),             // 16: keyplane.v1.GetTenantRequest
+	(*GetTenantResponse)(nil),            // 17: keyplane.v1.GetTenantResponse
+	(*ListTenantsRequest)(nil),           // 18: keyplane.v1.ListTenantsRequest
+	(*ListTenantsResponse)(nil),          // 19: keyplane.v1.ListTenantsResponse
+	(*UpdateTenantRequest)(nil),          // 20: keyplane.v1.UpdateTenantRequest
+	(*UpdateTenantResponse)(nil),         // 21: keyplane.v1.UpdateTenantResponse
+	(*SetTenantLimitsRequest)(nil),       // 22: keyplane.v1.SetTenantLimitsRequest
+	(*SetTenantLimitsResponse)(nil),      // 23: keyplane.v1.SetTenantLimitsResponse
+	(*DisableTenantRequest)(nil),         // 24: keyplane.v1.DisableTenantRequest
+	(*DisableTenantResponse)(nil),        // 25: keyplane.v1.DisableTenantResponse
+	(*EnableTenantRequest)(nil),          // 26: keyplane.v1.EnableTenantRequest
+	(*EnableTenantResponse)(nil),         // 27: keyplane.v1.EnableTenantResponse
+	(*RehomeTenantRequest)(nil),          // 28: keyplane.v1.RehomeTenantRequest
+	(*RehomeTenantResponse)(nil),         // 29: keyplane.v1.RehomeTenantResponse
+	(*CreateIdentityRequest)(nil),        // 30: keyplane.v1.CreateIdentityRequest
+	(*CreateIdentityResponse)(nil),       // 31: keyplane.v1.CreateIdentityResponse
+	(*GetIdentityRequest)(nil),           // 32: keyplane.v1.GetIdentityRequest
+	(*GetIdentityResponse)(nil),          // 33: keyplane.v1.GetIdentityResponse
+	(*ListIdentitiesRequest)(nil),        // 34: keyplane.v1.ListIdentitiesRequest
+	(*ListIdentitiesResponse)(nil),       // 35: keyplane.v1.ListIdentitiesResponse
+	(*UpdateIdentityRequest)(nil),        // 36: keyplane.v1.UpdateIdentityRequest
+	(*UpdateIdentityResponse)(nil),       // 37: keyplane.v1.UpdateIdentityResponse
+	(*DisableIdentityRequest)(nil),       // 38: keyplane.v1.DisableIdentityRequest
+	(*DisableIdentityResponse)(nil),      // 39: keyplane.v1.DisableIdentityResponse
+	(*EnableIdentityRequest)(nil),        // 40: keyplane.v1.EnableIdentityRequest
+	(*EnableIdentityResponse)(nil),       // 41: keyplane.v1.EnableIdentityResponse
+	(*OffboardIdentityRequest)(nil),      // 42: keyplane.v1.OffboardIdentityRequest
+	(*OffboardedBinding)(nil),            // 43: keyplane.v1.OffboardedBinding
+	(*OffboardedCredential)(nil),         // 44: keyplane.v1.OffboardedCredential
+	(*OwnedIdentity)(nil),                // 45: keyplane.v1.OwnedIdentity
+	(*OffboardReport)(nil),               // 46: keyplane.v1.OffboardReport
+	(*OffboardIdentityResponse)(nil),     // 47: keyplane.v1.OffboardIdentityResponse
+	(*EraseIdentityRequest)(nil),         // 48: keyplane.v1.EraseIdentityRequest
+	(*EraseIdentityResponse)(nil),        // 49: keyplane.v1.EraseIdentityResponse
+	(*ListAuditEventsRequest)(nil),       // 50: keyplane.v1.ListAuditEventsRequest
+	(*ListAuditEventsResponse)(nil),      // 51: keyplane.v1.ListAuditEventsResponse
+	(*Credential)(nil),                   // 52: keyplane.v1.Credential
+	(*Session)(nil),                      // 53: keyplane.v1.Session
+	(*CreateAPIKeyRequest)(nil),          // 54: keyplane.v1.CreateAPIKeyRequest
+	(*CreateAPIKeyResponse)(nil),         // 55: keyplane.v1.CreateAPIKeyResponse
+	(*RotateAPIKeyRequest)(nil),          // 56: keyplane.v1.RotateAPIKeyRequest
+	(*RotateAPIKeyResponse)(nil),         // 57: keyplane.v1.RotateAPIKeyResponse
+	(*CreateClientRequest)(nil),          // 58: keyplane.v1.CreateClientRequest
+	(*CreateClientResponse)(nil),         // 59: keyplane.v1.CreateClientResponse
+	(*UpdateClientRequest)(nil),          // 60: keyplane.v1.UpdateClientRequest
+	(*UpdateClientResponse)(nil),         // 61: keyplane.v1.UpdateClientResponse
+	(*RotateClientSecretRequest)(nil),    // 62: keyplane.v1.RotateClientSecretRequest
+	(*RotateClientSecretResponse)(nil),   // 63: keyplane.v1.RotateClientSecretResponse
+	(*RevokeCredentialRequest)(nil),      // 64: keyplane.v1.RevokeCredentialRequest
+	(*RevokeCredentialResponse)(nil),     // 65: keyplane.v1.RevokeCredentialResponse
+	(*ListCredentialsRequest)(nil),       // 66: keyplane.v1.ListCredentialsRequest
+	(*ListCredentialsResponse)(nil),      // 67: keyplane.v1.ListCredentialsResponse
+	(*ListSessionsRequest)(nil),          // 68: keyplane.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),         // 69: keyplane.v1.ListSessionsResponse
+	(*SetPasswordRequest)(nil),           // 70: keyplane.v1.SetPasswordRequest
+	(*SetPasswordResponse)(nil),          // 71: keyplane.v1.SetPasswordResponse
+	(*Role)(nil),                         // 72: keyplane.v1.Role
+	(*Group)(nil),                        // 73: keyplane.v1.Group
+	(*Binding)(nil),                      // 74: keyplane.v1.Binding
+	(*CreateRoleRequest)(nil),            // 75: keyplane.v1.CreateRoleRequest
+	(*CreateRoleResponse)(nil),           // 76: keyplane.v1.CreateRoleResponse
+	(*GetRoleRequest)(nil),               // 77: keyplane.v1.GetRoleRequest
+	(*GetRoleResponse)(nil),              // 78: keyplane.v1.GetRoleResponse
+	(*ListRolesRequest)(nil),             // 79: keyplane.v1.ListRolesRequest
+	(*ListRolesResponse)(nil),            // 80: keyplane.v1.ListRolesResponse
+	(*UpdateRoleRequest)(nil),            // 81: keyplane.v1.UpdateRoleRequest
+	(*UpdateRoleResponse)(nil),           // 82: keyplane.v1.UpdateRoleResponse
+	(*DeleteRoleRequest)(nil),            // 83: keyplane.v1.DeleteRoleRequest
+	(*DeleteRoleResponse)(nil),           // 84: keyplane.v1.DeleteRoleResponse
+	(*CreateGroupRequest)(nil),           // 85: keyplane.v1.CreateGroupRequest
+	(*CreateGroupResponse)(nil),          // 86: keyplane.v1.CreateGroupResponse
+	(*GetGroupRequest)(nil),              // 87: keyplane.v1.GetGroupRequest
+	(*GetGroupResponse)(nil),             // 88: keyplane.v1.GetGroupResponse
+	(*ListGroupsRequest)(nil),            // 89: keyplane.v1.ListGroupsRequest
+	(*ListGroupsResponse)(nil),           // 90: keyplane.v1.ListGroupsResponse
+	(*UpdateGroupRequest)(nil),           // 91: keyplane.v1.UpdateGroupRequest
+	(*UpdateGroupResponse)(nil),          // 92: keyplane.v1.UpdateGroupResponse
+	(*GroupMember)(nil),                  // 93: keyplane.v1.GroupMember
+	(*ListGroupMembersRequest)(nil),      // 94: keyplane.v1.ListGroupMembersRequest
+	(*ListGroupMembersResponse)(nil),     // 95: keyplane.v1.ListGroupMembersResponse
+	(*DeleteGroupRequest)(nil),           // 96: keyplane.v1.DeleteGroupRequest
+	(*DeleteGroupResponse)(nil),          // 97: keyplane.v1.DeleteGroupResponse
+	(*AddGroupMemberRequest)(nil),        // 98: keyplane.v1.AddGroupMemberRequest
+	(*AddGroupMemberResponse)(nil),       // 99: keyplane.v1.AddGroupMemberResponse
+	(*RemoveGroupMemberRequest)(nil),     // 100: keyplane.v1.RemoveGroupMemberRequest
+	(*RemoveGroupMemberResponse)(nil),    // 101: keyplane.v1.RemoveGroupMemberResponse
+	(*CreateBindingRequest)(nil),         // 102: keyplane.v1.CreateBindingRequest
+	(*CreateBindingResponse)(nil),        // 103: keyplane.v1.CreateBindingResponse
+	(*DeleteBindingRequest)(nil),         // 104: keyplane.v1.DeleteBindingRequest
+	(*DeleteBindingResponse)(nil),        // 105: keyplane.v1.DeleteBindingResponse
+	(*ChangeRequest)(nil),                // 106: keyplane.v1.ChangeRequest
+	(*GetChangeRequestRequest)(nil),      // 107: keyplane.v1.GetChangeRequestRequest
+	(*GetChangeRequestResponse)(nil),     // 108: keyplane.v1.GetChangeRequestResponse
+	(*ListChangeRequestsRequest)(nil),    // 109: keyplane.v1.ListChangeRequestsRequest
+	(*ListChangeRequestsResponse)(nil),   // 110: keyplane.v1.ListChangeRequestsResponse
+	(*ApproveChangeRequestRequest)(nil),  // 111: keyplane.v1.ApproveChangeRequestRequest
+	(*ApproveChangeRequestResponse)(nil), // 112: keyplane.v1.ApproveChangeRequestResponse
+	(*DenyChangeRequestRequest)(nil),     // 113: keyplane.v1.DenyChangeRequestRequest
+	(*DenyChangeRequestResponse)(nil),    // 114: keyplane.v1.DenyChangeRequestResponse
+	(*ListBindingsRequest)(nil),          // 115: keyplane.v1.ListBindingsRequest
+	(*ListBindingsResponse)(nil),         // 116: keyplane.v1.ListBindingsResponse
+	(*MembershipRule)(nil),               // 117: keyplane.v1.MembershipRule
+	(*Membership)(nil),                   // 118: keyplane.v1.Membership
+	(*CreateMembershipRuleRequest)(nil),  // 119: keyplane.v1.CreateMembershipRuleRequest
+	(*CreateMembershipRuleResponse)(nil), // 120: keyplane.v1.CreateMembershipRuleResponse
+	(*GetMembershipRuleRequest)(nil),     // 121: keyplane.v1.GetMembershipRuleRequest
+	(*GetMembershipRuleResponse)(nil),    // 122: keyplane.v1.GetMembershipRuleResponse
+	(*ListMembershipRulesRequest)(nil),   // 123: keyplane.v1.ListMembershipRulesRequest
+	(*ListMembershipRulesResponse)(nil),  // 124: keyplane.v1.ListMembershipRulesResponse
+	(*UpdateMembershipRuleRequest)(nil),  // 125: keyplane.v1.UpdateMembershipRuleRequest
+	(*UpdateMembershipRuleResponse)(nil), // 126: keyplane.v1.UpdateMembershipRuleResponse
+	(*DeleteMembershipRuleRequest)(nil),  // 127: keyplane.v1.DeleteMembershipRuleRequest
+	(*DeleteMembershipRuleResponse)(nil), // 128: keyplane.v1.DeleteMembershipRuleResponse
+	(*timestamppb.Timestamp)(nil),        // 129: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),          // 130: google.protobuf.Duration
+	(*structpb.Struct)(nil),              // 131: google.protobuf.Struct
 }
 var file_keyplane_v1_admin_proto_depIdxs = []int32{
 	0,   // 0: keyplane.v1.Tenant.residency:type_name -> keyplane.v1.Residency
 	2,   // 1: keyplane.v1.Tenant.status:type_name -> keyplane.v1.Status
-	125, // 2: keyplane.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
-	125, // 3: keyplane.v1.Tenant.update_time:type_name -> google.protobuf.Timestamp
-	126, // 4: keyplane.v1.Tenant.access_token_ttl:type_name -> google.protobuf.Duration
-	126, // 5: keyplane.v1.Tenant.api_key_max_lifetime:type_name -> google.protobuf.Duration
+	129, // 2: keyplane.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
+	129, // 3: keyplane.v1.Tenant.update_time:type_name -> google.protobuf.Timestamp
+	130, // 4: keyplane.v1.Tenant.access_token_ttl:type_name -> google.protobuf.Duration
+	130, // 5: keyplane.v1.Tenant.api_key_max_lifetime:type_name -> google.protobuf.Duration
 	1,   // 6: keyplane.v1.Tenant.signing_algorithm:type_name -> keyplane.v1.SigningAlgorithm
-	126, // 7: keyplane.v1.Tenant.step_up_window:type_name -> google.protobuf.Duration
-	126, // 8: keyplane.v1.Tenant.decision_retention:type_name -> google.protobuf.Duration
-	3,   // 9: keyplane.v1.Identity.kind:type_name -> keyplane.v1.IdentityKind
-	127, // 10: keyplane.v1.Identity.attributes:type_name -> google.protobuf.Struct
-	2,   // 11: keyplane.v1.Identity.status:type_name -> keyplane.v1.Status
-	125, // 12: keyplane.v1.Identity.expire_time:type_name -> google.protobuf.Timestamp
-	125, // 13: keyplane.v1.Identity.tokens_valid_after:type_name -> google.protobuf.Timestamp
-	125, // 14: keyplane.v1.Identity.create_time:type_name -> google.protobuf.Timestamp
-	125, // 15: keyplane.v1.Identity.update_time:type_name -> google.protobuf.Timestamp
-	125, // 16: keyplane.v1.Identity.offboard_time:type_name -> google.protobuf.Timestamp
-	125, // 17: keyplane.v1.Identity.erase_time:type_name -> google.protobuf.Timestamp
-	125, // 18: keyplane.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
-	127, // 19: keyplane.v1.AuditEvent.before:type_name -> google.protobuf.Struct
-	127, // 20: keyplane.v1.AuditEvent.after:type_name -> google.protobuf.Struct
-	6,   // 21: keyplane.v1.ListRegionsResponse.regions:type_name -> keyplane.v1.Region
-	0,   // 22: keyplane.v1.CreateTenantRequest.residency:type_name -> keyplane.v1.Residency
-	1,   // 23: keyplane.v1.CreateTenantRequest.signing_algorithm:type_name -> keyplane.v1.SigningAlgorithm
-	126, // 24: keyplane.v1.CreateTenantRequest.decision_retention:type_name -> google.protobuf.Duration
-	7,   // 25: keyplane.v1.CreateTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	7,   // 26: keyplane.v1.GetTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	7,   // 27: keyplane.v1.ListTenantsResponse.tenants:type_name -> keyplane.v1.Tenant
-	126, // 28: keyplane.v1.UpdateTenantRequest.access_token_ttl:type_name -> google.protobuf.Duration
-	126, // 29: keyplane.v1.UpdateTenantRequest.api_key_max_lifetime:type_name -> google.protobuf.Duration
-	1,   // 30: keyplane.v1.UpdateTenantRequest.signing_algorithm:type_name -> keyplane.v1.SigningAlgorithm
-	126, // 31: keyplane.v1.UpdateTenantRequest.step_up_window:type_name -> google.protobuf.Duration
-	126, // 32: keyplane.v1.UpdateTenantRequest.decision_retention:type_name -> google.protobuf.Duration
-	7,   // 33: keyplane.v1.UpdateTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	7,   // 34: keyplane.v1.DisableTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	7,   // 35: keyplane.v1.EnableTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	7,   // 36: keyplane.v1.RehomeTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	3,   // 37: keyplane.v1.CreateIdentityRequest.kind:type_name -> keyplane.v1.IdentityKind
-	127, // 38: keyplane.v1.CreateIdentityRequest.attributes:type_name -> google.protobuf.Struct
-	125, // 39: keyplane.v1.CreateIdentityRequest.expire_time:type_name -> google.protobuf.Timestamp
-	8,   // 40: keyplane.v1.CreateIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	8,   // 41: keyplane.v1.GetIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	8,   // 42: keyplane.v1.ListIdentitiesResponse.identities:type_name -> keyplane.v1.Identity
-	127, // 43: keyplane.v1.UpdateIdentityRequest.attributes:type_name -> google.protobuf.Struct
-	125, // 44: keyplane.v1.UpdateIdentityRequest.expire_time:type_name -> google.protobuf.Timestamp
-	8,   // 45: keyplane.v1.UpdateIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	8,   // 46: keyplane.v1.DisableIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	8,   // 47: keyplane.v1.EnableIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	125, // 48: keyplane.v1.OffboardIdentityRequest.event_time:type_name -> google.protobuf.Timestamp
-	5,   // 49: keyplane.v1.OffboardedBinding.effect:type_name -> keyplane.v1.Effect
-	4,   // 50: keyplane.v1.OffboardedCredential.kind:type_name -> keyplane.v1.CredentialKind
-	2,   // 51: keyplane.v1.OwnedIdentity.status:type_name -> keyplane.v1.Status
-	39,  // 52: keyplane.v1.OffboardReport.bindings_removed:type_name -> keyplane.v1.OffboardedBinding
-	40,  // 53: keyplane.v1.OffboardReport.credentials_revoked:type_name -> keyplane.v1.OffboardedCredential
-	41,  // 54: keyplane.v1.OffboardReport.handed_over:type_name -> keyplane.v1.OwnedIdentity
-	41,  // 55: keyplane.v1.OffboardReport.orphaned:type_name -> keyplane.v1.OwnedIdentity
-	8,   // 56: keyplane.v1.OffboardIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	42,  // 57: keyplane.v1.OffboardIdentityResponse.report:type_name -> keyplane.v1.OffboardReport
-	8,   // 58: keyplane.v1.EraseIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	125, // 59: keyplane.v1.ListAuditEventsRequest.start_time:type_name -> google.protobuf.Timestamp
-	125, // 60: keyplane.v1.ListAuditEventsRequest.end_time:type_name -> google.protobuf.Timestamp
-	9,   // 61: keyplane.v1.ListAuditEventsResponse.events:type_name -> keyplane.v1.AuditEvent
-	4,   // 62: keyplane.v1.Credential.kind:type_name -> keyplane.v1.CredentialKind
-	125, // 63: keyplane.v1.Credential.create_time:type_name -> google.protobuf.Timestamp
-	125, // 64: keyplane.v1.Credential.expire_time:type_name -> google.protobuf.Timestamp
-	125, // 65: keyplane.v1.Credential.last_used_time:type_name -> google.protobuf.Timestamp
-	125, // 66: keyplane.v1.Credential.rotate_time:type_name -> google.protobuf.Timestamp
-	125, // 67: keyplane.v1.Credential.revoke_time:type_name -> google.protobuf.Timestamp
-	125, // 68: keyplane.v1.Session.create_time:type_name -> google.protobuf.Timestamp
-	125, // 69: keyplane.v1.Session.expire_time:type_name -> google.protobuf.Timestamp
-	125, // 70: keyplane.v1.Session.revoke_time:type_name -> google.protobuf.Timestamp
-	125, // 71: keyplane.v1.CreateAPIKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
-	48,  // 72: keyplane.v1.CreateAPIKeyResponse.credential:type_name -> keyplane.v1.Credential
-	125, // 73: keyplane.v1.RotateAPIKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
-	126, // 74: keyplane.v1.RotateAPIKeyRequest.grace_period:type_name -> google.protobuf.Duration
-	48,  // 75: keyplane.v1.RotateAPIKeyResponse.credential:type_name -> keyplane.v1.Credential
-	48,  // 76: keyplane.v1.CreateClientResponse.credential:type_name -> keyplane.v1.Credential
-	48,  // 77: keyplane.v1.UpdateClientResponse.credential:type_name -> keyplane.v1.Credential
-	126, // 78: keyplane.v1.RotateClientSecretRequest.grace_period:type_name -> google.protobuf.Duration
-	48,  // 79: keyplane.v1.RotateClientSecretResponse.credential:type_name -> keyplane.v1.Credential
-	48,  // 80: keyplane.v1.RevokeCredentialResponse.credential:type_name -> keyplane.v1.Credential
-	48,  // 81: keyplane.v1.ListCredentialsResponse.credentials:type_name -> keyplane.v1.Credential
-	49,  // 82: keyplane.v1.ListSessionsResponse.sessions:type_name -> keyplane.v1.Session
-	48,  // 83: keyplane.v1.SetPasswordResponse.credential:type_name -> keyplane.v1.Credential
-	5,   // 84: keyplane.v1.Binding.effect:type_name -> keyplane.v1.Effect
-	125, // 85: keyplane.v1.Binding.expire_time:type_name -> google.protobuf.Timestamp
-	125, // 86: keyplane.v1.Binding.create_time:type_name -> google.protobuf.Timestamp
-	68,  // 87: keyplane.v1.CreateRoleResponse.role:type_name -> keyplane.v1.Role
-	68,  // 88: keyplane.v1.GetRoleResponse.role:type_name -> keyplane.v1.Role
-	68,  // 89: keyplane.v1.ListRolesResponse.roles:type_name -> keyplane.v1.Role
-	68,  // 90: keyplane.v1.UpdateRoleResponse.role:type_name -> keyplane.v1.Role
-	69,  // 91: keyplane.v1.CreateGroupResponse.group:type_name -> keyplane.v1.Group
-	69,  // 92: keyplane.v1.GetGroupResponse.group:type_name -> keyplane.v1.Group
-	69,  // 93: keyplane.v1.ListGroupsResponse.groups:type_name -> keyplane.v1.Group
-	69,  // 94: keyplane.v1.UpdateGroupResponse.group:type_name -> keyplane.v1.Group
-	3,   // 95: keyplane.v1.GroupMember.kind:type_name -> keyplane.v1.IdentityKind
-	2,   // 96: keyplane.v1.GroupMember.status:type_name -> keyplane.v1.Status
-	125, // 97: keyplane.v1.GroupMember.add_time:type_name -> google.protobuf.Timestamp
-	89,  // 98: keyplane.v1.ListGroupMembersResponse.members:type_name -> keyplane.v1.GroupMember
-	102, // 99: keyplane.v1.AddGroupMemberResponse.change_request:type_name -> keyplane.v1.ChangeRequest
-	102, // 100: keyplane.v1.RemoveGroupMemberResponse.change_request:type_name -> keyplane.v1.ChangeRequest
-	5,   // 101: keyplane.v1.CreateBindingRequest.effect:type_name -> keyplane.v1.Effect
-	125, // 102: keyplane.v1.CreateBindingRequest.expire_time:type_name -> google.protobuf.Timestamp
-	70,  // 103: keyplane.v1.CreateBindingResponse.binding:type_name -> keyplane.v1.Binding
-	102, // 104: keyplane.v1.CreateBindingResponse.change_request:type_name -> keyplane.v1.ChangeRequest
-	102, // 105: keyplane.v1.DeleteBindingResponse.change_request:type_name -> keyplane.v1.ChangeRequest
-	70,  // 106: keyplane.v1.ChangeRequest.binding:type_name -> keyplane.v1.Binding
-	125, // 107: keyplane.v1.ChangeRequest.create_time:type_name -> google.protobuf.Timestamp
-	125, // 108: keyplane.v1.ChangeRequest.expire_time:type_name -> google.protobuf.Timestamp
-	125, // 109: keyplane.v1.ChangeRequest.decide_time:type_name -> google.protobuf.Timestamp
-	102, // 110: keyplane.v1.GetChangeRequestResponse.change_request:type_name -> keyplane.v1.ChangeRequest
-	102, // 111: keyplane.v1.ListChangeRequestsResponse.change_requests:type_name -> keyplane.v1.ChangeRequest
-	102, // 112: keyplane.v1.ApproveChangeRequestResponse.change_request:type_name -> keyplane.v1.ChangeRequest
-	70,  // 113: keyplane.v1.ApproveChangeRequestResponse.binding:type_name -> keyplane.v1.Binding
-	102, // 114: keyplane.v1.DenyChangeRequestResponse.change_request:type_name -> keyplane.v1.ChangeRequest
-	70,  // 115: keyplane.v1.ListBindingsResponse.bindings:type_name -> keyplane.v1.Binding
-	125, // 116: keyplane.v1.MembershipRule.create_time:type_name -> google.protobuf.Timestamp
-	125, // 117: keyplane.v1.MembershipRule.update_time:type_name -> google.protobuf.Timestamp
-	113, // 118: keyplane.v1.CreateMembershipRuleResponse.rule:type_name -> keyplane.v1.MembershipRule
-	114, // 119: keyplane.v1.CreateMembershipRuleResponse.memberships_added:type_name -> keyplane.v1.Membership
-	114, // 120: keyplane.v1.CreateMembershipRuleResponse.memberships_removed:type_name -> keyplane.v1.Membership
-	113, // 121: keyplane.v1.GetMembershipRuleResponse.rule:type_name -> keyplane.v1.MembershipRule
-	113, // 122: keyplane.v1.ListMembershipRulesResponse.rules:type_name -> keyplane.v1.MembershipRule
-	113, // 123: keyplane.v1.UpdateMembershipRuleResponse.rule:type_name -> keyplane.v1.MembershipRule
-	114, // 124: keyplane.v1.UpdateMembershipRuleResponse.memberships_added:type_name -> keyplane.v1.Membership
-	114, // 125: keyplane.v1.UpdateMembershipRuleResponse.memberships_removed:type_name -> keyplane.v1.Membership
-	114, // 126: keyplane.v1.DeleteMembershipRuleResponse.memberships_removed:type_name -> keyplane.v1.Membership
-	10,  // 127: keyplane.v1.AdminService.ListRegions:input_type -> keyplane.v1.ListRegionsRequest
-	12,  // 128: keyplane.v1.AdminService.CreateTenant:input_type -> keyplane.v1.CreateTenantRequest
-	14,  // 129: keyplane.v1.AdminService.GetTenant:input_type -> keyplane.v1.GetTenantRequest
-	16,  // 130: keyplane.v1.AdminService.ListTenants:input_type -> keyplane.v1.ListTenantsRequest
-	18,  // 131: keyplane.v1.AdminService.UpdateTenant:input_type -> keyplane.v1.UpdateTenantRequest
-	20,  // 132: keyplane.v1.AdminService.DisableTenant:input_type -> keyplane.v1.DisableTenantRequest
-	22,  // 133: keyplane.v1.AdminService.EnableTenant:input_type -> keyplane.v1.EnableTenantRequest
-	24,  // 134: keyplane.v1.AdminService.RehomeTenant:input_type -> keyplane.v1.RehomeTenantRequest
-	26,  // 135: keyplane.v1.AdminService.CreateIdentity:input_type -> keyplane.v1.CreateIdentityRequest
-	28,  // 136: keyplane.v1.AdminService.GetIdentity:input_type -> keyplane.v1.GetIdentityRequest
-	30,  // 137: keyplane.v1.AdminService.ListIdentities:input_type -> keyplane.v1.ListIdentitiesRequest
-	32,  // 138: keyplane.v1.AdminService.UpdateIdentity:input_type -> keyplane.v1.UpdateIdentityRequest
-	34,  // 139: keyplane.v1.AdminService.DisableIdentity:input_type -> keyplane.v1.DisableIdentityRequest
-	36,  // 140: keyplane.v1.AdminService.EnableIdentity:input_type -> keyplane.v1.EnableIdentityRequest
-	38,  // 141: keyplane.v1.AdminService.OffboardIdentity:input_type -> keyplane.v1.OffboardIdentityRequest
-	44,  // 142: keyplane.v1.AdminService.EraseIdentity:input_type -> keyplane.v1.EraseIdentityRequest
-	50,  // 143: keyplane.v1.AdminService.CreateAPIKey:input_type -> keyplane.v1.CreateAPIKeyRequest
-	52,  // 144: keyplane.v1.AdminService.RotateAPIKey:input_type -> keyplane.v1.RotateAPIKeyRequest
-	54,  // 145: keyplane.v1.AdminService.CreateClient:input_type -> keyplane.v1.CreateClientRequest
-	56,  // 146: keyplane.v1.AdminService.UpdateClient:input_type -> keyplane.v1.UpdateClientRequest
-	58,  // 147: keyplane.v1.AdminService.RotateClientSecret:input_type -> keyplane.v1.RotateClientSecretRequest
-	60,  // 148: keyplane.v1.AdminService.RevokeCredential:input_type -> keyplane.v1.RevokeCredentialRequest
-	62,  // 149: keyplane.v1.AdminService.ListCredentials:input_type -> keyplane.v1.ListCredentialsRequest
-	64,  // 150: keyplane.v1.AdminService.ListSessions:input_type -> keyplane.v1.ListSessionsRequest
-	66,  // 151: keyplane.v1.AdminService.SetPassword:input_type -> keyplane.v1.SetPasswordRequest
-	71,  // 152: keyplane.v1.AdminService.CreateRole:input_type -> keyplane.v1.CreateRoleRequest
-	73,  // 153: keyplane.v1.AdminService.GetRole:input_type -> keyplane.v1.GetRoleRequest
-	75,  // 154: keyplane.v1.AdminService.ListRoles:input_type -> keyplane.v1.ListRolesRequest
-	77,  // 155: keyplane.v1.AdminService.UpdateRole:input_type -> keyplane.v1.UpdateRoleRequest
-	79,  // 156: keyplane.v1.AdminService.DeleteRole:input_type -> keyplane.v1.DeleteRoleRequest
-	81,  // 157: keyplane.v1.AdminService.CreateGroup:input_type -> keyplane.v1.CreateGroupRequest
-	83,  // 158: keyplane.v1.AdminService.GetGroup:input_type -> keyplane.v1.GetGroupRequest
-	85,  // 159: keyplane.v1.AdminService.ListGroups:input_type -> keyplane.v1.ListGroupsRequest
-	87,  // 160: keyplane.v1.AdminService.UpdateGroup:input_type -> keyplane.v1.UpdateGroupRequest
-	90,  // 161: keyplane.v1.AdminService.ListGroupMembers:input_type -> keyplane.v1.ListGroupMembersRequest
-	92,  // 162: keyplane.v1.AdminService.DeleteGroup:input_type -> keyplane.v1.DeleteGroupRequest
-	94,  // 163: keyplane.v1.AdminService.AddGroupMember:input_type -> keyplane.v1.AddGroupMemberRequest
-	96,  // 164: keyplane.v1.AdminService.RemoveGroupMember:input_type -> keyplane.v1.RemoveGroupMemberRequest
-	98,  // 165: keyplane.v1.AdminService.CreateBinding:input_type -> keyplane.v1.CreateBindingRequest
-	100, // 166: keyplane.v1.AdminService.DeleteBinding:input_type -> keyplane.v1.DeleteBindingRequest
-	111, // 167: keyplane.v1.AdminService.ListBindings:input_type -> keyplane.v1.ListBindingsRequest
-	46,  // 168: keyplane.v1.AdminService.ListAuditEvents:input_type -> keyplane.v1.ListAuditEventsRequest
-	103, // 169: keyplane.v1.AdminService.GetChangeRequest:input_type -> keyplane.v1.GetChangeRequestRequest
-	105, // 170: keyplane.v1.AdminService.ListChangeRequests:input_type -> keyplane.v1.ListChangeRequestsRequest
-	107, // 171: keyplane.v1.AdminService.ApproveChangeRequest:input_type -> keyplane.v1.ApproveChangeRequestRequest
-	109, // 172: keyplane.v1.AdminService.DenyChangeRequest:input_type -> keyplane.v1.DenyChangeRequestRequest
-	115, // 173: keyplane.v1.AdminService.CreateMembershipRule:input_type -> keyplane.v1.CreateMembershipRuleRequest
-	117, // 174: keyplane.v1.AdminService.GetMembershipRule:input_type -> keyplane.v1.GetMembershipRuleRequest
-	119, // 175: keyplane.v1.AdminService.ListMembershipRules:input_type -> keyplane.v1.ListMembershipRulesRequest
-	121, // 176: keyplane.v1.AdminService.UpdateMembershipRule:input_type -> keyplane.v1.UpdateMembershipRuleRequest
-	123, // 177: keyplane.v1.AdminService.DeleteMembershipRule:input_type -> keyplane.v1.DeleteMembershipRuleRequest
-	11,  // 178: keyplane.v1.AdminService.ListRegions:output_type -> keyplane.v1.ListRegionsResponse
-	13,  // 179: keyplane.v1.AdminService.CreateTenant:output_type -> keyplane.v1.CreateTenantResponse
-	15,  // 180: keyplane.v1.AdminService.GetTenant:output_type -> keyplane.v1.GetTenantResponse
-	17,  // 181: keyplane.v1.AdminService.ListTenants:output_type -> keyplane.v1.ListTenantsResponse
-	19,  // 182: keyplane.v1.AdminService.UpdateTenant:output_type -> keyplane.v1.UpdateTenantResponse
-	21,  // 183: keyplane.v1.AdminService.DisableTenant:output_type -> keyplane.v1.DisableTenantResponse
-	23,  // 184: keyplane.v1.AdminService.EnableTenant:output_type -> keyplane.v1.EnableTenantResponse
-	25,  // 185: keyplane.v1.AdminService.RehomeTenant:output_type -> keyplane.v1.RehomeTenantResponse
-	27,  // 186: keyplane.v1.AdminService.CreateIdentity:output_type -> keyplane.v1.CreateIdentityResponse
-	29,  // 187: keyplane.v1.AdminService.GetIdentity:output_type -> keyplane.v1.GetIdentityResponse
-	31,  // 188: keyplane.v1.AdminService.ListIdentities:output_type -> keyplane.v1.ListIdentitiesResponse
-	33,  // 189: keyplane.v1.AdminService.UpdateIdentity:output_type -> keyplane.v1.UpdateIdentityResponse
-	35,  // 190: keyplane.v1.AdminService.DisableIdentity:output_type -> keyplane.v1.DisableIdentityResponse
-	37,  // 191: keyplane.v1.AdminService.EnableIdentity:output_type -> keyplane.v1.EnableIdentityResponse
-	43,  // 192: keyplane.v1.AdminService.OffboardIdentity:output_type -> keyplane.v1.OffboardIdentityResponse
-	45,  // 193: keyplane.v1.AdminService.EraseIdentity:output_type -> keyplane.v1.EraseIdentityResponse
-	51,  // 194: keyplane.v1.AdminService.CreateAPIKey:output_type -> keyplane.v1.CreateAPIKeyResponse
-	53,  // 195: keyplane.v1.AdminService.RotateAPIKey:output_type -> keyplane.v1.RotateAPIKeyResponse
-	55,  // 196: keyplane.v1.AdminService.CreateClient:output_type -> keyplane.v1.CreateClientResponse
-	57,  // 197: keyplane.v1.AdminService.UpdateClient:output_type -> keyplane.v1.UpdateClientResponse
-	59,  // 198: keyplane.v1.AdminService.RotateClientSecret:output_type -> keyplane.v1.RotateClientSecretResponse
-	61,  // 199: keyplane.v1.AdminService.RevokeCredential:output_type -> keyplane.v1.RevokeCredentialResponse
-	63,  // 200: keyplane.v1.AdminService.ListCredentials:output_type -> keyplane.v1.ListCredentialsResponse
-	65,  // 201: keyplane.v1.AdminService.ListSessions:output_type -> keyplane.v1.ListSessionsResponse
-	67,  // 202: keyplane.v1.AdminService.SetPassword:output_type -> keyplane.v1.SetPasswordResponse
-	72,  // 203: keyplane.v1.AdminService.CreateRole:output_type -> keyplane.v1.CreateRoleResponse
-	74,  // 204: keyplane.v1.AdminService.GetRole:output_type -> keyplane.v1.GetRoleResponse
-	76,  // 205: keyplane.v1.AdminService.ListRoles:output_type -> keyplane.v1.ListRolesResponse
-	78,  // 206: keyplane.v1.AdminService.UpdateRole:output_type -> keyplane.v1.UpdateRoleResponse
-	80,  // 207: keyplane.v1.AdminService.DeleteRole:output_type -> keyplane.v1.DeleteRoleResponse
-	82,  // 208: keyplane.v1.AdminService.CreateGroup:output_type -> keyplane.v1.CreateGroupResponse
-	84,  // 209: keyplane.v1.AdminService.GetGroup:output_type -> keyplane.v1.GetGroupResponse
-	86,  // 210: keyplane.v1.AdminService.ListGroups:output_type -> keyplane.v1.ListGroupsResponse
-	88,  // 211: keyplane.v1.AdminService.UpdateGroup:output_type -> keyplane.v1.UpdateGroupResponse
-	91,  // 212: keyplane.v1.AdminService.ListGroupMembers:output_type -> keyplane.v1.ListGroupMembersResponse
-	93,  // 213: keyplane.v1.AdminService.DeleteGroup:output_type -> keyplane.v1.DeleteGroupResponse
-	95,  // 214: keyplane.v1.AdminService.AddGroupMember:output_type -> keyplane.v1.AddGroupMemberResponse
-	97,  // 215: keyplane.v1.AdminService.RemoveGroupMember:output_type -> keyplane.v1.RemoveGroupMemberResponse
-	99,  // 216: keyplane.v1.AdminService.CreateBinding:output_type -> keyplane.v1.CreateBindingResponse
-	101, // 217: keyplane.v1.AdminService.DeleteBinding:output_type -> keyplane.v1.DeleteBindingResponse
-	112, // 218: keyplane.v1.AdminService.ListBindings:output_type -> keyplane.v1.ListBindingsResponse
-	47,  // 219: keyplane.v1.AdminService.ListAuditEvents:output_type -> keyplane.v1.ListAuditEventsResponse
-	104, // 220: keyplane.v1.AdminService.GetChangeRequest:output_type -> keyplane.v1.GetChangeRequestResponse
-	106, // 221: keyplane.v1.AdminService.ListChangeRequests:output_type -> keyplane.v1.ListChangeRequestsResponse
-	108, // 222: keyplane.v1.AdminService.ApproveChangeRequest:output_type -> keyplane.v1.ApproveChangeRequestResponse
-	110, // 223: keyplane.v1.AdminService.DenyChangeRequest:output_type -> keyplane.v1.DenyChangeRequestResponse
-	116, // 224: keyplane.v1.AdminService.CreateMembershipRule:output_type -> keyplane.v1.CreateMembershipRuleResponse
-	118, // 225: keyplane.v1.AdminService.GetMembershipRule:output_type -> keyplane.v1.GetMembershipRuleResponse
-	120, // 226: keyplane.v1.AdminService.ListMembershipRules:output_type -> keyplane.v1.ListMembershipRulesResponse
-	122, // 227: keyplane.v1.AdminService.UpdateMembershipRule:output_type -> keyplane.v1.UpdateMembershipRuleResponse
-	124, // 228: keyplane.v1.AdminService.DeleteMembershipRule:output_type -> keyplane.v1.DeleteMembershipRuleResponse
-	178, // [178:229] is the sub-list for method output_type
-	127, // [127:178] is the sub-list for method input_type
-	127, // [127:127] is the sub-list for extension type_name
-	127, // [127:127] is the sub-list for extension extendee
-	0,   // [0:127] is the sub-list for field type_name
+	130, // 7: keyplane.v1.Tenant.step_up_window:type_name -> google.protobuf.Duration
+	130, // 8: keyplane.v1.Tenant.decision_retention:type_name -> google.protobuf.Duration
+	8,   // 9: keyplane.v1.Tenant.limits:type_name -> keyplane.v1.TenantLimits
+	9,   // 10: keyplane.v1.TenantLimits.decisions:type_name -> keyplane.v1.RateLimit
+	9,   // 11: keyplane.v1.TenantLimits.tokens:type_name -> keyplane.v1.RateLimit
+	9,   // 12: keyplane.v1.TenantLimits.writes:type_name -> keyplane.v1.RateLimit
+	3,   // 13: keyplane.v1.Identity.kind:type_name -> keyplane.v1.IdentityKind
+	131, // 14: keyplane.v1.Identity.attributes:type_name -> google.protobuf.Struct
+	2,   // 15: keyplane.v1.Identity.status:type_name -> keyplane.v1.Status
+	129, // 16: keyplane.v1.Identity.expire_time:type_name -> google.protobuf.Timestamp
+	129, // 17: keyplane.v1.Identity.tokens_valid_after:type_name -> google.protobuf.Timestamp
+	129, // 18: keyplane.v1.Identity.create_time:type_name -> google.protobuf.Timestamp
+	129, // 19: keyplane.v1.Identity.update_time:type_name -> google.protobuf.Timestamp
+	129, // 20: keyplane.v1.Identity.offboard_time:type_name -> google.protobuf.Timestamp
+	129, // 21: keyplane.v1.Identity.erase_time:type_name -> google.protobuf.Timestamp
+	129, // 22: keyplane.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	131, // 23: keyplane.v1.AuditEvent.before:type_name -> google.protobuf.Struct
+	131, // 24: keyplane.v1.AuditEvent.after:type_name -> google.protobuf.Struct
+	6,   // 25: keyplane.v1.ListRegionsResponse.regions:type_name -> keyplane.v1.Region
+	0,   // 26: keyplane.v1.CreateTenantRequest.residency:type_name -> keyplane.v1.Residency
+	1,   // 27: keyplane.v1.CreateTenantRequest.signing_algorithm:type_name -> keyplane.v1.SigningAlgorithm
+	130, // 28: keyplane.v1.CreateTenantRequest.decision_retention:type_name -> google.protobuf.Duration
+	7,   // 29: keyplane.v1.CreateTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	7,   // 30: keyplane.v1.GetTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	7,   // 31: keyplane.v1.ListTenantsResponse.tenants:type_name -> keyplane.v1.Tenant
+	130, // 32: keyplane.v1.UpdateTenantRequest.access_token_ttl:type_name -> google.protobuf.Duration
+	130, // 33: keyplane.v1.UpdateTenantRequest.api_key_max_lifetime:type_name -> google.protobuf.Duration
+	1,   // 34: keyplane.v1.UpdateTenantRequest.signing_algorithm:type_name -> keyplane.v1.SigningAlgorithm
+	130, // 35: keyplane.v1.UpdateTenantRequest.step_up_window:type_name -> google.protobuf.Duration
+	130, // 36: keyplane.v1.UpdateTenantRequest.decision_retention:type_name -> google.protobuf.Duration
+	7,   // 37: keyplane.v1.UpdateTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	8,   // 38: keyplane.v1.SetTenantLimitsRequest.limits:type_name -> keyplane.v1.TenantLimits
+	7,   // 39: keyplane.v1.SetTenantLimitsResponse.tenant:type_name -> keyplane.v1.Tenant
+	7,   // 40: keyplane.v1.DisableTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	7,   // 41: keyplane.v1.EnableTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	7,   // 42: keyplane.v1.RehomeTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	3,   // 43: keyplane.v1.CreateIdentityRequest.kind:type_name -> keyplane.v1.IdentityKind
+	131, // 44: keyplane.v1.CreateIdentityRequest.attributes:type_name -> google.protobuf.Struct
+	129, // 45: keyplane.v1.CreateIdentityRequest.expire_time:type_name -> google.protobuf.Timestamp
+	10,  // 46: keyplane.v1.CreateIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	10,  // 47: keyplane.v1.GetIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	10,  // 48: keyplane.v1.ListIdentitiesResponse.identities:type_name -> keyplane.v1.Identity
+	131, // 49: keyplane.v1.UpdateIdentityRequest.attributes:type_name -> google.protobuf.Struct
+	129, // 50: keyplane.v1.UpdateIdentityRequest.expire_time:type_name -> google.protobuf.Timestamp
+	10,  // 51: keyplane.v1.UpdateIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	10,  // 52: keyplane.v1.DisableIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	10,  // 53: keyplane.v1.EnableIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	129, // 54: keyplane.v1.OffboardIdentityRequest.event_time:type_name -> google.protobuf.Timestamp
+	5,   // 55: keyplane.v1.OffboardedBinding.effect:type_name -> keyplane.v1.Effect
+	4,   // 56: keyplane.v1.OffboardedCredential.kind:type_name -> keyplane.v1.CredentialKind
+	2,   // 57: keyplane.v1.OwnedIdentity.status:type_name -> keyplane.v1.Status
+	43,  // 58: keyplane.v1.OffboardReport.bindings_removed:type_name -> keyplane.v1.OffboardedBinding
+	44,  // 59: keyplane.v1.OffboardReport.credentials_revoked:type_name -> keyplane.v1.OffboardedCredential
+	45,  // 60: keyplane.v1.OffboardReport.handed_over:type_name -> keyplane.v1.OwnedIdentity
+	45,  // 61: keyplane.v1.OffboardReport.orphaned:type_name -> keyplane.v1.OwnedIdentity
+	10,  // 62: keyplane.v1.OffboardIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	46,  // 63: keyplane.v1.OffboardIdentityResponse.report:type_name -> keyplane.v1.OffboardReport
+	10,  // 64: keyplane.v1.EraseIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	129, // 65: keyplane.v1.ListAuditEventsRequest.start_time:type_name -> google.protobuf.Timestamp
+	129, // 66: keyplane.v1.ListAuditEventsRequest.end_time:type_name -> google.protobuf.Timestamp
+	11,  // 67: keyplane.v1.ListAuditEventsResponse.events:type_name -> keyplane.v1.AuditEvent
+	4,   // 68: keyplane.v1.Credential.kind:type_name -> keyplane.v1.CredentialKind
+	129, // 69: keyplane.v1.Credential.create_time:type_name -> google.protobuf.Timestamp
+	129, // 70: keyplane.v1.Credential.expire_time:type_name -> google.protobuf.Timestamp
+	129, // 71: keyplane.v1.Credential.last_used_time:type_name -> google.protobuf.Timestamp
+	129, // 72: keyplane.v1.Credential.rotate_time:type_name -> google.protobuf.Timestamp
+	129, // 73: keyplane.v1.Credential.revoke_time:type_name -> google.protobuf.Timestamp
+	129, // 74: keyplane.v1.Session.create_time:type_name -> google.protobuf.Timestamp
+	129, // 75: keyplane.v1.Session.expire_time:type_name -> google.protobuf.Timestamp
+	129, // 76: keyplane.v1.Session.revoke_time:type_name -> google.protobuf.Timestamp
+	129, // 77: keyplane.v1.CreateAPIKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
+	52,  // 78: keyplane.v1.CreateAPIKeyResponse.credential:type_name -> keyplane.v1.Credential
+	129, // 79: keyplane.v1.RotateAPIKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
+	130, // 80: keyplane.v1.RotateAPIKeyRequest.grace_period:type_name -> google.protobuf.Duration
+	52,  // 81: keyplane.v1.RotateAPIKeyResponse.credential:type_name -> keyplane.v1.Credential
+	52,  // 82: keyplane.v1.CreateClientResponse.credential:type_name -> keyplane.v1.Credential
+	52,  // 83: keyplane.v1.UpdateClientResponse.credential:type_name -> keyplane.v1.Credential
+	130, // 84: keyplane.v1.RotateClientSecretRequest.grace_period:type_name -> google.protobuf.Duration
+	52,  // 85: keyplane.v1.RotateClientSecretResponse.credential:type_name -> keyplane.v1.Credential
+	52,  // 86: keyplane.v1.RevokeCredentialResponse.credential:type_name -> keyplane.v1.Credential
+	52,  // 87: keyplane.v1.ListCredentialsResponse.credentials:type_name -> keyplane.v1.Credential
+	53,  // 88: keyplane.v1.ListSessionsResponse.sessions:type_name -> keyplane.v1.Session
+	52,  // 89: keyplane.v1.SetPasswordResponse.credential:type_name -> keyplane.v1.Credential
+	5,   // 90: keyplane.v1.Binding.effect:type_name -> keyplane.v1.Effect
+	129, // 91: keyplane.v1.Binding.expire_time:type_name -> google.protobuf.Timestamp
+	129, // 92: keyplane.v1.Binding.create_time:type_name -> google.protobuf.Timestamp
+	72,  // 93: keyplane.v1.CreateRoleResponse.role:type_name -> keyplane.v1.Role
+	72,  // 94: keyplane.v1.GetRoleResponse.role:type_name -> keyplane.v1.Role
+	72,  // 95: keyplane.v1.ListRolesResponse.roles:type_name -> keyplane.v1.Role
+	72,  // 96: keyplane.v1.UpdateRoleResponse.role:type_name -> keyplane.v1.Role
+	73,  // 97: keyplane.v1.CreateGroupResponse.group:type_name -> keyplane.v1.Group
+	73,  // 98: keyplane.v1.GetGroupResponse.group:type_name -> keyplane.v1.Group
+	73,  // 99: keyplane.v1.ListGroupsResponse.groups:type_name -> keyplane.v1.Group
+	73,  // 100: keyplane.v1.UpdateGroupResponse.group:type_name -> keyplane.v1.Group
+	3,   // 101: keyplane.v1.GroupMember.kind:type_name -> keyplane.v1.IdentityKind
+	2,   // 102: keyplane.v1.GroupMember.status:type_name -> keyplane.v1.Status
+	129, // 103: keyplane.v1.GroupMember.add_time:type_name -> google.protobuf.Timestamp
+	93,  // 104: keyplane.v1.ListGroupMembersResponse.members:type_name -> keyplane.v1.GroupMember
+	106, // 105: keyplane.v1.AddGroupMemberResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	106, // 106: keyplane.v1.RemoveGroupMemberResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	5,   // 107: keyplane.v1.CreateBindingRequest.effect:type_name -> keyplane.v1.Effect
+	129, // 108: keyplane.v1.CreateBindingRequest.expire_time:type_name -> google.protobuf.Timestamp
+	74,  // 109: keyplane.v1.CreateBindingResponse.binding:type_name -> keyplane.v1.Binding
+	106, // 110: keyplane.v1.CreateBindingResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	106, // 111: keyplane.v1.DeleteBindingResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	74,  // 112: keyplane.v1.ChangeRequest.binding:type_name -> keyplane.v1.Binding
+	129, // 113: keyplane.v1.ChangeRequest.create_time:type_name -> google.protobuf.Timestamp
+	129, // 114: keyplane.v1.ChangeRequest.expire_time:type_name -> google.protobuf.Timestamp
+	129, // 115: keyplane.v1.ChangeRequest.decide_time:type_name -> google.protobuf.Timestamp
+	106, // 116: keyplane.v1.GetChangeRequestResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	106, // 117: keyplane.v1.ListChangeRequestsResponse.change_requests:type_name -> keyplane.v1.ChangeRequest
+	106, // 118: keyplane.v1.ApproveChangeRequestResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	74,  // 119: keyplane.v1.ApproveChangeRequestResponse.binding:type_name -> keyplane.v1.Binding
+	106, // 120: keyplane.v1.DenyChangeRequestResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	74,  // 121: keyplane.v1.ListBindingsResponse.bindings:type_name -> keyplane.v1.Binding
+	129, // 122: keyplane.v1.MembershipRule.create_time:type_name -> google.protobuf.Timestamp
+	129, // 123: keyplane.v1.MembershipRule.update_time:type_name -> google.protobuf.Timestamp
+	117, // 124: keyplane.v1.CreateMembershipRuleResponse.rule:type_name -> keyplane.v1.MembershipRule
+	118, // 125: keyplane.v1.CreateMembershipRuleResponse.memberships_added:type_name -> keyplane.v1.Membership
+	118, // 126: keyplane.v1.CreateMembershipRuleResponse.memberships_removed:type_name -> keyplane.v1.Membership
+	117, // 127: keyplane.v1.GetMembershipRuleResponse.rule:type_name -> keyplane.v1.MembershipRule
+	117, // 128: keyplane.v1.ListMembershipRulesResponse.rules:type_name -> keyplane.v1.MembershipRule
+	117, // 129: keyplane.v1.UpdateMembershipRuleResponse.rule:type_name -> keyplane.v1.MembershipRule
+	118, // 130: keyplane.v1.UpdateMembershipRuleResponse.memberships_added:type_name -> keyplane.v1.Membership
+	118, // 131: keyplane.v1.UpdateMembershipRuleResponse.memberships_removed:type_name -> keyplane.v1.Membership
+	118, // 132: keyplane.v1.DeleteMembershipRuleResponse.memberships_removed:type_name -> keyplane.v1.Membership
+	12,  // 133: keyplane.v1.AdminService.ListRegions:input_type -> keyplane.v1.ListRegionsRequest
+	14,  // 134: keyplane.v1.AdminService.CreateTenant:input_type -> keyplane.v1.CreateTenantRequest
+	16,  // 135: keyplane.v1.AdminService.GetTenant:input_type -> keyplane.v1.GetTenantRequest
+	18,  // 136: keyplane.v1.AdminService.ListTenants:input_type -> keyplane.v1.ListTenantsRequest
+	20,  // 137: keyplane.v1.AdminService.UpdateTenant:input_type -> keyplane.v1.UpdateTenantRequest
+	24,  // 138: keyplane.v1.AdminService.DisableTenant:input_type -> keyplane.v1.DisableTenantRequest
+	26,  // 139: keyplane.v1.AdminService.EnableTenant:input_type -> keyplane.v1.EnableTenantRequest
+	28,  // 140: keyplane.v1.AdminService.RehomeTenant:input_type -> keyplane.v1.RehomeTenantRequest
+	22,  // 141: keyplane.v1.AdminService.SetTenantLimits:input_type -> keyplane.v1.SetTenantLimitsRequest
+	30,  // 142: keyplane.v1.AdminService.CreateIdentity:input_type -> keyplane.v1.CreateIdentityRequest
+	32,  // 143: keyplane.v1.AdminService.GetIdentity:input_type -> keyplane.v1.GetIdentityRequest
+	34,  // 144: keyplane.v1.AdminService.ListIdentities:input_type -> keyplane.v1.ListIdentitiesRequest
+	36,  // 145: keyplane.v1.AdminService.UpdateIdentity:input_type -> keyplane.v1.UpdateIdentityRequest
+	38,  // 146: keyplane.v1.AdminService.DisableIdentity:input_type -> keyplane.v1.DisableIdentityRequest
+	40,  // 147: keyplane.v1.AdminService.EnableIdentity:input_type -> keyplane.v1.EnableIdentityRequest
+	42,  // 148: keyplane.v1.AdminService.OffboardIdentity:input_type -> keyplane.v1.OffboardIdentityRequest
+	48,  // 149: keyplane.v1.AdminService.EraseIdentity:input_type -> keyplane.v1.EraseIdentityRequest
+	54,  // 150: keyplane.v1.AdminService.CreateAPIKey:input_type -> keyplane.v1.CreateAPIKeyRequest
+	56,  // 151: keyplane.v1.AdminService.RotateAPIKey:input_type -> keyplane.v1.RotateAPIKeyRequest
+	58,  // 152: keyplane.v1.AdminService.CreateClient:input_type -> keyplane.v1.CreateClientRequest
+	60,  // 153: keyplane.v1.AdminService.UpdateClient:input_type -> keyplane.v1.UpdateClientRequest
+	62,  // 154: keyplane.v1.AdminService.RotateClientSecret:input_type -> keyplane.v1.RotateClientSecretRequest
+	64,  // 155: keyplane.v1.AdminService.RevokeCredential:input_type -> keyplane.v1.RevokeCredentialRequest
+	66,  // 156: keyplane.v1.AdminService.ListCredentials:input_type -> keyplane.v1.ListCredentialsRequest
+	68,  // 157: keyplane.v1.AdminService.ListSessions:input_type -> keyplane.v1.ListSessionsRequest
+	70,  // 158: keyplane.v1.AdminService.SetPassword:input_type -> keyplane.v1.SetPasswordRequest
+	75,  // 159: keyplane.v1.AdminService.CreateRole:input_type -> keyplane.v1.CreateRoleRequest
+	77,  // 160: keyplane.v1.AdminService.GetRole:input_type -> keyplane.v1.GetRoleRequest
+	79,  // 161: keyplane.v1.AdminService.ListRoles:input_type -> keyplane.v1.ListRolesRequest
+	81,  // 162: keyplane.v1.AdminService.UpdateRole:input_type -> keyplane.v1.UpdateRoleRequest
+	83,  // 163: keyplane.v1.AdminService.DeleteRole:input_type -> keyplane.v1.DeleteRoleRequest
+	85,  // 164: keyplane.v1.AdminService.CreateGroup:input_type -> keyplane.v1.CreateGroupRequest
+	87,  // 165: keyplane.v1.AdminService.GetGroup:input_type -> keyplane.v1.GetGroupRequest
+	89,  // 166: keyplane.v1.AdminService.ListGroups:input_type -> keyplane.v1.ListGroupsRequest
+	91,  // 167: keyplane.v1.AdminService.UpdateGroup:input_type -> keyplane.v1.UpdateGroupRequest
+	94,  // 168: keyplane.v1.AdminService.ListGroupMembers:input_type -> keyplane.v1.ListGroupMembersRequest
+	96,  // 169: keyplane.v1.AdminService.DeleteGroup:input_type -> keyplane.v1.DeleteGroupRequest
+	98,  // 170: keyplane.v1.AdminService.AddGroupMember:input_type -> keyplane.v1.AddGroupMemberRequest
+	100, // 171: keyplane.v1.AdminService.RemoveGroupMember:input_type -> keyplane.v1.RemoveGroupMemberRequest
+	102, // 172: keyplane.v1.AdminService.CreateBinding:input_type -> keyplane.v1.CreateBindingRequest
+	104, // 173: keyplane.v1.AdminService.DeleteBinding:input_type -> keyplane.v1.DeleteBindingRequest
+	115, // 174: keyplane.v1.AdminService.ListBindings:input_type -> keyplane.v1.ListBindingsRequest
+	50,  // 175: keyplane.v1.AdminService.ListAuditEvents:input_type -> keyplane.v1.ListAuditEventsRequest
+	107, // 176: keyplane.v1.AdminService.GetChangeRequest:input_type -> keyplane.v1.GetChangeRequestRequest
+	109, // 177: keyplane.v1.AdminService.ListChangeRequests:input_type -> keyplane.v1.ListChangeRequestsRequest
+	111, // 178: keyplane.v1.AdminService.ApproveChangeRequest:input_type -> keyplane.v1.ApproveChangeRequestRequest
+	113, // 179: keyplane.v1.AdminService.DenyChangeRequest:input_type -> keyplane.v1.DenyChangeRequestRequest
+	119, // 180: keyplane.v1.AdminService.CreateMembershipRule:input_type -> keyplane.v1.CreateMembershipRuleRequest
+	121, // 181: keyplane.v1.AdminService.GetMembershipRule:input_type -> keyplane.v1.GetMembershipRuleRequest
+	123, // 182: keyplane.v1.AdminService.ListMembershipRules:input_type -> keyplane.v1.ListMembershipRulesRequest
+	125, // 183: keyplane.v1.AdminService.UpdateMembershipRule:input_type -> keyplane.v1.UpdateMembershipRuleRequest
+	127, // 184: keyplane.v1.AdminService.DeleteMembershipRule:input_type -> keyplane.v1.DeleteMembershipRuleRequest
+	13,  // 185: keyplane.v1.AdminService.ListRegions:output_type -> keyplane.v1.ListRegionsResponse
+	15,  // 186: keyplane.v1.AdminService.CreateTenant:output_type -> keyplane.v1.CreateTenantResponse
+	17,  // 187: keyplane.v1.AdminService.GetTenant:output_type -> keyplane.v1.GetTenantResponse
+	19,  // 188: keyplane.v1.AdminService.ListTenants:output_type -> keyplane.v1.ListTenantsResponse
+	21,  // 189: keyplane.v1.AdminService.UpdateTenant:output_type -> keyplane.v1.UpdateTenantResponse
+	25,  // 190: keyplane.v1.AdminService.DisableTenant:output_type -> keyplane.v1.DisableTenantResponse
+	27,  // 191: keyplane.v1.AdminService.EnableTenant:output_type -> keyplane.v1.EnableTenantResponse
+	29,  // 192: keyplane.v1.AdminService.RehomeTenant:output_type -> keyplane.v1.RehomeTenantResponse
+	23,  // 193: keyplane.v1.AdminService.SetTenantLimits:output_type -> keyplane.v1.SetTenantLimitsResponse
+	31,  // 194: keyplane.v1.AdminService.CreateIdentity:output_type -> keyplane.v1.CreateIdentityResponse
+	33,  // 195: keyplane.v1.AdminService.GetIdentity:output_type -> keyplane.v1.GetIdentityResponse
+	35,  // 196: keyplane.v1.AdminService.ListIdentities:output_type -> keyplane.v1.ListIdentitiesResponse
+	37,  // 197: keyplane.v1.AdminService.UpdateIdentity:output_type -> keyplane.v1.UpdateIdentityResponse
+	39,  // 198: keyplane.v1.AdminService.DisableIdentity:output_type -> keyplane.v1.DisableIdentityResponse
+	41,  // 199: keyplane.v1.AdminService.EnableIdentity:output_type -> keyplane.v1.EnableIdentityResponse
+	47,  // 200: keyplane.v1.AdminService.OffboardIdentity:output_type -> keyplane.v1.OffboardIdentityResponse
+	49,  // 201: keyplane.v1.AdminService.EraseIdentity:output_type -> keyplane.v1.EraseIdentityResponse
+	55,  // 202: keyplane.v1.AdminService.CreateAPIKey:output_type -> keyplane.v1.CreateAPIKeyResponse
+	57,  // 203: keyplane.v1.AdminService.RotateAPIKey:output_type -> keyplane.v1.RotateAPIKeyResponse
+	59,  // 204: keyplane.v1.AdminService.CreateClient:output_type -> keyplane.v1.CreateClientResponse
+	61,  // 205: keyplane.v1.AdminService.UpdateClient:output_type -> keyplane.v1.UpdateClientResponse
+	63,  // 206: keyplane.v1.AdminService.RotateClientSecret:output_type -> keyplane.v1.RotateClientSecretResponse
+	65,  // 207: keyplane.v1.AdminService.RevokeCredential:output_type -> keyplane.v1.RevokeCredentialResponse
+	67,  // 208: keyplane.v1.AdminService.ListCredentials:output_type -> keyplane.v1.ListCredentialsResponse
+	69,  // 209: keyplane.v1.AdminService.ListSessions:output_type -> keyplane.v1.ListSessionsResponse
+	71,  // 210: keyplane.v1.AdminService.SetPassword:output_type -> keyplane.v1.SetPasswordResponse
+	76,  // 211: keyplane.v1.AdminService.CreateRole:output_type -> keyplane.v1.CreateRoleResponse
+	78,  // 212: keyplane.v1.AdminService.GetRole:output_type -> keyplane.v1.GetRoleResponse
+	80,  // 213: keyplane.v1.AdminService.ListRoles:output_type -> keyplane.v1.ListRolesResponse
+	82,  // 214: keyplane.v1.AdminService.UpdateRole:output_type -> keyplane.v1.UpdateRoleResponse
+	84,  // 215: keyplane.v1.AdminService.DeleteRole:output_type -> keyplane.v1.DeleteRoleResponse
+	86,  // 216: keyplane.v1.AdminService.CreateGroup:output_type -> keyplane.v1.CreateGroupResponse
+	88,  // 217: keyplane.v1.AdminService.GetGroup:output_type -> keyplane.v1.GetGroupResponse
+	90,  // 218: keyplane.v1.AdminService.ListGroups:output_type -> keyplane.v1.ListGroupsResponse
+	92,  // 219: keyplane.v1.AdminService.UpdateGroup:output_type -> keyplane.v1.UpdateGroupResponse
+	95,  // 220: keyplane.v1.AdminService.ListGroupMembers:output_type -> keyplane.v1.ListGroupMembersResponse
+	97,  // 221: keyplane.v1.AdminService.DeleteGroup:output_type -> keyplane.v1.DeleteGroupResponse
+	99,  // 222: keyplane.v1.AdminService.AddGroupMember:output_type -> keyplane.v1.AddGroupMemberResponse
+	101, // 223: keyplane.v1.AdminService.RemoveGroupMember:output_type -> keyplane.v1.RemoveGroupMemberResponse
+	103, // 224: keyplane.v1.AdminService.CreateBinding:output_type -> keyplane.v1.CreateBindingResponse
+	105, // 225: keyplane.v1.AdminService.DeleteBinding:output_type -> keyplane.v1.DeleteBindingResponse
+	116, // 226: keyplane.v1.AdminService.ListBindings:output_type -> keyplane.v1.ListBindingsResponse
+	51,  // 227: keyplane.v1.AdminService.ListAuditEvents:output_type -> keyplane.v1.ListAuditEventsResponse
+	108, // 228: keyplane.v1.AdminService.GetChangeRequest:output_type -> keyplane.v1.GetChangeRequestResponse
+	110, // 229: keyplane.v1.AdminService.ListChangeRequests:output_type -> keyplane.v1.ListChangeRequestsResponse
+	112, // 230: keyplane.v1.AdminService.ApproveChangeRequest:output_type -> keyplane.v1.ApproveChangeRequestResponse
+	114, // 231: keyplane.v1.AdminService.DenyChangeRequest:output_type -> keyplane.v1.DenyChangeRequestResponse
+	120, // 232: keyplane.v1.AdminService.CreateMembershipRule:output_type -> keyplane.v1.CreateMembershipRuleResponse
+	122, // 233: keyplane.v1.AdminService.GetMembershipRule:output_type -> keyplane.v1.GetMembershipRuleResponse
+	124, // 234: keyplane.v1.AdminService.ListMembershipRules:output_type -> keyplane.v1.ListMembershipRulesResponse
+	126, // 235: keyplane.v1.AdminService.UpdateMembershipRule:output_type -> keyplane.v1.UpdateMembershipRuleResponse
+	128, // 236: keyplane.v1.AdminService.DeleteMembershipRule:output_type -> keyplane.v1.DeleteMembershipRuleResponse
+	185, // [185:237] is the sub-list for method output_type
+	133, // [133:185] is the sub-list for method input_type
+	133, // [133:133] is the sub-list for extension type_name
+	133, // [133:133] is the sub-list for extension extendee
+	0,   // [0:133] is the sub-list for field type_name
 }
 
 func init() { file_keyplane_v1_admin_proto_init() }
@@ -9479,18 +9738,18 @@ func file_keyplane_v1_admin_proto_init() {
 	if File_keyplane_v1_admin_proto != nil {
 		return
 	}
-	file_keyplane_v1_admin_proto_msgTypes[12].OneofWrappers = []any{}
-	file_keyplane_v1_admin_proto_msgTypes[26].OneofWrappers = []any{}
-	file_keyplane_v1_admin_proto_msgTypes[71].OneofWrappers = []any{}
-	file_keyplane_v1_admin_proto_msgTypes[81].OneofWrappers = []any{}
-	file_keyplane_v1_admin_proto_msgTypes[115].OneofWrappers = []any{}
+	file_keyplane_v1_admin_proto_msgTypes[14].OneofWrappers = []any{}
+	file_keyplane_v1_admin_proto_msgTypes[30].OneofWrappers = []any{}
+	file_keyplane_v1_admin_proto_msgTypes[75].OneofWrappers = []any{}
+	file_keyplane_v1_admin_proto_msgTypes[85].OneofWrappers = []any{}
+	file_keyplane_v1_admin_proto_msgTypes[119].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_keyplane_v1_admin_proto_rawDesc), len(file_keyplane_v1_admin_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   119,
+			NumMessages:   123,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
