@@ -1,0 +1,53 @@
+package bench
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestNoisyNeighbourTarget(t *testing.T) {
+	t.Parallel()
+	pass := func(p99 float64) NoisyPass { return NoisyPass{Quiet: NoisyCalls{Latency: Latency{P99: p99}}} }
+	tests := []struct {
+		name    string
+		alone   float64
+		with    float64
+		wantMet bool
+		wantGot string
+	}{
+		{name: "within 20 %", alone: 2, with: 2.4, wantMet: true, wantGot: "1.20 (2.40 ms over 2.00 ms)"},
+		{name: "over says by how much", alone: 2, with: 3, wantMet: false, wantGot: "1.50 (3.00 ms over 2.00 ms), over by 0.30"},
+		{name: "faster with the noisy tenant", alone: 4, with: 3, wantMet: true, wantGot: "0.75"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			nn := &NoisyNeighbour{Alone: pass(tt.alone), WithNoisy: pass(tt.with), P99Ratio: tt.with / tt.alone}
+			got := targets(Result{Workload: "noisy-neighbour", NoisyNeighbour: nn}, Config{}, 1)
+			if len(got) != 1 {
+				t.Fatalf("got %d targets, want 1: %+v", len(got), got)
+			}
+			if got[0].Met != tt.wantMet || !strings.HasPrefix(got[0].Got, tt.wantGot) || got[0].Want != "≤ 1.20" {
+				t.Fatalf("got %+v, want met %v, got %q, want ≤ 1.20", got[0], tt.wantMet, tt.wantGot)
+			}
+		})
+	}
+	if got := targets(Result{Workload: "validate"}, Config{}, 1); len(got) != 0 {
+		t.Fatalf("a result without the workload's figures got targets %+v", got)
+	}
+}
+
+func TestNoisyNeighbourReport(t *testing.T) {
+	t.Parallel()
+	nn := &NoisyNeighbour{QuietTenants: 3, QuietRate: 50, NoisyRate: 500, Limit: 100,
+		Alone:     NoisyPass{Quiet: NoisyCalls{Ops: 1500, Latency: Latency{P99: 2}}},
+		WithNoisy: NoisyPass{Quiet: NoisyCalls{Ops: 1500, Latency: Latency{P99: 2.2}}, Noisy: &NoisyCalls{Ops: 5000, Throughput: 100, Errors: map[string]int64{"resource_exhausted": 4000}}},
+		P99Ratio:  1.1}
+	var b strings.Builder
+	writeNoisy(&b, nn)
+	for _, want := range []string{"3 quiet tenants at 50 validations/s each", "| with the noisy tenant (limited) | 1500 |", "| 4000 |", "alone: 1.10"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, b.String())
+		}
+	}
+}
