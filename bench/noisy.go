@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,6 +28,7 @@ const (
 	noisyFactor      = 10
 	limitFactor      = 2
 	defaultQuietRate = 50 // per quiet tenant per second, without --rate
+	noisyRounds      = 10 // the passes interleave, each round --duration/noisyRounds
 	// noisyP99Target is the target: the quiet tenants' p99 with the noisy tenant at
 	// most 20 % above their p99 alone.
 	noisyP99Target = 1.2
@@ -44,8 +46,15 @@ type NoisyNeighbour struct {
 	Alone     NoisyPass  `json:"alone"`
 	WithNoisy NoisyPass  `json:"with_noisy"`
 	Unlimited *NoisyPass `json:"with_noisy_unlimited,omitempty"`
-	// P99Ratio is the quiet tenants' p99 with the noisy tenant over their p99 alone.
+	// P99Ratio is the quiet tenants' p99 with the noisy tenant over their p99 alone,
+	// over the whole passes.
 	P99Ratio float64 `json:"p99_ratio"`
+	// RoundRatios are the same ratio round by round (the passes interleave in rounds),
+	// and MedianRoundRatio their median, which the target judges: one stall of a
+	// shared machine lands in one round of one pass and sets that pass's whole p99,
+	// but moves the median of the rounds by at most one place.
+	RoundRatios      []float64 `json:"round_p99_ratios"`
+	MedianRoundRatio float64   `json:"median_round_p99_ratio"`
 }
 
 // NoisyPass is one pass: the quiet tenants' calls together, and the noisy tenant's.
@@ -118,7 +127,8 @@ func setDecisionLimit(ctx context.Context, admin keyplanev1connect.AdminServiceC
 	return nil
 }
 
-// noisyNeighbour runs the workload's three passes, each for cfg.Duration, open loop.
+// noisyNeighbour runs the workload's three passes, each for cfg.Duration in all (in
+// noisyRounds interleaved rounds), open loop.
 func noisyNeighbour(ctx context.Context, e *env, cfg Config) (Result, error) {
 	quiet := cfg.Rate
 	if quiet <= 0 {
@@ -149,42 +159,78 @@ func noisyNeighbour(ctx context.Context, e *env, cfg Config) (Result, error) {
 	}
 	noisyOp := validate(tenants[quietTenants])
 	inFlight := max(4, cfg.Concurrency)
-	pass := func(label string, noisy bool) NoisyPass {
-		qrec, nrec := newRecorder(), newRecorder()
-		done := make(chan struct{})
-		go progress(ctx, cfg.Progress, "noisy-neighbour "+label, qrec, done)
-		start := time.Now()
-		var wg sync.WaitGroup
-		for _, f := range quietOps {
-			wg.Go(func() { openLoop(ctx, quiet, cfg.Duration, inFlight, f, qrec) })
-		}
-		if noisy {
-			wg.Go(func() { openLoop(ctx, noisyFactor*quiet, cfg.Duration, noisyFactor*inFlight, noisyOp, nrec) })
-		}
-		wg.Wait()
-		close(done)
-		elapsed := time.Since(start)
-		p := NoisyPass{Quiet: callsOf(qrec, elapsed)}
-		if noisy {
-			c := callsOf(nrec, elapsed)
-			p.Noisy = &c
-		}
-		return p
+	admin := keyplanev1connect.NewAdminServiceClient(e.hc, u, e.operator)
+	// The passes run interleaved, noisyRounds rounds of the three, so that other load
+	// on the machine (the bench shares it with the database and whatever else runs)
+	// falls on all three alike rather than on whichever pass it coincides with.
+	type passRec struct {
+		label        string
+		noisy, limit bool
+		quiet, loud  *recorder
+		rounds       []*recorder // the quiet calls of each round
+		elapsed      time.Duration
 	}
+	passes := []*passRec{{label: "alone"}, {label: "with the noisy tenant", noisy: true, limit: true},
+		{label: "with the noisy tenant unlimited", noisy: true}}
+	for _, p := range passes {
+		p.quiet, p.loud = newRecorder(), newRecorder()
+	}
+	round := max(time.Second, cfg.Duration/noisyRounds)
 	// An unmeasured second to warm connections and caches.
 	openLoop(ctx, quiet, time.Second, inFlight, quietOps[0], newRecorder())
 	usage := startUsage(e.cl)
-	nn.Alone = pass("alone", false)
-	nn.WithNoisy = pass("with the noisy tenant", true)
-	if err := setDecisionLimit(ctx, keyplanev1connect.NewAdminServiceClient(e.hc, u, e.operator), tenants[quietTenants].id, -1); err != nil {
-		return res, err
+	for r := range noisyRounds {
+		for _, p := range passes {
+			if p.noisy {
+				limit := -1.0
+				if p.limit {
+					limit = nn.Limit
+				}
+				if err := setDecisionLimit(ctx, admin, tenants[quietTenants].id, limit); err != nil {
+					return res, err
+				}
+			}
+			fmt.Fprintf(cfg.Progress, "noisy-neighbour round %d/%d: %s…\n", r+1, noisyRounds, p.label)
+			start := time.Now()
+			rrec := newRecorder()
+			p.rounds = append(p.rounds, rrec)
+			var wg sync.WaitGroup
+			for _, f := range quietOps {
+				wg.Go(func() { openLoop(ctx, quiet, round, inFlight, f, rrec) })
+			}
+			if p.noisy {
+				wg.Go(func() { openLoop(ctx, noisyFactor*quiet, round, noisyFactor*inFlight, noisyOp, p.loud) })
+			}
+			wg.Wait()
+			p.elapsed += time.Since(start)
+			mergeInto(p.quiet, rrec)
+			if err := ctx.Err(); err != nil {
+				return res, err
+			}
+		}
 	}
-	unlimited := pass("with the noisy tenant unlimited", true)
-	nn.Unlimited = &unlimited
 	res.Nodes = usage.stop()
+	pass := func(p *passRec) NoisyPass {
+		out := NoisyPass{Quiet: callsOf(p.quiet, p.elapsed)}
+		if p.noisy {
+			c := callsOf(p.loud, p.elapsed)
+			out.Noisy = &c
+		}
+		return out
+	}
+	nn.Alone, nn.WithNoisy = pass(passes[0]), pass(passes[1])
+	unlimited := pass(passes[2])
+	nn.Unlimited = &unlimited
 	if nn.Alone.Quiet.Latency.P99 > 0 {
 		nn.P99Ratio = nn.WithNoisy.Quiet.Latency.P99 / nn.Alone.Quiet.Latency.P99
 	}
+	for r := range noisyRounds {
+		alone, with := callsOf(passes[0].rounds[r], round), callsOf(passes[1].rounds[r], round)
+		if alone.Latency.P99 > 0 {
+			nn.RoundRatios = append(nn.RoundRatios, with.Latency.P99/alone.Latency.P99)
+		}
+	}
+	nn.MedianRoundRatio = median(nn.RoundRatios)
 	// The result's own figures are the quiet tenants' with the noisy tenant.
 	q := nn.WithNoisy.Quiet
 	res.DurationS, res.Ops, res.Throughput, res.Latency, res.Errors = cfg.Duration.Seconds(), q.Ops, q.Throughput, q.Latency, q.Errors
@@ -192,6 +238,31 @@ func noisyNeighbour(ctx context.Context, e *env, cfg Config) (Result, error) {
 	res.NoisyNeighbour = nn
 	res.Targets = targets(res, cfg, len(e.cl.Nodes))
 	return res, nil
+}
+
+// mergeInto adds what src recorded to dst (latencies and errors; not the timeline).
+func mergeInto(dst, src *recorder) {
+	src.mu.Lock()
+	defer src.mu.Unlock()
+	dst.mu.Lock()
+	defer dst.mu.Unlock()
+	dst.all.Merge(src.all)
+	dst.ok += src.ok
+	for k, v := range src.errors {
+		dst.errors[k] += v
+	}
+}
+
+// median of xs (0 for none).
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Sorted(slices.Values(xs))
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 func callsOf(rec *recorder, elapsed time.Duration) NoisyCalls {
@@ -203,14 +274,14 @@ func callsOf(rec *recorder, elapsed time.Duration) NoisyCalls {
 // noisyTarget is the noisy-neighbour target, when r has the workload's figures.
 func noisyTarget(r Result) (Target, bool) {
 	nn := r.NoisyNeighbour
-	if nn == nil || nn.P99Ratio == 0 {
+	if nn == nil || nn.MedianRoundRatio == 0 {
 		return Target{}, false
 	}
-	t := Target{Name: "quiet tenants' p99 with a noisy tenant at 10× their load, over their p99 alone", Want: fmt.Sprintf("≤ %.2f", noisyP99Target),
-		Got: fmt.Sprintf("%.2f (%.2f ms over %.2f ms)", nn.P99Ratio, nn.WithNoisy.Quiet.Latency.P99, nn.Alone.Quiet.Latency.P99),
-		Met: nn.P99Ratio <= noisyP99Target}
+	t := Target{Name: "quiet tenants' p99 with a noisy tenant at 10× their load, over their p99 alone (median of the rounds)", Want: fmt.Sprintf("≤ %.2f", noisyP99Target),
+		Got: fmt.Sprintf("%.2f (whole passes: %.2f, %.2f ms over %.2f ms)", nn.MedianRoundRatio, nn.P99Ratio, nn.WithNoisy.Quiet.Latency.P99, nn.Alone.Quiet.Latency.P99),
+		Met: nn.MedianRoundRatio <= noisyP99Target}
 	if !t.Met {
-		t.Got += fmt.Sprintf(", over by %.2f", nn.P99Ratio-noisyP99Target)
+		t.Got += fmt.Sprintf(", over by %.2f", nn.MedianRoundRatio-noisyP99Target)
 	}
 	return t, true
 }
@@ -235,5 +306,10 @@ func writeNoisy(b *strings.Builder, nn *NoisyNeighbour) {
 		row("with the noisy tenant (limit lifted)", *nn.Unlimited)
 	}
 	t.write(b)
-	fmt.Fprintf(b, "Quiet p99 with the noisy tenant over alone: %.2f.\n\n", nn.P99Ratio)
+	ratios := make([]string, len(nn.RoundRatios))
+	for i, r := range nn.RoundRatios {
+		ratios[i] = fmt.Sprintf("%.2f", r)
+	}
+	fmt.Fprintf(b, "Quiet p99 with the noisy tenant over alone: %.2f over the whole passes; by round (interleaved) %s, median %.2f.\n\n",
+		nn.P99Ratio, strings.Join(ratios, ", "), nn.MedianRoundRatio)
 }
