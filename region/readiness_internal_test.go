@@ -2,6 +2,7 @@ package region
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -114,7 +115,7 @@ func TestReadinessCallerGivesUp(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	cancel()
-	if err := <-done; err != context.Canceled {
+	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Fatalf("the canceled probe got %v, want context.Canceled", err)
 	}
 	other := make(chan error, 1)
