@@ -157,8 +157,8 @@ func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node
 	observe := connect.WithHandlerOptions(connect.WithInterceptors(n.observe(), n.pageTokens(), n.authorityCheck(), n.tenantLimit()), connect.WithCompressMinBytes(8<<10),
 		jsonCodecs())
 	mux.Handle(keyplanev1connect.NewAdminServiceHandler(&AdminService{node: n}, observe, connect.WithReadMaxBytes(maxMessageBytes)))
-	mux.Handle(keyplanev1connect.NewAuthServiceHandler(&AuthService{node: n}, observe, connect.WithReadMaxBytes(64<<10)))
-	mux.Handle(keyplanev1connect.NewCheckServiceHandler(&CheckService{node: n}, observe, connect.WithReadMaxBytes(maxMessageBytes)))
+	mux.Handle(n.refuseEarly(keyplanev1connect.NewAuthServiceHandler(&AuthService{node: n}, observe, connect.WithReadMaxBytes(64<<10))))
+	mux.Handle(n.refuseEarly(keyplanev1connect.NewCheckServiceHandler(&CheckService{node: n}, observe, connect.WithReadMaxBytes(maxMessageBytes))))
 	mux.Handle(keyplanev1connect.NewElevationServiceHandler(&ElevationService{node: n}, observe, connect.WithReadMaxBytes(64<<10)))
 	mux.Handle(keyplanev1connect.NewDecisionServiceHandler(&DecisionService{node: n}, observe, connect.WithReadMaxBytes(64<<10)))
 	mux.Handle(keyplanev1connect.NewFederationServiceHandler(&FederationService{node: n}, observe, connect.WithReadMaxBytes(64<<10)))

@@ -2,8 +2,10 @@ package region
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
+	"net/http"
 	"strconv"
 	"time"
 
@@ -154,11 +156,12 @@ var connectClasses = func() map[string]limitClass {
 func classOf(procedure string) limitClass { return connectClasses[procedure] }
 
 // tenantLimit is the Connect interceptor of the per-tenant class limits: innermost, so
-// that a write is counted after the authority check has authenticated its caller.
+// that a write is counted after the authority check has authenticated its caller. A
+// decision already counted by refuseEarly is not counted again.
 func (n *Node) tenantLimit() connect.UnaryInterceptorFunc {
 	return func(next connect.UnaryFunc) connect.UnaryFunc {
 		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-			if c := classOf(req.Spec().Procedure); c != classNone {
+			if c := classOf(req.Spec().Procedure); c != classNone && ctx.Value(countedKey{}) == nil {
 				if tenant, ok := tenantField(req.Any()); ok {
 					if err := n.limits.allow(ctx, c, tenant, n.now()); err != nil {
 						return nil, err
@@ -168,6 +171,36 @@ func (n *Node) tenantLimit() connect.UnaryInterceptorFunc {
 			return next(ctx, req)
 		}
 	}
+}
+
+// countedKey marks a request whose decision refuseEarly has counted.
+type countedKey struct{}
+
+// refuseEarly wraps a Connect service handler (path, handler as the generated
+// constructors return them): a decision call whose Keyplane-Tenant header names its
+// tenant (routing/client sets it on every call) is counted before its body is read and
+// decoded, and past the limit refused there, with the same resource_exhausted and
+// Retry-After, without the interceptors, the RPC metric or an access-log line: in a
+// flood, a refusal should cost as little as possible (keyplane_tenant_limited_total
+// counts it). The body's tenant must equal the header (observe refuses the call
+// otherwise), so the count is the tenant's either way. Calls without the header are
+// counted by the tenantLimit interceptor.
+func (n *Node) refuseEarly(path string, h http.Handler) (string, http.Handler) {
+	ew := connect.NewErrorWriter()
+	return path, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tenant := r.Header.Get(routing.TenantHeader)
+		if tenant == "" || classOf(r.URL.Path) != classDecisions || !ew.IsSupported(r) {
+			h.ServeHTTP(w, r)
+			return
+		}
+		var rl *rateLimited
+		if err := n.limits.allow(r.Context(), classDecisions, tenant, n.now()); errors.As(err, &rl) {
+			w.Header().Set(RequestIDHeader, incomingRequestID(r.Header.Get(RequestIDHeader)))
+			_ = ew.Write(w, r, exhausted(rl.Error(), rl.retryAfter))
+			return
+		}
+		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), countedKey{}, true)))
+	})
 }
 
 // attachTenantLimits makes the token endpoint's limiter count its tenant half in the

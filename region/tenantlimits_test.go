@@ -16,6 +16,8 @@ import (
 
 	"github.com/keyplane/keyplane/region"
 	keyplanev1 "github.com/keyplane/keyplane/region/gen/keyplane/v1"
+	"github.com/keyplane/keyplane/region/gen/keyplane/v1/keyplanev1connect"
+	"github.com/keyplane/keyplane/routing"
 )
 
 // TestTenantLimits covers the per-tenant class limits (issue 20) through a real
@@ -127,6 +129,51 @@ func TestTenantLimits(t *testing.T) {
 		t.Fatalf("no tenant.limits audit event among %v", actions)
 	})
 
+	t.Run("calls naming their tenant in Keyplane-Tenant are counted once, before decoding", func(t *testing.T) {
+		if _, err := f.admin.CreateTenant(ctx, connect.NewRequest(&keyplanev1.CreateTenantRequest{Id: "umbrella", Name: "u", HomeRegion: "us-east"})); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := set("umbrella", &keyplanev1.TenantLimits{Decisions: &keyplanev1.RateLimit{PerSecond: 0.001, Burst: 3}}); err != nil {
+			t.Fatal(err)
+		}
+		routed := keyplanev1connect.NewAuthServiceClient(http.DefaultClient, f.url, connect.WithInterceptors(connect.UnaryInterceptorFunc(
+			func(next connect.UnaryFunc) connect.UnaryFunc {
+				return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+					req.Header().Set(routing.TenantHeader, "umbrella") // as routing/client does
+					return next(ctx, req)
+				}
+			})))
+		check := keyplanev1connect.NewCheckServiceClient(http.DefaultClient, f.url, connect.WithInterceptors(connect.UnaryInterceptorFunc(
+			func(next connect.UnaryFunc) connect.UnaryFunc {
+				return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+					req.Header().Set(routing.TenantHeader, "umbrella")
+					return next(ctx, req)
+				}
+			})))
+		// Counted twice (early and in the interceptor), the second call would fail.
+		for i := range 3 {
+			if _, err := routed.ValidateToken(ctx, connect.NewRequest(&keyplanev1.ValidateTokenRequest{TenantId: "umbrella", Token: tok})); err != nil {
+				t.Fatalf("validation %d of a burst of 3: %v", i+1, err)
+			}
+		}
+		for _, err := range []error{
+			func() error {
+				_, err := routed.ValidateToken(ctx, connect.NewRequest(&keyplanev1.ValidateTokenRequest{TenantId: "umbrella", Token: tok}))
+				return err
+			}(),
+			func() error {
+				_, err := check.Check(ctx, connect.NewRequest(&keyplanev1.CheckRequest{TenantId: "umbrella", Permission: "docs.read", Resource: "docs/1"}))
+				return err
+			}(),
+		} {
+			wantCode(t, err, connect.CodeResourceExhausted, `tenant "umbrella" is over its decisions limit on this node (0.001/s, burst 3, custom)`)
+			var ce *connect.Error
+			if !errors.As(err, &ce) || ce.Meta().Get("Retry-After") != "1000" {
+				t.Fatalf("Retry-After %q, want 1000", ce.Meta().Get("Retry-After"))
+			}
+		}
+	})
+
 	t.Run("a write limit refuses admin mutations", func(t *testing.T) {
 		if _, err := set("initech", &keyplanev1.TenantLimits{Writes: &keyplanev1.RateLimit{PerSecond: 0.001, Burst: 1}}); err != nil {
 			t.Fatal(err)
@@ -154,7 +201,7 @@ func TestTenantLimits(t *testing.T) {
 		}
 		b, _ := io.ReadAll(resp.Body)
 		_ = resp.Body.Close()
-		want := map[string]float64{`class="decisions",limits="default"`: 2, `class="decisions",limits="custom"`: 1, `class="writes",limits="custom"`: 1}
+		want := map[string]float64{`class="decisions",limits="default"`: 2, `class="decisions",limits="custom"`: 3, `class="writes",limits="custom"`: 1}
 		for line := range strings.Lines(string(b)) {
 			if !strings.HasPrefix(line, "keyplane_tenant_limited_total{") {
 				continue
