@@ -50,9 +50,8 @@ type NoisyNeighbour struct {
 	// over the whole passes.
 	P99Ratio float64 `json:"p99_ratio"`
 	// RoundRatios are the same ratio round by round (the passes interleave in rounds),
-	// and MedianRoundRatio their median, which the target judges: one stall of a
-	// shared machine lands in one round of one pass and sets that pass's whole p99,
-	// but moves the median of the rounds by at most one place.
+	// and MedianRoundRatio their median: how much the ratio moves with the machine's
+	// other load (a round's p99 rests on few calls; the target judges P99Ratio).
 	RoundRatios      []float64 `json:"round_p99_ratios"`
 	MedianRoundRatio float64   `json:"median_round_p99_ratio"`
 }
@@ -274,14 +273,15 @@ func callsOf(rec *recorder, elapsed time.Duration) NoisyCalls {
 // noisyTarget is the noisy-neighbour target, when r has the workload's figures.
 func noisyTarget(r Result) (Target, bool) {
 	nn := r.NoisyNeighbour
-	if nn == nil || nn.MedianRoundRatio == 0 {
+	if nn == nil || nn.P99Ratio == 0 {
 		return Target{}, false
 	}
-	t := Target{Name: "quiet tenants' p99 with a noisy tenant at 10× their load, over their p99 alone (median of the rounds)", Want: fmt.Sprintf("≤ %.2f", noisyP99Target),
-		Got: fmt.Sprintf("%.2f (whole passes: %.2f, %.2f ms over %.2f ms)", nn.MedianRoundRatio, nn.P99Ratio, nn.WithNoisy.Quiet.Latency.P99, nn.Alone.Quiet.Latency.P99),
-		Met: nn.MedianRoundRatio <= noisyP99Target}
+	t := Target{Name: "quiet tenants' p99 with a noisy tenant at 10× their load, over their p99 alone", Want: fmt.Sprintf("≤ %.2f", noisyP99Target),
+		Got: fmt.Sprintf("%.2f (%.2f ms over %.2f ms; median of the rounds' ratios %.2f)", nn.P99Ratio, nn.WithNoisy.Quiet.Latency.P99,
+			nn.Alone.Quiet.Latency.P99, nn.MedianRoundRatio),
+		Met: nn.P99Ratio <= noisyP99Target}
 	if !t.Met {
-		t.Got += fmt.Sprintf(", over by %.2f", nn.MedianRoundRatio-noisyP99Target)
+		t.Got += fmt.Sprintf(", over by %.2f", nn.P99Ratio-noisyP99Target)
 	}
 	return t, true
 }
