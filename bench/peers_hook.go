@@ -59,7 +59,8 @@ func StartCheckTarget(ctx context.Context, cfg Config) (*CheckTarget, error) {
 	regions := deploy.DefaultRegions[:1]
 	cl, err := deploy.Start(ctx, deploy.Config{Binary: cfg.Binary, Regions: regions, NodesPerRegion: 1, Durable: true,
 		ServeArgs: []string{"--token-rate-per-ip", "off", "--token-rate-per-tenant", "off",
-			"--introspect-rate-per-ip", "off", "--introspect-rate-per-tenant", "off"}})
+			"--introspect-rate-per-ip", "off", "--introspect-rate-per-tenant", "off",
+			"--decision-rate-per-tenant", "off", "--write-rate-per-tenant", "off"}})
 	if err != nil {
 		return nil, err
 	}

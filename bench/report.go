@@ -265,6 +265,9 @@ func writeResult(b *strings.Builder, res Result) {
 		t.write(b)
 	}
 
+	if res.NoisyNeighbour != nil {
+		writeNoisy(b, res.NoisyNeighbour)
+	}
 	if len(res.Targets) > 0 {
 		b.WriteString("### Targets\n\n")
 		t := table{head: []string{"target", "want", "got", "met"}, left: 3}

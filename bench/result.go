@@ -61,6 +61,8 @@ type Result struct {
 	Timeline []Point `json:"timeline"`
 	// Targets are the issue's targets as checked on this run.
 	Targets []Target `json:"targets,omitempty"`
+	// NoisyNeighbour is the noisy-neighbour workload's passes (noisy.go).
+	NoisyNeighbour *NoisyNeighbour `json:"noisy_neighbour,omitempty"`
 }
 
 // Latency percentiles in milliseconds.

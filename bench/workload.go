@@ -22,7 +22,7 @@ import (
 )
 
 // Workloads, in the order `--workload all` runs them.
-var Workloads = []string{"validate", "introspect", "check", "check-token", "check-reload", "exchange", "revoke", "mixed"}
+var Workloads = []string{"validate", "introspect", "check", "check-token", "check-reload", "exchange", "revoke", "mixed", "noisy-neighbour"}
 
 // floorOf names each decision workload's floor: the one point read any answer to it
 // must make, whatever keyplane caches ("" for none). Ratio and p99 diff are against it.

@@ -429,7 +429,7 @@ func (n *Node) tenantToProto(t schema.Tenant) *keyplanev1.Tenant {
 		CreateTime: timestamppb.New(t.CreatedAt), UpdateTime: timestamppb.New(t.UpdatedAt),
 		AccessTokenTtl: durationpb.New(t.AccessTokenTTL), ApiKeyMaxLifetime: durationpb.New(t.APIKeyMaxLifetime),
 		Issuer: n.Issuer(t.ID), SigningAlgorithm: signingAlgToProto(t.SigningAlg), StepUpWindow: durationOrNil(t.StepUpWindow),
-		DecisionRetention: durationpb.New(t.DecisionRetention), ResidencyPolicy: policy,
+		DecisionRetention: durationpb.New(t.DecisionRetention), ResidencyPolicy: policy, Limits: tenantLimitsToProto(t.Limits),
 	}
 }
 

@@ -54,7 +54,7 @@ func (a *AuthService) ExchangeAPIKey(ctx context.Context, req *connect.Request[k
 		return nil, err
 	}
 	// Minting a token counts against the token endpoint's limits, by whichever door.
-	if err := n.guards.token.allow(n.metrics, sourceIP(req.Peer().Addr), m.TenantId, n.now()); err != nil {
+	if err := n.guards.token.allow(ctx, n.metrics, sourceIP(req.Peer().Addr), m.TenantId, n.now()); err != nil {
 		return nil, err
 	}
 	t, err := n.activeTenant(ctx, m.TenantId)

@@ -125,14 +125,15 @@ var authorities = func() map[string]authority {
 		return a
 	}
 	return map[string]authority{
-		admin("ListRegions"):   cluster,
-		admin("CreateTenant"):  cluster,
-		admin("GetTenant"):     cluster,
-		admin("ListTenants"):   cluster,
-		admin("UpdateTenant"):  cluster,
-		admin("DisableTenant"): cluster,
-		admin("EnableTenant"):  cluster,
-		admin("RehomeTenant"):  cluster,
+		admin("ListRegions"):     cluster,
+		admin("CreateTenant"):    cluster,
+		admin("GetTenant"):       cluster,
+		admin("ListTenants"):     cluster,
+		admin("UpdateTenant"):    cluster,
+		admin("DisableTenant"):   cluster,
+		admin("EnableTenant"):    cluster,
+		admin("RehomeTenant"):    cluster,
+		admin("SetTenantLimits"): cluster,
 
 		admin("CreateIdentity"):     tenant(PermIdentitiesCreate, onTenant, false),
 		admin("GetIdentity"):        tenant(PermIdentitiesRead, onTenant, false),

@@ -184,7 +184,7 @@ type loginCheck struct {
 // Unauthenticated "invalid email or password" after the same work, so answers tell
 // nothing about which logins exist or are locked.
 func (n *Node) checkLogin(ctx context.Context, in loginAttempt) (loginCheck, error) {
-	if err := n.guards.login.allow(n.metrics, in.source, in.tenantID, n.now()); err != nil {
+	if err := n.guards.login.allow(ctx, n.metrics, in.source, in.tenantID, n.now()); err != nil {
 		return loginCheck{}, err
 	}
 	t, err := n.activeTenant(ctx, in.tenantID)
@@ -303,7 +303,7 @@ func (n *Node) checkLogin(ctx context.Context, in loginAttempt) (loginCheck, err
 }
 
 func (a *AuthService) Refresh(ctx context.Context, req *connect.Request[keyplanev1.RefreshRequest]) (*connect.Response[keyplanev1.RefreshResponse], error) {
-	if err := a.node.guards.token.allow(a.node.metrics, sourceIP(req.Peer().Addr), req.Msg.TenantId, a.node.now()); err != nil {
+	if err := a.node.guards.token.allow(ctx, a.node.metrics, sourceIP(req.Peer().Addr), req.Msg.TenantId, a.node.now()); err != nil {
 		return nil, err
 	}
 	t, err := a.node.activeTenant(ctx, req.Msg.TenantId)

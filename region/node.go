@@ -65,6 +65,8 @@ type Node struct {
 	peers         *peerServer                             // the peer listener; nil without routing
 	cluster       interface{ Members() []routing.Member } // gossip's members, for /members; nil without routing
 	guards        *guards                                 // login throttling, password hashing bound, rate limits
+	limits        *tenantLimiter                          // per-tenant class limits (tenantlimits.go)
+	ready         *readiness                              // the shared database ping of readiness probes
 	pageKey       []byte                                  // seals page tokens (pagetoken.go)
 	ruleEnv       *authz.RuleEnv                          // membership-rule conditions (admin_rules.go)
 	geo           *geoip.DB                               // request.country's database (Config.GeoIPDB); nil without one
@@ -150,17 +152,21 @@ func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node
 	// Every Connect service: observe, page tokens (pagetoken.go), then the authorities
 	// table (authority.go); JSON requests that do not unmarshal name the field
 	// (jsoncodec.go).
+	if n.limits, err = newTenantLimiter(cfg.Login.Rates, n.tenants, reg, cfg); err != nil {
+		return nil, fmt.Errorf("register metrics: %w", err)
+	}
+	n.guards.attachTenantLimits(n.limits)
 	// With tracing, the RPC span comes first (tracing.go).
 	interceptors, err := n.tracingInterceptors()
 	if err != nil {
 		return nil, fmt.Errorf("tracing: %w", err)
 	}
-	interceptors = append(interceptors, n.observe(), n.pageTokens(), n.authorityCheck())
+	interceptors = append(interceptors, n.observe(), n.pageTokens(), n.authorityCheck(), n.tenantLimit())
 	observe := connect.WithHandlerOptions(connect.WithInterceptors(interceptors...), connect.WithCompressMinBytes(8<<10),
 		jsonCodecs())
 	mux.Handle(keyplanev1connect.NewAdminServiceHandler(&AdminService{node: n}, observe, connect.WithReadMaxBytes(maxMessageBytes)))
-	mux.Handle(keyplanev1connect.NewAuthServiceHandler(&AuthService{node: n}, observe, connect.WithReadMaxBytes(64<<10)))
-	mux.Handle(keyplanev1connect.NewCheckServiceHandler(&CheckService{node: n}, observe, connect.WithReadMaxBytes(maxMessageBytes)))
+	mux.Handle(n.refuseEarly(keyplanev1connect.NewAuthServiceHandler(&AuthService{node: n}, observe, connect.WithReadMaxBytes(64<<10))))
+	mux.Handle(n.refuseEarly(keyplanev1connect.NewCheckServiceHandler(&CheckService{node: n}, observe, connect.WithReadMaxBytes(maxMessageBytes))))
 	mux.Handle(keyplanev1connect.NewElevationServiceHandler(&ElevationService{node: n}, observe, connect.WithReadMaxBytes(64<<10)))
 	mux.Handle(keyplanev1connect.NewDecisionServiceHandler(&DecisionService{node: n}, observe, connect.WithReadMaxBytes(64<<10)))
 	mux.Handle(keyplanev1connect.NewFederationServiceHandler(&FederationService{node: n}, observe, connect.WithReadMaxBytes(64<<10)))
@@ -207,6 +213,7 @@ func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node
 	}
 	n.sweeper = newSweeper(n, sm)
 	n.reviews = newReviewLoop(n)
+	n.ready = newReadiness(n.store.Ping, readinessTTL, time.Now)
 	n.idemSlots = idempotencySlots(store.Pool().Config().MaxConns)
 	n.local = n.idempotency(mux)
 	n.routes = mux
@@ -292,9 +299,10 @@ func (n *Node) servedBy(next http.Handler) http.Handler {
 	})
 }
 
-// Ready reports whether the node can serve: the database answers.
+// Ready reports whether the node can serve: the database answered a ping sent less
+// than a second ago (readiness.go: concurrent probes share one ping).
 func (n *Node) Ready(ctx context.Context) error {
-	err := n.store.Ping(ctx)
+	err := n.ready.check(ctx)
 	if err != nil {
 		n.metrics.ready.Set(0)
 		return err

@@ -1,6 +1,7 @@
 package region
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -75,11 +76,22 @@ func (r RateLimit) orDefault(def RateLimit) RateLimit {
 
 // RateLimits are the per-node request-rate limits, each per source IP and per tenant. A
 // limit is counted where the request is served: for a forwarded request, on the home
-// node, by the client address the forwarding hop vouched for.
+// node, by the client address the forwarding hop vouched for (docs/decisions/0017).
+//
+// DecisionsPerTenant, TokenPerTenant and WritesPerTenant are the node's defaults of the
+// per-tenant class limits (tenantlimits.go): a tenant's own limits
+// (AdminService.SetTenantLimits) replace them class by class.
 type RateLimits struct {
-	LoginPerIP, LoginPerTenant           RateLimit // AuthService.Login
-	TokenPerIP, TokenPerTenant           RateLimit // POST /t/{tenant}/oauth2/token
-	IntrospectPerIP, IntrospectPerTenant RateLimit // POST /t/{tenant}/oauth2/introspect
+	LoginPerIP, LoginPerTenant RateLimit // AuthService.Login
+	// TokenPerIP: the OAuth token endpoint, ExchangeAPIKey, Refresh and the sign-in
+	// pages, per source address. TokenPerTenant: the token issuance class's default.
+	TokenPerIP, TokenPerTenant           RateLimit
+	IntrospectPerIP, IntrospectPerTenant RateLimit // POST /t/{tenant}/oauth2/introspect (and userinfo)
+	// DecisionsPerTenant is the decision class's default: ValidateToken, the
+	// CheckService calls, introspection and userinfo.
+	DecisionsPerTenant RateLimit
+	// WritesPerTenant is the write class's default: Admin API and SCIM mutations.
+	WritesPerTenant RateLimit
 	// MaxKeys bounds the limiters kept per limit (source IPs or tenants); idle ones are
 	// evicted first. 0 means 100 000.
 	MaxKeys int
@@ -91,11 +103,18 @@ type RateLimits struct {
 // tenant. Introspection is a resource server's hot path, often from one address: its
 // defaults sit above what one node serves (about 3500/s on the reference machine, see
 // bench/results), so that they stop floods, not busy resource servers.
+//
+// The class defaults: decisions 2000/s (burst 4000) and writes 200/s (burst 1000) per
+// tenant per node. One tenant may then take about two thirds of a reference node's
+// decisions (about 3000 checks/s, bench/results) but not all of them, and about half
+// of the serializable write transactions it commits a second, with room for a bulk
+// import's first thousand; a tenant that needs more gets limits of its own.
 func DefaultRateLimits() RateLimits {
 	return RateLimits{
 		LoginPerIP: RateLimit{5, 20}, LoginPerTenant: RateLimit{100, 200},
 		TokenPerIP: RateLimit{50, 100}, TokenPerTenant: RateLimit{500, 1000},
 		IntrospectPerIP: RateLimit{5000, 10_000}, IntrospectPerTenant: RateLimit{20_000, 40_000},
+		DecisionsPerTenant: RateLimit{2000, 4000}, WritesPerTenant: RateLimit{200, 1000},
 		MaxKeys: 100_000,
 	}
 }
@@ -106,6 +125,7 @@ func (l RateLimits) withDefaults() RateLimits {
 	l.LoginPerIP, l.LoginPerTenant = l.LoginPerIP.orDefault(d.LoginPerIP), l.LoginPerTenant.orDefault(d.LoginPerTenant)
 	l.TokenPerIP, l.TokenPerTenant = l.TokenPerIP.orDefault(d.TokenPerIP), l.TokenPerTenant.orDefault(d.TokenPerTenant)
 	l.IntrospectPerIP, l.IntrospectPerTenant = l.IntrospectPerIP.orDefault(d.IntrospectPerIP), l.IntrospectPerTenant.orDefault(d.IntrospectPerTenant)
+	l.DecisionsPerTenant, l.WritesPerTenant = l.DecisionsPerTenant.orDefault(d.DecisionsPerTenant), l.WritesPerTenant.orDefault(d.WritesPerTenant)
 	if l.MaxKeys <= 0 {
 		l.MaxKeys = d.MaxKeys
 	}
@@ -131,6 +151,40 @@ type keyedLimiter struct {
 type bucket struct {
 	lim  *rate.Limiter
 	last time.Time
+	idle time.Duration // allowWith's buckets: their own refill time (0: the limiter's)
+}
+
+// newTenantKeyedLimiter is a keyedLimiter whose rate each call gives (allowWith): the
+// per-tenant class limits, where every tenant may have its own.
+func newTenantKeyedLimiter(maxKeys int) *keyedLimiter {
+	return &keyedLimiter{max: maxKeys, buckets: map[string]*bucket{}}
+}
+
+// allowWith is allow with the bucket's rate r (never Off): a bucket whose rate
+// changed since its last call takes the new one from now, keeping its tokens.
+func (k *keyedLimiter) allowWith(key string, now time.Time, r RateLimit) (bool, time.Duration) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	b := k.buckets[key]
+	lim, burst := rate.Limit(r.PerSecond), r.Burst
+	if b == nil {
+		if len(k.buckets) >= k.max {
+			k.evict(now)
+		}
+		b = &bucket{lim: rate.NewLimiter(lim, burst)}
+		k.buckets[key] = b
+	} else if b.lim.Limit() != lim || b.lim.Burst() != burst {
+		b.lim.SetLimitAt(now, lim)
+		b.lim.SetBurstAt(now, burst)
+	}
+	b.idle = time.Duration(float64(burst) / r.PerSecond * float64(time.Second))
+	b.last = now
+	res := b.lim.ReserveN(now, 1)
+	if d := res.DelayFrom(now); d > 0 {
+		res.CancelAt(now)
+		return false, d
+	}
+	return true, 0
 }
 
 func newKeyedLimiter(r RateLimit, maxKeys int) *keyedLimiter {
@@ -170,7 +224,7 @@ func (k *keyedLimiter) allow(key string, now time.Time) (bool, time.Duration) {
 // ones: map order). Called with mu held.
 func (k *keyedLimiter) evict(now time.Time) {
 	for key, b := range k.buckets {
-		if now.Sub(b.last) >= k.idle {
+		if now.Sub(b.last) >= cmp.Or(b.idle, k.idle) {
 			delete(k.buckets, key)
 		}
 	}
@@ -189,10 +243,14 @@ func (k *keyedLimiter) size() int {
 	return len(k.buckets)
 }
 
-// pairLimiter limits one endpoint per source IP and per tenant.
+// pairLimiter limits one endpoint per source IP and per tenant: by its own per-tenant
+// limit (perTen), by the tenant's class limit (class, through tenants; set by
+// attachTenantLimits), or both.
 type pairLimiter struct {
 	name          string // the endpoint, for the metric and the error
 	perIP, perTen *keyedLimiter
+	class         limitClass
+	tenants       *tenantLimiter
 }
 
 func newPairLimiter(name string, perIP, perTenant RateLimit, maxKeys int) *pairLimiter {
@@ -228,7 +286,7 @@ func exhausted(msg string, retryAfter time.Duration) *connect.Error {
 // An unknown source ("": a forward whose client address could not be trusted, which
 // only a cluster without peer certificates produces) is limited per tenant only: one
 // shared "" bucket would let a flood of such forwards starve every other one.
-func (p *pairLimiter) allow(m *metrics, ip, tenant string, now time.Time) error {
+func (p *pairLimiter) allow(ctx context.Context, m *metrics, ip, tenant string, now time.Time) error {
 	if ip != "" {
 		if ok, d := p.perIP.allow(ip, now); !ok {
 			m.rateLimited.WithLabelValues(p.name, "ip").Inc()
@@ -241,9 +299,14 @@ func (p *pairLimiter) allow(m *metrics, ip, tenant string, now time.Time) error 
 		// tenants' buckets).
 		return nil
 	}
-	if ok, d := p.perTen.allow(tenant, now); !ok {
-		m.rateLimited.WithLabelValues(p.name, "tenant").Inc()
-		return &rateLimited{what: "too many " + p.name + " requests for this tenant", retryAfter: d}
+	if p.perTen != nil {
+		if ok, d := p.perTen.allow(tenant, now); !ok {
+			m.rateLimited.WithLabelValues(p.name, "tenant").Inc()
+			return &rateLimited{what: "too many " + p.name + " requests for this tenant", retryAfter: d}
+		}
+	}
+	if p.tenants != nil {
+		return p.tenants.allow(ctx, p.class, tenant, now)
 	}
 	return nil
 }
@@ -276,7 +339,7 @@ func sourceIP(addr string) string {
 // Retry-After and an RFC 6749-style JSON error, without running h.
 func (n *Node) limitHTTP(p *pairLimiter, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		err := p.allow(n.metrics, sourceIP(r.RemoteAddr), r.PathValue("tenant"), n.now())
+		err := p.allow(r.Context(), n.metrics, sourceIP(r.RemoteAddr), r.PathValue("tenant"), n.now())
 		var rl *rateLimited
 		if errors.As(err, &rl) {
 			w.Header().Set("Retry-After", retryAfterSeconds(rl.retryAfter))

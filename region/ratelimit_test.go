@@ -1,6 +1,7 @@
 package region
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"strings"
@@ -135,17 +136,17 @@ func TestPairLimiterKeepsNoBucketForImpossibleTenants(t *testing.T) {
 	p := newPairLimiter("token", RateLimit{PerSecond: -1}, RateLimit{PerSecond: 0.0001, Burst: 1}, 100)
 	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	for i := range 1000 {
-		if err := p.allow(m, "", strings.Repeat("X", 1000)+strconv.Itoa(i), now); err != nil {
+		if err := p.allow(context.Background(), m, "", strings.Repeat("X", 1000)+strconv.Itoa(i), now); err != nil {
 			t.Fatalf("an impossible tenant was limited: %v", err)
 		}
 	}
 	if n := p.perTen.size(); n != 0 {
 		t.Fatalf("%d tenant buckets for impossible tenants, want 0", n)
 	}
-	if err := p.allow(m, "", "acme", now); err != nil {
+	if err := p.allow(context.Background(), m, "", "acme", now); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.allow(m, "", "acme", now); err == nil {
+	if err := p.allow(context.Background(), m, "", "acme", now); err == nil {
 		t.Fatal("a real tenant past its burst was not limited")
 	}
 }

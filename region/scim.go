@@ -134,6 +134,9 @@ func (n *Node) scimHandler(f scimFunc) http.HandlerFunc {
 			if se.status == http.StatusUnauthorized {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="keyplane"`)
 			}
+			if rl := (*rateLimited)(nil); errors.As(err, &rl) {
+				w.Header().Set("Retry-After", retryAfterSeconds(rl.retryAfter))
+			}
 			writeSCIM(w, se.status, se.body())
 			n.metrics.observeRPCIn(ctx, route, strconv.Itoa(se.status), time.Since(start))
 			return
@@ -174,6 +177,11 @@ func (n *Node) serveSCIM(ctx context.Context, w http.ResponseWriter, r *http.Req
 	c, err := n.scimCaller(ctx, r.Header.Get("Authorization"), t)
 	if err != nil {
 		return scimResult{}, err
+	}
+	if r.Method != http.MethodGet { // a mutation counts against the tenant's write limit
+		if err := n.limits.allowTenant(classWrites, t, n.now()); err != nil {
+			return scimResult{}, err
+		}
 	}
 	call := &scimCall{t: t, c: c, base: n.Issuer(t.ID) + "/scim/v2", r: r, start: n.now()}
 	if r.Method == http.MethodPost || r.Method == http.MethodPut || r.Method == http.MethodPatch {

@@ -55,6 +55,8 @@ type Tenant struct {
 	// DecisionRetention is how long the decision log keeps the tenant's decisions
 	// (MinDecisionRetention to MaxDecisionRetention).
 	DecisionRetention time.Duration
+	// Limits are the tenant's request-rate limits per node (zero: the node's defaults).
+	Limits TenantLimits
 }
 
 // Signing algorithms of a tenant's tokens.
@@ -135,13 +137,16 @@ type NewTenant struct {
 }
 
 const tenantColumns = `id, name, home_region, residency, status, policy_revision, placement_epoch, created_at, updated_at,
- access_token_ttl_seconds, api_key_max_lifetime_seconds, signing_alg, step_up_window_seconds, decision_retention_seconds, residency_policy`
+ access_token_ttl_seconds, api_key_max_lifetime_seconds, signing_alg, step_up_window_seconds, decision_retention_seconds,
+ decision_rate, decision_burst, token_rate, token_burst, write_rate, write_burst, residency_policy`
 
 func scanTenant(r pgx.Row, extra ...any) (Tenant, error) {
 	var t Tenant
 	var ttl, keyMax, stepUp, retention int64
 	err := r.Scan(append([]any{&t.ID, &t.Name, &t.HomeRegion, &t.Residency, &t.Status, &t.PolicyRevision, &t.PlacementEpoch, &t.CreatedAt, &t.UpdatedAt,
-		&ttl, &keyMax, &t.SigningAlg, &stepUp, &retention, &t.ResidencyPolicy}, extra...)...)
+		&ttl, &keyMax, &t.SigningAlg, &stepUp, &retention,
+		&t.Limits.Decisions.PerSecond, &t.Limits.Decisions.Burst, &t.Limits.Tokens.PerSecond, &t.Limits.Tokens.Burst,
+		&t.Limits.Writes.PerSecond, &t.Limits.Writes.Burst, &t.ResidencyPolicy}, extra...)...)
 	t.AccessTokenTTL, t.APIKeyMaxLifetime = time.Duration(ttl)*time.Second, time.Duration(keyMax)*time.Second
 	t.StepUpWindow = time.Duration(stepUp) * time.Second
 	t.DecisionRetention = time.Duration(retention) * time.Second
@@ -328,9 +333,13 @@ func checkHomeRegion(ctx context.Context, q querier, region, residency string) e
 }
 
 func tenantSummary(t Tenant) map[string]any {
-	return map[string]any{"name": t.Name, "home_region": t.HomeRegion, "residency": t.Residency, "status": t.Status,
+	m := map[string]any{"name": t.Name, "home_region": t.HomeRegion, "residency": t.Residency, "status": t.Status,
 		"access_token_ttl": t.AccessTokenTTL.String(), "api_key_max_lifetime": t.APIKeyMaxLifetime.String(), "signing_alg": t.SigningAlg,
 		"step_up_window": t.StepUpWindow.String(), "decision_retention": t.DecisionRetention.String(), "residency_policy": t.ResidencyPolicy}
+	if t.Limits.Custom() { // tenants on the node's defaults read as they did before limits existed
+		m["limits"] = map[string]any{"decisions": t.Limits.Decisions.String(), "tokens": t.Limits.Tokens.String(), "writes": t.Limits.Writes.String()}
+	}
+	return m
 }
 
 // GetTenant reads one tenant. The tenants table is GLOBAL: the read is served locally in
@@ -495,10 +504,14 @@ func (s *Store) changeTenant(ctx context.Context, c Change, id, action string, e
 		}
 		out, err = scanTenant(tx.QueryRow(ctx, `
 UPDATE tenants SET name = $2, status = $3, access_token_ttl_seconds = $4, api_key_max_lifetime_seconds = $5, signing_alg = $6,
-  step_up_window_seconds = $7, decision_retention_seconds = $8, residency_policy = $9, updated_at = now()
+  step_up_window_seconds = $7, decision_retention_seconds = $8,
+  decision_rate = $9, decision_burst = $10, token_rate = $11, token_burst = $12, write_rate = $13, write_burst = $14,
+  residency_policy = $15, updated_at = now()
 WHERE id = $1
 RETURNING `+tenantColumns, id, after.Name, after.Status, int64(after.AccessTokenTTL/time.Second), int64(after.APIKeyMaxLifetime/time.Second),
-			after.SigningAlg, int64(after.StepUpWindow/time.Second), int64(after.DecisionRetention/time.Second), after.ResidencyPolicy))
+			after.SigningAlg, int64(after.StepUpWindow/time.Second), int64(after.DecisionRetention/time.Second),
+			after.Limits.Decisions.PerSecond, after.Limits.Decisions.Burst, after.Limits.Tokens.PerSecond, after.Limits.Tokens.Burst,
+			after.Limits.Writes.PerSecond, after.Limits.Writes.Burst, after.ResidencyPolicy))
 		if err != nil {
 			return fmt.Errorf("update tenant: %w", err)
 		}

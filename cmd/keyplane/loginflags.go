@@ -33,7 +33,9 @@ func loginFlags(fs *flag.FlagSet, c *region.LoginConfig) {
 	rate(&c.Rates.LoginPerIP, "login-rate-per-ip", "per source address Login")
 	rate(&c.Rates.LoginPerTenant, "login-rate-per-tenant", "per tenant Login")
 	rate(&c.Rates.TokenPerIP, "token-rate-per-ip", "per source address token minting (the OAuth token endpoint, ExchangeAPIKey, Refresh)")
-	rate(&c.Rates.TokenPerTenant, "token-rate-per-tenant", "per tenant token minting (the OAuth token endpoint, ExchangeAPIKey, Refresh)")
+	rate(&c.Rates.TokenPerTenant, "token-rate-per-tenant", "default per tenant token issuance (the OAuth token endpoint, ExchangeAPIKey, Refresh, sign-in pages), for tenants without a tokens limit of their own (SetTenantLimits);")
 	rate(&c.Rates.IntrospectPerIP, "introspect-rate-per-ip", "per source address OAuth introspection")
 	rate(&c.Rates.IntrospectPerTenant, "introspect-rate-per-tenant", "per tenant OAuth introspection")
+	rate(&c.Rates.DecisionsPerTenant, "decision-rate-per-tenant", "default per tenant decisions (ValidateToken, CheckService, introspection, userinfo), for tenants without a decisions limit of their own (SetTenantLimits);")
+	rate(&c.Rates.WritesPerTenant, "write-rate-per-tenant", "default per tenant writes (Admin API and SCIM mutations), for tenants without a writes limit of their own (SetTenantLimits);")
 }

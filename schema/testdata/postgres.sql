@@ -1011,3 +1011,17 @@ CREATE INDEX IF NOT EXISTS idempotency_keys_expiry ON idempotency_keys (crdb_reg
 ALTER TABLE tenants ADD COLUMN IF NOT EXISTS residency_policy TEXT NOT NULL DEFAULT 'relaxed'
     CONSTRAINT tenants_residency_policy CHECK (residency_policy IN ('strict', 'relaxed'));
 UPDATE tenants SET residency_policy = 'strict' WHERE residency = 'super_region';
+
+-- migration 0025 tenant_limits
+-- 0025 Per-tenant request-rate limits (docs/decisions/0017-tenant-limits.md): a token
+-- bucket per tenant per node for each class of request (decisions, token issuance,
+-- writes). A rate of 0 means the node's default (serve --decision-rate-per-tenant,
+-- --token-rate-per-tenant, --write-rate-per-tenant), a negative rate no limit; a burst
+-- of 0 means twice the rate. Set with AdminService.SetTenantLimits, audited as
+-- tenant.limits in the same transaction.
+ALTER TABLE tenants ADD COLUMN IF NOT EXISTS decision_rate FLOAT8 NOT NULL DEFAULT 0;
+ALTER TABLE tenants ADD COLUMN IF NOT EXISTS decision_burst INT8 NOT NULL DEFAULT 0;
+ALTER TABLE tenants ADD COLUMN IF NOT EXISTS token_rate FLOAT8 NOT NULL DEFAULT 0;
+ALTER TABLE tenants ADD COLUMN IF NOT EXISTS token_burst INT8 NOT NULL DEFAULT 0;
+ALTER TABLE tenants ADD COLUMN IF NOT EXISTS write_rate FLOAT8 NOT NULL DEFAULT 0;
+ALTER TABLE tenants ADD COLUMN IF NOT EXISTS write_burst INT8 NOT NULL DEFAULT 0;

@@ -493,8 +493,11 @@ type Tenant struct {
 	// decisions are never returned and are deleted in the background.
 	DecisionRetention *durationpb.Duration `protobuf:"bytes,15,opt,name=decision_retention,json=decisionRetention,proto3" json:"decision_retention,omitempty"`
 	ResidencyPolicy   ResidencyPolicy      `protobuf:"varint,20,opt,name=residency_policy,json=residencyPolicy,proto3,enum=keyplane.v1.ResidencyPolicy" json:"residency_policy,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The tenant's request-rate limits per node; a class left at 0 takes the node's
+	// default.
+	Limits        *TenantLimits `protobuf:"bytes,30,opt,name=limits,proto3" json:"limits,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Tenant) Reset() {
@@ -639,6 +642,138 @@ func (x *Tenant) GetResidencyPolicy() ResidencyPolicy {
 	return ResidencyPolicy_RESIDENCY_POLICY_UNSPECIFIED
 }
 
+func (x *Tenant) GetLimits() *TenantLimits {
+	if x != nil {
+		return x.Limits
+	}
+	return nil
+}
+
+// TenantLimits are a tenant's token-bucket limits, per node, one per class of request.
+// Past one, calls fail with `resource_exhausted` (HTTP 429) and a Retry-After header.
+type TenantLimits struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ValidateToken, Check, CheckBulk, WhoCan, EffectivePermissions, introspection and
+	// userinfo.
+	Decisions *RateLimit `protobuf:"bytes,1,opt,name=decisions,proto3" json:"decisions,omitempty"`
+	// Token issuance: ExchangeAPIKey, Refresh, the OAuth token endpoint and the sign-in
+	// pages (authorize, consent, SAML, upstream OIDC).
+	Tokens *RateLimit `protobuf:"bytes,2,opt,name=tokens,proto3" json:"tokens,omitempty"`
+	// Admin API and SCIM mutations.
+	Writes        *RateLimit `protobuf:"bytes,3,opt,name=writes,proto3" json:"writes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TenantLimits) Reset() {
+	*x = TenantLimits{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TenantLimits) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TenantLimits) ProtoMessage() {}
+
+func (x *TenantLimits) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TenantLimits.ProtoReflect.Descriptor instead.
+func (*TenantLimits) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *TenantLimits) GetDecisions() *RateLimit {
+	if x != nil {
+		return x.Decisions
+	}
+	return nil
+}
+
+func (x *TenantLimits) GetTokens() *RateLimit {
+	if x != nil {
+		return x.Tokens
+	}
+	return nil
+}
+
+func (x *TenantLimits) GetWrites() *RateLimit {
+	if x != nil {
+		return x.Writes
+	}
+	return nil
+}
+
+// RateLimit is a token bucket: per_second requests a second on average, bursts of up
+// to burst.
+type RateLimit struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 0: the node's default for the class; -1: no limit; otherwise 0 < per_second ≤
+	// 1000000.
+	PerSecond float64 `protobuf:"fixed64,1,opt,name=per_second,json=perSecond,proto3" json:"per_second,omitempty"`
+	// 0: twice per_second; otherwise at most 10000000. Must be 0 when per_second is 0
+	// or -1.
+	Burst         int64 `protobuf:"varint,2,opt,name=burst,proto3" json:"burst,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RateLimit) Reset() {
+	*x = RateLimit{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RateLimit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RateLimit) ProtoMessage() {}
+
+func (x *RateLimit) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RateLimit.ProtoReflect.Descriptor instead.
+func (*RateLimit) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *RateLimit) GetPerSecond() float64 {
+	if x != nil {
+		return x.PerSecond
+	}
+	return 0
+}
+
+func (x *RateLimit) GetBurst() int64 {
+	if x != nil {
+		return x.Burst
+	}
+	return 0
+}
+
 type Identity struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	TenantId string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
@@ -670,7 +805,7 @@ type Identity struct {
 
 func (x *Identity) Reset() {
 	*x = Identity{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[2]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -682,7 +817,7 @@ func (x *Identity) String() string {
 func (*Identity) ProtoMessage() {}
 
 func (x *Identity) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[2]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -695,7 +830,7 @@ func (x *Identity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Identity.ProtoReflect.Descriptor instead.
 func (*Identity) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Identity) GetTenantId() string {
@@ -843,7 +978,7 @@ type AuditEvent struct {
 
 func (x *AuditEvent) Reset() {
 	*x = AuditEvent{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[3]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -855,7 +990,7 @@ func (x *AuditEvent) String() string {
 func (*AuditEvent) ProtoMessage() {}
 
 func (x *AuditEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[3]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -868,7 +1003,7 @@ func (x *AuditEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEvent.ProtoReflect.Descriptor instead.
 func (*AuditEvent) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *AuditEvent) GetId() string {
@@ -998,7 +1133,7 @@ type ListRegionsRequest struct {
 
 func (x *ListRegionsRequest) Reset() {
 	*x = ListRegionsRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[4]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1010,7 +1145,7 @@ func (x *ListRegionsRequest) String() string {
 func (*ListRegionsRequest) ProtoMessage() {}
 
 func (x *ListRegionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[4]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1023,7 +1158,7 @@ func (x *ListRegionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRegionsRequest.ProtoReflect.Descriptor instead.
 func (*ListRegionsRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 type ListRegionsResponse struct {
@@ -1035,7 +1170,7 @@ type ListRegionsResponse struct {
 
 func (x *ListRegionsResponse) Reset() {
 	*x = ListRegionsResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[5]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1047,7 +1182,7 @@ func (x *ListRegionsResponse) String() string {
 func (*ListRegionsResponse) ProtoMessage() {}
 
 func (x *ListRegionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[5]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1060,7 +1195,7 @@ func (x *ListRegionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRegionsResponse.ProtoReflect.Descriptor instead.
 func (*ListRegionsResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListRegionsResponse) GetRegions() []*Region {
@@ -1089,7 +1224,7 @@ type CreateTenantRequest struct {
 
 func (x *CreateTenantRequest) Reset() {
 	*x = CreateTenantRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[6]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1101,7 +1236,7 @@ func (x *CreateTenantRequest) String() string {
 func (*CreateTenantRequest) ProtoMessage() {}
 
 func (x *CreateTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[6]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1114,7 +1249,7 @@ func (x *CreateTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTenantRequest.ProtoReflect.Descriptor instead.
 func (*CreateTenantRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CreateTenantRequest) GetId() string {
@@ -1180,7 +1315,7 @@ type CreateTenantResponse struct {
 
 func (x *CreateTenantResponse) Reset() {
 	*x = CreateTenantResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[7]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1192,7 +1327,7 @@ func (x *CreateTenantResponse) String() string {
 func (*CreateTenantResponse) ProtoMessage() {}
 
 func (x *CreateTenantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[7]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1205,7 +1340,7 @@ func (x *CreateTenantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTenantResponse.ProtoReflect.Descriptor instead.
 func (*CreateTenantResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CreateTenantResponse) GetTenant() *Tenant {
@@ -1245,7 +1380,7 @@ type GetTenantRequest struct {
 
 func (x *GetTenantRequest) Reset() {
 	*x = GetTenantRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[8]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1257,7 +1392,7 @@ func (x *GetTenantRequest) String() string {
 func (*GetTenantRequest) ProtoMessage() {}
 
 func (x *GetTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[8]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1270,7 +1405,7 @@ func (x *GetTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTenantRequest.ProtoReflect.Descriptor instead.
 func (*GetTenantRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetTenantRequest) GetId() string {
@@ -1289,7 +1424,7 @@ type GetTenantResponse struct {
 
 func (x *GetTenantResponse) Reset() {
 	*x = GetTenantResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[9]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1301,7 +1436,7 @@ func (x *GetTenantResponse) String() string {
 func (*GetTenantResponse) ProtoMessage() {}
 
 func (x *GetTenantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[9]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1314,7 +1449,7 @@ func (x *GetTenantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTenantResponse.ProtoReflect.Descriptor instead.
 func (*GetTenantResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetTenantResponse) GetTenant() *Tenant {
@@ -1335,7 +1470,7 @@ type ListTenantsRequest struct {
 
 func (x *ListTenantsRequest) Reset() {
 	*x = ListTenantsRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[10]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1347,7 +1482,7 @@ func (x *ListTenantsRequest) String() string {
 func (*ListTenantsRequest) ProtoMessage() {}
 
 func (x *ListTenantsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[10]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1360,7 +1495,7 @@ func (x *ListTenantsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTenantsRequest.ProtoReflect.Descriptor instead.
 func (*ListTenantsRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListTenantsRequest) GetPageSize() int32 {
@@ -1388,7 +1523,7 @@ type ListTenantsResponse struct {
 
 func (x *ListTenantsResponse) Reset() {
 	*x = ListTenantsResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[11]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1400,7 +1535,7 @@ func (x *ListTenantsResponse) String() string {
 func (*ListTenantsResponse) ProtoMessage() {}
 
 func (x *ListTenantsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[11]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1413,7 +1548,7 @@ func (x *ListTenantsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTenantsResponse.ProtoReflect.Descriptor instead.
 func (*ListTenantsResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListTenantsResponse) GetTenants() []*Tenant {
@@ -1455,7 +1590,7 @@ type UpdateTenantRequest struct {
 
 func (x *UpdateTenantRequest) Reset() {
 	*x = UpdateTenantRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[12]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1467,7 +1602,7 @@ func (x *UpdateTenantRequest) String() string {
 func (*UpdateTenantRequest) ProtoMessage() {}
 
 func (x *UpdateTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[12]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1480,7 +1615,7 @@ func (x *UpdateTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateTenantRequest.ProtoReflect.Descriptor instead.
 func (*UpdateTenantRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *UpdateTenantRequest) GetId() string {
@@ -1548,7 +1683,7 @@ type UpdateTenantResponse struct {
 
 func (x *UpdateTenantResponse) Reset() {
 	*x = UpdateTenantResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[13]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1560,7 +1695,7 @@ func (x *UpdateTenantResponse) String() string {
 func (*UpdateTenantResponse) ProtoMessage() {}
 
 func (x *UpdateTenantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[13]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1573,10 +1708,107 @@ func (x *UpdateTenantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateTenantResponse.ProtoReflect.Descriptor instead.
 func (*UpdateTenantResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *UpdateTenantResponse) GetTenant() *Tenant {
+	if x != nil {
+		return x.Tenant
+	}
+	return nil
+}
+
+type SetTenantLimitsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Replaces every class: a class left unset goes back to the node's default.
+	Limits        *TenantLimits `protobuf:"bytes,2,opt,name=limits,proto3" json:"limits,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetTenantLimitsRequest) Reset() {
+	*x = SetTenantLimitsRequest{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetTenantLimitsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetTenantLimitsRequest) ProtoMessage() {}
+
+func (x *SetTenantLimitsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetTenantLimitsRequest.ProtoReflect.Descriptor instead.
+func (*SetTenantLimitsRequest) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *SetTenantLimitsRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *SetTenantLimitsRequest) GetLimits() *TenantLimits {
+	if x != nil {
+		return x.Limits
+	}
+	return nil
+}
+
+type SetTenantLimitsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tenant        *Tenant                `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetTenantLimitsResponse) Reset() {
+	*x = SetTenantLimitsResponse{}
+	mi := &file_keyplane_v1_admin_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetTenantLimitsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetTenantLimitsResponse) ProtoMessage() {}
+
+func (x *SetTenantLimitsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keyplane_v1_admin_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetTenantLimitsResponse.ProtoReflect.Descriptor instead.
+func (*SetTenantLimitsResponse) Descriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *SetTenantLimitsResponse) GetTenant() *Tenant {
 	if x != nil {
 		return x.Tenant
 	}
@@ -1592,7 +1824,7 @@ type DisableTenantRequest struct {
 
 func (x *DisableTenantRequest) Reset() {
 	*x = DisableTenantRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[14]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1604,7 +1836,7 @@ func (x *DisableTenantRequest) String() string {
 func (*DisableTenantRequest) ProtoMessage() {}
 
 func (x *DisableTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[14]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1617,7 +1849,7 @@ func (x *DisableTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableTenantRequest.ProtoReflect.Descriptor instead.
 func (*DisableTenantRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DisableTenantRequest) GetId() string {
@@ -1636,7 +1868,7 @@ type DisableTenantResponse struct {
 
 func (x *DisableTenantResponse) Reset() {
 	*x = DisableTenantResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[15]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1648,7 +1880,7 @@ func (x *DisableTenantResponse) String() string {
 func (*DisableTenantResponse) ProtoMessage() {}
 
 func (x *DisableTenantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[15]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1661,7 +1893,7 @@ func (x *DisableTenantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableTenantResponse.ProtoReflect.Descriptor instead.
 func (*DisableTenantResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DisableTenantResponse) GetTenant() *Tenant {
@@ -1680,7 +1912,7 @@ type EnableTenantRequest struct {
 
 func (x *EnableTenantRequest) Reset() {
 	*x = EnableTenantRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[16]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1692,7 +1924,7 @@ func (x *EnableTenantRequest) String() string {
 func (*EnableTenantRequest) ProtoMessage() {}
 
 func (x *EnableTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[16]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1705,7 +1937,7 @@ func (x *EnableTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnableTenantRequest.ProtoReflect.Descriptor instead.
 func (*EnableTenantRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *EnableTenantRequest) GetId() string {
@@ -1724,7 +1956,7 @@ type EnableTenantResponse struct {
 
 func (x *EnableTenantResponse) Reset() {
 	*x = EnableTenantResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[17]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1736,7 +1968,7 @@ func (x *EnableTenantResponse) String() string {
 func (*EnableTenantResponse) ProtoMessage() {}
 
 func (x *EnableTenantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[17]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1749,7 +1981,7 @@ func (x *EnableTenantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnableTenantResponse.ProtoReflect.Descriptor instead.
 func (*EnableTenantResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *EnableTenantResponse) GetTenant() *Tenant {
@@ -1770,7 +2002,7 @@ type RehomeTenantRequest struct {
 
 func (x *RehomeTenantRequest) Reset() {
 	*x = RehomeTenantRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[18]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1782,7 +2014,7 @@ func (x *RehomeTenantRequest) String() string {
 func (*RehomeTenantRequest) ProtoMessage() {}
 
 func (x *RehomeTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[18]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1795,7 +2027,7 @@ func (x *RehomeTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RehomeTenantRequest.ProtoReflect.Descriptor instead.
 func (*RehomeTenantRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RehomeTenantRequest) GetId() string {
@@ -1821,7 +2053,7 @@ type RehomeTenantResponse struct {
 
 func (x *RehomeTenantResponse) Reset() {
 	*x = RehomeTenantResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[19]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1833,7 +2065,7 @@ func (x *RehomeTenantResponse) String() string {
 func (*RehomeTenantResponse) ProtoMessage() {}
 
 func (x *RehomeTenantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[19]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1846,7 +2078,7 @@ func (x *RehomeTenantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RehomeTenantResponse.ProtoReflect.Descriptor instead.
 func (*RehomeTenantResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RehomeTenantResponse) GetTenant() *Tenant {
@@ -1874,7 +2106,7 @@ type CreateIdentityRequest struct {
 
 func (x *CreateIdentityRequest) Reset() {
 	*x = CreateIdentityRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[20]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1886,7 +2118,7 @@ func (x *CreateIdentityRequest) String() string {
 func (*CreateIdentityRequest) ProtoMessage() {}
 
 func (x *CreateIdentityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[20]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1899,7 +2131,7 @@ func (x *CreateIdentityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateIdentityRequest.ProtoReflect.Descriptor instead.
 func (*CreateIdentityRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CreateIdentityRequest) GetTenantId() string {
@@ -1974,7 +2206,7 @@ type CreateIdentityResponse struct {
 
 func (x *CreateIdentityResponse) Reset() {
 	*x = CreateIdentityResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[21]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1986,7 +2218,7 @@ func (x *CreateIdentityResponse) String() string {
 func (*CreateIdentityResponse) ProtoMessage() {}
 
 func (x *CreateIdentityResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[21]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1999,7 +2231,7 @@ func (x *CreateIdentityResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateIdentityResponse.ProtoReflect.Descriptor instead.
 func (*CreateIdentityResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *CreateIdentityResponse) GetIdentity() *Identity {
@@ -2019,7 +2251,7 @@ type GetIdentityRequest struct {
 
 func (x *GetIdentityRequest) Reset() {
 	*x = GetIdentityRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[22]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2031,7 +2263,7 @@ func (x *GetIdentityRequest) String() string {
 func (*GetIdentityRequest) ProtoMessage() {}
 
 func (x *GetIdentityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[22]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2044,7 +2276,7 @@ func (x *GetIdentityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetIdentityRequest.ProtoReflect.Descriptor instead.
 func (*GetIdentityRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetIdentityRequest) GetTenantId() string {
@@ -2070,7 +2302,7 @@ type GetIdentityResponse struct {
 
 func (x *GetIdentityResponse) Reset() {
 	*x = GetIdentityResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[23]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2082,7 +2314,7 @@ func (x *GetIdentityResponse) String() string {
 func (*GetIdentityResponse) ProtoMessage() {}
 
 func (x *GetIdentityResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[23]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2095,7 +2327,7 @@ func (x *GetIdentityResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetIdentityResponse.ProtoReflect.Descriptor instead.
 func (*GetIdentityResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetIdentityResponse) GetIdentity() *Identity {
@@ -2117,7 +2349,7 @@ type ListIdentitiesRequest struct {
 
 func (x *ListIdentitiesRequest) Reset() {
 	*x = ListIdentitiesRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[24]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2129,7 +2361,7 @@ func (x *ListIdentitiesRequest) String() string {
 func (*ListIdentitiesRequest) ProtoMessage() {}
 
 func (x *ListIdentitiesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[24]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2142,7 +2374,7 @@ func (x *ListIdentitiesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListIdentitiesRequest.ProtoReflect.Descriptor instead.
 func (*ListIdentitiesRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ListIdentitiesRequest) GetTenantId() string {
@@ -2177,7 +2409,7 @@ type ListIdentitiesResponse struct {
 
 func (x *ListIdentitiesResponse) Reset() {
 	*x = ListIdentitiesResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[25]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2189,7 +2421,7 @@ func (x *ListIdentitiesResponse) String() string {
 func (*ListIdentitiesResponse) ProtoMessage() {}
 
 func (x *ListIdentitiesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[25]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2202,7 +2434,7 @@ func (x *ListIdentitiesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListIdentitiesResponse.ProtoReflect.Descriptor instead.
 func (*ListIdentitiesResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListIdentitiesResponse) GetIdentities() []*Identity {
@@ -2240,7 +2472,7 @@ type UpdateIdentityRequest struct {
 
 func (x *UpdateIdentityRequest) Reset() {
 	*x = UpdateIdentityRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[26]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2252,7 +2484,7 @@ func (x *UpdateIdentityRequest) String() string {
 func (*UpdateIdentityRequest) ProtoMessage() {}
 
 func (x *UpdateIdentityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[26]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2265,7 +2497,7 @@ func (x *UpdateIdentityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateIdentityRequest.ProtoReflect.Descriptor instead.
 func (*UpdateIdentityRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *UpdateIdentityRequest) GetTenantId() string {
@@ -2340,7 +2572,7 @@ type UpdateIdentityResponse struct {
 
 func (x *UpdateIdentityResponse) Reset() {
 	*x = UpdateIdentityResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[27]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2352,7 +2584,7 @@ func (x *UpdateIdentityResponse) String() string {
 func (*UpdateIdentityResponse) ProtoMessage() {}
 
 func (x *UpdateIdentityResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[27]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2365,7 +2597,7 @@ func (x *UpdateIdentityResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateIdentityResponse.ProtoReflect.Descriptor instead.
 func (*UpdateIdentityResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *UpdateIdentityResponse) GetIdentity() *Identity {
@@ -2385,7 +2617,7 @@ type DisableIdentityRequest struct {
 
 func (x *DisableIdentityRequest) Reset() {
 	*x = DisableIdentityRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[28]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2397,7 +2629,7 @@ func (x *DisableIdentityRequest) String() string {
 func (*DisableIdentityRequest) ProtoMessage() {}
 
 func (x *DisableIdentityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[28]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2410,7 +2642,7 @@ func (x *DisableIdentityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableIdentityRequest.ProtoReflect.Descriptor instead.
 func (*DisableIdentityRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *DisableIdentityRequest) GetTenantId() string {
@@ -2436,7 +2668,7 @@ type DisableIdentityResponse struct {
 
 func (x *DisableIdentityResponse) Reset() {
 	*x = DisableIdentityResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[29]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2448,7 +2680,7 @@ func (x *DisableIdentityResponse) String() string {
 func (*DisableIdentityResponse) ProtoMessage() {}
 
 func (x *DisableIdentityResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[29]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2461,7 +2693,7 @@ func (x *DisableIdentityResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableIdentityResponse.ProtoReflect.Descriptor instead.
 func (*DisableIdentityResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *DisableIdentityResponse) GetIdentity() *Identity {
@@ -2481,7 +2713,7 @@ type EnableIdentityRequest struct {
 
 func (x *EnableIdentityRequest) Reset() {
 	*x = EnableIdentityRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[30]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2493,7 +2725,7 @@ func (x *EnableIdentityRequest) String() string {
 func (*EnableIdentityRequest) ProtoMessage() {}
 
 func (x *EnableIdentityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[30]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2506,7 +2738,7 @@ func (x *EnableIdentityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnableIdentityRequest.ProtoReflect.Descriptor instead.
 func (*EnableIdentityRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *EnableIdentityRequest) GetTenantId() string {
@@ -2532,7 +2764,7 @@ type EnableIdentityResponse struct {
 
 func (x *EnableIdentityResponse) Reset() {
 	*x = EnableIdentityResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[31]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2544,7 +2776,7 @@ func (x *EnableIdentityResponse) String() string {
 func (*EnableIdentityResponse) ProtoMessage() {}
 
 func (x *EnableIdentityResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[31]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2557,7 +2789,7 @@ func (x *EnableIdentityResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnableIdentityResponse.ProtoReflect.Descriptor instead.
 func (*EnableIdentityResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *EnableIdentityResponse) GetIdentity() *Identity {
@@ -2583,7 +2815,7 @@ type OffboardIdentityRequest struct {
 
 func (x *OffboardIdentityRequest) Reset() {
 	*x = OffboardIdentityRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[32]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2595,7 +2827,7 @@ func (x *OffboardIdentityRequest) String() string {
 func (*OffboardIdentityRequest) ProtoMessage() {}
 
 func (x *OffboardIdentityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[32]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2608,7 +2840,7 @@ func (x *OffboardIdentityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OffboardIdentityRequest.ProtoReflect.Descriptor instead.
 func (*OffboardIdentityRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{32}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *OffboardIdentityRequest) GetTenantId() string {
@@ -2652,7 +2884,7 @@ type OffboardedBinding struct {
 
 func (x *OffboardedBinding) Reset() {
 	*x = OffboardedBinding{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[33]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2664,7 +2896,7 @@ func (x *OffboardedBinding) String() string {
 func (*OffboardedBinding) ProtoMessage() {}
 
 func (x *OffboardedBinding) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[33]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2677,7 +2909,7 @@ func (x *OffboardedBinding) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OffboardedBinding.ProtoReflect.Descriptor instead.
 func (*OffboardedBinding) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{33}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *OffboardedBinding) GetBindingId() string {
@@ -2720,7 +2952,7 @@ type OffboardedCredential struct {
 
 func (x *OffboardedCredential) Reset() {
 	*x = OffboardedCredential{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[34]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2732,7 +2964,7 @@ func (x *OffboardedCredential) String() string {
 func (*OffboardedCredential) ProtoMessage() {}
 
 func (x *OffboardedCredential) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[34]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2745,7 +2977,7 @@ func (x *OffboardedCredential) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OffboardedCredential.ProtoReflect.Descriptor instead.
 func (*OffboardedCredential) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{34}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *OffboardedCredential) GetCredentialId() string {
@@ -2783,7 +3015,7 @@ type OwnedIdentity struct {
 
 func (x *OwnedIdentity) Reset() {
 	*x = OwnedIdentity{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[35]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2795,7 +3027,7 @@ func (x *OwnedIdentity) String() string {
 func (*OwnedIdentity) ProtoMessage() {}
 
 func (x *OwnedIdentity) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[35]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2808,7 +3040,7 @@ func (x *OwnedIdentity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OwnedIdentity.ProtoReflect.Descriptor instead.
 func (*OwnedIdentity) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{35}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *OwnedIdentity) GetIdentityId() string {
@@ -2852,7 +3084,7 @@ type OffboardReport struct {
 
 func (x *OffboardReport) Reset() {
 	*x = OffboardReport{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[36]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2864,7 +3096,7 @@ func (x *OffboardReport) String() string {
 func (*OffboardReport) ProtoMessage() {}
 
 func (x *OffboardReport) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[36]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2877,7 +3109,7 @@ func (x *OffboardReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OffboardReport.ProtoReflect.Descriptor instead.
 func (*OffboardReport) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{36}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *OffboardReport) GetBindingsRemoved() []*OffboardedBinding {
@@ -2958,7 +3190,7 @@ type OffboardIdentityResponse struct {
 
 func (x *OffboardIdentityResponse) Reset() {
 	*x = OffboardIdentityResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[37]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2970,7 +3202,7 @@ func (x *OffboardIdentityResponse) String() string {
 func (*OffboardIdentityResponse) ProtoMessage() {}
 
 func (x *OffboardIdentityResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[37]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2983,7 +3215,7 @@ func (x *OffboardIdentityResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OffboardIdentityResponse.ProtoReflect.Descriptor instead.
 func (*OffboardIdentityResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{37}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *OffboardIdentityResponse) GetIdentity() *Identity {
@@ -3024,7 +3256,7 @@ type EraseIdentityRequest struct {
 
 func (x *EraseIdentityRequest) Reset() {
 	*x = EraseIdentityRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[38]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3036,7 +3268,7 @@ func (x *EraseIdentityRequest) String() string {
 func (*EraseIdentityRequest) ProtoMessage() {}
 
 func (x *EraseIdentityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[38]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3049,7 +3281,7 @@ func (x *EraseIdentityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EraseIdentityRequest.ProtoReflect.Descriptor instead.
 func (*EraseIdentityRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{38}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *EraseIdentityRequest) GetTenantId() string {
@@ -3079,7 +3311,7 @@ type EraseIdentityResponse struct {
 
 func (x *EraseIdentityResponse) Reset() {
 	*x = EraseIdentityResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[39]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3091,7 +3323,7 @@ func (x *EraseIdentityResponse) String() string {
 func (*EraseIdentityResponse) ProtoMessage() {}
 
 func (x *EraseIdentityResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[39]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3104,7 +3336,7 @@ func (x *EraseIdentityResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EraseIdentityResponse.ProtoReflect.Descriptor instead.
 func (*EraseIdentityResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{39}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *EraseIdentityResponse) GetIdentity() *Identity {
@@ -3152,7 +3384,7 @@ type ListAuditEventsRequest struct {
 
 func (x *ListAuditEventsRequest) Reset() {
 	*x = ListAuditEventsRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[40]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3164,7 +3396,7 @@ func (x *ListAuditEventsRequest) String() string {
 func (*ListAuditEventsRequest) ProtoMessage() {}
 
 func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[40]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3177,7 +3409,7 @@ func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditEventsRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{40}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ListAuditEventsRequest) GetTenantId() string {
@@ -3254,7 +3486,7 @@ type ListAuditEventsResponse struct {
 
 func (x *ListAuditEventsResponse) Reset() {
 	*x = ListAuditEventsResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[41]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3266,7 +3498,7 @@ func (x *ListAuditEventsResponse) String() string {
 func (*ListAuditEventsResponse) ProtoMessage() {}
 
 func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[41]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3279,7 +3511,7 @@ func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditEventsResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{41}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ListAuditEventsResponse) GetEvents() []*AuditEvent {
@@ -3326,7 +3558,7 @@ type Credential struct {
 
 func (x *Credential) Reset() {
 	*x = Credential{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[42]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3338,7 +3570,7 @@ func (x *Credential) String() string {
 func (*Credential) ProtoMessage() {}
 
 func (x *Credential) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[42]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3351,7 +3583,7 @@ func (x *Credential) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Credential.ProtoReflect.Descriptor instead.
 func (*Credential) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{42}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *Credential) GetId() string {
@@ -3475,7 +3707,7 @@ type Session struct {
 
 func (x *Session) Reset() {
 	*x = Session{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[43]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3487,7 +3719,7 @@ func (x *Session) String() string {
 func (*Session) ProtoMessage() {}
 
 func (x *Session) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[43]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3500,7 +3732,7 @@ func (x *Session) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Session.ProtoReflect.Descriptor instead.
 func (*Session) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{43}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *Session) GetId() string {
@@ -3577,7 +3809,7 @@ type CreateAPIKeyRequest struct {
 
 func (x *CreateAPIKeyRequest) Reset() {
 	*x = CreateAPIKeyRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[44]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3589,7 +3821,7 @@ func (x *CreateAPIKeyRequest) String() string {
 func (*CreateAPIKeyRequest) ProtoMessage() {}
 
 func (x *CreateAPIKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[44]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3602,7 +3834,7 @@ func (x *CreateAPIKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAPIKeyRequest.ProtoReflect.Descriptor instead.
 func (*CreateAPIKeyRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{44}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *CreateAPIKeyRequest) GetTenantId() string {
@@ -3658,7 +3890,7 @@ type CreateAPIKeyResponse struct {
 
 func (x *CreateAPIKeyResponse) Reset() {
 	*x = CreateAPIKeyResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[45]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3670,7 +3902,7 @@ func (x *CreateAPIKeyResponse) String() string {
 func (*CreateAPIKeyResponse) ProtoMessage() {}
 
 func (x *CreateAPIKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[45]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3683,7 +3915,7 @@ func (x *CreateAPIKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAPIKeyResponse.ProtoReflect.Descriptor instead.
 func (*CreateAPIKeyResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{45}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *CreateAPIKeyResponse) GetCredential() *Credential {
@@ -3713,7 +3945,7 @@ type RotateAPIKeyRequest struct {
 
 func (x *RotateAPIKeyRequest) Reset() {
 	*x = RotateAPIKeyRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[46]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3725,7 +3957,7 @@ func (x *RotateAPIKeyRequest) String() string {
 func (*RotateAPIKeyRequest) ProtoMessage() {}
 
 func (x *RotateAPIKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[46]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3738,7 +3970,7 @@ func (x *RotateAPIKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateAPIKeyRequest.ProtoReflect.Descriptor instead.
 func (*RotateAPIKeyRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{46}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *RotateAPIKeyRequest) GetTenantId() string {
@@ -3779,7 +4011,7 @@ type RotateAPIKeyResponse struct {
 
 func (x *RotateAPIKeyResponse) Reset() {
 	*x = RotateAPIKeyResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[47]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3791,7 +4023,7 @@ func (x *RotateAPIKeyResponse) String() string {
 func (*RotateAPIKeyResponse) ProtoMessage() {}
 
 func (x *RotateAPIKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[47]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3804,7 +4036,7 @@ func (x *RotateAPIKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateAPIKeyResponse.ProtoReflect.Descriptor instead.
 func (*RotateAPIKeyResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{47}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *RotateAPIKeyResponse) GetCredential() *Credential {
@@ -3853,7 +4085,7 @@ type CreateClientRequest struct {
 
 func (x *CreateClientRequest) Reset() {
 	*x = CreateClientRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[48]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3865,7 +4097,7 @@ func (x *CreateClientRequest) String() string {
 func (*CreateClientRequest) ProtoMessage() {}
 
 func (x *CreateClientRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[48]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3878,7 +4110,7 @@ func (x *CreateClientRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateClientRequest.ProtoReflect.Descriptor instead.
 func (*CreateClientRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{48}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *CreateClientRequest) GetTenantId() string {
@@ -3956,7 +4188,7 @@ type CreateClientResponse struct {
 
 func (x *CreateClientResponse) Reset() {
 	*x = CreateClientResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[49]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3968,7 +4200,7 @@ func (x *CreateClientResponse) String() string {
 func (*CreateClientResponse) ProtoMessage() {}
 
 func (x *CreateClientResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[49]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3981,7 +4213,7 @@ func (x *CreateClientResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateClientResponse.ProtoReflect.Descriptor instead.
 func (*CreateClientResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{49}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *CreateClientResponse) GetCredential() *Credential {
@@ -4024,7 +4256,7 @@ type UpdateClientRequest struct {
 
 func (x *UpdateClientRequest) Reset() {
 	*x = UpdateClientRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[50]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4036,7 +4268,7 @@ func (x *UpdateClientRequest) String() string {
 func (*UpdateClientRequest) ProtoMessage() {}
 
 func (x *UpdateClientRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[50]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4049,7 +4281,7 @@ func (x *UpdateClientRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateClientRequest.ProtoReflect.Descriptor instead.
 func (*UpdateClientRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{50}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *UpdateClientRequest) GetTenantId() string {
@@ -4111,7 +4343,7 @@ type UpdateClientResponse struct {
 
 func (x *UpdateClientResponse) Reset() {
 	*x = UpdateClientResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[51]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4123,7 +4355,7 @@ func (x *UpdateClientResponse) String() string {
 func (*UpdateClientResponse) ProtoMessage() {}
 
 func (x *UpdateClientResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[51]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4136,7 +4368,7 @@ func (x *UpdateClientResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateClientResponse.ProtoReflect.Descriptor instead.
 func (*UpdateClientResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{51}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *UpdateClientResponse) GetCredential() *Credential {
@@ -4157,7 +4389,7 @@ type RotateClientSecretRequest struct {
 
 func (x *RotateClientSecretRequest) Reset() {
 	*x = RotateClientSecretRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[52]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4169,7 +4401,7 @@ func (x *RotateClientSecretRequest) String() string {
 func (*RotateClientSecretRequest) ProtoMessage() {}
 
 func (x *RotateClientSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[52]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4182,7 +4414,7 @@ func (x *RotateClientSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateClientSecretRequest.ProtoReflect.Descriptor instead.
 func (*RotateClientSecretRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{52}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *RotateClientSecretRequest) GetTenantId() string {
@@ -4217,7 +4449,7 @@ type RotateClientSecretResponse struct {
 
 func (x *RotateClientSecretResponse) Reset() {
 	*x = RotateClientSecretResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[53]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4229,7 +4461,7 @@ func (x *RotateClientSecretResponse) String() string {
 func (*RotateClientSecretResponse) ProtoMessage() {}
 
 func (x *RotateClientSecretResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[53]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4242,7 +4474,7 @@ func (x *RotateClientSecretResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateClientSecretResponse.ProtoReflect.Descriptor instead.
 func (*RotateClientSecretResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{53}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *RotateClientSecretResponse) GetCredential() *Credential {
@@ -4276,7 +4508,7 @@ type RevokeCredentialRequest struct {
 
 func (x *RevokeCredentialRequest) Reset() {
 	*x = RevokeCredentialRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[54]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4288,7 +4520,7 @@ func (x *RevokeCredentialRequest) String() string {
 func (*RevokeCredentialRequest) ProtoMessage() {}
 
 func (x *RevokeCredentialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[54]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4301,7 +4533,7 @@ func (x *RevokeCredentialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCredentialRequest.ProtoReflect.Descriptor instead.
 func (*RevokeCredentialRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{54}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *RevokeCredentialRequest) GetTenantId() string {
@@ -4327,7 +4559,7 @@ type RevokeCredentialResponse struct {
 
 func (x *RevokeCredentialResponse) Reset() {
 	*x = RevokeCredentialResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[55]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4339,7 +4571,7 @@ func (x *RevokeCredentialResponse) String() string {
 func (*RevokeCredentialResponse) ProtoMessage() {}
 
 func (x *RevokeCredentialResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[55]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4352,7 +4584,7 @@ func (x *RevokeCredentialResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCredentialResponse.ProtoReflect.Descriptor instead.
 func (*RevokeCredentialResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{55}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *RevokeCredentialResponse) GetCredential() *Credential {
@@ -4372,7 +4604,7 @@ type ListCredentialsRequest struct {
 
 func (x *ListCredentialsRequest) Reset() {
 	*x = ListCredentialsRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[56]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4384,7 +4616,7 @@ func (x *ListCredentialsRequest) String() string {
 func (*ListCredentialsRequest) ProtoMessage() {}
 
 func (x *ListCredentialsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[56]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4397,7 +4629,7 @@ func (x *ListCredentialsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCredentialsRequest.ProtoReflect.Descriptor instead.
 func (*ListCredentialsRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{56}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *ListCredentialsRequest) GetTenantId() string {
@@ -4423,7 +4655,7 @@ type ListCredentialsResponse struct {
 
 func (x *ListCredentialsResponse) Reset() {
 	*x = ListCredentialsResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[57]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4435,7 +4667,7 @@ func (x *ListCredentialsResponse) String() string {
 func (*ListCredentialsResponse) ProtoMessage() {}
 
 func (x *ListCredentialsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[57]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4448,7 +4680,7 @@ func (x *ListCredentialsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCredentialsResponse.ProtoReflect.Descriptor instead.
 func (*ListCredentialsResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{57}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *ListCredentialsResponse) GetCredentials() []*Credential {
@@ -4468,7 +4700,7 @@ type ListSessionsRequest struct {
 
 func (x *ListSessionsRequest) Reset() {
 	*x = ListSessionsRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[58]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4480,7 +4712,7 @@ func (x *ListSessionsRequest) String() string {
 func (*ListSessionsRequest) ProtoMessage() {}
 
 func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[58]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4493,7 +4725,7 @@ func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsRequest.ProtoReflect.Descriptor instead.
 func (*ListSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{58}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *ListSessionsRequest) GetTenantId() string {
@@ -4519,7 +4751,7 @@ type ListSessionsResponse struct {
 
 func (x *ListSessionsResponse) Reset() {
 	*x = ListSessionsResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[59]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4531,7 +4763,7 @@ func (x *ListSessionsResponse) String() string {
 func (*ListSessionsResponse) ProtoMessage() {}
 
 func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[59]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4544,7 +4776,7 @@ func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsResponse.ProtoReflect.Descriptor instead.
 func (*ListSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{59}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *ListSessionsResponse) GetSessions() []*Session {
@@ -4565,7 +4797,7 @@ type SetPasswordRequest struct {
 
 func (x *SetPasswordRequest) Reset() {
 	*x = SetPasswordRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[60]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4577,7 +4809,7 @@ func (x *SetPasswordRequest) String() string {
 func (*SetPasswordRequest) ProtoMessage() {}
 
 func (x *SetPasswordRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[60]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4590,7 +4822,7 @@ func (x *SetPasswordRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPasswordRequest.ProtoReflect.Descriptor instead.
 func (*SetPasswordRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{60}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *SetPasswordRequest) GetTenantId() string {
@@ -4623,7 +4855,7 @@ type SetPasswordResponse struct {
 
 func (x *SetPasswordResponse) Reset() {
 	*x = SetPasswordResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[61]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4635,7 +4867,7 @@ func (x *SetPasswordResponse) String() string {
 func (*SetPasswordResponse) ProtoMessage() {}
 
 func (x *SetPasswordResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[61]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4648,7 +4880,7 @@ func (x *SetPasswordResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPasswordResponse.ProtoReflect.Descriptor instead.
 func (*SetPasswordResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{61}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *SetPasswordResponse) GetCredential() *Credential {
@@ -4676,7 +4908,7 @@ type Role struct {
 
 func (x *Role) Reset() {
 	*x = Role{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[62]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4688,7 +4920,7 @@ func (x *Role) String() string {
 func (*Role) ProtoMessage() {}
 
 func (x *Role) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[62]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4701,7 +4933,7 @@ func (x *Role) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Role.ProtoReflect.Descriptor instead.
 func (*Role) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{62}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *Role) GetId() string {
@@ -4765,7 +4997,7 @@ type Group struct {
 
 func (x *Group) Reset() {
 	*x = Group{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[63]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4777,7 +5009,7 @@ func (x *Group) String() string {
 func (*Group) ProtoMessage() {}
 
 func (x *Group) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[63]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4790,7 +5022,7 @@ func (x *Group) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Group.ProtoReflect.Descriptor instead.
 func (*Group) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{63}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *Group) GetId() string {
@@ -4843,7 +5075,7 @@ type Binding struct {
 
 func (x *Binding) Reset() {
 	*x = Binding{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[64]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4855,7 +5087,7 @@ func (x *Binding) String() string {
 func (*Binding) ProtoMessage() {}
 
 func (x *Binding) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[64]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4868,7 +5100,7 @@ func (x *Binding) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Binding.ProtoReflect.Descriptor instead.
 func (*Binding) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{64}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *Binding) GetId() string {
@@ -4965,7 +5197,7 @@ type CreateRoleRequest struct {
 
 func (x *CreateRoleRequest) Reset() {
 	*x = CreateRoleRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[65]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4977,7 +5209,7 @@ func (x *CreateRoleRequest) String() string {
 func (*CreateRoleRequest) ProtoMessage() {}
 
 func (x *CreateRoleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[65]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4990,7 +5222,7 @@ func (x *CreateRoleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRoleRequest.ProtoReflect.Descriptor instead.
 func (*CreateRoleRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{65}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *CreateRoleRequest) GetTenantId() string {
@@ -5045,7 +5277,7 @@ type CreateRoleResponse struct {
 
 func (x *CreateRoleResponse) Reset() {
 	*x = CreateRoleResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[66]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5057,7 +5289,7 @@ func (x *CreateRoleResponse) String() string {
 func (*CreateRoleResponse) ProtoMessage() {}
 
 func (x *CreateRoleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[66]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5070,7 +5302,7 @@ func (x *CreateRoleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRoleResponse.ProtoReflect.Descriptor instead.
 func (*CreateRoleResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{66}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *CreateRoleResponse) GetRole() *Role {
@@ -5097,7 +5329,7 @@ type GetRoleRequest struct {
 
 func (x *GetRoleRequest) Reset() {
 	*x = GetRoleRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[67]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5109,7 +5341,7 @@ func (x *GetRoleRequest) String() string {
 func (*GetRoleRequest) ProtoMessage() {}
 
 func (x *GetRoleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[67]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5122,7 +5354,7 @@ func (x *GetRoleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRoleRequest.ProtoReflect.Descriptor instead.
 func (*GetRoleRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{67}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *GetRoleRequest) GetTenantId() string {
@@ -5148,7 +5380,7 @@ type GetRoleResponse struct {
 
 func (x *GetRoleResponse) Reset() {
 	*x = GetRoleResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[68]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5160,7 +5392,7 @@ func (x *GetRoleResponse) String() string {
 func (*GetRoleResponse) ProtoMessage() {}
 
 func (x *GetRoleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[68]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5173,7 +5405,7 @@ func (x *GetRoleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRoleResponse.ProtoReflect.Descriptor instead.
 func (*GetRoleResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{68}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *GetRoleResponse) GetRole() *Role {
@@ -5198,7 +5430,7 @@ type ListRolesRequest struct {
 
 func (x *ListRolesRequest) Reset() {
 	*x = ListRolesRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[69]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5210,7 +5442,7 @@ func (x *ListRolesRequest) String() string {
 func (*ListRolesRequest) ProtoMessage() {}
 
 func (x *ListRolesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[69]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5223,7 +5455,7 @@ func (x *ListRolesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRolesRequest.ProtoReflect.Descriptor instead.
 func (*ListRolesRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{69}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *ListRolesRequest) GetTenantId() string {
@@ -5265,7 +5497,7 @@ type ListRolesResponse struct {
 
 func (x *ListRolesResponse) Reset() {
 	*x = ListRolesResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[70]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5277,7 +5509,7 @@ func (x *ListRolesResponse) String() string {
 func (*ListRolesResponse) ProtoMessage() {}
 
 func (x *ListRolesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[70]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5290,7 +5522,7 @@ func (x *ListRolesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRolesResponse.ProtoReflect.Descriptor instead.
 func (*ListRolesResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{70}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *ListRolesResponse) GetRoles() []*Role {
@@ -5323,7 +5555,7 @@ type UpdateRoleRequest struct {
 
 func (x *UpdateRoleRequest) Reset() {
 	*x = UpdateRoleRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[71]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5335,7 +5567,7 @@ func (x *UpdateRoleRequest) String() string {
 func (*UpdateRoleRequest) ProtoMessage() {}
 
 func (x *UpdateRoleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[71]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5348,7 +5580,7 @@ func (x *UpdateRoleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateRoleRequest.ProtoReflect.Descriptor instead.
 func (*UpdateRoleRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{71}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *UpdateRoleRequest) GetTenantId() string {
@@ -5411,7 +5643,7 @@ type UpdateRoleResponse struct {
 
 func (x *UpdateRoleResponse) Reset() {
 	*x = UpdateRoleResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[72]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5423,7 +5655,7 @@ func (x *UpdateRoleResponse) String() string {
 func (*UpdateRoleResponse) ProtoMessage() {}
 
 func (x *UpdateRoleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[72]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5436,7 +5668,7 @@ func (x *UpdateRoleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateRoleResponse.ProtoReflect.Descriptor instead.
 func (*UpdateRoleResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{72}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *UpdateRoleResponse) GetRole() *Role {
@@ -5466,7 +5698,7 @@ type DeleteRoleRequest struct {
 
 func (x *DeleteRoleRequest) Reset() {
 	*x = DeleteRoleRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[73]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5478,7 +5710,7 @@ func (x *DeleteRoleRequest) String() string {
 func (*DeleteRoleRequest) ProtoMessage() {}
 
 func (x *DeleteRoleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[73]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5491,7 +5723,7 @@ func (x *DeleteRoleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRoleRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRoleRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{73}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *DeleteRoleRequest) GetTenantId() string {
@@ -5528,7 +5760,7 @@ type DeleteRoleResponse struct {
 
 func (x *DeleteRoleResponse) Reset() {
 	*x = DeleteRoleResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[74]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5540,7 +5772,7 @@ func (x *DeleteRoleResponse) String() string {
 func (*DeleteRoleResponse) ProtoMessage() {}
 
 func (x *DeleteRoleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[74]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5553,7 +5785,7 @@ func (x *DeleteRoleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRoleResponse.ProtoReflect.Descriptor instead.
 func (*DeleteRoleResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{74}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *DeleteRoleResponse) GetPolicyRevision() int64 {
@@ -5596,7 +5828,7 @@ type CreateGroupRequest struct {
 
 func (x *CreateGroupRequest) Reset() {
 	*x = CreateGroupRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[75]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5608,7 +5840,7 @@ func (x *CreateGroupRequest) String() string {
 func (*CreateGroupRequest) ProtoMessage() {}
 
 func (x *CreateGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[75]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5621,7 +5853,7 @@ func (x *CreateGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateGroupRequest.ProtoReflect.Descriptor instead.
 func (*CreateGroupRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{75}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *CreateGroupRequest) GetTenantId() string {
@@ -5662,7 +5894,7 @@ type CreateGroupResponse struct {
 
 func (x *CreateGroupResponse) Reset() {
 	*x = CreateGroupResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[76]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5674,7 +5906,7 @@ func (x *CreateGroupResponse) String() string {
 func (*CreateGroupResponse) ProtoMessage() {}
 
 func (x *CreateGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[76]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5687,7 +5919,7 @@ func (x *CreateGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateGroupResponse.ProtoReflect.Descriptor instead.
 func (*CreateGroupResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{76}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *CreateGroupResponse) GetGroup() *Group {
@@ -5714,7 +5946,7 @@ type GetGroupRequest struct {
 
 func (x *GetGroupRequest) Reset() {
 	*x = GetGroupRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[77]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5726,7 +5958,7 @@ func (x *GetGroupRequest) String() string {
 func (*GetGroupRequest) ProtoMessage() {}
 
 func (x *GetGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[77]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5739,7 +5971,7 @@ func (x *GetGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetGroupRequest.ProtoReflect.Descriptor instead.
 func (*GetGroupRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{77}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *GetGroupRequest) GetTenantId() string {
@@ -5765,7 +5997,7 @@ type GetGroupResponse struct {
 
 func (x *GetGroupResponse) Reset() {
 	*x = GetGroupResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[78]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5777,7 +6009,7 @@ func (x *GetGroupResponse) String() string {
 func (*GetGroupResponse) ProtoMessage() {}
 
 func (x *GetGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[78]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5790,7 +6022,7 @@ func (x *GetGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetGroupResponse.ProtoReflect.Descriptor instead.
 func (*GetGroupResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{78}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *GetGroupResponse) GetGroup() *Group {
@@ -5817,7 +6049,7 @@ type ListGroupsRequest struct {
 
 func (x *ListGroupsRequest) Reset() {
 	*x = ListGroupsRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[79]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5829,7 +6061,7 @@ func (x *ListGroupsRequest) String() string {
 func (*ListGroupsRequest) ProtoMessage() {}
 
 func (x *ListGroupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[79]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5842,7 +6074,7 @@ func (x *ListGroupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGroupsRequest.ProtoReflect.Descriptor instead.
 func (*ListGroupsRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{79}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *ListGroupsRequest) GetTenantId() string {
@@ -5891,7 +6123,7 @@ type ListGroupsResponse struct {
 
 func (x *ListGroupsResponse) Reset() {
 	*x = ListGroupsResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[80]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5903,7 +6135,7 @@ func (x *ListGroupsResponse) String() string {
 func (*ListGroupsResponse) ProtoMessage() {}
 
 func (x *ListGroupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[80]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5916,7 +6148,7 @@ func (x *ListGroupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGroupsResponse.ProtoReflect.Descriptor instead.
 func (*ListGroupsResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{80}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *ListGroupsResponse) GetGroups() []*Group {
@@ -5947,7 +6179,7 @@ type UpdateGroupRequest struct {
 
 func (x *UpdateGroupRequest) Reset() {
 	*x = UpdateGroupRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[81]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5959,7 +6191,7 @@ func (x *UpdateGroupRequest) String() string {
 func (*UpdateGroupRequest) ProtoMessage() {}
 
 func (x *UpdateGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[81]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5972,7 +6204,7 @@ func (x *UpdateGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateGroupRequest.ProtoReflect.Descriptor instead.
 func (*UpdateGroupRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{81}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *UpdateGroupRequest) GetTenantId() string {
@@ -6021,7 +6253,7 @@ type UpdateGroupResponse struct {
 
 func (x *UpdateGroupResponse) Reset() {
 	*x = UpdateGroupResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[82]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6033,7 +6265,7 @@ func (x *UpdateGroupResponse) String() string {
 func (*UpdateGroupResponse) ProtoMessage() {}
 
 func (x *UpdateGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[82]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6046,7 +6278,7 @@ func (x *UpdateGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateGroupResponse.ProtoReflect.Descriptor instead.
 func (*UpdateGroupResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{82}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *UpdateGroupResponse) GetGroup() *Group {
@@ -6082,7 +6314,7 @@ type GroupMember struct {
 
 func (x *GroupMember) Reset() {
 	*x = GroupMember{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[83]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6094,7 +6326,7 @@ func (x *GroupMember) String() string {
 func (*GroupMember) ProtoMessage() {}
 
 func (x *GroupMember) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[83]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6107,7 +6339,7 @@ func (x *GroupMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupMember.ProtoReflect.Descriptor instead.
 func (*GroupMember) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{83}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *GroupMember) GetIdentityId() string {
@@ -6175,7 +6407,7 @@ type ListGroupMembersRequest struct {
 
 func (x *ListGroupMembersRequest) Reset() {
 	*x = ListGroupMembersRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[84]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6187,7 +6419,7 @@ func (x *ListGroupMembersRequest) String() string {
 func (*ListGroupMembersRequest) ProtoMessage() {}
 
 func (x *ListGroupMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[84]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6200,7 +6432,7 @@ func (x *ListGroupMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGroupMembersRequest.ProtoReflect.Descriptor instead.
 func (*ListGroupMembersRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{84}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *ListGroupMembersRequest) GetTenantId() string {
@@ -6249,7 +6481,7 @@ type ListGroupMembersResponse struct {
 
 func (x *ListGroupMembersResponse) Reset() {
 	*x = ListGroupMembersResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[85]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6261,7 +6493,7 @@ func (x *ListGroupMembersResponse) String() string {
 func (*ListGroupMembersResponse) ProtoMessage() {}
 
 func (x *ListGroupMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[85]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6274,7 +6506,7 @@ func (x *ListGroupMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGroupMembersResponse.ProtoReflect.Descriptor instead.
 func (*ListGroupMembersResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{85}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *ListGroupMembersResponse) GetMembers() []*GroupMember {
@@ -6303,7 +6535,7 @@ type DeleteGroupRequest struct {
 
 func (x *DeleteGroupRequest) Reset() {
 	*x = DeleteGroupRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[86]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6315,7 +6547,7 @@ func (x *DeleteGroupRequest) String() string {
 func (*DeleteGroupRequest) ProtoMessage() {}
 
 func (x *DeleteGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[86]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6328,7 +6560,7 @@ func (x *DeleteGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteGroupRequest.ProtoReflect.Descriptor instead.
 func (*DeleteGroupRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{86}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *DeleteGroupRequest) GetTenantId() string {
@@ -6365,7 +6597,7 @@ type DeleteGroupResponse struct {
 
 func (x *DeleteGroupResponse) Reset() {
 	*x = DeleteGroupResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[87]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6377,7 +6609,7 @@ func (x *DeleteGroupResponse) String() string {
 func (*DeleteGroupResponse) ProtoMessage() {}
 
 func (x *DeleteGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[87]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6390,7 +6622,7 @@ func (x *DeleteGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteGroupResponse.ProtoReflect.Descriptor instead.
 func (*DeleteGroupResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{87}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *DeleteGroupResponse) GetPolicyRevision() int64 {
@@ -6425,7 +6657,7 @@ type AddGroupMemberRequest struct {
 
 func (x *AddGroupMemberRequest) Reset() {
 	*x = AddGroupMemberRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[88]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6437,7 +6669,7 @@ func (x *AddGroupMemberRequest) String() string {
 func (*AddGroupMemberRequest) ProtoMessage() {}
 
 func (x *AddGroupMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[88]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6450,7 +6682,7 @@ func (x *AddGroupMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddGroupMemberRequest.ProtoReflect.Descriptor instead.
 func (*AddGroupMemberRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{88}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *AddGroupMemberRequest) GetTenantId() string {
@@ -6486,7 +6718,7 @@ type AddGroupMemberResponse struct {
 
 func (x *AddGroupMemberResponse) Reset() {
 	*x = AddGroupMemberResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[89]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6498,7 +6730,7 @@ func (x *AddGroupMemberResponse) String() string {
 func (*AddGroupMemberResponse) ProtoMessage() {}
 
 func (x *AddGroupMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[89]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6511,7 +6743,7 @@ func (x *AddGroupMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddGroupMemberResponse.ProtoReflect.Descriptor instead.
 func (*AddGroupMemberResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{89}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *AddGroupMemberResponse) GetPolicyRevision() int64 {
@@ -6539,7 +6771,7 @@ type RemoveGroupMemberRequest struct {
 
 func (x *RemoveGroupMemberRequest) Reset() {
 	*x = RemoveGroupMemberRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[90]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6551,7 +6783,7 @@ func (x *RemoveGroupMemberRequest) String() string {
 func (*RemoveGroupMemberRequest) ProtoMessage() {}
 
 func (x *RemoveGroupMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[90]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6564,7 +6796,7 @@ func (x *RemoveGroupMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveGroupMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveGroupMemberRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{90}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *RemoveGroupMemberRequest) GetTenantId() string {
@@ -6600,7 +6832,7 @@ type RemoveGroupMemberResponse struct {
 
 func (x *RemoveGroupMemberResponse) Reset() {
 	*x = RemoveGroupMemberResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[91]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6612,7 +6844,7 @@ func (x *RemoveGroupMemberResponse) String() string {
 func (*RemoveGroupMemberResponse) ProtoMessage() {}
 
 func (x *RemoveGroupMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[91]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6625,7 +6857,7 @@ func (x *RemoveGroupMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveGroupMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveGroupMemberResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{91}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *RemoveGroupMemberResponse) GetPolicyRevision() int64 {
@@ -6660,7 +6892,7 @@ type CreateBindingRequest struct {
 
 func (x *CreateBindingRequest) Reset() {
 	*x = CreateBindingRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[92]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6672,7 +6904,7 @@ func (x *CreateBindingRequest) String() string {
 func (*CreateBindingRequest) ProtoMessage() {}
 
 func (x *CreateBindingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[92]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6685,7 +6917,7 @@ func (x *CreateBindingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateBindingRequest.ProtoReflect.Descriptor instead.
 func (*CreateBindingRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{92}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *CreateBindingRequest) GetTenantId() string {
@@ -6764,7 +6996,7 @@ type CreateBindingResponse struct {
 
 func (x *CreateBindingResponse) Reset() {
 	*x = CreateBindingResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[93]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6776,7 +7008,7 @@ func (x *CreateBindingResponse) String() string {
 func (*CreateBindingResponse) ProtoMessage() {}
 
 func (x *CreateBindingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[93]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6789,7 +7021,7 @@ func (x *CreateBindingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateBindingResponse.ProtoReflect.Descriptor instead.
 func (*CreateBindingResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{93}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{97}
 }
 
 func (x *CreateBindingResponse) GetBinding() *Binding {
@@ -6823,7 +7055,7 @@ type DeleteBindingRequest struct {
 
 func (x *DeleteBindingRequest) Reset() {
 	*x = DeleteBindingRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[94]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6835,7 +7067,7 @@ func (x *DeleteBindingRequest) String() string {
 func (*DeleteBindingRequest) ProtoMessage() {}
 
 func (x *DeleteBindingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[94]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6848,7 +7080,7 @@ func (x *DeleteBindingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteBindingRequest.ProtoReflect.Descriptor instead.
 func (*DeleteBindingRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{94}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *DeleteBindingRequest) GetTenantId() string {
@@ -6877,7 +7109,7 @@ type DeleteBindingResponse struct {
 
 func (x *DeleteBindingResponse) Reset() {
 	*x = DeleteBindingResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[95]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6889,7 +7121,7 @@ func (x *DeleteBindingResponse) String() string {
 func (*DeleteBindingResponse) ProtoMessage() {}
 
 func (x *DeleteBindingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[95]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6902,7 +7134,7 @@ func (x *DeleteBindingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteBindingResponse.ProtoReflect.Descriptor instead.
 func (*DeleteBindingResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{95}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{99}
 }
 
 func (x *DeleteBindingResponse) GetPolicyRevision() int64 {
@@ -6947,7 +7179,7 @@ type ChangeRequest struct {
 
 func (x *ChangeRequest) Reset() {
 	*x = ChangeRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[96]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[100]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6959,7 +7191,7 @@ func (x *ChangeRequest) String() string {
 func (*ChangeRequest) ProtoMessage() {}
 
 func (x *ChangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[96]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[100]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6972,7 +7204,7 @@ func (x *ChangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeRequest.ProtoReflect.Descriptor instead.
 func (*ChangeRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{96}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{100}
 }
 
 func (x *ChangeRequest) GetId() string {
@@ -7062,7 +7294,7 @@ type GetChangeRequestRequest struct {
 
 func (x *GetChangeRequestRequest) Reset() {
 	*x = GetChangeRequestRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[97]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[101]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7074,7 +7306,7 @@ func (x *GetChangeRequestRequest) String() string {
 func (*GetChangeRequestRequest) ProtoMessage() {}
 
 func (x *GetChangeRequestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[97]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[101]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7087,7 +7319,7 @@ func (x *GetChangeRequestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetChangeRequestRequest.ProtoReflect.Descriptor instead.
 func (*GetChangeRequestRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{97}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{101}
 }
 
 func (x *GetChangeRequestRequest) GetTenantId() string {
@@ -7113,7 +7345,7 @@ type GetChangeRequestResponse struct {
 
 func (x *GetChangeRequestResponse) Reset() {
 	*x = GetChangeRequestResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[98]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[102]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7125,7 +7357,7 @@ func (x *GetChangeRequestResponse) String() string {
 func (*GetChangeRequestResponse) ProtoMessage() {}
 
 func (x *GetChangeRequestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[98]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[102]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7138,7 +7370,7 @@ func (x *GetChangeRequestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetChangeRequestResponse.ProtoReflect.Descriptor instead.
 func (*GetChangeRequestResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{98}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{102}
 }
 
 func (x *GetChangeRequestResponse) GetChangeRequest() *ChangeRequest {
@@ -7163,7 +7395,7 @@ type ListChangeRequestsRequest struct {
 
 func (x *ListChangeRequestsRequest) Reset() {
 	*x = ListChangeRequestsRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[99]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[103]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7175,7 +7407,7 @@ func (x *ListChangeRequestsRequest) String() string {
 func (*ListChangeRequestsRequest) ProtoMessage() {}
 
 func (x *ListChangeRequestsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[99]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[103]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7188,7 +7420,7 @@ func (x *ListChangeRequestsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListChangeRequestsRequest.ProtoReflect.Descriptor instead.
 func (*ListChangeRequestsRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{99}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{103}
 }
 
 func (x *ListChangeRequestsRequest) GetTenantId() string {
@@ -7229,7 +7461,7 @@ type ListChangeRequestsResponse struct {
 
 func (x *ListChangeRequestsResponse) Reset() {
 	*x = ListChangeRequestsResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[100]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[104]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7241,7 +7473,7 @@ func (x *ListChangeRequestsResponse) String() string {
 func (*ListChangeRequestsResponse) ProtoMessage() {}
 
 func (x *ListChangeRequestsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[100]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[104]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7254,7 +7486,7 @@ func (x *ListChangeRequestsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListChangeRequestsResponse.ProtoReflect.Descriptor instead.
 func (*ListChangeRequestsResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{100}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{104}
 }
 
 func (x *ListChangeRequestsResponse) GetChangeRequests() []*ChangeRequest {
@@ -7281,7 +7513,7 @@ type ApproveChangeRequestRequest struct {
 
 func (x *ApproveChangeRequestRequest) Reset() {
 	*x = ApproveChangeRequestRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[101]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[105]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7293,7 +7525,7 @@ func (x *ApproveChangeRequestRequest) String() string {
 func (*ApproveChangeRequestRequest) ProtoMessage() {}
 
 func (x *ApproveChangeRequestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[101]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[105]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7306,7 +7538,7 @@ func (x *ApproveChangeRequestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApproveChangeRequestRequest.ProtoReflect.Descriptor instead.
 func (*ApproveChangeRequestRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{101}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{105}
 }
 
 func (x *ApproveChangeRequestRequest) GetTenantId() string {
@@ -7335,7 +7567,7 @@ type ApproveChangeRequestResponse struct {
 
 func (x *ApproveChangeRequestResponse) Reset() {
 	*x = ApproveChangeRequestResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[102]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[106]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7347,7 +7579,7 @@ func (x *ApproveChangeRequestResponse) String() string {
 func (*ApproveChangeRequestResponse) ProtoMessage() {}
 
 func (x *ApproveChangeRequestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[102]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[106]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7360,7 +7592,7 @@ func (x *ApproveChangeRequestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApproveChangeRequestResponse.ProtoReflect.Descriptor instead.
 func (*ApproveChangeRequestResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{102}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{106}
 }
 
 func (x *ApproveChangeRequestResponse) GetChangeRequest() *ChangeRequest {
@@ -7394,7 +7626,7 @@ type DenyChangeRequestRequest struct {
 
 func (x *DenyChangeRequestRequest) Reset() {
 	*x = DenyChangeRequestRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[103]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[107]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7406,7 +7638,7 @@ func (x *DenyChangeRequestRequest) String() string {
 func (*DenyChangeRequestRequest) ProtoMessage() {}
 
 func (x *DenyChangeRequestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[103]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[107]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7419,7 +7651,7 @@ func (x *DenyChangeRequestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DenyChangeRequestRequest.ProtoReflect.Descriptor instead.
 func (*DenyChangeRequestRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{103}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{107}
 }
 
 func (x *DenyChangeRequestRequest) GetTenantId() string {
@@ -7445,7 +7677,7 @@ type DenyChangeRequestResponse struct {
 
 func (x *DenyChangeRequestResponse) Reset() {
 	*x = DenyChangeRequestResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[104]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[108]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7457,7 +7689,7 @@ func (x *DenyChangeRequestResponse) String() string {
 func (*DenyChangeRequestResponse) ProtoMessage() {}
 
 func (x *DenyChangeRequestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[104]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[108]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7470,7 +7702,7 @@ func (x *DenyChangeRequestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DenyChangeRequestResponse.ProtoReflect.Descriptor instead.
 func (*DenyChangeRequestResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{104}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{108}
 }
 
 func (x *DenyChangeRequestResponse) GetChangeRequest() *ChangeRequest {
@@ -7498,7 +7730,7 @@ type ListBindingsRequest struct {
 
 func (x *ListBindingsRequest) Reset() {
 	*x = ListBindingsRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[105]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[109]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7510,7 +7742,7 @@ func (x *ListBindingsRequest) String() string {
 func (*ListBindingsRequest) ProtoMessage() {}
 
 func (x *ListBindingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[105]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[109]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7523,7 +7755,7 @@ func (x *ListBindingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBindingsRequest.ProtoReflect.Descriptor instead.
 func (*ListBindingsRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{105}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{109}
 }
 
 func (x *ListBindingsRequest) GetTenantId() string {
@@ -7579,7 +7811,7 @@ type ListBindingsResponse struct {
 
 func (x *ListBindingsResponse) Reset() {
 	*x = ListBindingsResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[106]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[110]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7591,7 +7823,7 @@ func (x *ListBindingsResponse) String() string {
 func (*ListBindingsResponse) ProtoMessage() {}
 
 func (x *ListBindingsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[106]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[110]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7604,7 +7836,7 @@ func (x *ListBindingsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBindingsResponse.ProtoReflect.Descriptor instead.
 func (*ListBindingsResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{106}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{110}
 }
 
 func (x *ListBindingsResponse) GetBindings() []*Binding {
@@ -7641,7 +7873,7 @@ type MembershipRule struct {
 
 func (x *MembershipRule) Reset() {
 	*x = MembershipRule{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[107]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[111]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7653,7 +7885,7 @@ func (x *MembershipRule) String() string {
 func (*MembershipRule) ProtoMessage() {}
 
 func (x *MembershipRule) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[107]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[111]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7666,7 +7898,7 @@ func (x *MembershipRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembershipRule.ProtoReflect.Descriptor instead.
 func (*MembershipRule) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{107}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{111}
 }
 
 func (x *MembershipRule) GetId() string {
@@ -7729,7 +7961,7 @@ type Membership struct {
 
 func (x *Membership) Reset() {
 	*x = Membership{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[108]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[112]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7741,7 +7973,7 @@ func (x *Membership) String() string {
 func (*Membership) ProtoMessage() {}
 
 func (x *Membership) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[108]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[112]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7754,7 +7986,7 @@ func (x *Membership) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Membership.ProtoReflect.Descriptor instead.
 func (*Membership) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{108}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{112}
 }
 
 func (x *Membership) GetIdentityId() string {
@@ -7784,7 +8016,7 @@ type CreateMembershipRuleRequest struct {
 
 func (x *CreateMembershipRuleRequest) Reset() {
 	*x = CreateMembershipRuleRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[109]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[113]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7796,7 +8028,7 @@ func (x *CreateMembershipRuleRequest) String() string {
 func (*CreateMembershipRuleRequest) ProtoMessage() {}
 
 func (x *CreateMembershipRuleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[109]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[113]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7809,7 +8041,7 @@ func (x *CreateMembershipRuleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateMembershipRuleRequest.ProtoReflect.Descriptor instead.
 func (*CreateMembershipRuleRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{109}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{113}
 }
 
 func (x *CreateMembershipRuleRequest) GetTenantId() string {
@@ -7860,7 +8092,7 @@ type CreateMembershipRuleResponse struct {
 
 func (x *CreateMembershipRuleResponse) Reset() {
 	*x = CreateMembershipRuleResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[110]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[114]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7872,7 +8104,7 @@ func (x *CreateMembershipRuleResponse) String() string {
 func (*CreateMembershipRuleResponse) ProtoMessage() {}
 
 func (x *CreateMembershipRuleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[110]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[114]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7885,7 +8117,7 @@ func (x *CreateMembershipRuleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateMembershipRuleResponse.ProtoReflect.Descriptor instead.
 func (*CreateMembershipRuleResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{110}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{114}
 }
 
 func (x *CreateMembershipRuleResponse) GetRule() *MembershipRule {
@@ -7926,7 +8158,7 @@ type GetMembershipRuleRequest struct {
 
 func (x *GetMembershipRuleRequest) Reset() {
 	*x = GetMembershipRuleRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[111]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[115]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7938,7 +8170,7 @@ func (x *GetMembershipRuleRequest) String() string {
 func (*GetMembershipRuleRequest) ProtoMessage() {}
 
 func (x *GetMembershipRuleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[111]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[115]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7951,7 +8183,7 @@ func (x *GetMembershipRuleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMembershipRuleRequest.ProtoReflect.Descriptor instead.
 func (*GetMembershipRuleRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{111}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{115}
 }
 
 func (x *GetMembershipRuleRequest) GetTenantId() string {
@@ -7977,7 +8209,7 @@ type GetMembershipRuleResponse struct {
 
 func (x *GetMembershipRuleResponse) Reset() {
 	*x = GetMembershipRuleResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[112]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[116]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7989,7 +8221,7 @@ func (x *GetMembershipRuleResponse) String() string {
 func (*GetMembershipRuleResponse) ProtoMessage() {}
 
 func (x *GetMembershipRuleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[112]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[116]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8002,7 +8234,7 @@ func (x *GetMembershipRuleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMembershipRuleResponse.ProtoReflect.Descriptor instead.
 func (*GetMembershipRuleResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{112}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{116}
 }
 
 func (x *GetMembershipRuleResponse) GetRule() *MembershipRule {
@@ -8024,7 +8256,7 @@ type ListMembershipRulesRequest struct {
 
 func (x *ListMembershipRulesRequest) Reset() {
 	*x = ListMembershipRulesRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[113]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[117]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8036,7 +8268,7 @@ func (x *ListMembershipRulesRequest) String() string {
 func (*ListMembershipRulesRequest) ProtoMessage() {}
 
 func (x *ListMembershipRulesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[113]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[117]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8049,7 +8281,7 @@ func (x *ListMembershipRulesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembershipRulesRequest.ProtoReflect.Descriptor instead.
 func (*ListMembershipRulesRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{113}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{117}
 }
 
 func (x *ListMembershipRulesRequest) GetTenantId() string {
@@ -8083,7 +8315,7 @@ type ListMembershipRulesResponse struct {
 
 func (x *ListMembershipRulesResponse) Reset() {
 	*x = ListMembershipRulesResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[114]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[118]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8095,7 +8327,7 @@ func (x *ListMembershipRulesResponse) String() string {
 func (*ListMembershipRulesResponse) ProtoMessage() {}
 
 func (x *ListMembershipRulesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[114]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[118]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8108,7 +8340,7 @@ func (x *ListMembershipRulesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembershipRulesResponse.ProtoReflect.Descriptor instead.
 func (*ListMembershipRulesResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{114}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{118}
 }
 
 func (x *ListMembershipRulesResponse) GetRules() []*MembershipRule {
@@ -8142,7 +8374,7 @@ type UpdateMembershipRuleRequest struct {
 
 func (x *UpdateMembershipRuleRequest) Reset() {
 	*x = UpdateMembershipRuleRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[115]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[119]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8154,7 +8386,7 @@ func (x *UpdateMembershipRuleRequest) String() string {
 func (*UpdateMembershipRuleRequest) ProtoMessage() {}
 
 func (x *UpdateMembershipRuleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[115]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[119]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8167,7 +8399,7 @@ func (x *UpdateMembershipRuleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateMembershipRuleRequest.ProtoReflect.Descriptor instead.
 func (*UpdateMembershipRuleRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{115}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{119}
 }
 
 func (x *UpdateMembershipRuleRequest) GetTenantId() string {
@@ -8231,7 +8463,7 @@ type UpdateMembershipRuleResponse struct {
 
 func (x *UpdateMembershipRuleResponse) Reset() {
 	*x = UpdateMembershipRuleResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[116]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[120]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8243,7 +8475,7 @@ func (x *UpdateMembershipRuleResponse) String() string {
 func (*UpdateMembershipRuleResponse) ProtoMessage() {}
 
 func (x *UpdateMembershipRuleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[116]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[120]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8256,7 +8488,7 @@ func (x *UpdateMembershipRuleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateMembershipRuleResponse.ProtoReflect.Descriptor instead.
 func (*UpdateMembershipRuleResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{116}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{120}
 }
 
 func (x *UpdateMembershipRuleResponse) GetRule() *MembershipRule {
@@ -8297,7 +8529,7 @@ type DeleteMembershipRuleRequest struct {
 
 func (x *DeleteMembershipRuleRequest) Reset() {
 	*x = DeleteMembershipRuleRequest{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[117]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[121]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8309,7 +8541,7 @@ func (x *DeleteMembershipRuleRequest) String() string {
 func (*DeleteMembershipRuleRequest) ProtoMessage() {}
 
 func (x *DeleteMembershipRuleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[117]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[121]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8322,7 +8554,7 @@ func (x *DeleteMembershipRuleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteMembershipRuleRequest.ProtoReflect.Descriptor instead.
 func (*DeleteMembershipRuleRequest) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{117}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{121}
 }
 
 func (x *DeleteMembershipRuleRequest) GetTenantId() string {
@@ -8349,7 +8581,7 @@ type DeleteMembershipRuleResponse struct {
 
 func (x *DeleteMembershipRuleResponse) Reset() {
 	*x = DeleteMembershipRuleResponse{}
-	mi := &file_keyplane_v1_admin_proto_msgTypes[118]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[122]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8361,7 +8593,7 @@ func (x *DeleteMembershipRuleResponse) String() string {
 func (*DeleteMembershipRuleResponse) ProtoMessage() {}
 
 func (x *DeleteMembershipRuleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyplane_v1_admin_proto_msgTypes[118]
+	mi := &file_keyplane_v1_admin_proto_msgTypes[122]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8374,7 +8606,7 @@ func (x *DeleteMembershipRuleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteMembershipRuleResponse.ProtoReflect.Descriptor instead.
 func (*DeleteMembershipRuleResponse) Descriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{118}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{122}
 }
 
 func (x *DeleteMembershipRuleResponse) GetMembershipsRemoved() []*Membership {
@@ -8398,7 +8630,7 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\x17keyplane/v1/admin.proto\x12\vkeyplane.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"?\n" +
 	"\x06Region\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
-	"\fsuper_region\x18\x02 \x01(\tR\vsuperRegion\"\xc5\x06\n" +
+	"\fsuper_region\x18\x02 \x01(\tR\vsuperRegion\"\xf8\x06\n" +
 	"\x06Tenant\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1f\n" +
@@ -8419,7 +8651,16 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\x11signing_algorithm\x18\r \x01(\x0e2\x1d.keyplane.v1.SigningAlgorithmR\x10signingAlgorithm\x12?\n" +
 	"\x0estep_up_window\x18\x0e \x01(\v2\x19.google.protobuf.DurationR\fstepUpWindow\x12H\n" +
 	"\x12decision_retention\x18\x0f \x01(\v2\x19.google.protobuf.DurationR\x11decisionRetention\x12G\n" +
-	"\x10residency_policy\x18\x14 \x01(\x0e2\x1c.keyplane.v1.ResidencyPolicyR\x0fresidencyPolicy\"\xd6\x05\n" +
+	"\x10residency_policy\x18\x14 \x01(\x0e2\x1c.keyplane.v1.ResidencyPolicyR\x0fresidencyPolicy\x121\n" +
+	"\x06limits\x18\x1e \x01(\v2\x19.keyplane.v1.TenantLimitsR\x06limits\"\xa4\x01\n" +
+	"\fTenantLimits\x124\n" +
+	"\tdecisions\x18\x01 \x01(\v2\x16.keyplane.v1.RateLimitR\tdecisions\x12.\n" +
+	"\x06tokens\x18\x02 \x01(\v2\x16.keyplane.v1.RateLimitR\x06tokens\x12.\n" +
+	"\x06writes\x18\x03 \x01(\v2\x16.keyplane.v1.RateLimitR\x06writes\"@\n" +
+	"\tRateLimit\x12\x1d\n" +
+	"\n" +
+	"per_second\x18\x01 \x01(\x01R\tperSecond\x12\x14\n" +
+	"\x05burst\x18\x02 \x01(\x03R\x05burst\"\xd6\x05\n" +
 	"\bIdentity\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12-\n" +
@@ -8511,6 +8752,11 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	" \x01(\x0e2\x1c.keyplane.v1.ResidencyPolicyR\x0fresidencyPolicyB\a\n" +
 	"\x05_name\"C\n" +
 	"\x14UpdateTenantResponse\x12+\n" +
+	"\x06tenant\x18\x01 \x01(\v2\x13.keyplane.v1.TenantR\x06tenant\"[\n" +
+	"\x16SetTenantLimitsRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x121\n" +
+	"\x06limits\x18\x02 \x01(\v2\x19.keyplane.v1.TenantLimitsR\x06limits\"F\n" +
+	"\x17SetTenantLimitsResponse\x12+\n" +
 	"\x06tenant\x18\x01 \x01(\v2\x13.keyplane.v1.TenantR\x06tenant\"&\n" +
 	"\x14DisableTenantRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"D\n" +
@@ -9127,7 +9373,7 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\x06Effect\x12\x16\n" +
 	"\x12EFFECT_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fEFFECT_ALLOW\x10\x01\x12\x0f\n" +
-	"\vEFFECT_DENY\x10\x022\xe5$\n" +
+	"\vEFFECT_DENY\x10\x022\xc8%\n" +
 	"\fAdminService\x12U\n" +
 	"\vListRegions\x12\x1f.keyplane.v1.ListRegionsRequest\x1a .keyplane.v1.ListRegionsResponse\"\x03\x90\x02\x01\x12S\n" +
 	"\fCreateTenant\x12 .keyplane.v1.CreateTenantRequest\x1a!.keyplane.v1.CreateTenantResponse\x12O\n" +
@@ -9136,7 +9382,8 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\fUpdateTenant\x12 .keyplane.v1.UpdateTenantRequest\x1a!.keyplane.v1.UpdateTenantResponse\x12[\n" +
 	"\rDisableTenant\x12!.keyplane.v1.DisableTenantRequest\x1a\".keyplane.v1.DisableTenantResponse\"\x03\x90\x02\x02\x12X\n" +
 	"\fEnableTenant\x12 .keyplane.v1.EnableTenantRequest\x1a!.keyplane.v1.EnableTenantResponse\"\x03\x90\x02\x02\x12X\n" +
-	"\fRehomeTenant\x12 .keyplane.v1.RehomeTenantRequest\x1a!.keyplane.v1.RehomeTenantResponse\"\x03\x90\x02\x02\x12Y\n" +
+	"\fRehomeTenant\x12 .keyplane.v1.RehomeTenantRequest\x1a!.keyplane.v1.RehomeTenantResponse\"\x03\x90\x02\x02\x12a\n" +
+	"\x0fSetTenantLimits\x12#.keyplane.v1.SetTenantLimitsRequest\x1a$.keyplane.v1.SetTenantLimitsResponse\"\x03\x90\x02\x02\x12Y\n" +
 	"\x0eCreateIdentity\x12\".keyplane.v1.CreateIdentityRequest\x1a#.keyplane.v1.CreateIdentityResponse\x12U\n" +
 	"\vGetIdentity\x12\x1f.keyplane.v1.GetIdentityRequest\x1a .keyplane.v1.GetIdentityResponse\"\x03\x90\x02\x01\x12^\n" +
 	"\x0eListIdentities\x12\".keyplane.v1.ListIdentitiesRequest\x1a#.keyplane.v1.ListIdentitiesResponse\"\x03\x90\x02\x01\x12Y\n" +
@@ -9198,7 +9445,7 @@ func file_keyplane_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_keyplane_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
-var file_keyplane_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 119)
+var file_keyplane_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 123)
 var file_keyplane_v1_admin_proto_goTypes = []any{
 	(Residency)(0),                       // 0: keyplane.v1.Residency
 	(ResidencyPolicy)(0),                 // 1: keyplane.v1.ResidencyPolicy
@@ -9209,365 +9456,377 @@ var file_keyplane_v1_admin_proto_goTypes = []any{
 	(Effect)(0),                          // 6: keyplane.v1.Effect
 	(*Region)(nil),                       // 7: keyplane.v1.Region
 	(*Tenant)(nil),                       // 8: keyplane.v1.Tenant
-	(*Identity)(nil),                     // 9: keyplane.v1.Identity
-	(*AuditEvent)(nil),                   // 10: keyplane.v1.AuditEvent
-	(*ListRegionsRequest)(nil),           // 11: keyplane.v1.ListRegionsRequest
-	(*ListRegionsResponse)(nil),          // 12: keyplane.v1.ListRegionsResponse
-	(*CreateTenantRequest)(nil),          // 13: keyplane.v1.CreateTenantRequest
-	(*CreateTenantResponse)(nil),         // 14: keyplane.v1.CreateTenantResponse
-	(*GetTenantRequest)(nil),             // 15: keyplane.v1.GetTenantRequest
-	(*GetTenantResponse)(nil),            // 16: keyplane.v1.GetTenantResponse
-	(*ListTenantsRequest)(nil),           // 17: keyplane.v1.ListTenantsRequest
-	(*ListTenantsResponse)(nil),          // 18: keyplane.v1.ListTenantsResponse
-	(*UpdateTenantRequest)(nil),          // 19: keyplane.v1.UpdateTenantRequest
-	(*UpdateTenantResponse)(nil),         // 20: keyplane.v1.UpdateTenantResponse
-	(*DisableTenantRequest)(nil),         // 21: keyplane.v1.DisableTenantRequest
-	(*DisableTenantResponse)(nil),        // 22: keyplane.v1.DisableTenantResponse
-	(*EnableTenantRequest)(nil),          // 23: keyplane.v1.EnableTenantRequest
-	(*EnableTenantResponse)(nil),         // 24: keyplane.v1.EnableTenantResponse
-	(*RehomeTenantRequest)(nil),          // 25: keyplane.v1.RehomeTenantRequest
-	(*RehomeTenantResponse)(nil),         // 26: keyplane.v1.RehomeTenantResponse
-	(*CreateIdentityRequest)(nil),        // 27: keyplane.v1.CreateIdentityRequest
-	(*CreateIdentityResponse)(nil),       // 28: keyplane.v1.CreateIdentityResponse
-	(*GetIdentityRequest)(nil),           // 29: keyplane.v1.GetIdentityRequest
-	(*GetIdentityResponse)(nil),          // 30: keyplane.v1.GetIdentityResponse
-	(*ListIdentitiesRequest)(nil),        // 31: keyplane.v1.ListIdentitiesRequest
-	(*ListIdentitiesResponse)(nil),       // 32: keyplane.v1.ListIdentitiesResponse
-	(*UpdateIdentityRequest)(nil),        // 33: keyplane.v1.UpdateIdentityRequest
-	(*UpdateIdentityResponse)(nil),       // 34: keyplane.v1.UpdateIdentityResponse
-	(*DisableIdentityRequest)(nil),       // 35: keyplane.v1.DisableIdentityRequest
-	(*DisableIdentityResponse)(nil),      // 36: keyplane.v1.DisableIdentityResponse
-	(*EnableIdentityRequest)(nil),        // 37: keyplane.v1.EnableIdentityRequest
-	(*EnableIdentityResponse)(nil),       // 38: keyplane.v1.EnableIdentityResponse
-	(*OffboardIdentityRequest)(nil),      // 39: keyplane.v1.OffboardIdentityRequest
-	(*OffboardedBinding)(nil),            // 40: keyplane.v1.OffboardedBinding
-	(*OffboardedCredential)(nil),         // 41: keyplane.v1.OffboardedCredential
-	(*OwnedIdentity)(nil),                // 42: keyplane.v1.OwnedIdentity
-	(*OffboardReport)(nil),               // 43: keyplane.v1.OffboardReport
-	(*OffboardIdentityResponse)(nil),     // 44: keyplane.v1.OffboardIdentityResponse
-	(*EraseIdentityRequest)(nil),         // 45: keyplane.v1.EraseIdentityRequest
-	(*EraseIdentityResponse)(nil),        // 46: keyplane.v1.EraseIdentityResponse
-	(*ListAuditEventsRequest)(nil),       // 47: keyplane.v1.ListAuditEventsRequest
-	(*ListAuditEventsResponse)(nil),      // 48: keyplane.v1.ListAuditEventsResponse
-	(*Credential)(nil),                   // 49: keyplane.v1.Credential
-	(*Session)(nil),                      // 50: keyplane.v1.Session
-	(*CreateAPIKeyRequest)(nil),          // 51: keyplane.v1.CreateAPIKeyRequest
-	(*CreateAPIKeyResponse)(nil),         // 52: keyplane.v1.CreateAPIKeyResponse
-	(*RotateAPIKeyRequest)(nil),          // 53: keyplane.v1.RotateAPIKeyRequest
-	(*RotateAPIKeyResponse)(nil),         // 54: keyplane.v1.RotateAPIKeyResponse
-	(*CreateClientRequest)(nil),          // 55: keyplane.v1.CreateClientRequest
-	(*CreateClientResponse)(nil),         // 56: keyplane.v1.CreateClientResponse
-	(*UpdateClientRequest)(nil),          // 57: keyplane.v1.UpdateClientRequest
-	(*UpdateClientResponse)(nil),         // 58: keyplane.v1.UpdateClientResponse
-	(*RotateClientSecretRequest)(nil),    // 59: keyplane.v1.RotateClientSecretRequest
-	(*RotateClientSecretResponse)(nil),   // 60: keyplane.v1.RotateClientSecretResponse
-	(*RevokeCredentialRequest)(nil),      // 61: keyplane.v1.RevokeCredentialRequest
-	(*RevokeCredentialResponse)(nil),     // 62: keyplane.v1.RevokeCredentialResponse
-	(*ListCredentialsRequest)(nil),       // 63: keyplane.v1.ListCredentialsRequest
-	(*ListCredentialsResponse)(nil),      // 64: keyplane.v1.ListCredentialsResponse
-	(*ListSessionsRequest)(nil),          // 65: keyplane.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),         // 66: keyplane.v1.ListSessionsResponse
-	(*SetPasswordRequest)(nil),           // 67: keyplane.v1.SetPasswordRequest
-	(*SetPasswordResponse)(nil),          // 68: keyplane.v1.SetPasswordResponse
-	(*Role)(nil),                         // 69: keyplane.v1.Role
-	(*Group)(nil),                        // 70: keyplane.v1.Group
-	(*Binding)(nil),                      // 71: keyplane.v1.Binding
-	(*CreateRoleRequest)(nil),            // 72: keyplane.v1.CreateRoleRequest
-	(*CreateRoleResponse)(nil),           // 73: keyplane.v1.CreateRoleResponse
-	(*GetRoleRequest)(nil),               // 74: keyplane.v1.GetRoleRequest
-	(*GetRoleResponse)(nil),              // 75: keyplane.v1.GetRoleResponse
-	(*ListRolesRequest)(nil),             // 76: keyplane.v1.ListRolesRequest
-	(*ListRolesResponse)(nil),            // 77: keyplane.v1.ListRolesResponse
-	(*UpdateRoleRequest)(nil),            // 78: keyplane.v1.UpdateRoleRequest
-	(*UpdateRoleResponse)(nil),           // 79: keyplane.v1.UpdateRoleResponse
-	(*DeleteRoleRequest)(nil),            // 80: keyplane.v1.DeleteRoleRequest
-	(*DeleteRoleResponse)(nil),           // 81: keyplane.v1.DeleteRoleResponse
-	(*CreateGroupRequest)(nil),           // 82: keyplane.v1.CreateGroupRequest
-	(*CreateGroupResponse)(nil),          // 83: keyplane.v1.CreateGroupResponse
-	(*GetGroupRequest)(nil),              // 84: keyplane.v1.GetGroupRequest
-	(*GetGroupResponse)(nil),             // 85: keyplane.v1.GetGroupResponse
-	(*ListGroupsRequest)(nil),            // 86: keyplane.v1.ListGroupsRequest
-	(*ListGroupsResponse)(nil),           // 87: keyplane.v1.ListGroupsResponse
-	(*UpdateGroupRequest)(nil),           // 88: keyplane.v1.UpdateGroupRequest
-	(*UpdateGroupResponse)(nil),          // 89: keyplane.v1.UpdateGroupResponse
-	(*GroupMember)(nil),                  // 90: keyplane.v1.GroupMember
-	(*ListGroupMembersRequest)(nil),      // 91: keyplane.v1.ListGroupMembersRequest
-	(*ListGroupMembersResponse)(nil),     // 92: keyplane.v1.ListGroupMembersResponse
-	(*DeleteGroupRequest)(nil),           // 93: keyplane.v1.DeleteGroupRequest
-	(*DeleteGroupResponse)(nil),          // 94: keyplane.v1.DeleteGroupResponse
-	(*AddGroupMemberRequest)(nil),        // 95: keyplane.v1.AddGroupMemberRequest
-	(*AddGroupMemberResponse)(nil),       // 96: keyplane.v1.AddGroupMemberResponse
-	(*RemoveGroupMemberRequest)(nil),     // 97: keyplane.v1.RemoveGroupMemberRequest
-	(*RemoveGroupMemberResponse)(nil),    // 98: keyplane.v1.RemoveGroupMemberResponse
-	(*CreateBindingRequest)(nil),         // 99: keyplane.v1.CreateBindingRequest
-	(*CreateBindingResponse)(nil),        // 100: keyplane.v1.CreateBindingResponse
-	(*DeleteBindingRequest)(nil),         // 101: keyplane.v1.DeleteBindingRequest
-	(*DeleteBindingResponse)(nil),        // 102: keyplane.v1.DeleteBindingResponse
-	(*ChangeRequest)(nil),                // 103: keyplane.v1.ChangeRequest
-	(*GetChangeRequestRequest)(nil),      // 104: keyplane.v1.GetChangeRequestRequest
-	(*GetChangeRequestResponse)(nil),     // 105: keyplane.v1.GetChangeRequestResponse
-	(*ListChangeRequestsRequest)(nil),    // 106: keyplane.v1.ListChangeRequestsRequest
-	(*ListChangeRequestsResponse)(nil),   // 107: keyplane.v1.ListChangeRequestsResponse
-	(*ApproveChangeRequestRequest)(nil),  // 108: keyplane.v1.ApproveChangeRequestRequest
-	(*ApproveChangeRequestResponse)(nil), // 109: keyplane.v1.ApproveChangeRequestResponse
-	(*DenyChangeRequestRequest)(nil),     // 110: keyplane.v1.DenyChangeRequestRequest
-	(*DenyChangeRequestResponse)(nil),    // 111: keyplane.v1.DenyChangeRequestResponse
-	(*ListBindingsRequest)(nil),          // 112: keyplane.v1.ListBindingsRequest
-	(*ListBindingsResponse)(nil),         // 113: keyplane.v1.ListBindingsResponse
-	(*MembershipRule)(nil),               // 114: keyplane.v1.MembershipRule
-	(*Membership)(nil),                   // 115: keyplane.v1.Membership
-	(*CreateMembershipRuleRequest)(nil),  // 116: keyplane.v1.CreateMembershipRuleRequest
-	(*CreateMembershipRuleResponse)(nil), // 117: keyplane.v1.CreateMembershipRuleResponse
-	(*GetMembershipRuleRequest)(nil),     // 118: keyplane.v1.GetMembershipRuleRequest
-	(*GetMembershipRuleResponse)(nil),    // 119: keyplane.v1.GetMembershipRuleResponse
-	(*ListMembershipRulesRequest)(nil),   // 120: keyplane.v1.ListMembershipRulesRequest
-	(*ListMembershipRulesResponse)(nil),  // 121: keyplane.v1.ListMembershipRulesResponse
-	(*UpdateMembershipRuleRequest)(nil),  // 122: keyplane.v1.UpdateMembershipRuleRequest
-	(*UpdateMembershipRuleResponse)(nil), // 123: keyplane.v1.UpdateMembershipRuleResponse
-	(*DeleteMembershipRuleRequest)(nil),  // 124: keyplane.v1.DeleteMembershipRuleRequest
-	(*DeleteMembershipRuleResponse)(nil), // 125: keyplane.v1.DeleteMembershipRuleResponse
-	(*timestamppb.Timestamp)(nil),        // 126: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),          // 127: google.protobuf.Duration
-	(*structpb.Struct)(nil),              // 128: google.protobuf.Struct
+	(*TenantLimits)(nil),                 // 9: keyplane.v1.TenantLimits
+	(*RateLimit)(nil),                    // 10: keyplane.v1.RateLimit
+	(*Identity)(nil),                     // 11: keyplane.v1.Identity
+	(*AuditEvent)(nil),                   // 12: keyplane.v1.AuditEvent
+	(*ListRegionsRequest)(nil),           // 13: keyplane.v1.ListRegionsRequest
+	(*ListRegionsResponse)(nil),          // 14: keyplane.v1.ListRegionsResponse
+	(*CreateTenantRequest)(nil),          // 15: keyplane.v1.CreateTenantRequest
+	(*CreateTenantResponse)(nil),         // 16: keyplane.v1.CreateTenantResponse
+	(*GetTenantRequest)(nil),             // 17: keyplane.v1.GetTenantRequest
+	(*GetTenantResponse)(nil),            // 18: keyplane.v1.GetTenantResponse
+	(*ListTenantsRequest)(nil),           // 19: keyplane.v1.ListTenantsRequest
+	(*ListTenantsResponse)(nil),          // 20: keyplane.v1.ListTenantsResponse
+	(*UpdateTenantRequest)(nil),          // 21: keyplane.v1.UpdateTenantRequest
+	(*UpdateTenantResponse)(nil),         // 22: keyplane.v1.UpdateTenantResponse
+	(*SetTenantLimitsRequest)(nil),       // 23: keyplane.v1.SetTenantLimitsRequest
+	(*SetTenantLimitsResponse)(nil),      // 24: keyplane.v1.SetTenantLimitsResponse
+	(*DisableTenantRequest)(nil),         // 25: keyplane.v1.DisableTenantRequest
+	(*DisableTenantResponse)(nil),        // 26: keyplane.v1.DisableTenantResponse
+	(*EnableTenantRequest)(nil),          // 27: keyplane.v1.EnableTenantRequest
+	(*EnableTenantResponse)(nil),         // 28: keyplane.v1.EnableTenantResponse
+	(*RehomeTenantRequest)(nil),          // 29: keyplane.v1.RehomeTenantRequest
+	(*RehomeTenantResponse)(nil),         // 30: keyplane.v1.RehomeTenantResponse
+	(*CreateIdentityRequest)(nil),        // 31: keyplane.v1.CreateIdentityRequest
+	(*CreateIdentityResponse)(nil),       // 32: keyplane.v1.CreateIdentityResponse
+	(*GetIdentityRequest)(nil),           // 33: keyplane.v1.GetIdentityRequest
+	(*GetIdentityResponse)(nil),          // 34: keyplane.v1.GetIdentityResponse
+	(*ListIdentitiesRequest)(nil),        // 35: keyplane.v1.ListIdentitiesRequest
+	(*ListIdentitiesResponse)(nil),       // 36: keyplane.v1.ListIdentitiesResponse
+	(*UpdateIdentityRequest)(nil),        // 37: keyplane.v1.UpdateIdentityRequest
+	(*UpdateIdentityResponse)(nil),       // 38: keyplane.v1.UpdateIdentityResponse
+	(*DisableIdentityRequest)(nil),       // 39: keyplane.v1.DisableIdentityRequest
+	(*DisableIdentityResponse)(nil),      // 40: keyplane.v1.DisableIdentityResponse
+	(*EnableIdentityRequest)(nil),        // 41: keyplane.v1.EnableIdentityRequest
+	(*EnableIdentityResponse)(nil),       // 42: keyplane.v1.EnableIdentityResponse
+	(*OffboardIdentityRequest)(nil),      // 43: keyplane.v1.OffboardIdentityRequest
+	(*OffboardedBinding)(nil),            // 44: keyplane.v1.OffboardedBinding
+	(*OffboardedCredential)(nil),         // 45: keyplane.v1.OffboardedCredential
+	(*OwnedIdentity)(nil),                // 46: keyplane.v1.OwnedIdentity
+	(*OffboardReport)(nil),               // 47: keyplane.v1.OffboardReport
+	(*OffboardIdentityResponse)(nil),     // 48: keyplane.v1.OffboardIdentityResponse
+	(*EraseIdentityRequest)(nil),         // 49: keyplane.v1.EraseIdentityRequest
+	(*EraseIdentityResponse)(nil),        // 50: keyplane.v1.EraseIdentityResponse
+	(*ListAuditEventsRequest)(nil),       // 51: keyplane.v1.ListAuditEventsRequest
+	(*ListAuditEventsResponse)(nil),      // 52: keyplane.v1.ListAuditEventsResponse
+	(*Credential)(nil),                   // 53: keyplane.v1.Credential
+	(*Session)(nil),                      // 54: keyplane.v1.Session
+	(*CreateAPIKeyRequest)(nil),          // 55: keyplane.v1.CreateAPIKeyRequest
+	(*CreateAPIKeyResponse)(nil),         // 56: keyplane.v1.CreateAPIKeyResponse
+	(*RotateAPIKeyRequest)(nil),          // 57: keyplane.v1.RotateAPIKeyRequest
+	(*RotateAPIKeyResponse)(nil),         // 58: keyplane.v1.RotateAPIKeyResponse
+	(*CreateClientRequest)(nil),          // 59: keyplane.v1.CreateClientRequest
+	(*CreateClientResponse)(nil),         // 60: keyplane.v1.CreateClientResponse
+	(*UpdateClientRequest)(nil),          // 61: keyplane.v1.UpdateClientRequest
+	(*UpdateClientResponse)(nil),         // 62: keyplane.v1.UpdateClientResponse
+	(*RotateClientSecretRequest)(nil),    // 63: keyplane.v1.RotateClientSecretRequest
+	(*RotateClientSecretResponse)(nil),   // 64: keyplane.v1.RotateClientSecretResponse
+	(*RevokeCredentialRequest)(nil),      // 65: keyplane.v1.RevokeCredentialRequest
+	(*RevokeCredentialResponse)(nil),     // 66: keyplane.v1.RevokeCredentialResponse
+	(*ListCredentialsRequest)(nil),       // 67: keyplane.v1.ListCredentialsRequest
+	(*ListCredentialsResponse)(nil),      // 68: keyplane.v1.ListCredentialsResponse
+	(*ListSessionsRequest)(nil),          // 69: keyplane.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),         // 70: keyplane.v1.ListSessionsResponse
+	(*SetPasswordRequest)(nil),           // 71: keyplane.v1.SetPasswordRequest
+	(*SetPasswordResponse)(nil),          // 72: keyplane.v1.SetPasswordResponse
+	(*Role)(nil),                         // 73: keyplane.v1.Role
+	(*Group)(nil),                        // 74: keyplane.v1.Group
+	(*Binding)(nil),                      // 75: keyplane.v1.Binding
+	(*CreateRoleRequest)(nil),            // 76: keyplane.v1.CreateRoleRequest
+	(*CreateRoleResponse)(nil),           // 77: keyplane.v1.CreateRoleResponse
+	(*GetRoleRequest)(nil),               // 78: keyplane.v1.GetRoleRequest
+	(*GetRoleResponse)(nil),              // 79: keyplane.v1.GetRoleResponse
+	(*ListRolesRequest)(nil),             // 80: keyplane.v1.ListRolesRequest
+	(*ListRolesResponse)(nil),            // 81: keyplane.v1.ListRolesResponse
+	(*UpdateRoleRequest)(nil),            // 82: keyplane.v1.UpdateRoleRequest
+	(*UpdateRoleResponse)(nil),           // 83: keyplane.v1.UpdateRoleResponse
+	(*DeleteRoleRequest)(nil),            // 84: keyplane.v1.DeleteRoleRequest
+	(*DeleteRoleResponse)(nil),           // 85: keyplane.v1.DeleteRoleResponse
+	(*CreateGroupRequest)(nil),           // 86: keyplane.v1.CreateGroupRequest
+	(*CreateGroupResponse)(nil),          // 87: keyplane.v1.CreateGroupResponse
+	(*GetGroupRequest)(nil),              // 88: keyplane.v1.GetGroupRequest
+	(*GetGroupResponse)(nil),             // 89: keyplane.v1.GetGroupResponse
+	(*ListGroupsRequest)(nil),            // 90: keyplane.v1.ListGroupsRequest
+	(*ListGroupsResponse)(nil),           // 91: keyplane.v1.ListGroupsResponse
+	(*UpdateGroupRequest)(nil),           // 92: keyplane.v1.UpdateGroupRequest
+	(*UpdateGroupResponse)(nil),          // 93: keyplane.v1.UpdateGroupResponse
+	(*GroupMember)(nil),                  // 94: keyplane.v1.GroupMember
+	(*ListGroupMembersRequest)(nil),      // 95: keyplane.v1.ListGroupMembersRequest
+	(*ListGroupMembersResponse)(nil),     // 96: keyplane.v1.ListGroupMembersResponse
+	(*DeleteGroupRequest)(nil),           // 97: keyplane.v1.DeleteGroupRequest
+	(*DeleteGroupResponse)(nil),          // 98: keyplane.v1.DeleteGroupResponse
+	(*AddGroupMemberRequest)(nil),        // 99: keyplane.v1.AddGroupMemberRequest
+	(*AddGroupMemberResponse)(nil),       // 100: keyplane.v1.AddGroupMemberResponse
+	(*RemoveGroupMemberRequest)(nil),     // 101: keyplane.v1.RemoveGroupMemberRequest
+	(*RemoveGroupMemberResponse)(nil),    // 102: keyplane.v1.RemoveGroupMemberResponse
+	(*CreateBindingRequest)(nil),         // 103: keyplane.v1.CreateBindingRequest
+	(*CreateBindingResponse)(nil),        // 104: keyplane.v1.CreateBindingResponse
+	(*DeleteBindingRequest)(nil),         // 105: keyplane.v1.DeleteBindingRequest
+	(*DeleteBindingResponse)(nil),        // 106: keyplane.v1.DeleteBindingResponse
+	(*ChangeRequest)(nil),                // 107: keyplane.v1.ChangeRequest
+	(*GetChangeRequestRequest)(nil),      // 108: keyplane.v1.GetChangeRequestRequest
+	(*GetChangeRequestResponse)(nil),     // 109: keyplane.v1.GetChangeRequestResponse
+	(*ListChangeRequestsRequest)(nil),    // 110: keyplane.v1.ListChangeRequestsRequest
+	(*ListChangeRequestsResponse)(nil),   // 111: keyplane.v1.ListChangeRequestsResponse
+	(*ApproveChangeRequestRequest)(nil),  // 112: keyplane.v1.ApproveChangeRequestRequest
+	(*ApproveChangeRequestResponse)(nil), // 113: keyplane.v1.ApproveChangeRequestResponse
+	(*DenyChangeRequestRequest)(nil),     // 114: keyplane.v1.DenyChangeRequestRequest
+	(*DenyChangeRequestResponse)(nil),    // 115: keyplane.v1.DenyChangeRequestResponse
+	(*ListBindingsRequest)(nil),          // 116: keyplane.v1.ListBindingsRequest
+	(*ListBindingsResponse)(nil),         // 117: keyplane.v1.ListBindingsResponse
+	(*MembershipRule)(nil),               // 118: keyplane.v1.MembershipRule
+	(*Membership)(nil),                   // 119: keyplane.v1.Membership
+	(*CreateMembershipRuleRequest)(nil),  // 120: keyplane.v1.CreateMembershipRuleRequest
+	(*CreateMembershipRuleResponse)(nil), // 121: keyplane.v1.CreateMembershipRuleResponse
+	(*GetMembershipRuleRequest)(nil),     // 122: keyplane.v1.GetMembershipRuleRequest
+	(*GetMembershipRuleResponse)(nil),    // 123: keyplane.v1.GetMembershipRuleResponse
+	(*ListMembershipRulesRequest)(nil),   // 124: keyplane.v1.ListMembershipRulesRequest
+	(*ListMembershipRulesResponse)(nil),  // 125: keyplane.v1.ListMembershipRulesResponse
+	(*UpdateMembershipRuleRequest)(nil),  // 126: keyplane.v1.UpdateMembershipRuleRequest
+	(*UpdateMembershipRuleResponse)(nil), // 127: keyplane.v1.UpdateMembershipRuleResponse
+	(*DeleteMembershipRuleRequest)(nil),  // 128: keyplane.v1.DeleteMembershipRuleRequest
+	(*DeleteMembershipRuleResponse)(nil), // 129: keyplane.v1.DeleteMembershipRuleResponse
+	(*timestamppb.Timestamp)(nil),        // 130: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),          // 131: google.protobuf.Duration
+	(*structpb.Struct)(nil),              // 132: google.protobuf.Struct
 }
 var file_keyplane_v1_admin_proto_depIdxs = []int32{
 	0,   // 0: keyplane.v1.Tenant.residency:type_name -> keyplane.v1.Residency
 	3,   // 1: keyplane.v1.Tenant.status:type_name -> keyplane.v1.Status
-	126, // 2: keyplane.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
-	126, // 3: keyplane.v1.Tenant.update_time:type_name -> google.protobuf.Timestamp
-	127, // 4: keyplane.v1.Tenant.access_token_ttl:type_name -> google.protobuf.Duration
-	127, // 5: keyplane.v1.Tenant.api_key_max_lifetime:type_name -> google.protobuf.Duration
+	130, // 2: keyplane.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
+	130, // 3: keyplane.v1.Tenant.update_time:type_name -> google.protobuf.Timestamp
+	131, // 4: keyplane.v1.Tenant.access_token_ttl:type_name -> google.protobuf.Duration
+	131, // 5: keyplane.v1.Tenant.api_key_max_lifetime:type_name -> google.protobuf.Duration
 	2,   // 6: keyplane.v1.Tenant.signing_algorithm:type_name -> keyplane.v1.SigningAlgorithm
-	127, // 7: keyplane.v1.Tenant.step_up_window:type_name -> google.protobuf.Duration
-	127, // 8: keyplane.v1.Tenant.decision_retention:type_name -> google.protobuf.Duration
+	131, // 7: keyplane.v1.Tenant.step_up_window:type_name -> google.protobuf.Duration
+	131, // 8: keyplane.v1.Tenant.decision_retention:type_name -> google.protobuf.Duration
 	1,   // 9: keyplane.v1.Tenant.residency_policy:type_name -> keyplane.v1.ResidencyPolicy
-	4,   // 10: keyplane.v1.Identity.kind:type_name -> keyplane.v1.IdentityKind
-	128, // 11: keyplane.v1.Identity.attributes:type_name -> google.protobuf.Struct
-	3,   // 12: keyplane.v1.Identity.status:type_name -> keyplane.v1.Status
-	126, // 13: keyplane.v1.Identity.expire_time:type_name -> google.protobuf.Timestamp
-	126, // 14: keyplane.v1.Identity.tokens_valid_after:type_name -> google.protobuf.Timestamp
-	126, // 15: keyplane.v1.Identity.create_time:type_name -> google.protobuf.Timestamp
-	126, // 16: keyplane.v1.Identity.update_time:type_name -> google.protobuf.Timestamp
-	126, // 17: keyplane.v1.Identity.offboard_time:type_name -> google.protobuf.Timestamp
-	126, // 18: keyplane.v1.Identity.erase_time:type_name -> google.protobuf.Timestamp
-	126, // 19: keyplane.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
-	128, // 20: keyplane.v1.AuditEvent.before:type_name -> google.protobuf.Struct
-	128, // 21: keyplane.v1.AuditEvent.after:type_name -> google.protobuf.Struct
-	7,   // 22: keyplane.v1.ListRegionsResponse.regions:type_name -> keyplane.v1.Region
-	0,   // 23: keyplane.v1.CreateTenantRequest.residency:type_name -> keyplane.v1.Residency
-	2,   // 24: keyplane.v1.CreateTenantRequest.signing_algorithm:type_name -> keyplane.v1.SigningAlgorithm
-	127, // 25: keyplane.v1.CreateTenantRequest.decision_retention:type_name -> google.protobuf.Duration
-	1,   // 26: keyplane.v1.CreateTenantRequest.residency_policy:type_name -> keyplane.v1.ResidencyPolicy
-	8,   // 27: keyplane.v1.CreateTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	8,   // 28: keyplane.v1.GetTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	8,   // 29: keyplane.v1.ListTenantsResponse.tenants:type_name -> keyplane.v1.Tenant
-	127, // 30: keyplane.v1.UpdateTenantRequest.access_token_ttl:type_name -> google.protobuf.Duration
-	127, // 31: keyplane.v1.UpdateTenantRequest.api_key_max_lifetime:type_name -> google.protobuf.Duration
-	2,   // 32: keyplane.v1.UpdateTenantRequest.signing_algorithm:type_name -> keyplane.v1.SigningAlgorithm
-	127, // 33: keyplane.v1.UpdateTenantRequest.step_up_window:type_name -> google.protobuf.Duration
-	127, // 34: keyplane.v1.UpdateTenantRequest.decision_retention:type_name -> google.protobuf.Duration
-	1,   // 35: keyplane.v1.UpdateTenantRequest.residency_policy:type_name -> keyplane.v1.ResidencyPolicy
-	8,   // 36: keyplane.v1.UpdateTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	8,   // 37: keyplane.v1.DisableTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	8,   // 38: keyplane.v1.EnableTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	8,   // 39: keyplane.v1.RehomeTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	4,   // 40: keyplane.v1.CreateIdentityRequest.kind:type_name -> keyplane.v1.IdentityKind
-	128, // 41: keyplane.v1.CreateIdentityRequest.attributes:type_name -> google.protobuf.Struct
-	126, // 42: keyplane.v1.CreateIdentityRequest.expire_time:type_name -> google.protobuf.Timestamp
-	9,   // 43: keyplane.v1.CreateIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	9,   // 44: keyplane.v1.GetIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	9,   // 45: keyplane.v1.ListIdentitiesResponse.identities:type_name -> keyplane.v1.Identity
-	128, // 46: keyplane.v1.UpdateIdentityRequest.attributes:type_name -> google.protobuf.Struct
-	126, // 47: keyplane.v1.UpdateIdentityRequest.expire_time:type_name -> google.protobuf.Timestamp
-	9,   // 48: keyplane.v1.UpdateIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	9,   // 49: keyplane.v1.DisableIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	9,   // 50: keyplane.v1.EnableIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	126, // 51: keyplane.v1.OffboardIdentityRequest.event_time:type_name -> google.protobuf.Timestamp
-	6,   // 52: keyplane.v1.OffboardedBinding.effect:type_name -> keyplane.v1.Effect
-	5,   // 53: keyplane.v1.OffboardedCredential.kind:type_name -> keyplane.v1.CredentialKind
-	3,   // 54: keyplane.v1.OwnedIdentity.status:type_name -> keyplane.v1.Status
-	40,  // 55: keyplane.v1.OffboardReport.bindings_removed:type_name -> keyplane.v1.OffboardedBinding
-	41,  // 56: keyplane.v1.OffboardReport.credentials_revoked:type_name -> keyplane.v1.OffboardedCredential
-	42,  // 57: keyplane.v1.OffboardReport.handed_over:type_name -> keyplane.v1.OwnedIdentity
-	42,  // 58: keyplane.v1.OffboardReport.orphaned:type_name -> keyplane.v1.OwnedIdentity
-	9,   // 59: keyplane.v1.OffboardIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	43,  // 60: keyplane.v1.OffboardIdentityResponse.report:type_name -> keyplane.v1.OffboardReport
-	9,   // 61: keyplane.v1.EraseIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	126, // 62: keyplane.v1.ListAuditEventsRequest.start_time:type_name -> google.protobuf.Timestamp
-	126, // 63: keyplane.v1.ListAuditEventsRequest.end_time:type_name -> google.protobuf.Timestamp
-	10,  // 64: keyplane.v1.ListAuditEventsResponse.events:type_name -> keyplane.v1.AuditEvent
-	5,   // 65: keyplane.v1.Credential.kind:type_name -> keyplane.v1.CredentialKind
-	126, // 66: keyplane.v1.Credential.create_time:type_name -> google.protobuf.Timestamp
-	126, // 67: keyplane.v1.Credential.expire_time:type_name -> google.protobuf.Timestamp
-	126, // 68: keyplane.v1.Credential.last_used_time:type_name -> google.protobuf.Timestamp
-	126, // 69: keyplane.v1.Credential.rotate_time:type_name -> google.protobuf.Timestamp
-	126, // 70: keyplane.v1.Credential.revoke_time:type_name -> google.protobuf.Timestamp
-	126, // 71: keyplane.v1.Session.create_time:type_name -> google.protobuf.Timestamp
-	126, // 72: keyplane.v1.Session.expire_time:type_name -> google.protobuf.Timestamp
-	126, // 73: keyplane.v1.Session.revoke_time:type_name -> google.protobuf.Timestamp
-	126, // 74: keyplane.v1.CreateAPIKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
-	49,  // 75: keyplane.v1.CreateAPIKeyResponse.credential:type_name -> keyplane.v1.Credential
-	126, // 76: keyplane.v1.RotateAPIKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
-	127, // 77: keyplane.v1.RotateAPIKeyRequest.grace_period:type_name -> google.protobuf.Duration
-	49,  // 78: keyplane.v1.RotateAPIKeyResponse.credential:type_name -> keyplane.v1.Credential
-	49,  // 79: keyplane.v1.CreateClientResponse.credential:type_name -> keyplane.v1.Credential
-	49,  // 80: keyplane.v1.UpdateClientResponse.credential:type_name -> keyplane.v1.Credential
-	127, // 81: keyplane.v1.RotateClientSecretRequest.grace_period:type_name -> google.protobuf.Duration
-	49,  // 82: keyplane.v1.RotateClientSecretResponse.credential:type_name -> keyplane.v1.Credential
-	49,  // 83: keyplane.v1.RevokeCredentialResponse.credential:type_name -> keyplane.v1.Credential
-	49,  // 84: keyplane.v1.ListCredentialsResponse.credentials:type_name -> keyplane.v1.Credential
-	50,  // 85: keyplane.v1.ListSessionsResponse.sessions:type_name -> keyplane.v1.Session
-	49,  // 86: keyplane.v1.SetPasswordResponse.credential:type_name -> keyplane.v1.Credential
-	6,   // 87: keyplane.v1.Binding.effect:type_name -> keyplane.v1.Effect
-	126, // 88: keyplane.v1.Binding.expire_time:type_name -> google.protobuf.Timestamp
-	126, // 89: keyplane.v1.Binding.create_time:type_name -> google.protobuf.Timestamp
-	69,  // 90: keyplane.v1.CreateRoleResponse.role:type_name -> keyplane.v1.Role
-	69,  // 91: keyplane.v1.GetRoleResponse.role:type_name -> keyplane.v1.Role
-	69,  // 92: keyplane.v1.ListRolesResponse.roles:type_name -> keyplane.v1.Role
-	69,  // 93: keyplane.v1.UpdateRoleResponse.role:type_name -> keyplane.v1.Role
-	70,  // 94: keyplane.v1.CreateGroupResponse.group:type_name -> keyplane.v1.Group
-	70,  // 95: keyplane.v1.GetGroupResponse.group:type_name -> keyplane.v1.Group
-	70,  // 96: keyplane.v1.ListGroupsResponse.groups:type_name -> keyplane.v1.Group
-	70,  // 97: keyplane.v1.UpdateGroupResponse.group:type_name -> keyplane.v1.Group
-	4,   // 98: keyplane.v1.GroupMember.kind:type_name -> keyplane.v1.IdentityKind
-	3,   // 99: keyplane.v1.GroupMember.status:type_name -> keyplane.v1.Status
-	126, // 100: keyplane.v1.GroupMember.add_time:type_name -> google.protobuf.Timestamp
-	90,  // 101: keyplane.v1.ListGroupMembersResponse.members:type_name -> keyplane.v1.GroupMember
-	103, // 102: keyplane.v1.AddGroupMemberResponse.change_request:type_name -> keyplane.v1.ChangeRequest
-	103, // 103: keyplane.v1.RemoveGroupMemberResponse.change_request:type_name -> keyplane.v1.ChangeRequest
-	6,   // 104: keyplane.v1.CreateBindingRequest.effect:type_name -> keyplane.v1.Effect
-	126, // 105: keyplane.v1.CreateBindingRequest.expire_time:type_name -> google.protobuf.Timestamp
-	71,  // 106: keyplane.v1.CreateBindingResponse.binding:type_name -> keyplane.v1.Binding
-	103, // 107: keyplane.v1.CreateBindingResponse.change_request:type_name -> keyplane.v1.ChangeRequest
-	103, // 108: keyplane.v1.DeleteBindingResponse.change_request:type_name -> keyplane.v1.ChangeRequest
-	71,  // 109: keyplane.v1.ChangeRequest.binding:type_name -> keyplane.v1.Binding
-	126, // 110: keyplane.v1.ChangeRequest.create_time:type_name -> google.protobuf.Timestamp
-	126, // 111: keyplane.v1.ChangeRequest.expire_time:type_name -> google.protobuf.Timestamp
-	126, // 112: keyplane.v1.ChangeRequest.decide_time:type_name -> google.protobuf.Timestamp
-	103, // 113: keyplane.v1.GetChangeRequestResponse.change_request:type_name -> keyplane.v1.ChangeRequest
-	103, // 114: keyplane.v1.ListChangeRequestsResponse.change_requests:type_name -> keyplane.v1.ChangeRequest
-	103, // 115: keyplane.v1.ApproveChangeRequestResponse.change_request:type_name -> keyplane.v1.ChangeRequest
-	71,  // 116: keyplane.v1.ApproveChangeRequestResponse.binding:type_name -> keyplane.v1.Binding
-	103, // 117: keyplane.v1.DenyChangeRequestResponse.change_request:type_name -> keyplane.v1.ChangeRequest
-	71,  // 118: keyplane.v1.ListBindingsResponse.bindings:type_name -> keyplane.v1.Binding
-	126, // 119: keyplane.v1.MembershipRule.create_time:type_name -> google.protobuf.Timestamp
-	126, // 120: keyplane.v1.MembershipRule.update_time:type_name -> google.protobuf.Timestamp
-	114, // 121: keyplane.v1.CreateMembershipRuleResponse.rule:type_name -> keyplane.v1.MembershipRule
-	115, // 122: keyplane.v1.CreateMembershipRuleResponse.memberships_added:type_name -> keyplane.v1.Membership
-	115, // 123: keyplane.v1.CreateMembershipRuleResponse.memberships_removed:type_name -> keyplane.v1.Membership
-	114, // 124: keyplane.v1.GetMembershipRuleResponse.rule:type_name -> keyplane.v1.MembershipRule
-	114, // 125: keyplane.v1.ListMembershipRulesResponse.rules:type_name -> keyplane.v1.MembershipRule
-	114, // 126: keyplane.v1.UpdateMembershipRuleResponse.rule:type_name -> keyplane.v1.MembershipRule
-	115, // 127: keyplane.v1.UpdateMembershipRuleResponse.memberships_added:type_name -> keyplane.v1.Membership
-	115, // 128: keyplane.v1.UpdateMembershipRuleResponse.memberships_removed:type_name -> keyplane.v1.Membership
-	115, // 129: keyplane.v1.DeleteMembershipRuleResponse.memberships_removed:type_name -> keyplane.v1.Membership
-	11,  // 130: keyplane.v1.AdminService.ListRegions:input_type -> keyplane.v1.ListRegionsRequest
-	13,  // 131: keyplane.v1.AdminService.CreateTenant:input_type -> keyplane.v1.CreateTenantRequest
-	15,  // 132: keyplane.v1.AdminService.GetTenant:input_type -> keyplane.v1.GetTenantRequest
-	17,  // 133: keyplane.v1.AdminService.ListTenants:input_type -> keyplane.v1.ListTenantsRequest
-	19,  // 134: keyplane.v1.AdminService.UpdateTenant:input_type -> keyplane.v1.UpdateTenantRequest
-	21,  // 135: keyplane.v1.AdminService.DisableTenant:input_type -> keyplane.v1.DisableTenantRequest
-	23,  // 136: keyplane.v1.AdminService.EnableTenant:input_type -> keyplane.v1.EnableTenantRequest
-	25,  // 137: keyplane.v1.AdminService.RehomeTenant:input_type -> keyplane.v1.RehomeTenantRequest
-	27,  // 138: keyplane.v1.AdminService.CreateIdentity:input_type -> keyplane.v1.CreateIdentityRequest
-	29,  // 139: keyplane.v1.AdminService.GetIdentity:input_type -> keyplane.v1.GetIdentityRequest
-	31,  // 140: keyplane.v1.AdminService.ListIdentities:input_type -> keyplane.v1.ListIdentitiesRequest
-	33,  // 141: keyplane.v1.AdminService.UpdateIdentity:input_type -> keyplane.v1.UpdateIdentityRequest
-	35,  // 142: keyplane.v1.AdminService.DisableIdentity:input_type -> keyplane.v1.DisableIdentityRequest
-	37,  // 143: keyplane.v1.AdminService.EnableIdentity:input_type -> keyplane.v1.EnableIdentityRequest
-	39,  // 144: keyplane.v1.AdminService.OffboardIdentity:input_type -> keyplane.v1.OffboardIdentityRequest
-	45,  // 145: keyplane.v1.AdminService.EraseIdentity:input_type -> keyplane.v1.EraseIdentityRequest
-	51,  // 146: keyplane.v1.AdminService.CreateAPIKey:input_type -> keyplane.v1.CreateAPIKeyRequest
-	53,  // 147: keyplane.v1.AdminService.RotateAPIKey:input_type -> keyplane.v1.RotateAPIKeyRequest
-	55,  // 148: keyplane.v1.AdminService.CreateClient:input_type -> keyplane.v1.CreateClientRequest
-	57,  // 149: keyplane.v1.AdminService.UpdateClient:input_type -> keyplane.v1.UpdateClientRequest
-	59,  // 150: keyplane.v1.AdminService.RotateClientSecret:input_type -> keyplane.v1.RotateClientSecretRequest
-	61,  // 151: keyplane.v1.AdminService.RevokeCredential:input_type -> keyplane.v1.RevokeCredentialRequest
-	63,  // 152: keyplane.v1.AdminService.ListCredentials:input_type -> keyplane.v1.ListCredentialsRequest
-	65,  // 153: keyplane.v1.AdminService.ListSessions:input_type -> keyplane.v1.ListSessionsRequest
-	67,  // 154: keyplane.v1.AdminService.SetPassword:input_type -> keyplane.v1.SetPasswordRequest
-	72,  // 155: keyplane.v1.AdminService.CreateRole:input_type -> keyplane.v1.CreateRoleRequest
-	74,  // 156: keyplane.v1.AdminService.GetRole:input_type -> keyplane.v1.GetRoleRequest
-	76,  // 157: keyplane.v1.AdminService.ListRoles:input_type -> keyplane.v1.ListRolesRequest
-	78,  // 158: keyplane.v1.AdminService.UpdateRole:input_type -> keyplane.v1.UpdateRoleRequest
-	80,  // 159: keyplane.v1.AdminService.DeleteRole:input_type -> keyplane.v1.DeleteRoleRequest
-	82,  // 160: keyplane.v1.AdminService.CreateGroup:input_type -> keyplane.v1.CreateGroupRequest
-	84,  // 161: keyplane.v1.AdminService.GetGroup:input_type -> keyplane.v1.GetGroupRequest
-	86,  // 162: keyplane.v1.AdminService.ListGroups:input_type -> keyplane.v1.ListGroupsRequest
-	88,  // 163: keyplane.v1.AdminService.UpdateGroup:input_type -> keyplane.v1.UpdateGroupRequest
-	91,  // 164: keyplane.v1.AdminService.ListGroupMembers:input_type -> keyplane.v1.ListGroupMembersRequest
-	93,  // 165: keyplane.v1.AdminService.DeleteGroup:input_type -> keyplane.v1.DeleteGroupRequest
-	95,  // 166: keyplane.v1.AdminService.AddGroupMember:input_type -> keyplane.v1.AddGroupMemberRequest
-	97,  // 167: keyplane.v1.AdminService.RemoveGroupMember:input_type -> keyplane.v1.RemoveGroupMemberRequest
-	99,  // 168: keyplane.v1.AdminService.CreateBinding:input_type -> keyplane.v1.CreateBindingRequest
-	101, // 169: keyplane.v1.AdminService.DeleteBinding:input_type -> keyplane.v1.DeleteBindingRequest
-	112, // 170: keyplane.v1.AdminService.ListBindings:input_type -> keyplane.v1.ListBindingsRequest
-	47,  // 171: keyplane.v1.AdminService.ListAuditEvents:input_type -> keyplane.v1.ListAuditEventsRequest
-	104, // 172: keyplane.v1.AdminService.GetChangeRequest:input_type -> keyplane.v1.GetChangeRequestRequest
-	106, // 173: keyplane.v1.AdminService.ListChangeRequests:input_type -> keyplane.v1.ListChangeRequestsRequest
-	108, // 174: keyplane.v1.AdminService.ApproveChangeRequest:input_type -> keyplane.v1.ApproveChangeRequestRequest
-	110, // 175: keyplane.v1.AdminService.DenyChangeRequest:input_type -> keyplane.v1.DenyChangeRequestRequest
-	116, // 176: keyplane.v1.AdminService.CreateMembershipRule:input_type -> keyplane.v1.CreateMembershipRuleRequest
-	118, // 177: keyplane.v1.AdminService.GetMembershipRule:input_type -> keyplane.v1.GetMembershipRuleRequest
-	120, // 178: keyplane.v1.AdminService.ListMembershipRules:input_type -> keyplane.v1.ListMembershipRulesRequest
-	122, // 179: keyplane.v1.AdminService.UpdateMembershipRule:input_type -> keyplane.v1.UpdateMembershipRuleRequest
-	124, // 180: keyplane.v1.AdminService.DeleteMembershipRule:input_type -> keyplane.v1.DeleteMembershipRuleRequest
-	12,  // 181: keyplane.v1.AdminService.ListRegions:output_type -> keyplane.v1.ListRegionsResponse
-	14,  // 182: keyplane.v1.AdminService.CreateTenant:output_type -> keyplane.v1.CreateTenantResponse
-	16,  // 183: keyplane.v1.AdminService.GetTenant:output_type -> keyplane.v1.GetTenantResponse
-	18,  // 184: keyplane.v1.AdminService.ListTenants:output_type -> keyplane.v1.ListTenantsResponse
-	20,  // 185: keyplane.v1.AdminService.UpdateTenant:output_type -> keyplane.v1.UpdateTenantResponse
-	22,  // 186: keyplane.v1.AdminService.DisableTenant:output_type -> keyplane.v1.DisableTenantResponse
-	24,  // 187: keyplane.v1.AdminService.EnableTenant:output_type -> keyplane.v1.EnableTenantResponse
-	26,  // 188: keyplane.v1.AdminService.RehomeTenant:output_type -> keyplane.v1.RehomeTenantResponse
-	28,  // 189: keyplane.v1.AdminService.CreateIdentity:output_type -> keyplane.v1.CreateIdentityResponse
-	30,  // 190: keyplane.v1.AdminService.GetIdentity:output_type -> keyplane.v1.GetIdentityResponse
-	32,  // 191: keyplane.v1.AdminService.ListIdentities:output_type -> keyplane.v1.ListIdentitiesResponse
-	34,  // 192: keyplane.v1.AdminService.UpdateIdentity:output_type -> keyplane.v1.UpdateIdentityResponse
-	36,  // 193: keyplane.v1.AdminService.DisableIdentity:output_type -> keyplane.v1.DisableIdentityResponse
-	38,  // 194: keyplane.v1.AdminService.EnableIdentity:output_type -> keyplane.v1.EnableIdentityResponse
-	44,  // 195: keyplane.v1.AdminService.OffboardIdentity:output_type -> keyplane.v1.OffboardIdentityResponse
-	46,  // 196: keyplane.v1.AdminService.EraseIdentity:output_type -> keyplane.v1.EraseIdentityResponse
-	52,  // 197: keyplane.v1.AdminService.CreateAPIKey:output_type -> keyplane.v1.CreateAPIKeyResponse
-	54,  // 198: keyplane.v1.AdminService.RotateAPIKey:output_type -> keyplane.v1.RotateAPIKeyResponse
-	56,  // 199: keyplane.v1.AdminService.CreateClient:output_type -> keyplane.v1.CreateClientResponse
-	58,  // 200: keyplane.v1.AdminService.UpdateClient:output_type -> keyplane.v1.UpdateClientResponse
-	60,  // 201: keyplane.v1.AdminService.RotateClientSecret:output_type -> keyplane.v1.RotateClientSecretResponse
-	62,  // 202: keyplane.v1.AdminService.RevokeCredential:output_type -> keyplane.v1.RevokeCredentialResponse
-	64,  // 203: keyplane.v1.AdminService.ListCredentials:output_type -> keyplane.v1.ListCredentialsResponse
-	66,  // 204: keyplane.v1.AdminService.ListSessions:output_type -> keyplane.v1.ListSessionsResponse
-	68,  // 205: keyplane.v1.AdminService.SetPassword:output_type -> keyplane.v1.SetPasswordResponse
-	73,  // 206: keyplane.v1.AdminService.CreateRole:output_type -> keyplane.v1.CreateRoleResponse
-	75,  // 207: keyplane.v1.AdminService.GetRole:output_type -> keyplane.v1.GetRoleResponse
-	77,  // 208: keyplane.v1.AdminService.ListRoles:output_type -> keyplane.v1.ListRolesResponse
-	79,  // 209: keyplane.v1.AdminService.UpdateRole:output_type -> keyplane.v1.UpdateRoleResponse
-	81,  // 210: keyplane.v1.AdminService.DeleteRole:output_type -> keyplane.v1.DeleteRoleResponse
-	83,  // 211: keyplane.v1.AdminService.CreateGroup:output_type -> keyplane.v1.CreateGroupResponse
-	85,  // 212: keyplane.v1.AdminService.GetGroup:output_type -> keyplane.v1.GetGroupResponse
-	87,  // 213: keyplane.v1.AdminService.ListGroups:output_type -> keyplane.v1.ListGroupsResponse
-	89,  // 214: keyplane.v1.AdminService.UpdateGroup:output_type -> keyplane.v1.UpdateGroupResponse
-	92,  // 215: keyplane.v1.AdminService.ListGroupMembers:output_type -> keyplane.v1.ListGroupMembersResponse
-	94,  // 216: keyplane.v1.AdminService.DeleteGroup:output_type -> keyplane.v1.DeleteGroupResponse
-	96,  // 217: keyplane.v1.AdminService.AddGroupMember:output_type -> keyplane.v1.AddGroupMemberResponse
-	98,  // 218: keyplane.v1.AdminService.RemoveGroupMember:output_type -> keyplane.v1.RemoveGroupMemberResponse
-	100, // 219: keyplane.v1.AdminService.CreateBinding:output_type -> keyplane.v1.CreateBindingResponse
-	102, // 220: keyplane.v1.AdminService.DeleteBinding:output_type -> keyplane.v1.DeleteBindingResponse
-	113, // 221: keyplane.v1.AdminService.ListBindings:output_type -> keyplane.v1.ListBindingsResponse
-	48,  // 222: keyplane.v1.AdminService.ListAuditEvents:output_type -> keyplane.v1.ListAuditEventsResponse
-	105, // 223: keyplane.v1.AdminService.GetChangeRequest:output_type -> keyplane.v1.GetChangeRequestResponse
-	107, // 224: keyplane.v1.AdminService.ListChangeRequests:output_type -> keyplane.v1.ListChangeRequestsResponse
-	109, // 225: keyplane.v1.AdminService.ApproveChangeRequest:output_type -> keyplane.v1.ApproveChangeRequestResponse
-	111, // 226: keyplane.v1.AdminService.DenyChangeRequest:output_type -> keyplane.v1.DenyChangeRequestResponse
-	117, // 227: keyplane.v1.AdminService.CreateMembershipRule:output_type -> keyplane.v1.CreateMembershipRuleResponse
-	119, // 228: keyplane.v1.AdminService.GetMembershipRule:output_type -> keyplane.v1.GetMembershipRuleResponse
-	121, // 229: keyplane.v1.AdminService.ListMembershipRules:output_type -> keyplane.v1.ListMembershipRulesResponse
-	123, // 230: keyplane.v1.AdminService.UpdateMembershipRule:output_type -> keyplane.v1.UpdateMembershipRuleResponse
-	125, // 231: keyplane.v1.AdminService.DeleteMembershipRule:output_type -> keyplane.v1.DeleteMembershipRuleResponse
-	181, // [181:232] is the sub-list for method output_type
-	130, // [130:181] is the sub-list for method input_type
-	130, // [130:130] is the sub-list for extension type_name
-	130, // [130:130] is the sub-list for extension extendee
-	0,   // [0:130] is the sub-list for field type_name
+	9,   // 10: keyplane.v1.Tenant.limits:type_name -> keyplane.v1.TenantLimits
+	10,  // 11: keyplane.v1.TenantLimits.decisions:type_name -> keyplane.v1.RateLimit
+	10,  // 12: keyplane.v1.TenantLimits.tokens:type_name -> keyplane.v1.RateLimit
+	10,  // 13: keyplane.v1.TenantLimits.writes:type_name -> keyplane.v1.RateLimit
+	4,   // 14: keyplane.v1.Identity.kind:type_name -> keyplane.v1.IdentityKind
+	132, // 15: keyplane.v1.Identity.attributes:type_name -> google.protobuf.Struct
+	3,   // 16: keyplane.v1.Identity.status:type_name -> keyplane.v1.Status
+	130, // 17: keyplane.v1.Identity.expire_time:type_name -> google.protobuf.Timestamp
+	130, // 18: keyplane.v1.Identity.tokens_valid_after:type_name -> google.protobuf.Timestamp
+	130, // 19: keyplane.v1.Identity.create_time:type_name -> google.protobuf.Timestamp
+	130, // 20: keyplane.v1.Identity.update_time:type_name -> google.protobuf.Timestamp
+	130, // 21: keyplane.v1.Identity.offboard_time:type_name -> google.protobuf.Timestamp
+	130, // 22: keyplane.v1.Identity.erase_time:type_name -> google.protobuf.Timestamp
+	130, // 23: keyplane.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	132, // 24: keyplane.v1.AuditEvent.before:type_name -> google.protobuf.Struct
+	132, // 25: keyplane.v1.AuditEvent.after:type_name -> google.protobuf.Struct
+	7,   // 26: keyplane.v1.ListRegionsResponse.regions:type_name -> keyplane.v1.Region
+	0,   // 27: keyplane.v1.CreateTenantRequest.residency:type_name -> keyplane.v1.Residency
+	2,   // 28: keyplane.v1.CreateTenantRequest.signing_algorithm:type_name -> keyplane.v1.SigningAlgorithm
+	131, // 29: keyplane.v1.CreateTenantRequest.decision_retention:type_name -> google.protobuf.Duration
+	1,   // 30: keyplane.v1.CreateTenantRequest.residency_policy:type_name -> keyplane.v1.ResidencyPolicy
+	8,   // 31: keyplane.v1.CreateTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	8,   // 32: keyplane.v1.GetTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	8,   // 33: keyplane.v1.ListTenantsResponse.tenants:type_name -> keyplane.v1.Tenant
+	131, // 34: keyplane.v1.UpdateTenantRequest.access_token_ttl:type_name -> google.protobuf.Duration
+	131, // 35: keyplane.v1.UpdateTenantRequest.api_key_max_lifetime:type_name -> google.protobuf.Duration
+	2,   // 36: keyplane.v1.UpdateTenantRequest.signing_algorithm:type_name -> keyplane.v1.SigningAlgorithm
+	131, // 37: keyplane.v1.UpdateTenantRequest.step_up_window:type_name -> google.protobuf.Duration
+	131, // 38: keyplane.v1.UpdateTenantRequest.decision_retention:type_name -> google.protobuf.Duration
+	1,   // 39: keyplane.v1.UpdateTenantRequest.residency_policy:type_name -> keyplane.v1.ResidencyPolicy
+	8,   // 40: keyplane.v1.UpdateTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	9,   // 41: keyplane.v1.SetTenantLimitsRequest.limits:type_name -> keyplane.v1.TenantLimits
+	8,   // 42: keyplane.v1.SetTenantLimitsResponse.tenant:type_name -> keyplane.v1.Tenant
+	8,   // 43: keyplane.v1.DisableTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	8,   // 44: keyplane.v1.EnableTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	8,   // 45: keyplane.v1.RehomeTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	4,   // 46: keyplane.v1.CreateIdentityRequest.kind:type_name -> keyplane.v1.IdentityKind
+	132, // 47: keyplane.v1.CreateIdentityRequest.attributes:type_name -> google.protobuf.Struct
+	130, // 48: keyplane.v1.CreateIdentityRequest.expire_time:type_name -> google.protobuf.Timestamp
+	11,  // 49: keyplane.v1.CreateIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	11,  // 50: keyplane.v1.GetIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	11,  // 51: keyplane.v1.ListIdentitiesResponse.identities:type_name -> keyplane.v1.Identity
+	132, // 52: keyplane.v1.UpdateIdentityRequest.attributes:type_name -> google.protobuf.Struct
+	130, // 53: keyplane.v1.UpdateIdentityRequest.expire_time:type_name -> google.protobuf.Timestamp
+	11,  // 54: keyplane.v1.UpdateIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	11,  // 55: keyplane.v1.DisableIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	11,  // 56: keyplane.v1.EnableIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	130, // 57: keyplane.v1.OffboardIdentityRequest.event_time:type_name -> google.protobuf.Timestamp
+	6,   // 58: keyplane.v1.OffboardedBinding.effect:type_name -> keyplane.v1.Effect
+	5,   // 59: keyplane.v1.OffboardedCredential.kind:type_name -> keyplane.v1.CredentialKind
+	3,   // 60: keyplane.v1.OwnedIdentity.status:type_name -> keyplane.v1.Status
+	44,  // 61: keyplane.v1.OffboardReport.bindings_removed:type_name -> keyplane.v1.OffboardedBinding
+	45,  // 62: keyplane.v1.OffboardReport.credentials_revoked:type_name -> keyplane.v1.OffboardedCredential
+	46,  // 63: keyplane.v1.OffboardReport.handed_over:type_name -> keyplane.v1.OwnedIdentity
+	46,  // 64: keyplane.v1.OffboardReport.orphaned:type_name -> keyplane.v1.OwnedIdentity
+	11,  // 65: keyplane.v1.OffboardIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	47,  // 66: keyplane.v1.OffboardIdentityResponse.report:type_name -> keyplane.v1.OffboardReport
+	11,  // 67: keyplane.v1.EraseIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	130, // 68: keyplane.v1.ListAuditEventsRequest.start_time:type_name -> google.protobuf.Timestamp
+	130, // 69: keyplane.v1.ListAuditEventsRequest.end_time:type_name -> google.protobuf.Timestamp
+	12,  // 70: keyplane.v1.ListAuditEventsResponse.events:type_name -> keyplane.v1.AuditEvent
+	5,   // 71: keyplane.v1.Credential.kind:type_name -> keyplane.v1.CredentialKind
+	130, // 72: keyplane.v1.Credential.create_time:type_name -> google.protobuf.Timestamp
+	130, // 73: keyplane.v1.Credential.expire_time:type_name -> google.protobuf.Timestamp
+	130, // 74: keyplane.v1.Credential.last_used_time:type_name -> google.protobuf.Timestamp
+	130, // 75: keyplane.v1.Credential.rotate_time:type_name -> google.protobuf.Timestamp
+	130, // 76: keyplane.v1.Credential.revoke_time:type_name -> google.protobuf.Timestamp
+	130, // 77: keyplane.v1.Session.create_time:type_name -> google.protobuf.Timestamp
+	130, // 78: keyplane.v1.Session.expire_time:type_name -> google.protobuf.Timestamp
+	130, // 79: keyplane.v1.Session.revoke_time:type_name -> google.protobuf.Timestamp
+	130, // 80: keyplane.v1.CreateAPIKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
+	53,  // 81: keyplane.v1.CreateAPIKeyResponse.credential:type_name -> keyplane.v1.Credential
+	130, // 82: keyplane.v1.RotateAPIKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
+	131, // 83: keyplane.v1.RotateAPIKeyRequest.grace_period:type_name -> google.protobuf.Duration
+	53,  // 84: keyplane.v1.RotateAPIKeyResponse.credential:type_name -> keyplane.v1.Credential
+	53,  // 85: keyplane.v1.CreateClientResponse.credential:type_name -> keyplane.v1.Credential
+	53,  // 86: keyplane.v1.UpdateClientResponse.credential:type_name -> keyplane.v1.Credential
+	131, // 87: keyplane.v1.RotateClientSecretRequest.grace_period:type_name -> google.protobuf.Duration
+	53,  // 88: keyplane.v1.RotateClientSecretResponse.credential:type_name -> keyplane.v1.Credential
+	53,  // 89: keyplane.v1.RevokeCredentialResponse.credential:type_name -> keyplane.v1.Credential
+	53,  // 90: keyplane.v1.ListCredentialsResponse.credentials:type_name -> keyplane.v1.Credential
+	54,  // 91: keyplane.v1.ListSessionsResponse.sessions:type_name -> keyplane.v1.Session
+	53,  // 92: keyplane.v1.SetPasswordResponse.credential:type_name -> keyplane.v1.Credential
+	6,   // 93: keyplane.v1.Binding.effect:type_name -> keyplane.v1.Effect
+	130, // 94: keyplane.v1.Binding.expire_time:type_name -> google.protobuf.Timestamp
+	130, // 95: keyplane.v1.Binding.create_time:type_name -> google.protobuf.Timestamp
+	73,  // 96: keyplane.v1.CreateRoleResponse.role:type_name -> keyplane.v1.Role
+	73,  // 97: keyplane.v1.GetRoleResponse.role:type_name -> keyplane.v1.Role
+	73,  // 98: keyplane.v1.ListRolesResponse.roles:type_name -> keyplane.v1.Role
+	73,  // 99: keyplane.v1.UpdateRoleResponse.role:type_name -> keyplane.v1.Role
+	74,  // 100: keyplane.v1.CreateGroupResponse.group:type_name -> keyplane.v1.Group
+	74,  // 101: keyplane.v1.GetGroupResponse.group:type_name -> keyplane.v1.Group
+	74,  // 102: keyplane.v1.ListGroupsResponse.groups:type_name -> keyplane.v1.Group
+	74,  // 103: keyplane.v1.UpdateGroupResponse.group:type_name -> keyplane.v1.Group
+	4,   // 104: keyplane.v1.GroupMember.kind:type_name -> keyplane.v1.IdentityKind
+	3,   // 105: keyplane.v1.GroupMember.status:type_name -> keyplane.v1.Status
+	130, // 106: keyplane.v1.GroupMember.add_time:type_name -> google.protobuf.Timestamp
+	94,  // 107: keyplane.v1.ListGroupMembersResponse.members:type_name -> keyplane.v1.GroupMember
+	107, // 108: keyplane.v1.AddGroupMemberResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	107, // 109: keyplane.v1.RemoveGroupMemberResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	6,   // 110: keyplane.v1.CreateBindingRequest.effect:type_name -> keyplane.v1.Effect
+	130, // 111: keyplane.v1.CreateBindingRequest.expire_time:type_name -> google.protobuf.Timestamp
+	75,  // 112: keyplane.v1.CreateBindingResponse.binding:type_name -> keyplane.v1.Binding
+	107, // 113: keyplane.v1.CreateBindingResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	107, // 114: keyplane.v1.DeleteBindingResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	75,  // 115: keyplane.v1.ChangeRequest.binding:type_name -> keyplane.v1.Binding
+	130, // 116: keyplane.v1.ChangeRequest.create_time:type_name -> google.protobuf.Timestamp
+	130, // 117: keyplane.v1.ChangeRequest.expire_time:type_name -> google.protobuf.Timestamp
+	130, // 118: keyplane.v1.ChangeRequest.decide_time:type_name -> google.protobuf.Timestamp
+	107, // 119: keyplane.v1.GetChangeRequestResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	107, // 120: keyplane.v1.ListChangeRequestsResponse.change_requests:type_name -> keyplane.v1.ChangeRequest
+	107, // 121: keyplane.v1.ApproveChangeRequestResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	75,  // 122: keyplane.v1.ApproveChangeRequestResponse.binding:type_name -> keyplane.v1.Binding
+	107, // 123: keyplane.v1.DenyChangeRequestResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	75,  // 124: keyplane.v1.ListBindingsResponse.bindings:type_name -> keyplane.v1.Binding
+	130, // 125: keyplane.v1.MembershipRule.create_time:type_name -> google.protobuf.Timestamp
+	130, // 126: keyplane.v1.MembershipRule.update_time:type_name -> google.protobuf.Timestamp
+	118, // 127: keyplane.v1.CreateMembershipRuleResponse.rule:type_name -> keyplane.v1.MembershipRule
+	119, // 128: keyplane.v1.CreateMembershipRuleResponse.memberships_added:type_name -> keyplane.v1.Membership
+	119, // 129: keyplane.v1.CreateMembershipRuleResponse.memberships_removed:type_name -> keyplane.v1.Membership
+	118, // 130: keyplane.v1.GetMembershipRuleResponse.rule:type_name -> keyplane.v1.MembershipRule
+	118, // 131: keyplane.v1.ListMembershipRulesResponse.rules:type_name -> keyplane.v1.MembershipRule
+	118, // 132: keyplane.v1.UpdateMembershipRuleResponse.rule:type_name -> keyplane.v1.MembershipRule
+	119, // 133: keyplane.v1.UpdateMembershipRuleResponse.memberships_added:type_name -> keyplane.v1.Membership
+	119, // 134: keyplane.v1.UpdateMembershipRuleResponse.memberships_removed:type_name -> keyplane.v1.Membership
+	119, // 135: keyplane.v1.DeleteMembershipRuleResponse.memberships_removed:type_name -> keyplane.v1.Membership
+	13,  // 136: keyplane.v1.AdminService.ListRegions:input_type -> keyplane.v1.ListRegionsRequest
+	15,  // 137: keyplane.v1.AdminService.CreateTenant:input_type -> keyplane.v1.CreateTenantRequest
+	17,  // 138: keyplane.v1.AdminService.GetTenant:input_type -> keyplane.v1.GetTenantRequest
+	19,  // 139: keyplane.v1.AdminService.ListTenants:input_type -> keyplane.v1.ListTenantsRequest
+	21,  // 140: keyplane.v1.AdminService.UpdateTenant:input_type -> keyplane.v1.UpdateTenantRequest
+	25,  // 141: keyplane.v1.AdminService.DisableTenant:input_type -> keyplane.v1.DisableTenantRequest
+	27,  // 142: keyplane.v1.AdminService.EnableTenant:input_type -> keyplane.v1.EnableTenantRequest
+	29,  // 143: keyplane.v1.AdminService.RehomeTenant:input_type -> keyplane.v1.RehomeTenantRequest
+	23,  // 144: keyplane.v1.AdminService.SetTenantLimits:input_type -> keyplane.v1.SetTenantLimitsRequest
+	31,  // 145: keyplane.v1.AdminService.CreateIdentity:input_type -> keyplane.v1.CreateIdentityRequest
+	33,  // 146: keyplane.v1.AdminService.GetIdentity:input_type -> keyplane.v1.GetIdentityRequest
+	35,  // 147: keyplane.v1.AdminService.ListIdentities:input_type -> keyplane.v1.ListIdentitiesRequest
+	37,  // 148: keyplane.v1.AdminService.UpdateIdentity:input_type -> keyplane.v1.UpdateIdentityRequest
+	39,  // 149: keyplane.v1.AdminService.DisableIdentity:input_type -> keyplane.v1.DisableIdentityRequest
+	41,  // 150: keyplane.v1.AdminService.EnableIdentity:input_type -> keyplane.v1.EnableIdentityRequest
+	43,  // 151: keyplane.v1.AdminService.OffboardIdentity:input_type -> keyplane.v1.OffboardIdentityRequest
+	49,  // 152: keyplane.v1.AdminService.EraseIdentity:input_type -> keyplane.v1.EraseIdentityRequest
+	55,  // 153: keyplane.v1.AdminService.CreateAPIKey:input_type -> keyplane.v1.CreateAPIKeyRequest
+	57,  // 154: keyplane.v1.AdminService.RotateAPIKey:input_type -> keyplane.v1.RotateAPIKeyRequest
+	59,  // 155: keyplane.v1.AdminService.CreateClient:input_type -> keyplane.v1.CreateClientRequest
+	61,  // 156: keyplane.v1.AdminService.UpdateClient:input_type -> keyplane.v1.UpdateClientRequest
+	63,  // 157: keyplane.v1.AdminService.RotateClientSecret:input_type -> keyplane.v1.RotateClientSecretRequest
+	65,  // 158: keyplane.v1.AdminService.RevokeCredential:input_type -> keyplane.v1.RevokeCredentialRequest
+	67,  // 159: keyplane.v1.AdminService.ListCredentials:input_type -> keyplane.v1.ListCredentialsRequest
+	69,  // 160: keyplane.v1.AdminService.ListSessions:input_type -> keyplane.v1.ListSessionsRequest
+	71,  // 161: keyplane.v1.AdminService.SetPassword:input_type -> keyplane.v1.SetPasswordRequest
+	76,  // 162: keyplane.v1.AdminService.CreateRole:input_type -> keyplane.v1.CreateRoleRequest
+	78,  // 163: keyplane.v1.AdminService.GetRole:input_type -> keyplane.v1.GetRoleRequest
+	80,  // 164: keyplane.v1.AdminService.ListRoles:input_type -> keyplane.v1.ListRolesRequest
+	82,  // 165: keyplane.v1.AdminService.UpdateRole:input_type -> keyplane.v1.UpdateRoleRequest
+	84,  // 166: keyplane.v1.AdminService.DeleteRole:input_type -> keyplane.v1.DeleteRoleRequest
+	86,  // 167: keyplane.v1.AdminService.CreateGroup:input_type -> keyplane.v1.CreateGroupRequest
+	88,  // 168: keyplane.v1.AdminService.GetGroup:input_type -> keyplane.v1.GetGroupRequest
+	90,  // 169: keyplane.v1.AdminService.ListGroups:input_type -> keyplane.v1.ListGroupsRequest
+	92,  // 170: keyplane.v1.AdminService.UpdateGroup:input_type -> keyplane.v1.UpdateGroupRequest
+	95,  // 171: keyplane.v1.AdminService.ListGroupMembers:input_type -> keyplane.v1.ListGroupMembersRequest
+	97,  // 172: keyplane.v1.AdminService.DeleteGroup:input_type -> keyplane.v1.DeleteGroupRequest
+	99,  // 173: keyplane.v1.AdminService.AddGroupMember:input_type -> keyplane.v1.AddGroupMemberRequest
+	101, // 174: keyplane.v1.AdminService.RemoveGroupMember:input_type -> keyplane.v1.RemoveGroupMemberRequest
+	103, // 175: keyplane.v1.AdminService.CreateBinding:input_type -> keyplane.v1.CreateBindingRequest
+	105, // 176: keyplane.v1.AdminService.DeleteBinding:input_type -> keyplane.v1.DeleteBindingRequest
+	116, // 177: keyplane.v1.AdminService.ListBindings:input_type -> keyplane.v1.ListBindingsRequest
+	51,  // 178: keyplane.v1.AdminService.ListAuditEvents:input_type -> keyplane.v1.ListAuditEventsRequest
+	108, // 179: keyplane.v1.AdminService.GetChangeRequest:input_type -> keyplane.v1.GetChangeRequestRequest
+	110, // 180: keyplane.v1.AdminService.ListChangeRequests:input_type -> keyplane.v1.ListChangeRequestsRequest
+	112, // 181: keyplane.v1.AdminService.ApproveChangeRequest:input_type -> keyplane.v1.ApproveChangeRequestRequest
+	114, // 182: keyplane.v1.AdminService.DenyChangeRequest:input_type -> keyplane.v1.DenyChangeRequestRequest
+	120, // 183: keyplane.v1.AdminService.CreateMembershipRule:input_type -> keyplane.v1.CreateMembershipRuleRequest
+	122, // 184: keyplane.v1.AdminService.GetMembershipRule:input_type -> keyplane.v1.GetMembershipRuleRequest
+	124, // 185: keyplane.v1.AdminService.ListMembershipRules:input_type -> keyplane.v1.ListMembershipRulesRequest
+	126, // 186: keyplane.v1.AdminService.UpdateMembershipRule:input_type -> keyplane.v1.UpdateMembershipRuleRequest
+	128, // 187: keyplane.v1.AdminService.DeleteMembershipRule:input_type -> keyplane.v1.DeleteMembershipRuleRequest
+	14,  // 188: keyplane.v1.AdminService.ListRegions:output_type -> keyplane.v1.ListRegionsResponse
+	16,  // 189: keyplane.v1.AdminService.CreateTenant:output_type -> keyplane.v1.CreateTenantResponse
+	18,  // 190: keyplane.v1.AdminService.GetTenant:output_type -> keyplane.v1.GetTenantResponse
+	20,  // 191: keyplane.v1.AdminService.ListTenants:output_type -> keyplane.v1.ListTenantsResponse
+	22,  // 192: keyplane.v1.AdminService.UpdateTenant:output_type -> keyplane.v1.UpdateTenantResponse
+	26,  // 193: keyplane.v1.AdminService.DisableTenant:output_type -> keyplane.v1.DisableTenantResponse
+	28,  // 194: keyplane.v1.AdminService.EnableTenant:output_type -> keyplane.v1.EnableTenantResponse
+	30,  // 195: keyplane.v1.AdminService.RehomeTenant:output_type -> keyplane.v1.RehomeTenantResponse
+	24,  // 196: keyplane.v1.AdminService.SetTenantLimits:output_type -> keyplane.v1.SetTenantLimitsResponse
+	32,  // 197: keyplane.v1.AdminService.CreateIdentity:output_type -> keyplane.v1.CreateIdentityResponse
+	34,  // 198: keyplane.v1.AdminService.GetIdentity:output_type -> keyplane.v1.GetIdentityResponse
+	36,  // 199: keyplane.v1.AdminService.ListIdentities:output_type -> keyplane.v1.ListIdentitiesResponse
+	38,  // 200: keyplane.v1.AdminService.UpdateIdentity:output_type -> keyplane.v1.UpdateIdentityResponse
+	40,  // 201: keyplane.v1.AdminService.DisableIdentity:output_type -> keyplane.v1.DisableIdentityResponse
+	42,  // 202: keyplane.v1.AdminService.EnableIdentity:output_type -> keyplane.v1.EnableIdentityResponse
+	48,  // 203: keyplane.v1.AdminService.OffboardIdentity:output_type -> keyplane.v1.OffboardIdentityResponse
+	50,  // 204: keyplane.v1.AdminService.EraseIdentity:output_type -> keyplane.v1.EraseIdentityResponse
+	56,  // 205: keyplane.v1.AdminService.CreateAPIKey:output_type -> keyplane.v1.CreateAPIKeyResponse
+	58,  // 206: keyplane.v1.AdminService.RotateAPIKey:output_type -> keyplane.v1.RotateAPIKeyResponse
+	60,  // 207: keyplane.v1.AdminService.CreateClient:output_type -> keyplane.v1.CreateClientResponse
+	62,  // 208: keyplane.v1.AdminService.UpdateClient:output_type -> keyplane.v1.UpdateClientResponse
+	64,  // 209: keyplane.v1.AdminService.RotateClientSecret:output_type -> keyplane.v1.RotateClientSecretResponse
+	66,  // 210: keyplane.v1.AdminService.RevokeCredential:output_type -> keyplane.v1.RevokeCredentialResponse
+	68,  // 211: keyplane.v1.AdminService.ListCredentials:output_type -> keyplane.v1.ListCredentialsResponse
+	70,  // 212: keyplane.v1.AdminService.ListSessions:output_type -> keyplane.v1.ListSessionsResponse
+	72,  // 213: keyplane.v1.AdminService.SetPassword:output_type -> keyplane.v1.SetPasswordResponse
+	77,  // 214: keyplane.v1.AdminService.CreateRole:output_type -> keyplane.v1.CreateRoleResponse
+	79,  // 215: keyplane.v1.AdminService.GetRole:output_type -> keyplane.v1.GetRoleResponse
+	81,  // 216: keyplane.v1.AdminService.ListRoles:output_type -> keyplane.v1.ListRolesResponse
+	83,  // 217: keyplane.v1.AdminService.UpdateRole:output_type -> keyplane.v1.UpdateRoleResponse
+	85,  // 218: keyplane.v1.AdminService.DeleteRole:output_type -> keyplane.v1.DeleteRoleResponse
+	87,  // 219: keyplane.v1.AdminService.CreateGroup:output_type -> keyplane.v1.CreateGroupResponse
+	89,  // 220: keyplane.v1.AdminService.GetGroup:output_type -> keyplane.v1.GetGroupResponse
+	91,  // 221: keyplane.v1.AdminService.ListGroups:output_type -> keyplane.v1.ListGroupsResponse
+	93,  // 222: keyplane.v1.AdminService.UpdateGroup:output_type -> keyplane.v1.UpdateGroupResponse
+	96,  // 223: keyplane.v1.AdminService.ListGroupMembers:output_type -> keyplane.v1.ListGroupMembersResponse
+	98,  // 224: keyplane.v1.AdminService.DeleteGroup:output_type -> keyplane.v1.DeleteGroupResponse
+	100, // 225: keyplane.v1.AdminService.AddGroupMember:output_type -> keyplane.v1.AddGroupMemberResponse
+	102, // 226: keyplane.v1.AdminService.RemoveGroupMember:output_type -> keyplane.v1.RemoveGroupMemberResponse
+	104, // 227: keyplane.v1.AdminService.CreateBinding:output_type -> keyplane.v1.CreateBindingResponse
+	106, // 228: keyplane.v1.AdminService.DeleteBinding:output_type -> keyplane.v1.DeleteBindingResponse
+	117, // 229: keyplane.v1.AdminService.ListBindings:output_type -> keyplane.v1.ListBindingsResponse
+	52,  // 230: keyplane.v1.AdminService.ListAuditEvents:output_type -> keyplane.v1.ListAuditEventsResponse
+	109, // 231: keyplane.v1.AdminService.GetChangeRequest:output_type -> keyplane.v1.GetChangeRequestResponse
+	111, // 232: keyplane.v1.AdminService.ListChangeRequests:output_type -> keyplane.v1.ListChangeRequestsResponse
+	113, // 233: keyplane.v1.AdminService.ApproveChangeRequest:output_type -> keyplane.v1.ApproveChangeRequestResponse
+	115, // 234: keyplane.v1.AdminService.DenyChangeRequest:output_type -> keyplane.v1.DenyChangeRequestResponse
+	121, // 235: keyplane.v1.AdminService.CreateMembershipRule:output_type -> keyplane.v1.CreateMembershipRuleResponse
+	123, // 236: keyplane.v1.AdminService.GetMembershipRule:output_type -> keyplane.v1.GetMembershipRuleResponse
+	125, // 237: keyplane.v1.AdminService.ListMembershipRules:output_type -> keyplane.v1.ListMembershipRulesResponse
+	127, // 238: keyplane.v1.AdminService.UpdateMembershipRule:output_type -> keyplane.v1.UpdateMembershipRuleResponse
+	129, // 239: keyplane.v1.AdminService.DeleteMembershipRule:output_type -> keyplane.v1.DeleteMembershipRuleResponse
+	188, // [188:240] is the sub-list for method output_type
+	136, // [136:188] is the sub-list for method input_type
+	136, // [136:136] is the sub-list for extension type_name
+	136, // [136:136] is the sub-list for extension extendee
+	0,   // [0:136] is the sub-list for field type_name
 }
 
 func init() { file_keyplane_v1_admin_proto_init() }
@@ -9575,18 +9834,18 @@ func file_keyplane_v1_admin_proto_init() {
 	if File_keyplane_v1_admin_proto != nil {
 		return
 	}
-	file_keyplane_v1_admin_proto_msgTypes[12].OneofWrappers = []any{}
-	file_keyplane_v1_admin_proto_msgTypes[26].OneofWrappers = []any{}
-	file_keyplane_v1_admin_proto_msgTypes[71].OneofWrappers = []any{}
-	file_keyplane_v1_admin_proto_msgTypes[81].OneofWrappers = []any{}
-	file_keyplane_v1_admin_proto_msgTypes[115].OneofWrappers = []any{}
+	file_keyplane_v1_admin_proto_msgTypes[14].OneofWrappers = []any{}
+	file_keyplane_v1_admin_proto_msgTypes[30].OneofWrappers = []any{}
+	file_keyplane_v1_admin_proto_msgTypes[75].OneofWrappers = []any{}
+	file_keyplane_v1_admin_proto_msgTypes[85].OneofWrappers = []any{}
+	file_keyplane_v1_admin_proto_msgTypes[119].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_keyplane_v1_admin_proto_rawDesc), len(file_keyplane_v1_admin_proto_rawDesc)),
 			NumEnums:      7,
-			NumMessages:   119,
+			NumMessages:   123,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

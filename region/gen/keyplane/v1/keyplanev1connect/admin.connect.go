@@ -56,6 +56,9 @@ const (
 	// AdminServiceRehomeTenantProcedure is the fully-qualified name of the AdminService's RehomeTenant
 	// RPC.
 	AdminServiceRehomeTenantProcedure = "/keyplane.v1.AdminService/RehomeTenant"
+	// AdminServiceSetTenantLimitsProcedure is the fully-qualified name of the AdminService's
+	// SetTenantLimits RPC.
+	AdminServiceSetTenantLimitsProcedure = "/keyplane.v1.AdminService/SetTenantLimits"
 	// AdminServiceCreateIdentityProcedure is the fully-qualified name of the AdminService's
 	// CreateIdentity RPC.
 	AdminServiceCreateIdentityProcedure = "/keyplane.v1.AdminService/CreateIdentity"
@@ -207,6 +210,11 @@ type AdminServiceClient interface {
 	// residency can only move inside its super region. Moving to the current home is a
 	// no-op. Changes racing with the move fail with `aborted` and write nothing.
 	RehomeTenant(context.Context, *connect.Request[v1.RehomeTenantRequest]) (*connect.Response[v1.RehomeTenantResponse], error)
+	// SetTenantLimits replaces the tenant's request-rate limits per node (decisions,
+	// token issuance, writes; docs/operations.md "Per-tenant limits"), audited as
+	// tenant.limits. Every node applies them within the tenant cache's 5 seconds.
+	// Idempotent.
+	SetTenantLimits(context.Context, *connect.Request[v1.SetTenantLimitsRequest]) (*connect.Response[v1.SetTenantLimitsResponse], error)
 	// CreateIdentity creates a human or non-human identity. Non-human kinds
 	// (service accounts, workloads, devices, agents) require an owner (an active human
 	// identity of the same tenant), a purpose and an expiry in the future.
@@ -416,6 +424,13 @@ func NewAdminServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			httpClient,
 			baseURL+AdminServiceRehomeTenantProcedure,
 			connect.WithSchema(adminServiceMethods.ByName("RehomeTenant")),
+			connect.WithIdempotency(connect.IdempotencyIdempotent),
+			connect.WithClientOptions(opts...),
+		),
+		setTenantLimits: connect.NewClient[v1.SetTenantLimitsRequest, v1.SetTenantLimitsResponse](
+			httpClient,
+			baseURL+AdminServiceSetTenantLimitsProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("SetTenantLimits")),
 			connect.WithIdempotency(connect.IdempotencyIdempotent),
 			connect.WithClientOptions(opts...),
 		),
@@ -711,6 +726,7 @@ type adminServiceClient struct {
 	disableTenant        *connect.Client[v1.DisableTenantRequest, v1.DisableTenantResponse]
 	enableTenant         *connect.Client[v1.EnableTenantRequest, v1.EnableTenantResponse]
 	rehomeTenant         *connect.Client[v1.RehomeTenantRequest, v1.RehomeTenantResponse]
+	setTenantLimits      *connect.Client[v1.SetTenantLimitsRequest, v1.SetTenantLimitsResponse]
 	createIdentity       *connect.Client[v1.CreateIdentityRequest, v1.CreateIdentityResponse]
 	getIdentity          *connect.Client[v1.GetIdentityRequest, v1.GetIdentityResponse]
 	listIdentities       *connect.Client[v1.ListIdentitiesRequest, v1.ListIdentitiesResponse]
@@ -794,6 +810,11 @@ func (c *adminServiceClient) EnableTenant(ctx context.Context, req *connect.Requ
 // RehomeTenant calls keyplane.v1.AdminService.RehomeTenant.
 func (c *adminServiceClient) RehomeTenant(ctx context.Context, req *connect.Request[v1.RehomeTenantRequest]) (*connect.Response[v1.RehomeTenantResponse], error) {
 	return c.rehomeTenant.CallUnary(ctx, req)
+}
+
+// SetTenantLimits calls keyplane.v1.AdminService.SetTenantLimits.
+func (c *adminServiceClient) SetTenantLimits(ctx context.Context, req *connect.Request[v1.SetTenantLimitsRequest]) (*connect.Response[v1.SetTenantLimitsResponse], error) {
+	return c.setTenantLimits.CallUnary(ctx, req)
 }
 
 // CreateIdentity calls keyplane.v1.AdminService.CreateIdentity.
@@ -1038,6 +1059,11 @@ type AdminServiceHandler interface {
 	// residency can only move inside its super region. Moving to the current home is a
 	// no-op. Changes racing with the move fail with `aborted` and write nothing.
 	RehomeTenant(context.Context, *connect.Request[v1.RehomeTenantRequest]) (*connect.Response[v1.RehomeTenantResponse], error)
+	// SetTenantLimits replaces the tenant's request-rate limits per node (decisions,
+	// token issuance, writes; docs/operations.md "Per-tenant limits"), audited as
+	// tenant.limits. Every node applies them within the tenant cache's 5 seconds.
+	// Idempotent.
+	SetTenantLimits(context.Context, *connect.Request[v1.SetTenantLimitsRequest]) (*connect.Response[v1.SetTenantLimitsResponse], error)
 	// CreateIdentity creates a human or non-human identity. Non-human kinds
 	// (service accounts, workloads, devices, agents) require an owner (an active human
 	// identity of the same tenant), a purpose and an expiry in the future.
@@ -1243,6 +1269,13 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 		AdminServiceRehomeTenantProcedure,
 		svc.RehomeTenant,
 		connect.WithSchema(adminServiceMethods.ByName("RehomeTenant")),
+		connect.WithIdempotency(connect.IdempotencyIdempotent),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceSetTenantLimitsHandler := connect.NewUnaryHandler(
+		AdminServiceSetTenantLimitsProcedure,
+		svc.SetTenantLimits,
+		connect.WithSchema(adminServiceMethods.ByName("SetTenantLimits")),
 		connect.WithIdempotency(connect.IdempotencyIdempotent),
 		connect.WithHandlerOptions(opts...),
 	)
@@ -1543,6 +1576,8 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 			adminServiceEnableTenantHandler.ServeHTTP(w, r)
 		case AdminServiceRehomeTenantProcedure:
 			adminServiceRehomeTenantHandler.ServeHTTP(w, r)
+		case AdminServiceSetTenantLimitsProcedure:
+			adminServiceSetTenantLimitsHandler.ServeHTTP(w, r)
 		case AdminServiceCreateIdentityProcedure:
 			adminServiceCreateIdentityHandler.ServeHTTP(w, r)
 		case AdminServiceGetIdentityProcedure:
@@ -1668,6 +1703,10 @@ func (UnimplementedAdminServiceHandler) EnableTenant(context.Context, *connect.R
 
 func (UnimplementedAdminServiceHandler) RehomeTenant(context.Context, *connect.Request[v1.RehomeTenantRequest]) (*connect.Response[v1.RehomeTenantResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AdminService.RehomeTenant is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) SetTenantLimits(context.Context, *connect.Request[v1.SetTenantLimitsRequest]) (*connect.Response[v1.SetTenantLimitsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyplane.v1.AdminService.SetTenantLimits is not implemented"))
 }
 
 func (UnimplementedAdminServiceHandler) CreateIdentity(context.Context, *connect.Request[v1.CreateIdentityRequest]) (*connect.Response[v1.CreateIdentityResponse], error) {
