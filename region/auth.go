@@ -121,7 +121,7 @@ func (a *AuthService) ValidateToken(ctx context.Context, req *connect.Request[ke
 	if m.Token == "" {
 		return nil, fieldError("token", "required")
 	}
-	v, err := a.node.validate(ctx, m.TenantId, m.Token, m.Audience)
+	v, err := a.node.validate(ctx, m.TenantId, m.Token, m.Audience, true)
 	if err != nil {
 		return nil, err
 	}

@@ -66,7 +66,7 @@ func (n *Node) authenticate(ctx context.Context, header, tenantID string) (calle
 		}
 		return caller{breakGlass: true}, nil
 	}
-	v, err := n.validate(ctx, tenantID, raw, "")
+	v, err := n.validate(ctx, tenantID, raw, "", false)
 	if err != nil {
 		return caller{}, err
 	}

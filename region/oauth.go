@@ -417,7 +417,7 @@ func (n *Node) introspect(ctx context.Context, _ http.ResponseWriter, r *http.Re
 	if raw != "" {
 		go func() {
 			defer close(validated)
-			v, verr = n.validate(ctx, t.ID, raw, "")
+			v, verr = n.validate(ctx, t.ID, raw, "", false)
 		}()
 	} else {
 		close(validated)

@@ -619,7 +619,7 @@ func (n *Node) userinfo(w http.ResponseWriter, r *http.Request) {
 		fail(http.StatusUnauthorized, "invalid_token", "unknown tenant")
 		return
 	}
-	v, err := n.validate(ctx, tenantID, raw, "")
+	v, err := n.validate(ctx, tenantID, raw, "", false)
 	if err != nil {
 		oe := n.toOAuthError(ctx, err)
 		writeJSON(w, oe.status, oe)

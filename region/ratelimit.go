@@ -187,6 +187,21 @@ func (k *keyedLimiter) allowWith(key string, now time.Time, r RateLimit) (bool, 
 	return true, 0
 }
 
+// emptyWith reports, without taking anything, whether key's bucket (at rate r) has no
+// token left at now, and how long until it has one. A key without a bucket is full.
+func (k *keyedLimiter) emptyWith(key string, now time.Time, r RateLimit) (bool, time.Duration) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	b := k.buckets[key]
+	if b == nil || b.lim.Limit() != rate.Limit(r.PerSecond) || b.lim.Burst() != r.Burst {
+		return false, 0 // no bucket yet, or its limit changed: allowWith decides
+	}
+	if tokens := b.lim.TokensAt(now); tokens < 1 {
+		return true, time.Duration((1 - tokens) / r.PerSecond * float64(time.Second))
+	}
+	return false, 0
+}
+
 func newKeyedLimiter(r RateLimit, maxKeys int) *keyedLimiter {
 	if r.Off() {
 		return &keyedLimiter{off: true}

@@ -107,6 +107,37 @@ func (t *tenantLimiter) allow(ctx context.Context, c limitClass, tenantID string
 	return t.allowTenant(c, row, now)
 }
 
+// spent reports, taking nothing, whether the tenant's bucket of class c is empty: a
+// refusal that costs the tenant nothing (refuseEarly, before authentication).
+func (t *tenantLimiter) spent(ctx context.Context, c limitClass, tenantID string, now time.Time) error {
+	if c == classNone || !schema.ValidTenantID(tenantID) {
+		return nil
+	}
+	row, err := t.tenants.Tenant(ctx, tenantID, 0)
+	if err != nil {
+		return nil
+	}
+	r, own := t.limitOf(c, row.Limits)
+	if r.Off() {
+		return nil
+	}
+	empty, d := t.buckets[c].emptyWith(row.ID, now, r)
+	if !empty {
+		return nil
+	}
+	return t.refuse(c, row.ID, r, own, d)
+}
+
+func (t *tenantLimiter) refuse(c limitClass, tenantID string, r RateLimit, own bool, retryAfter time.Duration) error {
+	which := "default"
+	if own {
+		which = "custom"
+	}
+	t.refused.WithLabelValues(c.String(), which).Inc()
+	return &rateLimited{retryAfter: retryAfter, what: fmt.Sprintf("tenant %q is over its %s limit on this node (%s/s, burst %d, %s)",
+		tenantID, c, strconv.FormatFloat(r.PerSecond, 'g', -1, 64), r.Burst, which)}
+}
+
 // allowTenant is allow for a tenant row already read.
 func (t *tenantLimiter) allowTenant(c limitClass, row schema.Tenant, now time.Time) error {
 	if c == classNone {
@@ -120,13 +151,7 @@ func (t *tenantLimiter) allowTenant(c limitClass, row schema.Tenant, now time.Ti
 	if ok {
 		return nil
 	}
-	which := "default"
-	if own {
-		which = "custom"
-	}
-	t.refused.WithLabelValues(c.String(), which).Inc()
-	return &rateLimited{retryAfter: d, what: fmt.Sprintf("tenant %q is over its %s limit on this node (%s/s, burst %d, %s)",
-		row.ID, c, strconv.FormatFloat(r.PerSecond, 'g', -1, 64), r.Burst, which)}
+	return t.refuse(c, row.ID, r, own, d)
 }
 
 // connectClasses are the Connect procedures counted per tenant, by class. Every other
@@ -156,12 +181,13 @@ var connectClasses = func() map[string]limitClass {
 func classOf(procedure string) limitClass { return connectClasses[procedure] }
 
 // tenantLimit is the Connect interceptor of the per-tenant class limits: innermost, so
-// that a write is counted after the authority check has authenticated its caller. A
-// decision already counted by refuseEarly is not counted again.
+// that a call is counted after the authority check has authenticated its caller (for
+// Check and CheckBulk, verified the caller's token): a caller without credentials
+// cannot spend a tenant's budget. ValidateToken, public, is counted by its handler.
 func (n *Node) tenantLimit() connect.UnaryInterceptorFunc {
 	return func(next connect.UnaryFunc) connect.UnaryFunc {
 		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-			if c := classOf(req.Spec().Procedure); c != classNone && ctx.Value(countedKey{}) == nil {
+			if c := classOf(req.Spec().Procedure); c != classNone && req.Spec().Procedure != validateTokenProcedure {
 				if tenant, ok := tenantField(req.Any()); ok {
 					if err := n.limits.allow(ctx, c, tenant, n.now()); err != nil {
 						return nil, err
@@ -173,18 +199,19 @@ func (n *Node) tenantLimit() connect.UnaryInterceptorFunc {
 	}
 }
 
-// countedKey marks a request whose decision refuseEarly has counted.
-type countedKey struct{}
+// validateTokenProcedure is public (the token is the credential): it is charged to its
+// tenant in its handler, once the token verified for that tenant, so that garbage
+// naming a tenant cannot spend the tenant's budget.
+var validateTokenProcedure = procedure(keyplanev1connect.AuthServiceName, "ValidateToken")
 
 // refuseEarly wraps a Connect service handler (path, handler as the generated
-// constructors return them): a decision call whose Keyplane-Tenant header names its
-// tenant (routing/client sets it on every call) is counted before its body is read and
-// decoded, and past the limit refused there, with the same resource_exhausted and
-// Retry-After, without the interceptors, the RPC metric or an access-log line: in a
-// flood, a refusal should cost as little as possible (keyplane_tenant_limited_total
-// counts it). The body's tenant must equal the header (observe refuses the call
-// otherwise), so the count is the tenant's either way. Calls without the header are
-// counted by the tenantLimit interceptor.
+// constructors return them): a decision call whose Keyplane-Tenant header names a
+// tenant whose decision bucket is already empty is refused before its body is read and
+// decoded, with the same resource_exhausted and Retry-After, without the interceptors,
+// the RPC metric or an access-log line: in a flood, a refusal should cost as little as
+// possible (keyplane_tenant_limited_total counts it). It takes nothing from the bucket:
+// only authenticated calls spend it (tenantLimit, and ValidateToken's handler), so
+// nobody can spend a tenant's budget by naming it.
 func (n *Node) refuseEarly(path string, h http.Handler) (string, http.Handler) {
 	ew := connect.NewErrorWriter()
 	return path, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -194,12 +221,12 @@ func (n *Node) refuseEarly(path string, h http.Handler) (string, http.Handler) {
 			return
 		}
 		var rl *rateLimited
-		if err := n.limits.allow(r.Context(), classDecisions, tenant, n.now()); errors.As(err, &rl) {
+		if err := n.limits.spent(r.Context(), classDecisions, tenant, n.now()); errors.As(err, &rl) {
 			w.Header().Set(RequestIDHeader, incomingRequestID(r.Header.Get(RequestIDHeader)))
 			_ = ew.Write(w, r, exhausted(rl.Error(), rl.retryAfter))
 			return
 		}
-		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), countedKey{}, true)))
+		h.ServeHTTP(w, r)
 	})
 }
 

@@ -32,14 +32,21 @@ func TestTenantLimits(t *testing.T) {
 	// machine's speed.
 	slow := func(burst int) region.RateLimit { return region.RateLimit{PerSecond: 0.001, Burst: burst} }
 	f := newFixtureWith(t, func(c *region.Config) { c.Login.Rates.DecisionsPerTenant = slow(5) })
-	for _, id := range []string{"globex", "initech"} {
-		if _, err := f.admin.CreateTenant(ctx, connect.NewRequest(&keyplanev1.CreateTenantRequest{Id: id, Name: id, HomeRegion: "us-east"})); err != nil {
+	tok := f.exchange(t)
+	tokens := map[string]string{"acme": tok} // a token of each tenant: only a tenant's own tokens spend its budget
+	newTenant := func(id string) {
+		t.Helper()
+		r, err := f.admin.CreateTenant(ctx, connect.NewRequest(&keyplanev1.CreateTenantRequest{Id: id, Name: id, HomeRegion: "us-east"}))
+		if err != nil {
 			t.Fatal(err)
 		}
+		tokens[id] = f.accessToken(t, id, r.Msg.AdminClientId, r.Msg.AdminClientSecret, nil)
 	}
-	tok := f.exchange(t)
+	for _, id := range []string{"globex", "initech"} {
+		newTenant(id)
+	}
 	validate := func(tenant string) error {
-		_, err := f.auth.ValidateToken(ctx, connect.NewRequest(&keyplanev1.ValidateTokenRequest{TenantId: tenant, Token: tok}))
+		_, err := f.auth.ValidateToken(ctx, connect.NewRequest(&keyplanev1.ValidateTokenRequest{TenantId: tenant, Token: tokens[tenant]}))
 		return err
 	}
 
@@ -54,6 +61,22 @@ func TestTenantLimits(t *testing.T) {
 		var ce *connect.Error
 		if !errors.As(err, &ce) || ce.Meta().Get("Retry-After") != "1000" {
 			t.Fatalf("Retry-After %q, want 1000 (seconds until the next token)", ce.Meta().Get("Retry-After"))
+		}
+	})
+
+	t.Run("tokens that are not the tenant's do not spend its budget", func(t *testing.T) {
+		// acme's token presented as globex's, and garbage: answered inactive, never
+		// counted, so nobody can exhaust a tenant's budget by naming it.
+		for range 10 {
+			for _, raw := range []string{tok, "garbage"} {
+				r, err := f.auth.ValidateToken(ctx, connect.NewRequest(&keyplanev1.ValidateTokenRequest{TenantId: "globex", Token: raw}))
+				if err != nil {
+					t.Fatalf("a foreign token for globex: %v, want an inactive answer", err)
+				}
+				if r.Msg.Active {
+					t.Fatal("a foreign token is active for globex")
+				}
+			}
 		}
 	})
 
@@ -130,9 +153,7 @@ func TestTenantLimits(t *testing.T) {
 	})
 
 	t.Run("calls naming their tenant in Keyplane-Tenant are counted once, before decoding", func(t *testing.T) {
-		if _, err := f.admin.CreateTenant(ctx, connect.NewRequest(&keyplanev1.CreateTenantRequest{Id: "umbrella", Name: "u", HomeRegion: "us-east"})); err != nil {
-			t.Fatal(err)
-		}
+		newTenant("umbrella")
 		if _, err := set("umbrella", &keyplanev1.TenantLimits{Decisions: &keyplanev1.RateLimit{PerSecond: 0.001, Burst: 3}}); err != nil {
 			t.Fatal(err)
 		}
@@ -152,13 +173,13 @@ func TestTenantLimits(t *testing.T) {
 			})))
 		// Counted twice (early and in the interceptor), the second call would fail.
 		for i := range 3 {
-			if _, err := routed.ValidateToken(ctx, connect.NewRequest(&keyplanev1.ValidateTokenRequest{TenantId: "umbrella", Token: tok})); err != nil {
+			if _, err := routed.ValidateToken(ctx, connect.NewRequest(&keyplanev1.ValidateTokenRequest{TenantId: "umbrella", Token: tokens["umbrella"]})); err != nil {
 				t.Fatalf("validation %d of a burst of 3: %v", i+1, err)
 			}
 		}
 		for _, err := range []error{
 			func() error {
-				_, err := routed.ValidateToken(ctx, connect.NewRequest(&keyplanev1.ValidateTokenRequest{TenantId: "umbrella", Token: tok}))
+				_, err := routed.ValidateToken(ctx, connect.NewRequest(&keyplanev1.ValidateTokenRequest{TenantId: "umbrella", Token: tokens["umbrella"]}))
 				return err
 			}(),
 			func() error {

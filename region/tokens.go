@@ -52,10 +52,17 @@ type validation struct {
 // the CPU (verifyToken), then one read of the session, identity and tenant state at
 // the tenant's home region, shared with concurrent decisions (stateReader). An error
 // means the state could not be read: callers fail closed.
-func (n *Node) validate(ctx context.Context, tenantID, raw, audience string) (validation, error) {
+func (n *Node) validate(ctx context.Context, tenantID, raw, audience string, charge bool) (validation, error) {
 	v, key, err := n.verifyToken(ctx, tenantID, raw, audience)
 	if err != nil || key == nil {
 		return v, err
+	}
+	// A public validation spends its tenant's decision budget only once the token
+	// proved to be the tenant's (tenantlimits.go): garbage cannot spend it.
+	if charge {
+		if err := n.limits.allowTenant(classDecisions, v.Tenant, n.now()); err != nil {
+			return validation{}, err
+		}
 	}
 	st, err := n.states.read(ctx, v.Tenant.HomeRegion, *key)
 	if err != nil {
