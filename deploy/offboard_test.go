@@ -119,7 +119,28 @@ func offboardingAcrossRegions(t *testing.T, mr *multiRegion) {
 	for _, tok := range toks {
 		record(history.Op{Kind: history.Revoke, Key: keyOf(tok), Node: via.ID, Start: start, End: end, OK: err == nil})
 	}
-	time.Sleep(1500 * time.Millisecond)
+	// Read on until every node has answered validations that started after the
+	// offboarding returned (a fixed window would test nothing on a loaded machine),
+	// bounded in time: the check below says so if the bound was reached first.
+	enough := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		after := map[string]int{}
+		for _, op := range ops {
+			if op.Kind == history.Read && op.OK && op.Start.After(end) {
+				after[op.Node]++
+			}
+		}
+		for _, n := range nodes {
+			if after[n.ID] < 3 {
+				return false
+			}
+		}
+		return true
+	}
+	for deadline := time.Now().Add(time.Minute); !enough() && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
+	}
 	close(stop)
 	wg.Wait()
 

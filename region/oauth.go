@@ -109,7 +109,7 @@ func (n *Node) oauthHandlerOf(f oauthFunc, placed bool) http.HandlerFunc {
 				w.Header().Set("WWW-Authenticate", `Basic realm="keyplane"`)
 			}
 			writeJSON(w, oe.status, oe)
-			n.metrics.observeRPC(route, oe.Code, time.Since(start))
+			n.metrics.observeRPCIn(ctx, route, oe.Code, time.Since(start))
 			return
 		}
 		if b, ok := res.(rawJSON); ok {
@@ -118,7 +118,7 @@ func (n *Node) oauthHandlerOf(f oauthFunc, placed bool) http.HandlerFunc {
 		} else {
 			writeJSON(w, http.StatusOK, res)
 		}
-		n.metrics.observeRPC(route, "ok", time.Since(start))
+		n.metrics.observeRPCIn(ctx, route, "ok", time.Since(start))
 	}
 }
 

@@ -81,7 +81,7 @@ func (n *Node) pageHandler(f pageFunc) http.HandlerFunc {
 			}
 		}
 		f(ctx, w, r, t)
-		n.metrics.observeRPC(r.Pattern, "ok", time.Since(start))
+		n.metrics.observeRPCIn(ctx, r.Pattern, "ok", time.Since(start))
 	}
 }
 

@@ -32,8 +32,8 @@ func (n *regionNode) ValidateToken(_ context.Context, req *connect.Request[keypl
 	return connect.NewResponse(&keyplanev1.ValidateTokenResponse{Active: true}), nil
 }
 
-func (n *regionNode) ExchangeAPIKey(context.Context, *connect.Request[keyplanev1.ExchangeAPIKeyRequest]) (*connect.Response[keyplanev1.ExchangeAPIKeyResponse], error) {
-	fmt.Printf("%s: ExchangeAPIKey\n", n.region)
+func (n *regionNode) ExchangeAPIKey(_ context.Context, req *connect.Request[keyplanev1.ExchangeAPIKeyRequest]) (*connect.Response[keyplanev1.ExchangeAPIKeyResponse], error) {
+	fmt.Printf("%s: ExchangeAPIKey, idempotency key set: %v\n", n.region, req.Header().Get(client.IdempotencyKeyHeader) != "")
 	if n.down {
 		return nil, connect.NewError(connect.CodeUnavailable, errors.New("database unreachable"))
 	}
@@ -41,7 +41,9 @@ func (n *regionNode) ExchangeAPIKey(context.Context, *connect.Request[keyplanev1
 }
 
 // Example_failover shows a read failing over from a region that answers
-// Unavailable, and a call with side effects that is not replayed elsewhere.
+// Unavailable, a call with side effects failing over with its idempotency key (the
+// node applies it at most once), and one without a tenant, hence without a key, that
+// is not replayed elsewhere.
 func Example_failover() {
 	start := func(n *regionNode) *httptest.Server {
 		mux := http.NewServeMux()
@@ -79,14 +81,23 @@ func Example_failover() {
 	}
 	fmt.Println("active:", res.Msg.Active)
 
-	// ExchangeAPIKey opens a session: eu-west may have done so before answering, so
-	// the error is returned rather than the call replayed.
+	// ExchangeAPIKey opens a session. The client gives it an idempotency key, so
+	// whichever node gets the retry answers it from eu-west's record if eu-west had
+	// opened one: it is retried like a read.
 	_, err = auth.ExchangeAPIKey(ctx, connect.NewRequest(&keyplanev1.ExchangeAPIKeyRequest{TenantId: "t-acme", ApiKey: "kpk_..."}))
-	fmt.Println("exchange:", connect.CodeOf(err))
+	fmt.Println("exchange:", err == nil)
+
+	// Without a tenant there is no key (nodes take keys on tenant-scoped calls only):
+	// eu-west may have acted before answering, so the error is returned.
+	_, err = auth.ExchangeAPIKey(ctx, connect.NewRequest(&keyplanev1.ExchangeAPIKeyRequest{ApiKey: "kpk_..."}))
+	fmt.Println("exchange without a tenant:", connect.CodeOf(err))
 	// Output:
 	// eu-west: ValidateToken for tenant t-acme
 	// us-east: ValidateToken for tenant t-acme
 	// active: true
-	// eu-west: ExchangeAPIKey
-	// exchange: unavailable
+	// eu-west: ExchangeAPIKey, idempotency key set: true
+	// us-east: ExchangeAPIKey, idempotency key set: true
+	// exchange: true
+	// eu-west: ExchangeAPIKey, idempotency key set: false
+	// exchange without a tenant: unavailable
 }

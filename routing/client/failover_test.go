@@ -31,9 +31,21 @@ func validate(ctx context.Context, auth keyplanev1connect.AuthServiceClient) (st
 	return res.Header().Get(regionHeader), nil
 }
 
-// exchange calls ExchangeAPIKey (no idempotency level) and reports the server's name.
+// exchange calls ExchangeAPIKey (no idempotency level) for a tenant, so the client
+// gives it an idempotency key, and reports the server's name.
 func exchange(ctx context.Context, auth keyplanev1connect.AuthServiceClient) (string, error) {
 	res, err := auth.ExchangeAPIKey(ctx, connect.NewRequest(&keyplanev1.ExchangeAPIKeyRequest{TenantId: "t-acme", ApiKey: "kpk_x_y"}))
+	if err != nil {
+		return "", err
+	}
+	return res.Header().Get(regionHeader), nil
+}
+
+// exchangeUnkeyed calls ExchangeAPIKey naming no tenant: no idempotency key (nodes
+// take keys on tenant-scoped calls only), so it is not retried once it may have
+// arrived.
+func exchangeUnkeyed(ctx context.Context, auth keyplanev1connect.AuthServiceClient) (string, error) {
+	res, err := auth.ExchangeAPIKey(ctx, connect.NewRequest(&keyplanev1.ExchangeAPIKeyRequest{ApiKey: "kpk_x_y"}))
 	if err != nil {
 		return "", err
 	}
@@ -53,6 +65,7 @@ func TestFailover(t *testing.T) {
 		wantCode      connect.Code
 		wantCalls     []string // servers that received the call, in order
 		anyOrder      int      // the first anyOrder calls may come in any order (one region's endpoints take turns)
+		sameKey       bool     // every attempt carried one Idempotency-Key
 	}{
 		{
 			name:       "idempotent call fails over on Unavailable",
@@ -74,11 +87,19 @@ func TestFailover(t *testing.T) {
 			anyOrder:   2,
 		},
 		{
-			name:      "call with side effects answered Unavailable is not retried",
+			name:      "call with side effects and no key answered Unavailable is not retried",
 			nodes:     []node{{"eu", "eu-west", behaviour{code: connect.CodeUnavailable}}, {"us", "us-east", ok}},
-			call:      exchange,
+			call:      exchangeUnkeyed,
 			wantCode:  connect.CodeUnavailable,
 			wantCalls: []string{"eu"},
+		},
+		{
+			name:       "keyed call with side effects answered Unavailable fails over with its key",
+			nodes:      []node{{"eu", "eu-west", behaviour{code: connect.CodeUnavailable}}, {"us", "us-east", ok}},
+			call:       exchange,
+			wantServer: "us",
+			wantCalls:  []string{"eu", "us"},
+			sameKey:    true,
 		},
 		{
 			name:       "call with side effects fails over from a refused connection",
@@ -112,12 +133,21 @@ func TestFailover(t *testing.T) {
 			wantCalls:  []string{"eu", "us"},
 		},
 		{
-			name:      "call with side effects is not retried after the attempt timeout",
+			name:      "call with side effects and no key is not retried after the attempt timeout",
 			nodes:     []node{{"eu", "eu-west", behaviour{hang: true}}, {"us", "us-east", ok}},
-			call:      exchange,
+			call:      exchangeUnkeyed,
 			attempt:   200 * time.Millisecond,
 			wantCode:  connect.CodeDeadlineExceeded,
 			wantCalls: []string{"eu"},
+		},
+		{
+			name:       "keyed call with side effects fails over after the attempt timeout",
+			nodes:      []node{{"eu", "eu-west", behaviour{hang: true}}, {"us", "us-east", ok}},
+			call:       exchange,
+			attempt:    2 * time.Second, // the second attempt must be answered within it too
+			wantServer: "us",
+			wantCalls:  []string{"eu", "us"},
+			sameKey:    true,
 		},
 		{
 			name:          "caller's deadline ends the call",
@@ -171,6 +201,9 @@ func TestFailover(t *testing.T) {
 			}
 			if got := calls; !slices.Equal(got, tt.wantCalls) {
 				t.Errorf("servers called %v, want %v", got, tt.wantCalls)
+			}
+			if keys := log.idempotencyKeys(); tt.sameKey && (len(keys) < 2 || keys[0] == "" || slices.ContainsFunc(keys, func(k string) bool { return k != keys[0] })) {
+				t.Errorf("attempts carried idempotency keys %q, want one key on every attempt", keys)
 			}
 		})
 	}

@@ -36,13 +36,21 @@ type callLog struct {
 	mu      sync.Mutex
 	names   []string
 	tenants []string // Keyplane-Tenant of each call
+	keys    []string // Idempotency-Key of each call
 }
 
-func (l *callLog) add(name, tenant string) {
+func (l *callLog) add(name string, h http.Header) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.names = append(l.names, name)
-	l.tenants = append(l.tenants, tenant)
+	l.tenants = append(l.tenants, h.Get(client.TenantHeader))
+	l.keys = append(l.keys, h.Get(client.IdempotencyKeyHeader))
+}
+
+func (l *callLog) idempotencyKeys() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.keys...)
 }
 
 func (l *callLog) calls() []string {
@@ -72,7 +80,7 @@ type fakeAuth struct {
 var _ keyplanev1connect.AuthServiceHandler = (*fakeAuth)(nil)
 
 func (f *fakeAuth) answer(ctx context.Context, h http.Header) error {
-	f.log.add(f.name, h.Get(client.TenantHeader))
+	f.log.add(f.name, h)
 	if f.b.hang {
 		select {
 		case <-ctx.Done(): // the propagated attempt timeout, or the client went
