@@ -32,6 +32,10 @@ type Tenant struct {
 	PlacementEpoch int64
 	CreatedAt      time.Time
 	UpdatedAt      time.Time
+	// RehomingTo is the region a batched rehome is moving the tenant to, "" when none.
+	// While it is set the tenant is fenced: changes are refused with ErrRehoming and
+	// nodes refuse its calls (docs/decisions/0019-batched-rehome.md).
+	RehomingTo string
 	// AccessTokenTTL is the lifetime of the tenant's access tokens.
 	AccessTokenTTL time.Duration
 	// APIKeyMaxLifetime caps the expiry of new API keys.
@@ -122,13 +126,14 @@ type NewTenant struct {
 }
 
 const tenantColumns = `id, name, home_region, residency, status, policy_revision, placement_epoch, created_at, updated_at,
- access_token_ttl_seconds, api_key_max_lifetime_seconds, signing_alg, step_up_window_seconds, decision_retention_seconds`
+ access_token_ttl_seconds, api_key_max_lifetime_seconds, signing_alg, step_up_window_seconds, decision_retention_seconds,
+ COALESCE(rehome_to, '')`
 
 func scanTenant(r pgx.Row) (Tenant, error) {
 	var t Tenant
 	var ttl, keyMax, stepUp, retention int64
 	err := r.Scan(&t.ID, &t.Name, &t.HomeRegion, &t.Residency, &t.Status, &t.PolicyRevision, &t.PlacementEpoch, &t.CreatedAt, &t.UpdatedAt,
-		&ttl, &keyMax, &t.SigningAlg, &stepUp, &retention)
+		&ttl, &keyMax, &t.SigningAlg, &stepUp, &retention, &t.RehomingTo)
 	t.AccessTokenTTL, t.APIKeyMaxLifetime = time.Duration(ttl)*time.Second, time.Duration(keyMax)*time.Second
 	t.StepUpWindow = time.Duration(stepUp) * time.Second
 	t.DecisionRetention = time.Duration(retention) * time.Second

@@ -1009,3 +1009,26 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     PRIMARY KEY (tenant_id, key)
 ) LOCALITY REGIONAL BY ROW AS crdb_region;
 CREATE INDEX IF NOT EXISTS idempotency_keys_expiry ON idempotency_keys (crdb_region, tenant_id, expires_at);
+
+-- migration 0027 batched_rehome
+-- 0027 Batched rehome (docs/decisions/0019-batched-rehome.md): a large tenant moves
+-- in batches of rows, each its own short transaction, behind a fence.
+-- rehome_to: the region the tenant is being moved to; while set, the tenant is fenced:
+--   changes are refused (the audit guard) and nodes answer `unavailable`.
+-- rehome_runner / rehome_lease_until: the run that moves the rows holds a lease, so a
+--   second run of the same rehome is refused until the first stops or its lease ends.
+ALTER TABLE tenants ADD COLUMN IF NOT EXISTS rehome_to TEXT;
+ALTER TABLE tenants ADD COLUMN IF NOT EXISTS rehome_started_at TIMESTAMPTZ;
+ALTER TABLE tenants ADD COLUMN IF NOT EXISTS rehome_runner TEXT;
+ALTER TABLE tenants ADD COLUMN IF NOT EXISTS rehome_lease_until TIMESTAMPTZ;
+
+-- rehome_held: rows of tables with two parents (group_members, …), taken out before
+-- their parents move and put back after, batch by batch; a crash leaves them here and
+-- the next run puts them back.
+CREATE TABLE IF NOT EXISTS rehome_held (
+    tenant     TEXT NOT NULL REFERENCES tenants (id), -- not tenant_id: these rows have no home partition
+    table_name TEXT NOT NULL,
+    id         UUID NOT NULL DEFAULT gen_random_uuid(),
+    row_data   JSONB NOT NULL,
+    PRIMARY KEY (tenant, table_name, id)
+);
