@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // DefaultRehomeBatch is the rows a batched rehome moves per transaction when the
@@ -183,6 +184,40 @@ WHERE id = $1`, id, region, runner, rehomeLease.String())
 	return out, rep, err
 }
 
+// relinkManagers puts a batch of held manager links back. The identities are looked
+// up by primary key (= ANY), whatever the planner thinks of the freshly moved rows'
+// statistics: a join with the held rows was planned as a nested loop over all of them.
+func (r *rehomeRun) relinkManagers(ctx context.Context, tx pgx.Tx) (int64, error) {
+	rows, err := tx.Query(ctx, `
+DELETE FROM rehome_held WHERE (tenant, table_name, id) IN (
+  SELECT tenant, table_name, id FROM rehome_held WHERE tenant = $1 AND table_name = $2 LIMIT $3)
+RETURNING (row_data->>'id')::UUID, (row_data->>'manager_id')::UUID`, r.id, managerLinks, r.opts.BatchSize)
+	if err != nil {
+		return 0, err
+	}
+	var ids, managers []string
+	var id, manager string
+	if _, err := pgx.ForEachRow(rows, []any{&id, &manager}, func() error {
+		ids, managers = append(ids, id), append(managers, manager)
+		return nil
+	}); err != nil {
+		return 0, err
+	}
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	tag, err := tx.Exec(ctx, `
+UPDATE identities SET manager_id = ($4::UUID[])[array_position($3::UUID[], id)]
+WHERE crdb_region = $2 AND tenant_id = $1 AND id = ANY($3::UUID[])`, r.id, r.to, ids, managers)
+	if err != nil {
+		return 0, err
+	}
+	if tag.RowsAffected() != int64(len(ids)) {
+		return 0, fmt.Errorf("relink managers: %d of %d identities found in %s", tag.RowsAffected(), len(ids), r.to)
+	}
+	return tag.RowsAffected(), nil
+}
+
 // managerLinks names the held identities.manager_id links in rehome_held.
 const managerLinks = "identities.manager_id"
 
@@ -282,11 +317,18 @@ func (r *rehomeRun) batch(ctx context.Context, phase, table, sql string) (int64,
 		if err := r.stillOurs(ctx, tx); err != nil {
 			return err
 		}
-		tag, err := tx.Exec(ctx, sql, r.id, r.from, r.to, r.opts.BatchSize, table)
+		var err error
+		if sql == "" {
+			n, err = r.relinkManagers(ctx, tx)
+		} else {
+			var tag pgconn.CommandTag
+			tag, err = tx.Exec(ctx, sql, r.id, r.from, r.to, r.opts.BatchSize, table)
+			n = tag.RowsAffected()
+		}
 		if err != nil {
 			return fmt.Errorf("%s %s: %w", phase, table, err)
 		}
-		n, took = tag.RowsAffected(), time.Since(began)
+		took = time.Since(began)
 		return nil
 	})
 	if err != nil {
@@ -330,7 +372,7 @@ WITH u AS (
   SELECT id, manager_id FROM identities
   WHERE tenant_id = $1 AND crdb_region = $2 AND manager_id IS NOT NULL AND $3::TEXT IS NOT NULL LIMIT $4),
 h AS (INSERT INTO rehome_held (tenant, table_name, row_data) SELECT $1, $5, jsonb_build_object('id', id, 'manager_id', manager_id) FROM u)
-UPDATE identities AS i SET manager_id = NULL FROM u WHERE i.tenant_id = $1 AND i.crdb_region = $2 AND i.id = u.id`})
+UPDATE identities SET manager_id = NULL WHERE (crdb_region, tenant_id, id) IN (SELECT $2, $1, id FROM u)`})
 	for _, t := range tenantTables {
 		pk := r.pkCols[t]
 		move := `
@@ -341,13 +383,7 @@ UPDATE ` + t + ` SET crdb_region = $3 WHERE (` + pk + `) IN (
 		}
 		steps = append(steps, step{"move", t, fmt.Sprintf(move, "")})
 	}
-	steps = append(steps, step{"put back", managerLinks, `
-WITH h AS (
-  DELETE FROM rehome_held WHERE (tenant, table_name, id) IN (
-    SELECT tenant, table_name, id FROM rehome_held WHERE tenant = $1 AND table_name = $5 AND $2::TEXT IS NOT NULL LIMIT $4)
-  RETURNING row_data)
-UPDATE identities AS i SET manager_id = (h.row_data->>'manager_id')::UUID
-FROM h WHERE i.tenant_id = $1 AND i.crdb_region = $3 AND i.id = (h.row_data->>'id')::UUID`})
+	steps = append(steps, step{"put back", managerLinks, ""}) // relinkManagers
 	for _, t := range twoParentTables {
 		steps = append(steps, step{"put back", t, `
 WITH h AS (

@@ -332,7 +332,12 @@ func TestRehomeTenantBatchedMillion(t *testing.T) {
 		t.Fatalf("first run: %v, want it cancelled half way", err)
 	}
 	start := time.Now()
-	moved, rep, err := s.RehomeTenantBatched(ctx, op, "huge", "eu-west", schema.RehomeOptions{BatchSize: batch})
+	slow := map[string]time.Duration{} // the longest batch of each table
+	moved, rep, err := s.RehomeTenantBatched(ctx, op, "huge", "eu-west", schema.RehomeOptions{BatchSize: batch,
+		Progress: func(p schema.RehomeProgress) {
+			k := p.Phase + " " + p.Table
+			slow[k] = max(slow[k], p.Took)
+		}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -344,6 +349,7 @@ func TestRehomeTenantBatchedMillion(t *testing.T) {
 	if ev := rehomeEvents(t, s, "huge"); ev["tenant.rehome"] != 1 {
 		t.Errorf("rehome events %v, want one flip", ev)
 	}
+	t.Logf("longest batch by table: %v", slow)
 	rows := first.Rows + rep.Rows
 	t.Logf("moved %d rows (batch size %d): first run %d rows in %d batches, longest batch %v; second run %d rows in %d batches in %v (%.0f rows/s), longest batch %v",
 		rows, batch, first.Rows, first.Batches, first.LongestBatch.Round(time.Millisecond),
