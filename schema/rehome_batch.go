@@ -189,9 +189,9 @@ WHERE id = $1`, id, region, runner, rehomeLease.String())
 // statistics: a join with the held rows was planned as a nested loop over all of them.
 func (r *rehomeRun) relinkManagers(ctx context.Context, tx pgx.Tx) (int64, error) {
 	rows, err := tx.Query(ctx, `
-DELETE FROM rehome_held WHERE (tenant, table_name, id) IN (
-  SELECT tenant, table_name, id FROM rehome_held WHERE tenant = $1 AND table_name = $2 LIMIT $3)
-RETURNING (row_data->>'id')::UUID, (row_data->>'manager_id')::UUID`, r.id, managerLinks, r.opts.BatchSize)
+DELETE FROM rehome_held WHERE (crdb_region, tenant, table_name, id) IN (
+  SELECT crdb_region, tenant, table_name, id FROM rehome_held WHERE crdb_region = $4 AND tenant = $1 AND table_name = $2 LIMIT $3)
+RETURNING (row_data->>'id')::UUID, (row_data->>'manager_id')::UUID`, r.id, managerLinks, r.opts.BatchSize, r.to)
 	if err != nil {
 		return 0, err
 	}
@@ -360,7 +360,7 @@ WITH d AS (
   DELETE FROM ` + t + ` WHERE (` + pk + `) IN (
     SELECT ` + pk + ` FROM ` + t + ` WHERE tenant_id = $1 AND crdb_region = $2 AND $3::TEXT IS NOT NULL LIMIT $4)
   RETURNING *)
-INSERT INTO rehome_held (tenant, table_name, row_data) SELECT $1, $5, to_jsonb(d) FROM d`})
+INSERT INTO rehome_held (tenant, table_name, crdb_region, row_data) SELECT $1, $5, $3, to_jsonb(d) FROM d`})
 	}
 	// identities.manager_id links identities to identities to any depth: moving a
 	// manager would cascade to every report below it in one batch, and moving a report
@@ -371,7 +371,7 @@ INSERT INTO rehome_held (tenant, table_name, row_data) SELECT $1, $5, to_jsonb(d
 WITH u AS (
   SELECT id, manager_id FROM identities
   WHERE tenant_id = $1 AND crdb_region = $2 AND manager_id IS NOT NULL AND $3::TEXT IS NOT NULL LIMIT $4),
-h AS (INSERT INTO rehome_held (tenant, table_name, row_data) SELECT $1, $5, jsonb_build_object('id', id, 'manager_id', manager_id) FROM u)
+h AS (INSERT INTO rehome_held (tenant, table_name, crdb_region, row_data) SELECT $1, $5, $3, jsonb_build_object('id', id, 'manager_id', manager_id) FROM u)
 UPDATE identities SET manager_id = NULL WHERE (crdb_region, tenant_id, id) IN (SELECT $2, $1, id FROM u)`})
 	for _, t := range tenantTables {
 		pk := r.pkCols[t]
@@ -387,8 +387,9 @@ UPDATE ` + t + ` SET crdb_region = $3 WHERE (` + pk + `) IN (
 	for _, t := range twoParentTables {
 		steps = append(steps, step{"put back", t, `
 WITH h AS (
-  DELETE FROM rehome_held WHERE (tenant, table_name, id) IN (
-    SELECT tenant, table_name, id FROM rehome_held WHERE tenant = $1 AND table_name = $5 AND $2::TEXT IS NOT NULL LIMIT $4)
+  DELETE FROM rehome_held WHERE (crdb_region, tenant, table_name, id) IN (
+    SELECT crdb_region, tenant, table_name, id FROM rehome_held
+    WHERE crdb_region = $3 AND tenant = $1 AND table_name = $5 AND $2::TEXT IS NOT NULL LIMIT $4)
   RETURNING row_data)
 INSERT INTO ` + t + ` SELECT (jsonb_populate_record(NULL::` + t + `, h.row_data || jsonb_build_object('crdb_region', $3::TEXT))).* FROM h`})
 	}

@@ -1014,15 +1014,19 @@ ALTER TABLE tenants ADD COLUMN IF NOT EXISTS rehome_started_at TIMESTAMPTZ;
 ALTER TABLE tenants ADD COLUMN IF NOT EXISTS rehome_runner TEXT;
 ALTER TABLE tenants ADD COLUMN IF NOT EXISTS rehome_lease_until TIMESTAMPTZ;
 
--- rehome_held: rows of tables with two parents (group_members, …), taken out before
--- their parents move and put back after, batch by batch; a crash leaves them here and
--- the next run puts them back.
+-- rehome_held: rows of tables with two parents (group_members, …) and manager links,
+-- taken out before their parents move and put back after, batch by batch; a crash
+-- leaves them here and the next run puts them back. They live in the region the tenant
+-- is moving to (crdb_region), which its residency allows. The column is "tenant", not
+-- tenant_id: these are not rows of the tenant's home partition, and rehoming does not
+-- move them.
 CREATE TABLE IF NOT EXISTS rehome_held (
-    tenant     TEXT NOT NULL REFERENCES tenants (id), -- not tenant_id: these rows have no home partition
-    table_name TEXT NOT NULL,
-    id         UUID NOT NULL DEFAULT gen_random_uuid(),
-    row_data   JSONB NOT NULL,
-    PRIMARY KEY (tenant, table_name, id)
+    tenant      TEXT NOT NULL REFERENCES tenants (id),
+    table_name  TEXT NOT NULL,
+    id          UUID NOT NULL DEFAULT gen_random_uuid(),
+    crdb_region crdb_internal_region NOT NULL,
+    row_data    JSONB NOT NULL,
+    PRIMARY KEY (crdb_region, tenant, table_name, id)
 );
 
 -- Moving an identity cascades to the identities it manages (ON UPDATE CASCADE): without
