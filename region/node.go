@@ -201,7 +201,7 @@ func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node
 	n.sweeper = newSweeper(n, sm)
 	n.reviews = newReviewLoop(n)
 	n.idemSlots = idempotencySlots(store.Pool().Config().MaxConns)
-	n.local = n.idempotency(mux)
+	n.local = n.rehomeFenceHTTP(n.idempotency(mux))
 	n.handler = n.servedBy(n.local)
 	return n, nil
 }

@@ -3,10 +3,13 @@ package region
 import (
 	"context"
 	"errors"
+	"net/http"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
 
+	"github.com/keyplane/keyplane/routing"
 	"github.com/keyplane/keyplane/schema"
 )
 
@@ -45,4 +48,26 @@ func (n *Node) rehomeFence(ctx context.Context, req connect.AnyRequest) error {
 		return rehomingError("tenant " + t.ID + " is being rehomed to " + t.RehomingTo + "; retry in a few seconds")
 	}
 	return nil
+}
+
+// rehomeFenceHTTP is rehomeFence for the tenant's HTTP endpoints (/t/{tenant}/…: OAuth,
+// OIDC, SAML, SCIM, review pages): 503 with Retry-After while the tenant is being
+// rehomed in batches. Discovery and JWKS (/t/{tenant}/.well-known/…) stay up: they read
+// no row of the tenant's partition.
+func (n *Node) rehomeFenceHTTP(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rest, ok := strings.CutPrefix(r.URL.Path, "/t/")
+		id, sub, _ := strings.Cut(rest, "/")
+		if !ok || !schema.ValidTenantID(id) || strings.HasPrefix(sub, ".well-known/") {
+			next.ServeHTTP(w, r)
+			return
+		}
+		t, err := n.tenants.Tenant(r.Context(), id, 0)
+		if err != nil || t.RehomingTo == "" {
+			next.ServeHTTP(w, r) // the handler reports a lookup failure in its own words
+			return
+		}
+		w.Header().Set("Retry-After", retryAfterSeconds(rehomeRetryAfter))
+		routing.WriteError(w, r, routing.CodeUnavailable, "tenant "+t.ID+" is being rehomed to "+t.RehomingTo+"; retry in a few seconds")
+	})
 }

@@ -3,6 +3,10 @@ package region_test
 import (
 	"context"
 	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
 	"testing"
 
 	"connectrpc.com/connect"
@@ -19,7 +23,8 @@ func TestRehomeFence(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	store := schematest.NewStore(t, "us-east")
-	c := adminClient(testNode(t, store, nodeConfig()), secret)
+	base := testNode(t, store, nodeConfig())
+	c := adminClient(base, secret)
 	op := schema.Change{Actor: "operator"}
 	for _, id := range []string{"acme", "other"} {
 		if _, err := store.CreateTenant(ctx, op, schema.NewTenant{ID: id, Name: id, HomeRegion: "us-east"}); err != nil {
@@ -66,6 +71,25 @@ func TestRehomeFence(t *testing.T) {
 	wantCode(t, err, connect.CodeFailedPrecondition, "being rehomed in batches")
 	if _, err := c.ListIdentities(ctx, connect.NewRequest(&keyplanev1.ListIdentitiesRequest{TenantId: "other"})); err != nil {
 		t.Errorf("another tenant during the move: %v", err)
+	}
+
+	// The tenant's HTTP endpoints too; discovery stays up.
+	resp, err := http.PostForm(base+"/t/acme/oauth2/token", url.Values{"grant_type": {"client_credentials"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") != "5" || !strings.Contains(string(body), "being rehomed") {
+		t.Errorf("token endpoint during the move: %d Retry-After %q %s", resp.StatusCode, resp.Header.Get("Retry-After"), body)
+	}
+	resp, err = http.Get(base + "/t/acme/.well-known/openid-configuration")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("discovery during the move: %d, want 200", resp.StatusCode)
 	}
 
 	close(resume)
