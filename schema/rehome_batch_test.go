@@ -319,10 +319,13 @@ func TestRehomeTenantBatchedMillion(t *testing.T) {
 	before := tenantState(t, s, "huge")
 	t.Logf("filled %d rows in %v", totalRows(before), time.Since(fillStart).Round(time.Millisecond))
 
+	slow := map[string]time.Duration{} // the longest batch of each phase and table, over both runs
 	// Crash in the middle: cancel at half way, then run again.
 	cctx, cancel := context.WithCancel(ctx)
 	_, first, err := s.RehomeTenantBatched(cctx, op, "huge", "eu-west", schema.RehomeOptions{BatchSize: batch,
 		Progress: func(p schema.RehomeProgress) {
+			k := p.Phase + " " + p.Table
+			slow[k] = max(slow[k], p.Took)
 			if p.Moved >= int64(n/2) {
 				cancel()
 			}
@@ -332,7 +335,6 @@ func TestRehomeTenantBatchedMillion(t *testing.T) {
 		t.Fatalf("first run: %v, want it cancelled half way", err)
 	}
 	start := time.Now()
-	slow := map[string]time.Duration{} // the longest batch of each table
 	moved, rep, err := s.RehomeTenantBatched(ctx, op, "huge", "eu-west", schema.RehomeOptions{BatchSize: batch,
 		Progress: func(p schema.RehomeProgress) {
 			k := p.Phase + " " + p.Table
