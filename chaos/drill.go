@@ -35,7 +35,8 @@ type harness struct {
 	windows []history.Window
 	blind   []history.Window // the database could not be read
 	faultAt time.Time
-	victims []string // clients whose region the fault hit (region-outage)
+	victims []string            // clients whose region the fault hit (region-outage)
+	serve   map[string][]string // residency-strict tenants' regions
 }
 
 // Commands replace a drill's built-in fault and recovery steps with the SRE's own

@@ -39,6 +39,9 @@ func TestDrills(t *testing.T) {
 			for _, l := range d.AppliedTwice {
 				t.Errorf("applied twice: %s", l)
 			}
+			for _, l := range d.OutsideResidency {
+				t.Errorf("outside residency: %s", l)
+			}
 			for _, f := range d.FailOpen {
 				t.Errorf("fail open: %s", f)
 			}

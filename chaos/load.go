@@ -26,7 +26,8 @@ const drillPermission = "drill.doc.read"
 type tenant struct {
 	id, home string
 	apiKey   string
-	owner    string // a human identity: owner of the service account
+	owner    string   // a human identity: owner of the service account
+	serve    []string // a residency-strict tenant's regions; nil: any region may serve it
 
 	role     string // the role granted to the load identity and to grants
 	mu       sync.Mutex
@@ -107,6 +108,9 @@ func (t *tenant) pick(live bool) (token, bool) {
 
 // seedTenants creates one tenant per region, each with a service account whose API key the
 // load exchanges, and a role bound to it on "*" so that checks of its tokens allow.
+// strictRegion is the home of the drills' residency-strict tenant.
+const strictRegion = "eu-west"
+
 func seedTenants(ctx context.Context, tg *target) ([]*tenant, error) {
 	var out []*tenant
 	run := strings.ToLower(fmt.Sprintf("%x", time.Now().UnixNano()%(1<<24))) // a fresh tenant per run
@@ -114,8 +118,13 @@ func seedTenants(ctx context.Context, tg *target) ([]*tenant, error) {
 		t := &tenant{id: "drill-" + region + "-" + run, home: region}
 		admin := keyplanev1connect.NewAdminServiceClient(http.DefaultClient, tg.adminURL[region],
 			connect.WithInterceptors(client.Bearer(tg.secret), client.Tenant()))
-		st, err := seed.NewTenant(ctx, admin, seed.Spec{ID: t.id, Home: region, OwnerName: "drill owner",
-			Purpose: "chaos drill load", ServiceName: "drill load"})
+		spec := seed.Spec{ID: t.id, Home: region, OwnerName: "drill owner", Purpose: "chaos drill load", ServiceName: "drill load"}
+		if region == strictRegion {
+			// One tenant is residency-strict: the drills check that no node outside its
+			// home region ever serves it, even while that region is cut off.
+			spec.ResidencyPolicy, t.serve = keyplanev1.ResidencyPolicy_RESIDENCY_POLICY_STRICT, []string{region}
+		}
+		st, err := seed.NewTenant(ctx, admin, spec)
 		if err != nil {
 			return nil, err
 		}
@@ -261,8 +270,8 @@ func callCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 // node applies it at most once, so the client retries it like a safe call.
 func keyed(req connect.AnyRequest) bool { return req.Header().Get(client.IdempotencyKeyHeader) != "" }
 
-func (w *worker) record(op history.Op, err error, route string) {
-	op.End, op.Client, op.OK = time.Now(), w.name, err == nil
+func (w *worker) record(t *tenant, op history.Op, err error, route string) {
+	op.End, op.Client, op.OK, op.Tenant = time.Now(), w.name, err == nil, t.id
 	if err != nil {
 		op.Err = connect.CodeOf(err).String()
 	}
@@ -287,7 +296,7 @@ func (w *worker) validateToken(ctx context.Context, t *tenant, tok token) {
 	if err == nil {
 		op.Granted, op.Node, route = resp.Msg.Active, resp.Header().Get("Keyplane-Served-By"), resp.Header().Get("Keyplane-Route")
 	}
-	w.record(op, err, route)
+	w.record(t, op, err, route)
 }
 
 func (w *worker) checkToken(ctx context.Context, t *tenant) {
@@ -304,7 +313,7 @@ func (w *worker) checkToken(ctx context.Context, t *tenant) {
 	if err == nil {
 		op.Granted, op.Node, route = resp.Msg.Allowed, resp.Header().Get("Keyplane-Served-By"), resp.Header().Get("Keyplane-Route")
 	}
-	w.record(op, err, route)
+	w.record(t, op, err, route)
 }
 
 func (w *worker) issue(ctx context.Context, t *tenant) {
@@ -319,7 +328,7 @@ func (w *worker) issue(ctx context.Context, t *tenant) {
 		t.add(token{raw: resp.Msg.Token.AccessToken, session: resp.Msg.Token.SessionId})
 		op.Key, op.Node, route = resp.Msg.Token.SessionId, resp.Header().Get("Keyplane-Served-By"), resp.Header().Get("Keyplane-Route")
 	}
-	w.record(op, err, route)
+	w.record(t, op, err, route)
 }
 
 func (w *worker) revoke(ctx context.Context, t *tenant) {
@@ -335,7 +344,7 @@ func (w *worker) revoke(ctx context.Context, t *tenant) {
 	if err == nil {
 		op.Node, route = resp.Header().Get("Keyplane-Served-By"), resp.Header().Get("Keyplane-Route")
 	}
-	w.record(op, err, route)
+	w.record(t, op, err, route)
 }
 
 // grant creates an identity (an acknowledged write the checker looks for) and binds
@@ -357,7 +366,7 @@ func (w *worker) grant(ctx context.Context, t *tenant) {
 		op.Key, op.Node, route = resp.Msg.Binding.Id, resp.Header().Get("Keyplane-Served-By"), resp.Header().Get("Keyplane-Route")
 		t.addGrant(grant{identity: id, binding: resp.Msg.Binding.Id})
 	}
-	w.record(op, err, route)
+	w.record(t, op, err, route)
 }
 
 // unbind removes a grant's binding: a revocation of the identity's access.
@@ -376,7 +385,7 @@ func (w *worker) unbind(ctx context.Context, t *tenant) {
 	if err == nil {
 		op.Node, route = resp.Header().Get("Keyplane-Served-By"), resp.Header().Get("Keyplane-Route")
 	}
-	w.record(op, err, route)
+	w.record(t, op, err, route)
 }
 
 // checkGrant checks a granted identity: allowed exactly while its binding exists.
@@ -394,7 +403,7 @@ func (w *worker) checkGrant(ctx context.Context, t *tenant) {
 	if err == nil {
 		op.Granted, op.Node, route = resp.Msg.Allowed, resp.Header().Get("Keyplane-Served-By"), resp.Header().Get("Keyplane-Route")
 	}
-	w.record(op, err, route)
+	w.record(t, op, err, route)
 }
 
 // createIdentity creates a human identity and returns its id ("" on failure).
@@ -413,7 +422,7 @@ func (w *worker) createIdentity(ctx context.Context, t *tenant) string {
 		op.Key, op.Node, route = resp.Msg.Identity.Id, resp.Header().Get("Keyplane-Served-By"), resp.Header().Get("Keyplane-Route")
 		w.rec.write(history.Write{Tenant: t.id, ID: resp.Msg.Identity.Id, Name: name, At: time.Now(), Node: op.Node})
 	}
-	w.record(op, err, route)
+	w.record(t, op, err, route)
 	return op.Key
 }
 
@@ -428,7 +437,7 @@ func race(ctx context.Context, revoker *worker, readers []*worker, tenants []*te
 		op := history.Op{Kind: history.Call, Name: "issue", Start: time.Now()}
 		resp, err := revoker.auth.ExchangeAPIKey(cctx, connect.NewRequest(&keyplanev1.ExchangeAPIKeyRequest{TenantId: t.id, ApiKey: t.apiKey}))
 		cancel()
-		revoker.record(op, err, "")
+		revoker.record(t, op, err, "")
 		if err != nil {
 			_ = sleep(ctx, 50*time.Millisecond)
 			continue
@@ -438,7 +447,7 @@ func race(ctx context.Context, revoker *worker, readers []*worker, tenants []*te
 		op = history.Op{Kind: history.Revoke, Name: "revoke", Key: tok.session, Start: time.Now(), Safe: true}
 		_, err = revoker.auth.RevokeToken(cctx, connect.NewRequest(&keyplanev1.RevokeTokenRequest{TenantId: t.id, Token: tok.raw}))
 		cancel()
-		revoker.record(op, err, "")
+		revoker.record(t, op, err, "")
 		var wg sync.WaitGroup
 		for _, r := range readers {
 			wg.Add(1)

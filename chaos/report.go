@@ -87,7 +87,7 @@ func writeMarkdown(w io.Writer, r Report) {
 			title string
 			list  []string
 		}{{"Revocation violations (read granted after an acknowledged revoke)", d.Violations},
-			{"Lost or mis-audited writes", d.LostWrites}, {"Writes applied twice", d.AppliedTwice}, {"Fail-open reads (granted while the database was unreadable)", d.FailOpen}} {
+			{"Lost or mis-audited writes", d.LostWrites}, {"Writes applied twice", d.AppliedTwice}, {"Answers served outside a strict tenant's residency", d.OutsideResidency}, {"Fail-open reads (granted while the database was unreadable)", d.FailOpen}} {
 			if len(sec.list) > 0 {
 				fmt.Fprintf(w, "**%s:**\n\n", sec.title)
 				for _, l := range excerpt(sec.list, 20) {

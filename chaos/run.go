@@ -55,6 +55,7 @@ type DrillResult struct {
 	Violations       []string         `json:"revocation_violations"`
 	LostWrites       []string         `json:"lost_writes"`
 	AppliedTwice     []string         `json:"applied_twice"`
+	OutsideResidency []string         `json:"served_outside_residency"`
 	Attempted        int              `json:"attempted_writes"`
 	FailOpen         []string         `json:"fail_open"`
 	Recoveries       []RecoveryResult `json:"recoveries"`
@@ -90,7 +91,7 @@ type Point struct {
 // Passed reports whether every invariant held (targets are reported, not enforced,
 // except through the invariants they restate).
 func (r *DrillResult) Passed() bool {
-	return r.Failed == "" && len(r.Violations) == 0 && len(r.LostWrites) == 0 && len(r.AppliedTwice) == 0 && len(r.FailOpen) == 0
+	return r.Failed == "" && len(r.Violations) == 0 && len(r.LostWrites) == 0 && len(r.AppliedTwice) == 0 && len(r.OutsideResidency) == 0 && len(r.FailOpen) == 0
 }
 
 func (r *DrillResult) target(met bool, got string) { r.TargetMet, r.TargetGot = met, got }
@@ -251,7 +252,12 @@ func sum(m map[string]int) int {
 func runDrill(ctx context.Context, tg *target, cfg Config, d Drill, rec *recorder, admin keyplanev1connect.AdminServiceClient,
 	workers []*worker, tenants []*tenant) DrillResult {
 	res := DrillResult{Name: d.Name, Doc: d.Doc, Target: d.Target, start: time.Now()}
-	h := &harness{cl: tg.local, tg: tg, hold: cfg.Hold, cmds: cfg.Commands, drill: d.Name}
+	h := &harness{cl: tg.local, tg: tg, hold: cfg.Hold, cmds: cfg.Commands, drill: d.Name, serve: map[string][]string{}}
+	for _, t := range tenants {
+		if t.serve != nil {
+			h.serve[t.id] = t.serve
+		}
+	}
 	pctx, stopProgress := context.WithCancel(ctx)
 	progressDone := make(chan struct{})
 	go progress(pctx, cfg.Progress, d.Name, res.start, rec, progressDone)
@@ -291,7 +297,7 @@ func runDrill(ctx context.Context, tg *target, cfg Config, d Drill, rec *recorde
 	judge(&res, h, ops, writes, attempted, admin)
 	switch {
 	case tg.local == nil:
-		res.target(len(res.Violations)+len(res.LostWrites)+len(res.AppliedTwice)+len(res.FailOpen) == 0, "judged on the invariants only (remote cluster)")
+		res.target(len(res.Violations)+len(res.LostWrites)+len(res.AppliedTwice)+len(res.OutsideResidency)+len(res.FailOpen) == 0, "judged on the invariants only (remote cluster)")
 	case d.judge != nil && res.Failed == "":
 		d.judge(&res)
 	}
@@ -333,6 +339,7 @@ func judge(res *DrillResult, h *harness, ops []history.Op, writes, attempted []h
 		res.Violations = append(res.Violations, v.String())
 	}
 	res.ReadsAfterRevoke = history.ReadsAfterRevoke(ops)
+	res.OutsideResidency = history.CheckResidency(ops, h.serve)
 	for _, op := range history.CheckFailClosed(ops, h.blind) {
 		res.FailOpen = append(res.FailOpen, fmt.Sprintf("%s of %s by %s on %s granted at %s, inside a window with the database unreadable",
 			op.Name, op.Key, op.Client, op.Node, op.End.Format("15:04:05.000")))

@@ -68,7 +68,11 @@ func (a *AdminService) CreateTenant(ctx context.Context, req *connect.Request[ke
 	if err != nil {
 		return nil, err
 	}
-	in := schema.NewTenant{ID: m.Id, Name: m.Name, HomeRegion: m.HomeRegion, Residency: residency, SigningAlg: alg}
+	policy, err := residencyPolicyFromProto(m.ResidencyPolicy)
+	if err != nil {
+		return nil, err
+	}
+	in := schema.NewTenant{ID: m.Id, Name: m.Name, HomeRegion: m.HomeRegion, Residency: residency, ResidencyPolicy: policy, SigningAlg: alg}
 	if retention != nil {
 		if *retention <= 0 { // 0 would mean the default: a zero duration is a mistake, not "unset"
 			return nil, fieldError("decision_retention", "must be positive; leave it unset for the default")
@@ -133,6 +137,13 @@ func (a *AdminService) UpdateTenant(ctx context.Context, req *connect.Request[ke
 			return nil, err
 		}
 		u.SigningAlg = &alg
+	}
+	if req.Msg.ResidencyPolicy != keyplanev1.ResidencyPolicy_RESIDENCY_POLICY_UNSPECIFIED {
+		p, err := residencyPolicyFromProto(req.Msg.ResidencyPolicy)
+		if err != nil {
+			return nil, err
+		}
+		u.ResidencyPolicy = &p
 	}
 	t, err := a.node.store.UpdateTenant(ctx, change(ctx), req.Msg.Id, u)
 	if err != nil {
@@ -318,6 +329,19 @@ func residencyFromProto(r keyplanev1.Residency) (string, error) {
 	return "", fieldError("residency", fmt.Sprintf("unknown value %d", r))
 }
 
+// residencyPolicyFromProto: "" for unspecified (the default by residency).
+func residencyPolicyFromProto(p keyplanev1.ResidencyPolicy) (string, error) {
+	switch p {
+	case keyplanev1.ResidencyPolicy_RESIDENCY_POLICY_UNSPECIFIED:
+		return "", nil
+	case keyplanev1.ResidencyPolicy_RESIDENCY_POLICY_STRICT:
+		return schema.ResidencyStrict, nil
+	case keyplanev1.ResidencyPolicy_RESIDENCY_POLICY_RELAXED:
+		return schema.ResidencyRelaxed, nil
+	}
+	return "", fieldError("residency_policy", fmt.Sprintf("unknown value %d", p))
+}
+
 func signingAlgFromProto(a keyplanev1.SigningAlgorithm) (string, error) {
 	switch a {
 	case keyplanev1.SigningAlgorithm_SIGNING_ALGORITHM_UNSPECIFIED, keyplanev1.SigningAlgorithm_SIGNING_ALGORITHM_EDDSA:
@@ -395,13 +419,17 @@ func (n *Node) tenantToProto(t schema.Tenant) *keyplanev1.Tenant {
 	if t.Residency == schema.ResidencySuperRegion {
 		res = keyplanev1.Residency_RESIDENCY_SUPER_REGION
 	}
+	policy := keyplanev1.ResidencyPolicy_RESIDENCY_POLICY_RELAXED
+	if t.ResidencyPolicy == schema.ResidencyStrict {
+		policy = keyplanev1.ResidencyPolicy_RESIDENCY_POLICY_STRICT
+	}
 	return &keyplanev1.Tenant{
 		Id: t.ID, Name: t.Name, HomeRegion: t.HomeRegion, Residency: res, Status: statusToProto(t.Status),
 		PolicyRevision: t.PolicyRevision, PlacementEpoch: t.PlacementEpoch,
 		CreateTime: timestamppb.New(t.CreatedAt), UpdateTime: timestamppb.New(t.UpdatedAt),
 		AccessTokenTtl: durationpb.New(t.AccessTokenTTL), ApiKeyMaxLifetime: durationpb.New(t.APIKeyMaxLifetime),
 		Issuer: n.Issuer(t.ID), SigningAlgorithm: signingAlgToProto(t.SigningAlg), StepUpWindow: durationOrNil(t.StepUpWindow),
-		DecisionRetention: durationpb.New(t.DecisionRetention),
+		DecisionRetention: durationpb.New(t.DecisionRetention), ResidencyPolicy: policy,
 	}
 }
 

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	oteltrace "go.opentelemetry.io/otel/trace"
+
 	"github.com/keyplane/keyplane/region/kek"
 	"github.com/keyplane/keyplane/schema"
 )
@@ -107,6 +109,12 @@ type Config struct {
 	// Analytics configures access baselines, anomaly alerts, their webhooks and policy
 	// drift detection (docs/analytics.md); its zero value means the defaults.
 	Analytics AnalyticsConfig
+	// TracerProvider, when set, traces every call (package tracing): a server span per
+	// request on the API and peer listeners, an RPC span per Connect call, a client
+	// span per forward, which carries its W3C traceparent to the home node; the
+	// latency histograms get trace ids as exemplars. nil, the default, installs no
+	// tracing at all. The store's pool traces SQL separately (schema.PoolConfig.Tracer).
+	TracerProvider oteltrace.TracerProvider
 }
 
 // DecisionReadConfig tunes the coalesced decision reads (docs/decisions/

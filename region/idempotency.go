@@ -112,6 +112,7 @@ func (n *Node) serveIdempotent(w http.ResponseWriter, r *http.Request, keys []st
 			return
 		}
 		call := &schema.IdempotentCall{Scope: sc, Key: key, RequestHash: hash}
+		defer call.Rollback(ctx) // a panicking handler must not keep the connection; a no-op once committed
 		rec := newRecorder()
 		run := r.Clone(schema.WithIdempotentCall(ctx, call))
 		run.Body = io.NopCloser(bytes.NewReader(body))

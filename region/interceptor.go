@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	oteltrace "go.opentelemetry.io/otel/trace"
 )
 
 type requestIDKey struct{}
@@ -58,7 +59,7 @@ func (n *Node) observe() connect.UnaryInterceptorFunc {
 				resp.Header().Set(RequestIDHeader, id)
 			}
 			elapsed := time.Since(start)
-			n.metrics.observeRPC(req.Spec().Procedure, code, elapsed)
+			n.metrics.observeRPCIn(ctx, req.Spec().Procedure, code, elapsed)
 			level := slog.LevelInfo
 			if err == nil && !n.cfg.AccessLog {
 				level = slog.LevelDebug
@@ -66,9 +67,14 @@ func (n *Node) observe() connect.UnaryInterceptorFunc {
 					return resp, err
 				}
 			}
-			n.log.LogAttrs(ctx, level, "rpc",
-				slog.String("request_id", id), slog.String("procedure", req.Spec().Procedure),
-				slog.String("code", code), slog.Duration("elapsed", elapsed), slog.String("peer", req.Peer().Addr))
+			attrs := []slog.Attr{slog.String("request_id", id), slog.String("procedure", req.Spec().Procedure),
+				slog.String("code", code), slog.Duration("elapsed", elapsed), slog.String("peer", req.Peer().Addr)}
+			if n.metrics.traced {
+				if sc := oteltrace.SpanContextFromContext(ctx); sc.IsSampled() {
+					attrs = append(attrs, slog.String("trace_id", sc.TraceID().String())) // the log line leads to the trace
+				}
+			}
+			n.log.LogAttrs(ctx, level, "rpc", attrs...)
 			return resp, err
 		}
 	}

@@ -1,14 +1,18 @@
 package region
 
 import (
+	"context"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/keyplane/keyplane/tracing"
 )
 
 // metrics are the node's Prometheus collectors, registered on the registry the caller
 // passes to New (never the global one, so several nodes can share a process).
 type metrics struct {
+	traced               bool // Config.TracerProvider: latencies carry exemplars
 	rpcDuration          *prometheus.HistogramVec
 	authFailures         prometheus.Counter
 	breakGlass           *prometheus.CounterVec
@@ -37,6 +41,7 @@ type metrics struct {
 func newMetrics(reg prometheus.Registerer, cfg Config) (*metrics, error) {
 	labels := prometheus.Labels{"region": cfg.Region, "node": cfg.NodeID}
 	m := &metrics{
+		traced: cfg.TracerProvider != nil,
 		rpcDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: "keyplane", Name: "rpc_duration_seconds",
 			Help:        "Latency of Connect/gRPC calls handled by this node, by procedure and code.",
@@ -147,6 +152,16 @@ func newMetrics(reg prometheus.Registerer, cfg Config) (*metrics, error) {
 
 func (m *metrics) observeRPC(procedure, code string, d time.Duration) {
 	m.rpcDuration.WithLabelValues(procedure, code).Observe(d.Seconds())
+}
+
+// observeRPCIn is observeRPC for a call whose context is at hand: with tracing on, a
+// sampled call's trace id becomes the observation's exemplar.
+func (m *metrics) observeRPCIn(ctx context.Context, procedure, code string, d time.Duration) {
+	if !m.traced {
+		m.observeRPC(procedure, code, d)
+		return
+	}
+	tracing.Observe(ctx, m.rpcDuration.WithLabelValues(procedure, code), d.Seconds())
 }
 
 // observeDecisionRead counts one decision read of keys keys.

@@ -59,7 +59,8 @@ type Node struct {
 	reg           Registry
 	local         http.Handler // what this node serves itself: the mux behind idempotency keys
 	idemSlots     chan struct{}
-	ops           http.Handler // the operator listener's handler (Config.OperatorListener)
+	routes        *http.ServeMux // the mux behind local: what names a request's span (tracing.go)
+	ops           http.Handler   // the operator listener's handler (Config.OperatorListener)
 	gossip        Gossip
 	peers         *peerServer                             // the peer listener; nil without routing
 	cluster       interface{ Members() []routing.Member } // gossip's members, for /members; nil without routing
@@ -149,7 +150,13 @@ func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node
 	// Every Connect service: observe, page tokens (pagetoken.go), then the authorities
 	// table (authority.go); JSON requests that do not unmarshal name the field
 	// (jsoncodec.go).
-	observe := connect.WithHandlerOptions(connect.WithInterceptors(n.observe(), n.pageTokens(), n.authorityCheck()), connect.WithCompressMinBytes(8<<10),
+	// With tracing, the RPC span comes first (tracing.go).
+	interceptors, err := n.tracingInterceptors()
+	if err != nil {
+		return nil, fmt.Errorf("tracing: %w", err)
+	}
+	interceptors = append(interceptors, n.observe(), n.pageTokens(), n.authorityCheck())
+	observe := connect.WithHandlerOptions(connect.WithInterceptors(interceptors...), connect.WithCompressMinBytes(8<<10),
 		jsonCodecs())
 	mux.Handle(keyplanev1connect.NewAdminServiceHandler(&AdminService{node: n}, observe, connect.WithReadMaxBytes(maxMessageBytes)))
 	mux.Handle(keyplanev1connect.NewAuthServiceHandler(&AuthService{node: n}, observe, connect.WithReadMaxBytes(64<<10)))
@@ -202,7 +209,8 @@ func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node
 	n.reviews = newReviewLoop(n)
 	n.idemSlots = idempotencySlots(store.Pool().Config().MaxConns)
 	n.local = n.rehomeFenceHTTP(n.idempotency(mux))
-	n.handler = n.servedBy(n.local)
+	n.routes = mux
+	n.handler = n.servedBy(n.traced(n.local))
 	return n, nil
 }
 
@@ -223,7 +231,9 @@ func (n *Node) mountOperator(mux *http.ServeMux, metricsOpen bool) {
 	if n.cfg.OperatorListener {
 		guard = func(h http.Handler) http.Handler { return h }
 	}
-	metrics := http.Handler(promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{Registry: n.reg}))
+	// OpenMetrics when the scraper asks for it (Accept: application/openmetrics-text):
+	// the format that carries the latency histograms' exemplars (trace ids).
+	metrics := http.Handler(promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{Registry: n.reg, EnableOpenMetrics: true}))
 	if !metricsOpen {
 		metrics = guard(metrics)
 	}

@@ -69,7 +69,7 @@ func (n *Node) EnableRouting(r Routing) error {
 		PeerTLS:    r.PeerTLS,
 		Idempotent: retryable, NeedsTenant: needsTenant, MaxBody: maxForwardBytes,
 		HedgeAfter: r.HedgeAfter, ForwardTimeout: r.ForwardTimeout, Dial: r.Dial,
-		Log: n.log, Metrics: n.reg,
+		Log: n.log, Metrics: n.reg, TracerProvider: n.cfg.TracerProvider,
 	}, n.local)
 	if err != nil {
 		return fmt.Errorf("routing: %w", err)
@@ -78,8 +78,8 @@ func (n *Node) EnableRouting(r Routing) error {
 		return fmt.Errorf("routing: %w", err)
 	}
 	n.cluster = r.Peers
-	n.handler = n.servedBy(n.answeredHere(router))
-	n.peers = &peerServer{ln: r.PeerListener, tls: r.PeerTLS, handler: n.servedBy(router.PeerHandler())}
+	n.handler = n.servedBy(n.traced(n.answeredHere(router)))
+	n.peers = &peerServer{ln: r.PeerListener, tls: r.PeerTLS, handler: n.servedBy(n.traced(router.PeerHandler()))}
 	n.gossip = r.Gossip
 	if r.Gossip != nil {
 		r.Gossip.OnMove(func(tenant string, _ int64) { n.forgetPlacement(tenant) })

@@ -135,7 +135,7 @@ func (n *Node) scimHandler(f scimFunc) http.HandlerFunc {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="keyplane"`)
 			}
 			writeSCIM(w, se.status, se.body())
-			n.metrics.observeRPC(route, strconv.Itoa(se.status), time.Since(start))
+			n.metrics.observeRPCIn(ctx, route, strconv.Itoa(se.status), time.Since(start))
 			return
 		}
 		if res.version != "" {
@@ -149,7 +149,7 @@ func (n *Node) scimHandler(f scimFunc) http.HandlerFunc {
 		} else {
 			writeSCIM(w, res.status, res.body)
 		}
-		n.metrics.observeRPC(route, "ok", time.Since(start))
+		n.metrics.observeRPCIn(ctx, route, "ok", time.Since(start))
 	}
 }
 

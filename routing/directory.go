@@ -2,6 +2,8 @@ package routing
 
 import (
 	"context"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -14,6 +16,14 @@ type Placement struct {
 	Tenant string
 	Home   string
 	Epoch  int64
+	// ServeRegions are the only regions whose nodes may serve a residency-strict
+	// tenant; nil means any (docs/residency.md).
+	ServeRegions []string
+}
+
+// MayServe reports whether a node of region may serve the tenant.
+func (p Placement) MayServe(region string) bool {
+	return p.ServeRegions == nil || slices.Contains(p.ServeRegions, region)
 }
 
 // TenantReader reads a tenant from the GLOBAL tenants table. *schema.Store satisfies it.
@@ -41,7 +51,11 @@ type cachedPlacement struct {
 }
 
 func placementOf(t schema.Tenant) Placement {
-	return Placement{Tenant: t.ID, Home: t.HomeRegion, Epoch: t.PlacementEpoch}
+	p := Placement{Tenant: t.ID, Home: t.HomeRegion, Epoch: t.PlacementEpoch}
+	if t.ServeRegions != "" {
+		p.ServeRegions = strings.Split(t.ServeRegions, ",")
+	}
+	return p
 }
 
 // NewDirectory returns a directory reading src; ttl 0 means 5 seconds.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"sync"
 	"testing"
 	"time"
@@ -125,7 +126,7 @@ func TestDirectoryLookup(t *testing.T) {
 			if err != nil {
 				t.Fatalf("second Lookup: %v", err)
 			}
-			if got != tt.want {
+			if !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("Lookup = %+v, want %+v", got, tt.want)
 			}
 			if n := src.readCount(); n != tt.wantReads {
@@ -150,7 +151,7 @@ func TestDirectoryTTLExpires(t *testing.T) {
 	if err != nil {
 		t.Fatalf("second Lookup: %v", err)
 	}
-	if want := (routing.Placement{Tenant: "acme", Home: "us", Epoch: 4}); got != want {
+	if want := (routing.Placement{Tenant: "acme", Home: "us", Epoch: 4}); !reflect.DeepEqual(got, want) {
 		t.Errorf("Lookup after ttl = %+v, want %+v", got, want)
 	}
 	if n := src.readCount(); n != 2 {

@@ -30,7 +30,7 @@ func newRouterMetrics(reg prometheus.Registerer, labels prometheus.Labels) (*rou
 		}
 	}
 	m.route = map[string]prometheus.Counter{}
-	for _, r := range []string{RouteLocal, RouteForwarded, RouteDegraded, routeFailed, routeRefused} {
+	for _, r := range []string{RouteLocal, RouteForwarded, RouteDegraded, routeFailed, routeRefused, routeResidency} {
 		m.route[r] = m.routes.WithLabelValues(r)
 	}
 	return m, nil

@@ -22,6 +22,10 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/keyplane/keyplane/tracing"
 )
 
 // Headers routing reads and writes.
@@ -49,6 +53,9 @@ const (
 	// routeRefused counts requests refused before routing: a tenant header that
 	// disagrees with the path, or a tenant-scoped call that names no tenant.
 	routeRefused = "refused"
+	// routeResidency counts requests of residency-strict tenants that this region
+	// may not serve, refused when their home region could not be reached.
+	routeResidency = "residency_refused"
 )
 
 // Errors TenantOf and the router refuse a request with.
@@ -103,6 +110,13 @@ type Config struct {
 	Transport http.RoundTripper
 	Log       *slog.Logger
 	Metrics   prometheus.Registerer
+	// TracerProvider, when set, makes every forward attempt a client span (a child of
+	// the span in the request's context) whose W3C traceparent the forward carries, and
+	// marks the request's span with its route (keyplane.route); forward latencies get
+	// the trace id as exemplar. nil traces nothing. Either way a caller's traceparent,
+	// tracestate and baggage headers are not forwarded as they came: the forward
+	// carries this node's own traceparent, or none.
+	TracerProvider trace.TracerProvider
 }
 
 // Router sends each request to its tenant's home region: it serves locally when this
@@ -110,16 +124,17 @@ type Config struct {
 // and serves locally ("degraded") when no home node can be reached. Safe for
 // concurrent use.
 type Router struct {
-	cfg   Config
-	local http.Handler
-	rt    http.RoundTripper
-	self  string
-	m     *routerMetrics
+	cfg    Config
+	local  http.Handler
+	rt     http.RoundTripper
+	self   string
+	m      *routerMetrics
+	traced bool // cfg.TracerProvider is set
 
 	mu      sync.Mutex
-	tls     map[peerKey]*http.Transport // per verified peer identity and URL (PeerTLS)
-	down    map[string]time.Time        // node URL → back in rotation at
-	latency map[string]float64          // region → EWMA of forward latency, seconds
+	tls     map[peerKey]peerTransport // per verified peer identity and URL (PeerTLS)
+	down    map[string]time.Time      // node URL → back in rotation at
+	latency map[string]float64        // region → EWMA of forward latency, seconds
 }
 
 // NewRouter wraps local, the node's own handler.
@@ -153,12 +168,56 @@ func NewRouter(cfg Config, local http.Handler) (*Router, error) {
 	if err != nil {
 		return nil, err
 	}
-	rt := cfg.Transport
-	if rt == nil && cfg.PeerTLS == nil {
-		rt = newTransport(cfg.Dial, nil)
+	rt := &Router{cfg: cfg, local: local, rt: cfg.Transport, self: cfg.Region + "/" + cfg.NodeID, m: m, traced: cfg.TracerProvider != nil,
+		down: map[string]time.Time{}, latency: map[string]float64{}, tls: map[peerKey]peerTransport{}}
+	if rt.rt == nil && cfg.PeerTLS == nil {
+		rt.rt = newTransport(cfg.Dial, nil)
 	}
-	return &Router{cfg: cfg, local: local, rt: rt, self: cfg.Region + "/" + cfg.NodeID, m: m,
-		down: map[string]time.Time{}, latency: map[string]float64{}, tls: map[peerKey]*http.Transport{}}, nil
+	if rt.rt != nil {
+		rt.rt = rt.traceTransport(rt.rt)
+	}
+	return rt, nil
+}
+
+// peerTransport is a verified peer's connection pool, and the round tripper that
+// sends through it (the pool itself, or the pool traced).
+type peerTransport struct {
+	pool *http.Transport
+	rt   http.RoundTripper
+}
+
+type targetKey struct{}
+
+// Attributes of forward spans.
+const (
+	routeKey         = attribute.Key("keyplane.route")
+	forwardRegionKey = attribute.Key("keyplane.forward.region")
+	forwardNodeKey   = attribute.Key("keyplane.forward.node")
+)
+
+// traceTransport makes base's requests client spans named "forward <home region>",
+// when tracing is on.
+func (rt *Router) traceTransport(base http.RoundTripper) http.RoundTripper {
+	if !rt.traced {
+		return base
+	}
+	return tracing.Transport(rt.cfg.TracerProvider, base, tracing.TransportOptions{
+		Name: func(r *http.Request) string {
+			t, _ := r.Context().Value(targetKey{}).(Member)
+			return "forward " + t.Region
+		},
+		Attributes: func(r *http.Request) []attribute.KeyValue {
+			t, _ := r.Context().Value(targetKey{}).(Member)
+			return []attribute.KeyValue{forwardRegionKey.String(t.Region), forwardNodeKey.String(t.NodeID)}
+		},
+	})
+}
+
+// markRoute records the route on the request's span, when tracing is on.
+func (rt *Router) markRoute(r *http.Request, route string) {
+	if rt.traced {
+		trace.SpanFromContext(r.Context()).SetAttributes(routeKey.String(route))
+	}
 }
 
 // newTransport speaks HTTP/2 to peers: one multiplexed connection per peer, so a
@@ -249,10 +308,32 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil || p.Home == rt.cfg.Region {
 		// Unknown tenant or unreadable directory: the local handler gives the
 		// precise answer (NotFound, Unavailable). Home here: serve.
+		if err == nil && p.ServeRegions != nil {
+			w.Header().Set(ServeRegionsHeader, strings.Join(p.ServeRegions, ","))
+		}
 		rt.serveLocal(w, r, RouteLocal)
 		return
 	}
+	if p.ServeRegions != nil {
+		w.Header().Set(ServeRegionsHeader, strings.Join(p.ServeRegions, ","))
+	}
 	rt.forward(w, r, p, true)
+}
+
+// ServeRegionsHeader lists, on the answers for a residency-strict tenant, the regions
+// whose nodes may serve it: the app-side client fails over only to those.
+const ServeRegionsHeader = "Keyplane-Serve-Regions"
+
+// serveDegraded serves a request for a tenant whose home region cannot be reached
+// here, unless the tenant's residency forbids this region to serve it.
+func (rt *Router) serveDegraded(w http.ResponseWriter, r *http.Request, p Placement, cause string) {
+	if !p.MayServe(rt.cfg.Region) {
+		rt.m.route[routeResidency].Inc()
+		writeUnavailable(w, r, fmt.Sprintf("tenant %s is residency-strict (served only in %s) and its home region %s cannot be reached from %s (%s); not served here",
+			p.Tenant, strings.Join(p.ServeRegions, ", "), p.Home, rt.cfg.Region, cause))
+		return
+	}
+	rt.serveLocal(w, r, RouteDegraded)
 }
 
 // PeerHandler serves the peer listener: requests other nodes forwarded, and only
@@ -339,6 +420,7 @@ func (rt *Router) serveHop(w http.ResponseWriter, r *http.Request, tenant, hv st
 
 func (rt *Router) serveLocal(w http.ResponseWriter, r *http.Request, route string) {
 	rt.m.route[route].Inc()
+	rt.markRoute(r, route)
 	w.Header().Set(RouteHeader, route)
 	rt.local.ServeHTTP(w, r)
 }
@@ -348,7 +430,7 @@ func (rt *Router) serveLocal(w http.ResponseWriter, r *http.Request, route strin
 func (rt *Router) forward(w http.ResponseWriter, r *http.Request, p Placement, retry bool) {
 	targets := rt.targets(p.Home)
 	if len(targets) == 0 {
-		rt.serveLocal(w, r, RouteDegraded)
+		rt.serveDegraded(w, r, p, "no ready node there")
 		return
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, rt.cfg.MaxBody+1))
@@ -381,6 +463,7 @@ func (rt *Router) forward(w http.ResponseWriter, r *http.Request, p Placement, r
 			rt.forward(w, r, np, false)
 			return
 		}
+		rt.markRoute(r, RouteForwarded)
 		rt.relay(w, res.resp)
 		return
 	}
@@ -390,11 +473,12 @@ func (rt *Router) forward(w http.ResponseWriter, r *http.Request, p Placement, r
 	if res.sent && !idem {
 		// The home node may have applied it: serving it here could apply it twice.
 		rt.m.route[routeFailed].Inc()
+		rt.markRoute(r, routeFailed)
 		writeUnavailable(w, r, fmt.Sprintf("forwarding to home region %s failed after the request was sent (%v); its outcome is unknown", p.Home, res.err))
 		return
 	}
 	rt.cfg.Log.Warn("home region unreachable; serving degraded", "tenant", p.Tenant, "home", p.Home, "err", res.err)
-	rt.serveLocal(w, r, RouteDegraded)
+	rt.serveDegraded(w, r, p, fmt.Sprint(res.err))
 }
 
 // targets returns the home region's ready nodes not recently failed, in random order.
@@ -459,12 +543,12 @@ func (rt *Router) attempts(ctx context.Context, r *http.Request, body []byte, p 
 		case a := <-results:
 			inflight--
 			if a.err == nil {
-				rt.observe(p.Home, a.target, time.Since(a.start), nil)
+				rt.observe(ctx, p.Home, a.target, time.Since(a.start), nil)
 				go drain(results, inflight)
 				return result{resp: a.resp, cancel: a.cancel}
 			}
 			a.cancel()
-			rt.observe(p.Home, a.target, time.Since(a.start), a.err)
+			rt.observe(ctx, p.Home, a.target, time.Since(a.start), a.err)
 			last.err = a.err
 			last.sent = last.sent || a.sent
 			if (!a.sent || idem) && next < len(targets) && ctx.Err() == nil {
@@ -502,6 +586,9 @@ func (rt *Router) send(ctx context.Context, r *http.Request, body []byte, p Plac
 	}
 	var wrote atomic.Bool
 	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteHeaders: func() { wrote.Store(true) }})
+	if rt.traced {
+		ctx = context.WithValue(ctx, targetKey{}, t) // names the forward's span
+	}
 	out, err := http.NewRequestWithContext(ctx, r.Method, u.Scheme+"://"+u.Host+r.URL.RequestURI(), bytes.NewReader(body))
 	if err != nil {
 		return nil, false, err
@@ -552,21 +639,22 @@ func (rt *Router) peer(t Member) (*url.URL, http.RoundTripper, error) {
 	k := peerKey{id: Identity{Region: t.Region, NodeID: t.NodeID}, url: u.Host}
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
-	tr := rt.tls[k]
-	if tr == nil {
+	tr, ok := rt.tls[k]
+	if !ok {
 		if len(rt.tls) >= 1024 { // restarts and rotations: drop the lot, reconnecting is cheap
 			for _, old := range rt.tls {
-				old.CloseIdleConnections()
+				old.pool.CloseIdleConnections()
 			}
 			clear(rt.tls)
 		}
-		tr = newTransport(rt.cfg.Dial, rt.cfg.PeerTLS.clientConfig(k.id))
+		tr.pool = newTransport(rt.cfg.Dial, rt.cfg.PeerTLS.clientConfig(k.id))
+		tr.rt = rt.traceTransport(tr.pool)
 		rt.tls[k] = tr
 	}
-	return u, tr, nil
+	return u, tr.rt, nil
 }
 
-func (rt *Router) observe(region string, t Member, d time.Duration, err error) {
+func (rt *Router) observe(ctx context.Context, region string, t Member, d time.Duration, err error) {
 	if err != nil {
 		rt.m.failures.WithLabelValues(region).Inc()
 		rt.mu.Lock()
@@ -575,7 +663,11 @@ func (rt *Router) observe(region string, t Member, d time.Duration, err error) {
 		rt.cfg.Log.Debug("forward failed", "to", t.Region+"/"+t.NodeID, "err", err)
 		return
 	}
-	rt.m.forwardSeconds.WithLabelValues(region).Observe(d.Seconds())
+	if rt.traced {
+		tracing.Observe(ctx, rt.m.forwardSeconds.WithLabelValues(region), d.Seconds())
+	} else {
+		rt.m.forwardSeconds.WithLabelValues(region).Observe(d.Seconds())
+	}
 	rt.mu.Lock()
 	if old, ok := rt.latency[region]; ok {
 		rt.latency[region] = 0.8*old + 0.2*d.Seconds()
@@ -650,10 +742,13 @@ func dropHopHeaders(h http.Header) {
 }
 
 // hopByHop headers belong to one connection and are never forwarded ("TE: trailers",
-// which gRPC needs end to end, is kept).
+// which gRPC needs end to end, is kept). Neither are the trace context headers: a
+// forward carries this node's own traceparent (Config.TracerProvider) or none, and
+// a caller's baggage goes no further than the node it reached.
 var hopByHop = map[string]bool{"Connection": true, "Keep-Alive": true, "Proxy-Authenticate": true,
 	"Proxy-Authorization": true, "Trailer": true, "Transfer-Encoding": true, "Upgrade": true, "Proxy-Connection": true,
-	HopHeader: true, EpochHeader: true, RouteHeader: true, ViaHeader: true}
+	HopHeader: true, EpochHeader: true, RouteHeader: true, ViaHeader: true,
+	"Traceparent": true, "Tracestate": true, "Baggage": true}
 
 func copyHeaders(dst, src http.Header) {
 	for k, vv := range src {

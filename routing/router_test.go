@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/keyplane/keyplane/routing"
+	"github.com/keyplane/keyplane/schema"
 )
 
 // The router under test runs in region eu as node eu-1. Its tenants:
@@ -1257,6 +1258,52 @@ func TestTenantOf(t *testing.T) {
 			got, err := routing.TenantOf(r)
 			if got != tt.want || !errors.Is(err, tt.wantErr) {
 				t.Errorf("TenantOf(%s, headers %q) = %q, %v; want %q, %v", tt.target, tt.headers, got, err, tt.want, tt.wantErr)
+			}
+		})
+	}
+}
+
+// TestRouterResidencyStrict: a residency-strict tenant is never served degraded
+// outside its regions: the router refuses in the caller's protocol, names the
+// residency and counts it; inside its regions (or relaxed) it is served degraded as
+// before. Every answer about the tenant lists its regions.
+func TestRouterResidencyStrict(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name      string
+		serve     string // the tenant's ServeRegions
+		wantCode  int
+		wantRoute string
+	}{
+		{"strict, served only in its home region", "us", http.StatusServiceUnavailable, ""},
+		{"strict, in a super region with this one", "eu,us", http.StatusOK, routing.RouteDegraded},
+		{"relaxed", "", http.StatusOK, routing.RouteDegraded},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			tenants := newFakeTenants()
+			tenants.tenants["vault"] = schema.Tenant{ID: "vault", Name: "vault", HomeRegion: "us", PlacementEpoch: 1, ServeRegions: tt.serve}
+			f := newFixture(t, tenants, fakePeers{}, nil) // no ready node in us
+			resp, got := f.do(t, request{method: http.MethodPost, target: "/v1/users", body: `{}`,
+				header: map[string]string{routing.TenantHeader: "vault", "Content-Type": "application/json"}})
+			if resp.StatusCode != tt.wantCode {
+				t.Fatalf("got %d %q, want %d", resp.StatusCode, got, tt.wantCode)
+			}
+			if resp.Header.Get(routing.ServeRegionsHeader) != tt.serve {
+				t.Errorf("%s = %q, want %q", routing.ServeRegionsHeader, resp.Header.Get(routing.ServeRegionsHeader), tt.serve)
+			}
+			if tt.wantCode != http.StatusOK {
+				if !strings.Contains(got, "residency-strict") || len(f.local.requests()) != 0 {
+					t.Errorf("refusal %q (local saw %d requests), want one naming the residency and nothing served", got, len(f.local.requests()))
+				}
+				if v := metric(t, f.reg, "keyplane_route_requests_total", "route", "residency_refused"); v != 1 {
+					t.Errorf("residency_refused routes = %v, want 1", v)
+				}
+				return
+			}
+			if r := resp.Header.Get(routing.RouteHeader); r != tt.wantRoute {
+				t.Errorf("%s = %q, want %q", routing.RouteHeader, r, tt.wantRoute)
 			}
 		})
 	}

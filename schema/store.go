@@ -67,6 +67,10 @@ type PoolConfig struct {
 	// the server (to finish, or to answer the cancel request) before its connection is
 	// closed; 0 means [DefaultCancelTimeout]. It must exceed CancelDelay.
 	CancelTimeout time.Duration
+	// Tracer, when set, is told of every statement, batch and connection acquisition
+	// (pgx's QueryTracer, and the BatchTracer and pgxpool.AcquireTracer it may also
+	// be); nil traces nothing.
+	Tracer pgx.QueryTracer
 }
 
 // Defaults of [PoolConfig]'s cancellation settings.
@@ -122,6 +126,9 @@ func Open(ctx context.Context, url string, cfg PoolConfig) (*pgxpool.Pool, error
 		pc.ConnConfig.RuntimeParams["application_name"] = "keyplane"
 	}
 	pc.HealthCheckPeriod = 5 * time.Second
+	if cfg.Tracer != nil {
+		pc.ConnConfig.Tracer = cfg.Tracer
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
 		return nil, fmt.Errorf("open pool: %w", classify(err))

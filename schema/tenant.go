@@ -13,6 +13,10 @@ import (
 const (
 	ResidencyRegion      = "region"       // data only in the home region
 	ResidencySuperRegion = "super_region" // data anywhere in the home region's super region
+
+	// Residency policies: may a node outside the tenant's residency serve it?
+	ResidencyStrict  = "strict"  // never: a request is refused rather than served outside
+	ResidencyRelaxed = "relaxed" // degraded serving anywhere while the home region is unreachable
 )
 
 // Status values for tenants and identities.
@@ -23,10 +27,16 @@ const (
 
 // Tenant is a row of the GLOBAL tenants table.
 type Tenant struct {
-	ID             string
-	Name           string
-	HomeRegion     string
-	Residency      string
+	ID         string
+	Name       string
+	HomeRegion string
+	Residency  string
+	// ResidencyPolicy is ResidencyStrict or ResidencyRelaxed.
+	ResidencyPolicy string
+	// ServeRegions lists, comma-separated, the regions whose nodes may serve a
+	// strict tenant (its home region, or the members of the home region's super
+	// region); "" means any. GetTenant fills it; other reads leave it "".
+	ServeRegions   string
 	Status         string
 	PolicyRevision int64
 	PlacementEpoch int64
@@ -120,20 +130,23 @@ type NewTenant struct {
 	Name       string
 	HomeRegion string
 	Residency  string // "" means ResidencyRegion
-	SigningAlg string // "" means SigningEdDSA
+	// ResidencyPolicy: "" means ResidencyStrict for super_region residency and
+	// ResidencyRelaxed for region residency.
+	ResidencyPolicy string
+	SigningAlg      string // "" means SigningEdDSA
 	// DecisionRetention: 0 means DefaultDecisionRetention.
 	DecisionRetention time.Duration
 }
 
 const tenantColumns = `id, name, home_region, residency, status, policy_revision, placement_epoch, created_at, updated_at,
- access_token_ttl_seconds, api_key_max_lifetime_seconds, signing_alg, step_up_window_seconds, decision_retention_seconds,
+ access_token_ttl_seconds, api_key_max_lifetime_seconds, signing_alg, step_up_window_seconds, decision_retention_seconds, residency_policy,
  COALESCE(rehome_to, '')`
 
-func scanTenant(r pgx.Row) (Tenant, error) {
+func scanTenant(r pgx.Row, extra ...any) (Tenant, error) {
 	var t Tenant
 	var ttl, keyMax, stepUp, retention int64
-	err := r.Scan(&t.ID, &t.Name, &t.HomeRegion, &t.Residency, &t.Status, &t.PolicyRevision, &t.PlacementEpoch, &t.CreatedAt, &t.UpdatedAt,
-		&ttl, &keyMax, &t.SigningAlg, &stepUp, &retention, &t.RehomingTo)
+	err := r.Scan(append([]any{&t.ID, &t.Name, &t.HomeRegion, &t.Residency, &t.Status, &t.PolicyRevision, &t.PlacementEpoch, &t.CreatedAt, &t.UpdatedAt,
+		&ttl, &keyMax, &t.SigningAlg, &stepUp, &retention, &t.ResidencyPolicy, &t.RehomingTo}, extra...)...)
 	t.AccessTokenTTL, t.APIKeyMaxLifetime = time.Duration(ttl)*time.Second, time.Duration(keyMax)*time.Second
 	t.StepUpWindow = time.Duration(stepUp) * time.Second
 	t.DecisionRetention = time.Duration(retention) * time.Second
@@ -157,6 +170,15 @@ func (s *Store) CreateTenant(ctx context.Context, c Change, in NewTenant) (Tenan
 func checkNewTenant(in *NewTenant) error {
 	if in.Residency == "" {
 		in.Residency = ResidencyRegion
+	}
+	if in.ResidencyPolicy == "" {
+		in.ResidencyPolicy = ResidencyRelaxed
+		if in.Residency == ResidencySuperRegion {
+			in.ResidencyPolicy = ResidencyStrict
+		}
+	}
+	if err := checkResidencyPolicy("residency_policy", in.ResidencyPolicy); err != nil {
+		return err
 	}
 	if in.SigningAlg == "" {
 		in.SigningAlg = SigningEdDSA
@@ -191,9 +213,9 @@ func (s *Store) insertTenant(ctx context.Context, tx pgx.Tx, c Change, in NewTen
 		return Tenant{}, err
 	}
 	row := tx.QueryRow(ctx, `
-INSERT INTO tenants (id, name, home_region, residency, signing_alg, decision_retention_seconds) VALUES ($1, $2, $3, $4, $5, $6)
+INSERT INTO tenants (id, name, home_region, residency, signing_alg, decision_retention_seconds, residency_policy) VALUES ($1, $2, $3, $4, $5, $6, $7)
 ON CONFLICT (id) DO NOTHING
-RETURNING `+tenantColumns, in.ID, in.Name, in.HomeRegion, in.Residency, in.SigningAlg, int64(in.DecisionRetention/time.Second))
+RETURNING `+tenantColumns, in.ID, in.Name, in.HomeRegion, in.Residency, in.SigningAlg, int64(in.DecisionRetention/time.Second), in.ResidencyPolicy)
 	t, err := scanTenant(row)
 	if err != nil {
 		if errors.Is(err, pgx.ErrNoRows) {
@@ -313,7 +335,7 @@ func checkHomeRegion(ctx context.Context, q querier, region, residency string) e
 func tenantSummary(t Tenant) map[string]any {
 	return map[string]any{"name": t.Name, "home_region": t.HomeRegion, "residency": t.Residency, "status": t.Status,
 		"access_token_ttl": t.AccessTokenTTL.String(), "api_key_max_lifetime": t.APIKeyMaxLifetime.String(), "signing_alg": t.SigningAlg,
-		"step_up_window": t.StepUpWindow.String(), "decision_retention": t.DecisionRetention.String()}
+		"step_up_window": t.StepUpWindow.String(), "decision_retention": t.DecisionRetention.String(), "residency_policy": t.ResidencyPolicy}
 }
 
 // GetTenant reads one tenant. The tenants table is GLOBAL: the read is served locally in
@@ -322,14 +344,28 @@ func (s *Store) GetTenant(ctx context.Context, id string) (Tenant, error) {
 	if err := checkTenantID("tenant_id", id); err != nil {
 		return Tenant{}, err
 	}
-	t, err := scanTenant(s.pool.QueryRow(ctx, `SELECT `+tenantColumns+` FROM tenants WHERE id = $1`, id))
+	var serve string
+	t, err := scanTenant(s.pool.QueryRow(ctx, `SELECT `+tenantColumns+`,
+  CASE WHEN residency_policy <> 'strict' THEN ''
+       WHEN residency = 'super_region' THEN coalesce((SELECT string_agg(m.name, ',' ORDER BY m.name) FROM regions h JOIN regions m ON m.super_region = h.super_region
+         WHERE h.name = tenants.home_region), home_region)
+       ELSE home_region END
+FROM tenants WHERE id = $1`, id), &serve)
 	if err != nil {
 		if errors.Is(err, pgx.ErrNoRows) {
 			return Tenant{}, fmt.Errorf("%w: tenant %q", ErrNotFound, id)
 		}
 		return Tenant{}, classify(err)
 	}
+	t.ServeRegions = serve
 	return t, nil
+}
+
+func checkResidencyPolicy(field, p string) error {
+	if p != ResidencyStrict && p != ResidencyRelaxed {
+		return fieldErr(field, "must be %q or %q", ResidencyStrict, ResidencyRelaxed)
+	}
+	return nil
 }
 
 // ListTenants pages through all tenants ordered by id.
@@ -366,6 +402,7 @@ type TenantUpdate struct {
 	SigningAlg        *string
 	StepUpWindow      *time.Duration
 	DecisionRetention *time.Duration
+	ResidencyPolicy   *string
 }
 
 // UpdateTenant changes a tenant's mutable fields.
@@ -397,6 +434,11 @@ func (s *Store) UpdateTenant(ctx context.Context, c Change, id string, u TenantU
 			return Tenant{}, err
 		}
 	}
+	if p := u.ResidencyPolicy; p != nil {
+		if err := checkResidencyPolicy("residency_policy", *p); err != nil {
+			return Tenant{}, err
+		}
+	}
 	return s.changeTenant(ctx, c, id, "tenant.update", func(t *Tenant) {
 		if u.Name != nil {
 			t.Name = *u.Name
@@ -415,6 +457,9 @@ func (s *Store) UpdateTenant(ctx context.Context, c Change, id string, u TenantU
 		}
 		if u.DecisionRetention != nil {
 			t.DecisionRetention = *u.DecisionRetention
+		}
+		if u.ResidencyPolicy != nil {
+			t.ResidencyPolicy = *u.ResidencyPolicy
 		}
 	})
 }
@@ -455,10 +500,10 @@ func (s *Store) changeTenant(ctx context.Context, c Change, id, action string, e
 		}
 		out, err = scanTenant(tx.QueryRow(ctx, `
 UPDATE tenants SET name = $2, status = $3, access_token_ttl_seconds = $4, api_key_max_lifetime_seconds = $5, signing_alg = $6,
-  step_up_window_seconds = $7, decision_retention_seconds = $8, updated_at = now()
+  step_up_window_seconds = $7, decision_retention_seconds = $8, residency_policy = $9, updated_at = now()
 WHERE id = $1
 RETURNING `+tenantColumns, id, after.Name, after.Status, int64(after.AccessTokenTTL/time.Second), int64(after.APIKeyMaxLifetime/time.Second),
-			after.SigningAlg, int64(after.StepUpWindow/time.Second), int64(after.DecisionRetention/time.Second)))
+			after.SigningAlg, int64(after.StepUpWindow/time.Second), int64(after.DecisionRetention/time.Second), after.ResidencyPolicy))
 		if err != nil {
 			return fmt.Errorf("update tenant: %w", err)
 		}

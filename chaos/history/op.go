@@ -23,12 +23,13 @@ const (
 // its answer arrived, on one monotonic clock.
 type Op struct {
 	Kind    OpKind
+	Tenant  string
 	Key     string // what the access is to: a token, a session, a binding
 	Start   time.Time
 	End     time.Time
-	OK      bool // the call returned an answer (no error)
-	Granted bool // for reads: the answer was active/allowed
-	Node    string
+	OK      bool   // the call returned an answer (no error)
+	Granted bool   // for reads: the answer was active/allowed
+	Node    string // Keyplane-Served-By of the answer: region/node
 	Name    string // validate, check, issue, revoke, write
 	Client  string // the application instance (region/app-N) that made the call
 	Err     string // the Connect code of a failed call

@@ -2,6 +2,8 @@ package history
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -60,6 +62,25 @@ func CheckAppliedOnce(attempted []Write, applied map[string]int) []string {
 	for _, w := range attempted {
 		if n := applied[w.Tenant+"/"+w.Name]; n > 1 {
 			out = append(out, fmt.Sprintf("write %q of tenant %s attempted at %s was applied %d times", w.Name, w.Tenant, w.At.Format("15:04:05.000"), n))
+		}
+	}
+	return out
+}
+
+// CheckResidency checks that no answer about a residency-strict tenant came from a
+// node outside its regions: serve maps such a tenant to its regions, and an answer's
+// Node is the Keyplane-Served-By "region/node" of the node that served it.
+func CheckResidency(ops []Op, serve map[string][]string) []string {
+	var out []string
+	for _, op := range ops {
+		regions, strict := serve[op.Tenant]
+		if !strict || !op.OK || op.Node == "" {
+			continue
+		}
+		region, _, _ := strings.Cut(op.Node, "/")
+		if !slices.Contains(regions, region) {
+			out = append(out, fmt.Sprintf("%s of residency-strict tenant %s (served only in %s) was served by %s at %s", op.Name, op.Tenant,
+				strings.Join(regions, ", "), op.Node, op.End.Format("15:04:05.000")))
 		}
 	}
 	return out

@@ -52,3 +52,20 @@ func TestCheckAppliedOnce(t *testing.T) {
 		t.Fatalf("w2 applied twice: %v", got)
 	}
 }
+
+func TestCheckResidency(t *testing.T) {
+	t.Parallel()
+	at := time.Unix(1_800_000_000, 0)
+	serve := map[string][]string{"vault": {"eu-west", "eu-central"}}
+	ops := []history.Op{
+		{Tenant: "vault", Name: "check", OK: true, Node: "eu-west/eu-west-1", End: at},
+		{Tenant: "vault", Name: "check", OK: true, Node: "eu-central/eu-central-2", End: at},
+		{Tenant: "vault", Name: "validate", OK: false, End: at},                        // refused: served by nobody
+		{Tenant: "acme", Name: "check", OK: true, Node: "us-east/us-east-1", End: at},  // relaxed
+		{Tenant: "vault", Name: "write", OK: true, Node: "us-east/us-east-2", End: at}, // outside
+	}
+	got := history.CheckResidency(ops, serve)
+	if len(got) != 1 || !strings.Contains(got[0], "us-east/us-east-2") || !strings.Contains(got[0], "write") {
+		t.Fatalf("violations %v, want the one write served by us-east/us-east-2", got)
+	}
+}

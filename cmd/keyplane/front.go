@@ -23,8 +23,8 @@ func runFront(ctx context.Context, args []string, stdout io.Writer) error {
 	c := newCommand(stdout, "front", "Run a global front: one URL in front of every region's nodes, so that tenants' issuers (--issuer-base on every node) survive the death of any node or region. It polls every node's /readyz and sends each request to a healthy node, of the caller's region when known (the Keyplane-Region request header, else --prefer-region), else any healthy node round robin. The node's router forwards it to the tenant's home region as usual. In production the global name is GeoDNS, anycast or a GSLB (docs/operations.md); this command is the demo's and a test rig's.", `
 Retries: a request that fails at transport level goes to the next healthy node when it
 never reached a node (connection refused, dial timeout) or is safe to repeat (GET, HEAD,
-introspection, revocation). Token minting that failed after it was sent is answered 502
-"outcome unknown", never sent twice. With no healthy node the answer is 503
+introspection, revocation, or any call with an Idempotency-Key). Token minting without a
+key that failed after it was sent is answered 502 "outcome unknown", never sent twice. With no healthy node the answer is 503
 temporarily_unavailable at once.
 
 Nodes see the front as the client: per-address rate limits count the front's address

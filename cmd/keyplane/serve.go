@@ -14,11 +14,14 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.opentelemetry.io/otel"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/keyplane/keyplane/region"
 	"github.com/keyplane/keyplane/region/kek"
 	"github.com/keyplane/keyplane/routing"
 	"github.com/keyplane/keyplane/schema"
+	"github.com/keyplane/keyplane/tracing"
 )
 
 func runServe(ctx context.Context, args []string, stdout io.Writer) error {
@@ -69,6 +72,11 @@ it gossips, and trusts hop headers (the client's IP, the placement epoch) only o
 peer listener from a certified node. The files are re-read when they change. Without
 them, serve refuses to gossip unless --peer-insecure. The API listener serves clients,
 over TLS with --tls-cert and --tls-key.
+
+Tracing (OpenTelemetry, OTLP) is off unless the standard environment turns it on:
+OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_TRACES_EXPORTER=otlp), with OTEL_TRACES_SAMPLER,
+OTEL_TRACES_SAMPLER_ARG (default: parentbased_traceidratio, 0.1) and the other OTEL_*
+variables (docs/operations.md#tracing).
 
 Example:
   KEYPLANE_OPERATOR_SECRET=$(cat secret) keyplane serve --region us-east \
@@ -212,7 +220,23 @@ Example:
 		log.Warn("no key-encryption key configured: tokens can be neither issued nor validated")
 	}
 
-	pool, err := schema.Open(ctx, db, schema.PoolConfig{MaxConns: int32(*maxConns)})
+	poolCfg := schema.PoolConfig{MaxConns: int32(*maxConns)}
+	tp, err := startTracing(ctx, log, cfg.Region, cfg.NodeID)
+	if err != nil {
+		return err
+	}
+	if tp != nil {
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := tp.Shutdown(sctx); err != nil { // flushes the spans still queued
+				log.Warn("tracing: flush at shutdown", "err", err)
+			}
+		}()
+		cfg.TracerProvider = tp
+		poolCfg.Tracer = tracing.QueryTracer(tp)
+	}
+	pool, err := schema.Open(ctx, db, poolCfg)
 	if err != nil {
 		return err
 	}
@@ -300,6 +324,22 @@ Example:
 	}
 	fmt.Fprintf(stdout, "keyplane %s serving region %s as node %s on %s%s\n", version(), cfg.Region, cfg.NodeID, scheme, ln.Addr())
 	return node.Serve(ctx, ln)
+}
+
+// startTracing builds the tracer provider the OTEL_* environment asks for; nil when it
+// asks for none. Exporter errors (a collector that does not answer) are logged.
+func startTracing(ctx context.Context, log *slog.Logger, regionName, nodeID string) (*sdktrace.TracerProvider, error) {
+	s, err := tracing.ParseEnv(os.Getenv)
+	if err != nil {
+		return nil, usageErr("%v", err)
+	}
+	tp, err := tracing.New(ctx, s, tracing.Resource{Region: regionName, NodeID: nodeID, Version: version()})
+	if err != nil || tp == nil {
+		return nil, err
+	}
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) { log.Warn("tracing", "err", err) }))
+	log.Info("tracing on", "settings", s.String())
+	return tp, nil
 }
 
 // loadPeerTLS checks the peer listener's flags and loads the node's certificate, which

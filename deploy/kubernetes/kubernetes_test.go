@@ -225,6 +225,11 @@ func TestKubernetesManifests(t *testing.T) {
 			if cfg["KEYPLANE_REGION"] != region {
 				t.Errorf("KEYPLANE_REGION = %q, want %q", cfg["KEYPLANE_REGION"], region)
 			}
+			// Every region names the same global issuer; a region's own name would
+			// break standard OIDC clients when that region dies.
+			if iss := cfg["KEYPLANE_ISSUER_BASE"]; !strings.HasPrefix(iss, "https://") || strings.Contains(iss, region) {
+				t.Errorf("KEYPLANE_ISSUER_BASE = %q, want one global https name for every region", iss)
+			}
 			for _, other := range deploy.DefaultRegions {
 				if !strings.Contains(cfg["KEYPLANE_JOIN"], "."+other+".") {
 					t.Errorf("KEYPLANE_JOIN = %q does not join region %s", cfg["KEYPLANE_JOIN"], other)

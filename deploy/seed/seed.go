@@ -23,6 +23,8 @@ type Spec struct {
 	OwnerEmail  string // default none
 	Purpose     string // the service account's purpose; default "seeded service account"
 	ServiceName string // the service account's display name; default: Purpose
+	// ResidencyPolicy: unspecified means the default for its residency (relaxed).
+	ResidencyPolicy keyplanev1.ResidencyPolicy
 }
 
 // Tenant is a created tenant.
@@ -52,7 +54,8 @@ func NewTenant(ctx context.Context, admin keyplanev1connect.AdminServiceClient, 
 	if s.ServiceName == "" {
 		s.ServiceName = s.Purpose
 	}
-	t, err := admin.CreateTenant(ctx, connect.NewRequest(&keyplanev1.CreateTenantRequest{Id: s.ID, Name: s.Name, HomeRegion: s.Home}))
+	t, err := admin.CreateTenant(ctx, connect.NewRequest(&keyplanev1.CreateTenantRequest{Id: s.ID, Name: s.Name, HomeRegion: s.Home,
+		ResidencyPolicy: s.ResidencyPolicy}))
 	if err != nil {
 		return Tenant{}, fmt.Errorf("create tenant %s: %w", s.ID, err)
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -28,6 +30,10 @@ type Client struct {
 	budget *budget
 
 	mu sync.Mutex // guards the mutable fields of eps
+
+	// serve maps a residency-strict tenant to the regions that may serve it, as its
+	// answers said (ServeRegionsHeader): the client sends its calls only there.
+	serve sync.Map // tenant → []string
 
 	stop      context.CancelFunc
 	done      chan struct{} // closed when the prober has returned
@@ -118,24 +124,62 @@ func (c *Client) Endpoints() []EndpointStatus {
 
 // best returns the most preferred endpoint.
 func (c *Client) best() *endpoint {
-	return c.next(nil)
+	return c.next(nil, nil)
 }
 
 // next returns the most preferred endpoint not yet tried, or the most preferred one
 // when all were; equally near endpoints of the nearest region take turns. tried is
-// indexed by endpoint index; nil means none.
-func (c *Client) next(tried []bool) *endpoint {
+// indexed by endpoint index; nil means none. With regions (a residency-strict
+// tenant's), only endpoints of those regions are returned, if there are any.
+func (c *Client) next(tried []bool, regions []string) *endpoint {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := time.Now()
 	eps := order(c.eps, c.prefer, now)
 	spread(eps, now)
+	if regions != nil {
+		var inside []*endpoint
+		for _, e := range eps {
+			if slices.Contains(regions, e.region) {
+				inside = append(inside, e)
+			}
+		}
+		if len(inside) > 0 {
+			eps = inside
+		}
+	}
 	for _, e := range eps {
 		if tried == nil || !tried[e.index] {
 			return e
 		}
 	}
 	return eps[0]
+}
+
+// serveRegions returns the regions that may serve tenant, nil when any may (or it
+// is not known yet).
+func (c *Client) serveRegions(tenant string) []string {
+	if tenant == "" {
+		return nil
+	}
+	v, ok := c.serve.Load(tenant)
+	if !ok {
+		return nil
+	}
+	return v.([]string)
+}
+
+// learnServeRegions records what an answer about tenant said of its residency.
+func (c *Client) learnServeRegions(tenant string, h http.Header) {
+	if tenant == "" || h == nil {
+		return
+	}
+	v := h.Get(ServeRegionsHeader)
+	if v == "" {
+		c.serve.Delete(tenant)
+		return
+	}
+	c.serve.Store(tenant, strings.Split(v, ","))
 }
 
 // markDown makes ep be tried last for Config.DownFor.

@@ -24,6 +24,11 @@ const TenantHeader = "Keyplane-Tenant"
 // unless the caller set one, and then retries it like a safe call.
 const IdempotencyKeyHeader = "Idempotency-Key"
 
+// ServeRegionsHeader, on the answers about a residency-strict tenant, lists the
+// regions whose nodes may serve it. The client then sends that tenant's calls, and
+// fails them over, only to endpoints of those regions (when it has any).
+const ServeRegionsHeader = "Keyplane-Serve-Regions"
+
 // interceptor sets the tenant header and runs each unary call as up to MaxAttempts
 // attempts on successive endpoints. Streaming calls pass through. Safe for
 // concurrent use.
@@ -96,15 +101,21 @@ func (c *Client) call(ctx context.Context, req connect.AnyRequest, next connect.
 	safe := spec.IdempotencyLevel == connect.IdempotencyNoSideEffects ||
 		spec.IdempotencyLevel == connect.IdempotencyIdempotent ||
 		req.Header().Get(IdempotencyKeyHeader) != ""
+	tenant := req.Header().Get(TenantHeader)
 	tried := make([]bool, len(c.eps))
 	var trail []string // one "endpoint: code" per failed attempt
 	for n := 1; ; n++ {
-		att := &attempt{ep: c.next(tried)}
+		att := &attempt{ep: c.next(tried, c.serveRegions(tenant))}
 		tried[att.ep.index] = true
 		res, timedOut, err := c.try(ctx, req, next, att)
 		if err == nil {
+			c.learnServeRegions(tenant, res.Header())
 			c.budget.success()
 			return res, nil
+		}
+		var ce *connect.Error
+		if errors.As(err, &ce) && att.answered.Load() {
+			c.learnServeRegions(tenant, ce.Meta())
 		}
 		code := connect.CodeOf(err)
 		trail = append(trail, fmt.Sprintf("%v: %v", att.ep, code))

@@ -1002,6 +1002,16 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
 );
 CREATE INDEX IF NOT EXISTS idempotency_keys_expiry ON idempotency_keys (crdb_region, tenant_id, expires_at);
 
+-- migration 0024 residency_policy
+-- 0024 Residency policy (docs/residency.md, "Residency-strict tenants"): strict means a
+-- node outside the tenant's allowed regions (its home region, or with super_region
+-- residency the home region's super region) never serves the tenant's requests, not
+-- even degraded while the home region is unreachable. Tenants with super_region
+-- residency are strict unless made relaxed; region residency defaults to relaxed.
+ALTER TABLE tenants ADD COLUMN IF NOT EXISTS residency_policy TEXT NOT NULL DEFAULT 'relaxed'
+    CONSTRAINT tenants_residency_policy CHECK (residency_policy IN ('strict', 'relaxed'));
+UPDATE tenants SET residency_policy = 'strict' WHERE residency = 'super_region';
+
 -- migration 0027 batched_rehome
 -- 0027 Batched rehome (docs/decisions/0019-batched-rehome.md): a large tenant moves
 -- in batches of rows, each its own short transaction, behind a fence.

@@ -77,6 +77,63 @@ func (Residency) EnumDescriptor() ([]byte, []int) {
 	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{0}
 }
 
+// May a node outside the tenant's residency serve its requests (docs/residency.md)?
+type ResidencyPolicy int32
+
+const (
+	// On create: STRICT for RESIDENCY_SUPER_REGION, RELAXED for RESIDENCY_REGION. On
+	// update: unchanged.
+	ResidencyPolicy_RESIDENCY_POLICY_UNSPECIFIED ResidencyPolicy = 0
+	// Only nodes of the home region (RESIDENCY_REGION) or of the home region's super
+	// region (RESIDENCY_SUPER_REGION) serve the tenant. While none can, its requests
+	// fail with unavailable (the message names the residency) instead of being served
+	// degraded elsewhere.
+	ResidencyPolicy_RESIDENCY_POLICY_STRICT ResidencyPolicy = 1
+	// While the home region is unreachable, any region serves the tenant degraded.
+	ResidencyPolicy_RESIDENCY_POLICY_RELAXED ResidencyPolicy = 2
+)
+
+// Enum value maps for ResidencyPolicy.
+var (
+	ResidencyPolicy_name = map[int32]string{
+		0: "RESIDENCY_POLICY_UNSPECIFIED",
+		1: "RESIDENCY_POLICY_STRICT",
+		2: "RESIDENCY_POLICY_RELAXED",
+	}
+	ResidencyPolicy_value = map[string]int32{
+		"RESIDENCY_POLICY_UNSPECIFIED": 0,
+		"RESIDENCY_POLICY_STRICT":      1,
+		"RESIDENCY_POLICY_RELAXED":     2,
+	}
+)
+
+func (x ResidencyPolicy) Enum() *ResidencyPolicy {
+	p := new(ResidencyPolicy)
+	*p = x
+	return p
+}
+
+func (x ResidencyPolicy) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ResidencyPolicy) Descriptor() protoreflect.EnumDescriptor {
+	return file_keyplane_v1_admin_proto_enumTypes[1].Descriptor()
+}
+
+func (ResidencyPolicy) Type() protoreflect.EnumType {
+	return &file_keyplane_v1_admin_proto_enumTypes[1]
+}
+
+func (x ResidencyPolicy) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ResidencyPolicy.Descriptor instead.
+func (ResidencyPolicy) EnumDescriptor() ([]byte, []int) {
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{1}
+}
+
 // SigningAlgorithm is the JWS algorithm a tenant's access tokens are signed with.
 // Every region publishes its current keys of both algorithms in each tenant's JWKS,
 // each key with its `alg`; a token verifies only with a key of its own algorithm.
@@ -117,11 +174,11 @@ func (x SigningAlgorithm) String() string {
 }
 
 func (SigningAlgorithm) Descriptor() protoreflect.EnumDescriptor {
-	return file_keyplane_v1_admin_proto_enumTypes[1].Descriptor()
+	return file_keyplane_v1_admin_proto_enumTypes[2].Descriptor()
 }
 
 func (SigningAlgorithm) Type() protoreflect.EnumType {
-	return &file_keyplane_v1_admin_proto_enumTypes[1]
+	return &file_keyplane_v1_admin_proto_enumTypes[2]
 }
 
 func (x SigningAlgorithm) Number() protoreflect.EnumNumber {
@@ -130,7 +187,7 @@ func (x SigningAlgorithm) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use SigningAlgorithm.Descriptor instead.
 func (SigningAlgorithm) EnumDescriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{1}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{2}
 }
 
 // Status of a tenant or an identity.
@@ -172,11 +229,11 @@ func (x Status) String() string {
 }
 
 func (Status) Descriptor() protoreflect.EnumDescriptor {
-	return file_keyplane_v1_admin_proto_enumTypes[2].Descriptor()
+	return file_keyplane_v1_admin_proto_enumTypes[3].Descriptor()
 }
 
 func (Status) Type() protoreflect.EnumType {
-	return &file_keyplane_v1_admin_proto_enumTypes[2]
+	return &file_keyplane_v1_admin_proto_enumTypes[3]
 }
 
 func (x Status) Number() protoreflect.EnumNumber {
@@ -185,7 +242,7 @@ func (x Status) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Status.Descriptor instead.
 func (Status) EnumDescriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{3}
 }
 
 // IdentityKind distinguishes humans from non-human identities (NHIs).
@@ -231,11 +288,11 @@ func (x IdentityKind) String() string {
 }
 
 func (IdentityKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_keyplane_v1_admin_proto_enumTypes[3].Descriptor()
+	return file_keyplane_v1_admin_proto_enumTypes[4].Descriptor()
 }
 
 func (IdentityKind) Type() protoreflect.EnumType {
-	return &file_keyplane_v1_admin_proto_enumTypes[3]
+	return &file_keyplane_v1_admin_proto_enumTypes[4]
 }
 
 func (x IdentityKind) Number() protoreflect.EnumNumber {
@@ -244,7 +301,7 @@ func (x IdentityKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use IdentityKind.Descriptor instead.
 func (IdentityKind) EnumDescriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{4}
 }
 
 // CredentialKind of a stored credential.
@@ -290,11 +347,11 @@ func (x CredentialKind) String() string {
 }
 
 func (CredentialKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_keyplane_v1_admin_proto_enumTypes[4].Descriptor()
+	return file_keyplane_v1_admin_proto_enumTypes[5].Descriptor()
 }
 
 func (CredentialKind) Type() protoreflect.EnumType {
-	return &file_keyplane_v1_admin_proto_enumTypes[4]
+	return &file_keyplane_v1_admin_proto_enumTypes[5]
 }
 
 func (x CredentialKind) Number() protoreflect.EnumNumber {
@@ -303,7 +360,7 @@ func (x CredentialKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use CredentialKind.Descriptor instead.
 func (CredentialKind) EnumDescriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{5}
 }
 
 // Effect of a binding.
@@ -340,11 +397,11 @@ func (x Effect) String() string {
 }
 
 func (Effect) Descriptor() protoreflect.EnumDescriptor {
-	return file_keyplane_v1_admin_proto_enumTypes[5].Descriptor()
+	return file_keyplane_v1_admin_proto_enumTypes[6].Descriptor()
 }
 
 func (Effect) Type() protoreflect.EnumType {
-	return &file_keyplane_v1_admin_proto_enumTypes[5]
+	return &file_keyplane_v1_admin_proto_enumTypes[6]
 }
 
 func (x Effect) Number() protoreflect.EnumNumber {
@@ -353,7 +410,7 @@ func (x Effect) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Effect.Descriptor instead.
 func (Effect) EnumDescriptor() ([]byte, []int) {
-	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_keyplane_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 type Region struct {
@@ -435,6 +492,7 @@ type Tenant struct {
 	// How long the tenant's decision log keeps a decision (DecisionService); older
 	// decisions are never returned and are deleted in the background.
 	DecisionRetention *durationpb.Duration `protobuf:"bytes,15,opt,name=decision_retention,json=decisionRetention,proto3" json:"decision_retention,omitempty"`
+	ResidencyPolicy   ResidencyPolicy      `protobuf:"varint,20,opt,name=residency_policy,json=residencyPolicy,proto3,enum=keyplane.v1.ResidencyPolicy" json:"residency_policy,omitempty"`
 	unknownFields     protoimpl.UnknownFields
 	sizeCache         protoimpl.SizeCache
 }
@@ -572,6 +630,13 @@ func (x *Tenant) GetDecisionRetention() *durationpb.Duration {
 		return x.DecisionRetention
 	}
 	return nil
+}
+
+func (x *Tenant) GetResidencyPolicy() ResidencyPolicy {
+	if x != nil {
+		return x.ResidencyPolicy
+	}
+	return ResidencyPolicy_RESIDENCY_POLICY_UNSPECIFIED
 }
 
 type Identity struct {
@@ -1016,8 +1081,10 @@ type CreateTenantRequest struct {
 	// How long decisions are kept, whole seconds from 1 day to 10 years; unset means
 	// 90 days.
 	DecisionRetention *durationpb.Duration `protobuf:"bytes,6,opt,name=decision_retention,json=decisionRetention,proto3" json:"decision_retention,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Unspecified: STRICT for RESIDENCY_SUPER_REGION, RELAXED otherwise.
+	ResidencyPolicy ResidencyPolicy `protobuf:"varint,10,opt,name=residency_policy,json=residencyPolicy,proto3,enum=keyplane.v1.ResidencyPolicy" json:"residency_policy,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *CreateTenantRequest) Reset() {
@@ -1090,6 +1157,13 @@ func (x *CreateTenantRequest) GetDecisionRetention() *durationpb.Duration {
 		return x.DecisionRetention
 	}
 	return nil
+}
+
+func (x *CreateTenantRequest) GetResidencyPolicy() ResidencyPolicy {
+	if x != nil {
+		return x.ResidencyPolicy
+	}
+	return ResidencyPolicy_RESIDENCY_POLICY_UNSPECIFIED
 }
 
 type CreateTenantResponse struct {
@@ -1373,8 +1447,10 @@ type UpdateTenantRequest struct {
 	// How long decisions are kept, whole seconds from 1 day to 10 years. Shortening it
 	// hides older decisions at once and deletes them in the background.
 	DecisionRetention *durationpb.Duration `protobuf:"bytes,7,opt,name=decision_retention,json=decisionRetention,proto3" json:"decision_retention,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Unspecified leaves it unchanged.
+	ResidencyPolicy ResidencyPolicy `protobuf:"varint,10,opt,name=residency_policy,json=residencyPolicy,proto3,enum=keyplane.v1.ResidencyPolicy" json:"residency_policy,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *UpdateTenantRequest) Reset() {
@@ -1454,6 +1530,13 @@ func (x *UpdateTenantRequest) GetDecisionRetention() *durationpb.Duration {
 		return x.DecisionRetention
 	}
 	return nil
+}
+
+func (x *UpdateTenantRequest) GetResidencyPolicy() ResidencyPolicy {
+	if x != nil {
+		return x.ResidencyPolicy
+	}
+	return ResidencyPolicy_RESIDENCY_POLICY_UNSPECIFIED
 }
 
 type UpdateTenantResponse struct {
@@ -8315,7 +8398,7 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\x17keyplane/v1/admin.proto\x12\vkeyplane.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"?\n" +
 	"\x06Region\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
-	"\fsuper_region\x18\x02 \x01(\tR\vsuperRegion\"\xfc\x05\n" +
+	"\fsuper_region\x18\x02 \x01(\tR\vsuperRegion\"\xc5\x06\n" +
 	"\x06Tenant\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1f\n" +
@@ -8335,7 +8418,8 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\x06issuer\x18\f \x01(\tR\x06issuer\x12J\n" +
 	"\x11signing_algorithm\x18\r \x01(\x0e2\x1d.keyplane.v1.SigningAlgorithmR\x10signingAlgorithm\x12?\n" +
 	"\x0estep_up_window\x18\x0e \x01(\v2\x19.google.protobuf.DurationR\fstepUpWindow\x12H\n" +
-	"\x12decision_retention\x18\x0f \x01(\v2\x19.google.protobuf.DurationR\x11decisionRetention\"\xd6\x05\n" +
+	"\x12decision_retention\x18\x0f \x01(\v2\x19.google.protobuf.DurationR\x11decisionRetention\x12G\n" +
+	"\x10residency_policy\x18\x14 \x01(\x0e2\x1c.keyplane.v1.ResidencyPolicyR\x0fresidencyPolicy\"\xd6\x05\n" +
 	"\bIdentity\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12-\n" +
@@ -8388,7 +8472,7 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"breakGlass\"\x14\n" +
 	"\x12ListRegionsRequest\"D\n" +
 	"\x13ListRegionsResponse\x12-\n" +
-	"\aregions\x18\x01 \x03(\v2\x13.keyplane.v1.RegionR\aregions\"\xa6\x02\n" +
+	"\aregions\x18\x01 \x03(\v2\x13.keyplane.v1.RegionR\aregions\"\xef\x02\n" +
 	"\x13CreateTenantRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1f\n" +
@@ -8396,7 +8480,9 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"homeRegion\x124\n" +
 	"\tresidency\x18\x04 \x01(\x0e2\x16.keyplane.v1.ResidencyR\tresidency\x12J\n" +
 	"\x11signing_algorithm\x18\x05 \x01(\x0e2\x1d.keyplane.v1.SigningAlgorithmR\x10signingAlgorithm\x12H\n" +
-	"\x12decision_retention\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x11decisionRetention\"\xc7\x01\n" +
+	"\x12decision_retention\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x11decisionRetention\x12G\n" +
+	"\x10residency_policy\x18\n" +
+	" \x01(\x0e2\x1c.keyplane.v1.ResidencyPolicyR\x0fresidencyPolicy\"\xc7\x01\n" +
 	"\x14CreateTenantResponse\x12+\n" +
 	"\x06tenant\x18\x01 \x01(\v2\x13.keyplane.v1.TenantR\x06tenant\x12*\n" +
 	"\x11admin_identity_id\x18\x02 \x01(\tR\x0fadminIdentityId\x12&\n" +
@@ -8412,7 +8498,7 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"page_token\x18\x02 \x01(\tR\tpageToken\"l\n" +
 	"\x13ListTenantsResponse\x12-\n" +
 	"\atenants\x18\x01 \x03(\v2\x13.keyplane.v1.TenantR\atenants\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xaf\x03\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xf8\x03\n" +
 	"\x13UpdateTenantRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
 	"\x04name\x18\x02 \x01(\tH\x00R\x04name\x88\x01\x01\x12C\n" +
@@ -8420,7 +8506,9 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\x14api_key_max_lifetime\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x11apiKeyMaxLifetime\x12J\n" +
 	"\x11signing_algorithm\x18\x05 \x01(\x0e2\x1d.keyplane.v1.SigningAlgorithmR\x10signingAlgorithm\x12?\n" +
 	"\x0estep_up_window\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\fstepUpWindow\x12H\n" +
-	"\x12decision_retention\x18\a \x01(\v2\x19.google.protobuf.DurationR\x11decisionRetentionB\a\n" +
+	"\x12decision_retention\x18\a \x01(\v2\x19.google.protobuf.DurationR\x11decisionRetention\x12G\n" +
+	"\x10residency_policy\x18\n" +
+	" \x01(\x0e2\x1c.keyplane.v1.ResidencyPolicyR\x0fresidencyPolicyB\a\n" +
 	"\x05_name\"C\n" +
 	"\x14UpdateTenantResponse\x12+\n" +
 	"\x06tenant\x18\x01 \x01(\v2\x13.keyplane.v1.TenantR\x06tenant\"&\n" +
@@ -9008,7 +9096,11 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\tResidency\x12\x19\n" +
 	"\x15RESIDENCY_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10RESIDENCY_REGION\x10\x01\x12\x1a\n" +
-	"\x16RESIDENCY_SUPER_REGION\x10\x02*o\n" +
+	"\x16RESIDENCY_SUPER_REGION\x10\x02*n\n" +
+	"\x0fResidencyPolicy\x12 \n" +
+	"\x1cRESIDENCY_POLICY_UNSPECIFIED\x10\x00\x12\x1b\n" +
+	"\x17RESIDENCY_POLICY_STRICT\x10\x01\x12\x1c\n" +
+	"\x18RESIDENCY_POLICY_RELAXED\x10\x02*o\n" +
 	"\x10SigningAlgorithm\x12!\n" +
 	"\x1dSIGNING_ALGORITHM_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17SIGNING_ALGORITHM_EDDSA\x10\x01\x12\x1b\n" +
@@ -9105,373 +9197,377 @@ func file_keyplane_v1_admin_proto_rawDescGZIP() []byte {
 	return file_keyplane_v1_admin_proto_rawDescData
 }
 
-var file_keyplane_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
+var file_keyplane_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
 var file_keyplane_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 119)
 var file_keyplane_v1_admin_proto_goTypes = []any{
 	(Residency)(0),                       // 0: keyplane.v1.Residency
-	(SigningAlgorithm)(0),                // 1: keyplane.v1.SigningAlgorithm
-	(Status)(0),                          // 2: keyplane.v1.Status
-	(IdentityKind)(0),                    // 3: keyplane.v1.IdentityKind
-	(CredentialKind)(0),                  // 4: keyplane.v1.CredentialKind
-	(Effect)(0),                          // 5: keyplane.v1.Effect
-	(*Region)(nil),                       // 6: keyplane.v1.Region
-	(*Tenant)(nil),                       // 7: keyplane.v1.Tenant
-	(*Identity)(nil),                     // 8: keyplane.v1.Identity
-	(*AuditEvent)(nil),                   // 9: keyplane.v1.AuditEvent
-	(*ListRegionsRequest)(nil),           // 10: keyplane.v1.ListRegionsRequest
-	(*ListRegionsResponse)(nil),          // 11: keyplane.v1.ListRegionsResponse
-	(*CreateTenantRequest)(nil),          // 12: keyplane.v1.CreateTenantRequest
-	(*CreateTenantResponse)(nil),         // 13: keyplane.v1.CreateTenantResponse
-	(*GetTenantRequest)(nil),             // 14: keyplane.v1.GetTenantRequest
-	(*GetTenantResponse)(nil),            // 15: keyplane.v1.GetTenantResponse
-	(*ListTenantsRequest)(nil),           // 16: keyplane.v1.ListTenantsRequest
-	(*ListTenantsResponse)(nil),          // 17: keyplane.v1.ListTenantsResponse
-	(*UpdateTenantRequest)(nil),          // 18: keyplane.v1.UpdateTenantRequest
-	(*UpdateTenantResponse)(nil),         // 19: keyplane.v1.UpdateTenantResponse
-	(*DisableTenantRequest)(nil),         // 20: keyplane.v1.DisableTenantRequest
-	(*DisableTenantResponse)(nil),        // 21: keyplane.v1.DisableTenantResponse
-	(*EnableTenantRequest)(nil),          // 22: keyplane.v1.EnableTenantRequest
-	(*EnableTenantResponse)(nil),         // 23: keyplane.v1.EnableTenantResponse
-	(*RehomeTenantRequest)(nil),          // 24: keyplane.v1.RehomeTenantRequest
-	(*RehomeTenantResponse)(nil),         // 25: keyplane.v1.RehomeTenantResponse
-	(*CreateIdentityRequest)(nil),        // 26: keyplane.v1.CreateIdentityRequest
-	(*CreateIdentityResponse)(nil),       // 27: keyplane.v1.CreateIdentityResponse
-	(*GetIdentityRequest)(nil),           // 28: keyplane.v1.GetIdentityRequest
-	(*GetIdentityResponse)(nil),          // 29: keyplane.v1.GetIdentityResponse
-	(*ListIdentitiesRequest)(nil),        // 30: keyplane.v1.ListIdentitiesRequest
-	(*ListIdentitiesResponse)(nil),       // 31: keyplane.v1.ListIdentitiesResponse
-	(*UpdateIdentityRequest)(nil),        // 32: keyplane.v1.UpdateIdentityRequest
-	(*UpdateIdentityResponse)(nil),       // 33: keyplane.v1.UpdateIdentityResponse
-	(*DisableIdentityRequest)(nil),       // 34: keyplane.v1.DisableIdentityRequest
-	(*DisableIdentityResponse)(nil),      // 35: keyplane.v1.DisableIdentityResponse
-	(*EnableIdentityRequest)(nil),        // 36: keyplane.v1.EnableIdentityRequest
-	(*EnableIdentityResponse)(nil),       // 37: keyplane.v1.EnableIdentityResponse
-	(*OffboardIdentityRequest)(nil),      // 38: keyplane.v1.OffboardIdentityRequest
-	(*OffboardedBinding)(nil),            // 39: keyplane.v1.OffboardedBinding
-	(*OffboardedCredential)(nil),         // 40: keyplane.v1.OffboardedCredential
-	(*OwnedIdentity)(nil),                // 41: keyplane.v1.OwnedIdentity
-	(*OffboardReport)(nil),               // 42: keyplane.v1.OffboardReport
-	(*OffboardIdentityResponse)(nil),     // 43: keyplane.v1.OffboardIdentityResponse
-	(*EraseIdentityRequest)(nil),         // 44: keyplane.v1.EraseIdentityRequest
-	(*EraseIdentityResponse)(nil),        // 45: keyplane.v1.EraseIdentityResponse
-	(*ListAuditEventsRequest)(nil),       // 46: keyplane.v1.ListAuditEventsRequest
-	(*ListAuditEventsResponse)(nil),      // 47: keyplane.v1.ListAuditEventsResponse
-	(*Credential)(nil),                   // 48: keyplane.v1.Credential
-	(*Session)(nil),                      // 49: keyplane.v1.Session
-	(*CreateAPIKeyRequest)(nil),          // 50: keyplane.v1.CreateAPIKeyRequest
-	(*CreateAPIKeyResponse)(nil),         // 51: keyplane.v1.CreateAPIKeyResponse
-	(*RotateAPIKeyRequest)(nil),          // 52: keyplane.v1.RotateAPIKeyRequest
-	(*RotateAPIKeyResponse)(nil),         // 53: keyplane.v1.RotateAPIKeyResponse
-	(*CreateClientRequest)(nil),          // 54: keyplane.v1.CreateClientRequest
-	(*CreateClientResponse)(nil),         // 55: keyplane.v1.CreateClientResponse
-	(*UpdateClientRequest)(nil),          // 56: keyplane.v1.UpdateClientRequest
-	(*UpdateClientResponse)(nil),         // 57: keyplane.v1.UpdateClientResponse
-	(*RotateClientSecretRequest)(nil),    // 58: keyplane.v1.RotateClientSecretRequest
-	(*RotateClientSecretResponse)(nil),   // 59: keyplane.v1.RotateClientSecretResponse
-	(*RevokeCredentialRequest)(nil),      // 60: keyplane.v1.RevokeCredentialRequest
-	(*RevokeCredentialResponse)(nil),     // 61: keyplane.v1.RevokeCredentialResponse
-	(*ListCredentialsRequest)(nil),       // 62: keyplane.v1.ListCredentialsRequest
-	(*ListCredentialsResponse)(nil),      // 63: keyplane.v1.ListCredentialsResponse
-	(*ListSessionsRequest)(nil),          // 64: keyplane.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),         // 65: keyplane.v1.ListSessionsResponse
-	(*SetPasswordRequest)(nil),           // 66: keyplane.v1.SetPasswordRequest
-	(*SetPasswordResponse)(nil),          // 67: keyplane.v1.SetPasswordResponse
-	(*Role)(nil),                         // 68: keyplane.v1.Role
-	(*Group)(nil),                        // 69: keyplane.v1.Group
-	(*Binding)(nil),                      // 70: keyplane.v1.Binding
-	(*CreateRoleRequest)(nil),            // 71: keyplane.v1.CreateRoleRequest
-	(*CreateRoleResponse)(nil),           // 72: keyplane.v1.CreateRoleResponse
-	(*GetRoleRequest)(nil),               // 73: keyplane.v1.GetRoleRequest
-	(*GetRoleResponse)(nil),              // 74: keyplane.v1.GetRoleResponse
-	(*ListRolesRequest)(nil),             // 75: keyplane.v1.ListRolesRequest
-	(*ListRolesResponse)(nil),            // 76: keyplane.v1.ListRolesResponse
-	(*UpdateRoleRequest)(nil),            // 77: keyplane.v1.UpdateRoleRequest
-	(*UpdateRoleResponse)(nil),           // 78: keyplane.v1.UpdateRoleResponse
-	(*DeleteRoleRequest)(nil),            // 79: keyplane.v1.DeleteRoleRequest
-	(*DeleteRoleResponse)(nil),           // 80: keyplane.v1.DeleteRoleResponse
-	(*CreateGroupRequest)(nil),           // 81: keyplane.v1.CreateGroupRequest
-	(*CreateGroupResponse)(nil),          // 82: keyplane.v1.CreateGroupResponse
-	(*GetGroupRequest)(nil),              // 83: keyplane.v1.GetGroupRequest
-	(*GetGroupResponse)(nil),             // 84: keyplane.v1.GetGroupResponse
-	(*ListGroupsRequest)(nil),            // 85: keyplane.v1.ListGroupsRequest
-	(*ListGroupsResponse)(nil),           // 86: keyplane.v1.ListGroupsResponse
-	(*UpdateGroupRequest)(nil),           // 87: keyplane.v1.UpdateGroupRequest
-	(*UpdateGroupResponse)(nil),          // 88: keyplane.v1.UpdateGroupResponse
-	(*GroupMember)(nil),                  // 89: keyplane.v1.GroupMember
-	(*ListGroupMembersRequest)(nil),      // 90: keyplane.v1.ListGroupMembersRequest
-	(*ListGroupMembersResponse)(nil),     // 91: keyplane.v1.ListGroupMembersResponse
-	(*DeleteGroupRequest)(nil),           // 92: keyplane.v1.DeleteGroupRequest
-	(*DeleteGroupResponse)(nil),          // 93: keyplane.v1.DeleteGroupResponse
-	(*AddGroupMemberRequest)(nil),        // 94: keyplane.v1.AddGroupMemberRequest
-	(*AddGroupMemberResponse)(nil),       // 95: keyplane.v1.AddGroupMemberResponse
-	(*RemoveGroupMemberRequest)(nil),     // 96: keyplane.v1.RemoveGroupMemberRequest
-	(*RemoveGroupMemberResponse)(nil),    // 97: keyplane.v1.RemoveGroupMemberResponse
-	(*CreateBindingRequest)(nil),         // 98: keyplane.v1.CreateBindingRequest
-	(*CreateBindingResponse)(nil),        // 99: keyplane.v1.CreateBindingResponse
-	(*DeleteBindingRequest)(nil),         // 100: keyplane.v1.DeleteBindingRequest
-	(*DeleteBindingResponse)(nil),        // 101: keyplane.v1.DeleteBindingResponse
-	(*ChangeRequest)(nil),                // 102: keyplane.v1.ChangeRequest
-	(*GetChangeRequestRequest)(nil),      // 103: keyplane.v1.GetChangeRequestRequest
-	(*GetChangeRequestResponse)(nil),     // 104: keyplane.v1.GetChangeRequestResponse
-	(*ListChangeRequestsRequest)(nil),    // 105: keyplane.v1.ListChangeRequestsRequest
-	(*ListChangeRequestsResponse)(nil),   // 106: keyplane.v1.ListChangeRequestsResponse
-	(*ApproveChangeRequestRequest)(nil),  // 107: keyplane.v1.ApproveChangeRequestRequest
-	(*ApproveChangeRequestResponse)(nil), // 108: keyplane.v1.ApproveChangeRequestResponse
-	(*DenyChangeRequestRequest)(nil),     // 109: keyplane.v1.DenyChangeRequestRequest
-	(*DenyChangeRequestResponse)(nil),    // 110: keyplane.v1.DenyChangeRequestResponse
-	(*ListBindingsRequest)(nil),          // 111: keyplane.v1.ListBindingsRequest
-	(*ListBindingsResponse)(nil),         // 112: keyplane.v1.ListBindingsResponse
-	(*MembershipRule)(nil),               // 113: keyplane.v1.MembershipRule
-	(*Membership)(nil),                   // 114: keyplane.v1.Membership
-	(*CreateMembershipRuleRequest)(nil),  // 115: keyplane.v1.CreateMembershipRuleRequest
-	(*CreateMembershipRuleResponse)(nil), // 116: keyplane.v1.CreateMembershipRuleResponse
-	(*GetMembershipRuleRequest)(nil),     // 117: keyplane.v1.GetMembershipRuleRequest
-	(*GetMembershipRuleResponse)(nil),    // 118: keyplane.v1.GetMembershipRuleResponse
-	(*ListMembershipRulesRequest)(nil),   // 119: keyplane.v1.ListMembershipRulesRequest
-	(*ListMembershipRulesResponse)(nil),  // 120: keyplane.v1.ListMembershipRulesResponse
-	(*UpdateMembershipRuleRequest)(nil),  // 121: keyplane.v1.UpdateMembershipRuleRequest
-	(*UpdateMembershipRuleResponse)(nil), // 122: keyplane.v1.UpdateMembershipRuleResponse
-	(*DeleteMembershipRuleRequest)(nil),  // 123: keyplane.v1.DeleteMembershipRuleRequest
-	(*DeleteMembershipRuleResponse)(nil), // 124: keyplane.v1.DeleteMembershipRuleResponse
-	(*timestamppb.Timestamp)(nil),        // 125: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),          // 126: google.protobuf.Duration
-	(*structpb.Struct)(nil),              // 127: google.protobuf.Struct
+	(ResidencyPolicy)(0),                 // 1: keyplane.v1.ResidencyPolicy
+	(SigningAlgorithm)(0),                // 2: keyplane.v1.SigningAlgorithm
+	(Status)(0),                          // 3: keyplane.v1.Status
+	(IdentityKind)(0),                    // 4: keyplane.v1.IdentityKind
+	(CredentialKind)(0),                  // 5: keyplane.v1.CredentialKind
+	(Effect)(0),                          // 6: keyplane.v1.Effect
+	(*Region)(nil),                       // 7: keyplane.v1.Region
+	(*Tenant)(nil),                       // 8: keyplane.v1.Tenant
+	(*Identity)(nil),                     // 9: keyplane.v1.Identity
+	(*AuditEvent)(nil),                   // 10: keyplane.v1.AuditEvent
+	(*ListRegionsRequest)(nil),           // 11: keyplane.v1.ListRegionsRequest
+	(*ListRegionsResponse)(nil),          // 12: keyplane.v1.ListRegionsResponse
+	(*CreateTenantRequest)(nil),          // 13: keyplane.v1.CreateTenantRequest
+	(*CreateTenantResponse)(nil),         // 14: keyplane.v1.CreateTenantResponse
+	(*GetTenantRequest)(nil),             // 15: keyplane.v1.GetTenantRequest
+	(*GetTenantResponse)(nil),            // 16: keyplane.v1.GetTenantResponse
+	(*ListTenantsRequest)(nil),           // 17: keyplane.v1.ListTenantsRequest
+	(*ListTenantsResponse)(nil),          // 18: keyplane.v1.ListTenantsResponse
+	(*UpdateTenantRequest)(nil),          // 19: keyplane.v1.UpdateTenantRequest
+	(*UpdateTenantResponse)(nil),         // 20: keyplane.v1.UpdateTenantResponse
+	(*DisableTenantRequest)(nil),         // 21: keyplane.v1.DisableTenantRequest
+	(*DisableTenantResponse)(nil),        // 22: keyplane.v1.DisableTenantResponse
+	(*EnableTenantRequest)(nil),          // 23: keyplane.v1.EnableTenantRequest
+	(*EnableTenantResponse)(nil),         // 24: keyplane.v1.EnableTenantResponse
+	(*RehomeTenantRequest)(nil),          // 25: keyplane.v1.RehomeTenantRequest
+	(*RehomeTenantResponse)(nil),         // 26: keyplane.v1.RehomeTenantResponse
+	(*CreateIdentityRequest)(nil),        // 27: keyplane.v1.CreateIdentityRequest
+	(*CreateIdentityResponse)(nil),       // 28: keyplane.v1.CreateIdentityResponse
+	(*GetIdentityRequest)(nil),           // 29: keyplane.v1.GetIdentityRequest
+	(*GetIdentityResponse)(nil),          // 30: keyplane.v1.GetIdentityResponse
+	(*ListIdentitiesRequest)(nil),        // 31: keyplane.v1.ListIdentitiesRequest
+	(*ListIdentitiesResponse)(nil),       // 32: keyplane.v1.ListIdentitiesResponse
+	(*UpdateIdentityRequest)(nil),        // 33: keyplane.v1.UpdateIdentityRequest
+	(*UpdateIdentityResponse)(nil),       // 34: keyplane.v1.UpdateIdentityResponse
+	(*DisableIdentityRequest)(nil),       // 35: keyplane.v1.DisableIdentityRequest
+	(*DisableIdentityResponse)(nil),      // 36: keyplane.v1.DisableIdentityResponse
+	(*EnableIdentityRequest)(nil),        // 37: keyplane.v1.EnableIdentityRequest
+	(*EnableIdentityResponse)(nil),       // 38: keyplane.v1.EnableIdentityResponse
+	(*OffboardIdentityRequest)(nil),      // 39: keyplane.v1.OffboardIdentityRequest
+	(*OffboardedBinding)(nil),            // 40: keyplane.v1.OffboardedBinding
+	(*OffboardedCredential)(nil),         // 41: keyplane.v1.OffboardedCredential
+	(*OwnedIdentity)(nil),                // 42: keyplane.v1.OwnedIdentity
+	(*OffboardReport)(nil),               // 43: keyplane.v1.OffboardReport
+	(*OffboardIdentityResponse)(nil),     // 44: keyplane.v1.OffboardIdentityResponse
+	(*EraseIdentityRequest)(nil),         // 45: keyplane.v1.EraseIdentityRequest
+	(*EraseIdentityResponse)(nil),        // 46: keyplane.v1.EraseIdentityResponse
+	(*ListAuditEventsRequest)(nil),       // 47: keyplane.v1.ListAuditEventsRequest
+	(*ListAuditEventsResponse)(nil),      // 48: keyplane.v1.ListAuditEventsResponse
+	(*Credential)(nil),                   // 49: keyplane.v1.Credential
+	(*Session)(nil),                      // 50: keyplane.v1.Session
+	(*CreateAPIKeyRequest)(nil),          // 51: keyplane.v1.CreateAPIKeyRequest
+	(*CreateAPIKeyResponse)(nil),         // 52: keyplane.v1.CreateAPIKeyResponse
+	(*RotateAPIKeyRequest)(nil),          // 53: keyplane.v1.RotateAPIKeyRequest
+	(*RotateAPIKeyResponse)(nil),         // 54: keyplane.v1.RotateAPIKeyResponse
+	(*CreateClientRequest)(nil),          // 55: keyplane.v1.CreateClientRequest
+	(*CreateClientResponse)(nil),         // 56: keyplane.v1.CreateClientResponse
+	(*UpdateClientRequest)(nil),          // 57: keyplane.v1.UpdateClientRequest
+	(*UpdateClientResponse)(nil),         // 58: keyplane.v1.UpdateClientResponse
+	(*RotateClientSecretRequest)(nil),    // 59: keyplane.v1.RotateClientSecretRequest
+	(*RotateClientSecretResponse)(nil),   // 60: keyplane.v1.RotateClientSecretResponse
+	(*RevokeCredentialRequest)(nil),      // 61: keyplane.v1.RevokeCredentialRequest
+	(*RevokeCredentialResponse)(nil),     // 62: keyplane.v1.RevokeCredentialResponse
+	(*ListCredentialsRequest)(nil),       // 63: keyplane.v1.ListCredentialsRequest
+	(*ListCredentialsResponse)(nil),      // 64: keyplane.v1.ListCredentialsResponse
+	(*ListSessionsRequest)(nil),          // 65: keyplane.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),         // 66: keyplane.v1.ListSessionsResponse
+	(*SetPasswordRequest)(nil),           // 67: keyplane.v1.SetPasswordRequest
+	(*SetPasswordResponse)(nil),          // 68: keyplane.v1.SetPasswordResponse
+	(*Role)(nil),                         // 69: keyplane.v1.Role
+	(*Group)(nil),                        // 70: keyplane.v1.Group
+	(*Binding)(nil),                      // 71: keyplane.v1.Binding
+	(*CreateRoleRequest)(nil),            // 72: keyplane.v1.CreateRoleRequest
+	(*CreateRoleResponse)(nil),           // 73: keyplane.v1.CreateRoleResponse
+	(*GetRoleRequest)(nil),               // 74: keyplane.v1.GetRoleRequest
+	(*GetRoleResponse)(nil),              // 75: keyplane.v1.GetRoleResponse
+	(*ListRolesRequest)(nil),             // 76: keyplane.v1.ListRolesRequest
+	(*ListRolesResponse)(nil),            // 77: keyplane.v1.ListRolesResponse
+	(*UpdateRoleRequest)(nil),            // 78: keyplane.v1.UpdateRoleRequest
+	(*UpdateRoleResponse)(nil),           // 79: keyplane.v1.UpdateRoleResponse
+	(*DeleteRoleRequest)(nil),            // 80: keyplane.v1.DeleteRoleRequest
+	(*DeleteRoleResponse)(nil),           // 81: keyplane.v1.DeleteRoleResponse
+	(*CreateGroupRequest)(nil),           // 82: keyplane.v1.CreateGroupRequest
+	(*CreateGroupResponse)(nil),          // 83: keyplane.v1.CreateGroupResponse
+	(*GetGroupRequest)(nil),              // 84: keyplane.v1.GetGroupRequest
+	(*GetGroupResponse)(nil),             // 85: keyplane.v1.GetGroupResponse
+	(*ListGroupsRequest)(nil),            // 86: keyplane.v1.ListGroupsRequest
+	(*ListGroupsResponse)(nil),           // 87: keyplane.v1.ListGroupsResponse
+	(*UpdateGroupRequest)(nil),           // 88: keyplane.v1.UpdateGroupRequest
+	(*UpdateGroupResponse)(nil),          // 89: keyplane.v1.UpdateGroupResponse
+	(*GroupMember)(nil),                  // 90: keyplane.v1.GroupMember
+	(*ListGroupMembersRequest)(nil),      // 91: keyplane.v1.ListGroupMembersRequest
+	(*ListGroupMembersResponse)(nil),     // 92: keyplane.v1.ListGroupMembersResponse
+	(*DeleteGroupRequest)(nil),           // 93: keyplane.v1.DeleteGroupRequest
+	(*DeleteGroupResponse)(nil),          // 94: keyplane.v1.DeleteGroupResponse
+	(*AddGroupMemberRequest)(nil),        // 95: keyplane.v1.AddGroupMemberRequest
+	(*AddGroupMemberResponse)(nil),       // 96: keyplane.v1.AddGroupMemberResponse
+	(*RemoveGroupMemberRequest)(nil),     // 97: keyplane.v1.RemoveGroupMemberRequest
+	(*RemoveGroupMemberResponse)(nil),    // 98: keyplane.v1.RemoveGroupMemberResponse
+	(*CreateBindingRequest)(nil),         // 99: keyplane.v1.CreateBindingRequest
+	(*CreateBindingResponse)(nil),        // 100: keyplane.v1.CreateBindingResponse
+	(*DeleteBindingRequest)(nil),         // 101: keyplane.v1.DeleteBindingRequest
+	(*DeleteBindingResponse)(nil),        // 102: keyplane.v1.DeleteBindingResponse
+	(*ChangeRequest)(nil),                // 103: keyplane.v1.ChangeRequest
+	(*GetChangeRequestRequest)(nil),      // 104: keyplane.v1.GetChangeRequestRequest
+	(*GetChangeRequestResponse)(nil),     // 105: keyplane.v1.GetChangeRequestResponse
+	(*ListChangeRequestsRequest)(nil),    // 106: keyplane.v1.ListChangeRequestsRequest
+	(*ListChangeRequestsResponse)(nil),   // 107: keyplane.v1.ListChangeRequestsResponse
+	(*ApproveChangeRequestRequest)(nil),  // 108: keyplane.v1.ApproveChangeRequestRequest
+	(*ApproveChangeRequestResponse)(nil), // 109: keyplane.v1.ApproveChangeRequestResponse
+	(*DenyChangeRequestRequest)(nil),     // 110: keyplane.v1.DenyChangeRequestRequest
+	(*DenyChangeRequestResponse)(nil),    // 111: keyplane.v1.DenyChangeRequestResponse
+	(*ListBindingsRequest)(nil),          // 112: keyplane.v1.ListBindingsRequest
+	(*ListBindingsResponse)(nil),         // 113: keyplane.v1.ListBindingsResponse
+	(*MembershipRule)(nil),               // 114: keyplane.v1.MembershipRule
+	(*Membership)(nil),                   // 115: keyplane.v1.Membership
+	(*CreateMembershipRuleRequest)(nil),  // 116: keyplane.v1.CreateMembershipRuleRequest
+	(*CreateMembershipRuleResponse)(nil), // 117: keyplane.v1.CreateMembershipRuleResponse
+	(*GetMembershipRuleRequest)(nil),     // 118: keyplane.v1.GetMembershipRuleRequest
+	(*GetMembershipRuleResponse)(nil),    // 119: keyplane.v1.GetMembershipRuleResponse
+	(*ListMembershipRulesRequest)(nil),   // 120: keyplane.v1.ListMembershipRulesRequest
+	(*ListMembershipRulesResponse)(nil),  // 121: keyplane.v1.ListMembershipRulesResponse
+	(*UpdateMembershipRuleRequest)(nil),  // 122: keyplane.v1.UpdateMembershipRuleRequest
+	(*UpdateMembershipRuleResponse)(nil), // 123: keyplane.v1.UpdateMembershipRuleResponse
+	(*DeleteMembershipRuleRequest)(nil),  // 124: keyplane.v1.DeleteMembershipRuleRequest
+	(*DeleteMembershipRuleResponse)(nil), // 125: keyplane.v1.DeleteMembershipRuleResponse
+	(*timestamppb.Timestamp)(nil),        // 126: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),          // 127: google.protobuf.Duration
+	(*structpb.Struct)(nil),              // 128: google.protobuf.Struct
 }
 var file_keyplane_v1_admin_proto_depIdxs = []int32{
 	0,   // 0: keyplane.v1.Tenant.residency:type_name -> keyplane.v1.Residency
-	2,   // 1: keyplane.v1.Tenant.status:type_name -> keyplane.v1.Status
-	125, // 2: keyplane.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
-	125, // 3: keyplane.v1.Tenant.update_time:type_name -> google.protobuf.Timestamp
-	126, // 4: keyplane.v1.Tenant.access_token_ttl:type_name -> google.protobuf.Duration
-	126, // 5: keyplane.v1.Tenant.api_key_max_lifetime:type_name -> google.protobuf.Duration
-	1,   // 6: keyplane.v1.Tenant.signing_algorithm:type_name -> keyplane.v1.SigningAlgorithm
-	126, // 7: keyplane.v1.Tenant.step_up_window:type_name -> google.protobuf.Duration
-	126, // 8: keyplane.v1.Tenant.decision_retention:type_name -> google.protobuf.Duration
-	3,   // 9: keyplane.v1.Identity.kind:type_name -> keyplane.v1.IdentityKind
-	127, // 10: keyplane.v1.Identity.attributes:type_name -> google.protobuf.Struct
-	2,   // 11: keyplane.v1.Identity.status:type_name -> keyplane.v1.Status
-	125, // 12: keyplane.v1.Identity.expire_time:type_name -> google.protobuf.Timestamp
-	125, // 13: keyplane.v1.Identity.tokens_valid_after:type_name -> google.protobuf.Timestamp
-	125, // 14: keyplane.v1.Identity.create_time:type_name -> google.protobuf.Timestamp
-	125, // 15: keyplane.v1.Identity.update_time:type_name -> google.protobuf.Timestamp
-	125, // 16: keyplane.v1.Identity.offboard_time:type_name -> google.protobuf.Timestamp
-	125, // 17: keyplane.v1.Identity.erase_time:type_name -> google.protobuf.Timestamp
-	125, // 18: keyplane.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
-	127, // 19: keyplane.v1.AuditEvent.before:type_name -> google.protobuf.Struct
-	127, // 20: keyplane.v1.AuditEvent.after:type_name -> google.protobuf.Struct
-	6,   // 21: keyplane.v1.ListRegionsResponse.regions:type_name -> keyplane.v1.Region
-	0,   // 22: keyplane.v1.CreateTenantRequest.residency:type_name -> keyplane.v1.Residency
-	1,   // 23: keyplane.v1.CreateTenantRequest.signing_algorithm:type_name -> keyplane.v1.SigningAlgorithm
-	126, // 24: keyplane.v1.CreateTenantRequest.decision_retention:type_name -> google.protobuf.Duration
-	7,   // 25: keyplane.v1.CreateTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	7,   // 26: keyplane.v1.GetTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	7,   // 27: keyplane.v1.ListTenantsResponse.tenants:type_name -> keyplane.v1.Tenant
-	126, // 28: keyplane.v1.UpdateTenantRequest.access_token_ttl:type_name -> google.protobuf.Duration
-	126, // 29: keyplane.v1.UpdateTenantRequest.api_key_max_lifetime:type_name -> google.protobuf.Duration
-	1,   // 30: keyplane.v1.UpdateTenantRequest.signing_algorithm:type_name -> keyplane.v1.SigningAlgorithm
-	126, // 31: keyplane.v1.UpdateTenantRequest.step_up_window:type_name -> google.protobuf.Duration
-	126, // 32: keyplane.v1.UpdateTenantRequest.decision_retention:type_name -> google.protobuf.Duration
-	7,   // 33: keyplane.v1.UpdateTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	7,   // 34: keyplane.v1.DisableTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	7,   // 35: keyplane.v1.EnableTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	7,   // 36: keyplane.v1.RehomeTenantResponse.tenant:type_name -> keyplane.v1.Tenant
-	3,   // 37: keyplane.v1.CreateIdentityRequest.kind:type_name -> keyplane.v1.IdentityKind
-	127, // 38: keyplane.v1.CreateIdentityRequest.attributes:type_name -> google.protobuf.Struct
-	125, // 39: keyplane.v1.CreateIdentityRequest.expire_time:type_name -> google.protobuf.Timestamp
-	8,   // 40: keyplane.v1.CreateIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	8,   // 41: keyplane.v1.GetIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	8,   // 42: keyplane.v1.ListIdentitiesResponse.identities:type_name -> keyplane.v1.Identity
-	127, // 43: keyplane.v1.UpdateIdentityRequest.attributes:type_name -> google.protobuf.Struct
-	125, // 44: keyplane.v1.UpdateIdentityRequest.expire_time:type_name -> google.protobuf.Timestamp
-	8,   // 45: keyplane.v1.UpdateIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	8,   // 46: keyplane.v1.DisableIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	8,   // 47: keyplane.v1.EnableIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	125, // 48: keyplane.v1.OffboardIdentityRequest.event_time:type_name -> google.protobuf.Timestamp
-	5,   // 49: keyplane.v1.OffboardedBinding.effect:type_name -> keyplane.v1.Effect
-	4,   // 50: keyplane.v1.OffboardedCredential.kind:type_name -> keyplane.v1.CredentialKind
-	2,   // 51: keyplane.v1.OwnedIdentity.status:type_name -> keyplane.v1.Status
-	39,  // 52: keyplane.v1.OffboardReport.bindings_removed:type_name -> keyplane.v1.OffboardedBinding
-	40,  // 53: keyplane.v1.OffboardReport.credentials_revoked:type_name -> keyplane.v1.OffboardedCredential
-	41,  // 54: keyplane.v1.OffboardReport.handed_over:type_name -> keyplane.v1.OwnedIdentity
-	41,  // 55: keyplane.v1.OffboardReport.orphaned:type_name -> keyplane.v1.OwnedIdentity
-	8,   // 56: keyplane.v1.OffboardIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	42,  // 57: keyplane.v1.OffboardIdentityResponse.report:type_name -> keyplane.v1.OffboardReport
-	8,   // 58: keyplane.v1.EraseIdentityResponse.identity:type_name -> keyplane.v1.Identity
-	125, // 59: keyplane.v1.ListAuditEventsRequest.start_time:type_name -> google.protobuf.Timestamp
-	125, // 60: keyplane.v1.ListAuditEventsRequest.end_time:type_name -> google.protobuf.Timestamp
-	9,   // 61: keyplane.v1.ListAuditEventsResponse.events:type_name -> keyplane.v1.AuditEvent
-	4,   // 62: keyplane.v1.Credential.kind:type_name -> keyplane.v1.CredentialKind
-	125, // 63: keyplane.v1.Credential.create_time:type_name -> google.protobuf.Timestamp
-	125, // 64: keyplane.v1.Credential.expire_time:type_name -> google.protobuf.Timestamp
-	125, // 65: keyplane.v1.Credential.last_used_time:type_name -> google.protobuf.Timestamp
-	125, // 66: keyplane.v1.Credential.rotate_time:type_name -> google.protobuf.Timestamp
-	125, // 67: keyplane.v1.Credential.revoke_time:type_name -> google.protobuf.Timestamp
-	125, // 68: keyplane.v1.Session.create_time:type_name -> google.protobuf.Timestamp
-	125, // 69: keyplane.v1.Session.expire_time:type_name -> google.protobuf.Timestamp
-	125, // 70: keyplane.v1.Session.revoke_time:type_name -> google.protobuf.Timestamp
-	125, // 71: keyplane.v1.CreateAPIKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
-	48,  // 72: keyplane.v1.CreateAPIKeyResponse.credential:type_name -> keyplane.v1.Credential
-	125, // 73: keyplane.v1.RotateAPIKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
-	126, // 74: keyplane.v1.RotateAPIKeyRequest.grace_period:type_name -> google.protobuf.Duration
-	48,  // 75: keyplane.v1.RotateAPIKeyResponse.credential:type_name -> keyplane.v1.Credential
-	48,  // 76: keyplane.v1.CreateClientResponse.credential:type_name -> keyplane.v1.Credential
-	48,  // 77: keyplane.v1.UpdateClientResponse.credential:type_name -> keyplane.v1.Credential
-	126, // 78: keyplane.v1.RotateClientSecretRequest.grace_period:type_name -> google.protobuf.Duration
-	48,  // 79: keyplane.v1.RotateClientSecretResponse.credential:type_name -> keyplane.v1.Credential
-	48,  // 80: keyplane.v1.RevokeCredentialResponse.credential:type_name -> keyplane.v1.Credential
-	48,  // 81: keyplane.v1.ListCredentialsResponse.credentials:type_name -> keyplane.v1.Credential
-	49,  // 82: keyplane.v1.ListSessionsResponse.sessions:type_name -> keyplane.v1.Session
-	48,  // 83: keyplane.v1.SetPasswordResponse.credential:type_name -> keyplane.v1.Credential
-	5,   // 84: keyplane.v1.Binding.effect:type_name -> keyplane.v1.Effect
-	125, // 85: keyplane.v1.Binding.expire_time:type_name -> google.protobuf.Timestamp
-	125, // 86: keyplane.v1.Binding.create_time:type_name -> google.protobuf.Timestamp
-	68,  // 87: keyplane.v1.CreateRoleResponse.role:type_name -> keyplane.v1.Role
-	68,  // 88: keyplane.v1.GetRoleResponse.role:type_name -> keyplane.v1.Role
-	68,  // 89: keyplane.v1.ListRolesResponse.roles:type_name -> keyplane.v1.Role
-	68,  // 90: keyplane.v1.UpdateRoleResponse.role:type_name -> keyplane.v1.Role
-	69,  // 91: keyplane.v1.CreateGroupResponse.group:type_name -> keyplane.v1.Group
-	69,  // 92: keyplane.v1.GetGroupResponse.group:type_name -> keyplane.v1.Group
-	69,  // 93: keyplane.v1.ListGroupsResponse.groups:type_name -> keyplane.v1.Group
-	69,  // 94: keyplane.v1.UpdateGroupResponse.group:type_name -> keyplane.v1.Group
-	3,   // 95: keyplane.v1.GroupMember.kind:type_name -> keyplane.v1.IdentityKind
-	2,   // 96: keyplane.v1.GroupMember.status:type_name -> keyplane.v1.Status
-	125, // 97: keyplane.v1.GroupMember.add_time:type_name -> google.protobuf.Timestamp
-	89,  // 98: keyplane.v1.ListGroupMembersResponse.members:type_name -> keyplane.v1.GroupMember
-	102, // 99: keyplane.v1.AddGroupMemberResponse.change_request:type_name -> keyplane.v1.ChangeRequest
-	102, // 100: keyplane.v1.RemoveGroupMemberResponse.change_request:type_name -> keyplane.v1.ChangeRequest
-	5,   // 101: keyplane.v1.CreateBindingRequest.effect:type_name -> keyplane.v1.Effect
-	125, // 102: keyplane.v1.CreateBindingRequest.expire_time:type_name -> google.protobuf.Timestamp
-	70,  // 103: keyplane.v1.CreateBindingResponse.binding:type_name -> keyplane.v1.Binding
-	102, // 104: keyplane.v1.CreateBindingResponse.change_request:type_name -> keyplane.v1.ChangeRequest
-	102, // 105: keyplane.v1.DeleteBindingResponse.change_request:type_name -> keyplane.v1.ChangeRequest
-	70,  // 106: keyplane.v1.ChangeRequest.binding:type_name -> keyplane.v1.Binding
-	125, // 107: keyplane.v1.ChangeRequest.create_time:type_name -> google.protobuf.Timestamp
-	125, // 108: keyplane.v1.ChangeRequest.expire_time:type_name -> google.protobuf.Timestamp
-	125, // 109: keyplane.v1.ChangeRequest.decide_time:type_name -> google.protobuf.Timestamp
-	102, // 110: keyplane.v1.GetChangeRequestResponse.change_request:type_name -> keyplane.v1.ChangeRequest
-	102, // 111: keyplane.v1.ListChangeRequestsResponse.change_requests:type_name -> keyplane.v1.ChangeRequest
-	102, // 112: keyplane.v1.ApproveChangeRequestResponse.change_request:type_name -> keyplane.v1.ChangeRequest
-	70,  // 113: keyplane.v1.ApproveChangeRequestResponse.binding:type_name -> keyplane.v1.Binding
-	102, // 114: keyplane.v1.DenyChangeRequestResponse.change_request:type_name -> keyplane.v1.ChangeRequest
-	70,  // 115: keyplane.v1.ListBindingsResponse.bindings:type_name -> keyplane.v1.Binding
-	125, // 116: keyplane.v1.MembershipRule.create_time:type_name -> google.protobuf.Timestamp
-	125, // 117: keyplane.v1.MembershipRule.update_time:type_name -> google.protobuf.Timestamp
-	113, // 118: keyplane.v1.CreateMembershipRuleResponse.rule:type_name -> keyplane.v1.MembershipRule
-	114, // 119: keyplane.v1.CreateMembershipRuleResponse.memberships_added:type_name -> keyplane.v1.Membership
-	114, // 120: keyplane.v1.CreateMembershipRuleResponse.memberships_removed:type_name -> keyplane.v1.Membership
-	113, // 121: keyplane.v1.GetMembershipRuleResponse.rule:type_name -> keyplane.v1.MembershipRule
-	113, // 122: keyplane.v1.ListMembershipRulesResponse.rules:type_name -> keyplane.v1.MembershipRule
-	113, // 123: keyplane.v1.UpdateMembershipRuleResponse.rule:type_name -> keyplane.v1.MembershipRule
-	114, // 124: keyplane.v1.UpdateMembershipRuleResponse.memberships_added:type_name -> keyplane.v1.Membership
-	114, // 125: keyplane.v1.UpdateMembershipRuleResponse.memberships_removed:type_name -> keyplane.v1.Membership
-	114, // 126: keyplane.v1.DeleteMembershipRuleResponse.memberships_removed:type_name -> keyplane.v1.Membership
-	10,  // 127: keyplane.v1.AdminService.ListRegions:input_type -> keyplane.v1.ListRegionsRequest
-	12,  // 128: keyplane.v1.AdminService.CreateTenant:input_type -> keyplane.v1.CreateTenantRequest
-	14,  // 129: keyplane.v1.AdminService.GetTenant:input_type -> keyplane.v1.GetTenantRequest
-	16,  // 130: keyplane.v1.AdminService.ListTenants:input_type -> keyplane.v1.ListTenantsRequest
-	18,  // 131: keyplane.v1.AdminService.UpdateTenant:input_type -> keyplane.v1.UpdateTenantRequest
-	20,  // 132: keyplane.v1.AdminService.DisableTenant:input_type -> keyplane.v1.DisableTenantRequest
-	22,  // 133: keyplane.v1.AdminService.EnableTenant:input_type -> keyplane.v1.EnableTenantRequest
-	24,  // 134: keyplane.v1.AdminService.RehomeTenant:input_type -> keyplane.v1.RehomeTenantRequest
-	26,  // 135: keyplane.v1.AdminService.CreateIdentity:input_type -> keyplane.v1.CreateIdentityRequest
-	28,  // 136: keyplane.v1.AdminService.GetIdentity:input_type -> keyplane.v1.GetIdentityRequest
-	30,  // 137: keyplane.v1.AdminService.ListIdentities:input_type -> keyplane.v1.ListIdentitiesRequest
-	32,  // 138: keyplane.v1.AdminService.UpdateIdentity:input_type -> keyplane.v1.UpdateIdentityRequest
-	34,  // 139: keyplane.v1.AdminService.DisableIdentity:input_type -> keyplane.v1.DisableIdentityRequest
-	36,  // 140: keyplane.v1.AdminService.EnableIdentity:input_type -> keyplane.v1.EnableIdentityRequest
-	38,  // 141: keyplane.v1.AdminService.OffboardIdentity:input_type -> keyplane.v1.OffboardIdentityRequest
-	44,  // 142: keyplane.v1.AdminService.EraseIdentity:input_type -> keyplane.v1.EraseIdentityRequest
-	50,  // 143: keyplane.v1.AdminService.CreateAPIKey:input_type -> keyplane.v1.CreateAPIKeyRequest
-	52,  // 144: keyplane.v1.AdminService.RotateAPIKey:input_type -> keyplane.v1.RotateAPIKeyRequest
-	54,  // 145: keyplane.v1.AdminService.CreateClient:input_type -> keyplane.v1.CreateClientRequest
-	56,  // 146: keyplane.v1.AdminService.UpdateClient:input_type -> keyplane.v1.UpdateClientRequest
-	58,  // 147: keyplane.v1.AdminService.RotateClientSecret:input_type -> keyplane.v1.RotateClientSecretRequest
-	60,  // 148: keyplane.v1.AdminService.RevokeCredential:input_type -> keyplane.v1.RevokeCredentialRequest
-	62,  // 149: keyplane.v1.AdminService.ListCredentials:input_type -> keyplane.v1.ListCredentialsRequest
-	64,  // 150: keyplane.v1.AdminService.ListSessions:input_type -> keyplane.v1.ListSessionsRequest
-	66,  // 151: keyplane.v1.AdminService.SetPassword:input_type -> keyplane.v1.SetPasswordRequest
-	71,  // 152: keyplane.v1.AdminService.CreateRole:input_type -> keyplane.v1.CreateRoleRequest
-	73,  // 153: keyplane.v1.AdminService.GetRole:input_type -> keyplane.v1.GetRoleRequest
-	75,  // 154: keyplane.v1.AdminService.ListRoles:input_type -> keyplane.v1.ListRolesRequest
-	77,  // 155: keyplane.v1.AdminService.UpdateRole:input_type -> keyplane.v1.UpdateRoleRequest
-	79,  // 156: keyplane.v1.AdminService.DeleteRole:input_type -> keyplane.v1.DeleteRoleRequest
-	81,  // 157: keyplane.v1.AdminService.CreateGroup:input_type -> keyplane.v1.CreateGroupRequest
-	83,  // 158: keyplane.v1.AdminService.GetGroup:input_type -> keyplane.v1.GetGroupRequest
-	85,  // 159: keyplane.v1.AdminService.ListGroups:input_type -> keyplane.v1.ListGroupsRequest
-	87,  // 160: keyplane.v1.AdminService.UpdateGroup:input_type -> keyplane.v1.UpdateGroupRequest
-	90,  // 161: keyplane.v1.AdminService.ListGroupMembers:input_type -> keyplane.v1.ListGroupMembersRequest
-	92,  // 162: keyplane.v1.AdminService.DeleteGroup:input_type -> keyplane.v1.DeleteGroupRequest
-	94,  // 163: keyplane.v1.AdminService.AddGroupMember:input_type -> keyplane.v1.AddGroupMemberRequest
-	96,  // 164: keyplane.v1.AdminService.RemoveGroupMember:input_type -> keyplane.v1.RemoveGroupMemberRequest
-	98,  // 165: keyplane.v1.AdminService.CreateBinding:input_type -> keyplane.v1.CreateBindingRequest
-	100, // 166: keyplane.v1.AdminService.DeleteBinding:input_type -> keyplane.v1.DeleteBindingRequest
-	111, // 167: keyplane.v1.AdminService.ListBindings:input_type -> keyplane.v1.ListBindingsRequest
-	46,  // 168: keyplane.v1.AdminService.ListAuditEvents:input_type -> keyplane.v1.ListAuditEventsRequest
-	103, // 169: keyplane.v1.AdminService.GetChangeRequest:input_type -> keyplane.v1.GetChangeRequestRequest
-	105, // 170: keyplane.v1.AdminService.ListChangeRequests:input_type -> keyplane.v1.ListChangeRequestsRequest
-	107, // 171: keyplane.v1.AdminService.ApproveChangeRequest:input_type -> keyplane.v1.ApproveChangeRequestRequest
-	109, // 172: keyplane.v1.AdminService.DenyChangeRequest:input_type -> keyplane.v1.DenyChangeRequestRequest
-	115, // 173: keyplane.v1.AdminService.CreateMembershipRule:input_type -> keyplane.v1.CreateMembershipRuleRequest
-	117, // 174: keyplane.v1.AdminService.GetMembershipRule:input_type -> keyplane.v1.GetMembershipRuleRequest
-	119, // 175: keyplane.v1.AdminService.ListMembershipRules:input_type -> keyplane.v1.ListMembershipRulesRequest
-	121, // 176: keyplane.v1.AdminService.UpdateMembershipRule:input_type -> keyplane.v1.UpdateMembershipRuleRequest
-	123, // 177: keyplane.v1.AdminService.DeleteMembershipRule:input_type -> keyplane.v1.DeleteMembershipRuleRequest
-	11,  // 178: keyplane.v1.AdminService.ListRegions:output_type -> keyplane.v1.ListRegionsResponse
-	13,  // 179: keyplane.v1.AdminService.CreateTenant:output_type -> keyplane.v1.CreateTenantResponse
-	15,  // 180: keyplane.v1.AdminService.GetTenant:output_type -> keyplane.v1.GetTenantResponse
-	17,  // 181: keyplane.v1.AdminService.ListTenants:output_type -> keyplane.v1.ListTenantsResponse
-	19,  // 182: keyplane.v1.AdminService.UpdateTenant:output_type -> keyplane.v1.UpdateTenantResponse
-	21,  // 183: keyplane.v1.AdminService.DisableTenant:output_type -> keyplane.v1.DisableTenantResponse
-	23,  // 184: keyplane.v1.AdminService.EnableTenant:output_type -> keyplane.v1.EnableTenantResponse
-	25,  // 185: keyplane.v1.AdminService.RehomeTenant:output_type -> keyplane.v1.RehomeTenantResponse
-	27,  // 186: keyplane.v1.AdminService.CreateIdentity:output_type -> keyplane.v1.CreateIdentityResponse
-	29,  // 187: keyplane.v1.AdminService.GetIdentity:output_type -> keyplane.v1.GetIdentityResponse
-	31,  // 188: keyplane.v1.AdminService.ListIdentities:output_type -> keyplane.v1.ListIdentitiesResponse
-	33,  // 189: keyplane.v1.AdminService.UpdateIdentity:output_type -> keyplane.v1.UpdateIdentityResponse
-	35,  // 190: keyplane.v1.AdminService.DisableIdentity:output_type -> keyplane.v1.DisableIdentityResponse
-	37,  // 191: keyplane.v1.AdminService.EnableIdentity:output_type -> keyplane.v1.EnableIdentityResponse
-	43,  // 192: keyplane.v1.AdminService.OffboardIdentity:output_type -> keyplane.v1.OffboardIdentityResponse
-	45,  // 193: keyplane.v1.AdminService.EraseIdentity:output_type -> keyplane.v1.EraseIdentityResponse
-	51,  // 194: keyplane.v1.AdminService.CreateAPIKey:output_type -> keyplane.v1.CreateAPIKeyResponse
-	53,  // 195: keyplane.v1.AdminService.RotateAPIKey:output_type -> keyplane.v1.RotateAPIKeyResponse
-	55,  // 196: keyplane.v1.AdminService.CreateClient:output_type -> keyplane.v1.CreateClientResponse
-	57,  // 197: keyplane.v1.AdminService.UpdateClient:output_type -> keyplane.v1.UpdateClientResponse
-	59,  // 198: keyplane.v1.AdminService.RotateClientSecret:output_type -> keyplane.v1.RotateClientSecretResponse
-	61,  // 199: keyplane.v1.AdminService.RevokeCredential:output_type -> keyplane.v1.RevokeCredentialResponse
-	63,  // 200: keyplane.v1.AdminService.ListCredentials:output_type -> keyplane.v1.ListCredentialsResponse
-	65,  // 201: keyplane.v1.AdminService.ListSessions:output_type -> keyplane.v1.ListSessionsResponse
-	67,  // 202: keyplane.v1.AdminService.SetPassword:output_type -> keyplane.v1.SetPasswordResponse
-	72,  // 203: keyplane.v1.AdminService.CreateRole:output_type -> keyplane.v1.CreateRoleResponse
-	74,  // 204: keyplane.v1.AdminService.GetRole:output_type -> keyplane.v1.GetRoleResponse
-	76,  // 205: keyplane.v1.AdminService.ListRoles:output_type -> keyplane.v1.ListRolesResponse
-	78,  // 206: keyplane.v1.AdminService.UpdateRole:output_type -> keyplane.v1.UpdateRoleResponse
-	80,  // 207: keyplane.v1.AdminService.DeleteRole:output_type -> keyplane.v1.DeleteRoleResponse
-	82,  // 208: keyplane.v1.AdminService.CreateGroup:output_type -> keyplane.v1.CreateGroupResponse
-	84,  // 209: keyplane.v1.AdminService.GetGroup:output_type -> keyplane.v1.GetGroupResponse
-	86,  // 210: keyplane.v1.AdminService.ListGroups:output_type -> keyplane.v1.ListGroupsResponse
-	88,  // 211: keyplane.v1.AdminService.UpdateGroup:output_type -> keyplane.v1.UpdateGroupResponse
-	91,  // 212: keyplane.v1.AdminService.ListGroupMembers:output_type -> keyplane.v1.ListGroupMembersResponse
-	93,  // 213: keyplane.v1.AdminService.DeleteGroup:output_type -> keyplane.v1.DeleteGroupResponse
-	95,  // 214: keyplane.v1.AdminService.AddGroupMember:output_type -> keyplane.v1.AddGroupMemberResponse
-	97,  // 215: keyplane.v1.AdminService.RemoveGroupMember:output_type -> keyplane.v1.RemoveGroupMemberResponse
-	99,  // 216: keyplane.v1.AdminService.CreateBinding:output_type -> keyplane.v1.CreateBindingResponse
-	101, // 217: keyplane.v1.AdminService.DeleteBinding:output_type -> keyplane.v1.DeleteBindingResponse
-	112, // 218: keyplane.v1.AdminService.ListBindings:output_type -> keyplane.v1.ListBindingsResponse
-	47,  // 219: keyplane.v1.AdminService.ListAuditEvents:output_type -> keyplane.v1.ListAuditEventsResponse
-	104, // 220: keyplane.v1.AdminService.GetChangeRequest:output_type -> keyplane.v1.GetChangeRequestResponse
-	106, // 221: keyplane.v1.AdminService.ListChangeRequests:output_type -> keyplane.v1.ListChangeRequestsResponse
-	108, // 222: keyplane.v1.AdminService.ApproveChangeRequest:output_type -> keyplane.v1.ApproveChangeRequestResponse
-	110, // 223: keyplane.v1.AdminService.DenyChangeRequest:output_type -> keyplane.v1.DenyChangeRequestResponse
-	116, // 224: keyplane.v1.AdminService.CreateMembershipRule:output_type -> keyplane.v1.CreateMembershipRuleResponse
-	118, // 225: keyplane.v1.AdminService.GetMembershipRule:output_type -> keyplane.v1.GetMembershipRuleResponse
-	120, // 226: keyplane.v1.AdminService.ListMembershipRules:output_type -> keyplane.v1.ListMembershipRulesResponse
-	122, // 227: keyplane.v1.AdminService.UpdateMembershipRule:output_type -> keyplane.v1.UpdateMembershipRuleResponse
-	124, // 228: keyplane.v1.AdminService.DeleteMembershipRule:output_type -> keyplane.v1.DeleteMembershipRuleResponse
-	178, // [178:229] is the sub-list for method output_type
-	127, // [127:178] is the sub-list for method input_type
-	127, // [127:127] is the sub-list for extension type_name
-	127, // [127:127] is the sub-list for extension extendee
-	0,   // [0:127] is the sub-list for field type_name
+	3,   // 1: keyplane.v1.Tenant.status:type_name -> keyplane.v1.Status
+	126, // 2: keyplane.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
+	126, // 3: keyplane.v1.Tenant.update_time:type_name -> google.protobuf.Timestamp
+	127, // 4: keyplane.v1.Tenant.access_token_ttl:type_name -> google.protobuf.Duration
+	127, // 5: keyplane.v1.Tenant.api_key_max_lifetime:type_name -> google.protobuf.Duration
+	2,   // 6: keyplane.v1.Tenant.signing_algorithm:type_name -> keyplane.v1.SigningAlgorithm
+	127, // 7: keyplane.v1.Tenant.step_up_window:type_name -> google.protobuf.Duration
+	127, // 8: keyplane.v1.Tenant.decision_retention:type_name -> google.protobuf.Duration
+	1,   // 9: keyplane.v1.Tenant.residency_policy:type_name -> keyplane.v1.ResidencyPolicy
+	4,   // 10: keyplane.v1.Identity.kind:type_name -> keyplane.v1.IdentityKind
+	128, // 11: keyplane.v1.Identity.attributes:type_name -> google.protobuf.Struct
+	3,   // 12: keyplane.v1.Identity.status:type_name -> keyplane.v1.Status
+	126, // 13: keyplane.v1.Identity.expire_time:type_name -> google.protobuf.Timestamp
+	126, // 14: keyplane.v1.Identity.tokens_valid_after:type_name -> google.protobuf.Timestamp
+	126, // 15: keyplane.v1.Identity.create_time:type_name -> google.protobuf.Timestamp
+	126, // 16: keyplane.v1.Identity.update_time:type_name -> google.protobuf.Timestamp
+	126, // 17: keyplane.v1.Identity.offboard_time:type_name -> google.protobuf.Timestamp
+	126, // 18: keyplane.v1.Identity.erase_time:type_name -> google.protobuf.Timestamp
+	126, // 19: keyplane.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	128, // 20: keyplane.v1.AuditEvent.before:type_name -> google.protobuf.Struct
+	128, // 21: keyplane.v1.AuditEvent.after:type_name -> google.protobuf.Struct
+	7,   // 22: keyplane.v1.ListRegionsResponse.regions:type_name -> keyplane.v1.Region
+	0,   // 23: keyplane.v1.CreateTenantRequest.residency:type_name -> keyplane.v1.Residency
+	2,   // 24: keyplane.v1.CreateTenantRequest.signing_algorithm:type_name -> keyplane.v1.SigningAlgorithm
+	127, // 25: keyplane.v1.CreateTenantRequest.decision_retention:type_name -> google.protobuf.Duration
+	1,   // 26: keyplane.v1.CreateTenantRequest.residency_policy:type_name -> keyplane.v1.ResidencyPolicy
+	8,   // 27: keyplane.v1.CreateTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	8,   // 28: keyplane.v1.GetTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	8,   // 29: keyplane.v1.ListTenantsResponse.tenants:type_name -> keyplane.v1.Tenant
+	127, // 30: keyplane.v1.UpdateTenantRequest.access_token_ttl:type_name -> google.protobuf.Duration
+	127, // 31: keyplane.v1.UpdateTenantRequest.api_key_max_lifetime:type_name -> google.protobuf.Duration
+	2,   // 32: keyplane.v1.UpdateTenantRequest.signing_algorithm:type_name -> keyplane.v1.SigningAlgorithm
+	127, // 33: keyplane.v1.UpdateTenantRequest.step_up_window:type_name -> google.protobuf.Duration
+	127, // 34: keyplane.v1.UpdateTenantRequest.decision_retention:type_name -> google.protobuf.Duration
+	1,   // 35: keyplane.v1.UpdateTenantRequest.residency_policy:type_name -> keyplane.v1.ResidencyPolicy
+	8,   // 36: keyplane.v1.UpdateTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	8,   // 37: keyplane.v1.DisableTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	8,   // 38: keyplane.v1.EnableTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	8,   // 39: keyplane.v1.RehomeTenantResponse.tenant:type_name -> keyplane.v1.Tenant
+	4,   // 40: keyplane.v1.CreateIdentityRequest.kind:type_name -> keyplane.v1.IdentityKind
+	128, // 41: keyplane.v1.CreateIdentityRequest.attributes:type_name -> google.protobuf.Struct
+	126, // 42: keyplane.v1.CreateIdentityRequest.expire_time:type_name -> google.protobuf.Timestamp
+	9,   // 43: keyplane.v1.CreateIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	9,   // 44: keyplane.v1.GetIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	9,   // 45: keyplane.v1.ListIdentitiesResponse.identities:type_name -> keyplane.v1.Identity
+	128, // 46: keyplane.v1.UpdateIdentityRequest.attributes:type_name -> google.protobuf.Struct
+	126, // 47: keyplane.v1.UpdateIdentityRequest.expire_time:type_name -> google.protobuf.Timestamp
+	9,   // 48: keyplane.v1.UpdateIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	9,   // 49: keyplane.v1.DisableIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	9,   // 50: keyplane.v1.EnableIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	126, // 51: keyplane.v1.OffboardIdentityRequest.event_time:type_name -> google.protobuf.Timestamp
+	6,   // 52: keyplane.v1.OffboardedBinding.effect:type_name -> keyplane.v1.Effect
+	5,   // 53: keyplane.v1.OffboardedCredential.kind:type_name -> keyplane.v1.CredentialKind
+	3,   // 54: keyplane.v1.OwnedIdentity.status:type_name -> keyplane.v1.Status
+	40,  // 55: keyplane.v1.OffboardReport.bindings_removed:type_name -> keyplane.v1.OffboardedBinding
+	41,  // 56: keyplane.v1.OffboardReport.credentials_revoked:type_name -> keyplane.v1.OffboardedCredential
+	42,  // 57: keyplane.v1.OffboardReport.handed_over:type_name -> keyplane.v1.OwnedIdentity
+	42,  // 58: keyplane.v1.OffboardReport.orphaned:type_name -> keyplane.v1.OwnedIdentity
+	9,   // 59: keyplane.v1.OffboardIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	43,  // 60: keyplane.v1.OffboardIdentityResponse.report:type_name -> keyplane.v1.OffboardReport
+	9,   // 61: keyplane.v1.EraseIdentityResponse.identity:type_name -> keyplane.v1.Identity
+	126, // 62: keyplane.v1.ListAuditEventsRequest.start_time:type_name -> google.protobuf.Timestamp
+	126, // 63: keyplane.v1.ListAuditEventsRequest.end_time:type_name -> google.protobuf.Timestamp
+	10,  // 64: keyplane.v1.ListAuditEventsResponse.events:type_name -> keyplane.v1.AuditEvent
+	5,   // 65: keyplane.v1.Credential.kind:type_name -> keyplane.v1.CredentialKind
+	126, // 66: keyplane.v1.Credential.create_time:type_name -> google.protobuf.Timestamp
+	126, // 67: keyplane.v1.Credential.expire_time:type_name -> google.protobuf.Timestamp
+	126, // 68: keyplane.v1.Credential.last_used_time:type_name -> google.protobuf.Timestamp
+	126, // 69: keyplane.v1.Credential.rotate_time:type_name -> google.protobuf.Timestamp
+	126, // 70: keyplane.v1.Credential.revoke_time:type_name -> google.protobuf.Timestamp
+	126, // 71: keyplane.v1.Session.create_time:type_name -> google.protobuf.Timestamp
+	126, // 72: keyplane.v1.Session.expire_time:type_name -> google.protobuf.Timestamp
+	126, // 73: keyplane.v1.Session.revoke_time:type_name -> google.protobuf.Timestamp
+	126, // 74: keyplane.v1.CreateAPIKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
+	49,  // 75: keyplane.v1.CreateAPIKeyResponse.credential:type_name -> keyplane.v1.Credential
+	126, // 76: keyplane.v1.RotateAPIKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
+	127, // 77: keyplane.v1.RotateAPIKeyRequest.grace_period:type_name -> google.protobuf.Duration
+	49,  // 78: keyplane.v1.RotateAPIKeyResponse.credential:type_name -> keyplane.v1.Credential
+	49,  // 79: keyplane.v1.CreateClientResponse.credential:type_name -> keyplane.v1.Credential
+	49,  // 80: keyplane.v1.UpdateClientResponse.credential:type_name -> keyplane.v1.Credential
+	127, // 81: keyplane.v1.RotateClientSecretRequest.grace_period:type_name -> google.protobuf.Duration
+	49,  // 82: keyplane.v1.RotateClientSecretResponse.credential:type_name -> keyplane.v1.Credential
+	49,  // 83: keyplane.v1.RevokeCredentialResponse.credential:type_name -> keyplane.v1.Credential
+	49,  // 84: keyplane.v1.ListCredentialsResponse.credentials:type_name -> keyplane.v1.Credential
+	50,  // 85: keyplane.v1.ListSessionsResponse.sessions:type_name -> keyplane.v1.Session
+	49,  // 86: keyplane.v1.SetPasswordResponse.credential:type_name -> keyplane.v1.Credential
+	6,   // 87: keyplane.v1.Binding.effect:type_name -> keyplane.v1.Effect
+	126, // 88: keyplane.v1.Binding.expire_time:type_name -> google.protobuf.Timestamp
+	126, // 89: keyplane.v1.Binding.create_time:type_name -> google.protobuf.Timestamp
+	69,  // 90: keyplane.v1.CreateRoleResponse.role:type_name -> keyplane.v1.Role
+	69,  // 91: keyplane.v1.GetRoleResponse.role:type_name -> keyplane.v1.Role
+	69,  // 92: keyplane.v1.ListRolesResponse.roles:type_name -> keyplane.v1.Role
+	69,  // 93: keyplane.v1.UpdateRoleResponse.role:type_name -> keyplane.v1.Role
+	70,  // 94: keyplane.v1.CreateGroupResponse.group:type_name -> keyplane.v1.Group
+	70,  // 95: keyplane.v1.GetGroupResponse.group:type_name -> keyplane.v1.Group
+	70,  // 96: keyplane.v1.ListGroupsResponse.groups:type_name -> keyplane.v1.Group
+	70,  // 97: keyplane.v1.UpdateGroupResponse.group:type_name -> keyplane.v1.Group
+	4,   // 98: keyplane.v1.GroupMember.kind:type_name -> keyplane.v1.IdentityKind
+	3,   // 99: keyplane.v1.GroupMember.status:type_name -> keyplane.v1.Status
+	126, // 100: keyplane.v1.GroupMember.add_time:type_name -> google.protobuf.Timestamp
+	90,  // 101: keyplane.v1.ListGroupMembersResponse.members:type_name -> keyplane.v1.GroupMember
+	103, // 102: keyplane.v1.AddGroupMemberResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	103, // 103: keyplane.v1.RemoveGroupMemberResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	6,   // 104: keyplane.v1.CreateBindingRequest.effect:type_name -> keyplane.v1.Effect
+	126, // 105: keyplane.v1.CreateBindingRequest.expire_time:type_name -> google.protobuf.Timestamp
+	71,  // 106: keyplane.v1.CreateBindingResponse.binding:type_name -> keyplane.v1.Binding
+	103, // 107: keyplane.v1.CreateBindingResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	103, // 108: keyplane.v1.DeleteBindingResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	71,  // 109: keyplane.v1.ChangeRequest.binding:type_name -> keyplane.v1.Binding
+	126, // 110: keyplane.v1.ChangeRequest.create_time:type_name -> google.protobuf.Timestamp
+	126, // 111: keyplane.v1.ChangeRequest.expire_time:type_name -> google.protobuf.Timestamp
+	126, // 112: keyplane.v1.ChangeRequest.decide_time:type_name -> google.protobuf.Timestamp
+	103, // 113: keyplane.v1.GetChangeRequestResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	103, // 114: keyplane.v1.ListChangeRequestsResponse.change_requests:type_name -> keyplane.v1.ChangeRequest
+	103, // 115: keyplane.v1.ApproveChangeRequestResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	71,  // 116: keyplane.v1.ApproveChangeRequestResponse.binding:type_name -> keyplane.v1.Binding
+	103, // 117: keyplane.v1.DenyChangeRequestResponse.change_request:type_name -> keyplane.v1.ChangeRequest
+	71,  // 118: keyplane.v1.ListBindingsResponse.bindings:type_name -> keyplane.v1.Binding
+	126, // 119: keyplane.v1.MembershipRule.create_time:type_name -> google.protobuf.Timestamp
+	126, // 120: keyplane.v1.MembershipRule.update_time:type_name -> google.protobuf.Timestamp
+	114, // 121: keyplane.v1.CreateMembershipRuleResponse.rule:type_name -> keyplane.v1.MembershipRule
+	115, // 122: keyplane.v1.CreateMembershipRuleResponse.memberships_added:type_name -> keyplane.v1.Membership
+	115, // 123: keyplane.v1.CreateMembershipRuleResponse.memberships_removed:type_name -> keyplane.v1.Membership
+	114, // 124: keyplane.v1.GetMembershipRuleResponse.rule:type_name -> keyplane.v1.MembershipRule
+	114, // 125: keyplane.v1.ListMembershipRulesResponse.rules:type_name -> keyplane.v1.MembershipRule
+	114, // 126: keyplane.v1.UpdateMembershipRuleResponse.rule:type_name -> keyplane.v1.MembershipRule
+	115, // 127: keyplane.v1.UpdateMembershipRuleResponse.memberships_added:type_name -> keyplane.v1.Membership
+	115, // 128: keyplane.v1.UpdateMembershipRuleResponse.memberships_removed:type_name -> keyplane.v1.Membership
+	115, // 129: keyplane.v1.DeleteMembershipRuleResponse.memberships_removed:type_name -> keyplane.v1.Membership
+	11,  // 130: keyplane.v1.AdminService.ListRegions:input_type -> keyplane.v1.ListRegionsRequest
+	13,  // 131: keyplane.v1.AdminService.CreateTenant:input_type -> keyplane.v1.CreateTenantRequest
+	15,  // 132: keyplane.v1.AdminService.GetTenant:input_type -> keyplane.v1.GetTenantRequest
+	17,  // 133: keyplane.v1.AdminService.ListTenants:input_type -> keyplane.v1.ListTenantsRequest
+	19,  // 134: keyplane.v1.AdminService.UpdateTenant:input_type -> keyplane.v1.UpdateTenantRequest
+	21,  // 135: keyplane.v1.AdminService.DisableTenant:input_type -> keyplane.v1.DisableTenantRequest
+	23,  // 136: keyplane.v1.AdminService.EnableTenant:input_type -> keyplane.v1.EnableTenantRequest
+	25,  // 137: keyplane.v1.AdminService.RehomeTenant:input_type -> keyplane.v1.RehomeTenantRequest
+	27,  // 138: keyplane.v1.AdminService.CreateIdentity:input_type -> keyplane.v1.CreateIdentityRequest
+	29,  // 139: keyplane.v1.AdminService.GetIdentity:input_type -> keyplane.v1.GetIdentityRequest
+	31,  // 140: keyplane.v1.AdminService.ListIdentities:input_type -> keyplane.v1.ListIdentitiesRequest
+	33,  // 141: keyplane.v1.AdminService.UpdateIdentity:input_type -> keyplane.v1.UpdateIdentityRequest
+	35,  // 142: keyplane.v1.AdminService.DisableIdentity:input_type -> keyplane.v1.DisableIdentityRequest
+	37,  // 143: keyplane.v1.AdminService.EnableIdentity:input_type -> keyplane.v1.EnableIdentityRequest
+	39,  // 144: keyplane.v1.AdminService.OffboardIdentity:input_type -> keyplane.v1.OffboardIdentityRequest
+	45,  // 145: keyplane.v1.AdminService.EraseIdentity:input_type -> keyplane.v1.EraseIdentityRequest
+	51,  // 146: keyplane.v1.AdminService.CreateAPIKey:input_type -> keyplane.v1.CreateAPIKeyRequest
+	53,  // 147: keyplane.v1.AdminService.RotateAPIKey:input_type -> keyplane.v1.RotateAPIKeyRequest
+	55,  // 148: keyplane.v1.AdminService.CreateClient:input_type -> keyplane.v1.CreateClientRequest
+	57,  // 149: keyplane.v1.AdminService.UpdateClient:input_type -> keyplane.v1.UpdateClientRequest
+	59,  // 150: keyplane.v1.AdminService.RotateClientSecret:input_type -> keyplane.v1.RotateClientSecretRequest
+	61,  // 151: keyplane.v1.AdminService.RevokeCredential:input_type -> keyplane.v1.RevokeCredentialRequest
+	63,  // 152: keyplane.v1.AdminService.ListCredentials:input_type -> keyplane.v1.ListCredentialsRequest
+	65,  // 153: keyplane.v1.AdminService.ListSessions:input_type -> keyplane.v1.ListSessionsRequest
+	67,  // 154: keyplane.v1.AdminService.SetPassword:input_type -> keyplane.v1.SetPasswordRequest
+	72,  // 155: keyplane.v1.AdminService.CreateRole:input_type -> keyplane.v1.CreateRoleRequest
+	74,  // 156: keyplane.v1.AdminService.GetRole:input_type -> keyplane.v1.GetRoleRequest
+	76,  // 157: keyplane.v1.AdminService.ListRoles:input_type -> keyplane.v1.ListRolesRequest
+	78,  // 158: keyplane.v1.AdminService.UpdateRole:input_type -> keyplane.v1.UpdateRoleRequest
+	80,  // 159: keyplane.v1.AdminService.DeleteRole:input_type -> keyplane.v1.DeleteRoleRequest
+	82,  // 160: keyplane.v1.AdminService.CreateGroup:input_type -> keyplane.v1.CreateGroupRequest
+	84,  // 161: keyplane.v1.AdminService.GetGroup:input_type -> keyplane.v1.GetGroupRequest
+	86,  // 162: keyplane.v1.AdminService.ListGroups:input_type -> keyplane.v1.ListGroupsRequest
+	88,  // 163: keyplane.v1.AdminService.UpdateGroup:input_type -> keyplane.v1.UpdateGroupRequest
+	91,  // 164: keyplane.v1.AdminService.ListGroupMembers:input_type -> keyplane.v1.ListGroupMembersRequest
+	93,  // 165: keyplane.v1.AdminService.DeleteGroup:input_type -> keyplane.v1.DeleteGroupRequest
+	95,  // 166: keyplane.v1.AdminService.AddGroupMember:input_type -> keyplane.v1.AddGroupMemberRequest
+	97,  // 167: keyplane.v1.AdminService.RemoveGroupMember:input_type -> keyplane.v1.RemoveGroupMemberRequest
+	99,  // 168: keyplane.v1.AdminService.CreateBinding:input_type -> keyplane.v1.CreateBindingRequest
+	101, // 169: keyplane.v1.AdminService.DeleteBinding:input_type -> keyplane.v1.DeleteBindingRequest
+	112, // 170: keyplane.v1.AdminService.ListBindings:input_type -> keyplane.v1.ListBindingsRequest
+	47,  // 171: keyplane.v1.AdminService.ListAuditEvents:input_type -> keyplane.v1.ListAuditEventsRequest
+	104, // 172: keyplane.v1.AdminService.GetChangeRequest:input_type -> keyplane.v1.GetChangeRequestRequest
+	106, // 173: keyplane.v1.AdminService.ListChangeRequests:input_type -> keyplane.v1.ListChangeRequestsRequest
+	108, // 174: keyplane.v1.AdminService.ApproveChangeRequest:input_type -> keyplane.v1.ApproveChangeRequestRequest
+	110, // 175: keyplane.v1.AdminService.DenyChangeRequest:input_type -> keyplane.v1.DenyChangeRequestRequest
+	116, // 176: keyplane.v1.AdminService.CreateMembershipRule:input_type -> keyplane.v1.CreateMembershipRuleRequest
+	118, // 177: keyplane.v1.AdminService.GetMembershipRule:input_type -> keyplane.v1.GetMembershipRuleRequest
+	120, // 178: keyplane.v1.AdminService.ListMembershipRules:input_type -> keyplane.v1.ListMembershipRulesRequest
+	122, // 179: keyplane.v1.AdminService.UpdateMembershipRule:input_type -> keyplane.v1.UpdateMembershipRuleRequest
+	124, // 180: keyplane.v1.AdminService.DeleteMembershipRule:input_type -> keyplane.v1.DeleteMembershipRuleRequest
+	12,  // 181: keyplane.v1.AdminService.ListRegions:output_type -> keyplane.v1.ListRegionsResponse
+	14,  // 182: keyplane.v1.AdminService.CreateTenant:output_type -> keyplane.v1.CreateTenantResponse
+	16,  // 183: keyplane.v1.AdminService.GetTenant:output_type -> keyplane.v1.GetTenantResponse
+	18,  // 184: keyplane.v1.AdminService.ListTenants:output_type -> keyplane.v1.ListTenantsResponse
+	20,  // 185: keyplane.v1.AdminService.UpdateTenant:output_type -> keyplane.v1.UpdateTenantResponse
+	22,  // 186: keyplane.v1.AdminService.DisableTenant:output_type -> keyplane.v1.DisableTenantResponse
+	24,  // 187: keyplane.v1.AdminService.EnableTenant:output_type -> keyplane.v1.EnableTenantResponse
+	26,  // 188: keyplane.v1.AdminService.RehomeTenant:output_type -> keyplane.v1.RehomeTenantResponse
+	28,  // 189: keyplane.v1.AdminService.CreateIdentity:output_type -> keyplane.v1.CreateIdentityResponse
+	30,  // 190: keyplane.v1.AdminService.GetIdentity:output_type -> keyplane.v1.GetIdentityResponse
+	32,  // 191: keyplane.v1.AdminService.ListIdentities:output_type -> keyplane.v1.ListIdentitiesResponse
+	34,  // 192: keyplane.v1.AdminService.UpdateIdentity:output_type -> keyplane.v1.UpdateIdentityResponse
+	36,  // 193: keyplane.v1.AdminService.DisableIdentity:output_type -> keyplane.v1.DisableIdentityResponse
+	38,  // 194: keyplane.v1.AdminService.EnableIdentity:output_type -> keyplane.v1.EnableIdentityResponse
+	44,  // 195: keyplane.v1.AdminService.OffboardIdentity:output_type -> keyplane.v1.OffboardIdentityResponse
+	46,  // 196: keyplane.v1.AdminService.EraseIdentity:output_type -> keyplane.v1.EraseIdentityResponse
+	52,  // 197: keyplane.v1.AdminService.CreateAPIKey:output_type -> keyplane.v1.CreateAPIKeyResponse
+	54,  // 198: keyplane.v1.AdminService.RotateAPIKey:output_type -> keyplane.v1.RotateAPIKeyResponse
+	56,  // 199: keyplane.v1.AdminService.CreateClient:output_type -> keyplane.v1.CreateClientResponse
+	58,  // 200: keyplane.v1.AdminService.UpdateClient:output_type -> keyplane.v1.UpdateClientResponse
+	60,  // 201: keyplane.v1.AdminService.RotateClientSecret:output_type -> keyplane.v1.RotateClientSecretResponse
+	62,  // 202: keyplane.v1.AdminService.RevokeCredential:output_type -> keyplane.v1.RevokeCredentialResponse
+	64,  // 203: keyplane.v1.AdminService.ListCredentials:output_type -> keyplane.v1.ListCredentialsResponse
+	66,  // 204: keyplane.v1.AdminService.ListSessions:output_type -> keyplane.v1.ListSessionsResponse
+	68,  // 205: keyplane.v1.AdminService.SetPassword:output_type -> keyplane.v1.SetPasswordResponse
+	73,  // 206: keyplane.v1.AdminService.CreateRole:output_type -> keyplane.v1.CreateRoleResponse
+	75,  // 207: keyplane.v1.AdminService.GetRole:output_type -> keyplane.v1.GetRoleResponse
+	77,  // 208: keyplane.v1.AdminService.ListRoles:output_type -> keyplane.v1.ListRolesResponse
+	79,  // 209: keyplane.v1.AdminService.UpdateRole:output_type -> keyplane.v1.UpdateRoleResponse
+	81,  // 210: keyplane.v1.AdminService.DeleteRole:output_type -> keyplane.v1.DeleteRoleResponse
+	83,  // 211: keyplane.v1.AdminService.CreateGroup:output_type -> keyplane.v1.CreateGroupResponse
+	85,  // 212: keyplane.v1.AdminService.GetGroup:output_type -> keyplane.v1.GetGroupResponse
+	87,  // 213: keyplane.v1.AdminService.ListGroups:output_type -> keyplane.v1.ListGroupsResponse
+	89,  // 214: keyplane.v1.AdminService.UpdateGroup:output_type -> keyplane.v1.UpdateGroupResponse
+	92,  // 215: keyplane.v1.AdminService.ListGroupMembers:output_type -> keyplane.v1.ListGroupMembersResponse
+	94,  // 216: keyplane.v1.AdminService.DeleteGroup:output_type -> keyplane.v1.DeleteGroupResponse
+	96,  // 217: keyplane.v1.AdminService.AddGroupMember:output_type -> keyplane.v1.AddGroupMemberResponse
+	98,  // 218: keyplane.v1.AdminService.RemoveGroupMember:output_type -> keyplane.v1.RemoveGroupMemberResponse
+	100, // 219: keyplane.v1.AdminService.CreateBinding:output_type -> keyplane.v1.CreateBindingResponse
+	102, // 220: keyplane.v1.AdminService.DeleteBinding:output_type -> keyplane.v1.DeleteBindingResponse
+	113, // 221: keyplane.v1.AdminService.ListBindings:output_type -> keyplane.v1.ListBindingsResponse
+	48,  // 222: keyplane.v1.AdminService.ListAuditEvents:output_type -> keyplane.v1.ListAuditEventsResponse
+	105, // 223: keyplane.v1.AdminService.GetChangeRequest:output_type -> keyplane.v1.GetChangeRequestResponse
+	107, // 224: keyplane.v1.AdminService.ListChangeRequests:output_type -> keyplane.v1.ListChangeRequestsResponse
+	109, // 225: keyplane.v1.AdminService.ApproveChangeRequest:output_type -> keyplane.v1.ApproveChangeRequestResponse
+	111, // 226: keyplane.v1.AdminService.DenyChangeRequest:output_type -> keyplane.v1.DenyChangeRequestResponse
+	117, // 227: keyplane.v1.AdminService.CreateMembershipRule:output_type -> keyplane.v1.CreateMembershipRuleResponse
+	119, // 228: keyplane.v1.AdminService.GetMembershipRule:output_type -> keyplane.v1.GetMembershipRuleResponse
+	121, // 229: keyplane.v1.AdminService.ListMembershipRules:output_type -> keyplane.v1.ListMembershipRulesResponse
+	123, // 230: keyplane.v1.AdminService.UpdateMembershipRule:output_type -> keyplane.v1.UpdateMembershipRuleResponse
+	125, // 231: keyplane.v1.AdminService.DeleteMembershipRule:output_type -> keyplane.v1.DeleteMembershipRuleResponse
+	181, // [181:232] is the sub-list for method output_type
+	130, // [130:181] is the sub-list for method input_type
+	130, // [130:130] is the sub-list for extension type_name
+	130, // [130:130] is the sub-list for extension extendee
+	0,   // [0:130] is the sub-list for field type_name
 }
 
 func init() { file_keyplane_v1_admin_proto_init() }
@@ -9489,7 +9585,7 @@ func file_keyplane_v1_admin_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_keyplane_v1_admin_proto_rawDesc), len(file_keyplane_v1_admin_proto_rawDesc)),
-			NumEnums:      6,
+			NumEnums:      7,
 			NumMessages:   119,
 			NumExtensions: 0,
 			NumServices:   1,
