@@ -19,7 +19,8 @@ const (
 	MaxRehomeBatch     = 50_000
 )
 
-// rehomeLease is how long a batched rehome run holds a tenant's move after its last
+// rehomeLease is how long (at least: twice the fence wait when that is longer, as no
+// batch renews it during a wait) a batched rehome run holds a tenant's move after its last
 // renewal: a second run is refused until then, so a crashed run blocks others for at
 // most this long.
 const rehomeLease = 30 * time.Second
@@ -108,6 +109,7 @@ func (s *Store) RehomeTenantBatched(ctx context.Context, c Change, id, region st
 		return Tenant{}, rep, fieldErr("fence_wait", "must not be negative")
 	}
 	runner := rand.Text()[:12]
+	lease := max(rehomeLease, 2*opts.FenceWait)
 	var before Tenant
 	var from string
 	err := s.tx(ctx, func(tx pgx.Tx) error {
@@ -135,7 +137,7 @@ func (s *Store) RehomeTenantBatched(ctx context.Context, c Change, id, region st
 		if before.RehomingTo != "" {
 			rep.Resumed = true
 			_, err := tx.Exec(ctx, `UPDATE tenants SET rehome_runner = $2, rehome_lease_until = now() + $3::INTERVAL WHERE id = $1`,
-				id, runner, rehomeLease.String())
+				id, runner, intervalOf(lease))
 			return err
 		}
 		// The event is written while the tenant is still unfenced in its old home.
@@ -147,7 +149,7 @@ func (s *Store) RehomeTenantBatched(ctx context.Context, c Change, id, region st
 		_, err = tx.Exec(ctx, `
 UPDATE tenants SET rehome_to = $2, rehome_started_at = now(), rehome_runner = $3, rehome_lease_until = now() + $4::INTERVAL,
   placement_epoch = placement_epoch + 1, updated_at = now()
-WHERE id = $1`, id, region, runner, rehomeLease.String())
+WHERE id = $1`, id, region, runner, intervalOf(lease))
 		return err
 	})
 	if err != nil {
@@ -162,13 +164,13 @@ WHERE id = $1`, id, region, runner, rehomeLease.String())
 		defer cancel()
 		_, _ = s.pool.Exec(rctx, `UPDATE tenants SET rehome_runner = NULL, rehome_lease_until = NULL WHERE id = $1 AND rehome_runner = $2`, id, runner)
 	}()
-	r := &rehomeRun{s: s, id: id, from: from, to: region, runner: runner, opts: opts, rep: &rep, renewed: time.Now()}
+	r := &rehomeRun{s: s, id: id, from: from, to: region, runner: runner, lease: lease, opts: opts, rep: &rep, renewed: time.Now()}
+	// The fence waits are taken again by a resumed run: the run before may have
+	// stopped right after raising the fence or flipping.
+	if err := sleepCtx(ctx, opts.FenceWait); err != nil {
+		return Tenant{}, rep, err
+	}
 	if from != region { // not yet flipped
-		if !rep.Resumed {
-			if err := sleepCtx(ctx, opts.FenceWait); err != nil {
-				return Tenant{}, rep, err
-			}
-		}
 		if err := r.moveInBatches(ctx); err != nil {
 			return Tenant{}, rep, err
 		}
@@ -226,11 +228,15 @@ type rehomeRun struct {
 	s            *Store
 	id, from, to string
 	runner       string
+	lease        time.Duration
 	opts         RehomeOptions
 	rep          *RehomeReport
 	renewed      time.Time
 	pkCols       map[string]string
 }
+
+// intervalOf is d as a SQL interval literal, in whole seconds.
+func intervalOf(d time.Duration) string { return fmt.Sprintf("%d seconds", int64(d.Seconds())) }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {
 	if d <= 0 {
@@ -262,14 +268,14 @@ func (r *rehomeRun) stillOurs(ctx context.Context, tx pgx.Tx) error {
 
 // renew extends the lease when half of it has gone.
 func (r *rehomeRun) renew(ctx context.Context) error {
-	if time.Since(r.renewed) < rehomeLease/2 {
+	if time.Since(r.renewed) < r.lease/2 {
 		return nil
 	}
 	err := r.s.tx(ctx, func(tx pgx.Tx) error {
 		if err := r.stillOurs(ctx, tx); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, `UPDATE tenants SET rehome_lease_until = now() + $2::INTERVAL WHERE id = $1`, r.id, rehomeLease.String())
+		_, err := tx.Exec(ctx, `UPDATE tenants SET rehome_lease_until = now() + $2::INTERVAL WHERE id = $1`, r.id, intervalOf(r.lease))
 		return err
 	})
 	if err == nil {
