@@ -57,6 +57,8 @@ func connectError(ctx context.Context, log *slog.Logger, err error) *connect.Err
 		return connect.NewError(connect.CodeUnauthenticated, errors.New("invalid one-time code"))
 	case errors.Is(err, schema.ErrRefreshReuse):
 		return connect.NewError(connect.CodeUnauthenticated, errors.New("refresh_token: "+schema.ErrRefreshReuse.Error()))
+	case errors.Is(err, schema.ErrRehoming):
+		return rehomingError(err.Error() + "; nothing was written, retry in a few seconds")
 	case errors.Is(err, schema.ErrMoved):
 		return connect.NewError(connect.CodeAborted, fmt.Errorf("%w; nothing was written, retry", err))
 	case errors.Is(err, schema.ErrUnavailable):

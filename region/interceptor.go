@@ -44,6 +44,9 @@ func (n *Node) observe() connect.UnaryInterceptorFunc {
 			var resp connect.AnyResponse
 			err := checkTenantHeader(req)
 			if err == nil {
+				err = n.rehomeFence(ctx, req)
+			}
+			if err == nil {
 				resp, err = next(ctx, req)
 			}
 			code := "ok"

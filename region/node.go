@@ -215,7 +215,7 @@ func New(cfg Config, store *schema.Store, log *slog.Logger, reg Registry) (*Node
 	n.reviews = newReviewLoop(n)
 	n.ready = newReadiness(n.store.Ping, readinessTTL, time.Now)
 	n.idemSlots = idempotencySlots(store.Pool().Config().MaxConns)
-	n.local = n.idempotency(mux)
+	n.local = n.rehomeFenceHTTP(n.idempotency(mux))
 	n.routes = mux
 	n.handler = n.servedBy(n.traced(n.local))
 	return n, nil

@@ -70,18 +70,24 @@ func (s *Store) writeAudit(ctx context.Context, tx pgx.Tx, sc Scope, c Change, a
 	// The event is written only if the tenant still lives where the change was made:
 	// a change made with a home region read before a rehome would otherwise leave rows
 	// in the old partition. Every change writes an event, so every change is guarded.
+	// A tenant being rehomed in batches (rehome_to set) is fenced the same way.
 	tag, err := tx.Exec(ctx, `
 INSERT INTO audit_events (tenant_id, crdb_region, actor, action, target_kind, target_id, before, after, request_id, region, node,
   actor_kind, session_id, token_id, client_id, break_glass)
 SELECT $1::TEXT, $2::crdb_internal_region, $3::TEXT, $4::TEXT, $5::TEXT, $6::TEXT, $7::JSONB, $8::JSONB, $9::TEXT, $10::TEXT, $11::TEXT,
   $12::TEXT, $13::TEXT, $14::TEXT, $15::TEXT, $16::BOOL
-WHERE EXISTS (SELECT 1 FROM tenants WHERE id = $1::TEXT AND home_region = $2::crdb_internal_region::TEXT)`,
+WHERE EXISTS (SELECT 1 FROM tenants WHERE id = $1::TEXT AND home_region = $2::crdb_internal_region::TEXT AND rehome_to IS NULL)`,
 		sc.TenantID, sc.Region, actor, a.action, a.targetKind, a.targetID, before, after, c.RequestID, s.region, s.node,
 		actorKind(c), c.SessionID, c.TokenID, c.ClientID, c.BreakGlass)
 	if err != nil {
 		return fmt.Errorf("write audit event %s: %w", a.action, err)
 	}
 	if tag.RowsAffected() != 1 {
+		var to string
+		if err := tx.QueryRow(ctx, `SELECT COALESCE(rehome_to, '') FROM tenants WHERE id = $1 AND home_region = $2`,
+			sc.TenantID, sc.Region).Scan(&to); err == nil && to != "" {
+			return fmt.Errorf("%w: tenant %q is being moved to %s", ErrRehoming, sc.TenantID, to)
+		}
 		return fmt.Errorf("%w: tenant %q no longer lives in %s", ErrMoved, sc.TenantID, sc.Region)
 	}
 	return nil

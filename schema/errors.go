@@ -26,6 +26,9 @@ var (
 	// ErrMoved: the tenant's home region changed while the change was being made;
 	// nothing was written. Retrying routes the change to the new home.
 	ErrMoved = errors.New("tenant moved to another region")
+	// ErrRehoming: the tenant is being rehomed in batches (it is fenced); nothing was
+	// written. Retry after the move finishes.
+	ErrRehoming = errors.New("tenant is being rehomed; retry later")
 	// ErrRefreshReuse: a refresh token that was already rotated was presented again.
 	// The session it belongs to has been revoked (committed) before this error is
 	// returned.
@@ -65,7 +68,7 @@ func classify(err error) error {
 	}
 	var fe *FieldError
 	if errors.As(err, &fe) || errors.Is(err, ErrNotFound) || errors.Is(err, ErrConflict) || errors.Is(err, ErrPrecondition) || errors.Is(err, ErrUnavailable) ||
-		errors.Is(err, ErrMoved) || errors.Is(err, ErrRefreshReuse) || errors.Is(err, ErrReplay) {
+		errors.Is(err, ErrMoved) || errors.Is(err, ErrRehoming) || errors.Is(err, ErrRefreshReuse) || errors.Is(err, ErrReplay) {
 		return err // already classified
 	}
 	if errors.Is(err, pgx.ErrNoRows) {

@@ -24,12 +24,17 @@ var tenantTables = []string{"identities", "roles", "groups", "sessions",
 // before the parents move and put back after.
 var twoParentTables = []string{"group_members", "elevations", "membership_rule_groups"}
 
+// SingleTxRehomeMaxRows is the most rows RehomeTenant moves in one transaction; a
+// larger tenant is moved in batches by RehomeTenantBatched.
+const SingleTxRehomeMaxRows = 100_000
+
 // RehomeTenant moves every row of a tenant to another region's partition
 // (crdb_region) and makes that region its home, in one transaction, bumping the
 // placement epoch so routers stop sending its requests to the old home. A tenant with
-// super_region residency may only move inside its super region. On CockroachDB the
-// transaction rewrites every row of the tenant: fine for tenants of up to some
-// hundred thousand rows; larger ones need a batched job (not built).
+// super_region residency may only move inside its super region. A tenant of more than
+// SingleTxRehomeMaxRows rows is refused (ErrPrecondition): on CockroachDB the one
+// transaction would rewrite all of them; RehomeTenantBatched moves it in batches. So
+// is a tenant that a batched rehome is moving.
 func (s *Store) RehomeTenant(ctx context.Context, c Change, id, region string) (Tenant, error) {
 	if err := checkTenantID("id", id); err != nil {
 		return Tenant{}, err
@@ -39,46 +44,23 @@ func (s *Store) RehomeTenant(ctx context.Context, c Change, id, region string) (
 	}
 	var out Tenant
 	err := s.tx(ctx, func(tx pgx.Tx) error {
-		before, err := scanTenant(tx.QueryRow(ctx, `SELECT `+tenantColumns+` FROM tenants WHERE id = $1 FOR UPDATE`, id))
-		if errors.Is(err, pgx.ErrNoRows) {
-			return fmt.Errorf("%w: tenant %q", ErrNotFound, id)
-		}
-		if err != nil {
-			return fmt.Errorf("read tenant: %w", err)
-		}
-		if before.HomeRegion == region {
+		before, err := s.rehomeTarget(ctx, tx, id, region)
+		if err != nil || before.HomeRegion == region {
 			out = before
-			return nil
-		}
-		if err := checkHomeRegion(ctx, tx, region, before.Residency); err != nil {
 			return err
 		}
-		if before.Residency == ResidencySuperRegion {
-			var same bool
-			if err := tx.QueryRow(ctx, `SELECT a.super_region = b.super_region FROM regions a, regions b WHERE a.name = $1 AND b.name = $2`,
-				before.HomeRegion, region).Scan(&same); err != nil {
-				return fmt.Errorf("read super regions: %w", err)
-			}
-			if !same {
-				return fieldErr("home_region", "tenant %q has super_region residency: %q is outside the super region of %q", id, region, before.HomeRegion)
-			}
+		if before.RehomingTo != "" {
+			return fmt.Errorf("%w: tenant %q is being rehomed in batches to %s; run that rehome again to finish it", ErrPrecondition, id, before.RehomingTo)
 		}
-		held := map[string]heldRows{}
-		for _, table := range twoParentTables {
-			if held[table], err = takeRows(ctx, tx, table, id, before.HomeRegion); err != nil {
-				return err
-			}
+		n, err := countTenantRows(ctx, tx, id, before.HomeRegion, SingleTxRehomeMaxRows+1)
+		if err != nil {
+			return err
 		}
-		for _, table := range tenantTables {
-			if _, err := tx.Exec(ctx, `UPDATE `+table+` SET crdb_region = $3 WHERE tenant_id = $1 AND crdb_region = $2`,
-				id, before.HomeRegion, region); err != nil {
-				return fmt.Errorf("move %s: %w", table, err)
-			}
+		if n > SingleTxRehomeMaxRows {
+			return fmt.Errorf("%w: tenant %q has more than %d rows: too many for one transaction; rehome it in batches (keyplane rehome)", ErrPrecondition, id, SingleTxRehomeMaxRows)
 		}
-		for _, table := range twoParentTables {
-			if err := putRows(ctx, tx, table, held[table], region); err != nil {
-				return err
-			}
+		if err := moveTenantRows(ctx, tx, id, before.HomeRegion, region); err != nil {
+			return err
 		}
 		out, err = scanTenant(tx.QueryRow(ctx, `
 UPDATE tenants SET home_region = $2, placement_epoch = placement_epoch + 1, updated_at = now()
@@ -92,6 +74,78 @@ RETURNING `+tenantColumns, id, region))
 			after:  map[string]any{"home_region": out.HomeRegion, "placement_epoch": out.PlacementEpoch}})
 	})
 	return out, err
+}
+
+// rehomeTarget locks and reads the tenant to be moved to region and checks that it
+// may move there. A tenant already homed in region is returned with no error.
+func (s *Store) rehomeTarget(ctx context.Context, tx pgx.Tx, id, region string) (Tenant, error) {
+	before, err := scanTenant(tx.QueryRow(ctx, `SELECT `+tenantColumns+` FROM tenants WHERE id = $1 FOR UPDATE`, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Tenant{}, fmt.Errorf("%w: tenant %q", ErrNotFound, id)
+	}
+	if err != nil {
+		return Tenant{}, fmt.Errorf("read tenant: %w", err)
+	}
+	if before.HomeRegion == region {
+		return before, nil
+	}
+	if err := checkHomeRegion(ctx, tx, region, before.Residency); err != nil {
+		return Tenant{}, err
+	}
+	if before.Residency == ResidencySuperRegion {
+		var same bool
+		if err := tx.QueryRow(ctx, `SELECT a.super_region = b.super_region FROM regions a, regions b WHERE a.name = $1 AND b.name = $2`,
+			before.HomeRegion, region).Scan(&same); err != nil {
+			return Tenant{}, fmt.Errorf("read super regions: %w", err)
+		}
+		if !same {
+			return Tenant{}, fieldErr("home_region", "tenant %q has super_region residency: %q is outside the super region of %q", id, region, before.HomeRegion)
+		}
+	}
+	return before, nil
+}
+
+// countTenantRows counts the tenant's rows in region over every per-tenant table,
+// stopping at limit.
+func countTenantRows(ctx context.Context, tx pgx.Tx, id, region string, limit int64) (int64, error) {
+	var total int64
+	for _, table := range append(append([]string{}, tenantTables...), twoParentTables...) {
+		var n int64
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM (SELECT 1 FROM `+table+` WHERE tenant_id = $1 AND crdb_region = $2 LIMIT $3) AS r`,
+			id, region, limit-total).Scan(&n); err != nil {
+			return 0, fmt.Errorf("count %s: %w", table, err)
+		}
+		if total += n; total >= limit {
+			break
+		}
+	}
+	return total, nil
+}
+
+// moveTenantRows moves every row of the tenant from one region's partition to
+// another's in tx: two-parent rows out, parents (and their cascading children) moved,
+// two-parent rows back.
+func moveTenantRows(ctx context.Context, tx pgx.Tx, id, from, to string) error {
+	held := map[string]heldRows{}
+	for _, table := range twoParentTables {
+		h, err := takeRows(ctx, tx, table, id, from)
+		if err != nil {
+			return err
+		}
+		held[table] = h
+	}
+	for _, table := range tenantTables {
+		if _, err := tx.Exec(ctx, `UPDATE `+table+` SET crdb_region = $3 WHERE tenant_id = $1 AND crdb_region = $2`,
+			id, from, to); err != nil {
+			return fmt.Errorf("move %s: %w", table, err)
+		}
+	}
+	for _, table := range twoParentTables {
+		if err := putRows(ctx, tx, table, held[table], to); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // heldRows are rows taken out of a table, with its column names.

@@ -42,6 +42,10 @@ type Tenant struct {
 	PlacementEpoch int64
 	CreatedAt      time.Time
 	UpdatedAt      time.Time
+	// RehomingTo is the region a batched rehome is moving the tenant to, "" when none.
+	// While it is set the tenant is fenced: changes are refused with ErrRehoming and
+	// nodes refuse its calls (docs/decisions/0019-batched-rehome.md).
+	RehomingTo string
 	// AccessTokenTTL is the lifetime of the tenant's access tokens.
 	AccessTokenTTL time.Duration
 	// APIKeyMaxLifetime caps the expiry of new API keys.
@@ -138,7 +142,7 @@ type NewTenant struct {
 
 const tenantColumns = `id, name, home_region, residency, status, policy_revision, placement_epoch, created_at, updated_at,
  access_token_ttl_seconds, api_key_max_lifetime_seconds, signing_alg, step_up_window_seconds, decision_retention_seconds,
- decision_rate, decision_burst, token_rate, token_burst, write_rate, write_burst, residency_policy`
+ decision_rate, decision_burst, token_rate, token_burst, write_rate, write_burst, residency_policy, COALESCE(rehome_to, '')`
 
 func scanTenant(r pgx.Row, extra ...any) (Tenant, error) {
 	var t Tenant
@@ -146,7 +150,7 @@ func scanTenant(r pgx.Row, extra ...any) (Tenant, error) {
 	err := r.Scan(append([]any{&t.ID, &t.Name, &t.HomeRegion, &t.Residency, &t.Status, &t.PolicyRevision, &t.PlacementEpoch, &t.CreatedAt, &t.UpdatedAt,
 		&ttl, &keyMax, &t.SigningAlg, &stepUp, &retention,
 		&t.Limits.Decisions.PerSecond, &t.Limits.Decisions.Burst, &t.Limits.Tokens.PerSecond, &t.Limits.Tokens.Burst,
-		&t.Limits.Writes.PerSecond, &t.Limits.Writes.Burst, &t.ResidencyPolicy}, extra...)...)
+		&t.Limits.Writes.PerSecond, &t.Limits.Writes.Burst, &t.ResidencyPolicy, &t.RehomingTo}, extra...)...)
 	t.AccessTokenTTL, t.APIKeyMaxLifetime = time.Duration(ttl)*time.Second, time.Duration(keyMax)*time.Second
 	t.StepUpWindow = time.Duration(stepUp) * time.Second
 	t.DecisionRetention = time.Duration(retention) * time.Second

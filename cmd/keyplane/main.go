@@ -27,6 +27,7 @@ var commands = []struct {
 	{"decisions", "list a tenant's logged permission decisions as JSON lines", runDecisions},
 	{"governance", "report on a tenant's non-human identities: the inventory and its findings", runGovernance},
 	{"campaign", "create, list and export access review campaigns", runCampaign},
+	{"rehome", "move a large tenant to another region in batches, behind a fence", runRehome},
 	{"bench", "load-test a local cluster next to raw-SQL baselines", runBench},
 	{"chaos", "run failure drills under load and check the invariants", runChaos},
 	{"canary", "watch revocation across regions from outside, with metrics", runCanary},

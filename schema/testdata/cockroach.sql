@@ -1033,3 +1033,35 @@ ALTER TABLE tenants ADD COLUMN IF NOT EXISTS token_rate FLOAT8 NOT NULL DEFAULT 
 ALTER TABLE tenants ADD COLUMN IF NOT EXISTS token_burst INT8 NOT NULL DEFAULT 0;
 ALTER TABLE tenants ADD COLUMN IF NOT EXISTS write_rate FLOAT8 NOT NULL DEFAULT 0;
 ALTER TABLE tenants ADD COLUMN IF NOT EXISTS write_burst INT8 NOT NULL DEFAULT 0;
+
+-- migration 0027 batched_rehome
+-- 0027 Batched rehome (docs/decisions/0019-batched-rehome.md): a large tenant moves
+-- in batches of rows, each its own short transaction, behind a fence.
+-- rehome_to: the region the tenant is being moved to; while set, the tenant is fenced:
+--   changes are refused (the audit guard) and nodes answer `unavailable`.
+-- rehome_runner / rehome_lease_until: the run that moves the rows holds a lease, so a
+--   second run of the same rehome is refused until the first stops or its lease ends.
+ALTER TABLE tenants ADD COLUMN IF NOT EXISTS rehome_to TEXT;
+ALTER TABLE tenants ADD COLUMN IF NOT EXISTS rehome_started_at TIMESTAMPTZ;
+ALTER TABLE tenants ADD COLUMN IF NOT EXISTS rehome_runner TEXT;
+ALTER TABLE tenants ADD COLUMN IF NOT EXISTS rehome_lease_until TIMESTAMPTZ;
+
+-- rehome_held: rows of tables with two parents (group_members, …) and manager links,
+-- taken out before their parents move and put back after, batch by batch; a crash
+-- leaves them here and the next run puts them back. They live in the region the tenant
+-- is moving to (crdb_region), which its residency allows. The column is "tenant", not
+-- tenant_id: these are not rows of the tenant's home partition, and rehoming does not
+-- move them.
+CREATE TABLE IF NOT EXISTS rehome_held (
+    tenant      TEXT NOT NULL REFERENCES tenants (id),
+    table_name  TEXT NOT NULL,
+    id          UUID NOT NULL DEFAULT gen_random_uuid(),
+    crdb_region crdb_internal_region NOT NULL,
+    row_data    JSONB NOT NULL,
+    PRIMARY KEY (tenant, table_name, id)
+) LOCALITY REGIONAL BY ROW AS crdb_region;
+
+-- Moving an identity cascades to the identities it manages (ON UPDATE CASCADE): without
+-- an index on the link each moved identity scanned the tenant's identities, which made
+-- the move of a tenant quadratic in its identities.
+CREATE INDEX IF NOT EXISTS identities_manager_idx ON identities (crdb_region, tenant_id, manager_id) WHERE manager_id IS NOT NULL;
