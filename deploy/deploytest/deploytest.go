@@ -12,7 +12,8 @@ import (
 )
 
 // BinaryEnv names a prebuilt keyplane binary for the nodes. make test builds it once,
-// with -race, for every package that starts clusters.
+// without -race, for every package that starts clusters (make test-race-nodes builds
+// one with -race; docs/decisions/0020-race-detector-budget.md).
 const BinaryEnv = "KEYPLANE_TEST_BINARY"
 
 // Binary is the keyplane executable for cluster nodes; pass it as deploy.Config.Binary.
