@@ -160,8 +160,9 @@ func newTenantKeyedLimiter(maxKeys int) *keyedLimiter {
 	return &keyedLimiter{max: maxKeys, buckets: map[string]*bucket{}}
 }
 
-// allowWith is allow with the bucket's rate r (never Off): a bucket whose rate
-// changed since its last call takes the new one from now, keeping its tokens.
+// allowWith is allow at rate r (never Off), which may differ per key (the per-tenant
+// class limits): a bucket whose rate changed since its last call takes the new one
+// from now, keeping its tokens.
 func (k *keyedLimiter) allowWith(key string, now time.Time, r RateLimit) (bool, time.Duration) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -216,23 +217,7 @@ func (k *keyedLimiter) allow(key string, now time.Time) (bool, time.Duration) {
 	if k.off {
 		return true, 0
 	}
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	b := k.buckets[key]
-	if b == nil {
-		if len(k.buckets) >= k.max {
-			k.evict(now)
-		}
-		b = &bucket{lim: rate.NewLimiter(k.limit, k.burst)}
-		k.buckets[key] = b
-	}
-	b.last = now
-	r := b.lim.ReserveN(now, 1)
-	if d := r.DelayFrom(now); d > 0 {
-		r.CancelAt(now)
-		return false, d
-	}
-	return true, 0
+	return k.allowWith(key, now, RateLimit{PerSecond: float64(k.limit), Burst: k.burst})
 }
 
 // evict drops the idle buckets, or, when none is idle, a tenth of them (arbitrary

@@ -97,35 +97,37 @@ func (t *tenantLimiter) limitOf(c limitClass, l schema.TenantLimits) (RateLimit,
 // the tenant cache (the handler reads it from there too, so a decision pays no extra
 // query). A tenant that cannot be read is not limited here: the handler refuses it.
 func (t *tenantLimiter) allow(ctx context.Context, c limitClass, tenantID string, now time.Time) error {
-	if c == classNone || !schema.ValidTenantID(tenantID) {
-		return nil
+	if row, ok := t.cached(ctx, c, tenantID); ok {
+		return t.allowTenant(c, row, now)
 	}
-	row, err := t.tenants.Tenant(ctx, tenantID, 0)
-	if err != nil {
-		return nil
-	}
-	return t.allowTenant(c, row, now)
+	return nil
 }
 
 // spent reports, taking nothing, whether the tenant's bucket of class c is empty: a
 // refusal that costs the tenant nothing (refuseEarly, before authentication).
 func (t *tenantLimiter) spent(ctx context.Context, c limitClass, tenantID string, now time.Time) error {
-	if c == classNone || !schema.ValidTenantID(tenantID) {
-		return nil
-	}
-	row, err := t.tenants.Tenant(ctx, tenantID, 0)
-	if err != nil {
+	row, ok := t.cached(ctx, c, tenantID)
+	if !ok {
 		return nil
 	}
 	r, own := t.limitOf(c, row.Limits)
 	if r.Off() {
 		return nil
 	}
-	empty, d := t.buckets[c].emptyWith(row.ID, now, r)
-	if !empty {
-		return nil
+	if empty, d := t.buckets[c].emptyWith(row.ID, now, r); empty {
+		return t.refuse(c, row.ID, r, own, d)
 	}
-	return t.refuse(c, row.ID, r, own, d)
+	return nil
+}
+
+// cached is the tenant's row from the tenant cache, when class c is limited and the
+// tenant can be read.
+func (t *tenantLimiter) cached(ctx context.Context, c limitClass, tenantID string) (schema.Tenant, bool) {
+	if c == classNone || !schema.ValidTenantID(tenantID) {
+		return schema.Tenant{}, false
+	}
+	row, err := t.tenants.Tenant(ctx, tenantID, 0)
+	return row, err == nil
 }
 
 func (t *tenantLimiter) refuse(c limitClass, tenantID string, r RateLimit, own bool, retryAfter time.Duration) error {
