@@ -2,6 +2,7 @@ package region_test
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -43,7 +44,20 @@ type routedPair struct {
 	us, eu string // API base URLs
 }
 
-func newRoutedPair(t *testing.T) routedPair {
+func newRoutedPair(t *testing.T) routedPair { return newRoutedPairWith(t, nil) }
+
+// pairNode is what a test sets on one node of a routed pair; the zero value is the
+// plain node.
+type pairNode struct {
+	pool      schema.PoolConfig
+	log       io.Writer  // nil: the test's output
+	logLevel  slog.Level // with log; the test's output logs errors only
+	configure func(*region.Config)
+}
+
+// newRoutedPairWith is newRoutedPair with each node's pool, log and configuration as
+// setup (if not nil) gives them, called once per node before it starts.
+func newRoutedPairWith(t *testing.T, setup func(regionName, nodeID string) pairNode) routedPair {
 	t.Helper()
 	dir := t.TempDir()
 	caCert, caKey, err := routing.NewCA("test cluster", routing.CertOptions{Validity: time.Hour})
@@ -58,11 +72,7 @@ func newRoutedPair(t *testing.T) routedPair {
 		return p
 	}
 	caFile := write("ca.crt", caCert)
-	pool, err := schema.Open(context.Background(), schematest.NewDatabase(t), schema.PoolConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	db := schematest.NewDatabase(t)
 
 	type node struct {
 		region, id string
@@ -83,6 +93,15 @@ func newRoutedPair(t *testing.T) routedPair {
 			Peer: "https://" + n.peer.Addr().String(), Ready: true, State: "alive"})
 	}
 	for _, n := range nodes {
+		var set pairNode
+		if setup != nil {
+			set = setup(n.region, n.id)
+		}
+		pool, err := schema.Open(context.Background(), db, set.pool)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(pool.Close)
 		id := routing.Identity{Region: n.region, NodeID: n.id}
 		cert, key, err := routing.IssueNodeCert(caCert, caKey, id, routing.CertOptions{Validity: time.Hour, Hosts: []string{"127.0.0.1"}})
 		if err != nil {
@@ -93,8 +112,15 @@ func newRoutedPair(t *testing.T) routedPair {
 			t.Fatal(err)
 		}
 		cfg := region.Config{Region: n.region, NodeID: n.id, OperatorSecret: secret, IssuerBase: "http://" + n.api.Addr().String()}
+		if set.configure != nil {
+			set.configure(&cfg)
+		}
+		logTo, level := io.Writer(t.Output()), slog.LevelError
+		if set.log != nil {
+			logTo, level = set.log, set.logLevel
+		}
 		store := schema.New(pool, schema.Config{Region: n.region, Node: n.id})
-		nd, err := region.New(cfg, store, slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelError})), prometheus.NewRegistry())
+		nd, err := region.New(cfg, store, slog.New(slog.NewTextHandler(logTo, &slog.HandlerOptions{Level: level})), prometheus.NewRegistry())
 		if err != nil {
 			t.Fatal(err)
 		}

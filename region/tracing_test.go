@@ -5,18 +5,13 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
-	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"connectrpc.com/connect"
-	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -29,7 +24,6 @@ import (
 	"github.com/keyplane/keyplane/routing"
 	"github.com/keyplane/keyplane/routing/client"
 	"github.com/keyplane/keyplane/schema"
-	"github.com/keyplane/keyplane/schema/schematest"
 	"github.com/keyplane/keyplane/tracing"
 )
 
@@ -65,78 +59,17 @@ func (b *lockedBuffer) String() string {
 func newTracedPair(t *testing.T) (us, eu tracedNode, exp *tracetest.InMemoryExporter) {
 	t.Helper()
 	exp = tracetest.NewInMemoryExporter()
-	dir := t.TempDir()
-	caCert, caKey, err := routing.NewCA("trace test", routing.CertOptions{Validity: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	write := func(name string, b []byte) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	caFile := write("ca.crt", caCert)
-	db := schematest.NewDatabase(t)
-	listen := func() net.Listener {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return ln
-	}
-	type node struct {
-		region, id string
-		api, peer  net.Listener
-	}
-	nodes := []node{{"us-east", "us-east-1", listen(), listen()}, {"eu-west", "eu-west-1", listen(), listen()}}
-	logs := []*lockedBuffer{{}, {}}
-	var members staticPeers
-	for _, n := range nodes {
-		members = append(members, routing.Member{Region: n.region, NodeID: n.id, URL: "http://" + n.api.Addr().String(),
-			Peer: "https://" + n.peer.Addr().String(), Ready: true, State: "alive"})
-	}
-	for i, n := range nodes {
+	logs := map[string]*lockedBuffer{}
+	pair := newRoutedPairWith(t, func(regionName, nodeID string) pairNode {
 		tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp), sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.AlwaysSample())),
 			sdktrace.WithResource(resource.NewSchemaless(attribute.String("service.name", "keyplane"),
-				tracing.RegionKey.String(n.region), tracing.NodeKey.String(n.id))))
+				tracing.RegionKey.String(regionName), tracing.NodeKey.String(nodeID))))
 		t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
-		pool, err := schema.Open(context.Background(), db, schema.PoolConfig{Tracer: tracing.QueryTracer(tp)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(pool.Close)
-		id := routing.Identity{Region: n.region, NodeID: n.id}
-		cert, key, err := routing.IssueNodeCert(caCert, caKey, id, routing.CertOptions{Validity: time.Hour, Hosts: []string{"127.0.0.1"}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		tlsc, err := routing.LoadPeerTLS(write(n.id+".crt", cert), write(n.id+".key", key), caFile)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg := region.Config{Region: n.region, NodeID: n.id, OperatorSecret: secret, IssuerBase: "http://" + n.api.Addr().String(),
-			TracerProvider: tp, AccessLog: true}
-		nd, err := region.New(cfg, schema.New(pool, schema.Config{Region: n.region, Node: n.id}),
-			slog.New(slog.NewTextHandler(logs[i], &slog.HandlerOptions{Level: slog.LevelInfo})), prometheus.NewRegistry())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := nd.EnableRouting(region.Routing{Peers: members, PeerListener: n.peer, PeerTLS: tlsc}); err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- nd.Serve(ctx, n.api) }()
-		t.Cleanup(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("serve %s: %v", n.id, err)
-			}
-		})
-	}
-	return tracedNode{"us-east", members[0].URL, logs[0]}, tracedNode{"eu-west", members[1].URL, logs[1]}, exp
+		logs[regionName] = &lockedBuffer{}
+		return pairNode{pool: schema.PoolConfig{Tracer: tracing.QueryTracer(tp)}, log: logs[regionName], logLevel: slog.LevelInfo,
+			configure: func(c *region.Config) { c.TracerProvider, c.AccessLog = tp, true }}
+	})
+	return tracedNode{"us-east", pair.us, logs["us-east"]}, tracedNode{"eu-west", pair.eu, logs["eu-west"]}, exp
 }
 
 // A caller's own trace: its traceparent (sampled) and baggage it tries to pass on.
