@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +19,19 @@ import (
 // prints once serving.
 func startServe(t *testing.T, args ...string) string {
 	t.Helper()
+	url, stop := serveUntilStopped(t, args...)
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Errorf("serve after ctx cancel: %v", err)
+		}
+	})
+	return url
+}
+
+// serveUntilStopped runs serve with args and returns the API URL it prints once
+// serving, and stop, which cancels serve's context and returns what serve returned.
+func serveUntilStopped(t *testing.T, args ...string) (url string, stop func() error) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	out, w := io.Pipe()
 	done := make(chan error, 1)
@@ -25,11 +39,9 @@ func startServe(t *testing.T, args ...string) string {
 		done <- runServe(ctx, args, w)
 		_ = w.Close()
 	}()
-	t.Cleanup(func() {
+	stop = sync.OnceValue(func() error {
 		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve after ctx cancel: %v", err)
-		}
+		return <-done
 	})
 	lines := make(chan string, 1)
 	go func() {
@@ -41,13 +53,13 @@ func startServe(t *testing.T, args ...string) string {
 	case line := <-lines:
 		_, url, ok := strings.Cut(strings.TrimSpace(line), " on ")
 		if !ok {
-			t.Fatalf("serve printed %q", line)
+			t.Fatalf("serve printed %q (%v)", line, stop())
 		}
-		return url
+		return url, stop
 	case <-time.After(30 * time.Second):
-		t.Fatal("serve printed nothing in 30 s")
+		t.Fatalf("serve printed nothing in 30 s (%v)", stop())
 	}
-	return ""
+	return "", stop
 }
 
 // serve --operator-listen moves /metrics and /members off the API port.
@@ -77,31 +89,9 @@ func TestServeOperatorListener(t *testing.T) {
 func TestServeDefaults(t *testing.T) {
 	t.Parallel()
 	db := dbFile(t, schematest.NewDatabase(t))
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	out, w := io.Pipe()
-	done := make(chan error, 1)
-	go func() {
-		done <- runServe(ctx, []string{"--db-file", db, "--region", schematest.Regions[0], "--listen", "127.0.0.1:0", "--log-level", "error"}, w)
-		_ = w.Close()
-	}()
-	lines := make(chan string, 1)
-	go func() {
-		line, _ := bufio.NewReader(out).ReadString('\n')
-		lines <- line
-		_, _ = io.Copy(io.Discard, out)
-	}()
-	var line string
-	select {
-	case line = <-lines:
-	case err := <-done:
-		t.Fatalf("serve exited before serving: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("serve printed nothing in 30 s")
-	}
-	_, url, ok := strings.Cut(strings.TrimSpace(line), " on ")
-	if !ok || !strings.HasPrefix(url, "http://127.0.0.1:") || strings.HasSuffix(url, ":0") {
-		t.Fatalf("serve printed %q, want ... on http://127.0.0.1:<port>", line)
+	url, stop := serveUntilStopped(t, "--db-file", db, "--region", schematest.Regions[0], "--listen", "127.0.0.1:0", "--log-level", "error")
+	if !strings.HasPrefix(url, "http://127.0.0.1:") || strings.HasSuffix(url, ":0") {
+		t.Fatalf("serve printed ... on %q, want ... on http://127.0.0.1:<port>", url)
 	}
 	resp, err := http.Get(url + "/healthz")
 	if err != nil {
@@ -111,8 +101,7 @@ func TestServeDefaults(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET /healthz: %s", resp.Status)
 	}
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Fatalf("serve after ctx cancel: %v", err)
 	}
 }

@@ -1,15 +1,12 @@
 package main
 
 import (
-	"bufio"
-	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	"google.golang.org/protobuf/proto"
@@ -62,30 +59,8 @@ func TestServeTracing(t *testing.T) {
 	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.URL)
 	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "3600000") // an hour: only the flush at shutdown exports
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	out, w := io.Pipe()
-	done := make(chan error, 1)
-	go func() {
-		done <- runServe(ctx, []string{"--db-file", dbFile(t, schematest.NewDatabase(t)), "--region", schematest.Regions[0],
-			"--node-id", "traced-1", "--listen", "127.0.0.1:0", "--log-level", "error"}, w)
-		_ = w.Close()
-	}()
-	lines := make(chan string, 1)
-	go func() {
-		line, _ := bufio.NewReader(out).ReadString('\n')
-		lines <- line
-		_, _ = io.Copy(io.Discard, out)
-	}()
-	var url string
-	select {
-	case line := <-lines:
-		_, url, _ = strings.Cut(strings.TrimSpace(line), " on ")
-	case err := <-done:
-		t.Fatalf("serve exited before serving: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("serve printed nothing in 30 s")
-	}
+	url, stop := serveUntilStopped(t, "--db-file", dbFile(t, schematest.NewDatabase(t)), "--region", schematest.Regions[0],
+		"--node-id", "traced-1", "--listen", "127.0.0.1:0", "--log-level", "error")
 	for _, path := range []string{"/healthz", "/t/acme/.well-known/openid-configuration"} {
 		resp, err := http.Get(url + path)
 		if err != nil {
@@ -96,8 +71,7 @@ func TestServeTracing(t *testing.T) {
 	mu.Lock()
 	early := len(names)
 	mu.Unlock()
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Fatalf("serve: %v", err)
 	}
 	mu.Lock()
