@@ -47,6 +47,7 @@ type Directory struct {
 
 type cachedPlacement struct {
 	t  schema.Tenant
+	p  Placement // placementOf(t), made once per read of the row
 	at time.Time
 }
 
@@ -73,11 +74,11 @@ const maxEntries = 100_000
 // Lookup returns the tenant's placement. minEpoch > 0 refuses a cached entry older
 // than that epoch.
 func (d *Directory) Lookup(ctx context.Context, tenant string, minEpoch int64) (Placement, error) {
-	t, err := d.Tenant(ctx, tenant, minEpoch)
+	e, err := d.entry(ctx, tenant, minEpoch)
 	if err != nil {
 		return Placement{}, err
 	}
-	return placementOf(t), nil
+	return e.p, nil
 }
 
 // Tenant returns the tenant row as cached (at most the TTL old, and at least at
@@ -85,23 +86,31 @@ func (d *Directory) Lookup(ctx context.Context, tenant string, minEpoch int64) (
 // partition of its rows) and the epoch. Revocation state, status and policy revision
 // are read fresh by the callers that need them.
 func (d *Directory) Tenant(ctx context.Context, tenant string, minEpoch int64) (schema.Tenant, error) {
+	e, err := d.entry(ctx, tenant, minEpoch)
+	return e.t, err
+}
+
+// entry is the tenant's cache entry, read again when missing, older than the TTL or
+// than minEpoch.
+func (d *Directory) entry(ctx context.Context, tenant string, minEpoch int64) (cachedPlacement, error) {
 	d.mu.Lock()
 	e, ok := d.m[tenant]
 	d.mu.Unlock()
 	if ok && time.Since(e.at) < d.ttl && e.t.PlacementEpoch >= minEpoch {
-		return e.t, nil
+		return e, nil
 	}
 	t, err := d.src.GetTenant(ctx, tenant)
 	if err != nil {
-		return schema.Tenant{}, err
+		return cachedPlacement{}, err
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if len(d.m) >= maxEntries {
 		d.m = map[string]cachedPlacement{}
 	}
-	d.m[tenant] = cachedPlacement{t: t, at: time.Now()}
-	return t, nil
+	e = cachedPlacement{t: t, p: placementOf(t), at: time.Now()}
+	d.m[tenant] = e
+	return e, nil
 }
 
 // Forget drops a tenant's entry (after a rehome, or a misdirected forward).
