@@ -117,6 +117,7 @@ func (n *Node) serveIdempotent(w http.ResponseWriter, r *http.Request, keys []st
 		run := r.Clone(schema.WithIdempotentCall(ctx, call))
 		run.Body = io.NopCloser(bytes.NewReader(body))
 		next.ServeHTTP(rec, run)
+		resp := rec.recorded()
 		if !call.Changed() {
 			// Nothing was written (a refusal, an error, or a call that changed
 			// nothing): nothing to record, and a retry runs it again.
@@ -124,14 +125,14 @@ func (n *Node) serveIdempotent(w http.ResponseWriter, r *http.Request, keys []st
 			if call.Retryable() && attempt < idempotentAttempts {
 				continue
 			}
-			rec.writeTo(w, false)
+			resp.writeTo(w, false)
 			return
 		}
 		if call.Retryable() && attempt < idempotentAttempts {
 			call.Rollback(ctx) // a statement failed on a conflict: run the call again
 			continue
 		}
-		if !rec.succeeded() {
+		if !resp.succeeded() {
 			// An error answer is not recorded, but what the call wrote before it stands,
 			// as it would without a key: a failed login's count against the lockout, the
 			// family a reused refresh token revoked. A retry runs the call again.
@@ -139,21 +140,21 @@ func (n *Node) serveIdempotent(w http.ResponseWriter, r *http.Request, keys []st
 				routing.WriteError(w, r, routing.CodeUnavailable, "commit: "+err.Error())
 				return
 			}
-			rec.writeTo(w, false)
+			resp.writeTo(w, false)
 			return
 		}
-		sealed, err := n.sealRecorded(sc, key, rec)
+		sealed, err := n.sealRecorded(sc, key, resp)
 		if err != nil {
 			call.Rollback(ctx)
 			routing.WriteError(w, r, routing.CodeUnavailable, err.Error())
 			return
 		}
-		err = n.store.CommitIdempotent(ctx, call, rec.status, sealed)
+		err = n.store.CommitIdempotent(ctx, call, resp.Status, sealed)
 		var ambiguous *schema.AmbiguousCommitError
 		switch {
 		case err == nil:
 			n.metrics.idempotent.WithLabelValues("recorded").Inc()
-			rec.writeTo(w, false)
+			resp.writeTo(w, false)
 		case errors.Is(err, schema.ErrIdempotencyConflict):
 			if !n.replayRecorded(w, r, sc, key, hash) {
 				routing.WriteError(w, r, routing.CodeAborted, IdempotencyKeyHeader+": a call with this key completed concurrently but its record cannot be read; retry")
@@ -235,8 +236,8 @@ func idempotencyAD(sc schema.Scope, key string) []byte {
 	return []byte("idempotency\x00" + sc.TenantID + "\x00" + key)
 }
 
-func (n *Node) sealRecorded(sc schema.Scope, key string, rec *recorder) ([]byte, error) {
-	plain, err := json.Marshal(rec.recorded())
+func (n *Node) sealRecorded(sc schema.Scope, key string, resp recordedResponse) ([]byte, error) {
+	plain, err := json.Marshal(resp)
 	if err != nil {
 		return nil, fmt.Errorf("encode the response: %w", err)
 	}
@@ -338,8 +339,7 @@ func declaredTrailer(h http.Header, name string) bool {
 
 // succeeded reports whether the handler answered with success: a 2xx status and, for
 // gRPC, status 0.
-func (r *recorder) succeeded() bool {
-	rr := r.recorded()
+func (rr recordedResponse) succeeded() bool {
 	if rr.Status < 200 || rr.Status > 299 {
 		return false
 	}
@@ -347,11 +347,6 @@ func (r *recorder) succeeded() bool {
 		return rr.Trailer.Get("Grpc-Status") == "0"
 	}
 	return true
-}
-
-// writeTo sends the kept response to the client.
-func (r *recorder) writeTo(w http.ResponseWriter, replayed bool) {
-	r.recorded().writeTo(w, replayed)
 }
 
 // idempotencySlots bounds the keyed calls a node runs at once: each holds a database
