@@ -166,15 +166,9 @@ VALUES ($1, $2, $3, $4, $5, $6, now() + $7::INTERVAL)`,
 	if err := ctx.Err(); err != nil {
 		return classify(err)
 	}
-	if err := tx.Commit(ctx); err != nil {
-		if errors.As(err, &pgErr) {
-			c.retry = c.retry || pgErr.Code == "40001"
-			return classify(err)
-		}
-		s.counts.ambiguous.Add(1)
-		return &AmbiguousCommitError{Err: err}
-	}
-	return nil
+	err = s.commit(ctx, tx)
+	c.retry = c.retry || (errors.As(err, &pgErr) && pgErr.Code == "40001")
+	return classify(err)
 }
 
 // CommitUnrecorded commits the call's open transaction without recording a response:
@@ -191,15 +185,7 @@ func (s *Store) CommitUnrecorded(ctx context.Context, c *IdempotentCall) error {
 	if c.broken {
 		return fmt.Errorf("%w: a statement of this call failed", ErrUnavailable)
 	}
-	if err := c.tx.Commit(ctx); err != nil {
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) {
-			return classify(err)
-		}
-		s.counts.ambiguous.Add(1)
-		return &AmbiguousCommitError{Err: err}
-	}
-	return nil
+	return classify(s.commit(ctx, c.tx))
 }
 
 // LookupIdempotency returns the recorded response of the tenant's key, or ErrNotFound

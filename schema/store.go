@@ -219,6 +219,13 @@ func (s *Store) attempt(ctx context.Context, call *IdempotentCall, fn func(pgx.T
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	return s.commit(ctx, tx)
+}
+
+// commit commits tx. An error the server answered with means it did not commit and is
+// returned as is; any other (the connection broke during COMMIT) leaves the outcome
+// unknown: AmbiguousCommitError.
+func (s *Store) commit(ctx context.Context, tx pgx.Tx) error {
 	if err := tx.Commit(ctx); err != nil {
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) {
