@@ -30,7 +30,7 @@ func newRouterMetrics(reg prometheus.Registerer, labels prometheus.Labels) (*rou
 		}
 	}
 	m.route = map[string]prometheus.Counter{}
-	for _, r := range []string{RouteLocal, RouteForwarded, RouteDegraded, routeFailed, routeRefused, routeResidency} {
+	for _, r := range []string{RouteLocal, RouteForwarded, RouteDegraded, routeFailed, routeRefused, routeResidency, routeUnplaced} {
 		m.route[r] = m.routes.WithLabelValues(r)
 	}
 	return m, nil

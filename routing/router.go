@@ -25,6 +25,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/keyplane/keyplane/schema"
 	"github.com/keyplane/keyplane/tracing"
 )
 
@@ -56,6 +57,9 @@ const (
 	// routeResidency counts requests of residency-strict tenants that this region
 	// may not serve, refused when their home region could not be reached.
 	routeResidency = "residency_refused"
+	// routeUnplaced counts requests refused because their tenant's placement could
+	// not be read (the database unreachable and the tenant not cached).
+	routeUnplaced = "unplaced"
 )
 
 // Errors TenantOf and the router refuse a request with.
@@ -305,9 +309,18 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p, err := rt.cfg.Directory.Lookup(r.Context(), tenant, 0)
+	if err != nil && !answeredLocally(err) {
+		// Where the tenant may be served is unknown: serving it here could serve a
+		// residency-strict tenant outside its regions (the database may answer the
+		// local handler a moment later). Deny instead.
+		rt.m.route[routeUnplaced].Inc()
+		rt.cfg.Log.WarnContext(r.Context(), "tenant placement unreadable; request refused", "tenant", tenant, "err", err)
+		writeUnavailable(w, r, fmt.Sprintf("the placement of tenant %s cannot be read here (tenant directory unavailable); not served, retry", tenant))
+		return
+	}
 	if err != nil || p.Home == rt.cfg.Region {
-		// Unknown tenant or unreadable directory: the local handler gives the
-		// precise answer (NotFound, Unavailable). Home here: serve.
+		// Unknown or malformed tenant: the local handler gives the precise answer
+		// (NotFound, InvalidArgument). Home here: serve.
 		if err == nil && p.ServeRegions != nil {
 			w.Header().Set(ServeRegionsHeader, strings.Join(p.ServeRegions, ","))
 		}
@@ -318,6 +331,14 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set(ServeRegionsHeader, strings.Join(p.ServeRegions, ","))
 	}
 	rt.forward(w, r, p, true)
+}
+
+// answeredLocally reports whether a directory lookup failed for a reason the local
+// handler answers precisely and without serving anything: the tenant does not exist,
+// or its id is malformed.
+func answeredLocally(err error) bool {
+	var fe *schema.FieldError
+	return errors.Is(err, schema.ErrNotFound) || errors.As(err, &fe)
 }
 
 // ServeRegionsHeader lists, on the answers for a residency-strict tenant, the regions

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -1304,6 +1305,49 @@ func TestRouterResidencyStrict(t *testing.T) {
 			}
 			if r := resp.Header.Get(routing.RouteHeader); r != tt.wantRoute {
 				t.Errorf("%s = %q, want %q", routing.RouteHeader, r, tt.wantRoute)
+			}
+		})
+	}
+}
+
+// TestRouterDirectoryUnreadable: a request whose tenant's placement cannot be read is
+// refused, never served here, since where the tenant may be served is unknown (the
+// db-outage drill once had a residency-strict tenant served outside its regions: the
+// lookup failed, the local handler's read a moment later succeeded). A tenant that
+// does not exist, or a malformed id, still gets the local handler's precise answer.
+func TestRouterDirectoryUnreadable(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name      string
+		err       error
+		wantCode  int
+		wantLocal int
+	}{
+		{"database unavailable", fmt.Errorf("%w: 08006", schema.ErrUnavailable), http.StatusServiceUnavailable, 0},
+		{"unclassified database error", errors.New("database error XX000"), http.StatusServiceUnavailable, 0},
+		{"tenant not found", fmt.Errorf("%w: tenant %q", schema.ErrNotFound, "vault"), http.StatusOK, 1},
+		{"malformed tenant id", &schema.FieldError{Field: "tenant_id", Reason: "too long"}, http.StatusOK, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			tenants := newFakeTenants()
+			tenants.fail(tt.err)
+			f := newFixture(t, tenants, fakePeers{}, nil)
+			resp, body := f.do(t, request{method: http.MethodPost, target: "/v1/users", body: `{}`,
+				header: map[string]string{routing.TenantHeader: "vault", "Content-Type": "application/json"}})
+			if resp.StatusCode != tt.wantCode || f.local.count() != tt.wantLocal {
+				t.Fatalf("got %d %q with %d requests served locally, want %d and %d", resp.StatusCode, body, f.local.count(), tt.wantCode, tt.wantLocal)
+			}
+			wantUnplaced := 0.0
+			if tt.wantCode != http.StatusOK {
+				wantUnplaced = 1
+				if !strings.Contains(body, "tenant vault") || strings.Contains(body, "XX000") || strings.Contains(body, "08006") {
+					t.Errorf("refusal %q: want one naming the tenant, without the database's error", body)
+				}
+			}
+			if v := metric(t, f.reg, "keyplane_route_requests_total", "route", "unplaced"); v != wantUnplaced {
+				t.Errorf("unplaced routes = %v, want %v", v, wantUnplaced)
 			}
 		})
 	}
