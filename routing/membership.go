@@ -465,10 +465,14 @@ func (b moveBroadcast) Invalidates(memberlist.Broadcast) bool { return false }
 func (b moveBroadcast) Message() []byte                       { return b.msg }
 func (b moveBroadcast) Finished()                             {}
 
-// AnnounceMove gossips that a tenant moved to a new placement epoch, so every node
-// drops its cached placement at once instead of when the cache expires. Every node
-// relays a move the first time it hears it (memberlist sends a broadcast to only a
-// few peers). Best effort: the caches' TTL bounds staleness when one is lost.
+// AnnounceMove tells every node that a tenant moved to a new placement epoch, so each
+// drops its cached placement at once instead of when the cache expires. The move is
+// sent to every member alive now over TCP (memberlist's reliable send), and gossiped
+// too: every node relays a move the first time it hears it, which reaches a node that
+// joins meanwhile. Gossip alone reaches every node only with high probability (each
+// node relays to a few random peers, over UDP that a busy host drops), and rehomes are
+// rare enough that a connection per member costs nothing. Best effort still: a node
+// that hears nothing refreshes the placement when its cache's TTL expires.
 func (m *Membership) AnnounceMove(tenant string, epoch int64) {
 	mv := moveMsg{Tenant: tenant, Epoch: epoch}
 	m.mu.Lock()
@@ -476,6 +480,16 @@ func (m *Membership) AnnounceMove(tenant string, epoch int64) {
 	m.mu.Unlock()
 	b, _ := json.Marshal(mv)
 	m.queue.QueueBroadcast(moveBroadcast{msg: b})
+	for _, n := range m.ml.Members() {
+		if n.Name == m.name {
+			continue
+		}
+		go func() {
+			if err := m.ml.SendReliable(n, b); err != nil {
+				m.log.Debug("tenant move not sent directly; gossip carries it", "to", n.Name, "err", err)
+			}
+		}()
+	}
 }
 
 // heard records a move and reports whether it is new. Callers hold m.mu.

@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -70,6 +72,7 @@ type cluster struct {
 type gate struct {
 	memberlist.Transport
 	shut    atomic.Bool
+	lossy   atomic.Bool // drops inbound packets only (UDP lost on a busy host); streams pass
 	packets chan *memberlist.Packet
 	streams chan net.Conn
 }
@@ -78,7 +81,7 @@ func newGate(inner memberlist.Transport) *gate {
 	g := &gate{Transport: inner, packets: make(chan *memberlist.Packet), streams: make(chan net.Conn)}
 	go func() {
 		for p := range inner.PacketCh() {
-			if !g.shut.Load() {
+			if !g.shut.Load() && !g.lossy.Load() {
 				g.packets <- p
 			}
 		}
@@ -313,5 +316,48 @@ func TestDroppedMetadataUpdateIsRepaired(t *testing.T) {
 	m.mu.Unlock()
 	if !waitFor(readmitLimit, func() bool { return c.lagging(all) == "" }) {
 		t.Fatalf("the dropped update was not repaired within %s: %s", readmitLimit, c.lagging(all))
+	}
+}
+
+// A tenant move reaches every node that is alive when it is announced, without luck:
+// here every UDP packet is lost (gossip, and the probes broadcasts ride on), so only
+// the direct send can carry it. Gossip alone relays a move to a few random peers over
+// UDP; TestMembershipAnnounceMove once failed under load with one node that never
+// heard it.
+func TestMoveReachesEveryNodeWithoutGossip(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	all := []string{"ap-1", "ap-2", "eu-1", "eu-2", "us-1", "us-2"}
+	if !waitFor(clusterStartLimit, func() bool { return c.lagging(all) == "" }) {
+		t.Fatalf("cluster start: %s", c.lagging(all))
+	}
+	var mu sync.Mutex
+	heard := map[string][]string{}
+	for id, m := range c.nodes {
+		m.OnMove(func(tenant string, epoch int64) {
+			mu.Lock()
+			defer mu.Unlock()
+			heard[id] = append(heard[id], fmt.Sprintf("%s@%d", tenant, epoch))
+		})
+	}
+	for _, g := range c.gates {
+		g.lossy.Store(true)
+	}
+	c.nodes["us-1"].AnnounceMove("globex", 8)
+	want := map[string][]string{}
+	for _, id := range all {
+		if id != "us-1" {
+			want[id] = []string{"globex@8"}
+		}
+	}
+	same := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return reflect.DeepEqual(heard, want)
+	}
+	if !waitFor(readmitLimit, same) {
+		mu.Lock()
+		defer mu.Unlock()
+		t.Fatalf("nodes heard %v, want %v", heard, want)
 	}
 }

@@ -174,8 +174,9 @@ func TestMembershipAnnounceMove(t *testing.T) {
 		}
 		return true
 	}
-	// Gossip runs every 50 ms, so this takes a few rounds; on a loaded machine
-	// (make test runs three packages at a time) rounds are late: wait up to 15 s.
+	// The move is sent to each node directly (TestMoveReachesEveryNodeWithoutGossip)
+	// and gossiped; on a loaded machine (make test runs three packages at a time)
+	// either can be late: wait up to 15 s.
 	for i := 0; i < 300 && !everyone(); i++ {
 		time.Sleep(50 * time.Millisecond)
 	}
