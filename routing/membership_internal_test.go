@@ -101,6 +101,10 @@ func newGate(inner memberlist.Transport) *gate {
 func (g *gate) PacketCh() <-chan *memberlist.Packet { return g.packets }
 func (g *gate) StreamCh() <-chan net.Conn           { return g.streams }
 
+// clusterNodes is every node of a test cluster, sorted.
+var clusterNodes = []string{"ap-1", "ap-2", "eu-1", "eu-2", "us-1", "us-2"}
+
+// newCluster starts the cluster and returns once every node lists every node ready.
 func newCluster(t *testing.T) *cluster {
 	t.Helper()
 	c := &cluster{t: t, nodes: map[string]*Membership{}, gates: map[string]*gate{}}
@@ -142,6 +146,9 @@ func newCluster(t *testing.T) *cluster {
 			m.Leave(time.Second)
 		}
 	})
+	if !waitFor(clusterStartLimit, func() bool { return c.lagging(clusterNodes) == "" }) {
+		t.Fatalf("cluster start: %s", c.lagging(clusterNodes))
+	}
 	return c
 }
 
@@ -232,10 +239,6 @@ func waitFor(limit time.Duration, cond func() bool) bool {
 func TestRestartedNodeIsReadmitted(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t)
-	all := []string{"ap-1", "ap-2", "eu-1", "eu-2", "us-1", "us-2"}
-	if !waitFor(clusterStartLimit, func() bool { return c.lagging(all) == "" }) {
-		t.Fatalf("cluster start: %s", c.lagging(all))
-	}
 	for _, tt := range []struct {
 		name         string
 		waitForDeath bool
@@ -257,8 +260,8 @@ func TestRestartedNodeIsReadmitted(t *testing.T) {
 			c.start("eu-1")
 			c.start("eu-2")
 			c.ready("eu-1", "eu-2")
-			if !waitFor(readmitLimit, func() bool { return c.lagging(all) == "" }) {
-				t.Fatalf("not readmitted within %s: %s", readmitLimit, c.lagging(all))
+			if !waitFor(readmitLimit, func() bool { return c.lagging(clusterNodes) == "" }) {
+				t.Fatalf("not readmitted within %s: %s", readmitLimit, c.lagging(clusterNodes))
 			}
 		})
 	}
@@ -271,10 +274,6 @@ func TestRestartedNodeIsReadmitted(t *testing.T) {
 func TestNodeDeclaredDeadWhileAliveIsReadmitted(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t)
-	all := []string{"ap-1", "ap-2", "eu-1", "eu-2", "us-1", "us-2"}
-	if !waitFor(clusterStartLimit, func() bool { return c.lagging(all) == "" }) {
-		t.Fatalf("cluster start: %s", c.lagging(all))
-	}
 	c.gates["us-2"].shut.Store(true)
 	others := []string{"ap-1", "ap-2", "eu-1", "eu-2", "us-1"}
 	stalled := c.nodes["us-2"]
@@ -282,13 +281,13 @@ func TestNodeDeclaredDeadWhileAliveIsReadmitted(t *testing.T) {
 	if !waitFor(30*time.Second, func() bool { return c.lagging(others) == "" }) {
 		t.Fatalf("the peers never declared us-2 dead: %s", c.lagging(others))
 	}
-	if got := len(stalled.Members()); got != len(all) {
-		t.Fatalf("us-2 lists %d members, want all %d: the test needs a node that sees its peers alive", got, len(all))
+	if got := len(stalled.Members()); got != len(clusterNodes) {
+		t.Fatalf("us-2 lists %d members, want all %d: the test needs a node that sees its peers alive", got, len(clusterNodes))
 	}
 	c.nodes["us-2"] = stalled
 	c.gates["us-2"].shut.Store(false)
-	if !waitFor(readmitLimit, func() bool { return c.lagging(all) == "" }) {
-		t.Fatalf("not readmitted within %s: %s", readmitLimit, c.lagging(all))
+	if !waitFor(readmitLimit, func() bool { return c.lagging(clusterNodes) == "" }) {
+		t.Fatalf("not readmitted within %s: %s", readmitLimit, c.lagging(clusterNodes))
 	}
 }
 
@@ -301,10 +300,6 @@ func TestNodeDeclaredDeadWhileAliveIsReadmitted(t *testing.T) {
 func TestDroppedMetadataUpdateIsRepaired(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t)
-	all := []string{"ap-1", "ap-2", "eu-1", "eu-2", "us-1", "us-2"}
-	if !waitFor(clusterStartLimit, func() bool { return c.lagging(all) == "" }) {
-		t.Fatalf("cluster start: %s", c.lagging(all))
-	}
 	c.nodes["eu-2"].SetReady(false)
 	notReady := []string{"ap-1", "ap-2", "eu-1", "us-1", "us-2"}
 	if !waitFor(readmitLimit, func() bool { return c.lagging(notReady) == "" }) {
@@ -314,8 +309,8 @@ func TestDroppedMetadataUpdateIsRepaired(t *testing.T) {
 	m.mu.Lock()
 	m.self.Ready = true // as SetReady records it; memberlist never hears of it
 	m.mu.Unlock()
-	if !waitFor(readmitLimit, func() bool { return c.lagging(all) == "" }) {
-		t.Fatalf("the dropped update was not repaired within %s: %s", readmitLimit, c.lagging(all))
+	if !waitFor(readmitLimit, func() bool { return c.lagging(clusterNodes) == "" }) {
+		t.Fatalf("the dropped update was not repaired within %s: %s", readmitLimit, c.lagging(clusterNodes))
 	}
 }
 
@@ -327,10 +322,6 @@ func TestDroppedMetadataUpdateIsRepaired(t *testing.T) {
 func TestMoveReachesEveryNodeWithoutGossip(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t)
-	all := []string{"ap-1", "ap-2", "eu-1", "eu-2", "us-1", "us-2"}
-	if !waitFor(clusterStartLimit, func() bool { return c.lagging(all) == "" }) {
-		t.Fatalf("cluster start: %s", c.lagging(all))
-	}
 	var mu sync.Mutex
 	heard := map[string][]string{}
 	for id, m := range c.nodes {
@@ -345,7 +336,7 @@ func TestMoveReachesEveryNodeWithoutGossip(t *testing.T) {
 	}
 	c.nodes["us-1"].AnnounceMove("globex", 8)
 	want := map[string][]string{}
-	for _, id := range all {
+	for _, id := range clusterNodes {
 		if id != "us-1" {
 			want[id] = []string{"globex@8"}
 		}
