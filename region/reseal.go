@@ -35,6 +35,9 @@ func ResealSecrets(ctx context.Context, store *schema.Store, k *kek.KEK, c schem
 		WebhookSecret: func(tenantID, webhookID string, sealed []byte) ([]byte, bool, error) {
 			return k.Reseal(sealed, schema.WebhookSecretAD(tenantID, webhookID))
 		},
+		IdempotentResponse: func(tenantID, key string, sealed []byte) ([]byte, bool, error) {
+			return k.Reseal(sealed, idempotencyAD(schema.Scope{TenantID: tenantID}, key))
+		},
 	}
 	out := map[string]schema.ResealCounts{}
 	for _, reg := range regions {

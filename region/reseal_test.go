@@ -23,8 +23,9 @@ import (
 // TestKEKRotation rotates the key-encryption key the way docs/security.md says: the
 // new key first and the old one second on every node, ResealSecrets, then the old key
 // removed. A node holding only the new key then opens the region's signing key and
-// a TOTP seed, an upstream OIDC client secret, a SAML SP key and a webhook secret
-// sealed under the old one; before the reseal it could open none of them.
+// a TOTP seed, an upstream OIDC client secret, a SAML SP key, a webhook secret and
+// the response recorded for an idempotency key, sealed under the old one; before the
+// reseal it could open none of them.
 func TestKEKRotation(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -128,6 +129,19 @@ func TestKEKRotation(t *testing.T) {
 		code, _ := get(t, url+"/t/acme/saml/hr/metadata", "")
 		return code
 	}
+	// A keyed call's recorded response, sealed under the old key, and its retry.
+	createBob := func(url string) (*connect.Response[keyplanev1.CreateIdentityResponse], error) {
+		return keyedAdmin(url).CreateIdentity(withKey("create-bob"), connect.NewRequest(&keyplanev1.CreateIdentityRequest{TenantId: "acme",
+			Kind: keyplanev1.IdentityKind_IDENTITY_KIND_HUMAN, DisplayName: "Bob"}))
+	}
+	bob, err := createBob(oldURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	replays := func(url string) bool {
+		again, err := createBob(url)
+		return err == nil && again.Header().Get(region.IdempotentReplayHeader) == "true" && again.Msg.Identity.Id == bob.Msg.Identity.Id
+	}
 
 	// Only the new key, before the reseal: the old secrets do not open.
 	earlyURL := nodeURL(newKEK, "us-east-2")
@@ -138,20 +152,24 @@ func TestKEKRotation(t *testing.T) {
 	if upstreamSecretOpens(newKEK) || webhookSecretOpens(newKEK) || samlMetadata(earlyURL) == http.StatusOK {
 		t.Fatal("the new KEK opened a sign-in provider's secret before the reseal: the test proves nothing")
 	}
+	if replays(earlyURL) {
+		t.Fatal("the new KEK opened a recorded response before the reseal: the test proves nothing")
+	}
 
 	change := schema.Change{Actor: "operator", RequestID: "kek-rotation"}
 	got, err := region.ResealSecrets(ctx, store, both, change)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c := got["us-east"]; c.SigningKeys != 1 || c.TOTPSeeds != 1 || c.UpstreamSecrets != 1 || c.SAMLKeys != 1 || c.WebhookSecrets != 1 || c.Skipped != 0 {
-		t.Fatalf("reseal in us-east = %+v, want 1 signing key, 1 TOTP seed, 1 upstream secret, 1 SAML key and 1 webhook secret", c)
+	if c := got["us-east"]; c.SigningKeys != 1 || c.TOTPSeeds != 1 || c.UpstreamSecrets != 1 || c.SAMLKeys != 1 || c.WebhookSecrets != 1 ||
+		c.IdempotentResponses != 1 || c.Skipped != 0 {
+		t.Fatalf("reseal in us-east = %+v, want 1 signing key, 1 TOTP seed, 1 upstream secret, 1 SAML key, 1 webhook secret and 1 idempotency record", c)
 	}
 	again, err := region.ResealSecrets(ctx, store, both, change)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c := again["us-east"]; c.SigningKeys != 0 || c.TOTPSeeds != 0 || c.UpstreamSecrets != 0 || c.SAMLKeys != 0 || c.WebhookSecrets != 0 || c.Unchanged != 5 {
+	if c := again["us-east"]; c.SigningKeys != 0 || c.TOTPSeeds != 0 || c.UpstreamSecrets != 0 || c.SAMLKeys != 0 || c.WebhookSecrets != 0 || c.IdempotentResponses != 0 || c.Unchanged != 6 {
 		t.Fatalf("a second reseal = %+v, want nothing left to do", c)
 	}
 
@@ -161,6 +179,9 @@ func TestKEKRotation(t *testing.T) {
 	}
 	if code := samlMetadata(newURL); code != http.StatusOK {
 		t.Errorf("after the reseal a node with only the new KEK serves the SAML SP metadata with %d, want 200", code)
+	}
+	if !replays(newURL) {
+		t.Error("after the reseal a node with only the new KEK does not replay the recorded response of a keyed call")
 	}
 	events, _, err := store.ListAuditEvents(ctx, sc, schema.AuditFilter{Action: "saml.idp.reseal"}, schema.Page{Size: 10})
 	if err != nil || len(events) != 1 {

@@ -22,12 +22,15 @@ type Reseal struct {
 	SAMLKey func(tenantID, idpID string, sealed []byte) (resealed []byte, changed bool, err error)
 	// WebhookSecret reseals an alert webhook's signing secret.
 	WebhookSecret func(tenantID, webhookID string, sealed []byte) (resealed []byte, changed bool, err error)
-	KEKID         string
+	// IdempotentResponse reseals a response recorded for an idempotency key.
+	IdempotentResponse func(tenantID, key string, sealed []byte) (resealed []byte, changed bool, err error)
+	KEKID              string
 }
 
 // ResealCounts says what ResealSecrets did in one region.
 type ResealCounts struct {
 	SigningKeys, TOTPSeeds, UpstreamSecrets, SAMLKeys, WebhookSecrets int // resealed
+	IdempotentResponses                                               int // resealed
 	Unchanged                                                         int // already under the primary KEK
 	Skipped                                                           int // changed or moved while being resealed: run again
 }
@@ -37,14 +40,16 @@ const resealBatch = 200
 
 // ResealSecrets walks every secret of region sealed under a key-encryption key (the
 // signing keys' private halves, unrevoked TOTP seeds, upstream OIDC client secrets,
-// SAML SP keys, alert webhook secrets) and stores what reseal returns for each one it changed. Each
-// per-tenant secret is replaced in a transaction of its own with its audit event, and
-// only if the stored blob is still the one read (a concurrent re-enrolment wins and
-// is counted as skipped). Run it after making a new KEK the
-// primary on every node, and before removing the old one; it is safe to run again.
+// SAML SP keys, alert webhook secrets, unexpired responses recorded for idempotency
+// keys) and stores what reseal returns for each one it changed. Each per-tenant secret
+// is replaced in a transaction of its own with its audit event, and only if the stored
+// blob is still the one read (a concurrent re-enrolment wins and is counted as
+// skipped). Run it after making a new KEK the primary on every node, and before
+// removing the old one; it is safe to run again.
 func (s *Store) ResealSecrets(ctx context.Context, c Change, region string, reseal Reseal) (ResealCounts, error) {
 	var out ResealCounts
-	if reseal.SigningKey == nil || reseal.TOTP == nil || reseal.UpstreamSecret == nil || reseal.SAMLKey == nil || reseal.WebhookSecret == nil || reseal.KEKID == "" {
+	if reseal.SigningKey == nil || reseal.TOTP == nil || reseal.UpstreamSecret == nil || reseal.SAMLKey == nil || reseal.WebhookSecret == nil ||
+		reseal.IdempotentResponse == nil || reseal.KEKID == "" {
 		return out, errors.New("reseal: every function and the KEK id are required")
 	}
 	if err := s.resealSigningKeys(ctx, region, reseal, &out); err != nil {
@@ -55,7 +60,58 @@ func (s *Store) ResealSecrets(ctx context.Context, c Change, region string, rese
 			return out, err
 		}
 	}
-	return out, nil
+	return out, s.resealIdempotentResponses(ctx, region, reseal, &out)
+}
+
+// resealIdempotentResponses reseals the unexpired responses recorded for idempotency
+// keys, each only if it is still the one read. These rows record calls whose changes
+// were audited when they were made, and are dropped after 24 hours: resealing one
+// writes no audit event.
+func (s *Store) resealIdempotentResponses(ctx context.Context, region string, reseal Reseal, out *ResealCounts) error {
+	type row struct {
+		tenantID, key string
+		sealed        []byte
+	}
+	afterTenant, afterKey := "", ""
+	for {
+		rows, err := s.pool.Query(ctx, `SELECT tenant_id, key, response FROM idempotency_keys
+WHERE crdb_region = $1 AND expires_at > now() AND (tenant_id, key) > ($2, $3)
+ORDER BY tenant_id, key LIMIT $4`, region, afterTenant, afterKey, resealBatch)
+		if err != nil {
+			return classify(fmt.Errorf("read idempotency records of %s: %w", region, err))
+		}
+		batch, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (row, error) {
+			var x row
+			return x, r.Scan(&x.tenantID, &x.key, &x.sealed)
+		})
+		if err != nil {
+			return classify(fmt.Errorf("read idempotency records of %s: %w", region, err))
+		}
+		for _, r := range batch {
+			blob, changed, err := reseal.IdempotentResponse(r.tenantID, r.key, r.sealed)
+			if err != nil {
+				return fmt.Errorf("idempotency record %q of tenant %s: %w", r.key, r.tenantID, err)
+			}
+			if !changed {
+				out.Unchanged++
+				continue
+			}
+			tag, err := s.pool.Exec(ctx, `UPDATE idempotency_keys SET response = $4
+WHERE tenant_id = $1 AND crdb_region = $2 AND key = $3 AND response = $5`, r.tenantID, region, r.key, blob, r.sealed)
+			if err != nil {
+				return classify(fmt.Errorf("reseal idempotency record %q of tenant %s: %w", r.key, r.tenantID, err))
+			}
+			if tag.RowsAffected() == 1 {
+				out.IdempotentResponses++
+			} else {
+				out.Skipped++
+			}
+		}
+		if len(batch) < resealBatch {
+			return nil
+		}
+		afterTenant, afterKey = batch[len(batch)-1].tenantID, batch[len(batch)-1].key
+	}
 }
 
 func (s *Store) resealSigningKeys(ctx context.Context, region string, reseal Reseal, out *ResealCounts) error {
