@@ -317,6 +317,7 @@ func (n *Node) completeExchange(ctx context.Context, form url.Values, t schema.T
 	if err != nil {
 		return nil, err
 	}
+	n.spendTokens(t)
 	n.metrics.federationExchanges.WithLabelValues("ok").Inc()
 	return exchangeResponse{AccessToken: raw, IssuedTokenType: tokenTypeAccessToken, TokenType: "Bearer",
 		ExpiresIn: secondsUntil(now.Add(ttl), n.now()), Scope: scope}, nil

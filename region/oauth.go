@@ -74,6 +74,19 @@ type oauthError struct {
 	Code        string `json:"error"`
 	Description string `json:"error_description,omitempty"`
 	basic       bool   // the client tried HTTP Basic: answer with WWW-Authenticate
+	retryAfter  string // a rate limit's Retry-After, in seconds
+}
+
+// writeOAuthError answers oe as JSON with its status, WWW-Authenticate and
+// Retry-After headers.
+func writeOAuthError(w http.ResponseWriter, oe *oauthError) {
+	if oe.basic {
+		w.Header().Set("WWW-Authenticate", `Basic realm="keyplane"`)
+	}
+	if oe.retryAfter != "" {
+		w.Header().Set("Retry-After", oe.retryAfter)
+	}
+	writeJSON(w, oe.status, oe)
 }
 
 func (e *oauthError) Error() string { return e.Code + ": " + e.Description }
@@ -105,10 +118,7 @@ func (n *Node) oauthHandlerOf(f oauthFunc, placed bool) http.HandlerFunc {
 		route := r.Pattern
 		if err != nil {
 			oe := n.toOAuthError(ctx, err)
-			if oe.basic {
-				w.Header().Set("WWW-Authenticate", `Basic realm="keyplane"`)
-			}
-			writeJSON(w, oe.status, oe)
+			writeOAuthError(w, oe)
 			n.metrics.observeRPCIn(ctx, route, oe.Code, time.Since(start))
 			return
 		}
@@ -165,6 +175,9 @@ func (n *Node) toOAuthError(ctx context.Context, err error) *oauthError {
 	var oe *oauthError
 	if errors.As(err, &oe) {
 		return oe
+	}
+	if rl := (*rateLimited)(nil); errors.As(err, &rl) {
+		return &oauthError{status: http.StatusTooManyRequests, Code: "temporarily_unavailable", Description: rl.Error(), retryAfter: retryAfterSeconds(rl.retryAfter)}
 	}
 	ce := connectError(ctx, n.log, err)
 	switch ce.Code() {
@@ -425,6 +438,11 @@ func (n *Node) introspect(ctx context.Context, _ http.ResponseWriter, r *http.Re
 	cl, err := n.authenticateClient(ctx, r, t)
 	<-validated
 	if err != nil {
+		return nil, err
+	}
+	// Counted in the decision class once the client authenticated (limitHTTP only
+	// refused it if the class was already spent).
+	if err := n.limits.allowTenant(classDecisions, t, n.now()); err != nil {
 		return nil, err
 	}
 	if raw == "" {

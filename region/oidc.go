@@ -543,6 +543,7 @@ func (n *Node) authorizationCodeGrant(ctx context.Context, r *http.Request, t sc
 	if err != nil {
 		return nil, err
 	}
+	n.spendTokens(t)
 	scopes := strings.Fields(code.Scope)
 	idc := token.IDClaims{Issuer: n.Issuer(t.ID), Subject: sess.IdentityID, Audience: cl.id, AZP: cl.id, ExpiresAt: now.Add(ttl), IssuedAt: now,
 		AuthTime: sess.AuthTime, Nonce: code.Nonce, AMR: sess.AMR, ACR: acrOf(sess.AMR), SessionID: sess.ID}
@@ -621,12 +622,17 @@ func (n *Node) userinfo(w http.ResponseWriter, r *http.Request) {
 	}
 	v, err := n.validate(ctx, tenantID, raw, "", false)
 	if err != nil {
-		oe := n.toOAuthError(ctx, err)
-		writeJSON(w, oe.status, oe)
+		writeOAuthError(w, n.toOAuthError(ctx, err))
 		return
 	}
 	if !v.Active {
 		fail(http.StatusUnauthorized, "invalid_token", "the access token is not active ("+string(v.Reason)+")")
+		return
+	}
+	// Counted in the decision class once the token verified (limitHTTP only refused
+	// the call if the class was already spent).
+	if err := n.limits.allowTenant(classDecisions, v.Tenant, n.now()); err != nil {
+		writeOAuthError(w, n.toOAuthError(ctx, err))
 		return
 	}
 	scopes := strings.Fields(v.Claims.Scope)
@@ -638,8 +644,7 @@ func (n *Node) userinfo(w http.ResponseWriter, r *http.Request) {
 	if slices.Contains(scopes, "profile") || slices.Contains(scopes, "email") {
 		p, err := n.store.GetIdentityProfile(ctx, v.Tenant.Scope(), v.Claims.Subject)
 		if err != nil {
-			oe := n.toOAuthError(ctx, err)
-			writeJSON(w, oe.status, oe)
+			writeOAuthError(w, n.toOAuthError(ctx, err))
 			return
 		}
 		if slices.Contains(scopes, "profile") {

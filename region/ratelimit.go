@@ -245,7 +245,11 @@ func (k *keyedLimiter) size() int {
 
 // pairLimiter limits one endpoint per source IP and per tenant: by its own per-tenant
 // limit (perTen), by the tenant's class limit (class, through tenants; set by
-// attachTenantLimits), or both.
+// attachTenantLimits), or both. The class limit is only looked at here, before the
+// caller is authenticated: a call is refused once the tenant's bucket is empty, but
+// only calls that authenticate spend it (introspection, userinfo), or only those
+// that mint a token (the token class), so that nobody spends a tenant's budget by
+// naming it.
 type pairLimiter struct {
 	name          string // the endpoint, for the metric and the error
 	perIP, perTen *keyedLimiter
@@ -280,8 +284,10 @@ func exhausted(msg string, retryAfter time.Duration) *connect.Error {
 	return ce
 }
 
-// allow takes a token from the source IP's bucket, then from the tenant's. The IP is
-// checked first so that a flood from one address does not spend its tenant's budget.
+// allow takes a token from the source IP's bucket, then from the endpoint's own
+// per-tenant one, and refuses the call if the tenant's class bucket is empty (taking
+// nothing from it). The IP is checked first so that a flood from one address does
+// not spend its tenant's budget.
 //
 // An unknown source ("": a forward whose client address could not be trusted, which
 // only a cluster without peer certificates produces) is limited per tenant only: one
@@ -306,7 +312,7 @@ func (p *pairLimiter) allow(ctx context.Context, m *metrics, ip, tenant string, 
 		}
 	}
 	if p.tenants != nil {
-		return p.tenants.allow(ctx, p.class, tenant, now)
+		return p.tenants.spent(ctx, p.class, tenant, now)
 	}
 	return nil
 }
@@ -340,11 +346,9 @@ func sourceIP(addr string) string {
 func (n *Node) limitHTTP(p *pairLimiter, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		err := p.allow(r.Context(), n.metrics, sourceIP(r.RemoteAddr), r.PathValue("tenant"), n.now())
-		var rl *rateLimited
-		if errors.As(err, &rl) {
-			w.Header().Set("Retry-After", retryAfterSeconds(rl.retryAfter))
+		if errors.As(err, new(*rateLimited)) {
 			w.Header().Set("Cache-Control", "no-store")
-			writeJSON(w, http.StatusTooManyRequests, map[string]string{"error": "temporarily_unavailable", "error_description": rl.Error()})
+			writeOAuthError(w, n.toOAuthError(r.Context(), err))
 			return
 		}
 		h(w, r)

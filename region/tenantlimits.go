@@ -140,6 +140,19 @@ func (t *tenantLimiter) refuse(c limitClass, tenantID string, r RateLimit, own b
 		tenantID, c, strconv.FormatFloat(r.PerSecond, 'g', -1, 64), r.Burst, which)}
 }
 
+// spend takes a token from the tenant's bucket of class c for work already done (a
+// token minted), and never refuses: calls of the class are refused before any work
+// once the bucket is empty (spent). Only callers who got something spend a tenant's
+// budget, and the limit holds up to the calls in flight when it runs out.
+func (t *tenantLimiter) spend(c limitClass, row schema.Tenant, now time.Time) {
+	if r, _ := t.limitOf(c, row.Limits); c != classNone && !r.Off() {
+		t.buckets[c].allowWith(row.ID, now, r)
+	}
+}
+
+// spendTokens counts a token minted for tenant t in its token class.
+func (n *Node) spendTokens(t schema.Tenant) { n.limits.spend(classTokens, t, n.now()) }
+
 // allowTenant is allow for a tenant row already read.
 func (t *tenantLimiter) allowTenant(c limitClass, row schema.Tenant, now time.Time) error {
 	if c == classNone {
@@ -159,9 +172,10 @@ func (t *tenantLimiter) allowTenant(c limitClass, row schema.Tenant, now time.Ti
 // connectClasses are the Connect procedures counted per tenant, by class. Every other
 // tenant-scoped procedure that is not NO_SIDE_EFFECTS is a write (writeProcedures),
 // except the AuthService's: Login has limits of its own, ExchangeAPIKey and Refresh
-// count as token issuance through the token endpoint's limiter (per source address
-// first), and revocations and MFA enrollment are never refused for a tenant's volume
-// (stopping access must not wait behind the tenant's own flood).
+// are token issuance (refused through the token endpoint's limiter, per source
+// address first, and counted by spendTokens when they mint), and revocations and MFA
+// enrollment are never refused for a tenant's volume (stopping access must not wait
+// behind the tenant's own flood).
 var connectClasses = func() map[string]limitClass {
 	out := map[string]limitClass{procedure(keyplanev1connect.AuthServiceName, "ValidateToken"): classDecisions}
 	for p := range proceduresWhere(func(m protoreflect.MethodDescriptor) bool {
@@ -232,9 +246,12 @@ func (n *Node) refuseEarly(path string, h http.Handler) (string, http.Handler) {
 	})
 }
 
-// attachTenantLimits makes the token endpoint's limiter count its tenant half in the
-// token class (TokenPerTenant is that class's default), and introspection's count in
-// the decision class as well as its own per-tenant limit.
+// attachTenantLimits makes the token endpoint's limiter (the sign-in pages',
+// ExchangeAPIKey's and Refresh's too) refuse calls once the tenant's token class is
+// spent (TokenPerTenant is that class's default), and introspection's (userinfo's too)
+// once its decision class is, as well as by its own per-tenant limit. Neither takes
+// from the class: spendTokens does when a token is minted, and introspection and
+// userinfo charge the decision class once their caller is authenticated.
 func (g *guards) attachTenantLimits(t *tenantLimiter) {
 	g.token.perTen, g.token.class, g.token.tenants = nil, classTokens, t
 	g.introspect.class, g.introspect.tenants = classDecisions, t

@@ -289,3 +289,70 @@ func TestTenantLimitsOnSCIM(t *testing.T) {
 		t.Fatalf("a SCIM read under a spent write limit: %d %s", r.status, r.raw)
 	}
 }
+
+// TestSecurityStrangersCannotSpendTenantBudget: callers without valid credentials
+// naming a tenant (a wrong client secret at the token endpoint or introspection, a
+// garbage bearer token at userinfo, a bogus refresh token or API key) are refused as
+// such and never spend the tenant's token or decision budget: before, each spent the
+// class before its caller was authenticated, so anyone could lock a tenant's own
+// clients out of minting tokens or introspecting them. The tenant's clients then get
+// their whole burst, and the limit still holds after it.
+func TestSecurityStrangersCannotSpendTenantBudget(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newFixture(t)
+	r, err := f.admin.CreateTenant(ctx, connect.NewRequest(&keyplanev1.CreateTenantRequest{Id: "hooli", Name: "Hooli", HomeRegion: "us-east"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, secret := r.Msg.AdminClientId, r.Msg.AdminClientSecret
+	slow := &keyplanev1.RateLimit{PerSecond: 0.001, Burst: 2} // no refill while the test runs
+	if _, err := f.admin.SetTenantLimits(ctx, connect.NewRequest(&keyplanev1.SetTenantLimitsRequest{Id: "hooli",
+		Limits: &keyplanev1.TenantLimits{Tokens: slow, Decisions: slow}})); err != nil {
+		t.Fatal(err)
+	}
+	token, introspect := f.url+"/t/hooli/oauth2/token", f.url+"/t/hooli/oauth2/introspect"
+	stranger := f.authFrom("127.0.0.9")
+	for i := range 10 {
+		if got := postForm(t, token, id, "wrong secret", url.Values{"grant_type": {"client_credentials"}}); got.status != http.StatusUnauthorized {
+			t.Fatalf("stranger's token request %d: %d %v, want 401", i+1, got.status, got.body)
+		}
+		if got := postForm(t, introspect, id, "wrong secret", url.Values{"token": {"x"}}); got.status != http.StatusUnauthorized {
+			t.Fatalf("stranger's introspection %d: %d %v, want 401", i+1, got.status, got.body)
+		}
+		req, _ := http.NewRequest(http.MethodGet, f.url+"/t/hooli/oauth2/userinfo", nil)
+		req.Header.Set("Authorization", "Bearer garbage")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("stranger's userinfo %d: %d, want 401", i+1, resp.StatusCode)
+		}
+		_, err = stranger.Refresh(ctx, connect.NewRequest(&keyplanev1.RefreshRequest{TenantId: "hooli", RefreshToken: "kpr_not_a_real_one"}))
+		wantCode(t, err, connect.CodeUnauthenticated, "refresh_token")
+		_, err = stranger.ExchangeAPIKey(ctx, connect.NewRequest(&keyplanev1.ExchangeAPIKeyRequest{TenantId: "hooli", ApiKey: f.apiKey}))
+		wantCode(t, err, connect.CodeUnauthenticated, "")
+	}
+
+	var tok string
+	for i := range 2 {
+		tok = f.accessToken(t, "hooli", id, secret, nil)
+		if got := postForm(t, introspect, id, secret, url.Values{"token": {tok}}); got.status != http.StatusOK || got.body["active"] != true {
+			t.Fatalf("introspection %d of hooli's burst of 2: %d %v", i+1, got.status, got.body)
+		}
+	}
+	for _, c := range []struct {
+		url, class string
+		form       url.Values
+	}{
+		{token, "tokens", url.Values{"grant_type": {"client_credentials"}}},
+		{introspect, "decisions", url.Values{"token": {tok}}},
+	} {
+		got := postForm(t, c.url, id, secret, c.form)
+		if desc, _ := got.body["error_description"].(string); got.status != http.StatusTooManyRequests || !strings.Contains(desc, `tenant "hooli" is over its `+c.class+` limit`) {
+			t.Fatalf("%s past hooli's burst: %d %v, want 429 naming its %s limit", c.url, got.status, got.body, c.class)
+		}
+	}
+}

@@ -208,6 +208,7 @@ func (n *Node) issue(ctx context.Context, c schema.Change, g grant) (string, sch
 	raw, err := n.mint(ring, g, sess.ID, now, ttl)
 	sess.ExpiresAt = now.Add(ttl) // what the caller reports is the token's expiry
 	if err == nil {
+		n.spendTokens(g.Tenant)
 		// A token issued is an access event of its identity's baseline (analytics.go).
 		n.analytics.observe(accessEvent{tenant: g.Tenant.Scope(), identity: g.IdentityID, at: now, region: n.entryRegion(ctx), client: g.ClientID, session: sess.ID})
 	}
@@ -296,6 +297,7 @@ func (n *Node) refresh(ctx context.Context, t schema.Tenant, raw string) (string
 	if err != nil {
 		return "", "", schema.Session{}, err
 	}
+	n.spendTokens(t)
 	sess.ExpiresAt = now.Add(ttl)
 	return raw2, next.Text, sess, nil
 }
