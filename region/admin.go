@@ -430,6 +430,7 @@ func (n *Node) tenantToProto(t schema.Tenant) *keyplanev1.Tenant {
 		AccessTokenTtl: durationpb.New(t.AccessTokenTTL), ApiKeyMaxLifetime: durationpb.New(t.APIKeyMaxLifetime),
 		Issuer: n.Issuer(t.ID), SigningAlgorithm: signingAlgToProto(t.SigningAlg), StepUpWindow: durationOrNil(t.StepUpWindow),
 		DecisionRetention: durationpb.New(t.DecisionRetention), ResidencyPolicy: policy, Limits: tenantLimitsToProto(t.Limits),
+		RehomingTo: t.RehomingTo,
 	}
 }
 

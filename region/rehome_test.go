@@ -69,6 +69,10 @@ func TestRehomeFence(t *testing.T) {
 	wantCode(t, err, connect.CodeUnavailable, "being rehomed")
 	_, err = c.RehomeTenant(ctx, connect.NewRequest(&keyplanev1.RehomeTenantRequest{Id: "acme", HomeRegion: "eu-west"}))
 	wantCode(t, err, connect.CodeFailedPrecondition, "being rehomed in batches")
+	// The operator sees the move on the tenant.
+	if got, err := c.GetTenant(ctx, connect.NewRequest(&keyplanev1.GetTenantRequest{Id: "acme"})); err != nil || got.Msg.Tenant.RehomingTo != "eu-west" {
+		t.Errorf("GetTenant during the move: %v, %v; want rehoming_to eu-west", got, err)
+	}
 	if _, err := c.ListIdentities(ctx, connect.NewRequest(&keyplanev1.ListIdentitiesRequest{TenantId: "other"})); err != nil {
 		t.Errorf("another tenant during the move: %v", err)
 	}
@@ -99,6 +103,9 @@ func TestRehomeFence(t *testing.T) {
 	got, err := store.GetTenant(ctx, "acme")
 	if err != nil || got.HomeRegion != "eu-west" || got.RehomingTo != "" {
 		t.Fatalf("after the move: %+v, %v", got, err)
+	}
+	if got, err := c.GetTenant(ctx, connect.NewRequest(&keyplanev1.GetTenantRequest{Id: "acme"})); err != nil || got.Msg.Tenant.RehomingTo != "" || got.Msg.Tenant.HomeRegion != "eu-west" {
+		t.Errorf("GetTenant after the move: %v, %v; want home eu-west, rehoming_to empty", got, err)
 	}
 	ids, _, err := store.ListIdentities(ctx, got.Scope(), schema.Page{})
 	if err != nil || len(ids) != 3 {

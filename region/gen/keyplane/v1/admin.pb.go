@@ -495,7 +495,11 @@ type Tenant struct {
 	ResidencyPolicy   ResidencyPolicy      `protobuf:"varint,20,opt,name=residency_policy,json=residencyPolicy,proto3,enum=keyplane.v1.ResidencyPolicy" json:"residency_policy,omitempty"`
 	// The tenant's request-rate limits per node; a class left at 0 takes the node's
 	// default.
-	Limits        *TenantLimits `protobuf:"bytes,30,opt,name=limits,proto3" json:"limits,omitempty"`
+	Limits *TenantLimits `protobuf:"bytes,30,opt,name=limits,proto3" json:"limits,omitempty"`
+	// The region a batched rehome (`keyplane rehome run`) is moving the tenant to; empty
+	// when none is. While set, the tenant's calls are refused with `unavailable` and
+	// Retry-After; `keyplane rehome run` again finishes a stopped move.
+	RehomingTo    string `protobuf:"bytes,31,opt,name=rehoming_to,json=rehomingTo,proto3" json:"rehoming_to,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -649,6 +653,13 @@ func (x *Tenant) GetLimits() *TenantLimits {
 	return nil
 }
 
+func (x *Tenant) GetRehomingTo() string {
+	if x != nil {
+		return x.RehomingTo
+	}
+	return ""
+}
+
 // TenantLimits are a tenant's token-bucket limits, per node, one per class of request.
 // Past one, calls fail with `resource_exhausted` (HTTP 429) and a Retry-After header.
 type TenantLimits struct {
@@ -656,8 +667,9 @@ type TenantLimits struct {
 	// ValidateToken, Check, CheckBulk, WhoCan, EffectivePermissions, introspection and
 	// userinfo.
 	Decisions *RateLimit `protobuf:"bytes,1,opt,name=decisions,proto3" json:"decisions,omitempty"`
-	// Token issuance: ExchangeAPIKey, Refresh, the OAuth token endpoint and the sign-in
-	// pages (authorize, consent, SAML, upstream OIDC).
+	// Token issuance: tokens minted by the OAuth token endpoint, ExchangeAPIKey and
+	// Refresh. Once spent, those calls and the sign-in pages (authorize, consent, SAML,
+	// upstream OIDC) are refused.
 	Tokens *RateLimit `protobuf:"bytes,2,opt,name=tokens,proto3" json:"tokens,omitempty"`
 	// Admin API and SCIM mutations.
 	Writes        *RateLimit `protobuf:"bytes,3,opt,name=writes,proto3" json:"writes,omitempty"`
@@ -8630,7 +8642,7 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\x17keyplane/v1/admin.proto\x12\vkeyplane.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"?\n" +
 	"\x06Region\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
-	"\fsuper_region\x18\x02 \x01(\tR\vsuperRegion\"\xf8\x06\n" +
+	"\fsuper_region\x18\x02 \x01(\tR\vsuperRegion\"\x99\a\n" +
 	"\x06Tenant\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1f\n" +
@@ -8652,7 +8664,9 @@ const file_keyplane_v1_admin_proto_rawDesc = "" +
 	"\x0estep_up_window\x18\x0e \x01(\v2\x19.google.protobuf.DurationR\fstepUpWindow\x12H\n" +
 	"\x12decision_retention\x18\x0f \x01(\v2\x19.google.protobuf.DurationR\x11decisionRetention\x12G\n" +
 	"\x10residency_policy\x18\x14 \x01(\x0e2\x1c.keyplane.v1.ResidencyPolicyR\x0fresidencyPolicy\x121\n" +
-	"\x06limits\x18\x1e \x01(\v2\x19.keyplane.v1.TenantLimitsR\x06limits\"\xa4\x01\n" +
+	"\x06limits\x18\x1e \x01(\v2\x19.keyplane.v1.TenantLimitsR\x06limits\x12\x1f\n" +
+	"\vrehoming_to\x18\x1f \x01(\tR\n" +
+	"rehomingTo\"\xa4\x01\n" +
 	"\fTenantLimits\x124\n" +
 	"\tdecisions\x18\x01 \x01(\v2\x16.keyplane.v1.RateLimitR\tdecisions\x12.\n" +
 	"\x06tokens\x18\x02 \x01(\v2\x16.keyplane.v1.RateLimitR\x06tokens\x12.\n" +
