@@ -76,15 +76,22 @@ func (n *Node) serveIdempotent(w http.ResponseWriter, r *http.Request, keys []st
 		return
 	}
 	t, err := n.tenants.Tenant(ctx, tenantID, 0)
-	if errors.Is(err, schema.ErrNotFound) {
+	var sc schema.Scope
+	switch {
+	case errors.Is(err, schema.ErrNotFound) && r.URL.Path == createTenantProcedure:
+		// The call creates the tenant it names (checkTenantHeader holds the header to
+		// the body's id): its record is the new tenant's, in the home region the call
+		// gives it (CommitIdempotent reads it in the call's transaction).
+		sc = schema.Scope{TenantID: tenantID}
+	case errors.Is(err, schema.ErrNotFound):
 		next.ServeHTTP(w, r) // the handler says the tenant does not exist, in its own words
 		return
-	}
-	if err != nil {
+	case err != nil:
 		routing.WriteError(w, r, routing.CodeUnavailable, "read tenant: "+err.Error())
 		return
+	default:
+		sc = schema.Scope{TenantID: t.ID, Region: t.HomeRegion}
 	}
-	sc := schema.Scope{TenantID: t.ID, Region: t.HomeRegion}
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxForwardBytes+1))
 	if err != nil {
 		routing.WriteError(w, r, routing.CodeInvalidArgument, "read request body: "+err.Error())
@@ -95,7 +102,7 @@ func (n *Node) serveIdempotent(w http.ResponseWriter, r *http.Request, keys []st
 		return
 	}
 	hash := requestHash(r, body)
-	if n.replayRecorded(w, r, sc, key, hash) {
+	if sc.Region != "" && n.replayRecorded(w, r, sc, key, hash) {
 		return
 	}
 	select {
@@ -108,7 +115,7 @@ func (n *Node) serveIdempotent(w http.ResponseWriter, r *http.Request, keys []st
 		// A retry after a conflict may find that a concurrent call with the key (a
 		// hedged forward, a client's retry) committed: PostgreSQL reports the clash of
 		// their records as a serialization failure.
-		if attempt > 1 && n.replayRecorded(w, r, sc, key, hash) {
+		if attempt > 1 && n.replayConcurrent(w, r, sc, key, hash) {
 			return
 		}
 		call := &schema.IdempotentCall{Scope: sc, Key: key, RequestHash: hash}
@@ -124,6 +131,9 @@ func (n *Node) serveIdempotent(w http.ResponseWriter, r *http.Request, keys []st
 			call.Rollback(ctx)
 			if call.Retryable() && attempt < idempotentAttempts {
 				continue
+			}
+			if !resp.succeeded() && n.replayConcurrent(w, r, sc, key, hash) {
+				return // a copy of the call committed first, and this one clashed with its change
 			}
 			resp.writeTo(w, false)
 			return
@@ -156,7 +166,7 @@ func (n *Node) serveIdempotent(w http.ResponseWriter, r *http.Request, keys []st
 			n.metrics.idempotent.WithLabelValues("recorded").Inc()
 			resp.writeTo(w, false)
 		case errors.Is(err, schema.ErrIdempotencyConflict):
-			if !n.replayRecorded(w, r, sc, key, hash) {
+			if !n.replayConcurrent(w, r, sc, key, hash) {
 				routing.WriteError(w, r, routing.CodeAborted, IdempotencyKeyHeader+": a call with this key completed concurrently but its record cannot be read; retry")
 			}
 		case call.Retryable() && attempt < idempotentAttempts:
@@ -198,6 +208,26 @@ func requestHash(r *http.Request, body []byte) []byte {
 	}
 	h.Write(body)
 	return h.Sum(nil)
+}
+
+// replayConcurrent is replayRecorded for a record that a concurrent copy of the call
+// may have committed while this one ran: a copy that failed on the winner's change (a
+// clash on a unique name, the tenant CreateTenant made) answers with the winner's
+// response. A call that created its tenant has its region read again first. It
+// answers only when a record exists.
+func (n *Node) replayConcurrent(w http.ResponseWriter, r *http.Request, sc schema.Scope, key string, hash []byte) bool {
+	ctx := r.Context()
+	if sc.Region == "" {
+		t, err := n.store.GetTenant(ctx, sc.TenantID)
+		if err != nil {
+			return false
+		}
+		sc.Region = t.HomeRegion
+	}
+	if _, err := n.store.LookupIdempotency(ctx, sc, key); err != nil {
+		return false
+	}
+	return n.replayRecorded(w, r, sc, key, hash)
 }
 
 // replayRecorded answers from the key's record, if there is one, and reports whether

@@ -34,6 +34,9 @@ func keyedAdmin(url string) keyplanev1connect.AdminServiceClient {
 				if m, ok := req.Any().(interface{ GetTenantId() string }); ok {
 					req.Header().Set(routing.TenantHeader, m.GetTenantId())
 				}
+				if m, ok := req.Any().(*keyplanev1.CreateTenantRequest); ok && req.Header().Get(routing.TenantHeader) == "" { // as routing/client does
+					req.Header().Set(routing.TenantHeader, m.GetId())
+				}
 				if k, ok := ctx.Value(idemKey{}).(string); ok {
 					req.Header().Set(region.IdempotencyKeyHeader, k)
 				}
@@ -129,6 +132,75 @@ func TestIdempotencyKeys(t *testing.T) {
 		}
 		if n := creations(ids[0]); n != 1 {
 			t.Fatalf("%d identity.create events, want 1", n)
+		}
+	})
+
+	t.Run("a copy that clashes with the winner's change gets the winner's answer", func(t *testing.T) {
+		// Group names are unique per tenant: the copies that lose the race fail on the
+		// name the winner took, and answer with the winner's record, not AlreadyExists.
+		const copies = 6
+		ids, errs := make([]string, copies), make([]error, copies)
+		var wg sync.WaitGroup
+		for i := range copies {
+			wg.Go(func() {
+				r, err := admin.CreateGroup(withKey("k-group-race"), connect.NewRequest(&keyplanev1.CreateGroupRequest{TenantId: f.tenant, Name: "racers"}))
+				if err == nil {
+					ids[i] = r.Msg.Group.Id
+				}
+				errs[i] = err
+			})
+		}
+		wg.Wait()
+		for i := range copies {
+			if errs[i] != nil || ids[i] != ids[0] {
+				t.Fatalf("copy %d: %q, %v; want every copy to answer group %q", i, ids[i], errs[i], ids[0])
+			}
+		}
+	})
+
+	t.Run("CreateTenant takes a key: a retry gets the one admin client secret", func(t *testing.T) {
+		create := func(ctx context.Context, id, header string) (*connect.Response[keyplanev1.CreateTenantResponse], error) {
+			req := connect.NewRequest(&keyplanev1.CreateTenantRequest{Id: id, Name: "Keyed " + id, HomeRegion: "us-east"})
+			if header != "" {
+				req.Header().Set(routing.TenantHeader, header)
+			}
+			return admin.CreateTenant(ctx, req)
+		}
+		first, err := create(withKey("k-tenant"), "keyed-co", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := create(withKey("k-tenant"), "keyed-co", "")
+		if err != nil {
+			t.Fatalf("retry: %v", err)
+		}
+		if again.Header().Get(region.IdempotentReplayHeader) != "true" || again.Msg.AdminClientSecret != first.Msg.AdminClientSecret ||
+			again.Msg.AdminClientSecret == "" {
+			t.Fatalf("retry: replayed %q, same secret %v; want the first call's answer", again.Header().Get(region.IdempotentReplayHeader),
+				again.Msg.AdminClientSecret == first.Msg.AdminClientSecret)
+		}
+		_, err = create(withKey("k-tenant-2"), "keyed-co", "")
+		wantCode(t, err, connect.CodeAlreadyExists, "")
+		_, err = create(withKey("k-tenant-3"), "keyed-other", "keyed-co")
+		wantCode(t, err, connect.CodeInvalidArgument, `id: the request creates tenant "keyed-other"`)
+
+		const copies = 6
+		secrets, errs := make([]string, copies), make([]error, copies)
+		var wg sync.WaitGroup
+		for i := range copies {
+			wg.Go(func() {
+				r, err := create(withKey("k-tenant-race"), "raced-co", "")
+				if err == nil {
+					secrets[i] = r.Msg.AdminClientSecret
+				}
+				errs[i] = err
+			})
+		}
+		wg.Wait()
+		for i := range copies {
+			if errs[i] != nil || secrets[i] != secrets[0] || secrets[i] == "" {
+				t.Fatalf("racing CreateTenant copy %d: %v (same secret: %v); want every copy to answer the winner's", i, errs[i], secrets[i] == secrets[0])
+			}
 		}
 	})
 

@@ -18,6 +18,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/net/netutil"
 
+	keyplanev1 "github.com/keyplane/keyplane/region/gen/keyplane/v1"
+	"github.com/keyplane/keyplane/region/gen/keyplane/v1/keyplanev1connect"
 	"github.com/keyplane/keyplane/routing"
 )
 
@@ -203,11 +205,24 @@ func tenantField(msg any) (string, bool) {
 	return "", false
 }
 
+// createTenantProcedure creates the tenant its Keyplane-Tenant header may name, so
+// that it can take an Idempotency-Key (checkTenantHeader).
+var createTenantProcedure = procedure(keyplanev1connect.AdminServiceName, "CreateTenant")
+
 // checkTenantHeader refuses a call whose Keyplane-Tenant header (what routing went by)
 // names another tenant than the body: it would have been routed by the wrong tenant.
+// CreateTenant may name the tenant it creates, and only that one: so that it can take
+// an Idempotency-Key, recorded as the new tenant's.
 func checkTenantHeader(req connect.AnyRequest) error {
 	h := req.Header().Get(routing.TenantHeader)
 	if h == "" {
+		return nil
+	}
+	if m, ok := req.Any().(*keyplanev1.CreateTenantRequest); ok {
+		if m.GetId() != h {
+			return connect.NewError(connect.CodeInvalidArgument,
+				fmt.Errorf("id: the request creates tenant %q but its %s header says %q", m.GetId(), routing.TenantHeader, h))
+		}
 		return nil
 	}
 	body, ok := tenantField(req.Any())

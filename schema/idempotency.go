@@ -30,7 +30,10 @@ var ErrIdempotencyConflict = errors.New("a call with this Idempotency-Key was co
 // IdempotentCall is one call made with an Idempotency-Key. Safe for concurrent use,
 // though a call's write transactions run one after another.
 type IdempotentCall struct {
-	Scope       Scope  // the tenant and its home region
+	// Scope is the tenant and its home region. A call that creates its tenant
+	// (CreateTenant) has no region yet: its record goes to the home region the call
+	// gave the tenant, read in the call's transaction.
+	Scope       Scope
 	Key         string // the client's key
 	RequestHash []byte // what the key stands for: procedure, caller and body
 
@@ -151,10 +154,20 @@ func (s *Store) CommitIdempotent(ctx context.Context, c *IdempotentCall, status 
 		return fmt.Errorf("%w: a statement of this call failed", ErrUnavailable)
 	}
 	tx := c.tx
-	_, err := tx.Exec(ctx, `
+	ttl := fmt.Sprintf("%d seconds", int(IdempotencyTTL.Seconds()))
+	var tag pgconn.CommandTag
+	var err error
+	if c.Scope.Region == "" {
+		tag, err = tx.Exec(ctx, `
+INSERT INTO idempotency_keys (tenant_id, key, crdb_region, request_hash, status, response, expires_at)
+SELECT id, $2::TEXT, home_region::crdb_internal_region, $3::BYTEA, $4::INT, $5::BYTEA, now() + $6::INTERVAL FROM tenants WHERE id = $1::TEXT`,
+			c.Scope.TenantID, c.Key, c.RequestHash, status, sealed, ttl)
+	} else {
+		tag, err = tx.Exec(ctx, `
 INSERT INTO idempotency_keys (tenant_id, key, crdb_region, request_hash, status, response, expires_at)
 VALUES ($1, $2, $3, $4, $5, $6, now() + $7::INTERVAL)`,
-		c.Scope.TenantID, c.Key, c.Scope.Region, c.RequestHash, status, sealed, fmt.Sprintf("%d seconds", int(IdempotencyTTL.Seconds())))
+			c.Scope.TenantID, c.Key, c.Scope.Region, c.RequestHash, status, sealed, ttl)
+	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "23505" {
 		return ErrIdempotencyConflict
@@ -162,6 +175,9 @@ VALUES ($1, $2, $3, $4, $5, $6, now() + $7::INTERVAL)`,
 	if err != nil {
 		c.retry = c.retry || (errors.As(err, &pgErr) && pgErr.Code == "40001")
 		return classify(fmt.Errorf("record idempotency key: %w", err))
+	}
+	if tag.RowsAffected() != 1 {
+		return fmt.Errorf("record idempotency key: the call did not create tenant %q", c.Scope.TenantID)
 	}
 	if err := ctx.Err(); err != nil {
 		return classify(err)

@@ -11,6 +11,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/keyplane/keyplane/region/gen/keyplane/v1/keyplanev1connect"
 	"github.com/keyplane/keyplane/routing/client"
 
 	keyplanev1 "github.com/keyplane/keyplane/region/gen/keyplane/v1"
@@ -226,5 +227,24 @@ func TestValidate(t *testing.T) {
 				t.Errorf("New() error = %v, want %v", newErr, err)
 			}
 		})
+	}
+}
+
+// CreateTenant names the tenant it creates in the header, so that it takes an
+// idempotency key (a retry then gets the one admin client secret).
+func TestCreateTenantCarriesItsTenantAndAKey(t *testing.T) {
+	t.Parallel()
+	log := new(callLog)
+	url := startServer(t, "eu", behaviour{}, log)
+	c, _ := newClient(t, quick(client.Endpoint{Region: "eu-west", URL: url}))
+	admin := keyplanev1connect.NewAdminServiceClient(c.HTTPClient(), client.BaseURL, c.Options()...)
+	if _, err := admin.CreateTenant(context.Background(), connect.NewRequest(&keyplanev1.CreateTenantRequest{Id: "t-new", Name: "New"})); err != nil {
+		t.Fatalf("CreateTenant: %v", err)
+	}
+	if got := log.lastTenant(); got != "t-new" {
+		t.Errorf("server saw %s %q, want %q", client.TenantHeader, got, "t-new")
+	}
+	if keys := log.idempotencyKeys(); len(keys) != 1 || keys[0] == "" {
+		t.Errorf("server saw idempotency keys %q, want one", keys)
 	}
 }

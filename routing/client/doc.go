@@ -34,18 +34,20 @@
 //     DisableTenant/EnableTenant and DisableIdentity/EnableIdentity. A retry after a
 //     lost answer finds the revocation already done and succeeds again.
 //
-// Every other RPC has side effects. When it names a tenant (nearly all of them do)
-// the interceptor gives it a fresh Idempotency-Key, unless the caller set one: the
+// Every other RPC has side effects. When it names a tenant (nearly all of them do;
+// CreateTenant names the one it creates) the interceptor gives it a fresh
+// Idempotency-Key, unless the caller set one: the
 // serving node records the call's response with its change and answers any copy of
 // the call from that record, so a retry cannot apply it twice, and the client retries
 // it like the calls above. That covers creations (a second live secret nobody holds
 // cannot appear), updates, deletions, rotations, SetPassword, ExchangeAPIKey and
 // Login (one session), Refresh (the retry gets the first attempt's tokens instead of
 // tripping reuse detection), EnrollTOTP and ConfirmTOTP (the same secret and codes),
-// and the elevation workflow's steps. A call that failed is not recorded: its retry
-// runs again, so a refused Login still counts once per attempt against the lockout.
+// and the elevation workflow's steps, and CreateTenant (the retry gets the one admin
+// client secret). A call that failed is not recorded: its retry runs again, so a
+// refused Login still counts once per attempt against the lockout.
 //
-// Calls without a tenant (CreateTenant, the operator's cluster calls) carry no key
+// Calls without a tenant (the operator's cluster calls) carry no key
 // and are retried only when the request provably never left the client (the
 // connection was refused, or could not be set up before the attempt timed out).
 //

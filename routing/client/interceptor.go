@@ -57,8 +57,14 @@ func (i *interceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	}
 }
 
+// tenantCreators are the requests that create the tenant they name, by the field
+// naming it: they carry its header too, so that they take an idempotency key (the
+// node records the call as the new tenant's).
+var tenantCreators = map[protoreflect.FullName]protoreflect.Name{"keyplane.v1.CreateTenantRequest": "id"}
+
 // setTenant sets TenantHeader, unless already set, from the request message's
-// top-level string field tenant_id, when it has one and it is not empty.
+// top-level string field tenant_id (or the id of a tenant it creates), when it has
+// one and it is not empty.
 func setTenant(req connect.AnyRequest) {
 	if req.Header().Get(TenantHeader) != "" {
 		return
@@ -68,7 +74,11 @@ func setTenant(req connect.AnyRequest) {
 		return
 	}
 	m := msg.ProtoReflect()
-	fd := m.Descriptor().Fields().ByName("tenant_id")
+	field := protoreflect.Name("tenant_id")
+	if f, ok := tenantCreators[m.Descriptor().FullName()]; ok {
+		field = f
+	}
+	fd := m.Descriptor().Fields().ByName(field)
 	if fd == nil || fd.Kind() != protoreflect.StringKind || fd.Cardinality() == protoreflect.Repeated {
 		return
 	}

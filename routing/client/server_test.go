@@ -107,6 +107,17 @@ func (f *fakeAuth) ValidateToken(ctx context.Context, req *connect.Request[keypl
 	return res, nil
 }
 
+// fakeAdmin is a keyplane AdminService whose CreateTenant records the call's headers.
+type fakeAdmin struct {
+	keyplanev1connect.UnimplementedAdminServiceHandler
+	log *callLog
+}
+
+func (f *fakeAdmin) CreateTenant(_ context.Context, req *connect.Request[keyplanev1.CreateTenantRequest]) (*connect.Response[keyplanev1.CreateTenantResponse], error) {
+	f.log.add("admin", req.Header())
+	return connect.NewResponse(&keyplanev1.CreateTenantResponse{Tenant: &keyplanev1.Tenant{Id: req.Msg.Id}}), nil
+}
+
 func (f *fakeAuth) ExchangeAPIKey(ctx context.Context, req *connect.Request[keyplanev1.ExchangeAPIKeyRequest]) (*connect.Response[keyplanev1.ExchangeAPIKeyResponse], error) {
 	if err := f.answer(ctx, req.Header()); err != nil {
 		return nil, err
@@ -126,6 +137,7 @@ func startServer(t *testing.T, name string, b behaviour, log *callLog) string {
 	release := make(chan struct{})
 	mux := http.NewServeMux()
 	mux.Handle(keyplanev1connect.NewAuthServiceHandler(&fakeAuth{name: name, b: b, log: log, release: release}))
+	mux.Handle(keyplanev1connect.NewAdminServiceHandler(&fakeAdmin{log: log}))
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		if b.hang {
 			select {

@@ -193,6 +193,9 @@ type AdminServiceClient interface {
 	// the built-in role `tenant-admin` on scope `*`, with an OAuth client whose id and
 	// secret the response carries, once. Use them at the tenant's token endpoint
 	// (client_credentials) for tenant work; the operator secret is for cluster work.
+	// With an `Idempotency-Key` header and a `Keyplane-Tenant` header naming `id` (the
+	// app-side client sets both), a retry after a lost answer gets the first answer,
+	// secret included, instead of `already_exists`.
 	CreateTenant(context.Context, *connect.Request[v1.CreateTenantRequest]) (*connect.Response[v1.CreateTenantResponse], error)
 	// GetTenant returns one tenant, or `not_found`.
 	GetTenant(context.Context, *connect.Request[v1.GetTenantRequest]) (*connect.Response[v1.GetTenantResponse], error)
@@ -1042,6 +1045,9 @@ type AdminServiceHandler interface {
 	// the built-in role `tenant-admin` on scope `*`, with an OAuth client whose id and
 	// secret the response carries, once. Use them at the tenant's token endpoint
 	// (client_credentials) for tenant work; the operator secret is for cluster work.
+	// With an `Idempotency-Key` header and a `Keyplane-Tenant` header naming `id` (the
+	// app-side client sets both), a retry after a lost answer gets the first answer,
+	// secret included, instead of `already_exists`.
 	CreateTenant(context.Context, *connect.Request[v1.CreateTenantRequest]) (*connect.Response[v1.CreateTenantResponse], error)
 	// GetTenant returns one tenant, or `not_found`.
 	GetTenant(context.Context, *connect.Request[v1.GetTenantRequest]) (*connect.Response[v1.GetTenantResponse], error)
