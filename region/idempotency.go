@@ -102,7 +102,7 @@ func (n *Node) serveIdempotent(w http.ResponseWriter, r *http.Request, keys []st
 		return
 	}
 	hash := requestHash(r, body)
-	if sc.Region != "" && n.replayRecorded(w, r, sc, key, hash) {
+	if sc.Region != "" && n.replayRecorded(w, r, sc, key, hash, false) {
 		return
 	}
 	select {
@@ -115,7 +115,7 @@ func (n *Node) serveIdempotent(w http.ResponseWriter, r *http.Request, keys []st
 		// A retry after a conflict may find that a concurrent call with the key (a
 		// hedged forward, a client's retry) committed: PostgreSQL reports the clash of
 		// their records as a serialization failure.
-		if attempt > 1 && n.replayConcurrent(w, r, sc, key, hash) {
+		if attempt > 1 && n.replayConcurrent(w, r, sc, key, hash, false) {
 			return
 		}
 		call := &schema.IdempotentCall{Scope: sc, Key: key, RequestHash: hash}
@@ -132,7 +132,7 @@ func (n *Node) serveIdempotent(w http.ResponseWriter, r *http.Request, keys []st
 			if call.Retryable() && attempt < idempotentAttempts {
 				continue
 			}
-			if !resp.succeeded() && n.replayConcurrent(w, r, sc, key, hash) {
+			if !resp.succeeded() && n.replayConcurrent(w, r, sc, key, hash, false) {
 				return // a copy of the call committed first, and this one clashed with its change
 			}
 			resp.writeTo(w, false)
@@ -166,7 +166,7 @@ func (n *Node) serveIdempotent(w http.ResponseWriter, r *http.Request, keys []st
 			n.metrics.idempotent.WithLabelValues("recorded").Inc()
 			resp.writeTo(w, false)
 		case errors.Is(err, schema.ErrIdempotencyConflict):
-			if !n.replayConcurrent(w, r, sc, key, hash) {
+			if !n.replayConcurrent(w, r, sc, key, hash, true) {
 				routing.WriteError(w, r, routing.CodeAborted, IdempotencyKeyHeader+": a call with this key completed concurrently but its record cannot be read; retry")
 			}
 		case call.Retryable() && attempt < idempotentAttempts:
@@ -215,7 +215,7 @@ func requestHash(r *http.Request, body []byte) []byte {
 // clash on a unique name, the tenant CreateTenant made) answers with the winner's
 // response. A call that created its tenant has its region read again first. It
 // answers only when a record exists.
-func (n *Node) replayConcurrent(w http.ResponseWriter, r *http.Request, sc schema.Scope, key string, hash []byte) bool {
+func (n *Node) replayConcurrent(w http.ResponseWriter, r *http.Request, sc schema.Scope, key string, hash []byte, refuseOther bool) bool {
 	ctx := r.Context()
 	if sc.Region == "" {
 		t, err := n.store.GetTenant(ctx, sc.TenantID)
@@ -227,12 +227,17 @@ func (n *Node) replayConcurrent(w http.ResponseWriter, r *http.Request, sc schem
 	if _, err := n.store.LookupIdempotency(ctx, sc, key); err != nil {
 		return false
 	}
-	return n.replayRecorded(w, r, sc, key, hash)
+	return n.replayRecorded(w, r, sc, key, hash, refuseOther)
 }
 
-// replayRecorded answers from the key's record, if there is one, and reports whether
-// it answered.
-func (n *Node) replayRecorded(w http.ResponseWriter, r *http.Request, sc schema.Scope, key string, hash []byte) bool {
+// replayRecorded answers from the key's record of this very request (same hash), if
+// there is one, and reports whether it answered. A record of another request is
+// refused with failed_precondition only when refuseOther: that is, only once the call
+// authenticated and succeeded and its own record clashed with it. Before that the call
+// runs (and its caller's credentials are checked), so that nobody learns from a
+// refusal that a tenant used a key, and a caller reusing a key for another request
+// gets failed_precondition at commit, its change rolled back.
+func (n *Node) replayRecorded(w http.ResponseWriter, r *http.Request, sc schema.Scope, key string, hash []byte, refuseOther bool) bool {
 	rec, err := n.store.LookupIdempotency(r.Context(), sc, key)
 	if errors.Is(err, schema.ErrNotFound) {
 		return false
@@ -240,6 +245,9 @@ func (n *Node) replayRecorded(w http.ResponseWriter, r *http.Request, sc schema.
 	if err != nil {
 		routing.WriteError(w, r, routing.CodeUnavailable, err.Error())
 		return true
+	}
+	if !rec.SameRequest(hash) && !refuseOther {
+		return false
 	}
 	if !rec.SameRequest(hash) {
 		n.metrics.idempotent.WithLabelValues("mismatch").Inc()

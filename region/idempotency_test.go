@@ -105,6 +105,17 @@ func TestIdempotencyKeys(t *testing.T) {
 		if connect.CodeOf(err) != connect.CodeFailedPrecondition || !strings.Contains(err.Error(), region.IdempotencyKeyHeader) {
 			t.Fatalf("same key, other body: %v, want failed_precondition naming %s", err, region.IdempotencyKeyHeader)
 		}
+		// The refused call ran (its caller is checked before any refusal names the key)
+		// and was rolled back: no Hopper.
+		ids, err := admin.ListIdentities(context.Background(), connect.NewRequest(&keyplanev1.ListIdentitiesRequest{TenantId: f.tenant}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range ids.Msg.Identities {
+			if id.DisplayName == "Hopper" {
+				t.Fatal("the refused call's identity was created")
+			}
+		}
 	})
 
 	t.Run("concurrent copies change once", func(t *testing.T) {
@@ -229,7 +240,9 @@ func TestIdempotencyKeys(t *testing.T) {
 		if strings.Contains(string(stored), first.Msg.ApiKey) {
 			t.Fatal("the recorded response holds the API key in the clear")
 		}
-		// Another caller (another credential) with the same key and body is refused.
+		// Another caller (another credential) with the same key and body gets the
+		// answer its own credential gets (here: it may not mint keys), never the record,
+		// nor a refusal that would tell it the tenant used the key.
 		other := keyplanev1connect.NewAdminServiceClient(http.DefaultClient, f.url, connect.WithInterceptors(
 			connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
 				return func(ctx context.Context, r connect.AnyRequest) (connect.AnyResponse, error) {
@@ -239,8 +252,8 @@ func TestIdempotencyKeys(t *testing.T) {
 					return next(ctx, r)
 				}
 			})))
-		if _, err := other.CreateAPIKey(context.Background(), req()); connect.CodeOf(err) != connect.CodeFailedPrecondition {
-			t.Fatalf("another caller replaying the key: %v, want failed_precondition", err)
+		if _, err := other.CreateAPIKey(context.Background(), req()); connect.CodeOf(err) != connect.CodePermissionDenied {
+			t.Fatalf("another caller replaying the key: %v, want permission_denied (its own answer)", err)
 		}
 	})
 
