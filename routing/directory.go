@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/singleflight"
+
 	"github.com/keyplane/keyplane/schema"
 )
 
@@ -38,8 +40,9 @@ type TenantReader interface {
 // tenant row itself, and every write checks the home region in its own transaction,
 // so a stale entry costs a detour, never a wrong answer. Safe for concurrent use.
 type Directory struct {
-	src TenantReader
-	ttl time.Duration
+	src   TenantReader
+	ttl   time.Duration
+	reads singleflight.Group // one read of a tenant's row at a time, shared by every caller waiting for it
 
 	mu sync.Mutex
 	m  map[string]cachedPlacement
@@ -99,18 +102,54 @@ func (d *Directory) entry(ctx context.Context, tenant string, minEpoch int64) (c
 	if ok && time.Since(e.at) < d.ttl && e.t.PlacementEpoch >= minEpoch {
 		return e, nil
 	}
-	t, err := d.src.GetTenant(ctx, tenant)
-	if err != nil {
-		return cachedPlacement{}, err
+	e, err := d.read(ctx, tenant)
+	if err == nil && e.t.PlacementEpoch < minEpoch {
+		// The shared read began before the move that minEpoch names committed: read
+		// again, alone.
+		var t schema.Tenant
+		if t, err = d.src.GetTenant(ctx, tenant); err == nil {
+			e = d.put(tenant, t)
+		}
 	}
+	return e, err
+}
+
+// sharedReadTimeout bounds a tenant read shared by several callers: it is not bound
+// to any one caller's context (the first caller leaving must not fail the others),
+// and each caller waits for it at most until its own context ends.
+const sharedReadTimeout = 5 * time.Second
+
+// read reads the tenant's row and caches it. Concurrent callers share one read: when
+// a busy tenant's entry expires, or the database is slow or down, its in-flight
+// requests must not each send a query (and hold a connection) for the same row.
+func (d *Directory) read(ctx context.Context, tenant string) (cachedPlacement, error) {
+	ch := d.reads.DoChan(tenant, func() (any, error) {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sharedReadTimeout)
+		defer cancel()
+		t, err := d.src.GetTenant(rctx, tenant)
+		if err != nil {
+			return cachedPlacement{}, err
+		}
+		return d.put(tenant, t), nil
+	})
+	select {
+	case r := <-ch:
+		return r.Val.(cachedPlacement), r.Err
+	case <-ctx.Done():
+		return cachedPlacement{}, ctx.Err()
+	}
+}
+
+// put caches the row just read of tenant.
+func (d *Directory) put(tenant string, t schema.Tenant) cachedPlacement {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if len(d.m) >= maxEntries {
 		d.m = map[string]cachedPlacement{}
 	}
-	e = cachedPlacement{t: t, p: placementOf(t), at: time.Now()}
+	e := cachedPlacement{t: t, p: placementOf(t), at: time.Now()}
 	d.m[tenant] = e
-	return e, nil
+	return e
 }
 
 // Forget drops a tenant's entry (after a rehome, or a misdirected forward).

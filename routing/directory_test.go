@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -20,18 +22,28 @@ type fakeTenants struct {
 	tenants map[string]schema.Tenant
 	err     error
 	reads   int
+	hold    chan struct{} // when set, a read waits for it to close (or its context to end)
 }
 
 func newFakeTenants() *fakeTenants { return &fakeTenants{tenants: map[string]schema.Tenant{}} }
 
-func (f *fakeTenants) GetTenant(_ context.Context, id string) (schema.Tenant, error) {
+func (f *fakeTenants) GetTenant(ctx context.Context, id string) (schema.Tenant, error) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	f.reads++
-	if f.err != nil {
-		return schema.Tenant{}, f.err
-	}
+	// The row as it is when the read starts, as a database read's snapshot.
 	t, ok := f.tenants[id]
+	err, hold := f.err, f.hold
+	f.mu.Unlock()
+	if hold != nil {
+		select {
+		case <-hold:
+		case <-ctx.Done():
+			return schema.Tenant{}, ctx.Err()
+		}
+	}
+	if err != nil {
+		return schema.Tenant{}, err
+	}
 	if !ok {
 		return schema.Tenant{}, fmt.Errorf("%w: tenant %q", schema.ErrNotFound, id)
 	}
@@ -219,4 +231,103 @@ func TestDirectoryConcurrent(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// Concurrent lookups of a tenant whose entry is missing or expired share one read of
+// its row (a busy tenant's entry expiring, or a slow database, must not send every
+// in-flight request to the database); a caller whose context ends stops waiting
+// without failing the others.
+func TestDirectoryCoalescesReads(t *testing.T) {
+	t.Parallel()
+	src := newFakeTenants()
+	src.home("acme", "eu", 3)
+	src.hold = make(chan struct{})
+	d := routing.NewDirectory(src, time.Hour)
+
+	const callers = 16
+	errs := make(chan error, callers)
+	for range callers {
+		go func() {
+			p, err := d.Lookup(context.Background(), "acme", 0)
+			if err == nil && p.Home != "eu" {
+				err = fmt.Errorf("home %q, want eu", p.Home)
+			}
+			errs <- err
+		}()
+	}
+	impatient, cancel := context.WithCancel(context.Background())
+	left := make(chan error, 1)
+	go func() {
+		_, err := d.Lookup(impatient, "acme", 0)
+		left <- err
+	}()
+	for src.readCount() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	if err := <-left; !errors.Is(err, context.Canceled) {
+		t.Fatalf("a caller whose context ended: %v, want context.Canceled while the read is held", err)
+	}
+	close(src.hold)
+	for range callers {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Every caller that arrived while the read was held joined it: one read for all.
+	// (A caller scheduled only after the read ended would find the entry cached.)
+	if n := src.readCount(); n != 1 {
+		t.Fatalf("%d reads for %d concurrent lookups, want 1", n, callers+1)
+	}
+}
+
+// A lookup that needs a newer placement epoch than a shared read returns reads
+// again on its own: a read that began before a move cannot satisfy it.
+func TestDirectoryMinEpochAfterSharedRead(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	src := newFakeTenants()
+	src.home("acme", "eu", 3)
+	d := routing.NewDirectory(src, time.Hour)
+	src.hold = make(chan struct{})
+	first := make(chan routing.Placement, 1)
+	go func() {
+		p, _ := d.Lookup(ctx, "acme", 0)
+		first <- p
+	}()
+	for src.readCount() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	// The move commits while the first read is held; a forwarded request names it.
+	src.home("acme", "us", 4)
+	second := make(chan routing.Placement, 1)
+	go func() {
+		p, err := d.Lookup(ctx, "acme", 4)
+		if err != nil {
+			t.Error(err)
+		}
+		second <- p
+	}()
+	waitForSharedReaders(t, 2) // the second lookup has joined the held read
+	close(src.hold)
+	<-first
+	if p := <-second; p.Home != "us" || p.Epoch != 4 {
+		t.Fatalf("lookup at epoch 4: %+v, want home us at epoch 4", p)
+	}
+}
+
+// waitForSharedReaders waits until n callers wait in Directory.read (its shared read
+// held by the fake), reading every goroutine's stack: a joined caller gives no other
+// sign.
+func waitForSharedReaders(t *testing.T, n int) {
+	t.Helper()
+	buf := make([]byte, 1<<20)
+	for range 5000 {
+		stacks := string(buf[:runtime.Stack(buf, true)])
+		if strings.Count(stacks, "routing.(*Directory).read(") >= n {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Fatalf("fewer than %d callers ever waited for the shared read", n)
 }
