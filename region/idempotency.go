@@ -77,7 +77,11 @@ func (n *Node) serveIdempotent(w http.ResponseWriter, r *http.Request, keys []st
 	}
 	t, err := n.tenants.Tenant(ctx, tenantID, 0)
 	var sc schema.Scope
+	var fe *schema.FieldError
 	switch {
+	case errors.As(err, &fe):
+		next.ServeHTTP(w, r) // a malformed tenant id: the handler refuses it, naming the field
+		return
 	case errors.Is(err, schema.ErrNotFound) && r.URL.Path == createTenantProcedure:
 		// The call creates the tenant it names (checkTenantHeader holds the header to
 		// the body's id): its record is the new tenant's, in the home region the call

@@ -299,6 +299,10 @@ func TestIdempotencyKeys(t *testing.T) {
 				t.Fatalf("key %q: %v, want invalid_argument naming %s", k, err, region.IdempotencyKeyHeader)
 			}
 		}
+		// A malformed tenant id with a good key is the caller's error too, not unavailable.
+		_, err := admin.CreateIdentity(withKey("k-bad-tenant"), connect.NewRequest(&keyplanev1.CreateIdentityRequest{TenantId: "Not A Tenant!",
+			Kind: keyplanev1.IdentityKind_IDENTITY_KIND_HUMAN, DisplayName: "Bad"}))
+		wantCode(t, err, connect.CodeInvalidArgument, "tenant_id")
 	})
 
 	t.Run("the token endpoint", func(t *testing.T) {
