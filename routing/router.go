@@ -313,8 +313,13 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// Where the tenant may be served is unknown: serving it here could serve a
 		// residency-strict tenant outside its regions (the database may answer the
 		// local handler a moment later). Deny instead.
+		if r.Context().Err() != nil {
+			return // the caller left while waiting for the read: nobody to answer
+		}
+		// Counted, not logged at warn: while the database is down this is every
+		// request, and readiness and the database alerts already say why.
 		rt.m.route[routeUnplaced].Inc()
-		rt.cfg.Log.WarnContext(r.Context(), "tenant placement unreadable; request refused", "tenant", tenant, "err", err)
+		rt.cfg.Log.DebugContext(r.Context(), "tenant placement unreadable; request refused", "tenant", tenant, "err", err)
 		writeUnavailable(w, r, fmt.Sprintf("the placement of tenant %s cannot be read here (tenant directory unavailable); not served, retry", tenant))
 		return
 	}
