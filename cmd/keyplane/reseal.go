@@ -11,7 +11,7 @@ import (
 )
 
 func runReseal(ctx context.Context, args []string, stdout io.Writer) error {
-	c := newCommand(stdout, "keys reseal", "Reseal every secret stored under an older key of the key-encryption key (signing keys' private halves, TOTP seeds, sign-in providers' and webhooks' secrets, responses recorded for idempotency keys) under its first key, in every region. This is step 3 of a KEK rotation (docs/security.md): run it once every node has the new key first in its KEK and the old one after it; then remove the old key. It is safe to run again; each TOTP seed it reseals writes an audit event.", `
+	c := newCommand(stdout, "keys reseal", "Reseal every secret stored under an older key of the key-encryption key (signing keys' private halves, TOTP seeds, sign-in providers' and webhooks' secrets, responses recorded for idempotency keys) under its first key, in every region. This is step 3 of a KEK rotation (docs/security.md): run it once every node has the new key first in its KEK and the old one after it; then remove the old key. It is safe to run again; each per-tenant secret it reseals writes an audit event (the idempotency records, whose calls were audited when made, do not).", `
 The KEK is read from KEYPLANE_KEK or --kek-file: base64 keys, one a line, the new one
 first and the old one(s) after it.
 
