@@ -1,8 +1,11 @@
 package main
 
 import (
+	"context"
 	"regexp"
 	"strings"
+
+	"github.com/keyplane/keyplane/schema"
 )
 
 // dbFlags are the flags of a command that opens the database. The URL usually holds
@@ -59,4 +62,14 @@ func dbHasPassword(db string) bool {
 	}
 	at := strings.LastIndexByte(rest, '@')
 	return at >= 0 && strings.Contains(rest[:at], ":")
+}
+
+// openStore opens a small pool on db for a command that works on the database
+// directly (keys, rehome), and the store on it; closeDB releases the pool.
+func openStore(ctx context.Context, db string, maxConns int32, cfg schema.Config) (store *schema.Store, closeDB func(), err error) {
+	pool, err := schema.Open(ctx, db, schema.PoolConfig{MaxConns: maxConns})
+	if err != nil {
+		return nil, nil, err
+	}
+	return schema.New(pool, cfg), pool.Close, nil
 }

@@ -90,12 +90,11 @@ Example:
 	if k == nil {
 		return usageErr("a key-encryption key is required: --kek-file or KEYPLANE_KEK")
 	}
-	pool, err := schema.Open(ctx, db, schema.PoolConfig{MaxConns: 2})
+	store, closeDB, err := openStore(ctx, db, 2, schema.Config{Region: *regionName, Node: "keys-rotate"})
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
-	store := schema.New(pool, schema.Config{Region: *regionName, Node: "keys-rotate"})
+	defer closeDB()
 	if err := store.CheckRegion(ctx, *regionName); err != nil {
 		if errors.Is(err, schema.ErrNotFound) {
 			return usageErr("%v", err)

@@ -74,12 +74,11 @@ Examples:
 	if err != nil {
 		return err
 	}
-	pool, err := schema.Open(ctx, db, schema.PoolConfig{MaxConns: 4})
+	store, closeDB, err := openStore(ctx, db, 4, schema.Config{Node: "keyplane-rehome"})
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
-	store := schema.New(pool, schema.Config{Node: "keyplane-rehome"})
+	defer closeDB()
 	start, last := time.Now(), time.Time{}
 	fmt.Fprintf(stdout, "rehome %s to %s: raising the fence, then waiting %v for nodes to see it\n", *tenant, *to, *fenceWait)
 	out, rep, err := store.RehomeTenantBatched(ctx, schema.Change{Actor: "operator", ActorKind: "operator", RequestID: "keyplane-rehome"}, *tenant, *to,
@@ -123,12 +122,12 @@ Example:
 	if err != nil {
 		return err
 	}
-	pool, err := schema.Open(ctx, db, schema.PoolConfig{MaxConns: 2})
+	store, closeDB, err := openStore(ctx, db, 2, schema.Config{Node: "keyplane-rehome"})
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
-	st, err := schema.New(pool, schema.Config{Node: "keyplane-rehome"}).TenantRehomeStatus(ctx, *tenant)
+	defer closeDB()
+	st, err := store.TenantRehomeStatus(ctx, *tenant)
 	if err != nil {
 		return err
 	}

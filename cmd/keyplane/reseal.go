@@ -34,12 +34,11 @@ Example:
 	if k == nil {
 		return usageErr("a key-encryption key is required: --kek-file or KEYPLANE_KEK, the new key first and the old one after it")
 	}
-	pool, err := schema.Open(ctx, db, schema.PoolConfig{MaxConns: 2})
+	store, closeDB, err := openStore(ctx, db, 2, schema.Config{Node: "keys-reseal"})
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
-	store := schema.New(pool, schema.Config{Node: "keys-reseal"})
+	defer closeDB()
 	counts, err := region.ResealSecrets(ctx, store, k, schema.Change{Actor: "operator", RequestID: "keys-reseal"})
 	regions := make([]string, 0, len(counts))
 	for name := range counts {
