@@ -33,7 +33,7 @@ func loginFlags(fs *flag.FlagSet, c *region.LoginConfig) {
 	rate(&c.Rates.LoginPerIP, "login-rate-per-ip", "per source address Login")
 	rate(&c.Rates.LoginPerTenant, "login-rate-per-tenant", "per tenant Login")
 	rate(&c.Rates.TokenPerIP, "token-rate-per-ip", "per source address token minting (the OAuth token endpoint, ExchangeAPIKey, Refresh)")
-	rate(&c.Rates.TokenPerTenant, "token-rate-per-tenant", "default per tenant token issuance (the OAuth token endpoint, ExchangeAPIKey, Refresh, sign-in pages), for tenants without a tokens limit of their own (SetTenantLimits);")
+	rate(&c.Rates.TokenPerTenant, "token-rate-per-tenant", "default per tenant token issuance (tokens minted by the OAuth token endpoint, ExchangeAPIKey and Refresh; once spent, those and the sign-in pages are refused), for tenants without a tokens limit of their own (SetTenantLimits);")
 	rate(&c.Rates.IntrospectPerIP, "introspect-rate-per-ip", "per source address OAuth introspection")
 	rate(&c.Rates.IntrospectPerTenant, "introspect-rate-per-tenant", "per tenant OAuth introspection")
 	rate(&c.Rates.DecisionsPerTenant, "decision-rate-per-tenant", "default per tenant decisions (ValidateToken, CheckService, introspection, userinfo), for tenants without a decisions limit of their own (SetTenantLimits);")
