@@ -911,12 +911,13 @@ func TestRouterHedges(t *testing.T) {
 			if resp.StatusCode != http.StatusOK || body != "served by us-fast" {
 				t.Errorf("got %d %q, want 200 %q", resp.StatusCode, body, "served by us-fast")
 			}
-		}, func() bool { return metric(t, f.reg, "keyplane_forward_hedges_total", "home_region", "us") >= 1 })
-		// The slow node's handler records a request when it runs, which on a loaded
-		// machine may be after the hedge's answer came back.
-		if got := waitCount(us1Rec.count, func(n int) bool { return n >= 1 }); got < 1 {
-			t.Errorf("slow node saw %d requests, want at least 1", got)
-		}
+		}, func() bool {
+			// Until a request reached the slow node first and was hedged. A hedge alone
+			// does not show it: on a loaded machine the fast node, tried first, can be
+			// slower than the hedge delay too, and the hedge to the slow node is then
+			// cancelled before its handler runs (the CI flake of stop 26).
+			return us1Rec.count() >= 1 && metric(t, f.reg, "keyplane_forward_hedges_total", "home_region", "us") >= 1
+		})
 		if got := f.local.count(); got != 0 {
 			t.Errorf("local handler served %d requests, want 0", got)
 		}
