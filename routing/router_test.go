@@ -942,14 +942,16 @@ func TestRouterHedges(t *testing.T) {
 				t.Errorf("got %d %q, want 200 from us-fast or 503", resp.StatusCode, body)
 			}
 		}, func() bool { return us1Rec.count() >= 1 })
-		// Every request reached one home node; wait until each recorded it (handlers run
-		// late on a loaded machine), then a little longer: a hedged copy would arrive
-		// with its original.
+		// Each request reached at most one home node: wait until each recorded it
+		// (handlers run late on a loaded machine), then a little longer, since a hedged
+		// copy would arrive with its original. At most, not exactly: a request whose
+		// 200 ms deadline passed before a loaded machine ran its handler reaches none
+		// (it is answered 503, outcome unknown; the flake of stop 26).
 		seen := func() int { return us1Rec.count() + us2Rec.count() }
 		waitCount(seen, func(got int) bool { return got >= n })
 		time.Sleep(100 * time.Millisecond)
-		if got := seen(); got != n {
-			t.Errorf("home nodes saw %d copies of %d requests, want one each", got, n)
+		if got := seen(); got > n {
+			t.Errorf("home nodes saw %d copies of %d requests, want at most one each", got, n)
 		}
 		if got := metric(t, f.reg, "keyplane_forward_hedges_total", "home_region", "us"); got != 0 {
 			t.Errorf("hedges = %v, want 0", got)
