@@ -28,6 +28,24 @@ func fromAddr(ip string) *http.Client {
 	return &http.Client{Transport: &http.Transport{DialContext: d.DialContext, MaxIdleConnsPerHost: 64}}
 }
 
+// previousStepCode is the TOTP code of the 30 s step before the current one (so that
+// a later code of the current step is not a replay), made at least 10 s before the
+// current step ends: the node accepts one step either way, and a code made just
+// before a step boundary would be two steps old when a loaded machine checks it (the
+// TestKEKRotation flake of stop 26).
+func previousStepCode(t *testing.T, secret string) string {
+	t.Helper()
+	const step = 30 * time.Second
+	if left := step - time.Duration(time.Now().UnixNano()%int64(step)); left < 10*time.Second {
+		time.Sleep(left)
+	}
+	code, err := totp.GenerateCode(secret, time.Now().Add(-step))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return code
+}
+
 // authFrom is an AuthService client whose calls come from the loopback address ip.
 func (f *fixture) authFrom(ip string) keyplanev1connect.AuthServiceClient {
 	return keyplanev1connect.NewAuthServiceClient(fromAddr(ip), f.url)

@@ -545,7 +545,7 @@ func enrolTOTP(t *testing.T, o *opFixture) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	code, _ := totp.GenerateCode(en.Msg.Secret, time.Now().Add(-30*time.Second))
+	code := previousStepCode(t, en.Msg.Secret)
 	confirm := connect.NewRequest(&keyplanev1.ConfirmTOTPRequest{TenantId: "acme", IdentityId: o.alice, Code: code})
 	confirm.Header().Set("Authorization", "Bearer "+lr.Msg.Token.AccessToken)
 	if _, err := o.auth.ConfirmTOTP(ctx, confirm); err != nil {

@@ -78,7 +78,7 @@ func TestKEKRotation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	code, _ := totp.GenerateCode(en.Msg.Secret, time.Now().Add(-30*time.Second))
+	code := previousStepCode(t, en.Msg.Secret)
 	confirm := connect.NewRequest(&keyplanev1.ConfirmTOTPRequest{TenantId: "acme", IdentityId: alice, Code: code})
 	confirm.Header().Set("Authorization", "Bearer "+first.Token.AccessToken)
 	if _, err := auth.ConfirmTOTP(ctx, confirm); err != nil {

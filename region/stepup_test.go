@@ -154,7 +154,7 @@ func mfaLogin(t *testing.T, baseURL, tenant, identity, email, password string) s
 	if err != nil {
 		t.Fatalf("enrol TOTP for %s: %v", email, err)
 	}
-	code, _ := totp.GenerateCode(en.Msg.Secret, time.Now().Add(-30*time.Second))
+	code := previousStepCode(t, en.Msg.Secret)
 	confirm := connect.NewRequest(&keyplanev1.ConfirmTOTPRequest{TenantId: tenant, IdentityId: identity, Code: code})
 	confirm.Header().Set("Authorization", "Bearer "+pwd)
 	if _, err := auth.ConfirmTOTP(ctx, confirm); err != nil {
