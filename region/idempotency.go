@@ -228,10 +228,11 @@ func (n *Node) replayConcurrent(w http.ResponseWriter, r *http.Request, sc schem
 		}
 		sc.Region = t.HomeRegion
 	}
-	if _, err := n.store.LookupIdempotency(ctx, sc, key); err != nil {
+	rec, err := n.store.LookupIdempotency(ctx, sc, key)
+	if err != nil {
 		return false
 	}
-	return n.replayRecorded(w, r, sc, key, hash, refuseOther)
+	return n.answerRecorded(w, r, sc, key, hash, rec, refuseOther)
 }
 
 // replayRecorded answers from the key's record of this very request (same hash), if
@@ -250,6 +251,11 @@ func (n *Node) replayRecorded(w http.ResponseWriter, r *http.Request, sc schema.
 		routing.WriteError(w, r, routing.CodeUnavailable, err.Error())
 		return true
 	}
+	return n.answerRecorded(w, r, sc, key, hash, rec, refuseOther)
+}
+
+// answerRecorded answers from rec, read for the key, as replayRecorded says.
+func (n *Node) answerRecorded(w http.ResponseWriter, r *http.Request, sc schema.Scope, key string, hash []byte, rec schema.IdempotentResponse, refuseOther bool) bool {
 	if !rec.SameRequest(hash) && !refuseOther {
 		return false
 	}
